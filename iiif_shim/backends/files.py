@@ -1,0 +1,107 @@
+"""``files``: master images in a local folder, read by Pillow.
+
+Identifier ``name`` maps to ``root/name``, then ``root/name.tif`` and so on through the configured
+extensions. A ``/`` inside the identifier is a subfolder. Nothing outside ``root`` is ever opened:
+``..`` segments are refused and symlinks are resolved and checked.
+
+Natively it can only deliver the whole file, so Pillow does all the work, decoding JPEG and
+JPEG 2000 at reduced resolution when the output is small.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import NotFound
+from ..imaging import probe
+from ..model import Fetched, NativeOp, SourceInfo, Target
+from ..schema import option
+from .base import Backend
+
+
+def _folder(path: Path) -> str | None:
+    return None if path.is_dir() else f"{path} is not a folder"
+
+
+def _extensions(exts: tuple[str, ...]) -> str | None:
+    bad = [e for e in exts if not e.startswith(".") or "/" in e]
+    return f"each extension starts with '.': {bad}" if bad else None
+
+
+@dataclass(frozen=True)
+class FilesSettings:
+    type: str = option(doc="`files`")
+    root: Path = option(doc="folder of master images (relative to the config file)", check=_folder)
+    extensions: tuple[str, ...] = option(
+        (".tif", ".tiff", ".jp2", ".jpg", ".jpeg", ".png"),
+        doc="tried in order after the bare name",
+        check=_extensions,
+    )
+
+
+class FilesBackend(Backend):
+    type_name = "files"
+    settings_class = FilesSettings
+    settings: FilesSettings
+
+    @property
+    def _root(self) -> str:
+        return os.path.realpath(self.settings.root)
+
+    def locate(self, native_id: str) -> Path:
+        """The file for ``native_id`` inside root, or NotFound. Blocking (stat calls)."""
+        segments = native_id.split("/")
+        if "\x00" in native_id or any(s in ("", ".", "..") for s in segments):
+            raise NotFound("no such image")
+        root = self._root
+        for name in (native_id, *(native_id + ext for ext in self.settings.extensions)):
+            real = os.path.realpath(os.path.join(root, name))
+            if os.path.commonpath((root, real)) == root and os.path.isfile(real):
+                return Path(real)
+        raise NotFound("no such image")
+
+    def _facts(self, native_id: str) -> SourceInfo:
+        path = self.locate(native_id)
+        stat = path.stat()
+        width, height, colour, fmt = probe(Fetched(path=path, described=self._described(path)))
+        return SourceInfo(
+            width=width,
+            height=height,
+            colour=colour,
+            format=fmt,
+            version=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
+            last_modified=stat.st_mtime,
+        )
+
+    def _described(self, path: Path) -> str:
+        return f"backend '{self.name}' file {path.name!r}"
+
+    async def facts(self, target: Target) -> SourceInfo:
+        info: SourceInfo = await self.run_blocking(self._facts, target.native_id)
+        return info
+
+    async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
+        path: Path = await self.run_blocking(self.locate, target.native_id)
+        return Fetched(path=path, described=self._described(path))
+
+    def _list(self, limit: int) -> list[str]:
+        root = Path(self._root)
+        exts = tuple(e.lower() for e in self.settings.extensions)
+        found: list[str] = []
+        for folder, dirs, files in os.walk(root):
+            dirs.sort()
+            for name in sorted(files):
+                stem, ext = os.path.splitext(name)
+                if ext.lower() in exts and not name.startswith("."):
+                    rel = Path(folder, stem).relative_to(root).as_posix()
+                    if rel not in found:
+                        found.append(rel)
+                if len(found) >= limit:
+                    return found
+        return found
+
+    async def identifiers(self, limit: int) -> list[str]:
+        names: list[str] = await self.run_blocking(self._list, limit)
+        return names

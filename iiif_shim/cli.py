@@ -1,0 +1,109 @@
+"""The ``iiif-shim`` command: ``serve`` and ``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from . import __version__
+from .backends import BACKEND_TYPES
+from .errors import ConfigError
+from .settings import CONFIG_ENV, Settings, load_settings, settings_from_environment
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="iiif-shim",
+        description="IIIF Image API 3.0 and 2.1 in front of an existing image server.",
+    )
+    parser.add_argument("--version", action="version", version=f"iiif-shim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument(
+        "--config",
+        help=f"YAML config (default: ${CONFIG_ENV}, else the embedded default with sample images)",
+    )
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file")
+    return parser
+
+
+def _summary(settings: Settings) -> list[str]:
+    lines = []
+    for name, spec in settings.backends.items():
+        native = BACKEND_TYPES[spec.type].capabilities.describe()
+        done = [k for k, v in native.items() if v is True] + [
+            f"{k}: {', '.join(v)}" for k, v in native.items() if isinstance(v, list) and v
+        ]
+        natively = ", ".join(done) if done else "the whole source image only"
+        lines.append(f"  backend {name} ({spec.type}): natively {natively}; Pillow does the rest")
+    for i, route in enumerate(settings.routes):
+        match = route.match.pattern if route.match else "(every identifier)"
+        lines.append(f"  routes[{i}]: {match} -> {route.backend} as {route.id}")
+    return lines
+
+
+def _warnings(settings: Settings) -> list[str]:
+    return [f"warning: {path}: {message}" for path, message in settings.warnings]
+
+
+def check_config(file: str) -> int:
+    try:
+        settings = load_settings(file)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    print(f"{file}: OK")
+    for line in _summary(settings) + _warnings(settings):
+        print(line)
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = settings_from_environment(args.config).with_overrides(args.host, args.port)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    from .app import create_app  # imported late: check-config needs no aiohttp app
+
+    log = logging.getLogger("iiif_shim")
+    for line in _warnings(settings):
+        log.warning(line)
+    host, port = settings.server.host, settings.server.port
+    log.info(
+        "iiif-shim %s with %s: http://%s:%d/ (IIIF at %s/3/ and %s/2/)",
+        __version__,
+        settings.source,
+        host,
+        port,
+        settings.iiif.prefix,
+        settings.iiif.prefix,
+    )
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        print=None,
+        access_log_format='%a "%r" %s %b %Tfs',
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
+    return serve(args)

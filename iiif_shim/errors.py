@@ -1,0 +1,79 @@
+"""The one exception tree of iiif-shim.
+
+Every stage raises a subclass of :class:`ShimError`; it carries the HTTP status and a short public
+message (plain text, never a traceback, never a backend credential). ``middleware.py`` is the only
+place where one becomes an HTTP response.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ShimError(Exception):
+    """An error with an HTTP status and a message that is safe to show to any client."""
+
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.parameter = parameter
+
+    def public_text(self) -> str:
+        if self.parameter:
+            return f"{self.parameter}: {self.message}"
+        return self.message
+
+
+class BadRequest(ShimError):
+    """Malformed or out-of-range request parameter (IIIF: 400)."""
+
+    status = 400
+
+
+class NotFound(ShimError):
+    """Unknown identifier or path (404)."""
+
+    status = 404
+
+
+class NotImplementedFeature(ShimError):
+    """A valid IIIF request this server cannot honour (501)."""
+
+    status = 501
+
+
+class Overloaded(ShimError):
+    """Too much work queued; the client may retry later (503)."""
+
+    status = 503
+
+
+class BackendError(ShimError):
+    """The legacy server failed, was unreachable, or sent something that is not an image (502)."""
+
+    status = 502
+
+
+class BackendTimeout(ShimError):
+    """The legacy server did not answer in time (504)."""
+
+    status = 504
+
+
+class ConfigError(Exception):
+    """A configuration file with one or more problems, each with its YAML path."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        lines = [f"{path}: {message}" if path else message for path, message in problems]
+        super().__init__("\n".join(lines))
+
+    def report(self) -> str:
+        head = f"{self.source}: " if self.source else ""
+        n = len(self.problems)
+        lines = [f"{head}{n} problem{'s' if n != 1 else ''}:"]
+        lines += [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in self.problems]
+        return "\n".join(lines)

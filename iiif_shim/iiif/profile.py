@@ -1,0 +1,143 @@
+"""IIIF Image API vocabulary: versions, qualities, formats, feature names and compliance levels.
+
+Pure constants and small lookups, shared by the parser, the resolver and the info.json builder,
+so each spec term is spelled in exactly one place.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Version(StrEnum):
+    """Image API major version, as it appears in the URL (``{prefix}/3/...``)."""
+
+    V2 = "2"
+    V3 = "3"
+
+    @property
+    def context(self) -> str:
+        return f"http://iiif.io/api/image/{self.value}/context.json"
+
+    @property
+    def level2_uri(self) -> str:
+        return f"http://iiif.io/api/image/{self.value}/level2.json"
+
+    @property
+    def label(self) -> str:
+        return "2.1" if self is Version.V2 else "3.0"
+
+
+PROTOCOL = "http://iiif.io/api/image"
+
+
+class Quality(StrEnum):
+    DEFAULT = "default"
+    COLOR = "color"
+    GRAY = "gray"
+    BITONAL = "bitonal"
+
+
+class Format(StrEnum):
+    """Output formats named by the spec, in the spec's order."""
+
+    JPG = "jpg"
+    TIF = "tif"
+    PNG = "png"
+    GIF = "gif"
+    JP2 = "jp2"
+    PDF = "pdf"
+    WEBP = "webp"
+
+    @property
+    def media_type(self) -> str:
+        return _MEDIA_TYPES[self]
+
+    @property
+    def has_alpha(self) -> bool:
+        """Whether the format can carry transparency (used for arbitrary rotation)."""
+        return self in (Format.PNG, Format.WEBP, Format.TIF, Format.GIF, Format.JP2)
+
+
+_MEDIA_TYPES = {
+    Format.JPG: "image/jpeg",
+    Format.TIF: "image/tiff",
+    Format.PNG: "image/png",
+    Format.GIF: "image/gif",
+    Format.JP2: "image/jp2",
+    Format.PDF: "application/pdf",
+    Format.WEBP: "image/webp",
+}
+
+# Formats every level-2 service must offer (both versions).
+LEVEL2_FORMATS = frozenset({Format.JPG, Format.PNG})
+
+# Qualities in each version's level2 profile document.
+LEVEL2_QUALITIES = {
+    Version.V3: frozenset({Quality.DEFAULT}),
+    Version.V2: frozenset({Quality.DEFAULT, Quality.BITONAL}),
+}
+
+# Feature names in each version's level2 profile document.
+LEVEL2_FEATURES = {
+    Version.V3: frozenset(
+        {
+            "baseUriRedirect",
+            "cors",
+            "jsonldMediaType",
+            "regionByPct",
+            "regionByPx",
+            "regionSquare",
+            "rotationBy90s",
+            "sizeByConfinedWh",
+            "sizeByH",
+            "sizeByPct",
+            "sizeByW",
+            "sizeByWh",
+        }
+    ),
+    Version.V2: frozenset(
+        {
+            "baseUriRedirect",
+            "cors",
+            "jsonldMediaType",
+            "regionByPct",
+            "regionByPx",
+            "rotationBy90s",
+            "sizeByWhListed",
+            "sizeByConfinedWh",
+            "sizeByDistortedWh",
+            "sizeByForcedWh",
+            "sizeByH",
+            "sizeByPct",
+            "sizeByW",
+            "sizeByWh",
+        }
+    ),
+}
+
+# Optional features the shim's own pipeline (Pillow) provides for every image, by version.
+# Upscaling is added separately: it is only honest when size limits are configured.
+PIPELINE_FEATURES = {
+    Version.V3: frozenset(
+        {"canonicalLinkHeader", "profileLinkHeader", "mirroring", "rotationArbitrary"}
+    ),
+    Version.V2: frozenset(
+        {
+            "canonicalLinkHeader",
+            "profileLinkHeader",
+            "mirroring",
+            "rotationArbitrary",
+            "regionSquare",
+        }
+    ),
+}
+
+UPSCALING_FEATURE = {Version.V3: "sizeUpscaling", Version.V2: "sizeAboveFull"}
+
+
+def json_media_type(version: Version) -> str:
+    """The JSON-LD media type of an info.json (3.0 carries the context as a profile)."""
+    if version is Version.V3:
+        return f'application/ld+json;profile="{version.context}"'
+    return "application/ld+json"

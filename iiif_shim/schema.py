@@ -1,0 +1,187 @@
+"""A small reader that turns YAML mappings into frozen dataclasses, collecting every problem.
+
+Each settings class is a frozen dataclass whose fields are declared with :func:`option`; the
+reader checks types, required keys, unknown keys (with a "did you mean"), and each field's own
+check, and records every problem with its YAML path instead of stopping at the first one.
+Used by ``settings.py`` for the top-level sections and by each backend for its own section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Check = Callable[[Any], str | None]
+
+_MISSING = dataclasses.MISSING
+_BAD = object()
+
+
+def option(default: Any = _MISSING, *, doc: str, check: Check | None = None) -> Any:
+    """Declare a settings field: its default (none = required), a one-line doc, a check."""
+    metadata = {"doc": doc, "check": check}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple or a frozen mapping as a default")
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def at_least(low: float) -> Check:
+    return lambda v: None if v is None or v >= low else f"must be at least {low:g}"
+
+
+def between(low: float, high: float) -> Check:
+    return lambda v: None if v is None or low <= v <= high else f"must be {low:g} to {high:g}"
+
+
+class Reader:
+    """Collects problems while reading; ``base_dir`` anchors relative paths."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.problems: list[tuple[str, str]] = []
+        self.warnings: list[tuple[str, str]] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append((path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append((path, message))
+
+    def mapping(self, data: Any, path: str) -> Mapping[str, Any] | None:
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            self.problem(path, f"must be a mapping, not {_kind(data)}")
+            return None
+        return data
+
+    def unknown_keys(self, data: Mapping[str, Any], known: typing.Iterable[str], path: str) -> None:
+        known = list(known)
+        for key in data:
+            if key in known:
+                continue
+            hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            message = "unknown key"
+            message += f"; did you mean '{hint[0]}'?" if hint else f" (known: {', '.join(known)})"
+            self.problem(_join(path, str(key)), message)
+
+    def read(
+        self, cls: type[T], data: Any, path: str, *, extra: Mapping[str, Any] | None = None
+    ) -> T | None:
+        """Read ``data`` into ``cls``; ``extra`` supplies fields already read elsewhere."""
+        mapping = self.mapping(data, path)
+        if mapping is None:
+            return None
+        before = len(self.problems)
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        self.unknown_keys(mapping, [f.name for f in fields], path)
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = dict(extra or {})
+        for f in fields:
+            if f.name in values:
+                continue
+            field_path = _join(path, f.name)
+            if f.name not in mapping:
+                if f.default is _MISSING:
+                    self.problem(field_path, "required")
+                continue
+            value = self.convert(hints[f.name], mapping[f.name], field_path)
+            if value is _BAD:
+                continue
+            check: Check | None = f.metadata.get("check")
+            message = check(value) if check else None
+            if message:
+                self.problem(field_path, message)
+                continue
+            values[f.name] = value
+        if len(self.problems) > before:
+            return None
+        return cls(**values)
+
+    def convert(self, hint: Any, value: Any, path: str) -> Any:
+        origin = typing.get_origin(hint)
+        if origin in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(hint) if a is not type(None)]
+            if value is None:
+                return None
+            return self.convert(options[0], value, path)
+        if value is None:
+            self.problem(path, f"must be {_describe(hint)}, not null")
+            return _BAD
+        if origin is tuple:
+            (item,) = typing.get_args(hint)[:1]
+            if not isinstance(value, list):
+                self.problem(path, f"must be a list, not {_kind(value)}")
+                return _BAD
+            items = [self.convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+            return _BAD if any(i is _BAD for i in items) else tuple(items)
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+        elif hint is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif hint is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        elif hint is str:
+            if isinstance(value, str):
+                return value
+        elif hint is Path:
+            if isinstance(value, str) and value:
+                p = Path(value).expanduser()
+                return p if p.is_absolute() else (self.base_dir / p)
+        elif hint is re.Pattern or typing.get_origin(hint) is re.Pattern:
+            if isinstance(value, str):
+                try:
+                    return re.compile(value)
+                except re.error as exc:
+                    self.problem(path, f"not a valid regular expression: {exc}")
+                    return _BAD
+        else:  # pragma: no cover - a programming error in a settings class
+            raise TypeError(f"unsupported settings type {hint!r} at {path}")
+        self.problem(path, f"must be {_describe(hint)}, not {_kind(value)}")
+        return _BAD
+
+
+def docs(cls: type) -> list[tuple[str, Any, str]]:
+    """(name, default, doc) for each field of a settings class, for the README reference."""
+    out = []
+    for f in dataclasses.fields(cls):
+        default = "required" if f.default is _MISSING else f.default
+        out.append((f.name, default, f.metadata.get("doc", "")))
+    return out
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "text",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+
+
+def _describe(hint: Any) -> str:
+    if hint is Path:
+        return "a path"
+    if hint is re.Pattern or typing.get_origin(hint) is re.Pattern:
+        return "a regular expression"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(
+        hint, str(hint)
+    )

@@ -1,0 +1,120 @@
+"""Orchestration of a request, with no aiohttp types in it.
+
+``identifier -> route -> source facts (cached, single-flight) -> resolve -> plan ->
+result cache -> backend fetch -> Pillow in the pool -> Rendered``. Image requests are prepared
+first (everything up to the plan, which yields the ETag) so the HTTP layer can answer a
+conditional request with 304 before any pixel is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import imaging
+from .backends import Backend
+from .cache import FactsCache, ResultCache
+from .iiif.info import Offer, image_info
+from .iiif.profile import Version
+from .iiif.request import ImageRequest
+from .iiif.resolve import Limits, resolve
+from .mapping import Router
+from .model import Plan, Rendered, SourceInfo, Target
+from .planner import plan
+from .pool import Workers
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class Source:
+    target: Target
+    backend: Backend
+    info: SourceInfo
+
+
+@dataclass(frozen=True)
+class Prepared:
+    source: Source
+    plan: Plan
+    key: str  # everything that changes the output bytes
+    etag: str | None
+
+    @property
+    def canonical(self) -> str:
+        return self.plan.resolved.canonical
+
+
+class ImageService:
+    def __init__(
+        self, settings: Settings, backends: Mapping[str, Backend], workers: Workers
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.workers = workers
+        self.router = Router(settings.routes)
+        iiif = settings.iiif
+        self.limits = Limits(
+            iiif.max_width,
+            iiif.max_height,
+            iiif.max_area,
+            upscale_max_to_limits=iiif.upscale_max_to_limits,
+            clamp_confined=iiif.clamp_confined_size,
+        )
+        self.offer = Offer(
+            formats=imaging.writable_formats(), limits=self.limits, tile_size=iiif.tile_size
+        )
+        self.facts = FactsCache(settings.cache.info_entries, settings.cache.info_ttl)
+        self.results = ResultCache(settings.cache.image_bytes)
+
+    async def source(self, identifier: str) -> Source:
+        target = self.router.route(identifier)
+        backend = self.backends[target.backend]
+        info = await self.facts.get(
+            (target.backend, target.native_id), lambda: backend.facts(target)
+        )
+        return Source(target, backend, info)
+
+    async def info(
+        self, version: Version, identifier: str, base_id: str
+    ) -> tuple[dict[str, Any], SourceInfo]:
+        """The info.json document, rebuilt from cached facts on every request."""
+        src = await self.source(identifier)
+        doc = image_info(version, base_id, src.info, self.offer, rights=src.target.rights)
+        return doc, src.info
+
+    async def prepare(self, request: ImageRequest) -> Prepared:
+        src = await self.source(request.identifier)
+        resolved = resolve(request, src.info.width, src.info.height, self.limits)
+        the_plan = plan(resolved, src.backend.capabilities, self.settings.iiif.jpeg_quality)
+        key = "|".join(
+            (
+                src.target.backend,
+                src.target.native_id,
+                src.info.version or "",
+                resolved.canonical,
+                str(self.settings.iiif.jpeg_quality),
+            )
+        )
+        etag = None
+        if src.info.version:
+            etag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+        return Prepared(src, the_plan, key, etag)
+
+    async def render(self, prepared: Prepared) -> Rendered:
+        return await self.results.get(prepared.key, lambda: self._render(prepared))
+
+    async def _render(self, prepared: Prepared) -> Rendered:
+        src, the_plan = prepared.source, prepared.plan
+        fetched = await src.backend.fetch(src.target, the_plan.native, src.info)
+        body = await self.workers.run(
+            imaging.render, fetched, the_plan.steps, self.settings.iiif.max_source_pixels
+        )
+        return Rendered(
+            body=body,
+            media_type=the_plan.resolved.format.media_type,
+            etag=prepared.etag,
+            last_modified=src.info.last_modified,
+            canonical=prepared.canonical,
+        )

@@ -1,0 +1,339 @@
+"""YAML configuration -> frozen, typed settings, validated up front.
+
+``load_settings(path)`` reads a file and returns :class:`Settings` or raises ``ConfigError``
+listing every problem with its YAML path (``backends.archive.url: required``), unknown keys with
+a "did you mean". Relative paths are relative to the file's own folder. The embedded default
+(bundled config and sample images) is used when no file is given.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from .backends import BACKEND_TYPES
+from .errors import ConfigError
+from .schema import Reader, at_least, between, option
+
+CONFIG_ENV = "IIIF_SHIM_CONFIG"
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+_PREFIX_RE = re.compile(r"(/[A-Za-z0-9._~!$'()*+,;=:@-]+)*")
+_RIGHTS_RE = re.compile(
+    r"http://(creativecommons\.org/(licenses|publicdomain)/|rightsstatements\.org/vocab/)\S+"
+)
+
+
+def _public_url(value: str) -> str | None:
+    split = urlsplit(value)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        return "must be an http:// or https:// URL"
+    if split.query or split.fragment:
+        return "must not have a query or fragment"
+    return None
+
+
+def _prefix(value: str) -> str | None:
+    if value.endswith("/") or not _PREFIX_RE.fullmatch(value):
+        return "must be empty or start with '/', have no trailing '/' and only URL-safe characters"
+    return None
+
+
+def _rights(value: str) -> str | None:
+    if _RIGHTS_RE.match(value):
+        return None
+    return (
+        "must be a Creative Commons or RightsStatements.org URI in its http:// form, "
+        "e.g. http://creativecommons.org/licenses/by/4.0/"
+    )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = option("127.0.0.1", doc="address to listen on")
+    port: int = option(8182, doc="port to listen on", check=between(0, 65535))
+    public_url: str | None = option(
+        None,
+        doc="scheme+host(+path) put in front of the prefix in every `id`",
+        check=lambda v: None if v is None else _public_url(v),
+    )
+    trust_forwarded: bool = option(
+        False, doc="use X-Forwarded-Proto/Host/Port/Prefix and Forwarded for `id`s"
+    )
+    cache_control: str = option(
+        "public, max-age=86400", doc="Cache-Control of images and info.json (empty: none)"
+    )
+    workers: int = option(0, doc="threads for image work (0: one per CPU)", check=at_least(0))
+    max_pending: int = option(
+        64, doc="image jobs queued or running before new ones get 503", check=at_least(1)
+    )
+    request_timeout: float = option(
+        60.0, doc="seconds one image may take to render before 503", check=at_least(1)
+    )
+
+
+@dataclass(frozen=True)
+class IIIFSettings:
+    prefix: str = option("/iiif", doc="URL path before `/3/` and `/2/`", check=_prefix)
+    max_width: int | None = option(
+        12000, doc="widest output (info.json `maxWidth`)", check=at_least(1)
+    )
+    max_height: int | None = option(12000, doc="tallest output (`maxHeight`)", check=at_least(1))
+    max_area: int | None = option(
+        100_000_000, doc="most output pixels (`maxArea`)", check=at_least(1)
+    )
+    tile_size: int = option(
+        512,
+        doc="tile width and height advertised when the backend has no native tiles",
+        check=at_least(16),
+    )
+    jpeg_quality: int = option(85, doc="JPEG/WebP/PDF encoder quality", check=between(1, 100))
+    upscale_max_to_limits: bool = option(
+        False,
+        doc="3.0 `^max` enlarges to the limits (spec example) instead of equalling `max` "
+        "(what the official validator expects)",
+    )
+    clamp_confined_size: bool = option(
+        False,
+        doc="3.0 `!w,h` larger than the region returns the region (spec text) instead of "
+        "400 (what the official validator expects)",
+    )
+    max_source_pixels: int = option(
+        500_000_000,
+        doc="largest source (width x height) decoded; larger ones get 501",
+        check=at_least(1),
+    )
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    info_entries: int = option(10_000, doc="source facts kept (LRU)", check=at_least(0))
+    info_ttl: float = option(3600.0, doc="seconds source facts stay fresh", check=at_least(0))
+    image_bytes: int = option(
+        64 * 1024 * 1024, doc="bytes of rendered images kept (LRU; 0: off)", check=at_least(0)
+    )
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    backend: str = option(doc="name of a backend under `backends:`")
+    match: re.Pattern[str] | None = option(
+        None, doc="regular expression searched in the decoded identifier (none: matches all)"
+    )
+    id: str = option("{id}", doc="native identifier; `{id}` and the match's named groups")
+    rights: str | None = option(
+        None,
+        doc="rights URI for info.json (`rights` in 3.0, `license` in 2.1)",
+        check=lambda v: None if v is None else _rights(v),
+    )
+
+
+@dataclass(frozen=True)
+class LandingSettings:
+    title: str = option("iiif-shim", doc="heading of the landing page at `/`")
+    identifiers: tuple[str, ...] = option(
+        (), doc="identifiers listed at `/` (empty: listed from `files` backends)"
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings
+    iiif: IIIFSettings
+    cache: CacheSettings
+    backends: Mapping[str, Any]  # name -> that backend type's settings dataclass
+    routes: tuple[RouteSettings, ...]
+    landing: LandingSettings
+    source: str = "embedded default"
+    warnings: tuple[tuple[str, str], ...] = field(default=())
+
+    def with_overrides(self, host: str | None, port: int | None) -> Settings:
+        server = self.server
+        if host is not None:
+            server = replace(server, host=host)
+        if port is not None:
+            server = replace(server, port=port)
+        return replace(self, server=server)
+
+
+_SECTIONS = ("server", "iiif", "cache", "backends", "routes", "landing")
+
+
+def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
+    """Validate a parsed YAML document; raises ConfigError listing every problem."""
+    r = Reader(base_dir)
+    top = r.mapping(data, "")
+    if top is None:
+        raise ConfigError(r.problems, source)
+    r.unknown_keys(top, _SECTIONS, "")
+    server = r.read(ServerSettings, top.get("server"), "server")
+    iiif = r.read(IIIFSettings, top.get("iiif"), "iiif")
+    if iiif and iiif.max_height is not None and iiif.max_width is None:
+        r.problem(
+            "iiif.max_height",
+            "needs iiif.max_width too (the spec requires maxWidth whenever maxHeight is given)",
+        )
+    cache = r.read(CacheSettings, top.get("cache"), "cache")
+    landing = r.read(LandingSettings, top.get("landing"), "landing")
+    backends = _read_backends(r, top.get("backends"))
+    declared = set(top["backends"]) if isinstance(top.get("backends"), Mapping) else set()
+    routes = _read_routes(r, top.get("routes"), backends, declared)
+    if r.problems:
+        raise ConfigError(r.problems, source)
+    assert server and iiif and cache and landing and backends is not None
+    return Settings(
+        server=server,
+        iiif=iiif,
+        cache=cache,
+        backends=MappingProxyType(dict(backends)),
+        routes=tuple(routes),
+        landing=landing,
+        source=source,
+        warnings=tuple(r.warnings),
+    )
+
+
+def _read_backends(r: Reader, data: Any) -> dict[str, Any] | None:
+    mapping = r.mapping(data, "backends")
+    if mapping is None:
+        return None
+    if not mapping:
+        r.problem("backends", "required: at least one backend")
+    out: dict[str, Any] = {}
+    for name, spec in mapping.items():
+        path = f"backends.{name}"
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            r.problem(path, "backend names use only letters, digits, '_' and '-'")
+            continue
+        spec_map = r.mapping(spec, path)
+        if spec_map is None:
+            continue
+        type_name = spec_map.get("type")
+        if type_name is None:
+            r.problem(f"{path}.type", f"required (one of: {', '.join(BACKEND_TYPES)})")
+            continue
+        backend_cls = BACKEND_TYPES.get(type_name) if isinstance(type_name, str) else None
+        if backend_cls is None:
+            hint = difflib.get_close_matches(str(type_name), list(BACKEND_TYPES), n=1)
+            extra = f"; did you mean '{hint[0]}'?" if hint else ""
+            r.problem(
+                f"{path}.type",
+                f"unknown type {type_name!r} (known: {', '.join(BACKEND_TYPES)}){extra}",
+            )
+            continue
+        settings = r.read(backend_cls.settings_class, spec_map, path)
+        if settings is not None:
+            out[name] = settings
+    return out
+
+
+def _read_routes(
+    r: Reader, data: Any, backends: dict[str, Any] | None, declared: set[str]
+) -> list[RouteSettings]:
+    if data is None:
+        r.problem("routes", "required: a list of routes (the last one usually a catch-all)")
+        return []
+    if not isinstance(data, list):
+        r.problem("routes", "must be a list")
+        return []
+    routes: list[RouteSettings] = []
+    catch_all: int | None = None
+    used: set[str] = set()
+    for i, item in enumerate(data):
+        path = f"routes[{i}]"
+        route = r.read(RouteSettings, item, path)
+        if route is None:
+            continue
+        if catch_all is not None:
+            r.problem(path, f"unreachable: routes[{catch_all}] before it matches every identifier")
+        if route.match is None:
+            catch_all = i
+        groups = set(route.match.groupindex) if route.match else set()
+        names = _template_names(r, route.id, f"{path}.id")
+        if names is not None and not names <= groups | {"id"}:
+            missing = ", ".join(sorted(names - groups - {"id"}))
+            r.problem(
+                f"{path}.id",
+                f"uses {{{missing}}}, which the match does not capture "
+                "(named groups: (?P<name>...))",
+            )
+        if backends is None:
+            continue
+        backend = backends.get(route.backend)
+        if backend is None:
+            if route.backend not in declared:  # (a declared but broken one is reported already)
+                hint = difflib.get_close_matches(route.backend, list(declared), n=1)
+                r.problem(
+                    f"{path}.backend",
+                    f"no backend named {route.backend!r}"
+                    + (
+                        f"; did you mean '{hint[0]}'?"
+                        if hint
+                        else f" (defined: {', '.join(sorted(declared)) or 'none'})"
+                    ),
+                )
+            continue
+        used.add(route.backend)
+        wanted = BACKEND_TYPES[backend.type].placeholders(backend) - {"id"}
+        if not wanted <= groups:
+            missing = ", ".join(sorted(wanted - groups))
+            r.problem(
+                f"{path}.match",
+                f"backend {route.backend!r} needs {{{missing}}}; capture "
+                "it with a named group (?P<name>...)",
+            )
+        routes.append(route)
+    if backends:
+        for name in backends:
+            if name not in used:
+                r.warn(f"backends.{name}", "no route uses this backend")
+    return routes
+
+
+def _template_names(r: Reader, template: str, path: str) -> set[str] | None:
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        r.problem(path, f"bad template: {exc}")
+        return None
+
+
+def load_settings(path: str | os.PathLike[str]) -> Settings:
+    """Read and validate a YAML config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {file}: {exc.strerror or exc}")], str(file)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([("", f"{where}not valid YAML ({problem})")], str(file)) from None
+    return parse_settings(data, file.resolve().parent, source=str(file))
+
+
+def default_config_path() -> Path:
+    """The bundled config that serves the bundled sample images."""
+    return Path(str(resources.files("iiif_shim") / "defaults" / "config.yaml"))
+
+
+def settings_from_environment(config: str | None) -> Settings:
+    """``--config``, else ``$IIIF_SHIM_CONFIG``, else the embedded default."""
+    chosen = config or os.environ.get(CONFIG_ENV)
+    settings = load_settings(chosen or default_config_path())
+    if not chosen:
+        settings = replace(settings, source="embedded default")
+    return settings
