@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .backends import BACKEND_TYPES
 from .baseurl import PublicBase
-from .middleware import add_cors_headers, error_middleware, preflight
+from .middleware import add_cors_headers, error_middleware, preflight_middleware
 from .pool import Workers
 from .routes import PUBLIC, SERVICE, SETTINGS, health, iiif_request, landing
 from .service import ImageService
@@ -42,7 +42,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[error_middleware, preflight_middleware], client_max_size=64 * 1024
+    )
     app[SETTINGS] = settings
     app[PUBLIC] = PublicBase(
         settings.server.public_url, settings.iiif.prefix, settings.server.trust_forwarded
@@ -52,5 +54,4 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/", landing)
     app.router.add_get(settings.iiif.prefix + "/{tail:.*}", iiif_request)
-    app.router.add_route("OPTIONS", "/{tail:.*}", preflight)
     return app

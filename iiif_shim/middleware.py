@@ -4,7 +4,7 @@
   reason; anything unexpected is logged and becomes a bare 500, never a traceback.
 - :func:`add_cors_headers`: ``Access-Control-Allow-Origin: *`` on every response, including
   redirects, errors and 304s, so browser viewers can read statuses and bodies.
-- :func:`preflight`: the answer to CORS preflight ``OPTIONS`` on any path, allowing the
+- :func:`preflight_middleware`: the answer to CORS preflight ``OPTIONS`` on any path, allowing the
   ``Authorization`` header (sent by auth-aware viewers) and whatever else the browser asks for.
 
 aiohttp-cors is not used: it only answers requests that carry ``Origin`` and echoes the origin
@@ -60,7 +60,15 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
 
 
-async def preflight(request: web.Request) -> web.Response:
+@web.middleware
+async def preflight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer CORS preflights on any path, before routing can say 404 or 405."""
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return preflight(request)
+    return await handler(request)
+
+
+def preflight(request: web.Request) -> web.Response:
     asked = request.headers.get("Access-Control-Request-Headers", "").strip()
     allowed = "Authorization, Accept, Range, If-None-Match, If-Modified-Since"
     if asked and _TOKEN_LIST_RE.fullmatch(asked):

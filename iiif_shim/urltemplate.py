@@ -59,14 +59,15 @@ class UrlTemplate:
         return template
 
     def _check_authority(self) -> None:
-        sample = self.expand({name: "x" for name in self.placeholders})
-        split = urlsplit(sample)
+        scheme, sep, head = self.text.partition("://")
+        if not sep:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        authority = head.split("/", 1)[0].split("?", 1)[0]
+        if "{" in scheme or "{" in authority:
+            raise ValueError("placeholders may not appear in the scheme, host or port")
+        split = urlsplit(self.expand({name: "x" for name in self.placeholders}))
         if split.scheme not in ("http", "https") or not split.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
-        head = self.text.split("://", 1)[-1]
-        authority = head.split("/", 1)[0].split("?", 1)[0]
-        if "{" in self.text.split("://", 1)[0] or "{" in authority:
-            raise ValueError("placeholders may not appear in the scheme, host or port")
 
     def expand(self, values: Mapping[str, str]) -> str:
         out: list[str] = []

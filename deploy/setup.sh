@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Set up iiif-shim in ./.venv (editable install).
+#   bash deploy/setup.sh          what serving needs
+#   bash deploy/setup.sh test     plus what the tests need: nginx and libmagic (apt-get), the test
+#                                 tools (pip), and the official IIIF validator in ./.venv-validator,
+#                                 patched for Python 3 (see tests/validator/test_validator.py)
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+mode=${1:-serve}
+python=${PYTHON:-python3}
+validator_version=1.0.5
+
+apt_packages=()
+if [ "$mode" = test ]; then
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_packages+=(nginx-light)
+  ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' || apt_packages+=(libmagic1)
+  command -v patch >/dev/null 2>&1 || apt_packages+=(patch)
+fi
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: apt-get install ${apt_packages[*]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${apt_packages[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+if [ "$mode" = test ]; then
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+else
+  .venv/bin/pip install -q --disable-pip-version-check -e .
+fi
+
+if [ "$mode" = test ]; then
+  if [ ! -x .venv-validator/bin/iiif-validate.py ]; then
+    "$python" -m venv .venv-validator
+    .venv-validator/bin/pip install -q --disable-pip-version-check \
+      "iiif-validator==$validator_version"
+  fi
+  site=$(.venv-validator/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  if ! grep -q 'result.fetch(url)' "$site/iiif_validator/tests/format_jp2.py"; then
+    patch -d "$site" -p1 --forward --quiet < tests/validator/iiif-validator-1.0.5-py3-formats.patch
+  fi
+fi

@@ -1,0 +1,199 @@
+"""Test helpers: real processes on 127.0.0.1, a raw HTTP client, the test images.
+
+Tests that need a real server start it here on a free port and stop it afterwards. A missing
+server or tool is a test failure (never a skip): ``bash deploy/test.sh`` installs them all.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
+VALIDATOR_ID = "67352ccc-d1b0-11e1-89ae-279075081939"
+BUNDLED = ROOT / "iiif_shim" / "defaults" / "images"
+
+
+def need_tool(name: str, path: str | None = None) -> str:
+    """The path of an external program the tests need; its absence fails the test."""
+    found = path if path and os.access(path, os.X_OK) else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed: run `bash deploy/test.sh`, which installs it")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s:\n{log.read_text()}")
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Message
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def image(self) -> Image.Image:
+        im = Image.open(io.BytesIO(self.body))
+        im.load()
+        return im
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def request(
+    port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> Response:
+    """Send ``path`` exactly as given (no re-encoding), return status, headers and body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for k, v in (headers or {}).items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        resp = conn.getresponse()
+        body = resp.read()
+        return Response(resp.status, resp.headers, body)
+    finally:
+        conn.close()
+
+
+class Process:
+    """A server process started for the tests, with its log kept for failure messages."""
+
+    def __init__(self, args: list[str], port: int, log: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.port = port
+        self.log = log
+        self._log_file = log.open("wb")
+        self.proc = subprocess.Popen(
+            args, stdout=self._log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})}, cwd=cwd,
+        )
+        wait_for_port(port, self.proc, log)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log_file.close()
+
+    def get(self, path: str, **kwargs: object) -> Response:
+        return request(self.port, path, **kwargs)  # type: ignore[arg-type]
+
+
+def start_shim(config: Path, tmp: Path, *extra: str, env: dict[str, str] | None = None
+               ) -> Process:
+    port = free_port()
+    log = tmp / f"shim-{port}.log"
+    args = [sys.executable, "-m", "iiif_shim", "serve", "--config", str(config),
+            "--port", str(port), *extra]
+    return Process(args, port, log, env=env)
+
+
+def validator_image() -> Path:
+    path = SHARED_FIXTURES / f"{VALIDATOR_ID}.png"
+    return path if path.exists() else BUNDLED / f"{VALIDATOR_ID}.png"
+
+
+def make_images(folder: Path) -> Path:
+    """The test image set, written once per session."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(validator_image(), folder / f"{VALIDATOR_ID}.png")
+    shutil.copy(BUNDLED / "chart.jpg", folder / "chart.jpg")
+    shutil.copy(BUNDLED / "rings.jp2", folder / "rings.jp2")
+    # 300x200 quadrants: red, green / blue, white (the spec's example size)
+    quad = Image.new("RGB", (300, 200), (255, 0, 0))
+    quad.paste((0, 255, 0), (150, 0, 300, 100))
+    quad.paste((0, 0, 255), (0, 100, 150, 200))
+    quad.paste((255, 255, 255), (150, 100, 300, 200))
+    quad.save(folder / "quad.png")
+    quad.save(folder / "quad-tif.tif")
+    gray = Image.linear_gradient("L").resize((400, 300))
+    gray.save(folder / "gray.png")
+    Image.new("RGBA", (120, 80), (0, 128, 0, 128)).save(folder / "alpha.png")
+    Image.new("CMYK", (64, 48), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
+    Image.new("I;16", (50, 40), 40000).save(folder / "deep.png")
+    (folder / "sub").mkdir(exist_ok=True)
+    quad.save(folder / "sub" / "page 1.png")
+    (folder / "not-an-image.jpg").write_text("<html>I am an error page</html>\n")
+    (folder / "truncated.jpg").write_bytes((BUNDLED / "chart.jpg").read_bytes()[:5000])
+    secret = folder.parent / f"{folder.name}-outside.png"
+    quad.save(secret)
+    (folder / "escape.png").symlink_to(secret)
+    return folder
+
+
+def write_config(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def nginx_config(root: Path, port: int, workdir: Path) -> Path:
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"""{user}worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log {workdir}/nginx-access.log;
+    client_body_temp_path {workdir}/tmp-body;
+    proxy_temp_path {workdir}/tmp-proxy;
+    fastcgi_temp_path {workdir}/tmp-fastcgi;
+    uwsgi_temp_path {workdir}/tmp-uwsgi;
+    scgi_temp_path {workdir}/tmp-scgi;
+    types {{ image/jpeg jpg; image/png png; image/tiff tif; image/jp2 jp2; }}
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location /broken/ {{ return 500; }}
+    }}
+}}
+"""
+    )
+    return conf
+
+

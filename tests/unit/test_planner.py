@@ -1,0 +1,77 @@
+"""The planner gives a backend the longest prefix of the pipeline it can do; Pillow the rest."""
+
+from __future__ import annotations
+
+from iiif_shim.iiif.profile import Format, Quality, Version
+from iiif_shim.iiif.request import parse_image_request
+from iiif_shim.iiif.resolve import Box, Limits, resolve
+from iiif_shim.model import Capabilities
+from iiif_shim.planner import plan
+
+LIMITS = Limits(max_width=10000)
+WHOLE = Capabilities()
+CROP_SCALE = Capabilities(region=True, size=True)
+EVERYTHING = Capabilities(
+    region=True, size=True, upscale=True, rotation90=True, mirror=True,
+    qualities=frozenset({Quality.GRAY, Quality.COLOR}), formats=frozenset({Format.JPG}),
+)
+
+
+def p(path: str, caps: Capabilities, w: int = 6000, h: int = 4000):  # type: ignore[no-untyped-def]
+    region, size, rotation, qf = path.split("/")
+    req = parse_image_request(Version.V3, "id", region, size, rotation, qf)
+    return plan(resolve(req, w, h, LIMITS), caps)
+
+
+def test_whole_source_backend_leaves_everything_to_pillow() -> None:
+    out = p("100,200,1000,500/500,/!90/gray.png", WHOLE)
+    assert out.native.whole_source(6000, 4000)
+    s = out.steps
+    assert s.crop == Box(100, 200, 1000, 500)
+    assert s.scale == (500, 250)
+    assert (s.mirror, s.degrees, s.quality, s.format) == (True, 90.0, Quality.GRAY, Format.PNG)
+
+
+def test_crop_and_scale_delegated() -> None:
+    out = p("100,200,1000,500/500,/0/default.jpg", CROP_SCALE)
+    assert out.native.region == Box(100, 200, 1000, 500)
+    assert out.native.size == (500, 250)
+    assert out.native.format is None  # nothing left but Pillow re-encodes anyway
+    assert out.steps.crop is None and out.steps.scale == (500, 250)
+
+
+def test_no_native_upscale_means_pillow_scales() -> None:
+    out = p("0,0,100,100/^200,/0/default.jpg", CROP_SCALE)
+    assert out.native.region == Box(0, 0, 100, 100) and out.native.size is None
+    assert out.steps.scale == (200, 200)
+
+
+def test_everything_native() -> None:
+    out = p("0,0,3000,2000/300,/!90/gray.jpg", EVERYTHING)
+    n = out.native
+    assert (n.size, n.rotation, n.mirror, n.quality, n.format) == (
+        (300, 200), 90, True, Quality.GRAY, Format.JPG
+    )
+    s = out.steps
+    assert (s.mirror, s.degrees, s.quality) == (False, 0.0, Quality.DEFAULT)
+    assert s.scale == (200, 300)  # delivered already turned
+
+
+def test_arbitrary_rotation_and_what_follows_stay_in_pillow() -> None:
+    out = p("full/600,/30/gray.jpg", EVERYTHING)
+    assert out.native.size == (600, 400)
+    assert out.native.rotation == 0 and out.native.quality is None
+    assert out.steps.degrees == 30.0 and out.steps.quality is Quality.GRAY
+
+
+def test_mirror_without_native_mirror_keeps_rotation_in_pillow() -> None:
+    caps = Capabilities(region=True, size=True, rotation90=True)
+    out = p("full/600,/!180/default.jpg", caps)
+    assert out.native.rotation == 0
+    assert out.steps.mirror and out.steps.degrees == 180.0
+
+
+def test_bitonal_not_native_when_only_gray_is() -> None:
+    out = p("full/600,/0/bitonal.jpg", EVERYTHING)
+    assert out.native.quality is None and out.native.format is None
+    assert out.steps.quality is Quality.BITONAL

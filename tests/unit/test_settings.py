@@ -1,0 +1,136 @@
+"""YAML settings: defaults, every problem reported at once with its path, did-you-mean."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from iiif_shim.errors import ConfigError
+from iiif_shim.settings import default_config_path, load_settings, parse_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "shim.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(tmp_path: Path, text: str) -> list[tuple[str, str]]:
+    (tmp_path / "images").mkdir(exist_ok=True)
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, text))
+    return err.value.problems
+
+
+def test_embedded_default_is_valid() -> None:
+    settings = load_settings(default_config_path())
+    assert settings.server.port == 8182 and settings.iiif.prefix == "/iiif"
+    assert settings.iiif.max_width == 12000 and settings.iiif.tile_size == 512
+    assert (default_config_path().parent / "images" / "chart.jpg").exists()
+
+
+def test_defaults_and_relative_root(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    settings = load_settings(write(tmp_path, """
+        backends:
+          samples: {type: files, root: ./images}
+          masters: {type: http, url: "http://legacy.example.org/masters/{id}"}
+        routes:
+          - {match: "^ms/(?P<rest>.+)$", backend: masters, id: "{rest}"}
+          - {backend: samples}
+    """))
+    assert settings.server.host == "127.0.0.1" and settings.server.public_url is None
+    assert settings.server.trust_forwarded is False
+    assert (settings.iiif.max_area, settings.iiif.max_height) == (100_000_000, 12000)
+    assert settings.backends["samples"].root == tmp_path / "images"
+    assert settings.backends["masters"].timeout == 30.0
+    assert settings.routes[0].match is not None and settings.routes[0].id == "{rest}"
+    assert settings.warnings == ()
+
+
+def test_three_mistakes_reported_together(tmp_path: Path) -> None:
+    found = problems(tmp_path, """
+        server: {port: 8182, publik_url: "http://x"}
+        backends:
+          archive: {type: http}
+          samples: {type: files, root: ./images}
+        routes:
+          - {backend: sampels}
+    """)
+    assert ("server.publik_url", "unknown key; did you mean 'public_url'?") in found
+    assert ("backends.archive.url", "required") in found
+    assert ("routes[0].backend", "no backend named 'sampels'; did you mean 'samples'?") in found
+    assert len(found) == 3
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "path", "fragment"),
+    [
+        ("iiif: {prefix: iiif}", "iiif.prefix", "start with '/'"),
+        ("iiif: {prefix: /iiif/}", "iiif.prefix", "trailing"),
+        ("iiif: {max_width: -5}", "iiif.max_width", "at least 1"),
+        ("iiif: {max_width: null, max_height: 100}", "iiif.max_height", "max_width"),
+        ("iiif: {tile_size: big}", "iiif.tile_size", "whole number"),
+        ("server: {port: 70000}", "server.port", "0 to 65535"),
+        ("server: {trust_forwarded: 'yes'}", "server.trust_forwarded", "true or false"),
+        ("server: {public_url: 'ftp://x'}", "server.public_url", "http"),
+        ("cache: {info_ttl: -1}", "cache.info_ttl", "at least 0"),
+        ("landing: {identifiers: chart}", "landing.identifiers", "list"),
+        ("colour: 1", "colour", "unknown key"),
+    ],
+)
+def test_single_problems(tmp_path: Path, yaml_text: str, path: str, fragment: str) -> None:
+    found = problems(tmp_path, yaml_text + "\nbackends: {s: {type: files, root: images}}\n"
+                     "routes: [{backend: s}]\n")
+    assert any(p == path and fragment in m for p, m in found), found
+
+
+@pytest.mark.parametrize(
+    ("backends", "routes", "path", "fragment"),
+    [
+        ("{a: {type: file, root: images}}", "[{backend: a}]", "backends.a.type",
+         "did you mean 'files'"),
+        ("{a: {root: images}}", "[{backend: a}]", "backends.a.type", "required"),
+        ("{a: {type: files, root: nowhere}}", "[{backend: a}]", "backends.a.root",
+         "not a folder"),
+        ("{a: {type: http, url: 'http://{id}/x'}}", "[{backend: a}]", "backends.a.url",
+         "host"),
+        ("{a: {type: http, url: 'legacy/{id}'}}", "[{backend: a}]", "backends.a.url",
+         "http://"),
+        ("{a: {type: http, url: 'http://h/{page}'}}", "[{backend: a}]", "routes[0].match",
+         "{page}"),
+        ("{a: {type: files, root: images}}", "[{backend: a, match: '('}]", "routes[0].match",
+         "regular expression"),
+        ("{a: {type: files, root: images}}", "[{backend: a, id: '{rest}'}]", "routes[0].id",
+         "{rest}"),
+        ("{a: {type: files, root: images}}", "[{backend: a}, {backend: a, match: x}]",
+         "routes[1]", "unreachable"),
+        ("{a: {type: files, root: images}}",
+         "[{backend: a, rights: 'https://creativecommons.org/licenses/by/4.0/'}]",
+         "routes[0].rights", "http://"),
+        ("{}", "[]", "backends", "at least one"),
+    ],
+)
+def test_backend_and_route_problems(
+    tmp_path: Path, backends: str, routes: str, path: str, fragment: str
+) -> None:
+    found = problems(tmp_path, f"backends: {backends}\nroutes: {routes}\n")
+    assert any(p == path and fragment in m for p, m in found), found
+
+
+def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
+    found = problems(tmp_path, "server:\n  port: [8182\n")
+    assert "line" in found[0][1] and "not valid YAML" in found[0][1]
+
+
+def test_unused_backend_is_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    settings = parse_settings(
+        {"backends": {"a": {"type": "files", "root": "images"},
+                      "b": {"type": "files", "root": "images"}},
+         "routes": [{"backend": "a"}]},
+        tmp_path,
+    )
+    assert settings.warnings == (("backends.b", "no route uses this backend"),)

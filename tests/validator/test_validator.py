@@ -1,0 +1,88 @@
+"""The official IIIF Image API validator (iiif-validator 1.0.5) against the running shim.
+
+Every test the validator has for the version runs (``--level 3``: level 2 plus all optional
+features), through a ``files`` backend and through an ``http`` backend over a real nginx, for
+Image API 3.0 (``--version=3.0``) and 2.1 (``--version=2.0``, the validator's name for 2.x).
+
+iiif-validator 1.0.5's format_jp2, format_pdf and format_webp tests call Python 2's
+``urllib.urlopen`` and fail under Python 3 against every server. ``deploy/setup.sh`` applies
+``iiif-validator-1.0.5-py3-formats.patch`` (next to this file) to the validator's own venv: the
+three tests then fetch with the validator's ``result.fetch`` and identify the bytes with
+``magic.from_buffer`` / the RIFF header, as upstream pull request IIIF/image-validator#97 does.
+Nothing else in the validator is changed, and these three tests are run, not skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, VALIDATOR_ID, Process, start_shim, write_config
+
+VALIDATOR_VENV = Path(os.environ.get("IIIF_VALIDATOR_VENV", ROOT / ".venv-validator"))
+RESULT_RE = re.compile(r"^\[(\d+)\] test (\w+) (PASS|FAIL)$", re.M)
+PATCHED = ("format_jp2", "format_pdf", "format_webp")
+
+
+def validator() -> list[str]:
+    script = VALIDATOR_VENV / "bin" / "iiif-validate.py"
+    if not script.exists():
+        pytest.fail(f"{script} is missing: run `bash deploy/test.sh`, which installs it")
+    tests_dir = next((VALIDATOR_VENV / "lib").glob("python3*/site-packages/iiif_validator/tests"))
+    if "result.fetch(url)" not in (tests_dir / "format_jp2.py").read_text():
+        pytest.fail("iiif-validator is not patched for Python 3: run `bash deploy/test.sh`")
+    return [str(VALIDATOR_VENV / "bin" / "python"), str(script)]
+
+
+def shim_config(tmp: Path, backend: str) -> Path:
+    return write_config(tmp / "validator.yaml", f"""\
+backends:
+  source: {backend}
+routes:
+  - {{backend: source}}
+""")
+
+
+@pytest.fixture(scope="module")
+def shims(images: Path, nginx: Process, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[dict[str, Process]]:
+    files_tmp = tmp_path_factory.mktemp("validator-files")
+    http_tmp = tmp_path_factory.mktemp("validator-http")
+    started = {
+        "files": start_shim(
+            shim_config(files_tmp, f'{{type: files, root: "{images}"}}'), files_tmp
+        ),
+        "http": start_shim(
+            shim_config(
+                http_tmp, f'{{type: http, url: "http://127.0.0.1:{nginx.port}/{{id}}.png"}}'
+            ),
+            http_tmp,
+        ),
+    }
+    yield started
+    for proc in started.values():
+        proc.stop()
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("backend", ["files", "http"])
+@pytest.mark.parametrize(("version", "expected_tests"), [("3.0", 45), ("2.0", 42)])
+def test_official_validator_level3(
+    shims: dict[str, Process], backend: str, version: str, expected_tests: int
+) -> None:
+    shim = shims[backend]
+    args = [*validator(), "-s", f"127.0.0.1:{shim.port}", "-p", f"iiif/{version[0]}",
+            "-i", VALIDATOR_ID, f"--version={version}", "--level", "3"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    results = {name: verdict for _, name, verdict in RESULT_RE.findall(done.stderr)}
+    failed = [name for name, verdict in results.items() if verdict == "FAIL"]
+    assert not failed, f"validator failures {failed}:\n{done.stderr}"
+    assert done.returncode == 0, done.stderr
+    assert len(results) == expected_tests, sorted(results)
+    for name in PATCHED:
+        assert results[name] == "PASS"
