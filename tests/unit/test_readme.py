@@ -1,0 +1,35 @@
+"""The README's configuration reference lists every setting the code reads."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from iiif_shim.backends import BACKEND_TYPES
+from iiif_shim.settings import (
+    CacheSettings,
+    IIIFSettings,
+    LandingSettings,
+    RouteSettings,
+    ServerSettings,
+)
+from tests.support import ROOT
+
+README = (ROOT / "README.md").read_text()
+SECTIONS = [ServerSettings, IIIFSettings, CacheSettings, RouteSettings, LandingSettings] + [
+    cls.settings_class for cls in BACKEND_TYPES.values()
+]
+
+
+@pytest.mark.parametrize("cls", SECTIONS, ids=lambda c: c.__name__)
+def test_every_setting_is_documented(cls: type) -> None:
+    for field in dataclasses.fields(cls):
+        assert f"| `{field.name}` |" in README, f"{cls.__name__}.{field.name} not in README"
+
+
+def test_quick_start_commands_exist() -> None:
+    assert "## Quick start" in README
+    for script in ("deploy/serve.sh", "deploy/test.sh"):
+        assert f"bash {script}" in README and (ROOT / script).exists()
+    assert "deploy/test.sh" in (ROOT / ".ci" / "run").read_text()
