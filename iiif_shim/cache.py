@@ -4,7 +4,9 @@
   waiter and is never remembered.
 - :class:`FactsCache`: source facts (width, height, ...) per backend and native identifier,
   TTL + LRU, single-flight on misses.
-- :class:`ResultCache`: rendered images by plan key, LRU bounded in bytes, single-flight.
+- :class:`SizedCache`: LRU bounded in bytes, single-flight: rendered images by plan key, and
+  decoded sources by (backend, identifier, version, reduction) so the tiles of a deep-zoom
+  session do not each decode (or download) the master again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Generic, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
-from .model import Rendered, SourceInfo
+from .model import SourceInfo
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -55,26 +57,48 @@ class FactsCache:
     async def get(
         self, key: tuple[str, str], load: Callable[[], Awaitable[SourceInfo]]
     ) -> SourceInfo:
-        if self._cache is not None and (hit := self._cache.get(key)) is not None:
+        cache = self._cache
+        if cache is not None and (hit := cache.get(key)) is not None:
             return hit
-        info = await self._flight.do(key, load)
-        if self._cache is not None:
-            self._cache[key] = info
-        return info
+
+        async def load_and_keep() -> SourceInfo:
+            # Stored inside the shared call, so a request arriving just after it finishes
+            # finds the value instead of starting a second upstream call.
+            info = await load()
+            if cache is not None:
+                cache[key] = info
+            return info
+
+        return await self._flight.do(key, load_and_keep)
 
 
-class ResultCache:
-    def __init__(self, max_bytes: int) -> None:
+class SizedCache(Generic[K, V]):
+    """LRU bounded by the total size of its values, with single-flight on misses.
+
+    Used for rendered images (bytes) and decoded sources (pixels). A value larger than half
+    of the budget is returned but not kept, so one huge image cannot flush everything else.
+    ``key=None`` means "do not cache" (e.g. a source with no version to tell changes).
+    """
+
+    def __init__(self, max_bytes: int, sizeof: Callable[[V], int]) -> None:
         self._max = max_bytes
-        self._cache: LRUCache[str, Rendered] | None = (
-            LRUCache(maxsize=max_bytes, getsizeof=lambda r: len(r.body)) if max_bytes else None
+        self._sizeof = sizeof
+        self._cache: LRUCache[K, V] | None = (
+            LRUCache(maxsize=max_bytes, getsizeof=sizeof) if max_bytes > 0 else None
         )
-        self._flight: SingleFlight[str, Rendered] = SingleFlight()
+        self._flight: SingleFlight[K, V] = SingleFlight()
 
-    async def get(self, key: str, render: Callable[[], Awaitable[Rendered]]) -> Rendered:
-        if self._cache is not None and (hit := self._cache.get(key)) is not None:
+    async def get(self, key: K | None, make: Callable[[], Awaitable[V]]) -> V:
+        if key is None:
+            return await make()
+        cache = self._cache
+        if cache is not None and (hit := cache.get(key)) is not None:
             return hit
-        rendered = await self._flight.do(key, render)
-        if self._cache is not None and len(rendered.body) <= self._max // 4:
-            self._cache[key] = rendered
-        return rendered
+
+        async def make_and_keep() -> V:
+            value = await make()
+            if cache is not None and self._sizeof(value) <= self._max // 2:
+                cache[key] = value
+            return value
+
+        return await self._flight.do(key, make_and_keep)

@@ -1,9 +1,10 @@
 """Pillow, and only Pillow: read source headers, crop, scale, mirror, rotate, quality, encode.
 
 Every function here is synchronous and CPU-bound; ``service.py`` runs them in the thread pool,
-never on the event loop. Sources are decoded at the smallest resolution that still yields the
-wanted output (JPEG DCT scaling via ``draft``, JPEG 2000 resolution levels via ``reduce``), so a
-thumbnail of a large master never decodes every pixel.
+never on the event loop. Work comes in two halves so the first can be cached: :func:`decode`
+reads a source at the smallest resolution that still yields the output (JPEG DCT scaling via
+``draft``, JPEG 2000 resolution levels via ``reduce``; see :func:`reduction`), and
+:func:`finish` crops, scales, turns, applies the quality and encodes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -77,8 +79,36 @@ def probe(fetched: Fetched) -> tuple[int, int, Colour, str | None]:
         return width, height, colour_of(im.mode), im.format
 
 
-def render(fetched: Fetched, steps: PillowSteps, max_source_pixels: int) -> bytes:
-    """Apply ``steps`` to the delivered image and encode the result."""
+@dataclass(frozen=True)
+class Decoded:
+    """A source decoded at ``1/factor`` of its size, in mode L, LA, RGB or RGBA.
+
+    Decoded sources are cached and shared by concurrent renders, so nothing here ever modifies
+    ``image``: every step makes a new image.
+    """
+
+    image: Image.Image
+    source_width: int
+    source_height: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.image.width * self.image.height * len(self.image.getbands())
+
+
+def reduction(source_format: str | None, width: int, height: int, steps: PillowSteps) -> int:
+    """The power-of-two factor to decode at: the smallest decode that still yields the output,
+    where the source format can decode small (JPEG DCT scaling up to 8, JPEG 2000 levels)."""
+    cw, ch = (steps.crop.w, steps.crop.h) if steps.crop else (width, height)
+    shrink = min(cw / steps.scale[0], ch / steps.scale[1])
+    if shrink < 2 or source_format not in ("JPEG", "JPEG2000"):
+        return 1
+    levels = min(int(math.log2(shrink)), 3 if source_format == "JPEG" else 5)
+    return int(2**levels)
+
+
+def decode(fetched: Fetched, factor: int, max_source_pixels: int) -> Decoded:
+    """Decode the delivered image at ``1/factor`` of its size (when its format can)."""
     with _open(fetched) as im:
         width, height = im.size
         if width * height > max_source_pixels:
@@ -86,44 +116,52 @@ def render(fetched: Fetched, steps: PillowSteps, max_source_pixels: int) -> byte
                 f"the source is {width}x{height}, over this server's limit of "
                 f"{max_source_pixels} source pixels"
             )
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)
+        if factor > 1 and im.format == "JPEG":
+            im.draft(im.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+        elif factor > 1 and im.format == "JPEG2000":
+            im.reduce = int(math.log2(factor))  # type: ignore[method-assign,assignment]
         try:
-            out = _geometry(im, steps)
+            im.load()
         except _READ_ERRORS as exc:
             raise BackendError(
                 f"{fetched.described}: the image could not be decoded ({exc})"
             ) from None
+        return Decoded(_normalise_mode(im), width, height)
+
+
+def finish(decoded: Decoded, steps: PillowSteps) -> bytes:
+    """Crop, scale, turn, apply the quality and encode, from a decoded source."""
+    out = _crop_and_scale(decoded, steps)
+    if out is decoded.image:
+        out = out.copy()  # encoders set attributes on the image; keep the shared one untouched
     out = _turn(out, steps)
     out = _quality(out, steps.quality)
     return _encode(out, steps.format, steps.jpeg_quality)
 
 
-def _geometry(im: Image.Image, steps: PillowSteps) -> Image.Image:
-    """Crop and scale, decoding at a reduced resolution when the output is much smaller."""
-    width, height = im.size
-    if getattr(im, "n_frames", 1) > 1:
-        im.seek(0)
+def render(fetched: Fetched, steps: PillowSteps, max_source_pixels: int) -> bytes:
+    """Decode and finish in one go (for images not worth caching decoded)."""
+    with _open(fetched) as im:
+        width, height, fmt = im.width, im.height, im.format
+    factor = reduction(fmt, width, height, steps)
+    return finish(decode(fetched, factor, max_source_pixels), steps)
+
+
+def _crop_and_scale(decoded: Decoded, steps: PillowSteps) -> Image.Image:
+    im = decoded.image
     crop = steps.crop
+    width, height = decoded.source_width, decoded.source_height
     x0, y0, cw, ch = (crop.x, crop.y, crop.w, crop.h) if crop else (0, 0, width, height)
     tw, th = steps.scale
-    shrink = min(cw / tw, ch / th)
-    gray = steps.quality in (Quality.GRAY, Quality.BITONAL)
-    if im.format == "JPEG" and (shrink >= 2 or gray):
-        mode = "L" if gray and im.mode in ("L", "RGB") else im.mode
-        im.draft(mode, (math.ceil(width / shrink), math.ceil(height / shrink)))
-    elif im.format == "JPEG2000" and shrink >= 2:
-        im.reduce = min(int(math.log2(shrink)), 5)  # type: ignore[method-assign,assignment]
-    im.load()
     sx, sy = width / im.width, height / im.height
-    im = _normalise_mode(im)
     box = (x0 / sx, y0 / sy, (x0 + cw) / sx, (y0 + ch) / sy)
-    exact = all(float(v).is_integer() for v in box) and (box[2] - box[0], box[3] - box[1]) == (
-        tw,
-        th,
-    )
-    if exact:
+    if all(float(v).is_integer() for v in box) and (box[2] - box[0], box[3] - box[1]) == (tw, th):
         ibox = (int(box[0]), int(box[1]), int(box[2]), int(box[3]))
         return im if ibox == (0, 0, im.width, im.height) else im.crop(ibox)
-    gap = 3.0 if shrink * min(sx, sy) >= 3 else None
+    shrink = min((box[2] - box[0]) / tw, (box[3] - box[1]) / th)
+    gap = 3.0 if shrink >= 3 else None
     return im.resize((tw, th), Image.Resampling.LANCZOS, box=box, reducing_gap=gap)
 
 

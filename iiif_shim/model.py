@@ -7,7 +7,7 @@ adds around them lives here. Nothing here does I/O or mutates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
@@ -34,10 +34,6 @@ class Colour(StrEnum):
     COLOR = "color"
     GRAY = "gray"
     BITONAL = "bitonal"
-
-    @property
-    def default_quality(self) -> Quality:
-        return Quality(self.value)
 
 
 @dataclass(frozen=True)
@@ -151,11 +147,7 @@ class Fetched:
 
 @dataclass(frozen=True)
 class Rendered:
-    """A finished image response body with what the HTTP layer needs to send it."""
+    """A finished image: the body and its media type (headers come from the plan)."""
 
     body: bytes
     media_type: str
-    etag: str | None = None
-    last_modified: float | None = None
-    canonical: str = ""
-    headers: tuple[tuple[str, str], ...] = field(default=())

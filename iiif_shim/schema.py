@@ -151,15 +151,6 @@ class Reader:
         return _BAD
 
 
-def docs(cls: type) -> list[tuple[str, Any, str]]:
-    """(name, default, doc) for each field of a settings class, for the README reference."""
-    out = []
-    for f in dataclasses.fields(cls):
-        default = "required" if f.default is _MISSING else f.default
-        out.append((f.name, default, f.metadata.get("doc", "")))
-    return out
-
-
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import imaging
 from .backends import Backend
-from .cache import FactsCache, ResultCache
+from .cache import FactsCache, SizedCache
 from .iiif.info import Offer, image_info
 from .iiif.profile import Version
 from .iiif.request import ImageRequest
@@ -66,7 +66,12 @@ class ImageService:
             formats=imaging.writable_formats(), limits=self.limits, tile_size=iiif.tile_size
         )
         self.facts = FactsCache(settings.cache.info_entries, settings.cache.info_ttl)
-        self.results = ResultCache(settings.cache.image_bytes)
+        self.results: SizedCache[str, Rendered] = SizedCache(
+            settings.cache.image_bytes, lambda r: len(r.body)
+        )
+        self.decoded: SizedCache[tuple[str, str, str, int], imaging.Decoded] = SizedCache(
+            settings.cache.decoded_bytes, lambda d: d.nbytes
+        )
 
     async def source(self, identifier: str) -> Source:
         target = self.router.route(identifier)
@@ -107,14 +112,25 @@ class ImageService:
 
     async def _render(self, prepared: Prepared) -> Rendered:
         src, the_plan = prepared.source, prepared.plan
-        fetched = await src.backend.fetch(src.target, the_plan.native, src.info)
-        body = await self.workers.run(
-            imaging.render, fetched, the_plan.steps, self.settings.iiif.max_source_pixels
-        )
-        return Rendered(
-            body=body,
-            media_type=the_plan.resolved.format.media_type,
-            etag=prepared.etag,
-            last_modified=src.info.last_modified,
-            canonical=prepared.canonical,
-        )
+        info, steps = src.info, the_plan.steps
+        max_pixels = self.settings.iiif.max_source_pixels
+        if the_plan.native.whole_source(info.width, info.height):
+            # The same master serves every tile: keep it decoded, at the reduction this output
+            # allows, so a deep-zoom session neither re-reads nor re-decodes it per tile.
+            factor = imaging.reduction(info.format, info.width, info.height, steps)
+            version = info.version
+            key = (src.target.backend, src.target.native_id, version, factor) if version else None
+
+            async def decode() -> imaging.Decoded:
+                fetched = await src.backend.fetch(src.target, the_plan.native, info)
+                decoded: imaging.Decoded = await self.workers.run(
+                    imaging.decode, fetched, factor, max_pixels
+                )
+                return decoded
+
+            decoded = await self.decoded.get(key, decode)
+            body = await self.workers.run(imaging.finish, decoded, steps)
+        else:
+            fetched = await src.backend.fetch(src.target, the_plan.native, info)
+            body = await self.workers.run(imaging.render, fetched, steps, max_pixels)
+        return Rendered(body=body, media_type=the_plan.resolved.format.media_type)

@@ -122,6 +122,11 @@ class CacheSettings:
     image_bytes: int = option(
         64 * 1024 * 1024, doc="bytes of rendered images kept (LRU; 0: off)", check=at_least(0)
     )
+    decoded_bytes: int = option(
+        256 * 1024 * 1024,
+        doc="bytes of decoded source pixels kept for whole-source backends (LRU; 0: off)",
+        check=at_least(0),
+    )
 
 
 @dataclass(frozen=True)

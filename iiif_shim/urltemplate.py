@@ -83,11 +83,3 @@ class UrlTemplate:
             else:
                 out.append(quote(value, safe=_PATH_SAFE))
         return "".join(out)
-
-    def redacted(self) -> str:
-        """The template with any user:password removed, for messages and logs."""
-        split = urlsplit(self.text)
-        if split.password is None and split.username is None:
-            return self.text
-        netloc = split.netloc.rsplit("@", 1)[-1]
-        return self.text.replace(split.netloc, netloc, 1)

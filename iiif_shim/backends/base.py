@@ -58,9 +58,6 @@ class Backend(ABC):
         """Some native identifiers this backend can serve (for the landing page), if it can list."""
         return []
 
-    def describe(self) -> dict[str, Any]:
-        return {"type": self.type_name, "native": self.capabilities.describe()}
-
 
 @asynccontextmanager
 async def upstream_errors(backend: str, timeout: float) -> AsyncIterator[None]:

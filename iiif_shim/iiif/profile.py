@@ -23,10 +23,6 @@ class Version(StrEnum):
     def level2_uri(self) -> str:
         return f"http://iiif.io/api/image/{self.value}/level2.json"
 
-    @property
-    def label(self) -> str:
-        return "2.1" if self is Version.V2 else "3.0"
-
 
 PROTOCOL = "http://iiif.io/api/image"
 

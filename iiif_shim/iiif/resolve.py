@@ -58,14 +58,6 @@ class Box:
     w: int
     h: int
 
-    @property
-    def right(self) -> int:
-        return self.x + self.w
-
-    @property
-    def bottom(self) -> int:
-        return self.y + self.h
-
 
 @dataclass(frozen=True)
 class ResolvedRequest:
@@ -81,10 +73,6 @@ class ResolvedRequest:
     quality: Quality
     format: Format
     canonical: str  # "region/size/rotation/quality.format"
-
-    @property
-    def is_full_region(self) -> bool:
-        return self.region == Box(0, 0, self.image_width, self.image_height)
 
     @property
     def degrees(self) -> float:

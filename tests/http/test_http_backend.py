@@ -68,8 +68,19 @@ routes:
     proc.stop()
 
 
-def access_log(nginx: Process) -> list[str]:
-    return (nginx.log.parent / "nginx-access.log").read_text().splitlines()
+def access_log(nginx: Process, needle: str) -> list[str]:
+    """nginx's log lines containing ``needle``. nginx logs after it has sent the response, so
+    wait (briefly) for the lines to stop changing rather than read once."""
+    log = nginx.log.parent / "nginx-access.log"
+    seen: list[str] = []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        lines = [line for line in log.read_text().splitlines() if needle in line]
+        if lines and lines == seen:
+            return lines
+        seen = lines
+        time.sleep(0.2)
+    return seen
 
 
 def test_info_and_pixels_over_http(web: Process, nginx: Process) -> None:
@@ -89,7 +100,7 @@ def test_info_and_pixels_over_http(web: Process, nginx: Process) -> None:
 def test_info_reads_only_the_header(web: Process, nginx: Process, images: Path) -> None:
     assert web.get("/iiif/3/rings.jp2/info.json").status == 200
     assert web.get("/iiif/2/rings.jp2/info.json").status == 200  # cached facts: no new call
-    lines = [line for line in access_log(nginx) if "GET /rings.jp2 " in line]
+    lines = access_log(nginx, "GET /rings.jp2 ")
     assert len(lines) == 1 and '" 206 ' in lines[0], lines
     sent = int(lines[0].split('" 206 ')[1].split()[0])
     assert sent <= 256 * 1024 < (images / "rings.jp2").stat().st_size  # not the whole master
@@ -108,7 +119,7 @@ def test_identical_concurrent_lookups_share_one_upstream_call(web: Process, ngin
     for t in threads:
         t.join(30)
     assert results == [200] * 10
-    lines = [line for line in access_log(nginx) if "page%201.png" in line]
+    lines = access_log(nginx, "page%201.png")
     assert len(lines) == 1, lines
 
 

@@ -57,13 +57,6 @@ def test_template_errors(text: str, fragment: str) -> None:
     assert fragment in str(err.value)
 
 
-def test_redacted_hides_credentials() -> None:
-    from iiif_shim.urltemplate import UrlTemplate
-
-    t = UrlTemplate.parse("http://user:secret@example.org/{id}")
-    assert t.redacted() == "http://example.org/{id}"
-
-
 def test_identifier_encoding_round_trip() -> None:
     assert encode_identifier("ark:/12025/654xz321") == "ark:%2F12025%2F654xz321"
     assert encode_identifier("urn:foo:a123,456") == "urn:foo:a123,456"
