@@ -38,7 +38,7 @@ class Source:
 class Prepared:
     source: Source
     plan: Plan
-    key: str  # everything that changes the output bytes
+    key: str | None  # everything that changes the output bytes; None: source version unknown
     etag: str | None
 
     @property
@@ -93,18 +93,18 @@ class ImageService:
         src = await self.source(request.identifier)
         resolved = resolve(request, src.info.width, src.info.height, self.limits)
         the_plan = plan(resolved, src.backend.capabilities, self.settings.iiif.jpeg_quality)
+        if not src.info.version:  # nothing tells a changed source: neither cache nor tag it
+            return Prepared(src, the_plan, None, None)
         key = "|".join(
             (
                 src.target.backend,
                 src.target.native_id,
-                src.info.version or "",
+                src.info.version,
                 resolved.canonical,
                 str(self.settings.iiif.jpeg_quality),
             )
         )
-        etag = None
-        if src.info.version:
-            etag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+        etag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
         return Prepared(src, the_plan, key, etag)
 
     async def render(self, prepared: Prepared) -> Rendered:

@@ -209,6 +209,8 @@ def test_sizes_v3(shim: Process, path: str, size: tuple[int, int]) -> None:
         ("full/full", (300, 200)),
         ("full/max", (300, 200)),
         ("full/150,", (150, 100)),
+        ("full/150,100", (150, 100)),  # what OpenSeadragon sends for 2.x tiles
+        ("full/200,100", (200, 100)),  # sizeByDistortedWh
         ("full/600,", (600, 400)),  # sizeAboveFull
         ("full/pct:200", (600, 400)),
         ("full/!600,600", (600, 400)),
