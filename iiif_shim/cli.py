@@ -40,12 +40,13 @@ def _parser() -> argparse.ArgumentParser:
 def _summary(settings: Settings) -> list[str]:
     lines = []
     for name, spec in settings.backends.items():
-        native = BACKEND_TYPES[spec.type].capabilities.describe()
-        done = [k for k, v in native.items() if v is True] + [
-            f"{k}: {', '.join(v)}" for k, v in native.items() if isinstance(v, list) and v
-        ]
-        natively = ", ".join(done) if done else "the whole source image only"
-        lines.append(f"  backend {name} ({spec.type}): natively {natively}; Pillow does the rest")
+        backend_cls = BACKEND_TYPES[spec.type]
+        words = backend_cls.capabilities.natively()
+        natively = ", ".join(words) if words else "the whole source image only"
+        note = f" ({backend_cls.native_note})" if backend_cls.native_note else ""
+        lines.append(
+            f"  backend {name} ({spec.type}): natively {natively}{note}; Pillow does the rest"
+        )
     for i, route in enumerate(settings.routes):
         match = route.match.pattern if route.match else "(every identifier)"
         lines.append(f"  routes[{i}]: {match} -> {route.backend} as {route.id}")

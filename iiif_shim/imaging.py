@@ -109,6 +109,8 @@ def reduction(source_format: str | None, width: int, height: int, steps: PillowS
 
 def decode(fetched: Fetched, factor: int, max_source_pixels: int) -> Decoded:
     """Decode the delivered image at ``1/factor`` of its size (when its format can)."""
+    if fetched.image is not None:  # already pixels (stitched tiles)
+        return Decoded(_normalise_mode(fetched.image), *fetched.image.size)
     with _open(fetched) as im:
         width, height = im.size
         if width * height > max_source_pixels:
@@ -142,11 +144,34 @@ def finish(decoded: Decoded, steps: PillowSteps) -> bytes:
 
 
 def render(fetched: Fetched, steps: PillowSteps, max_source_pixels: int) -> bytes:
-    """Decode and finish in one go (for images not worth caching decoded)."""
+    """Decode and finish in one go (for what a backend made for this one request).
+
+    When the backend already did everything, in the right format and exactly the right size,
+    its bytes pass through untouched (no second lossy encode).
+    """
+    if fetched.image is not None:
+        return finish(decode(fetched, 1, max_source_pixels), steps)
     with _open(fetched) as im:
         width, height, fmt = im.width, im.height, im.format
+    if (
+        fetched.data is not None
+        and steps.encoded
+        and _identity(steps)
+        and (width, height) == steps.scale
+        and fmt == _PIL_FORMAT[steps.format]
+    ):
+        return fetched.data
     factor = reduction(fmt, width, height, steps)
     return finish(decode(fetched, factor, max_source_pixels), steps)
+
+
+def _identity(steps: PillowSteps) -> bool:
+    return (
+        steps.crop is None
+        and not steps.mirror
+        and steps.degrees == 0
+        and steps.quality is Quality.DEFAULT
+    )
 
 
 def _crop_and_scale(decoded: Decoded, steps: PillowSteps) -> Image.Image:

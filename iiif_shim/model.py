@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from PIL import Image
+
 from .iiif.profile import Format, Quality
 from .iiif.resolve import Box, ResolvedRequest
 
@@ -56,6 +58,7 @@ class SourceInfo:
     version: str | None = None  # changes whenever the source changes (mtime, ETag)
     last_modified: float | None = None  # epoch seconds
     tiles: TileGrid | None = None  # the backend's native grid, when it has one
+    native: object = None  # the backend's own frozen description (e.g. a parsed .dzi)
 
 
 @dataclass(frozen=True)
@@ -65,46 +68,61 @@ class Capabilities:
     the rest."""
 
     region: bool = False  # crop any pixel rectangle
-    size: bool = False  # scale a region to any width x height
-    upscale: bool = False  # ... including larger than the region
+    size: bool = False  # scale a region to any width x height (distorting too)
+    size_keeps_aspect: bool = False  # scale only keeping the aspect ratio (IIIF 2.x level 1)
+    upscale: bool = False  # ... sizes larger than the region
+    max_size: int | None = None  # longest side the backend will scale to (iipsrv MAX_CVT)
+    reductions: bool = False  # any region at 1/2^k of full size, from its tile pyramid
     rotation90: bool = False  # 90/180/270 clockwise
     mirror: bool = False
     qualities: frozenset[Quality] = frozenset()
     formats: frozenset[Format] = frozenset()
 
-    def describe(self) -> dict[str, bool | list[str]]:
-        return {
-            "region": self.region,
-            "size": self.size,
-            "upscale": self.upscale,
-            "rotation90": self.rotation90,
-            "mirror": self.mirror,
-            "qualities": sorted(q.value for q in self.qualities),
-            "formats": sorted(f.value for f in self.formats),
-        }
+    def natively(self) -> list[str]:
+        """What is native, in words, for ``check-config`` and ``probe``."""
+        words = []
+        if self.region:
+            words.append("region")
+        if self.size:
+            words.append("size" + (f" (up to {self.max_size}px)" if self.max_size else ""))
+        elif self.size_keeps_aspect:
+            words.append("size keeping the aspect ratio")
+        if self.upscale:
+            words.append("upscaling")
+        if self.reductions:
+            words.append("tile pyramid levels")
+        if self.rotation90:
+            words.append("rotation by 90s")
+        if self.mirror:
+            words.append("mirroring")
+        if self.qualities:
+            words.append("qualities " + ", ".join(sorted(q.value for q in self.qualities)))
+        if self.formats:
+            words.append("formats " + ", ".join(f.value for f in Format if f in self.formats))
+        return words
 
 
 @dataclass(frozen=True)
 class NativeOp:
-    """What the backend is asked for. ``region`` in full-image pixels; ``size`` is the size
-    the backend scales it to (``None``: unscaled). ``whole_source`` means the original bytes."""
+    """What the backend is asked for, in full-image pixels.
+
+    ``size`` is the size the backend scales ``region`` to. ``reduction`` (a power of two, 0 for
+    none) asks instead for the region at ``1/reduction`` of full size from the backend's tile
+    pyramid; ``tile`` is set when that is exactly one native tile. With neither, the region is
+    delivered unscaled; the whole unscaled image with nothing else is the original source.
+    """
 
     region: Box
     size: tuple[int, int] | None = None
+    reduction: int = 0
+    tile: bool = False
     rotation: int = 0
     mirror: bool = False
     quality: Quality | None = None
     format: Format | None = None
 
     def whole_source(self, width: int, height: int) -> bool:
-        return (
-            self.region == Box(0, 0, width, height)
-            and self.size is None
-            and self.rotation == 0
-            and not self.mirror
-            and self.quality is None
-            and self.format is None
-        )
+        return self == NativeOp(Box(0, 0, width, height))
 
 
 @dataclass(frozen=True)
@@ -122,6 +140,7 @@ class PillowSteps:
     degrees: float  # clockwise, 0 <= d < 360
     quality: Quality
     format: Format
+    encoded: bool = False  # the backend already encodes in ``format``: bytes may pass through
     jpeg_quality: int = 85
 
 
@@ -134,15 +153,17 @@ class Plan:
 
 @dataclass(frozen=True)
 class Fetched:
-    """What a backend delivered: a local file (opened lazily by Pillow) or bytes in memory."""
+    """What a backend delivered: a local file (opened lazily by Pillow), encoded bytes, or
+    pixels it assembled itself (tiles stitched by a pyramid backend)."""
 
     path: Path | None = None
     data: bytes | None = None
+    image: Image.Image | None = None
     described: str = ""  # for errors: which backend call produced it
 
     def __post_init__(self) -> None:
-        if (self.path is None) == (self.data is None):
-            raise ValueError("Fetched needs exactly one of path or data")
+        if sum(x is not None for x in (self.path, self.data, self.image)) != 1:
+            raise ValueError("Fetched needs exactly one of path, data or image")
 
 
 @dataclass(frozen=True)

@@ -7,48 +7,121 @@ conversion before a resize is not the same image as after it for ``bitonal``; a 
 before the rotation) while still letting a capable server crop and scale, which is where the
 bytes and the time go.
 
+For the size, the cheapest native call wins, in this order:
+
+1. the request is exactly one tile of the backend's native grid: fetch that tile;
+2. the backend scales to any size (within its ``max_size``): ask for exactly the output;
+3. it scales keeping the aspect ratio only: ask for that size (for a distorted output, the
+   undistorted size that covers it), Pillow does the rest;
+4. it has a pyramid: ask for the region at the smallest level still at least the output
+   size (never the master when a smaller level will do), Pillow scales the remainder;
+5. it scales, but not this large (``max_size``): as large as it will, Pillow the rest.
+
 Pure: no I/O, no Pillow.
 """
 
 from __future__ import annotations
 
+import math
+
 from .iiif.profile import Quality
-from .iiif.resolve import Box, ResolvedRequest
-from .model import Capabilities, NativeOp, PillowSteps, Plan
+from .iiif.resolve import Box, ResolvedRequest, height_for_width
+from .model import Capabilities, NativeOp, PillowSteps, Plan, TileGrid
 
 
-def plan(resolved: ResolvedRequest, caps: Capabilities, jpeg_quality: int = 85) -> Plan:
+def exact_tile(resolved: ResolvedRequest, grid: TileGrid | None) -> int | None:
+    """The scale factor at which the request is exactly one native tile, if it is one."""
+    if grid is None:
+        return None
+    r, (w, h) = resolved.region, (resolved.width, resolved.height)
+    for sf in grid.scale_factors:
+        span_w, span_h = grid.width * sf, grid.height * sf
+        if (
+            r.x % span_w == 0
+            and r.y % span_h == 0
+            and r.w == min(span_w, resolved.image_width - r.x)
+            and r.h == min(span_h, resolved.image_height - r.y)
+            and (w, h) == (math.ceil(r.w / sf), math.ceil(r.h / sf))
+        ):
+            return sf
+    return None
+
+
+def reduction_for(region: Box, out: tuple[int, int], grid: TileGrid | None) -> int:
+    """The largest power of two that still leaves the region at least the output size,
+    limited to the pyramid's levels."""
+    shrink = min(region.w / out[0], region.h / out[1])
+    if shrink < 2:
+        return 1
+    factor = 1 << int(math.log2(shrink))
+    if grid is not None:
+        factor = min(factor, max(grid.scale_factors))
+    return factor
+
+
+def plan(
+    resolved: ResolvedRequest,
+    caps: Capabilities,
+    grid: TileGrid | None = None,
+    jpeg_quality: int = 85,
+) -> Plan:
     full = Box(0, 0, resolved.image_width, resolved.image_height)
     region = resolved.region
     out = (resolved.width, resolved.height)
+    unscaled = out == (region.w, region.h)
+    enlarges = out[0] > region.w or out[1] > region.h
+    within = caps.max_size is None or max(out) <= caps.max_size
 
     # 1. region
-    native_region = region if caps.region else full
     native_crops = caps.region or region == full
-    # 2. size: only after the region is done natively, and within the backend's reach
-    enlarges = out[0] > region.w or out[1] > region.h
-    native_scales = native_crops and caps.size and (caps.upscale or not enlarges)
-    native_size = out if native_scales and out != (region.w, region.h) else None
-    geometry_native = native_crops and (native_scales or out == (region.w, region.h))
+    # 2. size, once the region is native: the cheapest call that gives it (see the docstring)
+    size: tuple[int, int] | None = None
+    pyramid, tile = 0, False
+    if native_crops:
+        direct = within and (
+            unscaled
+            or (
+                (caps.upscale or not enlarges)
+                and (caps.size or (caps.size_keeps_aspect and _keeps_aspect(region, out)))
+            )
+        )
+        tile_sf = exact_tile(resolved, grid) if caps.reductions else None
+        if tile_sf is not None:
+            pyramid, tile = tile_sf, True
+        elif direct:
+            size = None if unscaled else out
+        elif caps.reductions and not enlarges:
+            pyramid = reduction_for(region, out, grid)
+        elif caps.size and not within:  # as large as the backend allows; Pillow the rest
+            size = _confine(out, caps.max_size or max(out))
+        elif caps.size_keeps_aspect and not enlarges:  # distorted: the covering undistorted size
+            scale = max(out[0] / region.w, out[1] / region.h)
+            size = (math.ceil(region.w * scale), math.ceil(region.h * scale))
+    if pyramid:
+        delivered = (math.ceil(region.w / pyramid), math.ceil(region.h / pyramid))
+    else:
+        delivered = size or (region.w, region.h)
+    exact_geometry = native_crops and delivered == out
     # 3. mirror and rotation (mirror first, so both or neither when mirroring)
     degrees = resolved.degrees
     mirror = resolved.rotation.mirror
-    by90 = degrees % 90 == 0
     native_turns = (
-        geometry_native
-        and by90
+        exact_geometry
+        and degrees % 90 == 0
         and (degrees == 0 or caps.rotation90)
         and (not mirror or caps.mirror)
     )
     # 4. quality (default needs no work)
     wanted = resolved.quality
     native_quality = native_turns and (wanted is Quality.DEFAULT or wanted in caps.qualities)
-    # 5. format: only when nothing at all is left for Pillow
+    # 5. format: asked for natively only when nothing else is left for Pillow
     native_format = native_quality and resolved.format in caps.formats
 
     native = NativeOp(
-        region=native_region,
-        size=native_size,
+        region=region if native_crops else full,
+        size=size,
+        reduction=pyramid,
+        tile=tile,
         rotation=int(degrees) if native_turns else 0,
         mirror=mirror if native_turns else False,
         quality=wanted if native_quality and wanted is not Quality.DEFAULT else None,
@@ -63,6 +136,16 @@ def plan(resolved: ResolvedRequest, caps: Capabilities, jpeg_quality: int = 85) 
         degrees=0.0 if native_turns else degrees,
         quality=Quality.DEFAULT if native_quality else wanted,
         format=resolved.format,
+        encoded=native_format,
         jpeg_quality=jpeg_quality,
     )
     return Plan(resolved=resolved, native=native, steps=steps)
+
+
+def _keeps_aspect(region: Box, out: tuple[int, int]) -> bool:
+    return out[1] == height_for_width(out[0], region.w, region.h)
+
+
+def _confine(out: tuple[int, int], longest: int) -> tuple[int, int]:
+    scale = longest / max(out)
+    return max(1, math.floor(out[0] * scale)), max(1, math.floor(out[1] * scale))

@@ -92,7 +92,12 @@ class ImageService:
     async def prepare(self, request: ImageRequest) -> Prepared:
         src = await self.source(request.identifier)
         resolved = resolve(request, src.info.width, src.info.height, self.limits)
-        the_plan = plan(resolved, src.backend.capabilities, self.settings.iiif.jpeg_quality)
+        the_plan = plan(
+            resolved,
+            src.backend.capabilities_for(src.info),
+            src.info.tiles,
+            self.settings.iiif.jpeg_quality,
+        )
         if not src.info.version:  # nothing tells a changed source: neither cache nor tag it
             return Prepared(src, the_plan, None, None)
         key = "|".join(

@@ -29,6 +29,7 @@ class Backend(ABC):
     type_name: ClassVar[str]
     settings_class: ClassVar[type[Any]]
     capabilities: ClassVar[Capabilities] = Capabilities()
+    native_note: ClassVar[str] = ""  # qualifies ``capabilities`` in summaries, if they vary
 
     def __init__(self, name: str, settings: Any, run_blocking: RunBlocking) -> None:
         self.name = name
@@ -45,6 +46,10 @@ class Backend(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called once when the app stops."""
+
+    def capabilities_for(self, info: SourceInfo) -> Capabilities:
+        """What this backend does natively for one source (the same for all, by default)."""
+        return self.capabilities
 
     @abstractmethod
     async def facts(self, target: Target) -> SourceInfo:

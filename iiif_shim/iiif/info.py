@@ -61,9 +61,7 @@ def tile_grid(source: SourceInfo, offer: Offer) -> TileGrid | None:
 def full_sizes(source: SourceInfo, grid: TileGrid | None, offer: Offer) -> list[tuple[int, int]]:
     """Full-image sizes at each scale factor, smallest first, all within the limits."""
     factors = (
-        grid.scale_factors
-        if grid
-        else scale_factors(source.width, source.height, offer.tile_size)
+        grid.scale_factors if grid else scale_factors(source.width, source.height, offer.tile_size)
     )
     sizes: list[tuple[int, int]] = []
     for factor in sorted(factors, reverse=True):
