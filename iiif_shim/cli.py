@@ -41,7 +41,7 @@ def _summary(settings: Settings) -> list[str]:
     lines = []
     for name, spec in settings.backends.items():
         backend_cls = BACKEND_TYPES[spec.type]
-        words = backend_cls.capabilities.natively()
+        words = backend_cls.configured_capabilities(spec).natively()
         natively = ", ".join(words) if words else "the whole source image only"
         note = f" ({backend_cls.native_note})" if backend_cls.native_note else ""
         lines.append(

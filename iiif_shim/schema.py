@@ -1,13 +1,16 @@
 """A small reader that turns YAML mappings into frozen dataclasses, collecting every problem.
 
 Each settings class is a frozen dataclass whose fields are declared with :func:`option`; the
-reader checks types, required keys, unknown keys (with a "did you mean"), and each field's own
-check, and records every problem with its YAML path instead of stopping at the first one.
+reader checks types (scalars, lists, mappings, nested settings classes), required keys, unknown
+keys (with a "did you mean"), each field's own check, and a class's ``problems()`` method when
+it has one (checks across fields), and records every problem with its YAML path instead of
+stopping at the first one.
 Used by ``settings.py`` for the top-level sections and by each backend for its own section.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import re
@@ -29,6 +32,11 @@ def option(default: Any = _MISSING, *, doc: str, check: Check | None = None) -> 
     metadata = {"doc": doc, "check": check}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple or a frozen mapping as a default")
+    if isinstance(default, Mapping):  # read-only mappings are not hashable defaults
+        frozen = dict(default)
+        return dataclasses.field(
+            default_factory=lambda: types.MappingProxyType(frozen), metadata=metadata
+        )
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -89,7 +97,7 @@ class Reader:
                 continue
             field_path = _join(path, f.name)
             if f.name not in mapping:
-                if f.default is _MISSING:
+                if f.default is _MISSING and f.default_factory is _MISSING:
                     self.problem(field_path, "required")
                 continue
             value = self.convert(hints[f.name], mapping[f.name], field_path)
@@ -103,7 +111,10 @@ class Reader:
             values[f.name] = value
         if len(self.problems) > before:
             return None
-        return cls(**values)
+        made = cls(**values)
+        for where, message in getattr(made, "problems", lambda: [])():
+            self.problem(_join(path, where), message)
+        return None if len(self.problems) > before else made
 
     def convert(self, hint: Any, value: Any, path: str) -> Any:
         origin = typing.get_origin(hint)
@@ -115,6 +126,21 @@ class Reader:
         if value is None:
             self.problem(path, f"must be {_describe(hint)}, not null")
             return _BAD
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            return _BAD if (made := self.read(hint, value, path)) is None else made
+        if origin in (dict, Mapping, collections.abc.Mapping):
+            key_hint, value_hint = typing.get_args(hint)
+            mapping = self.mapping(value, path)
+            if mapping is None:
+                return _BAD
+            out = {}
+            for k, v in mapping.items():
+                key = self.convert(key_hint, k, path)
+                item = self.convert(value_hint, v, _join(path, str(k)))
+                if key is _BAD or item is _BAD:
+                    return _BAD
+                out[key] = item
+            return types.MappingProxyType(out)
         if origin is tuple:
             (item,) = typing.get_args(hint)[:1]
             if not isinstance(value, list):

@@ -47,9 +47,14 @@ class Backend(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called once when the app stops."""
 
+    @classmethod
+    def configured_capabilities(cls, settings: Any) -> Capabilities:
+        """What a backend with these settings does natively (for summaries and planning)."""
+        return cls.capabilities
+
     def capabilities_for(self, info: SourceInfo) -> Capabilities:
-        """What this backend does natively for one source (the same for all, by default)."""
-        return self.capabilities
+        """What this backend does natively for one source (by default, the same for all)."""
+        return self.configured_capabilities(self.settings)
 
     @abstractmethod
     async def facts(self, target: Target) -> SourceInfo:

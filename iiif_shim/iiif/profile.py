@@ -112,6 +112,27 @@ LEVEL2_FEATURES = {
     ),
 }
 
+# Every level's features, formats and qualities (to read an upstream service's profile).
+LEVEL_FEATURES: dict[Version, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {
+    Version.V3: (
+        frozenset(),
+        frozenset({"baseUriRedirect", "cors", "jsonldMediaType", "regionByPx", "regionSquare",
+                   "sizeByH", "sizeByW", "sizeByWh"}),
+        LEVEL2_FEATURES[Version.V3],
+    ),
+    Version.V2: (
+        frozenset({"sizeByWhListed"}),
+        frozenset({"baseUriRedirect", "cors", "jsonldMediaType", "regionByPx", "sizeByH",
+                   "sizeByPct", "sizeByW", "sizeByWhListed"}),
+        LEVEL2_FEATURES[Version.V2],
+    ),
+}
+LEVEL_FORMATS = (frozenset({Format.JPG}), frozenset({Format.JPG}), LEVEL2_FORMATS)
+LEVEL_QUALITIES: dict[Version, tuple[frozenset[Quality], ...]] = {
+    v: (frozenset({Quality.DEFAULT}), frozenset({Quality.DEFAULT}), LEVEL2_QUALITIES[v])
+    for v in Version
+}
+
 # Optional features the shim's own pipeline (Pillow) provides for every image, by version.
 # Upscaling is added separately: it is only honest when size limits are configured.
 PIPELINE_FEATURES = {

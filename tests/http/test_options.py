@@ -124,7 +124,11 @@ def test_check_config_accepts_and_summarises(tmp_path: Path) -> None:
     for config in sorted((ROOT / "config").glob("*.yaml")):
         done = _run([*CHECK, str(config)], tmp_path)
         assert done.returncode == 0, (config, done.stderr)
-        assert "natively the whole source image only" in done.stdout
+        assert "natively" in done.stdout and "Pillow does the rest" in done.stdout
+    example = _run([*CHECK, str(ROOT / "config" / "example.yaml")], tmp_path).stdout
+    assert "backend samples (files): natively the whole source image only" in example
+    djatoka = _run([*CHECK, str(ROOT / "config" / "djatoka.yaml")], tmp_path).stdout
+    assert "natively region, size, rotation by 90s, formats jpg, png" in djatoka
 
 
 def test_embedded_default_serves_samples(tmp_path: Path) -> None:

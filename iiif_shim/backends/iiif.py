@@ -1,0 +1,226 @@
+"""``iiif``: an upstream IIIF Image API 2.x or 3.0 service (an older or lower-level IIIF server).
+
+The upstream's info.json says what it does: its compliance level, its ``extra*`` lists (3.0) or
+profile object (2.x), its limits and its tiles. What that covers is asked of the upstream in its
+own URL syntax; the shim does the rest in Pillow, and serves both versions at level 2 with its
+own ids, formats and CORS. A level-0 upstream (static tiles) is read as a tile pyramid.
+
+The upstream's own ``id`` is not used to build requests (it is often an internal or wrong host):
+requests go to the configured ``url`` template.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..cache import SizedCache
+from ..errors import BackendError
+from ..iiif.profile import (
+    LEVEL_FEATURES,
+    LEVEL_FORMATS,
+    LEVEL_QUALITIES,
+    Format,
+    Quality,
+    Version,
+)
+from ..model import Capabilities, Colour, Fetched, NativeOp, SourceInfo, Target, TileGrid
+from ..schema import at_least, option
+from ..urltemplate import UrlTemplate
+from .base import Backend
+from .http import _http_date, url_template
+from .pyramid import Level, Pyramid, assemble
+from .upstream import Upstream, UpstreamSettings
+
+_LEVEL_RE = re.compile(r"level([012])")
+
+
+@dataclass(frozen=True)
+class Service:
+    """What the upstream service declares for one image."""
+
+    version: Version
+    base: str  # where requests go (from the configured template, not the upstream's id)
+    level: int
+    capabilities: Capabilities
+    pyramid: Pyramid | None  # level 0: tiles only
+
+
+@dataclass(frozen=True, kw_only=True)
+class IiifSettings(UpstreamSettings):
+    type: str = option(doc="`iiif`")
+    url: str = option(doc="URL template of the upstream image service's base URI, e.g. "
+                      "`http://old-server/iiif/2/{id}`", check=url_template)
+    tile_cache_bytes: int = option(32 * 1024 * 1024, doc="recent level-0 tiles kept",
+                                   check=at_least(0))
+
+
+def _version(doc: dict[str, Any]) -> Version:
+    context = doc.get("@context")
+    contexts = context if isinstance(context, list) else [context]
+    for c in contexts:
+        if isinstance(c, str) and "/image/3/" in c:
+            return Version.V3
+        if isinstance(c, str) and "/image/2/" in c:
+            return Version.V2
+    raise ValueError("not an Image API 2.x or 3.0 info.json (unknown @context)")
+
+
+def read_service(doc: dict[str, Any], base: str) -> tuple[Service, SourceInfo]:
+    """Parse an upstream info.json into what it can do and the image's facts."""
+    version = _version(doc)
+    width, height = int(doc["width"]), int(doc["height"])
+    extras: dict[str, Any] = {}
+    if version is Version.V3:
+        profile = doc.get("profile", "level0")
+        level_match = _LEVEL_RE.search(str(profile))
+        extras = doc
+        features = set(doc.get("extraFeatures", []))
+        formats = set(doc.get("extraFormats", []))
+        qualities = set(doc.get("extraQualities", []))
+    else:
+        profiles = doc.get("profile", [])
+        profiles = profiles if isinstance(profiles, list) else [profiles]
+        level_match = _LEVEL_RE.search(str(profiles[0])) if profiles else None
+        features, formats, qualities = set(), set(), set()
+        for p in profiles[1:]:
+            if isinstance(p, dict):
+                features |= set(p.get("supports", []))
+                formats |= set(p.get("formats", []))
+                qualities |= set(p.get("qualities", []))
+                extras = {**extras, **p}
+    level = int(level_match.group(1)) if level_match else 0
+    features |= LEVEL_FEATURES[version][level]
+    known_formats = {f.value for f in Format}
+    known_qualities = {q.value for q in Quality}
+    fmts = frozenset(Format(f) for f in formats if f in known_formats) | LEVEL_FORMATS[level]
+    quals = frozenset(Quality(q) for q in qualities if q in known_qualities)
+    quals |= LEVEL_QUALITIES[version][level]
+    max_w = extras.get("maxWidth")
+    max_size = min(int(max_w), int(extras.get("maxHeight", max_w))) if max_w else None
+
+    tiles = doc.get("tiles") or []
+    grid = None
+    if tiles and isinstance(tiles[0], dict) and tiles[0].get("width"):
+        t = tiles[0]
+        tw = int(t["width"])
+        grid = TileGrid(tw, int(t.get("height", tw)),
+                        tuple(sorted(int(f) for f in t.get("scaleFactors", [1]))))
+    pyramid = None
+    if level == 0:
+        if grid is None:
+            raise ValueError("a level-0 service without tiles cannot be read")
+        pyramid = Pyramid(
+            width, height, grid.width, grid.height,
+            tuple(Level(f, math.ceil(width / f), math.ceil(height / f))
+                  for f in grid.scale_factors),
+        )
+        caps = Capabilities(region=True, reductions=True, formats=frozenset({Format.JPG}))
+    else:
+        sized_exact = "sizeByWh" if version is Version.V3 else "sizeByDistortedWh"
+        caps = Capabilities(
+            region="regionByPx" in features,
+            size=sized_exact in features or "sizeByForcedWh" in features,
+            size_keeps_aspect="sizeByW" in features,
+            upscale=("sizeUpscaling" if version is Version.V3 else "sizeAboveFull") in features,
+            max_size=max_size,
+            rotation90="rotationBy90s" in features,
+            mirror="mirroring" in features,
+            qualities=quals - {Quality.DEFAULT},
+            formats=fmts,
+        )
+    colour = Colour.COLOR if Quality.COLOR in quals or level < 2 else Colour.GRAY
+    service = Service(version, base, level, caps, pyramid)
+    info = SourceInfo(width=width, height=height, colour=colour, tiles=grid, native=service)
+    return service, info
+
+
+def request_path(service: Service, op: NativeOp, info: SourceInfo) -> str:
+    """The upstream image request for ``op``, in the upstream's own version syntax."""
+    r = op.region
+    whole = (r.x, r.y, r.w, r.h) == (0, 0, info.width, info.height)
+    region = "full" if whole else f"{r.x},{r.y},{r.w},{r.h}"
+    v3 = service.version is Version.V3
+    if op.size is None or op.size == (r.w, r.h):
+        size = "max" if v3 else "full"
+    elif service.capabilities.size:
+        size = f"{op.size[0]},{op.size[1]}"
+    else:
+        size = f"{op.size[0]},"
+    if v3 and op.size and (op.size[0] > r.w or op.size[1] > r.h):
+        size = "^" + size
+    rotation = ("!" if op.mirror else "") + str(op.rotation)
+    quality = (op.quality or Quality.DEFAULT).value
+    fmt = (op.format or Format.JPG).value
+    return f"{service.base}/{region}/{size}/{rotation}/{quality}.{fmt}"
+
+
+class IiifBackend(Backend):
+    type_name = "iiif"
+    settings_class = IiifSettings
+    settings: IiifSettings
+    native_note = "whatever the upstream's info.json declares"
+
+    @classmethod
+    def placeholders(cls, settings: IiifSettings) -> frozenset[str]:
+        return UrlTemplate.parse(settings.url).placeholders
+
+    async def start(self) -> None:
+        self._template = UrlTemplate.parse(self.settings.url)
+        self.upstream = Upstream(self.name, self.settings)
+        self._tiles: SizedCache[str, bytes] = SizedCache(self.settings.tile_cache_bytes, len)
+        await self.upstream.start()
+
+    async def close(self) -> None:
+        await self.upstream.close()
+
+    def _service(self, info: SourceInfo) -> Service:
+        assert isinstance(info.native, Service)
+        return info.native
+
+    def capabilities_for(self, info: SourceInfo) -> Capabilities:
+        return self._service(info).capabilities
+
+    async def facts(self, target: Target) -> SourceInfo:
+        base = self._template.expand(target.template_values()).rstrip("/")
+        answer = await self.upstream.get(f"{base}/info.json", what="info.json",
+                                         headers={"Accept": "application/ld+json, "
+                                                            "application/json;q=0.9"})
+        try:
+            _, info = read_service(json.loads(answer.body), base)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise BackendError(f"backend '{self.name}' sent an info.json it cannot read "
+                               f"({exc})") from None
+        modified = answer.headers.get("Last-Modified")
+        version = answer.headers.get("ETag") or modified
+        return SourceInfo(
+            width=info.width, height=info.height, colour=info.colour, tiles=info.tiles,
+            native=info.native, version=version, last_modified=_http_date(modified),
+        )
+
+    async def _bytes(self, url: str) -> bytes:
+        return (await self.upstream.get(url, image=True)).body
+
+    async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
+        service = self._service(info)
+        described = f"backend '{self.name}'"
+        if service.pyramid is not None:
+            pyramid = service.pyramid
+            v3 = service.version is Version.V3
+
+            def tile_url(level: Level, col: int, row: int) -> str:
+                f = level.factor
+                x, y = col * pyramid.tile_width * f, row * pyramid.tile_height * f
+                w = min(pyramid.tile_width * f, info.width - x)
+                h = min(pyramid.tile_height * f, info.height - y)
+                tw, th = math.ceil(w / f), math.ceil(h / f)
+                size = f"{tw},{th}" if v3 else f"{tw},"
+                return f"{service.base}/{x},{y},{w},{h}/{size}/0/default.jpg"
+
+            return await assemble(pyramid, op.region, op.reduction, tile_url, self._bytes,
+                                  self.run_blocking, self._tiles, described)
+        body = await self._bytes(request_path(service, op, info))
+        return Fetched(data=body, described=described)
