@@ -42,11 +42,8 @@ def _summary(settings: Settings) -> list[str]:
     for name, spec in settings.backends.items():
         backend_cls = BACKEND_TYPES[spec.type]
         words = backend_cls.configured_capabilities(spec).natively()
-        natively = ", ".join(words) if words else "the whole source image only"
-        note = f" ({backend_cls.native_note})" if backend_cls.native_note else ""
-        lines.append(
-            f"  backend {name} ({spec.type}): natively {natively}{note}; Pillow does the rest"
-        )
+        natively = backend_cls.native_note or ", ".join(words) or "the whole source image only"
+        lines.append(f"  backend {name} ({spec.type}): natively {natively}; Pillow does the rest")
     for i, route in enumerate(settings.routes):
         match = route.match.pattern if route.match else "(every identifier)"
         lines.append(f"  routes[{i}]: {match} -> {route.backend} as {route.id}")

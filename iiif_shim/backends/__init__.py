@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from .base import Backend
+from .deepzoom import DeepZoomBackend
 from .files import FilesBackend
 from .http import HttpBackend
 from .iiif import IiifBackend
 from .template import TemplateBackend
+from .thumbor import ThumborBackend
+from .zoomify import ZoomifyBackend
 
 BACKEND_TYPES: dict[str, type[Backend]] = {
-    cls.type_name: cls for cls in (FilesBackend, HttpBackend, IiifBackend, TemplateBackend)
+    cls.type_name: cls
+    for cls in (
+        FilesBackend,
+        HttpBackend,
+        DeepZoomBackend,
+        ZoomifyBackend,
+        ThumborBackend,
+        IiifBackend,
+        TemplateBackend,
+    )
 }
 
 __all__ = ["BACKEND_TYPES", "Backend"]

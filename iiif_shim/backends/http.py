@@ -34,10 +34,12 @@ def url_template(text: str) -> str | None:
 @dataclass(frozen=True, kw_only=True)
 class HttpSettings(UpstreamSettings):
     type: str = option(doc="`http`")
-    url: str = option(doc="URL template of one image, e.g. `http://host/masters/{id}.tif`",
-                      check=url_template)
-    probe_bytes: int = option(256 * 1024, doc="bytes read to learn an image's size",
-                              check=at_least(1024))
+    url: str = option(
+        doc="URL template of one image, e.g. `http://host/masters/{id}.tif`", check=url_template
+    )
+    probe_bytes: int = option(
+        256 * 1024, doc="bytes read to learn an image's size", check=at_least(1024)
+    )
 
 
 class HttpBackend(Backend):
@@ -64,8 +66,7 @@ class HttpBackend(Backend):
         url = self.url(target)
         described = f"backend '{self.name}'"
         limit = self.settings.probe_bytes
-        head = await self.upstream.get(url, headers={"Range": f"bytes=0-{limit - 1}"},
-                                       limit=limit)
+        head = await self.upstream.get(url, headers={"Range": f"bytes=0-{limit - 1}"}, limit=limit)
         try:
             width, height, colour, fmt = await self.run_blocking(
                 probe, Fetched(data=head.body, described=described)

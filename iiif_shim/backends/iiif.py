@@ -52,10 +52,14 @@ class Service:
 @dataclass(frozen=True, kw_only=True)
 class IiifSettings(UpstreamSettings):
     type: str = option(doc="`iiif`")
-    url: str = option(doc="URL template of the upstream image service's base URI, e.g. "
-                      "`http://old-server/iiif/2/{id}`", check=url_template)
-    tile_cache_bytes: int = option(32 * 1024 * 1024, doc="recent level-0 tiles kept",
-                                   check=at_least(0))
+    url: str = option(
+        doc="URL template of the upstream image service's base URI, e.g. "
+        "`http://old-server/iiif/2/{id}`",
+        check=url_template,
+    )
+    tile_cache_bytes: int = option(
+        32 * 1024 * 1024, doc="recent level-0 tiles kept", check=at_least(0)
+    )
 
 
 def _version(doc: dict[str, Any]) -> Version:
@@ -107,16 +111,21 @@ def read_service(doc: dict[str, Any], base: str) -> tuple[Service, SourceInfo]:
     if tiles and isinstance(tiles[0], dict) and tiles[0].get("width"):
         t = tiles[0]
         tw = int(t["width"])
-        grid = TileGrid(tw, int(t.get("height", tw)),
-                        tuple(sorted(int(f) for f in t.get("scaleFactors", [1]))))
+        grid = TileGrid(
+            tw, int(t.get("height", tw)), tuple(sorted(int(f) for f in t.get("scaleFactors", [1])))
+        )
     pyramid = None
     if level == 0:
         if grid is None:
             raise ValueError("a level-0 service without tiles cannot be read")
         pyramid = Pyramid(
-            width, height, grid.width, grid.height,
-            tuple(Level(f, math.ceil(width / f), math.ceil(height / f))
-                  for f in grid.scale_factors),
+            width,
+            height,
+            grid.width,
+            grid.height,
+            tuple(
+                Level(f, math.ceil(width / f), math.ceil(height / f)) for f in grid.scale_factors
+            ),
         )
         caps = Capabilities(region=True, reductions=True, formats=frozenset({Format.JPG}))
     else:
@@ -186,19 +195,27 @@ class IiifBackend(Backend):
 
     async def facts(self, target: Target) -> SourceInfo:
         base = self._template.expand(target.template_values()).rstrip("/")
-        answer = await self.upstream.get(f"{base}/info.json", what="info.json",
-                                         headers={"Accept": "application/ld+json, "
-                                                            "application/json;q=0.9"})
+        answer = await self.upstream.get(
+            f"{base}/info.json",
+            what="info.json",
+            headers={"Accept": "application/ld+json, application/json;q=0.9"},
+        )
         try:
             _, info = read_service(json.loads(answer.body), base)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise BackendError(f"backend '{self.name}' sent an info.json it cannot read "
-                               f"({exc})") from None
+            raise BackendError(
+                f"backend '{self.name}' sent an info.json it cannot read ({exc})"
+            ) from None
         modified = answer.headers.get("Last-Modified")
         version = answer.headers.get("ETag") or modified
         return SourceInfo(
-            width=info.width, height=info.height, colour=info.colour, tiles=info.tiles,
-            native=info.native, version=version, last_modified=_http_date(modified),
+            width=info.width,
+            height=info.height,
+            colour=info.colour,
+            tiles=info.tiles,
+            native=info.native,
+            version=version,
+            last_modified=_http_date(modified),
         )
 
     async def _bytes(self, url: str) -> bytes:
@@ -220,7 +237,15 @@ class IiifBackend(Backend):
                 size = f"{tw},{th}" if v3 else f"{tw},"
                 return f"{service.base}/{x},{y},{w},{h}/{size}/0/default.jpg"
 
-            return await assemble(pyramid, op.region, op.reduction, tile_url, self._bytes,
-                                  self.run_blocking, self._tiles, described)
+            return await assemble(
+                pyramid,
+                op.region,
+                op.reduction,
+                tile_url,
+                self._bytes,
+                self.run_blocking,
+                self._tiles,
+                described,
+            )
         body = await self._bytes(request_path(service, op, info))
         return Fetched(data=body, described=described)

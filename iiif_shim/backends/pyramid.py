@@ -21,9 +21,13 @@ from functools import partial
 from PIL import Image
 
 from ..cache import SizedCache
-from ..errors import BackendError, NotImplementedFeature
+from ..errors import BackendError, NotFound, NotImplementedFeature
+from ..iiif.profile import Format
 from ..iiif.resolve import Box
-from ..model import Fetched, TileGrid
+from ..model import Capabilities, Fetched, NativeOp, SourceInfo, Target, TileGrid
+from ..schema import at_least, option
+from .base import Backend
+from .upstream import Upstream, UpstreamSettings
 
 MAX_TILES = 2048  # per request: past this the request is refused (501), not queued
 
@@ -46,8 +50,15 @@ class Pyramid:
 
     @classmethod
     def halving(
-        cls, width: int, height: int, tile_width: int, tile_height: int, *,
-        count: int | None = None, overlap: int = 0, floor: bool = False,
+        cls,
+        width: int,
+        height: int,
+        tile_width: int,
+        tile_height: int,
+        *,
+        count: int | None = None,
+        overlap: int = 0,
+        floor: bool = False,
     ) -> Pyramid:
         """Levels made by halving (rounding up, or down with ``floor``) until one tile holds
         the image, or ``count`` levels."""
@@ -69,8 +80,9 @@ class Pyramid:
 
     @property
     def grid(self) -> TileGrid:
-        return TileGrid(self.tile_width, self.tile_height,
-                        tuple(level.factor for level in self.levels))
+        return TileGrid(
+            self.tile_width, self.tile_height, tuple(level.factor for level in self.levels)
+        )
 
     def level(self, factor: int) -> Level:
         """The level for a reduction: that factor, or the nearest finer one available."""
@@ -84,18 +96,31 @@ class Pyramid:
         return math.ceil(level.height / self.tile_height)
 
     def window(self, region: Box, level: Level) -> tuple[int, int, int, int]:
-        """The region in the level's pixels (x0, y0, x1, y1)."""
-        sx, sy = level.width / self.width, level.height / self.height
-        x0 = min(math.floor(region.x * sx + 1e-9), level.width - 1)
-        y0 = min(math.floor(region.y * sy + 1e-9), level.height - 1)
-        x1 = max(min(math.ceil((region.x + region.w) * sx - 1e-9), level.width), x0 + 1)
-        y1 = max(min(math.ceil((region.y + region.h) * sy - 1e-9), level.height), y0 + 1)
+        """The region in the level's pixels (x0, y0, x1, y1). Level pixel i holds full-image
+        pixels [i*f, (i+1)*f), so this is exact for pyramids made by halving."""
+        f = level.factor
+        x0 = min(region.x // f, level.width - 1)
+        y0 = min(region.y // f, level.height - 1)
+        x1 = max(min(math.ceil((region.x + region.w) / f), level.width), x0 + 1)
+        y1 = max(min(math.ceil((region.y + region.h) / f), level.height), y0 + 1)
         return x0, y0, x1, y1
+
+    def cell(self, level: Level, col: int, row: int) -> tuple[int, int, int, int]:
+        """The level pixels a tile stands for (overlap excluded)."""
+        x, y = col * self.tile_width, row * self.tile_height
+        return (
+            x,
+            y,
+            min(x + self.tile_width, level.width),
+            min(y + self.tile_height, level.height),
+        )
 
     def tile_origin(self, col: int, row: int) -> tuple[int, int]:
         """Level position of a tile image's top-left pixel (overlap included)."""
-        return (col * self.tile_width - (self.overlap if col else 0),
-                row * self.tile_height - (self.overlap if row else 0))
+        return (
+            max(0, col * self.tile_width - self.overlap),
+            max(0, row * self.tile_height - self.overlap),
+        )
 
 
 TileUrl = Callable[[Level, int, int], str]
@@ -103,18 +128,26 @@ Get = Callable[[str], Awaitable[bytes]]
 RunBlocking = Callable[..., Awaitable[object]]
 
 
-def _stitch(
-    size: tuple[int, int], window_origin: tuple[int, int],
-    tiles: list[tuple[bytes, tuple[int, int]]],
-) -> Image.Image:
+@dataclass(frozen=True)
+class _Piece:
+    data: bytes
+    origin: tuple[int, int]  # level position of the tile image's (0, 0)
+    cell: tuple[int, int, int, int]  # level pixels it stands for (its overlap left out)
+
+
+def _stitch(window: tuple[int, int, int, int], pieces: list[_Piece]) -> Image.Image:
+    x0, y0, x1, y1 = window
     canvas: Image.Image | None = None
-    for data, (ox, oy) in tiles:
-        with Image.open(io.BytesIO(data)) as tile:
+    for piece in pieces:
+        ox, oy = piece.origin
+        cx0, cy0, cx1, cy1 = piece.cell
+        with Image.open(io.BytesIO(piece.data)) as tile:
             tile.load()
             if canvas is None:
                 mode = tile.mode if tile.mode in ("L", "RGB", "RGBA", "LA") else "RGB"
-                canvas = Image.new(mode, size)
-            canvas.paste(tile.convert(canvas.mode), (ox - window_origin[0], oy - window_origin[1]))
+                canvas = Image.new(mode, (x1 - x0, y1 - y0))
+            part = tile.crop((cx0 - ox, cy0 - oy, cx1 - ox, cy1 - oy))
+            canvas.paste(part.convert(canvas.mode), (cx0 - x0, cy0 - y0))
     assert canvas is not None
     return canvas
 
@@ -145,16 +178,84 @@ async def assemble(
     bodies = await asyncio.gather(*(cache.get(url, partial(get, url)) for url in urls))
     if count == 1 and not pyramid.overlap:
         col, row = places[0]
-        ox, oy = pyramid.tile_origin(col, row)
-        right = min(ox + pyramid.tile_width, level.width)
-        bottom = min(oy + pyramid.tile_height, level.height)
-        if (x0, y0, x1, y1) == (ox, oy, right, bottom):
+        if (x0, y0, x1, y1) == pyramid.cell(level, col, row):
             return Fetched(data=bodies[0], described=described)  # exactly one native tile
-    tiles = [(body, pyramid.tile_origin(col, row)) for body, (col, row) in
-             zip(bodies, places, strict=True)]
+    pieces = [
+        _Piece(body, pyramid.tile_origin(col, row), pyramid.cell(level, col, row))
+        for body, (col, row) in zip(bodies, places, strict=True)
+    ]
     try:
-        image = await run_blocking(_stitch, (x1 - x0, y1 - y0), (x0, y0), tiles)
+        image = await run_blocking(_stitch, (x0, y0, x1, y1), pieces)
     except (OSError, ValueError, SyntaxError) as exc:
         raise BackendError(f"{described} sent a tile that is not an image ({exc})") from None
     assert isinstance(image, Image.Image)
     return Fetched(image=image, described=described)
+
+
+@dataclass(frozen=True)
+class PyramidSource:
+    """What a pyramid backend keeps about one image (in ``SourceInfo.native``)."""
+
+    base: str  # URL the tile paths hang from
+    pyramid: Pyramid
+    suffix: str  # tile file extension, e.g. "jpeg"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PyramidSettings(UpstreamSettings):
+    tile_cache_bytes: int = option(
+        32 * 1024 * 1024,
+        doc="recent tiles kept (neighbouring requests share tiles)",
+        check=at_least(0),
+    )
+
+
+class PyramidBackend(Backend):
+    """A backend that only has tiles: any region at any of its levels, by stitching."""
+
+    settings: PyramidSettings
+    capabilities = Capabilities(region=True, reductions=True)
+
+    async def start(self) -> None:
+        self.upstream = Upstream(self.name, self.settings)
+        self._tiles: SizedCache[str, bytes] = SizedCache(self.settings.tile_cache_bytes, len)
+        await self.upstream.start()
+
+    async def close(self) -> None:
+        await self.upstream.close()
+
+    def source(self, info: SourceInfo) -> PyramidSource:
+        assert isinstance(info.native, PyramidSource)
+        return info.native
+
+    def tile_url(self, source: PyramidSource, level: Level, col: int, row: int) -> str:
+        raise NotImplementedError
+
+    async def tile(self, url: str) -> bytes:
+        try:
+            return (await self.upstream.get(url, image=True, what="a tile")).body
+        except NotFound:  # the description promised it: the pyramid is broken
+            raise BackendError(
+                f"backend '{self.name}': a tile the pyramid should have is missing"
+            ) from None
+
+    async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
+        source = self.source(info)
+        return await assemble(
+            source.pyramid,
+            op.region,
+            op.reduction,
+            lambda level, col, row: self.tile_url(source, level, col, row),
+            self.tile,
+            self.run_blocking,
+            self._tiles,
+            f"backend '{self.name}'",
+        )
+
+    def capabilities_for(self, info: SourceInfo) -> Capabilities:
+        fmt = {"jpg": Format.JPG, "jpeg": Format.JPG, "png": Format.PNG}.get(
+            self.source(info).suffix.lower()
+        )
+        return Capabilities(
+            region=True, reductions=True, formats=frozenset({fmt}) if fmt else frozenset()
+        )

@@ -38,8 +38,18 @@ from .upstream import Upstream, UpstreamSettings
 REGION_MODES = ("none", "pixels", "fractions", "scaled")
 SIZE_MODES = ("none", "exact", "keep_aspect")
 _COMPUTED = {
-    "x", "y", "w", "h", "width", "height", "scale_pct", "scaled_x", "scaled_y", "rotation",
-    "format", "quality",
+    "x",
+    "y",
+    "w",
+    "h",
+    "width",
+    "height",
+    "scale_pct",
+    "scaled_x",
+    "scaled_y",
+    "rotation",
+    "format",
+    "quality",
 }
 _NEEDS = {
     "pixels": {"x", "y", "w", "h"},
@@ -117,8 +127,9 @@ class TemplateInfo:
 @dataclass(frozen=True)
 class TemplateImage:
     url: str = option(doc="URL template of an image", check=url_template)
-    region: str = option("none", doc="`none`, `pixels`, `fractions` or `scaled`",
-                         check=_one_of(REGION_MODES))
+    region: str = option(
+        "none", doc="`none`, `pixels`, `fractions` or `scaled`", check=_one_of(REGION_MODES)
+    )
     size: str = option("none", doc="`none`, `exact` or `keep_aspect`", check=_one_of(SIZE_MODES))
     upscale: bool = option(False, doc="the server enlarges beyond the region")
     max_size: int | None = option(None, doc="longest side it will scale to", check=at_least(1))
@@ -139,8 +150,7 @@ class TemplateImage:
         if self.region == "scaled" and self.size != "keep_aspect":
             found.append(("size", "region: scaled needs size: keep_aspect"))
         if self.size != "none" and not ({"width", "height", "scale_pct"} & names):
-            found.append(("url", f"size: {self.size} needs {{width}}, {{height}} or "
-                                 "{scale_pct}"))
+            found.append(("url", f"size: {self.size} needs {{width}}, {{height}} or {{scale_pct}}"))
         if self.rotation and "rotation" not in names:
             found.append(("url", "rotation is listed but the URL has no {rotation}"))
         if bad := [r for r in self.rotation if r not in (90, 180, 270)]:
@@ -237,8 +247,10 @@ class TemplateBackend(Backend):
         values = dict(target.template_values())
         if image.region == "fractions":
             values |= {
-                "x": _decimal(r.x / info.width, 10), "y": _decimal(r.y / info.height, 10),
-                "w": _decimal(r.w / info.width, 10), "h": _decimal(r.h / info.height, 10),
+                "x": _decimal(r.x / info.width, 10),
+                "y": _decimal(r.y / info.height, 10),
+                "w": _decimal(r.w / info.width, 10),
+                "h": _decimal(r.h / info.height, 10),
             }
         else:
             values |= {"x": str(r.x), "y": str(r.y), "w": str(r.w), "h": str(r.h)}

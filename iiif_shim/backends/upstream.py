@@ -47,13 +47,14 @@ def looks_like_image(data: bytes) -> bool:
 class UpstreamSettings:
     """Connection settings shared by every HTTP backend (each backend adds its own keys)."""
 
-    timeout: float = option(30.0, doc="seconds for one upstream request, body included",
-                            check=at_least(0.1))
+    timeout: float = option(
+        30.0, doc="seconds for one upstream request, body included", check=at_least(0.1)
+    )
     connect_timeout: float = option(5.0, doc="seconds to open a connection", check=at_least(0.1))
-    max_connections: int = option(8, doc="concurrent connections to this server",
-                                  check=at_least(1))
-    max_bytes: int = option(256 * 1024 * 1024, doc="largest response it will read",
-                            check=at_least(1024))
+    max_connections: int = option(8, doc="concurrent connections to this server", check=at_least(1))
+    max_bytes: int = option(
+        256 * 1024 * 1024, doc="largest response it will read", check=at_least(1024)
+    )
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,14 @@ class Upstream:
             if resp.status in (404, 410):
                 raise NotFound("no such image" + (f" ({what})" if what else ""))
             if resp.status >= 400 and resp.status != 416:
-                raise BackendError(f"backend '{name}' answered HTTP {resp.status}"
-                                   + (f" for {what}" if what else ""))
+                raise BackendError(
+                    f"backend '{name}' answered HTTP {resp.status}"
+                    + (f" for {what}" if what else "")
+                )
             if limit is None and (resp.content_length or 0) > cap:
-                raise BackendError(f"backend '{name}': the response is larger than max_bytes "
-                                   f"({cap})")
+                raise BackendError(
+                    f"backend '{name}': the response is larger than max_bytes ({cap})"
+                )
             body = bytearray()
             async for chunk in resp.content.iter_chunked(_CHUNK):
                 body += chunk
@@ -134,6 +138,7 @@ class Upstream:
             raise BackendError(f"backend '{name}': the response is larger than max_bytes ({cap})")
         if image and not looks_like_image(answer.body):
             kind = answer.content_type or "something else"
-            raise BackendError(f"backend '{name}' sent {kind}, not an image"
-                               + (f" for {what}" if what else ""))
+            raise BackendError(
+                f"backend '{name}' sent {kind}, not an image" + (f" for {what}" if what else "")
+            )
         return answer

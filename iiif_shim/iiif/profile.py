@@ -116,14 +116,34 @@ LEVEL2_FEATURES = {
 LEVEL_FEATURES: dict[Version, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {
     Version.V3: (
         frozenset(),
-        frozenset({"baseUriRedirect", "cors", "jsonldMediaType", "regionByPx", "regionSquare",
-                   "sizeByH", "sizeByW", "sizeByWh"}),
+        frozenset(
+            {
+                "baseUriRedirect",
+                "cors",
+                "jsonldMediaType",
+                "regionByPx",
+                "regionSquare",
+                "sizeByH",
+                "sizeByW",
+                "sizeByWh",
+            }
+        ),
         LEVEL2_FEATURES[Version.V3],
     ),
     Version.V2: (
         frozenset({"sizeByWhListed"}),
-        frozenset({"baseUriRedirect", "cors", "jsonldMediaType", "regionByPx", "sizeByH",
-                   "sizeByPct", "sizeByW", "sizeByWhListed"}),
+        frozenset(
+            {
+                "baseUriRedirect",
+                "cors",
+                "jsonldMediaType",
+                "regionByPx",
+                "sizeByH",
+                "sizeByPct",
+                "sizeByW",
+                "sizeByWhListed",
+            }
+        ),
         LEVEL2_FEATURES[Version.V2],
     ),
 }

@@ -1,0 +1,97 @@
+"""``deepzoom``: a Microsoft DeepZoom pyramid (a ``.dzi`` file and its ``_files/`` tiles).
+
+The ``.dzi`` gives the size, ``TileSize``, ``Overlap`` and tile ``Format``. Level ``maxLevel =
+ceil(log2(max(width, height)))`` is the full image and each level below halves it, rounding up;
+tiles are ``{name}_files/{level}/{col}_{row}.{Format}`` and repeat ``Overlap`` pixels of each
+neighbour. For a request the shim picks the smallest level still at least the size it needs,
+fetches only the tiles that meet the region (concurrently), trims the overlap and stitches
+them; Pillow does the rest. info.json advertises the native tile size.
+
+Pyramids made by ``vips dzsave --depth onetile`` (or ``one``) number their levels differently
+and are not readable as DeepZoom: use the default depth.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from ..errors import BackendError
+from ..model import SourceInfo, Target
+from ..schema import option
+from ..urltemplate import UrlTemplate
+from .http import _http_date, url_template
+from .pyramid import Level, Pyramid, PyramidBackend, PyramidSettings, PyramidSource
+
+
+def _dzi_url(text: str) -> str | None:
+    problem = url_template(text)
+    if problem is None and not text.split("?", 1)[0].endswith(".dzi"):
+        return "must be the URL of the .dzi file (ending in .dzi)"
+    return problem
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeepZoomSettings(PyramidSettings):
+    type: str = option(doc="`deepzoom`")
+    url: str = option(
+        doc="URL template of the `.dzi`, e.g. `http://host/tiles/{id}.dzi`", check=_dzi_url
+    )
+
+
+def parse_dzi(text: str) -> tuple[int, int, int, int, str]:
+    """(width, height, tile size, overlap, format) from a .dzi document."""
+    root = ET.fromstring(text)
+    for el in root.iter():
+        el.tag = el.tag.rsplit("}", 1)[-1]
+    size = root.find("Size")
+    if root.tag != "Image" or size is None:
+        raise ValueError("not a DeepZoom .dzi (no Image/Size)")
+    return (
+        int(size.attrib["Width"]),
+        int(size.attrib["Height"]),
+        int(root.attrib["TileSize"]),
+        int(root.attrib.get("Overlap", "0")),
+        root.attrib.get("Format", "jpg"),
+    )
+
+
+class DeepZoomBackend(PyramidBackend):
+    type_name = "deepzoom"
+    settings_class = DeepZoomSettings
+    settings: DeepZoomSettings
+
+    @classmethod
+    def placeholders(cls, settings: DeepZoomSettings) -> frozenset[str]:
+        return UrlTemplate.parse(settings.url).placeholders
+
+    async def start(self) -> None:
+        self._template = UrlTemplate.parse(self.settings.url)
+        await super().start()
+
+    async def facts(self, target: Target) -> SourceInfo:
+        url = self._template.expand(target.template_values())
+        answer = await self.upstream.get(url, what=".dzi")
+        try:
+            width, height, tile, overlap, fmt = parse_dzi(answer.text())
+        except (ValueError, KeyError, ET.ParseError) as exc:
+            raise BackendError(
+                f"backend '{self.name}' sent a .dzi it cannot read ({exc})"
+            ) from None
+        pyramid = Pyramid.halving(width, height, tile, tile, overlap=overlap)
+        base = url.split("?", 1)[0][: -len(".dzi")] + "_files"
+        modified = answer.headers.get("Last-Modified")
+        return SourceInfo(
+            width=width,
+            height=height,
+            tiles=pyramid.grid,
+            native=PyramidSource(base, pyramid, fmt),
+            version=answer.headers.get("ETag") or modified,
+            last_modified=_http_date(modified),
+        )
+
+    def tile_url(self, source: PyramidSource, level: Level, col: int, row: int) -> str:
+        p = source.pyramid
+        max_level = (max(p.width, p.height) - 1).bit_length()
+        number = max_level - (level.factor.bit_length() - 1)
+        return f"{source.base}/{number}/{col}_{row}.{source.suffix}"
