@@ -1,8 +1,8 @@
 """``create_app(settings)``: the aiohttp application, its routes and its shared resources.
 
 Resources (the thread pool, each backend's connections, the caches inside the service) are
-created in ``cleanup_ctx`` when the app starts and released when it stops; nothing lives in a
-module global.
+created in ``cleanup_ctx`` when the app starts (``service.open_service``) and released when it
+stops; nothing lives in a module global.
 """
 
 from __future__ import annotations
@@ -11,34 +11,17 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .backends import BACKEND_TYPES
 from .baseurl import PublicBase
 from .middleware import add_cors_headers, error_middleware, preflight_middleware
-from .pool import Workers
 from .routes import PUBLIC, SERVICE, SETTINGS, health, iiif_request, landing
-from .service import ImageService
+from .service import open_service
 from .settings import Settings
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    server = settings.server
-    workers = Workers(server.workers, server.max_pending, server.request_timeout)
-    backends = {
-        name: BACKEND_TYPES[spec.type](name, spec, workers.run)
-        for name, spec in settings.backends.items()
-    }
-    started = []
-    try:
-        for backend in backends.values():
-            await backend.start()
-            started.append(backend)
-        app[SERVICE] = ImageService(settings, backends, workers)
+    async with open_service(app[SETTINGS]) as service:
+        app[SERVICE] = service
         yield
-    finally:
-        for backend in started:
-            await backend.close()
-        workers.close()
 
 
 def create_app(settings: Settings) -> web.Application:

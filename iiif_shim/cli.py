@@ -1,8 +1,9 @@
-"""The ``iiif-shim`` command: ``serve`` and ``check-config``."""
+"""The ``iiif-shim`` command: ``serve``, ``check-config`` and ``probe``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,14 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
+
+    probe = sub.add_parser(
+        "probe",
+        help="report what happens to one identifier: route, "
+        "backend, metadata, native or Pillow per feature, a sample timing",
+    )
+    probe.add_argument("--config", help="YAML config (default as for serve)")
+    probe.add_argument("identifier")
     return parser
 
 
@@ -100,8 +109,25 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def probe(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_environment(args.config)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    from .probe import report
+
+    lines, ok = asyncio.run(report(settings, args.identifier))
+    print(f"identifier: {args.identifier!r} ({settings.source})")
+    for line in lines:
+        print(line)
+    return 0 if ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "probe":
+        return probe(args)
     return serve(args)

@@ -108,7 +108,10 @@ async def health(request: web.Request) -> web.Response:
         {
             "status": "ok",
             "version": __version__,
-            "backends": sorted(service.backends),
+            "backends": {
+                name: {"type": b.type_name, **b.traffic()}
+                for name, b in sorted(service.backends.items())
+            },
             "pending": service.workers.pending,
         }
     )

@@ -9,12 +9,13 @@ conditional request with 304 before any pixel is touched.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from . import imaging
-from .backends import Backend
+from .backends import BACKEND_TYPES, Backend
 from .cache import FactsCache, SizedCache
 from .iiif.info import Offer, image_info
 from .iiif.profile import Version
@@ -44,6 +45,27 @@ class Prepared:
     @property
     def canonical(self) -> str:
         return self.plan.resolved.canonical
+
+
+@asynccontextmanager
+async def open_service(settings: Settings) -> AsyncIterator[ImageService]:
+    """The service with its thread pool and started backends; all released on exit."""
+    server = settings.server
+    workers = Workers(server.workers, server.max_pending, server.request_timeout)
+    backends = {
+        name: BACKEND_TYPES[spec.type](name, spec, workers.run)
+        for name, spec in settings.backends.items()
+    }
+    started: list[Backend] = []
+    try:
+        for backend in backends.values():
+            await backend.start()
+            started.append(backend)
+        yield ImageService(settings, backends, workers)
+    finally:
+        for backend in started:
+            await backend.close()
+        workers.close()
 
 
 class ImageService:

@@ -64,6 +64,13 @@ class Backend(ABC):
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         """Deliver ``op`` for ``target``."""
 
+    def traffic(self) -> dict[str, int]:
+        """Requests made and bytes received so far (network backends)."""
+        upstream = getattr(self, "upstream", None)
+        if upstream is None:
+            return {}
+        return {"requests": upstream.requests, "bytes": upstream.bytes_received}
+
     async def identifiers(self, limit: int) -> list[str]:
         """Some native identifiers this backend can serve (for the landing page), if it can list."""
         return []

@@ -79,7 +79,8 @@ class Upstream:
         self.backend = backend
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
-        self.bytes_received = 0  # for probes and tests: what this backend has transferred
+        self.requests = 0  # what this backend has asked and received (for /health and probe)
+        self.bytes_received = 0
 
     async def start(self) -> None:
         s = self.settings
@@ -133,6 +134,7 @@ class Upstream:
                     break
             complete = resp.content.at_eof() and len(body) <= cap
             answer = Answer(resp.status, dict(resp.headers), bytes(body[:cap]), complete)
+        self.requests += 1
         self.bytes_received += len(answer.body)
         if not complete and limit is None:
             raise BackendError(f"backend '{name}': the response is larger than max_bytes ({cap})")
