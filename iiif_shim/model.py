@@ -72,6 +72,7 @@ class Capabilities:
     size_keeps_aspect: bool = False  # scale only keeping the aspect ratio (IIIF 2.x level 1)
     upscale: bool = False  # ... sizes larger than the region
     max_size: int | None = None  # longest side the backend will scale to (iipsrv MAX_CVT)
+    min_size: int = 1  # shortest output side it is asked to scale to (iipsrv crashes below)
     reductions: bool = False  # any region at 1/2^k of full size, from its tile pyramid
     rotation90: bool = False  # 90/180/270 clockwise
     mirror: bool = False

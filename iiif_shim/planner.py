@@ -17,6 +17,9 @@ For the size, the cheapest native call wins, in this order:
    size (never the master when a smaller level will do), Pillow scales the remainder;
 5. it scales, but not this large (``max_size``): as large as it will, Pillow the rest.
 
+Outputs with a side under ``min_size`` are never asked of the backend's scaler (tiles or the
+unscaled region instead): some legacy servers crash on them.
+
 Pure: no I/O, no Pillow.
 """
 
@@ -70,7 +73,9 @@ def plan(
     out = (resolved.width, resolved.height)
     unscaled = out == (region.w, region.h)
     enlarges = out[0] > region.w or out[1] > region.h
-    within = caps.max_size is None or max(out) <= caps.max_size
+    within = (caps.max_size is None or max(out) <= caps.max_size) and (
+        unscaled or min(out) >= caps.min_size
+    )
 
     # 1. region
     native_crops = caps.region or region == full
@@ -92,8 +97,8 @@ def plan(
             size = None if unscaled else out
         elif caps.reductions and not enlarges:
             pyramid = reduction_for(region, out, grid)
-        elif caps.size and not within:  # as large as the backend allows; Pillow the rest
-            size = _confine(out, caps.max_size or max(out))
+        elif caps.size and caps.max_size and max(out) > caps.max_size:
+            size = _confine(out, caps.max_size)  # as large as the backend allows; Pillow the rest
         elif caps.size_keeps_aspect and not enlarges:  # distorted: the covering undistorted size
             scale = max(out[0] / region.w, out[1] / region.h)
             size = (math.ceil(region.w * scale), math.ceil(region.h * scale))

@@ -58,11 +58,17 @@ def djatoka(root: Path) -> web.Application:
             im.load()
             width, height = im.size
             if q.get("svc_id") == "info:lanl-repo/svc/getMetadata":
-                return web.json_response({
-                    "identifier": q["rft_id"], "imagefile": str(path.name),
-                    "width": str(width), "height": str(height), "dwtLevels": "5",
-                    "levels": "5", "compositingLayerCount": "1",
-                })
+                return web.json_response(
+                    {
+                        "identifier": q["rft_id"],
+                        "imagefile": str(path.name),
+                        "width": str(width),
+                        "height": str(height),
+                        "dwtLevels": "5",
+                        "levels": "5",
+                        "compositingLayerCount": "1",
+                    }
+                )
             if q.get("svc_id") != "info:lanl-repo/svc/getRegion":
                 raise web.HTTPBadRequest(text="unknown svc_id")
             out = im
@@ -72,8 +78,11 @@ def djatoka(root: Path) -> web.Application:
             if scale := q.get("svc.scale"):
                 out = out.resize(_djatoka_size(scale, out.size), Image.Resampling.LANCZOS)
             rotate = q.get("svc.rotate", "0")
-            turns = {"90": Image.Transpose.ROTATE_270, "180": Image.Transpose.ROTATE_180,
-                     "270": Image.Transpose.ROTATE_90}
+            turns = {
+                "90": Image.Transpose.ROTATE_270,
+                "180": Image.Transpose.ROTATE_180,
+                "270": Image.Transpose.ROTATE_90,
+            }
             if rotate in turns:
                 out = out.transpose(turns[rotate])
             media = q.get("svc.format", "image/jpeg")
@@ -108,8 +117,14 @@ def contentdm(root: Path) -> web.Application:
             raise web.HTTPBadRequest(text="unknown query")
         path = find(root, f"{parts[1]}/{parts[2]}")
         with Image.open(path) as im:
-            return web.json_response({"filename": path.name, "type": path.suffix[1:],
-                                      "width": str(im.width), "height": str(im.height)})
+            return web.json_response(
+                {
+                    "filename": path.name,
+                    "type": path.suffix[1:],
+                    "width": str(im.width),
+                    "height": str(im.height),
+                }
+            )
 
     async def getimage(request: web.Request) -> web.Response:
         q = request.query
@@ -122,7 +137,7 @@ def contentdm(root: Path) -> web.Application:
             vh = int(q.get("DMHEIGHT", str(round(im.height * s))))
             scaled_w, scaled_h = round(im.width * s), round(im.height * s)
             vw, vh = min(vw, scaled_w - dx), min(vh, scaled_h - dy)  # clipped at the edge
-            box = (dx / s, dy / s, (dx + vw) / s, (dy + vh) / s)
+            box = (dx / s, dy / s, min((dx + vw) / s, im.width), min((dy + vh) / s, im.height))
             out = im.resize((vw, vh), Image.Resampling.LANCZOS, box=box)
             return web.Response(body=encode(out, "JPEG"), content_type="image/jpeg")
 
@@ -156,8 +171,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True)
     args = parser.parse_args()
     app = djatoka(args.root) if args.kind == "djatoka" else contentdm(args.root)
-    web.run_app(with_stats(app), host="127.0.0.1", port=args.port, print=None,
-                access_log=None)
+    web.run_app(with_stats(app), host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,10 @@ class Response:
 
 
 def request(
-    port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None,
+    port: int,
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
     timeout: float = 30,
 ) -> Response:
     """Send ``path`` exactly as given (no re-encoding), return status, headers and body."""
@@ -96,14 +99,23 @@ def request(
 class Process:
     """A server process started for the tests, with its log kept for failure messages."""
 
-    def __init__(self, args: list[str], port: int, log: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        port: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.port = port
         self.log = log
         self._log_file = log.open("wb")
         self.proc = subprocess.Popen(
-            args, stdout=self._log_file, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})}, cwd=cwd,
+            args,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
         wait_for_port(port, self.proc, log)
 
@@ -121,12 +133,20 @@ class Process:
         return request(self.port, path, **kwargs)  # type: ignore[arg-type]
 
 
-def start_shim(config: Path, tmp: Path, *extra: str, env: dict[str, str] | None = None
-               ) -> Process:
+def start_shim(config: Path, tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Process:
     port = free_port()
     log = tmp / f"shim-{port}.log"
-    args = [sys.executable, "-m", "iiif_shim", "serve", "--config", str(config),
-            "--port", str(port), *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "iiif_shim",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        *extra,
+    ]
     return Process(args, port, log, env=env)
 
 
@@ -195,5 +215,3 @@ http {{
 """
     )
     return conf
-
-

@@ -7,6 +7,7 @@ from .deepzoom import DeepZoomBackend
 from .files import FilesBackend
 from .http import HttpBackend
 from .iiif import IiifBackend
+from .iip import IipBackend
 from .template import TemplateBackend
 from .thumbor import ThumborBackend
 from .zoomify import ZoomifyBackend
@@ -16,6 +17,7 @@ BACKEND_TYPES: dict[str, type[Backend]] = {
     for cls in (
         FilesBackend,
         HttpBackend,
+        IipBackend,
         DeepZoomBackend,
         ZoomifyBackend,
         ThumborBackend,

@@ -15,7 +15,9 @@ CC_BY = "http://creativecommons.org/licenses/by/4.0/"
 @pytest.fixture(scope="session")
 def shim(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     tmp = tmp_path_factory.mktemp("shim")
-    config = write_config(tmp / "shim.yaml", f"""
+    config = write_config(
+        tmp / "shim.yaml",
+        f"""
         server:
           cache_control: "public, max-age=60"
         iiif:
@@ -29,7 +31,8 @@ def shim(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pro
         routes:
           - {{match: "^licensed-(?P<rest>.+)$", backend: local, id: "{{rest}}", rights: "{CC_BY}"}}
           - {{backend: local}}
-    """)
+    """,
+    )
     proc = start_shim(config, tmp)
     yield proc
     proc.stop()

@@ -42,15 +42,18 @@ def silent_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def web(nginx: Process, silent_port: int, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[Process]:
+def web(
+    nginx: Process, silent_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Process]:
     tmp = tmp_path_factory.mktemp("web")
     origin = f"http://127.0.0.1:{nginx.port}"
     faults = "".join(
         f'  - {{match: "^{name}/(?P<rest>.+)$", backend: {name}, id: "{{rest}}"}}\n'
         for name in ("broken", "refused", "silent", "tiny")
     )
-    config = write_config(tmp / "web.yaml", f"""\
+    config = write_config(
+        tmp / "web.yaml",
+        f"""\
 iiif: {{max_width: 5000, max_height: 5000, max_area: 16000000, tile_size: 256}}
 backends:
   web: {{type: http, url: "{origin}/{{id}}"}}
@@ -62,7 +65,8 @@ backends:
 routes:
 {faults}  - {{match: "^ms:(?P<rest>.+)$", backend: masters, id: "{{rest}}"}}
   - {{backend: web}}
-""")
+""",
+    )
     proc = start_shim(config, tmp)
     yield proc
     proc.stop()
@@ -106,8 +110,7 @@ def test_info_reads_only_the_header(web: Process, nginx: Process, images: Path) 
     assert sent <= 256 * 1024 < (images / "rings.jp2").stat().st_size  # not the whole master
 
 
-def test_identical_concurrent_lookups_share_one_upstream_call(web: Process, nginx: Process
-                                                             ) -> None:
+def test_identical_concurrent_lookups_share_one_upstream_call(web: Process, nginx: Process) -> None:
     results = []
 
     def fetch() -> None:
@@ -154,6 +157,7 @@ def test_same_pixels_as_files(web: Process, images: Path) -> None:
 
     with Image.open(images / "chart.jpg") as src:
         direct = src.crop((2000, 1000, 3000, 2000)).resize((250, 250))
-    diffs = [abs(a - b) for a, b in zip(via_http.convert("RGB").tobytes(), direct.tobytes(),
-                                        strict=True)]
+    diffs = [
+        abs(a - b) for a, b in zip(via_http.convert("RGB").tobytes(), direct.tobytes(), strict=True)
+    ]
     assert sum(diffs) / len(diffs) < 6

@@ -55,7 +55,10 @@ def test_info_v3(shim: Process) -> None:
     doc = json.loads(resp.body)
     assert doc["id"] == f"http://127.0.0.1:{shim.port}/iiif/3/quad"
     assert (doc["type"], doc["profile"], doc["width"], doc["height"]) == (
-        "ImageService3", "level2", 300, 200
+        "ImageService3",
+        "level2",
+        300,
+        200,
     )
     assert (doc["maxWidth"], doc["maxHeight"], doc["maxArea"]) == (5000, 5000, 16000000)
     assert doc["tiles"] == [{"type": "Tile", "width": 256, "scaleFactors": [1, 2]}]
@@ -73,9 +76,12 @@ def test_info_v2_and_negotiation(shim: Process) -> None:
     assert ld.header("Content-Type") == "application/ld+json"
     plain3 = shim.get(f"{Q3}/info.json", headers={"Accept": "application/json"})
     assert plain3.header("Content-Type") == "application/json"
-    both = shim.get(f"{Q3}/info.json",
-                    headers={"Accept": "application/json;q=0.5, application/ld+json"})
-    assert both.header("Content-Type", ).startswith("application/ld+json")  # type: ignore[union-attr]
+    both = shim.get(
+        f"{Q3}/info.json", headers={"Accept": "application/json;q=0.5, application/ld+json"}
+    )
+    assert both.header(
+        "Content-Type",
+    ).startswith("application/ld+json")  # type: ignore[union-attr]
 
 
 def test_rights_per_route(shim: Process) -> None:
@@ -117,7 +123,9 @@ def test_base_uri_redirects(shim: Process) -> None:
     for path in (Q3, Q3 + "/", Q2):
         resp = shim.get(path)
         assert resp.status == 303
-        assert resp.header("Location") == f"http://127.0.0.1:{shim.port}{path.rstrip('/')}/info.json"
+        assert (
+            resp.header("Location") == f"http://127.0.0.1:{shim.port}{path.rstrip('/')}/info.json"
+        )
         assert resp.header("Access-Control-Allow-Origin") == "*"
 
 
@@ -137,14 +145,26 @@ def test_identifier_decoded_once(shim: Process) -> None:
 
 @pytest.mark.parametrize(
     "ident",
-    ["..%2F..%2Fetc%2Fpasswd", "%2E%2E%2Fquad", "sub%2F..%2Fquad", "%2Fetc%2Fpasswd", "escape",
-     "quad%00", "nothing-here", "a%2Fb", "%5Bfrob%5D", "[frob]"],
+    [
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2E%2E%2Fquad",
+        "sub%2F..%2Fquad",
+        "%2Fetc%2Fpasswd",
+        "escape",
+        "quad%00",
+        "nothing-here",
+        "a%2Fb",
+        "%5Bfrob%5D",
+        "[frob]",
+    ],
 )
 def test_unknown_or_escaping_identifiers_are_404(shim: Process, ident: str) -> None:
     resp = shim.get(f"/iiif/3/{ident}/full/max/0/default.jpg")
     assert resp.status == 404, resp.text
     assert resp.header("Access-Control-Allow-Origin") == "*"
-    assert resp.header("Content-Type", ).startswith("text/plain")  # type: ignore[union-attr]
+    assert resp.header(
+        "Content-Type",
+    ).startswith("text/plain")  # type: ignore[union-attr]
 
 
 def test_bad_utf8_and_long_identifiers_are_400(shim: Process) -> None:
@@ -167,8 +187,9 @@ def test_bad_utf8_and_long_identifiers_are_400(shim: Process) -> None:
         ("200,150,500,500", (100, 50), WHITE),
     ],
 )
-def test_regions(shim: Process, region: str, size: tuple[int, int],
-                 corner: tuple[int, int, int]) -> None:
+def test_regions(
+    shim: Process, region: str, size: tuple[int, int], corner: tuple[int, int, int]
+) -> None:
     im = image(shim, f"{Q3}/{region}/max/0/default.png")
     assert im.size == size
     assert close(rgb(im, 2, 2), corner)
@@ -251,8 +272,9 @@ def test_thumbnail_of_large_jpeg_and_jp2(shim: Process) -> None:
         ("360", (300, 200), RED),
     ],
 )
-def test_rotation_and_mirroring(shim: Process, rotation: str, size: tuple[int, int],
-                                top_left: tuple[int, int, int]) -> None:
+def test_rotation_and_mirroring(
+    shim: Process, rotation: str, size: tuple[int, int], top_left: tuple[int, int, int]
+) -> None:
     im = image(shim, f"{Q3}/full/max/{rotation}/default.png")
     assert im.size == size
     assert rgb(im, 2, 2) == top_left
@@ -358,7 +380,9 @@ def test_unusual_source_modes(shim: Process) -> None:
 def test_errors(shim: Process, path: str, status: int, fragment: str) -> None:
     resp = shim.get(path)
     assert resp.status == status, resp.text
-    assert resp.header("Content-Type", ).startswith("text/plain")  # type: ignore[union-attr]
+    assert resp.header(
+        "Content-Type",
+    ).startswith("text/plain")  # type: ignore[union-attr]
     assert fragment in resp.text
     assert "Traceback" not in resp.text
     assert resp.header("Access-Control-Allow-Origin") == "*"
@@ -412,9 +436,15 @@ def test_head(shim: Process) -> None:
 
 
 def test_cors_preflight(shim: Process) -> None:
-    resp = shim.get(f"{Q3}/info.json", method="OPTIONS", headers={
-        "Origin": "https://viewer.example", "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "authorization"})
+    resp = shim.get(
+        f"{Q3}/info.json",
+        method="OPTIONS",
+        headers={
+            "Origin": "https://viewer.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
     assert resp.status == 204
     assert resp.header("Access-Control-Allow-Origin") == "*"
     assert "Authorization" in (resp.header("Access-Control-Allow-Headers") or "")
@@ -444,7 +474,9 @@ def test_health_and_landing(shim: Process, images: object) -> None:
     health = shim.get("/health")
     assert health.status == 200 and json.loads(health.body)["status"] == "ok"
     page = shim.get("/")
-    assert page.status == 200 and page.header("Content-Type", ).startswith("text/html")  # type: ignore[union-attr]
+    assert page.status == 200 and page.header(
+        "Content-Type",
+    ).startswith("text/html")  # type: ignore[union-attr]
     assert f"/iiif/3/{VALIDATOR_ID}/info.json" in page.text
     assert "/iiif/3/sub%2Fpage%201/info.json" in page.text
     assert "/iiif/2/quad/full/!240,240/0/default.jpg" in page.text

@@ -17,13 +17,16 @@ CHECK = [sys.executable, "-m", "iiif_shim", "check-config"]
 
 
 def _shim(tmp: Path, images: Path, extra: str) -> Process:
-    config = write_config(tmp / "shim.yaml", f"""\
+    config = write_config(
+        tmp / "shim.yaml",
+        f"""\
 {extra}
 backends:
   local: {{type: files, root: "{images}"}}
 routes:
   - {{backend: local}}
-""")
+""",
+    )
     return start_shim(config, tmp)
 
 
@@ -44,8 +47,11 @@ def make_shim(images: Path, tmp_path: Path) -> Iterator[object]:
         proc.stop()
 
 
-FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "images.example.org",
-             "X-Forwarded-Prefix": "/public/iiif"}
+FORWARDED = {
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "images.example.org",
+    "X-Forwarded-Prefix": "/public/iiif",
+}
 
 
 def test_forwarded_headers_ignored_by_default(make_shim) -> None:  # type: ignore[no-untyped-def]
@@ -68,15 +74,17 @@ def test_trusted_forwarded_headers(make_shim) -> None:  # type: ignore[no-untype
 
 
 def test_public_url(make_shim) -> None:  # type: ignore[no-untyped-def]
-    shim = make_shim('server: {public_url: "https://iiif.example.org/images/", '
-                     "trust_forwarded: true}")
+    shim = make_shim(
+        'server: {public_url: "https://iiif.example.org/images/", trust_forwarded: true}'
+    )
     doc = json.loads(shim.get("/iiif/2/quad/info.json", headers=FORWARDED).body)
     assert doc["@id"] == "https://iiif.example.org/images/iiif/2/quad"
 
 
 def test_no_limits_means_no_upscaling(make_shim) -> None:  # type: ignore[no-untyped-def]
-    shim = make_shim("iiif: {max_width: null, max_height: null, max_area: null, "
-                     "max_source_pixels: 1000000}")
+    shim = make_shim(
+        "iiif: {max_width: null, max_height: null, max_area: null, max_source_pixels: 1000000}"
+    )
     doc = json.loads(shim.get("/iiif/3/quad/info.json").body)
     assert "sizeUpscaling" not in doc["extraFeatures"] and "maxWidth" not in doc
     resp = shim.get("/iiif/3/quad/full/^600,/0/default.jpg")
@@ -88,8 +96,10 @@ def test_no_limits_means_no_upscaling(make_shim) -> None:  # type: ignore[no-unt
 
 
 def test_prefix_and_confined_clamp(make_shim) -> None:  # type: ignore[no-untyped-def]
-    shim = make_shim("iiif: {prefix: /images/iiif, clamp_confined_size: true, "
-                     "upscale_max_to_limits: true, max_width: 600, max_area: null}")
+    shim = make_shim(
+        "iiif: {prefix: /images/iiif, clamp_confined_size: true, "
+        "upscale_max_to_limits: true, max_width: 600, max_area: null}"
+    )
     assert shim.get("/iiif/3/quad/info.json").status == 404
     doc = json.loads(shim.get("/images/iiif/3/quad/info.json").body)
     assert doc["id"].endswith("/images/iiif/3/quad")
@@ -104,14 +114,17 @@ def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
 
 def test_check_config_reports_three_mistakes(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
-    config = write_config(tmp_path / "bad.yaml", """\
+    config = write_config(
+        tmp_path / "bad.yaml",
+        """\
 server: {port: 8182, publik_url: "http://x"}
 backends:
   archive: {type: http}
   samples: {type: files, root: ./images}
 routes:
   - {backend: sampels}
-""")
+""",
+    )
     done = _run([*CHECK, str(config)], tmp_path)
     assert done.returncode == 1
     assert "3 problems" in done.stderr
@@ -134,8 +147,13 @@ def test_check_config_accepts_and_summarises(tmp_path: Path) -> None:
 def test_embedded_default_serves_samples(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "IIIF_SHIM_CONFIG"}
-    proc = Process([sys.executable, "-m", "iiif_shim", "serve", "--port", str(port)], port,
-                   tmp_path / "default.log", env=env, cwd=tmp_path)
+    proc = Process(
+        [sys.executable, "-m", "iiif_shim", "serve", "--port", str(port)],
+        port,
+        tmp_path / "default.log",
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         page = proc.get("/")
         assert page.status == 200

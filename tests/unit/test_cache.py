@@ -66,6 +66,7 @@ def test_sized_cache_bounds_and_skips() -> None:
         async def make() -> bytes:
             made.append(key)
             return b"x" * size
+
         return make
 
     async def main() -> None:

@@ -15,8 +15,13 @@ SOURCE = SourceInfo(width=6000, height=4000)
 
 
 def test_v3_document() -> None:
-    doc = image_info(Version.V3, "https://ex.org/iiif/3/abc", SOURCE, Offer(ALL, LIMITS, 512),
-                     rights="http://creativecommons.org/licenses/by/4.0/")
+    doc = image_info(
+        Version.V3,
+        "https://ex.org/iiif/3/abc",
+        SOURCE,
+        Offer(ALL, LIMITS, 512),
+        rights="http://creativecommons.org/licenses/by/4.0/",
+    )
     assert list(doc)[:5] == ["@context", "id", "type", "protocol", "profile"]
     assert doc["@context"] == "http://iiif.io/api/image/3/context.json"
     assert doc["id"] == "https://ex.org/iiif/3/abc"
@@ -27,12 +32,19 @@ def test_v3_document() -> None:
     assert (doc["maxWidth"], doc["maxHeight"], doc["maxArea"]) == (12000, 12000, 100_000_000)
     assert doc["tiles"] == [{"type": "Tile", "width": 512, "scaleFactors": [1, 2, 4, 8, 16]}]
     assert [(s["width"], s["height"]) for s in doc["sizes"]] == [
-        (375, 250), (750, 500), (1500, 1000), (3000, 2000), (6000, 4000)
+        (375, 250),
+        (750, 500),
+        (1500, 1000),
+        (3000, 2000),
+        (6000, 4000),
     ]
     assert doc["extraFormats"] == ["tif", "gif", "jp2", "pdf", "webp"]
     assert doc["extraQualities"] == ["color", "gray", "bitonal"]
     assert doc["extraFeatures"] == [
-        "canonicalLinkHeader", "mirroring", "profileLinkHeader", "rotationArbitrary",
+        "canonicalLinkHeader",
+        "mirroring",
+        "profileLinkHeader",
+        "rotationArbitrary",
         "sizeUpscaling",
     ]
     assert doc["rights"] == "http://creativecommons.org/licenses/by/4.0/"
@@ -41,8 +53,13 @@ def test_v3_document() -> None:
 
 
 def test_v2_document() -> None:
-    doc = image_info(Version.V2, "http://h/iiif/2/a%2Fb", SOURCE, Offer(ALL, LIMITS, 512),
-                     rights="http://rightsstatements.org/vocab/InC/1.0/")
+    doc = image_info(
+        Version.V2,
+        "http://h/iiif/2/a%2Fb",
+        SOURCE,
+        Offer(ALL, LIMITS, 512),
+        rights="http://rightsstatements.org/vocab/InC/1.0/",
+    )
     assert doc["@context"] == "http://iiif.io/api/image/2/context.json"
     assert doc["@id"] == "http://h/iiif/2/a%2Fb"
     assert "id" not in doc and "type" not in doc
@@ -80,8 +97,9 @@ def test_tiles_and_sizes_stay_within_limits() -> None:
     assert max(s["width"] for s in doc["sizes"]) == 1500
     grid = SourceInfo(width=6000, height=4000, tiles=TileGrid(256, 128, (1, 2, 4)))
     doc = image_info(Version.V3, "http://h/x", grid, Offer(ALL, limits, 512))
-    assert doc["tiles"] == [{"type": "Tile", "width": 256, "height": 128,
-                             "scaleFactors": [1, 2, 4]}]
+    assert doc["tiles"] == [
+        {"type": "Tile", "width": 256, "height": 128, "scaleFactors": [1, 2, 4]}
+    ]
 
 
 def test_scale_factors_reach_one_tile() -> None:

@@ -12,13 +12,19 @@ LIMITS = Limits(max_width=10000)
 WHOLE = Capabilities()
 CROP_SCALE = Capabilities(region=True, size=True)
 EVERYTHING = Capabilities(
-    region=True, size=True, upscale=True, rotation90=True, mirror=True,
-    qualities=frozenset({Quality.GRAY, Quality.COLOR}), formats=frozenset({Format.JPG}),
+    region=True,
+    size=True,
+    upscale=True,
+    rotation90=True,
+    mirror=True,
+    qualities=frozenset({Quality.GRAY, Quality.COLOR}),
+    formats=frozenset({Format.JPG}),
 )
 
 
-def p(path: str, caps: Capabilities, w: int = 6000, h: int = 4000,
-      grid: TileGrid | None = None) -> Plan:
+def p(
+    path: str, caps: Capabilities, w: int = 6000, h: int = 4000, grid: TileGrid | None = None
+) -> Plan:
     region, size, rotation, qf = path.split("/")
     req = parse_image_request(Version.V3, "id", region, size, rotation, qf)
     return plan(resolve(req, w, h, LIMITS), caps, grid)
@@ -51,7 +57,11 @@ def test_everything_native() -> None:
     out = p("0,0,3000,2000/300,/!90/gray.jpg", EVERYTHING)
     n = out.native
     assert (n.size, n.rotation, n.mirror, n.quality, n.format) == (
-        (300, 200), 90, True, Quality.GRAY, Format.JPG
+        (300, 200),
+        90,
+        True,
+        Quality.GRAY,
+        Format.JPG,
     )
     s = out.steps
     assert (s.mirror, s.degrees, s.quality) == (False, 0.0, Quality.DEFAULT)
@@ -85,8 +95,11 @@ PYRAMID = Capabilities(region=True, reductions=True)
 def test_exact_native_tile() -> None:
     out = p("1024,2048,1024,1024/256,256/0/default.jpg", PYRAMID, grid=GRID)
     assert (out.native.reduction, out.native.tile) == (4, True)
-    edge = p("5120,3072,880,928/220,232/90/default.jpg",
-             Capabilities(region=True, reductions=True, rotation90=True), grid=GRID)
+    edge = p(
+        "5120,3072,880,928/220,232/90/default.jpg",
+        Capabilities(region=True, reductions=True, rotation90=True),
+        grid=GRID,
+    )
     assert (edge.native.reduction, edge.native.tile, edge.native.rotation) == (4, True, 90)
 
 

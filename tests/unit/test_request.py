@@ -40,9 +40,22 @@ def test_region_forms(text: str, expected: RegionSpec) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "", "Full", "0,0,10", "0,0,10,10,10", "-1,0,10,10", "0,0,0,10", "0,0,10,0",
-        "pct:0,0,0,10", "pct:+1,0,10,10", "pct:1e2,0,1,1", "1_0,0,5,5", "pct:101,0,5,5",
-        "0x0,0,10,10", "nan,0,1,1", "pct:inf,0,1,1", "12345678901234,0,1,1",
+        "",
+        "Full",
+        "0,0,10",
+        "0,0,10,10,10",
+        "-1,0,10,10",
+        "0,0,0,10",
+        "0,0,10,0",
+        "pct:0,0,0,10",
+        "pct:+1,0,10,10",
+        "pct:1e2,0,1,1",
+        "1_0,0,5,5",
+        "pct:101,0,5,5",
+        "0x0,0,10,10",
+        "nan,0,1,1",
+        "pct:inf,0,1,1",
+        "12345678901234,0,1,1",
     ],
 )
 def test_region_errors(text: str) -> None:
@@ -74,24 +87,41 @@ def test_region_errors(text: str) -> None:
     ],
 )
 def test_size_forms(
-    text: str, version: Version, kind: SizeKind, w: int | None, h: int | None,
-    pct: float | None, up: bool,
+    text: str,
+    version: Version,
+    kind: SizeKind,
+    w: int | None,
+    h: int | None,
+    pct: float | None,
+    up: bool,
 ) -> None:
     size = parse_size(text, version)
-    assert (size.kind, size.width, size.height, size.percent, size.upscale) == (
-        kind, w, h, pct, up
-    )
+    assert (size.kind, size.width, size.height, size.percent, size.upscale) == (kind, w, h, pct, up)
 
 
 @pytest.mark.parametrize(
     ("text", "version"),
     [
         ("full", V3),  # 3.0 has only max (validator size_nofull)
-        ("^max", V2), ("^100,", V2),  # ^ exists only in 3.0
+        ("^max", V2),
+        ("^100,", V2),  # ^ exists only in 3.0
         ("pct:120", V3),  # enlargement without ^
-        ("0,", V3), (",0", V3), ("0,0", V3), ("pct:0", V3), ("!0,10", V3),
-        (",", V3), ("!100,", V3), ("!,100", V3), ("^", V3), ("^^max", V3),
-        ("100.5,", V3), ("-100,", V3), ("1e3,", V3), ("Max", V3), ("pct:", V3), ("", V2),
+        ("0,", V3),
+        (",0", V3),
+        ("0,0", V3),
+        ("pct:0", V3),
+        ("!0,10", V3),
+        (",", V3),
+        ("!100,", V3),
+        ("!,100", V3),
+        ("^", V3),
+        ("^^max", V3),
+        ("100.5,", V3),
+        ("-100,", V3),
+        ("1e3,", V3),
+        ("Max", V3),
+        ("pct:", V3),
+        ("", V2),
     ],
 )
 def test_size_errors(text: str, version: Version) -> None:
@@ -122,8 +152,9 @@ def test_rotation(text: str, degrees: str, mirror: bool, canonical: str) -> None
     assert rotation.canonical == canonical
 
 
-@pytest.mark.parametrize("text", ["", "!", "-90", "361", "+90", "1e2", "1_0", "90!", "!!90",
-                                  "nan", "ninety"])
+@pytest.mark.parametrize(
+    "text", ["", "!", "-90", "361", "+90", "1e2", "1_0", "90!", "!!90", "nan", "ninety"]
+)
 def test_rotation_errors(text: str) -> None:
     with pytest.raises(BadRequest):
         parse_rotation(text)
@@ -132,9 +163,14 @@ def test_rotation_errors(text: str) -> None:
 def test_quality_and_format() -> None:
     assert parse_quality_format("default.jpg") == (Quality.DEFAULT, Format.JPG)
     assert parse_quality_format("gray.webp") == (Quality.GRAY, Format.WEBP)
-    for bad, parameter in [("grey.jpg", "quality"), ("default.jpeg", "format"),
-                           ("default", "quality"), ("Default.jpg", "quality"),
-                           ("default.JPG", "format"), ("color.png.jpg", "quality")]:
+    for bad, parameter in [
+        ("grey.jpg", "quality"),
+        ("default.jpeg", "format"),
+        ("default", "quality"),
+        ("Default.jpg", "quality"),
+        ("default.JPG", "format"),
+        ("color.png.jpg", "quality"),
+    ]:
         with pytest.raises(BadRequest) as err:
             parse_quality_format(bad)
         assert err.value.parameter == parameter, bad

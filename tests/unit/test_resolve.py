@@ -14,12 +14,16 @@ UNLIMITED = Limits()
 
 
 def r(
-    path: str, width: int = 300, height: int = 200, limits: Limits = UNLIMITED,
+    path: str,
+    width: int = 300,
+    height: int = 200,
+    limits: Limits = UNLIMITED,
     version: Version = V3,
 ) -> ResolvedRequest:
     region, size, rotation, qf = path.split("/")
-    return resolve(parse_image_request(version, "id", region, size, rotation, qf),
-                   width, height, limits)
+    return resolve(
+        parse_image_request(version, "id", region, size, rotation, qf), width, height, limits
+    )
 
 
 # Spec 3.0 section 4.1, on the spec's 300x200 example image.
@@ -40,8 +44,9 @@ def test_region_examples(region: str, box: Box) -> None:
     assert r(f"{region}/max/0/default.jpg").region == box
 
 
-@pytest.mark.parametrize("region", ["300,0,10,10", "0,200,10,10", "1000,1000,5,5",
-                                    "pct:100,0,10,10", "pct:0,100,10,10"])
+@pytest.mark.parametrize(
+    "region", ["300,0,10,10", "0,200,10,10", "1000,1000,5,5", "pct:100,0,10,10", "pct:0,100,10,10"]
+)
 def test_region_outside_is_400(region: str) -> None:
     with pytest.raises(BadRequest):
         r(f"{region}/max/0/default.jpg")
@@ -75,8 +80,10 @@ def test_max_applies_area_then_width_then_height() -> None:
     assert _size("full/max/0/default.jpg", 6000, 4000, Limits(max_width=1000)) == (1000, 666)
     # maxHeight defaults to maxWidth
     assert _size("full/max/0/default.jpg", 4000, 6000, Limits(max_width=1000)) == (666, 1000)
-    assert _size("full/max/0/default.jpg", 4000, 6000,
-                 Limits(max_width=1000, max_height=3000)) == (1000, 1500)
+    assert _size("full/max/0/default.jpg", 4000, 6000, Limits(max_width=1000, max_height=3000)) == (
+        1000,
+        1500,
+    )
 
 
 def _size(path: str, w: int, h: int, limits: Limits, version: Version = V3) -> tuple[int, int]:
@@ -91,8 +98,7 @@ def test_caret_max_equals_max_by_default() -> None:
     assert r("full/^max/0/default.jpg", 1000, 1000, limits).canonical.split("/")[1] == "max"
 
 
-@pytest.mark.parametrize("size", ["301,", ",201", "pct:100.5", "301,200", "300,201",
-                                  "!2000,3000"])
+@pytest.mark.parametrize("size", ["301,", ",201", "pct:100.5", "301,200", "300,201", "!2000,3000"])
 def test_enlarging_without_caret_is_400_in_3(size: str) -> None:
     with pytest.raises(BadRequest) as err:
         r(f"full/{size}/0/default.jpg", limits=Limits(max_width=5000))

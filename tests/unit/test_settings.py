@@ -33,14 +33,19 @@ def test_embedded_default_is_valid() -> None:
 
 def test_defaults_and_relative_root(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
-    settings = load_settings(write(tmp_path, """
+    settings = load_settings(
+        write(
+            tmp_path,
+            """
         backends:
           samples: {type: files, root: ./images}
           masters: {type: http, url: "http://legacy.example.org/masters/{id}"}
         routes:
           - {match: "^ms/(?P<rest>.+)$", backend: masters, id: "{rest}"}
           - {backend: samples}
-    """))
+    """,
+        )
+    )
     assert settings.server.host == "127.0.0.1" and settings.server.public_url is None
     assert settings.server.trust_forwarded is False
     assert (settings.iiif.max_area, settings.iiif.max_height) == (100_000_000, 12000)
@@ -51,14 +56,17 @@ def test_defaults_and_relative_root(tmp_path: Path) -> None:
 
 
 def test_three_mistakes_reported_together(tmp_path: Path) -> None:
-    found = problems(tmp_path, """
+    found = problems(
+        tmp_path,
+        """
         server: {port: 8182, publik_url: "http://x"}
         backends:
           archive: {type: http}
           samples: {type: files, root: ./images}
         routes:
           - {backend: sampels}
-    """)
+    """,
+    )
     assert ("server.publik_url", "unknown key; did you mean 'public_url'?") in found
     assert ("backends.archive.url", "required") in found
     assert ("routes[0].backend", "no backend named 'sampels'; did you mean 'samples'?") in found
@@ -82,34 +90,56 @@ def test_three_mistakes_reported_together(tmp_path: Path) -> None:
     ],
 )
 def test_single_problems(tmp_path: Path, yaml_text: str, path: str, fragment: str) -> None:
-    found = problems(tmp_path, yaml_text + "\nbackends: {s: {type: files, root: images}}\n"
-                     "routes: [{backend: s}]\n")
+    found = problems(
+        tmp_path,
+        yaml_text + "\nbackends: {s: {type: files, root: images}}\nroutes: [{backend: s}]\n",
+    )
     assert any(p == path and fragment in m for p, m in found), found
 
 
 @pytest.mark.parametrize(
     ("backends", "routes", "path", "fragment"),
     [
-        ("{a: {type: file, root: images}}", "[{backend: a}]", "backends.a.type",
-         "did you mean 'files'"),
+        (
+            "{a: {type: file, root: images}}",
+            "[{backend: a}]",
+            "backends.a.type",
+            "did you mean 'files'",
+        ),
         ("{a: {root: images}}", "[{backend: a}]", "backends.a.type", "required"),
-        ("{a: {type: files, root: nowhere}}", "[{backend: a}]", "backends.a.root",
-         "not a folder"),
-        ("{a: {type: http, url: 'http://{id}/x'}}", "[{backend: a}]", "backends.a.url",
-         "host"),
-        ("{a: {type: http, url: 'legacy/{id}'}}", "[{backend: a}]", "backends.a.url",
-         "http://"),
-        ("{a: {type: http, url: 'http://h/{page}'}}", "[{backend: a}]", "routes[0].match",
-         "{page}"),
-        ("{a: {type: files, root: images}}", "[{backend: a, match: '('}]", "routes[0].match",
-         "regular expression"),
-        ("{a: {type: files, root: images}}", "[{backend: a, id: '{rest}'}]", "routes[0].id",
-         "{rest}"),
-        ("{a: {type: files, root: images}}", "[{backend: a}, {backend: a, match: x}]",
-         "routes[1]", "unreachable"),
-        ("{a: {type: files, root: images}}",
-         "[{backend: a, rights: 'https://creativecommons.org/licenses/by/4.0/'}]",
-         "routes[0].rights", "http://"),
+        ("{a: {type: files, root: nowhere}}", "[{backend: a}]", "backends.a.root", "not a folder"),
+        ("{a: {type: http, url: 'http://{id}/x'}}", "[{backend: a}]", "backends.a.url", "host"),
+        ("{a: {type: http, url: 'legacy/{id}'}}", "[{backend: a}]", "backends.a.url", "http://"),
+        (
+            "{a: {type: http, url: 'http://h/{page}'}}",
+            "[{backend: a}]",
+            "routes[0].match",
+            "{page}",
+        ),
+        (
+            "{a: {type: files, root: images}}",
+            "[{backend: a, match: '('}]",
+            "routes[0].match",
+            "regular expression",
+        ),
+        (
+            "{a: {type: files, root: images}}",
+            "[{backend: a, id: '{rest}'}]",
+            "routes[0].id",
+            "{rest}",
+        ),
+        (
+            "{a: {type: files, root: images}}",
+            "[{backend: a}, {backend: a, match: x}]",
+            "routes[1]",
+            "unreachable",
+        ),
+        (
+            "{a: {type: files, root: images}}",
+            "[{backend: a, rights: 'https://creativecommons.org/licenses/by/4.0/'}]",
+            "routes[0].rights",
+            "http://",
+        ),
         ("{}", "[]", "backends", "at least one"),
     ],
 )
@@ -128,9 +158,13 @@ def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
 def test_unused_backend_is_a_warning(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     settings = parse_settings(
-        {"backends": {"a": {"type": "files", "root": "images"},
-                      "b": {"type": "files", "root": "images"}},
-         "routes": [{"backend": "a"}]},
+        {
+            "backends": {
+                "a": {"type": "files", "root": "images"},
+                "b": {"type": "files", "root": "images"},
+            },
+            "routes": [{"backend": "a"}],
+        },
         tmp_path,
     )
     assert settings.warnings == (("backends.b", "no route uses this backend"),)

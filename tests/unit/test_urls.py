@@ -17,8 +17,10 @@ from iiif_shim.settings import parse_settings
         ("plain", "http://legacy.example.org/masters/plain.tif?v=plain"),
         ("a/b", "http://legacy.example.org/masters/a%2Fb.tif?v=a%2Fb"),
         ("..", "http://legacy.example.org/masters/%2E%2E.tif?v=.."),
-        ("x?y=1&z=2#f", "http://legacy.example.org/masters/x%3Fy%3D1%26z%3D2%23f.tif"
-                        "?v=x%3Fy%3D1%26z%3D2%23f"),
+        (
+            "x?y=1&z=2#f",
+            "http://legacy.example.org/masters/x%3Fy%3D1%26z%3D2%23f.tif?v=x%3Fy%3D1%26z%3D2%23f",
+        ),
         ("@evil.com", "http://legacy.example.org/masters/@evil.com.tif?v=@evil.com"),
         ("é ü", "http://legacy.example.org/masters/%C3%A9%20%C3%BC.tif?v=%C3%A9%20%C3%BC"),
         ("a+b;c", "http://legacy.example.org/masters/a%2Bb;c.tif?v=a%2Bb%3Bc"),
@@ -78,8 +80,18 @@ def test_public_base() -> None:
     assert plain.base("http", "127.0.0.1:8182", HEADERS) == "http://127.0.0.1:8182/iiif"
     trusting = PublicBase(None, "/iiif", trust_forwarded=True)
     assert trusting.base("http", "127.0.0.1:8182", HEADERS) == "https://images.example.org/pub/iiif"
-    assert trusting.base("http", "h:1", {"X-Forwarded-Host": "pub.org", "X-Forwarded-Port": "8443",
-                                         "X-Forwarded-Proto": "https"}) == "https://pub.org:8443/iiif"
+    assert (
+        trusting.base(
+            "http",
+            "h:1",
+            {
+                "X-Forwarded-Host": "pub.org",
+                "X-Forwarded-Port": "8443",
+                "X-Forwarded-Proto": "https",
+            },
+        )
+        == "https://pub.org:8443/iiif"
+    )
     forwarded = {"Forwarded": 'for=1.2.3.4;proto=https;host="ex.org:444", for=5.6.7.8'}
     assert trusting.base("http", "h:1", forwarded) == "https://ex.org:444/iiif"
     fixed = PublicBase("https://ex.org/base/", "/iiif", trust_forwarded=True)
@@ -88,8 +100,12 @@ def test_public_base() -> None:
 
 def test_hostile_headers_are_ignored() -> None:
     trusting = PublicBase(None, "/iiif", trust_forwarded=True)
-    bad = {"X-Forwarded-Host": 'evil"><script>', "X-Forwarded-Proto": "javascript",
-           "X-Forwarded-Prefix": "no-slash", "X-Forwarded-Port": "99999"}
+    bad = {
+        "X-Forwarded-Host": 'evil"><script>',
+        "X-Forwarded-Proto": "javascript",
+        "X-Forwarded-Prefix": "no-slash",
+        "X-Forwarded-Port": "99999",
+    }
     assert trusting.base("http", "h:1", bad) == "http://h:1/iiif"
     assert PublicBase(None, "/iiif", False).base("http", "<x>", {}) == "http://localhost/iiif"
 
@@ -100,11 +116,12 @@ def test_router(tmp_path: object) -> None:
     root = Path(str(tmp_path))
     settings = parse_settings(
         {
-            "backends": {"files": {"type": "files", "root": str(root)},
-                         "masters": {"type": "http", "url": "http://h/{coll}/{id}.tif"}},
+            "backends": {
+                "files": {"type": "files", "root": str(root)},
+                "masters": {"type": "http", "url": "http://h/{coll}/{id}.tif"},
+            },
             "routes": [
-                {"match": r"^ms/(?P<coll>\w+)/(?P<rest>.+)$", "backend": "masters",
-                 "id": "{rest}"},
+                {"match": r"^ms/(?P<coll>\w+)/(?P<rest>.+)$", "backend": "masters", "id": "{rest}"},
                 {"backend": "files", "rights": "http://creativecommons.org/licenses/by/4.0/"},
             ],
         },

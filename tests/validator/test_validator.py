@@ -40,17 +40,21 @@ def validator() -> list[str]:
 
 
 def shim_config(tmp: Path, backend: str) -> Path:
-    return write_config(tmp / "validator.yaml", f"""\
+    return write_config(
+        tmp / "validator.yaml",
+        f"""\
 backends:
   source: {backend}
 routes:
   - {{backend: source}}
-""")
+""",
+    )
 
 
 @pytest.fixture(scope="module")
-def shims(images: Path, nginx: Process, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[dict[str, Process]]:
+def shims(
+    images: Path, nginx: Process, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Process]]:
     files_tmp = tmp_path_factory.mktemp("validator-files")
     http_tmp = tmp_path_factory.mktemp("validator-http")
     started = {
@@ -76,8 +80,18 @@ def test_official_validator_level3(
     shims: dict[str, Process], backend: str, version: str, expected_tests: int
 ) -> None:
     shim = shims[backend]
-    args = [*validator(), "-s", f"127.0.0.1:{shim.port}", "-p", f"iiif/{version[0]}",
-            "-i", VALIDATOR_ID, f"--version={version}", "--level", "3"]
+    args = [
+        *validator(),
+        "-s",
+        f"127.0.0.1:{shim.port}",
+        "-p",
+        f"iiif/{version[0]}",
+        "-i",
+        VALIDATOR_ID,
+        f"--version={version}",
+        "--level",
+        "3",
+    ]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
     results = {name: verdict for _, name, verdict in RESULT_RE.findall(done.stderr)}
     failed = [name for name, verdict in results.items() if verdict == "FAIL"]

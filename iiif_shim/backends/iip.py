@@ -1,0 +1,166 @@
+"""``iip``: IIPImage's iipsrv, through its native IIP protocol (``?FIF=...``).
+
+Metadata from one ``OBJ=`` request: ``Max-size``, ``Tile-size``, ``Resolution-number``,
+``Resolutions`` (the stored level sizes) and ``Colorspace`` (gray or colour), so info.json
+advertises iipsrv's own tile grid. Natively:
+
+- a request that is one stored tile, or any region past ``max_cvt`` (iipsrv silently clamps
+  exports to its ``MAX_CVT``), or a very small output: ``JTL=r,n`` tiles, stitched;
+- otherwise an export: ``RGN`` (fractions), ``WID``/``HEI`` (iipsrv fits inside the box and never
+  distorts, so the larger side is pinned and Pillow fixes the last pixel or two, and any
+  distortion), ``ROT`` (90s clockwise, ``!n`` mirrors first as IIIF does), ``COL=grey``, JPEG.
+
+Pillow does the rest: bitonal, arbitrary angles, every format but JPEG (iipsrv answers any
+``CVT`` with JPEG). iipsrv's quirks are kept away from: bodies are checked to be JPEG (it can
+answer 200 with an HTML error), outputs under ``min_export`` pixels go through tiles (tiny
+regions at a coarse level make iipsrv crash), and only known commands are sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import BackendError
+from ..iiif.profile import Format, Quality
+from ..model import Capabilities, Colour, Fetched, NativeOp, SourceInfo, Target
+from ..schema import at_least, option
+from ..urltemplate import UrlTemplate
+from .http import _http_date, url_template
+from .pyramid import Level, Pyramid, PyramidBackend, PyramidSettings, PyramidSource
+from .thumbor import _path_template
+
+_QUERY = (
+    "OBJ=IIP,1.0&OBJ=Max-size&OBJ=Tile-size&OBJ=Resolution-number&OBJ=Resolutions&OBJ=Colorspace,*"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IipSettings(PyramidSettings):
+    type: str = option(doc="`iip`")
+    url: str = option(
+        doc="iipsrv's FastCGI URL, e.g. `http://host/fcgi-bin/iipsrv.fcgi`", check=url_template
+    )
+    path: str = option(doc="the image's path for `FIF=`, e.g. `{id}.tif`", check=_path_template)
+    max_cvt: int = option(
+        5000, doc="iipsrv's MAX_CVT: larger exports are stitched from tiles", check=at_least(1)
+    )
+    min_export: int = option(
+        8, doc="outputs with a side under this come from tiles", check=at_least(1)
+    )
+
+
+@dataclass(frozen=True)
+class IipSource(PyramidSource):
+    fif: str  # the FIF value, percent-encoded for a query
+
+
+def parse_obj(text: str) -> dict[str, str]:
+    """``key:value`` lines (CRLF, maybe a leading blank line) of an OBJ reply."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+class IipBackend(PyramidBackend):
+    type_name = "iip"
+    settings_class = IipSettings
+    settings: IipSettings
+
+    @classmethod
+    def placeholders(cls, settings: IipSettings) -> frozenset[str]:
+        return UrlTemplate.parse(settings.path, require_http=False).placeholders
+
+    @classmethod
+    def configured_capabilities(cls, settings: IipSettings) -> Capabilities:
+        return Capabilities(
+            region=True,
+            size_keeps_aspect=True,
+            upscale=True,
+            max_size=settings.max_cvt,
+            min_size=settings.min_export,
+            reductions=True,
+            rotation90=True,
+            mirror=True,
+            qualities=frozenset({Quality.GRAY}),
+            formats=frozenset({Format.JPG}),
+        )
+
+    def capabilities_for(self, info: SourceInfo) -> Capabilities:
+        return self.configured_capabilities(self.settings)
+
+    async def start(self) -> None:
+        self._base = self.settings.url.split("?", 1)[0]
+        # the FIF value sits in a query: encode it as a query value
+        self._fif = UrlTemplate.parse("?" + self.settings.path, require_http=False)
+        await super().start()
+
+    def _url(self, fif: str, commands: str) -> str:
+        return f"{self._base}?FIF={fif}&{commands}"
+
+    async def facts(self, target: Target) -> SourceInfo:
+        fif = self._fif.expand(target.template_values())[1:]
+        answer = await self.upstream.get(self._url(fif, _QUERY), what="metadata")
+        obj = parse_obj(answer.text())
+        try:
+            width, height = (int(v) for v in obj["Max-size"].split())
+            tile_w, tile_h = (int(v) for v in obj["Tile-size"].split())
+            count = int(obj["Resolution-number"])
+            sizes = [tuple(int(v) for v in s.split()) for s in obj["Resolutions"].split(",")]
+        except (KeyError, ValueError) as exc:
+            raise BackendError(
+                f"backend '{self.name}' sent metadata it cannot read ({exc})"
+            ) from None
+        if len(sizes) != count or sizes[-1] != (width, height):
+            raise BackendError(f"backend '{self.name}': its resolutions do not match its size")
+        levels = tuple(
+            Level(1 << i, w, h)
+            for i, (w, h) in enumerate(reversed(sizes))  # largest first
+        )
+        pyramid = Pyramid(width, height, tile_w, tile_h, levels)
+        # "Colorspace,0-N,0:<calibrated> 0 <type> ...": type 1 is grey, 3 sRGB, 4 CIELAB
+        planes = next((v for k, v in obj.items() if k.startswith("Colorspace")), "")
+        gray = planes.split()[2:3] == ["1"]
+        modified = answer.headers.get("Last-Modified")
+        return SourceInfo(
+            width=width,
+            height=height,
+            colour=Colour.GRAY if gray else Colour.COLOR,
+            tiles=pyramid.grid,
+            native=IipSource("", pyramid, "jpg", fif),
+            version=answer.headers.get("ETag") or modified,
+            last_modified=_http_date(modified),
+        )
+
+    def tile_url(self, source: PyramidSource, level: Level, col: int, row: int) -> str:
+        assert isinstance(source, IipSource)
+        p = source.pyramid
+        resolution = len(p.levels) - 1 - p.levels.index(level)  # 0 is the smallest
+        return self._url(source.fif, f"JTL={resolution},{row * p.columns(level) + col}")
+
+    async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
+        if op.reduction:
+            return await super().fetch(target, op, info)
+        source = self.source(info)
+        assert isinstance(source, IipSource)
+        r = op.region
+        commands = []
+        if (r.x, r.y, r.w, r.h) != (0, 0, info.width, info.height):
+            commands.append(
+                f"RGN={r.x / info.width:.8f},{r.y / info.height:.8f},"
+                f"{r.w / info.width:.8f},{r.h / info.height:.8f}"
+            )
+        tw, th = op.size or (r.w, r.h)
+        wid, hei = (tw, th + 1) if tw >= th else (tw + 1, th)  # pin the larger side
+        commands.append(f"WID={wid}&HEI={hei}")
+        if op.quality is Quality.GRAY:
+            commands.append("COL=grey")
+        if op.rotation or op.mirror:
+            commands.append(f"ROT={'!' if op.mirror else ''}{op.rotation}")
+        commands.append("CVT=jpeg")
+        answer = await self.upstream.get(self._url(source.fif, "&".join(commands)), image=True)
+        if not answer.body.rstrip(b"\r\n").endswith(b"\xff\xd9"):
+            raise BackendError(f"backend '{self.name}' sent a JPEG with something after it")
+        return Fetched(data=answer.body, described=f"backend '{self.name}'")
