@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
 # Set up iiif-shim in ./.venv (editable install).
 #   bash deploy/setup.sh          what serving needs
-#   bash deploy/setup.sh test     plus what the tests need: nginx and libmagic (apt-get), the test
-#                                 tools (pip), and the official IIIF validator in ./.venv-validator,
-#                                 patched for Python 3 (see tests/validator/test_validator.py)
+#   bash deploy/setup.sh test     plus what the tests need: the legacy servers they run against
+#                                 (apt-get: nginx, iipsrv, lighttpd, vips; Thumbor in
+#                                 ./.venv-thumbor), libmagic, the test tools (pip), and the
+#                                 official IIIF validator in ./.venv-validator, patched for
+#                                 Python 3 (see tests/validator/test_validator.py)
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mode=${1:-serve}
 python=${PYTHON:-python3}
 validator_version=1.0.5
+thumbor_version=7.8.0
 
 apt_packages=()
 if [ "$mode" = test ]; then
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_packages+=(nginx-light)
   ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' || apt_packages+=(libmagic1)
   command -v patch >/dev/null 2>&1 || apt_packages+=(patch)
+  [ -x /usr/lib/iipimage-server/iipsrv.fcgi ] || apt_packages+=(iipimage-server)
+  command -v lighttpd >/dev/null 2>&1 || [ -x /usr/sbin/lighttpd ] || apt_packages+=(lighttpd)
+  command -v vips >/dev/null 2>&1 || apt_packages+=(libvips-tools)
 fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   sudo=""
@@ -38,6 +44,10 @@ if [ "$mode" = test ]; then
     "$python" -m venv .venv-validator
     .venv-validator/bin/pip install -q --disable-pip-version-check \
       "iiif-validator==$validator_version"
+  fi
+  if [ ! -x .venv-thumbor/bin/thumbor ]; then
+    "$python" -m venv .venv-thumbor
+    .venv-thumbor/bin/pip install -q --disable-pip-version-check "thumbor==$thumbor_version"
   fi
   site=$(.venv-validator/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   if ! grep -q 'result.fetch(url)' "$site/iiif_validator/tests/format_jp2.py"; then

@@ -1,4 +1,4 @@
-"""Session fixtures shared by every test folder: the test images and a real nginx."""
+"""Session fixtures shared by every test folder: the test images and the real servers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Process, free_port, make_images, need_tool, nginx_config
+from tests.servers import (
+    IipServer,
+    build_pyramids,
+    standin_images,
+    start_standin,
+    start_thumbor,
+)
+from tests.shims import BACKEND_NAMES, BackendShim, Servers, backend_config
+from tests.support import Process, free_port, make_images, need_tool, nginx_config, start_shim
 
 
 @pytest.fixture(scope="session")
@@ -16,12 +24,77 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def nginx(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    """A real nginx serving the test images as static files."""
+def pyramids(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_pyramids(images, tmp_path_factory.mktemp("pyramids"))
+
+
+@pytest.fixture(scope="session")
+def nginx(
+    images: Path, pyramids: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Process]:
+    """A real nginx: the test images at /, DeepZoom pyramids at /dz/, Zoomify at /zoomify/."""
     binary = need_tool("nginx", "/usr/sbin/nginx")
     workdir = tmp_path_factory.mktemp("nginx")
     port = free_port()
-    conf = nginx_config(images, port, workdir)
+    aliases = {"/dz/": pyramids / "dz", "/zoomify/": pyramids / "zoomify"}
+    conf = nginx_config(images, port, workdir, aliases)
     proc = Process([binary, "-c", str(conf), "-p", str(workdir)], port, workdir / "out.log")
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def iip(pyramids: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IipServer]:
+    server = IipServer(pyramids / "tiff", tmp_path_factory.mktemp("iip"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def thumbor(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    proc = start_thumbor(images, tmp_path_factory.mktemp("thumbor"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def standins(
+    images: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Process]]:
+    root = standin_images(images, tmp_path_factory.mktemp("standin-images"))
+    workdir = tmp_path_factory.mktemp("standins")
+    procs = {kind: start_standin(kind, root, workdir) for kind in ("djatoka", "contentdm")}
+    yield procs
+    for proc in procs.values():
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def backend_shims(
+    images: Path,
+    nginx: Process,
+    iip: IipServer,
+    thumbor: Process,
+    standins: dict[str, Process],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, BackendShim]]:
+    """One shim per backend type, each over its real server, all serving the validator image."""
+    servers = Servers(
+        images,
+        nginx.port,
+        iip.url,
+        thumbor.port,
+        standins["djatoka"].port,
+        standins["contentdm"].port,
+    )
+    started: dict[str, BackendShim] = {}
+    try:
+        for name in BACKEND_NAMES:
+            tmp = tmp_path_factory.mktemp(f"shim-{name}")
+            config = tmp / "shim.yaml"
+            config.write_text(backend_config(name, servers))
+            started[name] = BackendShim(name, start_shim(config, tmp))
+        yield started
+    finally:
+        for shim in started.values():
+            shim.process.stop()

@@ -106,6 +106,7 @@ class Process:
         log: Path,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        clean_env: bool = False,
     ) -> None:
         self.port = port
         self.log = log
@@ -114,7 +115,7 @@ class Process:
             args,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env=dict(env or {}) if clean_env else {**os.environ, **(env or {})},
             cwd=cwd,
         )
         wait_for_port(port, self.proc, log)
@@ -131,6 +132,20 @@ class Process:
 
     def get(self, path: str, **kwargs: object) -> Response:
         return request(self.port, path, **kwargs)  # type: ignore[arg-type]
+
+
+def log_lines(log: Path, needle: str, settle: float = 3) -> list[str]:
+    """Lines of a server's access log containing ``needle``. Servers log after sending the
+    response, so wait (briefly) for the lines to stop changing rather than read once."""
+    seen: list[str] = []
+    deadline = time.monotonic() + settle
+    while time.monotonic() < deadline:
+        lines = [line for line in log.read_text().splitlines() if needle in line]
+        if lines and lines == seen:
+            return lines
+        seen = lines
+        time.sleep(0.2)
+    return seen
 
 
 def start_shim(config: Path, tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Process:
@@ -188,8 +203,13 @@ def write_config(path: Path, body: str) -> Path:
     return path
 
 
-def nginx_config(root: Path, port: int, workdir: Path) -> Path:
+def nginx_config(
+    root: Path, port: int, workdir: Path, aliases: dict[str, Path] | None = None
+) -> Path:
     user = "user root;\n" if os.geteuid() == 0 else ""
+    extra = "".join(
+        f"        location {url} {{ alias {path}/; }}\n" for url, path in (aliases or {}).items()
+    )
     conf = workdir / "nginx.conf"
     conf.write_text(
         f"""{user}worker_processes 1;
@@ -210,7 +230,7 @@ http {{
         listen 127.0.0.1:{port};
         root {root};
         location /broken/ {{ return 500; }}
-    }}
+{extra}    }}
 }}
 """
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Process, free_port, start_shim, write_config
+from tests.support import Process, free_port, log_lines, start_shim, write_config
 
 
 @pytest.fixture(scope="module")
@@ -73,18 +73,7 @@ routes:
 
 
 def access_log(nginx: Process, needle: str) -> list[str]:
-    """nginx's log lines containing ``needle``. nginx logs after it has sent the response, so
-    wait (briefly) for the lines to stop changing rather than read once."""
-    log = nginx.log.parent / "nginx-access.log"
-    seen: list[str] = []
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        lines = [line for line in log.read_text().splitlines() if needle in line]
-        if lines and lines == seen:
-            return lines
-        seen = lines
-        time.sleep(0.2)
-    return seen
+    return log_lines(nginx.log.parent / "nginx-access.log", needle)
 
 
 def test_info_and_pixels_over_http(web: Process, nginx: Process) -> None:

@@ -1,8 +1,8 @@
 """The official IIIF Image API validator (iiif-validator 1.0.5) against the running shim.
 
 Every test the validator has for the version runs (``--level 3``: level 2 plus all optional
-features), through a ``files`` backend and through an ``http`` backend over a real nginx, for
-Image API 3.0 (``--version=3.0``) and 2.1 (``--version=2.0``, the validator's name for 2.x).
+features), through every backend type over its real server (``tests/servers.py``), for Image
+API 3.0 (``--version=3.0``) and 2.1 (``--version=2.0``, the validator's name for 2.x).
 
 iiif-validator 1.0.5's format_jp2, format_pdf and format_webp tests call Python 2's
 ``urllib.urlopen`` and fail under Python 3 against every server. ``deploy/setup.sh`` applies
@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, VALIDATOR_ID, Process, start_shim, write_config
+from tests.shims import BACKEND_NAMES, BackendShim
+from tests.support import ROOT
 
 VALIDATOR_VENV = Path(os.environ.get("IIIF_VALIDATOR_VENV", ROOT / ".venv-validator"))
 RESULT_RE = re.compile(r"^\[(\d+)\] test (\w+) (PASS|FAIL)$", re.M)
@@ -39,55 +39,21 @@ def validator() -> list[str]:
     return [str(VALIDATOR_VENV / "bin" / "python"), str(script)]
 
 
-def shim_config(tmp: Path, backend: str) -> Path:
-    return write_config(
-        tmp / "validator.yaml",
-        f"""\
-backends:
-  source: {backend}
-routes:
-  - {{backend: source}}
-""",
-    )
-
-
-@pytest.fixture(scope="module")
-def shims(
-    images: Path, nginx: Process, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Process]]:
-    files_tmp = tmp_path_factory.mktemp("validator-files")
-    http_tmp = tmp_path_factory.mktemp("validator-http")
-    started = {
-        "files": start_shim(
-            shim_config(files_tmp, f'{{type: files, root: "{images}"}}'), files_tmp
-        ),
-        "http": start_shim(
-            shim_config(
-                http_tmp, f'{{type: http, url: "http://127.0.0.1:{nginx.port}/{{id}}.png"}}'
-            ),
-            http_tmp,
-        ),
-    }
-    yield started
-    for proc in started.values():
-        proc.stop()
-
-
 @pytest.mark.servers
-@pytest.mark.parametrize("backend", ["files", "http"])
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
 @pytest.mark.parametrize(("version", "expected_tests"), [("3.0", 45), ("2.0", 42)])
 def test_official_validator_level3(
-    shims: dict[str, Process], backend: str, version: str, expected_tests: int
+    backend_shims: dict[str, BackendShim], backend: str, version: str, expected_tests: int
 ) -> None:
-    shim = shims[backend]
+    shim = backend_shims[backend]
     args = [
         *validator(),
         "-s",
-        f"127.0.0.1:{shim.port}",
+        f"127.0.0.1:{shim.process.port}",
         "-p",
         f"iiif/{version[0]}",
         "-i",
-        VALIDATOR_ID,
+        shim.validator_id,
         f"--version={version}",
         "--level",
         "3",

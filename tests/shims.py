@@ -1,0 +1,65 @@
+"""A shim per backend type, configured over the real servers of ``tests/servers.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.servers import THUMBOR_KEY
+from tests.support import ROOT, VALIDATOR_ID, Process
+
+BACKEND_NAMES = (
+    "files",
+    "http",
+    "iip",
+    "thumbor",
+    "deepzoom",
+    "zoomify",
+    "iiif",
+    "djatoka",
+    "contentdm",
+)
+
+
+@dataclass(frozen=True)
+class Servers:
+    images: Path
+    nginx: int
+    iip_url: str
+    thumbor: int
+    djatoka: int
+    contentdm: int
+
+
+@dataclass
+class BackendShim:
+    name: str
+    process: Process
+
+    @property
+    def validator_id(self) -> str:
+        """The validator's test image, as this backend's identifier."""
+        return "samples:1" if self.name == "contentdm" else VALIDATOR_ID
+
+
+def backend_config(name: str, s: Servers) -> str:
+    web = f"http://127.0.0.1:{s.nginx}"
+    backend = {
+        "files": f'{{type: files, root: "{s.images}"}}',
+        "http": f'{{type: http, url: "{web}/{{id}}.png"}}',
+        "iip": f'{{type: iip, url: "{s.iip_url}/fcgi-bin/iipsrv.fcgi", path: "{{id}}.tif"}}',
+        "thumbor": (
+            f'{{type: thumbor, url: "http://127.0.0.1:{s.thumbor}", path: "{{id}}.png", '
+            f'security_key: "{THUMBOR_KEY}"}}'
+        ),
+        "deepzoom": f'{{type: deepzoom, url: "{web}/dz/{{id}}.dzi"}}',
+        "zoomify": f'{{type: zoomify, url: "{web}/zoomify/{{id}}/"}}',
+        "iiif": f'{{type: iiif, url: "{s.iip_url}/iiif/{{id}}.tif"}}',
+    }.get(name)
+    if backend is not None:
+        return f"backends:\n  {name}: {backend}\nroutes:\n  - {{backend: {name}}}\n"
+    # the shipped presets, pointed at the stand-ins
+    preset = (ROOT / "config" / f"{name}.yaml").read_text()
+    host = {"djatoka": "djatoka.example.org", "contentdm": "cdm.example.org"}[name]
+    port = s.djatoka if name == "djatoka" else s.contentdm
+    return preset.replace(f"http://{host}", f"http://127.0.0.1:{port}")

@@ -1,0 +1,249 @@
+"""Each legacy protocol's arithmetic and parsing, against what the real servers were seen doing.
+
+The numbers come from pyramids libvips wrote, replies iipsrv gave and URLs Thumbor accepted
+(the end-to-end behaviour against those servers is in tests/contract/ and tests/validator/).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import pytest
+
+from iiif_shim.backends.deepzoom import DeepZoomBackend, parse_dzi
+from iiif_shim.backends.iiif import read_service, request_path
+from iiif_shim.backends.iip import IipSource, parse_obj
+from iiif_shim.backends.pyramid import Level, Pyramid, PyramidSource
+from iiif_shim.backends.template import Extract, TemplateImage
+from iiif_shim.backends.thumbor import ThumborBackend, ThumborSettings, sign
+from iiif_shim.backends.zoomify import ZoomifyBackend, parse_properties
+from iiif_shim.iiif.profile import Format, Quality, Version
+from iiif_shim.iiif.resolve import Box
+from iiif_shim.model import NativeOp, SourceInfo, Target
+
+# exactly as libvips 8.14 writes it (note the space after "<Size")
+DZI = "\n".join(
+    [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<Image xmlns="http://schemas.microsoft.com/deepzoom/2008"',
+        '  Format="jpeg"',
+        '  Overlap="1"',
+        '  TileSize="254"',
+        "  >",
+        "  <Size ",
+        '    Height="777"',
+        '    Width="1001"',
+        "  />",
+        "</Image>",
+        "",
+    ]
+)
+
+
+def test_deepzoom_levels_and_tiles() -> None:
+    assert parse_dzi(DZI) == (1001, 777, 254, 1, "jpeg")
+    p = Pyramid.halving(1001, 777, 254, 254, overlap=1)
+    # libvips: each level halves, rounding up (1001x777, 501x389, 251x195, ...)
+    assert [(lv.width, lv.height) for lv in p.levels] == [(1001, 777), (501, 389), (251, 195)]
+    source = PyramidSource("http://h/x_files", p, "jpeg")
+    backend = object.__new__(DeepZoomBackend)
+    assert backend.tile_url(source, p.levels[0], 3, 2) == "http://h/x_files/10/3_2.jpeg"
+    assert backend.tile_url(source, p.levels[2], 0, 0) == "http://h/x_files/8/0_0.jpeg"
+    # a tile image starts one overlap pixel early, except at the image's edge
+    assert p.tile_origin(0, 0) == (0, 0) and p.tile_origin(1, 2) == (253, 507)
+    assert p.cell(p.levels[0], 3, 3) == (762, 762, 1001, 777)
+
+
+def test_level_window_is_exact_for_halved_pyramids() -> None:
+    p = Pyramid.halving(6000, 4000, 256, 256)
+    level = p.level(8)
+    assert (level.factor, level.width, level.height) == (8, 750, 500)
+    assert p.window(Box(2048, 1024, 3952, 2976), level) == (256, 128, 750, 500)
+    assert p.level(64).factor == 32  # nothing coarser than the single-tile level (188x125)
+    assert p.grid.scale_factors == (1, 2, 4, 8, 16, 32)
+
+
+def test_zoomify_tiers_and_tile_groups() -> None:
+    text = (
+        '<IMAGE_PROPERTIES WIDTH="6000" HEIGHT="4000" NUMTILES="513" NUMIMAGES="1" '
+        'VERSION="1.8" TILESIZE="256" />\n'
+    )
+    assert parse_properties(text) == (6000, 4000, 256, 513)
+    p = Pyramid.halving(6000, 4000, 256, 256)
+    assert sum(p.columns(lv) * p.rows(lv) for lv in p.levels) == 513
+    source = PyramidSource("http://h/z", p, "jpg")
+    backend = object.__new__(ZoomifyBackend)
+    full, tier4 = p.levels[0], p.levels[1]
+    # what libvips wrote: index 255 is the last of group 0, 256 starts group 1, 512 is group 2
+    assert backend.tile_url(source, full, 6, 5) == "http://h/z/TileGroup0/5-6-5.jpg"
+    assert backend.tile_url(source, full, 7, 5) == "http://h/z/TileGroup1/5-7-5.jpg"
+    assert backend.tile_url(source, full, 23, 15) == "http://h/z/TileGroup2/5-23-15.jpg"
+    assert backend.tile_url(source, tier4, 11, 7) == "http://h/z/TileGroup0/4-11-7.jpg"
+    assert backend.tile_url(source, p.levels[-1], 0, 0) == "http://h/z/TileGroup0/0-0-0.jpg"
+
+
+def test_iip_metadata_and_tiles() -> None:
+    reply = (
+        b"IIP:1.0\r\nMax-size:6000 4000\r\nTile-size:256 256\r\nResolution-number:6\r\n"
+        b"Resolutions:187 125,375 250,750 500,1500 1000,3000 2000,6000 4000\r\n"
+        b"Colorspace,0-5,0:0 0 3 3 0 1 2\r\n"
+    ).decode()
+    obj = parse_obj("\r\n" + reply)
+    assert obj["Max-size"] == "6000 4000" and obj["Colorspace,0-5,0"] == "0 0 3 3 0 1 2"
+    sizes = [(187, 125), (375, 250), (750, 500), (1500, 1000), (3000, 2000), (6000, 4000)]
+    levels = tuple(Level(1 << i, w, h) for i, (w, h) in enumerate(reversed(sizes)))
+    p = Pyramid(6000, 4000, 256, 256, levels)
+    source = IipSource("", p, "jpg", "chart.tif")
+    from iiif_shim.backends.iip import IipBackend
+
+    backend = object.__new__(IipBackend)
+    backend._base = "http://h/fcgi-bin/iipsrv.fcgi"
+    # resolution 0 is the smallest; tiles are numbered row by row
+    assert backend.tile_url(source, p.level(4), 2, 1) == (
+        "http://h/fcgi-bin/iipsrv.fcgi?FIF=chart.tif&JTL=3,8"
+    )
+    assert backend.tile_url(source, p.level(1), 0, 0).endswith("JTL=5,0")
+
+
+IIPSRV_INFO = {
+    "@context": "http://iiif.io/api/image/2/context.json",
+    "@id": "http://internal:8080/iiif/chart.tif",
+    "protocol": "http://iiif.io/api/image",
+    "width": 6000,
+    "height": 4000,
+    "tiles": [{"width": 256, "height": 256, "scaleFactors": [1, 2, 4, 8, 16, 32]}],
+    "profile": [
+        "http://iiif.io/api/image/2/level1.json",
+        {
+            "formats": ["jpg"],
+            "qualities": ["native", "color", "gray", "bitonal"],
+            "supports": [
+                "regionByPct",
+                "regionSquare",
+                "sizeByForcedWh",
+                "sizeByWh",
+                "sizeAboveFull",
+                "rotationBy90s",
+                "mirroring",
+            ],
+            "maxWidth": 5000,
+            "maxHeight": 5000,
+        },
+    ],
+}
+
+
+def test_upstream_iiif_2_level1() -> None:
+    service, info = read_service(IIPSRV_INFO, "http://h/iiif/chart.tif")
+    caps = service.capabilities
+    assert (service.version, service.level, info.width, info.height) == (Version.V2, 1, 6000, 4000)
+    assert caps.region and caps.size and caps.size_keeps_aspect and caps.upscale
+    assert caps.rotation90 and caps.mirror and caps.max_size == 5000
+    assert caps.qualities == {Quality.COLOR, Quality.GRAY, Quality.BITONAL}
+    assert caps.formats == {Format.JPG}
+    op = NativeOp(
+        Box(0, 0, 3000, 2000), size=(300, 200), rotation=90, mirror=True, quality=Quality.GRAY
+    )
+    assert request_path(service, op, info) == (
+        "http://h/iiif/chart.tif/0,0,3000,2000/300,200/!90/gray.jpg"
+    )
+    whole = NativeOp(Box(0, 0, 6000, 4000))
+    assert request_path(service, whole, info).endswith("/full/full/0/default.jpg")
+
+
+def test_upstream_iiif_3_and_level0() -> None:
+    doc = {
+        "@context": "http://iiif.io/api/image/3/context.json",
+        "id": "x",
+        "width": 300,
+        "height": 200,
+        "profile": "level2",
+        "extraFormats": ["webp"],
+        "extraFeatures": ["sizeUpscaling"],
+        "maxWidth": 1000,
+    }
+    service, _ = read_service(doc, "http://h/s")
+    assert service.capabilities.size and service.capabilities.upscale
+    assert service.capabilities.formats == {Format.JPG, Format.PNG, Format.WEBP}
+    up = NativeOp(Box(0, 0, 300, 200), size=(600, 400))
+    assert request_path(service, up, SourceInfo(300, 200)).endswith("/full/^600,400/0/default.jpg")
+    static = {
+        "@context": "http://iiif.io/api/image/2/context.json",
+        "width": 1000,
+        "height": 700,
+        "profile": ["http://iiif.io/api/image/2/level0.json"],
+        "tiles": [{"width": 512, "scaleFactors": [1, 2]}],
+    }
+    service, _ = read_service(static, "http://h/s")
+    assert service.pyramid is not None and service.capabilities.reductions
+    assert [(lv.width, lv.height) for lv in service.pyramid.levels] == [(1000, 700), (500, 350)]
+    with pytest.raises(ValueError):
+        read_service(
+            {"@context": "http://iiif.io/api/image/1/context.json", "width": 1, "height": 1},
+            "http://h/s",
+        )
+
+
+def test_template_extracts() -> None:
+    assert Extract(json="width").find('{"width": "6000", "height": "4000"}') == 6000
+    assert Extract(json="a.b.1").find('{"a": {"b": [5, 7]}}') == 7
+    assert Extract(xml="Size/@Width").find(DZI) == 1001
+    props = '<IMAGE_PROPERTIES WIDTH="6000" HEIGHT="4000" TILESIZE="256" />'
+    assert Extract(xml="IMAGE_PROPERTIES/@HEIGHT").find(props) == 4000
+    assert Extract(regex=r"Max-size:\d+ (\d+)").find("IIP:1.0\r\nMax-size:6000 4000\r\n") == 4000
+    with pytest.raises(ValueError):
+        Extract(json="width").find('{"width": "0"}')
+    assert Extract().problems() and Extract(json="a", regex="(x)").problems()
+    assert Extract(regex="no group").problems()
+
+
+def test_template_image_checks() -> None:
+    ok = TemplateImage(
+        url="http://h/i?r={x},{y},{w},{h}&s={width},{height}", region="pixels", size="exact"
+    )
+    assert ok.problems() == []
+    bad = TemplateImage(
+        url="http://h/i?r={x},{y}",
+        region="pixels",
+        size="exact",
+        rotation=(45,),
+        qualities=MappingProxyType({"grey": "g"}),
+    )
+    messages = " ".join(m for _, m in bad.problems())
+    for fragment in ("{h}", "{w}", "{width}", "45", "grey", "rotation is listed"):
+        assert fragment in messages
+
+
+def test_thumbor_urls() -> None:
+    # signatures from a reference signer checked against libthumbor and a live Thumbor 7.8
+    assert sign("test-key", "0x0:150x100/75x50/filters:stretch():format(png)/my%20quad.png") == (
+        "RHOIGLHWiko8vQm3mqmDnTQ17eQ="
+    )
+    assert sign("test-key", "meta/quad.png") == "m_ejunI9bQHKcLf5bRX0CbNlBNk="
+    backend = object.__new__(ThumborBackend)
+    backend.settings = ThumborSettings(type="thumbor", url="http://t", security_key="test-key")
+    backend._base = "http://t"
+    from iiif_shim.urltemplate import UrlTemplate
+
+    backend._path = UrlTemplate.parse("{id}", require_http=False)
+    info = SourceInfo(300, 200)
+    op = NativeOp(Box(0, 0, 150, 100), size=(75, 50), format=Format.PNG)
+    path = backend.operations(op, info)
+    assert path == "0x0:150x100/75x50/filters:stretch():format(png)"
+    url = str(backend.url(path, Target("t", "my quad.png")))
+    assert url == (
+        "http://t/RHOIGLHWiko8vQm3mqmDnTQ17eQ=/0x0:150x100/75x50/"
+        "filters:stretch():format(png)/my%20quad.png"
+    )
+    turned = NativeOp(
+        Box(0, 0, 300, 200),
+        size=(100, 67),
+        rotation=90,
+        mirror=True,
+        quality=Quality.GRAY,
+        format=Format.JPG,
+    )
+    # no crop for the whole image; IIIF 90 clockwise is Thumbor's rotate(270)
+    assert backend.operations(turned, info) == (
+        "-100x67/filters:stretch():rotate(270):grayscale():format(jpeg)"
+    )
