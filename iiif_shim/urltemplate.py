@@ -83,3 +83,21 @@ class UrlTemplate:
             else:
                 out.append(quote(value, safe=_PATH_SAFE))
         return "".join(out)
+
+
+def url_template(text: str) -> str | None:
+    """A settings check: ``text`` is a valid http(s) URL template."""
+    try:
+        UrlTemplate.parse(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def path_template(text: str) -> str | None:
+    """A settings check: ``text`` is a valid template for part of a URL."""
+    try:
+        UrlTemplate.parse(text, require_http=False)
+    except ValueError as exc:
+        return str(exc)
+    return None

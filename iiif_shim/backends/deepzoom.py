@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from ..errors import BackendError
 from ..model import SourceInfo, Target
 from ..schema import option
-from ..urltemplate import UrlTemplate
-from .http import _http_date, url_template
+from ..urltemplate import UrlTemplate, url_template
 from .pyramid import Level, Pyramid, PyramidBackend, PyramidSettings, PyramidSource
 
 
@@ -80,14 +79,13 @@ class DeepZoomBackend(PyramidBackend):
             ) from None
         pyramid = Pyramid.halving(width, height, tile, tile, overlap=overlap)
         base = url.split("?", 1)[0][: -len(".dzi")] + "_files"
-        modified = answer.headers.get("Last-Modified")
         return SourceInfo(
             width=width,
             height=height,
             tiles=pyramid.grid,
             native=PyramidSource(base, pyramid, fmt),
-            version=answer.headers.get("ETag") or modified,
-            last_modified=_http_date(modified),
+            version=answer.version,
+            last_modified=answer.last_modified,
         )
 
     def tile_url(self, source: PyramidSource, level: Level, col: int, row: int) -> str:

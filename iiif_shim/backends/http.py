@@ -8,7 +8,6 @@ decoded master (``cache.decoded_bytes``) so the tiles of one viewer session fetc
 
 from __future__ import annotations
 
-import email.utils
 from dataclasses import dataclass
 
 from yarl import URL
@@ -17,18 +16,9 @@ from ..errors import BackendError
 from ..imaging import probe
 from ..model import Fetched, NativeOp, SourceInfo, Target
 from ..schema import at_least, option
-from ..urltemplate import UrlTemplate
+from ..urltemplate import UrlTemplate, url_template
 from .base import Backend
 from .upstream import Upstream, UpstreamSettings
-
-
-def url_template(text: str) -> str | None:
-    """A settings check: ``text`` is a valid URL template."""
-    try:
-        UrlTemplate.parse(text)
-    except ValueError as exc:
-        return str(exc)
-    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,25 +69,15 @@ class HttpBackend(Backend):
             width, height, colour, fmt = await self.run_blocking(
                 probe, Fetched(data=whole.body, described=described)
             )
-        etag, modified = head.headers.get("ETag"), head.headers.get("Last-Modified")
         return SourceInfo(
             width=width,
             height=height,
             colour=colour,
             format=fmt,
-            version=etag or modified,
-            last_modified=_http_date(modified),
+            version=head.version,
+            last_modified=head.last_modified,
         )
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         answer = await self.upstream.get(self.url(target))
         return Fetched(data=answer.body, described=f"backend '{self.name}'")
-
-
-def _http_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None

@@ -29,9 +29,8 @@ from ..iiif.profile import (
 )
 from ..model import Capabilities, Colour, Fetched, NativeOp, SourceInfo, Target, TileGrid
 from ..schema import at_least, option
-from ..urltemplate import UrlTemplate
+from ..urltemplate import UrlTemplate, url_template
 from .base import Backend
-from .http import _http_date, url_template
 from .pyramid import Level, Pyramid, assemble
 from .upstream import Upstream, UpstreamSettings
 
@@ -206,16 +205,14 @@ class IiifBackend(Backend):
             raise BackendError(
                 f"backend '{self.name}' sent an info.json it cannot read ({exc})"
             ) from None
-        modified = answer.headers.get("Last-Modified")
-        version = answer.headers.get("ETag") or modified
         return SourceInfo(
             width=info.width,
             height=info.height,
             colour=info.colour,
             tiles=info.tiles,
             native=info.native,
-            version=version,
-            last_modified=_http_date(modified),
+            version=answer.version,
+            last_modified=answer.last_modified,
         )
 
     async def _bytes(self, url: str) -> bytes:

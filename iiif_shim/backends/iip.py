@@ -24,10 +24,8 @@ from ..errors import BackendError
 from ..iiif.profile import Format, Quality
 from ..model import Capabilities, Colour, Fetched, NativeOp, SourceInfo, Target
 from ..schema import at_least, option
-from ..urltemplate import UrlTemplate
-from .http import _http_date, url_template
+from ..urltemplate import UrlTemplate, path_template, url_template
 from .pyramid import Level, Pyramid, PyramidBackend, PyramidSettings, PyramidSource
-from .thumbor import _path_template
 
 _QUERY = (
     "OBJ=IIP,1.0&OBJ=Max-size&OBJ=Tile-size&OBJ=Resolution-number&OBJ=Resolutions&OBJ=Colorspace,*"
@@ -40,7 +38,7 @@ class IipSettings(PyramidSettings):
     url: str = option(
         doc="iipsrv's FastCGI URL, e.g. `http://host/fcgi-bin/iipsrv.fcgi`", check=url_template
     )
-    path: str = option(doc="the image's path for `FIF=`, e.g. `{id}.tif`", check=_path_template)
+    path: str = option(doc="the image's path for `FIF=`, e.g. `{id}.tif`", check=path_template)
     max_cvt: int = option(
         5000, doc="iipsrv's MAX_CVT: larger exports are stitched from tiles", check=at_least(1)
     )
@@ -123,15 +121,14 @@ class IipBackend(PyramidBackend):
         # "Colorspace,0-N,0:<calibrated> 0 <type> ...": type 1 is grey, 3 sRGB, 4 CIELAB
         planes = next((v for k, v in obj.items() if k.startswith("Colorspace")), "")
         gray = planes.split()[2:3] == ["1"]
-        modified = answer.headers.get("Last-Modified")
         return SourceInfo(
             width=width,
             height=height,
             colour=Colour.GRAY if gray else Colour.COLOR,
             tiles=pyramid.grid,
             native=IipSource("", pyramid, "jpg", fif),
-            version=answer.headers.get("ETag") or modified,
-            last_modified=_http_date(modified),
+            version=answer.version,
+            last_modified=answer.last_modified,
         )
 
     def tile_url(self, source: PyramidSource, level: Level, col: int, row: int) -> str:

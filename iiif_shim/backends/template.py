@@ -30,9 +30,8 @@ from ..errors import BackendError
 from ..iiif.profile import Format, Quality
 from ..model import Capabilities, Fetched, NativeOp, SourceInfo, Target
 from ..schema import at_least, option
-from ..urltemplate import UrlTemplate
+from ..urltemplate import UrlTemplate, url_template
 from .base import Backend
-from .http import _http_date, url_template
 from .upstream import Upstream, UpstreamSettings
 
 REGION_MODES = ("none", "pixels", "fractions", "scaled")
@@ -231,12 +230,11 @@ class TemplateBackend(Backend):
             raise BackendError(
                 f"backend '{self.name}': no width/height in its metadata answer ({exc})"
             ) from None
-        modified = answer.headers.get("Last-Modified")
         return SourceInfo(
             width=width,
             height=height,
-            version=answer.headers.get("ETag") or modified,
-            last_modified=_http_date(modified),
+            version=answer.version,
+            last_modified=answer.last_modified,
         )
 
     def image_url(self, target: Target, op: NativeOp, info: SourceInfo) -> str:

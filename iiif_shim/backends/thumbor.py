@@ -27,20 +27,11 @@ from ..errors import BackendError
 from ..iiif.profile import Format, Quality
 from ..model import Capabilities, Fetched, NativeOp, SourceInfo, Target
 from ..schema import option
-from ..urltemplate import UrlTemplate
+from ..urltemplate import UrlTemplate, path_template, url_template
 from .base import Backend
-from .http import _http_date, url_template
 from .upstream import Upstream, UpstreamSettings
 
 _FORMATS = {Format.JPG: "jpeg", Format.PNG: "png", Format.WEBP: "webp", Format.GIF: "gif"}
-
-
-def _path_template(text: str) -> str | None:
-    try:
-        UrlTemplate.parse(text, require_http=False)
-    except ValueError as exc:
-        return str(exc)
-    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +39,7 @@ class ThumborSettings(UpstreamSettings):
     type: str = option(doc="`thumbor`")
     url: str = option(doc="Thumbor's base URL, e.g. `http://thumbor:8888`", check=url_template)
     path: str = option(
-        "{id}", doc="the image part of the URL (Thumbor's loader path)", check=_path_template
+        "{id}", doc="the image part of the URL (Thumbor's loader path)", check=path_template
     )
     security_key: str | None = option(
         None, doc="Thumbor's SECURITY_KEY: sign URLs with it (none: `unsafe` URLs)"
@@ -103,12 +94,11 @@ class ThumborBackend(Backend):
             raise BackendError(
                 f"backend '{self.name}' sent metadata it cannot read ({exc})"
             ) from None
-        modified = answer.headers.get("Last-Modified")
         return SourceInfo(
             width=width,
             height=height,
-            version=answer.headers.get("ETag") or modified,
-            last_modified=_http_date(modified),
+            version=answer.version,
+            last_modified=answer.last_modified,
         )
 
     def operations(self, op: NativeOp, info: SourceInfo) -> str:

@@ -9,6 +9,7 @@ was promised -> 502; no answer within ``timeout`` -> 504.
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -70,6 +71,21 @@ class Answer:
 
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
+
+    @property
+    def version(self) -> str | None:
+        """What changes when the resource changes: its ETag, else its Last-Modified."""
+        return self.headers.get("ETag") or self.headers.get("Last-Modified")
+
+    @property
+    def last_modified(self) -> float | None:
+        value = self.headers.get("Last-Modified")
+        if not value:
+            return None
+        try:
+            return email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return None
 
 
 class Upstream:

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from ..errors import BackendError
 from ..model import SourceInfo, Target
 from ..schema import option
-from ..urltemplate import UrlTemplate
-from .http import _http_date, url_template
+from ..urltemplate import UrlTemplate, url_template
 from .pyramid import Level, Pyramid, PyramidBackend, PyramidSettings, PyramidSource
 
 _SUFFIX_RE = re.compile(r"[A-Za-z0-9]+")
@@ -84,14 +83,13 @@ class ZoomifyBackend(PyramidBackend):
                 f"backend '{self.name}': ImageProperties.xml says {numtiles} "
                 f"tiles where its tiers have {counted}"
             )
-        modified = answer.headers.get("Last-Modified")
         return SourceInfo(
             width=width,
             height=height,
             tiles=pyramid.grid,
             native=PyramidSource(folder, pyramid, self.settings.tile_format),
-            version=answer.headers.get("ETag") or modified,
-            last_modified=_http_date(modified),
+            version=answer.version,
+            last_modified=answer.last_modified,
         )
 
     def tile_url(self, source: PyramidSource, level: Level, col: int, row: int) -> str:
