@@ -81,7 +81,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
 class IipServer:
     """iipsrv on a FastCGI port, lighttpd in front of it."""
 
-    def __init__(self, tiffs: Path, workdir: Path) -> None:
+    def __init__(self, tiffs: Path, workdir: Path, ready: str = f"{VALIDATOR_ID}.tif") -> None:
         if not os.access(IIPSRV, os.X_OK):
             need_tool("iipsrv.fcgi", IIPSRV)
         lighttpd = need_tool("lighttpd", "/usr/sbin/lighttpd")
@@ -119,7 +119,7 @@ class IipServer:
             [lighttpd, "-D", "-f", str(conf)], self.port, workdir / "lighttpd.out"
         )
         _wait_http(
-            f"{self.url}/fcgi-bin/iipsrv.fcgi?FIF={VALIDATOR_ID}.tif&OBJ=IIP,1.0",
+            f"{self.url}/fcgi-bin/iipsrv.fcgi?FIF={ready}&OBJ=IIP,1.0",
             self.lighttpd.proc,
             workdir / "lighttpd.out",
         )
