@@ -84,10 +84,11 @@ class Capabilities:
         words = []
         if self.region:
             words.append("region")
+        up_to = f" (up to {self.max_size}px)" if self.max_size else ""
         if self.size:
-            words.append("size" + (f" (up to {self.max_size}px)" if self.max_size else ""))
+            words.append("size" + up_to)
         elif self.size_keeps_aspect:
-            words.append("size keeping the aspect ratio")
+            words.append("size keeping the aspect ratio" + up_to)
         if self.upscale:
             words.append("upscaling")
         if self.reductions:

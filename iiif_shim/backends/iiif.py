@@ -3,7 +3,8 @@
 The upstream's info.json says what it does: its compliance level, its ``extra*`` lists (3.0) or
 profile object (2.x), its limits and its tiles. What that covers is asked of the upstream in its
 own URL syntax; the shim does the rest in Pillow, and serves both versions at level 2 with its
-own ids, formats and CORS. A level-0 upstream (static tiles) is read as a tile pyramid.
+own ids, formats and CORS. Its tiles are read as a pyramid: all a level-0 upstream (static
+tiles) has, and for any upstream the way to outputs larger than its ``maxWidth``.
 
 The upstream's own ``id`` is not used to build requests (it is often an internal or wrong host):
 requests go to the configured ``url`` template.
@@ -113,10 +114,10 @@ def read_service(doc: dict[str, Any], base: str) -> tuple[Service, SourceInfo]:
         grid = TileGrid(
             tw, int(t.get("height", tw)), tuple(sorted(int(f) for f in t.get("scaleFactors", [1])))
         )
+    # Its tiles are a pyramid: all a level-0 service has, and at any level the way to regions
+    # larger than its maxWidth.
     pyramid = None
-    if level == 0:
-        if grid is None:
-            raise ValueError("a level-0 service without tiles cannot be read")
+    if grid is not None:
         pyramid = Pyramid(
             width,
             height,
@@ -126,6 +127,9 @@ def read_service(doc: dict[str, Any], base: str) -> tuple[Service, SourceInfo]:
                 Level(f, math.ceil(width / f), math.ceil(height / f)) for f in grid.scale_factors
             ),
         )
+    if level == 0:
+        if pyramid is None:
+            raise ValueError("a level-0 service without tiles cannot be read")
         caps = Capabilities(region=True, reductions=True, formats=frozenset({Format.JPG}))
     else:
         sized_exact = "sizeByWh" if version is Version.V3 else "sizeByDistortedWh"
@@ -135,6 +139,7 @@ def read_service(doc: dict[str, Any], base: str) -> tuple[Service, SourceInfo]:
             size_keeps_aspect="sizeByW" in features,
             upscale=("sizeUpscaling" if version is Version.V3 else "sizeAboveFull") in features,
             max_size=max_size,
+            reductions=pyramid is not None and "regionByPx" in features,
             rotation90="rotationBy90s" in features,
             mirror="mirroring" in features,
             qualities=quals - {Quality.DEFAULT},
@@ -221,7 +226,7 @@ class IiifBackend(Backend):
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         service = self._service(info)
         described = f"backend '{self.name}'"
-        if service.pyramid is not None:
+        if service.pyramid is not None and (op.reduction or service.level == 0):
             pyramid = service.pyramid
             v3 = service.version is Version.V3
 
@@ -237,7 +242,7 @@ class IiifBackend(Backend):
             return await assemble(
                 pyramid,
                 op.region,
-                op.reduction,
+                max(op.reduction, 1),
                 tile_url,
                 self._bytes,
                 self.run_blocking,

@@ -94,12 +94,10 @@ class ThumborBackend(Backend):
             raise BackendError(
                 f"backend '{self.name}' sent metadata it cannot read ({exc})"
             ) from None
-        return SourceInfo(
-            width=width,
-            height=height,
-            version=answer.version,
-            last_modified=answer.last_modified,
-        )
+        # No version: the ETag of Thumbor's meta answer hashes that JSON (the size), not the
+        # image, so it would not change with the pixels. Derivatives are neither cached nor
+        # tagged; Thumbor's own result storage is the place to cache them.
+        return SourceInfo(width=width, height=height)
 
     def operations(self, op: NativeOp, info: SourceInfo) -> str:
         r = op.region

@@ -61,7 +61,7 @@ class UpstreamSettings:
 @dataclass(frozen=True)
 class Answer:
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # case-insensitive
     body: bytes
     complete: bool  # the whole body was read (not cut at a limit)
 
@@ -149,7 +149,8 @@ class Upstream:
                 if len(body) > cap:
                     break
             complete = resp.content.at_eof() and len(body) <= cap
-            answer = Answer(resp.status, dict(resp.headers), bytes(body[:cap]), complete)
+            # headers.copy() keeps the lookups case-insensitive ("Etag" is "ETag")
+            answer = Answer(resp.status, resp.headers.copy(), bytes(body[:cap]), complete)
         self.requests += 1
         self.bytes_received += len(answer.body)
         if not complete and limit is None:

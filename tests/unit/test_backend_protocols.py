@@ -247,3 +247,30 @@ def test_thumbor_urls() -> None:
     assert backend.operations(turned, info) == (
         "-100x67/filters:stretch():rotate(270):grayscale():format(jpeg)"
     )
+
+
+def test_upstream_validators_are_case_insensitive() -> None:
+    from multidict import CIMultiDict
+
+    from iiif_shim.backends.upstream import Answer
+
+    answer = Answer(
+        200,
+        CIMultiDict({"Etag": '"abc"', "last-modified": "Tue, 24 Nov 2026 02:13:43 GMT"}),
+        b"",
+        True,
+    )
+    assert answer.version == '"abc"'  # Thumbor and others spell it "Etag"
+    assert answer.last_modified == 1795486423.0
+
+
+def test_upstream_tiles_serve_outputs_past_its_max_width() -> None:
+    service, _ = read_service(IIPSRV_INFO, "http://h/iiif/chart.tif")
+    assert service.capabilities.reductions and service.pyramid is not None
+    from iiif_shim.iiif.request import parse_image_request
+    from iiif_shim.iiif.resolve import Limits, resolve
+    from iiif_shim.planner import plan
+
+    req = parse_image_request(Version.V3, "chart", "full", "max", "0", "default.jpg")
+    big = plan(resolve(req, 6000, 4000, Limits(12000)), service.capabilities, service.pyramid.grid)
+    assert (big.native.reduction, big.native.size) == (1, None)  # tiles, not an upscaled 5000px
