@@ -13,31 +13,24 @@ iipsrv (exact tiles and JPEG thumbnails pass through without re-encoding). Appen
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import tiles
 from bench.tiles import CHART, ROOT, Result, median, passes
-from tests.servers import IipServer
+from tests.servers import IipServer, make_tiff
 from tests.support import start_shim, write_config
 
-W, H, TILE = 6000, 4000, 256
+TILE = 256
 
 
 def tiles_at(sf: int) -> list[str]:
-    span = TILE * sf
-    out = []
-    for y in range(0, H, span):
-        for x in range(0, W, span):
-            rw, rh = min(span, W - x), min(span, H - y)
-            out.append(f"{x},{y},{rw},{rh}/{math.ceil(rw / sf)},")
-    return out
+    return tiles.tiles_at(sf, TILE, width_only=True)
 
 
 def workloads() -> dict[str, list[str]]:
@@ -61,25 +54,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         tiffs = tmp / "tiff"
         tiffs.mkdir()
-        subprocess.run(
-            [
-                "vips",
-                "tiffsave",
-                str(CHART),
-                str(tiffs / "chart.tif"),
-                "--tile",
-                "--pyramid",
-                "--compression",
-                "jpeg",
-                "--Q",
-                "90",
-                "--tile-width",
-                str(TILE),
-                "--tile-height",
-                str(TILE),
-            ],
-            check=True,
-        )
+        make_tiff(CHART, tiffs / "chart.tif")
         (tmp / "iip").mkdir()
         iip = IipServer(tiffs, tmp / "iip", ready="chart.tif")
         config = write_config(

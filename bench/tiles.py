@@ -41,13 +41,15 @@ CHART = ROOT / "iiif_shim" / "defaults" / "images" / "chart.jpg"
 W, H, TILE = 6000, 4000, 512
 
 
-def tiles_at(sf: int) -> list[str]:
-    span = TILE * sf
+def tiles_at(sf: int, tile: int = TILE, width_only: bool = False) -> list[str]:
+    """Every tile's region/size at scale factor ``sf``, as a viewer asks (``w,`` for 2.x)."""
+    span = tile * sf
     out = []
     for y in range(0, H, span):
         for x in range(0, W, span):
             rw, rh = min(span, W - x), min(span, H - y)
-            out.append(f"{x},{y},{rw},{rh}/{math.ceil(rw / sf)},{math.ceil(rh / sf)}")
+            size = f"{math.ceil(rw / sf)}," + ("" if width_only else f"{math.ceil(rh / sf)}")
+            out.append(f"{x},{y},{rw},{rh}/{size}")
     return out
 
 

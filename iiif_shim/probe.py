@@ -176,7 +176,7 @@ async def _report(service: ImageService, identifier: str, lines: list[str]) -> b
     started = time.perf_counter()
     try:
         prepared = await service.prepare(req)
-        rendered = await service._render(prepared)  # uncached: a real backend call
+        rendered = await service.render(prepared, cached=False)  # a real backend call
     except ShimError as exc:
         lines.append(f"sample {sample}: {exc.status} {exc.public_text()}")
         return False

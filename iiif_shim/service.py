@@ -134,8 +134,10 @@ class ImageService:
         etag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
         return Prepared(src, the_plan, key, etag)
 
-    async def render(self, prepared: Prepared) -> Rendered:
-        return await self.results.get(prepared.key, lambda: self._render(prepared))
+    async def render(self, prepared: Prepared, *, cached: bool = True) -> Rendered:
+        """The image; ``cached=False`` always asks the backend (for ``probe``)."""
+        key = prepared.key if cached else None
+        return await self.results.get(key, lambda: self._render(prepared))
 
     async def _render(self, prepared: Prepared) -> Rendered:
         src, the_plan = prepared.source, prepared.plan

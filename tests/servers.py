@@ -42,25 +42,30 @@ def build_pyramids(images: Path, out: Path) -> Path:
         source = next(images.glob(f"{name}.*"))
         _run([vips, "dzsave", str(source), str(out / "dz" / name), "--layout", "dz"])
         _run([vips, "dzsave", str(source), str(out / "zoomify" / name), "--layout", "zoomify"])
-        _run(
-            [
-                vips,
-                "tiffsave",
-                str(source),
-                str(out / "tiff" / f"{name}.tif"),
-                "--tile",
-                "--pyramid",
-                "--compression",
-                "jpeg",
-                "--Q",
-                "90",
-                "--tile-width",
-                "256",
-                "--tile-height",
-                "256",
-            ]
-        )
+        make_tiff(source, out / "tiff" / f"{name}.tif")
     return out
+
+
+def make_tiff(source: Path, out: Path) -> None:
+    """A tiled pyramidal TIFF (256-px JPEG tiles), as IIPImage sites keep their masters."""
+    _run(
+        [
+            need_tool("vips"),
+            "tiffsave",
+            str(source),
+            str(out),
+            "--tile",
+            "--pyramid",
+            "--compression",
+            "jpeg",
+            "--Q",
+            "90",
+            "--tile-width",
+            "256",
+            "--tile-height",
+            "256",
+        ]
+    )
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> None:
