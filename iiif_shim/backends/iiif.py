@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..cache import SizedCache
@@ -56,6 +56,12 @@ class IiifSettings(UpstreamSettings):
         doc="URL template of the upstream image service's base URI, e.g. "
         "`http://old-server/iiif/2/{id}`",
         check=url_template,
+    )
+    min_native_size: int = option(
+        8,
+        doc="outputs with a side under this are not asked of the upstream's scaler (tiles or "
+        "the unscaled region instead): iipsrv's IIIF endpoint crashes on some",
+        check=at_least(1),
     )
     tile_cache_bytes: int = option(
         32 * 1024 * 1024, doc="recent level-0 tiles kept", check=at_least(0)
@@ -195,7 +201,8 @@ class IiifBackend(Backend):
         return info.native
 
     def capabilities_for(self, info: SourceInfo) -> Capabilities:
-        return self._service(info).capabilities
+        declared = self._service(info).capabilities
+        return replace(declared, min_size=self.settings.min_native_size)
 
     async def facts(self, target: Target) -> SourceInfo:
         base = self._template.expand(target.template_values()).rstrip("/")

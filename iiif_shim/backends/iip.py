@@ -12,7 +12,7 @@ advertises iipsrv's own tile grid. Natively:
 
 Pillow does the rest: bitonal, arbitrary angles, every format but JPEG (iipsrv answers any
 ``CVT`` with JPEG). iipsrv's quirks are kept away from: bodies are checked to be JPEG (it can
-answer 200 with an HTML error), outputs under ``min_export`` pixels go through tiles (tiny
+answer 200 with an HTML error), outputs under ``min_native_size`` pixels go through tiles (tiny
 regions at a coarse level make iipsrv crash), and only known commands are sent.
 """
 
@@ -42,7 +42,7 @@ class IipSettings(PyramidSettings):
     max_cvt: int = option(
         5000, doc="iipsrv's MAX_CVT: larger exports are stitched from tiles", check=at_least(1)
     )
-    min_export: int = option(
+    min_native_size: int = option(
         8, doc="outputs with a side under this come from tiles", check=at_least(1)
     )
 
@@ -78,7 +78,7 @@ class IipBackend(PyramidBackend):
             size_keeps_aspect=True,
             upscale=True,
             max_size=settings.max_cvt,
-            min_size=settings.min_export,
+            min_size=settings.min_native_size,
             reductions=True,
             rotation90=True,
             mirror=True,
