@@ -63,10 +63,14 @@ def standins(
 ) -> Iterator[dict[str, Process]]:
     root = standin_images(images, tmp_path_factory.mktemp("standin-images"))
     workdir = tmp_path_factory.mktemp("standins")
-    procs = {kind: start_standin(kind, root, workdir) for kind in ("djatoka", "contentdm")}
-    yield procs
-    for proc in procs.values():
-        proc.stop()
+    procs: dict[str, Process] = {}
+    try:
+        for kind in ("djatoka", "contentdm"):
+            procs[kind] = start_standin(kind, root, workdir)
+        yield procs
+    finally:
+        for proc in procs.values():
+            proc.stop()
 
 
 @pytest.fixture(scope="session")

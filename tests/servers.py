@@ -120,14 +120,22 @@ class IipServer:
             f'fastcgi.server = ( "/fcgi-bin/iipsrv.fcgi" => {fastcgi}, "/iiif/" => {fastcgi} )\n'
         )
         self.access_log = workdir / "access.log"
-        self.lighttpd = Process(
-            [lighttpd, "-D", "-f", str(conf)], self.port, workdir / "lighttpd.out"
-        )
-        _wait_http(
-            f"{self.url}/fcgi-bin/iipsrv.fcgi?FIF={ready}&OBJ=IIP,1.0",
-            self.lighttpd.proc,
-            workdir / "lighttpd.out",
-        )
+        try:
+            self.lighttpd = Process(
+                [lighttpd, "-D", "-f", str(conf)], self.port, workdir / "lighttpd.out"
+            )
+        except BaseException:
+            self.iipsrv.stop()
+            raise
+        try:
+            _wait_http(
+                f"{self.url}/fcgi-bin/iipsrv.fcgi?FIF={ready}&OBJ=IIP,1.0",
+                self.lighttpd.proc,
+                workdir / "lighttpd.out",
+            )
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
 
     @property
     def url(self) -> str:
@@ -159,7 +167,11 @@ def start_thumbor(images: Path, workdir: Path) -> Process:
         port,
         workdir / "thumbor.log",
     )
-    _wait_http(f"http://127.0.0.1:{port}/healthcheck", proc.proc, workdir / "thumbor.log")
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthcheck", proc.proc, workdir / "thumbor.log")
+    except BaseException:
+        proc.stop()
+        raise
     return proc
 
 
