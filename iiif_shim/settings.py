@@ -289,6 +289,13 @@ def _read_routes(
                 )
             continue
         used.add(route.backend)
+        if clash := groups & BACKEND_TYPES[backend.type].reserved(backend):
+            names = ", ".join(sorted(clash))
+            r.problem(
+                f"{path}.match",
+                f"named group {names} would be hidden by backend "
+                f"{route.backend!r}'s own placeholder of that name; rename the group",
+            )
         wanted = BACKEND_TYPES[backend.type].placeholders(backend) - {"id"}
         if not wanted <= groups:
             missing = ", ".join(sorted(wanted - groups))

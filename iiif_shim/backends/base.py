@@ -48,6 +48,11 @@ class Backend(ABC):
         """Release connections; called once when the app stops."""
 
     @classmethod
+    def reserved(cls, settings: Any) -> frozenset[str]:
+        """Placeholder names the backend fills itself (a route's named group may not use them)."""
+        return frozenset()
+
+    @classmethod
     def configured_capabilities(cls, settings: Any) -> Capabilities:
         """What a backend with these settings does natively (for summaries and planning)."""
         return cls.capabilities

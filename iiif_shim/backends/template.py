@@ -206,6 +206,10 @@ class TemplateBackend(Backend):
         await self.upstream.close()
 
     @classmethod
+    def reserved(cls, settings: TemplateSettings) -> frozenset[str]:
+        return frozenset(_COMPUTED)
+
+    @classmethod
     def configured_capabilities(cls, settings: TemplateSettings) -> Capabilities:
         image = settings.image
         return Capabilities(

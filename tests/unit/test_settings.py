@@ -141,6 +141,13 @@ def test_single_problems(tmp_path: Path, yaml_text: str, path: str, fragment: st
             "http://",
         ),
         ("{}", "[]", "backends", "at least one"),
+        (
+            "{t: {type: template, info: {url: 'http://h/m?{id}', width: {json: w}, height: "
+            "{json: h}}, image: {url: 'http://h/i?{id}&s={width}', size: keep_aspect}}}",
+            "[{backend: t, match: '^(?P<width>.+)$'}]",
+            "routes[0].match",
+            "would be hidden",
+        ),
     ],
 )
 def test_backend_and_route_problems(
