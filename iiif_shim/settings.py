@@ -290,10 +290,10 @@ def _read_routes(
             continue
         used.add(route.backend)
         if clash := groups & BACKEND_TYPES[backend.type].reserved(backend):
-            names = ", ".join(sorted(clash))
+            hidden = ", ".join(sorted(clash))
             r.problem(
                 f"{path}.match",
-                f"named group {names} would be hidden by backend "
+                f"named group {hidden} would be hidden by backend "
                 f"{route.backend!r}'s own placeholder of that name; rename the group",
             )
         wanted = BACKEND_TYPES[backend.type].placeholders(backend) - {"id"}
