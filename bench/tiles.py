@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests import support
+from tests.support import Process, free_port, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "iiif_shim" / "defaults" / "images" / "chart.jpg"
@@ -93,86 +97,39 @@ async def run(base: str, paths: list[str], concurrency: int) -> Result:
         return Result(time.perf_counter() - start, latencies)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: server exited")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def start_shim(images: Path, tmp: Path, decoded_bytes: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    config = tmp / f"bench-{port}.yaml"
-    config.write_text(
+def start_shim(images: Path, tmp: Path, decoded_bytes: int) -> tuple[Process, str]:
+    config = write_config(
+        tmp / f"bench-{decoded_bytes}.yaml",
         f"cache: {{image_bytes: 0, decoded_bytes: {decoded_bytes}}}\n"
         f"iiif: {{tile_size: {TILE}}}\n"
         f'backends: {{local: {{type: files, root: "{images}"}}}}\n'
-        "routes: [{backend: local}]\n"
+        "routes: [{backend: local}]\n",
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "iiif_shim",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/iiif/3/chart"
-    wait(f"{base}/info.json", proc)
-    return proc, base
+    shim = support.start_shim(config, tmp, "--log-level", "warning")
+    return shim, f"http://127.0.0.1:{shim.port}/iiif/3/chart"
 
 
-def start_peer(peer: str, images: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_peer(peer: str, images: Path, tmp: Path) -> tuple[Process, str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            peer,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--image-dir",
-            str(images),
-            "--api-versions",
-            "3.0",
-            "--manipulators",
-            "pil",
-            "--tile-width",
-            str(TILE),
-            "--tile-height",
-            str(TILE),
-            "-q",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/3.0_pil/chart"
-    wait(f"{base}/info.json", proc)
-    return proc, base
+    args = [
+        peer,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--image-dir",
+        str(images),
+        "--api-versions",
+        "3.0",
+        "--manipulators",
+        "pil",
+        "--tile-width",
+        str(TILE),
+        "--tile-height",
+        str(TILE),
+        "-q",
+    ]
+    return Process(args, port, tmp / "peer.log"), f"http://127.0.0.1:{port}/3.0_pil/chart"
 
 
 def passes(base: str, paths: list[str], concurrency: int, rounds: int) -> list[Result]:
@@ -182,11 +139,6 @@ def passes(base: str, paths: list[str], concurrency: int, rounds: int) -> list[R
 
 def median(results: list[Result]) -> Result:
     return sorted(results, key=lambda r: r.seconds)[len(results) // 2]
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    proc.wait(10)
 
 
 def main() -> None:
@@ -204,7 +156,7 @@ def main() -> None:
         images = tmp / "images"
         images.mkdir()
         shutil.copy(CHART, images / "chart.jpg")
-        peer, peer_base = start_peer(args.peer, images)
+        peer, peer_base = start_peer(args.peer, images, tmp)
         try:
             for name, paths in workloads().items():
                 n = len(paths)
@@ -213,12 +165,12 @@ def main() -> None:
                 try:
                     plain = median(passes(base, paths, args.concurrency, args.rounds))
                 finally:
-                    stop(shim)
+                    shim.stop()
                 shim, base = start_shim(images, tmp, decoded_bytes=256 * 1024 * 1024)
                 try:
                     cached = passes(base, paths, args.concurrency, args.rounds + 1)
                 finally:
-                    stop(shim)
+                    shim.stop()
                 cold, warm = cached[0], median(cached[1:])
                 rows.append((name, n, p, plain, cold, warm))
                 print(
@@ -227,7 +179,7 @@ def main() -> None:
                     flush=True,
                 )
         finally:
-            stop(peer)
+            peer.stop()
 
     lines = [
         "# Benchmarks",
