@@ -129,7 +129,9 @@ def start_peer(peer: str, images: Path, tmp: Path) -> tuple[Process, str]:
         str(TILE),
         "-q",
     ]
-    return Process(args, port, tmp / "peer.log"), f"http://127.0.0.1:{port}/3.0_pil/chart"
+    # run in tmp: the peer writes iiif_testserver.pid into its working folder
+    peer_proc = Process(args, port, tmp / "peer.log", cwd=tmp)
+    return peer_proc, f"http://127.0.0.1:{port}/3.0_pil/chart"
 
 
 def passes(base: str, paths: list[str], concurrency: int, rounds: int) -> list[Result]:
