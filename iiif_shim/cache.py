@@ -7,17 +7,21 @@
 - :class:`SizedCache`: LRU bounded in bytes, single-flight: rendered images by plan key, and
   decoded sources by (backend, identifier, version, reduction) so the tiles of a deep-zoom
   session do not each decode (or download) the master again.
+- :class:`Caches`: the three a service uses, made once per configuration and handed to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
-from .model import SourceInfo
+from .facts import SourceInfo
+from .imaging import Decoded
+from .model import Rendered
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -102,3 +106,23 @@ class SizedCache(Generic[K, V]):
             return value
 
         return await self._flight.do(key, make_and_keep)
+
+
+DecodedKey = tuple[str, str, str, int]  # backend, native id, source version, reduction
+
+
+@dataclass(frozen=True)
+class Caches:
+    facts: FactsCache
+    results: SizedCache[str, Rendered]  # by the plan's key
+    decoded: SizedCache[DecodedKey, Decoded]
+
+    @classmethod
+    def sized(
+        cls, info_entries: int, info_ttl: float, image_bytes: int, decoded_bytes: int
+    ) -> Caches:
+        return cls(
+            FactsCache(info_entries, info_ttl),
+            SizedCache(image_bytes, lambda r: len(r.body)),
+            SizedCache(decoded_bytes, lambda d: d.nbytes),
+        )

@@ -50,7 +50,7 @@ def _summary(settings: Settings) -> list[str]:
     lines = []
     for name, spec in settings.backends.items():
         backend_cls = BACKEND_TYPES[spec.type]
-        words = backend_cls.configured_capabilities(spec).natively()
+        words = backend_cls.capabilities(spec).natively()
         natively = backend_cls.native_note or ", ".join(words) or "the whole source image only"
         lines.append(f"  backend {name} ({spec.type}): natively {natively}; Pillow does the rest")
     for i, route in enumerate(settings.routes):

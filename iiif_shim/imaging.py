@@ -18,8 +18,9 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from .errors import BackendError, NotImplementedFeature
+from .facts import Colour
 from .iiif.profile import Format, Quality
-from .model import Colour, Fetched, PillowSteps
+from .model import Fetched, PillowSteps
 
 # The shim enforces its own, configurable source size limit (``iiif.max_source_pixels``) before
 # decoding; Pillow's process-wide decompression-bomb guard would otherwise second-guess it.
@@ -70,13 +71,13 @@ def colour_of(mode: str) -> Colour:
     return Colour.COLOR
 
 
-def probe(fetched: Fetched) -> tuple[int, int, Colour, str | None]:
-    """Width, height, colour and format, from the header only."""
+def probe(fetched: Fetched) -> tuple[int, int, Colour, str | None, str]:
+    """Width, height, colour, format and Pillow mode, from the header only."""
     with _open(fetched) as im:
         width, height = im.size
         if width < 1 or height < 1:
             raise BackendError(f"{fetched.described} has an empty image")
-        return width, height, colour_of(im.mode), im.format
+        return width, height, colour_of(im.mode), im.format, im.mode
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,19 @@
 """The frozen values that pass between the stages of a request.
 
 ``URL -> ImageRequest -> Target -> SourceInfo -> ResolvedRequest -> Plan -> Fetched -> Rendered``.
-Spec-level values (``ImageRequest``, ``ResolvedRequest``) live in ``iiif/``; everything the shim
-adds around them lives here. Nothing here does I/O or mutates.
+Spec-level values (``ImageRequest``, ``ResolvedRequest``) live in ``iiif/``, a backend's facts
+about a source (``SourceInfo``) in ``facts.py``; everything else the shim adds around them lives
+here, including the derivative cache key, which is derived from the plan alone. Nothing here does
+I/O or mutates.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
+import PIL
 from PIL import Image
 
 from .iiif.profile import Format, Quality
@@ -28,37 +31,6 @@ class Target:
 
     def template_values(self) -> dict[str, str]:
         return {**dict(self.params), "id": self.native_id}
-
-
-class Colour(StrEnum):
-    """What colour information a source has; decides the default quality."""
-
-    COLOR = "color"
-    GRAY = "gray"
-    BITONAL = "bitonal"
-
-
-@dataclass(frozen=True)
-class TileGrid:
-    """A tile grid as info.json describes it."""
-
-    width: int
-    height: int
-    scale_factors: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    """Facts about a source image, as its backend reports them (cached)."""
-
-    width: int
-    height: int
-    colour: Colour = Colour.COLOR
-    format: str | None = None  # the source's own format, e.g. "JPEG", when known
-    version: str | None = None  # changes whenever the source changes (mtime, ETag)
-    last_modified: float | None = None  # epoch seconds
-    tiles: TileGrid | None = None  # the backend's native grid, when it has one
-    native: object = None  # the backend's own frozen description (e.g. a parsed .dzi)
 
 
 @dataclass(frozen=True)
@@ -146,11 +118,42 @@ class PillowSteps:
     jpeg_quality: int = 85
 
 
+# Bumped whenever the shim renders the same plan into different bytes (a cache of derivatives
+# made by an older release must not answer for a newer one).
+RENDER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Which source a plan is for: the backend, its native identifier, and the source's version
+    (``None`` when nothing tells a changed source; then nothing is cached or tagged)."""
+
+    backend: str
+    native_id: str
+    version: str | None
+
+
 @dataclass(frozen=True)
 class Plan:
+    source: SourceRef
     resolved: ResolvedRequest
     native: NativeOp
     steps: PillowSteps
+
+    @property
+    def key(self) -> str | None:
+        """The derivative cache key: a hash of everything that changes the output bytes (the
+        source and its version, what the backend is asked for, every Pillow step with its
+        settings, the renderer's version), nothing else. ``None`` for unversioned sources."""
+        if self.source.version is None:
+            return None
+        parts = (RENDER_VERSION, PIL.__version__, self.source, self.native, self.steps)
+        return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+    @property
+    def etag(self) -> str | None:
+        key = self.key
+        return None if key is None else f'"{key[:32]}"'
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import math
 
+from .facts import TileGrid
 from .iiif.profile import Quality
 from .iiif.resolve import Box, ResolvedRequest, height_for_width
-from .model import Capabilities, NativeOp, PillowSteps, Plan, TileGrid
+from .model import Capabilities, NativeOp, PillowSteps, Plan, SourceRef
 
 
 def exact_tile(resolved: ResolvedRequest, grid: TileGrid | None) -> int | None:
@@ -67,7 +68,10 @@ def plan(
     caps: Capabilities,
     grid: TileGrid | None = None,
     jpeg_quality: int = 85,
+    source: SourceRef | None = None,
 ) -> Plan:
+    """Split ``resolved`` between the backend (``caps``) and Pillow. ``source`` names the source
+    in the plan (and so in its cache key); without it the plan is never cached."""
     full = Box(0, 0, resolved.image_width, resolved.image_height)
     region = resolved.region
     out = (resolved.width, resolved.height)
@@ -144,7 +148,8 @@ def plan(
         encoded=native_format,
         jpeg_quality=jpeg_quality,
     )
-    return Plan(resolved=resolved, native=native, steps=steps)
+    source = source or SourceRef("", "", None)
+    return Plan(source=source, resolved=resolved, native=native, steps=steps)
 
 
 def _keeps_aspect(region: Box, out: tuple[int, int]) -> bool:

@@ -156,7 +156,7 @@ async def _report(service: ImageService, identifier: str, lines: list[str]) -> b
         f"{info.format or 'format not given'}, {grid}, "
         f"version {info.version or 'unknown (derivatives are not cached)'}"
     )
-    caps = backend.capabilities_for(info)
+    caps = backend.capabilities(backend.settings, info.native)
     lines.append("features (native: the backend does it; Pillow: the shim does):")
     for feature in _features(info.width, info.height):
         req = parse_image_request(

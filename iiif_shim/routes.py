@@ -189,11 +189,11 @@ async def _image(
     image_request = parse_image_request(version, identifier, *decoded)
     prepared = await service.prepare(image_request)
     last_modified = prepared.source.info.last_modified
-    headers: dict[str, Any] = _cache_headers(settings, prepared.etag, last_modified)
+    headers: dict[str, Any] = _cache_headers(settings, prepared.plan.etag, last_modified)
     headers["Link"] = (
         f'<{base_id}/{prepared.canonical}>;rel="canonical",<{version.level2_uri}>;rel="profile"'
     )
-    if _not_modified(request, prepared.etag, last_modified):
+    if _not_modified(request, prepared.plan.etag, last_modified):
         return web.Response(status=304, headers=headers)
     rendered = await service.render(prepared)
     headers["Content-Type"] = rendered.media_type

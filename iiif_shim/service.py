@@ -1,14 +1,13 @@
 """Orchestration of a request, with no aiohttp types in it.
 
-``identifier -> route -> source facts (cached, single-flight) -> resolve -> plan ->
+``identifier -> route -> source facts (cached, single-flight, checked) -> resolve -> plan ->
 result cache -> backend fetch -> Pillow in the pool -> Rendered``. Image requests are prepared
-first (everything up to the plan, which yields the ETag) so the HTTP layer can answer a
-conditional request with 304 before any pixel is touched.
+first (everything up to the plan, which yields the cache key and the ETag) so the HTTP layer can
+answer a conditional request with 304 before any pixel is touched.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,13 +15,14 @@ from typing import Any
 
 from . import imaging
 from .backends import BACKEND_TYPES, Backend
-from .cache import FactsCache, SizedCache
+from .cache import Caches
+from .facts import SourceInfo, checked
 from .iiif.info import Offer, image_info
 from .iiif.profile import Version
 from .iiif.request import ImageRequest
 from .iiif.resolve import Limits, resolve
 from .mapping import Router
-from .model import Plan, Rendered, SourceInfo, Target
+from .model import Plan, Rendered, SourceRef, Target
 from .planner import plan
 from .pool import Workers
 from .settings import Settings
@@ -39,8 +39,6 @@ class Source:
 class Prepared:
     source: Source
     plan: Plan
-    key: str | None  # everything that changes the output bytes; None: source version unknown
-    etag: str | None
 
     @property
     def canonical(self) -> str:
@@ -49,9 +47,12 @@ class Prepared:
 
 @asynccontextmanager
 async def open_service(settings: Settings) -> AsyncIterator[ImageService]:
-    """The service with its thread pool and started backends; all released on exit."""
-    server = settings.server
+    """The service with its thread pool, caches and started backends; all released on exit."""
+    server, cache = settings.server, settings.cache
     workers = Workers(server.workers, server.max_pending, server.request_timeout)
+    caches = Caches.sized(
+        cache.info_entries, cache.info_ttl, cache.image_bytes, cache.decoded_bytes
+    )
     backends = {
         name: BACKEND_TYPES[spec.type](name, spec, workers.run)
         for name, spec in settings.backends.items()
@@ -61,7 +62,7 @@ async def open_service(settings: Settings) -> AsyncIterator[ImageService]:
         for backend in backends.values():
             await backend.start()
             started.append(backend)
-        yield ImageService(settings, backends, workers)
+        yield ImageService(settings, backends, workers, caches)
     finally:
         for backend in started:
             await backend.close()
@@ -70,11 +71,16 @@ async def open_service(settings: Settings) -> AsyncIterator[ImageService]:
 
 class ImageService:
     def __init__(
-        self, settings: Settings, backends: Mapping[str, Backend], workers: Workers
+        self,
+        settings: Settings,
+        backends: Mapping[str, Backend],
+        workers: Workers,
+        caches: Caches,
     ) -> None:
         self.settings = settings
         self.backends = backends
         self.workers = workers
+        self.caches = caches
         self.router = Router(settings.routes)
         iiif = settings.iiif
         self.limits = Limits(
@@ -87,20 +93,15 @@ class ImageService:
         self.offer = Offer(
             formats=imaging.writable_formats(), limits=self.limits, tile_size=iiif.tile_size
         )
-        self.facts = FactsCache(settings.cache.info_entries, settings.cache.info_ttl)
-        self.results: SizedCache[str, Rendered] = SizedCache(
-            settings.cache.image_bytes, lambda r: len(r.body)
-        )
-        self.decoded: SizedCache[tuple[str, str, str, int], imaging.Decoded] = SizedCache(
-            settings.cache.decoded_bytes, lambda d: d.nbytes
-        )
 
     async def source(self, identifier: str) -> Source:
         target = self.router.route(identifier)
         backend = self.backends[target.backend]
-        info = await self.facts.get(
-            (target.backend, target.native_id), lambda: backend.facts(target)
-        )
+
+        async def load() -> SourceInfo:
+            return checked(await backend.facts(target), backend.name)
+
+        info = await self.caches.facts.get((target.backend, target.native_id), load)
         return Source(target, backend, info)
 
     async def info(
@@ -113,31 +114,21 @@ class ImageService:
 
     async def prepare(self, request: ImageRequest) -> Prepared:
         src = await self.source(request.identifier)
-        resolved = resolve(request, src.info.width, src.info.height, self.limits)
+        info = src.info
+        resolved = resolve(request, info.width, info.height, self.limits)
         the_plan = plan(
             resolved,
-            src.backend.capabilities_for(src.info),
-            src.info.tiles,
+            src.backend.capabilities(src.backend.settings, info.native),
+            info.tiles,
             self.settings.iiif.jpeg_quality,
+            SourceRef(src.target.backend, src.target.native_id, info.version),
         )
-        if not src.info.version:  # nothing tells a changed source: neither cache nor tag it
-            return Prepared(src, the_plan, None, None)
-        key = "|".join(
-            (
-                src.target.backend,
-                src.target.native_id,
-                src.info.version,
-                resolved.canonical,
-                str(self.settings.iiif.jpeg_quality),
-            )
-        )
-        etag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
-        return Prepared(src, the_plan, key, etag)
+        return Prepared(src, the_plan)
 
     async def render(self, prepared: Prepared, *, cached: bool = True) -> Rendered:
         """The image; ``cached=False`` always asks the backend (for ``probe``)."""
-        key = prepared.key if cached else None
-        return await self.results.get(key, lambda: self._render(prepared))
+        key = prepared.plan.key if cached else None
+        return await self.caches.results.get(key, lambda: self._render(prepared))
 
     async def _render(self, prepared: Prepared) -> Rendered:
         src, the_plan = prepared.source, prepared.plan
@@ -157,7 +148,7 @@ class ImageService:
                 )
                 return decoded
 
-            decoded = await self.decoded.get(key, decode)
+            decoded = await self.caches.decoded.get(key, decode)
             body = await self.workers.run(imaging.finish, decoded, steps)
         else:
             fetched = await src.backend.fetch(src.target, the_plan.native, info)

@@ -1,25 +1,26 @@
-"""The contract every backend keeps, and the helpers they share.
+"""The contract every backend keeps, and the base of the backends that speak HTTP.
 
 A backend is narrow: it reports facts about a source (:meth:`Backend.facts`), delivers what the
-planner asks of it (:meth:`Backend.fetch`), declares its :class:`Capabilities`, and turns its own
-low-level failures into the shim's errors at its boundary. It never decides what to do natively:
-``planner.py`` does, from the capabilities.
+planner asks of it (:meth:`Backend.fetch`), says what it does natively through one hook
+(:meth:`Backend.capabilities`), and turns its own low-level failures into the shim's errors at
+its boundary. It never decides what to do natively: ``planner.py`` does, from the capabilities.
+
+:class:`UpstreamBackend` is the skeleton every network backend shares: its URL templates (named,
+parsed from its settings), one :class:`~.upstream.Upstream` client, and safe expansion of a
+template for a target.
 """
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar
 
-import aiohttp
+from ..facts import NativeFacts, SourceInfo
+from ..model import Capabilities, Fetched, NativeOp, Target
+from ..urltemplate import UrlTemplate
+from .upstream import Upstream, UpstreamSettings
 
-from ..errors import BackendError, BackendTimeout, ShimError
-from ..model import Capabilities, Fetched, NativeOp, SourceInfo, Target
-
-T = TypeVar("T")
 RunBlocking = Callable[..., Awaitable[Any]]
 
 
@@ -28,8 +29,7 @@ class Backend(ABC):
 
     type_name: ClassVar[str]
     settings_class: ClassVar[type[Any]]
-    capabilities: ClassVar[Capabilities] = Capabilities()
-    native_note: ClassVar[str] = ""  # qualifies ``capabilities`` in summaries, if they vary
+    native_note: ClassVar[str] = ""  # says what is native when ``capabilities`` varies by source
 
     def __init__(self, name: str, settings: Any, run_blocking: RunBlocking) -> None:
         self.name = name
@@ -37,29 +37,27 @@ class Backend(ABC):
         self.run_blocking = run_blocking
 
     @classmethod
+    def capabilities(cls, settings: Any, native: NativeFacts | None = None) -> Capabilities:
+        """What a backend with these settings does natively for a source whose native facts are
+        ``native`` (``None``: what the settings alone promise, for summaries). By default only
+        the whole source image."""
+        return Capabilities()
+
+    @classmethod
     def placeholders(cls, settings: Any) -> frozenset[str]:
-        """Template placeholders this backend's settings use (checked against each route)."""
+        """Template placeholders a route must supply (checked against each route)."""
         return frozenset()
-
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Open connections; called once when the app starts."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections; called once when the app stops."""
 
     @classmethod
     def reserved(cls, settings: Any) -> frozenset[str]:
         """Placeholder names the backend fills itself (a route's named group may not use them)."""
         return frozenset()
 
-    @classmethod
-    def configured_capabilities(cls, settings: Any) -> Capabilities:
-        """What a backend with these settings does natively (for summaries and planning)."""
-        return cls.capabilities
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections; called once when the service starts."""
 
-    def capabilities_for(self, info: SourceInfo) -> Capabilities:
-        """What this backend does natively for one source (by default, the same for all)."""
-        return self.configured_capabilities(self.settings)
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; called once when the service stops."""
 
     @abstractmethod
     async def facts(self, target: Target) -> SourceInfo:
@@ -71,30 +69,44 @@ class Backend(ABC):
 
     def traffic(self) -> dict[str, int]:
         """Requests made and bytes received so far (network backends)."""
-        upstream = getattr(self, "upstream", None)
-        if upstream is None:
-            return {}
-        return {"requests": upstream.requests, "bytes": upstream.bytes_received}
+        return {}
 
     async def identifiers(self, limit: int) -> list[str]:
         """Some native identifiers this backend can serve (for the landing page), if it can list."""
         return []
 
 
-@asynccontextmanager
-async def upstream_errors(backend: str, timeout: float) -> AsyncIterator[None]:
-    """Translate aiohttp and timeout failures into 502/504 naming the backend, never its URL."""
-    try:
-        async with asyncio.timeout(timeout):
-            yield
-    except ShimError:
-        raise
-    except TimeoutError:
-        raise BackendTimeout(f"backend '{backend}' did not answer within {timeout:g}s") from None
-    except aiohttp.ClientConnectorError as exc:
-        reason = exc.os_error.strerror if exc.os_error else "connection failed"
-        raise BackendError(f"backend '{backend}' is unreachable ({reason})") from None
-    except aiohttp.ClientPayloadError:
-        raise BackendError(f"backend '{backend}' sent a broken response body") from None
-    except aiohttp.ClientError as exc:
-        raise BackendError(f"backend '{backend}' failed ({type(exc).__name__})") from None
+class UpstreamBackend(Backend):
+    """A backend that talks HTTP to one legacy server, with URLs made from its templates."""
+
+    settings: UpstreamSettings
+    upstream: Upstream
+    urls: Mapping[str, UrlTemplate]
+
+    @classmethod
+    @abstractmethod
+    def templates(cls, settings: Any) -> dict[str, UrlTemplate]:
+        """The backend's URL templates by name, parsed from its (already checked) settings."""
+
+    @classmethod
+    def placeholders(cls, settings: Any) -> frozenset[str]:
+        names = frozenset().union(*(t.placeholders for t in cls.templates(settings).values()))
+        return names - cls.reserved(settings)
+
+    async def start(self) -> None:
+        self.urls = self.templates(self.settings)
+        self.upstream = Upstream(self.name, self.settings)
+        await self.upstream.start()
+
+    async def close(self) -> None:
+        await self.upstream.close()
+
+    def url(self, name: str, values: Mapping[str, str]) -> str:
+        """Template ``name`` expanded with ``values`` (each encoded for its place)."""
+        return self.urls[name].expand(values)
+
+    def described(self, what: str = "") -> str:
+        return f"backend '{self.name}'" + (f" ({what})" if what else "")
+
+    def traffic(self) -> dict[str, int]:
+        return {"requests": self.upstream.requests, "bytes": self.upstream.bytes_received}

@@ -17,10 +17,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from ..errors import BackendError
-from ..model import SourceInfo, Target
+from ..facts import Level, Pyramid, PyramidFacts, SourceInfo
+from ..model import Target
 from ..schema import option
 from ..urltemplate import UrlTemplate, url_template
-from .pyramid import Level, Pyramid, PyramidBackend, PyramidSettings, PyramidSource
+from .pyramid import PyramidBackend, PyramidSettings
 
 
 def _dzi_url(text: str) -> str | None:
@@ -61,15 +62,11 @@ class DeepZoomBackend(PyramidBackend):
     settings: DeepZoomSettings
 
     @classmethod
-    def placeholders(cls, settings: DeepZoomSettings) -> frozenset[str]:
-        return UrlTemplate.parse(settings.url).placeholders
-
-    async def start(self) -> None:
-        self._template = UrlTemplate.parse(self.settings.url)
-        await super().start()
+    def templates(cls, settings: DeepZoomSettings) -> dict[str, UrlTemplate]:
+        return {"url": UrlTemplate.parse(settings.url)}
 
     async def facts(self, target: Target) -> SourceInfo:
-        url = self._template.expand(target.template_values())
+        url = self.url("url", target.template_values())
         answer = await self.upstream.get(url, what=".dzi")
         try:
             width, height, tile, overlap, fmt = parse_dzi(answer.text())
@@ -78,18 +75,20 @@ class DeepZoomBackend(PyramidBackend):
                 f"backend '{self.name}' sent a .dzi it cannot read ({exc})"
             ) from None
         pyramid = Pyramid.halving(width, height, tile, tile, overlap=overlap)
-        base = url.split("?", 1)[0][: -len(".dzi")] + "_files"
         return SourceInfo(
             width=width,
             height=height,
             tiles=pyramid.grid,
-            native=PyramidSource(base, pyramid, fmt),
+            native=PyramidFacts(pyramid, fmt),
             version=answer.version,
             last_modified=answer.last_modified,
         )
 
-    def tile_url(self, source: PyramidSource, level: Level, col: int, row: int) -> str:
-        p = source.pyramid
+    def tile_base(self, target: Target) -> str:
+        return self.url("url", target.template_values()).split("?", 1)[0][: -len(".dzi")] + "_files"
+
+    def tile_url(self, base: str, facts: PyramidFacts, level: Level, col: int, row: int) -> str:
+        p = facts.pyramid
         max_level = (max(p.width, p.height) - 1).bit_length()
         number = max_level - (level.factor.bit_length() - 1)
-        return f"{source.base}/{number}/{col}_{row}.{source.suffix}"
+        return f"{base}/{number}/{col}_{row}.{facts.suffix}"

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NotFound
+from ..facts import SourceInfo
 from ..imaging import probe
-from ..model import Fetched, NativeOp, SourceInfo, Target
+from ..model import Fetched, NativeOp, Target
 from ..schema import option
 from .base import Backend
 
@@ -65,12 +66,15 @@ class FilesBackend(Backend):
     def _facts(self, native_id: str) -> SourceInfo:
         path = self.locate(native_id)
         stat = path.stat()
-        width, height, colour, fmt = probe(Fetched(path=path, described=self._described(path)))
+        width, height, colour, fmt, mode = probe(
+            Fetched(path=path, described=self._described(path))
+        )
         return SourceInfo(
             width=width,
             height=height,
             colour=colour,
             format=fmt,
+            mode=mode,
             version=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
             last_modified=stat.st_mtime,
         )

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from yarl import URL
 
 from ..errors import BackendError
+from ..facts import SourceInfo
 from ..imaging import probe
-from ..model import Fetched, NativeOp, SourceInfo, Target
+from ..model import Fetched, NativeOp, Target
 from ..schema import at_least, option
 from ..urltemplate import UrlTemplate, url_template
-from .base import Backend
-from .upstream import Upstream, UpstreamSettings
+from .base import UpstreamBackend
+from .upstream import UpstreamSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,33 +33,25 @@ class HttpSettings(UpstreamSettings):
     )
 
 
-class HttpBackend(Backend):
+class HttpBackend(UpstreamBackend):
     type_name = "http"
     settings_class = HttpSettings
     settings: HttpSettings
 
     @classmethod
-    def placeholders(cls, settings: HttpSettings) -> frozenset[str]:
-        return UrlTemplate.parse(settings.url).placeholders
+    def templates(cls, settings: HttpSettings) -> dict[str, UrlTemplate]:
+        return {"url": UrlTemplate.parse(settings.url)}
 
-    async def start(self) -> None:
-        self._template = UrlTemplate.parse(self.settings.url)
-        self.upstream = Upstream(self.name, self.settings)
-        await self.upstream.start()
-
-    async def close(self) -> None:
-        await self.upstream.close()
-
-    def url(self, target: Target) -> URL:
-        return URL(self._template.expand(target.template_values()), encoded=True)
+    def master(self, target: Target) -> URL:
+        return URL(self.url("url", target.template_values()), encoded=True)
 
     async def facts(self, target: Target) -> SourceInfo:
-        url = self.url(target)
+        url = self.master(target)
         described = f"backend '{self.name}'"
         limit = self.settings.probe_bytes
         head = await self.upstream.get(url, headers={"Range": f"bytes=0-{limit - 1}"}, limit=limit)
         try:
-            width, height, colour, fmt = await self.run_blocking(
+            width, height, colour, fmt, mode = await self.run_blocking(
                 probe, Fetched(data=head.body, described=described)
             )
         except BackendError:
@@ -66,7 +59,7 @@ class HttpBackend(Backend):
                 raise
             # The header lies further in (a TIFF with its directory at the end, say).
             whole = await self.upstream.get(url)
-            width, height, colour, fmt = await self.run_blocking(
+            width, height, colour, fmt, mode = await self.run_blocking(
                 probe, Fetched(data=whole.body, described=described)
             )
         return SourceInfo(
@@ -74,10 +67,11 @@ class HttpBackend(Backend):
             height=height,
             colour=colour,
             format=fmt,
+            mode=mode,
             version=head.version,
             last_modified=head.last_modified,
         )
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
-        answer = await self.upstream.get(self.url(target))
+        answer = await self.upstream.get(self.master(target))
         return Fetched(data=answer.body, described=f"backend '{self.name}'")

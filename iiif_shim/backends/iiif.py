@@ -20,6 +20,7 @@ from typing import Any
 
 from ..cache import SizedCache
 from ..errors import BackendError
+from ..facts import Colour, Level, NativeFacts, Pyramid, ServiceFacts, SourceInfo, TileGrid
 from ..iiif.profile import (
     LEVEL_FEATURES,
     LEVEL_FORMATS,
@@ -28,25 +29,14 @@ from ..iiif.profile import (
     Quality,
     Version,
 )
-from ..model import Capabilities, Colour, Fetched, NativeOp, SourceInfo, Target, TileGrid
+from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import at_least, option
 from ..urltemplate import UrlTemplate, url_template
-from .base import Backend
-from .pyramid import Level, Pyramid, assemble
-from .upstream import Upstream, UpstreamSettings
+from .base import UpstreamBackend
+from .pyramid import assemble
+from .upstream import UpstreamSettings
 
 _LEVEL_RE = re.compile(r"level([012])")
-
-
-@dataclass(frozen=True)
-class Service:
-    """What the upstream service declares for one image."""
-
-    version: Version
-    base: str  # where requests go (from the configured template, not the upstream's id)
-    level: int
-    capabilities: Capabilities
-    pyramid: Pyramid | None  # level 0: tiles only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,8 +69,8 @@ def _version(doc: dict[str, Any]) -> Version:
     raise ValueError("not an Image API 2.x or 3.0 info.json (unknown @context)")
 
 
-def read_service(doc: dict[str, Any], base: str) -> tuple[Service, SourceInfo]:
-    """Parse an upstream info.json into what it can do and the image's facts."""
+def read_service(doc: dict[str, Any]) -> SourceInfo:
+    """Parse an upstream info.json into the image's facts and what the service can do."""
     version = _version(doc)
     width, height = int(doc["width"]), int(doc["height"])
     extras: dict[str, Any] = {}
@@ -152,12 +142,11 @@ def read_service(doc: dict[str, Any], base: str) -> tuple[Service, SourceInfo]:
             formats=fmts,
         )
     colour = Colour.COLOR if Quality.COLOR in quals or level < 2 else Colour.GRAY
-    service = Service(version, base, level, caps, pyramid)
-    info = SourceInfo(width=width, height=height, colour=colour, tiles=grid, native=service)
-    return service, info
+    service = ServiceFacts(version, level, caps, pyramid)
+    return SourceInfo(width=width, height=height, colour=colour, tiles=grid, native=service)
 
 
-def request_path(service: Service, op: NativeOp, info: SourceInfo) -> str:
+def request_path(base: str, service: ServiceFacts, op: NativeOp, info: SourceInfo) -> str:
     """The upstream image request for ``op``, in the upstream's own version syntax."""
     r = op.region
     whole = (r.x, r.y, r.w, r.h) == (0, 0, info.width, info.height)
@@ -174,45 +163,44 @@ def request_path(service: Service, op: NativeOp, info: SourceInfo) -> str:
     rotation = ("!" if op.mirror else "") + str(op.rotation)
     quality = (op.quality or Quality.DEFAULT).value
     fmt = (op.format or Format.JPG).value
-    return f"{service.base}/{region}/{size}/{rotation}/{quality}.{fmt}"
+    return f"{base}/{region}/{size}/{rotation}/{quality}.{fmt}"
 
 
-class IiifBackend(Backend):
+class IiifBackend(UpstreamBackend):
     type_name = "iiif"
     settings_class = IiifSettings
     settings: IiifSettings
     native_note = "whatever the upstream's info.json declares"
 
     @classmethod
-    def placeholders(cls, settings: IiifSettings) -> frozenset[str]:
-        return UrlTemplate.parse(settings.url).placeholders
+    def templates(cls, settings: IiifSettings) -> dict[str, UrlTemplate]:
+        return {"url": UrlTemplate.parse(settings.url)}
+
+    @classmethod
+    def capabilities(
+        cls, settings: IiifSettings, native: NativeFacts | None = None
+    ) -> Capabilities:
+        if not isinstance(native, ServiceFacts):
+            return Capabilities()
+        return replace(native.capabilities, min_size=settings.min_native_size)
 
     async def start(self) -> None:
-        self._template = UrlTemplate.parse(self.settings.url)
-        self.upstream = Upstream(self.name, self.settings)
+        await super().start()
         self._tiles: SizedCache[str, bytes] = SizedCache(self.settings.tile_cache_bytes, len)
-        await self.upstream.start()
 
-    async def close(self) -> None:
-        await self.upstream.close()
-
-    def _service(self, info: SourceInfo) -> Service:
-        assert isinstance(info.native, Service)
-        return info.native
-
-    def capabilities_for(self, info: SourceInfo) -> Capabilities:
-        declared = self._service(info).capabilities
-        return replace(declared, min_size=self.settings.min_native_size)
+    def base(self, target: Target) -> str:
+        """Where requests go: the configured template, never the upstream's own id."""
+        return self.url("url", target.template_values()).rstrip("/")
 
     async def facts(self, target: Target) -> SourceInfo:
-        base = self._template.expand(target.template_values()).rstrip("/")
+        base = self.base(target)
         answer = await self.upstream.get(
             f"{base}/info.json",
             what="info.json",
             headers={"Accept": "application/ld+json, application/json;q=0.9"},
         )
         try:
-            _, info = read_service(json.loads(answer.body), base)
+            info = read_service(json.loads(answer.body))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise BackendError(
                 f"backend '{self.name}' sent an info.json it cannot read ({exc})"
@@ -231,7 +219,9 @@ class IiifBackend(Backend):
         return (await self.upstream.get(url, image=True)).body
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
-        service = self._service(info)
+        service = info.native
+        assert isinstance(service, ServiceFacts)
+        base = self.base(target)
         described = f"backend '{self.name}'"
         if service.pyramid is not None and (op.reduction or service.level == 0):
             pyramid = service.pyramid
@@ -244,7 +234,7 @@ class IiifBackend(Backend):
                 h = min(pyramid.tile_height * f, info.height - y)
                 tw, th = math.ceil(w / f), math.ceil(h / f)
                 size = f"{tw},{th}" if v3 else f"{tw},"
-                return f"{service.base}/{x},{y},{w},{h}/{size}/0/default.jpg"
+                return f"{base}/{x},{y},{w},{h}/{size}/0/default.jpg"
 
             return await assemble(
                 pyramid,
@@ -256,5 +246,5 @@ class IiifBackend(Backend):
                 self._tiles,
                 described,
             )
-        body = await self._bytes(request_path(service, op, info))
+        body = await self._bytes(request_path(base, service, op, info))
         return Fetched(data=body, described=described)

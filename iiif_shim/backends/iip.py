@@ -21,11 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import BackendError
+from ..facts import Colour, Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
 from ..iiif.profile import Format, Quality
-from ..model import Capabilities, Colour, Fetched, NativeOp, SourceInfo, Target
+from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import at_least, option
 from ..urltemplate import UrlTemplate, path_template, url_template
-from .pyramid import Level, Pyramid, PyramidBackend, PyramidSettings, PyramidSource
+from .pyramid import PyramidBackend, PyramidSettings
 
 _QUERY = (
     "OBJ=IIP,1.0&OBJ=Max-size&OBJ=Tile-size&OBJ=Resolution-number&OBJ=Resolutions&OBJ=Colorspace,*"
@@ -47,11 +48,6 @@ class IipSettings(PyramidSettings):
     )
 
 
-@dataclass(frozen=True)
-class IipSource(PyramidSource):
-    fif: str  # the FIF value, percent-encoded for a query
-
-
 def parse_obj(text: str) -> dict[str, str]:
     """``key:value`` lines (CRLF, maybe a leading blank line) of an OBJ reply."""
     out = {}
@@ -68,11 +64,12 @@ class IipBackend(PyramidBackend):
     settings: IipSettings
 
     @classmethod
-    def placeholders(cls, settings: IipSettings) -> frozenset[str]:
-        return UrlTemplate.parse(settings.path, require_http=False).placeholders
+    def templates(cls, settings: IipSettings) -> dict[str, UrlTemplate]:
+        # the FIF value sits in a query: its placeholders are encoded as a query value
+        return {"fif": UrlTemplate.parse("?" + settings.path, require_http=False)}
 
     @classmethod
-    def configured_capabilities(cls, settings: IipSettings) -> Capabilities:
+    def capabilities(cls, settings: IipSettings, native: NativeFacts | None = None) -> Capabilities:
         return Capabilities(
             region=True,
             size_keeps_aspect=True,
@@ -86,20 +83,15 @@ class IipBackend(PyramidBackend):
             formats=frozenset({Format.JPG}),
         )
 
-    def capabilities_for(self, info: SourceInfo) -> Capabilities:
-        return self.configured_capabilities(self.settings)
-
-    async def start(self) -> None:
-        self._base = self.settings.url.split("?", 1)[0]
-        # the FIF value sits in a query: encode it as a query value
-        self._fif = UrlTemplate.parse("?" + self.settings.path, require_http=False)
-        await super().start()
-
     def _url(self, fif: str, commands: str) -> str:
-        return f"{self._base}?FIF={fif}&{commands}"
+        return f"{self.settings.url.split('?', 1)[0]}?FIF={fif}&{commands}"
+
+    def tile_base(self, target: Target) -> str:
+        """The FIF value, encoded for the query."""
+        return self.url("fif", target.template_values())[1:]
 
     async def facts(self, target: Target) -> SourceInfo:
-        fif = self._fif.expand(target.template_values())[1:]
+        fif = self.tile_base(target)
         answer = await self.upstream.get(self._url(fif, _QUERY), what="metadata")
         obj = parse_obj(answer.text())
         try:
@@ -126,22 +118,19 @@ class IipBackend(PyramidBackend):
             height=height,
             colour=Colour.GRAY if gray else Colour.COLOR,
             tiles=pyramid.grid,
-            native=IipSource("", pyramid, "jpg", fif),
+            native=PyramidFacts(pyramid, "jpg"),
             version=answer.version,
             last_modified=answer.last_modified,
         )
 
-    def tile_url(self, source: PyramidSource, level: Level, col: int, row: int) -> str:
-        assert isinstance(source, IipSource)
-        p = source.pyramid
+    def tile_url(self, base: str, facts: PyramidFacts, level: Level, col: int, row: int) -> str:
+        p = facts.pyramid
         resolution = len(p.levels) - 1 - p.levels.index(level)  # 0 is the smallest
-        return self._url(source.fif, f"JTL={resolution},{row * p.columns(level) + col}")
+        return self._url(base, f"JTL={resolution},{row * p.columns(level) + col}")
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         if op.reduction:
             return await super().fetch(target, op, info)
-        source = self.source(info)
-        assert isinstance(source, IipSource)
         r = op.region
         commands = []
         if (r.x, r.y, r.w, r.h) != (0, 0, info.width, info.height):
@@ -157,7 +146,8 @@ class IipBackend(PyramidBackend):
         if op.rotation or op.mirror:
             commands.append(f"ROT={'!' if op.mirror else ''}{op.rotation}")
         commands.append("CVT=jpeg")
-        answer = await self.upstream.get(self._url(source.fif, "&".join(commands)), image=True)
+        fif = self.tile_base(target)
+        answer = await self.upstream.get(self._url(fif, "&".join(commands)), image=True)
         if not answer.body.rstrip(b"\r\n").endswith(b"\xff\xd9"):
             raise BackendError(f"backend '{self.name}' sent a JPEG with something after it")
         return Fetched(data=answer.body, described=f"backend '{self.name}'")

@@ -1,8 +1,8 @@
-"""Tile pyramids: pick a level, fetch the tiles a region needs, stitch them.
+"""Tile pyramids: fetch the tiles a region needs at a level, stitch them.
 
 Shared by every backend whose server keeps an image as levels of tiles (DeepZoom, Zoomify,
-IIPImage's ``JTL``, a level-0 IIIF service). A :class:`Pyramid` describes the levels (each a
-power-of-two reduction of the full image), the tile size and any overlap; the backend supplies
+IIPImage's ``JTL``, an upstream IIIF service's tiles). The pyramid itself (its levels, tile size
+and overlap, and its geometry) is a fact of the source (``facts.Pyramid``); the backend supplies
 the URL of one tile. For a region at a reduction, :func:`assemble` fetches only the tiles that
 intersect it, concurrently (bounded by the backend's connection limit), keeps recently used
 tiles in a small cache, and stitches them in the thread pool, trimming overlap. A request that
@@ -13,119 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import io
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from PIL import Image
 
 from ..cache import SizedCache
 from ..errors import BackendError, NotFound, NotImplementedFeature
+from ..facts import Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
 from ..iiif.profile import Format
 from ..iiif.resolve import Box
-from ..model import Capabilities, Fetched, NativeOp, SourceInfo, Target, TileGrid
+from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import at_least, option
-from .base import Backend
-from .upstream import Upstream, UpstreamSettings
+from .base import RunBlocking, UpstreamBackend
+from .upstream import UpstreamSettings
 
 MAX_TILES = 2048  # per request: past this the request is refused (501), not queued
 
-
-@dataclass(frozen=True)
-class Level:
-    factor: int  # 1, 2, 4, ...: the level is the full image reduced by this factor
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class Pyramid:
-    width: int
-    height: int
-    tile_width: int
-    tile_height: int
-    levels: tuple[Level, ...]  # largest first; levels[0].factor == 1
-    overlap: int = 0  # pixels a tile repeats of each neighbour (DeepZoom)
-
-    @classmethod
-    def halving(
-        cls,
-        width: int,
-        height: int,
-        tile_width: int,
-        tile_height: int,
-        *,
-        count: int | None = None,
-        overlap: int = 0,
-        floor: bool = False,
-    ) -> Pyramid:
-        """Levels made by halving (rounding up, or down with ``floor``) until one tile holds
-        the image, or ``count`` levels."""
-        levels = []
-        factor = 1
-        while True:
-            if floor:
-                w, h = max(1, width // factor), max(1, height // factor)
-            else:
-                w, h = math.ceil(width / factor), math.ceil(height / factor)
-            levels.append(Level(factor, w, h))
-            if count is not None:
-                if len(levels) >= count:
-                    break
-            elif w <= tile_width and h <= tile_height:
-                break
-            factor *= 2
-        return cls(width, height, tile_width, tile_height, tuple(levels), overlap)
-
-    @property
-    def grid(self) -> TileGrid:
-        return TileGrid(
-            self.tile_width, self.tile_height, tuple(level.factor for level in self.levels)
-        )
-
-    def level(self, factor: int) -> Level:
-        """The level for a reduction: that factor, or the nearest finer one available."""
-        usable = [lv for lv in self.levels if lv.factor <= max(factor, 1)]
-        return max(usable, key=lambda lv: lv.factor) if usable else self.levels[0]
-
-    def columns(self, level: Level) -> int:
-        return math.ceil(level.width / self.tile_width)
-
-    def rows(self, level: Level) -> int:
-        return math.ceil(level.height / self.tile_height)
-
-    def window(self, region: Box, level: Level) -> tuple[int, int, int, int]:
-        """The region in the level's pixels (x0, y0, x1, y1). Level pixel i holds full-image
-        pixels [i*f, (i+1)*f), so this is exact for pyramids made by halving."""
-        f = level.factor
-        x0 = min(region.x // f, level.width - 1)
-        y0 = min(region.y // f, level.height - 1)
-        x1 = max(min(math.ceil((region.x + region.w) / f), level.width), x0 + 1)
-        y1 = max(min(math.ceil((region.y + region.h) / f), level.height), y0 + 1)
-        return x0, y0, x1, y1
-
-    def cell(self, level: Level, col: int, row: int) -> tuple[int, int, int, int]:
-        """The level pixels a tile stands for (overlap excluded)."""
-        x, y = col * self.tile_width, row * self.tile_height
-        return (
-            x,
-            y,
-            min(x + self.tile_width, level.width),
-            min(y + self.tile_height, level.height),
-        )
-
-    def tile_origin(self, col: int, row: int) -> tuple[int, int]:
-        """Level position of a tile image's top-left pixel (overlap included)."""
-        return (
-            max(0, col * self.tile_width - self.overlap),
-            max(0, row * self.tile_height - self.overlap),
-        )
-
-
 TileUrl = Callable[[Level, int, int], str]
 Get = Callable[[str], Awaitable[bytes]]
-RunBlocking = Callable[..., Awaitable[object]]
 
 
 @dataclass(frozen=True)
@@ -192,15 +100,6 @@ async def assemble(
     return Fetched(image=image, described=described)
 
 
-@dataclass(frozen=True)
-class PyramidSource:
-    """What a pyramid backend keeps about one image (in ``SourceInfo.native``)."""
-
-    base: str  # URL the tile paths hang from
-    pyramid: Pyramid
-    suffix: str  # tile file extension, e.g. "jpeg"
-
-
 @dataclass(frozen=True, kw_only=True)
 class PyramidSettings(UpstreamSettings):
     tile_cache_bytes: int = option(
@@ -210,25 +109,33 @@ class PyramidSettings(UpstreamSettings):
     )
 
 
-class PyramidBackend(Backend):
+class PyramidBackend(UpstreamBackend):
     """A backend that only has tiles: any region at any of its levels, by stitching."""
 
     settings: PyramidSettings
-    capabilities = Capabilities(region=True, reductions=True)
+
+    @classmethod
+    def capabilities(cls, settings: Any, native: NativeFacts | None = None) -> Capabilities:
+        suffix = native.suffix.lower() if isinstance(native, PyramidFacts) else ""
+        fmt = {"jpg": Format.JPG, "jpeg": Format.JPG, "png": Format.PNG}.get(suffix)
+        return Capabilities(
+            region=True, reductions=True, formats=frozenset({fmt}) if fmt else frozenset()
+        )
 
     async def start(self) -> None:
-        self.upstream = Upstream(self.name, self.settings)
-        self._tiles: SizedCache[str, bytes] = SizedCache(self.settings.tile_cache_bytes, len)
-        await self.upstream.start()
+        await super().start()
+        self.tiles: SizedCache[str, bytes] = SizedCache(self.settings.tile_cache_bytes, len)
 
-    async def close(self) -> None:
-        await self.upstream.close()
-
-    def source(self, info: SourceInfo) -> PyramidSource:
-        assert isinstance(info.native, PyramidSource)
+    @staticmethod
+    def pyramid_facts(info: SourceInfo) -> PyramidFacts:
+        assert isinstance(info.native, PyramidFacts)
         return info.native
 
-    def tile_url(self, source: PyramidSource, level: Level, col: int, row: int) -> str:
+    def tile_base(self, target: Target) -> str:
+        """What the tile paths of ``target`` hang from."""
+        raise NotImplementedError
+
+    def tile_url(self, base: str, facts: PyramidFacts, level: Level, col: int, row: int) -> str:
         raise NotImplementedError
 
     async def tile(self, url: str) -> bytes:
@@ -240,22 +147,15 @@ class PyramidBackend(Backend):
             ) from None
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
-        source = self.source(info)
+        facts = self.pyramid_facts(info)
+        base = self.tile_base(target)
         return await assemble(
-            source.pyramid,
+            facts.pyramid,
             op.region,
             op.reduction,
-            lambda level, col, row: self.tile_url(source, level, col, row),
+            lambda level, col, row: self.tile_url(base, facts, level, col, row),
             self.tile,
             self.run_blocking,
-            self._tiles,
+            self.tiles,
             f"backend '{self.name}'",
-        )
-
-    def capabilities_for(self, info: SourceInfo) -> Capabilities:
-        fmt = {"jpg": Format.JPG, "jpeg": Format.JPG, "png": Format.PNG}.get(
-            self.source(info).suffix.lower()
-        )
-        return Capabilities(
-            region=True, reductions=True, formats=frozenset({fmt}) if fmt else frozenset()
         )

@@ -27,12 +27,13 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import BackendError
+from ..facts import NativeFacts, SourceInfo
 from ..iiif.profile import Format, Quality
-from ..model import Capabilities, Fetched, NativeOp, SourceInfo, Target
+from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import at_least, option
 from ..urltemplate import UrlTemplate, url_template
-from .base import Backend
-from .upstream import Upstream, UpstreamSettings
+from .base import UpstreamBackend
+from .upstream import UpstreamSettings
 
 REGION_MODES = ("none", "pixels", "fractions", "scaled")
 SIZE_MODES = ("none", "exact", "keep_aspect")
@@ -181,36 +182,32 @@ def _decimal(value: float, digits: int) -> str:
     return text or "0"
 
 
-class TemplateBackend(Backend):
+class TemplateBackend(UpstreamBackend):
     type_name = "template"
     settings_class = TemplateSettings
     settings: TemplateSettings
 
     @classmethod
-    def placeholders(cls, settings: TemplateSettings) -> frozenset[str]:
-        info = UrlTemplate.parse(settings.info.url).placeholders
-        image = UrlTemplate.parse(settings.image.url).placeholders - _COMPUTED
-        return info | image
+    def templates(cls, settings: TemplateSettings) -> dict[str, UrlTemplate]:
+        return {
+            "info": UrlTemplate.parse(settings.info.url),
+            "image": UrlTemplate.parse(settings.image.url),
+        }
 
     async def start(self) -> None:
-        s = self.settings
-        self._info_url = UrlTemplate.parse(s.info.url)
-        self._image_url = UrlTemplate.parse(s.image.url)
-        formats = self.configured_capabilities(s).formats
+        await super().start()
+        formats = self.capabilities(self.settings).formats
         # what to ask for when Pillow works on the answer: JPEG if the server has it
         self._carrier = Format.JPG if Format.JPG in formats else min(formats)
-        self.upstream = Upstream(self.name, s)
-        await self.upstream.start()
-
-    async def close(self) -> None:
-        await self.upstream.close()
 
     @classmethod
     def reserved(cls, settings: TemplateSettings) -> frozenset[str]:
         return frozenset(_COMPUTED)
 
     @classmethod
-    def configured_capabilities(cls, settings: TemplateSettings) -> Capabilities:
+    def capabilities(
+        cls, settings: TemplateSettings, native: NativeFacts | None = None
+    ) -> Capabilities:
         image = settings.image
         return Capabilities(
             region=image.region != "none",
@@ -224,7 +221,7 @@ class TemplateBackend(Backend):
         )
 
     async def facts(self, target: Target) -> SourceInfo:
-        url = self._info_url.expand(target.template_values())
+        url = self.url("info", target.template_values())
         answer = await self.upstream.get(url, what="metadata")
         text = answer.text()
         try:
@@ -266,7 +263,7 @@ class TemplateBackend(Backend):
             "format": image.formats.get(fmt.value, fmt.value),
             "quality": image.qualities.get((op.quality or Quality.DEFAULT).value, ""),
         }
-        return self._image_url.expand(values)
+        return self.url("image", values)
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         answer = await self.upstream.get(self.image_url(target, op, info), image=True)

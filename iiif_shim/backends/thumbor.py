@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from yarl import URL
 
 from ..errors import BackendError
+from ..facts import NativeFacts, SourceInfo
 from ..iiif.profile import Format, Quality
-from ..model import Capabilities, Fetched, NativeOp, SourceInfo, Target
+from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import option
 from ..urltemplate import UrlTemplate, path_template, url_template
-from .base import Backend
-from .upstream import Upstream, UpstreamSettings
+from .base import UpstreamBackend
+from .upstream import UpstreamSettings
 
 _FORMATS = {Format.JPG: "jpeg", Format.PNG: "png", Format.WEBP: "webp", Format.GIF: "gif"}
 
@@ -51,42 +52,41 @@ def sign(key: str, path: str) -> str:
     return base64.urlsafe_b64encode(digest).decode("ascii")
 
 
-class ThumborBackend(Backend):
+_NATIVE = Capabilities(
+    region=True,
+    size=True,
+    upscale=True,
+    rotation90=True,
+    mirror=True,
+    qualities=frozenset({Quality.GRAY}),
+    formats=frozenset(_FORMATS),
+)
+
+
+class ThumborBackend(UpstreamBackend):
     type_name = "thumbor"
     settings_class = ThumborSettings
     settings: ThumborSettings
-    capabilities = Capabilities(
-        region=True,
-        size=True,
-        upscale=True,
-        rotation90=True,
-        mirror=True,
-        qualities=frozenset({Quality.GRAY}),
-        formats=frozenset(_FORMATS),
-    )
 
     @classmethod
-    def placeholders(cls, settings: ThumborSettings) -> frozenset[str]:
-        return UrlTemplate.parse(settings.path, require_http=False).placeholders
+    def templates(cls, settings: ThumborSettings) -> dict[str, UrlTemplate]:
+        return {"path": UrlTemplate.parse(settings.path, require_http=False)}
 
-    async def start(self) -> None:
-        self._base = self.settings.url.rstrip("/")
-        self._path = UrlTemplate.parse(self.settings.path, require_http=False)
-        self.upstream = Upstream(self.name, self.settings)
-        await self.upstream.start()
+    @classmethod
+    def capabilities(
+        cls, settings: ThumborSettings, native: NativeFacts | None = None
+    ) -> Capabilities:
+        return _NATIVE
 
-    async def close(self) -> None:
-        await self.upstream.close()
-
-    def url(self, operations: str, target: Target) -> URL:
-        image = self._path.expand(target.template_values())
+    def thumbor_url(self, operations: str, target: Target) -> URL:
+        image = self.url("path", target.template_values())
         path = f"{operations}/{image}" if operations else image
         key = self.settings.security_key
         signature = sign(key, path) if key else "unsafe"
-        return URL(f"{self._base}/{signature}/{path}", encoded=True)
+        return URL(f"{self.settings.url.rstrip('/')}/{signature}/{path}", encoded=True)
 
     async def facts(self, target: Target) -> SourceInfo:
-        answer = await self.upstream.get(self.url("meta", target), what="meta")
+        answer = await self.upstream.get(self.thumbor_url("meta", target), what="meta")
         try:
             source = json.loads(answer.body)["thumbor"]["source"]
             width, height = int(source["width"]), int(source["height"])
@@ -117,5 +117,6 @@ class ThumborBackend(Backend):
         return "/".join(parts)
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
-        answer = await self.upstream.get(self.url(self.operations(op, info), target), image=True)
+        url = self.thumbor_url(self.operations(op, info), target)
+        answer = await self.upstream.get(url, image=True)
         return Fetched(data=answer.body, described=f"backend '{self.name}'")

@@ -9,16 +9,17 @@ was promised -> 502; no answer within ``timeout`` -> 504.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
 
-from ..errors import BackendError, NotFound
+from ..errors import BackendError, BackendTimeout, NotFound, ShimError
 from ..schema import at_least, option
-from .base import upstream_errors
 
 _CHUNK = 64 * 1024
 
@@ -36,6 +37,25 @@ _IMAGE_MAGIC = (
     b"\xff\x4f\xff\x51",  # JPEG 2000 codestream
     b"BM",
 )
+
+
+@asynccontextmanager
+async def upstream_errors(backend: str, timeout: float) -> AsyncIterator[None]:
+    """Translate aiohttp and timeout failures into 502/504 naming the backend, never its URL."""
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except ShimError:
+        raise
+    except TimeoutError:
+        raise BackendTimeout(f"backend '{backend}' did not answer within {timeout:g}s") from None
+    except aiohttp.ClientConnectorError as exc:
+        reason = exc.os_error.strerror if exc.os_error else "connection failed"
+        raise BackendError(f"backend '{backend}' is unreachable ({reason})") from None
+    except aiohttp.ClientPayloadError:
+        raise BackendError(f"backend '{backend}' sent a broken response body") from None
+    except aiohttp.ClientError as exc:
+        raise BackendError(f"backend '{backend}' failed ({type(exc).__name__})") from None
 
 
 def looks_like_image(data: bytes) -> bool:

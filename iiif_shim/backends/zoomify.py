@@ -15,10 +15,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from ..errors import BackendError
-from ..model import SourceInfo, Target
+from ..facts import Level, Pyramid, PyramidFacts, SourceInfo
+from ..model import Target
 from ..schema import option
 from ..urltemplate import UrlTemplate, url_template
-from .pyramid import Level, Pyramid, PyramidBackend, PyramidSettings, PyramidSource
+from .pyramid import PyramidBackend, PyramidSettings
 
 _SUFFIX_RE = re.compile(r"[A-Za-z0-9]+")
 
@@ -58,15 +59,14 @@ class ZoomifyBackend(PyramidBackend):
     settings: ZoomifySettings
 
     @classmethod
-    def placeholders(cls, settings: ZoomifySettings) -> frozenset[str]:
-        return UrlTemplate.parse(settings.url).placeholders
+    def templates(cls, settings: ZoomifySettings) -> dict[str, UrlTemplate]:
+        return {"url": UrlTemplate.parse(settings.url)}
 
-    async def start(self) -> None:
-        self._template = UrlTemplate.parse(self.settings.url)
-        await super().start()
+    def tile_base(self, target: Target) -> str:
+        return self.url("url", target.template_values()).rstrip("/")
 
     async def facts(self, target: Target) -> SourceInfo:
-        folder = self._template.expand(target.template_values()).rstrip("/")
+        folder = self.tile_base(target)
         answer = await self.upstream.get(
             f"{folder}/ImageProperties.xml", what="ImageProperties.xml"
         )
@@ -87,14 +87,14 @@ class ZoomifyBackend(PyramidBackend):
             width=width,
             height=height,
             tiles=pyramid.grid,
-            native=PyramidSource(folder, pyramid, self.settings.tile_format),
+            native=PyramidFacts(pyramid, self.settings.tile_format),
             version=answer.version,
             last_modified=answer.last_modified,
         )
 
-    def tile_url(self, source: PyramidSource, level: Level, col: int, row: int) -> str:
-        p = source.pyramid
+    def tile_url(self, base: str, facts: PyramidFacts, level: Level, col: int, row: int) -> str:
+        p = facts.pyramid
         tiers = list(reversed(p.levels))  # tier 0 is the smallest
         z = tiers.index(level)
         index = sum(p.columns(t) * p.rows(t) for t in tiers[:z]) + row * p.columns(level) + col
-        return f"{source.base}/TileGroup{index // 256}/{z}-{col}-{row}.{source.suffix}"
+        return f"{base}/TileGroup{index // 256}/{z}-{col}-{row}.{facts.suffix}"

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import Colour, SourceInfo, TileGrid
+from ..facts import Colour, SourceInfo, TileGrid
 from .profile import (
     LEVEL2_FEATURES,
     LEVEL2_FORMATS,

@@ -12,14 +12,15 @@ import pytest
 
 from iiif_shim.backends.deepzoom import DeepZoomBackend, parse_dzi
 from iiif_shim.backends.iiif import read_service, request_path
-from iiif_shim.backends.iip import IipSource, parse_obj
-from iiif_shim.backends.pyramid import Level, Pyramid, PyramidSource
+from iiif_shim.backends.iip import IipBackend, IipSettings, parse_obj
 from iiif_shim.backends.template import Extract, TemplateImage
 from iiif_shim.backends.thumbor import ThumborBackend, ThumborSettings, sign
 from iiif_shim.backends.zoomify import ZoomifyBackend, parse_properties
+from iiif_shim.facts import Level, Pyramid, PyramidFacts, ServiceFacts, SourceInfo
 from iiif_shim.iiif.profile import Format, Quality, Version
 from iiif_shim.iiif.resolve import Box
-from iiif_shim.model import NativeOp, SourceInfo, Target
+from iiif_shim.model import NativeOp, Target
+from iiif_shim.urltemplate import UrlTemplate
 
 # exactly as libvips 8.14 writes it (note the space after "<Size")
 DZI = "\n".join(
@@ -45,10 +46,13 @@ def test_deepzoom_levels_and_tiles() -> None:
     p = Pyramid.halving(1001, 777, 254, 254, overlap=1)
     # libvips: each level halves, rounding up (1001x777, 501x389, 251x195, ...)
     assert [(lv.width, lv.height) for lv in p.levels] == [(1001, 777), (501, 389), (251, 195)]
-    source = PyramidSource("http://h/x_files", p, "jpeg")
+    facts = PyramidFacts(p, "jpeg")
     backend = object.__new__(DeepZoomBackend)
-    assert backend.tile_url(source, p.levels[0], 3, 2) == "http://h/x_files/10/3_2.jpeg"
-    assert backend.tile_url(source, p.levels[2], 0, 0) == "http://h/x_files/8/0_0.jpeg"
+    backend.urls = {"url": UrlTemplate.parse("http://h/{id}.dzi")}
+    base = backend.tile_base(Target("dz", "x"))
+    assert base == "http://h/x_files"
+    assert backend.tile_url(base, facts, p.levels[0], 3, 2) == "http://h/x_files/10/3_2.jpeg"
+    assert backend.tile_url(base, facts, p.levels[2], 0, 0) == "http://h/x_files/8/0_0.jpeg"
     # a tile image starts one overlap pixel early, except at the image's edge
     assert p.tile_origin(0, 0) == (0, 0) and p.tile_origin(1, 2) == (253, 507)
     assert p.cell(p.levels[0], 3, 3) == (762, 762, 1001, 777)
@@ -71,15 +75,15 @@ def test_zoomify_tiers_and_tile_groups() -> None:
     assert parse_properties(text) == (6000, 4000, 256, 513)
     p = Pyramid.halving(6000, 4000, 256, 256)
     assert sum(p.columns(lv) * p.rows(lv) for lv in p.levels) == 513
-    source = PyramidSource("http://h/z", p, "jpg")
+    source = PyramidFacts(p, "jpg")
     backend = object.__new__(ZoomifyBackend)
     full, tier4 = p.levels[0], p.levels[1]
     # what libvips wrote: index 255 is the last of group 0, 256 starts group 1, 512 is group 2
-    assert backend.tile_url(source, full, 6, 5) == "http://h/z/TileGroup0/5-6-5.jpg"
-    assert backend.tile_url(source, full, 7, 5) == "http://h/z/TileGroup1/5-7-5.jpg"
-    assert backend.tile_url(source, full, 23, 15) == "http://h/z/TileGroup2/5-23-15.jpg"
-    assert backend.tile_url(source, tier4, 11, 7) == "http://h/z/TileGroup0/4-11-7.jpg"
-    assert backend.tile_url(source, p.levels[-1], 0, 0) == "http://h/z/TileGroup0/0-0-0.jpg"
+    assert backend.tile_url("http://h/z", source, full, 6, 5) == "http://h/z/TileGroup0/5-6-5.jpg"
+    assert backend.tile_url("http://h/z", source, full, 7, 5) == "http://h/z/TileGroup1/5-7-5.jpg"
+    assert backend.tile_url("http://h/z", source, full, 23, 15) == "http://h/z/TileGroup2/5-23-15.jpg"
+    assert backend.tile_url("http://h/z", source, tier4, 11, 7) == "http://h/z/TileGroup0/4-11-7.jpg"
+    assert backend.tile_url("http://h/z", source, p.levels[-1], 0, 0) == "http://h/z/TileGroup0/0-0-0.jpg"
 
 
 def test_iip_metadata_and_tiles() -> None:
@@ -93,16 +97,16 @@ def test_iip_metadata_and_tiles() -> None:
     sizes = [(187, 125), (375, 250), (750, 500), (1500, 1000), (3000, 2000), (6000, 4000)]
     levels = tuple(Level(1 << i, w, h) for i, (w, h) in enumerate(reversed(sizes)))
     p = Pyramid(6000, 4000, 256, 256, levels)
-    source = IipSource("", p, "jpg", "chart.tif")
-    from iiif_shim.backends.iip import IipBackend
-
-    backend = object.__new__(IipBackend)
-    backend._base = "http://h/fcgi-bin/iipsrv.fcgi"
+    facts = PyramidFacts(p, "jpg")
+    settings = IipSettings(type="iip", url="http://h/fcgi-bin/iipsrv.fcgi", path="{id}.tif")
+    backend = IipBackend("iip", settings, run_blocking=None)  # type: ignore[arg-type]
+    backend.urls = IipBackend.templates(settings)
+    fif = backend.tile_base(Target("iip", "chart"))
     # resolution 0 is the smallest; tiles are numbered row by row
-    assert backend.tile_url(source, p.level(4), 2, 1) == (
+    assert backend.tile_url(fif, facts, p.level(4), 2, 1) == (
         "http://h/fcgi-bin/iipsrv.fcgi?FIF=chart.tif&JTL=3,8"
     )
-    assert backend.tile_url(source, p.level(1), 0, 0).endswith("JTL=5,0")
+    assert backend.tile_url(fif, facts, p.level(1), 0, 0).endswith("JTL=5,0")
 
 
 IIPSRV_INFO = {
@@ -134,7 +138,9 @@ IIPSRV_INFO = {
 
 
 def test_upstream_iiif_2_level1() -> None:
-    service, info = read_service(IIPSRV_INFO, "http://h/iiif/chart.tif")
+    info = read_service(IIPSRV_INFO)
+    service = info.native
+    assert isinstance(service, ServiceFacts)
     caps = service.capabilities
     assert (service.version, service.level, info.width, info.height) == (Version.V2, 1, 6000, 4000)
     assert caps.region and caps.size and caps.size_keeps_aspect and caps.upscale
@@ -144,11 +150,12 @@ def test_upstream_iiif_2_level1() -> None:
     op = NativeOp(
         Box(0, 0, 3000, 2000), size=(300, 200), rotation=90, mirror=True, quality=Quality.GRAY
     )
-    assert request_path(service, op, info) == (
+    base = "http://h/iiif/chart.tif"
+    assert request_path(base, service, op, info) == (
         "http://h/iiif/chart.tif/0,0,3000,2000/300,200/!90/gray.jpg"
     )
     whole = NativeOp(Box(0, 0, 6000, 4000))
-    assert request_path(service, whole, info).endswith("/full/full/0/default.jpg")
+    assert request_path(base, service, whole, info).endswith("/full/full/0/default.jpg")
 
 
 def test_upstream_iiif_3_and_level0() -> None:
@@ -162,11 +169,13 @@ def test_upstream_iiif_3_and_level0() -> None:
         "extraFeatures": ["sizeUpscaling"],
         "maxWidth": 1000,
     }
-    service, _ = read_service(doc, "http://h/s")
+    service = read_service(doc).native
+    assert isinstance(service, ServiceFacts)
     assert service.capabilities.size and service.capabilities.upscale
     assert service.capabilities.formats == {Format.JPG, Format.PNG, Format.WEBP}
     up = NativeOp(Box(0, 0, 300, 200), size=(600, 400))
-    assert request_path(service, up, SourceInfo(300, 200)).endswith("/full/^600,400/0/default.jpg")
+    path = request_path("http://h/s", service, up, SourceInfo(300, 200))
+    assert path.endswith("/full/^600,400/0/default.jpg")
     static = {
         "@context": "http://iiif.io/api/image/2/context.json",
         "width": 1000,
@@ -174,13 +183,13 @@ def test_upstream_iiif_3_and_level0() -> None:
         "profile": ["http://iiif.io/api/image/2/level0.json"],
         "tiles": [{"width": 512, "scaleFactors": [1, 2]}],
     }
-    service, _ = read_service(static, "http://h/s")
+    service = read_service(static).native
+    assert isinstance(service, ServiceFacts)
     assert service.pyramid is not None and service.capabilities.reductions
     assert [(lv.width, lv.height) for lv in service.pyramid.levels] == [(1000, 700), (500, 350)]
     with pytest.raises(ValueError):
         read_service(
-            {"@context": "http://iiif.io/api/image/1/context.json", "width": 1, "height": 1},
-            "http://h/s",
+            {"@context": "http://iiif.io/api/image/1/context.json", "width": 1, "height": 1}
         )
 
 
@@ -220,17 +229,14 @@ def test_thumbor_urls() -> None:
         "RHOIGLHWiko8vQm3mqmDnTQ17eQ="
     )
     assert sign("test-key", "meta/quad.png") == "m_ejunI9bQHKcLf5bRX0CbNlBNk="
-    backend = object.__new__(ThumborBackend)
-    backend.settings = ThumborSettings(type="thumbor", url="http://t", security_key="test-key")
-    backend._base = "http://t"
-    from iiif_shim.urltemplate import UrlTemplate
-
-    backend._path = UrlTemplate.parse("{id}", require_http=False)
+    settings = ThumborSettings(type="thumbor", url="http://t", security_key="test-key")
+    backend = ThumborBackend("t", settings, run_blocking=None)  # type: ignore[arg-type]
+    backend.urls = ThumborBackend.templates(settings)
     info = SourceInfo(300, 200)
     op = NativeOp(Box(0, 0, 150, 100), size=(75, 50), format=Format.PNG)
     path = backend.operations(op, info)
     assert path == "0x0:150x100/75x50/filters:stretch():format(png)"
-    url = str(backend.url(path, Target("t", "my quad.png")))
+    url = str(backend.thumbor_url(path, Target("t", "my quad.png")))
     assert url == (
         "http://t/RHOIGLHWiko8vQm3mqmDnTQ17eQ=/0x0:150x100/75x50/"
         "filters:stretch():format(png)/my%20quad.png"
@@ -265,7 +271,8 @@ def test_upstream_validators_are_case_insensitive() -> None:
 
 
 def test_upstream_tiles_serve_outputs_past_its_max_width() -> None:
-    service, _ = read_service(IIPSRV_INFO, "http://h/iiif/chart.tif")
+    service = read_service(IIPSRV_INFO).native
+    assert isinstance(service, ServiceFacts)
     assert service.capabilities.reductions and service.pyramid is not None
     from iiif_shim.iiif.request import parse_image_request
     from iiif_shim.iiif.resolve import Limits, resolve

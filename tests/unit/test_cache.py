@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from iiif_shim.cache import FactsCache, SingleFlight, SizedCache
-from iiif_shim.model import SourceInfo
+from iiif_shim.facts import SourceInfo
 
 
 def test_single_flight_shares_one_call_and_forgets_errors() -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from iiif_shim.facts import TileGrid
 from iiif_shim.iiif.profile import Format, Quality, Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import Box, Limits, resolve
-from iiif_shim.model import Capabilities, Plan, TileGrid
+from iiif_shim.model import Capabilities, Plan
 from iiif_shim.planner import plan
 
 LIMITS = Limits(max_width=10000)
