@@ -1,7 +1,10 @@
 """The one exception tree of iiif-shim.
 
 Every stage raises a subclass of :class:`ShimError`; it carries the HTTP status and a short public
-message (plain text, never a traceback, never a backend credential). ``middleware.py`` is the only
+message (plain text, never a traceback, never a backend credential, an internal path or a
+library's exception text: those go in ``detail``, which is logged and never sent). ``kind`` names
+the failure for metrics (``refused``, ``timeout``, ``not_image``, ...), and ``retry_after`` the
+seconds a client should wait (sent as ``Retry-After`` on every 503). ``middleware.py`` is the only
 place where one becomes an HTTP response.
 """
 
@@ -14,11 +17,26 @@ class ShimError(Exception):
     """An error with an HTTP status and a message that is safe to show to any client."""
 
     status: ClassVar[int] = 500
+    default_kind: ClassVar[str] = "error"
 
-    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        parameter: str | None = None,
+        detail: str | None = None,
+        kind: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.parameter = parameter
+        self.detail = detail
+        self.kind = kind or self.default_kind
+        self.retry_after = retry_after if retry_after is not None else self.default_retry_after()
+
+    def default_retry_after(self) -> int | None:
+        return 1 if self.status == 503 else None
 
     def public_text(self) -> str:
         if self.parameter:
@@ -45,21 +63,32 @@ class NotImplementedFeature(ShimError):
 
 
 class Overloaded(ShimError):
-    """Too much work queued; the client may retry later (503)."""
+    """Too much work queued; the client may retry later (503, with ``Retry-After``)."""
 
     status = 503
+    default_kind = "overloaded"
+
+
+class BackendUnavailable(ShimError):
+    """The legacy server is failing (its circuit is open) or all its connections stay busy;
+    the client may retry later (503, with ``Retry-After``)."""
+
+    status = 503
+    default_kind = "unavailable"
 
 
 class BackendError(ShimError):
     """The legacy server failed, was unreachable, or sent something that is not an image (502)."""
 
     status = 502
+    default_kind = "failed"
 
 
 class BackendTimeout(ShimError):
     """The legacy server did not answer in time (504)."""
 
     status = 504
+    default_kind = "timeout"
 
 
 class ConfigError(Exception):

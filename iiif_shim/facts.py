@@ -82,7 +82,11 @@ class Pyramid:
         overlap: int = 0,
     ) -> Pyramid:
         """Levels made by halving (rounding up) until one tile holds the image, or ``count``
-        levels (at most :data:`MAX_LEVELS` either way)."""
+        levels (at most :data:`MAX_LEVELS` either way). ValueError for sizes out of bounds."""
+        if not (_side(width) and _side(height)):
+            raise ValueError(f"image size {width}x{height}")
+        if not all(type(t) is int and MIN_TILE <= t <= MAX_TILE for t in (tile_width, tile_height)):
+            raise ValueError(f"tile size {tile_width}x{tile_height}")
         levels: list[Level] = []
         factor = 1
         while len(levels) < MAX_LEVELS:

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import imaging
 from .backends import BACKEND_TYPES, Backend
+from .backends.base import BackendContext
 from .cache import Caches
 from .facts import SourceInfo, checked
 from .iiif.info import Offer, image_info
@@ -53,8 +54,9 @@ async def open_service(settings: Settings) -> AsyncIterator[ImageService]:
     caches = Caches.sized(
         cache.info_entries, cache.info_ttl, cache.image_bytes, cache.decoded_bytes
     )
+    context = BackendContext(workers.run)
     backends = {
-        name: BACKEND_TYPES[spec.type](name, spec, workers.run)
+        name: BACKEND_TYPES[spec.type](name, spec, context)
         for name, spec in settings.backends.items()
     }
     started: list[Backend] = []

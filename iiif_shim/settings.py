@@ -24,6 +24,7 @@ import yaml
 
 from .backends import BACKEND_TYPES
 from .errors import ConfigError
+from .mapping import anchored, slashed
 from .schema import Reader, at_least, between, option
 
 CONFIG_ENV = "IIIF_SHIM_CONFIG"
@@ -296,6 +297,18 @@ def _read_routes(
                 f"named group {hidden} would be hidden by backend "
                 f"{route.backend!r}'s own placeholder of that name; rename the group",
             )
+        if route.match is not None and not anchored(route.match):
+            r.warn(
+                f"{path}.match",
+                "searched anywhere in the identifier, so it also takes identifiers that merely "
+                "contain a match; anchor it with ^ (and $) to match whole identifiers",
+            )
+        for finding in BACKEND_TYPES[backend.type].route_findings(
+            backend, slashed(route.match, route.id), anchored(route.match)
+        ):
+            where = f"backends.{route.backend}.{finding.key}"
+            message = f"{finding.message} (from {path})"
+            (r.problem if finding.error else r.warn)(where, message)
         wanted = BACKEND_TYPES[backend.type].placeholders(backend) - {"id"}
         if not wanted <= groups:
             missing = ", ".join(sorted(wanted - groups))

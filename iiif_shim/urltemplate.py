@@ -1,21 +1,75 @@
-"""URL templates with ``{name}`` placeholders, expanded safely for their place in the URL.
+"""URL templates with ``{name}`` placeholders, expanded so no value can leave its place.
 
-A placeholder in the path is percent-encoded as one path segment (``/`` becomes ``%2F``, a value
-of ``.`` or ``..`` is encoded so no client normalises it away); one in the query is encoded as a
-query value (``&``, ``=``, ``+``, ``#`` encoded). Placeholders are never allowed in the scheme,
-host or port, so no identifier can change which server is asked, leave the template's path, or
-add query parameters.
+A placeholder in the path is percent-encoded as one path segment (``/`` becomes ``%2F``); one in
+the query is encoded as a query value (``&``, ``=``, ``+``, ``;``, ``#`` encoded). Placeholders are
+never allowed in the scheme, host or port.
+
+Encoding alone does not contain a value: legacy web servers decode ``%2F`` and ``%2E`` (some
+twice, some read ``%C0%AE`` as a dot, ``\\`` as a separator, ``;`` as the start of parameters, a
+NUL as the end of a name) and then resolve dot segments, so ``..%2Fsecret`` still climbs out of
+the template's folder on nginx. So every value is also checked, as it is and as each further
+round of percent-decoding would leave it (:func:`unsafe_reason`): a value that is, or decodes to,
+a dot segment, a backslash, a control character, invalid or overlong UTF-8, or a URL with an
+authority (``scheme://``, ``//host``) is refused (:class:`UnsafeValue`) and the request never
+leaves the shim. Finally the expanded URL is checked to stay on the template's origin and under
+its fixed path (:meth:`UrlTemplate.expand`), as a second line.
+
+A value may still hold ``/``: behind a server that decodes ``%2F`` it then reaches sub-folders
+of the template's fixed path (never above it). ``check-config`` warns where a route lets that
+happen (:attr:`UrlTemplate.path_placeholders`).
 """
 
 from __future__ import annotations
 
+import posixpath
+import re
 import string
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 _PATH_SAFE = "-._~!$'()*,;:@"  # RFC 3986 pchar minus "/", "&", "=" and "+" (ambiguous to servers)
 _QUERY_SAFE = "-._~!$'()*,:@"  # also encodes ";", which old CGI servers split on
+_DECODE_ROUNDS = 4  # legacy stacks decode at most twice; more rounds of encoding are refused
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_AUTHORITY_RE = re.compile(r"^\s*//|://")
+_SEPARATOR_RE = re.compile(r"[/\\]")
+
+
+class UnsafeValue(ValueError):
+    """A value that would make the upstream server reach something the template does not name."""
+
+
+def unsafe_reason(value: str) -> str | None:
+    """Why ``value`` may not fill a placeholder, or ``None`` when it is safe."""
+    stage = value
+    for _ in range(_DECODE_ROUNDS):
+        for form in {stage, unicodedata.normalize("NFKC", stage)}:
+            if reason := _reason(form):
+                return reason
+        try:
+            decoded = unquote_to_bytes(stage).decode("utf-8")  # strict: overlong forms fail
+        except UnicodeDecodeError:
+            return "it decodes to invalid UTF-8"
+        if decoded == stage:
+            return None
+        stage = decoded
+    return "it is percent-encoded too many times"
+
+
+def _reason(text: str) -> str | None:
+    if _CONTROL_RE.search(text):
+        return "it holds a control character"
+    if "\\" in text:
+        return "it holds a backslash"
+    if _AUTHORITY_RE.search(text):
+        return "it names a host"
+    for segment in _SEPARATOR_RE.split(text):
+        name = segment.split(";", 1)[0]  # servlet containers drop ";params" from a segment
+        if name and not name.rstrip(". "):  # ".", "..", and what Windows trims to them
+            return "it holds a dot segment"
+    return None
 
 
 @dataclass(frozen=True)
@@ -33,6 +87,32 @@ class UrlTemplate:
     @property
     def placeholders(self) -> frozenset[str]:
         return frozenset(p.name for p in self.parts if p.name)
+
+    @property
+    def path_placeholders(self) -> frozenset[str]:
+        """Placeholders in the path (not the query): a ``/`` in their value becomes a path
+        separator on servers that decode ``%2F``."""
+        return frozenset(p.name for p in self.parts if p.name and not p.in_query)
+
+    @property
+    def origin(self) -> str | None:
+        """``scheme://host:port`` of an http(s) template, else ``None``."""
+        split = urlsplit(self.text.split("{", 1)[0])
+        if split.scheme not in ("http", "https") or not split.hostname:
+            return None
+        return f"{split.scheme}://{split.netloc}".lower()
+
+    @property
+    def fixed_path(self) -> str:
+        """The folder every expansion stays in: the literal path before the first path
+        placeholder, up to its last ``/`` (for a template without one, its path's folder)."""
+        head = self.text
+        for part in self.parts:
+            if part.name and not part.in_query:
+                head = "".join(p.literal for p in self.parts[: self.parts.index(part) + 1])
+                break
+        path = urlsplit(head.split("?", 1)[0]).path if "://" in head else head.split("?", 1)[0]
+        return path[: path.rfind("/") + 1] if "/" in path else ""
 
     @classmethod
     def parse(cls, text: str, *, require_http: bool = True) -> UrlTemplate:
@@ -70,19 +150,47 @@ class UrlTemplate:
             raise ValueError("must be an http:// or https:// URL with a host")
 
     def expand(self, values: Mapping[str, str]) -> str:
+        """The URL with each value encoded for its place; :class:`UnsafeValue` if a value is
+        unsafe (see :func:`unsafe_reason`) or the result leaves the template's origin or its
+        fixed path."""
         out: list[str] = []
         for part in self.parts:
             out.append(part.literal)
             if part.name is None:
                 continue
             value = values[part.name]
-            if part.in_query:
-                out.append(quote(value, safe=_QUERY_SAFE))
-            elif value in (".", ".."):
-                out.append(value.replace(".", "%2E"))
-            else:
-                out.append(quote(value, safe=_PATH_SAFE))
-        return "".join(out)
+            if reason := unsafe_reason(value):
+                raise UnsafeValue(f"{{{part.name}}}: {reason}")
+            out.append(quote(value, safe=_QUERY_SAFE if part.in_query else _PATH_SAFE))
+        url = "".join(out)
+        if self.parts and any(p.name for p in self.parts) and not self.within(url):
+            raise UnsafeValue("the URL would leave the template's folder")
+        return url
+
+    def within(self, url: str) -> bool:
+        """Whether ``url`` (as a server decoding and normalising it would read it) is on this
+        template's origin and under its fixed path."""
+        origin = self.origin
+        if origin is None:  # a template for part of a URL: only its own fixed prefix counts
+            return normalised_path(url.split("?", 1)[0]).startswith(self.fixed_path)
+        split = urlsplit(url)
+        if f"{split.scheme}://{split.netloc}".lower() != origin:
+            return False
+        return normalised_path(split.path).startswith(self.fixed_path)
+
+
+def normalised_path(path: str) -> str:
+    """``path`` as a decoding, normalising server resolves it (percent-decoded, dot segments
+    removed, a trailing ``/`` kept)."""
+    decoded = unquote_to_bytes(path).decode("utf-8", "replace")
+    if not decoded:
+        return ""
+    resolved = posixpath.normpath(decoded)
+    if decoded.startswith("/") and not resolved.startswith("/"):
+        resolved = "/" + resolved
+    if resolved.startswith("//"):
+        resolved = "/" + resolved.lstrip("/")
+    return resolved + ("/" if decoded.endswith("/") and resolved != "/" else "")
 
 
 def url_template(text: str) -> str | None:

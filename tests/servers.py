@@ -84,9 +84,17 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
 
 
 class IipServer:
-    """iipsrv on a FastCGI port, lighttpd in front of it."""
+    """iipsrv on a FastCGI port, lighttpd in front of it (serving ``docroot`` as static files,
+    with ``lighttpd_extra`` config lines, when given)."""
 
-    def __init__(self, tiffs: Path, workdir: Path, ready: str = f"{VALIDATOR_ID}.tif") -> None:
+    def __init__(
+        self,
+        tiffs: Path,
+        workdir: Path,
+        ready: str = f"{VALIDATOR_ID}.tif",
+        docroot: Path | None = None,
+        lighttpd_extra: str = "",
+    ) -> None:
         if not os.access(IIPSRV, os.X_OK):
             need_tool("iipsrv.fcgi", IIPSRV)
         lighttpd = need_tool("lighttpd", "/usr/sbin/lighttpd")
@@ -107,14 +115,18 @@ class IipServer:
             env=env,
             clean_env=True,
         )
-        (workdir / "docroot").mkdir(exist_ok=True)
+        if docroot is None:
+            docroot = workdir / "docroot"
+            docroot.mkdir(exist_ok=True)
         conf = workdir / "lighttpd.conf"
         fastcgi = f'(( "host" => "127.0.0.1", "port" => {fcgi_port}, "check-local" => "disable" ))'
         conf.write_text(
             'server.modules = ( "mod_fastcgi", "mod_accesslog" )\n'
             'server.bind = "127.0.0.1"\n'
             f"server.port = {self.port}\n"
-            f'server.document-root = "{workdir / "docroot"}"\n'
+            f'server.document-root = "{docroot}"\n'
+            'mimetype.assign = ( ".png" => "image/png", ".dzi" => "application/xml" )\n'
+            f"{lighttpd_extra}\n"
             f'accesslog.filename = "{workdir / "access.log"}"\n'
             'accesslog.format = "%r %s %b"\n'
             f'fastcgi.server = ( "/fcgi-bin/iipsrv.fcgi" => {fastcgi}, "/iiif/" => {fastcgi} )\n'

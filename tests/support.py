@@ -204,9 +204,14 @@ def write_config(path: Path, body: str) -> Path:
 
 
 def nginx_config(
-    root: Path, port: int, workdir: Path, aliases: dict[str, Path] | None = None
+    root: Path,
+    port: int,
+    workdir: Path,
+    aliases: dict[str, Path] | None = None,
+    extra: str = "",
 ) -> Path:
     user = "user root;\n" if os.geteuid() == 0 else ""
+    more = extra
     extra = "".join(
         f"        location {url} {{ alias {path}/; }}\n" for url, path in (aliases or {}).items()
     )
@@ -230,7 +235,7 @@ http {{
         listen 127.0.0.1:{port};
         root {root};
         location /broken/ {{ return 500; }}
-{extra}    }}
+{extra}{more}    }}
 }}
 """
     )

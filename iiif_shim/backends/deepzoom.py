@@ -13,15 +13,18 @@ and are not readable as DeepZoom: use the default depth.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+import re
 from dataclasses import dataclass
 
-from ..errors import BackendError
 from ..facts import Level, Pyramid, PyramidFacts, SourceInfo
 from ..model import Target
 from ..schema import option
 from ..urltemplate import UrlTemplate, url_template
+from .metadata import parse_xml
 from .pyramid import PyramidBackend, PyramidSettings
+from .upstream import Answer
+
+_SUFFIX_RE = re.compile(r"[A-Za-z0-9]{1,8}")
 
 
 def _dzi_url(text: str) -> str | None:
@@ -41,19 +44,25 @@ class DeepZoomSettings(PyramidSettings):
 
 def parse_dzi(text: str) -> tuple[int, int, int, int, str]:
     """(width, height, tile size, overlap, format) from a .dzi document."""
-    root = ET.fromstring(text)
-    for el in root.iter():
-        el.tag = el.tag.rsplit("}", 1)[-1]
+    root = parse_xml(text)
     size = root.find("Size")
     if root.tag != "Image" or size is None:
         raise ValueError("not a DeepZoom .dzi (no Image/Size)")
+    suffix = root.attrib.get("Format", "jpg")
+    if not _SUFFIX_RE.fullmatch(suffix):  # it goes into every tile's URL
+        raise ValueError(f"tile format {suffix[:20]!r}")
     return (
         int(size.attrib["Width"]),
         int(size.attrib["Height"]),
         int(root.attrib["TileSize"]),
         int(root.attrib.get("Overlap", "0")),
-        root.attrib.get("Format", "jpg"),
+        suffix,
     )
+
+
+def _read_dzi(answer: Answer) -> PyramidFacts:
+    width, height, tile, overlap, suffix = parse_dzi(answer.text())
+    return PyramidFacts(Pyramid.halving(width, height, tile, tile, overlap=overlap), suffix)
 
 
 class DeepZoomBackend(PyramidBackend):
@@ -67,19 +76,12 @@ class DeepZoomBackend(PyramidBackend):
 
     async def facts(self, target: Target) -> SourceInfo:
         url = self.url("url", target.template_values())
-        answer = await self.upstream.get(url, what=".dzi")
-        try:
-            width, height, tile, overlap, fmt = parse_dzi(answer.text())
-        except (ValueError, KeyError, ET.ParseError) as exc:
-            raise BackendError(
-                f"backend '{self.name}' sent a .dzi it cannot read ({exc})"
-            ) from None
-        pyramid = Pyramid.halving(width, height, tile, tile, overlap=overlap)
+        native, answer = await self.metadata(url, _read_dzi, what="a .dzi", target=target)
         return SourceInfo(
-            width=width,
-            height=height,
-            tiles=pyramid.grid,
-            native=PyramidFacts(pyramid, fmt),
+            width=native.pyramid.width,
+            height=native.pyramid.height,
+            tiles=native.pyramid.grid,
+            native=native,
             version=answer.version,
             last_modified=answer.last_modified,
         )

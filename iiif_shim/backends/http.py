@@ -49,7 +49,10 @@ class HttpBackend(UpstreamBackend):
         url = self.master(target)
         described = f"backend '{self.name}'"
         limit = self.settings.probe_bytes
-        head = await self.upstream.get(url, headers={"Range": f"bytes=0-{limit - 1}"}, limit=limit)
+        source = target.native_id
+        head = await self.upstream.get(
+            url, headers={"Range": f"bytes=0-{limit - 1}"}, limit=limit, source=source
+        )
         try:
             width, height, colour, fmt, mode = await self.run_blocking(
                 probe, Fetched(data=head.body, described=described)
@@ -58,7 +61,7 @@ class HttpBackend(UpstreamBackend):
             if head.status == 200 and head.complete:
                 raise
             # The header lies further in (a TIFF with its directory at the end, say).
-            whole = await self.upstream.get(url)
+            whole = await self.upstream.get(url, source=source)
             width, height, colour, fmt, mode = await self.run_blocking(
                 probe, Fetched(data=whole.body, described=described)
             )
@@ -73,5 +76,5 @@ class HttpBackend(UpstreamBackend):
         )
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
-        answer = await self.upstream.get(self.master(target))
+        answer = await self.upstream.get(self.master(target), source=target.native_id)
         return Fetched(data=answer.body, described=f"backend '{self.name}'")

@@ -12,14 +12,13 @@ requests go to the configured ``url`` template.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from ..cache import SizedCache
-from ..errors import BackendError
 from ..facts import Colour, Level, NativeFacts, Pyramid, ServiceFacts, SourceInfo, TileGrid
 from ..iiif.profile import (
     LEVEL_FEATURES,
@@ -32,7 +31,8 @@ from ..iiif.profile import (
 from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import at_least, option
 from ..urltemplate import UrlTemplate, url_template
-from .base import UpstreamBackend
+from .base import Finding, UpstreamBackend
+from .metadata import parse_json
 from .pyramid import assemble
 from .upstream import UpstreamSettings
 
@@ -177,6 +177,13 @@ class IiifBackend(UpstreamBackend):
         return {"url": UrlTemplate.parse(settings.url)}
 
     @classmethod
+    def route_findings(
+        cls, settings: IiifSettings, slashed: frozenset[str], admitted: bool
+    ) -> list[Finding]:
+        # an Image API service reads %2F as part of the identifier, never as a folder
+        return []
+
+    @classmethod
     def capabilities(
         cls, settings: IiifSettings, native: NativeFacts | None = None
     ) -> Capabilities:
@@ -193,18 +200,13 @@ class IiifBackend(UpstreamBackend):
         return self.url("url", target.template_values()).rstrip("/")
 
     async def facts(self, target: Target) -> SourceInfo:
-        base = self.base(target)
-        answer = await self.upstream.get(
-            f"{base}/info.json",
-            what="info.json",
+        info, answer = await self.metadata(
+            f"{self.base(target)}/info.json",
+            lambda answer: read_service(parse_json(answer.body)),
+            what="an info.json",
+            target=target,
             headers={"Accept": "application/ld+json, application/json;q=0.9"},
         )
-        try:
-            info = read_service(json.loads(answer.body))
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise BackendError(
-                f"backend '{self.name}' sent an info.json it cannot read ({exc})"
-            ) from None
         return SourceInfo(
             width=info.width,
             height=info.height,
@@ -215,8 +217,8 @@ class IiifBackend(UpstreamBackend):
             last_modified=answer.last_modified,
         )
 
-    async def _bytes(self, url: str) -> bytes:
-        return (await self.upstream.get(url, image=True)).body
+    async def _bytes(self, url: str, source: str) -> bytes:
+        return (await self.upstream.get(url, image=True, source=source)).body
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         service = info.native
@@ -241,10 +243,10 @@ class IiifBackend(UpstreamBackend):
                 op.region,
                 max(op.reduction, 1),
                 tile_url,
-                self._bytes,
+                partial(self._bytes, source=target.native_id),
                 self.run_blocking,
                 self._tiles,
                 described,
             )
-        body = await self._bytes(request_path(base, service, op, info))
+        body = await self._bytes(request_path(base, service, op, info), target.native_id)
         return Fetched(data=body, described=described)

@@ -21,12 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import BackendError
-from ..facts import Colour, Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
+from ..facts import MAX_LEVELS, Colour, Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
 from ..iiif.profile import Format, Quality
 from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import at_least, option
 from ..urltemplate import UrlTemplate, path_template, url_template
 from .pyramid import PyramidBackend, PyramidSettings
+from .upstream import Answer
 
 _QUERY = (
     "OBJ=IIP,1.0&OBJ=Max-size&OBJ=Tile-size&OBJ=Resolution-number&OBJ=Resolutions&OBJ=Colorspace,*"
@@ -58,6 +59,26 @@ def parse_obj(text: str) -> dict[str, str]:
     return out
 
 
+def _read_obj(answer: Answer) -> tuple[Pyramid, bool]:
+    """The pyramid iipsrv describes, and whether the image is grey."""
+    obj = parse_obj(answer.text())
+    width, height = (int(v) for v in obj["Max-size"].split())
+    tile_w, tile_h = (int(v) for v in obj["Tile-size"].split())
+    count = int(obj["Resolution-number"])
+    if not 1 <= count <= MAX_LEVELS:
+        raise ValueError(f"{count} resolutions")
+    sizes = [tuple(int(v) for v in s.split()) for s in obj["Resolutions"].split(",")[:count + 1]]
+    if len(sizes) != count or sizes[-1] != (width, height):
+        raise ValueError("its resolutions do not match its size")
+    levels = tuple(
+        Level(1 << i, w, h)
+        for i, (w, h) in enumerate(reversed(sizes))  # largest first
+    )
+    # "Colorspace,0-N,0:<calibrated> 0 <type> ...": type 1 is grey, 3 sRGB, 4 CIELAB
+    planes = next((v for k, v in obj.items() if k.startswith("Colorspace")), "")
+    return Pyramid(width, height, tile_w, tile_h, levels), planes.split()[2:3] == ["1"]
+
+
 class IipBackend(PyramidBackend):
     type_name = "iip"
     settings_class = IipSettings
@@ -66,7 +87,10 @@ class IipBackend(PyramidBackend):
     @classmethod
     def templates(cls, settings: IipSettings) -> dict[str, UrlTemplate]:
         # the FIF value sits in a query: its placeholders are encoded as a query value
-        return {"fif": UrlTemplate.parse("?" + settings.path, require_http=False)}
+        return {
+            "url": UrlTemplate.parse(settings.url),
+            "path": UrlTemplate.parse("?" + settings.path, require_http=False),
+        }
 
     @classmethod
     def capabilities(cls, settings: IipSettings, native: NativeFacts | None = None) -> Capabilities:
@@ -88,34 +112,16 @@ class IipBackend(PyramidBackend):
 
     def tile_base(self, target: Target) -> str:
         """The FIF value, encoded for the query."""
-        return self.url("fif", target.template_values())[1:]
+        return self.url("path", target.template_values())[1:]
 
     async def facts(self, target: Target) -> SourceInfo:
-        fif = self.tile_base(target)
-        answer = await self.upstream.get(self._url(fif, _QUERY), what="metadata")
-        obj = parse_obj(answer.text())
-        try:
-            width, height = (int(v) for v in obj["Max-size"].split())
-            tile_w, tile_h = (int(v) for v in obj["Tile-size"].split())
-            count = int(obj["Resolution-number"])
-            sizes = [tuple(int(v) for v in s.split()) for s in obj["Resolutions"].split(",")]
-        except (KeyError, ValueError) as exc:
-            raise BackendError(
-                f"backend '{self.name}' sent metadata it cannot read ({exc})"
-            ) from None
-        if len(sizes) != count or sizes[-1] != (width, height):
-            raise BackendError(f"backend '{self.name}': its resolutions do not match its size")
-        levels = tuple(
-            Level(1 << i, w, h)
-            for i, (w, h) in enumerate(reversed(sizes))  # largest first
+        url = self._url(self.tile_base(target), _QUERY)
+        (pyramid, gray), answer = await self.metadata(
+            url, _read_obj, what="metadata", target=target
         )
-        pyramid = Pyramid(width, height, tile_w, tile_h, levels)
-        # "Colorspace,0-N,0:<calibrated> 0 <type> ...": type 1 is grey, 3 sRGB, 4 CIELAB
-        planes = next((v for k, v in obj.items() if k.startswith("Colorspace")), "")
-        gray = planes.split()[2:3] == ["1"]
         return SourceInfo(
-            width=width,
-            height=height,
+            width=pyramid.width,
+            height=pyramid.height,
             colour=Colour.GRAY if gray else Colour.COLOR,
             tiles=pyramid.grid,
             native=PyramidFacts(pyramid, "jpg"),
@@ -147,7 +153,8 @@ class IipBackend(PyramidBackend):
             commands.append(f"ROT={'!' if op.mirror else ''}{op.rotation}")
         commands.append("CVT=jpeg")
         fif = self.tile_base(target)
-        answer = await self.upstream.get(self._url(fif, "&".join(commands)), image=True)
+        url = self._url(fif, "&".join(commands))
+        answer = await self.upstream.get(url, image=True, source=target.native_id)
         if not answer.body.rstrip(b"\r\n").endswith(b"\xff\xd9"):
             raise BackendError(f"backend '{self.name}' sent a JPEG with something after it")
         return Fetched(data=answer.body, described=f"backend '{self.name}'")

@@ -138,9 +138,10 @@ class PyramidBackend(UpstreamBackend):
     def tile_url(self, base: str, facts: PyramidFacts, level: Level, col: int, row: int) -> str:
         raise NotImplementedError
 
-    async def tile(self, url: str) -> bytes:
+    async def tile(self, url: str, source: str) -> bytes:
         try:
-            return (await self.upstream.get(url, image=True, what="a tile")).body
+            answer = await self.upstream.get(url, image=True, source=source, what="a tile")
+            return answer.body
         except NotFound:  # the description promised it: the pyramid is broken
             raise BackendError(
                 f"backend '{self.name}': a tile the pyramid should have is missing"
@@ -154,7 +155,7 @@ class PyramidBackend(UpstreamBackend):
             op.region,
             op.reduction,
             lambda level, col, row: self.tile_url(base, facts, level, col, row),
-            self.tile,
+            partial(self.tile, source=target.native_id),
             self.run_blocking,
             self.tiles,
             f"backend '{self.name}'",

@@ -18,22 +18,20 @@ does not declare, Pillow does. Ready presets: ``config/djatoka.yaml``, ``config/
 
 from __future__ import annotations
 
-import json
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import BackendError
 from ..facts import NativeFacts, SourceInfo
 from ..iiif.profile import Format, Quality
 from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import at_least, option
 from ..urltemplate import UrlTemplate, url_template
 from .base import UpstreamBackend
-from .upstream import UpstreamSettings
+from .metadata import parse_json, parse_xml
+from .upstream import Answer, UpstreamSettings
 
 REGION_MODES = ("none", "pixels", "fractions", "scaled")
 SIZE_MODES = ("none", "exact", "keep_aspect")
@@ -87,15 +85,13 @@ class Extract:
     def find(self, text: str) -> int:
         """The number in ``text``; ValueError when it is not there."""
         if self.json is not None:
-            node: Any = json.loads(text)
+            node: Any = parse_json(text)
             for part in self.json.split("."):
                 node = node[int(part)] if isinstance(node, list) else node[part]
             return _number(node)
         if self.xml is not None:
             element_path, _, attribute = self.xml.rpartition("@")
-            root = ET.fromstring(text)
-            for el in root.iter():  # match tag names without their XML namespaces
-                el.tag = el.tag.rsplit("}", 1)[-1]
+            root = parse_xml(text)  # tag names without their XML namespaces
             element_path = element_path.rstrip("/")
             found = root if element_path in ("", ".", root.tag) else root.find(element_path)
             if found is None:
@@ -190,8 +186,8 @@ class TemplateBackend(UpstreamBackend):
     @classmethod
     def templates(cls, settings: TemplateSettings) -> dict[str, UrlTemplate]:
         return {
-            "info": UrlTemplate.parse(settings.info.url),
-            "image": UrlTemplate.parse(settings.image.url),
+            "info.url": UrlTemplate.parse(settings.info.url),
+            "image.url": UrlTemplate.parse(settings.image.url),
         }
 
     async def start(self) -> None:
@@ -221,16 +217,16 @@ class TemplateBackend(UpstreamBackend):
         )
 
     async def facts(self, target: Target) -> SourceInfo:
-        url = self.url("info", target.template_values())
-        answer = await self.upstream.get(url, what="metadata")
-        text = answer.text()
-        try:
-            width = self.settings.info.width.find(text)
-            height = self.settings.info.height.find(text)
-        except (ValueError, KeyError, IndexError, TypeError, ET.ParseError) as exc:
-            raise BackendError(
-                f"backend '{self.name}': no width/height in its metadata answer ({exc})"
-            ) from None
+        info = self.settings.info
+
+        def read(answer: Answer) -> tuple[int, int]:
+            text = answer.text()
+            return info.width.find(text), info.height.find(text)
+
+        url = self.url("info.url", target.template_values())
+        (width, height), answer = await self.metadata(
+            url, read, what="a metadata answer with a width and height", target=target
+        )
         return SourceInfo(
             width=width,
             height=height,
@@ -263,8 +259,9 @@ class TemplateBackend(UpstreamBackend):
             "format": image.formats.get(fmt.value, fmt.value),
             "quality": image.qualities.get((op.quality or Quality.DEFAULT).value, ""),
         }
-        return self.url("image", values)
+        return self.url("image.url", values)
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
-        answer = await self.upstream.get(self.image_url(target, op, info), image=True)
+        url = self.image_url(target, op, info)
+        answer = await self.upstream.get(url, image=True, source=target.native_id)
         return Fetched(data=answer.body, described=f"backend '{self.name}'")

@@ -18,19 +18,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 
 from yarl import URL
 
-from ..errors import BackendError
 from ..facts import NativeFacts, SourceInfo
 from ..iiif.profile import Format, Quality
 from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import option
 from ..urltemplate import UrlTemplate, path_template, url_template
-from .base import UpstreamBackend
-from .upstream import UpstreamSettings
+from .base import Finding, UpstreamBackend
+from .metadata import parse_json
+from .upstream import Answer, UpstreamSettings
 
 _FORMATS = {Format.JPG: "jpeg", Format.PNG: "png", Format.WEBP: "webp", Format.GIF: "gif"}
 
@@ -63,6 +62,11 @@ _NATIVE = Capabilities(
 )
 
 
+def _read_meta(answer: Answer) -> tuple[int, int]:
+    source = parse_json(answer.body)["thumbor"]["source"]
+    return int(source["width"]), int(source["height"])
+
+
 class ThumborBackend(UpstreamBackend):
     type_name = "thumbor"
     settings_class = ThumborSettings
@@ -70,7 +74,35 @@ class ThumborBackend(UpstreamBackend):
 
     @classmethod
     def templates(cls, settings: ThumborSettings) -> dict[str, UrlTemplate]:
-        return {"path": UrlTemplate.parse(settings.path, require_http=False)}
+        return {
+            "url": UrlTemplate.parse(settings.url),
+            "path": UrlTemplate.parse(settings.path, require_http=False),
+        }
+
+    @classmethod
+    def route_findings(
+        cls, settings: ThumborSettings, slashed: frozenset[str], admitted: bool
+    ) -> list[Finding]:
+        found = super().route_findings(settings, slashed, admitted)
+        path = cls.templates(settings)["path"]
+        if path.parts and path.parts[0].literal == "" and not admitted:
+            # the first thing in the loader path is the identifier: a signing key would sign
+            # any file or URL Thumbor's loader can reach
+            found.append(
+                Finding(
+                    "path",
+                    "starts with a placeholder and a route without an anchored match feeds "
+                    "it, so any identifier becomes a Thumbor loader path"
+                    + (
+                        " signed with security_key; give `path` a fixed beginning (e.g. "
+                        "`masters/{id}`) or route only identifiers meant for it (^...)"
+                        if settings.security_key
+                        else ""
+                    ),
+                    error=settings.security_key is not None,
+                )
+            )
+        return found
 
     @classmethod
     def capabilities(
@@ -86,14 +118,8 @@ class ThumborBackend(UpstreamBackend):
         return URL(f"{self.settings.url.rstrip('/')}/{signature}/{path}", encoded=True)
 
     async def facts(self, target: Target) -> SourceInfo:
-        answer = await self.upstream.get(self.thumbor_url("meta", target), what="meta")
-        try:
-            source = json.loads(answer.body)["thumbor"]["source"]
-            width, height = int(source["width"]), int(source["height"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BackendError(
-                f"backend '{self.name}' sent metadata it cannot read ({exc})"
-            ) from None
+        url = str(self.thumbor_url("meta", target))
+        (width, height), _ = await self.metadata(url, _read_meta, what="metadata", target=target)
         # No version: the ETag of Thumbor's meta answer hashes that JSON (the size), not the
         # image, so it would not change with the pixels. Derivatives are neither cached nor
         # tagged; Thumbor's own result storage is the place to cache them.
@@ -118,5 +144,5 @@ class ThumborBackend(UpstreamBackend):
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         url = self.thumbor_url(self.operations(op, info), target)
-        answer = await self.upstream.get(url, image=True)
+        answer = await self.upstream.get(url, image=True, source=target.native_id)
         return Fetched(data=answer.body, described=f"backend '{self.name}'")

@@ -1,27 +1,51 @@
-"""The HTTP side every network backend shares: settings, one client per backend, error mapping.
+"""The HTTP side every network backend shares: settings, one client per backend, fault handling.
 
-Each backend that talks to a legacy server over HTTP has its own :class:`Upstream` (so its
-connection limit and timeouts are its own) and gets answers through :meth:`Upstream.get`, which
-turns every upstream fault into the shim's errors, naming the backend and never its URL:
-404/410 -> 404; refused, other 4xx/5xx, a body over ``max_bytes`` or a body that is not what
-was promised -> 502; no answer within ``timeout`` -> 504.
+Each backend that talks to a legacy server has its own :class:`Upstream` (so its limits and its
+circuit are its own) and gets answers through :meth:`Upstream.get`, which:
+
+- refuses at once (503 with ``Retry-After``) while the backend's circuit is open (``breaker.py``);
+- admits the request to the connection pool: one image holds at most its share of the
+  connections (``max_connections_per_image``), so one stalled image cannot starve the others,
+  and waiting for a free connection has its own bound (``pool_timeout``) and its own 503;
+- asks with ``Accept-Encoding: identity`` and the request id, follows redirects only within the
+  origin and folder of the backend's URL templates (``redirects: same_origin``) or not at all,
+  and never decompresses a body beyond its cap;
+- reads at most ``max_bytes`` of an image and ``max_metadata_bytes`` of metadata (more: 502);
+- retries metadata requests (idempotent, small) after a refused or reset connection or a
+  502/503/504, with jittered backoff, within the same deadline;
+- answers, whatever the fault, within ``timeout`` (504 past it), naming the backend and never
+  its URL: 404/410 -> 404; refused, reset, other 4xx/5xx, truncated, oversize, not what was
+  promised -> 502.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-from collections.abc import AsyncIterator, Mapping
+import logging
+import random
+import time
+import zlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
 
-from ..errors import BackendError, BackendTimeout, NotFound, ShimError
+from .. import tracing
+from ..errors import BackendError, BackendTimeout, BackendUnavailable, NotFound, ShimError
+from ..metrics import Metrics
 from ..schema import at_least, option
+from ..urltemplate import UrlTemplate
+from .breaker import CircuitBreaker
+
+log = logging.getLogger("iiif_shim")
 
 _CHUNK = 64 * 1024
+_MAX_REDIRECTS = 3
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_REDIRECTS = ("same_origin", "none")
 
 # Leading bytes of the image formats legacy servers send.
 _IMAGE_MAGIC = (
@@ -39,25 +63,6 @@ _IMAGE_MAGIC = (
 )
 
 
-@asynccontextmanager
-async def upstream_errors(backend: str, timeout: float) -> AsyncIterator[None]:
-    """Translate aiohttp and timeout failures into 502/504 naming the backend, never its URL."""
-    try:
-        async with asyncio.timeout(timeout):
-            yield
-    except ShimError:
-        raise
-    except TimeoutError:
-        raise BackendTimeout(f"backend '{backend}' did not answer within {timeout:g}s") from None
-    except aiohttp.ClientConnectorError as exc:
-        reason = exc.os_error.strerror if exc.os_error else "connection failed"
-        raise BackendError(f"backend '{backend}' is unreachable ({reason})") from None
-    except aiohttp.ClientPayloadError:
-        raise BackendError(f"backend '{backend}' sent a broken response body") from None
-    except aiohttp.ClientError as exc:
-        raise BackendError(f"backend '{backend}' failed ({type(exc).__name__})") from None
-
-
 def looks_like_image(data: bytes) -> bool:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return True
@@ -69,13 +74,58 @@ class UpstreamSettings:
     """Connection settings shared by every HTTP backend (each backend adds its own keys)."""
 
     timeout: float = option(
-        30.0, doc="seconds for one upstream request, body included", check=at_least(0.1)
+        30.0,
+        doc="seconds for one upstream request, everything included (waiting for a connection, "
+        "retries, the body)",
+        check=at_least(0.1),
     )
     connect_timeout: float = option(5.0, doc="seconds to open a connection", check=at_least(0.1))
     max_connections: int = option(8, doc="concurrent connections to this server", check=at_least(1))
-    max_bytes: int = option(
-        256 * 1024 * 1024, doc="largest response it will read", check=at_least(1024)
+    max_connections_per_image: int = option(
+        0,
+        doc="connections one image may hold at once (0: half of max_connections), so a "
+        "stalled image cannot starve the rest",
+        check=at_least(0),
     )
+    pool_timeout: float = option(
+        5.0, doc="seconds a request waits for a free connection (then 503)", check=at_least(0.01)
+    )
+    max_bytes: int = option(
+        256 * 1024 * 1024, doc="largest image answer it will read", check=at_least(1024)
+    )
+    max_metadata_bytes: int = option(
+        1024 * 1024,
+        doc="largest metadata answer (info.json, .dzi, ...) it will read",
+        check=at_least(1024),
+    )
+    retries: int = option(
+        2,
+        doc="extra attempts at a metadata request after a refused or reset connection or a "
+        "502/503/504 (jittered backoff, within timeout)",
+        check=at_least(0),
+    )
+    redirects: str = option(
+        "same_origin",
+        doc="`same_origin`: follow redirects within the origin and folder of this backend's "
+        "URL templates; `none`: a redirect is a 502",
+        check=lambda v: None if v in _REDIRECTS else f"must be one of {', '.join(_REDIRECTS)}",
+    )
+    breaker_failures: int = option(
+        5,
+        doc="consecutive failures (refused, reset, timed out, 5xx) that open the circuit: "
+        "then 503 at once (0: never)",
+        check=at_least(0),
+    )
+    breaker_reset: float = option(
+        10.0,
+        doc="seconds an open circuit answers 503 before one trial request",
+        check=at_least(0.1),
+    )
+
+    @property
+    def image_share(self) -> int:
+        share = self.max_connections_per_image or max(1, self.max_connections // 2)
+        return min(share, self.max_connections)
 
 
 @dataclass(frozen=True)
@@ -108,13 +158,32 @@ class Answer:
             return None
 
 
+class _Retry(Exception):
+    """An attempt failed in a way a metadata request may retry (wraps the error to raise)."""
+
+    def __init__(self, error: ShimError) -> None:
+        self.error = error
+
+
 class Upstream:
     """One backend's HTTP client."""
 
-    def __init__(self, backend: str, settings: UpstreamSettings) -> None:
+    def __init__(
+        self,
+        backend: str,
+        settings: UpstreamSettings,
+        scopes: Sequence[UrlTemplate] = (),
+        metrics: Metrics | None = None,
+    ) -> None:
         self.backend = backend
         self.settings = settings
+        self.scopes = tuple(scopes)  # where redirects may lead
+        self.metrics = metrics
+        self.breaker = CircuitBreaker(backend, settings.breaker_failures, settings.breaker_reset)
         self._session: aiohttp.ClientSession | None = None
+        self._pool = asyncio.Semaphore(settings.max_connections)
+        self._shares: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self.in_use = 0
         self.requests = 0  # what this backend has asked and received (for /health and probe)
         self.bytes_received = 0
 
@@ -122,10 +191,8 @@ class Upstream:
         s = self.settings
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=s.max_connections),
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=s.connect_timeout, sock_read=s.timeout
-            ),
-            auto_decompress=True,
+            timeout=aiohttp.ClientTimeout(total=None, connect=s.connect_timeout),
+            auto_decompress=False,
         )
 
     async def close(self) -> None:
@@ -139,45 +206,238 @@ class Upstream:
         headers: Mapping[str, str] | None = None,
         limit: int | None = None,
         image: bool = False,
+        metadata: bool = False,
+        source: str = "",
         what: str = "",
     ) -> Answer:
-        """GET ``url``; read at most ``limit`` bytes (default ``max_bytes``; more is a 502
-        unless a ``limit`` was asked for); with ``image``, the body must be an image."""
+        """GET ``url`` for the image ``source`` (its share of the pool). The body is capped at
+        ``max_metadata_bytes`` with ``metadata`` (and then retried on transient faults), else at
+        ``max_bytes``; more is a 502, unless ``limit`` asks for only the first bytes. With
+        ``image``, the body must be an image."""
+        name = self.backend
+        timeout = self.settings.timeout
+        deadline = asyncio.get_running_loop().time() + timeout
+        target = url if isinstance(url, URL) else URL(url, encoded=True)
+        started = time.perf_counter()
+        outcome = "ok"
+        trial = self.breaker.admit()
+        verdict: bool | None = None
+        try:
+            async with self._slot(source, deadline):
+                answer = await self._attempts(target, headers, limit, metadata, deadline, what)
+            verdict = True
+        except TimeoutError:
+            outcome, verdict = "timeout", False
+            raise BackendTimeout(f"backend '{name}' did not answer within {timeout:g}s") from None
+        except ShimError as exc:
+            outcome = exc.kind
+            verdict = _counts_against(exc)
+            raise
+        finally:
+            self.breaker.record(trial, verdict)
+            if self.metrics is not None:
+                self.metrics.backend_call(name, outcome, time.perf_counter() - started)
+        self.requests += 1
+        self.bytes_received += len(answer.body)
+        if image and not looks_like_image(answer.body):
+            if self.metrics is not None:
+                self.metrics.backend_call(name, "not_image", 0.0)
+            kind = answer.content_type or "something else"
+            raise BackendError(
+                f"backend '{name}' sent {kind}, not an image" + (f" for {what}" if what else ""),
+                kind="not_image",
+            )
+        return answer
+
+    @asynccontextmanager
+    async def _slot(self, source: str, deadline: float) -> AsyncIterator[None]:
+        """A connection of the pool, within this image's share; 503 when none frees up."""
+        loop = asyncio.get_running_loop()
+        wait = min(self.settings.pool_timeout, max(0.0, deadline - loop.time()))
+        share, users = self._shares.get(source) or (asyncio.Semaphore(self.settings.image_share), 0)
+        self._shares[source] = (share, users + 1)
+        try:
+            try:
+                async with asyncio.timeout(wait):
+                    await share.acquire()
+                    try:
+                        await self._pool.acquire()
+                    except BaseException:
+                        share.release()
+                        raise
+            except TimeoutError:
+                raise BackendUnavailable(
+                    f"backend '{self.backend}' is busy: no connection was free within "
+                    f"{wait:g}s ({self.settings.max_connections} in use)",
+                    kind="busy",
+                ) from None
+            self.in_use += 1
+            try:
+                yield
+            finally:
+                self.in_use -= 1
+                self._pool.release()
+                share.release()
+        finally:
+            share_now, users_now = self._shares[source]
+            if users_now <= 1:
+                del self._shares[source]
+            else:
+                self._shares[source] = (share_now, users_now - 1)
+
+    async def _attempts(
+        self,
+        url: URL,
+        headers: Mapping[str, str] | None,
+        limit: int | None,
+        metadata: bool,
+        deadline: float,
+        what: str,
+    ) -> Answer:
+        cap = limit or (self.settings.max_metadata_bytes if metadata else self.settings.max_bytes)
+        retries = self.settings.retries if metadata else 0
+        loop = asyncio.get_running_loop()
+        for attempt in range(retries + 1):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._once(url, headers, cap, limit is not None, metadata, what)
+            except _Retry as retry:
+                pause = 0.1 * (2**attempt) * random.uniform(0.5, 1.5)
+                if attempt == retries or loop.time() + pause >= deadline:
+                    raise retry.error from None
+                log.info("backend %r: %s; retrying", self.backend, retry.error.message)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
+
+    async def _once(
+        self,
+        url: URL,
+        headers: Mapping[str, str] | None,
+        cap: int,
+        partial: bool,
+        metadata: bool,
+        what: str,
+    ) -> Answer:
         if self._session is None:
             raise RuntimeError("backend not started")
         name = self.backend
-        cap = limit or self.settings.max_bytes
-        target = url if isinstance(url, URL) else URL(url, encoded=True)
-        async with (
-            upstream_errors(name, self.settings.timeout),
-            self._session.get(target, headers=headers, allow_redirects=True) as resp,
-        ):
-            if resp.status in (404, 410):
-                raise NotFound("no such image" + (f" ({what})" if what else ""))
-            if resp.status >= 400 and resp.status != 416:
+        sent = {"Accept-Encoding": "identity", **(headers or {})}
+        if (rid := tracing.request_id.get()) is not None:
+            sent[tracing.HEADER] = rid
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                async with self._session.get(url, headers=sent, allow_redirects=False) as resp:
+                    if resp.status in (301, 302, 303, 307, 308):
+                        url = self._redirect(url, resp.headers.get("Location", ""))
+                        continue
+                    if resp.status in (404, 410):
+                        raise NotFound("no such image" + (f" ({what})" if what else ""))
+                    if resp.status >= 400 and resp.status != 416:
+                        error = BackendError(
+                            f"backend '{name}' answered HTTP {resp.status}"
+                            + (f" for {what}" if what else ""),
+                            kind="http_5xx" if resp.status >= 500 else "http_4xx",
+                        )
+                        raise _Retry(error) if resp.status in _RETRY_STATUSES else error
+                    if not partial and (resp.content_length or 0) > cap:
+                        raise _too_large(name, cap, metadata)
+                    body, complete = await _read(resp, cap, name)
+                    if not complete and not partial:
+                        raise _too_large(name, cap, metadata)
+                    # headers.copy() keeps the lookups case-insensitive ("Etag" is "ETag")
+                    return Answer(resp.status, resp.headers.copy(), body, complete)
+            except aiohttp.ClientConnectorError as exc:
+                reason = exc.os_error.strerror if exc.os_error else "connection failed"
+                raise _Retry(
+                    BackendError(f"backend '{name}' is unreachable ({reason})", kind="refused")
+                ) from None
+            except aiohttp.ServerTimeoutError:
+                raise _Retry(
+                    BackendTimeout(
+                        f"backend '{name}' did not accept a connection within "
+                        f"{self.settings.connect_timeout:g}s",
+                        kind="connect_timeout",
+                    )
+                ) from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                raise _Retry(
+                    BackendError(f"backend '{name}' closed the connection", kind="reset")
+                ) from None
+            except aiohttp.ClientPayloadError:
                 raise BackendError(
-                    f"backend '{name}' answered HTTP {resp.status}"
-                    + (f" for {what}" if what else "")
-                )
-            if limit is None and (resp.content_length or 0) > cap:
+                    f"backend '{name}' sent a broken or truncated body", kind="truncated"
+                ) from None
+            except aiohttp.ClientResponseError as exc:
                 raise BackendError(
-                    f"backend '{name}': the response is larger than max_bytes ({cap})"
-                )
-            body = bytearray()
-            async for chunk in resp.content.iter_chunked(_CHUNK):
-                body += chunk
-                if len(body) > cap:
+                    f"backend '{name}' sent a malformed answer", kind="malformed", detail=str(exc)
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise BackendError(
+                    f"backend '{name}' failed", kind="failed", detail=type(exc).__name__
+                ) from None
+        raise BackendError(f"backend '{name}' redirected too many times", kind="redirect")
+
+    def _redirect(self, url: URL, location: str) -> URL:
+        """Where a redirect leads, if the policy allows it (else a 502)."""
+        name = self.backend
+        if self.settings.redirects == "same_origin" and location:
+            try:
+                target = url.join(URL(location))
+            except ValueError:
+                target = None
+            if target is not None and any(t.within(str(target)) for t in self.scopes):
+                return target
+        raise BackendError(
+            f"backend '{name}' redirected outside its configured URLs"
+            if self.settings.redirects == "same_origin"
+            else f"backend '{name}' redirected (redirects: none)",
+            kind="redirect",
+        )
+
+
+def _counts_against(error: ShimError) -> bool | None:
+    """What an error says of the server, for its circuit: it failed, it answered, or nothing."""
+    if error.kind in ("refused", "reset", "http_5xx", "truncated", "timeout", "connect_timeout"):
+        return False
+    if error.kind in ("busy", "circuit_open"):
+        return None
+    return True
+
+
+def _too_large(backend: str, cap: int, metadata: bool) -> BackendError:
+    setting = "max_metadata_bytes" if metadata else "max_bytes"
+    return BackendError(
+        f"backend '{backend}': the response is larger than {setting} ({cap})", kind="oversize"
+    )
+
+
+async def _read(resp: aiohttp.ClientResponse, cap: int, backend: str) -> tuple[bytes, bool]:
+    """At most ``cap`` bytes of the body, decoded from gzip/deflate without ever inflating past
+    the cap; ``complete`` says whether that was all of it."""
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    inflate: zlib._Decompress | None = None
+    if encoding in ("gzip", "x-gzip"):
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        inflate = zlib.decompressobj()
+    elif encoding not in ("", "identity"):
+        raise BackendError(
+            f"backend '{backend}' sent a body encoded as {encoding[:20]!r}", kind="malformed"
+        )
+    body = bytearray()
+    try:
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            if inflate is not None:
+                chunk = inflate.decompress(chunk, cap + 1 - len(body))
+                if inflate.unconsumed_tail:  # more would come out than the cap allows
+                    body += chunk
                     break
-            complete = resp.content.at_eof() and len(body) <= cap
-            # headers.copy() keeps the lookups case-insensitive ("Etag" is "ETag")
-            answer = Answer(resp.status, resp.headers.copy(), bytes(body[:cap]), complete)
-        self.requests += 1
-        self.bytes_received += len(answer.body)
-        if not complete and limit is None:
-            raise BackendError(f"backend '{name}': the response is larger than max_bytes ({cap})")
-        if image and not looks_like_image(answer.body):
-            kind = answer.content_type or "something else"
-            raise BackendError(
-                f"backend '{name}' sent {kind}, not an image" + (f" for {what}" if what else "")
-            )
-        return answer
+            body += chunk
+            if len(body) > cap:
+                break
+    except zlib.error:
+        raise BackendError(
+            f"backend '{backend}' sent a corrupt compressed body", kind="malformed"
+        ) from None
+    complete = len(body) <= cap and resp.content.at_eof()
+    return bytes(body[:cap]), complete

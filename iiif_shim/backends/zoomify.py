@@ -11,15 +11,15 @@ wrong pixels. Level choice and stitching as for ``deepzoom``.
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from ..errors import BackendError
 from ..facts import Level, Pyramid, PyramidFacts, SourceInfo
 from ..model import Target
 from ..schema import option
 from ..urltemplate import UrlTemplate, url_template
+from .metadata import parse_xml
 from .pyramid import PyramidBackend, PyramidSettings
+from .upstream import Answer
 
 _SUFFIX_RE = re.compile(r"[A-Za-z0-9]+")
 
@@ -41,7 +41,7 @@ class ZoomifySettings(PyramidSettings):
 
 def parse_properties(text: str) -> tuple[int, int, int, int]:
     """(width, height, tile size, number of tiles) from ImageProperties.xml."""
-    root = ET.fromstring(text)
+    root = parse_xml(text)
     if root.tag.upper() != "IMAGE_PROPERTIES":
         raise ValueError("not a Zoomify ImageProperties.xml")
     a = {k.upper(): v for k, v in root.attrib.items()}
@@ -51,6 +51,15 @@ def parse_properties(text: str) -> tuple[int, int, int, int]:
         int(a.get("TILESIZE", "256")),
         int(a.get("NUMTILES", "0")),
     )
+
+
+def _read_properties(answer: Answer) -> Pyramid:
+    width, height, tile, numtiles = parse_properties(answer.text())
+    pyramid = Pyramid.halving(width, height, tile, tile)
+    counted = sum(pyramid.columns(lv) * pyramid.rows(lv) for lv in pyramid.levels)
+    if numtiles and numtiles != counted:  # tiers we would misread: refuse, not wrong pixels
+        raise ValueError(f"it says {numtiles} tiles where its tiers have {counted}")
+    return pyramid
 
 
 class ZoomifyBackend(PyramidBackend):
@@ -66,26 +75,13 @@ class ZoomifyBackend(PyramidBackend):
         return self.url("url", target.template_values()).rstrip("/")
 
     async def facts(self, target: Target) -> SourceInfo:
-        folder = self.tile_base(target)
-        answer = await self.upstream.get(
-            f"{folder}/ImageProperties.xml", what="ImageProperties.xml"
+        url = f"{self.tile_base(target)}/ImageProperties.xml"
+        pyramid, answer = await self.metadata(
+            url, _read_properties, what="an ImageProperties.xml", target=target
         )
-        try:
-            width, height, tile, numtiles = parse_properties(answer.text())
-        except (ValueError, KeyError, ET.ParseError) as exc:
-            raise BackendError(
-                f"backend '{self.name}' sent an ImageProperties.xml it cannot read ({exc})"
-            ) from None
-        pyramid = Pyramid.halving(width, height, tile, tile)
-        counted = sum(pyramid.columns(lv) * pyramid.rows(lv) for lv in pyramid.levels)
-        if numtiles and numtiles != counted:
-            raise BackendError(
-                f"backend '{self.name}': ImageProperties.xml says {numtiles} "
-                f"tiles where its tiers have {counted}"
-            )
         return SourceInfo(
-            width=width,
-            height=height,
+            width=pyramid.width,
+            height=pyramid.height,
             tiles=pyramid.grid,
             native=PyramidFacts(pyramid, self.settings.tile_format),
             version=answer.version,

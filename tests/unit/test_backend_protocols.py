@@ -6,10 +6,12 @@ The numbers come from pyramids libvips wrote, replies iipsrv gave and URLs Thumb
 
 from __future__ import annotations
 
+import asyncio
 from types import MappingProxyType
 
 import pytest
 
+from iiif_shim.backends.base import BackendContext
 from iiif_shim.backends.deepzoom import DeepZoomBackend, parse_dzi
 from iiif_shim.backends.iiif import read_service, request_path
 from iiif_shim.backends.iip import IipBackend, IipSettings, parse_obj
@@ -99,7 +101,7 @@ def test_iip_metadata_and_tiles() -> None:
     p = Pyramid(6000, 4000, 256, 256, levels)
     facts = PyramidFacts(p, "jpg")
     settings = IipSettings(type="iip", url="http://h/fcgi-bin/iipsrv.fcgi", path="{id}.tif")
-    backend = IipBackend("iip", settings, run_blocking=None)  # type: ignore[arg-type]
+    backend = IipBackend("iip", settings, BackendContext(asyncio.to_thread))
     backend.urls = IipBackend.templates(settings)
     fif = backend.tile_base(Target("iip", "chart"))
     # resolution 0 is the smallest; tiles are numbered row by row
@@ -230,7 +232,7 @@ def test_thumbor_urls() -> None:
     )
     assert sign("test-key", "meta/quad.png") == "m_ejunI9bQHKcLf5bRX0CbNlBNk="
     settings = ThumborSettings(type="thumbor", url="http://t", security_key="test-key")
-    backend = ThumborBackend("t", settings, run_blocking=None)  # type: ignore[arg-type]
+    backend = ThumborBackend("t", settings, BackendContext(asyncio.to_thread))
     backend.urls = ThumborBackend.templates(settings)
     info = SourceInfo(300, 200)
     op = NativeOp(Box(0, 0, 150, 100), size=(75, 50), format=Format.PNG)

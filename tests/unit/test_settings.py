@@ -41,7 +41,7 @@ def test_defaults_and_relative_root(tmp_path: Path) -> None:
           samples: {type: files, root: ./images}
           masters: {type: http, url: "http://legacy.example.org/masters/{id}"}
         routes:
-          - {match: "^ms/(?P<rest>.+)$", backend: masters, id: "{rest}"}
+          - {match: "^ms/(?P<rest>[^/]+)$", backend: masters, id: "{rest}"}
           - {backend: samples}
     """,
         )

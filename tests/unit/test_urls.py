@@ -16,7 +16,6 @@ from iiif_shim.settings import parse_settings
     [
         ("plain", "http://legacy.example.org/masters/plain.tif?v=plain"),
         ("a/b", "http://legacy.example.org/masters/a%2Fb.tif?v=a%2Fb"),
-        ("..", "http://legacy.example.org/masters/%2E%2E.tif?v=.."),
         (
             "x?y=1&z=2#f",
             "http://legacy.example.org/masters/x%3Fy%3D1%26z%3D2%23f.tif?v=x%3Fy%3D1%26z%3D2%23f",

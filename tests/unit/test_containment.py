@@ -1,0 +1,101 @@
+"""No identifier leaves its URL template, however it is encoded (the value policy, unit level).
+
+The same attacks against real nginx, lighttpd, iipsrv and Thumbor are in
+tests/http/test_containment.py; here each encoding is checked against the policy itself, and
+the policy against what a decoding, normalising server would resolve.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from iiif_shim.urltemplate import UnsafeValue, UrlTemplate, normalised_path, unsafe_reason
+
+# What an attacker puts in the identifier after the shim's one decoding of the URL segment.
+ESCAPES = [
+    "../secret",
+    "../../../../etc/passwd",
+    "a/../../secret",
+    "%2e%2e/secret",  # a double-encoded dot segment, for a server that decodes twice
+    "%2E%2E%2Fsecret",
+    "%252e%252e%252fsecret",  # triple
+    ".%2e/secret",
+    "..%5Csecret",
+    "..\\secret",
+    "..;/secret",  # servlet containers drop ";..." from a segment
+    "..;jsessionid=x/secret",
+    "secret.png\x00.jpg",
+    "secret%00.jpg",
+    "%C0%AE%C0%AE/secret",  # overlong UTF-8 dots, read as dots by old decoders
+    "%C0%AF",
+    "\uff0e\uff0e/secret",  # fullwidth dots, NFKC-normalised to ".."
+    "\uff0e\uff0e\uff0fsecret",
+    ".. /secret",  # Windows trims trailing dots and spaces
+    "... /secret",
+    ".",
+    "..",
+    "a/./b",
+    "http://evil.example.org/x",
+    "//evil.example.org/x",
+    "http:%2F%2Fevil.example.org%2Fx",
+    "a\r\nX-Injected: 1",
+    "a\tb",
+]
+
+FINE = [
+    "chart",
+    "ark:/12025/654xz321",
+    "sub/page 1.png",
+    "a..b",
+    "..a",
+    "a.",
+    "v1.2.3",
+    "100%",
+    "x?y=1&z=2#f",
+    "é ü",
+    "a;b",
+    "urn:foo:a123,456",
+    "67352ccc-d1b0-11e1-89ae-279075081939",
+    "%zz",
+]
+
+
+@pytest.mark.parametrize("value", ESCAPES)
+def test_escapes_are_refused(value: str) -> None:
+    assert unsafe_reason(value) is not None
+    for text in ("http://h/masters/{id}.png", "http://h/x?FIF={id}.tif", "{id}"):
+        with pytest.raises(UnsafeValue):
+            UrlTemplate.parse(text, require_http=text.startswith("http")).expand({"id": value})
+
+
+@pytest.mark.parametrize("value", FINE)
+def test_ordinary_identifiers_pass(value: str) -> None:
+    assert unsafe_reason(value) is None
+    url = UrlTemplate.parse("http://h/masters/{id}.png").expand({"id": value})
+    assert UrlTemplate.parse("http://h/masters/{id}.png").within(url)
+
+
+def test_fixed_path_and_origin() -> None:
+    t = UrlTemplate.parse("http://Host:81/a/b/img-{id}.tif?x={id}")
+    assert (t.origin, t.fixed_path) == ("http://host:81", "/a/b/")
+    assert t.path_placeholders == {"id"}
+    q = UrlTemplate.parse("http://h/fcgi-bin/iipsrv.fcgi?FIF={id}")
+    assert (q.fixed_path, q.path_placeholders) == ("/fcgi-bin/", frozenset())
+    assert t.within("http://host:81/a/b/c/d.tif") and not t.within("http://host:81/a/c.tif")
+    assert not t.within("http://other:81/a/b/x") and not t.within("http://host:81/a/b/../x")
+    assert not t.within("http://host:81/a/b/%2E%2E/x")
+
+
+@pytest.mark.parametrize(
+    ("path", "resolved"),
+    [
+        ("/a/b/../c", "/a/c"),
+        ("/a/b/%2e%2E/c", "/a/c"),
+        ("/a/b/..%2Fc", "/a/c"),
+        ("/a/./b/", "/a/b/"),
+        ("//a//b", "/a/b"),
+        ("/../../x", "/x"),
+    ],
+)
+def test_normalised_path_is_what_nginx_resolves(path: str, resolved: str) -> None:
+    assert normalised_path(path) == resolved
