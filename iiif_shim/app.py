@@ -1,40 +1,72 @@
 """``create_app(settings)``: the aiohttp application, its routes and its shared resources.
 
-Resources (the thread pool, each backend's connections, the caches inside the service) are
-created in ``cleanup_ctx`` when the app starts (``service.open_service``) and released when it
-stops; nothing lives in a module global.
+What lives as long as the app: the metrics and the process-wide memory budget. Everything built
+from one configuration (backends, thread pool, caches, health checks) lives in a
+``runtime.Runtime``, made when the app starts and replaced whole by :func:`reload` (SIGHUP);
+nothing lives in a module global. Routes are fixed (``/health``, ``/health/ready``,
+``/metrics``); everything else is dispatched by the current runtime's ``iiif.prefix``, so a
+reload may change it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .baseurl import PublicBase
-from .middleware import add_cors_headers, error_middleware, preflight_middleware
-from .routes import PUBLIC, SERVICE, SETTINGS, health, iiif_request, landing
-from .service import open_service
+from .budget import MemoryBudget
+from .errors import ConfigError
+from .metrics import Metrics
+from .middleware import add_cors_headers, preflight_middleware, request_middleware
+from .routes import LIVE, METRICS, dispatch, health, metrics, ready
+from .runtime import Live
 from .settings import Settings
 
+log = logging.getLogger("iiif_shim")
 
-async def _resources(app: web.Application) -> AsyncIterator[None]:
-    async with open_service(app[SETTINGS]) as service:
-        app[SERVICE] = service
-        yield
+Loader = Callable[[], Settings]
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, preflight_middleware], client_max_size=64 * 1024
+        middlewares=[request_middleware, preflight_middleware], client_max_size=64 * 1024
     )
-    app[SETTINGS] = settings
-    app[PUBLIC] = PublicBase(
-        settings.server.public_url, settings.iiif.prefix, settings.server.trust_forwarded
-    )
-    app.cleanup_ctx.append(_resources)
+    app[METRICS] = Metrics()
+    server = settings.server
+    app[LIVE] = Live(app[METRICS], MemoryBudget(server.memory_budget, server.memory_wait))
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        live = app[LIVE]
+        await live.start(settings)
+        m = app[METRICS]
+        m.watch("image_jobs", lambda: live.current.service.workers.pending)
+        m.watch("decoded_bytes_reserved", lambda: live.budget.reserved)
+        m.watch("memory_waiters", lambda: live.budget.waiting)
+        yield
+        await live.close()
+
+    app.cleanup_ctx.append(lifetime)
     app.on_response_prepare.append(add_cors_headers)
     app.router.add_get("/health", health)
-    app.router.add_get("/", landing)
-    app.router.add_get(settings.iiif.prefix + "/{tail:.*}", iiif_request)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/{tail:.*}", dispatch)
     return app
+
+
+async def reload(app: web.Application, load: Loader) -> bool:
+    """Serve a freshly read configuration, if it passes every check; keep the old one if not."""
+    try:
+        settings = await asyncio.to_thread(load)
+    except ConfigError as exc:
+        log.error("reload refused, still serving the previous configuration:\n%s", exc.report())
+        return False
+    for path, message in settings.warnings:
+        log.warning("warning: %s: %s", path, message)
+    notes = await app[LIVE].reload(settings)
+    for note in notes:
+        log.warning(note)
+    log.info("reloaded the configuration from %s", settings.source)
+    return True

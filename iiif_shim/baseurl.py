@@ -3,8 +3,9 @@
 One decision, made here: ``server.public_url`` when set (then ``iiif.prefix``); otherwise, with
 ``server.trust_forwarded``, the proxy's ``Forwarded`` / ``X-Forwarded-Proto|Host|Port|Prefix``
 headers (the forwarded prefix *replaces* ``iiif.prefix``); otherwise the scheme and ``Host`` the
-client used. Header values that are not plausible hosts or paths are ignored, so a client cannot
-inject markup or another URL into an ``id``.
+client used. Forwarded values that are not plausible hosts, ports or paths are ignored, so a
+client cannot inject markup or another URL into an ``id``; a ``Host`` header that is not a host
+(or whose port is out of range) is a 400, as HTTP requires.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
+
+from .errors import BadRequest
 
 _HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?")
 _PREFIX_RE = re.compile(r"(/[A-Za-z0-9._~!$'()*+,;=:@%-]+)*/?")
@@ -43,9 +46,18 @@ class PublicBase:
             scheme, host, fwd_prefix = _forwarded(scheme, host, headers)
             if fwd_prefix is not None:
                 prefix = fwd_prefix.rstrip("/")
-        if not _HOST_RE.fullmatch(host):
-            host = "localhost"
+        if not valid_host(host):
+            raise BadRequest("the Host header is not a valid host")
         return f"{scheme}://{host}{prefix}"
+
+
+def valid_host(host: str) -> bool:
+    """A host name or address, with a port from 1 to 65535 if any."""
+    found = _HOST_RE.fullmatch(host)
+    if found is None:
+        return False
+    port = found.group(2)
+    return port is None or 1 <= int(port[1:]) <= 65535
 
 
 def _first(value: str | None) -> str | None:
@@ -69,7 +81,7 @@ def _forwarded(scheme: str, host: str, headers: Mapping[str, str]) -> tuple[str,
     fwd_host = fwd_host or _first(headers.get("X-Forwarded-Host"))
     if proto in ("http", "https"):
         scheme = proto
-    if fwd_host and _HOST_RE.fullmatch(fwd_host):
+    if fwd_host and valid_host(fwd_host):
         host = fwd_host
     port = _first(headers.get("X-Forwarded-Port"))
     if port and port.isdigit() and 0 < int(port) < 65536:

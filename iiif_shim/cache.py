@@ -25,6 +25,7 @@ from .model import Rendered
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+Observe = Callable[[str, bool], None]  # (tier, hit), for metrics
 
 
 class SingleFlight(Generic[K, V]):
@@ -52,17 +53,21 @@ class SingleFlight(Generic[K, V]):
 
 
 class FactsCache:
-    def __init__(self, entries: int, ttl: float) -> None:
+    def __init__(self, entries: int, ttl: float, observe: Observe | None = None) -> None:
         self._cache: TTLCache[tuple[str, str], SourceInfo] | None = (
             TTLCache(maxsize=entries, ttl=ttl) if entries > 0 and ttl > 0 else None
         )
         self._flight: SingleFlight[tuple[str, str], SourceInfo] = SingleFlight()
+        self._observe = observe
 
     async def get(
         self, key: tuple[str, str], load: Callable[[], Awaitable[SourceInfo]]
     ) -> SourceInfo:
         cache = self._cache
-        if cache is not None and (hit := cache.get(key)) is not None:
+        hit = cache.get(key) if cache is not None else None
+        if self._observe is not None:
+            self._observe("facts", hit is not None)
+        if hit is not None:
             return hit
 
         async def load_and_keep() -> SourceInfo:
@@ -84,19 +89,34 @@ class SizedCache(Generic[K, V]):
     ``key=None`` means "do not cache" (e.g. a source with no version to tell changes).
     """
 
-    def __init__(self, max_bytes: int, sizeof: Callable[[V], int]) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        sizeof: Callable[[V], int],
+        tier: str = "",
+        observe: Observe | None = None,
+    ) -> None:
         self._max = max_bytes
         self._sizeof = sizeof
         self._cache: LRUCache[K, V] | None = (
             LRUCache(maxsize=max_bytes, getsizeof=sizeof) if max_bytes > 0 else None
         )
         self._flight: SingleFlight[K, V] = SingleFlight()
+        self._tier = tier
+        self._observe = observe
+
+    def holds(self, key: K | None) -> bool:
+        """Whether ``key`` is cached now (not counted as a lookup, LRU order untouched)."""
+        return key is not None and self._cache is not None and key in self._cache
 
     async def get(self, key: K | None, make: Callable[[], Awaitable[V]]) -> V:
         if key is None:
             return await make()
         cache = self._cache
-        if cache is not None and (hit := cache.get(key)) is not None:
+        hit = cache.get(key) if cache is not None else None
+        if self._observe is not None:
+            self._observe(self._tier, hit is not None)
+        if hit is not None:
             return hit
 
         async def make_and_keep() -> V:
@@ -119,10 +139,15 @@ class Caches:
 
     @classmethod
     def sized(
-        cls, info_entries: int, info_ttl: float, image_bytes: int, decoded_bytes: int
+        cls,
+        info_entries: int,
+        info_ttl: float,
+        image_bytes: int,
+        decoded_bytes: int,
+        observe: Observe | None = None,
     ) -> Caches:
         return cls(
-            FactsCache(info_entries, info_ttl),
-            SizedCache(image_bytes, lambda r: len(r.body)),
-            SizedCache(decoded_bytes, lambda d: d.nbytes),
+            FactsCache(info_entries, info_ttl, observe),
+            SizedCache(image_bytes, lambda r: len(r.body), "image", observe),
+            SizedCache(decoded_bytes, lambda d: d.nbytes, "decoded", observe),
         )

@@ -8,8 +8,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from . import __version__
 from .backends import BACKEND_TYPES
 from .errors import ConfigError
@@ -79,34 +77,23 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.port is not None and not 0 <= args.port <= 65535:
+        print(f"iiif-shim: --port {args.port} is out of range (0 to 65535)", file=sys.stderr)
+        return 2
+
+    def load() -> Settings:  # at start, and again on SIGHUP, with the same overrides
+        return settings_from_environment(args.config).with_overrides(args.host, args.port)
+
     try:
-        settings = settings_from_environment(args.config).with_overrides(args.host, args.port)
+        settings = load()
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
-    from .app import create_app  # imported late: check-config needs no aiohttp app
+    from .server import serve as run  # imported late: check-config needs no aiohttp app
 
-    log = logging.getLogger("iiif_shim")
     for line in _warnings(settings):
-        log.warning(line)
-    host, port = settings.server.host, settings.server.port
-    log.info(
-        "iiif-shim %s with %s: http://%s:%d/ (IIIF at %s/3/ and %s/2/)",
-        __version__,
-        settings.source,
-        host,
-        port,
-        settings.iiif.prefix,
-        settings.iiif.prefix,
-    )
-    web.run_app(
-        create_app(settings),
-        host=host,
-        port=port,
-        print=None,
-        access_log_format='%a "%r" %s %b %Tfs',
-    )
-    return 0
+        logging.getLogger("iiif_shim").warning(line)
+    return run(settings, load)
 
 
 def probe(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ I/O or mutates.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,15 @@ class NativeOp:
 
     def whole_source(self, width: int, height: int) -> bool:
         return self == NativeOp(Box(0, 0, width, height))
+
+    def delivered_size(self) -> tuple[int, int]:
+        """The size of what the backend is asked to deliver (turned, when it turns it)."""
+        r = self.region
+        if self.reduction:
+            w, h = math.ceil(r.w / self.reduction), math.ceil(r.h / self.reduction)
+        else:
+            w, h = self.size or (r.w, r.h)
+        return (h, w) if self.rotation in (90, 270) else (w, h)
 
 
 @dataclass(frozen=True)

@@ -11,26 +11,48 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
 from . import __version__
-from .baseurl import PublicBase, encode_identifier
+from .baseurl import encode_identifier
 from .errors import BadRequest, NotFound
 from .iiif.profile import Version, json_media_type
 from .iiif.request import parse_image_request
 from .landing import landing_page
-from .service import ImageService
+from .metrics import Metrics
+from .runtime import Live, Runtime
 from .settings import Settings
 
-SETTINGS = web.AppKey("settings", Settings)
-SERVICE = web.AppKey("service", ImageService)
-PUBLIC = web.AppKey("public", PublicBase)
+LIVE = web.AppKey("live", Live)
+METRICS = web.AppKey("metrics", Metrics)
+RUNTIME = "iiif_shim.runtime"  # the request's runtime (set by the request middleware)
+OBSERVED = "iiif_shim.observed"  # what the request was, for metrics
 
 MAX_IDENTIFIER_LENGTH = 1024
 _VERSIONS = {v.value: v for v in Version}
+
+
+@dataclass
+class Observed:
+    """What a request turned out to be, filled in as the handler learns it (for metrics)."""
+
+    endpoint: str = "other"  # info, image, base, landing, health, metrics, other
+    version: str = "-"
+    backend: str = "-"
+
+
+def runtime_of(request: web.Request) -> Runtime:
+    runtime: Runtime = request[RUNTIME]
+    return runtime
+
+
+def observed(request: web.Request) -> Observed:
+    found: Observed = request[OBSERVED]
+    return found
 
 
 def _decode(segment: str, parameter: str) -> str:
@@ -103,23 +125,57 @@ def info_media_type(version: Version, accept: str | None) -> str:
 
 
 async def health(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
+    """Alive: answers as long as the process serves requests (cheap: no backend is asked)."""
+    observed(request).endpoint = "health"
+    runtime = runtime_of(request)
+    service = runtime.service
     return web.json_response(
         {
             "status": "ok",
             "version": __version__,
+            "config": runtime.settings.source,
             "backends": {
                 name: {"type": b.type_name, **b.traffic()}
                 for name, b in sorted(service.backends.items())
             },
             "pending": service.workers.pending,
-        }
+            "memory": {"reserved": service.budget.reserved, "budget": service.budget.total},
+        },
+        headers={"Cache-Control": "no-store"},
     )
 
 
+async def ready(request: web.Request) -> web.Response:
+    """Each backend's state from the background checks; 503 only when every one is down."""
+    observed(request).endpoint = "health"
+    overall, body = runtime_of(request).health.report()
+    status = 503 if overall == "down" else 200
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    observed(request).endpoint = "metrics"
+    body, content_type = request.app[METRICS].render()
+    response = web.Response(body=body, headers={"Cache-Control": "no-store"})
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Everything else, by the current configuration's prefix: IIIF, else the landing page."""
+    prefix = runtime_of(request).settings.iiif.prefix
+    raw = request.raw_path.split("?", 1)[0]
+    if raw.startswith(prefix + "/"):
+        return await iiif_request(request)
+    if raw == "/":
+        return await landing(request)
+    raise NotFound("not a IIIF URL")
+
+
 async def landing(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    settings = request.app[SETTINGS]
+    observed(request).endpoint = "landing"
+    runtime = runtime_of(request)
+    service, settings = runtime.service, runtime.settings
     identifiers = list(settings.landing.identifiers)
     if not identifiers:
         for name in service.router.identity_backends():
@@ -132,30 +188,34 @@ async def landing(request: web.Request) -> web.Response:
 
 async def iiif_request(request: web.Request) -> web.StreamResponse:
     """Everything under ``{prefix}/``: base URI, info.json and image requests of both versions."""
-    settings = request.app[SETTINGS]
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    seen = observed(request)
     raw = request.raw_path.split("?", 1)[0]
     head = settings.iiif.prefix + "/"
-    if not raw.startswith(head):
-        raise NotFound("not a IIIF URL")
     version_text, _, rest = raw[len(head) :].partition("/")
     version = _VERSIONS.get(version_text)
     if version is None:
-        raise NotFound(f"no Image API version {version_text!r} here; use 3 or 2")
+        raise NotFound(f"no Image API version {version_text[:20]!r} here; use 3 or 2")
+    seen.version = version.value
     segments = rest.split("/")
     if not segments[0]:
         raise NotFound("no identifier given")
     if len(segments[0]) > MAX_IDENTIFIER_LENGTH:
         raise BadRequest(f"identifier longer than {MAX_IDENTIFIER_LENGTH} characters")
     identifier = _decode(segments[0], "identifier")
-    base = request.app[PUBLIC].base(request.scheme, request.host, request.headers)
+    base = runtime.public.base(request.scheme, request.host, request.headers)
     base_id = f"{base}/{version.value}/{encode_identifier(identifier)}"
 
     if len(segments) == 1 or segments[1:] == [""]:
+        seen.endpoint = "base"
         raise web.HTTPSeeOther(location=f"{base_id}/info.json")
     if segments[1:] == ["info.json"]:
-        return await _info(request, version, identifier, base_id)
+        seen.endpoint = "info"
+        return await _info(request, runtime, version, identifier, base_id)
     if len(segments) == 5:
-        return await _image(request, version, identifier, base_id, segments[1:])
+        seen.endpoint = "image"
+        return await _image(request, runtime, version, identifier, base_id, segments[1:])
     raise NotFound(
         "not a IIIF URL: expected {identifier}/info.json or "
         "{identifier}/{region}/{size}/{rotation}/{quality}.{format}, with any '/' inside the "
@@ -164,10 +224,12 @@ async def iiif_request(request: web.Request) -> web.StreamResponse:
 
 
 async def _info(
-    request: web.Request, version: Version, identifier: str, base_id: str
+    request: web.Request, runtime: Runtime, version: Version, identifier: str, base_id: str
 ) -> web.Response:
-    settings = request.app[SETTINGS]
-    doc, source = await request.app[SERVICE].info(version, identifier, base_id)
+    settings = runtime.settings
+    doc, src = await runtime.service.info(version, identifier, base_id)
+    observed(request).backend = src.target.backend
+    source = src.info
     media_type = info_media_type(version, request.headers.get("Accept"))
     body = json.dumps(doc, indent=2).encode()
     etag = '"' + hashlib.sha256(body + media_type.encode()).hexdigest()[:32] + '"'
@@ -180,14 +242,20 @@ async def _info(
 
 
 async def _image(
-    request: web.Request, version: Version, identifier: str, base_id: str, params: list[str]
+    request: web.Request,
+    runtime: Runtime,
+    version: Version,
+    identifier: str,
+    base_id: str,
+    params: list[str],
 ) -> web.Response:
-    settings = request.app[SETTINGS]
-    service = request.app[SERVICE]
+    settings = runtime.settings
+    service = runtime.service
     names = ("region", "size", "rotation", "quality")
     decoded = [_decode(text, name) for text, name in zip(params, names, strict=True)]
     image_request = parse_image_request(version, identifier, *decoded)
     prepared = await service.prepare(image_request)
+    observed(request).backend = prepared.source.target.backend
     last_modified = prepared.source.info.last_modified
     headers: dict[str, Any] = _cache_headers(settings, prepared.plan.etag, last_modified)
     headers["Link"] = (

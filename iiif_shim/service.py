@@ -16,6 +16,7 @@ from typing import Any
 from . import imaging
 from .backends import BACKEND_TYPES, Backend
 from .backends.base import BackendContext
+from .budget import MemoryBudget, holding
 from .cache import Caches
 from .facts import SourceInfo, checked
 from .iiif.info import Offer, image_info
@@ -23,6 +24,7 @@ from .iiif.profile import Version
 from .iiif.request import ImageRequest
 from .iiif.resolve import Limits, resolve
 from .mapping import Router
+from .metrics import Metrics
 from .model import Plan, Rendered, SourceRef, Target
 from .planner import plan
 from .pool import Workers
@@ -47,14 +49,22 @@ class Prepared:
 
 
 @asynccontextmanager
-async def open_service(settings: Settings) -> AsyncIterator[ImageService]:
-    """The service with its thread pool, caches and started backends; all released on exit."""
+async def open_service(
+    settings: Settings, budget: MemoryBudget | None = None, metrics: Metrics | None = None
+) -> AsyncIterator[ImageService]:
+    """The service with its thread pool, caches and started backends; all released on exit.
+    ``budget`` and ``metrics`` outlive one configuration (a reload keeps them)."""
     server, cache = settings.server, settings.cache
+    budget = budget or MemoryBudget(server.memory_budget, server.memory_wait)
     workers = Workers(server.workers, server.max_pending, server.request_timeout)
     caches = Caches.sized(
-        cache.info_entries, cache.info_ttl, cache.image_bytes, cache.decoded_bytes
+        cache.info_entries,
+        cache.info_ttl,
+        cache.image_bytes,
+        cache.decoded_bytes,
+        metrics.cache_lookup if metrics else None,
     )
-    context = BackendContext(workers.run)
+    context = BackendContext(workers.run, metrics)
     backends = {
         name: BACKEND_TYPES[spec.type](name, spec, context)
         for name, spec in settings.backends.items()
@@ -64,7 +74,7 @@ async def open_service(settings: Settings) -> AsyncIterator[ImageService]:
         for backend in backends.values():
             await backend.start()
             started.append(backend)
-        yield ImageService(settings, backends, workers, caches)
+        yield ImageService(settings, backends, workers, caches, budget, metrics)
     finally:
         for backend in started:
             await backend.close()
@@ -78,11 +88,16 @@ class ImageService:
         backends: Mapping[str, Backend],
         workers: Workers,
         caches: Caches,
+        budget: MemoryBudget,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.backends = backends
         self.workers = workers
         self.caches = caches
+        self.budget = budget
+        self.metrics = metrics
+        self.record = metrics.pillow_step if metrics else None
         self.router = Router(settings.routes)
         iiif = settings.iiif
         self.limits = Limits(
@@ -108,11 +123,11 @@ class ImageService:
 
     async def info(
         self, version: Version, identifier: str, base_id: str
-    ) -> tuple[dict[str, Any], SourceInfo]:
+    ) -> tuple[dict[str, Any], Source]:
         """The info.json document, rebuilt from cached facts on every request."""
         src = await self.source(identifier)
         doc = image_info(version, base_id, src.info, self.offer, rights=src.target.rights)
-        return doc, src.info
+        return doc, src
 
     async def prepare(self, request: ImageRequest) -> Prepared:
         src = await self.source(request.identifier)
@@ -133,26 +148,39 @@ class ImageService:
         return await self.caches.results.get(key, lambda: self._render(prepared))
 
     async def _render(self, prepared: Prepared) -> Rendered:
+        """Reserve the plan's memory, fetch, decode (or reuse the decoded master), finish."""
         src, the_plan = prepared.source, prepared.plan
-        info, steps = src.info, the_plan.steps
+        info, steps, record = src.info, the_plan.steps, self.record
         max_pixels = self.settings.iiif.max_source_pixels
-        if the_plan.native.whole_source(info.width, info.height):
-            # The same master serves every tile: keep it decoded, at the reduction this output
-            # allows, so a deep-zoom session neither re-reads nor re-decodes it per tile.
-            factor = imaging.reduction(info.format, info.width, info.height, steps)
-            version = info.version
-            key = (src.target.backend, src.target.native_id, version, factor) if version else None
+        whole = the_plan.native.whole_source(info.width, info.height)
+        factor = imaging.reduction(info.format, info.width, info.height, steps)
+        version = info.version
+        key = (src.target.backend, src.target.native_id, version, factor) if version else None
+        full = imaging.cost(the_plan, info)
+        need = imaging.cost(the_plan, info, decoded_cached=whole and self.caches.decoded.holds(key))
+        reservation = await self.budget.reserve(need.total)
+        token = holding.set(reservation)
+        try:
+            if whole:
+                # The same master serves every tile: keep it decoded, at the reduction this
+                # output allows, so a deep-zoom session neither re-reads nor re-decodes it.
+                allowance = imaging.Allowance(max_pixels, full.decode, (info.width, info.height))
 
-            async def decode() -> imaging.Decoded:
+                async def decode() -> imaging.Decoded:
+                    fetched = await src.backend.fetch(src.target, the_plan.native, info)
+                    decoded: imaging.Decoded = await self.workers.run(
+                        imaging.decode, fetched, factor, allowance, record
+                    )
+                    return decoded
+
+                decoded = await self.caches.decoded.get(key, decode)
+                body = await self.workers.run(imaging.finish, decoded, steps, record)
+            else:
                 fetched = await src.backend.fetch(src.target, the_plan.native, info)
-                decoded: imaging.Decoded = await self.workers.run(
-                    imaging.decode, fetched, factor, max_pixels
-                )
-                return decoded
-
-            decoded = await self.caches.decoded.get(key, decode)
-            body = await self.workers.run(imaging.finish, decoded, steps)
-        else:
-            fetched = await src.backend.fetch(src.target, the_plan.native, info)
-            body = await self.workers.run(imaging.render, fetched, steps, max_pixels)
+                expected = the_plan.native.delivered_size()
+                allowance = imaging.Allowance(max_pixels, full.decode, expected)
+                body = await self.workers.run(imaging.render, fetched, steps, allowance, record)
+        finally:
+            holding.reset(token)
+            reservation.release()
         return Rendered(body=body, media_type=the_plan.resolved.format.media_type)

@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from .backends import BACKEND_TYPES
-from .errors import ConfigError
-from .mapping import anchored, slashed
+from .errors import ConfigError, ShimError
+from .imaging import PILLOW_GUARD_PIXELS
+from .mapping import Router, anchored, slashed
 from .schema import Reader, at_least, between, option
 
 CONFIG_ENV = "IIIF_SHIM_CONFIG"
@@ -79,7 +80,57 @@ class ServerSettings:
         64, doc="image jobs queued or running before new ones get 503", check=at_least(1)
     )
     request_timeout: float = option(
-        60.0, doc="seconds one image may take to render before 503", check=at_least(1)
+        60.0,
+        doc="seconds any request may take, all stages included (then 503)",
+        check=at_least(1),
+    )
+    memory_budget: int = option(
+        1024 * 1024 * 1024,
+        doc="bytes of decoded pixels all requests together may hold (decoded-source cache "
+        "apart); past it requests wait, then get 503",
+        check=at_least(16 * 1024 * 1024),
+    )
+    memory_wait: float = option(
+        10.0, doc="seconds a request waits for decoded-pixel memory (then 503)", check=at_least(0)
+    )
+    max_client_connections: int = option(
+        0,
+        doc="open client connections; past it new ones get 503 (0: what the open-file limit "
+        "leaves after backends and files)",
+        check=at_least(0),
+    )
+    header_timeout: float = option(
+        10.0,
+        doc="seconds a client has to send a request's line and headers (then 408 and closed)",
+        check=at_least(0.1),
+    )
+    body_timeout: float = option(
+        30.0, doc="seconds a client has to send a request body (then closed)", check=at_least(0.1)
+    )
+    keepalive_timeout: float = option(
+        15.0, doc="seconds an idle keep-alive connection stays open", check=at_least(0.1)
+    )
+    max_request_line: int = option(
+        8190, doc="bytes of a request line (longer: 414)", check=between(1024, 65536)
+    )
+    max_header_bytes: int = option(
+        32768, doc="bytes of a request's head (larger: 431)", check=between(1024, 1048576)
+    )
+    max_headers: int = option(
+        100, doc="header lines per request (more: 431)", check=between(8, 1000)
+    )
+    shutdown_timeout: float = option(
+        30.0,
+        doc="seconds requests in flight get to finish after SIGTERM or SIGINT",
+        check=at_least(0),
+    )
+    access_log: str = option(
+        "combined",
+        doc="access log format: `combined`, `json` or `none`",
+        check=lambda v: None if v in ("combined", "json", "none") else "combined, json or none",
+    )
+    health_interval: float = option(
+        30.0, doc="seconds between the background checks of each backend", check=at_least(1)
     )
 
 
@@ -112,7 +163,7 @@ class IIIFSettings:
     max_source_pixels: int = option(
         500_000_000,
         doc="largest source (width x height) decoded; larger ones get 501",
-        check=at_least(1),
+        check=between(1, PILLOW_GUARD_PIXELS),
     )
 
 
@@ -322,6 +373,21 @@ def _read_routes(
         for name in backends:
             if name not in used:
                 r.warn(f"backends.{name}", "no route uses this backend")
+        router = Router(tuple(routes))
+        for name, backend in backends.items():
+            probe_id = getattr(backend, "probe_id", None)
+            if probe_id is None:
+                continue
+            try:
+                reached = router.route(probe_id).backend
+            except ShimError:
+                reached = None
+            if reached != name:
+                r.problem(
+                    f"backends.{name}.probe_id",
+                    f"routes to {'backend ' + repr(reached) if reached else 'no backend'}, "
+                    "not to this one",
+                )
     return routes
 
 

@@ -57,7 +57,9 @@ def backend_config(name: str, s: Servers) -> str:
         "iiif": f'{{type: iiif, url: "{s.iip_url}/iiif/{{id}}.tif"}}',
     }.get(name)
     if backend is not None:
-        return f"backends:\n  {name}: {backend}\nroutes:\n  - {{backend: {name}}}\n"
+        # a signing backend only signs for identifiers a route admits (check-config insists)
+        match = ' match: "^[^/]+$",' if name == "thumbor" else ""
+        return f"backends:\n  {name}: {backend}\nroutes:\n  - {{{match} backend: {name}}}\n"
     # the shipped presets, pointed at the stand-ins
     preset = (ROOT / "config" / f"{name}.yaml").read_text()
     host = {"djatoka": "djatoka.example.org", "contentdm": "cdm.example.org"}[name]

@@ -63,6 +63,7 @@ class Backend(ABC):
         self.settings = settings
         self.run_blocking = context.run_blocking
         self.metrics = context.metrics
+        self.record = context.metrics.pillow_step if context.metrics else None
 
     @classmethod
     def capabilities(cls, settings: Any, native: NativeFacts | None = None) -> Capabilities:
@@ -196,6 +197,11 @@ class UpstreamBackend(Backend):
                 detail=f"{type(exc).__name__}: {exc}",
             ) from None
         return parsed, answer
+
+    def root(self) -> str:
+        """The server's root URL (for health checks without a ``probe_id``)."""
+        origin = next(t.origin for t in self.urls.values() if t.origin is not None)
+        return origin + "/"
 
     def traffic(self) -> dict[str, int]:
         return {"requests": self.upstream.requests, "bytes": self.upstream.bytes_received}

@@ -63,6 +63,10 @@ class FilesBackend(Backend):
                 return Path(real)
         raise NotFound("no such image")
 
+    def readable(self) -> bool:
+        """Whether the root folder can be listed (blocking; for health checks)."""
+        return os.path.isdir(self._root) and os.access(self._root, os.R_OK | os.X_OK)
+
     def _facts(self, native_id: str) -> SourceInfo:
         path = self.locate(native_id)
         stat = path.stat()

@@ -193,7 +193,10 @@ class IiifBackend(UpstreamBackend):
 
     async def start(self) -> None:
         await super().start()
-        self._tiles: SizedCache[str, bytes] = SizedCache(self.settings.tile_cache_bytes, len)
+        observe = self.metrics.cache_lookup if self.metrics else None
+        self._tiles: SizedCache[str, bytes] = SizedCache(
+            self.settings.tile_cache_bytes, len, "tile", observe
+        )
 
     def base(self, target: Target) -> str:
         """Where requests go: the configured template, never the upstream's own id."""
@@ -247,6 +250,7 @@ class IiifBackend(UpstreamBackend):
                 self.run_blocking,
                 self._tiles,
                 described,
+                self.record,
             )
         body = await self._bytes(request_path(base, service, op, info), target.native_id)
         return Fetched(data=body, described=described)

@@ -12,7 +12,6 @@ is exactly one tile returns that tile's bytes untouched.
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +24,7 @@ from ..errors import BackendError, NotFound, NotImplementedFeature
 from ..facts import Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
 from ..iiif.profile import Format
 from ..iiif.resolve import Box
+from ..imaging import Piece, Record, stitch
 from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import at_least, option
 from .base import RunBlocking, UpstreamBackend
@@ -36,30 +36,6 @@ TileUrl = Callable[[Level, int, int], str]
 Get = Callable[[str], Awaitable[bytes]]
 
 
-@dataclass(frozen=True)
-class _Piece:
-    data: bytes
-    origin: tuple[int, int]  # level position of the tile image's (0, 0)
-    cell: tuple[int, int, int, int]  # level pixels it stands for (its overlap left out)
-
-
-def _stitch(window: tuple[int, int, int, int], pieces: list[_Piece]) -> Image.Image:
-    x0, y0, x1, y1 = window
-    canvas: Image.Image | None = None
-    for piece in pieces:
-        ox, oy = piece.origin
-        cx0, cy0, cx1, cy1 = piece.cell
-        with Image.open(io.BytesIO(piece.data)) as tile:
-            tile.load()
-            if canvas is None:
-                mode = tile.mode if tile.mode in ("L", "RGB", "RGBA", "LA") else "RGB"
-                canvas = Image.new(mode, (x1 - x0, y1 - y0))
-            part = tile.crop((cx0 - ox, cy0 - oy, cx1 - ox, cy1 - oy))
-            canvas.paste(part.convert(canvas.mode), (cx0 - x0, cy0 - y0))
-    assert canvas is not None
-    return canvas
-
-
 async def assemble(
     pyramid: Pyramid,
     region: Box,
@@ -69,6 +45,7 @@ async def assemble(
     run_blocking: RunBlocking,
     cache: SizedCache[str, bytes],
     described: str,
+    record: Record | None = None,
 ) -> Fetched:
     """The region at ``1/factor`` (or the nearest finer level), from as few tiles as it needs."""
     level = pyramid.level(factor)
@@ -89,13 +66,15 @@ async def assemble(
         if (x0, y0, x1, y1) == pyramid.cell(level, col, row):
             return Fetched(data=bodies[0], described=described)  # exactly one native tile
     pieces = [
-        _Piece(body, pyramid.tile_origin(col, row), pyramid.cell(level, col, row))
+        Piece(
+            body,
+            pyramid.tile_origin(col, row),
+            pyramid.cell(level, col, row),
+            pyramid.tile_bounds(level, col, row),
+        )
         for body, (col, row) in zip(bodies, places, strict=True)
     ]
-    try:
-        image = await run_blocking(_stitch, (x0, y0, x1, y1), pieces)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise BackendError(f"{described} sent a tile that is not an image ({exc})") from None
+    image = await run_blocking(stitch, (x0, y0, x1, y1), pieces, described, record)
     assert isinstance(image, Image.Image)
     return Fetched(image=image, described=described)
 
@@ -124,7 +103,10 @@ class PyramidBackend(UpstreamBackend):
 
     async def start(self) -> None:
         await super().start()
-        self.tiles: SizedCache[str, bytes] = SizedCache(self.settings.tile_cache_bytes, len)
+        observe = self.metrics.cache_lookup if self.metrics else None
+        self.tiles: SizedCache[str, bytes] = SizedCache(
+            self.settings.tile_cache_bytes, len, "tile", observe
+        )
 
     @staticmethod
     def pyramid_facts(info: SourceInfo) -> PyramidFacts:
@@ -159,4 +141,5 @@ class PyramidBackend(UpstreamBackend):
             self.run_blocking,
             self.tiles,
             f"backend '{self.name}'",
+            self.record,
         )

@@ -117,6 +117,20 @@ def resolve_region(req: ImageRequest, width: int, height: int) -> Box:
     return Box(x, y, min(w, width - x), min(h, height - y))
 
 
+def rotated_size(width: int, height: int, degrees: float) -> tuple[int, int]:
+    """The tight bounding box of a ``width`` x ``height`` image turned by ``degrees``:
+    ``|w cos t| + |h sin t|`` by ``|h cos t| + |w sin t|``, rounded half up (float noise
+    snapped first), so multiples of 90 swap the sides exactly."""
+    quarter = degrees % 360
+    if quarter % 90 == 0:
+        return (height, width) if quarter in (90, 270) else (width, height)
+    t = math.radians(quarter)
+    cos, sin = abs(math.cos(t)), abs(math.sin(t))
+    w = math.floor(round(width * cos + height * sin, 6) + 0.5)
+    h = math.floor(round(height * cos + width * sin, 6) + 0.5)
+    return max(1, w), max(1, h)
+
+
 def confine(rw: int, rh: int, scale: float, limits: Limits) -> tuple[int, int]:
     """The largest size at most ``scale`` times the region that fits the limits.
 
@@ -232,6 +246,13 @@ def resolve(req: ImageRequest, width: int, height: int, limits: Limits) -> Resol
     rotation = req.rotation
     if rotation.degrees == Decimal(360):
         rotation = RotationSpec(Decimal(0), rotation.mirror)
+    turned_w, turned_h = rotated_size(w, h, float(rotation.degrees))
+    if limits.max_area is not None and turned_w * turned_h > limits.max_area:
+        raise BadRequest(
+            f"turned by {rotation.canonical.lstrip('!')} degrees the {w}x{h} output becomes "
+            f"{turned_w}x{turned_h}, more than this server's limit of {limits.max_area} pixels",
+            parameter="rotation",
+        )
     canonical = "/".join(
         (
             region_text,

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from iiif_shim.baseurl import PublicBase, encode_identifier
+from iiif_shim.errors import BadRequest
 from iiif_shim.mapping import Router
 from iiif_shim.settings import parse_settings
 
@@ -106,7 +107,10 @@ def test_hostile_headers_are_ignored() -> None:
         "X-Forwarded-Port": "99999",
     }
     assert trusting.base("http", "h:1", bad) == "http://h:1/iiif"
-    assert PublicBase(None, "/iiif", False).base("http", "<x>", {}) == "http://localhost/iiif"
+    assert trusting.base("http", "h:1", {"X-Forwarded-Host": "ex.org:99999"}) == "http://h:1/iiif"
+    for host in ("<x>", "h:99999", "h:0", "h:1:2"):  # an invalid Host header is a 400
+        with pytest.raises(BadRequest):
+            PublicBase(None, "/iiif", False).base("http", host, {})
 
 
 def test_router(tmp_path: object) -> None:

@@ -1,0 +1,87 @@
+"""One memory budget: reservations wait in line, time out with 503, never exceed the total, and
+stay counted while a thread they started still runs; the pool counts such threads too."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from iiif_shim.budget import MemoryBudget, holding
+from iiif_shim.errors import NotImplementedFeature, Overloaded
+from iiif_shim.pool import Workers
+
+MB = 1024 * 1024
+
+
+def test_reservations_queue_in_order_and_never_exceed_the_total() -> None:
+    async def main() -> None:
+        budget = MemoryBudget(100 * MB, wait=2)
+        first = await budget.reserve(60 * MB)
+        order: list[str] = []
+
+        async def later(name: str, size: int) -> None:
+            reservation = await budget.reserve(size * MB)
+            order.append(name)
+            assert budget.reserved <= budget.total
+            await asyncio.sleep(0.01)
+            reservation.release()
+
+        waiting = [asyncio.create_task(later(n, s)) for n, s in (("b", 50), ("c", 10))]
+        await asyncio.sleep(0.05)
+        assert budget.waiting == 2 and order == []  # "c" would fit, but waits behind "b"
+        first.release()
+        await asyncio.gather(*waiting)
+        assert order == ["b", "c"] and budget.reserved == 0 and budget.waiting == 0
+
+    asyncio.run(main())
+
+
+def test_a_wait_past_its_bound_is_a_503_and_one_too_big_a_501() -> None:
+    async def main() -> None:
+        budget = MemoryBudget(100 * MB, wait=0.1)
+        held = await budget.reserve(90 * MB)
+        with pytest.raises(Overloaded) as busy:
+            await budget.reserve(20 * MB)
+        assert busy.value.status == 503 and busy.value.retry_after == 1
+        assert budget.waiting == 0
+        with pytest.raises(NotImplementedFeature) as never:
+            await budget.reserve(101 * MB)
+        assert never.value.status == 501 and "memory budget of 100 MB" in never.value.message
+        held.release()
+        (await budget.reserve(100 * MB)).release()
+        assert budget.reserved == 0
+
+    asyncio.run(main())
+
+
+def test_a_timed_out_render_keeps_its_memory_and_its_place_in_the_queue() -> None:
+    """The thread of a render that took too long cannot be stopped: until it ends, its job
+    still counts as pending and its reservation stays held."""
+
+    async def main() -> None:
+        budget = MemoryBudget(100 * MB, wait=5)
+        workers = Workers(threads=1, max_pending=1, timeout=0.1)
+        release = threading.Event()
+        reservation = await budget.reserve(80 * MB)
+        token = holding.set(reservation)
+        try:
+            with pytest.raises(Overloaded):
+                await workers.run(release.wait, 5)
+        finally:
+            holding.reset(token)
+        reservation.release()  # the request is over ...
+        assert workers.pending == 1 and budget.reserved == 80 * MB  # ... its thread is not
+        with pytest.raises(Overloaded):  # so the pool is still full
+            await workers.run(sum, [1])
+        release.set()
+        for _ in range(100):
+            if workers.pending == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert workers.pending == 0 and budget.reserved == 0
+        assert await workers.run(sum, [1, 2]) == 3
+        workers.close()
+
+    asyncio.run(main())

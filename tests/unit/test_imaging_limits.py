@@ -1,0 +1,172 @@
+"""Small inputs, huge memory: every decode is checked from its header first, costs are counted
+in the bytes Pillow really stores, Pillow's own guard stays on, and rotation stays within the
+limits. The attack is first shown to cost what it costs without these checks."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from PIL import Image
+
+from iiif_shim import imaging
+from iiif_shim.errors import BackendError, BadRequest, NotImplementedFeature
+from iiif_shim.facts import SourceInfo, TileGrid
+from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.request import parse_image_request
+from iiif_shim.iiif.resolve import Box, Limits, resolve, rotated_size
+from iiif_shim.imaging import Allowance, Piece
+from iiif_shim.model import Capabilities, Fetched, NativeOp
+from iiif_shim.planner import plan
+from tests.faulty import png_bomb
+
+GB = 1024**3
+BOMB = png_bomb(20000, 20000)  # 1-bit, 400 M pixels: a few hundred kB, 800 MB decoded
+
+
+def _peak_rss_mb(code: str) -> float:
+    """Run ``code`` in a fresh interpreter; its peak resident memory in MB."""
+    probe = textwrap.dedent(code) + (
+        "\nimport resource\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_bomb_costs_hundreds_of_mb_when_decoded_blindly() -> None:
+    assert len(BOMB) < 2_000_000
+    blind = _peak_rss_mb(
+        """
+        from PIL import Image
+        from tests.faulty import png_bomb
+        Image.MAX_IMAGE_PIXELS = None
+        Image.open(__import__("io").BytesIO(png_bomb(20000, 20000))).convert("L")
+        """
+    )
+    checked = _peak_rss_mb(
+        """
+        from iiif_shim import imaging
+        from iiif_shim.errors import BackendError
+        from iiif_shim.model import Fetched
+        from tests.faulty import png_bomb
+        try:
+            imaging.decode(
+                Fetched(data=png_bomb(20000, 20000), described="b"),
+                1,
+                imaging.Allowance(500_000_000, 1 << 30, (256, 256)),
+            )
+        except BackendError:
+            pass
+        """
+    )
+    assert blind > 600 and checked < blind / 3, (blind, checked)
+
+
+def test_a_tile_larger_than_asked_is_refused_from_its_header() -> None:
+    started = time.perf_counter()
+    with pytest.raises(BackendError) as err:
+        imaging.decode(Fetched(data=BOMB, described="b"), 1, Allowance(5 * 10**8, GB, (256, 256)))
+    assert err.value.kind == "bomb" and err.value.status == 502
+    assert "20000x20000 image where 256x256 was asked" in err.value.message
+    assert time.perf_counter() - started < 1  # nothing was decoded
+
+
+def test_the_bytes_a_mode_really_takes_are_counted() -> None:
+    # a 1-bit pixel is a whole byte in Pillow, then a second one as L: 800 MB for this bomb
+    assert imaging.decode_bytes("1", 20000, 20000) == 800_000_000
+    assert imaging.decode_bytes("RGB", 100, 100) == 40_000  # RGB is stored 4 bytes a pixel
+    with pytest.raises(BackendError) as err:
+        imaging.decode(Fetched(data=BOMB, described="b"), 1, Allowance(5 * 10**8, 256 * 1024**2))
+    assert err.value.kind == "bomb" and "800000000 bytes" in err.value.message
+
+
+def test_max_source_pixels_and_pillows_own_guard() -> None:
+    with pytest.raises(NotImplementedFeature):
+        imaging.decode(Fetched(data=BOMB, described="b"), 1, Allowance(100_000_000, GB))
+    assert Image.MAX_IMAGE_PIXELS == imaging.PILLOW_GUARD_PIXELS // 2  # on, not None
+    huge = png_bomb(40000, 40000)  # 1.6 G pixels: Pillow refuses to open it at all
+    with pytest.raises(BackendError) as err:
+        imaging.decode(Fetched(data=huge, described="b"), 1, Allowance(10**9, 4 * GB))
+    assert err.value.kind == "bomb"
+
+
+def test_an_honest_image_decodes_within_its_allowance() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(buf, "PNG")
+    need = imaging.decode_bytes("RGB", 300, 200)
+    decoded = imaging.decode(
+        Fetched(data=buf.getvalue(), described="b"), 1, Allowance(10**6, need, (300, 200))
+    )
+    assert decoded.image.size == (300, 200) and decoded.nbytes == need
+
+
+def test_a_stitched_tile_larger_than_its_cell_is_refused() -> None:
+    piece = Piece(BOMB, (0, 0), (0, 0, 256, 256), (256, 256))
+    with pytest.raises(BackendError) as err:
+        imaging.stitch((0, 0, 256, 256), [piece], "backend 'dz'")
+    assert err.value.kind == "bomb" and "20000x20000 tile for a 256x256 cell" in err.value.message
+
+
+def _plan(size: str, info: SourceInfo, rotation: str = "0"):  # type: ignore[no-untyped-def]
+    req = parse_image_request(Version.V3, "x", "full", size, rotation, "default.jpg")
+    return plan(resolve(req, info.width, info.height, Limits(12000, 12000, 10**8)), Capabilities())
+
+
+def test_cost_counts_the_decode_at_its_reduction_and_every_intermediate() -> None:
+    jpeg = SourceInfo(6000, 4000, format="JPEG", mode="RGB")
+    thumb = imaging.cost(_plan("256,", jpeg), jpeg)
+    assert thumb.decode == 750 * 500 * 4  # JPEG decoded at 1/8
+    assert thumb.finish == 4 * 4 * 256 * 171
+    bitonal = SourceInfo(20000, 20000, format="PNG", mode="1")
+    assert imaging.cost(_plan("256,", bitonal), bitonal).decode == 800_000_000
+    turned = imaging.cost(_plan("1000,", jpeg, "45"), jpeg)
+    w, h = rotated_size(1000, 667, 45)
+    assert turned.finish == 4 * 4 * w * h
+    assert imaging.cost(_plan("256,", jpeg), jpeg, decoded_cached=True).decode == 0
+    tiled = SourceInfo(6000, 4000, tiles=TileGrid(256, 256, (1, 2, 4)))
+    op = NativeOp(Box(0, 0, 512, 512), reduction=2)
+    assert op.delivered_size() == (256, 256)
+    pyramid_plan = plan(
+        resolve(
+            parse_image_request(Version.V3, "x", "0,0,512,512", "256,", "0", "default.jpg"),
+            6000,
+            4000,
+            Limits(),
+        ),
+        Capabilities(region=True, reductions=True),
+        tiled.tiles,
+    )
+    assert imaging.cost(pyramid_plan, tiled).decode == 2 * imaging.decode_bytes(None, 258, 258)
+
+
+@pytest.mark.parametrize(
+    ("w", "h", "degrees", "turned"),
+    [
+        (1000, 1000, 22.5, (1307, 1307)),  # what libvips gives too
+        (301, 157, 5, (314, 183)),
+        (300, 200, 30, (360, 323)),
+        (301, 157, 90, (157, 301)),
+        (301, 157, 270, (157, 301)),
+        (301, 157, 180, (301, 157)),
+        (1000, 1000, 45, (1414, 1414)),
+    ],
+)
+def test_rotated_size_is_the_tight_bounding_box(
+    w: int, h: int, degrees: float, turned: tuple[int, int]
+) -> None:
+    assert rotated_size(w, h, degrees) == turned
+
+
+def test_rotation_may_not_grow_the_output_past_max_area() -> None:
+    req = parse_image_request(Version.V3, "x", "full", "^12000,", "45", "default.jpg")
+    with pytest.raises(BadRequest) as err:  # 12000x8000 turned is 14142x14142: 200 MP
+        resolve(req, 6000, 4000, Limits(12000, 12000, 100_000_000))
+    assert err.value.parameter == "rotation" and "100000000 pixels" in err.value.message
+    fine = parse_image_request(Version.V3, "x", "full", "^12000,", "90", "default.jpg")
+    resolve(fine, 6000, 4000, Limits(12000, 12000, 100_000_000))
