@@ -28,7 +28,6 @@ from .service import ImageService
 log = logging.getLogger("iiif_shim")
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
-_RANK = {OK: 0, DEGRADED: 1, DOWN: 2}
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,8 @@ class HealthMonitor:
             await asyncio.sleep(self.interval)
 
     def report(self) -> tuple[str, dict[str, Any]]:
-        """The overall state (the worst backend's) and the JSON body of ``/health/ready``."""
+        """The overall state and the JSON body of ``/health/ready``: ``ok`` when every backend
+        is, ``down`` when every one is, ``degraded`` in between."""
         backends: dict[str, Any] = {}
         for name, backend in sorted(self.service.backends.items()):
             verdict = self.verdicts.get(name)
@@ -130,6 +130,6 @@ class HealthMonitor:
             if isinstance(backend, UpstreamBackend):
                 entry["circuit"] = backend.upstream.breaker.state.name.lower()
             backends[name] = entry
-        states = [b["state"] for b in backends.values()] or [OK]
-        overall = max(states, key=lambda s: _RANK[s])
+        states = {b["state"] for b in backends.values()} or {OK}
+        overall = states.pop() if len(states) == 1 else DEGRADED
         return overall, {"status": overall, "backends": backends}

@@ -227,8 +227,8 @@ async def _info(
     request: web.Request, runtime: Runtime, version: Version, identifier: str, base_id: str
 ) -> web.Response:
     settings = runtime.settings
+    observed(request).backend = runtime.service.router.route(identifier).backend
     doc, src = await runtime.service.info(version, identifier, base_id)
-    observed(request).backend = src.target.backend
     source = src.info
     media_type = info_media_type(version, request.headers.get("Accept"))
     body = json.dumps(doc, indent=2).encode()
@@ -254,8 +254,8 @@ async def _image(
     names = ("region", "size", "rotation", "quality")
     decoded = [_decode(text, name) for text, name in zip(params, names, strict=True)]
     image_request = parse_image_request(version, identifier, *decoded)
+    observed(request).backend = service.router.route(identifier).backend
     prepared = await service.prepare(image_request)
-    observed(request).backend = prepared.source.target.backend
     last_modified = prepared.source.info.last_modified
     headers: dict[str, Any] = _cache_headers(settings, prepared.plan.etag, last_modified)
     headers["Link"] = (
