@@ -12,6 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mode=${1:-serve}
 python=${PYTHON:-python3}
 validator_version=1.0.5
+validator_ng_version=0.1.0
 thumbor_version=7.8.0
 
 apt_packages=()
@@ -48,6 +49,24 @@ if [ "$mode" = test ]; then
   if [ ! -x .venv-thumbor/bin/thumbor ]; then
     "$python" -m venv .venv-thumbor
     .venv-thumbor/bin/pip install -q --disable-pip-version-check "thumbor==$thumbor_version"
+  fi
+  if [ ! -x .venv-validator-ng/bin/iiif-validator ]; then
+    # iiif-validator-ng needs Python 3.12+: pyenv's, else the system's python3.12/3.13
+    ng_python=""
+    for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[23]*/bin/python3 \
+                     "$(command -v python3.13 || true)" "$(command -v python3.12 || true)"; do
+      if [ -x "$candidate" ] && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then
+        ng_python=$candidate
+        break
+      fi
+    done
+    if [ -z "$ng_python" ]; then
+      echo "setup: iiif-validator-ng needs Python 3.12 or newer, and none was found" >&2
+      exit 1
+    fi
+    "$ng_python" -m venv .venv-validator-ng
+    .venv-validator-ng/bin/pip install -q --disable-pip-version-check \
+      "iiif-validator-ng==$validator_ng_version"
   fi
   site=$(.venv-validator/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   if ! grep -q 'result.fetch(url)' "$site/iiif_validator/tests/format_jp2.py"; then

@@ -510,5 +510,9 @@ def _encode(im: Image.Image, fmt: Format, jpeg_quality: int) -> bytes:
     try:
         im.save(buf, name, **options)
     except (OSError, ValueError) as exc:
-        raise NotImplementedFeature(f"could not write {fmt.value}: {exc}") from None
+        raise NotImplementedFeature(
+            f"this image cannot be written as {fmt.value}",
+            kind="encode",
+            detail=f"{type(exc).__name__}: {exc}",
+        ) from None
     return buf.getvalue()
