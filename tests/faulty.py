@@ -30,9 +30,10 @@ outside the root). ``n`` is at most 2**31.
 - ``/flaky/<k>/<file>``: 503 for the first k requests of that exact path, then ``ok``.
 - ``/delay/<seconds>/<file>``: ``ok`` after that many seconds (at most 600).
 
-No connection lasts more than 600 s. Each request is logged as one line ``METHOD TARGET FAULT``
-and counted per path (without the query). ``/_stats`` answers ``{"total": N, "paths": {path:
-count}}``; ``/_reset`` clears the counts, which ``flaky`` uses too. Neither is counted.
+No connection lasts more than 600 s. Each request is logged as one line ``METHOD TARGET FAULT
+REQUEST-ID`` (``-`` without an ``X-Request-ID``) and counted per path (without the query).
+``/_stats`` answers ``{"total": N, "paths": {path: count}}``; ``/_reset`` clears the counts,
+which ``flaky`` uses too. Neither is counted.
 """
 
 from __future__ import annotations
@@ -178,7 +179,15 @@ class Faulty:
         method, target = words[0], words[1]
         path = target.split("?", 1)[0]
         fault, _, tail = path[1:].partition("/")
-        print(f"{method} {target} {fault}", flush=True)
+        rid = next(
+            (
+                line.split(b":", 1)[1].strip().decode("latin-1")
+                for line in head.split(b"\r\n")[1:]
+                if line.lower().startswith(b"x-request-id:")
+            ),
+            "-",
+        )
+        print(f"{method} {target} {fault} {rid}", flush=True)
         ex = Exchange(reader, writer, method, path)
         if method not in ("GET", "HEAD"):
             await ex.head(405, {"Allow": "GET, HEAD", "Content-Length": "0"})
@@ -347,11 +356,11 @@ def file_headers(path: Path, body: bytes) -> dict[str, str]:
     }
 
 
-def repeated(n: int, byte: bytes = b"\0") -> Iterator[bytes]:
-    """n copies of one byte, in CHUNK pieces."""
-    block = byte * CHUNK
-    for start in range(0, n, CHUNK):
-        yield block[: min(CHUNK, n - start)]
+def repeated(n: int, byte: bytes = b"\0", size: int = CHUNK) -> Iterator[bytes]:
+    """n copies of one byte, in pieces of ``size``."""
+    block = byte * size
+    for start in range(0, n, size):
+        yield block[: min(size, n - start)]
 
 
 def fake_jpeg(n: int) -> Iterator[bytes]:
@@ -361,7 +370,7 @@ def fake_jpeg(n: int) -> Iterator[bytes]:
 
 def gzipped_zeros(n: int) -> Iterator[bytes]:
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip header and trailer
-    for piece in repeated(n):
+    for piece in repeated(n, size=2**20):  # about 5 ms of compressing each
         yield packer.compress(piece)  # often empty, still a point where other connections run
     yield packer.flush()
 

@@ -113,13 +113,9 @@ class IipServer:
             "LOGFILE": str(workdir / "iipsrv.log"),
             "MEMCACHED_SERVERS": "",
         }
-        self.iipsrv = Process(
-            [IIPSRV, "--bind", f"127.0.0.1:{fcgi_port}"],
-            fcgi_port,
-            workdir / "iipsrv.out",
-            env=env,
-            clean_env=True,
-        )
+        self._iipsrv_args = ([IIPSRV, "--bind", f"127.0.0.1:{fcgi_port}"], fcgi_port, env)
+        self._workdir = workdir
+        self.iipsrv = self._start_iipsrv()
         if docroot is None:
             docroot = workdir / "docroot"
             docroot.mkdir(exist_ok=True)
@@ -153,6 +149,19 @@ class IipServer:
         except BaseException:
             self.stop()  # never leave a half-started server behind
             raise
+
+    def _start_iipsrv(self) -> Process:
+        args, port, env = self._iipsrv_args
+        return Process(args, port, self._workdir / "iipsrv.out", env=env, clean_env=True)
+
+    def kill_iipsrv(self) -> None:
+        """SIGKILL iipsrv (lighttpd stays up), as a crash would."""
+        self.iipsrv.proc.kill()
+        self.iipsrv.proc.wait(10)
+        self.iipsrv.stop()
+
+    def restart_iipsrv(self) -> None:
+        self.iipsrv = self._start_iipsrv()
 
     @property
     def url(self) -> str:

@@ -51,7 +51,11 @@ class HttpBackend(UpstreamBackend):
         limit = self.settings.probe_bytes
         source = target.native_id
         head = await self.upstream.get(
-            url, headers={"Range": f"bytes=0-{limit - 1}"}, limit=limit, source=source
+            url,
+            headers={"Range": f"bytes=0-{limit - 1}"},
+            limit=limit,
+            metadata=True,  # small and idempotent: retried on transient faults
+            source=source,
         )
         try:
             width, height, colour, fmt, mode = await self.run_blocking(
