@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/{tail:.*}", dispatch)
+    app.router.add_get(r"/{tail:[\s\S]*}", dispatch)  # any path, newlines included
     return app
 
 
