@@ -34,10 +34,16 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-if [ "$mode" = test ]; then
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
-else
-  .venv/bin/pip install -q --disable-pip-version-check -e .
+# pip runs only when what it installs from changed since the last successful install
+stamp=".venv/.iiif-shim-setup-$mode"
+wanted=$(cat pyproject.toml deploy/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  if [ "$mode" = test ]; then
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+  else
+    .venv/bin/pip install -q --disable-pip-version-check -e .
+  fi
+  echo "$wanted" > "$stamp"
 fi
 
 if [ "$mode" = test ]; then
