@@ -63,6 +63,9 @@ _TOO_MANY_HEADERS = _Refusal(
 )
 
 
+_LINGER = 1.0  # seconds a refused connection is drained before it is closed
+
+
 def _answer(status: HTTPStatus, reason: str) -> bytes:
     body = f"{reason}\n".encode()
     retry = "Retry-After: 1\r\n" if status is HTTPStatus.SERVICE_UNAVAILABLE else ""
@@ -201,9 +204,16 @@ class _GuardedConnection(asyncio.Protocol):
         self._phase = _Phase.CLOSED
         self._cancel_timer()
         self._guard._event(refusal.event)
-        if refusal.status is not None and not self._requests:
-            self._transport.write(_answer(refusal.status, refusal.reason))
-        self._transport.close()
+        if refusal.status is None or self._requests:
+            self._transport.close()
+            return
+        # Answer, then half-close and keep reading (and dropping) what the client still sends
+        # for a moment: closing with unread bytes would reset the connection before the client
+        # has read the answer.
+        self._transport.write(_answer(refusal.status, refusal.reason))
+        if self._transport.can_write_eof():
+            self._transport.write_eof()
+        self._timer = self._loop.call_later(_LINGER, self._transport.close)
 
     def _arm(self, delay: float, refusal: _Refusal) -> None:
         self._cancel_timer()

@@ -68,7 +68,7 @@ class Live:
         self.metrics = metrics
         self.budget = budget
         self._current: Runtime | None = None
-        self._stacks: dict[int, AsyncExitStack] = {}
+        self._open: dict[int, tuple[Runtime, AsyncExitStack]] = {}  # by id(runtime)
         self._closing: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
@@ -94,7 +94,7 @@ class Live:
             await stack.aclose()
             raise
         runtime = Runtime(settings, service, health)
-        self._stacks[id(runtime)] = stack
+        self._open[id(runtime)] = (runtime, stack)
         self.budget.resize(settings.server.memory_budget, settings.server.memory_wait)
         for name, backend in service.backends.items():
             if isinstance(backend, UpstreamBackend):
@@ -135,10 +135,10 @@ class Live:
         ]
 
     def _close_soon(self, runtime: Runtime) -> None:
-        stack = self._stacks.pop(id(runtime), None)
-        if stack is None:  # closed already
+        entry = self._open.pop(id(runtime), None)
+        if entry is None:  # closed already
             return
-        task = asyncio.get_running_loop().create_task(self._close(runtime, stack))
+        task = asyncio.get_running_loop().create_task(self._close(*entry))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -151,9 +151,10 @@ class Live:
         runtime.closed.set()
 
     async def close(self) -> None:
-        if self._current is not None:
-            self._current.retired = True
-            self._close_soon(self._current)
+        """Close every runtime still open: the current one and any still draining."""
+        for runtime, _ in list(self._open.values()):
+            runtime.retired = True
+            self._close_soon(runtime)
         for task in list(self._closing):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
