@@ -29,9 +29,13 @@ BOMB = png_bomb(20000, 20000)  # 1-bit, 400 M pixels: a few hundred kB, 800 MB d
 
 
 def _peak_rss_mb(code: str) -> float:
-    """Run ``code`` in a fresh interpreter; its peak resident memory in MB."""
+    """Run ``code`` in a fresh interpreter; its peak resident memory in MB (VmHWM: that of
+    its own memory, where getrusage's maxrss would also count the parent's before exec)."""
     probe = textwrap.dedent(code) + (
-        "\nimport resource\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "\nfrom pathlib import Path\n"
+        "line = next(l for l in Path('/proc/self/status').read_text().splitlines()"
+        " if l.startswith('VmHWM:'))\n"
+        "print(int(line.split()[1]) / 1024)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
@@ -65,7 +69,7 @@ def test_the_bomb_costs_hundreds_of_mb_when_decoded_blindly() -> None:
             pass
         """
     )
-    assert blind > 600 and checked < blind / 3, (blind, checked)
+    assert blind > 700 and checked < 150, (blind, checked)
 
 
 def test_a_tile_larger_than_asked_is_refused_from_its_header() -> None:
