@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import PIL
+import PIL  # its version is part of every cache key; image work itself is imaging.py's
 from PIL import Image
 
 from .iiif.profile import Format, Quality

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from PIL import Image
-
 from ..cache import SizedCache
 from ..errors import BackendError, NotFound, NotImplementedFeature
 from ..facts import Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
@@ -75,7 +73,6 @@ async def assemble(
         for body, (col, row) in zip(bodies, places, strict=True)
     ]
     image = await run_blocking(stitch, (x0, y0, x1, y1), pieces, described, record)
-    assert isinstance(image, Image.Image)
     return Fetched(image=image, described=described)
 
 
