@@ -165,10 +165,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     """Everything else, by the current configuration's prefix: IIIF, else the landing page."""
     prefix = runtime_of(request).settings.iiif.prefix
     raw = request.raw_path.split("?", 1)[0]
-    if raw.startswith(prefix + "/"):
-        return await iiif_request(request)
     if raw == "/":
         return await landing(request)
+    if raw.startswith(prefix + "/"):
+        return await iiif_request(request)
     raise NotFound("not a IIIF URL")
 
 

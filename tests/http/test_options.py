@@ -108,6 +108,14 @@ def test_prefix_and_confined_clamp(make_shim) -> None:  # type: ignore[no-untype
     assert shim.get("/images/iiif/3/quad/full/^max/0/default.jpg").image().size == (600, 400)
 
 
+def test_iiif_at_the_root_keeps_the_landing_page(make_shim) -> None:  # type: ignore[no-untyped-def]
+    shim = make_shim('iiif: {prefix: ""}')
+    doc = json.loads(shim.get("/3/quad/info.json").body)
+    assert doc["id"] == f"http://127.0.0.1:{shim.port}/3/quad"
+    assert shim.get("/").status == 200 and "/3/quad/info.json" in shim.get("/").text
+    assert shim.get("/health").status == 200
+
+
 def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=tmp)
 
