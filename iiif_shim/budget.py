@@ -71,6 +71,8 @@ class MemoryBudget:
             async with asyncio.timeout(self.wait):
                 await turn
         except TimeoutError:
+            if turn.done() and not turn.cancelled():  # granted in the same pass as it expired
+                self._give_back(nbytes)
             raise Overloaded(
                 f"busy: the memory for decoding images stayed in use for {self.wait:g}s",
                 kind="memory_busy",

@@ -4,6 +4,7 @@ stay counted while a thread they started still runs; the pool counts such thread
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import pytest
@@ -54,6 +55,26 @@ def test_a_wait_past_its_bound_is_a_503_and_one_too_big_a_501() -> None:
         assert budget.reserved == 0
 
     asyncio.run(main())
+
+
+def test_a_grant_that_meets_its_timeout_gives_the_bytes_back() -> None:
+    """Granted and timed out in the same pass of the loop: the 503 must not keep the bytes."""
+
+    async def main() -> None:
+        budget = MemoryBudget(100 * MB, wait=0.02)
+        held = await budget.reserve(100 * MB)
+        loop = asyncio.get_running_loop()
+        # the release is due a hair before the waiter's deadline: both run in one pass
+        loop.call_at(loop.time() + 0.02, held.release)
+        waiting = asyncio.ensure_future(budget.reserve(10 * MB))
+        with contextlib.suppress(Overloaded):
+            (await waiting).release()
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+        assert budget.reserved == 0 and budget.waiting == 0
+
+    for _ in range(50):
+        asyncio.run(main())
 
 
 def test_a_timed_out_render_keeps_its_memory_and_its_place_in_the_queue() -> None:
