@@ -11,8 +11,9 @@ the template's folder on nginx. So every value is also checked, as it is and as 
 round of percent-decoding would leave it (:func:`unsafe_reason`): a value that is, or decodes to,
 a dot segment, a backslash, a control character, invalid or overlong UTF-8, or a URL with an
 authority (``scheme://``, ``//host``) is refused (:class:`UnsafeValue`) and the request never
-leaves the shim. Finally the expanded URL is checked to stay on the template's origin and under
-its fixed path (:meth:`UrlTemplate.expand`), as a second line.
+leaves the shim. Finally, for templates with a placeholder in the path, the expanded URL is
+checked to stay on the template's origin and under its fixed path (:meth:`UrlTemplate.expand`),
+as a second line; a value in a query has only the first.
 
 A value may still hold ``/``: behind a server that decodes ``%2F`` it then reaches sub-folders
 of the template's fixed path (never above it). ``check-config`` warns where a route lets that
@@ -34,7 +35,8 @@ _QUERY_SAFE = "-._~!$'()*,:@"  # also encodes ";", which old CGI servers split o
 _DECODE_ROUNDS = 4  # legacy stacks decode at most twice; more rounds of encoding are refused
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _AUTHORITY_RE = re.compile(r"^\s*//|://")
-_SEPARATOR_RE = re.compile(r"[/\\]")
+_IIS_ESCAPE_RE = re.compile(r"%u[0-9A-Fa-f]{4}")
+_SEPARATOR_RE = re.compile(r"[/\\?#]")  # where a segment ends, for some server or other
 
 
 class UnsafeValue(ValueError):
@@ -65,6 +67,10 @@ def _reason(text: str) -> str | None:
         return "it holds a backslash"
     if _AUTHORITY_RE.search(text):
         return "it names a host"
+    if text.startswith("/"):
+        return "it is an absolute path"
+    if _IIS_ESCAPE_RE.search(text):
+        return "it holds a %u escape"
     for segment in _SEPARATOR_RE.split(text):
         name = segment.split(";", 1)[0]  # servlet containers drop ";params" from a segment
         if name and not name.rstrip(". "):  # ".", "..", and what Windows trims to them
@@ -168,21 +174,34 @@ class UrlTemplate:
         return url
 
     def within(self, url: str) -> bool:
-        """Whether ``url`` (as a server decoding and normalising it would read it) is on this
-        template's origin and under its fixed path."""
+        """Whether ``url`` is on this template's origin and, as servers decoding it once or
+        several times and then normalising it would read it, under its fixed path."""
         origin = self.origin
         if origin is None:  # a template for part of a URL: only its own fixed prefix counts
-            return normalised_path(url.split("?", 1)[0]).startswith(self.fixed_path)
-        split = urlsplit(url)
-        if f"{split.scheme}://{split.netloc}".lower() != origin:
-            return False
-        return normalised_path(split.path).startswith(self.fixed_path)
+            path = url.split("?", 1)[0]
+        else:
+            split = urlsplit(url)
+            if f"{split.scheme}://{split.netloc}".lower() != origin:
+                return False
+            path = split.path
+        for _ in range(_DECODE_ROUNDS):
+            resolved = _resolved(path)
+            if not resolved.startswith(self.fixed_path) or resolved.split("/", 1)[0] == "..":
+                return False
+            decoded = unquote_to_bytes(path).decode("utf-8", "replace")
+            if decoded == path:
+                return True
+            path = decoded
+        return False
 
 
 def normalised_path(path: str) -> str:
-    """``path`` as a decoding, normalising server resolves it (percent-decoded, dot segments
-    removed, a trailing ``/`` kept)."""
-    decoded = unquote_to_bytes(path).decode("utf-8", "replace")
+    """``path`` as a decoding, normalising server resolves it (percent-decoded once, dot
+    segments removed, a trailing ``/`` kept)."""
+    return _resolved(unquote_to_bytes(path).decode("utf-8", "replace"))
+
+
+def _resolved(decoded: str) -> str:
     if not decoded:
         return ""
     resolved = posixpath.normpath(decoded)
@@ -200,6 +219,13 @@ def url_template(text: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def fixed_url(text: str) -> str | None:
+    """A settings check: ``text`` is an http(s) URL without placeholders."""
+    if problem := url_template(text):
+        return problem
+    return "takes no placeholders" if UrlTemplate.parse(text).placeholders else None
 
 
 def path_template(text: str) -> str | None:

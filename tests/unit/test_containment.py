@@ -40,6 +40,12 @@ ESCAPES = [
     "http:%2F%2Fevil.example.org%2Fx",
     "a\r\nX-Injected: 1",
     "a\tb",
+    "..?/secret",  # a server that reads the query from a decoded path
+    "..%3F",
+    "..#x",
+    "/etc/passwd",  # absolute: a FIF prefix or loader root may be empty
+    "%2Fetc%2Fpasswd",
+    "%u002e%u002e/secret",  # IIS-style escapes
 ]
 
 FINE = [
@@ -73,6 +79,16 @@ def test_ordinary_identifiers_pass(value: str) -> None:
     assert unsafe_reason(value) is None
     url = UrlTemplate.parse("http://h/masters/{id}.png").expand({"id": value})
     assert UrlTemplate.parse("http://h/masters/{id}.png").within(url)
+
+
+def test_values_that_only_escape_together_are_caught_after_expansion() -> None:
+    """Each half is harmless; side by side they spell %2e%2e, a dot segment for a server that
+    decodes twice. The second line, on the whole URL, catches it."""
+    template = UrlTemplate.parse("http://h/img/{a}{b}/x.tif")
+    assert unsafe_reason("%2") is None and unsafe_reason("e%2e") is None
+    with pytest.raises(UnsafeValue):
+        template.expand({"a": "%2", "b": "e%2e"})
+    assert template.expand({"a": "p", "b": "1"}) == "http://h/img/p1/x.tif"
 
 
 def test_fixed_path_and_origin() -> None:

@@ -4,7 +4,9 @@ value out; canonical forms are fixed points."""
 
 from __future__ import annotations
 
+import posixpath
 import string
+from urllib.parse import unquote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -114,6 +116,13 @@ def test_no_value_leaves_its_template(text: str, value: str) -> None:
         url = template.expand({"id": value})
     except UnsafeValue:
         return
-    assert template.within(url), url
+    # an oracle of its own: decode the path as often as a server might, resolve dot segments;
+    # it must stay below the folder written in the template
+    folder = text.split("{", 1)[0].split("?", 1)[0].rsplit("/", 1)[0] + "/"
+    path = url.split("?", 1)[0]
+    for _ in range(4):
+        resolved = posixpath.normpath(path.replace("http://h", "", 1))
+        assert ("http://h" + resolved + "/").startswith(folder), (value, url)
+        path = unquote(path)
     assert url.startswith("http://h/") and "#" not in url
     assert not set(url) - set(string.ascii_letters + string.digits + "-._~!$'()*,;:@/?=&%")
