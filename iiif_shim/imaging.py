@@ -112,17 +112,26 @@ def cost(plan: Plan, info: SourceInfo, *, decoded_cached: bool = False) -> Cost:
     turned_w, turned_h = rotated_size(out_w, out_h, steps.degrees)
     # scaled, mirrored, turned (with an alpha copy), the quality conversion, the encoder's buffer
     finish = 4 * _RGBA * max(out_w * out_h, turned_w * turned_h)
-    if decoded_cached:
-        return Cost(0, finish)
     if plan.native.whole_source(info.width, info.height):
-        factor = reduction(info.format, info.width, info.height, steps)
+        factor = 1 if decoded_cached else reduction(info.format, info.width, info.height, steps)
         w, h = math.ceil(info.width / factor), math.ceil(info.height / factor)
-        return Cost(decode_bytes(info.mode, w, h), finish)
-    w, h = plan.native.delivered_size()
-    decode = decode_bytes(None, w + SLACK, h + SLACK)
-    if info.tiles is not None:  # stitched: plus one tile decoding at a time
-        decode += decode_bytes(None, info.tiles.width + SLACK, info.tiles.height + SLACK)
-    return Cost(decode, finish)
+        decode = decode_bytes(info.mode, w, h)
+    else:
+        w, h = plan.native.delivered_size()
+        decode = decode_bytes(None, w + SLACK, h + SLACK)
+        if info.tiles is not None:  # stitched: plus one tile decoding at a time
+            decode += decode_bytes(None, info.tiles.width + SLACK, info.tiles.height + SLACK)
+    finish += _RGBA * _reduced_first(w, h, out_w, out_h)
+    return Cost(0 if decoded_cached else decode, finish)
+
+
+def _reduced_first(width: int, height: int, out_w: int, out_h: int) -> int:
+    """Pixels of the intermediate a large LANCZOS reduction makes first (``reducing_gap`` 3 in
+    ``_crop_and_scale``): nothing unless one side shrinks at least sixfold; then under 6x the
+    output on each side, and never more than the decoded image."""
+    if width < 6 * out_w and height < 6 * out_h:
+        return 0
+    return min(36 * out_w * out_h, width * height)
 
 
 def writable_formats() -> frozenset[Format]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -16,11 +17,11 @@ from PIL import Image
 from iiif_shim import imaging
 from iiif_shim.errors import BackendError, BadRequest, NotImplementedFeature
 from iiif_shim.facts import SourceInfo, TileGrid
-from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.profile import Format, Quality, Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import Box, Limits, resolve, rotated_size
 from iiif_shim.imaging import Allowance, Piece
-from iiif_shim.model import Capabilities, Fetched, NativeOp
+from iiif_shim.model import Capabilities, Fetched, NativeOp, PillowSteps
 from iiif_shim.planner import plan
 from tests.faulty import png_bomb
 
@@ -117,6 +118,36 @@ def test_a_stitched_tile_larger_than_its_cell_is_refused() -> None:
     assert err.value.kind == "bomb" and "20000x20000 tile for a 256x256 cell" in err.value.message
 
 
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        ((6000, 4000), (256, 171)),
+        ((6000, 4000), (999, 666)),
+        ((5000, 300), (100, 100)),
+        ((1000, 1000), (333, 333)),
+        ((7000, 7000), (1, 1)),
+    ],
+)
+def test_the_reduction_step_pillow_really_makes_stays_within_the_costed_bound(
+    source: tuple[int, int], target: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[tuple[int, int]] = []
+    real = Image.Image.reduce
+
+    def reduce(self: Image.Image, *args: Any, **kwargs: Any) -> Image.Image:
+        out = real(self, *args, **kwargs)
+        made.append(out.size)
+        return out
+
+    monkeypatch.setattr(Image.Image, "reduce", reduce)
+    w, h = source
+    decoded = imaging.Decoded(Image.new("RGB", source), w, h)
+    steps = PillowSteps(None, target, False, 0, Quality.DEFAULT, Format.JPG)
+    assert imaging._crop_and_scale(decoded, steps).size == target
+    bound = imaging._reduced_first(w, h, *target)
+    assert all(mw * mh <= bound for mw, mh in made), (made, bound)
+
+
 def _plan(size: str, info: SourceInfo, rotation: str = "0"):  # type: ignore[no-untyped-def]
     req = parse_image_request(Version.V3, "x", "full", size, rotation, "default.jpg")
     return plan(resolve(req, info.width, info.height, Limits(12000, 12000, 10**8)), Capabilities())
@@ -126,7 +157,9 @@ def test_cost_counts_the_decode_at_its_reduction_and_every_intermediate() -> Non
     jpeg = SourceInfo(6000, 4000, format="JPEG", mode="RGB")
     thumb = imaging.cost(_plan("256,", jpeg), jpeg)
     assert thumb.decode == 750 * 500 * 4  # JPEG decoded at 1/8
-    assert thumb.finish == 4 * 4 * 256 * 171
+    assert thumb.finish == 4 * 4 * 256 * 171  # 750 -> 256: LANCZOS without a first reduction
+    png = SourceInfo(6000, 4000, format="PNG", mode="RGB")
+    assert imaging.cost(_plan("256,", png), png).finish == 4 * 4 * 256 * 171 + 36 * 4 * 256 * 171
     bitonal = SourceInfo(20000, 20000, format="PNG", mode="1")
     assert imaging.cost(_plan("256,", bitonal), bitonal).decode == 800_000_000
     turned = imaging.cost(_plan("1000,", jpeg, "45"), jpeg)
