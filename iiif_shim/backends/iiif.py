@@ -33,7 +33,7 @@ from ..schema import at_least, option
 from ..urltemplate import UrlTemplate, url_template
 from .base import Finding, UpstreamBackend
 from .metadata import parse_json
-from .pyramid import assemble
+from .pyramid import assemble, fetch_tile
 from .upstream import UpstreamSettings
 
 _LEVEL_RE = re.compile(r"level([012])")
@@ -246,11 +246,12 @@ class IiifBackend(UpstreamBackend):
                 op.region,
                 max(op.reduction, 1),
                 tile_url,
-                partial(self._bytes, source=target.native_id),
+                partial(fetch_tile, self.upstream, source=target.native_id),
                 self.run_blocking,
                 self._tiles,
                 described,
                 self.record,
+                self.settings.image_share,
             )
         body = await self._bytes(request_path(base, service, op, info), target.native_id)
         return Fetched(data=body, described=described)

@@ -12,7 +12,7 @@ is exactly one tile returns that tile's bytes untouched.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -26,12 +26,24 @@ from ..imaging import Piece, Record, stitch
 from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import at_least, option
 from .base import RunBlocking, UpstreamBackend
-from .upstream import UpstreamSettings
+from .upstream import Upstream, UpstreamSettings
 
 MAX_TILES = 2048  # per request: past this the request is refused (501), not queued
 
 TileUrl = Callable[[Level, int, int], str]
-Get = Callable[[str], Awaitable[bytes]]
+Get = Callable[[str, int], Awaitable[bytes]]  # (url, the most bytes it may have)
+_TILE_SLACK_BYTES = 64 * 1024  # headers, tables and poor compression, past the raw pixels
+
+
+async def fetch_tile(upstream: Upstream, url: str, cap: int, source: str) -> bytes:
+    """One tile's bytes; a missing tile the description promised is a broken pyramid (502)."""
+    try:
+        answer = await upstream.get(url, image=True, source=source, what="a tile", cap=cap)
+    except NotFound:
+        raise BackendError(
+            f"backend '{upstream.backend}': a tile the pyramid should have is missing"
+        ) from None
+    return answer.body
 
 
 async def assemble(
@@ -44,8 +56,11 @@ async def assemble(
     cache: SizedCache[str, bytes],
     described: str,
     record: Record | None = None,
+    concurrency: int = 4,
 ) -> Fetched:
-    """The region at ``1/factor`` (or the nearest finer level), from as few tiles as it needs."""
+    """The region at ``1/factor`` (or the nearest finer level), from as few tiles as it needs,
+    at most ``concurrency`` at a time; each tile's body may be at most what its cell's raw
+    pixels take (plus a little). The first failure cancels the tiles not fetched yet."""
     level = pyramid.level(factor)
     x0, y0, x1, y1 = pyramid.window(region, level)
     cols = range(x0 // pyramid.tile_width, (x1 - 1) // pyramid.tile_width + 1)
@@ -57,8 +72,15 @@ async def assemble(
             "or size"
         )
     places = [(col, row) for row in rows for col in cols]
-    urls = [tile_url(level, col, row) for col, row in places]
-    bodies = await asyncio.gather(*(cache.get(url, partial(get, url)) for url in urls))
+    slots = asyncio.Semaphore(concurrency)
+
+    async def fetch_one(col: int, row: int) -> bytes:
+        url = tile_url(level, col, row)
+        w, h = pyramid.tile_bounds(level, col, row)
+        async with slots:
+            return await cache.get(url, partial(get, url, 4 * w * h + _TILE_SLACK_BYTES))
+
+    bodies = await _all_or_first_error([fetch_one(col, row) for col, row in places])
     if count == 1 and not pyramid.overlap:
         col, row = places[0]
         if (x0, y0, x1, y1) == pyramid.cell(level, col, row):
@@ -74,6 +96,22 @@ async def assemble(
     ]
     image = await run_blocking(stitch, (x0, y0, x1, y1), pieces, described, record)
     return Fetched(image=image, described=described)
+
+
+async def _all_or_first_error(calls: list[Coroutine[Any, Any, bytes]]) -> list[bytes]:
+    """Every call's result in order; on the first failure the rest are cancelled and it is
+    raised as it is (not wrapped, as ``TaskGroup`` would)."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    return [task.result() for task in tasks]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,14 +155,8 @@ class PyramidBackend(UpstreamBackend):
     def tile_url(self, base: str, facts: PyramidFacts, level: Level, col: int, row: int) -> str:
         raise NotImplementedError
 
-    async def tile(self, url: str, source: str) -> bytes:
-        try:
-            answer = await self.upstream.get(url, image=True, source=source, what="a tile")
-            return answer.body
-        except NotFound:  # the description promised it: the pyramid is broken
-            raise BackendError(
-                f"backend '{self.name}': a tile the pyramid should have is missing"
-            ) from None
+    async def tile(self, url: str, cap: int, source: str) -> bytes:
+        return await fetch_tile(self.upstream, url, cap, source)
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         facts = self.pyramid_facts(info)
@@ -139,4 +171,5 @@ class PyramidBackend(UpstreamBackend):
             self.tiles,
             f"backend '{self.name}'",
             self.record,
+            self.settings.image_share,
         )

@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import os
 import random
+import re
 import time
 import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -43,6 +45,8 @@ from .breaker import CircuitBreaker
 log = logging.getLogger("iiif_shim")
 
 _CHUNK = 64 * 1024
+_INFLATE_STEP = 1024 * 1024
+_TYPE_RE = re.compile(r"[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,40}")
 _MAX_REDIRECTS = 3
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _REDIRECTS = ("same_origin", "none")
@@ -198,6 +202,7 @@ class Upstream:
             connector=aiohttp.TCPConnector(limit=s.max_connections),
             timeout=aiohttp.ClientTimeout(total=None, connect=s.connect_timeout),
             auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # a backend's cookies are neither kept nor sent
         )
 
     async def close(self) -> None:
@@ -210,48 +215,51 @@ class Upstream:
         *,
         headers: Mapping[str, str] | None = None,
         limit: int | None = None,
+        cap: int | None = None,
         image: bool = False,
         metadata: bool = False,
         source: str = "",
         what: str = "",
+        circuit: bool = True,
     ) -> Answer:
         """GET ``url`` for the image ``source`` (its share of the pool). The body is capped at
-        ``max_metadata_bytes`` with ``metadata`` (and then retried on transient faults), else at
-        ``max_bytes``; more is a 502, unless ``limit`` asks for only the first bytes. With
-        ``image``, the body must be an image."""
+        ``cap``, else ``max_metadata_bytes`` with ``metadata`` (then also retried on transient
+        faults), else ``max_bytes``; more is a 502, unless ``limit`` asks for only the first
+        bytes. With ``image``, the body must be an image. ``circuit=False`` (health checks)
+        neither waits for nor counts toward the circuit."""
         name = self.backend
         timeout = self.settings.timeout
         deadline = asyncio.get_running_loop().time() + timeout
         target = url if isinstance(url, URL) else URL(url, encoded=True)
         started = time.perf_counter()
         outcome = "ok"
-        trial = self.breaker.admit()
+        trial = self.breaker.admit() if circuit else False
         verdict: bool | None = None
         try:
             async with self._slot(source, deadline):
-                answer = await self._attempts(target, headers, limit, metadata, deadline, what)
+                answer = await self._attempts(
+                    target, headers, limit or cap, limit is not None, metadata, deadline, what
+                )
             verdict = True
+            if image and not looks_like_image(answer.body):
+                raise BackendError(
+                    f"backend '{name}' sent {_kind_of(answer)}, not an image"
+                    + (f" for {what}" if what else ""),
+                    kind="not_image",
+                )
         except TimeoutError:
             outcome, verdict = "timeout", False
             raise BackendTimeout(f"backend '{name}' did not answer within {timeout:g}s") from None
         except ShimError as exc:
             outcome = exc.kind
-            verdict = _counts_against(exc)
+            verdict = _counts_against(exc) if verdict is None else verdict
             raise
         finally:
-            self.breaker.record(trial, verdict)
+            if circuit:
+                self.breaker.record(trial, verdict)
             if self.metrics is not None:
                 self.metrics.backend_call(name, outcome, time.perf_counter() - started)
-        self.requests += 1
         self.bytes_received += len(answer.body)
-        if image and not looks_like_image(answer.body):
-            if self.metrics is not None:
-                self.metrics.backend_call(name, "not_image", 0.0)
-            kind = answer.content_type or "something else"
-            raise BackendError(
-                f"backend '{name}' sent {kind}, not an image" + (f" for {what}" if what else ""),
-                kind="not_image",
-            )
         return answer
 
     @asynccontextmanager
@@ -294,18 +302,19 @@ class Upstream:
         self,
         url: URL,
         headers: Mapping[str, str] | None,
-        limit: int | None,
+        cap: int | None,
+        partial: bool,
         metadata: bool,
         deadline: float,
         what: str,
     ) -> Answer:
-        cap = limit or (self.settings.max_metadata_bytes if metadata else self.settings.max_bytes)
+        cap = cap or (self.settings.max_metadata_bytes if metadata else self.settings.max_bytes)
         retries = self.settings.retries if metadata else 0
         loop = asyncio.get_running_loop()
         for attempt in range(retries + 1):
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await self._once(url, headers, cap, limit is not None, metadata, what)
+                    return await self._once(url, headers, cap, partial, metadata, what)
             except _Retry as retry:
                 pause = 0.1 * (2**attempt) * random.uniform(0.5, 1.5)
                 if attempt == retries or loop.time() + pause >= deadline:
@@ -330,6 +339,7 @@ class Upstream:
         if (rid := tracing.request_id.get()) is not None:
             sent[tracing.HEADER] = rid
         for _ in range(_MAX_REDIRECTS + 1):
+            self.requests += 1  # every request sent, whatever comes back
             try:
                 async with self._session.get(url, headers=sent, allow_redirects=False) as resp:
                     if resp.status in (301, 302, 303, 307, 308):
@@ -352,7 +362,9 @@ class Upstream:
                     # headers.copy() keeps the lookups case-insensitive ("Etag" is "ETag")
                     return Answer(resp.status, resp.headers.copy(), body, complete)
             except aiohttp.ClientConnectorError as exc:
-                reason = exc.os_error.strerror if exc.os_error else "connection failed"
+                # the OS's own words for its error number: strerror may name the address
+                number = exc.os_error.errno if exc.os_error else None
+                reason = os.strerror(number) if number else "connection failed"
                 raise _Retry(
                     BackendError(f"backend '{name}' is unreachable ({reason})", kind="refused")
                 ) from None
@@ -400,6 +412,12 @@ class Upstream:
         )
 
 
+def _kind_of(answer: Answer) -> str:
+    """The answer's declared media type when it is a plain one, else a neutral word."""
+    declared = answer.content_type
+    return declared if _TYPE_RE.fullmatch(declared) else "something else"
+
+
 def _counts_against(error: ShimError) -> bool | None:
     """What an error says of the server, for its circuit: it failed, it answered, or nothing."""
     if error.kind in ("refused", "reset", "http_5xx", "truncated", "timeout", "connect_timeout"):
@@ -432,12 +450,14 @@ async def _read(resp: aiohttp.ClientResponse, cap: int, backend: str) -> tuple[b
     body = bytearray()
     try:
         async for chunk in resp.content.iter_chunked(_CHUNK):
-            if inflate is not None:
-                chunk = inflate.decompress(chunk, cap + 1 - len(body))
-                if inflate.unconsumed_tail:  # more would come out than the cap allows
-                    body += chunk
-                    break
-            body += chunk
+            if inflate is None:
+                body += chunk
+            else:  # inflated a MiB at a time, the loop free in between, never past the cap
+                pending = chunk
+                while pending and len(body) <= cap:
+                    body += inflate.decompress(pending, min(_INFLATE_STEP, cap + 1 - len(body)))
+                    pending = inflate.unconsumed_tail
+                    await asyncio.sleep(0)
             if len(body) > cap:
                 break
     except zlib.error:
@@ -445,4 +465,8 @@ async def _read(resp: aiohttp.ClientResponse, cap: int, backend: str) -> tuple[b
             f"backend '{backend}' sent a corrupt compressed body", kind="malformed"
         ) from None
     complete = len(body) <= cap and resp.content.at_eof()
+    if inflate is not None and complete and not inflate.eof:  # the compressed stream was cut
+        raise BackendError(
+            f"backend '{backend}' sent a truncated compressed body", kind="truncated"
+        )
     return bytes(body[:cap]), complete

@@ -33,6 +33,7 @@ from tests.support import (
 )
 
 TIMEOUT = 2.0  # every faulty backend's timeout
+CLOSED_PORT = free_port()  # nothing listens there: connections are refused
 FAULTS = {
     # backend: (URL template on the faulty server, extra settings)
     "ok": ("ok/{id}", ""),
@@ -67,6 +68,14 @@ def _yaml(port: int) -> str:
         f'    image: {{url: "{base}/ok/{{id}}"}}}}\n'
         f'  tiles: {{type: deepzoom, url: "{base}/ok/{{id}}.dzi", {limits}}}\n'
     )
+    backends += (  # metadata answered well, images failing once: the image is not retried
+        f"  imgflaky: {{type: template, {limits},\n"
+        f'    info: {{url: "{base}/ok/meta.json?{{id}}",\n'
+        f"      width: {{json: w}}, height: {{json: h}}}},\n"
+        f'    image: {{url: "{base}/flaky/1/{{id}}"}}}}\n'
+        f"  closed: {{type: http, {limits},\n"
+        f'    url: "http://127.0.0.1:{CLOSED_PORT}/{{id}}"}}\n'
+    )
     for name, share in (("pool", 2), ("unshared", 4)):
         # facts from a small JSON; each output size is its own upstream request
         backends += (
@@ -79,7 +88,7 @@ def _yaml(port: int) -> str:
         )
     routes = "".join(
         f'  - {{match: "^{name}:(?P<rest>[^/]*)$", backend: {name}, id: "{{rest}}"}}\n'
-        for name in [*FAULTS, "gzip", "jsonbomb", "tiles"]
+        for name in [*FAULTS, "gzip", "jsonbomb", "tiles", "imgflaky", "closed"]
     )
     for name in ("pool", "unshared"):
         routes += (
@@ -136,6 +145,7 @@ def _peak_rss_mb(pid: int) -> float:
 @pytest.mark.parametrize(
     ("identifier", "statuses", "words"),
     [
+        ("closed:quad.png", {502}, "is unreachable (Connection refused)"),
         ("refuse:quad.png", {502}, "closed the connection"),
         ("reset:quad.png", {502}, "closed the connection"),
         ("stall:quad.png", {504}, "did not answer within 2s"),
@@ -178,6 +188,11 @@ def test_metadata_is_retried_and_images_are_not(faulty: tuple[Process, Process])
     stats = json.loads(request(server.port, "/_stats").body)
     assert stats["paths"]["/flaky/2/quad.png"] == 3
     assert server.log.read_text().count("/flaky/2/quad.png flaky flaky-1") == 3
+    image = shim.get("/iiif/3/imgflaky:quad.png/full/64,/0/default.jpg")
+    assert image.status == 502  # one 503 from the server, passed on, not retried
+    stats = json.loads(request(server.port, "/_stats").body)
+    assert stats["paths"]["/flaky/1/quad.png"] == 1
+    assert shim.get("/iiif/3/imgflaky:quad.png/full/64,/0/default.jpg").status == 200
 
 
 def test_a_failing_backend_opens_its_circuit(faulty: tuple[Process, Process]) -> None:
