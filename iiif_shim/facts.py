@@ -33,6 +33,7 @@ from .model import Capabilities
 MAX_SIDE = 1 << 20  # pixels on one side of a source
 MIN_TILE, MAX_TILE = 8, 8192  # pixels on one side of a native tile
 MAX_LEVELS = 24  # pyramid levels (scale factors 1 .. 2**23)
+_YEAR_10000 = 253402300800  # epoch seconds
 
 
 class Colour(enum.StrEnum):
@@ -191,10 +192,14 @@ class SourceInfo:
 
 
 def checked(info: SourceInfo, backend: str) -> SourceInfo:
-    """``info`` if it is sane, else a 502 naming the backend (nothing else ever sees it)."""
+    """``info`` if it is sane, else a 502 naming the backend (nothing else ever sees it). A
+    modification time no HTTP date can state (before 1970, after 9999) is dropped."""
     problem = _problem(info)
     if problem:
         raise BackendError(f"backend '{backend}' reported unusable image facts ({problem})")
+    stamp = info.last_modified
+    if stamp is not None and not 0 <= stamp < _YEAR_10000:
+        return dataclasses.replace(info, last_modified=None)
     return info
 
 
@@ -210,6 +215,9 @@ def _problem(info: SourceInfo) -> str | None:
         pyramid = info.native.pyramid
         if info.native.level not in (0, 1, 2):
             return f"compliance level {info.native.level}"
+        limit = info.native.capabilities.max_size
+        if limit is not None and not _side(limit):
+            return f"maxWidth/maxHeight {limit}"
     if pyramid is not None:
         return _pyramid_problem(pyramid, info.width, info.height)
     return None

@@ -157,7 +157,8 @@ class ImageService:
         version = info.version
         key = (src.target.backend, src.target.native_id, version, factor) if version else None
         full = imaging.cost(the_plan, info)
-        need = imaging.cost(the_plan, info, decoded_cached=whole and self.caches.decoded.holds(key))
+        cached = whole and self.caches.decoded.holds(key)
+        need = imaging.cost(the_plan, info, decoded_cached=cached)
         reservation = await self.budget.reserve(need.total)
         token = holding.set(reservation)
         try:
@@ -167,10 +168,19 @@ class ImageService:
                 allowance = imaging.Allowance(max_pixels, full.decode, (info.width, info.height))
 
                 async def decode() -> imaging.Decoded:
-                    fetched = await src.backend.fetch(src.target, the_plan.native, info)
-                    decoded: imaging.Decoded = await self.workers.run(
-                        imaging.decode, fetched, factor, allowance, record
-                    )
+                    # the master was cached when the reservation was made, and is gone now:
+                    # its decoding gets a reservation of its own
+                    extra = await self.budget.reserve(full.decode) if cached else None
+                    inner = holding.set(extra) if extra else None
+                    try:
+                        fetched = await src.backend.fetch(src.target, the_plan.native, info)
+                        decoded: imaging.Decoded = await self.workers.run(
+                            imaging.decode, fetched, factor, allowance, record
+                        )
+                    finally:
+                        if extra is not None and inner is not None:
+                            holding.reset(inner)
+                            extra.release()
                     return decoded
 
                 decoded = await self.caches.decoded.get(key, decode)
