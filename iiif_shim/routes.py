@@ -12,6 +12,7 @@ import email.utils
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -133,7 +134,7 @@ async def health(request: web.Request) -> web.Response:
         {
             "status": "ok",
             "version": __version__,
-            "config": runtime.settings.source,
+            "config": Path(runtime.settings.source).name,  # never a path of this machine
             "backends": {
                 name: {"type": b.type_name, **b.traffic()}
                 for name, b in sorted(service.backends.items())

@@ -406,6 +406,8 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("", f"cannot read {file}: {exc.strerror or exc}")], str(file)) from None
+    except UnicodeDecodeError:
+        raise ConfigError([("", f"{file} is not UTF-8 text")], str(file)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

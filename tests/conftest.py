@@ -52,7 +52,7 @@ def iip(pyramids: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ii
 
 @pytest.fixture(scope="session")
 def thumbor(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    proc = start_thumbor(images, tmp_path_factory.mktemp("thumbor"))
+    proc = start_thumbor(images.parent, tmp_path_factory.mktemp("thumbor"))
     yield proc
     proc.stop()
 

@@ -48,16 +48,16 @@ def backend_config(name: str, s: Servers) -> str:
         "files": f'{{type: files, root: "{s.images}"}}',
         "http": f'{{type: http, url: "{web}/{{id}}.png"}}',
         "iip": f'{{type: iip, url: "{s.iip_url}/fcgi-bin/iipsrv.fcgi", path: "{{id}}.tif"}}',
-        "thumbor": (
-            f'{{type: thumbor, url: "http://127.0.0.1:{s.thumbor}", path: "{{id}}.png", '
-            f'security_key: "{THUMBOR_KEY}"}}'
+        "thumbor": (  # Thumbor's loader root is the images' parent: a fixed beginning to sign
+            f'{{type: thumbor, url: "http://127.0.0.1:{s.thumbor}", '
+            f'path: "{s.images.name}/{{id}}.png", security_key: "{THUMBOR_KEY}"}}'
         ),
         "deepzoom": f'{{type: deepzoom, url: "{web}/dz/{{id}}.dzi"}}',
         "zoomify": f'{{type: zoomify, url: "{web}/zoomify/{{id}}/"}}',
         "iiif": f'{{type: iiif, url: "{s.iip_url}/iiif/{{id}}.tif"}}',
     }.get(name)
     if backend is not None:
-        # a signing backend only signs for identifiers a route admits (check-config insists)
+        # a route that admits only plain names, as a signing backend's routes should
         match = ' match: "^[^/]+$",' if name == "thumbor" else ""
         return f"backends:\n  {name}: {backend}\nroutes:\n  - {{{match} backend: {name}}}\n"
     # the shipped presets, pointed at the stand-ins

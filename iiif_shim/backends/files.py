@@ -69,9 +69,12 @@ class FilesBackend(Backend):
 
     def _facts(self, native_id: str) -> SourceInfo:
         path = self.locate(native_id)
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except OSError:  # gone since it was found
+            raise NotFound("no such image") from None
         width, height, colour, fmt, mode = probe(
-            Fetched(path=path, described=self._described(path))
+            Fetched(path=path, described=self._described(native_id))
         )
         return SourceInfo(
             width=width,
@@ -83,8 +86,9 @@ class FilesBackend(Backend):
             last_modified=stat.st_mtime,
         )
 
-    def _described(self, path: Path) -> str:
-        return f"backend '{self.name}' file {path.name!r}"
+    def _described(self, native_id: str) -> str:
+        """For error messages: the identifier asked for, never where a link leads on disk."""
+        return f"backend '{self.name}' file {native_id.rsplit('/', 1)[-1]!r}"
 
     async def facts(self, target: Target) -> SourceInfo:
         info: SourceInfo = await self.run_blocking(self._facts, target.native_id)
@@ -92,7 +96,7 @@ class FilesBackend(Backend):
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         path: Path = await self.run_blocking(self.locate, target.native_id)
-        return Fetched(path=path, described=self._described(path))
+        return Fetched(path=path, described=self._described(target.native_id))
 
     def _list(self, limit: int) -> list[str]:
         root = Path(self._root)

@@ -25,7 +25,7 @@ from ..facts import MAX_LEVELS, Colour, Level, NativeFacts, Pyramid, PyramidFact
 from ..iiif.profile import Format, Quality
 from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import at_least, option
-from ..urltemplate import UrlTemplate, path_template, url_template
+from ..urltemplate import UrlTemplate, fixed_url, path_template
 from .pyramid import PyramidBackend, PyramidSettings
 from .upstream import Answer
 
@@ -38,7 +38,7 @@ _QUERY = (
 class IipSettings(PyramidSettings):
     type: str = option(doc="`iip`")
     url: str = option(
-        doc="iipsrv's FastCGI URL, e.g. `http://host/fcgi-bin/iipsrv.fcgi`", check=url_template
+        doc="iipsrv's FastCGI URL, e.g. `http://host/fcgi-bin/iipsrv.fcgi`", check=fixed_url
     )
     path: str = option(doc="the image's path for `FIF=`, e.g. `{id}.tif`", check=path_template)
     max_cvt: int = option(

@@ -26,7 +26,7 @@ from ..facts import NativeFacts, SourceInfo
 from ..iiif.profile import Format, Quality
 from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import option
-from ..urltemplate import UrlTemplate, path_template, url_template
+from ..urltemplate import UrlTemplate, fixed_url, path_template
 from .base import Finding, UpstreamBackend
 from .metadata import parse_json
 from .upstream import Answer, UpstreamSettings
@@ -37,7 +37,7 @@ _FORMATS = {Format.JPG: "jpeg", Format.PNG: "png", Format.WEBP: "webp", Format.G
 @dataclass(frozen=True, kw_only=True)
 class ThumborSettings(UpstreamSettings):
     type: str = option(doc="`thumbor`")
-    url: str = option(doc="Thumbor's base URL, e.g. `http://thumbor:8888`", check=url_template)
+    url: str = option(doc="Thumbor's base URL, e.g. `http://thumbor:8888`", check=fixed_url)
     path: str = option(
         "{id}", doc="the image part of the URL (Thumbor's loader path)", check=path_template
     )
@@ -85,21 +85,22 @@ class ThumborBackend(UpstreamBackend):
     ) -> list[Finding]:
         found = super().route_findings(settings, slashed, admitted)
         path = cls.templates(settings)["path"]
-        if path.parts and path.parts[0].literal == "" and not admitted:
-            # the first thing in the loader path is the identifier: a signing key would sign
-            # any file or URL Thumbor's loader can reach
+        signed = settings.security_key is not None
+        if path.parts and path.parts[0].literal == "" and (signed or not admitted):
+            # the identifier is the start of the loader path: with an HTTP loader it names the
+            # host, and a signing key would sign whatever it names
             found.append(
                 Finding(
                     "path",
-                    "starts with a placeholder and a route without an anchored match feeds "
-                    "it, so any identifier becomes a Thumbor loader path"
+                    "starts with a placeholder, so an identifier chooses the whole Thumbor "
+                    "loader path (with an HTTP loader, any host)"
                     + (
-                        " signed with security_key; give `path` a fixed beginning (e.g. "
-                        "`masters/{id}`) or route only identifiers meant for it (^...)"
-                        if settings.security_key
-                        else ""
+                        ", which security_key would sign; give `path` a fixed beginning, e.g. "
+                        "`masters/{id}` or `images.example.org/{id}`"
+                        if signed
+                        else "; give `path` a fixed beginning"
                     ),
-                    error=settings.security_key is not None,
+                    error=signed,
                 )
             )
         return found
