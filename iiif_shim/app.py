@@ -65,7 +65,11 @@ async def reload(app: web.Application, load: Loader) -> bool:
         return False
     for path, message in settings.warnings:
         log.warning("warning: %s: %s", path, message)
-    notes = await app[LIVE].reload(settings)
+    try:
+        notes = await app[LIVE].reload(settings)
+    except Exception:
+        log.exception("reload failed, still serving the previous configuration")
+        return False
     for note in notes:
         log.warning(note)
     log.info("reloaded the configuration from %s", settings.source)

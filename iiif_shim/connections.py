@@ -64,6 +64,7 @@ _TOO_MANY_HEADERS = _Refusal(
 
 
 _LINGER = 1.0  # seconds a refused connection is drained before it is closed
+_MAX_LINGERING = 256  # past this many draining at once, refused connections close at once
 
 
 def _answer(status: HTTPStatus, reason: str) -> bytes:
@@ -111,6 +112,7 @@ class ConnectionGuard:
         self._factory = factory
         self._on_event = on_event
         self._open = 0
+        self.lingering = 0  # refused connections being drained before their close
 
     def __call__(self) -> asyncio.Protocol:
         return _GuardedConnection(self)
@@ -153,6 +155,7 @@ class _GuardedConnection(asyncio.Protocol):
         self._content_length = 0
         self._chunked = False
         self._remaining = 0  # bytes left of a Content-Length body or a chunk
+        self._lingering = False  # refused, answered, being drained before the close
 
     # asyncio.Protocol
 
@@ -186,6 +189,8 @@ class _GuardedConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if self._lingering:
+            self._guard.lingering -= 1
         if self._inner is not None:
             self._guard._release()
             self._inner.connection_lost(exc)
@@ -211,8 +216,12 @@ class _GuardedConnection(asyncio.Protocol):
         # for a moment: closing with unread bytes would reset the connection before the client
         # has read the answer.
         self._transport.write(_answer(refusal.status, refusal.reason))
-        if self._transport.can_write_eof():
-            self._transport.write_eof()
+        if self._guard.lingering >= _MAX_LINGERING or not self._transport.can_write_eof():
+            self._transport.close()  # a flood of refusals may not hold descriptors for long
+            return
+        self._transport.write_eof()
+        self._guard.lingering += 1
+        self._lingering = True
         self._timer = self._loop.call_later(_LINGER, self._transport.close)
 
     def _arm(self, delay: float, refusal: _Refusal) -> None:

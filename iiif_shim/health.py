@@ -54,7 +54,9 @@ async def check(service: ImageService, backend: Backend) -> tuple[str, str | Non
             target = service.router.route(probe_id)
             checked(await backend.facts(target), backend.name)
         else:
-            await backend.upstream.get(backend.root(), limit=1024, what="a health check")
+            await backend.upstream.get(
+                backend.root(), limit=1024, what="a health check", circuit=False
+            )
     except NotFound:
         if backend.settings.probe_id is not None:
             return DEGRADED, "its probe_id is not found"

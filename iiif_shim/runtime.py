@@ -55,7 +55,6 @@ class Runtime:
         self.health = health
         self.users = 0
         self.retired = False
-        self.closed = asyncio.Event()
 
 
 def _readers(upstream: Upstream) -> tuple[Callable[[], float], Callable[[], float]]:
@@ -138,17 +137,16 @@ class Live:
         entry = self._open.pop(id(runtime), None)
         if entry is None:  # closed already
             return
-        task = asyncio.get_running_loop().create_task(self._close(*entry))
+        task = asyncio.get_running_loop().create_task(self._close(entry[1]))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     @staticmethod
-    async def _close(runtime: Runtime, stack: AsyncExitStack) -> None:
+    async def _close(stack: AsyncExitStack) -> None:
         try:
             await stack.aclose()
         except Exception:
             log.exception("closing the previous configuration failed")
-        runtime.closed.set()
 
     async def close(self) -> None:
         """Close every runtime still open: the current one and any still draining."""

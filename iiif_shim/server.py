@@ -221,11 +221,10 @@ async def _serve(settings: Settings, load: Loader, file_limit: int) -> int:
         "stopping: no new connections; requests in flight get up to %gs",
         server.shutdown_timeout,
     )
-    listener.close()
-    for task in list(reloads):
-        await task
-    await runner.cleanup()
-    for signum, _ in handlers:
+    for signum, _ in handlers:  # no reload may start while the server winds down
         loop.remove_signal_handler(signum)
+    listener.close()
+    await asyncio.gather(*reloads, return_exceptions=True)
+    await runner.cleanup()
     log.info("stopped")
     return 0
