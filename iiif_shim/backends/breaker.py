@@ -26,12 +26,12 @@ class State(enum.IntEnum):
 class CircuitBreaker:
     def __init__(
         self,
-        backend: str,
+        who: str,
         failures: int,
         reset: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.backend = backend
+        self.who = who  # e.g. "backend 'archive'", for its message
         self.threshold = failures  # 0: never opens
         self.reset = reset
         self._clock = clock
@@ -58,7 +58,7 @@ class CircuitBreaker:
         assert self._opened_at is not None
         wait = max(1, math.ceil(self.reset - (self._clock() - self._opened_at)))
         raise BackendUnavailable(
-            f"backend '{self.backend}' is failing; not asking it again for {wait}s",
+            f"{self.who} is failing; not asking it again for {wait}s",
             kind="circuit_open",
             retry_after=wait,
         )

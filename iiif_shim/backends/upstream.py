@@ -183,12 +183,14 @@ class Upstream:
         settings: UpstreamSettings,
         scopes: Sequence[UrlTemplate] = (),
         metrics: Metrics | None = None,
+        role: str = "backend",
     ) -> None:
         self.backend = backend
+        self.who = f"{role} '{backend}'"  # how error messages name it
         self.settings = settings
         self.scopes = tuple(scopes)  # where redirects may lead
         self.metrics = metrics
-        self.breaker = CircuitBreaker(backend, settings.breaker_failures, settings.breaker_reset)
+        self.breaker = CircuitBreaker(self.who, settings.breaker_failures, settings.breaker_reset)
         self._session: aiohttp.ClientSession | None = None
         self._pool = asyncio.Semaphore(settings.max_connections)
         self._shares: dict[str, tuple[asyncio.Semaphore, int]] = {}
@@ -243,13 +245,13 @@ class Upstream:
             verdict = True
             if image and not looks_like_image(answer.body):
                 raise BackendError(
-                    f"backend '{name}' sent {_kind_of(answer)}, not an image"
+                    f"{self.who} sent {_kind_of(answer)}, not an image"
                     + (f" for {what}" if what else ""),
                     kind="not_image",
                 )
         except TimeoutError:
             outcome, verdict = "timeout", False
-            raise BackendTimeout(f"backend '{name}' did not answer within {timeout:g}s") from None
+            raise BackendTimeout(f"{self.who} did not answer within {timeout:g}s") from None
         except ShimError as exc:
             outcome = exc.kind
             verdict = _counts_against(exc) if verdict is None else verdict
@@ -280,7 +282,7 @@ class Upstream:
                         raise
             except TimeoutError:
                 raise BackendUnavailable(
-                    f"backend '{self.backend}' is busy: no connection was free within "
+                    f"{self.who} is busy: no connection was free within "
                     f"{wait:g}s ({self.settings.max_connections} in use)",
                     kind="busy",
                 ) from None
@@ -319,7 +321,7 @@ class Upstream:
                 pause = 0.1 * (2**attempt) * random.uniform(0.5, 1.5)
                 if attempt == retries or loop.time() + pause >= deadline:
                     raise retry.error from None
-                log.info("backend %r: %s; retrying", self.backend, retry.error.message)
+                log.info("%s: %s; retrying", self.who, retry.error.message)
                 await asyncio.sleep(pause)
         raise AssertionError("unreachable")
 
@@ -334,7 +336,6 @@ class Upstream:
     ) -> Answer:
         if self._session is None:
             raise RuntimeError("backend not started")
-        name = self.backend
         sent = {"Accept-Encoding": "identity", **(headers or {})}
         if (rid := tracing.request_id.get()) is not None:
             sent[tracing.HEADER] = rid
@@ -349,16 +350,16 @@ class Upstream:
                         raise NotFound("no such image" + (f" ({what})" if what else ""))
                     if resp.status >= 400 and resp.status != 416:
                         error = BackendError(
-                            f"backend '{name}' answered HTTP {resp.status}"
+                            f"{self.who} answered HTTP {resp.status}"
                             + (f" for {what}" if what else ""),
                             kind="http_5xx" if resp.status >= 500 else "http_4xx",
                         )
                         raise _Retry(error) if resp.status in _RETRY_STATUSES else error
                     if not partial and (resp.content_length or 0) > cap:
-                        raise _too_large(name, cap, metadata)
-                    body, complete = await _read(resp, cap, name)
+                        raise _too_large(self.who, cap, metadata)
+                    body, complete = await _read(resp, cap, self.who)
                     if not complete and not partial:
-                        raise _too_large(name, cap, metadata)
+                        raise _too_large(self.who, cap, metadata)
                     # headers.copy() keeps the lookups case-insensitive ("Etag" is "ETag")
                     return Answer(resp.status, resp.headers.copy(), body, complete)
             except aiohttp.ClientConnectorError as exc:
@@ -366,37 +367,36 @@ class Upstream:
                 number = exc.os_error.errno if exc.os_error else None
                 reason = os.strerror(number) if number else "connection failed"
                 raise _Retry(
-                    BackendError(f"backend '{name}' is unreachable ({reason})", kind="refused")
+                    BackendError(f"{self.who} is unreachable ({reason})", kind="refused")
                 ) from None
             except aiohttp.ServerTimeoutError:
                 raise _Retry(
                     BackendTimeout(
-                        f"backend '{name}' did not accept a connection within "
+                        f"{self.who} did not accept a connection within "
                         f"{self.settings.connect_timeout:g}s",
                         kind="connect_timeout",
                     )
                 ) from None
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
                 raise _Retry(
-                    BackendError(f"backend '{name}' closed the connection", kind="reset")
+                    BackendError(f"{self.who} closed the connection", kind="reset")
                 ) from None
             except aiohttp.ClientPayloadError:
                 raise BackendError(
-                    f"backend '{name}' sent a broken or truncated body", kind="truncated"
+                    f"{self.who} sent a broken or truncated body", kind="truncated"
                 ) from None
             except aiohttp.ClientResponseError as exc:
                 raise BackendError(
-                    f"backend '{name}' sent a malformed answer", kind="malformed", detail=str(exc)
+                    f"{self.who} sent a malformed answer", kind="malformed", detail=str(exc)
                 ) from None
             except aiohttp.ClientError as exc:
                 raise BackendError(
-                    f"backend '{name}' failed", kind="failed", detail=type(exc).__name__
+                    f"{self.who} failed", kind="failed", detail=type(exc).__name__
                 ) from None
-        raise BackendError(f"backend '{name}' redirected too many times", kind="redirect")
+        raise BackendError(f"{self.who} redirected too many times", kind="redirect")
 
     def _redirect(self, url: URL, location: str) -> URL:
         """Where a redirect leads, if the policy allows it (else a 502)."""
-        name = self.backend
         if self.settings.redirects == "same_origin" and location:
             try:
                 target = url.join(URL(location))
@@ -405,9 +405,9 @@ class Upstream:
             if target is not None and any(t.within(str(target)) for t in self.scopes):
                 return target
         raise BackendError(
-            f"backend '{name}' redirected outside its configured URLs"
+            f"{self.who} redirected outside its configured URLs"
             if self.settings.redirects == "same_origin"
-            else f"backend '{name}' redirected (redirects: none)",
+            else f"{self.who} redirected (redirects: none)",
             kind="redirect",
         )
 
@@ -430,7 +430,7 @@ def _counts_against(error: ShimError) -> bool | None:
 def _too_large(backend: str, cap: int, metadata: bool) -> BackendError:
     setting = "max_metadata_bytes" if metadata else "max_bytes"
     return BackendError(
-        f"backend '{backend}': the response is larger than {setting} ({cap})", kind="oversize"
+        f"{backend}: the response is larger than {setting} ({cap})", kind="oversize"
     )
 
 
@@ -445,7 +445,7 @@ async def _read(resp: aiohttp.ClientResponse, cap: int, backend: str) -> tuple[b
         inflate = zlib.decompressobj()
     elif encoding not in ("", "identity"):
         raise BackendError(
-            f"backend '{backend}' sent a body encoded as {encoding[:20]!r}", kind="malformed"
+            f"{backend} sent a body encoded as {encoding[:20]!r}", kind="malformed"
         )
     body = bytearray()
     try:
@@ -462,11 +462,11 @@ async def _read(resp: aiohttp.ClientResponse, cap: int, backend: str) -> tuple[b
                 break
     except zlib.error:
         raise BackendError(
-            f"backend '{backend}' sent a corrupt compressed body", kind="malformed"
+            f"{backend} sent a corrupt compressed body", kind="malformed"
         ) from None
     complete = len(body) <= cap and resp.content.at_eof()
     if inflate is not None and complete and not inflate.eof:  # the compressed stream was cut
         raise BackendError(
-            f"backend '{backend}' sent a truncated compressed body", kind="truncated"
+            f"{backend} sent a truncated compressed body", kind="truncated"
         )
     return bytes(body[:cap]), complete
