@@ -18,9 +18,10 @@ from aiohttp import web
 
 from .budget import MemoryBudget
 from .errors import ConfigError
+from .httputil import LIVE, METRICS
 from .metrics import Metrics
 from .middleware import add_cors_headers, preflight_middleware, request_middleware
-from .routes import LIVE, METRICS, dispatch, health, metrics, ready
+from .routes import dispatch, health, metrics, ready
 from .runtime import Live
 from .settings import Settings
 

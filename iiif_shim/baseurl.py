@@ -37,6 +37,15 @@ class PublicBase:
     prefix: str
     trust_forwarded: bool
 
+    def site(self, scheme: str, host: str, headers: Mapping[str, str]) -> str:
+        """``scheme://host[/path]``: the base less the IIIF prefix (object and viewer pages)."""
+        base = self.base(scheme, host, headers)
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        split = base.find("/", base.find("//") + 2)
+        origin, path = (base, "") if split < 0 else (base[:split], base[split:])
+        return origin + (path.removesuffix(self.prefix) if self.prefix else path)
+
     def base(self, scheme: str, host: str, headers: Mapping[str, str]) -> str:
         """``scheme://host[/path]`` + prefix, for a request with these attributes."""
         if self.public_url:

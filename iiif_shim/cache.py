@@ -2,8 +2,8 @@
 
 - :class:`SingleFlight`: identical concurrent misses share one call; a failure reaches every
   waiter and is never remembered.
-- :class:`FactsCache`: source facts (width, height, ...) per backend and native identifier,
-  TTL + LRU, single-flight on misses.
+- :class:`TtlCache`: TTL + LRU, single-flight on misses: source facts (width, height, ...) per
+  backend and native identifier (``FactsCache``), and object records of the Presentation API.
 - :class:`SizedCache`: LRU bounded in bytes, single-flight: rendered images by plan key, and
   decoded sources by (backend, identifier, version, reduction) so the tiles of a deep-zoom
   session do not each decode (or download) the master again.
@@ -52,33 +52,39 @@ class SingleFlight(Generic[K, V]):
             future.exception()  # mark retrieved; waiters get it through their own await
 
 
-class FactsCache:
-    def __init__(self, entries: int, ttl: float, observe: Observe | None = None) -> None:
-        self._cache: TTLCache[tuple[str, str], SourceInfo] | None = (
+class TtlCache(Generic[K, V]):
+    """TTL + LRU by entry count, single-flight on misses (``tier`` names it for metrics)."""
+
+    def __init__(
+        self, entries: int, ttl: float, tier: str, observe: Observe | None = None
+    ) -> None:
+        self._cache: TTLCache[K, V] | None = (
             TTLCache(maxsize=entries, ttl=ttl) if entries > 0 and ttl > 0 else None
         )
-        self._flight: SingleFlight[tuple[str, str], SourceInfo] = SingleFlight()
+        self._flight: SingleFlight[K, V] = SingleFlight()
+        self._tier = tier
         self._observe = observe
 
-    async def get(
-        self, key: tuple[str, str], load: Callable[[], Awaitable[SourceInfo]]
-    ) -> SourceInfo:
+    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         cache = self._cache
         hit = cache.get(key) if cache is not None else None
         if self._observe is not None:
-            self._observe("facts", hit is not None)
+            self._observe(self._tier, hit is not None)
         if hit is not None:
             return hit
 
-        async def load_and_keep() -> SourceInfo:
+        async def load_and_keep() -> V:
             # Stored inside the shared call, so a request arriving just after it finishes
             # finds the value instead of starting a second upstream call.
-            info = await load()
+            value = await load()
             if cache is not None:
-                cache[key] = info
-            return info
+                cache[key] = value
+            return value
 
         return await self._flight.do(key, load_and_keep)
+
+
+FactsCache = TtlCache[tuple[str, str], SourceInfo]
 
 
 class SizedCache(Generic[K, V]):
@@ -147,7 +153,7 @@ class Caches:
         observe: Observe | None = None,
     ) -> Caches:
         return cls(
-            FactsCache(info_entries, info_ttl, observe),
+            FactsCache(info_entries, info_ttl, "facts", observe),
             SizedCache(image_bytes, lambda r: len(r.body), "image", observe),
             SizedCache(decoded_bytes, lambda d: d.nbytes, "decoded", observe),
         )

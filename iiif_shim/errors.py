@@ -56,6 +56,12 @@ class NotFound(ShimError):
     status = 404
 
 
+class PayloadTooLarge(ShimError):
+    """The answer would be larger than this server makes (413), e.g. a PDF past its page limit."""
+
+    status = 413
+
+
 class NotImplementedFeature(ShimError):
     """A valid IIIF request this server cannot honour (501)."""
 

@@ -28,7 +28,7 @@ from aiohttp.typedefs import Handler
 
 from . import tracing
 from .errors import Overloaded, ShimError
-from .routes import LIVE, METRICS, OBSERVED, RUNTIME, Observed
+from .httputil import LIVE, METRICS, OBSERVED, RUNTIME, Observed
 
 log = logging.getLogger("iiif_shim")
 

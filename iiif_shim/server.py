@@ -35,7 +35,7 @@ from aiohttp.abc import AbstractAccessLogger
 from . import __version__
 from .app import Loader, create_app, reload
 from .connections import ClientLimits, ConnectionGuard, handler_factory
-from .routes import METRICS
+from .httputil import METRICS
 from .settings import Settings
 
 log = logging.getLogger("iiif_shim")

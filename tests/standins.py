@@ -1,8 +1,9 @@
 """Stand-ins for legacy servers that cannot be installed here: Djatoka and CONTENTdm.
 
 Each implements only the documented parameters the presets in ``config/`` use, over a folder of
-images, with Pillow, so the ``template`` backend is tested over real HTTP. They are not the real
-products: the presets say so.
+images, with Pillow, so the ``template`` backend (and the ``contentdm`` object source) is tested
+over real HTTP. They follow the documented request and answer shapes; they are not the real
+products, and the presets and the source say so.
 
     python -m tests.standins djatoka|contentdm --port P --root DIR
 
@@ -16,6 +17,17 @@ products: the presets say so.
   ``DMSCALE`` (percent), ``DMX``/``DMY`` (offset in scaled pixels) and ``DMWIDTH``/``DMHEIGHT``
   (viewport in scaled pixels, clipped at the image edge); it answers JPEG. Images are
   ``{alias}/{ptr}.{ext}`` in the folder.
+- CONTENTdm web services for objects, from ``{alias}/items.json`` in the folder (pointer ->
+  the item's fields by nickname, with an optional ``cpd``: its compound structure as
+  ``dmGetCompoundObjectInfo`` answers it), in the shapes OCLC documents and sites are seen to
+  send: ``dmGetItemInfo/{alias}/{ptr}/json`` (the fields, an empty one as ``{}``, plus ``find``
+  and ``dmrecord``; an unknown pointer ``{"code": "-2", "message": "Requested item not
+  found"}``), ``dmGetCompoundObjectInfo/{alias}/{ptr}/json`` (the ``cpd``, or ``{"code": "-2",
+  "message": "Requested item is not compound"}``) and ``dmQuery/{alias}/0/{fields}/{sortby}/
+  {maxrecs}/{start}/{suppress}/...`` (browse: ``{"pager": ..., "records": [{pointer,
+  parentobject, collection, filetype, find, <fields>}]}``, pages of compound objects only with
+  suppress 0). Any function on an alias without a folder answers 200 with the HTML text
+  ``Error looking up collection /{alias}<br>``, as the product does.
 
 Both count requests and bytes sent, at ``/_stats``.
 """
@@ -26,6 +38,7 @@ import argparse
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from PIL import Image
@@ -110,9 +123,107 @@ def _djatoka_size(scale: str, size: tuple[int, int]) -> tuple[int, int]:
     return max(1, round(w0 * factor)), max(1, round(h0 * factor))
 
 
+def _cdm_items(root: Path, alias: str) -> dict[str, Any] | None:
+    """The collection's items (pointer -> fields), or None when there is no such alias."""
+    folder = root / alias
+    if not alias or ".." in alias or "/" in alias or not folder.is_dir():
+        return None
+    path = folder / "items.json"
+    items: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    return items
+
+
+def _cdm_pages(cpd: Any) -> list[dict[str, Any]]:
+    """Every page of a compound structure, sections included."""
+    found: list[dict[str, Any]] = []
+    if isinstance(cpd, list):
+        for item in cpd:
+            found += _cdm_pages(item)
+    elif isinstance(cpd, dict):
+        page = cpd.get("page")
+        found += page if isinstance(page, list) else [page] if isinstance(page, dict) else []
+        found += _cdm_pages(cpd.get("node"))
+    return found
+
+
+def _cdm_item(items: dict[str, Any], pointer: str) -> dict[str, Any]:
+    fields = {k: ({} if v == "" else v) for k, v in items[pointer].items() if k != "cpd"}
+    extension = "cpd" if "cpd" in items[pointer] else "jp2"
+    return {
+        **fields,
+        "find": f"{pointer}.{extension}",
+        "dmrecord": pointer,
+        "restrictionCode": "0",
+        "cdmfilesize": "1000",
+        "cdmhasocr": "0",
+    }
+
+
+def _cdm_query(items: dict[str, Any], alias: str, args: list[str]) -> dict[str, Any]:
+    """``dmQuery`` browsing (searchstrings 0) one collection."""
+    fields, sortby, maxrecs, start, suppress = args[1], args[2], args[3], args[4], args[5]
+    parents = {
+        str(page.get("pageptr")): pointer
+        for pointer, item in items.items()
+        for page in _cdm_pages(item.get("cpd"))
+    }
+    records = []
+    for pointer, item in items.items():
+        parent = parents.get(pointer)
+        if parent is not None and suppress == "1":
+            continue
+        record = {
+            "collection": f"/{alias}",
+            "pointer": int(pointer),
+            "filetype": "jp2",
+            "parentobject": -1 if parent is None else parent,
+            "find": f"{pointer}.jp2",
+        }
+        for nick in fields.split("!"):
+            value = item.get(nick, "")
+            record[nick] = value if isinstance(value, str) else ""
+        records.append(record)
+    if sortby not in ("nosort", "0"):
+        key = sortby.split("!")[0]
+        records.sort(key=lambda r: str(r.get(key, "")))
+    count = max(1, min(int(maxrecs or "10") or 10, 1024))
+    first = max(int(start or "1"), 1) - 1
+    return {
+        "pager": {"start": start, "maxrecs": maxrecs, "total": len(records)},
+        "records": records[first : first + count],
+    }
+
+
 def contentdm(root: Path) -> web.Application:
-    async def info(request: web.Request) -> web.Response:
+    async def webservices(request: web.Request) -> web.Response:
         parts = request.query.get("q", "").split("/")
+        if parts[0] in ("dmGetItemInfo", "dmGetCompoundObjectInfo", "dmQuery") and len(parts) > 2:
+            items = _cdm_items(root, parts[1])
+            if items is None:
+                return web.Response(
+                    text=f"Error looking up collection /{parts[1]}<br>", content_type="text/html"
+                )
+            if parts[0] == "dmQuery":
+                if len(parts) != 14 or parts[2] != "0" or parts[13] != "json":
+                    raise web.HTTPBadRequest(text="the stand-in only browses")
+                return web.json_response(_cdm_query(items, parts[1], parts[2:]))
+            if len(parts) != 4 or parts[3] != "json":
+                raise web.HTTPBadRequest(text="unknown query")
+            pointer = parts[2]
+            if pointer not in items:
+                missing = {"code": "-2", "message": "Requested item not found"}
+                return web.json_response({**missing, "restrictionCode": "-1"})
+            if parts[0] == "dmGetItemInfo":
+                return web.json_response(_cdm_item(items, pointer))
+            cpd = items[pointer].get("cpd")
+            if cpd is None:
+                return web.json_response(
+                    {"message": "Requested item is not compound", "code": "-2"}
+                )
+            return web.json_response(cpd)
+        return await info(request, parts)
+
+    async def info(request: web.Request, parts: list[str]) -> web.Response:
         if len(parts) != 4 or parts[0] != "dmGetImageInfo" or parts[3] != "json":
             raise web.HTTPBadRequest(text="unknown query")
         path = find(root, f"{parts[1]}/{parts[2]}")
@@ -142,7 +253,7 @@ def contentdm(root: Path) -> web.Application:
             return web.Response(body=encode(out, "JPEG"), content_type="image/jpeg")
 
     app = web.Application()
-    app.router.add_get("/dmwebservices/index.php", info)
+    app.router.add_get("/dmwebservices/index.php", webservices)
     app.router.add_get("/cgi-bin/getimage.exe", getimage)
     return app
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..facts import NativeFacts, SourceInfo
 from ..iiif.profile import Format, Quality
+from ..jsonpath import path_check, select
 from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import at_least, option
 from ..urltemplate import UrlTemplate, url_template
@@ -64,7 +65,12 @@ def _one_of(choices: tuple[str, ...]) -> Any:
 class Extract:
     """Where a number is in the metadata answer: give exactly one of the three."""
 
-    json: str | None = option(None, doc="dotted path in a JSON answer, e.g. `image.width`")
+    json: str | None = option(
+        None,
+        doc="path in a JSON answer, e.g. `image.width`, `sizes.0.width` or `$.sizes[0].width` "
+        "(its first match)",
+        check=path_check,
+    )
     xml: str | None = option(None, doc="element path and attribute in XML, e.g. `Size/@Width`")
     regex: str | None = option(None, doc="regular expression on the text; its first group")
 
@@ -85,10 +91,10 @@ class Extract:
     def find(self, text: str) -> int:
         """The number in ``text``; ValueError when it is not there."""
         if self.json is not None:
-            node: Any = parse_json(text)
-            for part in self.json.split("."):
-                node = node[int(part)] if isinstance(node, list) else node[part]
-            return _number(node)
+            matches = select(parse_json(text), self.json)
+            if not matches:
+                raise ValueError(f"nothing at {self.json}")
+            return _number(matches[0])
         if self.xml is not None:
             element_path, _, attribute = self.xml.rpartition("@")
             root = parse_xml(text)  # tag names without their XML namespaces

@@ -6,7 +6,13 @@ so each spec term is spelled in exactly one place.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+
+# the rights URIs both APIs accept (the Presentation validator's rule: http:// forms only)
+RIGHTS_RE = re.compile(
+    r"http://(creativecommons\.org/(licenses|publicdomain)/|rightsstatements\.org/vocab/)\S+"
+)
 
 
 class Version(StrEnum):

@@ -1,0 +1,101 @@
+"""What every handler shares: the app keys, the request's runtime and what it turned out to be
+(for metrics), one-time decoding of a path segment, conditional GET and cache headers, and the
+reading of ``Accept`` for JSON-LD."""
+
+from __future__ import annotations
+
+import email.utils
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from .errors import BadRequest
+from .metrics import Metrics
+from .runtime import Live, Runtime
+from .settings import Settings
+
+LIVE = web.AppKey("live", Live)
+METRICS = web.AppKey("metrics", Metrics)
+RUNTIME = "iiif_shim.runtime"  # the request's runtime (set by the request middleware)
+OBSERVED = "iiif_shim.observed"  # what the request was, for metrics
+
+
+@dataclass
+class Observed:
+    """What a request turned out to be, filled in as the handler learns it (for metrics)."""
+
+    endpoint: str = "other"  # info, image, base, landing, health, metrics, other
+    version: str = "-"
+    backend: str = "-"
+
+
+def runtime_of(request: web.Request) -> Runtime:
+    runtime: Runtime = request[RUNTIME]
+    return runtime
+
+
+def observed(request: web.Request) -> Observed:
+    found: Observed = request[OBSERVED]
+    return found
+
+
+def decode_segment(segment: str, parameter: str) -> str:
+    try:
+        return unquote(segment, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest("percent-encoding is not valid UTF-8", parameter=parameter) from None
+
+
+def _http_date(timestamp: float) -> str:
+    return email.utils.formatdate(timestamp, usegmt=True)
+
+
+def not_modified(request: web.Request, etag: str | None, last_modified: float | None) -> bool:
+    """RFC 9110 conditional GET: If-None-Match wins over If-Modified-Since."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        if etag is None:
+            return False
+        tags = [t.strip() for t in if_none_match.split(",")]
+        return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
+    since = request.if_modified_since
+    if since is None or last_modified is None:
+        return False
+    return int(last_modified) <= since.timestamp()
+
+
+def cache_headers(
+    settings: Settings, etag: str | None, last_modified: float | None
+) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if settings.server.cache_control:
+        headers["Cache-Control"] = settings.server.cache_control
+    if etag:
+        headers["ETag"] = etag
+    if last_modified is not None:
+        headers["Last-Modified"] = _http_date(last_modified)
+    return headers
+
+
+def wants_jsonld(accept: str | None) -> bool | None:
+    """True if Accept prefers JSON-LD, False if it names plain JSON only, None if silent."""
+    if not accept:
+        return None
+    ranked: dict[str, float] = {}
+    for item in accept.split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        ranked[media.lower()] = max(q, ranked.get(media.lower(), 0.0))
+    ld, plain = ranked.get("application/ld+json", 0.0), ranked.get("application/json", 0.0)
+    if ld > 0 and ld >= plain:
+        return True
+    if plain > 0:
+        return False
+    return None

@@ -1,0 +1,752 @@
+"""Object sources over real files and real HTTP on 127.0.0.1: CSV (a file and a URL), a JSON
+catalogue (an aiohttp server in the test, which records every path it is asked for) and
+CONTENTdm (the stand-in of tests/standins.py, as a process); records built right, and every bad
+input answered as a 502 or 504 naming the source, or as "not this source's object"."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+import pytest
+from aiohttp import web
+
+from iiif_shim.backends.template import Extract
+from iiif_shim.errors import BackendError, BackendTimeout
+from iiif_shim.jsonpath import MAX_RESULTS, compile_path, select
+from iiif_shim.mapping import Router
+from iiif_shim.presentation.records import RangeRecord
+from iiif_shim.presentation.sources import SOURCE_TYPES, ConfigView, ObjectSource, SourceContext
+from iiif_shim.schema import Reader
+from iiif_shim.settings import parse_settings
+from tests.servers import start_standin
+from tests.support import Process, free_port
+
+T = TypeVar("T")
+CC_BY = "http://creativecommons.org/licenses/by/4.0/"
+NOC = "http://rightsstatements.org/vocab/NoC-US/1.0/"
+
+
+async def _blocking(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.to_thread(fn, *args)
+
+
+CONTEXT = SourceContext(_blocking, {}, Router(()))
+VIEW = ConfigView({}, Router(()))
+
+
+def settings_of(type_name: str, data: dict[str, Any], base: Path) -> Any:
+    reader = Reader(base)
+    settings = reader.read(SOURCE_TYPES[type_name].settings_class, {"type": type_name, **data}, "s")
+    assert settings is not None and not reader.problems, reader.problems
+    return settings
+
+
+def problems_of(type_name: str, data: dict[str, Any], base: Path) -> list[tuple[str, str]]:
+    reader = Reader(base)
+    reader.read(SOURCE_TYPES[type_name].settings_class, {"type": type_name, **data}, "s")
+    return reader.problems
+
+
+@asynccontextmanager
+async def opened(
+    type_name: str, data: dict[str, Any] | Any, base: Path, name: str = "src"
+) -> AsyncIterator[ObjectSource]:
+    """A started source, from its config section (or settings already read)."""
+    settings = settings_of(type_name, data, base) if isinstance(data, dict) else data
+    source = SOURCE_TYPES[type_name](name, settings, CONTEXT)
+    await source.start()
+    try:
+        yield source
+    finally:
+        await source.close()
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+# --- jsonpath ---------------------------------------------------------------------------------
+
+DOC = {
+    "title": "A book",
+    "files": [{"iiif_id": "b/1", "label": "Cover"}, {"iiif_id": "b/2"}, {"iiif_id": 3}],
+    "image": {"width": "6000", "sizes": [{"width": 100}, {"width": 200}]},
+    "key with spaces": {"it's": 1},
+    "$x": "dollar",
+    "0": "zero",
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("$", [DOC]),
+        ("$.title", ["A book"]),
+        ("title", ["A book"]),
+        ("image.width", ["6000"]),  # the template backend's dotted form
+        ("image.sizes.1.width", [200]),  # with integer indexes
+        ("image.sizes.-1.width", [200]),
+        ("$.image.sizes[0].width", [100]),
+        ("$.image.sizes[-1].width", [200]),
+        ("$.files[*].iiif_id", ["b/1", "b/2", 3]),
+        ("$.files.*.label", ["Cover"]),
+        ("$.image.*", ["6000", [{"width": 100}, {"width": 200}]]),
+        ("$['key with spaces']['it\\'s']", [1]),
+        ('$["key with spaces"]', [{"it's": 1}]),
+        ("$x", ["dollar"]),  # a name that starts with $, not the root
+        ("$.0", ["zero"]),  # digits on an object are a key
+        ("$.files[7].iiif_id", []),
+        ("$.title.x", []),
+        ("$.missing[*]", []),
+        ("$[0]", []),
+    ],
+)
+def test_json_paths_select_every_match_in_order(path: str, expected: list[Any]) -> None:
+    assert select(DOC, path) == expected
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", "$..title", "$.files[?(@.x)]", "$.files[0:2]", "$.a.", "$['a'", "$[", "a]", "x" * 501],
+)
+def test_bad_json_paths_are_refused_when_compiled(path: str) -> None:
+    with pytest.raises(ValueError):
+        compile_path(path)
+
+
+def test_json_paths_are_bounded() -> None:
+    wide = [[0] * 1000] * 101
+    assert len(select(wide, "$[0][*]")) == 1000
+    with pytest.raises(ValueError, match=str(MAX_RESULTS)):
+        select(wide, "$[*][*]")
+    with pytest.raises(ValueError, match="steps"):
+        compile_path("a" + ".a" * 40)
+
+
+def test_the_template_backend_reads_numbers_by_json_path() -> None:
+    answer = json.dumps({"image": {"width": "6000", "sizes": [{"w": 10}, {"w": 20}]}})
+    assert Extract(json="image.width").find(answer) == 6000
+    assert Extract(json="image.sizes.1.w").find(answer) == 20
+    assert Extract(json="$.image.sizes[*].w").find(answer) == 10  # the first match
+    with pytest.raises(ValueError):
+        Extract(json="image.height").find(answer)
+    with pytest.raises(ValueError):
+        Extract(json="image.width").find("<html>")
+    reader = Reader(Path("."))
+    assert reader.read(Extract, {"json": "$..w"}, "width") is None
+    assert reader.problems and reader.problems[0][0] == "width.json"
+
+
+# --- csv --------------------------------------------------------------------------------------
+
+CATALOGUE = (
+    "obj,image_id,title,page,description,rights,credit,date,seq,chapter,creator,extent\n"
+    f"book,book/p10,The book,Back,Three pages,{CC_BY},Library,1887-05-17,10,Text,A. Printer,3 p.\n"
+    "Brief an Händel,letters/1,Ein Brief,,,,,1750,,,,\n"
+    "book,book/p1,Ignored title,Cover,,,,,1,Cover,Not the first row,\n"
+    "a/b,slash/1,,,,,,,,,,\n"
+    "book,book/p2,,Middle,,,,,2,Text,,\n"
+    "natural,n/p10,,,,,,,p10,,,\n"
+    "natural,n/p2,,,,,,,p2,,,\n"
+    "natural,n/p1,,,,,,,,,,\n"
+    ",,,,,,,,,,,\n"
+)
+COLUMNS = {
+    "object": "obj",
+    "image": "image_id",
+    "label": "title",
+    "canvas_label": "page",
+    "summary": "description",
+    "rights": "rights",
+    "required_statement": "credit",
+    "nav_date": "date",
+    "order": "seq",
+    "range": "chapter",
+    "metadata": ["creator", "date", "extent"],
+}
+
+
+def test_csv_rows_become_ordered_canvases_with_first_row_fields(tmp_path: Path) -> None:
+    (tmp_path / "objects.csv").write_text(CATALOGUE, encoding="utf-8-sig")  # with a BOM
+
+    async def check() -> None:
+        async with opened("csv", {"path": "objects.csv", "columns": COLUMNS}, tmp_path) as src:
+            assert await src.names(100) == ["book", "Brief an Händel", "a/b", "natural"]
+            assert await src.names(2) == ["book", "Brief an Händel"]
+            book = await src.record("book")
+            assert book is not None
+            assert [c.image for c in book.canvases] == ["book/p1", "book/p2", "book/p10"]
+            assert [c.label for c in book.canvases] == ["Cover", "Middle", "Back"]
+            assert book.ranges == (RangeRecord("Cover", 0, 0), RangeRecord("Text", 1, 2))
+            assert (book.label, book.summary, book.rights) == ("The book", "Three pages", CC_BY)
+            assert book.required_statement == "Library"
+            assert book.nav_date == "1887-05-17T00:00:00Z"
+            assert book.metadata == (
+                ("creator", "A. Printer"),  # the first row in the file, not the first canvas
+                ("date", "1887-05-17"),
+                ("extent", "3 p."),
+            )
+            natural = await src.record("natural")
+            assert natural is not None
+            assert [c.image for c in natural.canvases] == ["n/p2", "n/p10", "n/p1"]
+            slash = await src.record("a/b")
+            assert slash is not None and slash.label == "a/b"
+            letter = await src.record("Brief an Händel")
+            assert letter is not None and letter.nav_date == "1750-01-01T00:00:00Z"
+            assert await src.record("nothing") is None
+            assert await src.record("../objects.csv") is None
+
+    run(check())
+
+
+def test_csv_with_another_delimiter_and_encoding(tmp_path: Path) -> None:
+    (tmp_path / "latin.csv").write_bytes("obj;img;title\nx;x/1;Händel\n".encode("cp1252"))
+    columns = {"object": "obj", "image": "img", "label": "title"}
+
+    async def check() -> None:
+        data = {"path": "latin.csv", "columns": columns, "delimiter": ";", "encoding": "cp1252"}
+        async with opened("csv", data, tmp_path) as src:
+            record = await src.record("x")
+            assert record is not None and record.label == "Händel"
+        async with opened("csv", {**data, "encoding": "utf-8"}, tmp_path, "latin") as src:
+            with pytest.raises(BackendError) as caught:
+                await src.record("x")
+            assert caught.value.status == 502
+            assert "source 'latin'" in caught.value.message
+            assert "latin.csv is not utf-8 text (byte 21)" in caught.value.message
+
+    run(check())
+
+
+def test_a_missing_column_fails_that_source_alone_and_check_config_warns(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "broken.csv").write_text("obj,title\nx,No image column\n")
+    (tmp_path / "good.csv").write_text("obj,image_id\ny,y/1\n")
+    (tmp_path / "images").mkdir()
+    config = {
+        "backends": {"local": {"type": "files", "root": "images"}},
+        "routes": [{"backend": "local"}],
+        "presentation": {
+            "sources": {
+                "broken": {"type": "csv", "path": "broken.csv",
+                           "columns": {"object": "obj", "image": "image_id", "label": "nope"}},
+                "good": {"type": "csv", "path": "good.csv",
+                         "columns": {"object": "obj", "image": "image_id"}},
+            }
+        },
+    }  # fmt: skip
+    settings = parse_settings(config, tmp_path)  # loads: a warning, not an error
+    warned = dict(settings.warnings)
+    assert "'image_id'" in warned["presentation.sources.broken.columns.image"]
+    assert "'nope'" in warned["presentation.sources.broken.columns.label"]
+    assert not any(k.startswith("presentation.sources.good") for k in warned)
+
+    async def check() -> None:
+        sources = settings.presentation.sources
+        async with (
+            opened("csv", sources["broken"], tmp_path, "broken") as broken,
+            opened("csv", sources["good"], tmp_path, "good") as good,
+        ):
+            for attempt in (broken.names(10), broken.record("x")):
+                with pytest.raises(BackendError) as caught:
+                    await attempt
+                message = caught.value.message
+                assert caught.value.status == 502 and message.startswith("source 'broken'")
+                assert "'image_id' (columns.image)" in message and "'nope'" in message
+            assert await broken.record("y") is None  # not in its file: not its object
+            assert await good.record("y") is not None
+
+    run(check())
+
+
+def test_check_config_warns_of_unreadable_csv_files(tmp_path: Path) -> None:
+    settings = settings_of(
+        "csv", {"path": "missing.csv", "columns": {"object": "o", "image": "i"}}, tmp_path
+    )
+    found = SOURCE_TYPES["csv"].findings(settings, VIEW)
+    assert found and found[0].key == "path" and "missing.csv" in found[0].message
+    (tmp_path / "bad.csv").write_bytes(b"o,i,\xff\xfe\n")
+    settings = settings_of(
+        "csv", {"path": "bad.csv", "columns": {"object": "o", "image": "i"}}, tmp_path
+    )
+    found = SOURCE_TYPES["csv"].findings(settings, VIEW)
+    assert found and found[0].key == "encoding" and not found[0].error
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "fragment"),
+    [
+        ("obj,img\nx,x/1\nx,\n", {}, "object 'x': line 3: no image (column 'img')"),
+        ("obj,img\nx,x/1\ny,y/1\nz,z/1\n", {"max_rows": 2}, "more than max_rows (2)"),
+        ("obj,img\nx,x/1\n", {"max_bytes": 10}, "larger than max_bytes (10)"),
+        ("", {}, "is empty (no header row)"),
+        ('obj,img\nx,"x/1\n', {}, None),  # an unclosed quote: the rest is one value
+        ("obj,img\n" + "x,x/1\n" * 2001, {}, "more than 2000 images"),
+    ],
+)
+def test_bad_csv_content_is_a_502_naming_the_source(
+    tmp_path: Path, content: str, extra: dict[str, Any], fragment: str | None
+) -> None:
+    (tmp_path / "t.csv").write_text(content)
+
+    async def check() -> None:
+        data = {"path": "t.csv", "columns": {"object": "obj", "image": "img"}, **extra}
+        async with opened("csv", data, tmp_path, "cat") as src:
+            if fragment is None:
+                record = await src.record("x")
+                assert record is not None and record.canvases[0].image == "x/1"
+                return
+            with pytest.raises(BackendError) as caught:
+                await src.record("x")
+            assert caught.value.status == 502
+            assert caught.value.message.startswith("source 'cat'")
+            assert fragment in caught.value.message, caught.value.message
+
+    run(check())
+
+
+def test_a_changed_csv_file_is_read_again(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("obj,img\nx,x/1\n")
+
+    async def check() -> None:
+        data = {"path": str(path), "columns": {"object": "obj", "image": "img"}}
+        async with opened("csv", data, tmp_path) as src:
+            assert await src.names(10) == ["x"]
+            path.write_text("obj,img\nx,x/1\ny,y/1\n")
+            os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+            assert await src.names(10) == ["x", "y"]
+            path.write_text("obj,nothing\n")  # broken now: the error, not the old table
+            os.utime(path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+            with pytest.raises(BackendError, match="no column 'img'"):
+                await src.names(10)
+
+    run(check())
+
+
+# --- an HTTP server in the test ---------------------------------------------------------------
+
+OBJECTS: dict[str, Any] = {
+    "book": {
+        "title": "The book",
+        "creator": ["A. Printer", "B. Binder"],
+        "date": 1887,
+        "rights": CC_BY,
+        "behavior": "paged",
+        "files": [
+            {"iiif_id": "book/p1", "label": "Cover"},
+            {"iiif_id": "book/p2", "label": "Page 2"},
+        ],
+    },
+    "a/b": {"title": "Slash", "files": [{"iiif_id": "s/1"}]},
+    "Brief an Händel": {"title": "Ein Brief", "files": [{"iiif_id": "letters/1"}]},
+    "empty": {"title": "No images", "files": []},
+    "bad-label": {"title": {"en": "an object"}, "files": [{"iiif_id": "x/1"}]},
+}
+LISTING = {"items": [{"id": "book"}, {"id": "a/b"}, {"id": "Brief an Händel"}, {"x": 1}]}
+
+
+class Catalogue:
+    """A JSON catalogue on 127.0.0.1 that records the raw path of every request."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.csv = "obj,img,title\nx,x/1,From the web\n"
+        self.csv_fails = False
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = request.raw_path
+        self.seen.append(raw)
+        path, _, _ = raw.partition("?")
+        if path.startswith("/api/items/") and "/" not in path[len("/api/items/") :]:
+            doc = OBJECTS.get(unquote(path[len("/api/items/") :]))
+            if doc is None:
+                raise web.HTTPNotFound(text="no such item")
+            return web.json_response(doc)
+        if path == "/api/list":
+            return web.json_response(LISTING)
+        if path == "/api/names":
+            return web.json_response(["book", "empty"])
+        if path.startswith("/slow/"):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), 10)
+        if path.startswith("/garbage/"):
+            return web.Response(text='{"title": "cut', content_type="application/json")
+        if path.startswith("/html/"):
+            return web.Response(text="<html><body>Login</body></html>", content_type="text/html")
+        if path.startswith("/fail/"):
+            raise web.HTTPInternalServerError(text="boom")
+        if path == "/export/objects.csv" and self.csv_fails:
+            raise web.HTTPServiceUnavailable(text="down for maintenance")
+        if path == "/export/objects.csv":
+            etag = f'"{len(self.csv)}"'
+            if request.headers.get("If-None-Match") == etag:
+                return web.Response(status=304, headers={"ETag": etag})
+            return web.Response(text=self.csv, content_type="text/csv", headers={"ETag": etag})
+        raise web.HTTPNotFound(text="not here")
+
+    async def __aenter__(self) -> Catalogue:
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        self._closing.set()
+        await self._runner.cleanup()
+
+
+def _catalogue_source(base: str, **more: Any) -> dict[str, Any]:
+    return {
+        "url": f"{base}/api/items/{{object}}",
+        "fields": {
+            "label": "$.title",
+            "images": "$.files[*].iiif_id",
+            "canvas_labels": "$.files[*].label",
+            "nav_date": "$.date",
+            "rights": "$.rights",
+            "behavior": "$.behavior",
+            "metadata": {"Creator": "$.creator", "Title": "title"},
+        },
+        **more,
+    }
+
+
+def test_a_json_catalogue_with_a_list(tmp_path: Path) -> None:
+    async def check() -> None:
+        async with Catalogue() as cat:
+            data = _catalogue_source(
+                cat.base, list=f"{cat.base}/api/list", list_path="$.items[*]", name_path="$.id"
+            )
+            async with opened("json", data, tmp_path, "api") as src:
+                assert await src.names(10) == ["book", "a/b", "Brief an Händel"]
+                book = await src.record("book")
+                assert book is not None and book.source == "api"
+                assert [(c.image, c.label) for c in book.canvases] == [
+                    ("book/p1", "Cover"),
+                    ("book/p2", "Page 2"),
+                ]
+                assert (book.label, book.rights, book.behavior) == ("The book", CC_BY, ("paged",))
+                assert book.nav_date == "1887-01-01T00:00:00Z"
+                assert book.metadata == (
+                    ("Creator", "A. Printer; B. Binder"),
+                    ("Title", "The book"),
+                )
+                slash = await src.record("a/b")
+                letter = await src.record("Brief an Händel")
+                assert slash is not None and slash.label == "Slash"
+                assert letter is not None and letter.canvases[0].image == "letters/1"
+                before = len(cat.seen)
+                assert await src.record("empty") is None  # not listed: no request
+                assert await src.record("../x") is None
+                assert len(cat.seen) == before
+                assert cat.seen.count("/api/list") == 1  # kept for `refresh` seconds
+            assert "/api/items/a%2Fb" in cat.seen
+            assert "/api/items/Brief%20an%20H%C3%A4ndel" in cat.seen
+
+    run(check())
+
+
+def test_a_json_catalogue_with_objects_or_without_a_list(tmp_path: Path) -> None:
+    async def check() -> None:
+        async with Catalogue() as cat:
+            fixed = _catalogue_source(cat.base, objects=["book", "missing"])
+            async with opened("json", fixed, tmp_path) as src:
+                assert await src.names(10) == ["book", "missing"]
+                assert await src.record("missing") is None  # listed, but the server says 404
+                assert await src.record("a/b") is None  # not listed
+            plain = _catalogue_source(cat.base, list=f"{cat.base}/api/names")
+            async with opened("json", plain, tmp_path) as src:
+                assert await src.names(10) == ["book", "empty"]
+            async with opened("json", _catalogue_source(cat.base), tmp_path) as src:
+                assert await src.names(10) == []
+                assert (await src.record("a/b")) is not None
+                assert await src.record("nothing") is None
+
+    run(check())
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../x",
+        "..",
+        "a/../../x",
+        "..%2Fx",
+        "%2e%2e",
+        "%252e%252e%252fx",
+        "x\\..\\y",
+        "//evil.example/x",
+        "http://evil.example/x",
+    ],
+)
+def test_names_that_would_climb_out_never_reach_another_path(tmp_path: Path, name: str) -> None:
+    async def check() -> None:
+        async with Catalogue() as cat:
+            async with opened("json", _catalogue_source(cat.base), tmp_path) as src:
+                assert await src.record(name) is None
+                assert await src.record("a/b") is not None
+            assert cat.seen == ["/api/items/a%2Fb"]  # the hostile name sent nothing at all
+
+    run(check())
+
+
+@pytest.mark.parametrize(
+    ("prefix", "extra", "status", "fragment"),
+    [
+        ("garbage", {"retries": 0}, 502, "source 'cat' sent object 'x' that is not JSON"),
+        ("html", {}, 502, "that is not JSON (text/html)"),
+        ("fail", {"retries": 1}, 502, "source 'cat' answered HTTP 500 for object 'x'"),
+        ("slow", {"timeout": 0.5}, 504, "source 'cat' did not answer within 0.5s"),
+    ],
+)
+def test_a_json_catalogue_that_fails_is_a_502_or_504_naming_it(
+    tmp_path: Path, prefix: str, extra: dict[str, Any], status: int, fragment: str
+) -> None:
+    async def check() -> None:
+        async with Catalogue() as cat:
+            data = {"url": f"{cat.base}/{prefix}/{{object}}", "fields": {"images": "$.i"}}
+            async with opened("json", {**data, **extra}, tmp_path, "cat") as src:
+                started = time.monotonic()
+                with pytest.raises((BackendError, BackendTimeout)) as caught:
+                    await src.record("x")
+                assert time.monotonic() - started < 3
+                assert caught.value.status == status
+                assert fragment in caught.value.message, caught.value.message
+
+    run(check())
+
+
+def test_a_json_object_without_images_or_with_bad_fields_is_a_502(tmp_path: Path) -> None:
+    async def check() -> None:
+        async with (
+            Catalogue() as cat,
+            opened("json", _catalogue_source(cat.base), tmp_path, "api") as src,
+        ):
+            with pytest.raises(BackendError) as caught:
+                await src.record("empty")
+            assert caught.value.message == (
+                "source 'api', object 'empty': no images at $.files[*].iiif_id"
+            )
+            with pytest.raises(BackendError, match="object 'bad-label': label: matches an"):
+                await src.record("bad-label")
+
+    run(check())
+
+
+def test_a_json_list_of_objects_without_name_path_is_a_clear_502(tmp_path: Path) -> None:
+    async def check() -> None:
+        async with Catalogue() as cat:
+            data = _catalogue_source(cat.base, list=f"{cat.base}/api/list", list_path="$.items")
+            async with opened("json", data, tmp_path, "api") as src:
+                with pytest.raises(BackendError, match="set `name_path`"):
+                    await src.names(10)
+
+    run(check())
+
+
+@pytest.mark.parametrize(
+    ("data", "where", "fragment"),
+    [
+        ({"url": "http://h/items", "fields": {"images": "$.i"}}, "s.url", "{object}"),
+        ({"url": "http://h/{object}/{x}", "fields": {"images": "$.i"}}, "s.url", "{object}"),
+        ({"url": "ftp://h/{object}", "fields": {"images": "$.i"}}, "s.url", ""),
+        ({"url": "http://h/{object}", "fields": {"images": "$..i"}}, "s.fields.images", "`..`"),
+        ({"url": "http://h/{object}", "fields": {}}, "s.fields.images", "required"),
+        (
+            {"url": "http://h/{object}", "list": "http://h/l", "objects": ["a"],
+             "fields": {"images": "$.i"}},
+            "s.list",
+            "not both",
+        ),
+        (
+            {"url": "http://h/{object}", "fields": {"images": "$.i", "metadata": {"A": "$["}}},
+            "s.fields.metadata.A",
+            "unclosed",
+        ),
+        ({"url": "http://h/{object}", "name_path": "$.id", "fields": {"images": "$.i"}},
+         "s.name_path", "with `list`"),
+    ],
+)  # fmt: skip
+def test_json_source_config_problems(
+    tmp_path: Path, data: dict[str, Any], where: str, fragment: str
+) -> None:
+    found = problems_of("json", data, tmp_path)
+    assert any(p == where and fragment in m for p, m in found), found
+
+
+def test_a_csv_at_a_url_is_fetched_kept_and_refreshed(tmp_path: Path) -> None:
+    async def check() -> None:
+        async with Catalogue() as cat:
+            url = f"{cat.base}/export/objects.csv"
+            columns = {"object": "obj", "image": "img", "label": "title"}
+            settings = settings_of("csv", {"path": url, "columns": columns}, tmp_path)
+            assert settings.url == url
+            async with opened("csv", {"path": url, "columns": columns}, tmp_path) as src:
+                record = await src.record("x")
+                assert record is not None and record.label == "From the web"
+                assert await src.names(10) == ["x"]
+                assert cat.seen.count("/export/objects.csv") == 1
+            data = {"path": url, "columns": columns, "refresh": 0}
+            async with opened("csv", data, tmp_path) as src:
+                assert await src.names(10) == ["x"]
+                assert await src.names(10) == ["x"]  # 304: the same table
+                cat.csv += "y,y/1,Another\n"
+                assert await src.names(10) == ["x", "y"]
+            data = {"path": url, "columns": columns, "refresh": 0}
+            async with opened("csv", data, tmp_path) as src:
+                assert await src.names(10) == ["x", "y"]
+                cat.csv_fails = True  # a failed refetch: the last good copy stays in use
+                assert await src.names(10) == ["x", "y"]
+                cat.csv_fails = False
+            data = {"path": f"{cat.base}/fail/objects.csv", "columns": columns}
+            async with opened("csv", data, tmp_path, "web") as src:
+                with pytest.raises(BackendError, match="source 'web' answered HTTP 500"):
+                    await src.names(10)
+            data = {"path": f"{cat.base}/gone.csv", "columns": columns}
+            async with opened("csv", data, tmp_path, "web") as src:
+                with pytest.raises(BackendError, match="source 'web': its CSV is not found"):
+                    await src.record("x")
+
+    run(check())
+
+
+def test_csv_path_problems(tmp_path: Path) -> None:
+    columns = {"object": "o", "image": "i"}
+    assert problems_of("csv", {"path": "x.csv", "columns": {"object": "o"}}, tmp_path) == [
+        ("s.columns.image", "required")
+    ]
+    found = problems_of("csv", {"path": "x.csv", "columns": columns, "delimiter": ";;"}, tmp_path)
+    assert found and found[0][0] == "s.delimiter"
+    found = problems_of("csv", {"path": "x.csv", "columns": columns, "encoding": "nope"}, tmp_path)
+    assert found and found[0][0] == "s.encoding"
+    found = problems_of("csv", {"path": "http://", "columns": columns}, tmp_path)
+    assert found and found[0][0] == "s.path"
+
+
+# --- CONTENTdm, through its stand-in ----------------------------------------------------------
+
+ITEMS = {
+    "10": {"title": "A map", "descri": "", "rights": NOC, "date": "1887",
+           "creato": "Someone &amp; Co.", "subjec": "Maps"},
+    "20": {
+        "title": "Letters", "rights": "All rights reserved", "date": "circa 1900",
+        "cpd": {"type": "Document", "page": [
+            {"pagetitle": "Front", "pagefile": "21.jp2", "pageptr": "21"},
+            {"pagetitle": "Back", "pagefile": "22.jp2", "pageptr": "22"},
+            {"pagetitle": "Reading", "pagefile": "23.mp3", "pageptr": "23"},
+        ]},
+    },
+    "21": {"title": "Front"}, "22": {"title": "Back"}, "23": {"title": "Reading"},
+    "30": {
+        "title": "A county history", "date": "1901-02",
+        "cpd": {"type": "Monograph", "node": {"nodetitle": "A county history", "node": [
+            {"nodetitle": "Chapter 1", "page": [
+                {"pagetitle": "p. 1", "pagefile": "31.jp2", "pageptr": "31"},
+                {"pagetitle": "p. 2", "pagefile": "32.jp2", "pageptr": "32"},
+            ]},
+            {"nodetitle": "Chapter 2", "page": {"pagetitle": "p. 3", "pagefile": "33.jp2",
+                                                "pageptr": "33"}},
+        ]}},
+    },
+    "31": {"title": "p. 1"}, "32": {"title": "p. 2"}, "33": {"title": "p. 3"},
+    "40": {"title": "A recording", "cpd": {"type": "Document", "page": [
+        {"pagetitle": "Side A", "pagefile": "41.mp3", "pageptr": "41"}]}},
+    "41": {"title": "Side A"},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cdm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    root = tmp_path_factory.mktemp("cdm")
+    (root / "maps").mkdir()
+    (root / "maps" / "items.json").write_text(json.dumps(ITEMS))
+    proc = start_standin("contentdm", root, tmp_path_factory.mktemp("cdm-log"))
+    yield proc
+    proc.stop()
+
+
+def test_contentdm_objects_from_its_web_services(cdm: Process, tmp_path: Path) -> None:
+    async def check() -> None:
+        data = {"url": f"http://127.0.0.1:{cdm.port}", "collection": "maps", "retries": 0}
+        async with opened("contentdm", data, tmp_path, "cdm") as src:
+            assert await src.names(100) == ["30", "10", "40", "20"]  # by title, no pages
+            assert await src.names(2) == ["30", "10"]
+            single = await src.record("10")
+            assert single is not None
+            assert [c.image for c in single.canvases] == ["maps:10"]
+            assert (single.label, single.rights, single.summary) == ("A map", NOC, None)
+            assert single.nav_date == "1887-01-01T00:00:00Z"
+            assert single.metadata == (
+                ("Creator", "Someone & Co."),
+                ("Date", "1887"),
+                ("Subject", "Maps"),
+            )
+            letters = await src.record("20")
+            assert letters is not None
+            assert [(c.image, c.label) for c in letters.canvases] == [
+                ("maps:21", "Front"),
+                ("maps:22", "Back"),
+            ]  # the mp3 page left out
+            assert letters.rights is None and letters.nav_date is None
+            assert ("Rights", "All rights reserved") in letters.metadata
+            history = await src.record("30")
+            assert history is not None and len(history.canvases) == 3
+            assert history.ranges == (
+                RangeRecord("Chapter 1", 0, 1),
+                RangeRecord("Chapter 2", 2, 2),
+            )
+            assert history.nav_date == "1901-02-01T00:00:00Z"
+            for name in ("99", "abc", "../10", "10/../20", "1 0", ""):
+                assert await src.record(name) is None, name
+            with pytest.raises(BackendError, match="object '40': none of its pages is an image"):
+                await src.record("40")
+        custom = {**data, "image_id": "{alias}/{pointer}", "fields": {"label": None}}
+        async with opened("contentdm", custom, tmp_path, "cdm") as src:
+            single = await src.record("10")
+            assert single is not None and single.canvases[0].image == "maps/10"
+            assert single.label == "10"
+        async with opened("contentdm", {**data, "collection": "nope"}, tmp_path, "cdm") as src:
+            with pytest.raises(BackendError, match="source 'cdm': CONTENTdm has no collection"):
+                await src.record("10")
+
+    run(check())
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"url": "http://h", "collection": "a/b"}, "s.collection"),
+        ({"url": "http://h?x=1", "collection": "a"}, "s.url"),
+        ({"url": "http://h", "collection": "a", "image_id": "{id}"}, "s.image_id"),
+        ({"url": "http://h", "collection": "a", "api_path": "index.php"}, "s.api_path"),
+        ({"url": "http://h", "collection": "a", "fields": {"label": "ti tle"}}, "s.fields.label"),
+    ],
+)
+def test_contentdm_config_problems(tmp_path: Path, data: dict[str, Any], where: str) -> None:
+    found = problems_of("contentdm", data, tmp_path)
+    assert any(p == where for p, _ in found), found
+
+
+def test_the_source_types_are_registered() -> None:
+    assert {"folder", "csv", "json", "contentdm"} <= set(SOURCE_TYPES)
