@@ -40,7 +40,10 @@ def _parser() -> argparse.ArgumentParser:
         "backend, metadata, native or Pillow per feature, a sample timing",
     )
     probe.add_argument("--config", help="YAML config (default as for serve)")
-    probe.add_argument("identifier")
+    probe.add_argument("identifier", nargs="?", help="an image identifier")
+    probe.add_argument(
+        "--object", metavar="NAME", help="report an object instead: its source and canvases"
+    )
     return parser
 
 
@@ -54,6 +57,8 @@ def _summary(settings: Settings) -> list[str]:
     for i, route in enumerate(settings.routes):
         match = route.match.pattern if route.match else "(every identifier)"
         lines.append(f"  routes[{i}]: {match} -> {route.backend} as {route.id}")
+    for name, spec in settings.presentation.sources.items():
+        lines.append(f"  presentation source {name} ({spec.type})")
     return lines
 
 
@@ -102,10 +107,17 @@ def probe(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
-    from .probe import report
+    from .probe import report, report_object
 
-    lines, ok = asyncio.run(report(settings, args.identifier))
-    print(f"identifier: {args.identifier!r} ({settings.source})")
+    if (args.identifier is None) == (args.object is None):
+        print("iiif-shim probe: give an identifier or --object NAME", file=sys.stderr)
+        return 2
+    if args.object is not None:
+        lines, ok = asyncio.run(report_object(settings, args.object))
+        print(f"object: {args.object!r} ({settings.source})")
+    else:
+        lines, ok = asyncio.run(report(settings, args.identifier))
+        print(f"identifier: {args.identifier!r} ({settings.source})")
     for line in lines:
         print(line)
     return 0 if ok else 1

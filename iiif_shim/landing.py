@@ -5,6 +5,7 @@ Links are relative to the page, so they work behind any proxy; every value is es
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 
 from . import __version__
@@ -19,7 +20,24 @@ code{font-size:.85em;word-break:break-all}
 """
 
 
-def landing_page(title: str, prefix: str, identifiers: list[str]) -> str:
+def landing_page(
+    title: str,
+    prefix: str,
+    identifiers: list[str],
+    objects: Sequence[tuple[str, str, str | None]] = (),
+) -> str:
+    """``objects``: (name, label, thumbnail URL) of the objects to list first."""
+    shown = []
+    for name, label, thumbnail in objects:
+        img = (
+            f'<img src="{escape(thumbnail)}" alt="{escape(label)}" loading="lazy">'
+            if thumbnail
+            else ""
+        )
+        shown.append(
+            f'<li><a href="/objects/{escape(encode_identifier(name))}">{img}'
+            f"{escape(label)}</a></li>"
+        )
     items = []
     for identifier in identifiers:
         enc = encode_identifier(identifier)
@@ -43,5 +61,12 @@ def landing_page(title: str, prefix: str, identifiers: list[str]) -> str:
         f"<p>IIIF Image API 3.0 at <code>{escape(prefix)}/3/</code> and 2.1 at "
         f"<code>{escape(prefix)}/2/</code> · iiif-shim {escape(__version__)} · "
         '<a href="/health">health</a></p>'
-        f"<ul>\n{body}\n</ul></body></html>\n"
+        + (
+            f'<h2>Objects</h2><ul class="objects">\n{"".join(shown)}\n</ul>'
+            f'<p><a href="{escape(prefix)}/presentation/3/collection">IIIF collection</a></p>'
+            "<h2>Images</h2>"
+            if shown
+            else ""
+        )
+        + f"<ul>\n{body}\n</ul></body></html>\n"
     )

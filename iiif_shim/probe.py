@@ -17,6 +17,7 @@ from .iiif.request import parse_image_request
 from .iiif.resolve import Box, resolve
 from .model import NativeOp, Plan
 from .planner import plan
+from .presentation.service import open_presentation
 from .service import ImageService, open_service
 from .settings import Settings
 
@@ -109,6 +110,40 @@ def _features(width: int, height: int) -> list[Feature]:
             for fmt in Format
         ),
     ]
+
+
+async def report_object(settings: Settings, name: str) -> tuple[list[str], bool]:
+    """The object's source, fields and canvases with their sizes (from the image facts)."""
+    lines: list[str] = []
+    async with (
+        open_service(settings) as service,
+        open_presentation(settings.presentation, service) as presentation,
+    ):
+        started = time.perf_counter()
+        try:
+            record = await presentation.record(name)
+        except ShimError as exc:
+            lines.append(f"  not found or unreadable: {exc.public_text()}")
+            return lines, False
+        lines.append(
+            f"  source: {record.source} ({settings.presentation.sources[record.source].type}), "
+            f"read in {(time.perf_counter() - started) * 1000:.0f} ms"
+        )
+        lines.append(f"  label: {record.label}")
+        for label, value in record.metadata:
+            lines.append(f"  metadata {label}: {value}")
+        ok = True
+        for i, canvas in enumerate(record.canvases, 1):
+            try:
+                picture = await presentation.picture(canvas.image, name)
+                size = f"{picture.width}x{picture.height}"
+            except ShimError as exc:
+                size, ok = f"ERROR {exc.public_text()}", False
+            label = f" {canvas.label!r}" if canvas.label else ""
+            lines.append(f"  canvas {i}{label}: image {canvas.image!r} {size}")
+        for part in record.ranges:
+            lines.append(f"  range {part.label!r}: canvases {part.first + 1}-{part.last + 1}")
+    return lines, ok
 
 
 async def report(settings: Settings, identifier: str) -> tuple[list[str], bool]:

@@ -8,118 +8,40 @@ identifier is exactly one raw segment, decoded exactly once, so ``%2F`` stays pa
 
 from __future__ import annotations
 
-import email.utils
+import asyncio
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, viewers
 from .baseurl import encode_identifier
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, NotFound, ShimError
+from .httputil import (
+    METRICS,
+    cache_headers,
+    decode_segment,
+    not_modified,
+    observed,
+    runtime_of,
+    wants_jsonld,
+)
 from .iiif.profile import Version, json_media_type
 from .iiif.request import parse_image_request
 from .landing import landing_page
-from .metrics import Metrics
-from .runtime import Live, Runtime
-from .settings import Settings
-
-LIVE = web.AppKey("live", Live)
-METRICS = web.AppKey("metrics", Metrics)
-RUNTIME = "iiif_shim.runtime"  # the request's runtime (set by the request middleware)
-OBSERVED = "iiif_shim.observed"  # what the request was, for metrics
+from .presentation.routes import builder_of, object_request, presentation_request
+from .runtime import Runtime
 
 MAX_IDENTIFIER_LENGTH = 1024
+LANDING_SOURCE_WAIT = 3.0  # seconds the landing page waits for one source's objects
 _VERSIONS = {v.value: v for v in Version}
-
-
-@dataclass
-class Observed:
-    """What a request turned out to be, filled in as the handler learns it (for metrics)."""
-
-    endpoint: str = "other"  # info, image, base, landing, health, metrics, other
-    version: str = "-"
-    backend: str = "-"
-
-
-def runtime_of(request: web.Request) -> Runtime:
-    runtime: Runtime = request[RUNTIME]
-    return runtime
-
-
-def observed(request: web.Request) -> Observed:
-    found: Observed = request[OBSERVED]
-    return found
-
-
-def _decode(segment: str, parameter: str) -> str:
-    try:
-        return unquote(segment, encoding="utf-8", errors="strict")
-    except UnicodeDecodeError:
-        raise BadRequest("percent-encoding is not valid UTF-8", parameter=parameter) from None
-
-
-def _http_date(timestamp: float) -> str:
-    return email.utils.formatdate(timestamp, usegmt=True)
-
-
-def _not_modified(request: web.Request, etag: str | None, last_modified: float | None) -> bool:
-    """RFC 9110 conditional GET: If-None-Match wins over If-Modified-Since."""
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match is not None:
-        if etag is None:
-            return False
-        tags = [t.strip() for t in if_none_match.split(",")]
-        return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
-    since = request.if_modified_since
-    if since is None or last_modified is None:
-        return False
-    return int(last_modified) <= since.timestamp()
-
-
-def _cache_headers(
-    settings: Settings, etag: str | None, last_modified: float | None
-) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    if settings.server.cache_control:
-        headers["Cache-Control"] = settings.server.cache_control
-    if etag:
-        headers["ETag"] = etag
-    if last_modified is not None:
-        headers["Last-Modified"] = _http_date(last_modified)
-    return headers
-
-
-def _wants_jsonld(accept: str | None) -> bool | None:
-    """True if Accept prefers JSON-LD, False if it names plain JSON only, None if silent."""
-    if not accept:
-        return None
-    ranked: dict[str, float] = {}
-    for item in accept.split(","):
-        media, *params = (p.strip() for p in item.split(";"))
-        q = 1.0
-        for p in params:
-            if p.startswith("q="):
-                try:
-                    q = float(p[2:])
-                except ValueError:
-                    q = 0.0
-        ranked[media.lower()] = max(q, ranked.get(media.lower(), 0.0))
-    ld, plain = ranked.get("application/ld+json", 0.0), ranked.get("application/json", 0.0)
-    if ld > 0 and ld >= plain:
-        return True
-    if plain > 0:
-        return False
-    return None
 
 
 def info_media_type(version: Version, accept: str | None) -> str:
     """3.0: JSON-LD unless only plain JSON is asked for. 2.1: plain JSON unless JSON-LD is."""
-    wants = _wants_jsonld(accept)
+    wants = wants_jsonld(accept)
     if version is Version.V3:
         return "application/json" if wants is False else json_media_type(version)
     return json_media_type(version) if wants else "application/json"
@@ -163,13 +85,26 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    """Everything else, by the current configuration's prefix: IIIF, else the landing page."""
-    prefix = runtime_of(request).settings.iiif.prefix
+    """Everything else, by the current configuration's prefix: the Presentation API, IIIF
+    images, object and viewer pages, viewer assets, else the landing page."""
+    settings = runtime_of(request).settings
+    prefix = settings.iiif.prefix
     raw = request.raw_path.split("?", 1)[0]
     if raw == "/":
         return await landing(request)
+    if raw.startswith(prefix + "/presentation/"):
+        return await presentation_request(request, raw[len(prefix) + len("/presentation/") :])
     if raw.startswith(prefix + "/"):
         return await iiif_request(request)
+    if raw.startswith("/objects/"):
+        return await object_request(request, raw[len("/objects/") :])
+    if raw.startswith("/view/"):
+        observed(request).endpoint = "viewer"
+        viewer = decode_segment(raw[len("/view/") :], "viewer")
+        return await viewers.view(request, settings.viewers, viewer)
+    if raw.startswith("/viewers/"):
+        observed(request).endpoint = "asset"
+        return await viewers.asset(request, settings.viewers, raw[len("/viewers/") :])
     raise NotFound("not a IIIF URL")
 
 
@@ -181,8 +116,19 @@ async def landing(request: web.Request) -> web.Response:
     if not identifiers:
         for name in service.router.identity_backends():
             identifiers += await service.backends[name].identifiers(50)
+    objects: list[tuple[str, str, str | None]] = []
+    builder = builder_of(request, runtime)
+    for source in runtime.presentation.sources.values():
+        try:  # a source that is down or slow leaves the rest of the page
+            async with asyncio.timeout(LANDING_SOURCE_WAIT):
+                entries = await runtime.presentation.entries(source, 50)
+        except (ShimError, TimeoutError):
+            continue
+        for name, label, picture in entries:
+            thumb = builder.thumbnail(picture)["id"] if picture else None
+            objects.append((name, label, thumb))
     return web.Response(
-        text=landing_page(settings.landing.title, settings.iiif.prefix, identifiers),
+        text=landing_page(settings.landing.title, settings.iiif.prefix, identifiers, objects),
         content_type="text/html",
     )
 
@@ -204,7 +150,7 @@ async def iiif_request(request: web.Request) -> web.StreamResponse:
         raise NotFound("no identifier given")
     if len(segments[0]) > MAX_IDENTIFIER_LENGTH:
         raise BadRequest(f"identifier longer than {MAX_IDENTIFIER_LENGTH} characters")
-    identifier = _decode(segments[0], "identifier")
+    identifier = decode_segment(segments[0], "identifier")
     base = runtime.public.base(request.scheme, request.host, request.headers)
     base_id = f"{base}/{version.value}/{encode_identifier(identifier)}"
 
@@ -234,9 +180,9 @@ async def _info(
     media_type = info_media_type(version, request.headers.get("Accept"))
     body = json.dumps(doc, indent=2).encode()
     etag = '"' + hashlib.sha256(body + media_type.encode()).hexdigest()[:32] + '"'
-    headers = _cache_headers(settings, etag, source.last_modified)
+    headers = cache_headers(settings, etag, source.last_modified)
     headers["Vary"] = "Accept"
-    if _not_modified(request, etag, source.last_modified):
+    if not_modified(request, etag, source.last_modified):
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = media_type
     return web.Response(body=body, headers=headers)
@@ -253,16 +199,16 @@ async def _image(
     settings = runtime.settings
     service = runtime.service
     names = ("region", "size", "rotation", "quality")
-    decoded = [_decode(text, name) for text, name in zip(params, names, strict=True)]
+    decoded = [decode_segment(text, name) for text, name in zip(params, names, strict=True)]
     image_request = parse_image_request(version, identifier, *decoded)
     observed(request).backend = service.router.route(identifier).backend
     prepared = await service.prepare(image_request)
     last_modified = prepared.source.info.last_modified
-    headers: dict[str, Any] = _cache_headers(settings, prepared.plan.etag, last_modified)
+    headers: dict[str, Any] = cache_headers(settings, prepared.plan.etag, last_modified)
     headers["Link"] = (
         f'<{base_id}/{prepared.canonical}>;rel="canonical",<{version.level2_uri}>;rel="profile"'
     )
-    if _not_modified(request, prepared.plan.etag, last_modified):
+    if not_modified(request, prepared.plan.etag, last_modified):
         return web.Response(status=304, headers=headers)
     rendered = await service.render(prepared)
     headers["Content-Type"] = rendered.media_type

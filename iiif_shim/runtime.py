@@ -24,6 +24,7 @@ from .baseurl import PublicBase
 from .budget import MemoryBudget
 from .health import HealthMonitor
 from .metrics import Metrics
+from .presentation.service import PresentationService, open_presentation
 from .service import ImageService, open_service
 from .settings import Settings
 
@@ -45,9 +46,14 @@ _RESTART_ONLY = (
 
 class Runtime:
     def __init__(
-        self, settings: Settings, service: ImageService, health: HealthMonitor
+        self,
+        settings: Settings,
+        service: ImageService,
+        health: HealthMonitor,
+        presentation: PresentationService,
     ) -> None:
         self.settings = settings
+        self.presentation = presentation
         self.public = PublicBase(
             settings.server.public_url, settings.iiif.prefix, settings.server.trust_forwarded
         )
@@ -86,13 +92,16 @@ class Live:
             service = await stack.enter_async_context(
                 open_service(settings, self.budget, self.metrics)
             )
+            presentation = await stack.enter_async_context(
+                open_presentation(settings.presentation, service, self.metrics.cache_lookup)
+            )
             health = HealthMonitor(service, settings.server.health_interval)
             health.start()
             stack.push_async_callback(health.stop)
         except BaseException:
             await stack.aclose()
             raise
-        runtime = Runtime(settings, service, health)
+        runtime = Runtime(settings, service, health, presentation)
         self._open[id(runtime)] = (runtime, stack)
         self.budget.resize(settings.server.memory_budget, settings.server.memory_wait)
         for name, backend in service.backends.items():

@@ -24,16 +24,17 @@ import yaml
 
 from .backends import BACKEND_TYPES
 from .errors import ConfigError, ShimError
+from .iiif.profile import RIGHTS_RE
 from .imaging import PILLOW_GUARD_PIXELS
 from .mapping import Router, anchored, slashed
+from .presentation.settings import PresentationSettings
+from .presentation.sources import SOURCE_TYPES, ConfigView
 from .schema import Reader, at_least, between, option
+from .viewers import ViewerSettings
 
 CONFIG_ENV = "IIIF_SHIM_CONFIG"
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 _PREFIX_RE = re.compile(r"(/[A-Za-z0-9._~!$'()*+,;=:@-]+)*")
-_RIGHTS_RE = re.compile(
-    r"http://(creativecommons\.org/(licenses|publicdomain)/|rightsstatements\.org/vocab/)\S+"
-)
 
 
 def _public_url(value: str) -> str | None:
@@ -52,7 +53,7 @@ def _prefix(value: str) -> str | None:
 
 
 def _rights(value: str) -> str | None:
-    if _RIGHTS_RE.match(value):
+    if RIGHTS_RE.fullmatch(value):
         return None
     return (
         "must be a Creative Commons or RightsStatements.org URI in its http:// form, "
@@ -211,6 +212,8 @@ class Settings:
     backends: Mapping[str, Any]  # name -> that backend type's settings dataclass
     routes: tuple[RouteSettings, ...]
     landing: LandingSettings
+    presentation: PresentationSettings = field(default_factory=PresentationSettings)
+    viewers: ViewerSettings = field(default_factory=ViewerSettings)
     source: str = "embedded default"
     warnings: tuple[tuple[str, str], ...] = field(default=())
 
@@ -223,7 +226,7 @@ class Settings:
         return replace(self, server=server)
 
 
-_SECTIONS = ("server", "iiif", "cache", "backends", "routes", "landing")
+_SECTIONS = ("server", "iiif", "cache", "backends", "routes", "landing", "presentation", "viewers")
 
 
 def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
@@ -245,9 +248,12 @@ def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
     backends = _read_backends(r, top.get("backends"))
     declared = set(top["backends"]) if isinstance(top.get("backends"), Mapping) else set()
     routes = _read_routes(r, top.get("routes"), backends, declared)
+    presentation = _read_presentation(r, top.get("presentation"), backends, routes)
+    viewers = r.read(ViewerSettings, top.get("viewers"), "viewers")
     if r.problems:
         raise ConfigError(r.problems, source)
-    assert server and iiif and cache and landing and backends is not None
+    assert server and iiif and cache and landing and presentation and viewers
+    assert backends is not None
     return Settings(
         server=server,
         iiif=iiif,
@@ -255,6 +261,8 @@ def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
         backends=MappingProxyType(dict(backends)),
         routes=tuple(routes),
         landing=landing,
+        presentation=presentation,
+        viewers=viewers,
         source=source,
         warnings=tuple(r.warnings),
     )
@@ -292,6 +300,50 @@ def _read_backends(r: Reader, data: Any) -> dict[str, Any] | None:
         if settings is not None:
             out[name] = settings
     return out
+
+
+def _read_presentation(
+    r: Reader, data: Any, backends: dict[str, Any] | None, routes: list[RouteSettings]
+) -> PresentationSettings | None:
+    mapping = r.mapping(data, "presentation")
+    if mapping is None:
+        return None
+    sources: dict[str, Any] = {}
+    specs = r.mapping(mapping.get("sources"), "presentation.sources") or {}
+    view = ConfigView(backends or {}, Router(tuple(routes)))
+    for name, spec in specs.items():
+        path = f"presentation.sources.{name}"
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            r.problem(path, "source names use only letters, digits, '_' and '-'")
+            continue
+        spec_map = r.mapping(spec, path)
+        if spec_map is None:
+            continue
+        type_name = spec_map.get("type")
+        source_cls = SOURCE_TYPES.get(type_name) if isinstance(type_name, str) else None
+        if source_cls is None:
+            known = ", ".join(SOURCE_TYPES)
+            hint = difflib.get_close_matches(str(type_name), list(SOURCE_TYPES), n=1)
+            r.problem(
+                f"{path}.type",
+                ("required" if type_name is None else f"unknown type {type_name!r}")
+                + f" (known: {known})"
+                + (f"; did you mean '{hint[0]}'?" if hint and type_name is not None else ""),
+            )
+            continue
+        settings = r.read(source_cls.settings_class, spec_map, path)
+        if settings is None:
+            continue
+        if backends is not None:
+            for finding in source_cls.findings(settings, view):
+                (r.problem if finding.error else r.warn)(f"{path}.{finding.key}", finding.message)
+        sources[name] = settings
+    return r.read(
+        PresentationSettings,
+        mapping,
+        "presentation",
+        extra={"sources": MappingProxyType(sources)},
+    )
 
 
 def _read_routes(

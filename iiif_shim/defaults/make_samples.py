@@ -7,6 +7,9 @@
 - ``gray-gradient.png``: 1200x800 grayscale (mode L) gradient: info.json offers no ``color``.
 - ``rings.jp2``: 2400x1600 JPEG 2000 with concentric rings: exercises the reduced-resolution
   decode of JPEG 2000 sources.
+- ``book/p1.jpg`` to ``book/p3.jpg``: 1200x1600 pages of the sample object ``book`` (crimson, teal,
+  goldenrod, each with its page number), listed by the ``folder`` source; ``book/object.yaml``
+  (hand-written) describes the object.
 - ``67352ccc-d1b0-11e1-89ae-279075081939.png``: the official IIIF validator test image, copied
   unchanged from the validator's fixtures (not generated here).
 """
@@ -81,11 +84,35 @@ def rings(width: int = 2400, height: int = 1600) -> Image.Image:
     return im
 
 
+# the sample book's pages: a clear dominant colour each, so a viewer's screenshot tells them apart
+BOOK_COLOURS = ((178, 34, 52), (0, 128, 128), (218, 165, 32))
+
+
+def book_page(number: int, width: int = 1200, height: int = 1600) -> Image.Image:
+    colour = BOOK_COLOURS[number - 1]
+    im = Image.new("RGB", (width, height), colour)
+    draw = ImageDraw.Draw(im)
+    ink = tuple(max(0, c - 60) for c in colour)
+    for y in range(200, height - 200, 60):  # "lines of text" in a darker shade
+        draw.rectangle([150, y, width - 150 - (y * 37) % 300, y + 18], fill=ink)
+    draw.text(
+        (width // 2, height - 110),
+        str(number),
+        font=ImageFont.load_default(size=90),
+        fill=(255, 255, 255),
+        anchor="mm",
+    )
+    return im
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
     chart().save(HERE / "chart.jpg", quality=80, optimize=True, progressive=False)
     gray_gradient().save(HERE / "gray-gradient.png", optimize=True)
     rings().save(HERE / "rings.jp2", quality_mode="rates", quality_layers=[40], irreversible=True)
+    (HERE / "book").mkdir(exist_ok=True)
+    for n in (1, 2, 3):
+        book_page(n).save(HERE / "book" / f"p{n}.jpg", quality=85, optimize=True)
 
 
 if __name__ == "__main__":

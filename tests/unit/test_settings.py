@@ -175,3 +175,46 @@ def test_unused_backend_is_a_warning(tmp_path: Path) -> None:
         tmp_path,
     )
     assert settings.warnings == (("backends.b", "no route uses this backend"),)
+
+
+_PRESENTED = "backends: {s: {type: files, root: ./images}, h: {type: http, url: 'http://h/{id}'}}\n"
+
+
+@pytest.mark.parametrize(
+    ("routes", "presentation", "path", "fragment"),
+    [
+        ("[{backend: s}]", "sources: {x: {type: folders}}", "presentation.sources.x.type",
+         "did you mean 'folder'"),
+        ("[{backend: s}]", "sources: {x: {type: folder, backend: h}}",
+         "presentation.sources.x.backend", "a `files` backend"),
+        ("[{match: '^a', backend: h}, {backend: s, id: 'x/{id}'}]",
+         "sources: {x: {type: folder, backend: s}}", "presentation.sources.x.backend",
+         "passes identifiers unchanged"),
+        ("[{backend: s}]", "sources: {x: {type: folder, backend: nope}}",
+         "presentation.sources.x.backend", "no backend named"),
+        ("[{backend: s}]", "sources: {x: {type: csv, path: a.csv, columns: {object: o}}}",
+         "presentation.sources.x.columns.image", "required"),
+        ("[{backend: s}]", "sources: {x: {type: json, url: 'http://c/{object}', "
+         "fields: {images: $.i}, probe_id: y}}", "presentation.sources.x.probe_id", "not used"),
+        ("[{backend: s}]", "language: 'english language'", "presentation.language", "BCP 47"),
+        ("[{backend: s}]", "provider: {homepage: 'ftp://x'}", "presentation.provider.label",
+         "required"),
+        ("[{backend: s}]", "pdf_max_pages: 0", "presentation.pdf_max_pages", "1 to"),
+        ("[{backend: s}]", "sources: {'a b': {type: folder, backend: s}}",
+         "presentation.sources.a b", "letters, digits"),
+    ],
+)  # fmt: skip
+def test_presentation_problems(
+    tmp_path: Path, routes: str, presentation: str, path: str, fragment: str
+) -> None:
+    found = problems(tmp_path, f"{_PRESENTED}routes: {routes}\npresentation: {{{presentation}}}\n")
+    assert any(p == path and fragment in m for p, m in found), found
+
+
+def test_viewer_settings_are_checked(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        f"{_PRESENTED}routes: [{{backend: s}}]\n"
+        "viewers: {default: tify, external: {Theseus: 'https://t.example/?m=nothing'}}\n",
+    )
+    assert {p for p, _ in found} >= {"viewers.default", "viewers.external"}, found

@@ -1,0 +1,437 @@
+"""Manifests and collections, Presentation 3.0 and 2.1, as plain data.
+
+Pure: an :class:`~.records.ObjectRecord`, the pixel size of each canvas's image (from the same
+cached source facts as info.json), the public URLs and the settings go in; a JSON-ready dict
+comes out. Every URL is built by :class:`Urls`, in one place, so each ``id`` is the address the
+shim really serves. Texts are plain text: a value that a viewer would take for HTML (first
+character ``<``, last ``>``) is escaped and wrapped so it shows as written.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..baseurl import encode_identifier
+from ..iiif.profile import Version
+from .records import ObjectRecord
+from .settings import PresentationSettings
+
+CONTEXT_3 = "http://iiif.io/api/presentation/3/context.json"
+CONTEXT_2 = "http://iiif.io/api/presentation/2/context.json"
+IMAGE_CONTEXT_2 = "http://iiif.io/api/image/2/context.json"
+LEVEL2_V2 = "http://iiif.io/api/image/2/level2.json"
+_VIEWING_HINTS_2 = ("paged", "continuous", "individuals")
+
+
+@dataclass(frozen=True)
+class Urls:
+    """The public URLs of everything a manifest names."""
+
+    site: str  # scheme://host[/path], where /objects/ and /view/ live
+    iiif: str  # site + IIIF prefix
+
+    def manifest(self, version: str, name: str) -> str:
+        return f"{self.iiif}/presentation/{version}/{encode_identifier(name)}/manifest"
+
+    def collection(self, version: str, source: str | None = None) -> str:
+        top = f"{self.iiif}/presentation/{version}/collection"
+        return top if source is None else f"{top}/{encode_identifier(source)}"
+
+    def service(self, version: Version, identifier: str) -> str:
+        return f"{self.iiif}/{version.value}/{encode_identifier(identifier)}"
+
+    def object_page(self, name: str) -> str:
+        return f"{self.site}/objects/{encode_identifier(name)}"
+
+    def pdf(self, name: str) -> str:
+        return f"{self.iiif}/presentation/{encode_identifier(name)}/pdf"
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A canvas's image as the Image API serves it: full size, what ``max`` returns, and the
+    thumbnail size (each exactly what the shim answers for that request)."""
+
+    identifier: str
+    width: int
+    height: int
+    max_size: tuple[int, int]
+    thumb_size: tuple[int, int]
+
+
+def thumb_size(width: int, height: int, box: int) -> tuple[int, int]:
+    """The size that fits ``width`` x ``height`` in a ``box`` square, never enlarged."""
+    scale = min(1.0, box / width, box / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _text(value: str) -> str:
+    """A plain text value that no viewer takes for HTML."""
+    if value.startswith("<") and value.endswith(">"):
+        return f"<span>{html.escape(value, quote=False)}</span>"
+    return value
+
+
+class Builder:
+    """Builds the documents of one request (one public base) from the settings."""
+
+    def __init__(self, settings: PresentationSettings, urls: Urls, title: str) -> None:
+        self.settings = settings
+        self.urls = urls
+        self.title = title  # the label of the top collection
+
+    def lang(self, *values: str) -> dict[str, list[str]]:
+        return {self.settings.language: list(values)}
+
+    # --- Presentation 3.0 --------------------------------------------------------------
+
+    def _services(self, identifier: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": self.urls.service(Version.V3, identifier),
+                "type": "ImageService3",
+                "profile": "level2",
+            },
+            {
+                "@id": self.urls.service(Version.V2, identifier),
+                "@type": "ImageService2",
+                "profile": LEVEL2_V2,
+            },
+        ]
+
+    def thumbnail(self, picture: Picture) -> dict[str, Any]:
+        w, h = picture.thumb_size
+        return {
+            "id": f"{self.urls.service(Version.V3, picture.identifier)}/full/{w},{h}/0/default.jpg",
+            "type": "Image",
+            "format": "image/jpeg",
+            "width": w,
+            "height": h,
+            "service": self._services(picture.identifier),
+        }
+
+    def _canvas(self, base: str, index: int, label: str | None, pic: Picture) -> dict[str, Any]:
+        canvas_id = f"{base}/canvas/{index + 1}"
+        mw, mh = pic.max_size
+        body = {
+            "id": f"{self.urls.service(Version.V3, pic.identifier)}/full/max/0/default.jpg",
+            "type": "Image",
+            "format": "image/jpeg",
+            "width": mw,
+            "height": mh,
+            "service": self._services(pic.identifier),
+        }
+        return {
+            "id": canvas_id,
+            "type": "Canvas",
+            "label": self.lang(label or str(index + 1)),
+            "width": pic.width,
+            "height": pic.height,
+            "thumbnail": [self.thumbnail(pic)],
+            "items": [
+                {
+                    "id": f"{canvas_id}/page",
+                    "type": "AnnotationPage",
+                    "items": [
+                        {
+                            "id": f"{canvas_id}/page/image",
+                            "type": "Annotation",
+                            "motivation": "painting",
+                            "body": body,
+                            "target": canvas_id,
+                        }
+                    ],
+                }
+            ],
+        }
+
+    def _provider(self) -> list[dict[str, Any]]:
+        provider = self.settings.provider
+        if provider is None:
+            return []
+        agent: dict[str, Any] = {
+            "id": provider.homepage or f"{self.urls.site}/",
+            "type": "Agent",
+            "label": self.lang(provider.label),
+        }
+        if provider.homepage:
+            agent["homepage"] = [
+                {
+                    "id": provider.homepage,
+                    "type": "Text",
+                    "label": self.lang(provider.label),
+                    "format": "text/html",
+                }
+            ]
+        if provider.logo:
+            agent["logo"] = [{"id": provider.logo, "type": "Image"}]
+        return [agent]
+
+    def manifest(self, record: ObjectRecord, pictures: Sequence[Picture]) -> dict[str, Any]:
+        urls = self.urls
+        manifest_id = urls.manifest("3", record.name)
+        base = manifest_id.removesuffix("/manifest")
+        doc: dict[str, Any] = {
+            "@context": CONTEXT_3,
+            "id": manifest_id,
+            "type": "Manifest",
+            "label": self.lang(record.label),
+        }
+        if record.summary:
+            doc["summary"] = self.lang(_text(record.summary))
+        if record.metadata:
+            doc["metadata"] = [
+                {"label": self.lang(label), "value": self.lang(_text(value))}
+                for label, value in record.metadata
+            ]
+        if record.required_statement:
+            doc["requiredStatement"] = {
+                "label": self.lang(self.settings.required_statement_label),
+                "value": self.lang(_text(record.required_statement)),
+            }
+        if record.rights:
+            doc["rights"] = record.rights
+        if record.nav_date:
+            doc["navDate"] = record.nav_date
+        if provider := self._provider():
+            doc["provider"] = provider
+        doc["homepage"] = [
+            {
+                "id": urls.object_page(record.name),
+                "type": "Text",
+                "label": self.lang(record.label),
+                "format": "text/html",
+            }
+        ]
+        doc["rendering"] = [
+            {
+                "id": urls.pdf(record.name),
+                "type": "Text",
+                "label": self.lang("PDF"),
+                "format": "application/pdf",
+            }
+        ]
+        doc["partOf"] = [
+            {
+                "id": urls.collection("3", record.source),
+                "type": "Collection",
+                "label": self.lang(record.source),
+            }
+        ]
+        if record.see_also:
+            doc["seeAlso"] = [{"id": url, "type": "Dataset"} for url in record.see_also]
+        doc["thumbnail"] = [self.thumbnail(pictures[0])]
+        if record.behavior:
+            doc["behavior"] = list(record.behavior)
+        if record.viewing_direction:
+            doc["viewingDirection"] = record.viewing_direction
+        doc["items"] = [
+            self._canvas(base, i, canvas.label, pic)
+            for i, (canvas, pic) in enumerate(zip(record.canvases, pictures, strict=True))
+        ]
+        if record.ranges:
+            doc["structures"] = [
+                {
+                    "id": f"{base}/range/{k + 1}",
+                    "type": "Range",
+                    "label": self.lang(part.label),
+                    "items": [
+                        {"id": f"{base}/canvas/{i + 1}", "type": "Canvas"}
+                        for i in range(part.first, part.last + 1)
+                    ],
+                }
+                for k, part in enumerate(record.ranges)
+            ]
+        return doc
+
+    def top_collection(self, sources: Sequence[str]) -> dict[str, Any]:
+        return {
+            "@context": CONTEXT_3,
+            "id": self.urls.collection("3"),
+            "type": "Collection",
+            "label": self.lang(self.title),
+            "items": [
+                {
+                    "id": self.urls.collection("3", source),
+                    "type": "Collection",
+                    "label": self.lang(source),
+                }
+                for source in sources
+            ],
+        }
+
+    def collection(
+        self, source: str, entries: Sequence[tuple[str, str, Picture | None]]
+    ) -> dict[str, Any]:
+        """Source ``source``'s collection: (object name, label, thumbnail picture) each."""
+        items = []
+        for name, label, picture in entries:
+            item: dict[str, Any] = {
+                "id": self.urls.manifest("3", name),
+                "type": "Manifest",
+                "label": self.lang(label),
+            }
+            if picture is not None:
+                item["thumbnail"] = [self.thumbnail(picture)]
+            items.append(item)
+        return {
+            "@context": CONTEXT_3,
+            "id": self.urls.collection("3", source),
+            "type": "Collection",
+            "label": self.lang(source),
+            "partOf": [
+                {
+                    "id": self.urls.collection("3"),
+                    "type": "Collection",
+                    "label": self.lang(self.title),
+                }
+            ],
+            "items": items,
+        }
+
+    # --- Presentation 2.1 --------------------------------------------------------------
+
+    def _service_2(self, identifier: str) -> dict[str, Any]:
+        return {
+            "@context": IMAGE_CONTEXT_2,
+            "@id": self.urls.service(Version.V2, identifier),
+            "profile": LEVEL2_V2,
+        }
+
+    def _thumbnail_2(self, picture: Picture) -> dict[str, Any]:
+        w, h = picture.thumb_size
+        service = self.urls.service(Version.V2, picture.identifier)
+        return {
+            "@id": f"{service}/full/{w},{h}/0/default.jpg",
+            "@type": "dctypes:Image",
+            "format": "image/jpeg",
+            "width": w,
+            "height": h,
+            "service": self._service_2(picture.identifier),
+        }
+
+    def manifest_2(self, record: ObjectRecord, pictures: Sequence[Picture]) -> dict[str, Any]:
+        urls = self.urls
+        manifest_id = urls.manifest("2", record.name)
+        base = manifest_id.removesuffix("/manifest")
+        doc: dict[str, Any] = {
+            "@context": CONTEXT_2,
+            "@id": manifest_id,
+            "@type": "sc:Manifest",
+            "label": record.label,
+        }
+        if record.summary:
+            doc["description"] = _text(record.summary)
+        if record.metadata:
+            doc["metadata"] = [
+                {"label": label, "value": _text(value)} for label, value in record.metadata
+            ]
+        if record.required_statement:
+            doc["attribution"] = _text(record.required_statement)
+        if record.rights:
+            doc["license"] = record.rights
+        if record.nav_date:
+            doc["navDate"] = record.nav_date
+        provider = self.settings.provider
+        if provider is not None and provider.logo:
+            doc["logo"] = provider.logo
+        doc["related"] = {"@id": urls.object_page(record.name), "format": "text/html"}
+        doc["rendering"] = {
+            "@id": urls.pdf(record.name),
+            "label": "PDF",
+            "format": "application/pdf",
+        }
+        doc["within"] = urls.collection("2", record.source)
+        if record.see_also:
+            doc["seeAlso"] = list(record.see_also)
+        doc["thumbnail"] = self._thumbnail_2(pictures[0])
+        hints = [b for b in record.behavior if b in _VIEWING_HINTS_2]
+        if hints:
+            doc["viewingHint"] = hints[0]
+        if record.viewing_direction:
+            doc["viewingDirection"] = record.viewing_direction
+        canvases = []
+        for i, (canvas, pic) in enumerate(zip(record.canvases, pictures, strict=True)):
+            canvas_id = f"{base}/canvas/{i + 1}"
+            mw, mh = pic.max_size
+            size = "full" if (mw, mh) == (pic.width, pic.height) else f"{mw},{mh}"
+            canvases.append(
+                {
+                    "@id": canvas_id,
+                    "@type": "sc:Canvas",
+                    "label": canvas.label or str(i + 1),
+                    "width": pic.width,
+                    "height": pic.height,
+                    "thumbnail": self._thumbnail_2(pic),
+                    "images": [
+                        {
+                            "@id": f"{canvas_id}/page/image",
+                            "@type": "oa:Annotation",
+                            "motivation": "sc:painting",
+                            "on": canvas_id,
+                            "resource": {
+                                "@id": f"{urls.service(Version.V2, pic.identifier)}"
+                                f"/full/{size}/0/default.jpg",
+                                "@type": "dctypes:Image",
+                                "format": "image/jpeg",
+                                "width": mw,
+                                "height": mh,
+                                "service": self._service_2(pic.identifier),
+                            },
+                        }
+                    ],
+                }
+            )
+        doc["sequences"] = [
+            {"@id": f"{base}/sequence/normal", "@type": "sc:Sequence", "canvases": canvases}
+        ]
+        if record.ranges:
+            doc["structures"] = [
+                {
+                    "@id": f"{base}/range/{k + 1}",
+                    "@type": "sc:Range",
+                    "label": part.label,
+                    "canvases": [
+                        f"{base}/canvas/{i + 1}" for i in range(part.first, part.last + 1)
+                    ],
+                }
+                for k, part in enumerate(record.ranges)
+            ]
+        return doc
+
+    def top_collection_2(self, sources: Sequence[str]) -> dict[str, Any]:
+        return {
+            "@context": CONTEXT_2,
+            "@id": self.urls.collection("2"),
+            "@type": "sc:Collection",
+            "label": self.title,
+            "collections": [
+                {"@id": self.urls.collection("2", s), "@type": "sc:Collection", "label": s}
+                for s in sources
+            ],
+        }
+
+    def collection_2(
+        self, source: str, entries: Sequence[tuple[str, str, Picture | None]]
+    ) -> dict[str, Any]:
+        manifests = []
+        for name, label, picture in entries:
+            item: dict[str, Any] = {
+                "@id": self.urls.manifest("2", name),
+                "@type": "sc:Manifest",
+                "label": label,
+            }
+            if picture is not None:
+                item["thumbnail"] = self._thumbnail_2(picture)
+            manifests.append(item)
+        return {
+            "@context": CONTEXT_2,
+            "@id": self.urls.collection("2", source),
+            "@type": "sc:Collection",
+            "label": source,
+            "within": self.urls.collection("2"),
+            "manifests": manifests,
+        }

@@ -1,0 +1,123 @@
+"""The HTML object page at ``/objects/{object}``: what a museum links to.
+
+Title, summary and a metadata table; the default viewer embedded; a thumbnail of every canvas
+with a link that opens the viewer at that canvas (a Content State); the manifest URL with the
+IIIF drag-and-drop link; "open in" links to every built-in and configured external viewer; the
+PDF. Every value is escaped; the page needs nothing but the shim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+from urllib.parse import quote
+
+from .. import __version__
+from ..contentstate import encode
+from ..viewers import BUILTIN_VIEWERS, ViewerSettings, viewer_url
+from .documents import Builder, Picture
+from .records import ObjectRecord
+
+STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:1.5rem auto;max-width:72rem;padding:0 1rem;
+  color:#222}
+h1{font-size:1.6rem;margin:.2rem 0 .6rem}
+table{border-collapse:collapse;margin:.8rem 0}
+th,td{text-align:left;vertical-align:top;padding:.25rem .8rem .25rem 0;border-bottom:1px solid #eee}
+th{color:#555;font-weight:600;white-space:nowrap}
+iframe{width:100%;height:70vh;border:1px solid #ccc;border-radius:6px}
+ul.canvases{list-style:none;padding:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(11rem,1fr));gap:.8rem}
+ul.canvases li{border:1px solid #ddd;border-radius:6px;padding:.5rem;text-align:center}
+ul.canvases img{display:block;max-width:100%;height:auto;margin:0 auto .3rem;background:#eee}
+code{font-size:.85em;word-break:break-all}
+.iiif{display:inline-block;background:#2873ab;color:#fff;font-weight:700;padding:0 .45rem;
+  border-radius:4px;text-decoration:none}
+nav a{margin-right:.8rem}
+"""
+
+
+def content_state(manifest: str, canvas: str) -> str:
+    """A Content State (encoded for a URL) that opens ``canvas`` of ``manifest``."""
+    return encode(
+        {
+            "@context": "http://iiif.io/api/presentation/3/context.json",
+            "id": f"{canvas}#state",
+            "type": "Annotation",
+            "motivation": ["contentState"],
+            "target": {
+                "id": canvas,
+                "type": "Canvas",
+                "partOf": [{"id": manifest, "type": "Manifest"}],
+            },
+        }
+    )
+
+
+def object_page(
+    record: ObjectRecord,
+    pictures: Sequence[Picture],
+    builder: Builder,
+    viewers: ViewerSettings,
+    settings_title: str,
+) -> str:
+    urls = builder.urls
+    manifest = urls.manifest("3", record.name)
+    base = manifest.removesuffix("/manifest")
+    rows = []
+    for label, value in record.metadata:
+        rows.append((label, value))
+    if record.required_statement:
+        rows.append((builder.settings.required_statement_label, record.required_statement))
+    if record.rights:
+        rows.append(("Rights", f'<a href="{escape(record.rights)}">{escape(record.rights)}</a>'))
+    if record.nav_date:
+        rows.append(("Date", record.nav_date[:10]))
+    table = "".join(
+        f"<tr><th>{escape(label)}</th><td>{value if label == 'Rights' else escape(value)}</td></tr>"
+        for label, value in rows
+    )
+    canvases = []
+    for i, (canvas, picture) in enumerate(zip(record.canvases, pictures, strict=True)):
+        thumb = builder.thumbnail(picture)
+        state = content_state(manifest, f"{base}/canvas/{i + 1}")
+        canvases.append(
+            "<li>"
+            f'<a href="{escape(viewer_url(viewers.default, state))}">'
+            f'<img src="{escape(thumb["id"])}" width="{thumb["width"]}" '
+            f'height="{thumb["height"]}" alt="{escape(canvas.label or str(i + 1))}" loading="lazy">'
+            f"{escape(canvas.label or str(i + 1))}</a>"
+            "</li>"
+        )
+    open_in = [
+        f'<a href="{escape(viewer_url(name, manifest))}">{escape(label)}</a>'
+        for name, label in BUILTIN_VIEWERS.items()
+    ]
+    open_in += [
+        f'<a href="{escape(template.replace("{url}", quote(manifest, safe="")))}" '
+        f'rel="noopener">{escape(label)}</a>'
+        for label, template in viewers.external.items()
+    ]
+    drag = f"{urls.object_page(record.name)}?manifest={quote(manifest, safe=':/')}"
+    summary = f"<p>{escape(record.summary)}</p>" if record.summary else ""
+    return (
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{escape(record.label)} · {escape(settings_title)}</title>"
+        f'<link rel="alternate" type="application/ld+json" href="{escape(manifest)}">'
+        f"<style>{STYLE}</style></head><body>\n"
+        f'<p><a href="{escape(urls.site)}/">{escape(settings_title)}</a></p>'
+        f"<h1>{escape(record.label)}</h1>{summary}"
+        f"<table>{table}</table>\n"
+        f'<iframe src="{escape(viewer_url(viewers.default, manifest))}" '
+        f'title="{escape(BUILTIN_VIEWERS.get(viewers.default, viewers.default))}" '
+        "allowfullscreen></iframe>\n"
+        f"<nav><strong>Open in:</strong> {' '.join(open_in)}</nav>\n"
+        f'<p><a class="iiif" href="{escape(drag)}" title="Drag and drop into a IIIF viewer">'
+        f'IIIF</a> Manifest: <a href="{escape(manifest)}"><code>{escape(manifest)}</code></a> '
+        f'(<a href="{escape(urls.manifest("2", record.name))}">Presentation 2.1</a>) · '
+        f'<a href="{escape(urls.pdf(record.name))}">PDF</a></p>\n'
+        f"<h2>{len(record.canvases)} image{'s' if len(record.canvases) != 1 else ''}</h2>"
+        f'<ul class="canvases">{"".join(canvases)}</ul>\n'
+        f"<footer><small>iiif-shim {escape(__version__)}</small></footer>"
+        "</body></html>\n"
+    )

@@ -1,0 +1,265 @@
+"""The object record: what an object source says about one object, checked and frozen.
+
+Every source type (CSV rows, a folder and its ``object.yaml``, a catalogue's JSON) ends in the
+same place: :func:`build_record` turns the fields it read into an :class:`ObjectRecord`, or
+raises :class:`RecordError` naming the field. The manifest builders read only records, never a
+source. Records come from metadata the shim does not control (a catalogue API is an upstream
+like any other), so every text is bounded in length and count, and every URI is checked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..iiif.profile import RIGHTS_RE
+
+MAX_TEXT = 10_000  # characters of one label, summary or metadata value
+MAX_METADATA = 100  # label/value pairs of one object
+MAX_CANVASES = 2_000  # canvases of one object
+MAX_NAME = 256  # characters of an object name
+
+# the fields every source type fills, by their name in the config (CSV columns, object.yaml
+# keys, JSON paths)
+OBJECT_FIELDS = (
+    "label",
+    "summary",
+    "rights",
+    "required_statement",
+    "nav_date",
+    "behavior",
+    "viewing_direction",
+    "see_also",
+)
+CANVAS_FIELDS = ("image", "canvas_label", "range")
+
+MANIFEST_BEHAVIORS = frozenset(
+    ("auto-advance", "no-auto-advance", "repeat", "no-repeat", "unordered", "individuals",
+     "continuous", "paged")
+)  # fmt: skip
+_DISJOINT = (
+    {"auto-advance", "no-auto-advance"},
+    {"repeat", "no-repeat"},
+    {"unordered", "individuals", "continuous", "paged"},
+)
+VIEWING_DIRECTIONS = frozenset(("left-to-right", "right-to-left", "top-to-bottom", "bottom-to-top"))
+_NAME_BAD = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class RecordError(ValueError):
+    """A field of an object record that cannot be used; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CanvasRecord:
+    image: str  # a IIIF identifier of this shim
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class RangeRecord:
+    """A labelled run of consecutive canvases (``first`` to ``last``, 0-based, inclusive)."""
+
+    label: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    name: str
+    source: str
+    label: str
+    canvases: tuple[CanvasRecord, ...]
+    summary: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    rights: str | None = None
+    required_statement: str | None = None
+    nav_date: str | None = None  # xsd:dateTime in UTC, e.g. 1887-01-01T00:00:00Z
+    ranges: tuple[RangeRecord, ...] = ()
+    behavior: tuple[str, ...] = ()
+    viewing_direction: str | None = None
+    see_also: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ObjectEntry:
+    """An object as a collection lists it: its name, label and the image of its thumbnail."""
+
+    name: str
+    label: str
+    thumbnail: str | None
+
+
+def check_name(name: str) -> str | None:
+    """Why ``name`` cannot be an object name, or None."""
+    if not name or len(name) > MAX_NAME:
+        return f"object names have 1 to {MAX_NAME} characters"
+    if _NAME_BAD.search(name) or name != name.strip():
+        return "object names have no control characters and no surrounding spaces"
+    return None
+
+
+def text(value: Any, field: str, *, required: bool = False) -> str | None:
+    """A field as one line or block of text: numbers become text, blanks become None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise RecordError(field, "required, and empty")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise RecordError(field, f"must be text, not {type(value).__name__}")
+    out = unicodedata.normalize("NFC", str(value)).strip()
+    if len(out) > MAX_TEXT:
+        raise RecordError(field, f"longer than {MAX_TEXT} characters")
+    if "\x00" in out:
+        raise RecordError(field, "holds a NUL character")
+    return out
+
+
+def http_uri(value: str, field: str) -> str:
+    split = urlsplit(value)
+    if (
+        split.scheme not in ("http", "https")
+        or not split.hostname
+        or any(c in value for c in ' <>"')
+    ):
+        raise RecordError(field, f"must be an http(s) URI, not {value[:80]!r}")
+    return value
+
+
+def rights(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not RIGHTS_RE.fullmatch(value):
+        raise RecordError(
+            "rights",
+            f"{value[:80]!r} is not a Creative Commons or RightsStatements.org URI in its "
+            "http:// form (e.g. http://creativecommons.org/licenses/by/4.0/)",
+        )
+    return value
+
+
+def nav_date(value: str | None) -> str | None:
+    """A year, a date or a date-time, as the xsd:dateTime in UTC that ``navDate`` needs."""
+    if value is None:
+        return None
+    v = value.strip()
+    try:
+        if re.fullmatch(r"-?\d{1,4}", v):
+            year = int(v)
+            if not 1 <= year <= 9999:
+                raise ValueError
+            return f"{year:04d}-01-01T00:00:00Z"
+        if re.fullmatch(r"\d{4}-\d{2}", v):
+            when = dt.datetime.strptime(v, "%Y-%m").replace(tzinfo=dt.UTC)
+        else:
+            when = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.UTC)
+        return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError):
+        raise RecordError(
+            "nav_date", f"{v[:40]!r} is not a year, a date or a date-time (ISO 8601)"
+        ) from None
+
+
+def _words(value: Any, field: str) -> tuple[str, ...]:
+    """A list, or text split at commas and spaces."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(w for w in re.split(r"[\s,]+", value.strip()) if w)
+    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
+        return tuple(v.strip() for v in value if v.strip())
+    raise RecordError(field, "must be text or a list of texts")
+
+
+def behavior(value: Any) -> tuple[str, ...]:
+    words = _words(value, "behavior")
+    for word in words:
+        if word not in MANIFEST_BEHAVIORS:
+            raise RecordError(
+                "behavior",
+                f"{word[:40]!r} is not a manifest behavior "
+                f"({', '.join(sorted(MANIFEST_BEHAVIORS))})",
+            )
+    for group in _DISJOINT:
+        if len(group & set(words)) > 1:
+            raise RecordError(
+                "behavior", f"{' and '.join(sorted(group & set(words)))} exclude each other"
+            )
+    return tuple(dict.fromkeys(words))
+
+
+def viewing_direction(value: str | None) -> str | None:
+    if value is not None and value not in VIEWING_DIRECTIONS:
+        raise RecordError(
+            "viewing_direction", f"must be one of {', '.join(sorted(VIEWING_DIRECTIONS))}"
+        )
+    return value
+
+
+def build_record(
+    name: str,
+    source: str,
+    fields: Mapping[str, Any],
+    canvases: Sequence[Mapping[str, Any]],
+    metadata: Sequence[tuple[str, Any]] = (),
+    max_canvases: int = MAX_CANVASES,
+) -> ObjectRecord:
+    """The record of object ``name`` from its object-level ``fields`` (keys of OBJECT_FIELDS),
+    its ``canvases`` in order (keys of CANVAS_FIELDS) and its metadata pairs (label, value)."""
+    if (why := check_name(name)) is not None:
+        raise RecordError("object", why)
+    if not canvases:
+        raise RecordError("image", "the object has no images")
+    if len(canvases) > max_canvases:
+        raise RecordError("image", f"the object has more than {max_canvases} images")
+    items: list[CanvasRecord] = []
+    ranges: list[RangeRecord] = []
+    for i, canvas in enumerate(canvases):
+        image = text(canvas.get("image"), f"image (canvas {i + 1})", required=True)
+        assert image is not None
+        items.append(CanvasRecord(image, text(canvas.get("canvas_label"), "canvas_label")))
+        part = text(canvas.get("range"), "range")
+        if part is None:
+            continue
+        if ranges and ranges[-1].label == part and ranges[-1].last == i - 1:
+            ranges[-1] = RangeRecord(part, ranges[-1].first, i)
+        else:
+            ranges.append(RangeRecord(part, i, i))
+    pairs: list[tuple[str, str]] = []
+    for label, value in metadata:
+        shown = text(value, f"metadata {label!r}")
+        if shown is not None:
+            pairs.append((text(label, "metadata", required=True) or "", shown))
+    if len(pairs) > MAX_METADATA:
+        raise RecordError("metadata", f"more than {MAX_METADATA} label/value pairs")
+    see_also = tuple(http_uri(u, "see_also") for u in _words(fields.get("see_also"), "see_also"))
+    return ObjectRecord(
+        name=name,
+        source=source,
+        label=text(fields.get("label"), "label") or name,
+        canvases=tuple(items),
+        summary=text(fields.get("summary"), "summary"),
+        metadata=tuple(pairs),
+        rights=rights(text(fields.get("rights"), "rights")),
+        required_statement=text(fields.get("required_statement"), "required_statement"),
+        nav_date=nav_date(text(fields.get("nav_date"), "nav_date")),
+        ranges=tuple(ranges),
+        behavior=behavior(fields.get("behavior")),
+        viewing_direction=viewing_direction(
+            text(fields.get("viewing_direction"), "viewing_direction")
+        ),
+        see_also=see_also,
+    )

@@ -1,0 +1,164 @@
+"""Object records (cached, single-flight) and the documents built from them, with no aiohttp
+types in it.
+
+An object name is looked up in the sources in their configured order; the first that has it
+wins. Each canvas is sized from the Image API's own cached source facts (the same ones
+info.json is built from), so a manifest never disagrees with the image services it names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from ..cache import Observe, TtlCache
+from ..errors import BackendError, NotFound, ShimError
+from ..iiif.profile import Version
+from ..iiif.request import parse_image_request
+from ..iiif.resolve import resolve
+from ..service import ImageService
+from .documents import Builder, Picture, thumb_size
+from .records import ObjectRecord, check_name
+from .settings import PresentationSettings
+from .sources import SOURCE_TYPES, ObjectSource, SourceContext
+
+_CONCURRENT_FACTS = 8  # image facts looked up at once for one document
+
+
+@asynccontextmanager
+async def open_presentation(
+    settings: PresentationSettings, images: ImageService, observe: Observe | None = None
+) -> AsyncIterator[PresentationService]:
+    """The presentation service with its sources started; all closed on exit."""
+    context = SourceContext(images.workers.run, images.backends, images.router, images.metrics)
+    sources = {
+        name: SOURCE_TYPES[spec.type](name, spec, context)
+        for name, spec in settings.sources.items()
+    }
+    started: list[ObjectSource] = []
+    try:
+        for source in sources.values():
+            await source.start()
+            started.append(source)
+        yield PresentationService(settings, images, sources, observe)
+    finally:
+        for source in started:
+            await source.close()
+
+
+class PresentationService:
+    def __init__(
+        self,
+        settings: PresentationSettings,
+        images: ImageService,
+        sources: Mapping[str, ObjectSource],
+        observe: Observe | None = None,
+    ) -> None:
+        self.settings = settings
+        self.images = images
+        self.sources = sources
+        self.records: TtlCache[str, ObjectRecord] = TtlCache(
+            settings.record_entries, settings.record_ttl, "record", observe
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.sources)
+
+    async def record(self, name: str) -> ObjectRecord:
+        """Object ``name`` from the first source that has it; 404 when none does."""
+        if check_name(name) is not None:
+            raise NotFound("no such object")
+
+        async def load() -> ObjectRecord:
+            # a source that fails does not hide the object from the sources after it; its
+            # error is the answer only when no source has the object
+            failed: ShimError | None = None
+            for source in self.sources.values():
+                try:
+                    found = await source.record(name)
+                except ShimError as exc:
+                    failed = failed or exc
+                    continue
+                if found is not None:
+                    return found
+            raise failed or NotFound(f"no object named {name[:100]!r}")
+
+        return await self.records.get(name, load)
+
+    def source(self, name: str) -> ObjectSource:
+        found = self.sources.get(name)
+        if found is None:
+            raise NotFound(f"no object source named {name[:100]!r}")
+        return found
+
+    async def picture(self, identifier: str, owner: str = "") -> Picture:
+        """Canvas facts of IIIF identifier ``identifier`` (an image of object ``owner``)."""
+        try:
+            src = await self.images.source(identifier)
+        except NotFound:
+            raise BackendError(
+                f"object {owner!r}: image {identifier[:200]!r} is not one this server has",
+                kind="unknown_image",
+            ) from None
+        info = src.info
+        full = parse_image_request(Version.V3, identifier, "full", "max", "0", "default.jpg")
+        resolved = resolve(full, info.width, info.height, self.images.limits)
+        box = self.settings.thumbnail_size
+        return Picture(
+            identifier,
+            info.width,
+            info.height,
+            (resolved.width, resolved.height),
+            thumb_size(info.width, info.height, box),
+        )
+
+    async def pictures(self, record: ObjectRecord) -> list[Picture]:
+        gate = asyncio.Semaphore(_CONCURRENT_FACTS)
+
+        async def one(identifier: str) -> Picture:
+            async with gate:
+                return await self.picture(identifier, record.name)
+
+        return list(await asyncio.gather(*(one(c.image) for c in record.canvases)))
+
+    async def manifest(self, version: Version, name: str, builder: Builder) -> dict[str, Any]:
+        record = await self.record(name)
+        pictures = await self.pictures(record)
+        if version is Version.V3:
+            return builder.manifest(record, pictures)
+        return builder.manifest_2(record, pictures)
+
+    async def entries(
+        self, source: ObjectSource, limit: int
+    ) -> list[tuple[str, str, Picture | None]]:
+        """(name, label, thumbnail picture) of up to ``limit`` objects of ``source``; an object
+        that cannot be read is listed under its name, without a thumbnail."""
+        names = await source.names(limit)
+        gate = asyncio.Semaphore(_CONCURRENT_FACTS)
+
+        async def one(name: str) -> tuple[str, str, Picture | None]:
+            async with gate:
+                try:
+                    record = await self.record(name)
+                    return name, record.label, await self.picture(record.canvases[0].image, name)
+                except ShimError:
+                    return name, name, None
+
+        return list(await asyncio.gather(*(one(n) for n in names)))
+
+    async def collection(
+        self, version: Version, source_name: str | None, builder: Builder
+    ) -> dict[str, Any]:
+        if source_name is None:
+            names: Sequence[str] = list(self.sources)
+            if version is Version.V3:
+                return builder.top_collection(names)
+            return builder.top_collection_2(names)
+        source = self.source(source_name)
+        entries = await self.entries(source, self.settings.collection_limit)
+        if version is Version.V3:
+            return builder.collection(source_name, entries)
+        return builder.collection_2(source_name, entries)

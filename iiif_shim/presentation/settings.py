@@ -1,0 +1,71 @@
+"""The ``presentation:`` section of the config: language, provider, object sources and the
+sizes of what manifests offer (thumbnails, PDF pages). Each source's own keys belong to its
+type (``sources/``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..schema import at_least, between, option
+
+_LANGUAGE_RE = re.compile(r"none|[a-zA-Z]{2,8}(-[a-zA-Z0-9]{1,8})*")
+
+
+def _language(value: str) -> str | None:
+    if _LANGUAGE_RE.fullmatch(value):
+        return None
+    return "must be `none` or a BCP 47 language tag such as en, de or zh-Hant"
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    split = urlsplit(value)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        return "must be an http:// or https:// URL"
+    return None
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    label: str = option(doc="the institution's name")
+    homepage: str | None = option(None, doc="its web site", check=_http_url)
+    logo: str | None = option(None, doc="URL of its logo (an image)", check=_http_url)
+
+
+@dataclass(frozen=True)
+class PresentationSettings:
+    language: str = option(
+        "none", doc="language of labels and values (`none`, or a BCP 47 tag)", check=_language
+    )
+    provider: ProviderSettings | None = option(
+        None, doc="the institution named in every manifest (`label`, `homepage`, `logo`)"
+    )
+    required_statement_label: str = option(
+        "Attribution", doc="label shown with an object's `required_statement`"
+    )
+    thumbnail_size: int = option(
+        256, doc="thumbnails fit in a square of this many pixels", check=between(16, 2000)
+    )
+    record_ttl: float = option(300.0, doc="seconds an object record stays fresh", check=at_least(0))
+    record_entries: int = option(1000, doc="object records kept (LRU)", check=at_least(0))
+    collection_limit: int = option(
+        1000, doc="manifests listed in one source's collection", check=between(1, 100_000)
+    )
+    pdf_page_size: int = option(
+        1500,
+        doc="PDF pages: each image fits in a square of this many pixels",
+        check=between(100, 6000),
+    )
+    pdf_max_pages: int = option(
+        300, doc="most pages of one PDF (more: 413)", check=between(1, 10_000)
+    )
+    sources: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata={"doc": "object sources by name, each with its `type:`", "check": None},
+    )

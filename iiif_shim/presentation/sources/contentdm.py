@@ -1,0 +1,337 @@
+"""``type: contentdm``: the objects of one CONTENTdm collection, read from its web services API
+(``dmwebservices``), with images served by this shim (the ``template`` backend preset
+``config/contentdm.yaml`` routes the identifiers ``alias:pointer`` to the same server).
+
+UNTESTED AGAINST THE REAL PRODUCT: CONTENTdm cannot be installed here. This source follows the
+documented functions and the answer shapes published for them, and is tested against a small
+stand-in that implements exactly those (``tests/standins.py``):
+
+- ``dmGetItemInfo/{alias}/{pointer}/json``: an object of field nickname -> value (an empty
+  field is ``{}``), plus ``find`` (the file: ``12.jp2``, ``12.cpd`` for a compound object);
+  an unknown pointer answers ``{"code": "-2", "message": "Requested item not found"}``.
+- ``dmGetCompoundObjectInfo/{alias}/{pointer}/json``: ``{"type": "Document", "page": [{pagetitle,
+  pagefile, pageptr}]}``, or for a ``Monograph`` a tree of ``node`` (each with ``nodetitle``,
+  ``page`` and ``node``; one page or node may come as an object rather than a list); a single
+  item answers ``{"code": "-2", "message": "Requested item is not compound"}``.
+- ``dmQuery/{alias}/0/{field}/{field}/{maxrecs}/{start}/1/0/0/0/0/0/json`` (browse the
+  collection, compound objects not their pages): ``{"pager": {...}, "records": [{pointer,
+  parentobject, ...}]}``, at most 1024 records a page.
+- An unknown collection alias answers HTTP 200 with the HTML text ``Error looking up
+  collection /alias<br>``.
+
+An object's name is its pointer (digits; any other name is not this source's). Its canvases
+are its pages (or the item itself), each image's identifier built from ``image_id``; pages
+whose file is not an image (a PDF, audio) are left out. A Monograph's sections become ranges.
+The descriptive fields come from ``dmGetItemInfo`` by field nickname (``fields``). CONTENTdm
+holds free text where IIIF wants URIs and dates, so a ``rights`` value that is not a Creative
+Commons or RightsStatements.org URI is shown as metadata ("Rights") instead, and a date
+``navDate`` cannot read is left out of ``navDate`` (it stays in the metadata).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from ...backends.upstream import UpstreamSettings
+from ...errors import BackendError
+from ...iiif.profile import RIGHTS_RE
+from ...schema import option
+from ...urltemplate import UrlTemplate, fixed_url
+from ..records import (
+    MAX_CANVASES,
+    OBJECT_FIELDS,
+    ObjectRecord,
+    RecordError,
+    build_record,
+    nav_date,
+    text,
+)
+from .base import unused
+from .json import HttpJsonSource
+
+PAGE_SIZE = 1024  # records of one dmQuery answer (the documented maximum)
+_POINTER_RE = re.compile(r"[0-9]{1,12}")
+_ALIAS_RE = re.compile(r"/?[A-Za-z0-9_-]{1,64}")
+_NICK_RE = re.compile(r"[A-Za-z0-9_]{1,32}")
+_API_PATH_RE = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+IMAGE_FILES = frozenset(("jp2", "jpx", "jpg", "jpeg", "jpe", "tif", "tiff", "png", "gif", "bmp"))
+DEFAULT_METADATA = {
+    "Creator": "creato",
+    "Date": "date",
+    "Subject": "subjec",
+    "Publisher": "publis",
+    "Type": "type",
+    "Format": "format",
+    "Identifier": "identi",
+    "Language": "langua",
+}
+
+
+def _nick(value: str | None) -> str | None:
+    if value is None or _NICK_RE.fullmatch(value):
+        return None
+    return "must be a CONTENTdm field nickname, e.g. `title` or `descri`"
+
+
+def _alias(value: str) -> str | None:
+    if _ALIAS_RE.fullmatch(value):
+        return None
+    return "must be a collection alias: letters, digits, `_` and `-`, e.g. `p16808coll5`"
+
+
+def _api_path(value: str) -> str | None:
+    if _API_PATH_RE.fullmatch(value):
+        return None
+    return "must be a path such as `/dmwebservices/index.php`"
+
+
+def _base_url(value: str) -> str | None:
+    if problem := fixed_url(value):
+        return problem
+    if "?" in value:
+        return "is the server's address, without a query"
+    return None
+
+
+def _image_id(value: str) -> str | None:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as exc:
+        return f"bad template: {exc}"
+    if "pointer" not in names or not names <= {"alias", "pointer"}:
+        return "takes `{pointer}` and optionally `{alias}`, e.g. `{alias}:{pointer}`"
+    return None
+
+
+@dataclass(frozen=True)
+class ContentdmFields:
+    """CONTENTdm field nicknames for the object's fields (null: not used)."""
+
+    label: str | None = option("title", doc="the object's label", check=_nick)
+    summary: str | None = option("descri", doc="the object's summary", check=_nick)
+    rights: str | None = option(
+        "rights",
+        doc="a rights URI (other text is shown as metadata `Rights`)",
+        check=_nick,
+    )
+    required_statement: str | None = option(None, doc="attribution", check=_nick)
+    nav_date: str | None = option("date", doc="the object's date (when ISO 8601)", check=_nick)
+    behavior: str | None = option(None, doc="manifest behaviors", check=_nick)
+    viewing_direction: str | None = option(None, doc="e.g. `right-to-left`", check=_nick)
+    see_also: str | None = option(None, doc="http(s) URIs of other descriptions", check=_nick)
+    metadata: Mapping[str, str] = option(
+        MappingProxyType(DEFAULT_METADATA),
+        doc="label -> field nickname, in this order (default: Creator, Date, Subject, "
+        "Publisher, Type, Format, Identifier, Language)",
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [
+            (f"metadata.{label}", problem)
+            for label, nick in self.metadata.items()
+            if (problem := _nick(nick))
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContentdmSourceSettings(UpstreamSettings):
+    type: str = option(doc="`contentdm`")
+    url: str = option(
+        doc="the CONTENTdm server's address, e.g. `https://cdm.example.org`", check=_base_url
+    )
+    api_path: str = option(
+        "/dmwebservices/index.php",
+        doc="path of its web services (`/digital/bl/dmwebservices/index.php` on OCLC-hosted sites)",
+        check=_api_path,
+    )
+    collection: str = option(doc="the collection's alias", check=_alias)
+    fields: ContentdmFields = option(
+        ContentdmFields(), doc="field nicknames: `label`, `summary`, ..., `metadata`"
+    )
+    image_id: str = option(
+        "{alias}:{pointer}",
+        doc="the IIIF identifier of each image (as config/contentdm.yaml routes it)",
+        check=_image_id,
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        return unused(self, "probe_id", "max_bytes")
+
+    @property
+    def alias(self) -> str:
+        return self.collection.lstrip("/")
+
+
+def _texts(value: Any) -> Any:
+    """A field's value as CONTENTdm sends it: ``{}`` is empty, entities are decoded."""
+    if isinstance(value, Mapping) and not value:
+        return None
+    if isinstance(value, str):
+        return html.unescape(value)
+    return value
+
+
+def _as_list(value: Any) -> list[Any]:
+    """One page or node comes as an object, several as a list."""
+    if isinstance(value, list):
+        return value
+    return [value] if isinstance(value, Mapping) else []
+
+
+def _refusal(doc: Any) -> str | None:
+    """CONTENTdm's in-band error message (``code`` -2), or None."""
+    if isinstance(doc, Mapping) and str(doc.get("code", "")) == "-2":
+        return str(doc.get("message", ""))
+    return None
+
+
+class ContentdmSource(HttpJsonSource):
+    type_name = "contentdm"
+    settings_class = ContentdmSourceSettings
+    settings: ContentdmSourceSettings
+
+    def __init__(self, name: str, settings: Any, context: Any) -> None:
+        super().__init__(name, settings, context)
+        api = self.settings.url.rstrip("/") + self.settings.api_path + "?q="
+        self._item = UrlTemplate.parse(api + "dmGetItemInfo/{alias}/{pointer}/json")
+        self._compound = UrlTemplate.parse(api + "dmGetCompoundObjectInfo/{alias}/{pointer}/json")
+        self._query = UrlTemplate.parse(
+            api + "dmQuery/{alias}/0/{field}/{field}/{maxrecs}/{start}/1/0/0/0/0/0/json"
+        )
+
+    def templates(self) -> list[UrlTemplate]:
+        return [self._item, self._compound, self._query]
+
+    def _ask(self, template: UrlTemplate, **values: str) -> str:
+        url = self.expand(template, {"alias": self.settings.alias, **values})
+        assert url is not None  # alias and pointer are checked: nothing to refuse
+        return url
+
+    async def _json(self, url: str, what: str, name: str = "") -> Any:
+        """The answer's JSON (None for a 404); an unknown collection is a 502 saying so."""
+        answer = await self.fetch(url, what=what, name=name)
+        if answer is None:
+            return None
+        if answer.body.lstrip()[:27].lower() == b"error looking up collection":
+            raise BackendError(
+                f"{self.who}: CONTENTdm has no collection {self.settings.alias!r}",
+                kind="bad_metadata",
+            )
+        return await self.context.run_blocking(self.parse, answer, what)
+
+    async def names(self, limit: int) -> list[str]:
+        field = self.settings.fields.label or "title"
+        names: dict[str, None] = {}
+        start = 1
+        while len(names) < limit:
+            want = min(PAGE_SIZE, limit - len(names))
+            url = self._ask(self._query, field=field, maxrecs=str(want), start=str(start))
+            doc = await self._json(url, "its list of objects")
+            records = doc.get("records") if isinstance(doc, Mapping) else None
+            if not isinstance(records, list):
+                raise BackendError(
+                    f"{self.who}: dmQuery answered without `records`", kind="bad_metadata"
+                )
+            for record in records:
+                if not isinstance(record, Mapping):
+                    continue
+                if str(record.get("parentobject", -1)) not in ("-1", ""):
+                    continue  # a page of a compound object
+                pointer = str(record.get("pointer", ""))
+                if _POINTER_RE.fullmatch(pointer):
+                    names.setdefault(pointer, None)
+            if len(records) < want:
+                break
+            start += len(records)
+        return list(names)[:limit]
+
+    async def record(self, name: str) -> ObjectRecord | None:
+        if not _POINTER_RE.fullmatch(name):
+            return None
+        what = f"object {name!r}"
+        info = await self._json(self._ask(self._item, pointer=name), what, name)
+        if info is None or _refusal(info) is not None:
+            return None  # "Requested item not found"
+        if not isinstance(info, Mapping):
+            raise self.bad(name, "dmGetItemInfo answered something other than an object")
+        cpd = await self._json(self._ask(self._compound, pointer=name), what, name)
+        try:
+            canvases = self._canvases(name, info, cpd)
+            return self._build(name, info, canvases)
+        except RecordError as exc:
+            raise self.bad(name, str(exc)) from None
+
+    def _canvases(self, name: str, info: Mapping[str, Any], cpd: Any) -> list[dict[str, Any]]:
+        refusal = _refusal(cpd)
+        if cpd is None or (refusal is not None and "not compound" in refusal):
+            find = str(_texts(info.get("find")) or "")
+            if find and find.rsplit(".", 1)[-1].lower() not in IMAGE_FILES:
+                raise self.bad(name, f"its file ({find[:40]!r}) is not an image")
+            return [{"image": self._image(name)}]
+        if refusal is not None or not isinstance(cpd, Mapping):
+            raise self.bad(name, "dmGetCompoundObjectInfo answered neither pages nor a refusal")
+        pages: list[tuple[Mapping[str, Any], str | None]] = []
+        self._walk(cpd, None, pages, depth=0)
+        canvases = []
+        for page, section in pages:
+            pointer = str(page.get("pageptr", ""))
+            if not _POINTER_RE.fullmatch(pointer):
+                raise self.bad(name, f"a page without a valid pageptr ({pointer[:20]!r})")
+            file = str(_texts(page.get("pagefile")) or "")
+            if file and file.rsplit(".", 1)[-1].lower() not in IMAGE_FILES:
+                continue
+            canvases.append(
+                {"image": self._image(pointer), "canvas_label": _texts(page.get("pagetitle")),
+                 "range": section}
+            )  # fmt: skip
+            if len(canvases) > MAX_CANVASES:
+                break  # build_record says so
+        if not canvases:
+            raise self.bad(name, "none of its pages is an image")
+        return canvases
+
+    def _walk(
+        self,
+        node: Mapping[str, Any],
+        section: str | None,
+        out: list[tuple[Mapping[str, Any], str | None]],
+        depth: int,
+    ) -> None:
+        """Pages in order, each with the title of the section (node) holding it; the root
+        node's title is the object's own, not a section."""
+        if depth > 20 or len(out) > MAX_CANVASES:
+            return
+        for page in _as_list(node.get("page")):
+            out.append((page, section))
+        for child in _as_list(node.get("node")):
+            title = text(_texts(child.get("nodetitle")), "nodetitle") if depth > 0 else None
+            self._walk(child, title or section, out, depth + 1)
+
+    def _image(self, pointer: str) -> str:
+        return self.settings.image_id.format_map({"alias": self.settings.alias, "pointer": pointer})
+
+    def _build(
+        self, name: str, info: Mapping[str, Any], canvases: list[dict[str, Any]]
+    ) -> ObjectRecord:
+        nicks = self.settings.fields
+        fields = {
+            key: _texts(info.get(nick)) if (nick := getattr(nicks, key)) else None
+            for key in OBJECT_FIELDS
+        }
+        metadata = [(label, _texts(info.get(nick))) for label, nick in nicks.metadata.items()]
+        rights = text(fields["rights"], "rights")
+        if rights is not None and not RIGHTS_RE.fullmatch(rights):
+            fields["rights"] = None
+            if ("Rights", rights) not in metadata:
+                metadata.append(("Rights", rights))
+        try:
+            nav_date(text(fields["nav_date"], "nav_date"))
+        except RecordError:
+            fields["nav_date"] = None
+        return build_record(name, self.name, fields, canvases, metadata)

@@ -1,0 +1,440 @@
+"""``type: csv``: one row per canvas in a CSV file (or at an http(s) URL), the institution's own
+export from its catalogue or a spreadsheet.
+
+Each row names its object and its image (a IIIF identifier of this shim); the rows of one object
+are its canvases, in file order, or sorted by the ``order`` column when one is configured
+(numerically when every value is a number, else naturally: ``p2`` before ``p10``; rows without
+a value last). The object's own fields (label, summary, rights, ...) and its metadata come from
+its first row in the file. A ``range`` column groups consecutive canvases into ranges.
+
+The whole file is read and parsed in the thread pool, bounded in bytes (``max_bytes``) and rows
+(``max_rows``), and kept parsed: a file is read again when its size or modification time
+changes, a URL is fetched again (with the upstream client, as a conditional request) once
+``refresh`` seconds have passed; when that refetch fails, the last good copy stays in use. Every
+value is treated as hostile text: :func:`~..records.build_record` bounds and checks it.
+
+A configured column the header lacks is a 502 naming the source and the column, for the
+objects of this source only (names that are not in the file are still answered as not this
+source's); ``check-config`` warns of it for a local file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import csv
+import io
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...backends.base import Finding
+from ...backends.upstream import Upstream, UpstreamSettings
+from ...cache import SingleFlight
+from ...errors import BackendError, NotFound, ShimError
+from ...schema import at_least, option
+from ...urltemplate import UrlTemplate, fixed_url
+from ..records import OBJECT_FIELDS, ObjectRecord, RecordError, build_record, check_name
+from .base import ConfigView, ObjectSource, unused
+from .folder import natural_key
+
+log = logging.getLogger("iiif_shim")
+
+HEADER_BYTES = 1024 * 1024  # what check-config reads of a file to find its header
+STALE_RETRY = 30.0  # seconds before a failed refetch of a URL is tried again
+_SCHEME_RE = re.compile(r"https?:", re.IGNORECASE)
+# the columns a row may have, besides the metadata columns, in the order rows keep them
+ROW_FIELDS = ("image", "canvas_label", "range", "order", *OBJECT_FIELDS)
+
+
+def _delimiter(value: str) -> str | None:
+    if len(value) != 1 or value in '"\r\n':
+        return "must be one character (not a quote or a line break), e.g. `,`, `;` or `\\t`"
+    return None
+
+
+def _encoding(value: str) -> str | None:
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        return f"unknown encoding {value!r} (e.g. utf-8, cp1252, latin-1)"
+    return None
+
+
+@dataclass(frozen=True)
+class CsvColumns:
+    """Which column holds what (each value a column name of the header)."""
+
+    object: str = option(doc="the object's name (rows with the same name are its canvases)")
+    image: str = option(doc="the canvas's image: a IIIF identifier of this server")
+    label: str | None = option(None, doc="the object's label (else its name)")
+    canvas_label: str | None = option(None, doc="the canvas's label")
+    summary: str | None = option(None, doc="the object's summary")
+    rights: str | None = option(None, doc="a Creative Commons or RightsStatements.org URI")
+    required_statement: str | None = option(None, doc="attribution shown with the object")
+    nav_date: str | None = option(None, doc="a year, date or date-time (ISO 8601)")
+    order: str | None = option(None, doc="sorts the rows of an object (numbers, else natural)")
+    range: str | None = option(None, doc="consecutive canvases with the same value form a range")
+    behavior: str | None = option(None, doc="manifest behaviors, e.g. `paged`")
+    viewing_direction: str | None = option(None, doc="e.g. `right-to-left`")
+    see_also: str | None = option(None, doc="http(s) URIs of other descriptions")
+    metadata: tuple[str, ...] = option(
+        (), doc="columns shown as metadata, in this order, each labelled with its column name"
+    )
+
+    def wanted(self) -> list[str | None]:
+        """The column of each of ROW_FIELDS, then the metadata columns."""
+        return [getattr(self, key) for key in ROW_FIELDS] + list(self.metadata)
+
+    def named(self) -> list[tuple[str, str]]:
+        """(setting, column) of every configured column."""
+        found = [(key, col) for key in ("object", *ROW_FIELDS) if (col := getattr(self, key))]
+        return found + [(f"metadata[{i}]", col) for i, col in enumerate(self.metadata)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CsvSourceSettings(UpstreamSettings):
+    type: str = option(doc="`csv`")
+    path: Path = option(
+        doc="the CSV file (relative to the config file), or an http(s) URL it is fetched from"
+    )
+    columns: CsvColumns = option(doc="column names: `object` and `image` required, see below")
+    delimiter: str = option(",", doc="the field separator", check=_delimiter)
+    encoding: str = option(
+        "utf-8", doc="the file's text encoding (utf-8 may start with a BOM)", check=_encoding
+    )
+    max_bytes: int = option(
+        64 * 1024 * 1024, doc="largest CSV it reads (a file, or a URL's answer)", check=at_least(1)
+    )
+    max_rows: int = option(1_000_000, doc="most rows it reads (more: 502)", check=at_least(1))
+    refresh: float = option(
+        300.0,
+        doc="a URL: seconds a fetched copy is used before it is fetched again",
+        check=at_least(0),
+    )
+
+    @property
+    def url(self) -> str | None:
+        """The http(s) URL ``path`` names, or None for a file. (Settings read a ``path`` as a
+        file relative to the config's folder, which folds a URL's ``//``: undone here.)"""
+        parts = self.path.parts
+        for i, part in enumerate(parts):
+            if _SCHEME_RE.fullmatch(part):
+                return f"{part.lower()}//" + "/".join(parts[i + 1 :])
+        return None
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = unused(
+            self, "probe_id", "max_connections_per_image", "retries", "max_metadata_bytes"
+        )
+        url = self.url
+        if url is not None and (problem := fixed_url(url)):
+            found.append(("path", problem))
+        return found
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int  # where the row ends in the file (for error messages)
+    values: tuple[str, ...]  # by CsvColumns.wanted(); "" where a column is not configured
+
+
+@dataclass
+class Table:
+    objects: dict[str, list[Row]]  # object name -> its rows, in file order
+    names: list[str]  # valid object names, in order of first appearance
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (setting, column) not found
+
+
+def parse_table(raw: bytes, settings: CsvSourceSettings, who: str, where: str) -> Table:
+    """The rows of a CSV by object; BackendError (502) for anything it cannot read. Blocking."""
+    if len(raw) > settings.max_bytes:
+        raise BackendError(
+            f"{who}: {where} is larger than max_bytes ({settings.max_bytes})", kind="oversize"
+        )
+    text = _decode(raw, settings.encoding, who, where)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=settings.delimiter)
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise BackendError(f"{who}: {where} is empty (no header row)", kind="bad_csv")
+        position: dict[str, int] = {}
+        for i, name in enumerate(header):
+            position.setdefault(name.strip(), i)
+        columns = settings.columns
+        missing = [(key, col) for key, col in columns.named() if col not in position]
+        if columns.object not in position:
+            raise _no_columns(who, where, missing)
+        at = position[columns.object]
+        wanted = [position.get(col) if col else None for col in columns.wanted()]
+        objects: dict[str, list[Row]] = {}
+        count = 0
+        for row in reader:
+            count += 1
+            if count > settings.max_rows:
+                raise BackendError(
+                    f"{who}: {where} has more than max_rows ({settings.max_rows}) rows",
+                    kind="oversize",
+                )
+            name = row[at].strip() if at < len(row) else ""
+            if not name:
+                continue  # blank lines, trailing empty rows of a spreadsheet
+            values = tuple(row[i] if i is not None and i < len(row) else "" for i in wanted)
+            objects.setdefault(name, []).append(Row(reader.line_num, values))
+    except csv.Error as exc:
+        raise BackendError(
+            f"{who}: {where} is not valid CSV (line {reader.line_num})",
+            kind="bad_csv",
+            detail=str(exc),
+        ) from None
+    names = [name for name in objects if check_name(name) is None]
+    return Table(objects, names, missing)
+
+
+def _decode(raw: bytes, encoding: str, who: str, where: str) -> str:
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    try:
+        return raw.decode("utf-8-sig" if utf8 else encoding)
+    except UnicodeDecodeError as exc:
+        raise BackendError(
+            f"{who}: {where} is not {encoding} text (byte {exc.start}); set `encoding` to the "
+            "file's encoding",
+            kind="bad_csv",
+        ) from None
+
+
+def _no_columns(who: str, where: str, missing: Sequence[tuple[str, str]]) -> BackendError:
+    listed = ", ".join(f"{col!r} (columns.{key})" for key, col in missing)
+    plural = "s" if len(missing) > 1 else ""
+    return BackendError(f"{who}: {where} has no column{plural} {listed}", kind="bad_csv")
+
+
+def order_rows(rows: Sequence[Row], index: int) -> list[Row]:
+    """``rows`` sorted by their value at ``index``: as numbers when every value is one, else
+    naturally; rows without a value last, ties in file order."""
+    values = [row.values[index].strip() for row in rows]
+    numeric = all(_finite(v) for v in values if v)
+    keys: list[tuple[Any, ...]]
+    if numeric:
+        keys = [(0, float(v)) if v else (1, 0.0) for v in values]
+    else:
+        keys = [(0, natural_key(v)) if v else (1, ()) for v in values]
+    order = sorted(range(len(rows)), key=lambda i: keys[i])
+    return [rows[i] for i in order]
+
+
+def _finite(value: str) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+class CsvSource(ObjectSource):
+    type_name = "csv"
+    settings_class = CsvSourceSettings
+    settings: CsvSourceSettings
+
+    def __init__(self, name: str, settings: Any, context: Any) -> None:
+        super().__init__(name, settings, context)
+        self._url = self.settings.url
+        self._upstream: Upstream | None = None
+        self._flight: SingleFlight[str, Table] = SingleFlight()
+        self._table: Table | None = None
+        self._stamp: tuple[int, int, int] | None = None  # a file's (mtime, size, inode)
+        self._failure: tuple[str, str] | None = None  # a file's error (message, kind) at _stamp
+        self._fetched = -math.inf  # a URL's: when it was last fetched (loop time)
+        self._validators: dict[str, str] = {}  # a URL's: If-None-Match, If-Modified-Since
+
+    @property
+    def _where(self) -> str:
+        return "its CSV" if self._url is not None else self.settings.path.name
+
+    @classmethod
+    def findings(cls, settings: Any, config: ConfigView) -> list[Finding]:
+        """For a local file: that it can be read and its header has every configured column
+        (warnings: the source answers 502 until the file is fixed)."""
+        assert isinstance(settings, CsvSourceSettings)
+        if settings.url is not None:
+            return []
+        path = settings.path
+        try:
+            with open(path, "rb") as f:
+                head = f.read(HEADER_BYTES)
+        except OSError as exc:
+            return [Finding("path", f"cannot read {path}: {exc.strerror or exc}")]
+        codec = "utf-8-sig" if codecs.lookup(settings.encoding).name == "utf-8" else None
+        decoder = codecs.getincrementaldecoder(codec or settings.encoding)()
+        try:
+            text = decoder.decode(head, final=len(head) < HEADER_BYTES)
+        except UnicodeDecodeError as exc:
+            return [
+                Finding(
+                    "encoding",
+                    f"{path.name} is not {settings.encoding} text (byte {exc.start})",
+                )
+            ]
+        try:
+            header = next(
+                csv.reader(io.StringIO(text, newline=""), delimiter=settings.delimiter), None
+            )
+        except csv.Error as exc:
+            return [Finding("path", f"{path.name} does not start with a CSV header: {exc}")]
+        if header is None:
+            return [Finding("path", f"{path.name} is empty (no header row)")]
+        present = {name.strip() for name in header}
+        return [
+            Finding(
+                f"columns.{key}",
+                f"{path.name} has no column {col!r} (its header: "
+                f"{', '.join(repr(h) for h in header[:20])})",
+            )
+            for key, col in settings.columns.named()
+            if col not in present
+        ]
+
+    async def start(self) -> None:
+        if self._url is not None:
+            scope = UrlTemplate.parse(self._url)
+            self._upstream = Upstream(
+                self.name, self.settings, [scope], self.context.metrics, role="source"
+            )
+            await self._upstream.start()
+
+    async def close(self) -> None:
+        if self._upstream is not None:
+            await self._upstream.close()
+
+    async def names(self, limit: int) -> list[str]:
+        table = await self._current()
+        if table.missing:
+            raise _no_columns(self.who, self._where, table.missing)
+        return table.names[:limit]
+
+    async def record(self, name: str) -> ObjectRecord | None:
+        if check_name(name) is not None:
+            return None
+        table = await self._current()
+        rows = table.objects.get(name)
+        if rows is None:
+            return None
+        if table.missing:
+            raise _no_columns(self.who, self._where, table.missing)
+        return self._build(name, rows)
+
+    def _build(self, name: str, rows: Sequence[Row]) -> ObjectRecord:
+        columns = self.settings.columns
+        at = {key: i for i, key in enumerate(ROW_FIELDS)}
+        first = rows[0]
+        if columns.order is not None:
+            rows = order_rows(rows, at["order"])
+        canvases = []
+        for row in rows:
+            image = row.values[at["image"]]
+            if not image.strip():
+                raise self._bad(name, f"line {row.line}: no image (column {columns.image!r})")
+            canvases.append(
+                {"image": image, "canvas_label": row.values[at["canvas_label"]],
+                 "range": row.values[at["range"]]}
+            )  # fmt: skip
+        fields = {key: first.values[at[key]] for key in OBJECT_FIELDS}
+        metadata = [
+            (column, first.values[len(ROW_FIELDS) + i]) for i, column in enumerate(columns.metadata)
+        ]
+        try:
+            return build_record(name, self.name, fields, canvases, metadata)
+        except RecordError as exc:
+            raise self._bad(name, str(exc)) from None
+
+    def _bad(self, name: str, message: str) -> BackendError:
+        return BackendError(f"{self.who}, object {name!r}: {message}", kind="bad_record")
+
+    # --- the parsed table, kept and refreshed ------------------------------------------------
+
+    async def _current(self) -> Table:
+        if self._url is not None and self._table is not None:
+            age = asyncio.get_running_loop().time() - self._fetched
+            if age < self.settings.refresh:
+                return self._table
+        return await self._flight.do("table", self._load)
+
+    async def _load(self) -> Table:
+        if self._url is None:
+            table: Table = await self.context.run_blocking(self._load_file)
+            return table
+        return await self._fetch()
+
+    def _load_file(self) -> Table:
+        """The file's table, parsed again only when the file changed. Blocking."""
+        path, cap = self.settings.path, self.settings.max_bytes
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise self._unreadable(exc) from None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._stamp:
+            if self._failure is not None:
+                raise BackendError(self._failure[0], kind=self._failure[1])
+            assert self._table is not None
+            return self._table
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(cap + 1)  # more than the cap: parse_table refuses it
+        except OSError as exc:
+            raise self._unreadable(exc) from None
+        try:
+            table = parse_table(raw, self.settings, self.who, path.name)
+        except BackendError as exc:  # kept until the file changes
+            self._stamp, self._table, self._failure = stamp, None, (exc.message, exc.kind)
+            raise
+        self._stamp, self._table, self._failure = stamp, table, None
+        return table
+
+    def _unreadable(self, exc: OSError) -> BackendError:
+        return BackendError(
+            f"{self.who} cannot read {self.settings.path.name}",
+            kind="unreadable",
+            detail=exc.strerror or str(exc),
+        )
+
+    async def _fetch(self) -> Table:
+        assert self._upstream is not None and self._url is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            try:
+                answer = await self._upstream.get(
+                    self._url,
+                    cap=self.settings.max_bytes,
+                    what="its CSV",
+                    headers=self._validators if self._table is not None else None,
+                )
+            except NotFound:
+                raise BackendError(
+                    f"{self.who}: its CSV is not found (404)", kind="http_4xx"
+                ) from None
+            if answer.status == 304 and self._table is not None:
+                table = self._table
+            else:
+                table = await self.context.run_blocking(
+                    parse_table, answer.body, self.settings, self.who, self._where
+                )
+        except ShimError as exc:
+            if self._table is None:
+                raise
+            log.warning("%s: refetching its CSV failed (%s); using the last copy", self.who,
+                        exc.message)  # fmt: skip
+            self._fetched = started - max(0.0, self.settings.refresh - STALE_RETRY)
+            return self._table
+        validators = {}
+        if etag := answer.headers.get("ETag"):
+            validators["If-None-Match"] = etag
+        if modified := answer.headers.get("Last-Modified"):
+            validators["If-Modified-Since"] = modified
+        self._table, self._fetched, self._validators = table, started, validators
+        return table

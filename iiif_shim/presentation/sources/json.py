@@ -1,0 +1,362 @@
+"""``type: json``: a catalogue that answers JSON per object, read with JSON paths.
+
+``url`` is a URL template with ``{object}``: the object's name, percent-encoded as one path
+segment (or query value), so ``a/b`` is ``a%2Fb`` and a name that would climb out of the
+template's folder (``../x``, ``%2e%2e``) is refused before any request: to the source it is not
+one of its objects. The object's fields are JSON paths into the answer (``jsonpath.py``):
+``images`` selects the image identifiers (IIIF identifiers of this server), one canvas each,
+in order; ``canvas_labels`` one label per image; ``metadata`` maps labels to paths, several
+matches joined with ``"; "``; label, summary and the other object fields take their path's
+matches (the first for rights, nav_date and viewing_direction; all for behavior and see_also).
+
+Which objects there are: ``objects`` (a fixed list) or ``list`` (a URL answering JSON, the names
+found by ``list_path`` and, for entries that are objects, ``name_path``; fetched again after
+``refresh`` seconds, the last good list kept when that fails). A name not listed is not this
+source's, without a request. With neither, the source has no collection and tries ``url`` for
+any name (a 404 there: not this source's).
+
+Requests go through the shim's hardened upstream client (``backends/upstream.py``) with this
+source's own limits, retries and circuit; its errors name the source: a 404 is "not this
+source's object", other failures a 502, no answer within ``timeout`` a 504. Answers are parsed
+and read in the thread pool; what cannot be read is a 502 naming the source and the object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import math
+import re
+from abc import abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from ...backends.base import PARSE_ERRORS
+from ...backends.metadata import parse_json
+from ...backends.upstream import Answer, Upstream, UpstreamSettings
+from ...cache import SingleFlight
+from ...errors import BackendError, NotFound, ShimError
+from ...jsonpath import JsonPath, compile_path, path_check
+from ...schema import at_least, option
+from ...urltemplate import UnsafeValue, UrlTemplate, fixed_url, url_template
+from ..records import OBJECT_FIELDS, ObjectRecord, RecordError, build_record, check_name
+from .base import ObjectSource, unused
+
+log = logging.getLogger("iiif_shim")
+
+STALE_RETRY = 30.0  # seconds before a failed refetch of the list is tried again
+JOINED = "; "
+FIRST_ONLY = frozenset({"rights", "nav_date", "viewing_direction"})
+ALL_OF = frozenset({"behavior", "see_also"})
+_TYPE_RE = re.compile(r"[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,40}")
+
+
+def _optional_url(value: str | None) -> str | None:
+    return None if value is None else fixed_url(value)
+
+
+@dataclass(frozen=True)
+class JsonFields:
+    """JSON paths into an object's answer."""
+
+    images: str = option(
+        doc="the image identifiers (IIIF identifiers of this server), one canvas each, e.g. "
+        "`$.files[*].iiif_id`",
+        check=path_check,
+    )
+    canvas_labels: str | None = option(
+        None,
+        doc="one label per image, in the same order, e.g. `$.files[*].title`",
+        check=path_check,
+    )
+    label: str | None = option(None, doc="the object's label (else its name)", check=path_check)
+    summary: str | None = option(None, doc="the object's summary", check=path_check)
+    rights: str | None = option(
+        None, doc="a Creative Commons or RightsStatements.org URI", check=path_check
+    )
+    required_statement: str | None = option(
+        None, doc="attribution shown with the object", check=path_check
+    )
+    nav_date: str | None = option(
+        None, doc="a year, date or date-time (ISO 8601)", check=path_check
+    )
+    behavior: str | None = option(None, doc="manifest behaviors, e.g. `paged`", check=path_check)
+    viewing_direction: str | None = option(None, doc="e.g. `right-to-left`", check=path_check)
+    see_also: str | None = option(None, doc="http(s) URIs of other descriptions", check=path_check)
+    metadata: Mapping[str, str] = option(
+        MappingProxyType({}),
+        doc="label -> path, shown in this order; several matches joined with `; `",
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [
+            (f"metadata.{label}", problem)
+            for label, path in self.metadata.items()
+            if (problem := path_check(path))
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class JsonSourceSettings(UpstreamSettings):
+    type: str = option(doc="`json`")
+    url: str = option(
+        doc="URL template of one object's JSON, with `{object}`, e.g. "
+        "`http://cat.example.org/api/items/{object}`",
+        check=url_template,
+    )
+    list: str | None = option(
+        None, doc="URL of a JSON list of the objects (or give `objects`)", check=_optional_url
+    )
+    objects: tuple[str, ...] | None = option(None, doc="the object names (or give `list`)")
+    list_path: str = option(
+        "$[*]", doc="the entries of the `list` answer, e.g. `$.items[*]`", check=path_check
+    )
+    name_path: str | None = option(
+        None, doc="where an entry that is an object has its name, e.g. `$.id`", check=path_check
+    )
+    fields: JsonFields = option(doc="JSON paths: `images` required, see below")
+    refresh: float = option(
+        300.0,
+        doc="seconds a fetched `list` is used before it is fetched again",
+        check=at_least(0),
+    )
+
+    def problems(self) -> builtins.list[tuple[str, str]]:  # `list` is a setting here
+        found: builtins.list[tuple[str, str]] = unused(self, "probe_id", "max_bytes")
+        if UrlTemplate.parse(self.url).placeholders != {"object"}:
+            found.append(("url", "needs `{object}` and no other placeholder"))
+        if self.list is not None and self.objects is not None:
+            found.append(("list", "give `list` or `objects`, not both"))
+        if self.name_path is not None and self.list is None:
+            found.append(("name_path", "only used with `list`"))
+        for i, name in enumerate(self.objects or ()):
+            if (why := check_name(name)) is not None:
+                found.append((f"objects[{i}]", why))
+        return found
+
+
+def _kind(value: Any) -> str:
+    return "an object" if isinstance(value, Mapping) else type(value).__name__
+
+
+def scalars(values: list[Any], what: str) -> list[str]:
+    """Matches as texts: lists flattened one level, nulls dropped; anything else RecordError."""
+    out: list[str] = []
+    for value in values:
+        for item in value if isinstance(value, list) else (value,):
+            if item is None:
+                continue
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                raise RecordError(what, f"matches {_kind(item)}, not text")
+            out.append(item if isinstance(item, str) else _number_text(item))
+    return out
+
+
+def _number_text(value: int | float) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecordError("value", "is not a finite number")
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+class HttpJsonSource(ObjectSource):
+    """What the sources that read JSON over HTTP share: their upstream client, scoped to their
+    URL templates, and fetching and parsing answers."""
+
+    settings: UpstreamSettings
+    upstream: Upstream
+
+    @abstractmethod
+    def templates(self) -> list[UrlTemplate]:
+        """Where this source sends requests (redirects may stay within them)."""
+
+    async def start(self) -> None:
+        self.upstream = Upstream(
+            self.name, self.settings, self.templates(), self.context.metrics, role="source"
+        )
+        await self.upstream.start()
+
+    async def close(self) -> None:
+        await self.upstream.close()
+
+    async def fetch(self, url: str, *, what: str, name: str = "") -> Answer | None:
+        """The answer at ``url`` (None for a 404 or 410)."""
+        try:
+            return await self.upstream.get(url, metadata=True, source=name, what=what)
+        except NotFound:
+            return None
+
+    def parse(self, answer: Answer, what: str) -> Any:
+        """The answer's JSON; a 502 naming the source when it is not JSON. Blocking."""
+        try:
+            return parse_json(answer.body)
+        except PARSE_ERRORS as exc:
+            declared = answer.content_type
+            shown = f" ({declared})" if _TYPE_RE.fullmatch(declared) else ""
+            raise BackendError(
+                f"{self.who} sent {what} that is not JSON{shown}",
+                kind="bad_metadata",
+                detail=f"{type(exc).__name__}: {exc}",
+            ) from None
+
+    def expand(self, template: UrlTemplate, values: Mapping[str, str]) -> str | None:
+        """``template`` expanded, or None when a value would leave its place."""
+        try:
+            return template.expand(values)
+        except UnsafeValue as exc:
+            log.info("%s: refused an object name (%s)", self.who, exc)
+            return None
+
+    def bad(self, name: str, message: str) -> BackendError:
+        return BackendError(f"{self.who}, object {name!r}: {message}", kind="bad_record")
+
+
+@dataclass(frozen=True)
+class Listing:
+    names: tuple[str, ...]
+    known: frozenset[str]
+
+
+class JsonSource(HttpJsonSource):
+    type_name = "json"
+    settings_class = JsonSourceSettings
+    settings: JsonSourceSettings
+
+    def __init__(self, name: str, settings: Any, context: Any) -> None:
+        super().__init__(name, settings, context)
+        s = self.settings
+        self._url = UrlTemplate.parse(s.url)
+        self._list_url = UrlTemplate.parse(s.list) if s.list is not None else None
+        self._fixed = (
+            Listing(tuple(dict.fromkeys(s.objects)), frozenset(s.objects))
+            if s.objects is not None
+            else None
+        )
+        self._paths = {
+            key: compile_path(path)
+            for key in ("images", "canvas_labels", *OBJECT_FIELDS)
+            if (path := getattr(s.fields, key)) is not None
+        }
+        self._metadata = [(label, compile_path(p)) for label, p in s.fields.metadata.items()]
+        self._listing: Listing | None = None
+        self._listed_at = -math.inf
+        self._flight: SingleFlight[str, Listing] = SingleFlight()
+
+    def templates(self) -> list[UrlTemplate]:
+        return [self._url] + ([self._list_url] if self._list_url is not None else [])
+
+    async def names(self, limit: int) -> list[str]:
+        listing = await self._listed()
+        return list(listing.names[:limit]) if listing is not None else []
+
+    async def record(self, name: str) -> ObjectRecord | None:
+        if check_name(name) is not None:
+            return None
+        listing = await self._listed()
+        if listing is not None and name not in listing.known:
+            return None
+        url = self.expand(self._url, {"object": name})
+        if url is None:
+            return None
+        answer = await self.fetch(url, what=f"object {name!r}", name=name)
+        if answer is None:
+            return None
+        found: ObjectRecord = await self.context.run_blocking(self._read, name, answer)
+        return found
+
+    def _read(self, name: str, answer: Answer) -> ObjectRecord:
+        """The record from an object's answer. Blocking (parsing, paths)."""
+        doc = self.parse(answer, f"object {name!r}")
+        try:
+            return self._build(name, doc)
+        except RecordError as exc:
+            raise self.bad(name, str(exc)) from None
+        except ValueError as exc:  # a path matching too many values
+            raise self.bad(name, str(exc)) from None
+
+    def _build(self, name: str, doc: Any) -> ObjectRecord:
+        images_path = self._paths["images"]
+        images = scalars(images_path.select(doc), "images")
+        if not images:
+            raise self.bad(name, f"no images at {images_path.text}")
+        labels_path = self._paths.get("canvas_labels")
+        labels = scalars(labels_path.select(doc), "canvas_labels") if labels_path else []
+        canvases = [
+            {"image": image, "canvas_label": labels[i] if i < len(labels) else None}
+            for i, image in enumerate(images)
+        ]
+        fields: dict[str, Any] = {}
+        for key in OBJECT_FIELDS:
+            path = self._paths.get(key)
+            if path is None:
+                continue
+            values = scalars(path.select(doc), key)
+            if key in ALL_OF:
+                fields[key] = values
+            elif key in FIRST_ONLY:
+                fields[key] = values[0] if values else None
+            else:
+                fields[key] = JOINED.join(values) or None
+        metadata = [
+            (label, JOINED.join(scalars(path.select(doc), f"metadata {label!r}")))
+            for label, path in self._metadata
+        ]
+        return build_record(name, self.name, fields, canvases, metadata)
+
+    # --- the list of objects -----------------------------------------------------------------
+
+    async def _listed(self) -> Listing | None:
+        if self._fixed is not None or self._list_url is None:
+            return self._fixed
+        if self._listing is not None:
+            age = asyncio.get_running_loop().time() - self._listed_at
+            if age < self.settings.refresh:
+                return self._listing
+        return await self._flight.do("list", self._fetch_list)
+
+    async def _fetch_list(self) -> Listing:
+        assert self._list_url is not None
+        started = asyncio.get_running_loop().time()
+        try:
+            answer = await self.fetch(self._list_url.text, what="its list of objects")
+            if answer is None:
+                raise BackendError(f"{self.who}: its list of objects is not found (404)",
+                                   kind="http_4xx")  # fmt: skip
+            listing: Listing = await self.context.run_blocking(self._read_list, answer)
+        except ShimError as exc:
+            if self._listing is None:
+                raise
+            log.warning("%s: refetching its list failed (%s); using the last copy", self.who,
+                        exc.message)  # fmt: skip
+            self._listed_at = started - max(0.0, self.settings.refresh - STALE_RETRY)
+            return self._listing
+        self._listing, self._listed_at = listing, started
+        return listing
+
+    def _read_list(self, answer: Answer) -> Listing:
+        """The names in the list's answer. Blocking."""
+        doc = self.parse(answer, "its list of objects")
+        s = self.settings
+        name_path: JsonPath | None = compile_path(s.name_path) if s.name_path else None
+        names: dict[str, None] = {}
+        try:
+            entries = compile_path(s.list_path).select(doc)
+            for entry in entries:
+                value = name_path.first(entry) if name_path is not None else entry
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, (str, int)):
+                    hint = "; set `name_path`" if name_path is None else ""
+                    raise BackendError(
+                        f"{self.who}: its list has {_kind(value)} entries at "
+                        f"{s.name_path or s.list_path}, not names{hint}",
+                        kind="bad_metadata",
+                    )
+                name = str(value)
+                if check_name(name) is None:
+                    names[name] = None
+        except ValueError as exc:  # a path matching too many values
+            raise BackendError(f"{self.who}: its list: {exc}", kind="bad_metadata") from None
+        return Listing(tuple(names), frozenset(names))

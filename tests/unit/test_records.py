@@ -1,0 +1,91 @@
+"""Object records: every source's fields end in one checked, frozen record."""
+
+from __future__ import annotations
+
+import pytest
+
+from iiif_shim.presentation.records import (
+    MAX_TEXT,
+    RangeRecord,
+    RecordError,
+    build_record,
+    check_name,
+    nav_date,
+)
+
+
+def _canvases(*images: str, ranges: tuple[str | None, ...] = ()) -> list[dict[str, object]]:
+    return [
+        {"image": image, "range": ranges[i] if i < len(ranges) else None}
+        for i, image in enumerate(images)
+    ]
+
+
+def test_a_record_keeps_order_and_groups_consecutive_ranges() -> None:
+    record = build_record(
+        "book",
+        "scans",
+        {"label": "A book", "behavior": "paged", "viewing_direction": "right-to-left"},
+        _canvases("a", "b", "c", "d", ranges=("Cover", "Text", "Text", "Cover")),
+        [("Creator", "Someone"), ("Empty", "  "), ("Year", 1887)],
+    )
+    assert [c.image for c in record.canvases] == ["a", "b", "c", "d"]
+    assert record.ranges == (
+        RangeRecord("Cover", 0, 0),
+        RangeRecord("Text", 1, 2),
+        RangeRecord("Cover", 3, 3),
+    )
+    assert record.metadata == (("Creator", "Someone"), ("Year", "1887"))  # blanks dropped
+    assert record.behavior == ("paged",) and record.viewing_direction == "right-to-left"
+
+
+def test_the_label_falls_back_to_the_name() -> None:
+    assert build_record("Brief an Händel", "s", {}, _canvases("x")).label == "Brief an Händel"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("1887", "1887-01-01T00:00:00Z"),
+        ("1887-05", "1887-05-01T00:00:00Z"),
+        ("1887-05-17", "1887-05-17T00:00:00Z"),
+        ("2001-02-03T04:05:06+02:00", "2001-02-03T02:05:06Z"),
+        ("2001-02-03T04:05:06Z", "2001-02-03T04:05:06Z"),
+    ],
+)
+def test_nav_dates_become_utc_date_times(given: str, expected: str) -> None:
+    assert nav_date(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "canvases", "field"),
+    [
+        ({"rights": "https://creativecommons.org/licenses/by/4.0/"}, ["a"], "rights"),
+        ({"rights": "all rights reserved"}, ["a"], "rights"),
+        ({"nav_date": "last spring"}, ["a"], "nav_date"),
+        ({"behavior": "paged continuous"}, ["a"], "behavior"),
+        ({"behavior": "facing-pages"}, ["a"], "behavior"),  # a canvas behavior
+        ({"viewing_direction": "sideways"}, ["a"], "viewing_direction"),
+        ({"see_also": "javascript:alert(1)"}, ["a"], "see_also"),
+        ({"label": "x" * (MAX_TEXT + 1)}, ["a"], "label"),
+        ({"label": {"en": "nested"}}, ["a"], "label"),
+        ({}, [], "image"),
+        ({}, [""], "image (canvas 1)"),
+    ],
+)
+def test_fields_that_cannot_be_used_name_themselves(
+    fields: dict[str, object], canvases: list[str], field: str
+) -> None:
+    with pytest.raises(RecordError) as err:
+        build_record("obj", "src", fields, _canvases(*canvases))
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize("name", ["", " padded", "tab\there", "nul\x00", "x" * 300])
+def test_object_names_are_bounded_and_printable(name: str) -> None:
+    assert check_name(name) is not None
+
+
+@pytest.mark.parametrize("name", ["book", "a/b", "Brief an Händel", "ark:/13030/xt12t3"])
+def test_object_names_may_hold_slashes_and_unicode(name: str) -> None:
+    assert check_name(name) is None
