@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Set up iiif-shim in ./.venv (editable install).
+# Set up iiif-shim in ./.venv (editable install) and the built-in viewers in ./.viewers.
 #   bash deploy/setup.sh          what serving needs
 #   bash deploy/setup.sh test     plus what the tests need: the legacy servers they run against
-#                                 (apt-get: nginx, iipsrv, lighttpd, vips; Thumbor in
+#                                 (apt-get: nginx, iipsrv, lighttpd, vips, chromium, poppler; Thumbor in
 #                                 ./.venv-thumbor), libmagic, the test tools (pip), and the
 #                                 official IIIF validator in ./.venv-validator, patched for
 #                                 Python 3 (see tests/validator/test_validator.py)
@@ -23,6 +23,8 @@ if [ "$mode" = test ]; then
   [ -x /usr/lib/iipimage-server/iipsrv.fcgi ] || apt_packages+=(iipimage-server)
   command -v lighttpd >/dev/null 2>&1 || [ -x /usr/sbin/lighttpd ] || apt_packages+=(lighttpd)
   command -v vips >/dev/null 2>&1 || apt_packages+=(libvips-tools)
+  command -v pdftoppm >/dev/null 2>&1 || apt_packages+=(poppler-utils)
+  command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   sudo=""
@@ -45,6 +47,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   fi
   echo "$wanted" > "$stamp"
 fi
+
+# the built-in viewers' browser files (pinned npm packages) in ./.viewers
+bash deploy/viewers.sh
 
 if [ "$mode" = test ]; then
   if [ ! -x .venv-validator/bin/iiif-validate.py ]; then

@@ -232,6 +232,11 @@ def test_setup_runs_pip_only_when_what_it_installs_from_changed(tmp_path: Path) 
     (tmp_path / "deploy").mkdir()
     shutil.copy(ROOT / "deploy" / "setup.sh", tmp_path / "deploy" / "setup.sh")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    # the viewers' own installer is tested by running it for real (tests/browser); here it
+    # only records that setup called it
+    (tmp_path / "deploy" / "viewers.sh").write_text(
+        'echo called >> "$(dirname "$0")/../viewer-calls"\n'
+    )
     bin_dir = tmp_path / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     for name, text in (("python", "#!/bin/sh\nexit 1\n"), ("pip", FAKE_PIP)):
@@ -271,3 +276,4 @@ def test_setup_runs_pip_only_when_what_it_installs_from_changed(tmp_path: Path) 
     assert done.returncode == 0 and len(pip) == 3  # so the next start tries again
     done, pip = setup()
     assert done.returncode == 0 and len(pip) == 3
+    assert (tmp_path / "viewer-calls").read_text().count("called") == 4  # runs past pip

@@ -7,6 +7,9 @@ import dataclasses
 import pytest
 
 from iiif_shim.backends import BACKEND_TYPES
+from iiif_shim.backends.upstream import UpstreamSettings
+from iiif_shim.presentation.settings import PresentationSettings, ProviderSettings
+from iiif_shim.presentation.sources import SOURCE_TYPES
 from iiif_shim.settings import (
     CacheSettings,
     IIIFSettings,
@@ -14,18 +17,39 @@ from iiif_shim.settings import (
     RouteSettings,
     ServerSettings,
 )
+from iiif_shim.viewers import ViewerSettings
 from tests.support import ROOT
 
 README = (ROOT / "README.md").read_text()
-SECTIONS = [ServerSettings, IIIFSettings, CacheSettings, RouteSettings, LandingSettings] + [
-    cls.settings_class for cls in BACKEND_TYPES.values()
+
+SECTIONS = [
+    ServerSettings,
+    IIIFSettings,
+    CacheSettings,
+    RouteSettings,
+    LandingSettings,
+    PresentationSettings,
+    ProviderSettings,
+    ViewerSettings,
+    *(cls.settings_class for cls in BACKEND_TYPES.values()),
 ]
+SOURCE_SECTIONS = [cls.settings_class for cls in SOURCE_TYPES.values()]
 
 
 @pytest.mark.parametrize("cls", SECTIONS, ids=lambda c: c.__name__)
 def test_every_setting_is_documented(cls: type) -> None:
     for field in dataclasses.fields(cls):
         assert f"| `{field.name}` |" in README, f"{cls.__name__}.{field.name} not in README"
+
+
+@pytest.mark.parametrize("cls", SOURCE_SECTIONS, ids=lambda c: c.__name__)
+def test_every_source_setting_is_documented(cls: type) -> None:
+    upstream = {f.name for f in dataclasses.fields(UpstreamSettings)}
+    for field in dataclasses.fields(cls):
+        if field.name in upstream:  # documented once, for every source that speaks HTTP
+            assert f"`{field.name}`" in README, field.name
+        elif field.name not in ("type", "fields", "url"):
+            assert f"| `{field.name}` |" in README, f"{cls.__name__}.{field.name} not in README"
 
 
 def test_quick_start_commands_exist() -> None:
