@@ -141,9 +141,7 @@ MALFORMED = [
 ]
 
 
-def client(
-    port: int, seed: int, until: float, answers: list[Answer], lock: threading.Lock
-) -> None:
+def client(port: int, seed: int, until: float, answers: list[Answer], lock: threading.Lock) -> None:
     rng = random.Random(seed)
     while time.monotonic() < until:
         roll = rng.random()
@@ -159,9 +157,7 @@ def client(
         except OSError:
             status = -1
         with lock:
-            answers.append(
-                Answer(kind, backend, path, status, time.monotonic() - started, started)
-            )
+            answers.append(Answer(kind, backend, path, status, time.monotonic() - started, started))
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -309,8 +305,7 @@ def report(
         f"- faults injected: **{len(faults)}** requests to faulty backends "
         f"({', '.join(sorted(FAULTS))}), {len(malformed)} malformed requests, "
         "1 backend crash and restart, 3 reloads (one refused)",
-        "- by status class: "
-        + ", ".join(f"{k}: {v}" for k, v in sorted(by_class.items())),
+        "- by status class: " + ", ".join(f"{k}: {v}" for k, v in sorted(by_class.items())),
         "- by status: " + ", ".join(f"{k}: {v}" for k, v in sorted(by_status.items())),
         f"- **5xx other than 502/503/504, or no answer: {len(unexpected)}** (target 0)",
         f"- good requests that failed outside the iipsrv outage: {len(good_failed)}; "

@@ -55,9 +55,7 @@ class SingleFlight(Generic[K, V]):
 class TtlCache(Generic[K, V]):
     """TTL + LRU by entry count, single-flight on misses (``tier`` names it for metrics)."""
 
-    def __init__(
-        self, entries: int, ttl: float, tier: str, observe: Observe | None = None
-    ) -> None:
+    def __init__(self, entries: int, ttl: float, tier: str, observe: Observe | None = None) -> None:
         self._cache: TTLCache[K, V] | None = (
             TTLCache(maxsize=entries, ttl=ttl) if entries > 0 and ttl > 0 else None
         )

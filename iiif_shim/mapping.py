@@ -64,9 +64,14 @@ def anchored(match: re.Pattern[str] | None) -> bool:
     if match is None:
         return False
     items = list(_parser.parse(match.pattern))
-    return bool(items) and str(items[0][0]) == "AT" and str(items[0][1]) in (
-        "AT_BEGINNING",
-        "AT_BEGINNING_STRING",
+    return (
+        bool(items)
+        and str(items[0][0]) == "AT"
+        and str(items[0][1])
+        in (
+            "AT_BEGINNING",
+            "AT_BEGINNING_STRING",
+        )
     )
 
 

@@ -38,6 +38,7 @@ class Finding:
     message: str
     error: bool = False
 
+
 T = TypeVar("T")
 # what a parser of a hostile answer may raise; each is answered as a 502
 PARSE_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, ArithmeticError)

@@ -67,7 +67,7 @@ def _read_obj(answer: Answer) -> tuple[Pyramid, bool]:
     count = int(obj["Resolution-number"])
     if not 1 <= count <= MAX_LEVELS:
         raise ValueError(f"{count} resolutions")
-    sizes = [tuple(int(v) for v in s.split()) for s in obj["Resolutions"].split(",")[:count + 1]]
+    sizes = [tuple(int(v) for v in s.split()) for s in obj["Resolutions"].split(",")[: count + 1]]
     if len(sizes) != count or sizes[-1] != (width, height):
         raise ValueError("its resolutions do not match its size")
     levels = tuple(

@@ -444,9 +444,7 @@ async def _read(resp: aiohttp.ClientResponse, cap: int, backend: str) -> tuple[b
     elif encoding == "deflate":
         inflate = zlib.decompressobj()
     elif encoding not in ("", "identity"):
-        raise BackendError(
-            f"{backend} sent a body encoded as {encoding[:20]!r}", kind="malformed"
-        )
+        raise BackendError(f"{backend} sent a body encoded as {encoding[:20]!r}", kind="malformed")
     body = bytearray()
     try:
         async for chunk in resp.content.iter_chunked(_CHUNK):
@@ -461,12 +459,8 @@ async def _read(resp: aiohttp.ClientResponse, cap: int, backend: str) -> tuple[b
             if len(body) > cap:
                 break
     except zlib.error:
-        raise BackendError(
-            f"{backend} sent a corrupt compressed body", kind="malformed"
-        ) from None
+        raise BackendError(f"{backend} sent a corrupt compressed body", kind="malformed") from None
     complete = len(body) <= cap and resp.content.at_eof()
     if inflate is not None and complete and not inflate.eof:  # the compressed stream was cut
-        raise BackendError(
-            f"{backend} sent a truncated compressed body", kind="truncated"
-        )
+        raise BackendError(f"{backend} sent a truncated compressed body", kind="truncated")
     return bytes(body[:cap]), complete

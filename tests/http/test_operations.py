@@ -165,8 +165,10 @@ def test_health_ready_reports_each_backend(guarded: Process) -> None:
     for _ in range(50):
         ready = guarded.get("/health/ready")
         body = json.loads(ready.body)
-        if all(b["state"] != "degraded" or b["reason"] != "not checked yet"
-               for b in body["backends"].values()):
+        if all(
+            b["state"] != "degraded" or b["reason"] != "not checked yet"
+            for b in body["backends"].values()
+        ):
             break
         time.sleep(0.1)
     assert ready.status == 200  # one backend is down, not all of them

@@ -83,9 +83,16 @@ def test_zoomify_tiers_and_tile_groups() -> None:
     # what libvips wrote: index 255 is the last of group 0, 256 starts group 1, 512 is group 2
     assert backend.tile_url("http://h/z", source, full, 6, 5) == "http://h/z/TileGroup0/5-6-5.jpg"
     assert backend.tile_url("http://h/z", source, full, 7, 5) == "http://h/z/TileGroup1/5-7-5.jpg"
-    assert backend.tile_url("http://h/z", source, full, 23, 15) == "http://h/z/TileGroup2/5-23-15.jpg"
-    assert backend.tile_url("http://h/z", source, tier4, 11, 7) == "http://h/z/TileGroup0/4-11-7.jpg"
-    assert backend.tile_url("http://h/z", source, p.levels[-1], 0, 0) == "http://h/z/TileGroup0/0-0-0.jpg"
+    assert (
+        backend.tile_url("http://h/z", source, full, 23, 15) == "http://h/z/TileGroup2/5-23-15.jpg"
+    )
+    assert (
+        backend.tile_url("http://h/z", source, tier4, 11, 7) == "http://h/z/TileGroup0/4-11-7.jpg"
+    )
+    assert (
+        backend.tile_url("http://h/z", source, p.levels[-1], 0, 0)
+        == "http://h/z/TileGroup0/0-0-0.jpg"
+    )
 
 
 def test_iip_metadata_and_tiles() -> None:

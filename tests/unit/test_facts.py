@@ -71,9 +71,7 @@ def test_json_round_trip(info: SourceInfo) -> None:
             "level 1/2",
         ),
         (
-            SourceInfo(
-                100, 100, native=PyramidFacts(Pyramid.halving(200, 100, 64, 64), "jpg")
-            ),
+            SourceInfo(100, 100, native=PyramidFacts(Pyramid.halving(200, 100, 64, 64), "jpg")),
             "pyramid size",
         ),
     ],
