@@ -268,38 +268,45 @@ def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
     )
 
 
-def _read_backends(r: Reader, data: Any) -> dict[str, Any] | None:
-    mapping = r.mapping(data, "backends")
-    if mapping is None:
-        return None
-    if not mapping:
-        r.problem("backends", "required: at least one backend")
-    out: dict[str, Any] = {}
-    for name, spec in mapping.items():
-        path = f"backends.{name}"
+def _read_typed(
+    r: Reader, specs: Mapping[str, Any], section: str, kind: str, types: Mapping[str, Any]
+) -> dict[str, tuple[Any, Any]]:
+    """Entries of a section whose ``type:`` picks a class from ``types`` (backends, object
+    sources): name -> (class, its settings), each problem reported with its path."""
+    out: dict[str, tuple[Any, Any]] = {}
+    known = ", ".join(types)
+    for name, spec in specs.items():
+        path = f"{section}.{name}"
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-            r.problem(path, "backend names use only letters, digits, '_' and '-'")
+            r.problem(path, f"{kind} names use only letters, digits, '_' and '-'")
             continue
         spec_map = r.mapping(spec, path)
         if spec_map is None:
             continue
         type_name = spec_map.get("type")
         if type_name is None:
-            r.problem(f"{path}.type", f"required (one of: {', '.join(BACKEND_TYPES)})")
+            r.problem(f"{path}.type", f"required (one of: {known})")
             continue
-        backend_cls = BACKEND_TYPES.get(type_name) if isinstance(type_name, str) else None
-        if backend_cls is None:
-            hint = difflib.get_close_matches(str(type_name), list(BACKEND_TYPES), n=1)
+        cls = types.get(type_name) if isinstance(type_name, str) else None
+        if cls is None:
+            hint = difflib.get_close_matches(str(type_name), list(types), n=1)
             extra = f"; did you mean '{hint[0]}'?" if hint else ""
-            r.problem(
-                f"{path}.type",
-                f"unknown type {type_name!r} (known: {', '.join(BACKEND_TYPES)}){extra}",
-            )
+            r.problem(f"{path}.type", f"unknown type {type_name!r} (known: {known}){extra}")
             continue
-        settings = r.read(backend_cls.settings_class, spec_map, path)
+        settings = r.read(cls.settings_class, spec_map, path)
         if settings is not None:
-            out[name] = settings
+            out[name] = (cls, settings)
     return out
+
+
+def _read_backends(r: Reader, data: Any) -> dict[str, Any] | None:
+    mapping = r.mapping(data, "backends")
+    if mapping is None:
+        return None
+    if not mapping:
+        r.problem("backends", "required: at least one backend")
+    read = _read_typed(r, mapping, "backends", "backend", BACKEND_TYPES)
+    return {name: settings for name, (_, settings) in read.items()}
 
 
 def _read_presentation(
@@ -308,35 +315,16 @@ def _read_presentation(
     mapping = r.mapping(data, "presentation")
     if mapping is None:
         return None
-    sources: dict[str, Any] = {}
     specs = r.mapping(mapping.get("sources"), "presentation.sources") or {}
     view = ConfigView(backends or {}, Router(tuple(routes)))
-    for name, spec in specs.items():
-        path = f"presentation.sources.{name}"
-        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-            r.problem(path, "source names use only letters, digits, '_' and '-'")
-            continue
-        spec_map = r.mapping(spec, path)
-        if spec_map is None:
-            continue
-        type_name = spec_map.get("type")
-        source_cls = SOURCE_TYPES.get(type_name) if isinstance(type_name, str) else None
-        if source_cls is None:
-            known = ", ".join(SOURCE_TYPES)
-            hint = difflib.get_close_matches(str(type_name), list(SOURCE_TYPES), n=1)
-            r.problem(
-                f"{path}.type",
-                ("required" if type_name is None else f"unknown type {type_name!r}")
-                + f" (known: {known})"
-                + (f"; did you mean '{hint[0]}'?" if hint and type_name is not None else ""),
-            )
-            continue
-        settings = r.read(source_cls.settings_class, spec_map, path)
-        if settings is None:
-            continue
+    sources: dict[str, Any] = {}
+    for name, (cls, settings) in _read_typed(
+        r, specs, "presentation.sources", "source", SOURCE_TYPES
+    ).items():
         if backends is not None:
-            for finding in source_cls.findings(settings, view):
-                (r.problem if finding.error else r.warn)(f"{path}.{finding.key}", finding.message)
+            for finding in cls.findings(settings, view):
+                where = f"presentation.sources.{name}.{finding.key}"
+                (r.problem if finding.error else r.warn)(where, finding.message)
         sources[name] = settings
     return r.read(
         PresentationSettings,
