@@ -26,6 +26,7 @@ from .model import Rendered
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 Observe = Callable[[str, bool], None]  # (tier, hit), for metrics
+_ABSENT = object()
 
 
 class SingleFlight(Generic[K, V]):
@@ -64,12 +65,13 @@ class TtlCache(Generic[K, V]):
         self._observe = observe
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        """The cached value (None included: an answer like any other), else ``load()``'s."""
         cache = self._cache
-        hit = cache.get(key) if cache is not None else None
+        hit = cache.get(key, _ABSENT) if cache is not None else _ABSENT
         if self._observe is not None:
-            self._observe(self._tier, hit is not None)
-        if hit is not None:
-            return hit
+            self._observe(self._tier, hit is not _ABSENT)
+        if hit is not _ABSENT:
+            return hit  # type: ignore[return-value]
 
         async def load_and_keep() -> V:
             # Stored inside the shared call, so a request arriving just after it finishes

@@ -25,8 +25,10 @@ def landing_page(
     prefix: str,
     identifiers: list[str],
     objects: Sequence[tuple[str, str, str | None]] = (),
+    site: str = "",
 ) -> str:
-    """``objects``: (name, label, thumbnail URL) of the objects to list first."""
+    """``objects``: (name, label, thumbnail URL) of the objects to list first; ``site``: the
+    public URL their pages are under."""
     shown = []
     for name, label, thumbnail in objects:
         img = (
@@ -35,7 +37,7 @@ def landing_page(
             else ""
         )
         shown.append(
-            f'<li><a href="/objects/{escape(encode_identifier(name))}">{img}'
+            f'<li><a href="{escape(site)}/objects/{escape(encode_identifier(name))}">{img}'
             f"{escape(label)}</a></li>"
         )
     items = []

@@ -112,6 +112,12 @@ def _features(width: int, height: int) -> list[Feature]:
     ]
 
 
+def _shown(text: str, limit: int = 200) -> str:
+    """Catalogue text for a terminal: control characters (escape sequences) made visible."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
 async def report_object(settings: Settings, name: str) -> tuple[list[str], bool]:
     """The object's source, fields and canvases with their sizes (from the image facts)."""
     lines: list[str] = []
@@ -129,9 +135,9 @@ async def report_object(settings: Settings, name: str) -> tuple[list[str], bool]
             f"  source: {record.source} ({settings.presentation.sources[record.source].type}), "
             f"read in {(time.perf_counter() - started) * 1000:.0f} ms"
         )
-        lines.append(f"  label: {record.label}")
+        lines.append(f"  label: {_shown(record.label)}")
         for label, value in record.metadata:
-            lines.append(f"  metadata {label}: {value}")
+            lines.append(f"  metadata {_shown(label)}: {_shown(value)}")
         ok = True
         for i, canvas in enumerate(record.canvases, 1):
             try:

@@ -32,6 +32,7 @@ from .iiif.profile import Version, json_media_type
 from .iiif.request import parse_image_request
 from .landing import landing_page
 from .presentation.routes import builder_of, object_request, presentation_request
+from .presentation.sources import ObjectSource
 from .runtime import Runtime
 
 MAX_IDENTIFIER_LENGTH = 1024
@@ -116,19 +117,26 @@ async def landing(request: web.Request) -> web.Response:
     if not identifiers:
         for name in service.router.identity_backends():
             identifiers += await service.backends[name].identifiers(50)
-    objects: list[tuple[str, str, str | None]] = []
     builder = builder_of(request, runtime)
-    for source in runtime.presentation.sources.values():
+
+    async def listed(source: ObjectSource) -> list[tuple[str, str, str | None]]:
         try:  # a source that is down or slow leaves the rest of the page
             async with asyncio.timeout(LANDING_SOURCE_WAIT):
                 entries = await runtime.presentation.entries(source, 50)
         except (ShimError, TimeoutError):
-            continue
-        for name, label, picture in entries:
-            thumb = builder.thumbnail(picture)["id"] if picture else None
-            objects.append((name, label, thumb))
+            return []
+        return [
+            (name, label, builder.thumbnail(picture)["id"] if picture else None)
+            for name, label, picture in entries
+        ]
+
+    sources = runtime.presentation.sources.values()
+    listings = await asyncio.gather(*(listed(source) for source in sources))
+    objects = [entry for listing in listings for entry in listing]
     return web.Response(
-        text=landing_page(settings.landing.title, settings.iiif.prefix, identifiers, objects),
+        text=landing_page(
+            settings.landing.title, settings.iiif.prefix, identifiers, objects, builder.urls.site
+        ),
         content_type="text/html",
     )
 

@@ -68,11 +68,22 @@ def thumb_size(width: int, height: int, box: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def _looks_like_html(value: str) -> bool:
+    return value.startswith("<") and value.endswith(">")
+
+
 def _text(value: str) -> str:
-    """A plain text value that no viewer takes for HTML."""
-    if value.startswith("<") and value.endswith(">"):
+    """A value (summary, metadata value) that no viewer takes for HTML: one that would be is
+    escaped and wrapped, so it shows as written."""
+    if _looks_like_html(value):
         return f"<span>{html.escape(value, quote=False)}</span>"
     return value
+
+
+def _label(value: str) -> str:
+    """A label, where HTML is not allowed at all: one that would look like HTML gets a leading
+    space, so no viewer renders it as markup."""
+    return f" {value}" if _looks_like_html(value) else value
 
 
 class Builder:
@@ -127,7 +138,7 @@ class Builder:
         return {
             "id": canvas_id,
             "type": "Canvas",
-            "label": self.lang(label or str(index + 1)),
+            "label": self.lang(_label(label or str(index + 1))),
             "width": pic.width,
             "height": pic.height,
             "thumbnail": [self.thumbnail(pic)],
@@ -178,13 +189,13 @@ class Builder:
             "@context": CONTEXT_3,
             "id": manifest_id,
             "type": "Manifest",
-            "label": self.lang(record.label),
+            "label": self.lang(_label(record.label)),
         }
         if record.summary:
             doc["summary"] = self.lang(_text(record.summary))
         if record.metadata:
             doc["metadata"] = [
-                {"label": self.lang(label), "value": self.lang(_text(value))}
+                {"label": self.lang(_label(label)), "value": self.lang(_text(value))}
                 for label, value in record.metadata
             ]
         if record.required_statement:
@@ -202,7 +213,7 @@ class Builder:
             {
                 "id": urls.object_page(record.name),
                 "type": "Text",
-                "label": self.lang(record.label),
+                "label": self.lang(_label(record.label)),
                 "format": "text/html",
             }
         ]
@@ -237,7 +248,7 @@ class Builder:
                 {
                     "id": f"{base}/range/{k + 1}",
                     "type": "Range",
-                    "label": self.lang(part.label),
+                    "label": self.lang(_label(part.label)),
                     "items": [
                         {"id": f"{base}/canvas/{i + 1}", "type": "Canvas"}
                         for i in range(part.first, part.last + 1)
@@ -272,7 +283,7 @@ class Builder:
             item: dict[str, Any] = {
                 "id": self.urls.manifest("3", name),
                 "type": "Manifest",
-                "label": self.lang(label),
+                "label": self.lang(_label(label)),
             }
             if picture is not None:
                 item["thumbnail"] = [self.thumbnail(picture)]
@@ -321,13 +332,13 @@ class Builder:
             "@context": CONTEXT_2,
             "@id": manifest_id,
             "@type": "sc:Manifest",
-            "label": record.label,
+            "label": _label(record.label),
         }
         if record.summary:
             doc["description"] = _text(record.summary)
         if record.metadata:
             doc["metadata"] = [
-                {"label": label, "value": _text(value)} for label, value in record.metadata
+                {"label": _label(label), "value": _text(value)} for label, value in record.metadata
             ]
         if record.required_statement:
             doc["attribution"] = _text(record.required_statement)
@@ -362,7 +373,7 @@ class Builder:
                 {
                     "@id": canvas_id,
                     "@type": "sc:Canvas",
-                    "label": canvas.label or str(i + 1),
+                    "label": _label(canvas.label or str(i + 1)),
                     "width": pic.width,
                     "height": pic.height,
                     "thumbnail": self._thumbnail_2(pic),
@@ -393,7 +404,7 @@ class Builder:
                 {
                     "@id": f"{base}/range/{k + 1}",
                     "@type": "sc:Range",
-                    "label": part.label,
+                    "label": _label(part.label),
                     "canvases": [
                         f"{base}/canvas/{i + 1}" for i in range(part.first, part.last + 1)
                     ],
@@ -422,7 +433,7 @@ class Builder:
             item: dict[str, Any] = {
                 "@id": self.urls.manifest("2", name),
                 "@type": "sc:Manifest",
-                "label": label,
+                "label": _label(label),
             }
             if picture is not None:
                 item["thumbnail"] = self._thumbnail_2(picture)

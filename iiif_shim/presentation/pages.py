@@ -63,33 +63,29 @@ def object_page(
     urls = builder.urls
     manifest = urls.manifest("3", record.name)
     base = manifest.removesuffix("/manifest")
-    rows = []
-    for label, value in record.metadata:
-        rows.append((label, value))
+    rows = [(label, escape(value)) for label, value in record.metadata]
     if record.required_statement:
-        rows.append((builder.settings.required_statement_label, record.required_statement))
-    if record.rights:
-        rows.append(("Rights", f'<a href="{escape(record.rights)}">{escape(record.rights)}</a>'))
+        rows.append((builder.settings.required_statement_label, escape(record.required_statement)))
+    if record.rights:  # the one cell that is markup: a link built here, its URI escaped
+        rights = escape(record.rights)
+        rows.append(("Rights", f'<a href="{rights}">{rights}</a>'))
     if record.nav_date:
-        rows.append(("Date", record.nav_date[:10]))
-    table = "".join(
-        f"<tr><th>{escape(label)}</th><td>{value if label == 'Rights' else escape(value)}</td></tr>"
-        for label, value in rows
-    )
+        rows.append(("Date", escape(record.nav_date[:10])))
+    table = "".join(f"<tr><th>{escape(label)}</th><td>{cell}</td></tr>" for label, cell in rows)
     canvases = []
     for i, (canvas, picture) in enumerate(zip(record.canvases, pictures, strict=True)):
         thumb = builder.thumbnail(picture)
         state = content_state(manifest, f"{base}/canvas/{i + 1}")
         canvases.append(
             "<li>"
-            f'<a href="{escape(viewer_url(viewers.default, state))}">'
+            f'<a href="{escape(urls.site + viewer_url(viewers.default, state))}">'
             f'<img src="{escape(thumb["id"])}" width="{thumb["width"]}" '
             f'height="{thumb["height"]}" alt="{escape(canvas.label or str(i + 1))}" loading="lazy">'
             f"{escape(canvas.label or str(i + 1))}</a>"
             "</li>"
         )
     open_in = [
-        f'<a href="{escape(viewer_url(name, manifest))}">{escape(label)}</a>'
+        f'<a href="{escape(urls.site + viewer_url(name, manifest))}">{escape(label)}</a>'
         for name, label in BUILTIN_VIEWERS.items()
     ]
     open_in += [
@@ -108,7 +104,7 @@ def object_page(
         f'<p><a href="{escape(urls.site)}/">{escape(settings_title)}</a></p>'
         f"<h1>{escape(record.label)}</h1>{summary}"
         f"<table>{table}</table>\n"
-        f'<iframe src="{escape(viewer_url(viewers.default, manifest))}" '
+        f'<iframe src="{escape(urls.site + viewer_url(viewers.default, manifest))}" '
         f'title="{escape(BUILTIN_VIEWERS.get(viewers.default, viewers.default))}" '
         "allowfullscreen></iframe>\n"
         f"<nav><strong>Open in:</strong> {' '.join(open_in)}</nav>\n"

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -78,12 +79,12 @@ async def presentation_request(request: web.Request, rest: str) -> web.StreamRes
         seen.endpoint, seen.version = "manifest", version.value
         name = _name(segments[1], "object")
         doc = await runtime.presentation.manifest(version, name, builder_of(request, runtime))
-        return json_document(request, runtime, version, doc)
+        return await json_document(request, runtime, version, doc)
     if version is not None and segments[1:2] == ["collection"] and len(segments) <= 3:
         seen.endpoint, seen.version = "collection", version.value
         source = _name(segments[2], "source") if len(segments) == 3 else None
         doc = await runtime.presentation.collection(version, source, builder_of(request, runtime))
-        return json_document(request, runtime, version, doc)
+        return await json_document(request, runtime, version, doc)
     if len(segments) == 2 and segments[1] == "pdf":
         seen.endpoint = "pdf"
         return await pdf(request, runtime, _name(segments[0], "object"))
@@ -93,12 +94,15 @@ async def presentation_request(request: web.Request, rest: str) -> web.StreamRes
     )
 
 
-def json_document(
+async def json_document(
     request: web.Request, runtime: Runtime, version: Version, doc: dict[str, Any]
 ) -> web.Response:
     media = media_type(version, request.headers.get("Accept"))
-    body = json.dumps(doc, ensure_ascii=False, indent=1).encode()
-    etag = '"' + hashlib.sha256(body + media.encode()).hexdigest()[:32] + '"'
+    body: bytes = await runtime.service.workers.run(_serialised, doc)  # large for big objects
+    gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+    # one ETag per representation: the gzipped bytes are not the plain ones
+    digest = hashlib.sha256(body + media.encode()).hexdigest()[:32]
+    etag = f'"{digest}-gzip"' if gzip else f'"{digest}"'
     headers = cache_headers(runtime.settings, etag, None)
     if "Cache-Control" in headers:  # records are fresh for record_ttl, not the image lifetime
         headers["Cache-Control"] = (
@@ -109,9 +113,13 @@ def json_document(
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = media
     response = web.Response(body=body, headers=headers)
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
+    if gzip:
         response.enable_compression()
     return response
+
+
+def _serialised(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, indent=1).encode()
 
 
 async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamResponse:
@@ -132,7 +140,7 @@ async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamRe
         with os.fdopen(fd, "wb") as out:
             writer = PdfWriter(out, title=record.label)
             for picture in pictures:
-                w, h = thumb_size(picture.width, picture.height, settings.pdf_page_size)
+                w, h = thumb_size(*picture.max_size, settings.pdf_page_size)
                 page = parse_image_request(
                     Version.V3, picture.identifier, "full", f"{w},{h}", "0", "default.jpg"
                 )
@@ -143,13 +151,15 @@ async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamRe
     except BaseException:
         _remove(path)
         raise
-    filename = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:80] or "object"
+    ascii_name = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in name)
+    filename = ascii_name[:80] or "object"
     ttl = int(settings.record_ttl)
     return _TemporaryFile(
         path,
         headers={
             "Content-Type": "application/pdf",
-            "Content-Disposition": f'inline; filename="{filename}.pdf"',
+            "Content-Disposition": f'inline; filename="{filename}.pdf"; '
+            f"filename*=UTF-8''{quote(name[:200], safe='')}.pdf",
             "Cache-Control": f"public, max-age={ttl}" if ttl else "no-store",
         },
     )
@@ -186,7 +196,10 @@ async def object_request(request: web.Request, rest: str) -> web.Response:
     response = web.Response(
         text=page,
         content_type="text/html",
-        headers={"Cache-Control": f"public, max-age={int(settings.presentation.record_ttl)}"},
+        headers={
+            "Cache-Control": f"public, max-age={int(settings.presentation.record_ttl)}",
+            "Vary": "Accept-Encoding",
+        },
     )
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         response.enable_compression()

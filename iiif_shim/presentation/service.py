@@ -59,7 +59,9 @@ class PresentationService:
         self.settings = settings
         self.images = images
         self.sources = sources
-        self.records: TtlCache[str, ObjectRecord] = TtlCache(
+        # by (source, object name); None (the source has no such object) is kept too, so a
+        # name no source has does not ask every upstream again until the TTL passes
+        self.records: TtlCache[tuple[str, str], ObjectRecord | None] = TtlCache(
             settings.record_entries, settings.record_ttl, "record", observe
         )
 
@@ -68,25 +70,29 @@ class PresentationService:
         return bool(self.sources)
 
     async def record(self, name: str) -> ObjectRecord:
-        """Object ``name`` from the first source that has it; 404 when none does."""
+        """Object ``name`` from the first source that has it; 404 when none does. A source
+        that fails does not hide the object from the sources after it; its error is the
+        answer only when no source has the object."""
         if check_name(name) is not None:
             raise NotFound("no such object")
+        failed: ShimError | None = None
+        for source in self.sources.values():
+            try:
+                found = await self.record_in(source, name)
+            except ShimError as exc:
+                failed = failed or exc
+                continue
+            if found is not None:
+                return found
+        raise failed or NotFound(f"no object named {name[:100]!r}")
 
-        async def load() -> ObjectRecord:
-            # a source that fails does not hide the object from the sources after it; its
-            # error is the answer only when no source has the object
-            failed: ShimError | None = None
-            for source in self.sources.values():
-                try:
-                    found = await source.record(name)
-                except ShimError as exc:
-                    failed = failed or exc
-                    continue
-                if found is not None:
-                    return found
-            raise failed or NotFound(f"no object named {name[:100]!r}")
+    async def record_in(self, source: ObjectSource, name: str) -> ObjectRecord | None:
+        """Object ``name`` of ``source`` (cached with a TTL, single-flight), or None."""
 
-        return await self.records.get(name, load)
+        async def load() -> ObjectRecord | None:
+            return await source.record(name)
+
+        return await self.records.get((source.name, name), load)
 
     def source(self, name: str) -> ObjectSource:
         found = self.sources.get(name)
@@ -106,13 +112,13 @@ class PresentationService:
         info = src.info
         full = parse_image_request(Version.V3, identifier, "full", "max", "0", "default.jpg")
         resolved = resolve(full, info.width, info.height, self.images.limits)
-        box = self.settings.thumbnail_size
+        largest = (resolved.width, resolved.height)  # what `max` gives under the limits
         return Picture(
             identifier,
             info.width,
             info.height,
-            (resolved.width, resolved.height),
-            thumb_size(info.width, info.height, box),
+            largest,
+            thumb_size(*largest, self.settings.thumbnail_size),
         )
 
     async def pictures(self, record: ObjectRecord) -> list[Picture]:
@@ -142,7 +148,9 @@ class PresentationService:
         async def one(name: str) -> tuple[str, str, Picture | None]:
             async with gate:
                 try:
-                    record = await self.record(name)
+                    record = await self.record_in(source, name)
+                    if record is None:
+                        return name, name, None
                     return name, record.label, await self.picture(record.canvases[0].image, name)
                 except ShimError:
                     return name, name, None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,14 @@ def shim(tmp_path_factory: pytest.TempPathFactory, faulty: Process) -> Iterator[
         "canvases: {p1: {label: Cover, range: Cover}, p2: {range: Text}, p10: {range: Text}}\n"
     )
     _page(root / "Brief an Händel" / "1.jpg", GREEN, (400, 300))
+    _page(root / "evil" / "1.jpg", RED, (100, 100))
+    (root / "evil" / "object.yaml").write_text(
+        "label: <img src=x onerror=alert(1)>\n"
+        "summary: <script>alert(2)</script>\n"
+        "required_statement: <b onmouseover=alert(3)>x</b>\n"
+        "metadata: {Rights: <script>alert(4)</script>, '<i>': <svg onload=alert(5)>}\n"
+        "canvases: {'1': {label: <img src=y onerror=alert(6)>}}\n"
+    )
     _page(root / "badrights" / "1.jpg", RED, (100, 100))
     (root / "badrights" / "object.yaml").write_text("rights: all rights reserved\n")
     (tmp / "catalogue.csv").write_text(
@@ -309,3 +318,17 @@ def test_the_object_page_shows_the_object(shim: Process) -> None:
     assert shim.get("/objects/nothing-here").status == 404
     landing = shim.get("/").text
     assert "/objects/book" in landing and "The book" in landing
+
+
+def test_catalogue_text_never_becomes_markup(shim: Process) -> None:
+    page = shim.get("/objects/evil").text
+    landing = shim.get("/").text
+    for html in (page, landing):  # no tag of the catalogue's survives as a tag
+        assert not re.search(r"<(script|img src=[xy]|svg|b on|i>)", html), html
+    assert "&lt;script&gt;alert(4)&lt;/script&gt;" in page  # shown as text, Rights label or not
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    doc = _json(shim.get("/iiif/presentation/3/evil/manifest"))
+    assert check_v3(doc) == []
+    assert doc["summary"] == {"en": ["<span>&lt;script&gt;alert(2)&lt;/script&gt;</span>"]}
+    assert doc["label"] == {"en": [" <img src=x onerror=alert(1)>"]}  # no HTML in labels
+    assert doc["metadata"][1]["value"] == {"en": ["<span>&lt;svg onload=alert(5)&gt;</span>"]}

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from iiif_shim.cache import FactsCache, SingleFlight, SizedCache
+from iiif_shim.cache import FactsCache, SingleFlight, SizedCache, TtlCache
 from iiif_shim.facts import SourceInfo
 
 
@@ -84,5 +84,21 @@ def test_sized_cache_bounds_and_skips() -> None:
         await off.get("a", maker("off", 1))
         await off.get("a", maker("off", 1))
         assert made.count("off") == 2
+
+    asyncio.run(main())
+
+
+def test_a_ttl_cache_keeps_none_as_an_answer() -> None:
+    async def main() -> None:
+        calls = 0
+
+        async def load() -> None:
+            nonlocal calls
+            calls += 1
+
+        cache: TtlCache[str, None] = TtlCache(entries=10, ttl=60, tier="record")
+        assert await cache.get("missing", load) is None
+        assert await cache.get("missing", load) is None
+        assert calls == 1
 
     asyncio.run(main())

@@ -750,3 +750,58 @@ def test_contentdm_config_problems(tmp_path: Path, data: dict[str, Any], where: 
 
 def test_the_source_types_are_registered() -> None:
     assert {"folder", "csv", "json", "contentdm"} <= set(SOURCE_TYPES)
+
+
+class HostileContentdm:
+    """A CONTENTdm look-alike whose answers are shaped wrong: lists of strings where pages or
+    nodes belong, and a dmQuery that answers full pages of compound-object pages forever."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.queries = 0
+        self._runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        q = request.query.get("q", "")
+        if q.startswith("dmQuery/"):
+            self.queries += 1
+            maxrecs = int(q.split("/")[5])
+            records = [{"pointer": str(i), "parentobject": "5"} for i in range(maxrecs)]
+            return web.json_response({"pager": {"total": "99999"}, "records": records})
+        if q.startswith("dmGetItemInfo/"):
+            return web.json_response({"title": "Hostile"})
+        if q.startswith("dmGetCompoundObjectInfo/maps/7/"):
+            return web.json_response({"type": "Document", "page": ["x", 3]})
+        if q.startswith("dmGetCompoundObjectInfo/maps/8/"):
+            return web.json_response({"type": "Monograph", "node": {"node": ["x"]}})
+        raise web.HTTPNotFound(text="not here")
+
+    async def __aenter__(self) -> HostileContentdm:
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+def test_contentdm_answers_of_the_wrong_shape_are_502s_and_listing_ends(tmp_path: Path) -> None:
+    async def check() -> None:
+        async with HostileContentdm() as cdm:
+            data = {"url": f"http://127.0.0.1:{cdm.port}", "collection": "maps", "retries": 0}
+            async with opened("contentdm", data, tmp_path, "cdm") as src:
+                for pointer in ("7", "8"):
+                    try:
+                        found = await src.record(pointer)
+                    except BackendError as exc:
+                        assert "source 'cdm'" in exc.message
+                    else:
+                        assert found is None or found.canvases
+                assert await asyncio.wait_for(src.names(5000), 10) == []
+                assert cdm.queries <= 5000 // 1024 + 3
+
+    run(check())

@@ -180,7 +180,7 @@ def _texts(value: Any) -> Any:
 def _as_list(value: Any) -> list[Any]:
     """One page or node comes as an object, several as a list."""
     if isinstance(value, list):
-        return value
+        return [item for item in value if isinstance(item, Mapping)]
     return [value] if isinstance(value, Mapping) else []
 
 
@@ -229,7 +229,12 @@ class ContentdmSource(HttpJsonSource):
         field = self.settings.fields.label or "title"
         names: dict[str, None] = {}
         start = 1
-        while len(names) < limit:
+        # a bounded number of pages: a server that keeps answering pages, duplicates or
+        # nothing new cannot keep this loop (and its request) going
+        for _ in range(limit // PAGE_SIZE + 3):
+            if len(names) >= limit:
+                break
+            before = len(names)
             want = min(PAGE_SIZE, limit - len(names))
             url = self._ask(self._query, field=field, maxrecs=str(want), start=str(start))
             doc = await self._json(url, "its list of objects")
@@ -246,7 +251,7 @@ class ContentdmSource(HttpJsonSource):
                 pointer = str(record.get("pointer", ""))
                 if _POINTER_RE.fullmatch(pointer):
                     names.setdefault(pointer, None)
-            if len(records) < want:
+            if len(records) < want or len(names) == before:
                 break
             start += len(records)
         return list(names)[:limit]

@@ -109,7 +109,10 @@ class CsvSourceSettings(UpstreamSettings):
         "utf-8", doc="the file's text encoding (utf-8 may start with a BOM)", check=_encoding
     )
     max_bytes: int = option(
-        64 * 1024 * 1024, doc="largest CSV it reads (a file, or a URL's answer)", check=at_least(1)
+        16 * 1024 * 1024,
+        doc="largest CSV it reads (a file, or a URL's answer); the parsed table is held in "
+        "memory, about 6 times the file's size",
+        check=at_least(1),
     )
     max_rows: int = option(1_000_000, doc="most rows it reads (more: 502)", check=at_least(1))
     refresh: float = option(
@@ -138,7 +141,7 @@ class CsvSourceSettings(UpstreamSettings):
         return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # no per-row __dict__: tables can have a million rows
 class Row:
     line: int  # where the row ends in the file (for error messages)
     values: tuple[str, ...]  # by CsvColumns.wanted(); "" where a column is not configured
