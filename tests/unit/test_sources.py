@@ -359,17 +359,44 @@ OBJECTS: dict[str, Any] = {
 LISTING = {"items": [{"id": "book"}, {"id": "a/b"}, {"id": "Brief an Händel"}, {"x": 1}]}
 
 
-class Catalogue:
+class LocalServer:
+    """An aiohttp server on a free 127.0.0.1 port for the length of an ``async with``; every
+    GET goes to :meth:`handle`."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()  # set when the server stops (ends held requests)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+    async def __aenter__(self: S) -> S:
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        self._closing.set()
+        await self._runner.cleanup()
+
+
+S = TypeVar("S", bound=LocalServer)
+
+
+class Catalogue(LocalServer):
     """A JSON catalogue on 127.0.0.1 that records the raw path of every request."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.seen: list[str] = []
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         self.csv = "obj,img,title\nx,x/1,From the web\n"
         self.csv_fails = False
-        self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = request.raw_path
@@ -401,19 +428,6 @@ class Catalogue:
                 return web.Response(status=304, headers={"ETag": etag})
             return web.Response(text=self.csv, content_type="text/csv", headers={"ETag": etag})
         raise web.HTTPNotFound(text="not here")
-
-    async def __aenter__(self) -> Catalogue:
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        self._closing.set()
-        await self._runner.cleanup()
 
 
 def _catalogue_source(base: str, **more: Any) -> dict[str, Any]:
@@ -752,14 +766,13 @@ def test_the_source_types_are_registered() -> None:
     assert {"folder", "csv", "json", "contentdm"} <= set(SOURCE_TYPES)
 
 
-class HostileContentdm:
+class HostileContentdm(LocalServer):
     """A CONTENTdm look-alike whose answers are shaped wrong: lists of strings where pages or
     nodes belong, and a dmQuery that answers full pages of compound-object pages forever."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.queries = 0
-        self._runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         q = request.query.get("q", "")
@@ -775,18 +788,6 @@ class HostileContentdm:
         if q.startswith("dmGetCompoundObjectInfo/maps/8/"):
             return web.json_response({"type": "Monograph", "node": {"node": ["x"]}})
         raise web.HTTPNotFound(text="not here")
-
-    async def __aenter__(self) -> HostileContentdm:
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
 
 def test_contentdm_answers_of_the_wrong_shape_are_502s_and_listing_ends(tmp_path: Path) -> None:
