@@ -79,7 +79,8 @@ def cache_headers(
 
 
 def wants_jsonld(accept: str | None) -> bool | None:
-    """True if Accept prefers JSON-LD, False if it names plain JSON only, None if silent."""
+    """True if Accept prefers JSON-LD, False if it names plain JSON only or refuses JSON-LD
+    (``q=0``), None if silent."""
     if not accept:
         return None
     ranked: dict[str, float] = {}
@@ -96,6 +97,6 @@ def wants_jsonld(accept: str | None) -> bool | None:
     ld, plain = ranked.get("application/ld+json", 0.0), ranked.get("application/json", 0.0)
     if ld > 0 and ld >= plain:
         return True
-    if plain > 0:
+    if plain > 0 or "application/ld+json" in ranked:  # ld+json;q=0: anything but that
         return False
     return None

@@ -10,9 +10,11 @@ character ``<``, last ``>``) is escaped and wrapped so it shows as written.
 from __future__ import annotations
 
 import html
+import mimetypes
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..baseurl import encode_identifier
 from ..iiif.profile import Version
@@ -178,7 +180,11 @@ class Builder:
                 }
             ]
         if provider.logo:
-            agent["logo"] = [{"id": provider.logo, "type": "Image"}]
+            logo = {"id": provider.logo, "type": "Image"}
+            guessed, _ = mimetypes.guess_type(urlsplit(provider.logo).path)
+            if guessed and guessed.startswith("image/"):
+                logo["format"] = guessed
+            agent["logo"] = [logo]
         return [agent]
 
     def manifest(self, record: ObjectRecord, pictures: Sequence[Picture]) -> dict[str, Any]:

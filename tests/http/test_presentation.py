@@ -229,6 +229,8 @@ def test_http_behaves_like_the_image_api(shim: Process) -> None:
     assert head.status == 200 and head.body == b""
     plain = shim.get(path, headers={"Accept": "application/json"})
     assert plain.header("Content-Type") == "application/json"
+    refused = shim.get(path, headers={"Accept": "application/ld+json;q=0"})
+    assert refused.header("Content-Type") == "application/json"
     unquoted = shim.get(
         path,
         headers={

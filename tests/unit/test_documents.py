@@ -14,7 +14,11 @@ from tests.presentation_checks import check_v2, check_v3
 URLS = Urls(site="https://example.org", iiif="https://example.org/iiif")
 SETTINGS = PresentationSettings(
     language="en",
-    provider=ProviderSettings(label="Example Library", homepage="https://library.example.org"),
+    provider=ProviderSettings(
+        label="Example Library",
+        homepage="https://library.example.org",
+        logo="https://library.example.org/logo.png",
+    ),
 )
 
 
@@ -68,6 +72,9 @@ def test_a_manifest_is_valid_and_names_what_the_shim_serves() -> None:
     assert [r["label"] for r in doc["structures"]] == [{"en": ["Cover"]}, {"en": ["Text"]}]
     assert doc["homepage"][0]["id"] == "https://example.org/objects/ark:%2F1%2Fbook"
     assert doc["rendering"][0]["format"] == "application/pdf"
+    assert doc["provider"][0]["logo"] == [
+        {"id": "https://library.example.org/logo.png", "type": "Image", "format": "image/png"}
+    ]
     assert doc["partOf"][0]["id"] == "https://example.org/iiif/presentation/3/collection/scans"
     ids = [c["id"] for c in doc["items"]]
     assert len(set(ids)) == 3 and all("#" not in i for i in ids)
