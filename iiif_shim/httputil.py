@@ -100,3 +100,16 @@ def wants_jsonld(accept: str | None) -> bool | None:
     if plain > 0 or "application/ld+json" in ranked:  # ld+json;q=0: anything but that
         return False
     return None
+
+
+def negotiated(accept: str | None, jsonld: str, jsonld_by_default: bool) -> str:
+    """The JSON media type to answer with: ``jsonld`` (a JSON-LD type with its profile) or
+    plain JSON, by ``Accept``, else by the version's default (3.0 APIs: JSON-LD; 2.x: JSON)."""
+    wants = wants_jsonld(accept)
+    if jsonld_by_default:
+        return "application/json" if wants is False else jsonld
+    return jsonld if wants else "application/json"
+
+
+def accepts_gzip(request: web.Request) -> bool:
+    return "gzip" in request.headers.get("Accept-Encoding", "")

@@ -23,10 +23,10 @@ from .httputil import (
     METRICS,
     cache_headers,
     decode_segment,
+    negotiated,
     not_modified,
     observed,
     runtime_of,
-    wants_jsonld,
 )
 from .iiif.profile import Version, json_media_type
 from .iiif.request import parse_image_request
@@ -42,10 +42,7 @@ _VERSIONS = {v.value: v for v in Version}
 
 def info_media_type(version: Version, accept: str | None) -> str:
     """3.0: JSON-LD unless only plain JSON is asked for. 2.1: plain JSON unless JSON-LD is."""
-    wants = wants_jsonld(accept)
-    if version is Version.V3:
-        return "application/json" if wants is False else json_media_type(version)
-    return json_media_type(version) if wants else "application/json"
+    return negotiated(accept, json_media_type(version), version is Version.V3)
 
 
 async def health(request: web.Request) -> web.Response:

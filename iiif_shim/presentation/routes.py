@@ -20,12 +20,13 @@ from aiohttp.abc import AbstractStreamWriter
 
 from ..errors import NotFound, PayloadTooLarge
 from ..httputil import (
+    accepts_gzip,
     cache_headers,
     decode_segment,
+    negotiated,
     not_modified,
     observed,
     runtime_of,
-    wants_jsonld,
 )
 from ..iiif.profile import Version
 from ..iiif.request import parse_image_request
@@ -54,11 +55,8 @@ def builder_of(request: web.Request, runtime: Runtime) -> Builder:
 def media_type(version: Version, accept: str | None) -> str:
     """3.0: JSON-LD with the presentation profile unless only plain JSON is asked for;
     2.1: plain JSON unless JSON-LD is."""
-    wants = wants_jsonld(accept)
-    profile = f'application/ld+json;profile="http://iiif.io/api/presentation/{version.value}/context.json"'
-    if version is Version.V3:
-        return "application/json" if wants is False else profile
-    return profile if wants else "application/json"
+    context = f"http://iiif.io/api/presentation/{version.value}/context.json"
+    return negotiated(accept, f'application/ld+json;profile="{context}"', version is Version.V3)
 
 
 def _name(segment: str, what: str) -> str:
@@ -99,7 +97,7 @@ async def json_document(
 ) -> web.Response:
     media = media_type(version, request.headers.get("Accept"))
     body: bytes = await runtime.service.workers.run(_serialised, doc)  # large for big objects
-    gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+    gzip = accepts_gzip(request)
     # one ETag per representation: the gzipped bytes are not the plain ones
     digest = hashlib.sha256(body + media.encode()).hexdigest()[:32]
     etag = f'"{digest}-gzip"' if gzip else f'"{digest}"'
@@ -201,6 +199,6 @@ async def object_request(request: web.Request, rest: str) -> web.Response:
             "Vary": "Accept-Encoding",
         },
     )
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
+    if accepts_gzip(request):
         response.enable_compression()
     return response

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -27,8 +26,9 @@ import pytest
 from PIL import Image
 
 from iiif_shim import viewers
+from iiif_shim.defaults.make_samples import BOOK_COLOURS
 from iiif_shim.viewers import ViewerSettings
-from tests.support import ROOT, Process, free_port, request
+from tests.support import ROOT, Process, free_port, need_tool, request
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -45,7 +45,6 @@ VIEWPORT = {"width": 1280, "height": 800}
 
 # the sample object "book" of the embedded default (iiif_shim/defaults/make_samples.py): three
 # 1200x1600 pages, one colour each with "lines of text" in a darker shade
-BOOK_COLOURS = ((178, 34, 52), (0, 128, 128), (218, 165, 32))
 BOOK_INK = (158, 105, 0)  # the lines of page 3
 BOOK_REGION = (150, 200, 600, 400)  # on page 3: seven lines, a third of the region is ink
 
@@ -53,9 +52,8 @@ Colour = tuple[int, int, int]
 
 
 def _unavailable(message: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}: run `bash deploy/test.sh`, which installs it")
-    pytest.skip(message)
+    """A missing tool fails the test, as tests.support.need_tool does for programs."""
+    pytest.fail(f"{message}: run `bash deploy/test.sh`, which installs it")
 
 
 @dataclass(frozen=True)
@@ -74,8 +72,7 @@ class SampleObject:
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    if not os.access(CHROMIUM, os.X_OK):
-        _unavailable(f"{CHROMIUM} is not installed")
+    need_tool("chromium", CHROMIUM)
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:

@@ -9,7 +9,6 @@ import gzip
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.presentation_checks import check_v2, check_v3
-from tests.support import Process, Response, free_port, start_shim, write_config
+from tests.support import Process, Response, free_port, need_tool, start_shim, write_config
 
 RED, GREEN, BLUE = (200, 30, 40), (30, 160, 60), (40, 60, 200)
 LD3 = 'application/ld+json;profile="http://iiif.io/api/presentation/3/context.json"'
@@ -286,11 +285,7 @@ def test_a_json_source_that_stalls_is_a_504_within_its_timeout(shim: Process) ->
 def test_the_pdf_opens_in_poppler_with_the_first_canvas_colours(
     shim: Process, tmp_path: Path
 ) -> None:
-    tool = shutil.which("pdftoppm")
-    if tool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("pdftoppm (poppler-utils) is missing")
-        pytest.skip("pdftoppm (poppler-utils) is missing")
+    tool = need_tool("pdftoppm")
     resp = shim.get("/iiif/presentation/book/pdf")
     assert resp.status == 200 and resp.header("Content-Type") == "application/pdf"
     assert resp.body.startswith(b"%PDF-")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tracemalloc
@@ -19,21 +18,10 @@ from hypothesis import strategies as st
 from PIL import Image, ImageStat
 
 from iiif_shim.pdf import PdfWriter, jpeg_size
+from tests.support import need_tool
 
 DPI = 150.0
 RENDER_DPI = 30
-
-
-def need_poppler(name: str) -> str:
-    """The path of a poppler tool: its absence fails the test in CI, skips it elsewhere."""
-    found = shutil.which(name)
-    if found is None:
-        message = f"{name} is not installed (poppler-utils: `bash deploy/setup.sh test`)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        else:
-            pytest.skip(message)
-    return found
 
 
 def jpeg(mode: str, size: tuple[int, int], color: int | tuple[int, ...], **save: object) -> bytes:
@@ -49,7 +37,7 @@ def add(writer: PdfWriter, data: bytes) -> None:
 
 def render(pdf: Path, tmp_path: Path) -> list[Image.Image]:
     """Every page of ``pdf`` as rendered by pdftoppm at RENDER_DPI, in page order."""
-    pdftoppm = need_poppler("pdftoppm")
+    pdftoppm = need_tool("pdftoppm")
     prefix = tmp_path / "page"
     result = subprocess.run(
         [pdftoppm, "-r", str(RENDER_DPI), "-png", str(pdf), str(prefix)],
@@ -70,7 +58,7 @@ def render(pdf: Path, tmp_path: Path) -> list[Image.Image]:
 
 def pdfinfo(pdf: Path) -> dict[str, str]:
     result = subprocess.run(
-        [need_poppler("pdfinfo"), "-enc", "UTF-8", str(pdf)],
+        [need_tool("pdfinfo"), "-enc", "UTF-8", str(pdf)],
         capture_output=True,
         timeout=60,
         check=False,
