@@ -46,6 +46,13 @@ _PIL_FORMAT = {
     Format.PDF: "PDF",
     Format.WEBP: "WEBP",
 }
+
+
+def pil_format(fmt: Format) -> str:
+    """Pillow's name of a IIIF format (as ``Image.format`` reports it)."""
+    return _PIL_FORMAT[fmt]
+
+
 _WHITE: dict[str, Any] = {"L": 255, "LA": (255, 255), "RGB": (255,) * 3, "RGBA": (255,) * 4}
 _BLACK: dict[str, Any] = {"L": 0, "LA": (0, 255), "RGB": (0, 0, 0), "RGBA": (0, 0, 0, 255)}
 _READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from . import __version__, viewers
+from . import __version__, passthrough, tracing, viewers
+from .backends.upstream import Body
 from .baseurl import encode_identifier
 from .errors import BadRequest, NotFound, ShimError
 from .httputil import (
@@ -28,12 +30,14 @@ from .httputil import (
     observed,
     runtime_of,
 )
-from .iiif.profile import Version, json_media_type
+from .iiif.profile import Format, Version, json_media_type
 from .iiif.request import parse_image_request
 from .landing import landing_page
 from .presentation.routes import builder_of, object_request, presentation_request
 from .presentation.sources import ObjectSource
 from .runtime import Runtime
+
+log = logging.getLogger("iiif_shim")
 
 MAX_IDENTIFIER_LENGTH = 1024
 LANDING_SOURCE_WAIT = 3.0  # seconds the landing page waits for one source's objects
@@ -200,7 +204,7 @@ async def _image(
     identifier: str,
     base_id: str,
     params: list[str],
-) -> web.Response:
+) -> web.StreamResponse:
     settings = runtime.settings
     service = runtime.service
     names = ("region", "size", "rotation", "quality")
@@ -215,6 +219,41 @@ async def _image(
     )
     if not_modified(request, prepared.plan.etag, last_modified):
         return web.Response(status=304, headers=headers)
+    async with passthrough.opened(service, prepared) as body:
+        if body is not None:
+            return await _streamed(request, headers, prepared.plan.resolved.format, body)
     rendered = await service.render(prepared)
     headers["Content-Type"] = rendered.media_type
     return web.Response(body=rendered.body, headers=headers)
+
+
+async def _streamed(
+    request: web.Request, headers: dict[str, Any], fmt: Format, body: Body
+) -> web.StreamResponse:
+    """``body`` copied to the client as it arrives; a fault after the status went out aborts
+    the connection (a short body, never one that looks complete)."""
+    headers["Content-Type"] = fmt.media_type
+    headers[tracing.HEADER] = request["request_id"]
+    response = web.StreamResponse(headers=headers)
+    if body.length is not None:
+        response.content_length = body.length
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    try:
+        await response.write(body.head)
+        async for chunk in body.rest:
+            await response.write(chunk)
+    except ShimError as exc:
+        log.warning(
+            "%s %r: cut after the status was sent: %s [%s]",
+            request.method,
+            request.path_qs[:300],
+            exc.public_text(),
+            request["request_id"],
+        )
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -23,7 +24,7 @@ from ..facts import NativeFacts, SourceInfo
 from ..metrics import Metrics
 from ..model import Capabilities, Fetched, NativeOp, Target
 from ..urltemplate import UnsafeValue, UrlTemplate
-from .upstream import Answer, Upstream, UpstreamSettings
+from .upstream import Answer, Body, Upstream, UpstreamSettings
 
 log = logging.getLogger("iiif_shim")
 
@@ -105,6 +106,13 @@ class Backend(ABC):
     @abstractmethod
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         """Deliver ``op`` for ``target``."""
+
+    def stream(
+        self, target: Target, op: NativeOp, info: SourceInfo
+    ) -> AbstractAsyncContextManager[Body] | None:
+        """``op``'s answer as it arrives, for a request the shim passes through untouched;
+        ``None`` when this backend only delivers through :meth:`fetch` (the default)."""
+        return None
 
     def traffic(self) -> dict[str, int]:
         """Requests made and bytes received so far (network backends)."""

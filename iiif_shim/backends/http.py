@@ -8,6 +8,7 @@ decoded master (``cache.decoded_bytes``) so the tiles of one viewer session fetc
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from yarl import URL
@@ -19,7 +20,7 @@ from ..model import Fetched, NativeOp, Target
 from ..schema import at_least, option
 from ..urltemplate import UrlTemplate, url_template
 from .base import UpstreamBackend
-from .upstream import UpstreamSettings
+from .upstream import Body, UpstreamSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +79,11 @@ class HttpBackend(UpstreamBackend):
             version=head.version,
             last_modified=head.last_modified,
         )
+
+    def stream(
+        self, target: Target, op: NativeOp, info: SourceInfo
+    ) -> AbstractAsyncContextManager[Body] | None:
+        return self.upstream.stream(self.master(target), source=target.native_id)
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         answer = await self.upstream.get(self.master(target), source=target.native_id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -34,7 +35,7 @@ from ..urltemplate import UrlTemplate, url_template
 from .base import Finding, UpstreamBackend
 from .metadata import parse_json
 from .pyramid import assemble, fetch_tile
-from .upstream import UpstreamSettings
+from .upstream import Body, UpstreamSettings
 
 _LEVEL_RE = re.compile(r"level([012])")
 
@@ -222,6 +223,16 @@ class IiifBackend(UpstreamBackend):
 
     async def _bytes(self, url: str, source: str) -> bytes:
         return (await self.upstream.get(url, image=True, source=source)).body
+
+    def stream(
+        self, target: Target, op: NativeOp, info: SourceInfo
+    ) -> AbstractAsyncContextManager[Body] | None:
+        service = info.native
+        assert isinstance(service, ServiceFacts)
+        if service.pyramid is not None and (op.reduction or service.level == 0):
+            return None  # assembled from tiles
+        url = request_path(self.base(target), service, op, info)
+        return self.upstream.stream(url, source=target.native_id)
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         service = info.native

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -32,7 +33,7 @@ from ..schema import at_least, option
 from ..urltemplate import UrlTemplate, url_template
 from .base import UpstreamBackend
 from .metadata import parse_json, parse_xml
-from .upstream import Answer, UpstreamSettings
+from .upstream import Answer, Body, UpstreamSettings
 
 REGION_MODES = ("none", "pixels", "fractions", "scaled")
 SIZE_MODES = ("none", "exact", "keep_aspect")
@@ -266,6 +267,11 @@ class TemplateBackend(UpstreamBackend):
             "quality": image.qualities.get((op.quality or Quality.DEFAULT).value, ""),
         }
         return self.url("image.url", values)
+
+    def stream(
+        self, target: Target, op: NativeOp, info: SourceInfo
+    ) -> AbstractAsyncContextManager[Body] | None:
+        return self.upstream.stream(self.image_url(target, op, info), source=target.native_id)
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         url = self.image_url(target, op, info)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from yarl import URL
@@ -29,7 +30,7 @@ from ..schema import option
 from ..urltemplate import UrlTemplate, fixed_url, path_template
 from .base import Finding, UpstreamBackend
 from .metadata import parse_json
-from .upstream import Answer, UpstreamSettings
+from .upstream import Answer, Body, UpstreamSettings
 
 _FORMATS = {Format.JPG: "jpeg", Format.PNG: "png", Format.WEBP: "webp", Format.GIF: "gif"}
 
@@ -142,6 +143,13 @@ class ThumborBackend(UpstreamBackend):
         filters.append(f"format({_FORMATS[op.format] if op.format else 'png'})")
         parts.append("filters:" + ":".join(filters))
         return "/".join(parts)
+
+    def stream(
+        self, target: Target, op: NativeOp, info: SourceInfo
+    ) -> AbstractAsyncContextManager[Body] | None:
+        return self.upstream.stream(
+            self.thumbor_url(self.operations(op, info), target), source=target.native_id
+        )
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         url = self.thumbor_url(self.operations(op, info), target)

@@ -167,6 +167,16 @@ class Answer:
             return None
 
 
+@dataclass(frozen=True)
+class Body:
+    """An image body that passes through as it arrives: ``head`` (its first bytes, already
+    read and checked), ``rest`` (the remaining chunks) and the length the server declared."""
+
+    head: bytes
+    rest: AsyncIterator[bytes]
+    length: int | None
+
+
 class _Retry(Exception):
     """An attempt failed in a way a metadata request may retry (wraps the error to raise)."""
 
@@ -265,6 +275,80 @@ class Upstream:
         return answer
 
     @asynccontextmanager
+    async def stream(
+        self, url: str | URL, *, source: str = "", what: str = "", head: int = _CHUNK
+    ) -> AsyncIterator[Body]:
+        """An image that passes through untouched, as it arrives: its first ``head`` bytes are
+        read (and must look like an image) before the block runs, the rest comes from
+        :attr:`Body.rest`, never all in memory, at most ``max_bytes`` in all. The connection
+        and the pool slot are held until the block ends, all within ``timeout``. Faults before
+        the block are raised as from :meth:`get`; later ones from the iteration."""
+        timeout = self.settings.timeout
+        deadline = asyncio.get_running_loop().time() + timeout
+        target = url if isinstance(url, URL) else URL(url, encoded=True)
+        started = time.perf_counter()
+        outcome = "ok"
+        trial = self.breaker.admit()
+        verdict: bool | None = None
+        try:
+            async with (
+                asyncio.timeout_at(deadline),
+                self._slot(source, deadline),
+                self._opened(target, None, what) as resp,
+            ):
+                cap = self.settings.max_bytes
+                if (resp.content_length or 0) > cap:
+                    raise _too_large(self.who, cap, False)
+                encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise BackendError(
+                        f"{self.who} sent an image body encoded as {encoding[:20]!r}",
+                        kind="malformed",
+                    )
+                try:
+                    first = await resp.content.readexactly(min(head, cap))
+                except asyncio.IncompleteReadError as short:
+                    first = short.partial
+                except aiohttp.ClientError as exc:
+                    raise self._failure(exc) from None
+                verdict = True
+                if not looks_like_image(first):
+                    raise BackendError(
+                        f"{self.who} sent {resp.content_type or 'something else'}, not an image"
+                        + (f" for {what}" if what else ""),
+                        kind="not_image",
+                    )
+                self.bytes_received += len(first)
+                yield Body(first, self._rest(resp, cap - len(first)), resp.content_length)
+        except _Retry as retry:
+            outcome, verdict = retry.error.kind, _counts_against(retry.error)
+            raise retry.error from None
+        except TimeoutError:
+            outcome, verdict = "timeout", False
+            raise BackendTimeout(f"{self.who} did not answer within {timeout:g}s") from None
+        except ShimError as exc:
+            outcome = exc.kind
+            verdict = _counts_against(exc) if verdict is None else verdict
+            raise
+        finally:
+            self.breaker.record(trial, verdict)
+            if self.metrics is not None:
+                self.metrics.backend_call(self.backend, outcome, time.perf_counter() - started)
+
+    async def _rest(self, resp: aiohttp.ClientResponse, cap: int) -> AsyncIterator[bytes]:
+        """The body after its head, a chunk at a time, at most ``cap`` bytes (more: 502)."""
+        try:
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                cap -= len(chunk)
+                if cap < 0:
+                    raise _too_large(self.who, self.settings.max_bytes, False)
+                self.bytes_received += len(chunk)
+                yield chunk
+        except aiohttp.ClientError as exc:
+            failure = self._failure(exc)
+            raise (failure.error if isinstance(failure, _Retry) else failure) from None
+
+    @asynccontextmanager
     async def _slot(self, source: str, deadline: float) -> AsyncIterator[None]:
         """A connection of the pool, within this image's share; 503 when none frees up."""
         loop = asyncio.get_running_loop()
@@ -334,6 +418,24 @@ class Upstream:
         metadata: bool,
         what: str,
     ) -> Answer:
+        async with self._opened(url, headers, what) as resp:
+            if not partial and (resp.content_length or 0) > cap:
+                raise _too_large(self.who, cap, metadata)
+            try:
+                body, complete = await _read(resp, cap, self.who)
+            except aiohttp.ClientError as exc:
+                raise self._failure(exc) from None
+            if not complete and not partial:
+                raise _too_large(self.who, cap, metadata)
+            # headers.copy() keeps the lookups case-insensitive ("Etag" is "ETag")
+            return Answer(resp.status, resp.headers.copy(), body, complete)
+
+    @asynccontextmanager
+    async def _opened(
+        self, url: URL, headers: Mapping[str, str] | None, what: str
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The response to ``url`` once its status and headers are in, redirects followed by
+        the policy; a status that is not a success is the shim's error for it."""
         if self._session is None:
             raise RuntimeError("backend not started")
         sent = {"Accept-Encoding": "identity", **(headers or {})}
@@ -342,58 +444,54 @@ class Upstream:
         for _ in range(_MAX_REDIRECTS + 1):
             self.requests += 1  # every request sent, whatever comes back
             try:
-                async with self._session.get(url, headers=sent, allow_redirects=False) as resp:
-                    if resp.status in (301, 302, 303, 307, 308):
-                        url = self._redirect(url, resp.headers.get("Location", ""))
-                        continue
-                    if resp.status in (404, 410):
-                        raise NotFound("no such image" + (f" ({what})" if what else ""))
-                    if resp.status >= 400 and resp.status != 416:
-                        error = BackendError(
-                            f"{self.who} answered HTTP {resp.status}"
-                            + (f" for {what}" if what else ""),
-                            kind="http_5xx" if resp.status >= 500 else "http_4xx",
-                        )
-                        raise _Retry(error) if resp.status in _RETRY_STATUSES else error
-                    if not partial and (resp.content_length or 0) > cap:
-                        raise _too_large(self.who, cap, metadata)
-                    body, complete = await _read(resp, cap, self.who)
-                    if not complete and not partial:
-                        raise _too_large(self.who, cap, metadata)
-                    # headers.copy() keeps the lookups case-insensitive ("Etag" is "ETag")
-                    return Answer(resp.status, resp.headers.copy(), body, complete)
-            except aiohttp.ClientConnectorError as exc:
-                # the OS's own words for its error number: strerror may name the address
-                number = exc.os_error.errno if exc.os_error else None
-                reason = os.strerror(number) if number else "connection failed"
-                raise _Retry(
-                    BackendError(f"{self.who} is unreachable ({reason})", kind="refused")
-                ) from None
-            except aiohttp.ServerTimeoutError:
-                raise _Retry(
-                    BackendTimeout(
-                        f"{self.who} did not accept a connection within "
-                        f"{self.settings.connect_timeout:g}s",
-                        kind="connect_timeout",
-                    )
-                ) from None
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                raise _Retry(
-                    BackendError(f"{self.who} closed the connection", kind="reset")
-                ) from None
-            except aiohttp.ClientPayloadError:
-                raise BackendError(
-                    f"{self.who} sent a broken or truncated body", kind="truncated"
-                ) from None
-            except aiohttp.ClientResponseError as exc:
-                raise BackendError(
-                    f"{self.who} sent a malformed answer", kind="malformed", detail=str(exc)
-                ) from None
+                opening = self._session.get(url, headers=sent, allow_redirects=False)
+                resp = await opening.__aenter__()
             except aiohttp.ClientError as exc:
-                raise BackendError(
-                    f"{self.who} failed", kind="failed", detail=type(exc).__name__
-                ) from None
+                raise self._failure(exc) from None
+            try:
+                if resp.status in (301, 302, 303, 307, 308):
+                    url = self._redirect(url, resp.headers.get("Location", ""))
+                    continue
+                if resp.status in (404, 410):
+                    raise NotFound("no such image" + (f" ({what})" if what else ""))
+                if resp.status >= 400 and resp.status != 416:
+                    error = BackendError(
+                        f"{self.who} answered HTTP {resp.status}"
+                        + (f" for {what}" if what else ""),
+                        kind="http_5xx" if resp.status >= 500 else "http_4xx",
+                    )
+                    raise _Retry(error) if resp.status in _RETRY_STATUSES else error
+                yield resp
+                return
+            finally:
+                resp.release()
         raise BackendError(f"{self.who} redirected too many times", kind="redirect")
+
+    def _failure(self, exc: aiohttp.ClientError) -> ShimError | _Retry:
+        """The shim's error for a client-side failure (wrapped in ``_Retry`` when a metadata
+        request may try again)."""
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            # the OS's own words for its error number: strerror may name the address
+            number = exc.os_error.errno if exc.os_error else None
+            reason = os.strerror(number) if number else "connection failed"
+            return _Retry(BackendError(f"{self.who} is unreachable ({reason})", kind="refused"))
+        if isinstance(exc, aiohttp.ServerTimeoutError):
+            return _Retry(
+                BackendTimeout(
+                    f"{self.who} did not accept a connection within "
+                    f"{self.settings.connect_timeout:g}s",
+                    kind="connect_timeout",
+                )
+            )
+        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+            return _Retry(BackendError(f"{self.who} closed the connection", kind="reset"))
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            return BackendError(f"{self.who} sent a broken or truncated body", kind="truncated")
+        if isinstance(exc, aiohttp.ClientResponseError):
+            return BackendError(
+                f"{self.who} sent a malformed answer", kind="malformed", detail=str(exc)
+            )
+        return BackendError(f"{self.who} failed", kind="failed", detail=type(exc).__name__)
 
     def _redirect(self, url: URL, location: str) -> URL:
         """Where a redirect leads, if the policy allows it (else a 502)."""
