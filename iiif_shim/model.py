@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import PIL  # its version is part of every cache key; image work itself is imaging.py's
@@ -150,7 +151,7 @@ class Plan:
     native: NativeOp
     steps: PillowSteps
 
-    @property
+    @cached_property
     def key(self) -> str | None:
         """The derivative cache key: a hash of everything that changes the output bytes (the
         source and its version, what the backend is asked for, every Pillow step with its
