@@ -201,3 +201,53 @@ def test_a_master_unlike_its_header_goes_the_checked_way(shim: Process) -> None:
     resp = shim.get("/iiif/3/liar:big.jpg/full/max/0/default.jpg")
     assert resp.status == 502
     assert "asked" in resp.text
+
+
+def test_backend_connections_are_kept_alive(tmp_path: Path, masters: Path) -> None:
+    """Requests to a backend reuse the connections of its pool instead of opening one each."""
+    body = (masters / "big.jpg").read_bytes()
+    peers: set[tuple[str, int]] = set()
+    served = 0
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            nonlocal served
+            peers.add(self.client_address)
+            served += 1
+            ranged = self.headers.get("Range")
+            part = body[: int(ranged.split("-")[1]) + 1] if ranged else body
+            self.send_response(206 if ranged else 200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(part)))
+            self.send_header("ETag", '"k1"')
+            self.end_headers()
+            self.wfile.write(part)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = write_config(
+        tmp_path / "shim.yaml",
+        f"""\
+cache: {{image_bytes: 0, decoded_bytes: 0}}
+backends:
+  web: {{type: http, url: "http://127.0.0.1:{server.server_address[1]}/{{id}}", \
+max_connections: 2}}
+routes:
+  - {{backend: web}}
+""",
+    )
+    shim = start_shim(config, tmp_path)
+    try:
+        for width in range(100, 1100, 100):  # ten different renders, nothing cached
+            assert shim.get(f"/iiif/3/big.jpg/full/{width},/0/default.jpg").status == 200
+    finally:
+        shim.stop()
+        server.shutdown()
+        server.server_close()
+    assert served >= 10
+    assert len(peers) <= 2, peers  # the pool's two connections at most, each used again
