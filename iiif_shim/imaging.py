@@ -13,29 +13,57 @@ the backend (a tile or answer far larger than its cell is a decompression bomb: 
 really stores for the mode (4 bytes a pixel for RGB, a whole byte for a 1-bit pixel) plus the
 conversion to L, LA, RGB or RGBA. :func:`cost` is that count for a whole plan, made before any
 work so the request can reserve it (``budget.py``). Pillow's own bomb guard stays on.
+
+A file delivered as a page and a window of it (``Fetched.page``, ``Fetched.window``: a level of
+a pyramidal TIFF, the region's pixels in it) is decoded by window: only the native tiles (or
+strips) that meet the window (:func:`tiff_pyramid` finds the levels).
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import math
+import os
+import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, TiffImagePlugin, UnidentifiedImageError
 
 from .errors import BackendError, NotImplementedFeature
-from .facts import Colour, SourceInfo
+from .facts import MAX_LEVELS, MAX_TILE, MIN_TILE, Colour, Level, Pyramid, PyramidFacts, SourceInfo
 from .iiif.profile import Format, Quality
-from .iiif.resolve import rotated_size
+from .iiif.resolve import Box, rotated_size
 from .model import Fetched, PillowSteps, Plan
 
 # Pillow's process-wide guard: it refuses to open more than twice this many pixels (and warns
 # above it). The shim's own, configurable ``iiif.max_source_pixels`` may not go past that.
 PILLOW_GUARD_PIXELS = 1 << 30
 Image.MAX_IMAGE_PIXELS = PILLOW_GUARD_PIXELS // 2
+
+
+def unmap_large_blocks() -> None:
+    """Give freed image memory back to the system at once (glibc only).
+
+    glibc serves a large allocation from its heaps once a block of that size has been freed (its
+    mmap threshold grows up to 32 MB) and keeps what is freed there, per thread: decoded images
+    then stay resident after their reservation is released, and a process under load grew to
+    1.4x its budget (bench/huge.py). A fixed threshold maps every block of 1 MiB or more on its
+    own and unmaps it when freed. An operator's ``MALLOC_MMAP_THRESHOLD_`` is left alone.
+    Process-wide: called once by a server process at start (``server.serve``)."""
+    if sys.platform != "linux" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
 
 _PIL_FORMAT = {
     Format.JPG: "JPEG",
@@ -123,6 +151,15 @@ def cost(plan: Plan, info: SourceInfo, *, decoded_cached: bool = False) -> Cost:
         factor = 1 if decoded_cached else reduction(info.format, info.width, info.height, steps)
         w, h = math.ceil(info.width / factor), math.ceil(info.height / factor)
         decode = decode_bytes(info.mode, w, h)
+    elif _windowed(info):
+        # a window of a tiled TIFF page: the whole native tiles around it, their compressed
+        # bytes (LZW at worst takes half as much again as the raw samples), then the window
+        # cut out of them
+        assert isinstance(info.native, PyramidFacts)
+        w, h = plan.native.delivered_size()
+        bw, bh = tile_block(w + SLACK, h + SLACK, info.native.pyramid)
+        stored = _raw_bytes(info.mode, bw, bh) * 3 // 2
+        decode = decode_bytes(info.mode, bw, bh) + stored + _RGBA * (w + SLACK) * (h + SLACK)
     else:
         w, h = plan.native.delivered_size()
         decode = decode_bytes(None, w + SLACK, h + SLACK)
@@ -130,6 +167,26 @@ def cost(plan: Plan, info: SourceInfo, *, decoded_cached: bool = False) -> Cost:
             decode += decode_bytes(None, info.tiles.width + SLACK, info.tiles.height + SLACK)
     finish += _RGBA * _reduced_first(w, h, out_w, out_h)
     return Cost(0 if decoded_cached else decode, finish)
+
+
+def _windowed(info: SourceInfo) -> bool:
+    """Whether the source's backend delivers windows of a tiled TIFF's pages (``files``)."""
+    return info.format == "TIFF" and isinstance(info.native, PyramidFacts)
+
+
+def tile_block(width: int, height: int, pyramid: Pyramid) -> tuple[int, int]:
+    """The largest block of whole native tiles a ``width`` x ``height`` window can meet."""
+
+    def span(n: int, tile: int) -> int:
+        return (math.ceil((n - 1) / tile) + 1) * tile
+
+    return span(width, pyramid.tile_width), span(height, pyramid.tile_height)
+
+
+def _raw_bytes(mode: str | None, width: int, height: int) -> int:
+    """Bytes of a ``width`` x ``height`` block's samples as a file stores them, uncompressed."""
+    per_pixel = {"1": 1, "L": 1, "P": 1, "LA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3}.get(mode or "", 8)
+    return per_pixel * width * height
 
 
 def _reduced_first(width: int, height: int, out_w: int, out_h: int) -> int:
@@ -196,6 +253,266 @@ def probe(fetched: Fetched) -> tuple[int, int, Colour, str | None, str]:
         return width, height, colour_of(im.mode), im.format, im.mode
 
 
+# --- parts of a file: one page of a TIFF, one window of a page ------------------------------
+#
+# Pillow hands every compressed TIFF to libtiff as one job over the whole page (the image must be
+# as large as the page), so a window cannot be had by trimming Pillow's tile list. Instead the
+# native tiles (or strips) that meet the window are copied, still compressed, into a small TIFF
+# of their own with the page's pixel tags, which Pillow's real TIFF reader then decodes; the
+# window is cut out of that block. Edge tiles keep their clipped size; JPEG tables, predictors
+# and subsampling come along with the tags.
+
+_SUBIFD = 330
+# the tags that say how a page's samples are stored (everything else stays behind)
+_PIXEL_TAGS = (258, 259, 262, 266, 277, 284, 317, 320, 338, 339, 347, 529, 530, 531, 532)
+# none, LZW, JPEG, Adobe deflate, PackBits, deflate, LZMA, Zstandard, WebP
+_WINDOW_COMPRESSIONS = frozenset({1, 5, 7, 8, 32773, 32946, 34925, 50000, 50001})
+_LONG, _LONG8, _SLONG8, _IFD, _IFD8 = 4, 16, 17, 13, 18
+_MAX_PAGES = MAX_LEVELS + 8  # pages looked at for a pyramid
+_CHUNK_SLACK = 1024  # bytes a compressed tile may take past twice its raw samples
+
+
+@dataclass(frozen=True)
+class _Page:
+    """One image of a TIFF file, from its directory."""
+
+    ifd: TiffImagePlugin.ImageFileDirectory_v2
+    width: int
+    height: int
+    tile: tuple[int, int] | None  # tile width and height; None for strips
+
+    @property
+    def windowable(self) -> bool:
+        ifd = self.ifd
+        return (
+            ifd.get(259, 1) in _WINDOW_COMPRESSIONS
+            and ifd.get(284, 1) == 1  # samples interleaved (planar pages are read whole)
+            and ifd.get(274, 1) == 1  # not to be turned on display
+        )
+
+
+def _values(value: Any) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, tuple) else (value,)
+
+
+def _page(ifd: TiffImagePlugin.ImageFileDirectory_v2) -> _Page | None:
+    width, height = ifd.get(256), ifd.get(257)
+    if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+        return None
+    tile = None
+    if 322 in ifd or 324 in ifd:
+        tw, th = ifd.get(322), ifd.get(323)
+        if not (isinstance(tw, int) and isinstance(th, int)):
+            return None
+        if not (MIN_TILE <= tw <= MAX_TILE and MIN_TILE <= th <= MAX_TILE):
+            return None
+        tile = (tw, th)
+    return _Page(ifd, width, height, tile)
+
+
+def _tiff_pages(im: ImageFile.ImageFile, limit: int = _MAX_PAGES) -> tuple[list[_Page], bool]:
+    """The images of an opened TIFF that can be pages of a pyramid, in order, and whether they
+    are the SubIFDs of the first (as ``vips tiffsave --subifd`` writes a pyramid): when the first
+    image lists SubIFDs, page k > 0 is its k-th SubIFD; otherwise page k is the k-th image."""
+    fp = im.fp
+    assert fp is not None
+    fp.seek(0)
+    header = fp.read(16)
+    header = header if header[2:3] == b"\x2b" else header[:8]
+
+    def directory(offset: int) -> TiffImagePlugin.ImageFileDirectory_v2:
+        ifd = TiffImagePlugin.ImageFileDirectory_v2(header)
+        fp.seek(offset)
+        ifd.load(fp)
+        return ifd
+
+    first = directory(TiffImagePlugin.ImageFileDirectory_v2(header).next)
+    page0 = _page(first)
+    if page0 is None:
+        return [], False
+    pages = [page0]
+    subs = _values(first.get(_SUBIFD, ()))
+    seen = {first.offset}
+    following = subs if subs else ()
+    next_offset = 0 if subs else first.next
+    for k in range(1, limit):
+        if subs:
+            if k > len(following):
+                break
+            offset = following[k - 1]
+        else:
+            offset = next_offset
+        if not offset or offset in seen:
+            break
+        seen.add(offset)
+        ifd = directory(offset)
+        next_offset = ifd.next
+        page = _page(ifd)
+        if page is None:
+            break
+        pages.append(page)
+    return pages, bool(subs)
+
+
+def tiff_pyramid(path: Path) -> PyramidFacts | None:
+    """The pages of a tiled TIFF that form a halving pyramid (each page half the one before,
+    rounded either way, the same tiles, stored so a window can be read), or ``None`` when the
+    file is not a tiled TIFF whose first page can be read by window. Header reads only."""
+    with Image.open(path) as im:
+        if im.format != "TIFF":
+            return None
+        pages, _ = _tiff_pages(im)
+    first = pages[0] if pages else None
+    if first is None or first.tile is None or not first.windowable:
+        return None
+    tw, th = first.tile
+    levels = [Level(1, first.width, first.height)]
+    for page in pages[1:]:
+        factor = levels[-1].factor * 2
+        halves = all(
+            side // factor <= got <= -(-side // factor) + 1
+            for side, got in ((first.width, page.width), (first.height, page.height))
+        )
+        if not (halves and page.tile == first.tile and page.windowable):
+            break
+        if page.ifd.get(259) != first.ifd.get(259) or page.ifd.get(258) != first.ifd.get(258):
+            break
+        levels.append(Level(factor, page.width, page.height))
+    pyramid = Pyramid(first.width, first.height, tw, th, tuple(levels))
+    return PyramidFacts(pyramid, "tif")
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Whole tiles or strips of a page around a window, as a TIFF of their own."""
+
+    data: bytes
+    size: tuple[int, int]
+    crop: tuple[int, int, int, int]  # the window inside the block
+
+
+def _tiff_block(fetched: Fetched, im: ImageFile.ImageFile, allowance: Allowance) -> _Block:
+    """The tiles (or strips) of ``fetched``'s page that meet its window, copied into a TIFF."""
+    try:
+        pages, _ = _tiff_pages(im, fetched.page + 1)
+    except (EOFError, OSError, ValueError, TypeError, struct.error) as exc:
+        raise BackendError(
+            f"{fetched.described}: its TIFF directories could not be read",
+            kind="not_image",
+            detail=f"{type(exc).__name__}: {exc}",
+        ) from None
+    if len(pages) <= fetched.page:
+        raise BackendError(f"{fetched.described} has no page {fetched.page}", kind="not_image")
+    page = pages[fetched.page]
+    if not page.windowable:
+        raise BackendError(
+            f"{fetched.described}: page {fetched.page} cannot be read by window", kind="not_image"
+        )
+    width, height, ifd = page.width, page.height, page.ifd
+    win = fetched.window or Box(0, 0, width, height)
+    if win.w < 1 or win.h < 1 or win.x < 0 or win.y < 0:
+        raise BackendError(f"{fetched.described}: empty window {win}", kind="not_image")
+    if win.x + win.w > width or win.y + win.h > height:
+        raise BackendError(
+            f"{fetched.described}: window {win} is outside its {width}x{height} page",
+            kind="not_image",
+        )
+    x1, y1 = win.x + win.w, win.y + win.h
+    if page.tile is not None:
+        tw, th = page.tile
+        columns = math.ceil(width / tw)
+        cols = range(win.x // tw, (x1 - 1) // tw + 1)
+        rows = range(win.y // th, (y1 - 1) // th + 1)
+        picks = [row * columns + col for row in rows for col in cols]
+        block = (
+            cols[0] * tw,
+            rows[0] * th,
+            min(cols[-1] * tw + tw, width),
+            min(rows[-1] * th + th, height),
+        )
+        offsets, counts = _values(ifd.get(324, ())), _values(ifd.get(325, ()))
+        expected_chunks = columns * math.ceil(height / th)
+        chunk_pixels = tw * th
+    else:
+        rps = ifd.get(278, height)
+        rps = rps if isinstance(rps, int) and 0 < rps < height else height
+        rows = range(win.y // rps, (y1 - 1) // rps + 1)
+        picks = list(rows)
+        block = (0, rows[0] * rps, width, min(rows[-1] * rps + rps, height))
+        offsets, counts = _values(ifd.get(273, ())), _values(ifd.get(279, ()))
+        expected_chunks = math.ceil(height / rps)
+        chunk_pixels = width * rps
+    if len(offsets) < expected_chunks or len(counts) < expected_chunks:
+        raise BackendError(f"{fetched.described}: its tile table is short", kind="not_image")
+    bw, bh = block[2] - block[0], block[3] - block[1]
+    _check_size(fetched, win.w, win.h, allowance)
+    stored = sum(counts[i] for i in picks)
+    need = decode_bytes(im.mode, bw, bh) + stored + _RGBA * win.w * win.h
+    if need > allowance.nbytes:
+        raise BackendError(
+            f"{fetched.described}: a {win.w}x{win.h} window of page {fetched.page} would take "
+            f"{need} bytes to decode where {allowance.nbytes} were set aside for it",
+            kind="bomb",
+        )
+    most = 2 * _raw_bytes(im.mode, chunk_pixels, 1) + _CHUNK_SLACK
+    chunks = []
+    assert fetched.path is not None
+    with open(fetched.path, "rb") as fp:
+        for index in picks:
+            if not 0 <= counts[index] <= most:
+                raise BackendError(
+                    f"{fetched.described}: a tile of {counts[index]} bytes for {chunk_pixels} "
+                    "pixels",
+                    kind="bomb",
+                )
+            fp.seek(offsets[index])
+            chunk = fp.read(counts[index])
+            if len(chunk) != counts[index]:
+                raise BackendError(f"{fetched.described}: a tile is cut short", kind="not_image")
+            chunks.append(chunk)
+    data = _tiff_of(ifd, page, (bw, bh), chunks)
+    crop = (win.x - block[0], win.y - block[1], x1 - block[0], y1 - block[1])
+    return _Block(data, (bw, bh), crop)
+
+
+def _tiff_of(
+    source: TiffImagePlugin.ImageFileDirectory_v2,
+    page: _Page,
+    size: tuple[int, int],
+    chunks: list[bytes],
+) -> bytes:
+    """A classic TIFF, in the source's byte order, of ``chunks`` laid out as ``page`` lays out
+    its tiles or strips, ``size`` pixels large."""
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=source.prefix)
+
+    def put(tag: int, value: Any, kind: int | None = None) -> None:
+        kind = kind or source.tagtype.get(tag, _LONG)
+        ifd.tagtype[tag] = {_LONG8: _LONG, _SLONG8: 9, _IFD8: _LONG, _IFD: _LONG}.get(kind, kind)
+        ifd[tag] = value
+
+    for tag in _PIXEL_TAGS:
+        if tag in source:
+            put(tag, source[tag])
+    put(256, size[0], _LONG)
+    put(257, size[1], _LONG)
+    lengths = tuple(len(c) for c in chunks)
+    places = tuple(sum(lengths[:i]) for i in range(len(lengths)))
+    if page.tile is not None:
+        put(322, page.tile[0], _LONG)
+        put(323, page.tile[1], _LONG)
+        put(325, lengths, _LONG)
+        put(324, (0,) * len(chunks), _LONG)
+        start = 8 + len(ifd.tobytes(8))
+        put(324, tuple(start + p for p in places), _LONG)
+    else:
+        put(278, source.get(278, size[1]), _LONG)
+        put(279, lengths, _LONG)
+        put(273, places, _LONG)  # Pillow moves strip offsets past the directory itself
+    endian = "<" if source.prefix == b"II" else ">"
+    header = source.prefix + struct.pack(endian + "HL", 42, 8)
+    return b"".join((header, ifd.tobytes(8), *chunks))
+
+
 @dataclass(frozen=True)
 class Decoded:
     """A source decoded at ``1/factor`` of its size, in mode L, LA, RGB or RGBA.
@@ -226,7 +543,10 @@ def reduction(source_format: str | None, width: int, height: int, steps: PillowS
 
 def _check_header(fetched: Fetched, im: Image.Image, allowance: Allowance) -> None:
     """Refuse, from the header alone, what would decode to more than was asked or allowed."""
-    width, height = im.size
+    _check_size(fetched, im.width, im.height, allowance)
+
+
+def _check_size(fetched: Fetched, width: int, height: int, allowance: Allowance) -> None:
     if allowance.expected is not None:
         ew, eh = allowance.expected
         if width > ew + SLACK or height > eh + SLACK:
@@ -251,14 +571,19 @@ def decode(
         return Decoded(_normalise_mode(fetched.image), *fetched.image.size)
     started = _clock()
     with _open(fetched) as im:
+        if fetched.page or fetched.window is not None:
+            decoded = _decode_window(fetched, im, allowance)
+            _timed(record, "decode", started)
+            return decoded
         _check_header(fetched, im, allowance)
         width, height = im.size
         if factor > 1 and im.format == "JPEG":
-            im.draft(im.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+            # draft picks the largest scale that keeps *both* sides at least this size, so ask
+            # for the floor: with ceil, 1500/8 = 188 rows admits only 1/4 (375 rows)
+            im.draft(im.mode, (max(1, width // factor), max(1, height // factor)))
             decoded_size = im.size
-        elif factor > 1 and im.format == "JPEG2000":
-            im.reduce = int(math.log2(factor))  # type: ignore[method-assign,assignment]
-            decoded_size = (math.ceil(width / factor), math.ceil(height / factor))
+        elif factor > 1 and isinstance(im, ImageFile.ImageFile) and im.format == "JPEG2000":
+            decoded_size = _j2k_reduce(im, factor)
         else:
             decoded_size = (width, height)
         need = decode_bytes(im.mode, *decoded_size)
@@ -279,6 +604,90 @@ def decode(
             ) from None
     _timed(record, "decode", started)
     return Decoded(image, width, height)
+
+
+def _decode_window(fetched: Fetched, im: Image.Image, allowance: Allowance) -> Decoded:
+    """``fetched.window`` of page ``fetched.page``, decoding only the tiles it meets."""
+    if im.format != "TIFF" or not isinstance(im, ImageFile.ImageFile):
+        raise BackendError(
+            f"{fetched.described}: only TIFF pages can be read by window", kind="not_image"
+        )
+    block = _tiff_block(fetched, im, allowance)
+    try:
+        with Image.open(io.BytesIO(block.data)) as part:
+            if part.size != block.size:
+                raise BackendError(f"{fetched.described}: unreadable tiles", kind="not_image")
+            part.load()
+            whole = block.crop == (0, 0, *block.size)
+            image = _normalise_mode(part if whole else part.crop(block.crop))
+            if image is part:
+                image = part.copy()  # detached from the file object about to close
+    except _READ_ERRORS as exc:
+        raise BackendError(
+            f"{fetched.described}: the image could not be decoded",
+            kind="not_image",
+            detail=f"{type(exc).__name__}: {exc}",
+        ) from None
+    return Decoded(image, image.width, image.height)
+
+
+def _j2k_reduce(im: ImageFile.ImageFile, factor: int) -> tuple[int, int]:
+    """Set a JPEG 2000 image to decode at ``1/factor`` (as far as its resolution levels go);
+    the size it will have. Pillow's own ``reduce`` rounds the size to nearest where OpenJPEG
+    rounds up, and then fails on sizes such as 1000/32, so the decode job is set here."""
+    levels = min(int(math.log2(factor)), _j2k_levels(im))
+    if levels < 1 or len(im.tile) != 1:
+        return im.size
+    power = 1 << levels
+    size = (math.ceil(im.width / power), math.ceil(im.height / power))
+    job = im.tile[0]
+    args = job.args
+    assert isinstance(args, tuple)
+    reduced = (args[0], levels, *args[2:])
+    im.tile = [ImageFile._Tile(job.codec_name, (0, 0, *size), job.offset, reduced)]
+    im._size = size
+    return size
+
+
+def _j2k_levels(im: ImageFile.ImageFile) -> int:
+    """Resolution levels below full size a JPEG 2000 codestream holds (its COD marker's
+    decomposition levels), 0 when that cannot be read."""
+    fp = im.fp
+    if fp is None:
+        return 0
+    here = fp.tell()
+    try:
+        fp.seek(0)
+        if fp.read(4) != b"\xff\x4f\xff\x51":  # a JP2 file: find its codestream box
+            fp.seek(0)
+            for _ in range(64):
+                length, kind = struct.unpack(">I4s", fp.read(8))
+                if kind == b"jp2c":
+                    break
+                if length == 1:
+                    length = struct.unpack(">Q", fp.read(8))[0] - 8
+                if length < 8:
+                    return 0
+                fp.seek(length - 8, io.SEEK_CUR)
+            else:
+                return 0
+        else:
+            fp.seek(0)
+        if fp.read(2) != b"\xff\x4f":
+            return 0
+        for _ in range(64):  # main header markers, up to COD
+            marker, length = struct.unpack(">HH", fp.read(4))
+            if marker == 0xFF52:
+                cod = fp.read(length - 2)
+                return cod[5] if len(cod) > 5 else 0
+            if marker == 0xFF90 or length < 2:
+                return 0
+            fp.seek(length - 2, io.SEEK_CUR)
+        return 0
+    except (OSError, struct.error):
+        return 0
+    finally:
+        fp.seek(here)
 
 
 def finish(decoded: Decoded, steps: PillowSteps, record: Record | None = None) -> bytes:
@@ -309,6 +718,8 @@ def render(
         return finish(decode(fetched, 1, allowance, record), steps, record)
     with _open(fetched) as im:
         width, height, fmt = im.width, im.height, im.format
+    if fetched.window is not None:  # what is delivered is that part of the file
+        width, height = fetched.window.w, fetched.window.h
     if (
         fetched.data is not None
         and steps.encoded
@@ -532,3 +943,9 @@ def _encode(im: Image.Image, fmt: Format, jpeg_quality: int) -> bytes:
             detail=f"{type(exc).__name__}: {exc}",
         ) from None
     return buf.getvalue()
+
+
+def encode(im: Image.Image, fmt: Format, jpeg_quality: int) -> bytes:
+    """``im`` (mode 1, L, LA, RGB or RGBA) written as ``fmt``, as :func:`finish` writes it
+    (for the vips engine, which finishes with Pillow the formats libvips cannot write)."""
+    return _encode(im, fmt, jpeg_quality)

@@ -4,20 +4,27 @@ Identifier ``name`` maps to ``root/name``, then ``root/name.tif`` and so on thro
 extensions. A ``/`` inside the identifier is a subfolder. Nothing outside ``root`` is ever opened:
 ``..`` segments are refused and symlinks are resolved and checked.
 
-Natively it can only deliver the whole file, so Pillow does all the work, decoding JPEG and
-JPEG 2000 at reduced resolution when the output is small.
+A tiled TIFF is read by window: its pages that form a halving pyramid (as ``vips tiffsave
+--tile --pyramid`` writes them, or with ``--subifd`` as SubIFDs of the first page) are its native
+facts, so the planner asks for a region at a pyramid level and only the tiles of that page that
+meet the region are decoded (a single-page tiled TIFF gets region reads at full size). Anything
+else (stripped TIFFs, JPEG, JPEG 2000, PNG) is delivered whole and Pillow does all the work,
+decoding JPEG and JPEG 2000 at reduced resolution when the output is small.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import NotFound
-from ..facts import SourceInfo
-from ..imaging import probe
-from ..model import Fetched, NativeOp, Target
+from ..facts import NativeFacts, PyramidFacts, SourceInfo
+from ..iiif.resolve import Box
+from ..imaging import probe, tiff_pyramid
+from ..model import Capabilities, Fetched, NativeOp, Target
 from ..schema import option
 from .base import Backend
 
@@ -46,6 +53,14 @@ class FilesBackend(Backend):
     type_name = "files"
     settings_class = FilesSettings
     settings: FilesSettings
+    native_note = "tiled TIFFs: region and pyramid levels"
+
+    @classmethod
+    def capabilities(cls, settings: Any, native: NativeFacts | None = None) -> Capabilities:
+        """Regions of a tiled TIFF, at any of its pyramid levels; otherwise the whole file."""
+        if isinstance(native, PyramidFacts):
+            return Capabilities(region=True, reductions=len(native.pyramid.levels) > 1)
+        return Capabilities()
 
     @property
     def _root(self) -> str:
@@ -76,6 +91,8 @@ class FilesBackend(Backend):
         width, height, colour, fmt, mode = probe(
             Fetched(path=path, described=self._described(native_id))
         )
+        native = self._pyramid(path) if fmt == "TIFF" else None
+        levels = native.pyramid.levels if native else ()
         return SourceInfo(
             width=width,
             height=height,
@@ -84,7 +101,19 @@ class FilesBackend(Backend):
             mode=mode,
             version=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
             last_modified=stat.st_mtime,
+            # a pyramid's tiles are offered as they are; one level alone offers none
+            tiles=native.pyramid.grid if native and len(levels) > 1 else None,
+            native=native,
         )
+
+    @staticmethod
+    def _pyramid(path: Path) -> PyramidFacts | None:
+        """The file's tiled pages as a pyramid; ``None`` (read whole) when its directories
+        cannot be made sense of."""
+        try:
+            return tiff_pyramid(path)
+        except (OSError, ValueError, TypeError, SyntaxError, EOFError, struct.error):
+            return None
 
     def _described(self, native_id: str) -> str:
         """For error messages: the identifier asked for, never where a link leads on disk."""
@@ -96,7 +125,17 @@ class FilesBackend(Backend):
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         path: Path = await self.run_blocking(self.locate, target.native_id)
-        return Fetched(path=path, described=self._described(target.native_id))
+        described = self._described(target.native_id)
+        if not isinstance(info.native, PyramidFacts) or op.whole_source(info.width, info.height):
+            return Fetched(path=path, described=described)
+        # the region at the level asked for: that page of the file, the region's pixels in it
+        pyramid = info.native.pyramid
+        level = pyramid.level(op.reduction)
+        x0, y0, x1, y1 = pyramid.window(op.region, level)
+        page = pyramid.levels.index(level)
+        return Fetched(
+            path=path, described=described, page=page, window=Box(x0, y0, x1 - x0, y1 - y0)
+        )
 
     def _list(self, limit: int) -> list[str]:
         root = Path(self._root)

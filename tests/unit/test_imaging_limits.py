@@ -207,3 +207,18 @@ def test_rotation_may_not_grow_the_output_past_max_area() -> None:
     assert err.value.parameter == "rotation" and "100000000 pixels" in err.value.message
     fine = parse_image_request(Version.V3, "x", "full", "^12000,", "90", "default.jpg")
     resolve(fine, 6000, 4000, Limits(12000, 12000, 100_000_000))
+
+
+@pytest.mark.parametrize("size", [(2000, 1500), (1999, 1501), (640, 480)])
+def test_jpeg_decodes_at_the_reduction_its_cost_counted(size: tuple[int, int]) -> None:
+    """DCT scaling must land on the factor ``cost`` reserved for (ceil of each side), even
+    when a side is not a multiple of it: asking Pillow for the ceiling made it pick a smaller
+    reduction (1500/8 -> 188 rows admits only 1/4) and the decode was refused."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 30)).save(buf, "JPEG")
+    width, height = size
+    for factor in (2, 4, 8):
+        need = imaging.decode_bytes("RGB", -(-width // factor), -(-height // factor))
+        fetched = Fetched(data=buf.getvalue(), described="test")
+        decoded = imaging.decode(fetched, factor, Allowance(10**9, need))
+        assert decoded.image.size == (-(-width // factor), -(-height // factor))
