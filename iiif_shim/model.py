@@ -127,6 +127,7 @@ class PillowSteps:
     format: Format
     encoded: bool = False  # the backend already encodes in ``format``: bytes may pass through
     jpeg_quality: int = 85
+    engine: str = "pillow"  # the image engine doing these steps (``Engine.identity``)
 
 
 # Bumped whenever the shim renders the same plan into different bytes (a cache of derivatives

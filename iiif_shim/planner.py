@@ -69,6 +69,7 @@ def plan(
     grid: TileGrid | None = None,
     jpeg_quality: int = 85,
     source: SourceRef | None = None,
+    engine: str = "pillow",
 ) -> Plan:
     """Split ``resolved`` between the backend (``caps``) and Pillow. ``source`` names the source
     in the plan (and so in its cache key); without it the plan is never cached."""
@@ -147,6 +148,7 @@ def plan(
         format=resolved.format,
         encoded=native_format,
         jpeg_quality=jpeg_quality,
+        engine=engine,
     )
     source = source or SourceRef("", "", None)
     return Plan(source=source, resolved=resolved, native=native, steps=steps)

@@ -1,6 +1,8 @@
-"""One contract, every backend: the same IIIF requests, the same expectations.
+"""One contract, every backend and both image engines: the same IIIF requests, the same
+expectations.
 
-Each request goes to a shim over a different real server (``tests/shims.py``), all serving the
+Each request goes to a shim over a different real server (``tests/shims.py``), rendering with
+Pillow or with libvips (``imaging.engine``; ``tests/contract/engines.py``), all serving the
 validator's 1000x1000 image of 10x10 flat coloured squares. Expectations do not come from the
 shim's code: the output size is written in the table, and the colour at the centre of every
 square that shows is found by mapping the output pixel back through the request's geometry
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 from PIL import Image
 
+from tests.contract.engines import ENGINES, shims_for
 from tests.shims import BACKEND_NAMES, BackendShim
 from tests.support import validator_image
 
@@ -140,8 +143,9 @@ def fetch(shim: BackendShim, case: Case) -> Image.Image:
 @pytest.mark.servers
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.path)
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
-def test_contract(backend_shims: dict[str, BackendShim], backend: str, case: Case) -> None:
-    im = fetch(backend_shims[backend], case)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_contract(request: pytest.FixtureRequest, engine: str, backend: str, case: Case) -> None:
+    im = fetch(shims_for(request, engine)[backend], case)
     if case.check == "alpha-corners":  # rotated canvas: |w cos| + |h sin|, rounded either way
         assert all(abs(a - b) <= 2 for a, b in zip(im.size, case.size, strict=True)), im.size
     else:
@@ -175,8 +179,9 @@ def test_contract(backend_shims: dict[str, BackendShim], backend: str, case: Cas
 
 @pytest.mark.servers
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
-def test_errors_are_the_same(backend_shims: dict[str, BackendShim], backend: str) -> None:
-    shim = backend_shims[backend]
+@pytest.mark.parametrize("engine", ENGINES)
+def test_errors_are_the_same(request: pytest.FixtureRequest, engine: str, backend: str) -> None:
+    shim = shims_for(request, engine)[backend]
     ident = shim.validator_id
     missing = "samples:999" if backend == "contentdm" else "no-such-image"
     assert shim.process.get(f"/iiif/3/{missing}/info.json").status == 404

@@ -6,7 +6,7 @@ from iiif_shim.facts import TileGrid
 from iiif_shim.iiif.profile import Format, Quality, Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import Box, Limits, resolve
-from iiif_shim.model import Capabilities, Plan
+from iiif_shim.model import Capabilities, Plan, SourceRef
 from iiif_shim.planner import plan
 
 LIMITS = Limits(max_width=10000)
@@ -139,3 +139,17 @@ def test_native_format_only_when_nothing_is_left() -> None:
     assert p("full/500,/0/default.jpg", caps).steps.encoded
     assert not p("full/500,/0/gray.jpg", caps).steps.encoded
     assert not p("full/500,/0/default.png", caps).steps.encoded
+
+
+def test_the_engine_is_part_of_the_cache_key() -> None:
+    """Shims on different engines may share the disk or Redis tier: one's bytes must never
+    answer for the other's."""
+    resolved = resolve(
+        parse_image_request(Version.V3, "x", "full", "100,", "0", "default.jpg"), 400, 300, Limits()
+    )
+    source = SourceRef("files", "x", "v1")
+    keys = {
+        plan(resolved, Capabilities(), source=source, engine=engine).key
+        for engine in ("pillow", "vips 8.14.1 measured", "vips 8.14.1 all")
+    }
+    assert len(keys) == 3 and None not in keys
