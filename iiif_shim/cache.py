@@ -4,18 +4,24 @@
   waiter and is never remembered.
 - :class:`TtlCache`: TTL + LRU, single-flight on misses: source facts (width, height, ...) per
   backend and native identifier (``FactsCache``), and object records of the Presentation API.
-- :class:`SizedCache`: LRU bounded in bytes, single-flight: rendered images by plan key, and
-  decoded sources by (backend, identifier, version, reduction) so the tiles of a deep-zoom
-  session do not each decode (or download) the master again.
-- :class:`Caches`: the three a service uses, made once per configuration and handed to it.
+- :class:`SizedCache`: LRU bounded in bytes, single-flight: rendered images by (source, plan
+  key), and decoded sources by (backend, identifier, version, reduction) so the tiles of a
+  deep-zoom session do not each decode (or download) the master again.
+- :class:`Caches`: the three a service uses, made once per configuration and handed to it, with
+  the tiers below memory (disk, Redis: ``tiers.py``) when configured.
+- :func:`source_key`: the hash that names one source (backend + native identifier) in every
+  tier, so a purge finds all that was made from it.
+
+Every cache can drop what belongs to one source (:meth:`TtlCache.drop`, :meth:`SizedCache.drop`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
@@ -23,10 +29,19 @@ from .facts import SourceInfo
 from .imaging import Decoded
 from .model import Rendered
 
+if TYPE_CHECKING:
+    from .tiers import Tiers
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 Observe = Callable[[str, bool], None]  # (tier, hit), for metrics
 _ABSENT = object()
+
+
+def source_key(backend: str, native_id: str) -> str:
+    """The name of one source in every cache tier: 32 hex digits of a hash of the backend and
+    its native identifier (so it fits any file name and says nothing about the identifier)."""
+    return hashlib.sha256(f"{backend}\0{native_id}".encode()).hexdigest()[:32]
 
 
 class SingleFlight(Generic[K, V]):
@@ -83,6 +98,23 @@ class TtlCache(Generic[K, V]):
 
         return await self._flight.do(key, load_and_keep)
 
+    def drop(self, which: Callable[[K], bool]) -> int:
+        """Forget the entries whose key ``which`` picks; how many there were."""
+        return _drop(self._cache, which)
+
+    def clear(self) -> None:
+        if self._cache is not None:
+            self._cache.clear()
+
+
+def _drop(cache: LRUCache[K, V] | TTLCache[K, V] | None, which: Callable[[K], bool]) -> int:
+    if cache is None:
+        return 0
+    doomed = [key for key in list(cache.keys()) if which(key)]
+    for key in doomed:
+        cache.pop(key, None)
+    return len(doomed)
+
 
 FactsCache = TtlCache[tuple[str, str], SourceInfo]
 
@@ -115,33 +147,64 @@ class SizedCache(Generic[K, V]):
         """Whether ``key`` is cached now (not counted as a lookup, LRU order untouched)."""
         return key is not None and self._cache is not None and key in self._cache
 
+    def lookup(self, key: K) -> V | None:
+        """The cached value (counted as a lookup, LRU order updated), else None."""
+        hit = self._cache.get(key) if self._cache is not None else None
+        if self._observe is not None:
+            self._observe(self._tier, hit is not None)
+        return hit
+
+    def put(self, key: K, value: V) -> None:
+        if self._cache is not None and self._sizeof(value) <= self._max // 2:
+            self._cache[key] = value
+
     async def get(self, key: K | None, make: Callable[[], Awaitable[V]]) -> V:
         if key is None:
             return await make()
-        cache = self._cache
-        hit = cache.get(key) if cache is not None else None
-        if self._observe is not None:
-            self._observe(self._tier, hit is not None)
+        hit = self.lookup(key)
         if hit is not None:
             return hit
 
         async def make_and_keep() -> V:
             value = await make()
-            if cache is not None and self._sizeof(value) <= self._max // 2:
-                cache[key] = value
+            self.put(key, value)
             return value
 
         return await self._flight.do(key, make_and_keep)
+
+    def drop(self, which: Callable[[K], bool]) -> int:
+        """Forget the entries whose key ``which`` picks; how many there were."""
+        return _drop(self._cache, which)
+
+    def clear(self) -> None:
+        if self._cache is not None:
+            self._cache.clear()
 
 
 DecodedKey = tuple[str, str, str, int]  # backend, native id, source version, reduction
 
 
+ResultKey = tuple[str, str]  # source_key(backend, native id), the plan's key
+
+
 @dataclass(frozen=True)
 class Caches:
     facts: FactsCache
-    results: SizedCache[str, Rendered]  # by the plan's key
+    results: SizedCache[ResultKey, Rendered]
     decoded: SizedCache[DecodedKey, Decoded]
+    tiers: Tiers | None = None  # disk and Redis below memory, set by ``tiers.open_tiers``
+
+    def drop(self, source: str | None) -> int:
+        """Forget everything this process keeps in memory about one source (``None``: all)."""
+        if source is None:
+            for cache in (self.facts, self.results, self.decoded):
+                cache.clear()
+            return 0
+        return (
+            self.facts.drop(lambda k: source_key(*k) == source)
+            + self.results.drop(lambda k: k[0] == source)
+            + self.decoded.drop(lambda k: source_key(k[0], k[1]) == source)
+        )
 
     @classmethod
     def sized(
