@@ -6,6 +6,10 @@ of its ``probe_id`` (an identifier routed to it) when one is set, else for its s
 (any HTTP answer below 500 means it is up). Its circuit counts too. The verdict, like
 Cantaloupe's GREEN/YELLOW/RED: ``ok``; ``degraded`` (it answers with errors, its circuit is
 half-open, or it is too busy to be asked); ``down`` (unreachable, timing out, circuit open).
+
+:func:`process_identity` says which process answers ``GET /health`` (its pid, its worker slot
+and how many processes serve), since with ``server.processes`` above 1 each answer, and each
+verdict, belongs to one worker.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +29,7 @@ from .backends.files import FilesBackend
 from .errors import NotFound, ShimError
 from .facts import checked
 from .service import ImageService
+from .supervisor import WorkerRole
 
 log = logging.getLogger("iiif_shim")
 
@@ -69,6 +75,16 @@ async def check(service: ImageService, backend: Backend) -> tuple[str, str | Non
     if circuit is State.HALF_OPEN:
         return DEGRADED, "its circuit is half-open"
     return OK, None
+
+
+def process_identity() -> dict[str, int]:
+    """This process: ``pid``, ``worker`` (its slot, 0 to processes - 1) and ``processes``."""
+    role = WorkerRole.from_environment()
+    return {
+        "pid": os.getpid(),
+        "worker": role.index if role else 0,
+        "processes": role.processes if role else 1,
+    }
 
 
 class HealthMonitor:

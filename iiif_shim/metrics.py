@@ -1,20 +1,34 @@
 """Prometheus metrics, one registry per app (never the library's process-wide default).
 
 What ops watch: requests by endpoint, status, API version and backend, and their latency;
-cache lookups per tier (facts, image, decoded, tile) by hit or miss; Pillow work by step;
-backend calls by outcome (``ok`` or the failure kind: ``refused``, ``timeout``, ``not_image``,
-...) and their latency; each backend's circuit state and connections in use; the image job
-queue, decoded bytes reserved and waiters for memory; client connections and why some were
-refused. ``GET /metrics`` serves :meth:`Metrics.render`.
+cache lookups per tier (facts, image, decoded, tile, disk, redis) by hit or miss; failed Redis
+calls; Pillow work by step; backend calls by outcome (``ok`` or the failure kind: ``refused``,
+``timeout``, ``not_image``, ...) and their latency; each backend's circuit state and connections
+in use; the image job queue, decoded bytes reserved and waiters for memory; client connections
+and why some were refused; how many processes serve. ``GET /metrics`` serves
+:meth:`Metrics.render`.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (the supervisor sets it for its workers) the values live in
+files there, one per process, and :meth:`Metrics.render` sums every worker's: counters and
+histograms survive a worker's restart; gauges are the live workers' sum (the circuit state:
+their maximum). Gauges read from a function cannot be shared that way, so each worker copies
+them into its values every second (:meth:`Metrics.refresh`) and before answering a scrape.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+log = logging.getLogger("iiif_shim")
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when imported
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _STEP = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
@@ -22,6 +36,8 @@ _STEP = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
 class Metrics:
     def __init__(self) -> None:
+        self.folder = os.environ.get(MULTIPROCESS_ENV) or None
+        self._readers: dict[tuple[str, str], tuple[Gauge, Callable[[], float]]] = {}
         r = self.registry = CollectorRegistry()
         self._requests = Counter(
             "iiif_shim_requests",
@@ -60,17 +76,26 @@ class Metrics:
             "circuit breaker per backend: 0 closed, 1 half-open, 2 open",
             ["backend"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self._in_use = Gauge(
             "iiif_shim_backend_connections_in_use",
             "connections to a backend in use",
             ["backend"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self._refused = Counter(
             "iiif_shim_client_connections_refused",
             "client connections closed by the server's limits",
             ["reason"],
+            registry=r,
+        )
+        self._redis_errors = Counter(
+            "iiif_shim_redis_errors",
+            "failed Redis calls of the shared cache tier, by operation (Redis is then skipped "
+            "for cache.redis_retry seconds)",
+            ["operation"],
             registry=r,
         )
         self._gauges: dict[str, Gauge] = {}
@@ -80,7 +105,19 @@ class Metrics:
             ("memory_waiters", "requests waiting for decoded-pixel memory"),
             ("client_connections", "open client connections"),
         ):
-            self._gauges[name] = Gauge(f"iiif_shim_{name}", doc, registry=r)
+            self._gauges[name] = Gauge(
+                f"iiif_shim_{name}", doc, registry=r, multiprocess_mode="livesum"
+            )
+        Gauge(
+            "iiif_shim_processes",
+            "processes serving the port (draining ones included)",
+            registry=r,
+            multiprocess_mode="livesum",
+        ).set(1)
+
+    @property
+    def multiprocess(self) -> bool:
+        return self.folder is not None
 
     def request(
         self, endpoint: str, version: str, backend: str, status: int, seconds: float
@@ -90,6 +127,9 @@ class Metrics:
 
     def cache_lookup(self, tier: str, hit: bool) -> None:
         self._cache.labels(tier, "hit" if hit else "miss").inc()
+
+    def redis_error(self, operation: str) -> None:
+        self._redis_errors.labels(operation).inc()
 
     def pillow_step(self, step: str, seconds: float) -> None:
         self._pillow.labels(step).observe(seconds)
@@ -106,17 +146,38 @@ class Metrics:
     ) -> None:
         """Read a backend's circuit state and connections at each scrape (replacing the
         readers of an earlier configuration's backend of that name)."""
-        self._circuit.labels(backend).set_function(circuit)
-        self._in_use.labels(backend).set_function(in_use)
+        self._read(("circuit", backend), self._circuit.labels(backend), circuit)
+        self._read(("in_use", backend), self._in_use.labels(backend), in_use)
 
     def forget_backend(self, backend: str) -> None:
-        for gauge in (self._circuit, self._in_use):
+        for key, gauge in (("circuit", self._circuit), ("in_use", self._in_use)):
+            if self._readers.pop((key, backend), None) is not None:
+                gauge.labels(backend).set(0)  # its value in this process's file stays
             with contextlib.suppress(KeyError):
                 gauge.remove(backend)
 
     def watch(self, name: str, read: Callable[[], float]) -> None:
         """Read gauge ``name`` (see ``__init__``) from ``read`` at each scrape."""
-        self._gauges[name].set_function(read)
+        self._read(("gauge", name), self._gauges[name], read)
+
+    def _read(self, key: tuple[str, str], gauge: Gauge, read: Callable[[], float]) -> None:
+        if self.multiprocess:
+            self._readers[key] = (gauge, read)
+        else:
+            gauge.set_function(read)
+
+    def refresh(self) -> None:
+        """Multiprocess mode: copy every watched reading into this process's values."""
+        for key, (gauge, read) in list(self._readers.items()):
+            try:
+                gauge.set(read())
+            except Exception:  # a reader of a runtime being replaced; the next one will do
+                log.debug("metrics: reading %s failed", key, exc_info=True)
 
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self.folder is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        self.refresh()
+        every = CollectorRegistry()  # built per scrape, as prometheus_client advises
+        MultiProcessCollector(every, self.folder)  # type: ignore[no-untyped-call]
+        return generate_latest(every), CONTENT_TYPE_LATEST

@@ -17,10 +17,11 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__, passthrough, tracing, viewers
+from . import __version__, eventloop, passthrough, tracing, viewers
 from .backends.upstream import Body
 from .baseurl import encode_identifier
 from .errors import BadRequest, NotFound, ShimError
+from .health import process_identity
 from .httputil import (
     METRICS,
     cache_headers,
@@ -59,12 +60,14 @@ async def health(request: web.Request) -> web.Response:
             "status": "ok",
             "version": __version__,
             "config": Path(runtime.settings.source).name,  # never a path of this machine
+            "process": process_identity(),  # which of the server's processes answered
             "backends": {
                 name: {"type": b.type_name, **b.traffic()}
                 for name, b in sorted(service.backends.items())
             },
             "pending": service.workers.pending,
             "memory": {"reserved": service.budget.reserved, "budget": service.budget.total},
+            "event_loop": eventloop.running(),
         },
         headers={"Cache-Control": "no-store"},
     )

@@ -13,14 +13,22 @@ Signals:
 
 The access log is ``combined`` (Apache's, plus the request id and the seconds taken) or
 ``json`` (one object a line), on stdout.
+
+As a worker of a supervisor (``supervisor.py``, ``server.processes`` above 1) it binds nothing:
+it serves the inherited listening sockets, says ``ready`` on its channel once it accepts, drains
+and exits on SIGTERM or when the channel closes (the supervisor is gone), and refreshes its
+gauges for the metrics shared by every worker. Draining, it first stops accepting and gives the
+connections it has just accepted half a second to send their request: aiohttp's cleanup closes
+every connection without a request in progress, and a client whose connection was accepted a
+moment before would otherwise see it closed unanswered while the other workers serve on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
+import os
 import resource
 import signal
 import socket
@@ -32,16 +40,21 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from . import __version__
+from . import __version__, eventloop
 from .app import Loader, create_app, reload
 from .connections import ClientLimits, ConnectionGuard, handler_factory
 from .httputil import METRICS
+from .imaging import unmap_large_blocks
+from .metrics import Metrics
 from .settings import Settings
+from .supervisor import WorkerRole, listen_problem, resolve_processes
 
 log = logging.getLogger("iiif_shim")
 access_log = logging.getLogger("iiif_shim.access")
 
 _FD_RESERVE = 64  # descriptors kept for log files, the config, masters being read, ...
+BACKLOG = 1024
+SETTLE = 0.5  # seconds a draining worker waits for requests on connections it just accepted
 
 
 class CombinedAccessLog(AbstractAccessLogger):
@@ -121,16 +134,6 @@ def client_limits(settings: Settings, file_limit: int) -> ClientLimits:
     )
 
 
-def listen_problem(exc: OSError) -> str:
-    if isinstance(exc, socket.gaierror):
-        return "the host name does not resolve"
-    return {
-        errno.EADDRINUSE: "the port is already in use",
-        errno.EADDRNOTAVAIL: "this machine has no such address",
-        errno.EACCES: "permission denied (ports below 1024 need privileges)",
-    }.get(exc.errno or 0, exc.strerror or str(exc))
-
-
 def configure_access_log(fmt: str) -> None:
     access_log.propagate = False
     access_log.handlers.clear()
@@ -141,13 +144,35 @@ def configure_access_log(fmt: str) -> None:
         access_log.setLevel(logging.INFO)
 
 
-def serve(settings: Settings, load: Loader) -> int:
-    """Run until SIGTERM or SIGINT; the exit status."""
+def serve(settings: Settings, load: Loader, role: WorkerRole | None = None) -> int:
+    """Run until SIGTERM or SIGINT; the exit status. ``role``: as a supervisor's worker."""
     configure_access_log(settings.server.access_log)
-    return asyncio.run(_serve(settings, load, raise_file_limit()))
+    unmap_large_blocks()
+    main = _serve(settings, load, raise_file_limit(), role)
+    return eventloop.run(main, settings.server.event_loop)
 
 
-async def _serve(settings: Settings, load: Loader, file_limit: int) -> int:
+def _single(load: Loader) -> Loader:
+    """``load`` for one process without a supervisor, which a reload cannot turn into many."""
+
+    def reload() -> Settings:
+        settings = load()
+        if resolve_processes(settings) != 1:
+            log.warning("server.processes changed; it takes effect at the next restart")
+        return settings
+
+    return reload
+
+
+async def _refresh(metrics: Metrics) -> None:
+    while True:
+        metrics.refresh()
+        await asyncio.sleep(1)
+
+
+async def _serve(
+    settings: Settings, load: Loader, file_limit: int, role: WorkerRole | None = None
+) -> int:
     server = settings.server
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=server.shutdown_timeout)
@@ -178,31 +203,31 @@ async def _serve(settings: Settings, load: Loader, file_limit: int) -> int:
         limits, handler_factory(runner.server, **handler_kwargs), on_event=metrics.client_refused
     )
     loop = asyncio.get_running_loop()
-    try:
-        listener = await loop.create_server(
-            guard, server.host, server.port, reuse_address=True, backlog=1024
-        )
-    except OSError as exc:
-        print(
-            f"iiif-shim: cannot listen on {server.host}:{server.port}: {listen_problem(exc)}",
-            file=sys.stderr,
-        )
-        await runner.cleanup()
-        return 1
+    if role is not None:  # the supervisor bound them; listen() again keeps its backlog
+        listeners = [
+            await loop.create_server(guard, sock=socket.socket(fileno=fd), backlog=BACKLOG)
+            for fd in role.listen_fds
+        ]
+    else:
+        load = _single(load)
+        try:
+            listeners = [
+                await loop.create_server(
+                    guard, server.host, server.port, reuse_address=True, backlog=BACKLOG
+                )
+            ]
+        except OSError as exc:
+            print(
+                f"iiif-shim: cannot listen on {server.host}:{server.port}: {listen_problem(exc)}",
+                file=sys.stderr,
+            )
+            await runner.cleanup()
+            return 1
     metrics.watch("client_connections", lambda: guard.open_connections)
-    port = listener.sockets[0].getsockname()[1] if listener.sockets else server.port
-    log.info(
-        "iiif-shim %s with %s: http://%s:%d/ (IIIF at %s/3/ and %s/2/; up to %d connections)",
-        __version__,
-        settings.source,
-        server.host,
-        port,
-        settings.iiif.prefix,
-        settings.iiif.prefix,
-        limits.max_connections,
-    )
+    refresher = loop.create_task(_refresh(metrics)) if metrics.multiprocess else None
     stopping = asyncio.Event()
     reloads: set[asyncio.Task[bool]] = set()
+    lifeline: asyncio.Task[None] | None = None
 
     def on_hup() -> None:
         task = loop.create_task(reload(app, load))
@@ -216,15 +241,72 @@ async def _serve(settings: Settings, load: Loader, file_limit: int) -> int:
     ]
     for signum, action in handlers:
         loop.add_signal_handler(signum, action)
+
+    if role is None:
+        sockets = listeners[0].sockets
+        port = sockets[0].getsockname()[1] if sockets else server.port
+        log.info(
+            "iiif-shim %s with %s: http://%s:%d/ (IIIF at %s/3/ and %s/2/; up to %d connections)",
+            __version__,
+            settings.source,
+            server.host,
+            port,
+            settings.iiif.prefix,
+            settings.iiif.prefix,
+            limits.max_connections,
+        )
+    else:
+        channel = socket.socket(fileno=role.channel_fd)
+        channel.setblocking(False)
+        await loop.sock_sendall(channel, b"ready\n")
+        lifeline = loop.create_task(_watch_supervisor(loop, channel, stopping))
+        log.info(
+            "worker %d (pid %d) ready: up to %d connections, %d image threads",
+            role.index,
+            os.getpid(),
+            limits.max_connections,
+            server.workers,
+        )
     await stopping.wait()
-    log.info(
-        "stopping: no new connections; requests in flight get up to %gs",
-        server.shutdown_timeout,
-    )
+    if role is None:
+        log.info(
+            "stopping: no new connections; requests in flight get up to %gs",
+            server.shutdown_timeout,
+        )
+    else:
+        log.info(
+            "worker %d (pid %d) draining: requests in flight get up to %gs",
+            role.index,
+            os.getpid(),
+            server.shutdown_timeout,
+        )
     for signum, _ in handlers:  # no reload may start while the server winds down
         loop.remove_signal_handler(signum)
-    listener.close()
+    for listener in listeners:
+        listener.close()
+    if role is not None:  # the others go on: let connections just accepted send their request
+        await asyncio.sleep(min(SETTLE, server.shutdown_timeout))  # (cleanup closes idle ones)
     await asyncio.gather(*reloads, return_exceptions=True)
+    for task in (refresher, lifeline):
+        if task is not None:
+            task.cancel()
     await runner.cleanup()
-    log.info("stopped")
+    if role is None:
+        log.info("stopped")
+    else:
+        log.info("worker %d (pid %d) done", role.index, os.getpid())
     return 0
+
+
+async def _watch_supervisor(
+    loop: asyncio.AbstractEventLoop, channel: socket.socket, stopping: asyncio.Event
+) -> None:
+    """Stop when the supervisor is gone (its end of the channel closed, even by SIGKILL)."""
+    try:
+        while await loop.sock_recv(channel, 64):
+            pass
+    except OSError:
+        pass
+    if not stopping.is_set():
+        log.warning("the supervisor is gone: stopping")
+        stopping.set()

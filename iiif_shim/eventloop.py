@@ -1,0 +1,52 @@
+"""Which event loop runs a server process: uvloop when it is installed, else asyncio's own.
+
+``server.event_loop``: ``auto`` (uvloop if importable, silently asyncio otherwise), ``uvloop``
+(required: check-config refuses the file when it is not installed) or ``asyncio``. uvloop is an
+optional extra (``pip install 'iiif-shim[fast]'``): a drop-in loop written on libuv whose socket
+and protocol handling costs less CPU per request than asyncio's selector loop; nothing in the
+shim depends on which loop runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+CHOICES = ("auto", "uvloop", "asyncio")
+
+
+def available() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def problem(choice: str) -> str | None:
+    """What is wrong with ``server.event_loop: choice`` on this machine, if anything."""
+    if choice not in CHOICES:
+        return f"must be one of {', '.join(CHOICES)}"
+    if choice == "uvloop" and not available():
+        return "uvloop is not installed: pip install 'iiif-shim[fast]' (or choose auto)"
+    return None
+
+
+def chosen(choice: str) -> str:
+    """The loop ``choice`` gives here: ``uvloop`` or ``asyncio``."""
+    return "uvloop" if choice == "uvloop" or (choice == "auto" and available()) else "asyncio"
+
+
+def running() -> str:
+    """The loop running now: ``uvloop`` or ``asyncio`` (for ``/health``)."""
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.startswith("uvloop") else "asyncio"
+
+
+def run(main: Coroutine[Any, Any, T], choice: str) -> T:
+    """``asyncio.run(main)`` on the loop ``choice`` gives."""
+    if chosen(choice) == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    return asyncio.run(main)
