@@ -2,7 +2,8 @@
 # Set up iiif-shim in ./.venv (editable install) and the built-in viewers in ./.viewers.
 #   bash deploy/setup.sh          what serving needs
 #   bash deploy/setup.sh test     plus what the tests need: the legacy servers they run against
-#                                 (apt-get: nginx, iipsrv, lighttpd, vips, chromium, poppler; Thumbor in
+#                                 (apt-get: nginx, iipsrv, lighttpd, vips, chromium, poppler,
+#                                 redis-server; Thumbor in
 #                                 ./.venv-thumbor), libmagic, the test tools (pip), and the
 #                                 official IIIF validator in ./.venv-validator, patched for
 #                                 Python 3 (see tests/validator/test_validator.py)
@@ -23,8 +24,13 @@ if [ "$mode" = test ]; then
   [ -x /usr/lib/iipimage-server/iipsrv.fcgi ] || apt_packages+=(iipimage-server)
   command -v lighttpd >/dev/null 2>&1 || [ -x /usr/sbin/lighttpd ] || apt_packages+=(lighttpd)
   command -v vips >/dev/null 2>&1 || apt_packages+=(libvips-tools)
+  # the vips engine's library (pyvips, in the test extra, loads it; Debian's build reads JPEG 2000)
+  ldconfig -p 2>/dev/null | grep -q 'libvips\.so\.42' || apt_packages+=(libvips42)
   command -v pdftoppm >/dev/null 2>&1 || apt_packages+=(poppler-utils)
   command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+  command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)  # the Redis cache tier
+  # `systemd-analyze verify` checks deploy/systemd's units; it needs no running systemd
+  command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
 fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   sudo=""
@@ -43,7 +49,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   if [ "$mode" = test ]; then
     .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
   else
-    .venv/bin/pip install -q --disable-pip-version-check -e .
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[fast]"
   fi
   echo "$wanted" > "$stamp"
 fi

@@ -4,8 +4,8 @@ What lives as long as the app: the metrics and the process-wide memory budget. E
 from one configuration (backends, thread pool, caches, health checks) lives in a
 ``runtime.Runtime``, made when the app starts and replaced whole by :func:`reload` (SIGHUP);
 nothing lives in a module global. Routes are fixed (``/health``, ``/health/ready``,
-``/metrics``); everything else is dispatched by the current runtime's ``iiif.prefix``, so a
-reload may change it.
+``/metrics``, ``DELETE /admin/cache``); everything else is dispatched by the current runtime's
+``iiif.prefix``, so a reload may change it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from . import admin
 from .budget import MemoryBudget
 from .errors import ConfigError
 from .httputil import LIVE, METRICS
@@ -53,6 +54,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)
+    app.router.add_delete(admin.PATH, admin.purge)  # off unless cache.purge_token is set
+    app.router.add_delete(admin.PATH + r"/{tail:[\s\S]*}", admin.purge)
     app.router.add_get(r"/{tail:[\s\S]*}", dispatch)  # any path, newlines included
     return app
 

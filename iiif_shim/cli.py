@@ -1,4 +1,4 @@
-"""The ``iiif-shim`` command: ``serve``, ``check-config`` and ``probe``."""
+"""The ``iiif-shim`` command: ``serve``, ``check-config``, ``probe`` and ``purge``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from . import __version__
 from .backends import BACKEND_TYPES
@@ -29,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument(
+        "--processes", type=int, metavar="N", help="override server.processes (0: one per CPU)"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
@@ -44,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument(
         "--object", metavar="NAME", help="report an object instead: its source and canvases"
     )
+
+    purge = sub.add_parser(
+        "purge",
+        help="remove one image's facts and rendered images (or everything) from the disk and "
+        "Redis cache tiers and from the memory of running processes",
+    )
+    purge.add_argument("--config", help="YAML config (default as for serve)")
+    purge.add_argument("identifier", nargs="?", help="an image identifier")
+    purge.add_argument("--all", action="store_true", help="every image")
     return parser
 
 
@@ -78,27 +91,56 @@ def check_config(file: str) -> int:
     return 0
 
 
+def _worker_command(args: argparse.Namespace) -> list[str]:
+    """How a supervisor starts a worker: this command again, with the same overrides."""
+    command = [sys.executable, "-m", "iiif_shim", "serve", "--log-level", args.log_level]
+    for flag, value in (("--config", args.config), ("--host", args.host), ("--port", args.port)):
+        if value is not None:
+            command += [flag, str(value)]
+    return command
+
+
 def serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from .supervisor import WorkerRole, resolve_processes, share
+
+    role = WorkerRole.from_environment()  # set when a supervisor started this process
     if args.port is not None and not 0 <= args.port <= 65535:
         print(f"iiif-shim: --port {args.port} is out of range (0 to 65535)", file=sys.stderr)
         return 2
+    if args.processes is not None and not 0 <= args.processes <= 256:
+        print(
+            f"iiif-shim: --processes {args.processes} is out of range (0 to 256)", file=sys.stderr
+        )
+        return 2
 
     def load() -> Settings:  # at start, and again on SIGHUP, with the same overrides
-        return settings_from_environment(args.config).with_overrides(args.host, args.port)
+        settings = settings_from_environment(args.config).with_overrides(args.host, args.port)
+        if args.processes is not None:
+            settings = replace(settings, server=replace(settings.server, processes=args.processes))
+        return settings if role is None else share(settings, role.processes)
 
     try:
         settings = load()
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
+    many = role is not None or resolve_processes(settings) > 1
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s"
+        + ("[%(process)d]" if many else "")
+        + ": %(message)s",
+    )
+    if role is None:
+        for line in _warnings(settings):
+            logging.getLogger("iiif_shim").warning(line)
+    if role is None and many:
+        from .supervisor import supervise
+
+        return supervise(settings, load, _worker_command(args))
     from .server import serve as run  # imported late: check-config needs no aiohttp app
 
-    for line in _warnings(settings):
-        logging.getLogger("iiif_shim").warning(line)
-    return run(settings, load)
+    return run(settings, load, role)
 
 
 def probe(args: argparse.Namespace) -> int:
@@ -123,10 +165,64 @@ def probe(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def purge(args: argparse.Namespace) -> int:
+    from .cache import source_key
+    from .errors import ShimError
+    from .mapping import Router
+    from .tiers import RUN_DIR_ENV, journal_paths, purge_everywhere
+
+    if (args.identifier is None) == (not args.all):
+        print("iiif-shim purge: give an identifier or --all", file=sys.stderr)
+        return 2
+    try:
+        settings = settings_from_environment(args.config)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    cache = settings.cache
+    if cache.redis is None and not journal_paths(cache):
+        print(
+            "iiif-shim purge: this configuration has neither cache.disk nor cache.redis (and "
+            f"${RUN_DIR_ENV} is not set), so running processes cannot be reached from here; "
+            "use their endpoint instead: DELETE /admin/cache/{identifier} with "
+            "Authorization: Bearer <cache.purge_token>",
+            file=sys.stderr,
+        )
+        return 2
+    source = None
+    if args.identifier is not None:
+        try:
+            target = Router(settings.routes).route(args.identifier)
+        except ShimError as exc:
+            print(f"iiif-shim purge: {args.identifier!r}: {exc.public_text()}", file=sys.stderr)
+            return 2
+        source = source_key(target.backend, target.native_id)
+    report = asyncio.run(purge_everywhere(cache, source))
+    ok = report.pop("ok")
+    what = repr(args.identifier) if source else "every image"
+    print(f"purged {what} ({settings.source}):")
+    for tier, outcome in report.items():
+        text = str(outcome)
+        if not text.startswith(("failed", "unreachable")):
+            text = _PURGED.get(tier, "{}").format(outcome)
+        print(f"  {tier}: {text}")
+    return 0 if ok else 1
+
+
+_PURGED = {
+    "disk": "{} images removed",
+    "redis": "{} keys removed",
+    "notified": "{} running processes told through Redis",
+    "journal": "written to {} (running processes read it within a second)",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "probe":
         return probe(args)
+    if args.command == "purge":
+        return purge(args)
     return serve(args)

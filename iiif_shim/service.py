@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import imaging
 from .backends import BACKEND_TYPES, Backend
 from .backends.base import BackendContext
 from .budget import MemoryBudget, holding
-from .cache import Caches
+from .cache import Caches, DecodedKey, SizedCache, source_key
+from .engines import DecodedSource, Engine, engine_named
 from .facts import SourceInfo, checked
 from .iiif.info import Offer, image_info
 from .iiif.profile import Version
@@ -29,6 +30,7 @@ from .model import Plan, Rendered, SourceRef, Target
 from .planner import plan
 from .pool import Workers
 from .settings import Settings
+from .tiers import open_tiers
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,9 @@ class Prepared:
 async def open_service(
     settings: Settings, budget: MemoryBudget | None = None, metrics: Metrics | None = None
 ) -> AsyncIterator[ImageService]:
-    """The service with its thread pool, caches and started backends; all released on exit.
-    ``budget`` and ``metrics`` outlive one configuration (a reload keeps them)."""
+    """The service with its thread pool, caches (memory, and the disk and Redis tiers when
+    configured) and started backends; all released on exit. ``budget`` and ``metrics``
+    outlive one configuration (a reload keeps them)."""
     server, cache = settings.server, settings.cache
     budget = budget or MemoryBudget(server.memory_budget, server.memory_wait)
     workers = Workers(server.workers, server.max_pending, server.request_timeout)
@@ -74,7 +77,9 @@ async def open_service(
         for backend in backends.values():
             await backend.start()
             started.append(backend)
-        yield ImageService(settings, backends, workers, caches, budget, metrics)
+        async with open_tiers(cache, caches, metrics) as tiers:
+            caches = replace(caches, tiers=tiers)
+            yield ImageService(settings, backends, workers, caches, budget, metrics)
     finally:
         for backend in started:
             await backend.close()
@@ -98,6 +103,11 @@ class ImageService:
         self.budget = budget
         self.metrics = metrics
         self.record = metrics.pillow_step if metrics else None
+        # the library doing the pixel work (imaging.engine); settings checked it can run
+        imaging_settings = settings.imaging
+        self.engine: Engine[Any] = engine_named(
+            imaging_settings.engine, imaging_settings.vips_steps
+        )
         self.router = Router(settings.routes)
         iiif = settings.iiif
         self.limits = Limits(
@@ -108,7 +118,7 @@ class ImageService:
             clamp_confined=iiif.clamp_confined_size,
         )
         self.offer = Offer(
-            formats=imaging.writable_formats(), limits=self.limits, tile_size=iiif.tile_size
+            formats=self.engine.writable_formats(), limits=self.limits, tile_size=iiif.tile_size
         )
 
     async def source(self, identifier: str) -> Source:
@@ -118,7 +128,13 @@ class ImageService:
         async def load() -> SourceInfo:
             return checked(await backend.facts(target), backend.name)
 
-        info = await self.caches.facts.get((target.backend, target.native_id), load)
+        async def shared() -> SourceInfo:  # from Redis, when another process asked already
+            tiers = self.caches.tiers
+            if tiers is None:
+                return await load()
+            return await tiers.facts(target.backend, target.native_id, load)
+
+        info = await self.caches.facts.get((target.backend, target.native_id), shared)
         return Source(target, backend, info)
 
     async def info(
@@ -139,26 +155,36 @@ class ImageService:
             info.tiles,
             self.settings.iiif.jpeg_quality,
             SourceRef(src.target.backend, src.target.native_id, info.version),
+            self.engine.identity,
         )
         return Prepared(src, the_plan)
 
     async def render(self, prepared: Prepared, *, cached: bool = True) -> Rendered:
-        """The image; ``cached=False`` always asks the backend (for ``probe``)."""
+        """The image from the first cache tier that has it (memory, disk, Redis), else
+        rendered and kept in each; ``cached=False`` always asks the backend (for ``probe``)."""
         key = prepared.plan.key if cached else None
-        return await self.caches.results.get(key, lambda: self._render(prepared))
+        tiers = self.caches.tiers
+        if key is None:
+            return await self._render(prepared)
+        if tiers is None:
+            source = source_key(prepared.plan.source.backend, prepared.plan.source.native_id)
+            return await self.caches.results.get((source, key), lambda: self._render(prepared))
+        return await tiers.image(prepared.plan.source, key, lambda: self._render(prepared))
 
     async def _render(self, prepared: Prepared) -> Rendered:
         """Reserve the plan's memory, fetch, decode (or reuse the decoded master), finish."""
         src, the_plan = prepared.source, prepared.plan
-        info, steps, record = src.info, the_plan.steps, self.record
+        info, steps, record, engine = src.info, the_plan.steps, self.record, self.engine
         max_pixels = self.settings.iiif.max_source_pixels
         whole = the_plan.native.whole_source(info.width, info.height)
-        factor = imaging.reduction(info.format, info.width, info.height, steps)
+        factor = engine.reduction(info.format, info.width, info.height, steps)
         version = info.version
         key = (src.target.backend, src.target.native_id, version, factor) if version else None
-        full = imaging.cost(the_plan, info)
-        cached = whole and self.caches.decoded.holds(key)
-        need = imaging.cost(the_plan, info, decoded_cached=cached)
+        full = engine.cost(the_plan, info)
+        # holds what this service's engine decoded (a reload makes new caches with a new engine)
+        decoded_cache: SizedCache[DecodedKey, Any] = self.caches.decoded
+        cached = whole and decoded_cache.holds(key)
+        need = engine.cost(the_plan, info, decoded_cached=cached)
         reservation = await self.budget.reserve(need.total)
         token = holding.set(reservation)
         try:
@@ -167,15 +193,15 @@ class ImageService:
                 # output allows, so a deep-zoom session neither re-reads nor re-decodes it.
                 allowance = imaging.Allowance(max_pixels, full.decode, (info.width, info.height))
 
-                async def decode() -> imaging.Decoded:
+                async def decode() -> DecodedSource:
                     # the master was cached when the reservation was made, and is gone now:
                     # its decoding gets a reservation of its own
                     extra = await self.budget.reserve(full.decode) if cached else None
                     inner = holding.set(extra) if extra else None
                     try:
                         fetched = await src.backend.fetch(src.target, the_plan.native, info)
-                        decoded: imaging.Decoded = await self.workers.run(
-                            imaging.decode, fetched, factor, allowance, record
+                        decoded: DecodedSource = await self.workers.run(
+                            engine.decode, fetched, factor, allowance, record
                         )
                     finally:
                         if extra is not None and inner is not None:
@@ -183,13 +209,13 @@ class ImageService:
                             extra.release()
                     return decoded
 
-                decoded = await self.caches.decoded.get(key, decode)
-                body = await self.workers.run(imaging.finish, decoded, steps, record)
+                decoded = await decoded_cache.get(key, decode)
+                body = await self.workers.run(engine.finish, decoded, steps, record)
             else:
                 fetched = await src.backend.fetch(src.target, the_plan.native, info)
                 expected = the_plan.native.delivered_size()
                 allowance = imaging.Allowance(max_pixels, full.decode, expected)
-                body = await self.workers.run(imaging.render, fetched, steps, allowance, record)
+                body = await self.workers.run(engine.render, fetched, steps, allowance, record)
         finally:
             holding.reset(token)
             reservation.release()

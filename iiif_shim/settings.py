@@ -9,6 +9,7 @@ a "did you mean". Relative paths are relative to the file's own folder. The embe
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 import string
@@ -22,7 +23,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from . import eventloop
 from .backends import BACKEND_TYPES
+from .engines import ENGINES, VIPS_STEPS, vips_missing
 from .errors import ConfigError, ShimError
 from .iiif.profile import RIGHTS_RE
 from .imaging import PILLOW_GUARD_PIXELS
@@ -76,7 +79,16 @@ class ServerSettings:
     cache_control: str = option(
         "public, max-age=86400", doc="Cache-Control of images and info.json (empty: none)"
     )
-    workers: int = option(0, doc="threads for image work (0: one per CPU)", check=at_least(0))
+    processes: int = option(
+        0,
+        doc="processes serving the port, each with its own event loop (0: one per CPU)",
+        check=between(0, 256),
+    )
+    workers: int = option(
+        0,
+        doc="threads for image work in each process (0: CPUs / processes, at least 1)",
+        check=at_least(0),
+    )
     max_pending: int = option(
         64, doc="image jobs queued or running before new ones get 503", check=at_least(1)
     )
@@ -88,7 +100,7 @@ class ServerSettings:
     memory_budget: int = option(
         1024 * 1024 * 1024,
         doc="bytes of decoded pixels all requests together may hold (decoded-source cache "
-        "apart); past it requests wait, then get 503",
+        "apart; with N processes each gets 1/N); past it requests wait, then get 503",
         check=at_least(16 * 1024 * 1024),
     )
     memory_wait: float = option(
@@ -129,6 +141,12 @@ class ServerSettings:
         "combined",
         doc="access log format: `combined`, `json` or `none`",
         check=lambda v: None if v in ("combined", "json", "none") else "combined, json or none",
+    )
+    event_loop: str = option(
+        "auto",
+        doc="`auto` (uvloop when installed: `pip install 'iiif-shim[fast]'`), `uvloop` "
+        "(required) or `asyncio`",
+        check=eventloop.problem,
     )
     health_interval: float = option(
         30.0, doc="seconds between the background checks of each backend", check=at_least(1)
@@ -180,6 +198,96 @@ class CacheSettings:
         doc="bytes of decoded source pixels kept for whole-source backends (LRU; 0: off)",
         check=at_least(0),
     )
+    disk: Path | None = option(
+        None, doc="folder of the disk tier of rendered images (none: no disk tier)"
+    )
+    disk_bytes: int = option(
+        1024 * 1024 * 1024,
+        doc="bytes the disk tier may hold (LRU: oldest used first out)",
+        check=at_least(1024 * 1024),
+    )
+    redis: str | None = option(
+        None,
+        doc="Redis URL of the shared tier (redis://, rediss:// or unix://; none: no Redis)",
+        check=lambda v: None if v is None else _redis_url(v),
+    )
+    redis_ttl: float = option(
+        86400.0, doc="seconds a rendered image stays in Redis", check=at_least(1)
+    )
+    redis_max_bytes: int = option(
+        4 * 1024 * 1024,
+        doc="largest rendered image put in Redis (larger: not shared)",
+        check=between(1024, 512 * 1024 * 1024),
+    )
+    redis_timeout: float = option(
+        0.25, doc="seconds one Redis call may take (then Redis is skipped)", check=at_least(0.01)
+    )
+    redis_retry: float = option(
+        5.0, doc="seconds Redis is skipped after a failure", check=at_least(0.1)
+    )
+    redis_prefix: str = option(
+        "iiif-shim:", doc="prefix of every Redis key and channel of this shim"
+    )
+    redis_lock: float = option(
+        5.0,
+        doc="seconds a render lock in Redis lasts at most; another process waits that long "
+        "for the image, then renders it itself",
+        check=at_least(0.1),
+    )
+    purge_token: str | None = option(
+        None,
+        doc="bearer token of `DELETE /admin/cache` (none: the endpoint is off)",
+        check=lambda v: None if v is None or len(v) >= 16 else "must be at least 16 characters",
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.disk is not None and (problem := _writable_folder(self.disk)):
+            found.append(("disk", problem))
+        return found
+
+
+def _redis_url(value: str) -> str | None:
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        return "must be a redis://, rediss:// or unix:// URL"
+    if importlib.util.find_spec("redis") is None:
+        return "needs the Redis client: pip install 'iiif-shim[redis]'"
+    return None
+
+
+def _writable_folder(path: Path) -> str | None:
+    """Why the shim could not keep files in ``path`` (made if missing), or None."""
+    if path.exists():
+        if not path.is_dir():
+            return f"{path} is not a folder"
+        return None if os.access(path, os.W_OK | os.X_OK) else f"{path} is not writable"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{path} does not exist and {parent} is not writable"
+    return None
+
+
+def _engine(value: str) -> str | None:
+    if value not in ENGINES:
+        return f"must be one of: {', '.join(ENGINES)}"
+    return vips_missing() if value == "vips" else None
+
+
+@dataclass(frozen=True)
+class ImagingSettings:
+    engine: str = option(
+        "pillow",
+        doc="library doing the pixel work: `pillow`, or `vips` (libvips: the `vips` extra)",
+        check=_engine,
+    )
+    vips_steps: str = option(
+        "measured",
+        doc="with `vips`: `measured` (libvips only for the steps it was measured faster at, "
+        "Pillow for the rest) or `all` (libvips for every step it can do)",
+        check=lambda v: None if v in VIPS_STEPS else f"must be one of: {', '.join(VIPS_STEPS)}",
+    )
 
 
 @dataclass(frozen=True)
@@ -214,6 +322,7 @@ class Settings:
     landing: LandingSettings
     presentation: PresentationSettings = field(default_factory=PresentationSettings)
     viewers: ViewerSettings = field(default_factory=ViewerSettings)
+    imaging: ImagingSettings = field(default_factory=ImagingSettings)
     source: str = "embedded default"
     warnings: tuple[tuple[str, str], ...] = field(default=())
 
@@ -226,7 +335,17 @@ class Settings:
         return replace(self, server=server)
 
 
-_SECTIONS = ("server", "iiif", "cache", "backends", "routes", "landing", "presentation", "viewers")
+_SECTIONS = (
+    "server",
+    "iiif",
+    "cache",
+    "backends",
+    "routes",
+    "landing",
+    "presentation",
+    "viewers",
+    "imaging",
+)
 
 
 def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
@@ -250,9 +369,10 @@ def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
     routes = _read_routes(r, top.get("routes"), backends, declared)
     presentation = _read_presentation(r, top.get("presentation"), backends, routes)
     viewers = r.read(ViewerSettings, top.get("viewers"), "viewers")
+    imaging = r.read(ImagingSettings, top.get("imaging"), "imaging")
     if r.problems:
         raise ConfigError(r.problems, source)
-    assert server and iiif and cache and landing and presentation and viewers
+    assert server and iiif and cache and landing and presentation and viewers and imaging
     assert backends is not None
     return Settings(
         server=server,
@@ -263,6 +383,7 @@ def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
         landing=landing,
         presentation=presentation,
         viewers=viewers,
+        imaging=imaging,
         source=source,
         warnings=tuple(r.warnings),
     )

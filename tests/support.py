@@ -160,6 +160,7 @@ def start_shim(config: Path, tmp: Path, *extra: str, env: dict[str, str] | None 
         str(config),
         "--port",
         str(port),
+        *(() if "--processes" in extra else ("--processes", "1")),  # one unless asked
         *extra,
     ]
     return Process(args, port, log, env=env)
@@ -240,3 +241,12 @@ http {{
 """
     )
     return conf
+
+
+def start_redis(workdir: Path, port: int | None = None) -> Process:
+    """A real redis-server on 127.0.0.1 (no persistence), for the shared cache tier."""
+    binary = need_tool("redis-server", "/usr/bin/redis-server")
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    return Process([*args, "--dir", str(workdir)], port, workdir / f"redis-{port}.log")

@@ -147,7 +147,7 @@ def test_check_config_accepts_and_summarises(tmp_path: Path) -> None:
         assert done.returncode == 0, (config, done.stderr)
         assert "natively" in done.stdout and "Pillow does the rest" in done.stdout
     example = _run([*CHECK, str(ROOT / "config" / "example.yaml")], tmp_path).stdout
-    assert "backend samples (files): natively the whole source image only" in example
+    assert "backend samples (files): natively tiled TIFFs: region and pyramid levels" in example
     djatoka = _run([*CHECK, str(ROOT / "config" / "djatoka.yaml")], tmp_path).stdout
     assert "natively region, size, rotation by 90s, formats jpg, png" in djatoka
 

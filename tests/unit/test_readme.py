@@ -13,6 +13,7 @@ from iiif_shim.presentation.sources import SOURCE_TYPES
 from iiif_shim.settings import (
     CacheSettings,
     IIIFSettings,
+    ImagingSettings,
     LandingSettings,
     RouteSettings,
     ServerSettings,
@@ -26,6 +27,7 @@ SECTIONS = [
     ServerSettings,
     IIIFSettings,
     CacheSettings,
+    ImagingSettings,
     RouteSettings,
     LandingSettings,
     PresentationSettings,
