@@ -1,0 +1,241 @@
+"""deploy/kubernetes/ holds valid manifests that fit together: every document passes Kubernetes'
+own JSON schemas (bundled by kubernetes-validate, strict: no unknown field) for every version
+the validator knows, the ConfigMap's YAML passes ``iiif-shim check-config``, and the numbers
+that must agree do (ports, probes, grace period against shutdown_timeout, processes from the
+CPU limit, memory limit against what the processes may hold, the Redis URL against its
+Service)."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import ValidationError, all_versions
+
+from iiif_shim.settings import Settings, load_settings
+from iiif_shim.supervisor import KILL_GRACE
+from tests.support import ROOT
+
+FOLDER = ROOT / "deploy" / "kubernetes"
+MiB = 1024 * 1024
+# what a worker holds besides the budget and its caches (interpreter, libraries, buffers: about
+# 150 MB measured after a few renders), and the supervisor (about 50 MB)
+WORKER_OVERHEAD = 160 * MiB
+SUPERVISOR = 64 * MiB
+
+
+def versions() -> list[str]:
+    return sorted(set(all_versions()), key=lambda v: tuple(int(p) for p in v.split(".")))
+
+
+def documents() -> Iterator[tuple[str, dict[str, Any]]]:
+    for path in sorted(FOLDER.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                yield path.name, doc
+
+
+def find(kind: str, name: str) -> dict[str, Any]:
+    found = [d for _, d in documents() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def cpu(quantity: str) -> float:
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def memory(quantity: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "k": 10**3, "M": 10**6, "G": 10**9}
+    found = re.fullmatch(r"(\d+)([KMG]i|[kMG])?", quantity)
+    assert found, quantity
+    return int(found.group(1)) * units.get(found.group(2) or "", 1)
+
+
+def redis_bytes(value: str) -> int:
+    found = re.fullmatch(r"(\d+)(kb|mb|gb)", value.lower())
+    assert found, value
+    return int(found.group(1)) * {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}[found.group(2)]
+
+
+def option(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+@pytest.fixture(scope="module")
+def shim_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("kubernetes") / "shim.yaml"
+    path.write_text(find("ConfigMap", "iiif-shim-config")["data"]["shim.yaml"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def settings(shim_yaml: Path) -> Settings:
+    return load_settings(str(shim_yaml))
+
+
+@pytest.fixture(scope="module")
+def container() -> dict[str, Any]:
+    pod = find("Deployment", "iiif-shim")["spec"]["template"]["spec"]
+    (shim,) = pod["containers"]
+    assert isinstance(shim, dict)
+    return shim
+
+
+def test_every_manifest_passes_the_kubernetes_schemas() -> None:
+    known = versions()
+    assert known[0] <= "1.25.0" and len(known) >= 10  # the bundle the checks below rely on
+    kinds = set()
+    for name, doc in documents():
+        kinds.add((doc["apiVersion"], doc["kind"]))
+        for version in known:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except ValidationError as exc:
+                pytest.fail(f"{name}: {doc['kind']} against Kubernetes {version}: {exc.message}")
+    assert {
+        ("v1", "ConfigMap"),
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    } <= kinds
+
+
+def test_the_validator_refuses_what_kubernetes_would() -> None:
+    """The check above can fail: a misspelt field and a wrong type are both reported."""
+    deployment = find("Deployment", "iiif-shim")
+    pod = deployment["spec"]["template"]["spec"]
+    misspelt = {**pod, "containers": [{**pod["containers"][0], "readinesProbe": {}}]}
+    wrong = {**deployment, "spec": {**deployment["spec"], "replicas": "two"}}
+    for bad in (
+        {
+            **deployment,
+            "spec": {
+                **deployment["spec"],
+                "template": {**deployment["spec"]["template"], "spec": misspelt},
+            },
+        },
+        wrong,
+    ):
+        with pytest.raises(ValidationError):
+            kubernetes_validate.validate(bad, versions()[-1], strict=True)
+
+
+def test_the_configmap_yaml_passes_check_config(shim_yaml: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "iiif_shim", "check-config", str(shim_yaml)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{shim_yaml}: OK") and "warning" not in done.stdout, done.stdout
+
+
+def test_the_deployment_runs_that_config_with_processes_from_its_cpu_limit(
+    container: dict[str, Any], settings: Settings
+) -> None:
+    pod = find("Deployment", "iiif-shim")["spec"]["template"]["spec"]
+    args = container["args"]
+    assert args[0] == "serve"
+    config = Path(option(args, "--config"))
+    (mount,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == config.parent]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == "iiif-shim-config" and config.name == "shim.yaml"
+    # --processes is the CPU limit, given by the downward API (rounded up to a whole CPU)
+    assert option(args, "--processes") == "$(IIIF_SHIM_PROCESSES)"
+    (env,) = [e for e in container["env"] if e["name"] == "IIIF_SHIM_PROCESSES"]
+    field = env["valueFrom"]["resourceFieldRef"]
+    assert field == {"containerName": container["name"], "resource": "limits.cpu", "divisor": "1"}
+    assert settings.server.host == "0.0.0.0"  # reachable from the pod's address
+    (port,) = container["ports"]
+    assert port["containerPort"] == settings.server.port
+    assert settings.server.workers >= 1  # the default would count the node's CPUs, not the pod's
+
+
+def test_probes_and_termination_match_the_shim(
+    container: dict[str, Any], settings: Settings
+) -> None:
+    pod = find("Deployment", "iiif-shim")["spec"]["template"]["spec"]
+    port_name = container["ports"][0]["name"]
+    ready, alive = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
+    assert (ready["path"], ready["port"]) == ("/health/ready", port_name)
+    assert (alive["path"], alive["port"]) == ("/health", port_name)
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pause = float(command[1])
+    # the pod leaves the endpoints during the pause, then SIGTERM lets requests finish
+    # (the supervisor kills a worker still draining KILL_GRACE seconds after shutdown_timeout)
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace >= pause + settings.server.shutdown_timeout + KILL_GRACE, (grace, pause)
+    # the liveness probe gives a busy process time: several periods, not one slow answer
+    assert container["livenessProbe"]["failureThreshold"] >= 3
+
+
+def test_the_memory_limit_holds_every_process(
+    container: dict[str, Any], settings: Settings
+) -> None:
+    limits = container["resources"]["limits"]
+    processes = math.ceil(cpu(limits["cpu"]))
+    # the budget is the whole server's (each process gets 1/N); the caches are per process
+    per_worker = settings.cache.image_bytes + settings.cache.decoded_bytes + WORKER_OVERHEAD
+    needed = settings.server.memory_budget + processes * per_worker + SUPERVISOR
+    assert needed <= memory(limits["memory"]), (processes, needed)
+    # requests equal limits: the HPA's percentages are of what each pod really has
+    assert container["resources"]["requests"] == limits
+
+
+def test_service_hpa_and_budget_point_at_the_shims_pods(container: dict[str, Any]) -> None:
+    deployment = find("Deployment", "iiif-shim")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    service = find("Service", "iiif-shim")
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+    hpa = find("HorizontalPodAutoscaler", "iiif-shim")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "iiif-shim",
+    }
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and "cpu" in container["resources"]["requests"]
+    assert hpa["spec"]["minReplicas"] >= 2  # a rolling update or a lost node keeps one serving
+    budget = find("PodDisruptionBudget", "iiif-shim")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_the_redis_url_reaches_the_redis_service(settings: Settings) -> None:
+    assert settings.cache.redis is not None
+    url = urlsplit(settings.cache.redis)
+    service = find("Service", url.hostname or "")
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == (url.port or 6379)
+    redis = find("Deployment", url.hostname or "")
+    pod_labels = redis["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (server,) = redis["spec"]["template"]["spec"]["containers"]
+    assert port["targetPort"] in {p["name"] for p in server["ports"]}
+    # a cache: nothing saved, LRU eviction, and maxmemory well inside the container's limit
+    args = server["args"]
+    assert option(args, "--save") == "" and option(args, "--appendonly") == "no"
+    assert option(args, "--maxmemory-policy") == "allkeys-lru"
+    limit = memory(server["resources"]["limits"]["memory"])
+    assert redis_bytes(option(args, "--maxmemory")) <= 0.8 * limit
+    # only the shim's pods may connect
+    policy = find("NetworkPolicy", url.hostname or "")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    (rule,) = policy["spec"]["ingress"]
+    shim_labels = find("Deployment", "iiif-shim")["spec"]["template"]["metadata"]["labels"]
+    (source,) = rule["from"]
+    assert source["podSelector"]["matchLabels"].items() <= shim_labels.items()
