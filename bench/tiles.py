@@ -150,7 +150,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
-    rate = lambda n, r: n / r.seconds  # noqa: E731
+
+    def rate(n: int, r: Result) -> float:
+        return n / r.seconds
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
