@@ -156,8 +156,9 @@ def rss_mb(pids: list[int]) -> float:
 
 
 class Profiler:
-    """``py-spy record`` of a process tree while a figure runs (``--profile``): a flame graph
-    SVG per shim, written when stopped."""
+    """``py-spy record`` of a process tree while a figure runs (``--profile``): its stacks
+    (py-spy's raw, collapsed format: one ``frame;frame;... count`` a line) per shim, written
+    when stopped, for :func:`hot_frames` and any flame-graph tool."""
 
     def __init__(self, pid: int, out: Path) -> None:
         spy = BENCH.parent / ".venv-bench" / "bin" / "py-spy"
@@ -165,7 +166,10 @@ class Profiler:
             raise SystemExit("py-spy is missing: run `bash bench/perf.sh --profile`")
         self.out = out
         self.proc = subprocess.Popen(
-            [str(spy), "record", "--subprocesses", "-p", str(pid), "-o", str(out), "-r", "200"],
+            [
+                *(str(spy), "record", "--subprocesses", "-p", str(pid)),
+                *("-o", str(out), "-r", "200", "-f", "raw"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -178,3 +182,32 @@ class Profiler:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def hot_frames(stacks: Path, top: int = 20) -> tuple[int, list[tuple[float, str]]]:
+    """Samples of the event-loop threads in a py-spy raw file, and the frames most often on
+    their stacks (share of those samples, each frame counted once a stack)."""
+    total = 0
+    seen: dict[str, int] = {}
+    for line in stacks.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not count.isdigit() or not any("run_forever" in f or "Runner.run" in f for f in frames):
+            continue  # idle image threads and the like
+        total += int(count)
+        for frame in set(frames):
+            seen[frame] = seen.get(frame, 0) + int(count)
+    ranked = sorted(seen.items(), key=lambda kv: -kv[1])
+    skip = (
+        "run_forever",
+        "run_until_complete",
+        "Runner.run",
+        "_run_once",
+        "Handle._run",
+        "<module>",
+        "main (",
+        "serve (",
+        "run (",
+    )
+    rows = [(n / total, f) for f, n in ranked if total and not any(k in f for k in skip)]
+    return total, rows[:top]

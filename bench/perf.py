@@ -189,8 +189,8 @@ class Bench:
     def shim(self, name: str, backends: str, **kwargs: object) -> Shim:
         shim = Shim(f"{self.figure}-{name}", self.work / "shims", backends, self.features, **kwargs)  # type: ignore[arg-type]
         if self.args.profile:
-            svg = OUT / f"profile-{self.figure}-{name}.svg"
-            self.profilers.append(load.Profiler(shim.pid, svg))
+            stacks = OUT / f"profile-{self.figure}-{name}.txt"
+            self.profilers.append(load.Profiler(shim.pid, stacks))
         return shim
 
     def stop_profiles(self) -> list[Path]:
@@ -845,13 +845,19 @@ def report(
         "## Profiling",
         "",
         "`bash bench/perf.sh FIGURE --profile` records every shim of that figure with py-spy",
-        "(`--subprocesses`, idle time left out) while it runs and writes flame graphs to",
-        "`bench/out/profile-FIGURE-NAME.svg`.",
+        "(`--subprocesses`) while it runs and writes its stacks (collapsed, for any flame-graph",
+        "tool) to `bench/out/profile-FIGURE-NAME.txt`; below, the frames most often on the",
+        "event loop's stack (share of the loop thread's samples).",
     ]
-    if profiles:
+    for path in profiles:
+        total, rows = load.hot_frames(path)
         lines += [
             "",
-            "This run wrote: " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in profiles) + ".",
+            f"### `{path.relative_to(ROOT)}` ({total} loop samples)",
+            "",
+            "| share | frame |",
+            "|---|---|",
+            *(f"| {share:.0%} | `{frame[:110]}` |" for share, frame in rows),
         ]
     out = Path(args.out)
     out.write_text("\n".join(lines) + "\n")

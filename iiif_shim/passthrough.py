@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 # Answers with fewer output pixels than this are buffered (and cached) instead: one native
 # tile (256x256 to 1024x1024) stays below it.
 STREAM_MIN_PIXELS = 2 * 1024 * 1024
+# Answers up to this size have their header checked on the loop (the header alone is read).
+INLINE_CHECK_BYTES = 1024 * 1024
+# JPEG start-of-frame markers (baseline, extended, progressive); markers read before giving up.
+_SOF = frozenset({0xC0, 0xC1, 0xC2})
+_MAX_MARKERS = 64
 # Source formats and modes whose bytes are the answer to a whole-source request as they are.
 _AS_IS = {"JPEG": ("L", "RGB"), "PNG": ("L", "LA", "RGB", "RGBA")}
 
@@ -56,6 +61,49 @@ def untouched(prepared: Prepared) -> bool:
         and info.mode in _AS_IS.get(info.format, ())
         and imaging.pil_format(steps.format) == info.format
     )
+
+
+def as_delivered(prepared: Prepared, fetched: Fetched) -> bytes | None:
+    """A small answer the backend encoded, when it is the response as it is: checked from its
+    header here, on the loop (tens of microseconds, where a trip through the thread pool
+    costs several times that), before anything else is done with it."""
+    data, steps = fetched.data, prepared.plan.steps
+    if data is None or len(data) > INLINE_CHECK_BYTES or not steps.encoded:
+        return None
+    if not untouched(prepared):
+        return None
+    if header(data) != (imaging.pil_format(steps.format), *steps.scale):
+        return None  # not JPEG or PNG, not that size, or odd: the pool's render decides
+    return data
+
+
+def header(data: bytes) -> tuple[str, int, int] | None:
+    """Format, width and height from the first bytes of a baseline or progressive JPEG or a
+    PNG, else ``None``: a few markers read directly (Pillow's ``open`` costs several times
+    more), bounded, never trusting a length that leads outside ``data``."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        return "PNG", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    at = 2
+    for _ in range(_MAX_MARKERS):
+        if at + 4 > len(data) or data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in _SOF:
+            if length < 8 or at + 9 > len(data):
+                return None
+            height = int.from_bytes(data[at + 5 : at + 7], "big")
+            width = int.from_bytes(data[at + 7 : at + 9], "big")
+            return ("JPEG", width, height) if width and height else None
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image or scan before any frame
+            return None
+        at += 2 + length
+    return None
 
 
 def streamable(prepared: Prepared) -> bool:

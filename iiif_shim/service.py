@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import imaging
+from . import imaging, passthrough
 from .backends import BACKEND_TYPES, Backend
 from .backends.base import BackendContext
 from .budget import MemoryBudget, holding
@@ -213,9 +213,15 @@ class ImageService:
                 body = await self.workers.run(engine.finish, decoded, steps, record)
             else:
                 fetched = await src.backend.fetch(src.target, the_plan.native, info)
-                expected = the_plan.native.delivered_size()
-                allowance = imaging.Allowance(max_pixels, full.decode, expected)
-                body = await self.workers.run(engine.render, fetched, steps, allowance, record)
+                as_is = passthrough.as_delivered(prepared, fetched)
+                if as_is is not None:
+                    body = as_is  # a native tile, say: nothing for the pool to do
+                else:
+                    expected = the_plan.native.delivered_size()
+                    allowance = imaging.Allowance(max_pixels, full.decode, expected)
+                    body = await self.workers.run(
+                        engine.render, fetched, steps, allowance, record
+                    )
         finally:
             holding.reset(token)
             reservation.release()
