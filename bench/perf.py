@@ -282,14 +282,25 @@ def fig_passthrough(b: Bench) -> Figure:
     iip = IipServer(b.tiffs, b.dir("iip1"), ready="chart.tif")
     shims: list[Shim] = []
     try:
-        shims.append(b.shim("cold", iip_backend(iip, ", tile_cache_bytes: 0"), image_bytes=0))
+        uncached = iip_backend(iip, ", tile_cache_bytes: 0")
+        shims.append(b.shim("cold", uncached, image_bytes=0))
         shims.append(b.shim("warm", iip_backend(iip)))
-        cold, warm = shims
+        # the shim as installed: one process per CPU (server.processes' default)
+        many = b.features.processes and b.cpus > 1
+        if many:
+            shims.append(b.shim("cold-n", uncached, image_bytes=0, processes=None))
+            shims.append(b.shim("warm-n", iip_backend(iip), processes=None))
+        paths = iiif_paths("/iiif/2/chart", crops, 2)
         contestants = [
             Contestant("iipsrv IIIF", iip.url, iiif_paths("/iiif/chart.tif", crops, 2)),
-            Contestant("shim cold", cold.url, iiif_paths("/iiif/2/chart", crops, 2)),
-            Contestant("shim warm", warm.url, iiif_paths("/iiif/2/chart", crops, 2)),
+            Contestant("shim cold", shims[0].url, paths),
+            Contestant("shim warm", shims[1].url, paths),
         ]
+        if many:
+            contestants += [
+                Contestant(f"shim cold, {b.cpus} processes", shims[2].url, paths),
+                Contestant(f"shim warm, {b.cpus} processes", shims[3].url, paths),
+            ]
         results = b.rounds(contestants, b.args.connections)
     finally:
         for s in shims:
@@ -297,14 +308,22 @@ def fig_passthrough(b: Bench) -> Figure:
         iip.stop()
     peer = med(results["iipsrv IIIF"])
     fig.lines += [
-        "iipsrv 1 FastCGI process behind lighttpd (as in the tests); the shim (1 process) speaks",
-        "IIP to the same iipsrv. *cold*: rendered-image cache and tile cache off, every request",
-        "goes to iipsrv; *warm*: default caches, after one pass.",
+        "iipsrv 1 FastCGI process behind lighttpd (as in the tests); the shim (1 process, and",
+        "as installed: one per CPU) speaks IIP to the same iipsrv. *cold*: rendered-image cache",
+        "and tile cache off, every request goes to iipsrv; *warm*: default caches, after one pass.",
         "",
         *table(results, len(crops)),
     ]
     verdict(fig, "cold: shim / iipsrv", ratio(med(results["shim cold"]), peer), 1.0, ">= 1.0x")
     verdict(fig, "warm: shim / iipsrv", ratio(med(results["shim warm"]), peer), 3.0, ">= 3x")
+    for name in results:
+        if "processes" in name:
+            state = "cold" if "cold" in name else "warm"
+            target, text = (1.0, ">= 1.0x") if state == "cold" else (3.0, ">= 3x")
+            n = name.split(", ")[1]
+            verdict(
+                fig, f"{state}, {n}: shim / iipsrv", ratio(med(results[name]), peer), target, text
+            )
     fig.raw = {k: [asdict(r) for r in v] for k, v in results.items()}
     return fig
 
