@@ -258,7 +258,7 @@ def test_setup_runs_pip_only_when_what_it_installs_from_changed(tmp_path: Path) 
 
     done, pip = setup()
     assert done.returncode == 0, done.stderr
-    assert pip == ["install -q --disable-pip-version-check -e ."] and stamp.exists()
+    assert pip == ["install -q --disable-pip-version-check -e .[fast]"] and stamp.exists()
 
     started = time.monotonic()
     done, pip = setup()
