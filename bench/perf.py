@@ -818,6 +818,9 @@ def commit() -> str:
         return "?"
 
 
+NOTES = Path(__file__).with_name("notes.md")
+
+
 def report(
     args: argparse.Namespace,
     features: Features,
@@ -858,6 +861,8 @@ def report(
     for fig in figures:
         lines += [f"| {fig.key} | {w} | {t} | {g} | {m} |" for w, t, g, m in fig.verdicts]
     lines += ["", "![iiif-shim against each peer](performance.png)", ""]
+    if NOTES.exists():  # what the figures mean, and where a target is missed, why
+        lines += [NOTES.read_text().strip(), ""]
     for fig in figures:
         lines += [f"## {fig.key}. {fig.title}", "", *fig.lines, ""]
     lines += [
