@@ -58,7 +58,8 @@ class MemoryBudget:
         if nbytes > self.total:
             raise NotImplementedFeature(
                 f"this image needs about {math.ceil(nbytes / _MB)} MB of decoded pixels, more "
-                f"than this server's memory budget of {self.total // _MB} MB",
+                f"than the memory budget of {self.total // _MB} MB each server process has "
+                "(server.memory_budget, shared by server.processes)",
                 kind="memory_budget",
             )
         if not self._line and self.reserved + nbytes <= self.total:

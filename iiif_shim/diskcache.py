@@ -55,6 +55,10 @@ _STALE_TMP = 3600.0  # seconds after which a temporary file is a crash's leftove
 LOW_WATER = 0.9  # eviction stops at this share of the budget
 
 
+# seconds since an entry was last touched before a hit touches it again (LRU order is
+# coarse by this much; a hot tile costs no metadata write per hit)
+_TOUCH_AFTER = 60.0
+
 class DiskCache:
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
@@ -101,7 +105,8 @@ class DiskCache:
         path = self.path(source, key)
         try:
             with path.open("rb") as f:
-                size = os.fstat(f.fileno()).st_size
+                stat = os.fstat(f.fileno())
+                size = stat.st_size
                 data = f.read(self.max_entry + 1024) if size <= self.max_entry + 1024 else b""
         except FileNotFoundError:
             return None
@@ -112,8 +117,9 @@ class DiskCache:
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
-        with contextlib.suppress(OSError):
-            os.utime(path)
+        if time.time() - stat.st_mtime > _TOUCH_AFTER:  # hot entries are not written each hit
+            with contextlib.suppress(OSError):
+                os.utime(path)
         return rendered
 
     def put(self, source: str, key: str, rendered: Rendered) -> bool:

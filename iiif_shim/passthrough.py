@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 # Answers with fewer output pixels than this are buffered (and cached) instead: one native
 # tile (256x256 to 1024x1024) stays below it.
 STREAM_MIN_PIXELS = 2 * 1024 * 1024
+# Seconds a client may take to accept one chunk of a streamed answer (then it is cut).
+WRITE_STALL = 30.0
 # Answers up to this size have their header checked on the loop (the header alone is read).
 INLINE_CHECK_BYTES = 1024 * 1024
 # JPEG start-of-frame markers (baseline, extended, progressive); markers read before giving up.

@@ -43,6 +43,9 @@ return 0
 """
 
 
+# bytes an entry may hold beyond the image it carries (its header; the facts' JSON)
+_ENTRY_SLACK = 64 * 1024
+
 class RedisUnavailable(Exception):
     """Redis failed a call that must not fail quietly (a purge)."""
 
@@ -147,7 +150,14 @@ class RedisTier:
     # --- values ----------------------------------------------------------------------------
 
     async def get(self, key: str, operation: str = "get") -> bytes | None:
-        value: bytes | None = await self._call(operation, lambda: self._client.get(key), None)
+        """The value, or ``None``: missing, or larger than this shim ever stores (whoever else
+        writes to the server, no more than the cap is read)."""
+        limit = self.settings.redis_max_bytes + _ENTRY_SLACK
+        value: bytes | None = await self._call(
+            operation, lambda: self._client.getrange(key, 0, limit), None
+        )
+        if not value or len(value) > limit:
+            return None
         return value
 
     async def set(self, key: str, value: bytes, ttl: float, operation: str = "set") -> bool:

@@ -226,15 +226,18 @@ async def _image(
         if body is not None:
             return await _streamed(request, headers, prepared.plan.resolved.format, body)
     rendered = await service.render(prepared)
-    headers["Content-Type"] = rendered.media_type
+    # the plan says what this is, never a cache entry (a shared tier may be written by others)
+    headers["Content-Type"] = prepared.plan.resolved.format.media_type
     return web.Response(body=rendered.body, headers=headers)
 
 
 async def _streamed(
     request: web.Request, headers: dict[str, Any], fmt: Format, body: Body
 ) -> web.StreamResponse:
-    """``body`` copied to the client as it arrives; a fault after the status went out aborts
-    the connection (a short body, never one that looks complete)."""
+    """``body`` copied to the client as it arrives; once the status went out, anything that
+    stops the copy (the backend fails or stalls, the client stalls past
+    ``passthrough.WRITE_STALL`` or leaves, the request's deadline) aborts the connection: a
+    short body, never one that looks complete."""
     headers["Content-Type"] = fmt.media_type
     headers[tracing.HEADER] = request["request_id"]
     response = web.StreamResponse(headers=headers)
@@ -244,19 +247,24 @@ async def _streamed(
     if request.method == "HEAD":
         return response
     try:
-        await response.write(body.head)
+        async with asyncio.timeout(passthrough.WRITE_STALL):
+            await response.write(body.head)
         async for chunk in body.rest:
-            await response.write(chunk)
-    except ShimError as exc:
-        log.warning(
+            async with asyncio.timeout(passthrough.WRITE_STALL):
+                await response.write(chunk)
+    except BaseException as exc:
+        if request.transport is not None:
+            request.transport.abort()
+        reason = exc.public_text() if isinstance(exc, ShimError) else type(exc).__name__
+        log.info(
             "%s %r: cut after the status was sent: %s [%s]",
             request.method,
             request.path_qs[:300],
-            exc.public_text(),
+            reason,
             request["request_id"],
         )
-        if request.transport is not None:
-            request.transport.abort()
+        if isinstance(exc, asyncio.CancelledError):
+            raise  # the request's deadline, or the server stopping
         return response
     await response.write_eof()
     return response

@@ -29,7 +29,7 @@ import re
 import time
 import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
@@ -279,10 +279,12 @@ class Upstream:
         self, url: str | URL, *, source: str = "", what: str = "", head: int = _CHUNK
     ) -> AsyncIterator[Body]:
         """An image that passes through untouched, as it arrives: its first ``head`` bytes are
-        read (and must look like an image) before the block runs, the rest comes from
-        :attr:`Body.rest`, never all in memory, at most ``max_bytes`` in all. The connection
-        and the pool slot are held until the block ends, all within ``timeout``. Faults before
-        the block are raised as from :meth:`get`; later ones from the iteration."""
+        read (and must look like an image) within ``timeout`` before the block runs; the rest
+        comes from :attr:`Body.rest`, never all in memory, at most ``max_bytes`` in all, each
+        chunk within ``timeout`` of the one before (how fast the client takes them is not the
+        backend's doing: it is neither timed here nor counted in the circuit). The connection
+        and the pool slot are held until the block ends. Faults before the block are raised as
+        from :meth:`get`; later ones from the iteration."""
         timeout = self.settings.timeout
         deadline = asyncio.get_running_loop().time() + timeout
         target = url if isinstance(url, URL) else URL(url, encoded=True)
@@ -290,55 +292,70 @@ class Upstream:
         outcome = "ok"
         trial = self.breaker.admit()
         verdict: bool | None = None
-        try:
-            async with (
-                asyncio.timeout_at(deadline),
-                self._slot(source, deadline),
-                self._opened(target, None, what) as resp,
-            ):
-                cap = self.settings.max_bytes
-                if (resp.content_length or 0) > cap:
-                    raise _too_large(self.who, cap, False)
-                encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
-                if encoding not in ("", "identity"):
-                    raise BackendError(
-                        f"{self.who} sent an image body encoded as {encoding[:20]!r}",
-                        kind="malformed",
-                    )
-                try:
-                    first = await resp.content.readexactly(min(head, cap))
-                except asyncio.IncompleteReadError as short:
-                    first = short.partial
-                except aiohttp.ClientError as exc:
-                    raise self._failure(exc) from None
+        async with AsyncExitStack() as held:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await held.enter_async_context(self._slot(source, deadline))
+                    resp = await held.enter_async_context(self._opened(target, None, what))
+                    first = await self._head(resp, head, what)
                 verdict = True
-                if not looks_like_image(first):
-                    raise BackendError(
-                        f"{self.who} sent {resp.content_type or 'something else'}, not an image"
-                        + (f" for {what}" if what else ""),
-                        kind="not_image",
-                    )
-                self.bytes_received += len(first)
-                yield Body(first, self._rest(resp, cap - len(first)), resp.content_length)
-        except _Retry as retry:
-            outcome, verdict = retry.error.kind, _counts_against(retry.error)
-            raise retry.error from None
-        except TimeoutError:
-            outcome, verdict = "timeout", False
-            raise BackendTimeout(f"{self.who} did not answer within {timeout:g}s") from None
-        except ShimError as exc:
-            outcome = exc.kind
-            verdict = _counts_against(exc) if verdict is None else verdict
-            raise
-        finally:
-            self.breaker.record(trial, verdict)
-            if self.metrics is not None:
-                self.metrics.backend_call(self.backend, outcome, time.perf_counter() - started)
+            except _Retry as retry:
+                outcome, verdict = retry.error.kind, _counts_against(retry.error)
+                raise retry.error from None
+            except TimeoutError:
+                outcome, verdict = "timeout", False
+                raise BackendTimeout(f"{self.who} did not answer within {timeout:g}s") from None
+            except ShimError as exc:
+                outcome = exc.kind
+                verdict = _counts_against(exc) if verdict is None else verdict
+                raise
+            finally:
+                self.breaker.record(trial, verdict)
+                if self.metrics is not None:
+                    self.metrics.backend_call(self.backend, outcome, time.perf_counter() - started)
+            cap = self.settings.max_bytes - len(first)
+            yield Body(first, self._rest(resp, cap), resp.content_length)
+
+    async def _head(self, resp: aiohttp.ClientResponse, head: int, what: str) -> bytes:
+        """The first ``head`` bytes of an image answer, checked."""
+        cap = self.settings.max_bytes
+        if (resp.content_length or 0) > cap:
+            raise _too_large(self.who, cap, False)
+        encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise BackendError(
+                f"{self.who} sent an image body encoded as {encoding[:20]!r}", kind="malformed"
+            )
+        try:
+            first = await resp.content.readexactly(min(head, cap))
+        except asyncio.IncompleteReadError as short:
+            first = short.partial
+        except aiohttp.ClientError as exc:
+            raise self._failure(exc) from None
+        if not looks_like_image(first):
+            raise BackendError(
+                f"{self.who} sent {resp.content_type or 'something else'}, not an image"
+                + (f" for {what}" if what else ""),
+                kind="not_image",
+            )
+        self.bytes_received += len(first)
+        return first
 
     async def _rest(self, resp: aiohttp.ClientResponse, cap: int) -> AsyncIterator[bytes]:
-        """The body after its head, a chunk at a time, at most ``cap`` bytes (more: 502)."""
+        """The body after its head, a chunk at a time, at most ``cap`` bytes (more: 502), each
+        within ``timeout`` (a stalled backend: 504)."""
+        timeout = self.settings.timeout
         try:
-            async for chunk in resp.content.iter_chunked(_CHUNK):
+            while True:
+                try:
+                    async with asyncio.timeout(timeout):
+                        chunk = await resp.content.read(_CHUNK)
+                except TimeoutError:
+                    raise BackendTimeout(
+                        f"{self.who} stalled for {timeout:g}s in the middle of a body"
+                    ) from None
+                if not chunk:
+                    return
                 cap -= len(chunk)
                 if cap < 0:
                     raise _too_large(self.who, self.settings.max_bytes, False)

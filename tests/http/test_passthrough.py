@@ -13,6 +13,7 @@ import http.client
 import io
 import random
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -251,3 +252,32 @@ routes:
         server.server_close()
     assert served >= 10
     assert len(peers) <= 2, peers  # the pool's two connections at most, each used again
+
+
+def test_a_client_that_leaves_mid_stream_is_neither_an_error_nor_the_backends_fault(
+    shim: Process, upstream: tuple[Upstream, int]
+) -> None:
+    state, _ = upstream
+    state.release.clear()
+    conn, resp = _get(shim.port, "/iiif/3/held:big.jpg/full/max/0/default.jpg")
+    try:
+        assert resp.status == 200 and resp.read1(16 * 1024)[:3] == b"\xff\xd8\xff"
+        conn.sock.close()  # gone with most of the body unread
+        conn.close()
+    finally:
+        state.release.set()
+    for _ in range(50):  # the shim notices when it next writes
+        metrics = shim.get("/metrics").text
+        if 'endpoint="image"' in metrics:
+            break
+        time.sleep(0.1)
+    lines = [line for line in metrics.splitlines() if line.startswith("iiif_shim_requests")]
+    assert not [line for line in lines if 'status="500"' in line], lines
+    held = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("iiif_shim_backend_requests") and 'backend="held"' in line
+    ]
+    faults = ("timeout", "reset", "truncated", "http_5xx")  # what would count against it
+    assert held and not [line for line in held if any(f'"{f}"' in line for f in faults)], held
+    assert "unexpected error" not in shim.log.read_text()

@@ -243,6 +243,28 @@ def test_redis_values_cap_and_purge(redis_server: Process) -> None:
     asyncio.run(main())
 
 
+def test_a_value_written_by_someone_else_past_the_cap_is_never_read_whole(
+    redis_server: Process,
+) -> None:
+    """Whoever else can write to the Redis server, a read takes no more than the cap (plus an
+    entry's header) and such a value is a miss."""
+    import redis
+
+    async def main() -> None:
+        tier = RedisTier(_cache(redis_server.port, redis_max_bytes=2048))
+        await tier.start()
+        try:
+            key_name = tier.image_key(SOURCE, key(3))
+            planted = redis.Redis(port=redis_server.port)
+            planted.set(key_name, b"\xff" * (4 * 1024 * 1024))
+            planted.close()
+            assert await tier.get(key_name) is None
+        finally:
+            await tier.close()
+
+    asyncio.run(main())
+
+
 def test_a_lock_is_released_only_by_its_holder(redis_server: Process) -> None:
     async def main() -> None:
         tier = RedisTier(_cache(redis_server.port, redis_lock=5.0))
