@@ -184,11 +184,21 @@ class Profiler:
                 self.proc.wait(5)
 
 
-def hot_frames(stacks: Path, top: int = 20) -> tuple[int, list[tuple[float, str]]]:
-    """Samples of the event-loop threads in a py-spy raw file, and the frames most often on
-    their stacks (share of those samples, each frame counted once a stack)."""
+def _package(frame: str) -> str:
+    """``aiohttp``, ``iiif_shim``, ``asyncio``, ``PIL``... from a py-spy frame's file."""
+    where = frame.rpartition("(")[2].split(":")[0]
+    return where.split("/")[0] if "/" in where else where.removesuffix(".py")
+
+
+def hot_frames(
+    stacks: Path, top: int = 20
+) -> tuple[int, list[tuple[float, str]], list[tuple[float, str]]]:
+    """Samples of the event-loop threads in a py-spy raw file; the frames most often on their
+    stacks (share of those samples, each frame counted once a stack); and where the loop's
+    own time went, by package (the innermost frame of each sample)."""
     total = 0
     seen: dict[str, int] = {}
+    own: dict[str, int] = {}
     for line in stacks.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
@@ -197,6 +207,8 @@ def hot_frames(stacks: Path, top: int = 20) -> tuple[int, list[tuple[float, str]
         total += int(count)
         for frame in set(frames):
             seen[frame] = seen.get(frame, 0) + int(count)
+        package = _package(frames[-1])
+        own[package] = own.get(package, 0) + int(count)
     ranked = sorted(seen.items(), key=lambda kv: -kv[1])
     skip = (
         "run_forever",
@@ -208,6 +220,9 @@ def hot_frames(stacks: Path, top: int = 20) -> tuple[int, list[tuple[float, str]
         "main (",
         "serve (",
         "run (",
+        "process ",
+        "_run_code",
     )
     rows = [(n / total, f) for f, n in ranked if total and not any(k in f for k in skip)]
-    return total, rows[:top]
+    packages = [(n / total, name) for name, n in sorted(own.items(), key=lambda kv: -kv[1])]
+    return total, rows[:top], packages[:8]

@@ -874,10 +874,14 @@ def report(
         "event loop's stack (share of the loop thread's samples).",
     ]
     for path in profiles:
-        total, rows = load.hot_frames(path)
+        total, rows, packages = load.hot_frames(path)
         lines += [
             "",
             f"### `{path.relative_to(ROOT)}` ({total} loop samples)",
+            "",
+            "The loop's own time by package: "
+            + ", ".join(f"{name} {share:.0%}" for share, name in packages)
+            + ".",
             "",
             "| share | frame |",
             "|---|---|",
