@@ -69,14 +69,11 @@ class Engine(Protocol[D]):
     ) -> bytes: ...
 
 
-class PillowEngine:
-    """``imaging.py``, unchanged."""
-
-    name: ClassVar[str] = "pillow"
-
-    @property
-    def identity(self) -> str:
-        return "pillow"  # Pillow's version is in every key already (model.Plan.key)
+class PillowMeasures:
+    """What every engine takes from ``imaging.py`` as it is: the formats offered (an engine
+    that cannot write one has Pillow write it), the reduction to decode at (so the reserved
+    cost holds for either engine) and that cost (Pillow's count is an upper bound for
+    libvips, which stores RGB in 3 bytes a pixel and holds strips, not copies)."""
 
     def writable_formats(self) -> frozenset[Format]:
         return imaging.writable_formats()
@@ -88,6 +85,16 @@ class PillowEngine:
 
     def cost(self, plan: Plan, info: SourceInfo, *, decoded_cached: bool = False) -> Cost:
         return imaging.cost(plan, info, decoded_cached=decoded_cached)
+
+
+class PillowEngine(PillowMeasures):
+    """``imaging.py``, unchanged."""
+
+    name: ClassVar[str] = "pillow"
+
+    @property
+    def identity(self) -> str:
+        return "pillow"  # Pillow's version is in every key already (model.Plan.key)
 
     def decode(
         self, fetched: Fetched, factor: int, allowance: Allowance, record: Record | None = None

@@ -445,7 +445,7 @@ def _tiff_block(fetched: Fetched, im: ImageFile.ImageFile, allowance: Allowance)
     if len(offsets) < expected_chunks or len(counts) < expected_chunks:
         raise BackendError(f"{fetched.described}: its tile table is short", kind="not_image")
     bw, bh = block[2] - block[0], block[3] - block[1]
-    _check_size(fetched, win.w, win.h, allowance)
+    check_size(fetched, win.w, win.h, allowance)
     stored = sum(counts[i] for i in picks)
     need = decode_bytes(im.mode, bw, bh) + stored + _RGBA * win.w * win.h
     if need > allowance.nbytes:
@@ -543,10 +543,12 @@ def reduction(source_format: str | None, width: int, height: int, steps: PillowS
 
 def _check_header(fetched: Fetched, im: Image.Image, allowance: Allowance) -> None:
     """Refuse, from the header alone, what would decode to more than was asked or allowed."""
-    _check_size(fetched, im.width, im.height, allowance)
+    check_size(fetched, im.width, im.height, allowance)
 
 
-def _check_size(fetched: Fetched, width: int, height: int, allowance: Allowance) -> None:
+def check_size(fetched: Fetched, width: int, height: int, allowance: Allowance) -> None:
+    """Larger than asked (plus :data:`SLACK`) is a bomb (502); over ``max_source_pixels``,
+    501."""
     if allowance.expected is not None:
         ew, eh = allowance.expected
         if width > ew + SLACK or height > eh + SLACK:

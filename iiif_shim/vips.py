@@ -34,12 +34,12 @@ import pyvips
 from PIL import Image
 
 from . import imaging
+from .engines import PillowMeasures
 from .errors import BackendError, NotImplementedFeature
-from .facts import SourceInfo
 from .iiif.profile import Format, Quality
 from .iiif.resolve import Box, rotated_size
-from .imaging import SLACK, Allowance, Cost, Record
-from .model import Fetched, PillowSteps, Plan
+from .imaging import Allowance, Record
+from .model import Fetched, PillowSteps
 
 # libvips keeps a process-wide cache of recent operations (and the images they hold) and runs
 # each pipeline on a pool of its own threads. Both would live outside the shim's limits: the
@@ -151,7 +151,7 @@ POLICIES = {"measured": MEASURED, "all": EVERYTHING}
 Decoded = imaging.Decoded | VipsDecoded
 
 
-class VipsEngine:
+class VipsEngine(PillowMeasures):
     """The engine ``imaging.engine: vips`` picks (see ``engines.Engine``), doing in libvips
     the steps ``policy`` names and the rest in Pillow (``imaging.py``)."""
 
@@ -164,20 +164,6 @@ class VipsEngine:
     def identity(self) -> str:
         name = next(k for k, v in POLICIES.items() if v is self.policy)
         return f"vips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)} {name}"
-
-    def writable_formats(self) -> frozenset[Format]:
-        # every format Pillow writes: those libvips cannot, Pillow encodes (see _finish)
-        return imaging.writable_formats()
-
-    def reduction(
-        self, source_format: str | None, width: int, height: int, steps: PillowSteps
-    ) -> int:
-        return imaging.reduction(source_format, width, height, steps)
-
-    def cost(self, plan: Plan, info: SourceInfo, *, decoded_cached: bool = False) -> Cost:
-        # what Pillow would take: libvips stores RGB in 3 bytes a pixel where Pillow takes 4,
-        # and its pipelines hold strips, not copies, so this is an upper bound for it
-        return imaging.cost(plan, info, decoded_cached=decoded_cached)
 
     def decode(
         self, fetched: Fetched, factor: int, allowance: Allowance, record: Record | None = None
@@ -415,25 +401,14 @@ def _open(
 
 
 def _check_header(fetched: Fetched, width: int, height: int, allowance: Allowance) -> None:
-    """As ``imaging._check_header``: larger than asked is a bomb, over the limit a 501."""
-    if allowance.expected is not None:
-        ew, eh = allowance.expected
-        if width > ew + SLACK or height > eh + SLACK:
-            raise BackendError(
-                f"{fetched.described} sent a {width}x{height} image where {ew}x{eh} was asked",
-                kind="bomb",
-            )
+    """As ``imaging._check_header``, and past what Pillow would open at all a bomb, as the
+    Pillow engine says."""
     if width * height > imaging.PILLOW_GUARD_PIXELS and fetched.path is None:
-        raise BackendError(  # past what Pillow would open at all, as Pillow's engine says
+        raise BackendError(
             f"{fetched.described} sent an image of more than {imaging.PILLOW_GUARD_PIXELS} pixels",
             kind="bomb",
         )
-    if width * height > allowance.max_source_pixels:
-        raise NotImplementedFeature(
-            f"the source is {width}x{height}, over this server's limit of "
-            f"{allowance.max_source_pixels} source pixels",
-            kind="too_large",
-        )
+    imaging.check_size(fetched, width, height, allowance)
 
 
 def _from_pil(im: Image.Image) -> Any:

@@ -14,8 +14,8 @@ from tests.servers import (
     start_standin,
     start_thumbor,
 )
-from tests.shims import BACKEND_NAMES, BackendShim, Servers, backend_config
-from tests.support import Process, free_port, make_images, need_tool, nginx_config, start_shim
+from tests.shims import BackendShim, running_shims, servers_of
+from tests.support import Process, free_port, make_images, need_tool, nginx_config
 
 
 @pytest.fixture(scope="session")
@@ -83,22 +83,6 @@ def backend_shims(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, BackendShim]]:
     """One shim per backend type, each over its real server, all serving the validator image."""
-    servers = Servers(
-        images,
-        nginx.port,
-        iip.url,
-        thumbor.port,
-        standins["djatoka"].port,
-        standins["contentdm"].port,
-    )
-    started: dict[str, BackendShim] = {}
-    try:
-        for name in BACKEND_NAMES:
-            tmp = tmp_path_factory.mktemp(f"shim-{name}")
-            config = tmp / "shim.yaml"
-            config.write_text(backend_config(name, servers))
-            started[name] = BackendShim(name, start_shim(config, tmp))
+    servers = servers_of(images, nginx, iip, thumbor, standins)
+    with running_shims(servers, tmp_path_factory, "shim") as started:
         yield started
-    finally:
-        for shim in started.values():
-            shim.process.stop()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers import THUMBOR_KEY
-from tests.support import ROOT, VALIDATOR_ID, Process
+import pytest
+
+from tests.servers import THUMBOR_KEY, IipServer
+from tests.support import ROOT, VALIDATOR_ID, Process, start_shim
 
 BACKEND_NAMES = (
     "files",
@@ -65,3 +69,35 @@ def backend_config(name: str, s: Servers) -> str:
     host = {"djatoka": "djatoka.example.org", "contentdm": "cdm.example.org"}[name]
     port = s.djatoka if name == "djatoka" else s.contentdm
     return preset.replace(f"http://{host}", f"http://127.0.0.1:{port}")
+
+
+def servers_of(
+    images: Path, nginx: Process, iip: IipServer, thumbor: Process, standins: dict[str, Process]
+) -> Servers:
+    return Servers(
+        images,
+        nginx.port,
+        iip.url,
+        thumbor.port,
+        standins["djatoka"].port,
+        standins["contentdm"].port,
+    )
+
+
+@contextmanager
+def running_shims(
+    servers: Servers, tmp_path_factory: pytest.TempPathFactory, label: str, more: str = ""
+) -> Iterator[dict[str, BackendShim]]:
+    """One shim per backend type over ``servers`` (``more``: YAML added to each config),
+    stopped at the end."""
+    started: dict[str, BackendShim] = {}
+    try:
+        for name in BACKEND_NAMES:
+            tmp = tmp_path_factory.mktemp(f"{label}-{name}")
+            config = tmp / "shim.yaml"
+            config.write_text(backend_config(name, servers) + more)
+            started[name] = BackendShim(name, start_shim(config, tmp))
+        yield started
+    finally:
+        for shim in started.values():
+            shim.process.stop()

@@ -177,6 +177,13 @@ class Body:
     length: int | None
 
 
+@dataclass
+class _Call:
+    """One call in :meth:`Upstream._accounted`: whether the backend has answered yet."""
+
+    answered: bool = False
+
+
 class _Retry(Exception):
     """An attempt failed in a way a metadata request may retry (wraps the error to raise)."""
 
@@ -239,40 +246,55 @@ class Upstream:
         faults), else ``max_bytes``; more is a 502, unless ``limit`` asks for only the first
         bytes. With ``image``, the body must be an image. ``circuit=False`` (health checks)
         neither waits for nor counts toward the circuit."""
-        name = self.backend
-        timeout = self.settings.timeout
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + self.settings.timeout
         target = url if isinstance(url, URL) else URL(url, encoded=True)
-        started = time.perf_counter()
-        outcome = "ok"
-        trial = self.breaker.admit() if circuit else False
-        verdict: bool | None = None
-        try:
+        async with self._accounted(circuit) as call:
             async with self._slot(source, deadline):
                 answer = await self._attempts(
                     target, headers, limit or cap, limit is not None, metadata, deadline, what
                 )
-            verdict = True
+            call.answered = True
             if image and not looks_like_image(answer.body):
                 raise BackendError(
                     f"{self.who} sent {_kind_of(answer)}, not an image"
                     + (f" for {what}" if what else ""),
                     kind="not_image",
                 )
+        self.bytes_received += len(answer.body)
+        return answer
+
+    @asynccontextmanager
+    async def _accounted(self, circuit: bool = True) -> AsyncIterator[_Call]:
+        """One call to the backend, in its circuit and its metrics: passing the circuit first
+        (``circuit=False``: health checks neither wait for it nor count), a timeout turned into
+        a 504 naming the backend, and each failure counted against the circuit as
+        :func:`_counts_against` says, once the backend has answered (``answered``) as a fault
+        of the answer only."""
+        started = time.perf_counter()
+        outcome = "ok"
+        trial = self.breaker.admit() if circuit else False
+        call = _Call()
+        verdict: bool | None = None
+        try:
+            yield call
+            verdict = True
+        except _Retry as retry:
+            outcome, verdict = retry.error.kind, _counts_against(retry.error)
+            raise retry.error from None
         except TimeoutError:
             outcome, verdict = "timeout", False
-            raise BackendTimeout(f"{self.who} did not answer within {timeout:g}s") from None
+            raise BackendTimeout(
+                f"{self.who} did not answer within {self.settings.timeout:g}s"
+            ) from None
         except ShimError as exc:
             outcome = exc.kind
-            verdict = _counts_against(exc) if verdict is None else verdict
+            verdict = True if call.answered else _counts_against(exc)
             raise
         finally:
             if circuit:
                 self.breaker.record(trial, verdict)
             if self.metrics is not None:
-                self.metrics.backend_call(name, outcome, time.perf_counter() - started)
-        self.bytes_received += len(answer.body)
-        return answer
+                self.metrics.backend_call(self.backend, outcome, time.perf_counter() - started)
 
     @asynccontextmanager
     async def stream(
@@ -285,34 +307,14 @@ class Upstream:
         backend's doing: it is neither timed here nor counted in the circuit). The connection
         and the pool slot are held until the block ends. Faults before the block are raised as
         from :meth:`get`; later ones from the iteration."""
-        timeout = self.settings.timeout
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + self.settings.timeout
         target = url if isinstance(url, URL) else URL(url, encoded=True)
-        started = time.perf_counter()
-        outcome = "ok"
-        trial = self.breaker.admit()
-        verdict: bool | None = None
         async with AsyncExitStack() as held:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await held.enter_async_context(self._slot(source, deadline))
-                    resp = await held.enter_async_context(self._opened(target, None, what))
-                    first = await self._head(resp, head, what)
-                verdict = True
-            except _Retry as retry:
-                outcome, verdict = retry.error.kind, _counts_against(retry.error)
-                raise retry.error from None
-            except TimeoutError:
-                outcome, verdict = "timeout", False
-                raise BackendTimeout(f"{self.who} did not answer within {timeout:g}s") from None
-            except ShimError as exc:
-                outcome = exc.kind
-                verdict = _counts_against(exc) if verdict is None else verdict
-                raise
-            finally:
-                self.breaker.record(trial, verdict)
-                if self.metrics is not None:
-                    self.metrics.backend_call(self.backend, outcome, time.perf_counter() - started)
+            async with self._accounted() as call, asyncio.timeout_at(deadline):
+                await held.enter_async_context(self._slot(source, deadline))
+                resp = await held.enter_async_context(self._opened(target, None, what))
+                first = await self._head(resp, head, what)
+                call.answered = True
             cap = self.settings.max_bytes - len(first)
             yield Body(first, self._rest(resp, cap), resp.content_length)
 

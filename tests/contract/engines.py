@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.servers import IipServer
-from tests.shims import BACKEND_NAMES, BackendShim, Servers, backend_config
-from tests.support import Process, start_shim
+from tests.shims import BackendShim, running_shims, servers_of
+from tests.support import Process
 
 ENGINES = ("pillow", "vips", "vips-all")
 IMAGING = {
@@ -39,26 +39,13 @@ def _shims(
     if engine in _STARTED:  # started by the other folder's conftest in this session
         yield _STARTED[engine]
         return
-    servers = Servers(
-        images,
-        nginx.port,
-        iip.url,
-        thumbor.port,
-        standins["djatoka"].port,
-        standins["contentdm"].port,
-    )
-    started = _STARTED.setdefault(engine, {})
+    servers = servers_of(images, nginx, iip, thumbor, standins)
     try:
-        for name in BACKEND_NAMES:
-            tmp = tmp_path_factory.mktemp(f"{engine}-shim-{name}")
-            config = tmp / "shim.yaml"
-            config.write_text(backend_config(name, servers) + IMAGING[engine])
-            started[name] = BackendShim(name, start_shim(config, tmp))
-        yield started
+        with running_shims(servers, tmp_path_factory, f"{engine}-shim", IMAGING[engine]) as shims:
+            _STARTED[engine] = shims
+            yield shims
     finally:
-        for shim in started.values():
-            shim.process.stop()
-        del _STARTED[engine]
+        _STARTED.pop(engine, None)
 
 
 @pytest.fixture(scope="session")
