@@ -183,6 +183,10 @@ class DiskCache:
                 with contextlib.suppress(OSError):
                     os.rmdir(folder.path)
 
+    def learn_size(self) -> None:
+        """Scan the folder once (blocking) for the size the budget is checked against."""
+        self._estimate = max(self._estimate, self.size())
+
     def size(self) -> int:
         """Bytes the folder's entries take now (a full scan)."""
         return sum(size for _, size, _ in self._entries())

@@ -114,6 +114,9 @@ class PurgeJournal:
         return found
 
 
+# sources whose purges are told apart; past it a purge counts as one of everything
+_MAX_PURGED = 10_000
+
 class Tiers:
     def __init__(
         self,
@@ -129,7 +132,9 @@ class Tiers:
         self.journals = [PurgeJournal(path) for path in journal_paths(settings)]
         self._flight: SingleFlight[tuple[str, str], Rendered] = SingleFlight()
         self._facts_flight: SingleFlight[str, SourceInfo] = SingleFlight()
-        self._generation = 0  # bumped by every purge this process hears of
+        # bumped by the purges this process hears of: of all (first), of one source (second)
+        self._purged_all = 0
+        self._purged: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._disk_failed_at = 0.0
 
@@ -138,13 +143,17 @@ class Tiers:
     async def start(self, listen: bool = True) -> None:
         """Open the tiers; with ``listen``, follow purges made elsewhere."""
         if self.disk is not None:
-            await asyncio.to_thread(self.disk.open, listen)
+            await asyncio.to_thread(self.disk.open, False)
         if self.redis is not None:
             await self.redis.start()
         for journal in self.journals:
             await asyncio.to_thread(journal.start)
         if listen:
             loop = asyncio.get_running_loop()
+            if self.disk is not None:
+                # a large folder takes a while to scan: serve meanwhile (eviction rescans
+                # under the folder's lock anyway after a sixteenth of the budget is written)
+                self._tasks.append(loop.create_task(asyncio.to_thread(self.disk.learn_size)))
             if self.journals:
                 self._tasks.append(loop.create_task(self._poll_journals()))
             if self.redis is not None:
@@ -176,9 +185,9 @@ class Tiers:
             return hit
 
         async def miss() -> Rendered:
-            generation = self._generation
+            generation = self._generation(source)
             value, where = await self._below(source, key, make, generation)
-            if generation == self._generation:  # no purge meanwhile: keep it
+            if generation == self._generation(source):  # no purge meanwhile: keep it
                 if memory is not None:
                     memory.put((source, key), value)
                 await self._fill(source, key, value, where)
@@ -187,7 +196,11 @@ class Tiers:
         return await self._flight.do((source, key), miss)
 
     async def _below(
-        self, source: str, key: str, make: Callable[[], Awaitable[Rendered]], generation: int
+        self,
+        source: str,
+        key: str,
+        make: Callable[[], Awaitable[Rendered]],
+        generation: tuple[int, int],
     ) -> tuple[Rendered, str]:
         """(the image, where it came from: ``disk``, ``redis`` or ``render``)."""
         if self.disk is not None:
@@ -211,7 +224,7 @@ class Tiers:
                 return found, "redis"
         try:
             value = await make()
-            if token is not None and generation == self._generation:
+            if token is not None and generation == self._generation(source):
                 # in Redis before the lock goes, for those waiting on it
                 await redis.set(rkey, _packed(value), self.settings.redis_ttl)
         finally:
@@ -276,9 +289,18 @@ class Tiers:
 
     # --- purge -----------------------------------------------------------------------------
 
+    def _generation(self, source: str) -> tuple[int, int]:
+        """Changes when this process hears of a purge of ``source`` or of everything."""
+        return self._purged_all, self._purged.get(source, 0)
+
     def forget(self, source: str | None) -> None:
-        """Drop this process's memory entries of one source (``None``: all)."""
-        self._generation += 1
+        """Drop this process's memory entries of one source (``None``: all); renders of it
+        under way are then kept out of every tier."""
+        if source is None or len(self._purged) >= _MAX_PURGED:
+            self._purged_all += 1
+            self._purged.clear()
+        if source is not None:
+            self._purged[source] = self._purged.get(source, 0) + 1
         if self.memory is not None:
             self.memory.drop(source)
 

@@ -402,3 +402,43 @@ def test_a_purge_reaches_other_processes_through_the_journal(
             await two.close()
 
     asyncio.run(main())
+
+
+def test_a_purge_keeps_out_only_the_renders_of_what_it_purged(tmp_path: Path) -> None:
+    """A render under way when its source is purged is kept out of every tier; one of another
+    source, under way at the same time, is kept as usual; a purge of everything stops all."""
+
+    async def main() -> None:
+        tiers = Tiers(CacheSettings(disk=tmp_path / "disk"), Caches.sized(10, 60, 1 << 20, 0))
+        await tiers.start(listen=False)
+        purged, other = SourceRef("local", "quad.png", "v1"), SourceRef("local", "gray.png", "v1")
+        started = asyncio.Event()
+        go = asyncio.Event()
+
+        async def slow() -> Rendered:
+            started.set()
+            await go.wait()
+            return Rendered(b"pixels", "image/png")
+
+        async def render_during(forget: str | None, ref: SourceRef, name: str) -> None:
+            started.clear()
+            go.clear()
+            task = asyncio.create_task(tiers.image(ref, key(name), slow))
+            await started.wait()
+            tiers.forget(forget)
+            go.set()
+            await task
+
+        try:
+            await render_during(SOURCE, purged, "a")
+            await render_during(SOURCE, other, "b")
+            await render_during(None, other, "c")
+            disk = tiers.disk
+            assert disk is not None
+            assert disk.get(SOURCE, key("a")) is None  # its source was purged meanwhile
+            assert disk.get(OTHER, key("b")) is not None  # another source's purge
+            assert disk.get(OTHER, key("c")) is None  # everything was purged meanwhile
+        finally:
+            await tiers.close()
+
+    asyncio.run(main())
