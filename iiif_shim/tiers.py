@@ -218,10 +218,15 @@ class Tiers:
             return found, "redis"
         lock = redis.lock_key(source, key)
         token = await redis.acquire(lock)
-        if token is None and redis.up:  # another process renders it: wait for its image
-            found = _unpacked(await redis.wait(rkey, lock, self.settings.redis_lock))
+        clock = asyncio.get_running_loop()
+        until = clock.time() + self.settings.redis_lock
+        while token is None and redis.up and clock.time() < until:
+            # another process renders it: wait for its image; if the lock goes without one
+            # (the holder failed), one of the waiters takes over, not all of them at once
+            found = _unpacked(await redis.wait(rkey, lock, until - clock.time()))
             if found is not None:
                 return found, "redis"
+            token = await redis.acquire(lock)
         try:
             value = await make()
             if token is not None and generation == self._generation(source):

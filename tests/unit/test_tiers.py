@@ -331,6 +331,42 @@ def test_one_render_for_concurrent_misses_in_two_processes(redis_server: Process
     asyncio.run(main())
 
 
+def test_when_the_lock_holder_fails_one_waiter_takes_over(redis_server: Process) -> None:
+    """The first process's render fails: of the three waiting elsewhere, one renders (and the
+    others take its image from Redis), not all three against a backend that just failed."""
+    calls = 0
+
+    async def make() -> Rendered:
+        nonlocal calls
+        calls += 1
+        first = calls == 1
+        await asyncio.sleep(0.3)
+        if first:
+            raise RuntimeError("the backend failed")
+        return Rendered(b"pixels", "image/png")
+
+    async def main() -> None:
+        settings = _cache(redis_server.port, redis_lock=5.0)
+        shims = [Tiers(settings, Caches.sized(10, 60, 1 << 20, 0), Metrics()) for _ in range(4)]
+        for tiers in shims:
+            await tiers.start()
+        try:
+            ref = SourceRef("local", "quad.png", "v2")
+            holder = asyncio.create_task(shims[0].image(ref, key("failing"), make))
+            await asyncio.sleep(0.1)  # it holds the lock
+            waiters = [shims[i].image(ref, key("failing"), make) for i in (1, 2, 3)]
+            got = await asyncio.gather(*waiters)
+            with pytest.raises(RuntimeError):
+                await holder
+            assert {r.body for r in got} == {b"pixels"}
+            assert calls == 2  # the failed one, then one waiter's
+        finally:
+            for tiers in shims:
+                await tiers.close()
+
+    asyncio.run(main())
+
+
 def test_an_outage_is_skipped_and_redis_is_used_again(tmp_path: Path) -> None:
     server = start_redis(tmp_path / "r1")
     port = server.port
