@@ -36,6 +36,7 @@ from .schema import Reader, at_least, between, option
 from .viewers import ViewerSettings
 
 CONFIG_ENV = "IIIF_SHIM_CONFIG"
+_SMALL_SHARE = 128 * 1024 * 1024  # bytes of decoded pixels per process, below which we warn
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 _PREFIX_RE = re.compile(r"(/[A-Za-z0-9._~!$'()*+,;=:@-]+)*")
 
@@ -362,6 +363,8 @@ def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
             "iiif.max_height",
             "needs iiif.max_width too (the spec requires maxWidth whenever maxHeight is given)",
         )
+    if server:
+        _check_shares(r, server)
     cache = r.read(CacheSettings, top.get("cache"), "cache")
     landing = r.read(LandingSettings, top.get("landing"), "landing")
     backends = _read_backends(r, top.get("backends"))
@@ -387,6 +390,22 @@ def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
         source=source,
         warnings=tuple(r.warnings),
     )
+
+
+def _check_shares(r: Reader, server: ServerSettings) -> None:
+    """Warn when the processes split the decoded-pixel budget into shares too small for
+    ordinary masters (each process refuses what needs more than its share: 501)."""
+    from .supervisor import cpus  # the supervisor reads settings: imported when used
+
+    processes = server.processes or cpus()
+    share = server.memory_budget // processes
+    if processes > 1 and share < _SMALL_SHARE:
+        r.warn(
+            "server.memory_budget",
+            f"split between {processes} processes, each gets {share // (1 << 20)} MB of "
+            f"decoded pixels: a 6000x4000 master alone needs about 96 MB "
+            "(raise the budget or lower server.processes)",
+        )
 
 
 def _read_typed(

@@ -397,6 +397,13 @@ class Supervisor:
         return 0
 
     async def _start(self, processes: int) -> bool:
+        log.info(
+            "iiif-shim %s with %s: starting %d processes on port %d",
+            __version__,
+            self.settings.source,
+            processes,
+            self.sockets[0].getsockname()[1],
+        )
         async with self.lock:
             started = await asyncio.gather(*(self.spawn(i, processes) for i in range(processes)))
             ready = await asyncio.gather(*(self.ready(w) for w in started))

@@ -218,3 +218,14 @@ def test_viewer_settings_are_checked(tmp_path: Path) -> None:
         "viewers: {default: tify, external: {Theseus: 'https://t.example/?m=nothing'}}\n",
     )
     assert {p for p, _ in found} >= {"viewers.default", "viewers.external"}, found
+
+
+def test_a_budget_split_too_thin_between_processes_is_a_warning(tmp_path: Path) -> None:
+    body = "backends:\n  local: {type: files, root: .}\nroutes:\n  - {backend: local}\n"
+    thin = tmp_path / "thin.yaml"
+    thin.write_text("server: {processes: 16, memory_budget: 536870912}\n" + body)
+    warned = [w for w in load_settings(thin).warnings if w[0] == "server.memory_budget"]
+    assert warned and "each gets 32 MB" in warned[0][1]
+    enough = tmp_path / "enough.yaml"
+    enough.write_text("server: {processes: 2, memory_budget: 536870912}\n" + body)
+    assert not [w for w in load_settings(enough).warnings if w[0] == "server.memory_budget"]
