@@ -84,18 +84,22 @@ def servers_of(
     )
 
 
+_QUIET = "server: {health_interval: 3600}\n"
+
+
 @contextmanager
 def running_shims(
     servers: Servers, tmp_path_factory: pytest.TempPathFactory, label: str, more: str = ""
 ) -> Iterator[dict[str, BackendShim]]:
     """One shim per backend type over ``servers`` (``more``: YAML added to each config),
-    stopped at the end."""
+    stopped at the end. Their background health checks are rare, so the traffic counters of
+    ``/health`` show only the requests a test makes."""
     started: dict[str, BackendShim] = {}
     try:
         for name in BACKEND_NAMES:
             tmp = tmp_path_factory.mktemp(f"{label}-{name}")
             config = tmp / "shim.yaml"
-            config.write_text(backend_config(name, servers) + more)
+            config.write_text(_QUIET + backend_config(name, servers) + more)
             started[name] = BackendShim(name, start_shim(config, tmp))
         yield started
     finally:
