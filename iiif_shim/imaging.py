@@ -725,7 +725,7 @@ def render(
     if (
         fetched.data is not None
         and steps.encoded
-        and _identity(steps)
+        and no_pixel_work(steps)
         and (width, height) == steps.scale
         and fmt == _PIL_FORMAT[steps.format]
     ):
@@ -796,7 +796,8 @@ def _timed(record: Record | None, step: str, started: float) -> float:
     return now
 
 
-def _identity(steps: PillowSteps) -> bool:
+def no_pixel_work(steps: PillowSteps) -> bool:
+    """Whether the steps leave the pixels as delivered (size and format apart)."""
     return (
         steps.crop is None
         and not steps.mirror

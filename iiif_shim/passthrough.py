@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from . import imaging
 from .backends.upstream import Body
 from .errors import BackendError
-from .iiif.profile import Quality
 from .model import Fetched
 
 if TYPE_CHECKING:
@@ -46,13 +45,7 @@ def untouched(prepared: Prepared) -> bool:
     """Whether the backend's answer to the plan is the response, byte for byte."""
     plan, info = prepared.plan, prepared.source.info
     steps = plan.steps
-    if (
-        steps.crop is not None
-        or steps.mirror
-        or steps.degrees
-        or steps.quality is not Quality.DEFAULT
-        or plan.native.delivered_size() != steps.scale
-    ):
+    if not imaging.no_pixel_work(steps) or plan.native.delivered_size() != steps.scale:
         return False
     if steps.encoded:
         return True
@@ -138,4 +131,3 @@ async def _matches(service: ImageService, prepared: Prepared, body: Body) -> boo
     except BackendError:  # no header in the first bytes (or no image): the buffered way decides
         return False
     return (width, height) == steps.scale and fmt == imaging.pil_format(steps.format)
-

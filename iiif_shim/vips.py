@@ -225,7 +225,7 @@ def _passes(fetched: Fetched, steps: PillowSteps, width: int, height: int, fmt: 
     return (
         fetched.data is not None
         and steps.encoded
-        and _identity(steps)
+        and imaging.no_pixel_work(steps)
         and (width, height) == steps.scale
         and fmt == imaging.pil_format(steps.format)
     )
@@ -234,15 +234,6 @@ def _passes(fetched: Fetched, steps: PillowSteps, width: int, height: int, fmt: 
 def _timed(record: Record | None, step: str, started: float) -> None:
     if record is not None:
         record(step, time.perf_counter() - started)
-
-
-def _identity(steps: PillowSteps) -> bool:
-    return (
-        steps.crop is None
-        and not steps.mirror
-        and steps.degrees == 0
-        and steps.quality is Quality.DEFAULT
-    )
 
 
 @dataclass(frozen=True)

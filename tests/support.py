@@ -250,3 +250,23 @@ def start_redis(workdir: Path, port: int | None = None) -> Process:
     workdir.mkdir(parents=True, exist_ok=True)
     args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
     return Process([*args, "--dir", str(workdir)], port, workdir / f"redis-{port}.log")
+
+
+def peak_rss_mb(code: str) -> float:
+    """Run ``code`` in a fresh interpreter; its peak resident memory in MB (VmHWM: that of
+    its own memory, where getrusage's maxrss would also count the parent's before exec)."""
+    probe = textwrap.dedent(code) + (
+        "\nfrom pathlib import Path\n"
+        "line = next(l for l in Path('/proc/self/status').read_text().splitlines()"
+        " if l.startswith('VmHWM:'))\n"
+        "print(int(line.split()[1]) / 1024)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=ROOT,
+    )
+    return float(done.stdout.strip().splitlines()[-1])

@@ -5,9 +5,6 @@ limits. The attack is first shown to cost what it costs without these checks."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
-import textwrap
 import time
 from typing import Any
 
@@ -24,29 +21,15 @@ from iiif_shim.imaging import Allowance, Piece
 from iiif_shim.model import Capabilities, Fetched, NativeOp, PillowSteps
 from iiif_shim.planner import plan
 from tests.faulty import png_bomb
+from tests.support import peak_rss_mb
 
 GB = 1024**3
 BOMB = png_bomb(20000, 20000)  # 1-bit, 400 M pixels: a few hundred kB, 800 MB decoded
 
 
-def _peak_rss_mb(code: str) -> float:
-    """Run ``code`` in a fresh interpreter; its peak resident memory in MB (VmHWM: that of
-    its own memory, where getrusage's maxrss would also count the parent's before exec)."""
-    probe = textwrap.dedent(code) + (
-        "\nfrom pathlib import Path\n"
-        "line = next(l for l in Path('/proc/self/status').read_text().splitlines()"
-        " if l.startswith('VmHWM:'))\n"
-        "print(int(line.split()[1]) / 1024)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
-    )
-    return float(done.stdout.strip().splitlines()[-1])
-
-
 def test_the_bomb_costs_hundreds_of_mb_when_decoded_blindly() -> None:
     assert len(BOMB) < 2_000_000
-    blind = _peak_rss_mb(
+    blind = peak_rss_mb(
         """
         from PIL import Image
         from tests.faulty import png_bomb
@@ -54,7 +37,7 @@ def test_the_bomb_costs_hundreds_of_mb_when_decoded_blindly() -> None:
         Image.open(__import__("io").BytesIO(png_bomb(20000, 20000))).convert("L")
         """
     )
-    checked = _peak_rss_mb(
+    checked = peak_rss_mb(
         """
         from iiif_shim import imaging
         from iiif_shim.errors import BackendError

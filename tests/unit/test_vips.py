@@ -14,7 +14,6 @@ import io
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,15 @@ from iiif_shim.imaging import Allowance
 from iiif_shim.model import Fetched, PillowSteps
 from iiif_shim.vips import EVERYTHING, MEASURED, VipsDecoded, VipsEngine
 from tests.faulty import png_bomb
-from tests.support import BUNDLED, ROOT, Process, start_shim, validator_image, write_config
+from tests.support import (
+    BUNDLED,
+    ROOT,
+    Process,
+    peak_rss_mb,
+    start_shim,
+    validator_image,
+    write_config,
+)
 
 GB = 1024**3
 PILLOW = engine_named("pillow")
@@ -158,33 +165,15 @@ def test_a_bomb_is_refused_from_its_header() -> None:
     assert err.value.kind == "bomb"
 
 
-def _peak_rss_mb(code: str) -> float:
-    probe = textwrap.dedent(code) + (
-        "\nfrom pathlib import Path\n"
-        "line = next(l for l in Path('/proc/self/status').read_text().splitlines()"
-        " if l.startswith('VmHWM:'))\n"
-        "print(int(line.split()[1]) / 1024)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=ROOT,
-    )
-    return float(done.stdout.strip().splitlines()[-1])
-
-
 def test_the_refused_bomb_costs_nothing_that_a_blind_libvips_decode_does() -> None:
-    blind = _peak_rss_mb(
+    blind = peak_rss_mb(
         """
         import pyvips
         from tests.faulty import png_bomb
         pyvips.Image.new_from_buffer(png_bomb(20000, 20000), "").copy_memory()
         """
     )
-    checked = _peak_rss_mb(
+    checked = peak_rss_mb(
         """
         from iiif_shim import imaging
         from iiif_shim.errors import BackendError
