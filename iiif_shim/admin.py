@@ -14,10 +14,10 @@ import hmac
 
 from aiohttp import web
 
-from .cache import source_key
-from .errors import NotFound
-from .httputil import decode_segment, observed, runtime_of
-from .middleware import text_response
+from iiif_shim.cache import source_key
+from iiif_shim.errors import NotFound
+from iiif_shim.httputil import decode_segment, observed, runtime_of
+from iiif_shim.middleware import text_response
 
 PATH = "/admin/cache"
 

@@ -16,15 +16,15 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from . import admin
-from .budget import MemoryBudget
-from .errors import ConfigError
-from .httputil import LIVE, METRICS
-from .metrics import Metrics
-from .middleware import add_cors_headers, preflight_middleware, request_middleware
-from .routes import dispatch, health, metrics, ready
-from .runtime import Live
-from .settings import Settings
+from iiif_shim import admin
+from iiif_shim.budget import MemoryBudget
+from iiif_shim.errors import ConfigError
+from iiif_shim.httputil import LIVE, METRICS
+from iiif_shim.metrics import Metrics
+from iiif_shim.middleware import add_cors_headers, preflight_middleware, request_middleware
+from iiif_shim.routes import dispatch, health, metrics, ready
+from iiif_shim.runtime import Live
+from iiif_shim.settings import Settings
 
 log = logging.getLogger("iiif_shim")
 

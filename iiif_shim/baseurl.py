@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .errors import BadRequest
+from iiif_shim.errors import BadRequest
 
 _HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?")
 _PREFIX_RE = re.compile(r"(/[A-Za-z0-9._~!$'()*+,;=:@%-]+)*/?")

@@ -16,7 +16,7 @@ import collections
 import math
 from contextvars import ContextVar
 
-from .errors import NotImplementedFeature, Overloaded
+from iiif_shim.errors import NotImplementedFeature, Overloaded
 
 _MB = 1024 * 1024
 

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
-from .facts import SourceInfo
-from .imaging import Decoded
-from .model import Rendered
+from iiif_shim.facts import SourceInfo
+from iiif_shim.imaging import Decoded
+from iiif_shim.model import Rendered
 
 if TYPE_CHECKING:
-    from .tiers import Tiers
+    from iiif_shim.tiers import Tiers
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

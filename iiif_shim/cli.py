@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
-from . import __version__
-from .backends import BACKEND_TYPES
-from .errors import ConfigError
-from .settings import CONFIG_ENV, Settings, load_settings, settings_from_environment
+from iiif_shim import __version__
+from iiif_shim.backends import BACKEND_TYPES
+from iiif_shim.errors import ConfigError
+from iiif_shim.settings import CONFIG_ENV, Settings, load_settings, settings_from_environment
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,7 +101,7 @@ def _worker_command(args: argparse.Namespace) -> list[str]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .supervisor import WorkerRole, resolve_processes, share
+    from iiif_shim.supervisor import WorkerRole, resolve_processes, share
 
     role = WorkerRole.from_environment()  # set when a supervisor started this process
     if args.port is not None and not 0 <= args.port <= 65535:
@@ -135,10 +135,10 @@ def serve(args: argparse.Namespace) -> int:
         for line in _warnings(settings):
             logging.getLogger("iiif_shim").warning(line)
     if role is None and many:
-        from .supervisor import supervise
+        from iiif_shim.supervisor import supervise
 
         return supervise(settings, load, _worker_command(args))
-    from .server import serve as run  # imported late: check-config needs no aiohttp app
+    from iiif_shim.server import serve as run  # imported late: check-config needs no aiohttp app
 
     return run(settings, load, role)
 
@@ -149,7 +149,7 @@ def probe(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
-    from .probe import report, report_object
+    from iiif_shim.probe import report, report_object
 
     if (args.identifier is None) == (args.object is None):
         print("iiif-shim probe: give an identifier or --object NAME", file=sys.stderr)
@@ -166,10 +166,10 @@ def probe(args: argparse.Namespace) -> int:
 
 
 def purge(args: argparse.Namespace) -> int:
-    from .cache import source_key
-    from .errors import ShimError
-    from .mapping import Router
-    from .tiers import RUN_DIR_ENV, journal_paths, purge_everywhere
+    from iiif_shim.cache import source_key
+    from iiif_shim.errors import ShimError
+    from iiif_shim.mapping import Router
+    from iiif_shim.tiers import RUN_DIR_ENV, journal_paths, purge_everywhere
 
     if (args.identifier is None) == (not args.all):
         print("iiif-shim purge: give an identifier or --all", file=sys.stderr)

@@ -40,8 +40,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ConfigError
-from .model import Rendered
+from iiif_shim.errors import ConfigError
+from iiif_shim.model import Rendered
 
 MARKER = ".iiif-shim-cache"
 LOCK = ".lock"
@@ -58,6 +58,7 @@ LOW_WATER = 0.9  # eviction stops at this share of the budget
 # seconds since an entry was last touched before a hit touches it again (LRU order is
 # coarse by this much; a hot tile costs no metadata write per hit)
 _TOUCH_AFTER = 60.0
+
 
 class DiskCache:
     def __init__(self, root: Path, max_bytes: int) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from . import imaging
-from .facts import SourceInfo
-from .iiif.profile import Format
-from .imaging import Allowance, Cost, Record
-from .model import Fetched, PillowSteps, Plan
+from iiif_shim import imaging
+from iiif_shim.facts import SourceInfo
+from iiif_shim.iiif.profile import Format
+from iiif_shim.imaging import Allowance, Cost, Record
+from iiif_shim.model import Fetched, PillowSteps, Plan
 
 ENGINES = ("pillow", "vips")
 VIPS_STEPS = ("measured", "all")
@@ -129,7 +129,10 @@ def engine_named(name: str, vips_steps: str = "measured") -> Engine[Any]:
     """The engine ``imaging.engine`` names (settings have checked that it can run), for vips
     doing the steps ``imaging.vips_steps`` names in libvips."""
     if name == "vips":
-        from .vips import POLICIES, VipsEngine  # only when chosen: pyvips is an optional extra
+        from iiif_shim.vips import (  # only when chosen: pyvips is an optional extra
+            POLICIES,
+            VipsEngine,
+        )
 
         return VipsEngine(POLICIES[vips_steps])
     if name == "pillow":

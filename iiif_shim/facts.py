@@ -24,10 +24,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Union
 
-from .errors import BackendError
-from .iiif.profile import Version
-from .iiif.resolve import Box
-from .model import Capabilities
+from iiif_shim.errors import BackendError
+from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.resolve import Box
+from iiif_shim.model import Capabilities
 
 # Limits on what a backend may report; past them its answer is refused as malformed.
 MAX_SIDE = 1 << 20  # pixels on one side of a source

@@ -22,14 +22,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .backends import Backend
-from .backends.base import UpstreamBackend
-from .backends.breaker import State
-from .backends.files import FilesBackend
-from .errors import NotFound, ShimError
-from .facts import checked
-from .service import ImageService
-from .supervisor import WorkerRole
+from iiif_shim.backends import Backend
+from iiif_shim.backends.base import UpstreamBackend
+from iiif_shim.backends.breaker import State
+from iiif_shim.backends.files import FilesBackend
+from iiif_shim.errors import NotFound, ShimError
+from iiif_shim.facts import checked
+from iiif_shim.service import ImageService
+from iiif_shim.supervisor import WorkerRole
 
 log = logging.getLogger("iiif_shim")
 

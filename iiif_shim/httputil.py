@@ -10,10 +10,10 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from .errors import BadRequest
-from .metrics import Metrics
-from .runtime import Live, Runtime
-from .settings import Settings
+from iiif_shim.errors import BadRequest
+from iiif_shim.metrics import Metrics
+from iiif_shim.runtime import Live, Runtime
+from iiif_shim.settings import Settings
 
 LIVE = web.AppKey("live", Live)
 METRICS = web.AppKey("metrics", Metrics)

@@ -35,11 +35,20 @@ from typing import Any
 
 from PIL import Image, ImageFile, TiffImagePlugin, UnidentifiedImageError
 
-from .errors import BackendError, NotImplementedFeature
-from .facts import MAX_LEVELS, MAX_TILE, MIN_TILE, Colour, Level, Pyramid, PyramidFacts, SourceInfo
-from .iiif.profile import Format, Quality
-from .iiif.resolve import Box, rotated_size
-from .model import Fetched, PillowSteps, Plan
+from iiif_shim.errors import BackendError, NotImplementedFeature
+from iiif_shim.facts import (
+    MAX_LEVELS,
+    MAX_TILE,
+    MIN_TILE,
+    Colour,
+    Level,
+    Pyramid,
+    PyramidFacts,
+    SourceInfo,
+)
+from iiif_shim.iiif.profile import Format, Quality
+from iiif_shim.iiif.resolve import Box, rotated_size
+from iiif_shim.model import Fetched, PillowSteps, Plan
 
 # Pillow's process-wide guard: it refuses to open more than twice this many pixels (and warns
 # above it). The shim's own, configurable ``iiif.max_source_pixels`` may not go past that.

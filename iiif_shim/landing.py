@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from . import __version__
-from .baseurl import encode_identifier
+from iiif_shim import __version__
+from iiif_shim.baseurl import encode_identifier
 
 _STYLE = """
 body{font:15px/1.4 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#222}

@@ -17,11 +17,11 @@ import string
 from re import _parser  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotFound
-from .model import Target
+from iiif_shim.errors import NotFound
+from iiif_shim.model import Target
 
 if TYPE_CHECKING:
-    from .settings import RouteSettings
+    from iiif_shim.settings import RouteSettings
 
 
 class Router:

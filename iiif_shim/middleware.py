@@ -26,9 +26,9 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import tracing
-from .errors import Overloaded, ShimError
-from .httputil import LIVE, METRICS, OBSERVED, RUNTIME, Observed
+from iiif_shim import tracing
+from iiif_shim.errors import Overloaded, ShimError
+from iiif_shim.httputil import LIVE, METRICS, OBSERVED, RUNTIME, Observed
 
 log = logging.getLogger("iiif_shim")
 

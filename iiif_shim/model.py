@@ -18,8 +18,8 @@ from pathlib import Path
 import PIL  # its version is part of every cache key; image work itself is imaging.py's
 from PIL import Image
 
-from .iiif.profile import Format, Quality
-from .iiif.resolve import Box, ResolvedRequest
+from iiif_shim.iiif.profile import Format, Quality
+from iiif_shim.iiif.resolve import Box, ResolvedRequest
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from . import imaging
-from .backends.upstream import Body
-from .errors import BackendError
-from .model import Fetched
+from iiif_shim import imaging
+from iiif_shim.backends.upstream import Body
+from iiif_shim.errors import BackendError
+from iiif_shim.model import Fetched
 
 if TYPE_CHECKING:
-    from .service import ImageService, Prepared
+    from iiif_shim.service import ImageService, Prepared
 
 # Answers with fewer output pixels than this are buffered (and cached) instead: one native
 # tile (256x256 to 1024x1024) stays below it.

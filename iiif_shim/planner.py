@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import math
 
-from .facts import TileGrid
-from .iiif.profile import Quality
-from .iiif.resolve import Box, ResolvedRequest, height_for_width
-from .model import Capabilities, NativeOp, PillowSteps, Plan, SourceRef
+from iiif_shim.facts import TileGrid
+from iiif_shim.iiif.profile import Quality
+from iiif_shim.iiif.resolve import Box, ResolvedRequest, height_for_width
+from iiif_shim.model import Capabilities, NativeOp, PillowSteps, Plan, SourceRef
 
 
 def exact_tile(resolved: ResolvedRequest, grid: TileGrid | None) -> int | None:

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from .budget import Reservation, holding
-from .errors import Overloaded
+from iiif_shim.budget import Reservation, holding
+from iiif_shim.errors import Overloaded
 
 T = TypeVar("T")
 

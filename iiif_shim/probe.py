@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .errors import ShimError
-from .iiif.profile import Format, Version
-from .iiif.request import parse_image_request
-from .iiif.resolve import Box, resolve
-from .model import NativeOp, Plan
-from .planner import plan
-from .presentation.service import open_presentation
-from .service import ImageService, open_service
-from .settings import Settings
+from iiif_shim.errors import ShimError
+from iiif_shim.iiif.profile import Format, Version
+from iiif_shim.iiif.request import parse_image_request
+from iiif_shim.iiif.resolve import Box, resolve
+from iiif_shim.model import NativeOp, Plan
+from iiif_shim.planner import plan
+from iiif_shim.presentation.service import open_presentation
+from iiif_shim.service import ImageService, open_service
+from iiif_shim.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from .metrics import Metrics
-from .settings import CacheSettings
+from iiif_shim.metrics import Metrics
+from iiif_shim.settings import CacheSettings
 
 log = logging.getLogger("iiif_shim")
 
@@ -45,6 +45,7 @@ return 0
 
 # bytes an entry may hold beyond the image it carries (its header; the facts' JSON)
 _ENTRY_SLACK = 64 * 1024
+
 
 class RedisUnavailable(Exception):
     """Redis failed a call that must not fail quietly (a purge)."""

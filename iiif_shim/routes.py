@@ -17,12 +17,12 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__, eventloop, passthrough, tracing, viewers
-from .backends.upstream import Body
-from .baseurl import encode_identifier
-from .errors import BadRequest, NotFound, ShimError
-from .health import process_identity
-from .httputil import (
+from iiif_shim import __version__, eventloop, passthrough, tracing, viewers
+from iiif_shim.backends.upstream import Body
+from iiif_shim.baseurl import encode_identifier
+from iiif_shim.errors import BadRequest, NotFound, ShimError
+from iiif_shim.health import process_identity
+from iiif_shim.httputil import (
     METRICS,
     cache_headers,
     decode_segment,
@@ -31,12 +31,12 @@ from .httputil import (
     observed,
     runtime_of,
 )
-from .iiif.profile import Format, Version, json_media_type
-from .iiif.request import parse_image_request
-from .landing import landing_page
-from .presentation.routes import builder_of, object_request, presentation_request
-from .presentation.sources import ObjectSource
-from .runtime import Runtime
+from iiif_shim.iiif.profile import Format, Version, json_media_type
+from iiif_shim.iiif.request import parse_image_request
+from iiif_shim.landing import landing_page
+from iiif_shim.presentation.routes import builder_of, object_request, presentation_request
+from iiif_shim.presentation.sources import ObjectSource
+from iiif_shim.runtime import Runtime
 
 log = logging.getLogger("iiif_shim")
 

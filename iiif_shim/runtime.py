@@ -18,15 +18,15 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from .backends.base import UpstreamBackend
-from .backends.upstream import Upstream
-from .baseurl import PublicBase
-from .budget import MemoryBudget
-from .health import HealthMonitor
-from .metrics import Metrics
-from .presentation.service import PresentationService, open_presentation
-from .service import ImageService, open_service
-from .settings import Settings
+from iiif_shim.backends.base import UpstreamBackend
+from iiif_shim.backends.upstream import Upstream
+from iiif_shim.baseurl import PublicBase
+from iiif_shim.budget import MemoryBudget
+from iiif_shim.health import HealthMonitor
+from iiif_shim.metrics import Metrics
+from iiif_shim.presentation.service import PresentationService, open_presentation
+from iiif_shim.service import ImageService, open_service
+from iiif_shim.settings import Settings
 
 log = logging.getLogger("iiif_shim")
 

@@ -40,14 +40,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from . import __version__, eventloop
-from .app import Loader, create_app, reload
-from .connections import ClientLimits, ConnectionGuard, handler_factory
-from .httputil import METRICS
-from .imaging import unmap_large_blocks
-from .metrics import Metrics
-from .settings import Settings
-from .supervisor import WorkerRole, listen_problem, resolve_processes
+from iiif_shim import __version__, eventloop
+from iiif_shim.app import Loader, create_app, reload
+from iiif_shim.connections import ClientLimits, ConnectionGuard, handler_factory
+from iiif_shim.httputil import METRICS
+from iiif_shim.imaging import unmap_large_blocks
+from iiif_shim.metrics import Metrics
+from iiif_shim.settings import Settings
+from iiif_shim.supervisor import WorkerRole, listen_problem, resolve_processes
 
 log = logging.getLogger("iiif_shim")
 access_log = logging.getLogger("iiif_shim.access")

@@ -13,24 +13,24 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import imaging, passthrough
-from .backends import BACKEND_TYPES, Backend
-from .backends.base import BackendContext
-from .budget import MemoryBudget, holding
-from .cache import Caches, DecodedKey, SizedCache, source_key
-from .engines import DecodedSource, Engine, engine_named
-from .facts import SourceInfo, checked
-from .iiif.info import Offer, image_info
-from .iiif.profile import Version
-from .iiif.request import ImageRequest
-from .iiif.resolve import Limits, resolve
-from .mapping import Router
-from .metrics import Metrics
-from .model import Plan, Rendered, SourceRef, Target
-from .planner import plan
-from .pool import Workers
-from .settings import Settings
-from .tiers import open_tiers
+from iiif_shim import imaging, passthrough
+from iiif_shim.backends import BACKEND_TYPES, Backend
+from iiif_shim.backends.base import BackendContext
+from iiif_shim.budget import MemoryBudget, holding
+from iiif_shim.cache import Caches, DecodedKey, SizedCache, source_key
+from iiif_shim.engines import DecodedSource, Engine, engine_named
+from iiif_shim.facts import SourceInfo, checked
+from iiif_shim.iiif.info import Offer, image_info
+from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.request import ImageRequest
+from iiif_shim.iiif.resolve import Limits, resolve
+from iiif_shim.mapping import Router
+from iiif_shim.metrics import Metrics
+from iiif_shim.model import Plan, Rendered, SourceRef, Target
+from iiif_shim.planner import plan
+from iiif_shim.pool import Workers
+from iiif_shim.settings import Settings
+from iiif_shim.tiers import open_tiers
 
 
 @dataclass(frozen=True)
@@ -219,9 +219,7 @@ class ImageService:
                 else:
                     expected = the_plan.native.delivered_size()
                     allowance = imaging.Allowance(max_pixels, full.decode, expected)
-                    body = await self.workers.run(
-                        engine.render, fetched, steps, allowance, record
-                    )
+                    body = await self.workers.run(engine.render, fetched, steps, allowance, record)
         finally:
             holding.reset(token)
             reservation.release()

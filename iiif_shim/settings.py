@@ -23,17 +23,17 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import eventloop
-from .backends import BACKEND_TYPES
-from .engines import ENGINES, VIPS_STEPS, vips_missing
-from .errors import ConfigError, ShimError
-from .iiif.profile import RIGHTS_RE
-from .imaging import PILLOW_GUARD_PIXELS
-from .mapping import Router, anchored, slashed
-from .presentation.settings import PresentationSettings
-from .presentation.sources import SOURCE_TYPES, ConfigView
-from .schema import Reader, at_least, between, option
-from .viewers import ViewerSettings
+from iiif_shim import eventloop
+from iiif_shim.backends import BACKEND_TYPES
+from iiif_shim.engines import ENGINES, VIPS_STEPS, vips_missing
+from iiif_shim.errors import ConfigError, ShimError
+from iiif_shim.iiif.profile import RIGHTS_RE
+from iiif_shim.imaging import PILLOW_GUARD_PIXELS
+from iiif_shim.mapping import Router, anchored, slashed
+from iiif_shim.presentation.settings import PresentationSettings
+from iiif_shim.presentation.sources import SOURCE_TYPES, ConfigView
+from iiif_shim.schema import Reader, at_least, between, option
+from iiif_shim.viewers import ViewerSettings
 
 CONFIG_ENV = "IIIF_SHIM_CONFIG"
 _SMALL_SHARE = 128 * 1024 * 1024  # bytes of decoded pixels per process, below which we warn
@@ -395,7 +395,7 @@ def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
 def _check_shares(r: Reader, server: ServerSettings) -> None:
     """Warn when the processes split the decoded-pixel budget into shares too small for
     ordinary masters (each process refuses what needs more than its share: 501)."""
-    from .supervisor import cpus  # the supervisor reads settings: imported when used
+    from iiif_shim.supervisor import cpus  # the supervisor reads settings: imported when used
 
     processes = server.processes or cpus()
     share = server.memory_budget // processes

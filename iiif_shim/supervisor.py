@@ -45,9 +45,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import ConfigError
-from .settings import Settings
+from iiif_shim import __version__
+from iiif_shim.errors import ConfigError
+from iiif_shim.settings import Settings
 
 log = logging.getLogger("iiif_shim")
 

@@ -32,13 +32,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from .cache import Caches, SingleFlight, source_key
-from .diskcache import DiskCache
-from .facts import SourceInfo, checked, from_json, to_json
-from .metrics import Metrics
-from .model import Rendered, SourceRef
-from .rediscache import RedisTier, RedisUnavailable
-from .settings import CacheSettings
+from iiif_shim.cache import Caches, SingleFlight, source_key
+from iiif_shim.diskcache import DiskCache
+from iiif_shim.facts import SourceInfo, checked, from_json, to_json
+from iiif_shim.metrics import Metrics
+from iiif_shim.model import Rendered, SourceRef
+from iiif_shim.rediscache import RedisTier, RedisUnavailable
+from iiif_shim.settings import CacheSettings
 
 log = logging.getLogger("iiif_shim")
 
@@ -116,6 +116,7 @@ class PurgeJournal:
 
 # sources whose purges are told apart; past it a purge counts as one of everything
 _MAX_PURGED = 10_000
+
 
 class Tiers:
     def __init__(

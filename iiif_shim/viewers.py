@@ -32,9 +32,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
 
-from . import contentstate
-from .contentstate import Target
-from .schema import option
+from iiif_shim import contentstate
+from iiif_shim.contentstate import Target
+from iiif_shim.schema import option
 
 DEFAULT_ASSETS = Path(__file__).resolve().parent.parent / ".viewers"
 INSTALL_COMMAND = "bash deploy/viewers.sh"

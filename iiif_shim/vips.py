@@ -33,13 +33,13 @@ from typing import Any, ClassVar
 import pyvips
 from PIL import Image
 
-from . import imaging
-from .engines import PillowMeasures
-from .errors import BackendError, NotImplementedFeature
-from .iiif.profile import Format, Quality
-from .iiif.resolve import Box, rotated_size
-from .imaging import Allowance, Record
-from .model import Fetched, PillowSteps
+from iiif_shim import imaging
+from iiif_shim.engines import PillowMeasures
+from iiif_shim.errors import BackendError, NotImplementedFeature
+from iiif_shim.iiif.profile import Format, Quality
+from iiif_shim.iiif.resolve import Box, rotated_size
+from iiif_shim.imaging import Allowance, Record
+from iiif_shim.model import Fetched, PillowSteps
 
 # libvips keeps a process-wide cache of recent operations (and the images they hold) and runs
 # each pipeline on a pool of its own threads. Both would live outside the shim's limits: the

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from .base import Backend
-from .deepzoom import DeepZoomBackend
-from .files import FilesBackend
-from .http import HttpBackend
-from .iiif import IiifBackend
-from .iip import IipBackend
-from .template import TemplateBackend
-from .thumbor import ThumborBackend
-from .zoomify import ZoomifyBackend
+from iiif_shim.backends.base import Backend
+from iiif_shim.backends.deepzoom import DeepZoomBackend
+from iiif_shim.backends.files import FilesBackend
+from iiif_shim.backends.http import HttpBackend
+from iiif_shim.backends.iiif import IiifBackend
+from iiif_shim.backends.iip import IipBackend
+from iiif_shim.backends.template import TemplateBackend
+from iiif_shim.backends.thumbor import ThumborBackend
+from iiif_shim.backends.zoomify import ZoomifyBackend
 
 BACKEND_TYPES: dict[str, type[Backend]] = {
     cls.type_name: cls

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable
 
-from ..errors import BackendUnavailable
+from iiif_shim.errors import BackendUnavailable
 
 
 class State(enum.IntEnum):

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotFound
-from ..facts import NativeFacts, PyramidFacts, SourceInfo
-from ..iiif.resolve import Box
-from ..imaging import probe, tiff_pyramid
-from ..model import Capabilities, Fetched, NativeOp, Target
-from ..schema import option
-from .base import Backend
+from iiif_shim.backends.base import Backend
+from iiif_shim.errors import NotFound
+from iiif_shim.facts import NativeFacts, PyramidFacts, SourceInfo
+from iiif_shim.iiif.resolve import Box
+from iiif_shim.imaging import probe, tiff_pyramid
+from iiif_shim.model import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.schema import option
 
 
 def _folder(path: Path) -> str | None:

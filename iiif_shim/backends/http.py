@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-from ..errors import BackendError
-from ..facts import SourceInfo
-from ..imaging import probe
-from ..model import Fetched, NativeOp, Target
-from ..schema import at_least, option
-from ..urltemplate import UrlTemplate, url_template
-from .base import UpstreamBackend
-from .upstream import Body, UpstreamSettings
+from iiif_shim.backends.base import UpstreamBackend
+from iiif_shim.backends.upstream import Body, UpstreamSettings
+from iiif_shim.errors import BackendError
+from iiif_shim.facts import SourceInfo
+from iiif_shim.imaging import probe
+from iiif_shim.model import Fetched, NativeOp, Target
+from iiif_shim.schema import at_least, option
+from iiif_shim.urltemplate import UrlTemplate, url_template
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,9 +19,13 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from ..cache import SizedCache
-from ..facts import Colour, Level, NativeFacts, Pyramid, ServiceFacts, SourceInfo, TileGrid
-from ..iiif.profile import (
+from iiif_shim.backends.base import Finding, UpstreamBackend
+from iiif_shim.backends.metadata import parse_json
+from iiif_shim.backends.pyramid import assemble, fetch_tile
+from iiif_shim.backends.upstream import Body, UpstreamSettings
+from iiif_shim.cache import SizedCache
+from iiif_shim.facts import Colour, Level, NativeFacts, Pyramid, ServiceFacts, SourceInfo, TileGrid
+from iiif_shim.iiif.profile import (
     LEVEL_FEATURES,
     LEVEL_FORMATS,
     LEVEL_QUALITIES,
@@ -29,13 +33,9 @@ from ..iiif.profile import (
     Quality,
     Version,
 )
-from ..model import Capabilities, Fetched, NativeOp, Target
-from ..schema import at_least, option
-from ..urltemplate import UrlTemplate, url_template
-from .base import Finding, UpstreamBackend
-from .metadata import parse_json
-from .pyramid import assemble, fetch_tile
-from .upstream import Body, UpstreamSettings
+from iiif_shim.model import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.schema import at_least, option
+from iiif_shim.urltemplate import UrlTemplate, url_template
 
 _LEVEL_RE = re.compile(r"level([012])")
 

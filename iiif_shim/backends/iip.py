@@ -20,14 +20,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import BackendError
-from ..facts import MAX_LEVELS, Colour, Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
-from ..iiif.profile import Format, Quality
-from ..model import Capabilities, Fetched, NativeOp, Target
-from ..schema import at_least, option
-from ..urltemplate import UrlTemplate, fixed_url, path_template
-from .pyramid import PyramidBackend, PyramidSettings
-from .upstream import Answer
+from iiif_shim.backends.pyramid import PyramidBackend, PyramidSettings
+from iiif_shim.backends.upstream import Answer
+from iiif_shim.errors import BackendError
+from iiif_shim.facts import (
+    MAX_LEVELS,
+    Colour,
+    Level,
+    NativeFacts,
+    Pyramid,
+    PyramidFacts,
+    SourceInfo,
+)
+from iiif_shim.iiif.profile import Format, Quality
+from iiif_shim.model import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.schema import at_least, option
+from iiif_shim.urltemplate import UrlTemplate, fixed_url, path_template
 
 _QUERY = (
     "OBJ=IIP,1.0&OBJ=Max-size&OBJ=Tile-size&OBJ=Resolution-number&OBJ=Resolutions&OBJ=Colorspace,*"

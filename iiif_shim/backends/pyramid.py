@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from ..cache import SizedCache
-from ..errors import BackendError, NotFound, NotImplementedFeature
-from ..facts import Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
-from ..iiif.profile import Format
-from ..iiif.resolve import Box
-from ..imaging import Piece, Record, stitch
-from ..model import Capabilities, Fetched, NativeOp, Target
-from ..schema import at_least, option
-from .base import RunBlocking, UpstreamBackend
-from .upstream import Upstream, UpstreamSettings
+from iiif_shim.backends.base import RunBlocking, UpstreamBackend
+from iiif_shim.backends.upstream import Upstream, UpstreamSettings
+from iiif_shim.cache import SizedCache
+from iiif_shim.errors import BackendError, NotFound, NotImplementedFeature
+from iiif_shim.facts import Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
+from iiif_shim.iiif.profile import Format
+from iiif_shim.iiif.resolve import Box
+from iiif_shim.imaging import Piece, Record, stitch
+from iiif_shim.model import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.schema import at_least, option
 
 MAX_TILES = 2048  # per request: past this the request is refused (501), not queued
 

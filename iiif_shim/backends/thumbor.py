@@ -23,14 +23,14 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-from ..facts import NativeFacts, SourceInfo
-from ..iiif.profile import Format, Quality
-from ..model import Capabilities, Fetched, NativeOp, Target
-from ..schema import option
-from ..urltemplate import UrlTemplate, fixed_url, path_template
-from .base import Finding, UpstreamBackend
-from .metadata import parse_json
-from .upstream import Answer, Body, UpstreamSettings
+from iiif_shim.backends.base import Finding, UpstreamBackend
+from iiif_shim.backends.metadata import parse_json
+from iiif_shim.backends.upstream import Answer, Body, UpstreamSettings
+from iiif_shim.facts import NativeFacts, SourceInfo
+from iiif_shim.iiif.profile import Format, Quality
+from iiif_shim.model import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.schema import option
+from iiif_shim.urltemplate import UrlTemplate, fixed_url, path_template
 
 _FORMATS = {Format.JPG: "jpeg", Format.PNG: "png", Format.WEBP: "webp", Format.GIF: "gif"}
 

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
-from .. import tracing
-from ..errors import BackendError, BackendTimeout, BackendUnavailable, NotFound, ShimError
-from ..metrics import Metrics
-from ..schema import at_least, option
-from ..urltemplate import UrlTemplate
-from .breaker import CircuitBreaker
+from iiif_shim import tracing
+from iiif_shim.backends.breaker import CircuitBreaker
+from iiif_shim.errors import BackendError, BackendTimeout, BackendUnavailable, NotFound, ShimError
+from iiif_shim.metrics import Metrics
+from iiif_shim.schema import at_least, option
+from iiif_shim.urltemplate import UrlTemplate
 
 log = logging.getLogger("iiif_shim")
 

@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..facts import Colour, SourceInfo, TileGrid
-from .profile import (
+from iiif_shim.facts import Colour, SourceInfo, TileGrid
+from iiif_shim.iiif.profile import (
     LEVEL2_FEATURES,
     LEVEL2_FORMATS,
     LEVEL2_QUALITIES,
@@ -23,7 +23,7 @@ from .profile import (
     Quality,
     Version,
 )
-from .resolve import Limits, height_for_width
+from iiif_shim.iiif.resolve import Limits, height_for_width
 
 _MAX_SCALE_FACTOR = 2**16
 

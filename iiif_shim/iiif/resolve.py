@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
-from ..errors import BadRequest, NotImplementedFeature
-from .profile import Format, Quality, Version
-from .request import ImageRequest, RegionKind, RotationSpec, SizeKind
+from iiif_shim.errors import BadRequest, NotImplementedFeature
+from iiif_shim.iiif.profile import Format, Quality, Version
+from iiif_shim.iiif.request import ImageRequest, RegionKind, RotationSpec, SizeKind
 
 
 @dataclass(frozen=True)

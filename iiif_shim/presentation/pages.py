@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from html import escape
 from urllib.parse import quote
 
-from .. import __version__
-from ..contentstate import encode
-from ..viewers import BUILTIN_VIEWERS, ViewerSettings, viewer_url
-from .documents import Builder, Picture
-from .records import ObjectRecord
+from iiif_shim import __version__
+from iiif_shim.contentstate import encode
+from iiif_shim.presentation.documents import Builder, Picture
+from iiif_shim.presentation.records import ObjectRecord
+from iiif_shim.viewers import BUILTIN_VIEWERS, ViewerSettings, viewer_url
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:1.5rem auto;max-width:72rem;padding:0 1rem;

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..iiif.profile import RIGHTS_RE
+from iiif_shim.iiif.profile import RIGHTS_RE
 
 MAX_TEXT = 10_000  # characters of one label, summary or metadata value
 MAX_METADATA = 100  # label/value pairs of one object

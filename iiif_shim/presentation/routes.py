@@ -18,8 +18,8 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from ..errors import NotFound, PayloadTooLarge
-from ..httputil import (
+from iiif_shim.errors import NotFound, PayloadTooLarge
+from iiif_shim.httputil import (
     accepts_gzip,
     cache_headers,
     decode_segment,
@@ -28,12 +28,12 @@ from ..httputil import (
     observed,
     runtime_of,
 )
-from ..iiif.profile import Version
-from ..iiif.request import parse_image_request
-from ..pdf import PdfWriter, jpeg_size
-from ..runtime import Runtime
-from .documents import Builder, Urls, thumb_size
-from .pages import object_page
+from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.request import parse_image_request
+from iiif_shim.pdf import PdfWriter, jpeg_size
+from iiif_shim.presentation.documents import Builder, Urls, thumb_size
+from iiif_shim.presentation.pages import object_page
+from iiif_shim.runtime import Runtime
 
 _VERSIONS = {v.value: v for v in Version}
 MAX_NAME_SEGMENT = 1024

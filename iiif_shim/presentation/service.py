@@ -13,16 +13,16 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..cache import Observe, TtlCache
-from ..errors import BackendError, NotFound, ShimError
-from ..iiif.profile import Version
-from ..iiif.request import parse_image_request
-from ..iiif.resolve import resolve
-from ..service import ImageService
-from .documents import Builder, Picture, thumb_size
-from .records import ObjectRecord, check_name
-from .settings import PresentationSettings
-from .sources import SOURCE_TYPES, ObjectSource, SourceContext
+from iiif_shim.cache import Observe, TtlCache
+from iiif_shim.errors import BackendError, NotFound, ShimError
+from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.request import parse_image_request
+from iiif_shim.iiif.resolve import resolve
+from iiif_shim.presentation.documents import Builder, Picture, thumb_size
+from iiif_shim.presentation.records import ObjectRecord, check_name
+from iiif_shim.presentation.settings import PresentationSettings
+from iiif_shim.presentation.sources import SOURCE_TYPES, ObjectSource, SourceContext
+from iiif_shim.service import ImageService
 
 _CONCURRENT_FACTS = 8  # image facts looked up at once for one document
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .base import ConfigView, ObjectSource, SourceContext
-from .contentdm import ContentdmSource
-from .csv import CsvSource
-from .folder import FolderSource
-from .json import JsonSource
+from iiif_shim.presentation.sources.base import ConfigView, ObjectSource, SourceContext
+from iiif_shim.presentation.sources.contentdm import ContentdmSource
+from iiif_shim.presentation.sources.csv import CsvSource
+from iiif_shim.presentation.sources.folder import FolderSource
+from iiif_shim.presentation.sources.json import JsonSource
 
 SOURCE_TYPES: dict[str, type[ObjectSource]] = {
     cls.type_name: cls for cls in (FolderSource, CsvSource, JsonSource, ContentdmSource)

@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ...backends.base import Backend, Finding
-from ...backends.upstream import UpstreamSettings
-from ...mapping import Router
-from ...metrics import Metrics
-from ..records import ObjectRecord
+from iiif_shim.backends.base import Backend, Finding
+from iiif_shim.backends.upstream import UpstreamSettings
+from iiif_shim.mapping import Router
+from iiif_shim.metrics import Metrics
+from iiif_shim.presentation.records import ObjectRecord
 
 RunBlocking = Callable[..., Awaitable[Any]]
 _UPSTREAM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(UpstreamSettings)}

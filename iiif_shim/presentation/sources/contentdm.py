@@ -38,12 +38,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from ...backends.upstream import UpstreamSettings
-from ...errors import BackendError
-from ...iiif.profile import RIGHTS_RE
-from ...schema import option
-from ...urltemplate import UrlTemplate, fixed_url
-from ..records import (
+from iiif_shim.backends.upstream import UpstreamSettings
+from iiif_shim.errors import BackendError
+from iiif_shim.iiif.profile import RIGHTS_RE
+from iiif_shim.presentation.records import (
     MAX_CANVASES,
     OBJECT_FIELDS,
     ObjectRecord,
@@ -52,8 +50,10 @@ from ..records import (
     nav_date,
     text,
 )
-from .base import unused
-from .json import HttpJsonSource
+from iiif_shim.presentation.sources.base import unused
+from iiif_shim.presentation.sources.json import HttpJsonSource
+from iiif_shim.schema import option
+from iiif_shim.urltemplate import UrlTemplate, fixed_url
 
 PAGE_SIZE = 1024  # records of one dmQuery answer (the documented maximum)
 _POINTER_RE = re.compile(r"[0-9]{1,12}")

@@ -33,15 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...backends.base import Finding
-from ...backends.upstream import Upstream, UpstreamSettings
-from ...cache import SingleFlight
-from ...errors import BackendError, NotFound, ShimError
-from ...schema import at_least, option
-from ...urltemplate import UrlTemplate, fixed_url
-from ..records import OBJECT_FIELDS, ObjectRecord, RecordError, build_record, check_name
-from .base import ConfigView, ObjectSource, unused
-from .folder import natural_key
+from iiif_shim.backends.base import Finding
+from iiif_shim.backends.upstream import Upstream, UpstreamSettings
+from iiif_shim.cache import SingleFlight
+from iiif_shim.errors import BackendError, NotFound, ShimError
+from iiif_shim.presentation.records import (
+    OBJECT_FIELDS,
+    ObjectRecord,
+    RecordError,
+    build_record,
+    check_name,
+)
+from iiif_shim.presentation.sources.base import ConfigView, ObjectSource, unused
+from iiif_shim.presentation.sources.folder import natural_key
+from iiif_shim.schema import at_least, option
+from iiif_shim.urltemplate import UrlTemplate, fixed_url
 
 log = logging.getLogger("iiif_shim")
 

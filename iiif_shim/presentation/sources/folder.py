@@ -12,12 +12,18 @@ from typing import Any
 
 import yaml
 
-from ...backends.base import Finding
-from ...backends.files import FilesBackend
-from ...errors import BackendError
-from ...schema import option
-from ..records import OBJECT_FIELDS, ObjectRecord, RecordError, build_record, check_name
-from .base import ConfigView, ObjectSource
+from iiif_shim.backends.base import Finding
+from iiif_shim.backends.files import FilesBackend
+from iiif_shim.errors import BackendError
+from iiif_shim.presentation.records import (
+    OBJECT_FIELDS,
+    ObjectRecord,
+    RecordError,
+    build_record,
+    check_name,
+)
+from iiif_shim.presentation.sources.base import ConfigView, ObjectSource
+from iiif_shim.schema import option
 
 OBJECT_FILE = "object.yaml"
 MAX_OBJECT_FILE = 256 * 1024

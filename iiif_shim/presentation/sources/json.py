@@ -34,16 +34,22 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from ...backends.base import PARSE_ERRORS
-from ...backends.metadata import parse_json
-from ...backends.upstream import Answer, Upstream, UpstreamSettings
-from ...cache import SingleFlight
-from ...errors import BackendError, NotFound, ShimError
-from ...jsonpath import JsonPath, compile_path, path_check
-from ...schema import at_least, option
-from ...urltemplate import UnsafeValue, UrlTemplate, fixed_url, url_template
-from ..records import OBJECT_FIELDS, ObjectRecord, RecordError, build_record, check_name
-from .base import ObjectSource, unused
+from iiif_shim.backends.base import PARSE_ERRORS
+from iiif_shim.backends.metadata import parse_json
+from iiif_shim.backends.upstream import Answer, Upstream, UpstreamSettings
+from iiif_shim.cache import SingleFlight
+from iiif_shim.errors import BackendError, NotFound, ShimError
+from iiif_shim.jsonpath import JsonPath, compile_path, path_check
+from iiif_shim.presentation.records import (
+    OBJECT_FIELDS,
+    ObjectRecord,
+    RecordError,
+    build_record,
+    check_name,
+)
+from iiif_shim.presentation.sources.base import ObjectSource, unused
+from iiif_shim.schema import at_least, option
+from iiif_shim.urltemplate import UnsafeValue, UrlTemplate, fixed_url, url_template
 
 log = logging.getLogger("iiif_shim")
 
