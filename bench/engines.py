@@ -49,7 +49,7 @@ from PIL import Image  # noqa: E402
 from iiif_shim import imaging, vips  # noqa: E402
 from iiif_shim.iiif.profile import Format, Quality  # noqa: E402
 from iiif_shim.iiif.resolve import Box  # noqa: E402
-from iiif_shim.model import Fetched, PillowSteps  # noqa: E402
+from iiif_shim.model.plan import Fetched, PillowSteps  # noqa: E402
 
 MASTER = ROOT / "iiif_shim" / "defaults" / "images" / "chart.jpg"  # 6000x4000 JPEG
 OPEN = imaging.Allowance(10**9, 1 << 34)

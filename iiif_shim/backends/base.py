@@ -19,12 +19,12 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from iiif_shim.backends.upstream import Answer, Body, Upstream, UpstreamSettings
-from iiif_shim.errors import BackendError, NotFound
-from iiif_shim.facts import NativeFacts, SourceInfo
-from iiif_shim.metrics import Metrics
-from iiif_shim.model import Capabilities, Fetched, NativeOp, Target
-from iiif_shim.urltemplate import UnsafeValue, UrlTemplate
+from iiif_shim.base.errors import BackendError, NotFound
+from iiif_shim.model.facts import NativeFacts, SourceInfo
+from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.telemetry.metrics import Metrics
+from iiif_shim.upstream.client import Answer, Body, Upstream, UpstreamSettings
+from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate
 
 log = logging.getLogger("iiif_shim")
 

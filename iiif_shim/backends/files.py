@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from iiif_shim.backends.base import Backend
-from iiif_shim.errors import NotFound
-from iiif_shim.facts import NativeFacts, PyramidFacts, SourceInfo
+from iiif_shim.base.errors import NotFound
+from iiif_shim.base.schema import option
 from iiif_shim.iiif.resolve import Box
-from iiif_shim.imaging import probe, tiff_pyramid
-from iiif_shim.model import Capabilities, Fetched, NativeOp, Target
-from iiif_shim.schema import option
+from iiif_shim.imaging.pillow import probe, tiff_pyramid
+from iiif_shim.model.facts import NativeFacts, PyramidFacts, SourceInfo
+from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
 
 
 def _folder(path: Path) -> str | None:

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from yarl import URL
 
 from iiif_shim.backends.base import UpstreamBackend
-from iiif_shim.backends.upstream import Body, UpstreamSettings
-from iiif_shim.errors import BackendError
-from iiif_shim.facts import SourceInfo
-from iiif_shim.imaging import probe
-from iiif_shim.model import Fetched, NativeOp, Target
-from iiif_shim.schema import at_least, option
-from iiif_shim.urltemplate import UrlTemplate, url_template
+from iiif_shim.base.errors import BackendError
+from iiif_shim.base.schema import at_least, option
+from iiif_shim.imaging.pillow import probe
+from iiif_shim.model.facts import SourceInfo
+from iiif_shim.model.plan import Fetched, NativeOp, Target
+from iiif_shim.upstream.client import Body, UpstreamSettings
+from iiif_shim.upstream.urltemplate import UrlTemplate, url_template
 
 
 @dataclass(frozen=True, kw_only=True)

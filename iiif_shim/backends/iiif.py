@@ -20,11 +20,9 @@ from functools import partial
 from typing import Any
 
 from iiif_shim.backends.base import Finding, UpstreamBackend
-from iiif_shim.backends.metadata import parse_json
 from iiif_shim.backends.pyramid import assemble, fetch_tile
-from iiif_shim.backends.upstream import Body, UpstreamSettings
-from iiif_shim.cache import SizedCache
-from iiif_shim.facts import Colour, Level, NativeFacts, Pyramid, ServiceFacts, SourceInfo, TileGrid
+from iiif_shim.base.schema import at_least, option
+from iiif_shim.cache.memory import SizedCache
 from iiif_shim.iiif.profile import (
     LEVEL_FEATURES,
     LEVEL_FORMATS,
@@ -33,9 +31,19 @@ from iiif_shim.iiif.profile import (
     Quality,
     Version,
 )
-from iiif_shim.model import Capabilities, Fetched, NativeOp, Target
-from iiif_shim.schema import at_least, option
-from iiif_shim.urltemplate import UrlTemplate, url_template
+from iiif_shim.model.facts import (
+    Colour,
+    Level,
+    NativeFacts,
+    Pyramid,
+    ServiceFacts,
+    SourceInfo,
+    TileGrid,
+)
+from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.upstream.client import Body, UpstreamSettings
+from iiif_shim.upstream.parse import parse_json
+from iiif_shim.upstream.urltemplate import UrlTemplate, url_template
 
 _LEVEL_RE = re.compile(r"level([012])")
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from iiif_shim.backends.pyramid import PyramidBackend, PyramidSettings
-from iiif_shim.backends.upstream import Answer
-from iiif_shim.errors import BackendError
-from iiif_shim.facts import (
+from iiif_shim.base.errors import BackendError
+from iiif_shim.base.schema import at_least, option
+from iiif_shim.iiif.profile import Format, Quality
+from iiif_shim.model.facts import (
     MAX_LEVELS,
     Colour,
     Level,
@@ -32,10 +33,9 @@ from iiif_shim.facts import (
     PyramidFacts,
     SourceInfo,
 )
-from iiif_shim.iiif.profile import Format, Quality
-from iiif_shim.model import Capabilities, Fetched, NativeOp, Target
-from iiif_shim.schema import at_least, option
-from iiif_shim.urltemplate import UrlTemplate, fixed_url, path_template
+from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.upstream.client import Answer
+from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url, path_template
 
 _QUERY = (
     "OBJ=IIP,1.0&OBJ=Max-size&OBJ=Tile-size&OBJ=Resolution-number&OBJ=Resolutions&OBJ=Colorspace,*"

@@ -18,15 +18,15 @@ from functools import partial
 from typing import Any
 
 from iiif_shim.backends.base import RunBlocking, UpstreamBackend
-from iiif_shim.backends.upstream import Upstream, UpstreamSettings
-from iiif_shim.cache import SizedCache
-from iiif_shim.errors import BackendError, NotFound, NotImplementedFeature
-from iiif_shim.facts import Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
+from iiif_shim.base.errors import BackendError, NotFound, NotImplementedFeature
+from iiif_shim.base.schema import at_least, option
+from iiif_shim.cache.memory import SizedCache
 from iiif_shim.iiif.profile import Format
 from iiif_shim.iiif.resolve import Box
-from iiif_shim.imaging import Piece, Record, stitch
-from iiif_shim.model import Capabilities, Fetched, NativeOp, Target
-from iiif_shim.schema import at_least, option
+from iiif_shim.imaging.pillow import Piece, Record, stitch
+from iiif_shim.model.facts import Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
+from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.upstream.client import Upstream, UpstreamSettings
 
 MAX_TILES = 2048  # per request: past this the request is refused (501), not queued
 

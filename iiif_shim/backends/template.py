@@ -26,14 +26,14 @@ from types import MappingProxyType
 from typing import Any
 
 from iiif_shim.backends.base import UpstreamBackend
-from iiif_shim.backends.metadata import parse_json, parse_xml
-from iiif_shim.backends.upstream import Answer, Body, UpstreamSettings
-from iiif_shim.facts import NativeFacts, SourceInfo
+from iiif_shim.base.schema import at_least, option
 from iiif_shim.iiif.profile import Format, Quality
-from iiif_shim.jsonpath import path_check, select
-from iiif_shim.model import Capabilities, Fetched, NativeOp, Target
-from iiif_shim.schema import at_least, option
-from iiif_shim.urltemplate import UrlTemplate, url_template
+from iiif_shim.model.facts import NativeFacts, SourceInfo
+from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.upstream.client import Answer, Body, UpstreamSettings
+from iiif_shim.upstream.jsonpath import path_check, select
+from iiif_shim.upstream.parse import parse_json, parse_xml
+from iiif_shim.upstream.urltemplate import UrlTemplate, url_template
 
 REGION_MODES = ("none", "pixels", "fractions", "scaled")
 SIZE_MODES = ("none", "exact", "keep_aspect")

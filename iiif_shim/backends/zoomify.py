@@ -13,13 +13,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from iiif_shim.backends.metadata import parse_xml
 from iiif_shim.backends.pyramid import PyramidBackend, PyramidSettings
-from iiif_shim.backends.upstream import Answer
-from iiif_shim.facts import Level, Pyramid, PyramidFacts, SourceInfo
-from iiif_shim.model import Target
-from iiif_shim.schema import option
-from iiif_shim.urltemplate import UrlTemplate, url_template
+from iiif_shim.base.schema import option
+from iiif_shim.model.facts import Level, Pyramid, PyramidFacts, SourceInfo
+from iiif_shim.model.plan import Target
+from iiif_shim.upstream.client import Answer
+from iiif_shim.upstream.parse import parse_xml
+from iiif_shim.upstream.urltemplate import UrlTemplate, url_template
 
 _SUFFIX_RE = re.compile(r"[A-Za-z0-9]+")
 

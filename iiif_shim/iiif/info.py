@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from iiif_shim.facts import Colour, SourceInfo, TileGrid
 from iiif_shim.iiif.profile import (
     LEVEL2_FEATURES,
     LEVEL2_FORMATS,
@@ -24,6 +23,7 @@ from iiif_shim.iiif.profile import (
     Version,
 )
 from iiif_shim.iiif.resolve import Limits, height_for_width
+from iiif_shim.model.facts import Colour, SourceInfo, TileGrid
 
 _MAX_SCALE_FACTOR = 2**16
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from iiif_shim.errors import BadRequest
+from iiif_shim.base.errors import BadRequest
 from iiif_shim.iiif.profile import Format, Quality, Version
 
 # Spec 3.0 section 4.7: floats consist only of decimal digits and "." (no sign, no exponent).

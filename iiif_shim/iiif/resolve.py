@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
-from iiif_shim.errors import BadRequest, NotImplementedFeature
+from iiif_shim.base.errors import BadRequest, NotImplementedFeature
 from iiif_shim.iiif.profile import Format, Quality, Version
 from iiif_shim.iiif.request import ImageRequest, RegionKind, RotationSpec, SizeKind
 

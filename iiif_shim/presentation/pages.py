@@ -13,10 +13,10 @@ from html import escape
 from urllib.parse import quote
 
 from iiif_shim import __version__
-from iiif_shim.contentstate import encode
+from iiif_shim.iiif.contentstate import encode
 from iiif_shim.presentation.documents import Builder, Picture
 from iiif_shim.presentation.records import ObjectRecord
-from iiif_shim.viewers import BUILTIN_VIEWERS, ViewerSettings, viewer_url
+from iiif_shim.presentation.viewers import BUILTIN_VIEWERS, ViewerSettings, viewer_url
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:1.5rem auto;max-width:72rem;padding:0 1rem;

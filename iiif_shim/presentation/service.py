@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from iiif_shim.cache import Observe, TtlCache
-from iiif_shim.errors import BackendError, NotFound, ShimError
+from iiif_shim.base.errors import BackendError, NotFound, ShimError
+from iiif_shim.cache.memory import Observe, TtlCache
+from iiif_shim.core.service import ImageService
 from iiif_shim.iiif.profile import Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import resolve
@@ -22,7 +23,6 @@ from iiif_shim.presentation.documents import Builder, Picture, thumb_size
 from iiif_shim.presentation.records import ObjectRecord, check_name
 from iiif_shim.presentation.settings import PresentationSettings
 from iiif_shim.presentation.sources import SOURCE_TYPES, ObjectSource, SourceContext
-from iiif_shim.service import ImageService
 
 _CONCURRENT_FACTS = 8  # image facts looked up at once for one document
 

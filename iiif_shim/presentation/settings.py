@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from iiif_shim.schema import at_least, between, option
+from iiif_shim.base.schema import at_least, between, option
 
 _LANGUAGE_RE = re.compile(r"none|[a-zA-Z]{2,8}(-[a-zA-Z0-9]{1,8})*")
 

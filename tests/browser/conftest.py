@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
-from iiif_shim import viewers
 from iiif_shim.defaults.make_samples import BOOK_COLOURS
-from iiif_shim.viewers import ViewerSettings
+from iiif_shim.presentation import viewers
+from iiif_shim.presentation.viewers import ViewerSettings
 from tests.support import ROOT, Process, free_port, need_tool, request
 
 CHROMIUM = "/usr/bin/chromium"

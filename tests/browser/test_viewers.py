@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from iiif_shim import contentstate
-from iiif_shim.viewers import viewer_url
+from iiif_shim.iiif import contentstate
+from iiif_shim.presentation.viewers import viewer_url
 from tests.browser.conftest import SampleObject, Tab, wait_for_colours
 
 MIRADOR_CANVAS = "#viewer .openseadragon-canvas"

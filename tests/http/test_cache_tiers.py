@@ -17,8 +17,8 @@ import pytest
 import redis
 from PIL import Image
 
-from iiif_shim.cache import source_key
-from iiif_shim.diskcache import DiskCache
+from iiif_shim.cache.disk import DiskCache
+from iiif_shim.cache.memory import source_key
 from tests.support import (
     ROOT,
     Process,

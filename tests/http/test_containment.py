@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote
 import pytest
 from PIL import Image
 
-from iiif_shim.urltemplate import normalised_path
+from iiif_shim.upstream.urltemplate import normalised_path
 from tests.servers import THUMBOR_KEY, IipServer, make_tiff, start_thumbor
 from tests.support import (
     Process,

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from iiif_shim.settings import load_settings
-from iiif_shim.supervisor import KILL_GRACE
+from iiif_shim.config.settings import load_settings
+from iiif_shim.process.supervisor import KILL_GRACE
 from tests.http.test_deploy import UPSTREAM, ask, nginx_with
 from tests.support import ROOT, Process, Response, free_port, need_tool, nginx_config
 

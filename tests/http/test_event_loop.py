@@ -39,7 +39,7 @@ def test_uvloop_required_but_missing_is_refused(tmp_path: Path) -> None:
     code = (
         "import sys, importlib.util as u; real = u.find_spec;"
         "u.find_spec = lambda n, *a: None if n == 'uvloop' else real(n, *a);"
-        "from iiif_shim.cli import main; sys.exit(main(sys.argv[1:]))"
+        "from iiif_shim.cli.main import main; sys.exit(main(sys.argv[1:]))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, "check-config", str(config)],

@@ -18,11 +18,11 @@ from iiif_shim.backends.iip import IipBackend, IipSettings, parse_obj
 from iiif_shim.backends.template import Extract, TemplateImage
 from iiif_shim.backends.thumbor import ThumborBackend, ThumborSettings, sign
 from iiif_shim.backends.zoomify import ZoomifyBackend, parse_properties
-from iiif_shim.facts import Level, Pyramid, PyramidFacts, ServiceFacts, SourceInfo
 from iiif_shim.iiif.profile import Format, Quality, Version
 from iiif_shim.iiif.resolve import Box
-from iiif_shim.model import NativeOp, Target
-from iiif_shim.urltemplate import UrlTemplate
+from iiif_shim.model.facts import Level, Pyramid, PyramidFacts, ServiceFacts, SourceInfo
+from iiif_shim.model.plan import NativeOp, Target
+from iiif_shim.upstream.urltemplate import UrlTemplate
 
 # exactly as libvips 8.14 writes it (note the space after "<Size")
 DZI = "\n".join(
@@ -267,7 +267,7 @@ def test_thumbor_urls() -> None:
 def test_upstream_validators_are_case_insensitive() -> None:
     from multidict import CIMultiDict
 
-    from iiif_shim.backends.upstream import Answer
+    from iiif_shim.upstream.client import Answer
 
     answer = Answer(
         200,
@@ -283,9 +283,9 @@ def test_upstream_tiles_serve_outputs_past_its_max_width() -> None:
     service = read_service(IIPSRV_INFO).native
     assert isinstance(service, ServiceFacts)
     assert service.capabilities.reductions and service.pyramid is not None
+    from iiif_shim.core.planner import plan
     from iiif_shim.iiif.request import parse_image_request
     from iiif_shim.iiif.resolve import Limits, resolve
-    from iiif_shim.planner import plan
 
     req = parse_image_request(Version.V3, "chart", "full", "max", "0", "default.jpg")
     big = plan(resolve(req, 6000, 4000, Limits(12000)), service.capabilities, service.pyramid.grid)

@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from iiif_shim.budget import MemoryBudget, holding
-from iiif_shim.errors import NotImplementedFeature, Overloaded
-from iiif_shim.pool import Workers
+from iiif_shim.base.errors import NotImplementedFeature, Overloaded
+from iiif_shim.imaging.budget import MemoryBudget, holding
+from iiif_shim.imaging.pool import Workers
 
 MB = 1024 * 1024
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from iiif_shim.cache import FactsCache, SingleFlight, SizedCache, TtlCache
-from iiif_shim.facts import SourceInfo
+from iiif_shim.cache.memory import FactsCache, SingleFlight, SizedCache, TtlCache
+from iiif_shim.model.facts import SourceInfo
 
 
 def test_single_flight_shares_one_call_and_forgets_errors() -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 from aiohttp import web
 
-from iiif_shim.connections import ClientLimits, ConnectionGuard, handler_factory
+from iiif_shim.web.connections import ClientLimits, ConnectionGuard, handler_factory
 
 LIMITS = ClientLimits(
     max_connections=3,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from iiif_shim.urltemplate import UnsafeValue, UrlTemplate, normalised_path, unsafe_reason
+from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate, normalised_path, unsafe_reason
 
 # What an attacker puts in the identifier after the shim's one decoding of the URL segment.
 ESCAPES = [

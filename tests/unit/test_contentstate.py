@@ -9,8 +9,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from iiif_shim import contentstate
-from iiif_shim.contentstate import Target
+from iiif_shim.iiif import contentstate
+from iiif_shim.iiif.contentstate import Target
 
 # section 6.3: the condensed target body and its encoding (the spec's Python sample output)
 SPEC_BODY = (

@@ -7,8 +7,12 @@ import json
 import pytest
 
 from iiif_shim.backends.iiif import read_service
-from iiif_shim.errors import BackendError
-from iiif_shim.facts import (
+from iiif_shim.base.errors import BackendError
+from iiif_shim.core.planner import plan
+from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.request import parse_image_request
+from iiif_shim.iiif.resolve import Limits, resolve
+from iiif_shim.model.facts import (
     Colour,
     Level,
     Pyramid,
@@ -19,11 +23,7 @@ from iiif_shim.facts import (
     from_json,
     to_json,
 )
-from iiif_shim.iiif.profile import Version
-from iiif_shim.iiif.request import parse_image_request
-from iiif_shim.iiif.resolve import Limits, resolve
-from iiif_shim.model import Capabilities, SourceRef
-from iiif_shim.planner import plan
+from iiif_shim.model.plan import Capabilities, SourceRef
 from tests.unit.test_backend_protocols import IIPSRV_INFO
 
 

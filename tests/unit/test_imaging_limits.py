@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from iiif_shim import imaging
-from iiif_shim.errors import BackendError, BadRequest, NotImplementedFeature
-from iiif_shim.facts import SourceInfo, TileGrid
+from iiif_shim.base.errors import BackendError, BadRequest, NotImplementedFeature
+from iiif_shim.core.planner import plan
 from iiif_shim.iiif.profile import Format, Quality, Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import Box, Limits, resolve, rotated_size
-from iiif_shim.imaging import Allowance, Piece
-from iiif_shim.model import Capabilities, Fetched, NativeOp, PillowSteps
-from iiif_shim.planner import plan
+from iiif_shim.imaging import pillow as imaging
+from iiif_shim.imaging.pillow import Allowance, Piece
+from iiif_shim.model.facts import SourceInfo, TileGrid
+from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, PillowSteps
 from tests.faulty import png_bomb
 from tests.support import peak_rss_mb
 
@@ -39,9 +39,9 @@ def test_the_bomb_costs_hundreds_of_mb_when_decoded_blindly() -> None:
     )
     checked = peak_rss_mb(
         """
-        from iiif_shim import imaging
-        from iiif_shim.errors import BackendError
-        from iiif_shim.model import Fetched
+        from iiif_shim.imaging import pillow as imaging
+        from iiif_shim.base.errors import BackendError
+        from iiif_shim.model.plan import Fetched
         from tests.faulty import png_bomb
         try:
             imaging.decode(

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from kubernetes_validate.utils import ValidationError, all_versions
 
-from iiif_shim.settings import Settings, load_settings
-from iiif_shim.supervisor import KILL_GRACE
+from iiif_shim.config.settings import Settings, load_settings
+from iiif_shim.process.supervisor import KILL_GRACE
 from tests.support import ROOT
 
 FOLDER = ROOT / "deploy" / "kubernetes"

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image, ImageStat
 
-from iiif_shim.pdf import PdfWriter, jpeg_size
+from iiif_shim.presentation.pdf import PdfWriter, jpeg_size
 from tests.support import need_tool
 
 DPI = 150.0

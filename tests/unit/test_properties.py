@@ -11,11 +11,11 @@ from urllib.parse import unquote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iiif_shim.errors import BadRequest, NotImplementedFeature
+from iiif_shim.base.errors import BadRequest, NotImplementedFeature
 from iiif_shim.iiif.profile import Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import Limits, resolve, rotated_size
-from iiif_shim.urltemplate import UnsafeValue, UrlTemplate
+from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate
 
 QUICK = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,10 +7,7 @@ import dataclasses
 import pytest
 
 from iiif_shim.backends import BACKEND_TYPES
-from iiif_shim.backends.upstream import UpstreamSettings
-from iiif_shim.presentation.settings import PresentationSettings, ProviderSettings
-from iiif_shim.presentation.sources import SOURCE_TYPES
-from iiif_shim.settings import (
+from iiif_shim.config.settings import (
     CacheSettings,
     IIIFSettings,
     ImagingSettings,
@@ -18,7 +15,10 @@ from iiif_shim.settings import (
     RouteSettings,
     ServerSettings,
 )
-from iiif_shim.viewers import ViewerSettings
+from iiif_shim.presentation.settings import PresentationSettings, ProviderSettings
+from iiif_shim.presentation.sources import SOURCE_TYPES
+from iiif_shim.presentation.viewers import ViewerSettings
+from iiif_shim.upstream.client import UpstreamSettings
 from tests.support import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from iiif_shim.errors import BadRequest
+from iiif_shim.base.errors import BadRequest
 from iiif_shim.iiif.profile import Format, Quality, Version
 from iiif_shim.iiif.request import (
     RegionKind,

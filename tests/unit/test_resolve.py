@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iiif_shim.errors import BadRequest, NotImplementedFeature
+from iiif_shim.base.errors import BadRequest, NotImplementedFeature
 from iiif_shim.iiif.profile import Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import Box, Limits, ResolvedRequest, resolve

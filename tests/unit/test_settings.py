@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from iiif_shim.errors import ConfigError
-from iiif_shim.settings import default_config_path, load_settings, parse_settings
+from iiif_shim.base.errors import ConfigError
+from iiif_shim.config.settings import default_config_path, load_settings, parse_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from iiif_shim.cache import Caches, source_key
-from iiif_shim.diskcache import DiskCache, decode
-from iiif_shim.errors import ConfigError
-from iiif_shim.metrics import Metrics
-from iiif_shim.model import Rendered, SourceRef
-from iiif_shim.rediscache import RedisTier
-from iiif_shim.settings import CacheSettings, parse_settings
-from iiif_shim.tiers import PurgeJournal, Tiers
+from iiif_shim.base.errors import ConfigError
+from iiif_shim.cache.disk import DiskCache, decode
+from iiif_shim.cache.memory import Caches, source_key
+from iiif_shim.cache.redis import RedisTier
+from iiif_shim.cache.tiers import PurgeJournal, Tiers
+from iiif_shim.config.settings import CacheSettings, parse_settings
+from iiif_shim.model.plan import Rendered, SourceRef
+from iiif_shim.telemetry.metrics import Metrics
 from tests.support import Process, start_redis
 
 SOURCE = source_key("local", "quad.png")

@@ -6,10 +6,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from iiif_shim.baseurl import PublicBase, encode_identifier
-from iiif_shim.errors import BadRequest
-from iiif_shim.mapping import Router
-from iiif_shim.settings import parse_settings
+from iiif_shim.base.errors import BadRequest
+from iiif_shim.config.settings import parse_settings
+from iiif_shim.core.routing import Router
+from iiif_shim.web.baseurl import PublicBase, encode_identifier
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,7 @@ from iiif_shim.settings import parse_settings
     ],
 )
 def test_template_encodes_for_its_place(value: str, expected: str) -> None:
-    from iiif_shim.urltemplate import UrlTemplate
+    from iiif_shim.upstream.urltemplate import UrlTemplate
 
     t = UrlTemplate.parse("http://legacy.example.org/masters/{id}.tif?v={id}")
     url = t.expand({"id": value})
@@ -52,7 +52,7 @@ def test_template_encodes_for_its_place(value: str, expected: str) -> None:
     ],
 )
 def test_template_errors(text: str, fragment: str) -> None:
-    from iiif_shim.urltemplate import UrlTemplate
+    from iiif_shim.upstream.urltemplate import UrlTemplate
 
     with pytest.raises(ValueError) as err:
         UrlTemplate.parse(text)

@@ -16,10 +16,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from iiif_shim import contentstate, viewers
-from iiif_shim.contentstate import Target
-from iiif_shim.schema import Reader
-from iiif_shim.viewers import PACKAGES, ViewerSettings, asset_file, target_from_query
+from iiif_shim.base.schema import Reader
+from iiif_shim.iiif import contentstate
+from iiif_shim.iiif.contentstate import Target
+from iiif_shim.presentation import viewers
+from iiif_shim.presentation.viewers import PACKAGES, ViewerSettings, asset_file, target_from_query
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "https://example.org/iiif/book/manifest"

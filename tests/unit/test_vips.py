@@ -22,14 +22,14 @@ import pytest
 import pyvips
 from PIL import Image, ImageChops, ImageStat
 
-from iiif_shim import imaging
-from iiif_shim.engines import engine_named
-from iiif_shim.errors import BackendError, NotImplementedFeature
+from iiif_shim.base.errors import BackendError, NotImplementedFeature
 from iiif_shim.iiif.profile import Format, Quality
 from iiif_shim.iiif.resolve import Box
-from iiif_shim.imaging import Allowance
-from iiif_shim.model import Fetched, PillowSteps
-from iiif_shim.vips import EVERYTHING, MEASURED, VipsDecoded, VipsEngine
+from iiif_shim.imaging import pillow as imaging
+from iiif_shim.imaging.engine import engine_named
+from iiif_shim.imaging.pillow import Allowance
+from iiif_shim.imaging.vips import EVERYTHING, MEASURED, VipsDecoded, VipsEngine
+from iiif_shim.model.plan import Fetched, PillowSteps
 from tests.faulty import png_bomb
 from tests.support import (
     BUNDLED,
@@ -175,10 +175,10 @@ def test_the_refused_bomb_costs_nothing_that_a_blind_libvips_decode_does() -> No
     )
     checked = peak_rss_mb(
         """
-        from iiif_shim import imaging
-        from iiif_shim.errors import BackendError
-        from iiif_shim.model import Fetched
-        from iiif_shim.vips import EVERYTHING, VipsEngine
+        from iiif_shim.imaging import pillow as imaging
+        from iiif_shim.base.errors import BackendError
+        from iiif_shim.model.plan import Fetched
+        from iiif_shim.imaging.vips import EVERYTHING, VipsEngine
         from tests.faulty import png_bomb
         try:
             VipsEngine(EVERYTHING).decode(

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from iiif_shim import imaging
 from iiif_shim.backends.files import FilesBackend
-from iiif_shim.errors import BackendError
+from iiif_shim.base.errors import BackendError
 from iiif_shim.iiif.resolve import Box
-from iiif_shim.imaging import Allowance, decode, tiff_pyramid
-from iiif_shim.model import Fetched
+from iiif_shim.imaging import pillow as imaging
+from iiif_shim.imaging.pillow import Allowance, decode, tiff_pyramid
+from iiif_shim.model.plan import Fetched
 from tests.support import need_tool
 
 W, H = 700, 500  # 128-pixel tiles leave a 60-pixel column and a 116-pixel row at the edges

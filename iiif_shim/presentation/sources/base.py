@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from iiif_shim.backends.base import Backend, Finding
-from iiif_shim.backends.upstream import UpstreamSettings
-from iiif_shim.mapping import Router
-from iiif_shim.metrics import Metrics
+from iiif_shim.core.routing import Router
 from iiif_shim.presentation.records import ObjectRecord
+from iiif_shim.telemetry.metrics import Metrics
+from iiif_shim.upstream.client import UpstreamSettings
 
 RunBlocking = Callable[..., Awaitable[Any]]
 _UPSTREAM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(UpstreamSettings)}

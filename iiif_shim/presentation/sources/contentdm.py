@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from iiif_shim.backends.upstream import UpstreamSettings
-from iiif_shim.errors import BackendError
+from iiif_shim.base.errors import BackendError
+from iiif_shim.base.schema import option
 from iiif_shim.iiif.profile import RIGHTS_RE
 from iiif_shim.presentation.records import (
     MAX_CANVASES,
@@ -52,8 +52,8 @@ from iiif_shim.presentation.records import (
 )
 from iiif_shim.presentation.sources.base import unused
 from iiif_shim.presentation.sources.json import HttpJsonSource
-from iiif_shim.schema import option
-from iiif_shim.urltemplate import UrlTemplate, fixed_url
+from iiif_shim.upstream.client import UpstreamSettings
+from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url
 
 PAGE_SIZE = 1024  # records of one dmQuery answer (the documented maximum)
 _POINTER_RE = re.compile(r"[0-9]{1,12}")

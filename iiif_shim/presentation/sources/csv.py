@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from iiif_shim.backends.base import Finding
-from iiif_shim.backends.upstream import Upstream, UpstreamSettings
-from iiif_shim.cache import SingleFlight
-from iiif_shim.errors import BackendError, NotFound, ShimError
+from iiif_shim.base.errors import BackendError, NotFound, ShimError
+from iiif_shim.base.schema import at_least, option
+from iiif_shim.cache.memory import SingleFlight
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
     ObjectRecord,
@@ -46,8 +46,8 @@ from iiif_shim.presentation.records import (
 )
 from iiif_shim.presentation.sources.base import ConfigView, ObjectSource, unused
 from iiif_shim.presentation.sources.folder import natural_key
-from iiif_shim.schema import at_least, option
-from iiif_shim.urltemplate import UrlTemplate, fixed_url
+from iiif_shim.upstream.client import Upstream, UpstreamSettings
+from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url
 
 log = logging.getLogger("iiif_shim")
 

@@ -14,7 +14,8 @@ import yaml
 
 from iiif_shim.backends.base import Finding
 from iiif_shim.backends.files import FilesBackend
-from iiif_shim.errors import BackendError
+from iiif_shim.base.errors import BackendError
+from iiif_shim.base.schema import option
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
     ObjectRecord,
@@ -23,7 +24,6 @@ from iiif_shim.presentation.records import (
     check_name,
 )
 from iiif_shim.presentation.sources.base import ConfigView, ObjectSource
-from iiif_shim.schema import option
 
 OBJECT_FILE = "object.yaml"
 MAX_OBJECT_FILE = 256 * 1024

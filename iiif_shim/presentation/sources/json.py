@@ -35,11 +35,9 @@ from types import MappingProxyType
 from typing import Any
 
 from iiif_shim.backends.base import PARSE_ERRORS
-from iiif_shim.backends.metadata import parse_json
-from iiif_shim.backends.upstream import Answer, Upstream, UpstreamSettings
-from iiif_shim.cache import SingleFlight
-from iiif_shim.errors import BackendError, NotFound, ShimError
-from iiif_shim.jsonpath import JsonPath, compile_path, path_check
+from iiif_shim.base.errors import BackendError, NotFound, ShimError
+from iiif_shim.base.schema import at_least, option
+from iiif_shim.cache.memory import SingleFlight
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
     ObjectRecord,
@@ -48,8 +46,10 @@ from iiif_shim.presentation.records import (
     check_name,
 )
 from iiif_shim.presentation.sources.base import ObjectSource, unused
-from iiif_shim.schema import at_least, option
-from iiif_shim.urltemplate import UnsafeValue, UrlTemplate, fixed_url, url_template
+from iiif_shim.upstream.client import Answer, Upstream, UpstreamSettings
+from iiif_shim.upstream.jsonpath import JsonPath, compile_path, path_check
+from iiif_shim.upstream.parse import parse_json
+from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate, fixed_url, url_template
 
 log = logging.getLogger("iiif_shim")
 

@@ -1,0 +1,3 @@
+"""The bottom floor: the one exception tree and the settings schema every component declares its
+settings with.
+"""

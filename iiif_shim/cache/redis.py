@@ -1,0 +1,255 @@
+"""The Redis tier: rendered images and source facts shared by every process and machine, the
+render lock that keeps them from all rendering the same miss, and the purge channel.
+
+Keys (``cache.redis_prefix``, ``iiif-shim:`` by default, then the source's
+:func:`cache.source_key`)::
+
+    <prefix><source>:img:<plan key>    media type, a newline, the image (TTL cache.redis_ttl)
+    <prefix><source>:facts             the source's facts as JSON (TTL cache.info_ttl)
+    <prefix><source>:lock:<name>       a render lock (SET NX PX cache.redis_lock, a random token)
+    <prefix>purge                      the pub/sub channel of purges (a source key, or ``*``)
+
+Every call has ``cache.redis_timeout``. Redis is a cache, never a dependency: a call that fails
+(refused, reset, timed out, an error answer) counts in ``iiif_shim_redis_errors_total``, is
+logged once, and Redis is skipped for ``cache.redis_retry`` seconds (its callers see a miss, an
+unheld lock, a write not made), then tried again; the next success is logged too. Purges are the
+exception: :meth:`RedisTier.purge` raises, so whoever asked for one learns that it failed.
+
+A lock is released only by its holder (a Lua script compares the token), and expires by itself
+if the holder dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from iiif_shim.config.settings import CacheSettings
+from iiif_shim.telemetry.metrics import Metrics
+
+log = logging.getLogger("iiif_shim")
+
+T = TypeVar("T")
+POOL_SIZE = 64  # connections of one process to Redis
+_HEX32 = "[0-9a-f]" * 32
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+# bytes an entry may hold beyond the image it carries (its header; the facts' JSON)
+_ENTRY_SLACK = 64 * 1024
+
+
+class RedisUnavailable(Exception):
+    """Redis failed a call that must not fail quietly (a purge)."""
+
+
+def redacted(url: str) -> str:
+    """The URL without a password, for logs."""
+    split = urlsplit(url)
+    if split.scheme == "unix":
+        return f"unix://{split.path}"
+    return f"{split.scheme}://{split.hostname}:{split.port or 6379}{split.path}"
+
+
+class RedisTier:
+    def __init__(self, settings: CacheSettings, metrics: Metrics | None = None) -> None:
+        assert settings.redis is not None
+        self.settings = settings
+        self.url = settings.redis
+        self.prefix = settings.redis_prefix
+        self.channel = f"{self.prefix}purge"
+        self._metrics = metrics
+        self._client: Any = None
+        self._release: Any = None
+        self._skip_until = 0.0
+        self._down = False
+
+    async def start(self) -> None:
+        """Make the connection pool (connections open on first use: a Redis that is down at
+        start is skipped like one that goes down later)."""
+        import redis.asyncio as aioredis  # an optional extra; check-config names it
+
+        timeout = self.settings.redis_timeout
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=POOL_SIZE,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+        self._client = aioredis.Redis(connection_pool=pool)
+        self._release = self._client.register_script(_RELEASE)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def subscriber(self) -> Any:
+        """A client of its own for pub/sub (it blocks on reads, so no socket timeout)."""
+        import redis.asyncio as aioredis
+
+        return aioredis.Redis.from_url(self.url, socket_connect_timeout=self.settings.redis_timeout)
+
+    # --- availability ----------------------------------------------------------------------
+
+    @property
+    def up(self) -> bool:
+        """Whether Redis is being used now (False while it is skipped after a failure)."""
+        return time.monotonic() >= self._skip_until
+
+    def failed(self, operation: str, exc: BaseException) -> None:
+        self._skip_until = time.monotonic() + self.settings.redis_retry
+        if self._metrics is not None:
+            self._metrics.redis_error(operation)
+        if not self._down:
+            self._down = True
+            log.warning(
+                "Redis at %s failed (%s: %s); the cache goes without it, trying again every %gs",
+                redacted(self.url),
+                operation,
+                _describe(exc),
+                self.settings.redis_retry,
+            )
+
+    def _answered(self) -> None:
+        if self._down:
+            self._down = False
+            log.warning("Redis at %s answers again; the cache uses it", redacted(self.url))
+
+    async def _call(self, operation: str, call: Callable[[], Awaitable[T]], default: T) -> T:
+        if not self.up or self._client is None:
+            return default
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout * 2):
+                result = await call()
+        except (OSError, TimeoutError, _redis_error()) as exc:
+            self.failed(operation, exc)
+            return default
+        self._answered()
+        return result
+
+    # --- keys ------------------------------------------------------------------------------
+
+    def image_key(self, source: str, key: str) -> str:
+        return f"{self.prefix}{source}:img:{key}"
+
+    def facts_key(self, source: str) -> str:
+        return f"{self.prefix}{source}:facts"
+
+    def lock_key(self, source: str, name: str) -> str:
+        return f"{self.prefix}{source}:lock:{name}"
+
+    # --- values ----------------------------------------------------------------------------
+
+    async def get(self, key: str, operation: str = "get") -> bytes | None:
+        """The value, or ``None``: missing, or larger than this shim ever stores (whoever else
+        writes to the server, no more than the cap is read)."""
+        limit = self.settings.redis_max_bytes + _ENTRY_SLACK
+        value: bytes | None = await self._call(
+            operation, lambda: self._client.getrange(key, 0, limit), None
+        )
+        if not value or len(value) > limit:
+            return None
+        return value
+
+    async def set(self, key: str, value: bytes, ttl: float, operation: str = "set") -> bool:
+        """Store ``value`` for ``ttl`` seconds, unless it is larger than the cap per entry."""
+        if len(value) > self.settings.redis_max_bytes:
+            return False
+        ms = max(1, int(ttl * 1000))
+        done: bool = await self._call(operation, lambda: self._client.set(key, value, px=ms), False)
+        return bool(done)
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete", lambda: self._client.delete(key), 0)
+
+    # --- the render lock -------------------------------------------------------------------
+
+    async def acquire(self, lock: str) -> str | None:
+        """The token of the lock if this process now holds it; None if another holds it, or
+        Redis is skipped (then :attr:`up` is False)."""
+        token = secrets.token_hex(16)
+        ms = max(1, int(self.settings.redis_lock * 1000))
+        got = await self._call("lock", lambda: self._client.set(lock, token, nx=True, px=ms), None)
+        return token if got else None
+
+    async def release(self, lock: str, token: str) -> None:
+        await self._call("unlock", lambda: self._release(keys=[lock], args=[token]), 0)
+
+    async def wait(self, key: str, lock: str, seconds: float) -> bytes | None:
+        """The value of ``key`` once the lock's holder stored it; None when the lock went
+        without it (the holder failed), after ``seconds``, or when Redis fails meanwhile."""
+        deadline = time.monotonic() + seconds
+        pause = 0.01
+        while time.monotonic() < deadline and self.up:
+            found: list[bytes | None] = await self._call(
+                "wait", lambda: self._client.mget([key, lock]), [None, None]
+            )
+            value, holder = found
+            if value is not None:
+                return value
+            if holder is None:
+                return None
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 1.5, 0.1)
+        return None
+
+    # --- purge -----------------------------------------------------------------------------
+
+    async def purge(self, source: str | None) -> int:
+        """Delete every key of one source (``None``: of every source); how many there were.
+        Raises :class:`RedisUnavailable` if Redis fails (even while it is being skipped)."""
+        client = self._client
+        if client is None:
+            raise RedisUnavailable("not started")
+        pattern = _glob_escape(self.prefix) + (source if source else _HEX32) + ":*"
+        removed = 0
+        try:
+            cursor = 0
+            while True:
+                async with asyncio.timeout(self.settings.redis_timeout * 4):
+                    cursor, keys = await client.scan(cursor, match=pattern, count=1000)
+                    if keys:
+                        removed += int(await client.unlink(*keys))
+                if cursor == 0:
+                    break
+        except (OSError, TimeoutError, _redis_error()) as exc:
+            self.failed("purge", exc)
+            raise RedisUnavailable(_describe(exc)) from None
+        self._answered()
+        return removed
+
+    async def publish(self, message: str) -> int:
+        """Tell every subscribed process; how many received it. Raises RedisUnavailable."""
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout * 2):
+                receivers = await self._client.publish(self.channel, message)
+        except (OSError, TimeoutError, _redis_error()) as exc:
+            self.failed("publish", exc)
+            raise RedisUnavailable(_describe(exc)) from None
+        return int(receivers)
+
+
+def _redis_error() -> type[Exception]:
+    import redis
+
+    error: type[Exception] = redis.RedisError
+    return error
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

@@ -1,0 +1,1 @@
+"""The ``iiif-shim`` command: serve, check-config, probe and purge."""

@@ -1,0 +1,3 @@
+"""The whole server's settings: YAML read into frozen, typed settings, each component's schema
+assembled, every problem reported with its path.
+"""

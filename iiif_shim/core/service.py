@@ -1,0 +1,227 @@
+"""Orchestration of a request, with no aiohttp types in it.
+
+``identifier -> route -> source facts (cached, single-flight, checked) -> resolve -> plan ->
+result cache -> backend fetch -> Pillow in the pool -> Rendered``. Image requests are prepared
+first (everything up to the plan, which yields the cache key and the ETag) so the HTTP layer can
+answer a conditional request with 304 before any pixel is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from iiif_shim.backends import BACKEND_TYPES, Backend
+from iiif_shim.backends.base import BackendContext
+from iiif_shim.cache.memory import Caches, DecodedKey, SizedCache, source_key
+from iiif_shim.cache.tiers import open_tiers
+from iiif_shim.config.settings import Settings
+from iiif_shim.core import passthrough
+from iiif_shim.core.planner import plan
+from iiif_shim.core.routing import Router
+from iiif_shim.iiif.info import Offer, image_info
+from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.request import ImageRequest
+from iiif_shim.iiif.resolve import Limits, resolve
+from iiif_shim.imaging import pillow as imaging
+from iiif_shim.imaging.budget import MemoryBudget, holding
+from iiif_shim.imaging.engine import DecodedSource, Engine, engine_named
+from iiif_shim.imaging.pool import Workers
+from iiif_shim.model.facts import SourceInfo, checked
+from iiif_shim.model.plan import Plan, Rendered, SourceRef, Target
+from iiif_shim.telemetry.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class Source:
+    target: Target
+    backend: Backend
+    info: SourceInfo
+
+
+@dataclass(frozen=True)
+class Prepared:
+    source: Source
+    plan: Plan
+
+    @property
+    def canonical(self) -> str:
+        return self.plan.resolved.canonical
+
+
+@asynccontextmanager
+async def open_service(
+    settings: Settings, budget: MemoryBudget | None = None, metrics: Metrics | None = None
+) -> AsyncIterator[ImageService]:
+    """The service with its thread pool, caches (memory, and the disk and Redis tiers when
+    configured) and started backends; all released on exit. ``budget`` and ``metrics``
+    outlive one configuration (a reload keeps them)."""
+    server, cache = settings.server, settings.cache
+    budget = budget or MemoryBudget(server.memory_budget, server.memory_wait)
+    workers = Workers(server.workers, server.max_pending, server.request_timeout)
+    caches = Caches.sized(
+        cache.info_entries,
+        cache.info_ttl,
+        cache.image_bytes,
+        cache.decoded_bytes,
+        metrics.cache_lookup if metrics else None,
+    )
+    context = BackendContext(workers.run, metrics)
+    backends = {
+        name: BACKEND_TYPES[spec.type](name, spec, context)
+        for name, spec in settings.backends.items()
+    }
+    started: list[Backend] = []
+    try:
+        for backend in backends.values():
+            await backend.start()
+            started.append(backend)
+        async with open_tiers(cache, caches, metrics) as tiers:
+            caches = replace(caches, tiers=tiers)
+            yield ImageService(settings, backends, workers, caches, budget, metrics)
+    finally:
+        for backend in started:
+            await backend.close()
+        workers.close()
+
+
+class ImageService:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Mapping[str, Backend],
+        workers: Workers,
+        caches: Caches,
+        budget: MemoryBudget,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.workers = workers
+        self.caches = caches
+        self.budget = budget
+        self.metrics = metrics
+        self.record = metrics.pillow_step if metrics else None
+        # the library doing the pixel work (imaging.engine); settings checked it can run
+        imaging_settings = settings.imaging
+        self.engine: Engine[Any] = engine_named(
+            imaging_settings.engine, imaging_settings.vips_steps
+        )
+        self.router = Router(settings.routes)
+        iiif = settings.iiif
+        self.limits = Limits(
+            iiif.max_width,
+            iiif.max_height,
+            iiif.max_area,
+            upscale_max_to_limits=iiif.upscale_max_to_limits,
+            clamp_confined=iiif.clamp_confined_size,
+        )
+        self.offer = Offer(
+            formats=self.engine.writable_formats(), limits=self.limits, tile_size=iiif.tile_size
+        )
+
+    async def source(self, identifier: str) -> Source:
+        target = self.router.route(identifier)
+        backend = self.backends[target.backend]
+
+        async def load() -> SourceInfo:
+            return checked(await backend.facts(target), backend.name)
+
+        async def shared() -> SourceInfo:  # from Redis, when another process asked already
+            tiers = self.caches.tiers
+            if tiers is None:
+                return await load()
+            return await tiers.facts(target.backend, target.native_id, load)
+
+        info = await self.caches.facts.get((target.backend, target.native_id), shared)
+        return Source(target, backend, info)
+
+    async def info(
+        self, version: Version, identifier: str, base_id: str
+    ) -> tuple[dict[str, Any], Source]:
+        """The info.json document, rebuilt from cached facts on every request."""
+        src = await self.source(identifier)
+        doc = image_info(version, base_id, src.info, self.offer, rights=src.target.rights)
+        return doc, src
+
+    async def prepare(self, request: ImageRequest) -> Prepared:
+        src = await self.source(request.identifier)
+        info = src.info
+        resolved = resolve(request, info.width, info.height, self.limits)
+        the_plan = plan(
+            resolved,
+            src.backend.capabilities(src.backend.settings, info.native),
+            info.tiles,
+            self.settings.iiif.jpeg_quality,
+            SourceRef(src.target.backend, src.target.native_id, info.version),
+            self.engine.identity,
+        )
+        return Prepared(src, the_plan)
+
+    async def render(self, prepared: Prepared, *, cached: bool = True) -> Rendered:
+        """The image from the first cache tier that has it (memory, disk, Redis), else
+        rendered and kept in each; ``cached=False`` always asks the backend (for ``probe``)."""
+        key = prepared.plan.key if cached else None
+        tiers = self.caches.tiers
+        if key is None:
+            return await self._render(prepared)
+        if tiers is None:
+            source = source_key(prepared.plan.source.backend, prepared.plan.source.native_id)
+            return await self.caches.results.get((source, key), lambda: self._render(prepared))
+        return await tiers.image(prepared.plan.source, key, lambda: self._render(prepared))
+
+    async def _render(self, prepared: Prepared) -> Rendered:
+        """Reserve the plan's memory, fetch, decode (or reuse the decoded master), finish."""
+        src, the_plan = prepared.source, prepared.plan
+        info, steps, record, engine = src.info, the_plan.steps, self.record, self.engine
+        max_pixels = self.settings.iiif.max_source_pixels
+        whole = the_plan.native.whole_source(info.width, info.height)
+        factor = engine.reduction(info.format, info.width, info.height, steps)
+        version = info.version
+        key = (src.target.backend, src.target.native_id, version, factor) if version else None
+        full = engine.cost(the_plan, info)
+        # holds what this service's engine decoded (a reload makes new caches with a new engine)
+        decoded_cache: SizedCache[DecodedKey, Any] = self.caches.decoded
+        cached = whole and decoded_cache.holds(key)
+        need = engine.cost(the_plan, info, decoded_cached=cached)
+        reservation = await self.budget.reserve(need.total)
+        token = holding.set(reservation)
+        try:
+            if whole:
+                # The same master serves every tile: keep it decoded, at the reduction this
+                # output allows, so a deep-zoom session neither re-reads nor re-decodes it.
+                allowance = imaging.Allowance(max_pixels, full.decode, (info.width, info.height))
+
+                async def decode() -> DecodedSource:
+                    # the master was cached when the reservation was made, and is gone now:
+                    # its decoding gets a reservation of its own
+                    extra = await self.budget.reserve(full.decode) if cached else None
+                    inner = holding.set(extra) if extra else None
+                    try:
+                        fetched = await src.backend.fetch(src.target, the_plan.native, info)
+                        decoded: DecodedSource = await self.workers.run(
+                            engine.decode, fetched, factor, allowance, record
+                        )
+                    finally:
+                        if extra is not None and inner is not None:
+                            holding.reset(inner)
+                            extra.release()
+                    return decoded
+
+                decoded = await decoded_cache.get(key, decode)
+                body = await self.workers.run(engine.finish, decoded, steps, record)
+            else:
+                fetched = await src.backend.fetch(src.target, the_plan.native, info)
+                as_is = passthrough.as_delivered(prepared, fetched)
+                if as_is is not None:
+                    body = as_is  # a native tile, say: nothing for the pool to do
+                else:
+                    expected = the_plan.native.delivered_size()
+                    allowance = imaging.Allowance(max_pixels, full.decode, expected)
+                    body = await self.workers.run(engine.render, fetched, steps, allowance, record)
+        finally:
+            holding.reset(token)
+            reservation.release()
+        return Rendered(body=body, media_type=the_plan.resolved.format.media_type)

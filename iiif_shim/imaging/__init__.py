@@ -1,0 +1,3 @@
+"""The pixel work: the engine seam, the Pillow and libvips engines, the cost model and memory
+budget, the thread pool, format readers.
+"""

@@ -1,0 +1,329 @@
+"""What a backend knows about one source image, as typed, frozen values.
+
+- :class:`SourceInfo`: width, height, colour, format, version, the native tile grid, and the
+  backend's own description in ``native`` (one of :data:`NativeFacts`: a tile pyramid, an
+  upstream IIIF service's declared abilities), never an untyped object;
+- :class:`Pyramid` and its geometry (levels, tiles, the window a region needs at a level), pure;
+- :func:`checked`: the one check every backend's facts pass before anything uses them (sizes
+  at least 1, sane tile sizes and scale factors, bounded counts), so a malformed answer from a
+  legacy server is a 502 naming the backend, never a 500 further down;
+- :func:`to_json` / :func:`from_json`: the facts as plain JSON, for caches shared between
+  processes.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Union
+
+from iiif_shim.base.errors import BackendError
+from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.resolve import Box
+from iiif_shim.model.plan import Capabilities
+
+# Limits on what a backend may report; past them its answer is refused as malformed.
+MAX_SIDE = 1 << 20  # pixels on one side of a source
+MIN_TILE, MAX_TILE = 8, 8192  # pixels on one side of a native tile
+MAX_LEVELS = 24  # pyramid levels (scale factors 1 .. 2**23)
+_YEAR_10000 = 253402300800  # epoch seconds
+
+
+class Colour(enum.StrEnum):
+    """What colour information a source has; decides the default quality."""
+
+    COLOR = "color"
+    GRAY = "gray"
+    BITONAL = "bitonal"
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """A tile grid as info.json describes it."""
+
+    width: int
+    height: int
+    scale_factors: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Level:
+    factor: int  # 1, 2, 4, ...: the level is the full image reduced by this factor
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Pyramid:
+    """A source kept as levels of tiles, each level a power-of-two reduction of the full image."""
+
+    width: int
+    height: int
+    tile_width: int
+    tile_height: int
+    levels: tuple[Level, ...]  # largest first; levels[0].factor == 1
+    overlap: int = 0  # pixels a tile repeats of each neighbour (DeepZoom)
+
+    @classmethod
+    def halving(
+        cls,
+        width: int,
+        height: int,
+        tile_width: int,
+        tile_height: int,
+        *,
+        count: int | None = None,
+        overlap: int = 0,
+    ) -> Pyramid:
+        """Levels made by halving (rounding up) until one tile holds the image, or ``count``
+        levels (at most :data:`MAX_LEVELS` either way). ValueError for sizes out of bounds."""
+        if not (_side(width) and _side(height)):
+            raise ValueError(f"image size {width}x{height}")
+        if not all(type(t) is int and MIN_TILE <= t <= MAX_TILE for t in (tile_width, tile_height)):
+            raise ValueError(f"tile size {tile_width}x{tile_height}")
+        levels: list[Level] = []
+        factor = 1
+        while len(levels) < MAX_LEVELS:
+            w, h = math.ceil(width / factor), math.ceil(height / factor)
+            levels.append(Level(factor, w, h))
+            if count is not None:
+                if len(levels) >= count:
+                    break
+            elif w <= tile_width and h <= tile_height:
+                break
+            factor *= 2
+        return cls(width, height, tile_width, tile_height, tuple(levels), overlap)
+
+    @property
+    def grid(self) -> TileGrid:
+        return TileGrid(
+            self.tile_width, self.tile_height, tuple(level.factor for level in self.levels)
+        )
+
+    def level(self, factor: int) -> Level:
+        """The level for a reduction: that factor, or the nearest finer one available."""
+        usable = [lv for lv in self.levels if lv.factor <= max(factor, 1)]
+        return max(usable, key=lambda lv: lv.factor) if usable else self.levels[0]
+
+    def columns(self, level: Level) -> int:
+        return math.ceil(level.width / self.tile_width)
+
+    def rows(self, level: Level) -> int:
+        return math.ceil(level.height / self.tile_height)
+
+    def window(self, region: Box, level: Level) -> tuple[int, int, int, int]:
+        """The region in the level's pixels (x0, y0, x1, y1). Level pixel i holds full-image
+        pixels [i*f, (i+1)*f), so this is exact for pyramids made by halving."""
+        f = level.factor
+        x0 = min(region.x // f, level.width - 1)
+        y0 = min(region.y // f, level.height - 1)
+        x1 = max(min(math.ceil((region.x + region.w) / f), level.width), x0 + 1)
+        y1 = max(min(math.ceil((region.y + region.h) / f), level.height), y0 + 1)
+        return x0, y0, x1, y1
+
+    def cell(self, level: Level, col: int, row: int) -> tuple[int, int, int, int]:
+        """The level pixels a tile stands for (overlap excluded)."""
+        x, y = col * self.tile_width, row * self.tile_height
+        return (
+            x,
+            y,
+            min(x + self.tile_width, level.width),
+            min(y + self.tile_height, level.height),
+        )
+
+    def tile_origin(self, col: int, row: int) -> tuple[int, int]:
+        """Level position of a tile image's top-left pixel (overlap included)."""
+        return (
+            max(0, col * self.tile_width - self.overlap),
+            max(0, row * self.tile_height - self.overlap),
+        )
+
+    def tile_bounds(self, level: Level, col: int, row: int) -> tuple[int, int]:
+        """The largest a tile image of this cell may be, overlap included."""
+        _, _, x1, y1 = self.cell(level, col, row)
+        ox, oy = self.tile_origin(col, row)
+        return (
+            min(x1 + self.overlap, level.width) - ox,
+            min(y1 + self.overlap, level.height) - oy,
+        )
+
+
+@dataclass(frozen=True)
+class PyramidFacts:
+    """A tile pyramid (DeepZoom, Zoomify, iipsrv's JTL tiles) and the tiles' file suffix."""
+
+    pyramid: Pyramid
+    suffix: str  # e.g. "jpeg"
+
+
+@dataclass(frozen=True)
+class ServiceFacts:
+    """What an upstream IIIF Image service declares for one image."""
+
+    version: Version
+    level: int
+    capabilities: Capabilities
+    pyramid: Pyramid | None  # its tiles, when it lists any
+
+
+NativeFacts = PyramidFacts | ServiceFacts
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Facts about a source image, as its backend reports them (cached)."""
+
+    width: int
+    height: int
+    colour: Colour = Colour.COLOR
+    format: str | None = None  # the source's own format, e.g. "JPEG", when known
+    mode: str | None = None  # Pillow's mode of the decoded source, when known (e.g. "RGB")
+    version: str | None = None  # changes whenever the source changes (mtime, ETag)
+    last_modified: float | None = None  # epoch seconds
+    tiles: TileGrid | None = None  # the backend's native grid, when it has one
+    native: NativeFacts | None = None  # the backend's own description
+
+
+def checked(info: SourceInfo, backend: str) -> SourceInfo:
+    """``info`` if it is sane, else a 502 naming the backend (nothing else ever sees it). A
+    modification time no HTTP date can state (before 1970, after 9999) is dropped."""
+    problem = _problem(info)
+    if problem:
+        raise BackendError(f"backend '{backend}' reported unusable image facts ({problem})")
+    stamp = info.last_modified
+    if stamp is not None and not 0 <= stamp < _YEAR_10000:
+        return dataclasses.replace(info, last_modified=None)
+    return info
+
+
+def _problem(info: SourceInfo) -> str | None:
+    if not _side(info.width) or not _side(info.height):
+        return f"size {info.width}x{info.height}"
+    if info.tiles is not None and (p := _grid_problem(info.tiles)):
+        return p
+    pyramid = None
+    if isinstance(info.native, PyramidFacts):
+        pyramid = info.native.pyramid
+    elif isinstance(info.native, ServiceFacts):
+        pyramid = info.native.pyramid
+        if info.native.level not in (0, 1, 2):
+            return f"compliance level {info.native.level}"
+        limit = info.native.capabilities.max_size
+        if limit is not None and not _side(limit):
+            return f"maxWidth/maxHeight {limit}"
+    if pyramid is not None:
+        return _pyramid_problem(pyramid, info.width, info.height)
+    return None
+
+
+def _side(value: object) -> bool:
+    return type(value) is int and 1 <= value <= MAX_SIDE
+
+
+def _grid_problem(grid: TileGrid) -> str | None:
+    if not all(type(v) is int and MIN_TILE <= v <= MAX_TILE for v in (grid.width, grid.height)):
+        return f"tile size {grid.width}x{grid.height}"
+    factors = grid.scale_factors
+    powers = all(type(f) is int and f >= 1 and f & (f - 1) == 0 for f in factors)
+    ascending = all(a < b for a, b in itertools.pairwise(factors))
+    if not (1 <= len(factors) <= MAX_LEVELS and factors[0] == 1 and powers and ascending):
+        shown = list(factors[:8]) + (["..."] if len(factors) > 8 else [])
+        return f"scale factors {shown}"
+    return None
+
+
+def _pyramid_problem(p: Pyramid, width: int, height: int) -> str | None:
+    if (p.width, p.height) != (width, height):
+        return "pyramid size differs from image size"
+    if p.overlap < 0 or p.overlap >= min(p.tile_width, p.tile_height):
+        return f"tile overlap {p.overlap}"
+    if problem := _grid_problem(p.grid):
+        return problem
+    for level in p.levels:
+        f = level.factor
+        # each level is the full image reduced by its factor (rounded either way)
+        if not (width // f <= level.width <= -(-width // f) + 1) or not (
+            height // f <= level.height <= -(-height // f) + 1
+        ):
+            return f"level 1/{f} of {level.width}x{level.height}"
+        if level.width < 1 or level.height < 1:
+            return f"empty level 1/{f}"
+    return None
+
+
+# --- JSON, for caches shared between processes ----------------------------------------------
+
+_KINDS: dict[str, type[Any]] = {"pyramid": PyramidFacts, "service": ServiceFacts}
+
+
+def to_json(info: SourceInfo) -> dict[str, Any]:
+    """``info`` as plain JSON values; :func:`from_json` reads it back."""
+    out: dict[str, Any] = _encode(info)
+    return out
+
+
+def from_json(data: dict[str, Any]) -> SourceInfo:
+    info: SourceInfo = _decode(SourceInfo, data)
+    return info
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        for kind, cls in _KINDS.items():
+            if type(value) is cls:
+                out["kind"] = kind
+        return out
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, frozenset):
+        return sorted(_encode(v) for v in value)
+    if isinstance(value, tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        if len(options) > 1:  # a union of facts kinds: the tag says which
+            return _decode(_KINDS[value["kind"]], value)
+        return _decode(options[0], value)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        hints = typing.get_type_hints(hint)
+        fields = {f.name for f in dataclasses.fields(hint)}
+        return hint(**{k: _decode(hints[k], v) for k, v in value.items() if k in fields})
+    if origin is tuple:
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_decode(item, v) for v in value)
+    if origin is frozenset:
+        (item,) = typing.get_args(hint)
+        return frozenset(_decode(item, v) for v in value)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint(value)
+    return value
+
+
+__all__ = [
+    "Colour",
+    "Level",
+    "NativeFacts",
+    "Pyramid",
+    "PyramidFacts",
+    "ServiceFacts",
+    "SourceInfo",
+    "TileGrid",
+    "checked",
+    "from_json",
+    "to_json",
+]

@@ -1,0 +1,647 @@
+"""The built-in IIIF viewers: Mirador, Universal Viewer, OpenSeadragon, Leaflet-IIIF and Clover.
+
+Owns the ``viewers:`` settings (:class:`ViewerSettings`), the pinned browser packages
+(:data:`PACKAGES`, kept in step with ``deploy/viewers.sh``, which installs them into the assets
+folder as ``NAME@VERSION/``), the viewer pages and the static files they load:
+
+- :func:`view` answers ``GET /view/{viewer}?iiif-content=...`` (also ``?manifest=URI`` with an
+  optional ``&canvas=URI``, and ``?image=URI`` for a bare image service). The parameter is read
+  here with :mod:`iiif_shim.iiif.contentstate`; the page gets the result as JSON data, never
+  as script source, and the viewer opens the manifest at the canvas and region asked for.
+  Manifests and images are fetched by the browser, from any origin.
+- :func:`asset` answers ``GET /viewers/{path}``: files of the assets folder only, by an allowlist
+  of names and types, never outside it, cached for a year (the version is in every path).
+- :data:`BUILTIN_VIEWERS` and :func:`viewer_url` / :func:`external_links` for pages that link
+  to the viewers.
+
+Without the assets the viewer pages answer 503 naming the command that installs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from aiohttp import web
+
+from iiif_shim.base.schema import option
+from iiif_shim.iiif import contentstate
+from iiif_shim.iiif.contentstate import Target
+
+DEFAULT_ASSETS = Path(__file__).resolve().parents[2] / ".viewers"
+INSTALL_COMMAND = "bash deploy/viewers.sh"
+ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"
+STAMP = ".installed"  # written by deploy/viewers.sh once a package is complete
+
+# npm package -> pinned version (deploy/viewers.sh has the same table, with checksums)
+PACKAGES: Mapping[str, str] = MappingProxyType(
+    {
+        "mirador": "4.0.0",
+        "universalviewer": "4.4.0",
+        "openseadragon": "6.1.1",
+        "leaflet": "1.9.4",
+        "leaflet-iiif": "3.0.0",
+        "@samvera/clover-iiif": "3.3.8",
+    }
+)
+
+BUILTIN_VIEWERS: Mapping[str, str] = MappingProxyType(
+    {
+        "mirador": "Mirador",
+        "uv": "Universal Viewer",
+        "osd": "OpenSeadragon",
+        "leaflet": "Leaflet-IIIF",
+        "clover": "Clover",
+    }
+)
+
+_CONTENT_TYPES: Mapping[str, str] = MappingProxyType(
+    {
+        ".js": "text/javascript; charset=utf-8",
+        ".mjs": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".map": "application/json; charset=utf-8",
+        ".json": "application/json; charset=utf-8",
+        ".txt": "text/plain; charset=utf-8",
+        ".svg": "image/svg+xml",
+        ".png": "image/png",
+        ".gif": "image/gif",
+        ".jpg": "image/jpeg",
+        ".jpeg": "image/jpeg",
+        ".webp": "image/webp",
+        ".ico": "image/x-icon",
+        ".woff2": "font/woff2",
+        ".woff": "font/woff",
+        ".ttf": "font/ttf",
+        ".otf": "font/otf",
+        ".eot": "application/vnd.ms-fontobject",
+    }
+)
+_LICENCE_NAMES = frozenset({"LICENSE", "LICENCE", "COPYING"})
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9_@+~-][A-Za-z0-9._@+~-]{0,199}")
+_MAX_ASSET_PATH = 512
+
+
+def _http_url(value: str) -> str | None:
+    split = urlsplit(value)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        return "must be an http:// or https:// URL"
+    return None
+
+
+def _base_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if problem := _http_url(value):
+        return problem
+    if urlsplit(value).query or urlsplit(value).fragment:
+        return "must not have a query or fragment"
+    return None
+
+
+def _builtin(value: str) -> str | None:
+    if value in BUILTIN_VIEWERS:
+        return None
+    return f"must be one of the built-in viewers: {', '.join(BUILTIN_VIEWERS)}"
+
+
+def _external(value: Mapping[str, str]) -> str | None:
+    for label, template in value.items():
+        if not label.strip():
+            return "labels must not be empty"
+        if "{url}" not in template:
+            return f"{label}: the URL template must contain {{url}} (the encoded manifest URL)"
+        if _http_url(template.replace("{url}", "x")):
+            return f"{label}: the URL template must be an http:// or https:// URL"
+    return None
+
+
+@dataclass(frozen=True)
+class ViewerSettings:
+    assets: Path | None = option(
+        None,
+        doc="folder of the viewers' files that `bash deploy/viewers.sh` fills "
+        "(none: .viewers at the source root)",
+    )
+    base_url: str | None = option(
+        None,
+        doc="load the viewers' files from here instead (a copy of the assets folder, or an npm "
+        "CDN such as https://cdn.jsdelivr.net/npm: paths are NAME@VERSION/FILE)",
+        check=_base_url,
+    )
+    default: str = option(
+        "mirador",
+        doc="the viewer embedded on object pages (mirador, uv, osd, leaflet, clover)",
+        check=_builtin,
+    )
+    external: Mapping[str, str] = option(
+        MappingProxyType({}),
+        doc="other viewers linked from object pages: label -> URL template with {url} for the "
+        "percent-encoded manifest URL",
+        check=_external,
+    )
+
+    @property
+    def folder(self) -> Path:
+        return self.assets if self.assets is not None else DEFAULT_ASSETS
+
+
+# --- links ------------------------------------------------------------------------------------
+
+
+def viewer_url(name: str, content: str) -> str:
+    """The link to a built-in viewer page for ``content`` (a manifest URL or a content state)."""
+    if name not in BUILTIN_VIEWERS:
+        raise ValueError(f"no built-in viewer named {name!r}")
+    return f"/view/{name}?iiif-content={quote(content, safe=':/')}"
+
+
+def external_links(settings: ViewerSettings, manifest: str) -> tuple[tuple[str, str], ...]:
+    """(label, URL) of each configured external viewer, opening ``manifest``."""
+    encoded = quote(manifest, safe="")
+    return tuple((label, t.replace("{url}", encoded)) for label, t in settings.external.items())
+
+
+# --- what each viewer needs -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Viewer:
+    packages: tuple[str, ...]
+    scripts: tuple[str, ...]  # "package/path" inside the assets folder, before the version
+    styles: tuple[str, ...]
+    boot: str  # the page's own script (static text; the target arrives as JSON data)
+    needs_manifest: bool = True
+
+
+def _asset_path(ref: str) -> str:
+    """``"mirador:dist/mirador.min.js"`` -> ``"mirador@4.0.0/dist/mirador.min.js"``."""
+    package, _, path = ref.partition(":")
+    return f"{package}@{PACKAGES[package]}/{path}"
+
+
+# Shared by every page: read the target, show problems in the page.
+_PRELUDE = """\
+"use strict";
+const target = JSON.parse(document.getElementById("iiif-target").textContent);
+function fail(message) {
+  const box = document.getElementById("problem");
+  box.textContent = String(message && message.message ? message.message : message);
+  box.hidden = false;
+}
+window.addEventListener("error", (event) => fail(event.message));
+"""
+
+# OpenSeadragon and Leaflet show one image: find it in a manifest (Presentation 3 or 2.1).
+_FIND_IMAGE = """\
+const list = (x) => (x == null ? [] : Array.isArray(x) ? x : [x]);
+const idOf = (x) => (x && typeof x === "object" ? x.id || x["@id"] : x);
+const typeOf = (x) => String((x && (x.type || x["@type"])) || "").replace(/^(sc|oa|dctypes):/, "");
+const noFragment = (u) => String(u || "").split("#")[0];
+async function getJson(url) {
+  const response = await fetch(url, {
+    credentials: "omit", headers: { Accept: "application/ld+json, application/json" },
+  });
+  if (!response.ok) throw new Error(url + " answered HTTP " + response.status);
+  return response.json();
+}
+function labelOf(resource) {
+  const label = resource && resource.label;
+  if (typeof label === "string") return label;
+  if (label && typeof label === "object") {
+    for (const values of Object.values(label)) {
+      if (list(values).length) return String(list(values)[0]);
+    }
+  }
+  return "";
+}
+function imageServiceOf(body) {
+  for (const choice of [body, ...list(body && body.items), body && body.default]) {
+    if (!choice || typeof choice !== "object") continue;
+    for (const service of list(choice.service)) {
+      const kind = typeOf(service) + " " + String(service["@context"] || "") + " " +
+        JSON.stringify(service.profile || "");
+      if (/ImageService[123]|iiif\\.io\\/api\\/image/.test(kind) && idOf(service)) {
+        return String(idOf(service)).replace(/\\/+$/, "").replace(/\\/info\\.json$/, "");
+      }
+    }
+  }
+  return null;
+}
+function paintingOf(canvas) {
+  for (const page of list(canvas.items)) {
+    for (const annotation of list(page.items)) {
+      const motivation = list(annotation.motivation);
+      if (motivation.length && !motivation.includes("painting")) continue;
+      for (const body of list(annotation.body)) return body;
+    }
+  }
+  for (const image of list(canvas.images)) return image.resource;
+  return null;
+}
+async function locateImage() {
+  if (target.image_service) return { service: target.image_service, canvas: null, label: "" };
+  let doc = await getJson(target.manifest);
+  for (let depth = 0; typeOf(doc) === "Collection" && depth < 4; depth++) {
+    const members = [...list(doc.items), ...list(doc.manifests), ...list(doc.members)];
+    const next = members.find((m) => typeOf(m) === "Manifest" || typeOf(m) === "Collection");
+    if (!next) throw new Error("the collection lists no manifest");
+    doc = await getJson(idOf(next));
+  }
+  const canvases = Array.isArray(doc.items)
+    ? doc.items.filter((c) => typeOf(c) === "Canvas")
+    : list((list(doc.sequences)[0] || {}).canvases);
+  if (!canvases.length) throw new Error("the manifest has no canvases");
+  let canvas = canvases[0];
+  if (target.canvas) {
+    canvas = canvases.find((c) => noFragment(idOf(c)) === target.canvas);
+    if (!canvas) throw new Error("the manifest has no canvas " + target.canvas);
+  }
+  const service = imageServiceOf(paintingOf(canvas));
+  if (!service) throw new Error("the canvas has no IIIF image service");
+  return { service, canvas, label: labelOf(doc) };
+}
+// the target's region in the image's own pixels (a canvas may be sized unlike its image)
+function imageRegion(found, info) {
+  if (!target.region) return null;
+  const [x, y, w, h] = target.region;
+  const sx = found.canvas && found.canvas.width ? info.width / found.canvas.width : 1;
+  const sy = found.canvas && found.canvas.height ? info.height / found.canvas.height : 1;
+  return [x * sx, y * sy, w * sx, h * sy];
+}
+"""
+
+_MIRADOR = """\
+const windowConfig = { id: "main", manifestId: target.manifest };
+if (target.canvas) windowConfig.canvasId = target.canvas;
+if (target.region) windowConfig.view = "single";
+const mirador = Mirador.viewer({
+  id: "viewer",
+  windows: [windowConfig],
+  window: {
+    allowClose: false, allowMaximize: false, sideBarOpenByDefault: true,
+    defaultSideBarPanel: "info",
+  },
+  workspaceControlPanel: { enabled: false },
+});
+window.iiifViewer = mirador;
+if (target.region) {
+  // A canvas change resets the viewport, the starting one included: put the region back
+  // until OpenSeadragon has opened at it (its first viewport report then carries a zoom).
+  const store = mirador.store;
+  const unsubscribe = store.subscribe(() => {
+    const state = store.getState();
+    const slice = state.mirador || state;
+    const win = slice.windows && slice.windows.main;
+    const viewer = slice.viewers && slice.viewers.main;
+    if (!win || win.canvasId !== target.canvas) return;
+    if (viewer && viewer.zoom != null) { unsubscribe(); return; }
+    if (viewer && viewer.bounds) return;
+    store.dispatch(Mirador.updateViewport("main", { bounds: target.region }));
+  });
+}
+"""
+
+_UV = """\
+// UV 4.4 gives OpenSeadragon data: URLs for its hidden buttons but no prefixUrl, so OpenSeadragon
+// asks for "/images/data:..." (a 404 on every page); give those images their data: URL.
+const imageSrc = Object.getOwnPropertyDescriptor(HTMLImageElement.prototype, "src");
+Object.defineProperty(HTMLImageElement.prototype, "src", {
+  ...imageSrc,
+  set(value) {
+    const text = String(value);
+    const at = text.indexOf("/images/data:");
+    imageSrc.set.call(this, at >= 0 ? text.slice(at + "/images/".length) : value);
+  },
+});
+const element = document.getElementById("viewer");
+element.classList.add("uv");
+const data = { iiifManifestId: target.manifest, embedded: true };
+if (target.canvas) data.canvasId = target.canvas;
+if (target.region) data.xywh = target.region.join(",");
+function fit() {
+  element.style.width = window.innerWidth + "px";
+  element.style.height = window.innerHeight + "px";
+}
+fit();
+window.addEventListener("resize", fit);
+const uv = UV.init(element, data);
+window.iiifViewer = uv;
+if (target.region) {
+  // the region is in the canvas's pixels: show that canvas alone, not as a two-page spread
+  uv.on("configure", ({ cb }) => cb(Promise.resolve({ options: { pagingEnabled: false } })));
+}
+"""
+
+_OSD = """\
+(async () => {
+  const found = await locateImage();
+  const info = await getJson(found.service + "/info.json");
+  if (found.label) document.title = found.label + " \\u2013 OpenSeadragon";
+  const viewer = OpenSeadragon({
+    element: document.getElementById("viewer"),
+    prefixUrl: target.assets + "/openseadragon@" + target.versions.openseadragon +
+      "/build/openseadragon/images/",
+    tileSources: info,
+    crossOriginPolicy: "Anonymous",
+    showNavigator: true,
+  });
+  window.iiifViewer = viewer;
+  const region = imageRegion(found, info);
+  viewer.addOnceHandler("open", () => {
+    if (region) {
+      viewer.viewport.fitBounds(viewer.viewport.imageToViewportRectangle(...region), true);
+    }
+  });
+  viewer.addHandler("open-failed", (event) => fail(event.message));
+})().catch(fail);
+"""
+
+_LEAFLET = """\
+(async () => {
+  const found = await locateImage();
+  const info = await getJson(found.service + "/info.json");
+  if (found.label) document.title = found.label + " \\u2013 Leaflet-IIIF";
+  const map = L.map("viewer", { center: [0, 0], crs: L.CRS.Simple, zoom: 0, zoomSnap: 0.1 });
+  window.iiifViewer = map;
+  // The view is set first (to the region or the whole image), so no tile is asked for at a
+  // zoom that is then left; the layer's own fit is off as it assumes no zoom levels past the
+  // image's pixels, which are allowed here (Leaflet-IIIF stops there unless told).
+  const tile = (info.tiles && info.tiles[0] && info.tiles[0].width) || 256;
+  const native = Math.max(0, Math.ceil(Math.log2(Math.max(info.width, info.height) / tile)));
+  const [x, y, w, h] = imageRegion(found, info) || [0, 0, info.width, info.height];
+  const corners = [map.unproject([x, y + h], native), map.unproject([x + w, y], native)];
+  map.fitBounds(L.latLngBounds(corners), { animate: false });
+  const layer = L.tileLayer.iiif(found.service + "/info.json", {
+    fitBounds: false, maxZoom: native + 3,
+  });
+  layer.addTo(map);
+})().catch(fail);
+"""
+
+# The clover-viewer element fails on any content-state annotation ("l is not a function",
+# samvera-labs/clover-iiif#312, open for 3.3.x), so it gets the manifest URL alone: Clover opens
+# at the first canvas, without the region.
+_CLOVER = """\
+const element = document.createElement("clover-viewer");
+element.setAttribute("iiif-content", target.manifest);
+document.getElementById("viewer").appendChild(element);
+"""
+
+_VIEWERS: Mapping[str, _Viewer] = MappingProxyType(
+    {
+        "mirador": _Viewer(("mirador",), ("mirador:dist/mirador.min.js",), (), _MIRADOR),
+        "uv": _Viewer(
+            ("universalviewer",),
+            ("universalviewer:dist/umd/UV.js",),
+            ("universalviewer:dist/uv.css",),
+            _UV,
+        ),
+        "osd": _Viewer(
+            ("openseadragon",),
+            ("openseadragon:build/openseadragon/openseadragon.min.js",),
+            (),
+            _FIND_IMAGE + _OSD,
+            needs_manifest=False,
+        ),
+        "leaflet": _Viewer(
+            ("leaflet", "leaflet-iiif"),
+            ("leaflet:dist/leaflet.js", "leaflet-iiif:leaflet-iiif.js"),
+            ("leaflet:dist/leaflet.css",),
+            _FIND_IMAGE + _LEAFLET,
+            needs_manifest=False,
+        ),
+        "clover": _Viewer(
+            ("@samvera/clover-iiif",),
+            ("@samvera/clover-iiif:dist/web-components/index.umd.js",),
+            (),
+            _CLOVER,
+        ),
+    }
+)
+
+_STYLE = """\
+html, body { margin: 0; height: 100%; overflow: hidden; font-family: system-ui, sans-serif; }
+#viewer { position: absolute; inset: 0; }
+#viewer > clover-viewer { display: block; height: 100%; overflow: auto; }
+#problem { position: absolute; z-index: 10000; left: 1em; right: 1em; top: 1em; margin: 0;
+  padding: .75em 1em; background: #fff3f3; color: #8a1111; border: 1px solid #d88; }
+"""
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+
+def _json_for_script(data: Any) -> str:
+    """JSON that cannot end its <script> element nor open a comment in it."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def viewer_page(viewer: str, target: Target, assets: str) -> str:
+    """The HTML page of a built-in viewer opening ``target``; ``assets`` is the URL (absolute
+    or relative to the page) under which the packages' ``NAME@VERSION/`` folders are."""
+    spec = _VIEWERS[viewer]
+    base = assets.rstrip("/")
+    data = {
+        "viewer": viewer,
+        "manifest": target.manifest,
+        "canvas": target.canvas,
+        "region": list(target.region) if target.region else None,
+        "image_service": target.image_service,
+        "assets": base,
+        "versions": dict(PACKAGES),
+    }
+    links = "".join(
+        f'<link rel="stylesheet" href="{html.escape(base + "/" + _asset_path(s))}">\n'
+        for s in spec.styles
+    )
+    scripts = "".join(
+        f'<script src="{html.escape(base + "/" + _asset_path(s))}"></script>\n'
+        for s in spec.scripts
+    )
+    title = f"{BUILTIN_VIEWERS[viewer]} \u2013 {target.manifest or target.image_service or ''}"
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n"
+        '<link rel="icon" href="data:,">\n'
+        f"{links}<style>\n{_STYLE}</style>\n</head>\n<body>\n"
+        '<p id="problem" role="alert" hidden></p>\n'
+        '<div id="viewer"></div>\n'
+        '<script type="application/json" id="iiif-target">'
+        f"{_json_for_script(data)}</script>\n"
+        f"{scripts}<script>\n{_PRELUDE}{spec.boot}</script>\n</body>\n</html>\n"
+    )
+
+
+def missing_page(viewer: str, folder: Path, missing: Sequence[str]) -> str:
+    """The 503 page shown when a viewer's files are not installed."""
+    command = INSTALL_COMMAND if folder == DEFAULT_ASSETS else f"{INSTALL_COMMAND} {folder}"
+    packages = ", ".join(f"{p}@{PACKAGES[p]}" for p in missing)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(BUILTIN_VIEWERS[viewer])} is not installed</title>\n</head>\n"
+        f"<body>\n<h1>{html.escape(BUILTIN_VIEWERS[viewer])} is not installed</h1>\n"
+        f"<p>This server has no copy of {html.escape(packages)} in "
+        f"<code>{html.escape(str(folder))}</code>. Install the viewers with:</p>\n"
+        f"<pre><code>{html.escape(command)}</code></pre>\n"
+        "<p>(run it in the iiif-shim source folder), or set <code>viewers.base_url</code> to "
+        "where they are published.</p>\n</body>\n</html>\n"
+    )
+
+
+def missing_packages(settings: ViewerSettings, viewer: str) -> list[str]:
+    """The packages a viewer needs that are not in the assets folder (none with a base_url)."""
+    if settings.base_url is not None:
+        return []
+    folder = settings.folder
+    return [
+        p
+        for p in _VIEWERS[viewer].packages
+        if not (folder / f"{p}@{PACKAGES[p]}" / STAMP).is_file()
+    ]
+
+
+def target_from_query(query: Mapping[str, Sequence[str]]) -> Target:
+    """Read ``iiif-content`` (or ``manifest`` with ``canvas``, or ``image``); ``ValueError``."""
+    given = [k for k in ("iiif-content", "manifest", "image") if query.get(k)]
+    if not given:
+        raise ValueError(
+            "say what to open: ?iiif-content=<manifest URL or content state> "
+            "(or ?manifest=<URL>, or ?image=<image service URL>)"
+        )
+    if len(given) > 1:
+        raise ValueError(f"give only one of {', '.join(given)}")
+    key = given[0]
+    values = query[key]
+    if len(values) > 1 or len(query.get("canvas", ())) > 1:
+        raise ValueError(f"{key} is given more than once")
+    value = values[0]
+    if key == "image":
+        return contentstate.decode(value, kind="image")
+    if key == "iiif-content":
+        if query.get("canvas"):
+            raise ValueError("canvas goes with manifest=, not with iiif-content=")
+        return contentstate.decode(value)
+    found = contentstate.decode(value, kind="manifest")
+    if found.manifest is None or found.manifest != value.strip():
+        raise ValueError("manifest= takes the URL of a manifest or collection")
+    canvas = query.get("canvas")
+    if canvas:
+        target = contentstate.decode(canvas[0], kind="manifest")
+        if target.manifest is None:
+            raise ValueError("canvas= takes the URL of a canvas")
+        base, _, fragment = target.manifest.partition("#")
+        region = contentstate.region_of(fragment) if fragment else None
+        return Target(manifest=found.manifest, canvas=base, region=region)
+    return found
+
+
+# --- handlers ---------------------------------------------------------------------------------
+
+
+def _text(status: int, text: str) -> web.Response:
+    return web.Response(
+        status=status,
+        text=text.rstrip("\n") + "\n",
+        content_type="text/plain",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "base-uri 'none'; object-src 'none'; form-action 'none'",
+}
+
+
+async def view(request: web.Request, settings: ViewerSettings, viewer: str) -> web.Response:
+    """``GET /view/{viewer}``: the page of a built-in viewer opening what the query names."""
+    if viewer not in _VIEWERS:
+        return _text(404, f"no viewer named {viewer!r}; built in: {', '.join(BUILTIN_VIEWERS)}")
+    query = {k: request.query.getall(k) for k in request.query}
+    try:
+        target = target_from_query(query)
+    except ValueError as exc:
+        return _text(400, f"cannot open this in {BUILTIN_VIEWERS[viewer]}: {exc}")
+    if target.image_service is not None and _VIEWERS[viewer].needs_manifest:
+        return _text(
+            400,
+            f"{BUILTIN_VIEWERS[viewer]} opens manifests; open a bare image service with "
+            f"{viewer_url('osd', target.image_service + '/info.json')} "
+            f"or {viewer_url('leaflet', target.image_service + '/info.json')}",
+        )
+    missing = await asyncio.to_thread(missing_packages, settings, viewer)
+    if missing:
+        return web.Response(
+            status=503,
+            text=missing_page(viewer, settings.folder, missing),
+            content_type="text/html",
+            headers={"Cache-Control": "no-store", "Retry-After": "3600"},
+        )
+    assets = settings.base_url or "../viewers"
+    return web.Response(
+        text=viewer_page(viewer, target, assets), content_type="text/html", headers=_PAGE_HEADERS
+    )
+
+
+def asset_file(folder: Path, path: str) -> Path | None:
+    """The file ``path`` (the raw, still percent-encoded rest of the URL after ``/viewers/``)
+    names inside ``folder``, or None when it names nothing servable."""
+    if not path or len(path) > _MAX_ASSET_PATH:
+        return None
+    lowered = path.lower()
+    if any(bad in lowered for bad in ("%2f", "%5c", "%00", "%25")):
+        return None
+    try:
+        decoded = unquote(path, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        return None
+    segments = decoded.split("/")
+    if not all(_SEGMENT_RE.fullmatch(s) for s in segments):
+        return None  # empty, '.', '..', hidden, absolute, backslash, NUL, odd characters
+    name = segments[-1]
+    if name not in _LICENCE_NAMES and Path(name).suffix.lower() not in _CONTENT_TYPES:
+        return None
+    try:
+        root = folder.resolve(strict=True)
+        found = root.joinpath(*segments).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not found.is_relative_to(root) or not found.is_file():
+        return None
+    return found
+
+
+async def asset(request: web.Request, settings: ViewerSettings, path: str) -> web.StreamResponse:
+    """``GET``/``HEAD /viewers/{path}``: a file of the installed viewers, cached for a year."""
+    found = await asyncio.to_thread(asset_file, settings.folder, path)
+    if found is None:
+        return _text(404, "no such viewer file")
+    suffix = found.suffix.lower()
+    headers = {
+        "Cache-Control": ASSET_CACHE_CONTROL,
+        "Content-Type": _CONTENT_TYPES.get(suffix, "text/plain; charset=utf-8"),
+        "X-Content-Type-Options": "nosniff",
+    }
+    if await asyncio.to_thread(found.with_name(found.name + ".gz").is_file):
+        headers["Vary"] = "Accept-Encoding"
+    return web.FileResponse(found, headers=headers)

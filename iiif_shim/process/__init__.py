@@ -1,0 +1,3 @@
+"""Running the server: the listening socket and signals, the supervisor of several processes, the
+event loop.
+"""

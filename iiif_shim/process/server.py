@@ -1,0 +1,313 @@
+"""Running the app: the listening socket, signals, the access log, and the operator's mistakes.
+
+:func:`serve` binds ``server.host:port`` (a port in use, an address the machine does not have or
+a name that does not resolve is one line on stderr and exit status 1, and nothing claims the
+server is up until it is), raises the open-file limit to its hard maximum, and puts the
+connection guard (``connections.py``) in front of aiohttp with limits below that file limit.
+Signals:
+
+- SIGTERM / SIGINT: stop accepting, close idle connections, let requests in flight finish within
+  ``server.shutdown_timeout``, release everything, exit 0;
+- SIGHUP: read the configuration again (``app.reload``): a file that passes every check takes
+  effect without dropping a request; one that does not is logged and changes nothing.
+
+The access log is ``combined`` (Apache's, plus the request id and the seconds taken) or
+``json`` (one object a line), on stdout.
+
+As a worker of a supervisor (``supervisor.py``, ``server.processes`` above 1) it binds nothing:
+it serves the inherited listening sockets, says ``ready`` on its channel once it accepts, drains
+and exits on SIGTERM or when the channel closes (the supervisor is gone), and refreshes its
+gauges for the metrics shared by every worker. Draining, it first stops accepting and gives the
+connections it has just accepted half a second to send their request: aiohttp's cleanup closes
+every connection without a request in progress, and a client whose connection was accepted a
+moment before would otherwise see it closed unanswered while the other workers serve on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from iiif_shim import __version__
+from iiif_shim.config.settings import Settings
+from iiif_shim.imaging.pillow import unmap_large_blocks
+from iiif_shim.process import eventloop
+from iiif_shim.process.supervisor import WorkerRole, listen_problem, resolve_processes
+from iiif_shim.telemetry.metrics import Metrics
+from iiif_shim.web.app import Loader, create_app, reload
+from iiif_shim.web.connections import ClientLimits, ConnectionGuard, handler_factory
+from iiif_shim.web.protocol import METRICS
+
+log = logging.getLogger("iiif_shim")
+access_log = logging.getLogger("iiif_shim.access")
+
+_FD_RESERVE = 64  # descriptors kept for log files, the config, masters being read, ...
+BACKLOG = 1024
+SETTLE = 0.5  # seconds a draining worker waits for requests on connections it just accepted
+
+
+class CombinedAccessLog(AbstractAccessLogger):
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
+        self.logger.info(
+            '%s - - [%s] "%s %s HTTP/%d.%d" %d %s "%s" "%s" %.4f %s',
+            request.remote or "-",
+            _clf_date(),
+            request.method,
+            request.path_qs,
+            request.version.major,
+            request.version.minor,
+            response.status,
+            response.body_length or "-",
+            request.headers.get("Referer", "-"),
+            request.headers.get("User-Agent", "-"),
+            time_,
+            request.get("request_id", "-"),
+        )
+
+
+class JsonAccessLog(AbstractAccessLogger):
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
+        record = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "remote": request.remote,
+            "method": request.method,
+            "path": request.path_qs,
+            "status": response.status,
+            "bytes": response.body_length,
+            "seconds": round(time_, 6),
+            "request_id": request.get("request_id"),
+            "referer": request.headers.get("Referer"),
+            "user_agent": request.headers.get("User-Agent"),
+        }
+        self.logger.info(json.dumps(record, separators=(",", ":")))
+
+
+_ACCESS_LOGS: dict[str, type[AbstractAccessLogger]] = {
+    "combined": CombinedAccessLog,
+    "json": JsonAccessLog,
+}
+
+
+def _clf_date() -> str:
+    return time.strftime("%d/%b/%Y:%H:%M:%S %z")
+
+
+def raise_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one; returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def client_limits(settings: Settings, file_limit: int) -> ClientLimits:
+    """The guard's limits; an automatic connection cap stays below the open-file limit, leaving
+    room for every backend's connections and the worker threads' files."""
+    server = settings.server
+    backend_connections = sum(
+        getattr(spec, "max_connections", 0) for spec in settings.backends.values()
+    )
+    room = file_limit - _FD_RESERVE - backend_connections - (server.workers or 64)
+    cap = server.max_client_connections or max(16, room)
+    return ClientLimits(
+        max_connections=cap,
+        header_timeout=server.header_timeout,
+        body_timeout=server.body_timeout,
+        max_request_line=server.max_request_line,
+        max_header_bytes=server.max_header_bytes,
+        max_headers=server.max_headers,
+    )
+
+
+def configure_access_log(fmt: str) -> None:
+    access_log.propagate = False
+    access_log.handlers.clear()
+    if fmt != "none":
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+
+
+def serve(settings: Settings, load: Loader, role: WorkerRole | None = None) -> int:
+    """Run until SIGTERM or SIGINT; the exit status. ``role``: as a supervisor's worker."""
+    configure_access_log(settings.server.access_log)
+    unmap_large_blocks()
+    main = _serve(settings, load, raise_file_limit(), role)
+    return eventloop.run(main, settings.server.event_loop)
+
+
+def _single(load: Loader) -> Loader:
+    """``load`` for one process without a supervisor, which a reload cannot turn into many."""
+
+    def reload() -> Settings:
+        settings = load()
+        if resolve_processes(settings) != 1:
+            log.warning("server.processes changed; it takes effect at the next restart")
+        return settings
+
+    return reload
+
+
+async def _refresh(metrics: Metrics) -> None:
+    while True:
+        metrics.refresh()
+        await asyncio.sleep(1)
+
+
+async def _serve(
+    settings: Settings, load: Loader, file_limit: int, role: WorkerRole | None = None
+) -> int:
+    server = settings.server
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=server.shutdown_timeout)
+    try:
+        await runner.setup()
+    except Exception as exc:
+        log.exception("iiif-shim could not start")
+        print(f"iiif-shim: could not start: {exc}", file=sys.stderr)
+        return 1
+    limits = client_limits(settings, file_limit)
+    handler_kwargs: dict[str, Any] = {
+        "keepalive_timeout": server.keepalive_timeout,
+        # aiohttp's own limits sit above the guard's, which answer with 414/431 first
+        "max_line_size": server.max_request_line + 1024,
+        "max_field_size": server.max_header_bytes + 1024,
+        "max_headers": server.max_headers + 8,
+    }
+    if server.access_log != "none":
+        handler_kwargs |= {
+            "access_log_class": _ACCESS_LOGS[server.access_log],
+            "access_log": access_log,
+        }
+    else:
+        handler_kwargs["access_log"] = None
+    metrics = app[METRICS]
+    assert runner.server is not None  # made by setup()
+    guard = ConnectionGuard(
+        limits, handler_factory(runner.server, **handler_kwargs), on_event=metrics.client_refused
+    )
+    loop = asyncio.get_running_loop()
+    if role is not None:  # the supervisor bound them; listen() again keeps its backlog
+        listeners = [
+            await loop.create_server(guard, sock=socket.socket(fileno=fd), backlog=BACKLOG)
+            for fd in role.listen_fds
+        ]
+    else:
+        load = _single(load)
+        try:
+            listeners = [
+                await loop.create_server(
+                    guard, server.host, server.port, reuse_address=True, backlog=BACKLOG
+                )
+            ]
+        except OSError as exc:
+            print(
+                f"iiif-shim: cannot listen on {server.host}:{server.port}: {listen_problem(exc)}",
+                file=sys.stderr,
+            )
+            await runner.cleanup()
+            return 1
+    metrics.watch("client_connections", lambda: guard.open_connections)
+    refresher = loop.create_task(_refresh(metrics)) if metrics.multiprocess else None
+    stopping = asyncio.Event()
+    reloads: set[asyncio.Task[bool]] = set()
+    lifeline: asyncio.Task[None] | None = None
+
+    def on_hup() -> None:
+        task = loop.create_task(reload(app, load))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
+        (signal.SIGTERM, stopping.set),
+        (signal.SIGINT, stopping.set),
+        (signal.SIGHUP, on_hup),
+    ]
+    for signum, action in handlers:
+        loop.add_signal_handler(signum, action)
+
+    if role is None:
+        sockets = listeners[0].sockets
+        port = sockets[0].getsockname()[1] if sockets else server.port
+        log.info(
+            "iiif-shim %s with %s: http://%s:%d/ (IIIF at %s/3/ and %s/2/; up to %d connections)",
+            __version__,
+            settings.source,
+            server.host,
+            port,
+            settings.iiif.prefix,
+            settings.iiif.prefix,
+            limits.max_connections,
+        )
+    else:
+        channel = socket.socket(fileno=role.channel_fd)
+        channel.setblocking(False)
+        await loop.sock_sendall(channel, b"ready\n")
+        lifeline = loop.create_task(_watch_supervisor(loop, channel, stopping))
+        log.info(
+            "worker %d (pid %d) ready: up to %d connections, %d image threads",
+            role.index,
+            os.getpid(),
+            limits.max_connections,
+            server.workers,
+        )
+    await stopping.wait()
+    if role is None:
+        log.info(
+            "stopping: no new connections; requests in flight get up to %gs",
+            server.shutdown_timeout,
+        )
+    else:
+        log.info(
+            "worker %d (pid %d) draining: requests in flight get up to %gs",
+            role.index,
+            os.getpid(),
+            server.shutdown_timeout,
+        )
+    for signum, _ in handlers:  # no reload may start while the server winds down
+        loop.remove_signal_handler(signum)
+    for listener in listeners:
+        listener.close()
+    if role is not None:  # the others go on: let connections just accepted send their request
+        await asyncio.sleep(min(SETTLE, server.shutdown_timeout))  # (cleanup closes idle ones)
+    await asyncio.gather(*reloads, return_exceptions=True)
+    for task in (refresher, lifeline):
+        if task is not None:
+            task.cancel()
+    await runner.cleanup()
+    if role is None:
+        log.info("stopped")
+    else:
+        log.info("worker %d (pid %d) done", role.index, os.getpid())
+    return 0
+
+
+async def _watch_supervisor(
+    loop: asyncio.AbstractEventLoop, channel: socket.socket, stopping: asyncio.Event
+) -> None:
+    """Stop when the supervisor is gone (its end of the channel closed, even by SIGKILL)."""
+    try:
+        while await loop.sock_recv(channel, 64):
+            pass
+    except OSError:
+        pass
+    if not stopping.is_set():
+        log.warning("the supervisor is gone: stopping")
+        stopping.set()

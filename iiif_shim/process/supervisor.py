@@ -1,0 +1,483 @@
+"""Several processes on one port: the supervisor and what its workers need to know.
+
+With ``server.processes`` above 1, ``iiif-shim serve`` becomes a supervisor (pre-fork, as nginx
+and gunicorn do): it binds the listening socket once, then starts that many worker processes
+(``iiif-shim serve`` again, told by :data:`WORKER_ENV` which socket and which slot are theirs),
+which inherit the socket and accept from it, each with its own event loop, thread pool and
+caches. A shared inherited socket rather than one ``SO_REUSEPORT`` listener per process: closing
+a reuseport listener resets the connections queued in its backlog, so every worker restart
+would lose some; closing one copy of a shared socket loses none, and port 0 works.
+
+The supervisor owns the lifecycle:
+
+- SIGTERM / SIGINT: close its copy of the socket, forward SIGTERM, give the workers
+  ``server.shutdown_timeout`` to drain (then SIGKILL), remove the run directory, exit 0;
+- SIGHUP: load and check the configuration here first (a file with problems is logged and
+  changes nothing), then replace the workers one at a time: a new worker starts and reports
+  ready over its channel before the old one gets SIGTERM and drains;
+- a worker that dies is replaced after a backoff (0.5 s, doubling up to 30 s while workers of
+  that slot keep dying within 10 s of starting).
+
+Each worker gets a private run directory (:data:`RUN_DIR_ENV`, removed at exit) whose
+``metrics`` folder is ``PROMETHEUS_MULTIPROC_DIR``, so ``/metrics`` sums over every worker. The
+channel, one end of a socket pair per worker, carries ``ready``; its end-of-file tells the
+worker that the supervisor is gone (the worker then drains and exits), and tells the supervisor
+that the worker is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from iiif_shim import __version__
+from iiif_shim.base.errors import ConfigError
+from iiif_shim.config.settings import Settings
+
+log = logging.getLogger("iiif_shim")
+
+WORKER_ENV = "IIIF_SHIM_WORKER"  # set by the supervisor for its workers only
+RUN_DIR_ENV = "IIIF_SHIM_RUN_DIR"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+START_TIMEOUT = 60.0  # seconds a new worker has to report ready
+STABLE_AFTER = 10.0  # a worker that lived this long did start well: its slot's backoff resets
+FIRST_DELAY, MAX_DELAY = 0.5, 30.0  # seconds before replacing a dead worker
+KILL_GRACE = 5.0  # seconds past shutdown_timeout before a draining worker is killed
+
+Loader = Callable[[], Settings]
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """What a worker process is told: its slot, how many serve, its inherited descriptors."""
+
+    index: int
+    processes: int
+    listen_fds: tuple[int, ...]
+    channel_fd: int
+
+    def encode(self) -> str:
+        return json.dumps(
+            [self.index, self.processes, list(self.listen_fds), self.channel_fd],
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_environment(cls) -> WorkerRole | None:
+        raw = os.environ.get(WORKER_ENV)
+        if not raw:
+            return None
+        index, processes, fds, channel = json.loads(raw)
+        return cls(int(index), int(processes), tuple(int(fd) for fd in fds), int(channel))
+
+
+def cpus() -> int:
+    """CPUs this process may run on (its affinity, as in a container or under taskset)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_processes(settings: Settings) -> int:
+    return settings.server.processes or cpus()
+
+
+def share(settings: Settings, processes: int) -> Settings:
+    """One worker's part of the whole server: ``memory_budget / processes``, and image threads
+    ``max(1, CPUs // processes)`` unless ``server.workers`` says how many."""
+    server = settings.server
+    return replace(
+        settings,
+        server=replace(
+            server,
+            workers=server.workers or max(1, cpus() // processes),
+            memory_budget=max(1, server.memory_budget // processes),
+        ),
+    )
+
+
+def listen_problem(exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return "the host name does not resolve"
+    return {
+        errno.EADDRINUSE: "the port is already in use",
+        errno.EADDRNOTAVAIL: "this machine has no such address",
+        errno.EACCES: "permission denied (ports below 1024 need privileges)",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address ``host`` names, as asyncio's create_server binds. They
+    listen once the first worker serves them (asyncio calls ``listen``), so no connection is
+    accepted before a worker can answer it."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _status(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit status {code}"
+
+
+@dataclass(eq=False)
+class Worker:
+    index: int
+    proc: asyncio.subprocess.Process
+    channel: socket.socket
+    started: float = field(default_factory=time.monotonic)
+    retiring: bool = False
+    exited: asyncio.Future[int] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, signum: signal.Signals) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signum)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: Settings,
+        load: Loader,
+        command: Sequence[str],
+        sockets: list[socket.socket],
+        run_dir: Path,
+    ) -> None:
+        self.settings = settings
+        self.load = load
+        self.command = list(command)
+        self.sockets = sockets
+        self.run_dir = run_dir
+        self.metrics_dir = run_dir / "metrics"
+        self.slots: dict[int, Worker] = {}
+        self.children: set[Worker] = set()  # every worker alive: serving, starting or draining
+        self.failures: dict[int, int] = {}  # per slot: workers in a row that died young
+        self.stopping = asyncio.Event()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.lock = asyncio.Lock()  # one change of the slots at a time
+        self.reloading = False
+        self.reload_again = False
+
+    # --- workers ------------------------------------------------------------------------
+
+    async def spawn(self, index: int, processes: int) -> Worker:
+        ours, theirs = socket.socketpair()
+        fds = tuple(s.fileno() for s in self.sockets)
+        role = WorkerRole(index, processes, fds, theirs.fileno())
+        env = {
+            **os.environ,
+            WORKER_ENV: role.encode(),
+            RUN_DIR_ENV: str(self.run_dir),
+            METRICS_DIR_ENV: str(self.metrics_dir),
+        }
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.command,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                pass_fds=(*fds, theirs.fileno()),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        worker = Worker(index, proc, ours)
+        self.children.add(worker)
+        worker.exited = asyncio.ensure_future(self._reap(worker))
+        if self.stopping.is_set():
+            worker.signal(signal.SIGTERM)
+        return worker
+
+    async def ready(self, worker: Worker) -> bool:
+        """Whether ``worker`` reports ready in time; one that does not is stopped."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                said = await loop.sock_recv(worker.channel, 64)
+        except TimeoutError:
+            log.error(
+                "worker %d (pid %d) not ready after %gs", worker.index, worker.pid, START_TIMEOUT
+            )
+            said = b""
+        except OSError:
+            said = b""
+        if said.startswith(b"ready"):
+            return True
+        worker.signal(signal.SIGKILL)
+        assert worker.exited is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(worker.exited), KILL_GRACE)
+        return False
+
+    async def _reap(self, worker: Worker) -> int:
+        code = await worker.proc.wait()
+        worker.channel.close()
+        self.children.discard(worker)
+        with contextlib.suppress(OSError):
+            _mark_process_dead(worker.pid, self.metrics_dir)
+        if self.slots.get(worker.index) is not worker or self.stopping.is_set():
+            level = logging.INFO if code == 0 or worker.retiring else logging.WARNING
+            log.log(level, "worker %d (pid %d) exited: %s", worker.index, worker.pid, _status(code))
+            return code
+        del self.slots[worker.index]  # died while serving: replace it
+        lived = time.monotonic() - worker.started
+        if lived >= STABLE_AFTER:
+            self.failures[worker.index] = 0
+        self._background(self._replace(worker.index, f"{_status(code)} after {lived:.1f}s"))
+        return code
+
+    def retire(self, worker: Worker) -> None:
+        """SIGTERM: stop accepting, drain within shutdown_timeout; then it is killed."""
+        worker.retiring = True
+        worker.signal(signal.SIGTERM)
+        limit = self.settings.server.shutdown_timeout + KILL_GRACE
+        asyncio.get_running_loop().call_later(limit, self._kill_late, worker)
+
+    def _kill_late(self, worker: Worker) -> None:
+        if worker.proc.returncode is None:
+            log.warning("worker %d (pid %d) still draining: killed", worker.index, worker.pid)
+            worker.signal(signal.SIGKILL)
+
+    async def _replace(self, index: int, why: str) -> None:
+        """A new worker in a slot whose worker died, after a backoff that grows while the
+        slot's workers keep dying young, so one that cannot start is not retried in a loop."""
+        while not self.stopping.is_set():
+            failures = self.failures.get(index, 0)
+            delay = min(MAX_DELAY, FIRST_DELAY * 2**failures)
+            log.warning("worker %d %s; starting another in %gs", index, why, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            if self.stopping.is_set():
+                return
+            async with self.lock:
+                if self.stopping.is_set() or index in self.slots:
+                    return  # stopping, or a restart filled the slot meanwhile
+                if index >= resolve_processes(self.settings):
+                    return  # a restart with fewer processes: no longer wanted
+                self.failures[index] = failures + 1
+                worker = await self.spawn(index, resolve_processes(self.settings))
+                if await self.ready(worker) and not self.stopping.is_set():
+                    self.slots[index] = worker
+                    log.info("worker %d (pid %d) ready", index, worker.pid)
+                    return
+            why = "could not start"
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # --- signals --------------------------------------------------------------------------
+
+    def on_hup(self) -> None:
+        if self.reloading:
+            self.reload_again = True
+        else:
+            self._background(self.restart())
+
+    async def restart(self) -> None:
+        self.reloading = True
+        try:
+            while True:
+                self.reload_again = False
+                await self._restart_once()
+                if not self.reload_again or self.stopping.is_set():
+                    return
+        finally:
+            self.reloading = False
+
+    async def _restart_once(self) -> None:
+        try:
+            settings = await asyncio.to_thread(self.load)
+        except ConfigError as exc:
+            log.error("reload refused, still serving the previous configuration:\n%s", exc.report())
+            return
+        except Exception:
+            log.exception("reload failed, still serving the previous configuration")
+            return
+        for path, message in settings.warnings:
+            log.warning("warning: %s: %s", path, message)
+        before, after = self.settings.server, settings.server
+        for key in ("host", "port"):
+            if getattr(before, key) != getattr(after, key):
+                log.warning("server.%s changed; it takes effect at the next restart", key)
+        processes = resolve_processes(settings)
+        async with self.lock:
+            if self.stopping.is_set():
+                return
+            log.info(
+                "restarting %d workers one at a time with the configuration from %s",
+                processes,
+                settings.source,
+            )
+            self.settings = settings
+            for index in range(processes):
+                if self.stopping.is_set():
+                    return
+                worker = await self.spawn(index, processes)
+                if not await self.ready(worker):
+                    log.error(
+                        "worker %d did not start with the new configuration; the others keep "
+                        "serving",
+                        index,
+                    )
+                    return
+                if self.stopping.is_set():
+                    return
+                old = self.slots.get(index)
+                self.slots[index] = worker
+                self.failures[index] = 0
+                log.info("worker %d (pid %d) ready", index, worker.pid)
+                if old is not None:
+                    self.retire(old)
+            for index in sorted(self.slots):
+                if index >= processes:
+                    self.retire(self.slots.pop(index))
+            log.info("reloaded the configuration from %s", settings.source)
+
+    # --- the whole ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
+            (signal.SIGTERM, self.stopping.set),
+            (signal.SIGINT, self.stopping.set),
+            (signal.SIGHUP, self.on_hup),
+        ]
+        for signum, action in handlers:
+            loop.add_signal_handler(signum, action)
+        starting = loop.create_task(self._start(resolve_processes(self.settings)))
+        stop = loop.create_task(self.stopping.wait())
+        await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done() and not starting.result() and not self.stopping.is_set():
+            stop.cancel()
+            print("iiif-shim: could not start: a worker process failed", file=sys.stderr)
+            await self._shutdown(loop, handlers, quiet=True)
+            return 1
+        await stop  # SIGTERM may come while the workers start: they are stopped at once
+        self.tasks.add(starting)
+        await self._shutdown(loop, handlers)
+        return 0
+
+    async def _start(self, processes: int) -> bool:
+        log.info(
+            "iiif-shim %s with %s: starting %d processes on port %d",
+            __version__,
+            self.settings.source,
+            processes,
+            self.sockets[0].getsockname()[1],
+        )
+        async with self.lock:
+            started = await asyncio.gather(*(self.spawn(i, processes) for i in range(processes)))
+            ready = await asyncio.gather(*(self.ready(w) for w in started))
+            if not all(ready) or self.stopping.is_set():
+                return False
+            self.slots = {w.index: w for w in started}
+        server = self.settings.server
+        log.info(
+            "iiif-shim %s with %s: http://%s:%d/ (IIIF at %s/3/ and %s/2/; %d processes: %s; "
+            "run directory %s)",
+            __version__,
+            self.settings.source,
+            server.host,
+            self.sockets[0].getsockname()[1],
+            self.settings.iiif.prefix,
+            self.settings.iiif.prefix,
+            processes,
+            " ".join(str(w.pid) for w in started),
+            self.run_dir,
+        )
+        return True
+
+    async def _shutdown(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        handlers: list[tuple[signal.Signals, Callable[[], None]]],
+        quiet: bool = False,
+    ) -> None:
+        self.stopping.set()
+        limit = self.settings.server.shutdown_timeout
+        if not quiet:
+            log.info("stopping: no new connections; requests in flight get up to %gs", limit)
+        for signum, _ in handlers:
+            loop.remove_signal_handler(signum)
+        for sock in self.sockets:  # the workers close their copies: then nothing accepts
+            sock.close()
+        for worker in list(self.children):
+            worker.signal(signal.SIGTERM)
+        waits = [w.exited for w in list(self.children) if w.exited is not None]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=limit + KILL_GRACE)
+            for worker in list(self.children):
+                log.warning("worker %d (pid %d) still draining: killed", worker.index, worker.pid)
+                worker.signal(signal.SIGKILL)
+            if late:
+                await asyncio.wait(late, timeout=KILL_GRACE)
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=KILL_GRACE)
+        if not quiet:
+            log.info("stopped")
+
+
+def _mark_process_dead(pid: int, folder: Path) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+
+
+def supervise(settings: Settings, load: Loader, command: Sequence[str]) -> int:
+    """Bind, run the workers until SIGTERM or SIGINT; the exit status."""
+    server = settings.server
+    try:
+        sockets = bind(server.host, server.port)
+    except OSError as exc:
+        print(
+            f"iiif-shim: cannot listen on {server.host}:{server.port}: {listen_problem(exc)}",
+            file=sys.stderr,
+        )
+        return 1
+    run_dir = Path(tempfile.mkdtemp(prefix="iiif-shim-"))  # mode 0700
+    try:
+        (run_dir / "metrics").mkdir()
+        return asyncio.run(Supervisor(settings, load, command, sockets, run_dir).run())
+    finally:
+        for sock in sockets:
+            sock.close()
+        shutil.rmtree(run_dir, ignore_errors=True)

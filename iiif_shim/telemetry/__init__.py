@@ -1,0 +1,1 @@
+"""What operations watch: Prometheus metrics and the request id."""

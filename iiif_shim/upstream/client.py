@@ -1,0 +1,589 @@
+"""The HTTP side every network backend shares: settings, one client per backend, fault handling.
+
+Each backend that talks to a legacy server has its own :class:`Upstream` (so its limits and its
+circuit are its own) and gets answers through :meth:`Upstream.get`, which:
+
+- refuses at once (503 with ``Retry-After``) while the backend's circuit is open (``breaker.py``);
+- admits the request to the connection pool: one image holds at most its share of the
+  connections (``max_connections_per_image``), so one stalled image cannot starve the others,
+  and waiting for a free connection has its own bound (``pool_timeout``) and its own 503;
+- asks with ``Accept-Encoding: identity`` and the request id, follows redirects only within the
+  origin and folder of the backend's URL templates (``redirects: same_origin``) or not at all,
+  and never decompresses a body beyond its cap;
+- reads at most ``max_bytes`` of an image and ``max_metadata_bytes`` of metadata (more: 502);
+- retries metadata requests (idempotent, small) after a refused or reset connection or a
+  502/503/504, with jittered backoff, within the same deadline;
+- answers, whatever the fault, within ``timeout`` (504 past it), naming the backend and never
+  its URL: 404/410 -> 404; refused, reset, other 4xx/5xx, truncated, oversize, not what was
+  promised -> 502.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import random
+import re
+import time
+import zlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from iiif_shim.base.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    NotFound,
+    ShimError,
+)
+from iiif_shim.base.schema import at_least, option
+from iiif_shim.telemetry import tracing
+from iiif_shim.telemetry.metrics import Metrics
+from iiif_shim.upstream.breaker import CircuitBreaker
+from iiif_shim.upstream.urltemplate import UrlTemplate
+
+log = logging.getLogger("iiif_shim")
+
+_CHUNK = 64 * 1024
+_INFLATE_STEP = 1024 * 1024
+_TYPE_RE = re.compile(r"[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,40}")
+_MAX_REDIRECTS = 3
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_REDIRECTS = ("same_origin", "none")
+
+# Leading bytes of the image formats legacy servers send.
+_IMAGE_MAGIC = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"II*\x00",  # TIFF
+    b"MM\x00*",
+    b"II+\x00",  # BigTIFF
+    b"MM\x00+",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n",  # JPEG 2000 (JP2)
+    b"\xff\x4f\xff\x51",  # JPEG 2000 codestream
+    b"BM",
+)
+
+
+def looks_like_image(data: bytes) -> bool:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return True
+    return any(data.startswith(magic) for magic in _IMAGE_MAGIC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpstreamSettings:
+    """Connection settings shared by every HTTP backend (each backend adds its own keys)."""
+
+    timeout: float = option(
+        30.0,
+        doc="seconds for one upstream request, everything included (waiting for a connection, "
+        "retries, the body)",
+        check=at_least(0.1),
+    )
+    connect_timeout: float = option(5.0, doc="seconds to open a connection", check=at_least(0.1))
+    max_connections: int = option(8, doc="concurrent connections to this server", check=at_least(1))
+    max_connections_per_image: int = option(
+        0,
+        doc="connections one image may hold at once (0: half of max_connections), so a "
+        "stalled image cannot starve the rest",
+        check=at_least(0),
+    )
+    pool_timeout: float = option(
+        5.0, doc="seconds a request waits for a free connection (then 503)", check=at_least(0.01)
+    )
+    max_bytes: int = option(
+        256 * 1024 * 1024, doc="largest image answer it will read", check=at_least(1024)
+    )
+    max_metadata_bytes: int = option(
+        1024 * 1024,
+        doc="largest metadata answer (info.json, .dzi, ...) it will read",
+        check=at_least(1024),
+    )
+    retries: int = option(
+        2,
+        doc="extra attempts at a metadata request after a refused or reset connection or a "
+        "502/503/504 (jittered backoff, within timeout)",
+        check=at_least(0),
+    )
+    redirects: str = option(
+        "same_origin",
+        doc="`same_origin`: follow redirects within the origin and folder of this backend's "
+        "URL templates; `none`: a redirect is a 502",
+        check=lambda v: None if v in _REDIRECTS else f"must be one of {', '.join(_REDIRECTS)}",
+    )
+    breaker_failures: int = option(
+        5,
+        doc="consecutive failures (refused, reset, timed out, 5xx) that open the circuit: "
+        "then 503 at once (0: never)",
+        check=at_least(0),
+    )
+    breaker_reset: float = option(
+        10.0,
+        doc="seconds an open circuit answers 503 before one trial request",
+        check=at_least(0.1),
+    )
+    probe_id: str | None = option(
+        None,
+        doc="an identifier routed to this backend, whose facts the health check asks for "
+        "(none: any answer from the server's root counts)",
+    )
+
+    @property
+    def image_share(self) -> int:
+        share = self.max_connections_per_image or max(1, self.max_connections // 2)
+        return min(share, self.max_connections)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+    complete: bool  # the whole body was read (not cut at a limit)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def version(self) -> str | None:
+        """What changes when the resource changes: its ETag, else its Last-Modified."""
+        return self.headers.get("ETag") or self.headers.get("Last-Modified")
+
+    @property
+    def last_modified(self) -> float | None:
+        value = self.headers.get("Last-Modified")
+        if not value:
+            return None
+        try:
+            return email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class Body:
+    """An image body that passes through as it arrives: ``head`` (its first bytes, already
+    read and checked), ``rest`` (the remaining chunks) and the length the server declared."""
+
+    head: bytes
+    rest: AsyncIterator[bytes]
+    length: int | None
+
+
+@dataclass
+class _Call:
+    """One call in :meth:`Upstream._accounted`: whether the backend has answered yet."""
+
+    answered: bool = False
+
+
+class _Retry(Exception):
+    """An attempt failed in a way a metadata request may retry (wraps the error to raise)."""
+
+    def __init__(self, error: ShimError) -> None:
+        self.error = error
+
+
+class Upstream:
+    """One backend's HTTP client."""
+
+    def __init__(
+        self,
+        backend: str,
+        settings: UpstreamSettings,
+        scopes: Sequence[UrlTemplate] = (),
+        metrics: Metrics | None = None,
+        role: str = "backend",
+    ) -> None:
+        self.backend = backend
+        self.who = f"{role} '{backend}'"  # how error messages name it
+        self.settings = settings
+        self.scopes = tuple(scopes)  # where redirects may lead
+        self.metrics = metrics
+        self.breaker = CircuitBreaker(self.who, settings.breaker_failures, settings.breaker_reset)
+        self._session: aiohttp.ClientSession | None = None
+        self._pool = asyncio.Semaphore(settings.max_connections)
+        self._shares: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self.in_use = 0
+        self.requests = 0  # what this backend has asked and received (for /health and probe)
+        self.bytes_received = 0
+
+    async def start(self) -> None:
+        s = self.settings
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=s.max_connections),
+            timeout=aiohttp.ClientTimeout(total=None, connect=s.connect_timeout),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # a backend's cookies are neither kept nor sent
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def get(
+        self,
+        url: str | URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        cap: int | None = None,
+        image: bool = False,
+        metadata: bool = False,
+        source: str = "",
+        what: str = "",
+        circuit: bool = True,
+    ) -> Answer:
+        """GET ``url`` for the image ``source`` (its share of the pool). The body is capped at
+        ``cap``, else ``max_metadata_bytes`` with ``metadata`` (then also retried on transient
+        faults), else ``max_bytes``; more is a 502, unless ``limit`` asks for only the first
+        bytes. With ``image``, the body must be an image. ``circuit=False`` (health checks)
+        neither waits for nor counts toward the circuit."""
+        deadline = asyncio.get_running_loop().time() + self.settings.timeout
+        target = url if isinstance(url, URL) else URL(url, encoded=True)
+        async with self._accounted(circuit) as call:
+            async with self._slot(source, deadline):
+                answer = await self._attempts(
+                    target, headers, limit or cap, limit is not None, metadata, deadline, what
+                )
+            call.answered = True
+            if image and not looks_like_image(answer.body):
+                raise BackendError(
+                    f"{self.who} sent {_kind_of(answer)}, not an image"
+                    + (f" for {what}" if what else ""),
+                    kind="not_image",
+                )
+        self.bytes_received += len(answer.body)
+        return answer
+
+    @asynccontextmanager
+    async def _accounted(self, circuit: bool = True) -> AsyncIterator[_Call]:
+        """One call to the backend, in its circuit and its metrics: passing the circuit first
+        (``circuit=False``: health checks neither wait for it nor count), a timeout turned into
+        a 504 naming the backend, and each failure counted against the circuit as
+        :func:`_counts_against` says, once the backend has answered (``answered``) as a fault
+        of the answer only."""
+        started = time.perf_counter()
+        outcome = "ok"
+        trial = self.breaker.admit() if circuit else False
+        call = _Call()
+        verdict: bool | None = None
+        try:
+            yield call
+            verdict = True
+        except _Retry as retry:
+            outcome, verdict = retry.error.kind, _counts_against(retry.error)
+            raise retry.error from None
+        except TimeoutError:
+            outcome, verdict = "timeout", False
+            raise BackendTimeout(
+                f"{self.who} did not answer within {self.settings.timeout:g}s"
+            ) from None
+        except ShimError as exc:
+            outcome = exc.kind
+            verdict = True if call.answered else _counts_against(exc)
+            raise
+        finally:
+            if circuit:
+                self.breaker.record(trial, verdict)
+            if self.metrics is not None:
+                self.metrics.backend_call(self.backend, outcome, time.perf_counter() - started)
+
+    @asynccontextmanager
+    async def stream(
+        self, url: str | URL, *, source: str = "", what: str = "", head: int = _CHUNK
+    ) -> AsyncIterator[Body]:
+        """An image that passes through untouched, as it arrives: its first ``head`` bytes are
+        read (and must look like an image) within ``timeout`` before the block runs; the rest
+        comes from :attr:`Body.rest`, never all in memory, at most ``max_bytes`` in all, each
+        chunk within ``timeout`` of the one before (how fast the client takes them is not the
+        backend's doing: it is neither timed here nor counted in the circuit). The connection
+        and the pool slot are held until the block ends. Faults before the block are raised as
+        from :meth:`get`; later ones from the iteration."""
+        deadline = asyncio.get_running_loop().time() + self.settings.timeout
+        target = url if isinstance(url, URL) else URL(url, encoded=True)
+        async with AsyncExitStack() as held:
+            async with self._accounted() as call, asyncio.timeout_at(deadline):
+                await held.enter_async_context(self._slot(source, deadline))
+                resp = await held.enter_async_context(self._opened(target, None, what))
+                first = await self._head(resp, head, what)
+                call.answered = True
+            cap = self.settings.max_bytes - len(first)
+            yield Body(first, self._rest(resp, cap), resp.content_length)
+
+    async def _head(self, resp: aiohttp.ClientResponse, head: int, what: str) -> bytes:
+        """The first ``head`` bytes of an image answer, checked."""
+        cap = self.settings.max_bytes
+        if (resp.content_length or 0) > cap:
+            raise _too_large(self.who, cap, False)
+        encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise BackendError(
+                f"{self.who} sent an image body encoded as {encoding[:20]!r}", kind="malformed"
+            )
+        try:
+            first = await resp.content.readexactly(min(head, cap))
+        except asyncio.IncompleteReadError as short:
+            first = short.partial
+        except aiohttp.ClientError as exc:
+            raise self._failure(exc) from None
+        if not looks_like_image(first):
+            raise BackendError(
+                f"{self.who} sent {resp.content_type or 'something else'}, not an image"
+                + (f" for {what}" if what else ""),
+                kind="not_image",
+            )
+        self.bytes_received += len(first)
+        return first
+
+    async def _rest(self, resp: aiohttp.ClientResponse, cap: int) -> AsyncIterator[bytes]:
+        """The body after its head, a chunk at a time, at most ``cap`` bytes (more: 502), each
+        within ``timeout`` (a stalled backend: 504)."""
+        timeout = self.settings.timeout
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(timeout):
+                        chunk = await resp.content.read(_CHUNK)
+                except TimeoutError:
+                    raise BackendTimeout(
+                        f"{self.who} stalled for {timeout:g}s in the middle of a body"
+                    ) from None
+                if not chunk:
+                    return
+                cap -= len(chunk)
+                if cap < 0:
+                    raise _too_large(self.who, self.settings.max_bytes, False)
+                self.bytes_received += len(chunk)
+                yield chunk
+        except aiohttp.ClientError as exc:
+            failure = self._failure(exc)
+            raise (failure.error if isinstance(failure, _Retry) else failure) from None
+
+    @asynccontextmanager
+    async def _slot(self, source: str, deadline: float) -> AsyncIterator[None]:
+        """A connection of the pool, within this image's share; 503 when none frees up."""
+        loop = asyncio.get_running_loop()
+        wait = min(self.settings.pool_timeout, max(0.0, deadline - loop.time()))
+        share, users = self._shares.get(source) or (asyncio.Semaphore(self.settings.image_share), 0)
+        self._shares[source] = (share, users + 1)
+        try:
+            try:
+                async with asyncio.timeout(wait):
+                    await share.acquire()
+                    try:
+                        await self._pool.acquire()
+                    except BaseException:
+                        share.release()
+                        raise
+            except TimeoutError:
+                raise BackendUnavailable(
+                    f"{self.who} is busy: no connection was free within "
+                    f"{wait:g}s ({self.settings.max_connections} in use)",
+                    kind="busy",
+                ) from None
+            self.in_use += 1
+            try:
+                yield
+            finally:
+                self.in_use -= 1
+                self._pool.release()
+                share.release()
+        finally:
+            share_now, users_now = self._shares[source]
+            if users_now <= 1:
+                del self._shares[source]
+            else:
+                self._shares[source] = (share_now, users_now - 1)
+
+    async def _attempts(
+        self,
+        url: URL,
+        headers: Mapping[str, str] | None,
+        cap: int | None,
+        partial: bool,
+        metadata: bool,
+        deadline: float,
+        what: str,
+    ) -> Answer:
+        cap = cap or (self.settings.max_metadata_bytes if metadata else self.settings.max_bytes)
+        retries = self.settings.retries if metadata else 0
+        loop = asyncio.get_running_loop()
+        for attempt in range(retries + 1):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._once(url, headers, cap, partial, metadata, what)
+            except _Retry as retry:
+                pause = 0.1 * (2**attempt) * random.uniform(0.5, 1.5)
+                if attempt == retries or loop.time() + pause >= deadline:
+                    raise retry.error from None
+                log.info("%s: %s; retrying", self.who, retry.error.message)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
+
+    async def _once(
+        self,
+        url: URL,
+        headers: Mapping[str, str] | None,
+        cap: int,
+        partial: bool,
+        metadata: bool,
+        what: str,
+    ) -> Answer:
+        async with self._opened(url, headers, what) as resp:
+            if not partial and (resp.content_length or 0) > cap:
+                raise _too_large(self.who, cap, metadata)
+            try:
+                body, complete = await _read(resp, cap, self.who)
+            except aiohttp.ClientError as exc:
+                raise self._failure(exc) from None
+            if not complete and not partial:
+                raise _too_large(self.who, cap, metadata)
+            # headers.copy() keeps the lookups case-insensitive ("Etag" is "ETag")
+            return Answer(resp.status, resp.headers.copy(), body, complete)
+
+    @asynccontextmanager
+    async def _opened(
+        self, url: URL, headers: Mapping[str, str] | None, what: str
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The response to ``url`` once its status and headers are in, redirects followed by
+        the policy; a status that is not a success is the shim's error for it."""
+        if self._session is None:
+            raise RuntimeError("backend not started")
+        sent = {"Accept-Encoding": "identity", **(headers or {})}
+        if (rid := tracing.request_id.get()) is not None:
+            sent[tracing.HEADER] = rid
+        for _ in range(_MAX_REDIRECTS + 1):
+            self.requests += 1  # every request sent, whatever comes back
+            try:
+                opening = self._session.get(url, headers=sent, allow_redirects=False)
+                resp = await opening.__aenter__()
+            except aiohttp.ClientError as exc:
+                raise self._failure(exc) from None
+            try:
+                if resp.status in (301, 302, 303, 307, 308):
+                    url = self._redirect(url, resp.headers.get("Location", ""))
+                    continue
+                if resp.status in (404, 410):
+                    raise NotFound("no such image" + (f" ({what})" if what else ""))
+                if resp.status >= 400 and resp.status != 416:
+                    error = BackendError(
+                        f"{self.who} answered HTTP {resp.status}"
+                        + (f" for {what}" if what else ""),
+                        kind="http_5xx" if resp.status >= 500 else "http_4xx",
+                    )
+                    raise _Retry(error) if resp.status in _RETRY_STATUSES else error
+                yield resp
+                return
+            finally:
+                resp.release()
+        raise BackendError(f"{self.who} redirected too many times", kind="redirect")
+
+    def _failure(self, exc: aiohttp.ClientError) -> ShimError | _Retry:
+        """The shim's error for a client-side failure (wrapped in ``_Retry`` when a metadata
+        request may try again)."""
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            # the OS's own words for its error number: strerror may name the address
+            number = exc.os_error.errno if exc.os_error else None
+            reason = os.strerror(number) if number else "connection failed"
+            return _Retry(BackendError(f"{self.who} is unreachable ({reason})", kind="refused"))
+        if isinstance(exc, aiohttp.ServerTimeoutError):
+            return _Retry(
+                BackendTimeout(
+                    f"{self.who} did not accept a connection within "
+                    f"{self.settings.connect_timeout:g}s",
+                    kind="connect_timeout",
+                )
+            )
+        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+            return _Retry(BackendError(f"{self.who} closed the connection", kind="reset"))
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            return BackendError(f"{self.who} sent a broken or truncated body", kind="truncated")
+        if isinstance(exc, aiohttp.ClientResponseError):
+            return BackendError(
+                f"{self.who} sent a malformed answer", kind="malformed", detail=str(exc)
+            )
+        return BackendError(f"{self.who} failed", kind="failed", detail=type(exc).__name__)
+
+    def _redirect(self, url: URL, location: str) -> URL:
+        """Where a redirect leads, if the policy allows it (else a 502)."""
+        if self.settings.redirects == "same_origin" and location:
+            try:
+                target = url.join(URL(location))
+            except ValueError:
+                target = None
+            if target is not None and any(t.within(str(target)) for t in self.scopes):
+                return target
+        raise BackendError(
+            f"{self.who} redirected outside its configured URLs"
+            if self.settings.redirects == "same_origin"
+            else f"{self.who} redirected (redirects: none)",
+            kind="redirect",
+        )
+
+
+def _kind_of(answer: Answer) -> str:
+    """The answer's declared media type when it is a plain one, else a neutral word."""
+    declared = answer.content_type
+    return declared if _TYPE_RE.fullmatch(declared) else "something else"
+
+
+def _counts_against(error: ShimError) -> bool | None:
+    """What an error says of the server, for its circuit: it failed, it answered, or nothing."""
+    if error.kind in ("refused", "reset", "http_5xx", "truncated", "timeout", "connect_timeout"):
+        return False
+    if error.kind in ("busy", "circuit_open"):
+        return None
+    return True
+
+
+def _too_large(backend: str, cap: int, metadata: bool) -> BackendError:
+    setting = "max_metadata_bytes" if metadata else "max_bytes"
+    return BackendError(
+        f"{backend}: the response is larger than {setting} ({cap})", kind="oversize"
+    )
+
+
+async def _read(resp: aiohttp.ClientResponse, cap: int, backend: str) -> tuple[bytes, bool]:
+    """At most ``cap`` bytes of the body, decoded from gzip/deflate without ever inflating past
+    the cap; ``complete`` says whether that was all of it."""
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    inflate: zlib._Decompress | None = None
+    if encoding in ("gzip", "x-gzip"):
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        inflate = zlib.decompressobj()
+    elif encoding not in ("", "identity"):
+        raise BackendError(f"{backend} sent a body encoded as {encoding[:20]!r}", kind="malformed")
+    body = bytearray()
+    try:
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            if inflate is None:
+                body += chunk
+            else:  # inflated a MiB at a time, the loop free in between, never past the cap
+                pending = chunk
+                while pending and len(body) <= cap:
+                    body += inflate.decompress(pending, min(_INFLATE_STEP, cap + 1 - len(body)))
+                    pending = inflate.unconsumed_tail
+                    await asyncio.sleep(0)
+            if len(body) > cap:
+                break
+    except zlib.error:
+        raise BackendError(f"{backend} sent a corrupt compressed body", kind="malformed") from None
+    complete = len(body) <= cap and resp.content.at_eof()
+    if inflate is not None and complete and not inflate.eof:  # the compressed stream was cut
+        raise BackendError(f"{backend} sent a truncated compressed body", kind="truncated")
+    return bytes(body[:cap]), complete

@@ -1,0 +1,80 @@
+"""``create_app(settings)``: the aiohttp application, its routes and its shared resources.
+
+What lives as long as the app: the metrics and the process-wide memory budget. Everything built
+from one configuration (backends, thread pool, caches, health checks) lives in a
+``runtime.Runtime``, made when the app starts and replaced whole by :func:`reload` (SIGHUP);
+nothing lives in a module global. Routes are fixed (``/health``, ``/health/ready``,
+``/metrics``, ``DELETE /admin/cache``); everything else is dispatched by the current runtime's
+``iiif.prefix``, so a reload may change it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from iiif_shim.base.errors import ConfigError
+from iiif_shim.config.settings import Settings
+from iiif_shim.imaging.budget import MemoryBudget
+from iiif_shim.telemetry.metrics import Metrics
+from iiif_shim.web import ops as admin
+from iiif_shim.web.image import dispatch, health, metrics, ready
+from iiif_shim.web.middleware import add_cors_headers, preflight_middleware, request_middleware
+from iiif_shim.web.protocol import LIVE, METRICS
+from iiif_shim.web.runtime import Live
+
+log = logging.getLogger("iiif_shim")
+
+Loader = Callable[[], Settings]
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_middleware, preflight_middleware], client_max_size=64 * 1024
+    )
+    app[METRICS] = Metrics()
+    server = settings.server
+    app[LIVE] = Live(app[METRICS], MemoryBudget(server.memory_budget, server.memory_wait))
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        live = app[LIVE]
+        await live.start(settings)
+        m = app[METRICS]
+        m.watch("image_jobs", lambda: live.current.service.workers.pending)
+        m.watch("decoded_bytes_reserved", lambda: live.budget.reserved)
+        m.watch("memory_waiters", lambda: live.budget.waiting)
+        yield
+        await live.close()
+
+    app.cleanup_ctx.append(lifetime)
+    app.on_response_prepare.append(add_cors_headers)
+    app.router.add_get("/health", health)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_delete(admin.PATH, admin.purge)  # off unless cache.purge_token is set
+    app.router.add_delete(admin.PATH + r"/{tail:[\s\S]*}", admin.purge)
+    app.router.add_get(r"/{tail:[\s\S]*}", dispatch)  # any path, newlines included
+    return app
+
+
+async def reload(app: web.Application, load: Loader) -> bool:
+    """Serve a freshly read configuration, if it passes every check; keep the old one if not."""
+    try:
+        settings = await asyncio.to_thread(load)
+    except ConfigError as exc:
+        log.error("reload refused, still serving the previous configuration:\n%s", exc.report())
+        return False
+    for path, message in settings.warnings:
+        log.warning("warning: %s: %s", path, message)
+    try:
+        notes = await app[LIVE].reload(settings)
+    except Exception:
+        log.exception("reload failed, still serving the previous configuration")
+        return False
+    for note in notes:
+        log.warning(note)
+    log.info("reloaded the configuration from %s", settings.source)
+    return True

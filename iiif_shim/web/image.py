@@ -1,0 +1,274 @@
+"""Thin aiohttp handlers: read the request, call the service, write the response.
+
+IIIF URLs are split from ``request.raw_path`` by hand, never from the decoded path: the
+identifier is exactly one raw segment, decoded exactly once, so ``%2F`` stays part of it and
+``%253C`` becomes ``%3C``, not ``<``. Each image parameter is decoded once too (browsers send
+``^`` as ``%5E``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from iiif_shim import __version__
+from iiif_shim.base.errors import BadRequest, NotFound, ShimError
+from iiif_shim.core import passthrough
+from iiif_shim.core.health import process_identity
+from iiif_shim.iiif.profile import Format, Version, json_media_type
+from iiif_shim.iiif.request import parse_image_request
+from iiif_shim.presentation import viewers
+from iiif_shim.presentation.sources import ObjectSource
+from iiif_shim.process import eventloop
+from iiif_shim.telemetry import tracing
+from iiif_shim.upstream.client import Body
+from iiif_shim.web.baseurl import encode_identifier
+from iiif_shim.web.landing import landing_page
+from iiif_shim.web.presentation import builder_of, object_request, presentation_request
+from iiif_shim.web.protocol import (
+    METRICS,
+    cache_headers,
+    decode_segment,
+    negotiated,
+    not_modified,
+    observed,
+    runtime_of,
+)
+from iiif_shim.web.runtime import Runtime
+
+log = logging.getLogger("iiif_shim")
+
+MAX_IDENTIFIER_LENGTH = 1024
+LANDING_SOURCE_WAIT = 3.0  # seconds the landing page waits for one source's objects
+_VERSIONS = {v.value: v for v in Version}
+
+
+def info_media_type(version: Version, accept: str | None) -> str:
+    """3.0: JSON-LD unless only plain JSON is asked for. 2.1: plain JSON unless JSON-LD is."""
+    return negotiated(accept, json_media_type(version), version is Version.V3)
+
+
+async def health(request: web.Request) -> web.Response:
+    """Alive: answers as long as the process serves requests (cheap: no backend is asked)."""
+    observed(request).endpoint = "health"
+    runtime = runtime_of(request)
+    service = runtime.service
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "config": Path(runtime.settings.source).name,  # never a path of this machine
+            "process": process_identity(),  # which of the server's processes answered
+            "backends": {
+                name: {"type": b.type_name, **b.traffic()}
+                for name, b in sorted(service.backends.items())
+            },
+            "pending": service.workers.pending,
+            "memory": {"reserved": service.budget.reserved, "budget": service.budget.total},
+            "event_loop": eventloop.running(),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Each backend's state from the background checks; 503 only when every one is down."""
+    observed(request).endpoint = "health"
+    overall, body = runtime_of(request).health.report()
+    status = 503 if overall == "down" else 200
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    observed(request).endpoint = "metrics"
+    body, content_type = request.app[METRICS].render()
+    response = web.Response(body=body, headers={"Cache-Control": "no-store"})
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Everything else, by the current configuration's prefix: the Presentation API, IIIF
+    images, object and viewer pages, viewer assets, else the landing page."""
+    settings = runtime_of(request).settings
+    prefix = settings.iiif.prefix
+    raw = request.raw_path.split("?", 1)[0]
+    if raw == "/":
+        return await landing(request)
+    if raw.startswith(prefix + "/presentation/"):
+        return await presentation_request(request, raw[len(prefix) + len("/presentation/") :])
+    if raw.startswith(prefix + "/"):
+        return await iiif_request(request)
+    if raw.startswith("/objects/"):
+        return await object_request(request, raw[len("/objects/") :])
+    if raw.startswith("/view/"):
+        observed(request).endpoint = "viewer"
+        viewer = decode_segment(raw[len("/view/") :], "viewer")
+        return await viewers.view(request, settings.viewers, viewer)
+    if raw.startswith("/viewers/"):
+        observed(request).endpoint = "asset"
+        return await viewers.asset(request, settings.viewers, raw[len("/viewers/") :])
+    raise NotFound("not a IIIF URL")
+
+
+async def landing(request: web.Request) -> web.Response:
+    observed(request).endpoint = "landing"
+    runtime = runtime_of(request)
+    service, settings = runtime.service, runtime.settings
+    identifiers = list(settings.landing.identifiers)
+    if not identifiers:
+        for name in service.router.identity_backends():
+            identifiers += await service.backends[name].identifiers(50)
+    builder = builder_of(request, runtime)
+
+    async def listed(source: ObjectSource) -> list[tuple[str, str, str | None]]:
+        try:  # a source that is down or slow leaves the rest of the page
+            async with asyncio.timeout(LANDING_SOURCE_WAIT):
+                entries = await runtime.presentation.entries(source, 50)
+        except (ShimError, TimeoutError):
+            return []
+        return [
+            (name, label, builder.thumbnail(picture)["id"] if picture else None)
+            for name, label, picture in entries
+        ]
+
+    sources = runtime.presentation.sources.values()
+    listings = await asyncio.gather(*(listed(source) for source in sources))
+    objects = [entry for listing in listings for entry in listing]
+    return web.Response(
+        text=landing_page(
+            settings.landing.title, settings.iiif.prefix, identifiers, objects, builder.urls.site
+        ),
+        content_type="text/html",
+    )
+
+
+async def iiif_request(request: web.Request) -> web.StreamResponse:
+    """Everything under ``{prefix}/``: base URI, info.json and image requests of both versions."""
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    seen = observed(request)
+    raw = request.raw_path.split("?", 1)[0]
+    head = settings.iiif.prefix + "/"
+    version_text, _, rest = raw[len(head) :].partition("/")
+    version = _VERSIONS.get(version_text)
+    if version is None:
+        raise NotFound(f"no Image API version {version_text[:20]!r} here; use 3 or 2")
+    seen.version = version.value
+    segments = rest.split("/")
+    if not segments[0]:
+        raise NotFound("no identifier given")
+    if len(segments[0]) > MAX_IDENTIFIER_LENGTH:
+        raise BadRequest(f"identifier longer than {MAX_IDENTIFIER_LENGTH} characters")
+    identifier = decode_segment(segments[0], "identifier")
+    base = runtime.public.base(request.scheme, request.host, request.headers)
+    base_id = f"{base}/{version.value}/{encode_identifier(identifier)}"
+
+    if len(segments) == 1 or segments[1:] == [""]:
+        seen.endpoint = "base"
+        raise web.HTTPSeeOther(location=f"{base_id}/info.json")
+    if segments[1:] == ["info.json"]:
+        seen.endpoint = "info"
+        return await _info(request, runtime, version, identifier, base_id)
+    if len(segments) == 5:
+        seen.endpoint = "image"
+        return await _image(request, runtime, version, identifier, base_id, segments[1:])
+    raise NotFound(
+        "not a IIIF URL: expected {identifier}/info.json or "
+        "{identifier}/{region}/{size}/{rotation}/{quality}.{format}, with any '/' inside the "
+        "identifier sent as %2F"
+    )
+
+
+async def _info(
+    request: web.Request, runtime: Runtime, version: Version, identifier: str, base_id: str
+) -> web.Response:
+    settings = runtime.settings
+    observed(request).backend = runtime.service.router.route(identifier).backend
+    doc, src = await runtime.service.info(version, identifier, base_id)
+    source = src.info
+    media_type = info_media_type(version, request.headers.get("Accept"))
+    body = json.dumps(doc, indent=2).encode()
+    etag = '"' + hashlib.sha256(body + media_type.encode()).hexdigest()[:32] + '"'
+    headers = cache_headers(settings, etag, source.last_modified)
+    headers["Vary"] = "Accept"
+    if not_modified(request, etag, source.last_modified):
+        return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = media_type
+    return web.Response(body=body, headers=headers)
+
+
+async def _image(
+    request: web.Request,
+    runtime: Runtime,
+    version: Version,
+    identifier: str,
+    base_id: str,
+    params: list[str],
+) -> web.StreamResponse:
+    settings = runtime.settings
+    service = runtime.service
+    names = ("region", "size", "rotation", "quality")
+    decoded = [decode_segment(text, name) for text, name in zip(params, names, strict=True)]
+    image_request = parse_image_request(version, identifier, *decoded)
+    observed(request).backend = service.router.route(identifier).backend
+    prepared = await service.prepare(image_request)
+    last_modified = prepared.source.info.last_modified
+    headers: dict[str, Any] = cache_headers(settings, prepared.plan.etag, last_modified)
+    headers["Link"] = (
+        f'<{base_id}/{prepared.canonical}>;rel="canonical",<{version.level2_uri}>;rel="profile"'
+    )
+    if not_modified(request, prepared.plan.etag, last_modified):
+        return web.Response(status=304, headers=headers)
+    async with passthrough.opened(service, prepared) as body:
+        if body is not None:
+            return await _streamed(request, headers, prepared.plan.resolved.format, body)
+    rendered = await service.render(prepared)
+    # the plan says what this is, never a cache entry (a shared tier may be written by others)
+    headers["Content-Type"] = prepared.plan.resolved.format.media_type
+    return web.Response(body=rendered.body, headers=headers)
+
+
+async def _streamed(
+    request: web.Request, headers: dict[str, Any], fmt: Format, body: Body
+) -> web.StreamResponse:
+    """``body`` copied to the client as it arrives; once the status went out, anything that
+    stops the copy (the backend fails or stalls, the client stalls past
+    ``passthrough.WRITE_STALL`` or leaves, the request's deadline) aborts the connection: a
+    short body, never one that looks complete."""
+    headers["Content-Type"] = fmt.media_type
+    headers[tracing.HEADER] = request["request_id"]
+    response = web.StreamResponse(headers=headers)
+    if body.length is not None:
+        response.content_length = body.length
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    try:
+        async with asyncio.timeout(passthrough.WRITE_STALL):
+            await response.write(body.head)
+        async for chunk in body.rest:
+            async with asyncio.timeout(passthrough.WRITE_STALL):
+                await response.write(chunk)
+    except BaseException as exc:
+        if request.transport is not None:
+            request.transport.abort()
+        reason = exc.public_text() if isinstance(exc, ShimError) else type(exc).__name__
+        log.info(
+            "%s %r: cut after the status was sent: %s [%s]",
+            request.method,
+            request.path_qs[:300],
+            reason,
+            request["request_id"],
+        )
+        if isinstance(exc, asyncio.CancelledError):
+            raise  # the request's deadline, or the server stopping
+        return response
+    await response.write_eof()
+    return response

@@ -1,0 +1,74 @@
+"""The small HTML landing page at ``/``: each identifier with its info.json links and a thumbnail.
+
+Links are relative to the page, so they work behind any proxy; every value is escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+from iiif_shim import __version__
+from iiif_shim.web.baseurl import encode_identifier
+
+_STYLE = """
+body{font:15px/1.4 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#222}
+ul{list-style:none;padding:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(14rem,1fr));gap:1rem}
+li{border:1px solid #ddd;border-radius:6px;padding:.6rem}
+img{display:block;max-width:100%;height:auto;margin:0 auto .4rem;background:#eee}
+code{font-size:.85em;word-break:break-all}
+"""
+
+
+def landing_page(
+    title: str,
+    prefix: str,
+    identifiers: list[str],
+    objects: Sequence[tuple[str, str, str | None]] = (),
+    site: str = "",
+) -> str:
+    """``objects``: (name, label, thumbnail URL) of the objects to list first; ``site``: the
+    public URL their pages are under."""
+    shown = []
+    for name, label, thumbnail in objects:
+        img = (
+            f'<img src="{escape(thumbnail)}" alt="{escape(label)}" loading="lazy">'
+            if thumbnail
+            else ""
+        )
+        shown.append(
+            f'<li><a href="{escape(site)}/objects/{escape(encode_identifier(name))}">{img}'
+            f"{escape(label)}</a></li>"
+        )
+    items = []
+    for identifier in identifiers:
+        enc = encode_identifier(identifier)
+        v3, v2 = f"{prefix}/3/{enc}", f"{prefix}/2/{enc}"
+        items.append(
+            "<li>"
+            f'<a href="{escape(v3)}/full/max/0/default.jpg">'
+            # 2.1's "!w,h" fits any image in the box (3.0's rejects boxes larger than the image)
+            f'<img src="{escape(v2)}/full/!240,240/0/default.jpg" alt="{escape(identifier)}" '
+            'loading="lazy"></a>'
+            f"<code>{escape(identifier)}</code><br>"
+            f'<a href="{escape(v3)}/info.json">info.json (3.0)</a> · '
+            f'<a href="{escape(v2)}/info.json">info.json (2.1)</a>'
+            "</li>"
+        )
+    body = "\n".join(items) or "<p>No identifiers to list: see the configuration.</p>"
+    return (
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{escape(title)}</h1>"
+        f"<p>IIIF Image API 3.0 at <code>{escape(prefix)}/3/</code> and 2.1 at "
+        f"<code>{escape(prefix)}/2/</code> · iiif-shim {escape(__version__)} · "
+        '<a href="/health">health</a></p>'
+        + (
+            f'<h2>Objects</h2><ul class="objects">\n{"".join(shown)}\n</ul>'
+            f'<p><a href="{escape(prefix)}/presentation/3/collection">IIIF collection</a></p>'
+            "<h2>Images</h2>"
+            if shown
+            else ""
+        )
+        + f"<ul>\n{body}\n</ul></body></html>\n"
+    )

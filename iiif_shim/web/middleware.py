@@ -1,0 +1,133 @@
+"""What wraps every request: its id, its runtime, its deadline, its metrics, and the one place an
+exception becomes an HTTP response; and the CORS headers of every response.
+
+- :func:`request_middleware`: takes the request id from ``X-Request-ID`` (or makes one) and
+  returns it; holds the current runtime for the whole request (a reload never pulls it away);
+  gives the request ``server.request_timeout`` in all (then 503); turns a :class:`ShimError`
+  into its status with a short plain-text reason (``Retry-After`` on 503s), and anything
+  unexpected into a logged, bare 500, never a traceback; counts the request in the metrics.
+- :func:`add_cors_headers`: ``Access-Control-Allow-Origin: *`` on every response the app makes,
+  including redirects, errors and 304s, so browser viewers can read statuses and bodies.
+  (Requests aiohttp's parser refuses are answered with CORS by ``connections.py``.)
+- :func:`preflight_middleware`: the answer to CORS preflight ``OPTIONS`` on any path, allowing the
+  ``Authorization`` header (sent by auth-aware viewers) and whatever else the browser asks for.
+
+aiohttp-cors is not used: it only answers requests that carry ``Origin`` and echoes the origin
+instead of ``*``, where IIIF clients and the official validator expect ``*`` on everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from iiif_shim.base.errors import Overloaded, ShimError
+from iiif_shim.telemetry import tracing
+from iiif_shim.web.protocol import LIVE, METRICS, OBSERVED, RUNTIME, Observed
+
+log = logging.getLogger("iiif_shim")
+
+EXPOSED_HEADERS = "Link, ETag, Last-Modified, Content-Length, Content-Type, X-Request-ID"
+_ALLOWED_METHODS = "GET, HEAD, OPTIONS"
+_TOKEN_LIST_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*")
+
+
+def text_response(status: int, text: str, retry_after: int | None = None) -> web.Response:
+    headers = {"Cache-Control": "no-store"} if status >= 500 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return web.Response(
+        status=status, text=text.rstrip("\n") + "\n", content_type="text/plain", headers=headers
+    )
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = tracing.choose(request.headers.get(tracing.HEADER))
+    request["request_id"] = rid
+    token = tracing.request_id.set(rid)
+    seen = request[OBSERVED] = Observed()
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await _serve(request, handler, rid)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        exc.headers[tracing.HEADER] = rid
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        request.app[METRICS].request(seen.endpoint, seen.version, seen.backend, status, elapsed)
+        tracing.request_id.reset(token)
+
+
+async def _serve(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
+    try:
+        async with request.app[LIVE].use() as runtime:
+            request[RUNTIME] = runtime
+            limit = runtime.settings.server.request_timeout
+            try:
+                async with asyncio.timeout(limit) as deadline:
+                    response = await handler(request)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise Overloaded(
+                    f"the request took longer than {limit:g}s", kind="deadline"
+                ) from None
+    except ShimError as exc:
+        if exc.status >= 500:
+            log.warning(
+                "%s %r -> %d %s%s [%s]",
+                request.method,
+                request.path_qs[:300],
+                exc.status,
+                exc.public_text(),
+                f" ({exc.detail})" if exc.detail else "",
+                rid,
+            )
+        response = text_response(exc.status, exc.public_text(), exc.retry_after)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected error serving %s %r [%s]", request.method, request.path, rid)
+        response = text_response(500, "internal error")
+    response.headers[tracing.HEADER] = rid
+    return response
+
+
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    if request.method != "OPTIONS":
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+
+
+@web.middleware
+async def preflight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer CORS preflights on any path, before routing can say 404 or 405."""
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return preflight(request)
+    return await handler(request)
+
+
+def preflight(request: web.Request) -> web.Response:
+    asked = request.headers.get("Access-Control-Request-Headers", "").strip()
+    allowed = "Authorization, Accept, Range, If-None-Match, If-Modified-Since, X-Request-ID"
+    if asked and _TOKEN_LIST_RE.fullmatch(asked):
+        allowed = f"{allowed}, {asked}"
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": _ALLOWED_METHODS,
+            "Access-Control-Allow-Headers": allowed,
+            "Access-Control-Max-Age": "86400",
+            "Allow": _ALLOWED_METHODS,
+        },
+    )

@@ -1,0 +1,167 @@
+"""The configuration being served, built into a running service, and swapped whole on reload.
+
+A :class:`Runtime` is one configuration made live: its settings, the public base URL, the image
+service (backends, thread pool, caches) and the health monitor. :class:`Live` holds the current
+one. Each request uses the runtime that was current when it arrived, to its end
+(:meth:`Live.use`); a reload (:meth:`Live.reload`, on SIGHUP) builds a new runtime from a file
+that passed every check, makes it current, and closes the old one once its last request is done
+(or its drain deadline passes). Nothing is dropped, and a file with problems changes nothing.
+What outlives a runtime: the metrics, the process-wide memory budget, and the listening socket
+(so ``server.host``, ``server.port`` and the client connection limits need a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from iiif_shim.backends.base import UpstreamBackend
+from iiif_shim.config.settings import Settings
+from iiif_shim.core.health import HealthMonitor
+from iiif_shim.core.service import ImageService, open_service
+from iiif_shim.imaging.budget import MemoryBudget
+from iiif_shim.presentation.service import PresentationService, open_presentation
+from iiif_shim.telemetry.metrics import Metrics
+from iiif_shim.upstream.client import Upstream
+from iiif_shim.web.baseurl import PublicBase
+
+log = logging.getLogger("iiif_shim")
+
+_RESTART_ONLY = (
+    "host",
+    "port",
+    "max_client_connections",
+    "header_timeout",
+    "body_timeout",
+    "keepalive_timeout",
+    "max_request_line",
+    "max_header_bytes",
+    "max_headers",
+    "access_log",
+)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        service: ImageService,
+        health: HealthMonitor,
+        presentation: PresentationService,
+    ) -> None:
+        self.settings = settings
+        self.presentation = presentation
+        self.public = PublicBase(
+            settings.server.public_url, settings.iiif.prefix, settings.server.trust_forwarded
+        )
+        self.service = service
+        self.health = health
+        self.users = 0
+        self.retired = False
+
+
+def _readers(upstream: Upstream) -> tuple[Callable[[], float], Callable[[], float]]:
+    """A backend's circuit state and connections in use, read at each metrics scrape."""
+    return (lambda: float(upstream.breaker.state)), (lambda: float(upstream.in_use))
+
+
+class Live:
+    def __init__(self, metrics: Metrics, budget: MemoryBudget) -> None:
+        self.metrics = metrics
+        self.budget = budget
+        self._current: Runtime | None = None
+        self._open: dict[int, tuple[Runtime, AsyncExitStack]] = {}  # by id(runtime)
+        self._closing: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+
+    @property
+    def current(self) -> Runtime:
+        if self._current is None:
+            raise RuntimeError("not started")
+        return self._current
+
+    async def start(self, settings: Settings) -> None:
+        self._current = await self._build(settings)
+
+    async def _build(self, settings: Settings) -> Runtime:
+        stack = AsyncExitStack()
+        try:
+            service = await stack.enter_async_context(
+                open_service(settings, self.budget, self.metrics)
+            )
+            presentation = await stack.enter_async_context(
+                open_presentation(settings.presentation, service, self.metrics.cache_lookup)
+            )
+            health = HealthMonitor(service, settings.server.health_interval)
+            health.start()
+            stack.push_async_callback(health.stop)
+        except BaseException:
+            await stack.aclose()
+            raise
+        runtime = Runtime(settings, service, health, presentation)
+        self._open[id(runtime)] = (runtime, stack)
+        self.budget.resize(settings.server.memory_budget, settings.server.memory_wait)
+        for name, backend in service.backends.items():
+            if isinstance(backend, UpstreamBackend):
+                self.metrics.watch_backend(name, *_readers(backend.upstream))
+        return runtime
+
+    @asynccontextmanager
+    async def use(self) -> AsyncIterator[Runtime]:
+        """The current runtime, kept open until the caller is done with it."""
+        runtime = self.current
+        runtime.users += 1
+        try:
+            yield runtime
+        finally:
+            runtime.users -= 1
+            if runtime.retired and runtime.users == 0:
+                self._close_soon(runtime)
+
+    async def reload(self, settings: Settings) -> list[str]:
+        """Serve ``settings`` from now on; returns notes on what needs a restart instead."""
+        async with self._lock:
+            old = self.current
+            new = await self._build(settings)
+            self._current = new
+            for name in set(old.service.backends) - set(new.service.backends):
+                self.metrics.forget_backend(name)
+            old.retired = True
+            if old.users == 0:
+                self._close_soon(old)
+            else:  # requests still in flight finish on it, then it closes (within a deadline)
+                deadline = old.settings.server.request_timeout + 5
+                asyncio.get_running_loop().call_later(deadline, self._close_soon, old)
+        before, after = old.settings.server, settings.server
+        return [
+            f"server.{key} changed; it takes effect at the next restart"
+            for key in _RESTART_ONLY
+            if getattr(before, key) != getattr(after, key)
+        ]
+
+    def _close_soon(self, runtime: Runtime) -> None:
+        entry = self._open.pop(id(runtime), None)
+        if entry is None:  # closed already
+            return
+        task = asyncio.get_running_loop().create_task(self._close(entry[1]))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close(stack: AsyncExitStack) -> None:
+        try:
+            await stack.aclose()
+        except Exception:
+            log.exception("closing the previous configuration failed")
+
+    async def close(self) -> None:
+        """Close every runtime still open: the current one and any still draining."""
+        for runtime, _ in list(self._open.values()):
+            runtime.retired = True
+            self._close_soon(runtime)
+        for task in list(self._closing):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
