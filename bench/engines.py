@@ -46,13 +46,14 @@ sys.path.insert(0, str(ROOT))
 import pyvips  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from iiif_shim import imaging, vips  # noqa: E402
 from iiif_shim.iiif.profile import Format, Quality  # noqa: E402
 from iiif_shim.iiif.resolve import Box  # noqa: E402
-from iiif_shim.model.plan import Fetched, PillowSteps  # noqa: E402
+from iiif_shim.imaging import cost, pillow, vips  # noqa: E402
+from iiif_shim.imaging.fetched import Fetched  # noqa: E402
+from iiif_shim.model.plan import PillowSteps  # noqa: E402
 
 MASTER = ROOT / "iiif_shim" / "defaults" / "images" / "chart.jpg"  # 6000x4000 JPEG
-OPEN = imaging.Allowance(10**9, 1 << 34)
+OPEN = cost.Allowance(10**9, 1 << 34)
 Steps = dict[str, Callable[[], Any]]
 
 
@@ -60,19 +61,19 @@ def pillow_steps(fetched: Fetched, factor: int, steps: PillowSteps) -> Steps:
     state: dict[str, Any] = {}
 
     def decode() -> None:
-        state["d"] = imaging.decode(fetched, factor, OPEN)
+        state["d"] = pillow.decode(fetched, factor, OPEN)
 
     def crop_scale() -> None:
-        state["im"] = imaging._crop_and_scale(state["d"], steps)
+        state["im"] = pillow._crop_and_scale(state["d"], steps)
 
     def turn() -> None:
-        state["im"] = imaging._turn(state["im"], steps)
+        state["im"] = pillow._turn(state["im"], steps)
 
     def quality() -> None:
-        state["im"] = imaging._quality(state["im"], steps.quality)
+        state["im"] = pillow._quality(state["im"], steps.quality)
 
     def encode() -> None:
-        imaging._encode(state["im"], steps.format, steps.jpeg_quality)
+        pillow._encode(state["im"], steps.format, steps.jpeg_quality)
 
     return {
         "decode": decode,
@@ -162,9 +163,9 @@ def run(rounds: int) -> None:
     vm = vips.VipsEngine(vips.MEASURED)
 
     class Pillow:  # the Pillow engine's one-call path, as engines.PillowEngine calls it
-        decode = staticmethod(imaging.decode)
-        finish = staticmethod(imaging.finish)
-        render = staticmethod(imaging.render)
+        decode = staticmethod(pillow.decode)
+        finish = staticmethod(pillow.finish)
+        render = staticmethod(pillow.render)
 
     requests: dict[str, tuple[Steps, Steps, Steps]] = {
         "tile": (
@@ -260,7 +261,7 @@ def formats(rounds: int, folder: Path) -> None:
     rows: dict[str, tuple[Callable[[], Any], Callable[[], Any] | None]] = {}
     for fmt in Format:
         rows[f"write {fmt.value}"] = (
-            lambda fmt=fmt: imaging._encode(pixels, fmt, 85),
+            lambda fmt=fmt: pillow._encode(pixels, fmt, 85),
             (lambda fmt=fmt: vips._encode(vimage, fmt, 85, False))
             if fmt in vips.VIPS_WRITES
             else None,
@@ -268,7 +269,7 @@ def formats(rounds: int, folder: Path) -> None:
     for name, path in sources.items():
         fetched = Fetched(path=path, described=name)
         rows[f"decode {name}"] = (
-            lambda f=fetched: imaging.decode(f, 1, OPEN),
+            lambda f=fetched: pillow.decode(f, 1, OPEN),
             lambda f=fetched: engine.decode(f, 1, OPEN),
         )
     print()

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from iiif_shim.base.errors import BackendError, NotFound
+from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import NativeFacts, SourceInfo
-from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.telemetry.metrics import Metrics
-from iiif_shim.upstream.client import Answer, Body, Upstream, UpstreamSettings
+from iiif_shim.upstream.client import Answer, Body, Upstream
+from iiif_shim.upstream.settings import UpstreamSettings
 from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate
 
 log = logging.getLogger("iiif_shim")

@@ -24,9 +24,11 @@ from iiif_shim.backends.base import Backend
 from iiif_shim.base.errors import NotFound
 from iiif_shim.base.schema import option
 from iiif_shim.iiif.resolve import Box
-from iiif_shim.imaging.pillow import probe, tiff_pyramid
+from iiif_shim.imaging.fetched import Fetched
+from iiif_shim.imaging.pillow import probe
+from iiif_shim.imaging.tiff import tiff_pyramid
 from iiif_shim.model.facts import NativeFacts, PyramidFacts, SourceInfo
-from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.model.plan import Capabilities, NativeOp, Target
 
 
 def _folder(path: Path) -> str | None:

@@ -16,10 +16,12 @@ from yarl import URL
 from iiif_shim.backends.base import UpstreamBackend
 from iiif_shim.base.errors import BackendError
 from iiif_shim.base.schema import at_least, option
+from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.pillow import probe
 from iiif_shim.model.facts import SourceInfo
-from iiif_shim.model.plan import Fetched, NativeOp, Target
-from iiif_shim.upstream.client import Body, UpstreamSettings
+from iiif_shim.model.plan import NativeOp, Target
+from iiif_shim.upstream.client import Body
+from iiif_shim.upstream.settings import UpstreamSettings
 from iiif_shim.upstream.urltemplate import UrlTemplate, url_template
 
 

@@ -23,26 +23,22 @@ from iiif_shim.backends.base import Finding, UpstreamBackend
 from iiif_shim.backends.pyramid import assemble, fetch_tile
 from iiif_shim.base.schema import at_least, option
 from iiif_shim.cache.memory import SizedCache
+from iiif_shim.iiif.info import TileGrid
 from iiif_shim.iiif.profile import (
     LEVEL_FEATURES,
     LEVEL_FORMATS,
     LEVEL_QUALITIES,
+    Colour,
     Format,
     Quality,
     Version,
 )
-from iiif_shim.model.facts import (
-    Colour,
-    Level,
-    NativeFacts,
-    Pyramid,
-    ServiceFacts,
-    SourceInfo,
-    TileGrid,
-)
-from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
-from iiif_shim.upstream.client import Body, UpstreamSettings
+from iiif_shim.imaging.fetched import Fetched
+from iiif_shim.model.facts import Level, NativeFacts, Pyramid, ServiceFacts, SourceInfo
+from iiif_shim.model.plan import Capabilities, NativeOp, Target
+from iiif_shim.upstream.client import Body
 from iiif_shim.upstream.parse import parse_json
+from iiif_shim.upstream.settings import UpstreamSettings
 from iiif_shim.upstream.urltemplate import UrlTemplate, url_template
 
 _LEVEL_RE = re.compile(r"level([012])")

@@ -23,17 +23,10 @@ from dataclasses import dataclass
 from iiif_shim.backends.pyramid import PyramidBackend, PyramidSettings
 from iiif_shim.base.errors import BackendError
 from iiif_shim.base.schema import at_least, option
-from iiif_shim.iiif.profile import Format, Quality
-from iiif_shim.model.facts import (
-    MAX_LEVELS,
-    Colour,
-    Level,
-    NativeFacts,
-    Pyramid,
-    PyramidFacts,
-    SourceInfo,
-)
-from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
+from iiif_shim.iiif.profile import Colour, Format, Quality
+from iiif_shim.imaging.fetched import Fetched
+from iiif_shim.model.facts import MAX_LEVELS, Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
+from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.upstream.client import Answer
 from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url, path_template
 

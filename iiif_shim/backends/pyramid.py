@@ -23,10 +23,13 @@ from iiif_shim.base.schema import at_least, option
 from iiif_shim.cache.memory import SizedCache
 from iiif_shim.iiif.profile import Format
 from iiif_shim.iiif.resolve import Box
-from iiif_shim.imaging.pillow import Piece, Record, stitch
+from iiif_shim.imaging.engine import Record
+from iiif_shim.imaging.fetched import Fetched
+from iiif_shim.imaging.pillow import Piece, stitch
 from iiif_shim.model.facts import Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
-from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
-from iiif_shim.upstream.client import Upstream, UpstreamSettings
+from iiif_shim.model.plan import Capabilities, NativeOp, Target
+from iiif_shim.upstream.client import Upstream
+from iiif_shim.upstream.settings import UpstreamSettings
 
 MAX_TILES = 2048  # per request: past this the request is refused (501), not queued
 

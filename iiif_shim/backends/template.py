@@ -28,11 +28,13 @@ from typing import Any
 from iiif_shim.backends.base import UpstreamBackend
 from iiif_shim.base.schema import at_least, option
 from iiif_shim.iiif.profile import Format, Quality
+from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import NativeFacts, SourceInfo
-from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
-from iiif_shim.upstream.client import Answer, Body, UpstreamSettings
+from iiif_shim.model.plan import Capabilities, NativeOp, Target
+from iiif_shim.upstream.client import Answer, Body
 from iiif_shim.upstream.jsonpath import path_check, select
 from iiif_shim.upstream.parse import parse_json, parse_xml
+from iiif_shim.upstream.settings import UpstreamSettings
 from iiif_shim.upstream.urltemplate import UrlTemplate, url_template
 
 REGION_MODES = ("none", "pixels", "fractions", "scaled")

@@ -26,10 +26,12 @@ from yarl import URL
 from iiif_shim.backends.base import Finding, UpstreamBackend
 from iiif_shim.base.schema import option
 from iiif_shim.iiif.profile import Format, Quality
+from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import NativeFacts, SourceInfo
-from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, Target
-from iiif_shim.upstream.client import Answer, Body, UpstreamSettings
+from iiif_shim.model.plan import Capabilities, NativeOp, Target
+from iiif_shim.upstream.client import Answer, Body
 from iiif_shim.upstream.parse import parse_json
+from iiif_shim.upstream.settings import UpstreamSettings
 from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url, path_template
 
 _FORMATS = {Format.JPG: "jpeg", Format.PNG: "png", Format.WEBP: "webp", Format.GIF: "gif"}

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from iiif_shim.config.settings import CacheSettings
+from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.telemetry.metrics import Metrics
 
 log = logging.getLogger("iiif_shim")

@@ -35,7 +35,7 @@ from typing import Any
 from iiif_shim.cache.disk import DiskCache
 from iiif_shim.cache.memory import Caches, SingleFlight, source_key
 from iiif_shim.cache.redis import RedisTier, RedisUnavailable
-from iiif_shim.config.settings import CacheSettings
+from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.model.facts import SourceInfo, checked, from_json, to_json
 from iiif_shim.model.plan import Rendered, SourceRef
 from iiif_shim.telemetry.metrics import Metrics

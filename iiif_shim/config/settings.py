@@ -26,19 +26,19 @@ import yaml
 from iiif_shim.backends import BACKEND_TYPES
 from iiif_shim.base.errors import ConfigError, ShimError
 from iiif_shim.base.schema import Reader, at_least, between, option
-from iiif_shim.core.routing import Router, anchored, slashed
-from iiif_shim.iiif.profile import RIGHTS_RE
-from iiif_shim.imaging.engine import ENGINES, VIPS_STEPS, vips_missing
-from iiif_shim.imaging.pillow import PILLOW_GUARD_PIXELS
+from iiif_shim.cache.settings import CacheSettings
+from iiif_shim.core.routing import Router, RouteSettings, anchored, slashed
+from iiif_shim.core.settings import IIIFSettings
+from iiif_shim.imaging.settings import (
+    ImagingSettings,
+)
 from iiif_shim.presentation.settings import PresentationSettings
 from iiif_shim.presentation.sources import SOURCE_TYPES, ConfigView
 from iiif_shim.presentation.viewers import ViewerSettings
-from iiif_shim.process import eventloop
 
 CONFIG_ENV = "IIIF_SHIM_CONFIG"
 _SMALL_SHARE = 128 * 1024 * 1024  # bytes of decoded pixels per process, below which we warn
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
-_PREFIX_RE = re.compile(r"(/[A-Za-z0-9._~!$'()*+,;=:@-]+)*")
 
 
 def _public_url(value: str) -> str | None:
@@ -50,19 +50,20 @@ def _public_url(value: str) -> str | None:
     return None
 
 
-def _prefix(value: str) -> str | None:
-    if value.endswith("/") or not _PREFIX_RE.fullmatch(value):
-        return "must be empty or start with '/', have no trailing '/' and only URL-safe characters"
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
+
+def uvloop_installed() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def _event_loop(choice: str) -> str | None:
+    """What is wrong with ``server.event_loop: choice`` on this machine, if anything."""
+    if choice not in EVENT_LOOPS:
+        return f"must be one of {', '.join(EVENT_LOOPS)}"
+    if choice == "uvloop" and not uvloop_installed():
+        return "uvloop is not installed: pip install 'iiif-shim[fast]' (or choose auto)"
     return None
-
-
-def _rights(value: str) -> str | None:
-    if RIGHTS_RE.fullmatch(value):
-        return None
-    return (
-        "must be a Creative Commons or RightsStatements.org URI in its http:// form, "
-        "e.g. http://creativecommons.org/licenses/by/4.0/"
-    )
 
 
 @dataclass(frozen=True)
@@ -147,161 +148,10 @@ class ServerSettings:
         "auto",
         doc="`auto` (uvloop when installed: `pip install 'iiif-shim[fast]'`), `uvloop` "
         "(required) or `asyncio`",
-        check=eventloop.problem,
+        check=_event_loop,
     )
     health_interval: float = option(
         30.0, doc="seconds between the background checks of each backend", check=at_least(1)
-    )
-
-
-@dataclass(frozen=True)
-class IIIFSettings:
-    prefix: str = option("/iiif", doc="URL path before `/3/` and `/2/`", check=_prefix)
-    max_width: int | None = option(
-        12000, doc="widest output (info.json `maxWidth`)", check=at_least(1)
-    )
-    max_height: int | None = option(12000, doc="tallest output (`maxHeight`)", check=at_least(1))
-    max_area: int | None = option(
-        100_000_000, doc="most output pixels (`maxArea`)", check=at_least(1)
-    )
-    tile_size: int = option(
-        512,
-        doc="tile width and height advertised when the backend has no native tiles",
-        check=at_least(16),
-    )
-    jpeg_quality: int = option(85, doc="JPEG/WebP/PDF encoder quality", check=between(1, 100))
-    upscale_max_to_limits: bool = option(
-        False,
-        doc="3.0 `^max` enlarges to the limits (spec example) instead of equalling `max` "
-        "(what the official validator expects)",
-    )
-    clamp_confined_size: bool = option(
-        False,
-        doc="3.0 `!w,h` larger than the region returns the region (spec text) instead of "
-        "400 (what the official validator expects)",
-    )
-    max_source_pixels: int = option(
-        500_000_000,
-        doc="largest source (width x height) decoded; larger ones get 501",
-        check=between(1, PILLOW_GUARD_PIXELS),
-    )
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    info_entries: int = option(10_000, doc="source facts kept (LRU)", check=at_least(0))
-    info_ttl: float = option(3600.0, doc="seconds source facts stay fresh", check=at_least(0))
-    image_bytes: int = option(
-        64 * 1024 * 1024, doc="bytes of rendered images kept (LRU; 0: off)", check=at_least(0)
-    )
-    decoded_bytes: int = option(
-        256 * 1024 * 1024,
-        doc="bytes of decoded source pixels kept for whole-source backends (LRU; 0: off)",
-        check=at_least(0),
-    )
-    disk: Path | None = option(
-        None, doc="folder of the disk tier of rendered images (none: no disk tier)"
-    )
-    disk_bytes: int = option(
-        1024 * 1024 * 1024,
-        doc="bytes the disk tier may hold (LRU: oldest used first out)",
-        check=at_least(1024 * 1024),
-    )
-    redis: str | None = option(
-        None,
-        doc="Redis URL of the shared tier (redis://, rediss:// or unix://; none: no Redis)",
-        check=lambda v: None if v is None else _redis_url(v),
-    )
-    redis_ttl: float = option(
-        86400.0, doc="seconds a rendered image stays in Redis", check=at_least(1)
-    )
-    redis_max_bytes: int = option(
-        4 * 1024 * 1024,
-        doc="largest rendered image put in Redis (larger: not shared)",
-        check=between(1024, 512 * 1024 * 1024),
-    )
-    redis_timeout: float = option(
-        0.25, doc="seconds one Redis call may take (then Redis is skipped)", check=at_least(0.01)
-    )
-    redis_retry: float = option(
-        5.0, doc="seconds Redis is skipped after a failure", check=at_least(0.1)
-    )
-    redis_prefix: str = option(
-        "iiif-shim:", doc="prefix of every Redis key and channel of this shim"
-    )
-    redis_lock: float = option(
-        5.0,
-        doc="seconds a render lock in Redis lasts at most; another process waits that long "
-        "for the image, then renders it itself",
-        check=at_least(0.1),
-    )
-    purge_token: str | None = option(
-        None,
-        doc="bearer token of `DELETE /admin/cache` (none: the endpoint is off)",
-        check=lambda v: None if v is None or len(v) >= 16 else "must be at least 16 characters",
-    )
-
-    def problems(self) -> list[tuple[str, str]]:
-        found = []
-        if self.disk is not None and (problem := _writable_folder(self.disk)):
-            found.append(("disk", problem))
-        return found
-
-
-def _redis_url(value: str) -> str | None:
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        return "must be a redis://, rediss:// or unix:// URL"
-    if importlib.util.find_spec("redis") is None:
-        return "needs the Redis client: pip install 'iiif-shim[redis]'"
-    return None
-
-
-def _writable_folder(path: Path) -> str | None:
-    """Why the shim could not keep files in ``path`` (made if missing), or None."""
-    if path.exists():
-        if not path.is_dir():
-            return f"{path} is not a folder"
-        return None if os.access(path, os.W_OK | os.X_OK) else f"{path} is not writable"
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"{path} does not exist and {parent} is not writable"
-    return None
-
-
-def _engine(value: str) -> str | None:
-    if value not in ENGINES:
-        return f"must be one of: {', '.join(ENGINES)}"
-    return vips_missing() if value == "vips" else None
-
-
-@dataclass(frozen=True)
-class ImagingSettings:
-    engine: str = option(
-        "pillow",
-        doc="library doing the pixel work: `pillow`, or `vips` (libvips: the `vips` extra)",
-        check=_engine,
-    )
-    vips_steps: str = option(
-        "measured",
-        doc="with `vips`: `measured` (libvips only for the steps it was measured faster at, "
-        "Pillow for the rest) or `all` (libvips for every step it can do)",
-        check=lambda v: None if v in VIPS_STEPS else f"must be one of: {', '.join(VIPS_STEPS)}",
-    )
-
-
-@dataclass(frozen=True)
-class RouteSettings:
-    backend: str = option(doc="name of a backend under `backends:`")
-    match: re.Pattern[str] | None = option(
-        None, doc="regular expression searched in the decoded identifier (none: matches all)"
-    )
-    id: str = option("{id}", doc="native identifier; `{id}` and the match's named groups")
-    rights: str | None = option(
-        None,
-        doc="rights URI for info.json (`rights` in 3.0, `license` in 2.1)",
-        check=lambda v: None if v is None else _rights(v),
     )
 
 
@@ -395,9 +245,7 @@ def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
 def _check_shares(r: Reader, server: ServerSettings) -> None:
     """Warn when the processes split the decoded-pixel budget into shares too small for
     ordinary masters (each process refuses what needs more than its share: 501)."""
-    from iiif_shim.process.supervisor import (
-        cpus,  # the supervisor reads settings: imported when used
-    )
+    from iiif_shim.base.machine import cpus
 
     processes = server.processes or cpus()
     share = server.memory_budget // processes

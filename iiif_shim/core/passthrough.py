@@ -20,8 +20,9 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from iiif_shim.base.errors import BackendError
-from iiif_shim.imaging import pillow as imaging
-from iiif_shim.model.plan import Fetched
+from iiif_shim.imaging import pillow
+from iiif_shim.imaging.fetched import Fetched
+from iiif_shim.imaging.headers import header
 from iiif_shim.upstream.client import Body
 
 if TYPE_CHECKING:
@@ -34,9 +35,6 @@ STREAM_MIN_PIXELS = 2 * 1024 * 1024
 WRITE_STALL = 30.0
 # Answers up to this size have their header checked on the loop (the header alone is read).
 INLINE_CHECK_BYTES = 1024 * 1024
-# JPEG start-of-frame markers (baseline, extended, progressive); markers read before giving up.
-_SOF = frozenset({0xC0, 0xC1, 0xC2})
-_MAX_MARKERS = 64
 # Source formats and modes whose bytes are the answer to a whole-source request as they are.
 _AS_IS = {"JPEG": ("L", "RGB"), "PNG": ("L", "LA", "RGB", "RGBA")}
 
@@ -45,7 +43,7 @@ def untouched(prepared: Prepared) -> bool:
     """Whether the backend's answer to the plan is the response, byte for byte."""
     plan, info = prepared.plan, prepared.source.info
     steps = plan.steps
-    if not imaging.no_pixel_work(steps) or plan.native.delivered_size() != steps.scale:
+    if not pillow.no_pixel_work(steps) or plan.native.delivered_size() != steps.scale:
         return False
     if steps.encoded:
         return True
@@ -54,7 +52,7 @@ def untouched(prepared: Prepared) -> bool:
         plan.native.whole_source(info.width, info.height)
         and info.format is not None
         and info.mode in _AS_IS.get(info.format, ())
-        and imaging.pil_format(steps.format) == info.format
+        and pillow.pil_format(steps.format) == info.format
     )
 
 
@@ -67,38 +65,9 @@ def as_delivered(prepared: Prepared, fetched: Fetched) -> bytes | None:
         return None
     if not untouched(prepared):
         return None
-    if header(data) != (imaging.pil_format(steps.format), *steps.scale):
+    if header(data) != (pillow.pil_format(steps.format), *steps.scale):
         return None  # not JPEG or PNG, not that size, or odd: the pool's render decides
     return data
-
-
-def header(data: bytes) -> tuple[str, int, int] | None:
-    """Format, width and height from the first bytes of a baseline or progressive JPEG or a
-    PNG, else ``None``: a few markers read directly (Pillow's ``open`` costs several times
-    more), bounded, never trusting a length that leads outside ``data``."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
-        return "PNG", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    at = 2
-    for _ in range(_MAX_MARKERS):
-        if at + 4 > len(data) or data[at] != 0xFF:
-            return None
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte
-            at += 1
-            continue
-        length = int.from_bytes(data[at + 2 : at + 4], "big")
-        if marker in _SOF:
-            if length < 8 or at + 9 > len(data):
-                return None
-            height = int.from_bytes(data[at + 5 : at + 7], "big")
-            width = int.from_bytes(data[at + 7 : at + 9], "big")
-            return ("JPEG", width, height) if width and height else None
-        if marker in (0xD9, 0xDA) or length < 2:  # end of image or scan before any frame
-            return None
-        at += 2 + length
-    return None
 
 
 def streamable(prepared: Prepared) -> bool:
@@ -126,8 +95,8 @@ async def _matches(service: ImageService, prepared: Prepared, body: Body) -> boo
     steps = prepared.plan.steps
     try:
         width, height, _, fmt, _ = await service.workers.run(
-            imaging.probe, Fetched(data=body.head, described=prepared.source.backend.name)
+            pillow.probe, Fetched(data=body.head, described=prepared.source.backend.name)
         )
     except BackendError:  # no header in the first bytes (or no image): the buffered way decides
         return False
-    return (width, height) == steps.scale and fmt == imaging.pil_format(steps.format)
+    return (width, height) == steps.scale and fmt == pillow.pil_format(steps.format)

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import math
 
+from iiif_shim.iiif.info import TileGrid
 from iiif_shim.iiif.profile import Quality
 from iiif_shim.iiif.resolve import Box, ResolvedRequest, height_for_width
-from iiif_shim.model.facts import TileGrid
 from iiif_shim.model.plan import Capabilities, NativeOp, PillowSteps, Plan, SourceRef
 
 

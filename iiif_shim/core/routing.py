@@ -1,4 +1,5 @@
-"""Identifier -> (backend, native identifier), from the ``routes:`` of the config.
+"""Identifier -> (backend, native identifier), from the ``routes:`` of the config (each one a
+:class:`RouteSettings`).
 
 Routes are tried in order on the decoded identifier; the first whose ``match`` (a regular
 expression, searched) fits wins, and a route without ``match`` takes everything. The route's
@@ -14,14 +15,37 @@ from __future__ import annotations
 
 import re
 import string
+from dataclasses import dataclass
 from re import _parser  # type: ignore[attr-defined]
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from iiif_shim.base.errors import NotFound
+from iiif_shim.base.schema import option
+from iiif_shim.iiif.profile import RIGHTS_RE
 from iiif_shim.model.plan import Target
 
-if TYPE_CHECKING:
-    from iiif_shim.config.settings import RouteSettings
+
+def _rights(value: str) -> str | None:
+    if RIGHTS_RE.fullmatch(value):
+        return None
+    return (
+        "must be a Creative Commons or RightsStatements.org URI in its http:// form, "
+        "e.g. http://creativecommons.org/licenses/by/4.0/"
+    )
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    backend: str = option(doc="name of a backend under `backends:`")
+    match: re.Pattern[str] | None = option(
+        None, doc="regular expression searched in the decoded identifier (none: matches all)"
+    )
+    id: str = option("{id}", doc="native identifier; `{id}` and the match's named groups")
+    rights: str | None = option(
+        None,
+        doc="rights URI for info.json (`rights` in 3.0, `license` in 2.1)",
+        check=lambda v: None if v is None else _rights(v),
+    )
 
 
 class Router:

@@ -25,10 +25,11 @@ from iiif_shim.iiif.info import Offer, image_info
 from iiif_shim.iiif.profile import Version
 from iiif_shim.iiif.request import ImageRequest
 from iiif_shim.iiif.resolve import Limits, resolve
-from iiif_shim.imaging import pillow as imaging
+from iiif_shim.imaging import cost
 from iiif_shim.imaging.budget import MemoryBudget, holding
-from iiif_shim.imaging.engine import DecodedSource, Engine, engine_named
+from iiif_shim.imaging.engine import DecodedSource, Engine
 from iiif_shim.imaging.pool import Workers
+from iiif_shim.imaging.registry import engine_named
 from iiif_shim.model.facts import SourceInfo, checked
 from iiif_shim.model.plan import Plan, Rendered, SourceRef, Target
 from iiif_shim.telemetry.metrics import Metrics
@@ -192,7 +193,7 @@ class ImageService:
             if whole:
                 # The same master serves every tile: keep it decoded, at the reduction this
                 # output allows, so a deep-zoom session neither re-reads nor re-decodes it.
-                allowance = imaging.Allowance(max_pixels, full.decode, (info.width, info.height))
+                allowance = cost.Allowance(max_pixels, full.decode, (info.width, info.height))
 
                 async def decode() -> DecodedSource:
                     # the master was cached when the reservation was made, and is gone now:
@@ -219,7 +220,7 @@ class ImageService:
                     body = as_is  # a native tile, say: nothing for the pool to do
                 else:
                     expected = the_plan.native.delivered_size()
-                    allowance = imaging.Allowance(max_pixels, full.decode, expected)
+                    allowance = cost.Allowance(max_pixels, full.decode, expected)
                     body = await self.workers.run(engine.render, fetched, steps, allowance, record)
         finally:
             holding.reset(token)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from iiif_shim.iiif.profile import (
     LEVEL2_FEATURES,
@@ -18,14 +18,39 @@ from iiif_shim.iiif.profile import (
     PIPELINE_FEATURES,
     PROTOCOL,
     UPSCALING_FEATURE,
+    Colour,
     Format,
     Quality,
     Version,
 )
 from iiif_shim.iiif.resolve import Limits, height_for_width
-from iiif_shim.model.facts import Colour, SourceInfo, TileGrid
 
 _MAX_SCALE_FACTOR = 2**16
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """A tile grid as info.json describes it."""
+
+    width: int
+    height: int
+    scale_factors: tuple[int, ...]
+
+
+class ImageFacts(Protocol):
+    """What info.json is built from: the image's size, its colour and its native tiles."""
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def colour(self) -> Colour: ...
+
+    @property
+    def tiles(self) -> TileGrid | None: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +72,7 @@ def scale_factors(width: int, height: int, tile: int) -> tuple[int, ...]:
     return tuple(factors)
 
 
-def tile_grid(source: SourceInfo, offer: Offer) -> TileGrid | None:
+def tile_grid(source: ImageFacts, offer: Offer) -> TileGrid | None:
     """The backend's native grid when it has one that fits the limits, else the configured one."""
     grid = source.tiles
     if grid is None or not offer.limits.fits(grid.width, grid.height):
@@ -58,7 +83,7 @@ def tile_grid(source: SourceInfo, offer: Offer) -> TileGrid | None:
     return grid
 
 
-def full_sizes(source: SourceInfo, grid: TileGrid | None, offer: Offer) -> list[tuple[int, int]]:
+def full_sizes(source: ImageFacts, grid: TileGrid | None, offer: Offer) -> list[tuple[int, int]]:
     """Full-image sizes at each scale factor, smallest first, all within the limits."""
     factors = (
         grid.scale_factors if grid else scale_factors(source.width, source.height, offer.tile_size)
@@ -72,7 +97,7 @@ def full_sizes(source: SourceInfo, grid: TileGrid | None, offer: Offer) -> list[
     return sizes
 
 
-def qualities(source: SourceInfo) -> list[Quality]:
+def qualities(source: ImageFacts) -> list[Quality]:
     """Qualities for this source: ``color`` only when the source has colour (spec 4.4)."""
     found = [Quality.DEFAULT]
     if source.colour is Colour.COLOR:
@@ -93,7 +118,7 @@ def _ordered_formats(formats: frozenset[Format]) -> list[str]:
 
 
 def image_info(
-    version: Version, base_id: str, source: SourceInfo, offer: Offer, rights: str | None = None
+    version: Version, base_id: str, source: ImageFacts, offer: Offer, rights: str | None = None
 ) -> dict[str, Any]:
     """The info.json document for ``source`` served at ``base_id``."""
     grid = tile_grid(source, offer)

@@ -184,3 +184,11 @@ def json_media_type(version: Version) -> str:
     if version is Version.V3:
         return f'application/ld+json;profile="{version.context}"'
     return "application/ld+json"
+
+
+class Colour(StrEnum):
+    """What colour information a source has; decides the default quality."""
+
+    COLOR = "color"
+    GRAY = "gray"
+    BITONAL = "bitonal"

@@ -7,13 +7,19 @@ line (first come, first served) for at most ``wait`` seconds, then get 503 with
 ``Retry-After``; one that could never fit is refused at once (501). A reservation is released
 only when the request *and* every thread it started are done: a render that outlives its
 request (timed out, client gone) keeps its bytes counted until its thread ends.
+
+:func:`unmap_large_blocks` makes freed image memory go back to the system at once, so what the
+budget no longer counts is not kept resident either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import math
+import os
+import sys
 from contextvars import ContextVar
 
 from iiif_shim.base.errors import NotImplementedFeature, Overloaded
@@ -109,3 +115,21 @@ class MemoryBudget:
         """New limits (a configuration reload); reservations already made stay counted."""
         self.total, self.wait = total, wait
         self._admit()
+
+
+def unmap_large_blocks() -> None:
+    """Give freed image memory back to the system at once (glibc only).
+
+    glibc serves a large allocation from its heaps once a block of that size has been freed (its
+    mmap threshold grows up to 32 MB) and keeps what is freed there, per thread: decoded images
+    then stay resident after their reservation is released, and a process under load grew to
+    1.4x its budget (bench/huge.py). A fixed threshold maps every block of 1 MiB or more on its
+    own and unmaps it when freed. An operator's ``MALLOC_MMAP_THRESHOLD_`` is left alone.
+    Process-wide: called once by a server process at start (``server.serve``)."""
+    if sys.platform != "linux" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD

@@ -1,19 +1,19 @@
 """libvips (through pyvips): the ``vips`` image engine, the same pipeline steps as
-``imaging.py`` with the same results.
+``pillow.py`` with the same results.
 
 Open lazily (the header only), check it against the :class:`~iiif_shim.imaging.pillow.Allowance`
-exactly as ``imaging.py`` does (a source larger than asked is a bomb: 502; one over
+exactly as ``pillow.py`` does (a source larger than asked is a bomb: 502; one over
 ``max_source_pixels``: 501; one that would take more bytes than were set aside: 502), and only
 then let libvips read pixels. A file's ``page`` (a level of a pyramidal TIFF, a resolution level
 of a JPEG 2000) and ``window`` are read as regions, so only the tiles or strips under the window
 are decoded. JPEG and JPEG 2000 decode small on load (``shrink``, the level), at the same
-reduction ``imaging.reduction`` picks, so the cost reserved for a plan (``imaging.cost``, which
+reduction ``cost.reduction`` picks, so the cost reserved for a plan (``cost.cost``, which
 counts at least what libvips stores) holds for both engines.
 
-Then crop, scale (Lanczos 3), mirror, turn onto the same tight box as ``imaging._rotate``
+Then crop, scale (Lanczos 3), mirror, turn onto the same tight box as ``pillow._rotate``
 (bicubic, black, or transparent where the format has alpha), gray (ITU-R 601 luma, as Pillow)
 or bitonal (threshold 128, as Pillow), and encode. libvips cannot write PDF: that one format is
-finished by Pillow (``imaging.encode``). Sources libvips is not used for (anything but JPEG,
+finished by Pillow (``pillow.encode``). Sources libvips is not used for (anything but JPEG,
 PNG, TIFF, WebP, GIF and JPEG 2000, told by their first bytes) are decoded by Pillow.
 
 Which steps libvips does is a :class:`Policy`: ``MEASURED`` (the default) only those
@@ -36,10 +36,13 @@ from PIL import Image
 from iiif_shim.base.errors import BackendError, NotImplementedFeature
 from iiif_shim.iiif.profile import Format, Quality
 from iiif_shim.iiif.resolve import Box, rotated_size
-from iiif_shim.imaging import pillow as imaging
-from iiif_shim.imaging.engine import PillowMeasures
-from iiif_shim.imaging.pillow import Allowance, Record
-from iiif_shim.model.plan import Fetched, PillowSteps
+from iiif_shim.imaging import cost, pillow
+from iiif_shim.imaging.cost import Allowance
+from iiif_shim.imaging.engine import Record
+from iiif_shim.imaging.fetched import Fetched
+from iiif_shim.imaging.pillow import PillowMeasures
+from iiif_shim.imaging.settings import PILLOW_GUARD_PIXELS
+from iiif_shim.model.plan import PillowSteps
 
 # libvips keeps a process-wide cache of recent operations (and the images they hold) and runs
 # each pipeline on a pool of its own threads. Both would live outside the shim's limits: the
@@ -148,12 +151,12 @@ MEASURED = Policy(
 )
 POLICIES = {"measured": MEASURED, "all": EVERYTHING}
 
-Decoded = imaging.Decoded | VipsDecoded
+Decoded = pillow.Decoded | VipsDecoded
 
 
 class VipsEngine(PillowMeasures):
     """The engine ``imaging.engine: vips`` picks (see ``engines.Engine``), doing in libvips
-    the steps ``policy`` names and the rest in Pillow (``imaging.py``)."""
+    the steps ``policy`` names and the rest in Pillow (``pillow.py``)."""
 
     name: ClassVar[str] = "vips"
 
@@ -176,7 +179,7 @@ class VipsEngine(PillowMeasures):
         elif _loader(fetched) in self.policy.decode_loaders:
             view = _open(fetched, factor, allowance, whole=True)
         if view is None:
-            return imaging.decode(fetched, factor, allowance, record)
+            return pillow.decode(fetched, factor, allowance, record)
         image = _run(fetched, lambda: view.image.copy_memory())
         _timed(record, "vips_decode", started)
         return VipsDecoded(image, view.source_width, view.source_height, view.factor, view.origin)
@@ -199,18 +202,18 @@ class VipsEngine(PillowMeasures):
         started = time.perf_counter()
         readers = self.policy.file_loaders if fetched.path else self.policy.data_loaders
         header = _open(fetched, 1, allowance) if _loader(fetched) in readers else None
-        if header is None:  # Pillow decodes it (as imaging.render does), then the policy
-            width, height, _, fmt, _ = imaging.probe(fetched)
+        if header is None:  # Pillow decodes it (as pillow.render does), then the policy
+            width, height, _, fmt, _ = pillow.probe(fetched)
             if fetched.window is not None:  # what is delivered is the window
                 width, height = fetched.window.w, fetched.window.h
             if _passes(fetched, steps, width, height, fmt):
                 return fetched.data or b""
-            factor = imaging.reduction(fmt, width, height, steps)
-            decoded = imaging.decode(fetched, factor, allowance, record)
+            factor = cost.reduction(fmt, width, height, steps)
+            decoded = pillow.decode(fetched, factor, allowance, record)
             return self.finish(decoded, steps, record)
         if _passes(fetched, steps, header.source_width, header.source_height, header.format):
             return fetched.data or b""
-        factor = imaging.reduction(header.format, header.source_width, header.source_height, steps)
+        factor = cost.reduction(header.format, header.source_width, header.source_height, steps)
         view = header if factor == 1 else _open(fetched, factor, allowance)
         assert view is not None
         # lazy: libvips reads the pixels (only the window's tiles) as the encoder asks for them
@@ -221,13 +224,13 @@ class VipsEngine(PillowMeasures):
 
 def _passes(fetched: Fetched, steps: PillowSteps, width: int, height: int, fmt: str | None) -> bool:
     """The backend did everything, in the right format and size: its bytes pass through
-    untouched (no second lossy encode), as in ``imaging.render``."""
+    untouched (no second lossy encode), as in ``pillow.render``."""
     return (
         fetched.data is not None
         and steps.encoded
-        and imaging.no_pixel_work(steps)
+        and pillow.no_pixel_work(steps)
         and (width, height) == steps.scale
-        and fmt == imaging.pil_format(steps.format)
+        and fmt == pillow.pil_format(steps.format)
     )
 
 
@@ -309,7 +312,7 @@ def _load(fetched: Fetched, loader: str, page: int, shrink: int, access: str) ->
     try:
         if loader == "tiffload" and page > 0:
             # a pyramid written as SubIFDs of the first image (``vips tiffsave --subifd``):
-            # page k is its k-th SubIFD, as imaging.tiff_pyramid numbers them
+            # page k is its k-th SubIFD, as tiff.tiff_pyramid numbers them
             first = call(page=0)
             if first.get_typeof("n-subifds") and first.get("n-subifds") > 0:
                 return call(page=0, subifd=page - 1)
@@ -323,7 +326,7 @@ def _load(fetched: Fetched, loader: str, page: int, shrink: int, access: str) ->
 
 
 def _pil_mode(im: Any) -> str | None:
-    """The Pillow mode that stores what ``im`` holds, for ``imaging.decode_bytes``."""
+    """The Pillow mode that stores what ``im`` holds, for ``cost.decode_bytes``."""
     fmt, bands = im.format, im.bands
     if fmt == "uchar":
         if im.interpretation == "cmyk":
@@ -378,7 +381,7 @@ def _open(
     gx, gy = window.x // factor, window.y // factor
     gx1 = min(im.width, math.ceil((window.x + window.w) / factor))
     gy1 = min(im.height, math.ceil((window.y + window.h) / factor))
-    need = imaging.decode_bytes(_pil_mode(im), gx1 - gx, gy1 - gy)
+    need = cost.decode_bytes(_pil_mode(im), gx1 - gx, gy1 - gy)
     if need > allowance.nbytes:
         raise BackendError(
             f"{fetched.described} sent a {window.w}x{window.h} image, which would take "
@@ -392,26 +395,26 @@ def _open(
 
 
 def _check_header(fetched: Fetched, width: int, height: int, allowance: Allowance) -> None:
-    """As ``imaging._check_header``, and past what Pillow would open at all a bomb, as the
+    """As ``pillow._check_header``, and past what Pillow would open at all a bomb, as the
     Pillow engine says."""
-    if width * height > imaging.PILLOW_GUARD_PIXELS and fetched.path is None:
+    if width * height > PILLOW_GUARD_PIXELS and fetched.path is None:
         raise BackendError(
-            f"{fetched.described} sent an image of more than {imaging.PILLOW_GUARD_PIXELS} pixels",
+            f"{fetched.described} sent an image of more than {PILLOW_GUARD_PIXELS} pixels",
             kind="bomb",
         )
-    imaging.check_size(fetched, width, height, allowance)
+    cost.check_size(fetched, width, height, allowance)
 
 
 def _from_pil(im: Image.Image) -> Any:
     """Pixels Pillow holds (stitched tiles, or decoded by Pillow), as a libvips image."""
-    im = imaging._normalise_mode(im)
+    im = pillow._normalise_mode(im)
     bands = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[im.mode]
     out = pyvips.Image.new_from_memory(im.tobytes(), im.width, im.height, bands, "uchar")
     return out.copy(interpretation="b-w" if bands < 3 else "srgb")
 
 
 def _normalise(im: Any) -> Any:
-    """Any source to 8-bit L, LA, RGB or RGBA, as ``imaging._normalise_mode`` does."""
+    """Any source to 8-bit L, LA, RGB or RGBA, as ``pillow._normalise_mode`` does."""
     if im.interpretation == "cmyk":
         im = im.colourspace("srgb")
     if im.bands > 4:
@@ -484,7 +487,7 @@ _BICUBIC = pyvips.Interpolate.new("bicubic")
 
 def _rotate(im: Any, degrees: float, background: list[float]) -> Any:
     """``im`` turned clockwise onto its tight bounding box (``rotated_size``), centre on
-    centre, bicubic: what ``imaging._rotate`` makes."""
+    centre, bicubic: what ``pillow._rotate`` makes."""
     w, h = im.width, im.height
     out_w, out_h = rotated_size(w, h, degrees)
     t = math.radians(degrees)
@@ -531,7 +534,7 @@ def _quality(im: Any, quality: Quality) -> tuple[Any, bool]:
 
 
 def _finish(
-    source: _View | VipsDecoded | imaging.Decoded,
+    source: _View | VipsDecoded | pillow.Decoded,
     steps: PillowSteps,
     described: str,
     policy: Policy,
@@ -544,8 +547,8 @@ def _finish(
     already in memory, it is the encoder's (501)."""
     try:
         im: Any
-        if isinstance(source, imaging.Decoded):
-            im = imaging._crop_and_scale(source, steps)
+        if isinstance(source, pillow.Decoded):
+            im = pillow._crop_and_scale(source, steps)
             if im is source.image:
                 im = im.copy()  # the decoded source is shared: never touch it
         else:
@@ -558,7 +561,7 @@ def _finish(
         elif not isinstance(im, Image.Image) and arbitrary and not policy.turn:
             im = _to_pil(im)
         if isinstance(im, Image.Image):
-            im = imaging._quality(imaging._turn(im, steps), steps.quality)
+            im = pillow._quality(pillow._turn(im, steps), steps.quality)
             bitonal = im.mode == "1" or steps.quality is Quality.BITONAL
         else:
             im, bitonal = _quality(_turn(im, steps), steps.quality)
@@ -570,7 +573,7 @@ def _finish(
             im = _to_pil(im)
             if bitonal and im.mode == "L":
                 im = im.convert("1", dither=Image.Dither.NONE)
-        return imaging.encode(im, steps.format, steps.jpeg_quality)
+        return pillow.encode(im, steps.format, steps.jpeg_quality)
     except pyvips.Error as exc:
         detail = f"Error: {str(exc).strip()[:300]}"
         if isinstance(source, _View) and source.format:

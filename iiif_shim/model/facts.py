@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from iiif_shim.base.errors import BackendError
-from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.info import TileGrid
+from iiif_shim.iiif.profile import Colour, Version
 from iiif_shim.iiif.resolve import Box
 from iiif_shim.model.plan import Capabilities
 
@@ -34,23 +35,6 @@ MAX_SIDE = 1 << 20  # pixels on one side of a source
 MIN_TILE, MAX_TILE = 8, 8192  # pixels on one side of a native tile
 MAX_LEVELS = 24  # pyramid levels (scale factors 1 .. 2**23)
 _YEAR_10000 = 253402300800  # epoch seconds
-
-
-class Colour(enum.StrEnum):
-    """What colour information a source has; decides the default quality."""
-
-    COLOR = "color"
-    GRAY = "gray"
-    BITONAL = "bitonal"
-
-
-@dataclass(frozen=True)
-class TileGrid:
-    """A tile grid as info.json describes it."""
-
-    width: int
-    height: int
-    scale_factors: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -315,14 +299,12 @@ def _decode(hint: Any, value: Any) -> Any:
 
 
 __all__ = [
-    "Colour",
     "Level",
     "NativeFacts",
     "Pyramid",
     "PyramidFacts",
     "ServiceFacts",
     "SourceInfo",
-    "TileGrid",
     "checked",
     "from_json",
     "to_json",

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from iiif_shim.iiif.identifier import encode_identifier
 from iiif_shim.iiif.profile import Version
 from iiif_shim.presentation.records import ObjectRecord
 from iiif_shim.presentation.settings import PresentationSettings
-from iiif_shim.web.baseurl import encode_identifier
 
 CONTEXT_3 = "http://iiif.io/api/presentation/3/context.json"
 CONTEXT_2 = "http://iiif.io/api/presentation/2/context.json"

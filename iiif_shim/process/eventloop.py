@@ -10,36 +10,19 @@ shim depends on which loop runs it.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from iiif_shim.config.settings import uvloop_installed
+
 T = TypeVar("T")
-CHOICES = ("auto", "uvloop", "asyncio")
-
-
-def available() -> bool:
-    return importlib.util.find_spec("uvloop") is not None
-
-
-def problem(choice: str) -> str | None:
-    """What is wrong with ``server.event_loop: choice`` on this machine, if anything."""
-    if choice not in CHOICES:
-        return f"must be one of {', '.join(CHOICES)}"
-    if choice == "uvloop" and not available():
-        return "uvloop is not installed: pip install 'iiif-shim[fast]' (or choose auto)"
-    return None
 
 
 def chosen(choice: str) -> str:
     """The loop ``choice`` gives here: ``uvloop`` or ``asyncio``."""
-    return "uvloop" if choice == "uvloop" or (choice == "auto" and available()) else "asyncio"
-
-
-def running() -> str:
-    """The loop running now: ``uvloop`` or ``asyncio`` (for ``/health``)."""
-    module = type(asyncio.get_running_loop()).__module__
-    return "uvloop" if module.startswith("uvloop") else "asyncio"
+    return (
+        "uvloop" if choice == "uvloop" or (choice == "auto" and uvloop_installed()) else "asyncio"
+    )
 
 
 def run(main: Coroutine[Any, Any, T], choice: str) -> T:

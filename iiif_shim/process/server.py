@@ -42,13 +42,13 @@ from aiohttp.abc import AbstractAccessLogger
 
 from iiif_shim import __version__
 from iiif_shim.config.settings import Settings
-from iiif_shim.imaging.pillow import unmap_large_blocks
+from iiif_shim.imaging.budget import unmap_large_blocks
 from iiif_shim.process import eventloop
 from iiif_shim.process.supervisor import WorkerRole, listen_problem, resolve_processes
 from iiif_shim.telemetry.metrics import Metrics
 from iiif_shim.web.app import Loader, create_app, reload
 from iiif_shim.web.connections import ClientLimits, ConnectionGuard, handler_factory
-from iiif_shim.web.protocol import METRICS
+from iiif_shim.web.state import METRICS
 
 log = logging.getLogger("iiif_shim")
 access_log = logging.getLogger("iiif_shim.access")

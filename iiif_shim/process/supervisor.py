@@ -47,6 +47,7 @@ from typing import Any
 
 from iiif_shim import __version__
 from iiif_shim.base.errors import ConfigError
+from iiif_shim.base.machine import cpus
 from iiif_shim.config.settings import Settings
 
 log = logging.getLogger("iiif_shim")
@@ -84,14 +85,6 @@ class WorkerRole:
             return None
         index, processes, fds, channel = json.loads(raw)
         return cls(int(index), int(processes), tuple(int(fd) for fd in fds), int(channel))
-
-
-def cpus() -> int:
-    """CPUs this process may run on (its affinity, as in a container or under taskset)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def resolve_processes(settings: Settings) -> int:

@@ -16,15 +16,18 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from iiif_shim.base.errors import ConfigError
+from iiif_shim.base.errors import ConfigError, NotFound
 from iiif_shim.config.settings import Settings
 from iiif_shim.imaging.budget import MemoryBudget
 from iiif_shim.telemetry.metrics import Metrics
-from iiif_shim.web import ops as admin
-from iiif_shim.web.image import dispatch, health, metrics, ready
+from iiif_shim.web import ops, viewers
+from iiif_shim.web.image import iiif_request
+from iiif_shim.web.landing import landing
 from iiif_shim.web.middleware import add_cors_headers, preflight_middleware, request_middleware
-from iiif_shim.web.protocol import LIVE, METRICS
+from iiif_shim.web.presentation import object_request, presentation_request
+from iiif_shim.web.protocol import decode_segment
 from iiif_shim.web.runtime import Live
+from iiif_shim.web.state import LIVE, METRICS, observed, runtime_of
 
 log = logging.getLogger("iiif_shim")
 
@@ -51,11 +54,11 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(lifetime)
     app.on_response_prepare.append(add_cors_headers)
-    app.router.add_get("/health", health)
-    app.router.add_get("/health/ready", ready)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_delete(admin.PATH, admin.purge)  # off unless cache.purge_token is set
-    app.router.add_delete(admin.PATH + r"/{tail:[\s\S]*}", admin.purge)
+    app.router.add_get("/health", ops.health)
+    app.router.add_get("/health/ready", ops.ready)
+    app.router.add_get("/metrics", ops.metrics)
+    app.router.add_delete(ops.PATH, ops.purge)  # off unless cache.purge_token is set
+    app.router.add_delete(ops.PATH + r"/{tail:[\s\S]*}", ops.purge)
     app.router.add_get(r"/{tail:[\s\S]*}", dispatch)  # any path, newlines included
     return app
 
@@ -78,3 +81,27 @@ async def reload(app: web.Application, load: Loader) -> bool:
         log.warning(note)
     log.info("reloaded the configuration from %s", settings.source)
     return True
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Everything else, by the current configuration's prefix: the Presentation API, IIIF
+    images, object and viewer pages, viewer assets, else the landing page."""
+    settings = runtime_of(request).settings
+    prefix = settings.iiif.prefix
+    raw = request.raw_path.split("?", 1)[0]
+    if raw == "/":
+        return await landing(request)
+    if raw.startswith(prefix + "/presentation/"):
+        return await presentation_request(request, raw[len(prefix) + len("/presentation/") :])
+    if raw.startswith(prefix + "/"):
+        return await iiif_request(request)
+    if raw.startswith("/objects/"):
+        return await object_request(request, raw[len("/objects/") :])
+    if raw.startswith("/view/"):
+        observed(request).endpoint = "viewer"
+        viewer = decode_segment(raw[len("/view/") :], "viewer")
+        return await viewers.view(request, settings.viewers, viewer)
+    if raw.startswith("/viewers/"):
+        observed(request).endpoint = "asset"
+        return await viewers.asset(request, settings.viewers, raw[len("/viewers/") :])
+    raise NotFound("not a IIIF URL")

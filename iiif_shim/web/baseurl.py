@@ -13,22 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from iiif_shim.base.errors import BadRequest
 
 _HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?")
 _PREFIX_RE = re.compile(r"(/[A-Za-z0-9._~!$'()*+,;=:@%-]+)*/?")
 _FORWARDED_PAIR_RE = re.compile(r'\s*([A-Za-z]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)\s*')
-
-# Characters left as they are in an identifier path segment: unreserved and sub-delims and ":".
-# Everything else, including "/", "?", "#", "[", "]", "@", "%" and non-ASCII, is encoded.
-_ID_SAFE = "-._~!$&'()*+,;=:"
-
-
-def encode_identifier(identifier: str) -> str:
-    """The identifier as one URL path segment (``ark:/1/2`` -> ``ark:%2F1%2F2``)."""
-    return quote(identifier, safe=_ID_SAFE)
 
 
 @dataclass(frozen=True)

@@ -12,141 +12,30 @@ import asyncio
 import hashlib
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from iiif_shim import __version__
 from iiif_shim.base.errors import BadRequest, NotFound, ShimError
 from iiif_shim.core import passthrough
-from iiif_shim.core.health import process_identity
+from iiif_shim.iiif.identifier import encode_identifier
 from iiif_shim.iiif.profile import Format, Version, json_media_type
 from iiif_shim.iiif.request import parse_image_request
-from iiif_shim.presentation import viewers
-from iiif_shim.presentation.sources import ObjectSource
-from iiif_shim.process import eventloop
 from iiif_shim.telemetry import tracing
 from iiif_shim.upstream.client import Body
-from iiif_shim.web.baseurl import encode_identifier
-from iiif_shim.web.landing import landing_page
-from iiif_shim.web.presentation import builder_of, object_request, presentation_request
-from iiif_shim.web.protocol import (
-    METRICS,
-    cache_headers,
-    decode_segment,
-    negotiated,
-    not_modified,
-    observed,
-    runtime_of,
-)
+from iiif_shim.web.protocol import cache_headers, decode_segment, negotiated, not_modified
 from iiif_shim.web.runtime import Runtime
+from iiif_shim.web.state import observed, runtime_of
 
 log = logging.getLogger("iiif_shim")
 
 MAX_IDENTIFIER_LENGTH = 1024
-LANDING_SOURCE_WAIT = 3.0  # seconds the landing page waits for one source's objects
 _VERSIONS = {v.value: v for v in Version}
 
 
 def info_media_type(version: Version, accept: str | None) -> str:
     """3.0: JSON-LD unless only plain JSON is asked for. 2.1: plain JSON unless JSON-LD is."""
     return negotiated(accept, json_media_type(version), version is Version.V3)
-
-
-async def health(request: web.Request) -> web.Response:
-    """Alive: answers as long as the process serves requests (cheap: no backend is asked)."""
-    observed(request).endpoint = "health"
-    runtime = runtime_of(request)
-    service = runtime.service
-    return web.json_response(
-        {
-            "status": "ok",
-            "version": __version__,
-            "config": Path(runtime.settings.source).name,  # never a path of this machine
-            "process": process_identity(),  # which of the server's processes answered
-            "backends": {
-                name: {"type": b.type_name, **b.traffic()}
-                for name, b in sorted(service.backends.items())
-            },
-            "pending": service.workers.pending,
-            "memory": {"reserved": service.budget.reserved, "budget": service.budget.total},
-            "event_loop": eventloop.running(),
-        },
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-async def ready(request: web.Request) -> web.Response:
-    """Each backend's state from the background checks; 503 only when every one is down."""
-    observed(request).endpoint = "health"
-    overall, body = runtime_of(request).health.report()
-    status = 503 if overall == "down" else 200
-    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    observed(request).endpoint = "metrics"
-    body, content_type = request.app[METRICS].render()
-    response = web.Response(body=body, headers={"Cache-Control": "no-store"})
-    response.headers["Content-Type"] = content_type
-    return response
-
-
-async def dispatch(request: web.Request) -> web.StreamResponse:
-    """Everything else, by the current configuration's prefix: the Presentation API, IIIF
-    images, object and viewer pages, viewer assets, else the landing page."""
-    settings = runtime_of(request).settings
-    prefix = settings.iiif.prefix
-    raw = request.raw_path.split("?", 1)[0]
-    if raw == "/":
-        return await landing(request)
-    if raw.startswith(prefix + "/presentation/"):
-        return await presentation_request(request, raw[len(prefix) + len("/presentation/") :])
-    if raw.startswith(prefix + "/"):
-        return await iiif_request(request)
-    if raw.startswith("/objects/"):
-        return await object_request(request, raw[len("/objects/") :])
-    if raw.startswith("/view/"):
-        observed(request).endpoint = "viewer"
-        viewer = decode_segment(raw[len("/view/") :], "viewer")
-        return await viewers.view(request, settings.viewers, viewer)
-    if raw.startswith("/viewers/"):
-        observed(request).endpoint = "asset"
-        return await viewers.asset(request, settings.viewers, raw[len("/viewers/") :])
-    raise NotFound("not a IIIF URL")
-
-
-async def landing(request: web.Request) -> web.Response:
-    observed(request).endpoint = "landing"
-    runtime = runtime_of(request)
-    service, settings = runtime.service, runtime.settings
-    identifiers = list(settings.landing.identifiers)
-    if not identifiers:
-        for name in service.router.identity_backends():
-            identifiers += await service.backends[name].identifiers(50)
-    builder = builder_of(request, runtime)
-
-    async def listed(source: ObjectSource) -> list[tuple[str, str, str | None]]:
-        try:  # a source that is down or slow leaves the rest of the page
-            async with asyncio.timeout(LANDING_SOURCE_WAIT):
-                entries = await runtime.presentation.entries(source, 50)
-        except (ShimError, TimeoutError):
-            return []
-        return [
-            (name, label, builder.thumbnail(picture)["id"] if picture else None)
-            for name, label, picture in entries
-        ]
-
-    sources = runtime.presentation.sources.values()
-    listings = await asyncio.gather(*(listed(source) for source in sources))
-    objects = [entry for listing in listings for entry in listing]
-    return web.Response(
-        text=landing_page(
-            settings.landing.title, settings.iiif.prefix, identifiers, objects, builder.urls.site
-        ),
-        content_type="text/html",
-    )
 
 
 async def iiif_request(request: web.Request) -> web.StreamResponse:

@@ -1,15 +1,23 @@
-"""The small HTML landing page at ``/``: each identifier with its info.json links and a thumbnail.
+"""The landing page at ``/``: the objects with their thumbnails, then each identifier with its
+info.json links and a thumbnail.
 
 Links are relative to the page, so they work behind any proxy; every value is escaped.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from html import escape
 
+from aiohttp import web
+
 from iiif_shim import __version__
-from iiif_shim.web.baseurl import encode_identifier
+from iiif_shim.base.errors import ShimError
+from iiif_shim.iiif.identifier import encode_identifier
+from iiif_shim.presentation.sources import ObjectSource
+from iiif_shim.web.presentation import builder_of
+from iiif_shim.web.state import observed, runtime_of
 
 _STYLE = """
 body{font:15px/1.4 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#222}
@@ -71,4 +79,39 @@ def landing_page(
             else ""
         )
         + f"<ul>\n{body}\n</ul></body></html>\n"
+    )
+
+
+LANDING_SOURCE_WAIT = 3.0  # seconds the landing page waits for one source's objects
+
+
+async def landing(request: web.Request) -> web.Response:
+    observed(request).endpoint = "landing"
+    runtime = runtime_of(request)
+    service, settings = runtime.service, runtime.settings
+    identifiers = list(settings.landing.identifiers)
+    if not identifiers:
+        for name in service.router.identity_backends():
+            identifiers += await service.backends[name].identifiers(50)
+    builder = builder_of(request, runtime)
+
+    async def listed(source: ObjectSource) -> list[tuple[str, str, str | None]]:
+        try:  # a source that is down or slow leaves the rest of the page
+            async with asyncio.timeout(LANDING_SOURCE_WAIT):
+                entries = await runtime.presentation.entries(source, 50)
+        except (ShimError, TimeoutError):
+            return []
+        return [
+            (name, label, builder.thumbnail(picture)["id"] if picture else None)
+            for name, label, picture in entries
+        ]
+
+    sources = runtime.presentation.sources.values()
+    listings = await asyncio.gather(*(listed(source) for source in sources))
+    objects = [entry for listing in listings for entry in listing]
+    return web.Response(
+        text=landing_page(
+            settings.landing.title, settings.iiif.prefix, identifiers, objects, builder.urls.site
+        ),
+        content_type="text/html",
     )

@@ -28,7 +28,7 @@ from aiohttp.typedefs import Handler
 
 from iiif_shim.base.errors import Overloaded, ShimError
 from iiif_shim.telemetry import tracing
-from iiif_shim.web.protocol import LIVE, METRICS, OBSERVED, RUNTIME, Observed
+from iiif_shim.web.state import LIVE, METRICS, OBSERVED, RUNTIME, Observed
 
 log = logging.getLogger("iiif_shim")
 

@@ -1,23 +1,34 @@
-"""The cache purge endpoint: ``DELETE /admin/cache/{identifier}`` and ``DELETE /admin/cache``.
+"""The endpoints for operations: ``/health``, ``/health/ready``, ``/metrics`` and the cache
+purge endpoint.
 
-Off (404, as if it did not exist) unless ``cache.purge_token`` is set; then it needs
-``Authorization: Bearer <token>`` (compared in constant time), and answers 401 with
-``WWW-Authenticate`` without it. The identifier is one raw path segment decoded once, like in
-IIIF URLs (``%2F`` stays part of it). A purge removes the source's facts and rendered images
-from every cache tier and tells every running process (``tiers.Tiers.purge``); the answer is
-JSON saying what each tier did, 200, or 503 when a tier could not be reached.
+``GET /health`` answers as long as the process serves (no backend is asked); ``GET
+/health/ready`` reports each backend's state from the background checks (503 only when every one
+is down); ``GET /metrics`` is Prometheus' exposition of every worker's metrics.
+
+``DELETE /admin/cache/{identifier}`` and ``DELETE /admin/cache`` are off (404, as if they
+did not exist) unless ``cache.purge_token`` is set; then they need ``Authorization: Bearer
+<token>`` (compared in constant time), and answer 401 with ``WWW-Authenticate`` without it. The
+identifier is one raw path segment decoded once, like in IIIF URLs (``%2F`` stays part of it).
+A purge removes the source's facts and rendered images from every cache tier and tells every
+running process (``tiers.Tiers.purge``); the answer is JSON saying what each tier did, 200, or
+503 when a tier could not be reached.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from pathlib import Path
 
 from aiohttp import web
 
+from iiif_shim import __version__
 from iiif_shim.base.errors import NotFound
 from iiif_shim.cache.memory import source_key
+from iiif_shim.core.health import process_identity
 from iiif_shim.web.middleware import text_response
-from iiif_shim.web.protocol import decode_segment, observed, runtime_of
+from iiif_shim.web.protocol import decode_segment
+from iiif_shim.web.state import METRICS, observed, runtime_of
 
 PATH = "/admin/cache"
 
@@ -62,3 +73,48 @@ def _authorized(header: str, token: str) -> bool:
     if scheme.lower() != "bearer":
         given = ""
     return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+async def health(request: web.Request) -> web.Response:
+    """Alive: answers as long as the process serves requests (cheap: no backend is asked)."""
+    observed(request).endpoint = "health"
+    runtime = runtime_of(request)
+    service = runtime.service
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "config": Path(runtime.settings.source).name,  # never a path of this machine
+            "process": process_identity(),  # which of the server's processes answered
+            "backends": {
+                name: {"type": b.type_name, **b.traffic()}
+                for name, b in sorted(service.backends.items())
+            },
+            "pending": service.workers.pending,
+            "memory": {"reserved": service.budget.reserved, "budget": service.budget.total},
+            "event_loop": running(),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Each backend's state from the background checks; 503 only when every one is down."""
+    observed(request).endpoint = "health"
+    overall, body = runtime_of(request).health.report()
+    status = 503 if overall == "down" else 200
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    observed(request).endpoint = "metrics"
+    body, content_type = request.app[METRICS].render()
+    response = web.Response(body=body, headers={"Cache-Control": "no-store"})
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+def running() -> str:
+    """The event loop running now: ``uvloop`` or ``asyncio``."""
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.startswith("uvloop") else "asyncio"

@@ -30,10 +30,9 @@ from iiif_shim.web.protocol import (
     decode_segment,
     negotiated,
     not_modified,
-    observed,
-    runtime_of,
 )
 from iiif_shim.web.runtime import Runtime
+from iiif_shim.web.state import observed, runtime_of
 
 _VERSIONS = {v.value: v for v in Version}
 MAX_NAME_SEGMENT = 1024

@@ -1,43 +1,15 @@
-"""What every handler shares: the app keys, the request's runtime and what it turned out to be
-(for metrics), one-time decoding of a path segment, conditional GET and cache headers, and the
-reading of ``Accept`` for JSON-LD."""
+"""HTTP details every handler shares: one-time decoding of a path segment, conditional GET, cache
+headers, and the reading of ``Accept`` for JSON-LD and gzip."""
 
 from __future__ import annotations
 
 import email.utils
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 from aiohttp import web
 
 from iiif_shim.base.errors import BadRequest
 from iiif_shim.config.settings import Settings
-from iiif_shim.telemetry.metrics import Metrics
-from iiif_shim.web.runtime import Live, Runtime
-
-LIVE = web.AppKey("live", Live)
-METRICS = web.AppKey("metrics", Metrics)
-RUNTIME = "iiif_shim.web.runtime"  # the request's runtime (set by the request middleware)
-OBSERVED = "iiif_shim.observed"  # what the request was, for metrics
-
-
-@dataclass
-class Observed:
-    """What a request turned out to be, filled in as the handler learns it (for metrics)."""
-
-    endpoint: str = "other"  # info, image, base, landing, health, metrics, other
-    version: str = "-"
-    backend: str = "-"
-
-
-def runtime_of(request: web.Request) -> Runtime:
-    runtime: Runtime = request[RUNTIME]
-    return runtime
-
-
-def observed(request: web.Request) -> Observed:
-    found: Observed = request[OBSERVED]
-    return found
 
 
 def decode_segment(segment: str, parameter: str) -> str:

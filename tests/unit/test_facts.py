@@ -9,16 +9,15 @@ import pytest
 from iiif_shim.backends.iiif import read_service
 from iiif_shim.base.errors import BackendError
 from iiif_shim.core.planner import plan
-from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.info import TileGrid
+from iiif_shim.iiif.profile import Colour, Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import Limits, resolve
 from iiif_shim.model.facts import (
-    Colour,
     Level,
     Pyramid,
     PyramidFacts,
     SourceInfo,
-    TileGrid,
     checked,
     from_json,
     to_json,

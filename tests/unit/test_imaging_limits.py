@@ -13,13 +13,17 @@ from PIL import Image
 
 from iiif_shim.base.errors import BackendError, BadRequest, NotImplementedFeature
 from iiif_shim.core.planner import plan
+from iiif_shim.iiif.info import TileGrid
 from iiif_shim.iiif.profile import Format, Quality, Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import Box, Limits, resolve, rotated_size
-from iiif_shim.imaging import pillow as imaging
-from iiif_shim.imaging.pillow import Allowance, Piece
-from iiif_shim.model.facts import SourceInfo, TileGrid
-from iiif_shim.model.plan import Capabilities, Fetched, NativeOp, PillowSteps
+from iiif_shim.imaging import cost, pillow
+from iiif_shim.imaging.cost import Allowance
+from iiif_shim.imaging.fetched import Fetched
+from iiif_shim.imaging.pillow import Piece
+from iiif_shim.imaging.settings import PILLOW_GUARD_PIXELS
+from iiif_shim.model.facts import SourceInfo
+from iiif_shim.model.plan import Capabilities, NativeOp, PillowSteps
 from tests.faulty import png_bomb
 from tests.support import peak_rss_mb
 
@@ -39,15 +43,15 @@ def test_the_bomb_costs_hundreds_of_mb_when_decoded_blindly() -> None:
     )
     checked = peak_rss_mb(
         """
-        from iiif_shim.imaging import pillow as imaging
+        from iiif_shim.imaging import cost, pillow
         from iiif_shim.base.errors import BackendError
-        from iiif_shim.model.plan import Fetched
+        from iiif_shim.imaging.fetched import Fetched
         from tests.faulty import png_bomb
         try:
-            imaging.decode(
+            pillow.decode(
                 Fetched(data=png_bomb(20000, 20000), described="b"),
                 1,
-                imaging.Allowance(500_000_000, 1 << 30, (256, 256)),
+                cost.Allowance(500_000_000, 1 << 30, (256, 256)),
             )
         except BackendError:
             pass
@@ -59,7 +63,7 @@ def test_the_bomb_costs_hundreds_of_mb_when_decoded_blindly() -> None:
 def test_a_tile_larger_than_asked_is_refused_from_its_header() -> None:
     started = time.perf_counter()
     with pytest.raises(BackendError) as err:
-        imaging.decode(Fetched(data=BOMB, described="b"), 1, Allowance(5 * 10**8, GB, (256, 256)))
+        pillow.decode(Fetched(data=BOMB, described="b"), 1, Allowance(5 * 10**8, GB, (256, 256)))
     assert err.value.kind == "bomb" and err.value.status == 502
     assert "20000x20000 image where 256x256 was asked" in err.value.message
     assert time.perf_counter() - started < 1  # nothing was decoded
@@ -67,28 +71,28 @@ def test_a_tile_larger_than_asked_is_refused_from_its_header() -> None:
 
 def test_the_bytes_a_mode_really_takes_are_counted() -> None:
     # a 1-bit pixel is a whole byte in Pillow, then a second one as L: 800 MB for this bomb
-    assert imaging.decode_bytes("1", 20000, 20000) == 800_000_000
-    assert imaging.decode_bytes("RGB", 100, 100) == 40_000  # RGB is stored 4 bytes a pixel
+    assert cost.decode_bytes("1", 20000, 20000) == 800_000_000
+    assert cost.decode_bytes("RGB", 100, 100) == 40_000  # RGB is stored 4 bytes a pixel
     with pytest.raises(BackendError) as err:
-        imaging.decode(Fetched(data=BOMB, described="b"), 1, Allowance(5 * 10**8, 256 * 1024**2))
+        pillow.decode(Fetched(data=BOMB, described="b"), 1, Allowance(5 * 10**8, 256 * 1024**2))
     assert err.value.kind == "bomb" and "800000000 bytes" in err.value.message
 
 
 def test_max_source_pixels_and_pillows_own_guard() -> None:
     with pytest.raises(NotImplementedFeature):
-        imaging.decode(Fetched(data=BOMB, described="b"), 1, Allowance(100_000_000, GB))
-    assert Image.MAX_IMAGE_PIXELS == imaging.PILLOW_GUARD_PIXELS // 2  # on, not None
+        pillow.decode(Fetched(data=BOMB, described="b"), 1, Allowance(100_000_000, GB))
+    assert Image.MAX_IMAGE_PIXELS == PILLOW_GUARD_PIXELS // 2  # on, not None
     huge = png_bomb(40000, 40000)  # 1.6 G pixels: Pillow refuses to open it at all
     with pytest.raises(BackendError) as err:
-        imaging.decode(Fetched(data=huge, described="b"), 1, Allowance(10**9, 4 * GB))
+        pillow.decode(Fetched(data=huge, described="b"), 1, Allowance(10**9, 4 * GB))
     assert err.value.kind == "bomb"
 
 
 def test_an_honest_image_decodes_within_its_allowance() -> None:
     buf = io.BytesIO()
     Image.new("RGB", (300, 200), (10, 20, 30)).save(buf, "PNG")
-    need = imaging.decode_bytes("RGB", 300, 200)
-    decoded = imaging.decode(
+    need = cost.decode_bytes("RGB", 300, 200)
+    decoded = pillow.decode(
         Fetched(data=buf.getvalue(), described="b"), 1, Allowance(10**6, need, (300, 200))
     )
     assert decoded.image.size == (300, 200) and decoded.nbytes == need
@@ -97,7 +101,7 @@ def test_an_honest_image_decodes_within_its_allowance() -> None:
 def test_a_stitched_tile_larger_than_its_cell_is_refused() -> None:
     piece = Piece(BOMB, (0, 0), (0, 0, 256, 256), (256, 256))
     with pytest.raises(BackendError) as err:
-        imaging.stitch((0, 0, 256, 256), [piece], "backend 'dz'")
+        pillow.stitch((0, 0, 256, 256), [piece], "backend 'dz'")
     assert err.value.kind == "bomb" and "20000x20000 tile for a 256x256 cell" in err.value.message
 
 
@@ -124,10 +128,10 @@ def test_the_reduction_step_pillow_really_makes_stays_within_the_costed_bound(
 
     monkeypatch.setattr(Image.Image, "reduce", reduce)
     w, h = source
-    decoded = imaging.Decoded(Image.new("RGB", source), w, h)
+    decoded = pillow.Decoded(Image.new("RGB", source), w, h)
     steps = PillowSteps(None, target, False, 0, Quality.DEFAULT, Format.JPG)
-    assert imaging._crop_and_scale(decoded, steps).size == target
-    bound = imaging._reduced_first(w, h, *target)
+    assert pillow._crop_and_scale(decoded, steps).size == target
+    bound = cost._reduced_first(w, h, *target)
     assert all(mw * mh <= bound for mw, mh in made), (made, bound)
 
 
@@ -138,17 +142,17 @@ def _plan(size: str, info: SourceInfo, rotation: str = "0"):  # type: ignore[no-
 
 def test_cost_counts_the_decode_at_its_reduction_and_every_intermediate() -> None:
     jpeg = SourceInfo(6000, 4000, format="JPEG", mode="RGB")
-    thumb = imaging.cost(_plan("256,", jpeg), jpeg)
+    thumb = cost.cost(_plan("256,", jpeg), jpeg)
     assert thumb.decode == 750 * 500 * 4  # JPEG decoded at 1/8
     assert thumb.finish == 4 * 4 * 256 * 171  # 750 -> 256: LANCZOS without a first reduction
     png = SourceInfo(6000, 4000, format="PNG", mode="RGB")
-    assert imaging.cost(_plan("256,", png), png).finish == 4 * 4 * 256 * 171 + 36 * 4 * 256 * 171
+    assert cost.cost(_plan("256,", png), png).finish == 4 * 4 * 256 * 171 + 36 * 4 * 256 * 171
     bitonal = SourceInfo(20000, 20000, format="PNG", mode="1")
-    assert imaging.cost(_plan("256,", bitonal), bitonal).decode == 800_000_000
-    turned = imaging.cost(_plan("1000,", jpeg, "45"), jpeg)
+    assert cost.cost(_plan("256,", bitonal), bitonal).decode == 800_000_000
+    turned = cost.cost(_plan("1000,", jpeg, "45"), jpeg)
     w, h = rotated_size(1000, 667, 45)
     assert turned.finish == 4 * 4 * w * h
-    assert imaging.cost(_plan("256,", jpeg), jpeg, decoded_cached=True).decode == 0
+    assert cost.cost(_plan("256,", jpeg), jpeg, decoded_cached=True).decode == 0
     tiled = SourceInfo(6000, 4000, tiles=TileGrid(256, 256, (1, 2, 4)))
     op = NativeOp(Box(0, 0, 512, 512), reduction=2)
     assert op.delivered_size() == (256, 256)
@@ -162,7 +166,7 @@ def test_cost_counts_the_decode_at_its_reduction_and_every_intermediate() -> Non
         Capabilities(region=True, reductions=True),
         tiled.tiles,
     )
-    assert imaging.cost(pyramid_plan, tiled).decode == 2 * imaging.decode_bytes(None, 258, 258)
+    assert cost.cost(pyramid_plan, tiled).decode == 2 * cost.decode_bytes(None, 258, 258)
 
 
 @pytest.mark.parametrize(
@@ -201,7 +205,7 @@ def test_jpeg_decodes_at_the_reduction_its_cost_counted(size: tuple[int, int]) -
     Image.new("RGB", size, (10, 200, 30)).save(buf, "JPEG")
     width, height = size
     for factor in (2, 4, 8):
-        need = imaging.decode_bytes("RGB", -(-width // factor), -(-height // factor))
+        need = cost.decode_bytes("RGB", -(-width // factor), -(-height // factor))
         fetched = Fetched(data=buf.getvalue(), described="test")
-        decoded = imaging.decode(fetched, factor, Allowance(10**9, need))
+        decoded = pillow.decode(fetched, factor, Allowance(10**9, need))
         assert decoded.image.size == (-(-width // factor), -(-height // factor))

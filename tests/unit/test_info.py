@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from iiif_shim.iiif.info import Offer, image_info, scale_factors
-from iiif_shim.iiif.profile import Format, Version
+from iiif_shim.iiif.info import Offer, TileGrid, image_info, scale_factors
+from iiif_shim.iiif.profile import Colour, Format, Version
 from iiif_shim.iiif.resolve import Limits
-from iiif_shim.model.facts import Colour, SourceInfo, TileGrid
+from iiif_shim.model.facts import SourceInfo
 
 ALL = frozenset(Format)
 LIMITS = Limits(12000, 12000, 100_000_000)

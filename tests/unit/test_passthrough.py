@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from iiif_shim.core.passthrough import header
+from iiif_shim.imaging.headers import header
 
 
 def _encode(size: tuple[int, int], fmt: str, **options: object) -> bytes:

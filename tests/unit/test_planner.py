@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from iiif_shim.core.planner import plan
+from iiif_shim.iiif.info import TileGrid
 from iiif_shim.iiif.profile import Format, Quality, Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import Box, Limits, resolve
-from iiif_shim.model.facts import TileGrid
 from iiif_shim.model.plan import Capabilities, Plan, SourceRef
 
 LIMITS = Limits(max_width=10000)

@@ -7,18 +7,15 @@ import dataclasses
 import pytest
 
 from iiif_shim.backends import BACKEND_TYPES
-from iiif_shim.config.settings import (
-    CacheSettings,
-    IIIFSettings,
-    ImagingSettings,
-    LandingSettings,
-    RouteSettings,
-    ServerSettings,
-)
+from iiif_shim.cache.settings import CacheSettings
+from iiif_shim.config.settings import LandingSettings, ServerSettings
+from iiif_shim.core.routing import RouteSettings
+from iiif_shim.core.settings import IIIFSettings
+from iiif_shim.imaging.settings import ImagingSettings
 from iiif_shim.presentation.settings import PresentationSettings, ProviderSettings
 from iiif_shim.presentation.sources import SOURCE_TYPES
 from iiif_shim.presentation.viewers import ViewerSettings
-from iiif_shim.upstream.client import UpstreamSettings
+from iiif_shim.upstream.settings import UpstreamSettings
 from tests.support import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -20,8 +20,9 @@ from iiif_shim.base.errors import ConfigError
 from iiif_shim.cache.disk import DiskCache, decode
 from iiif_shim.cache.memory import Caches, source_key
 from iiif_shim.cache.redis import RedisTier
+from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.cache.tiers import PurgeJournal, Tiers
-from iiif_shim.config.settings import CacheSettings, parse_settings
+from iiif_shim.config.settings import parse_settings
 from iiif_shim.model.plan import Rendered, SourceRef
 from iiif_shim.telemetry.metrics import Metrics
 from tests.support import Process, start_redis

@@ -9,7 +9,8 @@ import pytest
 from iiif_shim.base.errors import BadRequest
 from iiif_shim.config.settings import parse_settings
 from iiif_shim.core.routing import Router
-from iiif_shim.web.baseurl import PublicBase, encode_identifier
+from iiif_shim.iiif.identifier import encode_identifier
+from iiif_shim.web.baseurl import PublicBase
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,9 @@ from iiif_shim.base.schema import Reader
 from iiif_shim.iiif import contentstate
 from iiif_shim.iiif.contentstate import Target
 from iiif_shim.presentation import viewers
-from iiif_shim.presentation.viewers import PACKAGES, ViewerSettings, asset_file, target_from_query
+from iiif_shim.presentation.viewers import PACKAGES, ViewerSettings, target_from_query
+from iiif_shim.web import viewers as web_viewers
+from iiif_shim.web.viewers import asset_file
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "https://example.org/iiif/book/manifest"
@@ -170,11 +172,11 @@ def serve(
     settings: ViewerSettings, check: Callable[[TestClient[Any, Any]], Awaitable[None]]
 ) -> None:
     async def view(request: web.Request) -> web.StreamResponse:
-        return await viewers.view(request, settings, request.match_info["viewer"])
+        return await web_viewers.view(request, settings, request.match_info["viewer"])
 
     async def asset(request: web.Request) -> web.StreamResponse:
         raw = request.raw_path.split("?", 1)[0]
-        return await viewers.asset(request, settings, raw.removeprefix("/viewers/"))
+        return await web_viewers.asset(request, settings, raw.removeprefix("/viewers/"))
 
     async def main() -> None:
         app = web.Application()

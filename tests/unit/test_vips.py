@@ -25,11 +25,12 @@ from PIL import Image, ImageChops, ImageStat
 from iiif_shim.base.errors import BackendError, NotImplementedFeature
 from iiif_shim.iiif.profile import Format, Quality
 from iiif_shim.iiif.resolve import Box
-from iiif_shim.imaging import pillow as imaging
-from iiif_shim.imaging.engine import engine_named
-from iiif_shim.imaging.pillow import Allowance
+from iiif_shim.imaging import pillow
+from iiif_shim.imaging.cost import Allowance
+from iiif_shim.imaging.fetched import Fetched
+from iiif_shim.imaging.registry import engine_named
 from iiif_shim.imaging.vips import EVERYTHING, MEASURED, VipsDecoded, VipsEngine
-from iiif_shim.model.plan import Fetched, PillowSteps
+from iiif_shim.model.plan import PillowSteps
 from tests.faulty import png_bomb
 from tests.support import (
     BUNDLED,
@@ -175,16 +176,16 @@ def test_the_refused_bomb_costs_nothing_that_a_blind_libvips_decode_does() -> No
     )
     checked = peak_rss_mb(
         """
-        from iiif_shim.imaging import pillow as imaging
+        from iiif_shim.imaging import cost, pillow
         from iiif_shim.base.errors import BackendError
-        from iiif_shim.model.plan import Fetched
+        from iiif_shim.imaging.fetched import Fetched
         from iiif_shim.imaging.vips import EVERYTHING, VipsEngine
         from tests.faulty import png_bomb
         try:
             VipsEngine(EVERYTHING).decode(
                 Fetched(data=png_bomb(20000, 20000), described="b"),
                 1,
-                imaging.Allowance(500_000_000, 1 << 30, (256, 256)),
+                cost.Allowance(500_000_000, 1 << 30, (256, 256)),
             )
         except BackendError:
             pass
@@ -276,7 +277,7 @@ def test_formats_libvips_is_not_used_for_go_through_pillow() -> None:
     sent = Fetched(data=buf.getvalue(), described="b")
     out = opened(VIPS.render(sent, steps((32, 24)), OPEN))  # decoded by Pillow, PNG by libvips
     assert out.size == (32, 24) and close(pixel(out, 16, 12), (12, 200, 99))
-    assert isinstance(VIPS.decode(sent, 1, OPEN), imaging.Decoded)
+    assert isinstance(VIPS.decode(sent, 1, OPEN), pillow.Decoded)
     png = io.BytesIO()
     Image.new("RGB", (64, 48), (12, 200, 99)).save(png, "PNG")
     decoded = VIPS.decode(Fetched(data=png.getvalue(), described="b"), 1, OPEN)
@@ -293,7 +294,7 @@ def test_the_measured_policy_reads_tiff_files_with_libvips_and_the_rest_with_pil
     png = io.BytesIO()
     Image.new("RGB", (64, 48), (12, 200, 99)).save(png, "PNG")
     decoded = MEASURED_VIPS.decode(Fetched(data=png.getvalue(), described="b"), 1, OPEN)
-    assert isinstance(decoded, imaging.Decoded)  # Pillow decodes whole masters faster
+    assert isinstance(decoded, pillow.Decoded)  # Pillow decodes whole masters faster
     body = MEASURED_VIPS.finish(decoded, steps((32, 24), fmt=Format.GIF))
     assert opened(body).format == "GIF" and close(pixel(opened(body), 5, 5), (12, 200, 99))
 

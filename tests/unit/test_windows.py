@@ -17,9 +17,11 @@ from PIL import Image
 from iiif_shim.backends.files import FilesBackend
 from iiif_shim.base.errors import BackendError
 from iiif_shim.iiif.resolve import Box
-from iiif_shim.imaging import pillow as imaging
-from iiif_shim.imaging.pillow import Allowance, decode, tiff_pyramid
-from iiif_shim.model.plan import Fetched
+from iiif_shim.imaging import cost, pillow
+from iiif_shim.imaging.cost import Allowance
+from iiif_shim.imaging.fetched import Fetched
+from iiif_shim.imaging.pillow import decode
+from iiif_shim.imaging.tiff import tiff_pyramid
 from tests.support import need_tool
 
 W, H = 700, 500  # 128-pixel tiles leave a 60-pixel column and a 116-pixel row at the edges
@@ -85,7 +87,7 @@ def _whole_page(path: Path, page: int) -> Image.Image:
     with Image.open(path) as im:
         im.seek(page)
         im.load()
-        return imaging._normalise_mode(im).copy()
+        return pillow._normalise_mode(im).copy()
 
 
 def _windows(width: int, height: int) -> list[Box]:
@@ -191,11 +193,11 @@ def test_window_cost_covers_the_tiles_around_it(tiffs: dict[str, Path]) -> None:
     facts = tiff_pyramid(tiffs["jpeg-pages"])
     assert facts is not None
     # any 100x100 window meets at most 2x2 tiles of 128
-    assert imaging.tile_block(100, 100, facts.pyramid) == (256, 256)
-    assert imaging.tile_block(128, 128, facts.pyramid) == (256, 256)
-    assert imaging.tile_block(1, 1, facts.pyramid) == (128, 128)
-    assert imaging.tile_block(129, 1, facts.pyramid) == (256, 128)  # from x = 127 at worst
-    assert imaging.tile_block(130, 1, facts.pyramid) == (384, 128)
+    assert cost.tile_block(100, 100, facts.pyramid) == (256, 256)
+    assert cost.tile_block(128, 128, facts.pyramid) == (256, 256)
+    assert cost.tile_block(1, 1, facts.pyramid) == (128, 128)
+    assert cost.tile_block(129, 1, facts.pyramid) == (256, 128)  # from x = 127 at worst
+    assert cost.tile_block(130, 1, facts.pyramid) == (384, 128)
 
 
 def test_jpeg2000_decodes_at_sizes_pillow_rounds_wrongly(tmp_path: Path) -> None:
@@ -215,7 +217,7 @@ def test_jpeg2000_reduction_stops_at_the_levels_it_has(tmp_path: Path) -> None:
     path = tmp_path / "a.jp2"
     subprocess.run([vips, "jp2ksave", png, path], check=True)
     with Image.open(path) as im:
-        levels = imaging._j2k_levels(im)
+        levels = pillow._j2k_levels(im)
     assert 1 <= levels < 5  # vips writes fewer levels than Pillow's default six resolutions
     decoded = decode(Fetched(path=path), 32, PLENTY)
     assert decoded.image.size == (-(-2000 // 2**levels), -(-1500 // 2**levels))

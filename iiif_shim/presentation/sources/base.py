@@ -19,7 +19,7 @@ from iiif_shim.backends.base import Backend, Finding
 from iiif_shim.core.routing import Router
 from iiif_shim.presentation.records import ObjectRecord
 from iiif_shim.telemetry.metrics import Metrics
-from iiif_shim.upstream.client import UpstreamSettings
+from iiif_shim.upstream.settings import UpstreamSettings
 
 RunBlocking = Callable[..., Awaitable[Any]]
 _UPSTREAM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(UpstreamSettings)}

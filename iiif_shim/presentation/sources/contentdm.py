@@ -52,7 +52,7 @@ from iiif_shim.presentation.records import (
 )
 from iiif_shim.presentation.sources.base import unused
 from iiif_shim.presentation.sources.json import HttpJsonSource
-from iiif_shim.upstream.client import UpstreamSettings
+from iiif_shim.upstream.settings import UpstreamSettings
 from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url
 
 PAGE_SIZE = 1024  # records of one dmQuery answer (the documented maximum)

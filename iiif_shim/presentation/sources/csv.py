@@ -46,7 +46,8 @@ from iiif_shim.presentation.records import (
 )
 from iiif_shim.presentation.sources.base import ConfigView, ObjectSource, unused
 from iiif_shim.presentation.sources.folder import natural_key
-from iiif_shim.upstream.client import Upstream, UpstreamSettings
+from iiif_shim.upstream.client import Upstream
+from iiif_shim.upstream.settings import UpstreamSettings
 from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url
 
 log = logging.getLogger("iiif_shim")

@@ -46,9 +46,10 @@ from iiif_shim.presentation.records import (
     check_name,
 )
 from iiif_shim.presentation.sources.base import ObjectSource, unused
-from iiif_shim.upstream.client import Answer, Upstream, UpstreamSettings
+from iiif_shim.upstream.client import Answer, Upstream
 from iiif_shim.upstream.jsonpath import JsonPath, compile_path, path_check
 from iiif_shim.upstream.parse import parse_json
+from iiif_shim.upstream.settings import UpstreamSettings
 from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate, fixed_url, url_template
 
 log = logging.getLogger("iiif_shim")

@@ -1,0 +1,95 @@
+"""The ``cache:`` section: how much each process keeps in memory, the disk tier's folder and
+budget, the Redis tier's URL, timing and key prefix, and the purge endpoint's token."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from iiif_shim.base.schema import at_least, between, option
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    info_entries: int = option(10_000, doc="source facts kept (LRU)", check=at_least(0))
+    info_ttl: float = option(3600.0, doc="seconds source facts stay fresh", check=at_least(0))
+    image_bytes: int = option(
+        64 * 1024 * 1024, doc="bytes of rendered images kept (LRU; 0: off)", check=at_least(0)
+    )
+    decoded_bytes: int = option(
+        256 * 1024 * 1024,
+        doc="bytes of decoded source pixels kept for whole-source backends (LRU; 0: off)",
+        check=at_least(0),
+    )
+    disk: Path | None = option(
+        None, doc="folder of the disk tier of rendered images (none: no disk tier)"
+    )
+    disk_bytes: int = option(
+        1024 * 1024 * 1024,
+        doc="bytes the disk tier may hold (LRU: oldest used first out)",
+        check=at_least(1024 * 1024),
+    )
+    redis: str | None = option(
+        None,
+        doc="Redis URL of the shared tier (redis://, rediss:// or unix://; none: no Redis)",
+        check=lambda v: None if v is None else _redis_url(v),
+    )
+    redis_ttl: float = option(
+        86400.0, doc="seconds a rendered image stays in Redis", check=at_least(1)
+    )
+    redis_max_bytes: int = option(
+        4 * 1024 * 1024,
+        doc="largest rendered image put in Redis (larger: not shared)",
+        check=between(1024, 512 * 1024 * 1024),
+    )
+    redis_timeout: float = option(
+        0.25, doc="seconds one Redis call may take (then Redis is skipped)", check=at_least(0.01)
+    )
+    redis_retry: float = option(
+        5.0, doc="seconds Redis is skipped after a failure", check=at_least(0.1)
+    )
+    redis_prefix: str = option(
+        "iiif-shim:", doc="prefix of every Redis key and channel of this shim"
+    )
+    redis_lock: float = option(
+        5.0,
+        doc="seconds a render lock in Redis lasts at most; another process waits that long "
+        "for the image, then renders it itself",
+        check=at_least(0.1),
+    )
+    purge_token: str | None = option(
+        None,
+        doc="bearer token of `DELETE /admin/cache` (none: the endpoint is off)",
+        check=lambda v: None if v is None or len(v) >= 16 else "must be at least 16 characters",
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.disk is not None and (problem := _writable_folder(self.disk)):
+            found.append(("disk", problem))
+        return found
+
+
+def _redis_url(value: str) -> str | None:
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        return "must be a redis://, rediss:// or unix:// URL"
+    if importlib.util.find_spec("redis") is None:
+        return "needs the Redis client: pip install 'iiif-shim[redis]'"
+    return None
+
+
+def _writable_folder(path: Path) -> str | None:
+    """Why the shim could not keep files in ``path`` (made if missing), or None."""
+    if path.exists():
+        if not path.is_dir():
+            return f"{path} is not a folder"
+        return None if os.access(path, os.W_OK | os.X_OK) else f"{path} is not writable"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{path} does not exist and {parent} is not writable"
+    return None

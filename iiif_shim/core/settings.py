@@ -1,0 +1,51 @@
+"""The ``iiif:`` section: the Image API's URL prefix, its size limits, the tiles it offers when a
+backend has none, the encoder quality, two spec readings, and the largest source it decodes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from iiif_shim.base.schema import at_least, between, option
+from iiif_shim.imaging.settings import PILLOW_GUARD_PIXELS
+
+_PREFIX_RE = re.compile(r"(/[A-Za-z0-9._~!$'()*+,;=:@-]+)*")
+
+
+def _prefix(value: str) -> str | None:
+    if value.endswith("/") or not _PREFIX_RE.fullmatch(value):
+        return "must be empty or start with '/', have no trailing '/' and only URL-safe characters"
+    return None
+
+
+@dataclass(frozen=True)
+class IIIFSettings:
+    prefix: str = option("/iiif", doc="URL path before `/3/` and `/2/`", check=_prefix)
+    max_width: int | None = option(
+        12000, doc="widest output (info.json `maxWidth`)", check=at_least(1)
+    )
+    max_height: int | None = option(12000, doc="tallest output (`maxHeight`)", check=at_least(1))
+    max_area: int | None = option(
+        100_000_000, doc="most output pixels (`maxArea`)", check=at_least(1)
+    )
+    tile_size: int = option(
+        512,
+        doc="tile width and height advertised when the backend has no native tiles",
+        check=at_least(16),
+    )
+    jpeg_quality: int = option(85, doc="JPEG/WebP/PDF encoder quality", check=between(1, 100))
+    upscale_max_to_limits: bool = option(
+        False,
+        doc="3.0 `^max` enlarges to the limits (spec example) instead of equalling `max` "
+        "(what the official validator expects)",
+    )
+    clamp_confined_size: bool = option(
+        False,
+        doc="3.0 `!w,h` larger than the region returns the region (spec text) instead of "
+        "400 (what the official validator expects)",
+    )
+    max_source_pixels: int = option(
+        500_000_000,
+        doc="largest source (width x height) decoded; larger ones get 501",
+        check=between(1, PILLOW_GUARD_PIXELS),
+    )

@@ -1,0 +1,42 @@
+"""What lives on the application and on each request: the app keys (the live configuration, the
+metrics), the request's runtime (held for its whole life by the request middleware) and what the
+request turned out to be, for metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from iiif_shim.telemetry.metrics import Metrics
+from iiif_shim.web.runtime import Live, Runtime
+
+LIVE = web.AppKey("live", Live)
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+RUNTIME = "iiif_shim.web.runtime"  # the request's runtime (set by the request middleware)
+
+
+OBSERVED = "iiif_shim.observed"  # what the request was, for metrics
+
+
+@dataclass
+class Observed:
+    """What a request turned out to be, filled in as the handler learns it (for metrics)."""
+
+    endpoint: str = "other"  # info, image, base, landing, health, metrics, other
+    version: str = "-"
+    backend: str = "-"
+
+
+def runtime_of(request: web.Request) -> Runtime:
+    runtime: Runtime = request[RUNTIME]
+    return runtime
+
+
+def observed(request: web.Request) -> Observed:
+    found: Observed = request[OBSERVED]
+    return found
