@@ -14,32 +14,16 @@ and are not readable as DeepZoom: use the default depth.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from iiif_shim.backends.pyramid import PyramidBackend, PyramidSettings
-from iiif_shim.base.schema import option
+from iiif_shim.backends.pyramid import PyramidBackend
+from iiif_shim.backends.settings import DeepZoomSettings
 from iiif_shim.model.facts import Level, Pyramid, PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Target
 from iiif_shim.upstream.client import Answer
 from iiif_shim.upstream.parse import parse_xml
-from iiif_shim.upstream.urltemplate import UrlTemplate, url_template
+from iiif_shim.upstream.urltemplate import UrlTemplate
 
 _SUFFIX_RE = re.compile(r"[A-Za-z0-9]{1,8}")
-
-
-def _dzi_url(text: str) -> str | None:
-    problem = url_template(text)
-    if problem is None and not text.split("?", 1)[0].endswith(".dzi"):
-        return "must be the URL of the .dzi file (ending in .dzi)"
-    return problem
-
-
-@dataclass(frozen=True, kw_only=True)
-class DeepZoomSettings(PyramidSettings):
-    type: str = option(doc="`deepzoom`")
-    url: str = option(
-        doc="URL template of the `.dzi`, e.g. `http://host/tiles/{id}.dzi`", check=_dzi_url
-    )
 
 
 def parse_dzi(text: str) -> tuple[int, int, int, int, str]:

@@ -16,39 +16,18 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from iiif_shim.backends.base import Backend
+from iiif_shim.backends.settings import FilesSettings
 from iiif_shim.base.errors import NotFound
-from iiif_shim.base.schema import option
 from iiif_shim.iiif.resolve import Box
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.pillow import probe
 from iiif_shim.imaging.tiff import tiff_pyramid
 from iiif_shim.model.facts import NativeFacts, PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
-
-
-def _folder(path: Path) -> str | None:
-    return None if path.is_dir() else f"{path} is not a folder"
-
-
-def _extensions(exts: tuple[str, ...]) -> str | None:
-    bad = [e for e in exts if not e.startswith(".") or "/" in e]
-    return f"each extension starts with '.': {bad}" if bad else None
-
-
-@dataclass(frozen=True)
-class FilesSettings:
-    type: str = option(doc="`files`")
-    root: Path = option(doc="folder of master images (relative to the config file)", check=_folder)
-    extensions: tuple[str, ...] = option(
-        (".tif", ".tiff", ".jp2", ".jpg", ".jpeg", ".png"),
-        doc="tried in order after the bare name",
-        check=_extensions,
-    )
 
 
 class FilesBackend(Backend):

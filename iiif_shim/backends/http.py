@@ -9,31 +9,18 @@ decoded master (``cache.decoded_bytes``) so the tiles of one viewer session fetc
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 
 from yarl import URL
 
 from iiif_shim.backends.base import UpstreamBackend
+from iiif_shim.backends.settings import HttpSettings
 from iiif_shim.base.errors import BackendError
-from iiif_shim.base.schema import at_least, option
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.pillow import probe
 from iiif_shim.model.facts import SourceInfo
 from iiif_shim.model.plan import NativeOp, Target
 from iiif_shim.upstream.client import Body
-from iiif_shim.upstream.settings import UpstreamSettings
-from iiif_shim.upstream.urltemplate import UrlTemplate, url_template
-
-
-@dataclass(frozen=True, kw_only=True)
-class HttpSettings(UpstreamSettings):
-    type: str = option(doc="`http`")
-    url: str = option(
-        doc="URL template of one image, e.g. `http://host/masters/{id}.tif`", check=url_template
-    )
-    probe_bytes: int = option(
-        256 * 1024, doc="bytes read to learn an image's size", check=at_least(1024)
-    )
+from iiif_shim.upstream.urltemplate import UrlTemplate
 
 
 class HttpBackend(UpstreamBackend):

@@ -15,13 +15,13 @@ from __future__ import annotations
 import math
 import re
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from iiif_shim.backends.base import Finding, UpstreamBackend
 from iiif_shim.backends.pyramid import assemble, fetch_tile
-from iiif_shim.base.schema import at_least, option
+from iiif_shim.backends.settings import IiifSettings
 from iiif_shim.cache.memory import SizedCache
 from iiif_shim.iiif.info import TileGrid
 from iiif_shim.iiif.profile import (
@@ -38,29 +38,9 @@ from iiif_shim.model.facts import Level, NativeFacts, Pyramid, ServiceFacts, Sou
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.upstream.client import Body
 from iiif_shim.upstream.parse import parse_json
-from iiif_shim.upstream.settings import UpstreamSettings
-from iiif_shim.upstream.urltemplate import UrlTemplate, url_template
+from iiif_shim.upstream.urltemplate import UrlTemplate
 
 _LEVEL_RE = re.compile(r"level([012])")
-
-
-@dataclass(frozen=True, kw_only=True)
-class IiifSettings(UpstreamSettings):
-    type: str = option(doc="`iiif`")
-    url: str = option(
-        doc="URL template of the upstream image service's base URI, e.g. "
-        "`http://old-server/iiif/2/{id}`",
-        check=url_template,
-    )
-    min_native_size: int = option(
-        8,
-        doc="outputs with a side under this are not asked of the upstream's scaler (tiles or "
-        "the unscaled region instead): iipsrv's IIIF endpoint crashes on some",
-        check=at_least(1),
-    )
-    tile_cache_bytes: int = option(
-        32 * 1024 * 1024, doc="recent level-0 tiles kept", check=at_least(0)
-    )
 
 
 def _version(doc: dict[str, Any]) -> Version:

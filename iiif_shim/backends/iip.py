@@ -18,36 +18,19 @@ regions at a coarse level make iipsrv crash), and only known commands are sent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from iiif_shim.backends.pyramid import PyramidBackend, PyramidSettings
+from iiif_shim.backends.pyramid import PyramidBackend
+from iiif_shim.backends.settings import IipSettings
 from iiif_shim.base.errors import BackendError
-from iiif_shim.base.schema import at_least, option
 from iiif_shim.iiif.profile import Colour, Format, Quality
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import MAX_LEVELS, Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.upstream.client import Answer
-from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url, path_template
+from iiif_shim.upstream.urltemplate import UrlTemplate
 
 _QUERY = (
     "OBJ=IIP,1.0&OBJ=Max-size&OBJ=Tile-size&OBJ=Resolution-number&OBJ=Resolutions&OBJ=Colorspace,*"
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class IipSettings(PyramidSettings):
-    type: str = option(doc="`iip`")
-    url: str = option(
-        doc="iipsrv's FastCGI URL, e.g. `http://host/fcgi-bin/iipsrv.fcgi`", check=fixed_url
-    )
-    path: str = option(doc="the image's path for `FIF=`, e.g. `{id}.tif`", check=path_template)
-    max_cvt: int = option(
-        5000, doc="iipsrv's MAX_CVT: larger exports are stitched from tiles", check=at_least(1)
-    )
-    min_native_size: int = option(
-        8, doc="outputs with a side under this come from tiles", check=at_least(1)
-    )
 
 
 def parse_obj(text: str) -> dict[str, str]:

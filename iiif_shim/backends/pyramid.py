@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from iiif_shim.backends.base import RunBlocking, UpstreamBackend
+from iiif_shim.backends.settings import PyramidSettings
 from iiif_shim.base.errors import BackendError, NotFound, NotImplementedFeature
-from iiif_shim.base.schema import at_least, option
 from iiif_shim.cache.memory import SizedCache
 from iiif_shim.iiif.profile import Format
 from iiif_shim.iiif.resolve import Box
@@ -29,7 +28,6 @@ from iiif_shim.imaging.pillow import Piece, stitch
 from iiif_shim.model.facts import Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.upstream.client import Upstream
-from iiif_shim.upstream.settings import UpstreamSettings
 
 MAX_TILES = 2048  # per request: past this the request is refused (501), not queued
 
@@ -115,15 +113,6 @@ async def _all_or_first_error(calls: list[Coroutine[Any, Any, bytes]]) -> list[b
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
     return [task.result() for task in tasks]
-
-
-@dataclass(frozen=True, kw_only=True)
-class PyramidSettings(UpstreamSettings):
-    tile_cache_bytes: int = option(
-        32 * 1024 * 1024,
-        doc="recent tiles kept (neighbouring requests share tiles)",
-        check=at_least(0),
-    )
 
 
 class PyramidBackend(UpstreamBackend):

@@ -19,34 +19,20 @@ import base64
 import hashlib
 import hmac
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 
 from yarl import URL
 
 from iiif_shim.backends.base import Finding, UpstreamBackend
-from iiif_shim.base.schema import option
+from iiif_shim.backends.settings import ThumborSettings
 from iiif_shim.iiif.profile import Format, Quality
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import NativeFacts, SourceInfo
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.upstream.client import Answer, Body
 from iiif_shim.upstream.parse import parse_json
-from iiif_shim.upstream.settings import UpstreamSettings
-from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url, path_template
+from iiif_shim.upstream.urltemplate import UrlTemplate
 
 _FORMATS = {Format.JPG: "jpeg", Format.PNG: "png", Format.WEBP: "webp", Format.GIF: "gif"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class ThumborSettings(UpstreamSettings):
-    type: str = option(doc="`thumbor`")
-    url: str = option(doc="Thumbor's base URL, e.g. `http://thumbor:8888`", check=fixed_url)
-    path: str = option(
-        "{id}", doc="the image part of the URL (Thumbor's loader path)", check=path_template
-    )
-    security_key: str | None = option(
-        None, doc="Thumbor's SECURITY_KEY: sign URLs with it (none: `unsafe` URLs)"
-    )
 
 
 def sign(key: str, path: str) -> str:

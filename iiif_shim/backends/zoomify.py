@@ -10,33 +10,13 @@ wrong pixels. Level choice and stitching as for ``deepzoom``.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
-from iiif_shim.backends.pyramid import PyramidBackend, PyramidSettings
-from iiif_shim.base.schema import option
+from iiif_shim.backends.pyramid import PyramidBackend
+from iiif_shim.backends.settings import ZoomifySettings
 from iiif_shim.model.facts import Level, Pyramid, PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Target
 from iiif_shim.upstream.client import Answer
 from iiif_shim.upstream.parse import parse_xml
-from iiif_shim.upstream.urltemplate import UrlTemplate, url_template
-
-_SUFFIX_RE = re.compile(r"[A-Za-z0-9]+")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ZoomifySettings(PyramidSettings):
-    type: str = option(doc="`zoomify`")
-    url: str = option(
-        doc="URL template of the folder holding `ImageProperties.xml`, e.g. "
-        "`http://host/zoomify/{id}/`",
-        check=url_template,
-    )
-    tile_format: str = option(
-        "jpg",
-        doc="file extension of the tiles",
-        check=lambda v: None if _SUFFIX_RE.fullmatch(v) else "letters and digits only, e.g. jpg",
-    )
+from iiif_shim.upstream.urltemplate import UrlTemplate
 
 
 def parse_properties(text: str) -> tuple[int, int, int, int]:

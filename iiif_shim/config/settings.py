@@ -33,7 +33,8 @@ from iiif_shim.imaging.settings import (
     ImagingSettings,
 )
 from iiif_shim.presentation.settings import PresentationSettings
-from iiif_shim.presentation.sources import SOURCE_TYPES, ConfigView
+from iiif_shim.presentation.sources import SOURCE_TYPES
+from iiif_shim.presentation.sources.settings import ConfigView
 from iiif_shim.presentation.viewers import ViewerSettings
 
 CONFIG_ENV = "IIIF_SHIM_CONFIG"

@@ -14,9 +14,9 @@ import pytest
 from iiif_shim.backends.base import BackendContext
 from iiif_shim.backends.deepzoom import DeepZoomBackend, parse_dzi
 from iiif_shim.backends.iiif import read_service, request_path
-from iiif_shim.backends.iip import IipBackend, IipSettings, parse_obj
-from iiif_shim.backends.template import Extract, TemplateImage
-from iiif_shim.backends.thumbor import ThumborBackend, ThumborSettings, sign
+from iiif_shim.backends.iip import IipBackend, parse_obj
+from iiif_shim.backends.settings import Extract, IipSettings, TemplateImage, ThumborSettings
+from iiif_shim.backends.thumbor import ThumborBackend, sign
 from iiif_shim.backends.zoomify import ZoomifyBackend, parse_properties
 from iiif_shim.iiif.profile import Format, Quality, Version
 from iiif_shim.iiif.resolve import Box

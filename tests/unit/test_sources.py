@@ -19,13 +19,14 @@ from urllib.parse import unquote
 import pytest
 from aiohttp import web
 
-from iiif_shim.backends.template import Extract
+from iiif_shim.backends.settings import Extract
 from iiif_shim.base.errors import BackendError, BackendTimeout
 from iiif_shim.base.schema import Reader
 from iiif_shim.config.settings import parse_settings
 from iiif_shim.core.routing import Router
 from iiif_shim.presentation.records import RangeRecord
-from iiif_shim.presentation.sources import SOURCE_TYPES, ConfigView, ObjectSource, SourceContext
+from iiif_shim.presentation.sources import SOURCE_TYPES, ObjectSource, SourceContext
+from iiif_shim.presentation.sources.settings import ConfigView
 from iiif_shim.upstream.jsonpath import MAX_RESULTS, compile_path, select
 from tests.servers import start_standin
 from tests.support import Process, free_port

@@ -9,7 +9,6 @@ is a 502 naming the source, a source that does not answer in time a 504, never a
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -18,20 +17,10 @@ from typing import Any, ClassVar
 from iiif_shim.backends.base import Backend, Finding
 from iiif_shim.core.routing import Router
 from iiif_shim.presentation.records import ObjectRecord
+from iiif_shim.presentation.sources.settings import ConfigView
 from iiif_shim.telemetry.metrics import Metrics
-from iiif_shim.upstream.settings import UpstreamSettings
 
 RunBlocking = Callable[..., Awaitable[Any]]
-_UPSTREAM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(UpstreamSettings)}
-
-
-def unused(settings: Any, *names: str) -> list[tuple[str, str]]:
-    """Upstream keys a source type does not use, when set: refused, never silently ignored."""
-    return [
-        (name, "not used by this type of object source")
-        for name in names
-        if getattr(settings, name) != _UPSTREAM_DEFAULTS[name]
-    ]
 
 
 @dataclass(frozen=True)
@@ -42,14 +31,6 @@ class SourceContext:
     backends: Mapping[str, Backend]  # the running Image API backends (the folder source lists one)
     router: Router  # IIIF identifier -> backend, as the Image API routes it
     metrics: Metrics | None = None
-
-
-@dataclass(frozen=True)
-class ConfigView:
-    """What a source's config checks may look at: the other sections, already read."""
-
-    backends: Mapping[str, Any]  # backend name -> its settings
-    router: Router
 
 
 class ObjectSource(ABC):

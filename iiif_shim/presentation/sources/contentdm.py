@@ -32,14 +32,10 @@ from __future__ import annotations
 
 import html
 import re
-import string
 from collections.abc import Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from iiif_shim.base.errors import BackendError
-from iiif_shim.base.schema import option
 from iiif_shim.iiif.profile import RIGHTS_RE
 from iiif_shim.presentation.records import (
     MAX_CANVASES,
@@ -50,122 +46,13 @@ from iiif_shim.presentation.records import (
     nav_date,
     text,
 )
-from iiif_shim.presentation.sources.base import unused
 from iiif_shim.presentation.sources.json import HttpJsonSource
-from iiif_shim.upstream.settings import UpstreamSettings
-from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url
+from iiif_shim.presentation.sources.settings import ContentdmSourceSettings
+from iiif_shim.upstream.urltemplate import UrlTemplate
 
 PAGE_SIZE = 1024  # records of one dmQuery answer (the documented maximum)
 _POINTER_RE = re.compile(r"[0-9]{1,12}")
-_ALIAS_RE = re.compile(r"/?[A-Za-z0-9_-]{1,64}")
-_NICK_RE = re.compile(r"[A-Za-z0-9_]{1,32}")
-_API_PATH_RE = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 IMAGE_FILES = frozenset(("jp2", "jpx", "jpg", "jpeg", "jpe", "tif", "tiff", "png", "gif", "bmp"))
-DEFAULT_METADATA = {
-    "Creator": "creato",
-    "Date": "date",
-    "Subject": "subjec",
-    "Publisher": "publis",
-    "Type": "type",
-    "Format": "format",
-    "Identifier": "identi",
-    "Language": "langua",
-}
-
-
-def _nick(value: str | None) -> str | None:
-    if value is None or _NICK_RE.fullmatch(value):
-        return None
-    return "must be a CONTENTdm field nickname, e.g. `title` or `descri`"
-
-
-def _alias(value: str) -> str | None:
-    if _ALIAS_RE.fullmatch(value):
-        return None
-    return "must be a collection alias: letters, digits, `_` and `-`, e.g. `p16808coll5`"
-
-
-def _api_path(value: str) -> str | None:
-    if _API_PATH_RE.fullmatch(value):
-        return None
-    return "must be a path such as `/dmwebservices/index.php`"
-
-
-def _base_url(value: str) -> str | None:
-    if problem := fixed_url(value):
-        return problem
-    if "?" in value:
-        return "is the server's address, without a query"
-    return None
-
-
-def _image_id(value: str) -> str | None:
-    try:
-        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-    except ValueError as exc:
-        return f"bad template: {exc}"
-    if "pointer" not in names or not names <= {"alias", "pointer"}:
-        return "takes `{pointer}` and optionally `{alias}`, e.g. `{alias}:{pointer}`"
-    return None
-
-
-@dataclass(frozen=True)
-class ContentdmFields:
-    """CONTENTdm field nicknames for the object's fields (null: not used)."""
-
-    label: str | None = option("title", doc="the object's label", check=_nick)
-    summary: str | None = option("descri", doc="the object's summary", check=_nick)
-    rights: str | None = option(
-        "rights",
-        doc="a rights URI (other text is shown as metadata `Rights`)",
-        check=_nick,
-    )
-    required_statement: str | None = option(None, doc="attribution", check=_nick)
-    nav_date: str | None = option("date", doc="the object's date (when ISO 8601)", check=_nick)
-    behavior: str | None = option(None, doc="manifest behaviors", check=_nick)
-    viewing_direction: str | None = option(None, doc="e.g. `right-to-left`", check=_nick)
-    see_also: str | None = option(None, doc="http(s) URIs of other descriptions", check=_nick)
-    metadata: Mapping[str, str] = option(
-        MappingProxyType(DEFAULT_METADATA),
-        doc="label -> field nickname, in this order (default: Creator, Date, Subject, "
-        "Publisher, Type, Format, Identifier, Language)",
-    )
-
-    def problems(self) -> list[tuple[str, str]]:
-        return [
-            (f"metadata.{label}", problem)
-            for label, nick in self.metadata.items()
-            if (problem := _nick(nick))
-        ]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ContentdmSourceSettings(UpstreamSettings):
-    type: str = option(doc="`contentdm`")
-    url: str = option(
-        doc="the CONTENTdm server's address, e.g. `https://cdm.example.org`", check=_base_url
-    )
-    api_path: str = option(
-        "/dmwebservices/index.php",
-        doc="path of its web services (`/digital/bl/dmwebservices/index.php` on OCLC-hosted sites)",
-        check=_api_path,
-    )
-    collection: str = option(doc="the collection's alias", check=_alias)
-    fields: ContentdmFields = option(
-        ContentdmFields(), doc="field nicknames: `label`, `summary`, ..., `metadata`"
-    )
-    image_id: str = option(
-        "{alias}:{pointer}",
-        doc="the IIIF identifier of each image (as config/contentdm.yaml routes it)",
-        check=_image_id,
-    )
-
-    def problems(self) -> list[tuple[str, str]]:
-        return unused(self, "probe_id", "max_bytes")
-
-    @property
-    def alias(self) -> str:
-        return self.collection.lstrip("/")
 
 
 def _texts(value: Any) -> Any:

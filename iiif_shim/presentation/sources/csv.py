@@ -27,15 +27,12 @@ import io
 import logging
 import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from iiif_shim.backends.base import Finding
 from iiif_shim.base.errors import BackendError, NotFound, ShimError
-from iiif_shim.base.schema import at_least, option
 from iiif_shim.cache.memory import SingleFlight
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
@@ -44,108 +41,20 @@ from iiif_shim.presentation.records import (
     build_record,
     check_name,
 )
-from iiif_shim.presentation.sources.base import ConfigView, ObjectSource, unused
+from iiif_shim.presentation.sources.base import ObjectSource
 from iiif_shim.presentation.sources.folder import natural_key
+from iiif_shim.presentation.sources.settings import (
+    ROW_FIELDS,
+    ConfigView,
+    CsvSourceSettings,
+)
 from iiif_shim.upstream.client import Upstream
-from iiif_shim.upstream.settings import UpstreamSettings
-from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url
+from iiif_shim.upstream.urltemplate import UrlTemplate
 
 log = logging.getLogger("iiif_shim")
 
 HEADER_BYTES = 1024 * 1024  # what check-config reads of a file to find its header
 STALE_RETRY = 30.0  # seconds before a failed refetch of a URL is tried again
-_SCHEME_RE = re.compile(r"https?:", re.IGNORECASE)
-# the columns a row may have, besides the metadata columns, in the order rows keep them
-ROW_FIELDS = ("image", "canvas_label", "range", "order", *OBJECT_FIELDS)
-
-
-def _delimiter(value: str) -> str | None:
-    if len(value) != 1 or value in '"\r\n':
-        return "must be one character (not a quote or a line break), e.g. `,`, `;` or `\\t`"
-    return None
-
-
-def _encoding(value: str) -> str | None:
-    try:
-        codecs.lookup(value)
-    except LookupError:
-        return f"unknown encoding {value!r} (e.g. utf-8, cp1252, latin-1)"
-    return None
-
-
-@dataclass(frozen=True)
-class CsvColumns:
-    """Which column holds what (each value a column name of the header)."""
-
-    object: str = option(doc="the object's name (rows with the same name are its canvases)")
-    image: str = option(doc="the canvas's image: a IIIF identifier of this server")
-    label: str | None = option(None, doc="the object's label (else its name)")
-    canvas_label: str | None = option(None, doc="the canvas's label")
-    summary: str | None = option(None, doc="the object's summary")
-    rights: str | None = option(None, doc="a Creative Commons or RightsStatements.org URI")
-    required_statement: str | None = option(None, doc="attribution shown with the object")
-    nav_date: str | None = option(None, doc="a year, date or date-time (ISO 8601)")
-    order: str | None = option(None, doc="sorts the rows of an object (numbers, else natural)")
-    range: str | None = option(None, doc="consecutive canvases with the same value form a range")
-    behavior: str | None = option(None, doc="manifest behaviors, e.g. `paged`")
-    viewing_direction: str | None = option(None, doc="e.g. `right-to-left`")
-    see_also: str | None = option(None, doc="http(s) URIs of other descriptions")
-    metadata: tuple[str, ...] = option(
-        (), doc="columns shown as metadata, in this order, each labelled with its column name"
-    )
-
-    def wanted(self) -> list[str | None]:
-        """The column of each of ROW_FIELDS, then the metadata columns."""
-        return [getattr(self, key) for key in ROW_FIELDS] + list(self.metadata)
-
-    def named(self) -> list[tuple[str, str]]:
-        """(setting, column) of every configured column."""
-        found = [(key, col) for key in ("object", *ROW_FIELDS) if (col := getattr(self, key))]
-        return found + [(f"metadata[{i}]", col) for i, col in enumerate(self.metadata)]
-
-
-@dataclass(frozen=True, kw_only=True)
-class CsvSourceSettings(UpstreamSettings):
-    type: str = option(doc="`csv`")
-    path: Path = option(
-        doc="the CSV file (relative to the config file), or an http(s) URL it is fetched from"
-    )
-    columns: CsvColumns = option(doc="column names: `object` and `image` required, see below")
-    delimiter: str = option(",", doc="the field separator", check=_delimiter)
-    encoding: str = option(
-        "utf-8", doc="the file's text encoding (utf-8 may start with a BOM)", check=_encoding
-    )
-    max_bytes: int = option(
-        16 * 1024 * 1024,
-        doc="largest CSV it reads (a file, or a URL's answer); the parsed table is held in "
-        "memory, about 6 times the file's size",
-        check=at_least(1),
-    )
-    max_rows: int = option(1_000_000, doc="most rows it reads (more: 502)", check=at_least(1))
-    refresh: float = option(
-        300.0,
-        doc="a URL: seconds a fetched copy is used before it is fetched again",
-        check=at_least(0),
-    )
-
-    @property
-    def url(self) -> str | None:
-        """The http(s) URL ``path`` names, or None for a file. (Settings read a ``path`` as a
-        file relative to the config's folder, which folds a URL's ``//``: undone here.)"""
-        parts = self.path.parts
-        for i, part in enumerate(parts):
-            if _SCHEME_RE.fullmatch(part):
-                return f"{part.lower()}//" + "/".join(parts[i + 1 :])
-        return None
-
-    def problems(self) -> list[tuple[str, str]]:
-        found = unused(
-            self, "probe_id", "max_connections_per_image", "retries", "max_metadata_bytes"
-        )
-        url = self.url
-        if url is not None and (problem := fixed_url(url)):
-            found.append(("path", problem))
-        return found
 
 
 @dataclass(frozen=True, slots=True)  # no per-row __dict__: tables can have a million rows

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -15,7 +14,6 @@ import yaml
 from iiif_shim.backends.base import Finding
 from iiif_shim.backends.files import FilesBackend
 from iiif_shim.base.errors import BackendError
-from iiif_shim.base.schema import option
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
     ObjectRecord,
@@ -23,16 +21,11 @@ from iiif_shim.presentation.records import (
     build_record,
     check_name,
 )
-from iiif_shim.presentation.sources.base import ConfigView, ObjectSource
+from iiif_shim.presentation.sources.base import ObjectSource
+from iiif_shim.presentation.sources.settings import ConfigView, FolderSourceSettings
 
 OBJECT_FILE = "object.yaml"
 MAX_OBJECT_FILE = 256 * 1024
-
-
-@dataclass(frozen=True)
-class FolderSourceSettings:
-    type: str = option(doc="`folder`")
-    backend: str = option(doc="a `files` backend; each of its sub-folders is an object")
 
 
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:

@@ -24,19 +24,16 @@ and read in the thread pool; what cannot be read is a 502 naming the source and 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 import math
 import re
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from iiif_shim.backends.base import PARSE_ERRORS
 from iiif_shim.base.errors import BackendError, NotFound, ShimError
-from iiif_shim.base.schema import at_least, option
 from iiif_shim.cache.memory import SingleFlight
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
@@ -45,12 +42,13 @@ from iiif_shim.presentation.records import (
     build_record,
     check_name,
 )
-from iiif_shim.presentation.sources.base import ObjectSource, unused
+from iiif_shim.presentation.sources.base import ObjectSource
+from iiif_shim.presentation.sources.settings import JsonSourceSettings
 from iiif_shim.upstream.client import Answer, Upstream
-from iiif_shim.upstream.jsonpath import JsonPath, compile_path, path_check
+from iiif_shim.upstream.jsonpath import JsonPath, compile_path
 from iiif_shim.upstream.parse import parse_json
 from iiif_shim.upstream.settings import UpstreamSettings
-from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate, fixed_url, url_template
+from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate
 
 log = logging.getLogger("iiif_shim")
 
@@ -59,90 +57,6 @@ JOINED = "; "
 FIRST_ONLY = frozenset({"rights", "nav_date", "viewing_direction"})
 ALL_OF = frozenset({"behavior", "see_also"})
 _TYPE_RE = re.compile(r"[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,40}")
-
-
-def _optional_url(value: str | None) -> str | None:
-    return None if value is None else fixed_url(value)
-
-
-@dataclass(frozen=True)
-class JsonFields:
-    """JSON paths into an object's answer."""
-
-    images: str = option(
-        doc="the image identifiers (IIIF identifiers of this server), one canvas each, e.g. "
-        "`$.files[*].iiif_id`",
-        check=path_check,
-    )
-    canvas_labels: str | None = option(
-        None,
-        doc="one label per image, in the same order, e.g. `$.files[*].title`",
-        check=path_check,
-    )
-    label: str | None = option(None, doc="the object's label (else its name)", check=path_check)
-    summary: str | None = option(None, doc="the object's summary", check=path_check)
-    rights: str | None = option(
-        None, doc="a Creative Commons or RightsStatements.org URI", check=path_check
-    )
-    required_statement: str | None = option(
-        None, doc="attribution shown with the object", check=path_check
-    )
-    nav_date: str | None = option(
-        None, doc="a year, date or date-time (ISO 8601)", check=path_check
-    )
-    behavior: str | None = option(None, doc="manifest behaviors, e.g. `paged`", check=path_check)
-    viewing_direction: str | None = option(None, doc="e.g. `right-to-left`", check=path_check)
-    see_also: str | None = option(None, doc="http(s) URIs of other descriptions", check=path_check)
-    metadata: Mapping[str, str] = option(
-        MappingProxyType({}),
-        doc="label -> path, shown in this order; several matches joined with `; `",
-    )
-
-    def problems(self) -> list[tuple[str, str]]:
-        return [
-            (f"metadata.{label}", problem)
-            for label, path in self.metadata.items()
-            if (problem := path_check(path))
-        ]
-
-
-@dataclass(frozen=True, kw_only=True)
-class JsonSourceSettings(UpstreamSettings):
-    type: str = option(doc="`json`")
-    url: str = option(
-        doc="URL template of one object's JSON, with `{object}`, e.g. "
-        "`http://cat.example.org/api/items/{object}`",
-        check=url_template,
-    )
-    list: str | None = option(
-        None, doc="URL of a JSON list of the objects (or give `objects`)", check=_optional_url
-    )
-    objects: tuple[str, ...] | None = option(None, doc="the object names (or give `list`)")
-    list_path: str = option(
-        "$[*]", doc="the entries of the `list` answer, e.g. `$.items[*]`", check=path_check
-    )
-    name_path: str | None = option(
-        None, doc="where an entry that is an object has its name, e.g. `$.id`", check=path_check
-    )
-    fields: JsonFields = option(doc="JSON paths: `images` required, see below")
-    refresh: float = option(
-        300.0,
-        doc="seconds a fetched `list` is used before it is fetched again",
-        check=at_least(0),
-    )
-
-    def problems(self) -> builtins.list[tuple[str, str]]:  # `list` is a setting here
-        found: builtins.list[tuple[str, str]] = unused(self, "probe_id", "max_bytes")
-        if UrlTemplate.parse(self.url).placeholders != {"object"}:
-            found.append(("url", "needs `{object}` and no other placeholder"))
-        if self.list is not None and self.objects is not None:
-            found.append(("list", "give `list` or `objects`, not both"))
-        if self.name_path is not None and self.list is None:
-            found.append(("name_path", "only used with `list`"))
-        for i, name in enumerate(self.objects or ()):
-            if (why := check_name(name)) is not None:
-                found.append((f"objects[{i}]", why))
-        return found
 
 
 def _kind(value: Any) -> str:

@@ -1,0 +1,292 @@
+"""What ``backends:`` entries may say, one settings class per ``type:`` (each backend module holds
+the behaviour). Read by ``config/`` without loading any backend: nothing here talks to a server
+or touches a pixel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from iiif_shim.base.schema import at_least, option
+from iiif_shim.iiif.profile import Format, Quality
+from iiif_shim.upstream.jsonpath import path_check, select
+from iiif_shim.upstream.parse import parse_json, parse_xml
+from iiif_shim.upstream.settings import UpstreamSettings
+from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url, path_template, url_template
+
+
+def _folder(path: Path) -> str | None:
+    return None if path.is_dir() else f"{path} is not a folder"
+
+
+def _extensions(exts: tuple[str, ...]) -> str | None:
+    bad = [e for e in exts if not e.startswith(".") or "/" in e]
+    return f"each extension starts with '.': {bad}" if bad else None
+
+
+@dataclass(frozen=True)
+class FilesSettings:
+    type: str = option(doc="`files`")
+    root: Path = option(doc="folder of master images (relative to the config file)", check=_folder)
+    extensions: tuple[str, ...] = option(
+        (".tif", ".tiff", ".jp2", ".jpg", ".jpeg", ".png"),
+        doc="tried in order after the bare name",
+        check=_extensions,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpSettings(UpstreamSettings):
+    type: str = option(doc="`http`")
+    url: str = option(
+        doc="URL template of one image, e.g. `http://host/masters/{id}.tif`", check=url_template
+    )
+    probe_bytes: int = option(
+        256 * 1024, doc="bytes read to learn an image's size", check=at_least(1024)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PyramidSettings(UpstreamSettings):
+    tile_cache_bytes: int = option(
+        32 * 1024 * 1024,
+        doc="recent tiles kept (neighbouring requests share tiles)",
+        check=at_least(0),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class IipSettings(PyramidSettings):
+    type: str = option(doc="`iip`")
+    url: str = option(
+        doc="iipsrv's FastCGI URL, e.g. `http://host/fcgi-bin/iipsrv.fcgi`", check=fixed_url
+    )
+    path: str = option(doc="the image's path for `FIF=`, e.g. `{id}.tif`", check=path_template)
+    max_cvt: int = option(
+        5000, doc="iipsrv's MAX_CVT: larger exports are stitched from tiles", check=at_least(1)
+    )
+    min_native_size: int = option(
+        8, doc="outputs with a side under this come from tiles", check=at_least(1)
+    )
+
+
+def _dzi_url(text: str) -> str | None:
+    problem = url_template(text)
+    if problem is None and not text.split("?", 1)[0].endswith(".dzi"):
+        return "must be the URL of the .dzi file (ending in .dzi)"
+    return problem
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeepZoomSettings(PyramidSettings):
+    type: str = option(doc="`deepzoom`")
+    url: str = option(
+        doc="URL template of the `.dzi`, e.g. `http://host/tiles/{id}.dzi`", check=_dzi_url
+    )
+
+
+_TILE_SUFFIX_RE = re.compile(r"[A-Za-z0-9]+")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZoomifySettings(PyramidSettings):
+    type: str = option(doc="`zoomify`")
+    url: str = option(
+        doc="URL template of the folder holding `ImageProperties.xml`, e.g. "
+        "`http://host/zoomify/{id}/`",
+        check=url_template,
+    )
+    tile_format: str = option(
+        "jpg",
+        doc="file extension of the tiles",
+        check=lambda v: (
+            None if _TILE_SUFFIX_RE.fullmatch(v) else "letters and digits only, e.g. jpg"
+        ),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThumborSettings(UpstreamSettings):
+    type: str = option(doc="`thumbor`")
+    url: str = option(doc="Thumbor's base URL, e.g. `http://thumbor:8888`", check=fixed_url)
+    path: str = option(
+        "{id}", doc="the image part of the URL (Thumbor's loader path)", check=path_template
+    )
+    security_key: str | None = option(
+        None, doc="Thumbor's SECURITY_KEY: sign URLs with it (none: `unsafe` URLs)"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class IiifSettings(UpstreamSettings):
+    type: str = option(doc="`iiif`")
+    url: str = option(
+        doc="URL template of the upstream image service's base URI, e.g. "
+        "`http://old-server/iiif/2/{id}`",
+        check=url_template,
+    )
+    min_native_size: int = option(
+        8,
+        doc="outputs with a side under this are not asked of the upstream's scaler (tiles or "
+        "the unscaled region instead): iipsrv's IIIF endpoint crashes on some",
+        check=at_least(1),
+    )
+    tile_cache_bytes: int = option(
+        32 * 1024 * 1024, doc="recent level-0 tiles kept", check=at_least(0)
+    )
+
+
+REGION_MODES = ("none", "pixels", "fractions", "scaled")
+
+
+SIZE_MODES = ("none", "exact", "keep_aspect")
+
+
+_COMPUTED = {
+    "x",
+    "y",
+    "w",
+    "h",
+    "width",
+    "height",
+    "scale_pct",
+    "scaled_x",
+    "scaled_y",
+    "rotation",
+    "format",
+    "quality",
+}
+
+
+_NEEDS = {
+    "pixels": {"x", "y", "w", "h"},
+    "fractions": {"x", "y", "w", "h"},
+    "scaled": {"scaled_x", "scaled_y", "width", "height"},
+}
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+@dataclass(frozen=True)
+class Extract:
+    """Where a number is in the metadata answer: give exactly one of the three."""
+
+    json: str | None = option(
+        None,
+        doc="path in a JSON answer, e.g. `image.width`, `sizes.0.width` or `$.sizes[0].width` "
+        "(its first match)",
+        check=path_check,
+    )
+    xml: str | None = option(None, doc="element path and attribute in XML, e.g. `Size/@Width`")
+    regex: str | None = option(None, doc="regular expression on the text; its first group")
+
+    def problems(self) -> list[tuple[str, str]]:
+        given = [k for k in ("json", "xml", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            return [("", "give exactly one of json, xml or regex")]
+        if self.xml is not None and "@" not in self.xml:
+            return [("xml", "must end in an attribute, e.g. `Size/@Width`")]
+        if self.regex is not None:
+            try:
+                if re.compile(self.regex).groups < 1:
+                    return [("regex", "needs a group around the number, e.g. `Width=(\\d+)`")]
+            except re.error as exc:
+                return [("regex", f"not a valid regular expression: {exc}")]
+        return []
+
+    def find(self, text: str) -> int:
+        """The number in ``text``; ValueError when it is not there."""
+        if self.json is not None:
+            matches = select(parse_json(text), self.json)
+            if not matches:
+                raise ValueError(f"nothing at {self.json}")
+            return _number(matches[0])
+        if self.xml is not None:
+            element_path, _, attribute = self.xml.rpartition("@")
+            root = parse_xml(text)  # tag names without their XML namespaces
+            element_path = element_path.rstrip("/")
+            found = root if element_path in ("", ".", root.tag) else root.find(element_path)
+            if found is None:
+                found = root.find(".//" + element_path.rsplit("/", 1)[-1])
+            if found is None or attribute not in found.attrib:
+                raise ValueError(f"no {self.xml}")
+            return _number(found.attrib[attribute])
+        assert self.regex is not None
+        m = re.search(self.regex, text)
+        if m is None:
+            raise ValueError(f"no match for {self.regex}")
+        return _number(m.group(1))
+
+
+def _number(value: Any) -> int:
+    number = int(float(value))
+    if number < 1:
+        raise ValueError(f"{value!r} is not a positive size")
+    return number
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    url: str = option(doc="URL template of the metadata answer", check=url_template)
+    width: Extract = option(doc="where the width is")
+    height: Extract = option(doc="where the height is")
+
+
+@dataclass(frozen=True)
+class TemplateImage:
+    url: str = option(doc="URL template of an image", check=url_template)
+    region: str = option(
+        "none", doc="`none`, `pixels`, `fractions` or `scaled`", check=_one_of(REGION_MODES)
+    )
+    size: str = option("none", doc="`none`, `exact` or `keep_aspect`", check=_one_of(SIZE_MODES))
+    upscale: bool = option(False, doc="the server enlarges beyond the region")
+    max_size: int | None = option(None, doc="longest side it will scale to", check=at_least(1))
+    rotation: tuple[int, ...] = option((), doc="clockwise 90s it rotates by, e.g. `[90, 180, 270]`")
+    formats: Mapping[str, str] = option(
+        MappingProxyType({"jpg": "jpeg"}), doc="IIIF format -> the server's `{format}` value"
+    )
+    qualities: Mapping[str, str] = option(
+        MappingProxyType({}), doc="IIIF quality -> the server's `{quality}` value"
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        names = UrlTemplate.parse(self.url).placeholders
+        if self.region in _NEEDS and not _NEEDS[self.region] <= names:
+            missing = ", ".join("{" + n + "}" for n in sorted(_NEEDS[self.region] - names))
+            found.append(("url", f"region: {self.region} needs {missing}"))
+        if self.region == "scaled" and self.size != "keep_aspect":
+            found.append(("size", "region: scaled needs size: keep_aspect"))
+        if self.size != "none" and not ({"width", "height", "scale_pct"} & names):
+            found.append(("url", f"size: {self.size} needs {{width}}, {{height}} or {{scale_pct}}"))
+        if self.rotation and "rotation" not in names:
+            found.append(("url", "rotation is listed but the URL has no {rotation}"))
+        if bad := [r for r in self.rotation if r not in (90, 180, 270)]:
+            found.append(("rotation", f"only 90, 180 and 270 can be native, not {bad}"))
+        if bad_f := [f for f in self.formats if f not in {x.value for x in Format}]:
+            found.append(("formats", f"not IIIF formats: {bad_f}"))
+        if not self.formats:
+            found.append(("formats", "name at least the format the server sends"))
+        if bad_q := [q for q in self.qualities if q not in {x.value for x in Quality}]:
+            found.append(("qualities", f"not IIIF qualities: {bad_q}"))
+        if self.qualities and "quality" not in names:
+            found.append(("url", "qualities are listed but the URL has no {quality}"))
+        if "quality" in names and "default" not in self.qualities:
+            found.append(("qualities", "the URL has {quality}: name the server's `default`"))
+        if "format" in names and not self.formats:
+            found.append(("formats", "the URL has {format}: map at least `jpg`"))
+        return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class TemplateSettings(UpstreamSettings):
+    type: str = option(doc="`template`")
+    info: TemplateInfo = option(doc="metadata request: `url`, `width`, `height`")
+    image: TemplateImage = option(doc="image request and what the server does natively")

@@ -1,0 +1,345 @@
+"""What ``presentation.sources`` entries may say, one settings class per ``type:`` (each source
+module holds the behaviour), and what their checks may look at across the configuration. Read
+by ``config/`` without loading any source: nothing here talks to a catalogue.
+"""
+
+from __future__ import annotations
+
+import builtins
+import codecs
+import dataclasses
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from iiif_shim.base.schema import at_least, option
+from iiif_shim.core.routing import Router
+from iiif_shim.presentation.records import OBJECT_FIELDS, check_name
+from iiif_shim.upstream.jsonpath import path_check
+from iiif_shim.upstream.settings import UpstreamSettings
+from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url, url_template
+
+_UPSTREAM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(UpstreamSettings)}
+
+
+def unused(settings: Any, *names: str) -> list[tuple[str, str]]:
+    """Upstream keys a source type does not use, when set: refused, never silently ignored."""
+    return [
+        (name, "not used by this type of object source")
+        for name in names
+        if getattr(settings, name) != _UPSTREAM_DEFAULTS[name]
+    ]
+
+
+@dataclass(frozen=True)
+class ConfigView:
+    """What a source's config checks may look at: the other sections, already read."""
+
+    backends: Mapping[str, Any]  # backend name -> its settings
+    router: Router
+
+
+@dataclass(frozen=True)
+class FolderSourceSettings:
+    type: str = option(doc="`folder`")
+    backend: str = option(doc="a `files` backend; each of its sub-folders is an object")
+
+
+_SCHEME_RE = re.compile(r"https?:", re.IGNORECASE)
+
+
+# the columns a row may have, besides the metadata columns, in the order rows keep them
+ROW_FIELDS = ("image", "canvas_label", "range", "order", *OBJECT_FIELDS)
+
+
+def _delimiter(value: str) -> str | None:
+    if len(value) != 1 or value in '"\r\n':
+        return "must be one character (not a quote or a line break), e.g. `,`, `;` or `\\t`"
+    return None
+
+
+def _encoding(value: str) -> str | None:
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        return f"unknown encoding {value!r} (e.g. utf-8, cp1252, latin-1)"
+    return None
+
+
+@dataclass(frozen=True)
+class CsvColumns:
+    """Which column holds what (each value a column name of the header)."""
+
+    object: str = option(doc="the object's name (rows with the same name are its canvases)")
+    image: str = option(doc="the canvas's image: a IIIF identifier of this server")
+    label: str | None = option(None, doc="the object's label (else its name)")
+    canvas_label: str | None = option(None, doc="the canvas's label")
+    summary: str | None = option(None, doc="the object's summary")
+    rights: str | None = option(None, doc="a Creative Commons or RightsStatements.org URI")
+    required_statement: str | None = option(None, doc="attribution shown with the object")
+    nav_date: str | None = option(None, doc="a year, date or date-time (ISO 8601)")
+    order: str | None = option(None, doc="sorts the rows of an object (numbers, else natural)")
+    range: str | None = option(None, doc="consecutive canvases with the same value form a range")
+    behavior: str | None = option(None, doc="manifest behaviors, e.g. `paged`")
+    viewing_direction: str | None = option(None, doc="e.g. `right-to-left`")
+    see_also: str | None = option(None, doc="http(s) URIs of other descriptions")
+    metadata: tuple[str, ...] = option(
+        (), doc="columns shown as metadata, in this order, each labelled with its column name"
+    )
+
+    def wanted(self) -> list[str | None]:
+        """The column of each of ROW_FIELDS, then the metadata columns."""
+        return [getattr(self, key) for key in ROW_FIELDS] + list(self.metadata)
+
+    def named(self) -> list[tuple[str, str]]:
+        """(setting, column) of every configured column."""
+        found = [(key, col) for key in ("object", *ROW_FIELDS) if (col := getattr(self, key))]
+        return found + [(f"metadata[{i}]", col) for i, col in enumerate(self.metadata)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CsvSourceSettings(UpstreamSettings):
+    type: str = option(doc="`csv`")
+    path: Path = option(
+        doc="the CSV file (relative to the config file), or an http(s) URL it is fetched from"
+    )
+    columns: CsvColumns = option(doc="column names: `object` and `image` required, see below")
+    delimiter: str = option(",", doc="the field separator", check=_delimiter)
+    encoding: str = option(
+        "utf-8", doc="the file's text encoding (utf-8 may start with a BOM)", check=_encoding
+    )
+    max_bytes: int = option(
+        16 * 1024 * 1024,
+        doc="largest CSV it reads (a file, or a URL's answer); the parsed table is held in "
+        "memory, about 6 times the file's size",
+        check=at_least(1),
+    )
+    max_rows: int = option(1_000_000, doc="most rows it reads (more: 502)", check=at_least(1))
+    refresh: float = option(
+        300.0,
+        doc="a URL: seconds a fetched copy is used before it is fetched again",
+        check=at_least(0),
+    )
+
+    @property
+    def url(self) -> str | None:
+        """The http(s) URL ``path`` names, or None for a file. (Settings read a ``path`` as a
+        file relative to the config's folder, which folds a URL's ``//``: undone here.)"""
+        parts = self.path.parts
+        for i, part in enumerate(parts):
+            if _SCHEME_RE.fullmatch(part):
+                return f"{part.lower()}//" + "/".join(parts[i + 1 :])
+        return None
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = unused(
+            self, "probe_id", "max_connections_per_image", "retries", "max_metadata_bytes"
+        )
+        url = self.url
+        if url is not None and (problem := fixed_url(url)):
+            found.append(("path", problem))
+        return found
+
+
+def _optional_url(value: str | None) -> str | None:
+    return None if value is None else fixed_url(value)
+
+
+@dataclass(frozen=True)
+class JsonFields:
+    """JSON paths into an object's answer."""
+
+    images: str = option(
+        doc="the image identifiers (IIIF identifiers of this server), one canvas each, e.g. "
+        "`$.files[*].iiif_id`",
+        check=path_check,
+    )
+    canvas_labels: str | None = option(
+        None,
+        doc="one label per image, in the same order, e.g. `$.files[*].title`",
+        check=path_check,
+    )
+    label: str | None = option(None, doc="the object's label (else its name)", check=path_check)
+    summary: str | None = option(None, doc="the object's summary", check=path_check)
+    rights: str | None = option(
+        None, doc="a Creative Commons or RightsStatements.org URI", check=path_check
+    )
+    required_statement: str | None = option(
+        None, doc="attribution shown with the object", check=path_check
+    )
+    nav_date: str | None = option(
+        None, doc="a year, date or date-time (ISO 8601)", check=path_check
+    )
+    behavior: str | None = option(None, doc="manifest behaviors, e.g. `paged`", check=path_check)
+    viewing_direction: str | None = option(None, doc="e.g. `right-to-left`", check=path_check)
+    see_also: str | None = option(None, doc="http(s) URIs of other descriptions", check=path_check)
+    metadata: Mapping[str, str] = option(
+        MappingProxyType({}),
+        doc="label -> path, shown in this order; several matches joined with `; `",
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [
+            (f"metadata.{label}", problem)
+            for label, path in self.metadata.items()
+            if (problem := path_check(path))
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class JsonSourceSettings(UpstreamSettings):
+    type: str = option(doc="`json`")
+    url: str = option(
+        doc="URL template of one object's JSON, with `{object}`, e.g. "
+        "`http://cat.example.org/api/items/{object}`",
+        check=url_template,
+    )
+    list: str | None = option(
+        None, doc="URL of a JSON list of the objects (or give `objects`)", check=_optional_url
+    )
+    objects: tuple[str, ...] | None = option(None, doc="the object names (or give `list`)")
+    list_path: str = option(
+        "$[*]", doc="the entries of the `list` answer, e.g. `$.items[*]`", check=path_check
+    )
+    name_path: str | None = option(
+        None, doc="where an entry that is an object has its name, e.g. `$.id`", check=path_check
+    )
+    fields: JsonFields = option(doc="JSON paths: `images` required, see below")
+    refresh: float = option(
+        300.0,
+        doc="seconds a fetched `list` is used before it is fetched again",
+        check=at_least(0),
+    )
+
+    def problems(self) -> builtins.list[tuple[str, str]]:  # `list` is a setting here
+        found: builtins.list[tuple[str, str]] = unused(self, "probe_id", "max_bytes")
+        if UrlTemplate.parse(self.url).placeholders != {"object"}:
+            found.append(("url", "needs `{object}` and no other placeholder"))
+        if self.list is not None and self.objects is not None:
+            found.append(("list", "give `list` or `objects`, not both"))
+        if self.name_path is not None and self.list is None:
+            found.append(("name_path", "only used with `list`"))
+        for i, name in enumerate(self.objects or ()):
+            if (why := check_name(name)) is not None:
+                found.append((f"objects[{i}]", why))
+        return found
+
+
+_ALIAS_RE = re.compile(r"/?[A-Za-z0-9_-]{1,64}")
+
+
+_NICK_RE = re.compile(r"[A-Za-z0-9_]{1,32}")
+
+
+_API_PATH_RE = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+
+
+DEFAULT_METADATA = {
+    "Creator": "creato",
+    "Date": "date",
+    "Subject": "subjec",
+    "Publisher": "publis",
+    "Type": "type",
+    "Format": "format",
+    "Identifier": "identi",
+    "Language": "langua",
+}
+
+
+def _nick(value: str | None) -> str | None:
+    if value is None or _NICK_RE.fullmatch(value):
+        return None
+    return "must be a CONTENTdm field nickname, e.g. `title` or `descri`"
+
+
+def _alias(value: str) -> str | None:
+    if _ALIAS_RE.fullmatch(value):
+        return None
+    return "must be a collection alias: letters, digits, `_` and `-`, e.g. `p16808coll5`"
+
+
+def _api_path(value: str) -> str | None:
+    if _API_PATH_RE.fullmatch(value):
+        return None
+    return "must be a path such as `/dmwebservices/index.php`"
+
+
+def _base_url(value: str) -> str | None:
+    if problem := fixed_url(value):
+        return problem
+    if "?" in value:
+        return "is the server's address, without a query"
+    return None
+
+
+def _image_id(value: str) -> str | None:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as exc:
+        return f"bad template: {exc}"
+    if "pointer" not in names or not names <= {"alias", "pointer"}:
+        return "takes `{pointer}` and optionally `{alias}`, e.g. `{alias}:{pointer}`"
+    return None
+
+
+@dataclass(frozen=True)
+class ContentdmFields:
+    """CONTENTdm field nicknames for the object's fields (null: not used)."""
+
+    label: str | None = option("title", doc="the object's label", check=_nick)
+    summary: str | None = option("descri", doc="the object's summary", check=_nick)
+    rights: str | None = option(
+        "rights",
+        doc="a rights URI (other text is shown as metadata `Rights`)",
+        check=_nick,
+    )
+    required_statement: str | None = option(None, doc="attribution", check=_nick)
+    nav_date: str | None = option("date", doc="the object's date (when ISO 8601)", check=_nick)
+    behavior: str | None = option(None, doc="manifest behaviors", check=_nick)
+    viewing_direction: str | None = option(None, doc="e.g. `right-to-left`", check=_nick)
+    see_also: str | None = option(None, doc="http(s) URIs of other descriptions", check=_nick)
+    metadata: Mapping[str, str] = option(
+        MappingProxyType(DEFAULT_METADATA),
+        doc="label -> field nickname, in this order (default: Creator, Date, Subject, "
+        "Publisher, Type, Format, Identifier, Language)",
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [
+            (f"metadata.{label}", problem)
+            for label, nick in self.metadata.items()
+            if (problem := _nick(nick))
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContentdmSourceSettings(UpstreamSettings):
+    type: str = option(doc="`contentdm`")
+    url: str = option(
+        doc="the CONTENTdm server's address, e.g. `https://cdm.example.org`", check=_base_url
+    )
+    api_path: str = option(
+        "/dmwebservices/index.php",
+        doc="path of its web services (`/digital/bl/dmwebservices/index.php` on OCLC-hosted sites)",
+        check=_api_path,
+    )
+    collection: str = option(doc="the collection's alias", check=_alias)
+    fields: ContentdmFields = option(
+        ContentdmFields(), doc="field nicknames: `label`, `summary`, ..., `metadata`"
+    )
+    image_id: str = option(
+        "{alias}:{pointer}",
+        doc="the IIIF identifier of each image (as config/contentdm.yaml routes it)",
+        check=_image_id,
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        return unused(self, "probe_id", "max_bytes")
+
+    @property
+    def alias(self) -> str:
+        return self.collection.lstrip("/")
