@@ -1,104 +1,102 @@
 """The contract every backend keeps, and the base of the backends that speak HTTP.
 
 A backend is narrow: it reports facts about a source (:meth:`Backend.facts`), delivers what the
-planner asks of it (:meth:`Backend.fetch`), says what it does natively through one hook
-(:meth:`Backend.capabilities`), and turns its own low-level failures into the shim's errors at
-its boundary. It never decides what to do natively: ``planner.py`` does, from the capabilities.
+planner asks of it (:meth:`Backend.fetch`), says what it does natively (:meth:`Backend.
+capabilities`), how it is (:meth:`Backend.health`) and what it can list, and turns its own
+low-level failures into the shim's errors at its boundary. It never decides what to do natively:
+``planner.py`` does, from the capabilities. A backend is made from its name and its typed
+settings alone (nothing is opened); :meth:`Backend.start` then gets what the service lends it.
 
 :class:`UpstreamBackend` is the skeleton every network backend shares: its URL templates (named,
-parsed from its settings), one :class:`~.upstream.Upstream` client, and safe expansion of a
-template for a target.
+parsed from its settings), one :class:`~iiif_shim.upstream.client.Upstream` client, and safe
+expansion of a template for a target. :class:`Listable` is what a backend that keeps its images
+in folders offers besides (the ``folder`` object source lists through it).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
-from iiif_shim.base.errors import BackendError, NotFound
+from iiif_shim.backends.settings import BackendSettings, NetworkSettings
+from iiif_shim.base.errors import BackendError, NotFound, ShimError
+from iiif_shim.imaging.engine import Record
 from iiif_shim.imaging.fetched import Fetched
-from iiif_shim.model.facts import NativeFacts, SourceInfo
+from iiif_shim.model.facts import NativeFacts, SourceInfo, checked
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.telemetry.metrics import Metrics
+from iiif_shim.upstream.breaker import State
 from iiif_shim.upstream.client import Answer, Body, Upstream
-from iiif_shim.upstream.settings import UpstreamSettings
 from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate
 
 log = logging.getLogger("iiif_shim")
 
 RunBlocking = Callable[..., Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A problem (``error``: the config is refused) or a warning, about one key of a backend."""
-
-    key: str  # under the backend's section, e.g. "url"
-    message: str
-    error: bool = False
-
-
+S = TypeVar("S", bound=BackendSettings)
+N = TypeVar("N", bound=NetworkSettings)
 T = TypeVar("T")
 # what a parser of a hostile answer may raise; each is answered as a 502
 PARSE_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, ArithmeticError)
 
 
+class Health(enum.StrEnum):
+    """A backend's state, as Cantaloupe's GREEN/YELLOW/RED: it answers; it answers with errors
+    or its circuit is half-open; it is unreachable, timing out, or its circuit is open."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
 @dataclass(frozen=True)
 class BackendContext:
-    """What the service lends every backend: its thread pool and its metrics."""
+    """What the service lends every backend when it starts: its thread pool and its metrics."""
 
     run_blocking: RunBlocking
     metrics: Metrics | None = None
 
+    @property
+    def record(self) -> Record | None:
+        return self.metrics.pillow_step if self.metrics else None
 
-class Backend(ABC):
+
+class Backend(ABC, Generic[S]):
     """Base class of backends; one instance per entry under ``backends:`` in the config."""
 
-    type_name: ClassVar[str]
-    settings_class: ClassVar[type[Any]]
+    settings_class: ClassVar[type[BackendSettings]]
     native_note: ClassVar[str] = ""  # says what is native when ``capabilities`` varies by source
 
-    def __init__(self, name: str, settings: Any, context: BackendContext) -> None:
+    def __init__(self, name: str, settings: S) -> None:
         self.name = name
         self.settings = settings
-        self.run_blocking = context.run_blocking
-        self.metrics = context.metrics
-        self.record = context.metrics.pillow_step if context.metrics else None
+        self._context: BackendContext | None = None
 
-    @classmethod
-    def capabilities(cls, settings: Any, native: NativeFacts | None = None) -> Capabilities:
-        """What a backend with these settings does natively for a source whose native facts are
-        ``native`` (``None``: what the settings alone promise, for summaries). By default only
-        the whole source image."""
+    @property
+    def type_name(self) -> str:
+        return self.settings.type_name
+
+    @property
+    def context(self) -> BackendContext:
+        if self._context is None:
+            raise RuntimeError(f"backend {self.name!r} is not started")
+        return self._context
+
+    def capabilities(self, native: NativeFacts | None = None) -> Capabilities:
+        """What this backend does natively for a source whose native facts are ``native``
+        (``None``: what its settings alone promise, for summaries). By default only the whole
+        source image."""
         return Capabilities()
 
-    @classmethod
-    def placeholders(cls, settings: Any) -> frozenset[str]:
-        """Template placeholders a route must supply (checked against each route)."""
-        return frozenset()
+    async def start(self, context: BackendContext) -> None:
+        """Take what the service lends and open connections; called once before any request."""
+        self._context = context
 
-    @classmethod
-    def reserved(cls, settings: Any) -> frozenset[str]:
-        """Placeholder names the backend fills itself (a route's named group may not use them)."""
-        return frozenset()
-
-    @classmethod
-    def route_findings(
-        cls, settings: Any, slashed: frozenset[str], admitted: bool
-    ) -> list[Finding]:
-        """What ``check-config`` says of a route that feeds this backend: ``slashed`` are the
-        placeholders whose value may hold a ``/`` from the identifier, ``admitted`` whether the
-        route names the identifiers it takes (a match anchored at the start)."""
-        return []
-
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Open connections; called once when the service starts."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release connections; called once when the service stops."""
 
     @abstractmethod
@@ -116,61 +114,61 @@ class Backend(ABC):
         ``None`` when this backend only delivers through :meth:`fetch` (the default)."""
         return None
 
+    async def health(self, probe: Target | None) -> tuple[Health, str | None]:
+        """This backend's state now, and why when it is not ``ok``; ``probe`` is where its
+        settings' ``probe_id`` routes (its facts are asked for), if it has one."""
+        return Health.OK, None
+
+    @property
+    def client(self) -> Upstream | None:
+        """The HTTP client of a backend that talks to a server (its circuit, its traffic)."""
+        return None
+
     def traffic(self) -> dict[str, int]:
         """Requests made and bytes received so far (network backends)."""
-        return {}
+        client = self.client
+        return {"requests": client.requests, "bytes": client.bytes_received} if client else {}
 
     async def identifiers(self, limit: int) -> list[str]:
         """Some native identifiers this backend can serve (for the landing page), if it can list."""
         return []
 
 
-class UpstreamBackend(Backend):
+@dataclass(frozen=True)
+class Listing:
+    """What one folder of a backend holds: its sub-folders and the images in it (by their name
+    without extension), each in natural order (``p2`` before ``p10``), hidden ones left out."""
+
+    folders: tuple[str, ...]
+    images: tuple[str, ...]
+
+
+@runtime_checkable
+class Listable(Protocol):
+    """A backend that keeps its images in folders, and can say what a folder holds."""
+
+    async def listing(self, folder: str) -> Listing | None:
+        """What ``folder`` (relative to the backend's root, ``""`` the root itself) holds;
+        ``None`` when there is no such folder."""
+        ...
+
+    async def read(self, path: str, limit: int) -> bytes | None:
+        """The first ``limit + 1`` bytes of the file ``path`` (relative to the root), ``None``
+        when there is no such file."""
+        ...
+
+
+class UpstreamBackend(Backend[N]):
     """A backend that talks HTTP to one legacy server, with URLs made from its templates."""
 
-    settings: UpstreamSettings
     upstream: Upstream
     urls: Mapping[str, UrlTemplate]
 
-    @classmethod
-    @abstractmethod
-    def templates(cls, settings: Any) -> dict[str, UrlTemplate]:
-        """The backend's URL templates by their key in its settings (``url``, ``image.url``),
-        parsed from its (already checked) settings."""
-
-    @classmethod
-    def placeholders(cls, settings: Any) -> frozenset[str]:
-        names = frozenset().union(*(t.placeholders for t in cls.templates(settings).values()))
-        return names - cls.reserved(settings)
-
-    @classmethod
-    def route_findings(
-        cls, settings: Any, slashed: frozenset[str], admitted: bool
-    ) -> list[Finding]:
-        found = []
-        for key, template in cls.templates(settings).items():
-            # a template for part of a URL (a loader path, a FIF) is a path all through
-            paths = template.placeholders if template.origin is None else template.path_placeholders
-            for name in sorted(paths & slashed):
-                where = (
-                    f"any file below {template.fixed_path!r} (never above it)"
-                    if template.fixed_path
-                    else "any file the server serves"
-                )
-                found.append(
-                    Finding(
-                        key,
-                        f"{{{name}}} may hold '/' from identifiers: on a server that decodes %2F "
-                        f"it then reaches {where}; restrict the route's match (e.g. [^/]+) if "
-                        "that is not intended",
-                    )
-                )
-        return found
-
-    async def start(self) -> None:
-        self.urls = self.templates(self.settings)
+    async def start(self, context: BackendContext) -> None:
+        await super().start(context)
+        self.urls = self.settings.templates()
         scopes = [t for t in self.urls.values() if t.origin is not None]
-        self.upstream = Upstream(self.name, self.settings, scopes, self.metrics)
+        self.upstream = Upstream(self.name, self.settings, scopes, context.metrics)
         await self.upstream.start()
 
     async def close(self) -> None:
@@ -200,7 +198,7 @@ class UpstreamBackend(Backend):
             url, metadata=True, source=target.native_id, what=what, headers=headers
         )
         try:
-            parsed: T = await self.run_blocking(parse, answer)
+            parsed: T = await self.context.run_blocking(parse, answer)
         except PARSE_ERRORS as exc:
             raise BackendError(
                 f"backend '{self.name}' sent {what} it cannot read",
@@ -214,5 +212,32 @@ class UpstreamBackend(Backend):
         origin = next(t.origin for t in self.urls.values() if t.origin is not None)
         return origin + "/"
 
-    def traffic(self) -> dict[str, int]:
-        return {"requests": self.upstream.requests, "bytes": self.upstream.bytes_received}
+    @property
+    def client(self) -> Upstream | None:
+        return self.upstream
+
+    async def health(self, probe: Target | None) -> tuple[Health, str | None]:
+        """Down while the circuit is open; otherwise the facts of ``probe`` are asked for, or
+        the server's root (any answer below 500 counts: a root need not be a page)."""
+        circuit = self.upstream.breaker.state
+        if circuit is State.OPEN:
+            return Health.DOWN, "its circuit is open after repeated failures"
+        try:
+            if probe is not None:
+                checked(await self.facts(probe), self.name)
+            else:
+                await self.upstream.get(
+                    self.root(), limit=1024, what="a health check", circuit=False
+                )
+        except NotFound:
+            if probe is not None:
+                return Health.DEGRADED, "its probe_id is not found"
+        except ShimError as exc:
+            if exc.kind in ("refused", "reset", "timeout", "connect_timeout", "circuit_open"):
+                return Health.DOWN, exc.public_text()
+            if exc.kind == "http_4xx" and probe is None:
+                return Health.OK, None  # the root of a server need not be a page
+            return Health.DEGRADED, exc.public_text()
+        if circuit is State.HALF_OPEN:
+            return Health.DEGRADED, "its circuit is half-open"
+        return Health.OK, None

@@ -21,7 +21,6 @@ from iiif_shim.model.facts import Level, Pyramid, PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Target
 from iiif_shim.upstream.client import Answer
 from iiif_shim.upstream.parse import parse_xml
-from iiif_shim.upstream.urltemplate import UrlTemplate
 
 _SUFFIX_RE = re.compile(r"[A-Za-z0-9]{1,8}")
 
@@ -49,14 +48,8 @@ def _read_dzi(answer: Answer) -> PyramidFacts:
     return PyramidFacts(Pyramid.halving(width, height, tile, tile, overlap=overlap), suffix)
 
 
-class DeepZoomBackend(PyramidBackend):
-    type_name = "deepzoom"
+class DeepZoomBackend(PyramidBackend[DeepZoomSettings]):
     settings_class = DeepZoomSettings
-    settings: DeepZoomSettings
-
-    @classmethod
-    def templates(cls, settings: DeepZoomSettings) -> dict[str, UrlTemplate]:
-        return {"url": UrlTemplate.parse(settings.url)}
 
     async def facts(self, target: Target) -> SourceInfo:
         url = self.url("url", target.template_values())

@@ -17,11 +17,11 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import Any
 
-from iiif_shim.backends.base import Backend
+from iiif_shim.backends.base import Backend, Health, Listing
 from iiif_shim.backends.settings import FilesSettings
 from iiif_shim.base.errors import NotFound
+from iiif_shim.base.text import natural_key
 from iiif_shim.iiif.resolve import Box
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.pillow import probe
@@ -30,14 +30,11 @@ from iiif_shim.model.facts import NativeFacts, PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 
 
-class FilesBackend(Backend):
-    type_name = "files"
+class FilesBackend(Backend[FilesSettings]):
     settings_class = FilesSettings
-    settings: FilesSettings
     native_note = "tiled TIFFs: region and pyramid levels"
 
-    @classmethod
-    def capabilities(cls, settings: Any, native: NativeFacts | None = None) -> Capabilities:
+    def capabilities(self, native: NativeFacts | None = None) -> Capabilities:
         """Regions of a tiled TIFF, at any of its pyramid levels; otherwise the whole file."""
         if isinstance(native, PyramidFacts):
             return Capabilities(region=True, reductions=len(native.pyramid.levels) > 1)
@@ -59,9 +56,64 @@ class FilesBackend(Backend):
                 return Path(real)
         raise NotFound("no such image")
 
-    def readable(self) -> bool:
-        """Whether the root folder can be listed (blocking; for health checks)."""
+    def _readable(self) -> bool:
+        """Whether the root folder can be listed (blocking)."""
         return os.path.isdir(self._root) and os.access(self._root, os.R_OK | os.X_OK)
+
+    async def health(self, probe: Target | None) -> tuple[Health, str | None]:
+        """Down when its folder cannot be read."""
+        readable: bool = await self.context.run_blocking(self._readable)
+        return (Health.OK, None) if readable else (Health.DOWN, "its folder cannot be read")
+
+    def _inside(self, relative: str) -> str | None:
+        """The real path ``relative`` names under root (``""``: root), or None when it names
+        nothing inside it (``..``, NUL, a link that leads out). Blocking."""
+        root = self._root
+        segments = relative.split("/") if relative else []
+        if "\x00" in relative or any(s in ("", ".", "..") for s in segments):
+            return None
+        real = os.path.realpath(os.path.join(root, *segments))
+        return real if os.path.commonpath((root, real)) == root else None
+
+    def _listing(self, folder: str) -> Listing | None:
+        real = self._inside(folder)
+        if real is None or not os.path.isdir(real):
+            return None
+        exts = tuple(e.lower() for e in self.settings.extensions)
+        folders, images = set(), set()
+        for entry in os.scandir(real):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                folders.add(entry.name)
+            elif entry.is_file():
+                stem, ext = os.path.splitext(entry.name)
+                if ext.lower() in exts:
+                    images.add(stem)
+        return Listing(
+            tuple(sorted(folders, key=natural_key)), tuple(sorted(images, key=natural_key))
+        )
+
+    async def listing(self, folder: str) -> Listing | None:
+        """Sub-folders and images of ``folder`` (under root); OSError when it cannot be read."""
+        found: Listing | None = await self.context.run_blocking(self._listing, folder)
+        return found
+
+    def _read(self, path: str, limit: int) -> bytes | None:
+        real = self._inside(path)
+        if real is None:
+            return None
+        try:
+            with open(real, "rb") as f:
+                return f.read(limit + 1)
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    async def read(self, path: str, limit: int) -> bytes | None:
+        """The first ``limit + 1`` bytes of file ``path`` (under root), None when there is no
+        such file; OSError when it cannot be read."""
+        found: bytes | None = await self.context.run_blocking(self._read, path, limit)
+        return found
 
     def _facts(self, native_id: str) -> SourceInfo:
         path = self.locate(native_id)
@@ -101,11 +153,11 @@ class FilesBackend(Backend):
         return f"backend '{self.name}' file {native_id.rsplit('/', 1)[-1]!r}"
 
     async def facts(self, target: Target) -> SourceInfo:
-        info: SourceInfo = await self.run_blocking(self._facts, target.native_id)
+        info: SourceInfo = await self.context.run_blocking(self._facts, target.native_id)
         return info
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
-        path: Path = await self.run_blocking(self.locate, target.native_id)
+        path: Path = await self.context.run_blocking(self.locate, target.native_id)
         described = self._described(target.native_id)
         if not isinstance(info.native, PyramidFacts) or op.whole_source(info.width, info.height):
             return Fetched(path=path, described=described)
@@ -135,5 +187,5 @@ class FilesBackend(Backend):
         return found
 
     async def identifiers(self, limit: int) -> list[str]:
-        names: list[str] = await self.run_blocking(self._list, limit)
+        names: list[str] = await self.context.run_blocking(self._list, limit)
         return names

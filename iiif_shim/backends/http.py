@@ -20,17 +20,10 @@ from iiif_shim.imaging.pillow import probe
 from iiif_shim.model.facts import SourceInfo
 from iiif_shim.model.plan import NativeOp, Target
 from iiif_shim.upstream.client import Body
-from iiif_shim.upstream.urltemplate import UrlTemplate
 
 
-class HttpBackend(UpstreamBackend):
-    type_name = "http"
+class HttpBackend(UpstreamBackend[HttpSettings]):
     settings_class = HttpSettings
-    settings: HttpSettings
-
-    @classmethod
-    def templates(cls, settings: HttpSettings) -> dict[str, UrlTemplate]:
-        return {"url": UrlTemplate.parse(settings.url)}
 
     def master(self, target: Target) -> URL:
         return URL(self.url("url", target.template_values()), encoded=True)
@@ -48,7 +41,7 @@ class HttpBackend(UpstreamBackend):
             source=source,
         )
         try:
-            width, height, colour, fmt, mode = await self.run_blocking(
+            width, height, colour, fmt, mode = await self.context.run_blocking(
                 probe, Fetched(data=head.body, described=described)
             )
         except BackendError:
@@ -56,7 +49,7 @@ class HttpBackend(UpstreamBackend):
                 raise
             # The header lies further in (a TIFF with its directory at the end, say).
             whole = await self.upstream.get(url, source=source)
-            width, height, colour, fmt, mode = await self.run_blocking(
+            width, height, colour, fmt, mode = await self.context.run_blocking(
                 probe, Fetched(data=whole.body, described=described)
             )
         return SourceInfo(

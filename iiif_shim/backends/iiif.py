@@ -19,7 +19,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from iiif_shim.backends.base import Finding, UpstreamBackend
+from iiif_shim.backends.base import BackendContext, UpstreamBackend
 from iiif_shim.backends.pyramid import assemble, fetch_tile
 from iiif_shim.backends.settings import IiifSettings
 from iiif_shim.cache.memory import SizedCache
@@ -38,7 +38,6 @@ from iiif_shim.model.facts import Level, NativeFacts, Pyramid, ServiceFacts, Sou
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.upstream.client import Body
 from iiif_shim.upstream.parse import parse_json
-from iiif_shim.upstream.urltemplate import UrlTemplate
 
 _LEVEL_RE = re.compile(r"level([012])")
 
@@ -151,34 +150,18 @@ def request_path(base: str, service: ServiceFacts, op: NativeOp, info: SourceInf
     return f"{base}/{region}/{size}/{rotation}/{quality}.{fmt}"
 
 
-class IiifBackend(UpstreamBackend):
-    type_name = "iiif"
+class IiifBackend(UpstreamBackend[IiifSettings]):
     settings_class = IiifSettings
-    settings: IiifSettings
     native_note = "whatever the upstream's info.json declares"
 
-    @classmethod
-    def templates(cls, settings: IiifSettings) -> dict[str, UrlTemplate]:
-        return {"url": UrlTemplate.parse(settings.url)}
-
-    @classmethod
-    def route_findings(
-        cls, settings: IiifSettings, slashed: frozenset[str], admitted: bool
-    ) -> list[Finding]:
-        # an Image API service reads %2F as part of the identifier, never as a folder
-        return []
-
-    @classmethod
-    def capabilities(
-        cls, settings: IiifSettings, native: NativeFacts | None = None
-    ) -> Capabilities:
+    def capabilities(self, native: NativeFacts | None = None) -> Capabilities:
         if not isinstance(native, ServiceFacts):
             return Capabilities()
-        return replace(native.capabilities, min_size=settings.min_native_size)
+        return replace(native.capabilities, min_size=self.settings.min_native_size)
 
-    async def start(self) -> None:
-        await super().start()
-        observe = self.metrics.cache_lookup if self.metrics else None
+    async def start(self, context: BackendContext) -> None:
+        await super().start(context)
+        observe = context.metrics.cache_lookup if context.metrics else None
         self._tiles: SizedCache[str, bytes] = SizedCache(
             self.settings.tile_cache_bytes, len, "tile", observe
         )
@@ -242,10 +225,10 @@ class IiifBackend(UpstreamBackend):
                 max(op.reduction, 1),
                 tile_url,
                 partial(fetch_tile, self.upstream, source=target.native_id),
-                self.run_blocking,
+                self.context.run_blocking,
                 self._tiles,
                 described,
-                self.record,
+                self.context.record,
                 self.settings.image_share,
             )
         body = await self._bytes(request_path(base, service, op, info), target.native_id)

@@ -26,7 +26,6 @@ from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import MAX_LEVELS, Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.upstream.client import Answer
-from iiif_shim.upstream.urltemplate import UrlTemplate
 
 _QUERY = (
     "OBJ=IIP,1.0&OBJ=Max-size&OBJ=Tile-size&OBJ=Resolution-number&OBJ=Resolutions&OBJ=Colorspace,*"
@@ -63,27 +62,16 @@ def _read_obj(answer: Answer) -> tuple[Pyramid, bool]:
     return Pyramid(width, height, tile_w, tile_h, levels), planes.split()[2:3] == ["1"]
 
 
-class IipBackend(PyramidBackend):
-    type_name = "iip"
+class IipBackend(PyramidBackend[IipSettings]):
     settings_class = IipSettings
-    settings: IipSettings
 
-    @classmethod
-    def templates(cls, settings: IipSettings) -> dict[str, UrlTemplate]:
-        # the FIF value sits in a query: its placeholders are encoded as a query value
-        return {
-            "url": UrlTemplate.parse(settings.url),
-            "path": UrlTemplate.parse("?" + settings.path, require_http=False),
-        }
-
-    @classmethod
-    def capabilities(cls, settings: IipSettings, native: NativeFacts | None = None) -> Capabilities:
+    def capabilities(self, native: NativeFacts | None = None) -> Capabilities:
         return Capabilities(
             region=True,
             size_keeps_aspect=True,
             upscale=True,
-            max_size=settings.max_cvt,
-            min_size=settings.min_native_size,
+            max_size=self.settings.max_cvt,
+            min_size=self.settings.min_native_size,
             reductions=True,
             rotation90=True,
             mirror=True,

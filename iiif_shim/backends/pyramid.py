@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
-from iiif_shim.backends.base import RunBlocking, UpstreamBackend
+from iiif_shim.backends.base import BackendContext, RunBlocking, UpstreamBackend
 from iiif_shim.backends.settings import PyramidSettings
 from iiif_shim.base.errors import BackendError, NotFound, NotImplementedFeature
 from iiif_shim.cache.memory import SizedCache
@@ -29,6 +29,7 @@ from iiif_shim.model.facts import Level, NativeFacts, Pyramid, PyramidFacts, Sou
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.upstream.client import Upstream
 
+P = TypeVar("P", bound=PyramidSettings)
 MAX_TILES = 2048  # per request: past this the request is refused (501), not queued
 
 TileUrl = Callable[[Level, int, int], str]
@@ -115,22 +116,19 @@ async def _all_or_first_error(calls: list[Coroutine[Any, Any, bytes]]) -> list[b
     return [task.result() for task in tasks]
 
 
-class PyramidBackend(UpstreamBackend):
+class PyramidBackend(UpstreamBackend[P]):
     """A backend that only has tiles: any region at any of its levels, by stitching."""
 
-    settings: PyramidSettings
-
-    @classmethod
-    def capabilities(cls, settings: Any, native: NativeFacts | None = None) -> Capabilities:
+    def capabilities(self, native: NativeFacts | None = None) -> Capabilities:
         suffix = native.suffix.lower() if isinstance(native, PyramidFacts) else ""
         fmt = {"jpg": Format.JPG, "jpeg": Format.JPG, "png": Format.PNG}.get(suffix)
         return Capabilities(
             region=True, reductions=True, formats=frozenset({fmt}) if fmt else frozenset()
         )
 
-    async def start(self) -> None:
-        await super().start()
-        observe = self.metrics.cache_lookup if self.metrics else None
+    async def start(self, context: BackendContext) -> None:
+        await super().start(context)
+        observe = context.metrics.cache_lookup if context.metrics else None
         self.tiles: SizedCache[str, bytes] = SizedCache(
             self.settings.tile_cache_bytes, len, "tile", observe
         )
@@ -159,9 +157,9 @@ class PyramidBackend(UpstreamBackend):
             op.reduction,
             lambda level, col, row: self.tile_url(base, facts, level, col, row),
             partial(self.tile, source=target.native_id),
-            self.run_blocking,
+            self.context.run_blocking,
             self.tiles,
             f"backend '{self.name}'",
-            self.record,
+            self.context.record,
             self.settings.image_share,
         )

@@ -1,6 +1,8 @@
-"""What ``backends:`` entries may say, one settings class per ``type:`` (each backend module holds
-the behaviour). Read by ``config/`` without loading any backend: nothing here talks to a server
-or touches a pixel.
+"""What ``backends:`` entries may say, one settings class per ``type:`` (:data:`BACKEND_SETTINGS`;
+each backend module holds the behaviour), and what the settings alone tell ``check-config``:
+the backend's URL templates, the placeholders a route must supply or may not use, what a route
+that feeds it lets through, the identifier its health check asks for. Read by ``config/``
+without loading any backend: nothing here talks to a server or touches a pixel.
 """
 
 from __future__ import annotations
@@ -10,14 +12,76 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
-from iiif_shim.base.schema import at_least, option
+from iiif_shim.base.schema import Finding, at_least, option, problem, warning
 from iiif_shim.iiif.profile import Format, Quality
 from iiif_shim.upstream.jsonpath import path_check, select
 from iiif_shim.upstream.parse import parse_json, parse_xml
 from iiif_shim.upstream.settings import UpstreamSettings
 from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url, path_template, url_template
+
+
+class BackendSettings:
+    """What every backend type's settings answer from the settings alone (a mixin of the
+    settings dataclasses below; ``type_name`` is their ``type:``)."""
+
+    type_name: ClassVar[str]
+
+    def templates(self) -> Mapping[str, UrlTemplate]:
+        """The backend's URL templates by their key in its settings (``url``, ``image.url``)."""
+        return {}
+
+    def reserved(self) -> frozenset[str]:
+        """Placeholder names the backend fills itself (a route's named group may not use them)."""
+        return frozenset()
+
+    def placeholders(self) -> frozenset[str]:
+        """Template placeholders a route must supply (checked against each route)."""
+        names = frozenset().union(*(t.placeholders for t in self.templates().values()))
+        return names - self.reserved()
+
+    def route_findings(self, slashed: frozenset[str], admitted: bool) -> list[Finding]:
+        """What ``check-config`` says of a route that feeds this backend: ``slashed`` are the
+        placeholders whose value may hold a ``/`` from the identifier, ``admitted`` whether the
+        route names the identifiers it takes (a match anchored at the start)."""
+        found = []
+        for key, template in self.templates().items():
+            # a template for part of a URL (a loader path, a FIF) is a path all through
+            paths = template.placeholders if template.origin is None else template.path_placeholders
+            for name in sorted(paths & slashed):
+                where = (
+                    f"any file below {template.fixed_path!r} (never above it)"
+                    if template.fixed_path
+                    else "any file the server serves"
+                )
+                found.append(
+                    warning(
+                        key,
+                        f"{{{name}}} may hold '/' from identifiers: on a server that decodes %2F "
+                        f"it then reaches {where}; restrict the route's match (e.g. [^/]+) if "
+                        "that is not intended",
+                    )
+                )
+        return found
+
+    def health_id(self) -> str | None:
+        """An identifier routed to this backend, whose facts its health check asks for."""
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkSettings(UpstreamSettings, BackendSettings):
+    """The settings of every backend that talks HTTP to a legacy server."""
+
+    probe_id: str | None = option(
+        None,
+        doc="an identifier routed to this backend, whose facts the health check asks for "
+        "(none: any answer from the server's root counts)",
+    )
+
+    def health_id(self) -> str | None:
+        return self.probe_id
 
 
 def _folder(path: Path) -> str | None:
@@ -30,7 +94,8 @@ def _extensions(exts: tuple[str, ...]) -> str | None:
 
 
 @dataclass(frozen=True)
-class FilesSettings:
+class FilesSettings(BackendSettings):
+    type_name = "files"
     type: str = option(doc="`files`")
     root: Path = option(doc="folder of master images (relative to the config file)", check=_folder)
     extensions: tuple[str, ...] = option(
@@ -41,7 +106,8 @@ class FilesSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
-class HttpSettings(UpstreamSettings):
+class HttpSettings(NetworkSettings):
+    type_name = "http"
     type: str = option(doc="`http`")
     url: str = option(
         doc="URL template of one image, e.g. `http://host/masters/{id}.tif`", check=url_template
@@ -50,9 +116,12 @@ class HttpSettings(UpstreamSettings):
         256 * 1024, doc="bytes read to learn an image's size", check=at_least(1024)
     )
 
+    def templates(self) -> Mapping[str, UrlTemplate]:
+        return {"url": UrlTemplate.parse(self.url)}
+
 
 @dataclass(frozen=True, kw_only=True)
-class PyramidSettings(UpstreamSettings):
+class PyramidSettings(NetworkSettings):
     tile_cache_bytes: int = option(
         32 * 1024 * 1024,
         doc="recent tiles kept (neighbouring requests share tiles)",
@@ -62,6 +131,7 @@ class PyramidSettings(UpstreamSettings):
 
 @dataclass(frozen=True, kw_only=True)
 class IipSettings(PyramidSettings):
+    type_name = "iip"
     type: str = option(doc="`iip`")
     url: str = option(
         doc="iipsrv's FastCGI URL, e.g. `http://host/fcgi-bin/iipsrv.fcgi`", check=fixed_url
@@ -74,6 +144,13 @@ class IipSettings(PyramidSettings):
         8, doc="outputs with a side under this come from tiles", check=at_least(1)
     )
 
+    def templates(self) -> Mapping[str, UrlTemplate]:
+        # the FIF value sits in a query: its placeholders are encoded as a query value
+        return {
+            "url": UrlTemplate.parse(self.url),
+            "path": UrlTemplate.parse("?" + self.path, require_http=False),
+        }
+
 
 def _dzi_url(text: str) -> str | None:
     problem = url_template(text)
@@ -84,10 +161,14 @@ def _dzi_url(text: str) -> str | None:
 
 @dataclass(frozen=True, kw_only=True)
 class DeepZoomSettings(PyramidSettings):
+    type_name = "deepzoom"
     type: str = option(doc="`deepzoom`")
     url: str = option(
         doc="URL template of the `.dzi`, e.g. `http://host/tiles/{id}.dzi`", check=_dzi_url
     )
+
+    def templates(self) -> Mapping[str, UrlTemplate]:
+        return {"url": UrlTemplate.parse(self.url)}
 
 
 _TILE_SUFFIX_RE = re.compile(r"[A-Za-z0-9]+")
@@ -95,6 +176,7 @@ _TILE_SUFFIX_RE = re.compile(r"[A-Za-z0-9]+")
 
 @dataclass(frozen=True, kw_only=True)
 class ZoomifySettings(PyramidSettings):
+    type_name = "zoomify"
     type: str = option(doc="`zoomify`")
     url: str = option(
         doc="URL template of the folder holding `ImageProperties.xml`, e.g. "
@@ -109,9 +191,13 @@ class ZoomifySettings(PyramidSettings):
         ),
     )
 
+    def templates(self) -> Mapping[str, UrlTemplate]:
+        return {"url": UrlTemplate.parse(self.url)}
+
 
 @dataclass(frozen=True, kw_only=True)
-class ThumborSettings(UpstreamSettings):
+class ThumborSettings(NetworkSettings):
+    type_name = "thumbor"
     type: str = option(doc="`thumbor`")
     url: str = option(doc="Thumbor's base URL, e.g. `http://thumbor:8888`", check=fixed_url)
     path: str = option(
@@ -121,9 +207,36 @@ class ThumborSettings(UpstreamSettings):
         None, doc="Thumbor's SECURITY_KEY: sign URLs with it (none: `unsafe` URLs)"
     )
 
+    def templates(self) -> Mapping[str, UrlTemplate]:
+        return {
+            "url": UrlTemplate.parse(self.url),
+            "path": UrlTemplate.parse(self.path, require_http=False),
+        }
+
+    def route_findings(self, slashed: frozenset[str], admitted: bool) -> list[Finding]:
+        found = super().route_findings(slashed, admitted)
+        path = self.templates()["path"]
+        signed = self.security_key is not None
+        if path.parts and path.parts[0].literal == "" and (signed or not admitted):
+            # the identifier is the start of the loader path: with an HTTP loader it names the
+            # host, and a signing key would sign whatever it names
+            message = (
+                "starts with a placeholder, so an identifier chooses the whole Thumbor "
+                "loader path (with an HTTP loader, any host)"
+                + (
+                    ", which security_key would sign; give `path` a fixed beginning, e.g. "
+                    "`masters/{id}` or `images.example.org/{id}`"
+                    if signed
+                    else "; give `path` a fixed beginning"
+                )
+            )
+            found.append(problem("path", message) if signed else warning("path", message))
+        return found
+
 
 @dataclass(frozen=True, kw_only=True)
-class IiifSettings(UpstreamSettings):
+class IiifSettings(NetworkSettings):
+    type_name = "iiif"
     type: str = option(doc="`iiif`")
     url: str = option(
         doc="URL template of the upstream image service's base URI, e.g. "
@@ -139,6 +252,13 @@ class IiifSettings(UpstreamSettings):
     tile_cache_bytes: int = option(
         32 * 1024 * 1024, doc="recent level-0 tiles kept", check=at_least(0)
     )
+
+    def templates(self) -> Mapping[str, UrlTemplate]:
+        return {"url": UrlTemplate.parse(self.url)}
+
+    def route_findings(self, slashed: frozenset[str], admitted: bool) -> list[Finding]:
+        # an Image API service reads %2F as part of the identifier, never as a folder
+        return []
 
 
 REGION_MODES = ("none", "pixels", "fractions", "scaled")
@@ -187,18 +307,20 @@ class Extract:
     xml: str | None = option(None, doc="element path and attribute in XML, e.g. `Size/@Width`")
     regex: str | None = option(None, doc="regular expression on the text; its first group")
 
-    def problems(self) -> list[tuple[str, str]]:
+    def findings(self) -> list[Finding]:
         given = [k for k in ("json", "xml", "regex") if getattr(self, k) is not None]
         if len(given) != 1:
-            return [("", "give exactly one of json, xml or regex")]
+            return [problem("", "give exactly one of json, xml or regex")]
         if self.xml is not None and "@" not in self.xml:
-            return [("xml", "must end in an attribute, e.g. `Size/@Width`")]
+            return [problem("xml", "must end in an attribute, e.g. `Size/@Width`")]
         if self.regex is not None:
             try:
                 if re.compile(self.regex).groups < 1:
-                    return [("regex", "needs a group around the number, e.g. `Width=(\\d+)`")]
+                    return [
+                        problem("regex", "needs a group around the number, e.g. `Width=(\\d+)`")
+                    ]
             except re.error as exc:
-                return [("regex", f"not a valid regular expression: {exc}")]
+                return [problem("regex", f"not a valid regular expression: {exc}")]
         return []
 
     def find(self, text: str) -> int:
@@ -256,37 +378,66 @@ class TemplateImage:
         MappingProxyType({}), doc="IIIF quality -> the server's `{quality}` value"
     )
 
-    def problems(self) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
+    def findings(self) -> list[Finding]:
+        found: list[Finding] = []
         names = UrlTemplate.parse(self.url).placeholders
         if self.region in _NEEDS and not _NEEDS[self.region] <= names:
             missing = ", ".join("{" + n + "}" for n in sorted(_NEEDS[self.region] - names))
-            found.append(("url", f"region: {self.region} needs {missing}"))
+            found.append(problem("url", f"region: {self.region} needs {missing}"))
         if self.region == "scaled" and self.size != "keep_aspect":
-            found.append(("size", "region: scaled needs size: keep_aspect"))
+            found.append(problem("size", "region: scaled needs size: keep_aspect"))
         if self.size != "none" and not ({"width", "height", "scale_pct"} & names):
-            found.append(("url", f"size: {self.size} needs {{width}}, {{height}} or {{scale_pct}}"))
+            found.append(
+                problem("url", f"size: {self.size} needs {{width}}, {{height}} or {{scale_pct}}")
+            )
         if self.rotation and "rotation" not in names:
-            found.append(("url", "rotation is listed but the URL has no {rotation}"))
+            found.append(problem("url", "rotation is listed but the URL has no {rotation}"))
         if bad := [r for r in self.rotation if r not in (90, 180, 270)]:
-            found.append(("rotation", f"only 90, 180 and 270 can be native, not {bad}"))
+            found.append(problem("rotation", f"only 90, 180 and 270 can be native, not {bad}"))
         if bad_f := [f for f in self.formats if f not in {x.value for x in Format}]:
-            found.append(("formats", f"not IIIF formats: {bad_f}"))
+            found.append(problem("formats", f"not IIIF formats: {bad_f}"))
         if not self.formats:
-            found.append(("formats", "name at least the format the server sends"))
+            found.append(problem("formats", "name at least the format the server sends"))
         if bad_q := [q for q in self.qualities if q not in {x.value for x in Quality}]:
-            found.append(("qualities", f"not IIIF qualities: {bad_q}"))
+            found.append(problem("qualities", f"not IIIF qualities: {bad_q}"))
         if self.qualities and "quality" not in names:
-            found.append(("url", "qualities are listed but the URL has no {quality}"))
+            found.append(problem("url", "qualities are listed but the URL has no {quality}"))
         if "quality" in names and "default" not in self.qualities:
-            found.append(("qualities", "the URL has {quality}: name the server's `default`"))
+            found.append(problem("qualities", "the URL has {quality}: name the server's `default`"))
         if "format" in names and not self.formats:
-            found.append(("formats", "the URL has {format}: map at least `jpg`"))
+            found.append(problem("formats", "the URL has {format}: map at least `jpg`"))
         return found
 
 
 @dataclass(frozen=True, kw_only=True)
-class TemplateSettings(UpstreamSettings):
+class TemplateSettings(NetworkSettings):
+    type_name = "template"
     type: str = option(doc="`template`")
     info: TemplateInfo = option(doc="metadata request: `url`, `width`, `height`")
     image: TemplateImage = option(doc="image request and what the server does natively")
+
+    def templates(self) -> Mapping[str, UrlTemplate]:
+        return {
+            "info.url": UrlTemplate.parse(self.info.url),
+            "image.url": UrlTemplate.parse(self.image.url),
+        }
+
+    def reserved(self) -> frozenset[str]:
+        return frozenset(_COMPUTED)
+
+
+BACKEND_SETTINGS: Mapping[str, type[BackendSettings]] = MappingProxyType(
+    {
+        cls.type_name: cls
+        for cls in (
+            FilesSettings,
+            HttpSettings,
+            IipSettings,
+            DeepZoomSettings,
+            ZoomifySettings,
+            ThumborSettings,
+            IiifSettings,
+            TemplateSettings,
+        )
+    }
+)

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 
-from iiif_shim.backends.base import UpstreamBackend
-from iiif_shim.backends.settings import _COMPUTED, TemplateSettings
+from iiif_shim.backends.base import BackendContext, UpstreamBackend
+from iiif_shim.backends.settings import TemplateSettings
 from iiif_shim.iiif.profile import Format, Quality
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import NativeFacts, SourceInfo
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.upstream.client import Answer, Body
-from iiif_shim.upstream.urltemplate import UrlTemplate
 
 
 def _decimal(value: float, digits: int) -> str:
@@ -35,33 +34,17 @@ def _decimal(value: float, digits: int) -> str:
     return text or "0"
 
 
-class TemplateBackend(UpstreamBackend):
-    type_name = "template"
+class TemplateBackend(UpstreamBackend[TemplateSettings]):
     settings_class = TemplateSettings
-    settings: TemplateSettings
 
-    @classmethod
-    def templates(cls, settings: TemplateSettings) -> dict[str, UrlTemplate]:
-        return {
-            "info.url": UrlTemplate.parse(settings.info.url),
-            "image.url": UrlTemplate.parse(settings.image.url),
-        }
-
-    async def start(self) -> None:
-        await super().start()
-        formats = self.capabilities(self.settings).formats
+    async def start(self, context: BackendContext) -> None:
+        await super().start(context)
+        formats = self.capabilities().formats
         # what to ask for when Pillow works on the answer: JPEG if the server has it
         self._carrier = Format.JPG if Format.JPG in formats else min(formats)
 
-    @classmethod
-    def reserved(cls, settings: TemplateSettings) -> frozenset[str]:
-        return frozenset(_COMPUTED)
-
-    @classmethod
-    def capabilities(
-        cls, settings: TemplateSettings, native: NativeFacts | None = None
-    ) -> Capabilities:
-        image = settings.image
+    def capabilities(self, native: NativeFacts | None = None) -> Capabilities:
+        image = self.settings.image
         return Capabilities(
             region=image.region != "none",
             size=image.size == "exact",

@@ -22,7 +22,7 @@ from contextlib import AbstractAsyncContextManager
 
 from yarl import URL
 
-from iiif_shim.backends.base import Finding, UpstreamBackend
+from iiif_shim.backends.base import UpstreamBackend
 from iiif_shim.backends.settings import ThumborSettings
 from iiif_shim.iiif.profile import Format, Quality
 from iiif_shim.imaging.fetched import Fetched
@@ -30,7 +30,6 @@ from iiif_shim.model.facts import NativeFacts, SourceInfo
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.upstream.client import Answer, Body
 from iiif_shim.upstream.parse import parse_json
-from iiif_shim.upstream.urltemplate import UrlTemplate
 
 _FORMATS = {Format.JPG: "jpeg", Format.PNG: "png", Format.WEBP: "webp", Format.GIF: "gif"}
 
@@ -56,48 +55,10 @@ def _read_meta(answer: Answer) -> tuple[int, int]:
     return int(source["width"]), int(source["height"])
 
 
-class ThumborBackend(UpstreamBackend):
-    type_name = "thumbor"
+class ThumborBackend(UpstreamBackend[ThumborSettings]):
     settings_class = ThumborSettings
-    settings: ThumborSettings
 
-    @classmethod
-    def templates(cls, settings: ThumborSettings) -> dict[str, UrlTemplate]:
-        return {
-            "url": UrlTemplate.parse(settings.url),
-            "path": UrlTemplate.parse(settings.path, require_http=False),
-        }
-
-    @classmethod
-    def route_findings(
-        cls, settings: ThumborSettings, slashed: frozenset[str], admitted: bool
-    ) -> list[Finding]:
-        found = super().route_findings(settings, slashed, admitted)
-        path = cls.templates(settings)["path"]
-        signed = settings.security_key is not None
-        if path.parts and path.parts[0].literal == "" and (signed or not admitted):
-            # the identifier is the start of the loader path: with an HTTP loader it names the
-            # host, and a signing key would sign whatever it names
-            found.append(
-                Finding(
-                    "path",
-                    "starts with a placeholder, so an identifier chooses the whole Thumbor "
-                    "loader path (with an HTTP loader, any host)"
-                    + (
-                        ", which security_key would sign; give `path` a fixed beginning, e.g. "
-                        "`masters/{id}` or `images.example.org/{id}`"
-                        if signed
-                        else "; give `path` a fixed beginning"
-                    ),
-                    error=signed,
-                )
-            )
-        return found
-
-    @classmethod
-    def capabilities(
-        cls, settings: ThumborSettings, native: NativeFacts | None = None
-    ) -> Capabilities:
+    def capabilities(self, native: NativeFacts | None = None) -> Capabilities:
         return _NATIVE
 
     def thumbor_url(self, operations: str, target: Target) -> URL:

@@ -16,7 +16,6 @@ from iiif_shim.model.facts import Level, Pyramid, PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Target
 from iiif_shim.upstream.client import Answer
 from iiif_shim.upstream.parse import parse_xml
-from iiif_shim.upstream.urltemplate import UrlTemplate
 
 
 def parse_properties(text: str) -> tuple[int, int, int, int]:
@@ -42,14 +41,8 @@ def _read_properties(answer: Answer) -> Pyramid:
     return pyramid
 
 
-class ZoomifyBackend(PyramidBackend):
-    type_name = "zoomify"
+class ZoomifyBackend(PyramidBackend[ZoomifySettings]):
     settings_class = ZoomifySettings
-    settings: ZoomifySettings
-
-    @classmethod
-    def templates(cls, settings: ZoomifySettings) -> dict[str, UrlTemplate]:
-        return {"url": UrlTemplate.parse(settings.url)}
 
     def tile_base(self, target: Target) -> str:
         return self.url("url", target.template_values()).rstrip("/")

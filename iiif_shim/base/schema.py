@@ -2,10 +2,13 @@
 
 Each settings class is a frozen dataclass whose fields are declared with :func:`option`; the
 reader checks types (scalars, lists, mappings, nested settings classes), required keys, unknown
-keys (with a "did you mean"), each field's own check, and a class's ``problems()`` method when
-it has one (checks across fields), and records every problem with its YAML path instead of
+keys (with a "did you mean"), each field's own check, and a class's ``findings()`` method when
+it has one (checks across its fields), and records every problem with its YAML path instead of
 stopping at the first one.
-Used by ``settings.py`` for the top-level sections and by each backend for its own section.
+
+:class:`Finding` is the one channel every check speaks through: a problem (the file is refused)
+or a warning, about one key, relative to the section that found it. Every component declares
+its section with this module; ``config/`` assembles the sections.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +44,24 @@ def option(default: Any = _MISSING, *, doc: str, check: Check | None = None) -> 
     return dataclasses.field(default=default, metadata=metadata)
 
 
+@dataclass(frozen=True)
+class Finding:
+    """A problem (``error``: the configuration is refused) or a warning, about ``key`` (a path
+    relative to the section that found it; empty: the section itself)."""
+
+    key: str
+    message: str
+    error: bool
+
+
+def problem(key: str, message: str) -> Finding:
+    return Finding(key, message, error=True)
+
+
+def warning(key: str, message: str) -> Finding:
+    return Finding(key, message, error=False)
+
+
 def at_least(low: float) -> Check:
     return lambda v: None if v is None or v >= low else f"must be at least {low:g}"
 
@@ -61,6 +83,12 @@ class Reader:
 
     def warn(self, path: str, message: str) -> None:
         self.warnings.append((path, message))
+
+    def found(self, path: str, findings: Iterable[Finding]) -> None:
+        """Record ``findings`` made under ``path``."""
+        for finding in findings:
+            where = _join(path, finding.key)
+            (self.problem if finding.error else self.warn)(where, finding.message)
 
     def mapping(self, data: Any, path: str) -> Mapping[str, Any] | None:
         if data is None:
@@ -112,8 +140,7 @@ class Reader:
         if len(self.problems) > before:
             return None
         made = cls(**values)
-        for where, message in getattr(made, "problems", lambda: [])():
-            self.problem(_join(path, where), message)
+        self.found(path, getattr(made, "findings", list)())
         return None if len(self.problems) > before else made
 
     def convert(self, hint: Any, value: Any, path: str) -> Any:

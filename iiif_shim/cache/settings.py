@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from iiif_shim.base.schema import at_least, between, option
+from iiif_shim.base.schema import Finding, at_least, between, option, problem
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,10 @@ class CacheSettings:
         check=lambda v: None if v is None or len(v) >= 16 else "must be at least 16 characters",
     )
 
-    def problems(self) -> list[tuple[str, str]]:
+    def findings(self) -> list[Finding]:
         found = []
-        if self.disk is not None and (problem := _writable_folder(self.disk)):
-            found.append(("disk", problem))
+        if self.disk is not None and (why := _writable_folder(self.disk)):
+            found.append(problem("disk", why))
         return found
 
 

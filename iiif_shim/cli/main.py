@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from iiif_shim import __version__
-from iiif_shim.backends import BACKEND_TYPES
+from iiif_shim.backends.registry import backend_for
 from iiif_shim.base.errors import ConfigError
 from iiif_shim.config.settings import CONFIG_ENV, Settings, load_settings, settings_from_environment
 
@@ -63,15 +63,17 @@ def _parser() -> argparse.ArgumentParser:
 def _summary(settings: Settings) -> list[str]:
     lines = []
     for name, spec in settings.backends.items():
-        backend_cls = BACKEND_TYPES[spec.type]
-        words = backend_cls.capabilities(spec).natively()
-        natively = backend_cls.native_note or ", ".join(words) or "the whole source image only"
-        lines.append(f"  backend {name} ({spec.type}): natively {natively}; Pillow does the rest")
+        backend = backend_for(name, spec)
+        words = backend.capabilities().natively()
+        natively = backend.native_note or ", ".join(words) or "the whole source image only"
+        lines.append(
+            f"  backend {name} ({spec.type_name}): natively {natively}; Pillow does the rest"
+        )
     for i, route in enumerate(settings.routes):
         match = route.match.pattern if route.match else "(every identifier)"
         lines.append(f"  routes[{i}]: {match} -> {route.backend} as {route.id}")
-    for name, spec in settings.presentation.sources.items():
-        lines.append(f"  presentation source {name} ({spec.type})")
+    for name, source in settings.presentation.sources.items():
+        lines.append(f"  presentation source {name} ({source.type_name})")
     return lines
 
 

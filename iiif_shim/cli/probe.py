@@ -131,8 +131,9 @@ async def report_object(settings: Settings, name: str) -> tuple[list[str], bool]
         except ShimError as exc:
             lines.append(f"  not found or unreadable: {exc.public_text()}")
             return lines, False
+        kind = settings.presentation.sources[record.source].type_name
         lines.append(
-            f"  source: {record.source} ({settings.presentation.sources[record.source].type}), "
+            f"  source: {record.source} ({kind}), "
             f"read in {(time.perf_counter() - started) * 1000:.0f} ms"
         )
         lines.append(f"  label: {_shown(record.label)}")
@@ -197,7 +198,7 @@ async def _report(service: ImageService, identifier: str, lines: list[str]) -> b
         f"{info.format or 'format not given'}, {grid}, "
         f"version {info.version or 'unknown (derivatives are not cached)'}"
     )
-    caps = backend.capabilities(backend.settings, info.native)
+    caps = backend.capabilities(info.native)
     lines.append("features (native: the backend does it; Pillow: the shim does):")
     for feature in _features(info.width, info.height):
         req = parse_image_request(

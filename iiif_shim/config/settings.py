@@ -18,12 +18,12 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 
-from iiif_shim.backends import BACKEND_TYPES
+from iiif_shim.backends.settings import BACKEND_SETTINGS, BackendSettings
 from iiif_shim.base.errors import ConfigError, ShimError
 from iiif_shim.base.schema import Reader, at_least, between, option
 from iiif_shim.cache.settings import CacheSettings
@@ -33,13 +33,13 @@ from iiif_shim.imaging.settings import (
     ImagingSettings,
 )
 from iiif_shim.presentation.settings import PresentationSettings
-from iiif_shim.presentation.sources import SOURCE_TYPES
-from iiif_shim.presentation.sources.settings import ConfigView
+from iiif_shim.presentation.sources.settings import SOURCE_SETTINGS, ConfigView, SourceSettings
 from iiif_shim.presentation.viewers import ViewerSettings
 
 CONFIG_ENV = "IIIF_SHIM_CONFIG"
 _SMALL_SHARE = 128 * 1024 * 1024  # bytes of decoded pixels per process, below which we warn
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+T = TypeVar("T")
 
 
 def _public_url(value: str) -> str | None:
@@ -169,7 +169,7 @@ class Settings:
     server: ServerSettings
     iiif: IIIFSettings
     cache: CacheSettings
-    backends: Mapping[str, Any]  # name -> that backend type's settings dataclass
+    backends: Mapping[str, BackendSettings]  # name -> that backend type's settings
     routes: tuple[RouteSettings, ...]
     landing: LandingSettings
     presentation: PresentationSettings = field(default_factory=PresentationSettings)
@@ -260,11 +260,11 @@ def _check_shares(r: Reader, server: ServerSettings) -> None:
 
 
 def _read_typed(
-    r: Reader, specs: Mapping[str, Any], section: str, kind: str, types: Mapping[str, Any]
-) -> dict[str, tuple[Any, Any]]:
-    """Entries of a section whose ``type:`` picks a class from ``types`` (backends, object
-    sources): name -> (class, its settings), each problem reported with its path."""
-    out: dict[str, tuple[Any, Any]] = {}
+    r: Reader, specs: Mapping[str, Any], section: str, kind: str, types: Mapping[str, type[T]]
+) -> dict[str, T]:
+    """Entries of a section whose ``type:`` picks a settings class from ``types`` (backends,
+    object sources): name -> its settings, each problem reported with its path."""
+    out: dict[str, T] = {}
     known = ", ".join(types)
     for name, spec in specs.items():
         path = f"{section}.{name}"
@@ -284,38 +284,38 @@ def _read_typed(
             extra = f"; did you mean '{hint[0]}'?" if hint else ""
             r.problem(f"{path}.type", f"unknown type {type_name!r} (known: {known}){extra}")
             continue
-        settings = r.read(cls.settings_class, spec_map, path)
+        settings = r.read(cls, spec_map, path)
         if settings is not None:
-            out[name] = (cls, settings)
+            out[name] = settings
     return out
 
 
-def _read_backends(r: Reader, data: Any) -> dict[str, Any] | None:
+def _read_backends(r: Reader, data: Any) -> dict[str, BackendSettings] | None:
     mapping = r.mapping(data, "backends")
     if mapping is None:
         return None
     if not mapping:
         r.problem("backends", "required: at least one backend")
-    read = _read_typed(r, mapping, "backends", "backend", BACKEND_TYPES)
-    return {name: settings for name, (_, settings) in read.items()}
+    return _read_typed(r, mapping, "backends", "backend", BACKEND_SETTINGS)
 
 
 def _read_presentation(
-    r: Reader, data: Any, backends: dict[str, Any] | None, routes: list[RouteSettings]
+    r: Reader,
+    data: Any,
+    backends: dict[str, BackendSettings] | None,
+    routes: list[RouteSettings],
 ) -> PresentationSettings | None:
     mapping = r.mapping(data, "presentation")
     if mapping is None:
         return None
     specs = r.mapping(mapping.get("sources"), "presentation.sources") or {}
     view = ConfigView(backends or {}, Router(tuple(routes)))
-    sources: dict[str, Any] = {}
-    for name, (cls, settings) in _read_typed(
-        r, specs, "presentation.sources", "source", SOURCE_TYPES
+    sources: dict[str, SourceSettings] = {}
+    for name, settings in _read_typed(
+        r, specs, "presentation.sources", "source", SOURCE_SETTINGS
     ).items():
         if backends is not None:
-            for finding in cls.findings(settings, view):
-                where = f"presentation.sources.{name}.{finding.key}"
-                (r.problem if finding.error else r.warn)(where, finding.message)
+            r.found(f"presentation.sources.{name}", settings.findings_in(view))
         sources[name] = settings
     return r.read(
         PresentationSettings,
@@ -326,7 +326,7 @@ def _read_presentation(
 
 
 def _read_routes(
-    r: Reader, data: Any, backends: dict[str, Any] | None, declared: set[str]
+    r: Reader, data: Any, backends: dict[str, BackendSettings] | None, declared: set[str]
 ) -> list[RouteSettings]:
     if data is None:
         r.problem("routes", "required: a list of routes (the last one usually a catch-all)")
@@ -372,7 +372,7 @@ def _read_routes(
                 )
             continue
         used.add(route.backend)
-        if clash := groups & BACKEND_TYPES[backend.type].reserved(backend):
+        if clash := groups & backend.reserved():
             hidden = ", ".join(sorted(clash))
             r.problem(
                 f"{path}.match",
@@ -385,13 +385,13 @@ def _read_routes(
                 "searched anywhere in the identifier, so it also takes identifiers that merely "
                 "contain a match; anchor it with ^ (and $) to match whole identifiers",
             )
-        for finding in BACKEND_TYPES[backend.type].route_findings(
-            backend, slashed(route.match, route.id), anchored(route.match)
+        for finding in backend.route_findings(
+            slashed(route.match, route.id), anchored(route.match)
         ):
             where = f"backends.{route.backend}.{finding.key}"
             message = f"{finding.message} (from {path})"
             (r.problem if finding.error else r.warn)(where, message)
-        wanted = BACKEND_TYPES[backend.type].placeholders(backend) - {"id"}
+        wanted = backend.placeholders() - {"id"}
         if not wanted <= groups:
             missing = ", ".join(sorted(wanted - groups))
             r.problem(
@@ -406,7 +406,7 @@ def _read_routes(
                 r.warn(f"backends.{name}", "no route uses this backend")
         router = Router(tuple(routes))
         for name, backend in backends.items():
-            probe_id = getattr(backend, "probe_id", None)
+            probe_id = backend.health_id()
             if probe_id is None:
                 continue
             try:

@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from iiif_shim.backends import BACKEND_TYPES, Backend
-from iiif_shim.backends.base import BackendContext
+from iiif_shim.backends.base import Backend, BackendContext
+from iiif_shim.backends.registry import backend_for
 from iiif_shim.cache.memory import Caches, DecodedKey, SizedCache, source_key
 from iiif_shim.cache.tiers import open_tiers
 from iiif_shim.config.settings import Settings
@@ -38,7 +38,7 @@ from iiif_shim.telemetry.metrics import Metrics
 @dataclass(frozen=True)
 class Source:
     target: Target
-    backend: Backend
+    backend: Backend[Any]
     info: SourceInfo
 
 
@@ -70,14 +70,11 @@ async def open_service(
         metrics.cache_lookup if metrics else None,
     )
     context = BackendContext(workers.run, metrics)
-    backends = {
-        name: BACKEND_TYPES[spec.type](name, spec, context)
-        for name, spec in settings.backends.items()
-    }
-    started: list[Backend] = []
+    backends = {name: backend_for(name, spec) for name, spec in settings.backends.items()}
+    started: list[Backend[Any]] = []
     try:
         for backend in backends.values():
-            await backend.start()
+            await backend.start(context)
             started.append(backend)
         async with open_tiers(cache, caches, metrics) as tiers:
             caches = replace(caches, tiers=tiers)
@@ -92,7 +89,7 @@ class ImageService:
     def __init__(
         self,
         settings: Settings,
-        backends: Mapping[str, Backend],
+        backends: Mapping[str, Backend[Any]],
         workers: Workers,
         caches: Caches,
         budget: MemoryBudget,
@@ -153,7 +150,7 @@ class ImageService:
         resolved = resolve(request, info.width, info.height, self.limits)
         the_plan = plan(
             resolved,
-            src.backend.capabilities(src.backend.settings, info.native),
+            src.backend.capabilities(info.native),
             info.tiles,
             self.settings.iiif.jpeg_quality,
             SourceRef(src.target.backend, src.target.native_id, info.version),

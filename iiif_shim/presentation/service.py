@@ -22,7 +22,8 @@ from iiif_shim.iiif.resolve import resolve
 from iiif_shim.presentation.documents import Builder, Picture, thumb_size
 from iiif_shim.presentation.records import ObjectRecord, check_name
 from iiif_shim.presentation.settings import PresentationSettings
-from iiif_shim.presentation.sources import SOURCE_TYPES, ObjectSource, SourceContext
+from iiif_shim.presentation.sources.base import ObjectSource, SourceContext
+from iiif_shim.presentation.sources.registry import source_for
 
 _CONCURRENT_FACTS = 8  # image facts looked up at once for one document
 
@@ -33,14 +34,11 @@ async def open_presentation(
 ) -> AsyncIterator[PresentationService]:
     """The presentation service with its sources started; all closed on exit."""
     context = SourceContext(images.workers.run, images.backends, images.router, images.metrics)
-    sources = {
-        name: SOURCE_TYPES[spec.type](name, spec, context)
-        for name, spec in settings.sources.items()
-    }
-    started: list[ObjectSource] = []
+    sources = {name: source_for(name, spec) for name, spec in settings.sources.items()}
+    started: list[ObjectSource[Any]] = []
     try:
         for source in sources.values():
-            await source.start()
+            await source.start(context)
             started.append(source)
         yield PresentationService(settings, images, sources, observe)
     finally:
@@ -53,7 +51,7 @@ class PresentationService:
         self,
         settings: PresentationSettings,
         images: ImageService,
-        sources: Mapping[str, ObjectSource],
+        sources: Mapping[str, ObjectSource[Any]],
         observe: Observe | None = None,
     ) -> None:
         self.settings = settings
@@ -86,7 +84,7 @@ class PresentationService:
                 return found
         raise failed or NotFound(f"no object named {name[:100]!r}")
 
-    async def record_in(self, source: ObjectSource, name: str) -> ObjectRecord | None:
+    async def record_in(self, source: ObjectSource[Any], name: str) -> ObjectRecord | None:
         """Object ``name`` of ``source`` (cached with a TTL, single-flight), or None."""
 
         async def load() -> ObjectRecord | None:
@@ -94,7 +92,7 @@ class PresentationService:
 
         return await self.records.get((source.name, name), load)
 
-    def source(self, name: str) -> ObjectSource:
+    def source(self, name: str) -> ObjectSource[Any]:
         found = self.sources.get(name)
         if found is None:
             raise NotFound(f"no object source named {name[:100]!r}")
@@ -138,7 +136,7 @@ class PresentationService:
         return builder.manifest_2(record, pictures)
 
     async def entries(
-        self, source: ObjectSource, limit: int
+        self, source: ObjectSource[Any], limit: int
     ) -> list[tuple[str, str, Picture | None]]:
         """(name, label, thumbnail picture) of up to ``limit`` objects of ``source``; an object
         that cannot be read is listed under its name, without a thumbnail."""

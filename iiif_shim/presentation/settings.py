@@ -8,10 +8,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 from urllib.parse import urlsplit
 
 from iiif_shim.base.schema import at_least, between, option
+from iiif_shim.presentation.sources.settings import SourceSettings
 
 _LANGUAGE_RE = re.compile(r"none|[a-zA-Z]{2,8}(-[a-zA-Z0-9]{1,8})*")
 
@@ -65,7 +65,7 @@ class PresentationSettings:
     pdf_max_pages: int = option(
         300, doc="most pages of one PDF (more: 413)", check=between(1, 10_000)
     )
-    sources: Mapping[str, Any] = field(
+    sources: Mapping[str, SourceSettings] = field(
         default_factory=lambda: MappingProxyType({}),
         metadata={"doc": "object sources by name, each with its `type:`", "check": None},
     )

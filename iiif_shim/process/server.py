@@ -48,7 +48,7 @@ from iiif_shim.process.supervisor import WorkerRole, listen_problem, resolve_pro
 from iiif_shim.telemetry.metrics import Metrics
 from iiif_shim.web.app import Loader, create_app, reload
 from iiif_shim.web.connections import ClientLimits, ConnectionGuard, handler_factory
-from iiif_shim.web.state import METRICS
+from iiif_shim.web.state import METRICS, ProcessInfo
 
 log = logging.getLogger("iiif_shim")
 access_log = logging.getLogger("iiif_shim.access")
@@ -175,7 +175,8 @@ async def _serve(
     settings: Settings, load: Loader, file_limit: int, role: WorkerRole | None = None
 ) -> int:
     server = settings.server
-    app = create_app(settings)
+    process = ProcessInfo(os.getpid(), role.index, role.processes) if role else None
+    app = create_app(settings, process)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=server.shutdown_timeout)
     try:
         await runner.setup()

@@ -62,11 +62,6 @@ class UpstreamSettings:
         doc="seconds an open circuit answers 503 before one trial request",
         check=at_least(0.1),
     )
-    probe_id: str | None = option(
-        None,
-        doc="an identifier routed to this backend, whose facts the health check asks for "
-        "(none: any answer from the server's root counts)",
-    )
 
     @property
     def image_share(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -27,18 +28,21 @@ from iiif_shim.web.middleware import add_cors_headers, preflight_middleware, req
 from iiif_shim.web.presentation import object_request, presentation_request
 from iiif_shim.web.protocol import decode_segment
 from iiif_shim.web.runtime import Live
-from iiif_shim.web.state import LIVE, METRICS, observed, runtime_of
+from iiif_shim.web.state import LIVE, METRICS, PROCESS, ProcessInfo, observed, runtime_of
 
 log = logging.getLogger("iiif_shim")
 
 Loader = Callable[[], Settings]
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, process: ProcessInfo | None = None) -> web.Application:
+    """The application serving ``settings``; ``process`` says which of the server's processes
+    it runs in (by default: the only one)."""
     app = web.Application(
         middlewares=[request_middleware, preflight_middleware], client_max_size=64 * 1024
     )
     app[METRICS] = Metrics()
+    app[PROCESS] = process or ProcessInfo(os.getpid())
     server = settings.server
     app[LIVE] = Live(app[METRICS], MemoryBudget(server.memory_budget, server.memory_wait))
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from html import escape
+from typing import Any
 
 from aiohttp import web
 
 from iiif_shim import __version__
 from iiif_shim.base.errors import ShimError
 from iiif_shim.iiif.identifier import encode_identifier
-from iiif_shim.presentation.sources import ObjectSource
+from iiif_shim.presentation.sources.base import ObjectSource
 from iiif_shim.web.presentation import builder_of
 from iiif_shim.web.state import observed, runtime_of
 
@@ -95,7 +96,7 @@ async def landing(request: web.Request) -> web.Response:
             identifiers += await service.backends[name].identifiers(50)
     builder = builder_of(request, runtime)
 
-    async def listed(source: ObjectSource) -> list[tuple[str, str, str | None]]:
+    async def listed(source: ObjectSource[Any]) -> list[tuple[str, str, str | None]]:
         try:  # a source that is down or slow leaves the rest of the page
             async with asyncio.timeout(LANDING_SOURCE_WAIT):
                 entries = await runtime.presentation.entries(source, 50)

@@ -25,10 +25,9 @@ from aiohttp import web
 from iiif_shim import __version__
 from iiif_shim.base.errors import NotFound
 from iiif_shim.cache.memory import source_key
-from iiif_shim.core.health import process_identity
 from iiif_shim.web.middleware import text_response
 from iiif_shim.web.protocol import decode_segment
-from iiif_shim.web.state import METRICS, observed, runtime_of
+from iiif_shim.web.state import METRICS, PROCESS, observed, runtime_of
 
 PATH = "/admin/cache"
 
@@ -85,7 +84,7 @@ async def health(request: web.Request) -> web.Response:
             "status": "ok",
             "version": __version__,
             "config": Path(runtime.settings.source).name,  # never a path of this machine
-            "process": process_identity(),  # which of the server's processes answered
+            "process": request.app[PROCESS].as_json(),  # which of the processes answered
             "backends": {
                 name: {"type": b.type_name, **b.traffic()}
                 for name, b in sorted(service.backends.items())

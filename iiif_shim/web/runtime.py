@@ -18,7 +18,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from iiif_shim.backends.base import UpstreamBackend
 from iiif_shim.config.settings import Settings
 from iiif_shim.core.health import HealthMonitor
 from iiif_shim.core.service import ImageService, open_service
@@ -105,8 +104,8 @@ class Live:
         self._open[id(runtime)] = (runtime, stack)
         self.budget.resize(settings.server.memory_budget, settings.server.memory_wait)
         for name, backend in service.backends.items():
-            if isinstance(backend, UpstreamBackend):
-                self.metrics.watch_backend(name, *_readers(backend.upstream))
+            if backend.client is not None:
+                self.metrics.watch_backend(name, *_readers(backend.client))
         return runtime
 
     @asynccontextmanager

@@ -1,6 +1,6 @@
 """What lives on the application and on each request: the app keys (the live configuration, the
-metrics), the request's runtime (held for its whole life by the request middleware) and what the
-request turned out to be, for metrics."""
+metrics, which process of the server this is), the request's runtime (held for its whole life
+by the request middleware) and what the request turned out to be, for metrics."""
 
 from __future__ import annotations
 
@@ -11,15 +11,24 @@ from aiohttp import web
 from iiif_shim.telemetry.metrics import Metrics
 from iiif_shim.web.runtime import Live, Runtime
 
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """Which process serves: its pid, its worker slot (0 to processes - 1) and how many serve
+    (with ``server.processes`` above 1, each answer belongs to one worker)."""
+
+    pid: int
+    worker: int = 0
+    processes: int = 1
+
+    def as_json(self) -> dict[str, int]:
+        return {"pid": self.pid, "worker": self.worker, "processes": self.processes}
+
+
 LIVE = web.AppKey("live", Live)
-
-
 METRICS = web.AppKey("metrics", Metrics)
-
-
-RUNTIME = "iiif_shim.web.runtime"  # the request's runtime (set by the request middleware)
-
-
+PROCESS = web.AppKey("process", ProcessInfo)
+RUNTIME = "iiif_shim.runtime"  # the request's runtime (set by the request middleware)
 OBSERVED = "iiif_shim.observed"  # what the request was, for metrics
 
 

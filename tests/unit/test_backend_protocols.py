@@ -6,12 +6,10 @@ The numbers come from pyramids libvips wrote, replies iipsrv gave and URLs Thumb
 
 from __future__ import annotations
 
-import asyncio
 from types import MappingProxyType
 
 import pytest
 
-from iiif_shim.backends.base import BackendContext
 from iiif_shim.backends.deepzoom import DeepZoomBackend, parse_dzi
 from iiif_shim.backends.iiif import read_service, request_path
 from iiif_shim.backends.iip import IipBackend, parse_obj
@@ -108,8 +106,8 @@ def test_iip_metadata_and_tiles() -> None:
     p = Pyramid(6000, 4000, 256, 256, levels)
     facts = PyramidFacts(p, "jpg")
     settings = IipSettings(type="iip", url="http://h/fcgi-bin/iipsrv.fcgi", path="{id}.tif")
-    backend = IipBackend("iip", settings, BackendContext(asyncio.to_thread))
-    backend.urls = IipBackend.templates(settings)
+    backend = IipBackend("iip", settings)
+    backend.urls = settings.templates()
     fif = backend.tile_base(Target("iip", "chart"))
     # resolution 0 is the smallest; tiles are numbered row by row
     assert backend.tile_url(fif, facts, p.level(4), 2, 1) == (
@@ -211,15 +209,15 @@ def test_template_extracts() -> None:
     assert Extract(regex=r"Max-size:\d+ (\d+)").find("IIP:1.0\r\nMax-size:6000 4000\r\n") == 4000
     with pytest.raises(ValueError):
         Extract(json="width").find('{"width": "0"}')
-    assert Extract().problems() and Extract(json="a", regex="(x)").problems()
-    assert Extract(regex="no group").problems()
+    assert Extract().findings() and Extract(json="a", regex="(x)").findings()
+    assert Extract(regex="no group").findings()
 
 
 def test_template_image_checks() -> None:
     ok = TemplateImage(
         url="http://h/i?r={x},{y},{w},{h}&s={width},{height}", region="pixels", size="exact"
     )
-    assert ok.problems() == []
+    assert ok.findings() == []
     bad = TemplateImage(
         url="http://h/i?r={x},{y}",
         region="pixels",
@@ -227,7 +225,7 @@ def test_template_image_checks() -> None:
         rotation=(45,),
         qualities=MappingProxyType({"grey": "g"}),
     )
-    messages = " ".join(m for _, m in bad.problems())
+    messages = " ".join(f.message for f in bad.findings())
     for fragment in ("{h}", "{w}", "{width}", "45", "grey", "rotation is listed"):
         assert fragment in messages
 
@@ -239,8 +237,8 @@ def test_thumbor_urls() -> None:
     )
     assert sign("test-key", "meta/quad.png") == "m_ejunI9bQHKcLf5bRX0CbNlBNk="
     settings = ThumborSettings(type="thumbor", url="http://t", security_key="test-key")
-    backend = ThumborBackend("t", settings, BackendContext(asyncio.to_thread))
-    backend.urls = ThumborBackend.templates(settings)
+    backend = ThumborBackend("t", settings)
+    backend.urls = settings.templates()
     info = SourceInfo(300, 200)
     op = NativeOp(Box(0, 0, 150, 100), size=(75, 50), format=Format.PNG)
     path = backend.operations(op, info)

@@ -6,14 +6,14 @@ import dataclasses
 
 import pytest
 
-from iiif_shim.backends import BACKEND_TYPES
+from iiif_shim.backends.settings import BACKEND_SETTINGS, NetworkSettings
 from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.config.settings import LandingSettings, ServerSettings
 from iiif_shim.core.routing import RouteSettings
 from iiif_shim.core.settings import IIIFSettings
 from iiif_shim.imaging.settings import ImagingSettings
 from iiif_shim.presentation.settings import PresentationSettings, ProviderSettings
-from iiif_shim.presentation.sources import SOURCE_TYPES
+from iiif_shim.presentation.sources.settings import SOURCE_SETTINGS
 from iiif_shim.presentation.viewers import ViewerSettings
 from iiif_shim.upstream.settings import UpstreamSettings
 from tests.support import ROOT
@@ -30,9 +30,10 @@ SECTIONS = [
     PresentationSettings,
     ProviderSettings,
     ViewerSettings,
-    *(cls.settings_class for cls in BACKEND_TYPES.values()),
+    NetworkSettings,
+    *BACKEND_SETTINGS.values(),
 ]
-SOURCE_SECTIONS = [cls.settings_class for cls in SOURCE_TYPES.values()]
+SOURCE_SECTIONS = list(SOURCE_SETTINGS.values())
 
 
 @pytest.mark.parametrize("cls", SECTIONS, ids=lambda c: c.__name__)

@@ -195,7 +195,8 @@ _PRESENTED = "backends: {s: {type: files, root: ./images}, h: {type: http, url: 
         ("[{backend: s}]", "sources: {x: {type: csv, path: a.csv, columns: {object: o}}}",
          "presentation.sources.x.columns.image", "required"),
         ("[{backend: s}]", "sources: {x: {type: json, url: 'http://c/{object}', "
-         "fields: {images: $.i}, probe_id: y}}", "presentation.sources.x.probe_id", "not used"),
+         "fields: {images: $.i}, max_bytes: 2048}}", "presentation.sources.x.max_bytes",
+         "not used"),
         ("[{backend: s}]", "language: 'english language'", "presentation.language", "BCP 47"),
         ("[{backend: s}]", "provider: {homepage: 'ftp://x'}", "presentation.provider.label",
          "required"),

@@ -25,8 +25,9 @@ from iiif_shim.base.schema import Reader
 from iiif_shim.config.settings import parse_settings
 from iiif_shim.core.routing import Router
 from iiif_shim.presentation.records import RangeRecord
-from iiif_shim.presentation.sources import SOURCE_TYPES, ObjectSource, SourceContext
-from iiif_shim.presentation.sources.settings import ConfigView
+from iiif_shim.presentation.sources.base import ObjectSource, SourceContext
+from iiif_shim.presentation.sources.registry import SOURCE_TYPES, source_for
+from iiif_shim.presentation.sources.settings import SOURCE_SETTINGS, ConfigView
 from iiif_shim.upstream.jsonpath import MAX_RESULTS, compile_path, select
 from tests.servers import start_standin
 from tests.support import Process, free_port
@@ -46,25 +47,25 @@ VIEW = ConfigView({}, Router(()))
 
 def settings_of(type_name: str, data: dict[str, Any], base: Path) -> Any:
     reader = Reader(base)
-    settings = reader.read(SOURCE_TYPES[type_name].settings_class, {"type": type_name, **data}, "s")
+    settings = reader.read(SOURCE_SETTINGS[type_name], {"type": type_name, **data}, "s")
     assert settings is not None and not reader.problems, reader.problems
     return settings
 
 
 def problems_of(type_name: str, data: dict[str, Any], base: Path) -> list[tuple[str, str]]:
     reader = Reader(base)
-    reader.read(SOURCE_TYPES[type_name].settings_class, {"type": type_name, **data}, "s")
+    reader.read(SOURCE_SETTINGS[type_name], {"type": type_name, **data}, "s")
     return reader.problems
 
 
 @asynccontextmanager
 async def opened(
     type_name: str, data: dict[str, Any] | Any, base: Path, name: str = "src"
-) -> AsyncIterator[ObjectSource]:
+) -> AsyncIterator[ObjectSource[Any]]:
     """A started source, from its config section (or settings already read)."""
     settings = settings_of(type_name, data, base) if isinstance(data, dict) else data
-    source = SOURCE_TYPES[type_name](name, settings, CONTEXT)
-    await source.start()
+    source = source_for(name, settings)
+    await source.start(CONTEXT)
     try:
         yield source
     finally:
@@ -277,13 +278,13 @@ def test_check_config_warns_of_unreadable_csv_files(tmp_path: Path) -> None:
     settings = settings_of(
         "csv", {"path": "missing.csv", "columns": {"object": "o", "image": "i"}}, tmp_path
     )
-    found = SOURCE_TYPES["csv"].findings(settings, VIEW)
+    found = settings.findings_in(VIEW)
     assert found and found[0].key == "path" and "missing.csv" in found[0].message
     (tmp_path / "bad.csv").write_bytes(b"o,i,\xff\xfe\n")
     settings = settings_of(
         "csv", {"path": "bad.csv", "columns": {"object": "o", "image": "i"}}, tmp_path
     )
-    found = SOURCE_TYPES["csv"].findings(settings, VIEW)
+    found = settings.findings_in(VIEW)
     assert found and found[0].key == "encoding" and not found[0].error
 
 
@@ -765,6 +766,9 @@ def test_contentdm_config_problems(tmp_path: Path, data: dict[str, Any], where: 
 
 def test_the_source_types_are_registered() -> None:
     assert {"folder", "csv", "json", "contentdm"} <= set(SOURCE_TYPES)
+    for name, cls in SOURCE_TYPES.items():  # one settings class for each, under the same name
+        assert SOURCE_SETTINGS[name] is cls.settings_class
+    assert set(SOURCE_SETTINGS) == set(SOURCE_TYPES)
 
 
 class HostileContentdm(LocalServer):

@@ -4,7 +4,9 @@ An object source reads the institution's own metadata (a CSV export, a folder co
 catalogue's JSON API) and answers two questions: which objects it has (:meth:`names`, for the
 collections) and what one object is (:meth:`record`, ``None`` when it is not one of its own).
 It turns its own failures into the shim's errors at its boundary: a source that cannot be read
-is a 502 naming the source, a source that does not answer in time a 504, never a 500.
+is a 502 naming the source, a source that does not answer in time a 504, never a 500. As a
+backend, a source is made from its name and its typed settings alone (nothing is opened);
+:meth:`ObjectSource.start` then gets what the presentation service lends it.
 """
 
 from __future__ import annotations
@@ -12,52 +14,58 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-from iiif_shim.backends.base import Backend, Finding
+from iiif_shim.backends.base import Backend
 from iiif_shim.core.routing import Router
 from iiif_shim.presentation.records import ObjectRecord
-from iiif_shim.presentation.sources.settings import ConfigView
+from iiif_shim.presentation.sources.settings import SourceSettings
 from iiif_shim.telemetry.metrics import Metrics
 
 RunBlocking = Callable[..., Awaitable[Any]]
+S = TypeVar("S", bound=SourceSettings)
 
 
 @dataclass(frozen=True)
 class SourceContext:
-    """What the presentation service lends every source."""
+    """What the presentation service lends every source when it starts."""
 
     run_blocking: RunBlocking  # the thread pool: file reads and parsing never block the loop
-    backends: Mapping[str, Backend]  # the running Image API backends (the folder source lists one)
+    backends: Mapping[str, Backend[Any]]  # the running Image API backends (a folder lists one)
     router: Router  # IIIF identifier -> backend, as the Image API routes it
     metrics: Metrics | None = None
 
 
-class ObjectSource(ABC):
+class ObjectSource(ABC, Generic[S]):
     """Base class of object sources; one instance per entry under ``presentation.sources``."""
 
-    type_name: ClassVar[str]
-    settings_class: ClassVar[type[Any]]
+    settings_class: ClassVar[type[SourceSettings]]
 
-    def __init__(self, name: str, settings: Any, context: SourceContext) -> None:
+    def __init__(self, name: str, settings: S) -> None:
         self.name = name
         self.settings = settings
-        self.context = context
+        self._context: SourceContext | None = None
+
+    @property
+    def type_name(self) -> str:
+        return self.settings.type_name
+
+    @property
+    def context(self) -> SourceContext:
+        if self._context is None:
+            raise RuntimeError(f"object source {self.name!r} is not started")
+        return self._context
 
     @property
     def who(self) -> str:
         return f"source '{self.name}'"
 
-    @classmethod
-    def findings(cls, settings: Any, config: ConfigView) -> list[Finding]:
-        """Problems (and warnings) across sections, e.g. a backend it names that is missing;
-        ``key`` is relative to the source's own section."""
-        return []
+    async def start(self, context: SourceContext) -> None:
+        """Take what the presentation service lends and open connections; called once before
+        the first request."""
+        self._context = context
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Open connections (called once before the first request)."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release what ``start`` opened."""
 
     @abstractmethod

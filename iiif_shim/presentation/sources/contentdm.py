@@ -78,13 +78,11 @@ def _refusal(doc: Any) -> str | None:
     return None
 
 
-class ContentdmSource(HttpJsonSource):
-    type_name = "contentdm"
+class ContentdmSource(HttpJsonSource[ContentdmSourceSettings]):
     settings_class = ContentdmSourceSettings
-    settings: ContentdmSourceSettings
 
-    def __init__(self, name: str, settings: Any, context: Any) -> None:
-        super().__init__(name, settings, context)
+    def __init__(self, name: str, settings: ContentdmSourceSettings) -> None:
+        super().__init__(name, settings)
         api = self.settings.url.rstrip("/") + self.settings.api_path + "?q="
         self._item = UrlTemplate.parse(api + "dmGetItemInfo/{alias}/{pointer}/json")
         self._compound = UrlTemplate.parse(api + "dmGetCompoundObjectInfo/{alias}/{pointer}/json")

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from iiif_shim.backends.base import Finding
 from iiif_shim.base.errors import BackendError, NotFound, ShimError
+from iiif_shim.base.text import natural_key
 from iiif_shim.cache.memory import SingleFlight
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
@@ -41,11 +41,9 @@ from iiif_shim.presentation.records import (
     build_record,
     check_name,
 )
-from iiif_shim.presentation.sources.base import ObjectSource
-from iiif_shim.presentation.sources.folder import natural_key
+from iiif_shim.presentation.sources.base import ObjectSource, SourceContext
 from iiif_shim.presentation.sources.settings import (
     ROW_FIELDS,
-    ConfigView,
     CsvSourceSettings,
 )
 from iiif_shim.upstream.client import Upstream
@@ -53,7 +51,6 @@ from iiif_shim.upstream.urltemplate import UrlTemplate
 
 log = logging.getLogger("iiif_shim")
 
-HEADER_BYTES = 1024 * 1024  # what check-config reads of a file to find its header
 STALE_RETRY = 30.0  # seconds before a failed refetch of a URL is tried again
 
 
@@ -154,13 +151,11 @@ def _finite(value: str) -> bool:
         return False
 
 
-class CsvSource(ObjectSource):
-    type_name = "csv"
+class CsvSource(ObjectSource[CsvSourceSettings]):
     settings_class = CsvSourceSettings
-    settings: CsvSourceSettings
 
-    def __init__(self, name: str, settings: Any, context: Any) -> None:
-        super().__init__(name, settings, context)
+    def __init__(self, name: str, settings: CsvSourceSettings) -> None:
+        super().__init__(name, settings)
         self._url = self.settings.url
         self._upstream: Upstream | None = None
         self._flight: SingleFlight[str, Table] = SingleFlight()
@@ -174,54 +169,12 @@ class CsvSource(ObjectSource):
     def _where(self) -> str:
         return "its CSV" if self._url is not None else self.settings.path.name
 
-    @classmethod
-    def findings(cls, settings: Any, config: ConfigView) -> list[Finding]:
-        """For a local file: that it can be read and its header has every configured column
-        (warnings: the source answers 502 until the file is fixed)."""
-        assert isinstance(settings, CsvSourceSettings)
-        if settings.url is not None:
-            return []
-        path = settings.path
-        try:
-            with open(path, "rb") as f:
-                head = f.read(HEADER_BYTES)
-        except OSError as exc:
-            return [Finding("path", f"cannot read {path}: {exc.strerror or exc}")]
-        codec = "utf-8-sig" if codecs.lookup(settings.encoding).name == "utf-8" else None
-        decoder = codecs.getincrementaldecoder(codec or settings.encoding)()
-        try:
-            text = decoder.decode(head, final=len(head) < HEADER_BYTES)
-        except UnicodeDecodeError as exc:
-            return [
-                Finding(
-                    "encoding",
-                    f"{path.name} is not {settings.encoding} text (byte {exc.start})",
-                )
-            ]
-        try:
-            header = next(
-                csv.reader(io.StringIO(text, newline=""), delimiter=settings.delimiter), None
-            )
-        except csv.Error as exc:
-            return [Finding("path", f"{path.name} does not start with a CSV header: {exc}")]
-        if header is None:
-            return [Finding("path", f"{path.name} is empty (no header row)")]
-        present = {name.strip() for name in header}
-        return [
-            Finding(
-                f"columns.{key}",
-                f"{path.name} has no column {col!r} (its header: "
-                f"{', '.join(repr(h) for h in header[:20])})",
-            )
-            for key, col in settings.columns.named()
-            if col not in present
-        ]
-
-    async def start(self) -> None:
+    async def start(self, context: SourceContext) -> None:
+        await super().start(context)
         if self._url is not None:
             scope = UrlTemplate.parse(self._url)
             self._upstream = Upstream(
-                self.name, self.settings, [scope], self.context.metrics, role="source"
+                self.name, self.settings, [scope], context.metrics, role="source"
             )
             await self._upstream.start()
 

@@ -4,15 +4,12 @@ fields (the same names as the CSV columns) and per-image canvas labels and range
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
 
-from iiif_shim.backends.base import Finding
-from iiif_shim.backends.files import FilesBackend
+from iiif_shim.backends.base import Listable
 from iiif_shim.base.errors import BackendError
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
@@ -22,106 +19,64 @@ from iiif_shim.presentation.records import (
     check_name,
 )
 from iiif_shim.presentation.sources.base import ObjectSource
-from iiif_shim.presentation.sources.settings import ConfigView, FolderSourceSettings
+from iiif_shim.presentation.sources.settings import FolderSourceSettings
 
 OBJECT_FILE = "object.yaml"
 MAX_OBJECT_FILE = 256 * 1024
 
 
-def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that puts ``p2`` before ``p10``."""
-    return tuple(
-        (0, int(part)) if part.isdigit() else (1, part.lower())
-        for part in re.split(r"(\d+)", name)
-        if part
-    )
-
-
-class FolderSource(ObjectSource):
-    type_name = "folder"
+class FolderSource(ObjectSource[FolderSourceSettings]):
     settings_class = FolderSourceSettings
-    settings: FolderSourceSettings
-
-    @classmethod
-    def findings(cls, settings: Any, config: ConfigView) -> list[Finding]:
-        backend = config.backends.get(settings.backend)
-        if backend is None:
-            return [Finding("backend", f"no backend named {settings.backend!r}", error=True)]
-        if backend.type != "files":
-            return [
-                Finding(
-                    "backend",
-                    f"backend {settings.backend!r} is of type {backend.type!r}; a folder source "
-                    "lists the sub-folders of a `files` backend",
-                    error=True,
-                )
-            ]
-        if settings.backend not in config.router.identity_backends():
-            return [
-                Finding(
-                    "backend",
-                    f"no catch-all route passes identifiers unchanged (id: '{{id}}') to backend "
-                    f"{settings.backend!r}, so its files have no IIIF identifiers to show",
-                    error=True,
-                )
-            ]
-        return []
 
     @property
-    def _files(self) -> FilesBackend:
+    def _files(self) -> Listable:
         backend = self.context.backends[self.settings.backend]
-        assert isinstance(backend, FilesBackend)
+        if not isinstance(backend, Listable):  # check-config refuses any but a files backend
+            raise BackendError(f"{self.who}: its backend cannot list folders", kind="unreadable")
         return backend
 
     async def names(self, limit: int) -> list[str]:
-        found: list[str] = await self.context.run_blocking(self._names, limit)
-        return found
+        try:
+            root = await self._files.listing("")
+        except OSError:
+            root = None
+        if root is None:
+            raise BackendError(f"{self.who} cannot list its folder", kind="unreadable")
+        names: list[str] = []
+        for folder in root.folders:
+            if len(names) >= limit:
+                break
+            if check_name(folder) is not None:
+                continue
+            try:
+                inside = await self._files.listing(folder)
+            except OSError:
+                continue
+            if inside is not None and inside.images:
+                names.append(folder)
+        return names
 
     async def record(self, name: str) -> ObjectRecord | None:
         if check_name(name) is not None or "/" in name or name in (".", ".."):
             return None
-        found: ObjectRecord | None = await self.context.run_blocking(self._record, name)
+        try:
+            inside = await self._files.listing(name)
+        except OSError:
+            raise self._bad(name, "its folder cannot be read") from None
+        if inside is None or not inside.images:
+            return None
+        try:
+            raw = await self._files.read(f"{name}/{OBJECT_FILE}", MAX_OBJECT_FILE)
+        except OSError:
+            raise self._bad(name, f"{OBJECT_FILE} cannot be read") from None
+        found: ObjectRecord = await self.context.run_blocking(
+            self._record, name, inside.images, raw
+        )
         return found
 
-    def _root(self) -> str:
-        return os.path.realpath(self._files.settings.root)
-
-    def _images(self, folder: str) -> list[str]:
-        exts = tuple(e.lower() for e in self._files.settings.extensions)
-        stems = {
-            os.path.splitext(entry.name)[0]
-            for entry in os.scandir(folder)
-            if entry.is_file()
-            and not entry.name.startswith(".")
-            and os.path.splitext(entry.name)[1].lower() in exts
-        }
-        return sorted(stems, key=natural_key)
-
-    def _names(self, limit: int) -> list[str]:
-        root = self._root()
-        names: list[str] = []
-        try:
-            entries = sorted(os.scandir(root), key=lambda e: natural_key(e.name))
-        except OSError:
-            raise BackendError(f"{self.who} cannot list its folder", kind="unreadable") from None
-        for entry in entries:
-            if len(names) >= limit:
-                break
-            if entry.name.startswith(".") or check_name(entry.name) is not None:
-                continue
-            if entry.is_dir() and self._images(entry.path):
-                names.append(entry.name)
-        return names
-
-    def _record(self, name: str) -> ObjectRecord | None:
-        root = self._root()
-        folder = os.path.realpath(os.path.join(root, name))
-        if os.path.dirname(folder) != root or not os.path.isdir(folder):
-            return None
-        images = self._images(folder)
-        if not images:
-            return None
-        spec = self._object_file(folder, name)
+    def _record(self, name: str, images: Sequence[str], raw: bytes | None) -> ObjectRecord:
+        """The record of folder ``name`` (blocking: its object file is parsed here)."""
+        spec = self._object_file(raw, name)
         canvases_spec = spec.get("canvases") or {}
         if not isinstance(canvases_spec, Mapping):
             raise self._bad(name, "canvases: must be a mapping of image name to its fields")
@@ -143,15 +98,9 @@ class FolderSource(ObjectSource):
         except RecordError as exc:
             raise self._bad(name, str(exc)) from None
 
-    def _object_file(self, folder: str, name: str) -> Mapping[str, Any]:
-        path = os.path.join(folder, OBJECT_FILE)
-        try:
-            with open(path, "rb") as f:
-                raw = f.read(MAX_OBJECT_FILE + 1)
-        except FileNotFoundError:
+    def _object_file(self, raw: bytes | None, name: str) -> Mapping[str, Any]:
+        if raw is None:
             return {}
-        except OSError:
-            raise self._bad(name, f"{OBJECT_FILE} cannot be read") from None
         if len(raw) > MAX_OBJECT_FILE:
             raise self._bad(name, f"{OBJECT_FILE} is larger than {MAX_OBJECT_FILE} bytes")
         try:

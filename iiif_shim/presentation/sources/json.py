@@ -30,7 +30,7 @@ import re
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from iiif_shim.backends.base import PARSE_ERRORS
 from iiif_shim.base.errors import BackendError, NotFound, ShimError
@@ -42,15 +42,15 @@ from iiif_shim.presentation.records import (
     build_record,
     check_name,
 )
-from iiif_shim.presentation.sources.base import ObjectSource
-from iiif_shim.presentation.sources.settings import JsonSourceSettings
+from iiif_shim.presentation.sources.base import ObjectSource, SourceContext
+from iiif_shim.presentation.sources.settings import HttpSourceSettings, JsonSourceSettings
 from iiif_shim.upstream.client import Answer, Upstream
 from iiif_shim.upstream.jsonpath import JsonPath, compile_path
 from iiif_shim.upstream.parse import parse_json
-from iiif_shim.upstream.settings import UpstreamSettings
 from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate
 
 log = logging.getLogger("iiif_shim")
+H = TypeVar("H", bound=HttpSourceSettings)
 
 STALE_RETRY = 30.0  # seconds before a failed refetch of the list is tried again
 JOINED = "; "
@@ -82,20 +82,20 @@ def _number_text(value: int | float) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-class HttpJsonSource(ObjectSource):
+class HttpJsonSource(ObjectSource[H]):
     """What the sources that read JSON over HTTP share: their upstream client, scoped to their
     URL templates, and fetching and parsing answers."""
 
-    settings: UpstreamSettings
     upstream: Upstream
 
     @abstractmethod
     def templates(self) -> list[UrlTemplate]:
         """Where this source sends requests (redirects may stay within them)."""
 
-    async def start(self) -> None:
+    async def start(self, context: SourceContext) -> None:
+        await super().start(context)
         self.upstream = Upstream(
-            self.name, self.settings, self.templates(), self.context.metrics, role="source"
+            self.name, self.settings, self.templates(), context.metrics, role="source"
         )
         await self.upstream.start()
 
@@ -140,13 +140,11 @@ class Listing:
     known: frozenset[str]
 
 
-class JsonSource(HttpJsonSource):
-    type_name = "json"
+class JsonSource(HttpJsonSource[JsonSourceSettings]):
     settings_class = JsonSourceSettings
-    settings: JsonSourceSettings
 
-    def __init__(self, name: str, settings: Any, context: Any) -> None:
-        super().__init__(name, settings, context)
+    def __init__(self, name: str, settings: JsonSourceSettings) -> None:
+        super().__init__(name, settings)
         s = self.settings
         self._url = UrlTemplate.parse(s.url)
         self._list_url = UrlTemplate.parse(s.list) if s.list is not None else None

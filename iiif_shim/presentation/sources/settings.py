@@ -1,22 +1,26 @@
-"""What ``presentation.sources`` entries may say, one settings class per ``type:`` (each source
-module holds the behaviour), and what their checks may look at across the configuration. Read
-by ``config/`` without loading any source: nothing here talks to a catalogue.
+"""What ``presentation.sources`` entries may say, one settings class per ``type:``
+(:data:`SOURCE_SETTINGS`; each source module holds the behaviour), and what their checks may
+look at across the configuration. Read by ``config/`` without loading any source: nothing here
+talks to a catalogue.
 """
 
 from __future__ import annotations
 
 import builtins
 import codecs
+import csv
 import dataclasses
+import io
 import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
-from iiif_shim.base.schema import at_least, option
+from iiif_shim.backends.settings import BackendSettings
+from iiif_shim.base.schema import Finding, at_least, option, problem, warning
 from iiif_shim.core.routing import Router
 from iiif_shim.presentation.records import OBJECT_FIELDS, check_name
 from iiif_shim.upstream.jsonpath import path_check
@@ -26,27 +30,70 @@ from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url, url_template
 _UPSTREAM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(UpstreamSettings)}
 
 
-def unused(settings: Any, *names: str) -> list[tuple[str, str]]:
+def unused(settings: Any, *names: str) -> list[Finding]:
     """Upstream keys a source type does not use, when set: refused, never silently ignored."""
     return [
-        (name, "not used by this type of object source")
+        problem(name, "not used by this type of object source")
         for name in names
         if getattr(settings, name) != _UPSTREAM_DEFAULTS[name]
     ]
+
+
+HEADER_BYTES = 1024 * 1024  # what check-config reads of a CSV file to find its header
 
 
 @dataclass(frozen=True)
 class ConfigView:
     """What a source's config checks may look at: the other sections, already read."""
 
-    backends: Mapping[str, Any]  # backend name -> its settings
+    backends: Mapping[str, BackendSettings]  # backend name -> its settings
     router: Router
 
 
+class SourceSettings:
+    """What every object source type's settings answer (a mixin of the settings dataclasses
+    below; ``type_name`` is their ``type:``)."""
+
+    type_name: ClassVar[str]
+
+    def findings_in(self, config: ConfigView) -> list[Finding]:
+        """Problems (and warnings) across sections, e.g. a backend it names that is missing;
+        ``key`` is relative to the source's own section."""
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpSourceSettings(UpstreamSettings, SourceSettings):
+    """The settings of every source that may read its metadata over HTTP."""
+
+
 @dataclass(frozen=True)
-class FolderSourceSettings:
+class FolderSourceSettings(SourceSettings):
+    type_name = "folder"
     type: str = option(doc="`folder`")
     backend: str = option(doc="a `files` backend; each of its sub-folders is an object")
+
+    def findings_in(self, config: ConfigView) -> list[Finding]:
+        backend = config.backends.get(self.backend)
+        if backend is None:
+            return [problem("backend", f"no backend named {self.backend!r}")]
+        if backend.type_name != "files":
+            return [
+                problem(
+                    "backend",
+                    f"backend {self.backend!r} is of type {backend.type_name!r}; a folder source "
+                    "lists the sub-folders of a `files` backend",
+                )
+            ]
+        if self.backend not in config.router.identity_backends():
+            return [
+                problem(
+                    "backend",
+                    f"no catch-all route passes identifiers unchanged (id: '{{id}}') to backend "
+                    f"{self.backend!r}, so its files have no IIIF identifiers to show",
+                )
+            ]
+        return []
 
 
 _SCHEME_RE = re.compile(r"https?:", re.IGNORECASE)
@@ -102,7 +149,8 @@ class CsvColumns:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CsvSourceSettings(UpstreamSettings):
+class CsvSourceSettings(HttpSourceSettings):
+    type_name = "csv"
     type: str = option(doc="`csv`")
     path: Path = option(
         doc="the CSV file (relative to the config file), or an http(s) URL it is fetched from"
@@ -135,14 +183,51 @@ class CsvSourceSettings(UpstreamSettings):
                 return f"{part.lower()}//" + "/".join(parts[i + 1 :])
         return None
 
-    def problems(self) -> list[tuple[str, str]]:
-        found = unused(
-            self, "probe_id", "max_connections_per_image", "retries", "max_metadata_bytes"
-        )
+    def findings(self) -> list[Finding]:
+        found = unused(self, "max_connections_per_image", "retries", "max_metadata_bytes")
         url = self.url
-        if url is not None and (problem := fixed_url(url)):
-            found.append(("path", problem))
+        if url is not None and (why := fixed_url(url)):
+            found.append(problem("path", why))
         return found
+
+    def findings_in(self, config: ConfigView) -> list[Finding]:
+        """For a local file: that it can be read and its header has every configured column
+        (warnings: the source answers 502 until the file is fixed)."""
+        if self.url is not None:
+            return []
+        path = self.path
+        try:
+            with open(path, "rb") as f:
+                head = f.read(HEADER_BYTES)
+        except OSError as exc:
+            return [warning("path", f"cannot read {path}: {exc.strerror or exc}")]
+        codec = "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else None
+        decoder = codecs.getincrementaldecoder(codec or self.encoding)()
+        try:
+            text = decoder.decode(head, final=len(head) < HEADER_BYTES)
+        except UnicodeDecodeError as exc:
+            return [
+                warning(
+                    "encoding",
+                    f"{path.name} is not {self.encoding} text (byte {exc.start})",
+                )
+            ]
+        try:
+            header = next(csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter), None)
+        except csv.Error as exc:
+            return [warning("path", f"{path.name} does not start with a CSV header: {exc}")]
+        if header is None:
+            return [warning("path", f"{path.name} is empty (no header row)")]
+        present = {name.strip() for name in header}
+        return [
+            warning(
+                f"columns.{key}",
+                f"{path.name} has no column {col!r} (its header: "
+                f"{', '.join(repr(h) for h in header[:20])})",
+            )
+            for key, col in self.columns.named()
+            if col not in present
+        ]
 
 
 def _optional_url(value: str | None) -> str | None:
@@ -182,16 +267,17 @@ class JsonFields:
         doc="label -> path, shown in this order; several matches joined with `; `",
     )
 
-    def problems(self) -> list[tuple[str, str]]:
+    def findings(self) -> list[Finding]:
         return [
-            (f"metadata.{label}", problem)
+            problem(f"metadata.{label}", why)
             for label, path in self.metadata.items()
-            if (problem := path_check(path))
+            if (why := path_check(path))
         ]
 
 
 @dataclass(frozen=True, kw_only=True)
-class JsonSourceSettings(UpstreamSettings):
+class JsonSourceSettings(HttpSourceSettings):
+    type_name = "json"
     type: str = option(doc="`json`")
     url: str = option(
         doc="URL template of one object's JSON, with `{object}`, e.g. "
@@ -215,17 +301,17 @@ class JsonSourceSettings(UpstreamSettings):
         check=at_least(0),
     )
 
-    def problems(self) -> builtins.list[tuple[str, str]]:  # `list` is a setting here
-        found: builtins.list[tuple[str, str]] = unused(self, "probe_id", "max_bytes")
+    def findings(self) -> builtins.list[Finding]:  # `list` is a setting here
+        found: builtins.list[Finding] = unused(self, "max_bytes")
         if UrlTemplate.parse(self.url).placeholders != {"object"}:
-            found.append(("url", "needs `{object}` and no other placeholder"))
+            found.append(problem("url", "needs `{object}` and no other placeholder"))
         if self.list is not None and self.objects is not None:
-            found.append(("list", "give `list` or `objects`, not both"))
+            found.append(problem("list", "give `list` or `objects`, not both"))
         if self.name_path is not None and self.list is None:
-            found.append(("name_path", "only used with `list`"))
+            found.append(problem("name_path", "only used with `list`"))
         for i, name in enumerate(self.objects or ()):
             if (why := check_name(name)) is not None:
-                found.append((f"objects[{i}]", why))
+                found.append(problem(f"objects[{i}]", why))
         return found
 
 
@@ -308,16 +394,17 @@ class ContentdmFields:
         "Publisher, Type, Format, Identifier, Language)",
     )
 
-    def problems(self) -> list[tuple[str, str]]:
+    def findings(self) -> list[Finding]:
         return [
-            (f"metadata.{label}", problem)
+            problem(f"metadata.{label}", why)
             for label, nick in self.metadata.items()
-            if (problem := _nick(nick))
+            if (why := _nick(nick))
         ]
 
 
 @dataclass(frozen=True, kw_only=True)
-class ContentdmSourceSettings(UpstreamSettings):
+class ContentdmSourceSettings(HttpSourceSettings):
+    type_name = "contentdm"
     type: str = option(doc="`contentdm`")
     url: str = option(
         doc="the CONTENTdm server's address, e.g. `https://cdm.example.org`", check=_base_url
@@ -337,9 +424,22 @@ class ContentdmSourceSettings(UpstreamSettings):
         check=_image_id,
     )
 
-    def problems(self) -> list[tuple[str, str]]:
-        return unused(self, "probe_id", "max_bytes")
+    def findings(self) -> list[Finding]:
+        return unused(self, "max_bytes")
 
     @property
     def alias(self) -> str:
         return self.collection.lstrip("/")
+
+
+SOURCE_SETTINGS: Mapping[str, type[SourceSettings]] = MappingProxyType(
+    {
+        cls.type_name: cls
+        for cls in (
+            FolderSourceSettings,
+            CsvSourceSettings,
+            JsonSourceSettings,
+            ContentdmSourceSettings,
+        )
+    }
+)
