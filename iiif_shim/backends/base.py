@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from iiif_shim.backends.settings import BackendSettings, NetworkSettings
-from iiif_shim.base.errors import BackendError, NotFound, ShimError
+from iiif_shim.base.errors import (
+    NotFound,
+    ShimError,
+    UnreadableMetadata,
+    UpstreamClientError,
+    unreachable,
+)
 from iiif_shim.imaging.engine import Record
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import NativeFacts, SourceInfo, checked
@@ -200,9 +206,8 @@ class UpstreamBackend(Backend[N]):
         try:
             parsed: T = await self.context.run_blocking(parse, answer)
         except PARSE_ERRORS as exc:
-            raise BackendError(
+            raise UnreadableMetadata(
                 f"backend '{self.name}' sent {what} it cannot read",
-                kind="bad_metadata",
                 detail=f"{type(exc).__name__}: {exc}",
             ) from None
         return parsed, answer
@@ -233,9 +238,9 @@ class UpstreamBackend(Backend[N]):
             if probe is not None:
                 return Health.DEGRADED, "its probe_id is not found"
         except ShimError as exc:
-            if exc.kind in ("refused", "reset", "timeout", "connect_timeout", "circuit_open"):
+            if unreachable(exc):
                 return Health.DOWN, exc.public_text()
-            if exc.kind == "http_4xx" and probe is None:
+            if isinstance(exc, UpstreamClientError) and probe is None:
                 return Health.OK, None  # the root of a server need not be a page
             return Health.DEGRADED, exc.public_text()
         if circuit is State.HALF_OPEN:

@@ -2,10 +2,20 @@
 
 Every stage raises a subclass of :class:`ShimError`; it carries the HTTP status and a short public
 message (plain text, never a traceback, never a backend credential, an internal path or a
-library's exception text: those go in ``detail``, which is logged and never sent). ``kind`` names
-the failure for metrics (``refused``, ``timeout``, ``not_image``, ...), and ``retry_after`` the
-seconds a client should wait (sent as ``Retry-After`` on every 503). ``middleware.py`` is the only
-place where one becomes an HTTP response.
+library's exception text: those go in ``detail``, which is logged and never sent), and
+``retry_after``, the seconds a client should wait (sent as ``Retry-After`` on every 503).
+``web/middleware.py`` is the only place where one becomes an HTTP response.
+
+Categories are types, never strings. Each class names its failure for metrics (``kind``) and
+says, as class attributes, what it tells of the server that caused it (httpx-style):
+
+- ``server_failed``: the answer to "did the server fail?" that its circuit breaker counts:
+  ``True`` (refused, reset, timed out, a 5xx, a body cut short), ``False`` (it answered, even if
+  wrongly: a 404, a page that is not an image), ``None`` (it was not asked: the circuit is open,
+  no connection was free);
+- ``retryable``: a small idempotent request (metadata) may be tried again after it;
+- :class:`TransportError`, :class:`BackendTimeout` and :class:`CircuitOpen`: the server cannot
+  be reached now (what a health check calls down).
 """
 
 from __future__ import annotations
@@ -17,7 +27,9 @@ class ShimError(Exception):
     """An error with an HTTP status and a message that is safe to show to any client."""
 
     status: ClassVar[int] = 500
-    default_kind: ClassVar[str] = "error"
+    kind: ClassVar[str] = "error"
+    server_failed: ClassVar[bool | None] = False
+    retryable: bool = False
 
     def __init__(
         self,
@@ -25,14 +37,12 @@ class ShimError(Exception):
         *,
         parameter: str | None = None,
         detail: str | None = None,
-        kind: str | None = None,
         retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.parameter = parameter
         self.detail = detail
-        self.kind = kind or self.default_kind
         self.retry_after = retry_after if retry_after is not None else self.default_retry_after()
 
     def default_retry_after(self) -> int | None:
@@ -44,57 +54,219 @@ class ShimError(Exception):
         return self.message
 
 
+# --- the client's request --------------------------------------------------------------------
+
+
 class BadRequest(ShimError):
     """Malformed or out-of-range request parameter (IIIF: 400)."""
 
     status = 400
+    kind = "bad_request"
 
 
 class NotFound(ShimError):
     """Unknown identifier or path (404)."""
 
     status = 404
+    kind = "not_found"
 
 
 class PayloadTooLarge(ShimError):
     """The answer would be larger than this server makes (413), e.g. a PDF past its page limit."""
 
     status = 413
+    kind = "payload_too_large"
 
 
 class NotImplementedFeature(ShimError):
     """A valid IIIF request this server cannot honour (501)."""
 
     status = 501
+    kind = "not_implemented"
+
+
+class SourceTooLarge(NotImplementedFeature):
+    """The source has more pixels than this server decodes."""
+
+    kind = "too_large"
+
+
+class EncodeFailed(NotImplementedFeature):
+    """The image cannot be written in the format asked."""
+
+    kind = "encode"
+
+
+class OverBudget(NotImplementedFeature):
+    """One request alone needs more decoded-pixel memory than a process has."""
+
+    kind = "memory_budget"
+
+
+# --- this server is busy ---------------------------------------------------------------------
 
 
 class Overloaded(ShimError):
     """Too much work queued; the client may retry later (503, with ``Retry-After``)."""
 
     status = 503
-    default_kind = "overloaded"
+    kind = "overloaded"
+
+
+class QueueFull(Overloaded):
+    kind = "queue_full"
+
+
+class RenderTimeout(Overloaded):
+    kind = "render_timeout"
+
+
+class MemoryBusy(Overloaded):
+    kind = "memory_busy"
+
+
+class DeadlinePassed(Overloaded):
+    kind = "deadline"
+
+
+# --- the legacy server (or an object source's catalogue) -----------------------------------
 
 
 class BackendUnavailable(ShimError):
-    """The legacy server is failing (its circuit is open) or all its connections stay busy;
+    """The legacy server was not asked: its circuit is open or all its connections stay busy;
     the client may retry later (503, with ``Retry-After``)."""
 
     status = 503
-    default_kind = "unavailable"
+    kind = "unavailable"
+    server_failed = None
+
+
+class CircuitOpen(BackendUnavailable):
+    kind = "circuit_open"
+
+
+class BackendBusy(BackendUnavailable):
+    kind = "busy"
 
 
 class BackendError(ShimError):
-    """The legacy server failed, was unreachable, or sent something that is not an image (502)."""
+    """The legacy server failed, was unreachable, or sent something that is not usable (502)."""
 
     status = 502
-    default_kind = "failed"
+    kind = "failed"
+
+
+class TransportError(BackendError):
+    """The server could not be reached, or dropped the connection."""
+
+    server_failed = True
+
+
+class Unreachable(TransportError):
+    kind = "refused"
+    retryable = True
+
+
+class ConnectionDropped(TransportError):
+    kind = "reset"
+    retryable = True
+
+
+class TruncatedBody(BackendError):
+    """The server cut a body short (or sent a broken one)."""
+
+    kind = "truncated"
+    server_failed = True
+
+
+class UpstreamClientError(BackendError):
+    """The server answered with a 4xx (other than 404/410, which are :class:`NotFound`)."""
+
+    kind = "http_4xx"
+
+
+class UpstreamServerError(BackendError):
+    """The server answered with a 5xx; after a 502, 503 or 504 a metadata request is tried
+    again."""
+
+    kind = "http_5xx"
+    server_failed = True
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.retryable = status_code in (502, 503, 504)
+
+
+class MalformedAnswer(BackendError):
+    kind = "malformed"
+
+
+class NotAnImage(BackendError):
+    kind = "not_image"
+
+
+class OversizeAnswer(BackendError):
+    kind = "oversize"
+
+
+class RedirectRefused(BackendError):
+    kind = "redirect"
+
+
+class UnreadableMetadata(BackendError):
+    """Metadata (an info.json, a catalogue's answer) that cannot be read as promised."""
+
+    kind = "bad_metadata"
+
+
+class DecompressionBomb(BackendError):
+    """An image far larger than asked, or than the bytes set aside for it."""
+
+    kind = "bomb"
+
+
+class UnknownImage(BackendError):
+    """An object names an image this server does not have."""
+
+    kind = "unknown_image"
+
+
+class BadRecord(BackendError):
+    """An object's record in its source cannot be made into a manifest."""
+
+    kind = "bad_record"
+
+
+class BadCsv(BackendError):
+    """A CSV object source's file cannot be read as its settings say (too large, not its
+    encoding, without its columns)."""
+
+    kind = "bad_csv"
+
+
+class UnreadableSource(BackendError):
+    """An object source's file or folder cannot be read at all."""
+
+    kind = "unreadable"
 
 
 class BackendTimeout(ShimError):
     """The legacy server did not answer in time (504)."""
 
     status = 504
-    default_kind = "timeout"
+    kind = "timeout"
+    server_failed = True
+
+
+class ConnectTimeout(BackendTimeout):
+    kind = "connect_timeout"
+    retryable = True
+
+
+def unreachable(error: ShimError) -> bool:
+    """Whether ``error`` says the server cannot be reached now (health: down)."""
+    return isinstance(error, TransportError | BackendTimeout | CircuitOpen)
 
 
 class ConfigError(Exception):

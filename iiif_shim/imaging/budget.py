@@ -22,7 +22,7 @@ import os
 import sys
 from contextvars import ContextVar
 
-from iiif_shim.base.errors import NotImplementedFeature, Overloaded
+from iiif_shim.base.errors import MemoryBusy, OverBudget
 
 _MB = 1024 * 1024
 
@@ -62,11 +62,10 @@ class MemoryBudget:
 
     async def reserve(self, nbytes: int) -> Reservation:
         if nbytes > self.total:
-            raise NotImplementedFeature(
+            raise OverBudget(
                 f"this image needs about {math.ceil(nbytes / _MB)} MB of decoded pixels, more "
                 f"than the memory budget of {self.total // _MB} MB each server process has "
                 "(server.memory_budget, shared by server.processes)",
-                kind="memory_budget",
             )
         if not self._line and self.reserved + nbytes <= self.total:
             self.reserved += nbytes
@@ -80,9 +79,8 @@ class MemoryBudget:
         except TimeoutError:
             if turn.done() and not turn.cancelled():  # granted in the same pass as it expired
                 self._give_back(nbytes)
-            raise Overloaded(
+            raise MemoryBusy(
                 f"busy: the memory for decoding images stayed in use for {self.wait:g}s",
-                kind="memory_busy",
                 retry_after=max(1, math.ceil(self.wait / 2)),
             ) from None
         except BaseException:

@@ -15,7 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from iiif_shim.base.errors import BackendError, NotImplementedFeature
+from iiif_shim.base.errors import (
+    DecompressionBomb,
+    SourceTooLarge,
+)
 from iiif_shim.iiif.resolve import rotated_size
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import Pyramid, PyramidFacts, SourceInfo
@@ -155,13 +158,11 @@ def check_size(fetched: Fetched, width: int, height: int, allowance: Allowance) 
     if allowance.expected is not None:
         ew, eh = allowance.expected
         if width > ew + SLACK or height > eh + SLACK:
-            raise BackendError(
+            raise DecompressionBomb(
                 f"{fetched.described} sent a {width}x{height} image where {ew}x{eh} was asked",
-                kind="bomb",
             )
     if width * height > allowance.max_source_pixels:
-        raise NotImplementedFeature(
+        raise SourceTooLarge(
             f"the source is {width}x{height}, over this server's limit of "
             f"{allowance.max_source_pixels} source pixels",
-            kind="too_large",
         )

@@ -29,7 +29,12 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from iiif_shim.base.errors import BackendError, NotImplementedFeature
+from iiif_shim.base.errors import (
+    DecompressionBomb,
+    EncodeFailed,
+    NotAnImage,
+    SourceTooLarge,
+)
 from iiif_shim.iiif.profile import Colour, Format, Quality
 from iiif_shim.iiif.resolve import rotated_size
 from iiif_shim.imaging import cost
@@ -86,19 +91,16 @@ def _open(fetched: Fetched) -> Image.Image:
         return Image.open(source)
     except Image.DecompressionBombError:
         if fetched.path is not None:
-            raise NotImplementedFeature(
+            raise SourceTooLarge(
                 f"the source has more than {PILLOW_GUARD_PIXELS} pixels, more than this server "
                 "decodes",
-                kind="too_large",
             ) from None
-        raise BackendError(
+        raise DecompressionBomb(
             f"{fetched.described} sent an image of more than {PILLOW_GUARD_PIXELS} pixels",
-            kind="bomb",
         ) from None
     except _READ_ERRORS as exc:
-        raise BackendError(
+        raise NotAnImage(
             f"{fetched.described} did not return an image",
-            kind="not_image",
             detail=f"{type(exc).__name__}: {exc}",
         ) from None
 
@@ -116,7 +118,7 @@ def probe(fetched: Fetched) -> tuple[int, int, Colour, str | None, str]:
     with _open(fetched) as im:
         width, height = im.size
         if width < 1 or height < 1:
-            raise BackendError(f"{fetched.described} has an empty image", kind="not_image")
+            raise NotAnImage(f"{fetched.described} has an empty image")
         return width, height, colour_of(im.mode), im.format, im.mode
 
 
@@ -168,18 +170,16 @@ def decode(
             decoded_size = (width, height)
         need = decode_bytes(im.mode, *decoded_size)
         if need > allowance.nbytes:
-            raise BackendError(
+            raise DecompressionBomb(
                 f"{fetched.described} sent a {width}x{height} {im.mode} image, which would take "
                 f"{need} bytes to decode where {allowance.nbytes} were set aside for it",
-                kind="bomb",
             )
         try:
             im.load()
             image = _normalise_mode(im)
         except _READ_ERRORS as exc:
-            raise BackendError(
+            raise NotAnImage(
                 f"{fetched.described}: the image could not be decoded",
-                kind="not_image",
                 detail=f"{type(exc).__name__}: {exc}",
             ) from None
     _timed(record, "decode", started)
@@ -189,23 +189,20 @@ def decode(
 def _decode_window(fetched: Fetched, im: Image.Image, allowance: Allowance) -> Decoded:
     """``fetched.window`` of page ``fetched.page``, decoding only the tiles it meets."""
     if im.format != "TIFF" or not isinstance(im, ImageFile.ImageFile):
-        raise BackendError(
-            f"{fetched.described}: only TIFF pages can be read by window", kind="not_image"
-        )
+        raise NotAnImage(f"{fetched.described}: only TIFF pages can be read by window")
     block = read_block(fetched, im, allowance)
     try:
         with Image.open(io.BytesIO(block.data)) as part:
             if part.size != block.size:
-                raise BackendError(f"{fetched.described}: unreadable tiles", kind="not_image")
+                raise NotAnImage(f"{fetched.described}: unreadable tiles")
             part.load()
             whole = block.crop == (0, 0, *block.size)
             image = _normalise_mode(part if whole else part.crop(block.crop))
             if image is part:
                 image = part.copy()  # detached from the file object about to close
     except _READ_ERRORS as exc:
-        raise BackendError(
+        raise NotAnImage(
             f"{fetched.described}: the image could not be decoded",
-            kind="not_image",
             detail=f"{type(exc).__name__}: {exc}",
         ) from None
     return Decoded(image, image.width, image.height)
@@ -341,16 +338,14 @@ def stitch(
         with _open(tile_source) as tile:
             bw, bh = piece.bounds
             if tile.width > bw + SLACK or tile.height > bh + SLACK:
-                raise BackendError(
+                raise DecompressionBomb(
                     f"{described} sent a {tile.width}x{tile.height} tile for a {bw}x{bh} cell",
-                    kind="bomb",
                 )
             try:
                 tile.load()
             except _READ_ERRORS as exc:
-                raise BackendError(
+                raise NotAnImage(
                     f"{described} sent a tile that could not be decoded",
-                    kind="not_image",
                     detail=f"{type(exc).__name__}: {exc}",
                 ) from None
             if canvas is None:
@@ -518,9 +513,8 @@ def _encode(im: Image.Image, fmt: Format, jpeg_quality: int) -> bytes:
     try:
         im.save(buf, name, **options)
     except (OSError, ValueError) as exc:
-        raise NotImplementedFeature(
+        raise EncodeFailed(
             f"this image cannot be written as {fmt.value}",
-            kind="encode",
             detail=f"{type(exc).__name__}: {exc}",
         ) from None
     return buf.getvalue()

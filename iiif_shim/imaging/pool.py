@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from iiif_shim.base.errors import Overloaded
+from iiif_shim.base.errors import QueueFull, RenderTimeout
 from iiif_shim.imaging.budget import Reservation, holding
 
 T = TypeVar("T")
@@ -37,9 +37,7 @@ class Workers:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._pending >= self.max_pending:
-            raise Overloaded(
-                f"busy: {self._pending} images in progress; retry shortly", kind="queue_full"
-            )
+            raise QueueFull(f"busy: {self._pending} images in progress; retry shortly")
         loop = asyncio.get_running_loop()
         hold = holding.get()
         job = self._executor.submit(fn, *args)
@@ -55,8 +53,8 @@ class Workers:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(job), self.timeout)
         except TimeoutError:
-            raise Overloaded(
-                f"the image took longer than {self.timeout:g}s to prepare", kind="render_timeout"
+            raise RenderTimeout(
+                f"the image took longer than {self.timeout:g}s to prepare"
             ) from None
 
     def _finished(self, hold: Reservation | None) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image, ImageFile, TiffImagePlugin
 
-from iiif_shim.base.errors import BackendError
+from iiif_shim.base.errors import DecompressionBomb, NotAnImage
 from iiif_shim.iiif.resolve import Box
 from iiif_shim.imaging.cost import RGBA_BYTES, Allowance, check_size, decode_bytes, raw_bytes
 from iiif_shim.imaging.fetched import Fetched
@@ -158,26 +158,22 @@ def read_block(fetched: Fetched, im: ImageFile.ImageFile, allowance: Allowance) 
     try:
         pages, _ = _tiff_pages(im, fetched.page + 1)
     except (EOFError, OSError, ValueError, TypeError, struct.error) as exc:
-        raise BackendError(
+        raise NotAnImage(
             f"{fetched.described}: its TIFF directories could not be read",
-            kind="not_image",
             detail=f"{type(exc).__name__}: {exc}",
         ) from None
     if len(pages) <= fetched.page:
-        raise BackendError(f"{fetched.described} has no page {fetched.page}", kind="not_image")
+        raise NotAnImage(f"{fetched.described} has no page {fetched.page}")
     page = pages[fetched.page]
     if not page.windowable:
-        raise BackendError(
-            f"{fetched.described}: page {fetched.page} cannot be read by window", kind="not_image"
-        )
+        raise NotAnImage(f"{fetched.described}: page {fetched.page} cannot be read by window")
     width, height, ifd = page.width, page.height, page.ifd
     win = fetched.window or Box(0, 0, width, height)
     if win.w < 1 or win.h < 1 or win.x < 0 or win.y < 0:
-        raise BackendError(f"{fetched.described}: empty window {win}", kind="not_image")
+        raise NotAnImage(f"{fetched.described}: empty window {win}")
     if win.x + win.w > width or win.y + win.h > height:
-        raise BackendError(
+        raise NotAnImage(
             f"{fetched.described}: window {win} is outside its {width}x{height} page",
-            kind="not_image",
         )
     x1, y1 = win.x + win.w, win.y + win.h
     if page.tile is not None:
@@ -205,16 +201,15 @@ def read_block(fetched: Fetched, im: ImageFile.ImageFile, allowance: Allowance) 
         expected_chunks = math.ceil(height / rps)
         chunk_pixels = width * rps
     if len(offsets) < expected_chunks or len(counts) < expected_chunks:
-        raise BackendError(f"{fetched.described}: its tile table is short", kind="not_image")
+        raise NotAnImage(f"{fetched.described}: its tile table is short")
     bw, bh = block[2] - block[0], block[3] - block[1]
     check_size(fetched, win.w, win.h, allowance)
     stored = sum(counts[i] for i in picks)
     need = decode_bytes(im.mode, bw, bh) + stored + RGBA_BYTES * win.w * win.h
     if need > allowance.nbytes:
-        raise BackendError(
+        raise DecompressionBomb(
             f"{fetched.described}: a {win.w}x{win.h} window of page {fetched.page} would take "
             f"{need} bytes to decode where {allowance.nbytes} were set aside for it",
-            kind="bomb",
         )
     most = 2 * raw_bytes(im.mode, chunk_pixels, 1) + _CHUNK_SLACK
     chunks = []
@@ -222,15 +217,14 @@ def read_block(fetched: Fetched, im: ImageFile.ImageFile, allowance: Allowance) 
     with open(fetched.path, "rb") as fp:
         for index in picks:
             if not 0 <= counts[index] <= most:
-                raise BackendError(
+                raise DecompressionBomb(
                     f"{fetched.described}: a tile of {counts[index]} bytes for {chunk_pixels} "
                     "pixels",
-                    kind="bomb",
                 )
             fp.seek(offsets[index])
             chunk = fp.read(counts[index])
             if len(chunk) != counts[index]:
-                raise BackendError(f"{fetched.described}: a tile is cut short", kind="not_image")
+                raise NotAnImage(f"{fetched.described}: a tile is cut short")
             chunks.append(chunk)
     data = _tiff_of(ifd, page, (bw, bh), chunks)
     crop = (win.x - block[0], win.y - block[1], x1 - block[0], y1 - block[1])

@@ -33,7 +33,11 @@ from typing import Any, ClassVar
 import pyvips
 from PIL import Image
 
-from iiif_shim.base.errors import BackendError, NotImplementedFeature
+from iiif_shim.base.errors import (
+    DecompressionBomb,
+    EncodeFailed,
+    NotAnImage,
+)
 from iiif_shim.iiif.profile import Format, Quality
 from iiif_shim.iiif.resolve import Box, rotated_size
 from iiif_shim.imaging import cost, pillow
@@ -258,9 +262,8 @@ def _run(fetched: Fetched, work: Any) -> Any:
     try:
         return work()
     except pyvips.Error as exc:
-        raise BackendError(
+        raise NotAnImage(
             f"{fetched.described}: the image could not be decoded",
-            kind="not_image",
             detail=f"Error: {str(exc).strip()[:300]}",
         ) from None
 
@@ -318,9 +321,8 @@ def _load(fetched: Fetched, loader: str, page: int, shrink: int, access: str) ->
                 return call(page=0, subifd=page - 1)
         return call()
     except pyvips.Error as exc:
-        raise BackendError(
+        raise NotAnImage(
             f"{fetched.described} did not return an image",
-            kind="not_image",
             detail=f"Error: {str(exc).strip()[:300]}",
         ) from None
 
@@ -368,9 +370,8 @@ def _open(
     page_w, page_h = full.width, full.height
     window = fetched.window or Box(0, 0, page_w, page_h)
     if window.x + window.w > page_w or window.y + window.h > page_h:
-        raise BackendError(
+        raise NotAnImage(
             f"{fetched.described}: the window {window} lies outside its {page_w}x{page_h} image",
-            kind="not_image",
         )
     _check_header(fetched, window.w, window.h, allowance)
     if (shrink, page) != (1, fetched.page):
@@ -383,10 +384,9 @@ def _open(
     gy1 = min(im.height, math.ceil((window.y + window.h) / factor))
     need = cost.decode_bytes(_pil_mode(im), gx1 - gx, gy1 - gy)
     if need > allowance.nbytes:
-        raise BackendError(
+        raise DecompressionBomb(
             f"{fetched.described} sent a {window.w}x{window.h} image, which would take "
             f"{need} bytes to decode where {allowance.nbytes} were set aside for it",
-            kind="bomb",
         )
     if (gx, gy, gx1, gy1) != (0, 0, im.width, im.height):
         im = im.crop(gx, gy, gx1 - gx, gy1 - gy)  # a region read: only the tiles under it
@@ -398,9 +398,8 @@ def _check_header(fetched: Fetched, width: int, height: int, allowance: Allowanc
     """As ``pillow._check_header``, and past what Pillow would open at all a bomb, as the
     Pillow engine says."""
     if width * height > PILLOW_GUARD_PIXELS and fetched.path is None:
-        raise BackendError(
+        raise DecompressionBomb(
             f"{fetched.described} sent an image of more than {PILLOW_GUARD_PIXELS} pixels",
-            kind="bomb",
         )
     cost.check_size(fetched, width, height, allowance)
 
@@ -577,11 +576,11 @@ def _finish(
     except pyvips.Error as exc:
         detail = f"Error: {str(exc).strip()[:300]}"
         if isinstance(source, _View) and source.format:
-            raise BackendError(
-                f"{described}: the image could not be decoded", kind="not_image", detail=detail
+            raise NotAnImage(
+                f"{described}: the image could not be decoded", detail=detail
             ) from None
-        raise NotImplementedFeature(
-            f"this image cannot be written as {steps.format.value}", kind="encode", detail=detail
+        raise EncodeFailed(
+            f"this image cannot be written as {steps.format.value}", detail=detail
         ) from None
 
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from iiif_shim.base.errors import BackendError, NotFound, ShimError
+from iiif_shim.base.errors import NotFound, ShimError, UnknownImage
 from iiif_shim.cache.memory import Observe, TtlCache
 from iiif_shim.core.service import ImageService
 from iiif_shim.iiif.profile import Version
@@ -103,9 +103,8 @@ class PresentationService:
         try:
             src = await self.images.source(identifier)
         except NotFound:
-            raise BackendError(
+            raise UnknownImage(
                 f"object {owner!r}: image {identifier[:200]!r} is not one this server has",
-                kind="unknown_image",
             ) from None
         info = src.info
         full = parse_image_request(Version.V3, identifier, "full", "max", "0", "default.jpg")

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable
 
-from iiif_shim.base.errors import BackendUnavailable
+from iiif_shim.base.errors import CircuitOpen
 
 
 class State(enum.IntEnum):
@@ -57,9 +57,8 @@ class CircuitBreaker:
             return True
         assert self._opened_at is not None
         wait = max(1, math.ceil(self.reset - (self._clock() - self._opened_at)))
-        raise BackendUnavailable(
+        raise CircuitOpen(
             f"{self.who} is failing; not asking it again for {wait}s",
-            kind="circuit_open",
             retry_after=wait,
         )
 

@@ -36,11 +36,21 @@ import aiohttp
 from yarl import URL
 
 from iiif_shim.base.errors import (
+    BackendBusy,
     BackendError,
     BackendTimeout,
-    BackendUnavailable,
+    ConnectionDropped,
+    ConnectTimeout,
+    MalformedAnswer,
+    NotAnImage,
     NotFound,
+    OversizeAnswer,
+    RedirectRefused,
     ShimError,
+    TruncatedBody,
+    Unreachable,
+    UpstreamClientError,
+    UpstreamServerError,
 )
 from iiif_shim.telemetry import tracing
 from iiif_shim.telemetry.metrics import Metrics
@@ -54,7 +64,6 @@ _CHUNK = 64 * 1024
 _INFLATE_STEP = 1024 * 1024
 _TYPE_RE = re.compile(r"[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,40}")
 _MAX_REDIRECTS = 3
-_RETRY_STATUSES = frozenset({502, 503, 504})
 
 # Leading bytes of the image formats legacy servers send.
 _IMAGE_MAGIC = (
@@ -125,13 +134,6 @@ class _Call:
     answered: bool = False
 
 
-class _Retry(Exception):
-    """An attempt failed in a way a metadata request may retry (wraps the error to raise)."""
-
-    def __init__(self, error: ShimError) -> None:
-        self.error = error
-
-
 class Upstream:
     """One backend's HTTP client."""
 
@@ -196,10 +198,9 @@ class Upstream:
                 )
             call.answered = True
             if image and not looks_like_image(answer.body):
-                raise BackendError(
+                raise NotAnImage(
                     f"{self.who} sent {_kind_of(answer)}, not an image"
                     + (f" for {what}" if what else ""),
-                    kind="not_image",
                 )
         self.bytes_received += len(answer.body)
         return answer
@@ -208,9 +209,9 @@ class Upstream:
     async def _accounted(self, circuit: bool = True) -> AsyncIterator[_Call]:
         """One call to the backend, in its circuit and its metrics: passing the circuit first
         (``circuit=False``: health checks neither wait for it nor count), a timeout turned into
-        a 504 naming the backend, and each failure counted against the circuit as
-        :func:`_counts_against` says, once the backend has answered (``answered``) as a fault
-        of the answer only."""
+        a 504 naming the backend, and each failure counted against the circuit as its class
+        says (``server_failed``), once the backend has answered (``answered``) as a fault of
+        the answer only."""
         started = time.perf_counter()
         outcome = "ok"
         trial = self.breaker.admit() if circuit else False
@@ -219,9 +220,6 @@ class Upstream:
         try:
             yield call
             verdict = True
-        except _Retry as retry:
-            outcome, verdict = retry.error.kind, _counts_against(retry.error)
-            raise retry.error from None
         except TimeoutError:
             outcome, verdict = "timeout", False
             raise BackendTimeout(
@@ -229,7 +227,7 @@ class Upstream:
             ) from None
         except ShimError as exc:
             outcome = exc.kind
-            verdict = True if call.answered else _counts_against(exc)
+            verdict = True if call.answered else _answered(exc)
             raise
         finally:
             if circuit:
@@ -266,9 +264,7 @@ class Upstream:
             raise _too_large(self.who, cap, False)
         encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
-            raise BackendError(
-                f"{self.who} sent an image body encoded as {encoding[:20]!r}", kind="malformed"
-            )
+            raise MalformedAnswer(f"{self.who} sent an image body encoded as {encoding[:20]!r}")
         try:
             first = await resp.content.readexactly(min(head, cap))
         except asyncio.IncompleteReadError as short:
@@ -276,10 +272,9 @@ class Upstream:
         except aiohttp.ClientError as exc:
             raise self._failure(exc) from None
         if not looks_like_image(first):
-            raise BackendError(
+            raise NotAnImage(
                 f"{self.who} sent {resp.content_type or 'something else'}, not an image"
                 + (f" for {what}" if what else ""),
-                kind="not_image",
             )
         self.bytes_received += len(first)
         return first
@@ -306,7 +301,7 @@ class Upstream:
                 yield chunk
         except aiohttp.ClientError as exc:
             failure = self._failure(exc)
-            raise (failure.error if isinstance(failure, _Retry) else failure) from None
+            raise failure from None
 
     @asynccontextmanager
     async def _slot(self, source: str, deadline: float) -> AsyncIterator[None]:
@@ -325,10 +320,9 @@ class Upstream:
                         share.release()
                         raise
             except TimeoutError:
-                raise BackendUnavailable(
+                raise BackendBusy(
                     f"{self.who} is busy: no connection was free within "
                     f"{wait:g}s ({self.settings.max_connections} in use)",
-                    kind="busy",
                 ) from None
             self.in_use += 1
             try:
@@ -361,11 +355,11 @@ class Upstream:
             try:
                 async with asyncio.timeout_at(deadline):
                     return await self._once(url, headers, cap, partial, metadata, what)
-            except _Retry as retry:
+            except ShimError as error:
                 pause = 0.1 * (2**attempt) * random.uniform(0.5, 1.5)
-                if attempt == retries or loop.time() + pause >= deadline:
-                    raise retry.error from None
-                log.info("%s: %s; retrying", self.who, retry.error.message)
+                if not error.retryable or attempt == retries or loop.time() + pause >= deadline:
+                    raise
+                log.info("%s: %s; retrying", self.who, error.message)
                 await asyncio.sleep(pause)
         raise AssertionError("unreachable")
 
@@ -414,44 +408,40 @@ class Upstream:
                     continue
                 if resp.status in (404, 410):
                     raise NotFound("no such image" + (f" ({what})" if what else ""))
-                if resp.status >= 400 and resp.status != 416:
-                    error = BackendError(
+                if resp.status >= 500:
+                    raise UpstreamServerError(
                         f"{self.who} answered HTTP {resp.status}"
                         + (f" for {what}" if what else ""),
-                        kind="http_5xx" if resp.status >= 500 else "http_4xx",
+                        resp.status,
                     )
-                    raise _Retry(error) if resp.status in _RETRY_STATUSES else error
+                if resp.status >= 400 and resp.status != 416:
+                    raise UpstreamClientError(
+                        f"{self.who} answered HTTP {resp.status}" + (f" for {what}" if what else "")
+                    )
                 yield resp
                 return
             finally:
                 resp.release()
-        raise BackendError(f"{self.who} redirected too many times", kind="redirect")
+        raise RedirectRefused(f"{self.who} redirected too many times")
 
-    def _failure(self, exc: aiohttp.ClientError) -> ShimError | _Retry:
-        """The shim's error for a client-side failure (wrapped in ``_Retry`` when a metadata
-        request may try again)."""
+    def _failure(self, exc: aiohttp.ClientError) -> ShimError:
+        """The shim's error for a client-side failure."""
         if isinstance(exc, aiohttp.ClientConnectorError):
             # the OS's own words for its error number: strerror may name the address
             number = exc.os_error.errno if exc.os_error else None
             reason = os.strerror(number) if number else "connection failed"
-            return _Retry(BackendError(f"{self.who} is unreachable ({reason})", kind="refused"))
+            return Unreachable(f"{self.who} is unreachable ({reason})")
         if isinstance(exc, aiohttp.ServerTimeoutError):
-            return _Retry(
-                BackendTimeout(
-                    f"{self.who} did not accept a connection within "
-                    f"{self.settings.connect_timeout:g}s",
-                    kind="connect_timeout",
-                )
+            return ConnectTimeout(
+                f"{self.who} did not accept a connection within {self.settings.connect_timeout:g}s"
             )
         if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-            return _Retry(BackendError(f"{self.who} closed the connection", kind="reset"))
+            return ConnectionDropped(f"{self.who} closed the connection")
         if isinstance(exc, aiohttp.ClientPayloadError):
-            return BackendError(f"{self.who} sent a broken or truncated body", kind="truncated")
+            return TruncatedBody(f"{self.who} sent a broken or truncated body")
         if isinstance(exc, aiohttp.ClientResponseError):
-            return BackendError(
-                f"{self.who} sent a malformed answer", kind="malformed", detail=str(exc)
-            )
-        return BackendError(f"{self.who} failed", kind="failed", detail=type(exc).__name__)
+            return MalformedAnswer(f"{self.who} sent a malformed answer", detail=str(exc))
+        return BackendError(f"{self.who} failed", detail=type(exc).__name__)
 
     def _redirect(self, url: URL, location: str) -> URL:
         """Where a redirect leads, if the policy allows it (else a 502)."""
@@ -462,11 +452,10 @@ class Upstream:
                 target = None
             if target is not None and any(t.within(str(target)) for t in self.scopes):
                 return target
-        raise BackendError(
+        raise RedirectRefused(
             f"{self.who} redirected outside its configured URLs"
             if self.settings.redirects == "same_origin"
             else f"{self.who} redirected (redirects: none)",
-            kind="redirect",
         )
 
 
@@ -476,20 +465,15 @@ def _kind_of(answer: Answer) -> str:
     return declared if _TYPE_RE.fullmatch(declared) else "something else"
 
 
-def _counts_against(error: ShimError) -> bool | None:
-    """What an error says of the server, for its circuit: it failed, it answered, or nothing."""
-    if error.kind in ("refused", "reset", "http_5xx", "truncated", "timeout", "connect_timeout"):
-        return False
-    if error.kind in ("busy", "circuit_open"):
-        return None
-    return True
+def _answered(error: ShimError) -> bool | None:
+    """What ``error`` says of the server, for its circuit: it answered (True), it failed
+    (False), or it was not asked (None)."""
+    return None if error.server_failed is None else not error.server_failed
 
 
 def _too_large(backend: str, cap: int, metadata: bool) -> BackendError:
     setting = "max_metadata_bytes" if metadata else "max_bytes"
-    return BackendError(
-        f"{backend}: the response is larger than {setting} ({cap})", kind="oversize"
-    )
+    return OversizeAnswer(f"{backend}: the response is larger than {setting} ({cap})")
 
 
 async def _read(resp: aiohttp.ClientResponse, cap: int, backend: str) -> tuple[bytes, bool]:
@@ -502,7 +486,7 @@ async def _read(resp: aiohttp.ClientResponse, cap: int, backend: str) -> tuple[b
     elif encoding == "deflate":
         inflate = zlib.decompressobj()
     elif encoding not in ("", "identity"):
-        raise BackendError(f"{backend} sent a body encoded as {encoding[:20]!r}", kind="malformed")
+        raise MalformedAnswer(f"{backend} sent a body encoded as {encoding[:20]!r}")
     body = bytearray()
     try:
         async for chunk in resp.content.iter_chunked(_CHUNK):
@@ -517,8 +501,8 @@ async def _read(resp: aiohttp.ClientResponse, cap: int, backend: str) -> tuple[b
             if len(body) > cap:
                 break
     except zlib.error:
-        raise BackendError(f"{backend} sent a corrupt compressed body", kind="malformed") from None
+        raise MalformedAnswer(f"{backend} sent a corrupt compressed body") from None
     complete = len(body) <= cap and resp.content.at_eof()
     if inflate is not None and complete and not inflate.eof:  # the compressed stream was cut
-        raise BackendError(f"{backend} sent a truncated compressed body", kind="truncated")
+        raise TruncatedBody(f"{backend} sent a truncated compressed body")
     return bytes(body[:cap]), complete

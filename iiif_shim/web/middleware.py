@@ -26,7 +26,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from iiif_shim.base.errors import Overloaded, ShimError
+from iiif_shim.base.errors import DeadlinePassed, ShimError
 from iiif_shim.telemetry import tracing
 from iiif_shim.web.state import LIVE, METRICS, OBSERVED, RUNTIME, Observed
 
@@ -79,9 +79,7 @@ async def _serve(request: web.Request, handler: Handler, rid: str) -> web.Stream
             except TimeoutError:
                 if not deadline.expired():
                     raise
-                raise Overloaded(
-                    f"the request took longer than {limit:g}s", kind="deadline"
-                ) from None
+                raise DeadlinePassed(f"the request took longer than {limit:g}s") from None
     except ShimError as exc:
         if exc.status >= 500:
             log.warning(

@@ -35,7 +35,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from iiif_shim.base.errors import BackendError
+from iiif_shim.base.errors import UnreadableMetadata
 from iiif_shim.iiif.profile import RIGHTS_RE
 from iiif_shim.presentation.records import (
     MAX_CANVASES,
@@ -104,9 +104,8 @@ class ContentdmSource(HttpJsonSource[ContentdmSourceSettings]):
         if answer is None:
             return None
         if answer.body.lstrip()[:27].lower() == b"error looking up collection":
-            raise BackendError(
+            raise UnreadableMetadata(
                 f"{self.who}: CONTENTdm has no collection {self.settings.alias!r}",
-                kind="bad_metadata",
             )
         return await self.context.run_blocking(self.parse, answer, what)
 
@@ -125,9 +124,7 @@ class ContentdmSource(HttpJsonSource[ContentdmSourceSettings]):
             doc = await self._json(url, "its list of objects")
             records = doc.get("records") if isinstance(doc, Mapping) else None
             if not isinstance(records, list):
-                raise BackendError(
-                    f"{self.who}: dmQuery answered without `records`", kind="bad_metadata"
-                )
+                raise UnreadableMetadata(f"{self.who}: dmQuery answered without `records`")
             for record in records:
                 if not isinstance(record, Mapping):
                     continue

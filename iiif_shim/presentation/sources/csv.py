@@ -31,7 +31,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from iiif_shim.base.errors import BackendError, NotFound, ShimError
+from iiif_shim.base.errors import (
+    BackendError,
+    BadCsv,
+    BadRecord,
+    NotFound,
+    OversizeAnswer,
+    ShimError,
+    UnreadableSource,
+    UpstreamClientError,
+)
 from iiif_shim.base.text import natural_key
 from iiif_shim.cache.memory import SingleFlight
 from iiif_shim.presentation.records import (
@@ -70,15 +79,13 @@ class Table:
 def parse_table(raw: bytes, settings: CsvSourceSettings, who: str, where: str) -> Table:
     """The rows of a CSV by object; BackendError (502) for anything it cannot read. Blocking."""
     if len(raw) > settings.max_bytes:
-        raise BackendError(
-            f"{who}: {where} is larger than max_bytes ({settings.max_bytes})", kind="oversize"
-        )
+        raise OversizeAnswer(f"{who}: {where} is larger than max_bytes ({settings.max_bytes})")
     text = _decode(raw, settings.encoding, who, where)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=settings.delimiter)
     try:
         header = next(reader, None)
         if header is None:
-            raise BackendError(f"{who}: {where} is empty (no header row)", kind="bad_csv")
+            raise BadCsv(f"{who}: {where} is empty (no header row)")
         position: dict[str, int] = {}
         for i, name in enumerate(header):
             position.setdefault(name.strip(), i)
@@ -93,9 +100,8 @@ def parse_table(raw: bytes, settings: CsvSourceSettings, who: str, where: str) -
         for row in reader:
             count += 1
             if count > settings.max_rows:
-                raise BackendError(
+                raise OversizeAnswer(
                     f"{who}: {where} has more than max_rows ({settings.max_rows}) rows",
-                    kind="oversize",
                 )
             name = row[at].strip() if at < len(row) else ""
             if not name:
@@ -103,9 +109,8 @@ def parse_table(raw: bytes, settings: CsvSourceSettings, who: str, where: str) -
             values = tuple(row[i] if i is not None and i < len(row) else "" for i in wanted)
             objects.setdefault(name, []).append(Row(reader.line_num, values))
     except csv.Error as exc:
-        raise BackendError(
+        raise BadCsv(
             f"{who}: {where} is not valid CSV (line {reader.line_num})",
-            kind="bad_csv",
             detail=str(exc),
         ) from None
     names = [name for name in objects if check_name(name) is None]
@@ -117,17 +122,16 @@ def _decode(raw: bytes, encoding: str, who: str, where: str) -> str:
     try:
         return raw.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as exc:
-        raise BackendError(
+        raise BadCsv(
             f"{who}: {where} is not {encoding} text (byte {exc.start}); set `encoding` to the "
             "file's encoding",
-            kind="bad_csv",
         ) from None
 
 
 def _no_columns(who: str, where: str, missing: Sequence[tuple[str, str]]) -> BackendError:
     listed = ", ".join(f"{col!r} (columns.{key})" for key, col in missing)
     plural = "s" if len(missing) > 1 else ""
-    return BackendError(f"{who}: {where} has no column{plural} {listed}", kind="bad_csv")
+    return BadCsv(f"{who}: {where} has no column{plural} {listed}")
 
 
 def order_rows(rows: Sequence[Row], index: int) -> list[Row]:
@@ -161,7 +165,8 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         self._flight: SingleFlight[str, Table] = SingleFlight()
         self._table: Table | None = None
         self._stamp: tuple[int, int, int] | None = None  # a file's (mtime, size, inode)
-        self._failure: tuple[str, str] | None = None  # a file's error (message, kind) at _stamp
+        # a file's error at _stamp: its class and message
+        self._failure: tuple[type[BackendError], str] | None = None
         self._fetched = -math.inf  # a URL's: when it was last fetched (loop time)
         self._validators: dict[str, str] = {}  # a URL's: If-None-Match, If-Modified-Since
 
@@ -224,7 +229,7 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
             raise self._bad(name, str(exc)) from None
 
     def _bad(self, name: str, message: str) -> BackendError:
-        return BackendError(f"{self.who}, object {name!r}: {message}", kind="bad_record")
+        return BadRecord(f"{self.who}, object {name!r}: {message}")
 
     # --- the parsed table, kept and refreshed ------------------------------------------------
 
@@ -251,7 +256,8 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             if self._failure is not None:
-                raise BackendError(self._failure[0], kind=self._failure[1])
+                failure, message = self._failure
+                raise failure(message)
             assert self._table is not None
             return self._table
         try:
@@ -262,15 +268,14 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         try:
             table = parse_table(raw, self.settings, self.who, path.name)
         except BackendError as exc:  # kept until the file changes
-            self._stamp, self._table, self._failure = stamp, None, (exc.message, exc.kind)
+            self._stamp, self._table, self._failure = stamp, None, (type(exc), exc.message)
             raise
         self._stamp, self._table, self._failure = stamp, table, None
         return table
 
     def _unreadable(self, exc: OSError) -> BackendError:
-        return BackendError(
+        return UnreadableSource(
             f"{self.who} cannot read {self.settings.path.name}",
-            kind="unreadable",
             detail=exc.strerror or str(exc),
         )
 
@@ -287,9 +292,7 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
                     headers=self._validators if self._table is not None else None,
                 )
             except NotFound:
-                raise BackendError(
-                    f"{self.who}: its CSV is not found (404)", kind="http_4xx"
-                ) from None
+                raise UpstreamClientError(f"{self.who}: its CSV is not found (404)") from None
             if answer.status == 304 and self._table is not None:
                 table = self._table
             else:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from iiif_shim.backends.base import Listable
-from iiif_shim.base.errors import BackendError
+from iiif_shim.base.errors import BackendError, BadRecord, UnreadableSource
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
     ObjectRecord,
@@ -32,7 +32,7 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
     def _files(self) -> Listable:
         backend = self.context.backends[self.settings.backend]
         if not isinstance(backend, Listable):  # check-config refuses any but a files backend
-            raise BackendError(f"{self.who}: its backend cannot list folders", kind="unreadable")
+            raise UnreadableSource(f"{self.who}: its backend cannot list folders")
         return backend
 
     async def names(self, limit: int) -> list[str]:
@@ -41,7 +41,7 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
         except OSError:
             root = None
         if root is None:
-            raise BackendError(f"{self.who} cannot list its folder", kind="unreadable")
+            raise UnreadableSource(f"{self.who} cannot list its folder")
         names: list[str] = []
         for folder in root.folders:
             if len(names) >= limit:
@@ -118,4 +118,4 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
         return data
 
     def _bad(self, name: str, message: str) -> BackendError:
-        return BackendError(f"{self.who}, object {name!r}: {message}", kind="bad_record")
+        return BadRecord(f"{self.who}, object {name!r}: {message}")

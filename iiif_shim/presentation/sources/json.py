@@ -33,7 +33,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from iiif_shim.backends.base import PARSE_ERRORS
-from iiif_shim.base.errors import BackendError, NotFound, ShimError
+from iiif_shim.base.errors import (
+    BackendError,
+    BadRecord,
+    NotFound,
+    ShimError,
+    UnreadableMetadata,
+    UpstreamClientError,
+)
 from iiif_shim.cache.memory import SingleFlight
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
@@ -116,9 +123,8 @@ class HttpJsonSource(ObjectSource[H]):
         except PARSE_ERRORS as exc:
             declared = answer.content_type
             shown = f" ({declared})" if _TYPE_RE.fullmatch(declared) else ""
-            raise BackendError(
+            raise UnreadableMetadata(
                 f"{self.who} sent {what} that is not JSON{shown}",
-                kind="bad_metadata",
                 detail=f"{type(exc).__name__}: {exc}",
             ) from None
 
@@ -131,7 +137,7 @@ class HttpJsonSource(ObjectSource[H]):
             return None
 
     def bad(self, name: str, message: str) -> BackendError:
-        return BackendError(f"{self.who}, object {name!r}: {message}", kind="bad_record")
+        return BadRecord(f"{self.who}, object {name!r}: {message}")
 
 
 @dataclass(frozen=True)
@@ -241,8 +247,7 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
         try:
             answer = await self.fetch(self._list_url.text, what="its list of objects")
             if answer is None:
-                raise BackendError(f"{self.who}: its list of objects is not found (404)",
-                                   kind="http_4xx")  # fmt: skip
+                raise UpstreamClientError(f"{self.who}: its list of objects is not found (404)")
             listing: Listing = await self.context.run_blocking(self._read_list, answer)
         except ShimError as exc:
             if self._listing is None:
@@ -268,14 +273,13 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
                     continue
                 if isinstance(value, bool) or not isinstance(value, (str, int)):
                     hint = "; set `name_path`" if name_path is None else ""
-                    raise BackendError(
+                    raise UnreadableMetadata(
                         f"{self.who}: its list has {_kind(value)} entries at "
                         f"{s.name_path or s.list_path}, not names{hint}",
-                        kind="bad_metadata",
                     )
                 name = str(value)
                 if check_name(name) is None:
                     names[name] = None
         except ValueError as exc:  # a path matching too many values
-            raise BackendError(f"{self.who}: its list: {exc}", kind="bad_metadata") from None
+            raise UnreadableMetadata(f"{self.who}: its list: {exc}") from None
         return Listing(tuple(names), frozenset(names))
