@@ -50,30 +50,30 @@ from iiif_shim.iiif.profile import Format, Quality  # noqa: E402
 from iiif_shim.iiif.resolve import Box  # noqa: E402
 from iiif_shim.imaging import cost, pillow, vips  # noqa: E402
 from iiif_shim.imaging.fetched import Fetched  # noqa: E402
-from iiif_shim.model.plan import PillowSteps  # noqa: E402
+from iiif_shim.model.plan import Steps  # noqa: E402
 
 MASTER = ROOT / "iiif_shim" / "defaults" / "images" / "chart.jpg"  # 6000x4000 JPEG
 OPEN = cost.Allowance(10**9, 1 << 34)
-Steps = dict[str, Callable[[], Any]]
+Timed = dict[str, Callable[[], Any]]
 
 
-def pillow_steps(fetched: Fetched, factor: int, steps: PillowSteps) -> Steps:
+def pillow_steps(fetched: Fetched, factor: int, steps: Steps) -> Timed:
     state: dict[str, Any] = {}
 
     def decode() -> None:
         state["d"] = pillow.decode(fetched, factor, OPEN)
 
     def crop_scale() -> None:
-        state["im"] = pillow._crop_and_scale(state["d"], steps)
+        state["im"] = pillow.crop_and_scale(state["d"], steps)
 
     def turn() -> None:
-        state["im"] = pillow._turn(state["im"], steps)
+        state["im"] = pillow.turn(state["im"], steps)
 
     def quality() -> None:
-        state["im"] = pillow._quality(state["im"], steps.quality)
+        state["im"] = pillow.apply_quality(state["im"], steps.quality)
 
     def encode() -> None:
-        pillow._encode(state["im"], steps.format, steps.jpeg_quality)
+        pillow.encode(state["im"], steps.format, steps.jpeg_quality)
 
     return {
         "decode": decode,
@@ -84,7 +84,7 @@ def pillow_steps(fetched: Fetched, factor: int, steps: PillowSteps) -> Steps:
     }
 
 
-def vips_steps(fetched: Fetched, factor: int, steps: PillowSteps, window: bool) -> Steps:
+def vips_steps(fetched: Fetched, factor: int, steps: Steps, window: bool) -> Timed:
     state: dict[str, Any] = {}
     engine = vips.VipsEngine(vips.EVERYTHING)
 
@@ -116,13 +116,13 @@ def vips_steps(fetched: Fetched, factor: int, steps: PillowSteps, window: bool) 
     }
 
 
-def whole(engine: Any, fetched: Fetched, factor: int, steps: PillowSteps, render: bool) -> Any:
+def whole(engine: Any, fetched: Fetched, factor: int, steps: Steps, render: bool) -> Any:
     if render:
         return lambda: engine.render(fetched, steps, OPEN)
     return lambda: engine.finish(engine.decode(fetched, factor, OPEN), steps)
 
 
-def warm(engine: Any, fetched: Fetched, factor: int, steps: PillowSteps) -> Any:
+def warm(engine: Any, fetched: Fetched, factor: int, steps: Steps) -> Any:
     kept = engine.decode(fetched, factor, OPEN)
     return lambda: engine.finish(kept, steps)
 
@@ -145,20 +145,14 @@ def run(rounds: int) -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-engines-"))
     tif = pyramid(folder)
     jpeg = Fetched(path=MASTER, described="master")
-    tile = PillowSteps(
-        Box(1024, 1024, 1024, 1024), (512, 512), False, 0, Quality.DEFAULT, Format.JPG
-    )
-    tile2 = PillowSteps(
-        Box(2048, 1024, 1024, 1024), (512, 512), False, 0, Quality.DEFAULT, Format.JPG
-    )
-    down = PillowSteps(None, (1000, 667), False, 0, Quality.DEFAULT, Format.JPG)
-    turn = PillowSteps(None, (600, 400), False, 30, Quality.DEFAULT, Format.PNG)
-    region = PillowSteps(
-        Box(2000, 1500, 1024, 1024), (512, 512), False, 0, Quality.DEFAULT, Format.JPG
-    )
+    tile = Steps(Box(1024, 1024, 1024, 1024), (512, 512), False, 0, Quality.DEFAULT, Format.JPG)
+    tile2 = Steps(Box(2048, 1024, 1024, 1024), (512, 512), False, 0, Quality.DEFAULT, Format.JPG)
+    down = Steps(None, (1000, 667), False, 0, Quality.DEFAULT, Format.JPG)
+    turn = Steps(None, (600, 400), False, 30, Quality.DEFAULT, Format.PNG)
+    region = Steps(Box(2000, 1500, 1024, 1024), (512, 512), False, 0, Quality.DEFAULT, Format.JPG)
     tif_whole = Fetched(path=tif, described="pyramid")
     tif_window = Fetched(path=tif, described="pyramid", window=Box(2000, 1500, 1024, 1024))
-    region_window = PillowSteps(None, (512, 512), False, 0, Quality.DEFAULT, Format.JPG)
+    region_window = Steps(None, (512, 512), False, 0, Quality.DEFAULT, Format.JPG)
     ve = vips.VipsEngine(vips.EVERYTHING)
     vm = vips.VipsEngine(vips.MEASURED)
 
@@ -261,7 +255,7 @@ def formats(rounds: int, folder: Path) -> None:
     rows: dict[str, tuple[Callable[[], Any], Callable[[], Any] | None]] = {}
     for fmt in Format:
         rows[f"write {fmt.value}"] = (
-            lambda fmt=fmt: pillow._encode(pixels, fmt, 85),
+            lambda fmt=fmt: pillow.encode(pixels, fmt, 85),
             (lambda fmt=fmt: vips._encode(vimage, fmt, 85, False))
             if fmt in vips.VIPS_WRITES
             else None,

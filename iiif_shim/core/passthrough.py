@@ -43,7 +43,7 @@ def untouched(prepared: Prepared) -> bool:
     """Whether the backend's answer to the plan is the response, byte for byte."""
     plan, info = prepared.plan, prepared.source.info
     steps = plan.steps
-    if not pillow.no_pixel_work(steps) or plan.native.delivered_size() != steps.scale:
+    if not steps.no_pixel_work or plan.native.delivered_size() != steps.scale:
         return False
     if steps.encoded:
         return True

@@ -30,7 +30,7 @@ import math
 from iiif_shim.iiif.info import TileGrid
 from iiif_shim.iiif.profile import Quality
 from iiif_shim.iiif.resolve import Box, ResolvedRequest, height_for_width
-from iiif_shim.model.plan import Capabilities, NativeOp, PillowSteps, Plan, SourceRef
+from iiif_shim.model.plan import Capabilities, NativeOp, Plan, SourceRef, Steps
 
 
 def exact_tile(resolved: ResolvedRequest, grid: TileGrid | None) -> int | None:
@@ -139,7 +139,7 @@ def plan(
     )
     if native_turns and degrees in (90, 270):
         out = (out[1], out[0])  # the backend delivers it turned already
-    steps = PillowSteps(
+    steps = Steps(
         crop=None if native_crops else region,
         scale=out,
         mirror=False if native_turns else mirror,

@@ -22,7 +22,7 @@ from iiif_shim.base.errors import (
 from iiif_shim.iiif.resolve import rotated_size
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import Pyramid, PyramidFacts, SourceInfo
-from iiif_shim.model.plan import PillowSteps, Plan
+from iiif_shim.model.plan import Plan, Steps
 
 # Bytes a pixel costs while decoding in each mode: what Pillow stores for it (RGB is 4 bytes,
 # "1" a whole byte) plus the copy it is converted into (one of L, LA, RGB, RGBA).
@@ -141,7 +141,7 @@ def _reduced_first(width: int, height: int, out_w: int, out_h: int) -> int:
     return min(36 * out_w * out_h, width * height)
 
 
-def reduction(source_format: str | None, width: int, height: int, steps: PillowSteps) -> int:
+def reduction(source_format: str | None, width: int, height: int, steps: Steps) -> int:
     """The power-of-two factor to decode at: the smallest decode that still yields the output,
     where the source format can decode small (JPEG DCT scaling up to 8, JPEG 2000 levels)."""
     cw, ch = (steps.crop.w, steps.crop.h) if steps.crop else (width, height)

@@ -19,7 +19,7 @@ from iiif_shim.iiif.profile import Format
 from iiif_shim.imaging.cost import Allowance, Cost
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import SourceInfo
-from iiif_shim.model.plan import PillowSteps, Plan
+from iiif_shim.model.plan import Plan, Steps
 
 
 class DecodedSource(Protocol):
@@ -47,7 +47,7 @@ class Engine(Protocol[D]):
     def writable_formats(self) -> frozenset[Format]: ...
 
     def reduction(
-        self, source_format: str | None, width: int, height: int, steps: PillowSteps
+        self, source_format: str | None, width: int, height: int, steps: Steps
     ) -> int: ...
 
     def cost(self, plan: Plan, info: SourceInfo, *, decoded_cached: bool = False) -> Cost: ...
@@ -56,12 +56,12 @@ class Engine(Protocol[D]):
         self, fetched: Fetched, factor: int, allowance: Allowance, record: Record | None = None
     ) -> D: ...
 
-    def finish(self, decoded: D, steps: PillowSteps, record: Record | None = None) -> bytes: ...
+    def finish(self, decoded: D, steps: Steps, record: Record | None = None) -> bytes: ...
 
     def render(
         self,
         fetched: Fetched,
-        steps: PillowSteps,
+        steps: Steps,
         allowance: Allowance,
         record: Record | None = None,
     ) -> bytes: ...

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import PIL
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from iiif_shim.base.errors import (
@@ -44,7 +45,7 @@ from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.settings import PILLOW_GUARD_PIXELS
 from iiif_shim.imaging.tiff import read_block
 from iiif_shim.model.facts import SourceInfo
-from iiif_shim.model.plan import PillowSteps, Plan
+from iiif_shim.model.plan import Plan, Steps
 
 Image.MAX_IMAGE_PIXELS = PILLOW_GUARD_PIXELS // 2
 
@@ -150,7 +151,7 @@ def decode(
     """Decode the delivered image at ``1/factor`` of its size (when its format can), within
     ``allowance``."""
     if fetched.image is not None:  # already pixels (stitched from checked tiles)
-        return Decoded(_normalise_mode(fetched.image), *fetched.image.size)
+        return Decoded(normalise_mode(fetched.image), *fetched.image.size)
     started = _clock()
     with _open(fetched) as im:
         if fetched.page or fetched.window is not None:
@@ -176,7 +177,7 @@ def decode(
             )
         try:
             im.load()
-            image = _normalise_mode(im)
+            image = normalise_mode(im)
         except _READ_ERRORS as exc:
             raise NotAnImage(
                 f"{fetched.described}: the image could not be decoded",
@@ -197,7 +198,7 @@ def _decode_window(fetched: Fetched, im: Image.Image, allowance: Allowance) -> D
                 raise NotAnImage(f"{fetched.described}: unreadable tiles")
             part.load()
             whole = block.crop == (0, 0, *block.size)
-            image = _normalise_mode(part if whole else part.crop(block.crop))
+            image = normalise_mode(part if whole else part.crop(block.crop))
             if image is part:
                 image = part.copy()  # detached from the file object about to close
     except _READ_ERRORS as exc:
@@ -210,8 +211,14 @@ def _decode_window(fetched: Fetched, im: Image.Image, allowance: Allowance) -> D
 
 def _j2k_reduce(im: ImageFile.ImageFile, factor: int) -> tuple[int, int]:
     """Set a JPEG 2000 image to decode at ``1/factor`` (as far as its resolution levels go);
-    the size it will have. Pillow's own ``reduce`` rounds the size to nearest where OpenJPEG
-    rounds up, and then fails on sizes such as 1000/32, so the decode job is set here."""
+    the size it will have.
+
+    Pillow's public ``reduce`` attribute would do this, but its ``load`` rounds the reduced size
+    to nearest where OpenJPEG rounds up, and decoding then fails ("broken data stream") for
+    every size that does not divide (1000 at 1/32, 1001x999 at 1/4: measured on every Pillow
+    from 10.1 to 13.0). So the decode job is set here through the interface Pillow documents
+    for image plugins: the tile descriptor (``tile``, a named tuple since Pillow 11) and
+    ``_size``. ``tests/unit/test_windows.py`` holds both readings against a full decode."""
     levels = min(int(math.log2(factor)), _j2k_levels(im))
     if levels < 1 or len(im.tile) != 1:
         return im.size
@@ -221,7 +228,7 @@ def _j2k_reduce(im: ImageFile.ImageFile, factor: int) -> tuple[int, int]:
     args = job.args
     assert isinstance(args, tuple)
     reduced = (args[0], levels, *args[2:])
-    im.tile = [ImageFile._Tile(job.codec_name, (0, 0, *size), job.offset, reduced)]
+    im.tile = [job._replace(extents=(0, 0, *size), args=reduced)]
     im._size = size
     return size
 
@@ -267,24 +274,24 @@ def _j2k_levels(im: ImageFile.ImageFile) -> int:
         fp.seek(here)
 
 
-def finish(decoded: Decoded, steps: PillowSteps, record: Record | None = None) -> bytes:
+def finish(decoded: Decoded, steps: Steps, record: Record | None = None) -> bytes:
     """Crop, scale, turn, apply the quality and encode, from a decoded source."""
     started = _clock()
-    out = _crop_and_scale(decoded, steps)
+    out = crop_and_scale(decoded, steps)
     if out is decoded.image:
         out = out.copy()  # encoders set attributes on the image; keep the shared one untouched
     started = _timed(record, "crop_scale", started)
-    out = _turn(out, steps)
+    out = turn(out, steps)
     started = _timed(record, "turn", started)
-    out = _quality(out, steps.quality)
+    out = apply_quality(out, steps.quality)
     started = _timed(record, "quality", started)
-    body = _encode(out, steps.format, steps.jpeg_quality)
+    body = encode(out, steps.format, steps.jpeg_quality)
     _timed(record, "encode", started)
     return body
 
 
 def render(
-    fetched: Fetched, steps: PillowSteps, allowance: Allowance, record: Record | None = None
+    fetched: Fetched, steps: Steps, allowance: Allowance, record: Record | None = None
 ) -> bytes:
     """Decode and finish in one go (for what a backend made for this one request).
 
@@ -300,7 +307,7 @@ def render(
     if (
         fetched.data is not None
         and steps.encoded
-        and no_pixel_work(steps)
+        and steps.no_pixel_work
         and (width, height) == steps.scale
         and fmt == _PIL_FORMAT[steps.format]
     ):
@@ -369,17 +376,7 @@ def _timed(record: Record | None, step: str, started: float) -> float:
     return now
 
 
-def no_pixel_work(steps: PillowSteps) -> bool:
-    """Whether the steps leave the pixels as delivered (size and format apart)."""
-    return (
-        steps.crop is None
-        and not steps.mirror
-        and steps.degrees == 0
-        and steps.quality is Quality.DEFAULT
-    )
-
-
-def _crop_and_scale(decoded: Decoded, steps: PillowSteps) -> Image.Image:
+def crop_and_scale(decoded: Decoded, steps: Steps) -> Image.Image:
     im = decoded.image
     crop = steps.crop
     width, height = decoded.source_width, decoded.source_height
@@ -395,7 +392,7 @@ def _crop_and_scale(decoded: Decoded, steps: PillowSteps) -> Image.Image:
     return im.resize((tw, th), Image.Resampling.LANCZOS, box=box, reducing_gap=gap)
 
 
-def _normalise_mode(im: Image.Image) -> Image.Image:
+def normalise_mode(im: Image.Image) -> Image.Image:
     """Bring any source mode to one of L, LA, RGB, RGBA."""
     mode = im.mode
     if mode in ("L", "LA", "RGB", "RGBA"):
@@ -417,7 +414,7 @@ def _normalise_mode(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _turn(im: Image.Image, steps: PillowSteps) -> Image.Image:
+def turn(im: Image.Image, steps: Steps) -> Image.Image:
     if steps.mirror:
         im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     degrees = steps.degrees
@@ -458,7 +455,7 @@ def _rotate(im: Image.Image, degrees: float, fill: Any) -> Image.Image:
     )
 
 
-def _quality(im: Image.Image, quality: Quality) -> Image.Image:
+def apply_quality(im: Image.Image, quality: Quality) -> Image.Image:
     alpha = im.mode in ("LA", "RGBA")
     if quality is Quality.GRAY:
         return im.convert("LA" if alpha else "L")
@@ -483,7 +480,7 @@ def _flatten(im: Image.Image) -> Image.Image:
     return background
 
 
-def _encode(im: Image.Image, fmt: Format, jpeg_quality: int) -> bytes:
+def encode(im: Image.Image, fmt: Format, jpeg_quality: int) -> bytes:
     buf = io.BytesIO()
     name = _PIL_FORMAT[fmt]
     options: dict[str, Any] = {}
@@ -520,12 +517,6 @@ def _encode(im: Image.Image, fmt: Format, jpeg_quality: int) -> bytes:
     return buf.getvalue()
 
 
-def encode(im: Image.Image, fmt: Format, jpeg_quality: int) -> bytes:
-    """``im`` (mode 1, L, LA, RGB or RGBA) written as ``fmt``, as :func:`finish` writes it
-    (for the vips engine, which finishes with Pillow the formats libvips cannot write)."""
-    return _encode(im, fmt, jpeg_quality)
-
-
 class PillowMeasures:
     """What every engine takes from Pillow as it is: the formats offered (an engine
     that cannot write one has Pillow write it), the reduction to decode at (so the reserved
@@ -535,9 +526,7 @@ class PillowMeasures:
     def writable_formats(self) -> frozenset[Format]:
         return writable_formats()
 
-    def reduction(
-        self, source_format: str | None, width: int, height: int, steps: PillowSteps
-    ) -> int:
+    def reduction(self, source_format: str | None, width: int, height: int, steps: Steps) -> int:
         return cost.reduction(source_format, width, height, steps)
 
     def cost(self, plan: Plan, info: SourceInfo, *, decoded_cached: bool = False) -> Cost:
@@ -551,20 +540,20 @@ class PillowEngine(PillowMeasures):
 
     @property
     def identity(self) -> str:
-        return "pillow"  # Pillow's version is in every key already (model.Plan.key)
+        return f"pillow {PIL.__version__}"
 
     def decode(
         self, fetched: Fetched, factor: int, allowance: Allowance, record: Record | None = None
     ) -> Decoded:
         return decode(fetched, factor, allowance, record)
 
-    def finish(self, decoded: Decoded, steps: PillowSteps, record: Record | None = None) -> bytes:
+    def finish(self, decoded: Decoded, steps: Steps, record: Record | None = None) -> bytes:
         return finish(decoded, steps, record)
 
     def render(
         self,
         fetched: Fetched,
-        steps: PillowSteps,
+        steps: Steps,
         allowance: Allowance,
         record: Record | None = None,
     ) -> bytes:

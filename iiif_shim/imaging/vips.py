@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import PIL
 import pyvips
 from PIL import Image
 
@@ -46,7 +47,7 @@ from iiif_shim.imaging.engine import Record
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.pillow import PillowMeasures
 from iiif_shim.imaging.settings import PILLOW_GUARD_PIXELS
-from iiif_shim.model.plan import PillowSteps
+from iiif_shim.model.plan import Steps
 
 # libvips keeps a process-wide cache of recent operations (and the images they hold) and runs
 # each pipeline on a pool of its own threads. Both would live outside the shim's limits: the
@@ -170,7 +171,8 @@ class VipsEngine(PillowMeasures):
     @property
     def identity(self) -> str:
         name = next(k for k, v in POLICIES.items() if v is self.policy)
-        return f"vips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)} {name}"
+        libvips = f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
+        return f"vips {libvips} {name} pillow {PIL.__version__}"  # Pillow does some steps
 
     def decode(
         self, fetched: Fetched, factor: int, allowance: Allowance, record: Record | None = None
@@ -188,7 +190,7 @@ class VipsEngine(PillowMeasures):
         _timed(record, "vips_decode", started)
         return VipsDecoded(image, view.source_width, view.source_height, view.factor, view.origin)
 
-    def finish(self, decoded: Decoded, steps: PillowSteps, record: Record | None = None) -> bytes:
+    def finish(self, decoded: Decoded, steps: Steps, record: Record | None = None) -> bytes:
         started = time.perf_counter()
         body = _finish(decoded, steps, "the decoded source", self.policy)
         _timed(record, "vips_finish", started)
@@ -197,7 +199,7 @@ class VipsEngine(PillowMeasures):
     def render(
         self,
         fetched: Fetched,
-        steps: PillowSteps,
+        steps: Steps,
         allowance: Allowance,
         record: Record | None = None,
     ) -> bytes:
@@ -226,13 +228,13 @@ class VipsEngine(PillowMeasures):
         return body
 
 
-def _passes(fetched: Fetched, steps: PillowSteps, width: int, height: int, fmt: str | None) -> bool:
+def _passes(fetched: Fetched, steps: Steps, width: int, height: int, fmt: str | None) -> bool:
     """The backend did everything, in the right format and size: its bytes pass through
     untouched (no second lossy encode), as in ``pillow.render``."""
     return (
         fetched.data is not None
         and steps.encoded
-        and pillow.no_pixel_work(steps)
+        and steps.no_pixel_work
         and (width, height) == steps.scale
         and fmt == pillow.pil_format(steps.format)
     )
@@ -395,7 +397,7 @@ def _open(
 
 
 def _check_header(fetched: Fetched, width: int, height: int, allowance: Allowance) -> None:
-    """As ``pillow._check_header``, and past what Pillow would open at all a bomb, as the
+    """As ``pillow.check_size``, and past what Pillow would open at all a bomb, as the
     Pillow engine says."""
     if width * height > PILLOW_GUARD_PIXELS and fetched.path is None:
         raise DecompressionBomb(
@@ -406,14 +408,14 @@ def _check_header(fetched: Fetched, width: int, height: int, allowance: Allowanc
 
 def _from_pil(im: Image.Image) -> Any:
     """Pixels Pillow holds (stitched tiles, or decoded by Pillow), as a libvips image."""
-    im = pillow._normalise_mode(im)
+    im = pillow.normalise_mode(im)
     bands = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[im.mode]
     out = pyvips.Image.new_from_memory(im.tobytes(), im.width, im.height, bands, "uchar")
     return out.copy(interpretation="b-w" if bands < 3 else "srgb")
 
 
 def _normalise(im: Any) -> Any:
-    """Any source to 8-bit L, LA, RGB or RGBA, as ``pillow._normalise_mode`` does."""
+    """Any source to 8-bit L, LA, RGB or RGBA, as ``pillow.normalise_mode`` does."""
     if im.interpretation == "cmyk":
         im = im.colourspace("srgb")
     if im.bands > 4:
@@ -429,7 +431,7 @@ def _normalise(im: Any) -> Any:
     return im.copy(interpretation="srgb")
 
 
-def _crop_and_scale(source: _View | VipsDecoded, steps: PillowSteps) -> Any:
+def _crop_and_scale(source: _View | VipsDecoded, steps: Steps) -> Any:
     """The crop (in delivered pixels) of ``source``, scaled to exactly ``steps.scale``."""
     im, f = source.image, source.factor
     ox, oy = source.origin
@@ -462,7 +464,7 @@ def _crop_and_scale(source: _View | VipsDecoded, steps: PillowSteps) -> Any:
     return im
 
 
-def _turn(im: Any, steps: PillowSteps) -> Any:
+def _turn(im: Any, steps: Steps) -> Any:
     if steps.mirror:
         im = im.flip("horizontal")
     degrees = steps.degrees
@@ -534,7 +536,7 @@ def _quality(im: Any, quality: Quality) -> tuple[Any, bool]:
 
 def _finish(
     source: _View | VipsDecoded | pillow.Decoded,
-    steps: PillowSteps,
+    steps: Steps,
     described: str,
     policy: Policy,
 ) -> bytes:
@@ -547,7 +549,7 @@ def _finish(
     try:
         im: Any
         if isinstance(source, pillow.Decoded):
-            im = pillow._crop_and_scale(source, steps)
+            im = pillow.crop_and_scale(source, steps)
             if im is source.image:
                 im = im.copy()  # the decoded source is shared: never touch it
         else:
@@ -560,7 +562,7 @@ def _finish(
         elif not isinstance(im, Image.Image) and arbitrary and not policy.turn:
             im = _to_pil(im)
         if isinstance(im, Image.Image):
-            im = pillow._quality(pillow._turn(im, steps), steps.quality)
+            im = pillow.apply_quality(pillow.turn(im, steps), steps.quality)
             bitonal = im.mode == "1" or steps.quality is Quality.BITONAL
         else:
             im, bitonal = _quality(_turn(im, steps), steps.quality)

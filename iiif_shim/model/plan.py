@@ -14,8 +14,6 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-import PIL  # its version is part of every cache key; image work itself is imaging.py's
-
 from iiif_shim.iiif.profile import Format, Quality
 from iiif_shim.iiif.resolve import Box, ResolvedRequest
 
@@ -109,8 +107,8 @@ class NativeOp:
 
 
 @dataclass(frozen=True)
-class PillowSteps:
-    """The work left for Pillow, in order, over what the backend delivered.
+class Steps:
+    """The work left for the image engine, in order, over what the backend delivered.
 
     ``crop`` is in the delivered image's full-resolution pixel space (for a whole source: the
     full image), ``scale`` the exact size wanted after cropping; imaging may decode at a reduced
@@ -126,6 +124,16 @@ class PillowSteps:
     encoded: bool = False  # the backend already encodes in ``format``: bytes may pass through
     jpeg_quality: int = 85
     engine: str = "pillow"  # the image engine doing these steps (``Engine.identity``)
+
+    @property
+    def no_pixel_work(self) -> bool:
+        """Whether the steps leave the pixels as delivered (size and format apart)."""
+        return (
+            self.crop is None
+            and not self.mirror
+            and self.degrees == 0
+            and self.quality is Quality.DEFAULT
+        )
 
 
 # Bumped whenever the shim renders the same plan into different bytes (a cache of derivatives
@@ -148,16 +156,17 @@ class Plan:
     source: SourceRef
     resolved: ResolvedRequest
     native: NativeOp
-    steps: PillowSteps
+    steps: Steps
 
     @cached_property
     def key(self) -> str | None:
         """The derivative cache key: a hash of everything that changes the output bytes (the
-        source and its version, what the backend is asked for, every Pillow step with its
-        settings, the renderer's version), nothing else. ``None`` for unversioned sources."""
+        source and its version, what the backend is asked for, every step left to the engine
+        with its settings and the engine with its library versions, the renderer's version),
+        nothing else. ``None`` for unversioned sources."""
         if self.source.version is None:
             return None
-        parts = (RENDER_VERSION, PIL.__version__, self.source, self.native, self.steps)
+        parts = (RENDER_VERSION, self.source, self.native, self.steps)
         return hashlib.sha256(repr(parts).encode()).hexdigest()
 
     @property

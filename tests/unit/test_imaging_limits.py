@@ -23,7 +23,7 @@ from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.pillow import Piece
 from iiif_shim.imaging.settings import PILLOW_GUARD_PIXELS
 from iiif_shim.model.facts import SourceInfo
-from iiif_shim.model.plan import Capabilities, NativeOp, PillowSteps
+from iiif_shim.model.plan import Capabilities, NativeOp, Steps
 from tests.faulty import png_bomb
 from tests.support import peak_rss_mb
 
@@ -129,8 +129,8 @@ def test_the_reduction_step_pillow_really_makes_stays_within_the_costed_bound(
     monkeypatch.setattr(Image.Image, "reduce", reduce)
     w, h = source
     decoded = pillow.Decoded(Image.new("RGB", source), w, h)
-    steps = PillowSteps(None, target, False, 0, Quality.DEFAULT, Format.JPG)
-    assert pillow._crop_and_scale(decoded, steps).size == target
+    steps = Steps(None, target, False, 0, Quality.DEFAULT, Format.JPG)
+    assert pillow.crop_and_scale(decoded, steps).size == target
     bound = cost._reduced_first(w, h, *target)
     assert all(mw * mh <= bound for mw, mh in made), (made, bound)
 

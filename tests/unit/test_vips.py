@@ -30,7 +30,7 @@ from iiif_shim.imaging.cost import Allowance
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.registry import engine_named
 from iiif_shim.imaging.vips import EVERYTHING, MEASURED, VipsDecoded, VipsEngine
-from iiif_shim.model.plan import PillowSteps
+from iiif_shim.model.plan import Steps
 from tests.faulty import png_bomb
 from tests.support import (
     BUNDLED,
@@ -59,8 +59,8 @@ def steps(
     degrees: float = 0,
     quality: Quality = Quality.DEFAULT,
     fmt: Format = Format.PNG,
-) -> PillowSteps:
-    return PillowSteps(crop, scale, mirror, degrees, quality, fmt)
+) -> Steps:
+    return Steps(crop, scale, mirror, degrees, quality, fmt)
 
 
 def opened(body: bytes) -> Image.Image:
@@ -201,7 +201,7 @@ SOURCES = {
 }
 
 
-def _cases(width: int, height: int) -> list[PillowSteps]:
+def _cases(width: int, height: int) -> list[Steps]:
     half = Box(0, 0, width // 2, height // 2)
     tile_w, tile_h = min(1024, width - 512), min(1024, height - 512)
     return [
@@ -218,7 +218,7 @@ def _cases(width: int, height: int) -> list[PillowSteps]:
     ]
 
 
-def _render(engine: Any, path: Path, step: PillowSteps) -> bytes:
+def _render(engine: Any, path: Path, step: Steps) -> bytes:
     with Image.open(path) as im:
         fmt, (w, h) = im.format, im.size
     factor = engine.reduction(fmt, w, h, step)
@@ -267,7 +267,7 @@ def test_stitched_pixels_and_backend_bytes() -> None:
     gray = opened(VIPS.render(sent, steps((150, 100), quality=Quality.GRAY), OPEN))
     assert gray.mode == "L" and gray.size == (150, 100)
     assert abs(gray.getpixel((120, 20)) - 76) <= 3  # ITU-R 601 luma of red, as Pillow's
-    same = PillowSteps(None, (300, 200), False, 0, Quality.DEFAULT, Format.JPG, encoded=True)
+    same = Steps(None, (300, 200), False, 0, Quality.DEFAULT, Format.JPG, encoded=True)
     assert VIPS.render(sent, same, OPEN) is sent.data  # nothing to do: no second encode
 
 

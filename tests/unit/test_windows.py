@@ -87,7 +87,7 @@ def _whole_page(path: Path, page: int) -> Image.Image:
     with Image.open(path) as im:
         im.seek(page)
         im.load()
-        return pillow._normalise_mode(im).copy()
+        return pillow.normalise_mode(im).copy()
 
 
 def _windows(width: int, height: int) -> list[Box]:
