@@ -122,7 +122,7 @@ async def report_object(settings: Settings, name: str) -> tuple[list[str], bool]
     """The object's source, fields and canvases with their sizes (from the image facts)."""
     lines: list[str] = []
     async with (
-        open_service(settings) as service,
+        open_service(settings.service()) as service,
         open_presentation(settings.presentation, service) as presentation,
     ):
         started = time.perf_counter()
@@ -155,7 +155,7 @@ async def report_object(settings: Settings, name: str) -> tuple[list[str], bool]
 
 async def report(settings: Settings, identifier: str) -> tuple[list[str], bool]:
     lines: list[str] = []
-    async with open_service(settings) as service:
+    async with open_service(settings.service()) as service:
         ok = await _report(service, identifier, lines)
     return lines, ok
 

@@ -28,7 +28,7 @@ from iiif_shim.base.errors import ConfigError, ShimError
 from iiif_shim.base.schema import Reader, at_least, between, option
 from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.core.routing import Router, RouteSettings, anchored, slashed
-from iiif_shim.core.settings import IIIFSettings
+from iiif_shim.core.settings import IIIFSettings, ServiceSettings
 from iiif_shim.imaging.settings import (
     ImagingSettings,
 )
@@ -177,6 +177,22 @@ class Settings:
     imaging: ImagingSettings = field(default_factory=ImagingSettings)
     source: str = "embedded default"
     warnings: tuple[tuple[str, str], ...] = field(default=())
+
+    def service(self) -> ServiceSettings:
+        """The image service's slice of this configuration."""
+        server = self.server
+        return ServiceSettings(
+            iiif=self.iiif,
+            routes=self.routes,
+            backends=self.backends,
+            cache=self.cache,
+            imaging=self.imaging,
+            threads=server.workers,
+            max_pending=server.max_pending,
+            request_timeout=server.request_timeout,
+            memory_budget=server.memory_budget,
+            memory_wait=server.memory_wait,
+        )
 
     def with_overrides(self, host: str | None, port: int | None) -> Settings:
         server = self.server

@@ -17,10 +17,10 @@ from iiif_shim.backends.base import Backend, BackendContext
 from iiif_shim.backends.registry import backend_for
 from iiif_shim.cache.memory import Caches, DecodedKey, SizedCache, source_key
 from iiif_shim.cache.tiers import open_tiers
-from iiif_shim.config.settings import Settings
 from iiif_shim.core import passthrough
 from iiif_shim.core.planner import plan
 from iiif_shim.core.routing import Router
+from iiif_shim.core.settings import ServiceSettings
 from iiif_shim.iiif.info import Offer, image_info
 from iiif_shim.iiif.profile import Version
 from iiif_shim.iiif.request import ImageRequest
@@ -33,6 +33,7 @@ from iiif_shim.imaging.registry import engine_named
 from iiif_shim.model.facts import SourceInfo, checked
 from iiif_shim.model.plan import Plan, Rendered, SourceRef, Target
 from iiif_shim.telemetry.metrics import Metrics
+from iiif_shim.upstream.client import Body
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,14 @@ class Prepared:
 
 @asynccontextmanager
 async def open_service(
-    settings: Settings, budget: MemoryBudget | None = None, metrics: Metrics | None = None
+    settings: ServiceSettings, budget: MemoryBudget | None = None, metrics: Metrics | None = None
 ) -> AsyncIterator[ImageService]:
     """The service with its thread pool, caches (memory, and the disk and Redis tiers when
     configured) and started backends; all released on exit. ``budget`` and ``metrics``
     outlive one configuration (a reload keeps them)."""
-    server, cache = settings.server, settings.cache
-    budget = budget or MemoryBudget(server.memory_budget, server.memory_wait)
-    workers = Workers(server.workers, server.max_pending, server.request_timeout)
+    cache = settings.cache
+    budget = budget or MemoryBudget(settings.memory_budget, settings.memory_wait)
+    workers = Workers(settings.threads, settings.max_pending, settings.request_timeout)
     caches = Caches.sized(
         cache.info_entries,
         cache.info_ttl,
@@ -88,7 +89,7 @@ async def open_service(
 class ImageService:
     def __init__(
         self,
-        settings: Settings,
+        settings: ServiceSettings,
         backends: Mapping[str, Backend[Any]],
         workers: Workers,
         caches: Caches,
@@ -158,6 +159,22 @@ class ImageService:
         )
         return Prepared(src, the_plan)
 
+    @asynccontextmanager
+    async def stream(self, prepared: Prepared) -> AsyncIterator[Body | None]:
+        """The backend's answer as a checked stream, for a large answer that passes through
+        untouched (``passthrough.py``); ``None`` when it must go the buffered way (not
+        streamable, the backend cannot stream it, or its header does not match the plan)."""
+        src, the_plan = prepared.source, prepared.plan
+        streams = None
+        if passthrough.streamable(the_plan, src.info):
+            streams = src.backend.stream(src.target, the_plan.native, src.info)
+        if streams is None:
+            yield None
+            return
+        async with streams as body:
+            ok = await passthrough.matches(body, the_plan, src.backend.name, self.workers.run)
+            yield body if ok else None
+
     async def render(self, prepared: Prepared, *, cached: bool = True) -> Rendered:
         """The image from the first cache tier that has it (memory, disk, Redis), else
         rendered and kept in each; ``cached=False`` always asks the backend (for ``probe``)."""
@@ -212,7 +229,7 @@ class ImageService:
                 body = await self.workers.run(engine.finish, decoded, steps, record)
             else:
                 fetched = await src.backend.fetch(src.target, the_plan.native, info)
-                as_is = passthrough.as_delivered(prepared, fetched)
+                as_is = passthrough.as_delivered(the_plan, info, fetched)
                 if as_is is not None:
                     body = as_is  # a native tile, say: nothing for the pool to do
                 else:

@@ -1,13 +1,18 @@
-"""The ``iiif:`` section: the Image API's URL prefix, its size limits, the tiles it offers when a
-backend has none, the encoder quality, two spec readings, and the largest source it decodes."""
+"""The ``iiif:`` section (the Image API's URL prefix, its size limits, the tiles it offers when a
+backend has none, the encoder quality, two spec readings, and the largest source it decodes),
+and the image service's slice of the whole configuration (:class:`ServiceSettings`)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from iiif_shim.backends.settings import BackendSettings
 from iiif_shim.base.schema import at_least, between, option
-from iiif_shim.imaging.settings import PILLOW_GUARD_PIXELS
+from iiif_shim.cache.settings import CacheSettings
+from iiif_shim.core.routing import RouteSettings
+from iiif_shim.imaging.settings import PILLOW_GUARD_PIXELS, ImagingSettings
 
 _PREFIX_RE = re.compile(r"(/[A-Za-z0-9._~!$'()*+,;=:@-]+)*")
 
@@ -49,3 +54,20 @@ class IIIFSettings:
         doc="largest source (width x height) decoded; larger ones get 501",
         check=between(1, PILLOW_GUARD_PIXELS),
     )
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the image service is made of: its slice of the whole configuration (``config``
+    assembles it), so nothing below the configuration needs to know the rest."""
+
+    iiif: IIIFSettings
+    routes: tuple[RouteSettings, ...]
+    backends: Mapping[str, BackendSettings]
+    cache: CacheSettings
+    imaging: ImagingSettings
+    threads: int  # for image work (0: one per CPU)
+    max_pending: int  # image jobs queued or running before new ones get 503
+    request_timeout: float  # seconds a job may take
+    memory_budget: int  # bytes of decoded pixels, for the process
+    memory_wait: float  # seconds a request waits for them

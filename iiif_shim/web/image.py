@@ -17,7 +17,6 @@ from typing import Any
 from aiohttp import web
 
 from iiif_shim.base.errors import BadRequest, NotFound, ShimError
-from iiif_shim.core import passthrough
 from iiif_shim.iiif.identifier import encode_identifier
 from iiif_shim.iiif.profile import Format, Version, json_media_type
 from iiif_shim.iiif.request import parse_image_request
@@ -30,6 +29,8 @@ from iiif_shim.web.state import observed, runtime_of
 log = logging.getLogger("iiif_shim")
 
 MAX_IDENTIFIER_LENGTH = 1024
+# Seconds a client may take to accept one chunk of a streamed answer (then it is cut).
+WRITE_STALL = 30.0
 _VERSIONS = {v.value: v for v in Version}
 
 
@@ -115,7 +116,7 @@ async def _image(
     )
     if not_modified(request, prepared.plan.etag, last_modified):
         return web.Response(status=304, headers=headers)
-    async with passthrough.opened(service, prepared) as body:
+    async with service.stream(prepared) as body:
         if body is not None:
             return await _streamed(request, headers, prepared.plan.resolved.format, body)
     rendered = await service.render(prepared)
@@ -129,7 +130,7 @@ async def _streamed(
 ) -> web.StreamResponse:
     """``body`` copied to the client as it arrives; once the status went out, anything that
     stops the copy (the backend fails or stalls, the client stalls past
-    ``passthrough.WRITE_STALL`` or leaves, the request's deadline) aborts the connection: a
+    ``WRITE_STALL`` or leaves, the request's deadline) aborts the connection: a
     short body, never one that looks complete."""
     headers["Content-Type"] = fmt.media_type
     headers[tracing.HEADER] = request["request_id"]
@@ -140,10 +141,10 @@ async def _streamed(
     if request.method == "HEAD":
         return response
     try:
-        async with asyncio.timeout(passthrough.WRITE_STALL):
+        async with asyncio.timeout(WRITE_STALL):
             await response.write(body.head)
         async for chunk in body.rest:
-            async with asyncio.timeout(passthrough.WRITE_STALL):
+            async with asyncio.timeout(WRITE_STALL):
                 await response.write(chunk)
     except BaseException as exc:
         if request.transport is not None:

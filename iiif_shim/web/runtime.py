@@ -89,7 +89,7 @@ class Live:
         stack = AsyncExitStack()
         try:
             service = await stack.enter_async_context(
-                open_service(settings, self.budget, self.metrics)
+                open_service(settings.service(), self.budget, self.metrics)
             )
             presentation = await stack.enter_async_context(
                 open_presentation(settings.presentation, service, self.metrics.cache_lookup)
