@@ -277,10 +277,15 @@ class Tiers:
                 return found
             lock = redis.lock_key(source, "facts")
             token = await redis.acquire(lock)
-            if token is None and redis.up:
-                found = _facts(await redis.wait(key, lock, self.settings.redis_lock), backend)
+            clock = asyncio.get_running_loop()
+            until = clock.time() + self.settings.redis_lock
+            while token is None and redis.up and clock.time() < until:
+                # as for images: if the lock goes without facts (the holder failed), one of
+                # the waiters takes over, not all of them at once
+                found = _facts(await redis.wait(key, lock, until - clock.time()), backend)
                 if found is not None:
                     return found
+                token = await redis.acquire(lock)
             try:
                 info = await load()
                 ttl = self.settings.info_ttl

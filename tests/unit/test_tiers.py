@@ -23,6 +23,7 @@ from iiif_shim.cache.redis import RedisTier
 from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.cache.tiers import PurgeJournal, Tiers
 from iiif_shim.config.settings import parse_settings
+from iiif_shim.model.facts import SourceInfo
 from iiif_shim.model.plan import Rendered, SourceRef
 from iiif_shim.telemetry.metrics import Metrics
 from tests.support import Process, start_redis
@@ -360,6 +361,42 @@ def test_when_the_lock_holder_fails_one_waiter_takes_over(redis_server: Process)
             with pytest.raises(RuntimeError):
                 await holder
             assert {r.body for r in got} == {b"pixels"}
+            assert calls == 2  # the failed one, then one waiter's
+        finally:
+            for tiers in shims:
+                await tiers.close()
+
+    asyncio.run(main())
+
+
+def test_when_the_facts_lock_holder_fails_one_waiter_takes_over(redis_server: Process) -> None:
+    """As for images: the first process's backend call for facts fails; of the three waiting
+    elsewhere, one asks the backend (and the others take its facts from Redis)."""
+    calls = 0
+
+    async def load() -> SourceInfo:
+        nonlocal calls
+        calls += 1
+        first = calls == 1
+        await asyncio.sleep(0.3)
+        if first:
+            raise RuntimeError("the backend failed")
+        return SourceInfo(30, 20)
+
+    async def main() -> None:
+        settings = _cache(redis_server.port, redis_lock=5.0)
+        shims = [Tiers(settings, Caches.sized(10, 60, 1 << 20, 0), Metrics()) for _ in range(4)]
+        for tiers in shims:
+            await tiers.start()
+        try:
+            holder = asyncio.create_task(shims[0].facts("local", "quad.png", load))
+            await asyncio.sleep(0.1)  # it holds the lock
+            got = await asyncio.gather(
+                *(shims[i].facts("local", "quad.png", load) for i in (1, 2, 3))
+            )
+            with pytest.raises(RuntimeError):
+                await holder
+            assert {(f.width, f.height) for f in got} == {(30, 20)}
             assert calls == 2  # the failed one, then one waiter's
         finally:
             for tiers in shims:
