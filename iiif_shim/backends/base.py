@@ -31,6 +31,7 @@ from iiif_shim.base.errors import (
     UpstreamClientError,
     unreachable,
 )
+from iiif_shim.cache.facade import Caches
 from iiif_shim.imaging.engine import Record
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import NativeFacts, SourceInfo, checked
@@ -61,9 +62,11 @@ class Health(enum.StrEnum):
 
 @dataclass(frozen=True)
 class BackendContext:
-    """What the service lends every backend when it starts: its thread pool and its metrics."""
+    """What the service lends every backend when it starts: its thread pool, its caches (a
+    backend that keeps what it fetched keeps it there, so purges reach it) and its metrics."""
 
     run_blocking: RunBlocking
+    caches: Caches
     metrics: Metrics | None = None
 
     @property

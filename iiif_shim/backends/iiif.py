@@ -22,7 +22,8 @@ from typing import Any
 from iiif_shim.backends.base import BackendContext, UpstreamBackend
 from iiif_shim.backends.pyramid import assemble, fetch_tile
 from iiif_shim.backends.settings import IiifSettings
-from iiif_shim.cache.memory import SizedCache
+from iiif_shim.cache.entry import source_key
+from iiif_shim.cache.memory import SizedCache, SourceCache
 from iiif_shim.iiif.info import TileGrid
 from iiif_shim.iiif.profile import (
     LEVEL_FEATURES,
@@ -162,8 +163,8 @@ class IiifBackend(UpstreamBackend[IiifSettings]):
     async def start(self, context: BackendContext) -> None:
         await super().start(context)
         observe = context.metrics.cache_lookup if context.metrics else None
-        self._tiles: SizedCache[str, bytes] = SizedCache(
-            self.settings.tile_cache_bytes, len, "tile", observe
+        self._tiles: SourceCache[str, bytes] = SourceCache(
+            SizedCache(self.settings.tile_cache_bytes, len, "tile", observe)
         )
 
     def base(self, target: Target) -> str:
@@ -227,6 +228,7 @@ class IiifBackend(UpstreamBackend[IiifSettings]):
                 partial(fetch_tile, self.upstream, source=target.native_id),
                 self.context.run_blocking,
                 self._tiles,
+                source_key(self.name, target.native_id),
                 described,
                 self.context.record,
                 self.settings.image_share,

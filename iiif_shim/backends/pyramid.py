@@ -5,8 +5,9 @@ IIPImage's ``JTL``, an upstream IIIF service's tiles). The pyramid itself (its l
 and overlap, and its geometry) is a fact of the source (``facts.Pyramid``); the backend supplies
 the URL of one tile. For a region at a reduction, :func:`assemble` fetches only the tiles that
 intersect it, concurrently (bounded by the backend's connection limit), keeps recently used
-tiles in a small cache, and stitches them in the thread pool, trimming overlap. A request that
-is exactly one tile returns that tile's bytes untouched.
+tiles in a small cache, and stitches them in
+the thread pool, trimming overlap. A request that is exactly one tile returns that tile's bytes
+untouched.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any, TypeVar
 from iiif_shim.backends.base import BackendContext, RunBlocking, UpstreamBackend
 from iiif_shim.backends.settings import PyramidSettings
 from iiif_shim.base.errors import BackendError, NotFound, NotImplementedFeature
-from iiif_shim.cache.memory import SizedCache
+from iiif_shim.cache.entry import source_key
+from iiif_shim.cache.memory import SizedCache, SourceCache
 from iiif_shim.iiif.profile import Format
 from iiif_shim.iiif.resolve import Box
 from iiif_shim.imaging.engine import Record
@@ -55,14 +57,17 @@ async def assemble(
     tile_url: TileUrl,
     get: Get,
     run_blocking: RunBlocking,
-    cache: SizedCache[str, bytes],
+    cache: SourceCache[str, bytes],
+    source: str,
     described: str,
     record: Record | None = None,
     concurrency: int = 4,
 ) -> Fetched:
     """The region at ``1/factor`` (or the nearest finer level), from as few tiles as it needs,
     at most ``concurrency`` at a time; each tile's body may be at most what its cell's raw
-    pixels take (plus a little). The first failure cancels the tiles not fetched yet."""
+    pixels take (plus a little). Tiles are kept in ``cache`` by URL under ``source`` (the
+    source's cache key, so a purge of the source drops them). The first failure cancels the
+    tiles not fetched yet."""
     level = pyramid.level(factor)
     x0, y0, x1, y1 = pyramid.window(region, level)
     cols = range(x0 // pyramid.tile_width, (x1 - 1) // pyramid.tile_width + 1)
@@ -80,7 +85,7 @@ async def assemble(
         url = tile_url(level, col, row)
         w, h = pyramid.tile_bounds(level, col, row)
         async with slots:
-            return await cache.get(url, partial(get, url, 4 * w * h + _TILE_SLACK_BYTES))
+            return await cache.get(source, url, partial(get, url, 4 * w * h + _TILE_SLACK_BYTES))
 
     bodies = await _all_or_first_error([fetch_one(col, row) for col, row in places])
     if count == 1 and not pyramid.overlap:
@@ -129,8 +134,8 @@ class PyramidBackend(UpstreamBackend[P]):
     async def start(self, context: BackendContext) -> None:
         await super().start(context)
         observe = context.metrics.cache_lookup if context.metrics else None
-        self.tiles: SizedCache[str, bytes] = SizedCache(
-            self.settings.tile_cache_bytes, len, "tile", observe
+        self.tiles: SourceCache[str, bytes] = SourceCache(
+            SizedCache(self.settings.tile_cache_bytes, len, "tile", observe)
         )
 
     @staticmethod
@@ -159,6 +164,7 @@ class PyramidBackend(UpstreamBackend[P]):
             partial(self.tile, source=target.native_id),
             self.context.run_blocking,
             self.tiles,
+            source_key(self.name, target.native_id),
             f"backend '{self.name}'",
             self.context.record,
             self.settings.image_share,

@@ -262,11 +262,7 @@ class IiifSettings(NetworkSettings):
 
 
 REGION_MODES = ("none", "pixels", "fractions", "scaled")
-
-
 SIZE_MODES = ("none", "exact", "keep_aspect")
-
-
 _COMPUTED = {
     "x",
     "y",

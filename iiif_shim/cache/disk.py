@@ -1,18 +1,20 @@
-"""The disk tier of rendered images: one folder, shared by every process of a machine.
+"""The disk tier: rendered images and source facts in one folder, shared by every process of a
+machine.
 
 Layout (``cache.disk``)::
 
     <root>/.iiif-shim-cache        marker: this folder belongs to the cache
     <root>/.lock                   flock taken while evicting
     <root>/<source>/<key>          one rendered image
+    <root>/<source>/facts          the source's facts (until cache.info_ttl passes)
     <root>/<source>/.tmp-...       an entry being written
 
-``<source>`` is :func:`cache.source_key` of the backend and native identifier (so a purge of
-one source removes one folder), ``<key>`` the plan's key (everything that changes the bytes).
-An entry is a header (magic, media type, body length, CRC-32 of the body) and the body. It is
-written to a temporary file in the same folder and renamed into place (``os.replace``), so a
+``<source>`` is the slot's source key (``entry.source_key`` of the backend and native
+identifier, so a purge of one source removes one folder), ``<key>`` the plan's key (everything
+that changes the bytes). An entry is encoded by ``entry.py`` (checked and bound to its slot). It
+is written to a temporary file in the same folder and renamed into place (``os.replace``), so a
 reader in any process sees a whole entry or none; one that fails its checks (torn by a crash,
-damaged on disk, not ours) is a miss and is removed.
+damaged on disk, not ours, written for another slot, expired) is a miss and is removed.
 
 LRU by modification time: a hit touches the entry, eviction removes the oldest first. Each
 process counts what it wrote since it last looked at the folder; when that passes the budget
@@ -21,36 +23,38 @@ process holds it, that one is evicting) and removes the oldest entries until the
 at most 90% of ``cache.disk_bytes``. With several processes writing at once the folder may
 briefly hold more than the budget, by at most a sixteenth of it per process.
 
-Only names shaped like ours (32 and 64 hex digits) are ever removed, and a non-empty folder
-without the marker is refused, so a mistyped ``cache.disk`` cannot empty a folder of other
-files. Blocking: every method here is called through ``asyncio.to_thread``.
+Only names shaped like ours (32 and 64 hex digits, ``facts``) are ever removed, and a non-empty
+folder without the marker is refused, so a mistyped ``cache.disk`` cannot empty a folder of
+other files. :class:`DiskTier` is the tier the facade uses: the folder's blocking methods run
+through ``asyncio.to_thread``, and a failing disk is a miss (logged once a minute).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import secrets
 import shutil
-import struct
 import time
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from stat import S_ISREG
+from typing import Any
 
 from iiif_shim.base.errors import ConfigError
-from iiif_shim.model.plan import Rendered
+from iiif_shim.cache.entry import Entry, Slot, decode, encode
+
+log = logging.getLogger("iiif_shim")
 
 MARKER = ".iiif-shim-cache"
 LOCK = ".lock"
 TMP = ".tmp-"
-_MAGIC = b"IIIFSHIM\x01"
-_HEAD = struct.Struct(">HQI")  # media type length, body length, CRC-32 of the body
 _SOURCE_RE = re.compile(r"[0-9a-f]{32}")
-_KEY_RE = re.compile(r"[0-9a-f]{64}")
-_MEDIA_RE = re.compile(rb"[a-z]+/[a-z0-9.+-]+")
+_KEY_RE = re.compile(r"[0-9a-f]{64}|facts")
 _STALE_TMP = 3600.0  # seconds after which a temporary file is a crash's leftover
 LOW_WATER = 0.9  # eviction stops at this share of the budget
 
@@ -58,6 +62,7 @@ LOW_WATER = 0.9  # eviction stops at this share of the budget
 # seconds since an entry was last touched before a hit touches it again (LRU order is
 # coarse by this much; a hot tile costs no metadata write per hit)
 _TOUCH_AFTER = 60.0
+_ENTRY_SLACK = 64 * 1024  # bytes an entry may take past the largest image kept (its header)
 
 
 class DiskCache:
@@ -96,39 +101,44 @@ class DiskCache:
 
     # --- entries ---------------------------------------------------------------------------
 
-    def path(self, source: str, key: str) -> Path:
-        if not (_SOURCE_RE.fullmatch(source) and _KEY_RE.fullmatch(key)):
-            raise ValueError("not a source or plan key")
-        return self.root / source / key
+    def path(self, slot: Slot) -> Path:
+        return self.root / slot.source / slot.name
 
-    def get(self, source: str, key: str) -> Rendered | None:
-        """The entry, touched (most recently used), or None; a damaged one is removed."""
-        path = self.path(source, key)
+    def get(self, slot: Slot) -> Entry | None:
+        """The entry, touched (most recently used), or None; a damaged one is removed. Only a
+        regular file is read (never through a link, never a device or a pipe)."""
+        path = self.path(slot)
         try:
-            with path.open("rb") as f:
-                stat = os.fstat(f.fileno())
-                size = stat.st_size
-                data = f.read(self.max_entry + 1024) if size <= self.max_entry + 1024 else b""
-        except FileNotFoundError:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # missing, a link, unreadable
             return None
+        try:
+            stat = os.fstat(fd)
+            if not S_ISREG(stat.st_mode) or stat.st_size > self.max_entry + _ENTRY_SLACK:
+                data = b""
+            else:
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    data = f.read(self.max_entry + _ENTRY_SLACK)
         except OSError:
             return None
-        rendered = decode(data)
-        if rendered is None:
+        finally:
+            os.close(fd)
+        value = decode(slot, data, time.time())
+        if value is None:
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
         if time.time() - stat.st_mtime > _TOUCH_AFTER:  # hot entries are not written each hit
             with contextlib.suppress(OSError):
-                os.utime(path)
-        return rendered
+                os.utime(path, follow_symlinks=False)
+        return value
 
-    def put(self, source: str, key: str, rendered: Rendered) -> bool:
-        """Keep ``rendered`` (atomically); False when it is too large to keep."""
-        if len(rendered.body) > self.max_entry:
+    def put(self, slot: Slot, value: Entry, expires: float = 0.0) -> bool:
+        """Keep ``value`` (atomically); False when it is too large to keep."""
+        data = encode(slot, value, expires)
+        if len(data) > self.max_entry + _ENTRY_SLACK:
             return False
-        path = self.path(source, key)
-        data = encode(rendered)
+        path = self.path(slot)
         for attempt in range(2):  # the folder may vanish under us (purge, eviction)
             try:
                 path.parent.mkdir(exist_ok=True)
@@ -262,20 +272,42 @@ def _source_folders(root: Path) -> list[Path]:
         return []
 
 
-def encode(rendered: Rendered) -> bytes:
-    media = rendered.media_type.encode("ascii")
-    body = rendered.body
-    return _MAGIC + _HEAD.pack(len(media), len(body), zlib.crc32(body)) + media + body
+class DiskTier:
+    """The folder as a tier of the facade: its blocking calls run off the event loop, and a
+    failing disk is a miss or a write not made, logged once a minute."""
 
+    name = "disk"
 
-def decode(data: bytes) -> Rendered | None:
-    """The entry in ``data``, or None if it is not a whole, intact entry."""
-    start = len(_MAGIC) + _HEAD.size
-    if len(data) < start or not data.startswith(_MAGIC):
-        return None
-    media_len, body_len, crc = _HEAD.unpack_from(data, len(_MAGIC))
-    media = data[start : start + media_len]
-    body = data[start + media_len :]
-    if len(body) != body_len or zlib.crc32(body) != crc or not _MEDIA_RE.fullmatch(media):
-        return None
-    return Rendered(body=body, media_type=media.decode("ascii"))
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.folder = DiskCache(root, max_bytes)
+        self._failed_at = 0.0
+
+    async def open(self) -> None:
+        """Make the folder or check it is ours (ConfigError if it is not), without scanning."""
+        await asyncio.to_thread(self.folder.open, False)
+
+    async def learn_size(self) -> None:
+        await asyncio.to_thread(self.folder.learn_size)
+
+    async def get(self, slot: Slot) -> Entry | None:
+        found: Entry | None = await self._quietly(self.folder.get, slot)
+        return found
+
+    async def put(self, slot: Slot, value: Entry, ttl: float) -> None:
+        expires = time.time() + ttl if ttl else 0.0
+        await self._quietly(self.folder.put, slot, value, expires)
+
+    async def purge(self, source: str | None) -> int:
+        """Remove one source's entries (``None``: every source); OSError when it fails."""
+        removed: int = await asyncio.to_thread(self.folder.purge, source)
+        return removed
+
+    async def _quietly(self, call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(call, *args)
+        except OSError as exc:
+            now = time.monotonic()
+            if now - self._failed_at > 60:
+                self._failed_at = now
+                log.warning("disk cache %s: %s (going on without it)", self.folder.root, exc)
+            return None

@@ -1,47 +1,35 @@
-"""In-memory caches and single-flight.
+"""The memory tier and the in-memory primitives every cache of a process is made of.
 
 - :class:`SingleFlight`: identical concurrent misses share one call; a failure reaches every
   waiter and is never remembered.
-- :class:`TtlCache`: TTL + LRU, single-flight on misses: source facts (width, height, ...) per
-  backend and native identifier (``FactsCache``), and object records of the Presentation API.
-- :class:`SizedCache`: LRU bounded in bytes, single-flight: rendered images by (source, plan
-  key), and decoded sources by (backend, identifier, version, reduction) so the tiles of a
-  deep-zoom session do not each decode (or download) the master again.
-- :class:`Caches`: the three a service uses, made once per configuration and handed to it, with
-  the tiers below memory (disk, Redis: ``tiers.py``) when configured.
-- :func:`source_key`: the hash that names one source (backend + native identifier) in every
-  tier, so a purge finds all that was made from it.
-
-Every cache can drop what belongs to one source (:meth:`TtlCache.drop`, :meth:`SizedCache.drop`).
+- :class:`TtlCache`: TTL + LRU by entry count, single-flight on misses (object records of the
+  Presentation API; source facts in the memory tier).
+- :class:`SizedCache`: LRU bounded in bytes, single-flight (rendered images in the memory tier).
+- :class:`SourceCache`: a :class:`SizedCache` whose keys belong to a source, so a purge can drop
+  what was made from one: decoded sources (a deep-zoom session neither re-reads nor re-decodes
+  the master for each tile) and the tiles pyramid backends fetched. Made by the facade
+  (``facade.Caches.memory_cache``), which registers it for purges.
+- :class:`MemoryTier`: the top tier of the facade, per process: rendered images and source facts
+  as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
-from iiif_shim.imaging.pillow import Decoded
+from iiif_shim.cache.entry import Entry, Slot
+from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.model.facts import SourceInfo
 from iiif_shim.model.plan import Rendered
-
-if TYPE_CHECKING:
-    from iiif_shim.cache.tiers import Tiers
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 Observe = Callable[[str, bool], None]  # (tier, hit), for metrics
 _ABSENT = object()
-
-
-def source_key(backend: str, native_id: str) -> str:
-    """The name of one source in every cache tier: 32 hex digits of a hash of the backend and
-    its native identifier (so it fits any file name and says nothing about the identifier)."""
-    return hashlib.sha256(f"{backend}\0{native_id}".encode()).hexdigest()[:32]
 
 
 class SingleFlight(Generic[K, V]):
@@ -98,6 +86,14 @@ class TtlCache(Generic[K, V]):
 
         return await self._flight.do(key, load_and_keep)
 
+    def lookup(self, key: K) -> V | None:
+        """The cached value, else None (not counted as a lookup)."""
+        return self._cache.get(key) if self._cache is not None else None
+
+    def put(self, key: K, value: V) -> None:
+        if self._cache is not None:
+            self._cache[key] = value
+
     def drop(self, which: Callable[[K], bool]) -> int:
         """Forget the entries whose key ``which`` picks; how many there were."""
         return _drop(self._cache, which)
@@ -114,9 +110,6 @@ def _drop(cache: LRUCache[K, V] | TTLCache[K, V] | None, which: Callable[[K], bo
     for key in doomed:
         cache.pop(key, None)
     return len(doomed)
-
-
-FactsCache = TtlCache[tuple[str, str], SourceInfo]
 
 
 class SizedCache(Generic[K, V]):
@@ -181,42 +174,59 @@ class SizedCache(Generic[K, V]):
             self._cache.clear()
 
 
-DecodedKey = tuple[str, str, str, int]  # backend, native id, source version, reduction
+class SourceCache(Generic[K, V]):
+    """Values made from one source, by ``(source, key)`` (``source``: its ``source_key``), in
+    an LRU bounded in bytes with single-flight, that a purge can empty of one source."""
 
+    def __init__(self, cache: SizedCache[tuple[str, K], V]) -> None:
+        self._cache = cache
 
-ResultKey = tuple[str, str]  # source_key(backend, native id), the plan's key
+    def holds(self, source: str, key: K | None) -> bool:
+        return key is not None and self._cache.holds((source, key))
 
-
-@dataclass(frozen=True)
-class Caches:
-    facts: FactsCache
-    results: SizedCache[ResultKey, Rendered]
-    decoded: SizedCache[DecodedKey, Decoded]
-    tiers: Tiers | None = None  # disk and Redis below memory, set by ``tiers.open_tiers``
+    async def get(self, source: str, key: K | None, make: Callable[[], Awaitable[V]]) -> V:
+        """The value of ``key`` (``None``: never cached) from ``source``, else ``make()``'s."""
+        return await self._cache.get(None if key is None else (source, key), make)
 
     def drop(self, source: str | None) -> int:
-        """Forget everything this process keeps in memory about one source (``None``: all)."""
+        """Forget what was made from ``source`` (``None``: everything)."""
         if source is None:
-            for cache in (self.facts, self.results, self.decoded):
-                cache.clear()
+            self._cache.clear()
             return 0
-        return (
-            self.facts.drop(lambda k: source_key(*k) == source)
-            + self.results.drop(lambda k: k[0] == source)
-            + self.decoded.drop(lambda k: source_key(k[0], k[1]) == source)
+        return self._cache.drop(lambda k: k[0] == source)
+
+
+class MemoryTier:
+    """Rendered images (``cache.image_bytes``) and source facts (``cache.info_entries`` for
+    ``cache.info_ttl``) of this process, as they are."""
+
+    name = "memory"
+
+    def __init__(self, settings: CacheSettings) -> None:
+        self.images: SizedCache[Slot, Rendered] = SizedCache(
+            settings.image_bytes, lambda r: len(r.body)
+        )
+        self.facts: TtlCache[Slot, SourceInfo] = TtlCache(
+            settings.info_entries, settings.info_ttl, "facts"
         )
 
-    @classmethod
-    def sized(
-        cls,
-        info_entries: int,
-        info_ttl: float,
-        image_bytes: int,
-        decoded_bytes: int,
-        observe: Observe | None = None,
-    ) -> Caches:
-        return cls(
-            FactsCache(info_entries, info_ttl, "facts", observe),
-            SizedCache(image_bytes, lambda r: len(r.body), "image", observe),
-            SizedCache(decoded_bytes, lambda d: d.nbytes, "decoded", observe),
+    async def get(self, slot: Slot) -> Entry | None:
+        return self.facts.lookup(slot) if slot.facts else self.images.lookup(slot)
+
+    async def put(self, slot: Slot, value: Entry, ttl: float) -> None:
+        if isinstance(value, SourceInfo):
+            self.facts.put(slot, value)  # (the memory TTL is cache.info_ttl)
+        else:
+            self.images.put(slot, value)
+
+    async def purge(self, source: str | None) -> int:
+        return self.drop(source)
+
+    def drop(self, source: str | None) -> int:
+        if source is None:
+            self.images.clear()
+            self.facts.clear()
+            return 0
+        return self.images.drop(lambda s: s.source == source) + self.facts.drop(
+            lambda s: s.source == source
         )

@@ -1,11 +1,11 @@
 """The Redis tier: rendered images and source facts shared by every process and machine, the
 render lock that keeps them from all rendering the same miss, and the purge channel.
 
-Keys (``cache.redis_prefix``, ``iiif-shim:`` by default, then the source's
-:func:`cache.source_key`)::
+Keys (``cache.redis_prefix``, ``iiif-shim:`` by default, then the slot's source key, see
+``entry.py``)::
 
-    <prefix><source>:img:<plan key>    media type, a newline, the image (TTL cache.redis_ttl)
-    <prefix><source>:facts             the source's facts as JSON (TTL cache.info_ttl)
+    <prefix><source>:img:<plan key>    a rendered image (TTL cache.redis_ttl)
+    <prefix><source>:facts             the source's facts (TTL cache.info_ttl)
     <prefix><source>:lock:<name>       a render lock (SET NX PX cache.redis_lock, a random token)
     <prefix>purge                      the pub/sub channel of purges (a source key, or ``*``)
 
@@ -15,8 +15,9 @@ logged once, and Redis is skipped for ``cache.redis_retry`` seconds (its callers
 unheld lock, a write not made), then tried again; the next success is logged too. Purges are the
 exception: :meth:`RedisTier.purge` raises, so whoever asked for one learns that it failed.
 
-A lock is released only by its holder (a Lua script compares the token), and expires by itself
-if the holder dies.
+Values are entries encoded by ``entry.py`` (checked and bound to their slot: anything else
+found under a key is a miss). A lock is released only by its holder (a Lua script compares the
+token), and expires by itself if the holder dies; ``lock.py`` holds the dance around it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from iiif_shim.cache.entry import Entry, Slot, decode, encode
 from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.telemetry.metrics import Metrics
 
@@ -45,6 +47,7 @@ return 0
 
 # bytes an entry may hold beyond the image it carries (its header; the facts' JSON)
 _ENTRY_SLACK = 64 * 1024
+_DECODE_INLINE = 256 * 1024  # entries larger than this are checked in a thread
 
 
 class RedisUnavailable(Exception):
@@ -60,6 +63,10 @@ def redacted(url: str) -> str:
 
 
 class RedisTier:
+    """Redis as a tier of the facade (and its lock, and the purge channel)."""
+
+    name = "redis"
+
     def __init__(self, settings: CacheSettings, metrics: Metrics | None = None) -> None:
         assert settings.redis is not None
         self.settings = settings
@@ -139,64 +146,73 @@ class RedisTier:
 
     # --- keys ------------------------------------------------------------------------------
 
-    def image_key(self, source: str, key: str) -> str:
-        return f"{self.prefix}{source}:img:{key}"
+    def key(self, slot: Slot) -> str:
+        name = "facts" if slot.facts else f"img:{slot.name}"
+        return f"{self.prefix}{slot.source}:{name}"
 
-    def facts_key(self, source: str) -> str:
-        return f"{self.prefix}{source}:facts"
-
-    def lock_key(self, source: str, name: str) -> str:
-        return f"{self.prefix}{source}:lock:{name}"
+    def lock_key(self, slot: Slot) -> str:
+        return f"{self.prefix}{slot.source}:lock:{slot.name}"
 
     # --- values ----------------------------------------------------------------------------
 
-    async def get(self, key: str, operation: str = "get") -> bytes | None:
-        """The value, or ``None``: missing, or larger than this shim ever stores (whoever else
-        writes to the server, no more than the cap is read)."""
+    async def get(self, slot: Slot) -> Entry | None:
+        """The entry, or ``None``: missing, not an intact entry of this slot, or larger than
+        this shim ever stores (whoever else writes to the server, no more than the cap is
+        read)."""
         limit = self.settings.redis_max_bytes + _ENTRY_SLACK
-        value: bytes | None = await self._call(
-            operation, lambda: self._client.getrange(key, 0, limit), None
+        operation = "get_facts" if slot.facts else "get"
+        data: bytes | None = await self._call(
+            operation, lambda: self._client.getrange(self.key(slot), 0, limit), None
         )
-        if not value or len(value) > limit:
-            return None
-        return value
+        return await self._decoded(slot, data)
 
-    async def set(self, key: str, value: bytes, ttl: float, operation: str = "set") -> bool:
-        """Store ``value`` for ``ttl`` seconds, unless it is larger than the cap per entry."""
-        if len(value) > self.settings.redis_max_bytes:
-            return False
+    async def put(self, slot: Slot, value: Entry, ttl: float) -> None:
+        """Store ``value`` for ``ttl`` seconds (0: ``cache.redis_ttl``), unless it is larger
+        than the cap per entry."""
+        ttl = ttl or self.settings.redis_ttl
+        data = encode(slot, value, time.time() + ttl)
+        if len(data) > self.settings.redis_max_bytes:
+            return
         ms = max(1, int(ttl * 1000))
-        done: bool = await self._call(operation, lambda: self._client.set(key, value, px=ms), False)
-        return bool(done)
+        operation = "set_facts" if slot.facts else "set"
+        await self._call(operation, lambda: self._client.set(self.key(slot), data, px=ms), False)
 
-    async def delete(self, key: str) -> None:
-        await self._call("delete", lambda: self._client.delete(key), 0)
+    async def _decoded(self, slot: Slot, data: bytes | None) -> Entry | None:
+        limit = self.settings.redis_max_bytes + _ENTRY_SLACK
+        if not data or len(data) > limit:
+            return None
+        if len(data) > _DECODE_INLINE:  # a large entry's checksum is not computed on the loop
+            return await asyncio.to_thread(decode, slot, data, time.time())
+        return decode(slot, data, time.time())
 
     # --- the render lock -------------------------------------------------------------------
 
-    async def acquire(self, lock: str) -> str | None:
-        """The token of the lock if this process now holds it; None if another holds it, or
-        Redis is skipped (then :attr:`up` is False)."""
+    async def acquire(self, slot: Slot) -> str | None:
+        """The token of the slot's lock if this process now holds it; None if another holds it,
+        or Redis is skipped (then :attr:`up` is False)."""
         token = secrets.token_hex(16)
         ms = max(1, int(self.settings.redis_lock * 1000))
+        lock = self.lock_key(slot)
         got = await self._call("lock", lambda: self._client.set(lock, token, nx=True, px=ms), None)
         return token if got else None
 
-    async def release(self, lock: str, token: str) -> None:
+    async def release(self, slot: Slot, token: str) -> None:
+        lock = self.lock_key(slot)
         await self._call("unlock", lambda: self._release(keys=[lock], args=[token]), 0)
 
-    async def wait(self, key: str, lock: str, seconds: float) -> bytes | None:
-        """The value of ``key`` once the lock's holder stored it; None when the lock went
-        without it (the holder failed), after ``seconds``, or when Redis fails meanwhile."""
+    async def wait(self, slot: Slot, seconds: float) -> Entry | None:
+        """The slot's entry once the lock's holder stored it; None when the lock went without
+        it (the holder failed), after ``seconds``, or when Redis fails meanwhile."""
         deadline = time.monotonic() + seconds
         pause = 0.01
+        keys = [self.key(slot), self.lock_key(slot)]
         while time.monotonic() < deadline and self.up:
             found: list[bytes | None] = await self._call(
-                "wait", lambda: self._client.mget([key, lock]), [None, None]
+                "wait", lambda: self._client.mget(keys), [None, None]
             )
-            value, holder = found
-            if value is not None:
-                return value
+            data, holder = found
+            if data is not None:
+                return await self._decoded(slot, data)
             if holder is None:
                 return None
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))

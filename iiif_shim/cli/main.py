@@ -171,8 +171,9 @@ def probe(args: argparse.Namespace) -> int:
 
 def purge(args: argparse.Namespace) -> int:
     from iiif_shim.base.errors import ShimError
-    from iiif_shim.cache.memory import source_key
-    from iiif_shim.cache.tiers import RUN_DIR_ENV, journal_paths, purge_everywhere
+    from iiif_shim.cache.entry import source_key
+    from iiif_shim.cache.facade import purge_everywhere
+    from iiif_shim.cache.journal import RUN_DIR_ENV, journal_paths
     from iiif_shim.core.routing import Router
 
     if (args.identifier is None) == (not args.all):
@@ -214,7 +215,7 @@ def purge(args: argparse.Namespace) -> int:
 
 
 _PURGED = {
-    "disk": "{} images removed",
+    "disk": "{} entries removed (images and facts)",
     "redis": "{} keys removed",
     "notified": "{} running processes told through Redis",
     "journal": "written to {} (running processes read it within a second)",

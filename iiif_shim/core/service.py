@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from iiif_shim.backends.base import Backend, BackendContext
 from iiif_shim.backends.registry import backend_for
-from iiif_shim.cache.memory import Caches, DecodedKey, SizedCache, source_key
-from iiif_shim.cache.tiers import open_tiers
+from iiif_shim.cache.entry import source_key
+from iiif_shim.cache.facade import Caches
+from iiif_shim.cache.memory import SourceCache
 from iiif_shim.core import passthrough
 from iiif_shim.core.planner import plan
 from iiif_shim.core.routing import Router
@@ -60,29 +61,22 @@ async def open_service(
     """The service with its thread pool, caches (memory, and the disk and Redis tiers when
     configured) and started backends; all released on exit. ``budget`` and ``metrics``
     outlive one configuration (a reload keeps them)."""
-    cache = settings.cache
     budget = budget or MemoryBudget(settings.memory_budget, settings.memory_wait)
     workers = Workers(settings.threads, settings.max_pending, settings.request_timeout)
-    caches = Caches.sized(
-        cache.info_entries,
-        cache.info_ttl,
-        cache.image_bytes,
-        cache.decoded_bytes,
-        metrics.cache_lookup if metrics else None,
-    )
-    context = BackendContext(workers.run, metrics)
+    caches = Caches(settings.cache, metrics)
+    context = BackendContext(workers.run, caches, metrics)
     backends = {name: backend_for(name, spec) for name, spec in settings.backends.items()}
     started: list[Backend[Any]] = []
     try:
+        await caches.start()
         for backend in backends.values():
             await backend.start(context)
             started.append(backend)
-        async with open_tiers(cache, caches, metrics) as tiers:
-            caches = replace(caches, tiers=tiers)
-            yield ImageService(settings, backends, workers, caches, budget, metrics)
+        yield ImageService(settings, backends, workers, caches, budget, metrics)
     finally:
         for backend in started:
             await backend.close()
+        await caches.close()
         workers.close()
 
 
@@ -100,6 +94,11 @@ class ImageService:
         self.backends = backends
         self.workers = workers
         self.caches = caches
+        # decoded masters by (version, reduction), of this service's engine (a reload makes
+        # new caches with a new engine)
+        self.decoded: SourceCache[tuple[str, int], DecodedSource] = caches.memory_cache(
+            "decoded", settings.cache.decoded_bytes, lambda d: d.nbytes
+        )
         self.budget = budget
         self.metrics = metrics
         self.record = metrics.pillow_step if metrics else None
@@ -128,13 +127,7 @@ class ImageService:
         async def load() -> SourceInfo:
             return checked(await backend.facts(target), backend.name)
 
-        async def shared() -> SourceInfo:  # from Redis, when another process asked already
-            tiers = self.caches.tiers
-            if tiers is None:
-                return await load()
-            return await tiers.facts(target.backend, target.native_id, load)
-
-        info = await self.caches.facts.get((target.backend, target.native_id), shared)
+        info = await self.caches.facts(target.backend, target.native_id, load)
         return Source(target, backend, info)
 
     async def info(
@@ -179,13 +172,9 @@ class ImageService:
         """The image from the first cache tier that has it (memory, disk, Redis), else
         rendered and kept in each; ``cached=False`` always asks the backend (for ``probe``)."""
         key = prepared.plan.key if cached else None
-        tiers = self.caches.tiers
         if key is None:
             return await self._render(prepared)
-        if tiers is None:
-            source = source_key(prepared.plan.source.backend, prepared.plan.source.native_id)
-            return await self.caches.results.get((source, key), lambda: self._render(prepared))
-        return await tiers.image(prepared.plan.source, key, lambda: self._render(prepared))
+        return await self.caches.image(prepared.plan.source, key, lambda: self._render(prepared))
 
     async def _render(self, prepared: Prepared) -> Rendered:
         """Reserve the plan's memory, fetch, decode (or reuse the decoded master), finish."""
@@ -195,11 +184,10 @@ class ImageService:
         whole = the_plan.native.whole_source(info.width, info.height)
         factor = engine.reduction(info.format, info.width, info.height, steps)
         version = info.version
-        key = (src.target.backend, src.target.native_id, version, factor) if version else None
+        source = source_key(src.target.backend, src.target.native_id)
+        key = (version, factor) if version else None
         full = engine.cost(the_plan, info)
-        # holds what this service's engine decoded (a reload makes new caches with a new engine)
-        decoded_cache: SizedCache[DecodedKey, Any] = self.caches.decoded
-        cached = whole and decoded_cache.holds(key)
+        cached = whole and self.decoded.holds(source, key)
         need = engine.cost(the_plan, info, decoded_cached=cached)
         reservation = await self.budget.reserve(need.total)
         token = holding.set(reservation)
@@ -225,7 +213,7 @@ class ImageService:
                             extra.release()
                     return decoded
 
-                decoded = await decoded_cache.get(key, decode)
+                decoded = await self.decoded.get(source, key, decode)
                 body = await self.workers.run(engine.finish, decoded, steps, record)
             else:
                 fetched = await src.backend.fetch(src.target, the_plan.native, info)

@@ -62,6 +62,12 @@ class PresentationService:
         self.records: TtlCache[tuple[str, str], ObjectRecord | None] = TtlCache(
             settings.record_entries, settings.record_ttl, "record", observe
         )
+        images.caches.register(self._purged)
+
+    def _purged(self, source: str | None) -> None:
+        """Records are by object, not by image: a purge of everything empties them."""
+        if source is None:
+            self.records.clear()
 
     @property
     def enabled(self) -> bool:

@@ -48,12 +48,12 @@ from typing import Any
 from iiif_shim import __version__
 from iiif_shim.base.errors import ConfigError
 from iiif_shim.base.machine import cpus
+from iiif_shim.cache.journal import RUN_DIR_ENV
 from iiif_shim.config.settings import Settings
 
 log = logging.getLogger("iiif_shim")
 
 WORKER_ENV = "IIIF_SHIM_WORKER"  # set by the supervisor for its workers only
-RUN_DIR_ENV = "IIIF_SHIM_RUN_DIR"
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 START_TIMEOUT = 60.0  # seconds a new worker has to report ready
 STABLE_AFTER = 10.0  # a worker that lived this long did start well: its slot's backoff resets

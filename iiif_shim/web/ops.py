@@ -9,9 +9,9 @@ is down); ``GET /metrics`` is Prometheus' exposition of every worker's metrics.
 did not exist) unless ``cache.purge_token`` is set; then they need ``Authorization: Bearer
 <token>`` (compared in constant time), and answer 401 with ``WWW-Authenticate`` without it. The
 identifier is one raw path segment decoded once, like in IIIF URLs (``%2F`` stays part of it).
-A purge removes the source's facts and rendered images from every cache tier and tells every
-running process (``tiers.Tiers.purge``); the answer is JSON saying what each tier did, 200, or
-503 when a tier could not be reached.
+A purge removes the source's facts, rendered images and everything else made from it from every
+cache and tells every running process (``cache.facade.Caches.purge``); the answer is JSON
+saying what each tier did, 200, or 503 when a tier could not be reached.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from aiohttp import web
 
 from iiif_shim import __version__
 from iiif_shim.base.errors import NotFound
-from iiif_shim.cache.memory import source_key
+from iiif_shim.cache.entry import source_key
 from iiif_shim.web.middleware import text_response
 from iiif_shim.web.protocol import decode_segment
 from iiif_shim.web.state import METRICS, PROCESS, observed, runtime_of
@@ -45,9 +45,6 @@ async def purge(request: web.Request) -> web.Response:
     raw = request.raw_path.split("?", 1)[0]
     rest = raw[len(PATH) :]
     service = runtime.service
-    tiers = service.caches.tiers
-    if tiers is None:  # pragma: no cover - open_service always makes them
-        raise NotFound("no caches")
     if rest in ("", "/"):
         identifier = None
         source = None
@@ -57,7 +54,7 @@ async def purge(request: web.Request) -> web.Response:
             raise NotFound("expected /admin/cache/{identifier}, with any '/' in it sent as %2F")
         target = service.router.route(identifier)
         source = source_key(target.backend, target.native_id)
-    report = await tiers.purge(source)
+    report = await service.caches.purge(source)
     ok = report.pop("ok")
     body = {"purged": identifier if identifier is not None else "*", **report}
     status = 200 if ok else 503

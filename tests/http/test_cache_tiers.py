@@ -18,7 +18,7 @@ import redis
 from PIL import Image
 
 from iiif_shim.cache.disk import DiskCache
-from iiif_shim.cache.memory import source_key
+from iiif_shim.cache.entry import source_key
 from tests.support import (
     ROOT,
     Process,
@@ -287,7 +287,8 @@ def test_purge_by_endpoint_and_cli(
         resp = shim.get("/admin/cache/g.png", method="DELETE", headers=auth)
         assert resp.status == 200, resp.text
         report = json.loads(resp.body)
-        assert report["purged"] == "g.png" and report["disk"] == 1 and report["redis"] >= 2
+        # the image and the source's facts, on disk and in Redis
+        assert report["purged"] == "g.png" and report["disk"] == 2 and report["redis"] >= 2
         gone_everywhere()
         before = _sent(upstream, "/ok/g.png")
         dropped_from_memory(other)  # the other process heard of it
@@ -303,7 +304,7 @@ def test_purge_by_endpoint_and_cli(
             timeout=60,
         )
         assert cli.returncode == 0, cli.stderr
-        assert "disk: 1 images removed" in cli.stdout and "told through Redis" in cli.stdout
+        assert "disk: 2 entries removed" in cli.stdout and "told through Redis" in cli.stdout
         gone_everywhere()
         before = _sent(upstream, "/ok/g.png")
         dropped_from_memory(shim)

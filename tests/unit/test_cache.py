@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from iiif_shim.cache.memory import FactsCache, SingleFlight, SizedCache, TtlCache
+from iiif_shim.cache.memory import SingleFlight, SizedCache, TtlCache
 from iiif_shim.model.facts import SourceInfo
 
 
@@ -45,7 +45,7 @@ def test_facts_cache_has_no_gap_between_flight_and_cache() -> None:
         return SourceInfo(width=1, height=1)
 
     async def main() -> None:
-        cache = FactsCache(entries=10, ttl=60, tier="facts")
+        cache: TtlCache[tuple[str, str], SourceInfo] = TtlCache(entries=10, ttl=60, tier="facts")
         first = asyncio.ensure_future(cache.get(("b", "id"), load))
         while calls == 0:
             await asyncio.sleep(0)

@@ -1,6 +1,7 @@
-"""The cache tiers below memory: the disk folder (entries, LRU budget, damaged entries, several
-processes writing at once), the purge journal, and Redis (a real redis-server: values, the cap
-per entry, the render lock, purges, an outage and the way back)."""
+"""The cache facade and its tiers: the one entry encoding (bound to its slot, checked, with its
+expiry), the disk folder (entries, LRU budget, damaged entries, several processes writing at
+once), the purge journal, and Redis (a real redis-server: values, the cap per entry, the lock
+for images and facts alike, purges, an outage and the way back)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,19 @@ import importlib.util
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from iiif_shim.base.errors import ConfigError
-from iiif_shim.cache.disk import DiskCache, decode
-from iiif_shim.cache.memory import Caches, source_key
+from iiif_shim.cache.disk import DiskCache
+from iiif_shim.cache.entry import FACTS, Slot, decode, encode, source_key
+from iiif_shim.cache.facade import Caches
+from iiif_shim.cache.journal import PurgeJournal
 from iiif_shim.cache.redis import RedisTier
 from iiif_shim.cache.settings import CacheSettings
-from iiif_shim.cache.tiers import PurgeJournal, Tiers
 from iiif_shim.config.settings import parse_settings
 from iiif_shim.model.facts import SourceInfo
 from iiif_shim.model.plan import Rendered, SourceRef
@@ -36,8 +38,34 @@ def key(n: int | str) -> str:
     return hashlib.sha256(str(n).encode()).hexdigest()
 
 
+def at(source: str, n: int | str) -> Slot:
+    return Slot(source, key(n))
+
+
 def image(n: int, size: int = 1000) -> Rendered:
     return Rendered(body=bytes([n % 256]) * size, media_type="image/jpeg")
+
+
+# --- the entry -----------------------------------------------------------------------------
+
+
+def test_an_entry_is_bound_to_its_slot_checked_and_fresh() -> None:
+    png = Rendered(b"\x89PNG...", "image/png")
+    data = encode(at(SOURCE, 1), png)
+    assert decode(at(SOURCE, 1), data, time.time()) == png
+    assert decode(at(SOURCE, 2), data, time.time()) is None  # copied under another name
+    assert decode(at(OTHER, 1), data, time.time()) is None  # or another source
+    assert decode(at(SOURCE, 1), data[:-1] + b"!", time.time()) is None  # damaged body
+    assert decode(at(SOURCE, 1), data[:12] + b"\x02" + data[13:], time.time()) is None  # header
+    facts = SourceInfo(300, 200, version="v1")
+    slot = Slot(SOURCE, FACTS)
+    stored = encode(slot, facts, expires=time.time() + 60)
+    assert decode(slot, stored, time.time()) == facts
+    assert decode(slot, stored, time.time() + 61) is None  # expired
+    assert decode(slot, encode(slot, png), time.time()) is None  # an image is no facts
+    assert decode(at(SOURCE, 1), encode(at(SOURCE, 1), facts), time.time()) is None
+    with pytest.raises(ValueError):
+        Slot("../etc", key(1))
 
 
 # --- disk ---------------------------------------------------------------------------------
@@ -46,11 +74,11 @@ def image(n: int, size: int = 1000) -> Rendered:
 def test_disk_entries_keep_the_media_type_and_survive_a_new_instance(tmp_path: Path) -> None:
     disk = DiskCache(tmp_path / "c", 10 * 1024 * 1024)
     disk.open()
-    assert disk.get(SOURCE, key(1)) is None
-    disk.put(SOURCE, key(1), Rendered(b"\x89PNG...", "image/png"))
+    assert disk.get(at(SOURCE, 1)) is None
+    disk.put(at(SOURCE, 1), Rendered(b"\x89PNG...", "image/png"))
     again = DiskCache(tmp_path / "c", 10 * 1024 * 1024)  # a restart
     again.open()
-    assert again.get(SOURCE, key(1)) == Rendered(b"\x89PNG...", "image/png")
+    assert again.get(at(SOURCE, 1)) == Rendered(b"\x89PNG...", "image/png")
     assert (tmp_path / "c" / SOURCE / key(1)).is_file()
 
 
@@ -58,8 +86,8 @@ def test_disk_entries_keep_the_media_type_and_survive_a_new_instance(tmp_path: P
 def test_a_damaged_entry_is_a_miss_and_is_removed(tmp_path: Path, damage: str) -> None:
     disk = DiskCache(tmp_path, 10 * 1024 * 1024)
     disk.open()
-    disk.put(SOURCE, key(1), image(7, 5000))
-    path = disk.path(SOURCE, key(1))
+    disk.put(at(SOURCE, 1), image(7, 5000))
+    path = disk.path(at(SOURCE, 1))
     data = path.read_bytes()
     path.write_bytes(
         {
@@ -69,7 +97,7 @@ def test_a_damaged_entry_is_a_miss_and_is_removed(tmp_path: Path, damage: str) -
             "foreign": b"<html>not ours</html>",
         }[damage]
     )
-    assert disk.get(SOURCE, key(1)) is None
+    assert disk.get(at(SOURCE, 1)) is None
     assert not path.exists()
 
 
@@ -84,26 +112,26 @@ def test_disk_stays_under_its_budget_and_evicts_the_least_recently_used(tmp_path
     budget = 1024 * 1024
     disk = DiskCache(tmp_path, budget)
     disk.open()
-    disk.put(SOURCE, key("first"), image(1, 50_000))
+    disk.put(at(SOURCE, "first"), image(1, 50_000))
     for n in range(60):
-        disk.put(OTHER, key(n), image(n, 50_000))
-        os.utime(disk.path(OTHER, key(n)), (time.time() - 1000 + n, time.time() - 1000 + n))
-        assert disk.get(SOURCE, key("first")) is not None  # used all along: touched
+        disk.put(at(OTHER, n), image(n, 50_000))
+        os.utime(disk.path(at(OTHER, n)), (time.time() - 1000 + n, time.time() - 1000 + n))
+        assert disk.get(at(SOURCE, "first")) is not None  # used all along: touched
         assert disk.size() <= budget
-    assert disk.get(SOURCE, key("first")) is not None
-    assert disk.get(OTHER, key(0)) is None  # the oldest went
-    assert disk.get(OTHER, key(59)) is not None
-    assert disk.put(SOURCE, key("huge"), image(1, budget // 2)) is False  # too large to keep
+    assert disk.get(at(SOURCE, "first")) is not None
+    assert disk.get(at(OTHER, 0)) is None  # the oldest went
+    assert disk.get(at(OTHER, 59)) is not None
+    assert disk.put(at(SOURCE, "huge"), image(1, budget // 2)) is False  # too large to keep
 
 
 def test_purge_removes_one_source_or_all(tmp_path: Path) -> None:
     disk = DiskCache(tmp_path, 10 * 1024 * 1024)
     disk.open()
     for n in range(3):
-        disk.put(SOURCE, key(n), image(n))
-        disk.put(OTHER, key(n), image(n))
+        disk.put(at(SOURCE, n), image(n))
+        disk.put(at(OTHER, n), image(n))
     assert disk.purge(SOURCE) == 3
-    assert disk.get(SOURCE, key(0)) is None and disk.get(OTHER, key(0)) is not None
+    assert disk.get(at(SOURCE, 0)) is None and disk.get(at(OTHER, 0)) is not None
     assert disk.purge(None) == 3
     assert disk.size() == 0
     assert (tmp_path / ".iiif-shim-cache").exists()  # the folder stays ours
@@ -115,8 +143,8 @@ def _writer(root: str, budget: int, seed: int, rounds: int) -> None:
     for n in range(rounds):
         k = n % 40  # both processes write the same keys, with different bodies
         size = 20_000 + (n * 7919 + seed * 104729) % 30_000
-        disk.put(SOURCE if k % 2 else OTHER, key(k), image(seed * 100 + n, size))
-        disk.get(OTHER, key((k + 3) % 40))
+        disk.put(at(SOURCE if k % 2 else OTHER, k), image(seed * 100 + n, size))
+        disk.get(at(OTHER, (k + 3) % 40))
 
 
 def test_two_processes_writing_one_folder_leave_only_whole_entries(tmp_path: Path) -> None:
@@ -133,8 +161,8 @@ def test_two_processes_writing_one_folder_leave_only_whole_entries(tmp_path: Pat
     entries = [p for p in tmp_path.glob("*/*") if not p.name.startswith(".tmp-")]
     assert entries and not list(tmp_path.glob("*/.tmp-*"))
     for path in entries:
-        rendered = decode(path.read_bytes())
-        assert rendered is not None, path  # never torn, never mixed
+        rendered = decode(Slot(path.parent.name, path.name), path.read_bytes(), time.time())
+        assert isinstance(rendered, Rendered), path  # never torn, never mixed
         assert len(set(rendered.body)) == 1
     disk = DiskCache(tmp_path, budget)
     disk.open()
@@ -224,20 +252,33 @@ def _cache(port: int, **more: object) -> CacheSettings:
     return CacheSettings(**values)  # type: ignore[arg-type]
 
 
+async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait until ``check()`` holds (a condition polled, never a fixed pause)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.01)
+
+
+def _memory(tiers: Caches) -> int:
+    return len(list(tiers.memory.images._cache.keys())) if tiers.memory.images._cache else 0
+
+
 def test_redis_values_cap_and_purge(redis_server: Process) -> None:
     async def main() -> None:
         tier = RedisTier(_cache(redis_server.port, redis_max_bytes=2048))
         await tier.start()
         try:
-            assert await tier.get(tier.image_key(SOURCE, key(1))) is None
-            assert await tier.set(tier.image_key(SOURCE, key(1)), b"x" * 100, 60)
-            assert not await tier.set(tier.image_key(SOURCE, key(2)), b"x" * 4096, 60)  # cap
-            assert await tier.set(tier.facts_key(SOURCE), b"{}", 60)
-            assert await tier.set(tier.image_key(OTHER, key(1)), b"y", 60)
-            assert await tier.get(tier.image_key(SOURCE, key(1))) == b"x" * 100
-            assert await tier.get(tier.image_key(SOURCE, key(2))) is None
+            assert await tier.get(at(SOURCE, 1)) is None
+            await tier.put(at(SOURCE, 1), image(1, 100), 60)
+            await tier.put(at(SOURCE, 2), image(2, 4096), 60)  # past the cap: not kept
+            await tier.put(Slot(SOURCE, FACTS), SourceInfo(3, 4), 60)
+            await tier.put(at(OTHER, 1), image(9, 10), 60)
+            assert await tier.get(at(SOURCE, 1)) == image(1, 100)
+            assert await tier.get(at(SOURCE, 2)) is None
+            assert await tier.get(Slot(SOURCE, FACTS)) == SourceInfo(3, 4)
             assert await tier.purge(SOURCE) == 2
-            assert await tier.get(tier.image_key(OTHER, key(1))) == b"y"
+            assert await tier.get(at(OTHER, 1)) == image(9, 10)
             assert await tier.purge(None) == 1
         finally:
             await tier.close()
@@ -245,22 +286,21 @@ def test_redis_values_cap_and_purge(redis_server: Process) -> None:
     asyncio.run(main())
 
 
-def test_a_value_written_by_someone_else_past_the_cap_is_never_read_whole(
-    redis_server: Process,
-) -> None:
+def test_what_someone_else_wrote_is_a_miss_and_never_read_whole(redis_server: Process) -> None:
     """Whoever else can write to the Redis server, a read takes no more than the cap (plus an
-    entry's header) and such a value is a miss."""
-    import redis
+    entry's header), and a value that is not an entry of that very slot is a miss."""
 
     async def main() -> None:
         tier = RedisTier(_cache(redis_server.port, redis_max_bytes=2048))
         await tier.start()
         try:
-            key_name = tier.image_key(SOURCE, key(3))
             planted = redis.Redis(port=redis_server.port)
-            planted.set(key_name, b"\xff" * (4 * 1024 * 1024))
+            planted.set(tier.key(at(SOURCE, 3)), b"\xff" * (4 * 1024 * 1024))
+            planted.set(tier.key(at(SOURCE, 4)), b"image/png\n\x89PNG...")  # the old format
+            planted.set(tier.key(at(SOURCE, 5)), encode(at(SOURCE, 6), image(6)))  # another's
             planted.close()
-            assert await tier.get(key_name) is None
+            for n in (3, 4, 5):
+                assert await tier.get(at(SOURCE, n)) is None
         finally:
             await tier.close()
 
@@ -272,57 +312,60 @@ def test_a_lock_is_released_only_by_its_holder(redis_server: Process) -> None:
         tier = RedisTier(_cache(redis_server.port, redis_lock=5.0))
         await tier.start()
         try:
-            lock = tier.lock_key(SOURCE, key(1))
-            token = await tier.acquire(lock)
+            slot = at(SOURCE, 1)
+            token = await tier.acquire(slot)
             assert token is not None
-            assert await tier.acquire(lock) is None and tier.up  # taken
-            await tier.release(lock, "not-the-token")
-            assert await tier.acquire(lock) is None  # still held
-            value = tier.image_key(SOURCE, key(1))
-
-            async def holder() -> None:
-                await asyncio.sleep(0.2)
-                await tier.set(value, b"made", 60)
-                await tier.release(lock, token)
-
-            task = asyncio.create_task(holder())
-            assert await tier.wait(value, lock, 5.0) == b"made"
-            await task
-            assert await tier.acquire(lock) is not None  # released by its holder
+            assert await tier.acquire(slot) is None and tier.up  # taken
+            await tier.release(slot, "not-the-token")
+            assert await tier.acquire(slot) is None  # still held
+            waiting = asyncio.create_task(tier.wait(slot, 5.0))
+            await tier.put(slot, image(1), 60)
+            await tier.release(slot, token)
+            assert await waiting == image(1)
+            assert await tier.acquire(slot) is not None  # released by its holder
         finally:
             await tier.close()
 
     asyncio.run(main())
 
 
+def _shims(settings: CacheSettings, n: int) -> list[Caches]:
+    """``n`` facades over one configuration, as ``n`` processes would hold them."""
+    return [Caches(settings, Metrics(), journal_poll=0.05) for _ in range(n)]
+
+
 def test_one_render_for_concurrent_misses_in_two_processes(redis_server: Process) -> None:
-    """Two Tiers (as two processes) with one Redis: one render, the other waits for it."""
+    """Two facades (as two processes) with one Redis: one render, the other waits for it."""
     renders = 0
+    rendering = asyncio.Event()
 
     async def make() -> Rendered:
         nonlocal renders
         renders += 1
-        await asyncio.sleep(0.3)
+        rendering.set()
+        await asyncio.sleep(0.2)
         return Rendered(b"pixels", "image/png")
 
     async def main() -> None:
         settings = _cache(redis_server.port)
-        shims = [Tiers(settings, Caches.sized(10, 60, 1 << 20, 0), Metrics()) for _ in range(2)]
+        shims = _shims(settings, 2)
         for tiers in shims:
             await tiers.start()
         try:
             ref = SourceRef("local", "quad.png", "v1")
+            first = asyncio.create_task(shims[0].image(ref, key("tile"), make))
+            await rendering.wait()  # the first holds the lock: every other one waits on it
             got = await asyncio.gather(
-                *(shims[i % 2].image(ref, key("tile"), make) for i in range(10))
+                first, *(shims[i % 2].image(ref, key("tile"), make) for i in range(9))
             )
             assert {r.body for r in got} == {b"pixels"} and renders == 1
-            fresh = Tiers(settings, Caches.sized(10, 60, 1 << 20, 0))  # a third process
+            (fresh,) = _shims(settings, 1)  # a third process
             await fresh.start()
             assert (await fresh.image(ref, key("tile"), make)).media_type == "image/png"
             assert renders == 1
             report = await shims[0].purge(source_key("local", "quad.png"))
             assert report["ok"] and report["redis"] == 1
-            await asyncio.sleep(0.5)  # the purge message reaches the other process
+            await eventually(lambda: _memory(shims[1]) == 0)  # the purge reached it
             await shims[1].image(ref, key("tile"), make)
             assert renders == 2  # memory of the other process dropped too
             await fresh.close()
@@ -333,70 +376,44 @@ def test_one_render_for_concurrent_misses_in_two_processes(redis_server: Process
     asyncio.run(main())
 
 
-def test_when_the_lock_holder_fails_one_waiter_takes_over(redis_server: Process) -> None:
-    """The first process's render fails: of the three waiting elsewhere, one renders (and the
-    others take its image from Redis), not all three against a backend that just failed."""
+@pytest.mark.parametrize("what", ["image", "facts"])
+def test_when_the_lock_holder_fails_one_waiter_takes_over(redis_server: Process, what: str) -> None:
+    """The first process's call fails: of the three waiting elsewhere, one makes the value (and
+    the others take it from Redis), not all three against a backend that just failed; for an
+    image and for a source's facts alike (one lock)."""
     calls = 0
+    holding = asyncio.Event()
 
-    async def make() -> Rendered:
+    async def make() -> Rendered | SourceInfo:
         nonlocal calls
         calls += 1
         first = calls == 1
+        if first:
+            holding.set()
         await asyncio.sleep(0.3)
         if first:
             raise RuntimeError("the backend failed")
-        return Rendered(b"pixels", "image/png")
+        return Rendered(b"pixels", "image/png") if what == "image" else SourceInfo(30, 20, "gray")  # type: ignore[arg-type]
 
     async def main() -> None:
         settings = _cache(redis_server.port, redis_lock=5.0)
-        shims = [Tiers(settings, Caches.sized(10, 60, 1 << 20, 0), Metrics()) for _ in range(4)]
+        shims = _shims(settings, 4)
         for tiers in shims:
             await tiers.start()
+        ref = SourceRef("local", f"quad-{what}.png", "v2")
+
+        def ask(tiers: Caches) -> Awaitable[Rendered | SourceInfo]:
+            if what == "image":
+                return tiers.image(ref, key("failing"), make)  # type: ignore[arg-type]
+            return tiers.facts(ref.backend, ref.native_id, make)  # type: ignore[arg-type]
+
         try:
-            ref = SourceRef("local", "quad.png", "v2")
-            holder = asyncio.create_task(shims[0].image(ref, key("failing"), make))
-            await asyncio.sleep(0.1)  # it holds the lock
-            waiters = [shims[i].image(ref, key("failing"), make) for i in (1, 2, 3)]
-            got = await asyncio.gather(*waiters)
+            holder = asyncio.create_task(ask(shims[0]))
+            await holding.wait()  # it holds the lock
+            got = await asyncio.gather(*(ask(shims[i]) for i in (1, 2, 3)))
             with pytest.raises(RuntimeError):
                 await holder
-            assert {r.body for r in got} == {b"pixels"}
-            assert calls == 2  # the failed one, then one waiter's
-        finally:
-            for tiers in shims:
-                await tiers.close()
-
-    asyncio.run(main())
-
-
-def test_when_the_facts_lock_holder_fails_one_waiter_takes_over(redis_server: Process) -> None:
-    """As for images: the first process's backend call for facts fails; of the three waiting
-    elsewhere, one asks the backend (and the others take its facts from Redis)."""
-    calls = 0
-
-    async def load() -> SourceInfo:
-        nonlocal calls
-        calls += 1
-        first = calls == 1
-        await asyncio.sleep(0.3)
-        if first:
-            raise RuntimeError("the backend failed")
-        return SourceInfo(30, 20)
-
-    async def main() -> None:
-        settings = _cache(redis_server.port, redis_lock=5.0)
-        shims = [Tiers(settings, Caches.sized(10, 60, 1 << 20, 0), Metrics()) for _ in range(4)]
-        for tiers in shims:
-            await tiers.start()
-        try:
-            holder = asyncio.create_task(shims[0].facts("local", "quad.png", load))
-            await asyncio.sleep(0.1)  # it holds the lock
-            got = await asyncio.gather(
-                *(shims[i].facts("local", "quad.png", load) for i in (1, 2, 3))
-            )
-            with pytest.raises(RuntimeError):
-                await holder
-            assert {(f.width, f.height) for f in got} == {(30, 20)}
+            assert all(g == got[0] for g in got)
             assert calls == 2  # the failed one, then one waiter's
         finally:
             for tiers in shims:
@@ -411,20 +428,20 @@ def test_an_outage_is_skipped_and_redis_is_used_again(tmp_path: Path) -> None:
     metrics = Metrics()
 
     async def main() -> Process:
-        tier = RedisTier(_cache(port, redis_retry=0.5), metrics)
+        tier = RedisTier(_cache(port, redis_retry=0.1), metrics)
         await tier.start()
         try:
-            k = tier.image_key(SOURCE, key(1))
-            assert await tier.set(k, b"v", 60)
+            slot = at(SOURCE, 1)
+            await tier.put(slot, image(1), 60)
             server.stop()
             started = time.monotonic()
-            assert await tier.get(k) is None and not tier.up
-            assert await tier.get(k) is None  # skipped: not even tried
+            assert await tier.get(slot) is None and not tier.up
+            assert await tier.get(slot) is None  # skipped: not even tried
             assert time.monotonic() - started < 2
             again = start_redis(tmp_path / "r2", port)
-            await asyncio.sleep(0.6)
-            assert tier.up and await tier.set(k, b"w", 60)
-            assert await tier.get(k) == b"w"
+            await eventually(lambda: tier.up)
+            await tier.put(slot, image(2), 60)
+            assert await tier.get(slot) == image(2)
             return again
         finally:
             await tier.close()
@@ -457,8 +474,7 @@ def test_a_purge_reaches_other_processes_through_the_journal(
         return Rendered(b"pixels", "image/png")
 
     async def main() -> None:
-        one = Tiers(settings, Caches.sized(10, 60, 1 << 20, 0))
-        two = Tiers(settings, Caches.sized(10, 60, 1 << 20, 0))
+        one, two = _shims(settings, 2)
         await one.start()
         await two.start()
         try:
@@ -468,7 +484,7 @@ def test_a_purge_reaches_other_processes_through_the_journal(
             assert renders == 1
             report = await one.purge(source_key("local", "quad.png"))
             assert report["ok"] and "purge.journal" in report["journal"]
-            await asyncio.sleep(1.5)  # each process reads the journal about once a second
+            await eventually(lambda: _memory(two) == 0)  # read from the journal
             await two.image(ref, key("tile"), make)
             assert renders == 2
         finally:
@@ -483,7 +499,7 @@ def test_a_purge_keeps_out_only_the_renders_of_what_it_purged(tmp_path: Path) ->
     source, under way at the same time, is kept as usual; a purge of everything stops all."""
 
     async def main() -> None:
-        tiers = Tiers(CacheSettings(disk=tmp_path / "disk"), Caches.sized(10, 60, 1 << 20, 0))
+        tiers = Caches(CacheSettings(disk=tmp_path / "disk"))
         await tiers.start(listen=False)
         purged, other = SourceRef("local", "quad.png", "v1"), SourceRef("local", "gray.png", "v1")
         started = asyncio.Event()
@@ -507,12 +523,78 @@ def test_a_purge_keeps_out_only_the_renders_of_what_it_purged(tmp_path: Path) ->
             await render_during(SOURCE, purged, "a")
             await render_during(SOURCE, other, "b")
             await render_during(None, other, "c")
-            disk = tiers.disk
-            assert disk is not None
-            assert disk.get(SOURCE, key("a")) is None  # its source was purged meanwhile
-            assert disk.get(OTHER, key("b")) is not None  # another source's purge
-            assert disk.get(OTHER, key("c")) is None  # everything was purged meanwhile
+            assert tiers.disk is not None
+            disk = tiers.disk.folder
+            assert disk.get(at(SOURCE, "a")) is None  # its source was purged meanwhile
+            assert disk.get(at(OTHER, "b")) is not None  # another source's purge
+            assert disk.get(at(OTHER, "c")) is None  # everything was purged meanwhile
         finally:
             await tiers.close()
+
+    asyncio.run(main())
+
+
+def test_a_purge_reaches_every_registered_cache(tmp_path: Path) -> None:
+    """Decoded masters, pyramid tiles and whatever else a component keeps of a source are
+    registered with the facade: a purge of the source empties them of it, no more."""
+
+    async def main() -> None:
+        tiers = Caches(CacheSettings())
+        await tiers.start(listen=False)
+        tiles = tiers.memory_cache("tile", 1 << 20, len)
+        everything: list[str | None] = []
+        tiers.register(everything.append)
+        made = 0
+
+        async def fetch() -> bytes:
+            nonlocal made
+            made += 1
+            return b"tile"
+
+        try:
+            for source in (SOURCE, OTHER):
+                await tiles.get(source, "http://h/0_0.jpg", fetch)
+            await tiles.get(SOURCE, "http://h/0_0.jpg", fetch)
+            assert made == 2
+            await tiers.purge(SOURCE)
+            assert tiles.holds(OTHER, "http://h/0_0.jpg")
+            assert not tiles.holds(SOURCE, "http://h/0_0.jpg")
+            await tiers.purge(None)
+            assert not tiles.holds(OTHER, "http://h/0_0.jpg")
+            assert everything == [SOURCE, None]
+        finally:
+            await tiers.close()
+
+    asyncio.run(main())
+
+
+def test_facts_are_shared_on_disk_until_they_expire(tmp_path: Path) -> None:
+    """Two processes of one machine, with a disk folder and no Redis: the second takes the
+    first's facts from the disk, and asks the backend again once cache.info_ttl has passed."""
+    settings = CacheSettings(disk=tmp_path / "disk", info_ttl=60)
+    loads = 0
+
+    async def load() -> SourceInfo:
+        nonlocal loads
+        loads += 1
+        return SourceInfo(300, 200, version="v1")
+
+    async def main() -> None:
+        one, two = _shims(settings, 2)
+        await one.start(listen=False)
+        await two.start(listen=False)
+        try:
+            assert await one.facts("local", "quad.png", load) == SourceInfo(300, 200, version="v1")
+            assert await two.facts("local", "quad.png", load) == SourceInfo(300, 200, version="v1")
+            assert loads == 1
+            assert two.disk is not None
+            folder = two.disk.folder
+            slot = Slot(source_key("local", "quad.png"), FACTS)
+            assert folder.get(slot) is not None
+            folder.path(slot).write_bytes(encode(slot, SourceInfo(1, 1), expires=time.time() - 1))
+            assert folder.get(slot) is None  # expired: a miss, and removed
+        finally:
+            await one.close()
+            await two.close()
 
     asyncio.run(main())

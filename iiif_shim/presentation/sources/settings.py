@@ -316,14 +316,8 @@ class JsonSourceSettings(HttpSourceSettings):
 
 
 _ALIAS_RE = re.compile(r"/?[A-Za-z0-9_-]{1,64}")
-
-
 _NICK_RE = re.compile(r"[A-Za-z0-9_]{1,32}")
-
-
 _API_PATH_RE = re.compile(r"(/[A-Za-z0-9._~-]+)+")
-
-
 DEFAULT_METADATA = {
     "Creator": "creato",
     "Date": "date",
