@@ -23,7 +23,7 @@ from iiif_shim.backends.base import BackendContext, UpstreamBackend
 from iiif_shim.backends.pyramid import assemble, fetch_tile
 from iiif_shim.backends.settings import IiifSettings
 from iiif_shim.cache.entry import source_key
-from iiif_shim.cache.memory import SizedCache, SourceCache
+from iiif_shim.cache.memory import SourceCache
 from iiif_shim.iiif.info import TileGrid
 from iiif_shim.iiif.profile import (
     LEVEL_FEATURES,
@@ -162,9 +162,8 @@ class IiifBackend(UpstreamBackend[IiifSettings]):
 
     async def start(self, context: BackendContext) -> None:
         await super().start(context)
-        observe = context.metrics.cache_lookup if context.metrics else None
-        self._tiles: SourceCache[str, bytes] = SourceCache(
-            SizedCache(self.settings.tile_cache_bytes, len, "tile", observe)
+        self._tiles: SourceCache[str, bytes] = context.caches.memory_cache(
+            "tile", self.settings.tile_cache_bytes, len
         )
 
     def base(self, target: Target) -> str:

@@ -5,7 +5,7 @@ IIPImage's ``JTL``, an upstream IIIF service's tiles). The pyramid itself (its l
 and overlap, and its geometry) is a fact of the source (``facts.Pyramid``); the backend supplies
 the URL of one tile. For a region at a reduction, :func:`assemble` fetches only the tiles that
 intersect it, concurrently (bounded by the backend's connection limit), keeps recently used
-tiles in a small cache, and stitches them in
+tiles in a small cache (made by the cache facade, so purges reach it), and stitches them in
 the thread pool, trimming overlap. A request that is exactly one tile returns that tile's bytes
 untouched.
 """
@@ -21,7 +21,7 @@ from iiif_shim.backends.base import BackendContext, RunBlocking, UpstreamBackend
 from iiif_shim.backends.settings import PyramidSettings
 from iiif_shim.base.errors import BackendError, NotFound, NotImplementedFeature
 from iiif_shim.cache.entry import source_key
-from iiif_shim.cache.memory import SizedCache, SourceCache
+from iiif_shim.cache.memory import SourceCache
 from iiif_shim.iiif.profile import Format
 from iiif_shim.iiif.resolve import Box
 from iiif_shim.imaging.engine import Record
@@ -133,9 +133,8 @@ class PyramidBackend(UpstreamBackend[P]):
 
     async def start(self, context: BackendContext) -> None:
         await super().start(context)
-        observe = context.metrics.cache_lookup if context.metrics else None
-        self.tiles: SourceCache[str, bytes] = SourceCache(
-            SizedCache(self.settings.tile_cache_bytes, len, "tile", observe)
+        self.tiles: SourceCache[str, bytes] = context.caches.memory_cache(
+            "tile", self.settings.tile_cache_bytes, len
         )
 
     @staticmethod

@@ -1,7 +1,7 @@
 """The cache tiers through real shims: two shims sharing one real redis-server, a Redis that goes
 away and comes back, a disk folder across a restart and under its budget, the render lock across
-processes, and purges (the CLI and ``DELETE /admin/cache``). Backend traffic is counted by the
-upstream itself (``tests/faulty.py``'s ``/_stats``)."""
+processes, and purges (the CLI and ``DELETE /admin/cache``, down to the tiles a pyramid backend
+keeps). Backend traffic is counted by the upstream itself (``tests/faulty.py``'s ``/_stats``)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from tests.support import (
     Process,
     Response,
     free_port,
+    need_tool,
+    nginx_config,
     request,
     start_redis,
     start_shim,
@@ -335,3 +337,61 @@ def test_purge_cli_without_shared_tiers_points_to_the_endpoint(
     )
     assert cli.returncode != 0
     assert "cannot be reached" in cli.stderr and "DELETE /admin/cache" in cli.stderr
+
+
+def _colour(resp: Response) -> tuple[int, ...]:
+    assert resp.status == 200, resp.text
+    im = resp.image().convert("RGB")
+    return tuple(im.getpixel((im.width // 2, im.height // 2)))  # type: ignore[arg-type]
+
+
+def _near(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    return all(abs(x - y) <= 12 for x, y in zip(a, b, strict=True))
+
+
+def test_a_purge_reaches_the_tiles_a_pyramid_backend_keeps(tmp_path: Path) -> None:
+    """A pyramid backend keeps the upstream tiles it fetched. A purge must drop them with the
+    rest: once the image changes upstream and is purged, a region stitched again shows the new
+    tiles, never the old ones kept under their URLs."""
+    vips, nginx = need_tool("vips"), need_tool("nginx", "/usr/sbin/nginx")
+    red, blue = (220, 30, 30), (30, 30, 220)
+    master = tmp_path / "red.png"
+    Image.new("RGB", (1000, 1000), red).save(master)
+    site = tmp_path / "site"
+    site.mkdir()
+    subprocess.run(
+        [vips, "dzsave", str(master), str(site / "p"), "--layout", "dz", "--suffix", ".png",
+         "--tile-size", "256", "--overlap", "0"],
+        check=True,
+    )  # fmt: skip
+    port = free_port()
+    work = tmp_path / "nginx"
+    work.mkdir()
+    server = Process([nginx, "-c", str(nginx_config(site, port, work)), "-p", str(work)], port,
+                     work / "out.log")  # fmt: skip
+    config = write_config(
+        tmp_path / "shim.yaml",
+        f"""
+        server: {{health_interval: 3600}}
+        cache: {{purge_token: "{TOKEN}"}}
+        backends:
+          dz: {{type: deepzoom, url: "http://127.0.0.1:{port}/{{id}}.dzi"}}
+        routes:
+          - {{backend: dz}}
+        """,
+    )
+    shim = start_shim(config, tmp_path)
+    try:
+        region = "/iiif/3/p/100,100,400,400/max/0/default.png"  # four tiles, stitched
+        assert _near(_colour(shim.get(region)), red)
+        for tile in (site / "p_files").rglob("*.png"):  # the image changes upstream
+            with Image.open(tile) as im:
+                size = im.size
+            Image.new("RGB", size, blue).save(tile)
+        assert _near(_colour(shim.get(region)), red)  # kept, as it should be until a purge
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert shim.get("/admin/cache/p", method="DELETE", headers=auth).status == 200
+        assert _near(_colour(shim.get(region)), blue)
+    finally:
+        shim.stop()
+        server.stop()
