@@ -204,7 +204,7 @@ class UpstreamBackend(Backend[N]):
         """Fetch a metadata answer (small, retried on transient faults) and parse it in the
         thread pool; whatever the parser trips on is a 502 naming the backend."""
         answer = await self.upstream.get(
-            url, metadata=True, source=target.native_id, what=what, headers=headers
+            url, metadata=True, image_id=target.native_id, what=what, headers=headers
         )
         try:
             parsed: T = await self.context.run_blocking(parse, answer)

@@ -24,7 +24,7 @@ from iiif_shim.base.errors import NotFound
 from iiif_shim.base.text import natural_key
 from iiif_shim.iiif.resolve import Box
 from iiif_shim.imaging.fetched import Fetched
-from iiif_shim.imaging.pillow import probe
+from iiif_shim.imaging.pillow import read_header
 from iiif_shim.imaging.tiff import tiff_pyramid
 from iiif_shim.model.facts import NativeFacts, PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
@@ -121,7 +121,7 @@ class FilesBackend(Backend[FilesSettings]):
             stat = path.stat()
         except OSError:  # gone since it was found
             raise NotFound("no such image") from None
-        width, height, colour, fmt, mode = probe(
+        width, height, colour, fmt, mode = read_header(
             Fetched(path=path, described=self._described(native_id))
         )
         native = self._pyramid(path) if fmt == "TIFF" else None

@@ -16,7 +16,7 @@ from iiif_shim.backends.base import UpstreamBackend
 from iiif_shim.backends.settings import HttpSettings
 from iiif_shim.base.errors import BackendError
 from iiif_shim.imaging.fetched import Fetched
-from iiif_shim.imaging.pillow import probe
+from iiif_shim.imaging.pillow import read_header
 from iiif_shim.model.facts import SourceInfo
 from iiif_shim.model.plan import NativeOp, Target
 from iiif_shim.upstream.client import Body
@@ -38,19 +38,19 @@ class HttpBackend(UpstreamBackend[HttpSettings]):
             headers={"Range": f"bytes=0-{limit - 1}"},
             limit=limit,
             metadata=True,  # small and idempotent: retried on transient faults
-            source=source,
+            image_id=source,
         )
         try:
             width, height, colour, fmt, mode = await self.context.run_blocking(
-                probe, Fetched(data=head.body, described=described)
+                read_header, Fetched(data=head.body, described=described)
             )
         except BackendError:
             if head.status == 200 and head.complete:
                 raise
             # The header lies further in (a TIFF with its directory at the end, say).
-            whole = await self.upstream.get(url, source=source)
+            whole = await self.upstream.get(url, image_id=source)
             width, height, colour, fmt, mode = await self.context.run_blocking(
-                probe, Fetched(data=whole.body, described=described)
+                read_header, Fetched(data=whole.body, described=described)
             )
         return SourceInfo(
             width=width,
@@ -65,8 +65,8 @@ class HttpBackend(UpstreamBackend[HttpSettings]):
     def stream(
         self, target: Target, op: NativeOp, info: SourceInfo
     ) -> AbstractAsyncContextManager[Body] | None:
-        return self.upstream.stream(self.master(target), source=target.native_id)
+        return self.upstream.stream(self.master(target), image_id=target.native_id)
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
-        answer = await self.upstream.get(self.master(target), source=target.native_id)
+        answer = await self.upstream.get(self.master(target), image_id=target.native_id)
         return Fetched(data=answer.body, described=f"backend '{self.name}'")

@@ -188,8 +188,8 @@ class IiifBackend(UpstreamBackend[IiifSettings]):
             last_modified=answer.last_modified,
         )
 
-    async def _bytes(self, url: str, source: str) -> bytes:
-        return (await self.upstream.get(url, image=True, source=source)).body
+    async def _bytes(self, url: str, image_id: str) -> bytes:
+        return (await self.upstream.get(url, image=True, image_id=image_id)).body
 
     def stream(
         self, target: Target, op: NativeOp, info: SourceInfo
@@ -199,7 +199,7 @@ class IiifBackend(UpstreamBackend[IiifSettings]):
         if service.pyramid is not None and (op.reduction or service.level == 0):
             return None  # assembled from tiles
         url = request_path(self.base(target), service, op, info)
-        return self.upstream.stream(url, source=target.native_id)
+        return self.upstream.stream(url, image_id=target.native_id)
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         service = info.native
@@ -224,7 +224,7 @@ class IiifBackend(UpstreamBackend[IiifSettings]):
                 op.region,
                 max(op.reduction, 1),
                 tile_url,
-                partial(fetch_tile, self.upstream, source=target.native_id),
+                partial(fetch_tile, self.upstream, image_id=target.native_id),
                 self.context.run_blocking,
                 self._tiles,
                 source_key(self.name, target.native_id),

@@ -126,7 +126,7 @@ class IipBackend(PyramidBackend[IipSettings]):
         commands.append("CVT=jpeg")
         fif = self.tile_base(target)
         url = self._url(fif, "&".join(commands))
-        answer = await self.upstream.get(url, image=True, source=target.native_id)
+        answer = await self.upstream.get(url, image=True, image_id=target.native_id)
         if not answer.body.rstrip(b"\r\n").endswith(b"\xff\xd9"):
             raise BackendError(f"backend '{self.name}' sent a JPEG with something after it")
         return Fetched(data=answer.body, described=f"backend '{self.name}'")

@@ -39,10 +39,10 @@ Get = Callable[[str, int], Awaitable[bytes]]  # (url, the most bytes it may have
 _TILE_SLACK_BYTES = 64 * 1024  # headers, tables and poor compression, past the raw pixels
 
 
-async def fetch_tile(upstream: Upstream, url: str, cap: int, source: str) -> bytes:
+async def fetch_tile(upstream: Upstream, url: str, cap: int, image_id: str) -> bytes:
     """One tile's bytes; a missing tile the description promised is a broken pyramid (502)."""
     try:
-        answer = await upstream.get(url, image=True, source=source, what="a tile", cap=cap)
+        answer = await upstream.get(url, image=True, image_id=image_id, what="a tile", cap=cap)
     except NotFound:
         raise BackendError(
             f"backend '{upstream.backend}': a tile the pyramid should have is missing"
@@ -149,8 +149,8 @@ class PyramidBackend(UpstreamBackend[P]):
     def tile_url(self, base: str, facts: PyramidFacts, level: Level, col: int, row: int) -> str:
         raise NotImplementedError
 
-    async def tile(self, url: str, cap: int, source: str) -> bytes:
-        return await fetch_tile(self.upstream, url, cap, source)
+    async def tile(self, url: str, cap: int, image_id: str) -> bytes:
+        return await fetch_tile(self.upstream, url, cap, image_id)
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         facts = self.pyramid_facts(info)
@@ -160,7 +160,7 @@ class PyramidBackend(UpstreamBackend[P]):
             op.region,
             op.reduction,
             lambda level, col, row: self.tile_url(base, facts, level, col, row),
-            partial(self.tile, source=target.native_id),
+            partial(self.tile, image_id=target.native_id),
             self.context.run_blocking,
             self.tiles,
             source_key(self.name, target.native_id),

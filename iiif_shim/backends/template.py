@@ -104,9 +104,9 @@ class TemplateBackend(UpstreamBackend[TemplateSettings]):
     def stream(
         self, target: Target, op: NativeOp, info: SourceInfo
     ) -> AbstractAsyncContextManager[Body] | None:
-        return self.upstream.stream(self.image_url(target, op, info), source=target.native_id)
+        return self.upstream.stream(self.image_url(target, op, info), image_id=target.native_id)
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         url = self.image_url(target, op, info)
-        answer = await self.upstream.get(url, image=True, source=target.native_id)
+        answer = await self.upstream.get(url, image=True, image_id=target.native_id)
         return Fetched(data=answer.body, described=f"backend '{self.name}'")

@@ -97,10 +97,10 @@ class ThumborBackend(UpstreamBackend[ThumborSettings]):
         self, target: Target, op: NativeOp, info: SourceInfo
     ) -> AbstractAsyncContextManager[Body] | None:
         return self.upstream.stream(
-            self.thumbor_url(self.operations(op, info), target), source=target.native_id
+            self.thumbor_url(self.operations(op, info), target), image_id=target.native_id
         )
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         url = self.thumbor_url(self.operations(op, info), target)
-        answer = await self.upstream.get(url, image=True, source=target.native_id)
+        answer = await self.upstream.get(url, image=True, image_id=target.native_id)
         return Fetched(data=answer.body, described=f"backend '{self.name}'")

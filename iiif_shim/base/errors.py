@@ -272,14 +272,14 @@ def unreachable(error: ShimError) -> bool:
 class ConfigError(Exception):
     """A configuration file with one or more problems, each with its YAML path."""
 
-    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+    def __init__(self, problems: list[tuple[str, str]], origin: str = "") -> None:
         self.problems = problems
-        self.source = source
+        self.origin = origin
         lines = [f"{path}: {message}" if path else message for path, message in problems]
         super().__init__("\n".join(lines))
 
     def report(self) -> str:
-        head = f"{self.source}: " if self.source else ""
+        head = f"{self.origin}: " if self.origin else ""
         n = len(self.problems)
         lines = [f"{head}{n} problem{'s' if n != 1 else ''}:"]
         lines += [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in self.problems]

@@ -160,10 +160,10 @@ def probe(args: argparse.Namespace) -> int:
         return 2
     if args.object is not None:
         lines, ok = asyncio.run(report_object(settings, args.object))
-        print(f"object: {args.object!r} ({settings.source})")
+        print(f"object: {args.object!r} ({settings.origin})")
     else:
         lines, ok = asyncio.run(report(settings, args.identifier))
-        print(f"identifier: {args.identifier!r} ({settings.source})")
+        print(f"identifier: {args.identifier!r} ({settings.origin})")
     for line in lines:
         print(line)
     return 0 if ok else 1
@@ -205,7 +205,7 @@ def purge(args: argparse.Namespace) -> int:
     report = asyncio.run(purge_everywhere(cache, source))
     ok = report.pop("ok")
     what = repr(args.identifier) if source else "every image"
-    print(f"purged {what} ({settings.source}):")
+    print(f"purged {what} ({settings.origin}):")
     for tier, outcome in report.items():
         text = str(outcome)
         if not text.startswith(("failed", "unreachable")):

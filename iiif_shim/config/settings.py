@@ -175,7 +175,7 @@ class Settings:
     presentation: PresentationSettings = field(default_factory=PresentationSettings)
     viewers: ViewerSettings = field(default_factory=ViewerSettings)
     imaging: ImagingSettings = field(default_factory=ImagingSettings)
-    source: str = "embedded default"
+    origin: str = "embedded default"  # the file it was read from
     warnings: tuple[tuple[str, str], ...] = field(default=())
 
     def service(self) -> ServiceSettings:
@@ -216,12 +216,12 @@ _SECTIONS = (
 )
 
 
-def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
+def parse_settings(data: Any, base_dir: Path, origin: str = "") -> Settings:
     """Validate a parsed YAML document; raises ConfigError listing every problem."""
     r = Reader(base_dir)
     top = r.mapping(data, "")
     if top is None:
-        raise ConfigError(r.problems, source)
+        raise ConfigError(r.problems, origin)
     r.unknown_keys(top, _SECTIONS, "")
     server = r.read(ServerSettings, top.get("server"), "server")
     iiif = r.read(IIIFSettings, top.get("iiif"), "iiif")
@@ -241,7 +241,7 @@ def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
     viewers = r.read(ViewerSettings, top.get("viewers"), "viewers")
     imaging = r.read(ImagingSettings, top.get("imaging"), "imaging")
     if r.problems:
-        raise ConfigError(r.problems, source)
+        raise ConfigError(r.problems, origin)
     assert server and iiif and cache and landing and presentation and viewers and imaging
     assert backends is not None
     return Settings(
@@ -254,7 +254,7 @@ def parse_settings(data: Any, base_dir: Path, source: str = "") -> Settings:
         presentation=presentation,
         viewers=viewers,
         imaging=imaging,
-        source=source,
+        origin=origin,
         warnings=tuple(r.warnings),
     )
 
@@ -462,7 +462,7 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([("", f"{where}not valid YAML ({problem})")], str(file)) from None
-    return parse_settings(data, file.resolve().parent, source=str(file))
+    return parse_settings(data, file.resolve().parent, origin=str(file))
 
 
 def default_config_path() -> Path:
@@ -475,5 +475,5 @@ def settings_from_environment(config: str | None) -> Settings:
     chosen = config or os.environ.get(CONFIG_ENV)
     settings = load_settings(chosen or default_config_path())
     if not chosen:
-        settings = replace(settings, source="embedded default")
+        settings = replace(settings, origin="embedded default")
     return settings

@@ -80,7 +80,7 @@ async def matches(
     steps = plan.steps
     try:
         width, height, _, fmt, _ = await run_blocking(
-            pillow.probe, Fetched(data=body.head, described=described)
+            pillow.read_header, Fetched(data=body.head, described=described)
         )
     except BackendError:  # no header in the first bytes (or no image): the buffered way decides
         return False

@@ -114,7 +114,7 @@ def colour_of(mode: str) -> Colour:
     return Colour.COLOR
 
 
-def probe(fetched: Fetched) -> tuple[int, int, Colour, str | None, str]:
+def read_header(fetched: Fetched) -> tuple[int, int, Colour, str | None, str]:
     """Width, height, colour, format and Pillow mode, from the header only."""
     with _open(fetched) as im:
         width, height = im.size

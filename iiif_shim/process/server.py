@@ -250,7 +250,7 @@ async def _serve(
         log.info(
             "iiif-shim %s with %s: http://%s:%d/ (IIIF at %s/3/ and %s/2/; up to %d connections)",
             __version__,
-            settings.source,
+            settings.origin,
             server.host,
             port,
             settings.iiif.prefix,

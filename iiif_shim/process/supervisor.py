@@ -338,7 +338,7 @@ class Supervisor:
             log.info(
                 "restarting %d workers one at a time with the configuration from %s",
                 processes,
-                settings.source,
+                settings.origin,
             )
             self.settings = settings
             for index in range(processes):
@@ -363,7 +363,7 @@ class Supervisor:
             for index in sorted(self.slots):
                 if index >= processes:
                     self.retire(self.slots.pop(index))
-            log.info("reloaded the configuration from %s", settings.source)
+            log.info("reloaded the configuration from %s", settings.origin)
 
     # --- the whole ------------------------------------------------------------------------
 
@@ -393,7 +393,7 @@ class Supervisor:
         log.info(
             "iiif-shim %s with %s: starting %d processes on port %d",
             __version__,
-            self.settings.source,
+            self.settings.origin,
             processes,
             self.sockets[0].getsockname()[1],
         )
@@ -408,7 +408,7 @@ class Supervisor:
             "iiif-shim %s with %s: http://%s:%d/ (IIIF at %s/3/ and %s/2/; %d processes: %s; "
             "run directory %s)",
             __version__,
-            self.settings.source,
+            self.settings.origin,
             server.host,
             self.sockets[0].getsockname()[1],
             self.settings.iiif.prefix,

@@ -180,11 +180,11 @@ class Upstream:
         cap: int | None = None,
         image: bool = False,
         metadata: bool = False,
-        source: str = "",
+        image_id: str = "",
         what: str = "",
         circuit: bool = True,
     ) -> Answer:
-        """GET ``url`` for the image ``source`` (its share of the pool). The body is capped at
+        """GET ``url`` for the image ``image_id`` (its share of the pool). The body is capped at
         ``cap``, else ``max_metadata_bytes`` with ``metadata`` (then also retried on transient
         faults), else ``max_bytes``; more is a 502, unless ``limit`` asks for only the first
         bytes. With ``image``, the body must be an image. ``circuit=False`` (health checks)
@@ -192,7 +192,7 @@ class Upstream:
         deadline = asyncio.get_running_loop().time() + self.settings.timeout
         target = url if isinstance(url, URL) else URL(url, encoded=True)
         async with self._accounted(circuit) as call:
-            async with self._slot(source, deadline):
+            async with self._slot(image_id, deadline):
                 answer = await self._attempts(
                     target, headers, limit or cap, limit is not None, metadata, deadline, what
                 )
@@ -237,7 +237,7 @@ class Upstream:
 
     @asynccontextmanager
     async def stream(
-        self, url: str | URL, *, source: str = "", what: str = "", head: int = _CHUNK
+        self, url: str | URL, *, image_id: str = "", what: str = "", head: int = _CHUNK
     ) -> AsyncIterator[Body]:
         """An image that passes through untouched, as it arrives: its first ``head`` bytes are
         read (and must look like an image) within ``timeout`` before the block runs; the rest
@@ -250,7 +250,7 @@ class Upstream:
         target = url if isinstance(url, URL) else URL(url, encoded=True)
         async with AsyncExitStack() as held:
             async with self._accounted() as call, asyncio.timeout_at(deadline):
-                await held.enter_async_context(self._slot(source, deadline))
+                await held.enter_async_context(self._slot(image_id, deadline))
                 resp = await held.enter_async_context(self._opened(target, None, what))
                 first = await self._head(resp, head, what)
                 call.answered = True
@@ -304,12 +304,15 @@ class Upstream:
             raise failure from None
 
     @asynccontextmanager
-    async def _slot(self, source: str, deadline: float) -> AsyncIterator[None]:
+    async def _slot(self, image_id: str, deadline: float) -> AsyncIterator[None]:
         """A connection of the pool, within this image's share; 503 when none frees up."""
         loop = asyncio.get_running_loop()
         wait = min(self.settings.pool_timeout, max(0.0, deadline - loop.time()))
-        share, users = self._shares.get(source) or (asyncio.Semaphore(self.settings.image_share), 0)
-        self._shares[source] = (share, users + 1)
+        share, users = self._shares.get(image_id) or (
+            asyncio.Semaphore(self.settings.image_share),
+            0,
+        )
+        self._shares[image_id] = (share, users + 1)
         try:
             try:
                 async with asyncio.timeout(wait):
@@ -332,11 +335,11 @@ class Upstream:
                 self._pool.release()
                 share.release()
         finally:
-            share_now, users_now = self._shares[source]
+            share_now, users_now = self._shares[image_id]
             if users_now <= 1:
-                del self._shares[source]
+                del self._shares[image_id]
             else:
-                self._shares[source] = (share_now, users_now - 1)
+                self._shares[image_id] = (share_now, users_now - 1)
 
     async def _attempts(
         self,

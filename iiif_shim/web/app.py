@@ -83,7 +83,7 @@ async def reload(app: web.Application, load: Loader) -> bool:
         return False
     for note in notes:
         log.warning(note)
-    log.info("reloaded the configuration from %s", settings.source)
+    log.info("reloaded the configuration from %s", settings.origin)
     return True
 
 

@@ -80,7 +80,7 @@ async def health(request: web.Request) -> web.Response:
         {
             "status": "ok",
             "version": __version__,
-            "config": Path(runtime.settings.source).name,  # never a path of this machine
+            "config": Path(runtime.settings.origin).name,  # never a path of this machine
             "process": request.app[PROCESS].as_json(),  # which of the processes answered
             "backends": {
                 name: {"type": b.type_name, **b.traffic()}

@@ -112,7 +112,7 @@ class HttpJsonSource(ObjectSource[H]):
     async def fetch(self, url: str, *, what: str, name: str = "") -> Answer | None:
         """The answer at ``url`` (None for a 404 or 410)."""
         try:
-            return await self.upstream.get(url, metadata=True, source=name, what=what)
+            return await self.upstream.get(url, metadata=True, image_id=name, what=what)
         except NotFound:
             return None
 
