@@ -13,6 +13,7 @@ from iiif_shim.backends.files import FilesBackend
 from iiif_shim.backends.http import HttpBackend
 from iiif_shim.backends.iiif import IiifBackend
 from iiif_shim.backends.iip import IipBackend
+from iiif_shim.backends.settings import BackendSettings
 from iiif_shim.backends.template import TemplateBackend
 from iiif_shim.backends.thumbor import ThumborBackend
 from iiif_shim.backends.zoomify import ZoomifyBackend
@@ -34,6 +35,6 @@ BACKEND_TYPES: Mapping[str, type[Backend[Any]]] = MappingProxyType(
 )
 
 
-def backend_for(name: str, settings: Any) -> Backend[Any]:
+def backend_for(name: str, settings: BackendSettings) -> Backend[Any]:
     """The backend ``settings`` (of any type in :data:`BACKEND_TYPES`) describe, not started."""
     return BACKEND_TYPES[settings.type_name](name, settings)

@@ -3,6 +3,7 @@ the ``vips`` engine needs to run here, and Pillow's own limit on the pixels it o
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 from iiif_shim.base.schema import option
@@ -17,9 +18,10 @@ PILLOW_GUARD_PIXELS = 1 << 30
 
 
 def vips_missing() -> str | None:
-    """Why the vips engine cannot run here (pyvips or libvips not importable), or ``None``."""
+    """Why the vips engine cannot run here (pyvips or libvips not importable), or ``None``.
+    A look at this machine, not a dependency: reading the settings never needs pyvips."""
     try:
-        import pyvips  # noqa: F401  (imported to see that it and libvips load)
+        importlib.import_module("pyvips")  # that it and libvips load
     except Exception as exc:  # ImportError without pyvips, OSError without libvips
         return f"libvips is not usable here ({type(exc).__name__}: {exc}); install: {VIPS_INSTALL}"
     return None

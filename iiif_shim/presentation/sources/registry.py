@@ -12,6 +12,7 @@ from iiif_shim.presentation.sources.contentdm import ContentdmSource
 from iiif_shim.presentation.sources.csv import CsvSource
 from iiif_shim.presentation.sources.folder import FolderSource
 from iiif_shim.presentation.sources.json import JsonSource
+from iiif_shim.presentation.sources.settings import SourceSettings
 
 SOURCE_TYPES: Mapping[str, type[ObjectSource[Any]]] = MappingProxyType(
     {
@@ -21,7 +22,7 @@ SOURCE_TYPES: Mapping[str, type[ObjectSource[Any]]] = MappingProxyType(
 )
 
 
-def source_for(name: str, settings: Any) -> ObjectSource[Any]:
+def source_for(name: str, settings: SourceSettings) -> ObjectSource[Any]:
     """The object source ``settings`` (of any type in :data:`SOURCE_TYPES`) describe, not
     started."""
     return SOURCE_TYPES[settings.type_name](name, settings)

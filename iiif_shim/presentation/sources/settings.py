@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from iiif_shim.backends.settings import BackendSettings
 from iiif_shim.base.schema import Finding, at_least, option, problem, warning
@@ -30,7 +30,7 @@ from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url, url_template
 _UPSTREAM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(UpstreamSettings)}
 
 
-def unused(settings: Any, *names: str) -> list[Finding]:
+def unused(settings: UpstreamSettings, *names: str) -> list[Finding]:
     """Upstream keys a source type does not use, when set: refused, never silently ignored."""
     return [
         problem(name, "not used by this type of object source")
