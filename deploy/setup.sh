@@ -4,9 +4,11 @@
 #   bash deploy/setup.sh test     plus what the tests need: the legacy servers they run against
 #                                 (apt-get: nginx, iipsrv, lighttpd, vips, chromium, poppler,
 #                                 redis-server; Thumbor in
-#                                 ./.venv-thumbor), libmagic, the test tools (pip), and the
+#                                 ./.venv-thumbor), libmagic, the test tools (pip), the
 #                                 official IIIF validator in ./.venv-validator, patched for
-#                                 Python 3 (see tests/validator/test_validator.py)
+#                                 Python 3 (see tests/validator/test_validator.py), and
+#                                 ./.venv-floors: the declared minimum versions of the core
+#                                 dependencies (deploy/floors.py), for the unit suite
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -44,7 +46,7 @@ fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 # pip runs only when what it installs from changed since the last successful install
 stamp=".venv/.iiif-shim-setup-$mode"
-wanted=$(cat pyproject.toml deploy/setup.sh | sha256sum | cut -d' ' -f1)
+wanted=$(cat pyproject.toml deploy/setup.sh deploy/floors.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   if [ "$mode" = test ]; then
     .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
@@ -56,6 +58,17 @@ fi
 
 # the built-in viewers' browser files (pinned npm packages) in ./.viewers
 bash deploy/viewers.sh
+
+if [ "$mode" = test ]; then
+  # the core dependencies at their declared floors, for the unit suite (deploy/test.sh)
+  [ -x .venv-floors/bin/python ] || "$python" -m venv .venv-floors
+  if [ "$(cat .venv-floors/.iiif-shim-setup 2>/dev/null)" != "$wanted" ]; then
+    "$python" deploy/floors.py > .venv-floors/constraints.txt
+    .venv-floors/bin/pip install -q --disable-pip-version-check \
+      -c .venv-floors/constraints.txt -e ".[test]"
+    echo "$wanted" > .venv-floors/.iiif-shim-setup
+  fi
+fi
 
 if [ "$mode" = test ]; then
   if [ ! -x .venv-validator/bin/iiif-validate.py ]; then
