@@ -83,7 +83,9 @@ class DiskCache:
             marker = root / MARKER
             if not marker.exists():
                 foreign = [p.name for p in root.iterdir() if p.name not in (LOCK, "purge.journal")]
-                if foreign:
+                # another process opening the folder at the same time may have just written the
+                # marker (and its first entries): the folder is ours after all
+                if foreign and not marker.exists():
                     raise ConfigError(
                         [
                             (
@@ -93,7 +95,7 @@ class DiskCache:
                             )
                         ]
                     )
-                marker.write_text("iiif-shim disk cache, format 1\n")
+                marker.write_text("iiif-shim disk cache, format 2\n")
         except OSError as exc:
             raise ConfigError([("cache.disk", f"cannot use {root}: {exc}")]) from None
         if scan:
