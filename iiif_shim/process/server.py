@@ -48,7 +48,7 @@ from iiif_shim.process.supervisor import WorkerRole, listen_problem, resolve_pro
 from iiif_shim.telemetry.metrics import Metrics
 from iiif_shim.web.app import Loader, create_app, reload
 from iiif_shim.web.connections import ClientLimits, ConnectionGuard, handler_factory
-from iiif_shim.web.state import METRICS, ProcessInfo
+from iiif_shim.web.state import METRICS, REQUEST_ID, ProcessInfo
 
 log = logging.getLogger("iiif_shim")
 access_log = logging.getLogger("iiif_shim.access")
@@ -73,7 +73,7 @@ class CombinedAccessLog(AbstractAccessLogger):
             request.headers.get("Referer", "-"),
             request.headers.get("User-Agent", "-"),
             time_,
-            request.get("request_id", "-"),
+            request.get(REQUEST_ID, "-"),
         )
 
 
@@ -87,7 +87,7 @@ class JsonAccessLog(AbstractAccessLogger):
             "status": response.status,
             "bytes": response.body_length,
             "seconds": round(time_, 6),
-            "request_id": request.get("request_id"),
+            "request_id": request.get(REQUEST_ID),
             "referer": request.headers.get("Referer"),
             "user_agent": request.headers.get("User-Agent"),
         }

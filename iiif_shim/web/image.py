@@ -24,7 +24,7 @@ from iiif_shim.telemetry import tracing
 from iiif_shim.upstream.client import Body
 from iiif_shim.web.protocol import cache_headers, decode_segment, negotiated, not_modified
 from iiif_shim.web.runtime import Runtime
-from iiif_shim.web.state import observed, runtime_of
+from iiif_shim.web.state import REQUEST_ID, observed, runtime_of
 
 log = logging.getLogger("iiif_shim")
 
@@ -133,7 +133,7 @@ async def _streamed(
     ``WRITE_STALL`` or leaves, the request's deadline) aborts the connection: a
     short body, never one that looks complete."""
     headers["Content-Type"] = fmt.media_type
-    headers[tracing.HEADER] = request["request_id"]
+    headers[tracing.HEADER] = request[REQUEST_ID]
     response = web.StreamResponse(headers=headers)
     if body.length is not None:
         response.content_length = body.length
@@ -155,7 +155,7 @@ async def _streamed(
             request.method,
             request.path_qs[:300],
             reason,
-            request["request_id"],
+            request[REQUEST_ID],
         )
         if isinstance(exc, asyncio.CancelledError):
             raise  # the request's deadline, or the server stopping

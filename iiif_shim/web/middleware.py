@@ -28,7 +28,7 @@ from aiohttp.typedefs import Handler
 
 from iiif_shim.base.errors import DeadlinePassed, ShimError
 from iiif_shim.telemetry import tracing
-from iiif_shim.web.state import LIVE, METRICS, OBSERVED, RUNTIME, Observed
+from iiif_shim.web.state import LIVE, METRICS, OBSERVED, REQUEST_ID, RUNTIME, Observed
 
 log = logging.getLogger("iiif_shim")
 
@@ -49,7 +49,7 @@ def text_response(status: int, text: str, retry_after: int | None = None) -> web
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = tracing.choose(request.headers.get(tracing.HEADER))
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     token = tracing.request_id.set(rid)
     seen = request[OBSERVED] = Observed()
     started = time.perf_counter()

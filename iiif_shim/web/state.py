@@ -28,8 +28,6 @@ class ProcessInfo:
 LIVE = web.AppKey("live", Live)
 METRICS = web.AppKey("metrics", Metrics)
 PROCESS = web.AppKey("process", ProcessInfo)
-RUNTIME = "iiif_shim.runtime"  # the request's runtime (set by the request middleware)
-OBSERVED = "iiif_shim.observed"  # what the request was, for metrics
 
 
 @dataclass
@@ -39,6 +37,11 @@ class Observed:
     endpoint: str = "other"  # info, image, base, landing, health, metrics, other
     version: str = "-"
     backend: str = "-"
+
+
+RUNTIME = web.RequestKey("runtime", Runtime)  # the request's (set by the request middleware)
+OBSERVED = web.RequestKey("observed", Observed)  # what the request was, for metrics
+REQUEST_ID = web.RequestKey("request_id", str)  # as logged and sent upstream (X-Request-ID)
 
 
 def runtime_of(request: web.Request) -> Runtime:
