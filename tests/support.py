@@ -15,9 +15,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 import pytest
 from PIL import Image
@@ -134,18 +136,57 @@ class Process:
         return request(self.port, path, **kwargs)  # type: ignore[arg-type]
 
 
-def log_lines(log: Path, needle: str, settle: float = 3) -> list[str]:
-    """Lines of a server's access log containing ``needle``. Servers log after sending the
-    response, so wait (briefly) for the lines to stop changing rather than read once."""
-    seen: list[str] = []
-    deadline = time.monotonic() + settle
-    while time.monotonic() < deadline:
+def wait_until(ok: Callable[[], bool], what: str, limit: float = 30) -> None:
+    """Wait for a condition (polled every 20 ms, never a fixed pause); fails the test, naming
+    ``what``, if it does not hold within ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while not ok():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not {what} after {limit}s")
+        time.sleep(0.02)
+
+
+def refused(port: int) -> bool:
+    """Whether nothing accepts connections on ``port`` any more."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def nginx_resolves(path: str) -> str:
+    """The path nginx serves for a request path: percent-decoded once, ``//`` merged, dot
+    segments removed (``..`` above the root stays at the root), a trailing ``/`` kept. The
+    tests' own model, written from nginx's behaviour, never the shim's code."""
+    decoded = unquote_to_bytes(path).decode("utf-8", "replace")
+    out: list[str] = []
+    for segment in decoded.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(segment)
+    trailing = decoded.endswith("/") and bool(out)
+    return "/" + "/".join(out) + ("/" if trailing else "")
+
+
+def log_lines(log: Path, needle: str, count: int = 1, timeout: float = 10) -> list[str]:
+    """Lines of a server's access log containing ``needle``, once there are at least ``count``
+    of them: servers log after answering (lighttpd in batches), so the lines a test caused may
+    come a moment later. Fails the test if they do not come within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
         lines = [line for line in log.read_text().splitlines() if needle in line]
-        if lines and lines == seen:
+        if len(lines) >= count:
             return lines
-        seen = lines
-        time.sleep(0.2)
-    return seen
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"{log.name}: {len(lines)} lines with {needle!r} after {timeout}s, not {count}"
+            )
+        time.sleep(0.02)
 
 
 def start_shim(config: Path, tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Process:

@@ -195,12 +195,6 @@ class UrlTemplate:
         return False
 
 
-def normalised_path(path: str) -> str:
-    """``path`` as a decoding, normalising server resolves it (percent-decoded once, dot
-    segments removed, a trailing ``/`` kept)."""
-    return _resolved(unquote_to_bytes(path).decode("utf-8", "replace"))
-
-
 def _resolved(decoded: str) -> str:
     if not decoded:
         return ""

@@ -1,4 +1,5 @@
-"""A real shim process over the test images, shared by the HTTP tests."""
+"""The shim over the test images, shared by the HTTP tests of what it answers (served in the test
+process: ``tests/inprocess.py``; tests of the server process itself start the real command)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Process, start_shim, write_config
+from tests.inprocess import InProcessShim
+from tests.support import write_config
 
 CC_BY = "http://creativecommons.org/licenses/by/4.0/"
 
 
 @pytest.fixture(scope="session")
-def shim(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+def shim(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessShim]:
     tmp = tmp_path_factory.mktemp("shim")
     config = write_config(
         tmp / "shim.yaml",
@@ -33,6 +35,6 @@ def shim(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pro
           - {{backend: local}}
     """,
     )
-    proc = start_shim(config, tmp)
-    yield proc
-    proc.stop()
+    served = InProcessShim(config)
+    yield served
+    served.stop()

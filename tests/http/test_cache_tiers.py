@@ -135,7 +135,7 @@ def test_a_second_shim_is_served_from_redis(
 def test_a_redis_outage_degrades_and_redis_is_used_again(tmp_path: Path, upstream: Process) -> None:
     server = start_redis(tmp_path / "redis")
     port = server.port
-    cache = _cache(redis=f"redis://127.0.0.1:{port}/0", redis_retry=1, redis_timeout=0.2)
+    cache = _cache(redis=f"redis://127.0.0.1:{port}/0", redis_retry=0.2, redis_timeout=0.2)
     shim = start_shim(_config(tmp_path / "shim.yaml", upstream, cache), tmp_path)
     again: Process | None = None
     try:
@@ -157,7 +157,7 @@ def test_a_redis_outage_degrades_and_redis_is_used_again(tmp_path: Path, upstrea
         while time.monotonic() < deadline and not client.keys("*:img:*"):
             width += 1  # a new image each time: rendered, then offered to Redis
             _red(shim.get(f"/iiif/3/d.png/full/{width},/0/default.jpg"))
-            time.sleep(0.3)
+            time.sleep(0.05)
         assert client.keys("*:img:*"), "Redis not used again after it came back"
         lines = shim.log.read_text().splitlines()
         assert len([line for line in lines if "Redis at" in line and "failed (" in line]) == 1

@@ -1,9 +1,12 @@
-"""The ``http`` backend against a real nginx, and upstream faults mapped to IIIF errors."""
+"""The ``http`` backend against a real nginx (and a delaying upstream, ``tests/faulty.py``), and
+upstream faults mapped to IIIF errors. The shim is served in process (``tests/inprocess.py``)."""
 
 from __future__ import annotations
 
 import json
+import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Process, free_port, log_lines, start_shim, write_config
+from tests.inprocess import InProcessShim
+from tests.support import ROOT, Process, free_port, log_lines, request, write_config
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +46,32 @@ def silent_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
+def delaying(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    """An upstream that answers each request for the test images after a second."""
+    tmp = tmp_path_factory.mktemp("delaying")
+    port = free_port()
+    proc = Process(
+        [sys.executable, "-m", "tests.faulty", "--port", str(port), "--root", str(images)],
+        port,
+        tmp / "faulty.log",
+        cwd=ROOT,
+    )
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
 def web(
-    nginx: Process, silent_port: int, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Process]:
+    nginx: Process,
+    delaying: Process,
+    silent_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[InProcessShim]:
     tmp = tmp_path_factory.mktemp("web")
     origin = f"http://127.0.0.1:{nginx.port}"
     faults = "".join(
         f'  - {{match: "^{name}/(?P<rest>.+)$", backend: {name}, id: "{{rest}}"}}\n'
-        for name in ("broken", "refused", "silent", "tiny")
+        for name in ("broken", "refused", "silent", "tiny", "delayed")
     )
     config = write_config(
         tmp / "web.yaml",
@@ -62,21 +84,22 @@ backends:
   refused: {{type: http, url: "http://127.0.0.1:{free_port()}/{{id}}"}}
   silent: {{type: http, url: "http://127.0.0.1:{silent_port}/{{id}}", timeout: 1}}
   tiny: {{type: http, url: "{origin}/{{id}}", max_bytes: 100000}}
+  delayed: {{type: http, url: "http://127.0.0.1:{delaying.port}/delay/1/{{id}}"}}
 routes:
 {faults}  - {{match: "^ms:(?P<rest>.+)$", backend: masters, id: "{{rest}}"}}
   - {{backend: web}}
 """,
     )
-    proc = start_shim(config, tmp)
-    yield proc
-    proc.stop()
+    served = InProcessShim(config)
+    yield served
+    served.stop()
 
 
 def access_log(nginx: Process, needle: str) -> list[str]:
     return log_lines(nginx.log.parent / "nginx-access.log", needle)
 
 
-def test_info_and_pixels_over_http(web: Process, nginx: Process) -> None:
+def test_info_and_pixels_over_http(web: InProcessShim, nginx: Process) -> None:
     resp = web.get("/iiif/3/quad.png/info.json")
     assert resp.status == 200, resp.text
     doc = json.loads(resp.body)
@@ -90,7 +113,7 @@ def test_info_and_pixels_over_http(web: Process, nginx: Process) -> None:
     assert web.get("/iiif/2/ms:quad/full/100,/0/gray.jpg").image().size == (100, 67)
 
 
-def test_info_reads_only_the_header(web: Process, nginx: Process, images: Path) -> None:
+def test_info_reads_only_the_header(web: InProcessShim, nginx: Process, images: Path) -> None:
     assert web.get("/iiif/3/rings.jp2/info.json").status == 200
     assert web.get("/iiif/2/rings.jp2/info.json").status == 200  # cached facts: no new call
     lines = access_log(nginx, "GET /rings.jp2 ")
@@ -99,11 +122,24 @@ def test_info_reads_only_the_header(web: Process, nginx: Process, images: Path) 
     assert sent <= 256 * 1024 < (images / "rings.jp2").stat().st_size  # not the whole master
 
 
-def test_identical_concurrent_lookups_share_one_upstream_call(web: Process, nginx: Process) -> None:
+def _facts_lookups(web: InProcessShim) -> dict[str, float]:
+    text = web.get("/metrics").text
+    found = re.findall(
+        r'iiif_shim_cache_lookups_total\{result="(\w+)",tier="facts"\} ([0-9.]+)', text
+    )
+    return {result: float(count) for result, count in found}
+
+
+def test_identical_concurrent_lookups_share_one_upstream_call(
+    web: InProcessShim, delaying: Process
+) -> None:
+    """Ten requests for one image's facts at once, from an upstream that takes a second: all
+    ten miss the cache (so they did overlap) and the upstream is asked once."""
+    before = _facts_lookups(web)
     results = []
 
     def fetch() -> None:
-        results.append(web.get("/iiif/3/sub%2Fpage%201.png/info.json").status)
+        results.append(web.get("/iiif/3/delayed%2Fquad.png/info.json").status)
 
     threads = [threading.Thread(target=fetch) for _ in range(10)]
     for t in threads:
@@ -111,11 +147,13 @@ def test_identical_concurrent_lookups_share_one_upstream_call(web: Process, ngin
     for t in threads:
         t.join(30)
     assert results == [200] * 10
-    lines = access_log(nginx, "page%201.png")
-    assert len(lines) == 1, lines
+    after = _facts_lookups(web)
+    assert after.get("miss", 0) - before.get("miss", 0) == 10  # the ten lookups overlapped
+    stats = json.loads(request(delaying.port, "/_stats").body)
+    assert stats["paths"].get("/delay/1/quad.png") == 1, stats  # ... and shared one call
 
 
-def test_upstream_faults(web: Process, nginx: Process) -> None:
+def test_upstream_faults(web: InProcessShim, nginx: Process) -> None:
     cases = [
         ("/iiif/3/missing.png/info.json", 404, "no such image"),
         ("/iiif/3/broken%2Fquad.png/info.json", 502, "backend 'broken' answered HTTP 500"),
@@ -131,7 +169,7 @@ def test_upstream_faults(web: Process, nginx: Process) -> None:
         assert resp.header("Access-Control-Allow-Origin") == "*"
 
 
-def test_upstream_timeout_is_504(web: Process) -> None:
+def test_upstream_timeout_is_504(web: InProcessShim) -> None:
     started = time.monotonic()
     resp = web.get("/iiif/3/silent%2Fquad.png/info.json")
     assert resp.status == 504
@@ -139,7 +177,7 @@ def test_upstream_timeout_is_504(web: Process) -> None:
     assert time.monotonic() - started < 10
 
 
-def test_same_pixels_as_files(web: Process, images: Path) -> None:
+def test_same_pixels_as_files(web: InProcessShim, images: Path) -> None:
     via_http = web.get("/iiif/3/chart.jpg/2000,1000,1000,1000/250,/0/default.png").image()
     assert via_http.size == (250, 250)
     from PIL import Image

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from tests.http.conftest import CC_BY
-from tests.support import VALIDATOR_ID, Process, Response
+from tests.inprocess import InProcessShim
+from tests.support import VALIDATOR_ID, Response
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 Q3, Q2 = "/iiif/3/quad", "/iiif/2/quad"
@@ -28,13 +29,13 @@ def rgb(im: Image.Image, x: int, y: int) -> tuple[int, ...]:
     return tuple(im.convert("RGB").getpixel((x, y)))  # type: ignore[arg-type]
 
 
-def image(shim: Process, path: str, **kw: object) -> Image.Image:
+def image(shim: InProcessShim, path: str, **kw: object) -> Image.Image:
     resp = shim.get(path, **kw)
     assert resp.status == 200, f"{path}: {resp.status} {resp.text[:200]}"
     return resp.image()
 
 
-def info(shim: Process, path: str, **kw: object) -> dict:  # type: ignore[type-arg]
+def info(shim: InProcessShim, path: str, **kw: object) -> dict:  # type: ignore[type-arg]
     resp = shim.get(path, **kw)
     assert resp.status == 200, resp.text
     return json.loads(resp.body)  # type: ignore[no-any-return]
@@ -43,7 +44,7 @@ def info(shim: Process, path: str, **kw: object) -> dict:  # type: ignore[type-a
 # --- info.json ---------------------------------------------------------------------------
 
 
-def test_info_v3(shim: Process) -> None:
+def test_info_v3(shim: InProcessShim) -> None:
     resp = shim.get(f"{Q3}/info.json")
     assert resp.status == 200
     assert resp.header("Content-Type") == (
@@ -65,7 +66,7 @@ def test_info_v3(shim: Process) -> None:
     assert "rights" not in doc
 
 
-def test_info_v2_and_negotiation(shim: Process) -> None:
+def test_info_v2_and_negotiation(shim: InProcessShim) -> None:
     resp = shim.get(f"{Q2}/info.json")
     assert resp.header("Content-Type") == "application/json"
     doc = json.loads(resp.body)
@@ -84,14 +85,14 @@ def test_info_v2_and_negotiation(shim: Process) -> None:
     ).startswith("application/ld+json")  # type: ignore[union-attr]
 
 
-def test_rights_per_route(shim: Process) -> None:
+def test_rights_per_route(shim: InProcessShim) -> None:
     assert info(shim, "/iiif/3/licensed-quad/info.json")["rights"] == CC_BY
     doc2 = info(shim, "/iiif/2/licensed-quad/info.json")
     assert doc2["license"] == CC_BY
     assert doc2["@id"].endswith("/iiif/2/licensed-quad")
 
 
-def test_every_advertised_size_and_tile_is_servable(shim: Process) -> None:
+def test_every_advertised_size_and_tile_is_servable(shim: InProcessShim) -> None:
     doc = info(shim, "/iiif/3/chart/info.json")
     assert (doc["width"], doc["height"]) == (6000, 4000)
     assert all(s["width"] <= 5000 for s in doc["sizes"])  # within maxWidth
@@ -113,13 +114,13 @@ def test_every_advertised_size_and_tile_is_servable(shim: Process) -> None:
             assert im.size == (tw, th)
 
 
-def test_gray_source_offers_no_color(shim: Process) -> None:
+def test_gray_source_offers_no_color(shim: InProcessShim) -> None:
     doc = info(shim, "/iiif/3/gray/info.json")
     assert "color" not in doc["extraQualities"]
     assert image(shim, "/iiif/3/gray/full/max/0/color.png").mode == "L"  # color never errors
 
 
-def test_base_uri_redirects(shim: Process) -> None:
+def test_base_uri_redirects(shim: InProcessShim) -> None:
     for path in (Q3, Q3 + "/", Q2):
         resp = shim.get(path)
         assert resp.status == 303
@@ -132,7 +133,7 @@ def test_base_uri_redirects(shim: Process) -> None:
 # --- identifiers -------------------------------------------------------------------------
 
 
-def test_identifier_decoded_once(shim: Process) -> None:
+def test_identifier_decoded_once(shim: InProcessShim) -> None:
     doc = info(shim, "/iiif/3/sub%2Fpage%201/info.json")
     assert doc["id"].endswith("/iiif/3/sub%2Fpage%201")
     assert image(shim, "/iiif/3/sub%2Fpage%201/full/max/0/default.png").size == (300, 200)
@@ -158,7 +159,7 @@ def test_identifier_decoded_once(shim: Process) -> None:
         "[frob]",
     ],
 )
-def test_unknown_or_escaping_identifiers_are_404(shim: Process, ident: str) -> None:
+def test_unknown_or_escaping_identifiers_are_404(shim: InProcessShim, ident: str) -> None:
     resp = shim.get(f"/iiif/3/{ident}/full/max/0/default.jpg")
     assert resp.status == 404, resp.text
     assert resp.header("Access-Control-Allow-Origin") == "*"
@@ -167,7 +168,7 @@ def test_unknown_or_escaping_identifiers_are_404(shim: Process, ident: str) -> N
     ).startswith("text/plain")  # type: ignore[union-attr]
 
 
-def test_bad_utf8_and_long_identifiers_are_400(shim: Process) -> None:
+def test_bad_utf8_and_long_identifiers_are_400(shim: InProcessShim) -> None:
     assert shim.get("/iiif/3/%FF%FE/info.json").status == 400
     assert shim.get("/iiif/3/" + "a" * 2000 + "/info.json").status == 400
 
@@ -188,14 +189,14 @@ def test_bad_utf8_and_long_identifiers_are_400(shim: Process) -> None:
     ],
 )
 def test_regions(
-    shim: Process, region: str, size: tuple[int, int], corner: tuple[int, int, int]
+    shim: InProcessShim, region: str, size: tuple[int, int], corner: tuple[int, int, int]
 ) -> None:
     im = image(shim, f"{Q3}/{region}/max/0/default.png")
     assert im.size == size
     assert close(rgb(im, 2, 2), corner)
 
 
-def test_square_is_centred(shim: Process) -> None:
+def test_square_is_centred(shim: InProcessShim) -> None:
     im = image(shim, f"{Q3}/square/max/0/default.png")
     assert close(rgb(im, 90, 50), RED) and close(rgb(im, 110, 50), GREEN)
 
@@ -218,7 +219,7 @@ def test_square_is_centred(shim: Process) -> None:
         ("full/%5E!360,360", (360, 240)),  # browsers send ^ as %5E
     ],
 )
-def test_sizes_v3(shim: Process, path: str, size: tuple[int, int]) -> None:
+def test_sizes_v3(shim: InProcessShim, path: str, size: tuple[int, int]) -> None:
     im = image(shim, f"{Q3}/{path}/0/default.jpg")
     assert im.size == size
     assert close(rgb(im, 3, 3), RED) and close(rgb(im, size[0] - 3, size[1] - 3), WHITE)
@@ -238,11 +239,11 @@ def test_sizes_v3(shim: Process, path: str, size: tuple[int, int]) -> None:
         ("square/full", (200, 200)),
     ],
 )
-def test_sizes_v2(shim: Process, path: str, size: tuple[int, int]) -> None:
+def test_sizes_v2(shim: InProcessShim, path: str, size: tuple[int, int]) -> None:
     assert image(shim, f"{Q2}/{path}/0/default.jpg").size == size
 
 
-def test_max_respects_limits(shim: Process) -> None:
+def test_max_respects_limits(shim: InProcessShim) -> None:
     # maxArea 16M binds before maxWidth 5000: sqrt(16M / 24M) = 0.8165
     assert image(shim, "/iiif/3/chart/full/max/0/default.jpg").size == (4898, 3265)
     assert image(shim, "/iiif/2/chart/full/max/0/default.jpg").size == (4898, 3265)
@@ -251,7 +252,7 @@ def test_max_respects_limits(shim: Process) -> None:
     assert resp.status == 400 and "limits" in resp.text
 
 
-def test_thumbnail_of_large_jpeg_and_jp2(shim: Process) -> None:
+def test_thumbnail_of_large_jpeg_and_jp2(shim: InProcessShim) -> None:
     assert image(shim, "/iiif/3/chart/full/256,/0/default.jpg").size == (256, 171)
     rings = image(shim, "/iiif/3/rings/full/!200,200/0/default.png")
     assert rings.size == (200, 133)
@@ -273,14 +274,14 @@ def test_thumbnail_of_large_jpeg_and_jp2(shim: Process) -> None:
     ],
 )
 def test_rotation_and_mirroring(
-    shim: Process, rotation: str, size: tuple[int, int], top_left: tuple[int, int, int]
+    shim: InProcessShim, rotation: str, size: tuple[int, int], top_left: tuple[int, int, int]
 ) -> None:
     im = image(shim, f"{Q3}/full/max/{rotation}/default.png")
     assert im.size == size
     assert rgb(im, 2, 2) == top_left
 
 
-def test_arbitrary_rotation(shim: Process) -> None:
+def test_arbitrary_rotation(shim: InProcessShim) -> None:
     angle = 30
     want_w = 300 * math.cos(math.radians(angle)) + 200 * math.sin(math.radians(angle))
     want_h = 200 * math.cos(math.radians(angle)) + 300 * math.sin(math.radians(angle))
@@ -296,7 +297,7 @@ def test_arbitrary_rotation(shim: Process) -> None:
     assert webp.mode == "RGBA" and webp.getpixel((0, 0))[3] == 0
 
 
-def test_spec_order_of_operations(shim: Process) -> None:
+def test_spec_order_of_operations(shim: InProcessShim) -> None:
     """Region, size, mirror, rotate, quality: .../125,15,120,140/90,/!345/gray.jpg."""
     im = image(shim, f"{Q3}/125,15,120,140/90,/!345/gray.png")
     assert im.mode == "LA"  # gray, with the transparent corners of the rotation
@@ -304,7 +305,7 @@ def test_spec_order_of_operations(shim: Process) -> None:
     assert abs(im.width - w) <= 2
 
 
-def test_qualities(shim: Process) -> None:
+def test_qualities(shim: InProcessShim) -> None:
     gray = image(shim, f"{Q3}/full/max/0/gray.jpg")
     assert gray.mode == "L"
     bitonal = image(shim, f"{Q3}/full/max/0/bitonal.png")
@@ -326,7 +327,7 @@ def test_qualities(shim: Process) -> None:
         ("jp2", "image/jp2", "JPEG2000"),
     ],
 )
-def test_formats(shim: Process, fmt: str, media_type: str, pil_format: str) -> None:
+def test_formats(shim: InProcessShim, fmt: str, media_type: str, pil_format: str) -> None:
     resp = shim.get(f"{Q3}/full/150,/0/default.{fmt}")
     assert resp.status == 200
     assert resp.header("Content-Type") == media_type
@@ -335,13 +336,13 @@ def test_formats(shim: Process, fmt: str, media_type: str, pil_format: str) -> N
     assert close(rgb(im, 5, 5), RED, tol=30) and close(rgb(im, 145, 95), WHITE, tol=30)
 
 
-def test_pdf(shim: Process) -> None:
+def test_pdf(shim: InProcessShim) -> None:
     resp = shim.get(f"{Q3}/full/150,/0/default.pdf")
     assert resp.status == 200 and resp.header("Content-Type") == "application/pdf"
     assert resp.body.startswith(b"%PDF-") and b"/Width 150" in resp.body
 
 
-def test_unusual_source_modes(shim: Process) -> None:
+def test_unusual_source_modes(shim: InProcessShim) -> None:
     assert close(rgb(image(shim, "/iiif/3/cmyk/full/max/0/default.png"), 5, 5), RED, tol=20)
     deep = image(shim, "/iiif/3/deep/full/max/0/default.png")
     assert deep.mode == "L" and abs(deep.getpixel((5, 5)) - 40000 // 256) <= 1  # type: ignore[operator]
@@ -378,7 +379,7 @@ def test_unusual_source_modes(shim: Process) -> None:
         ("/iiif/3/truncated/full/max/0/default.jpg", 502, "decoded"),
     ],
 )
-def test_errors(shim: Process, path: str, status: int, fragment: str) -> None:
+def test_errors(shim: InProcessShim, path: str, status: int, fragment: str) -> None:
     resp = shim.get(path)
     assert resp.status == status, resp.text
     assert resp.header(
@@ -392,7 +393,7 @@ def test_errors(shim: Process, path: str, status: int, fragment: str) -> None:
 # --- HTTP --------------------------------------------------------------------------------
 
 
-def test_link_headers(shim: Process) -> None:
+def test_link_headers(shim: InProcessShim) -> None:
     base = f"http://127.0.0.1:{shim.port}"
     resp = shim.get(f"{Q3}/pct:0,0,100,100/pct:50/0/default.jpg")
     assert resp.header("Link") == (
@@ -406,7 +407,7 @@ def test_link_headers(shim: Process) -> None:
     )
 
 
-def _conditional(shim: Process, path: str) -> None:
+def _conditional(shim: InProcessShim, path: str) -> None:
     first = shim.get(path)
     etag, modified = first.header("ETag"), first.header("Last-Modified")
     assert first.status == 200 and etag and modified
@@ -419,7 +420,7 @@ def _conditional(shim: Process, path: str) -> None:
     assert shim.get(path, headers={"If-Modified-Since": old}).status == 200
 
 
-def test_conditional_requests(shim: Process) -> None:
+def test_conditional_requests(shim: InProcessShim) -> None:
     _conditional(shim, f"{Q3}/full/100,/0/default.jpg")
     _conditional(shim, f"{Q3}/info.json")
     # different requests, different tags
@@ -428,7 +429,7 @@ def test_conditional_requests(shim: Process) -> None:
     assert a != b
 
 
-def test_head(shim: Process) -> None:
+def test_head(shim: InProcessShim) -> None:
     resp = shim.get(f"{Q3}/full/100,/0/default.png", method="HEAD")
     assert resp.status == 200 and resp.body == b""
     assert resp.header("Content-Type") == "image/png"
@@ -436,7 +437,7 @@ def test_head(shim: Process) -> None:
     assert shim.get(f"{Q3}/info.json", method="HEAD").status == 200
 
 
-def test_cors_preflight(shim: Process) -> None:
+def test_cors_preflight(shim: InProcessShim) -> None:
     resp = shim.get(
         f"{Q3}/info.json",
         method="OPTIONS",
@@ -455,7 +456,7 @@ def test_cors_preflight(shim: Process) -> None:
     assert "Link" in (image_resp.header("Access-Control-Expose-Headers") or "")
 
 
-def test_concurrent_identical_requests(shim: Process) -> None:
+def test_concurrent_identical_requests(shim: InProcessShim) -> None:
     path = "/iiif/3/chart/1000,1000,2000,1000/500,/0/default.png"
     results: list[Response] = []
 
@@ -471,7 +472,7 @@ def test_concurrent_identical_requests(shim: Process) -> None:
     assert len({r.body for r in results}) == 1
 
 
-def test_health_and_landing(shim: Process, images: object) -> None:
+def test_health_and_landing(shim: InProcessShim, images: object) -> None:
     health = shim.get("/health")
     assert health.status == 200 and json.loads(health.body)["status"] == "ok"
     page = shim.get("/")

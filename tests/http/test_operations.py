@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.support import Process, free_port, request, start_shim, write_config
+from tests.support import (
+    Process,
+    free_port,
+    refused,
+    request,
+    start_shim,
+    wait_until,
+    write_config,
+)
 
 SERVE = [sys.executable, "-m", "iiif_shim", "serve"]
 
@@ -123,16 +131,23 @@ def test_a_slowloris_is_cut_off_and_others_are_served(guarded: Process) -> None:
 
 def test_the_connection_cap_answers_503_with_cors(guarded: Process) -> None:
     idle = [socket.create_connection(("127.0.0.1", guarded.port)) for _ in range(6)]
+    answers: list[bytes] = []
     try:
-        time.sleep(0.2)
-        refused = _raw(guarded.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert refused.startswith(b"HTTP/1.1 503")
-        assert b"Retry-After: 1" in refused and b"Access-Control-Allow-Origin: *" in refused
+        # the idle ones count once the server has accepted them: then the next is refused
+        wait_until(
+            lambda: (
+                answers.append(_raw(guarded.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+                or answers[-1].startswith(b"HTTP/1.1 503")
+            ),
+            "a connection past the cap refused",
+            limit=5,
+        )
+        assert b"Retry-After: 1" in answers[-1]
+        assert b"Access-Control-Allow-Origin: *" in answers[-1]
     finally:
         for s in idle:
             s.close()
-    time.sleep(1.5)
-    assert guarded.get("/health").status == 200
+    wait_until(lambda: guarded.get("/health").status == 200, "served again once they closed", 5)
 
 
 @pytest.mark.parametrize(
@@ -231,14 +246,11 @@ def test_sighup_reloads_a_valid_file_and_keeps_serving_on_a_bad_one(
         for title in ("second", "third"):
             _config(tmp_path, images, title=title)
             proc.proc.send_signal(signal.SIGHUP)
-            for _ in range(50):
-                if f"<h1>{title}</h1>" in proc.get("/").text:
-                    break
-                time.sleep(0.1)
-            assert f"<h1>{title}</h1>" in proc.get("/").text
+            heading = f"<h1>{title}</h1>"
+            wait_until(lambda h=heading: h in proc.get("/").text, f"{title} served", 5)
         config.write_text("backends: {local: {type: nope}}\nroutes: []\n")
         proc.proc.send_signal(signal.SIGHUP)
-        time.sleep(1)
+        wait_until(lambda: "reload refused" in proc.log.read_text(), "the bad file refused", 10)
         stop.set()
         for t in threads:
             t.join()
@@ -265,11 +277,9 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(tmp_path: Path, images:
         )
     )
     slow.start()
-    time.sleep(0.5)  # the render is under way
+    wait_until(lambda: "iiif_shim_image_jobs 1.0" in proc.get("/metrics").text, "rendering", 10)
     proc.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    wait_until(lambda: refused(port), "no longer accepting", 10)
     slow.join(60)
     assert results == [200]
     assert proc.proc.wait(30) == 0

@@ -1,4 +1,5 @@
-"""Deployment settings seen from outside: public_url, forwarded headers, limits, the command."""
+"""Deployment settings seen from outside: public_url, forwarded headers, limits (answered by the
+application in process: ``tests/inprocess.py``), and the command (a real process)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, Process, free_port, start_shim, write_config
+from tests.inprocess import InProcessShim
+from tests.support import ROOT, Process, free_port, write_config
 
 CHECK = [sys.executable, "-m", "iiif_shim", "check-config"]
 
 
-def _shim(tmp: Path, images: Path, extra: str) -> Process:
+def _shim(tmp: Path, images: Path, extra: str) -> InProcessShim:
     config = write_config(
         tmp / "shim.yaml",
         f"""\
@@ -27,14 +29,14 @@ routes:
   - {{backend: local}}
 """,
     )
-    return start_shim(config, tmp)
+    return InProcessShim(config)
 
 
 @pytest.fixture
 def make_shim(images: Path, tmp_path: Path) -> Iterator[object]:
-    started: list[Process] = []
+    started: list[InProcessShim] = []
 
-    def make(extra: str) -> Process:
+    def make(extra: str) -> InProcessShim:
         proc = _shim(tmp_path / str(len(started)), images, extra)
         started.append(proc)
         return proc

@@ -20,8 +20,9 @@ from urllib.parse import quote, urlsplit
 import pytest
 from PIL import Image
 
+from tests.inprocess import InProcessShim
 from tests.presentation_checks import check_v2, check_v3
-from tests.support import Process, Response, free_port, need_tool, start_shim, write_config
+from tests.support import Process, Response, free_port, need_tool, write_config
 
 RED, GREEN, BLUE = (200, 30, 40), (30, 160, 60), (40, 60, 200)
 LD3 = 'application/ld+json;profile="http://iiif.io/api/presentation/3/context.json"'
@@ -46,7 +47,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
 
 
 @pytest.fixture(scope="module")
-def shim(tmp_path_factory: pytest.TempPathFactory, faulty: Process) -> Iterator[Process]:
+def shim(tmp_path_factory: pytest.TempPathFactory, faulty: Process) -> Iterator[InProcessShim]:
     tmp = tmp_path_factory.mktemp("prez")
     root = tmp / "objects"
     _page(root / "book" / "p1.jpg", RED, (1200, 1600))
@@ -112,9 +113,9 @@ def shim(tmp_path_factory: pytest.TempPathFactory, faulty: Process) -> Iterator[
               timeout: 1
     """,
     )
-    proc = start_shim(config, tmp)
-    yield proc
-    proc.stop()
+    served = InProcessShim(config)
+    yield served
+    served.stop()
 
 
 def _json(resp: Response) -> dict[str, Any]:
@@ -128,7 +129,7 @@ def _path(url: str) -> str:
     return split.path + (f"?{split.query}" if split.query else "")
 
 
-def test_a_folder_object_is_a_valid_manifest_sized_from_its_images(shim: Process) -> None:
+def test_a_folder_object_is_a_valid_manifest_sized_from_its_images(shim: InProcessShim) -> None:
     resp = shim.get("/iiif/presentation/3/book/manifest")
     doc = _json(resp)
     assert check_v3(doc) == []
@@ -150,7 +151,7 @@ def test_a_folder_object_is_a_valid_manifest_sized_from_its_images(shim: Process
     assert doc["provider"][0]["label"] == {"en": ["Test Library"]}
 
 
-def test_every_id_the_shim_serves_dereferences_with_its_stated_size(shim: Process) -> None:
+def test_every_id_the_shim_serves_dereferences_with_its_stated_size(shim: InProcessShim) -> None:
     doc = _json(shim.get("/iiif/presentation/3/book/manifest"))
     seen: set[str] = set()
 
@@ -187,14 +188,14 @@ def test_every_id_the_shim_serves_dereferences_with_its_stated_size(shim: Proces
     assert sum("/full/" in p for p in seen) >= 6  # bodies and thumbnails
 
 
-def test_manifest_2_is_read_by_iiif_prezi(shim: Process) -> None:
+def test_manifest_2_is_read_by_iiif_prezi(shim: InProcessShim) -> None:
     doc = _json(shim.get("/iiif/presentation/2/book/manifest"))
     assert check_v2(doc) == []
     canvases = doc["sequences"][0]["canvases"]
     assert [c["label"] for c in canvases] == ["Cover", "2", "3"]
 
 
-def test_collections_list_every_source_and_their_manifests(shim: Process) -> None:
+def test_collections_list_every_source_and_their_manifests(shim: InProcessShim) -> None:
     top = _json(shim.get("/iiif/presentation/3/collection"))
     assert check_v3(top) == []
     assert [c["label"]["en"][0] for c in top["items"]] == ["scans", "catalogue", "broken", "slow"]
@@ -208,7 +209,7 @@ def test_collections_list_every_source_and_their_manifests(shim: Process) -> Non
     assert check_v2(_json(shim.get("/iiif/presentation/2/collection"))) == []
 
 
-def test_csv_objects_take_their_rows_in_order(shim: Process) -> None:
+def test_csv_objects_take_their_rows_in_order(shim: InProcessShim) -> None:
     doc = _json(shim.get("/iiif/presentation/3/a%2Fb/manifest"))
     assert check_v3(doc) == []
     assert doc["id"].endswith("/presentation/3/a%2Fb/manifest")
@@ -218,7 +219,7 @@ def test_csv_objects_take_their_rows_in_order(shim: Process) -> None:
     assert unicode["label"] == {"en": ["Brief an Händel"]}
 
 
-def test_http_behaves_like_the_image_api(shim: Process) -> None:
+def test_http_behaves_like_the_image_api(shim: InProcessShim) -> None:
     path = "/iiif/presentation/3/book/manifest"
     first = shim.get(path)
     etag = first.header("ETag")
@@ -260,21 +261,23 @@ def test_http_behaves_like_the_image_api(shim: Process) -> None:
         ("/iiif/presentation/3/%FF/manifest", 400, "UTF-8"),
     ],
 )
-def test_bad_input_gets_a_clear_error(shim: Process, path: str, status: int, fragment: str) -> None:
+def test_bad_input_gets_a_clear_error(
+    shim: InProcessShim, path: str, status: int, fragment: str
+) -> None:
     resp = shim.get(path)
     assert resp.status == status, resp.text
     assert fragment in resp.text
     assert resp.header("Access-Control-Allow-Origin") == "*"
 
 
-def test_a_csv_without_its_column_fails_alone(shim: Process) -> None:
+def test_a_csv_without_its_column_fails_alone(shim: InProcessShim) -> None:
     resp = shim.get("/iiif/presentation/3/collection/broken")
     assert resp.status == 502 and "source 'broken'" in resp.text and "image_id" in resp.text
     assert shim.get("/iiif/presentation/3/book/manifest").status == 200
     assert shim.get("/iiif/presentation/3/collection").status == 200
 
 
-def test_a_json_source_that_stalls_is_a_504_within_its_timeout(shim: Process) -> None:
+def test_a_json_source_that_stalls_is_a_504_within_its_timeout(shim: InProcessShim) -> None:
     started = time.monotonic()
     resp = shim.get("/iiif/presentation/3/late/manifest")
     assert resp.status == 504 and "source 'slow'" in resp.text, resp.text
@@ -283,7 +286,7 @@ def test_a_json_source_that_stalls_is_a_504_within_its_timeout(shim: Process) ->
 
 
 def test_the_pdf_opens_in_poppler_with_the_first_canvas_colours(
-    shim: Process, tmp_path: Path
+    shim: InProcessShim, tmp_path: Path
 ) -> None:
     tool = need_tool("pdftoppm")
     resp = shim.get("/iiif/presentation/book/pdf")
@@ -304,7 +307,7 @@ def test_the_pdf_opens_in_poppler_with_the_first_canvas_colours(
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("iiif-shim-*.pdf"))
 
 
-def test_the_object_page_shows_the_object(shim: Process) -> None:
+def test_the_object_page_shows_the_object(shim: InProcessShim) -> None:
     resp = shim.get("/objects/book")
     assert resp.status == 200 and (resp.header("Content-Type") or "").startswith("text/html")
     page = resp.text
@@ -317,7 +320,7 @@ def test_the_object_page_shows_the_object(shim: Process) -> None:
     assert "/objects/book" in landing and "The book" in landing
 
 
-def test_catalogue_text_never_becomes_markup(shim: Process) -> None:
+def test_catalogue_text_never_becomes_markup(shim: InProcessShim) -> None:
     page = shim.get("/objects/evil").text
     landing = shim.get("/").text
     for html in (page, landing):  # no tag of the catalogue's survives as a tag

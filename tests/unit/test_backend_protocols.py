@@ -13,7 +13,14 @@ import pytest
 from iiif_shim.backends.deepzoom import DeepZoomBackend, parse_dzi
 from iiif_shim.backends.iiif import read_service, request_path
 from iiif_shim.backends.iip import IipBackend, parse_obj
-from iiif_shim.backends.settings import Extract, IipSettings, TemplateImage, ThumborSettings
+from iiif_shim.backends.registry import BACKEND_TYPES
+from iiif_shim.backends.settings import (
+    BACKEND_SETTINGS,
+    Extract,
+    IipSettings,
+    TemplateImage,
+    ThumborSettings,
+)
 from iiif_shim.backends.thumbor import ThumborBackend, sign
 from iiif_shim.backends.zoomify import ZoomifyBackend, parse_properties
 from iiif_shim.iiif.profile import Format, Quality, Version
@@ -21,6 +28,7 @@ from iiif_shim.iiif.resolve import Box
 from iiif_shim.model.facts import Level, Pyramid, PyramidFacts, ServiceFacts, SourceInfo
 from iiif_shim.model.plan import NativeOp, Target
 from iiif_shim.upstream.urltemplate import UrlTemplate
+from tests.shims import BACKEND_NAMES, CONTRACT_SHIMS
 
 # exactly as libvips 8.14 writes it (note the space after "<Size")
 DZI = "\n".join(
@@ -288,3 +296,11 @@ def test_upstream_tiles_serve_outputs_past_its_max_width() -> None:
     req = parse_image_request(Version.V3, "chart", "full", "max", "0", "default.jpg")
     big = plan(resolve(req, 6000, 4000, Limits(12000)), service.capabilities, service.pyramid.grid)
     assert (big.native.reduction, big.native.size) == (1, None)  # tiles, not an upscaled 5000px
+
+
+def test_every_backend_type_has_its_settings_and_a_real_server_in_the_contract_suite() -> None:
+    assert set(BACKEND_TYPES) == set(BACKEND_SETTINGS)
+    for name, cls in BACKEND_TYPES.items():
+        assert BACKEND_SETTINGS[name] is cls.settings_class, name
+    assert set(CONTRACT_SHIMS) == set(BACKEND_TYPES)
+    assert set(BACKEND_NAMES) == {name for names in CONTRACT_SHIMS.values() for name in names}

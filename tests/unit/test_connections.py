@@ -419,7 +419,7 @@ def test_connections_lost_in_any_phase_leave_nothing_behind() -> None:
         for data in (b"", GET, partial_head, partial_body, partial_chunk):
             client = await connect(s.guarded)
             await client.send(data)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the server reads it: the phase is reached
             client.close()
         slow_answer = await connect(s.guarded)
         await slow_answer.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate, normalised_path, unsafe_reason
+from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate, unsafe_reason
+from tests.support import nginx_resolves
 
 # What an attacker puts in the identifier after the shim's one decoding of the URL segment.
 ESCAPES = [
@@ -113,5 +114,10 @@ def test_fixed_path_and_origin() -> None:
         ("/../../x", "/x"),
     ],
 )
-def test_normalised_path_is_what_nginx_resolves(path: str, resolved: str) -> None:
-    assert normalised_path(path) == resolved
+def test_the_tests_model_of_nginx_and_the_templates_agree(path: str, resolved: str) -> None:
+    """The oracle the containment tests read nginx's log with, and the shim's own check of a
+    URL against a template's folder: a path is within ``/a/`` exactly when nginx serves it
+    from there."""
+    assert nginx_resolves(path) == resolved
+    folder = UrlTemplate.parse("http://h/a/{id}")
+    assert folder.within(f"http://h{path}") is resolved.startswith("/a/")
