@@ -284,6 +284,13 @@ http {{
     return conf
 
 
+def start_faulty(root: Path, workdir: Path) -> Process:
+    """The misbehaving upstream of ``tests/faulty.py`` on a free port, serving ``root``."""
+    port = free_port()
+    args = [sys.executable, "-m", "tests.faulty", "--port", str(port), "--root", str(root)]
+    return Process(args, port, workdir / "faulty.log", cwd=ROOT)
+
+
 def start_redis(workdir: Path, port: int | None = None) -> Process:
     """A real redis-server on 127.0.0.1 (no persistence), for the shared cache tier."""
     binary = need_tool("redis-server", "/usr/bin/redis-server")

@@ -9,15 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.inprocess import InProcessShim
-from tests.support import write_config
+from tests.support import Process, start_shim, write_config
 
 CC_BY = "http://creativecommons.org/licenses/by/4.0/"
 
 
-@pytest.fixture(scope="session")
-def shim(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessShim]:
-    tmp = tmp_path_factory.mktemp("shim")
-    config = write_config(
+def _config(images: Path, tmp: Path) -> Path:
+    return write_config(
         tmp / "shim.yaml",
         f"""
         server:
@@ -35,6 +33,20 @@ def shim(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InP
           - {{backend: local}}
     """,
     )
-    served = InProcessShim(config)
+
+
+@pytest.fixture(scope="session")
+def shim(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessShim]:
+    served = InProcessShim(_config(images, tmp_path_factory.mktemp("shim")))
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="session")
+def shim_process(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    """The same shim as the real command serves it, for what the server process adds around the
+    application: the wire (aiohttp's own answers to requests its parser refuses), the guard."""
+    tmp = tmp_path_factory.mktemp("shim-process")
+    served = start_shim(_config(images, tmp), tmp)
     yield served
     served.stop()

@@ -27,6 +27,7 @@ from tests.support import (
     need_tool,
     nginx_config,
     request,
+    start_faulty,
     start_redis,
     start_shim,
     write_config,
@@ -41,14 +42,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     for name in ("a", "b", "c", "d", "e", "f", "g"):
         Image.new("RGB", (600, 400), (200, 30, 30)).save(root / f"{name}.png")
     Image.effect_noise((1200, 900), 60).convert("RGB").save(root / "noise.jpg", quality=95)
-    port = free_port()
-    work = tmp_path_factory.mktemp("tiers-upstream")
-    proc = Process(
-        [sys.executable, "-m", "tests.faulty", "--port", str(port), "--root", str(root)],
-        port,
-        work / "faulty.log",
-        cwd=ROOT,
-    )
+    proc = start_faulty(root, tmp_path_factory.mktemp("tiers-upstream"))
     yield proc
     proc.stop()
 

@@ -230,8 +230,8 @@ def test_setup_runs_pip_only_when_what_it_installs_from_changed(tmp_path: Path) 
     """deploy/setup.sh (a copy, over a venv whose pip only records its calls), as serve.sh runs
     it at every start."""
     (tmp_path / "deploy").mkdir()
-    shutil.copy(ROOT / "deploy" / "setup.sh", tmp_path / "deploy" / "setup.sh")
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    for name in ("deploy/setup.sh", "deploy/floors.py", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
     # the viewers' own installer is tested by running it for real (tests/browser); here it
     # only records that setup called it
     (tmp_path / "deploy" / "viewers.sh").write_text(

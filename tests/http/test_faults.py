@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,13 +20,13 @@ from PIL import Image
 from tests.faulty import png_bomb
 from tests.servers import IipServer, make_tiff
 from tests.support import (
-    ROOT,
     VALIDATOR_ID,
     Process,
     Response,
     free_port,
     need_tool,
     request,
+    start_faulty,
     start_shim,
     wait_until,
     write_config,
@@ -117,14 +116,8 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, 
     )
     (root / "bombed_files" / "9" / "0_0.jpeg").write_bytes(png_bomb(20000, 20000))
     work = tmp_path_factory.mktemp("faulty")
-    port = free_port()
-    server = Process(
-        [sys.executable, "-m", "tests.faulty", "--port", str(port), "--root", str(root)],
-        port,
-        work / "faulty.log",
-        cwd=ROOT,
-    )
-    shim = start_shim(write_config(work / "shim.yaml", _yaml(port)), work)
+    server = start_faulty(root, work)
+    shim = start_shim(write_config(work / "shim.yaml", _yaml(server.port)), work)
     yield server, shim
     shim.stop()
     server.stop()

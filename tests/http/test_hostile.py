@@ -104,7 +104,7 @@ def secrets(images: Path) -> list[bytes]:
 @LIVE
 @given(method=method, target=path, extra=headers, host_value=host)
 def test_never_a_5xx_always_cors(
-    shim: Process,
+    shim_process: Process,
     secrets: list[bytes],
     method: str,
     target: str,
@@ -113,7 +113,7 @@ def test_never_a_5xx_always_cors(
 ) -> None:
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host_value}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in extra.items()]
-    status, got, body = send(shim.port, "\r\n".join(lines) + "\r\n\r\n")
+    status, got, body = send(shim_process.port, "\r\n".join(lines) + "\r\n\r\n")
     assert status < 500, (status, lines, body[:300])
     assert got.get("access-control-allow-origin") == "*", (status, lines)
     if status >= 400:
@@ -124,13 +124,13 @@ def test_never_a_5xx_always_cors(
 @LIVE
 @given(ident=st.text(min_size=1, max_size=30), good=st.booleans())
 def test_the_spec_s_status_for_unknown_ids_and_bad_parameters(
-    shim: Process, ident: str, good: bool
+    shim_process: Process, ident: str, good: bool
 ) -> None:
     """A valid request for an unknown identifier is a 404; a malformed one is a 400."""
     name = "zz-" + quote(ident, safe="")
     params = "full/max/0/default.jpg" if good else "full/nope/0/default.jpg"
     status, got, _ = send(
-        shim.port,
+        shim_process.port,
         f"GET /iiif/3/{name}/{params} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     )
     assert status == (404 if good else 400)

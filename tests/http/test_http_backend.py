@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.inprocess import InProcessShim
-from tests.support import ROOT, Process, free_port, log_lines, request, write_config
+from tests.support import Process, free_port, log_lines, request, start_faulty, write_config
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +47,7 @@ def silent_port() -> Iterator[int]:
 @pytest.fixture(scope="module")
 def delaying(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     """An upstream that answers each request for the test images after a second."""
-    tmp = tmp_path_factory.mktemp("delaying")
-    port = free_port()
-    proc = Process(
-        [sys.executable, "-m", "tests.faulty", "--port", str(port), "--root", str(images)],
-        port,
-        tmp / "faulty.log",
-        cwd=ROOT,
-    )
+    proc = start_faulty(images, tmp_path_factory.mktemp("delaying"))
     yield proc
     proc.stop()
 

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from PIL import Image
 
 from tests.inprocess import InProcessShim
 from tests.presentation_checks import check_v2, check_v3
-from tests.support import Process, Response, free_port, need_tool, write_config
+from tests.support import Process, Response, need_tool, start_faulty, write_config
 
 RED, GREEN, BLUE = (200, 30, 40), (30, 160, 60), (40, 60, 200)
 LD3 = 'application/ld+json;profile="http://iiif.io/api/presentation/3/context.json"'
@@ -36,12 +35,7 @@ def _page(path: Path, colour: tuple[int, int, int], size: tuple[int, int]) -> No
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     tmp = tmp_path_factory.mktemp("prez-faulty")
-    port = free_port()
-    proc = Process(
-        [sys.executable, "-m", "tests.faulty", "--port", str(port), "--root", str(tmp)],
-        port,
-        tmp / "faulty.log",
-    )
+    proc = start_faulty(tmp, tmp)
     yield proc
     proc.stop()
 
