@@ -4,7 +4,7 @@ A backend is narrow: it reports facts about a source (:meth:`Backend.facts`), de
 planner asks of it (:meth:`Backend.fetch`), says what it does natively (:meth:`Backend.
 capabilities`), how it is (:meth:`Backend.health`) and what it can list, and turns its own
 low-level failures into the shim's errors at its boundary. It never decides what to do natively:
-``planner.py`` does, from the capabilities. A backend is made from its name and its typed
+``core/planner.py`` does, from the capabilities. A backend is made from its name and its typed
 settings alone (nothing is opened); :meth:`Backend.start` then gets what the service lends it.
 
 :class:`UpstreamBackend` is the skeleton every network backend shares: its URL templates (named,
@@ -185,7 +185,8 @@ class UpstreamBackend(Backend[N]):
 
     def url(self, name: str, values: Mapping[str, str]) -> str:
         """Template ``name`` expanded with ``values``, each encoded for its place and checked
-        not to leave it (``urltemplate.py``); an unsafe value is answered as an unknown image."""
+        not to leave it (``upstream/urltemplate.py``); an unsafe value is answered as an unknown
+        image."""
         try:
             return self.urls[name].expand(values)
         except UnsafeValue as exc:

@@ -12,8 +12,9 @@ natively, as the YAML declares it:
   server's own word for the IIIF value, from ``formats`` and ``qualities``);
 - ``{id}`` and the route's named groups, as everywhere.
 
-Every value is percent-encoded for its place in the URL (see ``urltemplate.py``). What the YAML
-does not declare, Pillow does. Ready presets: ``config/djatoka.yaml``, ``config/contentdm.yaml``.
+Every value is percent-encoded for its place in the URL (see ``upstream/urltemplate.py``). What
+the YAML does not declare, Pillow does. Ready presets: ``config/djatoka.yaml``,
+``config/contentdm.yaml``.
 """
 
 from __future__ import annotations

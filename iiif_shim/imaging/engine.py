@@ -1,7 +1,7 @@
 """The image engine seam: what the service asks of the library doing the pixel work
 (:class:`Engine`, chosen by ``imaging.engine``: ``registry.py``).
 
-An :class:`Engine` does the steps ``service.py`` runs in the thread pool: pick the reduction to
+An :class:`Engine` does the steps ``core/service.py`` runs in the thread pool: pick the reduction to
 decode at, cost a plan, decode a whole source (kept in the decoded-source cache), finish it
 (crop, scale, turn, quality, encode), or do both at once for what a backend made for one
 request. ``pillow`` is ``pillow.py`` (the default, no extra install); ``vips`` is ``vips.py``
@@ -33,7 +33,7 @@ D = TypeVar("D", bound=DecodedSource)
 
 
 class Engine(Protocol[D]):
-    """What ``service.py`` asks of an image engine. Every method but :meth:`writable_formats`
+    """What ``core/service.py`` asks of an image engine. Every method but :meth:`writable_formats`
     is synchronous and CPU-bound: it runs in the thread pool, never on the event loop."""
 
     name: ClassVar[str]

@@ -1,7 +1,7 @@
 """Pillow, and only Pillow: read headers, decode within a budget, stitch tiles, crop, scale,
 mirror, rotate, apply the quality, encode.
 
-Every function here is synchronous and CPU-bound; ``service.py`` runs them in the thread pool,
+Every function here is synchronous and CPU-bound; ``core/service.py`` runs them in the thread pool,
 never on the event loop. Work comes in two halves so the first can be cached: :func:`decode`
 reads a source at the smallest resolution that still yields the output (JPEG DCT scaling via
 ``draft``, JPEG 2000 resolution levels via ``reduce``; see :func:`reduction`), and

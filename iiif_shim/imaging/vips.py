@@ -20,7 +20,7 @@ Which steps libvips does is a :class:`Policy`: ``MEASURED`` (the default) only t
 ``bench/engines.py`` measured faster than Pillow, ``EVERYTHING`` all it can; Pillow does the
 rest, the pixels crossing as raw bytes.
 
-Everything here is synchronous and CPU-bound; ``service.py`` runs it in the thread pool.
+Everything here is synchronous and CPU-bound; ``core/service.py`` runs it in the thread pool.
 """
 
 from __future__ import annotations

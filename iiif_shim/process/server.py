@@ -3,7 +3,7 @@
 :func:`serve` binds ``server.host:port`` (a port in use, an address the machine does not have or
 a name that does not resolve is one line on stderr and exit status 1, and nothing claims the
 server is up until it is), raises the open-file limit to its hard maximum, and puts the
-connection guard (``connections.py``) in front of aiohttp with limits below that file limit.
+connection guard (``web/connections.py``) in front of aiohttp with limits below that file limit.
 Signals:
 
 - SIGTERM / SIGINT: stop accepting, close idle connections, let requests in flight finish within

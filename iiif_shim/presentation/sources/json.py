@@ -3,7 +3,7 @@
 ``url`` is a URL template with ``{object}``: the object's name, percent-encoded as one path
 segment (or query value), so ``a/b`` is ``a%2Fb`` and a name that would climb out of the
 template's folder (``../x``, ``%2e%2e``) is refused before any request: to the source it is not
-one of its objects. The object's fields are JSON paths into the answer (``jsonpath.py``):
+one of its objects. The object's fields are JSON paths into the answer (``upstream/jsonpath.py``):
 ``images`` selects the image identifiers (IIIF identifiers of this server), one canvas each,
 in order; ``canvas_labels`` one label per image; ``metadata`` maps labels to paths, several
 matches joined with ``"; "``; label, summary and the other object fields take their path's
