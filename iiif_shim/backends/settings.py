@@ -76,8 +76,8 @@ class NetworkSettings(UpstreamSettings, BackendSettings):
 
     probe_id: str | None = option(
         None,
-        doc="an identifier routed to this backend, whose facts the health check asks for "
-        "(none: any answer from the server's root counts)",
+        doc="an identifier routed to this backend whose facts the background health check "
+        "asks for (`null`: any answer below 500 from the server's root counts)",
     )
 
     def health_id(self) -> str | None:
@@ -136,9 +136,9 @@ class IipSettings(PyramidSettings):
     url: str = option(
         doc="iipsrv's FastCGI URL, e.g. `http://host/fcgi-bin/iipsrv.fcgi`", check=fixed_url
     )
-    path: str = option(doc="the image's path for `FIF=`, e.g. `{id}.tif`", check=path_template)
+    path: str = option(doc="template of the `FIF=` value, e.g. `{id}.tif`", check=path_template)
     max_cvt: int = option(
-        5000, doc="iipsrv's MAX_CVT: larger exports are stitched from tiles", check=at_least(1)
+        5000, doc="iipsrv's `MAX_CVT`: larger outputs are stitched from tiles", check=at_least(1)
     )
     min_native_size: int = option(
         8, doc="outputs with a side under this come from tiles", check=at_least(1)
@@ -185,7 +185,7 @@ class ZoomifySettings(PyramidSettings):
     )
     tile_format: str = option(
         "jpg",
-        doc="file extension of the tiles",
+        doc="file extension of the tiles (the XML does not say)",
         check=lambda v: (
             None if _TILE_SUFFIX_RE.fullmatch(v) else "letters and digits only, e.g. jpg"
         ),
@@ -204,7 +204,13 @@ class ThumborSettings(NetworkSettings):
         "{id}", doc="the image part of the URL (Thumbor's loader path)", check=path_template
     )
     security_key: str | None = option(
-        None, doc="Thumbor's SECURITY_KEY: sign URLs with it (none: `unsafe` URLs)"
+        None,
+        doc="sign every URL with it (HMAC-SHA1); `null`: `unsafe` URLs. A signing key must "
+        "not sign whatever an identifier makes: with one, `check-config` refuses a `path` "
+        "that starts with a placeholder (with an HTTP loader the identifier would name "
+        "the host); give it a fixed beginning such as `masters/{id}` or "
+        "`images.example.org/{id}`. Without one, it warns unless the route's match is "
+        "anchored",
     )
 
     def templates(self) -> Mapping[str, UrlTemplate]:
@@ -361,17 +367,29 @@ class TemplateInfo:
 class TemplateImage:
     url: str = option(doc="URL template of an image", check=url_template)
     region: str = option(
-        "none", doc="`none`, `pixels`, `fractions` or `scaled`", check=_one_of(REGION_MODES)
+        "none",
+        doc="`pixels` or `fractions` (`{x} {y} {w} {h}`, in any order), or `scaled` "
+        "(`{scaled_x} {scaled_y}`, the offset at the output scale, with `{width} "
+        "{height}` as the viewport and `{scale_pct}`), or `none`",
+        check=_one_of(REGION_MODES),
     )
-    size: str = option("none", doc="`none`, `exact` or `keep_aspect`", check=_one_of(SIZE_MODES))
+    size: str = option(
+        "none",
+        doc="`exact` (`{width} {height}`, may distort), `keep_aspect` "
+        "(`{width}`/`{height}`/`{scale_pct}`), or `none`",
+        check=_one_of(SIZE_MODES),
+    )
     upscale: bool = option(False, doc="the server enlarges beyond the region")
-    max_size: int | None = option(None, doc="longest side it will scale to", check=at_least(1))
-    rotation: tuple[int, ...] = option((), doc="clockwise 90s it rotates by, e.g. `[90, 180, 270]`")
+    max_size: int | None = option(None, doc="the longest side it will scale to", check=at_least(1))
+    rotation: tuple[int, ...] = option(
+        (), doc="the clockwise 90s it turns by (`{rotation}`), e.g. `[90, 180, 270]`"
+    )
     formats: Mapping[str, str] = option(
-        MappingProxyType({"jpg": "jpeg"}), doc="IIIF format -> the server's `{format}` value"
+        MappingProxyType({"jpg": "jpeg"}), doc="IIIF format → the server's word for `{format}`"
     )
     qualities: Mapping[str, str] = option(
-        MappingProxyType({}), doc="IIIF quality -> the server's `{quality}` value"
+        MappingProxyType({}),
+        doc="IIIF quality → the server's word for `{quality}` (name `default` too)",
     )
 
     def findings(self) -> list[Finding]:
@@ -409,8 +427,10 @@ class TemplateImage:
 class TemplateSettings(NetworkSettings):
     type_name = "template"
     type: str = option(doc="`template`")
-    info: TemplateInfo = option(doc="metadata request: `url`, `width`, `height`")
-    image: TemplateImage = option(doc="image request and what the server does natively")
+    info: TemplateInfo = option(
+        doc="the metadata request: `url`, and where `width` and `height` are"
+    )
+    image: TemplateImage = option(doc="the image request and what the server does natively")
 
     def templates(self) -> Mapping[str, UrlTemplate]:
         return {

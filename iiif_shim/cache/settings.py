@@ -14,27 +14,34 @@ from iiif_shim.base.schema import Finding, at_least, between, option, problem
 
 @dataclass(frozen=True)
 class CacheSettings:
-    info_entries: int = option(10_000, doc="source facts kept (LRU)", check=at_least(0))
+    info_entries: int = option(
+        10_000, doc="source facts (width, height, format, validators) kept, LRU", check=at_least(0)
+    )
     info_ttl: float = option(3600.0, doc="seconds source facts stay fresh", check=at_least(0))
     image_bytes: int = option(
-        64 * 1024 * 1024, doc="bytes of rendered images kept (LRU; 0: off)", check=at_least(0)
+        64 * 1024 * 1024, doc="bytes of rendered images kept, LRU (0: off)", check=at_least(0)
     )
     decoded_bytes: int = option(
         256 * 1024 * 1024,
-        doc="bytes of decoded source pixels kept for whole-source backends (LRU; 0: off)",
+        doc="bytes of decoded source pixels kept, LRU (0: off): the master of a "
+        "`files`/`http` image stays decoded (per reduction level) while a viewer asks for "
+        "its tiles",
         check=at_least(0),
     )
     disk: Path | None = option(
-        None, doc="folder of the disk tier of rendered images (none: no disk tier)"
+        None,
+        doc="folder of the disk tier of rendered images, shared by the processes of one "
+        "machine (`null`: no disk tier)",
     )
     disk_bytes: int = option(
         1024 * 1024 * 1024,
-        doc="bytes the disk tier may hold (LRU: oldest used first out)",
+        doc="bytes the disk tier may hold (at least 1 MiB); least recently used entries go first",
         check=at_least(1024 * 1024),
     )
     redis: str | None = option(
         None,
-        doc="Redis URL of the shared tier (redis://, rediss:// or unix://; none: no Redis)",
+        doc="Redis URL of the shared tier (`redis://`, `rediss://` or `unix://`; `null`: no "
+        "Redis); needs `pip install 'iiif-shim[redis]'`",
         check=lambda v: None if v is None else _redis_url(v),
     )
     redis_ttl: float = option(
@@ -42,17 +49,23 @@ class CacheSettings:
     )
     redis_max_bytes: int = option(
         4 * 1024 * 1024,
-        doc="largest rendered image put in Redis (larger: not shared)",
+        doc="largest rendered image put in Redis (larger ones are not shared)",
         check=between(1024, 512 * 1024 * 1024),
     )
     redis_timeout: float = option(
-        0.25, doc="seconds one Redis call may take (then Redis is skipped)", check=at_least(0.01)
+        0.25,
+        doc="seconds one Redis call may take; past it Redis counts as failed",
+        check=at_least(0.01),
     )
     redis_retry: float = option(
-        5.0, doc="seconds Redis is skipped after a failure", check=at_least(0.1)
+        5.0,
+        doc="seconds Redis is skipped after a failure, before it is tried again",
+        check=at_least(0.1),
     )
     redis_prefix: str = option(
-        "iiif-shim:", doc="prefix of every Redis key and channel of this shim"
+        "iiif-shim:",
+        doc="prefix of every Redis key and of the purge channel (several shims may share one "
+        "Redis under different prefixes)",
     )
     redis_lock: float = option(
         5.0,
@@ -62,7 +75,8 @@ class CacheSettings:
     )
     purge_token: str | None = option(
         None,
-        doc="bearer token of `DELETE /admin/cache` (none: the endpoint is off)",
+        doc="bearer token of `DELETE /admin/cache` (at least 16 characters; `null`: the "
+        "endpoint is off)",
         check=lambda v: None if v is None or len(v) >= 16 else "must be at least 16 characters",
     )
 

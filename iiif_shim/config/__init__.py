@@ -1,3 +1,4 @@
 """The whole server's settings: YAML read into frozen, typed settings, each component's schema
-assembled, every problem reported with its path.
+assembled, every problem reported with its path (``settings.py``); the configuration reference
+rendered from those schemas (``reference.py``).
 """

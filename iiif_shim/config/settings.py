@@ -73,18 +73,26 @@ class ServerSettings:
     port: int = option(8182, doc="port to listen on", check=between(0, 65535))
     public_url: str | None = option(
         None,
-        doc="scheme+host(+path) put in front of the prefix in every `id`",
+        doc="scheme+host(+path) put in front of the prefix in every `id`, e.g. "
+        "`https://images.example.org` gives `https://images.example.org/iiif/3/{id}`",
         check=lambda v: None if v is None else _public_url(v),
     )
     trust_forwarded: bool = option(
-        False, doc="use X-Forwarded-Proto/Host/Port/Prefix and Forwarded for `id`s"
+        False,
+        doc="build `id`s from `Forwarded` (`proto`, `host`) and "
+        "`X-Forwarded-Proto/Host/Port/Prefix`; `X-Forwarded-Prefix` *replaces* "
+        "`iiif.prefix`. Off by default: the headers are ignored. On, the proxy in front "
+        "must overwrite or drop every such header a client sends (the shim believes what "
+        "it receives, `Forwarded` first), as `deploy/nginx-proxy.conf` does",
     )
     cache_control: str = option(
-        "public, max-age=86400", doc="Cache-Control of images and info.json (empty: none)"
+        "public, max-age=86400", doc="`Cache-Control` of images and info.json (empty: none)"
     )
     processes: int = option(
         0,
-        doc="processes serving the port, each with its own event loop (0: one per CPU)",
+        doc="processes serving the port, each with its own event loop, threads and caches (0: "
+        "one per CPU; 1: no supervisor); `--processes N` overrides it. See "
+        "[Processes](operations.md#processes)",
         check=between(0, 256),
     )
     workers: int = option(
@@ -97,27 +105,30 @@ class ServerSettings:
     )
     request_timeout: float = option(
         60.0,
-        doc="seconds any request may take, all stages included (then 503)",
+        doc="seconds any request may take, every stage included (then 503)",
         check=at_least(1),
     )
     memory_budget: int = option(
         1024 * 1024 * 1024,
-        doc="bytes of decoded pixels all requests together may hold (decoded-source cache "
-        "apart; with N processes each gets 1/N); past it requests wait, then get 503",
+        doc="bytes of decoded pixels all requests together may hold (the decoded-source cache "
+        "apart), for the whole server: with N processes each gets 1/N; past it requests "
+        "wait, then get 503; one that alone needs more gets 501",
         check=at_least(16 * 1024 * 1024),
     )
     memory_wait: float = option(
-        10.0, doc="seconds a request waits for decoded-pixel memory (then 503)", check=at_least(0)
+        10.0,
+        doc="seconds a request waits for decoded-pixel memory (then 503 with `Retry-After`)",
+        check=at_least(0),
     )
     max_client_connections: int = option(
         0,
         doc="open client connections; past it new ones get 503 (0: what the open-file limit "
-        "leaves after backends and files)",
+        "leaves after backends, threads and files)",
         check=at_least(0),
     )
     header_timeout: float = option(
         10.0,
-        doc="seconds a client has to send a request's line and headers (then 408 and closed)",
+        doc="seconds a client has to send a request's line and headers (then 408, closed)",
         check=at_least(0.1),
     )
     body_timeout: float = option(
@@ -142,17 +153,21 @@ class ServerSettings:
     )
     access_log: str = option(
         "combined",
-        doc="access log format: `combined`, `json` or `none`",
+        doc="access log on stdout: `combined` (plus the request id and seconds), `json` (one "
+        "object a line) or `none`",
         check=lambda v: None if v in ("combined", "json", "none") else "combined, json or none",
     )
     event_loop: str = option(
         "auto",
-        doc="`auto` (uvloop when installed: `pip install 'iiif-shim[fast]'`), `uvloop` "
-        "(required) or `asyncio`",
+        doc="`auto`: uvloop when installed (`pip install 'iiif-shim[fast]'`, which "
+        "`deploy/setup.sh` does), else asyncio's loop; `uvloop` (refused by check-config "
+        "when missing) or `asyncio`. `/health` says which runs",
         check=_event_loop,
     )
     health_interval: float = option(
-        30.0, doc="seconds between the background checks of each backend", check=at_least(1)
+        30.0,
+        doc="seconds between the background checks of every backend (`/health/ready`)",
+        check=at_least(1),
     )
 
 
@@ -160,7 +175,9 @@ class ServerSettings:
 class LandingSettings:
     title: str = option("iiif-shim", doc="heading of the landing page at `/`")
     identifiers: tuple[str, ...] = option(
-        (), doc="identifiers listed at `/` (empty: listed from `files` backends)"
+        (),
+        doc="identifiers listed at `/` (empty: listed from `files` backends that a catch-all "
+        "route reaches unchanged, up to 50 each)",
     )
 
 

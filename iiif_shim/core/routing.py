@@ -38,12 +38,19 @@ def _rights(value: str) -> str | None:
 class RouteSettings:
     backend: str = option(doc="name of a backend under `backends:`")
     match: re.Pattern[str] | None = option(
-        None, doc="regular expression searched in the decoded identifier (none: matches all)"
+        None,
+        doc="regular expression **searched** in the decoded identifier, so it matches "
+        "anywhere unless anchored with `^` (and `$`); `check-config` warns about "
+        "unanchored ones (`null`: matches all)",
     )
-    id: str = option("{id}", doc="native identifier; `{id}` and the match's named groups")
+    id: str = option(
+        "{id}",
+        doc="the native identifier: `{id}` (the whole identifier) and the match's named groups",
+    )
     rights: str | None = option(
         None,
-        doc="rights URI for info.json (`rights` in 3.0, `license` in 2.1)",
+        doc="rights URI for info.json (`rights` in 3.0, `license` in 2.1): a Creative Commons "
+        "or RightsStatements.org URI in its `http://` form",
         check=lambda v: None if v is None else _rights(v),
     )
 

@@ -25,11 +25,15 @@ def _prefix(value: str) -> str | None:
 
 @dataclass(frozen=True)
 class IIIFSettings:
-    prefix: str = option("/iiif", doc="URL path before `/3/` and `/2/`", check=_prefix)
-    max_width: int | None = option(
-        12000, doc="widest output (info.json `maxWidth`)", check=at_least(1)
+    prefix: str = option(
+        "/iiif", doc="URL path before `/3/` and `/2/` (empty: at the root)", check=_prefix
     )
-    max_height: int | None = option(12000, doc="tallest output (`maxHeight`)", check=at_least(1))
+    max_width: int | None = option(
+        12000, doc="widest output (info.json `maxWidth`; `null`: none)", check=at_least(1)
+    )
+    max_height: int | None = option(
+        12000, doc="tallest output (`maxHeight`; needs `max_width`)", check=at_least(1)
+    )
     max_area: int | None = option(
         100_000_000, doc="most output pixels (`maxArea`)", check=at_least(1)
     )
@@ -41,17 +45,19 @@ class IIIFSettings:
     jpeg_quality: int = option(85, doc="JPEG/WebP/PDF encoder quality", check=between(1, 100))
     upscale_max_to_limits: bool = option(
         False,
-        doc="3.0 `^max` enlarges to the limits (spec example) instead of equalling `max` "
-        "(what the official validator expects)",
+        doc="3.0 `^max` enlarges to the limits (the spec's example) instead of equalling "
+        "`max` (what the official validator expects); see [Spec "
+        "gaps](image-api.md#spec-gaps)",
     )
     clamp_confined_size: bool = option(
         False,
-        doc="3.0 `!w,h` larger than the region returns the region (spec text) instead of "
-        "400 (what the official validator expects)",
+        doc="3.0 `!w,h` with a box larger than the region returns the region (the spec's "
+        "text) instead of 400 (what the official validator expects)",
     )
     max_source_pixels: int = option(
         500_000_000,
-        doc="largest source (width x height) decoded; larger ones get 501",
+        doc="largest source (width x height) decoded; larger ones get 501 (at most "
+        "1073741824, where Pillow's own bomb guard refuses)",
         check=between(1, PILLOW_GUARD_PIXELS),
     )
 

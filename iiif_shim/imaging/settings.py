@@ -37,12 +37,15 @@ def _engine(value: str) -> str | None:
 class ImagingSettings:
     engine: str = option(
         "pillow",
-        doc="library doing the pixel work: `pillow`, or `vips` (libvips: the `vips` extra)",
+        doc="`pillow`, or `vips`: libvips through pyvips, installed with `pip install "
+        "'iiif-shim[vips]'` over Debian's `libvips42` (`apt-get install libvips42`; its "
+        "build reads and writes JPEG 2000). Choosing `vips` where pyvips or libvips "
+        "cannot load is a `check-config` error naming these commands",
         check=_engine,
     )
     vips_steps: str = option(
         "measured",
-        doc="with `vips`: `measured` (libvips only for the steps it was measured faster at, "
-        "Pillow for the rest) or `all` (libvips for every step it can do)",
+        doc="with `vips`: `measured` uses libvips only for the steps it was measured faster "
+        "at, Pillow for the rest; `all` uses libvips for every step it can do",
         check=lambda v: None if v in VIPS_STEPS else f"must be one of: {', '.join(VIPS_STEPS)}",
     )

@@ -41,10 +41,12 @@ class ProviderSettings:
 @dataclass(frozen=True)
 class PresentationSettings:
     language: str = option(
-        "none", doc="language of labels and values (`none`, or a BCP 47 tag)", check=_language
+        "none",
+        doc="language of labels and values (`none`, or a BCP 47 tag such as `en`)",
+        check=_language,
     )
     provider: ProviderSettings | None = option(
-        None, doc="the institution named in every manifest (`label`, `homepage`, `logo`)"
+        None, doc="the institution named in every manifest: `label` (required), `homepage`, `logo`"
     )
     required_statement_label: str = option(
         "Attribution", doc="label shown with an object's `required_statement`"
@@ -52,7 +54,11 @@ class PresentationSettings:
     thumbnail_size: int = option(
         256, doc="thumbnails fit in a square of this many pixels", check=between(16, 2000)
     )
-    record_ttl: float = option(300.0, doc="seconds an object record stays fresh", check=at_least(0))
+    record_ttl: float = option(
+        300.0,
+        doc="seconds an object record stays fresh (and the documents' `max-age`)",
+        check=at_least(0),
+    )
     record_entries: int = option(1000, doc="object records kept (LRU)", check=at_least(0))
     collection_limit: int = option(
         1000, doc="manifests listed in one source's collection", check=between(1, 100_000)
@@ -67,5 +73,9 @@ class PresentationSettings:
     )
     sources: Mapping[str, SourceSettings] = field(
         default_factory=lambda: MappingProxyType({}),
-        metadata={"doc": "object sources by name, each with its `type:`", "check": None},
+        metadata={
+            "doc": "object sources by name, each with its `type:` (see [Object "
+            "sources](presentation.md#object-sources))",
+            "check": None,
+        },
     )

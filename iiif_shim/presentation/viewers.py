@@ -97,24 +97,24 @@ def _external(value: Mapping[str, str]) -> str | None:
 class ViewerSettings:
     assets: Path | None = option(
         None,
-        doc="folder of the viewers' files that `bash deploy/viewers.sh` fills "
-        "(none: .viewers at the source root)",
+        doc="folder of the viewers' files that `bash deploy/viewers.sh` fills (null: "
+        "`.viewers` at the source root)",
     )
     base_url: str | None = option(
         None,
-        doc="load the viewers' files from here instead (a copy of the assets folder, or an npm "
-        "CDN such as https://cdn.jsdelivr.net/npm: paths are NAME@VERSION/FILE)",
+        doc="load the viewers' files from here instead (a copy of the assets folder, or an "
+        "npm CDN such as `https://cdn.jsdelivr.net/npm`: paths are `NAME@VERSION/FILE`)",
         check=_base_url,
     )
     default: str = option(
         "mirador",
-        doc="the viewer embedded on object pages (mirador, uv, osd, leaflet, clover)",
+        doc="the viewer embedded on object pages (`mirador`, `uv`, `osd`, `leaflet`, `clover`)",
         check=_builtin,
     )
     external: Mapping[str, str] = option(
         MappingProxyType({}),
-        doc="other viewers linked from object pages: label -> URL template with {url} for the "
-        "percent-encoded manifest URL",
+        doc="other viewers linked from object pages: label -> URL template with `{url}` for "
+        "the percent-encoded manifest URL",
         check=_external,
     )
 

@@ -16,50 +16,57 @@ class UpstreamSettings:
 
     timeout: float = option(
         30.0,
-        doc="seconds for one upstream request, everything included (waiting for a connection, "
-        "retries, the body)",
+        doc="seconds for one upstream request, everything included: waiting for a connection, "
+        "retries, the body (then 504)",
         check=at_least(0.1),
     )
     connect_timeout: float = option(5.0, doc="seconds to open a connection", check=at_least(0.1))
     max_connections: int = option(8, doc="concurrent connections to this server", check=at_least(1))
     max_connections_per_image: int = option(
         0,
-        doc="connections one image may hold at once (0: half of max_connections), so a "
-        "stalled image cannot starve the rest",
+        doc="connections one image may hold at once (0: half of `max_connections`), so one "
+        "stalled image cannot starve the others",
         check=at_least(0),
     )
     pool_timeout: float = option(
-        5.0, doc="seconds a request waits for a free connection (then 503)", check=at_least(0.01)
+        5.0,
+        doc='seconds a request waits for a free connection (then 503 "busy", with `Retry-After`)',
+        check=at_least(0.01),
     )
     max_bytes: int = option(
-        256 * 1024 * 1024, doc="largest image answer it will read", check=at_least(1024)
+        256 * 1024 * 1024,
+        doc="largest image answer it will read (larger: 502)",
+        check=at_least(1024),
     )
     max_metadata_bytes: int = option(
         1024 * 1024,
-        doc="largest metadata answer (info.json, .dzi, ...) it will read",
+        doc="largest metadata answer (info.json, `.dzi`, IIP `OBJ`, ...) it will read "
+        "(larger: 502)",
         check=at_least(1024),
     )
     retries: int = option(
         2,
         doc="extra attempts at a metadata request after a refused or reset connection or a "
-        "502/503/504 (jittered backoff, within timeout)",
+        "502/503/504, with jittered backoff, within `timeout` (image requests are never "
+        "retried)",
         check=at_least(0),
     )
     redirects: str = option(
         "same_origin",
-        doc="`same_origin`: follow redirects within the origin and folder of this backend's "
-        "URL templates; `none`: a redirect is a 502",
+        doc="`same_origin`: follow up to 3 redirects that stay on the origin and under the "
+        "folder of this backend's URL templates; `none`: a redirect is a 502",
         check=lambda v: None if v in _REDIRECTS else f"must be one of {', '.join(_REDIRECTS)}",
     )
     breaker_failures: int = option(
         5,
-        doc="consecutive failures (refused, reset, timed out, 5xx) that open the circuit: "
-        "then 503 at once (0: never)",
+        doc="consecutive failures (refused, reset, timed out, 5xx) that open this backend's "
+        "circuit (0: never)",
         check=at_least(0),
     )
     breaker_reset: float = option(
         10.0,
-        doc="seconds an open circuit answers 503 before one trial request",
+        doc="seconds an open circuit answers 503 at once (with `Retry-After`) before one "
+        "trial request",
         check=at_least(0.1),
     )
 

@@ -155,10 +155,10 @@ class CsvSourceSettings(HttpSourceSettings):
     path: Path = option(
         doc="the CSV file (relative to the config file), or an http(s) URL it is fetched from"
     )
-    columns: CsvColumns = option(doc="column names: `object` and `image` required, see below")
+    columns: CsvColumns = option(doc="column names by field: `object` and `image` required")
     delimiter: str = option(",", doc="the field separator", check=_delimiter)
     encoding: str = option(
-        "utf-8", doc="the file's text encoding (utf-8 may start with a BOM)", check=_encoding
+        "utf-8", doc="the file's text encoding (UTF-8 may start with a BOM)", check=_encoding
     )
     max_bytes: int = option(
         16 * 1024 * 1024,
@@ -280,7 +280,8 @@ class JsonSourceSettings(HttpSourceSettings):
     type_name = "json"
     type: str = option(doc="`json`")
     url: str = option(
-        doc="URL template of one object's JSON, with `{object}`, e.g. "
+        doc="URL template of one object's JSON, with `{object}` (encoded as one segment, "
+        "contained like backend templates), e.g. "
         "`http://cat.example.org/api/items/{object}`",
         check=url_template,
     )
@@ -294,7 +295,7 @@ class JsonSourceSettings(HttpSourceSettings):
     name_path: str | None = option(
         None, doc="where an entry that is an object has its name, e.g. `$.id`", check=path_check
     )
-    fields: JsonFields = option(doc="JSON paths: `images` required, see below")
+    fields: JsonFields = option(doc="JSON paths by field: `images` required")
     refresh: float = option(
         300.0,
         doc="seconds a fetched `list` is used before it is fetched again",
@@ -414,7 +415,7 @@ class ContentdmSourceSettings(HttpSourceSettings):
     )
     image_id: str = option(
         "{alias}:{pointer}",
-        doc="the IIIF identifier of each image (as config/contentdm.yaml routes it)",
+        doc="the IIIF identifier of each page (as `config/contentdm.yaml` routes it)",
         check=_image_id,
     )
 
