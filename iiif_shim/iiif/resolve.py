@@ -20,7 +20,7 @@ from iiif_shim.iiif.request import ImageRequest, RegionKind, RotationSpec, SizeK
 @dataclass(frozen=True)
 class Limits:
     """Server-imposed output limits (``None`` = no limit), and how the two readings the spec and
-    the official validator disagree on are settled (see the README, "Spec gaps")."""
+    the official validator disagree on are settled (see docs/image-api.md, "Spec gaps")."""
 
     max_width: int | None = None
     max_height: int | None = None

@@ -24,12 +24,12 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    done = run("ruff", "check", "iiif_shim", "tests", "bench")
+    done = run("ruff", "check", "iiif_shim", "tests", "bench", "docs")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_ruff_format() -> None:
-    done = run("ruff", "format", "--check", "iiif_shim", "tests", "bench")
+    done = run("ruff", "format", "--check", "iiif_shim", "tests", "bench", "docs")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
