@@ -19,14 +19,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from iiif_shim.backends.settings import BACKEND_SETTINGS, NetworkSettings
+from iiif_shim.backends.settings import BACKEND_SETTINGS, BackendSettings, NetworkSettings
 from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.config.settings import LandingSettings, ServerSettings
 from iiif_shim.core.routing import RouteSettings
 from iiif_shim.core.settings import IIIFSettings
 from iiif_shim.imaging.settings import ImagingSettings
 from iiif_shim.presentation.settings import PresentationSettings
-from iiif_shim.presentation.sources.settings import SOURCE_SETTINGS, HttpSourceSettings
+from iiif_shim.presentation.sources.settings import (
+    SOURCE_SETTINGS,
+    HttpSourceSettings,
+    SourceSettings,
+)
 from iiif_shim.presentation.viewers import ViewerSettings
 
 #: The top-level sections, in the order a config file usually has them: (key, what it holds,
@@ -36,12 +40,16 @@ SECTIONS: tuple[tuple[str, str, type | None], ...] = (
     ("iiif", "the Image API's prefix, limits and choices", IIIFSettings),
     ("cache", "the memory, disk and Redis caches", CacheSettings),
     ("imaging", "the image engine", ImagingSettings),
-    ("routes", "a list; an identifier takes the first route that matches it", RouteSettings),
-    ("backends", "a mapping of name to backend; `type:` picks the kind", None),
+    ("routes", "required: a list; an identifier takes the first route that matches", RouteSettings),
+    ("backends", "required: a mapping of name to backend; `type:` picks the kind", None),
     ("landing", "the page at `/`", LandingSettings),
     ("presentation", "manifests, collections, object pages and PDFs", PresentationSettings),
     ("viewers", "the viewers on object pages", ViewerSettings),
 )
+
+# what a mapping of typed entries holds, in words
+_KINDS: dict[type, str] = {BackendSettings: "backend", SourceSettings: "object source"}
+_MIB = 1 << 20
 
 
 def fields(cls: type) -> tuple[dataclasses.Field[Any], ...]:
@@ -84,6 +92,9 @@ def _type_name(hint: Any) -> str:
     if origin is tuple:
         return f"list of {_type_name(args[0])}s" if args else "list"
     if origin is not None and issubclass(origin, Mapping):
+        kind = next((word for base, word in _KINDS.items() if issubclass(args[1], base)), None)
+        if kind is not None:
+            return f"mapping of name to {kind}"
         return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
     if hint is Path:
         return "path"
@@ -122,12 +133,22 @@ def _value(value: Any) -> str:
 
 
 def default(f: dataclasses.Field[Any]) -> str:
-    """A field's default as the reference shows it (``required`` when there is none)."""
+    """A field's default as the reference shows it: YAML (with a size in MiB or GiB where it
+    counts bytes), ``required`` when there is none, ``see below`` for a nested section."""
     if f.default is not dataclasses.MISSING:
-        return f"`{_value(f.default)}`"
-    if f.default_factory is not dataclasses.MISSING:
-        return f"`{_value(f.default_factory())}`"
-    return "required"
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return "required"
+    if dataclasses.is_dataclass(value):
+        return "see below"
+    shown = f"`{_value(value)}`"
+    counts_bytes = "bytes" in f.name or "budget" in f.name
+    if counts_bytes and type(value) is int and value >= _MIB and value % _MIB == 0:
+        mib = value // _MIB
+        shown += f" ({mib // 1024} GiB)" if mib % 1024 == 0 else f" ({mib} MiB)"
+    return shown
 
 
 def _table(rows: list[tuple[dataclasses.Field[Any], Any]]) -> Iterator[str]:
@@ -138,37 +159,55 @@ def _table(rows: list[tuple[dataclasses.Field[Any], Any]]) -> Iterator[str]:
         yield f"| `{f.name}` | {_type_name(hint)} | {default(f)} | {doc} |"
 
 
-def _section(path: str, cls: type, level: int, skip: frozenset[str] = frozenset()) -> Iterator[str]:
-    """The table of one settings class, then a sub-section for each nested settings class."""
+def _section(
+    path: str, cls: type, level: int, skip: frozenset[str] = frozenset(), note: str = ""
+) -> Iterator[str]:
+    """The table of one settings class, then a sub-section for each nested settings class (keys
+    that hold the same class share one; ``note`` qualifies their headings)."""
     hints = _hints(cls)
     rows = [(f, hints[f.name]) for f in fields(cls) if f.name not in skip]
     yield from _table(rows)
     yield ""
+    nested: dict[type, list[str]] = {}
     for f, hint in rows:
-        nested = _settings_class(hint)
-        if nested is not None:
-            many = typing.get_origin(hint) is tuple
-            yield f"{'#' * (level + 1)} `{path}.{f.name}`{' (each item)' if many else ''}"
-            yield ""
-            yield from _section(f"{path}.{f.name}", nested, level + 1)
-
-
-def _typed(path: str, types_: Mapping[str, type], shared: type, shared_name: str) -> Iterator[str]:
-    """One sub-section per ``type:``; the keys every networked type shares come once."""
-    for name, cls in types_.items():
-        networked = issubclass(cls, shared)
-        yield f"### `type: {name}`"
+        if (inner := _settings_class(hint)) is not None:
+            nested.setdefault(inner, []).append(f.name)
+    for inner, names in nested.items():
+        many = any(typing.get_origin(hints[n]) is tuple for n in names)
+        title = ", ".join(f"`{path}.{n}`" for n in names)
+        yield f"{'#' * (level + 1)} {title}{' (each item)' if many else ''}{note}"
         yield ""
-        if networked:
-            yield f"Plus the [{shared_name} keys](#{_anchor(shared_name + ' keys')})."
-            yield ""
+        yield from _section(f"{path}.{names[0]}", inner, level + 1, note=note)
+
+
+def _typed(
+    path: str, types_: Mapping[str, type], shared: type, shared_name: str, level: int
+) -> Iterator[str]:
+    """One sub-section per ``type:``; the keys the types that talk HTTP share come once, and
+    each such type says which of them it takes."""
+    heading = f"{shared_name} keys"
+    link = f"[{heading}](#{_anchor(heading)})"
+    taken_by_any: set[str] = set()
+    for name, cls in types_.items():
+        yield f"{'#' * (level + 1)} `type: {name}`"
+        yield ""
         inherited = frozenset(f.name for f in fields(cls) if owner(cls, f.name) in shared.__mro__)
-        yield from _section(f"{path}.NAME", cls, 3, inherited)
-    yield f"### {shared_name} keys"
+        if inherited:
+            unused: frozenset[str] = getattr(cls, "unused_keys", frozenset())
+            taken = [f.name for f in fields(shared) if f.name in inherited - unused]
+            taken_by_any.update(taken)
+            if len(taken) == len(fields(shared)):
+                yield f"Plus the {link}."
+            else:
+                yield f"Plus these {link}: " + ", ".join(f"`{k}`" for k in taken) + "."
+            yield ""
+        yield from _section(f"{path}.NAME", cls, level + 1, inherited, f" (`type: {name}`)")
+    yield f"{'#' * (level + 1)} {heading}"
     yield ""
-    yield f"Every `{path}` type that talks HTTP takes these too."
+    yield f"The `{path}` types that talk HTTP take these, as each type above says."
     yield ""
-    yield from _section(path, shared, 3)
+    untaken = frozenset(f.name for f in fields(shared)) - taken_by_any
+    yield from _section(path, shared, level + 1, untaken)
 
 
 def _anchor(title: str) -> str:
@@ -192,11 +231,11 @@ def reference() -> str:
         if cls is not None:
             out += _section(key, cls, 2)
         else:
-            out += _typed("backends", BACKEND_SETTINGS, NetworkSettings, "Network")
+            out += _typed("backends", BACKEND_SETTINGS, NetworkSettings, "Network", 2)
         if key == "presentation":
-            out += ["## `presentation.sources`", ""]
+            out += ["### `presentation.sources`", ""]
             out += ["A mapping of name to object source; `type:` picks the kind.", ""]
-            out += _typed("presentation.sources", SOURCE_SETTINGS, HttpSourceSettings, "HTTP")
+            out += _typed("presentation.sources", SOURCE_SETTINGS, HttpSourceSettings, "HTTP", 3)
     return "\n".join(out).rstrip() + "\n"
 
 

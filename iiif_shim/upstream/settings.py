@@ -12,7 +12,8 @@ _REDIRECTS = ("same_origin", "none")
 
 @dataclass(frozen=True, kw_only=True)
 class UpstreamSettings:
-    """Connection settings shared by every HTTP backend (each backend adds its own keys)."""
+    """Connection settings shared by every backend and object source that talks HTTP (each type
+    adds its own keys)."""
 
     timeout: float = option(
         30.0,
@@ -40,8 +41,8 @@ class UpstreamSettings:
     )
     max_metadata_bytes: int = option(
         1024 * 1024,
-        doc="largest metadata answer (info.json, `.dzi`, IIP `OBJ`, ...) it will read "
-        "(larger: 502)",
+        doc="largest metadata answer (info.json, `.dzi`, IIP `OBJ`, a catalogue's JSON, ...) it "
+        "will read (larger: 502)",
         check=at_least(1024),
     )
     retries: int = option(
@@ -54,13 +55,13 @@ class UpstreamSettings:
     redirects: str = option(
         "same_origin",
         doc="`same_origin`: follow up to 3 redirects that stay on the origin and under the "
-        "folder of this backend's URL templates; `none`: a redirect is a 502",
+        "folder of its URL templates; `none`: a redirect is a 502",
         check=lambda v: None if v in _REDIRECTS else f"must be one of {', '.join(_REDIRECTS)}",
     )
     breaker_failures: int = option(
         5,
-        doc="consecutive failures (refused, reset, timed out, 5xx) that open this backend's "
-        "circuit (0: never)",
+        doc="consecutive failures (refused, reset, timed out, 5xx) that open the circuit of "
+        "this server (0: never)",
         check=at_least(0),
     )
     breaker_reset: float = option(

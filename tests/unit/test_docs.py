@@ -6,15 +6,22 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 import iiif_shim
+from iiif_shim.base.schema import Reader
 from iiif_shim.config import reference as ref
 from iiif_shim.config import settings as config_settings
+from iiif_shim.presentation.sources.settings import SOURCE_SETTINGS
+from iiif_shim.upstream.settings import UpstreamSettings
 from tests.support import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -51,9 +58,6 @@ def _reference_rows() -> dict[str, set[str]]:
 
 
 def test_the_reference_has_every_top_level_section() -> None:
-    assert [key for key, _, _ in ref.SECTIONS] == sorted(
-        config_settings._SECTIONS, key=[k for k, _, _ in ref.SECTIONS].index
-    )
     assert set(config_settings._SECTIONS) == {key for key, _, _ in ref.SECTIONS}
 
 
@@ -62,15 +66,64 @@ def test_the_reference_documents_every_key_of_every_settings_class() -> None:
     assert len(classes) > 20  # the discovery itself works
     tables = list(_reference_rows().values())
     for cls in classes:
-        keys = {f.name for f in dataclasses.fields(cls) if "doc" in f.metadata}
-        # the class's own keys sit together in one table; inherited shared ones may be apart
-        own = {name for name in keys if name in vars(cls).get("__annotations__", {})}
+        # a class's own keys sit together in one table (those it inherits, in their declaring
+        # class's table: that class is checked as well)
+        own = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if "doc" in f.metadata and ref.owner(cls, f.name) is cls
+        }
         assert any(own <= table for table in tables), f"{cls.__qualname__}: {sorted(own)}"
         for f in dataclasses.fields(cls):
-            if "doc" in f.metadata:
-                doc = " ".join(str(f.metadata["doc"]).split())
-                assert doc, f"{cls.__qualname__}.{f.name} has no doc"
-                assert f"| `{f.name}` |" in ref.reference()
+            assert "doc" not in f.metadata or f.metadata["doc"].strip(), f"{cls}.{f.name}"
+
+
+def _plain(value: Any) -> Any:
+    """A default as YAML would give it back."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def test_every_default_shown_is_yaml_that_reads_back_as_the_default() -> None:
+    for cls in _settings_classes():
+        for f in dataclasses.fields(cls):
+            shown = ref.default(f) if "doc" in f.metadata else "required"
+            if shown in ("required", "see below"):
+                continue
+            written = re.fullmatch(r"`(.*)`( \(\d+ [MG]iB\))?", shown)
+            assert written, (cls, f.name, shown)
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            assert yaml.safe_load(written[1]) == _plain(value), (cls, f.name, shown)
+
+
+# the least each object source type that talks HTTP needs, to test the keys it takes
+MINIMAL = {
+    "csv": {"path": "objects.csv", "columns": {"object": "o", "image": "i"}},
+    "json": {"url": "http://catalogue.example.org/items/{object}", "fields": {"images": "$.i"}},
+    "contentdm": {"url": "http://cdm.example.org", "collection": "maps"},
+}
+
+
+@pytest.mark.parametrize("type_name", sorted(MINIMAL))
+def test_the_http_keys_listed_for_an_object_source_are_the_ones_it_takes(type_name: str) -> None:
+    """Each key the reference lists under the type is accepted set to another value than its
+    default; each shared key it does not list is refused (never silently ignored)."""
+    text = ref.reference().split(f"`type: {type_name}`")[1].split("\n#### ")[0]
+    listed = set(re.findall(r"`(\w+)`", text.split("HTTP keys](#http-keys):")[1].split("\n")[0]))
+    cls = SOURCE_SETTINGS[type_name]
+    own = {f.name for f in dataclasses.fields(cls) if ref.owner(cls, f.name) is cls}
+    for f in dataclasses.fields(UpstreamSettings):
+        if f.name in own or f.name == "redirects":
+            continue
+        spec = {"type": type_name, **MINIMAL[type_name], f.name: f.default * 2 + 1}
+        reader = Reader(Path("."))
+        reader.read(cls, spec, "s")
+        assert (not reader.problems) == (f.name in listed), (f.name, reader.problems)
 
 
 def test_a_key_left_out_of_the_reference_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
