@@ -19,6 +19,8 @@ validator_ng_version=0.1.0
 thumbor_version=7.8.0
 
 apt_packages=()
+# Debian's python3 needs python3-venv for `python3 -m venv`
+"$python" -c 'import ensurepip, venv' 2>/dev/null || apt_packages+=(python3-venv)
 if [ "$mode" = test ]; then
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_packages+=(nginx-light)
   ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' || apt_packages+=(libmagic1)

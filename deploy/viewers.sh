@@ -11,7 +11,7 @@
 # FOLDER. A package whose pinned version is already in place (its stamp file matches) is
 # skipped; other versions of it are removed. npm comes from apt-get when it is missing.
 #
-# Keep this table in step with PACKAGES in iiif_shim/viewers.py (a unit test compares them).
+# Keep this table in step with PACKAGES in iiif_shim/presentation/viewers.py (a unit test compares them).
 #
 # npm package            version  sha512 of the npm tarball
 PINNED=(

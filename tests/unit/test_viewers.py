@@ -1,5 +1,6 @@
-"""The built-in viewers' settings, links, pages and static files (iiif_shim/viewers.py), with
-aiohttp's test server; the viewers themselves run in tests/browser."""
+"""The built-in viewers' settings, links, pages and static files
+(iiif_shim/presentation/viewers.py), with aiohttp's test server; the viewers themselves run in
+tests/browser."""
 
 from __future__ import annotations
 
