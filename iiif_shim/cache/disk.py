@@ -36,7 +36,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 import secrets
 import shutil
 import time
@@ -46,23 +45,19 @@ from stat import S_ISREG
 from typing import Any
 
 from iiif_shim.base.errors import ConfigError
-from iiif_shim.cache.entry import Entry, Slot, decode, encode
+from iiif_shim.cache.entry import ENTRY_SLACK, Entry, Slot, decode, encode, valid_name, valid_source
+from iiif_shim.cache.journal import JOURNAL
 
 log = logging.getLogger("iiif_shim")
 
 MARKER = ".iiif-shim-cache"
 LOCK = ".lock"
 TMP = ".tmp-"
-_SOURCE_RE = re.compile(r"[0-9a-f]{32}")
-_KEY_RE = re.compile(r"[0-9a-f]{64}|facts")
 _STALE_TMP = 3600.0  # seconds after which a temporary file is a crash's leftover
 LOW_WATER = 0.9  # eviction stops at this share of the budget
-
-
 # seconds since an entry was last touched before a hit touches it again (LRU order is
 # coarse by this much; a hot tile costs no metadata write per hit)
 _TOUCH_AFTER = 60.0
-_ENTRY_SLACK = 64 * 1024  # bytes an entry may take past the largest image kept (its header)
 
 
 class DiskCache:
@@ -82,7 +77,7 @@ class DiskCache:
             root.mkdir(parents=True, exist_ok=True)
             marker = root / MARKER
             if not marker.exists():
-                foreign = [p.name for p in root.iterdir() if p.name not in (LOCK, "purge.journal")]
+                foreign = [p.name for p in root.iterdir() if p.name not in (LOCK, JOURNAL)]
                 # another process opening the folder at the same time may have just written the
                 # marker (and its first entries): the folder is ours after all
                 if foreign and not marker.exists():
@@ -116,11 +111,11 @@ class DiskCache:
             return None
         try:
             stat = os.fstat(fd)
-            if not S_ISREG(stat.st_mode) or stat.st_size > self.max_entry + _ENTRY_SLACK:
+            if not S_ISREG(stat.st_mode) or stat.st_size > self.max_entry + ENTRY_SLACK:
                 data = b""
             else:
                 with os.fdopen(os.dup(fd), "rb") as f:
-                    data = f.read(self.max_entry + _ENTRY_SLACK)
+                    data = f.read(self.max_entry + ENTRY_SLACK)
         except OSError:
             return None
         finally:
@@ -138,7 +133,7 @@ class DiskCache:
     def put(self, slot: Slot, value: Entry, expires: float = 0.0) -> bool:
         """Keep ``value`` (atomically); False when it is too large to keep."""
         data = encode(slot, value, expires)
-        if len(data) > self.max_entry + _ENTRY_SLACK:
+        if len(data) > self.max_entry + ENTRY_SLACK:
             return False
         path = self.path(slot)
         for attempt in range(2):  # the folder may vanish under us (purge, eviction)
@@ -173,7 +168,7 @@ class DiskCache:
         except OSError:
             return
         for folder in sources:
-            if not (_SOURCE_RE.fullmatch(folder.name) and folder.is_dir(follow_symlinks=False)):
+            if not (valid_source(folder.name) and folder.is_dir(follow_symlinks=False)):
                 continue
             try:
                 files = list(os.scandir(folder.path))
@@ -190,7 +185,7 @@ class DiskCache:
                             os.unlink(entry.path)
                     else:
                         yield st.st_mtime, st.st_size, ""  # counted, never evicted
-                elif _KEY_RE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                elif valid_name(entry.name) and entry.is_file(follow_symlinks=False):
                     yield st.st_mtime, st.st_size, entry.path
             if not files:
                 with contextlib.suppress(OSError):
@@ -235,13 +230,13 @@ class DiskCache:
 
     def purge(self, source: str | None) -> int:
         """Remove the entries of one source (``None``: of every source); how many there were."""
-        if source is not None and not _SOURCE_RE.fullmatch(source):
+        if source is not None and not valid_source(source):
             raise ValueError("not a source key")
         folders = [self.root / source] if source else _source_folders(self.root)
         count = 0
         for folder in folders:
             with contextlib.suppress(OSError):
-                count += sum(1 for name in os.listdir(folder) if _KEY_RE.fullmatch(name))
+                count += sum(1 for name in os.listdir(folder) if valid_name(name))
             for _ in range(3):  # a writer in another process may add a file meanwhile
                 shutil.rmtree(folder, ignore_errors=True)
                 if not folder.exists():
@@ -268,7 +263,7 @@ def _source_folders(root: Path) -> list[Path]:
         return [
             Path(e.path)
             for e in os.scandir(root)
-            if _SOURCE_RE.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+            if valid_source(e.name) and e.is_dir(follow_symlinks=False)
         ]
     except OSError:
         return []

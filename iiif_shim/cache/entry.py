@@ -34,6 +34,7 @@ _SOURCE_RE = re.compile(r"[0-9a-f]{32}")
 _NAME_RE = re.compile(r"[0-9a-f]{64}|facts")
 _MEDIA_RE = re.compile(rb"[a-z]+/[a-z0-9.+-]+")
 FACTS = "facts"
+ENTRY_SLACK = 64 * 1024  # bytes an encoded entry may take past the image it holds (its header)
 
 Entry = Rendered | SourceInfo
 
@@ -49,6 +50,11 @@ def valid_source(text: str) -> bool:
     return _SOURCE_RE.fullmatch(text) is not None
 
 
+def valid_name(text: str) -> bool:
+    """Whether ``text`` is shaped like a slot's name (a plan key, or :data:`FACTS`)."""
+    return _NAME_RE.fullmatch(text) is not None
+
+
 @dataclass(frozen=True)
 class Slot:
     """Where one entry lives: ``source`` (a :func:`source_key`) and ``name`` (a plan key for a
@@ -58,7 +64,7 @@ class Slot:
     name: str
 
     def __post_init__(self) -> None:
-        if not (_SOURCE_RE.fullmatch(self.source) and _NAME_RE.fullmatch(self.name)):
+        if not (valid_source(self.source) and valid_name(self.name)):
             raise ValueError("not a cache slot")
 
     @property
@@ -77,9 +83,14 @@ def encode(slot: Slot, value: Entry, expires: float = 0.0) -> bytes:
         body = json.dumps(to_json(value), separators=(",", ":")).encode()
     else:
         kind, media, body = _IMAGE, value.media_type.encode("ascii"), value.body
-    head = _HEAD.pack(kind, expires, slot.digest, len(media), len(body), 0)
-    crc = zlib.crc32(body, zlib.crc32(media, zlib.crc32(head)))
+    crc = _checksum(kind, expires, slot.digest, media, body)
     return MAGIC + _HEAD.pack(kind, expires, slot.digest, len(media), len(body), crc) + media + body
+
+
+def _checksum(kind: int, expires: float, digest: bytes, media: bytes, body: bytes) -> int:
+    """The CRC-32 of an entry's header (with the CRC field 0), media type and body."""
+    head = _HEAD.pack(kind, expires, digest, len(media), len(body), 0)
+    return zlib.crc32(body, zlib.crc32(media, zlib.crc32(head)))
 
 
 def decode(slot: Slot, data: bytes, now: float) -> Entry | None:
@@ -93,8 +104,7 @@ def decode(slot: Slot, data: bytes, now: float) -> Entry | None:
     body = data[start + media_len :]
     if len(body) != body_len or digest != slot.digest or (expires and expires <= now):
         return None
-    head = _HEAD.pack(kind, expires, digest, media_len, body_len, 0)
-    if zlib.crc32(body, zlib.crc32(media, zlib.crc32(head))) != crc:
+    if _checksum(kind, expires, digest, media, body) != crc:
         return None
     if slot.facts:
         if kind != _FACTS or media != _FACTS_MEDIA:

@@ -17,7 +17,7 @@ exception: :meth:`RedisTier.purge` raises, so whoever asked for one learns that 
 
 Values are entries encoded by ``entry.py`` (checked and bound to their slot: anything else
 found under a key is a miss). A lock is released only by its holder (a Lua script compares the
-token), and expires by itself if the holder dies; ``lock.py`` holds the dance around it.
+token), and expires by itself if the holder dies; ``tier.made_once`` holds the dance around it.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from iiif_shim.cache.entry import Entry, Slot, decode, encode
+from iiif_shim.cache.entry import ENTRY_SLACK, Entry, Slot, decode, encode
 from iiif_shim.cache.settings import CacheSettings
+from iiif_shim.model.plan import Rendered
 from iiif_shim.telemetry.metrics import Metrics
 
 log = logging.getLogger("iiif_shim")
@@ -43,11 +44,7 @@ _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
-
-
-# bytes an entry may hold beyond the image it carries (its header; the facts' JSON)
-_ENTRY_SLACK = 64 * 1024
-_DECODE_INLINE = 256 * 1024  # entries larger than this are checked in a thread
+_INLINE = 256 * 1024  # entries larger than this are encoded and checked in a thread
 
 
 class RedisUnavailable(Exception):
@@ -159,7 +156,7 @@ class RedisTier:
         """The entry, or ``None``: missing, not an intact entry of this slot, or larger than
         this shim ever stores (whoever else writes to the server, no more than the cap is
         read)."""
-        limit = self.settings.redis_max_bytes + _ENTRY_SLACK
+        limit = self.settings.redis_max_bytes + ENTRY_SLACK
         operation = "get_facts" if slot.facts else "get"
         data: bytes | None = await self._call(
             operation, lambda: self._client.getrange(self.key(slot), 0, limit), None
@@ -170,7 +167,13 @@ class RedisTier:
         """Store ``value`` for ``ttl`` seconds (0: ``cache.redis_ttl``), unless it is larger
         than the cap per entry."""
         ttl = ttl or self.settings.redis_ttl
-        data = encode(slot, value, time.time() + ttl)
+        if isinstance(value, Rendered) and len(value.body) > self.settings.redis_max_bytes:
+            return
+        expires = time.time() + ttl
+        if isinstance(value, Rendered) and len(value.body) > _INLINE:  # its checksum off the loop
+            data = await asyncio.to_thread(encode, slot, value, expires)
+        else:
+            data = encode(slot, value, expires)
         if len(data) > self.settings.redis_max_bytes:
             return
         ms = max(1, int(ttl * 1000))
@@ -178,10 +181,10 @@ class RedisTier:
         await self._call(operation, lambda: self._client.set(self.key(slot), data, px=ms), False)
 
     async def _decoded(self, slot: Slot, data: bytes | None) -> Entry | None:
-        limit = self.settings.redis_max_bytes + _ENTRY_SLACK
+        limit = self.settings.redis_max_bytes + ENTRY_SLACK
         if not data or len(data) > limit:
             return None
-        if len(data) > _DECODE_INLINE:  # a large entry's checksum is not computed on the loop
+        if len(data) > _INLINE:  # a large entry's checksum is not computed on the loop
             return await asyncio.to_thread(decode, slot, data, time.time())
         return decode(slot, data, time.time())
 
