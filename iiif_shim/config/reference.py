@@ -20,31 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from iiif_shim.backends.settings import BACKEND_SETTINGS, BackendSettings, NetworkSettings
-from iiif_shim.cache.settings import CacheSettings
-from iiif_shim.config.settings import LandingSettings, ServerSettings
-from iiif_shim.core.routing import RouteSettings
-from iiif_shim.core.settings import IIIFSettings
-from iiif_shim.imaging.settings import ImagingSettings
-from iiif_shim.presentation.settings import PresentationSettings
+from iiif_shim.config.settings import SECTIONS
 from iiif_shim.presentation.sources.settings import (
     SOURCE_SETTINGS,
     HttpSourceSettings,
     SourceSettings,
-)
-from iiif_shim.presentation.viewers import ViewerSettings
-
-#: The top-level sections, in the order a config file usually has them: (key, what it holds,
-#: its settings class; None for the sections made of typed entries).
-SECTIONS: tuple[tuple[str, str, type | None], ...] = (
-    ("server", "the listening socket, processes, limits and timeouts", ServerSettings),
-    ("iiif", "the Image API's prefix, limits and choices", IIIFSettings),
-    ("cache", "the memory, disk and Redis caches", CacheSettings),
-    ("imaging", "the image engine", ImagingSettings),
-    ("routes", "required: a list; an identifier takes the first route that matches", RouteSettings),
-    ("backends", "required: a mapping of name to backend; `type:` picks the kind", None),
-    ("landing", "the page at `/`", LandingSettings),
-    ("presentation", "manifests, collections, object pages and PDFs", PresentationSettings),
-    ("viewers", "the viewers on object pages", ViewerSettings),
 )
 
 # what a mapping of typed entries holds, in words

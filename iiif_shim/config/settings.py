@@ -220,17 +220,20 @@ class Settings:
         return replace(self, server=server)
 
 
-_SECTIONS = (
-    "server",
-    "iiif",
-    "cache",
-    "backends",
-    "routes",
-    "landing",
-    "presentation",
-    "viewers",
-    "imaging",
+#: The top-level sections of a configuration, in the order the reference gives them: (key, what
+#: it holds, its settings class; None for ``backends``, whose entries each name their type).
+SECTIONS: tuple[tuple[str, str, type | None], ...] = (
+    ("server", "the listening socket, processes, limits and timeouts", ServerSettings),
+    ("iiif", "the Image API's prefix, limits and choices", IIIFSettings),
+    ("cache", "the memory, disk and Redis caches", CacheSettings),
+    ("imaging", "the image engine", ImagingSettings),
+    ("routes", "required: a list; an identifier takes the first route that matches", RouteSettings),
+    ("backends", "required: a mapping of name to backend; `type:` picks the kind", None),
+    ("landing", "the page at `/`", LandingSettings),
+    ("presentation", "manifests, collections, object pages and PDFs", PresentationSettings),
+    ("viewers", "the viewers on object pages", ViewerSettings),
 )
+_SECTIONS = tuple(key for key, _, _ in SECTIONS)
 
 
 def parse_settings(data: Any, base_dir: Path, origin: str = "") -> Settings:
