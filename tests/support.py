@@ -177,16 +177,14 @@ def log_lines(log: Path, needle: str, count: int = 1, timeout: float = 10) -> li
     """Lines of a server's access log containing ``needle``, once there are at least ``count``
     of them: servers log after answering (lighttpd in batches), so the lines a test caused may
     come a moment later. Fails the test if they do not come within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = [line for line in log.read_text().splitlines() if needle in line]
-        if len(lines) >= count:
-            return lines
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"{log.name}: {len(lines)} lines with {needle!r} after {timeout}s, not {count}"
-            )
-        time.sleep(0.02)
+    lines: list[str] = []
+
+    def enough() -> bool:
+        lines[:] = [line for line in log.read_text().splitlines() if needle in line]
+        return len(lines) >= count
+
+    wait_until(enough, f"{count} lines with {needle!r} in {log.name}", timeout)
+    return lines
 
 
 def start_shim(config: Path, tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Process:
