@@ -9,9 +9,13 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-# the rights URIs both APIs accept (the Presentation validator's rule: http:// forms only)
+# the rights URIs both APIs accept (the Presentation validator's rule: http:// forms only),
+# their path (and any query) made only of characters a URI may hold: never a quote, a space, an
+# angle bracket or a backslash, and a per cent sign only as an escape
+_URI_CHAR = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})"
 RIGHTS_RE = re.compile(
-    r"http://(creativecommons\.org/(licenses|publicdomain)/|rightsstatements\.org/vocab/)\S+"
+    r"http://(?:creativecommons\.org/(?:licenses|publicdomain)/|rightsstatements\.org/vocab/)"
+    rf"{_URI_CHAR}+(?:\?(?:{_URI_CHAR}|\?)*)?"
 )
 
 

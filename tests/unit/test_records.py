@@ -11,6 +11,7 @@ from iiif_shim.presentation.records import (
     build_record,
     check_name,
     nav_date,
+    rights,
 )
 
 
@@ -62,6 +63,10 @@ def test_nav_dates_become_utc_date_times(given: str, expected: str) -> None:
     [
         ({"rights": "https://creativecommons.org/licenses/by/4.0/"}, ["a"], "rights"),
         ({"rights": "all rights reserved"}, ["a"], "rights"),
+        # a valid prefix followed by what no URI holds
+        ({"rights": 'http://creativecommons.org/licenses/by/4.0/"onmouseover='}, ["a"], "rights"),
+        ({"rights": "http://rightsstatements.org/vocab/InC/1.0/<b>"}, ["a"], "rights"),
+        ({"rights": "http://creativecommons.org/licenses/by/4.0/%zz"}, ["a"], "rights"),
         ({"nav_date": "last spring"}, ["a"], "nav_date"),
         ({"behavior": "paged continuous"}, ["a"], "behavior"),
         ({"behavior": "facing-pages"}, ["a"], "behavior"),  # a canvas behavior
@@ -89,3 +94,16 @@ def test_object_names_are_bounded_and_printable(name: str) -> None:
 @pytest.mark.parametrize("name", ["book", "a/b", "Brief an Händel", "ark:/13030/xt12t3"])
 def test_object_names_may_hold_slashes_and_unicode(name: str) -> None:
     assert check_name(name) is None
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://creativecommons.org/licenses/by-nc-sa/4.0/",
+        "http://creativecommons.org/publicdomain/zero/1.0/",
+        "http://rightsstatements.org/vocab/NoC-US/1.0/",
+        "http://rightsstatements.org/vocab/InC/1.0/?language=en",
+    ],
+)
+def test_rights_uris_in_use_are_kept(uri: str) -> None:
+    assert rights(uri) == uri
