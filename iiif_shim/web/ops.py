@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from pathlib import Path
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -42,15 +43,14 @@ async def purge(request: web.Request) -> web.Response:
         response = text_response(401, "a purge needs Authorization: Bearer <cache.purge_token>")
         response.headers["WWW-Authenticate"] = 'Bearer realm="iiif-shim admin"'
         return response
-    raw = request.raw_path.split("?", 1)[0]
-    rest = raw[len(PATH) :]
+    rest = _purged_segments(request.raw_path)
     service = runtime.service
-    if rest in ("", "/"):
+    if rest in ([], [""]):
         identifier = None
         source = None
     else:
-        identifier = decode_segment(rest[1:], "identifier")
-        if not identifier or "/" in rest[1:]:
+        identifier = decode_segment(rest[0], "identifier") if len(rest) == 1 else ""
+        if not identifier:
             raise NotFound("expected /admin/cache/{identifier}, with any '/' in it sent as %2F")
         target = service.router.route(identifier)
         source = source_key(target.backend, target.native_id)
@@ -62,6 +62,15 @@ async def purge(request: web.Request) -> web.Response:
     if not ok:
         headers["Retry-After"] = "5"
     return web.json_response(body, status=status, headers=headers)
+
+
+def _purged_segments(raw_path: str) -> list[str]:
+    """The raw segments after ``/admin/cache`` (the router matched the decoded path, so the
+    first two raw segments are read decoded too: ``/admin/%63ache`` is ``/admin/cache``)."""
+    segments = raw_path.split("?", 1)[0].split("/")
+    if [unquote(s) for s in segments[:3]] != PATH.split("/"):
+        raise NotFound("expected /admin/cache or /admin/cache/{identifier}")
+    return segments[3:]
 
 
 def _authorized(header: str, token: str) -> bool:

@@ -296,3 +296,30 @@ def test_the_unit_file_survives_signals() -> None:
     assert "Restart=on-failure" in unit and "KillSignal=SIGTERM" in unit
     stop = int(next(line for line in unit.splitlines() if line.startswith("TimeoutStopSec="))[15:])
     assert stop > 30  # longer than the default shutdown_timeout
+
+
+def test_a_purge_reads_its_path_as_the_router_does(tmp_path: Path, images: Path) -> None:
+    """``/admin/%63ache`` is ``/admin/cache`` to the router: a purge of everything, not of an
+    identifier made of the raw path's tail."""
+    from tests.inprocess import InProcessShim
+
+    token = "purge-token-0123456789abcdef"
+    config = _config(tmp_path, images, title="purge")
+    config.write_text(config.read_text() + f"cache: {{purge_token: {token}}}\n")
+    shim = InProcessShim(config)
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        for path, purged in (
+            ("/admin/%63ache", "*"),
+            ("/admin/cache/", "*"),
+            ("/%61dmin/cache/a%2Fb", "a/b"),
+            ("/admin/cache/%65", "e"),
+        ):
+            resp = shim.get(path, method="DELETE", headers=auth)
+            assert resp.status == 200, (path, resp.text)
+            assert json.loads(resp.body)["purged"] == purged, path
+        for path in ("/admin/cache/a/b", "/admin/cache//"):
+            resp = shim.get(path, method="DELETE", headers=auth)
+            assert resp.status == 404, (path, resp.status)
+    finally:
+        shim.stop()
