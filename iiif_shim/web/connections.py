@@ -6,7 +6,8 @@
   caps nothing, times no body, and times a late head only with its keep-alive timeout (the idle
   timeout, an hour by default), closing without an answer.
 - :class:`CorsRequestHandler` and :func:`handler_factory`: aiohttp's own answers to requests its
-  parser refuses, with ``Access-Control-Allow-Origin: *`` and without the parser's message.
+  parser refuses, with ``Access-Control-Allow-Origin: *`` and without the parser's message,
+  logged as one line (the client's mistake) instead of a traceback.
 
 The guard follows HTTP/1.1 framing from the raw bytes just far enough to know where each request
 head and body ends (aiohttp still parses everything itself): heads end at an empty line,
@@ -27,6 +28,7 @@ from http import HTTPStatus
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 _CONTENT_LENGTH_RE = re.compile(rb"[0-9]{1,18}")
 _CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(;.*)?")
@@ -370,6 +372,19 @@ class CorsRequestHandler(web.RequestHandler):
         response = super().handle_error(request, status, exc, message)
         response.headers["Access-Control-Allow-Origin"] = "*"
         return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """A request the parser refused is the client's mistake: one line at INFO with the
+        parser's reason (escaped, at most 200 characters), not a traceback at ERROR."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            lines = (exc.message or "").strip().splitlines()
+            reason = (lines[0] if lines else HTTPStatus(exc.code).phrase).rstrip(":")
+            reason = reason.encode("ascii", "backslashreplace").decode("ascii")[:200]
+            where = args[0] % args[1:] if args else "Error handling request"
+            self.logger.info("%s: %d %s", where, exc.code, reason)
+            return
+        super().log_exception(*args, **kw)
 
 
 def handler_factory(server: web.Server, **handler_kwargs: Any) -> Callable[[], asyncio.Protocol]:

@@ -19,6 +19,7 @@ from PIL import Image
 from tests.support import (
     Process,
     free_port,
+    log_lines,
     refused,
     request,
     start_shim,
@@ -323,3 +324,17 @@ def test_a_purge_reads_its_path_as_the_router_does(tmp_path: Path, images: Path)
             assert resp.status == 404, (path, resp.status)
     finally:
         shim.stop()
+
+
+def test_a_malformed_request_is_one_log_line(guarded: Process) -> None:
+    """A request the HTTP parser refuses is logged as one line naming the reason, never as a
+    traceback (the log is the operator's; a scanner must not fill it with stack frames)."""
+    marker = "X-Marker-" + str(time.monotonic_ns())
+    for head in (
+        f"GET / HTTP/1.1\r\nHost: x\r\nBad Header: {marker}\r\n\r\n",
+        f"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: {marker}\r\n\r\n",
+    ):
+        assert _raw(guarded.port, head.encode())[9:12] == b"400"
+    lines = log_lines(guarded.log, "Error handling request from 127.0.0.1: 400", count=2)
+    assert any("Invalid header token" in line for line in lines), lines
+    assert "Traceback" not in guarded.log.read_text()
