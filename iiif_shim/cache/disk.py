@@ -16,6 +16,15 @@ is written to a temporary file in the same folder and renamed into place (``os.r
 reader in any process sees a whole entry or none; one that fails its checks (torn by a crash,
 damaged on disk, not ours, written for another slot, expired) is a miss and is removed.
 
+Nothing is followed out of the folder. A source folder is opened as a directory that is no
+link (``O_DIRECTORY | O_NOFOLLOW``) and everything in it through that descriptor
+(``dir_fd``): reads, writes, renames, removals, the eviction scan and purges. An entry is read
+only as a regular file (``O_NOFOLLOW``, opened non-blocking so a pipe cannot stop a thread,
+then refused by ``fstat``): its fixed header first, then exactly the length the header states
+when that is the file's size and within the budget per entry. A link, pipe or device under a
+name of ours, or a link in place of a source folder, is rejected and removed (the name, never
+what it points to).
+
 LRU by modification time: a hit touches the entry, eviction removes the oldest first. Each
 process counts what it wrote since it last looked at the folder; when that passes the budget
 (or a sixteenth of it), it takes the folder's lock (``flock``, never waited for: if another
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -41,11 +51,25 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISREG
 from typing import Any
 
 from iiif_shim.base.errors import ConfigError
-from iiif_shim.cache.entry import ENTRY_SLACK, Entry, Slot, decode, encode, valid_name, valid_source
+from iiif_shim.cache.entry import (
+    DAMAGED,
+    ENTRY_SLACK,
+    HEADER_SIZE,
+    NOT_A_FILE,
+    OVERSIZE,
+    Entry,
+    Rejected,
+    Slot,
+    encode,
+    entry_size,
+    examine,
+    valid_name,
+    valid_source,
+)
 from iiif_shim.cache.journal import JOURNAL
 
 log = logging.getLogger("iiif_shim")
@@ -58,6 +82,21 @@ LOW_WATER = 0.9  # eviction stops at this share of the budget
 # seconds since an entry was last touched before a hit touches it again (LRU order is
 # coarse by this much; a hot tile costs no metadata write per hit)
 _TOUCH_AFTER = 60.0
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+_ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+_NOT_A_FOLDER = (errno.ELOOP, errno.ENOTDIR)  # a link, or a file, where a folder should be
+
+
+class PurgeIncomplete(OSError):
+    """Entries that a purge could not remove (a read-only or immutable folder, say)."""
+
+    def __init__(self, removed: int, remaining: int, cause: OSError | None) -> None:
+        why = f" ({cause.strerror or cause})" if cause is not None else ""
+        super().__init__(f"{remaining} entries remain, {removed} removed{why}")
+        self.removed = removed
+        self.remaining = remaining
 
 
 class DiskCache:
@@ -94,60 +133,113 @@ class DiskCache:
         except OSError as exc:
             raise ConfigError([("cache.disk", f"cannot use {root}: {exc}")]) from None
         if scan:
-            self._estimate = sum(size for _, size, _ in self._entries())
+            self._estimate = sum(size for _, size, _, _ in self._entries())
 
     # --- entries ---------------------------------------------------------------------------
 
     def path(self, slot: Slot) -> Path:
         return self.root / slot.source / slot.name
 
-    def get(self, slot: Slot) -> Entry | None:
-        """The entry, touched (most recently used), or None; a damaged one is removed. Only a
-        regular file is read (never through a link, never a device or a pipe)."""
-        path = self.path(slot)
+    @property
+    def _limit(self) -> int:
+        return self.max_entry + ENTRY_SLACK
+
+    def _folder(self, source: str, create: bool = False) -> int | None:
+        """A descriptor of the source's folder (never through a link), or ``None`` when there
+        is none. ``create``: make it, replacing a link or file in its place. OSError with
+        ``ELOOP`` or ``ENOTDIR`` for a link or file in its place otherwise."""
+        path = self.root / source
+        for _ in range(3):
+            try:
+                return os.open(path, _FOLDER)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(path)
+            except OSError as exc:
+                if not create or exc.errno not in _NOT_A_FOLDER:
+                    raise
+                os.unlink(path)  # a name of ours: the link itself goes, not what it points to
+        return os.open(path, _FOLDER)
+
+    def get(self, slot: Slot) -> Entry | Rejected | None:
+        """The entry, touched (most recently used); ``None`` when there is none (or it
+        expired); :class:`Rejected` when what is there is not an entry of this slot in a
+        regular file of the folder. Whatever is not a value is removed."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:  # missing, a link, unreadable
+            folder = self._folder(slot.source)
+        except OSError as exc:
+            if exc.errno not in _NOT_A_FOLDER:
+                raise
+            self._remove_name(slot.source)
+            return Rejected(NOT_A_FILE)
+        if folder is None:
             return None
+        try:
+            return self._get_in(folder, slot)
+        finally:
+            os.close(folder)
+
+    def _get_in(self, folder: int, slot: Slot) -> Entry | Rejected | None:
+        try:
+            # looked at before it is opened, so a device is never opened at all (opening some
+            # has effects); what is opened is checked again (it may have been swapped meanwhile)
+            if not S_ISREG(os.stat(slot.name, dir_fd=folder, follow_symlinks=False).st_mode):
+                _unlink_same(folder, slot.name, None)
+                return Rejected(NOT_A_FILE)
+            fd = os.open(slot.name, _ENTRY, dir_fd=folder)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            _unlink_same(folder, slot.name, None)
+            return Rejected(NOT_A_FILE)
         try:
             stat = os.fstat(fd)
-            if not S_ISREG(stat.st_mode) or stat.st_size > self.max_entry + ENTRY_SLACK:
-                data = b""
-            else:
-                with os.fdopen(os.dup(fd), "rb") as f:
-                    data = f.read(self.max_entry + ENTRY_SLACK)
-        except OSError:
-            return None
+            found = self._read(fd, slot, stat.st_mode, stat.st_size)
         finally:
             os.close(fd)
-        value = decode(slot, data, time.time())
-        if value is None:
+        if not isinstance(found, Entry):  # rejected or expired: not a value, removed
+            _unlink_same(folder, slot.name, stat)
+        elif time.time() - stat.st_mtime > _TOUCH_AFTER:  # hot entries: not written each hit
             with contextlib.suppress(OSError):
-                path.unlink()
-            return None
-        if time.time() - stat.st_mtime > _TOUCH_AFTER:  # hot entries are not written each hit
-            with contextlib.suppress(OSError):
-                os.utime(path, follow_symlinks=False)
-        return value
+                os.utime(slot.name, dir_fd=folder, follow_symlinks=False)
+        return found
+
+    def _read(self, fd: int, slot: Slot, mode: int, size: int) -> Entry | Rejected | None:
+        """The entry in the open file: its header first, then exactly the body it states."""
+        if not S_ISREG(mode):
+            return Rejected(NOT_A_FILE)
+        if size > self._limit:
+            return Rejected(OVERSIZE)
+        head = _read_exactly(fd, HEADER_SIZE)
+        stated = entry_size(head)
+        if stated is None or stated != size:
+            return Rejected(DAMAGED)
+        data = head + _read_exactly(fd, stated - HEADER_SIZE)
+        return examine(slot, data, time.time())
+
+    def _remove_name(self, name: str) -> None:
+        """Remove a link or file that stands where a source folder should (never a folder)."""
+        with contextlib.suppress(OSError):
+            if not S_ISDIR(os.lstat(self.root / name).st_mode):
+                os.unlink(self.root / name)
 
     def put(self, slot: Slot, value: Entry, expires: float = 0.0) -> bool:
         """Keep ``value`` (atomically); False when it is too large to keep."""
         data = encode(slot, value, expires)
-        if len(data) > self.max_entry + ENTRY_SLACK:
+        if len(data) > self._limit:
             return False
-        path = self.path(slot)
         for attempt in range(2):  # the folder may vanish under us (purge, eviction)
             try:
-                path.parent.mkdir(exist_ok=True)
-                tmp = path.parent / f"{TMP}{os.getpid()}-{secrets.token_hex(6)}"
+                folder = self._folder(slot.source, create=True)
+                assert folder is not None
                 try:
-                    with tmp.open("xb") as f:
-                        f.write(data)
-                    os.replace(tmp, path)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        tmp.unlink()
-                    raise
+                    self._write_in(folder, slot.name, data)
+                finally:
+                    os.close(folder)
                 break
             except FileNotFoundError:
                 if attempt:
@@ -158,38 +250,69 @@ class DiskCache:
             self.evict()
         return True
 
+    def _write_in(self, folder: int, name: str, data: bytes) -> None:
+        tmp = f"{TMP}{os.getpid()}-{secrets.token_hex(6)}"
+        try:
+            fd = os.open(tmp, _NEW, 0o644, dir_fd=folder)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=folder)
+            raise
+
+    def delete(self, slot: Slot) -> None:
+        """Remove the slot's entry, if there is one."""
+        with contextlib.suppress(OSError):
+            folder = self._folder(slot.source)
+            if folder is not None:
+                try:
+                    os.unlink(slot.name, dir_fd=folder)
+                finally:
+                    os.close(folder)
+
     # --- eviction and purge ----------------------------------------------------------------
 
-    def _entries(self) -> Iterator[tuple[float, int, str]]:
-        """(mtime, size, path) of every entry; removes stale temporary files on the way."""
+    def _entries(self) -> Iterator[tuple[float, int, str, str]]:
+        """(mtime, size, source, name) of every entry, the name empty for a temporary file
+        (counted, never evicted); removes stale temporary files on the way. Never follows a
+        link: a source folder is scanned through its descriptor."""
         now = time.time()
-        try:
-            sources = list(os.scandir(self.root))
-        except OSError:
-            return
-        for folder in sources:
-            if not (valid_source(folder.name) and folder.is_dir(follow_symlinks=False)):
+        for source in _source_names(self.root):
+            try:
+                folder = self._folder(source)
+            except OSError:  # a link or file in a source folder's place, or unreadable
+                continue
+            if folder is None:
                 continue
             try:
-                files = list(os.scandir(folder.path))
+                with os.scandir(folder) as scan:
+                    files = list(scan)
+                for entry in files:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if entry.name.startswith(TMP):
+                        if now - st.st_mtime > _STALE_TMP:
+                            with contextlib.suppress(OSError):
+                                os.unlink(entry.name, dir_fd=folder)
+                        else:
+                            yield st.st_mtime, st.st_size, source, ""
+                    elif valid_name(entry.name) and S_ISREG(st.st_mode):
+                        yield st.st_mtime, st.st_size, source, entry.name
             except OSError:
                 continue
-            for entry in files:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if entry.name.startswith(TMP):
-                    if now - st.st_mtime > _STALE_TMP:
-                        with contextlib.suppress(OSError):
-                            os.unlink(entry.path)
-                    else:
-                        yield st.st_mtime, st.st_size, ""  # counted, never evicted
-                elif valid_name(entry.name) and entry.is_file(follow_symlinks=False):
-                    yield st.st_mtime, st.st_size, entry.path
+            finally:
+                os.close(folder)
             if not files:
                 with contextlib.suppress(OSError):
-                    os.rmdir(folder.path)
+                    os.rmdir(self.root / source)  # (rmdir never follows a link)
 
     def learn_size(self) -> None:
         """Scan the folder once (blocking) for the size the budget is checked against."""
@@ -197,7 +320,7 @@ class DiskCache:
 
     def size(self) -> int:
         """Bytes the folder's entries take now (a full scan)."""
-        return sum(size for _, size, _ in self._entries())
+        return sum(size for _, size, _, _ in self._entries())
 
     def evict(self) -> int:
         """Remove the least recently used entries until at most ``LOW_WATER`` of the budget is
@@ -207,17 +330,17 @@ class DiskCache:
                 self._since_scan = 0
                 return 0
             entries = list(self._entries())
-            total = sum(size for _, size, _ in entries)
+            total = sum(size for _, size, _, _ in entries)
             removed = 0
             if total > self.max_bytes:
                 target = int(self.max_bytes * LOW_WATER)
-                for _, size, path in sorted(entries):
+                for _, size, source, name in sorted(entries):
                     if total <= target:
                         break
-                    if not path:
+                    if not name:
                         continue
                     try:
-                        os.unlink(path)
+                        self._unlink(source, name)
                     except FileNotFoundError:
                         pass
                     except OSError:
@@ -228,25 +351,84 @@ class DiskCache:
             self._since_scan = 0
             return removed
 
+    def _unlink(self, source: str, name: str) -> None:
+        folder = self._folder(source)
+        if folder is None:
+            raise FileNotFoundError(errno.ENOENT, "no such source folder", source)
+        try:
+            os.unlink(name, dir_fd=folder)
+        finally:
+            os.close(folder)
+
     def purge(self, source: str | None) -> int:
-        """Remove the entries of one source (``None``: of every source); how many there were."""
+        """Remove the entries of one source (``None``: of every source); how many went.
+        :class:`PurgeIncomplete` (an OSError) when some could not be removed: it says how
+        many remain. A link or file in a source folder's place is removed itself, never
+        followed."""
         if source is not None and not valid_source(source):
             raise ValueError("not a source key")
-        folders = [self.root / source] if source else _source_folders(self.root)
-        count = 0
-        for folder in folders:
-            with contextlib.suppress(OSError):
-                count += sum(1 for name in os.listdir(folder) if valid_name(name))
-            for _ in range(3):  # a writer in another process may add a file meanwhile
-                shutil.rmtree(folder, ignore_errors=True)
-                if not folder.exists():
-                    break
+        sources = [source] if source else _source_names(self.root)
+        removed = remaining = 0
+        cause: OSError | None = None
+        for name in sources:
+            try:
+                gone, left, problem = self._purge_folder(name)
+            except OSError as exc:
+                gone, left, problem = 0, 1, exc
+            removed += gone
+            remaining += left
+            cause = cause or problem
         self._estimate = 0 if source is None else self._estimate
-        return count
+        if remaining:
+            raise PurgeIncomplete(removed, remaining, cause)
+        return removed
+
+    def _purge_folder(self, source: str) -> tuple[int, int, OSError | None]:
+        """(entries removed, entries left, why) for one source folder, removed with them."""
+        try:
+            folder = self._folder(source)
+        except OSError as exc:
+            if exc.errno not in _NOT_A_FOLDER:
+                raise
+            os.unlink(self.root / source)  # a link or file in its place: that name goes
+            return 0, 0, None
+        if folder is None:
+            return 0, 0, None
+        removed, left, cause = 0, 0, None
+        try:
+            for _ in range(3):  # a writer in another process may add a file meanwhile
+                left, cause = 0, None
+                with os.scandir(folder) as scan:
+                    names = [(e.name, e.is_dir(follow_symlinks=False)) for e in scan]
+                for name, is_folder in names:
+                    try:
+                        if is_folder:  # nothing of ours, but a purge empties the folder
+                            shutil.rmtree(name, dir_fd=folder)
+                        else:
+                            os.unlink(name, dir_fd=folder)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        left += valid_name(name) or is_folder
+                        cause = exc
+                        continue
+                    removed += valid_name(name)
+                try:
+                    os.rmdir(self.root / source)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if left:
+                        cause = cause or exc
+                        break
+        finally:
+            os.close(folder)
+        return removed, left, cause
 
     @contextlib.contextmanager
     def _locked(self, wait: bool) -> Iterator[bool]:
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -258,15 +440,36 @@ class DiskCache:
             os.close(fd)  # releases the lock
 
 
-def _source_folders(root: Path) -> list[Path]:
+def _source_names(root: Path) -> list[str]:
+    """Names in ``root`` shaped like source keys (folders, or links and files in their place)."""
     try:
-        return [
-            Path(e.path)
-            for e in os.scandir(root)
-            if valid_source(e.name) and e.is_dir(follow_symlinks=False)
-        ]
+        with os.scandir(root) as scan:
+            return [e.name for e in scan if valid_source(e.name)]
     except OSError:
         return []
+
+
+def _read_exactly(fd: int, count: int) -> bytes:
+    """``count`` bytes from ``fd``, fewer only where the file ends."""
+    parts: list[bytes] = []
+    while count > 0:
+        part = os.read(fd, min(count, 1 << 20))
+        if not part:
+            break
+        parts.append(part)
+        count -= len(part)
+    return b"".join(parts)
+
+
+def _unlink_same(folder: int, name: str, seen: os.stat_result | None) -> None:
+    """Remove ``name`` from the folder if it is still the file ``seen`` (``None``: whatever it
+    is), so an entry another process has just renamed into place stays."""
+    with contextlib.suppress(OSError):
+        if seen is not None:
+            now = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
+                return
+        os.unlink(name, dir_fd=folder)
 
 
 class DiskTier:
@@ -286,16 +489,20 @@ class DiskTier:
     async def learn_size(self) -> None:
         await asyncio.to_thread(self.folder.learn_size)
 
-    async def get(self, slot: Slot) -> Entry | None:
-        found: Entry | None = await self._quietly(self.folder.get, slot)
+    async def get(self, slot: Slot) -> Entry | Rejected | None:
+        found: Entry | Rejected | None = await self._quietly(self.folder.get, slot)
         return found
 
     async def put(self, slot: Slot, value: Entry, ttl: float) -> None:
         expires = time.time() + ttl if ttl else 0.0
         await self._quietly(self.folder.put, slot, value, expires)
 
+    async def delete(self, slot: Slot) -> None:
+        await self._quietly(self.folder.delete, slot)
+
     async def purge(self, source: str | None) -> int:
-        """Remove one source's entries (``None``: every source); OSError when it fails."""
+        """Remove one source's entries (``None``: every source); OSError when it fails
+        (:class:`PurgeIncomplete` when entries remain, saying how many)."""
         removed: int = await asyncio.to_thread(self.folder.purge, source)
         return removed
 

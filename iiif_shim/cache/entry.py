@@ -3,15 +3,21 @@
 A :class:`Slot` names one entry: its source (:func:`source_key` of the backend and native
 identifier, so a purge of one source finds everything made from it) and its name (a rendered
 image's plan key, or ``facts``). Memory keeps values as they are; the disk and Redis tiers keep
-them as bytes made by :func:`encode` and read back by :func:`decode`::
+them as bytes made by :func:`encode` and read back by :func:`examine`::
 
     MAGIC | kind, expiry, slot digest, media type length, body length, CRC-32 | media | body
 
 The CRC covers the header, the media type and the body, and the slot digest binds the entry to
-the slot it was written for: an entry torn by a crash, damaged on disk, written by something
-else, copied under another name or past its expiry is not a value but a miss (``None``).
-Facts travel as JSON (``model.facts.to_json``) and are checked again by their reader like a
-backend's. Pure: no I/O.
+the slot it was written for. Bytes that are not a value of their slot are :class:`Rejected`,
+with the reason (:data:`REASONS`): torn by a crash, damaged, written by something else
+(``damaged``), an intact entry of another slot copied, linked or written under this name
+(``misplaced``), facts this release cannot read (``unreadable``); the tiers add their own (a
+disk entry that is no regular file, one larger than the tier keeps) and so do the facade and
+the stages after it (facts that fail the backend check, a value the image contradicts). An
+entry past its expiry is only a miss (``None``). :func:`entry_size` reads an entry's length
+from its fixed header alone, so a reader can take exactly that many bytes and no more.
+Facts travel as JSON (``model.facts.to_json``; ``from_json`` checks every field's type) and
+are checked again by the facade like a backend's. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -35,8 +41,30 @@ _NAME_RE = re.compile(r"[0-9a-f]{64}|facts")
 _MEDIA_RE = re.compile(rb"[a-z]+/[a-z0-9.+-]+")
 FACTS = "facts"
 ENTRY_SLACK = 64 * 1024  # bytes an encoded entry may take past the image it holds (its header)
+HEADER_SIZE = len(MAGIC) + _HEAD.size  # the fixed part of an entry, before its media type
 
 Entry = Rendered | SourceInfo
+
+# Why stored bytes are not a value of their slot (the ``reason`` of a Rejected, and of the
+# iiif_shim_cache_rejected_total metric), with what an operator reads in the log.
+DAMAGED, MISPLACED, UNREADABLE = "damaged", "misplaced", "unreadable"
+NOT_A_FILE, OVERSIZE, UNUSABLE, CONTRADICTED = "not_a_file", "oversize", "unusable", "contradicted"
+REASONS = {
+    DAMAGED: "not a whole, intact entry: torn, damaged or written by something else",
+    MISPLACED: "an intact entry of another slot, copied, linked or written under this name",
+    UNREADABLE: "facts this release cannot read",
+    NOT_A_FILE: "not a regular file of the cache folder: a link, a pipe or a device",
+    OVERSIZE: "larger than the tier keeps",
+    UNUSABLE: "facts no backend would report (they fail the backend check)",
+    CONTRADICTED: "contradicted by what was made from it later",
+}
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Stored bytes that are not a value of their slot, and why (a key of :data:`REASONS`)."""
+
+    reason: str
 
 
 def source_key(backend: str, native_id: str) -> str:
@@ -93,26 +121,43 @@ def _checksum(kind: int, expires: float, digest: bytes, media: bytes, body: byte
     return zlib.crc32(body, zlib.crc32(media, zlib.crc32(head)))
 
 
-def decode(slot: Slot, data: bytes, now: float) -> Entry | None:
-    """The value ``data`` holds for ``slot``, or ``None`` when it is not a whole, intact, fresh
-    entry of this slot (of the kind the slot holds)."""
-    start = len(MAGIC) + _HEAD.size
-    if len(data) < start or not data.startswith(MAGIC):
+def entry_size(head: bytes) -> int | None:
+    """The whole length of the entry whose first :data:`HEADER_SIZE` bytes are ``head``, as its
+    header states it, or ``None`` when ``head`` is not the start of an entry."""
+    if len(head) < HEADER_SIZE or not head.startswith(MAGIC):
         return None
-    kind, expires, digest, media_len, body_len, crc = _HEAD.unpack_from(data, len(MAGIC))
-    media = data[start : start + media_len]
-    body = data[start + media_len :]
-    if len(body) != body_len or digest != slot.digest or (expires and expires <= now):
-        return None
+    _, _, _, media_len, body_len, _ = _HEAD.unpack_from(head, len(MAGIC))
+    return int(HEADER_SIZE + media_len + body_len)
+
+
+def examine(slot: Slot, data: bytes, now: float) -> Entry | Rejected | None:
+    """The value ``data`` holds for ``slot``; :class:`Rejected` when it is not a whole, intact
+    entry of this slot of the kind the slot holds; ``None`` when it is one, past its expiry."""
+    size = entry_size(data)
+    if size is None or size != len(data):
+        return Rejected(DAMAGED)
+    kind, expires, digest, media_len, _, crc = _HEAD.unpack_from(data, len(MAGIC))
+    media = data[HEADER_SIZE : HEADER_SIZE + media_len]
+    body = data[HEADER_SIZE + media_len :]
     if _checksum(kind, expires, digest, media, body) != crc:
+        return Rejected(DAMAGED)
+    if digest != slot.digest:
+        return Rejected(MISPLACED)
+    if expires and expires <= now:
         return None
     if slot.facts:
         if kind != _FACTS or media != _FACTS_MEDIA:
-            return None
+            return Rejected(DAMAGED)
         try:
             return from_json(json.loads(body))
-        except Exception:  # intact but not facts this release reads: a miss
-            return None
+        except (ValueError, TypeError, KeyError, RecursionError):  # not facts this release reads
+            return Rejected(UNREADABLE)
     if kind != _IMAGE or not _MEDIA_RE.fullmatch(media):
-        return None
+        return Rejected(DAMAGED)
     return Rendered(body=body, media_type=media.decode("ascii"))
+
+
+def decode(slot: Slot, data: bytes, now: float) -> Entry | None:
+    """The value ``data`` holds for ``slot``, or ``None`` (rejected or expired)."""
+    found = examine(slot, data, now)
+    return None if isinstance(found, Rejected) else found

@@ -9,6 +9,15 @@ first to miss takes the slot's lock in Redis and the others wait for its value t
 (``tier.made_once``, for images and facts alike). Facts are kept for ``cache.info_ttl`` in
 every tier, images as long as each tier keeps anything.
 
+Nothing found in a tier is used unchecked. What a tier rejects (an entry damaged, of another
+slot, no regular file: ``entry.REASONS``), facts that fail the backend check
+(``model.facts.checked``), and a value its caller refuses (``accept``: say, a PDF page that is
+no JPEG) are each a miss: counted in ``iiif_shim_cache_rejected_total{tier,reason}``, logged (at
+most once a minute per tier and reason), never copied to another tier; the value is made again
+and overwrites it. A value its caller refuses is removed from every tier at once. When an image
+made from cached facts contradicts them, :meth:`Caches.facts_again` drops the facts from every
+tier and asks the backend again (counted with ``tier="pipeline"`` when they had changed).
+
 Caches that hold what came from a source in other shapes (decoded masters, the tiles pyramid
 backends fetch, object records) are made or registered here (:meth:`Caches.memory_cache`,
 :meth:`Caches.register`), so a purge reaches them too.
@@ -26,12 +35,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
 from iiif_shim.base.errors import ShimError
 from iiif_shim.cache.disk import DiskTier
-from iiif_shim.cache.entry import FACTS, Entry, Slot, source_key, valid_source
+from iiif_shim.cache.entry import (
+    CONTRADICTED,
+    DAMAGED,
+    FACTS,
+    REASONS,
+    UNUSABLE,
+    Entry,
+    Rejected,
+    Slot,
+    source_key,
+    valid_source,
+)
 from iiif_shim.cache.journal import ALL, JOURNAL_POLL, PurgeJournal, journal_paths
 from iiif_shim.cache.memory import MemoryTier, SingleFlight, SizedCache, SourceCache
 from iiif_shim.cache.redis import RedisTier, RedisUnavailable
@@ -49,6 +70,10 @@ E = TypeVar("E", bound=Rendered | SourceInfo)
 
 # sources whose purges are told apart; past it a purge counts as one of everything
 _MAX_PURGED = 10_000
+# seconds between two log lines about rejected entries of one tier and reason
+_REJECTED_LOG_EVERY = 60.0
+# the tier named for facts found wrong after they were used (they were dropped from every tier)
+PIPELINE = "pipeline"
 # each tier's name in the cache lookup metrics, for images and for facts
 _LABELS = {
     "memory": ("image", "facts"),
@@ -80,6 +105,8 @@ class Caches:
         self._purged_all = 0
         self._purged: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # (tier, reason) -> (when last logged, rejections since)
+        self._rejections: dict[tuple[str, str], tuple[float, int]] = {}
 
     @property
     def lower(self) -> list[Tier]:
@@ -120,11 +147,25 @@ class Caches:
     # --- what the service asks for ---------------------------------------------------------
 
     async def image(
-        self, ref: SourceRef, key: str, make: Callable[[], Awaitable[Rendered]]
+        self,
+        ref: SourceRef,
+        key: str,
+        make: Callable[[], Awaitable[Rendered]],
+        accept: Callable[[Rendered], bool] | None = None,
     ) -> Rendered:
-        """The image of plan ``key`` from the first tier that has it, else ``make()``'s."""
+        """The image of plan ``key`` from the first tier that has it, else ``make()``'s.
+        ``accept``: a further check of an image found in a tier (a PDF page must be a JPEG the
+        writer reads); one it refuses is removed from every tier and made again."""
         slot = Slot(source_key(ref.backend, ref.native_id), key)
-        return await self._through(slot, Rendered, make, 0.0)
+
+        def usable(found: Entry) -> Rendered | Rejected:
+            if not isinstance(found, Rendered):
+                return Rejected(DAMAGED)
+            if accept is not None and not accept(found):
+                return Rejected(CONTRADICTED)
+            return found
+
+        return await self._through(slot, make, 0.0, usable)
 
     async def facts(
         self, backend: str, native_id: str, load: Callable[[], Awaitable[SourceInfo]]
@@ -136,16 +177,34 @@ class Caches:
             return await load()
         slot = Slot(source_key(backend, native_id), FACTS)
 
-        def usable(found: Entry) -> bool:
+        def usable(found: Entry) -> SourceInfo | Rejected:
             if not isinstance(found, SourceInfo):
-                return False
+                return Rejected(DAMAGED)
             try:
-                checked(found, backend)
+                return checked(found, backend)
             except ShimError:  # facts another writer left that no backend would report
-                return False
-            return True
+                return Rejected(UNUSABLE)
 
-        return await self._through(slot, SourceInfo, load, ttl, usable)
+        return await self._through(slot, load, ttl, usable)
+
+    async def facts_again(
+        self,
+        backend: str,
+        native_id: str,
+        load: Callable[[], Awaitable[SourceInfo]],
+        used: SourceInfo,
+    ) -> SourceInfo | None:
+        """The source's facts asked of ``load()`` anew, after what was made from ``used``
+        contradicted them (an image of another size than they say): they are dropped from
+        every tier first. ``None`` when the backend says the same (the contradiction is not
+        the caches'); else the cached facts were wrong: counted and logged as contradicted."""
+        slot = Slot(source_key(backend, native_id), FACTS)
+        await self._delete(slot)
+        fresh = await self.facts(backend, native_id, load)
+        if fresh == used:
+            return None
+        self._rejected(PIPELINE, slot, CONTRADICTED)
+        return fresh
 
     def memory_cache(
         self, tier: str, max_bytes: int, sizeof: Callable[[V], int]
@@ -163,51 +222,101 @@ class Caches:
     async def _through(
         self,
         slot: Slot,
-        kind: type[E],
         make: Callable[[], Awaitable[E]],
         ttl: float,
-        usable: Callable[[Entry], bool] = lambda found: True,
+        usable: Callable[[Entry], E | Rejected],
     ) -> E:
         found = await self.memory.get(slot)
-        self._observe(self._label("memory", slot), found is not None)
-        if isinstance(found, kind):
-            return found
-        return await self._flight.do(slot, lambda: self._miss(slot, kind, make, ttl, usable))  # type: ignore[no-any-return]
+        value = None if found is None else await self._checked(self.memory, slot, found, usable)
+        hit = not isinstance(value, Rejected | None)
+        self._observe(self._label("memory", slot), hit)
+        if value is not None and not isinstance(value, Rejected):
+            return value
+        return await self._flight.do(slot, lambda: self._miss(slot, make, ttl, usable))  # type: ignore[no-any-return]
 
     async def _miss(
         self,
         slot: Slot,
-        kind: type[E],
         make: Callable[[], Awaitable[E]],
         ttl: float,
-        usable: Callable[[Entry], bool],
+        usable: Callable[[Entry], E | Rejected],
     ) -> E:
         generation = self._generation(slot.source)
         lower = self.lower
         for depth, tier in enumerate(lower):
             found = await tier.get(slot)
-            hit = isinstance(found, kind) and usable(found)
-            self._observe(self._label(tier.name, slot), hit)
-            if hit:
-                assert isinstance(found, kind)
-                await self._keep(slot, found, ttl, generation, [self.memory, *lower[:depth]])
-                return found
+            value = None if found is None else await self._checked(tier, slot, found, usable)
+            self._observe(self._label(tier.name, slot), not isinstance(value, Rejected | None))
+            if isinstance(value, Rejected):
+                if value.reason == CONTRADICTED:
+                    break  # removed from every tier: nothing below has it
+            elif value is not None:
+                await self._keep(slot, value, ttl, generation, [self.memory, *lower[:depth]])
+                return value
         redis = self.redis if self.redis is not None and self.redis.up else None
         if redis is None:
-            value = await make()
-            await self._keep(slot, value, ttl, generation, [self.memory, *lower])
-            return value
+            made = await make()
+            await self._keep(slot, made, ttl, generation, [self.memory, *lower])
+            return made
 
         async def in_redis(made: Entry) -> None:  # before the lock goes, for those waiting
             await self._keep(slot, made, ttl, generation, [redis])
 
-        made, stored = await made_once(redis, slot, make, self.settings.redis_lock, in_redis)
-        if not isinstance(made, kind) or (stored and not usable(made)):
-            # what another process stored is not what this slot holds: make it here
-            made, stored = await make(), False
+        made_here, stored = await made_once(redis, slot, make, self.settings.redis_lock, in_redis)
         above = [self.memory, *(t for t in lower if t is not redis)]
-        await self._keep(slot, made, ttl, generation, above if stored else [*above, redis])
-        return made
+        if stored is not None:  # another process stored it
+            value = await self._checked(redis, slot, stored, usable)
+            if not isinstance(value, Rejected):
+                await self._keep(slot, value, ttl, generation, above)
+                return value
+            made_here = await make()  # what is stored is not what this slot holds: make it here
+        assert made_here is not None
+        await self._keep(slot, made_here, ttl, generation, [*above, redis])
+        return made_here
+
+    async def _checked(
+        self,
+        tier: Tier,
+        slot: Slot,
+        found: Entry | Rejected,
+        usable: Callable[[Entry], E | Rejected],
+    ) -> E | Rejected:
+        """``found`` (what ``tier`` holds for ``slot``) if it is a value the caller can use,
+        else why not, the rejection counted (and, for a value the caller refused, the slot
+        emptied in every tier)."""
+        value = found if isinstance(found, Rejected) else usable(found)
+        if isinstance(value, Rejected):
+            self._rejected(tier.name, slot, value.reason)
+            if value.reason == CONTRADICTED:
+                await self._delete(slot)
+        return value
+
+    def _rejected(self, tier: str, slot: Slot, reason: str) -> None:
+        """Count a rejection, and log it (once a minute per tier and reason, with how many
+        came since the last line)."""
+        if self.metrics is not None:
+            self.metrics.cache_rejected(tier, reason)
+        now = time.monotonic()
+        logged, since = self._rejections.get((tier, reason), (float("-inf"), 0))
+        if now - logged < _REJECTED_LOG_EVERY:
+            self._rejections[(tier, reason)] = (logged, since + 1)
+            return
+        self._rejections[(tier, reason)] = (now, 0)
+        more = f" ({since} more since the last such line)" if since else ""
+        log.warning(
+            "cache: the %s tier's %s of source %s rejected (%s: %s); a miss, made again%s",
+            tier,
+            "facts" if slot.facts else f"image {slot.name[:16]}",
+            slot.source,
+            reason,
+            REASONS.get(reason, reason),
+            more,
+        )
+
+    async def _delete(self, slot: Slot) -> None:
+        """Remove the slot from every tier."""
+        for tier in (self.memory, *self.lower):
+            await tier.delete(slot)
 
     async def _keep(
         self, slot: Slot, value: Entry, ttl: float, generation: tuple[int, int], tiers: list[Tier]

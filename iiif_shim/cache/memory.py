@@ -98,6 +98,11 @@ class TtlCache(Generic[K, V]):
         """Forget the entries whose key ``which`` picks; how many there were."""
         return _drop(self._cache, which)
 
+    def forget(self, key: K) -> None:
+        """Forget one entry."""
+        if self._cache is not None:
+            self._cache.pop(key, None)
+
     def clear(self) -> None:
         if self._cache is not None:
             self._cache.clear()
@@ -169,6 +174,11 @@ class SizedCache(Generic[K, V]):
         """Forget the entries whose key ``which`` picks; how many there were."""
         return _drop(self._cache, which)
 
+    def forget(self, key: K) -> None:
+        """Forget one entry."""
+        if self._cache is not None:
+            self._cache.pop(key, None)
+
     def clear(self) -> None:
         if self._cache is not None:
             self._cache.clear()
@@ -218,6 +228,12 @@ class MemoryTier:
             self.facts.put(slot, value)  # (the memory TTL is cache.info_ttl)
         else:
             self.images.put(slot, value)
+
+    async def delete(self, slot: Slot) -> None:
+        if slot.facts:
+            self.facts.forget(slot)
+        else:
+            self.images.forget(slot)
 
     async def purge(self, source: str | None) -> int:
         return self.drop(source)

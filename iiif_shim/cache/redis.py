@@ -16,8 +16,10 @@ unheld lock, a write not made), then tried again; the next success is logged too
 exception: :meth:`RedisTier.purge` raises, so whoever asked for one learns that it failed.
 
 Values are entries encoded by ``entry.py`` (checked and bound to their slot: anything else
-found under a key is a miss). A lock is released only by its holder (a Lua script compares the
-token), and expires by itself if the holder dies; ``tier.made_once`` holds the dance around it.
+found under a key is rejected, with the reason, and the facade counts it as a miss); no more
+than the cap per entry is ever read of a value. A lock is released only by its holder (a Lua
+script compares the token), and expires by itself if the holder dies; ``tier.made_once`` holds
+the dance around it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from iiif_shim.cache.entry import ENTRY_SLACK, Entry, Slot, decode, encode
+from iiif_shim.cache.entry import ENTRY_SLACK, OVERSIZE, Entry, Rejected, Slot, encode, examine
 from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.model.plan import Rendered
 from iiif_shim.telemetry.metrics import Metrics
@@ -152,10 +154,10 @@ class RedisTier:
 
     # --- values ----------------------------------------------------------------------------
 
-    async def get(self, slot: Slot) -> Entry | None:
-        """The entry, or ``None``: missing, not an intact entry of this slot, or larger than
-        this shim ever stores (whoever else writes to the server, no more than the cap is
-        read)."""
+    async def get(self, slot: Slot) -> Entry | Rejected | None:
+        """The entry; ``None`` when there is none; :class:`Rejected` when the value is not an
+        intact entry of this slot, or larger than this shim ever stores (whoever else writes
+        to the server, no more than the cap is read)."""
         limit = self.settings.redis_max_bytes + ENTRY_SLACK
         operation = "get_facts" if slot.facts else "get"
         data: bytes | None = await self._call(
@@ -180,13 +182,19 @@ class RedisTier:
         operation = "set_facts" if slot.facts else "set"
         await self._call(operation, lambda: self._client.set(self.key(slot), data, px=ms), False)
 
-    async def _decoded(self, slot: Slot, data: bytes | None) -> Entry | None:
+    async def delete(self, slot: Slot) -> None:
+        operation = "delete_facts" if slot.facts else "delete"
+        await self._call(operation, lambda: self._client.unlink(self.key(slot)), 0)
+
+    async def _decoded(self, slot: Slot, data: bytes | None) -> Entry | Rejected | None:
         limit = self.settings.redis_max_bytes + ENTRY_SLACK
-        if not data or len(data) > limit:
+        if not data:  # (GETRANGE answers an empty string for a missing key)
             return None
+        if len(data) > limit:
+            return Rejected(OVERSIZE)
         if len(data) > _INLINE:  # a large entry's checksum is not computed on the loop
-            return await asyncio.to_thread(decode, slot, data, time.time())
-        return decode(slot, data, time.time())
+            return await asyncio.to_thread(examine, slot, data, time.time())
+        return examine(slot, data, time.time())
 
     # --- the render lock -------------------------------------------------------------------
 
@@ -203,18 +211,26 @@ class RedisTier:
         lock = self.lock_key(slot)
         await self._call("unlock", lambda: self._release(keys=[lock], args=[token]), 0)
 
-    async def wait(self, slot: Slot, seconds: float) -> Entry | None:
-        """The slot's entry once the lock's holder stored it; None when the lock went without
-        it (the holder failed), after ``seconds``, or when Redis fails meanwhile."""
+    async def wait(self, slot: Slot, seconds: float) -> Entry | Rejected | None:
+        """The slot's entry once the lock's holder stored it (:class:`Rejected` when what is
+        stored is not an entry of this slot); None when the lock went without it (the holder
+        failed), after ``seconds``, or when Redis fails meanwhile."""
         deadline = time.monotonic() + seconds
         pause = 0.01
-        keys = [self.key(slot), self.lock_key(slot)]
+        key, lock = self.key(slot), self.lock_key(slot)
+        limit = self.settings.redis_max_bytes + ENTRY_SLACK
+
+        async def look() -> list[bytes | None]:  # the value (no more than the cap), the lock
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.getrange(key, 0, limit)
+                pipe.get(lock)
+                found: list[bytes | None] = await pipe.execute()
+                return found
+
+        nothing: list[bytes | None] = [None, None]
         while time.monotonic() < deadline and self.up:
-            found: list[bytes | None] = await self._call(
-                "wait", lambda: self._client.mget(keys), [None, None]
-            )
-            data, holder = found
-            if data is not None:
+            data, holder = await self._call("wait", look, nothing)
+            if data:
                 return await self._decoded(slot, data)
             if holder is None:
                 return None

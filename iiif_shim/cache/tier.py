@@ -1,8 +1,10 @@
 """What a cache tier is, and the one lock that keeps processes from all making the same miss.
 
-A :class:`Tier` gets, puts and purges entries (rendered images and source facts alike) by
-:class:`~iiif_shim.cache.entry.Slot`: memory (``memory.py``), disk (``disk.py``) and Redis
-(``redis.py``) each implement it, and the facade (``facade.py``) walks them in that order.
+A :class:`Tier` gets, puts, deletes and purges entries (rendered images and source facts
+alike) by :class:`~iiif_shim.cache.entry.Slot`: memory (``memory.py``), disk (``disk.py``) and
+Redis (``redis.py``) each implement it, and the facade (``facade.py``) walks them in that order.
+A tier that finds something under a slot that is not its value says so
+(:class:`~iiif_shim.cache.entry.Rejected`, with the reason); the facade counts it as a miss.
 
 A :class:`LockingTier` (Redis) also holds a short lock per slot, shared by every process and
 machine. :func:`made_once` is the one place that uses it, for images and facts alike: the first
@@ -16,21 +18,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from iiif_shim.cache.entry import Entry, Slot
+from iiif_shim.cache.entry import Entry, Rejected, Slot
+
+E = TypeVar("E", bound=Entry)
 
 
 class Tier(Protocol):
     name: str  # memory, disk, redis
 
-    async def get(self, slot: Slot) -> Entry | None:
-        """The slot's entry, or None (missing, damaged, expired, or the tier failing)."""
+    async def get(self, slot: Slot) -> Entry | Rejected | None:
+        """The slot's entry; None when there is none (missing, expired, or the tier failing);
+        :class:`Rejected` when what is there is not an entry of this slot."""
         ...
 
     async def put(self, slot: Slot, value: Entry, ttl: float) -> None:
         """Keep ``value`` for ``ttl`` seconds (0: as long as the tier keeps anything); a tier
         failing or full keeps nothing, quietly."""
+        ...
+
+    async def delete(self, slot: Slot) -> None:
+        """Remove the slot's entry (quietly, like a put)."""
         ...
 
     async def purge(self, source: str | None) -> int:
@@ -50,30 +59,32 @@ class LockingTier(Tier, Protocol):
 
     async def release(self, slot: Slot, token: str) -> None: ...
 
-    async def wait(self, slot: Slot, seconds: float) -> Entry | None:
-        """The slot's entry once the lock's holder stored it; None when the lock went without
-        it, after ``seconds``, or when the tier fails meanwhile."""
+    async def wait(self, slot: Slot, seconds: float) -> Entry | Rejected | None:
+        """The slot's entry once the lock's holder stored it (:class:`Rejected` when what was
+        stored is not an entry of this slot); None when the lock went without it, after
+        ``seconds``, or when the tier fails meanwhile."""
         ...
 
 
 async def made_once(
     tier: LockingTier,
     slot: Slot,
-    make: Callable[[], Awaitable[Entry]],
+    make: Callable[[], Awaitable[E]],
     hold: float,
-    keep: Callable[[Entry], Awaitable[None]],
-) -> tuple[Entry, bool]:
-    """``make()``'s value, made by one process of all that miss ``slot`` at once, and whether
-    this process holds the value because another stored it in ``tier`` (True) or made it
-    (False). Made under the lock, it is handed to ``keep`` before the lock goes, so those
-    waiting find it."""
+    keep: Callable[[E], Awaitable[None]],
+) -> tuple[E | None, Entry | Rejected | None]:
+    """``(made, found)``, one of them ``None``: ``make()``'s value made here, or what another
+    process stored in ``tier`` for ``slot`` (for the caller to check: a :class:`Rejected` is
+    what was there instead of a value), made by one process of all that miss ``slot`` at once.
+    Made under the lock, it is handed to ``keep`` before the lock goes, so those waiting find
+    it."""
     token = await tier.acquire(slot)
     loop = asyncio.get_running_loop()
     until = loop.time() + hold
     while token is None and tier.up and loop.time() < until:
         found = await tier.wait(slot, until - loop.time())
         if found is not None:
-            return found, True
+            return None, found
         token = await tier.acquire(slot)  # the lock went without a value: one of us takes over
     try:
         value = await make()
@@ -82,4 +93,4 @@ async def made_once(
     finally:
         if token is not None:
             await tier.release(slot, token)
-    return value, False
+    return value, None

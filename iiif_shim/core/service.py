@@ -3,18 +3,23 @@
 ``identifier -> route -> source facts (cached, single-flight, checked) -> resolve -> plan ->
 result cache -> backend fetch -> Pillow in the pool -> Rendered``. Image requests are prepared
 first (everything up to the plan, which yields the cache key and the ETag) so the HTTP layer can
-answer a conditional request with 304 before any pixel is touched.
+answer a conditional request with 304 before any pixel is touched. An image that contradicts
+the facts it was planned from (a master larger, or of another size, than they say) has the
+facts asked of the backend again, once (``cache.facade.Caches.facts_again``): when they
+changed, it is planned and made again from them.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from iiif_shim.backends.base import Backend, BackendContext
 from iiif_shim.backends.registry import backend_for
+from iiif_shim.base.errors import DecompressionBomb
 from iiif_shim.cache.entry import source_key
 from iiif_shim.cache.facade import Caches
 from iiif_shim.cache.memory import SourceCache
@@ -48,10 +53,24 @@ class Source:
 class Prepared:
     source: Source
     plan: Plan
+    facts_confirmed: bool = False  # asked of the backend again after the image contradicted them
 
     @property
     def canonical(self) -> str:
         return self.plan.resolved.canonical
+
+
+class _Contradicted(Exception):
+    """The decoded master is not of the size the facts say (never leaves :meth:`render`)."""
+
+
+def _facts_of(backend: Backend[Any], target: Target) -> Callable[[], Awaitable[SourceInfo]]:
+    """How the backend is asked for a source's facts (checked before anything uses them)."""
+
+    async def load() -> SourceInfo:
+        return checked(await backend.facts(target), backend.name)
+
+    return load
 
 
 @asynccontextmanager
@@ -123,12 +142,20 @@ class ImageService:
     async def source(self, identifier: str) -> Source:
         target = self.router.route(identifier)
         backend = self.backends[target.backend]
-
-        async def load() -> SourceInfo:
-            return checked(await backend.facts(target), backend.name)
-
+        load = _facts_of(backend, target)
         info = await self.caches.facts(target.backend, target.native_id, load)
         return Source(target, backend, info)
+
+    async def _facts_again(self, prepared: Prepared) -> Prepared | None:
+        """``prepared`` planned again from the facts the backend gives now, or ``None`` when
+        they are those it was planned from."""
+        src, target = prepared.source, prepared.source.target
+        load = _facts_of(src.backend, target)
+        info = await self.caches.facts_again(target.backend, target.native_id, load, src.info)
+        if info is None:
+            return None
+        again = self._planned(prepared.plan.resolved.request, Source(target, src.backend, info))
+        return dataclasses.replace(again, facts_confirmed=True)
 
     async def info(
         self, version: Version, identifier: str, base_id: str
@@ -139,7 +166,9 @@ class ImageService:
         return doc, src
 
     async def prepare(self, request: ImageRequest) -> Prepared:
-        src = await self.source(request.identifier)
+        return self._planned(request, await self.source(request.identifier))
+
+    def _planned(self, request: ImageRequest, src: Source) -> Prepared:
         info = src.info
         resolved = resolve(request, info.width, info.height, self.limits)
         the_plan = plan(
@@ -168,13 +197,38 @@ class ImageService:
             ok = await passthrough.matches(body, the_plan, src.backend.name, self.workers.run)
             yield body if ok else None
 
-    async def render(self, prepared: Prepared, *, cached: bool = True) -> Rendered:
+    async def render(
+        self,
+        prepared: Prepared,
+        *,
+        cached: bool = True,
+        accept: Callable[[Rendered], bool] | None = None,
+    ) -> Rendered:
         """The image from the first cache tier that has it (memory, disk, Redis), else
-        rendered and kept in each; ``cached=False`` always asks the backend (for ``probe``)."""
+        rendered and kept in each; ``cached=False`` always asks the backend (for ``probe``);
+        ``accept``: what a cached image must pass, else it is made again (``Caches.image``).
+        An image that contradicts its facts has them asked again (see the module's text)."""
+        try:
+            return await self._cached(prepared, cached, accept)
+        except (DecompressionBomb, _Contradicted) as exc:
+            if prepared.facts_confirmed:
+                raise
+            again = await self._facts_again(prepared)
+            if again is None:  # the backend's own facts: a bomb is its, a size is tolerated
+                if isinstance(exc, DecompressionBomb):
+                    raise
+                again = dataclasses.replace(prepared, facts_confirmed=True)
+            return await self._cached(again, cached, accept)
+
+    async def _cached(
+        self, prepared: Prepared, cached: bool, accept: Callable[[Rendered], bool] | None
+    ) -> Rendered:
         key = prepared.plan.key if cached else None
         if key is None:
             return await self._render(prepared)
-        return await self.caches.image(prepared.plan.source, key, lambda: self._render(prepared))
+        return await self.caches.image(
+            prepared.plan.source, key, lambda: self._render(prepared), accept
+        )
 
     async def _render(self, prepared: Prepared) -> Rendered:
         """Reserve the plan's memory, fetch, decode (or reuse the decoded master), finish."""
@@ -214,6 +268,9 @@ class ImageService:
                     return decoded
 
                 decoded = await self.decoded.get(source, key, decode)
+                size = (decoded.source_width, decoded.source_height)
+                if size != (info.width, info.height) and not prepared.facts_confirmed:
+                    raise _Contradicted
                 body = await self.workers.run(engine.finish, decoded, steps, record)
             else:
                 fetched = await src.backend.fetch(src.target, the_plan.native, info)

@@ -23,10 +23,17 @@ from iiif_shim.model.plan import Plan, Steps
 
 
 class DecodedSource(Protocol):
-    """A decoded source as the decoded-source cache keeps it."""
+    """A decoded source as the decoded-source cache keeps it, and the size of what was
+    delivered (before any reduction at decoding)."""
 
     @property
     def nbytes(self) -> int: ...
+
+    @property
+    def source_width(self) -> int: ...
+
+    @property
+    def source_height(self) -> int: ...
 
 
 D = TypeVar("D", bound=DecodedSource)

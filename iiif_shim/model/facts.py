@@ -8,7 +8,9 @@
   at least 1, sane tile sizes and scale factors, bounded counts), so a malformed answer from a
   legacy server is a 502 naming the backend, never a 500 further down;
 - :func:`to_json` / :func:`from_json`: the facts as plain JSON, for caches shared between
-  processes.
+  processes; ``from_json`` takes nothing on trust (every field of the type its declaration
+  says, every required one present: ValueError otherwise), and what it reads passes
+  :func:`checked` before use, like a backend's answer.
 
 Pure: no I/O.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import itertools
 import math
 import types
@@ -253,7 +256,9 @@ def to_json(info: SourceInfo) -> dict[str, Any]:
     return out
 
 
-def from_json(data: dict[str, Any]) -> SourceInfo:
+def from_json(data: object) -> SourceInfo:
+    """The facts :func:`to_json` made; ValueError when ``data`` is not such facts (a field of
+    another type, a required one missing, an unknown kind or enum value)."""
     info: SourceInfo = _decode(SourceInfo, data)
     return info
 
@@ -274,28 +279,50 @@ def _encode(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _fields(cls: type[Any]) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """A dataclass's field types (resolved once) and fields, by name."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
+
+
 def _decode(hint: Any, value: Any) -> Any:
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
+        if value is None and len(options) < len(typing.get_args(hint)):
             return None
         if len(options) > 1:  # a union of facts kinds: the tag says which
-            return _decode(_KINDS[value["kind"]], value)
+            kind = value.get("kind") if isinstance(value, dict) else None
+            if kind not in _KINDS or _KINDS[kind] not in options:
+                raise ValueError(f"no facts kind {kind!r}")
+            return _decode(_KINDS[kind], value)
         return _decode(options[0], value)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        hints = typing.get_type_hints(hint)
-        fields = {f.name for f in dataclasses.fields(hint)}
+        if not isinstance(value, dict):
+            raise ValueError(f"{hint.__name__}: not an object")
+        hints, fields = _fields(hint)
+        missing = [
+            name
+            for name, f in fields.items()
+            if name not in value
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ValueError(f"{hint.__name__}: no {', '.join(missing)}")
         return hint(**{k: _decode(hints[k], v) for k, v in value.items() if k in fields})
-    if origin is tuple:
+    if origin in (tuple, frozenset):
+        if not isinstance(value, list):
+            raise ValueError(f"not a list: {type(value).__name__}")
         (item,) = typing.get_args(hint)[:1]
-        return tuple(_decode(item, v) for v in value)
-    if origin is frozenset:
-        (item,) = typing.get_args(hint)
-        return frozenset(_decode(item, v) for v in value)
+        return origin(_decode(item, v) for v in value)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint(value)
-    return value
+        return hint(value)  # ValueError for a value it does not have
+    if hint is float and type(value) in (int, float):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:  # (a bool is no int here)
+        return value
+    raise ValueError(f"not {getattr(hint, '__name__', hint)}: {type(value).__name__}")
 
 
 __all__ = [

@@ -1,11 +1,12 @@
 """Prometheus metrics, one registry per app (never the library's process-wide default).
 
 What ops watch: requests by endpoint, status, API version and backend, and their latency;
-cache lookups per tier (facts, image, decoded, tile, disk, redis) by hit or miss; failed Redis
-calls; Pillow work by step; backend calls by outcome (``ok`` or the failure kind: ``refused``,
-``timeout``, ``not_image``, ...) and their latency; each backend's circuit state and connections
-in use; the image job queue, decoded bytes reserved and waiters for memory; client connections
-and why some were refused; how many processes serve. ``GET /metrics`` serves
+cache lookups per tier (facts, image, decoded, tile, disk, redis) by hit or miss; cache
+entries rejected (by tier and reason: damaged, misplaced, not a file, contradicted, ...); failed
+Redis calls; Pillow work by step; backend calls by outcome (``ok`` or the failure kind:
+``refused``, ``timeout``, ``not_image``, ...) and their latency; each backend's circuit state and
+connections in use; the image job queue, decoded bytes reserved and waiters for memory; client
+connections and why some were refused; how many processes serve. ``GET /metrics`` serves
 :meth:`Metrics.render`.
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (the supervisor sets it for its workers) the values live in
@@ -54,6 +55,13 @@ class Metrics:
         )
         self._cache = Counter(
             "iiif_shim_cache_lookups", "cache lookups", ["tier", "result"], registry=r
+        )
+        self._rejected = Counter(
+            "iiif_shim_cache_rejected",
+            "cache entries found but not used, by tier and reason (damaged, misplaced, "
+            "not_a_file, oversize, unreadable, unusable, contradicted): each was a miss",
+            ["tier", "reason"],
+            registry=r,
         )
         self._pillow = Histogram(
             "iiif_shim_pillow_seconds", "Pillow work by step", ["step"], buckets=_STEP, registry=r
@@ -127,6 +135,9 @@ class Metrics:
 
     def cache_lookup(self, tier: str, hit: bool) -> None:
         self._cache.labels(tier, "hit" if hit else "miss").inc()
+
+    def cache_rejected(self, tier: str, reason: str) -> None:
+        self._rejected.labels(tier, reason).inc()
 
     def redis_error(self, operation: str) -> None:
         self._redis_errors.labels(operation).inc()

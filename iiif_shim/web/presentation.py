@@ -21,6 +21,7 @@ from aiohttp.abc import AbstractStreamWriter
 from iiif_shim.base.errors import NotFound, PayloadTooLarge
 from iiif_shim.iiif.profile import Version
 from iiif_shim.iiif.request import parse_image_request
+from iiif_shim.model.plan import Rendered
 from iiif_shim.presentation.documents import Builder, Urls, thumb_size
 from iiif_shim.presentation.pages import object_page
 from iiif_shim.presentation.pdf import PdfWriter, jpeg_size
@@ -141,7 +142,8 @@ async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamRe
                 page = parse_image_request(
                     Version.V3, picture.identifier, "full", f"{w},{h}", "0", "default.jpg"
                 )
-                rendered = await images.render(await images.prepare(page))
+                prepared = await images.prepare(page)
+                rendered = await images.render(prepared, accept=_is_page)  # a cached one too
                 pw, ph, components = jpeg_size(rendered.body)
                 await images.workers.run(writer.add_jpeg, rendered.body, pw, ph, components)
             await images.workers.run(writer.close)
@@ -160,6 +162,15 @@ async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamRe
             "Cache-Control": f"public, max-age={ttl}" if ttl else "no-store",
         },
     )
+
+
+def _is_page(rendered: Rendered) -> bool:
+    """Whether the PDF writer can take this image as a page (a JPEG whose frame it reads)."""
+    try:
+        jpeg_size(rendered.body)
+    except ValueError:
+        return False
+    return True
 
 
 def _remove(path: str) -> None:

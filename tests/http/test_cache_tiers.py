@@ -1,11 +1,17 @@
 """The cache tiers through real shims: two shims sharing one real redis-server, a Redis that goes
 away and comes back, a disk folder across a restart and under its budget, the render lock across
-processes, and purges (the CLI and ``DELETE /admin/cache``, down to the tiles a pyramid backend
-keeps). Backend traffic is counted by the upstream itself (``tests/faulty.py``'s ``/_stats``)."""
+processes, purges (the CLI and ``DELETE /admin/cache``, down to the tiles a pyramid backend
+keeps), and what others may leave in a tier: values forged in Redis, disk entries copied, linked,
+replaced by pipes and devices, a damaged PDF page, facts that contradict the image. Backend
+traffic is counted by the upstream itself (``tests/faulty.py``'s ``/_stats``)."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -18,12 +24,15 @@ import redis
 from PIL import Image
 
 from iiif_shim.cache.disk import DiskCache
-from iiif_shim.cache.entry import source_key
+from iiif_shim.cache.entry import FACTS, Slot, decode, encode, source_key, valid_name
+from iiif_shim.model.facts import SourceInfo
+from iiif_shim.model.plan import Rendered
 from tests.support import (
     ROOT,
     Process,
     Response,
     free_port,
+    log_lines,
     need_tool,
     nginx_config,
     request,
@@ -39,7 +48,7 @@ TOKEN = "purge-token-0123456789"
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     root = tmp_path_factory.mktemp("tiers-root")
-    for name in ("a", "b", "c", "d", "e", "f", "g"):
+    for name in ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j"):
         Image.new("RGB", (600, 400), (200, 30, 30)).save(root / f"{name}.png")
     Image.effect_noise((1200, 900), 60).convert("RGB").save(root / "noise.jpg", quality=95)
     proc = start_faulty(root, tmp_path_factory.mktemp("tiers-upstream"))
@@ -389,3 +398,265 @@ def test_a_purge_reaches_the_tiles_a_pyramid_backend_keeps(tmp_path: Path) -> No
     finally:
         shim.stop()
         server.stop()
+
+
+# --- what others leave in a tier -------------------------------------------------------------
+
+BLUE = (30, 30, 220)
+
+
+def _png(colour: tuple[int, int, int], size: tuple[int, int] = (100, 100)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "PNG")
+    return out.getvalue()
+
+
+def _rejected(shim: Process, tier: str, reason: str) -> float:
+    return _metric(shim, f'iiif_shim_cache_rejected_total{{reason="{reason}",tier="{tier}"}}')
+
+
+def _request(shim: Process, path: str) -> Response:
+    """A request that must be answered in time (a pipe in the disk tier must not hang it)."""
+    return request(shim.port, path, timeout=20)
+
+
+@pytest.mark.parametrize(("forgery", "reason"), [("garbage", "damaged"), ("another", "misplaced")])
+def test_a_value_forged_in_redis_is_a_miss_counted_and_never_copied(
+    tmp_path: Path, upstream: Process, redis_server: Process, forgery: str, reason: str
+) -> None:
+    """Garbage, or an intact entry of another slot (a blue image), written under the Redis key
+    of a tile: the tile is rendered again (red), the rejection counted and logged, and neither
+    the disk tier nor Redis keeps the forged value."""
+    port, prefix, disk = redis_server.port, f"forged-{forgery}:", tmp_path / "disk"
+    config = _config(
+        tmp_path / "shim.yaml",
+        upstream,
+        _cache(redis=f"redis://127.0.0.1:{port}/0", redis_prefix=prefix, disk=str(disk)),
+    )
+    tile, source = TILES[0].format("h.png"), source_key("ok", "h.png")
+    shim = start_shim(config, tmp_path)
+    try:
+        _red(shim.get(tile))
+    finally:
+        shim.stop()
+    client = redis.Redis(port=port)
+    (key,) = client.keys(f"{prefix}{source}:img:*")
+    slot = Slot(source, key.decode().rsplit(":", 1)[1])
+    blue = Rendered(_png(BLUE), "image/jpeg")
+    forged = {
+        "garbage": os.urandom(3000),
+        "another": encode(Slot(source, "0" * 64), blue, time.time() + 600),
+    }[forgery]
+    client.set(key, forged)
+    shutil.rmtree(disk / source)  # the disk tier forgets it: the next read is Redis'
+    shim = start_shim(config, tmp_path)
+    try:
+        resp = _request(shim, tile)
+        _red(resp)
+        assert _rejected(shim, "redis", reason) == 1
+        assert log_lines(shim.log, f"rejected ({reason}")
+        on_disk = decode(slot, (disk / source / slot.name).read_bytes(), time.time())
+        assert isinstance(on_disk, Rendered) and on_disk.body == resp.body
+        in_redis = decode(slot, client.get(key) or b"", time.time())
+        assert isinstance(in_redis, Rendered) and in_redis.body == resp.body
+    finally:
+        shim.stop()
+        client.close()
+
+
+_DISK_ATTACKS = {
+    "copy": "misplaced",
+    "hardlink": "misplaced",
+    "linked_entry": "not_a_file",
+    "linked_folder": "not_a_file",
+    "fifo": "not_a_file",
+    "device": "not_a_file",
+    "dev_zero": "not_a_file",
+}
+
+
+@pytest.mark.parametrize("attack", list(_DISK_ATTACKS))
+def test_the_disk_tier_reads_only_its_own_entries_as_regular_files(
+    tmp_path: Path, upstream: Process, attack: str
+) -> None:
+    """The entry of one tile is replaced by another tile's entry (copied, hard-linked), by a
+    link to an intact entry of that very tile showing a blue image outside the folder, by a
+    pipe, a device, a link to /dev/zero; or the source's folder is a link to a folder outside
+    holding blue entries of every slot. The tile is rendered again (red), promptly, the
+    rejection is counted, nothing outside the folder is read, written or removed."""
+    disk, outside = tmp_path / "disk", tmp_path / "outside"
+    config = _config(
+        tmp_path / "shim.yaml", upstream, _cache(disk=str(disk), disk_bytes=64 * 1024 * 1024)
+    )
+    tile, other, source = (
+        TILES[0].format("i.png"),
+        TILES[1].format("i.png"),
+        source_key("ok", "i.png"),
+    )
+    shim = start_shim(config, tmp_path)
+    try:
+        _red(shim.get(tile))
+        before = set((disk / source).iterdir())
+        _red(shim.get(other))
+    finally:
+        shim.stop()
+    folder = disk / source
+    (path,) = [p for p in before if p.name != FACTS]
+    (second,) = [p for p in folder.iterdir() if p not in before]
+    slot = Slot(source, path.name)
+    blue = Rendered(_png(BLUE), "image/jpeg")
+    outside.mkdir()
+    planted: dict[Path, bytes] = {}
+    if attack == "copy":
+        shutil.copyfile(second, path)
+    elif attack == "hardlink":
+        path.unlink()
+        os.link(second, path)
+    elif attack == "linked_entry":
+        planted[outside / path.name] = encode(slot, blue)
+        path.unlink()
+        path.symlink_to(outside / path.name)
+    elif attack == "linked_folder":
+        for entry in folder.iterdir():
+            named = Slot(source, entry.name)
+            facts = decode(named, entry.read_bytes(), time.time())
+            planted[outside / entry.name] = encode(named, facts if entry.name == FACTS else blue)
+        shutil.rmtree(folder)
+        folder.symlink_to(outside, target_is_directory=True)
+    elif attack == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    elif attack == "device":
+        path.unlink()
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 5))  # what /dev/zero is
+    else:
+        path.unlink()
+        path.symlink_to("/dev/zero")
+    for where, data in planted.items():
+        where.write_bytes(data)
+    shim = start_shim(config, tmp_path)
+    try:
+        _red(_request(shim, tile))
+        _red(_request(shim, tile))
+        assert _rejected(shim, "disk", _DISK_ATTACKS[attack]) == 1
+        assert {p: p.read_bytes() for p in outside.iterdir()} == planted  # untouched
+        assert not folder.is_symlink() and path.is_file() and not path.is_symlink()
+    finally:
+        shim.stop()
+
+
+def _presentation_config(tmp: Path, disk: Path) -> Path:
+    root = tmp / "objects"
+    for n, colour in enumerate(((220, 30, 30), (30, 180, 30)), 1):
+        (root / "book").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (800, 1000), colour).save(root / "book" / f"p{n}.jpg", quality=92)
+    return write_config(
+        tmp / "shim.yaml",
+        f"""
+        server: {{health_interval: 3600}}
+        cache: {{disk: "{disk}"}}
+        backends:
+          objects: {{type: files, root: "{root}"}}
+        routes:
+          - {{backend: objects}}
+        presentation:
+          sources:
+            scans: {{type: folder, backend: objects}}
+        """,
+    )
+
+
+@pytest.mark.parametrize(("damage", "tier", "reason"), [
+    ("flipped", "disk", "damaged"),
+    ("not_a_jpeg", "disk", "contradicted"),
+])  # fmt: skip
+def test_a_damaged_page_in_the_disk_tier_is_made_again_for_the_pdf(
+    tmp_path: Path, damage: str, tier: str, reason: str
+) -> None:
+    """The page images of an object's PDF come from the cache tiers. A page entry with a
+    flipped byte, or an intact entry of that page whose image is not a JPEG the PDF writer can
+    read, is a miss: the page is rendered again and the PDF made, never a 500."""
+    disk = tmp_path / "disk"
+    config = _presentation_config(tmp_path, disk)
+    shim = start_shim(config, tmp_path)
+    try:
+        first = shim.get("/iiif/presentation/book/pdf")
+        assert first.status == 200 and first.body.startswith(b"%PDF-"), first.text
+    finally:
+        shim.stop()
+    pages = [p for p in disk.glob("*/*") if valid_name(p.name) and p.name != FACTS]
+    assert len(pages) == 2
+    shutil.rmtree(disk / "documents", ignore_errors=True)  # a PDF kept whole: made again
+    for page in pages:
+        slot = Slot(page.parent.name, page.name)
+        data = page.read_bytes()
+        if damage == "flipped":
+            page.write_bytes(data[:-10] + bytes([data[-10] ^ 0x40]) + data[-9:])
+        else:
+            page.write_bytes(encode(slot, Rendered(b"<html>not a page</html>", "image/jpeg")))
+    shim = start_shim(config, tmp_path)
+    try:
+        again = _request(shim, "/iiif/presentation/book/pdf")
+        assert again.status == 200 and again.body.startswith(b"%PDF-"), again.text
+        assert b"/Count 2 >>" in first.body and b"/Count 2 >>" in again.body
+        assert _rejected(shim, tier, reason) == 2
+        for page in pages:  # the pages kept again are JPEGs
+            kept = decode(Slot(page.parent.name, page.name), page.read_bytes(), time.time())
+            assert isinstance(kept, Rendered) and kept.body.startswith(b"\xff\xd8")
+    finally:
+        shim.stop()
+
+
+_FACTS_FORGERIES = {
+    "smaller": ("pipeline", "contradicted"),
+    "larger": ("pipeline", "contradicted"),
+    "mistyped": ("redis", "unreadable"),
+}
+
+
+@pytest.mark.parametrize("forgery", list(_FACTS_FORGERIES))
+def test_facts_in_redis_that_contradict_the_image_are_fetched_again(
+    tmp_path: Path, upstream: Process, redis_server: Process, forgery: str
+) -> None:
+    """The facts of a 600x400 source in Redis say 300x200, or 1200x800, or carry a version
+    that is no string: the image is made from facts fetched again from the backend (never a
+    500, never a 502 blaming the backend), and Redis holds the backend's facts again."""
+    port, prefix = redis_server.port, f"facts-{forgery}:"
+    config = _config(
+        tmp_path / "shim.yaml",
+        upstream,
+        _cache(redis=f"redis://127.0.0.1:{port}/0", redis_prefix=prefix),
+    )
+    source = source_key("ok", "j.png")
+    slot, key = Slot(source, FACTS), f"{prefix}{source}:facts"
+    shim = start_shim(config, tmp_path)
+    try:
+        _red(shim.get("/iiif/3/j.png/full/max/0/default.png"))
+    finally:
+        shim.stop()
+    client = redis.Redis(port=port)
+    real = decode(slot, client.get(key) or b"", time.time())
+    assert isinstance(real, SourceInfo) and (real.width, real.height) == (600, 400)
+    wrong = {
+        "smaller": SourceInfo(300, 200, real.colour, real.format, real.mode, real.version),
+        "larger": SourceInfo(1200, 800, real.colour, real.format, real.mode, real.version),
+        "mistyped": SourceInfo(600, 400, version=["not", "a", "string"]),  # type: ignore[arg-type]
+    }[forgery]
+    client.set(key, encode(slot, wrong, time.time() + 600))
+    shim = start_shim(config, tmp_path)
+    try:
+        for path, size in (
+            ("/iiif/3/j.png/full/120,/0/default.png", (120, 80)),
+            ("/iiif/3/j.png/full/max/0/default.png", (600, 400)),
+        ):
+            resp = _request(shim, path)
+            _red(resp)
+            assert resp.image().size == size
+        assert _rejected(shim, *_FACTS_FORGERIES[forgery]) == 1
+        info = json.loads(_request(shim, "/iiif/3/j.png/info.json").body)
+        assert (info["width"], info["height"]) == (600, 400)
+        again = decode(slot, client.get(key) or b"", time.time())
+        assert isinstance(again, SourceInfo) and (again.width, again.height) == (600, 400)
+    finally:
+        shim.stop()
+        client.close()

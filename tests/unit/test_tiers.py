@@ -1,15 +1,22 @@
 """The cache facade and its tiers: the one entry encoding (bound to its slot, checked, with its
-expiry), the disk folder (entries, LRU budget, damaged entries, several processes writing at
-once), the purge journal, and Redis (a real redis-server: values, the cap per entry, the lock
-for images and facts alike, purges, an outage and the way back)."""
+expiry, each rejection named), the disk folder (entries, LRU budget, damaged entries, links,
+pipes and devices, a read-only folder, several processes writing at once), the purge journal,
+Redis (a real redis-server: values, the cap per entry, the lock for images and facts alike,
+purges, an outage and the way back), and what the facade does with what it cannot use (facts
+of the wrong types or that fail the backend check, an image its caller refuses, facts an
+image contradicted)."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import importlib.util
+import logging
 import multiprocessing
 import os
+import stat
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -18,17 +25,27 @@ import pytest
 import redis
 
 from iiif_shim.base.errors import ConfigError
-from iiif_shim.cache.disk import DiskCache
-from iiif_shim.cache.entry import FACTS, Slot, decode, encode, source_key
+from iiif_shim.cache.disk import DiskCache, PurgeIncomplete
+from iiif_shim.cache.entry import (
+    FACTS,
+    HEADER_SIZE,
+    Rejected,
+    Slot,
+    decode,
+    encode,
+    entry_size,
+    examine,
+    source_key,
+)
 from iiif_shim.cache.facade import Caches
 from iiif_shim.cache.journal import PurgeJournal
 from iiif_shim.cache.redis import RedisTier
 from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.config.settings import parse_settings
-from iiif_shim.model.facts import SourceInfo
+from iiif_shim.model.facts import SourceInfo, from_json, to_json
 from iiif_shim.model.plan import Rendered, SourceRef
 from iiif_shim.telemetry.metrics import Metrics
-from tests.support import Process, start_redis
+from tests.support import Process, need_tool, start_redis
 
 SOURCE = source_key("local", "quad.png")
 OTHER = source_key("local", "gray.png")
@@ -68,6 +85,47 @@ def test_an_entry_is_bound_to_its_slot_checked_and_fresh() -> None:
         Slot("../etc", key(1))
 
 
+def test_a_rejected_entry_says_why() -> None:
+    png = Rendered(b"\x89PNG...", "image/png")
+    data = encode(at(SOURCE, 1), png)
+    now = time.time()
+    assert entry_size(data[:HEADER_SIZE]) == len(data)
+    assert entry_size(b"<html>" + data[6:HEADER_SIZE]) is None
+    assert examine(at(SOURCE, 1), data, now) == png
+    assert examine(at(SOURCE, 2), data, now) == Rejected("misplaced")
+    assert examine(at(SOURCE, 1), data + b"more", now) == Rejected("damaged")
+    assert examine(at(SOURCE, 1), data[:-1] + b"!", now) == Rejected("damaged")
+    assert examine(at(SOURCE, 1), b"", now) == Rejected("damaged")
+    facts = Slot(SOURCE, FACTS)
+    assert examine(facts, encode(facts, png), now) == Rejected("damaged")  # no facts
+    mistyped = SourceInfo(300, 200, version=["v", 1])  # type: ignore[arg-type]
+    assert examine(facts, encode(facts, mistyped), now) == Rejected("unreadable")
+    assert examine(facts, encode(facts, SourceInfo(3, 2), expires=now - 1), now) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        {"width": 3},
+        {"width": True, "height": 2},
+        {"width": 3, "height": 2, "version": ["v"]},
+        {"width": 3, "height": 2, "last_modified": "yesterday"},
+        {"width": 3, "height": 2, "colour": "plaid"},
+        {"width": 3, "height": 2, "tiles": {"width": 256, "height": 256, "scale_factors": "1"}},
+        {"width": 3, "height": 2, "native": {"kind": "spreadsheet"}},
+        {"width": 3, "height": 2, "native": {"kind": "pyramid", "suffix": "jpg"}},
+    ],
+)
+def test_facts_from_json_take_nothing_on_trust(data: object) -> None:
+    """Facts read back from a shared tier are of the types their fields declare, or refused
+    (never a value that fails later, where a backend's facts never would)."""
+    with pytest.raises(ValueError):
+        from_json(data)
+    info = SourceInfo(3, 2, version="v", last_modified=5)  # an int where a float goes: read
+    assert from_json(to_json(info)) == SourceInfo(3, 2, version="v", last_modified=5.0)
+
+
 # --- disk ---------------------------------------------------------------------------------
 
 
@@ -97,8 +155,155 @@ def test_a_damaged_entry_is_a_miss_and_is_removed(tmp_path: Path, damage: str) -
             "foreign": b"<html>not ours</html>",
         }[damage]
     )
-    assert disk.get(at(SOURCE, 1)) is None
+    assert disk.get(at(SOURCE, 1)) == Rejected("damaged")
     assert not path.exists()
+    assert disk.get(at(SOURCE, 1)) is None  # removed: now simply missing
+
+
+def _outside_entry(tmp_path: Path, slot: Slot, value: Rendered) -> Path:
+    outside = tmp_path / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / slot.name).write_bytes(encode(slot, value))
+    return outside / slot.name
+
+
+@pytest.mark.parametrize(
+    ("attack", "reason"),
+    [
+        ("another_slot", "misplaced"),
+        ("hardlink", "misplaced"),
+        ("longer", "damaged"),
+        ("sparse", "oversize"),
+        ("link", "not_a_file"),
+        ("fifo", "not_a_file"),
+        ("device", "not_a_file"),
+        ("dev_zero", "not_a_file"),
+    ],
+)
+def test_only_an_entry_of_its_own_slot_in_a_regular_file_is_read(
+    tmp_path: Path, attack: str, reason: str
+) -> None:
+    """Whatever is put under an entry's name, a read ends at once: with the reason, having
+    read no more than the entry's header says (never a pipe, a device or through a link), and
+    with the name removed (never what a link points to)."""
+    disk = DiskCache(tmp_path / "c", 1024 * 1024)
+    disk.open()
+    slot, other = at(SOURCE, 1), at(SOURCE, 2)
+    disk.put(slot, image(1))
+    disk.put(other, image(2))
+    path = disk.path(slot)
+    outside = _outside_entry(tmp_path, slot, image(9))
+    if attack == "another_slot":
+        path.write_bytes(disk.path(other).read_bytes())
+    elif attack == "hardlink":
+        path.unlink()
+        os.link(disk.path(other), path)
+    elif attack == "longer":
+        with path.open("ab") as f:
+            f.write(b"\0" * 100)
+    elif attack == "sparse":
+        with path.open("r+b") as f:
+            f.truncate(disk.max_entry * 4)  # what its header says is far less
+    elif attack == "link":
+        path.unlink()
+        path.symlink_to(outside)
+    elif attack == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    elif attack == "device":
+        path.unlink()
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+    else:
+        path.unlink()
+        path.symlink_to("/dev/zero")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a hang fails, it does not block
+        assert pool.submit(disk.get, slot).result(timeout=10) == Rejected(reason)
+    assert not os.path.lexists(path)
+    assert decode(slot, outside.read_bytes(), time.time()) == image(9)  # untouched
+    assert disk.get(other) == image(2)
+    if attack == "hardlink":
+        assert disk.path(other).stat().st_nlink == 1
+
+
+def test_a_source_folder_linked_out_of_the_cache_is_never_followed(tmp_path: Path) -> None:
+    """The folder of a source is a link to a folder outside that holds an intact entry of the
+    slot (a blue image) and a damaged one of another: a read rejects the link (and removes it,
+    not what it points to), a write makes a real folder, the scan and a purge never count or
+    remove what is outside."""
+    disk = DiskCache(tmp_path / "c", 1024 * 1024)
+    disk.open()
+    slot, other = at(SOURCE, 1), at(SOURCE, 2)
+    outside = _outside_entry(tmp_path, slot, image(9)).parent
+    (outside / other.name).write_bytes(b"damaged")
+    planted = {p.name: p.read_bytes() for p in outside.iterdir()}
+    folder = tmp_path / "c" / SOURCE
+
+    def link() -> None:
+        folder.symlink_to(outside, target_is_directory=True)
+
+    link()
+    assert disk.get(slot) == Rejected("not_a_file")
+    assert not folder.exists()
+    link()
+    assert disk.get(other) == Rejected("not_a_file")
+    link()
+    assert disk.size() == 0
+    assert disk.purge(SOURCE) == 0 and not os.path.lexists(folder)
+    link()
+    assert disk.purge(None) == 0 and not os.path.lexists(folder)
+    link()
+    assert disk.put(slot, image(1))
+    assert not folder.is_symlink() and disk.get(slot) == image(1)
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == planted
+
+
+@pytest.fixture
+def immutable(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
+    """Make a folder immutable (``chattr +i``: not even root removes what is in it), undone
+    afterwards."""
+    chattr = need_tool("chattr")
+    made: list[Path] = []
+
+    def freeze(folder: Path) -> None:
+        subprocess.run([chattr, "+i", str(folder)], check=True, capture_output=True)
+        made.append(folder)
+
+    yield freeze
+    for folder in made:
+        subprocess.run([chattr, "-i", str(folder)], check=True, capture_output=True)
+
+
+def test_a_purge_that_cannot_remove_entries_says_how_many_remain(
+    tmp_path: Path, immutable: Callable[[Path], None]
+) -> None:
+    """A folder that cannot be changed: the purge counts nothing as removed that is still
+    there, and says how many entries remain (and the facade's report says it failed)."""
+    disk = DiskCache(tmp_path / "c", 10 * 1024 * 1024)
+    disk.open()
+    for n in range(3):
+        disk.put(at(SOURCE, n), image(n))
+        disk.put(at(OTHER, n), image(n))
+    immutable(tmp_path / "c" / SOURCE)
+    with pytest.raises(PurgeIncomplete) as caught:
+        disk.purge(SOURCE)
+    assert (caught.value.removed, caught.value.remaining) == (0, 3)
+    assert "3 entries remain, 0 removed" in str(caught.value)
+    assert all(disk.get(at(SOURCE, n)) == image(n) for n in range(3))
+    with pytest.raises(PurgeIncomplete) as caught:
+        disk.purge(None)
+    assert (caught.value.removed, caught.value.remaining) == (3, 3)
+
+    async def main() -> dict[str, object]:
+        tiers = Caches(CacheSettings(disk=tmp_path / "c"))
+        await tiers.start(listen=False)
+        try:
+            return await tiers.purge(SOURCE)
+        finally:
+            await tiers.close()
+
+    report = asyncio.run(main())
+    assert report["ok"] is False
+    assert str(report["disk"]).startswith("failed: 3 entries remain, 0 removed")
 
 
 def test_a_folder_of_other_files_is_refused(tmp_path: Path) -> None:
@@ -299,8 +504,10 @@ def test_what_someone_else_wrote_is_a_miss_and_never_read_whole(redis_server: Pr
             planted.set(tier.key(at(SOURCE, 4)), b"image/png\n\x89PNG...")  # the old format
             planted.set(tier.key(at(SOURCE, 5)), encode(at(SOURCE, 6), image(6)))  # another's
             planted.close()
-            for n in (3, 4, 5):
-                assert await tier.get(at(SOURCE, n)) is None
+            assert await tier.get(at(SOURCE, 3)) == Rejected("oversize")
+            assert await tier.get(at(SOURCE, 4)) == Rejected("damaged")
+            assert await tier.get(at(SOURCE, 5)) == Rejected("misplaced")
+            assert await tier.get(at(SOURCE, 6)) is None  # nothing there
         finally:
             await tier.close()
 
@@ -596,5 +803,144 @@ def test_facts_are_shared_on_disk_until_they_expire(tmp_path: Path) -> None:
         finally:
             await one.close()
             await two.close()
+
+    asyncio.run(main())
+
+
+# --- what the facade does with what it cannot use ---------------------------------------------
+
+
+def _rejected(metrics: Metrics) -> dict[tuple[str, str], float]:
+    counts: dict[tuple[str, str], float] = {}
+    for family in metrics.registry.collect():
+        if family.name == "iiif_shim_cache_rejected":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    counts[sample.labels["tier"], sample.labels["reason"]] = sample.value
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("planted", "reason"),
+    [
+        (SourceInfo(300, 200, last_modified="yesterday"), "unreadable"),  # type: ignore[arg-type]
+        (SourceInfo(0, 200), "unusable"),
+        (Rendered(b"\xff\xd8", "image/jpeg"), "damaged"),
+    ],
+)
+def test_facts_in_a_shared_tier_are_checked_like_a_backends(
+    tmp_path: Path, planted: SourceInfo | Rendered, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An intact entry under a source's facts that holds facts of the wrong types, facts no
+    backend would report, or an image: a miss (the backend asked), counted and logged, never
+    an exception; the backend's facts take its place."""
+    settings = CacheSettings(disk=tmp_path / "disk", info_ttl=60)
+    slot = Slot(source_key("local", "quad.png"), FACTS)
+    loads = 0
+
+    async def load() -> SourceInfo:
+        nonlocal loads
+        loads += 1
+        return SourceInfo(300, 200, version="v1")
+
+    async def main() -> None:
+        metrics = Metrics()
+        tiers = Caches(settings, metrics)
+        await tiers.start(listen=False)
+        try:
+            assert tiers.disk is not None
+            folder = tiers.disk.folder
+            folder.path(slot).parent.mkdir(parents=True)
+            folder.path(slot).write_bytes(encode(slot, planted, time.time() + 60))
+            with caplog.at_level(logging.WARNING, "iiif_shim"):
+                assert await tiers.facts("local", "quad.png", load) == SourceInfo(
+                    300, 200, "color", version="v1"
+                )  # type: ignore[arg-type]
+            assert loads == 1
+            assert _rejected(metrics) == {("disk", reason): 1.0}
+            assert f"rejected ({reason}:" in caplog.text and slot.source in caplog.text
+            assert folder.get(slot) == SourceInfo(300, 200, version="v1")  # replaced
+        finally:
+            await tiers.close()
+
+    asyncio.run(main())
+
+
+def test_an_image_its_caller_refuses_is_made_again_and_dropped_from_every_tier(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cached image the caller cannot use (say, a PDF page that is no JPEG) is a miss in
+    whichever tier it is found: counted as contradicted there, removed from every tier, made
+    again and kept. Rejections are logged at most once a minute per tier and reason."""
+    ref = SourceRef("local", "quad.png", "v1")
+    slot = Slot(source_key("local", "quad.png"), key("page"))
+    page, bad = Rendered(b"\xff\xd8 a page", "image/jpeg"), Rendered(b"<html>", "image/jpeg")
+    made = 0
+
+    async def make() -> Rendered:
+        nonlocal made
+        made += 1
+        return page
+
+    def jpeg(rendered: Rendered) -> bool:
+        return rendered.body.startswith(b"\xff\xd8")
+
+    async def main() -> None:
+        metrics = Metrics()
+        tiers = Caches(CacheSettings(disk=tmp_path / "disk"), metrics)
+        await tiers.start(listen=False)
+        try:
+            assert tiers.disk is not None
+            folder = tiers.disk.folder
+            with caplog.at_level(logging.WARNING, "iiif_shim"):
+                folder.put(slot, bad)  # on disk
+                assert await tiers.image(ref, slot.name, make, jpeg) == page
+                assert made == 1 and folder.get(slot) == page  # made again and kept
+                await tiers.memory.put(slot, bad, 0)  # in memory, and on disk too
+                folder.put(slot, bad)
+                assert await tiers.image(ref, slot.name, make, jpeg) == page
+                assert made == 2 and folder.get(slot) == page  # not taken from the disk
+                folder.put(slot, bad)
+                tiers.memory.images.clear()
+                assert await tiers.image(ref, slot.name, make, jpeg) == page
+            assert _rejected(metrics) == {
+                ("disk", "contradicted"): 2.0,
+                ("memory", "contradicted"): 1.0,
+            }
+            assert caplog.text.count("rejected (contradicted") == 2  # once per tier
+        finally:
+            await tiers.close()
+
+    asyncio.run(main())
+
+
+def test_facts_an_image_contradicts_are_asked_again(tmp_path: Path) -> None:
+    """Facts on disk say 300x200; an image made from them says otherwise: ``facts_again``
+    drops them from every tier and asks the backend, and counts the cached facts as
+    contradicted when the backend says something else (not when it says the same)."""
+    wrong, right = SourceInfo(300, 200, version="v1"), SourceInfo(600, 400, version="v1")
+    answer = right
+
+    async def load() -> SourceInfo:
+        return answer
+
+    async def main() -> None:
+        metrics = Metrics()
+        tiers = Caches(CacheSettings(disk=tmp_path / "disk", info_ttl=60), metrics)
+        await tiers.start(listen=False)
+        try:
+            assert tiers.disk is not None
+            folder = tiers.disk.folder
+            slot = Slot(source_key("local", "quad.png"), FACTS)
+            folder.put(slot, wrong, time.time() + 60)
+            assert await tiers.facts("local", "quad.png", load) == wrong
+            assert await tiers.facts_again("local", "quad.png", load, wrong) == right
+            assert folder.get(slot) == right
+            assert await tiers.facts("local", "quad.png", load) == right  # in memory too
+            assert _rejected(metrics) == {("pipeline", "contradicted"): 1.0}
+            assert await tiers.facts_again("local", "quad.png", load, right) is None
+            assert _rejected(metrics) == {("pipeline", "contradicted"): 1.0}
+        finally:
+            await tiers.close()
 
     asyncio.run(main())
