@@ -11,8 +11,11 @@ Signals:
 - SIGHUP: read the configuration again (``app.reload``): a file that passes every check takes
   effect without dropping a request; one that does not is logged and changes nothing.
 
-The access log is ``combined`` (Apache's, plus the request id and the seconds taken) or
-``json`` (one object a line), on stdout.
+The access log is ``combined`` (Apache's, plus the request id and the seconds taken), its quoted
+fields escaped as Apache escapes them (``\\"``, ``\\\\``, ``\\xhh`` for control characters and
+bytes past ASCII) so that no client can forge a line or a field, or ``json`` (one object a
+line), on stdout.
+
 
 As a worker of a supervisor (``supervisor.py``, ``server.processes`` above 1) it binds nothing:
 it serves the inherited listening sockets, says ``ready`` on its channel once it accepts, drains
@@ -29,6 +32,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import resource
 import signal
 import socket
@@ -58,20 +62,44 @@ BACKLOG = 1024
 SETTLE = 0.5  # seconds a draining worker waits for requests on connections it just accepted
 
 
+# Apache's escaping of a logged field (server/util.c, ap_escape_logitem): the quote and the
+# backslash, and every byte that is not printable ASCII, UTF-8 past ASCII included.
+_NAMED = {
+    0x08: "\\b",
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0B: "\\v",
+    0x0D: "\\r",
+    0x22: '\\"',
+    0x5C: "\\\\",
+}
+_ESCAPED = tuple(
+    _NAMED.get(byte, chr(byte) if 0x20 <= byte < 0x7F else f"\\x{byte:02x}") for byte in range(256)
+)
+_PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+
+
+def log_escape(text: str) -> str:
+    """``text`` as a field of a combined access log line, escaped as Apache escapes it."""
+    if _PLAIN.fullmatch(text):
+        return text
+    return "".join(_ESCAPED[byte] for byte in text.encode("utf-8", "surrogateescape"))
+
+
 class CombinedAccessLog(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
         self.logger.info(
             '%s - - [%s] "%s %s HTTP/%d.%d" %d %s "%s" "%s" %.4f %s',
-            request.remote or "-",
+            log_escape(request.remote or "-"),
             _clf_date(),
-            request.method,
-            request.path_qs,
+            log_escape(request.method),
+            log_escape(request.path_qs),
             request.version.major,
             request.version.minor,
             response.status,
             response.body_length or "-",
-            request.headers.get("Referer", "-"),
-            request.headers.get("User-Agent", "-"),
+            log_escape(request.headers.get("Referer", "-")),
+            log_escape(request.headers.get("User-Agent", "-")),
             time_,
             request.get(REQUEST_ID, "-"),
         )

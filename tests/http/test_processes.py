@@ -1,7 +1,8 @@
 """Several processes on one port (``--processes 2``), over real sockets: both workers answer,
 metrics are summed over them, SIGHUP replaces them one at a time without a failed request, a
 bad file on SIGHUP changes nothing, a killed worker is replaced (with a backoff when it cannot
-start), SIGTERM drains and exits 0, and a port in use is one line."""
+start), SIGTERM drains and exits 0, the access log cannot be forged, and a port in use is one
+line."""
 
 from __future__ import annotations
 
@@ -20,7 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Process, refused, request, start_shim, wait_until, write_config
+from tests.support import (
+    Process,
+    log_lines,
+    refused,
+    request,
+    start_shim,
+    wait_until,
+    write_config,
+)
 
 SERVE = [sys.executable, "-m", "iiif_shim", "serve"]
 TWO = ("--processes", "2")
@@ -311,3 +320,53 @@ def test_one_process_has_no_supervisor(tmp_path: Path, images: Path) -> None:
         proc.stop()
     log = proc.log.read_text()
     assert "INFO iiif_shim: iiif-shim" in log and "worker" not in log  # as before: no pids
+
+
+def _parse_combined(line: str) -> list[str]:
+    """The quoted fields of a combined log line, unescaped as Apache escapes them."""
+    fields = re.findall(r'"((?:[^"\\]|\\.)*)"', line)
+    return [
+        re.sub(
+            r"\\(x[0-9a-f]{2}|.)",
+            lambda m: chr(int(m[1][1:], 16)) if m[1][0] == "x" else _UNESCAPE.get(m[1], m[1]),
+            field,
+        )
+        .encode("latin-1")
+        .decode("utf-8")
+        for field in fields
+    ]
+
+
+_UNESCAPE = {"b": "\b", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+FORGERY = 'x" 200 "- \\ café\tend'  # a quote, a backslash, UTF-8 and a tab
+
+
+@pytest.mark.parametrize("fmt", ["combined", "json"])
+def test_the_access_log_cannot_be_forged(tmp_path: Path, images: Path, fmt: str) -> None:
+    shim = start_shim(_config(tmp_path, images, server=f"  access_log: {fmt}"), tmp_path)
+    try:
+        with socket.create_connection(("127.0.0.1", shim.port), timeout=10) as sock:
+            sock.sendall(
+                b'GET /health?q="x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n'
+                + b"User-Agent: "
+                + FORGERY.encode()
+                + b"\r\nReferer: "
+                + FORGERY[::-1].encode()
+                + b"\r\n\r\n"
+            )
+            assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
+        (line,) = log_lines(shim.log, "/health?q=")
+    finally:
+        shim.stop()
+    if fmt == "combined":
+        assert line.isascii() and "\t" not in line
+        assert _parse_combined(line) == [
+            'GET /health?q="x HTTP/1.1',
+            FORGERY[::-1],
+            FORGERY,
+        ]
+        assert r'"GET /health?q=\"x HTTP/1.1"' in line and r"caf\xc3\xa9\tend" in line
+    else:
+        record = json.loads(line)
+        assert record["path"] == '/health?q="x'
+        assert (record["user_agent"], record["referer"]) == (FORGERY, FORGERY[::-1])
