@@ -94,18 +94,34 @@ def check_config(file: str) -> int:
 
 
 def _worker_command(args: argparse.Namespace) -> list[str]:
-    """How a supervisor starts a worker: this command again, with the same overrides."""
-    command = [sys.executable, "-m", "iiif_shim", "serve", "--log-level", args.log_level]
-    for flag, value in (("--config", args.config), ("--host", args.host), ("--port", args.port)):
-        if value is not None:
-            command += [flag, str(value)]
-    return command
+    """How a supervisor starts a worker: this command again. It reads no configuration file:
+    the supervisor hands it the configuration it runs (``WorkerRole.settings_file``)."""
+    return [sys.executable, "-m", "iiif_shim", "serve", "--log-level", args.log_level]
+
+
+def _logging(level: str, many: bool) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s"
+        + ("[%(process)d]" if many else "")
+        + ": %(message)s",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
-    from iiif_shim.process.supervisor import WorkerRole, resolve_processes, share
+    from iiif_shim.process.supervisor import WorkerRole, resolve_processes
 
     role = WorkerRole.from_environment()  # set when a supervisor started this process
+    if role is not None:  # its configuration is the supervisor's, never the file's
+        _logging(args.log_level, many=True)
+        try:
+            settings = role.settings()
+        except Exception as exc:
+            print(f"iiif-shim: worker {role.index}: no configuration: {exc}", file=sys.stderr)
+            return 2
+        from iiif_shim.process.server import serve as run
+
+        return run(settings, None, role)
     if args.port is not None and not 0 <= args.port <= 65535:
         print(f"iiif-shim: --port {args.port} is out of range (0 to 65535)", file=sys.stderr)
         return 2
@@ -119,24 +135,18 @@ def serve(args: argparse.Namespace) -> int:
         settings = settings_from_environment(args.config).with_overrides(args.host, args.port)
         if args.processes is not None:
             settings = replace(settings, server=replace(settings.server, processes=args.processes))
-        return settings if role is None else share(settings, role.processes)
+        return settings
 
     try:
         settings = load()
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
-    many = role is not None or resolve_processes(settings) > 1
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s"
-        + ("[%(process)d]" if many else "")
-        + ": %(message)s",
-    )
-    if role is None:
-        for line in _warnings(settings):
-            logging.getLogger("iiif_shim").warning(line)
-    if role is None and many:
+    many = resolve_processes(settings) > 1
+    _logging(args.log_level, many)
+    for line in _warnings(settings):
+        logging.getLogger("iiif_shim").warning(line)
+    if many:
         from iiif_shim.process.supervisor import supervise
 
         return supervise(settings, load, _worker_command(args))
@@ -144,7 +154,7 @@ def serve(args: argparse.Namespace) -> int:
         serve as run,  # imported late: check-config needs no aiohttp app
     )
 
-    return run(settings, load, role)
+    return run(settings, load, None)
 
 
 def probe(args: argparse.Namespace) -> int:

@@ -4,10 +4,12 @@
 a name that does not resolve is one line on stderr and exit status 1, and nothing claims the
 server is up until it is), raises the open-file limit to its hard maximum, and puts the
 connection guard (``web/connections.py``) in front of aiohttp with limits below that file limit.
-Signals:
+Signals (handled from the start, before the app is set up):
 
 - SIGTERM / SIGINT: stop accepting, close idle connections, let requests in flight finish within
-  ``server.shutdown_timeout``, release everything, exit 0;
+  ``server.shutdown_timeout``, release everything, exit 0. Once draining, a process ignores
+  SIGTERM, SIGINT and SIGHUP until it is done: a second signal (a shutdown during a reload,
+  ``pkill``) never cuts its requests short;
 - SIGHUP: read the configuration again (``app.reload``): a file that passes every check takes
   effect without dropping a request; one that does not is logged and changes nothing.
 
@@ -16,14 +18,16 @@ fields escaped as Apache escapes them (``\\"``, ``\\\\``, ``\\xhh`` for control 
 bytes past ASCII) so that no client can forge a line or a field, or ``json`` (one object a
 line), on stdout.
 
-
-As a worker of a supervisor (``supervisor.py``, ``server.processes`` above 1) it binds nothing:
-it serves the inherited listening sockets, says ``ready`` on its channel once it accepts, drains
-and exits on SIGTERM or when the channel closes (the supervisor is gone), and refreshes its
-gauges for the metrics shared by every worker. Draining, it first stops accepting and gives the
-connections it has just accepted half a second to send their request: aiohttp's cleanup closes
-every connection without a request in progress, and a client whose connection was accepted a
-moment before would otherwise see it closed unanswered while the other workers serve on.
+As a worker of a supervisor (``supervisor.py``, ``server.processes`` above 1) it binds nothing
+and reads no configuration file: it serves the configuration the supervisor hands it, on the
+inherited listening sockets, says ``ready`` on its channel once it accepts, drains and exits on
+SIGTERM or when the channel closes (the supervisor is gone), ignores SIGHUP (the supervisor
+reloads, by replacing it), and refreshes its gauges for the metrics shared by every worker. It
+starts with SIGTERM, SIGINT and SIGHUP blocked by the supervisor and unblocks them once its
+handlers are in place. Draining, it first stops accepting and gives the connections it has just
+accepted half a second to send their request: aiohttp's cleanup closes every connection without
+a request in progress, and a client whose connection was accepted a moment before would
+otherwise see it closed unanswered while the other workers serve on.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -48,7 +51,12 @@ from iiif_shim import __version__
 from iiif_shim.config.settings import Settings
 from iiif_shim.imaging.budget import unmap_large_blocks
 from iiif_shim.process import eventloop
-from iiif_shim.process.supervisor import WorkerRole, listen_problem, resolve_processes
+from iiif_shim.process.supervisor import (
+    HELD_SIGNALS,
+    WorkerRole,
+    listen_problem,
+    resolve_processes,
+)
 from iiif_shim.telemetry.metrics import Metrics
 from iiif_shim.web.app import Loader, create_app, reload
 from iiif_shim.web.connections import ClientLimits, ConnectionGuard, handler_factory
@@ -60,6 +68,7 @@ access_log = logging.getLogger("iiif_shim.access")
 _FD_RESERVE = 64  # descriptors kept for log files, the config, masters being read, ...
 BACKLOG = 1024
 SETTLE = 0.5  # seconds a draining worker waits for requests on connections it just accepted
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 # Apache's escaping of a logged field (server/util.c, ap_escape_logitem): the quote and the
@@ -173,8 +182,9 @@ def configure_access_log(fmt: str) -> None:
         access_log.setLevel(logging.INFO)
 
 
-def serve(settings: Settings, load: Loader, role: WorkerRole | None = None) -> int:
-    """Run until SIGTERM or SIGINT; the exit status. ``role``: as a supervisor's worker."""
+def serve(settings: Settings, load: Loader | None, role: WorkerRole | None = None) -> int:
+    """Run until SIGTERM or SIGINT; the exit status. ``role``: as a supervisor's worker, which
+    reloads nothing itself (``load`` is None)."""
     configure_access_log(settings.server.access_log)
     unmap_large_blocks()
     main = _serve(settings, load, raise_file_limit(), role)
@@ -200,11 +210,60 @@ async def _refresh(metrics: Metrics) -> None:
 
 
 async def _serve(
-    settings: Settings, load: Loader, file_limit: int, role: WorkerRole | None = None
+    settings: Settings, load: Loader | None, file_limit: int, role: WorkerRole | None = None
 ) -> int:
-    server = settings.server
     process = ProcessInfo(os.getpid(), role.index, role.processes) if role else None
     app = create_app(settings, process)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    serving = asyncio.Event()  # set once it listens
+    reloads: set[asyncio.Task[bool]] = set()
+    reread = None if load is None else _single(load)
+
+    async def reload_when_serving(load: Loader) -> bool:
+        await serving.wait()  # a SIGHUP while it starts: once it serves
+        return await reload(app, load)
+
+    def on_signal(signum: signal.Signals) -> None:
+        if stopping.is_set():
+            log.info("%s ignored: %s", signum.name, "draining" if role else "stopping")
+        elif signum != signal.SIGHUP:
+            stopping.set()
+        elif reread is None:
+            log.info(
+                "worker %d (pid %d): SIGHUP ignored (the supervisor, pid %d, reloads the "
+                "configuration)",
+                role.index if role else 0,
+                os.getpid(),
+                os.getppid(),
+            )
+        else:
+            task = loop.create_task(reload_when_serving(reread))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+    for signum in _SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)  # held since the supervisor forked
+    try:
+        return await _run(app, settings, file_limit, role, stopping, serving, reloads)
+    finally:  # done: a late signal must not turn a clean exit into a killed one
+        for signum in _SIGNALS:
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_IGN)
+
+
+async def _run(
+    app: web.Application,
+    settings: Settings,
+    file_limit: int,
+    role: WorkerRole | None,
+    stopping: asyncio.Event,
+    serving: asyncio.Event,
+    reloads: set[asyncio.Task[bool]],
+) -> int:
+    """Set up, listen (then ``serving``), serve until ``stopping``, drain."""
+    server = settings.server
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=server.shutdown_timeout)
     try:
         await runner.setup()
@@ -212,6 +271,9 @@ async def _serve(
         log.exception("iiif-shim could not start")
         print(f"iiif-shim: could not start: {exc}", file=sys.stderr)
         return 1
+    if stopping.is_set():  # stopped while it started: it accepted nothing, so nothing to drain
+        await runner.cleanup()
+        return 0
     limits = client_limits(settings, file_limit)
     handler_kwargs: dict[str, Any] = {
         "keepalive_timeout": server.keepalive_timeout,
@@ -233,19 +295,18 @@ async def _serve(
         limits, handler_factory(runner.server, **handler_kwargs), on_event=metrics.client_refused
     )
     loop = asyncio.get_running_loop()
+    listeners: list[asyncio.Server] = []  # a worker's
+    single: asyncio.Server | None = None  # one process's own
     if role is not None:  # the supervisor bound them; listen() again keeps its backlog
         listeners = [
             await loop.create_server(guard, sock=socket.socket(fileno=fd), backlog=BACKLOG)
             for fd in role.listen_fds
         ]
     else:
-        load = _single(load)
         try:
-            listeners = [
-                await loop.create_server(
-                    guard, server.host, server.port, reuse_address=True, backlog=BACKLOG
-                )
-            ]
+            single = await loop.create_server(
+                guard, server.host, server.port, reuse_address=True, backlog=BACKLOG
+            )
         except OSError as exc:
             print(
                 f"iiif-shim: cannot listen on {server.host}:{server.port}: {listen_problem(exc)}",
@@ -253,28 +314,13 @@ async def _serve(
             )
             await runner.cleanup()
             return 1
+    serving.set()
     metrics.watch("client_connections", lambda: guard.open_connections)
     refresher = loop.create_task(_refresh(metrics)) if metrics.multiprocess else None
-    stopping = asyncio.Event()
-    reloads: set[asyncio.Task[bool]] = set()
     lifeline: asyncio.Task[None] | None = None
 
-    def on_hup() -> None:
-        task = loop.create_task(reload(app, load))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
-        (signal.SIGTERM, stopping.set),
-        (signal.SIGINT, stopping.set),
-        (signal.SIGHUP, on_hup),
-    ]
-    for signum, action in handlers:
-        loop.add_signal_handler(signum, action)
-
-    if role is None:
-        sockets = listeners[0].sockets
-        port = sockets[0].getsockname()[1] if sockets else server.port
+    if single is not None:
+        port = single.sockets[0].getsockname()[1] if single.sockets else server.port
         log.info(
             "iiif-shim %s with %s: http://%s:%d/ (IIIF at %s/3/ and %s/2/; up to %d connections)",
             __version__,
@@ -285,10 +331,11 @@ async def _serve(
             settings.iiif.prefix,
             limits.max_connections,
         )
-    else:
+    elif role is not None:
         channel = socket.socket(fileno=role.channel_fd)
         channel.setblocking(False)
-        await loop.sock_sendall(channel, b"ready\n")
+        if not stopping.is_set():  # (stopping, the supervisor is told by this one's exit)
+            await loop.sock_sendall(channel, b"ready\n")
         lifeline = loop.create_task(_watch_supervisor(loop, channel, stopping))
         log.info(
             "worker %d (pid %d) ready: up to %d connections, %d image threads",
@@ -310,8 +357,8 @@ async def _serve(
             os.getpid(),
             server.shutdown_timeout,
         )
-    for signum, _ in handlers:  # no reload may start while the server winds down
-        loop.remove_signal_handler(signum)
+    if single is not None:
+        single.close()
     for listener in listeners:
         listener.close()
     if role is not None:  # the others go on: let connections just accepted send their request

@@ -6,17 +6,36 @@ and gunicorn do): it binds the listening socket once, then starts that many work
 which inherit the socket and accept from it, each with its own event loop, thread pool and
 caches. A shared inherited socket rather than one ``SO_REUSEPORT`` listener per process: closing
 a reuseport listener resets the connections queued in its backlog, so every worker restart
-would lose some; closing one copy of a shared socket loses none, and port 0 works.
+would lose some; closing one copy of a shared socket loses none.
+
+The supervisor owns the configuration. It reads and checks the file (at start and on SIGHUP,
+never otherwise) and hands every worker the :class:`Settings` it validated, pickled into a file
+of its private run directory that the :class:`WorkerRole` names; a worker never reads the YAML,
+so every worker runs the one configuration, whatever the file on disk says meanwhile.
 
 The supervisor owns the lifecycle:
 
-- SIGTERM / SIGINT: close its copy of the socket, forward SIGTERM, give the workers
-  ``server.shutdown_timeout`` to drain (then SIGKILL), remove the run directory, exit 0;
+- SIGTERM / SIGINT: close its copy of the socket, send SIGTERM to every worker that is not
+  already draining, give them ``server.shutdown_timeout`` to drain (then SIGKILL), remove the
+  run directory, exit 0. A worker ignores a repeated SIGTERM (or SIGHUP) while it drains, so
+  shutdown and reload compose in any order; the supervisor ignores them while it stops;
 - SIGHUP: load and check the configuration here first (a file with problems is logged and
   changes nothing), then replace the workers one at a time: a new worker starts and reports
-  ready over its channel before the old one gets SIGTERM and drains;
-- a worker that dies is replaced after a backoff (0.5 s, doubling up to 30 s while workers of
-  that slot keep dying within 10 s of starting).
+  ready over its channel before the old one gets SIGTERM and drains. If the first new worker
+  cannot start, the reload is refused and the previous configuration stays the running one;
+  once one has started, the new one is, and a slot whose new worker fails keeps its old worker
+  until a retry (with the backoff below) replaces it;
+- a worker that dies is replaced, with the running configuration, after a backoff (0.5 s,
+  doubling up to 30 s while workers of that slot keep dying within 10 s of starting);
+- while no worker is alive to accept (every one died), the listening socket is shut down, so
+  connections are refused at once instead of waiting in its queue; the next worker to start
+  listens on it again.
+
+Workers are started with SIGTERM, SIGINT and SIGHUP blocked, which they unblock once their
+handlers are in place: a signal that comes while one starts waits for it instead of killing it.
+The supervisor reaps its own children (a SIGCHLD handler calls ``waitpid`` for each pid it
+started), so the exit status it reports is always the real one, and it signals only children it
+has not reaped, never a pid the system may have given to another process.
 
 Each worker gets a private run directory (:data:`RUN_DIR_ENV`, removed at exit) whose
 ``metrics`` folder is ``PROMETHEUS_MULTIPROC_DIR``, so ``/metrics`` sums over every worker. The
@@ -29,10 +48,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copyreg
 import errno
 import json
 import logging
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -40,9 +61,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from iiif_shim import __version__
@@ -59,22 +81,58 @@ START_TIMEOUT = 60.0  # seconds a new worker has to report ready
 STABLE_AFTER = 10.0  # a worker that lived this long did start well: its slot's backoff resets
 FIRST_DELAY, MAX_DELAY = 0.5, 30.0  # seconds before replacing a dead worker
 KILL_GRACE = 5.0  # seconds past shutdown_timeout before a draining worker is killed
+#: Blocked in a new worker until its handlers are in place (``server.py`` unblocks them).
+HELD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 Loader = Callable[[], Settings]
 
 
+def _mapping_proxy(items: dict[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(items)
+
+
+class _SettingsPickler(pickle.Pickler):
+    """Pickles :class:`Settings`, whose mappings are read-only proxies (which pickle refuses)."""
+
+    dispatch_table = copyreg.dispatch_table.copy()
+    dispatch_table[MappingProxyType] = lambda proxy: (_mapping_proxy, (dict(proxy),))
+
+
+def save_settings(settings: Settings, path: Path) -> None:
+    """Write ``settings`` for workers to read (readable by this user only)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+        _SettingsPickler(file, protocol=pickle.HIGHEST_PROTOCOL).dump(settings)
+
+
+def read_settings(path: str | Path) -> Settings:
+    """The settings :func:`save_settings` wrote (in the supervisor's private run directory)."""
+    with open(path, "rb") as file:
+        settings = pickle.load(file)
+    if not isinstance(settings, Settings):
+        raise TypeError(f"{path} holds no settings")
+    return settings
+
+
 @dataclass(frozen=True)
 class WorkerRole:
-    """What a worker process is told: its slot, how many serve, its inherited descriptors."""
+    """What a worker process is told: its slot, how many serve, its inherited descriptors, and
+    the file holding the configuration the supervisor runs."""
 
     index: int
     processes: int
     listen_fds: tuple[int, ...]
     channel_fd: int
+    settings_file: str
 
     def encode(self) -> str:
         return json.dumps(
-            [self.index, self.processes, list(self.listen_fds), self.channel_fd],
+            [
+                self.index,
+                self.processes,
+                list(self.listen_fds),
+                self.channel_fd,
+                self.settings_file,
+            ],
             separators=(",", ":"),
         )
 
@@ -83,8 +141,14 @@ class WorkerRole:
         raw = os.environ.get(WORKER_ENV)
         if not raw:
             return None
-        index, processes, fds, channel = json.loads(raw)
-        return cls(int(index), int(processes), tuple(int(fd) for fd in fds), int(channel))
+        index, processes, fds, channel, settings_file = json.loads(raw)
+        return cls(
+            int(index), int(processes), tuple(int(fd) for fd in fds), int(channel), settings_file
+        )
+
+    def settings(self) -> Settings:
+        """This worker's share of the configuration the supervisor validated."""
+        return share(read_settings(self.settings_file), self.processes)
 
 
 def resolve_processes(settings: Settings) -> int:
@@ -115,20 +179,32 @@ def listen_problem(exc: OSError) -> str:
     }.get(exc.errno or 0, exc.strerror or str(exc))
 
 
+def _new_socket(family: int, kind: int, proto: int) -> socket.socket:
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return sock
+
+
 def bind(host: str, port: int) -> list[socket.socket]:
     """Sockets bound to every address ``host`` names, as asyncio's create_server binds. They
-    listen once the first worker serves them (asyncio calls ``listen``), so no connection is
-    accepted before a worker can answer it."""
+    listen once the first worker serves them (it calls ``listen``), so no connection is
+    accepted before a worker can answer it. A port the system picked (port 0) is bound again by
+    its number, so that it is kept when the socket stops listening (no worker alive) and listens
+    again."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            sock = _new_socket(family, kind, proto)
             sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
+            if port == 0:  # both bound, neither listening: SO_REUSEADDR lets the second in
+                pinned = _new_socket(family, kind, proto)
+                sockets[-1] = pinned
+                pinned.bind((address[0], sock.getsockname()[1], *address[2:]))
+                sock.close()
     except OSError:
         for sock in sockets:
             sock.close()
@@ -145,21 +221,25 @@ def _status(code: int) -> str:
 
 @dataclass(eq=False)
 class Worker:
+    """One worker process, from its start until the supervisor has reaped it."""
+
     index: int
-    proc: asyncio.subprocess.Process
+    proc: subprocess.Popen[bytes]
     channel: socket.socket
+    generation: int  # of the configuration it was started with
+    exited: asyncio.Future[int]  # its exit status, once reaped
     started: float = field(default_factory=time.monotonic)
     retiring: bool = False
-    exited: asyncio.Future[int] | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def signal(self, signum: signal.Signals) -> None:
-        if self.proc.returncode is None:
+        """Send ``signum``, unless it is reaped: until then its pid is still this process."""
+        if not self.exited.done():
             with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signum)
+                os.kill(self.pid, signum)
 
 
 class Supervisor:
@@ -171,49 +251,72 @@ class Supervisor:
         sockets: list[socket.socket],
         run_dir: Path,
     ) -> None:
-        self.settings = settings
         self.load = load
         self.command = list(command)
         self.sockets = sockets
         self.run_dir = run_dir
         self.metrics_dir = run_dir / "metrics"
         self.slots: dict[int, Worker] = {}
-        self.children: set[Worker] = set()  # every worker alive: serving, starting or draining
+        self.children: set[Worker] = set()  # every worker not reaped: serving, starting, draining
         self.failures: dict[int, int] = {}  # per slot: workers in a row that died young
         self.stopping = asyncio.Event()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.lock = asyncio.Lock()  # one change of the slots at a time
         self.reloading = False
         self.reload_again = False
+        self.paused = False  # the socket was shut down: no worker was alive to accept
+        self.watching: asyncio.AbstractEventLoop | None = None  # where SIGCHLD is handled
+        self.generation = 0
+        self.settings = settings
+        self.settings_file = self._install(settings)
+
+    # --- the running configuration ----------------------------------------------------------
+
+    def _install(self, settings: Settings) -> Path:
+        """Make ``settings`` the running configuration: a new generation, written for the
+        workers to read."""
+        self.generation += 1
+        path = self.run_dir / f"settings-{self.generation}.pickle"
+        save_settings(settings, path)
+        self.settings, self.settings_file = settings, path
+        return path
+
+    def _forget_other_settings(self) -> None:
+        """Remove the files of other generations: no worker starting will read them (every
+        start happens under the lock, and a worker reads its file before it reports ready)."""
+        for path in self.run_dir.glob("settings-*.pickle"):
+            if path != self.settings_file:
+                path.unlink(missing_ok=True)
 
     # --- workers ------------------------------------------------------------------------
 
     async def spawn(self, index: int, processes: int) -> Worker:
+        """Start a worker for slot ``index`` of ``processes`` with the running configuration."""
+        loop = asyncio.get_running_loop()
+        self._watch_children(loop)
         ours, theirs = socket.socketpair()
         fds = tuple(s.fileno() for s in self.sockets)
-        role = WorkerRole(index, processes, fds, theirs.fileno())
+        role = WorkerRole(index, processes, fds, theirs.fileno(), str(self.settings_file))
         env = {
             **os.environ,
             WORKER_ENV: role.encode(),
             RUN_DIR_ENV: str(self.run_dir),
             METRICS_DIR_ENV: str(self.metrics_dir),
         }
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)  # the child inherits it
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.command,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                pass_fds=(*fds, theirs.fileno()),
+            proc = subprocess.Popen(
+                self.command, stdin=subprocess.DEVNULL, env=env, pass_fds=(*fds, theirs.fileno())
             )
         except BaseException:
             ours.close()
             raise
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             theirs.close()
         ours.setblocking(False)
-        worker = Worker(index, proc, ours)
+        worker = Worker(index, proc, ours, self.generation, loop.create_future())
         self.children.add(worker)
-        worker.exited = asyncio.ensure_future(self._reap(worker))
         if self.stopping.is_set():
             worker.signal(signal.SIGTERM)
         return worker
@@ -232,29 +335,63 @@ class Supervisor:
         except OSError:
             said = b""
         if said.startswith(b"ready"):
+            if self.paused and not self.stopping.is_set():
+                self.paused = False
+                log.info("worker %d (pid %d) accepts connections again", worker.index, worker.pid)
             return True
-        worker.signal(signal.SIGKILL)
-        assert worker.exited is not None
+        if not self.stopping.is_set():  # stopping, it got SIGTERM and exits by itself
+            worker.signal(signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(worker.exited), KILL_GRACE)
         return False
 
-    async def _reap(self, worker: Worker) -> int:
-        code = await worker.proc.wait()
+    def _watch_children(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.watching is not loop:
+            loop.add_signal_handler(signal.SIGCHLD, self._reap_children)
+            self.watching = loop
+
+    def _reap_children(self) -> None:
+        """SIGCHLD: reap every child of ours that has exited (signals of several children that
+        exit together arrive as one)."""
+        for worker in list(self.children):
+            try:
+                pid, status = os.waitpid(worker.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: nothing in this process does that
+                log.error("worker %d (pid %d): exit status lost", worker.index, worker.pid)
+                self._exited(worker, 255)
+                continue
+            if pid:
+                self._exited(worker, os.waitstatus_to_exitcode(status))
+
+    def _exited(self, worker: Worker, code: int) -> None:
+        worker.proc.returncode = code  # so that Popen never waits for it again
         worker.channel.close()
         self.children.discard(worker)
         with contextlib.suppress(OSError):
             _mark_process_dead(worker.pid, self.metrics_dir)
-        if self.slots.get(worker.index) is not worker or self.stopping.is_set():
+        if self.slots.get(worker.index) is worker and not self.stopping.is_set():
+            del self.slots[worker.index]  # died while serving: replace it
+            lived = time.monotonic() - worker.started
+            if lived >= STABLE_AFTER:
+                self.failures[worker.index] = 0
+            self._background(self._replace(worker.index, f"{_status(code)} after {lived:.1f}s"))
+        else:
             level = logging.INFO if code == 0 or worker.retiring else logging.WARNING
             log.log(level, "worker %d (pid %d) exited: %s", worker.index, worker.pid, _status(code))
-            return code
-        del self.slots[worker.index]  # died while serving: replace it
-        lived = time.monotonic() - worker.started
-        if lived >= STABLE_AFTER:
-            self.failures[worker.index] = 0
-        self._background(self._replace(worker.index, f"{_status(code)} after {lived:.1f}s"))
-        return code
+        if not self.stopping.is_set() and all(w.retiring for w in self.children):
+            self._pause()
+        worker.exited.set_result(code)
+
+    def _pause(self) -> None:
+        """No worker is alive to accept: refuse connections (and reset those queued) instead of
+        letting them wait. A worker that starts listens on the socket again."""
+        if self.paused:
+            return
+        self.paused = True
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):  # not listening yet: nothing to stop
+                sock.shutdown(socket.SHUT_RDWR)
+        log.warning("no worker is alive: connections are refused until one is back")
 
     def retire(self, worker: Worker) -> None:
         """SIGTERM: stop accepting, drain within shutdown_timeout; then it is killed."""
@@ -264,13 +401,27 @@ class Supervisor:
         asyncio.get_running_loop().call_later(limit, self._kill_late, worker)
 
     def _kill_late(self, worker: Worker) -> None:
-        if worker.proc.returncode is None:
+        if not worker.exited.done():
             log.warning("worker %d (pid %d) still draining: killed", worker.index, worker.pid)
             worker.signal(signal.SIGKILL)
 
+    async def _fill(self, index: int, processes: int) -> bool:
+        """Start a worker for slot ``index`` with the running configuration; once it is ready,
+        it takes the slot and the worker it replaces (if any) drains. Under the lock."""
+        worker = await self.spawn(index, processes)
+        if not await self.ready(worker) or self.stopping.is_set():
+            return False
+        old = self.slots.get(index)
+        self.slots[index] = worker
+        log.info("worker %d (pid %d) ready", index, worker.pid)
+        if old is not None:
+            self.retire(old)
+        return True
+
     async def _replace(self, index: int, why: str) -> None:
-        """A new worker in a slot whose worker died, after a backoff that grows while the
-        slot's workers keep dying young, so one that cannot start is not retried in a loop."""
+        """A new worker in a slot that is empty (its worker died) or holds a worker of an older
+        configuration, after a backoff that grows while the slot's workers keep dying young, so
+        one that cannot start is not retried in a loop."""
         while not self.stopping.is_set():
             failures = self.failures.get(index, 0)
             delay = min(MAX_DELAY, FIRST_DELAY * 2**failures)
@@ -280,15 +431,16 @@ class Supervisor:
             if self.stopping.is_set():
                 return
             async with self.lock:
-                if self.stopping.is_set() or index in self.slots:
-                    return  # stopping, or a restart filled the slot meanwhile
-                if index >= resolve_processes(self.settings):
-                    return  # a restart with fewer processes: no longer wanted
+                current = self.slots.get(index)
+                if self.stopping.is_set() or (
+                    current is not None and current.generation == self.generation
+                ):
+                    return  # stopping, or a reload filled the slot meanwhile
+                processes = resolve_processes(self.settings)
+                if index >= processes:
+                    return  # a reload with fewer processes: no longer wanted
                 self.failures[index] = failures + 1
-                worker = await self.spawn(index, resolve_processes(self.settings))
-                if await self.ready(worker) and not self.stopping.is_set():
-                    self.slots[index] = worker
-                    log.info("worker %d (pid %d) ready", index, worker.pid)
+                if await self._fill(index, processes):
                     return
             why = "could not start"
 
@@ -300,10 +452,17 @@ class Supervisor:
     # --- signals --------------------------------------------------------------------------
 
     def on_hup(self) -> None:
-        if self.reloading:
+        if self.stopping.is_set():
+            log.info("SIGHUP ignored: stopping")
+        elif self.reloading:
             self.reload_again = True
         else:
             self._background(self.restart())
+
+    def on_stop(self, signum: signal.Signals) -> None:
+        if self.stopping.is_set():
+            log.info("%s ignored: already stopping", signum.name)
+        self.stopping.set()
 
     async def restart(self) -> None:
         self.reloading = True
@@ -340,54 +499,69 @@ class Supervisor:
                 processes,
                 settings.origin,
             )
-            self.settings = settings
-            for index in range(processes):
-                if self.stopping.is_set():
-                    return
-                worker = await self.spawn(index, processes)
-                if not await self.ready(worker):
+            previous = (self.settings, self.settings_file, self.generation)
+            self._install(settings)
+            try:
+                for index in range(processes):
+                    if await self._fill(index, processes):
+                        self.failures[index] = 0
+                        continue
+                    if self.stopping.is_set():
+                        return
+                    if index == 0:  # nothing changed yet: the previous configuration stays
+                        self.settings, self.settings_file, self.generation = previous
+                        log.error(
+                            "reload refused: a worker did not start with the configuration "
+                            "from %s; still serving the previous configuration",
+                            settings.origin,
+                        )
+                        return
                     log.error(
-                        "worker %d did not start with the new configuration; the others keep "
-                        "serving",
+                        "worker %d did not start with the new configuration; its old worker "
+                        "serves until another attempt succeeds",
                         index,
                     )
-                    return
-                if self.stopping.is_set():
-                    return
-                old = self.slots.get(index)
-                self.slots[index] = worker
-                self.failures[index] = 0
-                log.info("worker %d (pid %d) ready", index, worker.pid)
-                if old is not None:
-                    self.retire(old)
-            for index in sorted(self.slots):
-                if index >= processes:
-                    self.retire(self.slots.pop(index))
-            log.info("reloaded the configuration from %s", settings.origin)
+                    for later in range(index, processes):
+                        why = "did not start with the new configuration"
+                        self._background(self._replace(later, why))
+                    break
+                for index in sorted(self.slots):
+                    if index >= processes:
+                        self.retire(self.slots.pop(index))
+                log.info("reloaded the configuration from %s", settings.origin)
+            finally:
+                self._forget_other_settings()
 
     # --- the whole ------------------------------------------------------------------------
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        self._watch_children(loop)
         handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
-            (signal.SIGTERM, self.stopping.set),
-            (signal.SIGINT, self.stopping.set),
+            (signal.SIGTERM, lambda: self.on_stop(signal.SIGTERM)),
+            (signal.SIGINT, lambda: self.on_stop(signal.SIGINT)),
             (signal.SIGHUP, self.on_hup),
         ]
         for signum, action in handlers:
             loop.add_signal_handler(signum, action)
-        starting = loop.create_task(self._start(resolve_processes(self.settings)))
-        stop = loop.create_task(self.stopping.wait())
-        await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if starting.done() and not starting.result() and not self.stopping.is_set():
-            stop.cancel()
-            print("iiif-shim: could not start: a worker process failed", file=sys.stderr)
-            await self._shutdown(loop, handlers, quiet=True)
-            return 1
-        await stop  # SIGTERM may come while the workers start: they are stopped at once
-        self.tasks.add(starting)
-        await self._shutdown(loop, handlers)
-        return 0
+        try:
+            starting = loop.create_task(self._start(resolve_processes(self.settings)))
+            stop = loop.create_task(self.stopping.wait())
+            await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done() and not starting.result() and not self.stopping.is_set():
+                stop.cancel()
+                print("iiif-shim: could not start: a worker process failed", file=sys.stderr)
+                await self._shutdown(quiet=True)
+                return 1
+            await stop  # SIGTERM may come while the workers start: they are stopped at once
+            self.tasks.add(starting)
+            await self._shutdown()
+            return 0
+        finally:  # done: a late signal must not kill the supervisor before it cleans up
+            for signum, _ in handlers:
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN)
+            loop.remove_signal_handler(signal.SIGCHLD)
 
     async def _start(self, processes: int) -> bool:
         log.info(
@@ -419,23 +593,17 @@ class Supervisor:
         )
         return True
 
-    async def _shutdown(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        handlers: list[tuple[signal.Signals, Callable[[], None]]],
-        quiet: bool = False,
-    ) -> None:
+    async def _shutdown(self, quiet: bool = False) -> None:
         self.stopping.set()
         limit = self.settings.server.shutdown_timeout
         if not quiet:
             log.info("stopping: no new connections; requests in flight get up to %gs", limit)
-        for signum, _ in handlers:
-            loop.remove_signal_handler(signum)
         for sock in self.sockets:  # the workers close their copies: then nothing accepts
             sock.close()
         for worker in list(self.children):
-            worker.signal(signal.SIGTERM)
-        waits = [w.exited for w in list(self.children) if w.exited is not None]
+            if not worker.retiring:  # those drain already
+                worker.signal(signal.SIGTERM)
+        waits = [w.exited for w in list(self.children)]
         if waits:
             _, late = await asyncio.wait(waits, timeout=limit + KILL_GRACE)
             for worker in list(self.children):

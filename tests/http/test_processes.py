@@ -1,11 +1,16 @@
 """Several processes on one port (``--processes 2``), over real sockets: both workers answer,
 metrics are summed over them, SIGHUP replaces them one at a time without a failed request, a
-bad file on SIGHUP changes nothing, a killed worker is replaced (with a backoff when it cannot
-start), SIGTERM drains and exits 0, the access log cannot be forged, and a port in use is one
-line."""
+bad file on SIGHUP changes nothing, a killed worker is replaced with the configuration the
+supervisor runs (whatever the file on disk says; with a backoff while they keep dying), with no
+worker alive connections are refused at once, SIGTERM drains and exits 0 (during a reload too),
+the supervisor reports its workers' real exit status, the access log cannot be forged, and a
+port in use is one line."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import http.client
 import http.server
 import json
 import os
@@ -15,17 +20,22 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from iiif_shim.config.settings import default_config_path, load_settings
+from iiif_shim.process.supervisor import Supervisor, WorkerRole, bind, save_settings, share
 from tests.support import (
+    ROOT,
     Process,
     log_lines,
     refused,
     request,
+    start_faulty,
     start_shim,
     wait_until,
     write_config,
@@ -198,26 +208,181 @@ def test_a_killed_worker_is_replaced(pair: Process) -> None:
     assert request(pair.port, "/iiif/3/quad/info.json").status == 200
 
 
-def test_a_worker_that_cannot_start_is_retried_with_a_backoff(pair: Process) -> None:
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if _parent(int(entry.name)) == pid:
+                    found.add(int(entry.name))
+            except OSError:
+                pass  # gone meanwhile
+    return found
+
+
+def test_a_worker_that_keeps_dying_young_is_retried_with_a_backoff(pair: Process) -> None:
     old = _workers(pair.port)
-    config = pair.log.parent / "shim.yaml"  # written by _config
-    good = config.read_text()
     log_before = len(pair.log.read_text())
-    config.write_text("backends: {local: {type: nope}}\nroutes: []\n")  # new workers fail
-    try:
-        os.kill(old[0], signal.SIGKILL)
-        wait_until(
-            lambda: "starting another in 2s" in pair.log.read_text()[log_before:],
-            "a second retry",
-        )
-        assert _workers(pair.port) == {1: old[1]}  # the other one serves meanwhile
-    finally:
-        config.write_text(good)
+    killed: set[int] = set()
+
+    def kill_newcomers() -> bool:
+        for pid in _children(pair.proc.pid) - {old[1]} - killed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # starting or just ready: it dies young
+            killed.add(pid)
+        return "starting another in 2s" in pair.log.read_text()[log_before:]
+
+    os.kill(old[0], signal.SIGKILL)
+    wait_until(kill_newcomers, "a third attempt announced")
+    assert _workers(pair.port) == {1: old[1]}  # the other one serves meanwhile
     wait_until(lambda: len(_workers(pair.port)) == 2, "worker 0 back", limit=60)
     retries = re.findall(
         r"worker 0 .*starting another in (\S+)s", pair.log.read_text()[log_before:]
     )
     assert retries[:3] == ["0.5", "1", "2"]  # doubling, never a tight loop
+
+
+BROKEN = "backends: {local: {type: nope}}\nroutes: []\n"
+
+
+def _title(port: int) -> str:
+    found = re.search(r"<h1>(.*?)</h1>", request(port, "/", timeout=10).text)
+    assert found
+    return found.group(1)
+
+
+def _titles(port: int, count: int) -> set[str]:
+    """The landing page titles of ``count`` answers over fresh connections, four at a time."""
+    with ThreadPoolExecutor(4) as pool:
+        return set(pool.map(lambda _: _title(port), range(count)))
+
+
+def test_a_replaced_worker_serves_the_running_configuration_not_the_file(pair: Process) -> None:
+    config = pair.log.parent / "shim.yaml"  # written by _config
+    good = config.read_text()
+    title = _title(pair.port)
+    old = _workers(pair.port)
+    try:
+        config.write_text(good.replace(f'title: "{title}"', 'title: "edited, not reloaded"'))
+        os.kill(old[1], signal.SIGKILL)
+        wait_until(lambda: _workers(pair.port).get(1) not in (None, old[1]), "worker 1 replaced")
+        assert _titles(pair.port, 30) == {title}
+        config.write_text(BROKEN)
+        os.kill(old[0], signal.SIGKILL)
+        wait_until(lambda: _workers(pair.port).get(0) not in (None, old[0]), "worker 0 replaced")
+        assert _titles(pair.port, 30) == {title}
+    finally:
+        config.write_text(good)
+    new = _workers(pair.port)
+    assert set(new) == {0, 1} and not set(new.values()) & set(old.values())
+
+
+def test_a_worker_leaves_reloads_to_the_supervisor(pair: Process) -> None:
+    config = pair.log.parent / "shim.yaml"  # written by _config
+    good = config.read_text()
+    title = _title(pair.port)
+    old = _workers(pair.port)
+    try:
+        config.write_text(good.replace(f'title: "{title}"', 'title: "edited, not reloaded"'))
+        os.kill(old[0], signal.SIGHUP)  # as `pkill -HUP iiif-shim` would
+        log_lines(pair.log, f"worker 0 (pid {old[0]}): SIGHUP ignored")
+        assert _titles(pair.port, 30) == {title}
+    finally:
+        config.write_text(good)
+    assert _workers(pair.port) == old
+
+
+def test_with_no_worker_alive_connections_are_refused_at_once(pair: Process) -> None:
+    config = pair.log.parent / "shim.yaml"  # written by _config
+    good = config.read_text()
+    old = _workers(pair.port)
+    outcomes: list[str] = []
+
+    def served_by_a_new_worker() -> bool:
+        try:
+            answer = request(pair.port, "/health", timeout=10)
+        except ConnectionError:  # refused, or reset while queued: at once either way
+            outcomes.append("refused")
+            return False
+        except TimeoutError:
+            pytest.fail(f"a client was left waiting with no worker alive (before: {outcomes})")
+        outcomes.append(str(answer.status))
+        return json.loads(answer.body)["process"]["pid"] not in old.values()
+
+    try:
+        config.write_text(BROKEN)  # the replacements must not need it
+        os.kill(old[0], signal.SIGKILL)
+        os.kill(old[1], signal.SIGKILL)
+        wait_until(served_by_a_new_worker, "served by a new worker", limit=60)
+    finally:
+        config.write_text(good)
+    assert "refused" in outcomes and set(outcomes) <= {"refused", "200"}, outcomes
+    wait_until(lambda: len(_workers(pair.port)) == 2, "both slots filled again")
+    assert not set(_workers(pair.port).values()) & set(old.values())
+
+
+def _upstream_requests(port: int) -> int:
+    total: int = json.loads(request(port, "/_stats", timeout=10).body)["total"]
+    return total
+
+
+def test_sigterm_during_a_reload_loses_no_request(tmp_path: Path, images: Path) -> None:
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    for i in range(100):
+        (upstream / f"q{i}.png").write_bytes((images / "quad.png").read_bytes())
+    faulty = start_faulty(upstream, tmp_path)  # answers /delay/2/... after two seconds
+    slow = f"  slow: {{type: http, url: 'http://127.0.0.1:{faulty.port}/delay/2/{{id}}'}}\n"
+    config = _config(tmp_path, images)
+    config.write_text(
+        config.read_text()
+        .replace("backends:\n", "backends:\n" + slow)
+        .replace(
+            "routes:\n",
+            "routes:\n  - {match: '^slow-(?P<rest>.+)$', backend: slow, id: '{rest}'}\n",
+        )
+    )
+    shim = start_shim(config, tmp_path, *TWO)
+    numbers = iter(range(10**6))
+    outcomes: list[tuple[str, float]] = []  # what happened to each request, and when
+
+    def client() -> None:
+        while True:
+            n = next(numbers)  # a new image and size each time: nothing comes from a cache
+            path = f"/iiif/3/slow-q{n % 100}.png/full/{n % 200 + 8},/0/default.png"
+            try:
+                answer = request(shim.port, path, timeout=60)
+            except ConnectionRefusedError:
+                outcomes.append(("refused", time.monotonic()))
+                return  # nothing listens any more: the server has stopped
+            except (OSError, http.client.HTTPException) as exc:
+                outcomes.append((f"lost: {exc!r}", time.monotonic()))
+                continue
+            outcomes.append((str(answer.status), time.monotonic()))
+
+    clients = [threading.Thread(target=client) for _ in range(8)]
+    try:
+        wait_until(lambda: len(_workers(shim.port)) == 2, "both workers answering")
+        old = _workers(shim.port)
+        for thread in clients:
+            thread.start()
+        wait_until(lambda: _upstream_requests(faulty.port) >= 8, "requests in flight upstream")
+        shim.proc.send_signal(signal.SIGHUP)  # a reload: each old worker drains in turn
+        log_lines(shim.log, f"worker 0 (pid {old[0]}) draining", timeout=60)
+        shim.proc.send_signal(signal.SIGTERM)  # while the old worker 0 still drains
+        stopped = time.monotonic()
+        assert shim.proc.wait(60) == 0
+        for thread in clients:
+            thread.join(60)
+    finally:
+        shim.stop()
+        faulty.stop()
+    lost = [what for what, _ in outcomes if what.startswith("lost")]
+    assert not lost, lost
+    assert {what for what, _ in outcomes} <= {"200", "refused"}
+    assert [when for what, when in outcomes if what == "200" and when > stopped]  # drained
+    assert all(_gone(pid) for pid in old.values())
 
 
 def _proc_env(pid: int, name: str) -> str:
@@ -370,3 +535,44 @@ def test_the_access_log_cannot_be_forged(tmp_path: Path, images: Path, fmt: str)
         record = json.loads(line)
         assert record["path"] == '/health?q="x'
         assert (record["user_agent"], record["referer"]) == (FORGERY, FORGERY[::-1])
+
+
+def test_the_supervisor_reports_the_real_exit_status_of_its_workers(tmp_path: Path) -> None:
+    """A worker that exits while starting: its status as it exited, every time (a status
+    taken by another wait used to read 255)."""
+    settings = load_settings(default_config_path())
+    run_dir = tmp_path / "run"
+    (run_dir / "metrics").mkdir(parents=True)
+    sockets = bind("127.0.0.1", 0)
+    exit_3 = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    supervisor = Supervisor(settings, lambda: settings, exit_3, sockets, run_dir)
+
+    async def tries() -> list[int]:
+        codes = []
+        for _ in range(40):
+            worker = await supervisor.spawn(0, 1)
+            assert not await supervisor.ready(worker)
+            assert worker.exited is not None
+            codes.append(await asyncio.wait_for(worker.exited, 30))
+        return codes
+
+    try:
+        codes = asyncio.run(tries())
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert codes == [3] * 40
+
+
+@pytest.mark.parametrize(
+    "path", [default_config_path(), *sorted((ROOT / "config").glob("*.yaml"))], ids=lambda p: p.name
+)
+def test_a_worker_is_handed_the_configuration_the_supervisor_validated(
+    tmp_path: Path, path: Path
+) -> None:
+    settings = load_settings(path)
+    saved = tmp_path / "settings.pickle"
+    save_settings(settings, saved)
+    assert saved.stat().st_mode & 0o777 == 0o600
+    role = WorkerRole(1, 3, (), -1, str(saved))
+    assert role.settings() == share(settings, 3) != settings
