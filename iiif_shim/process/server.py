@@ -23,16 +23,23 @@ and reads no configuration file: it serves the configuration the supervisor hand
 inherited listening sockets, says ``ready`` on its channel once it accepts, drains and exits on
 SIGTERM or when the channel closes (the supervisor is gone), ignores SIGHUP (the supervisor
 reloads, by replacing it), and refreshes its gauges for the metrics shared by every worker. It
-starts with SIGTERM, SIGINT and SIGHUP blocked by the supervisor and unblocks them once its
-handlers are in place. Draining, it first stops accepting and gives the connections it has just
-accepted half a second to send their request: aiohttp's cleanup closes every connection without
-a request in progress, and a client whose connection was accepted a moment before would
-otherwise see it closed unanswered while the other workers serve on.
+accepts with its own loop (:class:`Listener`; asyncio's and uvloop's take every connection
+waiting, so connections opened together went to whichever worker woke first): one connection
+each time the socket wakes it, and none while another worker holds fewer connections (the
+connection board, ``board.py``, where it posts its own count, :class:`Holdings`). It starts
+with SIGTERM, SIGINT and SIGHUP blocked by the supervisor and unblocks them once its handlers
+are in place.
+Draining, it takes the connections already queued on the socket (so the last worker to close its
+copy resets none), stops accepting, and gives the connections it has just accepted half a
+second to send their request: aiohttp's cleanup closes every connection without a request in
+progress, and a client whose connection was accepted a moment before would otherwise see it
+closed unanswered while the other workers serve on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -42,6 +49,8 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -50,7 +59,8 @@ from aiohttp.abc import AbstractAccessLogger
 from iiif_shim import __version__
 from iiif_shim.config.settings import Settings
 from iiif_shim.imaging.budget import unmap_large_blocks
-from iiif_shim.process import eventloop
+from iiif_shim.process import board, eventloop
+from iiif_shim.process.board import Board, Seat
 from iiif_shim.process.supervisor import (
     HELD_SIGNALS,
     WorkerRole,
@@ -68,6 +78,8 @@ access_log = logging.getLogger("iiif_shim.access")
 _FD_RESERVE = 64  # descriptors kept for log files, the config, masters being read, ...
 BACKLOG = 1024
 SETTLE = 0.5  # seconds a draining worker waits for requests on connections it just accepted
+ACCEPT_BATCH = 1  # connections a worker accepts each time the listening socket wakes it
+ACCEPT_PAUSE = 1.0  # seconds a worker out of descriptors or memory waits before accepting again
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -209,6 +221,145 @@ async def _refresh(metrics: Metrics) -> None:
         await asyncio.sleep(1)
 
 
+class Holdings:
+    """A worker's client connections, posted on its seat of the connection board (``board.py``)
+    at each change: those open (the guard counts them) and those accepted but not yet handed
+    to the loop."""
+
+    def __init__(self, seat: Seat) -> None:
+        self.seat = seat
+        self.open = 0
+        self.pending = 0
+        self.left = False  # draining: no longer on the board
+
+    @property
+    def count(self) -> int:
+        return self.open + self.pending
+
+    def opened(self, count: int) -> None:
+        """The guard's count of open connections changed."""
+        self.open = count
+        self.post()
+
+    def accepting(self, change: int) -> None:
+        self.pending += change
+        self.post()
+
+    def post(self) -> None:
+        if not self.left:
+            self.seat.post(self.count)
+
+    def leave(self) -> None:
+        """Draining: nobody is to wait for this worker to take a connection any more."""
+        self.left = True
+        self.seat.leave()
+
+    def fewer_elsewhere(self) -> bool:
+        return self.seat.fewer_elsewhere(self.count)
+
+
+class Listener:
+    """A worker's accept loop on a listening socket it inherited. Each time the socket wakes it,
+    it takes at most :data:`ACCEPT_BATCH` connections, and none while another worker holds fewer
+    (as the connection board says, ``board.py``) unless one has waited :data:`board.DEFER`
+    seconds; each is handed to the loop as asyncio's own accept would
+    (``connect_accepted_socket``, on asyncio and uvloop alike). The socket stays readable while
+    connections wait, so the loop comes back for the next one after its other work."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.Protocol],
+        holdings: Holdings | None,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.factory = factory
+        self.holdings = holdings
+        self.connecting: set[asyncio.Task[None]] = set()
+        self.paused: asyncio.TimerHandle | None = None
+        self.since: float | None = None  # when it began leaving waiting connections to others
+        self.checked = 0.0  # when it last looked whether another holds fewer
+        self.closed = False
+
+    def start(self) -> None:
+        """Listen (again, if the supervisor stopped the socket while no worker was alive)."""
+        self.sock.setblocking(False)
+        self.sock.listen(BACKLOG)
+        if self.holdings is not None:
+            self.holdings.post()  # seen at once, with no connection yet: the fewest
+        self.loop.add_reader(self.sock.fileno(), self._ready)
+
+    def _ready(self) -> None:
+        """A connection waits: take one, unless another worker holds fewer; then look again a
+        moment later, and take it anyway once it has waited :data:`board.DEFER` seconds."""
+        if self.holdings is not None and self.holdings.fewer_elsewhere():
+            now = self.loop.time()
+            if self.since is None or now - self.checked > board.DEFER:
+                self.since = now  # a new wait (the last look was long ago)
+            self.checked = now
+            if now - self.since < board.DEFER:
+                self.loop.remove_reader(self.sock.fileno())
+                self.paused = self.loop.call_later(board.RECHECK, self._resume, 0)
+                return
+        self.since = None
+        self._accept(ACCEPT_BATCH)
+
+    def _resume(self, batch: int) -> None:
+        """Accept again, first up to ``batch`` connections."""
+        self.paused = None
+        if not self.closed:
+            self.loop.add_reader(self.sock.fileno(), self._ready)
+            self._accept(batch)
+
+    def _accept(self, batch: int) -> None:
+        for _ in range(batch):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return  # none waiting (another worker took it), or gone before it was taken
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                log.error("cannot accept connections: %s; again in %gs", exc, ACCEPT_PAUSE)
+                if not self.closed:
+                    self.loop.remove_reader(self.sock.fileno())
+                    self.paused = self.loop.call_later(ACCEPT_PAUSE, self._resume, 0)
+                return
+            conn.setblocking(False)
+            if self.holdings is not None:
+                self.holdings.accepting(+1)
+            task = self.loop.create_task(self._connect(conn))
+            self.connecting.add(task)
+            task.add_done_callback(self.connecting.discard)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(self.factory, sock=conn)
+        except OSError:  # the client left before its connection was set up
+            conn.close()
+        finally:
+            if self.holdings is not None:
+                self.holdings.accepting(-1)
+
+    def close(self) -> None:
+        """Stop accepting; first take the connections already queued, so that the last copy of
+        the socket to close resets none (the others' may be closed already)."""
+        self.closed = True
+        if self.paused is not None:
+            self.paused.cancel()
+        else:
+            self.loop.remove_reader(self.sock.fileno())
+        self._accept(BACKLOG)
+        self.sock.close()
+
+    async def settled(self) -> None:
+        """Every connection accepted has been handed to the loop."""
+        if self.connecting:
+            await asyncio.wait(list(self.connecting), timeout=SETTLE)
+
+
 async def _serve(
     settings: Settings, load: Loader | None, file_limit: int, role: WorkerRole | None = None
 ) -> int:
@@ -291,17 +442,23 @@ async def _run(
         handler_kwargs["access_log"] = None
     metrics = app[METRICS]
     assert runner.server is not None  # made by setup()
+    seated = role is not None and role.seat >= 0
+    holdings = Holdings(Seat(Board(Path(role.board_file)), role.seat)) if role and seated else None
     guard = ConnectionGuard(
-        limits, handler_factory(runner.server, **handler_kwargs), on_event=metrics.client_refused
+        limits,
+        handler_factory(runner.server, **handler_kwargs),
+        on_event=metrics.client_refused,
+        on_count=holdings.opened if holdings else None,
     )
     loop = asyncio.get_running_loop()
-    listeners: list[asyncio.Server] = []  # a worker's
+    listeners: list[Listener] = []  # a worker's
     single: asyncio.Server | None = None  # one process's own
     if role is not None:  # the supervisor bound them; listen() again keeps its backlog
         listeners = [
-            await loop.create_server(guard, sock=socket.socket(fileno=fd), backlog=BACKLOG)
-            for fd in role.listen_fds
+            Listener(loop, socket.socket(fileno=fd), guard, holdings) for fd in role.listen_fds
         ]
+        for listener in listeners:
+            listener.start()
     else:
         try:
             single = await loop.create_server(
@@ -359,9 +516,13 @@ async def _run(
         )
     if single is not None:
         single.close()
+    if holdings is not None:
+        holdings.leave()
     for listener in listeners:
         listener.close()
     if role is not None:  # the others go on: let connections just accepted send their request
+        for listener in listeners:
+            await listener.settled()
         await asyncio.sleep(min(SETTLE, server.shutdown_timeout))  # (cleanup closes idle ones)
     await asyncio.gather(*reloads, return_exceptions=True)
     for task in (refresher, lifeline):

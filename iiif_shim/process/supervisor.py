@@ -6,7 +6,10 @@ and gunicorn do): it binds the listening socket once, then starts that many work
 which inherit the socket and accept from it, each with its own event loop, thread pool and
 caches. A shared inherited socket rather than one ``SO_REUSEPORT`` listener per process: closing
 a reuseport listener resets the connections queued in its backlog, so every worker restart
-would lose some; closing one copy of a shared socket loses none.
+would lose some; closing one copy of a shared socket loses none. Connections are spread over
+the workers by the workers themselves: each takes one per wake-up, and leaves it to another
+that holds fewer, as the connection board in the run directory says (``board.py``; the
+supervisor makes it and gives each worker a seat on it).
 
 The supervisor owns the configuration. It reads and checks the file (at start and on SIGHUP,
 never otherwise) and hands every worker the :class:`Settings` it validated, pickled into a file
@@ -72,6 +75,7 @@ from iiif_shim.base.errors import ConfigError
 from iiif_shim.base.machine import cpus
 from iiif_shim.cache.journal import RUN_DIR_ENV
 from iiif_shim.config.settings import Settings
+from iiif_shim.process import board
 
 log = logging.getLogger("iiif_shim")
 
@@ -115,14 +119,17 @@ def read_settings(path: str | Path) -> Settings:
 
 @dataclass(frozen=True)
 class WorkerRole:
-    """What a worker process is told: its slot, how many serve, its inherited descriptors, and
-    the file holding the configuration the supervisor runs."""
+    """What a worker process is told: its slot, how many serve, its inherited descriptors, the
+    file holding the configuration the supervisor runs, and its seat on the connection board
+    (``board.py``; -1: none)."""
 
     index: int
     processes: int
     listen_fds: tuple[int, ...]
     channel_fd: int
     settings_file: str
+    board_file: str
+    seat: int
 
     def encode(self) -> str:
         return json.dumps(
@@ -132,6 +139,8 @@ class WorkerRole:
                 list(self.listen_fds),
                 self.channel_fd,
                 self.settings_file,
+                self.board_file,
+                self.seat,
             ],
             separators=(",", ":"),
         )
@@ -141,9 +150,15 @@ class WorkerRole:
         raw = os.environ.get(WORKER_ENV)
         if not raw:
             return None
-        index, processes, fds, channel, settings_file = json.loads(raw)
+        index, processes, fds, channel, settings_file, board_file, seat = json.loads(raw)
         return cls(
-            int(index), int(processes), tuple(int(fd) for fd in fds), int(channel), settings_file
+            int(index),
+            int(processes),
+            tuple(int(fd) for fd in fds),
+            int(channel),
+            str(settings_file),
+            str(board_file),
+            int(seat),
         )
 
     def settings(self) -> Settings:
@@ -227,6 +242,7 @@ class Worker:
     proc: subprocess.Popen[bytes]
     channel: socket.socket
     generation: int  # of the configuration it was started with
+    seat: int  # on the connection board (-1: none)
     exited: asyncio.Future[int]  # its exit status, once reaped
     started: float = field(default_factory=time.monotonic)
     retiring: bool = False
@@ -266,6 +282,10 @@ class Supervisor:
         self.reload_again = False
         self.paused = False  # the socket was shut down: no worker was alive to accept
         self.watching: asyncio.AbstractEventLoop | None = None  # where SIGCHLD is handled
+        self.board_file = run_dir / "connections"
+        board.create(self.board_file)
+        self.board = board.Board(self.board_file)
+        self.free_seats = set(range(board.SEATS))
         self.generation = 0
         self.settings = settings
         self.settings_file = self._install(settings)
@@ -296,7 +316,17 @@ class Supervisor:
         self._watch_children(loop)
         ours, theirs = socket.socketpair()
         fds = tuple(s.fileno() for s in self.sockets)
-        role = WorkerRole(index, processes, fds, theirs.fileno(), str(self.settings_file))
+        seat = min(self.free_seats, default=-1)
+        self.free_seats.discard(seat)
+        role = WorkerRole(
+            index,
+            processes,
+            fds,
+            theirs.fileno(),
+            str(self.settings_file),
+            str(self.board_file),
+            seat,
+        )
         env = {
             **os.environ,
             WORKER_ENV: role.encode(),
@@ -310,12 +340,13 @@ class Supervisor:
             )
         except BaseException:
             ours.close()
+            self._free_seat(seat)
             raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
             theirs.close()
         ours.setblocking(False)
-        worker = Worker(index, proc, ours, self.generation, loop.create_future())
+        worker = Worker(index, proc, ours, self.generation, seat, loop.create_future())
         self.children.add(worker)
         if self.stopping.is_set():
             worker.signal(signal.SIGTERM)
@@ -367,6 +398,7 @@ class Supervisor:
         worker.proc.returncode = code  # so that Popen never waits for it again
         worker.channel.close()
         self.children.discard(worker)
+        self._free_seat(worker.seat)
         with contextlib.suppress(OSError):
             _mark_process_dead(worker.pid, self.metrics_dir)
         if self.slots.get(worker.index) is worker and not self.stopping.is_set():
@@ -381,6 +413,11 @@ class Supervisor:
         if not self.stopping.is_set() and all(w.retiring for w in self.children):
             self._pause()
         worker.exited.set_result(code)
+
+    def _free_seat(self, seat: int) -> None:
+        if seat >= 0:
+            self.board.free(seat)
+            self.free_seats.add(seat)
 
     def _pause(self) -> None:
         """No worker is alive to accept: refuse connections (and reset those queued) instead of

@@ -1,10 +1,11 @@
 """Client connections before aiohttp sees them: how many, how slow, how large a request head.
 
 - :class:`ConnectionGuard`: wraps the protocol factory given to ``loop.create_server``. It caps
-  open connections (503), times request heads (408) and bodies (close), and bounds the request
-  line (414) and the head (431), answering with CORS headers like every other response. aiohttp
-  caps nothing, times no body, and times a late head only with its keep-alive timeout (the idle
-  timeout, an hour by default), closing without an answer.
+  open connections (503; ``on_count`` hears each change of their number), times request heads
+  (408) and bodies (close), and bounds the request line (414) and the head (431), answering
+  with CORS headers like every other response. aiohttp caps nothing, times no body, and times
+  a late head only with its keep-alive timeout (the idle timeout, an hour by default), closing
+  without an answer.
 - :class:`CorsRequestHandler` and :func:`handler_factory`: aiohttp's own answers to requests its
   parser refuses, with ``Access-Control-Allow-Origin: *`` and without the parser's message,
   logged as one line (the client's mistake) instead of a traceback.
@@ -109,10 +110,12 @@ class ConnectionGuard:
         limits: ClientLimits,
         factory: Callable[[], asyncio.Protocol],
         on_event: Callable[[str], None] | None = None,
+        on_count: Callable[[int], None] | None = None,
     ) -> None:
         self.limits = limits
         self._factory = factory
         self._on_event = on_event
+        self._on_count = on_count
         self._open = 0
         self.lingering = 0  # refused connections being drained before their close
 
@@ -127,10 +130,14 @@ class ConnectionGuard:
         if self._open >= self.limits.max_connections:
             return None
         self._open += 1
+        if self._on_count is not None:
+            self._on_count(self._open)
         return self._factory()
 
     def _release(self) -> None:
         self._open -= 1
+        if self._on_count is not None:
+            self._on_count(self._open)
 
     def _event(self, reason: str) -> None:
         if self._on_event is not None:

@@ -3,8 +3,8 @@ metrics are summed over them, SIGHUP replaces them one at a time without a faile
 bad file on SIGHUP changes nothing, a killed worker is replaced with the configuration the
 supervisor runs (whatever the file on disk says; with a backoff while they keep dying), with no
 worker alive connections are refused at once, SIGTERM drains and exits 0 (during a reload too),
-the supervisor reports its workers' real exit status, the access log cannot be forged, and a
-port in use is one line."""
+simultaneous connections spread over the workers, the supervisor reports its workers' real exit
+status, the access log cannot be forged, and a port in use is one line."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import http.server
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -43,6 +44,8 @@ from tests.support import (
 
 SERVE = [sys.executable, "-m", "iiif_shim", "serve"]
 TWO = ("--processes", "2")
+SPLIT_TRIES = 30  # tries of 8 connections opened together to an idle server
+SPLIT_LOPSIDED = 5  # tries where one worker may take 7 or 8 of them (a busy machine's hiccups)
 HEALTH_COUNTER = 'iiif_shim_requests_total{backend="-",endpoint="health",status="200",version="-"}'
 
 
@@ -487,6 +490,49 @@ def test_one_process_has_no_supervisor(tmp_path: Path, images: Path) -> None:
     assert "INFO iiif_shim: iiif-shim" in log and "worker" not in log  # as before: no pids
 
 
+def _together(port: int, count: int) -> list[int]:
+    """The pid of the worker answering on each of ``count`` keep-alive connections opened at
+    once (connects sent together, as a load generator or a proxy's pool opens them)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+        for sock in socks:
+            _, writable, _ = select.select([], [sock], [], 10)
+            assert writable and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            sock.settimeout(10)
+        for sock in socks:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        pids = []
+        for sock in socks:
+            answer = http.client.HTTPResponse(sock)
+            answer.begin()
+            assert answer.status == 200 and not answer.will_close
+            pids.append(json.loads(answer.read())["process"]["pid"])
+        return pids
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_connections_opened_together_spread_over_the_workers(
+    tmp_path: Path, images: Path, loop: str
+) -> None:
+    shim = start_shim(_config(tmp_path, images, server=f"  event_loop: {loop}"), tmp_path, *TWO)
+    try:
+        wait_until(lambda: len(_workers(shim.port)) == 2, "both workers answering")
+        most = []  # per try: the connections of the 8 that the busier worker took
+        for _ in range(SPLIT_TRIES):
+            pids = _together(shim.port, 8)
+            most.append(max(pids.count(pid) for pid in pids))
+    finally:
+        shim.stop()
+    assert sum(taken >= 7 for taken in most) <= SPLIT_LOPSIDED, most
+    assert sorted(most)[SPLIT_TRIES // 2] <= 5, most  # mostly 4:4 or 5:3
+
+
 def _parse_combined(line: str) -> list[str]:
     """The quoted fields of a combined log line, unescaped as Apache escapes them."""
     fields = re.findall(r'"((?:[^"\\]|\\.)*)"', line)
@@ -574,5 +620,5 @@ def test_a_worker_is_handed_the_configuration_the_supervisor_validated(
     saved = tmp_path / "settings.pickle"
     save_settings(settings, saved)
     assert saved.stat().st_mode & 0o777 == 0o600
-    role = WorkerRole(1, 3, (), -1, str(saved))
+    role = WorkerRole(1, 3, (), -1, str(saved), "", -1)
     assert role.settings() == share(settings, 3) != settings

@@ -1,0 +1,75 @@
+"""The connection board: how many client connections each worker of a supervisor holds, so that
+a new connection goes to a worker holding the fewest.
+
+The workers accept from one shared listening socket. A connection wakes every worker waiting
+on it, and which one takes it is up to the scheduler: whichever runs first, which on an idle
+or otherwise busy machine is often the same one, connection after connection (eight keep-alive
+connections opened together all went to one of two workers in about a third of the tries, even
+taking one connection per wake-up). So each worker posts its count of open connections in its
+seat on the board, a small file of the supervisor's run directory that every worker maps into
+memory. When a connection wakes a worker while another holds fewer, it leaves the connection to
+that one, looking again every :data:`RECHECK` seconds; if a connection still waits after
+:data:`DEFER` seconds (the other is busy, or stuck), it takes it. Equal counts race as before.
+
+The supervisor makes the board, gives each worker a free seat (a worker being replaced and its
+replacement sit at once, so seats are not slots) and frees it when the worker is gone; a
+draining worker leaves its seat itself. Counts are read and written without a lock: a count a
+moment old only makes the spread a little less even.
+"""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+SEATS = 512  # server.processes is at most 256; a reload starts one more worker per slot
+FREE = 2**62  # the count in a seat nobody accepting sits in: never the fewest
+DEFER = 0.005  # seconds a worker leaves a waiting connection to one holding fewer, at most
+RECHECK = 0.0005  # seconds between its looks meanwhile
+_WIDTH = 8  # bytes of a count
+
+
+def create(path: Path) -> None:
+    """A board of :data:`SEATS` free seats at ``path``."""
+    path.write_bytes(FREE.to_bytes(_WIDTH, "little", signed=True) * SEATS)
+
+
+class Board:
+    """The board at ``path``, mapped into this process."""
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "r+b") as file:
+            self._map = mmap.mmap(file.fileno(), SEATS * _WIDTH)
+        self._counts = memoryview(self._map).cast("q")
+
+    def post(self, seat: int, count: int) -> None:
+        self._counts[seat] = count
+
+    def free(self, seat: int) -> None:
+        self._counts[seat] = FREE
+
+    def fewer_elsewhere(self, seat: int, count: int) -> bool:
+        """Whether a worker in another seat holds fewer than ``count`` connections."""
+        counts = self._counts
+        return min(counts[:seat].tolist() + counts[seat + 1 :].tolist()) < count
+
+    def close(self) -> None:
+        self._counts.release()
+        self._map.close()
+
+
+class Seat:
+    """One worker's seat on the board."""
+
+    def __init__(self, board: Board, seat: int) -> None:
+        self.board = board
+        self.seat = seat
+
+    def post(self, count: int) -> None:
+        self.board.post(self.seat, count)
+
+    def leave(self) -> None:
+        self.board.free(self.seat)
+
+    def fewer_elsewhere(self, count: int) -> bool:
+        return self.board.fewer_elsewhere(self.seat, count)
