@@ -1,11 +1,13 @@
 """The contract every backend keeps, and the base of the backends that speak HTTP.
 
-A backend is narrow: it reports facts about a source (:meth:`Backend.facts`), delivers what the
-planner asks of it (:meth:`Backend.fetch`), says what it does natively (:meth:`Backend.
-capabilities`), how it is (:meth:`Backend.health`) and what it can list, and turns its own
-low-level failures into the shim's errors at its boundary. It never decides what to do natively:
-``core/planner.py`` does, from the capabilities. A backend is made from its name and its typed
-settings alone (nothing is opened); :meth:`Backend.start` then gets what the service lends it.
+A backend is narrow: it reports facts about a source (:meth:`Backend.facts`, whose ``native``
+is of a type it declares in :attr:`Backend.natives`; :meth:`Backend.checked` is the one check
+of them), delivers what the planner asks of it (:meth:`Backend.fetch`), says what it does
+natively (:meth:`Backend.capabilities`), how it is (:meth:`Backend.health`) and what it can
+list, and turns its own low-level failures into the shim's errors at its boundary. It never
+decides what to do natively: ``core/planner.py`` does, from the capabilities. A backend is made
+from its name and its typed settings alone (nothing is opened); :meth:`Backend.start` then gets
+what the service lends it.
 
 :class:`UpstreamBackend` is the skeleton every network backend shares: its URL templates (named,
 parsed from its settings), one :class:`~iiif_shim.upstream.client.Upstream` client, and safe
@@ -79,6 +81,9 @@ class Backend(ABC, Generic[S]):
 
     settings_class: ClassVar[type[BackendSettings]]
     native_note: ClassVar[str] = ""  # says what is native when ``capabilities`` varies by source
+    # the types of ``SourceInfo.native`` this backend reports (``type(None)``: none); facts of
+    # another type (left in a shared cache by a backend of another type) are not its facts
+    natives: ClassVar[tuple[type[Any], ...]] = (type(None),)
 
     def __init__(self, name: str, settings: S) -> None:
         self.name = name
@@ -100,6 +105,12 @@ class Backend(ABC, Generic[S]):
         (``None``: what its settings alone promise, for summaries). By default only the whole
         source image."""
         return Capabilities()
+
+    def checked(self, info: SourceInfo) -> SourceInfo:
+        """``info`` if this backend could have reported it (``model.facts.checked``, with the
+        native types it reports), else a 502 naming it: the one check of its facts, whether
+        they come from it or from a cache."""
+        return checked(info, self.name, self.natives)
 
     async def start(self, context: BackendContext) -> None:
         """Take what the service lends and open connections; called once before any request."""
@@ -233,7 +244,7 @@ class UpstreamBackend(Backend[N]):
             return Health.DOWN, "its circuit is open after repeated failures"
         try:
             if probe is not None:
-                checked(await self.facts(probe), self.name)
+                self.checked(await self.facts(probe))
             else:
                 await self.upstream.get(
                     self.root(), limit=1024, what="a health check", circuit=False

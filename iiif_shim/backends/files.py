@@ -33,6 +33,7 @@ from iiif_shim.model.plan import Capabilities, NativeOp, Target
 class FilesBackend(Backend[FilesSettings]):
     settings_class = FilesSettings
     native_note = "tiled TIFFs: region and pyramid levels"
+    natives = (type(None), PyramidFacts)  # a pyramid for a tiled TIFF, nothing for the rest
 
     def capabilities(self, native: NativeFacts | None = None) -> Capabilities:
         """Regions of a tiled TIFF, at any of its pyramid levels; otherwise the whole file."""

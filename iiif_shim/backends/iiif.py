@@ -35,7 +35,14 @@ from iiif_shim.iiif.profile import (
     Version,
 )
 from iiif_shim.imaging.fetched import Fetched
-from iiif_shim.model.facts import Level, NativeFacts, Pyramid, ServiceFacts, SourceInfo
+from iiif_shim.model.facts import (
+    Level,
+    NativeFacts,
+    Pyramid,
+    ServiceFacts,
+    SourceInfo,
+    native_as,
+)
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.upstream.client import Body
 from iiif_shim.upstream.parse import parse_json
@@ -154,6 +161,7 @@ def request_path(base: str, service: ServiceFacts, op: NativeOp, info: SourceInf
 class IiifBackend(UpstreamBackend[IiifSettings]):
     settings_class = IiifSettings
     native_note = "whatever the upstream's info.json declares"
+    natives = (ServiceFacts,)
 
     def capabilities(self, native: NativeFacts | None = None) -> Capabilities:
         if not isinstance(native, ServiceFacts):
@@ -195,15 +203,15 @@ class IiifBackend(UpstreamBackend[IiifSettings]):
         self, target: Target, op: NativeOp, info: SourceInfo
     ) -> AbstractAsyncContextManager[Body] | None:
         service = info.native
-        assert isinstance(service, ServiceFacts)
+        if not isinstance(service, ServiceFacts):
+            return None  # not its facts: the buffered way finds out (fetch)
         if service.pyramid is not None and (op.reduction or service.level == 0):
             return None  # assembled from tiles
         url = request_path(self.base(target), service, op, info)
         return self.upstream.stream(url, image_id=target.native_id)
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
-        service = info.native
-        assert isinstance(service, ServiceFacts)
+        service = native_as(info, ServiceFacts, self.name)  # (FactsMismatch: not its facts)
         base = self.base(target)
         described = f"backend '{self.name}'"
         if service.pyramid is not None and (op.reduction or service.level == 0):

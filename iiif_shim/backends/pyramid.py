@@ -27,7 +27,14 @@ from iiif_shim.iiif.resolve import Box
 from iiif_shim.imaging.engine import Record
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.pillow import Piece, stitch
-from iiif_shim.model.facts import Level, NativeFacts, Pyramid, PyramidFacts, SourceInfo
+from iiif_shim.model.facts import (
+    Level,
+    NativeFacts,
+    Pyramid,
+    PyramidFacts,
+    SourceInfo,
+    native_as,
+)
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.upstream.client import Upstream
 
@@ -124,6 +131,8 @@ async def _all_or_first_error(calls: list[Coroutine[Any, Any, bytes]]) -> list[b
 class PyramidBackend(UpstreamBackend[P]):
     """A backend that only has tiles: any region at any of its levels, by stitching."""
 
+    natives = (PyramidFacts,)
+
     def capabilities(self, native: NativeFacts | None = None) -> Capabilities:
         suffix = native.suffix.lower() if isinstance(native, PyramidFacts) else ""
         fmt = {"jpg": Format.JPG, "jpeg": Format.JPG, "png": Format.PNG}.get(suffix)
@@ -137,10 +146,9 @@ class PyramidBackend(UpstreamBackend[P]):
             "tile", self.settings.tile_cache_bytes, len
         )
 
-    @staticmethod
-    def pyramid_facts(info: SourceInfo) -> PyramidFacts:
-        assert isinstance(info.native, PyramidFacts)
-        return info.native
+    def pyramid_facts(self, info: SourceInfo) -> PyramidFacts:
+        """The source's pyramid (:class:`FactsMismatch` for facts of another backend type)."""
+        return native_as(info, PyramidFacts, self.name)
 
     def tile_base(self, target: Target) -> str:
         """What the tile paths of ``target`` hang from."""

@@ -55,7 +55,7 @@ REASONS = {
     UNREADABLE: "facts this release cannot read",
     NOT_A_FILE: "not a regular file of the cache folder: a link, a pipe or a device",
     OVERSIZE: "larger than the tier keeps",
-    UNUSABLE: "facts no backend would report (they fail the backend check)",
+    UNUSABLE: "facts this backend would not report (they fail its check, or are of another type)",
     CONTRADICTED: "contradicted by what was made from it later",
 }
 

@@ -10,13 +10,21 @@ first to miss takes the slot's lock in Redis and the others wait for its value t
 every tier, images as long as each tier keeps anything.
 
 Nothing found in a tier is used unchecked. What a tier rejects (an entry damaged, of another
-slot, no regular file: ``entry.REASONS``), facts that fail the backend check
-(``model.facts.checked``), and a value its caller refuses (``accept``: say, a PDF page that is
-no JPEG) are each a miss: counted in ``iiif_shim_cache_rejected_total{tier,reason}``, logged (at
-most once a minute per tier and reason), never copied to another tier; the value is made again
-and overwrites it. A value its caller refuses is removed from every tier at once. When an image
-made from cached facts contradicts them, :meth:`Caches.facts_again` drops the facts from every
-tier and asks the backend again (counted with ``tier="pipeline"`` when they had changed).
+slot, no regular file: ``entry.REASONS``), facts that fail the backend's check
+(``Backend.checked``: sane, and of a native type it reports), and a value its caller refuses
+(``accept``: say, a PDF page that is no JPEG) are each a miss: counted in
+``iiif_shim_cache_rejected_total{tier,reason}``, logged (at most once a minute per tier and
+reason), never copied to another tier; the value is made again and overwrites it.
+
+Facts are handed out with where they came from (:meth:`Caches.facts`: from a tier, or from
+``load()`` for this very call). When an image made from facts found in a tier contradicts them,
+the service asks :meth:`Caches.facts_again`: the backend is asked once more (one call per
+process and source however many renders meet the contradiction at once), and only when it says
+something else are the tiers' facts replaced (counted with ``tier="pipeline"`` when their size
+was wrong). Facts the backend was asked about (whatever it answered, or if it failed), and
+those an image contradicted when they came from the backend itself (a metadata answer a pixel
+off its master), are remembered as settled (:meth:`Caches.settled`, for ``cache.info_ttl`` or
+until a purge of the source): they are not asked again.
 
 Caches that hold what came from a source in other shapes (decoded masters, the tiles pyramid
 backends fetch, object records) are made or registered here (:meth:`Caches.memory_cache`,
@@ -39,6 +47,8 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
+from cachetools import TTLCache
+
 from iiif_shim.base.errors import ShimError
 from iiif_shim.cache.disk import DiskTier
 from iiif_shim.cache.entry import (
@@ -58,7 +68,7 @@ from iiif_shim.cache.memory import MemoryTier, SingleFlight, SizedCache, SourceC
 from iiif_shim.cache.redis import RedisTier, RedisUnavailable
 from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.cache.tier import Tier, made_once
-from iiif_shim.model.facts import SourceInfo, checked
+from iiif_shim.model.facts import SourceInfo
 from iiif_shim.model.plan import Rendered, SourceRef
 from iiif_shim.telemetry.metrics import Metrics
 
@@ -107,6 +117,14 @@ class Caches:
         self._tasks: list[asyncio.Task[None]] = []
         # (tier, reason) -> (when last logged, rejections since)
         self._rejections: dict[tuple[str, str], tuple[float, int]] = {}
+        # (source, facts) not questioned again: the backend stood by them, or was asked
+        self._settled: TTLCache[tuple[str, SourceInfo], bool] | None = (
+            TTLCache(max(settings.info_entries, 1), settings.info_ttl)
+            if settings.info_ttl > 0
+            else None
+        )
+        self._again: SingleFlight[tuple[str, SourceInfo], SourceInfo | None] = SingleFlight()
+        self._droppers.append(self._drop_settled)
 
     @property
     def lower(self) -> list[Tier]:
@@ -155,7 +173,7 @@ class Caches:
     ) -> Rendered:
         """The image of plan ``key`` from the first tier that has it, else ``make()``'s.
         ``accept``: a further check of an image found in a tier (a PDF page must be a JPEG the
-        writer reads); one it refuses is removed from every tier and made again."""
+        writer reads); one it refuses is removed from that tier and made again."""
         slot = Slot(source_key(ref.backend, ref.native_id), key)
 
         def usable(found: Entry) -> Rendered | Rejected:
@@ -165,27 +183,45 @@ class Caches:
                 return Rejected(CONTRADICTED)
             return found
 
-        return await self._through(slot, make, 0.0, usable)
+        image, _ = await self._through(slot, make, 0.0, usable)
+        return image
 
     async def facts(
-        self, backend: str, native_id: str, load: Callable[[], Awaitable[SourceInfo]]
-    ) -> SourceInfo:
-        """The source's facts from the first tier that has them (checked again like the
-        backend's own), else ``load()``'s."""
+        self,
+        backend: str,
+        native_id: str,
+        load: Callable[[], Awaitable[SourceInfo]],
+        check: Callable[[SourceInfo], SourceInfo],
+    ) -> tuple[SourceInfo, bool]:
+        """``(facts, cached)``: the source's facts from the first tier that has them and whose
+        ``check`` passes (the backend's: ``Backend.checked``), ``cached`` True; else
+        ``load()``'s, ``cached`` False."""
         ttl = self.settings.info_ttl
         if ttl <= 0:  # facts are not kept
-            return await load()
+            return await load(), False
         slot = Slot(source_key(backend, native_id), FACTS)
 
         def usable(found: Entry) -> SourceInfo | Rejected:
             if not isinstance(found, SourceInfo):
                 return Rejected(DAMAGED)
             try:
-                return checked(found, backend)
-            except ShimError:  # facts another writer left that no backend would report
+                return check(found)
+            except ShimError:  # facts that this backend would not report, or no backend would
                 return Rejected(UNUSABLE)
 
         return await self._through(slot, load, ttl, usable)
+
+    def settled(self, backend: str, native_id: str, info: SourceInfo) -> bool:
+        """Whether ``info`` is no longer questioned by what is made from it: the backend stood
+        by them although an image contradicted them, or could not be asked."""
+        mark = (source_key(backend, native_id), info)
+        return self._settled is not None and mark in self._settled
+
+    def settle(self, backend: str, native_id: str, info: SourceInfo) -> None:
+        """Remember ``info`` as :meth:`settled` for as long as facts are kept
+        (``cache.info_ttl``), or until a purge of the source."""
+        if self._settled is not None:
+            self._settled[(source_key(backend, native_id), info)] = True
 
     async def facts_again(
         self,
@@ -194,17 +230,48 @@ class Caches:
         load: Callable[[], Awaitable[SourceInfo]],
         used: SourceInfo,
     ) -> SourceInfo | None:
-        """The source's facts asked of ``load()`` anew, after what was made from ``used``
-        contradicted them (an image of another size than they say): they are dropped from
-        every tier first. ``None`` when the backend says the same (the contradiction is not
-        the caches'); else the cached facts were wrong: counted and logged as contradicted."""
+        """The backend's facts of the source (``load()``), asked again because an image made
+        from ``used`` (found in a tier) contradicted them; ``None`` when it stands by ``used``
+        or they are :meth:`settled` already. Either way, and when ``load()`` fails (raised),
+        ``used`` are settled: asked once. Facts that differ replace ``used`` in every tier once
+        they are known; they are counted and logged as contradicted when their size differs
+        (the only thing an image tells of its facts). Concurrent calls share one ``load()``."""
+        if self.settled(backend, native_id, used):
+            return None
+        return await self._again.do(
+            (source_key(backend, native_id), used),
+            lambda: self._ask_again(backend, native_id, load, used),
+        )
+
+    async def _ask_again(
+        self,
+        backend: str,
+        native_id: str,
+        load: Callable[[], Awaitable[SourceInfo]],
+        used: SourceInfo,
+    ) -> SourceInfo | None:
         slot = Slot(source_key(backend, native_id), FACTS)
-        await self._delete(slot)
-        fresh = await self.facts(backend, native_id, load)
+        generation = self._generation(slot.source)
+        self.settle(backend, native_id, used)
+        fresh = await load()
+        self.settle(backend, native_id, fresh)
         if fresh == used:
             return None
-        self._rejected(PIPELINE, slot, CONTRADICTED)
+        if (fresh.width, fresh.height) != (used.width, used.height):
+            self._rejected(PIPELINE, slot, CONTRADICTED)
+        tiers = [self.memory, *self.lower]
+        await self._keep(slot, fresh, self.settings.info_ttl, generation, tiers)
         return fresh
+
+    def _drop_settled(self, source: str | None) -> None:
+        """What a purge does to the facts remembered as settled."""
+        if self._settled is None:
+            return
+        if source is None:
+            self._settled.clear()
+            return
+        for mark in [m for m in list(self._settled.keys()) if m[0] == source]:
+            self._settled.pop(mark, None)
 
     def memory_cache(
         self, tier: str, max_bytes: int, sizeof: Callable[[V], int]
@@ -225,13 +292,15 @@ class Caches:
         make: Callable[[], Awaitable[E]],
         ttl: float,
         usable: Callable[[Entry], E | Rejected],
-    ) -> E:
+    ) -> tuple[E, bool]:
+        """``(value, cached)``: from the first tier that has a usable one (``cached``), else
+        ``make()``'s, shared by the concurrent misses of this process."""
         found = await self.memory.get(slot)
         value = None if found is None else await self._checked(self.memory, slot, found, usable)
         hit = not isinstance(value, Rejected | None)
         self._observe(self._label("memory", slot), hit)
         if value is not None and not isinstance(value, Rejected):
-            return value
+            return value, True
         return await self._flight.do(slot, lambda: self._miss(slot, make, ttl, usable))  # type: ignore[no-any-return]
 
     async def _miss(
@@ -240,7 +309,7 @@ class Caches:
         make: Callable[[], Awaitable[E]],
         ttl: float,
         usable: Callable[[Entry], E | Rejected],
-    ) -> E:
+    ) -> tuple[E, bool]:
         generation = self._generation(slot.source)
         lower = self.lower
         for depth, tier in enumerate(lower):
@@ -252,12 +321,12 @@ class Caches:
                     break  # removed from every tier: nothing below has it
             elif value is not None:
                 await self._keep(slot, value, ttl, generation, [self.memory, *lower[:depth]])
-                return value
+                return value, True
         redis = self.redis if self.redis is not None and self.redis.up else None
         if redis is None:
             made = await make()
             await self._keep(slot, made, ttl, generation, [self.memory, *lower])
-            return made
+            return made, False
 
         async def in_redis(made: Entry) -> None:  # before the lock goes, for those waiting
             await self._keep(slot, made, ttl, generation, [redis])
@@ -268,11 +337,11 @@ class Caches:
             value = await self._checked(redis, slot, stored, usable)
             if not isinstance(value, Rejected):
                 await self._keep(slot, value, ttl, generation, above)
-                return value
+                return value, True
             made_here = await make()  # what is stored is not what this slot holds: make it here
         assert made_here is not None
         await self._keep(slot, made_here, ttl, generation, [*above, redis])
-        return made_here
+        return made_here, False
 
     async def _checked(
         self,

@@ -3,15 +3,25 @@
 ``identifier -> route -> source facts (cached, single-flight, checked) -> resolve -> plan ->
 result cache -> backend fetch -> Pillow in the pool -> Rendered``. Image requests are prepared
 first (everything up to the plan, which yields the cache key and the ETag) so the HTTP layer can
-answer a conditional request with 304 before any pixel is touched. An image that contradicts
-the facts it was planned from (a master larger, or of another size, than they say) has the
-facts asked of the backend again, once (``cache.facade.Caches.facts_again``): when they
-changed, it is planned and made again from them.
+answer a conditional request with 304 before any pixel is touched.
+
+A contradiction later is a miss and a question to the backend, never a 500. Facts found in a
+cache tier may be wrong (another configuration's, a copy from before the source changed). When
+what is made from them contradicts them (a whole master of another size than they say, or too
+large to decode within what they promised; facts of a native type the backend does not work
+from), :meth:`ImageService.produce` asks the backend again (``facts_again`` in
+``cache/facade.py``): if it says something else, the request is planned and made again from its
+answer; if it stands by them (a metadata answer a pixel off its master, say), or cannot be
+asked, the image is made as the facts stand, as it was before they were questioned. Facts the
+backend gave for this very request, and facts it was asked about before, are not questioned.
+Only whole-source renders see a contradiction of the size: a region is cut from what the facts
+say.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +29,7 @@ from typing import Any
 
 from iiif_shim.backends.base import Backend, BackendContext
 from iiif_shim.backends.registry import backend_for
-from iiif_shim.base.errors import DecompressionBomb
+from iiif_shim.base.errors import DecompressionBomb, ShimError
 from iiif_shim.cache.entry import source_key
 from iiif_shim.cache.facade import Caches
 from iiif_shim.cache.memory import SourceCache
@@ -36,10 +46,12 @@ from iiif_shim.imaging.budget import MemoryBudget, holding
 from iiif_shim.imaging.engine import DecodedSource, Engine
 from iiif_shim.imaging.pool import Workers
 from iiif_shim.imaging.registry import engine_named
-from iiif_shim.model.facts import SourceInfo, checked
+from iiif_shim.model.facts import FactsMismatch, SourceInfo
 from iiif_shim.model.plan import Plan, Rendered, SourceRef, Target
 from iiif_shim.telemetry.metrics import Metrics
 from iiif_shim.upstream.client import Body
+
+log = logging.getLogger("iiif_shim")
 
 
 @dataclass(frozen=True)
@@ -47,28 +59,47 @@ class Source:
     target: Target
     backend: Backend[Any]
     info: SourceInfo
+    cached: bool = False  # the facts came from a cache tier, not from the backend just now
 
 
 @dataclass(frozen=True)
 class Prepared:
     source: Source
     plan: Plan
-    facts_confirmed: bool = False  # asked of the backend again after the image contradicted them
+    # what is made from it does not question its facts (the backend stood by them, or they are
+    # made for ``probe``, which leaves the cache tiers as they are)
+    trusted: bool = False
 
     @property
     def canonical(self) -> str:
         return self.plan.resolved.canonical
 
 
+@dataclass(frozen=True)
+class Made:
+    """An image, and what it was made from: the request as prepared, or as planned again from
+    the backend's facts when those from a cache were found wrong (its plan, not the first one,
+    gives the response's ETag and canonical link)."""
+
+    prepared: Prepared
+    rendered: Rendered
+
+
 class _Contradicted(Exception):
-    """The decoded master is not of the size the facts say (never leaves :meth:`render`)."""
+    """What was made contradicts facts open to question (never leaves :meth:`produce`).
+    ``fallback``: the error the request ends in if the facts stand (``None``: the image is made
+    from them as they are)."""
+
+    def __init__(self, fallback: BaseException | None = None) -> None:
+        super().__init__()
+        self.fallback = fallback
 
 
 def _facts_of(backend: Backend[Any], target: Target) -> Callable[[], Awaitable[SourceInfo]]:
     """How the backend is asked for a source's facts (checked before anything uses them)."""
 
     async def load() -> SourceInfo:
-        return checked(await backend.facts(target), backend.name)
+        return backend.checked(await backend.facts(target))
 
     return load
 
@@ -143,19 +174,46 @@ class ImageService:
         target = self.router.route(identifier)
         backend = self.backends[target.backend]
         load = _facts_of(backend, target)
-        info = await self.caches.facts(target.backend, target.native_id, load)
-        return Source(target, backend, info)
+        info, cached = await self.caches.facts(
+            target.backend, target.native_id, load, backend.checked
+        )
+        return Source(target, backend, info, cached)
+
+    def _contradicts(self, prepared: Prepared, error: BaseException | None) -> bool:
+        """Whether what happened while making ``prepared`` proves its facts wrong: ``error``
+        (``None``: a whole master of another size than they say). The one place that says what
+        counts: facts open to question (from a cache tier, not settled: ``Caches.settled``,
+        not trusted), and a size, facts of a native type the backend does not work from, or a
+        bomb while decoding a whole master (where the facts set the bounds; a region's come
+        from the plan, and its bomb is the backend's)."""
+        src, target = prepared.source, prepared.source.target
+        if not src.cached or prepared.trusted:
+            return False
+        if self.caches.settled(target.backend, target.native_id, src.info):
+            return False
+        if error is None or isinstance(error, FactsMismatch):
+            return True
+        whole = prepared.plan.native.whole_source(src.info.width, src.info.height)
+        return isinstance(error, DecompressionBomb) and whole
 
     async def _facts_again(self, prepared: Prepared) -> Prepared | None:
-        """``prepared`` planned again from the facts the backend gives now, or ``None`` when
-        they are those it was planned from."""
+        """``prepared`` planned again from the facts the backend gives now; ``None`` when it
+        stands by those it was planned from, or cannot be asked (then they stand)."""
         src, target = prepared.source, prepared.source.target
         load = _facts_of(src.backend, target)
-        info = await self.caches.facts_again(target.backend, target.native_id, load, src.info)
+        try:
+            info = await self.caches.facts_again(target.backend, target.native_id, load, src.info)
+        except ShimError as exc:
+            log.info(
+                "backend %r could not be asked again for the facts of %r (%s); they stand",
+                target.backend,
+                target.native_id[:200],
+                exc.public_text(),
+            )
+            return None
         if info is None:
             return None
-        again = self._planned(prepared.plan.resolved.request, Source(target, src.backend, info))
-        return dataclasses.replace(again, facts_confirmed=True)
+        return self._planned(prepared.plan.resolved.request, Source(target, src.backend, info))
 
     async def info(
         self, version: Version, identifier: str, base_id: str
@@ -197,6 +255,30 @@ class ImageService:
             ok = await passthrough.matches(body, the_plan, src.backend.name, self.workers.run)
             yield body if ok else None
 
+    async def produce(
+        self,
+        prepared: Prepared,
+        *,
+        cached: bool = True,
+        accept: Callable[[Rendered], bool] | None = None,
+    ) -> Made:
+        """The image from the first cache tier that has it (memory, disk, Redis), else
+        rendered and kept in each, with what it was made from; ``cached=False`` always asks the
+        backend and questions no facts (for ``probe``); ``accept``: what a cached image must
+        pass, else it is made again (``Caches.image``). Facts the image contradicts are asked
+        again (see the module's text)."""
+        if not cached:
+            prepared = dataclasses.replace(prepared, trusted=True)
+        try:
+            return Made(prepared, await self._cached(prepared, cached, accept))
+        except _Contradicted as contradicted:
+            again = await self._facts_again(prepared)
+            if again is None:  # the facts stand: what they give, as before they were questioned
+                if contradicted.fallback is not None:
+                    raise contradicted.fallback from None
+                again = dataclasses.replace(prepared, trusted=True)
+            return Made(again, await self._cached(again, cached, accept))
+
     async def render(
         self,
         prepared: Prepared,
@@ -204,21 +286,8 @@ class ImageService:
         cached: bool = True,
         accept: Callable[[Rendered], bool] | None = None,
     ) -> Rendered:
-        """The image from the first cache tier that has it (memory, disk, Redis), else
-        rendered and kept in each; ``cached=False`` always asks the backend (for ``probe``);
-        ``accept``: what a cached image must pass, else it is made again (``Caches.image``).
-        An image that contradicts its facts has them asked again (see the module's text)."""
-        try:
-            return await self._cached(prepared, cached, accept)
-        except (DecompressionBomb, _Contradicted) as exc:
-            if prepared.facts_confirmed:
-                raise
-            again = await self._facts_again(prepared)
-            if again is None:  # the backend's own facts: a bomb is its, a size is tolerated
-                if isinstance(exc, DecompressionBomb):
-                    raise
-                again = dataclasses.replace(prepared, facts_confirmed=True)
-            return await self._cached(again, cached, accept)
+        """The image alone, of :meth:`produce`."""
+        return (await self.produce(prepared, cached=cached, accept=accept)).rendered
 
     async def _cached(
         self, prepared: Prepared, cached: bool, accept: Callable[[Rendered], bool] | None
@@ -231,7 +300,16 @@ class ImageService:
         )
 
     async def _render(self, prepared: Prepared) -> Rendered:
-        """Reserve the plan's memory, fetch, decode (or reuse the decoded master), finish."""
+        """Reserve the plan's memory, fetch, decode (or reuse the decoded master), finish;
+        :class:`_Contradicted` when that proves the facts wrong (:meth:`_contradicts`)."""
+        try:
+            return await self._rendered(prepared)
+        except (FactsMismatch, DecompressionBomb) as exc:
+            if self._contradicts(prepared, exc):
+                raise _Contradicted(exc) from exc
+            raise
+
+    async def _rendered(self, prepared: Prepared) -> Rendered:
         src, the_plan = prepared.source, prepared.plan
         info, steps, record, engine = src.info, the_plan.steps, self.record, self.engine
         max_pixels = self.settings.iiif.max_source_pixels
@@ -268,9 +346,11 @@ class ImageService:
                     return decoded
 
                 decoded = await self.decoded.get(source, key, decode)
-                size = (decoded.source_width, decoded.source_height)
-                if size != (info.width, info.height) and not prepared.facts_confirmed:
-                    raise _Contradicted
+                if (decoded.source_width, decoded.source_height) != (info.width, info.height):
+                    if self._contradicts(prepared, None):
+                        raise _Contradicted
+                    if not src.cached:  # the backend's own facts: tolerated, never asked again
+                        self.caches.settle(src.target.backend, src.target.native_id, info)
                 body = await self.workers.run(engine.finish, decoded, steps, record)
             else:
                 fetched = await src.backend.fetch(src.target, the_plan.native, info)

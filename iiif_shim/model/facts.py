@@ -5,8 +5,12 @@
   upstream IIIF service's declared abilities), never an untyped object;
 - :class:`Pyramid` and its geometry (levels, tiles, the window a region needs at a level), pure;
 - :func:`checked`: the one check every backend's facts pass before anything uses them (sizes
-  at least 1, sane tile sizes and scale factors, bounded counts), so a malformed answer from a
-  legacy server is a 502 naming the backend, never a 500 further down;
+  at least 1, sane tile sizes and scale factors, bounded counts, and ``native`` of a kind the
+  backend reports), so a malformed answer from a legacy server is a 502 naming the backend,
+  never a 500 further down;
+- :func:`native_as` and :class:`FactsMismatch`: ``native`` as the type a backend works from,
+  else an error (a 502, or facts asked again where they came from a cache:
+  ``core/service.py``);
 - :func:`to_json` / :func:`from_json`: the facts as plain JSON, for caches shared between
   processes; ``from_json`` takes nothing on trust (every field of the type its declaration
   says, every required one present: ValueError otherwise), and what it reads passes
@@ -25,7 +29,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 from iiif_shim.base.errors import BackendError
 from iiif_shim.iiif.info import TileGrid
@@ -38,6 +42,7 @@ MAX_SIDE = 1 << 20  # pixels on one side of a source
 MIN_TILE, MAX_TILE = 8, 8192  # pixels on one side of a native tile
 MAX_LEVELS = 24  # pyramid levels (scale factors 1 .. 2**23)
 _YEAR_10000 = 253402300800  # epoch seconds
+N = TypeVar("N")
 
 
 @dataclass(frozen=True)
@@ -178,9 +183,22 @@ class SourceInfo:
     native: NativeFacts | None = None  # the backend's own description
 
 
-def checked(info: SourceInfo, backend: str) -> SourceInfo:
-    """``info`` if it is sane, else a 502 naming the backend (nothing else ever sees it). A
-    modification time no HTTP date can state (before 1970, after 9999) is dropped."""
+class FactsMismatch(BackendError):
+    """Facts a stage cannot work from: ``native`` of a kind other than its backend reports
+    (facts another configuration left in a shared cache, say)."""
+
+    kind = "facts_mismatch"
+
+
+def checked(
+    info: SourceInfo, backend: str, natives: tuple[type[Any], ...] | None = None
+) -> SourceInfo:
+    """``info`` if it is sane, else a 502 naming the backend (nothing else ever sees it).
+    ``natives``: the types ``info.native`` may be for this backend (``type(None)`` among them
+    when it may have none); ``None`` takes any. A modification time no HTTP date can state
+    (before 1970, after 9999) is dropped."""
+    if natives is not None and not isinstance(info.native, natives):
+        raise _mismatch(backend, info.native)
     problem = _problem(info)
     if problem:
         raise BackendError(f"backend '{backend}' reported unusable image facts ({problem})")
@@ -188,6 +206,19 @@ def checked(info: SourceInfo, backend: str) -> SourceInfo:
     if stamp is not None and not 0 <= stamp < _YEAR_10000:
         return dataclasses.replace(info, last_modified=None)
     return info
+
+
+def native_as(info: SourceInfo, kind: type[N], backend: str) -> N:
+    """``info.native`` as the ``kind`` the backend works from; :class:`FactsMismatch` when it
+    is of another."""
+    if isinstance(info.native, kind):
+        return info.native
+    raise _mismatch(backend, info.native)
+
+
+def _mismatch(backend: str, native: object) -> FactsMismatch:
+    kind = type(native).__name__
+    return FactsMismatch(f"backend '{backend}': facts of another backend type ({kind})")
 
 
 def _problem(info: SourceInfo) -> str | None:
@@ -326,6 +357,7 @@ def _decode(hint: Any, value: Any) -> Any:
 
 
 __all__ = [
+    "FactsMismatch",
     "Level",
     "NativeFacts",
     "Pyramid",
@@ -334,5 +366,6 @@ __all__ = [
     "SourceInfo",
     "checked",
     "from_json",
+    "native_as",
     "to_json",
 ]

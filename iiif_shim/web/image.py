@@ -1,4 +1,5 @@
-"""Thin aiohttp handlers: read the request, call the service, write the response.
+"""Thin aiohttp handlers: read the request, call the service, write the response (an image's
+headers come from the plan its body was made from: ``produce`` in ``core/service.py``).
 
 IIIF URLs are split from ``request.raw_path`` by hand, never from the decoded path: the
 identifier is exactly one raw segment, decoded exactly once, so ``%2F`` stays part of it and
@@ -17,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from iiif_shim.base.errors import BadRequest, NotFound, ShimError
+from iiif_shim.core.service import Prepared
 from iiif_shim.iiif.identifier import encode_identifier
 from iiif_shim.iiif.profile import Format, Version, json_media_type
 from iiif_shim.iiif.request import parse_image_request
@@ -108,21 +110,30 @@ async def _image(
     decoded = [decode_segment(text, name) for text, name in zip(params, names, strict=True)]
     image_request = parse_image_request(version, identifier, *decoded)
     observed(request).backend = service.router.route(identifier).backend
+
+    def headers_of(prepared: Prepared) -> dict[str, Any]:
+        """The headers of what ``prepared`` plans: validators, caching, canonical link."""
+        info, the_plan = prepared.source.info, prepared.plan
+        headers: dict[str, Any] = cache_headers(settings, the_plan.etag, info.last_modified)
+        headers["Link"] = (
+            f'<{base_id}/{prepared.canonical}>;rel="canonical",<{version.level2_uri}>;rel="profile"'
+        )
+        return headers
+
     prepared = await service.prepare(image_request)
-    last_modified = prepared.source.info.last_modified
-    headers: dict[str, Any] = cache_headers(settings, prepared.plan.etag, last_modified)
-    headers["Link"] = (
-        f'<{base_id}/{prepared.canonical}>;rel="canonical",<{version.level2_uri}>;rel="profile"'
-    )
-    if not_modified(request, prepared.plan.etag, last_modified):
-        return web.Response(status=304, headers=headers)
+    if not_modified(request, prepared.plan.etag, prepared.source.info.last_modified):
+        return web.Response(status=304, headers=headers_of(prepared))
     async with service.stream(prepared) as body:
         if body is not None:
-            return await _streamed(request, headers, prepared.plan.resolved.format, body)
-    rendered = await service.render(prepared)
+            fmt = prepared.plan.resolved.format
+            return await _streamed(request, headers_of(prepared), fmt, body)
+    # what was made may have been planned again (facts from a cache proved wrong): the
+    # headers are those of the plan the body was made from
+    made = await service.produce(prepared)
+    headers = headers_of(made.prepared)
     # the plan says what this is, never a cache entry (a shared tier may be written by others)
-    headers["Content-Type"] = prepared.plan.resolved.format.media_type
-    return web.Response(body=rendered.body, headers=headers)
+    headers["Content-Type"] = made.prepared.plan.resolved.format.media_type
+    return web.Response(body=made.rendered.body, headers=headers)
 
 
 async def _streamed(

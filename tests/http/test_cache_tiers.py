@@ -27,6 +27,7 @@ from iiif_shim.cache.disk import DiskCache
 from iiif_shim.cache.entry import FACTS, Slot, decode, encode, source_key, valid_name
 from iiif_shim.model.facts import SourceInfo
 from iiif_shim.model.plan import Rendered
+from tests.inprocess import InProcessShim
 from tests.support import (
     ROOT,
     Process,
@@ -48,9 +49,28 @@ TOKEN = "purge-token-0123456789"
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     root = tmp_path_factory.mktemp("tiers-root")
-    for name in ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j"):
+    for name in ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"):
         Image.new("RGB", (600, 400), (200, 30, 30)).save(root / f"{name}.png")
     Image.effect_noise((1200, 900), 60).convert("RGB").save(root / "noise.jpg", quality=95)
+    # metadata a pixel off its master, as a template or Thumbor backend's may be
+    (root / "k.json").write_text('{"w": 601, "h": 400}')
+    # an upstream IIIF service of one 600x400 image, level 1
+    service = root / "m"
+    (service / "full" / "max" / "0").mkdir(parents=True)
+    Image.new("RGB", (600, 400), (200, 30, 30)).save(service / "full/max/0/default.jpg")
+    (service / "info.json").write_text(
+        json.dumps(
+            {
+                "@context": "http://iiif.io/api/image/3/context.json",
+                "id": "http://elsewhere/m",
+                "type": "ImageService3",
+                "protocol": "http://iiif.io/api/image",
+                "profile": "level1",
+                "width": 600,
+                "height": 400,
+            }
+        )
+    )
     proc = start_faulty(root, tmp_path_factory.mktemp("tiers-upstream"))
     yield proc
     proc.stop()
@@ -660,3 +680,137 @@ def test_facts_in_redis_that_contradict_the_image_are_fetched_again(
     finally:
         shim.stop()
         client.close()
+
+
+def _facts_config(path: Path, upstream: Process, disk: Path, info: str = "ok") -> Path:
+    """Template backends over the upstream: ``meta`` reads a source's size from ``<id>.json``
+    (at ``/<info>/``) and asks for its whole master; ``cut`` asks for regions, and is sent
+    the whole master whatever it asks; ``masters`` is an upstream IIIF service."""
+    base = f"http://127.0.0.1:{upstream.port}"
+    size = "width: {json: w}, height: {json: h}"
+    return write_config(
+        path,
+        f"""
+        server: {{health_interval: 3600}}
+        cache: {{disk: "{disk}", info_ttl: 600}}
+        backends:
+          meta:
+            type: template
+            info: {{url: "{base}/{info}/{{id}}.json", {size}}}
+            image: {{url: "{base}/ok/{{id}}.png"}}
+          cut:
+            type: template
+            info: {{url: "{base}/ok/{{id}}.json", {size}}}
+            image: {{url: "{base}/ok/{{id}}.png?r={{x}},{{y}},{{w}},{{h}}", region: pixels}}
+          masters: {{type: iiif, url: "{base}/ok/{{id}}"}}
+          ok: {{type: http, url: "{base}/ok/{{id}}"}}
+        routes:
+          - {{match: "^meta:(?P<rest>.+)$", backend: meta, id: "{{rest}}"}}
+          - {{match: "^cut:(?P<rest>.+)$", backend: cut, id: "{{rest}}"}}
+          - {{match: "^masters:(?P<rest>.+)$", backend: masters, id: "{{rest}}"}}
+          - {{backend: ok}}
+        """,
+    )
+
+
+def test_facts_the_backend_stands_by_are_asked_again_at_most_once(
+    tmp_path: Path, upstream: Process
+) -> None:
+    """The metadata says 601x400 for a 600x400 master. A process that had the facts from the
+    backend serves every size of it without asking again; one that finds them in the disk
+    tier asks once, is told the same and does not ask again; one whose backend cannot be asked
+    serves from them as they stand. A region the backend answers with more than asked is its
+    own fault (a 502) and asks nothing again."""
+    disk = tmp_path / "disk"
+    meta = "/ok/k.json"
+    sizes = iter(range(100, 400, 10))
+
+    def serve_sizes(shim: InProcessShim, count: int) -> None:
+        for width in [next(sizes) for _ in range(count)]:
+            resp = shim.get(f"/iiif/3/meta:k/full/{width},/0/default.png")
+            _red(resp)
+            assert resp.image().width == width
+
+    shim = InProcessShim(_facts_config(tmp_path / "shim.yaml", upstream, disk))
+    try:
+        before = _sent(upstream, meta)
+        serve_sizes(shim, 6)
+        assert _sent(upstream, meta) - before == 1
+        for _ in range(2):  # the backend sends a whole master for a region: a 502, asked once
+            assert shim.get("/iiif/3/cut:k/0,0,100,100/max/0/default.png").status == 502
+        assert _sent(upstream, meta) - before == 2
+    finally:
+        shim.stop()
+    shim = InProcessShim(_facts_config(tmp_path / "shim.yaml", upstream, disk))
+    try:  # a new process: the facts from the disk tier, asked again once
+        before = _sent(upstream, meta)
+        serve_sizes(shim, 6)
+        assert _sent(upstream, meta) - before == 1
+        assert _lookups(shim, "facts_disk", "hit") == 1
+    finally:
+        shim.stop()
+    down = "status/500"
+    shim = InProcessShim(_facts_config(tmp_path / "down.yaml", upstream, disk, down))
+    try:  # the metadata cannot be had: the facts found stand
+        serve_sizes(shim, 3)
+        assert _sent(upstream, f"/{down}/k.json") == 1
+    finally:
+        shim.stop()
+
+
+def test_an_image_planned_again_has_the_headers_of_its_own_plan(
+    tmp_path: Path, upstream: Process
+) -> None:
+    """The disk tier says a 600x400 source is 1200x800. Half its size is made from the facts
+    the backend gives again (300x200), and the response's canonical link and ETag are those
+    of that plan: what the same request gets once the facts are right."""
+    disk = tmp_path / "disk"
+    config = _facts_config(tmp_path / "shim.yaml", upstream, disk)
+    path = "/iiif/3/l.png/full/pct:50/0/default.png"
+    slot = Slot(source_key("ok", "l.png"), FACTS)
+    shim = InProcessShim(config)
+    try:
+        assert shim.get("/iiif/3/l.png/info.json").status == 200
+    finally:
+        shim.stop()
+    real = decode(slot, (disk / slot.source / FACTS).read_bytes(), time.time())
+    assert isinstance(real, SourceInfo) and (real.width, real.height) == (600, 400)
+    wrong = SourceInfo(1200, 800, real.colour, real.format, real.mode, real.version)
+    (disk / slot.source / FACTS).write_bytes(encode(slot, wrong, time.time() + 600))
+    shim = InProcessShim(config)
+    try:
+        first = shim.get(path)
+        _red(first)
+        assert first.image().size == (300, 200)
+        canonical = '/3/l.png/full/300,200/0/default.png>;rel="canonical"'
+        assert canonical in (first.header("Link") or ""), first.header("Link")
+        again = shim.get(path)
+        assert again.header("ETag") == first.header("ETag") is not None
+        assert again.header("Link") == first.header("Link")
+        assert again.body == first.body
+    finally:
+        shim.stop()
+
+
+def test_facts_of_another_backend_type_are_a_miss(tmp_path: Path, upstream: Process) -> None:
+    """The disk tier holds facts of ``masters`` with no native description (written when it
+    was a backend of another type, or by another deployment sharing the tier): an IIIF
+    backend cannot work from them. They are rejected as unusable and asked again, never a
+    500."""
+    disk = tmp_path / "disk"
+    config = _facts_config(tmp_path / "shim.yaml", upstream, disk)
+    folder = DiskCache(disk, 64 * 1024 * 1024)
+    folder.open()
+    slot = Slot(source_key("masters", "m"), FACTS)
+    facts = SourceInfo(600, 400, format="JPEG", mode="RGB", version="x")  # no native
+    folder.put(slot, facts, time.time() + 600)
+    shim = InProcessShim(config)
+    try:
+        for path in ("/iiif/3/masters:m/full/max/0/default.jpg", "/iiif/3/masters:m/info.json"):
+            resp = shim.get(path)
+            assert resp.status == 200, resp.text
+        assert _rejected(shim, "disk", "unusable") == 1
+        kept = folder.get(slot)
+        assert isinstance(kept, SourceInfo) and kept.native is not None
+    finally:
+        shim.stop()

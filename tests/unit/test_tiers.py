@@ -18,13 +18,13 @@ import os
 import stat
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from iiif_shim.base.errors import ConfigError
+from iiif_shim.base.errors import BackendError, ConfigError
 from iiif_shim.cache.disk import DiskCache, PurgeIncomplete
 from iiif_shim.cache.entry import (
     FACTS,
@@ -42,7 +42,7 @@ from iiif_shim.cache.journal import PurgeJournal
 from iiif_shim.cache.redis import RedisTier
 from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.config.settings import parse_settings
-from iiif_shim.model.facts import SourceInfo, from_json, to_json
+from iiif_shim.model.facts import SourceInfo, checked, from_json, to_json
 from iiif_shim.model.plan import Rendered, SourceRef
 from iiif_shim.telemetry.metrics import Metrics
 from tests.support import Process, need_tool, start_redis
@@ -61,6 +61,11 @@ def at(source: str, n: int | str) -> Slot:
 
 def image(n: int, size: int = 1000) -> Rendered:
     return Rendered(body=bytes([n % 256]) * size, media_type="image/jpeg")
+
+
+def sane(info: SourceInfo) -> SourceInfo:
+    """The check of a backend's facts (``model.facts.checked``), as ``Backend.checked`` does."""
+    return checked(info, "local")
 
 
 # --- the entry -----------------------------------------------------------------------------
@@ -609,10 +614,11 @@ def test_when_the_lock_holder_fails_one_waiter_takes_over(redis_server: Process,
             await tiers.start()
         ref = SourceRef("local", f"quad-{what}.png", "v2")
 
-        def ask(tiers: Caches) -> Awaitable[Rendered | SourceInfo]:
+        async def ask(tiers: Caches) -> Rendered | SourceInfo:
             if what == "image":
-                return tiers.image(ref, key("failing"), make)  # type: ignore[arg-type]
-            return tiers.facts(ref.backend, ref.native_id, make)  # type: ignore[arg-type]
+                return await tiers.image(ref, key("failing"), make)  # type: ignore[arg-type]
+            facts = await tiers.facts(ref.backend, ref.native_id, make, sane)  # type: ignore[arg-type]
+            return facts[0]
 
         try:
             holder = asyncio.create_task(ask(shims[0]))
@@ -791,8 +797,9 @@ def test_facts_are_shared_on_disk_until_they_expire(tmp_path: Path) -> None:
         await one.start(listen=False)
         await two.start(listen=False)
         try:
-            assert await one.facts("local", "quad.png", load) == SourceInfo(300, 200, version="v1")
-            assert await two.facts("local", "quad.png", load) == SourceInfo(300, 200, version="v1")
+            facts = SourceInfo(300, 200, version="v1")
+            assert await one.facts("local", "quad.png", load, sane) == (facts, False)
+            assert await two.facts("local", "quad.png", load, sane) == (facts, True)  # from disk
             assert loads == 1
             assert two.disk is not None
             folder = two.disk.folder
@@ -853,9 +860,8 @@ def test_facts_in_a_shared_tier_are_checked_like_a_backends(
             folder.path(slot).parent.mkdir(parents=True)
             folder.path(slot).write_bytes(encode(slot, planted, time.time() + 60))
             with caplog.at_level(logging.WARNING, "iiif_shim"):
-                assert await tiers.facts("local", "quad.png", load) == SourceInfo(
-                    300, 200, "color", version="v1"
-                )  # type: ignore[arg-type]
+                facts = await tiers.facts("local", "quad.png", load, sane)
+                assert facts == (SourceInfo(300, 200, version="v1"), False)
             assert loads == 1
             assert _rejected(metrics) == {("disk", reason): 1.0}
             assert f"rejected ({reason}:" in caplog.text and slot.source in caplog.text
@@ -914,17 +920,27 @@ def test_an_image_its_caller_refuses_is_made_again_and_dropped_from_every_tier(
     asyncio.run(main())
 
 
-def test_facts_an_image_contradicts_are_asked_again(tmp_path: Path) -> None:
+def test_facts_an_image_contradicts_are_asked_again_once(tmp_path: Path) -> None:
     """Facts on disk say 300x200; an image made from them says otherwise: ``facts_again``
-    drops them from every tier and asks the backend, and counts the cached facts as
-    contradicted when the backend says something else (not when it says the same)."""
+    asks the backend (once for any number of renders meeting it at once), and its answer
+    replaces them in every tier, counted as contradicted because their size was wrong. Facts
+    the backend stands by are remembered (never asked again, never removed from a tier), and so
+    are those it could not be asked about (the tiers' facts left as they are) until a purge; a
+    new version of the same size replaces them without counting as contradicted."""
     wrong, right = SourceInfo(300, 200, version="v1"), SourceInfo(600, 400, version="v1")
-    answer = right
+    answer: SourceInfo | None = right
+    loads = 0
 
     async def load() -> SourceInfo:
+        nonlocal loads
+        loads += 1
+        await asyncio.sleep(0.05)  # long enough for every concurrent caller to meet it
+        if answer is None:
+            raise BackendError("the metadata endpoint is down")
         return answer
 
     async def main() -> None:
+        nonlocal answer
         metrics = Metrics()
         tiers = Caches(CacheSettings(disk=tmp_path / "disk", info_ttl=60), metrics)
         await tiers.start(listen=False)
@@ -933,12 +949,42 @@ def test_facts_an_image_contradicts_are_asked_again(tmp_path: Path) -> None:
             folder = tiers.disk.folder
             slot = Slot(source_key("local", "quad.png"), FACTS)
             folder.put(slot, wrong, time.time() + 60)
-            assert await tiers.facts("local", "quad.png", load) == wrong
-            assert await tiers.facts_again("local", "quad.png", load, wrong) == right
+            assert await tiers.facts("local", "quad.png", load, sane) == (wrong, True)
+            again = await asyncio.gather(
+                *(tiers.facts_again("local", "quad.png", load, wrong) for _ in range(5))
+            )
+            assert again == [right] * 5 and loads == 1
             assert folder.get(slot) == right
-            assert await tiers.facts("local", "quad.png", load) == right  # in memory too
+            assert await tiers.facts("local", "quad.png", load, sane) == (right, True)
             assert _rejected(metrics) == {("pipeline", "contradicted"): 1.0}
+            # what the backend said is settled: not asked again
+            assert tiers.settled("local", "quad.png", right)
             assert await tiers.facts_again("local", "quad.png", load, right) is None
+            assert loads == 1
+
+            other = Slot(source_key("local", "gray.png"), FACTS)
+            kept = SourceInfo(601, 400, version="v1")  # a pixel off its master, say
+            folder.put(other, kept, time.time() + 60)
+            stat = folder.path(other).stat()
+            answer = None  # the backend cannot be asked: an error, the facts left as they are
+            with pytest.raises(BackendError):
+                await tiers.facts_again("local", "gray.png", load, kept)
+            assert loads == 2 and folder.get(other) == kept
+            assert tiers.settled("local", "gray.png", kept)  # asked once: not again
+            assert await tiers.facts_again("local", "gray.png", load, kept) is None
+            assert loads == 2
+            tiers.forget(source_key("local", "gray.png"))  # a purge forgets what was settled
+            assert not tiers.settled("local", "gray.png", kept)
+            answer = kept  # it stands by them: remembered, the tiers untouched
+            assert await tiers.facts_again("local", "gray.png", load, kept) is None
+            assert await tiers.facts_again("local", "gray.png", load, kept) is None
+            assert loads == 3 and tiers.settled("local", "gray.png", kept)
+            assert folder.path(other).stat().st_ino == stat.st_ino
+            newer = SourceInfo(601, 400, version="v2")  # of the same size: not contradicted
+            answer = newer
+            tiers.forget(source_key("local", "gray.png"))
+            assert await tiers.facts_again("local", "gray.png", load, kept) == newer
+            assert folder.get(other) == newer
             assert _rejected(metrics) == {("pipeline", "contradicted"): 1.0}
         finally:
             await tiers.close()
