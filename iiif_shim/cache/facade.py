@@ -14,7 +14,8 @@ slot, no regular file: ``entry.REASONS``), facts that fail the backend's check
 (``Backend.checked``: sane, and of a native type it reports), and a value its caller refuses
 (``accept``: say, a PDF page that is no JPEG) are each a miss: counted in
 ``iiif_shim_cache_rejected_total{tier,reason}``, logged (at most once a minute per tier and
-reason), never copied to another tier; the value is made again and overwrites it.
+reason), never copied to another tier, and removed from the tier that held it (``tier.py``
+says by whom); each tier below is looked at in turn, and a value made overwrites them all.
 
 Facts are handed out with where they came from (:meth:`Caches.facts`: from a tier, or from
 ``load()`` for this very call). When an image made from facts found in a tier contradicts them,
@@ -67,7 +68,7 @@ from iiif_shim.cache.journal import ALL, JOURNAL_POLL, PurgeJournal, journal_pat
 from iiif_shim.cache.memory import MemoryTier, SingleFlight, SizedCache, SourceCache
 from iiif_shim.cache.redis import RedisTier, RedisUnavailable
 from iiif_shim.cache.settings import CacheSettings
-from iiif_shim.cache.tier import Tier, made_once
+from iiif_shim.cache.tier import Stored, Tier, made_once
 from iiif_shim.model.facts import SourceInfo
 from iiif_shim.model.plan import Rendered, SourceRef
 from iiif_shim.telemetry.metrics import Metrics
@@ -316,10 +317,7 @@ class Caches:
             found = await tier.get(slot)
             value = None if found is None else await self._checked(tier, slot, found, usable)
             self._observe(self._label(tier.name, slot), not isinstance(value, Rejected | None))
-            if isinstance(value, Rejected):
-                if value.reason == CONTRADICTED:
-                    break  # removed from every tier: nothing below has it
-            elif value is not None:
+            if value is not None and not isinstance(value, Rejected):
                 await self._keep(slot, value, ttl, generation, [self.memory, *lower[:depth]])
                 return value, True
         redis = self.redis if self.redis is not None and self.redis.up else None
@@ -331,17 +329,16 @@ class Caches:
         async def in_redis(made: Entry) -> None:  # before the lock goes, for those waiting
             await self._keep(slot, made, ttl, generation, [redis])
 
-        made_here, stored = await made_once(redis, slot, make, self.settings.redis_lock, in_redis)
+        once = await made_once(redis, slot, make, self.settings.redis_lock, in_redis)
         above = [self.memory, *(t for t in lower if t is not redis)]
-        if stored is not None:  # another process stored it
-            value = await self._checked(redis, slot, stored, usable)
+        if isinstance(once, Stored):  # another process stored it
+            value = await self._checked(redis, slot, once.entry, usable)
             if not isinstance(value, Rejected):
                 await self._keep(slot, value, ttl, generation, above)
                 return value, True
-            made_here = await make()  # what is stored is not what this slot holds: make it here
-        assert made_here is not None
-        await self._keep(slot, made_here, ttl, generation, [*above, redis])
-        return made_here, False
+            once = await make()  # what is stored is not what this caller can use: made here
+        await self._keep(slot, once, ttl, generation, [*above, redis])
+        return once, False
 
     async def _checked(
         self,
@@ -351,13 +348,13 @@ class Caches:
         usable: Callable[[Entry], E | Rejected],
     ) -> E | Rejected:
         """``found`` (what ``tier`` holds for ``slot``) if it is a value the caller can use,
-        else why not, the rejection counted (and, for a value the caller refused, the slot
-        emptied in every tier)."""
+        else why not, the rejection counted; an entry the caller cannot use is removed from
+        ``tier`` (what the tier rejected itself, it removed)."""
         value = found if isinstance(found, Rejected) else usable(found)
         if isinstance(value, Rejected):
             self._rejected(tier.name, slot, value.reason)
-            if value.reason == CONTRADICTED:
-                await self._delete(slot)
+            if not isinstance(found, Rejected):
+                await tier.delete(slot)
         return value
 
     def _rejected(self, tier: str, slot: Slot, reason: str) -> None:
@@ -381,11 +378,6 @@ class Caches:
             REASONS.get(reason, reason),
             more,
         )
-
-    async def _delete(self, slot: Slot) -> None:
-        """Remove the slot from every tier."""
-        for tier in (self.memory, *self.lower):
-            await tier.delete(slot)
 
     async def _keep(
         self, slot: Slot, value: Entry, ttl: float, generation: tuple[int, int], tiers: list[Tier]

@@ -17,14 +17,18 @@ exception: :meth:`RedisTier.purge` raises, so whoever asked for one learns that 
 
 Values are entries encoded by ``entry.py`` (checked and bound to their slot: anything else
 found under a key is rejected, with the reason, and the facade counts it as a miss); no more
-than the cap per entry is ever read of a value. A lock is released only by its holder (a Lua
-script compares the token), and expires by itself if the holder dies; ``tier.made_once`` holds
-the dance around it.
+than the cap per entry is ever read of a value. A rejected value is removed, by a Lua script
+that removes it only if the key still holds what was read (the same first bytes, or a value
+that is no string: a hash or a list under a key of ours is damaged, not an outage). A lock is
+released only by its holder (a Lua script compares the token), and expires by itself if the
+holder dies; ``tier.made_once`` holds the dance around it. While the lock is held, a waiter
+takes a rejected value for "not there yet": the holder writes over it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -32,7 +36,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from iiif_shim.cache.entry import ENTRY_SLACK, OVERSIZE, Entry, Rejected, Slot, encode, examine
+from iiif_shim.cache.entry import (
+    DAMAGED,
+    ENTRY_SLACK,
+    OVERSIZE,
+    Entry,
+    Rejected,
+    Slot,
+    encode,
+    examine,
+)
 from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.model.plan import Rendered
 from iiif_shim.telemetry.metrics import Metrics
@@ -46,7 +59,26 @@ _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+# removes a rejected value: a value that is no string, or one whose first ARGV[2] + 1 bytes
+# still have the SHA-1 ARGV[1] (what was read), never one written since
+_DROP = """
+local kind = redis.call('type', KEYS[1])['ok']
+if kind == 'none' then return 0 end
+if kind == 'string' then
+  local now = redis.call('getrange', KEYS[1], 0, tonumber(ARGV[2]))
+  if redis.sha1hex(now) ~= ARGV[1] then return 0 end
+end
+return redis.call('del', KEYS[1])
+"""
 _INLINE = 256 * 1024  # entries larger than this are encoded and checked in a thread
+
+
+class _WrongType:
+    """A value that is no string (Redis answered WRONGTYPE): damaged, not an outage."""
+
+
+_WRONG_TYPE = _WrongType()
+Read = bytes | _WrongType | None  # a value as read: its first bytes, no string, or nothing
 
 
 class RedisUnavailable(Exception):
@@ -75,6 +107,7 @@ class RedisTier:
         self._metrics = metrics
         self._client: Any = None
         self._release: Any = None
+        self._drop: Any = None
         self._skip_until = 0.0
         self._down = False
 
@@ -93,6 +126,7 @@ class RedisTier:
         )
         self._client = aioredis.Redis(connection_pool=pool)
         self._release = self._client.register_script(_RELEASE)
+        self._drop = self._client.register_script(_DROP)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -157,13 +191,42 @@ class RedisTier:
     async def get(self, slot: Slot) -> Entry | Rejected | None:
         """The entry; ``None`` when there is none; :class:`Rejected` when the value is not an
         intact entry of this slot, or larger than this shim ever stores (whoever else writes
-        to the server, no more than the cap is read)."""
-        limit = self.settings.redis_max_bytes + ENTRY_SLACK
+        to the server, no more than the cap is read); a rejected value is removed."""
+        key, limit = self.key(slot), self._limit
         operation = "get_facts" if slot.facts else "get"
-        data: bytes | None = await self._call(
-            operation, lambda: self._client.getrange(self.key(slot), 0, limit), None
-        )
-        return await self._decoded(slot, data)
+
+        async def read() -> Read:
+            try:
+                data: bytes = await self._client.getrange(key, 0, limit)
+            except _redis_error() as exc:
+                if _wrong_type(exc):
+                    return _WRONG_TYPE
+                raise
+            return data
+
+        data: Read = await self._call(operation, read, None)
+        found = await self._decoded(slot, data)
+        if isinstance(found, Rejected):
+            await self._remove(slot, data)
+        return found
+
+    @property
+    def _limit(self) -> int:
+        """The last byte offset ever read of a value (the cap per entry, and its header)."""
+        return self.settings.redis_max_bytes + ENTRY_SLACK
+
+    async def _remove(self, slot: Slot, data: Read) -> None:
+        """Remove the slot's value if it is still ``data`` (as read: its first bytes)."""
+        if isinstance(data, bytes):
+            sha1 = hashlib.sha1  # a fingerprint, not security
+            if len(data) > _INLINE:
+                digest = await asyncio.to_thread(lambda: sha1(data).hexdigest())
+            else:
+                digest = sha1(data).hexdigest()
+        else:
+            digest = ""
+        key, limit = self.key(slot), self._limit
+        await self._call("drop", lambda: self._drop(keys=[key], args=[digest, limit]), 0)
 
     async def put(self, slot: Slot, value: Entry, ttl: float) -> None:
         """Store ``value`` for ``ttl`` seconds (0: ``cache.redis_ttl``), unless it is larger
@@ -186,11 +249,12 @@ class RedisTier:
         operation = "delete_facts" if slot.facts else "delete"
         await self._call(operation, lambda: self._client.unlink(self.key(slot)), 0)
 
-    async def _decoded(self, slot: Slot, data: bytes | None) -> Entry | Rejected | None:
-        limit = self.settings.redis_max_bytes + ENTRY_SLACK
+    async def _decoded(self, slot: Slot, data: Read) -> Entry | Rejected | None:
+        if isinstance(data, _WrongType):
+            return Rejected(DAMAGED)
         if not data:  # (GETRANGE answers an empty string for a missing key)
             return None
-        if len(data) > limit:
+        if len(data) > self._limit:
             return Rejected(OVERSIZE)
         if len(data) > _INLINE:  # a large entry's checksum is not computed on the loop
             return await asyncio.to_thread(examine, slot, data, time.time())
@@ -211,27 +275,35 @@ class RedisTier:
         lock = self.lock_key(slot)
         await self._call("unlock", lambda: self._release(keys=[lock], args=[token]), 0)
 
-    async def wait(self, slot: Slot, seconds: float) -> Entry | Rejected | None:
-        """The slot's entry once the lock's holder stored it (:class:`Rejected` when what is
-        stored is not an entry of this slot); None when the lock went without it (the holder
-        failed), after ``seconds``, or when Redis fails meanwhile."""
+    async def wait(self, slot: Slot, seconds: float) -> Entry | None:
+        """The slot's entry once the lock's holder stored it; None when the lock went without
+        it (the holder failed), after ``seconds``, or when Redis fails meanwhile. What is there
+        while the lock is held and is not an entry of this slot (a damaged value, one that is
+        no string) is taken as not there yet: the holder writes over it."""
         deadline = time.monotonic() + seconds
         pause = 0.01
-        key, lock = self.key(slot), self.lock_key(slot)
-        limit = self.settings.redis_max_bytes + ENTRY_SLACK
+        key, lock, limit = self.key(slot), self.lock_key(slot), self._limit
 
-        async def look() -> list[bytes | None]:  # the value (no more than the cap), the lock
+        async def look() -> tuple[Read, bytes | None]:  # the value (no more than the cap), lock
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.getrange(key, 0, limit)
                 pipe.get(lock)
-                found: list[bytes | None] = await pipe.execute()
-                return found
+                value, holder = await pipe.execute(raise_on_error=False)
+            if isinstance(value, Exception):
+                if not _wrong_type(value):
+                    raise value
+                value = _WRONG_TYPE
+            if isinstance(holder, Exception):
+                raise holder
+            return value, holder
 
-        nothing: list[bytes | None] = [None, None]
+        nothing: tuple[Read, bytes | None] = (None, None)
         while time.monotonic() < deadline and self.up:
             data, holder = await self._call("wait", look, nothing)
             if data:
-                return await self._decoded(slot, data)
+                found = await self._decoded(slot, data)
+                if not isinstance(found, Rejected):
+                    return found  # an entry (None: one past its expiry, as good as none)
             if holder is None:
                 return None
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
@@ -279,6 +351,13 @@ def _redis_error() -> type[Exception]:
 
     error: type[Exception] = redis.RedisError
     return error
+
+
+def _wrong_type(exc: BaseException) -> bool:
+    """Whether Redis refused a command for the type of the value under its key."""
+    import redis
+
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith("WRONGTYPE")
 
 
 def _describe(exc: BaseException) -> str:

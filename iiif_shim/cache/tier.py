@@ -6,18 +6,24 @@ Redis (``redis.py``) each implement it, and the facade (``facade.py``) walks the
 A tier that finds something under a slot that is not its value says so
 (:class:`~iiif_shim.cache.entry.Rejected`, with the reason); the facade counts it as a miss.
 
+A tier removes what it rejects itself (the disk and Redis tiers remove a name only while it
+still holds what was read, so an entry another process has just written stays); the facade
+removes a value its caller cannot use from the tier that held it.
+
 A :class:`LockingTier` (Redis) also holds a short lock per slot, shared by every process and
 machine. :func:`made_once` is the one place that uses it, for images and facts alike: the first
 process to miss takes the lock and makes the value; the others wait for it to appear in the
-tier; when the lock goes without a value (its holder failed or was slow), one waiter takes it
-over and makes the value, the others go on waiting for that one. After ``hold`` seconds, or
-when the tier fails, a waiter makes the value itself.
+tier (what is there meanwhile and is not a value is not waited on: the holder writes over it);
+when the lock goes without a value (its holder failed or was slow), one waiter takes it over
+and makes the value, the others go on waiting for that one. After ``hold`` seconds, or when
+the tier fails, a waiter makes the value itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from iiif_shim.cache.entry import Entry, Rejected, Slot
@@ -30,7 +36,7 @@ class Tier(Protocol):
 
     async def get(self, slot: Slot) -> Entry | Rejected | None:
         """The slot's entry; None when there is none (missing, expired, or the tier failing);
-        :class:`Rejected` when what is there is not an entry of this slot."""
+        :class:`Rejected` when what is there is not an entry of this slot (then removed)."""
         ...
 
     async def put(self, slot: Slot, value: Entry, ttl: float) -> None:
@@ -59,11 +65,19 @@ class LockingTier(Tier, Protocol):
 
     async def release(self, slot: Slot, token: str) -> None: ...
 
-    async def wait(self, slot: Slot, seconds: float) -> Entry | Rejected | None:
-        """The slot's entry once the lock's holder stored it (:class:`Rejected` when what was
-        stored is not an entry of this slot); None when the lock went without it, after
-        ``seconds``, or when the tier fails meanwhile."""
+    async def wait(self, slot: Slot, seconds: float) -> Entry | None:
+        """The slot's entry once the lock's holder stored it; None when the lock went without
+        it, after ``seconds``, or when the tier fails meanwhile (what is stored meanwhile and is
+        not an entry of this slot is not waited on)."""
         ...
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What another process stored for the slot while this one waited (for the caller to
+    check, like anything read from a tier)."""
+
+    entry: Entry
 
 
 async def made_once(
@@ -72,19 +86,17 @@ async def made_once(
     make: Callable[[], Awaitable[E]],
     hold: float,
     keep: Callable[[E], Awaitable[None]],
-) -> tuple[E | None, Entry | Rejected | None]:
-    """``(made, found)``, one of them ``None``: ``make()``'s value made here, or what another
-    process stored in ``tier`` for ``slot`` (for the caller to check: a :class:`Rejected` is
-    what was there instead of a value), made by one process of all that miss ``slot`` at once.
-    Made under the lock, it is handed to ``keep`` before the lock goes, so those waiting find
-    it."""
+) -> E | Stored:
+    """``make()``'s value made here, or what another process stored in ``tier`` for ``slot``:
+    made by one process of all that miss ``slot`` at once. Made under the lock, it is handed
+    to ``keep`` before the lock goes, so those waiting find it."""
     token = await tier.acquire(slot)
     loop = asyncio.get_running_loop()
     until = loop.time() + hold
     while token is None and tier.up and loop.time() < until:
         found = await tier.wait(slot, until - loop.time())
         if found is not None:
-            return None, found
+            return Stored(found)
         token = await tier.acquire(slot)  # the lock went without a value: one of us takes over
     try:
         value = await make()
@@ -93,4 +105,4 @@ async def made_once(
     finally:
         if token is not None:
             await tier.release(slot, token)
-    return value, None
+    return value

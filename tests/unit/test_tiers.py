@@ -635,6 +635,88 @@ def test_when_the_lock_holder_fails_one_waiter_takes_over(redis_server: Process,
     asyncio.run(main())
 
 
+def test_a_damaged_value_in_redis_does_not_defeat_the_lock(redis_server: Process) -> None:
+    """Three processes miss a tile at once whose Redis value is garbage: one makes it, the
+    others wait for it (the damaged value is not what they wait for), none counts the damaged
+    value more than once, and Redis holds the value made."""
+    makes = 0
+
+    async def make() -> Rendered:
+        nonlocal makes
+        makes += 1
+        await asyncio.sleep(0.3)
+        return Rendered(b"\xff\xd8 made", "image/jpeg")
+
+    async def main() -> None:
+        shims = _shims(_cache(redis_server.port, redis_lock=5.0), 3)
+        for tiers in shims:
+            await tiers.start(listen=False)
+        ref = SourceRef("local", "quad.png", "v1")
+        slot = Slot(source_key("local", "quad.png"), key("herd"))
+        try:
+            redis_tier = shims[0].redis
+            assert redis_tier is not None
+            planted = redis.Redis(port=redis_server.port)
+            planted.set(redis_tier.key(slot), os.urandom(500))
+            planted.close()
+            got = await asyncio.gather(*(t.image(ref, slot.name, make) for t in shims))
+            assert {r.body for r in got} == {b"\xff\xd8 made"}
+            assert makes == 1
+            counts = [_rejected(t.metrics) for t in shims]  # type: ignore[arg-type]
+            assert all(c in ({}, {("redis", "damaged"): 1.0}) for c in counts), counts
+            assert await redis_tier.get(slot) == got[0]
+        finally:
+            for tiers in shims:
+                await tiers.close()
+
+    asyncio.run(main())
+
+
+def test_a_value_of_another_type_in_redis_is_damaged_not_an_outage(
+    redis_server: Process,
+) -> None:
+    """A hash where a value of ours goes (Redis answers WRONGTYPE to a read): a damaged value,
+    removed, never an outage that takes the tier down; a waiter on the lock waits through it
+    for the value the holder writes. A rejected value is removed only while it is still what
+    was read."""
+
+    async def main() -> None:
+        tier = RedisTier(_cache(redis_server.port, redis_lock=5.0, redis_retry=30))
+        await tier.start()
+        planted = redis.Redis(port=redis_server.port)
+        try:
+            slot = at(SOURCE, "hash")
+            planted.hset(tier.key(slot), "a", "b")
+            assert await tier.get(slot) == Rejected("damaged")
+            assert tier.up and not planted.exists(tier.key(slot))
+            assert await tier.get(slot) is None
+
+            planted.hset(tier.key(slot), "a", "b")
+            token = await tier.acquire(slot)
+            assert token is not None
+            waiting = asyncio.create_task(tier.wait(slot, 5.0))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()  # the hash is not what it waits for
+            await tier.put(slot, image(3), 60)
+            assert await waiting == image(3)
+            await tier.release(slot, token)
+            assert tier.up
+
+            other = at(SOURCE, "raced")
+            planted.set(tier.key(other), b"garbage")
+            assert await tier.get(other) == Rejected("damaged")
+            planted.set(tier.key(other), b"garbage")
+            data = planted.get(tier.key(other))
+            await tier.put(other, image(4), 60)  # written after the read: stays
+            await tier._remove(other, data)
+            assert await tier.get(other) == image(4)
+        finally:
+            planted.close()
+            await tier.close()
+
+    asyncio.run(main())
+
+
 def test_an_outage_is_skipped_and_redis_is_used_again(tmp_path: Path) -> None:
     server = start_redis(tmp_path / "r1")
     port = server.port
@@ -872,12 +954,13 @@ def test_facts_in_a_shared_tier_are_checked_like_a_backends(
     asyncio.run(main())
 
 
-def test_an_image_its_caller_refuses_is_made_again_and_dropped_from_every_tier(
+def test_an_image_its_caller_refuses_is_made_again_and_removed_where_found(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A cached image the caller cannot use (say, a PDF page that is no JPEG) is a miss in
-    whichever tier it is found: counted as contradicted there, removed from every tier, made
-    again and kept. Rejections are logged at most once a minute per tier and reason."""
+    whichever tier it is found: counted as contradicted there and removed from it, the tiers
+    below looked at in turn, the image made again and kept in every tier. Rejections are
+    logged at most once a minute per tier and reason."""
     ref = SourceRef("local", "quad.png", "v1")
     slot = Slot(source_key("local", "quad.png"), key("page"))
     page, bad = Rendered(b"\xff\xd8 a page", "image/jpeg"), Rendered(b"<html>", "image/jpeg")
@@ -906,11 +989,12 @@ def test_an_image_its_caller_refuses_is_made_again_and_dropped_from_every_tier(
                 folder.put(slot, bad)
                 assert await tiers.image(ref, slot.name, make, jpeg) == page
                 assert made == 2 and folder.get(slot) == page  # not taken from the disk
+                assert await tiers.memory.get(slot) == page
                 folder.put(slot, bad)
                 tiers.memory.images.clear()
                 assert await tiers.image(ref, slot.name, make, jpeg) == page
             assert _rejected(metrics) == {
-                ("disk", "contradicted"): 2.0,
+                ("disk", "contradicted"): 3.0,
                 ("memory", "contradicted"): 1.0,
             }
             assert caplog.text.count("rejected (contradicted") == 2  # once per tier
