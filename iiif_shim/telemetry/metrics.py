@@ -4,9 +4,10 @@ What ops watch: requests by endpoint, status, API version and backend, and their
 cache lookups per tier (facts, image, decoded, tile, disk, redis) by hit or miss; cache
 entries rejected (by tier and reason: damaged, misplaced, not a file, contradicted, ...); failed
 Redis calls; Pillow work by step; backend calls by outcome (``ok`` or the failure kind:
-``refused``, ``timeout``, ``not_image``, ...) and their latency; each backend's circuit state and
-connections in use; the image job queue, decoded bytes reserved and waiters for memory; client
-connections and why some were refused; how many processes serve. ``GET /metrics`` serves
+``refused``, ``timeout``, ``not_image``, ...) and their latency; each backend's circuit state,
+connections in use and requests waiting for one; the image job queue, decoded bytes reserved
+and waiters for memory; client connections and why some were refused; how many processes
+serve. ``GET /metrics`` serves
 :meth:`Metrics.render`.
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (the supervisor sets it for its workers) the values live in
@@ -93,6 +94,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self._waiting = Gauge(
+            "iiif_shim_backend_connections_waiting",
+            "requests waiting for a connection to a backend",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self._refused = Counter(
             "iiif_shim_client_connections_refused",
             "client connections closed by the server's limits",
@@ -153,15 +161,21 @@ class Metrics:
         self._refused.labels(reason).inc()
 
     def watch_backend(
-        self, backend: str, circuit: Callable[[], float], in_use: Callable[[], float]
+        self,
+        backend: str,
+        circuit: Callable[[], float],
+        in_use: Callable[[], float],
+        waiting: Callable[[], float],
     ) -> None:
-        """Read a backend's circuit state and connections at each scrape (replacing the
-        readers of an earlier configuration's backend of that name)."""
+        """Read a backend's circuit state, connections in use and requests waiting for one at
+        each scrape (replacing the readers of an earlier configuration's backend of that name)."""
         self._read(("circuit", backend), self._circuit.labels(backend), circuit)
         self._read(("in_use", backend), self._in_use.labels(backend), in_use)
+        self._read(("waiting", backend), self._waiting.labels(backend), waiting)
 
     def forget_backend(self, backend: str) -> None:
-        for key, gauge in (("circuit", self._circuit), ("in_use", self._in_use)):
+        gauges = (("circuit", self._circuit), ("in_use", self._in_use), ("waiting", self._waiting))
+        for key, gauge in gauges:
             if self._readers.pop((key, backend), None) is not None:
                 gauge.labels(backend).set(0)  # its value in this process's file stays
             with contextlib.suppress(KeyError):

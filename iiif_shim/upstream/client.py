@@ -5,8 +5,11 @@ circuit are its own) and gets answers through :meth:`Upstream.get`, which:
 
 - refuses at once (503 with ``Retry-After``) while the backend's circuit is open (``breaker.py``);
 - admits the request to the connection pool: one image holds at most its share of the
-  connections (``max_connections_per_image``), so one stalled image cannot starve the others,
-  and waiting for a free connection has its own bound (``pool_timeout``) and its own 503;
+  connections (``max_connections_per_image``), so one stalled image cannot starve the others;
+  a backend's metadata requests (facts: info.json, ``.dzi``, a header) together hold at most
+  ``max_connections`` less a reserve (:func:`image_reserve`), so metadata that stalls, for
+  however many identifiers, always leaves connections for the images themselves; waiting for a
+  free connection has its own bound (``pool_timeout``) and its own 503;
 - asks with ``Accept-Encoding: identity`` and the request id, follows redirects only within the
   origin and folder of the backend's URL templates (``redirects: same_origin``) or not at all,
   and never decompresses a body beyond its cap;
@@ -127,6 +130,12 @@ class Body:
     length: int | None
 
 
+def image_reserve(max_connections: int) -> int:
+    """Connections of a backend's pool that its metadata requests cannot take: a quarter,
+    at least one (none when the pool has a single connection)."""
+    return max(1, max_connections // 4) if max_connections > 1 else 0
+
+
 @dataclass
 class _Call:
     """One call in :meth:`Upstream._accounted`: whether the backend has answered yet."""
@@ -135,7 +144,9 @@ class _Call:
 
 
 class Upstream:
-    """One backend's HTTP client."""
+    """One backend's HTTP client. ``role`` is ``backend`` (it fetches images: a reserve of
+    its connections is kept for them) or ``source`` (an object source's catalogue: every
+    request is metadata, nothing is reserved)."""
 
     def __init__(
         self,
@@ -154,7 +165,10 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._pool = asyncio.Semaphore(settings.max_connections)
         self._shares: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self.reserve = image_reserve(settings.max_connections) if role == "backend" else 0
+        self._metadata = asyncio.Semaphore(settings.max_connections - self.reserve)
         self.in_use = 0
+        self.waiting = 0  # requests waiting for a connection
         self.requests = 0  # what this backend has asked and received (for /health and probe)
         self.bytes_received = 0
 
@@ -192,7 +206,7 @@ class Upstream:
         deadline = asyncio.get_running_loop().time() + self.settings.timeout
         target = url if isinstance(url, URL) else URL(url, encoded=True)
         async with self._accounted(circuit) as call:
-            async with self._slot(image_id, deadline):
+            async with self._slot(image_id, deadline, metadata):
                 answer = await self._attempts(
                     target, headers, limit or cap, limit is not None, metadata, deadline, what
                 )
@@ -304,8 +318,11 @@ class Upstream:
             raise failure from None
 
     @asynccontextmanager
-    async def _slot(self, image_id: str, deadline: float) -> AsyncIterator[None]:
-        """A connection of the pool, within this image's share; 503 when none frees up."""
+    async def _slot(
+        self, image_id: str, deadline: float, metadata: bool = False
+    ) -> AsyncIterator[None]:
+        """A connection of the pool, within this image's share (and, for ``metadata``, within
+        what metadata may hold); 503 when none frees up."""
         loop = asyncio.get_running_loop()
         wait = min(self.settings.pool_timeout, max(0.0, deadline - loop.time()))
         share, users = self._shares.get(image_id) or (
@@ -313,27 +330,34 @@ class Upstream:
             0,
         )
         self._shares[image_id] = (share, users + 1)
+        held: list[asyncio.Semaphore] = []
         try:
+            self.waiting += 1
             try:
                 async with asyncio.timeout(wait):
-                    await share.acquire()
-                    try:
-                        await self._pool.acquire()
-                    except BaseException:
-                        share.release()
-                        raise
+                    # always in this order (metadata lane, share, pool): no two requests can
+                    # each hold what the other waits for
+                    for gate in (self._metadata, share, self._pool)[0 if metadata else 1 :]:
+                        await gate.acquire()
+                        held.append(gate)
             except TimeoutError:
+                held_back = f", {self.reserve} kept for images" if metadata and self.reserve else ""
                 raise BackendBusy(
                     f"{self.who} is busy: no connection was free within "
-                    f"{wait:g}s ({self.settings.max_connections} in use)",
+                    f"{wait:g}s ({self.in_use} in use{held_back})",
                 ) from None
+            finally:
+                self.waiting -= 1
+                if len(held) < (3 if metadata else 2):  # not admitted: give back what it took
+                    for gate in reversed(held):
+                        gate.release()
             self.in_use += 1
             try:
                 yield
             finally:
                 self.in_use -= 1
-                self._pool.release()
-                share.release()
+                for gate in reversed(held):
+                    gate.release()
         finally:
             share_now, users_now = self._shares[image_id]
             if users_now <= 1:

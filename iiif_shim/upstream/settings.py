@@ -22,7 +22,13 @@ class UpstreamSettings:
         check=at_least(0.1),
     )
     connect_timeout: float = option(5.0, doc="seconds to open a connection", check=at_least(0.1))
-    max_connections: int = option(8, doc="concurrent connections to this server", check=at_least(1))
+    max_connections: int = option(
+        8,
+        doc="concurrent connections to this server; a backend keeps a quarter of them (at least "
+        "one, unless it has only one) for image requests: its metadata requests (facts) hold at "
+        "most the rest, so metadata that stalls cannot starve images",
+        check=at_least(1),
+    )
     max_connections_per_image: int = option(
         0,
         doc="connections one image may hold at once (0: half of `max_connections`), so one "

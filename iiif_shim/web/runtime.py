@@ -62,9 +62,16 @@ class Runtime:
         self.retired = False
 
 
-def _readers(upstream: Upstream) -> tuple[Callable[[], float], Callable[[], float]]:
-    """A backend's circuit state and connections in use, read at each metrics scrape."""
-    return (lambda: float(upstream.breaker.state)), (lambda: float(upstream.in_use))
+def _readers(
+    upstream: Upstream,
+) -> tuple[Callable[[], float], Callable[[], float], Callable[[], float]]:
+    """A backend's circuit state, connections in use and requests waiting for one, read at each
+    metrics scrape."""
+    return (
+        (lambda: float(upstream.breaker.state)),
+        (lambda: float(upstream.in_use)),
+        (lambda: float(upstream.waiting)),
+    )
 
 
 class Live:
