@@ -37,6 +37,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -797,6 +798,14 @@ def machine() -> str:
     )
 
 
+def kept_sections(out: Path) -> str:
+    """The sections other bench scripts wrote into ``out`` (between ``<!-- bench/NAME -->``
+    and ``<!-- /bench/NAME -->``, e.g. bench/pdf.py's), carried over when it is written again."""
+    old = out.read_text() if out.exists() else ""
+    found = re.finditer(r"<!-- (bench/[\w.]+) -->.*?<!-- /\1 -->", old, re.DOTALL)
+    return "".join(f"\n{match.group(0)}\n" for match in found)
+
+
 def commit() -> str:
     try:
         rev = subprocess.run(
@@ -888,7 +897,7 @@ def report(
             *(f"| {share:.0%} | `{frame[:110]}` |" for share, frame in rows),
         ]
     out = Path(args.out)
-    out.write_text("\n".join(lines) + "\n")
+    out.write_text("\n".join(lines) + "\n" + kept_sections(out))
     bars = [bar for fig in figures for bar in fig.bars]
     draw(
         bars,

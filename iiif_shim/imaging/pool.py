@@ -1,20 +1,34 @@
-"""The thread pool for CPU and blocking work (Pillow, file system), with a bound and a timeout.
+"""The thread pool for CPU and blocking work (Pillow, file system), with a bound and a timeout,
+and admission by kind of request: lanes in the pool, and gates in front of whole jobs.
 
-Pillow releases the GIL while decoding, resizing and encoding, so threads use every core. The
-number of jobs queued or running is bounded (``server.max_pending``): past it, new work gets a
-503 at once instead of an ever-growing queue. Each job has a deadline (``server.request_timeout``):
-past it the request gets a 503, but the job still counts as pending, and the memory it reserved
-(``budget.holding``) stays reserved, until its thread really ends, because a thread cannot be
-stopped.
+Pillow releases the GIL while decoding, resizing and encoding, so threads use every core. Each
+job is counted in the lane of the request it serves (:data:`lane`, set with :func:`in_lane`):
+``images`` (the Image API; the default), ``documents`` (manifests, collections and object
+pages: records and image facts) and ``pdfs`` (the pages of PDFs). The jobs queued or running
+in each lane are bounded on their own (``server.max_pending`` each): past it, new work of that
+kind gets a 503 at once instead of an ever-growing queue, and work of the other kinds goes on,
+so building manifests or PDFs can never fill the queue images need. Each job has a deadline
+(``server.request_timeout``): past it the request gets a 503, but the job still counts as
+pending, and the memory it reserved (``budget.holding``) stays reserved, until its thread
+really ends, because a thread cannot be stopped.
+
+A :class:`Gate` admits at most ``slots`` holders at once; the others wait in line (first come,
+first served), at most ``line`` of them and each for at most ``wait`` seconds, then get 503 with
+``Retry-After``. The presentation service puts every PDF it builds through one, and the image
+facts that documents look up through another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import enum
+import math
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from iiif_shim.base.errors import QueueFull, RenderTimeout
@@ -23,31 +37,67 @@ from iiif_shim.imaging.budget import Reservation, holding
 T = TypeVar("T")
 
 
+class Lane(enum.Enum):
+    """The kind of request a job of the pool serves; each kind is bounded on its own."""
+
+    IMAGES = "images"
+    DOCUMENTS = "documents"
+    PDFS = "pdfs"
+
+
+# how a full lane's 503 names what is in progress
+_IN_PROGRESS = {
+    Lane.IMAGES: "images",
+    Lane.DOCUMENTS: "jobs of manifests, collections and object pages",
+    Lane.PDFS: "PDF pages",
+}
+
+# The lane of the request being served (tasks started from it inherit it).
+lane: ContextVar[Lane] = ContextVar("lane", default=Lane.IMAGES)
+
+
+@contextlib.contextmanager
+def in_lane(kind: Lane) -> Iterator[None]:
+    """Count the pool jobs started inside the block (and by the tasks it starts) in ``kind``."""
+    token = lane.set(kind)
+    try:
+        yield
+    finally:
+        lane.reset(token)
+
+
 class Workers:
     def __init__(self, threads: int, max_pending: int, timeout: float) -> None:
         self.threads = threads or (os.cpu_count() or 2)
-        self.max_pending = max_pending
+        self.max_pending = max_pending  # per lane
         self.timeout = timeout
-        self._pending = 0
+        self._pending = dict.fromkeys(Lane, 0)
         self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="iiif-shim")
 
     @property
     def pending(self) -> int:
-        return self._pending
+        """Jobs queued or running, of every lane."""
+        return sum(self._pending.values())
+
+    def pending_in(self, kind: Lane) -> int:
+        return self._pending[kind]
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._pending >= self.max_pending:
-            raise QueueFull(f"busy: {self._pending} images in progress; retry shortly")
+        kind = lane.get()
+        if self._pending[kind] >= self.max_pending:
+            raise QueueFull(
+                f"busy: {self._pending[kind]} {_IN_PROGRESS[kind]} in progress; retry shortly"
+            )
         loop = asyncio.get_running_loop()
         hold = holding.get()
         job = self._executor.submit(fn, *args)
-        self._pending += 1
+        self._pending[kind] += 1
         if hold is not None:
             hold.retain()
 
         def finished(_: Future[T]) -> None:  # in the worker thread: hand back to the loop
             with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to count
-                loop.call_soon_threadsafe(self._finished, hold)
+                loop.call_soon_threadsafe(self._finished, kind, hold)
 
         job.add_done_callback(finished)
         try:
@@ -57,10 +107,76 @@ class Workers:
                 f"the image took longer than {self.timeout:g}s to prepare"
             ) from None
 
-    def _finished(self, hold: Reservation | None) -> None:
-        self._pending -= 1
+    def _finished(self, kind: Lane, hold: Reservation | None) -> None:
+        self._pending[kind] -= 1
         if hold is not None:
             hold.release()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Gate:
+    """At most ``slots`` holders at once; the rest wait in line, first come first served, at
+    most ``line`` of them and each at most ``wait`` seconds; then 503 (``QueueFull``) with
+    ``Retry-After``. ``what`` names the holders in that answer ("PDFs being made")."""
+
+    def __init__(self, slots: int, wait: float, line: int, what: str) -> None:
+        self.slots = max(1, slots)
+        self.wait = wait
+        self.line = line
+        self.what = what
+        self.holders = 0
+        self._line: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._line)
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """The block runs holding a slot (after waiting in line for one, if need be)."""
+        await self._enter()
+        try:
+            yield
+        finally:
+            self._leave()
+
+    def _busy(self, why: str) -> QueueFull:
+        return QueueFull(
+            f"busy: {self.holders} {self.what} and {len(self._line)} waiting ({why}); "
+            "retry in a while",
+            retry_after=max(1, math.ceil(self.wait / 2)),
+        )
+
+    async def _enter(self) -> None:
+        if not self._line and self.holders < self.slots:
+            self.holders += 1
+            return
+        if len(self._line) >= self.line:
+            raise self._busy("the line is full")
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._line.append(turn)
+        try:
+            async with asyncio.timeout(self.wait):
+                await turn
+        except TimeoutError:
+            if turn.done() and not turn.cancelled():  # granted in the same pass as it expired
+                self._leave()
+            raise self._busy(f"none was free within {self.wait:g}s") from None
+        except BaseException:
+            if turn.done() and not turn.cancelled():  # granted just as it was given up
+                self._leave()
+            raise
+        finally:
+            if turn in self._line:
+                self._line.remove(turn)
+
+    def _leave(self) -> None:
+        self.holders -= 1
+        while self._line and self.holders < self.slots:
+            turn = self._line.popleft()
+            if turn.done():  # gave up waiting
+                continue
+            self.holders += 1
+            turn.set_result(None)

@@ -3,7 +3,11 @@ types in it.
 
 An object name is looked up in the sources in their configured order; the first that has it
 wins. Each canvas is sized from the Image API's own cached source facts (the same ones
-info.json is built from), so a manifest never disagrees with the image services it names.
+info.json is built from), so a manifest never disagrees with the image services it names. A
+document looks up its images' facts 8 at a time, and all documents of a process together at
+most 16 at a time (a gate: the rest wait in line), so cold manifests of many canvases cannot
+take every thread and connection images need; their pool jobs count in the ``documents``
+lane (``imaging.pool``, set by the handlers). PDFs are made by ``pdfs.py``.
 """
 
 from __future__ import annotations
@@ -19,13 +23,17 @@ from iiif_shim.core.service import ImageService
 from iiif_shim.iiif.profile import Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import resolve
+from iiif_shim.imaging.pool import Gate
 from iiif_shim.presentation.documents import Builder, Picture, thumb_size
+from iiif_shim.presentation.pdfs import PdfMaker
 from iiif_shim.presentation.records import ObjectRecord, check_name
 from iiif_shim.presentation.settings import PresentationSettings
 from iiif_shim.presentation.sources.base import ObjectSource, SourceContext
 from iiif_shim.presentation.sources.registry import source_for
 
 _CONCURRENT_FACTS = 8  # image facts looked up at once for one document
+_DOCUMENT_LOOKUPS = 16  # ... and for all documents of a process together
+_LOOKUP_LINE = 4096  # lookups that may wait for the gate (512 documents, 8 each)
 
 
 @asynccontextmanager
@@ -63,6 +71,13 @@ class PresentationService:
             settings.record_entries, settings.record_ttl, "record", observe
         )
         images.caches.register(self._purged)
+        self.lookups = Gate(
+            _DOCUMENT_LOOKUPS,
+            images.settings.request_timeout,
+            _LOOKUP_LINE,
+            "image facts being looked up for documents",
+        )
+        self.pdfs = PdfMaker(settings, images)
 
     def _purged(self, source: str | None) -> None:
         """Records are by object, not by image: a purge of everything empties them."""
@@ -128,7 +143,7 @@ class PresentationService:
         gate = asyncio.Semaphore(_CONCURRENT_FACTS)
 
         async def one(identifier: str) -> Picture:
-            async with gate:
+            async with gate, self.lookups.held():
                 return await self.picture(identifier, record.name)
 
         return list(await asyncio.gather(*(one(c.image) for c in record.canvases)))
@@ -149,7 +164,7 @@ class PresentationService:
         gate = asyncio.Semaphore(_CONCURRENT_FACTS)
 
         async def one(name: str) -> tuple[str, str, Picture | None]:
-            async with gate:
+            async with gate, self.lookups.held():
                 try:
                     record = await self.record_in(source, name)
                     if record is None:

@@ -1,6 +1,7 @@
-"""The ``presentation:`` section of the config: language, provider, object sources and the
-sizes of what manifests offer (thumbnails, PDF pages). Each source's own keys belong to its
-type (``sources/``)."""
+"""The ``presentation:`` section of the config: language, provider, object sources, the sizes
+of what manifests offer (thumbnails, PDF pages) and the bounds of PDFs (pages, how many are
+built at once, how long one waits for its turn, the disk they are kept on). Each source's own
+keys belong to its type (``sources/``)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,29 @@ class PresentationSettings:
         check=between(100, 6000),
     )
     pdf_max_pages: int = option(
-        300, doc="most pages of one PDF (more: 413)", check=between(1, 10_000)
+        150,  # measured: docs/performance.md#pdfs
+        doc="most pages of one PDF (more: 413); the default is built well inside "
+        "`server.request_timeout` from JPEG masters (see [Performance](performance.md#pdfs)): "
+        "masters that decode slowly (large PNG or TIFF) need fewer",
+        check=between(1, 10_000),
+    )
+    pdf_concurrency: int = option(
+        0,
+        doc="PDFs each process builds at once (0: half its image threads, at least 1); the "
+        "others wait in line for `pdf_wait` seconds, then get 503 with `Retry-After`",
+        check=at_least(0),
+    )
+    pdf_wait: float = option(
+        15.0,
+        doc="seconds a PDF waits for its turn to be built (then 503 with `Retry-After`)",
+        check=at_least(0),
+    )
+    pdf_cache_bytes: int = option(
+        512 * 1024 * 1024,
+        doc="bytes of built PDFs kept in `documents/` of the disk tier's folder (`cache.disk`), "
+        "on top of `cache.disk_bytes`, until a purge of any of their images (0, or no disk "
+        "tier: none kept); least recently used go first",
+        check=at_least(0),
     )
     sources: Mapping[str, SourceSettings] = field(
         default_factory=lambda: MappingProxyType({}),

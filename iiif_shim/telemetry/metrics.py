@@ -5,9 +5,9 @@ cache lookups per tier (facts, image, decoded, tile, disk, redis) by hit or miss
 entries rejected (by tier and reason: damaged, misplaced, not a file, contradicted, ...); failed
 Redis calls; Pillow work by step; backend calls by outcome (``ok`` or the failure kind:
 ``refused``, ``timeout``, ``not_image``, ...) and their latency; each backend's circuit state,
-connections in use and requests waiting for one; the image job queue, decoded bytes reserved
-and waiters for memory; client connections and why some were refused; how many processes
-serve. ``GET /metrics`` serves
+connections in use and requests waiting for one; PDF pages written and PDF builds by outcome;
+the image job queue, decoded bytes reserved and waiters for memory; client connections and why
+some were refused; how many processes serve. ``GET /metrics`` serves
 :meth:`Metrics.render`.
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (the supervisor sets it for its workers) the values live in
@@ -101,6 +101,16 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self._pdf_pages = Counter(
+            "iiif_shim_pdf_pages", "pages written into PDFs being built", registry=r
+        )
+        self._pdf_builds = Counter(
+            "iiif_shim_pdf_builds",
+            "PDF builds by outcome: built, abandoned (every client left), busy (no turn in time), "
+            "failed",
+            ["outcome"],
+            registry=r,
+        )
         self._refused = Counter(
             "iiif_shim_client_connections_refused",
             "client connections closed by the server's limits",
@@ -156,6 +166,12 @@ class Metrics:
     def backend_call(self, backend: str, outcome: str, seconds: float) -> None:
         self._backend_calls.labels(backend, outcome).inc()
         self._backend_latency.labels(backend).observe(seconds)
+
+    def pdf_page(self) -> None:
+        self._pdf_pages.inc()
+
+    def pdf_build(self, outcome: str) -> None:
+        self._pdf_builds.labels(outcome).inc()
 
     def client_refused(self, reason: str) -> None:
         self._refused.labels(reason).inc()

@@ -3,16 +3,23 @@
 URL layout under the IIIF prefix (each object or source name one percent-encoded segment):
 ``presentation/{3|2}/{object}/manifest``, ``presentation/{3|2}/collection`` (every source),
 ``presentation/{3|2}/collection/{source}`` and ``presentation/{object}/pdf``.
+
+Their pool jobs count in the ``documents`` lane (``imaging.pool``), a PDF's pages in the
+``pdfs`` lane (``presentation/pdfs.py``). ``HEAD`` of a PDF answers from the object's record
+and the kept PDF, if any (its ``Content-Length``), and never renders. While a PDF is made, the
+handler watches its client: once the connection is gone it stops waiting (a 499 in the log and
+the metrics), and the build stops when no one else waits for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
-import tempfile
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from aiohttp import web
@@ -20,11 +27,10 @@ from aiohttp.abc import AbstractStreamWriter
 
 from iiif_shim.base.errors import NotFound, PayloadTooLarge
 from iiif_shim.iiif.profile import Version
-from iiif_shim.iiif.request import parse_image_request
-from iiif_shim.model.plan import Rendered
-from iiif_shim.presentation.documents import Builder, Urls, thumb_size
+from iiif_shim.imaging.pool import Lane, in_lane
+from iiif_shim.presentation.documents import Builder, Urls
 from iiif_shim.presentation.pages import object_page
-from iiif_shim.presentation.pdf import PdfWriter, jpeg_size
+from iiif_shim.telemetry import tracing
 from iiif_shim.web.protocol import (
     accepts_gzip,
     cache_headers,
@@ -33,10 +39,15 @@ from iiif_shim.web.protocol import (
     not_modified,
 )
 from iiif_shim.web.runtime import Runtime
-from iiif_shim.web.state import observed, runtime_of
+from iiif_shim.web.state import REQUEST_ID, observed, runtime_of
 
 _VERSIONS = {v.value: v for v in Version}
 MAX_NAME_SEGMENT = 1024
+# Seconds between looks at whether the client of a PDF being made is still there.
+CLIENT_POLL = 0.2
+# The status logged and counted for a request whose client left before its answer (nginx's).
+CLIENT_GONE = 499
+T = TypeVar("T")
 
 
 def urls_of(request: web.Request, runtime: Runtime) -> Urls:
@@ -67,6 +78,11 @@ def _name(segment: str, what: str) -> str:
 
 async def presentation_request(request: web.Request, rest: str) -> web.StreamResponse:
     """``rest``: the raw path after ``{prefix}/presentation/``."""
+    with in_lane(Lane.DOCUMENTS):
+        return await _presentation(request, rest)
+
+
+async def _presentation(request: web.Request, rest: str) -> web.StreamResponse:
     runtime = runtime_of(request)
     seen = observed(request)
     if not runtime.presentation.enabled:
@@ -121,56 +137,63 @@ def _serialised(doc: dict[str, Any]) -> bytes:
 
 
 async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamResponse:
-    """The object as a PDF: each canvas's image fitted in ``pdf_page_size``, one page at a
-    time (rendered through the Image API, so the memory budget and caches apply), written to a
-    temporary file that is removed once sent."""
+    """The object as a PDF (``presentation/pdfs.py``): each canvas's image fitted in
+    ``pdf_page_size``, one page at a time; the kept copy when there is one. ``HEAD`` renders
+    nothing: its ``Content-Length`` is given only when a kept copy is known."""
     settings = runtime.settings.presentation
-    presentation, images = runtime.presentation, runtime.service
+    presentation = runtime.presentation
     record = await presentation.record(name)
     if len(record.canvases) > settings.pdf_max_pages:
         raise PayloadTooLarge(
             f"object {name[:100]!r} has {len(record.canvases)} pages, more than this server puts "
             f"in one PDF ({settings.pdf_max_pages}: presentation.pdf_max_pages)"
         )
-    pictures = await presentation.pictures(record)
-    fd, path = tempfile.mkstemp(prefix="iiif-shim-", suffix=".pdf")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            writer = PdfWriter(out, title=record.label)
-            for picture in pictures:
-                w, h = thumb_size(*picture.max_size, settings.pdf_page_size)
-                page = parse_image_request(
-                    Version.V3, picture.identifier, "full", f"{w},{h}", "0", "default.jpg"
-                )
-                prepared = await images.prepare(page)
-                rendered = await images.render(prepared, accept=_is_page)  # a cached one too
-                pw, ph, components = jpeg_size(rendered.body)
-                await images.workers.run(writer.add_jpeg, rendered.body, pw, ph, components)
-            await images.workers.run(writer.close)
-    except BaseException:
-        _remove(path)
-        raise
     ascii_name = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in name)
     filename = ascii_name[:80] or "object"
     ttl = int(settings.record_ttl)
-    return _TemporaryFile(
-        path,
-        headers={
-            "Content-Type": "application/pdf",
-            "Content-Disposition": f'inline; filename="{filename}.pdf"; '
-            f"filename*=UTF-8''{quote(name[:200], safe='')}.pdf",
-            "Cache-Control": f"public, max-age={ttl}" if ttl else "no-store",
-        },
-    )
-
-
-def _is_page(rendered: Rendered) -> bool:
-    """Whether the PDF writer can take this image as a page (a JPEG whose frame it reads)."""
+    headers = {
+        "Content-Type": "application/pdf",
+        "Content-Disposition": f'inline; filename="{filename}.pdf"; '
+        f"filename*=UTF-8''{quote(name[:200], safe='')}.pdf",
+        "Cache-Control": f"public, max-age={ttl}" if ttl else "no-store",
+    }
+    if request.method == "HEAD":  # sent here, before the middleware could add the request id
+        response = web.StreamResponse(headers={**headers, tracing.HEADER: request[REQUEST_ID]})
+        size = await presentation.pdfs.known_size(record)
+        if size is not None:
+            response.content_length = size
+        await response.prepare(request)
+        return response
+    pictures = await presentation.pictures(record)
+    plan = await presentation.pdfs.plan(record, pictures)
+    made = await _unless_gone(request, presentation.pdfs.make(plan))
+    if made is None:
+        return web.Response(status=CLIENT_GONE, text="the client left\n")
+    if not made.temporary:
+        return web.FileResponse(made.path, headers=headers)
     try:
-        jpeg_size(rendered.body)
-    except ValueError:
-        return False
-    return True
+        return _TemporaryFile(made.path, headers=headers)
+    except BaseException:
+        _remove(str(made.path))
+        raise
+
+
+async def _unless_gone(request: web.Request, work: Coroutine[Any, Any, T]) -> T | None:
+    """``work``'s result, or None as soon as the client's connection is gone (``work`` is then
+    cancelled, as it is when the request's deadline passes)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=CLIENT_POLL)
+            if done:
+                return task.result()
+            if request.transport is None or request.transport.is_closing():
+                return None
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 def _remove(path: str) -> None:
@@ -190,6 +213,11 @@ class _TemporaryFile(web.FileResponse):
 
 async def object_request(request: web.Request, rest: str) -> web.Response:
     """``/objects/{object}``: the object's HTML page."""
+    with in_lane(Lane.DOCUMENTS):
+        return await _object_page(request, rest)
+
+
+async def _object_page(request: web.Request, rest: str) -> web.Response:
     runtime = runtime_of(request)
     observed(request).endpoint = "object"
     if not runtime.presentation.enabled or not rest or "/" in rest:

@@ -1,11 +1,13 @@
 """Admission by kind, through real shim processes: metadata that stalls on many identifiers
-leaves connections for images (a real stalling upstream, ``tests/faulty.py``). Evidence is
+leaves connections for images (a real stalling upstream, ``tests/faulty.py``), and PDFs and
+cold manifests asked all at once do not crowd out the images asked beside them. Evidence is
 statuses and counters, never timings: the deadlines here are far from what the work takes."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.support import Process, start_faulty, start_shim, wait_until, write_config
+from tests.support import Process, Response, start_faulty, start_shim, wait_until, write_config
 
 STALLED = 8  # identifiers whose metadata stalls: as many as the backend has connections
 
@@ -76,5 +78,83 @@ def test_stalled_metadata_leaves_connections_for_images(tmp_path: Path, upstream
         image = shim.get("/iiif/3/ok~page.jpg/full/200,/0/default.jpg", timeout=60)
         assert image.status == 200, image.text
         assert image.image().size == (200, 150)
+    finally:
+        shim.stop()
+
+
+def _jpeg(size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def test_pdfs_and_manifests_do_not_crowd_out_images(tmp_path: Path) -> None:
+    """Ten PDFs of thirty 1800x1200 pages and ten cold manifests of 300 canvases each, all
+    asked at once, while images are asked without pause: every image is served; PDFs and
+    manifests are served or, beyond what their lanes admit, get 503 with Retry-After."""
+    root = tmp_path / "objects"
+    tiny, page = _jpeg((60, 40), (200, 200, 200)), _jpeg((1800, 1200), (180, 40, 40))
+    for m in range(10):
+        (root / f"m{m}").mkdir(parents=True)
+        for c in range(300):  # every canvas its own file: every facts lookup is cold
+            (root / f"m{m}" / f"c{c}.jpg").write_bytes(tiny)
+        (root / f"p{m}").mkdir()
+        for c in range(30):
+            (root / f"p{m}" / f"c{c}.jpg").write_bytes(page)
+    master = root / "master.jpg"
+    Image.effect_noise((2000, 1500), 40).convert("RGB").save(master, quality=90)
+    config = write_config(
+        tmp_path / "shim.yaml",
+        f"""
+        server: {{workers: 2, request_timeout: 300, health_interval: 3600}}
+        cache: {{image_bytes: 0}}
+        backends:
+          objects: {{type: files, root: "{root}"}}
+        routes:
+          - {{backend: objects}}
+        presentation:
+          sources:
+            scans: {{type: folder, backend: objects}}
+        """,
+    )
+    shim = start_shim(config, tmp_path)
+    try:
+        documents: dict[str, Response] = {}
+        images: list[Response] = []
+        done = threading.Event()
+
+        def document(path: str) -> None:
+            documents[path] = shim.get(path, timeout=300)
+
+        def stream(lane: int) -> None:
+            n = 0
+            while not done.is_set() or n < 5:  # at least five each, then as long as the rest
+                size = 100 + lane * 100 + n % 50  # each a new rendering (the image cache is off)
+                images.append(shim.get(f"/iiif/3/master.jpg/full/{size},/0/default.jpg"))
+                n += 1
+
+        streams = [threading.Thread(target=stream, args=(i,)) for i in range(3)]
+        for t in streams:
+            t.start()
+        asked = [f"/iiif/presentation/3/m{m}/manifest" for m in range(10)]
+        asked += [f"/iiif/presentation/p{m}/pdf" for m in range(10)]
+        threads = [threading.Thread(target=document, args=(path,)) for path in asked]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(400)
+        done.set()
+        for t in streams:
+            t.join(120)
+        failed = [(r.status, r.text) for r in images if r.status != 200]
+        assert not failed, f"{len(failed)} of {len(images)} images refused: {failed[:3]}"
+        for path, resp in documents.items():
+            assert resp.status in (200, 503), (path, resp.status, resp.text)
+            if resp.status == 503:
+                assert resp.header("Retry-After") and "busy" in resp.text, (path, resp.text)
+        assert len(documents) == 20
+        served = [path for path, resp in documents.items() if resp.status == 200]
+        assert any(p.endswith("/manifest") for p in served)
+        assert any(p.endswith("/pdf") for p in served)
     finally:
         shim.stop()

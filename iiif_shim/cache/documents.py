@@ -1,0 +1,436 @@
+"""Built documents (the PDFs of objects) kept in the disk tier's folder, each valid only while
+none of the sources it was made from has been purged.
+
+Layout, under the disk tier's folder (``cache.disk``, see ``disk.py``)::
+
+    <root>/documents/<key>/<token>.pdf     a document, as one build made it
+    <root>/documents/<key>/<token>.json    what it was made from: its sources, its pages' digest
+    <root>/documents/.tmp-...              a document being built
+    <root>/<source>/.document-<key>        marker: the token of the last build of <key> that
+                                           used <source>
+
+``<key>`` names what a document is of (its object, as its caller says: 32 hex digits), each
+``<source>`` is an image's source key in the disk tier (``entry.source_key``), the token is
+random per build. A build first writes its token into the marker in the folder of each of its
+sources (:meth:`DocumentFolder.begin`), then renders, then keeps the document under that
+token (:meth:`DocumentFolder.keep`). A purge of a source empties and removes its folder, the
+marker with it; a purge of everything removes every source folder. A document is found
+(:meth:`DocumentFolder.find`) only while the marker of every one of its sources still holds its
+token, so once any of its images was purged (in any process, by the purge endpoint or the
+command, which know nothing of documents) it is a miss, and it is removed when next seen. A
+later build of the same key takes the markers over, so an older document never counts as
+valid again.
+
+LRU by modification time within ``max_bytes`` (``presentation.pdf_cache_bytes``): a hit touches
+the document, and each document kept is followed by an eviction of the oldest (with their
+markers) down to 90% of the budget; a document larger than a quarter of the budget is not
+kept. A purge of everything also removes the whole ``documents/`` folder
+(:meth:`DocumentFolder.clear`). Nothing is followed through a link: folders are opened with
+``O_NOFOLLOW`` and markers read and written through them, a document is served only if it and
+its folders are no links. :class:`DocumentStore` runs the folder's blocking methods off the
+event loop; a failing disk is a miss or a document not kept, logged once a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from stat import S_ISDIR, S_ISREG
+from typing import Any
+
+from iiif_shim.cache.entry import valid_source
+
+log = logging.getLogger("iiif_shim")
+
+DOCUMENTS = "documents"
+MARKER = ".document-"
+TMP = ".tmp-"
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_LOW_WATER = 0.9  # eviction stops at this share of the budget
+_STALE_TMP = 3600.0  # seconds after which a document being built is a crash's leftover
+_TOUCH_AFTER = 60.0  # seconds since a document was last touched before a hit touches it again
+_MAX_META = 1024 * 1024  # bytes of one document's description (2000 pages take about 70 KB)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A document in the folder: its file and its size in bytes."""
+
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class _Meta:
+    sources: tuple[str, ...]
+    pages: str
+
+
+class DocumentFolder:
+    """The blocking side: ``root`` is the disk tier's folder."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.folder = root / DOCUMENTS
+        self.max_bytes = max_bytes
+        self.max_document = max_bytes // 4
+
+    # --- what callers ask ------------------------------------------------------------------
+
+    def find(self, key: str, pages: str | None = None) -> Kept | None:
+        """The valid document of ``key`` (and, when ``pages`` is given, of those pages), touched;
+        ``None`` when there is none. A document one of whose sources was purged is removed."""
+        place = self._key_folder(key)
+        if place is None:
+            return None
+        for _, token, size in sorted(self._documents_in(place), reverse=True):
+            meta = self._meta(place / f"{token}.json")
+            if meta is None or not self._marked(key, token, meta.sources):
+                self._remove(place, token)  # purged, superseded, or torn
+                continue
+            if pages is not None and meta.pages != pages:
+                continue  # made from other versions of its images: not this one
+            path = place / f"{token}.pdf"
+            with contextlib.suppress(OSError):
+                if time.time() - os.stat(path, follow_symlinks=False).st_mtime > _TOUCH_AFTER:
+                    os.utime(path, follow_symlinks=False)
+            return Kept(path, size)
+        return None
+
+    def begin(self, key: str, sources: Iterable[str]) -> str:
+        """A new build of ``key`` from ``sources``: its token, now in each source's marker."""
+        _check_key(key)
+        token = secrets.token_hex(16)
+        for source in sorted(set(sources)):
+            if not valid_source(source):
+                raise ValueError("not a source key")
+            folder = self._open_source(source)
+            try:
+                _write_in(folder, MARKER + key, token.encode("ascii"))
+            finally:
+                os.close(folder)
+        return token
+
+    def scratch(self) -> Path:
+        """A new file name in the folder for a document being built (renamed by :meth:`keep`)."""
+        self._make_folder()
+        return self.folder / f"{TMP}{os.getpid()}-{secrets.token_hex(6)}.pdf"
+
+    def keep(
+        self, key: str, token: str, built: Path, sources: Sequence[str], pages: str
+    ) -> Kept | None:
+        """Keep the document ``built`` (a :meth:`scratch` file) as the build ``token`` of
+        ``key``; ``None`` (``built`` left as it is) when it is too large to keep. Older
+        documents of ``key`` go, and the oldest of all while the budget is exceeded."""
+        _check_key(key)
+        if not _HEX32.fullmatch(token):
+            raise ValueError("not a build token")
+        size = os.stat(built, follow_symlinks=False).st_size
+        if size > self.max_document:
+            return None
+        place = self._make_key_folder(key)
+        meta = json.dumps({"sources": list(sources), "pages": pages}).encode()
+        with _opened(place) as fd:
+            _write_in(fd, f"{token}.json", meta)
+        path = place / f"{token}.pdf"
+        os.replace(built, path)
+        for _, older, _ in self._documents_in(place):
+            if older != token:
+                self._remove(place, older)
+        self.evict()
+        return Kept(path, size)
+
+    def clear(self) -> None:
+        """Remove every document (a purge of everything has removed every marker already)."""
+        try:
+            fd = os.open(self.folder, _FOLDER)
+        except OSError:
+            with contextlib.suppress(OSError):  # a link or file in its place: the name goes
+                if not S_ISDIR(os.lstat(self.folder).st_mode):
+                    os.unlink(self.folder)
+            return
+        try:
+            with os.scandir(fd) as scan:
+                names = [(e.name, e.is_dir(follow_symlinks=False)) for e in scan]
+            for name, is_folder in names:
+                if name.startswith(TMP):  # a build's: renamed into place by it, or stale later
+                    continue
+                with contextlib.suppress(OSError):
+                    if is_folder:
+                        shutil.rmtree(name, dir_fd=fd)
+                    else:
+                        os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def size(self) -> int:
+        """Bytes the kept documents take (a scan)."""
+        return sum(size for _, _, _, size in self._all())
+
+    def evict(self) -> int:
+        """Remove the least recently used documents (and their markers) until at most 90% of
+        the budget is used, if it is exceeded; how many went. Stale scratch files go too."""
+        found = sorted(self._all())
+        total = sum(size for _, _, _, size in found)
+        removed = 0
+        if total <= self.max_bytes:
+            return 0
+        for _, place, token, size in found:
+            if total <= self.max_bytes * _LOW_WATER:
+                break
+            self._remove(place, token)
+            total -= size
+            removed += 1
+        return removed
+
+    # --- inside ----------------------------------------------------------------------------
+
+    def _key_folder(self, key: str) -> Path | None:
+        """The folder of ``key`` if it is one (never a link), else None."""
+        _check_key(key)
+        place = self.folder / key
+        for path in (self.folder, place):
+            try:
+                if not S_ISDIR(os.lstat(path).st_mode):
+                    return None
+            except OSError:
+                return None
+        return place
+
+    def _make_folder(self) -> None:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.folder)
+        if not S_ISDIR(os.lstat(self.folder).st_mode):
+            raise NotADirectoryError(f"{self.folder} is not a folder")
+
+    def _make_key_folder(self, key: str) -> Path:
+        self._make_folder()
+        place = self.folder / key
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(place)
+        if not S_ISDIR(os.lstat(place).st_mode):
+            raise NotADirectoryError(f"{place} is not a folder")
+        return place
+
+    def _documents_in(self, place: Path) -> Iterator[tuple[float, str, int]]:
+        """(mtime, token, size) of each document file in a key's folder."""
+        try:
+            with os.scandir(place) as scan:
+                entries = list(scan)
+        except OSError:
+            return
+        for entry in entries:
+            token, dot, suffix = entry.name.partition(".")
+            if suffix != "pdf" or not dot or not _HEX32.fullmatch(token):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if S_ISREG(st.st_mode):
+                yield st.st_mtime, token, st.st_size
+            else:  # a link, pipe or device under a name of ours: the name goes
+                self._remove(place, token)
+
+    def _all(self) -> Iterator[tuple[float, Path, str, int]]:
+        """(mtime, key folder, token, size) of every document; removes stale scratch files
+        and empty key folders on the way."""
+        now = time.time()
+        try:
+            with os.scandir(self.folder) as scan:
+                entries = list(scan)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.name.startswith(TMP):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_TMP:
+                        os.unlink(entry.path)
+                continue
+            if not (_HEX32.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
+                continue
+            place = Path(entry.path)
+            documents = list(self._documents_in(place))
+            for mtime, token, size in documents:
+                yield mtime, place, token, size
+            if not documents:
+                with contextlib.suppress(OSError):
+                    for name in os.listdir(place):  # descriptions left without a document
+                        if name.endswith(".json") and now - _mtime(place / name) > _STALE_TMP:
+                            os.unlink(place / name)
+                    os.rmdir(place)
+
+    def _meta(self, path: Path) -> _Meta | None:
+        """A document's description, or None when it is missing or not one."""
+        try:
+            fd = os.open(path, _READ)
+        except OSError:
+            return None
+        try:
+            if not S_ISREG(os.fstat(fd).st_mode):
+                return None
+            data = os.read(fd, _MAX_META + 1)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        try:
+            found: Any = json.loads(data)
+            sources, pages = found["sources"], found["pages"]
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not (isinstance(sources, list) and isinstance(pages, str)):
+            return None
+        if not all(isinstance(s, str) and valid_source(s) for s in sources):
+            return None
+        return _Meta(tuple(sources), pages)
+
+    def _marked(self, key: str, token: str, sources: Iterable[str]) -> bool:
+        """Whether the marker of every source holds ``token`` (none was purged since)."""
+        want = token.encode("ascii")
+        for source in set(sources):
+            try:
+                folder = os.open(self.root / source, _FOLDER)
+            except OSError:
+                return False
+            try:
+                fd = os.open(MARKER + key, _READ, dir_fd=folder)
+                try:
+                    if not S_ISREG(os.fstat(fd).st_mode) or os.read(fd, 64) != want:
+                        return False
+                finally:
+                    os.close(fd)
+            except OSError:
+                return False
+            finally:
+                os.close(folder)
+        return True
+
+    def _open_source(self, source: str) -> int:
+        """A descriptor of a source's folder in the disk tier, made if missing (never a link)."""
+        path = self.root / source
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path)
+        return os.open(path, _FOLDER)
+
+    def _remove(self, place: Path, token: str) -> None:
+        """One document: its file, its description, and its markers that still hold it."""
+        key = place.name
+        meta = self._meta(place / f"{token}.json")
+        for source in set(meta.sources) if meta is not None else ():
+            with contextlib.suppress(OSError):
+                folder = os.open(self.root / source, _FOLDER)
+                try:
+                    fd = os.open(MARKER + key, _READ, dir_fd=folder)
+                    try:
+                        mine = os.read(fd, 64) == token.encode("ascii")
+                    finally:
+                        os.close(fd)
+                    if mine:
+                        os.unlink(MARKER + key, dir_fd=folder)
+                finally:
+                    os.close(folder)
+        for name in (f"{token}.pdf", f"{token}.json"):
+            with contextlib.suppress(OSError):
+                os.unlink(place / name)
+
+
+def _check_key(key: str) -> None:
+    if not _HEX32.fullmatch(key):
+        raise ValueError("not a document key")
+
+
+def _mtime(path: Path) -> float:
+    return os.stat(path, follow_symlinks=False).st_mtime
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[int]:
+    fd = os.open(path, _FOLDER)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _write_in(folder: int, name: str, data: bytes) -> None:
+    """``data`` as file ``name`` of the folder, whole or not at all (a temporary file renamed)."""
+    tmp = f"{TMP}{os.getpid()}-{secrets.token_hex(6)}"
+    try:
+        fd = os.open(tmp, _NEW, 0o644, dir_fd=folder)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=folder)
+        raise
+
+
+class DocumentStore:
+    """The folder for the event loop: its blocking calls run in threads, and a failing disk is
+    a miss or a document not kept, logged once a minute."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.folder = DocumentFolder(root, max_bytes)
+        self._failed_at = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def find(self, key: str, pages: str | None = None) -> Kept | None:
+        found: Kept | None = await self._quietly(self.folder.find, key, pages)
+        return found
+
+    async def begin(self, key: str, sources: Sequence[str]) -> str | None:
+        """The build's token; None when the markers cannot be written (it will not be kept)."""
+        token: str | None = await self._quietly(self.folder.begin, key, sources)
+        return token
+
+    async def scratch(self) -> Path | None:
+        path: Path | None = await self._quietly(self.folder.scratch)
+        return path
+
+    async def keep(
+        self, key: str, token: str, built: Path, sources: Sequence[str], pages: str
+    ) -> Kept | None:
+        kept: Kept | None = await self._quietly(self.folder.keep, key, token, built, sources, pages)
+        return kept
+
+    def purged(self, source: str | None) -> None:
+        """For :meth:`Caches.register`: a purge of everything removes every document (one of a
+        source needs nothing: its markers went with its folder)."""
+        if source is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not serving: nothing to clear from here
+                return
+            task = loop.create_task(self._quietly(self.folder.clear))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _quietly(self, call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(call, *args)
+        except OSError as exc:
+            now = time.monotonic()
+            if now - self._failed_at > 60:
+                self._failed_at = now
+                log.warning("PDF cache %s: %s (going on without it)", self.folder.folder, exc)
+            return None

@@ -1,0 +1,247 @@
+"""The PDF of an object, made within bounds that fit the request's deadline (``web/presentation.py``
+serves it), with no aiohttp types in it.
+
+- What a PDF is made of (:class:`PdfPlan`): one Image API request per canvas, its image fitted in
+  ``pdf_page_size``, prepared (facts, plan) before anything is rendered, so the plans' keys say
+  which version of every image its pages show.
+- Kept: a PDF once built is kept in the disk tier's folder (``cache/documents.py``, within
+  ``pdf_cache_bytes``) and served from there until any of its images is purged or changes;
+  ``HEAD`` learns its length from there (:meth:`PdfMaker.known_size`) without rendering.
+- One build per PDF at a time in a process (single-flight): requests for a PDF being built wait
+  for that build, and a build stops as soon as no request waits for it any more (every client
+  gone, or past its deadline), so no page is rendered for nobody.
+- At most ``pdf_concurrency`` builds at once per process; the others wait in line, at most
+  ``pdf_wait`` seconds, then get 503 with ``Retry-After`` (``imaging.pool.Gate``).
+- A build's pool jobs count in the ``pdfs`` lane (``imaging.pool``), so PDFs cannot fill the
+  queue images need. Each page is rendered through the Image API (the memory budget and the
+  image caches apply), embedded as it is (``pdf.py``) and written to a file as it comes: a
+  PDF is never held whole in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from iiif_shim.base.errors import QueueFull
+from iiif_shim.cache.documents import DocumentStore
+from iiif_shim.cache.entry import source_key
+from iiif_shim.core.service import ImageService, Prepared
+from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.request import parse_image_request
+from iiif_shim.imaging.pool import Gate, Lane, in_lane
+from iiif_shim.model.plan import Rendered
+from iiif_shim.presentation.documents import Picture, thumb_size
+from iiif_shim.presentation.pdf import PdfWriter, jpeg_size
+from iiif_shim.presentation.records import ObjectRecord
+from iiif_shim.presentation.settings import PresentationSettings
+
+# bumped when the writer's output changes: PDFs kept by an earlier release are not reused
+_FORMAT = 1
+# PDFs that may wait in line per build slot; more get 503 at once (they would time out anyway)
+_LINE_PER_SLOT = 8
+
+
+def record_key(record: ObjectRecord, page_size: int) -> str:
+    """What a PDF is of, as far as the object's record says (no image facts): 32 hex digits."""
+    what = [_FORMAT, record.source, record.name, record.label, page_size]
+    what.append([canvas.image for canvas in record.canvases])
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class PdfPlan:
+    """Everything a PDF is made of, known before any page is rendered."""
+
+    key: str  # record_key: what it is of
+    title: str
+    pages: tuple[Prepared, ...]
+    sources: tuple[str, ...]  # each page's source key in the cache tiers (what purges name)
+    digest: str | None  # of the pages' plan keys; None: a page has no version (never kept)
+
+
+@dataclass(frozen=True)
+class PdfFile:
+    """A built PDF: its file and size; a ``temporary`` one is the caller's to remove."""
+
+    path: Path
+    size: int
+    temporary: bool
+
+
+@dataclass(eq=False)
+class _Flight:
+    task: asyncio.Task[PdfFile]
+    waiters: int = field(default=0)
+
+
+class PdfMaker:
+    def __init__(self, settings: PresentationSettings, images: ImageService) -> None:
+        self.settings = settings
+        self.images = images
+        self.metrics = images.metrics
+        disk = images.settings.cache.disk
+        self.store: DocumentStore | None = None
+        if disk is not None and settings.pdf_cache_bytes > 0:
+            self.store = DocumentStore(disk, settings.pdf_cache_bytes)
+            images.caches.register(self.store.purged)
+        slots = settings.pdf_concurrency or max(1, images.workers.threads // 2)
+        self.gate = Gate(slots, settings.pdf_wait, slots * _LINE_PER_SLOT, "PDFs being made")
+        self._flights: dict[tuple[str, str], _Flight] = {}
+
+    async def plan(self, record: ObjectRecord, pictures: Sequence[Picture]) -> PdfPlan:
+        """The pages of ``record``'s PDF, prepared (image facts, plans), nothing rendered."""
+        pages = []
+        for picture in pictures:
+            w, h = thumb_size(*picture.max_size, self.settings.pdf_page_size)
+            page = parse_image_request(
+                Version.V3, picture.identifier, "full", f"{w},{h}", "0", "default.jpg"
+            )
+            pages.append(await self.images.prepare(page))
+        keys = [page.plan.key for page in pages]
+        digest = None
+        if all(keys):
+            digest = hashlib.sha256("\n".join(k or "" for k in keys).encode()).hexdigest()
+        return PdfPlan(
+            key=record_key(record, self.settings.pdf_page_size),
+            title=record.label,
+            pages=tuple(pages),
+            sources=tuple(
+                source_key(p.source.target.backend, p.source.target.native_id) for p in pages
+            ),
+            digest=digest,
+        )
+
+    async def known_size(self, record: ObjectRecord) -> int | None:
+        """The length of ``record``'s PDF if a valid one is kept (its images' facts unread)."""
+        if self.store is None:
+            return None
+        kept = await self.store.find(record_key(record, self.settings.pdf_page_size))
+        return None if kept is None else kept.size
+
+    async def make(self, plan: PdfPlan) -> PdfFile:
+        """The PDF of ``plan``: kept, or built (sharing a build under way). Cancelling the call
+        (the client left) stops the build once no other request waits for it."""
+        if self.store is not None and plan.digest is not None:
+            kept = await self.store.find(plan.key, plan.digest)
+            if self.metrics is not None:
+                self.metrics.cache_lookup("pdf", kept is not None)
+            if kept is not None:
+                return PdfFile(kept.path, kept.size, temporary=False)
+        ident = (plan.key, plan.digest or secrets.token_hex(8))  # an unkept one is not shared
+        flight = self._flights.get(ident)
+        if flight is None or flight.task.done():
+            flight = _Flight(asyncio.get_running_loop().create_task(self._build(plan)))
+            self._flights[ident] = flight
+            flight.task.add_done_callback(lambda _: self._landed(ident, flight))
+        flight.waiters += 1
+        try:
+            return _claimed(await asyncio.shield(flight.task))
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0:
+                if not flight.task.done():
+                    flight.task.cancel()  # nobody waits for it any more: stop rendering
+                else:
+                    _discard(flight.task)  # every waiter has its own link to a temporary file
+
+    def _landed(self, ident: tuple[str, str], flight: _Flight) -> None:
+        if self._flights.get(ident) is flight:
+            del self._flights[ident]
+        if not flight.task.cancelled():
+            flight.task.exception()  # retrieved: the waiters got it through their own await
+
+    async def _build(self, plan: PdfPlan) -> PdfFile:
+        outcome = "failed"
+        try:
+            with in_lane(Lane.PDFS):
+                async with self.gate.held():
+                    built = await self._built(plan)
+            outcome = "built"
+            return built
+        except QueueFull:
+            outcome = "busy"
+            raise
+        except asyncio.CancelledError:
+            outcome = "abandoned"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.pdf_build(outcome)
+
+    async def _built(self, plan: PdfPlan) -> PdfFile:
+        store = self.store if plan.digest is not None else None
+        token = path = None
+        if store is not None:
+            token = await store.begin(plan.key, plan.sources)  # before any page is rendered
+            path = await store.scratch() if token is not None else None
+        if path is None:
+            fd, name = await asyncio.to_thread(tempfile.mkstemp, ".pdf", "iiif-shim-")
+            os.close(fd)
+            path = Path(name)
+        try:
+            size = await self._write(plan, path)
+            kept = None
+            if store is not None and token is not None and plan.digest is not None:
+                kept = await store.keep(plan.key, token, path, plan.sources, plan.digest)
+        except BaseException:
+            _remove(path)
+            raise
+        if kept is not None:
+            return PdfFile(kept.path, kept.size, temporary=False)
+        return PdfFile(path, size, temporary=True)
+
+    async def _write(self, plan: PdfPlan, path: Path) -> int:
+        """Render the pages one at a time into a PDF at ``path``; its size."""
+        images, metrics = self.images, self.metrics
+        out = await asyncio.to_thread(path.open, "wb")
+        try:
+            writer = await images.workers.run(partial(PdfWriter, out, title=plan.title))
+            for page in plan.pages:
+                rendered = await images.render(page, accept=_is_page)  # a cached one too
+                pw, ph, components = jpeg_size(rendered.body)
+                await images.workers.run(writer.add_jpeg, rendered.body, pw, ph, components)
+                if metrics is not None:
+                    metrics.pdf_page()
+            size: int = await images.workers.run(writer.close)
+        finally:
+            out.close()
+        return size
+
+
+def _is_page(rendered: Rendered) -> bool:
+    """Whether the PDF writer can take this image as a page (a JPEG whose frame it reads)."""
+    try:
+        jpeg_size(rendered.body)
+    except ValueError:
+        return False
+    return True
+
+
+def _claimed(built: PdfFile) -> PdfFile:
+    """What one waiter serves: a kept PDF as it is, a temporary one through a link of its own
+    (each waiter removes its link once sent; the build's own name goes with the last waiter)."""
+    if not built.temporary:
+        return built
+    link = built.path.with_name(f"{built.path.stem}-{secrets.token_hex(4)}.pdf")
+    os.link(built.path, link)
+    return PdfFile(link, built.size, temporary=True)
+
+
+def _discard(task: asyncio.Task[PdfFile]) -> None:
+    if not task.cancelled() and task.exception() is None and task.result().temporary:
+        _remove(task.result().path)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

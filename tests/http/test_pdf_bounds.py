@@ -1,0 +1,219 @@
+"""PDFs within bounds, served by real shim processes (as deployed: aiohttp does not cancel a
+handler whose client left, where its test server would), their pages from a real slow upstream
+(``tests/faulty.py``): a client that leaves stops its PDF, ``HEAD`` renders nothing, PDFs
+beyond the per-process cap wait then get 503 with ``Retry-After``, and a PDF once built is kept
+on disk until one of its images is purged. The evidence is counted, never timed: the
+upstream's own request counts, and the shim's metrics of PDF pages written and PDF builds by
+outcome."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.support import (
+    Process,
+    Response,
+    request,
+    start_faulty,
+    start_shim,
+    wait_until,
+    write_config,
+)
+
+PAGES = 40  # pages of the object "long"
+DELAY = 0.3  # seconds the upstream takes for each request of a "slow" image
+TOKEN = "purge-token-0123456789"
+PAGES_WRITTEN = "iiif_shim_pdf_pages_total"
+
+
+def _builds(outcome: str) -> str:
+    return f'iiif_shim_pdf_builds_total{{outcome="{outcome}"}}'
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    root = tmp_path_factory.mktemp("pdf-pages")
+    for i in range(1, PAGES + 1):
+        colour = (i * 6 % 256, 255 - i * 5 % 256, 90)
+        Image.new("RGB", (400, 300), colour).save(root / f"p{i}.jpg", quality=80)
+    proc = start_faulty(root, tmp_path_factory.mktemp("pdf-upstream"))
+    yield proc
+    proc.stop()
+
+
+def _shim(
+    tmp: Path,
+    upstream: Process,
+    presentation: str = "",
+    cache: str = "",
+    max_pages: int = PAGES - 1,
+) -> Process:
+    rows = ["object,image"]
+    rows += [f"long,slow:p{i}.jpg" for i in range(1, PAGES + 1)]
+    rows += [f"short,quick:p{i}.jpg" for i in (1, 2, 3)]
+    rows += [f"w{n},slow:p{i}.jpg" for n in (1, 2, 3, 4) for i in range(1, 9)]
+    rows += [f"over,quick:p{i}.jpg" for i in range(1, PAGES + 1)]
+    (tmp / "objects.csv").write_text("\n".join(rows) + "\n")
+    base = f"http://127.0.0.1:{upstream.port}"
+    config = write_config(
+        tmp / "shim.yaml",
+        f"""
+        server: {{request_timeout: 120, health_interval: 3600}}
+        cache: {{purge_token: {TOKEN}{cache}}}
+        backends:
+          slow: {{type: http, url: "{base}/delay/{DELAY}/{{id}}", max_connections: 16}}
+          quick: {{type: http, url: "{base}/ok/{{id}}"}}
+        routes:
+          - {{match: "^slow:(?P<rest>.+)$", backend: slow, id: "{{rest}}"}}
+          - {{match: "^quick:(?P<rest>.+)$", backend: quick, id: "{{rest}}"}}
+        presentation:
+          pdf_max_pages: {max_pages}
+          sources:
+            catalogue: {{type: csv, path: objects.csv, columns: {{object: object, image: image}}}}
+          {presentation}
+        """,
+    )
+    return start_shim(config, tmp)
+
+
+def _metric(shim: Process, sample: str) -> float:
+    for line in shim.get("/metrics").text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _sent(upstream: Process) -> int:
+    """Requests for images the upstream has had (its root: the shim's health checks)."""
+    paths = json.loads(request(upstream.port, "/_stats").body)["paths"]
+    return sum(count for path, count in paths.items() if path != "/")
+
+
+def _pdf(resp: Response) -> bytes:
+    assert resp.status == 200, resp.text
+    assert resp.header("Content-Type") == "application/pdf" and resp.body.startswith(b"%PDF-")
+    return resp.body
+
+
+def test_a_client_that_leaves_stops_its_pdf(tmp_path: Path, upstream: Process) -> None:
+    """The client of a 40-page PDF whose every page takes the upstream a while hangs up after
+    the first pages: the build stops (abandoned), its remaining pages are never fetched nor
+    written."""
+    shim = _shim(tmp_path, upstream, max_pages=PAGES)
+    try:
+        request(upstream.port, "/_reset")
+        with socket.create_connection(("127.0.0.1", shim.port)) as client:
+            client.sendall(b"GET /iiif/presentation/long/pdf HTTP/1.1\r\nHost: t\r\n\r\n")
+            # first the facts of every page, then the pages one at a time
+            wait_until(lambda: _sent(upstream) >= PAGES + 2, "two pages asked for", 60)
+        # the shim either stops, or goes on and asks for every page (then fetch 2 x PAGES)
+        wait_until(
+            lambda: _metric(shim, _builds("abandoned")) >= 1 or _sent(upstream) >= 2 * PAGES,
+            "the PDF stopped or finished",
+            60,
+        )
+        assert _sent(upstream) < 2 * PAGES, "every page was fetched for a client that left"
+        assert _metric(shim, _builds("abandoned")) == 1
+        written = _metric(shim, PAGES_WRITTEN)
+        assert 0 < written < PAGES
+        _pdf(shim.get("/iiif/presentation/short/pdf"))  # a later PDF adds its own pages only
+        assert _metric(shim, PAGES_WRITTEN) == written + 3
+        assert _metric(shim, _builds("abandoned")) == 1
+    finally:
+        shim.stop()
+
+
+def test_head_of_a_pdf_renders_nothing(tmp_path: Path, upstream: Process) -> None:
+    """``HEAD`` (what link checkers send for every `rendering`) answers from the object's
+    record: no image is asked for, no page written; ``Content-Length`` once a kept copy is
+    known; a 413 for an object with too many pages, as for ``GET``."""
+    shim = _shim(tmp_path, upstream, cache=f', disk: "{tmp_path / "disk"}"')
+    try:
+        request(upstream.port, "/_reset")
+        head = shim.get("/iiif/presentation/short/pdf", method="HEAD")
+        assert head.status == 200 and head.body == b""
+        assert head.header("Content-Type") == "application/pdf"
+        assert 'filename="short.pdf"' in (head.header("Content-Disposition") or "")
+        assert head.header("Content-Length") is None and head.header("X-Request-ID")
+        assert _sent(upstream) == 0 and _metric(shim, PAGES_WRITTEN) == 0
+        too_long = shim.get("/iiif/presentation/over/pdf", method="HEAD")
+        assert too_long.status == 413 and _sent(upstream) == 0
+        body = _pdf(shim.get("/iiif/presentation/short/pdf"))
+        assert _metric(shim, PAGES_WRITTEN) == 3
+        sent = _sent(upstream)
+        again = shim.get("/iiif/presentation/short/pdf", method="HEAD")
+        assert again.status == 200 and again.header("Content-Length") == str(len(body))
+        assert _sent(upstream) == sent and _metric(shim, PAGES_WRITTEN) == 3
+        assert shim.get("/iiif/presentation/nothing/pdf", method="HEAD").status == 404
+    finally:
+        shim.stop()
+
+
+def test_pdfs_beyond_the_cap_wait_then_get_503_with_retry_after(
+    tmp_path: Path, upstream: Process
+) -> None:
+    """One PDF at a time, a second of waiting: of four PDFs asked at once (each eight pages
+    of the slow upstream), one is built and the others wait their second, then get 503 with
+    Retry-After, while the one being built goes on."""
+    shim = _shim(tmp_path, upstream, "pdf_concurrency: 1\n          pdf_wait: 1")
+    try:
+        answers: dict[str, Response] = {}
+
+        def ask(name: str) -> None:
+            answers[name] = shim.get(f"/iiif/presentation/{name}/pdf", timeout=120)
+
+        threads = [threading.Thread(target=ask, args=(f"w{n}",)) for n in (1, 2, 3, 4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(150)
+        statuses = sorted(r.status for r in answers.values())
+        assert statuses == [200, 503, 503, 503], statuses
+        for resp in answers.values():
+            if resp.status == 503:
+                assert resp.header("Retry-After") == "1" and "busy" in resp.text, resp.text
+            else:
+                assert _pdf(resp).count(b"/Type /Page ") == 8
+        assert _metric(shim, _builds("busy")) == 3 and _metric(shim, _builds("built")) == 1
+    finally:
+        shim.stop()
+
+
+def test_a_pdf_is_kept_until_one_of_its_images_is_purged(tmp_path: Path, upstream: Process) -> None:
+    """A PDF built once is served from the disk tier's folder (by this process and the next),
+    until a purge of one of its images, or of everything: then it is built again."""
+    cache = f', disk: "{tmp_path / "disk"}"'
+    path = "/iiif/presentation/short/pdf"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    shim = _shim(tmp_path, upstream, cache=cache)
+    try:
+        first = _pdf(shim.get(path))
+        assert _metric(shim, PAGES_WRITTEN) == 3
+        assert _pdf(shim.get(path)) == first
+        assert _metric(shim, PAGES_WRITTEN) == 3
+        assert _metric(shim, 'iiif_shim_cache_lookups_total{result="hit",tier="pdf"}') == 1
+    finally:
+        shim.stop()
+    shim = _shim(tmp_path, upstream, cache=cache)  # a process that never built it
+    try:
+        assert _pdf(shim.get(path)) == first and _metric(shim, PAGES_WRITTEN) == 0
+        purged = shim.get("/admin/cache/quick:p2.jpg", method="DELETE", headers=auth)
+        assert purged.status == 200, purged.text
+        head = shim.get(path, method="HEAD")
+        assert head.status == 200 and head.header("Content-Length") is None
+        _pdf(shim.get(path))
+        assert _metric(shim, PAGES_WRITTEN) == 3  # made again
+        _pdf(shim.get(path))
+        assert _metric(shim, PAGES_WRITTEN) == 3  # and kept again
+        assert shim.get("/admin/cache", method="DELETE", headers=auth).status == 200
+        _pdf(shim.get(path))
+        assert _metric(shim, PAGES_WRITTEN) == 6
+    finally:
+        shim.stop()

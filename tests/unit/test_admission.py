@@ -1,0 +1,157 @@
+"""Admission by kind and the PDF cache, below HTTP: the pool's lanes (a full lane refuses only
+its own kind), the gate (slots, a line first come first served, its bounds, a waiter that gives
+up), and the folder of kept documents (valid only while every marker holds its token: a purge
+of one source, a later build, other pages, eviction, a purge of everything)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from iiif_shim.base.errors import QueueFull
+from iiif_shim.cache.documents import DocumentFolder
+from iiif_shim.cache.entry import source_key
+from iiif_shim.imaging.pool import Gate, Lane, Workers, in_lane
+
+KEY = "a" * 32
+SOURCES = [source_key("b", f"p{i}") for i in range(3)]
+
+
+def test_a_full_lane_refuses_its_own_kind_only() -> None:
+    async def main() -> None:
+        workers = Workers(threads=2, max_pending=1, timeout=5)
+        release = threading.Event()
+        try:
+            with in_lane(Lane.DOCUMENTS):
+                held = asyncio.ensure_future(workers.run(release.wait, 5))
+                await asyncio.sleep(0)
+                with pytest.raises(QueueFull, match="manifests"):
+                    await workers.run(sum, [1])
+            assert workers.pending_in(Lane.DOCUMENTS) == 1
+            assert await workers.run(sum, [1, 2]) == 3  # images: a lane of their own
+            with in_lane(Lane.PDFS):
+                assert await workers.run(sum, [3]) == 3
+            release.set()
+            assert await held is True
+        finally:
+            release.set()
+            workers.close()
+
+    asyncio.run(main())
+
+
+def test_the_gate_admits_in_order_within_its_bounds() -> None:
+    async def main() -> None:
+        gate = Gate(slots=1, wait=5, line=2, what="things")
+        order: list[int] = []
+        first = asyncio.Event()
+
+        async def hold(n: int, until: asyncio.Event) -> None:
+            async with gate.held():
+                order.append(n)
+                await until.wait()
+
+        holder = asyncio.ensure_future(hold(0, first))
+        await asyncio.sleep(0)
+        done = asyncio.Event()
+        done.set()
+        waiters = [asyncio.ensure_future(hold(n, done)) for n in (1, 2)]
+        await asyncio.sleep(0)
+        assert gate.holders == 1 and gate.waiting == 2
+        with pytest.raises(QueueFull, match="line is full") as full:
+            await hold(3, done)
+        assert full.value.retry_after == 3
+        first.set()
+        await asyncio.gather(holder, *waiters)
+        assert order == [0, 1, 2] and gate.holders == 0 and gate.waiting == 0
+
+    asyncio.run(main())
+
+
+def test_a_waiter_that_gives_up_leaves_no_slot_behind() -> None:
+    async def main() -> None:
+        gate = Gate(slots=1, wait=0.05, line=4, what="things")
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with gate.held():
+                await release.wait()
+
+        holder = asyncio.ensure_future(hold())
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull, match=r"none was free within 0\.05s"):
+            async with gate.held():
+                pass
+        cancelled = asyncio.ensure_future(hold())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        release.set()
+        await holder
+        assert gate.holders == 0 and gate.waiting == 0
+        async with gate.held():
+            assert gate.holders == 1
+
+    asyncio.run(main())
+
+
+def _built(folder: DocumentFolder, body: bytes = b"%PDF-1.4 a document") -> Path:
+    path = folder.scratch()
+    path.write_bytes(body)
+    return path
+
+
+def _keep(folder: DocumentFolder, pages: str = "v1", body: bytes = b"%PDF-1.4 doc") -> Path:
+    token = folder.begin(KEY, SOURCES)
+    kept = folder.keep(KEY, token, _built(folder, body), SOURCES, pages)
+    assert kept is not None and kept.path.read_bytes() == body
+    return kept.path
+
+
+def test_a_document_is_valid_until_one_of_its_sources_is_purged(tmp_path: Path) -> None:
+    folder = DocumentFolder(tmp_path, 1024 * 1024)
+    path = _keep(folder)
+    found = folder.find(KEY, "v1")
+    assert found is not None and found.path == path and found.size == path.stat().st_size
+    assert folder.find(KEY) == found  # what HEAD asks: any pages
+    assert folder.find(KEY, "v2") is None  # made from other versions of its images
+    shutil.rmtree(tmp_path / SOURCES[1])  # what the disk tier's purge of that source does
+    assert folder.find(KEY) is None
+    assert not path.exists() and not list((tmp_path / "documents" / KEY).glob("*.json"))
+
+
+def test_a_later_build_takes_the_markers_over(tmp_path: Path) -> None:
+    folder = DocumentFolder(tmp_path, 1024 * 1024)
+    older = _keep(folder, body=b"%PDF-1.4 old")
+    token = folder.begin(KEY, SOURCES)  # a build begins: the older one no longer counts
+    assert folder.find(KEY) is None and not older.exists()
+    assert folder.keep(KEY, token, _built(folder, b"%PDF-1.4 new"), SOURCES, "v1") is not None
+    found = folder.find(KEY, "v1")
+    assert found is not None and found.path.read_bytes() == b"%PDF-1.4 new"
+
+
+def test_documents_are_evicted_oldest_first_and_cleared(tmp_path: Path) -> None:
+    folder = DocumentFolder(tmp_path, 4000)
+    keys = [f"{n:032x}" for n in range(4)]
+    for n, key in enumerate(keys):
+        token = folder.begin(key, SOURCES)
+        assert folder.keep(key, token, _built(folder, b"%" * 900), SOURCES, "v") is not None
+        kept = folder.find(key)
+        assert kept is not None
+        os.utime(kept.path, (1000 + n, 1000 + n))  # an order the clock cannot blur
+    token = folder.begin("f" * 32, SOURCES)
+    assert folder.keep("f" * 32, token, _built(folder, b"%" * 900), SOURCES, "v") is not None
+    assert [folder.find(key) is not None for key in keys] == [False, True, True, True]
+    assert folder.size() <= 4000 * 0.9
+    too_large = _built(folder, b"%" * 1001)  # more than a quarter of the budget
+    assert folder.keep(KEY, folder.begin(KEY, SOURCES), too_large, SOURCES, "v") is None
+    assert too_large.exists()
+    folder.clear()
+    assert folder.find(keys[3]) is None and folder.size() == 0
+    assert too_large.exists()  # a build's file is its own to remove
