@@ -4,7 +4,7 @@ machine.
 Layout (``cache.disk``)::
 
     <root>/.iiif-shim-cache        marker: this folder belongs to the cache
-    <root>/.lock                   flock taken while evicting
+    <root>/purge.journal           purges, for the processes of the machine (``journal.py``)
     <root>/<source>/<key>          one rendered image
     <root>/<source>/facts          the source's facts (until cache.info_ttl passes)
     <root>/<source>/.tmp-...       an entry being written
@@ -19,22 +19,26 @@ damaged on disk, not ours, written for another slot, expired) is a miss and is r
 Nothing is followed out of the folder. A source folder is opened as a directory that is no
 link (``O_DIRECTORY | O_NOFOLLOW``) and everything in it through that descriptor
 (``dir_fd``): reads, writes, renames, removals, the eviction scan and purges. An entry is read
-only as a regular file (``O_NOFOLLOW``, opened non-blocking so a pipe cannot stop a thread,
-then refused by ``fstat``): its fixed header first, then exactly the length the header states
-when that is the file's size and within the budget per entry. A link, pipe or device under a
-name of ours, or a link in place of a source folder, is rejected and removed (the name, never
-what it points to).
+only as a regular file: looked at first (``lstat``), so a link, pipe or device found under its
+name is not opened; then opened ``O_NOFOLLOW`` and non-blocking (what was swapped in between
+cannot stop a thread) and refused by ``fstat`` unless it is a regular file. Its fixed header is
+read first, then exactly the lengths it states (the body in one read, handed on as it was
+read) when that is the file's size and within the budget per entry. A link, pipe, device or
+folder under a name of ours, or a link in place of a source folder, is rejected and removed
+(the name, never what it points to). The purge journal is opened the same way
+(``journal.py``).
 
 LRU by modification time: a hit touches the entry, eviction removes the oldest first. Each
 process counts what it wrote since it last looked at the folder; when that passes the budget
-(or a sixteenth of it), it takes the folder's lock (``flock``, never waited for: if another
-process holds it, that one is evicting) and removes the oldest entries until the folder holds
-at most 90% of ``cache.disk_bytes``. With several processes writing at once the folder may
-briefly hold more than the budget, by at most a sixteenth of it per process.
+(or a sixteenth of it), it takes the lock of the cache folder itself (``flock`` of its
+descriptor, never waited for: if another process holds it, that one is evicting) and removes
+the oldest entries until the folder holds at most 90% of ``cache.disk_bytes``. With several
+processes writing at once the folder may briefly hold more than the budget, by at most a
+sixteenth of it per process.
 
-Only names shaped like ours (32 and 64 hex digits, ``facts``) are ever removed, and a non-empty
-folder without the marker is refused, so a mistyped ``cache.disk`` cannot empty a folder of
-other files. :class:`DiskTier` is the tier the facade uses: the folder's blocking methods run
+Only names of ours (32 and 64 hex digits, ``facts``, the journal's) are ever removed, the
+marker is only ever written as a new file (never through a link), and a non-empty folder
+without it is refused, so a mistyped ``cache.disk`` cannot empty a folder of other files. :class:`DiskTier` is the tier the facade uses: the folder's blocking methods run
 through ``asyncio.to_thread``, and a failing disk is a miss (logged once a minute).
 """
 
@@ -65,8 +69,8 @@ from iiif_shim.cache.entry import (
     Rejected,
     Slot,
     encode,
-    entry_size,
-    examine,
+    examine_parts,
+    header,
     valid_name,
     valid_source,
 )
@@ -75,7 +79,7 @@ from iiif_shim.cache.journal import JOURNAL
 log = logging.getLogger("iiif_shim")
 
 MARKER = ".iiif-shim-cache"
-LOCK = ".lock"
+LOCK = ".lock"  # the lock file of earlier releases (the folder itself is locked now)
 TMP = ".tmp-"
 _STALE_TMP = 3600.0  # seconds after which a temporary file is a crash's leftover
 LOW_WATER = 0.9  # eviction stops at this share of the budget
@@ -90,13 +94,22 @@ _NOT_A_FOLDER = (errno.ELOOP, errno.ENOTDIR)  # a link, or a file, where a folde
 
 
 class PurgeIncomplete(OSError):
-    """Entries that a purge could not remove (a read-only or immutable folder, say)."""
+    """Entries that a purge could not remove (a read-only or immutable folder, say), and
+    source folders it could not even read (how many entries they hold is not known)."""
 
-    def __init__(self, removed: int, remaining: int, cause: OSError | None) -> None:
+    def __init__(
+        self, removed: int, remaining: int, unread: int, cause: OSError | None
+    ) -> None:
         why = f" ({cause.strerror or cause})" if cause is not None else ""
-        super().__init__(f"{remaining} entries remain, {removed} removed{why}")
+        parts = []
+        if remaining or not unread:
+            parts.append(f"{remaining} {'entry remains' if remaining == 1 else 'entries remain'}")
+        if unread:
+            parts.append(f"{unread} source {'folder' if unread == 1 else 'folders'} unread")
+        super().__init__(f"{', '.join(parts)}, {removed} removed{why}")
         self.removed = removed
         self.remaining = remaining
+        self.unread = unread
 
 
 class DiskCache:
@@ -115,11 +128,11 @@ class DiskCache:
         try:
             root.mkdir(parents=True, exist_ok=True)
             marker = root / MARKER
-            if not marker.exists():
+            if not _is_file(marker):
                 foreign = [p.name for p in root.iterdir() if p.name not in (LOCK, JOURNAL)]
                 # another process opening the folder at the same time may have just written the
                 # marker (and its first entries): the folder is ours after all
-                if foreign and not marker.exists():
+                if foreign and not _is_file(marker):
                     raise ConfigError(
                         [
                             (
@@ -129,16 +142,18 @@ class DiskCache:
                             )
                         ]
                     )
-                marker.write_text("iiif-shim disk cache, format 2\n")
+                with contextlib.suppress(FileExistsError):  # (written by another process)
+                    fd = os.open(marker, _NEW, 0o644)  # never through a link
+                    try:
+                        os.write(fd, b"iiif-shim disk cache, format 2\n")
+                    finally:
+                        os.close(fd)
         except OSError as exc:
             raise ConfigError([("cache.disk", f"cannot use {root}: {exc}")]) from None
         if scan:
             self._estimate = sum(size for _, size, _, _ in self._entries())
 
     # --- entries ---------------------------------------------------------------------------
-
-    def path(self, slot: Slot) -> Path:
-        return self.root / slot.source / slot.name
 
     @property
     def _limit(self) -> int:
@@ -183,10 +198,10 @@ class DiskCache:
 
     def _get_in(self, folder: int, slot: Slot) -> Entry | Rejected | None:
         try:
-            # looked at before it is opened, so a device is never opened at all (opening some
-            # has effects); what is opened is checked again (it may have been swapped meanwhile)
+            # looked at before it is opened, so a device found there is not opened (opening
+            # some has effects); what is opened is checked again (it may have been swapped)
             if not S_ISREG(os.stat(slot.name, dir_fd=folder, follow_symlinks=False).st_mode):
-                _unlink_same(folder, slot.name, None)
+                _remove_same(folder, slot.name, None)
                 return Rejected(NOT_A_FILE)
             fd = os.open(slot.name, _ENTRY, dir_fd=folder)
         except FileNotFoundError:
@@ -194,7 +209,7 @@ class DiskCache:
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise
-            _unlink_same(folder, slot.name, None)
+            _remove_same(folder, slot.name, None)
             return Rejected(NOT_A_FILE)
         try:
             stat = os.fstat(fd)
@@ -202,24 +217,25 @@ class DiskCache:
         finally:
             os.close(fd)
         if not isinstance(found, Entry):  # rejected or expired: not a value, removed
-            _unlink_same(folder, slot.name, stat)
+            _remove_same(folder, slot.name, stat)
         elif time.time() - stat.st_mtime > _TOUCH_AFTER:  # hot entries: not written each hit
             with contextlib.suppress(OSError):
                 os.utime(slot.name, dir_fd=folder, follow_symlinks=False)
         return found
 
     def _read(self, fd: int, slot: Slot, mode: int, size: int) -> Entry | Rejected | None:
-        """The entry in the open file: its header first, then exactly the body it states."""
+        """The entry in the open file: its header first, then exactly the media type and the
+        body it states (the body in one read, as a rule, and never copied afterwards)."""
         if not S_ISREG(mode):
             return Rejected(NOT_A_FILE)
         if size > self._limit:
             return Rejected(OVERSIZE)
-        head = _read_exactly(fd, HEADER_SIZE)
-        stated = entry_size(head)
-        if stated is None or stated != size:
+        head = header(_read_exactly(fd, HEADER_SIZE))
+        if head is None or head.size != size:
             return Rejected(DAMAGED)
-        data = head + _read_exactly(fd, stated - HEADER_SIZE)
-        return examine(slot, data, time.time())
+        media = _read_exactly(fd, head.media_length)
+        body = _read_exactly(fd, head.body_length)
+        return examine_parts(slot, head, media, body, time.time())
 
     def _remove_name(self, name: str) -> None:
         """Remove a link or file that stands where a source folder should (never a folder)."""
@@ -238,6 +254,11 @@ class DiskCache:
                 assert folder is not None
                 try:
                     self._write_in(folder, slot.name, data)
+                except IsADirectoryError:  # a folder under the entry's name: it goes
+                    if attempt:
+                        raise
+                    _remove_same(folder, slot.name, None)
+                    continue
                 finally:
                     os.close(folder)
                 break
@@ -368,19 +389,21 @@ class DiskCache:
         if source is not None and not valid_source(source):
             raise ValueError("not a source key")
         sources = [source] if source else _source_names(self.root)
-        removed = remaining = 0
+        removed = remaining = unread = 0
         cause: OSError | None = None
         for name in sources:
             try:
                 gone, left, problem = self._purge_folder(name)
-            except OSError as exc:
-                gone, left, problem = 0, 1, exc
+            except OSError as exc:  # a folder that cannot be read: what it holds is not known
+                gone, left, problem = 0, 0, exc
+                unread += 1
             removed += gone
             remaining += left
             cause = cause or problem
-        self._estimate = 0 if source is None else self._estimate
-        if remaining:
-            raise PurgeIncomplete(removed, remaining, cause)
+        if remaining or unread:
+            raise PurgeIncomplete(removed, remaining, unread, cause)
+        if source is None:
+            self._estimate = 0
         return removed
 
     def _purge_folder(self, source: str) -> tuple[int, int, OSError | None]:
@@ -390,7 +413,8 @@ class DiskCache:
         except OSError as exc:
             if exc.errno not in _NOT_A_FOLDER:
                 raise
-            os.unlink(self.root / source)  # a link or file in its place: that name goes
+            with contextlib.suppress(FileNotFoundError):  # (another purge may remove it first)
+                os.unlink(self.root / source)  # a link or file in its place: that name goes
             return 0, 0, None
         if folder is None:
             return 0, 0, None
@@ -428,7 +452,9 @@ class DiskCache:
 
     @contextlib.contextmanager
     def _locked(self, wait: bool) -> Iterator[bool]:
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC, 0o644)
+        """The lock of the cache folder: ``flock`` of the folder's own descriptor (no file in
+        it, so nothing put under a name in the folder can keep eviction from running)."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -438,6 +464,14 @@ class DiskCache:
             yield True
         finally:
             os.close(fd)  # releases the lock
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file (not through a link)."""
+    try:
+        return S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _source_names(root: Path) -> list[str]:
@@ -450,10 +484,15 @@ def _source_names(root: Path) -> list[str]:
 
 
 def _read_exactly(fd: int, count: int) -> bytes:
-    """``count`` bytes from ``fd``, fewer only where the file ends."""
-    parts: list[bytes] = []
+    """``count`` bytes from ``fd``, fewer only where the file ends: one read of a regular file,
+    as a rule, whose bytes are returned as they are (never joined, never copied)."""
+    first = os.read(fd, count) if count > 0 else b""
+    if len(first) == count or not first:
+        return first
+    parts = [first]
+    count -= len(first)
     while count > 0:
-        part = os.read(fd, min(count, 1 << 20))
+        part = os.read(fd, count)
         if not part:
             break
         parts.append(part)
@@ -461,15 +500,18 @@ def _read_exactly(fd: int, count: int) -> bytes:
     return b"".join(parts)
 
 
-def _unlink_same(folder: int, name: str, seen: os.stat_result | None) -> None:
+def _remove_same(folder: int, name: str, seen: os.stat_result | None) -> None:
     """Remove ``name`` from the folder if it is still the file ``seen`` (``None``: whatever it
-    is), so an entry another process has just renamed into place stays."""
+    is), so an entry another process has just renamed into place stays. A folder under the
+    name goes with what it holds (through descriptors: nothing in it is followed)."""
     with contextlib.suppress(OSError):
-        if seen is not None:
-            now = os.stat(name, dir_fd=folder, follow_symlinks=False)
-            if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
-                return
-        os.unlink(name, dir_fd=folder)
+        now = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        if seen is not None and (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
+            return
+        if S_ISDIR(now.st_mode):
+            shutil.rmtree(name, dir_fd=folder)
+        else:
+            os.unlink(name, dir_fd=folder)
 
 
 class DiskTier:

@@ -14,8 +14,10 @@ with the reason (:data:`REASONS`): torn by a crash, damaged, written by somethin
 (``misplaced``), facts this release cannot read (``unreadable``); the tiers add their own (a
 disk entry that is no regular file, one larger than the tier keeps) and so do the facade and
 the stages after it (facts that fail the backend check, a value the image contradicts). An
-entry past its expiry is only a miss (``None``). :func:`entry_size` reads an entry's length
-from its fixed header alone, so a reader can take exactly that many bytes and no more.
+entry past its expiry is only a miss (``None``). :func:`header` reads an entry's lengths from
+its fixed part alone, so a reader can take exactly that many bytes and no more, and
+:func:`examine_parts` checks an entry read in its parts (a disk read hands the body on as it
+was read, never copied).
 Facts travel as JSON (``model.facts.to_json``; ``from_json`` checks every field's type) and
 are checked again by the facade like a backend's. Pure: no I/O.
 """
@@ -121,43 +123,69 @@ def _checksum(kind: int, expires: float, digest: bytes, media: bytes, body: byte
     return zlib.crc32(body, zlib.crc32(media, zlib.crc32(head)))
 
 
+@dataclass(frozen=True)
+class Header:
+    """What the fixed part of an entry states (read before the rest, to read no more)."""
+
+    kind: int
+    expires: float
+    digest: bytes
+    media_length: int
+    body_length: int
+    crc: int
+
+    @property
+    def size(self) -> int:
+        """The whole entry's length."""
+        return HEADER_SIZE + self.media_length + self.body_length
+
+
+def header(head: bytes) -> Header | None:
+    """What the entry whose first :data:`HEADER_SIZE` bytes are ``head`` states, or ``None``
+    when ``head`` is not the start of an entry."""
+    if len(head) < HEADER_SIZE or not head.startswith(MAGIC):
+        return None
+    return Header(*_HEAD.unpack_from(head, len(MAGIC)))
+
+
 def entry_size(head: bytes) -> int | None:
     """The whole length of the entry whose first :data:`HEADER_SIZE` bytes are ``head``, as its
     header states it, or ``None`` when ``head`` is not the start of an entry."""
-    if len(head) < HEADER_SIZE or not head.startswith(MAGIC):
-        return None
-    _, _, _, media_len, body_len, _ = _HEAD.unpack_from(head, len(MAGIC))
-    return int(HEADER_SIZE + media_len + body_len)
+    found = header(head)
+    return None if found is None else found.size
 
 
 def examine(slot: Slot, data: bytes, now: float) -> Entry | Rejected | None:
-    """The value ``data`` holds for ``slot``; :class:`Rejected` when it is not a whole, intact
-    entry of this slot of the kind the slot holds; ``None`` when it is one, past its expiry."""
-    size = entry_size(data)
-    if size is None or size != len(data):
+    """The value ``data`` (a whole entry) holds for ``slot``; :class:`Rejected` when it is not
+    a whole, intact entry of this slot of the kind the slot holds; ``None`` when it is one,
+    past its expiry."""
+    found = header(data)
+    if found is None or found.size != len(data):
         return Rejected(DAMAGED)
-    kind, expires, digest, media_len, _, crc = _HEAD.unpack_from(data, len(MAGIC))
-    media = data[HEADER_SIZE : HEADER_SIZE + media_len]
-    body = data[HEADER_SIZE + media_len :]
-    if _checksum(kind, expires, digest, media, body) != crc:
+    media_end = HEADER_SIZE + found.media_length
+    return examine_parts(slot, found, data[HEADER_SIZE:media_end], data[media_end:], now)
+
+
+def examine_parts(
+    slot: Slot, head: Header, media: bytes, body: bytes, now: float
+) -> Entry | Rejected | None:
+    """:func:`examine` of an entry read in its parts (the body is used as it is, never
+    copied): ``head`` as :func:`header` read it, then its media type and body."""
+    if (len(media), len(body)) != (head.media_length, head.body_length):
         return Rejected(DAMAGED)
-    if digest != slot.digest:
+    if _checksum(head.kind, head.expires, head.digest, media, body) != head.crc:
+        return Rejected(DAMAGED)
+    if head.digest != slot.digest:
         return Rejected(MISPLACED)
-    if expires and expires <= now:
+    if head.expires and head.expires <= now:
         return None
     if slot.facts:
-        if kind != _FACTS or media != _FACTS_MEDIA:
+        if head.kind != _FACTS or media != _FACTS_MEDIA:
             return Rejected(DAMAGED)
         try:
             return from_json(json.loads(body))
         except (ValueError, TypeError, KeyError, RecursionError):  # not facts this release reads
             return Rejected(UNREADABLE)
-    if kind != _IMAGE or not _MEDIA_RE.fullmatch(media):
+    if head.kind != _IMAGE or not _MEDIA_RE.fullmatch(media):
         return Rejected(DAMAGED)
     return Rendered(body=body, media_type=media.decode("ascii"))
-
-
-def decode(slot: Slot, data: bytes, now: float) -> Entry | None:
-    """The value ``data`` holds for ``slot``, or ``None`` (rejected or expired)."""
-    found = examine(slot, data, now)
-    return None if isinstance(found, Rejected) else found

@@ -24,7 +24,16 @@ import redis
 from PIL import Image
 
 from iiif_shim.cache.disk import DiskCache
-from iiif_shim.cache.entry import FACTS, Slot, decode, encode, source_key, valid_name
+from iiif_shim.cache.entry import (
+    FACTS,
+    Entry,
+    Rejected,
+    Slot,
+    encode,
+    examine,
+    source_key,
+    valid_name,
+)
 from iiif_shim.model.facts import SourceInfo
 from iiif_shim.model.plan import Rendered
 from tests.inprocess import InProcessShim
@@ -44,6 +53,12 @@ from tests.support import (
 )
 
 TOKEN = "purge-token-0123456789"
+
+
+def decode(slot: Slot, data: bytes, now: float) -> Entry | None:
+    """The value ``data`` holds for ``slot``, or ``None`` (rejected, or past its expiry)."""
+    found = examine(slot, data, now)
+    return None if isinstance(found, Rejected) else found
 
 
 @pytest.fixture(scope="module")

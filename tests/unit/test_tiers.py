@@ -15,8 +15,10 @@ import importlib.util
 import logging
 import multiprocessing
 import os
+import shutil
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,16 +31,16 @@ from iiif_shim.cache.disk import DiskCache, PurgeIncomplete
 from iiif_shim.cache.entry import (
     FACTS,
     HEADER_SIZE,
+    Entry,
     Rejected,
     Slot,
-    decode,
     encode,
     entry_size,
     examine,
     source_key,
 )
 from iiif_shim.cache.facade import Caches
-from iiif_shim.cache.journal import PurgeJournal
+from iiif_shim.cache.journal import JOURNAL_MAX, PurgeJournal
 from iiif_shim.cache.redis import RedisTier
 from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.config.settings import parse_settings
@@ -61,6 +63,17 @@ def at(source: str, n: int | str) -> Slot:
 
 def image(n: int, size: int = 1000) -> Rendered:
     return Rendered(body=bytes([n % 256]) * size, media_type="image/jpeg")
+
+
+def decode(slot: Slot, data: bytes, now: float) -> Entry | None:
+    """The value ``data`` holds for ``slot``, or ``None`` (rejected, or past its expiry)."""
+    found = examine(slot, data, now)
+    return None if isinstance(found, Rejected) else found
+
+
+def where(disk: DiskCache, slot: Slot) -> Path:
+    """The file the disk tier keeps ``slot``'s entry in."""
+    return disk.root / slot.source / slot.name
 
 
 def sane(info: SourceInfo) -> SourceInfo:
@@ -150,7 +163,7 @@ def test_a_damaged_entry_is_a_miss_and_is_removed(tmp_path: Path, damage: str) -
     disk = DiskCache(tmp_path, 10 * 1024 * 1024)
     disk.open()
     disk.put(at(SOURCE, 1), image(7, 5000))
-    path = disk.path(at(SOURCE, 1))
+    path = where(disk, at(SOURCE, 1))
     data = path.read_bytes()
     path.write_bytes(
         {
@@ -183,6 +196,7 @@ def _outside_entry(tmp_path: Path, slot: Slot, value: Rendered) -> Path:
         ("fifo", "not_a_file"),
         ("device", "not_a_file"),
         ("dev_zero", "not_a_file"),
+        ("folder", "not_a_file"),
     ],
 )
 def test_only_an_entry_of_its_own_slot_in_a_regular_file_is_read(
@@ -190,19 +204,22 @@ def test_only_an_entry_of_its_own_slot_in_a_regular_file_is_read(
 ) -> None:
     """Whatever is put under an entry's name, a read ends at once: with the reason, having
     read no more than the entry's header says (never a pipe, a device or through a link), and
-    with the name removed (never what a link points to)."""
+    with the name removed (never what a link points to; a folder with what it holds); the
+    entry is then written again."""
+    if attack == "device":
+        need_root("a device node")
     disk = DiskCache(tmp_path / "c", 1024 * 1024)
     disk.open()
     slot, other = at(SOURCE, 1), at(SOURCE, 2)
     disk.put(slot, image(1))
     disk.put(other, image(2))
-    path = disk.path(slot)
+    path = where(disk, slot)
     outside = _outside_entry(tmp_path, slot, image(9))
     if attack == "another_slot":
-        path.write_bytes(disk.path(other).read_bytes())
+        path.write_bytes(where(disk, other).read_bytes())
     elif attack == "hardlink":
         path.unlink()
-        os.link(disk.path(other), path)
+        os.link(where(disk, other), path)
     elif attack == "longer":
         with path.open("ab") as f:
             f.write(b"\0" * 100)
@@ -218,6 +235,10 @@ def test_only_an_entry_of_its_own_slot_in_a_regular_file_is_read(
     elif attack == "device":
         path.unlink()
         os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+    elif attack == "folder":
+        path.unlink()
+        (path / "inner").mkdir(parents=True)
+        (path / "inner" / "link").symlink_to(outside)
     else:
         path.unlink()
         path.symlink_to("/dev/zero")
@@ -227,7 +248,23 @@ def test_only_an_entry_of_its_own_slot_in_a_regular_file_is_read(
     assert decode(slot, outside.read_bytes(), time.time()) == image(9)  # untouched
     assert disk.get(other) == image(2)
     if attack == "hardlink":
-        assert disk.path(other).stat().st_nlink == 1
+        assert where(disk, other).stat().st_nlink == 1
+    assert disk.get(slot) is None  # removed: simply missing now
+    assert disk.put(slot, image(3)) and disk.get(slot) == image(3)
+
+
+def test_an_entry_is_written_over_a_folder_under_its_name(tmp_path: Path) -> None:
+    """A folder where an entry goes (left by a mistake, or planted) is replaced by the entry
+    when it is written; nothing it links to is touched."""
+    disk = DiskCache(tmp_path / "c", 1024 * 1024)
+    disk.open()
+    slot = at(SOURCE, 1)
+    outside = _outside_entry(tmp_path, slot, image(9))
+    (where(disk, slot) / "inner").mkdir(parents=True)
+    (where(disk, slot) / "inner" / "link").symlink_to(outside)
+    assert disk.put(slot, image(1))
+    assert disk.get(slot) == image(1)
+    assert decode(slot, outside.read_bytes(), time.time()) == image(9)
 
 
 def test_a_source_folder_linked_out_of_the_cache_is_never_followed(tmp_path: Path) -> None:
@@ -262,10 +299,20 @@ def test_a_source_folder_linked_out_of_the_cache_is_never_followed(tmp_path: Pat
     assert {p.name: p.read_bytes() for p in outside.iterdir()} == planted
 
 
+def need_root(what: str) -> None:
+    """Skip a test that only root can set up (a device node, an immutable folder) when not
+    root; in CI (``CI=true``, run as root) that is a failure, not a skip."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{what} needs root, and CI runs as root")
+        pytest.skip(f"{what} needs root")
+
+
 @pytest.fixture
 def immutable(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
     """Make a folder immutable (``chattr +i``: not even root removes what is in it), undone
     afterwards."""
+    need_root("an immutable folder")
     chattr = need_tool("chattr")
     made: list[Path] = []
 
@@ -311,11 +358,78 @@ def test_a_purge_that_cannot_remove_entries_says_how_many_remain(
     assert str(report["disk"]).startswith("failed: 3 entries remain, 0 removed")
 
 
+def test_one_entry_left_by_a_purge_is_said_so_and_still_counted(
+    tmp_path: Path, immutable: Callable[[Path], None]
+) -> None:
+    """One entry a purge of everything cannot remove: said in the singular, and the size the
+    budget is checked against is kept (not taken for an empty folder)."""
+    disk = DiskCache(tmp_path / "c", 10 * 1024 * 1024)
+    disk.open()
+    disk.put(at(SOURCE, 1), image(1))
+    disk.put(at(OTHER, 1), image(1))
+    immutable(tmp_path / "c" / SOURCE)
+    with pytest.raises(PurgeIncomplete, match=r"^1 entry remains, 1 removed"):
+        disk.purge(None)
+    assert disk._estimate > 0
+
+
+def test_a_link_another_purge_removes_first_is_no_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link in a source folder's place, removed by another purge between this purge's look
+    and its removal: nothing remains, so the purge succeeds."""
+    disk = DiskCache(tmp_path / "c", 10 * 1024 * 1024)
+    disk.open()
+    (tmp_path / "c" / SOURCE).symlink_to(tmp_path)
+    real = DiskCache._folder
+
+    def raced(self: DiskCache, source: str, create: bool = False) -> int | None:
+        try:
+            return real(self, source, create)
+        except OSError:
+            os.unlink(self.root / source)  # the other purge, meanwhile
+            raise
+
+    monkeypatch.setattr(DiskCache, "_folder", raced)
+    assert disk.purge(SOURCE) == 0
+    assert disk.purge(None) == 0
+
+
+def test_a_source_folder_a_purge_cannot_read_is_said_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source folder that cannot be opened: the purge says so (how many entries it holds is
+    not known, so none is counted as left), and purges the other sources."""
+    disk = DiskCache(tmp_path / "c", 10 * 1024 * 1024)
+    disk.open()
+    disk.put(at(SOURCE, 1), image(1))
+    disk.put(at(OTHER, 1), image(1))
+    real = DiskCache._folder
+
+    def unreadable(self: DiskCache, source: str, create: bool = False) -> int | None:
+        if source == SOURCE:
+            raise PermissionError(13, "Permission denied")
+        return real(self, source, create)
+
+    monkeypatch.setattr(DiskCache, "_folder", unreadable)
+    with pytest.raises(PurgeIncomplete) as caught:
+        disk.purge(None)
+    assert str(caught.value) == "1 source folder unread, 1 removed (Permission denied)"
+    assert (caught.value.removed, caught.value.remaining, caught.value.unread) == (1, 0, 1)
+    assert disk.get(at(OTHER, 1)) is None
+
+
 def test_a_folder_of_other_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "thesis.pdf").write_text("precious")
     with pytest.raises(ConfigError, match="not a cache folder of iiif-shim"):
         DiskCache(tmp_path, 10 * 1024 * 1024).open()
     assert (tmp_path / "thesis.pdf").exists()
+    linked = tmp_path / "linked"  # a link where the marker goes is no marker, nor followed
+    linked.mkdir()
+    (linked / ".iiif-shim-cache").symlink_to(tmp_path / "made-outside")
+    with pytest.raises(ConfigError, match="not a cache folder of iiif-shim"):
+        DiskCache(linked, 10 * 1024 * 1024).open()
+    assert not (tmp_path / "made-outside").exists()
 
 
 def test_disk_stays_under_its_budget_and_evicts_the_least_recently_used(tmp_path: Path) -> None:
@@ -325,7 +439,7 @@ def test_disk_stays_under_its_budget_and_evicts_the_least_recently_used(tmp_path
     disk.put(at(SOURCE, "first"), image(1, 50_000))
     for n in range(60):
         disk.put(at(OTHER, n), image(n, 50_000))
-        os.utime(disk.path(at(OTHER, n)), (time.time() - 1000 + n, time.time() - 1000 + n))
+        os.utime(where(disk, at(OTHER, n)), (time.time() - 1000 + n, time.time() - 1000 + n))
         assert disk.get(at(SOURCE, "first")) is not None  # used all along: touched
         assert disk.size() <= budget
     assert disk.get(at(SOURCE, "first")) is not None
@@ -345,6 +459,25 @@ def test_purge_removes_one_source_or_all(tmp_path: Path) -> None:
     assert disk.purge(None) == 3
     assert disk.size() == 0
     assert (tmp_path / ".iiif-shim-cache").exists()  # the folder stays ours
+
+
+@pytest.mark.parametrize("planted", ["link", "folder"])
+def test_eviction_does_not_depend_on_a_name_in_the_folder(tmp_path: Path, planted: str) -> None:
+    """Whatever stands at ``.lock`` (the lock file of earlier releases): a link to a file
+    outside, a folder. Eviction still runs and keeps the budget (the lock is the folder's
+    own), and the link's target is neither made nor written."""
+    budget = 1024 * 1024
+    disk = DiskCache(tmp_path / "c", budget)
+    disk.open()
+    lock, target = tmp_path / "c" / ".lock", tmp_path / "target"
+    if planted == "link":
+        lock.symlink_to(target)
+    else:
+        lock.mkdir()
+    for n in range(40):
+        assert disk.put(at(OTHER, n), image(n, 50_000))
+    assert disk.size() <= budget
+    assert not target.exists()
 
 
 def _writer(root: str, budget: int, seed: int, rounds: int) -> None:
@@ -400,6 +533,54 @@ def test_journal_is_read_from_where_each_reader_stopped(tmp_path: Path) -> None:
     path.write_bytes(b"")  # emptied (as the writer does past its size limit), then written
     writer.append(SOURCE)
     assert reader.read() == [SOURCE]
+
+
+@pytest.mark.parametrize("planted", ["link", "fifo", "folder"])
+def test_the_purge_journal_is_only_ever_a_regular_file_of_its_folder(
+    tmp_path: Path, planted: str
+) -> None:
+    """Whatever stands under the journal's name: a link to a file outside (full of purge
+    lines, past the journal's size limit), a pipe, a folder. A read ends at once with nothing
+    (never through the link, never waiting on the pipe); a purge, or a process starting,
+    replaces it with a journal of its own that the others read; what the link points to is
+    neither read, written nor truncated."""
+    path = tmp_path / "c" / "purge.journal"
+    writer, reader = PurgeJournal(path), PurgeJournal(path)
+    writer.start()
+    reader.start()
+    victim = tmp_path / "victim"
+    victim.write_bytes(f"purge {OTHER} 1\n".encode() * (JOURNAL_MAX // 40 + 10))
+    kept = victim.read_bytes()
+
+    def plant() -> None:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        if planted == "link":
+            path.symlink_to(victim)
+        elif planted == "fifo":
+            os.mkfifo(path)
+        else:
+            (path / "inner").mkdir(parents=True)
+
+    plant()
+    found: list[list[str | None]] = []
+    reading = threading.Thread(target=lambda: found.append(reader.read()), daemon=True)
+    reading.start()
+    reading.join(10)
+    try:
+        assert not reading.is_alive() and found == [[]]
+    finally:
+        if reading.is_alive():  # let the thread that waits on the pipe go
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    writer.append(SOURCE)
+    assert reader.read() == [SOURCE]
+    assert path.is_file() and not path.is_symlink()
+    plant()
+    PurgeJournal(path).start()
+    assert path.is_file() and not path.is_symlink()
+    assert victim.read_bytes() == kept
 
 
 # --- settings --------------------------------------------------------------------------------
@@ -887,7 +1068,7 @@ def test_facts_are_shared_on_disk_until_they_expire(tmp_path: Path) -> None:
             folder = two.disk.folder
             slot = Slot(source_key("local", "quad.png"), FACTS)
             assert folder.get(slot) is not None
-            folder.path(slot).write_bytes(encode(slot, SourceInfo(1, 1), expires=time.time() - 1))
+            where(folder, slot).write_bytes(encode(slot, SourceInfo(1, 1), expires=time.time() - 1))
             assert folder.get(slot) is None  # expired: a miss, and removed
         finally:
             await one.close()
@@ -939,8 +1120,8 @@ def test_facts_in_a_shared_tier_are_checked_like_a_backends(
         try:
             assert tiers.disk is not None
             folder = tiers.disk.folder
-            folder.path(slot).parent.mkdir(parents=True)
-            folder.path(slot).write_bytes(encode(slot, planted, time.time() + 60))
+            where(folder, slot).parent.mkdir(parents=True)
+            where(folder, slot).write_bytes(encode(slot, planted, time.time() + 60))
             with caplog.at_level(logging.WARNING, "iiif_shim"):
                 facts = await tiers.facts("local", "quad.png", load, sane)
                 assert facts == (SourceInfo(300, 200, version="v1"), False)
@@ -1049,7 +1230,7 @@ def test_facts_an_image_contradicts_are_asked_again_once(tmp_path: Path) -> None
             other = Slot(source_key("local", "gray.png"), FACTS)
             kept = SourceInfo(601, 400, version="v1")  # a pixel off its master, say
             folder.put(other, kept, time.time() + 60)
-            stat = folder.path(other).stat()
+            stat = where(folder, other).stat()
             answer = None  # the backend cannot be asked: an error, the facts left as they are
             with pytest.raises(BackendError):
                 await tiers.facts_again("local", "gray.png", load, kept)
@@ -1063,7 +1244,7 @@ def test_facts_an_image_contradicts_are_asked_again_once(tmp_path: Path) -> None
             assert await tiers.facts_again("local", "gray.png", load, kept) is None
             assert await tiers.facts_again("local", "gray.png", load, kept) is None
             assert loads == 3 and tiers.settled("local", "gray.png", kept)
-            assert folder.path(other).stat().st_ino == stat.st_ino
+            assert where(folder, other).stat().st_ino == stat.st_ino
             newer = SourceInfo(601, 400, version="v2")  # of the same size: not contradicted
             answer = newer
             tiers.forget(source_key("local", "gray.png"))
