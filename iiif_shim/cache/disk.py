@@ -97,9 +97,7 @@ class PurgeIncomplete(OSError):
     """Entries that a purge could not remove (a read-only or immutable folder, say), and
     source folders it could not even read (how many entries they hold is not known)."""
 
-    def __init__(
-        self, removed: int, remaining: int, unread: int, cause: OSError | None
-    ) -> None:
+    def __init__(self, removed: int, remaining: int, unread: int, cause: OSError | None) -> None:
         why = f" ({cause.strerror or cause})" if cause is not None else ""
         parts = []
         if remaining or not unread:
