@@ -38,8 +38,9 @@ sixteenth of it per process.
 
 Only names of ours (32 and 64 hex digits, ``facts``, the journal's) are ever removed, the
 marker is only ever written as a new file (never through a link), and a non-empty folder
-without it is refused, so a mistyped ``cache.disk`` cannot empty a folder of other files. :class:`DiskTier` is the tier the facade uses: the folder's blocking methods run
-through ``asyncio.to_thread``, and a failing disk is a miss (logged once a minute).
+without it is refused, so a mistyped ``cache.disk`` cannot empty a folder of other files.
+:class:`DiskTier` is the tier the facade uses: the folder's blocking methods run through
+``asyncio.to_thread``, and a failing disk is a miss (logged once a minute).
 """
 
 from __future__ import annotations
