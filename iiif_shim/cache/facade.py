@@ -46,7 +46,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from cachetools import TTLCache
 
@@ -184,7 +184,7 @@ class Caches:
                 return Rejected(CONTRADICTED)
             return found
 
-        image, _ = await self._through(slot, make, 0.0, usable)
+        image, _ = await self._through(slot, make, 0.0, usable, accept)
         return image
 
     async def facts(
@@ -293,15 +293,22 @@ class Caches:
         make: Callable[[], Awaitable[E]],
         ttl: float,
         usable: Callable[[Entry], E | Rejected],
+        accept: Callable[[E], bool] | None = None,
     ) -> tuple[E, bool]:
         """``(value, cached)``: from the first tier that has a usable one (``cached``), else
-        ``make()``'s, shared by the concurrent misses of this process."""
-        found = await self.memory.get(slot)
-        value = None if found is None else await self._checked(self.memory, slot, found, usable)
-        hit = not isinstance(value, Rejected | None)
-        self._observe(self._label("memory", slot), hit)
-        if value is not None and not isinstance(value, Rejected):
-            return value, True
+        ``make()``'s, shared by the concurrent misses of this process. Memory holds only values
+        checked or made here, of the slot's kind: a memory hit passes ``accept`` alone (the
+        caller's own check), not ``usable`` again."""
+        found = self.memory.peek(slot)
+        label = self._label("memory", slot)
+        if found is not None:
+            value = cast(E, found)
+            if accept is None or accept(value):
+                self._observe(label, True)
+                return value, True
+            self._rejected(self.memory.name, slot, CONTRADICTED)
+            await self.memory.delete(slot)
+        self._observe(label, False)
         return await self._flight.do(slot, lambda: self._miss(slot, make, ttl, usable))  # type: ignore[no-any-return]
 
     async def _miss(

@@ -221,6 +221,10 @@ class MemoryTier:
         )
 
     async def get(self, slot: Slot) -> Entry | None:
+        return self.peek(slot)
+
+    def peek(self, slot: Slot) -> Entry | None:
+        """:meth:`get`, without a turn of the event loop (the facade's hit path)."""
         return self.facts.lookup(slot) if slot.facts else self.images.lookup(slot)
 
     async def put(self, slot: Slot, value: Entry, ttl: float) -> None:

@@ -1135,6 +1135,48 @@ def test_facts_in_a_shared_tier_are_checked_like_a_backends(
     asyncio.run(main())
 
 
+def test_a_memory_hit_is_not_checked_again(tmp_path: Path) -> None:
+    """Memory holds only what was checked or made in this process: facts found there are not
+    put through the backend's check again (those from the disk tier are, once), and an image
+    found there passes the caller's own check alone."""
+    checks, accepts = 0, 0
+    facts = SourceInfo(300, 200, version="v1")
+
+    def check(info: SourceInfo) -> SourceInfo:
+        nonlocal checks
+        checks += 1
+        return sane(info)
+
+    def accept(rendered: Rendered) -> bool:
+        nonlocal accepts
+        accepts += 1
+        return True
+
+    async def load() -> SourceInfo:
+        raise AssertionError("the facts are on disk")
+
+    async def make() -> Rendered:
+        return image(1)
+
+    async def main() -> None:
+        tiers = Caches(CacheSettings(disk=tmp_path / "disk", info_ttl=60))
+        await tiers.start(listen=False)
+        try:
+            assert tiers.disk is not None
+            tiers.disk.folder.put(Slot(source_key("local", "quad.png"), FACTS), facts)
+            for _ in range(3):
+                assert await tiers.facts("local", "quad.png", load, check) == (facts, True)
+            assert checks == 1
+            ref = SourceRef("local", "quad.png", "v1")
+            for _ in range(3):
+                assert await tiers.image(ref, key("tile"), make, accept) == image(1)
+            assert accepts == 2  # made once, then found in memory twice
+        finally:
+            await tiers.close()
+
+    asyncio.run(main())
+
+
 def test_an_image_its_caller_refuses_is_made_again_and_removed_where_found(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
