@@ -9,10 +9,11 @@ first to miss takes the slot's lock in Redis and the others wait for its value t
 (``tier.made_once``, for images and facts alike). Facts are kept for ``cache.info_ttl`` in
 every tier, images as long as each tier keeps anything.
 
-Nothing found in a tier is used unchecked. What a tier rejects (an entry damaged, of another
-slot, no regular file: ``entry.REASONS``), facts that fail the backend's check
-(``Backend.checked``: sane, and of a native type it reports), and a value its caller refuses
-(``accept``: say, a PDF page that is no JPEG) are each a miss: counted in
+Nothing found on disk or in Redis is used unchecked (memory holds only what was checked or
+made in this process: a hit there passes the caller's ``accept`` alone). What a tier rejects
+(an entry damaged, of another slot, no regular file: ``entry.REASONS``), facts that fail the
+backend's check (``Backend.checked``: sane, and of a native type it reports), and a value its
+caller refuses (``accept``: say, a PDF page that is no JPEG) are each a miss: counted in
 ``iiif_shim_cache_rejected_total{tier,reason}``, logged (at most once a minute per tier and
 reason), never copied to another tier, and removed from the tier that held it (``tier.py``
 says by whom); each tier below is looked at in turn, and a value made overwrites them all.

@@ -125,14 +125,14 @@ def _sent(upstream: Process, path: str | None = None) -> int:
     return int(stats["total"] if path is None else stats["paths"].get(path, 0))
 
 
-def _metric(shim: Process, line_start: str) -> float:
+def _metric(shim: Process | InProcessShim, line_start: str) -> float:
     for line in shim.get("/metrics").text.splitlines():
         if line.startswith(line_start + " "):
             return float(line.split()[-1])
     return 0.0
 
 
-def _lookups(shim: Process, tier: str, result: str) -> float:
+def _lookups(shim: Process | InProcessShim, tier: str, result: str) -> float:
     return _metric(shim, f'iiif_shim_cache_lookups_total{{result="{result}",tier="{tier}"}}')
 
 
@@ -446,7 +446,7 @@ def _png(colour: tuple[int, int, int], size: tuple[int, int] = (100, 100)) -> by
     return out.getvalue()
 
 
-def _rejected(shim: Process, tier: str, reason: str) -> float:
+def _rejected(shim: Process | InProcessShim, tier: str, reason: str) -> float:
     return _metric(shim, f'iiif_shim_cache_rejected_total{{reason="{reason}",tier="{tier}"}}')
 
 
