@@ -19,7 +19,9 @@ marker with it; a purge of everything removes every source folder. A document is
 token, so once any of its images was purged (in any process, by the purge endpoint or the
 command, which know nothing of documents) it is a miss, and it is removed when next seen. A
 later build of the same key takes the markers over, so an older document never counts as
-valid again.
+valid again, and a build whose markers were taken over (by a later build in any process, or
+by a purge) keeps nothing and removes nothing when it ends: builds are single-flight per
+process only, and the last to end must not remove the one valid document.
 
 LRU by modification time within ``max_bytes`` (``presentation.pdf_cache_bytes``): a hit touches
 the document, and each document kept is followed by an eviction of the oldest (with their
@@ -134,13 +136,16 @@ class DocumentFolder:
         self, key: str, token: str, built: Path, sources: Sequence[str], pages: str
     ) -> Kept | None:
         """Keep the document ``built`` (a :meth:`scratch` file) as the build ``token`` of
-        ``key``; ``None`` (``built`` left as it is) when it is too large to keep. Older
-        documents of ``key`` go, and the oldest of all while the budget is exceeded."""
+        ``key``; ``None`` (``built`` left as it is) when it is too large to keep, or when the
+        markers no longer hold ``token`` (a later build of ``key`` began, in this process or
+        another, or one of its sources was purged): such a build keeps nothing and removes
+        nothing. Older documents of ``key`` go, and the oldest of all while the budget is
+        exceeded."""
         _check_key(key)
         if not _HEX32.fullmatch(token):
             raise ValueError("not a build token")
         size = os.stat(built, follow_symlinks=False).st_size
-        if size > self.max_document:
+        if size > self.max_document or not self._marked(key, token, sources):
             return None
         place = self._make_key_folder(key)
         meta = json.dumps({"sources": list(sources), "pages": pages}).encode()
@@ -149,8 +154,8 @@ class DocumentFolder:
         path = place / f"{token}.pdf"
         os.replace(built, path)
         for _, older, _ in self._documents_in(place):
-            if older != token:
-                self._remove(place, older)
+            if older != token and not self._valid(key, place, older):
+                self._remove(place, older)  # (a build that began since ours stays)
         self.evict()
         return Kept(path, size)
 
@@ -298,6 +303,11 @@ class DocumentFolder:
         if not all(isinstance(s, str) and valid_source(s) for s in sources):
             return None
         return _Meta(tuple(sources), pages)
+
+    def _valid(self, key: str, place: Path, token: str) -> bool:
+        """Whether the document ``token`` of ``key`` is whole and all its markers hold it."""
+        meta = self._meta(place / f"{token}.json")
+        return meta is not None and self._marked(key, token, meta.sources)
 
     def _marked(self, key: str, token: str, sources: Iterable[str]) -> bool:
         """Whether the marker of every source holds ``token`` (none was purged since)."""

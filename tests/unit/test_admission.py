@@ -155,3 +155,20 @@ def test_documents_are_evicted_oldest_first_and_cleared(tmp_path: Path) -> None:
     folder.clear()
     assert folder.find(keys[3]) is None and folder.size() == 0
     assert too_large.exists()  # a build's file is its own to remove
+
+
+def test_a_stale_build_keeps_nothing_and_removes_no_valid_document(tmp_path: Path) -> None:
+    """Two processes build the same PDF: A begins, then B (the markers are B's now). B keeps
+    first; A, whose markers are gone, keeps nothing and leaves B's document and markers as
+    they are (it used to remove both, and keep its own, invalid at once)."""
+    a, b = DocumentFolder(tmp_path, 1024 * 1024), DocumentFolder(tmp_path, 1024 * 1024)
+    token_a = a.begin(KEY, SOURCES)
+    token_b = b.begin(KEY, SOURCES)
+    assert b.keep(KEY, token_b, _built(b, b"%PDF-1.4 b"), SOURCES, "v1") is not None
+    late = _built(a, b"%PDF-1.4 a")
+    assert a.keep(KEY, token_a, late, SOURCES, "v1") is None
+    assert late.exists()  # still the build's own, to serve once and remove
+    found = a.find(KEY, "v1")
+    assert found is not None and found.path.read_bytes() == b"%PDF-1.4 b"
+    markers = [(tmp_path / s / f".document-{KEY}").read_text() for s in SOURCES]
+    assert markers == [token_b] * len(SOURCES)
