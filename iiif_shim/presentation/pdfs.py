@@ -7,9 +7,11 @@ serves it), with no aiohttp types in it.
 - Kept: a PDF once built is kept in the disk tier's folder (``cache/documents.py``, within
   ``pdf_cache_bytes``) and served from there until any of its images is purged or changes;
   ``HEAD`` learns its length from there (:meth:`PdfMaker.known_size`) without rendering.
-- One build per PDF at a time in a process (single-flight): requests for a PDF being built wait
-  for that build, and a build stops as soon as no request waits for it any more (every client
-  gone, or past its deadline), so no page is rendered for nobody.
+- One build per PDF at a time in a process (single-flight, :class:`Flights`): requests for a PDF
+  being built wait for that build, and a build stops as soon as no request waits for it any
+  more (every client gone, or past its deadline): no further page is asked for (the one being
+  rendered finishes, as a thread cannot be stopped). A request that comes while a build is
+  stopping starts a new one.
 - At most ``pdf_concurrency`` builds at once per process; the others wait in line, at most
   ``pdf_wait`` seconds, then get 503 with ``Retry-After`` (``imaging.pool.Gate``).
 - A build's pool jobs count in the ``pdfs`` lane (``imaging.pool``), so PDFs cannot fill the
@@ -27,10 +29,11 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from iiif_shim.base.errors import QueueFull
 from iiif_shim.cache.documents import DocumentStore
@@ -47,6 +50,7 @@ from iiif_shim.presentation.settings import PresentationSettings
 
 # bumped when the writer's output changes: PDFs kept by an earlier release are not reused
 _FORMAT = 1
+T = TypeVar("T")
 # PDFs that may wait in line per build slot; more get 503 at once (they would time out anyway)
 _LINE_PER_SLOT = 8
 
@@ -79,9 +83,61 @@ class PdfFile:
 
 
 @dataclass(eq=False)
-class _Flight:
-    task: asyncio.Task[PdfFile]
+class _Flight(Generic[T]):
+    task: asyncio.Task[T]
     waiters: int = field(default=0)
+
+
+class Flights(Generic[T]):
+    """One run of each piece of work at a time (by ``ident``), shared by the callers that ask
+    for it while it runs, and stopped as soon as none of them waits for it any more. Each
+    caller gets ``claim(result)`` (its own share of it); once the last caller has its share,
+    ``release(result)`` (the run's own is nobody's any more)."""
+
+    def __init__(self, claim: Callable[[T], T], release: Callable[[T], None]) -> None:
+        self._claim = claim
+        self._release = release
+        self._running: dict[Hashable, _Flight[T]] = {}
+
+    def __contains__(self, ident: Hashable) -> bool:
+        return ident in self._running
+
+    async def join(self, ident: Hashable, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """The result of the run of ``ident``, joined or started (``start()``). Cancelling the
+        call stops the run once no other caller waits for it."""
+        while True:
+            flight = self._running.get(ident)
+            if flight is None:  # (a run nobody waits for is never found here: see _leave)
+                flight = _Flight(asyncio.get_running_loop().create_task(start()))
+                self._running[ident] = flight
+                flight.task.add_done_callback(partial(self._landed, ident, flight))
+            flight.waiters += 1
+            try:
+                return self._claim(await asyncio.shield(flight.task))
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if me is not None and me.cancelling() == 0 and flight.task.cancelled():
+                    continue  # stopped for callers that left, not for this one: a new run
+                raise
+            finally:
+                self._leave(ident, flight)
+
+    def _leave(self, ident: Hashable, flight: _Flight[T]) -> None:
+        flight.waiters -= 1
+        if flight.waiters:
+            return
+        if self._running.get(ident) is flight:  # from now on, a caller starts a new run
+            del self._running[ident]
+        if not flight.task.done():
+            flight.task.cancel()  # nobody waits for it any more: stop
+        elif not flight.task.cancelled() and flight.task.exception() is None:
+            self._release(flight.task.result())  # every caller has its own share
+
+    def _landed(self, ident: Hashable, flight: _Flight[T]) -> None:
+        if self._running.get(ident) is flight:
+            del self._running[ident]
+        if not flight.task.cancelled():
+            flight.task.exception()  # retrieved: the callers got it through their own await
 
 
 class PdfMaker:
@@ -96,7 +152,7 @@ class PdfMaker:
             images.caches.register(self.store.purged)
         slots = settings.pdf_concurrency or max(1, images.workers.threads // 2)
         self.gate = Gate(slots, settings.pdf_wait, slots * _LINE_PER_SLOT, "PDFs being made")
-        self._flights: dict[tuple[str, str], _Flight] = {}
+        self._flights: Flights[PdfFile] = Flights(_claimed, _discard)
 
     async def plan(self, record: ObjectRecord, pictures: Sequence[Picture]) -> PdfPlan:
         """The pages of ``record``'s PDF, prepared (image facts, plans), nothing rendered."""
@@ -138,27 +194,7 @@ class PdfMaker:
             if kept is not None:
                 return PdfFile(kept.path, kept.size, temporary=False)
         ident = (plan.key, plan.digest or secrets.token_hex(8))  # an unkept one is not shared
-        flight = self._flights.get(ident)
-        if flight is None or flight.task.done():
-            flight = _Flight(asyncio.get_running_loop().create_task(self._build(plan)))
-            self._flights[ident] = flight
-            flight.task.add_done_callback(lambda _: self._landed(ident, flight))
-        flight.waiters += 1
-        try:
-            return _claimed(await asyncio.shield(flight.task))
-        finally:
-            flight.waiters -= 1
-            if flight.waiters == 0:
-                if not flight.task.done():
-                    flight.task.cancel()  # nobody waits for it any more: stop rendering
-                else:
-                    _discard(flight.task)  # every waiter has its own link to a temporary file
-
-    def _landed(self, ident: tuple[str, str], flight: _Flight) -> None:
-        if self._flights.get(ident) is flight:
-            del self._flights[ident]
-        if not flight.task.cancelled():
-            flight.task.exception()  # retrieved: the waiters got it through their own await
+        return await self._flights.join(ident, partial(self._build, plan))
 
     async def _build(self, plan: PdfPlan) -> PdfFile:
         outcome = "failed"
@@ -237,9 +273,10 @@ def _claimed(built: PdfFile) -> PdfFile:
     return PdfFile(link, built.size, temporary=True)
 
 
-def _discard(task: asyncio.Task[PdfFile]) -> None:
-    if not task.cancelled() and task.exception() is None and task.result().temporary:
-        _remove(task.result().path)
+def _discard(built: PdfFile) -> None:
+    """A build's own file, once every waiter has its link (a kept PDF stays)."""
+    if built.temporary:
+        _remove(built.path)
 
 
 def _remove(path: Path) -> None:

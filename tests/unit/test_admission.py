@@ -1,7 +1,8 @@
 """Admission by kind and the PDF cache, below HTTP: the pool's lanes (a full lane refuses only
 its own kind), the gate (slots, a line first come first served, its bounds, a waiter that gives
-up), and the folder of kept documents (valid only while every marker holds its token: a purge
-of one source, a later build, other pages, eviction, a purge of everything)."""
+up), builds shared while anyone waits for them (``Flights``), and the folder of kept documents
+(valid only while every marker holds its token: a purge of one source, a later build, other
+pages, eviction, a purge of everything)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from iiif_shim.base.errors import QueueFull
 from iiif_shim.cache.documents import DocumentFolder
 from iiif_shim.cache.entry import source_key
 from iiif_shim.imaging.pool import Gate, Lane, Workers, in_lane
+from iiif_shim.presentation.pdfs import Flights
 
 KEY = "a" * 32
 SOURCES = [source_key("b", f"p{i}") for i in range(3)]
@@ -172,3 +174,79 @@ def test_a_stale_build_keeps_nothing_and_removes_no_valid_document(tmp_path: Pat
     assert found is not None and found.path.read_bytes() == b"%PDF-1.4 b"
     markers = [(tmp_path / s / f".document-{KEY}").read_text() for s in SOURCES]
     assert markers == [token_b] * len(SOURCES)
+
+
+async def _turns(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_a_build_is_shared_and_stops_when_nobody_waits() -> None:
+    async def main() -> None:
+        runs: list[int] = []
+        stopped: list[int] = []
+        go = asyncio.Event()
+        released: list[str] = []
+
+        async def build() -> str:
+            runs.append(len(runs))
+            try:
+                await go.wait()
+            except asyncio.CancelledError:
+                stopped.append(runs[-1])
+                raise
+            return "pdf"
+
+        flights = Flights[str](lambda r: f"{r} (a link)", released.append)
+        a = asyncio.ensure_future(flights.join("k", build))
+        b = asyncio.ensure_future(flights.join("k", build))
+        await _turns()
+        go.set()
+        assert await asyncio.gather(a, b) == ["pdf (a link)", "pdf (a link)"]
+        assert runs == [0] and released == ["pdf"] and "k" not in flights
+        go.clear()
+        c = asyncio.ensure_future(flights.join("k", build))
+        await _turns()
+        c.cancel()  # the only caller leaves: the run stops
+        with pytest.raises(asyncio.CancelledError):
+            await c
+        await _turns()
+        assert runs == [0, 1] and stopped == [1] and "k" not in flights
+
+    asyncio.run(main())
+
+
+def test_a_request_that_joins_a_stopping_build_gets_a_build_of_its_own() -> None:
+    """The only client of a build leaves; the build is stopping (its clean-up takes a few
+    turns: a lock given back, say) when a new request for the same PDF comes: that request,
+    which never left, gets a new build (it used to join the stopping one and be cancelled
+    with it: no answer, the connection dropped)."""
+
+    async def main() -> None:
+        runs: list[int] = []
+        cleaned = asyncio.Event()
+
+        async def build() -> str:
+            n = len(runs)
+            runs.append(n)
+            if n == 0:
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    await cleaned.wait()
+                    raise
+            return f"pdf {n}"
+
+        flights = Flights[str](lambda r: r, lambda r: None)
+        first = asyncio.ensure_future(flights.join("k", build))
+        await _turns()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = asyncio.ensure_future(flights.join("k", build))
+        await _turns()
+        cleaned.set()
+        assert await second == "pdf 1"
+        assert runs == [0, 1]
+
+    asyncio.run(main())
