@@ -17,20 +17,22 @@ token (:meth:`DocumentFolder.keep`). A purge of a source empties and removes its
 marker with it; a purge of everything removes every source folder. A document is found
 (:meth:`DocumentFolder.find`) only while the marker of every one of its sources still holds its
 token, so once any of its images was purged (in any process, by the purge endpoint or the
-command, which know nothing of documents) it is a miss, and it is removed when next seen. A
-later build of the same key takes the markers over, so an older document never counts as
-valid again, and a build whose markers were taken over (by a later build in any process, or
-by a purge) keeps nothing and removes nothing when it ends: builds are single-flight per
-process only, and the last to end must not remove the one valid document.
+command, whose purge of a source knows nothing of documents) it is a miss, and it is removed
+when next seen. A later build of the same key takes the markers over, so an older document
+never counts as valid again, and a build whose markers were taken over (by a later build in
+any process, or by a purge) keeps nothing and removes nothing when it ends: builds are
+single-flight per process only, and the last to end must not remove the one valid document.
 
 LRU by modification time within ``max_bytes`` (``presentation.pdf_cache_bytes``): a hit touches
 the document, and each document kept is followed by an eviction of the oldest (with their
 markers) down to 90% of the budget; a document larger than a quarter of the budget is not
-kept. A purge of everything also removes the whole ``documents/`` folder
-(:meth:`DocumentFolder.clear`). Nothing is followed through a link: folders are opened with
-``O_NOFOLLOW`` and markers read and written through them, a document is served only if it and
-its folders are no links. :class:`DocumentStore` runs the folder's blocking methods off the
-event loop; a failing disk is a miss or a document not kept, logged once a minute.
+kept. A purge of everything also removes every document (:meth:`DocumentFolder.clear`), in
+the process that performs it (``Caches.purge``), to free their space: they are invalid
+already, their markers gone with the source folders. Nothing is followed through a link:
+folders are opened with ``O_NOFOLLOW`` and markers read and written through them, a document
+is served only if it and its folders are no links. :class:`DocumentStore` runs the folder's
+blocking methods off the event loop; a failing disk is a miss or a document not kept, logged
+once a minute.
 """
 
 from __future__ import annotations
@@ -402,7 +404,6 @@ class DocumentStore:
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.folder = DocumentFolder(root, max_bytes)
         self._failed_at = 0.0
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def find(self, key: str, pages: str | None = None) -> Kept | None:
         found: Kept | None = await self._quietly(self.folder.find, key, pages)
@@ -422,18 +423,6 @@ class DocumentStore:
     ) -> Kept | None:
         kept: Kept | None = await self._quietly(self.folder.keep, key, token, built, sources, pages)
         return kept
-
-    def purged(self, source: str | None) -> None:
-        """For :meth:`Caches.register`: a purge of everything removes every document (one of a
-        source needs nothing: its markers went with its folder)."""
-        if source is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # not serving: nothing to clear from here
-                return
-            task = loop.create_task(self._quietly(self.folder.clear))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
 
     async def _quietly(self, call: Callable[..., Any], *args: Any) -> Any:
         try:

@@ -32,8 +32,9 @@ Caches that hold what came from a source in other shapes (decoded masters, the t
 backends fetch, object records) are made or registered here (:meth:`Caches.memory_cache`,
 :meth:`Caches.register`), so a purge reaches them too.
 
-Purges (:meth:`Caches.purge`) remove one source's facts and images (or everything) from every
-tier and every registered cache, and reach every running process: through Redis pub/sub when
+Purges (:meth:`Caches.purge`) remove one source's facts and images (or everything, and the
+kept documents of ``documents.py`` with it) from every tier and every registered cache, and
+reach every running process: through Redis pub/sub when
 Redis is configured, and through purge journals (``journal.py``) that each process polls. A
 value that was being made when a purge came is kept out of every tier. After a Redis outage a
 process drops its memory entries (a purge may have been missed meanwhile).
@@ -53,6 +54,7 @@ from cachetools import TTLCache
 
 from iiif_shim.base.errors import ShimError
 from iiif_shim.cache.disk import DiskTier
+from iiif_shim.cache.documents import DocumentFolder
 from iiif_shim.cache.entry import (
     CONTRADICTED,
     DAMAGED,
@@ -432,6 +434,9 @@ class Caches:
                 report["disk"] = await self.disk.purge(source)
             except OSError as exc:
                 report.update(ok=False, disk=f"failed: {exc}")
+            if source is None:  # the documents kept beside it: invalid already, their space freed
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(DocumentFolder(self.disk.folder.root, 0).clear)
         if self.redis is not None:
             try:
                 report["redis"] = await self.redis.purge(source)

@@ -149,7 +149,6 @@ class PdfMaker:
         self.store: DocumentStore | None = None
         if disk is not None and settings.pdf_cache_bytes > 0:
             self.store = DocumentStore(disk, settings.pdf_cache_bytes)
-            images.caches.register(self.store.purged)
         slots = settings.pdf_concurrency or max(1, images.workers.threads // 2)
         self.gate = Gate(slots, settings.pdf_wait, slots * _LINE_PER_SLOT, "PDFs being made")
         self._flights: Flights[PdfFile] = Flights(_claimed, _discard)

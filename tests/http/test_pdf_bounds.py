@@ -22,6 +22,7 @@ from tests.support import (
     Response,
     request,
     start_faulty,
+    start_redis,
     start_shim,
     wait_until,
     write_config,
@@ -217,3 +218,47 @@ def test_a_pdf_is_kept_until_one_of_its_images_is_purged(tmp_path: Path, upstrea
         assert _metric(shim, PAGES_WRITTEN) == 6
     finally:
         shim.stop()
+
+
+def _redis(port: int, *words: str) -> bytes:
+    """One command to a real Redis, in its own protocol; the raw reply."""
+    command = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(command.encode())
+        return conn.recv(4096)
+
+
+def test_a_redis_reconnect_leaves_the_kept_pdfs(tmp_path: Path, upstream: Process) -> None:
+    """After its purge subscription reconnects, a process drops its memory entries (a purge
+    may have been missed meanwhile), but the PDFs kept on disk are still valid (every purge
+    removes their markers) and still served: they used to be wiped from the whole machine."""
+    redis = start_redis(tmp_path / "redis")
+    url = f"redis://127.0.0.1:{redis.port}"
+    cache = f', disk: "{tmp_path / "disk"}", redis: "{url}", redis_retry: 0.2'
+    shim = _shim(tmp_path, upstream, cache=cache)
+    path, info = "/iiif/presentation/short/pdf", "/iiif/3/quick:p1.jpg/info.json"
+    facts_misses = 'iiif_shim_cache_lookups_total{result="miss",tier="facts"}'
+    subscribed = b":1\r\n"
+    try:
+        first = _pdf(shim.get(path))
+        assert _metric(shim, PAGES_WRITTEN) == 3
+        assert shim.get(info).status == 200  # its facts: in memory now
+        misses = _metric(shim, facts_misses)
+
+        def numsub() -> bytes:
+            return _redis(redis.port, "PUBSUB", "NUMSUB", "iiif-shim:purge")
+
+        wait_until(lambda: numsub().endswith(subscribed), "the shim subscribed")
+        assert _redis(redis.port, "CLIENT", "KILL", "TYPE", "pubsub") == b":1\r\n"
+        wait_until(lambda: numsub().endswith(subscribed), "the shim subscribed again")
+
+        def dropped() -> bool:  # facts it held in memory before are a miss there now
+            assert shim.get(info).status == 200
+            return _metric(shim, facts_misses) > misses
+
+        wait_until(dropped, "the shim's memory entries dropped after it reconnected")
+        assert _pdf(shim.get(path)) == first
+        assert _metric(shim, PAGES_WRITTEN) == 3  # the kept one: nothing made again
+    finally:
+        shim.stop()
+        redis.stop()
