@@ -5,7 +5,7 @@ Layout, under the disk tier's folder (``cache.disk``, see ``disk.py``)::
 
     <root>/documents/<key>/<token>.pdf     a document, as one build made it
     <root>/documents/<key>/<token>.json    what it was made from: its sources, its pages' digest
-    <root>/documents/.tmp-...              a document being built
+    <root>/documents/.tmp-...              a document being built, or a reader's link to one
     <root>/<source>/.document-<key>        marker: the token of the last build of <key> that
                                            used <source>
 
@@ -23,16 +23,18 @@ never counts as valid again, and a build whose markers were taken over (by a lat
 any process, or by a purge) keeps nothing and removes nothing when it ends: builds are
 single-flight per process only, and the last to end must not remove the one valid document.
 
-LRU by modification time within ``max_bytes`` (``presentation.pdf_cache_bytes``): a hit touches
-the document, and each document kept is followed by an eviction of the oldest (with their
-markers) down to 90% of the budget; a document larger than a quarter of the budget is not
-kept. A purge of everything also removes every document (:meth:`DocumentFolder.clear`), in
-the process that performs it (``Caches.purge``), to free their space: they are invalid
-already, their markers gone with the source folders. Nothing is followed through a link:
-folders are opened with ``O_NOFOLLOW`` and markers read and written through them, a document
-is served only if it and its folders are no links. :class:`DocumentStore` runs the folder's
-blocking methods off the event loop; a failing disk is a miss or a document not kept, logged
-once a minute.
+LRU within ``max_bytes`` (``presentation.pdf_cache_bytes``): a hit touches the document's
+description (``.json``), never the PDF (whose time is its ``Last-Modified`` and ``ETag``), and
+each document kept is followed by an eviction of the least recently used (with their markers)
+down to 90% of the budget; a document larger than a quarter of the budget is not kept. A
+reader gets a link of its own to the document (``.tmp-...``, removed once sent), so a document
+removed meanwhile by any process is not taken from under it. A purge of everything also
+removes every document (:meth:`DocumentFolder.clear`), in the process that performs it
+(``Caches.purge``), to free their space: they are invalid already, their markers gone with the
+source folders. Nothing is followed through a link: folders are opened with ``O_NOFOLLOW`` and
+markers read and written through them, a document is served only if it and its folders are no
+links. :class:`DocumentStore` runs the folder's blocking methods off the event loop; a failing
+disk is a miss or a document not kept, logged once a minute.
 """
 
 from __future__ import annotations
@@ -46,22 +48,23 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
-from typing import Any
+from typing import Any, TypeVar
 
 from iiif_shim.cache.entry import valid_source
 
 log = logging.getLogger("iiif_shim")
+T = TypeVar("T")
 
 DOCUMENTS = "documents"
 MARKER = ".document-"
 TMP = ".tmp-"
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _LOW_WATER = 0.9  # eviction stops at this share of the budget
-_STALE_TMP = 3600.0  # seconds after which a document being built is a crash's leftover
+_STALE_TMP = 3600.0  # seconds after which a scratch file or a reader's link is left over
 _TOUCH_AFTER = 60.0  # seconds since a document was last touched before a hit touches it again
 _MAX_META = 1024 * 1024  # bytes of one document's description (2000 pages take about 70 KB)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -95,9 +98,12 @@ class DocumentFolder:
 
     # --- what callers ask ------------------------------------------------------------------
 
-    def find(self, key: str, pages: str | None = None) -> Kept | None:
-        """The valid document of ``key`` (and, when ``pages`` is given, of those pages), touched;
-        ``None`` when there is none. A document one of whose sources was purged is removed."""
+    def find(self, key: str, pages: str | None = None, claim: bool = False) -> Kept | None:
+        """The valid document of ``key`` (and, when ``pages`` is given, of those pages), its
+        use recorded for the LRU; ``None`` when there is none. A document one of whose sources
+        was purged is removed. With ``claim``, the path is the caller's own link to it (to
+        remove once sent), so the document can go meanwhile (evicted, superseded, cleared, by
+        any process) without taking it from under its reader."""
         place = self._key_folder(key)
         if place is None:
             return None
@@ -109,10 +115,18 @@ class DocumentFolder:
             if pages is not None and meta.pages != pages:
                 continue  # made from other versions of its images: not this one
             path = place / f"{token}.pdf"
-            with contextlib.suppress(OSError):
-                if time.time() - os.stat(path, follow_symlinks=False).st_mtime > _TOUCH_AFTER:
-                    os.utime(path, follow_symlinks=False)
-            return Kept(path, size)
+            with contextlib.suppress(OSError):  # on the description: the PDF's own time is
+                used = place / f"{token}.json"  # its validators (ETag, Last-Modified)
+                if time.time() - _mtime(used) > _TOUCH_AFTER:
+                    os.utime(used, follow_symlinks=False)
+            if not claim:
+                return Kept(path, size)
+            link = self.folder / f"{TMP}{os.getpid()}-{secrets.token_hex(6)}.pdf"
+            try:
+                os.link(path, link, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since it was looked at
+            return Kept(link, size)
         return None
 
     def begin(self, key: str, sources: Iterable[str]) -> str:
@@ -137,8 +151,9 @@ class DocumentFolder:
     def keep(
         self, key: str, token: str, built: Path, sources: Sequence[str], pages: str
     ) -> Kept | None:
-        """Keep the document ``built`` (a :meth:`scratch` file) as the build ``token`` of
-        ``key``; ``None`` (``built`` left as it is) when it is too large to keep, or when the
+        """Keep the document ``built`` (a :meth:`scratch` file, still the caller's afterwards:
+        the document is a link to it) as the build ``token`` of ``key``; ``None`` when it is
+        too large to keep, or when the
         markers no longer hold ``token`` (a later build of ``key`` began, in this process or
         another, or one of its sources was purged): such a build keeps nothing and removes
         nothing. Older documents of ``key`` go, and the oldest of all while the budget is
@@ -154,7 +169,7 @@ class DocumentFolder:
         with _opened(place) as fd:
             _write_in(fd, f"{token}.json", meta)
         path = place / f"{token}.pdf"
-        os.replace(built, path)
+        os.link(built, path, follow_symlinks=False)
         for _, older, _ in self._documents_in(place):
             if older != token and not self._valid(key, place, older):
                 self._remove(place, older)  # (a build that began since ours stays)
@@ -254,8 +269,8 @@ class DocumentFolder:
                 self._remove(place, token)
 
     def _all(self) -> Iterator[tuple[float, Path, str, int]]:
-        """(mtime, key folder, token, size) of every document; removes stale scratch files
-        and empty key folders on the way."""
+        """(last used, key folder, token, size) of every document; removes stale scratch files
+        (and links to documents whose readers died) and empty key folders on the way."""
         now = time.time()
         try:
             with os.scandir(self.folder) as scan:
@@ -264,8 +279,8 @@ class DocumentFolder:
             return
         for entry in entries:
             if entry.name.startswith(TMP):
-                with contextlib.suppress(OSError):
-                    if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_TMP:
+                with contextlib.suppress(OSError):  # (a link made, or a write: a new ctime)
+                    if now - entry.stat(follow_symlinks=False).st_ctime > _STALE_TMP:
                         os.unlink(entry.path)
                 continue
             if not (_HEX32.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
@@ -273,6 +288,8 @@ class DocumentFolder:
             place = Path(entry.path)
             documents = list(self._documents_in(place))
             for mtime, token, size in documents:
+                with contextlib.suppress(OSError):  # when it was last used (see find)
+                    mtime = max(mtime, _mtime(place / f"{token}.json"))
                 yield mtime, place, token, size
             if not documents:
                 with contextlib.suppress(OSError):
@@ -405,8 +422,10 @@ class DocumentStore:
         self.folder = DocumentFolder(root, max_bytes)
         self._failed_at = 0.0
 
-    async def find(self, key: str, pages: str | None = None) -> Kept | None:
-        found: Kept | None = await self._quietly(self.folder.find, key, pages)
+    async def find(self, key: str, pages: str | None = None, claim: bool = False) -> Kept | None:
+        """As :meth:`DocumentFolder.find`; a claimed link made for a caller that was cancelled
+        meanwhile is removed."""
+        found: Kept | None = await owned(self._quietly(self.folder.find, key, pages, claim), _gone)
         return found
 
     async def begin(self, key: str, sources: Sequence[str]) -> str | None:
@@ -433,3 +452,25 @@ class DocumentStore:
                 self._failed_at = now
                 log.warning("PDF cache %s: %s (going on without it)", self.folder.folder, exc)
             return None
+
+
+def _gone(kept: Kept | None) -> None:
+    if kept is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(kept.path)
+
+
+async def owned(work: Awaitable[T], release: Callable[[T], None]) -> T:
+    """``work``'s result (say, a thread that makes a file). When the caller is cancelled before
+    it comes, ``release`` gets it once it does: what the thread made is not left behind."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+
+        def landed(done: asyncio.Future[T]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                release(done.result())
+
+        task.add_done_callback(landed)
+        raise

@@ -75,11 +75,12 @@ class PdfPlan:
 
 @dataclass(frozen=True)
 class PdfFile:
-    """A built PDF: its file and size; a ``temporary`` one is the caller's to remove."""
+    """A PDF for one request: its file, the caller's own (a link: removed once sent), its size,
+    and whether a copy of it is ``kept`` (then ranges of it can be served from there)."""
 
     path: Path
     size: int
-    temporary: bool
+    kept: bool
 
 
 @dataclass(eq=False)
@@ -187,11 +188,11 @@ class PdfMaker:
         """The PDF of ``plan``: kept, or built (sharing a build under way). Cancelling the call
         (the client left) stops the build once no other request waits for it."""
         if self.store is not None and plan.digest is not None:
-            kept = await self.store.find(plan.key, plan.digest)
+            kept = await self.store.find(plan.key, plan.digest, claim=True)
             if self.metrics is not None:
                 self.metrics.cache_lookup("pdf", kept is not None)
             if kept is not None:
-                return PdfFile(kept.path, kept.size, temporary=False)
+                return PdfFile(kept.path, kept.size, kept=True)
         ident = (plan.key, plan.digest or secrets.token_hex(8))  # an unkept one is not shared
         return await self._flights.join(ident, partial(self._build, plan))
 
@@ -231,9 +232,7 @@ class PdfMaker:
         except BaseException:
             _remove(path)
             raise
-        if kept is not None:
-            return PdfFile(kept.path, kept.size, temporary=False)
-        return PdfFile(path, size, temporary=True)
+        return PdfFile(path, size, kept=kept is not None)  # the build's own file: see _discard
 
     async def _write(self, plan: PdfPlan, path: Path) -> int:
         """Render the pages one at a time into a PDF at ``path``; its size."""
@@ -263,19 +262,16 @@ def _is_page(rendered: Rendered) -> bool:
 
 
 def _claimed(built: PdfFile) -> PdfFile:
-    """What one waiter serves: a kept PDF as it is, a temporary one through a link of its own
-    (each waiter removes its link once sent; the build's own name goes with the last waiter)."""
-    if not built.temporary:
-        return built
+    """What one waiter serves: a link of its own to the build's file (each waiter removes its
+    link once sent; the build's own name goes with the last waiter, a kept copy stays)."""
     link = built.path.with_name(f"{built.path.stem}-{secrets.token_hex(4)}.pdf")
     os.link(built.path, link)
-    return PdfFile(link, built.size, temporary=True)
+    return PdfFile(link, built.size, built.kept)
 
 
 def _discard(built: PdfFile) -> None:
-    """A build's own file, once every waiter has its link (a kept PDF stays)."""
-    if built.temporary:
-        _remove(built.path)
+    """A build's own file, once every waiter has its link."""
+    _remove(built.path)
 
 
 def _remove(path: Path) -> None:

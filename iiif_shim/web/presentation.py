@@ -8,7 +8,10 @@ Their pool jobs count in the ``documents`` lane (``imaging.pool``), a PDF's page
 ``pdfs`` lane (``presentation/pdfs.py``). ``HEAD`` of a PDF answers from the object's record
 and the kept PDF, if any (its ``Content-Length``), and never renders. While a PDF is made, the
 handler watches its client: once the connection is gone it stops waiting (a 499 in the log and
-the metrics), and the build stops when no one else waits for it.
+the metrics), and the build stops when no one else waits for it. Each answer sends a link of
+its own to the PDF, removed once sent: a kept one with ranges and validators (its file's, the
+same from one request to the next), one that is not kept whole, without ranges (a range of it
+would make the whole PDF again).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import json
 import os
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -47,6 +51,7 @@ MAX_NAME_SEGMENT = 1024
 CLIENT_POLL = 0.2
 # The status logged and counted for a request whose client left before its answer (nginx's).
 CLIENT_GONE = 499
+_CHUNK = 256 * 1024  # bytes of a PDF that is not kept read at a time
 T = TypeVar("T")
 
 
@@ -169,10 +174,10 @@ async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamRe
     made = await _unless_gone(request, presentation.pdfs.make(plan))
     if made is None:
         return web.Response(status=CLIENT_GONE, text="the client left\n")
-    if not made.temporary:
-        return web.FileResponse(made.path, headers=headers)
     try:
-        return _TemporaryFile(made.path, headers=headers)
+        if made.kept:  # ranges and validators of the kept copy (the link shares its times)
+            return _TemporaryFile(made.path, headers=headers)
+        return _WholeFile(made.path, made.size, headers)
     except BaseException:
         _remove(str(made.path))
         raise
@@ -209,6 +214,29 @@ class _TemporaryFile(web.FileResponse):
             return await super().prepare(request)
         finally:
             _remove(str(self._path))
+
+
+class _WholeFile(web.StreamResponse):
+    """A file sent whole, without ranges or validators (each range of a PDF that is not kept
+    would make the whole PDF again), and removed as soon as it is open."""
+
+    def __init__(self, path: Path, size: int, headers: dict[str, str]) -> None:
+        super().__init__(headers=headers)
+        self.content_length = size
+        self._file = path
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            source = await asyncio.to_thread(self._file.open, "rb")
+        finally:
+            _remove(str(self._file))  # (the open file is read to its end all the same)
+        try:
+            writer = await super().prepare(request)
+            while chunk := await asyncio.to_thread(source.read, _CHUNK):
+                await self.write(chunk)
+            return writer
+        finally:
+            source.close()
 
 
 async def object_request(request: web.Request, rest: str) -> web.Response:

@@ -9,6 +9,7 @@ outcome."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -262,3 +263,52 @@ def test_a_redis_reconnect_leaves_the_kept_pdfs(tmp_path: Path, upstream: Proces
     finally:
         shim.stop()
         redis.stop()
+
+
+def test_a_kept_pdf_keeps_its_validators(tmp_path: Path, upstream: Process) -> None:
+    """A hit on a kept PDF is recorded beside it (for the LRU), never on the PDF itself: its
+    ETag and Last-Modified (the file's) stay the same however long between two requests, so
+    a conditional GET gets 304 (a hit a minute after the last touched the PDF: new validators
+    about once a minute, and no 304)."""
+    shim = _shim(tmp_path, upstream, cache=f', disk: "{tmp_path / "disk"}"')
+    path = "/iiif/presentation/short/pdf"
+    try:
+        body = _pdf(shim.get(path))
+        (kept,) = (tmp_path / "disk" / "documents").glob("*/*.pdf")
+        long_ago = kept.stat().st_mtime - 600
+
+        def minutes_pass() -> None:  # as if the PDF had been left alone for ten minutes
+            for name in kept.parent.iterdir():
+                os.utime(name, (long_ago, long_ago))
+
+        minutes_pass()
+        first = shim.get(path)
+        assert _pdf(first) == body
+        etag, modified = first.header("ETag"), first.header("Last-Modified")
+        assert etag and modified
+        minutes_pass()
+        again = shim.get(path, headers={"If-None-Match": etag})
+        assert again.status == 304, (etag, again.header("ETag"))
+        later = shim.get(path)
+        assert later.header("ETag") == etag and later.header("Last-Modified") == modified
+        assert _metric(shim, PAGES_WRITTEN) == 3
+        documents = tmp_path / "disk" / "documents"
+        wait_until(lambda: not list(documents.glob(".tmp-*")), "every reader's link removed")
+    finally:
+        shim.stop()
+
+
+def test_a_pdf_not_kept_is_sent_whole(tmp_path: Path, upstream: Process) -> None:
+    """Without a disk tier nothing is kept: a PDF viewer's range requests would each make the
+    whole PDF again for a slice of it. So such a PDF offers no ranges and is sent whole, a
+    Range header notwithstanding (it was a 206 of a PDF made for that one slice)."""
+    shim = _shim(tmp_path, upstream)
+    try:
+        whole = shim.get("/iiif/presentation/short/pdf")
+        body = _pdf(whole)
+        assert whole.header("Accept-Ranges") in (None, "none")
+        assert whole.header("Content-Length") == str(len(body))
+        ranged = shim.get("/iiif/presentation/short/pdf", headers={"Range": "bytes=0-99"})
+        assert ranged.status == 200 and _pdf(ranged).count(b"/Type /Page ") == 3
+    finally:
+        shim.stop()

@@ -146,16 +146,18 @@ def test_documents_are_evicted_oldest_first_and_cleared(tmp_path: Path) -> None:
         assert folder.keep(key, token, _built(folder, b"%" * 900), SOURCES, "v") is not None
         kept = folder.find(key)
         assert kept is not None
-        os.utime(kept.path, (1000 + n, 1000 + n))  # an order the clock cannot blur
+        for used in (kept.path, kept.path.with_suffix(".json")):  # an order the clock cannot blur
+            os.utime(used, (1000 + n, 1000 + n))
+    assert folder.find(keys[0]) is not None  # a hit: the least recently used is keys[1] now
     token = folder.begin("f" * 32, SOURCES)
     assert folder.keep("f" * 32, token, _built(folder, b"%" * 900), SOURCES, "v") is not None
-    assert [folder.find(key) is not None for key in keys] == [False, True, True, True]
+    assert [folder.find(key) is not None for key in keys] == [True, False, True, True]
     assert folder.size() <= 4000 * 0.9
     too_large = _built(folder, b"%" * 1001)  # more than a quarter of the budget
     assert folder.keep(KEY, folder.begin(KEY, SOURCES), too_large, SOURCES, "v") is None
     assert too_large.exists()
     folder.clear()
-    assert folder.find(keys[3]) is None and folder.size() == 0
+    assert folder.find(keys[2]) is None and folder.size() == 0
     assert too_large.exists()  # a build's file is its own to remove
 
 
@@ -250,3 +252,18 @@ def test_a_request_that_joins_a_stopping_build_gets_a_build_of_its_own() -> None
         assert runs == [0, 1]
 
     asyncio.run(main())
+
+
+def test_a_claimed_document_outlives_its_removal(tmp_path: Path) -> None:
+    """A reader's claim is a link of its own: the document can go meanwhile (evicted, taken
+    over, cleared, by any process) and the reader still has it whole; a hit leaves the PDF's
+    own time (its validators) as it is."""
+    folder = DocumentFolder(tmp_path, 1024 * 1024)
+    path = _keep(folder, body=b"%PDF-1.4 read me")
+    os.utime(path, (1000, 1000))
+    claimed = folder.find(KEY, "v1", claim=True)
+    assert claimed is not None and claimed.path != path and claimed.path.name.startswith(".tmp-")
+    folder.begin(KEY, SOURCES)  # a later build: the document is superseded
+    assert folder.find(KEY) is None and not path.exists()
+    assert claimed.path.read_bytes() == b"%PDF-1.4 read me"
+    assert claimed.path.stat().st_mtime == 1000  # the hit touched its description only
