@@ -113,6 +113,7 @@ class Caches:
         self.redis = RedisTier(settings, metrics) if settings.redis else None
         self.journals = [PurgeJournal(path) for path in journal_paths(settings)]
         self.journal_poll = journal_poll
+        self._hearing = asyncio.Lock()  # one reader of the journals at a time (their offsets)
         self._droppers: list[Callable[[str | None], object]] = [self.memory.drop]
         self._flight: SingleFlight[Slot, Any] = SingleFlight()
         # bumped by the purges this process hears of: of all (first), of one source (second)
@@ -255,7 +256,7 @@ class Caches:
         used: SourceInfo,
     ) -> SourceInfo | None:
         slot = Slot(source_key(backend, native_id), FACTS)
-        generation = self._generation(slot.source)
+        generation = self.generation(slot.source)
         self.settle(backend, native_id, used)
         fresh = await load()
         self.settle(backend, native_id, fresh)
@@ -321,7 +322,7 @@ class Caches:
         ttl: float,
         usable: Callable[[Entry], E | Rejected],
     ) -> tuple[E, bool]:
-        generation = self._generation(slot.source)
+        generation = self.generation(slot.source)
         lower = self.lower
         for depth, tier in enumerate(lower):
             found = await tier.get(slot)
@@ -393,7 +394,7 @@ class Caches:
         self, slot: Slot, value: Entry, ttl: float, generation: tuple[int, int], tiers: list[Tier]
     ) -> None:
         """Put ``value`` in ``tiers``, unless a purge of its source came meanwhile."""
-        if generation != self._generation(slot.source):
+        if generation != self.generation(slot.source):
             return
         for tier in tiers:
             await tier.put(slot, value, ttl)
@@ -408,9 +409,21 @@ class Caches:
 
     # --- purge -----------------------------------------------------------------------------
 
-    def _generation(self, source: str) -> tuple[int, int]:
+    def generation(self, source: str) -> tuple[int, int]:
         """Changes when this process hears of a purge of ``source`` or of everything."""
         return self._purged_all, self._purged.get(source, 0)
+
+    async def hear(self) -> None:
+        """Hear now of every purge written to the journals so far (the poller does about once a
+        second): for a caller about to keep what it made from this process's memory. What is
+        read is heard even if the caller is cancelled meanwhile (the journals' offsets moved)."""
+        await asyncio.shield(self._read_journals())
+
+    async def _read_journals(self) -> None:
+        async with self._hearing:
+            for journal in self.journals:
+                for source in await asyncio.to_thread(journal.read):
+                    self.forget(source)
 
     def forget(self, source: str | None) -> None:
         """Drop what this process keeps in memory of one source (``None``: all), in every
@@ -457,9 +470,7 @@ class Caches:
     async def _poll_journals(self) -> None:
         while True:
             await asyncio.sleep(self.journal_poll)
-            for journal in self.journals:
-                for source in await asyncio.to_thread(journal.read):
-                    self.forget(source)
+            await self._read_journals()
 
     async def _listen(self) -> None:
         """Follow the purge channel; reconnect after failures, dropping memory entries then

@@ -6,7 +6,14 @@ serves it), with no aiohttp types in it.
   which version of every image its pages show.
 - Kept: a PDF once built is kept in the disk tier's folder (``cache/documents.py``, within
   ``pdf_cache_bytes``) and served from there until any of its images is purged or changes;
-  ``HEAD`` learns its length from there (:meth:`PdfMaker.known_size`) without rendering.
+  ``HEAD`` learns its length from there (:meth:`PdfMaker.known_size`) without rendering. Only
+  what no purge can have reached is kept: before a PDF's facts are read the process hears of
+  every purge written so far (``Caches.hear``: the journals read at once, not up to a second
+  later) and notes where it stands (:class:`Heard`); the build writes its markers before it
+  renders, and keeps its PDF only if, the journals read again, no purge of its images came
+  since (a purge after the markers were written removes them: nothing is kept either). A page
+  from this process's memory, which hears of another process's purge up to a second late,
+  cannot make a kept PDF from before a purge.
 - One build per PDF at a time in a process (single-flight, :class:`Flights`): requests for a PDF
   being built wait for that build, and a build stops as soon as no request waits for it any
   more (every client gone, or past its deadline): no further page is asked for (the one being
@@ -35,7 +42,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from iiif_shim.base.errors import QueueFull
+from iiif_shim.base.errors import QueueFull, ShimError
 from iiif_shim.cache.documents import DocumentStore
 from iiif_shim.cache.entry import source_key
 from iiif_shim.core.service import ImageService, Prepared
@@ -71,6 +78,15 @@ class PdfPlan:
     pages: tuple[Prepared, ...]
     sources: tuple[str, ...]  # each page's source key in the cache tiers (what purges name)
     digest: str | None  # of the pages' plan keys; None: a page has no version (never kept)
+    heard: Heard  # the purges this process had heard of before any of it was read
+
+
+@dataclass(frozen=True)
+class Heard:
+    """Where this process stood in the purges of each source of a PDF (``Caches.generation``),
+    taken before anything of it is read: a PDF is kept only if no purge of them came since."""
+
+    generations: tuple[tuple[str, tuple[int, int]], ...]
 
 
 @dataclass(frozen=True)
@@ -154,8 +170,26 @@ class PdfMaker:
         self.gate = Gate(slots, settings.pdf_wait, slots * _LINE_PER_SLOT, "PDFs being made")
         self._flights: Flights[PdfFile] = Flights(_claimed, _discard)
 
-    async def plan(self, record: ObjectRecord, pictures: Sequence[Picture]) -> PdfPlan:
-        """The pages of ``record``'s PDF, prepared (image facts, plans), nothing rendered."""
+    async def heard(self, record: ObjectRecord) -> Heard:
+        """Where this process stands in the purges of ``record``'s images (routed, nothing
+        read), once it has heard of every purge written so far (its own included): taken
+        before its pictures and :meth:`plan` read their facts."""
+        router, caches = self.images.router, self.images.caches
+        await caches.hear()
+        sources = set()
+        for canvas in record.canvases:
+            try:
+                target = router.route(canvas.image)
+            except ShimError:
+                continue  # not an image this server has: the pictures will say so
+            sources.add(source_key(target.backend, target.native_id))
+        return Heard(tuple((s, caches.generation(s)) for s in sorted(sources)))
+
+    async def plan(
+        self, record: ObjectRecord, pictures: Sequence[Picture], heard: Heard
+    ) -> PdfPlan:
+        """The pages of ``record``'s PDF, prepared (image facts, plans), nothing rendered;
+        ``heard``: taken (:meth:`heard`) before ``pictures`` were read."""
         pages = []
         for picture in pictures:
             w, h = thumb_size(*picture.max_size, self.settings.pdf_page_size)
@@ -175,6 +209,7 @@ class PdfMaker:
                 source_key(p.source.target.backend, p.source.target.native_id) for p in pages
             ),
             digest=digest,
+            heard=heard,
         )
 
     async def known_size(self, record: ObjectRecord) -> int | None:
@@ -227,12 +262,23 @@ class PdfMaker:
         try:
             size = await self._write(plan, path)
             kept = None
-            if store is not None and token is not None and plan.digest is not None:
+            keepable = store is not None and token is not None and plan.digest is not None
+            if keepable and await self._unpurged(plan):
+                assert store is not None and token is not None and plan.digest is not None
                 kept = await store.keep(plan.key, token, path, plan.sources, plan.digest)
         except BaseException:
             _remove(path)
             raise
         return PdfFile(path, size, kept=kept is not None)  # the build's own file: see _discard
+
+    async def _unpurged(self, plan: PdfPlan) -> bool:
+        """Whether no purge of the PDF's images has come since its facts were first read: this
+        process may have made it from what it held in memory, and it hears of a purge made by
+        another process only about a second later, unless it reads the journals now. (A purge
+        after the markers were written removes them: then :meth:`DocumentStore.keep` refuses.)"""
+        caches = self.images.caches
+        await caches.hear()
+        return all(caches.generation(source) == then for source, then in plan.heard.generations)
 
     async def _write(self, plan: PdfPlan, path: Path) -> int:
         """Render the pages one at a time into a PDF at ``path``; its size."""

@@ -25,7 +25,7 @@ from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import resolve
 from iiif_shim.imaging.pool import Gate
 from iiif_shim.presentation.documents import Builder, Picture, thumb_size
-from iiif_shim.presentation.pdfs import PdfMaker
+from iiif_shim.presentation.pdfs import PdfMaker, PdfPlan
 from iiif_shim.presentation.records import ObjectRecord, check_name
 from iiif_shim.presentation.settings import PresentationSettings
 from iiif_shim.presentation.sources.base import ObjectSource, SourceContext
@@ -147,6 +147,11 @@ class PresentationService:
                 return await self.picture(identifier, record.name)
 
         return list(await asyncio.gather(*(one(c.image) for c in record.canvases)))
+
+    async def pdf_plan(self, record: ObjectRecord) -> PdfPlan:
+        """What ``record``'s PDF is made of (``pdfs.py``), its images' facts read."""
+        heard = await self.pdfs.heard(record)  # before any facts are read
+        return await self.pdfs.plan(record, await self.pictures(record), heard)
 
     async def manifest(self, version: Version, name: str, builder: Builder) -> dict[str, Any]:
         record = await self.record(name)

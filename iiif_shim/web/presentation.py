@@ -169,8 +169,7 @@ async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamRe
             response.content_length = size
         await response.prepare(request)
         return response
-    pictures = await presentation.pictures(record)
-    plan = await presentation.pdfs.plan(record, pictures)
+    plan = await presentation.pdf_plan(record)
     made = await _unless_gone(request, presentation.pdfs.make(plan))
     if made is None:
         return web.Response(status=CLIENT_GONE, text="the client left\n")

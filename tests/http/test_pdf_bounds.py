@@ -312,3 +312,36 @@ def test_a_pdf_not_kept_is_sent_whole(tmp_path: Path, upstream: Process) -> None
         assert ranged.status == 200 and _pdf(ranged).count(b"/Type /Page ") == 3
     finally:
         shim.stop()
+
+
+def test_a_pdf_made_from_before_a_purge_is_not_kept(tmp_path: Path, upstream: Process) -> None:
+    """Two processes share the disk tier. One purges an image; the other, which holds that
+    image's page in memory and hears of purges about once a second, is asked for the PDF at
+    once. Unless it had heard of the purge (then it asked the upstream for that image again),
+    it keeps nothing of that build: it kept the PDF made from its memory, then valid on disk
+    for every process until the next purge of one of its images."""
+    cache = f', disk: "{tmp_path / "disk"}"'
+    path = "/iiif/presentation/short/pdf"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    purging = _shim(tmp_path, upstream, cache=cache)
+    other = _shim(tmp_path, upstream, cache=cache)
+
+    def asked_for_p2() -> int:
+        paths = json.loads(request(upstream.port, "/_stats").body)["paths"]
+        return int(paths.get("/ok/p2.jpg", 0))
+
+    try:
+        _pdf(other.get(path))  # its pages in its memory now, and the PDF kept
+        assert _metric(other, PAGES_WRITTEN) == 3
+        purged = purging.get("/admin/cache/quick:p2.jpg", method="DELETE", headers=auth)
+        assert purged.status == 200, purged.text
+        before = asked_for_p2()
+        _pdf(other.get(path))  # made again (the kept one is invalid)
+        assert _metric(other, PAGES_WRITTEN) == 6
+        from_memory = asked_for_p2() == before  # it had not heard of the purge yet
+        _pdf(purging.get(path))
+        if from_memory:
+            assert _metric(purging, PAGES_WRITTEN) == 3, "a PDF from before the purge was kept"
+    finally:
+        purging.stop()
+        other.stop()
