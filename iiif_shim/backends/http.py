@@ -47,8 +47,9 @@ class HttpBackend(UpstreamBackend[HttpSettings]):
         except BackendError:
             if head.status == 200 and head.complete:
                 raise
-            # The header lies further in (a TIFF with its directory at the end, say).
-            whole = await self.upstream.get(url, image_id=source)
+            # The header lies further in (a TIFF with its directory at the end, say): the whole
+            # master, read for facts (their connections, not those kept for images)
+            whole = await self.upstream.get(url, image_id=source, facts=True)
             width, height, colour, fmt, mode = await self.context.run_blocking(
                 read_header, Fetched(data=whole.body, described=described)
             )

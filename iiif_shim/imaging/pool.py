@@ -2,10 +2,10 @@
 and admission by kind of request: lanes in the pool, and gates in front of whole jobs.
 
 Pillow releases the GIL while decoding, resizing and encoding, so threads use every core. Each
-job is counted in the lane of the request it serves (:data:`lane`, set with :func:`in_lane`):
-``images`` (the Image API; the default), ``documents`` (manifests, collections and object
-pages: records and image facts) and ``pdfs`` (the pages of PDFs). The jobs queued or running
-in each lane are bounded on their own (``server.max_pending`` each): past it, new work of that
+job is counted in the lane of the request it serves (``base/lanes.py``): ``images`` (the Image
+API; the default), ``documents`` (manifests, collections and object pages: records and image
+facts) and ``pdfs`` (the pages of PDFs). The jobs queued or running in each lane are bounded
+on their own (``server.max_pending`` each): past it, new work of that
 kind gets a 503 at once instead of an ever-growing queue, and work of the other kinds goes on,
 so building manifests or PDFs can never fill the queue images need. Each job has a deadline
 (``server.request_timeout``): past it the request gets a 503, but the job still counts as
@@ -23,26 +23,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import enum
 import math
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from iiif_shim.base.errors import QueueFull, RenderTimeout
+from iiif_shim.base.lanes import Lane, lane
 from iiif_shim.imaging.budget import Reservation, holding
 
 T = TypeVar("T")
-
-
-class Lane(enum.Enum):
-    """The kind of request a job of the pool serves; each kind is bounded on its own."""
-
-    IMAGES = "images"
-    DOCUMENTS = "documents"
-    PDFS = "pdfs"
 
 
 # how a full lane's 503 names what is in progress
@@ -51,19 +42,6 @@ _IN_PROGRESS = {
     Lane.DOCUMENTS: "jobs of manifests, collections and object pages",
     Lane.PDFS: "PDF pages",
 }
-
-# The lane of the request being served (tasks started from it inherit it).
-lane: ContextVar[Lane] = ContextVar("lane", default=Lane.IMAGES)
-
-
-@contextlib.contextmanager
-def in_lane(kind: Lane) -> Iterator[None]:
-    """Count the pool jobs started inside the block (and by the tasks it starts) in ``kind``."""
-    token = lane.set(kind)
-    try:
-        yield
-    finally:
-        lane.reset(token)
 
 
 class Workers:

@@ -43,12 +43,13 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from iiif_shim.base.errors import QueueFull, ShimError
+from iiif_shim.base.lanes import Lane, in_lane
 from iiif_shim.cache.documents import DocumentStore
 from iiif_shim.cache.entry import source_key
 from iiif_shim.core.service import ImageService, Prepared
 from iiif_shim.iiif.profile import Version
 from iiif_shim.iiif.request import parse_image_request
-from iiif_shim.imaging.pool import Gate, Lane, in_lane
+from iiif_shim.imaging.pool import Gate
 from iiif_shim.model.plan import Rendered
 from iiif_shim.presentation.documents import Picture, thumb_size
 from iiif_shim.presentation.pdf import PdfWriter, jpeg_size

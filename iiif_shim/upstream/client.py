@@ -6,10 +6,13 @@ circuit are its own) and gets answers through :meth:`Upstream.get`, which:
 - refuses at once (503 with ``Retry-After``) while the backend's circuit is open (``breaker.py``);
 - admits the request to the connection pool: one image holds at most its share of the
   connections (``max_connections_per_image``), so one stalled image cannot starve the others;
-  a backend's metadata requests (facts: info.json, ``.dzi``, a header) together hold at most
-  ``max_connections`` less a reserve (:func:`image_reserve`), so metadata that stalls, for
-  however many identifiers, always leaves connections for the images themselves; waiting for a
-  free connection has its own bound (``pool_timeout``) and its own 503;
+  a backend's requests for facts (info.json, ``.dzi``, a header, or a whole master read for
+  its header) together hold at most ``max_connections`` less a reserve (:func:`image_reserve`),
+  so metadata that stalls, for however many identifiers, always leaves connections for the
+  images themselves; and those asked for documents (the request's lane, ``base/lanes.py``:
+  manifests, collections, PDFs) hold at most half of that (:func:`documents_share`), so cold
+  documents of many canvases leave connections for the facts of info.json and of images;
+  waiting for a free connection has its own bound (``pool_timeout``) and its own 503;
 - asks with ``Accept-Encoding: identity`` and the request id, follows redirects only within the
   origin and folder of the backend's URL templates (``redirects: same_origin``) or not at all,
   and never decompresses a body beyond its cap;
@@ -55,6 +58,7 @@ from iiif_shim.base.errors import (
     UpstreamClientError,
     UpstreamServerError,
 )
+from iiif_shim.base.lanes import Lane, lane
 from iiif_shim.telemetry import tracing
 from iiif_shim.telemetry.metrics import Metrics
 from iiif_shim.upstream.breaker import CircuitBreaker
@@ -136,6 +140,12 @@ def image_reserve(max_connections: int) -> int:
     return max(1, max_connections // 4) if max_connections > 1 else 0
 
 
+def documents_share(max_connections: int) -> int:
+    """Connections of a backend's pool that the facts asked for documents may hold together:
+    half of what metadata may hold, at least one."""
+    return max(1, (max_connections - image_reserve(max_connections)) // 2)
+
+
 @dataclass
 class _Call:
     """One call in :meth:`Upstream._accounted`: whether the backend has answered yet."""
@@ -167,6 +177,9 @@ class Upstream:
         self._shares: dict[str, tuple[asyncio.Semaphore, int]] = {}
         self.reserve = image_reserve(settings.max_connections) if role == "backend" else 0
         self._metadata = asyncio.Semaphore(settings.max_connections - self.reserve)
+        # facts asked for documents (an object source's requests all are: no share)
+        self.documents = documents_share(settings.max_connections) if role == "backend" else 0
+        self._documents = asyncio.Semaphore(self.documents) if self.documents else None
         self.in_use = 0
         self.waiting = 0  # requests waiting for a connection
         self.requests = 0  # what this backend has asked and received (for /health and probe)
@@ -194,19 +207,22 @@ class Upstream:
         cap: int | None = None,
         image: bool = False,
         metadata: bool = False,
+        facts: bool | None = None,
         image_id: str = "",
         what: str = "",
         circuit: bool = True,
     ) -> Answer:
         """GET ``url`` for the image ``image_id`` (its share of the pool). The body is capped at
-        ``cap``, else ``max_metadata_bytes`` with ``metadata`` (then also retried on transient
-        faults), else ``max_bytes``; more is a 502, unless ``limit`` asks for only the first
-        bytes. With ``image``, the body must be an image. ``circuit=False`` (health checks)
-        neither waits for nor counts toward the circuit."""
+        ``cap``, else ``max_metadata_bytes`` with ``metadata`` (small: then also retried on
+        transient faults), else ``max_bytes``; more is a 502, unless ``limit`` asks for only
+        the first bytes. ``facts``: whether it takes its connection as a request for facts
+        (within what metadata may hold; by default, as ``metadata`` says): a whole master read
+        for its header is one. With ``image``, the body must be an image. ``circuit=False``
+        (health checks) neither waits for nor counts toward the circuit."""
         deadline = asyncio.get_running_loop().time() + self.settings.timeout
         target = url if isinstance(url, URL) else URL(url, encoded=True)
         async with self._accounted(circuit) as call:
-            async with self._slot(image_id, deadline, metadata):
+            async with self._slot(image_id, deadline, metadata if facts is None else facts):
                 answer = await self._attempts(
                     target, headers, limit or cap, limit is not None, metadata, deadline, what
                 )
@@ -319,10 +335,11 @@ class Upstream:
 
     @asynccontextmanager
     async def _slot(
-        self, image_id: str, deadline: float, metadata: bool = False
+        self, image_id: str, deadline: float, facts: bool = False
     ) -> AsyncIterator[None]:
-        """A connection of the pool, within this image's share (and, for ``metadata``, within
-        what metadata may hold); 503 when none frees up."""
+        """A connection of the pool, within this image's share (and, for ``facts``, within what
+        metadata may hold, and for a document's, within the documents' share); 503 when none
+        frees up."""
         loop = asyncio.get_running_loop()
         wait = min(self.settings.pool_timeout, max(0.0, deadline - loop.time()))
         share, users = self._shares.get(image_id) or (
@@ -330,25 +347,32 @@ class Upstream:
             0,
         )
         self._shares[image_id] = (share, users + 1)
+        # always in this order (documents' share, metadata lane, image share, pool): no two
+        # requests can each hold what the other waits for
+        gates = [share, self._pool]
+        if facts:
+            gates.insert(0, self._metadata)
+            if self._documents is not None and lane.get() is not Lane.IMAGES:
+                gates.insert(0, self._documents)
         held: list[asyncio.Semaphore] = []
         try:
             self.waiting += 1
             try:
                 async with asyncio.timeout(wait):
-                    # always in this order (metadata lane, share, pool): no two requests can
-                    # each hold what the other waits for
-                    for gate in (self._metadata, share, self._pool)[0 if metadata else 1 :]:
+                    for gate in gates:
                         await gate.acquire()
                         held.append(gate)
             except TimeoutError:
-                held_back = f", {self.reserve} kept for images" if metadata and self.reserve else ""
+                held_back = f", {self.reserve} kept for images" if facts and self.reserve else ""
+                if gates[0] is self._documents:
+                    held_back += f", at most {self.documents} for documents"
                 raise BackendBusy(
                     f"{self.who} is busy: no connection was free within "
                     f"{wait:g}s ({self.in_use} in use{held_back})",
                 ) from None
             finally:
                 self.waiting -= 1
-                if len(held) < (3 if metadata else 2):  # not admitted: give back what it took
+                if len(held) < len(gates):  # not admitted: give back what it took
                     for gate in reversed(held):
                         gate.release()
             self.in_use += 1

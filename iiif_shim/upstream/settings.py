@@ -25,8 +25,10 @@ class UpstreamSettings:
     max_connections: int = option(
         8,
         doc="concurrent connections to this server; a backend keeps a quarter of them (at least "
-        "one, unless it has only one) for image requests: its metadata requests (facts) hold at "
-        "most the rest, so metadata that stalls cannot starve images",
+        "one, unless it has only one) for image requests: its requests for facts hold at most "
+        "the rest, so metadata that stalls cannot starve images, and those asked for documents "
+        "(manifests, collections, PDFs) at most half of that (at least one), so cold documents "
+        "leave connections for info.json",
         check=at_least(1),
     )
     max_connections_per_image: int = option(

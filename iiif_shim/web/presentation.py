@@ -30,8 +30,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from iiif_shim.base.errors import NotFound, PayloadTooLarge
+from iiif_shim.base.lanes import Lane, in_lane
 from iiif_shim.iiif.profile import Version
-from iiif_shim.imaging.pool import Lane, in_lane
 from iiif_shim.presentation.documents import Builder, Urls
 from iiif_shim.presentation.pages import object_page
 from iiif_shim.telemetry import tracing

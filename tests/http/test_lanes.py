@@ -158,3 +158,49 @@ def test_pdfs_and_manifests_do_not_crowd_out_images(tmp_path: Path) -> None:
         assert any(p.endswith("/pdf") for p in served)
     finally:
         shim.stop()
+
+
+def test_cold_manifests_leave_connections_for_info_json(tmp_path: Path, upstream: Process) -> None:
+    """A manifest of eight canvases whose facts never come (as many lookups at once as a
+    document makes) on a backend of eight connections, then the info.json of another image
+    of that backend: documents' facts hold at most half of what metadata may, so it gets a
+    connection and is served (it waited behind them for `pool_timeout`, then 503)."""
+    rows = ["object,image"] + [f"cold,stall~c{i}.jpg" for i in range(STALLED)]
+    (tmp_path / "objects.csv").write_text("\n".join(rows) + "\n")
+    config = write_config(
+        tmp_path / "shim.yaml",
+        f"""
+        server: {{health_interval: 3600, shutdown_timeout: 1}}
+        backends:
+          up:
+            type: http
+            url: "http://127.0.0.1:{upstream.port}/{{fault}}/{{file}}"
+            max_connections: {STALLED}
+            timeout: 60
+        routes:
+          - {{match: "^(?P<fault>stall|ok)~(?P<file>[^/~]+)$", backend: up, id: "{{id}}"}}
+        presentation:
+          sources:
+            catalogue: {{type: csv, path: objects.csv, columns: {{object: object, image: image}}}}
+        """,
+    )
+    shim = start_shim(config, tmp_path)
+    try:
+
+        def manifest() -> None:  # answered when the shim stops: by then nobody listens
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                shim.get("/iiif/presentation/3/cold/manifest", timeout=90)
+
+        threading.Thread(target=manifest, daemon=True).start()
+        in_use = "iiif_shim_backend_connections_in_use"
+        waiting = "iiif_shim_backend_connections_waiting"
+        wait_until(
+            lambda: _gauge(shim, in_use, "up") + _gauge(shim, waiting, "up") >= STALLED,
+            f"the manifest's {STALLED} facts lookups holding or waiting for a connection",
+            30,
+        )
+        info = shim.get("/iiif/3/ok~page.jpg/info.json", timeout=60)
+        assert info.status == 200, info.text
+        assert _gauge(shim, in_use, "up") < STALLED - 2  # the manifest holds half of six
+    finally:
+        shim.stop()

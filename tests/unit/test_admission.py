@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from iiif_shim.base.errors import QueueFull
+from iiif_shim.base.lanes import Lane, in_lane
 from iiif_shim.cache.documents import DocumentFolder
 from iiif_shim.cache.entry import source_key
-from iiif_shim.imaging.pool import Gate, Lane, Workers, in_lane
+from iiif_shim.imaging.pool import Gate, Workers
 from iiif_shim.presentation.pdfs import Flights
 
 KEY = "a" * 32
