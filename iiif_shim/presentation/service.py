@@ -4,18 +4,23 @@ types in it.
 An object name is looked up in the sources in their configured order; the first that has it
 wins. Each canvas is sized from the Image API's own cached source facts (the same ones
 info.json is built from), so a manifest never disagrees with the image services it names. A
-document looks up its images' facts 8 at a time, and all documents of a process together at
-most 16 at a time (a gate: the rest wait in line), so cold manifests of many canvases cannot
-take every thread and connection images need; their pool jobs count in the ``documents``
-lane (``imaging.pool``, set by the handlers). PDFs are made by ``pdfs.py``.
+document looks up its images' facts 8 at a time (the first that fails stops the others), and
+all documents of a process together at most 16 at a time (a gate: the rest wait in line), so
+cold manifests of many canvases cannot take every thread and connection images need; a
+collection's records, asked of its object source, are not in that gate (a stalled source
+holds none of it). Their pool jobs count in the ``documents`` lane (``base/lanes.py``, set by
+the handlers), and the facts they ask of a backend hold at most half of what its metadata
+may (``upstream/client.py``). PDFs are made by ``pdfs.py`` (:meth:`PresentationService.pdf_plan`
+says what one is made of).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from iiif_shim.base.errors import NotFound, ShimError, UnknownImage
 from iiif_shim.cache.memory import Observe, TtlCache
@@ -34,6 +39,7 @@ from iiif_shim.presentation.sources.registry import source_for
 _CONCURRENT_FACTS = 8  # image facts looked up at once for one document
 _DOCUMENT_LOOKUPS = 16  # ... and for all documents of a process together
 _LOOKUP_LINE = 4096  # lookups that may wait for the gate (512 documents, 8 each)
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -140,13 +146,14 @@ class PresentationService:
         )
 
     async def pictures(self, record: ObjectRecord) -> list[Picture]:
+        """The canvases' facts, 8 at a time; the first that fails stops the others."""
         gate = asyncio.Semaphore(_CONCURRENT_FACTS)
 
         async def one(identifier: str) -> Picture:
             async with gate, self.lookups.held():
                 return await self.picture(identifier, record.name)
 
-        return list(await asyncio.gather(*(one(c.image) for c in record.canvases)))
+        return await _all_of([partial(one, canvas.image) for canvas in record.canvases])
 
     async def pdf_plan(self, record: ObjectRecord) -> PdfPlan:
         """What ``record``'s PDF is made of (``pdfs.py``), its images' facts read."""
@@ -169,16 +176,18 @@ class PresentationService:
         gate = asyncio.Semaphore(_CONCURRENT_FACTS)
 
         async def one(name: str) -> tuple[str, str, Picture | None]:
-            async with gate, self.lookups.held():
+            async with gate:
                 try:
-                    record = await self.record_in(source, name)
+                    record = await self.record_in(source, name)  # the source's: not in the gate
                     if record is None:
                         return name, name, None
-                    return name, record.label, await self.picture(record.canvases[0].image, name)
+                    async with self.lookups.held():
+                        picture = await self.picture(record.canvases[0].image, name)
+                    return name, record.label, picture
                 except ShimError:
                     return name, name, None
 
-        return list(await asyncio.gather(*(one(n) for n in names)))
+        return await _all_of([partial(one, name) for name in names])
 
     async def collection(
         self, version: Version, source_name: str | None, builder: Builder
@@ -193,3 +202,14 @@ class PresentationService:
         if version is Version.V3:
             return builder.collection(source_name, entries)
         return builder.collection_2(source_name, entries)
+
+
+async def _all_of(calls: Sequence[Callable[[], Coroutine[Any, Any, T]]]) -> list[T]:
+    """Every call's result, in order; the first that fails stops the others (they give their
+    places in the gates back at once) and is raised."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(call()) for call in calls]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]

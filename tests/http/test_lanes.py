@@ -204,3 +204,61 @@ def test_cold_manifests_leave_connections_for_info_json(tmp_path: Path, upstream
         assert _gauge(shim, in_use, "up") < STALLED - 2  # the manifest holds half of six
     finally:
         shim.stop()
+
+
+def _metric(shim: Process, sample: str) -> float:
+    for line in shim.get("/metrics").text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_stalled_object_source_leaves_manifests_their_lookups(
+    tmp_path: Path, upstream: Process
+) -> None:
+    """Two collections of a catalogue whose every record stalls (eight objects each, as many
+    as a document looks up at once, sixteen in all: the process's whole gate of lookups) are
+    pending; a manifest of another source is served meanwhile, they still pending (their
+    record fetches held the gate, and the manifest waited until they gave up)."""
+    objects = ", ".join(f"o{i}" for i in range(8))
+    rows = ["object,image", "book,ok~page.jpg", "book,ok~page.jpg"]
+    (tmp_path / "objects.csv").write_text("\n".join(rows) + "\n")
+    base = f"http://127.0.0.1:{upstream.port}"
+    config = write_config(
+        tmp_path / "shim.yaml",
+        f"""
+        server: {{health_interval: 3600, shutdown_timeout: 1, request_timeout: 20}}
+        backends:
+          up: {{type: http, url: "{base}/{{fault}}/{{file}}"}}
+        routes:
+          - {{match: "^(?P<fault>stall|ok)~(?P<file>[^/~]+)$", backend: up, id: "{{id}}"}}
+        presentation:
+          sources:
+            stalled:
+              type: json
+              objects: [{objects}]
+              url: "{base}/stall/{{object}}"
+              fields: {{images: "$.images[*]"}}
+              timeout: 120
+            catalogue: {{type: csv, path: objects.csv, columns: {{object: object, image: image}}}}
+        """,
+    )
+    shim = start_shim(config, tmp_path)
+    try:
+        answered: list[int] = []
+
+        def collection() -> None:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                answered.append(
+                    shim.get("/iiif/presentation/3/collection/stalled", timeout=90).status
+                )
+
+        lookups = 'iiif_shim_cache_lookups_total{result="miss",tier="record"}'
+        for n in (8, 16):  # one after the other: the second's lookups join the first's fetches
+            threading.Thread(target=collection, daemon=True).start()
+            wait_until(lambda n=n: _metric(shim, lookups) >= n, f"{n} records looked up", 30)
+        manifest = shim.get("/iiif/presentation/3/book/manifest", timeout=60)
+        assert manifest.status == 200, manifest.text
+        assert answered == [], "the manifest waited for the stalled collections to give up"
+    finally:
+        shim.stop()
