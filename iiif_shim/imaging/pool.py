@@ -120,6 +120,12 @@ class Gate:
         finally:
             self._leave()
 
+    def check(self) -> None:
+        """503 (``QueueFull``) at once if a newcomer would be refused now (every slot held and
+        the line full): for callers with work to do before they would ask."""
+        if self.holders >= self.slots and len(self._line) >= self.line:
+            raise self._busy("the line is full")
+
     def _busy(self, why: str) -> QueueFull:
         return QueueFull(
             f"busy: {self.holders} {self.what} and {len(self._line)} waiting ({why}); "

@@ -36,7 +36,7 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import Callable, Coroutine, Hashable, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -59,6 +59,7 @@ from iiif_shim.presentation.settings import PresentationSettings
 # bumped when the writer's output changes: PDFs kept by an earlier release are not reused
 _FORMAT = 1
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 # PDFs that may wait in line per build slot; more get 503 at once (they would time out anyway)
 _LINE_PER_SLOT = 8
 
@@ -106,7 +107,7 @@ class _Flight(Generic[T]):
     waiters: int = field(default=0)
 
 
-class Flights(Generic[T]):
+class Flights(Generic[K, T]):
     """One run of each piece of work at a time (by ``ident``), shared by the callers that ask
     for it while it runs, and stopped as soon as none of them waits for it any more. Each
     caller gets ``claim(result)`` (its own share of it); once the last caller has its share,
@@ -115,12 +116,16 @@ class Flights(Generic[T]):
     def __init__(self, claim: Callable[[T], T], release: Callable[[T], None]) -> None:
         self._claim = claim
         self._release = release
-        self._running: dict[Hashable, _Flight[T]] = {}
+        self._running: dict[K, _Flight[T]] = {}
 
-    def __contains__(self, ident: Hashable) -> bool:
+    def __contains__(self, ident: K) -> bool:
         return ident in self._running
 
-    async def join(self, ident: Hashable, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    def __iter__(self) -> Iterator[K]:
+        """The idents of the runs under way."""
+        return iter(list(self._running))
+
+    async def join(self, ident: K, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """The result of the run of ``ident``, joined or started (``start()``). Cancelling the
         call stops the run once no other caller waits for it."""
         while True:
@@ -140,7 +145,7 @@ class Flights(Generic[T]):
             finally:
                 self._leave(ident, flight)
 
-    def _leave(self, ident: Hashable, flight: _Flight[T]) -> None:
+    def _leave(self, ident: K, flight: _Flight[T]) -> None:
         flight.waiters -= 1
         if flight.waiters:
             return
@@ -151,7 +156,7 @@ class Flights(Generic[T]):
         elif not flight.task.cancelled() and flight.task.exception() is None:
             self._release(flight.task.result())  # every caller has its own share
 
-    def _landed(self, ident: Hashable, flight: _Flight[T]) -> None:
+    def _landed(self, ident: K, flight: _Flight[T]) -> None:
         if self._running.get(ident) is flight:
             del self._running[ident]
         if not flight.task.cancelled():
@@ -169,7 +174,7 @@ class PdfMaker:
             self.store = DocumentStore(disk, settings.pdf_cache_bytes)
         slots = settings.pdf_concurrency or max(1, images.workers.threads // 2)
         self.gate = Gate(slots, settings.pdf_wait, slots * _LINE_PER_SLOT, "PDFs being made")
-        self._flights: Flights[PdfFile] = Flights(_claimed, _discard)
+        self._flights: Flights[tuple[str, str], PdfFile] = Flights(_claimed, _discard)
 
     async def heard(self, record: ObjectRecord) -> Heard:
         """Where this process stands in the purges of ``record``'s images (routed, nothing
@@ -212,6 +217,18 @@ class PdfMaker:
             digest=digest,
             heard=heard,
         )
+
+    async def admit(self, record: ObjectRecord) -> None:
+        """503 at once when ``record``'s PDF would find the line of builds full (neither kept
+        nor being built): before its images' facts are looked up for nothing."""
+        if self.gate.holders < self.gate.slots or self.gate.waiting < self.gate.line:
+            return
+        key = record_key(record, self.settings.pdf_page_size)
+        if any(ident[0] == key for ident in self._flights):
+            return  # it would join that build
+        if self.store is not None and await self.store.find(key) is not None:
+            return  # kept: no build needed (unless its images changed)
+        self.gate.check()
 
     async def known_size(self, record: ObjectRecord) -> int | None:
         """The length of ``record``'s PDF if a valid one is kept (its images' facts unread)."""

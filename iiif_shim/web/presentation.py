@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -34,6 +34,7 @@ from iiif_shim.base.lanes import Lane, in_lane
 from iiif_shim.iiif.profile import Version
 from iiif_shim.presentation.documents import Builder, Urls
 from iiif_shim.presentation.pages import object_page
+from iiif_shim.presentation.pdfs import PdfFile
 from iiif_shim.telemetry import tracing
 from iiif_shim.web.protocol import (
     accepts_gzip,
@@ -169,8 +170,12 @@ async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamRe
             response.content_length = size
         await response.prepare(request)
         return response
-    plan = await presentation.pdf_plan(record)
-    made = await _unless_gone(request, presentation.pdfs.make(plan))
+    await presentation.pdfs.admit(record)  # a full line: 503 before any facts are read
+
+    async def made_for_this_request() -> PdfFile:
+        return await presentation.pdfs.make(await presentation.pdf_plan(record))
+
+    made = await _unless_gone(request, made_for_this_request(), _discard)
     if made is None:
         return web.Response(status=CLIENT_GONE, text="the client left\n")
     try:
@@ -182,22 +187,32 @@ async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamRe
         raise
 
 
-async def _unless_gone(request: web.Request, work: Coroutine[Any, Any, T]) -> T | None:
+async def _unless_gone(
+    request: web.Request, work: Coroutine[Any, Any, T], discard: Callable[[T], None]
+) -> T | None:
     """``work``'s result, or None as soon as the client's connection is gone (``work`` is then
-    cancelled, as it is when the request's deadline passes)."""
+    cancelled, as it is when the request's deadline passes). A result that comes but is not
+    returned (the deadline passed in the same turn) goes to ``discard``."""
     task = asyncio.ensure_future(work)
+    returned = False
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=CLIENT_POLL)
             if done:
+                returned = True
                 return task.result()
             if request.transport is None or request.transport.is_closing():
                 return None
     finally:
         if not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await asyncio.wait({task})  # its clean-up (a cancellation of ours still stops us)
+        if not returned and not task.cancelled() and task.exception() is None:
+            discard(task.result())
+
+
+def _discard(made: PdfFile) -> None:
+    _remove(str(made.path))
 
 
 def _remove(path: str) -> None:

@@ -45,6 +45,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     for i in range(1, PAGES + 1):
         colour = (i * 6 % 256, 255 - i * 5 % 256, 90)
         Image.new("RGB", (400, 300), colour).save(root / f"p{i}.jpg", quality=80)
+        (root / f"p{i}.json").write_text('{"width": 400, "height": 300}')
     proc = start_faulty(root, tmp_path_factory.mktemp("pdf-upstream"))
     yield proc
     proc.stop()
@@ -62,6 +63,7 @@ def _shim(
     rows += [f"short,quick:p{i}.jpg" for i in (1, 2, 3)]
     rows += [f"w{n},slow:p{i}.jpg" for n in (1, 2, 3, 4) for i in range(1, 9)]
     rows += [f"over,quick:p{i}.jpg" for i in range(1, PAGES + 1)]
+    rows += [f"held{n},held:p{n + 1}" for n in range(10)]  # one page each, never sent
     (tmp / "objects.csv").write_text("\n".join(rows) + "\n")
     base = f"http://127.0.0.1:{upstream.port}"
     config = write_config(
@@ -72,9 +74,14 @@ def _shim(
         backends:
           slow: {{type: http, url: "{base}/delay/{DELAY}/{{id}}", max_connections: 16}}
           quick: {{type: http, url: "{base}/ok/{{id}}"}}
+          held:
+            type: template
+            info: {{url: "{base}/ok/{{id}}.json", width: {{json: width}}, height: {{json: height}}}}
+            image: {{url: "{base}/stall/{{id}}"}}
         routes:
           - {{match: "^slow:(?P<rest>.+)$", backend: slow, id: "{{rest}}"}}
           - {{match: "^quick:(?P<rest>.+)$", backend: quick, id: "{{rest}}"}}
+          - {{match: "^held:(?P<rest>.+)$", backend: held, id: "{{rest}}"}}
         presentation:
           pdf_max_pages: {max_pages}
           sources:
@@ -158,33 +165,71 @@ def test_head_of_a_pdf_renders_nothing(tmp_path: Path, upstream: Process) -> Non
         shim.stop()
 
 
+def _asked(upstream: Process, prefix: str, suffix: str = "") -> int:
+    """Requests the upstream has had for paths that start with ``prefix`` (and end with
+    ``suffix``)."""
+    paths = json.loads(request(upstream.port, "/_stats").body)["paths"]
+    return sum(n for path, n in paths.items() if path.startswith(prefix) and path.endswith(suffix))
+
+
 def test_pdfs_beyond_the_cap_wait_then_get_503_with_retry_after(
     tmp_path: Path, upstream: Process
 ) -> None:
-    """One PDF at a time, a second of waiting: of four PDFs asked at once (each eight pages
-    of the slow upstream), one is built and the others wait their second, then get 503 with
-    Retry-After, while the one being built goes on."""
+    """One PDF at a time, a second of waiting: while one PDF is being built (its page never
+    comes from the upstream), three others asked at once each wait their second, then get 503
+    with Retry-After; once the first's client leaves, the next PDF is built."""
     shim = _shim(tmp_path, upstream, "pdf_concurrency: 1\n          pdf_wait: 1")
     try:
-        answers: dict[str, Response] = {}
+        request(upstream.port, "/_reset")
+        with socket.create_connection(("127.0.0.1", shim.port)) as client:
+            client.sendall(b"GET /iiif/presentation/held0/pdf HTTP/1.1\r\nHost: t\r\n\r\n")
+            wait_until(lambda: _asked(upstream, "/stall/") == 1, "the first PDF's page asked for")
+            answers: dict[str, Response] = {}
 
-        def ask(name: str) -> None:
-            answers[name] = shim.get(f"/iiif/presentation/{name}/pdf", timeout=120)
+            def ask(name: str) -> None:
+                answers[name] = shim.get(f"/iiif/presentation/{name}/pdf", timeout=120)
 
-        threads = [threading.Thread(target=ask, args=(f"w{n}",)) for n in (1, 2, 3, 4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(150)
-        statuses = sorted(r.status for r in answers.values())
-        assert statuses == [200, 503, 503, 503], statuses
-        for resp in answers.values():
-            if resp.status == 503:
+            threads = [threading.Thread(target=ask, args=(f"w{n}",)) for n in (1, 2, 3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(150)
+            for resp in answers.values():
+                assert resp.status == 503, resp.text
                 assert resp.header("Retry-After") == "1" and "busy" in resp.text, resp.text
-            else:
-                assert _pdf(resp).count(b"/Type /Page ") == 8
-        assert _metric(shim, _builds("busy")) == 3 and _metric(shim, _builds("built")) == 1
+            assert len(answers) == 3 and _metric(shim, _builds("busy")) == 3
+        wait_until(lambda: _metric(shim, _builds("abandoned")) == 1, "the first PDF abandoned")
+        assert _pdf(shim.get("/iiif/presentation/short/pdf")).count(b"/Type /Page ") == 3
+        assert _metric(shim, _builds("built")) == 1
     finally:
+        shim.stop()
+
+
+def test_a_pdf_that_would_find_the_line_full_is_refused_at_once(
+    tmp_path: Path, upstream: Process
+) -> None:
+    """One PDF being built and eight in line (as many as wait per build slot): the next PDF
+    gets 503 at once, without its images' facts being looked up (they were, for nothing)."""
+    cache = f', disk: "{tmp_path / "disk"}"'
+    shim = _shim(tmp_path, upstream, "pdf_concurrency: 1\n          pdf_wait: 100", cache)
+    held: list[socket.socket] = []
+    try:
+        request(upstream.port, "/_reset")
+        for n in range(9):  # the first is built (its page never comes), eight wait in line
+            held.append(socket.create_connection(("127.0.0.1", shim.port)))
+            held[-1].sendall(
+                f"GET /iiif/presentation/held{n}/pdf HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+            )
+        misses = 'iiif_shim_cache_lookups_total{result="miss",tier="pdf"}'
+        wait_until(lambda: _metric(shim, misses) == 9, "nine PDFs past their kept-copy lookup")
+        wait_until(lambda: _asked(upstream, "/stall/") == 1, "the first PDF's page asked for")
+        refused = shim.get("/iiif/presentation/short/pdf")
+        assert refused.status == 503 and "line is full" in refused.text, refused.text
+        assert refused.header("Retry-After")
+        assert _asked(upstream, "/ok/", ".jpg") == 0, "the refused PDF's facts were looked up"
+    finally:
+        for conn in held:
+            conn.close()
         shim.stop()
 
 

@@ -200,7 +200,7 @@ def test_a_build_is_shared_and_stops_when_nobody_waits() -> None:
                 raise
             return "pdf"
 
-        flights = Flights[str](lambda r: f"{r} (a link)", released.append)
+        flights = Flights[str, str](lambda r: f"{r} (a link)", released.append)
         a = asyncio.ensure_future(flights.join("k", build))
         b = asyncio.ensure_future(flights.join("k", build))
         await _turns()
@@ -240,7 +240,7 @@ def test_a_request_that_joins_a_stopping_build_gets_a_build_of_its_own() -> None
                     raise
             return f"pdf {n}"
 
-        flights = Flights[str](lambda r: r, lambda r: None)
+        flights = Flights[str, str](lambda r: r, lambda r: None)
         first = asyncio.ensure_future(flights.join("k", build))
         await _turns()
         first.cancel()
