@@ -176,6 +176,27 @@ class DocumentFolder:
         self.evict()
         return Kept(path, size)
 
+    def unmark(self, key: str, token: str, sources: Iterable[str]) -> None:
+        """Remove the markers of the build ``token`` of ``key`` that still hold it (a build
+        that failed, was abandoned or kept nothing: they would keep its source folders)."""
+        _check_key(key)
+        want = token.encode("ascii")
+        for source in set(sources):
+            if not valid_source(source):
+                continue
+            with contextlib.suppress(OSError):
+                folder = os.open(self.root / source, _FOLDER)
+                try:
+                    fd = os.open(MARKER + key, _READ, dir_fd=folder)
+                    try:
+                        mine = os.read(fd, 64) == want
+                    finally:
+                        os.close(fd)
+                    if mine:
+                        os.unlink(MARKER + key, dir_fd=folder)
+                finally:
+                    os.close(folder)
+
     def clear(self) -> None:
         """Remove every document (a purge of everything has removed every marker already)."""
         try:
@@ -358,21 +379,9 @@ class DocumentFolder:
 
     def _remove(self, place: Path, token: str) -> None:
         """One document: its file, its description, and its markers that still hold it."""
-        key = place.name
         meta = self._meta(place / f"{token}.json")
-        for source in set(meta.sources) if meta is not None else ():
-            with contextlib.suppress(OSError):
-                folder = os.open(self.root / source, _FOLDER)
-                try:
-                    fd = os.open(MARKER + key, _READ, dir_fd=folder)
-                    try:
-                        mine = os.read(fd, 64) == token.encode("ascii")
-                    finally:
-                        os.close(fd)
-                    if mine:
-                        os.unlink(MARKER + key, dir_fd=folder)
-                finally:
-                    os.close(folder)
+        if meta is not None:
+            self.unmark(place.name, token, meta.sources)
         for name in (f"{token}.pdf", f"{token}.json"):
             with contextlib.suppress(OSError):
                 os.unlink(place / name)
@@ -421,6 +430,7 @@ class DocumentStore:
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.folder = DocumentFolder(root, max_bytes)
         self._failed_at = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def find(self, key: str, pages: str | None = None, claim: bool = False) -> Kept | None:
         """As :meth:`DocumentFolder.find`; a claimed link made for a caller that was cancelled
@@ -433,9 +443,14 @@ class DocumentStore:
         token: str | None = await self._quietly(self.folder.begin, key, sources)
         return token
 
-    async def scratch(self) -> Path | None:
-        path: Path | None = await self._quietly(self.folder.scratch)
-        return path
+    def forsake(self, key: str, token: str, sources: Sequence[str]) -> None:
+        """:meth:`DocumentFolder.unmark` in the background (a build that is being cancelled
+        asks for it: it cannot wait)."""
+        task = asyncio.get_running_loop().create_task(
+            self._quietly(self.folder.unmark, key, token, sources)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def keep(
         self, key: str, token: str, built: Path, sources: Sequence[str], pages: str

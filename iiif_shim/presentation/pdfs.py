@@ -36,15 +36,16 @@ import json
 import os
 import secrets
 import tempfile
+import threading
 from collections.abc import Callable, Coroutine, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 
 from iiif_shim.base.errors import QueueFull, ShimError
 from iiif_shim.base.lanes import Lane, in_lane
-from iiif_shim.cache.documents import DocumentStore
+from iiif_shim.cache.documents import DocumentFolder, DocumentStore, owned
 from iiif_shim.cache.entry import source_key
 from iiif_shim.core.service import ImageService, Prepared
 from iiif_shim.iiif.profile import Version
@@ -269,25 +270,30 @@ class PdfMaker:
 
     async def _built(self, plan: PdfPlan) -> PdfFile:
         store = self.store if plan.digest is not None else None
-        token = path = None
-        if store is not None:
-            token = await store.begin(plan.key, plan.sources)  # before any page is rendered
-            path = await store.scratch() if token is not None else None
-        if path is None:
-            fd, name = await asyncio.to_thread(tempfile.mkstemp, ".pdf", "iiif-shim-")
-            os.close(fd)
-            path = Path(name)
+        token = None
+        if store is not None:  # its markers, before any page is rendered
+            token = await owned(store.begin(plan.key, plan.sources), partial(_forsake, store, plan))
+        folder = store.folder if store is not None and token is not None else None
+        kept = False
         try:
-            size = await self._write(plan, path)
-            kept = None
-            keepable = store is not None and token is not None and plan.digest is not None
-            if keepable and await self._unpurged(plan):
-                assert store is not None and token is not None and plan.digest is not None
-                kept = await store.keep(plan.key, token, path, plan.sources, plan.digest)
-        except BaseException:
-            _remove(path)
-            raise
-        return PdfFile(path, size, kept=kept is not None)  # the build's own file: see _discard
+            path, out = await owned(asyncio.to_thread(_new_file, folder), _abandon)
+            try:
+                size = await self._write(plan, out)
+                if (
+                    store is not None
+                    and token is not None
+                    and plan.digest is not None
+                    and await self._unpurged(plan)
+                ):
+                    found = await store.keep(plan.key, token, path, plan.sources, plan.digest)
+                    kept = found is not None
+            except BaseException:
+                _remove(path)
+                raise
+        finally:
+            if store is not None and token is not None and not kept:
+                store.forsake(plan.key, token, plan.sources)  # failed, abandoned, not kept
+        return PdfFile(path, size, kept)  # the build's own file: see _discard
 
     async def _unpurged(self, plan: PdfPlan) -> bool:
         """Whether no purge of the PDF's images has come since its facts were first read: this
@@ -298,22 +304,74 @@ class PdfMaker:
         await caches.hear()
         return all(caches.generation(source) == then for source, then in plan.heard.generations)
 
-    async def _write(self, plan: PdfPlan, path: Path) -> int:
-        """Render the pages one at a time into a PDF at ``path``; its size."""
+    async def _write(self, plan: PdfPlan, out: BinaryIO) -> int:
+        """Render the pages one at a time into a PDF written to ``out``, which is closed here;
+        its size. The writer's jobs and the closing take turns (a lock): a job still running
+        in its thread when the build stops (a thread cannot be stopped) writes to an open file,
+        closed after it."""
         images, metrics = self.images, self.metrics
-        out = await asyncio.to_thread(path.open, "wb")
+        turn = threading.Lock()
+        closed = False
         try:
-            writer = await images.workers.run(partial(PdfWriter, out, title=plan.title))
+            writer = await images.workers.run(
+                _in_turn, turn, partial(PdfWriter, out, title=plan.title)
+            )
             for page in plan.pages:
                 rendered = await images.render(page, accept=_is_page)  # a cached one too
                 pw, ph, components = jpeg_size(rendered.body)
-                await images.workers.run(writer.add_jpeg, rendered.body, pw, ph, components)
+                await images.workers.run(
+                    _in_turn, turn, partial(writer.add_jpeg, rendered.body, pw, ph, components)
+                )
                 if metrics is not None:
                     metrics.pdf_page()
-            size: int = await images.workers.run(writer.close)
+            size: int = await images.workers.run(_in_turn, turn, partial(_finish, writer, out))
+            closed = True
         finally:
-            out.close()
+            if not closed:  # (not awaited: a job may still hold the turn)
+                closing = asyncio.get_running_loop().run_in_executor(
+                    None, _in_turn, turn, out.close
+                )
+                closing.add_done_callback(_quiet)
         return size
+
+
+def _in_turn(turn: threading.Lock, call: Callable[[], T]) -> T:
+    with turn:
+        return call()
+
+
+def _finish(writer: PdfWriter, out: BinaryIO) -> int:
+    size = writer.close()
+    out.close()
+    return size
+
+
+def _quiet(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()  # a failure to close a file of a build that failed: nothing to add
+
+
+def _new_file(folder: DocumentFolder | None) -> tuple[Path, BinaryIO]:
+    """A new file for a build, open for writing: in the documents' folder when it may be kept
+    (so keeping it is a link), else a temporary file."""
+    if folder is not None:
+        with contextlib.suppress(OSError):  # (the disk failing: a temporary file instead)
+            path = folder.scratch()
+            return path, path.open("xb")
+    fd, name = tempfile.mkstemp(".pdf", "iiif-shim-")
+    return Path(name), os.fdopen(fd, "wb")
+
+
+def _forsake(store: DocumentStore, plan: PdfPlan, token: str | None) -> None:
+    """The markers of a build stopped before it had its token."""
+    if token is not None:
+        store.forsake(plan.key, token, plan.sources)
+
+
+def _abandon(made: tuple[Path, BinaryIO]) -> None:
+    """A build's new file, made for a build stopped before it had it."""
+    made[1].close()
+    _remove(made[0])
 
 
 def _is_page(rendered: Rendered) -> bool:

@@ -177,13 +177,18 @@ def test_pdfs_beyond_the_cap_wait_then_get_503_with_retry_after(
 ) -> None:
     """One PDF at a time, a second of waiting: while one PDF is being built (its page never
     comes from the upstream), three others asked at once each wait their second, then get 503
-    with Retry-After; once the first's client leaves, the next PDF is built."""
-    shim = _shim(tmp_path, upstream, "pdf_concurrency: 1\n          pdf_wait: 1")
+    with Retry-After; once the first's client leaves, its build stops, leaving no marker in the
+    disk tier (they stayed, and kept its source folders), and the next PDF is built."""
+    disk = tmp_path / "disk"
+    shim = _shim(
+        tmp_path, upstream, "pdf_concurrency: 1\n          pdf_wait: 1", f', disk: "{disk}"'
+    )
     try:
         request(upstream.port, "/_reset")
         with socket.create_connection(("127.0.0.1", shim.port)) as client:
             client.sendall(b"GET /iiif/presentation/held0/pdf HTTP/1.1\r\nHost: t\r\n\r\n")
             wait_until(lambda: _asked(upstream, "/stall/") == 1, "the first PDF's page asked for")
+            assert len(list(disk.glob("*/.document-*"))) == 1  # its one image's
             answers: dict[str, Response] = {}
 
             def ask(name: str) -> None:
@@ -199,6 +204,9 @@ def test_pdfs_beyond_the_cap_wait_then_get_503_with_retry_after(
                 assert resp.header("Retry-After") == "1" and "busy" in resp.text, resp.text
             assert len(answers) == 3 and _metric(shim, _builds("busy")) == 3
         wait_until(lambda: _metric(shim, _builds("abandoned")) == 1, "the first PDF abandoned")
+        wait_until(
+            lambda: not list(disk.glob("*/.document-*")), "the abandoned build's markers gone"
+        )
         assert _pdf(shim.get("/iiif/presentation/short/pdf")).count(b"/Type /Page ") == 3
         assert _metric(shim, _builds("built")) == 1
     finally:

@@ -16,7 +16,7 @@ import pytest
 
 from iiif_shim.base.errors import QueueFull
 from iiif_shim.base.lanes import Lane, in_lane
-from iiif_shim.cache.documents import DocumentFolder
+from iiif_shim.cache.documents import DocumentFolder, owned
 from iiif_shim.cache.entry import source_key
 from iiif_shim.imaging.pool import Gate, Workers
 from iiif_shim.presentation.pdfs import Flights
@@ -268,3 +268,33 @@ def test_a_claimed_document_outlives_its_removal(tmp_path: Path) -> None:
     assert folder.find(KEY) is None and not path.exists()
     assert claimed.path.read_bytes() == b"%PDF-1.4 read me"
     assert claimed.path.stat().st_mtime == 1000  # the hit touched its description only
+
+
+def test_what_a_thread_makes_for_a_caller_that_left_is_released() -> None:
+    """A caller cancelled while its thread makes a file (a build's new file, a reader's link):
+    once the thread ends, what it made is released, not left behind."""
+
+    async def main() -> None:
+        started, finish = threading.Event(), threading.Event()
+        released: list[str] = []
+
+        def make() -> str:
+            started.set()
+            finish.wait(5)
+            return "a file"
+
+        caller = asyncio.ensure_future(owned(asyncio.to_thread(make), released.append))
+        while not started.is_set():
+            await asyncio.sleep(0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert released == []
+        finish.set()
+        while not released:
+            await asyncio.sleep(0.01)
+        assert released == ["a file"]
+        assert await owned(asyncio.to_thread(lambda: "kept"), released.append) == "kept"
+        assert released == ["a file"]
+
+    asyncio.run(main())
