@@ -70,10 +70,11 @@ class PresentationSettings:
         check=between(100, 6000),
     )
     pdf_max_pages: int = option(
-        150,  # measured: docs/performance.md#pdfs
-        doc="most pages of one PDF (more: 413); the default is built well inside "
-        "`server.request_timeout` from JPEG masters (see [Performance](performance.md#pdfs)): "
-        "masters that decode slowly (large PNG or TIFF) need fewer",
+        300,  # measured: docs/performance.md#pdfs
+        doc="most pages of one PDF (more: 413); at the default, an ordinary book of JPEG masters "
+        "is built, after a full `pdf_wait`, well inside `server.request_timeout`; masters that "
+        "decode slowly (large PNG, uncompressed TIFF) need fewer: see the *fits* column of "
+        "[Performance](performance.md#pdfs)",
         check=between(1, 10_000),
     )
     pdf_concurrency: int = option(
@@ -83,7 +84,7 @@ class PresentationSettings:
         check=at_least(0),
     )
     pdf_wait: float = option(
-        15.0,
+        10.0,  # measured: docs/performance.md#pdfs (with pdf_max_pages, inside request_timeout)
         doc="seconds a PDF waits for its turn to be built (then 503 with `Retry-After`)",
         check=at_least(0),
     )
