@@ -101,7 +101,11 @@ class ServerSettings:
         check=at_least(0),
     )
     max_pending: int = option(
-        64, doc="image jobs queued or running before new ones get 503", check=at_least(1)
+        64,
+        doc="jobs of the thread pool queued or running for each kind of request (images; "
+        "manifests, collections and object pages; PDF pages: each a lane of its own) before "
+        "new ones of that kind get 503",
+        check=at_least(1),
     )
     request_timeout: float = option(
         60.0,
