@@ -9,4 +9,5 @@ if [ ! -x .venv-bench/bin/iiif_testserver.py ]; then
   .venv-bench/bin/pip install -q --disable-pip-version-check "iiif==1.0.10"
 fi
 .venv/bin/python bench/tiles.py "$@"
-exec .venv/bin/python bench/iip.py
+.venv/bin/python bench/iip.py
+exec .venv/bin/python bench/processes.py
