@@ -79,6 +79,7 @@ _FD_RESERVE = 64  # descriptors kept for log files, the config, masters being re
 BACKLOG = 1024
 SETTLE = 0.5  # seconds a draining worker waits for requests on connections it just accepted
 ACCEPT_BATCH = 1  # connections a worker accepts each time the listening socket wakes it
+TIMED_OUT_BATCH = 16  # ... at most, after leaving one to others that did not take it in time
 ACCEPT_PAUSE = 1.0  # seconds a worker out of descriptors or memory waits before accepting again
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -254,8 +255,14 @@ class Holdings:
         self.left = True
         self.seat.leave()
 
-    def fewer_elsewhere(self) -> bool:
-        return self.seat.fewer_elsewhere(self.count)
+    def fewer_elsewhere(self, unheeded: dict[int, int]) -> dict[int, int]:
+        """The other seats holding fewer connections (those of ``unheeded``, seat -> count, only
+        once their count moved), with their counts."""
+        return self.seat.fewer_elsewhere(self.count, unheeded)
+
+    def still_unheeded(self, unheeded: dict[int, int]) -> dict[int, int]:
+        """Those of ``unheeded`` whose count has not moved."""
+        return self.seat.board.unchanged(unheeded)
 
 
 class Listener:
@@ -278,9 +285,12 @@ class Listener:
         self.factory = factory
         self.holdings = holdings
         self.connecting: set[asyncio.Task[None]] = set()
-        self.paused: asyncio.TimerHandle | None = None
+        self.paused: asyncio.Handle | None = None  # (uvloop's timers are Handles)
         self.since: float | None = None  # when it began leaving waiting connections to others
         self.checked = 0.0  # when it last looked whether another holds fewer
+        # seat -> count of workers that let a connection wait DEFER seconds: not waited for
+        # again until their count is another
+        self.unheeded: dict[int, int] = {}
         self.closed = False
 
     def start(self) -> None:
@@ -293,15 +303,31 @@ class Listener:
 
     def _ready(self) -> None:
         """A connection waits: take one, unless another worker holds fewer; then look again a
-        moment later, and take it anyway once it has waited :data:`board.DEFER` seconds."""
-        if self.holdings is not None and self.holdings.fewer_elsewhere():
-            now = self.loop.time()
-            if self.since is None or now - self.checked > board.DEFER:
-                self.since = now  # a new wait (the last look was long ago)
-            self.checked = now
-            if now - self.since < board.DEFER:
-                self.loop.remove_reader(self.sock.fileno())
-                self.paused = self.loop.call_later(board.RECHECK, self._resume, 0)
+        moment later. Once one has waited :data:`board.DEFER` seconds, take the waiting ones (up
+        to :data:`TIMED_OUT_BATCH`) and heed the workers it waited for no more until their
+        count moves: one stuck or busy costs one wait, not one per connection."""
+        holdings = self.holdings
+        if holdings is not None:
+            if self.unheeded:  # heed again those whose count moved (or who left)
+                self.unheeded = holdings.still_unheeded(self.unheeded)
+            fewer = holdings.fewer_elsewhere(self.unheeded)
+            if fewer:
+                now = self.loop.time()
+                if self.since is None or now - self.checked > board.DEFER:
+                    self.since = now  # a new wait (the last look was long ago)
+                self.checked = now
+                if now - self.since < board.DEFER:
+                    self.loop.remove_reader(self.sock.fileno())
+                    self.paused = self.loop.call_later(board.RECHECK, self._resume, 0)
+                    return
+                log.debug(
+                    "seats %s took no connection in %gs: not waited for until their count moves",
+                    sorted(fewer),
+                    board.DEFER,
+                )
+                self.unheeded.update(fewer)
+                self.since = None
+                self._accept(TIMED_OUT_BATCH)
                 return
         self.since = None
         self._accept(ACCEPT_BATCH)

@@ -622,3 +622,42 @@ def test_a_worker_is_handed_the_configuration_the_supervisor_validated(
     assert saved.stat().st_mode & 0o777 == 0o600
     role = WorkerRole(1, 3, (), -1, str(saved), "", -1)
     assert role.settings() == share(settings, 3) != settings
+
+
+def _health_on(sock: socket.socket) -> int:
+    """The pid of the worker answering /health on the keep-alive connection ``sock``."""
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = http.client.HTTPResponse(sock)
+    answer.begin()
+    assert answer.status == 200
+    pid: int = json.loads(answer.read())["process"]["pid"]
+    return pid
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_stuck_worker_is_waited_for_once_not_for_every_connection(
+    tmp_path: Path, images: Path, loop: str
+) -> None:
+    """A worker whose loop is stuck (here stopped) holds the fewest connections: the other
+    leaves the first new connection to it for a moment, then takes every connection without
+    waiting for the stuck one again (it used to wait again for each)."""
+    config = _config(tmp_path, images, server=f"  event_loop: {loop}")
+    shim = start_shim(config, tmp_path, *TWO, "--log-level", "debug")
+    held: list[socket.socket] = []
+    stuck = 0
+    try:
+        wait_until(lambda: len(_workers(shim.port)) == 2, "both workers answering")
+        pids = _workers(shim.port)
+        stuck, serving = pids[1], pids[0]
+        os.kill(stuck, signal.SIGSTOP)
+        for _ in range(20):  # kept open: the stopped worker holds fewer all along
+            held.append(socket.create_connection(("127.0.0.1", shim.port), timeout=30))
+            assert _health_on(held[-1]) == serving
+    finally:
+        if stuck:
+            os.kill(stuck, signal.SIGCONT)
+        for sock in held:
+            sock.close()
+        shim.stop()
+    waits = [line for line in shim.log.read_text().splitlines() if "took no connection" in line]
+    assert len(waits) == 1, waits
