@@ -421,14 +421,17 @@ class Supervisor:
 
     def _pause(self) -> None:
         """No worker is alive to accept: refuse connections (and reset those queued) instead of
-        letting them wait. A worker that starts listens on the socket again."""
-        if self.paused:
-            return
-        self.paused = True
+        letting them wait. A worker that starts listens on the socket again, so this is done
+        each time none is alive, paused before or not (a worker may listen, then die before it
+        is ready). Only a listening socket is shut down: one shut down before it listens would
+        reset every connection once it does."""
         for sock in self.sockets:
-            with contextlib.suppress(OSError):  # not listening yet: nothing to stop
-                sock.shutdown(socket.SHUT_RDWR)
-        log.warning("no worker is alive: connections are refused until one is back")
+            with contextlib.suppress(OSError):
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    sock.shutdown(socket.SHUT_RDWR)
+        if not self.paused:
+            self.paused = True
+            log.warning("no worker is alive: connections are refused until one is back")
 
     def retire(self, worker: Worker) -> None:
         """SIGTERM: stop accepting, drain within shutdown_timeout; then it is killed."""

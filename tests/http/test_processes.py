@@ -661,3 +661,41 @@ def test_a_stuck_worker_is_waited_for_once_not_for_every_connection(
         shim.stop()
     waits = [line for line in shim.log.read_text().splitlines() if "took no connection" in line]
     assert len(waits) == 1, waits
+
+
+def test_a_worker_that_listens_and_dies_before_ready_leaves_connections_refused(
+    tmp_path: Path,
+) -> None:
+    """With no worker alive the socket is shut down; a replacement that listens on it again and
+    then dies before it is ready must not leave it listening with nobody to accept."""
+    settings = load_settings(default_config_path())
+    run_dir = tmp_path / "run"
+    (run_dir / "metrics").mkdir(parents=True)
+    sockets = bind("127.0.0.1", 0)
+    listen_then_die = [
+        sys.executable,
+        "-c",
+        "import json, os, socket, sys\n"
+        "for fd in json.loads(os.environ['IIIF_SHIM_WORKER'])[2]:\n"
+        "    socket.socket(fileno=fd).listen(16)\n"
+        "sys.exit(3)\n",
+    ]
+    supervisor = Supervisor(settings, lambda: settings, listen_then_die, sockets, run_dir)
+    port = sockets[0].getsockname()[1]
+
+    async def die_twice() -> None:
+        supervisor._watch_children(asyncio.get_running_loop())
+        for _ in range(2):  # the first paused a socket a worker served; the second, again
+            worker = await supervisor.spawn(0, 1)
+            assert not await supervisor.ready(worker)
+            assert await asyncio.wait_for(worker.exited, 30) == 3
+
+    try:
+        for sock in sockets:
+            sock.listen(16)  # as the workers did while they served
+        asyncio.run(die_twice())
+        with pytest.raises(ConnectionRefusedError):  # not accepted by the kernel, then left
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        for sock in sockets:
+            sock.close()
