@@ -244,6 +244,7 @@ class Worker:
     generation: int  # of the configuration it was started with
     seat: int  # on the connection board (-1: none)
     exited: asyncio.Future[int]  # its exit status, once reaped
+    shutdown_timeout: float  # of its configuration: how long it drains, whatever a reload says
     started: float = field(default_factory=time.monotonic)
     retiring: bool = False
 
@@ -346,7 +347,15 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
             theirs.close()
         ours.setblocking(False)
-        worker = Worker(index, proc, ours, self.generation, seat, loop.create_future())
+        worker = Worker(
+            index,
+            proc,
+            ours,
+            self.generation,
+            seat,
+            loop.create_future(),
+            self.settings.server.shutdown_timeout,
+        )
         self.children.add(worker)
         if self.stopping.is_set():
             worker.signal(signal.SIGTERM)
@@ -434,10 +443,11 @@ class Supervisor:
             log.warning("no worker is alive: connections are refused until one is back")
 
     def retire(self, worker: Worker) -> None:
-        """SIGTERM: stop accepting, drain within shutdown_timeout; then it is killed."""
+        """SIGTERM: stop accepting, drain within the shutdown_timeout it was started with (a
+        reload may have changed the running one); then it is killed."""
         worker.retiring = True
         worker.signal(signal.SIGTERM)
-        limit = self.settings.server.shutdown_timeout + KILL_GRACE
+        limit = worker.shutdown_timeout + KILL_GRACE
         asyncio.get_running_loop().call_later(limit, self._kill_late, worker)
 
     def _kill_late(self, worker: Worker) -> None:
@@ -644,8 +654,9 @@ class Supervisor:
             if not worker.retiring:  # those drain already
                 worker.signal(signal.SIGTERM)
         waits = [w.exited for w in list(self.children)]
-        if waits:
-            _, late = await asyncio.wait(waits, timeout=limit + KILL_GRACE)
+        if waits:  # each drains within its own configuration's timeout
+            longest = max(w.shutdown_timeout for w in self.children)
+            _, late = await asyncio.wait(waits, timeout=longest + KILL_GRACE)
             for worker in list(self.children):
                 log.warning("worker %d (pid %d) still draining: killed", worker.index, worker.pid)
                 worker.signal(signal.SIGKILL)

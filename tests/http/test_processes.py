@@ -24,11 +24,13 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from iiif_shim.config.settings import default_config_path, load_settings
+from iiif_shim.process import supervisor as supervisor_module
 from iiif_shim.process.supervisor import Supervisor, WorkerRole, bind, save_settings, share
 from tests.support import (
     ROOT,
@@ -699,3 +701,38 @@ def test_a_worker_that_listens_and_dies_before_ready_leaves_connections_refused(
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_a_draining_worker_keeps_the_shutdown_timeout_it_was_started_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that shortens server.shutdown_timeout does not cut short the old workers that
+    drain under the longer one (they used to be killed by the new timeout)."""
+    monkeypatch.setattr(supervisor_module, "KILL_GRACE", 0.0)
+    loaded = load_settings(default_config_path())
+    longer = replace(loaded, server=replace(loaded.server, shutdown_timeout=3.0))
+    shorter = replace(loaded, server=replace(loaded.server, shutdown_timeout=0.1))
+    run_dir = tmp_path / "run"
+    (run_dir / "metrics").mkdir(parents=True)
+    sockets = bind("127.0.0.1", 0)
+    draining = [  # a worker that takes its time to drain (it ignores SIGTERM)
+        sys.executable,
+        "-c",
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n",
+    ]
+    supervisor = Supervisor(longer, lambda: longer, draining, sockets, run_dir)
+
+    async def reload_then_retire() -> tuple[float, int]:
+        worker = await supervisor.spawn(0, 1)
+        supervisor._install(shorter)  # a reload installs the new configuration
+        retired = time.monotonic()
+        supervisor.retire(worker)
+        code = await asyncio.wait_for(worker.exited, 30)
+        return time.monotonic() - retired, code
+
+    try:
+        drained, code = asyncio.run(reload_then_retire())
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert code == -signal.SIGKILL and drained >= 3.0, drained  # killed after its own 3 s
