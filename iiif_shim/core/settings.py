@@ -73,7 +73,7 @@ class ServiceSettings:
     cache: CacheSettings
     imaging: ImagingSettings
     threads: int  # for image work (0: one per CPU)
-    max_pending: int  # image jobs queued or running before new ones get 503
+    max_pending: int  # jobs of one lane (images, documents, PDFs) queued or running before 503
     request_timeout: float  # seconds a job may take
     memory_budget: int  # bytes of decoded pixels, for the process
     memory_wait: float  # seconds a request waits for them
