@@ -51,13 +51,11 @@ import errno
 import fcntl
 import logging
 import os
-import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
-from typing import Any
 
 from iiif_shim.base.errors import ConfigError
 from iiif_shim.cache.entry import (
@@ -75,22 +73,17 @@ from iiif_shim.cache.entry import (
     valid_name,
     valid_source,
 )
+from iiif_shim.cache.folder import FOLDER, NEW, READ, STALE_TMP, TMP, OffLoop, write_in
 from iiif_shim.cache.journal import JOURNAL
 
 log = logging.getLogger("iiif_shim")
 
 MARKER = ".iiif-shim-cache"
 LOCK = ".lock"  # the lock file of earlier releases (the folder itself is locked now)
-TMP = ".tmp-"
-_STALE_TMP = 3600.0  # seconds after which a temporary file is a crash's leftover
 LOW_WATER = 0.9  # eviction stops at this share of the budget
 # seconds since an entry was last touched before a hit touches it again (LRU order is
 # coarse by this much; a hot tile costs no metadata write per hit)
 _TOUCH_AFTER = 60.0
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
-_ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
-_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
 _NOT_A_FOLDER = (errno.ELOOP, errno.ENOTDIR)  # a link, or a file, where a folder should be
 
 
@@ -142,7 +135,7 @@ class DiskCache:
                         ]
                     )
                 with contextlib.suppress(FileExistsError):  # (written by another process)
-                    fd = os.open(marker, _NEW, 0o644)  # never through a link
+                    fd = os.open(marker, NEW, 0o644)  # never through a link
                     try:
                         os.write(fd, b"iiif-shim disk cache, format 2\n")
                     finally:
@@ -165,7 +158,7 @@ class DiskCache:
         path = self.root / source
         for _ in range(3):
             try:
-                return os.open(path, _FOLDER)
+                return os.open(path, FOLDER)
             except FileNotFoundError:
                 if not create:
                     return None
@@ -175,7 +168,7 @@ class DiskCache:
                 if not create or exc.errno not in _NOT_A_FOLDER:
                     raise
                 os.unlink(path)  # a name of ours: the link itself goes, not what it points to
-        return os.open(path, _FOLDER)
+        return os.open(path, FOLDER)
 
     def get(self, slot: Slot) -> Entry | Rejected | None:
         """The entry, touched (most recently used); ``None`` when there is none (or it
@@ -202,7 +195,7 @@ class DiskCache:
             if not S_ISREG(os.stat(slot.name, dir_fd=folder, follow_symlinks=False).st_mode):
                 _remove_same(folder, slot.name, None)
                 return Rejected(NOT_A_FILE)
-            fd = os.open(slot.name, _ENTRY, dir_fd=folder)
+            fd = os.open(slot.name, READ, dir_fd=folder)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -252,7 +245,7 @@ class DiskCache:
                 folder = self._folder(slot.source, create=True)
                 assert folder is not None
                 try:
-                    self._write_in(folder, slot.name, data)
+                    write_in(folder, slot.name, data)
                 except IsADirectoryError:  # a folder under the entry's name: it goes
                     if attempt:
                         raise
@@ -269,22 +262,6 @@ class DiskCache:
         if self._estimate > self.max_bytes or self._since_scan > self.max_bytes // 16:
             self.evict()
         return True
-
-    def _write_in(self, folder: int, name: str, data: bytes) -> None:
-        tmp = f"{TMP}{os.getpid()}-{secrets.token_hex(6)}"
-        try:
-            fd = os.open(tmp, _NEW, 0o644, dir_fd=folder)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=folder)
-            raise
 
     def delete(self, slot: Slot) -> None:
         """Remove the slot's entry, if there is one."""
@@ -319,7 +296,7 @@ class DiskCache:
                     except OSError:
                         continue
                     if entry.name.startswith(TMP):
-                        if now - st.st_mtime > _STALE_TMP:
+                        if now - st.st_mtime > STALE_TMP:
                             with contextlib.suppress(OSError):
                                 os.unlink(entry.name, dir_fd=folder)
                         else:
@@ -453,7 +430,7 @@ class DiskCache:
     def _locked(self, wait: bool) -> Iterator[bool]:
         """The lock of the cache folder: ``flock`` of the folder's own descriptor (no file in
         it, so nothing put under a name in the folder can keep eviction from running)."""
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -521,7 +498,7 @@ class DiskTier:
 
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.folder = DiskCache(root, max_bytes)
-        self._failed_at = 0.0
+        self._quietly = OffLoop("disk cache", root)
 
     async def open(self) -> None:
         """Make the folder or check it is ours (ConfigError if it is not), without scanning."""
@@ -546,13 +523,3 @@ class DiskTier:
         (:class:`PurgeIncomplete` when entries remain, saying how many)."""
         removed: int = await asyncio.to_thread(self.folder.purge, source)
         return removed
-
-    async def _quietly(self, call: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return await asyncio.to_thread(call, *args)
-        except OSError as exc:
-            now = time.monotonic()
-            if now - self._failed_at > 60:
-                self._failed_at = now
-                log.warning("disk cache %s: %s (going on without it)", self.folder.root, exc)
-            return None

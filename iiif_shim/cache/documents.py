@@ -55,22 +55,26 @@ from stat import S_ISDIR, S_ISREG
 from typing import Any, TypeVar
 
 from iiif_shim.cache.entry import valid_source
+from iiif_shim.cache.folder import (
+    FOLDER,
+    READ,
+    STALE_TMP,
+    TMP,
+    OffLoop,
+    opened,
+    scratch_name,
+    write_in,
+)
 
 log = logging.getLogger("iiif_shim")
 T = TypeVar("T")
 
 DOCUMENTS = "documents"
 MARKER = ".document-"
-TMP = ".tmp-"
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _LOW_WATER = 0.9  # eviction stops at this share of the budget
-_STALE_TMP = 3600.0  # seconds after which a scratch file or a reader's link is left over
 _TOUCH_AFTER = 60.0  # seconds since a document was last touched before a hit touches it again
 _MAX_META = 1024 * 1024  # bytes of one document's description (2000 pages take about 70 KB)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
-_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ class DocumentFolder:
                     os.utime(used, follow_symlinks=False)
             if not claim:
                 return Kept(path, size)
-            link = self.folder / f"{TMP}{os.getpid()}-{secrets.token_hex(6)}.pdf"
+            link = self.folder / scratch_name(".pdf")
             try:
                 os.link(path, link, follow_symlinks=False)
             except FileNotFoundError:
@@ -138,7 +142,7 @@ class DocumentFolder:
                 raise ValueError("not a source key")
             folder = self._open_source(source)
             try:
-                _write_in(folder, MARKER + key, token.encode("ascii"))
+                write_in(folder, MARKER + key, token.encode("ascii"))
             finally:
                 os.close(folder)
         return token
@@ -146,7 +150,7 @@ class DocumentFolder:
     def scratch(self) -> Path:
         """A new file name in the folder for a document being built (renamed by :meth:`keep`)."""
         self._make_folder()
-        return self.folder / f"{TMP}{os.getpid()}-{secrets.token_hex(6)}.pdf"
+        return self.folder / scratch_name(".pdf")
 
     def keep(
         self, key: str, token: str, built: Path, sources: Sequence[str], pages: str
@@ -166,8 +170,8 @@ class DocumentFolder:
             return None
         place = self._make_key_folder(key)
         meta = json.dumps({"sources": list(sources), "pages": pages}).encode()
-        with _opened(place) as fd:
-            _write_in(fd, f"{token}.json", meta)
+        with opened(place) as fd:
+            write_in(fd, f"{token}.json", meta)
         path = place / f"{token}.pdf"
         os.link(built, path, follow_symlinks=False)
         for _, older, _ in self._documents_in(place):
@@ -185,9 +189,9 @@ class DocumentFolder:
             if not valid_source(source):
                 continue
             with contextlib.suppress(OSError):
-                folder = os.open(self.root / source, _FOLDER)
+                folder = os.open(self.root / source, FOLDER)
                 try:
-                    fd = os.open(MARKER + key, _READ, dir_fd=folder)
+                    fd = os.open(MARKER + key, READ, dir_fd=folder)
                     try:
                         mine = os.read(fd, 64) == want
                     finally:
@@ -200,7 +204,7 @@ class DocumentFolder:
     def clear(self) -> None:
         """Remove every document (a purge of everything has removed every marker already)."""
         try:
-            fd = os.open(self.folder, _FOLDER)
+            fd = os.open(self.folder, FOLDER)
         except OSError:
             with contextlib.suppress(OSError):  # a link or file in its place: the name goes
                 if not S_ISDIR(os.lstat(self.folder).st_mode):
@@ -301,7 +305,7 @@ class DocumentFolder:
         for entry in entries:
             if entry.name.startswith(TMP):
                 with contextlib.suppress(OSError):  # (a link made, or a write: a new ctime)
-                    if now - entry.stat(follow_symlinks=False).st_ctime > _STALE_TMP:
+                    if now - entry.stat(follow_symlinks=False).st_ctime > STALE_TMP:
                         os.unlink(entry.path)
                 continue
             if not (_HEX32.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
@@ -315,14 +319,14 @@ class DocumentFolder:
             if not documents:
                 with contextlib.suppress(OSError):
                     for name in os.listdir(place):  # descriptions left without a document
-                        if name.endswith(".json") and now - _mtime(place / name) > _STALE_TMP:
+                        if name.endswith(".json") and now - _mtime(place / name) > STALE_TMP:
                             os.unlink(place / name)
                     os.rmdir(place)
 
     def _meta(self, path: Path) -> _Meta | None:
         """A document's description, or None when it is missing or not one."""
         try:
-            fd = os.open(path, _READ)
+            fd = os.open(path, READ)
         except OSError:
             return None
         try:
@@ -354,11 +358,11 @@ class DocumentFolder:
         want = token.encode("ascii")
         for source in set(sources):
             try:
-                folder = os.open(self.root / source, _FOLDER)
+                folder = os.open(self.root / source, FOLDER)
             except OSError:
                 return False
             try:
-                fd = os.open(MARKER + key, _READ, dir_fd=folder)
+                fd = os.open(MARKER + key, READ, dir_fd=folder)
                 try:
                     if not S_ISREG(os.fstat(fd).st_mode) or os.read(fd, 64) != want:
                         return False
@@ -375,7 +379,7 @@ class DocumentFolder:
         path = self.root / source
         with contextlib.suppress(FileExistsError):
             os.mkdir(path)
-        return os.open(path, _FOLDER)
+        return os.open(path, FOLDER)
 
     def _remove(self, place: Path, token: str) -> None:
         """One document: its file, its description, and its markers that still hold it."""
@@ -396,40 +400,13 @@ def _mtime(path: Path) -> float:
     return os.stat(path, follow_symlinks=False).st_mtime
 
 
-@contextlib.contextmanager
-def _opened(path: Path) -> Iterator[int]:
-    fd = os.open(path, _FOLDER)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _write_in(folder: int, name: str, data: bytes) -> None:
-    """``data`` as file ``name`` of the folder, whole or not at all (a temporary file renamed)."""
-    tmp = f"{TMP}{os.getpid()}-{secrets.token_hex(6)}"
-    try:
-        fd = os.open(tmp, _NEW, 0o644, dir_fd=folder)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=folder)
-        raise
-
-
 class DocumentStore:
     """The folder for the event loop: its blocking calls run in threads, and a failing disk is
     a miss or a document not kept, logged once a minute."""
 
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.folder = DocumentFolder(root, max_bytes)
-        self._failed_at = 0.0
+        self._quietly = OffLoop("PDF cache", self.folder.folder)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def find(self, key: str, pages: str | None = None, claim: bool = False) -> Kept | None:
@@ -457,16 +434,6 @@ class DocumentStore:
     ) -> Kept | None:
         kept: Kept | None = await self._quietly(self.folder.keep, key, token, built, sources, pages)
         return kept
-
-    async def _quietly(self, call: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return await asyncio.to_thread(call, *args)
-        except OSError as exc:
-            now = time.monotonic()
-            if now - self._failed_at > 60:
-                self._failed_at = now
-                log.warning("PDF cache %s: %s (going on without it)", self.folder.folder, exc)
-            return None
 
 
 def _gone(kept: Kept | None) -> None:
