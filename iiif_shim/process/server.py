@@ -8,10 +8,14 @@ Signals (handled from the start, before the app is set up):
 
 - SIGTERM / SIGINT: stop accepting, close idle connections, let requests in flight finish within
   ``server.shutdown_timeout``, release everything, exit 0. Once draining, a process ignores
-  SIGTERM, SIGINT and SIGHUP until it is done: a second signal (a shutdown during a reload,
-  ``pkill``) never cuts its requests short;
+  SIGTERM, SIGINT and SIGHUP until it is done (or its deadline, below): a second signal (a
+  shutdown during a reload, ``pkill``) never cuts its requests short;
 - SIGHUP: read the configuration again (``app.reload``): a file that passes every check takes
   effect without dropping a request; one that does not is logged and changes nothing.
+
+A process that has not exited ``server.shutdown_timeout`` + 5 s after it began to stop (a thread
+stuck in a read keeps asyncio and the interpreter waiting for it) logs so and exits with status
+1 by itself: a signal it ignores while it drains never leaves it for SIGKILL alone to stop.
 
 The access log is ``combined`` (Apache's, plus the request id and the seconds taken), its quoted
 fields escaped as Apache escapes them (``\\"``, ``\\\\``, ``\\xhh`` for control characters and
@@ -39,6 +43,7 @@ closed unanswered while the other workers serve on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -48,6 +53,7 @@ import resource
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +69,7 @@ from iiif_shim.process import board, eventloop
 from iiif_shim.process.board import Board, Seat
 from iiif_shim.process.supervisor import (
     HELD_SIGNALS,
+    KILL_GRACE,
     WorkerRole,
     listen_problem,
     resolve_processes,
@@ -528,6 +535,7 @@ async def _run(
             server.workers,
         )
     await stopping.wait()
+    _exit_if_stuck(server.shutdown_timeout + KILL_GRACE)
     if role is None:
         log.info(
             "stopping: no new connections; requests in flight get up to %gs",
@@ -560,6 +568,23 @@ async def _run(
     else:
         log.info("worker %d (pid %d) done", role.index, os.getpid())
     return 0
+
+
+def _exit_if_stuck(seconds: float) -> None:
+    """Draining began: exit with status 1 if the process is still there ``seconds`` later (a
+    daemon thread's timer, which runs on while the loop, asyncio's executor or the interpreter
+    wait for a stuck thread; it dies with a process that exits)."""
+
+    def give_up() -> None:
+        log.error("still not done %gs after it began to stop (a stuck thread): exiting", seconds)
+        for handler in (*logging.getLogger().handlers, *log.handlers):
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
 
 
 async def _watch_supervisor(

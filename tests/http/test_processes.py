@@ -736,3 +736,41 @@ def test_a_draining_worker_keeps_the_shutdown_timeout_it_was_started_with(
         for sock in sockets:
             sock.close()
     assert code == -signal.SIGKILL and drained >= 3.0, drained  # killed after its own 3 s
+
+
+def test_a_process_stuck_in_a_thread_exits_by_itself_after_its_deadline(
+    tmp_path: Path, images: Path
+) -> None:
+    """A thread stuck in a read (an object.yaml that is a pipe nobody writes) kept a stopping
+    process waiting for it forever, ignoring every further SIGTERM: only SIGKILL stopped it. It
+    exits with status 1 once shutdown_timeout + 5 s have passed since it began to stop."""
+    objects = tmp_path / "objects"
+    (objects / "obj").mkdir(parents=True)
+    (objects / "obj" / "p1.png").write_bytes((images / "quad.png").read_bytes())
+    os.mkfifo(objects / "obj" / "object.yaml")
+    config = write_config(
+        tmp_path / "shim.yaml",
+        f"""\
+server:
+  shutdown_timeout: 1
+backends:
+  objects: {{type: files, root: "{objects}"}}
+routes:
+  - {{backend: objects}}
+presentation:
+  sources:
+    scans: {{type: folder, backend: objects}}
+""",
+    )
+    shim = start_shim(config, tmp_path)
+    try:
+        with contextlib.suppress(OSError):  # the stuck reading thread holds the answer back
+            request(shim.port, "/iiif/presentation/3/obj/manifest", timeout=2)
+        shim.proc.send_signal(signal.SIGTERM)
+        log_lines(shim.log, "stopped")
+        shim.proc.send_signal(signal.SIGTERM)  # ignored: it is stopping
+        assert shim.proc.wait(60) == 1  # (not -SIGTERM: it exited by itself)
+    finally:
+        shim.stop()
+    (line,) = log_lines(shim.log, "a stuck thread")
+    assert "still not done 6s after it began to stop" in line
