@@ -354,7 +354,10 @@ class Listener:
                 return  # none waiting (another worker took it), or gone before it was taken
             except OSError as exc:
                 if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    raise
+                    # accept(2)'s others (ENETDOWN, EPROTO, EPERM, ...; EINVAL once the
+                    # supervisor shut the socket down): that connection is lost, not the worker
+                    log.warning("accepting a connection failed: %s", exc)
+                    return
                 log.error("cannot accept connections: %s; again in %gs", exc, ACCEPT_PAUSE)
                 if not self.closed:
                     self.loop.remove_reader(self.sock.fileno())
@@ -370,7 +373,8 @@ class Listener:
     async def _connect(self, conn: socket.socket) -> None:
         try:
             await self.loop.connect_accepted_socket(self.factory, sock=conn)
-        except OSError:  # the client left before its connection was set up
+        except Exception:  # the client left before its connection was set up, or worse
+            log.debug("a connection accepted could not be set up", exc_info=True)
             conn.close()
         finally:
             if self.holdings is not None:
@@ -384,8 +388,9 @@ class Listener:
             self.paused.cancel()
         else:
             self.loop.remove_reader(self.sock.fileno())
-        self._accept(BACKLOG)
-        self.sock.close()
+        with contextlib.suppress(OSError):  # a drain goes on whatever the socket says
+            self._accept(BACKLOG)
+            self.sock.close()
 
     async def settled(self) -> None:
         """Every connection accepted has been handed to the loop."""

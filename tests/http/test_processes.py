@@ -31,6 +31,7 @@ import pytest
 
 from iiif_shim.config.settings import default_config_path, load_settings
 from iiif_shim.process import supervisor as supervisor_module
+from iiif_shim.process.server import Listener
 from iiif_shim.process.supervisor import Supervisor, WorkerRole, bind, save_settings, share
 from tests.support import (
     ROOT,
@@ -774,3 +775,22 @@ presentation:
         shim.stop()
     (line,) = log_lines(shim.log, "a stuck thread")
     assert "still not done 6s after it began to stop" in line
+
+
+def test_a_drain_goes_on_when_the_supervisor_shut_the_socket_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """accept(2) on a listening socket the supervisor has shut down (no worker alive while this
+    one drains) fails with EINVAL: the drain goes on instead of leaving with that error."""
+
+    async def drain() -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        listener = Listener(asyncio.get_running_loop(), sock, asyncio.Protocol, None)
+        listener.start()
+        sock.shutdown(socket.SHUT_RDWR)  # as Supervisor._pause does
+        listener.close()
+        await listener.settled()
+
+    asyncio.run(drain())
+    assert "accepting a connection failed" in caplog.text
