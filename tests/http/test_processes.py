@@ -794,3 +794,49 @@ def test_a_drain_goes_on_when_the_supervisor_shut_the_socket_down(
 
     asyncio.run(drain())
     assert "accepting a connection failed" in caplog.text
+
+
+def test_a_draining_worker_ignores_sigterm_sent_to_it(tmp_path: Path, images: Path) -> None:
+    """SIGTERM sent to a worker while it drains (as ``pkill iiif-shim`` sends it to every
+    process) is ignored by the worker itself: its request in flight is answered."""
+    _Held.arrived, _Held.release = threading.Event(), threading.Event()
+    _Held.body = (images / "quad.png").read_bytes()
+    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Held)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    held = f"  held: {{type: http, url: 'http://127.0.0.1:{backend.server_port}/{{id}}'}}\n"
+    config = _config(tmp_path, images)
+    config.write_text(
+        config.read_text()
+        .replace("backends:\n", "backends:\n" + held)
+        .replace("routes:\n", "routes:\n  - {match: '^held-', backend: held}\n")
+    )
+    proc = start_shim(config, tmp_path, *TWO)
+    results: list[int] = []
+    client = threading.Thread(
+        target=lambda: results.append(
+            request(proc.port, "/iiif/3/held-quad/full/64,/0/default.png", timeout=60).status
+        )
+    )
+    try:
+        wait_until(lambda: len(_workers(proc.port)) == 2, "both workers answering")
+        old = _workers(proc.port)
+        client.start()
+        assert _Held.arrived.wait(30)  # in flight on one of the old workers, held upstream
+        proc.proc.send_signal(signal.SIGHUP)  # both old workers drain in turn
+        wait_until(lambda: sum(_gone(pid) for pid in old.values()) == 1, "the idle one gone")
+        (holder,) = [pid for pid in old.values() if not _gone(pid)]
+        log_lines(proc.log, f"(pid {holder}) draining", timeout=60)
+        os.kill(holder, signal.SIGTERM)  # straight to the worker, not through the supervisor
+        log_lines(proc.log, "SIGTERM ignored: draining")
+        assert not _gone(holder) and client.is_alive()
+        _Held.release.set()
+        client.join(60)
+        assert not client.is_alive() and results == [200]
+        wait_until(lambda: _gone(holder), "the draining worker done")
+    finally:
+        _Held.release.set()
+        backend.shutdown()
+        proc.stop()
+    assert f"worker 0 (pid {holder}) done" in proc.log.read_text() or (
+        f"worker 1 (pid {holder}) done" in proc.log.read_text()
+    )
