@@ -47,8 +47,8 @@ from tests.support import (
 
 SERVE = [sys.executable, "-m", "iiif_shim", "serve"]
 TWO = ("--processes", "2")
-SPLIT_TRIES = 30  # tries of 8 connections opened together to an idle server
-SPLIT_LOPSIDED = 5  # tries where one worker may take 7 or 8 of them (a busy machine's hiccups)
+SPLIT_TRIES = 20  # tries of 8 connections opened together to an idle server, per measurement
+SPLIT_LOPSIDED = 2  # tries where one worker may take 7 or 8 of them (a busy machine's hiccups)
 HEALTH_COUNTER = 'iiif_shim_requests_total{backend="-",endpoint="health",status="200",version="-"}'
 
 
@@ -300,32 +300,45 @@ def test_a_worker_leaves_reloads_to_the_supervisor(pair: Process) -> None:
 
 
 def test_with_no_worker_alive_connections_are_refused_at_once(pair: Process) -> None:
+    """Both workers killed, and every replacement killed as it starts (so no worker is alive
+    for seconds, not for one short gap): a connection is refused (or reset) at once, never left
+    waiting; once replacements are let live, they serve."""
     config = pair.log.parent / "shim.yaml"  # written by _config
     good = config.read_text()
     old = _workers(pair.port)
+    killed = set(old.values())
     outcomes: list[str] = []
 
-    def served_by_a_new_worker() -> bool:
+    def probe() -> str:
         try:
             answer = request(pair.port, "/health", timeout=10)
         except ConnectionError:  # refused, or reset while queued: at once either way
             outcomes.append("refused")
-            return False
+            return "refused"
         except TimeoutError:
             pytest.fail(f"a client was left waiting with no worker alive (before: {outcomes})")
         outcomes.append(str(answer.status))
-        return json.loads(answer.body)["process"]["pid"] not in old.values()
+        pid: int = json.loads(answer.body)["process"]["pid"]
+        return "old" if pid in killed else "new"
+
+    def refused_with_none_alive() -> bool:
+        for pid in _children(pair.proc.pid) - killed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # starting, listening or just ready: it dies
+            killed.add(pid)
+        return probe() == "refused"
 
     try:
         config.write_text(BROKEN)  # the replacements must not need it
         os.kill(old[0], signal.SIGKILL)
         os.kill(old[1], signal.SIGKILL)
-        wait_until(served_by_a_new_worker, "served by a new worker", limit=60)
+        wait_until(refused_with_none_alive, "refused with no worker alive", limit=60)
+        wait_until(lambda: probe() == "new", "served by a worker let live", limit=90)
     finally:
         config.write_text(good)
-    assert "refused" in outcomes and set(outcomes) <= {"refused", "200"}, outcomes
-    wait_until(lambda: len(_workers(pair.port)) == 2, "both slots filled again")
-    assert not set(_workers(pair.port).values()) & set(old.values())
+    assert set(outcomes) <= {"refused", "200"}, outcomes
+    wait_until(lambda: len(_workers(pair.port)) == 2, "both slots filled again", limit=60)
+    assert not set(_workers(pair.port).values()) & killed
 
 
 def _upstream_requests(port: int) -> int:
@@ -381,6 +394,7 @@ def test_sigterm_during_a_reload_loses_no_request(tmp_path: Path, images: Path) 
         assert shim.proc.wait(60) == 0
         for thread in clients:
             thread.join(60)
+        assert not [thread for thread in clients if thread.is_alive()]  # each saw it stop
     finally:
         shim.stop()
         faulty.stop()
@@ -519,21 +533,36 @@ def _together(port: int, count: int) -> list[int]:
             sock.close()
 
 
+def _lopsided(port: int) -> list[int]:
+    """Per try of :data:`SPLIT_TRIES`: how many of 8 connections opened together the busier
+    worker took."""
+    most = []
+    for _ in range(SPLIT_TRIES):
+        pids = _together(port, 8)
+        most.append(max(pids.count(pid) for pid in pids))
+    return most
+
+
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_connections_opened_together_spread_over_the_workers(
     tmp_path: Path, images: Path, loop: str
 ) -> None:
+    """Spread, not all on the worker that woke first: at most SPLIT_LOPSIDED of SPLIT_TRIES
+    tries go 7:1 or 8:0 (none did in 120 tries here, with three busy loops on 2 CPUs), in one
+    measurement of two (a machine busy enough to spoil one is given a second). Accept loops
+    that take every waiting connection went 7:1 or 8:0 in 12 to 17 tries of 30: such code
+    passes one measurement less than once in 250 (binomial, p = 0.4), this test less than once
+    in 130."""
     shim = start_shim(_config(tmp_path, images, server=f"  event_loop: {loop}"), tmp_path, *TWO)
     try:
         wait_until(lambda: len(_workers(shim.port)) == 2, "both workers answering")
-        most = []  # per try: the connections of the 8 that the busier worker took
-        for _ in range(SPLIT_TRIES):
-            pids = _together(shim.port, 8)
-            most.append(max(pids.count(pid) for pid in pids))
+        measured = [_lopsided(shim.port)]
+        if sum(taken >= 7 for taken in measured[0]) > SPLIT_LOPSIDED:
+            measured.append(_lopsided(shim.port))
     finally:
         shim.stop()
-    assert sum(taken >= 7 for taken in most) <= SPLIT_LOPSIDED, most
-    assert sorted(most)[SPLIT_TRIES // 2] <= 5, most  # mostly 4:4 or 5:3
+    lopsided = [sum(taken >= 7 for taken in most) for most in measured]
+    assert lopsided[-1] <= SPLIT_LOPSIDED, f"7:1 or 8:0 in {lopsided} of {SPLIT_TRIES}: {measured}"
 
 
 def _parse_combined(line: str) -> list[str]:
