@@ -103,14 +103,37 @@ class _SettingsPickler(pickle.Pickler):
 
 
 def save_settings(settings: Settings, path: Path) -> None:
-    """Write ``settings`` for workers to read (readable by this user only)."""
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
-        _SettingsPickler(file, protocol=pickle.HIGHEST_PROTOCOL).dump(settings)
+    """Write ``settings`` for workers to read (readable by this user only): whole or not at
+    all, under a scratch name renamed to ``path`` once written, so a failure (a value that
+    cannot be pickled) leaves no file behind."""
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        with os.fdopen(os.open(scratch, flags, 0o600), "wb") as file:
+            _SettingsPickler(file, protocol=pickle.HIGHEST_PROTOCOL).dump(settings)
+        os.rename(scratch, path)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
 
 
 def read_settings(path: str | Path) -> Settings:
-    """The settings :func:`save_settings` wrote (in the supervisor's private run directory)."""
-    with open(path, "rb") as file:
+    """The settings :func:`save_settings` wrote (in the supervisor's private run directory).
+    Unpickling runs code, so a file that this user does not own, or that others may read or
+    write, is refused before it is read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        facts = os.fstat(fd)
+        if facts.st_uid != os.getuid():
+            raise PermissionError(
+                f"{path} is owned by uid {facts.st_uid}, not by this user (uid {os.getuid()}):"
+                " not read"
+            )
+        if facts.st_mode & 0o077:
+            raise PermissionError(
+                f"{path} may be read or written by others (mode {facts.st_mode & 0o777:o},"
+                " 600 expected): not read"
+            )
         settings = pickle.load(file)
     if not isinstance(settings, Settings):
         raise TypeError(f"{path} holds no settings")
@@ -295,10 +318,11 @@ class Supervisor:
 
     def _install(self, settings: Settings) -> Path:
         """Make ``settings`` the running configuration: a new generation, written for the
-        workers to read."""
-        self.generation += 1
-        path = self.run_dir / f"settings-{self.generation}.pickle"
+        workers to read. Nothing changes unless the file is written whole."""
+        generation = self.generation + 1
+        path = self.run_dir / f"settings-{generation}.pickle"
         save_settings(settings, path)
+        self.generation = generation
         self.settings, self.settings_file = settings, path
         return path
 
@@ -512,6 +536,7 @@ class Supervisor:
     def on_stop(self, signum: signal.Signals) -> None:
         if self.stopping.is_set():
             log.info("%s ignored: already stopping", signum.name)
+            return
         self.stopping.set()
 
     async def restart(self) -> None:
@@ -550,8 +575,12 @@ class Supervisor:
                 settings.origin,
             )
             previous = (self.settings, self.settings_file, self.generation)
-            self._install(settings)
             try:
+                try:
+                    self._install(settings)
+                except Exception:  # e.g. a value that cannot be pickled: nothing changed
+                    log.exception("reload failed, still serving the previous configuration")
+                    return
                 for index in range(processes):
                     if await self._fill(index, processes):
                         self.failures[index] = 0

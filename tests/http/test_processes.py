@@ -869,3 +869,45 @@ def test_a_draining_worker_ignores_sigterm_sent_to_it(tmp_path: Path, images: Pa
     assert f"worker 0 (pid {holder}) done" in proc.log.read_text() or (
         f"worker 1 (pid {holder}) done" in proc.log.read_text()
     )
+
+
+def test_a_reload_whose_configuration_cannot_be_handed_over_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Settings that cannot be written for the workers (here a value pickle refuses): the reload
+    fails with a log line, the generation and the running file stay, and no partial file is
+    left (the generation used to move on first, the exception left the reload unlogged and a
+    partial file nobody removed)."""
+    loaded = load_settings(default_config_path())
+    unpicklable = replace(loaded, origin=lambda: "nowhere")  # type: ignore[arg-type]
+    run_dir = tmp_path / "run"
+    (run_dir / "metrics").mkdir(parents=True)
+    supervisor = Supervisor(loaded, lambda: unpicklable, [sys.executable], [], run_dir)
+    asyncio.run(supervisor.restart())
+    assert "reload failed, still serving the previous configuration" in caplog.text
+    assert supervisor.generation == 1 and supervisor.settings is loaded
+    assert supervisor.settings_file == run_dir / "settings-1.pickle"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "connections",
+        "metrics",
+        "settings-1.pickle",
+    ]
+
+
+def test_a_worker_reads_only_a_settings_file_of_its_user_that_others_cannot_touch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unpickling runs code: a settings file others may read or write, or that another user
+    owns, is refused with a clear error before it is read."""
+    saved = tmp_path / "settings.pickle"
+    settings = load_settings(default_config_path())
+    save_settings(settings, saved)
+    assert supervisor_module.read_settings(saved) == settings
+    saved.chmod(0o620)
+    with pytest.raises(PermissionError, match=r"mode 620, 600 expected\): not read"):
+        supervisor_module.read_settings(saved)
+    saved.chmod(0o600)
+    mine = os.getuid()
+    monkeypatch.setattr(supervisor_module.os, "getuid", lambda: mine + 1)  # as if another's
+    with pytest.raises(PermissionError, match=rf"owned by uid {mine}, not by this user"):
+        supervisor_module.read_settings(saved)
