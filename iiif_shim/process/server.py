@@ -33,11 +33,12 @@ each time the socket wakes it, and none while another worker holds fewer connect
 connection board, ``board.py``, where it posts its own count, :class:`Holdings`). It starts
 with SIGTERM, SIGINT and SIGHUP blocked by the supervisor and unblocks them once its handlers
 are in place.
-Draining, it takes the connections already queued on the socket (so the last worker to close its
-copy resets none), stops accepting, and gives the connections it has just accepted half a
-second to send their request: aiohttp's cleanup closes every connection without a request in
-progress, and a client whose connection was accepted a moment before would otherwise see it
-closed unanswered while the other workers serve on.
+Draining, it takes the connections already queued on the socket, as many as its connection guard
+has room for (so the last worker to close its copy resets none it could serve, and on a reload
+leaves the rest to the workers that serve on), stops accepting, and gives the connections it
+has just accepted half a second to send their request: aiohttp's cleanup closes every connection
+without a request in progress, and a client whose connection was accepted a moment before would
+otherwise see it closed unanswered while the other workers serve on.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -284,12 +284,12 @@ class Listener:
         self,
         loop: asyncio.AbstractEventLoop,
         sock: socket.socket,
-        factory: Callable[[], asyncio.Protocol],
+        guard: ConnectionGuard,
         holdings: Holdings | None,
     ) -> None:
         self.loop = loop
         self.sock = sock
-        self.factory = factory
+        self.guard = guard
         self.holdings = holdings
         self.connecting: set[asyncio.Task[None]] = set()
         self.paused: asyncio.Handle | None = None  # (uvloop's timers are Handles)
@@ -372,7 +372,7 @@ class Listener:
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
-            await self.loop.connect_accepted_socket(self.factory, sock=conn)
+            await self.loop.connect_accepted_socket(self.guard, sock=conn)
         except Exception:  # the client left before its connection was set up, or worse
             log.debug("a connection accepted could not be set up", exc_info=True)
             conn.close()
@@ -381,15 +381,18 @@ class Listener:
                 self.holdings.accepting(-1)
 
     def close(self) -> None:
-        """Stop accepting; first take the connections already queued, so that the last copy of
-        the socket to close resets none (the others' may be closed already)."""
+        """Stop accepting; first take the connections already queued, as many as the guard has
+        room for, so that the last copy of the socket to close resets none it could serve (the
+        others' may be closed already). No more: on a reload the supervisor's copy stays open
+        and the queue is the other workers' to serve, not this draining one's to answer 503."""
         self.closed = True
         if self.paused is not None:
             self.paused.cancel()
         else:
             self.loop.remove_reader(self.sock.fileno())
+        room = self.guard.limits.max_connections - self.guard.open_connections
         with contextlib.suppress(OSError):  # a drain goes on whatever the socket says
-            self._accept(BACKLOG)
+            self._accept(min(BACKLOG, room - len(self.connecting)))
             self.sock.close()
 
     async def settled(self) -> None:

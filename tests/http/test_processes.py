@@ -33,6 +33,7 @@ from iiif_shim.config.settings import default_config_path, load_settings
 from iiif_shim.process import supervisor as supervisor_module
 from iiif_shim.process.server import Listener
 from iiif_shim.process.supervisor import Supervisor, WorkerRole, bind, save_settings, share
+from iiif_shim.web.connections import ClientLimits, ConnectionGuard
 from tests.support import (
     ROOT,
     Process,
@@ -806,6 +807,11 @@ presentation:
     assert "still not done 6s after it began to stop" in line
 
 
+def _guard(max_connections: int) -> ConnectionGuard:
+    limits = ClientLimits(max_connections, 10.0, 10.0, 8190, 8190, 100)
+    return ConnectionGuard(limits, asyncio.Protocol)
+
+
 def test_a_drain_goes_on_when_the_supervisor_shut_the_socket_down(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -815,7 +821,7 @@ def test_a_drain_goes_on_when_the_supervisor_shut_the_socket_down(
     async def drain() -> None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        listener = Listener(asyncio.get_running_loop(), sock, asyncio.Protocol, None)
+        listener = Listener(asyncio.get_running_loop(), sock, _guard(10), None)
         listener.start()
         sock.shutdown(socket.SHUT_RDWR)  # as Supervisor._pause does
         listener.close()
@@ -911,3 +917,35 @@ def test_a_worker_reads_only_a_settings_file_of_its_user_that_others_cannot_touc
     monkeypatch.setattr(supervisor_module.os, "getuid", lambda: mine + 1)  # as if another's
     with pytest.raises(PermissionError, match=rf"owned by uid {mine}, not by this user"):
         supervisor_module.read_settings(saved)
+
+
+def test_a_draining_worker_takes_no_more_queued_connections_than_it_has_room_for() -> None:
+    """On a reload the supervisor's copy of the socket stays open: the connections queued are
+    the serving workers' to take. A draining worker takes only those its guard has room for (it
+    took the whole queue, to answer 503 to those past its limit)."""
+    held: list[socket.socket] = []
+
+    async def drain() -> int:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        kept = sock.dup()  # the supervisor's copy
+        listener = Listener(asyncio.get_running_loop(), sock, _guard(2), None)
+        listener.start()
+        for _ in range(6):  # queued: the loop does not run meanwhile
+            held.append(socket.create_connection(sock.getsockname(), timeout=5))
+        listener.close()
+        await listener.settled()
+        left = 0
+        kept.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                kept.accept()[0].close()
+                left += 1
+        kept.close()
+        return left
+
+    try:
+        assert asyncio.run(drain()) == 4  # room for 2 of the 6 queued
+    finally:
+        for sock in held:
+            sock.close()
