@@ -21,6 +21,7 @@ from pathlib import Path
 from iiif_shim.backends.base import Backend, Health, Listing
 from iiif_shim.backends.settings import FilesSettings
 from iiif_shim.base.errors import NotFound
+from iiif_shim.base.files import NotARegularFile, read_head
 from iiif_shim.base.text import natural_key
 from iiif_shim.iiif.resolve import Box
 from iiif_shim.imaging.fetched import Fetched
@@ -105,14 +106,13 @@ class FilesBackend(Backend[FilesSettings]):
         if real is None:
             return None
         try:
-            with open(real, "rb") as f:
-                return f.read(limit + 1)
-        except (FileNotFoundError, IsADirectoryError):
+            return read_head(real, limit + 1)
+        except (FileNotFoundError, IsADirectoryError, NotARegularFile):
             return None
 
     async def read(self, path: str, limit: int) -> bytes | None:
         """The first ``limit + 1`` bytes of file ``path`` (under root), None when there is no
-        such file; OSError when it cannot be read."""
+        such regular file (a pipe or a device is none); OSError when it cannot be read."""
         found: bytes | None = await self.context.run_blocking(self._read, path, limit)
         return found
 

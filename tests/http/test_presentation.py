@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -326,3 +327,41 @@ def test_catalogue_text_never_becomes_markup(shim: InProcessShim) -> None:
     assert doc["summary"] == {"en": ["<span>&lt;script&gt;alert(2)&lt;/script&gt;</span>"]}
     assert doc["label"] == {"en": [" <img src=x onerror=alert(1)>"]}  # no HTML in labels
     assert doc["metadata"][1]["value"] == {"en": ["<span>&lt;svg onload=alert(5)&gt;</span>"]}
+
+
+def test_a_pipe_where_a_file_should_be_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """An ``object.yaml`` or a catalogue that is a pipe nobody writes used to hold a thread (and
+    the request, and check-config) forever; a pipe is no file: the object is served without
+    its ``object.yaml``, the catalogue is a 502 that says why, check-config warns."""
+    root = tmp_path / "objects"
+    _page(root / "piped" / "1.jpg", RED, (100, 100))
+    os.mkfifo(root / "piped" / "object.yaml")
+    os.mkfifo(tmp_path / "piped.csv")
+    config = write_config(
+        tmp_path / "shim.yaml",
+        f"""
+        backends:
+          objects: {{type: files, root: "{root}"}}
+        routes:
+          - {{backend: objects}}
+        presentation:
+          sources:
+            scans: {{type: folder, backend: objects}}
+            piped: {{type: csv, path: piped.csv, columns: {{object: o, image: i}}}}
+        """,
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "iiif_shim", "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "piped.csv: not a regular file" in checked.stdout + checked.stderr, checked
+    shim = InProcessShim(config)
+    try:
+        manifest = shim.get("/iiif/presentation/3/piped/manifest", timeout=10)
+        assert manifest.status == 200 and _json(manifest)["label"] == {"none": ["piped"]}
+        collection = shim.get("/iiif/presentation/3/collection/piped", timeout=10)
+        assert collection.status == 502 and "cannot read piped.csv" in collection.text
+    finally:
+        shim.stop()

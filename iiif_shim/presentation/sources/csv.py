@@ -41,6 +41,7 @@ from iiif_shim.base.errors import (
     UnreadableSource,
     UpstreamClientError,
 )
+from iiif_shim.base.files import read_head
 from iiif_shim.base.text import natural_key
 from iiif_shim.cache.memory import SingleFlight
 from iiif_shim.presentation.records import (
@@ -261,8 +262,7 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
             assert self._table is not None
             return self._table
         try:
-            with open(path, "rb") as f:
-                raw = f.read(cap + 1)  # more than the cap: parse_table refuses it
+            raw = read_head(path, cap + 1)  # more than the cap: parse_table refuses it
         except OSError as exc:
             raise self._unreadable(exc) from None
         try:

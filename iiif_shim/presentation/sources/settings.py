@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import ClassVar
 
 from iiif_shim.backends.settings import BackendSettings
+from iiif_shim.base.files import read_head
 from iiif_shim.base.schema import Finding, at_least, option, problem, warning
 from iiif_shim.core.routing import Router
 from iiif_shim.presentation.records import OBJECT_FIELDS, check_name
@@ -203,8 +204,7 @@ class CsvSourceSettings(HttpSourceSettings):
             return []
         path = self.path
         try:
-            with open(path, "rb") as f:
-                head = f.read(HEADER_BYTES)
+            head = read_head(path, HEADER_BYTES)
         except OSError as exc:
             return [warning("path", f"cannot read {path}: {exc.strerror or exc}")]
         codec = "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else None
