@@ -772,33 +772,30 @@ def test_a_draining_worker_keeps_the_shutdown_timeout_it_was_started_with(
 def test_a_process_stuck_in_a_thread_exits_by_itself_after_its_deadline(
     tmp_path: Path, images: Path
 ) -> None:
-    """A thread stuck in a read (an object.yaml that is a pipe nobody writes) kept a stopping
-    process waiting for it forever, ignoring every further SIGTERM: only SIGKILL stopped it. It
-    exits with status 1 once shutdown_timeout + 5 s have passed since it began to stop."""
-    objects = tmp_path / "objects"
-    (objects / "obj").mkdir(parents=True)
-    (objects / "obj" / "p1.png").write_bytes((images / "quad.png").read_bytes())
-    os.mkfifo(objects / "obj" / "object.yaml")
+    """A thread stuck in a read (a reload of a configuration file that became a pipe nobody
+    writes, as a hung network file system would be) kept a stopping process waiting for it
+    forever, ignoring every further SIGTERM: only SIGKILL stopped it. It exits with status 1
+    once shutdown_timeout + 5 s have passed since it began to stop."""
     config = write_config(
         tmp_path / "shim.yaml",
         f"""\
 server:
   shutdown_timeout: 1
 backends:
-  objects: {{type: files, root: "{objects}"}}
+  local: {{type: files, root: "{images}"}}
 routes:
-  - {{backend: objects}}
-presentation:
-  sources:
-    scans: {{type: folder, backend: objects}}
+  - {{backend: local}}
 """,
     )
     shim = start_shim(config, tmp_path)
     try:
-        with contextlib.suppress(OSError):  # the stuck reading thread holds the answer back
-            request(shim.port, "/iiif/presentation/3/obj/manifest", timeout=2)
+        pipe = tmp_path / "pipe.yaml"
+        os.mkfifo(pipe)
+        os.replace(pipe, config)
+        shim.proc.send_signal(signal.SIGHUP)  # the reload's thread waits on the pipe
+        assert shim.get("/iiif/3/quad.png/info.json").status == 200  # (serving meanwhile)
         shim.proc.send_signal(signal.SIGTERM)
-        log_lines(shim.log, "stopped")
+        log_lines(shim.log, "stopping")
         shim.proc.send_signal(signal.SIGTERM)  # ignored: it is stopping
         assert shim.proc.wait(60) == 1  # (not -SIGTERM: it exited by itself)
     finally:
