@@ -38,6 +38,15 @@ def need_tool(name: str, path: str | None = None) -> str:
     return found
 
 
+def need_root(what: str) -> None:
+    """Skip a test that only root can set up (a device node, an immutable folder) when not
+    root; in CI (``CI=true``, run as root) that is a failure, not a skip."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{what} needs root, and CI runs as root")
+        pytest.skip(f"{what} needs root")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

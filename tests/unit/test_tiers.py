@@ -47,7 +47,7 @@ from iiif_shim.config.settings import parse_settings
 from iiif_shim.model.facts import SourceInfo, checked, from_json, to_json
 from iiif_shim.model.plan import Rendered, SourceRef
 from iiif_shim.telemetry.metrics import Metrics
-from tests.support import Process, need_tool, start_redis
+from tests.support import Process, need_root, need_tool, start_redis
 
 SOURCE = source_key("local", "quad.png")
 OTHER = source_key("local", "gray.png")
@@ -297,15 +297,6 @@ def test_a_source_folder_linked_out_of_the_cache_is_never_followed(tmp_path: Pat
     assert disk.put(slot, image(1))
     assert not folder.is_symlink() and disk.get(slot) == image(1)
     assert {p.name: p.read_bytes() for p in outside.iterdir()} == planted
-
-
-def need_root(what: str) -> None:
-    """Skip a test that only root can set up (a device node, an immutable folder) when not
-    root; in CI (``CI=true``, run as root) that is a failure, not a skip."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{what} needs root, and CI runs as root")
-        pytest.skip(f"{what} needs root")
 
 
 @pytest.fixture
