@@ -435,7 +435,9 @@ class _Held(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_sigterm_drains_a_request_in_flight_and_exits_0(tmp_path: Path, images: Path) -> None:
+def _held_config(tmp_path: Path, images: Path) -> tuple[Path, http.server.ThreadingHTTPServer]:
+    """A config whose identifiers ``held-*`` come from a :class:`_Held` backend, started here
+    (the caller shuts it down)."""
     _Held.body = (images / "quad.png").read_bytes()
     backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Held)
     threading.Thread(target=backend.serve_forever, daemon=True).start()
@@ -446,6 +448,11 @@ def test_sigterm_drains_a_request_in_flight_and_exits_0(tmp_path: Path, images: 
         .replace("backends:\n", "backends:\n" + held)
         .replace("routes:\n", "routes:\n  - {match: '^held-', backend: held}\n")
     )
+    return config, backend
+
+
+def test_sigterm_drains_a_request_in_flight_and_exits_0(tmp_path: Path, images: Path) -> None:
+    config, backend = _held_config(tmp_path, images)
     proc = start_shim(config, tmp_path, *TWO)
     try:
         wait_until(lambda: len(_workers(proc.port)) == 2, "both workers answering")
@@ -832,16 +839,7 @@ def test_a_draining_worker_ignores_sigterm_sent_to_it(tmp_path: Path, images: Pa
     """SIGTERM sent to a worker while it drains (as ``pkill iiif-shim`` sends it to every
     process) is ignored by the worker itself: its request in flight is answered."""
     _Held.arrived, _Held.release = threading.Event(), threading.Event()
-    _Held.body = (images / "quad.png").read_bytes()
-    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Held)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
-    held = f"  held: {{type: http, url: 'http://127.0.0.1:{backend.server_port}/{{id}}'}}\n"
-    config = _config(tmp_path, images)
-    config.write_text(
-        config.read_text()
-        .replace("backends:\n", "backends:\n" + held)
-        .replace("routes:\n", "routes:\n  - {match: '^held-', backend: held}\n")
-    )
+    config, backend = _held_config(tmp_path, images)
     proc = start_shim(config, tmp_path, *TWO)
     results: list[int] = []
     client = threading.Thread(
