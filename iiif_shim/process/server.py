@@ -88,7 +88,6 @@ SETTLE = 0.5  # seconds a draining worker waits for requests on connections it j
 ACCEPT_BATCH = 1  # connections a worker accepts each time the listening socket wakes it
 TIMED_OUT_BATCH = 16  # ... at most, after leaving one to others that did not take it in time
 ACCEPT_PAUSE = 1.0  # seconds a worker out of descriptors or memory waits before accepting again
-_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 # Apache's escaping of a logged field (server/util.c, ap_escape_logitem): the quote and the
@@ -324,8 +323,7 @@ class Listener:
                     self.since = now  # a new wait (the last look was long ago)
                 self.checked = now
                 if now - self.since < board.DEFER:
-                    self.loop.remove_reader(self.sock.fileno())
-                    self.paused = self.loop.call_later(board.RECHECK, self._resume, 0)
+                    self._pause(board.RECHECK)
                     return
                 log.debug(
                     "seats %s took no connection in %gs: not waited for until their count moves",
@@ -339,12 +337,15 @@ class Listener:
         self.since = None
         self._accept(ACCEPT_BATCH)
 
-    def _resume(self, batch: int) -> None:
-        """Accept again, first up to ``batch`` connections."""
+    def _pause(self, seconds: float) -> None:
+        """Stop looking at the socket for ``seconds``."""
+        self.loop.remove_reader(self.sock.fileno())
+        self.paused = self.loop.call_later(seconds, self._resume)
+
+    def _resume(self) -> None:
         self.paused = None
         if not self.closed:
             self.loop.add_reader(self.sock.fileno(), self._ready)
-            self._accept(batch)
 
     def _accept(self, batch: int) -> None:
         for _ in range(batch):
@@ -360,8 +361,7 @@ class Listener:
                     return
                 log.error("cannot accept connections: %s; again in %gs", exc, ACCEPT_PAUSE)
                 if not self.closed:
-                    self.loop.remove_reader(self.sock.fileno())
-                    self.paused = self.loop.call_later(ACCEPT_PAUSE, self._resume, 0)
+                    self._pause(ACCEPT_PAUSE)
                 return
             conn.setblocking(False)
             if self.holdings is not None:
@@ -434,13 +434,13 @@ async def _serve(
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
-    for signum in _SIGNALS:
+    for signum in sorted(HELD_SIGNALS):
         loop.add_signal_handler(signum, on_signal, signum)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)  # held since the supervisor forked
     try:
         return await _run(app, settings, file_limit, role, stopping, serving, reloads)
     finally:  # done: a late signal must not turn a clean exit into a killed one
-        for signum in _SIGNALS:
+        for signum in sorted(HELD_SIGNALS):
             loop.remove_signal_handler(signum)
             signal.signal(signum, signal.SIG_IGN)
 
