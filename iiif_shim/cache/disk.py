@@ -73,17 +73,23 @@ from iiif_shim.cache.entry import (
     valid_name,
     valid_source,
 )
-from iiif_shim.cache.folder import FOLDER, NEW, READ, STALE_TMP, TMP, OffLoop, write_in
+from iiif_shim.cache.folder import (
+    FOLDER,
+    LOW_WATER,
+    NEW,
+    READ,
+    STALE_TMP,
+    TMP,
+    TOUCH_AFTER,
+    OffLoop,
+    write_in,
+)
 from iiif_shim.cache.journal import JOURNAL
 
 log = logging.getLogger("iiif_shim")
 
 MARKER = ".iiif-shim-cache"
 LOCK = ".lock"  # the lock file of earlier releases (the folder itself is locked now)
-LOW_WATER = 0.9  # eviction stops at this share of the budget
-# seconds since an entry was last touched before a hit touches it again (LRU order is
-# coarse by this much; a hot tile costs no metadata write per hit)
-_TOUCH_AFTER = 60.0
 _NOT_A_FOLDER = (errno.ELOOP, errno.ENOTDIR)  # a link, or a file, where a folder should be
 
 
@@ -210,7 +216,7 @@ class DiskCache:
             os.close(fd)
         if not isinstance(found, Entry):  # rejected or expired: not a value, removed
             _remove_same(folder, slot.name, stat)
-        elif time.time() - stat.st_mtime > _TOUCH_AFTER:  # hot entries: not written each hit
+        elif time.time() - stat.st_mtime > TOUCH_AFTER:  # hot entries: not written each hit
             with contextlib.suppress(OSError):
                 os.utime(slot.name, dir_fd=folder, follow_symlinks=False)
         return found

@@ -57,9 +57,11 @@ from typing import Any, TypeVar
 from iiif_shim.cache.entry import valid_source
 from iiif_shim.cache.folder import (
     FOLDER,
+    LOW_WATER,
     READ,
     STALE_TMP,
     TMP,
+    TOUCH_AFTER,
     OffLoop,
     opened,
     scratch_name,
@@ -72,8 +74,6 @@ T = TypeVar("T")
 DOCUMENTS = "documents"
 MARKER = ".document-"
 _HEX32 = re.compile(r"[0-9a-f]{32}")
-_LOW_WATER = 0.9  # eviction stops at this share of the budget
-_TOUCH_AFTER = 60.0  # seconds since a document was last touched before a hit touches it again
 _MAX_META = 1024 * 1024  # bytes of one document's description (2000 pages take about 70 KB)
 
 
@@ -121,7 +121,7 @@ class DocumentFolder:
             path = place / f"{token}.pdf"
             with contextlib.suppress(OSError):  # on the description: the PDF's own time is
                 used = place / f"{token}.json"  # its validators (ETag, Last-Modified)
-                if time.time() - _mtime(used) > _TOUCH_AFTER:
+                if time.time() - _mtime(used) > TOUCH_AFTER:
                     os.utime(used, follow_symlinks=False)
             if not claim:
                 return Kept(path, size)
@@ -237,7 +237,7 @@ class DocumentFolder:
         if total <= self.max_bytes:
             return 0
         for _, place, token, size in found:
-            if total <= self.max_bytes * _LOW_WATER:
+            if total <= self.max_bytes * LOW_WATER:
                 break
             self._remove(place, token)
             total -= size

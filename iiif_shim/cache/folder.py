@@ -21,6 +21,10 @@ log = logging.getLogger("iiif_shim")
 
 TMP = ".tmp-"  # the prefix of a scratch file: renamed into place by its writer, or left over
 STALE_TMP = 3600.0  # seconds after which a scratch file is a crash's leftover
+LOW_WATER = 0.9  # eviction stops at this share of the budget
+# seconds since a file was last touched before a hit touches it again (LRU order is coarse by
+# this much; a hot file costs no metadata write per hit)
+TOUCH_AFTER = 60.0
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC  # a folder, never a link
 READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC  # a file, never a link or a wait

@@ -22,6 +22,7 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 
 from iiif_shim.cache.entry import valid_source
+from iiif_shim.cache.folder import READ
 from iiif_shim.cache.settings import CacheSettings
 
 RUN_DIR_ENV = "IIIF_SHIM_RUN_DIR"
@@ -29,7 +30,6 @@ JOURNAL = "purge.journal"
 JOURNAL_POLL = 1.0  # seconds between two looks at the purge journal
 JOURNAL_MAX = 1024 * 1024  # bytes; the journal is emptied before it grows past this
 ALL = "*"
-_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 # what opening a name where no regular file stands answers: a link, a folder, a pipe unread
 _NOT_A_FILE = (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR)
 
@@ -56,12 +56,12 @@ def _open(path: Path, flags: int) -> int | None:
         try:
             if not S_ISREG(os.lstat(path).st_mode):  # a device found there is not opened
                 raise OSError(errno.ELOOP, "not a regular file", str(path))
-            fd = os.open(path, flags | _OPEN, 0o644)
+            fd = os.open(path, flags | READ, 0o644)
         except FileNotFoundError:
             if not create:
                 return None
             with contextlib.suppress(FileExistsError):
-                return os.open(path, flags | os.O_EXCL | _OPEN, 0o644)
+                return os.open(path, flags | os.O_EXCL | READ, 0o644)
             continue
         except OSError as exc:
             if exc.errno not in _NOT_A_FILE:

@@ -111,6 +111,11 @@ class Gate:
     def waiting(self) -> int:
         return len(self._line)
 
+    @property
+    def full(self) -> bool:
+        """Whether a newcomer would be refused now: every slot held and the line full."""
+        return self.holders >= self.slots and len(self._line) >= self.line
+
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
         """The block runs holding a slot (after waiting in line for one, if need be)."""
@@ -123,7 +128,7 @@ class Gate:
     def check(self) -> None:
         """503 (``QueueFull``) at once if a newcomer would be refused now (every slot held and
         the line full): for callers with work to do before they would ask."""
-        if self.holders >= self.slots and len(self._line) >= self.line:
+        if self.full:
             raise self._busy("the line is full")
 
     def _busy(self, why: str) -> QueueFull:

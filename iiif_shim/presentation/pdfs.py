@@ -119,9 +119,6 @@ class Flights(Generic[K, T]):
         self._release = release
         self._running: dict[K, _Flight[T]] = {}
 
-    def __contains__(self, ident: K) -> bool:
-        return ident in self._running
-
     def __iter__(self) -> Iterator[K]:
         """The idents of the runs under way."""
         return iter(list(self._running))
@@ -222,7 +219,7 @@ class PdfMaker:
     async def admit(self, record: ObjectRecord) -> None:
         """503 at once when ``record``'s PDF would find the line of builds full (neither kept
         nor being built): before its images' facts are looked up for nothing."""
-        if self.gate.holders < self.gate.slots or self.gate.waiting < self.gate.line:
+        if not self.gate.full:
             return
         key = record_key(record, self.settings.pdf_page_size)
         if any(ident[0] == key for ident in self._flights):
