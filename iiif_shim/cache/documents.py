@@ -188,18 +188,9 @@ class DocumentFolder:
         for source in set(sources):
             if not valid_source(source):
                 continue
-            with contextlib.suppress(OSError):
-                folder = os.open(self.root / source, FOLDER)
-                try:
-                    fd = os.open(MARKER + key, READ, dir_fd=folder)
-                    try:
-                        mine = os.read(fd, 64) == want
-                    finally:
-                        os.close(fd)
-                    if mine:
-                        os.unlink(MARKER + key, dir_fd=folder)
-                finally:
-                    os.close(folder)
+            with contextlib.suppress(OSError), opened(self.root / source) as folder:
+                if _holds(folder, key, want):
+                    os.unlink(MARKER + key, dir_fd=folder)
 
     def clear(self) -> None:
         """Remove every document (a purge of everything has removed every marker already)."""
@@ -259,18 +250,12 @@ class DocumentFolder:
         return place
 
     def _make_folder(self) -> None:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(self.folder)
-        if not S_ISDIR(os.lstat(self.folder).st_mode):
-            raise NotADirectoryError(f"{self.folder} is not a folder")
+        _make_dir(self.folder)
 
     def _make_key_folder(self, key: str) -> Path:
         self._make_folder()
         place = self.folder / key
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(place)
-        if not S_ISDIR(os.lstat(place).st_mode):
-            raise NotADirectoryError(f"{place} is not a folder")
+        _make_dir(place)
         return place
 
     def _documents_in(self, place: Path) -> Iterator[tuple[float, str, int]]:
@@ -358,20 +343,11 @@ class DocumentFolder:
         want = token.encode("ascii")
         for source in set(sources):
             try:
-                folder = os.open(self.root / source, FOLDER)
-            except OSError:
-                return False
-            try:
-                fd = os.open(MARKER + key, READ, dir_fd=folder)
-                try:
-                    if not S_ISREG(os.fstat(fd).st_mode) or os.read(fd, 64) != want:
+                with opened(self.root / source) as folder:
+                    if not _holds(folder, key, want):
                         return False
-                finally:
-                    os.close(fd)
             except OSError:
                 return False
-            finally:
-                os.close(folder)
         return True
 
     def _open_source(self, source: str) -> int:
@@ -456,3 +432,21 @@ async def owned(work: Awaitable[T], release: Callable[[T], None]) -> T:
 
         task.add_done_callback(landed)
         raise
+
+
+def _holds(folder: int, key: str, want: bytes) -> bool:
+    """Whether the marker of ``key`` in the source folder open as ``folder`` holds ``want``
+    (a regular file holding exactly it); OSError when there is none or it cannot be read."""
+    fd = os.open(MARKER + key, READ, dir_fd=folder)
+    try:
+        return S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 64) == want
+    finally:
+        os.close(fd)
+
+
+def _make_dir(path: Path) -> None:
+    """The folder at ``path``, made if missing; NotADirectoryError when something else is."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path)
+    if not S_ISDIR(os.lstat(path).st_mode):
+        raise NotADirectoryError(f"{path} is not a folder")
