@@ -3,6 +3,7 @@ metrics, request ids, configuration reload on SIGHUP and shutdown on SIGTERM."""
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import socket
@@ -192,6 +193,15 @@ def test_health_ready_reports_each_backend(guarded: Process) -> None:
     assert body["backends"]["gone"]["state"] == "down"
     assert "unreachable" in body["backends"]["gone"]["reason"]
     assert body["status"] == "degraded" and ready.header("Cache-Control") == "no-store"
+
+
+def test_the_favicon_is_an_icon_with_a_validator(guarded: Process) -> None:
+    got = guarded.get("/favicon.ico")
+    assert got.status == 200 and got.header("Content-Type") == "image/vnd.microsoft.icon"
+    with Image.open(io.BytesIO(got.body)) as icon:
+        assert icon.format == "ICO" and (32, 32) in icon.info["sizes"]
+    again = guarded.get("/favicon.ico", headers={"If-None-Match": got.header("ETag") or "-"})
+    assert again.status == 304 and again.body == b""
 
 
 def test_metrics_and_request_ids(guarded: Process) -> None:
