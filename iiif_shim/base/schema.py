@@ -1,7 +1,8 @@
 """A small reader that turns YAML mappings into frozen dataclasses, collecting every problem.
 
 Each settings class is a frozen dataclass whose fields are declared with :func:`option`; the
-reader checks types (scalars, lists, mappings, nested settings classes), required keys, unknown
+reader checks types (scalars, lists, mappings, nested settings classes, and a choice of a
+text or a mapping form, told apart by the value's shape), required keys, unknown
 keys (with a "did you mean"), each field's own check, and a class's ``findings()`` method when
 it has one (checks across its fields), and records every problem with its YAML path instead of
 stopping at the first one.
@@ -149,7 +150,10 @@ class Reader:
             options = [a for a in typing.get_args(hint) if a is not type(None)]
             if value is None:
                 return None
-            return self.convert(options[0], value, path)
+            # several types: the one of the value's shape (a mapping for a section or a
+            # mapping, else the other)
+            shaped = [o for o in options if _takes_mapping(o) == isinstance(value, Mapping)]
+            return self.convert((shaped or options)[0], value, path)
         if value is None:
             self.problem(path, f"must be {_describe(hint)}, not null")
             return _BAD
@@ -202,6 +206,14 @@ class Reader:
             raise TypeError(f"unsupported settings type {hint!r} at {path}")
         self.problem(path, f"must be {_describe(hint)}, not {_kind(value)}")
         return _BAD
+
+
+def _takes_mapping(hint: Any) -> bool:
+    """Whether a type is read from a YAML mapping (a settings class or a mapping)."""
+    origin = typing.get_origin(hint)
+    return (isinstance(hint, type) and dataclasses.is_dataclass(hint)) or (
+        origin is not None and isinstance(origin, type) and issubclass(origin, Mapping)
+    )
 
 
 def _join(path: str, key: str) -> str:

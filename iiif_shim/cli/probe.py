@@ -137,8 +137,8 @@ async def report_object(settings: Settings, name: str) -> tuple[list[str], bool]
             f"read in {(time.perf_counter() - started) * 1000:.0f} ms"
         )
         lines.append(f"  label: {_shown(record.label)}")
-        for label, value in record.metadata:
-            lines.append(f"  metadata {_shown(label)}: {_shown(value)}")
+        for key, value in record.metadata:
+            lines.append(f"  metadata {_shown(str(key))}: {_shown(str(value))}")
         ok = True
         for i, canvas in enumerate(record.canvases, 1):
             try:

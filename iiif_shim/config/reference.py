@@ -54,13 +54,16 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _settings_class(hint: Any) -> type | None:
-    """The settings class a field's type holds (alone, optional or as list items), if any."""
+    """The settings class a field's type holds (alone, optional, as list items or as a mapping's
+    values; besides text or not), if any."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (types.UnionType, typing.Union):
-        inner = [a for a in args if a is not type(None)]
-        return _settings_class(inner[0]) if len(inner) == 1 else None
+        found = [c for a in args if a is not type(None) and (c := _settings_class(a))]
+        return found[0] if len(found) == 1 else None
     if typing.get_origin(hint) is tuple and args:
         return _settings_class(args[0])
+    if typing.get_origin(hint) in (Mapping, dict) and len(args) == 2 and args[1] is not Any:
+        return _settings_class(args[1])
     return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
 
 
@@ -72,7 +75,14 @@ def _type_name(hint: Any) -> str:
     if origin is tuple:
         return f"list of {_type_name(args[0])}s" if args else "list"
     if origin is not None and issubclass(origin, Mapping):
-        kind = next((word for base, word in _KINDS.items() if issubclass(args[1], base)), None)
+        kind = next(
+            (
+                word
+                for base, word in _KINDS.items()
+                if isinstance(args[1], type) and issubclass(args[1], base)
+            ),
+            None,
+        )
         if kind is not None:
             return f"mapping of name to {kind}"
         return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"

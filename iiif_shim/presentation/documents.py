@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import html
 import mimetypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from iiif_shim.iiif.identifier import encode_identifier
 from iiif_shim.iiif.profile import Version
+from iiif_shim.presentation.labels import Texts
 from iiif_shim.presentation.records import ObjectRecord
 from iiif_shim.presentation.settings import PresentationSettings
 
@@ -88,6 +89,15 @@ def _label(value: str) -> str:
     return f" {value}" if _looks_like_html(value) else value
 
 
+def _texts_2(
+    value: str | list[dict[str, str]], shown: Callable[[str], str]
+) -> str | list[dict[str, str]]:
+    """A 2.1 text or @value/@language list with each text made safe by ``shown``."""
+    if isinstance(value, str):
+        return shown(value)
+    return [{**entry, "@value": shown(entry["@value"])} for entry in value]
+
+
 class Builder:
     """Builds the documents of one request (one public base) from the settings."""
 
@@ -98,6 +108,23 @@ class Builder:
 
     def lang(self, *values: str) -> dict[str, list[str]]:
         return {self.settings.language: list(values)}
+
+    def _pair(self, label: Texts, value: Texts) -> dict[str, Any]:
+        """A 3.0 metadata entry: label and value in each language given."""
+        language = self.settings.language
+        return {
+            "label": {k: [_label(t) for t in v] for k, v in label.v3(language).items()},
+            "value": {k: [_text(t) for t in v] for k, v in value.v3(language).items()},
+        }
+
+    def _pair_2(self, label: Texts, value: Texts) -> dict[str, Any]:
+        """A 2.1 metadata entry: plain strings, or @value/@language lists for several
+        languages."""
+        language = self.settings.language
+        return {
+            "label": _texts_2(label.v2(language), _label),
+            "value": _texts_2(value.v2(language), _text),
+        }
 
     # --- Presentation 3.0 --------------------------------------------------------------
 
@@ -200,10 +227,7 @@ class Builder:
         if record.summary:
             doc["summary"] = self.lang(_text(record.summary))
         if record.metadata:
-            doc["metadata"] = [
-                {"label": self.lang(_label(label)), "value": self.lang(_text(value))}
-                for label, value in record.metadata
-            ]
+            doc["metadata"] = [self._pair(label, value) for label, value in record.metadata]
         if record.required_statement:
             doc["requiredStatement"] = {
                 "label": self.lang(self.settings.required_statement_label),
@@ -212,7 +236,7 @@ class Builder:
         if record.rights:
             doc["rights"] = record.rights
         if record.nav_date:
-            doc["navDate"] = record.nav_date
+            doc["navDate"] = record.nav_date.nav
         if provider := self._provider():
             doc["provider"] = provider
         doc["homepage"] = [
@@ -343,15 +367,13 @@ class Builder:
         if record.summary:
             doc["description"] = _text(record.summary)
         if record.metadata:
-            doc["metadata"] = [
-                {"label": _label(label), "value": _text(value)} for label, value in record.metadata
-            ]
+            doc["metadata"] = [self._pair_2(label, value) for label, value in record.metadata]
         if record.required_statement:
             doc["attribution"] = _text(record.required_statement)
         if record.rights:
             doc["license"] = record.rights
         if record.nav_date:
-            doc["navDate"] = record.nav_date
+            doc["navDate"] = record.nav_date.nav
         provider = self.settings.provider
         if provider is not None and provider.logo:
             doc["logo"] = provider.logo

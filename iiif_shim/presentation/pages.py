@@ -15,6 +15,7 @@ from urllib.parse import quote
 from iiif_shim import __version__
 from iiif_shim.iiif.contentstate import encode
 from iiif_shim.presentation.documents import Builder, Picture
+from iiif_shim.presentation.labels import Texts
 from iiif_shim.presentation.records import ObjectRecord
 from iiif_shim.presentation.viewers import BUILTIN_VIEWERS, ViewerSettings, viewer_url
 
@@ -53,6 +54,15 @@ def content_state(manifest: str, canvas: str) -> str:
     )
 
 
+def _shown(texts: Texts, language: str) -> str:
+    """The text (escaped) for a reader of ``language``, marked with its own language when it is
+    another one."""
+    tag, text = texts.pick(language)
+    if tag is None or tag in (language, "none"):
+        return escape(text)
+    return f'<span lang="{escape(tag)}">{escape(text)}</span>'
+
+
 def object_page(
     record: ObjectRecord,
     pictures: Sequence[Picture],
@@ -63,15 +73,21 @@ def object_page(
     urls = builder.urls
     manifest = urls.manifest("3", record.name)
     base = manifest.removesuffix("/manifest")
-    rows = [(label, escape(value)) for label, value in record.metadata]
+    language = builder.settings.language
+    rows = [(_shown(label, language), _shown(value, language)) for label, value in record.metadata]
     if record.required_statement:
-        rows.append((builder.settings.required_statement_label, escape(record.required_statement)))
+        rows.append(
+            (
+                escape(builder.settings.required_statement_label),
+                escape(record.required_statement),
+            )
+        )
     if record.rights:  # the one cell that is markup: a link built here, its URI escaped
         rights = escape(record.rights)
         rows.append(("Rights", f'<a href="{rights}">{rights}</a>'))
-    if record.nav_date:
-        rows.append(("Date", escape(record.nav_date[:10])))
-    table = "".join(f"<tr><th>{escape(label)}</th><td>{cell}</td></tr>" for label, cell in rows)
+    if record.nav_date:  # at the precision the catalogue gave: 1887 stays 1887
+        rows.append(("Date", escape(record.nav_date.shown)))
+    table = "".join(f"<tr><th>{label}</th><td>{cell}</td></tr>" for label, cell in rows)
     canvases = []
     for i, (canvas, picture) in enumerate(zip(record.canvases, pictures, strict=True)):
         thumb = builder.thumbnail(picture)

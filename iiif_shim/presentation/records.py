@@ -9,7 +9,6 @@ like any other), so every text is bounded in length and count, and every URI is 
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from iiif_shim.iiif.profile import RIGHTS_RE
+from iiif_shim.presentation.dates import CatalogueDate, NotADate, read_date
+from iiif_shim.presentation.labels import Label, Texts, texts
 
 MAX_TEXT = 10_000  # characters of one label, summary or metadata value
 MAX_METADATA = 100  # label/value pairs of one object
@@ -82,10 +83,10 @@ class ObjectRecord:
     label: str
     canvases: tuple[CanvasRecord, ...]
     summary: str | None = None
-    metadata: tuple[tuple[str, str], ...] = ()
+    metadata: tuple[tuple[Texts, Texts], ...] = ()  # (label, value), each in 1+ languages
     rights: str | None = None
     required_statement: str | None = None
-    nav_date: str | None = None  # xsd:dateTime in UTC, e.g. 1887-01-01T00:00:00Z
+    nav_date: CatalogueDate | None = None  # shown as given (1887), navDate 1887-01-01T00:00:00Z
     ranges: tuple[RangeRecord, ...] = ()
     behavior: tuple[str, ...] = ()
     viewing_direction: str | None = None
@@ -149,28 +150,39 @@ def rights(value: str | None) -> str | None:
     return value
 
 
-def nav_date(value: str | None) -> str | None:
-    """A year, a date or a date-time, as the xsd:dateTime in UTC that ``navDate`` needs."""
+def nav_date(value: str | None) -> CatalogueDate | None:
+    """A year, a date or a date-time, kept at its precision (see ``dates``)."""
     if value is None:
         return None
-    v = value.strip()
     try:
-        if re.fullmatch(r"-?\d{1,4}", v):
-            year = int(v)
-            if not 1 <= year <= 9999:
-                raise ValueError
-            return f"{year:04d}-01-01T00:00:00Z"
-        if re.fullmatch(r"\d{4}-\d{2}", v):
-            when = dt.datetime.strptime(v, "%Y-%m").replace(tzinfo=dt.UTC)
-        else:
-            when = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=dt.UTC)
-        return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (ValueError, OverflowError):
-        raise RecordError(
-            "nav_date", f"{v[:40]!r} is not a year, a date or a date-time (ISO 8601)"
-        ) from None
+        return read_date(value)
+    except NotADate as exc:
+        raise RecordError("nav_date", str(exc)) from None
+
+
+def metadata_entry(key: Label, given: Any) -> tuple[Texts, Texts] | None:
+    """One (label, value) metadata pair, or None when the value is blank. ``key`` is the label
+    the settings give (text, or language -> text); ``given`` is the value: text, a mapping of
+    language to text, or ``{label: ..., value: ...}`` where an object's own file gives both."""
+    name = str(next(iter(key.values()), "") if isinstance(key, Mapping) else key)
+    field = f"metadata {name[:40]!r}"
+    label: Any = key
+    if isinstance(given, Mapping) and "value" in given:
+        if unknown := set(given) - {"label", "value"}:
+            raise RecordError(
+                field, f"takes `label` and `value`, not {', '.join(map(str, unknown))}"
+            )
+        label, given = given.get("label") or key, given["value"]
+    try:
+        value = texts(given, lambda v: text(v, field))
+        shown = texts(label, lambda v: text(v, field, required=True))
+    except RecordError:
+        raise
+    except ValueError as exc:  # not text, nor language -> text
+        raise RecordError(field, str(exc)) from None
+    if shown is None:
+        raise RecordError(field, "the label is empty")
+    return None if value is None else (shown, value)
 
 
 def _words(value: Any, field: str) -> tuple[str, ...]:
@@ -214,7 +226,7 @@ def build_record(
     source: str,
     fields: Mapping[str, Any],
     canvases: Sequence[Mapping[str, Any]],
-    metadata: Sequence[tuple[str, Any]] = (),
+    metadata: Sequence[tuple[Label, Any]] = (),
     max_canvases: int = MAX_CANVASES,
 ) -> ObjectRecord:
     """The record of object ``name`` from its object-level ``fields`` (keys of OBJECT_FIELDS),
@@ -238,11 +250,7 @@ def build_record(
             ranges[-1] = RangeRecord(part, ranges[-1].first, i)
         else:
             ranges.append(RangeRecord(part, i, i))
-    pairs: list[tuple[str, str]] = []
-    for label, value in metadata:
-        shown = text(value, f"metadata {label!r}")
-        if shown is not None:
-            pairs.append((text(label, "metadata", required=True) or "", shown))
+    pairs = [pair for key, value in metadata if (pair := metadata_entry(key, value))]
     if len(pairs) > MAX_METADATA:
         raise RecordError("metadata", f"more than {MAX_METADATA} label/value pairs")
     see_also = tuple(http_uri(u, "see_also") for u in _words(fields.get("see_also"), "see_also"))

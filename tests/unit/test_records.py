@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from iiif_shim.presentation.labels import Texts
 from iiif_shim.presentation.records import (
     MAX_TEXT,
     RangeRecord,
@@ -36,7 +37,10 @@ def test_a_record_keeps_order_and_groups_consecutive_ranges() -> None:
         RangeRecord("Text", 1, 2),
         RangeRecord("Cover", 3, 3),
     )
-    assert record.metadata == (("Creator", "Someone"), ("Year", "1887"))  # blanks dropped
+    assert record.metadata == (  # blanks dropped
+        (Texts.of("Creator"), Texts.of("Someone")),
+        (Texts.of("Year"), Texts.of("1887")),
+    )
     assert record.behavior == ("paged",) and record.viewing_direction == "right-to-left"
 
 
@@ -55,7 +59,8 @@ def test_the_label_falls_back_to_the_name() -> None:
     ],
 )
 def test_nav_dates_become_utc_date_times(given: str, expected: str) -> None:
-    assert nav_date(given) == expected
+    when = nav_date(given)
+    assert when is not None and when.nav == expected
 
 
 @pytest.mark.parametrize(

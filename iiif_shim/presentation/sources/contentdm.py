@@ -211,7 +211,7 @@ class ContentdmSource(HttpJsonSource[ContentdmSourceSettings]):
             key: _texts(info.get(nick)) if (nick := getattr(nicks, key)) else None
             for key in OBJECT_FIELDS
         }
-        metadata = [(label, _texts(info.get(nick))) for label, nick in nicks.metadata.items()]
+        metadata = [(label, _texts(info.get(nick))) for label, nick in nicks.labelled()]
         rights = text(fields["rights"], "rights")
         if rights is not None and not RIGHTS_RE.fullmatch(rights):
             fields["rights"] = None

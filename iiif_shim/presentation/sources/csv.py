@@ -222,7 +222,8 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
             )  # fmt: skip
         fields = {key: first.values[at[key]] for key in OBJECT_FIELDS}
         metadata = [
-            (column, first.values[len(ROW_FIELDS) + i]) for i, column in enumerate(columns.metadata)
+            (label, first.values[len(ROW_FIELDS) + i])
+            for i, (label, _) in enumerate(columns.labelled())
         ]
         try:
             return build_record(name, self.name, fields, canvases, metadata)

@@ -164,7 +164,7 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
             for key in ("images", "canvas_labels", *OBJECT_FIELDS)
             if (path := getattr(s.fields, key)) is not None
         }
-        self._metadata = [(label, compile_path(p)) for label, p in s.fields.metadata.items()]
+        self._metadata = [(label, compile_path(p)) for label, p in s.fields.labelled()]
         self._listing: Listing | None = None
         self._listed_at = -math.inf
         self._flight: SingleFlight[str, Listing] = SingleFlight()

@@ -23,6 +23,7 @@ from iiif_shim.backends.settings import BackendSettings
 from iiif_shim.base.files import read_head
 from iiif_shim.base.schema import Finding, at_least, option, problem, warning
 from iiif_shim.core.routing import Router
+from iiif_shim.presentation.labels import Label, label_check
 from iiif_shim.presentation.records import OBJECT_FIELDS, check_name
 from iiif_shim.upstream.jsonpath import path_check
 from iiif_shim.upstream.settings import UpstreamSettings
@@ -122,6 +123,22 @@ def _encoding(value: str) -> str | None:
     return None
 
 
+LABEL_DOC = (
+    "the label shown: text, or one per language (e.g. `{en: Date, fr: Date, de: Datum}`; "
+    "the first is shown where none is in `presentation.language`)"
+)
+
+
+@dataclass(frozen=True)
+class MetadataColumn:
+    """A metadata column with its own label."""
+
+    column: str = option(doc="the column's name in the header")
+    label: str | Mapping[str, str] | None = option(
+        None, doc=f"{LABEL_DOC}; else the column's name", check=label_check
+    )
+
+
 @dataclass(frozen=True)
 class CsvColumns:
     """Which column holds what (each value a column name of the header)."""
@@ -139,18 +156,30 @@ class CsvColumns:
     behavior: str | None = option(None, doc="manifest behaviors, e.g. `paged`")
     viewing_direction: str | None = option(None, doc="e.g. `right-to-left`")
     see_also: str | None = option(None, doc="http(s) URIs of other descriptions")
-    metadata: tuple[str, ...] = option(
-        (), doc="columns shown as metadata, in this order, each labelled with its column name"
+    metadata: tuple[str | MetadataColumn, ...] = option(
+        (),
+        doc="columns shown as metadata, in this order: a column's name (its label too), or "
+        "`{column: extent, label: Dimensions}`",
     )
+
+    def labelled(self) -> list[tuple[Label, str]]:
+        """(label, column) of each metadata column, in order."""
+        return [
+            (entry, entry)
+            if isinstance(entry, str)
+            else (entry.label or entry.column, entry.column)
+            for entry in self.metadata
+        ]
 
     def wanted(self) -> list[str | None]:
         """The column of each of ROW_FIELDS, then the metadata columns."""
-        return [getattr(self, key) for key in ROW_FIELDS] + list(self.metadata)
+        columns: list[str | None] = [getattr(self, key) for key in ROW_FIELDS]
+        return columns + [column for _, column in self.labelled()]
 
     def named(self) -> list[tuple[str, str]]:
         """(setting, column) of every configured column."""
         found = [(key, col) for key in ("object", *ROW_FIELDS) if (col := getattr(self, key))]
-        return found + [(f"metadata[{i}]", col) for i, col in enumerate(self.metadata)]
+        return found + [(f"metadata[{i}]", col) for i, (_, col) in enumerate(self.labelled())]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,6 +270,16 @@ def _optional_url(value: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class MetadataPath:
+    """A metadata path with its own label (the entry's key is then only its name)."""
+
+    path: str = option(doc="a JSON path, e.g. `$.date`", check=path_check)
+    label: str | Mapping[str, str] | None = option(
+        None, doc=f"{LABEL_DOC}; else the entry's key", check=label_check
+    )
+
+
+@dataclass(frozen=True)
 class JsonFields:
     """JSON paths into an object's answer."""
 
@@ -268,17 +307,29 @@ class JsonFields:
     behavior: str | None = option(None, doc="manifest behaviors, e.g. `paged`", check=path_check)
     viewing_direction: str | None = option(None, doc="e.g. `right-to-left`", check=path_check)
     see_also: str | None = option(None, doc="http(s) URIs of other descriptions", check=path_check)
-    metadata: Mapping[str, str] = option(
+    metadata: Mapping[str, str | MetadataPath] = option(
         MappingProxyType({}),
-        doc="label -> path, shown in this order; several matches joined with `; `",
+        doc="label -> path (or `{path: ..., label: ...}`), shown in this order; several "
+        "matches joined with `; `",
     )
+
+    def labelled(self) -> list[tuple[Label, str]]:
+        """(label, path) of each metadata entry, in order."""
+        return [_labelled(key, entry, entry if isinstance(entry, str) else entry.path)
+                for key, entry in self.metadata.items()]  # fmt: skip
 
     def findings(self) -> list[Finding]:
         return [
             problem(f"metadata.{label}", why)
             for label, path in self.metadata.items()
-            if (why := path_check(path))
+            if isinstance(path, str) and (why := path_check(path))
         ]
+
+
+def _labelled(key: str, entry: object, value: str) -> tuple[Label, str]:
+    """(label, value) of a metadata mapping's entry: its own label, else its key."""
+    label: Label | None = getattr(entry, "label", None)
+    return (label or key, value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -375,6 +426,16 @@ def _image_id(value: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class MetadataNick:
+    """A metadata field with its own label (the entry's key is then only its name)."""
+
+    field: str = option(doc="the field's nickname", check=_nick)
+    label: str | Mapping[str, str] | None = option(
+        None, doc=f"{LABEL_DOC}; else the entry's key", check=label_check
+    )
+
+
+@dataclass(frozen=True)
 class ContentdmFields:
     """CONTENTdm field nicknames for the object's fields (null: not used)."""
 
@@ -390,17 +451,22 @@ class ContentdmFields:
     behavior: str | None = option(None, doc="manifest behaviors", check=_nick)
     viewing_direction: str | None = option(None, doc="e.g. `right-to-left`", check=_nick)
     see_also: str | None = option(None, doc="http(s) URIs of other descriptions", check=_nick)
-    metadata: Mapping[str, str] = option(
+    metadata: Mapping[str, str | MetadataNick] = option(
         MappingProxyType(DEFAULT_METADATA),
-        doc="label -> field nickname, in this order (default: Creator, Date, Subject, "
-        "Publisher, Type, Format, Identifier, Language)",
+        doc="label -> field nickname (or `{field: ..., label: ...}`), in this order (default: "
+        "Creator, Date, Subject, Publisher, Type, Format, Identifier, Language)",
     )
+
+    def labelled(self) -> list[tuple[Label, str]]:
+        """(label, nickname) of each metadata entry, in order."""
+        return [_labelled(key, entry, entry if isinstance(entry, str) else entry.field)
+                for key, entry in self.metadata.items()]  # fmt: skip
 
     def findings(self) -> list[Finding]:
         return [
             problem(f"metadata.{label}", why)
             for label, nick in self.metadata.items()
-            if (why := _nick(nick))
+            if isinstance(nick, str) and (why := _nick(nick))
         ]
 
 
