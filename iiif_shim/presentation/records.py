@@ -172,7 +172,7 @@ def metadata_entry(key: Label, given: Any) -> tuple[Texts, Texts] | None:
             raise RecordError(
                 field, f"takes `label` and `value`, not {', '.join(map(str, unknown))}"
             )
-        label, given = given.get("label") or key, given["value"]
+        label, given = given.get("label", key), given["value"]
     try:
         value = texts(given, lambda v: text(v, field))
         shown = texts(label, lambda v: text(v, field, required=True))
