@@ -73,6 +73,8 @@ def _type_name(hint: Any) -> str:
         inner = [_type_name(a) for a in args if a is not type(None)]
         return " or ".join(inner) + (" or null" if type(None) in args else "")
     if origin is tuple:
+        if args and typing.get_origin(args[0]) in (types.UnionType, typing.Union):
+            return "list of " + " or ".join(f"{_type_name(a)}s" for a in typing.get_args(args[0]))
         return f"list of {_type_name(args[0])}s" if args else "list"
     if origin is not None and issubclass(origin, Mapping):
         kind = next(
@@ -163,9 +165,14 @@ def _section(
         if (inner := _settings_class(hint)) is not None:
             nested.setdefault(inner, []).append(f.name)
     for inner, names in nested.items():
-        many = any(typing.get_origin(hints[n]) is tuple for n in names)
+        origins = {typing.get_origin(hints[n]) for n in names}
+        each = ""
+        if tuple in origins:
+            each = " (each item)"
+        elif origins & {Mapping, dict}:
+            each = " (each value)"
         title = ", ".join(f"`{path}.{n}`" for n in names)
-        yield f"{'#' * (level + 1)} {title}{' (each item)' if many else ''}{note}"
+        yield f"{'#' * (level + 1)} {title}{each}{note}"
         yield ""
         yield from _section(f"{path}.{names[0]}", inner, level + 1, note=note)
 

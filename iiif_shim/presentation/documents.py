@@ -3,8 +3,10 @@
 Pure: an :class:`~.records.ObjectRecord`, the pixel size of each canvas's image (from the same
 cached source facts as info.json), the public URLs and the settings go in; a JSON-ready dict
 comes out. Every URL is built by :class:`Urls`, in one place, so each ``id`` is the address the
-shim really serves. Texts are plain text: a value that a viewer would take for HTML (first
-character ``<``, last ``>``) is escaped and wrapped so it shows as written.
+shim really serves. Metadata labels and values carry every language they were given in (3.0
+language maps, 2.1 ``@value``/``@language`` lists). Texts are plain text: a value that a viewer
+would take for HTML (first character ``<``, last ``>``) is escaped and wrapped so it shows as
+written.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The HTML object page at ``/objects/{object}``: what a museum links to.
 
-Title, summary and a metadata table; the default viewer embedded; a thumbnail of every canvas
-with a link that opens the viewer at that canvas (a Content State); the manifest URL with the
-IIIF drag-and-drop link; "open in" links to every built-in and configured external viewer; the
-PDF. Every value is escaped; the page needs nothing but the shim.
+Title, summary and a metadata table (each label and value in ``presentation.language`` when
+given in it; the date at the precision the catalogue gave); the default viewer embedded; a
+thumbnail of every canvas with a link that opens the viewer at that canvas (a Content State);
+the manifest URL with the IIIF drag-and-drop link; "open in" links to every built-in and
+configured external viewer; the PDF. Every value is escaped; the page needs nothing but the shim.
 """
 
 from __future__ import annotations
