@@ -1,18 +1,28 @@
-"""The ``iiif-shim`` command: ``serve``, ``check-config``, ``probe`` and ``purge``."""
+"""The ``iiif-shim`` command: ``serve``, ``check-config``, ``probe`` and ``purge``.
+
+``check-config`` reads the settings and then every object source through (a CSV file or URL
+and a folder whole; a JSON or CONTENTdm catalogue its list and its first CHECK_REMOTE objects,
+each within its own timeouts and all within CHECK_TIMEOUT): a source that cannot be read, or
+lacks its `object` or `image` column, is a problem (exit 1), as is, with ``presentation.strict``,
+any value an object cannot use. ``--sources`` lists every value, row and object left out, with
+its file, line and column; ``--format json`` gives the same as JSON.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from iiif_shim import __version__
 from iiif_shim.backends.registry import backend_for
 from iiif_shim.base.errors import ConfigError
 from iiif_shim.config.settings import CONFIG_ENV, Settings, load_settings, settings_from_environment
+from iiif_shim.presentation.sources.base import Survey
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,8 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
-    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check = sub.add_parser(
+        "check-config", help="validate a config file and read every object source, then exit"
+    )
     check.add_argument("file")
+    check.add_argument(
+        "--sources",
+        action="store_true",
+        help="list every bad value, row and object of the object sources (file, line, column)",
+    )
+    check.add_argument(
+        "--format", choices=["text", "json"], default="text", help="json: the report as JSON"
+    )
+    check.add_argument("--json", action="store_true", help="the same as --format json")
 
     probe = sub.add_parser(
         "probe",
@@ -60,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _summary(settings: Settings) -> list[str]:
+def _summary(settings: Settings, surveys: Mapping[str, Survey] | None = None) -> list[str]:
     lines = []
     for name, spec in settings.backends.items():
         backend = backend_for(name, spec)
@@ -73,7 +94,8 @@ def _summary(settings: Settings) -> list[str]:
         match = route.match.pattern if route.match else "(every identifier)"
         lines.append(f"  routes[{i}]: {match} -> {route.backend} as {route.id}")
     for name, source in settings.presentation.sources.items():
-        lines.append(f"  presentation source {name} ({source.type_name})")
+        read = f": {_source_line(surveys[name])}" if surveys and name in surveys else ""
+        lines.append(f"  presentation source {name} ({source.type_name}){read}")
     return lines
 
 
@@ -81,16 +103,123 @@ def _warnings(settings: Settings) -> list[str]:
     return [f"warning: {path}: {message}" for path, message in settings.warnings]
 
 
-def check_config(file: str) -> int:
+CHECK_REMOTE = 50  # objects of a remote catalogue check-config reads (besides its list)
+CHECK_TIMEOUT = 300.0  # seconds check-config gives one object source
+
+
+async def survey_sources(settings: Settings) -> dict[str, Survey]:
+    """Every object source read through (a remote one: its list and first objects)."""
+    from iiif_shim.cache.settings import CacheSettings
+    from iiif_shim.core.service import open_service
+    from iiif_shim.presentation.service import open_presentation
+
+    found: dict[str, Survey] = {}
+    service_settings = replace(settings.service(), cache=CacheSettings())  # no cache tiers
+    async with (
+        open_service(service_settings) as service,
+        open_presentation(settings.presentation, service, watch=False) as presentation,
+    ):
+        for name, source in presentation.sources.items():
+            read = CHECK_REMOTE if source.remote else None
+            try:
+                async with asyncio.timeout(CHECK_TIMEOUT):
+                    found[name] = await source.survey(MAX_CHECKED, read)
+            except TimeoutError:
+                error = f"not read within {CHECK_TIMEOUT:g}s"
+                found[name] = Survey(name, source.type_name, error=error)
+    return found
+
+
+MAX_CHECKED = 10_000_000  # object names a check reads of one source
+
+
+def _fatal(survey: Survey, strict: bool) -> str | None:
+    """Why ``survey`` fails the check, or None."""
+    if survey.error is not None:
+        return f"cannot be read: {survey.error}"
+    if strict and (survey.cells or survey.rows or survey.columns or survey.unusable):
+        return (
+            f"presentation.strict: {survey.affected + survey.unusable} objects are refused "
+            "(check-config --sources lists why)"
+        )
+    return None
+
+
+def _source_line(survey: Survey) -> str:
+    if survey.error is not None:
+        return f"CANNOT BE READ: {survey.error}"
+    read = f"{survey.objects} objects read" + ("" if survey.complete else " (its first ones)")
+    left = [
+        f"{n} {what}"
+        for n, what in (
+            (survey.cells, "values"),
+            (survey.rows, "rows"),
+            (survey.columns, "columns"),
+        )
+        if n
+    ]
+    notes = []
+    if left:
+        notes.append(f"{', '.join(left)} left out in {survey.affected} objects")
+    if survey.unusable:
+        notes.append(f"{survey.unusable} objects not served")
+    if not notes:
+        return read
+    return f"{read}; {'; '.join(notes)} (check-config --sources lists them)"
+
+
+def _problem_lines(survey: Survey) -> list[str]:
+    lines = []
+    for p in survey.problems:
+        column = f", column {p.column!r}" if p.column else ""
+        owner = f" (object {p.object!r})" if p.object else ""
+        what = "object not served" if p.kind == "object" else f"{p.kind} left out"
+        lines.append(f"    {p.where}{column}: {p.reason}{owner} [{what}]")
+    hidden = survey.cells + survey.rows + survey.columns + survey.unusable - len(survey.problems)
+    if hidden > 0:
+        lines.append(f"    ... and {hidden} more")
+    return lines
+
+
+def check_config(file: str, sources: bool = False, as_json: bool = False) -> int:
     try:
         settings = load_settings(file)
     except ConfigError as exc:
-        print(exc.report(), file=sys.stderr)
+        if as_json:
+            print(json.dumps({"config": file, "ok": False, "problems": exc.report()}))
+        else:
+            print(exc.report(), file=sys.stderr)
         return 1
-    print(f"{file}: OK")
-    for line in _summary(settings) + _warnings(settings):
+    surveys = asyncio.run(survey_sources(settings)) if settings.presentation.sources else {}
+    strict = settings.presentation.strict
+    fatal = {name: why for name, s in surveys.items() if (why := _fatal(s, strict)) is not None}
+    if as_json:
+        doc = {
+            "config": file,
+            "ok": not fatal,
+            "problems": [f"presentation.sources.{name}: {why}" for name, why in fatal.items()],
+            "warnings": [f"{path}: {message}" for path, message in settings.warnings],
+            "sources": {name: s.as_json() for name, s in surveys.items()},
+        }
+        print(json.dumps(doc, ensure_ascii=False, indent=1))
+        return 1 if fatal else 0
+    if fatal:
+        plural = "s" if len(fatal) > 1 else ""
+        print(f"{file}: {len(fatal)} problem{plural}:", file=sys.stderr)
+        for name, why in fatal.items():
+            print(f"  presentation.sources.{name}: {why}", file=sys.stderr)
+    else:
+        print(f"{file}: OK")
+    heads = {f"  presentation source {name} (": name for name in surveys}
+    for line in _summary(settings, surveys):
         print(line)
-    return 0
+        shown = next((name for head, name in heads.items() if line.startswith(head)), None)
+        if sources and shown is not None:
+            for problem in _problem_lines(surveys[shown]):
+                print(problem)
+    for line in _warnings(settings):
+        print(line)
+    return 1 if fatal else 0
 
 
 def _worker_command(args: argparse.Namespace) -> list[str]:
@@ -235,7 +364,8 @@ _PURGED = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
-        return check_config(args.file)
+        as_json = args.json or args.format == "json"
+        return check_config(args.file, args.sources or as_json, as_json)
     if args.command == "probe":
         return probe(args)
     if args.command == "purge":

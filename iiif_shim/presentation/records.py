@@ -5,15 +5,23 @@ same place: :func:`build_record` turns the fields it read into an :class:`Object
 raises :class:`RecordError` naming the field. The manifest builders read only records, never a
 source. Records come from metadata the shim does not control (a catalogue API is an upstream
 like any other), so every text is bounded in length and count, and every URI is checked.
+
+Strict or lenient is decided here, once for every source type: strict (``presentation.strict``),
+the first field that cannot be used raises; lenient (the default), an optional value that
+cannot be used (a date that is not one, rights that are not a URI, a bad URL, behavior, text
+that is too long) is left out and noted in :attr:`ObjectRecord.skipped`, a canvas without its
+image is left out the same way, and only an object with no usable canvas at all raises. A
+rights text that is not a URI is shown as metadata ``Rights`` instead.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from iiif_shim.iiif.profile import RIGHTS_RE
@@ -50,6 +58,8 @@ _DISJOINT = (
 )
 VIEWING_DIRECTIONS = frozenset(("left-to-right", "right-to-left", "top-to-bottom", "bottom-to-top"))
 _NAME_BAD = re.compile(r"[\x00-\x1f\x7f]")
+T = TypeVar("T")
+_NONE: tuple[str, ...] = ()
 
 
 class RecordError(ValueError):
@@ -59,6 +69,22 @@ class RecordError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class NoCanvas(RecordError):
+    """(lenient) No canvas of the object has a usable image: the object cannot be shown."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A value left out of an object's documents (lenient mode), and why: ``field`` is a key of
+    OBJECT_FIELDS or CANVAS_FIELDS, or ``metadata``; ``canvas`` the 0-based canvas (row) it
+    belongs to, ``entry`` the 0-based metadata pair."""
+
+    field: str
+    message: str
+    canvas: int | None = None
+    entry: int | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +117,7 @@ class ObjectRecord:
     behavior: tuple[str, ...] = ()
     viewing_direction: str | None = None
     see_also: tuple[str, ...] = ()
+    skipped: tuple[Skipped, ...] = ()  # what lenient mode left out, for warnings and reports
 
 
 @dataclass(frozen=True)
@@ -228,46 +255,96 @@ def build_record(
     canvases: Sequence[Mapping[str, Any]],
     metadata: Sequence[tuple[Label, Any]] = (),
     max_canvases: int = MAX_CANVASES,
+    *,
+    strict: bool = True,
 ) -> ObjectRecord:
     """The record of object ``name`` from its object-level ``fields`` (keys of OBJECT_FIELDS),
-    its ``canvases`` in order (keys of CANVAS_FIELDS) and its metadata pairs (label, value)."""
+    its ``canvases`` in order (keys of CANVAS_FIELDS) and its metadata pairs (label, value).
+    ``strict``: the first value that cannot be used raises; else it is left out and noted in
+    ``skipped`` (only an object without a usable canvas raises)."""
     if (why := check_name(name)) is not None:
         raise RecordError("object", why)
     if not canvases:
         raise RecordError("image", "the object has no images")
     if len(canvases) > max_canvases:
         raise RecordError("image", f"the object has more than {max_canvases} images")
+    skipped: list[Skipped] = []
+
+    def kept(
+        make: Callable[[], T], empty: T, canvas: int | None = None, entry: int | None = None
+    ) -> T:
+        """``make()``; lenient, ``empty`` with a note of why it cannot be used."""
+        try:
+            return make()
+        except RecordError as exc:
+            if strict:
+                raise
+            skipped.append(Skipped(exc.field.split(" (")[0], exc.message, canvas, entry))
+            return empty
+
     items: list[CanvasRecord] = []
     ranges: list[RangeRecord] = []
     for i, canvas in enumerate(canvases):
-        image = text(canvas.get("image"), f"image (canvas {i + 1})", required=True)
-        assert image is not None
-        items.append(CanvasRecord(image, text(canvas.get("canvas_label"), "canvas_label")))
-        part = text(canvas.get("range"), "range")
+        image = kept(
+            partial(text, canvas.get("image"), f"image (canvas {i + 1})", required=True), None, i
+        )
+        if image is None:  # (lenient) the canvas is left out
+            continue
+        at = len(items)
+        items.append(
+            CanvasRecord(
+                image, kept(partial(text, canvas.get("canvas_label"), "canvas_label"), None, i)
+            )
+        )
+        part = kept(partial(text, canvas.get("range"), "range"), None, i)
         if part is None:
             continue
-        if ranges and ranges[-1].label == part and ranges[-1].last == i - 1:
-            ranges[-1] = RangeRecord(part, ranges[-1].first, i)
+        if ranges and ranges[-1].label == part and ranges[-1].last == at - 1:
+            ranges[-1] = RangeRecord(part, ranges[-1].first, at)
         else:
-            ranges.append(RangeRecord(part, i, i))
-    pairs = [pair for key, value in metadata if (pair := metadata_entry(key, value))]
+            ranges.append(RangeRecord(part, at, at))
+    if not items:
+        why = "; ".join(
+            f"canvas {n.canvas + 1}: {n.message}" for n in skipped[:3] if n.canvas is not None
+        )
+        raise NoCanvas("image", f"no canvas has a usable image ({why})")
+    pairs: list[tuple[Texts, Texts]] = []
+    for j, (label, value) in enumerate(metadata):
+        if (pair := kept(partial(metadata_entry, label, value), None, entry=j)) is not None:
+            pairs.append(pair)
+    rights_text = kept(partial(text, fields.get("rights"), "rights"), None)
+    rights_uri = kept(partial(rights, rights_text), None)
+    if rights_text is not None and rights_uri is None:  # (lenient) shown as text instead
+        pairs.append((Texts.of("Rights"), Texts.of(rights_text)))
     if len(pairs) > MAX_METADATA:
-        raise RecordError("metadata", f"more than {MAX_METADATA} label/value pairs")
-    see_also = tuple(http_uri(u, "see_also") for u in _words(fields.get("see_also"), "see_also"))
+        kept(partial(_too_many, "metadata", f"more than {MAX_METADATA} label/value pairs"), None)
+        pairs = pairs[:MAX_METADATA]
+    see_also: list[str] = []
+    for uri in kept(partial(_words, fields.get("see_also"), "see_also"), _NONE):
+        if (good := kept(partial(http_uri, uri, "see_also"), None)) is not None:
+            see_also.append(good)
     return ObjectRecord(
         name=name,
         source=source,
-        label=text(fields.get("label"), "label") or name,
+        label=kept(partial(text, fields.get("label"), "label"), None) or name,
         canvases=tuple(items),
-        summary=text(fields.get("summary"), "summary"),
+        summary=kept(partial(text, fields.get("summary"), "summary"), None),
         metadata=tuple(pairs),
-        rights=rights(text(fields.get("rights"), "rights")),
-        required_statement=text(fields.get("required_statement"), "required_statement"),
-        nav_date=nav_date(text(fields.get("nav_date"), "nav_date")),
-        ranges=tuple(ranges),
-        behavior=behavior(fields.get("behavior")),
-        viewing_direction=viewing_direction(
-            text(fields.get("viewing_direction"), "viewing_direction")
+        rights=rights_uri,
+        required_statement=kept(
+            partial(text, fields.get("required_statement"), "required_statement"), None
         ),
-        see_also=see_also,
+        nav_date=kept(lambda: nav_date(text(fields.get("nav_date"), "nav_date")), None),
+        ranges=tuple(ranges),
+        behavior=kept(partial(behavior, fields.get("behavior")), _NONE),
+        viewing_direction=kept(
+            lambda: viewing_direction(text(fields.get("viewing_direction"), "viewing_direction")),
+            None,
+        ),
+        see_also=tuple(see_also),
+        skipped=tuple(skipped),
     )
+
+
+def _too_many(field: str, message: str) -> None:
+    raise RecordError(field, message)

@@ -12,16 +12,27 @@ holds none of it). Their pool jobs count in the ``documents`` lane (``base/lanes
 the handlers), and the facts they ask of a backend hold at most half of what its metadata
 may (``upstream/client.py``). PDFs are made by ``pdfs.py`` (:meth:`PresentationService.pdf_plan`
 says what one is made of).
+
+A collection leaves out the objects its source cannot show (no usable canvas: a 404 of their
+own). :class:`SourceWatch` reads every source in the background every
+``presentation.check_interval`` seconds (a local one through, a remote one its list only),
+each read bounded by SURVEY_TIMEOUT, for ``/health/ready`` and the ``iiif_shim_source_*``
+gauges: ``ok``, ``degraded`` (values, rows or objects left out, with their counts) or ``down``
+(with the error).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
 
+from iiif_shim.backends.base import Health
 from iiif_shim.base.errors import NotFound, ShimError, UnknownImage
 from iiif_shim.cache.memory import Observe, TtlCache
 from iiif_shim.core.service import ImageService
@@ -33,31 +44,129 @@ from iiif_shim.presentation.documents import Builder, Picture, thumb_size
 from iiif_shim.presentation.pdfs import PdfMaker, PdfPlan
 from iiif_shim.presentation.records import ObjectRecord, check_name
 from iiif_shim.presentation.settings import PresentationSettings
-from iiif_shim.presentation.sources.base import ObjectSource, SourceContext
+from iiif_shim.presentation.sources.base import ObjectSource, SourceContext, Survey, UnusableObject
 from iiif_shim.presentation.sources.registry import source_for
+from iiif_shim.telemetry.metrics import Metrics
+
+log = logging.getLogger("iiif_shim")
 
 _CONCURRENT_FACTS = 8  # image facts looked up at once for one document
 _DOCUMENT_LOOKUPS = 16  # ... and for all documents of a process together
 _LOOKUP_LINE = 4096  # lookups that may wait for the gate (512 documents, 8 each)
+SURVEY_TIMEOUT = 60.0  # seconds one background read of a source may take (then: down)
 T = TypeVar("T")
 
 
 @asynccontextmanager
 async def open_presentation(
-    settings: PresentationSettings, images: ImageService, observe: Observe | None = None
+    settings: PresentationSettings,
+    images: ImageService,
+    observe: Observe | None = None,
+    watch: bool = True,
 ) -> AsyncIterator[PresentationService]:
-    """The presentation service with its sources started; all closed on exit."""
-    context = SourceContext(images.workers.run, images.backends, images.router, images.metrics)
+    """The presentation service with its sources started (and, with ``watch``, read in the
+    background for health); all closed on exit."""
+    context = SourceContext(
+        images.workers.run, images.backends, images.router, images.metrics, settings.strict
+    )
     sources = {name: source_for(name, spec) for name, spec in settings.sources.items()}
     started: list[ObjectSource[Any]] = []
+    service: PresentationService | None = None
     try:
         for source in sources.values():
             await source.start(context)
             started.append(source)
-        yield PresentationService(settings, images, sources, observe)
+        service = PresentationService(settings, images, sources, observe)
+        if watch and sources:
+            service.watch.start()
+        yield service
     finally:
+        if service is not None:
+            await service.watch.stop()
         for source in started:
             await source.close()
+
+
+class SourceWatch:
+    """Every source read now and then in the background; the latest :class:`Survey` of each."""
+
+    def __init__(
+        self,
+        sources: Mapping[str, ObjectSource[Any]],
+        interval: float,
+        limit: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.sources = sources
+        self.interval = interval
+        self.limit = limit
+        self.metrics = metrics
+        self.surveys: dict[str, tuple[Survey, float]] = {}  # by source: survey, when (epoch)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self.check_all()
+            await asyncio.sleep(self.interval)
+
+    async def check_all(self) -> None:
+        names = list(self.sources)
+        found = await asyncio.gather(*(self.check(name) for name in names))
+        for name, survey in zip(names, found, strict=True):
+            self.surveys[name] = (survey, time.time())
+            if self.metrics is not None:
+                skipped = {"cells": survey.cells, "rows": survey.rows,
+                           "columns": survey.columns, "objects": survey.unusable}  # fmt: skip
+                self.metrics.source_state(
+                    name, survey.state is not Health.DOWN, survey.objects, skipped
+                )
+
+    async def check(self, name: str) -> Survey:
+        """One source read: a local one through, a remote one its list (no object)."""
+        source = self.sources[name]
+        try:
+            async with asyncio.timeout(SURVEY_TIMEOUT):
+                return await source.survey(self.limit, 0 if source.remote else None)
+        except TimeoutError:
+            error = f"not read within {SURVEY_TIMEOUT:g}s"
+        except Exception:  # a check must never take the watch down with it
+            log.exception("reading object source %r for health failed", name)
+            error = "reading it failed"
+        return Survey(name, source.type_name, error=error)
+
+    def report(self) -> dict[str, Any]:
+        """Each source's entry of ``/health/ready``."""
+        out: dict[str, Any] = {}
+        for name, source in self.sources.items():
+            if name not in self.surveys:
+                out[name] = {"type": source.type_name, "state": Health.DEGRADED.value,
+                             "reason": "not read yet"}  # fmt: skip
+                continue
+            survey, when = self.surveys[name]
+            out[name] = survey.as_json(problems=False) | {
+                "checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+            }
+        return out
+
+    def merged(self, overall: Health, body: dict[str, Any]) -> tuple[Health, dict[str, Any]]:
+        """``/health/ready`` with the sources: a source that is down lowers an ``ok`` to
+        ``degraded`` (never to ``down``: the images are still served, so the process stays
+        ready); values left out do not change the overall state."""
+        sources = self.report()
+        if not sources:
+            return overall, body
+        if overall is Health.OK and any(s["state"] == "down" for s in sources.values()):
+            overall = Health.DEGRADED
+        return overall, body | {"status": overall.value, "sources": sources}
 
 
 class PresentationService:
@@ -84,6 +193,9 @@ class PresentationService:
             "image facts being looked up for documents",
         )
         self.pdfs = PdfMaker(settings, images)
+        self.watch = SourceWatch(
+            sources, settings.check_interval, settings.collection_limit, images.metrics
+        )
 
     def _purged(self, source: str | None) -> None:
         """Records are by object, not by image: a purge of everything empties them."""
@@ -171,11 +283,12 @@ class PresentationService:
         self, source: ObjectSource[Any], limit: int
     ) -> list[tuple[str, str, Picture | None]]:
         """(name, label, thumbnail picture) of up to ``limit`` objects of ``source``; an object
-        that cannot be read is listed under its name, without a thumbnail."""
+        that cannot be read is listed under its name, without a thumbnail; one its source
+        cannot show (no usable canvas) is left out."""
         names = await source.names(limit)
         gate = asyncio.Semaphore(_CONCURRENT_FACTS)
 
-        async def one(name: str) -> tuple[str, str, Picture | None]:
+        async def one(name: str) -> tuple[str, str, Picture | None] | None:
             async with gate:
                 try:
                     record = await self.record_in(source, name)  # the source's: not in the gate
@@ -184,10 +297,13 @@ class PresentationService:
                     async with self.lookups.held():
                         picture = await self.picture(record.canvases[0].image, name)
                     return name, record.label, picture
+                except UnusableObject:
+                    return None
                 except ShimError:
                     return name, name, None
 
-        return await _all_of([partial(one, name) for name in names])
+        found = await _all_of([partial(one, name) for name in names])
+        return [entry for entry in found if entry is not None]
 
     async def collection(
         self, version: Version, source_name: str | None, builder: Builder

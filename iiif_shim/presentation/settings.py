@@ -1,7 +1,8 @@
 """The ``presentation:`` section of the config: language, provider, object sources, the sizes
 of what manifests offer (thumbnails, PDF pages) and the bounds of PDFs (pages, how many are
-built at once, how long one waits for its turn, the disk they are kept on). Each source's own
-keys belong to its type (``sources/``)."""
+built at once, how long one waits for its turn, the disk they are kept on), strict or lenient
+reading of catalogues and how often the sources are read for health. Each source's own keys
+belong to its type (``sources/``)."""
 
 from __future__ import annotations
 
@@ -94,6 +95,19 @@ class PresentationSettings:
         "on top of `cache.disk_bytes`, until a purge of any of their images (0, or no disk "
         "tier: none kept); least recently used go first",
         check=at_least(0),
+    )
+    strict: bool = option(
+        False,
+        doc="refuse (502) an object with any value its catalogue gives that cannot be used (a "
+        "date that is not one, rights that are not a URI, a bad URL, a row without its image); "
+        "by default such a value is left out of the object's documents (logged once, listed by "
+        "`check-config --sources`) and a row without its image is skipped",
+    )
+    check_interval: float = option(
+        60.0,
+        doc="seconds between the background reads of every object source, for `/health/ready` "
+        "and the `iiif_shim_source_*` metrics (a local file is built again only when it changed)",
+        check=at_least(1),
     )
     sources: Mapping[str, SourceSettings] = field(
         default_factory=lambda: MappingProxyType({}),

@@ -7,7 +7,8 @@ Redis calls; Pillow work by step; backend calls by outcome (``ok`` or the failur
 ``refused``, ``timeout``, ``not_image``, ...) and their latency; each backend's circuit state,
 connections in use and requests waiting for one; PDF pages written and PDF builds by outcome;
 the image job queue, decoded bytes reserved and waiters for memory; client connections and why
-some were refused; how many processes serve. ``GET /metrics`` serves
+some were refused; how many processes serve; each object source's state from its last
+background read (up or not, objects, what was left out by kind). ``GET /metrics`` serves
 :meth:`Metrics.render`.
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (the supervisor sets it for its workers) the values live in
@@ -22,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
@@ -124,6 +125,29 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        self._source_up = Gauge(
+            "iiif_shim_source_up",
+            "object source readable at its last background read (1), or down (0)",
+            ["source"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self._source_objects = Gauge(
+            "iiif_shim_source_objects",
+            "objects an object source had at its last background read",
+            ["source"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self._source_skipped = Gauge(
+            "iiif_shim_source_skipped",
+            "what the last background read of an object source left out, by kind: cells "
+            "(values), rows (canvases without their image), columns (optional ones missing), "
+            "objects (no usable canvas: not served)",
+            ["source", "kind"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self._gauges: dict[str, Gauge] = {}
         for name, doc in (
             ("image_jobs", "image jobs queued or running in the thread pool"),
@@ -172,6 +196,13 @@ class Metrics:
 
     def pdf_build(self, outcome: str) -> None:
         self._pdf_builds.labels(outcome).inc()
+
+    def source_state(self, source: str, up: bool, objects: int, skipped: Mapping[str, int]) -> None:
+        """An object source's state after a background read."""
+        self._source_up.labels(source).set(1 if up else 0)
+        self._source_objects.labels(source).set(objects)
+        for kind, count in skipped.items():
+            self._source_skipped.labels(source, kind).set(count)
 
     def client_refused(self, reason: str) -> None:
         self._refused.labels(reason).inc()

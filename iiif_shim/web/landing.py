@@ -1,5 +1,6 @@
-"""The landing page at ``/``: the objects with their thumbnails, then each identifier with its
-info.json links and a thumbnail.
+"""The landing page at ``/``: the objects with their thumbnails (and each object source that
+cannot be read, named with its error: a broken catalogue shows, it does not vanish), then each
+identifier with its info.json links and a thumbnail.
 
 Links are relative to the page, so they work behind any proxy; every value is escaped.
 """
@@ -35,9 +36,11 @@ def landing_page(
     identifiers: list[str],
     objects: Sequence[tuple[str, str, str | None]] = (),
     site: str = "",
+    broken: Sequence[tuple[str, str]] = (),
 ) -> str:
     """``objects``: (name, label, thumbnail URL) of the objects to list first; ``site``: the
-    public URL their pages are under."""
+    public URL their pages are under; ``broken``: (source, why) of the sources that could not
+    be read."""
     shown = []
     for name, label, thumbnail in objects:
         img = (
@@ -65,6 +68,11 @@ def landing_page(
             "</li>"
         )
     body = "\n".join(items) or "<p>No identifiers to list: see the configuration.</p>"
+    notes = "".join(
+        f'<p class="broken">Object source <code>{escape(source)}</code> cannot be read: '
+        f"{escape(why)}</p>"
+        for source, why in broken
+    )
     return (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
@@ -73,10 +81,10 @@ def landing_page(
         f"<code>{escape(prefix)}/2/</code> · iiif-shim {escape(__version__)} · "
         '<a href="/health">health</a></p>'
         + (
-            f'<h2>Objects</h2><ul class="objects">\n{"".join(shown)}\n</ul>'
+            f'<h2>Objects</h2>{notes}<ul class="objects">\n{"".join(shown)}\n</ul>'
             f'<p><a href="{escape(prefix)}/presentation/3/collection">IIIF collection</a></p>'
             "<h2>Images</h2>"
-            if shown
+            if shown or notes
             else ""
         )
         + f"<ul>\n{body}\n</ul></body></html>\n"
@@ -96,11 +104,17 @@ async def landing(request: web.Request) -> web.Response:
             identifiers += await service.backends[name].identifiers(50)
     builder = builder_of(request, runtime)
 
+    broken: list[tuple[str, str]] = []
+
     async def listed(source: ObjectSource[Any]) -> list[tuple[str, str, str | None]]:
-        try:  # a source that is down or slow leaves the rest of the page
+        try:  # a source that is down or slow leaves the rest of the page, and is named
             async with asyncio.timeout(LANDING_SOURCE_WAIT):
                 entries = await runtime.presentation.entries(source, 50)
-        except (ShimError, TimeoutError):
+        except ShimError as exc:
+            broken.append((source.name, exc.public_text()))
+            return []
+        except TimeoutError:
+            broken.append((source.name, f"no answer within {LANDING_SOURCE_WAIT:g}s"))
             return []
         return [
             (name, label, builder.thumbnail(picture)["id"] if picture else None)
@@ -112,7 +126,12 @@ async def landing(request: web.Request) -> web.Response:
     objects = [entry for listing in listings for entry in listing]
     return web.Response(
         text=landing_page(
-            settings.landing.title, settings.iiif.prefix, identifiers, objects, builder.urls.site
+            settings.landing.title,
+            settings.iiif.prefix,
+            identifiers,
+            objects,
+            builder.urls.site,
+            sorted(broken),
         ),
         content_type="text/html",
     )

@@ -104,9 +104,11 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Each backend's state from the background checks; 503 only when every one is down."""
+    """Each backend's and object source's state from the background checks; 503 only when
+    every backend is down (a source that is down makes it ``degraded``, still 200)."""
     observed(request).endpoint = "health"
-    overall, body = runtime_of(request).health.report()
+    runtime = runtime_of(request)
+    overall, body = runtime.presentation.watch.merged(*runtime.health.report())
     status = 503 if overall == "down" else 200
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 

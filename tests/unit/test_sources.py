@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import time
+from dataclasses import replace
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from iiif_shim.base.schema import Reader
 from iiif_shim.config.settings import parse_settings
 from iiif_shim.core.routing import Router
 from iiif_shim.presentation.records import RangeRecord
-from iiif_shim.presentation.sources.base import ObjectSource, SourceContext
+from iiif_shim.presentation.sources.base import ObjectSource, SourceContext, UnusableObject
 from iiif_shim.presentation.sources.registry import SOURCE_TYPES, source_for
 from iiif_shim.presentation.sources.settings import SOURCE_SETTINGS, ConfigView
 from iiif_shim.upstream.jsonpath import MAX_RESULTS, compile_path, select
@@ -296,7 +297,6 @@ def test_check_config_warns_of_unreadable_csv_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "extra", "fragment"),
     [
-        ("obj,img\nx,x/1\nx,\n", {}, "object 'x': line 3: no image (column 'img')"),
         ("obj,img\nx,x/1\ny,y/1\nz,z/1\n", {"max_rows": 2}, "more than max_rows (2)"),
         ("obj,img\nx,x/1\n", {"max_bytes": 10}, "larger than max_bytes (10)"),
         ("", {}, "is empty (no header row)"),
@@ -321,6 +321,31 @@ def test_bad_csv_content_is_a_502_naming_the_source(
             assert caught.value.status == 502
             assert caught.value.message.startswith("source 'cat'")
             assert fragment in caught.value.message, caught.value.message
+
+    run(check())
+
+
+def test_a_row_without_its_image_is_skipped_unless_strict(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("obj,img\nx,x/1\nx,\ny,\n")
+
+    async def check() -> None:
+        data = {"path": "t.csv", "columns": {"object": "obj", "image": "img"}}
+        async with opened("csv", data, tmp_path, "cat") as src:
+            record = await src.record("x")
+            assert record is not None and [c.image for c in record.canvases] == ["x/1"]
+            assert [(s.field, s.canvas) for s in record.skipped] == [("image", 1)]
+            with pytest.raises(UnusableObject) as unusable:
+                await src.record("y")
+            assert unusable.value.status == 404 and "object 'y'" in unusable.value.message
+        source = source_for("cat", settings_of("csv", data, tmp_path))
+        await source.start(replace(CONTEXT, strict=True))
+        try:
+            with pytest.raises(BackendError) as caught:
+                await source.record("x")
+            assert caught.value.status == 502
+            assert "object 'x': line 3: no image (column 'img')" in caught.value.message
+        finally:
+            await source.close()
 
     run(check())
 

@@ -150,9 +150,9 @@ class ContentdmSource(HttpJsonSource[ContentdmSourceSettings]):
         cpd = await self._json(self._ask(self._compound, pointer=name), what, name)
         try:
             canvases = self._canvases(name, info, cpd)
-            return self._build(name, info, canvases)
+            return self.noted(self._build(name, info, canvases))
         except RecordError as exc:
-            raise self.bad(name, str(exc)) from None
+            raise self.unusable(name, exc) from None
 
     def _canvases(self, name: str, info: Mapping[str, Any], cpd: Any) -> list[dict[str, Any]]:
         refusal = _refusal(cpd)
@@ -221,4 +221,4 @@ class ContentdmSource(HttpJsonSource[ContentdmSourceSettings]):
             nav_date(text(fields["nav_date"], "nav_date"))
         except RecordError:
             fields["nav_date"] = None
-        return build_record(name, self.name, fields, canvases, metadata)
+        return build_record(name, self.name, fields, canvases, metadata, strict=self.strict)

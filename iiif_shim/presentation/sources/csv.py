@@ -13,9 +13,14 @@ changes, a URL is fetched again (with the upstream client, as a conditional requ
 ``refresh`` seconds have passed; when that refetch fails, the last good copy stays in use. Every
 value is treated as hostile text: :func:`~..records.build_record` bounds and checks it.
 
-A configured column the header lacks is a 502 naming the source and the column, for the
-objects of this source only (names that are not in the file are still answered as not this
-source's); ``check-config`` warns of it for a local file.
+A row without an image is left out (lenient) and an object with no row left is a 404 naming
+why; a value that cannot be used is left out, logged once with its line and column
+(``records.py`` decides). A missing `object` or `image` column (and, with
+``presentation.strict``, any configured column the header lacks) is a 502 naming the source and
+the column, for the objects of this source only (names that are not in the file are still
+answered as not this source's); leniently, a missing optional column is left out. The survey
+(``check-config``, ``/health/ready``) builds every object of the table in the thread pool,
+once per table read.
 """
 
 from __future__ import annotations
@@ -48,10 +53,11 @@ from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
     ObjectRecord,
     RecordError,
+    Skipped,
     build_record,
     check_name,
 )
-from iiif_shim.presentation.sources.base import ObjectSource, SourceContext
+from iiif_shim.presentation.sources.base import ObjectSource, Problem, SourceContext, Survey
 from iiif_shim.presentation.sources.settings import (
     ROW_FIELDS,
     CsvSourceSettings,
@@ -170,6 +176,7 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         self._failure: tuple[type[BackendError], str] | None = None
         self._fetched = -math.inf  # a URL's: when it was last fetched (loop time)
         self._validators: dict[str, str] = {}  # a URL's: If-None-Match, If-Modified-Since
+        self._surveyed: tuple[Table, Survey] | None = None  # the last survey, of that table
 
     @property
     def _where(self) -> str:
@@ -188,10 +195,20 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         if self._upstream is not None:
             await self._upstream.close()
 
+    @property
+    def remote(self) -> bool:
+        return self._url is not None
+
+    def _fatal(self, table: Table) -> list[tuple[str, str]]:
+        """The missing columns that stop this source: `object` and `image`, or (strict) any."""
+        if self.strict or any(key in ("object", "image") for key, _ in table.missing):
+            return table.missing
+        return []
+
     async def names(self, limit: int) -> list[str]:
         table = await self._current()
-        if table.missing:
-            raise _no_columns(self.who, self._where, table.missing)
+        if missing := self._fatal(table):
+            raise _no_columns(self.who, self._where, missing)
         return table.names[:limit]
 
     async def record(self, name: str) -> ObjectRecord | None:
@@ -201,20 +218,23 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         rows = table.objects.get(name)
         if rows is None:
             return None
-        if table.missing:
-            raise _no_columns(self.who, self._where, table.missing)
-        return self._build(name, rows)
+        if missing := self._fatal(table):
+            raise _no_columns(self.who, self._where, missing)
+        return self.noted(self._build(name, rows))
+
+    def _ordered(self, rows: Sequence[Row]) -> Sequence[Row]:
+        if self.settings.columns.order is None:
+            return rows
+        return order_rows(rows, ROW_FIELDS.index("order"))
 
     def _build(self, name: str, rows: Sequence[Row]) -> ObjectRecord:
         columns = self.settings.columns
         at = {key: i for i, key in enumerate(ROW_FIELDS)}
         first = rows[0]
-        if columns.order is not None:
-            rows = order_rows(rows, at["order"])
         canvases = []
-        for row in rows:
+        for row in self._ordered(rows):
             image = row.values[at["image"]]
-            if not image.strip():
+            if self.strict and not image.strip():
                 raise self._bad(name, f"line {row.line}: no image (column {columns.image!r})")
             canvases.append(
                 {"image": image, "canvas_label": row.values[at["canvas_label"]],
@@ -226,9 +246,64 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
             for i, (label, _) in enumerate(columns.labelled())
         ]
         try:
-            return build_record(name, self.name, fields, canvases, metadata)
+            return build_record(name, self.name, fields, canvases, metadata, strict=self.strict)
         except RecordError as exc:
-            raise self._bad(name, str(exc)) from None
+            raise self.unusable(name, exc) from None
+
+    def place(self, record: ObjectRecord, skipped: Skipped) -> tuple[str, str | None]:
+        """The file's line and the column of a value left out."""
+        rows = self._table.objects.get(record.name) if self._table is not None else None
+        if not rows:
+            return super().place(record, skipped)
+        row = rows[0]
+        if skipped.canvas is not None:
+            row = self._ordered(rows)[skipped.canvas]
+        wanted = self.settings.columns.wanted()
+        if skipped.entry is not None:
+            column = wanted[len(ROW_FIELDS) + skipped.entry]
+        else:
+            column = dict(zip(ROW_FIELDS, wanted, strict=False)).get(skipped.field)
+        return f"{self._where} line {row.line}", column or skipped.field
+
+    async def survey(self, limit: int, read: int | None = None) -> Survey:
+        """Every object of the table, built in the thread pool (kept until the table or the
+        file changes)."""
+        try:
+            table = await self._current()
+        except ShimError as exc:
+            return Survey(self.name, self.type_name, error=exc.public_text())
+        if missing := self._fatal(table):
+            error = _no_columns(self.who, self._where, missing).public_text()
+            return Survey(self.name, self.type_name, error=error)
+        if self._surveyed is not None and self._surveyed[0] is table:
+            return self._surveyed[1]
+        survey: Survey = await self.context.run_blocking(self._survey_table, table)
+        self._surveyed = (table, survey)
+        return survey
+
+    def _survey_table(self, table: Table) -> Survey:
+        """Blocking: each object built, each problem placed."""
+        survey = Survey(self.name, self.type_name)
+        for key, column in table.missing:  # (lenient) optional columns: left out
+            survey.add(Problem(self._where, column, None, f"no such column ({key}): left out",
+                               "column"))  # fmt: skip
+        object_column = self.settings.columns.object
+        for name, rows in table.objects.items():
+            if (why := check_name(name)) is not None:
+                for row in rows:
+                    where = f"{self._where} line {row.line}"
+                    survey.add(Problem(where, object_column, None, why, "row"))
+                continue
+            survey.objects += 1
+            try:
+                record = self._build(name, rows)
+            except ShimError as exc:
+                where = f"{self._where} line {rows[0].line}"
+                survey.unusable += 1
+                survey.add(Problem(where, None, name, exc.public_text(), "object"))
+                continue
+            self._count(survey, name, record)
+        return survey
 
     def _bad(self, name: str, message: str) -> BackendError:
         return BadRecord(f"{self.who}, object {name!r}: {message}")

@@ -15,6 +15,7 @@ from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
     ObjectRecord,
     RecordError,
+    Skipped,
     build_record,
     check_name,
 )
@@ -72,7 +73,16 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
         found: ObjectRecord = await self.context.run_blocking(
             self._record, name, inside.images, raw
         )
-        return found
+        return self.noted(found)
+
+    def place(self, record: ObjectRecord, skipped: Skipped) -> tuple[str, str | None]:
+        """The object's file and the key of a value left out."""
+        where = f"{record.name}/{OBJECT_FILE}"
+        if skipped.canvas is not None:
+            return where, f"canvases.{record.name}: canvas {skipped.canvas + 1} {skipped.field}"
+        if skipped.entry is not None:
+            return where, f"metadata[{skipped.entry}]"
+        return where, skipped.field
 
     def _record(self, name: str, images: Sequence[str], raw: bytes | None) -> ObjectRecord:
         """The record of folder ``name`` (blocking: its object file is parsed here)."""
@@ -94,9 +104,11 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
             raise self._bad(name, "metadata: must be a mapping of label to value")
         fields = {key: spec.get(key) for key in OBJECT_FIELDS}
         try:
-            return build_record(name, self.name, fields, canvases, list(metadata.items()))
+            return build_record(
+                name, self.name, fields, canvases, list(metadata.items()), strict=self.strict
+            )
         except RecordError as exc:
-            raise self._bad(name, str(exc)) from None
+            raise self.unusable(name, exc) from None
 
     def _object_file(self, raw: bytes | None, name: str) -> Mapping[str, Any]:
         if raw is None:

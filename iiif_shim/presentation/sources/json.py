@@ -189,7 +189,11 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
         if answer is None:
             return None
         found: ObjectRecord = await self.context.run_blocking(self._read, name, answer)
-        return found
+        return self.noted(found)
+
+    @property
+    def remote(self) -> bool:
+        return True
 
     def _read(self, name: str, answer: Answer) -> ObjectRecord:
         """The record from an object's answer. Blocking (parsing, paths)."""
@@ -197,7 +201,7 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
         try:
             return self._build(name, doc)
         except RecordError as exc:
-            raise self.bad(name, str(exc)) from None
+            raise self.unusable(name, exc) from None
         except ValueError as exc:  # a path matching too many values
             raise self.bad(name, str(exc)) from None
 
@@ -228,7 +232,7 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
             (label, JOINED.join(scalars(path.select(doc), f"metadata {label!r}")))
             for label, path in self._metadata
         ]
-        return build_record(name, self.name, fields, canvases, metadata)
+        return build_record(name, self.name, fields, canvases, metadata, strict=self.strict)
 
     # --- the list of objects -----------------------------------------------------------------
 
