@@ -10,9 +10,9 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import replace
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
