@@ -13,10 +13,29 @@ again and again, so caching them is worth more than streaming them).
 Once the first bytes have gone out the status is sent: a fault after that (the backend stalls,
 resets, or sends more than ``max_bytes``) can only cut the response, so the connection is
 aborted and the client sees a short body, never a complete-looking one.
+
+**Originals.** A request for the whole master at its own size, in its own format, with no
+other change (3.0 ``full/max/0/default.jpg`` of a JPEG master, 2.1 ``full/full`` and
+``full/max``, or the full size written out as ``w,h``: :func:`original`) is answered with the
+master's own bytes, at any size, whenever they are what the pipeline would deliver. The facts
+say whether that can be (a format and mode whose bytes read as the pipeline's output would:
+:data:`_AS_IS`); the bytes themselves confirm it before anything is sent (:func:`as_is`: the
+header read from them has that size, format and mode, no EXIF orientation, one page, 8 bits a
+sample). So a CMYK or 16-bit master, one whose EXIF asks a reader to turn it (the pipeline
+serves pixels as stored, its tiles without the tag), or a multi-page TIFF goes the usual way.
+An embedded colour profile stays in the original: the pipeline converts no colours, and an
+original sent with its own profile is the truest copy there is (JPEG derivatives lose it).
+A ``files`` master is sent from the file opened once (``FilesBackend.open_master``, checked
+to be the version its facts describe), by the OS's zero-copy sending where the event loop
+has it (``web/image.py``); an ``http`` master is streamed as above. Originals are never kept
+in the derivative caches, and have an ETag of their own (:func:`etag`), so a client holding a
+re-encoded copy under the old tag fetches the original.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,43 +43,78 @@ from iiif_shim.base.errors import BackendError
 from iiif_shim.imaging import pillow
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.headers import header
+from iiif_shim.imaging.pillow import Traits
 from iiif_shim.model.facts import SourceInfo
 from iiif_shim.model.plan import Plan
 from iiif_shim.upstream.client import Body
 
 # Answers with fewer output pixels than this are buffered (and cached) instead: one native
-# tile (256x256 to 1024x1024) stays below it.
+# tile (256x256 to 1024x1024) stays below it. Originals stream at any size.
 STREAM_MIN_PIXELS = 2 * 1024 * 1024
 # Answers up to this size have their header checked on the loop (the header alone is read).
 INLINE_CHECK_BYTES = 1024 * 1024
-# Source formats and modes whose bytes are the answer to a whole-source request as they are.
-_AS_IS = {"JPEG": ("L", "RGB"), "PNG": ("L", "LA", "RGB", "RGBA")}
+# Source formats, and the modes in each, whose own bytes read as the pipeline's output for
+# the whole master at full size in that format (with :class:`Traits` that agree: as_is).
+_AS_IS = {
+    "JPEG": ("L", "RGB"),
+    "PNG": ("L", "LA", "RGB", "RGBA"),
+    "TIFF": ("L", "RGB", "RGBA"),
+    "WEBP": ("RGB", "RGBA"),
+}
 
 
-def untouched(plan: Plan, info: SourceInfo) -> bool:
-    """Whether the backend's answer to the plan is the response, byte for byte."""
+def original(plan: Plan, info: SourceInfo) -> bool:
+    """Whether the plan asks for the whole master at its own size, in its own format, with no
+    other change, of a master whose facts allow its bytes to be the answer (the bytes have the
+    last word: :func:`as_is`)."""
     steps = plan.steps
-    if not steps.no_pixel_work or plan.native.delivered_size() != steps.scale:
-        return False
-    if steps.encoded:
-        return True
-    # a whole master at full size, already in the format asked
     return (
-        plan.native.whole_source(info.width, info.height)
+        not steps.encoded
+        and steps.no_pixel_work
+        and plan.native.whole_source(info.width, info.height)
+        and plan.native.delivered_size() == steps.scale
         and info.format is not None
         and info.mode in _AS_IS.get(info.format, ())
         and pillow.pil_format(steps.format) == info.format
     )
 
 
-def as_delivered(plan: Plan, info: SourceInfo, fetched: Fetched) -> bytes | None:
+def as_is(traits: Traits, plan: Plan) -> bool:
+    """Whether a master with these traits (read from its bytes) is, byte for byte, the answer
+    to an :func:`original` plan: the size and format asked, a mode the pipeline would keep,
+    nothing a reader would turn (EXIF orientation), one page, 8 bits a sample."""
+    fmt = pillow.pil_format(plan.steps.format)
+    return (
+        (traits.width, traits.height) == plan.steps.scale
+        and traits.format == fmt
+        and traits.mode in _AS_IS.get(fmt, ())
+        and traits.orientation == 1
+        and traits.pages == 1
+        and traits.eight_bits
+    )
+
+
+def etag(plan: Plan, info: SourceInfo) -> str | None:
+    """The response's ETag: the plan's, or for an :func:`original` one of its own (from the
+    plan, and so from the master's version), never the tag a re-encoded copy had."""
+    key = plan.key
+    if key is None or not original(plan, info):
+        return plan.etag
+    return '"' + hashlib.sha256(f"{key} original".encode()).hexdigest()[:32] + '"'
+
+
+def _encoded(plan: Plan) -> bool:
+    """Whether the backend's answer to the plan, encoded by it, is the response as it is."""
+    steps = plan.steps
+    return steps.encoded and steps.no_pixel_work and plan.native.delivered_size() == steps.scale
+
+
+def as_delivered(plan: Plan, fetched: Fetched) -> bytes | None:
     """A small answer the backend encoded, when it is the response as it is: checked from its
     header here, on the loop (tens of microseconds, where a trip through the thread pool
     costs several times that), before anything else is done with it."""
     data, steps = fetched.data, plan.steps
-    if data is None or len(data) > INLINE_CHECK_BYTES or not steps.encoded:
-        return None
-    if not untouched(plan, info):
+    if data is None or len(data) > INLINE_CHECK_BYTES or not _encoded(plan):
         return None
     if header(data) != (pillow.pil_format(steps.format), *steps.scale):
         return None  # not JPEG or PNG, not that size, or odd: the pool's render decides
@@ -68,20 +122,30 @@ def as_delivered(plan: Plan, info: SourceInfo, fetched: Fetched) -> bytes | None
 
 
 def streamable(plan: Plan, info: SourceInfo) -> bool:
+    """Whether the backend's answer may be streamed to the client: an original, or a large
+    answer the backend encoded as it is to be sent."""
+    if original(plan, info):
+        return True
     width, height = plan.steps.scale
-    return width * height >= STREAM_MIN_PIXELS and untouched(plan, info)
+    return width * height >= STREAM_MIN_PIXELS and _encoded(plan)
 
 
 async def matches(
-    body: Body, plan: Plan, described: str, run_blocking: Callable[..., Awaitable[Any]]
+    body: Body,
+    plan: Plan,
+    info: SourceInfo,
+    described: str,
+    run_blocking: Callable[..., Awaitable[Any]],
 ) -> bool:
     """Whether the first bytes of a stream are the header of exactly the image the plan
-    expects (read in the thread pool: the header may be anywhere in them)."""
+    expects (read in the thread pool: the header may be anywhere in them); for an original,
+    that its traits make it the answer as it is (:func:`as_is`)."""
     steps = plan.steps
     try:
-        width, height, _, fmt, _ = await run_blocking(
-            pillow.read_header, Fetched(data=body.head, described=described)
-        )
+        traits: Traits = await run_blocking(pillow.read_traits, io.BytesIO(body.head), described)
     except BackendError:  # no header in the first bytes (or no image): the buffered way decides
         return False
-    return (width, height) == steps.scale and fmt == pillow.pil_format(steps.format)
+    if original(plan, info):
+        return as_is(traits, plan)
+    size = (traits.width, traits.height)
+    return size == steps.scale and traits.format == pillow.pil_format(steps.format)

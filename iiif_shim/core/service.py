@@ -3,7 +3,9 @@
 ``identifier -> route -> source facts (cached, single-flight, checked) -> resolve -> plan ->
 result cache -> backend fetch -> Pillow in the pool -> Rendered``. Image requests are prepared
 first (everything up to the plan, which yields the cache key and the ETag) so the HTTP layer can
-answer a conditional request with 304 before any pixel is touched.
+answer a conditional request with 304 before any pixel is touched. An answer that passes through
+untouched (a large one the backend made, or the master itself: ``passthrough.py``) is opened by
+:meth:`ImageService.stream` and copied or sent by the HTTP layer, never buffered or cached.
 
 A contradiction later is a miss and a question to the backend, never a 500. Facts found in a
 cache tier may be wrong (another configuration's, a copy from before the source changed). When
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iiif_shim.backends.base import Backend, BackendContext
+from iiif_shim.backends.files import FilesBackend, OpenFile
 from iiif_shim.backends.registry import backend_for
 from iiif_shim.base.errors import DecompressionBomb, ShimError
 from iiif_shim.cache.entry import source_key
@@ -73,6 +76,11 @@ class Prepared:
     @property
     def canonical(self) -> str:
         return self.plan.resolved.canonical
+
+    @property
+    def etag(self) -> str | None:
+        """The response's ETag (an original's is its own: ``passthrough.etag``)."""
+        return passthrough.etag(self.plan, self.source.info)
 
 
 @dataclass(frozen=True)
@@ -240,11 +248,22 @@ class ImageService:
         return Prepared(src, the_plan)
 
     @asynccontextmanager
-    async def stream(self, prepared: Prepared) -> AsyncIterator[Body | None]:
-        """The backend's answer as a checked stream, for a large answer that passes through
-        untouched (``passthrough.py``); ``None`` when it must go the buffered way (not
-        streamable, the backend cannot stream it, or its header does not match the plan)."""
+    async def stream(self, prepared: Prepared) -> AsyncIterator[Body | OpenFile | None]:
+        """The backend's answer as a checked stream, for an answer that passes through
+        untouched (``passthrough.py``: a large one, or an original), or a ``files`` master
+        opened to be sent as it is (closed on exit); ``None`` when it must go the buffered
+        way (not streamable, the backend cannot stream it, or its bytes are not the answer)."""
         src, the_plan = prepared.source, prepared.plan
+        backend = src.backend
+        if isinstance(backend, FilesBackend) and passthrough.original(the_plan, src.info):
+            opened = await backend.open_master(src.target, src.info)
+            try:
+                as_is = opened is not None and passthrough.as_is(opened.traits, the_plan)
+                yield opened if as_is else None
+            finally:
+                if opened is not None:
+                    opened.file.close()
+            return
         streams = None
         if passthrough.streamable(the_plan, src.info):
             streams = src.backend.stream(src.target, the_plan.native, src.info)
@@ -252,7 +271,9 @@ class ImageService:
             yield None
             return
         async with streams as body:
-            ok = await passthrough.matches(body, the_plan, src.backend.name, self.workers.run)
+            ok = await passthrough.matches(
+                body, the_plan, src.info, src.backend.name, self.workers.run
+            )
             yield body if ok else None
 
     async def produce(
@@ -354,7 +375,7 @@ class ImageService:
                 body = await self.workers.run(engine.finish, decoded, steps, record)
             else:
                 fetched = await src.backend.fetch(src.target, the_plan.native, info)
-                as_is = passthrough.as_delivered(the_plan, info, fetched)
+                as_is = passthrough.as_delivered(the_plan, fetched)
                 if as_is is not None:
                     body = as_is  # a native tile, say: nothing for the pool to do
                 else:

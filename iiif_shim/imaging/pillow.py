@@ -1,5 +1,6 @@
-"""Pillow, and only Pillow: read headers, decode within a budget, stitch tiles, crop, scale,
-mirror, rotate, apply the quality, encode.
+"""Pillow, and only Pillow: read headers (and a master's :class:`Traits`: its EXIF
+orientation, pages and bits a sample, which say whether its own bytes may be an answer), decode
+within a budget, stitch tiles, crop, scale, mirror, rotate, apply the quality, encode.
 
 Every function here is synchronous and CPU-bound; ``core/service.py`` runs them in the thread pool,
 never on the event loop. Work comes in two halves so the first can be cached: :func:`decode`
@@ -24,8 +25,9 @@ import io
 import math
 import struct
 import time
+import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import PIL
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -121,6 +123,97 @@ def read_header(fetched: Fetched) -> tuple[int, int, Colour, str | None, str]:
         if width < 1 or height < 1:
             raise NotAnImage(f"{fetched.described} has an empty image")
         return width, height, colour_of(im.mode), im.format, im.mode
+
+
+# EXIF's orientation tag: 1 is "as stored"; anything else asks a reader to turn or mirror.
+ORIENTATION_TAG = 0x0112
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What a file's header says about how its bytes read, beyond their size, format and mode
+    (what tells whether the master's own bytes are an answer as they are: ``passthrough.py``).
+
+    ``orientation``: its EXIF orientation (1 when it has none, 0 when it cannot be read);
+    ``pages``: the images the file holds (``None`` when the bytes at hand do not tell);
+    ``eight_bits``: every sample is stored in 8 bits (not 16, not 1, 2 or 4)."""
+
+    width: int
+    height: int
+    format: str | None
+    mode: str
+    orientation: int
+    pages: int | None
+    eight_bits: bool
+
+
+def read_traits(fp: BinaryIO, described: str) -> Traits:
+    """The :class:`Traits` of the image in ``fp`` (from its header: nothing is decoded; the
+    position of ``fp`` is left at its start, and ``fp`` open). :class:`NotAnImage` when it is
+    not an image Pillow reads."""
+    try:
+        with Image.open(fp) as im:
+            return Traits(
+                im.width,
+                im.height,
+                im.format,
+                im.mode,
+                _orientation(im),
+                _pages(im),
+                _eight_bits(im),
+            )
+    except Image.DecompressionBombError:
+        raise DecompressionBomb(f"{described} holds an image too large to read") from None
+    except _READ_ERRORS as exc:
+        raise NotAnImage(
+            f"{described} is not an image", detail=f"{type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        fp.seek(0)
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation, read without decoding (PNG's ``getexif`` would load the pixels
+    when its eXIf chunk is not before them: only a chunk read with the header counts)."""
+    try:
+        if im.format == "TIFF":
+            value = im.getexif().get(ORIENTATION_TAG, 1)
+        else:
+            raw = im.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            value = exif.get(ORIENTATION_TAG, 1)
+    except (*_READ_ERRORS, KeyError, IndexError, struct.error):
+        return 0
+    return value if isinstance(value, int) else 0
+
+
+def _pages(im: Image.Image) -> int | None:
+    """Images in the file (a TIFF's pages are walked to count them: ``None`` when its
+    directories lie past the bytes at hand)."""
+    try:
+        with warnings.catch_warnings():  # "corrupt EXIF" of a directory cut off
+            warnings.simplefilter("ignore")
+            return int(getattr(im, "n_frames", 1))
+    except (*_READ_ERRORS, struct.error, TypeError, KeyError, IndexError):
+        return None
+
+
+def _eight_bits(im: Image.Image) -> bool:
+    """Whether every sample is stored in 8 bits: PNG says it in the raw mode it decodes from
+    (``RGB;16B`` for 16-bit RGB, which Pillow hands on as 8-bit ``RGB``), TIFF in its
+    BitsPerSample; JPEG and WebP are 8-bit as Pillow reads them."""
+    if im.mode not in ("L", "LA", "RGB", "RGBA"):
+        return False
+    if im.format == "PNG" and isinstance(im, ImageFile.ImageFile):
+        return len(im.tile) == 1 and im.tile[0].args == im.mode
+    if im.format == "TIFF":
+        bits = getattr(im, "tag_v2", {}).get(258)
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return all(b == 8 for b in bits)
+    return im.format in ("JPEG", "WEBP")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ IIIF URLs are split from ``request.raw_path`` by hand, never from the decoded pa
 identifier is exactly one raw segment, decoded exactly once, so ``%2F`` stays part of it and
 ``%253C`` becomes ``%3C``, not ``<``. Each image parameter is decoded once too (browsers send
 ``^`` as ``%5E``).
+
+A master sent as it is (``core/passthrough.py``) goes from its open file to the socket by the
+OS's zero-copy sending (``loop.sendfile``: ``sendfile(2)`` on asyncio's loop; uvloop has none,
+and there it is read in slices off the loop), with ``Accept-Ranges`` and one byte range served
+when asked (206, or 416 when the range is past its end).
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import re
 from typing import Any
 
 from aiohttp import web
 
+from iiif_shim.backends.files import OpenFile
 from iiif_shim.base.errors import BadRequest, NotFound, ShimError
 from iiif_shim.core.service import Prepared
 from iiif_shim.iiif.identifier import encode_identifier
@@ -33,6 +41,10 @@ log = logging.getLogger("iiif_shim")
 MAX_IDENTIFIER_LENGTH = 1024
 # Seconds a client may take to accept one chunk of a streamed answer (then it is cut).
 WRITE_STALL = 30.0
+# Bytes of a master sent in one go (each within WRITE_STALL): 1 MiB is 35 KB/s at the least.
+SEND_SLICE = 1024 * 1024
+# One byte range: first-last, first-, or -suffix (at most 19 digits: below 2**63).
+_RANGE_RE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 _VERSIONS = {v.value: v for v in Version}
 
 
@@ -113,19 +125,21 @@ async def _image(
 
     def headers_of(prepared: Prepared) -> dict[str, Any]:
         """The headers of what ``prepared`` plans: validators, caching, canonical link."""
-        info, the_plan = prepared.source.info, prepared.plan
-        headers: dict[str, Any] = cache_headers(settings, the_plan.etag, info.last_modified)
+        info = prepared.source.info
+        headers: dict[str, Any] = cache_headers(settings, prepared.etag, info.last_modified)
         headers["Link"] = (
             f'<{base_id}/{prepared.canonical}>;rel="canonical",<{version.level2_uri}>;rel="profile"'
         )
         return headers
 
     prepared = await service.prepare(image_request)
-    if not_modified(request, prepared.plan.etag, prepared.source.info.last_modified):
+    if not_modified(request, prepared.etag, prepared.source.info.last_modified):
         return web.Response(status=304, headers=headers_of(prepared))
     async with service.stream(prepared) as body:
+        fmt = prepared.plan.resolved.format
+        if isinstance(body, OpenFile):
+            return await _sent(request, headers_of(prepared), fmt, body)
         if body is not None:
-            fmt = prepared.plan.resolved.format
             return await _streamed(request, headers_of(prepared), fmt, body)
     # what was made may have been planned again (facts from a cache proved wrong): the
     # headers are those of the plan the body was made from
@@ -158,18 +172,106 @@ async def _streamed(
             async with asyncio.timeout(WRITE_STALL):
                 await response.write(chunk)
     except BaseException as exc:
-        if request.transport is not None:
-            request.transport.abort()
-        reason = exc.public_text() if isinstance(exc, ShimError) else type(exc).__name__
-        log.info(
-            "%s %r: cut after the status was sent: %s [%s]",
-            request.method,
-            request.path_qs[:300],
-            reason,
-            request[REQUEST_ID],
-        )
-        if isinstance(exc, asyncio.CancelledError):
-            raise  # the request's deadline, or the server stopping
+        return _cut(request, response, exc)
+    await response.write_eof()
+    return response
+
+
+def _cut(
+    request: web.Request, response: web.StreamResponse, exc: BaseException
+) -> web.StreamResponse:
+    """A response stopped after its status went out: the connection aborted (a short body,
+    never one that looks complete), the reason logged; a cancellation goes on up."""
+    if request.transport is not None:
+        request.transport.abort()
+    reason = exc.public_text() if isinstance(exc, ShimError) else type(exc).__name__
+    log.info(
+        "%s %r: cut after the status was sent: %s [%s]",
+        request.method,
+        request.path_qs[:300],
+        reason,
+        request[REQUEST_ID],
+    )
+    if isinstance(exc, asyncio.CancelledError):
+        raise exc  # the request's deadline, or the server stopping
+    return response
+
+
+def byte_range(request: web.Request, etag: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range ``Range`` asks of a ``size``-byte body, as (first, end); ``None``
+    for the whole body: no ``Range``, one this does not serve (several ranges, another unit,
+    malformed: the whole body is a right answer to those), or an ``If-Range`` the body no
+    longer matches. 416 when the range starts past the end."""
+    asked = request.headers.get("Range")
+    if asked is None:
+        return None
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range != etag:
+        return None
+    found = _RANGE_RE.fullmatch(asked.strip())
+    if found is None or not (found[1] or found[2]):
+        return None
+    if not found[1]:  # the last n bytes
+        suffix = int(found[2])
+        if suffix == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - suffix), size
+    first = int(found[1])
+    last = int(found[2]) if found[2] else None
+    if last is not None and last < first:
+        return None  # malformed: ignored
+    if first >= size:
+        raise _unsatisfiable(size)
+    return first, size if last is None else min(last + 1, size)
+
+
+def _unsatisfiable(size: int) -> web.HTTPRequestRangeNotSatisfiable:
+    return web.HTTPRequestRangeNotSatisfiable(
+        headers={"Content-Range": f"bytes */{size}"}, text="the range asked is past the end"
+    )
+
+
+async def _sent(
+    request: web.Request, headers: dict[str, Any], fmt: Format, opened: OpenFile
+) -> web.StreamResponse:
+    """A master's file sent as it is: by ``loop.sendfile`` (zero-copy where the loop can),
+    in slices each given ``WRITE_STALL``; else read in slices in a thread. Once the status
+    went out, anything that stops it cuts the connection (as :func:`_streamed`)."""
+    first, end = byte_range(request, headers.get("ETag"), opened.size) or (0, opened.size)
+    headers["Content-Type"] = fmt.media_type
+    headers["Accept-Ranges"] = "bytes"
+    headers[tracing.HEADER] = request[REQUEST_ID]
+    status = 200
+    if (first, end) != (0, opened.size):
+        status = 206
+        headers["Content-Range"] = f"bytes {first}-{end - 1}/{opened.size}"
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = end - first
+    await response.prepare(request)
+    if request.method == "HEAD":
         return response
+    loop = asyncio.get_running_loop()
+    native = True
+    try:
+        offset = first
+        while offset < end:
+            count = min(SEND_SLICE, end - offset)
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("the client left")
+            async with asyncio.timeout(WRITE_STALL):
+                if native:
+                    try:
+                        offset += await loop.sendfile(transport, opened.file, offset, count)
+                        continue
+                    except NotImplementedError:  # uvloop: read here, write as any body
+                        native = False
+                chunk = await asyncio.to_thread(os.pread, opened.file.fileno(), count, offset)
+                if not chunk:
+                    raise EOFError("the file is shorter than it was")
+                await response.write(chunk)
+                offset += len(chunk)
+    except BaseException as exc:
+        return _cut(request, response, exc)
     await response.write_eof()
     return response

@@ -1,0 +1,270 @@
+"""Originals as they are (``core/passthrough.py``): the whole master at its own size in its own
+format is the master's own bytes, from a ``files`` folder (its file sent as it is, on either
+event loop) and through an ``http`` backend (nginx serving the same masters); a master whose
+bytes are not what the pipeline delivers (CMYK, 16-bit, an EXIF orientation, several pages,
+larger than the limits) goes the usual way, decoded to the right pixels.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import random
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageCms
+
+from tests.support import (
+    Process,
+    Response,
+    free_port,
+    need_tool,
+    nginx_config,
+    start_shim,
+    wait_until,
+    write_config,
+)
+
+W, H = 600, 400
+LIMIT = 1000  # iiif.max_width of the shims: "wide" is larger
+
+
+def _noise(mode: str, size: tuple[int, int], seed: int) -> Image.Image:
+    rng = random.Random(seed)
+    bands = len(mode)
+    return Image.frombytes(mode, size, rng.randbytes(size[0] * size[1] * bands))
+
+
+def _quadrants(size: tuple[int, int]) -> Image.Image:
+    """Red, green / blue, white: the colour at each corner tells how the image was turned."""
+    w, h = size
+    im = Image.new("RGB", size, (255, 0, 0))
+    im.paste((0, 255, 0), (w // 2, 0, w, h // 2))
+    im.paste((0, 0, 255), (0, h // 2, w // 2, h))
+    im.paste((255, 255, 255), (w // 2, h // 2, w, h))
+    return im
+
+
+def _png16_rgb(size: tuple[int, int]) -> bytes:
+    """A 16-bit RGB PNG (Pillow writes none: it reads one as 8-bit RGB)."""
+    w, h = size
+    row = b"\x00" + b"\xc8\x00\x32\x00\x0a\x00" * w  # (200, 50, 10) in 16 bits
+    raw = row * h
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    signature = b"\x89PNG\r\n\x1a\n"
+    return (
+        signature + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="module")
+def masters(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("originals")
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    _noise("RGB", (W, H), 1).save(folder / "photo.jpg", quality=92, icc_profile=srgb)
+    _noise("L", (W, H), 2).save(folder / "gray.jpg", quality=90)
+    _noise("RGBA", (W, H), 3).save(folder / "alpha.png")
+    _noise("RGB", (W, H), 4).save(folder / "scan.tif", compression="tiff_lzw")  # IFD last
+    _noise("RGB", (W, H), 8).save(folder / "plain.tif")  # its directory first
+    _noise("RGB", (W, H), 5).save(folder / "web.webp", quality=80)
+    _noise("RGB", (LIMIT + 200, 300), 6).save(folder / "wide.jpg", quality=90)
+    Image.new("CMYK", (W, H), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
+    Image.new("I;16", (W, H), 40000).save(folder / "deep.png")
+    (folder / "deep-rgb.png").write_bytes(_png16_rgb((W, H)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn 90 degrees clockwise to show"
+    _quadrants((W, H)).save(folder / "turned.jpg", quality=95, exif=exif.tobytes())
+    first, second = _quadrants((W, H)), _noise("RGB", (W // 2, H // 2), 7)
+    first.save(folder / "pages.tif", save_all=True, append_images=[second])
+    return folder
+
+
+def _config(tmp: Path, masters: Path, web_port: int, loop: str) -> Path:
+    return write_config(
+        tmp / f"shim-{loop}.yaml",
+        f"""
+        server: {{event_loop: {loop}}}
+        iiif: {{max_width: {LIMIT}, max_height: {LIMIT}}}
+        cache: {{disk: "{tmp / f"disk-{loop}"}"}}
+        backends:
+          local: {{type: files, root: "{masters}"}}
+          web: {{type: http, url: "http://127.0.0.1:{web_port}/{{id}}"}}
+        routes:
+          - {{match: "^web:(?P<rest>.+)$", backend: web, id: "{{rest}}"}}
+          - {{backend: local}}
+        """,
+    )
+
+
+@pytest.fixture(scope="module")
+def nginx(masters: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    tmp = tmp_path_factory.mktemp("originals-nginx")
+    port = free_port()
+    conf = nginx_config(masters, port, tmp, extra="        types { image/webp webp; }\n")
+    web = Process(
+        [need_tool("nginx", "/usr/sbin/nginx"), "-c", str(conf), "-p", str(tmp)],
+        port,
+        tmp / "nginx.log",
+    )
+    yield port
+    web.stop()
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def shim(
+    request: pytest.FixtureRequest,
+    masters: Path,
+    nginx: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Process]:
+    """The shim on each event loop: asyncio's sends a file by sendfile(2), uvloop's reads it."""
+    loop = request.param
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        pytest.fail("uvloop is not installed: run `bash deploy/test.sh`, which installs it")
+    tmp = tmp_path_factory.mktemp(f"originals-{loop}")
+    proc = start_shim(_config(tmp, masters, nginx, loop), tmp)
+    proc.disk = tmp / f"disk-{loop}"  # type: ignore[attr-defined]
+    yield proc
+    proc.stop()
+
+
+ORIGINALS = [
+    ("photo.jpg", "3/photo.jpg/full/max/0/default.jpg", "image/jpeg"),
+    ("photo.jpg", "2/photo.jpg/full/full/0/default.jpg", "image/jpeg"),
+    ("photo.jpg", "2/photo.jpg/full/max/0/default.jpg", "image/jpeg"),
+    ("photo.jpg", f"3/photo.jpg/full/{W},{H}/0/default.jpg", "image/jpeg"),
+    ("gray.jpg", "3/gray.jpg/full/max/0/default.jpg", "image/jpeg"),
+    ("alpha.png", "3/alpha.png/full/max/0/default.png", "image/png"),
+    ("scan.tif", "3/scan.tif/full/max/0/default.tif", "image/tiff"),
+    ("plain.tif", "3/plain.tif/full/max/0/default.tif", "image/tiff"),
+    ("web.webp", "3/web.webp/full/max/0/default.webp", "image/webp"),
+]
+
+
+# Through a web server, a master's traits are read from its first bytes: a TIFF whose directory
+# is past them, or a WebP (Pillow reads a WebP whole to open it), goes the usual way.
+OVER_HTTP = [case for case in ORIGINALS if case[0] not in ("scan.tif", "web.webp")]
+CASES = [("files", *case) for case in ORIGINALS] + [("http", *case) for case in OVER_HTTP]
+
+
+@pytest.mark.parametrize(("backend", "name", "path", "media_type"), CASES)
+def test_the_whole_master_in_its_own_format_is_the_masters_own_bytes(
+    shim: Process, masters: Path, backend: str, name: str, path: str, media_type: str
+) -> None:
+    if backend == "http":
+        version, ident, rest = path.split("/", 2)
+        path = f"{version}/web:{ident}/{rest}"
+    resp = shim.get(f"/iiif/{path}")
+    assert resp.status == 200, resp.text
+    assert resp.body == (masters / name).read_bytes()  # the very bytes, never re-encoded
+    assert resp.header("Content-Type") == media_type
+    assert resp.header("Content-Length") == str(len(resp.body))
+    assert resp.header("Access-Control-Allow-Origin") == "*"
+    link = resp.header("Link") or ""
+    assert 'rel="canonical"' in link and 'rel="profile"' in link
+    assert resp.header("ETag") and resp.header("Last-Modified")
+
+
+def _usual(resp: Response, master: bytes, size: tuple[int, int]) -> Image.Image:
+    """The answer, checked to be a decoded and encoded image (not the master's bytes)."""
+    assert resp.status == 200, resp.text
+    assert resp.body != master
+    im = resp.image()
+    assert im.size == size
+    return im
+
+
+@pytest.mark.parametrize("prefix", ["", "web:"])
+def test_a_master_whose_bytes_are_not_the_answer_goes_the_usual_way(
+    shim: Process, masters: Path, prefix: str
+) -> None:
+    def get(name: str, fmt: str, size: str = "max") -> tuple[Response, bytes]:
+        resp = shim.get(f"/iiif/3/{prefix}{name}/full/{size}/0/default.{fmt}")
+        return resp, (masters / name).read_bytes()
+
+    # CMYK: converted to RGB (cyan-less magenta+yellow is red)
+    im = _usual(*get("cmyk.jpg", "jpg"), (W, H))
+    assert im.mode == "RGB"
+    r, g, b = im.getpixel((W // 2, H // 2))  # type: ignore[misc]
+    assert r > 200 and g < 60 and b < 60
+    # 16 bits a sample: 8-bit output, same values scaled
+    im = _usual(*get("deep.png", "png"), (W, H))
+    assert im.mode == "L" and im.getpixel((5, 5)) == 40000 // 256
+    im = _usual(*get("deep-rgb.png", "png"), (W, H))
+    assert im.mode == "RGB" and im.getpixel((5, 5)) == (200, 50, 10)
+    # an EXIF orientation: pixels as stored (as every tile of it), no tag left to turn them
+    im = _usual(*get("turned.jpg", "jpg"), (W, H))
+    assert 0x0112 not in im.getexif()
+    for (x, y), colour in {(5, 5): (255, 0, 0), (W - 5, 5): (0, 255, 0)}.items():
+        assert all(abs(a - b) < 16 for a, b in zip(im.getpixel((x, y)), colour, strict=True))  # type: ignore[arg-type]
+    # several pages: the first one, alone
+    with Image.open(io.BytesIO(get("pages.tif", "tif")[0].body)) as im:
+        assert im.size == (W, H) and getattr(im, "n_frames", 1) == 1
+    # larger than the limits: max is the limit
+    _usual(*get("wide.jpg", "jpg"), (LIMIT, 300 * LIMIT // (LIMIT + 200)))
+    # a TIFF on a web server whose directory is past the first bytes: its traits cannot be
+    # told from them, so it is decoded (losslessly: the same pixels)
+    if prefix:
+        im = _usual(*get("scan.tif", "tif"), (W, H))
+        with Image.open(masters / "scan.tif") as master:
+            assert im.tobytes() == master.tobytes()
+        assert _usual(*get("web.webp", "webp"), (W, H)).mode == "RGB"
+    # the same master asked in another format, or at another size
+    _usual(*get("photo.jpg", "png"), (W, H))
+    _usual(*get("photo.jpg", "jpg", f"{W - 1},"), (W - 1, round(H * (W - 1) / W)))
+
+
+def test_an_original_has_validators_of_its_own_and_ranges(shim: Process, masters: Path) -> None:
+    path = "/iiif/3/photo.jpg/full/max/0/default.jpg"
+    master = (masters / "photo.jpg").read_bytes()
+    first = shim.get(path)
+    etag = first.header("ETag")
+    assert etag and first.body == master
+    assert first.header("Accept-Ranges") == "bytes"
+    again = shim.get(path, headers={"If-None-Match": etag})
+    assert again.status == 304 and again.body == b"" and again.header("ETag") == etag
+    since = first.header("Last-Modified") or ""
+    assert shim.get(path, headers={"If-Modified-Since": since}).status == 304
+    # a re-encoded copy has another tag: the usual way of a smaller size
+    assert shim.get(f"/iiif/3/photo.jpg/full/{W - 1},/0/default.jpg").header("ETag") != etag
+    # one byte range; a suffix; past the end; an If-Range that no longer matches
+    part = shim.get(path, headers={"Range": "bytes=100-1123"})
+    assert part.status == 206 and part.body == master[100:1124]
+    assert part.header("Content-Range") == f"bytes 100-1123/{len(master)}"
+    tail = shim.get(path, headers={"Range": "bytes=-500"})
+    assert tail.status == 206 and tail.body == master[-500:]
+    past = shim.get(path, headers={"Range": f"bytes={len(master)}-"})
+    assert past.status == 416 and past.header("Content-Range") == f"bytes */{len(master)}"
+    stale = shim.get(path, headers={"Range": "bytes=0-9", "If-Range": '"other"'})
+    assert stale.status == 200 and stale.body == master
+    several = shim.get(path, headers={"Range": "bytes=0-9,20-29"})
+    assert several.status == 200 and several.body == master
+
+
+def _kept(disk: Path) -> set[str]:
+    return {str(p) for p in disk.rglob("*") if p.is_file()} if disk.exists() else set()
+
+
+def test_originals_are_not_kept_in_the_derivative_caches(shim: Process) -> None:
+    disk: Path = shim.disk  # type: ignore[attr-defined]
+    # a derivative is kept in the disk tier (so what follows can see one being written)
+    before = _kept(disk)
+    assert shim.get(f"/iiif/3/photo.jpg/full/{W // 2},/0/default.jpg").status == 200
+    wait_until(lambda: len(_kept(disk)) > len(before), "a derivative written to the disk tier")
+    before = _kept(disk)
+    for name, path, _ in ORIGINALS:
+        assert shim.get(f"/iiif/{path}").status == 200, name
+    # and another derivative after them: once it is there, anything written before is too
+    assert shim.get(f"/iiif/3/photo.jpg/full/{W // 3},/0/default.jpg").status == 200
+    wait_until(lambda: len(_kept(disk)) > len(before), "a second derivative written")
+    added = _kept(disk) - before
+    assert len(added) == 1, added  # that derivative alone: no copy of any original
