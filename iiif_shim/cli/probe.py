@@ -1,4 +1,5 @@
-"""``iiif-shim probe``: what happens to one identifier, for ops staff writing YAML.
+"""``iiif-shim probe``: what happens to one identifier, for ops staff writing YAML; with
+``--object``, an object: its source, every field it gives, what was left out, its canvases.
 
 For the route the identifier takes it reports: whether the backend was reached and how fast,
 the metadata it gave, for each IIIF feature whether the backend does it natively or Pillow
@@ -19,6 +20,7 @@ from iiif_shim.iiif.profile import Format, Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import Box, resolve
 from iiif_shim.model.plan import NativeOp, Plan
+from iiif_shim.presentation.records import ObjectRecord
 from iiif_shim.presentation.service import open_presentation
 
 
@@ -118,12 +120,32 @@ def _shown(text: str, limit: int = 200) -> str:
     return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
+def _fields(record: ObjectRecord) -> list[tuple[str, str]]:
+    """The object's own fields that it gives, as a terminal shows them."""
+    out: list[tuple[str, str]] = []
+    for field, value in (
+        ("summary", record.summary),
+        ("rights", record.rights),
+        ("required_statement", record.required_statement),
+        ("viewing_direction", record.viewing_direction),
+    ):
+        if value is not None:
+            out.append((field, _shown(value)))
+    if record.nav_date is not None:
+        out.append(("date", f"{_shown(record.nav_date.shown)} (navDate {record.nav_date.nav})"))
+    if record.behavior:
+        out.append(("behavior", ", ".join(record.behavior)))
+    for uri in record.see_also:
+        out.append(("see_also", _shown(uri)))
+    return out
+
+
 async def report_object(settings: Settings, name: str) -> tuple[list[str], bool]:
     """The object's source, fields and canvases with their sizes (from the image facts)."""
     lines: list[str] = []
     async with (
         open_service(settings.service()) as service,
-        open_presentation(settings.presentation, service) as presentation,
+        open_presentation(settings.presentation, service, watch=False) as presentation,
     ):
         started = time.perf_counter()
         try:
@@ -137,8 +159,13 @@ async def report_object(settings: Settings, name: str) -> tuple[list[str], bool]
             f"read in {(time.perf_counter() - started) * 1000:.0f} ms"
         )
         lines.append(f"  label: {_shown(record.label)}")
+        for field, given in _fields(record):
+            lines.append(f"  {field}: {given}")
         for key, value in record.metadata:
             lines.append(f"  metadata {_shown(str(key))}: {_shown(str(value))}")
+        for skipped in record.skipped:
+            where = f" (canvas {skipped.canvas + 1})" if skipped.canvas is not None else ""
+            lines.append(f"  left out: {skipped.field}{where}: {_shown(skipped.message)}")
         ok = True
         for i, canvas in enumerate(record.canvases, 1):
             try:

@@ -187,3 +187,25 @@ def test_strict_mode_refuses_an_object_with_a_bad_cell(tmp_path: Path) -> None:
         assert served.get("/iiif/presentation/3/map/manifest").status == 200
     finally:
         served.stop()
+
+
+def test_probe_object_prints_every_field_and_what_was_left_out(tmp_path: Path) -> None:
+    config = _catalogue(tmp_path)
+
+    def probe(name: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "iiif_shim", "probe", "--config", str(config), "--object", name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done
+        return done.stdout
+
+    shown = probe("map")
+    assert f"  rights: {CC_BY}\n" in shown
+    assert "  date: 1887 (navDate 1887-01-01T00:00:00Z)\n" in shown
+    assert "  see_also: http://example.org/map\n" in shown
+    letter = probe("letter")
+    assert "  left out: nav_date: '19th century'" in letter
+    assert "  metadata Rights: All rights reserved\n" in letter
