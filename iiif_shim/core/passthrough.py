@@ -27,7 +27,9 @@ An embedded colour profile stays in the original: the pipeline converts no colou
 original sent with its own profile is the truest copy there is (JPEG derivatives lose it).
 A ``files`` master is sent from the file opened once (``FilesBackend.open_master``, checked
 to be the version its facts describe), by the OS's zero-copy sending where the event loop
-has it (``web/image.py``); an ``http`` master is streamed as above. Originals are never kept
+has it (``web/image.py``); a master from another backend is streamed as above when large
+(its traits read from its first bytes: a TIFF whose directory lies past them goes the usual
+way), else fetched whole and its traits read from all of it (:func:`held`). Originals are never kept
 in the derivative caches, and have an ETag of their own (:func:`etag`), so a client holding a
 re-encoded copy under the old tag fetches the original.
 """
@@ -49,7 +51,7 @@ from iiif_shim.model.plan import Plan
 from iiif_shim.upstream.client import Body
 
 # Answers with fewer output pixels than this are buffered (and cached) instead: one native
-# tile (256x256 to 1024x1024) stays below it. Originals stream at any size.
+# tile (256x256 to 1024x1024) stays below it. (Originals below it are held whole, uncached.)
 STREAM_MIN_PIXELS = 2 * 1024 * 1024
 # Answers up to this size have their header checked on the loop (the header alone is read).
 INLINE_CHECK_BYTES = 1024 * 1024
@@ -122,12 +124,18 @@ def as_delivered(plan: Plan, fetched: Fetched) -> bytes | None:
 
 
 def streamable(plan: Plan, info: SourceInfo) -> bool:
-    """Whether the backend's answer may be streamed to the client: an original, or a large
-    answer the backend encoded as it is to be sent."""
-    if original(plan, info):
-        return True
+    """Whether the backend's answer is streamed to the client: a large one that is the
+    answer as it is (an original, or what the backend encoded)."""
     width, height = plan.steps.scale
-    return width * height >= STREAM_MIN_PIXELS and _encoded(plan)
+    large = width * height >= STREAM_MIN_PIXELS
+    return large and (_encoded(plan) or original(plan, info))
+
+
+def held(plan: Plan, info: SourceInfo) -> bool:
+    """Whether the backend's answer is an original too small to stream: fetched whole,
+    checked whole (a body cut short is then a clean error, not a cut response), and sent as
+    it is, never cached."""
+    return original(plan, info) and not streamable(plan, info)
 
 
 async def matches(

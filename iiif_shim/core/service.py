@@ -23,6 +23,7 @@ say.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -32,7 +33,7 @@ from typing import Any
 from iiif_shim.backends.base import Backend, BackendContext
 from iiif_shim.backends.files import FilesBackend, OpenFile
 from iiif_shim.backends.registry import backend_for
-from iiif_shim.base.errors import DecompressionBomb, ShimError
+from iiif_shim.base.errors import BackendError, DecompressionBomb, ShimError
 from iiif_shim.cache.entry import source_key
 from iiif_shim.cache.facade import Caches
 from iiif_shim.cache.memory import SourceCache
@@ -44,7 +45,7 @@ from iiif_shim.iiif.info import Offer, image_info
 from iiif_shim.iiif.profile import Version
 from iiif_shim.iiif.request import ImageRequest
 from iiif_shim.iiif.resolve import Limits, resolve
-from iiif_shim.imaging import cost
+from iiif_shim.imaging import cost, pillow
 from iiif_shim.imaging.budget import MemoryBudget, holding
 from iiif_shim.imaging.engine import DecodedSource, Engine
 from iiif_shim.imaging.pool import Workers
@@ -101,6 +102,13 @@ class _Contradicted(Exception):
     def __init__(self, fallback: BaseException | None = None) -> None:
         super().__init__()
         self.fallback = fallback
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    """The rest of a body held whole: nothing."""
+    rest: tuple[bytes, ...] = ()
+    for chunk in rest:
+        yield chunk
 
 
 def _facts_of(backend: Backend[Any], target: Target) -> Callable[[], Awaitable[SourceInfo]]:
@@ -264,6 +272,9 @@ class ImageService:
                 if opened is not None:
                     opened.file.close()
             return
+        if passthrough.held(the_plan, src.info):
+            yield await self._held(prepared)
+            return
         streams = None
         if passthrough.streamable(the_plan, src.info):
             streams = src.backend.stream(src.target, the_plan.native, src.info)
@@ -275,6 +286,22 @@ class ImageService:
                 body, the_plan, src.info, src.backend.name, self.workers.run
             )
             yield body if ok else None
+
+    async def _held(self, prepared: Prepared) -> Body | None:
+        """A small original fetched whole, as a body to send when all of it is the answer
+        as it is (``passthrough.held``); ``None``: the usual way."""
+        src, the_plan = prepared.source, prepared.plan
+        fetched = await src.backend.fetch(src.target, the_plan.native, src.info)
+        data = fetched.data
+        if data is None:
+            return None
+        try:
+            traits = await self.workers.run(pillow.read_traits, io.BytesIO(data), src.backend.name)
+        except BackendError:
+            return None
+        if not passthrough.as_is(traits, the_plan):
+            return None
+        return Body(head=data, rest=_nothing(), length=len(data))
 
     async def produce(
         self,
