@@ -250,7 +250,6 @@ def test_http_behaves_like_the_image_api(shim: InProcessShim) -> None:
         ("/iiif/presentation/3/nothing-here/manifest", 404, "no object"),
         ("/iiif/presentation/3/..%2F..%2Fetc/manifest", 404, "no object"),
         ("/iiif/presentation/3/ghost/manifest", 502, "image 'nope/none' is not one"),
-        ("/iiif/presentation/3/badrights/manifest", 502, "rights"),
         ("/iiif/presentation/3/collection/nosuchsource", 404, "no object source"),
         ("/iiif/presentation/4/book/manifest", 404, "not a Presentation API URL"),
         ("/iiif/presentation/3/%FF/manifest", 400, "UTF-8"),
@@ -263,6 +262,14 @@ def test_bad_input_gets_a_clear_error(
     assert resp.status == status, resp.text
     assert fragment in resp.text
     assert resp.header("Access-Control-Allow-Origin") == "*"
+
+
+def test_rights_that_are_not_a_uri_are_shown_as_metadata(shim: InProcessShim) -> None:
+    doc = _json(shim.get("/iiif/presentation/3/badrights/manifest"))
+    assert check_v3(doc) == [] and "rights" not in doc
+    assert {"label": {"en": ["Rights"]}, "value": {"en": ["all rights reserved"]}} in doc[
+        "metadata"
+    ]
 
 
 def test_a_csv_without_its_column_fails_alone(shim: InProcessShim) -> None:
