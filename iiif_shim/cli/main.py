@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
         "backend, metadata, native or Pillow per feature, a sample timing",
     )
     probe.add_argument("--config", help="YAML config (default as for serve)")
-    probe.add_argument("identifier", nargs="?", help="an image identifier")
+    probe.add_argument(
+        "identifier", nargs="?", help="an image identifier, decoded: a/b (not a%%2Fb as in URLs)"
+    )
     probe.add_argument(
         "--object", metavar="NAME", help="report an object instead: its source and canvases"
     )
@@ -76,7 +78,9 @@ def _parser() -> argparse.ArgumentParser:
         "Redis cache tiers and from the memory of running processes",
     )
     purge.add_argument("--config", help="YAML config (default as for serve)")
-    purge.add_argument("identifier", nargs="?", help="an image identifier")
+    purge.add_argument(
+        "identifier", nargs="?", help="an image identifier, decoded: a/b (not a%%2Fb as in URLs)"
+    )
     purge.add_argument("--all", action="store_true", help="every image")
     return parser
 
