@@ -38,6 +38,8 @@ from iiif_shim.presentation.viewers import ViewerSettings
 
 CONFIG_ENV = "IIIF_SHIM_CONFIG"
 _SMALL_SHARE = 128 * 1024 * 1024  # bytes of decoded pixels per process, below which we warn
+_MIN_BUDGET = 16 * 1024 * 1024
+_BUDGET_PROBLEM = f"must be 0 (derived from the machine's memory) or at least {_MIN_BUDGET}"
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 T = TypeVar("T")
 
@@ -113,11 +115,14 @@ class ServerSettings:
         check=at_least(1),
     )
     memory_budget: int = option(
-        1024 * 1024 * 1024,
+        0,
         doc="bytes of decoded pixels all requests together may hold (the decoded-source cache "
         "apart), for the whole server: with N processes each gets 1/N; past it requests "
-        "wait, then get 503; one that alone needs more gets 501",
-        check=at_least(16 * 1024 * 1024),
+        "wait, then get 503; one that alone needs more gets 501. 0: half the memory the "
+        "server may really use (its cgroup's memory limit in a container, else the physical "
+        "memory), the other half left for caches, libraries and bodies in flight. See "
+        "[Memory](performance.md#memory-budget-and-cost-model)",
+        check=lambda v: None if v in (None, 0) or v >= _MIN_BUDGET else _BUDGET_PROBLEM,
     )
     memory_wait: float = option(
         10.0,
@@ -255,7 +260,7 @@ def parse_settings(data: Any, base_dir: Path, origin: str = "") -> Settings:
             "needs iiif.max_width too (the spec requires maxWidth whenever maxHeight is given)",
         )
     if server:
-        _check_shares(r, server)
+        server = _check_shares(r, server)
     cache = r.read(CacheSettings, top.get("cache"), "cache")
     landing = r.read(LandingSettings, top.get("landing"), "landing")
     backends = _read_backends(r, top.get("backends"))
@@ -283,11 +288,15 @@ def parse_settings(data: Any, base_dir: Path, origin: str = "") -> Settings:
     )
 
 
-def _check_shares(r: Reader, server: ServerSettings) -> None:
-    """Warn when the processes split the decoded-pixel budget into shares too small for
-    ordinary masters (each process refuses what needs more than its share: 501)."""
-    from iiif_shim.base.machine import cpus
+def _check_shares(r: Reader, server: ServerSettings) -> ServerSettings:
+    """The server's settings with ``memory_budget: 0`` made the machine's default
+    (``base.machine.default_memory_budget``); a warning when the processes split the budget
+    into shares too small for ordinary masters (each process refuses what needs more than its
+    share: 501)."""
+    from iiif_shim.base.machine import cpus, default_memory_budget
 
+    if server.memory_budget == 0:
+        server = replace(server, memory_budget=default_memory_budget())
     processes = server.processes or cpus()
     share = server.memory_budget // processes
     if processes > 1 and share < _SMALL_SHARE:
@@ -297,6 +306,7 @@ def _check_shares(r: Reader, server: ServerSettings) -> None:
             f"decoded pixels: a 6000x4000 master alone needs about 96 MB "
             "(raise the budget or lower server.processes)",
         )
+    return server
 
 
 def _read_typed(

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import pytest
 
+from iiif_shim.base import machine
 from iiif_shim.base.errors import NotImplementedFeature, Overloaded
+from iiif_shim.base.machine import cgroup_memory
+from iiif_shim.config.settings import load_settings
 from iiif_shim.imaging.budget import MemoryBudget, holding
 from iiif_shim.imaging.pool import Workers
 
@@ -120,3 +124,49 @@ def test_a_timed_out_render_keeps_its_memory_and_its_place_in_the_queue() -> Non
         workers.close()
 
     asyncio.run(main())
+
+
+def _cgroups(tmp_path: Path, lines: str, limits: dict[str, str]) -> tuple[Path, Path]:
+    """A fake ``/proc/self/cgroup`` and ``/sys/fs/cgroup`` with ``limits`` (path -> text)."""
+    tmp_path.mkdir()
+    proc = tmp_path / "cgroup"
+    proc.write_text(lines)
+    root = tmp_path / "sys"
+    for path, text in limits.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    return proc, root
+
+
+def test_the_cgroup_limit_is_the_tightest_of_the_group_and_its_parents(tmp_path: Path) -> None:
+    v2 = {"memory.max": "max\n", "pod/memory.max": "2147483648\n", "pod/app/memory.max": "max\n"}
+    assert cgroup_memory(*_cgroups(tmp_path / "a", "0::/pod/app\n", v2)) == 2 << 30
+    v1 = {
+        "memory/memory.limit_in_bytes": "9223372036854771712\n",
+        "memory/box/memory.limit_in_bytes": "536870912\n",
+    }
+    lines = "4:memory:/box\n1:cpu,cpuacct:/box\n"
+    assert cgroup_memory(*_cgroups(tmp_path / "b", lines, v1)) == 512 << 20
+    unlimited = {"memory.max": "max\n"}
+    assert cgroup_memory(*_cgroups(tmp_path / "c", "0::/\n", unlimited)) is None
+    assert cgroup_memory(tmp_path / "none", tmp_path) is None
+
+
+def test_the_default_budget_is_half_the_memory_the_server_may_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    physical = machine.physical_memory()
+    assert physical is not None and physical > 0
+    usable = machine.usable_memory()
+    assert usable is not None and usable <= physical
+    assert machine.default_memory_budget() == max(16 << 20, int(usable * machine.BUDGET_FRACTION))
+    monkeypatch.setattr(machine, "cgroup_memory", lambda: 1 << 30)  # a container's limit
+    assert machine.default_memory_budget() == 512 << 20
+    config = tmp_path / "shim.yaml"
+    body = "backends: {a: {type: files, root: .}}\nroutes: [{match: '', backend: a}]\n"
+    config.write_text("server: {memory_budget: 0}\n" + body)
+    assert load_settings(config).server.memory_budget == 512 << 20
+    config.write_text(body)  # the default
+    assert load_settings(config).server.memory_budget == 512 << 20
+    config.write_text("server: {memory_budget: 268435456}\n" + body)  # an explicit value stays
+    assert load_settings(config).server.memory_budget == 256 << 20
