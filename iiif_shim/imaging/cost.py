@@ -19,6 +19,7 @@ from iiif_shim.base.errors import (
     DecompressionBomb,
     SourceTooLarge,
 )
+from iiif_shim.iiif.profile import Format, Quality
 from iiif_shim.iiif.resolve import rotated_size
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.model.facts import Pyramid, PyramidFacts, SourceInfo
@@ -73,27 +74,84 @@ class Allowance:
 
 @dataclass(frozen=True)
 class Cost:
-    """Bytes a plan takes: decoding what the backend delivers, then finishing the output."""
+    """Bytes a plan takes: decoding what the backend delivers (``decode``, the most the decode
+    alone holds at once), then finishing the output (``finish``, the most finishing holds at
+    once besides the decoded source, ``kept``, which stays in memory until the end)."""
 
     decode: int
     finish: int
+    kept: int = 0
 
     @property
     def total(self) -> int:
-        return self.decode + self.finish
+        return max(self.decode, self.kept + self.finish)
 
 
-def cost(plan: Plan, info: SourceInfo, *, decoded_cached: bool = False) -> Cost:
+@dataclass(frozen=True)
+class Libvips:
+    """The steps libvips does for an engine (``vips.Policy``), as far as they change the cost:
+    libvips stores a pixel in its bands' bytes (3 for RGB, where Pillow takes 4) and pulls
+    pixels through a pipeline strip by strip, so a step it does after decoding needs no image
+    of its own."""
+
+    decodes: frozenset[str] = frozenset()  # source formats (Pillow's names) libvips decodes whole
+    turn: bool = False  # libvips turns by angles that are not multiples of 90
+    encodes: frozenset[Format] = frozenset()  # formats libvips writes
+    everything: bool = False  # libvips does every step from its decode on (``vips_steps: all``)
+
+
+PILLOW = Libvips()
+
+# Bytes an encoder takes for each pixel it writes, besides the image handed to it: its own
+# buffers and the encoded bytes (written into a buffer, then copied out), by the bands it
+# writes (1: L, 2: LA, 3: RGB, 4: RGBA), as bench/cost_model.py measured them. Lossless formats
+# are counted as if nothing compressed (a photograph's grain, turned, hardly does), so their
+# estimate for a flat drawing is well over its peak: never under.
+_PILLOW_ENCODE: dict[Format, tuple[float, float, float, float]] = {
+    Format.JPG: (0.5, 0.5, 1.5, 1.5),
+    Format.PDF: (0.5, 0.5, 1.5, 1.5),
+    Format.PNG: (2, 8, 6, 8),
+    Format.TIF: (2, 8, 6, 8),
+    Format.GIF: (9, 9, 9, 9),
+    Format.JP2: (13, 25, 37, 49),  # OpenJPEG holds every sample as a 32-bit integer, and more
+    Format.WEBP: (10, 15, 10, 15),  # its own YUV (and alpha) planes
+}
+# libvips writing pixels Pillow holds (``vips_steps: measured``: PNG, JPEG 2000): a copy into
+# libvips, its growing output buffer, the bytes copied out
+_LIBVIPS_ENCODE: dict[Format, tuple[float, float, float, float]] = {
+    Format.JPG: (1, 1, 1.5, 1.5),
+    Format.PDF: (6, 7, 8.5, 9.5),  # Pillow writes PDF: the pixels cross back first
+    Format.PNG: (2, 4, 6, 8),
+    Format.TIF: (2, 4, 6, 8),
+    Format.GIF: (19, 19, 19, 19),  # libvips quantises the whole image
+    Format.JP2: (2, 3, 4.5, 6),
+    Format.WEBP: (10, 28, 10, 28),  # libwebp takes the whole image, and its planes
+}
+_WEBP_DECODER_BYTES = 8  # Pillow's WebP decoder keeps its canvas and last frame alive
+_ALPHA_MODES = ("LA", "La", "RGBA", "RGBa", "PA", "P")  # P: when it has a transparent colour
+MARGIN = 1 / 16  # on top of the count: what a step's own buffers, rows and strips add
+
+
+def cost(
+    plan: Plan, info: SourceInfo, *, decoded_cached: bool = False, libvips: Libvips = PILLOW
+) -> Cost:
     """Bytes the plan will take at its peak, before anything is fetched or decoded."""
     steps = plan.steps
-    out_w, out_h = steps.scale
-    turned_w, turned_h = rotated_size(out_w, out_h, steps.degrees)
-    # scaled, mirrored, turned (with an alpha copy), the quality conversion, the encoder's buffer
-    finish = 4 * RGBA_BYTES * max(out_w * out_h, turned_w * turned_h)
+    grey = info.mode in ("L", "1", "I", "F") or (info.mode or "").startswith("I;16")
+    alpha = info.mode in _ALPHA_MODES
     if plan.native.whole_source(info.width, info.height):
         factor = 1 if decoded_cached else reduction(info.format, info.width, info.height, steps)
         w, h = math.ceil(info.width / factor), math.ceil(info.height / factor)
         decode = decode_bytes(info.mode, w, h)
+        if info.format == "WEBP":
+            decode += _WEBP_DECODER_BYTES * w * h
+        by_libvips = info.format in libvips.decodes
+        if by_libvips:  # a byte a sample
+            kept = (1 if grey else 3) * w * h + (w * h if alpha else 0)
+        else:
+            kept = (1 if grey else RGBA_BYTES) * w * h
+            if info.format == "WEBP":  # the decoder stays with the image
+                kept += _WEBP_DECODER_BYTES * w * h
     elif _windowed(info):
         # a window of a tiled TIFF page: the whole native tiles around it, their compressed
         # bytes (LZW at worst takes half as much again as the raw samples), then the window
@@ -103,13 +161,95 @@ def cost(plan: Plan, info: SourceInfo, *, decoded_cached: bool = False) -> Cost:
         bw, bh = tile_block(w + SLACK, h + SLACK, info.native.pyramid)
         stored = raw_bytes(info.mode, bw, bh) * 3 // 2
         decode = decode_bytes(info.mode, bw, bh) + stored + RGBA_BYTES * (w + SLACK) * (h + SLACK)
+        kept, by_libvips = RGBA_BYTES * (w + SLACK) * (h + SLACK), False
     else:
         w, h = plan.native.delivered_size()
         decode = decode_bytes(None, w + SLACK, h + SLACK)
         if info.tiles is not None:  # stitched: plus one tile decoding at a time
             decode += decode_bytes(None, info.tiles.width + SLACK, info.tiles.height + SLACK)
-    finish += RGBA_BYTES * _reduced_first(w, h, out_w, out_h)
-    return Cost(0 if decoded_cached else decode, finish)
+        kept, by_libvips = RGBA_BYTES * (w + SLACK) * (h + SLACK), False
+        grey = alpha = False  # unknown: the worst
+    if by_libvips and libvips.everything:
+        finish = _streamed(steps, grey, alpha)
+    else:
+        finish = _finish_bytes(steps, (w, h), grey, alpha, libvips)
+    if decoded_cached:  # the decoded source is the cache's: this request makes only the rest
+        return Cost(0, _margin(finish), 0)
+    return Cost(_margin(decode), _margin(finish), _margin(kept))
+
+
+def _margin(nbytes: float) -> int:
+    return math.ceil(nbytes * (1 + MARGIN))
+
+
+def _bands(grey: bool, alpha: bool) -> int:
+    return (1 if grey else 3) + (1 if alpha else 0)
+
+
+def _finish_bytes(
+    steps: Steps, delivered: tuple[int, int], grey: bool, alpha: bool, libvips: Libvips
+) -> float:
+    """The most Pillow's finishing (``pillow.finish``) holds at once besides the decoded
+    source: every step makes a new image while the one before it is still held."""
+    bpp = 1 if grey and not alpha else RGBA_BYTES  # Pillow: L in a byte, LA, RGB, RGBA in four
+    out_w, out_h = steps.scale
+    out = out_w * out_h
+    cw, ch = (steps.crop.w, steps.crop.h) if steps.crop else delivered
+    scaled = bpp * out
+    work = scaled  # the crop, or its copy
+    if (cw, ch) != (out_w, out_h):  # a resize: one pass across, then one down
+        first = _reduced_first(cw, ch, out_w, out_h)
+        rows = ch if not first else math.ceil(math.sqrt(first * ch / cw))
+        work += bpp * first + bpp * out_w * rows
+    # turning: a new image for the mirror and for the turn, while the one before is held
+    turned = out
+    turn = 0
+    if steps.mirror:
+        turn += scaled
+    if steps.degrees % 90 == 0 and steps.degrees:
+        turn += scaled
+    elif steps.degrees:
+        turned_w, turned_h = rotated_size(out_w, out_h, steps.degrees)
+        turned = turned_w * turned_h
+        if steps.format.has_alpha and not alpha:
+            turn += RGBA_BYTES * out  # the copy with an alpha channel
+            alpha, bpp = True, RGBA_BYTES
+        if libvips.turn:
+            turn += 4 * out + 4 * turned  # Pillow's pixels into libvips, and back
+        turn += bpp * turned
+    stage = max(work, scaled + turn)
+    image = bpp * turned
+    # the quality, then the encoder (flattening alpha for JPEG and PDF)
+    if steps.quality is Quality.GRAY:
+        quality = (RGBA_BYTES if alpha else 1) * turned
+        grey = True
+    elif steps.quality is Quality.BITONAL:
+        quality = (2 * RGBA_BYTES + 2 if alpha else 2) * turned
+        grey = True
+    else:
+        quality = 0
+    stage = max(stage, image + quality)
+    if quality:
+        image = (RGBA_BYTES if alpha else 1) * turned
+    fmt = steps.format
+    table = _LIBVIPS_ENCODE if fmt in libvips.encodes else _PILLOW_ENCODE
+    encoder = table[fmt][_bands(grey, alpha) - 1] * turned
+    if fmt in (Format.JPG, Format.PDF) and alpha:
+        encoder += (2 * bpp + 1) * turned  # a background, the image on it, the alpha
+    return max(stage, image + encoder)
+
+
+def _streamed(steps: Steps, grey: bool, alpha: bool) -> float:
+    """The most libvips holds finishing a source it decoded (``vips_steps: all``): it pulls
+    every step's pixels through strips, so only the encoder's buffers and bytes count."""
+    out_w, out_h = steps.scale
+    turned_w, turned_h = rotated_size(out_w, out_h, steps.degrees)
+    if steps.degrees % 90 and steps.format.has_alpha:
+        alpha = True
+    if steps.quality is not Quality.DEFAULT:
+        grey = True
+    encoder = _LIBVIPS_ENCODE[steps.format][_bands(grey, alpha) - 1]
+    return encoder * turned_w * turned_h + 4 * out_w * 64  # plus a few strips
 
 
 def _windowed(info: SourceInfo) -> bool:

@@ -7,8 +7,10 @@ exactly as ``pillow.py`` does (a source larger than asked is a bomb: 502; one ov
 then let libvips read pixels. A file's ``page`` (a level of a pyramidal TIFF, a resolution level
 of a JPEG 2000) and ``window`` are read as regions, so only the tiles or strips under the window
 are decoded. JPEG and JPEG 2000 decode small on load (``shrink``, the level), at the same
-reduction ``cost.reduction`` picks, so the cost reserved for a plan (``cost.cost``, which
-counts at least what libvips stores) holds for both engines.
+reduction ``cost.reduction`` picks. The cost reserved for a plan is ``cost.cost`` told which
+steps libvips does (:meth:`VipsEngine.cost`): a source libvips decodes takes a byte a sample,
+and the steps it does after that stream through strips (a turn by any angle included), so with
+``vips_steps: all`` a full-size turn costs about the decoded source and the encoder's bytes.
 
 Then crop, scale (Lanczos 3), mirror, turn onto the same tight box as ``pillow._rotate``
 (bicubic, black, or transparent where the format has alpha), gray (ITU-R 601 luma, as Pillow)
@@ -42,12 +44,13 @@ from iiif_shim.base.errors import (
 from iiif_shim.iiif.profile import Format, Quality
 from iiif_shim.iiif.resolve import Box, rotated_size
 from iiif_shim.imaging import cost, pillow
-from iiif_shim.imaging.cost import Allowance
+from iiif_shim.imaging.cost import Allowance, Cost
 from iiif_shim.imaging.engine import Record
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.pillow import PillowMeasures
 from iiif_shim.imaging.settings import PILLOW_GUARD_PIXELS
-from iiif_shim.model.plan import Steps
+from iiif_shim.model.facts import SourceInfo
+from iiif_shim.model.plan import Plan, Steps
 
 # libvips keeps a process-wide cache of recent operations (and the images they hold) and runs
 # each pipeline on a pool of its own threads. Both would live outside the shim's limits: the
@@ -167,6 +170,20 @@ class VipsEngine(PillowMeasures):
 
     def __init__(self, policy: Policy = MEASURED) -> None:
         self.policy = policy
+
+    def cost(self, plan: Plan, info: SourceInfo, *, decoded_cached: bool = False) -> Cost:
+        """What this policy's steps take: libvips decodes into a byte a sample (3 for RGB,
+        where Pillow stores 4), then pulls every step it does through strips (a turn, a
+        scale, the encoder), needing no whole image of its own for any of them; Pillow's
+        count for the steps Pillow does (``cost.cost``)."""
+        policy = self.policy
+        steps = cost.Libvips(
+            decodes=frozenset(_LOADERS[name] for name in policy.decode_loaders),
+            turn=policy.turn,
+            encodes=policy.encode,
+            everything=policy is EVERYTHING,
+        )
+        return cost.cost(plan, info, decoded_cached=decoded_cached, libvips=steps)
 
     @property
     def identity(self) -> str:
