@@ -22,6 +22,14 @@ outside the root). ``n`` is at most 2**31.
   made on the fly. ``/nolength/<n>``: the same without Content-Length (ended by the close).
 - ``/gzipbomb/<n>``: 200 ``application/json``, ``Content-Encoding: gzip`` of n zero bytes,
   compressed on the fly, without Content-Length (1e9 bytes are about 1 MB on the wire).
+- ``/gzipimage/<n>``: 200 ``image/jpeg``, ``Content-Encoding: gzip`` of n bytes (a JPEG start,
+  then zeros), compressed on the fly, without Content-Length (though the client asked for
+  ``identity``).
+- ``/tailtiff/<n>``: 200 ``image/tiff``, an uncompressed 8-bit grey TIFF of about n bytes (at
+  least 64 KiB; 16 000 pixels a row, zeros) whose directory is at the end, after its pixels,
+  as many writers leave it; made on the fly, with Content-Length, and ``Range: bytes=a-b``
+  (one range) answered 206 with ``Content-Range``. ``/tailtiffwhole/<n>``: the same file, the
+  ``Range`` header ignored (always 200 and the whole file).
 - ``/bomb/<w>x<h>``: 200 ``image/png``, a valid 1-bit greyscale PNG of w x h zero pixels (its raw
   rows at most 2**31 bytes), made once per size in a thread and kept.
 - ``/jsonbomb/...``: 200 ``application/json``, 10 MiB of valid JSON: 100 000 nested arrays.
@@ -43,6 +51,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import struct
 import zlib
@@ -62,6 +71,7 @@ CHUNK = 64 * 1024
 MAX_BYTES = 2**31
 JSON_BOMB_SIZE = 10 * 1024 * 1024
 JSON_BOMB_DEPTH = 100_000
+TAIL_TIFF_MIN = 64 * 1024
 JPEG_START = b"\xff\xd8\xff\xe0"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HTML_ERROR = (
@@ -84,12 +94,26 @@ class Exchange:
     """One request on one connection, and the ways to answer it."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str, path: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        method: str,
+        path: str,
+        head: bytes = b"",
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.path = path
         self.with_body = method != "HEAD"
+        self.request_head = head
+
+    def header(self, name: str) -> str | None:
+        """The value of the request's header ``name`` (case-insensitive), if it was sent."""
+        wanted = name.lower().encode("latin-1") + b":"
+        for line in self.request_head.split(b"\r\n")[1:]:
+            if line.lower().startswith(wanted):
+                return line.split(b":", 1)[1].strip().decode("latin-1")
+        return None
 
     async def head(self, status: int, headers: dict[str, str]) -> None:
         try:
@@ -146,6 +170,9 @@ class Faulty:
             "oversize": self.oversize,
             "nolength": self.nolength,
             "gzipbomb": self.gzipbomb,
+            "gzipimage": self.gzipimage,
+            "tailtiff": self.tailtiff,
+            "tailtiffwhole": self.tailtiff,
             "bomb": self.bomb,
             "jsonbomb": self.jsonbomb,
             "status": self.status,
@@ -188,7 +215,7 @@ class Faulty:
             "-",
         )
         print(f"{method} {target} {fault} {rid}", flush=True)
-        ex = Exchange(reader, writer, method, path)
+        ex = Exchange(reader, writer, method, path, head)
         if method not in ("GET", "HEAD"):
             await ex.head(405, {"Allow": "GET, HEAD", "Content-Length": "0"})
         elif path == "/_stats":
@@ -273,6 +300,32 @@ class Faulty:
             headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
             await ex.head(200, headers)
             await ex.body(gzipped_zeros(n))
+
+    async def gzipimage(self, ex: Exchange, tail: str) -> None:
+        if (n := await number(ex, tail, 0, MAX_BYTES)) is not None:
+            headers = {"Content-Type": "image/jpeg", "Content-Encoding": "gzip"}
+            await ex.head(200, headers)
+            await ex.body(gzipped(fake_jpeg(n)))
+
+    async def tailtiff(self, ex: Exchange, tail: str) -> None:
+        if (n := await number(ex, tail, TAIL_TIFF_MIN, MAX_BYTES)) is None:
+            return
+        tiff = TailTiff(n)
+        wanted = ex.header("Range") if ex.path.startswith("/tailtiff/") else None
+        found = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted or "")
+        headers = {"Content-Type": "image/tiff", "ETag": f'"tail-{n:x}"'}
+        if found is None:
+            await ex.head(200, {**headers, "Content-Length": str(tiff.size)})
+            await ex.body(tiff.pieces(0, tiff.size))
+            return
+        start = int(found[1])
+        end = min(int(found[2]) + 1 if found[2] else tiff.size, tiff.size)
+        if start >= end:
+            await ex.head(416, {"Content-Range": f"bytes */{tiff.size}", "Content-Length": "0"})
+            return
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{tiff.size}"
+        await ex.head(206, {**headers, "Content-Length": str(end - start)})
+        await ex.body(tiff.pieces(start, end))
 
     async def bomb(self, ex: Exchange, tail: str) -> None:
         w, _, h = tail.partition("x")
@@ -369,10 +422,58 @@ def fake_jpeg(n: int) -> Iterator[bytes]:
 
 
 def gzipped_zeros(n: int) -> Iterator[bytes]:
+    return gzipped(repeated(n, size=2**20))  # about 5 ms of compressing each piece
+
+
+def gzipped(pieces: Iterable[bytes]) -> Iterator[bytes]:
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip header and trailer
-    for piece in repeated(n, size=2**20):  # about 5 ms of compressing each
+    for piece in pieces:
         yield packer.compress(piece)  # often empty, still a point where other connections run
     yield packer.flush()
+
+
+class TailTiff:
+    """An uncompressed 8-bit grey TIFF of about ``n`` bytes, laid out as its header (pointing
+    at the end), its pixels (zeros, one strip) and then its directory; never held whole."""
+
+    WIDTH = 16_000
+
+    def __init__(self, n: int) -> None:
+        self.width = self.WIDTH
+        self.height = max(1, n // self.WIDTH)
+        pixels = self.width * self.height
+        self.ifd_at = 8 + pixels + (pixels % 2)  # a directory starts on a word boundary
+        entries = [  # (tag, type: 3 SHORT / 4 LONG, value), in tag order
+            (256, 4, self.width),
+            (257, 4, self.height),
+            (258, 3, 8),  # BitsPerSample
+            (259, 3, 1),  # no compression
+            (262, 3, 1),  # BlackIsZero
+            (273, 4, 8),  # the strip starts after the header
+            (277, 3, 1),  # SamplesPerPixel
+            (278, 4, self.height),  # RowsPerStrip: one strip
+            (279, 4, pixels),
+        ]
+        ifd = struct.pack("<H", len(entries))
+        for tag, kind, value in entries:
+            packed = struct.pack("<HI", value, 0)[:4] if kind == 3 else struct.pack("<I", value)
+            ifd += struct.pack("<HHI", tag, kind, 1) + packed
+        self.head = b"II*\x00" + struct.pack("<I", self.ifd_at)
+        self.tail = ifd + struct.pack("<I", 0)  # no next directory
+        self.size = self.ifd_at + len(self.tail)
+
+    def pieces(self, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``start`` to ``end`` (excluded) of the file, in pieces of at most ``CHUNK``."""
+        pos = start
+        while pos < end:
+            if pos < len(self.head):
+                piece = self.head[pos:end]
+            elif pos < self.ifd_at:
+                piece = bytes(min(pos + CHUNK, end, self.ifd_at) - pos)
+            else:
+                piece = self.tail[pos - self.ifd_at : end - self.ifd_at]
+            yield piece
+            pos += len(piece)
 
 
 def json_bomb() -> Iterator[bytes]:
