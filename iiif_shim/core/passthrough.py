@@ -42,11 +42,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from iiif_shim.base.errors import BackendError
+from iiif_shim.iiif.profile import Format
 from iiif_shim.imaging import pillow
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.headers import header
 from iiif_shim.imaging.pillow import Traits
-from iiif_shim.model.facts import SourceInfo
+from iiif_shim.model.facts import PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Plan
 from iiif_shim.upstream.client import Body
 
@@ -63,6 +64,18 @@ _AS_IS = {
     "TIFF": ("L", "RGB", "RGBA"),
     "WEBP": ("RGB", "RGBA"),
 }
+
+
+def own_format(info: SourceInfo) -> Format | None:
+    """The format in which the master's facts allow its own bytes to answer for the whole of
+    it (:data:`_AS_IS`), for manifests to offer as the original; ``None`` for any other master,
+    and for one its facts show to have several pages (a pyramid TIFF: :func:`as_is` refuses
+    it). Whether a request in that format is an original is still :func:`original`'s word."""
+    if info.format is None or info.mode not in _AS_IS.get(info.format, ()):
+        return None
+    if isinstance(info.native, PyramidFacts) and len(info.native.pyramid.levels) > 1:
+        return None
+    return next((fmt for fmt in Format if pillow.pil_format(fmt) == info.format), None)
 
 
 def original(plan: Plan, info: SourceInfo) -> bool:

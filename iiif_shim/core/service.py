@@ -42,8 +42,8 @@ from iiif_shim.core.planner import plan
 from iiif_shim.core.routing import Router
 from iiif_shim.core.settings import ServiceSettings
 from iiif_shim.iiif.info import Offer, image_info
-from iiif_shim.iiif.profile import Version
-from iiif_shim.iiif.request import ImageRequest
+from iiif_shim.iiif.profile import Format, Version
+from iiif_shim.iiif.request import ImageRequest, parse_image_request
 from iiif_shim.iiif.resolve import Limits, resolve
 from iiif_shim.imaging import cost, pillow
 from iiif_shim.imaging.budget import MemoryBudget, holding
@@ -238,6 +238,18 @@ class ImageService:
         src = await self.source(identifier)
         doc = image_info(version, base_id, src.info, self.offer, rights=src.target.rights)
         return doc, src
+
+    def original_format(self, identifier: str, src: Source) -> Format | None:
+        """The format in which ``full/max`` of ``src`` is the master's own bytes
+        (``passthrough.original``: facts that allow it, its own size within the limits, a
+        format offered), for a manifest to offer as the original; else ``None``. The bytes
+        have the last word when it is asked for (``passthrough.as_is``)."""
+        fmt = passthrough.own_format(src.info)
+        if fmt is None or fmt not in self.offer.formats:
+            return None
+        whole = parse_image_request(Version.V3, identifier, "full", "max", "0", f"default.{fmt}")
+        planned = self._planned(whole, src).plan
+        return fmt if passthrough.original(planned, src.info) else None
 
     async def prepare(self, request: ImageRequest) -> Prepared:
         return self._planned(request, await self.source(request.identifier))

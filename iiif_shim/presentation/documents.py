@@ -6,7 +6,9 @@ comes out. Every URL is built by :class:`Urls`, in one place, so each ``id`` is 
 shim really serves. Metadata labels and values carry every language they were given in (3.0
 language maps, 2.1 ``@value``/``@language`` lists). Texts are plain text: a value that a viewer
 would take for HTML (first character ``<``, last ``>``) is escaped and wrapped so it shows as
-written.
+written. A canvas whose image service sends its master as it is (the whole of it at its own
+size in its own format: ``core/passthrough.py``) offers that URL as a ``rendering``, the
+"download original".
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from iiif_shim.iiif.identifier import encode_identifier
-from iiif_shim.iiif.profile import Version
+from iiif_shim.iiif.profile import Format, Version
 from iiif_shim.presentation.labels import Texts
 from iiif_shim.presentation.records import ObjectRecord
 from iiif_shim.presentation.settings import PresentationSettings
@@ -29,6 +31,7 @@ CONTEXT_2 = "http://iiif.io/api/presentation/2/context.json"
 IMAGE_CONTEXT_2 = "http://iiif.io/api/image/2/context.json"
 LEVEL2_V2 = "http://iiif.io/api/image/2/level2.json"
 _VIEWING_HINTS_2 = ("paged", "continuous", "individuals")
+_FORMAT_NAMES = {Format.JPG: "JPEG", Format.PNG: "PNG", Format.TIF: "TIFF", Format.WEBP: "WebP"}
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,22 @@ class Urls:
 @dataclass(frozen=True)
 class Picture:
     """A canvas's image as the Image API serves it: full size, what ``max`` returns, and the
-    thumbnail size (each exactly what the shim answers for that request)."""
+    thumbnail size (each exactly what the shim answers for that request); ``original``: the
+    format in which the whole image at its own size is the master's own bytes, if it is."""
 
     identifier: str
     width: int
     height: int
     max_size: tuple[int, int]
     thumb_size: tuple[int, int]
+    original: Format | None = None
+
+    @property
+    def original_text(self) -> str:
+        """What the original is, for people: ``JPEG, 6000 x 4000``."""
+        fmt = self.original
+        name = "" if fmt is None else _FORMAT_NAMES.get(fmt, fmt.value.upper())
+        return f"{name}, {self.width} x {self.height}"
 
 
 def thumb_size(width: int, height: int, box: int) -> tuple[int, int]:
@@ -144,6 +156,27 @@ class Builder:
             },
         ]
 
+    def original(self, version: Version, picture: Picture) -> dict[str, Any] | None:
+        """The picture's master as it is (``full/max``, in 2.1 ``full/full``, in the master's
+        own format) as a ``rendering`` of its canvas, when its image service sends it so;
+        else ``None``."""
+        fmt = picture.original
+        if fmt is None:
+            return None
+        size = "max" if version is Version.V3 else "full"
+        url = f"{self.urls.service(version, picture.identifier)}/full/{size}/0/default.{fmt}"
+        label = f"Original image ({picture.original_text})"
+        if version is Version.V3:
+            return {
+                "id": url,
+                "type": "Image",
+                "label": self.lang(label),
+                "format": fmt.media_type,
+                "width": picture.width,
+                "height": picture.height,
+            }
+        return {"@id": url, "label": label, "format": fmt.media_type}
+
     def thumbnail(self, picture: Picture) -> dict[str, Any]:
         w, h = picture.thumb_size
         return {
@@ -166,29 +199,32 @@ class Builder:
             "height": mh,
             "service": self._services(pic.identifier),
         }
-        return {
+        canvas: dict[str, Any] = {
             "id": canvas_id,
             "type": "Canvas",
             "label": self.lang(_label(label or str(index + 1))),
             "width": pic.width,
             "height": pic.height,
             "thumbnail": [self.thumbnail(pic)],
-            "items": [
-                {
-                    "id": f"{canvas_id}/page",
-                    "type": "AnnotationPage",
-                    "items": [
-                        {
-                            "id": f"{canvas_id}/page/image",
-                            "type": "Annotation",
-                            "motivation": "painting",
-                            "body": body,
-                            "target": canvas_id,
-                        }
-                    ],
-                }
-            ],
         }
+        if original := self.original(Version.V3, pic):
+            canvas["rendering"] = [original]
+        canvas["items"] = [
+            {
+                "id": f"{canvas_id}/page",
+                "type": "AnnotationPage",
+                "items": [
+                    {
+                        "id": f"{canvas_id}/page/image",
+                        "type": "Annotation",
+                        "motivation": "painting",
+                        "body": body,
+                        "target": canvas_id,
+                    }
+                ],
+            }
+        ]
+        return canvas
 
     def _provider(self) -> list[dict[str, Any]]:
         provider = self.settings.provider
@@ -399,6 +435,7 @@ class Builder:
             canvas_id = f"{base}/canvas/{i + 1}"
             mw, mh = pic.max_size
             size = "full" if (mw, mh) == (pic.width, pic.height) else f"{mw},{mh}"
+            original = self.original(Version.V2, pic)
             canvases.append(
                 {
                     "@id": canvas_id,
@@ -407,6 +444,7 @@ class Builder:
                     "width": pic.width,
                     "height": pic.height,
                     "thumbnail": self._thumbnail_2(pic),
+                    **({"rendering": original} if original else {}),
                     "images": [
                         {
                             "@id": f"{canvas_id}/page/image",

@@ -4,7 +4,9 @@ Title, summary and a metadata table (each label and value in ``presentation.lang
 given in it; the date at the precision the catalogue gave); the default viewer embedded; a
 thumbnail of every canvas with a link that opens the viewer at that canvas (a Content State);
 the manifest URL with the IIIF drag-and-drop link; "open in" links to every built-in and
-configured external viewer; the PDF. Every value is escaped; the page needs nothing but the shim.
+configured external viewer; the PDF; under each canvas whose master is sent as it is (the
+manifest's "download original" ``rendering``) a "Download original" link. Every value is
+escaped; the page needs nothing but the shim.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import quote
 
 from iiif_shim import __version__
 from iiif_shim.iiif.contentstate import encode
+from iiif_shim.iiif.profile import Version
 from iiif_shim.presentation.documents import Builder, Picture
 from iiif_shim.presentation.labels import Texts
 from iiif_shim.presentation.records import ObjectRecord
@@ -31,6 +34,7 @@ iframe{width:100%;height:70vh;border:1px solid #ccc;border-radius:6px}
 ul.canvases{list-style:none;padding:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(11rem,1fr));gap:.8rem}
 ul.canvases li{border:1px solid #ddd;border-radius:6px;padding:.5rem;text-align:center}
 ul.canvases img{display:block;max-width:100%;height:auto;margin:0 auto .3rem;background:#eee}
+ul.canvases small{display:block;margin-top:.3rem;color:#555}
 code{font-size:.85em;word-break:break-all}
 .iiif{display:inline-block;background:#2873ab;color:#fff;font-weight:700;padding:0 .45rem;
   border-radius:4px;text-decoration:none}
@@ -93,12 +97,19 @@ def object_page(
     for i, (canvas, picture) in enumerate(zip(record.canvases, pictures, strict=True)):
         thumb = builder.thumbnail(picture)
         state = content_state(manifest, f"{base}/canvas/{i + 1}")
+        original = builder.original(Version.V3, picture)
+        download = (
+            f'<small><a href="{escape(original["id"])}" download>Download original</a> '
+            f"({escape(picture.original_text)})</small>"
+            if original
+            else ""
+        )
         canvases.append(
             "<li>"
             f'<a href="{escape(urls.site + viewer_url(viewers.default, state))}">'
             f'<img src="{escape(thumb["id"])}" width="{thumb["width"]}" '
             f'height="{thumb["height"]}" alt="{escape(canvas.label or str(i + 1))}" loading="lazy">'
-            f"{escape(canvas.label or str(i + 1))}</a>"
+            f"{escape(canvas.label or str(i + 1))}</a>{download}"
             "</li>"
         )
     open_in = [

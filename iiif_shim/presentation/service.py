@@ -255,6 +255,7 @@ class PresentationService:
             info.height,
             largest,
             thumb_size(*largest, self.settings.thumbnail_size),
+            self.images.original_format(identifier, src),
         )
 
     async def pictures(self, record: ObjectRecord) -> list[Picture]:
