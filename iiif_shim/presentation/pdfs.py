@@ -154,7 +154,8 @@ class Flights(Generic[K, T]):
         elif not flight.task.cancelled() and flight.task.exception() is None:
             self._release(flight.task.result())  # every caller has its own share
 
-    def _landed(self, ident: K, flight: _Flight[T]) -> None:
+    def _landed(self, ident: K, flight: _Flight[T], task: asyncio.Task[T]) -> None:
+        """The run is over (the task's done-callback): a newcomer starts a new run."""
         if self._running.get(ident) is flight:
             del self._running[ident]
         if not flight.task.cancelled():

@@ -219,6 +219,26 @@ def test_a_build_is_shared_and_stops_when_nobody_waits() -> None:
     asyncio.run(main())
 
 
+def test_a_finished_build_is_forgotten_without_an_error_in_the_loop() -> None:
+    """The run's done-callback takes the task it is called with: a build that lands logs no
+    "Exception in callback" (it used to, for every PDF built)."""
+
+    async def main() -> list[dict[str, object]]:
+        errors: list[dict[str, object]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+
+        async def build() -> str:
+            return "pdf"
+
+        flights = Flights[str, str](lambda r: r, lambda r: None)
+        assert await flights.join("k", build) == "pdf"
+        await _turns()
+        assert "k" not in flights
+        return errors
+
+    assert asyncio.run(main()) == []
+
+
 def test_a_request_that_joins_a_stopping_build_gets_a_build_of_its_own() -> None:
     """The only client of a build leaves; the build is stopping (its clean-up takes a few
     turns: a lock given back, say) when a new request for the same PDF comes: that request,
