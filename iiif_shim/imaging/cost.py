@@ -2,13 +2,19 @@
 take.
 
 :func:`cost` is the count for a whole plan, made before anything is fetched so the request can
-reserve it (``budget.py``): the source at the reduction it is decoded at (:func:`reduction`:
-JPEG DCT scaling, JPEG 2000 resolution levels), in what Pillow really stores for its mode
-(:func:`decode_bytes`: 4 bytes a pixel for RGB, a whole byte for a 1-bit pixel, plus the
-conversion to L, LA, RGB or RGBA), plus every intermediate up to the rotated output. Both
-engines reserve it (libvips stores no more). :class:`Allowance` is what one decode may take, and
-:func:`check_size` the check of a header against it. Pure: no pixel is touched here.
-"""
+reserve it (``budget.py``): :class:`Cost` holds the most decoding holds at once (the source at
+the reduction it is decoded at, :func:`reduction`: JPEG DCT scaling, JPEG 2000 resolution
+levels; in what Pillow really stores for its mode plus its conversion to L, LA, RGB or RGBA,
+:func:`decode_bytes`), the decoded source kept while finishing, and the most finishing holds
+at once besides it: each step makes a new image while the one before it is still held (the
+crop or its copy, the scaling's intermediate, the mirror, the turn and its alpha copy, the
+quality), then the encoder's buffers and bytes as ``bench/cost_model.py`` measured them; plus
+:data:`MARGIN`. :class:`Libvips` says which steps libvips does for the ``vips`` engine: it
+decodes into a byte a sample and streams what it does after that, so the count for it is
+smaller (``vips.VipsEngine.cost``). The model is checked against measured peaks
+(``tests/unit/test_cost_model.py``, the table in docs/performance.md). :class:`Allowance` is what
+one decode may take, and :func:`check_size` the check of a header against it. Pure: no pixel
+is touched here."""
 
 from __future__ import annotations
 
@@ -121,14 +127,15 @@ _PILLOW_ENCODE: dict[Format, tuple[float, float, float, float]] = {
 _LIBVIPS_ENCODE: dict[Format, tuple[float, float, float, float]] = {
     Format.JPG: (1, 1, 1.5, 1.5),
     Format.PDF: (6, 7, 8.5, 9.5),  # Pillow writes PDF: the pixels cross back first
-    Format.PNG: (2, 4, 6, 8),
-    Format.TIF: (2, 4, 6, 8),
+    Format.PNG: (3, 8, 6, 8),
+    Format.TIF: (3, 8, 6, 8),
     Format.GIF: (19, 19, 19, 19),  # libvips quantises the whole image
-    Format.JP2: (2, 3, 4.5, 6),
+    Format.JP2: (2, 3, 6, 8),
     Format.WEBP: (10, 28, 10, 28),  # libwebp takes the whole image, and its planes
 }
 _WEBP_DECODER_BYTES = 8  # Pillow's WebP decoder keeps its canvas and last frame alive
 _ALPHA_MODES = ("LA", "La", "RGBA", "RGBa", "PA", "P")  # P: when it has a transparent colour
+_LIBVIPS_PIPELINE = 4 << 20  # a libvips pipeline's own buffers and strips, whatever its size
 MARGIN = 1 / 16  # on top of the count: what a step's own buffers, rows and strips add
 
 
@@ -249,7 +256,7 @@ def _streamed(steps: Steps, grey: bool, alpha: bool) -> float:
     if steps.quality is not Quality.DEFAULT:
         grey = True
     encoder = _LIBVIPS_ENCODE[steps.format][_bands(grey, alpha) - 1]
-    return encoder * turned_w * turned_h + 4 * out_w * 64  # plus a few strips
+    return encoder * turned_w * turned_h + 4 * out_w * 64 + _LIBVIPS_PIPELINE
 
 
 def _windowed(info: SourceInfo) -> bool:

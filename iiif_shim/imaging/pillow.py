@@ -90,6 +90,8 @@ def writable_formats() -> frozenset[Format]:
 
 def _open(fetched: Fetched) -> Image.Image:
     source: Any = fetched.path if fetched.path is not None else io.BytesIO(fetched.data or b"")
+    if fetched.reader is not None:  # a header read from the parts of a remote file
+        source = fetched.reader
     try:
         return Image.open(source)
     except Image.DecompressionBombError:
@@ -613,8 +615,8 @@ def encode(im: Image.Image, fmt: Format, jpeg_quality: int) -> bytes:
 class PillowMeasures:
     """What every engine takes from Pillow as it is: the formats offered (an engine
     that cannot write one has Pillow write it), the reduction to decode at (so the reserved
-    cost holds for either engine) and that cost (Pillow's count is an upper bound for
-    libvips, which stores RGB in 3 bytes a pixel and holds strips, not copies)."""
+    cost holds for either engine) and Pillow's cost (``vips.VipsEngine.cost`` counts what the
+    steps libvips does take instead)."""
 
     def writable_formats(self) -> frozenset[Format]:
         return writable_formats()
