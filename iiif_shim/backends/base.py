@@ -11,7 +11,9 @@ what the service lends it.
 
 :class:`UpstreamBackend` is the skeleton every network backend shares: its URL templates (named,
 parsed from its settings), one :class:`~iiif_shim.upstream.client.Upstream` client, and safe
-expansion of a template for a target. :class:`Listable` is what a backend that keeps its images
+expansion of a template for a target, and :meth:`UpstreamBackend.image`, the one way a whole
+image answer becomes a delivery (held once: small in memory, large in a temporary file).
+:class:`Listable` is what a backend that keeps its images
 in folders offers besides (the ``folder`` object source lists through it).
 """
 
@@ -24,6 +26,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+
+from yarl import URL
 
 from iiif_shim.backends.settings import BackendSettings, NetworkSettings
 from iiif_shim.base.errors import (
@@ -226,6 +230,18 @@ class UpstreamBackend(Backend[N]):
                 detail=f"{type(exc).__name__}: {exc}",
             ) from None
         return parsed, answer
+
+    async def image(
+        self, url: str | URL, target: Target, *, what: str = "", facts: bool = False
+    ) -> Fetched:
+        """The image at ``url``, read whole and held once (``Upstream.download``): its bytes
+        when it is small, else the temporary file it was written to, kept while the delivery
+        (or any copy of it) lives."""
+        got = await self.upstream.download(url, image_id=target.native_id, what=what, facts=facts)
+        described = f"backend '{self.name}'"
+        if got.spill is None:
+            return Fetched(data=got.data, described=described)
+        return Fetched(path=got.spill.path, described=described, keep=got.spill)
 
     def root(self) -> str:
         """The server's root URL (for health checks without a ``probe_id``)."""

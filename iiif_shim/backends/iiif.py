@@ -196,9 +196,6 @@ class IiifBackend(UpstreamBackend[IiifSettings]):
             last_modified=answer.last_modified,
         )
 
-    async def _bytes(self, url: str, image_id: str) -> bytes:
-        return (await self.upstream.get(url, image=True, image_id=image_id)).body
-
     def stream(
         self, target: Target, op: NativeOp, info: SourceInfo
     ) -> AbstractAsyncContextManager[Body] | None:
@@ -240,5 +237,4 @@ class IiifBackend(UpstreamBackend[IiifSettings]):
                 self.context.record,
                 self.settings.image_share,
             )
-        body = await self._bytes(request_path(base, service, op, info), target.native_id)
-        return Fetched(data=body, described=described)
+        return await self.image(request_path(base, service, op, info), target)

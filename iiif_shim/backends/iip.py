@@ -18,6 +18,9 @@ regions at a coarse level make iipsrv crash), and only known commands are sent.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from iiif_shim.backends.pyramid import PyramidBackend
 from iiif_shim.backends.settings import IipSettings
 from iiif_shim.base.errors import BackendError
@@ -126,7 +129,20 @@ class IipBackend(PyramidBackend[IipSettings]):
         commands.append("CVT=jpeg")
         fif = self.tile_base(target)
         url = self._url(fif, "&".join(commands))
-        answer = await self.upstream.get(url, image=True, image_id=target.native_id)
-        if not answer.body.rstrip(b"\r\n").endswith(b"\xff\xd9"):
+        fetched = await self.image(url, target)
+        if fetched.path is not None:  # a large answer, in a temporary file
+            end = await self.context.run_blocking(_last_bytes, fetched.path)
+        else:
+            end = (fetched.data or b"")[-_END_BYTES:]
+        if not end.rstrip(b"\r\n").endswith(b"\xff\xd9"):
             raise BackendError(f"backend '{self.name}' sent a JPEG with something after it")
-        return Fetched(data=answer.body, described=f"backend '{self.name}'")
+        return fetched
+
+
+_END_BYTES = 16  # the end of an answer, where a JPEG's end marker must be
+
+
+def _last_bytes(path: Path) -> bytes:
+    with path.open("rb") as file:
+        file.seek(max(0, file.seek(0, os.SEEK_END) - _END_BYTES))
+        return file.read()

@@ -109,5 +109,4 @@ class TemplateBackend(UpstreamBackend[TemplateSettings]):
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         url = self.image_url(target, op, info)
-        answer = await self.upstream.get(url, image=True, image_id=target.native_id)
-        return Fetched(data=answer.body, described=f"backend '{self.name}'")
+        return await self.image(url, target)

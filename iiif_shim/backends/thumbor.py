@@ -102,5 +102,4 @@ class ThumborBackend(UpstreamBackend[ThumborSettings]):
 
     async def fetch(self, target: Target, op: NativeOp, info: SourceInfo) -> Fetched:
         url = self.thumbor_url(self.operations(op, info), target)
-        answer = await self.upstream.get(url, image=True, image_id=target.native_id)
-        return Fetched(data=answer.body, described=f"backend '{self.name}'")
+        return await self.image(url, target)

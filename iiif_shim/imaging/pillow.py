@@ -90,6 +90,8 @@ def writable_formats() -> frozenset[Format]:
 
 def _open(fetched: Fetched) -> Image.Image:
     source: Any = fetched.path if fetched.path is not None else io.BytesIO(fetched.data or b"")
+    if fetched.reader is not None:  # a header read from the parts of a remote file
+        source = fetched.reader
     try:
         return Image.open(source)
     except Image.DecompressionBombError:

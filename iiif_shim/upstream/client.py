@@ -14,9 +14,14 @@ circuit are its own) and gets answers through :meth:`Upstream.get`, which:
   documents of many canvases leave connections for the facts of info.json and of images;
   waiting for a free connection has its own bound (``pool_timeout``) and its own 503;
 - asks with ``Accept-Encoding: identity`` and the request id, follows redirects only within the
-  origin and folder of the backend's URL templates (``redirects: same_origin``) or not at all,
-  and never decompresses a body beyond its cap;
-- reads at most ``max_bytes`` of an image and ``max_metadata_bytes`` of metadata (more: 502);
+  origin and folder of the backend's URL templates (``redirects: same_origin``) or not at all;
+- reads at most ``max_bytes`` of an image and ``max_metadata_bytes`` of metadata (more: 502),
+  each body held once: a small one in memory (its pieces joined once), an image body of more
+  than ``SPILL_AT`` (:meth:`Upstream.download`) written as it arrives to an unnamed temporary
+  file the image engine reads (:class:`Spill`), so a large master costs disk, not memory;
+- decompresses a gzip/deflate body only when what is read of it is small (metadata, the first
+  bytes of a master: at most ``max_metadata_bytes``), never past that; an image body that comes
+  encoded (it was asked for ``identity``) is a 502, never inflated;
 - retries metadata requests (idempotent, small) after a refused or reset connection or a
   502/503/504, with jittered backoff, within the same deadline;
 - answers, whatever the fault, within ``timeout`` (504 past it), naming the backend and never
@@ -32,11 +37,15 @@ import logging
 import os
 import random
 import re
+import tempfile
 import time
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 import aiohttp
 from yarl import URL
@@ -69,6 +78,11 @@ log = logging.getLogger("iiif_shim")
 
 _CHUNK = 64 * 1024
 _INFLATE_STEP = 1024 * 1024
+# An image body larger than this is written to a temporary file as it arrives (Spill); what is
+# held in memory per request is at most this much (metadata: at most max_metadata_bytes).
+SPILL_AT = 4 * 1024 * 1024
+_WRITE_BLOCK = 1024 * 1024  # bytes gathered before one write to a spill file (off the loop)
+_FD_PATHS = Path("/proc/self/fd")
 _TYPE_RE = re.compile(r"[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,40}")
 _MAX_REDIRECTS = 3
 
@@ -132,6 +146,43 @@ class Body:
     head: bytes
     rest: AsyncIterator[bytes]
     length: int | None
+
+
+class Spill:
+    """An unnamed temporary file (in ``TMPDIR``) holding one body, gone when the last reference
+    to this object is: nothing is left behind, even by a process that is killed. :attr:`path`
+    names it (``/proc/self/fd/N``) for whoever opens it while this object lives; where there is
+    no ``/proc``, a named file removed when it is closed."""
+
+    def __init__(self) -> None:
+        self.file: IO[bytes]
+        if _FD_PATHS.is_dir():
+            self.file = tempfile.TemporaryFile(prefix="iiif-shim-body-")  # noqa: SIM115
+            self.path = _FD_PATHS / str(self.file.fileno())
+        else:  # pragma: no cover - systems without /proc
+            named = tempfile.NamedTemporaryFile(prefix="iiif-shim-body-")  # noqa: SIM115
+            self.file, self.path = named, Path(named.name)
+        self._closer = weakref.finalize(self, self.file.close)
+
+    def close(self) -> None:
+        self._closer()
+
+
+@dataclass(frozen=True)
+class Download:
+    """An image answer read whole, held once: in memory (``data``) when it is small, else in a
+    temporary file (``spill``); ``size`` bytes either way, the first ones checked to be an
+    image's."""
+
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    size: int
+    data: bytes | None = None
+    spill: Spill | None = None
+
+    @property
+    def version(self) -> str | None:
+        return self.headers.get("ETag") or self.headers.get("Last-Modified")
 
 
 def image_reserve(max_connections: int) -> int:
@@ -292,9 +343,7 @@ class Upstream:
         cap = self.settings.max_bytes
         if (resp.content_length or 0) > cap:
             raise _too_large(self.who, cap, False)
-        encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            raise MalformedAnswer(f"{self.who} sent an image body encoded as {encoding[:20]!r}")
+        _identity(resp, self.who)
         try:
             first = await resp.content.readexactly(min(head, cap))
         except asyncio.IncompleteReadError as short:
@@ -332,6 +381,68 @@ class Upstream:
         except aiohttp.ClientError as exc:
             failure = self._failure(exc)
             raise failure from None
+
+    async def download(
+        self, url: str | URL, *, image_id: str = "", what: str = "", facts: bool = False
+    ) -> Download:
+        """An image answer read whole, at most ``max_bytes`` (more: 502), within ``timeout``,
+        never retried; its first bytes must be an image's, and it must not come encoded. A body
+        of more than ``SPILL_AT`` bytes is written to a :class:`Spill` as it arrives (the
+        writes off the loop), never held in memory. ``facts``: as in :meth:`get` (a whole
+        master read for its header)."""
+        deadline = asyncio.get_running_loop().time() + self.settings.timeout
+        target = url if isinstance(url, URL) else URL(url, encoded=True)
+        async with (
+            self._accounted() as call,
+            asyncio.timeout_at(deadline),
+            self._slot(image_id, deadline, facts),
+            self._opened(target, None, what) as resp,
+        ):
+            got = await self._whole(resp, what)
+            call.answered = True
+        return got
+
+    async def _whole(self, resp: aiohttp.ClientResponse, what: str) -> Download:
+        """The body of ``resp``, checked and held once (:meth:`download`)."""
+        cap = self.settings.max_bytes
+        declared = resp.content_length
+        if (declared or 0) > cap:
+            raise _too_large(self.who, cap, False)
+        _identity(resp, self.who)
+        pieces: list[bytes] = []
+        gathered = size = 0  # bytes in pieces; bytes in all
+        spill: Spill | None = None
+        try:
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                if not size and not looks_like_image(chunk[:16]):
+                    raise NotAnImage(
+                        f"{self.who} sent {resp.content_type or 'something else'}, not an image"
+                        + (f" for {what}" if what else ""),
+                    )
+                size += len(chunk)
+                if size > cap:
+                    raise _too_large(self.who, cap, False)
+                pieces.append(chunk)
+                gathered += len(chunk)
+                if spill is None and (size > SPILL_AT or (declared or 0) > SPILL_AT):
+                    spill = await asyncio.to_thread(Spill)
+                if spill is not None and gathered >= _WRITE_BLOCK:
+                    await asyncio.to_thread(spill.file.writelines, pieces)
+                    pieces, gathered = [], 0
+            if spill is not None:
+                await asyncio.to_thread(_finish, spill, pieces)
+        except aiohttp.ClientError as exc:
+            if spill is not None:
+                spill.close()
+            raise self._failure(exc) from None
+        except BaseException:
+            if spill is not None:
+                spill.close()
+            raise
+        self.bytes_received += size
+        if spill is not None:
+            return Download(resp.status, resp.headers.copy(), size, spill=spill)
+        return Download(resp.status, resp.headers.copy(), size, data=b"".join(pieces))
 
     @asynccontextmanager
     async def _slot(
@@ -427,7 +538,9 @@ class Upstream:
             if not partial and (resp.content_length or 0) > cap:
                 raise _too_large(self.who, cap, metadata)
             try:
-                body, complete = await _read(resp, cap, self.who)
+                # compressed bodies are inflated only when what is read of them is small
+                small = cap <= self.settings.max_metadata_bytes
+                body, complete = await _read(resp, cap, self.who, small)
             except aiohttp.ClientError as exc:
                 raise self._failure(exc) from None
             if not complete and not partial:
@@ -527,33 +640,63 @@ def _too_large(backend: str, cap: int, metadata: bool) -> BackendError:
     return OversizeAnswer(f"{backend}: the response is larger than {setting} ({cap})")
 
 
-async def _read(resp: aiohttp.ClientResponse, cap: int, backend: str) -> tuple[bytes, bool]:
-    """At most ``cap`` bytes of the body, decoded from gzip/deflate without ever inflating past
-    the cap; ``complete`` says whether that was all of it."""
+def _identity(resp: aiohttp.ClientResponse, backend: str) -> None:
+    """Refuse an image body that is not sent as it is: it was asked for ``identity``, and an
+    image is never usefully compressed again, while a gzip bomb would be inflated."""
     encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
-    inflate: zlib._Decompress | None = None
-    if encoding in ("gzip", "x-gzip"):
-        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding not in ("", "identity"):
+        raise MalformedAnswer(
+            f"{backend} sent an image body encoded as {encoding[:20]!r} (asked for identity)"
+        )
+
+
+def _finish(spill: Spill, pieces: list[bytes]) -> None:
+    """Write what is left of a body to its spill file and rewind it (in a thread)."""
+    spill.file.writelines(pieces)
+    spill.file.flush()
+    spill.file.seek(0)
+
+
+async def _read(
+    resp: aiohttp.ClientResponse, cap: int, backend: str, inflate: bool
+) -> tuple[bytes, bool]:
+    """At most ``cap`` bytes of the body, held once (its pieces joined once, at the end);
+    ``complete`` says whether that was all of it. With ``inflate``, a gzip/deflate body is
+    decoded, never past the cap; without, an encoded body is refused (:func:`_identity`)."""
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    decoder: zlib._Decompress | None = None
+    if encoding in ("", "identity"):
+        pass
+    elif not inflate:
+        _identity(resp, backend)
+    elif encoding in ("gzip", "x-gzip"):
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
     elif encoding == "deflate":
-        inflate = zlib.decompressobj()
-    elif encoding not in ("", "identity"):
+        decoder = zlib.decompressobj()
+    else:
         raise MalformedAnswer(f"{backend} sent a body encoded as {encoding[:20]!r}")
-    body = bytearray()
+    pieces: list[bytes] = []
+    held = 0
     try:
         async for chunk in resp.content.iter_chunked(_CHUNK):
-            if inflate is None:
-                body += chunk
+            if decoder is None:
+                pieces.append(chunk)
+                held += len(chunk)
             else:  # inflated a MiB at a time, the loop free in between, never past the cap
                 pending = chunk
-                while pending and len(body) <= cap:
-                    body += inflate.decompress(pending, min(_INFLATE_STEP, cap + 1 - len(body)))
-                    pending = inflate.unconsumed_tail
+                while pending and held <= cap:
+                    piece = decoder.decompress(pending, min(_INFLATE_STEP, cap + 1 - held))
+                    pieces.append(piece)
+                    held += len(piece)
+                    pending = decoder.unconsumed_tail
                     await asyncio.sleep(0)
-            if len(body) > cap:
+            if held > cap:
                 break
     except zlib.error:
         raise MalformedAnswer(f"{backend} sent a corrupt compressed body") from None
-    complete = len(body) <= cap and resp.content.at_eof()
-    if inflate is not None and complete and not inflate.eof:  # the compressed stream was cut
+    complete = held <= cap and resp.content.at_eof()
+    if decoder is not None and complete and not decoder.eof:  # the compressed stream was cut
         raise TruncatedBody(f"{backend} sent a truncated compressed body")
-    return bytes(body[:cap]), complete
+    body = b"".join(pieces)
+    del pieces
+    return (body[:cap] if held > cap else body), complete
