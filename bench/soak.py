@@ -260,6 +260,9 @@ def main() -> None:
     print(f"wrote {args.out}; cache_control after the reloads: {cache_control}")
 
 
+KEPT = "## Upstream bodies"  # where the sections of docs/reliability.md soak.py keeps begin
+
+
 def report(
     args: argparse.Namespace,
     answers: list[Answer],
@@ -344,7 +347,9 @@ def report(
     if odd:
         lines += ["## Unexpected answers", ""]
         lines += [f"- {a.status} {a.kind} {a.path} at {a.at - t0:.1f} s" for a in odd[:50]]
-    args.out.write_text("\n".join(lines) + "\n")
+    old = args.out.read_text() if args.out.exists() else ""
+    kept = old[old.index(KEPT) :] if KEPT in old else ""  # sections other benches wrote
+    args.out.write_text("\n".join(lines) + "\n" + kept)
     print(json.dumps({"requests": len(answers), "unexpected": len(unexpected)}))
 
 
