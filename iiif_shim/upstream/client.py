@@ -141,11 +141,13 @@ class Answer:
 @dataclass(frozen=True)
 class Body:
     """An image body that passes through as it arrives: ``head`` (its first bytes, already
-    read and checked), ``rest`` (the remaining chunks) and the length the server declared."""
+    read and checked), ``rest`` (the remaining chunks), the length the server declared and
+    the version it gave (its ETag, else its Last-Modified, as :attr:`Answer.version`)."""
 
     head: bytes
     rest: AsyncIterator[bytes]
     length: int | None
+    version: str | None = None
 
 
 class Spill:
@@ -336,7 +338,8 @@ class Upstream:
                 first = await self._head(resp, head, what)
                 call.answered = True
             cap = self.settings.max_bytes - len(first)
-            yield Body(first, self._rest(resp, cap), resp.content_length)
+            version = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+            yield Body(first, self._rest(resp, cap), resp.content_length, version)
 
     async def _head(self, resp: aiohttp.ClientResponse, head: int, what: str) -> bytes:
         """The first ``head`` bytes of an image answer, checked."""
