@@ -13,6 +13,8 @@ what the service lends it.
 parsed from its settings), one :class:`~iiif_shim.upstream.client.Upstream` client, and safe
 expansion of a template for a target, and :meth:`UpstreamBackend.image`, the one way a whole
 image answer becomes a delivery (held once: small in memory, large in a temporary file).
+:class:`OpenFile` is a master a backend opened to be sent as it is (:meth:`Backend.open_master`;
+only a backend that keeps masters as local files has one).
 :class:`Listable` is what a backend that keeps its images
 in folders offers besides (the ``folder`` object source lists through it).
 """
@@ -21,11 +23,12 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, BinaryIO, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from yarl import URL
 
@@ -40,6 +43,7 @@ from iiif_shim.base.errors import (
 from iiif_shim.cache.facade import Caches
 from iiif_shim.imaging.engine import Record
 from iiif_shim.imaging.fetched import Fetched
+from iiif_shim.imaging.pillow import Traits
 from iiif_shim.model.facts import NativeFacts, SourceInfo, checked
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.telemetry.metrics import Metrics
@@ -78,6 +82,37 @@ class BackendContext:
     @property
     def record(self) -> Record | None:
         return self.metrics.pillow_step if self.metrics else None
+
+
+@dataclass(frozen=True)
+class OpenFile:
+    """A master opened once to be sent as it is: the file (whoever opened it closes it), where
+    it was found, its version as the open file has it (what its facts' version must be), how
+    it stood when opened (:meth:`changed`) and its header's traits."""
+
+    file: BinaryIO
+    path: str
+    version: str
+    stat: os.stat_result
+    traits: Traits
+
+    @property
+    def size(self) -> int:
+        return self.stat.st_size
+
+    def changed(self) -> bool:
+        """Whether the file was written since it was opened, or another file put where it was
+        (its size, modification time or inode differ, by ``fstat`` and by the path): what was
+        sent of it may then be neither version. Blocking."""
+        was = self.stat
+        try:
+            now, there = os.fstat(self.file.fileno()), os.stat(self.path)
+        except OSError:
+            return True
+        return any(
+            (s.st_ino, s.st_size, s.st_mtime_ns) != (was.st_ino, was.st_size, was.st_mtime_ns)
+            for s in (now, there)
+        )
 
 
 class Backend(ABC, Generic[S]):
@@ -136,6 +171,13 @@ class Backend(ABC, Generic[S]):
     ) -> AbstractAsyncContextManager[Body] | None:
         """``op``'s answer as it arrives, for a request the shim passes through untouched;
         ``None`` when this backend only delivers through :meth:`fetch` (the default)."""
+        return None
+
+    async def open_master(self, target: Target) -> OpenFile | None:
+        """The master of ``target`` opened to be sent as it is, with its version (the caller
+        checks it against the facts, and closes it); ``None`` when this backend keeps no local
+        file (the default) or the file cannot be opened and read (the usual way then finds
+        out what is wrong)."""
         return None
 
     async def health(self, probe: Target | None) -> tuple[Health, str | None]:

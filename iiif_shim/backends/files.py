@@ -12,41 +12,30 @@ else (stripped TIFFs, JPEG, JPEG 2000, PNG) is delivered whole and Pillow does a
 decoding JPEG and JPEG 2000 at reduced resolution when the output is small.
 
 A master asked for as it is (``core/passthrough.py``) is opened once (:meth:`FilesBackend.
-open_master`): the open file is checked to be the version its facts describe and its header
-read from it, and it is that very file whose bytes are sent.
+open_master`): its version and header are read from the open file (the service checks that
+version against the facts), and it is that very file whose bytes are sent. A process out of
+file descriptors answers 503 then, rather than decode the whole master instead.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
-from typing import BinaryIO
 
-from iiif_shim.backends.base import Backend, Health, Listing
+from iiif_shim.backends.base import Backend, Health, Listing, OpenFile
 from iiif_shim.backends.settings import FilesSettings
-from iiif_shim.base.errors import BackendError, NotFound
+from iiif_shim.base.errors import BackendError, NotFound, Overloaded
 from iiif_shim.base.files import NotARegularFile, read_head
 from iiif_shim.base.text import natural_key
 from iiif_shim.iiif.resolve import Box
 from iiif_shim.imaging.fetched import Fetched
-from iiif_shim.imaging.pillow import Traits, read_header, read_traits
+from iiif_shim.imaging.pillow import read_header, read_traits
 from iiif_shim.imaging.tiff import tiff_pyramid
 from iiif_shim.model.facts import NativeFacts, PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
-
-
-@dataclass(frozen=True)
-class OpenFile:
-    """A master opened once to be sent as it is: the file (whoever opened it closes it), its
-    size and modification time as the open file has them, and its header's traits."""
-
-    file: BinaryIO
-    size: int
-    last_modified: float
-    traits: Traits
 
 
 def _version(stat: os.stat_result) -> str:
@@ -194,32 +183,35 @@ class FilesBackend(Backend[FilesSettings]):
             path=path, described=described, page=page, window=Box(x0, y0, x1 - x0, y1 - y0)
         )
 
-    def _open_master(self, native_id: str, version: str | None) -> OpenFile | None:
-        """The master opened, when it is a regular file of that version whose header can be
-        read; ``None`` otherwise (the usual way then finds out what is wrong). Blocking."""
-        if version is None:
-            return None
+    def _open_master(self, native_id: str) -> OpenFile | None:
+        """The master opened, with its version, when it is a regular file whose header can
+        be read; ``None`` otherwise (the usual way then finds out what is wrong); 503 when
+        this process (or the system) has no file descriptor left. Blocking."""
         try:  # never waits on a pipe put where the file was (a regular file is checked)
-            fd = os.open(self.locate(native_id), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except (NotFound, OSError):
+            path = str(self.locate(native_id))
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except NotFound:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise Overloaded("this server has no file descriptor left; try again") from None
             return None
         file = os.fdopen(fd, "rb")
         try:
             stat = os.fstat(fd)
-            if S_ISREG(stat.st_mode) and _version(stat) == version:  # not written since
+            if S_ISREG(stat.st_mode):
                 traits = read_traits(file, self._described(native_id))
-                return OpenFile(file, stat.st_size, stat.st_mtime, traits)
+                return OpenFile(file, path, _version(stat), stat, traits)
         except (BackendError, OSError):
             pass
         file.close()
         return None
 
-    async def open_master(self, target: Target, info: SourceInfo) -> OpenFile | None:
-        """The master of ``target`` opened to be sent as it is, checked to be the version
-        ``info`` describes (a file written since is left to the usual way); the caller closes
-        it."""
+    async def open_master(self, target: Target) -> OpenFile | None:
+        """The master of ``target`` opened to be sent as it is, with the version it has now
+        (the caller checks it against the facts, and closes it)."""
         opened: OpenFile | None = await self.context.run_blocking(
-            self._open_master, target.native_id, info.version
+            self._open_master, target.native_id
         )
         return opened
 

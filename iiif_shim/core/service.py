@@ -5,7 +5,10 @@ result cache -> backend fetch -> Pillow in the pool -> Rendered``. Image request
 first (everything up to the plan, which yields the cache key and the ETag) so the HTTP layer can
 answer a conditional request with 304 before any pixel is touched. An answer that passes through
 untouched (a large one the backend made, or the master itself: ``passthrough.py``) is opened by
-:meth:`ImageService.stream` and copied or sent by the HTTP layer, never buffered or cached.
+:meth:`ImageService.stream` and copied or sent by the HTTP layer, never buffered or cached. Whether
+a request is an original is decided once, when it is planned (:attr:`Prepared.original`); the
+master opened for it must be the version its facts describe, else the facts are asked again and
+the request planned again from them (never new bytes under the old version's validators).
 
 A contradiction later is a miss and a question to the backend, never a 500. Facts found in a
 cache tier may be wrong (another configuration's, a copy from before the source changed). When
@@ -26,12 +29,11 @@ import dataclasses
 import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from iiif_shim.backends.base import Backend, BackendContext
-from iiif_shim.backends.files import FilesBackend, OpenFile
+from iiif_shim.backends.base import Backend, BackendContext, OpenFile
 from iiif_shim.backends.registry import backend_for
 from iiif_shim.base.errors import BackendError, DecompressionBomb, ShimError
 from iiif_shim.cache.entry import source_key
@@ -73,6 +75,8 @@ class Prepared:
     # what is made from it does not question its facts (the backend stood by them, or they are
     # made for ``probe``, which leaves the cache tiers as they are)
     trusted: bool = False
+    # the master's own bytes are the answer if they prove to be (``passthrough.original``)
+    original: bool = False
 
     @property
     def canonical(self) -> str:
@@ -80,8 +84,24 @@ class Prepared:
 
     @property
     def etag(self) -> str | None:
-        """The response's ETag (an original's is its own: ``passthrough.etag``)."""
-        return passthrough.etag(self.plan, self.source.info)
+        """The ETag of the answer as planned: an original's own (``passthrough.etag``), else
+        the plan's. An original that goes the usual way has the plan's (:attr:`Made.etag`)."""
+        return passthrough.etag(self.plan) if self.original else self.plan.etag
+
+
+@dataclass(frozen=True)
+class Passing:
+    """What :meth:`ImageService.stream` found: the answer as it is (a stream, or a master's
+    open file), or ``None`` for the usual way; and the request as prepared for it (planned
+    again when the master proved newer than the facts it was planned from)."""
+
+    prepared: Prepared
+    body: Body | OpenFile | None
+
+    @property
+    def etag(self) -> str | None:
+        """The ETag of what is sent as it is (the master's bytes have their own)."""
+        return self.prepared.etag
 
 
 @dataclass(frozen=True)
@@ -92,6 +112,11 @@ class Made:
 
     prepared: Prepared
     rendered: Rendered
+
+    @property
+    def etag(self) -> str | None:
+        """The plan's ETag: a rendered answer is never the master's own bytes."""
+        return self.prepared.plan.etag
 
 
 class _Contradicted(Exception):
@@ -109,6 +134,26 @@ async def _nothing() -> AsyncIterator[bytes]:
     rest: tuple[bytes, ...] = ()
     for chunk in rest:
         yield chunk
+
+
+class _Newer:
+    """The master opened to be sent as it is proved another version than the facts say."""
+
+
+_NEWER = _Newer()
+
+
+async def _whole(body: Body, limit: int) -> bytes | None:
+    """All of ``body``, when it is at most ``limit`` bytes (else ``None``, read no further)."""
+    if (body.length or 0) > limit:
+        return None
+    parts, size = [body.head], len(body.head)
+    async for chunk in body.rest:
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _facts_of(backend: Backend[Any], target: Target) -> Callable[[], Awaitable[SourceInfo]]:
@@ -248,8 +293,7 @@ class ImageService:
         if fmt is None or fmt not in self.offer.formats:
             return None
         whole = parse_image_request(Version.V3, identifier, "full", "max", "0", f"default.{fmt}")
-        planned = self._planned(whole, src).plan
-        return fmt if passthrough.original(planned, src.info) else None
+        return fmt if self._planned(whole, src).original else None
 
     async def prepare(self, request: ImageRequest) -> Prepared:
         return self._planned(request, await self.source(request.identifier))
@@ -265,47 +309,78 @@ class ImageService:
             SourceRef(src.target.backend, src.target.native_id, info.version),
             self.engine.identity,
         )
-        return Prepared(src, the_plan)
+        iiif = self.settings.iiif
+        original = iiif.originals and passthrough.original(the_plan, info, iiif.max_source_pixels)
+        return Prepared(src, the_plan, original=original)
 
     @asynccontextmanager
-    async def stream(self, prepared: Prepared) -> AsyncIterator[Body | OpenFile | None]:
-        """The backend's answer as a checked stream, for an answer that passes through
-        untouched (``passthrough.py``: a large one, or an original), or a ``files`` master
-        opened to be sent as it is (closed on exit); ``None`` when it must go the buffered
-        way (not streamable, the backend cannot stream it, or its bytes are not the answer)."""
-        src, the_plan = prepared.source, prepared.plan
-        backend = src.backend
-        if isinstance(backend, FilesBackend) and passthrough.original(the_plan, src.info):
-            opened = await backend.open_master(src.target, src.info)
-            try:
-                as_is = opened is not None and passthrough.as_is(opened.traits, the_plan)
-                yield opened if as_is else None
-            finally:
-                if opened is not None:
-                    opened.file.close()
-            return
-        if passthrough.held(the_plan, src.info):
-            yield await self._held(prepared)
-            return
-        streams = None
-        if passthrough.streamable(the_plan, src.info):
-            streams = src.backend.stream(src.target, the_plan.native, src.info)
-        if streams is None:
-            yield None
-            return
-        async with streams as body:
-            ok = await passthrough.matches(
-                body, the_plan, src.info, src.backend.name, self.workers.run
-            )
-            yield body if ok else None
+    async def stream(self, prepared: Prepared) -> AsyncIterator[Passing]:
+        """The answer that passes through untouched (``passthrough.py``: a large one the backend
+        made, checked as it streams in; or an original, the master's open file or stream,
+        checked to be the version the facts describe), to be sent by the HTTP layer (closed
+        on exit); its ``body`` is ``None`` when the request must go the buffered way (not
+        streamable, the backend cannot stream it, or its bytes are not the answer). A master
+        newer than the facts has them asked again (``Caches.facts_again``), and the request
+        planned again from what the backend says now."""
+        async with AsyncExitStack() as stack:
+            yield await self._passing(prepared, stack)
 
-    async def _held(self, prepared: Prepared) -> Body | None:
-        """A small original fetched whole, as a body to send when all of it is the answer
-        as it is (``passthrough.held``); ``None``: the usual way."""
+    async def _passing(self, prepared: Prepared, stack: AsyncExitStack) -> Passing:
+        """:meth:`stream`'s answer; what it opens is closed by ``stack``."""
+        for _ in range(2):  # as planned; then once more, planned from newer facts
+            body = await self._opened(prepared, stack)
+            if not isinstance(body, _Newer):
+                return Passing(prepared, body)
+            again = await self._facts_again(prepared)
+            if again is None:  # the backend stands by the facts: the usual way
+                return Passing(prepared, None)
+            prepared = again
+        return Passing(prepared, None)
+
+    async def _opened(
+        self, prepared: Prepared, stack: AsyncExitStack
+    ) -> Body | OpenFile | _Newer | None:
+        """The answer as it is, opened (closed by ``stack``), ``None`` for the usual way, or
+        :data:`_NEWER` when it is the master of another version than the facts say."""
+        src, the_plan, original = prepared.source, prepared.plan, prepared.original
+        backend = src.backend
+        version = src.info.version
+        if original:
+            opened = await backend.open_master(src.target)
+            if opened is not None:
+                stack.callback(opened.file.close)
+                if opened.version != version:
+                    return _NEWER
+                return opened if passthrough.as_is(opened.traits, the_plan) else None
+        if passthrough.held(the_plan, original):
+            return await self._held(prepared, stack)
+        streams = None
+        if passthrough.streamable(the_plan, original):
+            streams = backend.stream(src.target, the_plan.native, src.info)
+        if streams is None:
+            return None
+        body = await stack.enter_async_context(streams)
+        if original and body.version != version:
+            return _NEWER
+        return await passthrough.matches(body, the_plan, original, backend.name, self.workers.run)
+
+    async def _held(self, prepared: Prepared, stack: AsyncExitStack) -> Body | _Newer | None:
+        """A small original read whole (from its stream, so its version is known: else as the
+        usual way fetches it), as a body to send when all of it is the answer as it is
+        (``passthrough.held``); ``None``: the usual way; :data:`_NEWER` when the master is not
+        the version the facts describe."""
         src, the_plan = prepared.source, prepared.plan
-        fetched = await src.backend.fetch(src.target, the_plan.native, src.info)
-        data = fetched.data
-        if data is None:
+        streams = src.backend.stream(src.target, the_plan.native, src.info)
+        if streams is None:
+            fetched = await src.backend.fetch(src.target, the_plan.native, src.info)
+            data, version = fetched.data, src.info.version
+        else:
+            body = await stack.enter_async_context(streams)
+            version = body.version
+            data = await _whole(body, passthrough.HELD_MAX)
+        if version != src.info.version:
+            return _NEWER
+        if data is None:  # too large to hold, or spilled to a file: the usual way
             return None
         try:
             traits = await self.workers.run(pillow.read_traits, io.BytesIO(data), src.backend.name)
@@ -313,7 +388,7 @@ class ImageService:
             return None
         if not passthrough.as_is(traits, the_plan):
             return None
-        return Body(head=data, rest=_nothing(), length=len(data))
+        return Body(head=data, rest=_nothing(), length=len(data), version=version)
 
     async def produce(
         self,

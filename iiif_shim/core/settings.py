@@ -1,6 +1,7 @@
 """The ``iiif:`` section (the Image API's URL prefix, its size limits, the tiles it offers when a
-backend has none, the encoder quality, two spec readings, and the largest source it decodes),
-and the image service's slice of the whole configuration (:class:`ServiceSettings`)."""
+backend has none, the encoder quality, two spec readings, whether originals are sent as they
+are, and the largest source it decodes), and the image service's slice of the whole
+configuration (:class:`ServiceSettings`)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,15 @@ class IIIFSettings:
         False,
         doc="3.0 `!w,h` with a box larger than the region returns the region (the spec's "
         "text) instead of 400 (what the official validator expects)",
+    )
+    originals: bool = option(
+        True,
+        doc="the whole master at its own size in its own format (`full/max/0/default.jpg` of "
+        "a JPEG master) is answered with the master's own file, byte for byte, when its pixels "
+        "are what a re-encoding would give: with all it carries (EXIF with any GPS position, "
+        "camera serial numbers and thumbnail, XMP, IPTC, colour profile, PNG gamma, any bytes "
+        "after the image data); `false`: re-encoded as every other answer, without them; see "
+        "[Originals as they are](image-api.md#originals-as-they-are)",
     )
     max_source_pixels: int = option(
         500_000_000,

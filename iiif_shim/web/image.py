@@ -9,22 +9,31 @@ identifier is exactly one raw segment, decoded exactly once, so ``%2F`` stays pa
 A master sent as it is (``core/passthrough.py``) goes from its open file to the socket by the
 OS's zero-copy sending (``loop.sendfile``: ``sendfile(2)`` on asyncio's loop; uvloop has none,
 and there it is read in slices off the loop), with ``Accept-Ranges`` and one byte range served
-when asked (206, or 416 when the range is past its end).
+when asked (206, or 416 when the range is past its end). A file that ends early or was written
+while it was sent has its connection cut (:func:`_sent`): never a body that looks complete.
+
+Bodies sent as they are (a master's file, a stream passed through) are bounded by their progress
+once the headers went out (each slice within ``WRITE_STALL``), not by the request's deadline; the
+access log gets their real status and the body bytes that went out (:class:`_Counted`). A client
+that left before the headers is logged and counted as 499, as nginx does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import socket
+import struct
 from typing import Any
 
 from aiohttp import web
 
-from iiif_shim.backends.files import OpenFile
+from iiif_shim.backends.base import OpenFile
 from iiif_shim.base.errors import BadRequest, NotFound, ShimError
 from iiif_shim.core.service import Prepared
 from iiif_shim.iiif.identifier import encode_identifier
@@ -32,6 +41,8 @@ from iiif_shim.iiif.profile import Format, Version, json_media_type
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.telemetry import tracing
 from iiif_shim.upstream.client import Body
+from iiif_shim.web.middleware import headers_sent
+from iiif_shim.web.presentation import CLIENT_GONE
 from iiif_shim.web.protocol import cache_headers, decode_segment, negotiated, not_modified
 from iiif_shim.web.runtime import Runtime
 from iiif_shim.web.state import REQUEST_ID, observed, runtime_of
@@ -43,9 +54,11 @@ MAX_IDENTIFIER_LENGTH = 1024
 WRITE_STALL = 30.0
 # Bytes of a master sent in one go (each within WRITE_STALL): 1 MiB is 35 KB/s at the least.
 SEND_SLICE = 1024 * 1024
-# One byte range: first-last, first-, or -suffix (at most 19 digits: below 2**63).
-_RANGE_RE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+# One byte range: first-last, first-, or -suffix (at most 19 digits: below 2**63); the unit
+# is case-insensitive (RFC 9110, 14.1).
+_RANGE_RE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})", re.IGNORECASE)
 _VERSIONS = {v.value: v for v in Version}
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: a close resets the connection
 
 
 def info_media_type(version: Version, accept: str | None) -> str:
@@ -123,54 +136,93 @@ async def _image(
     image_request = parse_image_request(version, identifier, *decoded)
     observed(request).backend = service.router.route(identifier).backend
 
-    def headers_of(prepared: Prepared) -> dict[str, Any]:
-        """The headers of what ``prepared`` plans: validators, caching, canonical link."""
+    def headers_of(prepared: Prepared, etag: str | None) -> dict[str, Any]:
+        """The headers of what ``prepared`` plans, with ``etag`` (an original's own, or the
+        plan's): validators, caching, canonical link; never sniffed as anything else."""
         info = prepared.source.info
-        headers: dict[str, Any] = cache_headers(settings, prepared.etag, info.last_modified)
+        headers: dict[str, Any] = cache_headers(settings, etag, info.last_modified)
         headers["Link"] = (
             f'<{base_id}/{prepared.canonical}>;rel="canonical",<{version.level2_uri}>;rel="profile"'
         )
+        headers["X-Content-Type-Options"] = "nosniff"
         return headers
 
     prepared = await service.prepare(image_request)
     if not_modified(request, prepared.etag, prepared.source.info.last_modified):
-        return web.Response(status=304, headers=headers_of(prepared))
-    async with service.stream(prepared) as body:
-        fmt = prepared.plan.resolved.format
+        return web.Response(status=304, headers=headers_of(prepared, prepared.etag))
+    async with service.stream(prepared) as passing:
+        body, fmt = passing.body, passing.prepared.plan.resolved.format
         if isinstance(body, OpenFile):
-            return await _sent(request, headers_of(prepared), fmt, body)
+            return await _sent(request, headers_of(passing.prepared, passing.etag), fmt, body)
         if body is not None:
-            return await _streamed(request, headers_of(prepared), fmt, body)
+            return await _streamed(request, headers_of(passing.prepared, passing.etag), fmt, body)
+        prepared = passing.prepared  # planned again, when the master proved newer
     # what was made may have been planned again (facts from a cache proved wrong): the
     # headers are those of the plan the body was made from
     made = await service.produce(prepared)
-    headers = headers_of(made.prepared)
+    headers = headers_of(made.prepared, made.etag)
     # the plan says what this is, never a cache entry (a shared tier may be written by others)
     headers["Content-Type"] = made.prepared.plan.resolved.format.media_type
     return web.Response(body=made.rendered.body, headers=headers)
+
+
+class _Counted(web.StreamResponse):
+    """A response whose body the handler sends itself: its :attr:`body_length` (what access
+    logs record) is the body's bytes that went out, however they were sent (``sendfile``
+    writes past aiohttp's own count) and whether or not the body was cut."""
+
+    sent = 0
+
+    @property
+    def body_length(self) -> int:
+        return self.sent
+
+
+async def _started(request: web.Request, response: _Counted) -> bool:
+    """Send the status and headers (then the request's deadline no longer runs: the body is
+    bounded by its progress); ``False`` when the client left before they could go."""
+    try:
+        await response.prepare(request)
+    except ConnectionError:
+        log.info(
+            "%s %r: the client left before the headers were sent [%s]",
+            request.method,
+            request.path_qs[:300],
+            request[REQUEST_ID],
+        )
+        return False
+    headers_sent(request)
+    return True
+
+
+def _gone() -> web.Response:
+    """What is logged and counted for a client that left: 499, as nginx does."""
+    return web.Response(status=CLIENT_GONE, text="the client left\n")
 
 
 async def _streamed(
     request: web.Request, headers: dict[str, Any], fmt: Format, body: Body
 ) -> web.StreamResponse:
     """``body`` copied to the client as it arrives; once the status went out, anything that
-    stops the copy (the backend fails or stalls, the client stalls past
-    ``WRITE_STALL`` or leaves, the request's deadline) aborts the connection: a
-    short body, never one that looks complete."""
+    stops the copy (the backend fails or stalls, the client stalls past ``WRITE_STALL`` or
+    leaves) aborts the connection: a short body, never one that looks complete."""
     headers["Content-Type"] = fmt.media_type
     headers[tracing.HEADER] = request[REQUEST_ID]
-    response = web.StreamResponse(headers=headers)
+    response = _Counted(headers=headers)
     if body.length is not None:
         response.content_length = body.length
-    await response.prepare(request)
+    if not await _started(request, response):
+        return _gone()
     if request.method == "HEAD":
         return response
     try:
         async with asyncio.timeout(WRITE_STALL):
             await response.write(body.head)
+        response.sent += len(body.head)
         async for chunk in body.rest:
             async with asyncio.timeout(WRITE_STALL):
                 await response.write(chunk)
+            response.sent += len(chunk)
     except BaseException as exc:
         return _cut(request, response, exc)
     await response.write_eof()
@@ -181,10 +233,19 @@ def _cut(
     request: web.Request, response: web.StreamResponse, exc: BaseException
 ) -> web.StreamResponse:
     """A response stopped after its status went out: the connection aborted (a short body,
-    never one that looks complete), the reason logged; a cancellation goes on up."""
-    if request.transport is not None:
-        request.transport.abort()
+    never one that looks complete), the reason logged; a cancellation goes on up. A file
+    written while it was sent has its connection reset: what the kernel still holds of the
+    body (of either version) is dropped, not delivered."""
+    transport = request.transport
+    if transport is not None:
+        if isinstance(exc, FileChanged):
+            sock = transport.get_extra_info("socket")
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        transport.abort()
     reason = exc.public_text() if isinstance(exc, ShimError) else type(exc).__name__
+    if isinstance(exc, EOFError | FileChanged):
+        reason = str(exc)
     log.info(
         "%s %r: cut after the status was sent: %s [%s]",
         request.method,
@@ -193,7 +254,7 @@ def _cut(
         request[REQUEST_ID],
     )
     if isinstance(exc, asyncio.CancelledError):
-        raise exc  # the request's deadline, or the server stopping
+        raise exc  # the server stopping
     return response
 
 
@@ -231,12 +292,19 @@ def _unsatisfiable(size: int) -> web.HTTPRequestRangeNotSatisfiable:
     )
 
 
+class FileChanged(Exception):
+    """A master's file was written (or another put in its place) while it was sent."""
+
+
 async def _sent(
     request: web.Request, headers: dict[str, Any], fmt: Format, opened: OpenFile
 ) -> web.StreamResponse:
     """A master's file sent as it is: by ``loop.sendfile`` (zero-copy where the loop can),
     in slices each given ``WRITE_STALL``; else read in slices in a thread. Once the status
-    went out, anything that stops it cuts the connection (as :func:`_streamed`)."""
+    went out, anything that stops it cuts the connection (as :func:`_streamed`): the file
+    ending before the bytes its size promised, and a file written while it was sent (checked
+    after each slice, off the loop: the body would be neither version under one's
+    validators)."""
     first, end = byte_range(request, headers.get("ETag"), opened.size) or (0, opened.size)
     headers["Content-Type"] = fmt.media_type
     headers["Accept-Ranges"] = "bytes"
@@ -245,9 +313,10 @@ async def _sent(
     if (first, end) != (0, opened.size):
         status = 206
         headers["Content-Range"] = f"bytes {first}-{end - 1}/{opened.size}"
-    response = web.StreamResponse(status=status, headers=headers)
+    response = _Counted(status=status, headers=headers)
     response.content_length = end - first
-    await response.prepare(request)
+    if not await _started(request, response):
+        return _gone()
     if request.method == "HEAD":
         return response
     loop = asyncio.get_running_loop()
@@ -260,17 +329,23 @@ async def _sent(
             if transport is None:
                 raise ConnectionResetError("the client left")
             async with asyncio.timeout(WRITE_STALL):
+                sent = None
                 if native:
                     try:
-                        offset += await loop.sendfile(transport, opened.file, offset, count)
-                        continue
+                        sent = await loop.sendfile(transport, opened.file, offset, count)
                     except NotImplementedError:  # uvloop: read here, write as any body
                         native = False
-                chunk = await asyncio.to_thread(os.pread, opened.file.fileno(), count, offset)
-                if not chunk:
-                    raise EOFError("the file is shorter than it was")
-                await response.write(chunk)
-                offset += len(chunk)
+                if sent is None:
+                    chunk = await asyncio.to_thread(os.pread, opened.file.fileno(), count, offset)
+                    sent = len(chunk) if len(chunk) == count else 0
+                    if sent:
+                        await response.write(chunk)
+            offset += sent
+            response.sent += sent
+            if sent < count:  # sendfile(2) or a read met the end of the file: never a spin
+                raise EOFError("the file is shorter than it was")
+            if await asyncio.to_thread(opened.changed):
+                raise FileChanged("the file was written while it was sent")
     except BaseException as exc:
         return _cut(request, response, exc)
     await response.write_eof()

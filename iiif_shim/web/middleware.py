@@ -3,7 +3,9 @@ exception becomes an HTTP response; and the CORS headers of every response.
 
 - :func:`request_middleware`: takes the request id from ``X-Request-ID`` (or makes one) and
   returns it; holds the current runtime for the whole request (a reload never pulls it away);
-  gives the request ``server.request_timeout`` in all (then 503); turns a :class:`ShimError`
+  gives the request ``server.request_timeout`` until its status and headers go out (then 503;
+  a body sent as it arrives is then bounded by its progress, not by the deadline:
+  :func:`headers_sent`); turns a :class:`ShimError`
   into its status with a short plain-text reason (``Retry-After`` on 503s), and anything
   unexpected into a logged, bare 500, never a traceback; counts the request in the metrics.
 - :func:`add_cors_headers`: ``Access-Control-Allow-Origin: *`` on every response the app makes,
@@ -32,9 +34,25 @@ from iiif_shim.web.state import LIVE, METRICS, OBSERVED, REQUEST_ID, RUNTIME, Ob
 
 log = logging.getLogger("iiif_shim")
 
-EXPOSED_HEADERS = "Link, ETag, Last-Modified, Content-Length, Content-Type, X-Request-ID"
+EXPOSED_HEADERS = (
+    "Link, ETag, Last-Modified, Content-Length, Content-Type, Content-Range, Accept-Ranges, "
+    "X-Request-ID"
+)
 _ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 _TOKEN_LIST_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*")
+
+
+# The request's deadline (``server.request_timeout``), while it runs.
+DEADLINE = web.RequestKey("deadline", asyncio.Timeout)
+
+
+def headers_sent(request: web.Request) -> None:
+    """The status and headers of ``request``'s answer went out: its deadline ends here. What
+    sends a body after them bounds it by its progress (each slice within a time of its own),
+    so a large answer to a slow client is not cut at ``server.request_timeout``."""
+    deadline = request.get(DEADLINE)
+    if deadline is not None:
+        deadline.reschedule(None)
 
 
 def text_response(status: int, text: str, retry_after: int | None = None) -> web.Response:
@@ -75,6 +93,7 @@ async def _serve(request: web.Request, handler: Handler, rid: str) -> web.Stream
             limit = runtime.settings.server.request_timeout
             try:
                 async with asyncio.timeout(limit) as deadline:
+                    request[DEADLINE] = deadline
                     response = await handler(request)
             except TimeoutError:
                 if not deadline.expired():
