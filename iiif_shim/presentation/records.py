@@ -10,8 +10,12 @@ Strict or lenient is decided here, once for every source type: strict (``present
 the first field that cannot be used raises; lenient (the default), an optional value that
 cannot be used (a date that is not one, rights that are not a URI, a bad URL, behavior, text
 that is too long) is left out and noted in :attr:`ObjectRecord.skipped`, a canvas without its
-image is left out the same way, and only an object with no usable canvas at all raises. A
-rights text that is not a URI is shown as metadata ``Rights`` instead.
+image is left out the same way, and only an object with no usable canvas at all raises
+(:class:`NoCanvas`). A rights text that is not a URI is shown as metadata ``Rights`` instead.
+A date that is not a date (``19th century``) is not a bad value in either mode: it is shown as
+the catalogue wrote it, as metadata ``Date``, with no ``navDate`` (a note, not a warning).
+Values a source could not even read as text (a JSON object where text belongs, an unknown key
+of a folder's ``object.yaml``) come in as ``refused`` and take the same decision.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -79,12 +83,18 @@ class NoCanvas(RecordError):
 class Skipped:
     """A value left out of an object's documents (lenient mode), and why: ``field`` is a key of
     OBJECT_FIELDS or CANVAS_FIELDS, or ``metadata``; ``canvas`` the 0-based canvas (row) it
-    belongs to, ``entry`` the 0-based metadata pair."""
+    belongs to, ``entry`` the 0-based metadata pair. ``where`` and ``column`` say where it is
+    in the source (a file's line and column), when the source knows (filled in by the source
+    right after it builds the record, from the rows it built it from). A ``note`` is a value
+    shown in another way (a date that is not a date), not left out: listed, never warned."""
 
     field: str
     message: str
     canvas: int | None = None
     entry: int | None = None
+    where: str | None = None
+    column: str | None = None
+    note: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,10 @@ def nav_date(value: str | None) -> CatalogueDate | None:
         raise RecordError("nav_date", str(exc)) from None
 
 
+DATE_LABEL = Texts((("en", "Date"),))  # a date that is not one, shown as metadata
+RIGHTS_LABEL = Texts((("en", "Rights"),))  # rights that are not a URI, shown as metadata
+
+
 def metadata_entry(key: Label, given: Any) -> tuple[Texts, Texts] | None:
     """One (label, value) metadata pair, or None when the value is blank. ``key`` is the label
     the settings give (text, or language -> text); ``given`` is the value: text, a mapping of
@@ -257,18 +271,22 @@ def build_record(
     max_canvases: int = MAX_CANVASES,
     *,
     strict: bool = True,
+    refused: Sequence[Skipped] = (),
 ) -> ObjectRecord:
     """The record of object ``name`` from its object-level ``fields`` (keys of OBJECT_FIELDS),
     its ``canvases`` in order (keys of CANVAS_FIELDS) and its metadata pairs (label, value).
     ``strict``: the first value that cannot be used raises; else it is left out and noted in
-    ``skipped`` (only an object without a usable canvas raises)."""
+    ``skipped`` (only an object without a usable canvas raises). ``refused``: values the
+    source could not read at all (left out of ``fields`` by it): strict, the first raises."""
     if (why := check_name(name)) is not None:
         raise RecordError("object", why)
+    if strict and refused:
+        raise RecordError(refused[0].field, refused[0].message)
     if not canvases:
-        raise RecordError("image", "the object has no images")
+        raise NoCanvas("image", "the object has no images")
     if len(canvases) > max_canvases:
         raise RecordError("image", f"the object has more than {max_canvases} images")
-    skipped: list[Skipped] = []
+    skipped: list[Skipped] = list(refused)
 
     def kept(
         make: Callable[[], T], empty: T, canvas: int | None = None, entry: int | None = None
@@ -315,7 +333,17 @@ def build_record(
     rights_text = kept(partial(text, fields.get("rights"), "rights"), None)
     rights_uri = kept(partial(rights, rights_text), None)
     if rights_text is not None and rights_uri is None:  # (lenient) shown as text instead
-        pairs.append((Texts.of("Rights"), Texts.of(rights_text)))
+        said = skipped[-1]
+        skipped[-1] = replace(said, message=f"{said.message}; shown as metadata Rights")
+        _shown_as(pairs, RIGHTS_LABEL, rights_text)
+    date_text = kept(partial(text, fields.get("nav_date"), "nav_date"), None)
+    date: CatalogueDate | None = None
+    if date_text is not None:
+        try:
+            date = read_date(date_text)
+        except NotADate as exc:  # shown as the catalogue wrote it, without navDate
+            skipped.append(Skipped("nav_date", f"{exc}; shown as metadata Date", note=True))
+            _shown_as(pairs, DATE_LABEL, date_text)
     if len(pairs) > MAX_METADATA:
         kept(partial(_too_many, "metadata", f"more than {MAX_METADATA} label/value pairs"), None)
         pairs = pairs[:MAX_METADATA]
@@ -334,7 +362,7 @@ def build_record(
         required_statement=kept(
             partial(text, fields.get("required_statement"), "required_statement"), None
         ),
-        nav_date=kept(lambda: nav_date(text(fields.get("nav_date"), "nav_date")), None),
+        nav_date=date,
         ranges=tuple(ranges),
         behavior=kept(partial(behavior, fields.get("behavior")), _NONE),
         viewing_direction=kept(
@@ -344,6 +372,12 @@ def build_record(
         see_also=tuple(see_also),
         skipped=tuple(skipped),
     )
+
+
+def _shown_as(pairs: list[tuple[Texts, Texts]], label: Texts, value: str) -> None:
+    """``value`` shown as metadata ``label``, unless the metadata shows it already."""
+    if not any(value in (text for _, text in shown.items) for _, shown in pairs):
+        pairs.append((label, Texts.of(value)))
 
 
 def _too_many(field: str, message: str) -> None:

@@ -15,10 +15,15 @@ says what one is made of).
 
 A collection leaves out the objects its source cannot show (no usable canvas: a 404 of their
 own). :class:`SourceWatch` reads every source in the background every
-``presentation.check_interval`` seconds (a local one through, a remote one its list only),
-each read bounded by SURVEY_TIMEOUT, for ``/health/ready`` and the ``iiif_shim_source_*``
-gauges: ``ok``, ``degraded`` (values, rows or objects left out, with their counts) or ``down``
-(with the error).
+``presentation.check_interval`` seconds (a local CSV through, its objects built again only
+when the file changed; a folder through; a remote one, JSON, CONTENTdm or a CSV URL, its list
+and a rotating sample of SAMPLED objects), for ``/health/ready`` and the
+``iiif_shim_source_*`` gauges: ``ok``, ``degraded`` (values, rows or objects left out, with
+their counts; or a stale copy) or ``down`` (with the error). Each read is bounded by
+SURVEY_TIMEOUT, runs in the ``documents`` lane of the thread pool and, for its long part, on
+one survey thread of its own (``SurveyThread``), never in the lane or the threads that serve
+images; a source still being read when its next read is due is not read again meanwhile. The
+reads stop when the service closes (a reload, shutdown).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from iiif_shim.backends.base import Health
-from iiif_shim.base.errors import NotFound, ShimError, UnknownImage
+from iiif_shim.base.errors import NotFound, RenderTimeout, ShimError, UnknownImage
+from iiif_shim.base.lanes import Lane, in_lane
 from iiif_shim.cache.memory import Observe, TtlCache
 from iiif_shim.core.service import ImageService
 from iiif_shim.iiif.profile import Version
@@ -44,7 +50,14 @@ from iiif_shim.presentation.documents import Builder, Picture, thumb_size
 from iiif_shim.presentation.pdfs import PdfMaker, PdfPlan
 from iiif_shim.presentation.records import ObjectRecord, check_name
 from iiif_shim.presentation.settings import PresentationSettings
-from iiif_shim.presentation.sources.base import ObjectSource, SourceContext, Survey, UnusableObject
+from iiif_shim.presentation.sources.base import (
+    ObjectSource,
+    SourceContext,
+    Survey,
+    SurveyStopped,
+    SurveyThread,
+    UnusableObject,
+)
 from iiif_shim.presentation.sources.registry import source_for
 from iiif_shim.telemetry.metrics import Metrics
 
@@ -54,6 +67,7 @@ _CONCURRENT_FACTS = 8  # image facts looked up at once for one document
 _DOCUMENT_LOOKUPS = 16  # ... and for all documents of a process together
 _LOOKUP_LINE = 4096  # lookups that may wait for the gate (512 documents, 8 each)
 SURVEY_TIMEOUT = 60.0  # seconds one background read of a source may take (then: down)
+SAMPLED = 3  # objects of a remote source each background read reads (in turn)
 T = TypeVar("T")
 
 
@@ -63,11 +77,19 @@ async def open_presentation(
     images: ImageService,
     observe: Observe | None = None,
     watch: bool = True,
+    survey_threads: int = 1,
 ) -> AsyncIterator[PresentationService]:
     """The presentation service with its sources started (and, with ``watch``, read in the
-    background for health); all closed on exit."""
+    background for health; ``survey_threads``: threads for surveys' long jobs); all closed on
+    exit."""
+    threads = SurveyThread(survey_threads)
     context = SourceContext(
-        images.workers.run, images.backends, images.router, images.metrics, settings.strict
+        images.workers.run,
+        images.backends,
+        images.router,
+        images.metrics,
+        settings.strict,
+        threads,
     )
     sources = {name: source_for(name, spec) for name, spec in settings.sources.items()}
     started: list[ObjectSource[Any]] = []
@@ -81,6 +103,7 @@ async def open_presentation(
             service.watch.start()
         yield service
     finally:
+        threads.close()  # a survey's job still running stops at its next object
         if service is not None:
             await service.watch.stop()
         for source in started:
@@ -103,44 +126,74 @@ class SourceWatch:
         self.metrics = metrics
         self.surveys: dict[str, tuple[Survey, float]] = {}  # by source: survey, when (epoch)
         self._task: asyncio.Task[None] | None = None
+        self._reading: dict[str, asyncio.Task[None]] = {}  # the read of each source under way
+        self._turn: dict[str, int] = {}  # a remote source's next sample starts at this object
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._reading.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     async def _run(self) -> None:
         while True:
-            await self.check_all()
+            self.check_due()
             await asyncio.sleep(self.interval)
 
+    def check_due(self) -> None:
+        """Start a read of every source not being read already (one read per source at a
+        time: a read still going when the next is due is left to finish)."""
+        for name in self.sources:
+            if name in self._reading and not self._reading[name].done():
+                log.debug("object source %r is still being read; not read again yet", name)
+                continue
+            task = asyncio.get_running_loop().create_task(self._check_and_keep(name))
+            self._reading[name] = task
+
     async def check_all(self) -> None:
-        names = list(self.sources)
-        found = await asyncio.gather(*(self.check(name) for name in names))
-        for name, survey in zip(names, found, strict=True):
-            self.surveys[name] = (survey, time.time())
-            if self.metrics is not None:
-                skipped = {"cells": survey.cells, "rows": survey.rows,
-                           "columns": survey.columns, "objects": survey.unusable}  # fmt: skip
-                self.metrics.source_state(
-                    name, survey.state is not Health.DOWN, survey.objects, skipped
-                )
+        """Every source read now (waiting for reads under way)."""
+        self.check_due()
+        await asyncio.gather(*self._reading.values())
+
+    async def _check_and_keep(self, name: str) -> None:
+        survey = await self.check(name)
+        self.surveys[name] = (survey, time.time())
+        if self.metrics is not None:
+            skipped = {"cells": survey.cells, "rows": survey.rows,
+                       "columns": survey.columns, "objects": survey.unusable}  # fmt: skip
+            self.metrics.source_state(
+                name, survey.state is not Health.DOWN, survey.objects, skipped
+            )
 
     async def check(self, name: str) -> Survey:
-        """One source read: a local one through, a remote one its list (no object)."""
+        """One source read, in the documents lane: a local one through, a remote one its list
+        and SAMPLED of its objects, in turn."""
         source = self.sources[name]
+        start = self._turn.get(name, 0)
+        self._turn[name] = start + SAMPLED
         try:
-            async with asyncio.timeout(SURVEY_TIMEOUT):
-                return await source.survey(self.limit, 0 if source.remote else None)
+            with in_lane(Lane.DOCUMENTS):
+                async with asyncio.timeout(SURVEY_TIMEOUT):
+                    return await source.survey(
+                        self.limit, SAMPLED if source.remote else None, start
+                    )
         except TimeoutError:
             error = f"not read within {SURVEY_TIMEOUT:g}s"
+        except RenderTimeout:  # a job of its read waited past server.request_timeout
+            error = "not read in time: the thread pool is busy, or the file is too large"
+        except SurveyStopped:
+            error = "its read was stopped"
+        except ShimError as exc:
+            error = exc.public_text()
         except Exception:  # a check must never take the watch down with it
             log.exception("reading object source %r for health failed", name)
             error = "reading it failed"
+        log.warning("object source %r: %s", name, error)
         return Survey(name, source.type_name, error=error)
 
     def report(self) -> dict[str, Any]:

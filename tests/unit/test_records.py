@@ -72,7 +72,6 @@ def test_nav_dates_become_utc_date_times(given: str, expected: str) -> None:
         ({"rights": 'http://creativecommons.org/licenses/by/4.0/"onmouseover='}, ["a"], "rights"),
         ({"rights": "http://rightsstatements.org/vocab/InC/1.0/<b>"}, ["a"], "rights"),
         ({"rights": "http://creativecommons.org/licenses/by/4.0/%zz"}, ["a"], "rights"),
-        ({"nav_date": "last spring"}, ["a"], "nav_date"),
         ({"behavior": "paged continuous"}, ["a"], "behavior"),
         ({"behavior": "facing-pages"}, ["a"], "behavior"),  # a canvas behavior
         ({"viewing_direction": "sideways"}, ["a"], "viewing_direction"),
@@ -112,3 +111,24 @@ def test_object_names_may_hold_slashes_and_unicode(name: str) -> None:
 )
 def test_rights_uris_in_use_are_kept(uri: str) -> None:
     assert rights(uri) == uri
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_date_that_is_not_a_date_is_shown_as_written_without_nav_date(strict: bool) -> None:
+    record = build_record("obj", "src", {"nav_date": "19th century"}, _canvases("a"), strict=strict)
+    assert record.nav_date is None
+    assert [(str(k), str(v)) for k, v in record.metadata] == [("Date", "19th century")]
+    assert record.metadata[0][0] == Texts((("en", "Date"),))  # the label is English
+    (note,) = record.skipped
+    assert note.note and note.field == "nav_date" and "shown as metadata Date" in note.message
+    shown = build_record("obj", "src", {"nav_date": "c. 1890"}, _canvases("a"),
+                         [("Date", "c. 1890")], strict=strict)  # fmt: skip
+    assert len(shown.metadata) == 1  # a column shown already is not shown twice
+
+
+def test_rights_that_are_not_a_uri_are_shown_as_english_metadata_rights() -> None:
+    record = build_record("obj", "src", {"rights": "All rights reserved"}, _canvases("a"),
+                          strict=False)  # fmt: skip
+    assert record.rights is None
+    assert record.metadata == ((Texts((("en", "Rights"),)), Texts.of("All rights reserved")),)
+    assert "shown as metadata Rights" in record.skipped[0].message

@@ -238,9 +238,7 @@ def test_csv_with_another_delimiter_and_encoding(tmp_path: Path) -> None:
     run(check())
 
 
-def test_a_missing_column_fails_that_source_alone_and_check_config_warns(
-    tmp_path: Path,
-) -> None:
+def test_a_missing_column_fails_that_source_alone(tmp_path: Path) -> None:
     (tmp_path / "broken.csv").write_text("obj,title\nx,No image column\n")
     (tmp_path / "good.csv").write_text("obj,image_id\ny,y/1\n")
     (tmp_path / "images").mkdir()
@@ -256,11 +254,9 @@ def test_a_missing_column_fails_that_source_alone_and_check_config_warns(
             }
         },
     }  # fmt: skip
-    settings = parse_settings(config, tmp_path)  # loads: a warning, not an error
-    warned = dict(settings.warnings)
-    assert "'image_id'" in warned["presentation.sources.broken.columns.image"]
-    assert "'nope'" in warned["presentation.sources.broken.columns.label"]
-    assert not any(k.startswith("presentation.sources.good") for k in warned)
+    # loads: the files are read by the sources (and check-config's survey), not the settings
+    settings = parse_settings(config, tmp_path)
+    assert not any(k.startswith("presentation.sources") for k, _ in settings.warnings)
 
     async def check() -> None:
         sources = settings.presentation.sources
@@ -278,20 +274,6 @@ def test_a_missing_column_fails_that_source_alone_and_check_config_warns(
             assert await good.record("y") is not None
 
     run(check())
-
-
-def test_check_config_warns_of_unreadable_csv_files(tmp_path: Path) -> None:
-    settings = settings_of(
-        "csv", {"path": "missing.csv", "columns": {"object": "o", "image": "i"}}, tmp_path
-    )
-    found = settings.findings_in(VIEW)
-    assert found and found[0].key == "path" and "missing.csv" in found[0].message
-    (tmp_path / "bad.csv").write_bytes(b"o,i,\xff\xfe\n")
-    settings = settings_of(
-        "csv", {"path": "bad.csv", "columns": {"object": "o", "image": "i"}}, tmp_path
-    )
-    found = settings.findings_in(VIEW)
-    assert found and found[0].key == "encoding" and not found[0].error
 
 
 @pytest.mark.parametrize(
@@ -583,19 +565,35 @@ def test_a_json_catalogue_that_fails_is_a_502_or_504_naming_it(
     run(check())
 
 
-def test_a_json_object_without_images_or_with_bad_fields_is_a_502(tmp_path: Path) -> None:
+def test_a_json_object_without_images_is_a_404_and_a_field_not_text_is_left_out(
+    tmp_path: Path,
+) -> None:
     async def check() -> None:
         async with (
             Catalogue() as cat,
             opened("json", _catalogue_source(cat.base), tmp_path, "api") as src,
         ):
-            with pytest.raises(BackendError) as caught:
+            with pytest.raises(UnusableObject) as caught:
                 await src.record("empty")
-            assert caught.value.message == (
-                "source 'api', object 'empty': no images at $.files[*].iiif_id"
-            )
-            with pytest.raises(BackendError, match="object 'bad-label': label: matches an"):
-                await src.record("bad-label")
+            assert caught.value.status == 404
+            assert "object 'empty' cannot be shown" in caught.value.message
+            assert "no images at $.files[*].iiif_id" in caught.value.message
+            found = await src.record("bad-label")  # lenient: the label left out, named
+            assert found is not None and found.label == "bad-label"
+            assert ("label", "matches an object, not text at $.title") in [
+                (s.field, s.message) for s in found.skipped
+            ]
+        strict = CONTEXT.__class__(_blocking, {}, Router(()), strict=True)
+        async with Catalogue() as cat:
+            source = source_for("api", settings_of("json", _catalogue_source(cat.base), tmp_path))
+            await source.start(strict)
+            try:
+                with pytest.raises(BackendError, match="object 'bad-label': label: matches an"):
+                    await source.record("bad-label")
+                with pytest.raises(BackendError, match="object 'empty': images: no images at"):
+                    await source.record("empty")
+            finally:
+                await source.close()
 
     run(check())
 
@@ -765,7 +763,7 @@ def test_contentdm_objects_from_its_web_services(cdm: Process, tmp_path: Path) -
             assert history.nav_date.nav == "1901-02-01T00:00:00Z"
             for name in ("99", "abc", "../10", "10/../20", "1 0", ""):
                 assert await src.record(name) is None, name
-            with pytest.raises(BackendError, match="object '40': none of its pages is an image"):
+            with pytest.raises(UnusableObject, match="object '40' cannot be shown: image: none"):
                 await src.record("40")
         custom = {**data, "image_id": "{alias}/{pointer}", "fields": {"label": None}}
         async with opened("contentdm", custom, tmp_path, "cdm") as src:
@@ -833,7 +831,7 @@ def test_contentdm_answers_of_the_wrong_shape_are_502s_and_listing_ends(tmp_path
                 for pointer in ("7", "8"):
                     try:
                         found = await src.record(pointer)
-                    except BackendError as exc:
+                    except (BackendError, UnusableObject) as exc:
                         assert "source 'cdm'" in exc.message
                     else:
                         assert found is None or found.canvases
@@ -841,3 +839,164 @@ def test_contentdm_answers_of_the_wrong_shape_are_502s_and_listing_ends(tmp_path
                 assert cdm.queries <= 5000 // 1024 + 3
 
     run(check())
+
+
+# --- review findings: surveys, placing, lenient sources ----------------------------------------
+
+
+def _csv(tmp_path: Path, text: str, **columns: str) -> dict[str, Any]:
+    (tmp_path / "cat.csv").write_text(text)
+    return {"path": "cat.csv", "columns": {"object": "obj", "image": "img", **columns}}
+
+
+def test_a_survey_sorts_each_object_once_and_places_each_row_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iiif_shim.presentation.sources import csv as csv_source
+
+    rows = [f"book,{f'p{n}' if n % 2 else ''},{n}" for n in range(400, 0, -1)]
+    data = _csv(tmp_path, "obj,img,n\n" + "\n".join(rows) + "\n", order="n")
+    sorts = []
+    original = csv_source.order_rows
+
+    def counted(*args: Any) -> Any:
+        sorts.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(csv_source, "order_rows", counted)
+
+    async def check() -> None:
+        async with opened("csv", data, tmp_path, "cat") as src:
+            survey = await src.survey(100)
+            assert len(sorts) == 1  # once for the object, not once more per row left out
+            assert survey.rows == 200 and survey.affected == 1
+            # the row of n is line 402 - n; the even ones have no image
+            lines = {p.where for p in survey.problems if p.kind == "row"}
+            assert lines == {f"cat.csv line {402 - n}" for n in range(2, 401, 2)}
+
+    run(check())
+
+
+def test_a_record_keeps_the_places_of_its_rows_when_the_file_is_read_again(
+    tmp_path: Path,
+) -> None:
+    data = _csv(tmp_path, "obj,img\nx,p1\nx,\nx,\n")
+
+    async def check() -> None:
+        async with opened("csv", data, tmp_path, "cat") as src:
+            record = await src.record("x")
+            assert record is not None
+            (tmp_path / "cat.csv").write_text("obj,img\nx,p1\n")  # read again: one row
+            assert await src.names(10) == ["x"]
+            where = [p.where for p in src.problems(record)]
+            assert where == ["cat.csv line 3", "cat.csv line 4"]
+
+    run(check())
+
+
+def test_a_long_cell_doubled_columns_and_rows_without_an_object(tmp_path: Path) -> None:
+    long = "x" * 200_000  # more than Python's csv field limit (131072)
+    text = f"obj,img,title,extra,extra\nbook,p1,{long},a,b\n,p2,,,\nbook,p3,T,,\n,,,,\n"
+    data = _csv(tmp_path, text, label="title")
+
+    async def check() -> None:
+        async with opened("csv", data, tmp_path, "cat") as src:
+            survey = await src.survey(10)
+            assert survey.error is None, survey.error
+            found = {(p.where, p.column, p.kind) for p in survey.problems}
+            assert ("cat.csv line 2", "title", "cell") in found  # the cell left out, not the file
+            assert ("cat.csv", "extra", "note") in found  # a column no setting names: a note
+            assert ("cat.csv line 3", "obj", "row") in found  # no object name: counted
+            assert not any(w == "cat.csv line 5" for w, _, _ in found)  # a blank row is nothing
+            record = await src.record("book")
+            assert record is not None and record.label == "book" and len(record.canvases) == 2
+        twice = _csv(tmp_path, "obj,img,img\nbook,,p1\n")
+        async with opened("csv", twice, tmp_path, "cat") as src:
+            survey = await src.survey(10)
+            assert survey.error is not None and "'img' (columns.image) more than once" in (
+                survey.error
+            )
+            with pytest.raises(BackendError, match="more than once"):
+                await src.record("book")
+
+    run(check())
+
+
+def test_a_json_catalogue_that_cannot_be_reached_is_down(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    data = {"url": f"http://127.0.0.1:{port}/o/{{object}}", "objects": ["a", "b", "c"],
+            "fields": {"images": "$.i"}, "retries": 0}  # fmt: skip
+
+    async def check() -> None:
+        async with opened("json", data, tmp_path, "api") as src:
+            survey = await src.survey(100, 2)
+            assert survey.error is not None, survey
+            assert survey.error.startswith("every object read failed (2)"), survey.error
+            assert survey.state.value == "down"
+            assert src.remote
+
+    run(check())
+
+
+def test_contentdm_is_remote_and_its_free_text_takes_the_lenient_or_strict_way(
+    cdm: Process, tmp_path: Path
+) -> None:
+    data = {"url": f"http://127.0.0.1:{cdm.port}", "collection": "maps", "retries": 0,
+            "fields": {"nav_date": "date"}}  # fmt: skip
+
+    async def check() -> None:
+        async with opened("contentdm", data, tmp_path, "cdm") as src:
+            assert src.remote  # checks read its list and a few objects, never all
+            letters = await src.record("20")
+            assert letters is not None and letters.nav_date is None
+            said = {(s.field, s.note) for s in letters.skipped}
+            assert said == {("rights", False), ("nav_date", True)}, letters.skipped
+            shown = dict(_plain(letters.metadata))
+            assert shown["Date"] == "circa 1900" and shown["Rights"] == "All rights reserved"
+        strict = SourceContext(_blocking, {}, Router(()), strict=True)
+        source = source_for("cdm", settings_of("contentdm", data, tmp_path))
+        await source.start(strict)
+        try:
+            with pytest.raises(BackendError, match="object '20': rights:"):
+                await source.record("20")
+        finally:
+            await source.close()
+
+    run(check())
+
+
+def test_a_folder_object_file_with_an_unknown_or_misshapen_key_is_served(tmp_path: Path) -> None:
+    from PIL import Image
+
+    images = tmp_path / "images"
+    (images / "book").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(images / "book" / "p1.jpg")
+    (images / "book" / "object.yaml").write_text("label: A book\ndate: 1887\nmetadata: [x]\n")
+    config = {
+        "backends": {"local": {"type": "files", "root": "images"}},
+        "routes": [{"backend": "local"}],
+        "presentation": {"sources": {"f": {"type": "folder", "backend": "local"}}},
+    }
+    for strict in (False, True):
+        config["presentation"]["strict"] = strict  # type: ignore[index]
+        settings = parse_settings(config, tmp_path)
+
+        async def check(settings: Any = settings, strict: bool = strict) -> None:
+            from iiif_shim.core.service import open_service
+            from iiif_shim.presentation.service import open_presentation
+
+            async with (
+                open_service(settings.service()) as service,
+                open_presentation(settings.presentation, service, watch=False) as pres,
+            ):
+                source = pres.sources["f"]
+                if strict:
+                    with pytest.raises(BackendError, match="object 'book': date: not a key"):
+                        await source.record("book")
+                    return
+                record = await source.record("book")
+                assert record is not None and record.label == "A book"
+                left = {(p.where, p.column) for p in source.problems(record)}
+                assert left == {("book/object.yaml", "date"), ("book/object.yaml", "metadata")}
+
+        run(check())

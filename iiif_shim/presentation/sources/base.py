@@ -14,20 +14,27 @@ into :class:`UnusableObject` (404 naming the reason) when lenient, logs each val
 once (:meth:`ObjectSource.noted`), and says where a value is (:meth:`ObjectSource.place`: a
 file's line and column). :meth:`ObjectSource.survey` reads the whole source (or, for one over
 the network, its list and up to ``limit`` objects) into a :class:`Survey`: what
-``check-config`` reports and what ``/health/ready`` and the metrics show.
+``check-config`` reports and what ``/health/ready`` and the metrics show. A survey's long,
+blocking part (every object of a whole table built) runs on :class:`SurveyThread`, threads of
+its own (never the thread pool that serves images), and stops at its next object once the
+survey is given up (a timeout, a reload, shutdown). A remote source whose list cannot be read,
+or whose every object read failed (unreachable, 5xx, no answer), is down; one serving a stale
+copy (its refetch failed) is degraded, with that error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from iiif_shim.backends.base import Backend, Health
-from iiif_shim.base.errors import BadRecord, NotFound, ShimError
+from iiif_shim.base.errors import BackendError, BadRecord, NotFound, ShimError
 from iiif_shim.core.routing import Router
 from iiif_shim.presentation.records import NoCanvas, ObjectRecord, RecordError, Skipped
 from iiif_shim.presentation.sources.settings import SourceSettings
@@ -41,6 +48,42 @@ S = TypeVar("S", bound=SourceSettings)
 MAX_NOTED = 10_000  # values left out that one source logs (then one line says it stops)
 MAX_PROBLEMS = 10_000  # problems one survey lists (the counts go on)
 _SURVEY_AT_ONCE = 8  # records read at once by a survey
+
+
+class SurveyStopped(Exception):
+    """A survey given up (its timeout, a reload, shutdown): its thread's job ends here."""
+
+
+Stopped = Callable[[], bool]  # whether the survey a job belongs to was given up
+
+
+class SurveyThread:
+    """Threads of their own for surveys' long, blocking jobs (``threads``: 1 for the background
+    checks of a server, so at most one such job runs at a time in a process); never the image
+    pool's threads. A job is called with ``stopped``, which it asks between objects: true once
+    the caller gave up waiting or :meth:`close` was called."""
+
+    def __init__(self, threads: int = 1) -> None:
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="iiif-shim-survey")
+        self._closed = threading.Event()
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._closed.is_set():
+            raise SurveyStopped
+        given_up = threading.Event()
+
+        def stopped() -> bool:
+            return given_up.is_set() or self._closed.is_set()
+
+        job = self._executor.submit(fn, *args, stopped)
+        try:
+            return await asyncio.wrap_future(job)
+        finally:  # done, timed out or cancelled: a job still running stops at its next object
+            given_up.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class UnusableObject(NotFound):
@@ -59,7 +102,7 @@ class Problem:
     column: str | None
     object: str | None
     reason: str
-    kind: str  # cell, row or column (left out), object (not served)
+    kind: str  # cell, row or column (left out), object (not served), note (shown otherwise)
 
     def as_json(self) -> dict[str, Any]:
         return {"where": self.where, "column": self.column, "object": self.object,
@@ -68,28 +111,40 @@ class Problem:
 
 @dataclass
 class Survey:
-    """A source read through: ``down`` with its error, or how many objects it has, how many
-    of them had values or rows left out (``affected``) or could not be served (``unusable``),
-    and each problem (at most MAX_PROBLEMS listed)."""
+    """A source read through: ``down`` with its error, or how many objects it lists, how many
+    of them it read, how many of those had values or rows left out (``affected``) or could
+    not be served (``unusable``; ``failed`` of them because reading them failed), and each
+    problem (at most MAX_PROBLEMS listed)."""
 
     source: str
     type: str
     error: str | None = None  # why it cannot be read at all
-    objects: int = 0  # objects read
-    complete: bool = True  # every object read (else: only the list and the first ``objects``)
+    detail: str | None = None  # the error's detail (check-config shows it; health does not)
+    objects: int = 0  # objects it lists (up to the limit of the read)
+    read: int = 0  # objects read (all of them, or a remote source's first or sample)
+    complete: bool = True  # every object read, and the list not cut at the limit
+    stale: str | None = None  # a remote copy still in use: why refetching it failed
     affected: int = 0
     unusable: int = 0
+    failed: int = 0  # unusable because reading them failed (unreachable, 5xx, timeout)
     cells: int = 0  # values left out
     rows: int = 0  # rows (canvases) left out
     columns: int = 0  # optional columns the file lacks (left out)
+    notes: int = 0  # values shown in another way (a date that is not a date): not problems
     problems: list[Problem] = field(default_factory=list)
 
     @property
     def state(self) -> Health:
         if self.error is not None:
             return Health.DOWN
-        bad = self.cells or self.rows or self.columns or self.unusable
+        bad = self.cells or self.rows or self.columns or self.unusable or self.stale
         return Health.DEGRADED if bad else Health.OK
+
+    @property
+    def hidden(self) -> int:
+        """Problems counted but not listed (past MAX_PROBLEMS)."""
+        listed = self.cells + self.rows + self.columns + self.unusable + self.notes
+        return max(0, listed - len(self.problems))
 
     def add(self, problem: Problem) -> None:
         if problem.kind == "cell":
@@ -98,6 +153,8 @@ class Survey:
             self.rows += 1
         elif problem.kind == "column":
             self.columns += 1
+        elif problem.kind == "note":
+            self.notes += 1
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(problem)
 
@@ -105,17 +162,25 @@ class Survey:
         out: dict[str, Any] = {"type": self.type, "state": self.state.value}
         if self.error is not None:
             out["error"] = self.error
+            if problems and self.detail:
+                out["detail"] = self.detail
         else:
             skipped = {"cells": self.cells, "rows": self.rows, "columns": self.columns}
             out |= {
                 "objects": self.objects,
+                "read": self.read,
                 "complete": self.complete,
                 "affected": self.affected,
                 "unusable": self.unusable,
+                "failed": self.failed,
                 "skipped": skipped,
+                "notes": self.notes,
             }
+            if self.stale is not None:
+                out["stale"] = self.stale
         if problems:
             out["problems"] = [p.as_json() for p in self.problems]
+            out["problems_not_listed"] = self.hidden
         return out
 
 
@@ -128,6 +193,7 @@ class SourceContext:
     router: Router  # IIIF identifier -> backend, as the Image API routes it
     metrics: Metrics | None = None
     strict: bool = False  # presentation.strict: a value that cannot be used refuses the object
+    surveys: SurveyThread | None = None  # where surveys' long jobs run (None: run_blocking)
 
 
 class ObjectSource(ABC, Generic[S]):
@@ -181,27 +247,36 @@ class ObjectSource(ABC, Generic[S]):
     def strict(self) -> bool:
         return self._context is not None and self._context.strict
 
+    @property
+    def stale(self) -> str | None:
+        """Why refetching its remote copy failed, while the last good copy is still in use."""
+        return None
+
     def place(self, record: ObjectRecord, skipped: Skipped) -> tuple[str, str | None]:
         """Where a value left out of ``record`` is: (file and line, or the object; column or
-        field)."""
-        return f"object {record.name!r}", _field(skipped)
+        field): where the source put it when it built the record, else the object."""
+        return skipped.where or f"object {record.name!r}", skipped.column or _field(skipped)
+
+    def problem(self, record: ObjectRecord, skipped: Skipped) -> Problem:
+        where, column = self.place(record, skipped)
+        kind = "note" if skipped.note else "row" if skipped.field == "image" else "cell"
+        return Problem(where, column, record.name, skipped.message, kind)
 
     def problems(self, record: ObjectRecord) -> list[Problem]:
-        """What lenient mode left out of ``record``, placed."""
-        out = []
-        for skipped in record.skipped:
-            where, column = self.place(record, skipped)
-            kind = "row" if skipped.field == "image" else "cell"
-            out.append(Problem(where, column, record.name, skipped.message, kind))
-        return out
+        """What lenient mode left out of ``record`` (and what it shows otherwise), placed."""
+        return [self.problem(record, skipped) for skipped in record.skipped]
 
     def noted(self, record: ObjectRecord) -> ObjectRecord:
         """``record``, after one warning per value it left out (per source and value, not per
-        request: each is logged once in the life of the source)."""
-        for problem in self.problems(record):
-            key = (record.name, problem.where, problem.column)
+        request: each is logged once in the life of the source; notes are not warned)."""
+        for skipped in record.skipped:
+            if skipped.note:
+                continue
+            where, column = self.place(record, skipped)
+            key = (record.name, where, column)
             if key in self._noted:
                 continue
+            problem = self.problem(record, skipped)
             if len(self._noted) >= MAX_NOTED:
                 if len(self._noted) == MAX_NOTED:
                     self._noted.add(("", "", None))
@@ -222,20 +297,25 @@ class ObjectSource(ABC, Generic[S]):
             return UnusableObject(f"{self.who}, object {name[:100]!r} cannot be shown: {exc}")
         return self.bad(name, str(exc))
 
-    def bad(self, name: str, message: str) -> ShimError:
+    def bad(self, name: str, message: str) -> BackendError:
+        """A 502 naming the source and the object: its record cannot be read."""
         return BadRecord(f"{self.who}, object {name!r}: {message}")
 
-    async def survey(self, limit: int, read: int | None = None) -> Survey:
-        """The source read through: its names (up to ``limit``) and the records of the first
-        ``read`` of them (None: all)."""
-        survey = Survey(self.name, self.type_name)
+    async def survey(self, limit: int, read: int | None = None, start: int = 0) -> Survey:
+        """The source read through: its names (up to ``limit``) and the records of ``read`` of
+        them (None: all), from the ``start``-th on (wrapping round: a rotating sample). Down
+        when its list cannot be read, or when every object read failed (the last error)."""
+        survey = Survey(self.name, self.type_name, stale=self.stale)
         try:
             names = await self.names(limit)
         except ShimError as exc:
             survey.error = exc.public_text()
             return survey
+        survey.objects = len(names)
+        survey.complete = len(names) < limit
         if read is not None and read < len(names):
-            names, survey.complete = names[:read], False
+            at = start % len(names)
+            names, survey.complete = (names[at:] + names[:at])[:read], False
         gate = asyncio.Semaphore(_SURVEY_AT_ONCE)
 
         async def one(name: str) -> tuple[str, ObjectRecord | ShimError | None]:
@@ -245,19 +325,35 @@ class ObjectSource(ABC, Generic[S]):
                 except ShimError as exc:
                     return name, exc
 
+        last: ShimError | None = None
         for name, found in await asyncio.gather(*(one(name) for name in names)):
-            survey.objects += 1
+            survey.read += 1
             self._count(survey, name, found)
+            if isinstance(found, ShimError) and _failed(found):
+                last = found
+        if last is not None and survey.failed == survey.read:
+            survey.error = f"every object read failed ({survey.failed}); the last: " + (
+                last.public_text()
+            )
+        survey.stale = survey.stale or self.stale
         return survey
 
     def _count(self, survey: Survey, name: str, found: ObjectRecord | ShimError | None) -> None:
         if isinstance(found, ShimError):
             survey.unusable += 1
+            survey.failed += _failed(found)
             survey.add(Problem(f"object {name!r}", None, name, found.public_text(), "object"))
         elif found is not None and found.skipped:
-            survey.affected += 1
+            if any(not skipped.note for skipped in found.skipped):
+                survey.affected += 1
             for problem in self.problems(found):
                 survey.add(problem)
+
+
+def _failed(exc: ShimError) -> bool:
+    """Whether reading an object failed (the source's upstream: unreachable, 5xx, no answer),
+    rather than the object being one it cannot show."""
+    return not isinstance(exc, (NotFound, BadRecord))
 
 
 def _field(skipped: Skipped) -> str:

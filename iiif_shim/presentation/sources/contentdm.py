@@ -21,11 +21,14 @@ stand-in that implements exactly those (``tests/standins.py``):
 
 An object's name is its pointer (digits; any other name is not this source's). Its canvases
 are its pages (or the item itself), each image's identifier built from ``image_id``; pages
-whose file is not an image (a PDF, audio) are left out. A Monograph's sections become ranges.
-The descriptive fields come from ``dmGetItemInfo`` by field nickname (``fields``). CONTENTdm
-holds free text where IIIF wants URIs and dates, so a ``rights`` value that is not a Creative
-Commons or RightsStatements.org URI is shown as metadata ("Rights") instead, and a date
-``navDate`` cannot read is left out of ``navDate`` (it stays in the metadata).
+whose file is not an image (a PDF, audio) are left out, and an object with no image at all
+cannot be shown (lenient: a 404 naming why). A Monograph's sections become ranges. The
+descriptive fields come from ``dmGetItemInfo`` by field nickname (``fields``). CONTENTdm holds
+free text where IIIF wants URIs and dates; ``records.build_record`` decides for them as for
+every source: a ``rights`` value that is not a Creative Commons or RightsStatements.org URI is
+shown as metadata ("Rights") instead (strict: refused), a date that is not one is shown as
+written, as metadata "Date", without ``navDate``. A CONTENTdm source is remote: checks read its
+list and only its first (``check-config``) or a few (``/health/ready``) objects.
 """
 
 from __future__ import annotations
@@ -36,14 +39,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from iiif_shim.base.errors import UnreadableMetadata
-from iiif_shim.iiif.profile import RIGHTS_RE
 from iiif_shim.presentation.records import (
     MAX_CANVASES,
     OBJECT_FIELDS,
+    NoCanvas,
     ObjectRecord,
     RecordError,
     build_record,
-    nav_date,
     text,
 )
 from iiif_shim.presentation.sources.json import HttpJsonSource
@@ -159,7 +161,7 @@ class ContentdmSource(HttpJsonSource[ContentdmSourceSettings]):
         if cpd is None or (refusal is not None and "not compound" in refusal):
             find = str(_texts(info.get("find")) or "")
             if find and find.rsplit(".", 1)[-1].lower() not in IMAGE_FILES:
-                raise self.bad(name, f"its file ({find[:40]!r}) is not an image")
+                raise NoCanvas("image", f"its file ({find[:40]!r}) is not an image")
             return [{"image": self._image(name)}]
         if refusal is not None or not isinstance(cpd, Mapping):
             raise self.bad(name, "dmGetCompoundObjectInfo answered neither pages nor a refusal")
@@ -180,7 +182,7 @@ class ContentdmSource(HttpJsonSource[ContentdmSourceSettings]):
             if len(canvases) > MAX_CANVASES:
                 break  # build_record says so
         if not canvases:
-            raise self.bad(name, "none of its pages is an image")
+            raise NoCanvas("image", "none of its pages is an image")
         return canvases
 
     def _walk(
@@ -212,13 +214,4 @@ class ContentdmSource(HttpJsonSource[ContentdmSourceSettings]):
             for key in OBJECT_FIELDS
         }
         metadata = [(label, _texts(info.get(nick))) for label, nick in nicks.labelled()]
-        rights = text(fields["rights"], "rights")
-        if rights is not None and not RIGHTS_RE.fullmatch(rights):
-            fields["rights"] = None
-            if ("Rights", rights) not in metadata:
-                metadata.append(("Rights", rights))
-        try:
-            nav_date(text(fields["nav_date"], "nav_date"))
-        except RecordError:
-            fields["nav_date"] = None
         return build_record(name, self.name, fields, canvases, metadata, strict=self.strict)

@@ -15,12 +15,16 @@ value is treated as hostile text: :func:`~..records.build_record` bounds and che
 
 A row without an image is left out (lenient) and an object with no row left is a 404 naming
 why; a value that cannot be used is left out, logged once with its line and column
-(``records.py`` decides). A missing `object` or `image` column (and, with
-``presentation.strict``, any configured column the header lacks) is a 502 naming the source and
-the column, for the objects of this source only (names that are not in the file are still
-answered as not this source's); leniently, a missing optional column is left out. The survey
-(``check-config``, ``/health/ready``) builds every object of the table in the thread pool,
-once per table read.
+(``records.py`` decides; a cell longer than a value may be is one of those, however long: the
+file stays readable). A row with values but no object name is left out, counted and logged
+once per read of the file. A missing `object` or `image` column, a configured column the header
+has twice (ambiguous) and, with ``presentation.strict``, any configured column the header lacks
+is a 502 naming the source and the column, for the objects of this source only (names that are
+not in the file are still answered as not this source's); leniently, a missing optional column
+is left out; another column the header has twice is only warned about. Records are built in the
+thread pool, each value placed (line, column) as it is built, from the rows it is built from.
+The survey (``check-config``, ``/health/ready``) builds every object of the table on the
+survey thread (``SurveyThread``), once per table read.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -39,7 +44,6 @@ from typing import Any
 from iiif_shim.base.errors import (
     BackendError,
     BadCsv,
-    BadRecord,
     NotFound,
     OversizeAnswer,
     ShimError,
@@ -57,7 +61,14 @@ from iiif_shim.presentation.records import (
     build_record,
     check_name,
 )
-from iiif_shim.presentation.sources.base import ObjectSource, Problem, SourceContext, Survey
+from iiif_shim.presentation.sources.base import (
+    ObjectSource,
+    Problem,
+    SourceContext,
+    Stopped,
+    Survey,
+    SurveyStopped,
+)
 from iiif_shim.presentation.sources.settings import (
     ROW_FIELDS,
     CsvSourceSettings,
@@ -81,6 +92,9 @@ class Table:
     objects: dict[str, list[Row]]  # object name -> its rows, in file order
     names: list[str]  # valid object names, in order of first appearance
     missing: list[tuple[str, str]] = field(default_factory=list)  # (setting, column) not found
+    ambiguous: list[tuple[str, str]] = field(default_factory=list)  # configured, header has 2+
+    doubled: list[str] = field(default_factory=list)  # other columns the header has 2+ times
+    unnamed: list[int] = field(default_factory=list)  # lines of rows with values, no object
 
 
 def parse_table(raw: bytes, settings: CsvSourceSettings, who: str, where: str) -> Table:
@@ -88,21 +102,29 @@ def parse_table(raw: bytes, settings: CsvSourceSettings, who: str, where: str) -
     if len(raw) > settings.max_bytes:
         raise OversizeAnswer(f"{who}: {where} is larger than max_bytes ({settings.max_bytes})")
     text = _decode(raw, settings.encoding, who, where)
+    if csv.field_size_limit() < settings.max_bytes:  # one long cell: left out, not the file
+        csv.field_size_limit(settings.max_bytes)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=settings.delimiter)
     try:
         header = next(reader, None)
         if header is None:
             raise BadCsv(f"{who}: {where} is empty (no header row)")
         position: dict[str, int] = {}
+        seen: dict[str, int] = {}
         for i, name in enumerate(header):
             position.setdefault(name.strip(), i)
+            seen[name.strip()] = seen.get(name.strip(), 0) + 1
         columns = settings.columns
         missing = [(key, col) for key, col in columns.named() if col not in position]
+        ambiguous = [(key, col) for key, col in columns.named() if seen.get(col, 0) > 1]
+        configured = {col for _, col in columns.named()}
+        doubled = [col for col, n in seen.items() if n > 1 and col not in configured]
         if columns.object not in position:
             raise _no_columns(who, where, missing)
         at = position[columns.object]
         wanted = [position.get(col) if col else None for col in columns.wanted()]
         objects: dict[str, list[Row]] = {}
+        unnamed: list[int] = []
         count = 0
         for row in reader:
             count += 1
@@ -112,7 +134,9 @@ def parse_table(raw: bytes, settings: CsvSourceSettings, who: str, where: str) -
                 )
             name = row[at].strip() if at < len(row) else ""
             if not name:
-                continue  # blank lines, trailing empty rows of a spreadsheet
+                if any(cell.strip() for cell in row):  # (blank rows: a spreadsheet's tail)
+                    unnamed.append(reader.line_num)
+                continue
             values = tuple(row[i] if i is not None and i < len(row) else "" for i in wanted)
             objects.setdefault(name, []).append(Row(reader.line_num, values))
     except csv.Error as exc:
@@ -121,7 +145,7 @@ def parse_table(raw: bytes, settings: CsvSourceSettings, who: str, where: str) -
             detail=str(exc),
         ) from None
     names = [name for name in objects if check_name(name) is None]
-    return Table(objects, names, missing)
+    return Table(objects, names, missing, ambiguous, doubled, unnamed)
 
 
 def _decode(raw: bytes, encoding: str, who: str, where: str) -> str:
@@ -135,10 +159,18 @@ def _decode(raw: bytes, encoding: str, who: str, where: str) -> str:
         ) from None
 
 
-def _no_columns(who: str, where: str, missing: Sequence[tuple[str, str]]) -> BackendError:
-    listed = ", ".join(f"{col!r} (columns.{key})" for key, col in missing)
-    plural = "s" if len(missing) > 1 else ""
-    return BadCsv(f"{who}: {where} has no column{plural} {listed}")
+def _no_columns(
+    who: str, where: str, missing: Sequence[tuple[str, str]], twice: Sequence[tuple[str, str]] = ()
+) -> BackendError:
+    said = []
+    if missing:
+        listed = ", ".join(f"{col!r} (columns.{key})" for key, col in missing)
+        said.append(f"has no column{'s' if len(missing) > 1 else ''} {listed}")
+    if twice:
+        listed = ", ".join(f"{col!r} (columns.{key})" for key, col in twice)
+        said.append(f"has column{'s' if len(twice) > 1 else ''} {listed} more than once "
+                    "(which one is meant?)")  # fmt: skip
+    return BadCsv(f"{who}: {where} {' and '.join(said)}")
 
 
 def order_rows(rows: Sequence[Row], index: int) -> list[Row]:
@@ -172,10 +204,10 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         self._flight: SingleFlight[str, Table] = SingleFlight()
         self._table: Table | None = None
         self._stamp: tuple[int, int, int] | None = None  # a file's (mtime, size, inode)
-        # a file's error at _stamp: its class and message
-        self._failure: tuple[type[BackendError], str] | None = None
+        self._failure: BackendError | None = None  # a file's error at _stamp
         self._fetched = -math.inf  # a URL's: when it was last fetched (loop time)
         self._validators: dict[str, str] = {}  # a URL's: If-None-Match, If-Modified-Since
+        self._stale: str | None = None  # a URL's: why its last refetch failed (old copy used)
         self._surveyed: tuple[Table, Survey] | None = None  # the last survey, of that table
 
     @property
@@ -199,16 +231,24 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
     def remote(self) -> bool:
         return self._url is not None
 
-    def _fatal(self, table: Table) -> list[tuple[str, str]]:
-        """The missing columns that stop this source: `object` and `image`, or (strict) any."""
-        if self.strict or any(key in ("object", "image") for key, _ in table.missing):
-            return table.missing
-        return []
+    @property
+    def stale(self) -> str | None:
+        return self._stale
+
+    def _fatal(self, table: Table) -> BackendError | None:
+        """What stops this source: a missing `object` or `image` column (strict: any), or a
+        configured column the header has twice."""
+        missing = table.missing
+        if not self.strict and not any(key in ("object", "image") for key, _ in missing):
+            missing = []
+        if missing or table.ambiguous:
+            return _no_columns(self.who, self._where, missing, table.ambiguous)
+        return None
 
     async def names(self, limit: int) -> list[str]:
         table = await self._current()
-        if missing := self._fatal(table):
-            raise _no_columns(self.who, self._where, missing)
+        if (fatal := self._fatal(table)) is not None:
+            raise fatal
         return table.names[:limit]
 
     async def record(self, name: str) -> ObjectRecord | None:
@@ -218,9 +258,10 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         rows = table.objects.get(name)
         if rows is None:
             return None
-        if missing := self._fatal(table):
-            raise _no_columns(self.who, self._where, missing)
-        return self.noted(self._build(name, rows))
+        if (fatal := self._fatal(table)) is not None:
+            raise fatal
+        found: ObjectRecord = await self.context.run_blocking(self._build, name, rows)
+        return self.noted(found)
 
     def _ordered(self, rows: Sequence[Row]) -> Sequence[Row]:
         if self.settings.columns.order is None:
@@ -228,14 +269,17 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         return order_rows(rows, ROW_FIELDS.index("order"))
 
     def _build(self, name: str, rows: Sequence[Row]) -> ObjectRecord:
+        """The record of object ``name`` from its ``rows``, each value left out placed (its
+        line and column). Blocking: an object may have many rows."""
         columns = self.settings.columns
         at = {key: i for i, key in enumerate(ROW_FIELDS)}
         first = rows[0]
         canvases = []
-        for row in self._ordered(rows):
+        ordered = self._ordered(rows)
+        for row in ordered:
             image = row.values[at["image"]]
             if self.strict and not image.strip():
-                raise self._bad(name, f"line {row.line}: no image (column {columns.image!r})")
+                raise self.bad(name, f"line {row.line}: no image (column {columns.image!r})")
             canvases.append(
                 {"image": image, "canvas_label": row.values[at["canvas_label"]],
                  "range": row.values[at["range"]]}
@@ -246,55 +290,66 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
             for i, (label, _) in enumerate(columns.labelled())
         ]
         try:
-            return build_record(name, self.name, fields, canvases, metadata, strict=self.strict)
+            record = build_record(name, self.name, fields, canvases, metadata, strict=self.strict)
         except RecordError as exc:
             raise self.unusable(name, exc) from None
+        if not record.skipped:
+            return record
+        placed = tuple(self._placed(s, ordered[s.canvas] if s.canvas is not None else first)
+                       for s in record.skipped)  # fmt: skip
+        return dataclasses.replace(record, skipped=placed)
 
-    def place(self, record: ObjectRecord, skipped: Skipped) -> tuple[str, str | None]:
-        """The file's line and the column of a value left out."""
-        rows = self._table.objects.get(record.name) if self._table is not None else None
-        if not rows:
-            return super().place(record, skipped)
-        row = rows[0]
-        if skipped.canvas is not None:
-            row = self._ordered(rows)[skipped.canvas]
+    def _placed(self, skipped: Skipped, row: Row) -> Skipped:
+        """``skipped`` with the file's line and the column of its value."""
         wanted = self.settings.columns.wanted()
         if skipped.entry is not None:
             column = wanted[len(ROW_FIELDS) + skipped.entry]
         else:
             column = dict(zip(ROW_FIELDS, wanted, strict=False)).get(skipped.field)
-        return f"{self._where} line {row.line}", column or skipped.field
+        where = f"{self._where} line {row.line}"
+        return dataclasses.replace(skipped, where=where, column=column or skipped.field)
 
-    async def survey(self, limit: int, read: int | None = None) -> Survey:
-        """Every object of the table, built in the thread pool (kept until the table or the
+    async def survey(self, limit: int, read: int | None = None, start: int = 0) -> Survey:
+        """Every object of the table, built on the survey thread (kept until the table or the
         file changes)."""
         try:
             table = await self._current()
         except ShimError as exc:
-            return Survey(self.name, self.type_name, error=exc.public_text())
-        if missing := self._fatal(table):
-            error = _no_columns(self.who, self._where, missing).public_text()
-            return Survey(self.name, self.type_name, error=error)
-        if self._surveyed is not None and self._surveyed[0] is table:
-            return self._surveyed[1]
-        survey: Survey = await self.context.run_blocking(self._survey_table, table)
-        self._surveyed = (table, survey)
-        return survey
+            return Survey(self.name, self.type_name, error=exc.public_text(), detail=exc.detail)
+        if (fatal := self._fatal(table)) is not None:
+            return Survey(self.name, self.type_name, error=fatal.public_text())
+        if self._surveyed is None or self._surveyed[0] is not table:
+            threads = self.context.surveys
+            if threads is not None:
+                survey: Survey = await threads.run(self._survey_table, table)
+            else:
+                survey = await self.context.run_blocking(self._survey_table, table, _never)
+            self._surveyed = (table, survey)
+        return dataclasses.replace(self._surveyed[1], stale=self._stale)
 
-    def _survey_table(self, table: Table) -> Survey:
-        """Blocking: each object built, each problem placed."""
+    def _survey_table(self, table: Table, stopped: Stopped) -> Survey:
+        """Blocking: each object built (its problems placed as it is), until ``stopped``."""
         survey = Survey(self.name, self.type_name)
         for key, column in table.missing:  # (lenient) optional columns: left out
             survey.add(Problem(self._where, column, None, f"no such column ({key}): left out",
                                "column"))  # fmt: skip
+        for column in table.doubled:
+            survey.add(Problem(self._where, column, None, "the header has this column more "
+                               "than once (not one this source reads)", "note"))  # fmt: skip
         object_column = self.settings.columns.object
+        for line in table.unnamed:
+            survey.add(Problem(f"{self._where} line {line}", object_column, None,
+                               "no object name: row left out", "row"))  # fmt: skip
         for name, rows in table.objects.items():
+            if stopped():
+                raise SurveyStopped
             if (why := check_name(name)) is not None:
                 for row in rows:
                     where = f"{self._where} line {row.line}"
                     survey.add(Problem(where, object_column, None, why, "row"))
                 continue
             survey.objects += 1
+            survey.read += 1
             try:
                 record = self._build(name, rows)
             except ShimError as exc:
@@ -304,9 +359,6 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
                 continue
             self._count(survey, name, record)
         return survey
-
-    def _bad(self, name: str, message: str) -> BackendError:
-        return BadRecord(f"{self.who}, object {name!r}: {message}")
 
     # --- the parsed table, kept and refreshed ------------------------------------------------
 
@@ -318,36 +370,56 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         return await self._flight.do("table", self._load)
 
     async def _load(self) -> Table:
-        if self._url is None:
-            table: Table = await self.context.run_blocking(self._load_file)
-            return table
-        return await self._fetch()
+        if self._url is not None:
+            return await self._fetch()
+        read: tuple[tuple[int, int, int], Table | BackendError | None]
+        read = await self.context.run_blocking(self._read_file, self._stamp)
+        stamp, found = read
+        # assigned here, on the loop: the table a request or a survey holds is never swapped
+        # by a thread under it
+        if found is None:  # unchanged since it was read
+            if self._failure is not None:
+                raise _again(self._failure)
+            assert self._table is not None
+            return self._table
+        if isinstance(found, BackendError):  # kept until the file changes
+            self._stamp, self._table, self._failure = stamp, None, found
+            raise _again(found)
+        self._stamp, self._table, self._failure = stamp, found, None
+        self._warn_shape(found)
+        return found
 
-    def _load_file(self) -> Table:
-        """The file's table, parsed again only when the file changed. Blocking."""
+    def _read_file(
+        self, known: tuple[int, int, int] | None
+    ) -> tuple[tuple[int, int, int], Table | BackendError | None]:
+        """The file's stamp and its table (or why it cannot be read), or None when the stamp is
+        still ``known``. Blocking; changes nothing."""
         path, cap = self.settings.path, self.settings.max_bytes
         try:
             st = os.stat(path)
         except OSError as exc:
             raise self._unreadable(exc) from None
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if stamp == self._stamp:
-            if self._failure is not None:
-                failure, message = self._failure
-                raise failure(message)
-            assert self._table is not None
-            return self._table
+        if stamp == known:
+            return stamp, None
         try:
             raw = read_head(path, cap + 1)  # more than the cap: parse_table refuses it
         except OSError as exc:
             raise self._unreadable(exc) from None
         try:
-            table = parse_table(raw, self.settings, self.who, path.name)
-        except BackendError as exc:  # kept until the file changes
-            self._stamp, self._table, self._failure = stamp, None, (type(exc), exc.message)
-            raise
-        self._stamp, self._table, self._failure = stamp, table, None
-        return table
+            return stamp, parse_table(raw, self.settings, self.who, path.name)
+        except BackendError as exc:
+            return stamp, exc
+
+    def _warn_shape(self, table: Table) -> None:
+        """One warning per read of the file for rows without an object and doubled columns."""
+        if table.unnamed:
+            log.warning("%s: %s: %d rows without an object name (column %r) left out; the "
+                        "first at line %d", self.who, self._where, len(table.unnamed),
+                        self.settings.columns.object, table.unnamed[0])  # fmt: skip
+        if table.doubled:
+            log.warning("%s: %s: the header has %s more than once", self.who, self._where,
+                        ", ".join(repr(c) for c in table.doubled[:10]))  # fmt: skip
 
     def _unreadable(self, exc: OSError) -> BackendError:
         return UnreadableSource(
@@ -381,11 +453,24 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
             log.warning("%s: refetching its CSV failed (%s); using the last copy", self.who,
                         exc.message)  # fmt: skip
             self._fetched = started - max(0.0, self.settings.refresh - STALE_RETRY)
+            self._stale = exc.public_text()
             return self._table
         validators = {}
         if etag := answer.headers.get("ETag"):
             validators["If-None-Match"] = etag
         if modified := answer.headers.get("Last-Modified"):
             validators["If-Modified-Since"] = modified
+        if table is not self._table:
+            self._warn_shape(table)
         self._table, self._fetched, self._validators = table, started, validators
+        self._stale = None
         return table
+
+
+def _again(exc: BackendError) -> BackendError:
+    """A kept failure raised again (a new exception: the kept one's traceback stays as it is)."""
+    return type(exc)(exc.message, detail=exc.detail)
+
+
+def _never() -> bool:
+    return False

@@ -1,6 +1,11 @@
 """``type: folder``: each sub-folder of a ``files`` backend is an object, its images the canvases
 in natural order (``p2`` before ``p10``); an optional ``object.yaml`` inside gives the object's
-fields (the same names as the CSV columns) and per-image canvas labels and ranges."""
+fields (the same names as the CSV columns) and per-image canvas labels and ranges.
+
+An ``object.yaml`` that cannot be read (not UTF-8 YAML, not a mapping, too large) is a 502 for
+that object; a key it does not know, or one of the wrong shape (``metadata`` or ``canvases``
+not a mapping), is left out with a warning (``presentation.strict``: the object is refused),
+like every value ``records.build_record`` cannot use."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import Any
 import yaml
 
 from iiif_shim.backends.base import Listable
-from iiif_shim.base.errors import BackendError, BadRecord, UnreadableSource
+from iiif_shim.base.errors import UnreadableSource
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
     ObjectRecord,
@@ -63,13 +68,13 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
         try:
             inside = await self._files.listing(name)
         except OSError:
-            raise self._bad(name, "its folder cannot be read") from None
+            raise self.bad(name, "its folder cannot be read") from None
         if inside is None or not inside.images:
             return None
         try:
             raw = await self._files.read(f"{name}/{OBJECT_FILE}", MAX_OBJECT_FILE)
         except OSError:
-            raise self._bad(name, f"{OBJECT_FILE} cannot be read") from None
+            raise self.bad(name, f"{OBJECT_FILE} cannot be read") from None
         found: ObjectRecord = await self.context.run_blocking(
             self._record, name, inside.images, raw
         )
@@ -87,47 +92,57 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
     def _record(self, name: str, images: Sequence[str], raw: bytes | None) -> ObjectRecord:
         """The record of folder ``name`` (blocking: its object file is parsed here)."""
         spec = self._object_file(raw, name)
-        canvases_spec = spec.get("canvases") or {}
-        if not isinstance(canvases_spec, Mapping):
-            raise self._bad(name, "canvases: must be a mapping of image name to its fields")
+        refused = [
+            Skipped(str(key)[:40], "not a key of object.yaml", where=self._file(name))
+            for key in spec
+            if key not in _KNOWN
+        ]
+
+        def shaped(value: Any, key: str, what: str) -> Mapping[Any, Any]:
+            if isinstance(value, Mapping):
+                return value
+            if value is not None:
+                refused.append(Skipped(key, f"must be {what}", where=self._file(name)))
+            return {}
+
+        canvases_spec = shaped(
+            spec.get("canvases"), "canvases", "a mapping of image name to its fields"
+        )
         canvases = []
         for stem in images:
-            extra = canvases_spec.get(stem) or {}
-            if not isinstance(extra, Mapping):
-                raise self._bad(name, f"canvases.{stem}: must be a mapping (label, range)")
+            extra = shaped(canvases_spec.get(stem), f"canvases.{stem}", "a mapping (label, range)")
             canvases.append(
                 {"image": f"{name}/{stem}", "canvas_label": extra.get("label"),
                  "range": extra.get("range")}
             )  # fmt: skip
-        metadata = spec.get("metadata") or {}
-        if not isinstance(metadata, Mapping):
-            raise self._bad(name, "metadata: must be a mapping of label to value")
+        metadata = shaped(spec.get("metadata"), "metadata", "a mapping of label to value")
         fields = {key: spec.get(key) for key in OBJECT_FIELDS}
         try:
             return build_record(
-                name, self.name, fields, canvases, list(metadata.items()), strict=self.strict
-            )
+                name, self.name, fields, canvases, list(metadata.items()), strict=self.strict,
+                refused=refused,
+            )  # fmt: skip
         except RecordError as exc:
             raise self.unusable(name, exc) from None
+
+    @staticmethod
+    def _file(name: str) -> str:
+        return f"{name}/{OBJECT_FILE}"
 
     def _object_file(self, raw: bytes | None, name: str) -> Mapping[str, Any]:
         if raw is None:
             return {}
         if len(raw) > MAX_OBJECT_FILE:
-            raise self._bad(name, f"{OBJECT_FILE} is larger than {MAX_OBJECT_FILE} bytes")
+            raise self.bad(name, f"{OBJECT_FILE} is larger than {MAX_OBJECT_FILE} bytes")
         try:
             data = yaml.safe_load(raw.decode("utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
-            raise self._bad(name, f"{OBJECT_FILE} is not valid UTF-8 YAML") from None
+            raise self.bad(name, f"{OBJECT_FILE} is not valid UTF-8 YAML") from None
         if data is None:
             return {}
         if not isinstance(data, Mapping):
-            raise self._bad(name, f"{OBJECT_FILE} must be a mapping")
-        known = {*OBJECT_FIELDS, "metadata", "canvases"}
-        unknown = sorted(str(k) for k in data if k not in known)
-        if unknown:
-            raise self._bad(name, f"{OBJECT_FILE}: unknown keys {', '.join(unknown)}")
+            raise self.bad(name, f"{OBJECT_FILE} must be a mapping")
         return data
 
-    def _bad(self, name: str, message: str) -> BackendError:
-        return BadRecord(f"{self.who}, object {name!r}: {message}")
+
+_KNOWN = frozenset({*OBJECT_FIELDS, "metadata", "canvases"})

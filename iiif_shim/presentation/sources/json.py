@@ -34,8 +34,6 @@ from typing import Any, TypeVar
 
 from iiif_shim.backends.base import PARSE_ERRORS
 from iiif_shim.base.errors import (
-    BackendError,
-    BadRecord,
     NotFound,
     ShimError,
     UnreadableMetadata,
@@ -44,8 +42,10 @@ from iiif_shim.base.errors import (
 from iiif_shim.cache.memory import SingleFlight
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
+    NoCanvas,
     ObjectRecord,
     RecordError,
+    Skipped,
     build_record,
     check_name,
 )
@@ -128,6 +128,10 @@ class HttpJsonSource(ObjectSource[H]):
                 detail=f"{type(exc).__name__}: {exc}",
             ) from None
 
+    @property
+    def remote(self) -> bool:
+        return True
+
     def expand(self, template: UrlTemplate, values: Mapping[str, str]) -> str | None:
         """``template`` expanded, or None when a value would leave its place."""
         try:
@@ -135,9 +139,6 @@ class HttpJsonSource(ObjectSource[H]):
         except UnsafeValue as exc:
             log.info("%s: refused an object name (%s)", self.who, exc)
             return None
-
-    def bad(self, name: str, message: str) -> BackendError:
-        return BadRecord(f"{self.who}, object {name!r}: {message}")
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
         self._metadata = [(label, compile_path(p)) for label, p in s.fields.labelled()]
         self._listing: Listing | None = None
         self._listed_at = -math.inf
+        self._stale: str | None = None  # why the last refetch of the list failed
         self._flight: SingleFlight[str, Listing] = SingleFlight()
 
     def templates(self) -> list[UrlTemplate]:
@@ -192,8 +194,8 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
         return self.noted(found)
 
     @property
-    def remote(self) -> bool:
-        return True
+    def stale(self) -> str | None:
+        return self._stale
 
     def _read(self, name: str, answer: Answer) -> ObjectRecord:
         """The record from an object's answer. Blocking (parsing, paths)."""
@@ -206,12 +208,26 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
             raise self.bad(name, str(exc)) from None
 
     def _build(self, name: str, doc: Any) -> ObjectRecord:
+        """The record of ``doc``; an optional value that is not text goes to ``build_record``
+        as refused (lenient: left out; strict: the object refused)."""
         images_path = self._paths["images"]
-        images = scalars(images_path.select(doc), "images")
+        try:
+            images = scalars(images_path.select(doc), "images")
+        except RecordError as exc:
+            raise NoCanvas("images", f"{exc.message} at {images_path.text}") from None
         if not images:
-            raise self.bad(name, f"no images at {images_path.text}")
+            raise NoCanvas("images", f"no images at {images_path.text}")
+        refused: list[Skipped] = []
+
+        def read(path: JsonPath, field: str, entry: int | None = None) -> list[str] | None:
+            try:
+                return scalars(path.select(doc), field)
+            except RecordError as exc:
+                refused.append(Skipped(field, f"{exc.message} at {path.text}", entry=entry))
+                return None
+
         labels_path = self._paths.get("canvas_labels")
-        labels = scalars(labels_path.select(doc), "canvas_labels") if labels_path else []
+        labels = (read(labels_path, "canvas_label") if labels_path else None) or []
         canvases = [
             {"image": image, "canvas_label": labels[i] if i < len(labels) else None}
             for i, image in enumerate(images)
@@ -219,20 +235,21 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
         fields: dict[str, Any] = {}
         for key in OBJECT_FIELDS:
             path = self._paths.get(key)
-            if path is None:
+            if path is None or (values := read(path, key)) is None:
                 continue
-            values = scalars(path.select(doc), key)
             if key in ALL_OF:
                 fields[key] = values
             elif key in FIRST_ONLY:
                 fields[key] = values[0] if values else None
             else:
                 fields[key] = JOINED.join(values) or None
-        metadata = [
-            (label, JOINED.join(scalars(path.select(doc), f"metadata {label!r}")))
-            for label, path in self._metadata
-        ]
-        return build_record(name, self.name, fields, canvases, metadata, strict=self.strict)
+        metadata = []
+        for j, (label, path) in enumerate(self._metadata):
+            values = read(path, "metadata", j)
+            metadata.append((label, JOINED.join(values) if values is not None else None))
+        return build_record(
+            name, self.name, fields, canvases, metadata, strict=self.strict, refused=refused
+        )
 
     # --- the list of objects -----------------------------------------------------------------
 
@@ -259,8 +276,9 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
             log.warning("%s: refetching its list failed (%s); using the last copy", self.who,
                         exc.message)  # fmt: skip
             self._listed_at = started - max(0.0, self.settings.refresh - STALE_RETRY)
+            self._stale = exc.public_text()
             return self._listing
-        self._listing, self._listed_at = listing, started
+        self._listing, self._listed_at, self._stale = listing, started, None
         return listing
 
     def _read_list(self, answer: Answer) -> Listing:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import builtins
 import codecs
-import csv
 import dataclasses
-import io
 import re
 import string
 from collections.abc import Mapping
@@ -20,8 +18,7 @@ from types import MappingProxyType
 from typing import ClassVar
 
 from iiif_shim.backends.settings import BackendSettings
-from iiif_shim.base.files import read_head
-from iiif_shim.base.schema import Finding, at_least, option, problem, warning
+from iiif_shim.base.schema import Finding, at_least, option, problem
 from iiif_shim.core.routing import Router
 from iiif_shim.presentation.labels import Label, label_check
 from iiif_shim.presentation.records import OBJECT_FIELDS, check_name
@@ -40,9 +37,6 @@ def unused(settings: HttpSourceSettings) -> list[Finding]:
         for name in sorted(settings.unused_keys)
         if getattr(settings, name) != _UPSTREAM_DEFAULTS[name]
     ]
-
-
-HEADER_BYTES = 1024 * 1024  # what check-config reads of a CSV file to find its header
 
 
 @dataclass(frozen=True)
@@ -225,44 +219,6 @@ class CsvSourceSettings(HttpSourceSettings):
         if url is not None and (why := fixed_url(url)):
             found.append(problem("path", why))
         return found
-
-    def findings_in(self, config: ConfigView) -> list[Finding]:
-        """For a local file: that it can be read and its header has every configured column
-        (warnings: the source answers 502 until the file is fixed)."""
-        if self.url is not None:
-            return []
-        path = self.path
-        try:
-            head = read_head(path, HEADER_BYTES)
-        except OSError as exc:
-            return [warning("path", f"cannot read {path}: {exc.strerror or exc}")]
-        codec = "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else None
-        decoder = codecs.getincrementaldecoder(codec or self.encoding)()
-        try:
-            text = decoder.decode(head, final=len(head) < HEADER_BYTES)
-        except UnicodeDecodeError as exc:
-            return [
-                warning(
-                    "encoding",
-                    f"{path.name} is not {self.encoding} text (byte {exc.start})",
-                )
-            ]
-        try:
-            header = next(csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter), None)
-        except csv.Error as exc:
-            return [warning("path", f"{path.name} does not start with a CSV header: {exc}")]
-        if header is None:
-            return [warning("path", f"{path.name} is empty (no header row)")]
-        present = {name.strip() for name in header}
-        return [
-            warning(
-                f"columns.{key}",
-                f"{path.name} has no column {col!r} (its header: "
-                f"{', '.join(repr(h) for h in header[:20])})",
-            )
-            for key, col in self.columns.named()
-            if col not in present
-        ]
 
 
 def _optional_url(value: str | None) -> str | None:
