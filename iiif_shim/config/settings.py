@@ -111,7 +111,9 @@ class ServerSettings:
     )
     request_timeout: float = option(
         60.0,
-        doc="seconds any request may take, every stage included (then 503)",
+        doc="seconds any request may take until its answer's headers go out, every stage "
+        "included (then 503); a body sent as it is (an original, a stream) then goes on as "
+        "long as the client keeps reading",
         check=at_least(1),
     )
     memory_budget: int = option(
