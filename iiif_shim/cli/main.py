@@ -1,11 +1,16 @@
 """The ``iiif-shim`` command: ``serve``, ``check-config``, ``probe`` and ``purge``.
 
-``check-config`` reads the settings and then every object source through (a CSV file or URL
-and a folder whole; a JSON or CONTENTdm catalogue its list and its first CHECK_REMOTE objects,
-each within its own timeouts and all within CHECK_TIMEOUT): a source that cannot be read, or
-lacks its `object` or `image` column, is a problem (exit 1), as is, with ``presentation.strict``,
-any value an object cannot use. ``--sources`` lists every value, row and object left out, with
-its file, line and column; ``--format json`` gives the same as JSON.
+``check-config`` reads the settings and then every object source through (a local CSV file
+and a folder whole; a CSV URL, a JSON or a CONTENTdm catalogue its list and its first
+CHECK_REMOTE objects), the sources at the same time, each request within its own timeouts and
+the whole check within CHECK_TIMEOUT (a source not read by then is a problem naming the
+limit). A problem (exit 1): a source that cannot be read (its list, or every object read
+failed), lacks its `object` or `image` column or has one twice, one with objects none of which
+can be served, and, with ``presentation.strict``, any value an object cannot use. ``--sources``
+lists every value, row and object left out, with its file, line and column; ``--format json``
+gives the same as JSON, in one shape whatever the outcome (``config``, ``ok``, ``problems``,
+``warnings``, ``sources``). The shim's own log lines below errors are not shown: the report
+says it all, once.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -108,39 +114,67 @@ def _warnings(settings: Settings) -> list[str]:
 
 
 CHECK_REMOTE = 50  # objects of a remote catalogue check-config reads (besides its list)
-CHECK_TIMEOUT = 300.0  # seconds check-config gives one object source
+CHECK_TIMEOUT = 300.0  # seconds check-config gives all object sources together
+MAX_CHECKED = 10_000_000  # object names a check reads of one source
 
 
 async def survey_sources(settings: Settings) -> dict[str, Survey]:
-    """Every object source read through (a remote one: its list and first objects)."""
+    """Every object source read through (a remote one: its list and first objects), all at
+    once, within CHECK_TIMEOUT together; a source that fails is a Survey with its error."""
+    from iiif_shim.base.errors import RenderTimeout, ShimError
     from iiif_shim.cache.settings import CacheSettings
     from iiif_shim.core.service import open_service
     from iiif_shim.presentation.service import open_presentation
 
-    found: dict[str, Survey] = {}
     service_settings = replace(settings.service(), cache=CacheSettings())  # no cache tiers
+    threads = min(len(settings.presentation.sources), os.cpu_count() or 1)
     async with (
         open_service(service_settings) as service,
-        open_presentation(settings.presentation, service, watch=False) as presentation,
+        open_presentation(
+            settings.presentation, service, watch=False, survey_threads=threads
+        ) as presentation,
     ):
-        for name, source in presentation.sources.items():
+
+        async def one(name: str) -> Survey:
+            source = presentation.sources[name]
             read = CHECK_REMOTE if source.remote else None
             try:
-                async with asyncio.timeout(CHECK_TIMEOUT):
-                    found[name] = await source.survey(MAX_CHECKED, read)
-            except TimeoutError:
-                error = f"not read within {CHECK_TIMEOUT:g}s"
-                found[name] = Survey(name, source.type_name, error=error)
+                return await source.survey(MAX_CHECKED, read)
+            except RenderTimeout:  # a job in the thread pool past server.request_timeout
+                error = (
+                    f"not read within server.request_timeout ({settings.server.request_timeout:g}s)"
+                )
+            except ShimError as exc:
+                error = exc.public_text()
+            except Exception as exc:  # a check reports; it never ends in a traceback
+                error = f"reading it failed ({type(exc).__name__}: {exc})"
+            return Survey(name, source.type_name, error=error)
+
+        names = list(presentation.sources)
+        tasks = [asyncio.ensure_future(one(name)) for name in names]
+        await asyncio.wait(tasks, timeout=CHECK_TIMEOUT)
+        found: dict[str, Survey] = {}
+        for name, task in zip(names, tasks, strict=True):
+            if task.done():
+                found[name] = task.result()
+                continue
+            task.cancel()  # its survey thread's job stops at its next object
+            error = f"not read within {CHECK_TIMEOUT:g}s (check-config's limit for all sources)"
+            found[name] = Survey(name, presentation.sources[name].type_name, error=error)
+        await asyncio.gather(*tasks, return_exceptions=True)
     return found
-
-
-MAX_CHECKED = 10_000_000  # object names a check reads of one source
 
 
 def _fatal(survey: Survey, strict: bool) -> str | None:
     """Why ``survey`` fails the check, or None."""
     if survey.error is not None:
-        return f"cannot be read: {survey.error}"
+        detail = f" ({survey.detail})" if survey.detail else ""
+        return f"cannot be read: {survey.error}{detail}"
+    if survey.read and survey.unusable == survey.read:
+        return (
+            f"none of the {survey.read} objects read can be served "
+            "(check-config --sources lists why)"
+        )
     if strict and (survey.cells or survey.rows or survey.columns or survey.unusable):
         return (
             f"presentation.strict: {survey.affected + survey.unusable} objects are refused "
@@ -149,10 +183,24 @@ def _fatal(survey: Survey, strict: bool) -> str | None:
     return None
 
 
+def _source_warnings(surveys: Mapping[str, Survey]) -> list[str]:
+    """What does not fail the check but an operator should know."""
+    out = []
+    for name, survey in surveys.items():
+        if survey.error is None and survey.objects == 0:
+            out.append(f"presentation.sources.{name}: has no objects")
+        if survey.stale is not None:
+            out.append(f"presentation.sources.{name}: an old copy is in use ({survey.stale})")
+    return out
+
+
 def _source_line(survey: Survey) -> str:
     if survey.error is not None:
         return f"CANNOT BE READ: {survey.error}"
-    read = f"{survey.objects} objects read" + ("" if survey.complete else " (its first ones)")
+    read = f"{survey.read} objects read"
+    if survey.read < survey.objects or not survey.complete:
+        more = "+" if survey.objects and not survey.complete else ""
+        read += f" (its first ones, of {survey.objects}{more} listed)"
     left = [
         f"{n} {what}"
         for n, what in (
@@ -167,6 +215,8 @@ def _source_line(survey: Survey) -> str:
         notes.append(f"{', '.join(left)} left out in {survey.affected} objects")
     if survey.unusable:
         notes.append(f"{survey.unusable} objects not served")
+    if survey.notes:
+        notes.append(f"{survey.notes} values shown as written (not dates)")
     if not notes:
         return read
     return f"{read}; {'; '.join(notes)} (check-config --sources lists them)"
@@ -177,20 +227,31 @@ def _problem_lines(survey: Survey) -> list[str]:
     for p in survey.problems:
         column = f", column {p.column!r}" if p.column else ""
         owner = f" (object {p.object!r})" if p.object else ""
-        what = "object not served" if p.kind == "object" else f"{p.kind} left out"
+        what = _KINDS.get(p.kind, f"{p.kind} left out")
         lines.append(f"    {p.where}{column}: {p.reason}{owner} [{what}]")
-    hidden = survey.cells + survey.rows + survey.columns + survey.unusable - len(survey.problems)
-    if hidden > 0:
-        lines.append(f"    ... and {hidden} more")
+    if survey.hidden > 0:
+        lines.append(f"    ... and {survey.hidden} more")
     return lines
 
 
+_KINDS = {"object": "object not served", "note": "note"}
+
+
+def _quiet() -> None:
+    """The shim's own log lines below errors not shown: the command's report says it all."""
+    logging.getLogger("iiif_shim").setLevel(logging.ERROR)
+
+
 def check_config(file: str, sources: bool = False, as_json: bool = False) -> int:
+    _quiet()
     try:
         settings = load_settings(file)
     except ConfigError as exc:
         if as_json:
-            print(json.dumps({"config": file, "ok": False, "problems": exc.report()}))
+            problems = [f"{path}: {msg}" if path else msg for path, msg in exc.problems]
+            doc = {"config": file, "ok": False, "problems": problems, "warnings": [],
+                   "sources": {}}  # fmt: skip
+            print(json.dumps(doc, ensure_ascii=False, indent=1))
         else:
             print(exc.report(), file=sys.stderr)
         return 1
@@ -202,7 +263,8 @@ def check_config(file: str, sources: bool = False, as_json: bool = False) -> int
             "config": file,
             "ok": not fatal,
             "problems": [f"presentation.sources.{name}: {why}" for name, why in fatal.items()],
-            "warnings": [f"{path}: {message}" for path, message in settings.warnings],
+            "warnings": [f"{path}: {message}" for path, message in settings.warnings]
+            + _source_warnings(surveys),
             "sources": {name: s.as_json() for name, s in surveys.items()},
         }
         print(json.dumps(doc, ensure_ascii=False, indent=1))
@@ -223,6 +285,8 @@ def check_config(file: str, sources: bool = False, as_json: bool = False) -> int
                 print(problem)
     for line in _warnings(settings):
         print(line)
+    for line in _source_warnings(surveys):
+        print(f"warning: {line}")
     return 1 if fatal else 0
 
 
@@ -291,6 +355,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def probe(args: argparse.Namespace) -> int:
+    _quiet()
     try:
         settings = settings_from_environment(args.config)
     except ConfigError as exc:

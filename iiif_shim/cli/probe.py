@@ -1,5 +1,7 @@
 """``iiif-shim probe``: what happens to one identifier, for ops staff writing YAML; with
-``--object``, an object: its source, every field it gives, what was left out, its canvases.
+``--object``, an object: its source, every field it gives (each label in every language), what
+was left out (placed: file, line and column, as ``check-config --sources`` places it), its
+canvases.
 
 For the route the identifier takes it reports: whether the backend was reached and how fast,
 the metadata it gave, for each IIIF feature whether the backend does it natively or Pillow
@@ -20,6 +22,7 @@ from iiif_shim.iiif.profile import Format, Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import Box, resolve
 from iiif_shim.model.plan import NativeOp, Plan
+from iiif_shim.presentation.labels import Texts
 from iiif_shim.presentation.records import ObjectRecord
 from iiif_shim.presentation.service import open_presentation
 
@@ -140,6 +143,13 @@ def _fields(record: ObjectRecord) -> list[tuple[str, str]]:
     return out
 
 
+def _all(texts: Texts) -> str:
+    """Every language of a label or value: ``Date`` or ``[en] Date / [de] Datum``."""
+    if len(texts.items) == 1:
+        return _shown(texts.items[0][1])
+    return " / ".join(f"[{tag or 'default'}] {_shown(text)}" for tag, text in texts.items)
+
+
 async def report_object(settings: Settings, name: str) -> tuple[list[str], bool]:
     """The object's source, fields and canvases with their sizes (from the image facts)."""
     lines: list[str] = []
@@ -162,10 +172,12 @@ async def report_object(settings: Settings, name: str) -> tuple[list[str], bool]
         for field, given in _fields(record):
             lines.append(f"  {field}: {given}")
         for key, value in record.metadata:
-            lines.append(f"  metadata {_shown(str(key))}: {_shown(str(value))}")
-        for skipped in record.skipped:
-            where = f" (canvas {skipped.canvas + 1})" if skipped.canvas is not None else ""
-            lines.append(f"  left out: {skipped.field}{where}: {_shown(skipped.message)}")
+            lines.append(f"  metadata {_all(key)}: {_all(value)}")
+        source = presentation.sources[record.source]
+        for problem in source.problems(record):  # placed as check-config places them
+            column = f", column {problem.column!r}" if problem.column else ""
+            what = "note" if problem.kind == "note" else "left out"
+            lines.append(f"  {what}: {problem.where}{column}: {_shown(problem.reason)}")
         ok = True
         for i, canvas in enumerate(record.canvases, 1):
             try:

@@ -6,10 +6,12 @@ and the landing page show each source's state."""
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,7 +144,7 @@ def test_bad_cells_are_left_out_and_the_object_is_served(
     warned = [r.getMessage() for r in caplog.records if "left out of object 'letter'" in r.message]
     assert len(warned) == len(set(warned)) == 3, warned  # rights, link, the row
     page = shim.get("/objects/letter")
-    assert page.status == 200 and 'Date</span></th><td>19th century</td>' in page.text
+    assert page.status == 200 and "Date</span></th><td>19th century</td>" in page.text
     pdf = shim.get("/iiif/presentation/letter/pdf")
     assert pdf.status == 200 and pdf.body.startswith(b"%PDF-")
     good = _json(shim, "/iiif/presentation/3/map/manifest")
@@ -214,3 +216,150 @@ def test_probe_object_prints_every_field_and_what_was_left_out(tmp_path: Path) -
     assert "  left out: objects.csv line 3, column 'img': required, and empty" in letter
     assert "  metadata Date: 19th century\n" in letter
     assert "  metadata Rights: All rights reserved\n" in letter
+
+
+def _slow_survey_config(tmp: Path, extra: str = "") -> Path:
+    config = _catalogue(tmp)
+    (tmp / "other.csv").write_text("obj,img\nother,p2\n")
+    text = config.read_text().replace(
+        "presentation:\n",
+        "server: {workers: 1, request_timeout: 2}\npresentation:\n  check_interval: 1\n",
+    )
+    text = text.replace(
+        "  sources:\n",
+        "  sources:\n    other: {type: csv, path: other.csv, columns: {object: obj, image: img}}\n",
+    )
+    config.write_text(text + extra)
+    return config
+
+
+def test_images_are_served_while_a_catalogue_is_surveyed_and_it_is_read_once_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A survey that takes long (a huge catalogue, here one held until released) never takes
+    the image threads, and is not started again while it runs."""
+    from iiif_shim.presentation.sources.csv import CsvSource
+
+    entered, release = threading.Event(), threading.Event()
+    reads: collections.Counter[str] = collections.Counter()
+    survey_table, survey = CsvSource._survey_table, CsvSource.survey
+
+    def slow(self: CsvSource, *args: Any) -> Any:
+        if self.name == "cat":
+            entered.set()
+            while not release.wait(0.05):  # held, until released (or its survey is given up)
+                if callable(args[-1]) and args[-1]():
+                    break
+        return survey_table(self, *args)
+
+    async def counted(self: CsvSource, *args: Any, **kwargs: Any) -> Any:
+        reads[self.name] += 1
+        return await survey(self, *args, **kwargs)
+
+    monkeypatch.setattr(CsvSource, "_survey_table", slow)
+    monkeypatch.setattr(CsvSource, "survey", counted)
+    served = InProcessShim(_slow_survey_config(tmp_path))
+    try:
+        wait_until(entered.is_set, "the catalogue being surveyed")
+        for width in (40, 41, 42):  # fresh renderings: each needs an image thread
+            resp = served.get(f"/iiif/3/p1/full/{width},/0/default.jpg")
+            assert resp.status == 200, resp.text
+        wait_until(lambda: reads["other"] >= 3, "the other source read at two more intervals")
+        assert reads["cat"] == 1  # the survey still running is not started again
+        release.set()
+        wait_until(
+            lambda: "checked" in json.loads(served.get("/health/ready").body)["sources"]["cat"],
+            "the survey landed",
+        )
+    finally:
+        release.set()
+        served.stop()
+
+
+def test_check_config_reports_a_source_too_slow_to_read_and_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A survey past server.request_timeout (2 s here) and past check-config's own limit is a
+    failure line naming the source and the limit: no traceback, and the command ends."""
+    from iiif_shim.cli import main as cli
+    from iiif_shim.presentation.sources.csv import CsvSource
+
+    release = threading.Event()
+    survey_table = CsvSource._survey_table
+
+    def slow(self: CsvSource, *args: Any) -> Any:
+        if self.name == "cat":
+            while not release.wait(0.05):
+                if callable(args[-1]) and args[-1]():
+                    break
+        return survey_table(self, *args)
+
+    monkeypatch.setattr(CsvSource, "_survey_table", slow)
+    monkeypatch.setattr(cli, "CHECK_TIMEOUT", 4.0)
+    config = _slow_survey_config(tmp_path)
+    saved = logging.getLogger("iiif_shim").level
+    try:
+        assert cli.check_config(str(config)) == 1
+    finally:
+        release.set()
+        logging.getLogger("iiif_shim").setLevel(saved)
+    out = capsys.readouterr()
+    assert "presentation.sources.cat: cannot be read: not read within 4s" in out.err, out
+    assert "Traceback" not in out.err
+    assert "presentation source other (csv): 1 objects read" in out.out
+
+
+def _json_config(tmp: Path, body: str) -> Path:
+    images = tmp / "images"
+    images.mkdir(exist_ok=True)
+    return write_config(
+        tmp / "shim.yaml",
+        f"""
+        backends:
+          local: {{type: files, root: "{images}"}}
+        routes:
+          - {{backend: local}}
+        presentation:
+          sources:
+            {body}
+        """,
+    )
+
+
+def test_check_config_fails_on_a_catalogue_that_serves_nothing(tmp_path: Path) -> None:
+    from tests.support import free_port
+
+    down = _json_config(
+        tmp_path,
+        f"api: {{type: json, url: 'http://127.0.0.1:{free_port()}/o/{{object}}', "
+        "objects: [a, b, c], fields: {images: $.i}, retries: 0}",
+    )
+    done = _check(down)
+    assert done.returncode == 1, done
+    assert "presentation.sources.api: cannot be read: every object read failed (3)" in done.stderr
+    (tmp_path / "allbad.csv").write_text("obj,img\na,\nb,\n")
+    allbad = _json_config(
+        tmp_path, "cat: {type: csv, path: allbad.csv, columns: {object: obj, image: img}}"
+    )
+    done = _check(allbad)
+    assert done.returncode == 1, done
+    assert "presentation.sources.cat: none of the 2 objects read can be served" in done.stderr
+
+
+def test_check_config_json_has_one_shape_and_warnings_are_not_doubled(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backends: {x: {type: nope}}\n")
+    doc = json.loads(_check(bad, "--json").stdout)
+    assert set(doc) == {"config", "ok", "problems", "warnings", "sources"}
+    assert doc["ok"] is False and isinstance(doc["problems"], list) and doc["problems"]
+    assert all(isinstance(p, str) and "\n" not in p for p in doc["problems"])
+    config = _catalogue(tmp_path, BROKEN["missing"])
+    done = _check(config)
+    assert done.stderr.count("nowhere.csv") == 1, done.stderr  # once, as a problem
+    assert "nowhere.csv" not in done.stdout.replace(
+        "CANNOT BE READ: source 'missing' cannot read nowhere.csv", ""
+    )
+    assert "left out of object" not in done.stderr  # the shim's own log lines: not shown
+    doc = json.loads(_check(config, "--json").stdout)
+    assert set(doc) == {"config", "ok", "problems", "warnings", "sources"}
+    assert doc["sources"]["cat"]["problems_not_listed"] == 0
