@@ -196,6 +196,11 @@ class SourceWatch:
         log.warning("object source %r: %s", name, error)
         return Survey(name, source.type_name, error=error)
 
+    def down(self) -> dict[str, str]:
+        """The sources that were down at their last read, with why."""
+        return {name: survey.error for name, (survey, _) in self.surveys.items()
+                if survey.error is not None and name in self.sources}  # fmt: skip
+
     def report(self) -> dict[str, Any]:
         """Each source's entry of ``/health/ready``."""
         out: dict[str, Any] = {}

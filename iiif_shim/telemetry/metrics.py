@@ -35,6 +35,7 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when 
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _STEP = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+SOURCE_SKIPPED = ("cells", "rows", "columns", "objects")  # kinds of iiif_shim_source_skipped
 
 
 class Metrics:
@@ -198,11 +199,21 @@ class Metrics:
         self._pdf_builds.labels(outcome).inc()
 
     def source_state(self, source: str, up: bool, objects: int, skipped: Mapping[str, int]) -> None:
-        """An object source's state after a background read."""
+        """An object source's state after a background read (``skipped``: by SOURCE_SKIPPED)."""
         self._source_up.labels(source).set(1 if up else 0)
         self._source_objects.labels(source).set(objects)
         for kind, count in skipped.items():
             self._source_skipped.labels(source, kind).set(count)
+
+    def forget_source(self, source: str) -> None:
+        """An object source no longer configured (after a reload): its gauges removed. (With
+        several processes, the values a process wrote to its file stay until it exits.)"""
+        for gauge in (self._source_up, self._source_objects):
+            with contextlib.suppress(KeyError):
+                gauge.remove(source)
+        for kind in SOURCE_SKIPPED:
+            with contextlib.suppress(KeyError):
+                self._source_skipped.remove(source, kind)
 
     def client_refused(self, reason: str) -> None:
         self._refused.labels(reason).inc()

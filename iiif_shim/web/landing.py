@@ -1,5 +1,6 @@
 """The landing page at ``/``: the objects with their thumbnails (and each object source that
-cannot be read, named with its error: a broken catalogue shows, it does not vanish), then each
+cannot be read now, or was down at its last background read, named with its error: a broken
+catalogue shows, it does not vanish), then each
 identifier with its info.json links and a thumbnail.
 
 Links are relative to the page, so they work behind any proxy; every value is escaped.
@@ -124,6 +125,10 @@ async def landing(request: web.Request) -> web.Response:
     sources = runtime.presentation.sources.values()
     listings = await asyncio.gather(*(listed(source) for source in sources))
     objects = [entry for listing in listings for entry in listing]
+    named = {name for name, _ in broken}
+    for name, why in runtime.presentation.watch.down().items():  # its last background read
+        if name not in named:
+            broken.append((name, why))
     return web.Response(
         text=landing_page(
             settings.landing.title,

@@ -135,6 +135,8 @@ class Live:
             self._current = new
             for name in set(old.service.backends) - set(new.service.backends):
                 self.metrics.forget_backend(name)
+            for name in set(old.presentation.sources) - set(new.presentation.sources):
+                self.metrics.forget_source(name)
             old.retired = True
             if old.users == 0:
                 self._close_soon(old)

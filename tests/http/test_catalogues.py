@@ -363,3 +363,35 @@ def test_check_config_json_has_one_shape_and_warnings_are_not_doubled(tmp_path: 
     doc = json.loads(_check(config, "--json").stdout)
     assert set(doc) == {"config", "ok", "problems", "warnings", "sources"}
     assert doc["sources"]["cat"]["problems_not_listed"] == 0
+
+
+def test_a_catalogue_that_cannot_be_reached_shows_in_health_metrics_and_landing(
+    tmp_path: Path,
+) -> None:
+    from iiif_shim.config.settings import load_settings
+    from iiif_shim.web.app import reload
+    from tests.support import free_port
+
+    api = (
+        f"api: {{type: json, url: 'http://127.0.0.1:{free_port()}/o/{{object}}', "
+        "objects: [a, b, c], fields: {images: $.i}, retries: 0}"
+    )
+    config = _catalogue(tmp_path, api)
+    served = InProcessShim(config)
+    try:
+
+        def sources() -> dict[str, Any]:
+            found: dict[str, Any] = json.loads(served.get("/health/ready").body)["sources"]
+            return found
+
+        wait_until(lambda: "checked" in sources()["api"], "the sources read in the background")
+        down = sources()["api"]
+        assert down["state"] == "down" and "every object read failed" in down["error"], down
+        assert 'iiif_shim_source_up{source="api"} 0.0' in served.get("/metrics").text
+        assert "Object source <code>api</code> cannot be read" in served.get("/").text
+        plain = _catalogue(tmp_path)  # the same, without the api source
+        assert served._run(reload(served.server.app, lambda: load_settings(plain)))
+        metrics = served.get("/metrics").text
+        assert 'source="api"' not in metrics and 'iiif_shim_source_up{source="cat"}' in metrics
+    finally:
+        served.stop()
