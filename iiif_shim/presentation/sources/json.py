@@ -18,7 +18,13 @@ any name (a 404 there: not this source's).
 Requests go through the shim's hardened upstream client (``backends/upstream.py``) with this
 source's own limits, retries and circuit; its errors name the source: a 404 is "not this
 source's object", other failures a 502, no answer within ``timeout`` a 504. Answers are parsed
-and read in the thread pool; what cannot be read is a 502 naming the source and the object.
+and read in the thread pool; an answer that cannot be read is a 502 naming the source and the
+object. Within a readable answer, an object without images is one it cannot show (lenient: a
+404 naming why), and an optional field or metadata path matching something that is not text
+(an object, a list of objects) goes to ``records.build_record`` as refused: left out with a
+warning, or (``presentation.strict``) the object refused. Sources over HTTP are remote: checks
+read their list and only some of their objects; a list kept after its refetch failed is
+reported as stale.
 """
 
 from __future__ import annotations
