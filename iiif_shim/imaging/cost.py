@@ -7,11 +7,16 @@ the reduction it is decoded at, :func:`reduction`: JPEG DCT scaling, JPEG 2000 r
 levels; in what Pillow really stores for its mode plus its conversion to L, LA, RGB or RGBA,
 :func:`decode_bytes`), the decoded source kept while finishing, and the most finishing holds
 at once besides it: each step makes a new image while the one before it is still held (the
-crop or its copy, the scaling's intermediate, the mirror, the turn and its alpha copy, the
-quality), then the encoder's buffers and bytes as ``bench/cost_model.py`` measured them; plus
-:data:`MARGIN`. :class:`Libvips` says which steps libvips does for the ``vips`` engine: it
-decodes into a byte a sample and streams what it does after that, so the count for it is
-smaller (``vips.VipsEngine.cost``). The model is checked against measured peaks
+crop or the scaled image, none when the source is already the output's size; the scaling's
+intermediate, the mirror, the turn with its alpha copy and Pillow's premultiplied pass, the
+quality), then the encoder: its whole-image buffers (GIF, JPEG 2000, WebP), or the output it
+holds, counted from the most a photograph's pixel weighs written (:func:`encoded_bytes`), as
+``bench/cost_model.py`` measured them; plus :data:`MARGIN`. :class:`Libvips` says which steps
+libvips does for the ``vips`` engine: a source it decodes takes a byte a sample of the 8-bit
+image it keeps (:func:`libvips_bytes`, also the count ``vips._open`` checks a header against)
+and the rows its loader holds, and what it does after that streams through strips, so with
+``vips_steps: all`` only the encoder's output and buffers count besides the decoded source
+(``vips.VipsEngine.cost``). The model is checked against measured peaks
 (``tests/unit/test_cost_model.py``, the table in docs/performance.md). :class:`Allowance` is what
 one decode may take, and :func:`check_size` the check of a header against it. Pure: no pixel
 is touched here."""
@@ -68,6 +73,29 @@ def decode_bytes(mode: str | None, width: int, height: int) -> int:
     return per_pixel * width * height
 
 
+# Bands of the 8-bit image libvips holds for a source in each of Pillow's modes
+# (``vips._normalise``: L, LA, RGB or RGBA; a palette may have a transparent colour, CMYK is
+# turned into RGB)
+_LIBVIPS_BANDS = {"1": 1, "L": 1, "I": 1, "F": 1, "LA": 2, "La": 2, "RGB": 3, "YCbCr": 3}
+_LIBVIPS_BANDS |= {"LAB": 3, "HSV": 3, "CMYK": 3}
+_LIBVIPS_ROWS = 640  # rows of the source its loader and the cast to 8 bits hold (measured: 600)
+
+
+def libvips_bands(mode: str | None) -> int:
+    """Bands of what libvips holds for a source of Pillow's ``mode`` (``None``: the most)."""
+    if mode is not None and mode.startswith("I;16"):
+        return 1
+    return _LIBVIPS_BANDS.get(mode or "", 4)
+
+
+def libvips_bytes(bands: int, width: int, height: int) -> int:
+    """Bytes libvips holds for a ``width`` x ``height`` source it decoded: a byte a sample of
+    the 8-bit image it is normalised to (a 16-bit or 1-bit source streams through that cast,
+    its own samples never held whole). The one count of libvips' decode: the estimate's
+    (:func:`cost`) and the check of a header against what was set aside (``vips._open``)."""
+    return bands * width * height
+
+
 @dataclass(frozen=True)
 class Allowance:
     """What a decode may take: no more than ``max_source_pixels`` in the header, no more than
@@ -108,31 +136,49 @@ class Libvips:
 
 PILLOW = Libvips()
 
-# Bytes an encoder takes for each pixel it writes, besides the image handed to it: its own
-# buffers and the encoded bytes (written into a buffer, then copied out), by the bands it
-# writes (1: L, 2: LA, 3: RGB, 4: RGBA), as bench/cost_model.py measured them. Lossless formats
-# are counted as if nothing compressed (a photograph's grain, turned, hardly does), so their
-# estimate for a flat drawing is well over its peak: never under.
+# Bytes an encoder holding the whole image takes for each pixel it writes, besides the image
+# handed to it, by the bands it writes (1: L, 2: LA, 3: RGB, 4: RGBA), as bench/cost_model.py
+# measured them: GIF (quantising), JPEG 2000 (OpenJPEG holds every sample as a 32-bit integer,
+# and more), WebP (its own YUV and alpha planes)
 _PILLOW_ENCODE: dict[Format, tuple[float, float, float, float]] = {
-    Format.JPG: (0.5, 0.5, 1.5, 1.5),
-    Format.PDF: (0.5, 0.5, 1.5, 1.5),
-    Format.PNG: (2, 8, 6, 8),
-    Format.TIF: (2, 8, 6, 8),
     Format.GIF: (9, 9, 9, 9),
-    Format.JP2: (13, 25, 37, 49),  # OpenJPEG holds every sample as a 32-bit integer, and more
-    Format.WEBP: (10, 15, 10, 15),  # its own YUV (and alpha) planes
+    Format.JP2: (13, 25, 37, 49),
+    Format.WEBP: (10, 15, 10, 15),
 }
-# libvips writing pixels Pillow holds (``vips_steps: measured``: PNG, JPEG 2000): a copy into
-# libvips, its growing output buffer, the bytes copied out
+# the same for libvips writing them from its own pixels: GIF quantises the whole image, libwebp
+# takes it whole with its planes; PDF: Pillow writes it, the pixels crossing back first
 _LIBVIPS_ENCODE: dict[Format, tuple[float, float, float, float]] = {
-    Format.JPG: (1, 1, 1.5, 1.5),
-    Format.PDF: (6, 7, 8.5, 9.5),  # Pillow writes PDF: the pixels cross back first
-    Format.PNG: (3, 8, 6, 8),
-    Format.TIF: (3, 8, 6, 8),
-    Format.GIF: (19, 19, 19, 19),  # libvips quantises the whole image
-    Format.JP2: (2, 3, 6, 8),
-    Format.WEBP: (10, 28, 10, 28),  # libwebp takes the whole image, and its planes
+    Format.GIF: (19, 19, 19, 19),
+    Format.JP2: (1.5, 2.5, 4, 5.5),
+    Format.WEBP: (10, 28, 10, 28),
+    Format.PDF: (6, 7, 8.5, 9.5),
 }
+# The rest write rows as they come, and hold their output: how many times its size, at the
+# most (Pillow: its growing buffer; libvips: its growing buffer and the copy handed out; both
+# TIFF writers: the file built in memory, then copied), as measured.
+_PILLOW_HOLDS = {Format.JPG: 1.1, Format.PDF: 1.1, Format.PNG: 1.1, Format.TIF: 2.1}
+_LIBVIPS_HOLDS = {Format.JPG: 3.0, Format.PNG: 2.1, Format.TIF: 2.4}
+_FILL = 1 / 16  # what a pixel of a turn's filled corners weighs in the output, at the most
+
+
+def encoded_bytes(fmt: Format, bands: int, jpeg_quality: int, bitonal: bool = False) -> float:
+    """The most a pixel of a photograph weighs once written in ``fmt`` (JPEG, PDF, PNG,
+    TIFF). Lossless output is counted as if nothing compressed: how well a master's pixels
+    compress cannot be known before they are written (a photograph's grain, about half; a
+    flat drawing, far less), so lossless estimates stay over their peaks. JPEG is counted for
+    a detailed photograph at the quality asked (at 85, 0.4 bytes a colour pixel, where the
+    grainy masters of bench/cost_model.py weigh 0.26; pure noise weighs 0.76)."""
+    if fmt in (Format.PNG, Format.TIF):
+        return (1 / 8 if bitonal and bands == 1 else bands) + 1 / 64  # bitonal: a bit a pixel
+    colour = 0.4 if jpeg_quality <= 85 else 0.8 if jpeg_quality <= 95 else 1.5
+    return colour if bands >= 3 else colour * 0.75
+
+
+def _written(out: int, turned: int) -> float:
+    """Pixels that weigh in the output: the image, and a little for a turn's filled corners."""
+    return out + _FILL * max(0, turned - out)
+
+
 _WEBP_DECODER_BYTES = 8  # Pillow's WebP decoder keeps its canvas and last frame alive
 _ALPHA_MODES = ("LA", "La", "RGBA", "RGBa", "PA", "P")  # P: when it has a transparent colour
 _LIBVIPS_PIPELINE = 4 << 20  # a libvips pipeline's own buffers and strips, whatever its size
@@ -149,16 +195,23 @@ def cost(
     if plan.native.whole_source(info.width, info.height):
         factor = 1 if decoded_cached else reduction(info.format, info.width, info.height, steps)
         w, h = math.ceil(info.width / factor), math.ceil(info.height / factor)
-        decode = decode_bytes(info.mode, w, h)
-        if info.format == "WEBP":
-            decode += _WEBP_DECODER_BYTES * w * h
         by_libvips = info.format in libvips.decodes
-        if by_libvips:  # a byte a sample
-            kept = (1 if grey else 3) * w * h + (w * h if alpha else 0)
+        if by_libvips:  # a byte a sample, and the rows its loader holds (2 bytes a sample at
+            # most: a 16-bit RGB PNG is "RGB" to Pillow)
+            kept = libvips_bytes(libvips_bands(info.mode), w, h)
+            decode = kept + 2 * libvips_bands(info.mode) * w * min(h, _LIBVIPS_ROWS)
+            if info.format == "WEBP":  # libwebp decodes the whole frame first, as for Pillow
+                decode += _WEBP_DECODER_BYTES * w * h
         else:
+            decode = decode_bytes(info.mode, w, h)
+            if info.format == "WEBP":
+                decode += _WEBP_DECODER_BYTES * w * h
             kept = (1 if grey else RGBA_BYTES) * w * h
             if info.format == "WEBP":  # the decoder stays with the image
                 kept += _WEBP_DECODER_BYTES * w * h
+        # what finishing starts from: the decoded source itself, when it is the output's size
+        # (``pillow.shared``: no copy of it is made)
+        as_is = steps.crop is None and steps.scale == (w, h)
     elif _windowed(info):
         # a window of a tiled TIFF page: the whole native tiles around it, their compressed
         # bytes (LZW at worst takes half as much again as the raw samples), then the window
@@ -169,17 +222,19 @@ def cost(
         stored = raw_bytes(info.mode, bw, bh) * 3 // 2
         decode = decode_bytes(info.mode, bw, bh) + stored + RGBA_BYTES * (w + SLACK) * (h + SLACK)
         kept, by_libvips = RGBA_BYTES * (w + SLACK) * (h + SLACK), False
+        as_is, factor = False, 1
     else:
         w, h = plan.native.delivered_size()
         decode = decode_bytes(None, w + SLACK, h + SLACK)
         if info.tiles is not None:  # stitched: plus one tile decoding at a time
             decode += decode_bytes(None, info.tiles.width + SLACK, info.tiles.height + SLACK)
         kept, by_libvips = RGBA_BYTES * (w + SLACK) * (h + SLACK), False
-        grey = alpha = False  # unknown: the worst
+        grey = alpha = as_is = False  # unknown: the worst
+        factor = 1
     if by_libvips and libvips.everything:
         finish = _streamed(steps, grey, alpha)
     else:
-        finish = _finish_bytes(steps, (w, h), grey, alpha, libvips)
+        finish = _finish_bytes(steps, (w, h), grey, alpha, libvips, as_is, factor)
     if decoded_cached:  # the decoded source is the cache's: this request makes only the rest
         return Cost(0, _margin(finish), 0)
     return Cost(_margin(decode), _margin(finish), _margin(kept))
@@ -194,16 +249,27 @@ def _bands(grey: bool, alpha: bool) -> int:
 
 
 def _finish_bytes(
-    steps: Steps, delivered: tuple[int, int], grey: bool, alpha: bool, libvips: Libvips
+    steps: Steps,
+    delivered: tuple[int, int],
+    grey: bool,
+    alpha: bool,
+    libvips: Libvips,
+    as_is: bool = False,
+    factor: int = 1,
 ) -> float:
     """The most Pillow's finishing (``pillow.finish``) holds at once besides the decoded
-    source: every step makes a new image while the one before it is still held."""
+    source: every step makes a new image while the one before it is still held. ``as_is``:
+    the decoded source is the output's size and finishing starts from it (no copy); ``factor``:
+    the reduction it was decoded at (the crop is in full-size pixels)."""
     bpp = 1 if grey and not alpha else RGBA_BYTES  # Pillow: L in a byte, LA, RGB, RGBA in four
     out_w, out_h = steps.scale
     out = out_w * out_h
-    cw, ch = (steps.crop.w, steps.crop.h) if steps.crop else delivered
-    scaled = bpp * out
-    work = scaled  # the crop, or its copy
+    if steps.crop:
+        cw, ch = math.ceil(steps.crop.w / factor), math.ceil(steps.crop.h / factor)
+    else:
+        cw, ch = delivered
+    scaled = 0 if as_is else bpp * out  # the crop or the scaled image (as is: the source)
+    work = scaled
     if (cw, ch) != (out_w, out_h):  # a resize: one pass across, then one down
         first = _reduced_first(cw, ch, out_w, out_h)
         rows = ch if not first else math.ceil(math.sqrt(first * ch / cw))
@@ -212,20 +278,22 @@ def _finish_bytes(
     turned = out
     turn = 0
     if steps.mirror:
-        turn += scaled
+        turn += bpp * out
     if steps.degrees % 90 == 0 and steps.degrees:
-        turn += scaled
+        turn += bpp * out
     elif steps.degrees:
         turned_w, turned_h = rotated_size(out_w, out_h, steps.degrees)
         turned = turned_w * turned_h
-        if steps.format.has_alpha and not alpha:
-            turn += RGBA_BYTES * out  # the copy with an alpha channel
+        if steps.format.has_alpha:  # converted to LA or RGBA: a new image, even from RGBA
+            turn += RGBA_BYTES * out
             alpha, bpp = True, RGBA_BYTES
         if libvips.turn:
             turn += 4 * out + 4 * turned  # Pillow's pixels into libvips, and back
-        turn += bpp * turned
+            turn += bpp * turned
+        else:  # Pillow turns alpha premultiplied: turned as La or RGBa, then converted back
+            turn += (2 if alpha else 1) * bpp * turned
     stage = max(work, scaled + turn)
-    image = bpp * turned
+    image = bpp * turned if turn else scaled  # the image the quality and the encoder work on
     # the quality, then the encoder (flattening alpha for JPEG and PDF)
     if steps.quality is Quality.GRAY:
         quality = (RGBA_BYTES if alpha else 1) * turned
@@ -239,8 +307,22 @@ def _finish_bytes(
     if quality:
         image = (RGBA_BYTES if alpha else 1) * turned
     fmt = steps.format
-    table = _LIBVIPS_ENCODE if fmt in libvips.encodes else _PILLOW_ENCODE
-    encoder = table[fmt][_bands(grey, alpha) - 1] * turned
+    bands = _bands(grey, alpha)
+    bitonal = steps.quality is Quality.BITONAL
+    if fmt in libvips.encodes:  # Pillow's pixels handed to libvips as bytes, then written
+        raw = bands * turned  # Pillow's ``tobytes`` joins its chunks: twice that at its peak
+        if fmt in _LIBVIPS_ENCODE:
+            encoder = raw + _LIBVIPS_ENCODE[fmt][bands - 1] * turned
+        else:
+            held = _LIBVIPS_HOLDS[fmt] * encoded_bytes(fmt, bands, steps.jpeg_quality, bitonal)
+            encoder = max(2 * raw, raw + held * _written(out, turned)) + _LIBVIPS_PIPELINE
+            if bitonal and not alpha:  # Pillow's 1-bit image crosses as a copy in L first
+                encoder += turned
+    elif fmt in _PILLOW_ENCODE:
+        encoder = _PILLOW_ENCODE[fmt][bands - 1] * turned
+    else:
+        held = _PILLOW_HOLDS[fmt] * encoded_bytes(fmt, bands, steps.jpeg_quality, bitonal)
+        encoder = held * _written(out, turned) + RGBA_BYTES * out_w * 64  # and its rows
     if fmt in (Format.JPG, Format.PDF) and alpha:
         encoder += (2 * bpp + 1) * turned  # a background, the image on it, the alpha
     return max(stage, image + encoder)
@@ -255,8 +337,14 @@ def _streamed(steps: Steps, grey: bool, alpha: bool) -> float:
         alpha = True
     if steps.quality is not Quality.DEFAULT:
         grey = True
-    encoder = _LIBVIPS_ENCODE[steps.format][_bands(grey, alpha) - 1]
-    return encoder * turned_w * turned_h + 4 * out_w * 64 + _LIBVIPS_PIPELINE
+    fmt, bands, turned = steps.format, _bands(grey, alpha), turned_w * turned_h
+    if fmt in _LIBVIPS_ENCODE:
+        encoder = _LIBVIPS_ENCODE[fmt][bands - 1] * turned
+    else:
+        bitonal = steps.quality is Quality.BITONAL
+        held = _LIBVIPS_HOLDS[fmt] * encoded_bytes(fmt, bands, steps.jpeg_quality, bitonal)
+        encoder = held * _written(out_w * out_h, turned)
+    return encoder + 4 * turned_w * 64 + _LIBVIPS_PIPELINE
 
 
 def _windowed(info: SourceInfo) -> bool:

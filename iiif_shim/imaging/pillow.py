@@ -374,7 +374,7 @@ def finish(decoded: Decoded, steps: Steps, record: Record | None = None) -> byte
     started = _clock()
     out = crop_and_scale(decoded, steps)
     if out is decoded.image:
-        out = out.copy()  # encoders set attributes on the image; keep the shared one untouched
+        out = shared(out)
     started = _timed(record, "crop_scale", started)
     out = turn(out, steps)
     started = _timed(record, "turn", started)
@@ -469,6 +469,15 @@ def _timed(record: Record | None, step: str, started: float) -> float:
     if record is not None:
         record(step, now - started)
     return now
+
+
+def shared(im: Image.Image) -> Image.Image:
+    """A new image object on ``im``'s very pixels (nothing is copied): what finishing works on
+    when the decoded source is the output as it is. Every step after it makes a new image or
+    only reads, and the encoders' attributes (``encoderinfo``) go on this object, so the
+    decoded source, shared by concurrent renders, stays untouched without a copy of it (96 MB
+    for a 24 MP RGB master)."""
+    return im._new(im.im)
 
 
 def crop_and_scale(decoded: Decoded, steps: Steps) -> Image.Image:

@@ -8,9 +8,10 @@ then let libvips read pixels. A file's ``page`` (a level of a pyramidal TIFF, a 
 of a JPEG 2000) and ``window`` are read as regions, so only the tiles or strips under the window
 are decoded. JPEG and JPEG 2000 decode small on load (``shrink``, the level), at the same
 reduction ``cost.reduction`` picks. The cost reserved for a plan is ``cost.cost`` told which
-steps libvips does (:meth:`VipsEngine.cost`): a source libvips decodes takes a byte a sample,
-and the steps it does after that stream through strips (a turn by any angle included), so with
-``vips_steps: all`` a full-size turn costs about the decoded source and the encoder's bytes.
+steps libvips does (:meth:`VipsEngine.cost`): a source libvips decodes takes a byte a sample
+(``cost.libvips_bytes``, the same count its header is checked against here), and the steps it
+does after that stream through strips (a turn by any angle included), so with ``vips_steps:
+all`` a full-size turn costs about the decoded source and the encoder's output.
 
 Then crop, scale (Lanczos 3), mirror, turn onto the same tight box as ``pillow._rotate``
 (bicubic, black, or transparent where the format has alpha), gray (ITU-R 601 luma, as Pillow)
@@ -346,20 +347,6 @@ def _load(fetched: Fetched, loader: str, page: int, shrink: int, access: str) ->
         ) from None
 
 
-def _pil_mode(im: Any) -> str | None:
-    """The Pillow mode that stores what ``im`` holds, for ``cost.decode_bytes``."""
-    fmt, bands = im.format, im.bands
-    if fmt == "uchar":
-        if im.interpretation == "cmyk":
-            return "CMYK"
-        return {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(bands)
-    if bands == 1 and fmt in ("int", "uint"):
-        return "I"
-    if bands == 1 and fmt == "float":
-        return "F"
-    return None  # 16-bit and the rest: the worst case
-
-
 def _open(
     fetched: Fetched, factor: int, allowance: Allowance, *, whole: bool = False
 ) -> _View | None:
@@ -401,7 +388,7 @@ def _open(
     gx, gy = window.x // factor, window.y // factor
     gx1 = min(im.width, math.ceil((window.x + window.w) / factor))
     gy1 = min(im.height, math.ceil((window.y + window.h) / factor))
-    need = cost.decode_bytes(_pil_mode(im), gx1 - gx, gy1 - gy)
+    need = cost.libvips_bytes(_normalise(im).bands, gx1 - gx, gy1 - gy)
     if need > allowance.nbytes:
         raise DecompressionBomb(
             f"{fetched.described} sent a {window.w}x{window.h} image, which would take "
@@ -568,7 +555,7 @@ def _finish(
         if isinstance(source, pillow.Decoded):
             im = pillow.crop_and_scale(source, steps)
             if im is source.image:
-                im = im.copy()  # the decoded source is shared: never touch it
+                im = pillow.shared(im)  # the decoded source is shared: never touch it
         else:
             im = _crop_and_scale(source, steps)
             if isinstance(source, _View) and not source.random and (steps.mirror or steps.degrees):

@@ -212,3 +212,53 @@ def test_jpeg_decodes_at_the_reduction_its_cost_counted(size: tuple[int, int]) -
         fetched = Fetched(data=buf.getvalue(), described="test")
         decoded = pillow.decode(fetched, factor, Allowance(10**9, need))
         assert decoded.image.size == (-(-width // factor), -(-height // factor))
+
+
+def test_finishing_a_source_already_at_the_output_size_copies_none_of_its_pixels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The decoded source, shared by concurrent renders, was copied whole before encoding
+    (96 MB more for a 24 MP RGB master) when no step after it makes a new image: the encoder
+    now gets a new image object on the very same pixels, and the source stays untouched."""
+    source = Image.new("RGB", (300, 200), (10, 20, 30))
+    decoded = pillow.Decoded(source, 300, 200)
+    handed: list[Image.Image] = []
+    real = pillow.encode
+
+    def encode(im: Image.Image, fmt: Format, jpeg_quality: int) -> bytes:
+        handed.append(im)
+        return real(im, fmt, jpeg_quality)
+
+    monkeypatch.setattr(pillow, "encode", encode)
+    body = pillow.finish(decoded, Steps(None, (300, 200), False, 0, Quality.DEFAULT, Format.PNG))
+    assert handed[0] is not source and handed[0].im is source.im  # the same pixels, no copy
+    assert not hasattr(source, "encoderinfo")  # the encoder's settings went on the other object
+    with Image.open(io.BytesIO(body)) as out:
+        assert out.size == (300, 200) and out.getpixel((5, 5)) == (10, 20, 30)
+    assert source.getpixel((5, 5)) == (10, 20, 30)
+    info = SourceInfo(300, 200, format="PNG", mode="RGB")
+    whole = cost.cost(_plan("max", info), info)
+    turned = cost.cost(_plan("max", info, "90"), info)
+    # the model follows: finishing as it is holds the encoder's bytes, no image of its own
+    assert whole.finish < turned.finish - 4 * 300 * 200
+
+
+def test_a_16_bit_rgb_png_decoded_by_libvips_fits_what_its_estimate_set_aside() -> None:
+    """Pillow calls a 16-bit RGB PNG "RGB"; libvips decodes it (``vips_steps: all``) into the
+    same 8-bit RGB, a byte a sample. The check of its header counted it as an unknown mode (11
+    bytes a pixel) against an estimate of 4, and refused an honest image as a bomb."""
+    import pyvips
+
+    from iiif_shim.imaging import vips
+
+    black = pyvips.Image.black(300, 200, bands=3)
+    wide = black.linear([1, 1, 1], [1000, 30000, 65000]).cast("ushort")
+    data = bytes(wide.copy(interpretation="rgb16").pngsave_buffer())
+    engine = vips.VipsEngine(vips.EVERYTHING)
+    fetched = Fetched(data=data, described="b")
+    width, height, colour, fmt, mode = pillow.read_header(fetched)
+    assert (fmt, mode) == ("PNG", "RGB")
+    info = SourceInfo(width, height, colour, fmt, mode)
+    need = engine.cost(_plan("max", info), info)
+    decoded = engine.decode(fetched, 1, Allowance(10**6, need.decode, (300, 200)))
+    assert decoded.nbytes == cost.libvips_bytes(3, 300, 200) <= need.kept
