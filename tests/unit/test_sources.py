@@ -662,7 +662,11 @@ def test_a_csv_at_a_url_is_fetched_kept_and_refreshed(tmp_path: Path) -> None:
                 assert await src.names(10) == ["x", "y"]
                 cat.csv_fails = True  # a failed refetch: the last good copy stays in use
                 assert await src.names(10) == ["x", "y"]
+                stale = await src.survey(10, 3)  # ... and the source is degraded, saying why
+                assert stale.state.value == "degraded" and stale.stale is not None
+                assert "503" in stale.stale and stale.as_json(False)["stale"] == stale.stale
                 cat.csv_fails = False
+                assert (await src.survey(10, 3)).state.value == "ok"
             data = {"path": f"{cat.base}/fail/objects.csv", "columns": columns}
             async with opened("csv", data, tmp_path, "web") as src:
                 with pytest.raises(BackendError, match="source 'web' answered HTTP 500"):
