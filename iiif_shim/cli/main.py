@@ -1,16 +1,17 @@
 """The ``iiif-shim`` command: ``serve``, ``check-config``, ``probe`` and ``purge``.
 
 ``check-config`` reads the settings and then every object source through (a local CSV file
-and a folder whole; a CSV URL, a JSON or a CONTENTdm catalogue its list and its first
-CHECK_REMOTE objects), the sources at the same time, each request within its own timeouts and
-the whole check within CHECK_TIMEOUT (a source not read by then is a problem naming the
-limit). A problem (exit 1): a source that cannot be read (its list, or every object read
-failed), lacks its `object` or `image` column or has one twice, one with objects none of which
-can be served, and, with ``presentation.strict``, any value an object cannot use. ``--sources``
-lists every value, row and object left out, with its file, line and column; ``--format json``
-gives the same as JSON, in one shape whatever the outcome (``config``, ``ok``, ``problems``,
-``warnings``, ``sources``). The shim's own log lines below errors are not shown: the report
-says it all, once.
+and a folder whole; a CSV URL, a JSON or a CONTENTdm catalogue its list, as far as
+``presentation.collection_limit``, and its first CHECK_REMOTE objects), the sources at the
+same time, each request within its own timeouts and the whole check within CHECK_TIMEOUT (a
+source not read by then is a problem naming the limit). A problem (exit 1): a source that
+cannot be read (its list, or every object read failed), lacks its `object` or `image` column
+or has one twice, has objects none of which can be served, and, with
+``presentation.strict``, any value an object cannot use. ``--sources`` lists every value, row
+and object left out, with its file, line and column; ``--format json`` gives the same as JSON,
+in one shape whatever the outcome (``config``, ``ok``, ``problems``, ``warnings``,
+``sources``). The shim's own log lines below errors are not shown: the report says it all,
+once.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ async def survey_sources(settings: Settings) -> dict[str, Survey]:
     from iiif_shim.presentation.service import open_presentation
 
     service_settings = replace(settings.service(), cache=CacheSettings())  # no cache tiers
+    collection_limit = settings.presentation.collection_limit
     threads = min(len(settings.presentation.sources), os.cpu_count() or 1)
     async with (
         open_service(service_settings) as service,
@@ -137,9 +139,11 @@ async def survey_sources(settings: Settings) -> dict[str, Survey]:
 
         async def one(name: str) -> Survey:
             source = presentation.sources[name]
+            # a remote one: the list its collection shows, and its first objects
+            limit = collection_limit if source.remote else MAX_CHECKED
             read = CHECK_REMOTE if source.remote else None
             try:
-                return await source.survey(MAX_CHECKED, read)
+                return await source.survey(limit, read)
             except RenderTimeout:  # a job in the thread pool past server.request_timeout
                 error = (
                     f"not read within server.request_timeout ({settings.server.request_timeout:g}s)"

@@ -193,7 +193,9 @@ class SourceWatch:
         except Exception:  # a check must never take the watch down with it
             log.exception("reading object source %r for health failed", name)
             error = "reading it failed"
-        log.warning("object source %r: %s", name, error)
+        last = self.surveys.get(name)
+        if last is None or last[0].error != error:  # logged when it changes, not every read
+            log.warning("object source %r: %s", name, error)
         return Survey(name, source.type_name, error=error)
 
     def down(self) -> dict[str, str]:
