@@ -1,7 +1,8 @@
 """The cost model against real peaks: for a few requests of the bundled test images, each run
 in a fresh process by ``bench/cost_model.py --one`` (the kernel's high-water mark of resident
 memory over the request, C allocations included), the estimate is at least the measured peak
-and at most 1.3 times it. A ratio of memory, not a timing."""
+and at most 1.3 times it, or a few MB over it for a small output (``bench.cost_model.within``).
+A ratio of memory, not a timing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bench.cost_model import within
 from tests.support import BUNDLED, ROOT
 
 
@@ -22,11 +24,14 @@ from tests.support import BUNDLED, ROOT
     [
         ("chart.jpg", "full/max/37/default.jpg", "pillow"),  # 6000x4000, a full-size turn
         ("chart.jpg", "full/max/!90/default.jpg", "pillow"),
+        ("chart.jpg", "full/max/0/default.jpg", "pillow"),  # the decoded source, not copied
         ("chart.jpg", "full/max/37/default.jpg", "vips"),
+        ("chart.jpg", "full/max/37/default.jpg", "vips-all"),  # libvips decodes, streams the turn
         ("gray-gradient.png", "full/max/37/default.png", "pillow"),  # L, turned with alpha
+        ("chart.jpg", "full/1000,/90/default.png", "vips-all"),  # small: a few MB over at most
     ],
 )
-def test_the_estimate_is_between_1_and_1_3_times_the_measured_peak(
+def test_the_estimate_is_never_under_the_measured_peak_and_close_to_it(
     tmp_path: Path, image: str, path: str, engine: str
 ) -> None:
     master = tmp_path / image
@@ -41,5 +46,11 @@ def test_the_estimate_is_between_1_and_1_3_times_the_measured_peak(
         timeout=300,
     )
     found = json.loads(out.stdout.strip().splitlines()[-1])
-    ratio = found["estimate"] / found["measured"]
-    assert 1.0 <= ratio <= 1.3, found
+    assert within(found["estimate"], found["measured"]), found
+
+
+def test_the_rule_is_a_ratio_for_large_peaks_and_a_few_mb_for_small_ones() -> None:
+    mb = 1024 * 1024
+    assert within(130 * mb, 100 * mb) and not within(131 * mb, 100 * mb)
+    assert not within(99 * mb, 100 * mb)  # never under
+    assert within(7 * mb, 3 * mb) and not within(8 * mb, 3 * mb)
