@@ -30,6 +30,13 @@ outside the root). ``n`` is at most 2**31.
   as many writers leave it; made on the fly, with Content-Length, and ``Range: bytes=a-b``
   (one range) answered 206 with ``Content-Range``. ``/tailtiffwhole/<n>``: the same file, the
   ``Range`` header ignored (always 200 and the whole file).
+- ``/ranged/<file>``: ``ok``, with ``Range: bytes=a-b`` (one range) answered 206 with
+  ``Content-Range`` (416 past the end); the bytes sent for each path are counted.
+- ``/gzipped/<file>``: ``ok`` but ``Content-Encoding: gzip`` (without Content-Length), though
+  the client asked for ``identity``, as some stores send what was uploaded compressed.
+- ``/gzipjunk/<n>``: 200 ``application/json``, ``Content-Encoding: gzip`` of ``{"ok": true}``,
+  then n bytes that are not part of it (without Content-Length).
+- ``/trickle/<file>``: ``ok``, its first 2 bytes sent alone, the rest 0.2 s later.
 - ``/bomb/<w>x<h>``: 200 ``image/png``, a valid 1-bit greyscale PNG of w x h zero pixels (its raw
   rows at most 2**31 bytes), made once per size in a thread and kept.
 - ``/jsonbomb/...``: 200 ``application/json``, 10 MiB of valid JSON: 100 000 nested arrays.
@@ -40,7 +47,8 @@ outside the root). ``n`` is at most 2**31.
 
 No connection lasts more than 600 s. Each request is logged as one line ``METHOD TARGET FAULT
 REQUEST-ID`` (``-`` without an ``X-Request-ID``) and counted per path (without the query).
-``/_stats`` answers ``{"total": N, "paths": {path: count}}``; ``/_reset`` clears the counts,
+``/_stats`` answers ``{"total": N, "paths": {path: count}, "sent": {path: bytes}}`` (``sent``:
+the bytes of ``ranged`` bodies); ``/_reset`` clears the counts,
 which ``flaky`` uses too. Neither is counted.
 """
 
@@ -156,6 +164,7 @@ class Faulty:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.counts: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()
         self.bombs: dict[tuple[int, int], bytes] = {}
         self.faults: dict[str, Fault] = {
             "ok": self.ok,
@@ -173,6 +182,10 @@ class Faulty:
             "gzipimage": self.gzipimage,
             "tailtiff": self.tailtiff,
             "tailtiffwhole": self.tailtiff,
+            "ranged": self.ranged,
+            "gzipped": self.gzipped,
+            "gzipjunk": self.gzipjunk,
+            "trickle": self.trickle,
             "bomb": self.bomb,
             "jsonbomb": self.jsonbomb,
             "status": self.status,
@@ -219,10 +232,15 @@ class Faulty:
         if method not in ("GET", "HEAD"):
             await ex.head(405, {"Allow": "GET, HEAD", "Content-Length": "0"})
         elif path == "/_stats":
-            stats = {"total": self.counts.total(), "paths": dict(self.counts)}
+            stats = {
+                "total": self.counts.total(),
+                "paths": dict(self.counts),
+                "sent": dict(self.sent),
+            }
             await ex.send(200, {"Content-Type": "application/json"}, json.dumps(stats).encode())
         elif path == "/_reset":
             self.counts.clear()
+            self.sent.clear()
             await ex.text(200, "counts cleared")
         else:
             self.counts[path] += 1
@@ -326,6 +344,52 @@ class Faulty:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{tiff.size}"
         await ex.head(206, {**headers, "Content-Length": str(end - start)})
         await ex.body(tiff.pieces(start, end))
+
+    async def ranged(self, ex: Exchange, tail: str) -> None:
+        if not (found := await self.file(ex, tail)):
+            return
+        path, body = found
+        headers = file_headers(path, body)
+        asked = re.fullmatch(r"bytes=(\d+)-(\d*)", ex.header("Range") or "")
+        if asked is None:
+            self.sent[ex.path] += len(body)
+            await ex.head(200, headers)
+            await ex.body([body])
+            return
+        start = int(asked[1])
+        end = min(int(asked[2]) + 1 if asked[2] else len(body), len(body))
+        if start >= end:
+            headers.update({"Content-Range": f"bytes */{len(body)}", "Content-Length": "0"})
+            await ex.head(416, headers)
+            return
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(body)}"
+        headers["Content-Length"] = str(end - start)
+        self.sent[ex.path] += end - start
+        await ex.head(206, headers)
+        await ex.body([body[start:end]])
+
+    async def gzipped(self, ex: Exchange, tail: str) -> None:
+        if found := await self.file(ex, tail):
+            path, body = found
+            headers = file_headers(path, body)
+            del headers["Content-Length"]
+            await ex.head(200, {**headers, "Content-Encoding": "gzip"})
+            await ex.body(gzipped([body]))
+
+    async def gzipjunk(self, ex: Exchange, tail: str) -> None:
+        if (n := await number(ex, tail, 0, MAX_BYTES)) is not None:
+            headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+            await ex.head(200, headers)
+            await ex.body([zlib.compress(b'{"ok": true}', wbits=31)])
+            await ex.body(repeated(n, b"x"))
+
+    async def trickle(self, ex: Exchange, tail: str) -> None:
+        if found := await self.file(ex, tail):
+            path, body = found
+            await ex.head(200, file_headers(path, body))
+            await ex.body([body[:2]])
+            await asyncio.sleep(0.2)  # the client has read the two bytes alone
+            await ex.body([body[2:]])
 
     async def bomb(self, ex: Exchange, tail: str) -> None:
         w, _, h = tail.partition("x")
