@@ -12,7 +12,10 @@ what the service lends it.
 :class:`UpstreamBackend` is the skeleton every network backend shares: its URL templates (named,
 parsed from its settings), one :class:`~iiif_shim.upstream.client.Upstream` client, and safe
 expansion of a template for a target, and :meth:`UpstreamBackend.image`, the one way a whole
-image answer becomes a delivery (held once: small in memory, large in a temporary file).
+image answer becomes a delivery (held once: small in memory, large in a temporary file in its
+spill folder: ``spill_dir``, else the disk cache's folder, else ``TMPDIR``), and what such an
+answer may hold in memory (:meth:`Backend.body_bytes`, which the service reserves from the
+memory budget before it fetches).
 :class:`OpenFile` is a master a backend opened to be sent as it is (:meth:`Backend.open_master`;
 only a backend that keeps masters as local files has one).
 :class:`Listable` is what a backend that keeps its images
@@ -28,6 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from yarl import URL
@@ -41,14 +45,16 @@ from iiif_shim.base.errors import (
     unreachable,
 )
 from iiif_shim.cache.facade import Caches
+from iiif_shim.imaging.budget import MemoryBudget
 from iiif_shim.imaging.engine import Record
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.pillow import Traits
 from iiif_shim.model.facts import NativeFacts, SourceInfo, checked
 from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.telemetry.metrics import Metrics
+from iiif_shim.upstream import spill
 from iiif_shim.upstream.breaker import State
-from iiif_shim.upstream.client import Answer, Body, Upstream
+from iiif_shim.upstream.client import Answer, Body, Download, Upstream, held_bytes
 from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate
 
 log = logging.getLogger("iiif_shim")
@@ -73,11 +79,13 @@ class Health(enum.StrEnum):
 @dataclass(frozen=True)
 class BackendContext:
     """What the service lends every backend when it starts: its thread pool, its caches (a
-    backend that keeps what it fetched keeps it there, so purges reach it) and its metrics."""
+    backend that keeps what it fetched keeps it there, so purges reach it), its metrics and
+    the memory budget (what a backend fetches outside an image request reserves from it)."""
 
     run_blocking: RunBlocking
     caches: Caches
     metrics: Metrics | None = None
+    budget: MemoryBudget | None = None
 
     @property
     def record(self) -> Record | None:
@@ -173,6 +181,12 @@ class Backend(ABC, Generic[S]):
         ``None`` when this backend only delivers through :meth:`fetch` (the default)."""
         return None
 
+    def body_bytes(self) -> int:
+        """The most memory what one :meth:`fetch` receives may hold before it is decoded (a
+        network backend's answer, while it is read): the service reserves it with the image's
+        own cost. None by default (a local file is read by the engine)."""
+        return 0
+
     async def open_master(self, target: Target) -> OpenFile | None:
         """The master of ``target`` opened to be sent as it is, with its version (the caller
         checks it against the facts, and closes it); ``None`` when this backend keeps no local
@@ -229,13 +243,26 @@ class UpstreamBackend(Backend[N]):
 
     upstream: Upstream
     urls: Mapping[str, UrlTemplate]
+    spills_in_memory = False
 
     async def start(self, context: BackendContext) -> None:
         await super().start(context)
         self.urls = self.settings.templates()
         scopes = [t for t in self.urls.values() if t.origin is not None]
-        self.upstream = Upstream(self.name, self.settings, scopes, context.metrics)
+        where = spill_folder(self.settings.spill_dir, context.caches.settings.disk)
+        self.spills_in_memory = spill.in_memory(spill.folder(where))
+        if self.spills_in_memory:
+            log.warning(
+                "backend %r: its spill folder %s is in memory (tmpfs): large answers written "
+                "there are counted against the memory budget; set spill_dir to a folder on disk",
+                self.name,
+                spill.folder(where),
+            )
+        self.upstream = Upstream(self.name, self.settings, scopes, context.metrics, spill_dir=where)
         await self.upstream.start()
+
+    def body_bytes(self) -> int:
+        return held_bytes(self.settings, self.spills_in_memory)
 
     async def close(self) -> None:
         await self.upstream.close()
@@ -280,6 +307,11 @@ class UpstreamBackend(Backend[N]):
         when it is small, else the temporary file it was written to, kept while the delivery
         (or any copy of it) lives."""
         got = await self.upstream.download(url, image_id=target.native_id, what=what, facts=facts)
+        return self.delivery(got)
+
+    def delivery(self, got: Download) -> Fetched:
+        """What the engine reads of a whole answer: its bytes, or the temporary file holding
+        them (kept while the delivery, or any copy of it, lives)."""
         described = f"backend '{self.name}'"
         if got.spill is None:
             return Fetched(data=got.data, described=described)
@@ -319,3 +351,9 @@ class UpstreamBackend(Backend[N]):
         if circuit is State.HALF_OPEN:
             return Health.DEGRADED, "its circuit is half-open"
         return Health.OK, None
+
+
+def spill_folder(configured: Path | None, disk_cache: Path | None) -> Path | None:
+    """Where a backend's large answers are written: its ``spill_dir``, else the disk cache's
+    folder (on disk, with room, by its nature), else ``None`` (``TMPDIR``)."""
+    return configured if configured is not None else disk_cache

@@ -134,12 +134,12 @@ class IipBackend(PyramidBackend[IipSettings]):
             end = await self.context.run_blocking(_last_bytes, fetched.path)
         else:
             end = (fetched.data or b"")[-_END_BYTES:]
-        if not end.rstrip(b"\r\n").endswith(b"\xff\xd9"):
+        if not end.rstrip(b"\r\n").endswith(b"\xff\xd9"):  # line ends after it are tolerated
             raise BackendError(f"backend '{self.name}' sent a JPEG with something after it")
         return fetched
 
 
-_END_BYTES = 16  # the end of an answer, where a JPEG's end marker must be
+_END_BYTES = 4096  # the end of an answer, where a JPEG's end marker must be (then line ends)
 
 
 def _last_bytes(path: Path) -> bytes:

@@ -79,6 +79,16 @@ class NetworkSettings(UpstreamSettings, BackendSettings):
         doc="an identifier routed to this backend whose facts the background health check "
         "asks for (`null`: any answer below 500 from the server's root counts)",
     )
+    spill_dir: Path | None = option(
+        None,
+        doc="folder where image answers of more than 4 MiB are written while they are read "
+        "(unnamed files, gone when done); it needs room for `max_bytes` times the image "
+        "requests served at once, and no room there is a 503. `null`: the disk cache's folder "
+        "(`cache.disk`) when there is one, else `TMPDIR` (`/tmp` unless set). A folder in "
+        "memory (`tmpfs`, as `/tmp` is on some systems) holds those answers in RAM: "
+        "`check-config` warns, and each image request then reserves `max_bytes` more of the "
+        "memory budget",
+    )
 
     def health_id(self) -> str | None:
         return self.probe_id

@@ -129,6 +129,14 @@ class DeadlinePassed(Overloaded):
     kind = "deadline"
 
 
+class NoRoom(Overloaded):
+    """No room on this server's disk for the temporary file of a large upstream answer (the
+    server it came from is not to blame: its circuit does not count it)."""
+
+    kind = "no_room"
+    server_failed = None
+
+
 # --- the legacy server (or an object source's catalogue) -----------------------------------
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from iiif_shim.backends.settings import BACKEND_SETTINGS, BackendSettings
+from iiif_shim.backends.settings import BACKEND_SETTINGS, BackendSettings, NetworkSettings
 from iiif_shim.base.errors import ConfigError, ShimError
 from iiif_shim.base.schema import Reader, at_least, between, option
 from iiif_shim.cache.settings import CacheSettings
@@ -271,6 +271,8 @@ def parse_settings(data: Any, base_dir: Path, origin: str = "") -> Settings:
     presentation = _read_presentation(r, top.get("presentation"), backends, routes)
     viewers = r.read(ViewerSettings, top.get("viewers"), "viewers")
     imaging = r.read(ImagingSettings, top.get("imaging"), "imaging")
+    if cache and backends:
+        _check_spills(r, cache.disk, backends)
     if r.problems:
         raise ConfigError(r.problems, origin)
     assert server and iiif and cache and landing and presentation and viewers and imaging
@@ -288,6 +290,31 @@ def parse_settings(data: Any, base_dir: Path, origin: str = "") -> Settings:
         origin=origin,
         warnings=tuple(r.warnings),
     )
+
+
+def _check_spills(
+    r: Reader, disk_cache: Path | None, backends: Mapping[str, BackendSettings]
+) -> None:
+    """Each network backend's spill folder (``spill_dir``, else the disk cache's, else
+    ``TMPDIR``): one it is given must be a writable folder; one in memory (tmpfs) is a warning,
+    its large answers being RAM (``upstream/spill.py``)."""
+    from iiif_shim.upstream import spill
+
+    for name, backend in backends.items():
+        if not isinstance(backend, NetworkSettings):
+            continue
+        given = backend.spill_dir
+        if given is not None and not (given.is_dir() and os.access(given, os.W_OK | os.X_OK)):
+            r.problem(f"backends.{name}.spill_dir", f"{given} is not a writable folder")
+            continue
+        where = spill.folder(given if given is not None else disk_cache)
+        if spill.in_memory(where):
+            r.warn(
+                f"backends.{name}.spill_dir",
+                f"{where} is in memory (tmpfs): answers over 4 MiB written there are RAM, "
+                "counted against the memory budget (each image request reserves max_bytes "
+                "more); set spill_dir to a folder on disk",
+            )
 
 
 def _check_shares(r: Reader, server: ServerSettings) -> ServerSettings:

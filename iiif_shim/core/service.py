@@ -175,7 +175,7 @@ async def open_service(
     budget = budget or MemoryBudget(settings.memory_budget, settings.memory_wait)
     workers = Workers(settings.threads, settings.max_pending, settings.request_timeout)
     caches = Caches(settings.cache, metrics)
-    context = BackendContext(workers.run, caches, metrics)
+    context = BackendContext(workers.run, caches, metrics, budget)
     backends = {name: backend_for(name, spec) for name, spec in settings.backends.items()}
     started: list[Backend[Any]] = []
     try:
@@ -456,7 +456,10 @@ class ImageService:
         full = engine.cost(the_plan, info)
         cached = whole and self.decoded.holds(source, key)
         need = engine.cost(the_plan, info, decoded_cached=cached)
-        reservation = await self.budget.reserve(need.total)
+        # what the backend's answer may hold in memory while it is read counts too, unless
+        # nothing is fetched (the decoded master is kept)
+        answer = 0 if cached else src.backend.body_bytes()
+        reservation = await self.budget.reserve(need.total + answer)
         token = holding.set(reservation)
         try:
             if whole:
@@ -467,7 +470,11 @@ class ImageService:
                 async def decode() -> DecodedSource:
                     # the master was cached when the reservation was made, and is gone now:
                     # its decoding gets a reservation of its own
-                    extra = await self.budget.reserve(full.decode) if cached else None
+                    extra = (
+                        await self.budget.reserve(full.decode + src.backend.body_bytes())
+                        if cached
+                        else None
+                    )
                     inner = holding.set(extra) if extra else None
                     try:
                         fetched = await src.backend.fetch(src.target, the_plan.native, info)

@@ -92,10 +92,18 @@ def _open(fetched: Fetched) -> Image.Image:
     source: Any = fetched.path if fetched.path is not None else io.BytesIO(fetched.data or b"")
     if fetched.reader is not None:  # a header read from the parts of a remote file
         source = fetched.reader
+    spilled = fetched.path is not None and not fetched.local
+    if spilled:
+        # an upstream answer in a temporary file: opened as a file, not by its name, so Pillow
+        # never maps it (a map would outlive the file in the decoded cache); closed with the
+        # image, as a file Pillow opens itself is
+        source = open(source, "rb")  # noqa: SIM115
     try:
-        return Image.open(source)
+        im = Image.open(source)
     except Image.DecompressionBombError:
-        if fetched.path is not None:
+        if spilled:
+            source.close()
+        if fetched.local:
             raise SourceTooLarge(
                 f"the source has more than {PILLOW_GUARD_PIXELS} pixels, more than this server "
                 "decodes",
@@ -104,10 +112,19 @@ def _open(fetched: Fetched) -> Image.Image:
             f"{fetched.described} sent an image of more than {PILLOW_GUARD_PIXELS} pixels",
         ) from None
     except _READ_ERRORS as exc:
+        if spilled:
+            source.close()
         raise NotAnImage(
             f"{fetched.described} did not return an image",
             detail=f"{type(exc).__name__}: {exc}",
         ) from None
+    except BaseException:
+        if spilled:
+            source.close()
+        raise
+    if spilled:
+        im._exclusive_fp = True
+    return im
 
 
 def colour_of(mode: str) -> Colour:

@@ -403,7 +403,7 @@ def _open(
 def _check_header(fetched: Fetched, width: int, height: int, allowance: Allowance) -> None:
     """As ``pillow.check_size``, and past what Pillow would open at all a bomb, as the
     Pillow engine says."""
-    if width * height > PILLOW_GUARD_PIXELS and fetched.path is None:
+    if width * height > PILLOW_GUARD_PIXELS and not fetched.local:
         raise DecompressionBomb(
             f"{fetched.described} sent an image of more than {PILLOW_GUARD_PIXELS} pixels",
         )

@@ -16,12 +16,17 @@ circuit are its own) and gets answers through :meth:`Upstream.get`, which:
 - asks with ``Accept-Encoding: identity`` and the request id, follows redirects only within the
   origin and folder of the backend's URL templates (``redirects: same_origin``) or not at all;
 - reads at most ``max_bytes`` of an image and ``max_metadata_bytes`` of metadata (more: 502),
-  each body held once: a small one in memory (its pieces joined once), an image body of more
-  than ``SPILL_AT`` (:meth:`Upstream.download`) written as it arrives to an unnamed temporary
-  file the image engine reads (:class:`Spill`), so a large master costs disk, not memory;
-- decompresses a gzip/deflate body only when what is read of it is small (metadata, the first
-  bytes of a master: at most ``max_metadata_bytes``), never past that; an image body that comes
-  encoded (it was asked for ``identity``) is a 502, never inflated;
+  each body held once: a small one in memory (its pieces joined once: at most twice
+  ``SPILL_AT`` at the peak, :func:`held_bytes`), an image body of more than ``SPILL_AT``
+  (:meth:`Upstream.download`) written as it arrives to an unnamed temporary file in the
+  backend's spill folder that the image engine reads (``spill.py``), so a large master costs
+  disk, not memory (unless that folder is in memory: :func:`held_bytes` says so);
+- decides by what a body is whether it may come compressed: an image (a master, a tile, the
+  first bytes of a master, :meth:`Upstream.download`, ``image=True``) that comes encoded (it
+  was asked for ``identity``) is a 502, never inflated; anything else (metadata, a catalogue)
+  that comes gzip/deflate-encoded is inflated a step at a time (the loop free in between), never
+  past its cap, from at most its cap of compressed bytes, and bytes after the compressed
+  stream are a 502;
 - retries metadata requests (idempotent, small) after a refused or reset connection or a
   502/503/504, with jittered backoff, within the same deadline;
 - answers, whatever the fault, within ``timeout`` (504 past it), naming the backend and never
@@ -37,15 +42,12 @@ import logging
 import os
 import random
 import re
-import tempfile
 import time
-import weakref
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import aiohttp
 from yarl import URL
@@ -70,8 +72,10 @@ from iiif_shim.base.errors import (
 from iiif_shim.base.lanes import Lane, lane
 from iiif_shim.telemetry import tracing
 from iiif_shim.telemetry.metrics import Metrics
+from iiif_shim.upstream import spill
 from iiif_shim.upstream.breaker import CircuitBreaker
 from iiif_shim.upstream.settings import UpstreamSettings
+from iiif_shim.upstream.spill import Spill
 from iiif_shim.upstream.urltemplate import UrlTemplate
 
 log = logging.getLogger("iiif_shim")
@@ -82,7 +86,7 @@ _INFLATE_STEP = 1024 * 1024
 # held in memory per request is at most this much (metadata: at most max_metadata_bytes).
 SPILL_AT = 4 * 1024 * 1024
 _WRITE_BLOCK = 1024 * 1024  # bytes gathered before one write to a spill file (off the loop)
-_FD_PATHS = Path("/proc/self/fd")
+_MAGIC_BYTES = 16  # the first bytes that tell whether a body is an image's
 _TYPE_RE = re.compile(r"[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,40}")
 _MAX_REDIRECTS = 3
 
@@ -125,17 +129,27 @@ class Answer:
     @property
     def version(self) -> str | None:
         """What changes when the resource changes: its ETag, else its Last-Modified."""
-        return self.headers.get("ETag") or self.headers.get("Last-Modified")
+        return version_of(self.headers)
 
     @property
     def last_modified(self) -> float | None:
-        value = self.headers.get("Last-Modified")
-        if not value:
-            return None
-        try:
-            return email.utils.parsedate_to_datetime(value).timestamp()
-        except (TypeError, ValueError):
-            return None
+        return modified_of(self.headers)
+
+
+def version_of(headers: Mapping[str, str]) -> str | None:
+    """The version an answer's headers give: its ETag, else its Last-Modified."""
+    return headers.get("ETag") or headers.get("Last-Modified")
+
+
+def modified_of(headers: Mapping[str, str]) -> float | None:
+    """An answer's Last-Modified as a timestamp (``None``: none, or not a date)."""
+    value = headers.get("Last-Modified")
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -150,41 +164,25 @@ class Body:
     version: str | None = None
 
 
-class Spill:
-    """An unnamed temporary file (in ``TMPDIR``) holding one body, gone when the last reference
-    to this object is: nothing is left behind, even by a process that is killed. :attr:`path`
-    names it (``/proc/self/fd/N``) for whoever opens it while this object lives; where there is
-    no ``/proc``, a named file removed when it is closed."""
-
-    def __init__(self) -> None:
-        self.file: IO[bytes]
-        if _FD_PATHS.is_dir():
-            self.file = tempfile.TemporaryFile(prefix="iiif-shim-body-")  # noqa: SIM115
-            self.path = _FD_PATHS / str(self.file.fileno())
-        else:  # pragma: no cover - systems without /proc
-            named = tempfile.NamedTemporaryFile(prefix="iiif-shim-body-")  # noqa: SIM115
-            self.file, self.path = named, Path(named.name)
-        self._closer = weakref.finalize(self, self.file.close)
-
-    def close(self) -> None:
-        self._closer()
-
-
 @dataclass(frozen=True)
 class Download:
     """An image answer read whole, held once: in memory (``data``) when it is small, else in a
     temporary file (``spill``); ``size`` bytes either way, the first ones checked to be an
-    image's."""
+    image's; the version and Last-Modified its server gave."""
 
-    status: int
-    headers: Mapping[str, str]  # case-insensitive
     size: int
     data: bytes | None = None
     spill: Spill | None = None
+    version: str | None = None
+    last_modified: float | None = None
 
-    @property
-    def version(self) -> str | None:
-        return self.headers.get("ETag") or self.headers.get("Last-Modified")
+
+def held_bytes(settings: UpstreamSettings, spills_in_memory: bool = False) -> int:
+    """The most memory one whole image answer (:meth:`Upstream.download`) holds: a small one
+    twice (its pieces, then joined), a large one a block of pieces at a time; and all of it when
+    the spill folder is in memory (``spill.in_memory``)."""
+    small = 2 * min(settings.max_bytes, SPILL_AT)
+    return max(small, settings.max_bytes + _WRITE_BLOCK) if spills_in_memory else small
 
 
 def image_reserve(max_connections: int) -> int:
@@ -218,8 +216,10 @@ class Upstream:
         scopes: Sequence[UrlTemplate] = (),
         metrics: Metrics | None = None,
         role: str = "backend",
+        spill_dir: Path | None = None,
     ) -> None:
         self.backend = backend
+        self.spill_dir = spill_dir  # where large image answers are written (None: TMPDIR)
         self.who = f"{role} '{backend}'"  # how error messages name it
         self.settings = settings
         self.scopes = tuple(scopes)  # where redirects may lead
@@ -259,6 +259,7 @@ class Upstream:
         limit: int | None = None,
         cap: int | None = None,
         image: bool = False,
+        encoded: bool | None = None,
         metadata: bool = False,
         facts: bool | None = None,
         image_id: str = "",
@@ -270,21 +271,28 @@ class Upstream:
         transient faults), else ``max_bytes``; more is a 502, unless ``limit`` asks for only
         the first bytes. ``facts``: whether it takes its connection as a request for facts
         (within what metadata may hold; by default, as ``metadata`` says): a whole master read
-        for its header is one. With ``image``, the body must be an image. ``circuit=False``
-        (health checks) neither waits for nor counts toward the circuit."""
+        for its header is one. With ``image``, the body must be an image. ``encoded``: whether
+        a gzip/deflate body is inflated (up to the cap) rather than refused; by default, unless
+        it is an ``image`` (an image's bytes, a part of a master, are never inflated).
+        ``circuit=False`` (health checks) neither waits for nor counts toward the circuit."""
+        inflate = not image if encoded is None else encoded
         deadline = asyncio.get_running_loop().time() + self.settings.timeout
         target = url if isinstance(url, URL) else URL(url, encoded=True)
         async with self._accounted(circuit) as call:
             async with self._slot(image_id, deadline, metadata if facts is None else facts):
                 answer = await self._attempts(
-                    target, headers, limit or cap, limit is not None, metadata, deadline, what
+                    target,
+                    headers,
+                    limit or cap,
+                    limit is not None,
+                    metadata,
+                    inflate,
+                    deadline,
+                    what,
                 )
             call.answered = True
             if image and not looks_like_image(answer.body):
-                raise NotAnImage(
-                    f"{self.who} sent {_kind_of(answer)}, not an image"
-                    + (f" for {what}" if what else ""),
-                )
+                raise self._not_an_image(answer.content_type, what)
         self.bytes_received += len(answer.body)
         return answer
 
@@ -338,8 +346,7 @@ class Upstream:
                 first = await self._head(resp, head, what)
                 call.answered = True
             cap = self.settings.max_bytes - len(first)
-            version = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
-            yield Body(first, self._rest(resp, cap), resp.content_length, version)
+            yield Body(first, self._rest(resp, cap), resp.content_length, version_of(resp.headers))
 
     async def _head(self, resp: aiohttp.ClientResponse, head: int, what: str) -> bytes:
         """The first ``head`` bytes of an image answer, checked."""
@@ -354,12 +361,17 @@ class Upstream:
         except aiohttp.ClientError as exc:
             raise self._failure(exc) from None
         if not looks_like_image(first):
-            raise NotAnImage(
-                f"{self.who} sent {resp.content_type or 'something else'}, not an image"
-                + (f" for {what}" if what else ""),
-            )
+            raise self._not_an_image(resp.content_type, what)
         self.bytes_received += len(first)
         return first
+
+    def _not_an_image(self, declared: str, what: str) -> NotAnImage:
+        """The 502 for a body that is not an image's: what its server declared it to be (a
+        plain media type, else a neutral word)."""
+        kind = declared if _TYPE_RE.fullmatch(declared) else "something else"
+        return NotAnImage(
+            f"{self.who} sent {kind}, not an image" + (f" for {what}" if what else "")
+        )
 
     async def _rest(self, resp: aiohttp.ClientResponse, cap: int) -> AsyncIterator[bytes]:
         """The body after its head, a chunk at a time, at most ``cap`` bytes (more: 502), each
@@ -389,10 +401,11 @@ class Upstream:
         self, url: str | URL, *, image_id: str = "", what: str = "", facts: bool = False
     ) -> Download:
         """An image answer read whole, at most ``max_bytes`` (more: 502), within ``timeout``,
-        never retried; its first bytes must be an image's, and it must not come encoded. A body
-        of more than ``SPILL_AT`` bytes is written to a :class:`Spill` as it arrives (the
-        writes off the loop), never held in memory. ``facts``: as in :meth:`get` (a whole
-        master read for its header)."""
+        never retried; its first bytes must be an image's (read until there are enough of them,
+        :meth:`_head`), and it must not come encoded. A body of more than ``SPILL_AT`` bytes is
+        written to a :class:`~iiif_shim.upstream.spill.Spill` as it arrives (the writes on the
+        spill threads), never held in memory. ``facts``: as in :meth:`get` (a whole master
+        read for its header)."""
         deadline = asyncio.get_running_loop().time() + self.settings.timeout
         target = url if isinstance(url, URL) else URL(url, encoded=True)
         async with (
@@ -401,51 +414,46 @@ class Upstream:
             self._slot(image_id, deadline, facts),
             self._opened(target, None, what) as resp,
         ):
-            got = await self._whole(resp, what)
+            first = await self._head(resp, _CHUNK, what)
+            got = await self._whole(resp, first)
             call.answered = True
         return got
 
-    async def _whole(self, resp: aiohttp.ClientResponse, what: str) -> Download:
-        """The body of ``resp``, checked and held once (:meth:`download`)."""
-        cap = self.settings.max_bytes
-        declared = resp.content_length
-        if (declared or 0) > cap:
-            raise _too_large(self.who, cap, False)
-        _identity(resp, self.who)
-        pieces: list[bytes] = []
-        gathered = size = 0  # bytes in pieces; bytes in all
-        spill: Spill | None = None
+    async def _whole(self, resp: aiohttp.ClientResponse, first: bytes) -> Download:
+        """The body of ``resp`` after its checked ``first`` bytes, held once (:meth:`download`)."""
+        declared = resp.content_length or 0
+        pieces = [first]
+        gathered = size = len(first)  # bytes in pieces; bytes in all
+        into: Spill | None = None
         try:
-            async for chunk in resp.content.iter_chunked(_CHUNK):
-                if not size and not looks_like_image(chunk[:16]):
-                    raise NotAnImage(
-                        f"{self.who} sent {resp.content_type or 'something else'}, not an image"
-                        + (f" for {what}" if what else ""),
-                    )
+            async for chunk in self._rest(resp, self.settings.max_bytes - len(first)):
                 size += len(chunk)
-                if size > cap:
-                    raise _too_large(self.who, cap, False)
                 pieces.append(chunk)
                 gathered += len(chunk)
-                if spill is None and (size > SPILL_AT or (declared or 0) > SPILL_AT):
-                    spill = await asyncio.to_thread(Spill)
-                if spill is not None and gathered >= _WRITE_BLOCK:
-                    await asyncio.to_thread(spill.file.writelines, pieces)
+                if into is None and max(size, declared) > SPILL_AT:
+                    into = await spill.run(Spill, self.spill_dir)
+                if into is not None and gathered >= _WRITE_BLOCK:
+                    await self._spilled(into.write, pieces)
                     pieces, gathered = [], 0
-            if spill is not None:
-                await asyncio.to_thread(_finish, spill, pieces)
-        except aiohttp.ClientError as exc:
-            if spill is not None:
-                spill.close()
-            raise self._failure(exc) from None
+            if into is not None:
+                await self._spilled(into.finish, pieces)
         except BaseException:
-            if spill is not None:
-                spill.close()
+            if into is not None:
+                into.close()
             raise
-        self.bytes_received += size
-        if spill is not None:
-            return Download(resp.status, resp.headers.copy(), size, spill=spill)
-        return Download(resp.status, resp.headers.copy(), size, data=b"".join(pieces))
+        version, modified = version_of(resp.headers), modified_of(resp.headers)
+        if into is not None:
+            return Download(size, spill=into, version=version, last_modified=modified)
+        data = b"".join(pieces)
+        del pieces
+        return Download(size, data=data, version=version, last_modified=modified)
+
+    async def _spilled(self, write: Callable[[list[bytes]], None], pieces: list[bytes]) -> None:
+        """``write(pieces)`` on the spill threads; a disk that fails (full, gone) is a 503."""
+        try:
+            await spill.run(write, pieces)
+        except OSError as exc:
+            raise spill.no_room(exc, self.spill_dir) from None
 
     @asynccontextmanager
     async def _slot(
@@ -510,6 +518,7 @@ class Upstream:
         cap: int | None,
         partial: bool,
         metadata: bool,
+        inflate: bool,
         deadline: float,
         what: str,
     ) -> Answer:
@@ -519,7 +528,7 @@ class Upstream:
         for attempt in range(retries + 1):
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await self._once(url, headers, cap, partial, metadata, what)
+                    return await self._once(url, headers, cap, partial, metadata, inflate, what)
             except ShimError as error:
                 pause = 0.1 * (2**attempt) * random.uniform(0.5, 1.5)
                 if not error.retryable or attempt == retries or loop.time() + pause >= deadline:
@@ -535,15 +544,14 @@ class Upstream:
         cap: int,
         partial: bool,
         metadata: bool,
+        inflate: bool,
         what: str,
     ) -> Answer:
         async with self._opened(url, headers, what) as resp:
             if not partial and (resp.content_length or 0) > cap:
                 raise _too_large(self.who, cap, metadata)
             try:
-                # compressed bodies are inflated only when what is read of them is small
-                small = cap <= self.settings.max_metadata_bytes
-                body, complete = await _read(resp, cap, self.who, small)
+                body, complete = await _read(resp, cap, self.who, inflate)
             except aiohttp.ClientError as exc:
                 raise self._failure(exc) from None
             if not complete and not partial:
@@ -626,12 +634,6 @@ class Upstream:
         )
 
 
-def _kind_of(answer: Answer) -> str:
-    """The answer's declared media type when it is a plain one, else a neutral word."""
-    declared = answer.content_type
-    return declared if _TYPE_RE.fullmatch(declared) else "something else"
-
-
 def _answered(error: ShimError) -> bool | None:
     """What ``error`` says of the server, for its circuit: it answered (True), it failed
     (False), or it was not asked (None)."""
@@ -643,21 +645,19 @@ def _too_large(backend: str, cap: int, metadata: bool) -> BackendError:
     return OversizeAnswer(f"{backend}: the response is larger than {setting} ({cap})")
 
 
+def _encoding(resp: aiohttp.ClientResponse) -> str:
+    """How the body of ``resp`` is encoded (``identity`` when it is sent as it is)."""
+    return resp.headers.get("Content-Encoding", "").strip().lower() or "identity"
+
+
 def _identity(resp: aiohttp.ClientResponse, backend: str) -> None:
     """Refuse an image body that is not sent as it is: it was asked for ``identity``, and an
     image is never usefully compressed again, while a gzip bomb would be inflated."""
-    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
+    encoding = _encoding(resp)
+    if encoding != "identity":
         raise MalformedAnswer(
-            f"{backend} sent an image body encoded as {encoding[:20]!r} (asked for identity)"
+            f"{backend} sent an image encoded as {encoding[:20]!r} (asked for identity)"
         )
-
-
-def _finish(spill: Spill, pieces: list[bytes]) -> None:
-    """Write what is left of a body to its spill file and rewind it (in a thread)."""
-    spill.file.writelines(pieces)
-    spill.file.flush()
-    spill.file.seek(0)
 
 
 async def _read(
@@ -665,10 +665,12 @@ async def _read(
 ) -> tuple[bytes, bool]:
     """At most ``cap`` bytes of the body, held once (its pieces joined once, at the end);
     ``complete`` says whether that was all of it. With ``inflate``, a gzip/deflate body is
-    decoded, never past the cap; without, an encoded body is refused (:func:`_identity`)."""
-    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    decoded a step at a time (the loop free in between), never past the cap, from at most
+    ``cap`` compressed bytes, and anything after the compressed stream is a 502; without, an
+    encoded body is refused (:func:`_identity`)."""
+    encoding = _encoding(resp)
     decoder: zlib._Decompress | None = None
-    if encoding in ("", "identity"):
+    if encoding == "identity":
         pass
     elif not inflate:
         _identity(resp, backend)
@@ -679,27 +681,34 @@ async def _read(
     else:
         raise MalformedAnswer(f"{backend} sent a body encoded as {encoding[:20]!r}")
     pieces: list[bytes] = []
-    held = 0
+    held = taken = 0  # bytes in pieces; compressed bytes read
+    over = False  # more than the cap
     try:
         async for chunk in resp.content.iter_chunked(_CHUNK):
             if decoder is None:
-                pieces.append(chunk)
+                pieces.append(chunk[: cap - held])
                 held += len(chunk)
-            else:  # inflated a MiB at a time, the loop free in between, never past the cap
+                over = held > cap
+            else:
+                taken += len(chunk)
+                over = taken > cap
                 pending = chunk
-                while pending and held <= cap:
+                while pending and not over:
+                    if decoder.eof:  # bytes after the compressed stream: not one body
+                        raise MalformedAnswer(f"{backend} sent bytes after its compressed body")
                     piece = decoder.decompress(pending, min(_INFLATE_STEP, cap + 1 - held))
-                    pieces.append(piece)
+                    pieces.append(piece[: cap - held])
                     held += len(piece)
-                    pending = decoder.unconsumed_tail
+                    over = held > cap
+                    pending = decoder.unconsumed_tail or decoder.unused_data
                     await asyncio.sleep(0)
-            if held > cap:
+            if over:
                 break
     except zlib.error:
         raise MalformedAnswer(f"{backend} sent a corrupt compressed body") from None
-    complete = held <= cap and resp.content.at_eof()
+    complete = not over and resp.content.at_eof()
     if decoder is not None and complete and not decoder.eof:  # the compressed stream was cut
         raise TruncatedBody(f"{backend} sent a truncated compressed body")
     body = b"".join(pieces)
     del pieces
-    return (body[:cap] if held > cap else body), complete
+    return body, complete

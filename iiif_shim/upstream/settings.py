@@ -45,15 +45,18 @@ class UpstreamSettings:
     max_bytes: int = option(
         256 * 1024 * 1024,
         doc="largest image answer it will read (larger: 502); one of more than 4 MiB is "
-        "written to an unnamed temporary file in `TMPDIR` as it arrives, not held in memory, "
-        "and an image answer that comes compressed (gzip, ...) is a 502, never inflated",
+        "written to an unnamed temporary file (a backend's `spill_dir`) as it arrives, not "
+        "held in memory, and an image answer (a master, a tile, a part of a master) that "
+        "comes compressed (gzip, ...) is a 502, never inflated",
         check=at_least(1024),
     )
     max_metadata_bytes: int = option(
         1024 * 1024,
         doc="largest metadata answer (info.json, `.dzi`, IIP `OBJ`, a catalogue's JSON, ...) it "
-        "will read (larger: 502); a gzip or deflate answer is inflated up to this, never "
-        "further; also the largest part of a master read by one `Range` request for its header",
+        "will read (larger: 502); a gzip or deflate answer is inflated up to this (a CSV "
+        "catalogue: up to its own `max_bytes`), never further, from at most as many compressed "
+        "bytes, and bytes after the compressed stream are a 502; also the largest part of a "
+        "master read by one `Range` request for its header",
         check=at_least(1024),
     )
     retries: int = option(
