@@ -176,12 +176,12 @@ def _fatal(survey: Survey, strict: bool) -> str | None:
         return f"cannot be read: {survey.error}{detail}"
     if survey.read and survey.unusable == survey.read:
         return (
-            f"none of the {survey.read} objects read can be served "
+            f"none of the {_n(survey.read, 'object')} read can be served "
             "(check-config --sources lists why)"
         )
     if strict and (survey.cells or survey.rows or survey.columns or survey.unusable):
         return (
-            f"presentation.strict: {survey.affected + survey.unusable} objects are refused "
+            f"presentation.strict: {_n(survey.affected + survey.unusable, 'object')} refused "
             "(check-config --sources lists why)"
         )
     return None
@@ -198,29 +198,30 @@ def _source_warnings(surveys: Mapping[str, Survey]) -> list[str]:
     return out
 
 
+def _n(count: int, noun: str) -> str:
+    """``1 object``, ``2 objects``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _source_line(survey: Survey) -> str:
     if survey.error is not None:
         return f"CANNOT BE READ: {survey.error}"
-    read = f"{survey.read} objects read"
+    read = f"{_n(survey.read, 'object')} read"
     if survey.read < survey.objects or not survey.complete:
         more = "+" if survey.objects and not survey.complete else ""
         read += f" (its first ones, of {survey.objects}{more} listed)"
     left = [
-        f"{n} {what}"
-        for n, what in (
-            (survey.cells, "values"),
-            (survey.rows, "rows"),
-            (survey.columns, "columns"),
-        )
+        _n(n, what)
+        for n, what in ((survey.cells, "value"), (survey.rows, "row"), (survey.columns, "column"))
         if n
     ]
     notes = []
     if left:
-        notes.append(f"{', '.join(left)} left out in {survey.affected} objects")
+        notes.append(f"{', '.join(left)} left out in {_n(survey.affected, 'object')}")
     if survey.unusable:
-        notes.append(f"{survey.unusable} objects not served")
+        notes.append(f"{_n(survey.unusable, 'object')} not served")
     if survey.notes:
-        notes.append(f"{survey.notes} values shown as written (not dates)")
+        notes.append(f"{_n(survey.notes, 'value')} shown as written (not dates)")
     if not notes:
         return read
     return f"{read}; {'; '.join(notes)} (check-config --sources lists them)"

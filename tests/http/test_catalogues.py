@@ -306,7 +306,7 @@ def test_check_config_reports_a_source_too_slow_to_read_and_ends(
     out = capsys.readouterr()
     assert "presentation.sources.cat: cannot be read: not read within 4s" in out.err, out
     assert "Traceback" not in out.err
-    assert "presentation source other (csv): 1 objects read" in out.out
+    assert "presentation source other (csv): 1 object read" in out.out
 
 
 def _json_config(tmp: Path, body: str) -> Path:
