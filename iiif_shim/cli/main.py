@@ -231,7 +231,8 @@ def _problem_lines(survey: Survey) -> list[str]:
     lines = []
     for p in survey.problems:
         column = f", column {p.column!r}" if p.column else ""
-        owner = f" (object {p.object!r})" if p.object else ""
+        named = f"object {p.object!r}"
+        owner = f" ({named})" if p.object and named not in p.reason else ""
         what = _KINDS.get(p.kind, f"{p.kind} left out")
         lines.append(f"    {p.where}{column}: {p.reason}{owner} [{what}]")
     if survey.hidden > 0:
