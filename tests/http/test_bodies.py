@@ -18,6 +18,9 @@ import os
 import resource
 import shutil
 import struct
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from PIL import Image
 from iiif_shim.imaging.fetched import Missing, Parts, Ranges
 from tests.support import (
     Process,
+    Response,
     request,
     start_faulty,
     start_shim,
@@ -386,3 +390,68 @@ def test_parts_are_merged_and_a_read_across_them_is_served() -> None:
     with pytest.raises(Missing) as missed:
         unknown.seek(0, io.SEEK_END)
     assert missed.value.start is None  # only the whole file tells where it ends
+
+
+def test_what_a_body_may_hold_is_reserved_from_the_budget(
+    upstream: Process, tmp_path: Path
+) -> None:
+    """While a small master is fetched from a web server (slowly here), the request holds, on
+    top of its pixels' cost, what its body may hold in memory (twice 4 MiB: its pieces, then
+    joined), as /health shows (before: only the pixels, about 2 MB for this one)."""
+    base = f"http://127.0.0.1:{upstream.port}"
+    config = write_config(
+        tmp_path / "shim.yaml",
+        "server: {health_interval: 3600}\n"
+        f'backends:\n  slow: {{type: http, url: "{base}/delay/2/{{id}}"}}\n'
+        "routes:\n  - {backend: slow}\n",
+    )
+    shim = start_shim(config, tmp_path)
+    try:
+        assert shim.get("/iiif/3/apps.jpg/info.json").status == 200
+        answers: list[Response] = []
+        asking = threading.Thread(
+            target=lambda: answers.append(shim.get("/iiif/3/apps.jpg/full/64,/0/default.jpg"))
+        )
+        asking.start()
+
+        def reserved() -> int:
+            return int(json.loads(shim.get("/health").body)["memory"]["reserved"])
+
+        try:
+            wait_until(lambda: reserved() >= 8 * MB, "the body's share reserved", 10)
+        finally:
+            asking.join(30)
+        assert answers and answers[0].status == 200
+        assert reserved() == 0
+    finally:
+        shim.stop()
+
+
+def test_check_config_warns_of_a_spill_folder_in_memory(tmp_path: Path) -> None:
+    """A spill folder on tmpfs (here /dev/shm) holds large answers in RAM: check-config says
+    so (and passes); a spill folder that is not there fails it."""
+    if not Path("/dev/shm").is_dir():
+        pytest.fail("this test needs /dev/shm (a tmpfs)")
+    config = write_config(
+        tmp_path / "shim.yaml",
+        'backends:\n  web: {type: http, url: "http://127.0.0.1:9/{id}", spill_dir: /dev/shm}\n'
+        "routes:\n  - {backend: web}\n",
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "iiif_shim", "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "backends.web.spill_dir" in checked.stdout + checked.stderr
+    assert "in memory (tmpfs)" in checked.stdout + checked.stderr
+    config.write_text(config.read_text().replace("/dev/shm", str(tmp_path / "nowhere")))
+    checked = subprocess.run(
+        [sys.executable, "-m", "iiif_shim", "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "is not a writable folder" in checked.stdout + checked.stderr
