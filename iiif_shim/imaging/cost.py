@@ -16,13 +16,18 @@ libvips does for the ``vips`` engine: a source it decodes takes a byte a sample 
 image it keeps (:func:`libvips_bytes`, also the count ``vips._open`` checks a header against)
 and the rows its loader holds, and what it does after that streams through strips, so with
 ``vips_steps: all`` only the encoder's output and buffers count besides the decoded source
-(``vips.VipsEngine.cost``). The model is checked against measured peaks
-(``tests/unit/test_cost_model.py``, the table in docs/performance.md). :class:`Allowance` is what
-one decode may take, and :func:`check_size` the check of a header against it. Pure: no pixel
-is touched here."""
+(``vips.VipsEngine.cost``). A window of a tiled TIFF that libvips reads itself
+(:attr:`Libvips.windows`) costs a few rows of its tiles and, for the steps Pillow does, the
+scaled window's pixels crossing back to Pillow (:func:`_libvips_window`). Not counted yet:
+OpenJPEG's own copy of a JPEG 2000 tile (32-bit samples) and its codestream, which depend on
+the master's tiling and size, not in the facts (docs/performance.md). The model is checked
+against measured peaks (``tests/unit/test_cost_model.py``, the table in docs/performance.md).
+:class:`Allowance` is what one decode may take, and :func:`check_size` the check of a header
+against it. Pure: no pixel is touched here."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -132,6 +137,7 @@ class Libvips:
     turn: bool = False  # libvips turns by angles that are not multiples of 90
     encodes: frozenset[Format] = frozenset()  # formats libvips writes
     everything: bool = False  # libvips does every step from its decode on (``vips_steps: all``)
+    windows: frozenset[str] = frozenset()  # source formats whose windows on file libvips reads
 
 
 PILLOW = Libvips()
@@ -182,6 +188,9 @@ def _written(out: int, turned: int) -> float:
 _WEBP_DECODER_BYTES = 8  # Pillow's WebP decoder keeps its canvas and last frame alive
 _ALPHA_MODES = ("LA", "La", "RGBA", "RGBa", "PA", "P")  # P: when it has a transparent colour
 _LIBVIPS_PIPELINE = 4 << 20  # a libvips pipeline's own buffers and strips, whatever its size
+# rows of native tiles libvips holds while the scaled window's pixels are copied out of it for
+# Pillow: its cache's two and the one being read (measured)
+_TILE_ROWS = 3
 MARGIN = 1 / 16  # on top of the count: what a step's own buffers, rows and strips add
 
 
@@ -221,8 +230,14 @@ def cost(
         bw, bh = tile_block(w + SLACK, h + SLACK, info.native.pyramid)
         stored = raw_bytes(info.mode, bw, bh) * 3 // 2
         decode = decode_bytes(info.mode, bw, bh) + stored + RGBA_BYTES * (w + SLACK) * (h + SLACK)
-        kept, by_libvips = RGBA_BYTES * (w + SLACK) * (h + SLACK), False
-        as_is, factor = False, 1
+        as_is, factor, by_libvips = False, 1, False
+        if "TIFF" in libvips.windows:  # libvips reads the window itself (``vips.render``)
+            bands = libvips_bands(info.mode)
+            row = bands * bw * info.native.pyramid.tile_height  # a row of native tiles
+            # never under what ``vips._open`` checks the window's header against
+            window = libvips_bytes(bands, w + SLACK, h + SLACK)
+            return _libvips_window(steps, grey, alpha, libvips, row, window)
+        kept = RGBA_BYTES * (w + SLACK) * (h + SLACK)
     else:
         w, h = plan.native.delivered_size()
         decode = decode_bytes(None, w + SLACK, h + SLACK)
@@ -238,6 +253,33 @@ def cost(
     if decoded_cached:  # the decoded source is the cache's: this request makes only the rest
         return Cost(0, _margin(finish), 0)
     return Cost(_margin(decode), _margin(finish), _margin(kept))
+
+
+def _libvips_window(
+    steps: Steps, grey: bool, alpha: bool, libvips: Libvips, row: int, window: int
+) -> Cost:
+    """A window of a tiled TIFF page libvips reads itself (``vips.VipsEngine.render``): it
+    pulls the tiles a strip needs, crops and scales through strips; then either every later
+    step streams too (``vips_steps: all``, or an output libvips writes with no turn by an angle
+    it leaves to Pillow: measured, about the window's bytes and a row of its tiles, ``row``,
+    then the encoder's), or the scaled window's pixels cross to Pillow (their bytes, then
+    Pillow's image of them, while :data:`_TILE_ROWS` rows of tiles are held) and Pillow
+    finishes from that image as from a source already at the output's size. ``window``: the
+    window's bytes, the least the decode is counted (``vips._open`` checks the window's header
+    against it)."""
+    arbitrary = steps.degrees % 90 != 0
+    if libvips.everything or (
+        steps.format in libvips.encodes and not (arbitrary and not libvips.turn)
+    ):
+        return Cost(_margin(window + row), _margin(_streamed(steps, grey, alpha)), 0)
+    out_w, out_h = steps.scale
+    bpp = 1 if grey and not alpha else RGBA_BYTES
+    image = bpp * out_w * out_h  # Pillow's image of the scaled window
+    crossing = _TILE_ROWS * row + _bands(grey, alpha) * out_w * out_h + image + _LIBVIPS_PIPELINE
+    finish = _finish_bytes(
+        dataclasses.replace(steps, crop=None), (out_w, out_h), grey, alpha, libvips, as_is=True
+    )
+    return Cost(_margin(max(crossing, window)), _margin(finish), _margin(image))
 
 
 def _margin(nbytes: float) -> int:

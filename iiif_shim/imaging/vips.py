@@ -175,14 +175,16 @@ class VipsEngine(PillowMeasures):
     def cost(self, plan: Plan, info: SourceInfo, *, decoded_cached: bool = False) -> Cost:
         """What this policy's steps take: libvips decodes into a byte a sample (3 for RGB,
         where Pillow stores 4), then pulls every step it does through strips (a turn, a
-        scale, the encoder), needing no whole image of its own for any of them; Pillow's
-        count for the steps Pillow does (``cost.cost``)."""
+        scale, the encoder), needing no whole image of its own for any of them; a window of
+        a tiled TIFF it reads itself costs a few rows of its tiles (``cost.Libvips.windows``);
+        Pillow's count for the steps Pillow does (``cost.cost``)."""
         policy = self.policy
         steps = cost.Libvips(
             decodes=frozenset(_LOADERS[name] for name in policy.decode_loaders),
             turn=policy.turn,
             encodes=policy.encode,
             everything=policy is EVERYTHING,
+            windows=frozenset(_LOADERS[name] for name in policy.file_loaders),
         )
         return cost.cost(plan, info, decoded_cached=decoded_cached, libvips=steps)
 

@@ -18,6 +18,10 @@ from PIL import Image
 from bench.cost_model import within
 from tests.support import BUNDLED, ROOT
 
+_J2K_UNCOUNTED = pytest.mark.xfail(
+    strict=True, reason="OpenJPEG's tile is not counted: the facts do not say how it is tiled"
+)
+
 
 @pytest.mark.parametrize(
     ("image", "path", "engine"),
@@ -29,13 +33,27 @@ from tests.support import BUNDLED, ROOT
         ("chart.jpg", "full/max/37/default.jpg", "vips-all"),  # libvips decodes, streams the turn
         ("gray-gradient.png", "full/max/37/default.png", "pillow"),  # L, turned with alpha
         ("chart.jpg", "full/1000,/90/default.png", "vips-all"),  # small: a few MB over at most
+        # an untiled JPEG 2000: OpenJPEG's 32-bit copy of the whole image is not counted (0.25
+        # of the peak); counting it needs the codestream's tiling in the facts
+        pytest.param("rings.jp2", "full/max/0/default.jpg", "pillow", marks=_J2K_UNCOUNTED),
+        pytest.param("rings.jp2", "full/max/37/default.jpg", "pillow", marks=_J2K_UNCOUNTED),
+        # a window of a tiled TIFF that libvips reads itself (was counted as Pillow reads it)
+        ("chart-tiled.tif", "1000,1000,2000,2000/max/0/default.jpg", "vips"),
+        ("chart-tiled.tif", "1000,1000,2000,2000/max/0/default.jpg", "vips-all"),
     ],
 )
 def test_the_estimate_is_never_under_the_measured_peak_and_close_to_it(
     tmp_path: Path, image: str, path: str, engine: str
 ) -> None:
     master = tmp_path / image
-    shutil.copy(BUNDLED / image, master)
+    if image == "chart-tiled.tif":  # the 6000x4000 JPEG as a pyramidal TIFF of 256x256 tiles
+        import pyvips
+
+        pyvips.Image.new_from_file(str(BUNDLED / "chart.jpg")).tiffsave(
+            str(master), tile=True, pyramid=True, tile_width=256, tile_height=256
+        )
+    else:
+        shutil.copy(BUNDLED / image, master)
     with Image.open(master) as im:  # the warm-up copy the measurement first runs on
         im.resize((64, 48)).save(tmp_path / f"small-{image}")
     out = subprocess.run(
