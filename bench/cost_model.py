@@ -53,6 +53,13 @@ class Case:
     path: str  # region/size/rotation/quality.format
 
 
+_J2K: dict[str, Any] = {
+    "irreversible": True,
+    "quality_mode": "rates",
+    "quality_layers": [20],
+    "num_resolutions": 6,
+}
+
 # sources: name -> (mode, size, Pillow format, save options)
 SOURCES: dict[str, tuple[str, tuple[int, int], str, dict[str, Any]]] = {
     "rgb-24mp.jpg": ("RGB", (6000, 4000), "JPEG", {"quality": 90}),
@@ -65,6 +72,11 @@ SOURCES: dict[str, tuple[str, tuple[int, int], str, dict[str, Any]]] = {
     "rgb-6mp.tif": ("RGB", (3000, 2000), "TIFF", {"compression": "tiff_deflate"}),
     "rgb-6mp.webp": ("RGB", (3000, 2000), "WEBP", {"quality": 85}),
     "rgb-tiled-24mp.tif": ("RGB", (6000, 4000), "VIPS", {}),  # pyramidal, tiled (vips)
+    # JPEG 2000 as archives write it: lossy, 6 resolution levels, one tile or 1024x1024 tiles
+    "rgb-24mp.jp2": ("RGB", (6000, 4000), "JPEG2000", _J2K),
+    "rgb-tiled-24mp.jp2": ("RGB", (6000, 4000), "JPEG2000", {**_J2K, "tile_size": (1024, 1024)}),
+    "l-24mp.jp2": ("L", (6000, 4000), "JPEG2000", _J2K),
+    "l-tiled-24mp.jp2": ("L", (6000, 4000), "JPEG2000", {**_J2K, "tile_size": (1024, 1024)}),
 }
 
 QUICK = [
@@ -110,6 +122,19 @@ FULL = [
     Case("rgb-6mp.webp", "full/max/90/default.jpg"),
     Case("rgb-tiled-24mp.tif", "1000,1000,2000,2000/max/0/default.jpg"),
     Case("rgb-tiled-24mp.tif", "full/1500,/0/default.jpg"),
+    Case("rgb-tiled-24mp.tif", "0,0,3000,3000/1500,/0/default.jpg"),
+    Case("rgb-tiled-24mp.tif", "1000,1000,2000,2000/max/37/default.png"),
+    *(
+        Case(master, path)
+        for master in ("rgb-24mp.jp2", "rgb-tiled-24mp.jp2", "l-24mp.jp2", "l-tiled-24mp.jp2")
+        for path in (
+            "full/max/0/default.jpg",
+            "full/max/37/default.jpg",
+            "full/1500,/0/default.jpg",
+            "full/375,/0/default.jpg",
+            "1000,1000,2000,2000/max/0/default.jpg",
+        )
+    ),
 ]
 
 ENGINES = ("pillow", "vips", "vips-all")
@@ -150,6 +175,8 @@ def make_sources(folder: Path, names: set[str]) -> None:
                     str(target), tile=True, pyramid=True, tile_width=256, tile_height=256
                 )
                 plain.unlink()
+            elif fmt == "JPEG2000" and target.name.startswith("small-"):  # one tile, 4 levels
+                image.save(target, fmt, **{**options, "tile_size": None, "num_resolutions": 4})
             else:
                 image.save(target, fmt, **options)
 
