@@ -118,17 +118,19 @@ class ServerSettings:
     )
     memory_budget: int = option(
         0,
-        doc="bytes of decoded pixels all requests together may hold (the decoded-source cache "
-        "apart), for the whole server: with N processes each gets 1/N; past it requests "
-        "wait, then get 503; one that alone needs more gets 501. 0: half the memory the "
-        "server may really use (its cgroup's memory limit in a container, else the physical "
-        "memory), the other half left for caches, libraries and bodies in flight. See "
+        doc="bytes of image memory all requests together may hold (decoded pixels, every "
+        "step's images, encoders' output and what upstream bodies hold in memory; the "
+        "decoded-source cache apart), for the whole server: with N processes each gets "
+        "1/N; past it requests wait, then get 503; one that alone needs more gets 501. 0: "
+        "half the memory the server may really use (its cgroup's memory limit in a "
+        "container, else the physical memory), the other half left for caches, libraries "
+        "and bodies in flight. See "
         "[Memory](performance.md#memory-budget-and-cost-model)",
         check=lambda v: None if v in (None, 0) or v >= _MIN_BUDGET else _BUDGET_PROBLEM,
     )
     memory_wait: float = option(
         10.0,
-        doc="seconds a request waits for decoded-pixel memory (then 503 with `Retry-After`)",
+        doc="seconds a request waits for image memory (then 503 with `Retry-After`)",
         check=at_least(0),
     )
     max_client_connections: int = option(

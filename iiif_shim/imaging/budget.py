@@ -1,8 +1,9 @@
-"""One process-wide budget of decoded-pixel memory, shared by every request.
+"""One process-wide budget of image memory, shared by every request.
 
-Before a request decodes or renders anything it reserves what its plan will really take
-(``imaging.cost``: the source at the reduction it is decoded at, in the bytes per pixel of its
-mode, plus every intermediate up to the rotated output). Reservations that do not fit wait in
+Before a request fetches, decodes or renders anything it reserves what its plan will really
+take (``imaging.cost``: the source at the reduction it is decoded at, then the most any later
+step holds beside it, per engine; plus what the backend's answer may hold in memory,
+``Backend.body_bytes``). Reservations that do not fit wait in
 line (first come, first served) for at most ``wait`` seconds, then get 503 with
 ``Retry-After``; one that could never fit is refused at once (501). A reservation is released
 only when the request *and* every thread it started are done: a render that outlives its
@@ -63,7 +64,7 @@ class MemoryBudget:
     async def reserve(self, nbytes: int) -> Reservation:
         if nbytes > self.total:
             raise OverBudget(
-                f"this image needs about {math.ceil(nbytes / _MB)} MB of decoded pixels, more "
+                f"this image needs about {math.ceil(nbytes / _MB)} MB of image memory, more "
                 f"than the memory budget of {self.total // _MB} MB each server process has "
                 "(server.memory_budget, shared by server.processes)",
             )

@@ -152,8 +152,8 @@ class Metrics:
         self._gauges: dict[str, Gauge] = {}
         for name, doc in (
             ("image_jobs", "image jobs queued or running in the thread pool"),
-            ("decoded_bytes_reserved", "bytes of decoded pixels reserved by requests"),
-            ("memory_waiters", "requests waiting for decoded-pixel memory"),
+            ("decoded_bytes_reserved", "bytes of image memory reserved by requests"),
+            ("memory_waiters", "requests waiting for image memory"),
             ("client_connections", "open client connections"),
         ):
             self._gauges[name] = Gauge(

@@ -249,7 +249,7 @@ def test_more_than_the_whole_budget_is_refused_at_once(shim: Process, name: str,
     assert answer.status == 501, answer.body[:300]
     text = answer.body.decode()
     assert "memory budget of 256 MB" in text, text
-    assert "decoded pixels" in text
+    assert "MB of image memory" in text
 
 
 # --- memory under load ------------------------------------------------------------------------
