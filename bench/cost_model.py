@@ -211,17 +211,19 @@ def one(source: Path, small: Path, path: str, engine_name: str) -> dict[str, Any
         engine = vips.VipsEngine(vips.EVERYTHING if engine_name == "vips-all" else vips.MEASURED)
 
     def run(master: Path) -> tuple[int, int]:
-        width, height, colour, fmt, mode = read_header(Fetched(path=master, described="bench"))
+        header = read_header(Fetched(path=master, described="bench"), master.stat().st_size)
+        width, height, fmt = header.width, header.height, header.format
         native = tiff_pyramid(master) if fmt == "TIFF" else None
         levels = native.pyramid.levels if native else ()
-        info = SourceInfo(
+        info = SourceInfo(  # as the files backend reports them
             width,
             height,
-            colour,
+            header.colour,
             fmt,
-            mode,
+            header.mode,
             tiles=native.pyramid.grid if native and len(levels) > 1 else None,
             native=native,
+            codestream=header.codestream,
         )
         caps = (
             Capabilities(region=True, reductions=len(levels) > 1)

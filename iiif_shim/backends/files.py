@@ -134,22 +134,21 @@ class FilesBackend(Backend[FilesSettings]):
             stat = path.stat()
         except OSError:  # gone since it was found
             raise NotFound("no such image") from None
-        width, height, colour, fmt, mode = read_header(
-            Fetched(path=path, described=self._described(native_id))
-        )
-        native = self._pyramid(path) if fmt == "TIFF" else None
+        header = read_header(Fetched(path=path, described=self._described(native_id)), stat.st_size)
+        native = self._pyramid(path) if header.format == "TIFF" else None
         levels = native.pyramid.levels if native else ()
         return SourceInfo(
-            width=width,
-            height=height,
-            colour=colour,
-            format=fmt,
-            mode=mode,
+            width=header.width,
+            height=header.height,
+            colour=header.colour,
+            format=header.format,
+            mode=header.mode,
             version=_version(stat),
             last_modified=stat.st_mtime,
             # a pyramid's tiles are offered as they are; one level alone offers none
             tiles=native.pyramid.grid if native and len(levels) > 1 else None,
             native=native,
+            codestream=header.codestream,  # a JPEG 2000's tiling and size: its decoding cost
         )
 
     @staticmethod

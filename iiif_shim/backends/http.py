@@ -24,9 +24,8 @@ from yarl import URL
 
 from iiif_shim.backends.base import UpstreamBackend
 from iiif_shim.backends.settings import HttpSettings
-from iiif_shim.iiif.profile import Colour
 from iiif_shim.imaging.fetched import Fetched, Missing, Parts, Ranges
-from iiif_shim.imaging.pillow import read_header
+from iiif_shim.imaging.pillow import Header, read_header
 from iiif_shim.model.facts import SourceInfo
 from iiif_shim.model.plan import NativeOp, Target
 from iiif_shim.upstream.client import Answer, Body
@@ -56,17 +55,17 @@ class HttpBackend(UpstreamBackend[HttpSettings]):
             finally:
                 if held is not None:
                     held.release()
-            header = await self.context.run_blocking(read_header, self.delivery(got))
+            header = await self.context.run_blocking(read_header, self.delivery(got), got.size)
             version, modified = got.version, got.last_modified
-        width, height, colour, fmt, mode = header
         return SourceInfo(
-            width=width,
-            height=height,
-            colour=colour,
-            format=fmt,
-            mode=mode,
+            width=header.width,
+            height=header.height,
+            colour=header.colour,
+            format=header.format,
+            mode=header.mode,
             version=version,
             last_modified=modified,
+            codestream=header.codestream,  # a JPEG 2000's tiling and size: its decoding cost
         )
 
     async def _header(self, url: URL, target: Target, head: Answer) -> Header | None:
@@ -89,7 +88,7 @@ class HttpBackend(UpstreamBackend[HttpSettings]):
         for attempt in range(_PARTS + 1):
             try:
                 header: Header = await self.context.run_blocking(
-                    read_header, Fetched(reader=Ranges(parts), described=described)
+                    read_header, Fetched(reader=Ranges(parts), described=described), parts.size
                 )
                 return header
             except Missing as missing:
@@ -136,7 +135,6 @@ class HttpBackend(UpstreamBackend[HttpSettings]):
         return await self.image(self.master(target), target)
 
 
-Header = tuple[int, int, Colour, str | None, str]  # what pillow.read_header finds
 _PARTS = 8  # header reads of one master: the first bytes, then the parts it reaches
 _CONTENT_RANGE = re.compile(r"bytes (\d{1,15})-(\d{1,15})/(\d{1,15}|\*)")
 

@@ -38,7 +38,7 @@ from iiif_shim.base.errors import (
 from iiif_shim.iiif.profile import Format, Quality
 from iiif_shim.iiif.resolve import rotated_size
 from iiif_shim.imaging.fetched import Fetched
-from iiif_shim.model.facts import Pyramid, PyramidFacts, SourceInfo
+from iiif_shim.model.facts import Codestream, Pyramid, PyramidFacts, SourceInfo
 from iiif_shim.model.plan import Plan, Steps
 
 # Bytes a pixel costs while decoding in each mode: what Pillow stores for it (RGB is 4 bytes,
@@ -191,6 +191,16 @@ _LIBVIPS_PIPELINE = 4 << 20  # a libvips pipeline's own buffers and strips, what
 # rows of native tiles libvips holds while the scaled window's pixels are copied out of it for
 # Pillow: its cache's two and the one being read (measured)
 _TILE_ROWS = 3
+# JPEG 2000: OpenJPEG decodes a tile (the whole image, when it is untiled) into 32-bit
+# samples at the reduction asked, from the tile's compressed bytes read whole, with its
+# code-block structures for every level of the tile (about a byte for ten samples);
+# Pillow copies each tile into a buffer of the samples' own bytes before its image; libvips
+# has OpenJPEG decode rows of tiles, or strips of an untiled image (measured: about 1100 rows
+# of 32-bit samples at the size decoded); and a few MB whatever the size (measured)
+_J2K_SAMPLE = 4
+_J2K_BOOKKEEPING = 1 / 10
+_J2K_LIBVIPS_ROWS = 1152
+_J2K_FIXED = 2 << 20
 MARGIN = 1 / 16  # on top of the count: what a step's own buffers, rows and strips add
 
 
@@ -205,7 +215,12 @@ def cost(
         factor = 1 if decoded_cached else reduction(info.format, info.width, info.height, steps)
         w, h = math.ceil(info.width / factor), math.ceil(info.height / factor)
         by_libvips = info.format in libvips.decodes
-        if by_libvips:  # a byte a sample, and the rows its loader holds (2 bytes a sample at
+        if info.format == "JPEG2000" and not decoded_cached:
+            factor = j2k_factor(info, factor)
+            w, h = math.ceil(info.width / factor), math.ceil(info.height / factor)
+        if info.format == "JPEG2000":
+            kept, decode = _j2k(info, factor, w, h, grey, by_libvips)
+        elif by_libvips:  # a byte a sample, and the rows its loader holds (2 bytes a sample at
             # most: a 16-bit RGB PNG is "RGB" to Pillow)
             kept = libvips_bytes(libvips_bands(info.mode), w, h)
             decode = kept + 2 * libvips_bands(info.mode) * w * min(h, _LIBVIPS_ROWS)
@@ -253,6 +268,60 @@ def cost(
     if decoded_cached:  # the decoded source is the cache's: this request makes only the rest
         return Cost(0, _margin(finish), 0)
     return Cost(_margin(decode), _margin(finish), _margin(kept))
+
+
+def j2k_factor(info: SourceInfo, factor: int) -> int:
+    """The reduction a JPEG 2000 is really decoded at when ``factor`` is asked: as far as its
+    codestream's levels go (``pillow._j2k_reduce``); ``factor`` when they are not known."""
+    layout = info.codestream
+    if layout is None or factor <= 1:
+        return factor
+    return int(2 ** min(int(math.log2(factor)), layout.levels))
+
+
+def _j2k(
+    info: SourceInfo, factor: int, w: int, h: int, grey: bool, by_libvips: bool
+) -> tuple[int, int]:
+    """What decoding a JPEG 2000 at ``1/factor`` (``w`` x ``h``) keeps, and takes at its peak:
+    besides the image kept (Pillow's, or libvips' byte a sample), OpenJPEG's work on the
+    largest tile it decodes (one at a time, at the reduction: :data:`_J2K_SAMPLE` bytes a
+    sample, then Pillow's copy in the samples' own bytes, or libvips' rows of 32-bit samples,
+    :data:`_J2K_LIBVIPS_ROWS`), that tile's compressed bytes read whole (an untiled master's:
+    the whole file), the code-block structures of the tile at full size
+    (:data:`_J2K_BOOKKEEPING`) and :data:`_J2K_FIXED`. Facts without a codestream layout
+    (facts cached before they carried one, a header that could not be read) are counted as
+    one tile, its bytes as if nothing compressed."""
+    layout = info.codestream or Codestream(
+        info.width, info.height, 0, libvips_bands(info.mode), 16 if _wide(info.mode) else 8
+    )
+    comps = layout.components
+    sample = 1 if layout.depth <= 8 else 2 if layout.depth <= 16 else 4  # Pillow's copy
+    tw, th = min(layout.tile_width, info.width), min(layout.tile_height, info.height)
+    whole = tw == info.width and th == info.height  # one tile
+    raw_tile = comps * sample * tw * th
+    if layout.tile_bytes is not None:  # the largest tile's, walked
+        stream = layout.tile_bytes
+    elif whole:
+        stream = layout.nbytes if layout.nbytes is not None else raw_tile
+    else:  # the tile's share of the file is not known: at most the file, or its raw samples
+        stream = raw_tile + raw_tile // 8
+        if layout.nbytes is not None:
+            stream = min(stream, layout.nbytes)
+    fixed = stream + comps * tw * th * _J2K_BOOKKEEPING + _J2K_FIXED
+    # the largest tile at the reduction (a tile off the reduced grid takes a pixel more)
+    rw, rh = min(math.ceil(tw / factor) + 1, w), min(math.ceil(th / factor) + 1, h)
+    if by_libvips:
+        kept = libvips_bytes(libvips_bands(info.mode), w, h)
+        rows = rh if not whole else min(h, _J2K_LIBVIPS_ROWS)  # a row of tiles, or strips
+        strips = _J2K_SAMPLE * comps * w * rows + _LIBVIPS_PIPELINE
+        return kept, math.ceil(kept + strips + fixed)
+    kept = (1 if grey else RGBA_BYTES) * w * h
+    tile = (_J2K_SAMPLE + sample) * comps * rw * rh
+    return kept, math.ceil(decode_bytes(info.mode, w, h) + tile + fixed)
+
+
+def _wide(mode: str | None) -> bool:
+    return mode is not None and mode.startswith("I;16")
 
 
 def _libvips_window(

@@ -1,4 +1,5 @@
-"""Pillow, and only Pillow: read headers (and a master's :class:`Traits`: its EXIF
+"""Pillow, and only Pillow: read headers (:class:`Header`, with a JPEG 2000's codestream
+layout from ``j2k.py``; and a master's :class:`Traits`: its EXIF
 orientation, pages and bits a sample, which say whether its own bytes may be an answer), decode
 within a budget, stitch tiles, crop, scale, mirror, rotate, apply the quality, encode.
 
@@ -40,13 +41,13 @@ from iiif_shim.base.errors import (
 )
 from iiif_shim.iiif.profile import Colour, Format, Quality
 from iiif_shim.iiif.resolve import rotated_size
-from iiif_shim.imaging import cost
+from iiif_shim.imaging import cost, j2k
 from iiif_shim.imaging.cost import SLACK, Allowance, Cost, check_size, decode_bytes, reduction
 from iiif_shim.imaging.engine import Record
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.settings import PILLOW_GUARD_PIXELS
 from iiif_shim.imaging.tiff import read_block
-from iiif_shim.model.facts import SourceInfo
+from iiif_shim.model.facts import Codestream, SourceInfo
 from iiif_shim.model.plan import Plan, Steps
 
 Image.MAX_IMAGE_PIXELS = PILLOW_GUARD_PIXELS // 2
@@ -135,13 +136,31 @@ def colour_of(mode: str) -> Colour:
     return Colour.COLOR
 
 
-def read_header(fetched: Fetched) -> tuple[int, int, Colour, str | None, str]:
-    """Width, height, colour, format and Pillow mode, from the header only."""
+@dataclass(frozen=True)
+class Header:
+    """What a source's header says: its size, colour, format (Pillow's name) and Pillow mode,
+    and a JPEG 2000's codestream layout (``j2k.codestream``: what decoding it costs)."""
+
+    width: int
+    height: int
+    colour: Colour
+    format: str | None
+    mode: str
+    codestream: Codestream | None = None
+
+
+def read_header(fetched: Fetched, nbytes: int | None = None) -> Header:
+    """The :class:`Header` of the delivered image, from its first bytes only (``nbytes``: the
+    whole file's size, when known, kept with a JPEG 2000's layout)."""
     with _open(fetched) as im:
         width, height = im.size
         if width < 1 or height < 1:
             raise NotAnImage(f"{fetched.described} has an empty image")
-        return width, height, colour_of(im.mode), im.format, im.mode
+        layout = None
+        if im.format == "JPEG2000" and isinstance(im, ImageFile.ImageFile) and im.fp is not None:
+            # the largest tile's bytes too, from a file at hand (never by ranges)
+            layout = j2k.codestream(im.fp, nbytes, walk=fetched.reader is None)
+        return Header(width, height, colour_of(im.mode), im.format, im.mode, layout)
 
 
 # EXIF's orientation tag: 1 is "as stored"; anything else asks a reader to turn or mirror.
@@ -347,43 +366,9 @@ def _j2k_reduce(im: ImageFile.ImageFile, factor: int) -> tuple[int, int]:
 
 def _j2k_levels(im: ImageFile.ImageFile) -> int:
     """Resolution levels below full size a JPEG 2000 codestream holds (its COD marker's
-    decomposition levels), 0 when that cannot be read."""
-    fp = im.fp
-    if fp is None:
-        return 0
-    here = fp.tell()
-    try:
-        fp.seek(0)
-        if fp.read(4) != b"\xff\x4f\xff\x51":  # a JP2 file: find its codestream box
-            fp.seek(0)
-            for _ in range(64):
-                length, kind = struct.unpack(">I4s", fp.read(8))
-                if kind == b"jp2c":
-                    break
-                if length == 1:
-                    length = struct.unpack(">Q", fp.read(8))[0] - 8
-                if length < 8:
-                    return 0
-                fp.seek(length - 8, io.SEEK_CUR)
-            else:
-                return 0
-        else:
-            fp.seek(0)
-        if fp.read(2) != b"\xff\x4f":
-            return 0
-        for _ in range(64):  # main header markers, up to COD
-            marker, length = struct.unpack(">HH", fp.read(4))
-            if marker == 0xFF52:
-                cod = fp.read(length - 2)
-                return cod[5] if len(cod) > 5 else 0
-            if marker == 0xFF90 or length < 2:
-                return 0
-            fp.seek(length - 2, io.SEEK_CUR)
-        return 0
-    except (OSError, struct.error):
-        return 0
-    finally:
-        fp.seek(here)
+    decomposition levels, ``j2k.codestream``), 0 when that cannot be read."""
+    layout = j2k.codestream(im.fp) if im.fp is not None else None
+    return layout.levels if layout is not None else 0
 
 
 def finish(decoded: Decoded, steps: Steps, record: Record | None = None) -> bytes:

@@ -1,8 +1,9 @@
 """What a backend knows about one source image, as typed, frozen values.
 
-- :class:`SourceInfo`: width, height, colour, format, version, the native tile grid, and the
+- :class:`SourceInfo`: width, height, colour, format, version, the native tile grid, the
   backend's own description in ``native`` (one of :data:`NativeFacts`: a tile pyramid, an
-  upstream IIIF service's declared abilities), never an untyped object;
+  upstream IIIF service's declared abilities), never an untyped object, and a JPEG 2000's
+  :class:`Codestream` (its tiling, levels and size: what decoding it costs);
 - :class:`Pyramid` and its geometry (levels, tiles, the window a region needs at a level), pure;
 - :func:`checked`: the one check every backend's facts pass before anything uses them (sizes
   at least 1, sane tile sizes and scale factors, bounded counts, and ``native`` of a kind the
@@ -167,6 +168,32 @@ class ServiceFacts:
 
 NativeFacts = PyramidFacts | ServiceFacts
 
+MAX_CODESTREAM_LEVELS = 32  # decomposition levels a JPEG 2000 may state (COD: at most 32)
+MAX_COMPONENTS = 16384  # components of a JPEG 2000 (SIZ: Csiz)
+
+
+@dataclass(frozen=True)
+class Codestream:
+    """A JPEG 2000 codestream's layout as its main header states it (``imaging/j2k.py``):
+    the tile size and where the tile grid and the image start on the reference grid (SIZ), the
+    decomposition levels (COD: how far it can be decoded reduced), the components and the most
+    bits a sample of any of them, the file's size in bytes when known (what an untiled one's
+    decoder reads whole) and its largest tile's compressed bytes when its tile-parts were
+    walked (a file at hand: what a tiled one's decoder reads whole for a tile). What decoding
+    it costs depends on it (``imaging/cost.py``)."""
+
+    tile_width: int
+    tile_height: int
+    levels: int
+    components: int
+    depth: int
+    tile_x: int = 0
+    tile_y: int = 0
+    image_x: int = 0
+    image_y: int = 0
+    nbytes: int | None = None
+    tile_bytes: int | None = None  # the largest tile's compressed bytes, when they were walked
+
 
 @dataclass(frozen=True)
 class SourceInfo:
@@ -181,6 +208,7 @@ class SourceInfo:
     last_modified: float | None = None  # epoch seconds
     tiles: TileGrid | None = None  # the backend's native grid, when it has one
     native: NativeFacts | None = None  # the backend's own description
+    codestream: Codestream | None = None  # a JPEG 2000's layout, when its header was read
 
 
 class FactsMismatch(BackendError):
@@ -236,8 +264,27 @@ def _problem(info: SourceInfo) -> str | None:
         limit = info.native.capabilities.max_size
         if limit is not None and not _side(limit):
             return f"maxWidth/maxHeight {limit}"
-    if pyramid is not None:
-        return _pyramid_problem(pyramid, info.width, info.height)
+    if pyramid is not None and (problem := _pyramid_problem(pyramid, info.width, info.height)):
+        return problem
+    if info.codestream is not None:
+        return _codestream_problem(info.codestream)
+    return None
+
+
+def _codestream_problem(c: Codestream) -> str | None:
+    counts = (c.tile_width, c.tile_height, c.levels, c.components, c.depth)
+    places = (c.tile_x, c.tile_y, c.image_x, c.image_y)
+    if not all(type(v) is int for v in (*counts, *places)):
+        return "JPEG 2000 layout"
+    if not (1 <= c.tile_width < 1 << 32 and 1 <= c.tile_height < 1 << 32):
+        return f"JPEG 2000 tile size {c.tile_width}x{c.tile_height}"
+    if not (0 <= c.levels <= MAX_CODESTREAM_LEVELS and 1 <= c.components <= MAX_COMPONENTS):
+        return f"JPEG 2000 levels {c.levels}, components {c.components}"
+    if not 1 <= c.depth <= 38 or not all(0 <= v < 1 << 32 for v in places):
+        return "JPEG 2000 layout"
+    for size in (c.nbytes, c.tile_bytes):
+        if size is not None and (type(size) is not int or size < 0):
+            return f"JPEG 2000 size {size}"
     return None
 
 
@@ -357,6 +404,7 @@ def _decode(hint: Any, value: Any) -> Any:
 
 
 __all__ = [
+    "Codestream",
     "FactsMismatch",
     "Level",
     "NativeFacts",

@@ -256,9 +256,29 @@ def test_a_16_bit_rgb_png_decoded_by_libvips_fits_what_its_estimate_set_aside() 
     data = bytes(wide.copy(interpretation="rgb16").pngsave_buffer())
     engine = vips.VipsEngine(vips.EVERYTHING)
     fetched = Fetched(data=data, described="b")
-    width, height, colour, fmt, mode = pillow.read_header(fetched)
-    assert (fmt, mode) == ("PNG", "RGB")
-    info = SourceInfo(width, height, colour, fmt, mode)
+    found = pillow.read_header(fetched)
+    assert (found.format, found.mode) == ("PNG", "RGB")
+    info = SourceInfo(found.width, found.height, found.colour, found.format, found.mode)
     need = engine.cost(_plan("max", info), info)
     decoded = engine.decode(fetched, 1, Allowance(10**6, need.decode, (300, 200)))
     assert decoded.nbytes == cost.libvips_bytes(3, 300, 200) <= need.kept
+
+
+def test_a_jpeg_2000_with_few_levels_is_counted_at_the_reduction_it_decodes_at() -> None:
+    """A JPEG 2000 decodes reduced only as far as its codestream's levels go: one with 2
+    levels asked for 1/32 decodes at 1/4. Counted at 1/32 (levels not in the facts), its
+    decode was refused as taking more than was set aside for it."""
+    buf = io.BytesIO()
+    Image.new("RGB", (2000, 1600), (10, 200, 30)).save(buf, "JPEG2000", num_resolutions=3)
+    fetched = Fetched(data=buf.getvalue(), described="test")
+    header = pillow.read_header(fetched, len(buf.getvalue()))
+    assert header.codestream is not None and header.codestream.levels == 2
+    info = SourceInfo(2000, 1600, format="JPEG2000", mode="RGB", codestream=header.codestream)
+    req = parse_image_request(Version.V3, "x", "full", "60,", "0", "default.jpg")
+    the_plan = plan(resolve(req, 2000, 1600, Limits()), Capabilities())
+    estimate = cost.cost(the_plan, info)
+    factor = cost.reduction(info.format, 2000, 1600, the_plan.steps)
+    assert factor == 32
+    decoded = pillow.decode(fetched, factor, Allowance(10**9, estimate.decode, (2000, 1600)))
+    assert decoded.image.size == (500, 400)
+    assert estimate.decode >= cost.decode_bytes("RGB", 500, 400) + 5 * 3 * 500 * 400
