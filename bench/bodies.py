@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import start_faulty, start_shim, write_config  # noqa: E402
+from tests.support import memory_of, start_faulty, start_shim, write_config  # noqa: E402
 
 BIG = 250_000_000
 BOMB = 300 * 1024 * 1024
@@ -35,10 +35,7 @@ KINDS = ("tailtiff", "tailtiffwhole", "gzipbomb", "gzipimage")
 
 
 def _peak_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    return memory_of(pid)["VmHWM"] / (1 << 20)
 
 
 def main() -> None:

@@ -307,6 +307,18 @@ def start_redis(workdir: Path, port: int | None = None) -> Process:
     return Process([*args, "--dir", str(workdir)], port, workdir / f"redis-{port}.log")
 
 
+def memory_of(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (its peak) of a running process, in bytes."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0]) * 1024
+    if len(found) != 2:
+        raise AssertionError(f"no VmRSS/VmHWM for process {pid}")
+    return found
+
+
 def peak_rss_mb(code: str) -> float:
     """Run ``code`` in a fresh interpreter; its peak resident memory in MB (VmHWM: that of
     its own memory, where getrusage's maxrss would also count the parent's before exec)."""

@@ -31,6 +31,7 @@ from iiif_shim.imaging.fetched import Missing, Parts, Ranges
 from tests.support import (
     Process,
     Response,
+    memory_of,
     request,
     start_faulty,
     start_shim,
@@ -99,10 +100,7 @@ def shim(upstream: Process, tmp_path: Path) -> Iterator[Process]:
 
 
 def _peak(process: Process) -> int:
-    for line in Path(f"/proc/{process.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
+    return memory_of(process.proc.pid)["VmHWM"]
 
 
 def _rise(shim: Process, path: str, status: int) -> int:

@@ -24,6 +24,7 @@ from tests.support import (
     Process,
     Response,
     free_port,
+    memory_of,
     need_tool,
     request,
     start_faulty,
@@ -130,10 +131,7 @@ def _timed(shim: Process, path: str, **kw: object) -> tuple[Response, float]:
 
 
 def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+    return memory_of(pid)["VmHWM"] / (1 << 20)
 
 
 @pytest.mark.parametrize(

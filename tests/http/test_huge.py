@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.support import Process, need_tool, request, start_shim, write_config
+from tests.support import Process, memory_of, need_tool, request, start_shim, write_config
 
 WIDTH, HEIGHT, BLOCK = 20000, 15000, 500
 MB = 1024 * 1024
@@ -255,16 +255,6 @@ def test_more_than_the_whole_budget_is_refused_at_once(shim: Process, name: str,
 # --- memory under load ------------------------------------------------------------------------
 
 
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in bytes."""
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            found[key] = int(value.split()[0]) * 1024
-    return found
-
-
 def sweep_paths() -> list[str]:
     """Tiles of every level of the TIFF pyramids (a sample of the full-size ones, all of the
     rest), the reduced tiles of the JPEG and JPEG 2000 that fit the budget, small full images."""
@@ -321,10 +311,10 @@ def test_peak_memory_stays_within_the_budget_under_16_clients(
     try:
         for name in MASTERS:  # everything imported and set up once
             _image(proc, f"/iiif/3/{name}/full/64,/0/default.jpg")
-        before = memory(proc.proc.pid)
+        before = memory_of(proc.proc.pid)
         paths = sweep_paths()
         statuses = sweep(proc.port, paths, clients=16)
-        after = memory(proc.proc.pid)
+        after = memory_of(proc.proc.pid)
     finally:
         proc.stop()
     assert statuses == {200: len(paths)}, statuses
