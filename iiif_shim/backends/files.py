@@ -9,7 +9,8 @@ A tiled TIFF is read by window: its pages that form a halving pyramid (as ``vips
 facts, so the planner asks for a region at a pyramid level and only the tiles of that page that
 meet the region are decoded (a single-page tiled TIFF gets region reads at full size). Anything
 else (stripped TIFFs, JPEG, JPEG 2000, PNG) is delivered whole and Pillow does all the work,
-decoding JPEG and JPEG 2000 at reduced resolution when the output is small.
+decoding JPEG and JPEG 2000 at reduced resolution when the output is small (a JPEG 2000's facts
+carry its codestream's layout and size, ``imaging/j2k.py``: what decoding it costs).
 
 A master asked for as it is (``core/passthrough.py``) is opened once (:meth:`FilesBackend.
 open_master`): its version and header are read from the open file (the service checks that

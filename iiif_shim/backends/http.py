@@ -10,7 +10,9 @@ missed again, never the same range twice, each at most ``max_metadata_bytes``, a
 (or stops answering ranges, or whose file changes meanwhile), a header spread wider than that,
 or one that needs the end of a file of unknown size, has the master read whole for its facts,
 as an image is read: bounded by ``max_bytes``, to a temporary file when large (the memory it
-may hold reserved from the budget), its facts those of what was read. Image requests fetch the
+may hold reserved from the budget), its facts those of what was read. A JPEG 2000's facts carry
+its codestream's layout from the same header bytes (``imaging/j2k.py``) and the file's size
+from ``Content-Range``, for the cost of decoding it. Image requests fetch the
 whole file the same way (``UpstreamBackend.image``) and Pillow does the rest; the service keeps
 the decoded master (``cache.decoded_bytes``) so the tiles of one viewer session fetch it once.
 """

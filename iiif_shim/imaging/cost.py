@@ -18,9 +18,10 @@ and the rows its loader holds, and what it does after that streams through strip
 ``vips_steps: all`` only the encoder's output and buffers count besides the decoded source
 (``vips.VipsEngine.cost``). A window of a tiled TIFF that libvips reads itself
 (:attr:`Libvips.windows`) costs a few rows of its tiles and, for the steps Pillow does, the
-scaled window's pixels crossing back to Pillow (:func:`_libvips_window`). Not counted yet:
-OpenJPEG's own copy of a JPEG 2000 tile (32-bit samples) and its codestream, which depend on
-the master's tiling and size, not in the facts (docs/performance.md). The model is checked
+scaled window's pixels crossing back to Pillow (:func:`_libvips_window`). A JPEG 2000 is
+counted from its codestream's layout in the facts (``SourceInfo.codestream``): decoded at the
+reduction its levels allow (:func:`j2k_factor`), one tile at a time by OpenJPEG in 32-bit
+samples from the tile's compressed bytes read whole (:func:`_j2k`). The model is checked
 against measured peaks (``tests/unit/test_cost_model.py``, the table in docs/performance.md).
 :class:`Allowance` is what one decode may take, and :func:`check_size` the check of a header
 against it. Pure: no pixel is touched here."""
