@@ -196,11 +196,11 @@ _TILE_ROWS = 3
 # samples at the reduction asked, from the tile's compressed bytes read whole, with its
 # code-block structures for every level of the tile (about a byte for ten samples);
 # Pillow copies each tile into a buffer of the samples' own bytes before its image; libvips
-# has OpenJPEG decode rows of tiles, or strips of an untiled image (measured: about 1100 rows
+# has OpenJPEG decode rows of tiles, or strips of an untiled image (measured: about 1000 rows
 # of 32-bit samples at the size decoded); and a few MB whatever the size (measured)
 _J2K_SAMPLE = 4
 _J2K_BOOKKEEPING = 1 / 10
-_J2K_LIBVIPS_ROWS = 1152
+_J2K_LIBVIPS_ROWS = 1024
 _J2K_FIXED = 2 << 20
 MARGIN = 1 / 16  # on top of the count: what a step's own buffers, rows and strips add
 
