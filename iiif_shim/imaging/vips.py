@@ -327,6 +327,10 @@ def _load(fetched: Fetched, loader: str, page: int, shrink: int, access: str) ->
     options: dict[str, Any] = {"access": access, "fail_on": "truncated"}
     if loader in _PAGED:
         options["page"] = page
+    if loader == "tiffload" and fetched.window is None:
+        # Pillow (its libtiff decoder) turns a whole TIFF page as its Orientation tag says, and
+        # the facts give that size: libvips must read the page the same way
+        options["autorotate"] = True
     if shrink > 1:
         options["shrink"] = shrink
 

@@ -252,6 +252,29 @@ def test_every_step_gives_the_pixels_pillow_gives(source: str, policy: str) -> N
             assert set(a.convert("L").histogram()[1:255]) == {0}, what
 
 
+@pytest.mark.parametrize("policy", ["all", "measured"])
+def test_a_tiff_with_an_orientation_is_read_turned_as_pillow_reads_it(
+    tmp_path: Path, policy: str
+) -> None:
+    """Pillow's libtiff decoder turns a TIFF as its Orientation tag says (and the facts give
+    that size); libvips read it as stored, so the vips engine refused it as a bomb."""
+    stored = Image.new("RGB", (300, 200), (220, 20, 20))
+    stored.paste((30, 40, 210), (0, 0, 150, 200))  # stored: blue left half, red right half
+    exif = Image.Exif()
+    exif[pillow.ORIENTATION_TAG] = 6  # shown turned 90 degrees clockwise
+    path = tmp_path / "turned.tif"
+    stored.save(path, exif=exif)
+    engine = VIPS if policy == "all" else MEASURED_VIPS
+    with Image.open(path) as im:
+        assert im.size == (200, 300)  # what the facts say
+    step = steps((200, 300), fmt=Format.PNG)
+    ours, theirs = opened(_render(engine, path, step)), opened(_render(PILLOW, path, step))
+    assert ours.size == theirs.size == (200, 300)
+    for x, y in ((100, 40), (100, 260)):  # blue on top, red below
+        assert close(pixel(ours, x, y), pixel(theirs, x, y)), (x, y)
+    assert close(pixel(ours, 100, 40), (30, 40, 210))
+
+
 def test_stitched_pixels_and_backend_bytes() -> None:
     quad = Image.new("RGB", (300, 200), (255, 0, 0))
     quad.paste((0, 0, 255), (0, 100, 150, 200))
