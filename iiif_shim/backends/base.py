@@ -14,8 +14,10 @@ parsed from its settings), one :class:`~iiif_shim.upstream.client.Upstream` clie
 expansion of a template for a target, and :meth:`UpstreamBackend.image`, the one way a whole
 image answer becomes a delivery (held once: small in memory, large in a temporary file in its
 spill folder: ``spill_dir``, else the disk cache's folder, else ``TMPDIR``), and what such an
-answer may hold in memory (:meth:`Backend.body_bytes`, which the service reserves from the
-memory budget before it fetches).
+answer is expected to hold in memory (:meth:`Backend.body_bytes`, which the service reserves
+from the memory budget with the image's cost before it fetches). :class:`BodyShare` is that
+share of a request's reservation, grown while an answer is read when it holds more (its
+declared length, its bytes as they arrive, what is written to a spill folder in memory).
 :class:`OpenFile` is a master a backend opened to be sent as it is (:meth:`Backend.open_master`;
 only a backend that keeps masters as local files has one).
 :class:`Listable` is what a backend that keeps its images
@@ -30,6 +32,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
@@ -45,7 +48,7 @@ from iiif_shim.base.errors import (
     unreachable,
 )
 from iiif_shim.cache.facade import Caches
-from iiif_shim.imaging.budget import MemoryBudget
+from iiif_shim.imaging.budget import MemoryBudget, Reservation
 from iiif_shim.imaging.engine import Record
 from iiif_shim.imaging.fetched import Fetched
 from iiif_shim.imaging.pillow import Traits
@@ -54,7 +57,7 @@ from iiif_shim.model.plan import Capabilities, NativeOp, Target
 from iiif_shim.telemetry.metrics import Metrics
 from iiif_shim.upstream import spill
 from iiif_shim.upstream.breaker import State
-from iiif_shim.upstream.client import Answer, Body, Download, Upstream, held_bytes
+from iiif_shim.upstream.client import Answer, Body, Download, Hold, Upstream, held_bytes
 from iiif_shim.upstream.urltemplate import UnsafeValue, UrlTemplate
 
 log = logging.getLogger("iiif_shim")
@@ -181,10 +184,11 @@ class Backend(ABC, Generic[S]):
         ``None`` when this backend only delivers through :meth:`fetch` (the default)."""
         return None
 
-    def body_bytes(self) -> int:
-        """The most memory what one :meth:`fetch` receives may hold before it is decoded (a
-        network backend's answer, while it is read): the service reserves it with the image's
-        own cost. None by default (a local file is read by the engine)."""
+    def body_bytes(self, op: NativeOp, info: SourceInfo) -> int:
+        """The memory what one :meth:`fetch` of ``op`` receives is expected to hold before it
+        is decoded (a network backend's answer, while it is read): the service reserves it with
+        the image's own cost, and grows it when the answer holds more (:class:`BodyShare`).
+        None by default (a local file is read by the engine)."""
         return 0
 
     async def open_master(self, target: Target) -> OpenFile | None:
@@ -243,26 +247,27 @@ class UpstreamBackend(Backend[N]):
 
     upstream: Upstream
     urls: Mapping[str, UrlTemplate]
-    spills_in_memory = False
 
     async def start(self, context: BackendContext) -> None:
         await super().start(context)
         self.urls = self.settings.templates()
         scopes = [t for t in self.urls.values() if t.origin is not None]
         where = spill_folder(self.settings.spill_dir, context.caches.settings.disk)
-        self.spills_in_memory = spill.in_memory(spill.folder(where))
-        if self.spills_in_memory:
+        self.upstream = Upstream(self.name, self.settings, scopes, context.metrics, spill_dir=where)
+        if self.upstream.spills_in_memory:
             log.warning(
                 "backend %r: its spill folder %s is in memory (tmpfs): large answers written "
-                "there are counted against the memory budget; set spill_dir to a folder on disk",
+                "there are counted against the memory budget as they are written; set "
+                "spill_dir to a folder on disk",
                 self.name,
                 spill.folder(where),
             )
-        self.upstream = Upstream(self.name, self.settings, scopes, context.metrics, spill_dir=where)
         await self.upstream.start()
 
-    def body_bytes(self) -> int:
-        return held_bytes(self.settings, self.spills_in_memory)
+    def body_bytes(self, op: NativeOp, info: SourceInfo) -> int:
+        """What an answer the size of ``op``'s pixels holds in memory (:func:`expected_bytes`):
+        a tile's few hundred KB, at most 8 MiB for a master."""
+        return held_bytes(self.settings, expected_bytes(op))
 
     async def close(self) -> None:
         await self.upstream.close()
@@ -306,7 +311,14 @@ class UpstreamBackend(Backend[N]):
         """The image at ``url``, read whole and held once (``Upstream.download``): its bytes
         when it is small, else the temporary file it was written to, kept while the delivery
         (or any copy of it) lives."""
-        got = await self.upstream.download(url, image_id=target.native_id, what=what, facts=facts)
+        share = answers.get()
+        got = await self.upstream.download(
+            url,
+            image_id=target.native_id,
+            what=what,
+            facts=facts,
+            hold=share.hold() if share is not None else None,
+        )
         return self.delivery(got)
 
     def delivery(self, got: Download) -> Fetched:
@@ -351,6 +363,60 @@ class UpstreamBackend(Backend[N]):
         if circuit is State.HALF_OPEN:
             return Health.DEGRADED, "its circuit is half-open"
         return Health.OK, None
+
+
+_ANSWER_SLACK = 64 * 1024  # headers, tables and poor compression, past an answer's raw pixels
+
+
+def expected_bytes(op: NativeOp) -> int:
+    """The bytes an answer to ``op`` is expected to take at most: its pixels as 8-bit RGBA,
+    uncompressed, and a little more (an answer that proves larger grows its share)."""
+    width, height = op.delivered_size()
+    return width * height * 4 + _ANSWER_SLACK
+
+
+class BodyShare:
+    """The memory one request set aside for the upstream answers it reads: ``credit`` bytes
+    of ``reservation`` (``Backend.body_bytes``, reserved with its pixels; ``None``: nothing
+    reserved yet), grown when an answer holds more. Each growth is a reservation of its own,
+    waiting its turn like any other (a 503 past ``memory_wait``, a 501 past the budget),
+    folded into the request's reservation so that it is released with it, by its last holder
+    (a decode that outlives its request keeps it counted)."""
+
+    def __init__(
+        self, budget: MemoryBudget, reservation: Reservation | None = None, credit: int = 0
+    ) -> None:
+        self.budget = budget
+        self.reservation = reservation
+        self.credit = credit
+
+    def hold(self) -> Hold:
+        """What one answer read tells as it grows (``Upstream.download``): the first answer
+        is credited what was set aside beforehand; past it, the rest is reserved."""
+        held, self.credit = self.credit, 0
+
+        async def grow(nbytes: int) -> None:
+            nonlocal held
+            if nbytes <= held:
+                return
+            extra = await self.budget.reserve(nbytes - held)
+            held = nbytes
+            if self.reservation is None:
+                self.reservation = extra
+            else:
+                self.reservation.nbytes += extra.nbytes  # given back with it
+
+        return grow
+
+    def release(self) -> None:
+        """Give back what a share of its own reserved (one that was not given a reservation)."""
+        if self.reservation is not None:
+            self.reservation.release()
+            self.reservation = None
+
+
+# The share of the request being served (set by the service around what it fetches).
+answers: ContextVar[BodyShare | None] = ContextVar("answers", default=None)
 
 
 def spill_folder(configured: Path | None, disk_cache: Path | None) -> Path | None:

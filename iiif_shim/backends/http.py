@@ -10,11 +10,12 @@ missed again, never the same range twice, each at most ``max_metadata_bytes``, a
 (or stops answering ranges, or whose file changes meanwhile), a header spread wider than that,
 or one that needs the end of a file of unknown size, has the master read whole for its facts,
 as an image is read: bounded by ``max_bytes``, to a temporary file when large (the memory it
-may hold reserved from the budget), its facts those of what was read. A JPEG 2000's facts carry
-its codestream's layout from the same header bytes (``imaging/j2k.py``) and the file's size
-from ``Content-Range``, for the cost of decoding it. Image requests fetch the
-whole file the same way (``UpstreamBackend.image``) and Pillow does the rest; the service keeps
-the decoded master (``cache.decoded_bytes``) so the tiles of one viewer session fetch it once.
+holds reserved from the budget as it grows, ``BodyShare``), its facts those of what was read.
+A JPEG 2000's facts carry its codestream's layout from the same header bytes
+(``imaging/j2k.py``) and the file's size from ``Content-Range``, for the cost of decoding it.
+Image requests fetch the whole file the same way (``UpstreamBackend.image``) and Pillow does
+the rest; the service keeps the decoded master (``cache.decoded_bytes``) so the tiles of one
+viewer session fetch it once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from contextlib import AbstractAsyncContextManager
 
 from yarl import URL
 
-from iiif_shim.backends.base import UpstreamBackend
+from iiif_shim.backends.base import BodyShare, UpstreamBackend
 from iiif_shim.backends.settings import HttpSettings
 from iiif_shim.imaging.fetched import Fetched, Missing, Parts, Ranges
 from iiif_shim.imaging.pillow import Header, read_header
@@ -49,15 +50,19 @@ class HttpBackend(UpstreamBackend[HttpSettings]):
             # kept for images), as an image is read: to a temporary file when it is large; its
             # facts are of what this read found
             budget = self.context.budget
-            held = await budget.reserve(self.body_bytes()) if budget is not None else None
+            share = BodyShare(budget) if budget is not None else None
             try:
                 got = await self.upstream.download(
-                    url, image_id=target.native_id, facts=True, what="a master read for its header"
+                    url,
+                    image_id=target.native_id,
+                    facts=True,
+                    what="a master read for its header",
+                    hold=share.hold() if share is not None else None,
                 )
+                header = await self.context.run_blocking(read_header, self.delivery(got), got.size)
             finally:
-                if held is not None:
-                    held.release()
-            header = await self.context.run_blocking(read_header, self.delivery(got), got.size)
+                if share is not None:
+                    share.release()  # what it held, once its header is read
             version, modified = got.version, got.last_modified
         return SourceInfo(
             width=header.width,

@@ -33,7 +33,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from iiif_shim.backends.base import Backend, BackendContext, OpenFile
+from iiif_shim.backends.base import Backend, BackendContext, BodyShare, OpenFile, answers
 from iiif_shim.backends.registry import backend_for
 from iiif_shim.base.errors import BackendError, DecompressionBomb, ShimError
 from iiif_shim.cache.entry import source_key
@@ -456,11 +456,13 @@ class ImageService:
         full = engine.cost(the_plan, info)
         cached = whole and self.decoded.holds(source, key)
         need = engine.cost(the_plan, info, decoded_cached=cached)
-        # what the backend's answer may hold in memory while it is read counts too, unless
-        # nothing is fetched (the decoded master is kept)
-        answer = 0 if cached else src.backend.body_bytes()
+        # what the backend's answer is expected to hold in memory while it is read counts too,
+        # unless nothing is fetched (the decoded master is kept); more, if it holds more
+        answered = src.backend.body_bytes(the_plan.native, info)
+        answer = 0 if cached else answered
         reservation = await self.budget.reserve(need.total + answer)
         token = holding.set(reservation)
+        share = answers.set(BodyShare(self.budget, reservation, answer))
         try:
             if whole:
                 # The same master serves every tile: keep it decoded, at the reduction this
@@ -470,19 +472,17 @@ class ImageService:
                 async def decode() -> DecodedSource:
                     # the master was cached when the reservation was made, and is gone now:
                     # its decoding gets a reservation of its own
-                    extra = (
-                        await self.budget.reserve(full.decode + src.backend.body_bytes())
-                        if cached
-                        else None
-                    )
+                    extra = await self.budget.reserve(full.decode + answered) if cached else None
                     inner = holding.set(extra) if extra else None
+                    own = answers.set(BodyShare(self.budget, extra, answered)) if extra else None
                     try:
                         fetched = await src.backend.fetch(src.target, the_plan.native, info)
                         decoded: DecodedSource = await self.workers.run(
                             engine.decode, fetched, factor, allowance, record
                         )
                     finally:
-                        if extra is not None and inner is not None:
+                        if extra is not None and inner is not None and own is not None:
+                            answers.reset(own)
                             holding.reset(inner)
                             extra.release()
                     return decoded
@@ -504,6 +504,7 @@ class ImageService:
                     allowance = cost.Allowance(max_pixels, full.decode, expected)
                     body = await self.workers.run(engine.render, fetched, steps, allowance, record)
         finally:
+            answers.reset(share)
             holding.reset(token)
             reservation.release()
         return Rendered(body=body, media_type=the_plan.resolved.format.media_type)

@@ -16,11 +16,14 @@ circuit are its own) and gets answers through :meth:`Upstream.get`, which:
 - asks with ``Accept-Encoding: identity`` and the request id, follows redirects only within the
   origin and folder of the backend's URL templates (``redirects: same_origin``) or not at all;
 - reads at most ``max_bytes`` of an image and ``max_metadata_bytes`` of metadata (more: 502),
-  each body held once: a small one in memory (its pieces joined once: at most twice
-  ``SPILL_AT`` at the peak, :func:`held_bytes`), an image body of more than ``SPILL_AT``
-  (:meth:`Upstream.download`) written as it arrives to an unnamed temporary file in the
-  backend's spill folder that the image engine reads (``spill.py``), so a large master costs
-  disk, not memory (unless that folder is in memory: :func:`held_bytes` says so);
+  each body held once: a small one in memory (its pieces joined once: twice its size at the
+  peak), an image body of more than ``SPILL_AT`` (:meth:`Upstream.download`) written as it
+  arrives to an unnamed temporary file in the backend's spill folder that the image engine
+  reads (``spill.py``), so a large master costs disk, not memory (unless that folder is in
+  memory, ``spills_in_memory``); what a whole image answer holds in memory is told as it
+  grows to whoever reserves it (``hold``: from its declared length once the headers are in,
+  then as its bytes arrive or are written to a folder in memory; :func:`held_bytes` is what
+  an answer of a size expected beforehand holds);
 - decides by what a body is whether it may come compressed: an image (a master, a tile, the
   first bytes of a master, :meth:`Upstream.download`, ``image=True``) that comes encoded (it
   was asked for ``identity``) is a 502, never inflated; anything else (metadata, a catalogue)
@@ -44,7 +47,7 @@ import random
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +90,8 @@ _INFLATE_STEP = 1024 * 1024
 SPILL_AT = 4 * 1024 * 1024
 _WRITE_BLOCK = 1024 * 1024  # bytes gathered before one write to a spill file (off the loop)
 _MAGIC_BYTES = 16  # the first bytes that tell whether a body is an image's
+# Told, as it grows, the most memory a whole image answer being read holds (Upstream.download)
+Hold = Callable[[int], Awaitable[None]]
 _TYPE_RE = re.compile(r"[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,40}")
 _MAX_REDIRECTS = 3
 
@@ -177,12 +182,21 @@ class Download:
     last_modified: float | None = None
 
 
-def held_bytes(settings: UpstreamSettings, spills_in_memory: bool = False) -> int:
-    """The most memory one whole image answer (:meth:`Upstream.download`) holds: a small one
-    twice (its pieces, then joined), a large one a block of pieces at a time; and all of it when
-    the spill folder is in memory (``spill.in_memory``)."""
-    small = 2 * min(settings.max_bytes, SPILL_AT)
-    return max(small, settings.max_bytes + _WRITE_BLOCK) if spills_in_memory else small
+def held_bytes(settings: UpstreamSettings, expected: int) -> int:
+    """The most memory a whole image answer (:meth:`Upstream.download`) of about ``expected``
+    bytes holds in memory while it is read: twice its size (its pieces, then joined), at most
+    twice ``SPILL_AT`` (a larger one is written a block at a time). What is written to a spill
+    folder in memory is not in it: that is held as it is written (``hold``)."""
+    return 2 * min(expected, settings.max_bytes, SPILL_AT)
+
+
+def _holds(size: int, spills_in_memory: bool) -> int:
+    """The most memory a whole image answer of ``size`` bytes, as declared, holds while it is
+    read: its pieces, then joined, when it is kept in memory; a block of pieces at a time when
+    it is written to a spill file, and all of it too when that file is in memory."""
+    if size <= SPILL_AT:
+        return 2 * size
+    return _WRITE_BLOCK + _CHUNK + (size if spills_in_memory else 0)
 
 
 def image_reserve(max_connections: int) -> int:
@@ -195,6 +209,27 @@ def documents_share(max_connections: int) -> int:
     """Connections of a backend's pool that the facts asked for documents may hold together:
     half of what metadata may hold, at least one."""
     return max(1, (max_connections - image_reserve(max_connections)) // 2)
+
+
+class _Held:
+    """What one whole answer being read holds, told to ``hold`` only when it grows; the time
+    ``hold`` waits (for memory) is added to the request's ``limit``: it is not the backend's."""
+
+    def __init__(self, hold: Hold | None, limit: asyncio.Timeout) -> None:
+        self._hold = hold
+        self._limit = limit
+        self.nbytes = 0
+
+    async def grow(self, nbytes: int) -> None:
+        if self._hold is None or nbytes <= self.nbytes:
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await self._hold(nbytes)
+        self.nbytes = nbytes
+        when = self._limit.when()
+        if when is not None:
+            self._limit.reschedule(when + loop.time() - started)
 
 
 @dataclass
@@ -220,6 +255,8 @@ class Upstream:
     ) -> None:
         self.backend = backend
         self.spill_dir = spill_dir  # where large image answers are written (None: TMPDIR)
+        # whether what is written there is memory (tmpfs): then it is held as it is written
+        self.spills_in_memory = role == "backend" and spill.in_memory(spill.folder(spill_dir))
         self.who = f"{role} '{backend}'"  # how error messages name it
         self.settings = settings
         self.scopes = tuple(scopes)  # where redirects may lead
@@ -398,38 +435,53 @@ class Upstream:
             raise failure from None
 
     async def download(
-        self, url: str | URL, *, image_id: str = "", what: str = "", facts: bool = False
+        self,
+        url: str | URL,
+        *,
+        image_id: str = "",
+        what: str = "",
+        facts: bool = False,
+        hold: Hold | None = None,
     ) -> Download:
         """An image answer read whole, at most ``max_bytes`` (more: 502), within ``timeout``,
         never retried; its first bytes must be an image's (read until there are enough of them,
         :meth:`_head`), and it must not come encoded. A body of more than ``SPILL_AT`` bytes is
         written to a :class:`~iiif_shim.upstream.spill.Spill` as it arrives (the writes on the
         spill threads), never held in memory. ``facts``: as in :meth:`get` (a whole master
-        read for its header)."""
+        read for its header). ``hold`` is told the most memory the answer holds, before it
+        holds it when its length is declared, else as its bytes arrive (and are written to a
+        spill folder in memory); what it waits for (memory) is not counted in ``timeout``."""
         deadline = asyncio.get_running_loop().time() + self.settings.timeout
         target = url if isinstance(url, URL) else URL(url, encoded=True)
         async with (
             self._accounted() as call,
-            asyncio.timeout_at(deadline),
+            asyncio.timeout_at(deadline) as limit,
             self._slot(image_id, deadline, facts),
             self._opened(target, None, what) as resp,
         ):
+            held = _Held(hold, limit)
+            declared = min(resp.content_length or 0, self.settings.max_bytes)
+            await held.grow(_holds(declared, self.spills_in_memory))
             first = await self._head(resp, _CHUNK, what)
-            got = await self._whole(resp, first)
+            got = await self._whole(resp, first, held)
             call.answered = True
         return got
 
-    async def _whole(self, resp: aiohttp.ClientResponse, first: bytes) -> Download:
-        """The body of ``resp`` after its checked ``first`` bytes, held once (:meth:`download`)."""
+    async def _whole(self, resp: aiohttp.ClientResponse, first: bytes, held: _Held) -> Download:
+        """The body of ``resp`` after its checked ``first`` bytes, held once (:meth:`download`),
+        what it holds told to ``held`` as it grows."""
         declared = resp.content_length or 0
         pieces = [first]
         gathered = size = len(first)  # bytes in pieces; bytes in all
         into: Spill | None = None
         try:
+            await held.grow(gathered)
             async for chunk in self._rest(resp, self.settings.max_bytes - len(first)):
                 size += len(chunk)
                 pieces.append(chunk)
                 gathered += len(chunk)
+                # in memory: the pieces, and on a spill folder in memory what was written
+                await held.grow(size if into is not None and self.spills_in_memory else gathered)
                 if into is None and max(size, declared) > SPILL_AT:
                     into = await spill.run(Spill, self.spill_dir)
                 if into is not None and gathered >= _WRITE_BLOCK:
@@ -437,6 +489,8 @@ class Upstream:
                     pieces, gathered = [], 0
             if into is not None:
                 await self._spilled(into.finish, pieces)
+            else:
+                await held.grow(2 * size)  # its pieces, then joined
         except BaseException:
             if into is not None:
                 into.close()

@@ -42,6 +42,7 @@ from tests.support import (
 BIG = 250_000_000  # bytes of the large master (16000 x 15625 grey pixels)
 BOMB = 300 * 1024 * 1024  # what the gzip bodies inflate to (about 300 KiB on the wire)
 MB = 1024 * 1024
+JUNK = 72_000_000  # bytes of a small JPEG with zeros after its end
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rows = "".join(f"object-{i:06d},p{1 + i % 2}\n" for i in range(80_000))
     (folder / "objects.csv").write_text("obj,img\n" + rows)
     shutil.copy(folder / "apps.jpg", folder / "trickle.jpg")
+    # a small JPEG followed by 72 MB of zeros after its end (more than a 64 MiB budget)
+    with (folder / "junk.jpg").open("wb") as junk:
+        junk.write(jpeg)
+        junk.truncate(JUNK)
     return folder
 
 
@@ -391,11 +396,12 @@ def test_parts_are_merged_and_a_read_across_them_is_served() -> None:
 
 
 def test_what_a_body_may_hold_is_reserved_from_the_budget(
-    upstream: Process, tmp_path: Path
+    upstream: Process, root: Path, tmp_path: Path
 ) -> None:
     """While a small master is fetched from a web server (slowly here), the request holds, on
-    top of its pixels' cost, what its body may hold in memory (twice 4 MiB: its pieces, then
-    joined), as /health shows (before: only the pixels, about 2 MB for this one)."""
+    top of its pixels' cost, what its answer is expected to hold in memory (its pieces, then
+    joined: twice what 640x480 pixels may take written), as /health shows; not a flat 8 MiB
+    whatever the answer (as before), nor only the pixels (as before that)."""
     base = f"http://127.0.0.1:{upstream.port}"
     config = write_config(
         tmp_path / "shim.yaml",
@@ -415,12 +421,76 @@ def test_what_a_body_may_hold_is_reserved_from_the_budget(
         def reserved() -> int:
             return int(json.loads(shim.get("/health").body)["memory"]["reserved"])
 
+        seen: list[int] = []
         try:
-            wait_until(lambda: reserved() >= 8 * MB, "the body's share reserved", 10)
+            wait_until(lambda: seen.append(reserved()) or seen[-1] > 0, "a reservation", 10)
         finally:
             asking.join(30)
         assert answers and answers[0].status == 200
+        size = (root / "apps.jpg").stat().st_size
+        assert 2 * size <= seen[-1] < 8 * MB, (size, seen[-1])
         assert reserved() == 0
+    finally:
+        shim.stop()
+
+
+def _tmpfs() -> Path:
+    """A folder in memory (a tmpfs) for spill files: /dev/shm."""
+    if not Path("/dev/shm").is_dir() or os.statvfs("/dev/shm").f_bavail == 0:
+        pytest.fail("this test needs /dev/shm (a tmpfs with room)")
+    return Path("/dev/shm")
+
+
+def test_a_spill_folder_in_memory_leaves_small_images_within_a_small_budget(
+    upstream: Process, tmp_path: Path
+) -> None:
+    """Spill files on tmpfs (/tmp on Debian 13, Fedora, Arch) with a budget of 64 MiB: a small
+    image of a web server's small master reserves what its answer holds, and is served (before:
+    every image request of a network backend reserved max_bytes and 1 MiB more, 257 MiB,
+    and got 501)."""
+    base = f"http://127.0.0.1:{upstream.port}"
+    config = write_config(
+        tmp_path / "shim.yaml",
+        "server: {health_interval: 3600, memory_budget: 67108864}\n"
+        f'backends:\n  web: {{type: http, url: "{base}/ok/{{id}}", spill_dir: "{_tmpfs()}"}}\n'
+        "routes:\n  - {backend: web}\n",
+    )
+    shim = start_shim(config, tmp_path)
+    try:
+        assert shim.get("/iiif/3/apps.jpg/info.json").status == 200
+        for path in ("full/64,/0/default.jpg", "0,0,256,256/256,/0/default.jpg"):
+            resp = shim.get(f"/iiif/3/apps.jpg/{path}")
+            assert resp.status == 200, (path, resp.status, resp.text[:300])
+    finally:
+        shim.stop()
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_what_is_spilled_to_a_folder_in_memory_counts_against_the_budget(
+    upstream: Process, tmp_path: Path, in_memory: bool
+) -> None:
+    """A 640x480 JPEG with 72 MB after its end, asked for as a thumbnail with a budget of
+    64 MiB: written to a folder in memory, its bytes are memory, more than the budget (501,
+    from its declared length, before any of it is read); written to disk, only the block in
+    memory counts, and it is served."""
+    base = f"http://127.0.0.1:{upstream.port}"
+    spills = _tmpfs() if in_memory else tmp_path
+    config = write_config(
+        tmp_path / "shim.yaml",
+        "server: {health_interval: 3600, memory_budget: 67108864}\n"
+        f'backends:\n  web: {{type: http, url: "{base}/ok/{{id}}", spill_dir: "{spills}"}}\n'
+        "routes:\n  - {backend: web}\n",
+    )
+    shim = start_shim(config, tmp_path)
+    try:
+        assert shim.get("/iiif/3/junk.jpg/info.json").status == 200
+        resp = shim.get("/iiif/3/junk.jpg/full/64,/0/default.jpg", timeout=60)
+        if in_memory:
+            assert resp.status == 501, resp.text[:300]
+            assert "memory budget" in resp.text
+        else:
+            assert resp.status == 200, resp.text[:300]
+        assert json.loads(shim.get("/health").body)["memory"]["reserved"] == 0
     finally:
         shim.stop()
 
