@@ -86,8 +86,8 @@ class NetworkSettings(UpstreamSettings, BackendSettings):
         "requests served at once, and no room there is a 503. `null`: the disk cache's folder "
         "(`cache.disk`) when there is one, else `TMPDIR` (`/tmp` unless set). A folder in "
         "memory (`tmpfs`, as `/tmp` is on some systems) holds those answers in RAM: "
-        "`check-config` warns, and each image request then reserves `max_bytes` more of the "
-        "memory budget",
+        "`check-config` warns, and what is written there counts against the memory budget "
+        "(from an answer's declared length, else as it is written)",
     )
 
     def health_id(self) -> str | None:
