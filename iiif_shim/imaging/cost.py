@@ -21,7 +21,8 @@ and the rows its loader holds, and what it does after that streams through strip
 scaled window's pixels crossing back to Pillow (:func:`_libvips_window`). A JPEG 2000 is
 counted from its codestream's layout in the facts (``SourceInfo.codestream``): decoded at the
 reduction its levels allow (:func:`j2k_factor`), one tile at a time by OpenJPEG in 32-bit
-samples from the tile's compressed bytes read whole (:func:`_j2k`). The model is checked
+samples from the tile's compressed bytes read whole, after setting up every tile of the grid
+(:func:`_j2k`). The model is checked
 against measured peaks (``tests/unit/test_cost_model.py``, the table in docs/performance.md).
 :class:`Allowance` is what one decode may take, and :func:`check_size` the check of a header
 against it. Pure: no pixel is touched here."""
@@ -197,7 +198,12 @@ _TILE_ROWS = 3
 # code-block structures for every level of the tile (about a byte for ten samples);
 # Pillow copies each tile into a buffer of the samples' own bytes before its image; libvips
 # has OpenJPEG decode rows of tiles, or strips of an untiled image (measured: about 1000 rows
-# of 32-bit samples at the size decoded); and a few MB whatever the size (measured)
+# of 32-bit samples at the size decoded); and a few MB whatever the size (measured). Before
+# decoding any tile, OpenJPEG sets up every tile of the grid and every component of each
+# (measured with 16x16 tiles: 9.9 KB a tile at 1 component, 12 KB at 3; 1.06 KB a component
+# with 16,384 of them)
+_J2K_TILE = 9 << 10
+_J2K_TILE_COMPONENT = 1280
 _J2K_SAMPLE = 4
 _J2K_BOOKKEEPING = 1 / 10
 _J2K_LIBVIPS_ROWS = 1024
@@ -289,9 +295,11 @@ def _j2k(
     sample, then Pillow's copy in the samples' own bytes, or libvips' rows of 32-bit samples,
     :data:`_J2K_LIBVIPS_ROWS`), that tile's compressed bytes read whole (an untiled master's:
     the whole file), the code-block structures of the tile at full size
-    (:data:`_J2K_BOOKKEEPING`) and :data:`_J2K_FIXED`. Facts without a codestream layout
-    (facts cached before they carried one, a header that could not be read) are counted as
-    one tile, its bytes as if nothing compressed."""
+    (:data:`_J2K_BOOKKEEPING`), what OpenJPEG sets up for every tile of the grid and each
+    of its components (:data:`_J2K_TILE`, :data:`_J2K_TILE_COMPONENT`) and
+    :data:`_J2K_FIXED`. Facts without a codestream layout (refused by ``facts.checked``: a
+    cached entry of an earlier release is read again) would be counted as one tile, its
+    bytes as if nothing compressed."""
     layout = info.codestream or Codestream(
         info.width, info.height, 0, libvips_bands(info.mode), 16 if _wide(info.mode) else 8
     )
@@ -308,15 +316,18 @@ def _j2k(
         stream = raw_tile + raw_tile // 8
         if layout.nbytes is not None:
             stream = min(stream, layout.nbytes)
-    fixed = stream + comps * tw * th * _J2K_BOOKKEEPING + _J2K_FIXED
+    grid = layout.tiles(info.width, info.height) * (_J2K_TILE + comps * _J2K_TILE_COMPONENT)
+    fixed = stream + comps * tw * th * _J2K_BOOKKEEPING + grid + _J2K_FIXED
     # the largest tile at the reduction (a tile off the reduced grid takes a pixel more)
     rw, rh = min(math.ceil(tw / factor) + 1, w), min(math.ceil(th / factor) + 1, h)
+    # the grid's set-up is small blocks, which stay in the heap after the decode (measured: a
+    # 3000x2000 master of 64x64 tiles, decoded whole, peaked while finishing)
     if by_libvips:
-        kept = libvips_bytes(libvips_bands(info.mode), w, h)
+        kept = libvips_bytes(libvips_bands(info.mode), w, h) + grid
         rows = rh if not whole else min(h, _J2K_LIBVIPS_ROWS)  # a row of tiles, or strips
         strips = _J2K_SAMPLE * comps * w * rows + _LIBVIPS_PIPELINE
-        return kept, math.ceil(kept + strips + fixed)
-    kept = (1 if grey else RGBA_BYTES) * w * h
+        return kept, math.ceil(kept + strips + fixed - grid)
+    kept = (1 if grey else RGBA_BYTES) * w * h + grid
     tile = (_J2K_SAMPLE + sample) * comps * rw * rh
     return kept, math.ceil(decode_bytes(info.mode, w, h) + tile + fixed)
 

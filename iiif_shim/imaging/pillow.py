@@ -149,18 +149,26 @@ class Header:
     codestream: Codestream | None = None
 
 
-def read_header(fetched: Fetched, nbytes: int | None = None) -> Header:
+def read_header(fetched: Fetched, nbytes: int | None = None, *, layout: bool = True) -> Header:
     """The :class:`Header` of the delivered image, from its first bytes only (``nbytes``: the
-    whole file's size, when known, kept with a JPEG 2000's layout)."""
+    whole file's size, when known, kept with a JPEG 2000's layout). ``layout``: a JPEG 2000's
+    codestream layout too (its facts; not for an engine that needs only the size), and
+    :class:`NotAnImage` when that cannot be read."""
     with _open(fetched) as im:
         width, height = im.size
         if width < 1 or height < 1:
             raise NotAnImage(f"{fetched.described} has an empty image")
-        layout = None
-        if im.format == "JPEG2000" and isinstance(im, ImageFile.ImageFile) and im.fp is not None:
+        found = None
+        if layout and im.format == "JPEG2000" and isinstance(im, ImageFile.ImageFile):
             # the largest tile's bytes too, from a file at hand (never by ranges)
-            layout = j2k.codestream(im.fp, nbytes, walk=fetched.reader is None)
-        return Header(width, height, colour_of(im.mode), im.format, im.mode, layout)
+            if im.fp is not None:
+                found = j2k.codestream(im.fp, nbytes, walk=fetched.reader is None)
+            if found is None:
+                raise NotAnImage(
+                    f"{fetched.described} did not return an image",
+                    detail="a JPEG 2000 whose codestream header cannot be read",
+                )
+        return Header(width, height, colour_of(im.mode), im.format, im.mode, found)
 
 
 # EXIF's orientation tag: 1 is "as stored"; anything else asks a reader to turn or mirror.

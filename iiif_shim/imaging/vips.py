@@ -229,7 +229,7 @@ class VipsEngine(PillowMeasures):
         readers = self.policy.file_loaders if fetched.path else self.policy.data_loaders
         header = _open(fetched, 1, allowance) if _loader(fetched) in readers else None
         if header is None:  # Pillow decodes it (as pillow.render does), then the policy
-            found = pillow.read_header(fetched)
+            found = pillow.read_header(fetched, layout=False)  # its size: no tile-part walk
             width, height, fmt = found.width, found.height, found.format
             if fetched.window is not None:  # what is delivered is the window
                 width, height = fetched.window.w, fetched.window.h

@@ -6,9 +6,11 @@
   :class:`Codestream` (its tiling, levels and size: what decoding it costs);
 - :class:`Pyramid` and its geometry (levels, tiles, the window a region needs at a level), pure;
 - :func:`checked`: the one check every backend's facts pass before anything uses them (sizes
-  at least 1, sane tile sizes and scale factors, bounded counts, and ``native`` of a kind the
-  backend reports), so a malformed answer from a legacy server is a 502 naming the backend,
-  never a 500 further down;
+  at least 1, sane tile sizes and scale factors, bounded counts, ``native`` of a kind the
+  backend reports, and a JPEG 2000's layout present, with what is decoded here: at most
+  :data:`MAX_COMPONENTS` components and :data:`MAX_CODESTREAM_TILES` tiles), so a malformed
+  answer from a legacy server or a hostile header is a 502 naming the backend, never a 500 or
+  an allocation further down (and facts a cache kept that fail it are a miss);
 - :func:`native_as` and :class:`FactsMismatch`: ``native`` as the type a backend works from,
   else an error (a 502, or facts asked again where they came from a cache:
   ``core/service.py``);
@@ -169,7 +171,14 @@ class ServiceFacts:
 NativeFacts = PyramidFacts | ServiceFacts
 
 MAX_CODESTREAM_LEVELS = 32  # decomposition levels a JPEG 2000 may state (COD: at most 32)
-MAX_COMPONENTS = 16384  # components of a JPEG 2000 (SIZ: Csiz)
+# components of a JPEG 2000 decoded here: what Pillow renders (L, LA, RGB, RGBA); the standard
+# allows 16,384, and OpenJPEG sets up each one of each tile (about 1 KB) before Pillow refuses
+MAX_COMPONENTS = 4
+# tiles of a JPEG 2000: those of a gigapixel image (Pillow's guard, 2**30 pixels) in 256x256
+# tiles, the smallest tiles encoders write for masters. The standard allows 65,535 (tiles are
+# numbered in 16 bits), and OpenJPEG sets up each one (about 9 KB, then 1 KB a component:
+# measured) before decoding any: a hostile file of 1x1 tiles and a few KB took 760 MB
+MAX_CODESTREAM_TILES = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,13 @@ class Codestream:
     image_y: int = 0
     nbytes: int | None = None
     tile_bytes: int | None = None  # the largest tile's compressed bytes, when they were walked
+
+    def tiles(self, width: int, height: int) -> int:
+        """Tiles of the grid over an image of ``width`` x ``height`` (the facts' size: SIZ's
+        Xsiz - XOsiz by Ysiz - YOsiz), counted from where the grid starts."""
+        across = -(-(self.image_x + width - self.tile_x) // self.tile_width)
+        down = -(-(self.image_y + height - self.tile_y) // self.tile_height)
+        return across * down
 
 
 @dataclass(frozen=True)
@@ -267,21 +283,30 @@ def _problem(info: SourceInfo) -> str | None:
     if pyramid is not None and (problem := _pyramid_problem(pyramid, info.width, info.height)):
         return problem
     if info.codestream is not None:
-        return _codestream_problem(info.codestream)
+        return _codestream_problem(info.codestream, info.width, info.height)
+    if info.format == "JPEG2000":  # every backend that reads a JPEG 2000 reads its layout: facts
+        # without it were kept by an earlier release (a cached entry: a miss, read again)
+        return "a JPEG 2000 without its codestream's layout"
     return None
 
 
-def _codestream_problem(c: Codestream) -> str | None:
+def _codestream_problem(c: Codestream, width: int, height: int) -> str | None:
     counts = (c.tile_width, c.tile_height, c.levels, c.components, c.depth)
     places = (c.tile_x, c.tile_y, c.image_x, c.image_y)
     if not all(type(v) is int for v in (*counts, *places)):
         return "JPEG 2000 layout"
     if not (1 <= c.tile_width < 1 << 32 and 1 <= c.tile_height < 1 << 32):
         return f"JPEG 2000 tile size {c.tile_width}x{c.tile_height}"
-    if not (0 <= c.levels <= MAX_CODESTREAM_LEVELS and 1 <= c.components <= MAX_COMPONENTS):
-        return f"JPEG 2000 levels {c.levels}, components {c.components}"
+    if not 0 <= c.levels <= MAX_CODESTREAM_LEVELS:
+        return f"JPEG 2000 levels {c.levels}"
+    if not 1 <= c.components <= MAX_COMPONENTS:
+        return f"a JPEG 2000 of {c.components} components (at most {MAX_COMPONENTS} are decoded)"
     if not 1 <= c.depth <= 38 or not all(0 <= v < 1 << 32 for v in places):
         return "JPEG 2000 layout"
+    if c.tile_x > c.image_x or c.tile_y > c.image_y:
+        return "JPEG 2000 layout"
+    if (tiles := c.tiles(width, height)) > MAX_CODESTREAM_TILES:
+        return f"a JPEG 2000 of {tiles} tiles (at most {MAX_CODESTREAM_TILES} are decoded)"
     for size in (c.nbytes, c.tile_bytes):
         if size is not None and (type(size) is not int or size < 0):
             return f"JPEG 2000 size {size}"

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
+from pathlib import Path
 
 import pytest
 
+from iiif_shim.cache.entry import FACTS, Slot, source_key
+from iiif_shim.cache.facade import Caches
 from iiif_shim.cache.memory import SingleFlight, SizedCache, TtlCache
-from iiif_shim.model.facts import SourceInfo
+from iiif_shim.cache.settings import CacheSettings
+from iiif_shim.model.facts import Codestream, SourceInfo, checked
+from iiif_shim.telemetry.metrics import Metrics
 
 
 def test_single_flight_shares_one_call_and_forgets_errors() -> None:
@@ -102,3 +109,47 @@ def test_a_ttl_cache_keeps_none_as_an_answer() -> None:
         assert calls == 1
 
     asyncio.run(main())
+
+
+def test_jpeg_2000_facts_kept_without_their_layout_are_a_miss(tmp_path: Path) -> None:
+    """Facts of a JPEG 2000 that an earlier release kept in a shared tier, without its
+    codestream's layout: counted as one untiled tile, a tiled master's views were refused as
+    over the budget until they expired (an hour). They fail the backend's check: a miss,
+    counted as unusable, the facts read again and kept in their place."""
+    settings = CacheSettings(disk=tmp_path / "disk", info_ttl=60)
+    slot = Slot(source_key("files", "big.jp2"), FACTS)
+    layout = Codestream(512, 512, 5, 3, 8, nbytes=40 << 20, tile_bytes=200_000)
+    fresh = SourceInfo(20000, 15000, format="JPEG2000", mode="RGB", codestream=layout)
+    loads = 0
+
+    async def load() -> SourceInfo:
+        nonlocal loads
+        loads += 1
+        return fresh
+
+    async def main() -> None:
+        metrics = Metrics()
+        tiers = Caches(settings, metrics)
+        await tiers.start(listen=False)
+        try:
+            assert tiers.disk is not None
+            stale = dataclasses.replace(fresh, codestream=None)
+            tiers.disk.folder.put(slot, stale, time.time() + 60)
+            found = await tiers.facts("files", "big.jp2", load, lambda i: checked(i, "files"))
+            assert found == (fresh, False) and loads == 1
+            assert _rejected(metrics) == {("disk", "unusable"): 1.0}
+            assert tiers.disk.folder.get(slot) == fresh  # replaced
+        finally:
+            await tiers.close()
+
+    asyncio.run(main())
+
+
+def _rejected(metrics: Metrics) -> dict[tuple[str, str], float]:
+    counts: dict[tuple[str, str], float] = {}
+    for family in metrics.registry.collect():
+        if family.name == "iiif_shim_cache_rejected":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    counts[sample.labels["tier"], sample.labels["reason"]] = sample.value
+    return counts

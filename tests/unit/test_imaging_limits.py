@@ -282,3 +282,35 @@ def test_a_jpeg_2000_with_few_levels_is_counted_at_the_reduction_it_decodes_at()
     decoded = pillow.decode(fetched, factor, Allowance(10**9, estimate.decode, (2000, 1600)))
     assert decoded.image.size == (500, 400)
     assert estimate.decode >= cost.decode_bytes("RGB", 500, 400) + 5 * 3 * 500 * 400
+
+
+def test_the_vips_engine_reads_a_jpeg_2000s_size_without_walking_its_tiles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The vips engine reads the size of a JPEG 2000 it is given as bytes (an http master)
+    from its header for every request: that read walked every tile-part's header too (45 ms
+    for 65,536 of them) for a layout it does not use. The walk is for the facts only."""
+    from iiif_shim.imaging import j2k, vips
+
+    buf = io.BytesIO()
+    Image.new("RGB", (600, 400), (10, 200, 30)).save(buf, "JPEG2000", tile_size=(64, 64))
+    fetched = Fetched(data=buf.getvalue(), described="test")
+    walks: list[bool] = []
+    read = j2k.codestream
+
+    def spied(fp: Any, nbytes: int | None = None, *, walk: bool = False) -> Any:
+        walks.append(walk)
+        return read(fp, nbytes, walk=walk)
+
+    monkeypatch.setattr(j2k, "codestream", spied)
+    header = pillow.read_header(fetched, len(buf.getvalue()))  # the facts: walked, once
+    assert walks == [True] and header.codestream is not None
+    assert header.codestream.tile_bytes is not None
+    info = SourceInfo(600, 400, format="JPEG2000", mode="RGB", codestream=header.codestream)
+    engine = vips.VipsEngine(vips.MEASURED)
+    the_plan = _plan("300,", info)
+    need = engine.cost(the_plan, info)
+    walks.clear()
+    body = engine.render(fetched, the_plan.steps, Allowance(10**8, need.decode, (600, 400)))
+    assert body[:2] == b"\xff\xd8"
+    assert True not in walks
