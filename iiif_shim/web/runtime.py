@@ -4,10 +4,12 @@ A :class:`Runtime` is one configuration made live: its settings, the public base
 service (backends, thread pool, caches) and the health monitor. :class:`Live` holds the current
 one. Each request uses the runtime that was current when it arrived, to its end
 (:meth:`Live.use`); a reload (:meth:`Live.reload`, on SIGHUP) builds a new runtime from a file
-that passed every check, makes it current, and closes the old one once its last request is done
-(or its drain deadline passes). Nothing is dropped, and a file with problems changes nothing.
-What outlives a runtime: the metrics, the process-wide memory budget, and the listening socket
-(so ``server.host``, ``server.port`` and the client connection limits need a restart).
+that passed every check, makes it current, stops the old one's background reads of object
+sources at once (what they found is the old configuration's), and closes it once its last
+request is done (or its drain deadline passes). Nothing is dropped, and a file with problems
+changes nothing. What outlives a runtime: the metrics, the process-wide memory budget, and the
+listening socket (so ``server.host``, ``server.port`` and the client connection limits need a
+restart).
 """
 
 from __future__ import annotations
@@ -133,6 +135,9 @@ class Live:
             old = self.current
             new = await self._build(settings)
             self._current = new
+            # the old configuration's background reads stop now, not when it closes: a read
+            # ending later would publish its sources' state over the new configuration's
+            await old.presentation.watch.stop()
             for name in set(old.service.backends) - set(new.service.backends):
                 self.metrics.forget_backend(name)
             for name in set(old.presentation.sources) - set(new.presentation.sources):
