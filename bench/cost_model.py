@@ -72,9 +72,14 @@ SOURCES: dict[str, tuple[str, tuple[int, int], str, dict[str, Any]]] = {
     "rgb-6mp.tif": ("RGB", (3000, 2000), "TIFF", {"compression": "tiff_deflate"}),
     "rgb-6mp.webp": ("RGB", (3000, 2000), "WEBP", {"quality": 85}),
     "rgb-tiled-24mp.tif": ("RGB", (6000, 4000), "VIPS", {}),  # pyramidal, tiled (vips)
-    # JPEG 2000 as archives write it: lossy, 6 resolution levels, one tile or 1024x1024 tiles
+    # JPEG 2000 as archives write it: lossy, 6 resolution levels, one tile or 1024x1024 tiles;
+    # 512x512 tiles (as libvips' jp2ksave writes them), 256x256 tiles on a 48 MP master (744 of
+    # them) and 64x64 on a 6 MP one (1,504): OpenJPEG sets up every tile before decoding any
     "rgb-24mp.jp2": ("RGB", (6000, 4000), "JPEG2000", _J2K),
     "rgb-tiled-24mp.jp2": ("RGB", (6000, 4000), "JPEG2000", {**_J2K, "tile_size": (1024, 1024)}),
+    "rgb-t512-24mp.jp2": ("RGB", (6000, 4000), "JPEG2000", {**_J2K, "tile_size": (512, 512)}),
+    "rgb-t256-48mp.jp2": ("RGB", (8000, 6000), "JPEG2000", {**_J2K, "tile_size": (256, 256)}),
+    "rgb-t64-6mp.jp2": ("RGB", (3000, 2000), "JPEG2000", {**_J2K, "tile_size": (64, 64)}),
     "l-24mp.jp2": ("L", (6000, 4000), "JPEG2000", _J2K),
     "l-tiled-24mp.jp2": ("L", (6000, 4000), "JPEG2000", {**_J2K, "tile_size": (1024, 1024)}),
 }
@@ -133,6 +138,15 @@ FULL = [
             "full/1500,/0/default.jpg",
             "full/375,/0/default.jpg",
             "1000,1000,2000,2000/max/0/default.jpg",
+        )
+    ),
+    *(
+        Case(master, path)
+        for master in ("rgb-t512-24mp.jp2", "rgb-t256-48mp.jp2", "rgb-t64-6mp.jp2")
+        for path in (
+            "full/max/0/default.jpg",
+            "full/2000,/0/default.jpg",
+            "full/500,/0/default.jpg",
         )
     ),
 ]
