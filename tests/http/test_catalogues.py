@@ -309,7 +309,9 @@ def test_check_config_reports_a_source_too_slow_to_read_and_ends(
     assert "presentation source other (csv): 1 object read" in out.out
 
 
-def _json_config(tmp: Path, body: str) -> Path:
+def sources_config(tmp: Path, body: str) -> Path:
+    """A config serving an empty folder of images, with the object sources ``body`` (YAML at
+    the indent of ``presentation.sources``)."""
     images = tmp / "images"
     images.mkdir(exist_ok=True)
     return write_config(
@@ -329,7 +331,7 @@ def _json_config(tmp: Path, body: str) -> Path:
 def test_check_config_fails_on_a_catalogue_that_serves_nothing(tmp_path: Path) -> None:
     from tests.support import free_port
 
-    down = _json_config(
+    down = sources_config(
         tmp_path,
         f"api: {{type: json, url: 'http://127.0.0.1:{free_port()}/o/{{object}}', "
         "objects: [a, b, c], fields: {images: $.i}, retries: 0}",
@@ -338,7 +340,7 @@ def test_check_config_fails_on_a_catalogue_that_serves_nothing(tmp_path: Path) -
     assert done.returncode == 1, done
     assert "presentation.sources.api: cannot be read: every object read failed (3)" in done.stderr
     (tmp_path / "allbad.csv").write_text("obj,img\na,\nb,\n")
-    allbad = _json_config(
+    allbad = sources_config(
         tmp_path, "cat: {type: csv, path: allbad.csv, columns: {object: obj, image: img}}"
     )
     done = _check(allbad)

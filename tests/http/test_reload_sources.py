@@ -12,8 +12,9 @@ import pytest
 from iiif_shim.config.settings import load_settings
 from iiif_shim.web.app import reload
 from iiif_shim.web.state import LIVE
+from tests.http.test_catalogues import sources_config
 from tests.inprocess import InProcessShim
-from tests.support import Process, start_faulty, wait_until, write_config
+from tests.support import Process, start_faulty, wait_until
 
 
 @pytest.fixture
@@ -24,23 +25,6 @@ def upstream(tmp_path: Path) -> Iterator[Process]:
     server = start_faulty(root, tmp_path / "up")
     yield server
     server.stop()
-
-
-def _config(tmp: Path, sources: str) -> Path:
-    images = tmp / "images"
-    images.mkdir(exist_ok=True)
-    return write_config(
-        tmp / "shim.yaml",
-        f"""
-        backends:
-          local: {{type: files, root: "{images}"}}
-        routes:
-          - {{backend: local}}
-        presentation:
-          sources:
-            {sources}
-        """,
-    )
 
 
 def test_a_read_under_way_when_its_source_is_removed_leaves_no_metrics(
@@ -55,7 +39,7 @@ def test_a_read_under_way_when_its_source_is_removed_leaves_no_metrics(
     )
     (tmp_path / "objects.csv").write_text("obj,img\nx,p1\n")
     local = "cat: {type: csv, path: objects.csv, columns: {object: obj, image: img}}"
-    served = InProcessShim(_config(tmp_path, f"{local}\n            {slow}"))
+    served = InProcessShim(sources_config(tmp_path, f"{local}\n            {slow}"))
     try:
         live = served.server.app[LIVE]
         old = live.current
@@ -67,7 +51,7 @@ def test_a_read_under_way_when_its_source_is_removed_leaves_no_metrics(
             old.users += 1  # a request still in flight on the old configuration
 
         served._run(hold())
-        plain = _config(tmp_path, local)
+        plain = sources_config(tmp_path, local)
         assert served._run(reload(served.server.app, lambda: load_settings(plain)))
         assert 'source="api"' not in served.get("/metrics").text
         wait_until(lambda: watch._reading["api"].done(), "the read under way ended", 15)
