@@ -22,8 +22,10 @@ scaled window's pixels crossing back to Pillow (:func:`_libvips_window`). A JPEG
 counted from its codestream's layout in the facts (``SourceInfo.codestream``): decoded at the
 reduction its levels allow (:func:`j2k_factor`), one tile at a time by OpenJPEG in 32-bit
 samples from the tile's compressed bytes read whole, after setting up every tile of the grid
-(:func:`_j2k`). The model is checked
-against measured peaks (``tests/unit/test_cost_model.py``, the table in docs/performance.md).
+(:func:`_j2k`); libvips keeps three rows of the full-size grid's worth of tiles, sized as at
+full size but in pixels of the reduction, and a reduced read sets the grid up twice. The model
+is checked against measured peaks (``tests/unit/test_cost_model.py``, the table in
+docs/performance.md).
 :class:`Allowance` is what one decode may take, and :func:`check_size` the check of a header
 against it. Pure: no pixel is touched here."""
 
@@ -197,11 +199,13 @@ _TILE_ROWS = 3
 # samples at the reduction asked, from the tile's compressed bytes read whole, with its
 # code-block structures for every level of the tile (about a byte for ten samples);
 # Pillow copies each tile into a buffer of the samples' own bytes before its image; libvips
-# has OpenJPEG decode rows of tiles, or strips of an untiled image (measured: about 1000 rows
-# of 32-bit samples at the size decoded); and a few MB whatever the size (measured). Before
-# decoding any tile, OpenJPEG sets up every tile of the grid and every component of each
-# (measured with 16x16 tiles: 9.9 KB a tile at 1 component, 12 KB at 3; 1.06 KB a component
-# with 16,384 of them)
+# has OpenJPEG decode strips of an untiled image (measured: about 1000 rows of 32-bit samples
+# at the size decoded), and keeps a tiled one's tiles in a cache of its own
+# (:func:`_j2k_libvips_cache`); and a few MB whatever the size (measured). Before decoding any
+# tile, OpenJPEG sets up every tile of the grid and every component of each when it reads the
+# header (measured with 16x16 tiles: 9.9 KB a tile at 1 component, 12 KB at 3; 1.06 KB a
+# component with 16,384 of them; 18 MB for the 1,504 tiles of a 3000x2000 RGB master of 64x64
+# tiles, whatever the level read)
 _J2K_TILE = 9 << 10
 _J2K_TILE_COMPONENT = 1280
 _J2K_SAMPLE = 4
@@ -292,12 +296,15 @@ def _j2k(
     """What decoding a JPEG 2000 at ``1/factor`` (``w`` x ``h``) keeps, and takes at its peak:
     besides the image kept (Pillow's, or libvips' byte a sample), OpenJPEG's work on the
     largest tile it decodes (one at a time, at the reduction: :data:`_J2K_SAMPLE` bytes a
-    sample, then Pillow's copy in the samples' own bytes, or libvips' rows of 32-bit samples,
-    :data:`_J2K_LIBVIPS_ROWS`), that tile's compressed bytes read whole (an untiled master's:
+    sample, then Pillow's copy in the samples' own bytes; or, for libvips, strips of 32-bit
+    samples of an untiled master, :data:`_J2K_LIBVIPS_ROWS`, or a tiled one's tile cache,
+    :func:`_j2k_libvips_cache`), that tile's compressed bytes read whole (an untiled master's:
     the whole file), the code-block structures of the tile at full size
     (:data:`_J2K_BOOKKEEPING`), what OpenJPEG sets up for every tile of the grid and each
     of its components (:data:`_J2K_TILE`, :data:`_J2K_TILE_COMPONENT`) and
-    :data:`_J2K_FIXED`. Facts without a codestream layout (refused by ``facts.checked``: a
+    :data:`_J2K_FIXED`. libvips reading it reduced holds that set-up twice for a while (the
+    full-size header and the reduced one, both open in ``vips._open``): the decode's peak is at
+    least two grids. Facts without a codestream layout (refused by ``facts.checked``: a
     cached entry of an earlier release is read again) would be counted as one tile, its
     bytes as if nothing compressed."""
     layout = info.codestream or Codestream(
@@ -324,12 +331,32 @@ def _j2k(
     # 3000x2000 master of 64x64 tiles, decoded whole, peaked while finishing)
     if by_libvips:
         kept = libvips_bytes(libvips_bands(info.mode), w, h) + grid
-        rows = rh if not whole else min(h, _J2K_LIBVIPS_ROWS)  # a row of tiles, or strips
-        strips = _J2K_SAMPLE * comps * w * rows + _LIBVIPS_PIPELINE
-        return kept, math.ceil(kept + strips + fixed - grid)
+        if whole:  # strips of the untiled image, in 32-bit samples
+            held = _J2K_SAMPLE * comps * w * min(h, _J2K_LIBVIPS_ROWS)
+        else:  # its tile cache, and OpenJPEG's tile at the reduction in 32-bit samples
+            held = _j2k_libvips_cache(layout, info.width, w, h, sample)
+            held += _J2K_SAMPLE * comps * rw * rh
+        decode = kept + held + _LIBVIPS_PIPELINE + fixed - grid
+        if factor > 1:  # a reduced read: ``vips._open`` opens the page's header at full size,
+            # then the reduced page's, each setting up the whole grid: both held at once
+            decode = max(decode, 2 * grid + _J2K_FIXED)
+        return kept, math.ceil(decode)
     kept = (1 if grey else RGBA_BYTES) * w * h + grid
     tile = (_J2K_SAMPLE + sample) * comps * rw * rh
     return kept, math.ceil(decode_bytes(info.mode, w, h) + tile + fixed)
+
+
+def _j2k_libvips_cache(layout: Codestream, width: int, w: int, h: int, sample: int) -> int:
+    """Bytes libvips' cache of a tiled JPEG 2000 holds (its ``jp2kload``): tiles of the
+    codestream's tile size in pixels *at the reduction* (each covers ``factor`` x ``factor``
+    of OpenJPEG's tiles), a sample in the codestream's own bytes, and as many of them as three
+    rows of the *full-size* grid has: three rows of tiles at full size, ``3 * factor`` rows of
+    the reduced image (or all of it) when reduced. ``width`` is the source's, ``w`` x ``h``
+    the size decoded."""
+    across = -(-(layout.image_x + width - layout.tile_x) // layout.tile_width)  # full size
+    per_row = -(-w // layout.tile_width)  # libvips' tiles across the image decoded
+    rows = min(h, 3 * across // per_row * layout.tile_height)
+    return layout.components * sample * w * rows
 
 
 def _wide(mode: str | None) -> bool:
