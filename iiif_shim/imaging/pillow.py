@@ -28,7 +28,7 @@ import struct
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, ClassVar
 
 import PIL
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -193,12 +193,12 @@ class Traits:
     eight_bits: bool
 
 
-def read_traits(fp: BinaryIO, described: str) -> Traits:
+def read_traits(fp: io.BufferedIOBase, described: str) -> Traits:
     """The :class:`Traits` of the image in ``fp`` (from its header: nothing is decoded; the
     position of ``fp`` is left at its start, and ``fp`` open). :class:`NotAnImage` when it is
-    not an image Pillow reads."""
+    not an image Pillow reads, as for any header (:func:`_open`)."""
     try:
-        with Image.open(fp) as im:
+        with _open(Fetched(reader=fp, described=described)) as im:
             return Traits(
                 im.width,
                 im.height,
@@ -208,12 +208,6 @@ def read_traits(fp: BinaryIO, described: str) -> Traits:
                 _pages(im),
                 _eight_bits(im),
             )
-    except Image.DecompressionBombError:
-        raise DecompressionBomb(f"{described} holds an image too large to read") from None
-    except _READ_ERRORS as exc:
-        raise NotAnImage(
-            f"{described} is not an image", detail=f"{type(exc).__name__}: {exc}"
-        ) from None
     finally:
         fp.seek(0)
 
