@@ -16,11 +16,16 @@ says, as class attributes, what it tells of the server that caused it (httpx-sty
 - ``retryable``: a small idempotent request (metadata) may be tried again after it;
 - :class:`TransportError`, :class:`BackendTimeout` and :class:`CircuitOpen`: the server cannot
   be reached now (what a health check calls down).
+
+What a client or an operator reads of an error (``public_text``, a :class:`ConfigError`'s
+problems) has every secret of the configuration replaced by ``***`` (``redaction.py``).
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
+
+from iiif_shim.base import redaction
 
 
 class ShimError(Exception):
@@ -49,9 +54,9 @@ class ShimError(Exception):
         return 1 if self.status == 503 else None
 
     def public_text(self) -> str:
-        if self.parameter:
-            return f"{self.parameter}: {self.message}"
-        return self.message
+        """What a client is told (never a secret of the configuration: ``redaction.py``)."""
+        text = f"{self.parameter}: {self.message}" if self.parameter else self.message
+        return redaction.redact(text)
 
 
 # --- the client's request --------------------------------------------------------------------
@@ -281,7 +286,9 @@ class ConfigError(Exception):
     """A configuration file with one or more problems, each with its YAML path."""
 
     def __init__(self, problems: list[tuple[str, str]], origin: str = "") -> None:
-        self.problems = problems
+        # a message may quote a value: secrets read so far are never printed
+        self.problems = [(redaction.redact(p), redaction.redact(m)) for p, m in problems]
+        problems = self.problems
         self.origin = origin
         lines = [f"{path}: {message}" if path else message for path, message in problems]
         super().__init__("\n".join(lines))

@@ -7,6 +7,17 @@ keys (with a "did you mean"), each field's own check, and a class's ``findings()
 it has one (checks across its fields), and records every problem with its YAML path instead of
 stopping at the first one.
 
+Secrets: a field declared ``option(..., secret=True)`` may instead be given as ``<key>_file``,
+a file (relative to the config file) whose text, trailing newlines stripped, is its value; both
+at once, a missing, unreadable, empty or oversized file (over :data:`SECRET_FILE_LIMIT`) are
+problems naming the file, never its content. Every secret value read, and the password of every
+URL written ``user:password@`` in any text, is handed to ``base/redaction.py`` as it is read, so
+no report, log line or answer prints it (a problem found before the file is refused included).
+
+Text that came from the environment (``${NAME}``, substituted by ``config/environment.py``,
+marked :class:`FromEnvironment`) is text, as YAML would read a quoted string; where a field
+wants a whole number, a number or true/false, that text is read as one (:func:`from_text`).
+
 :class:`Finding` is the one channel every check speaks through: a problem (the file is refused)
 or a warning, about one key, relative to the section that found it. Every component declares
 its section with this module; ``config/`` assembles the sections.
@@ -17,7 +28,10 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import math
+import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -25,16 +39,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from iiif_shim.base import redaction
+
 T = TypeVar("T")
 Check = Callable[[Any], str | None]
 
 _MISSING = dataclasses.MISSING
 _BAD = object()
+FILE_SUFFIX = "_file"  # a secret key ``X`` may be given as ``X_file``
+SECRET_FILE_LIMIT = 64 * 1024  # bytes a secret's file may hold
+_INT_RE = re.compile(r"[+-]?[0-9]{1,30}")
+_FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_BOOLS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
-def option(default: Any = _MISSING, *, doc: str, check: Check | None = None) -> Any:
-    """Declare a settings field: its default (none = required), a one-line doc, a check."""
-    metadata = {"doc": doc, "check": check}
+class FromEnvironment(str):
+    """Text of the YAML file in which ``${NAME}`` was substituted from the environment."""
+
+
+class _Unresolved:
+    """A value whose ``${...}`` could not be substituted (the problem is reported already):
+    the reader skips it, without a second problem about its type."""
+
+    def __repr__(self) -> str:
+        return "a value with an unset ${...}"
+
+
+UNRESOLVED: Any = _Unresolved()
+
+
+def option(
+    default: Any = _MISSING, *, doc: str, check: Check | None = None, secret: bool = False
+) -> Any:
+    """Declare a settings field: its default (none = required), a one-line doc, a check;
+    ``secret``: its value is never printed, and it may be given as ``<key>_file``."""
+    metadata = {"doc": doc, "check": check, "secret": secret}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple or a frozen mapping as a default")
     if isinstance(default, Mapping):  # read-only mappings are not hashable defaults
@@ -92,6 +131,8 @@ class Reader:
             (self.problem if finding.error else self.warn)(where, finding.message)
 
     def mapping(self, data: Any, path: str) -> Mapping[str, Any] | None:
+        if data is UNRESOLVED:
+            return None
         if data is None:
             return {}
         if not isinstance(data, Mapping):
@@ -118,18 +159,25 @@ class Reader:
             return None
         before = len(self.problems)
         fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-        self.unknown_keys(mapping, [f.name for f in fields], path)
+        known = [f.name for f in fields]
+        known += [f.name + FILE_SUFFIX for f in fields if f.metadata.get("secret")]
+        self.unknown_keys(mapping, known, path)
         hints = typing.get_type_hints(cls)
         values: dict[str, Any] = dict(extra or {})
         for f in fields:
             if f.name in values:
                 continue
             field_path = _join(path, f.name)
-            if f.name not in mapping:
+            given = mapping.get(f.name, _MISSING)
+            if f.metadata.get("secret"):
+                given = self.secret(mapping, f.name, field_path)
+                if given is _BAD:
+                    continue
+            if given is _MISSING:
                 if f.default is _MISSING and f.default_factory is _MISSING:
                     self.problem(field_path, "required")
                 continue
-            value = self.convert(hints[f.name], mapping[f.name], field_path)
+            value = self.convert(hints[f.name], given, field_path)
             if value is _BAD:
                 continue
             check: Check | None = f.metadata.get("check")
@@ -144,7 +192,82 @@ class Reader:
         self.found(path, getattr(made, "findings", list)())
         return None if len(self.problems) > before else made
 
+    def secret(self, mapping: Mapping[str, Any], key: str, path: str) -> Any:
+        """The value of secret ``key``: as written, or read from ``<key>_file`` (``_MISSING``
+        when neither is given, ``_BAD`` after a problem); remembered for redaction."""
+        file_key = key + FILE_SUFFIX
+        named = mapping.get(file_key)
+        if named is UNRESOLVED:
+            return _BAD
+        if named is None:
+            value = mapping.get(key, _MISSING)
+        elif key in mapping:
+            self.problem(path, f"give either {key} or {file_key}, not both")
+            return _BAD
+        else:
+            value = self.secret_file(named, path + FILE_SUFFIX)
+            if value is _BAD:
+                return _BAD
+        if value is UNRESOLVED:
+            return _BAD
+        if isinstance(value, str) and value and not redaction.remember(value):
+            self.warn(
+                path,
+                f"a secret shorter than {redaction.MIN_LENGTH} characters is not hidden from "
+                f"logs and reports (redaction looks for secrets of {redaction.MIN_LENGTH} "
+                "characters or more); use a longer one",
+            )
+        return value
+
+    def secret_file(self, named: Any, path: str) -> Any:
+        """The text of a secret's file (relative to ``base_dir``), trailing newlines stripped;
+        every problem names the file, never what it holds."""
+        if not isinstance(named, str) or not named:
+            self.problem(path, f"must be a path, not {_kind(named)}")
+            return _BAD
+        file = Path(named).expanduser()
+        file = file if file.is_absolute() else self.base_dir / file
+        try:
+            info = file.stat()  # a symbolic link is followed: Kubernetes mounts Secrets so
+            if not stat.S_ISREG(info.st_mode):  # never a FIFO, whose reading would wait
+                self.problem(path, f"{file} is not a file")
+                return _BAD
+            if info.st_size > SECRET_FILE_LIMIT:
+                self.problem(path, f"{file} holds more than {SECRET_FILE_LIMIT} bytes")
+                return _BAD
+            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+            with open(fd, "rb") as stream:
+                data = stream.read(SECRET_FILE_LIMIT + 1)
+        except OSError as exc:
+            self.problem(path, f"cannot read {file}: {exc.strerror or type(exc).__name__}")
+            return _BAD
+        if len(data) > SECRET_FILE_LIMIT:
+            self.problem(path, f"{file} holds more than {SECRET_FILE_LIMIT} bytes")
+            return _BAD
+        try:
+            text = data.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            self.problem(path, f"{file} is not UTF-8 text")
+            return _BAD
+        if not text:
+            self.problem(path, f"{file} is empty")
+            return _BAD
+        return text
+
     def convert(self, hint: Any, value: Any, path: str) -> Any:
+        if value is UNRESOLVED:
+            return _BAD
+        if isinstance(value, str):
+            redaction.remember_all(redaction.url_passwords(value))
+            if isinstance(value, FromEnvironment) and hint in (bool, int, float):
+                converted = from_text(hint, value)
+                if converted is not None:
+                    return converted
+                shown = str(value) if len(value) <= 40 else value[:37] + "..."
+                self.problem(
+                    path, f"must be {_describe(hint)}, not {shown!r} (from the environment)"
+                )
+                return _BAD
         origin = typing.get_origin(hint)
         if origin in (typing.Union, types.UnionType):
             options = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -190,7 +313,7 @@ class Reader:
                 return float(value)
         elif hint is str:
             if isinstance(value, str):
-                return value
+                return str(value)  # plain text, whatever marked it
         elif hint is Path:
             if isinstance(value, str) and value:
                 p = Path(value).expanduser()
@@ -208,6 +331,24 @@ class Reader:
         return _BAD
 
 
+def from_text(hint: Any, text: str) -> Any:
+    """``text`` (from the environment) read as the scalar ``hint`` wants: a whole number
+    (digits, with a sign), a number (also with a decimal point or an exponent, finite), or
+    true/false (also yes/no, on/off, any case); None when it is not one, or ``hint`` is none
+    of these (text stays text)."""
+    stripped = text.strip()
+    if hint is bool:
+        return _BOOLS.get(stripped.lower())
+    if hint is int:
+        return int(stripped) if _INT_RE.fullmatch(stripped) else None
+    if hint is float:
+        if not _FLOAT_RE.fullmatch(stripped):
+            return None
+        number = float(stripped)
+        return number if math.isfinite(number) else None
+    return None
+
+
 def _takes_mapping(hint: Any) -> bool:
     """Whether a type is read from a YAML mapping (a settings class or a mapping)."""
     origin = typing.get_origin(hint)
@@ -223,6 +364,8 @@ def _join(path: str, key: str) -> str:
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
+    if isinstance(value, str):
+        return "text"
     return {
         bool: "a boolean",
         int: "a number",

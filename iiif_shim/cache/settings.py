@@ -1,5 +1,6 @@
 """The ``cache:`` section: how much each process keeps in memory, the disk tier's folder and
-budget, the Redis tier's URL, timing and key prefix, and the purge endpoint's token."""
+budget, the Redis tier's URL, timing and key prefix, and the purge endpoint's token (the URL
+and the token are secrets: ``base/redaction.py``)."""
 
 from __future__ import annotations
 
@@ -41,8 +42,12 @@ class CacheSettings:
     redis: str | None = option(
         None,
         doc="Redis URL of the shared tier (`redis://`, `rediss://` or `unix://`; `null`: no "
-        "Redis); needs `pip install 'iiif-shim[redis]'`",
+        "Redis); needs `pip install 'iiif-shim[redis]'`. A secret, as it may hold a password "
+        "(`redis://:PASSWORD@host:6379/0`): never printed; `redis_file` names a file holding "
+        "the URL instead, and `${REDIS_PASSWORD}` inside it takes the password from the "
+        "environment",
         check=lambda v: None if v is None else _redis_url(v),
+        secret=True,
     )
     redis_ttl: float = option(
         86400.0, doc="seconds a rendered image stays in Redis", check=at_least(1)
@@ -76,8 +81,10 @@ class CacheSettings:
     purge_token: str | None = option(
         None,
         doc="bearer token of `DELETE /admin/cache` (at least 16 characters; `null`: the "
-        "endpoint is off)",
+        "endpoint is off). A secret: never printed; `purge_token_file` names a file holding "
+        "it instead (a Kubernetes Secret, a systemd credential)",
         check=lambda v: None if v is None or len(v) >= 16 else "must be at least 16 characters",
+        secret=True,
     )
 
     def findings(self) -> list[Finding]:

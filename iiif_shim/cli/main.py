@@ -12,6 +12,10 @@ and object left out, with its file, line and column; ``--format json`` gives the
 in one shape whatever the outcome (``config``, ``ok``, ``problems``, ``warnings``,
 ``sources``). The shim's own log lines below errors are not shown: the report says it all,
 once.
+
+No secret of the configuration is ever printed (``base/redaction.py``): the reports of
+``check-config``, ``probe`` and ``purge`` go through it line by line, and ``serve`` puts it on
+every log handler (``_logging``), its workers too.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import TextIO
 
 from iiif_shim import __version__
 from iiif_shim.backends.registry import backend_for
+from iiif_shim.base import redaction
 from iiif_shim.base.errors import ConfigError
 from iiif_shim.config.settings import CONFIG_ENV, Settings, load_settings, settings_from_environment
 from iiif_shim.presentation.sources.base import Survey
@@ -248,6 +254,11 @@ def _quiet() -> None:
     logging.getLogger("iiif_shim").setLevel(logging.ERROR)
 
 
+def _say(text: str, file: TextIO | None = None) -> None:
+    """Print a line of a command's report, the configuration's secrets replaced by ``***``."""
+    print(redaction.redact(text), file=file or sys.stdout)
+
+
 def check_config(file: str, sources: bool = False, as_json: bool = False) -> int:
     _quiet()
     try:
@@ -257,9 +268,9 @@ def check_config(file: str, sources: bool = False, as_json: bool = False) -> int
             problems = [f"{path}: {msg}" if path else msg for path, msg in exc.problems]
             doc = {"config": file, "ok": False, "problems": problems, "warnings": [],
                    "sources": {}}  # fmt: skip
-            print(json.dumps(doc, ensure_ascii=False, indent=1))
+            _say(json.dumps(redaction.scrub(doc), ensure_ascii=False, indent=1))
         else:
-            print(exc.report(), file=sys.stderr)
+            _say(exc.report(), file=sys.stderr)
         return 1
     surveys = asyncio.run(survey_sources(settings)) if settings.presentation.sources else {}
     strict = settings.presentation.strict
@@ -273,26 +284,26 @@ def check_config(file: str, sources: bool = False, as_json: bool = False) -> int
             + _source_warnings(surveys),
             "sources": {name: s.as_json() for name, s in surveys.items()},
         }
-        print(json.dumps(doc, ensure_ascii=False, indent=1))
+        _say(json.dumps(redaction.scrub(doc), ensure_ascii=False, indent=1))
         return 1 if fatal else 0
     if fatal:
         plural = "s" if len(fatal) > 1 else ""
-        print(f"{file}: {len(fatal)} problem{plural}:", file=sys.stderr)
+        _say(f"{file}: {len(fatal)} problem{plural}:", file=sys.stderr)
         for name, why in fatal.items():
-            print(f"  presentation.sources.{name}: {why}", file=sys.stderr)
+            _say(f"  presentation.sources.{name}: {why}", file=sys.stderr)
     else:
-        print(f"{file}: OK")
+        _say(f"{file}: OK")
     heads = {f"  presentation source {name} (": name for name in surveys}
     for line in _summary(settings, surveys):
-        print(line)
+        _say(line)
         shown = next((name for head, name in heads.items() if line.startswith(head)), None)
         if sources and shown is not None:
             for problem in _problem_lines(surveys[shown]):
-                print(problem)
+                _say(problem)
     for line in _warnings(settings):
-        print(line)
+        _say(line)
     for line in _source_warnings(surveys):
-        print(f"warning: {line}")
+        _say(f"warning: {line}")
     return 1 if fatal else 0
 
 
@@ -303,12 +314,15 @@ def _worker_command(args: argparse.Namespace) -> list[str]:
 
 
 def _logging(level: str, many: bool) -> None:
+    """Log lines to stderr, every one (any logger's, debug included) with the configuration's
+    secrets replaced by ``***`` (``base/redaction.py``)."""
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s"
         + ("[%(process)d]" if many else "")
         + ": %(message)s",
     )
+    redaction.install(logging.getLogger().handlers)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -322,6 +336,8 @@ def serve(args: argparse.Namespace) -> int:
         except Exception as exc:
             print(f"iiif-shim: worker {role.index}: no configuration: {exc}", file=sys.stderr)
             return 2
+        # it read no YAML: the secrets of the settings it was handed are never printed either
+        redaction.remember_all(redaction.secrets_of(settings))
         from iiif_shim.process.server import serve as run
 
         return run(settings, None, role)
@@ -365,21 +381,21 @@ def probe(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_environment(args.config)
     except ConfigError as exc:
-        print(exc.report(), file=sys.stderr)
+        _say(exc.report(), file=sys.stderr)
         return 2
     from iiif_shim.cli.probe import report, report_object
 
     if (args.identifier is None) == (args.object is None):
-        print("iiif-shim probe: give an identifier or --object NAME", file=sys.stderr)
+        _say("iiif-shim probe: give an identifier or --object NAME", file=sys.stderr)
         return 2
     if args.object is not None:
         lines, ok = asyncio.run(report_object(settings, args.object))
-        print(f"object: {args.object!r} ({settings.origin})")
+        _say(f"object: {args.object!r} ({settings.origin})")
     else:
         lines, ok = asyncio.run(report(settings, args.identifier))
-        print(f"identifier: {args.identifier!r} ({settings.origin})")
+        _say(f"identifier: {args.identifier!r} ({settings.origin})")
     for line in lines:
-        print(line)
+        _say(line)
     return 0 if ok else 1
 
 
@@ -391,16 +407,16 @@ def purge(args: argparse.Namespace) -> int:
     from iiif_shim.core.routing import Router
 
     if (args.identifier is None) == (not args.all):
-        print("iiif-shim purge: give an identifier or --all", file=sys.stderr)
+        _say("iiif-shim purge: give an identifier or --all", file=sys.stderr)
         return 2
     try:
         settings = settings_from_environment(args.config)
     except ConfigError as exc:
-        print(exc.report(), file=sys.stderr)
+        _say(exc.report(), file=sys.stderr)
         return 2
     cache = settings.cache
     if cache.redis is None and not journal_paths(cache):
-        print(
+        _say(
             "iiif-shim purge: this configuration has neither cache.disk nor cache.redis (and "
             f"${RUN_DIR_ENV} is not set), so running processes cannot be reached from here; "
             "use their endpoint instead: DELETE /admin/cache/{identifier} with "
@@ -413,18 +429,18 @@ def purge(args: argparse.Namespace) -> int:
         try:
             target = Router(settings.routes).route(args.identifier)
         except ShimError as exc:
-            print(f"iiif-shim purge: {args.identifier!r}: {exc.public_text()}", file=sys.stderr)
+            _say(f"iiif-shim purge: {args.identifier!r}: {exc.public_text()}", file=sys.stderr)
             return 2
         source = source_key(target.backend, target.native_id)
     report = asyncio.run(purge_everywhere(cache, source))
     ok = report.pop("ok")
     what = repr(args.identifier) if source else "every image"
-    print(f"purged {what} ({settings.origin}):")
+    _say(f"purged {what} ({settings.origin}):")
     for tier, outcome in report.items():
         text = str(outcome)
         if not text.startswith(("failed", "unreachable")):
             text = _PURGED.get(tier, "{}").format(outcome)
-        print(f"  {tier}: {text}")
+        _say(f"  {tier}: {text}")
     return 0 if ok else 1
 
 
@@ -438,6 +454,8 @@ _PURGED = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if logging.lastResort is not None:  # what is logged before (or without) _logging
+        redaction.install([logging.lastResort])
     if args.command == "check-config":
         as_json = args.json or args.format == "json"
         return check_config(args.file, args.sources or as_json, as_json)

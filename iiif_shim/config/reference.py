@@ -148,7 +148,10 @@ def _table(rows: list[tuple[dataclasses.Field[Any], Any]]) -> Iterator[str]:
     yield "|---|---|---|---|"
     for f, hint in rows:
         doc = " ".join(str(f.metadata["doc"]).split()).replace("|", "\\|")
-        yield f"| `{f.name}` | {_type_name(hint)} | {default(f)} | {doc} |"
+        kind = _type_name(hint) + (
+            f"; secret (or `{f.name}_file`)" if f.metadata.get("secret") else ""
+        )
+        yield f"| `{f.name}` | {kind} | {default(f)} | {doc} |"
 
 
 def _section(

@@ -3,7 +3,10 @@
 ``load_settings(path)`` reads a file and returns :class:`Settings` or raises ``ConfigError``
 listing every problem with its YAML path (``backends.archive.url: required``), unknown keys with
 a "did you mean". Relative paths are relative to the file's own folder. The embedded default
-(bundled config and sample images) is used when no file is given.
+(bundled config and sample images) is used when no file is given. ``${NAME}`` in text values is
+substituted from the environment before anything is read (``environment.py``); secret keys may
+be given as ``<key>_file`` (``base/schema.py``), and their values are never printed
+(``base/redaction.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from iiif_shim.backends.settings import BACKEND_SETTINGS, BackendSettings, Netwo
 from iiif_shim.base.errors import ConfigError, ShimError
 from iiif_shim.base.schema import Reader, at_least, between, option
 from iiif_shim.cache.settings import CacheSettings
+from iiif_shim.config.environment import interpolate
 from iiif_shim.core.routing import Router, RouteSettings, anchored, slashed
 from iiif_shim.core.settings import IIIFSettings, ServiceSettings
 from iiif_shim.imaging.settings import (
@@ -249,9 +253,15 @@ SECTIONS: tuple[tuple[str, str, type | None], ...] = (
 _SECTIONS = tuple(key for key, _, _ in SECTIONS)
 
 
-def parse_settings(data: Any, base_dir: Path, origin: str = "") -> Settings:
-    """Validate a parsed YAML document; raises ConfigError listing every problem."""
+def parse_settings(
+    data: Any, base_dir: Path, origin: str = "", environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate a parsed YAML document, its ``${NAME}`` first substituted from ``environ``
+    (default: the process's environment, ``config/environment.py``); raises ConfigError
+    listing every problem."""
     r = Reader(base_dir)
+    data, unset = interpolate(data, environ)
+    r.problems.extend(unset)
     top = r.mapping(data, "")
     if top is None:
         raise ConfigError(r.problems, origin)

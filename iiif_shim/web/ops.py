@@ -12,6 +12,9 @@ identifier is one raw path segment decoded once, like in IIIF URLs (``%2F`` stay
 A purge removes the source's facts, rendered images and everything else made from it from every
 cache and tells every running process (``cache.facade.Caches.purge``); the answer is JSON
 saying what each tier did, 200, or 503 when a tier could not be reached.
+
+What ``/health``, ``/health/ready`` and ``/metrics`` answer has every secret of the
+configuration replaced by ``***`` (``base/redaction.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from iiif_shim import __version__
+from iiif_shim.base import redaction
 from iiif_shim.base.errors import NotFound
 from iiif_shim.cache.entry import source_key
 from iiif_shim.web.middleware import text_response
@@ -86,19 +90,21 @@ async def health(request: web.Request) -> web.Response:
     runtime = runtime_of(request)
     service = runtime.service
     return web.json_response(
-        {
-            "status": "ok",
-            "version": __version__,
-            "config": Path(runtime.settings.origin).name,  # never a path of this machine
-            "process": request.app[PROCESS].as_json(),  # which of the processes answered
-            "backends": {
-                name: {"type": b.type_name, **b.traffic()}
-                for name, b in sorted(service.backends.items())
-            },
-            "pending": service.workers.pending,
-            "memory": {"reserved": service.budget.reserved, "budget": service.budget.total},
-            "event_loop": running(),
-        },
+        redaction.scrub(
+            {
+                "status": "ok",
+                "version": __version__,
+                "config": Path(runtime.settings.origin).name,  # never a path of this machine
+                "process": request.app[PROCESS].as_json(),  # which of the processes answered
+                "backends": {
+                    name: {"type": b.type_name, **b.traffic()}
+                    for name, b in sorted(service.backends.items())
+                },
+                "pending": service.workers.pending,
+                "memory": {"reserved": service.budget.reserved, "budget": service.budget.total},
+                "event_loop": running(),
+            }
+        ),
         headers={"Cache-Control": "no-store"},
     )
 
@@ -110,12 +116,16 @@ async def ready(request: web.Request) -> web.Response:
     runtime = runtime_of(request)
     overall, body = runtime.presentation.watch.merged(*runtime.health.report())
     status = 503 if overall == "down" else 200
-    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+    return web.json_response(
+        redaction.scrub(body), status=status, headers={"Cache-Control": "no-store"}
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
     observed(request).endpoint = "metrics"
     body, content_type = request.app[METRICS].render()
+    # label values hold names and error kinds: a secret among them is never shown
+    body = redaction.redact(body.decode("utf-8", "replace")).encode()
     response = web.Response(body=body, headers={"Cache-Control": "no-store"})
     response.headers["Content-Type"] = content_type
     return response
