@@ -1,4 +1,5 @@
-"""The ``iiif-shim`` command: ``serve``, ``check-config``, ``probe`` and ``purge``.
+"""The ``iiif-shim`` command: ``serve``, ``check-config``, ``probe``, ``purge`` and ``export``
+(a level-0 static copy: ``export/command.py``).
 
 ``check-config`` reads the settings and then every object source through (a local CSV file
 and a folder whole; a CSV URL, a JSON or a CONTENTdm catalogue its list, as far as
@@ -35,6 +36,7 @@ from iiif_shim.backends.registry import backend_for
 from iiif_shim.base import redaction
 from iiif_shim.base.errors import ConfigError
 from iiif_shim.config.settings import CONFIG_ENV, Settings, load_settings, settings_from_environment
+from iiif_shim.export import command as export_command
 from iiif_shim.presentation.sources.base import Survey
 
 
@@ -95,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "identifier", nargs="?", help="an image identifier, decoded: a/b (not a%%2Fb as in URLs)"
     )
     purge.add_argument("--all", action="store_true", help="every image")
+    export_command.add_parser(sub)
     return parser
 
 
@@ -463,4 +466,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return probe(args)
     if args.command == "purge":
         return purge(args)
+    if args.command == "export":
+        return export_command.main(args)
     return serve(args)
