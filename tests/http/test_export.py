@@ -1,0 +1,427 @@
+"""``iiif-shim export``: a level-0 copy, written by the real command and served by plain nginx.
+
+Each test reads the exported folder through a real nginx (which percent-decodes ``%2F`` before
+it looks for a file) at the URLs the shim itself uses, and checks what it finds against the
+source images, never against the export's own code: the tiles and sizes an info.json implies
+are worked out here from the spec.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from PIL import Image, ImageChops, ImageStat
+
+from iiif_shim.export import names
+from tests.inprocess import InProcessShim
+from tests.support import (
+    ROOT,
+    Process,
+    free_port,
+    need_tool,
+    nginx_config,
+    start_faulty,
+    wait_until,
+    write_config,
+)
+
+SAFE = "-._~!$&'()*+,;=:"  # what the shim leaves unencoded in an identifier (docs/image-api.md)
+LEVEL0_V2 = "http://iiif.io/api/image/2/level0.json"
+IDENTIFIERS = ("quad", "big", "dir/page 1", "ünï/çà 2")
+NGINX_EXTRA = r"""
+        location /iiif/presentation/ {
+            default_type application/json;
+            add_header Access-Control-Allow-Origin "*" always;
+            try_files $uri $uri/index.json =404;
+        }
+        location ~ /info\.json$ {
+            default_type application/json;
+            add_header Access-Control-Allow-Origin "*" always;
+        }
+"""
+
+
+def _quadrants(size: tuple[int, int]) -> Image.Image:
+    w, h = size
+    im = Image.new("RGB", size, (255, 0, 0))
+    im.paste((0, 255, 0), (w // 2, 0, w, h // 2))
+    im.paste((0, 0, 255), (0, h // 2, w // 2, h))
+    im.paste((255, 255, 255), (w // 2, h // 2, w, h))
+    return im
+
+
+def _sources(folder: Path) -> dict[str, Path]:
+    """The images by identifier: two quadrant images, the small one also under a '/' with a
+    space, and under non-ASCII folder and file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dir").mkdir(exist_ok=True)
+    (folder / "ünï").mkdir(exist_ok=True)
+    paths = {
+        "quad": folder / "quad.png",
+        "big": folder / "big.png",
+        "dir/page 1": folder / "dir" / "page 1.png",
+        "ünï/çà 2": folder / "ünï" / "çà 2.png",
+    }
+    _quadrants((300, 200)).save(paths["quad"])
+    _quadrants((1100, 700)).save(paths["big"])
+    _quadrants((300, 200)).save(paths["dir/page 1"])
+    _quadrants((200, 300)).save(paths["ünï/çà 2"])
+    return paths
+
+
+def _config(folder: Path, images: Path, backend: str | None = None) -> Path:
+    (folder / "objects.csv").write_text(
+        "object,image,title\n"
+        "quads,quad,Quadrants\n"
+        "quads,big,Quadrants\n"
+        "pages,dir/page 1,Pages\n"
+        "pages,ünï/çà 2,Pages\n",
+        encoding="utf-8",
+    )
+    backends = backend or f'local: {{type: files, root: "{images}"}}'
+    return write_config(
+        folder / "shim.yaml",
+        f"""
+        server: {{processes: 1, workers: 2}}
+        iiif:
+          prefix: /iiif
+          tile_size: 256
+        backends:
+          {backends}
+        routes:
+          - {{backend: {backends.split(":")[0]}}}
+        presentation:
+          sources:
+            catalogue:
+              type: csv
+              path: objects.csv
+              columns: {{object: object, image: image, label: title}}
+        """,
+    )
+
+
+def _export(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "iiif_shim", "export", "--config", str(config), *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
+    )
+
+
+def _nginx(root: Path, port: int, workdir: Path) -> Process:
+    binary = need_tool("nginx", "/usr/sbin/nginx")
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = nginx_config(root, port, workdir, extra=NGINX_EXTRA)
+    return Process([binary, "-c", str(conf), "-p", str(workdir)], port, workdir / "out.log")
+
+
+class Served:
+    def __init__(self, folder: Path, sources: dict[str, Path], config: Path, nginx: Process):
+        self.folder = folder
+        self.sources = sources
+        self.config = config
+        self.nginx = nginx
+        self.base = f"http://127.0.0.1:{nginx.port}"
+
+    def get(self, url_or_path: str) -> Any:
+        path = url_or_path.removeprefix(self.base)
+        return self.nginx.get(path)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """Every object of the catalogue (so every image) exported with ``--all``, and nginx
+    serving the folder at the base URL the export was given."""
+    tmp = tmp_path_factory.mktemp("export")
+    sources = _sources(tmp / "images")
+    config = _config(tmp, tmp / "images")
+    port = free_port()
+    out = tmp / "out"
+    done = _export(config, "--all", "--to", str(out), "--base-url", f"http://127.0.0.1:{port}/")
+    assert done.returncode == 0, done.stderr
+    nginx = _nginx(out, port, tmp / "nginx")
+    yield Served(out, sources, config, nginx)
+    nginx.stop()
+
+
+def _encoded(identifier: str) -> str:
+    return quote(identifier, safe=SAFE)
+
+
+def _info(served: Served, identifier: str, version: str) -> dict[str, Any]:
+    answer = served.nginx.get(f"/iiif/{version}/{_encoded(identifier)}/info.json")
+    assert answer.status == 200, (identifier, version, answer.status)
+    assert answer.header("Access-Control-Allow-Origin") == "*"
+    assert "json" in (answer.header("Content-Type") or "")
+    doc: dict[str, Any] = json.loads(answer.body)
+    return doc
+
+
+def test_info_json_is_level0_in_both_versions(served: Served) -> None:
+    for identifier in IDENTIFIERS:
+        source = Image.open(served.sources[identifier])
+        v3 = _info(served, identifier, "3")
+        assert v3["id"] == f"{served.base}/iiif/3/{_encoded(identifier)}"
+        assert v3["type"] == "ImageService3" and v3["profile"] == "level0"
+        assert (v3["width"], v3["height"]) == source.size
+        assert not {"extraFeatures", "extraFormats", "extraQualities"} & set(v3)
+        assert v3["tiles"] == [{"type": "Tile", "width": 256, "scaleFactors": v3["tiles"][0]
+                                ["scaleFactors"]}]  # fmt: skip
+        factors = v3["tiles"][0]["scaleFactors"]
+        assert factors[0] == 1 and all(b == 2 * a for a, b in itertools.pairwise(factors))
+        assert math.ceil(max(source.size) / factors[-1]) <= 256  # down to one tile
+        assert v3["sizes"] and v3["sizes"][-1]["width"] == source.width
+
+        v2 = _info(served, identifier, "2")
+        assert v2["@id"] == f"{served.base}/iiif/2/{_encoded(identifier)}"
+        assert v2["profile"][0] == LEVEL0_V2
+        for extra in v2["profile"][1:]:  # the size limits only: nothing beyond level 0
+            assert not {"formats", "qualities", "supports"} & set(extra)
+        assert v2["tiles"] == [{"width": 256, "scaleFactors": factors}]
+        assert [(s["width"], s["height"]) for s in v2["sizes"]] == [
+            (s["width"], s["height"]) for s in v3["sizes"]
+        ]
+
+
+Implied = tuple[str, str, tuple[int, int], tuple[int, int, int, int]]
+
+
+def _implied(info: dict[str, Any], v3: bool) -> Iterator[Implied]:
+    """(region, size, pixel size, source box) of every image the spec says a level-0
+    document implies (tiles at every scale factor, each size, the whole image), and the aliases
+    OpenSeadragon asks for (``full`` region for a tile that is the whole image; 2.1: ``full``
+    size for one as wide as the image)."""
+    width, height = info["width"], info["height"]
+    for tile in info["tiles"]:
+        tw = tile["width"]
+        th = tile.get("height", tw)
+        for sf in tile["scaleFactors"]:
+            for y in range(0, height, th * sf):
+                for x in range(0, width, tw * sf):
+                    w, h = min(tw * sf, width - x), min(th * sf, height - y)
+                    out = (math.ceil(w / sf), math.ceil(h / sf))
+                    box = (x, y, x + w, y + h)
+                    size = f"{out[0]},{out[1]}" if v3 else f"{out[0]},"
+                    yield f"{x},{y},{w},{h}", size, out, box
+                    if (x, y, w, h) == (0, 0, width, height):
+                        yield "full", size, out, box
+                    if not v3 and out[0] == width:
+                        yield f"{x},{y},{w},{h}", "full", out, box
+    for entry in info["sizes"]:
+        out = (entry["width"], entry["height"])
+        yield "full", f"{out[0]},{out[1]}" if v3 else f"{out[0]},", out, (0, 0, width, height)
+    for size in ("max",) if v3 else ("full", "max"):
+        yield "full", size, (width, height), (0, 0, width, height)
+
+
+def _like(got: Image.Image, source: Image.Image, box: tuple[int, int, int, int]) -> float:
+    """The largest mean difference of a channel between ``got`` and the source's ``box``
+    scaled to ``got``'s size."""
+    expected = source.crop(box).resize(got.size, Image.Resampling.BOX)
+    return max(ImageStat.Stat(ImageChops.difference(got.convert("RGB"), expected)).mean)
+
+
+def test_every_tile_and_size_the_info_implies_is_there(served: Served) -> None:
+    checked = 0
+    for identifier in IDENTIFIERS:
+        source = Image.open(served.sources[identifier]).convert("RGB")
+        for version in ("3", "2"):
+            info = _info(served, identifier, version)
+            for region, size, out, box in _implied(info, version == "3"):
+                path = f"/iiif/{version}/{_encoded(identifier)}/{region}/{size}/0/default.jpg"
+                answer = served.nginx.get(path)
+                assert answer.status == 200, path
+                got = answer.image()
+                # 2.1 `w,`: the height is the region's aspect, within a pixel of the tile's
+                slack = 0 if version == "3" else 1
+                assert got.width == out[0] and abs(got.height - out[1]) <= slack, path
+                assert _like(got, source, box) < 12, path
+                checked += 1
+    assert checked > 100
+
+
+def test_identifiers_with_slash_space_and_non_ascii_at_the_shims_urls(served: Served) -> None:
+    """Plain nginx serves them at the very URLs (``%2F`` and all) the shim serves them at."""
+    shim = InProcessShim(served.config)
+    try:
+        for identifier in ("dir/page 1", "ünï/çà 2"):
+            path = f"/iiif/3/{_encoded(identifier)}"
+            assert "%2F" in path and "%20" in path
+            live, static = shim.get(f"{path}/info.json"), served.nginx.get(f"{path}/info.json")
+            assert live.status == static.status == 200
+            live_id, static_id = json.loads(live.body)["id"], json.loads(static.body)["id"]
+            assert live_id.split("/iiif/", 1)[1] == static_id.split("/iiif/", 1)[1]
+            tile = f"{path}/full/max/0/default.jpg"
+            assert shim.get(tile).image().size == served.nginx.get(tile).image().size
+    finally:
+        shim.stop()
+
+
+def test_hostile_identifiers_are_refused_and_the_others_exported(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    _sources(images)
+    config = _config(tmp_path, images)
+    out = tmp_path / "deep" / "out"
+    hostile = ["../quad", "dir/../quad", "a//b", "/quad", "quad/", "./quad", "quad/full",
+               "quad/info.json", "quad/0,0,10,10", "x" * 300]  # fmt: skip
+    done = _export(
+        config, "--identifier", "quad", *hostile, "--to", str(out), "--base-url", "http://x.org"
+    )
+    assert done.returncode == 1, done.stderr
+    refused = [line for line in done.stderr.splitlines() if "refused identifier" in line]
+    assert len(refused) == len(hostile), done.stderr
+    for name in hostile:
+        assert any(repr(name) in line for line in refused), name
+    assert (out / "iiif" / "3" / "quad" / "info.json").is_file()
+    assert not (out / "iiif" / "3" / "quad" / "full" / "info.json").exists()
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]  # nothing beside
+    assert names.unfit("a\x00b", str(out)) is not None  # no command line can carry a NUL
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` (relative path) with its decoded pixels, or its bytes."""
+    found: dict[str, bytes] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            key = str(path.relative_to(folder))
+            found[key] = (
+                Image.open(path).convert("RGB").tobytes()
+                if path.suffix == ".jpg"
+                else path.read_bytes()
+            )
+    return found
+
+
+def test_sigint_then_resume_gives_the_tree_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Each master read through an upstream that answers after 0.2 s, so the run is under way
+    when SIGINT comes: it stops with 130, leaves no partial file, and a second run completes
+    the same tree, file for file and pixel for pixel, as a run never interrupted."""
+    images = tmp_path / "images"
+    _sources(images)
+    upstream = start_faulty(images, tmp_path)
+    try:
+        url = f"http://127.0.0.1:{upstream.port}/delay/0.2/{{id}}.png"
+        backend = f'slow: {{type: http, url: "{url}"}}'
+        config = _config(tmp_path, images, backend)
+        base = ("--base-url", "https://static.example.org/")
+        whole, cut = tmp_path / "whole", tmp_path / "cut"
+        done = _export(config, "--identifier", "big", "--to", str(whole), "--jobs", "8", *base)
+        assert done.returncode == 0, done.stderr
+        command = [sys.executable, "-m", "iiif_shim", "export", "--config", str(config),
+                   "--identifier", "big", "--to", str(cut), "--jobs", "2", *base]  # fmt: skip
+        with (tmp_path / "cut.log").open("w") as log:
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            try:
+                tiles = cut / "iiif" / "3" / "big"
+                wait_until(lambda: tiles.is_dir() and sum(1 for _ in tiles.rglob("*.jpg")) >= 6,
+                           "six files written", 60)  # fmt: skip
+                proc.send_signal(signal.SIGINT)
+                assert proc.wait(30) == 130, (tmp_path / "cut.log").read_text()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        left = [
+            p for p in cut.rglob("*") if p.name.endswith(".part") or p.name.startswith(".export-")
+        ]
+        assert left == []
+        part = _tree(cut)
+        complete = _tree(whole)
+        assert 0 < len(part) < len(complete)
+        assert all(complete[k] == v for k, v in part.items() if k in complete)
+        again = _export(config, "--identifier", "big", "--to", str(cut), "--jobs", "8", *base)
+        assert again.returncode == 0, again.stderr
+        resumed = _tree(cut)
+        assert sorted(resumed) == sorted(complete)
+        assert resumed == complete
+    finally:
+        upstream.stop()
+
+
+def test_dry_run_writes_nothing_and_counts_what_a_run_writes(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    _sources(images)
+    config = _config(tmp_path, images)
+    out = tmp_path / "out"
+    args = ("--all", "--to", str(out), "--base-url", "https://static.example.org")
+    dry = _export(config, *args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert not out.exists()
+    estimate = int(dry.stdout.split("estimate: ", 1)[1].split(" files", 1)[0])
+    real = _export(config, *args)
+    assert real.returncode == 0, real.stderr
+    assert f"estimate: {estimate} files" in real.stdout
+    written = [p for p in out.rglob("*") if p.is_file() and p.name != ".iiif-export.json"]
+    assert len(written) == estimate
+    # a second run finds everything there and writes nothing
+    again = _export(config, *args)
+    assert again.returncode == 0 and f"{estimate} there already" in again.stdout, again.stdout
+
+
+_NOT_FILES = {"Canvas", "sc:Canvas", "AnnotationPage", "Annotation", "oa:Annotation", "Range",
+              "sc:Range", "sc:Sequence"}  # fmt: skip
+
+
+def _urls(value: Any, key: str = "") -> Iterator[tuple[str, str, dict[str, Any] | None]]:
+    """(key, URL, the object it identifies) of every URL in a document."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, str) and v.startswith("http"):
+                yield k, v, value if k in ("id", "@id") else None
+            else:
+                yield from _urls(v, k)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, str) and item.startswith("http"):
+                yield key, item, None
+            else:
+                yield from _urls(item, key)
+
+
+def test_every_url_of_the_exported_documents_resolves(served: Served) -> None:
+    """Every manifest and collection written, walked: each URL under the base that names a
+    resource (not a canvas, annotation or range, which are names, not files) is a file nginx
+    serves; images have the size the document gives; services are level-0 info.json."""
+    documents = sorted(
+        p for p in (served.folder / "iiif" / "presentation").rglob("*") if p.is_file()
+    )
+    assert len(documents) == 2 * (2 + 1 + 1)  # each version: 2 manifests, 2 collections
+    resolved = 0
+    for path in documents:
+        doc = json.loads(path.read_text())
+        assert not {"rendering", "homepage", "related"} & set(doc)  # not exported
+        for key, url, owner in _urls(doc):
+            if not url.startswith(served.base):
+                continue
+            kind = (owner or {}).get("type") or (owner or {}).get("@type")
+            if kind in _NOT_FILES or key in ("on", "target", "canvases", "items"):
+                continue
+            profile = (owner or {}).get("profile")
+            is_service = kind in ("ImageService3", "ImageService2") or (
+                isinstance(profile, str) and "level0" in profile
+            )
+            answer = served.get(f"{url}/info.json" if is_service else url)
+            assert answer.status == 200, (path, key, url)
+            if is_service:
+                assert "level0" in json.dumps(json.loads(answer.body)["profile"])
+            elif kind in ("Image", "dctypes:Image"):
+                assert answer.image().size == (owner["width"], owner["height"]), url  # type: ignore[index]
+            resolved += 1
+    assert resolved > 20
+    index = served.nginx.get("/index.html")
+    assert index.status == 200 and "/iiif/presentation/3/quads/manifest" in index.text
+
+
+def test_the_exported_folder_holds_no_temporary_files(served: Served) -> None:
+    assert [p for p in served.folder.rglob("*") if p.name.endswith(".part")] == []
+    assert not (served.folder / ".export-running").exists()
+    assert os.path.isfile(served.folder / ".iiif-export.json")
