@@ -8,9 +8,9 @@ remembered stays remembered for the life of the process: a value a reload replac
 never printed.
 
 Everything that leaves the process as text goes through :func:`redact` (or :func:`scrub` for a
-JSON document) before it is written: log records (:class:`RedactingFilter`, installed on every
-handler by the command's logging setup, so debug lines, tracebacks and other libraries' lines
-too), ``check-config``'s report (text and JSON), the configuration's problems
+JSON document) before it is written: log records (:func:`install`, called by the command's
+logging setup, redacts each record as it is made: debug lines, tracebacks, the access log and
+other libraries' lines too), ``check-config``'s report (text and JSON), the configuration's problems
 (``ConfigError``), error answers (``ShimError.public_text``), ``/health``, ``/health/ready``
 and ``/metrics``.
 
@@ -116,30 +116,36 @@ def _collect(value: Any, found: set[str], secret: bool, depth: int) -> None:
             _collect(item, found, secret, depth + 1)
 
 
-class RedactingFilter(logging.Filter):
-    """Installed on a handler: each record it handles has its message, arguments, exception
-    and stack text redacted (formatted here once, then frozen into the record)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not _ordered:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: logging reports it itself
-            return True
-        record.msg, record.args = redact(message), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-            record.exc_info = None  # the formatter uses exc_text as it is
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        return True
+def redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    """``record`` with its message (arguments merged), exception and stack text redacted,
+    frozen into it (formatters then use them as they are)."""
+    if not _ordered:
+        return record
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: logging reports it itself when it formats
+        return record
+    record.msg, record.args = redact(message), None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+        record.exc_info = None  # the formatter uses exc_text as it is
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    return record
 
 
-def install(handlers: Iterable[logging.Handler]) -> None:
-    """Put a :class:`RedactingFilter` on each handler (once)."""
-    for handler in handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+def install() -> None:
+    """Redact every log record of this process as it is made, whatever logger makes it and
+    whatever handler writes it (those added later, such as the access log's, included): a
+    record factory around the current one (installed once)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacting", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return redact_record(previous(*args, **kwargs))
+
+    factory.redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

@@ -15,8 +15,8 @@ in one shape whatever the outcome (``config``, ``ok``, ``problems``, ``warnings`
 once.
 
 No secret of the configuration is ever printed (``base/redaction.py``): the reports of
-``check-config``, ``probe`` and ``purge`` go through it line by line, and ``serve`` puts it on
-every log handler (``_logging``), its workers too.
+``check-config``, ``probe`` and ``purge`` go through it line by line, and every log record of
+every command (``serve``'s workers too) is redacted as it is made.
 """
 
 from __future__ import annotations
@@ -325,7 +325,7 @@ def _logging(level: str, many: bool) -> None:
         + ("[%(process)d]" if many else "")
         + ": %(message)s",
     )
-    redaction.install(logging.getLogger().handlers)
+    redaction.install()
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -457,8 +457,7 @@ _PURGED = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if logging.lastResort is not None:  # what is logged before (or without) _logging
-        redaction.install([logging.lastResort])
+    redaction.install()  # every log record, before (or without) _logging too
     if args.command == "check-config":
         as_json = args.json or args.format == "json"
         return check_config(args.file, args.sources or as_json, as_json)
