@@ -215,7 +215,9 @@ class ThumborSettings(NetworkSettings):
     )
     security_key: str | None = option(
         None,
-        doc="sign every URL with it (HMAC-SHA1); `null`: `unsafe` URLs. A signing key must "
+        secret=True,
+        doc="a secret (`security_key_file` names a file holding it; never printed): sign "
+        "every URL with it (HMAC-SHA1); `null`: `unsafe` URLs. A signing key must "
         "not sign whatever an identifier makes: with one, `check-config` refuses a `path` "
         "that starts with a placeholder (with an HTTP loader the identifier would name "
         "the host); give it a fixed beginning such as `masters/{id}` or "

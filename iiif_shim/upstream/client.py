@@ -15,6 +15,8 @@ circuit are its own) and gets answers through :meth:`Upstream.get`, which:
   waiting for a free connection has its own bound (``pool_timeout``) and its own 503;
 - asks with ``Accept-Encoding: identity`` and the request id, follows redirects only within the
   origin and folder of the backend's URL templates (``redirects: same_origin``) or not at all;
+  sends the backend's HTTP Basic credentials (``username``, ``password``) with each request to
+  the origin of one of those templates, never to another;
 - reads at most ``max_bytes`` of an image and ``max_metadata_bytes`` of metadata (more: 502),
   each body held once: a small one in memory (its pieces joined once: twice its size at the
   peak), an image body of more than ``SPILL_AT`` (:meth:`Upstream.download`) written as it
@@ -40,6 +42,7 @@ circuit are its own) and gets answers through :meth:`Upstream.get`, which:
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import logging
 import os
@@ -51,6 +54,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
@@ -260,6 +264,12 @@ class Upstream:
         self.who = f"{role} '{backend}'"  # how error messages name it
         self.settings = settings
         self.scopes = tuple(scopes)  # where redirects may lead
+        # HTTP Basic credentials, sent only to the origins of the configured URLs
+        self._origins = frozenset(o for t in self.scopes if (o := t.origin) is not None)
+        self._authorization: str | None = None
+        if settings.username is not None or settings.password is not None:
+            pair = f"{settings.username or ''}:{settings.password or ''}"
+            self._authorization = "Basic " + base64.b64encode(pair.encode()).decode()
         self.metrics = metrics
         self.breaker = CircuitBreaker(self.who, settings.breaker_failures, settings.breaker_reset)
         self._session: aiohttp.ClientSession | None = None
@@ -627,7 +637,8 @@ class Upstream:
         for _ in range(_MAX_REDIRECTS + 1):
             self.requests += 1  # every request sent, whatever comes back
             try:
-                opening = self._session.get(url, headers=sent, allow_redirects=False)
+                opening = self._session.get(url, headers=self._credited(url, sent),
+                                            allow_redirects=False)  # fmt: skip
                 resp = await opening.__aenter__()
             except aiohttp.ClientError as exc:
                 raise self._failure(exc) from None
@@ -652,6 +663,17 @@ class Upstream:
             finally:
                 resp.release()
         raise RedirectRefused(f"{self.who} redirected too many times")
+
+    def _credited(self, url: URL, sent: dict[str, str]) -> dict[str, str]:
+        """The headers for ``url``: with the backend's credentials when it is on the origin of
+        one of its configured URLs (a redirect elsewhere never gets them; a URL with its own
+        ``user:password@`` sends those)."""
+        if self._authorization is None or url.user is not None:
+            return sent
+        split = urlsplit(str(url))
+        if f"{split.scheme}://{split.netloc}".lower() not in self._origins:
+            return sent
+        return {**sent, "Authorization": self._authorization}
 
     def _failure(self, exc: aiohttp.ClientError) -> ShimError:
         """The shim's error for a client-side failure."""

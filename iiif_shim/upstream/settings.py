@@ -1,5 +1,6 @@
 """The connection settings every backend and object source that talks HTTP shares (each adds its
-own keys)."""
+own keys), the HTTP Basic credentials sent to that server among them (``password`` is a
+secret: ``base/redaction.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ from dataclasses import dataclass
 from iiif_shim.base.schema import at_least, option
 
 _REDIRECTS = ("same_origin", "none")
+
+
+def _credential(value: str, colon: bool) -> str | None:
+    """What is wrong with a Basic user name or password (no control characters; a user name
+    holds no ':', which would end it)."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return "must not hold control characters (a line break, a tab)"
+    if not colon and ":" in value:
+        return "must not hold ':' (HTTP Basic ends the user name there)"
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +82,20 @@ class UpstreamSettings:
         doc="`same_origin`: follow up to 3 redirects that stay on the origin and under the "
         "folder of its URL templates; `none`: a redirect is a 502",
         check=lambda v: None if v in _REDIRECTS else f"must be one of {', '.join(_REDIRECTS)}",
+    )
+    username: str | None = option(
+        None,
+        doc="HTTP Basic user name sent to this server (with `password`; either alone is sent "
+        "with the other empty). Sent only to the origins (scheme, host, port) of its own "
+        "configured URLs, never after a redirect elsewhere, never logged",
+        check=lambda v: None if v is None else _credential(v, colon=False),
+    )
+    password: str | None = option(
+        None,
+        secret=True,
+        doc="secret: HTTP Basic password sent with `username` (or `password_file`: a file "
+        "holding it); never printed in logs, reports, `/health` or errors",
+        check=lambda v: None if v is None else _credential(v, colon=True),
     )
     breaker_failures: int = option(
         5,
