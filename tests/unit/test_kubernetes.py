@@ -3,11 +3,13 @@ own JSON schemas (bundled by kubernetes-validate, strict: no unknown field) for 
 the validator knows, the ConfigMap's YAML passes ``iiif-shim check-config``, and the numbers
 that must agree do (ports, probes, grace period against shutdown_timeout, processes from the
 CPU limit, memory limit against what the processes may hold, the Redis URL against its
-Service)."""
+Service), the Secret reaches the shim (``${REDIS_PASSWORD}``, ``purge_token_file``) and Redis,
+and the Ingress serves HTTPS with a certificate from cert-manager."""
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import subprocess
 import sys
@@ -21,7 +23,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import ValidationError, all_versions
 
-from iiif_shim.config.settings import Settings, load_settings
+from iiif_shim.config.settings import Settings, parse_settings
 from iiif_shim.process.supervisor import KILL_GRACE
 from tests.support import ROOT
 
@@ -72,23 +74,67 @@ def option(args: list[str], name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def shim_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("kubernetes") / "shim.yaml"
-    path.write_text(find("ConfigMap", "iiif-shim-config")["data"]["shim.yaml"])
-    return path
-
-
-@pytest.fixture(scope="module")
-def settings(shim_yaml: Path) -> Settings:
-    return load_settings(str(shim_yaml))
-
-
-@pytest.fixture(scope="module")
 def container() -> dict[str, Any]:
     pod = find("Deployment", "iiif-shim")["spec"]["template"]["spec"]
     (shim,) = pod["containers"]
     assert isinstance(shim, dict)
     return shim
+
+
+def secret_env(container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment variables that come from a Secret, with their values."""
+    found = {}
+    for env in container.get("env", []):
+        ref = env.get("valueFrom", {}).get("secretKeyRef")
+        if ref is not None:
+            found[env["name"]] = find("Secret", ref["name"])["stringData"][ref["key"]]
+    return found
+
+
+def secret_files(container: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The folders where the shim's container mounts a Secret: path -> file name -> content."""
+    pod = find("Deployment", "iiif-shim")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    found = {}
+    for mount in container["volumeMounts"]:
+        source = volumes[mount["name"]].get("secret")
+        if source is None:
+            continue
+        data = find("Secret", source["secretName"])["stringData"]
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        found[mount["mountPath"]] = {item["path"]: data[item["key"]] for item in items}
+    return found
+
+
+@pytest.fixture(scope="module")
+def pod_view(
+    tmp_path_factory: pytest.TempPathFactory, container: dict[str, Any]
+) -> tuple[Path, dict[str, str]]:
+    """shim.yaml as the pod reads it, and its environment: the Secret's files written to a
+    folder here (the mount path moved there in shim.yaml), its variables set."""
+    folder = tmp_path_factory.mktemp("kubernetes")
+    text = find("ConfigMap", "iiif-shim-config")["data"]["shim.yaml"]
+    for i, (mount, files) in enumerate(secret_files(container).items()):
+        assert mount in text, f"shim.yaml names nothing in {mount}"
+        here = folder / f"secret-{i}"
+        here.mkdir()
+        for name, content in files.items():
+            (here / name).write_text(content)
+        text = text.replace(mount, str(here))
+    path = folder / "shim.yaml"
+    path.write_text(text)
+    return path, secret_env(container)
+
+
+@pytest.fixture(scope="module")
+def shim_yaml(pod_view: tuple[Path, dict[str, str]]) -> Path:
+    return pod_view[0]
+
+
+@pytest.fixture(scope="module")
+def settings(pod_view: tuple[Path, dict[str, str]]) -> Settings:
+    path, env = pod_view
+    return parse_settings(yaml.safe_load(path.read_text()), path.parent, str(path), environ=env)
 
 
 def test_every_manifest_passes_the_kubernetes_schemas() -> None:
@@ -104,9 +150,11 @@ def test_every_manifest_passes_the_kubernetes_schemas() -> None:
                 pytest.fail(f"{name}: {doc['kind']} against Kubernetes {version}: {exc.message}")
     assert {
         ("v1", "ConfigMap"),
+        ("v1", "Secret"),
         ("apps/v1", "Deployment"),
         ("v1", "Service"),
         ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("networking.k8s.io/v1", "Ingress"),
     } <= kinds
 
 
@@ -130,15 +178,67 @@ def test_the_validator_refuses_what_kubernetes_would() -> None:
             kubernetes_validate.validate(bad, versions()[-1], strict=True)
 
 
-def test_the_configmap_yaml_passes_check_config(shim_yaml: Path) -> None:
+def test_the_configmap_yaml_passes_check_config(pod_view: tuple[Path, dict[str, str]]) -> None:
+    shim_yaml, env = pod_view
     done = subprocess.run(
         [sys.executable, "-m", "iiif_shim", "check-config", str(shim_yaml)],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **env},
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{shim_yaml}: OK") and "warning" not in done.stdout, done.stdout
+    for value in env.values():
+        assert value not in done.stdout + done.stderr
+
+
+def test_the_secrets_reach_the_shim_and_redis(
+    container: dict[str, Any], settings: Settings
+) -> None:
+    """The Redis password goes to the shim's cache.redis through ${REDIS_PASSWORD} and to
+    Redis (--requirepass, and its probe's redis-cli), the purge token through a file; none
+    of them is written in the ConfigMap."""
+    secret = find("Secret", "iiif-shim-secrets")["stringData"]
+    env = secret_env(container)
+    assert env == {"REDIS_PASSWORD": secret["redis-password"]}
+    assert settings.cache.redis is not None
+    assert urlsplit(settings.cache.redis).password == secret["redis-password"]
+    assert settings.cache.purge_token == secret["purge-token"]
+    shim_yaml = find("ConfigMap", "iiif-shim-config")["data"]["shim.yaml"]
+    assert "${REDIS_PASSWORD}" in shim_yaml and "purge_token_file:" in shim_yaml
+    for value in secret.values():
+        assert value not in shim_yaml
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "secrets"]
+    assert mount["readOnly"] is True
+    redis = find("Deployment", "iiif-shim-redis")["spec"]["template"]["spec"]
+    (server,) = redis["containers"]
+    assert option(server["args"], "--requirepass") == "$(REDIS_PASSWORD)"
+    assert secret_env(server) == {
+        "REDIS_PASSWORD": secret["redis-password"],
+        "REDISCLI_AUTH": secret["redis-password"],
+    }
+    assert server["readinessProbe"]["exec"]["command"][0] == "redis-cli"
+
+
+def test_the_ingress_serves_https_with_a_certificate_from_cert_manager() -> None:
+    ingress = find("Ingress", "iiif-shim")
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["cert-manager.io/cluster-issuer"]
+    assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    spec = ingress["spec"]
+    assert spec["ingressClassName"] == "nginx"  # ingress-nginx: HTTP/2 over TLS by default
+    (tls,) = spec["tls"]
+    assert tls["secretName"]  # the TLS Secret cert-manager fills and renews
+    hosts = {rule["host"] for rule in spec["rules"]}
+    assert hosts == set(tls["hosts"])
+    service = find("Service", "iiif-shim")
+    (port,) = service["spec"]["ports"]
+    for rule in spec["rules"]:
+        (path,) = rule["http"]["paths"]
+        assert (path["path"], path["pathType"]) == ("/", "Prefix")
+        backend = path["backend"]["service"]
+        assert backend["name"] == "iiif-shim" and backend["port"] == {"name": port["name"]}
 
 
 def test_the_deployment_runs_that_config_with_processes_from_its_cpu_limit(
