@@ -3,7 +3,7 @@
 #   bash deploy/setup.sh          what serving needs
 #   bash deploy/setup.sh test     plus what the tests need: the legacy servers they run against
 #                                 (apt-get: nginx, iipsrv, lighttpd, vips, chromium, poppler,
-#                                 redis-server; Thumbor in
+#                                 redis-server, curl, certutil; Thumbor in
 #                                 ./.venv-thumbor), libmagic, the test tools (pip), the
 #                                 official IIIF validator in ./.venv-validator, patched for
 #                                 Python 3 (see tests/validator/test_validator.py), and
@@ -32,6 +32,9 @@ if [ "$mode" = test ]; then
   ldconfig -p 2>/dev/null | grep -q 'libvips\.so\.42' || apt_packages+=(libvips42)
   command -v pdftoppm >/dev/null 2>&1 || apt_packages+=(poppler-utils)
   command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+  # certutil: the browser tests make Chromium trust their test CA in an NSS database
+  command -v certutil >/dev/null 2>&1 || apt_packages+=(libnss3-tools)
+  command -v curl >/dev/null 2>&1 || apt_packages+=(curl)  # HTTP/2 to nginx (tests/http/test_deploy.py)
   command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)  # the Redis cache tier
   # `systemd-analyze verify` checks deploy/systemd's units; it needs no running systemd
   command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)

@@ -1,7 +1,8 @@
-"""The deploy examples work as shipped: deploy/nginx-proxy.conf, run by real nginx in front of a
-shim, passes the request URI through byte for byte (an identifier's %2F survives) and makes ids,
-redirects and request ids public; deploy/setup.sh runs pip only when what it installs from
-changed."""
+"""The deploy examples work as shipped: deploy/nginx-proxy.conf, run by real nginx with TLS and
+HTTP/2 (a test CA's certificate) in front of a shim, passes the request URI through byte for byte
+(an identifier's %2F survives), makes ids, redirects and request ids public with https://, sends
+port 80 to https:// (certbot's challenges aside), and its optional proxy_cache and HSTS work;
+deploy/setup.sh runs pip only when what it installs from changed."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,24 +27,94 @@ from tests.support import (
     Response,
     free_port,
     need_tool,
+    nginx_config,
     start_shim,
     write_config,
 )
+from tests.tls import CA, make_ca
 
 SHIPPED = ROOT / "deploy" / "nginx-proxy.conf"
-# the two lines the shipped file promises to keep, so a plain substitution can adapt it
+# the lines the shipped file promises to keep, so plain substitutions can adapt it
 LISTEN = "listen 443 ssl http2;"
+LISTEN_HTTP = "listen 80;"
+CERTS = "/etc/letsencrypt/live/images.example.org/"
+WEBROOT = "/var/www/letsencrypt"
 UPSTREAM = "server 127.0.0.1:8182;"
+CACHE_PATH = "/var/cache/nginx/iiif"
 
+PUBLIC_HOST = "images.example.org"  # the test certificate's name, resolved to 127.0.0.1
 ENCODED = "/images/3/sub%2Fpage%201"  # sub/page 1.png in the test images
 
+# what each request nginx logs: its connection (a number per TCP connection), the protocol
+ACCESS_FORMAT = (
+    "log_format iiif_test '$connection $connection_requests $server_protocol \"$http2\" '\n"
+    "    '\"$request\" $status $upstream_cache_status';"
+)
 
-def nginx_with(site: str, workdir: Path) -> Process:
-    """nginx running ``site`` (http-level directives) on a free port, in plain HTTP."""
+
+class Nginx(Process):
+    """nginx running a site. ``port``: the site's main server (``tls``: with TLS and HTTP/2,
+    else plain HTTP); ``redirect_port``: its port-80 server, if it has one; ``context``: trusting
+    the test CA (``cafile``) that signed its certificate; ``access_log``: one line a request,
+    ``$connection $connection_requests $server_protocol "$http2" "$request" $status
+    $upstream_cache_status``."""
+
+    def __init__(
+        self,
+        args: list[str],
+        port: int,
+        workdir: Path,
+        tls: bool,
+        redirect_port: int | None,
+        cafile: Path,
+        webroot: Path,
+    ) -> None:
+        self.tls = tls
+        self.redirect_port = redirect_port
+        self.cafile = cafile
+        self.webroot = webroot
+        self.access_log = workdir / "access.log"
+        self.context = ssl.create_default_context(cafile=str(cafile))
+        super().__init__(args, port, workdir / "out.log")
+
+    def ask(
+        self, path: str, host: str | None = None, headers: dict[str, str] | None = None
+    ) -> Response:
+        """GET ``path`` exactly as given from the main server (over TLS if it has TLS)."""
+        return ask(self.port, path, host, headers, self.context if self.tls else None)
+
+    @property
+    def origin(self) -> str:
+        """The main server's origin as a client addressing 127.0.0.1 names it."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+
+def nginx_with(site: str, workdir: Path, tls: bool = False, ca: CA | None = None) -> Nginx:
+    """nginx running ``site`` (http-level directives) on free ports: with TLS and HTTP/2 when
+    ``tls`` (a certificate for images.example.org, localhost and 127.0.0.1 from ``ca``, else
+    from a test CA made here), else in plain HTTP. The shipped file's certificate paths and
+    webroot are moved into ``workdir``; its upstream is the caller's to substitute."""
     binary = need_tool("nginx", "/usr/sbin/nginx")
+    workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     assert site.count(LISTEN) == 1
-    site = site.replace(LISTEN, f"listen 127.0.0.1:{port};")
+    listen = f"listen 127.0.0.1:{port} ssl http2;" if tls else f"listen 127.0.0.1:{port};"
+    site = site.replace(LISTEN, listen)
+    redirect_port = None
+    if LISTEN_HTTP in site:
+        assert site.count(LISTEN_HTTP) == 1
+        redirect_port = free_port()
+        site = site.replace(LISTEN_HTTP, f"listen 127.0.0.1:{redirect_port};")
+    ca = ca or make_ca(workdir / "ca")
+    issued = ca.issue(f"nginx-{port}", names=(PUBLIC_HOST, "localhost", "127.0.0.1"))
+    live = workdir / "live"
+    live.mkdir(exist_ok=True)
+    shutil.copy(issued.cert, live / "fullchain.pem")
+    shutil.copy(issued.key, live / "privkey.pem")
+    site = site.replace(CERTS, f"{live}/")
+    webroot = workdir / "webroot"
+    webroot.mkdir(exist_ok=True)
+    site = site.replace(WEBROOT, str(webroot))
     user = "user root;\n" if os.geteuid() == 0 else ""
     conf = workdir / "nginx.conf"
     conf.write_text(
@@ -49,9 +122,10 @@ def nginx_with(site: str, workdir: Path) -> Process:
 daemon off;
 pid {workdir}/nginx.pid;
 error_log {workdir}/error.log warn;
-events {{ worker_connections 64; }}
+events {{ worker_connections 256; }}
 http {{
-    access_log {workdir}/access.log;
+    {ACCESS_FORMAT}
+    access_log {workdir}/access.log iiif_test;
     client_body_temp_path {workdir}/tmp-body;
     proxy_temp_path {workdir}/tmp-proxy;
     fastcgi_temp_path {workdir}/tmp-fastcgi;
@@ -61,14 +135,31 @@ http {{
 }}
 """
     )
-    return Process([binary, "-c", str(conf), "-p", str(workdir)], port, workdir / "out.log")
+    return Nginx(
+        [binary, "-c", str(conf), "-p", str(workdir)],
+        port,
+        workdir,
+        tls,
+        redirect_port,
+        ca.root,
+        webroot,
+    )
 
 
 def ask(
-    port: int, path: str, host: str | None = None, headers: dict[str, str] | None = None
+    port: int,
+    path: str,
+    host: str | None = None,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> Response:
-    """GET ``path`` exactly as given, with ``host`` as the only Host header when given."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    """GET ``path`` exactly as given, with ``host`` as the only Host header when given; over
+    TLS (HTTP/1.1) when a ``context`` is given."""
+    conn = (
+        http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=context)
+        if context is not None
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    )
     try:
         conn.putrequest("GET", path, skip_host=host is not None, skip_accept_encoding=True)
         if host is not None:
@@ -103,6 +194,7 @@ def seen_by_shim(shim: Process, request_id: str, wait: float = 5) -> str | None:
 
 @pytest.fixture(scope="module")
 def shim(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    """The shim over the test images; the folder ``sub`` is an object (one page)."""
     tmp = tmp_path_factory.mktemp("deploy-shim")
     config = write_config(
         tmp / "shim.yaml",
@@ -112,6 +204,9 @@ def shim(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pro
           local: {{type: files, root: "{images}"}}
         routes:
           - {{backend: local}}
+        presentation:
+          sources:
+            scans: {{type: folder, backend: local}}
         """,
     )
     proc = start_shim(config, tmp)
@@ -119,13 +214,73 @@ def shim(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pro
     proc.stop()
 
 
-@pytest.fixture
-def shipped(shim: Process, tmp_path: Path) -> Iterator[Process]:
+def shipped_site(upstream_port: int, cache: Path | None = None, hsts: bool = False) -> str:
+    """The shipped site over the shim at ``upstream_port``; with its optional proxy_cache lines
+    uncommented (its files in ``cache``) and HSTS on when asked."""
     site = SHIPPED.read_text()
     assert site.count(UPSTREAM) == 1
-    proc = nginx_with(site.replace(UPSTREAM, f"server 127.0.0.1:{shim.port};"), tmp_path)
+    site = site.replace(UPSTREAM, f"server 127.0.0.1:{upstream_port};")
+    if cache is not None:
+        site = re.sub(
+            r"^(\s*)# ((proxy_cache\w*|proxy_no_cache|proxy_hide_header|add_header) .*)$",
+            r"\1\2",
+            site,
+            flags=re.M,
+        )
+        assert "\n# proxy_cache_path" not in site and site.count(CACHE_PATH) == 1
+        site = site.replace(CACHE_PATH, str(cache))
+    if hsts:
+        hsts_line = re.compile(r'^(\s*)# (https\s+"max-age=\d+";)', flags=re.M)
+        assert len(hsts_line.findall(site)) == 1
+        site = hsts_line.sub(r"\1\2", site)
+    return site
+
+
+@pytest.fixture
+def shipped(shim: Process, tmp_path: Path) -> Iterator[Nginx]:
+    """The shipped site as it is, TLS and HTTP/2, in front of the shim."""
+    proc = nginx_with(shipped_site(shim.port), tmp_path, tls=True)
     yield proc
     proc.stop()
+
+
+def curl(front: Nginx, path: str, *extra: str) -> tuple[str, dict[str, Any]]:
+    """``curl --http2 --cacert`` (the test CA) of ``path`` at https://images.example.org:PORT
+    (resolved to 127.0.0.1): the HTTP version curl used and the JSON answer."""
+    binary = need_tool("curl", "/usr/bin/curl")
+    done = subprocess.run(
+        [
+            binary,
+            "--http2",
+            "--cacert",
+            str(front.cafile),
+            "--resolve",
+            f"{PUBLIC_HOST}:{front.port}:127.0.0.1",
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--write-out",
+            "\n%{http_version}",
+            *extra,
+            f"https://{PUBLIC_HOST}:{front.port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    body, _, version = done.stdout.rpartition("\n")
+    return version, json.loads(body)
+
+
+def ids_in(document: Any) -> list[str]:
+    """Every ``id`` and ``@id`` in a JSON document, at any depth."""
+    if isinstance(document, list):
+        return [i for item in document for i in ids_in(item)]
+    if not isinstance(document, dict):
+        return []
+    own = [str(v) for k, v in document.items() if k in ("id", "@id")]
+    return own + [i for v in document.values() for i in ids_in(v)]
 
 
 def test_a_proxy_pass_with_a_uri_breaks_encoded_slashes(shim: Process, tmp_path: Path) -> None:
@@ -149,8 +304,48 @@ def test_a_proxy_pass_with_a_uri_breaks_encoded_slashes(shim: Process, tmp_path:
         proc.stop()
 
 
+def test_curl_gets_http2_and_https_ids_with_the_proxys_host(shipped: Nginx) -> None:
+    public = f"https://{PUBLIC_HOST}:{shipped.port}/images"
+    version, info = curl(shipped, ENCODED + "/info.json")
+    assert version == "2"
+    assert info["id"] == f"{public}/3/sub%2Fpage%201"  # the %2F as sent
+    version, manifest = curl(shipped, "/images/presentation/3/sub/manifest")
+    assert version == "2"
+    assert manifest["id"] == f"{public}/presentation/3/sub/manifest"
+    ids = ids_in(manifest)
+    assert len(ids) >= 5 and all(i.startswith(public + "/") for i in ids), ids
+    services = [i for i in ids if i.startswith(f"{public}/3/")]
+    assert f"{public}/3/sub%2Fpage%201" in services, ids
+    # the trust is the test CA's: curl without it refuses the certificate
+    done = subprocess.run(
+        [
+            need_tool("curl", "/usr/bin/curl"),
+            "--http2",
+            "--silent",
+            *("--resolve", f"{PUBLIC_HOST}:{shipped.port}:127.0.0.1"),
+            f"https://{PUBLIC_HOST}:{shipped.port}{ENCODED}/info.json",
+        ],
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 60  # CURLE_PEER_FAILED_VERIFICATION
+
+
+def test_tls_1_2_and_1_3_are_both_served(shipped: Nginx) -> None:
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        context = ssl.create_default_context(cafile=str(shipped.cafile))
+        context.minimum_version = context.maximum_version = version
+        conn = http.client.HTTPSConnection("127.0.0.1", shipped.port, timeout=30, context=context)
+        try:
+            conn.request("GET", ENCODED + "/info.json")
+            assert conn.getresponse().status == 200
+            assert conn.sock is not None and conn.sock.version() == version.name.replace("_", ".")
+        finally:
+            conn.close()
+
+
 def test_the_shipped_proxy_passes_the_request_uri_byte_for_byte(
-    shim: Process, shipped: Process
+    shim: Process, shipped: Nginx
 ) -> None:
     for public in (
         ENCODED + "/info.json",
@@ -159,65 +354,192 @@ def test_the_shipped_proxy_passes_the_request_uri_byte_for_byte(
         "/images//3/quad/info.json",  # not merged: the shim says 404, on the URI as sent
     ):
         rid = new_id()
-        ask(shipped.port, public, headers={"X-Request-ID": rid})
+        shipped.ask(public, headers={"X-Request-ID": rid})
         assert seen_by_shim(shim, rid) == "/iiif" + public.removeprefix("/images")
+    # the shim's object and viewer pages, and its landing page, under the same public prefix
+    for public, sent in (
+        ("/images/objects/sub", "/objects/sub"),
+        ("/images/view/mirador?iiif-content=x%2Fy", "/view/mirador?iiif-content=x%2Fy"),
+        ("/images/viewers/a%2Fb.js", "/viewers/a%2Fb.js"),
+        ("/images/", "/"),
+        ("/images/?x=1", "/?x=1"),
+    ):
+        rid = new_id()
+        shipped.ask(public, headers={"X-Request-ID": rid})
+        assert seen_by_shim(shim, rid) == sent
 
 
 def test_uris_outside_the_prefix_as_sent_never_reach_the_shim(
-    shim: Process, shipped: Process
+    shim: Process, shipped: Nginx
 ) -> None:
-    """nginx matches locations on the decoded, normalised path; these match /images/ only so."""
-    for path in ("/x/../images/3/quad/info.json", "/images%2F3/quad/info.json"):
+    """nginx matches locations on the decoded, normalised path; these match /images/ only so.
+    The shim's operations (/admin/, /health, /metrics) are not public."""
+    for path in (
+        "/x/../images/3/quad/info.json",
+        "/images%2F3/quad/info.json",
+        "/admin/cache/quad",
+        "/health",
+        "/metrics",
+    ):
         rid = new_id()
-        resp = ask(shipped.port, path, headers={"X-Request-ID": rid})
+        resp = shipped.ask(path, headers={"X-Request-ID": rid})
         assert resp.status == 404 and resp.text.startswith("<html>"), resp.text  # nginx's
         assert seen_by_shim(shim, rid, wait=0.5) is None
 
 
-def test_ids_redirects_and_pixels_carry_the_public_url(shipped: Process) -> None:
-    public = f"http://127.0.0.1:{shipped.port}{ENCODED}"  # the Host http.client sends
-    resp = ask(shipped.port, ENCODED + "/info.json")
+def test_ids_redirects_and_pixels_carry_the_public_url(shipped: Nginx) -> None:
+    public = f"https://127.0.0.1:{shipped.port}{ENCODED}"  # the Host http.client sends
+    resp = shipped.ask(ENCODED + "/info.json")
     assert resp.status == 200, resp.text
     assert json.loads(resp.body)["id"] == public
     assert resp.headers.get_all("Access-Control-Allow-Origin") == ["*"]  # one, the shim's
-    base = ask(shipped.port, ENCODED)
+    base = shipped.ask(ENCODED)
     assert base.status == 303 and base.header("Location") == public + "/info.json"
-    image = ask(shipped.port, ENCODED.replace("/3/", "/2/") + "/full/60,/0/default.png")
+    image = shipped.ask(ENCODED.replace("/3/", "/2/") + "/full/60,/0/default.png")
     assert image.status == 200 and image.header("Content-Type") == "image/png"
     pixels = image.image().convert("RGB")
     assert pixels.size == (60, 40)
     assert pixels.getpixel((5, 5)) == (255, 0, 0) and pixels.getpixel((55, 35)) == (255,) * 3
     canonical = image.header("Link") or ""
-    assert f"<http://127.0.0.1:{shipped.port}/images/2/sub%2Fpage%201/full/60," in canonical
+    assert f"<https://127.0.0.1:{shipped.port}/images/2/sub%2Fpage%201/full/60," in canonical
+    page = shipped.ask("/images/objects/sub")
+    assert page.status == 200, page.text
+    assert f'src="https://127.0.0.1:{shipped.port}/images/view/' in page.text
+    assert "http://" not in page.text.replace("http://iiif.io/", "")
 
 
-def test_the_public_host_is_the_one_the_client_addressed(shipped: Process) -> None:
+def test_the_public_host_is_the_one_the_client_addressed(shipped: Nginx) -> None:
     def public_id(host: str, headers: dict[str, str] | None = None) -> str:
-        resp = ask(shipped.port, "/images/3/quad/info.json", host=host, headers=headers)
+        resp = shipped.ask("/images/3/quad/info.json", host=host, headers=headers)
         assert resp.status == 200, resp.text
         return str(json.loads(resp.body)["id"])
 
     # behind port forwarding: the port in Host, not the one nginx listens on
-    assert public_id("images.example.org:8443") == "http://images.example.org:8443/images/3/quad"
+    assert public_id("images.example.org:8443") == "https://images.example.org:8443/images/3/quad"
     # no port in Host: the scheme's default one
-    assert public_id("images.example.org") == "http://images.example.org/images/3/quad"
+    assert public_id("images.example.org") == "https://images.example.org/images/3/quad"
     # a client's own forwarding headers are replaced or dropped, never believed
     spoofed = {
-        "Forwarded": "host=evil.example;proto=https",
+        "Forwarded": "host=evil.example;proto=http",
         "X-Forwarded-Host": "evil.example",
-        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Proto": "http",
         "X-Forwarded-Port": "444",
         "X-Forwarded-Prefix": "/elsewhere",
     }
-    assert public_id("images.example.org", spoofed) == "http://images.example.org/images/3/quad"
+    assert public_id("images.example.org", spoofed) == "https://images.example.org/images/3/quad"
 
 
-def test_request_ids_round_trip(shim: Process, shipped: Process) -> None:
-    given = ask(shipped.port, ENCODED + "/info.json", headers={"X-Request-ID": "from-the-client"})
+def test_request_ids_round_trip(shim: Process, shipped: Nginx) -> None:
+    given = shipped.ask(ENCODED + "/info.json", headers={"X-Request-ID": "from-the-client"})
     assert given.header("X-Request-ID") == "from-the-client"
-    made = ask(shipped.port, ENCODED + "/info.json").header("X-Request-ID") or ""
+    made = shipped.ask(ENCODED + "/info.json").header("X-Request-ID") or ""
     assert re.fullmatch(r"[0-9a-f]{32}", made)  # nginx's $request_id, used by the shim too
     assert seen_by_shim(shim, made) == "/iiif/3/sub%2Fpage%201/info.json"
+
+
+def test_port_80_redirects_to_https_but_for_certbots_challenges(
+    shim: Process, shipped: Nginx
+) -> None:
+    assert shipped.redirect_port is not None
+    for path in (ENCODED + "/info.json", "/images/2/sub%2Fpage%201/full/max/0/default.jpg?x=%2F"):
+        rid = new_id()
+        resp = ask(
+            shipped.redirect_port, path, host=f"{PUBLIC_HOST}:8080", headers={"X-Request-ID": rid}
+        )
+        assert resp.status == 301, resp.text
+        assert resp.header("Location") == f"https://{PUBLIC_HOST}{path}"  # byte for byte
+        assert seen_by_shim(shim, rid, wait=0.5) is None  # nginx answers it alone
+    # certbot --webroot writes its token there and the CA fetches it over plain HTTP
+    challenge = shipped.webroot / ".well-known" / "acme-challenge"
+    challenge.mkdir(parents=True)
+    (challenge / "token-123").write_text("token-123.thumbprint")
+    resp = ask(shipped.redirect_port, "/.well-known/acme-challenge/token-123", host=PUBLIC_HOST)
+    assert resp.status == 200 and resp.text == "token-123.thumbprint"
+
+
+def test_hsts_is_sent_only_when_switched_on(shim: Process, tmp_path: Path) -> None:
+    for hsts in (False, True):
+        proc = nginx_with(shipped_site(shim.port, hsts=hsts), tmp_path / str(hsts), tls=True)
+        try:
+            found = proc.ask(ENCODED + "/info.json")
+            missing = proc.ask("/images/3/no-such-image/info.json")
+            assert found.status == 200 and missing.status == 404
+            expected = ["max-age=31536000"] if hsts else None
+            for resp in (found, missing):
+                assert resp.headers.get_all("Strict-Transport-Security") == expected
+            assert proc.redirect_port is not None  # never on plain HTTP
+            redirect = ask(proc.redirect_port, ENCODED, host=PUBLIC_HOST)
+            assert redirect.status == 301 and redirect.header("Strict-Transport-Security") is None
+        finally:
+            proc.stop()
+
+
+def test_the_optional_proxy_cache_keeps_tiles_and_info_never_errors(
+    shim: Process, tmp_path: Path
+) -> None:
+    proc = nginx_with(shipped_site(shim.port, cache=tmp_path / "cache"), tmp_path, tls=True)
+    try:
+        for path in (
+            ENCODED + "/info.json",
+            "/images/3/quad/0,0,150,100/150,/0/default.jpg",
+            "/images/presentation/3/sub/manifest",
+        ):
+            statuses = []
+            for _ in range(2):
+                resp = proc.ask(path)
+                assert resp.status == 200, resp.text
+                statuses.append(resp.header("X-Cache-Status"))
+            assert statuses == ["MISS", "HIT"], (path, statuses)
+        for path in (
+            "/images/3/no-such-image/info.json",
+            "/images/3/quad/0,0,0,0/max/0/default.jpg",
+        ):
+            for _ in range(3):
+                rid = new_id()
+                resp = proc.ask(path, headers={"X-Request-ID": rid})
+                assert resp.status in (400, 404) and resp.header("X-Cache-Status") == "MISS"
+                assert seen_by_shim(shim, rid) is not None  # each one reached the shim
+        for _ in range(2):  # the landing page: a 200 without Cache-Control, never kept
+            page = proc.ask("/images/")
+            assert page.status == 200 and page.header("Cache-Control") is None, page.headers
+            assert page.header("X-Cache-Status") == "MISS"
+    finally:
+        proc.stop()
+
+
+def test_the_optional_proxy_cache_never_keeps_errors_whatever_their_headers(
+    tmp_path: Path,
+) -> None:
+    """An upstream that marks its errors cacheable (a shim or a fault could): the cache keeps
+    its 200s and none of its 404s and 500s."""
+    root = tmp_path / "upstream-root"
+    (root / "iiif" / "3").mkdir(parents=True)
+    (root / "iiif" / "3" / "here").write_text("kept\n")
+    lying = 'add_header Cache-Control "public, max-age=600" always;\n'
+    extra = f"        {lying}        location = /iiif/3/broken {{ return 500; }}\n"
+    upstream_dir = tmp_path / "upstream"
+    upstream_dir.mkdir()
+    port = free_port()
+    conf = nginx_config(root, port, upstream_dir, extra=extra)
+    upstream = Process(
+        [need_tool("nginx", "/usr/sbin/nginx"), "-c", str(conf), "-p", str(upstream_dir)],
+        port,
+        upstream_dir / "out.log",
+    )
+    proc = nginx_with(shipped_site(port, cache=tmp_path / "cache"), tmp_path / "front", tls=True)
+    try:
+        for path, status, second in (
+            ("/images/3/here", 200, "HIT"),
+            ("/images/3/missing", 404, "MISS"),
+            ("/images/3/broken", 500, "MISS"),
+        ):
+            seen = [proc.ask(path) for _ in range(2)]
+            assert [r.status for r in seen] == [status] * 2, (path, seen[0].text)
+            assert seen[0].header("Cache-Control") == "public, max-age=600"
+            assert [r.header("X-Cache-Status") for r in seen] == ["MISS", second], path
+    finally:
+        proc.stop()
+        upstream.stop()
 
 
 FAKE_PIP = """#!/bin/sh
