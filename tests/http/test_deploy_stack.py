@@ -23,14 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
-from iiif_shim.config.settings import load_settings
+from iiif_shim.config.settings import Settings, parse_settings
 from iiif_shim.process.supervisor import KILL_GRACE
 from tests.http.test_deploy import UPSTREAM, ask, nginx_with
 from tests.support import ROOT, Process, Response, free_port, need_tool, nginx_config
 
 UNITS = ROOT / "deploy" / "systemd"
+# the secrets the recipe's credentials hold here (its units' LoadCredential=)
+REDIS_PASSWORD = "stack-redis-password-5e8c1a"
+PURGE_TOKEN = "stack-purge-token-93d0b7f4"
 SITE = ROOT / "deploy" / "nginx-proxy.conf"
 PROCESSES = 2
 # quadrants of the master the backend serves: red, green / blue, white
@@ -80,6 +84,7 @@ class Host:
             ("/opt/iiif-shim", str(self.root / "opt")),
             ("/etc/iiif-shim/", f"{self.root}/etc/"),
             ("/run/iiif-shim-redis", str(self.root / "run")),
+            ("${CREDENTIALS_DIRECTORY}", str(self.credentials)),
             ("/usr/bin/redis-server", need_tool("redis-server", "/usr/bin/redis-server")),
             ("--port 6379", f"--port {self.redis_port}"),
             (f"--processes {shipped_processes()}", f"--processes {PROCESSES}"),
@@ -89,16 +94,43 @@ class Host:
 
     def command(self, line: str, mainpid: int | None = None) -> list[str]:
         """An Exec line as systemd runs it: no prefix characters, $MAINPID the main process,
-        the rest split with shell-like quoting ("" is an empty argument)."""
+        ${CREDENTIALS_DIRECTORY} the unit's credentials, the rest split with shell-like quoting
+        ("" is an empty argument)."""
         assert line[:1] not in "-@:+!", line
         if mainpid is not None:
             line = line.replace("$MAINPID", str(mainpid))
+        line = self.moved(line)  # ${CREDENTIALS_DIRECTORY} too
         assert "$" not in line, line
-        return shlex.split(self.moved(line))
+        return shlex.split(line)
+
+    @property
+    def credentials(self) -> Path:
+        """Where systemd would put the units' credentials ($CREDENTIALS_DIRECTORY)."""
+        return self.root / "credentials"
+
+    def write_credentials(self) -> None:
+        """The files the recipe asks for in /etc/iiif-shim/credentials/ (moved)."""
+        folder = Path(self.moved("/etc/iiif-shim/credentials"))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "redis").write_text(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{self.redis_port}/0\n")
+        (folder / "redis.conf").write_text(f"requirepass {REDIS_PASSWORD}\n")
+        (folder / "purge_token").write_text(PURGE_TOKEN + "\n")
 
     def environment(self, unit: Unit) -> dict[str, str]:
+        """The unit's Environment=, and its LoadCredential= files copied to
+        $CREDENTIALS_DIRECTORY as systemd does (a missing one fails the unit)."""
         pairs = (self.moved(v).split("=", 1) for v in unit["Service"].get("Environment", []))
-        return {key: value for key, value in pairs}
+        env = {key: value for key, value in pairs}
+        loaded = unit["Service"].get("LoadCredential", [])
+        if loaded:
+            self.credentials.mkdir(exist_ok=True)
+            for line in loaded:
+                name, source = line.split(":", 1)
+                target = self.credentials / name
+                target.write_bytes(Path(self.moved(source)).read_bytes())
+                target.chmod(0o400)
+            env["CREDENTIALS_DIRECTORY"] = str(self.credentials)
+        return env
 
     def workdir(self, unit: Unit) -> Path:
         path = Path(self.moved(one(unit, "WorkingDirectory")))
@@ -183,6 +215,7 @@ def redis_stat(port: int, name: str) -> int:
         text=True,
         timeout=10,
         check=True,
+        env={**os.environ, "REDISCLI_AUTH": REDIS_PASSWORD},
     )
     found = re.search(rf"^{name}:(\d+)", done.stdout, re.M)
     assert found, done.stdout
@@ -250,6 +283,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         started.append(backend)
 
+        host.write_credentials()
         redis_unit = units["iiif-shim-redis"]
         redis = Process(
             host.command(one(redis_unit, "ExecStart")),
@@ -260,12 +294,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         started.append(redis)
 
-        (root / "etc").mkdir()
+        (root / "etc").mkdir(exist_ok=True)  # the credentials are in it already
         config = substituted(
             (UNITS / "shim.yaml").read_text(),
             {
                 "port: 8182": f"port: {host.shim_port}",
-                "redis://127.0.0.1:6379/0": f"redis://127.0.0.1:{host.redis_port}/0",
                 "http://127.0.0.1:8080/masters/": f"http://127.0.0.1:{backend_port}/masters/",
             },
         )
@@ -361,13 +394,42 @@ def test_the_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert "Unknown key" in done.stderr
 
 
-def test_the_units_run_what_they_promise() -> None:
+def shipped_settings(tmp_path: Path) -> Settings:
+    """deploy/systemd/shim.yaml as the unit reads it, with its credentials."""
+    host = Host(tmp_path)
+    host.write_credentials()
+    env = host.environment(read_unit(UNITS / "iiif-shim.service"))
+    config = UNITS / "shim.yaml"
+    return parse_settings(yaml.safe_load(config.read_text()), config.parent, environ=env)
+
+
+def test_the_units_keep_their_secrets_in_credentials(tmp_path: Path) -> None:
+    """The Redis password and the purge token reach the shim and Redis through LoadCredential=
+    files, never through the units or shim.yaml."""
+    shim = read_unit(UNITS / "iiif-shim.service")
+    redis = read_unit(UNITS / "iiif-shim-redis.service")
+    shipped = (UNITS / "shim.yaml").read_text()
+    assert "purge_token_file: ${CREDENTIALS_DIRECTORY}/purge_token" in shipped
+    assert "redis_file: ${CREDENTIALS_DIRECTORY}/redis" in shipped
+    assert {line.split(":")[0] for line in shim["Service"]["LoadCredential"]} == {
+        "redis",
+        "purge_token",
+    }
+    assert [line.split(":")[0] for line in redis["Service"]["LoadCredential"]] == ["redis.conf"]
+    assert "--include ${CREDENTIALS_DIRECTORY}/redis.conf" in one(redis, "ExecStart")
+    settings = shipped_settings(tmp_path)
+    assert settings.cache.purge_token == PURGE_TOKEN
+    assert settings.cache.redis is not None
+    assert f"redis://:{REDIS_PASSWORD}@127.0.0.1:" in settings.cache.redis
+
+
+def test_the_units_run_what_they_promise(tmp_path: Path) -> None:
     shim = read_unit(UNITS / "iiif-shim.service")
     redis = read_unit(UNITS / "iiif-shim-redis.service")
     assert one(shim, "ExecReload") == "/bin/kill -HUP $MAINPID"
     # SIGTERM to the supervisor only; it stops the workers, each finishing its requests
     assert one(shim, "KillMode") == "mixed" and one(shim, "KillSignal") == "SIGTERM"
-    settings = load_settings(str(UNITS / "shim.yaml"))
+    settings = shipped_settings(tmp_path)
     # the supervisor kills a worker still draining KILL_GRACE seconds after shutdown_timeout
     assert int(one(shim, "TimeoutStopSec")) > settings.server.shutdown_timeout + KILL_GRACE
     assert settings.server.trust_forwarded and settings.cache.redis
