@@ -120,7 +120,8 @@ def test_the_http_keys_listed_for_an_object_source_are_the_ones_it_takes(type_na
     for f in dataclasses.fields(UpstreamSettings):
         if f.name in own or f.name == "redirects":
             continue
-        spec = {"type": type_name, **MINIMAL[type_name], f.name: f.default * 2 + 1}
+        other = "some-text" if f.default is None else f.default * 2 + 1  # credentials: text
+        spec = {"type": type_name, **MINIMAL[type_name], f.name: other}
         reader = Reader(Path("."))
         reader.read(cls, spec, "s")
         assert (not reader.problems) == (f.name in listed), (f.name, reader.problems)
