@@ -28,9 +28,10 @@ import yaml
 
 from iiif_shim.backends.settings import BACKEND_SETTINGS, BackendSettings, NetworkSettings
 from iiif_shim.base.errors import ConfigError, ShimError
-from iiif_shim.base.schema import Reader, at_least, between, option
+from iiif_shim.base.schema import Finding, Reader, at_least, between, option, problem
 from iiif_shim.cache.settings import CacheSettings
 from iiif_shim.config.environment import interpolate
+from iiif_shim.config.tls import TLSSettings
 from iiif_shim.core.routing import Router, RouteSettings, anchored, slashed
 from iiif_shim.core.settings import IIIFSettings, ServiceSettings
 from iiif_shim.imaging.settings import (
@@ -186,6 +187,35 @@ class ServerSettings:
         doc="seconds between the background checks of every backend (`/health/ready`)",
         check=at_least(1),
     )
+    tls: TLSSettings | None = option(
+        None,
+        doc="serve HTTPS on `port` with this certificate and key (null: plain HTTP). See "
+        "[TLS](operations.md#tls)",
+    )
+    http_redirect_port: int | None = option(
+        None,
+        doc="with `tls`: a second port, plain HTTP, whose every answer is a 308 to the same "
+        "path and query over HTTPS (on `public_url`'s origin when set, else on the request's "
+        "host at `port`); nothing else is served there",
+        check=lambda v: None if v is None else between(1, 65535)(v),
+    )
+
+    def findings(self) -> list[Finding]:
+        found = []
+        if self.http_redirect_port is not None:
+            if self.tls is None:
+                found.append(problem("http_redirect_port", "needs server.tls (HTTPS to send to)"))
+            elif self.http_redirect_port == self.port:
+                found.append(problem("http_redirect_port", "must differ from server.port"))
+            elif self.public_url is not None and not self.public_url.startswith("https://"):
+                found.append(
+                    problem(
+                        "http_redirect_port",
+                        "server.public_url is not https://: the redirect would send clients "
+                        "back to plain HTTP",
+                    )
+                )
+        return found
 
 
 @dataclass(frozen=True)

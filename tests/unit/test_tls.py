@@ -1,0 +1,213 @@
+"""``server.tls`` and ``server.http_redirect_port`` as a configuration file gives them: each bad
+certificate or key is one problem line saying what is wrong (expired and when, not yet valid and
+from when, a key that is not the certificate's, cert and key swapped, a chain out of order, a
+file that is missing or not PEM, an encrypted key without its password), a certificate about to
+expire is a warning, and the redirect port needs TLS and a port of its own. The test CA
+(``tests/tls.py``) makes every certificate."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from iiif_shim.base.errors import ConfigError
+from iiif_shim.config.settings import Settings, load_settings
+from tests.tls import CA, DAY, Issued, make_ca
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CA:
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+def _config(tmp_path: Path, tls: str, server: str = "") -> Path:
+    (tmp_path / "images").mkdir(exist_ok=True)
+    path = tmp_path / "shim.yaml"
+    body = textwrap.dedent(
+        """\
+        backends:
+          local: {type: files, root: ./images}
+        routes:
+          - {backend: local}
+        """
+    )
+    path.write_text(f"server:\n  tls: {tls}\n{server}\n{body}")
+    return path
+
+
+def _tls(cert: Path, key: Path, more: str = "") -> str:
+    return f"{{cert: '{cert}', key: '{key}'{more}}}"
+
+
+def _load(tmp_path: Path, tls: str, server: str = "") -> Settings:
+    return load_settings(_config(tmp_path, tls, server))
+
+
+def _problems(tmp_path: Path, tls: str, server: str = "") -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, tls, server)
+    return err.value.problems
+
+
+def _one(tmp_path: Path, tls: str, server: str = "") -> tuple[str, str]:
+    found = _problems(tmp_path, tls, server)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_good_certificate_is_read(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("good")
+    settings = _load(tmp_path, _tls(issued.cert, issued.key, ", hsts: 600"))
+    tls = settings.server.tls
+    assert tls is not None and tls.cert == issued.cert and tls.hsts == 600 and tls.watch == 30
+    assert settings.warnings == ()
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("relative")
+    (tmp_path / "c.pem").write_bytes(issued.cert.read_bytes())
+    (tmp_path / "k.pem").write_bytes(issued.key.read_bytes())
+    settings = _load(tmp_path, "{cert: c.pem, key: k.pem}")
+    assert settings.server.tls is not None and settings.server.tls.cert == tmp_path / "c.pem"
+
+
+def test_an_expired_certificate_says_when(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("expired", valid_from=-30 * DAY, valid_for=10 * DAY)
+    key, message = _one(tmp_path, _tls(issued.cert, issued.key))
+    when = issued.not_after.strftime("%Y-%m-%d %H:%M UTC")
+    assert key == "server.tls.cert" and message == f"{issued.cert} expired on {when}"
+
+
+def test_a_certificate_not_yet_valid_says_from_when(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("future", valid_from=5 * DAY)
+    key, message = _one(tmp_path, _tls(issued.cert, issued.key))
+    start = (issued.not_after - 90 * DAY).strftime("%Y-%m-%d %H:%M UTC")
+    assert key == "server.tls.cert"
+    assert message == f"{issued.cert} is not valid yet: valid from {start}"
+
+
+def test_a_key_that_is_not_the_certificates(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("mismatch", wrong_key=True)
+    key, message = _one(tmp_path, _tls(issued.cert, issued.key))
+    assert key == "server.tls.key"
+    assert message == (
+        f"{issued.key} is not the key of the certificate in {issued.cert} (CN=localhost)"
+    )
+
+
+def test_cert_and_key_swapped(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("swapped")
+    key, message = _one(tmp_path, _tls(issued.key, issued.cert))
+    assert key == "server.tls.cert"
+    assert message == (
+        f"{issued.key} holds a private key, not a certificate: are cert and key swapped?"
+    )
+    good = ca.issue("swapped-key")
+    key, message = _one(tmp_path, _tls(good.cert, good.cert))
+    assert key == "server.tls.key"
+    assert message == (
+        f"{good.cert} holds a certificate, not a private key: are cert and key swapped?"
+    )
+
+
+def _blocks(issued: Issued) -> list[str]:
+    end = "-----END CERTIFICATE-----\n"
+    return [block + end for block in issued.cert.read_text().split(end) if block.strip()]
+
+
+def test_a_chain_out_of_order(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("order")
+    leaf, intermediate = _blocks(issued)
+    reordered = tmp_path / "reordered.pem"
+    reordered.write_text(intermediate + leaf)
+    key, message = _problems(tmp_path, _tls(reordered, issued.key))[0]
+    assert key == "server.tls.cert"
+    assert message == (
+        f"{reordered} is out of order: certificate 2 (CN=localhost) did not issue certificate 1 "
+        "(CN=iiif-shim test CA intermediate); the file must hold the leaf first, then each issuer"
+    )
+    other = ca.issue("other")  # a leaf followed by another leaf: not its issuer either
+    mixed = tmp_path / "mixed.pem"
+    mixed.write_text(_blocks(issued)[0] + _blocks(other)[0])
+    key, message = _one(tmp_path, _tls(mixed, issued.key))
+    assert key == "server.tls.cert" and "is out of order: certificate 2" in message
+
+
+def test_the_leaf_alone_is_a_chain_in_order(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("alone", chain=False)
+    assert _load(tmp_path, _tls(issued.cert, issued.key)).server.tls is not None
+
+
+def test_a_certificate_about_to_expire_is_a_warning(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("soon", valid_for=6 * DAY)  # from yesterday: 5 days left
+    settings = _load(tmp_path, _tls(issued.cert, issued.key))
+    when = issued.not_after.strftime("%Y-%m-%d %H:%M UTC")
+    assert settings.warnings == (
+        ("server.tls.cert", f"{issued.cert} expires on {when} (in 5 days): renew it"),
+    )
+    later = ca.issue("later", valid_for=16 * DAY)  # 15 days left: nothing to say
+    assert _load(tmp_path, _tls(later.cert, later.key)).warnings == ()
+
+
+def test_missing_and_non_pem_files(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("files")
+    missing = tmp_path / "nowhere.pem"
+    assert _one(tmp_path, _tls(missing, issued.key)) == (
+        "server.tls.cert",
+        f"cannot read {missing}: No such file or directory",
+    )
+    der = tmp_path / "cert.der"
+    der.write_bytes(b"\x30\x82\x01\x0a" + bytes(64))
+    assert _one(tmp_path, _tls(der, issued.key)) == (
+        "server.tls.cert",
+        f"{der} is not PEM (no -----BEGIN line): give the PEM file, not DER or PKCS#12",
+    )
+    assert _one(tmp_path, _tls(issued.cert, tmp_path)) == (
+        "server.tls.key",
+        f"{tmp_path} is not a file",
+    )
+    assert _one(tmp_path, "{cert: a.pem}") == ("server.tls.key", "required")
+
+
+def test_an_encrypted_key_needs_its_password(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("encrypted")
+    key = serialization.load_pem_private_key(issued.key.read_bytes(), None)
+    locked = tmp_path / "locked.key"
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"open sesame"),
+        )
+    )
+    assert _one(tmp_path, _tls(issued.cert, locked)) == (
+        "server.tls.key",
+        f"{locked} is encrypted: set server.tls.password",
+    )
+    wrong = _one(tmp_path, _tls(issued.cert, locked, ", password: 'not it'"))
+    assert wrong == (
+        "server.tls.key",
+        f"{locked} cannot be read with server.tls.password (a wrong password?)",
+    )
+    settings = _load(tmp_path, _tls(issued.cert, locked, ", password: 'open sesame'"))
+    assert settings.server.tls is not None and settings.server.tls.password == "open sesame"
+
+
+def test_the_redirect_port_needs_tls_and_a_port_of_its_own(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("redirect")
+    assert _one(tmp_path, "null", "  http_redirect_port: 8080") == (
+        "server.http_redirect_port",
+        "needs server.tls (HTTPS to send to)",
+    )
+    same = "  port: 8443\n  http_redirect_port: 8443"
+    assert _one(tmp_path, _tls(issued.cert, issued.key), same) == (
+        "server.http_redirect_port",
+        "must differ from server.port",
+    )
+    plain = "  public_url: http://images.example.org\n  http_redirect_port: 8080"
+    assert _one(tmp_path, _tls(issued.cert, issued.key), plain)[0] == "server.http_redirect_port"
+    settings = _load(tmp_path, _tls(issued.cert, issued.key), "  http_redirect_port: 8080")
+    assert settings.server.http_redirect_port == 8080
