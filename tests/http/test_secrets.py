@@ -277,9 +277,8 @@ def test_no_output_of_a_run_shows_a_secret(secret_run: Run) -> None:
         "routes[2].backend: no backend named '***'"
         in (secret_run.outputs["check-config text of the bad file"])
     )
-    assert "presentation source cat (csv): 1 object read" in (
-        secret_run.outputs["check-config text of the good file"]
-    )
+    good = secret_run.outputs["check-config text of the good file"]
+    assert "presentation source cat (csv): 1 object read" in good
     # the run went as it should: debug lines, every provoked error
     assert " DEBUG " in log
     for said in ("the cache goes without it", "answers again", "reload refused"):
