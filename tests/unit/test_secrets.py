@@ -426,3 +426,24 @@ def test_a_user_name_with_a_colon_or_a_line_break_is_refused(tmp_path: Path) -> 
             "must not hold control characters (a line break, a tab)",
         ),
     ]
+
+
+def test_every_key_that_holds_a_secret_is_declared_secret() -> None:
+    """The keys the configuration page lists as secret are (so each takes KEY_file and is
+    redacted): the Redis URL, the purge token, the TLS key's passphrase, upstream passwords
+    and Thumbor's signing key."""
+    import dataclasses
+
+    from iiif_shim.backends.settings import ThumborSettings
+    from iiif_shim.cache.settings import CacheSettings
+    from iiif_shim.config.tls import TLSSettings
+    from iiif_shim.upstream.settings import UpstreamSettings
+
+    def secret(cls: type, name: str) -> bool:
+        (f,) = [f for f in dataclasses.fields(cls) if f.name == name]
+        return bool(f.metadata.get("secret"))
+
+    assert secret(CacheSettings, "redis") and secret(CacheSettings, "purge_token")
+    assert secret(TLSSettings, "password")
+    assert secret(UpstreamSettings, "password") and not secret(UpstreamSettings, "username")
+    assert secret(ThumborSettings, "security_key")
