@@ -146,7 +146,8 @@ class ServerSettings:
     )
     header_timeout: float = option(
         10.0,
-        doc="seconds a client has to send a request's line and headers (then 408, closed)",
+        doc="seconds a client has to send a request's line and headers (then 408, closed); "
+        "with `tls`, also to finish its TLS handshake (then closed)",
         check=at_least(0.1),
     )
     body_timeout: float = option(

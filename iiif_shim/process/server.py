@@ -4,6 +4,10 @@
 a name that does not resolve is one line on stderr and exit status 1, and nothing claims the
 server is up until it is), raises the open-file limit to its hard maximum, and puts the
 connection guard (``web/connections.py``) in front of aiohttp with limits below that file limit.
+With ``server.tls`` the port serves HTTPS with the certificates of ``tls.py`` (loaded before it
+listens, watched for renewals while it serves; each handshake within ``server.header_timeout``),
+and ``server.http_redirect_port`` is a second socket whose every answer is ``tls.Redirect``'s
+308, behind a guard of its own (a share of the connection cap: :func:`redirect_cap`).
 Signals (handled from the start, before the app is set up):
 
 - SIGTERM / SIGINT: stop accepting, close idle connections, let requests in flight finish within
@@ -11,7 +15,8 @@ Signals (handled from the start, before the app is set up):
   SIGTERM, SIGINT and SIGHUP until it is done (or its deadline, below): a second signal (a
   shutdown during a reload, ``pkill``) never cuts its requests short;
 - SIGHUP: read the configuration again (``app.reload``): a file that passes every check takes
-  effect without dropping a request; one that does not is logged and changes nothing.
+  effect without dropping a request; one that does not is logged and changes nothing. Then,
+  serving TLS, the certificate files are read again (new handshakes get them).
 
 A process that has not exited ``server.shutdown_timeout`` + 5 s after it began to stop (a thread
 stuck in a read keeps asyncio and the interpreter waiting for it) logs so and exits with status
@@ -24,7 +29,8 @@ line), on stdout.
 
 As a worker of a supervisor (``supervisor.py``, ``server.processes`` above 1) it binds nothing
 and reads no configuration file: it serves the configuration the supervisor hands it, on the
-inherited listening sockets, says ``ready`` on its channel once it accepts, drains and exits on
+inherited listening sockets (the redirect port's too), with certificates it reads and watches
+itself, says ``ready`` on its channel once it accepts, drains and exits on
 SIGTERM or when the channel closes (the supervisor is gone), ignores SIGHUP (the supervisor
 reloads, by replacing it), and refreshes its gauges for the metrics shared by every worker. It
 accepts with its own loop (:class:`Listener`; asyncio's and uvloop's take every connection
@@ -53,9 +59,11 @@ import re
 import resource
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +82,11 @@ from iiif_shim.process.supervisor import (
     listen_problem,
     resolve_processes,
 )
+from iiif_shim.process.tls import CertificateError, Certificates, Redirect, handshake_failed
 from iiif_shim.telemetry.metrics import Metrics
 from iiif_shim.web.app import Loader, create_app, reload
 from iiif_shim.web.connections import ClientLimits, ConnectionGuard, handler_factory
-from iiif_shim.web.state import METRICS, REQUEST_ID, ProcessInfo
+from iiif_shim.web.state import LIVE, METRICS, REQUEST_ID, ProcessInfo
 
 log = logging.getLogger("iiif_shim")
 access_log = logging.getLogger("iiif_shim.access")
@@ -88,6 +97,8 @@ SETTLE = 0.5  # seconds a draining worker waits for requests on connections it j
 ACCEPT_BATCH = 1  # connections a worker accepts each time the listening socket wakes it
 TIMED_OUT_BATCH = 16  # ... at most, after leaving one to others that did not take it in time
 ACCEPT_PAUSE = 1.0  # seconds a worker out of descriptors or memory waits before accepting again
+REDIRECT_SHARE = 8  # the redirect port may hold 1/8 of the connection cap (at least MIN_REDIRECT)
+MIN_REDIRECT = 64
 
 
 # Apache's escaping of a logged field (server/util.c, ap_escape_logitem): the quote and the
@@ -180,6 +191,8 @@ def client_limits(settings: Settings, file_limit: int) -> ClientLimits:
         getattr(spec, "max_connections", 0) for spec in settings.backends.values()
     )
     room = file_limit - _FD_RESERVE - backend_connections - (server.workers or 64)
+    if server.http_redirect_port is not None:
+        room -= redirect_cap(room)
     cap = server.max_client_connections or max(16, room)
     return ClientLimits(
         max_connections=cap,
@@ -189,6 +202,12 @@ def client_limits(settings: Settings, file_limit: int) -> ClientLimits:
         max_header_bytes=server.max_header_bytes,
         max_headers=server.max_headers,
     )
+
+
+def redirect_cap(cap: int) -> int:
+    """Open connections the redirect port (``server.http_redirect_port``) may hold beside
+    ``cap`` on the main port."""
+    return max(MIN_REDIRECT, cap // REDIRECT_SHARE)
 
 
 def configure_access_log(fmt: str) -> None:
@@ -277,7 +296,9 @@ class Listener:
     (as the connection board says, ``board.py``) unless one has waited :data:`board.DEFER`
     seconds; each is handed to the loop as asyncio's own accept would
     (``connect_accepted_socket``, on asyncio and uvloop alike). The socket stays readable while
-    connections wait, so the loop comes back for the next one after its other work."""
+    connections wait, so the loop comes back for the next one after its other work. With
+    ``tls``, each connection is handed over once its handshake is done, within
+    ``handshake_timeout`` seconds."""
 
     def __init__(
         self,
@@ -285,11 +306,16 @@ class Listener:
         sock: socket.socket,
         guard: ConnectionGuard,
         holdings: Holdings | None,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float = 60.0,
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.guard = guard
         self.holdings = holdings
+        self.tls: dict[str, Any] = (
+            {} if tls is None else {"ssl": tls, "ssl_handshake_timeout": handshake_timeout}
+        )
         self.connecting: set[asyncio.Task[None]] = set()
         self.paused: asyncio.Handle | None = None  # (uvloop's timers are Handles)
         self.since: float | None = None  # when it began leaving waiting connections to others
@@ -372,8 +398,14 @@ class Listener:
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
-            await self.loop.connect_accepted_socket(self.guard, sock=conn)
-        except Exception:  # the client left before its connection was set up, or worse
+            await self.loop.connect_accepted_socket(self.guard, sock=conn, **self.tls)
+        except OSError as exc:  # a handshake failed or timed out (SSLError too); a client left
+            if self.tls:
+                handshake_failed(_peer(conn), exc)
+            else:
+                log.debug("a connection accepted could not be set up: %s", exc)
+            conn.close()
+        except Exception:  # worse
             log.debug("a connection accepted could not be set up", exc_info=True)
             conn.close()
         finally:
@@ -401,6 +433,13 @@ class Listener:
             await asyncio.wait(list(self.connecting), timeout=SETTLE)
 
 
+def _peer(conn: socket.socket) -> object:
+    try:
+        return conn.getpeername()
+    except OSError:
+        return "a client that left"
+
+
 async def _serve(
     settings: Settings, load: Loader | None, file_limit: int, role: WorkerRole | None = None
 ) -> int:
@@ -411,10 +450,26 @@ async def _serve(
     serving = asyncio.Event()  # set once it listens
     reloads: set[asyncio.Task[bool]] = set()
     reread = None if load is None else _single(load)
+    served: list[Certificates] = []  # the process's certificates, once it serves TLS
 
     async def reload_when_serving(load: Loader) -> bool:
         await serving.wait()  # a SIGHUP while it starts: once it serves
-        return await reload(app, load)
+        loaded: list[Settings] = []
+
+        def read() -> Settings:
+            loaded.append(load())
+            return loaded[-1]
+
+        if not await reload(app, read):
+            return False
+        before, after = settings.server, loaded[-1].server
+        if (before.tls is None) != (after.tls is None):
+            log.warning("server.tls turned on or off; it takes effect at the next restart")
+        if before.http_redirect_port != after.http_redirect_port:
+            log.warning("server.http_redirect_port changed; it takes effect at the next restart")
+        if served and after.tls is not None:  # the files again, renewed or not
+            await served[0].reload(after.tls)
+        return True
 
     def on_signal(signum: signal.Signals) -> None:
         if stopping.is_set():
@@ -438,7 +493,7 @@ async def _serve(
         loop.add_signal_handler(signum, on_signal, signum)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)  # held since the supervisor forked
     try:
-        return await _run(app, settings, file_limit, role, stopping, serving, reloads)
+        return await _run(app, settings, file_limit, role, stopping, serving, reloads, served)
     finally:  # done: a late signal must not turn a clean exit into a killed one
         for signum in sorted(HELD_SIGNALS):
             loop.remove_signal_handler(signum)
@@ -453,8 +508,10 @@ async def _run(
     stopping: asyncio.Event,
     serving: asyncio.Event,
     reloads: set[asyncio.Task[bool]],
+    served: list[Certificates],
 ) -> int:
-    """Set up, listen (then ``serving``), serve until ``stopping``, drain."""
+    """Set up, listen (then ``serving``), serve until ``stopping``, drain. With ``server.tls``,
+    the certificates it serves go in ``served``."""
     server = settings.server
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=server.shutdown_timeout)
     try:
@@ -466,6 +523,21 @@ async def _run(
     if stopping.is_set():  # stopped while it started: it accepted nothing, so nothing to drain
         await runner.cleanup()
         return 0
+    certificates: Certificates | None = None
+    if server.tls is not None:
+        try:
+            certificates = await asyncio.to_thread(Certificates.open, server.tls)
+        except CertificateError as exc:
+            log.error("cannot serve HTTPS: %s", exc)
+            print(f"iiif-shim: cannot serve HTTPS: {exc}", file=sys.stderr)
+            await runner.cleanup()
+            return 1
+        served.append(certificates)
+    tls: dict[str, Any] = (
+        {}
+        if certificates is None
+        else {"ssl": certificates.context, "ssl_handshake_timeout": server.header_timeout}
+    )
     limits = client_limits(settings, file_limit)
     handler_kwargs: dict[str, Any] = {
         "keepalive_timeout": server.keepalive_timeout,
@@ -494,16 +566,21 @@ async def _run(
     loop = asyncio.get_running_loop()
     listeners: list[Listener] = []  # a worker's
     single: asyncio.Server | None = None  # one process's own
+    redirecting: web.Server | None = None  # the server of the redirect port's answers
+    redirect: asyncio.Server | None = None  # one process's own redirect port
+    context = certificates.context if certificates is not None else None
     if role is not None:  # the supervisor bound them; listen() again keeps its backlog
         listeners = [
-            Listener(loop, socket.socket(fileno=fd), guard, holdings) for fd in role.listen_fds
+            Listener(
+                loop, socket.socket(fileno=fd), guard, holdings, context, server.header_timeout
+            )
+            for fd in role.listen_fds
         ]
-        for listener in listeners:
-            listener.start()
+        port = listeners[0].sock.getsockname()[1] if listeners else server.port
     else:
         try:
             single = await loop.create_server(
-                guard, server.host, server.port, reuse_address=True, backlog=BACKLOG
+                guard, server.host, server.port, reuse_address=True, backlog=BACKLOG, **tls
             )
         except OSError as exc:
             print(
@@ -512,22 +589,61 @@ async def _run(
             )
             await runner.cleanup()
             return 1
+        port = single.sockets[0].getsockname()[1] if single.sockets else server.port
+    # (a worker serves the redirect port its supervisor bound at start, whatever a reload says)
+    if bool(role.redirect_fds) if role else server.http_redirect_port is not None:
+        redirecting = web.Server(
+            Redirect(port, lambda: app[LIVE].current.settings.server.public_url)
+        )
+        redirect_guard = ConnectionGuard(
+            replace(limits, max_connections=redirect_cap(limits.max_connections)),
+            handler_factory(redirecting, **handler_kwargs),
+            on_event=metrics.client_refused,
+        )
+        if role is not None:
+            listeners += [
+                Listener(loop, socket.socket(fileno=fd), redirect_guard, None)
+                for fd in role.redirect_fds
+            ]
+        else:
+            try:
+                redirect = await loop.create_server(
+                    redirect_guard,
+                    server.host,
+                    server.http_redirect_port,
+                    reuse_address=True,
+                    backlog=BACKLOG,
+                )
+            except OSError as exc:
+                assert single is not None
+                single.close()
+                print(
+                    f"iiif-shim: cannot listen on {server.host}:{server.http_redirect_port} "
+                    f"(server.http_redirect_port): {listen_problem(exc)}",
+                    file=sys.stderr,
+                )
+                await runner.cleanup()
+                return 1
+    for listener in listeners:
+        listener.start()
     serving.set()
     metrics.watch("client_connections", lambda: guard.open_connections)
     refresher = loop.create_task(_refresh(metrics)) if metrics.multiprocess else None
+    watcher = loop.create_task(certificates.watch()) if certificates is not None else None
     lifeline: asyncio.Task[None] | None = None
 
     if single is not None:
-        port = single.sockets[0].getsockname()[1] if single.sockets else server.port
         log.info(
-            "iiif-shim %s with %s: http://%s:%d/ (IIIF at %s/3/ and %s/2/; up to %d connections)",
+            "iiif-shim %s with %s: %s://%s:%d/ (IIIF at %s/3/ and %s/2/; up to %d connections%s)",
             __version__,
             settings.origin,
+            "https" if certificates is not None else "http",
             server.host,
             port,
             settings.iiif.prefix,
             settings.iiif.prefix,
             limits.max_connections,
+            f"; port {server.http_redirect_port} redirects to HTTPS" if redirect else "",
         )
     elif role is not None:
         channel = socket.socket(fileno=role.channel_fd)
@@ -556,8 +672,9 @@ async def _run(
             os.getpid(),
             server.shutdown_timeout,
         )
-    if single is not None:
-        single.close()
+    for own in (single, redirect):
+        if own is not None:
+            own.close()
     if holdings is not None:
         holdings.leave()
     for listener in listeners:
@@ -567,9 +684,11 @@ async def _run(
             await listener.settled()
         await asyncio.sleep(min(SETTLE, server.shutdown_timeout))  # (cleanup closes idle ones)
     await asyncio.gather(*reloads, return_exceptions=True)
-    for task in (refresher, lifeline):
+    for task in (refresher, lifeline, watcher):
         if task is not None:
             task.cancel()
+    if redirecting is not None:  # (its answers take no time: its idle connections close)
+        await redirecting.shutdown(server.shutdown_timeout)
     await runner.cleanup()
     if role is None:
         log.info("stopped")

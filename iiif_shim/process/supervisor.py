@@ -1,7 +1,8 @@
 """Several processes on one port: the supervisor and what its workers need to know.
 
 With ``server.processes`` above 1, ``iiif-shim serve`` becomes a supervisor (pre-fork, as nginx
-and gunicorn do): it binds the listening socket once, then starts that many worker processes
+and gunicorn do): it binds the listening socket once (and ``server.http_redirect_port``'s, if
+set), then starts that many worker processes
 (``iiif-shim serve`` again, told by :data:`WORKER_ENV` which socket and which slot are theirs),
 which inherit the socket and accept from it, each with its own event loop, thread pool and
 caches. A shared inherited socket rather than one ``SO_REUSEPORT`` listener per process: closing
@@ -142,7 +143,8 @@ def read_settings(path: str | Path) -> Settings:
 
 @dataclass(frozen=True)
 class WorkerRole:
-    """What a worker process is told: its slot, how many serve, its inherited descriptors, the
+    """What a worker process is told: its slot, how many serve, its inherited descriptors (the
+    listening sockets of ``server.port``, and of ``server.http_redirect_port`` if any), the
     file holding the configuration the supervisor runs, and its seat on the connection board
     (``board.py``; -1: none)."""
 
@@ -153,6 +155,7 @@ class WorkerRole:
     settings_file: str
     board_file: str
     seat: int
+    redirect_fds: tuple[int, ...] = ()
 
     def encode(self) -> str:
         return json.dumps(
@@ -164,6 +167,7 @@ class WorkerRole:
                 self.settings_file,
                 self.board_file,
                 self.seat,
+                list(self.redirect_fds),
             ],
             separators=(",", ":"),
         )
@@ -173,7 +177,7 @@ class WorkerRole:
         raw = os.environ.get(WORKER_ENV)
         if not raw:
             return None
-        index, processes, fds, channel, settings_file, board_file, seat = json.loads(raw)
+        index, processes, fds, channel, settings_file, board_file, seat, redirects = json.loads(raw)
         return cls(
             int(index),
             int(processes),
@@ -182,6 +186,7 @@ class WorkerRole:
             str(settings_file),
             str(board_file),
             int(seat),
+            tuple(int(fd) for fd in redirects),
         )
 
     def settings(self) -> Settings:
@@ -290,10 +295,12 @@ class Supervisor:
         command: Sequence[str],
         sockets: list[socket.socket],
         run_dir: Path,
+        redirects: Sequence[socket.socket] = (),
     ) -> None:
         self.load = load
         self.command = list(command)
         self.sockets = sockets
+        self.redirects = list(redirects)  # those of server.http_redirect_port
         self.run_dir = run_dir
         self.metrics_dir = run_dir / "metrics"
         self.slots: dict[int, Worker] = {}
@@ -341,6 +348,7 @@ class Supervisor:
         self._watch_children(loop)
         ours, theirs = socket.socketpair()
         fds = tuple(s.fileno() for s in self.sockets)
+        redirect_fds = tuple(s.fileno() for s in self.redirects)
         seat = min(self.free_seats, default=-1)
         self.free_seats.discard(seat)
         role = WorkerRole(
@@ -351,6 +359,7 @@ class Supervisor:
             str(self.settings_file),
             str(self.board_file),
             seat,
+            redirect_fds,
         )
         env = {
             **os.environ,
@@ -361,7 +370,10 @@ class Supervisor:
         held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)  # the child inherits it
         try:
             proc = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, env=env, pass_fds=(*fds, theirs.fileno())
+                self.command,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                pass_fds=(*fds, *redirect_fds, theirs.fileno()),
             )
         except BaseException:
             ours.close()
@@ -458,7 +470,7 @@ class Supervisor:
         each time none is alive, paused before or not (a worker may listen, then die before it
         is ready). Only a listening socket is shut down: one shut down before it listens would
         reset every connection once it does."""
-        for sock in self.sockets:
+        for sock in (*self.sockets, *self.redirects):
             with contextlib.suppress(OSError):
                 if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
                     sock.shutdown(socket.SHUT_RDWR)
@@ -562,7 +574,7 @@ class Supervisor:
         for path, message in settings.warnings:
             log.warning("warning: %s: %s", path, message)
         before, after = self.settings.server, settings.server
-        for key in ("host", "port"):
+        for key in ("host", "port", "http_redirect_port"):
             if getattr(before, key) != getattr(after, key):
                 log.warning("server.%s changed; it takes effect at the next restart", key)
         processes = resolve_processes(settings)
@@ -658,10 +670,11 @@ class Supervisor:
             self.slots = {w.index: w for w in started}
         server = self.settings.server
         log.info(
-            "iiif-shim %s with %s: http://%s:%d/ (IIIF at %s/3/ and %s/2/; %d processes: %s; "
-            "run directory %s)",
+            "iiif-shim %s with %s: %s://%s:%d/ (IIIF at %s/3/ and %s/2/; %d processes: %s; "
+            "run directory %s)%s",
             __version__,
             self.settings.origin,
+            "https" if server.tls is not None else "http",
             server.host,
             self.sockets[0].getsockname()[1],
             self.settings.iiif.prefix,
@@ -669,6 +682,9 @@ class Supervisor:
             processes,
             " ".join(str(w.pid) for w in started),
             self.run_dir,
+            f"; port {self.redirects[0].getsockname()[1]} redirects to HTTPS"
+            if self.redirects
+            else "",
         )
         return True
 
@@ -677,8 +693,8 @@ class Supervisor:
         limit = self.settings.server.shutdown_timeout
         if not quiet:
             log.info("stopping: no new connections; requests in flight get up to %gs", limit)
-        for sock in self.sockets:  # the workers close their copies: then nothing accepts
-            sock.close()
+        for sock in (*self.sockets, *self.redirects):  # the workers close their copies: then
+            sock.close()  # nothing accepts
         for worker in list(self.children):
             if not worker.retiring:  # those drain already
                 worker.signal(signal.SIGTERM)
@@ -714,11 +730,27 @@ def supervise(settings: Settings, load: Loader, command: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    redirects: list[socket.socket] = []
+    if (port := server.http_redirect_port) is not None:
+        try:
+            if port == sockets[0].getsockname()[1]:  # (bound, not listening: bind let it in)
+                raise OSError(errno.EADDRINUSE, "the port is server.port")
+            redirects = bind(server.host, port)
+        except OSError as exc:
+            print(
+                f"iiif-shim: cannot listen on {server.host}:{port} (server.http_redirect_port): "
+                f"{listen_problem(exc)}",
+                file=sys.stderr,
+            )
+            for sock in sockets:
+                sock.close()
+            return 1
     run_dir = Path(tempfile.mkdtemp(prefix="iiif-shim-"))  # mode 0700
     try:
         (run_dir / "metrics").mkdir()
-        return asyncio.run(Supervisor(settings, load, command, sockets, run_dir).run())
+        supervisor = Supervisor(settings, load, command, sockets, run_dir, redirects)
+        return asyncio.run(supervisor.run())
     finally:
-        for sock in sockets:
+        for sock in (*sockets, *redirects):
             sock.close()
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -10,7 +10,9 @@ exception becomes an HTTP response; and the CORS headers of every response.
   unexpected into a logged, bare 500, never a traceback; counts the request in the metrics.
 - :func:`add_cors_headers`: ``Access-Control-Allow-Origin: *`` on every response the app makes,
   including redirects, errors and 304s, so browser viewers can read statuses and bodies.
-  (Requests aiohttp's parser refuses are answered with CORS by ``connections.py``.)
+  (Requests aiohttp's parser refuses are answered with CORS by ``connections.py``.) And, on a
+  connection the shim itself serves over TLS, ``Strict-Transport-Security`` when
+  ``server.tls.hsts`` is set (never on plain HTTP, which a proxy in front may be terminating).
 - :func:`preflight_middleware`: the answer to CORS preflight ``OPTIONS`` on any path, allowing the
   ``Authorization`` header (sent by auth-aware viewers) and whatever else the browser asks for.
 
@@ -124,6 +126,10 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
     response.headers["Access-Control-Allow-Origin"] = "*"
     if request.method != "OPTIONS":
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+    if request.secure and (runtime := request.get(RUNTIME)) is not None:
+        tls = runtime.settings.server.tls
+        if tls is not None and tls.hsts:
+            response.headers["Strict-Transport-Security"] = f"max-age={tls.hsts}"
 
 
 @web.middleware
