@@ -526,19 +526,22 @@ def test_the_optional_proxy_cache_never_keeps_errors_whatever_their_headers(
         port,
         upstream_dir / "out.log",
     )
-    proc = nginx_with(shipped_site(port, cache=tmp_path / "cache"), tmp_path / "front", tls=True)
     try:
-        for path, status, second in (
-            ("/images/3/here", 200, "HIT"),
-            ("/images/3/missing", 404, "MISS"),
-            ("/images/3/broken", 500, "MISS"),
-        ):
-            seen = [proc.ask(path) for _ in range(2)]
-            assert [r.status for r in seen] == [status] * 2, (path, seen[0].text)
-            assert seen[0].header("Cache-Control") == "public, max-age=600"
-            assert [r.header("X-Cache-Status") for r in seen] == ["MISS", second], path
+        site = shipped_site(port, cache=tmp_path / "cache")
+        proc = nginx_with(site, tmp_path / "front", tls=True)
+        try:
+            for path, status, second in (
+                ("/images/3/here", 200, "HIT"),
+                ("/images/3/missing", 404, "MISS"),
+                ("/images/3/broken", 500, "MISS"),
+            ):
+                seen = [proc.ask(path) for _ in range(2)]
+                assert [r.status for r in seen] == [status] * 2, (path, seen[0].text)
+                assert seen[0].header("Cache-Control") == "public, max-age=600"
+                assert [r.header("X-Cache-Status") for r in seen] == ["MISS", second], path
+        finally:
+            proc.stop()
     finally:
-        proc.stop()
         upstream.stop()
 
 
