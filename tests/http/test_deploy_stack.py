@@ -534,9 +534,10 @@ def test_the_optional_proxy_cache_keys_answers_by_public_host(stack: Stack, tmp_
     another public host gets its own ids, never the first host's."""
     site = SITE.read_text()
     enabled = re.sub(
-        r"^(\s*)# ((proxy_cache\w*|proxy_hide_header|add_header) .*)$", r"\1\2", site, flags=re.M
+        r"^(\s*)# ((proxy_cache\w*|proxy_no_cache|proxy_hide_header|add_header) .*)$", r"\1\2", site, flags=re.M
     )
     assert enabled.count("proxy_cache ") >= 1 and "\n# proxy_cache_path" not in enabled
+    assert re.search(r"^\s*proxy_no_cache \$iiif_not_cached;", enabled, re.M)
     enabled = substituted(enabled, {"/var/cache/nginx/iiif": str(tmp_path / "cache")})
     enabled = substituted(enabled, {UPSTREAM: f"server 127.0.0.1:{stack.host.shim_port};"})
     (tmp_path / "nginx").mkdir()
