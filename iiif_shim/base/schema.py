@@ -8,11 +8,12 @@ it has one (checks across its fields), and records every problem with its YAML p
 stopping at the first one.
 
 Secrets: a field declared ``option(..., secret=True)`` may instead be given as ``<key>_file``,
-a file (relative to the config file) whose text, trailing newlines stripped, is its value; both
-at once, a missing, unreadable, empty or oversized file (over :data:`SECRET_FILE_LIMIT`) are
-problems naming the file, never its content. Every secret value read, and the password of every
-URL written ``user:password@`` in any text, is handed to ``base/redaction.py`` as it is read, so
-no report, log line or answer prints it (a problem found before the file is refused included).
+a file (relative to the config file) whose text, a leading BOM and trailing newlines stripped,
+is its value; both at once, a missing, unreadable, empty or oversized file (over
+:data:`SECRET_FILE_LIMIT`) are problems naming the file, never its content. Every secret value
+read, and the password of every URL written ``user:password@`` in any text, is handed to
+``base/redaction.py`` as it is read, so no report, log line or answer prints it (a problem found
+before the file is refused included); one too short to be looked for is a warning.
 
 Text that came from the environment (``${NAME}``, substituted by ``config/environment.py``,
 marked :class:`FromEnvironment`) is text, as YAML would read a quoted string; where a field
@@ -50,6 +51,11 @@ FILE_SUFFIX = "_file"  # a secret key ``X`` may be given as ``X_file``
 SECRET_FILE_LIMIT = 64 * 1024  # bytes a secret's file may hold
 _INT_RE = re.compile(r"[+-]?[0-9]{1,30}")
 _FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_SHORT = (
+    f"{{what}} shorter than {redaction.MIN_LENGTH} characters is not hidden from logs and "
+    f"reports (redaction looks for secrets of {redaction.MIN_LENGTH} characters or more); use "
+    "a longer one"
+)
 _BOOLS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
@@ -210,13 +216,13 @@ class Reader:
                 return _BAD
         if value is UNRESOLVED:
             return _BAD
-        if isinstance(value, str) and value and not redaction.remember(value):
-            self.warn(
-                path,
-                f"a secret shorter than {redaction.MIN_LENGTH} characters is not hidden from "
-                f"logs and reports (redaction looks for secrets of {redaction.MIN_LENGTH} "
-                "characters or more); use a longer one",
-            )
+        remembered = isinstance(value, str) and redaction.remember_all(
+            redaction.secret_values(value)
+        )
+        # (a URL's short password: convert() says so, as for any URL)
+        short = isinstance(value, str) and value and not remembered
+        if short and not redaction.url_passwords(value):
+            self.warn(path, _SHORT.format(what="a secret"))
         return value
 
     def secret_file(self, named: Any, path: str) -> Any:
@@ -244,8 +250,8 @@ class Reader:
         if len(data) > SECRET_FILE_LIMIT:
             self.problem(path, f"{file} holds more than {SECRET_FILE_LIMIT} bytes")
             return _BAD
-        try:
-            text = data.decode("utf-8").rstrip("\r\n")
+        try:  # a BOM some editors write first is no part of the secret
+            text = data.decode("utf-8-sig").rstrip("\r\n")
         except UnicodeDecodeError:
             self.problem(path, f"{file} is not UTF-8 text")
             return _BAD
@@ -258,7 +264,9 @@ class Reader:
         if value is UNRESOLVED:
             return _BAD
         if isinstance(value, str):
-            redaction.remember_all(redaction.url_passwords(value))
+            passwords = redaction.url_passwords(value)
+            if not redaction.remember_all(passwords):
+                self.warn(path, _SHORT.format(what="the password of this URL"))
             if isinstance(value, FromEnvironment) and hint in (bool, int, float):
                 converted = from_text(hint, value)
                 if converted is not None:

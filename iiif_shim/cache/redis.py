@@ -9,9 +9,11 @@ Keys (``cache.redis_prefix``, ``iiif-shim:`` by default, then the slot's source 
     <prefix><source>:lock:<name>       a render lock (SET NX PX cache.redis_lock, a random token)
     <prefix>purge                      the pub/sub channel of purges (a source key, or ``*``)
 
-Every call has ``cache.redis_timeout``. Redis is a cache, never a dependency: a call that fails
+The password is ``cache.redis_password`` when given (else the URL's). Every call has
+``cache.redis_timeout``. Redis is a cache, never a dependency: a call that fails
 (refused, reset, timed out, an error answer) counts in ``iiif_shim_redis_errors_total``, is
-logged once, and Redis is skipped for ``cache.redis_retry`` seconds (its callers see a miss, an
+logged once (the URL as ``base/redaction.py``'s ``display_url`` shows it: never a password),
+and Redis is skipped for ``cache.redis_retry`` seconds (its callers see a miss, an
 unheld lock, a write not made), then tried again; the next success is logged too. Purges are the
 exception: :meth:`RedisTier.purge` raises, so whoever asked for one learns that it failed.
 
@@ -34,8 +36,8 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
+from iiif_shim.base.redaction import display_url
 from iiif_shim.cache.entry import (
     DAMAGED,
     ENTRY_SLACK,
@@ -85,14 +87,6 @@ class RedisUnavailable(Exception):
     """Redis failed a call that must not fail quietly (a purge)."""
 
 
-def redacted(url: str) -> str:
-    """The URL without a password, for logs."""
-    split = urlsplit(url)
-    if split.scheme == "unix":
-        return f"unix://{split.path}"
-    return f"{split.scheme}://{split.hostname}:{split.port or 6379}{split.path}"
-
-
 class RedisTier:
     """Redis as a tier of the facade (and its lock, and the purge channel)."""
 
@@ -121,6 +115,7 @@ class RedisTier:
             self.url,
             max_connections=POOL_SIZE,
             timeout=timeout,
+            password=self.settings.redis_password,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
@@ -137,7 +132,11 @@ class RedisTier:
         """A client of its own for pub/sub (it blocks on reads, so no socket timeout)."""
         import redis.asyncio as aioredis
 
-        return aioredis.Redis.from_url(self.url, socket_connect_timeout=self.settings.redis_timeout)
+        return aioredis.Redis.from_url(
+            self.url,
+            password=self.settings.redis_password,
+            socket_connect_timeout=self.settings.redis_timeout,
+        )
 
     # --- availability ----------------------------------------------------------------------
 
@@ -154,7 +153,7 @@ class RedisTier:
             self._down = True
             log.warning(
                 "Redis at %s failed (%s: %s); the cache goes without it, trying again every %gs",
-                redacted(self.url),
+                display_url(self.url),
                 operation,
                 _describe(exc),
                 self.settings.redis_retry,
@@ -163,7 +162,7 @@ class RedisTier:
     def _answered(self) -> None:
         if self._down:
             self._down = False
-            log.warning("Redis at %s answers again; the cache uses it", redacted(self.url))
+            log.warning("Redis at %s answers again; the cache uses it", display_url(self.url))
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]], default: T) -> T:
         if not self.up or self._client is None:

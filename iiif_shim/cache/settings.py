@@ -1,6 +1,8 @@
 """The ``cache:`` section: how much each process keeps in memory, the disk tier's folder and
-budget, the Redis tier's URL, timing and key prefix, and the purge endpoint's token (the URL
-and the token are secrets: ``base/redaction.py``)."""
+budget, the Redis tier's URL, password, timing and key prefix, and the purge endpoint's token
+(the URL when it holds a password, the password and the token are secrets:
+``base/redaction.py``, which also reads the URL: one that does not read back as written, such as
+a password holding ``/`` not percent-encoded, is refused)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from iiif_shim.base.redaction import url_passwords, url_problem
 from iiif_shim.base.schema import Finding, at_least, between, option, problem
 
 
@@ -42,11 +44,21 @@ class CacheSettings:
     redis: str | None = option(
         None,
         doc="Redis URL of the shared tier (`redis://`, `rediss://` or `unix://`; `null`: no "
-        "Redis); needs `pip install 'iiif-shim[redis]'`. A secret, as it may hold a password "
-        "(`redis://:PASSWORD@host:6379/0`): never printed; `redis_file` names a file holding "
-        "the URL instead, and `${REDIS_PASSWORD}` inside it takes the password from the "
-        "environment",
+        "Redis); needs `pip install 'iiif-shim[redis]'`. A password is better given as "
+        "`redis_password`; one written in the URL (`redis://:PASSWORD@host:6379/0`) must be "
+        "percent-encoded (`/` as `%2F`, `#` as `%23`, `?` as `%3F`, `@` as `%40`, `%` as `%25`, "
+        "`:` as `%3A`): a URL that does not read back as written is refused. A secret when it "
+        "holds a password (never printed; logs show the URL without it); `redis_file` names a "
+        "file holding the URL instead",
         check=lambda v: None if v is None else _redis_url(v),
+        secret=True,
+    )
+    redis_password: str | None = option(
+        None,
+        doc="password Redis requires (AUTH), sent with the URL `redis` names, which then holds "
+        "none; any characters, no encoding. A secret: never printed; `redis_password_file` "
+        "names a file holding it instead (a Kubernetes Secret, a systemd credential), and "
+        "`${REDIS_PASSWORD}` takes it from the environment",
         secret=True,
     )
     redis_ttl: float = option(
@@ -91,12 +103,26 @@ class CacheSettings:
         found = []
         if self.disk is not None and (why := _writable_folder(self.disk)):
             found.append(problem("disk", why))
+        if self.redis_password is not None:
+            if self.redis is None:
+                found.append(problem("redis_password", "needs cache.redis (the Redis it is for)"))
+            elif url_passwords(self.redis):
+                found.append(
+                    problem(
+                        "redis_password",
+                        "cache.redis holds a password too: give it in one place, "
+                        "redis_password (then the URL holds none)",
+                    )
+                )
         return found
 
 
 def _redis_url(value: str) -> str | None:
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+    """What is wrong with a Redis URL (never quoting it: it may hold a password)."""
+    if not value.lower().startswith(("redis://", "rediss://", "unix://")):
         return "must be a redis://, rediss:// or unix:// URL"
+    if why := url_problem(value):
+        return f"{why}, or give it as cache.redis_password"
     if importlib.util.find_spec("redis") is None:
         return "needs the Redis client: pip install 'iiif-shim[redis]'"
     return None

@@ -15,8 +15,10 @@ in one shape whatever the outcome (``config``, ``ok``, ``problems``, ``warnings`
 once.
 
 No secret of the configuration is ever printed (``base/redaction.py``): the reports of
-``check-config``, ``probe`` and ``purge`` go through it line by line, and every log record of
-every command (``serve``'s workers too) is redacted as it is made.
+``check-config``, ``probe`` and ``purge`` go through it line by line, every log record of
+every command (``serve``'s workers too) is redacted as it is made, and so is every other write
+to stdout and stderr (``print``, an uncaught exception, a warning): :func:`main` installs both
+before anything else, and the secrets remembered as the settings are read count from then on.
 """
 
 from __future__ import annotations
@@ -457,7 +459,7 @@ _PURGED = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    redaction.install()  # every log record, before (or without) _logging too
+    redaction.install()  # every log record and stdout/stderr, before (or without) _logging too
     if args.command == "check-config":
         as_json = args.json or args.format == "json"
         return check_config(args.file, args.sources or as_json, as_json)

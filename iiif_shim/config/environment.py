@@ -7,7 +7,9 @@ depth; never in keys), replaces ``${NAME}`` with the environment variable ``NAME
 variable that is not set, a ``${`` not closed and a name that is not one are problems naming
 the key (and the variable), all reported with the configuration's other problems; a variable
 set but empty is an empty text. What is substituted is not read again (a value holding
-``${X}`` stays as it is).
+``${X}`` stays as it is). Each list and mapping is walked once, however many YAML aliases refer
+to it (a file of aliases of aliases costs what its size costs); a document nested deeper than
+:data:`MAX_DEPTH` levels, or holding itself (an alias inside its own anchor), is a problem.
 
 A value in which something was substituted is text (:class:`~iiif_shim.base.schema.
 FromEnvironment`), as if it had been quoted in the file; where the key wants a whole number, a
@@ -24,7 +26,7 @@ from typing import Any
 from iiif_shim.base.schema import UNRESOLVED, FromEnvironment
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-MAX_DEPTH = 64  # nesting of the document walked (YAML read by safe_load is a tree)
+MAX_DEPTH = 64  # nesting of the document walked; a configuration nests a few levels
 
 
 def interpolate(
@@ -34,24 +36,52 @@ def interpolate(
     (YAML path, message)."""
     env = os.environ if environ is None else environ
     problems: list[tuple[str, str]] = []
-    return _walk(data, "", env, problems, 0), problems
+    return _Walk(env, problems).walk(data, "", 0), problems
 
 
-def _walk(
-    value: Any, path: str, env: Mapping[str, str], problems: list[tuple[str, str]], depth: int
-) -> Any:
-    if isinstance(value, str):
-        return substitute(value, path, env, problems)
-    if depth > MAX_DEPTH:
-        return value
-    if isinstance(value, Mapping):
-        return {
-            k: _walk(v, f"{path}.{k}" if path else str(k), env, problems, depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_walk(v, f"{path}[{i}]", env, problems, depth + 1) for i, v in enumerate(value)]
-    return value
+class _Walk:
+    """One walk of a document: each list and mapping is walked once, however many times YAML
+    aliases (``*name``) refer to it, and its copy is shared as the original was (so a file of
+    aliases of aliases costs what its size costs, not the size it would have spelled out)."""
+
+    def __init__(self, env: Mapping[str, str], problems: list[tuple[str, str]]) -> None:
+        self.env = env
+        self.problems = problems
+        self.done: dict[int, Any] = {}  # id() of a container walked -> its copy
+        self.active: set[int] = set()  # id() of the containers being walked (the ancestors)
+        self.too_deep = False
+
+    def walk(self, value: Any, path: str, depth: int) -> Any:
+        if isinstance(value, str):
+            return substitute(value, path, self.env, self.problems)
+        if not isinstance(value, (Mapping, list)):
+            return value
+        if id(value) in self.active:
+            self.problems.append((path, "holds itself (a YAML alias inside its own anchor)"))
+            return UNRESOLVED
+        if (copy := self.done.get(id(value))) is not None:
+            return copy
+        if depth >= MAX_DEPTH:
+            if not self.too_deep:  # one problem, at the first place it happens
+                self.too_deep = True
+                self.problems.append(
+                    (
+                        path,
+                        f"nested more than {MAX_DEPTH} levels deep (a configuration needs a few)",
+                    )
+                )
+            return UNRESOLVED
+        self.active.add(id(value))
+        if isinstance(value, Mapping):
+            out: Any = {
+                k: self.walk(v, f"{path}.{k}" if path else str(k), depth + 1)
+                for k, v in value.items()
+            }
+        else:
+            out = [self.walk(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        self.active.discard(id(value))
+        self.done[id(value)] = out
+        return out
 
 
 def substitute(

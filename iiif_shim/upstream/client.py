@@ -16,7 +16,9 @@ circuit are its own) and gets answers through :meth:`Upstream.get`, which:
 - asks with ``Accept-Encoding: identity`` and the request id, follows redirects only within the
   origin and folder of the backend's URL templates (``redirects: same_origin``) or not at all;
   sends the backend's HTTP Basic credentials (``username``, ``password``) with each request to
-  the origin of one of those templates, never to another;
+  the origin of one of those templates (compared as ``urltemplate.origin_of`` does: a default
+  port written or not, the host's case and IDNA alike), never to another; the header's value is
+  a secret too (``base/redaction.py``);
 - reads at most ``max_bytes`` of an image and ``max_metadata_bytes`` of metadata (more: 502),
   each body held once: a small one in memory (its pieces joined once: twice its size at the
   peak), an image body of more than ``SPILL_AT`` (:meth:`Upstream.download`) written as it
@@ -54,11 +56,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
 
+from iiif_shim.base import redaction
 from iiif_shim.base.errors import (
     BackendBusy,
     BackendError,
@@ -83,7 +85,7 @@ from iiif_shim.upstream import spill
 from iiif_shim.upstream.breaker import CircuitBreaker
 from iiif_shim.upstream.settings import UpstreamSettings
 from iiif_shim.upstream.spill import Spill
-from iiif_shim.upstream.urltemplate import UrlTemplate
+from iiif_shim.upstream.urltemplate import UrlTemplate, origin_of
 
 log = logging.getLogger("iiif_shim")
 
@@ -265,11 +267,13 @@ class Upstream:
         self.settings = settings
         self.scopes = tuple(scopes)  # where redirects may lead
         # HTTP Basic credentials, sent only to the origins of the configured URLs
-        self._origins = frozenset(o for t in self.scopes if (o := t.origin) is not None)
+        self._origins = frozenset(o for t in self.scopes if (o := t.origin_key) is not None)
         self._authorization: str | None = None
         if settings.username is not None or settings.password is not None:
             pair = f"{settings.username or ''}:{settings.password or ''}"
-            self._authorization = "Basic " + base64.b64encode(pair.encode()).decode()
+            encoded = base64.b64encode(pair.encode()).decode()
+            redaction.remember(encoded)  # as the header carries it: never printed either
+            self._authorization = "Basic " + encoded
         self.metrics = metrics
         self.breaker = CircuitBreaker(self.who, settings.breaker_failures, settings.breaker_reset)
         self._session: aiohttp.ClientSession | None = None
@@ -670,8 +674,7 @@ class Upstream:
         ``user:password@`` sends those)."""
         if self._authorization is None or url.user is not None:
             return sent
-        split = urlsplit(str(url))
-        if f"{split.scheme}://{split.netloc}".lower() not in self._origins:
+        if origin_of(url) not in self._origins:
             return sent
         return {**sent, "Authorization": self._authorization}
 

@@ -1,12 +1,17 @@
 """The connection settings every backend and object source that talks HTTP shares (each adds its
 own keys), the HTTP Basic credentials sent to that server among them (``password`` is a
-secret: ``base/redaction.py``)."""
+secret: ``base/redaction.py``), and the check of those credentials against the URLs they go
+with (:func:`credential_findings`: credentials given in two places)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
-from iiif_shim.base.schema import at_least, option
+from iiif_shim.base.schema import Finding, at_least, option, problem
 
 _REDIRECTS = ("same_origin", "none")
 
@@ -114,3 +119,48 @@ class UpstreamSettings:
     def image_share(self) -> int:
         share = self.max_connections_per_image or max(1, self.max_connections // 2)
         return min(share, self.max_connections)
+
+    def findings(self) -> list[Finding]:
+        return credential_findings(self)
+
+
+def credential_findings(
+    settings: UpstreamSettings, urls: Iterable[tuple[str, str]] | None = None
+) -> list[Finding]:
+    """Problems of the credentials of ``settings`` with its URLs (``urls``: (key, URL); by
+    default every text of its settings that is one): a URL with its own ``user:password@``
+    while ``username`` or ``password`` is set (which would never be sent). (A URL whose
+    ``user:password@`` does not read back as written is refused by its own check,
+    ``urltemplate.py``.)"""
+    found: list[Finding] = []
+    given = settings.username is not None or settings.password is not None
+    for key, url in _urls(settings, "") if urls is None else urls:
+        if "@" not in url:
+            continue
+        try:
+            userinfo = urlsplit(url).username is not None
+        except ValueError:  # refused by the URL's own check (``urltemplate.py``)
+            continue
+        if given and userinfo:
+            found.append(
+                problem(
+                    key,
+                    "holds a user:password@ and username/password are set too: give the "
+                    "credentials in one place, either in the URL or (better: no encoding, "
+                    "password_file) as username/password",
+                )
+            )
+    return found
+
+
+def _urls(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, str]]:
+    """(key, text) of every text that holds a URL in a settings object and those in it."""
+    if depth > 8:  # settings nest a few levels
+        return
+    for f in dataclasses.fields(value):
+        item = getattr(value, f.name, None)
+        key = f"{path}.{f.name}" if path else f.name
+        if isinstance(item, str) and "://" in item:
+            yield key, item
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            yield from _urls(item, key, depth + 1)

@@ -13,11 +13,14 @@ a dot segment, a backslash, a control character, invalid or overlong UTF-8, or a
 authority (``scheme://``, ``//host``) is refused (:class:`UnsafeValue`) and the request never
 leaves the shim. Finally, for templates with a placeholder in the path, the expanded URL is
 checked to stay on the template's origin and under its fixed path (:meth:`UrlTemplate.expand`),
-as a second line; a value in a query has only the first.
+as a second line; a value in a query has only the first. Origins are compared in one way
+everywhere (:func:`origin_of`: default ports, case and IDNA made alike).
 
 A value may still hold ``/``: behind a server that decodes ``%2F`` it then reaches sub-folders
 of the template's fixed path (never above it). ``check-config`` warns where a route lets that
-happen (:attr:`UrlTemplate.path_placeholders`).
+happen (:attr:`UrlTemplate.path_placeholders`). A template whose ``user:password@`` does not read
+back as written (a password with ``/``, ``?`` or ``#`` not percent-encoded, whose first part
+would be taken for the host or the port) is refused (``base/redaction.py``'s ``url_problem``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes, urlsplit
+
+from yarl import URL
+
+from iiif_shim.base.redaction import url_problem
 
 _PATH_SAFE = "-._~!$'()*,;:@"  # RFC 3986 pchar minus "/", "&", "=" and "+" (ambiguous to servers)
 _QUERY_SAFE = "-._~!$'()*,:@"  # also encodes ";", which old CGI servers split on
@@ -78,6 +85,30 @@ def _reason(text: str) -> str | None:
     return None
 
 
+Origin = tuple[str, str, int]  # scheme, host, port
+
+
+def origin_of(url: str | URL) -> Origin | None:
+    """The origin of an http(s) URL as every same-origin decision compares it (credentials,
+    redirects, expansions): the scheme and host lowercased, the host IDNA-encoded as it is sent
+    (``Bücher.example`` is ``xn--bcher-kva.example``), the port filled in when it is the
+    scheme's default (``https://h:443/`` and ``https://h/`` are one origin), the
+    ``user:password@`` left out; ``None`` for anything else."""
+    try:
+        parsed = url if isinstance(url, URL) else URL(url)
+        scheme, host, port = parsed.scheme.lower(), parsed.raw_host, parsed.port
+    except (ValueError, TypeError, UnicodeError):
+        return None
+    if scheme not in ("http", "https") or not host or port is None:
+        return None
+    if not host.isascii():  # a URL taken as encoded keeps its host as written
+        try:
+            host = URL.build(scheme=scheme, host=host).raw_host or host
+        except (ValueError, UnicodeError):
+            return None
+    return scheme, host.lower(), port
+
+
 @dataclass(frozen=True)
 class _Part:
     literal: str
@@ -102,11 +133,16 @@ class UrlTemplate:
 
     @property
     def origin(self) -> str | None:
-        """``scheme://host:port`` of an http(s) template, else ``None``."""
+        """``scheme://host:port`` of an http(s) template as written, else ``None``."""
         split = urlsplit(self.text.split("{", 1)[0])
         if split.scheme not in ("http", "https") or not split.hostname:
             return None
         return f"{split.scheme}://{split.netloc}".lower()
+
+    @property
+    def origin_key(self) -> Origin | None:
+        """The template's origin as :func:`origin_of` compares it, else ``None``."""
+        return origin_of(self.text.split("{", 1)[0]) if self.origin is not None else None
 
     @property
     def fixed_path(self) -> str:
@@ -151,6 +187,8 @@ class UrlTemplate:
         authority = head.split("/", 1)[0].split("?", 1)[0]
         if "{" in scheme or "{" in authority:
             raise ValueError("placeholders may not appear in the scheme, host or port")
+        if "@" in self.text and (why := url_problem(self.text, at_in_path=True)):
+            raise ValueError(why)  # a password that would be read as the host or the port
         split = urlsplit(self.expand({name: "x" for name in self.placeholders}))
         if split.scheme not in ("http", "https") or not split.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
@@ -176,14 +214,13 @@ class UrlTemplate:
     def within(self, url: str) -> bool:
         """Whether ``url`` is on this template's origin and, as servers decoding it once or
         several times and then normalising it would read it, under its fixed path."""
-        origin = self.origin
+        origin = self.origin_key
         if origin is None:  # a template for part of a URL: only its own fixed prefix counts
             path = url.split("?", 1)[0]
         else:
-            split = urlsplit(url)
-            if f"{split.scheme}://{split.netloc}".lower() != origin:
+            if origin_of(url) != origin:
                 return False
-            path = split.path
+            path = urlsplit(url).path
         for _ in range(_DECODE_ROUNDS):
             resolved = _resolved(path)
             if not resolved.startswith(self.fixed_path) or resolved.split("/", 1)[0] == "..":

@@ -13,8 +13,8 @@ A purge removes the source's facts, rendered images and everything else made fro
 cache and tells every running process (``cache.facade.Caches.purge``); the answer is JSON
 saying what each tier did, 200, or 503 when a tier could not be reached.
 
-What ``/health``, ``/health/ready`` and ``/metrics`` answer has every secret of the
-configuration replaced by ``***`` (``base/redaction.py``).
+What ``/health``, ``/health/ready``, ``/metrics`` and the purge endpoint answer has every
+secret of the configuration replaced by ``***`` (``base/redaction.py``).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ async def purge(request: web.Request) -> web.Response:
     headers = {"Cache-Control": "no-store"}
     if not ok:
         headers["Retry-After"] = "5"
-    return web.json_response(body, status=status, headers=headers)
+    return web.json_response(redaction.scrub(body), status=status, headers=headers)
 
 
 def _purged_segments(raw_path: str) -> list[str]:

@@ -1,6 +1,7 @@
 """No secret is ever printed: a real run of the shim (two processes, logs at debug level) with a
-Redis that requires a password, a purge token read from a file, and backends with HTTP Basic
-credentials in front of an nginx that requires them, with errors provoked (a wrong token,
+Redis that requires a password (holding '/', '+' and '=', given as cache.redis_password), a purge
+token read from a file, and backends with HTTP Basic credentials in front of an nginx that
+requires them, with errors provoked (a wrong token, a purge of an identifier holding a secret,
 Redis down then up, an upstream 401, a redirect elsewhere, a bad reload); every output is
 searched for each secret value. A second run, where the same values are no secrets, shows that
 the same search finds them (so the first can fail)."""
@@ -34,7 +35,7 @@ from tests.support import (
 )
 
 TOKEN = "purge-token-3b9f1d0c7a5e42d8"
-REDIS_PASSWORD = "redis-pw-c41e6f0a9b27"
+REDIS_PASSWORD = "redis-pw/c41e+6f0a=9b27"  # as `openssl rand -base64` makes them: no encoding
 UPSTREAM_PASSWORD = "upstream-pw-7f3a2c9e15"
 WRONG_PASSWORD = "wrong-pw-0d8e4b6a73"
 USER = "iiif"
@@ -128,7 +129,8 @@ CONFIG = """
 server:
   processes: 2
 cache:
-  redis: "redis://:${{REDIS_PASSWORD}}@127.0.0.1:{redis_port}/0"
+  redis: "redis://127.0.0.1:{redis_port}/0"
+  redis_password: "${{REDIS_PASSWORD}}"
   redis_retry: 0.2
   purge_token_file: secrets/purge_token
 backends:
@@ -153,6 +155,7 @@ presentation:
 routes:
   - {{match: "^w:(?P<rest>[a-z]+/[a-z.]+)$", backend: wrong, id: "{{rest}}"}}
   - {{match: "^[a-z]+/[a-z.]+$", backend: secure}}
+  - {{match: "^any:", backend: secure}}
 """
 
 
@@ -236,6 +239,14 @@ def secret_run(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             port, "/admin/cache", method="DELETE", headers={"Authorization": f"Bearer {TOKEN}"}
         )
         assert resp.status == 200, resp.text
+        # the purge report of an identifier that holds a secret (a client's mistake)
+        resp = run.ask(
+            port,
+            f"/admin/cache/any:{UPSTREAM_PASSWORD}",
+            method="DELETE",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert resp.status == 200 and json.loads(resp.body)["purged"] == "any:***", resp.text
         # Redis down, then up again (same port, same password)
         redis.stop()
         run.outputs["redis (first)"] = redis.log.read_text()
@@ -274,7 +285,7 @@ def test_no_output_of_a_run_shows_a_secret(secret_run: Run) -> None:
     assert "/iiif/3/***/info.json" in log
     assert "no backend named '***'" in log  # the refused reload's problem
     assert (
-        "routes[2].backend: no backend named '***'"
+        "routes[3].backend: no backend named '***'"
         in (secret_run.outputs["check-config text of the bad file"])
     )
     good = secret_run.outputs["check-config text of the good file"]

@@ -3,6 +3,7 @@ redaction of every secret value read (``base/redaction.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import pytest
 import yaml
@@ -286,6 +288,8 @@ def test_log_records_are_redacted_as_they_are_made(monkeypatch: pytest.MonkeyPat
     """Message, arguments, exceptions and stacks, whatever handler writes them (one added
     after the redaction was installed too)."""
     monkeypatch.setattr(logging, "_logRecordFactory", logging.getLogRecordFactory())
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # install() wraps them: put back after
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
     records: list[str] = []
 
     class Keep(logging.Handler):
@@ -447,3 +451,275 @@ def test_every_key_that_holds_a_secret_is_declared_secret() -> None:
     assert secret(TLSSettings, "password")
     assert secret(UpstreamSettings, "password") and not secret(UpstreamSettings, "username")
     assert secret(ThumborSettings, "security_key")
+
+
+# --- Redis: the URL read as written, the password apart ----------------------------------------
+
+# passwords as `openssl rand -base64` and people make them: each holds a character that ends
+# the authority of a URL unless percent-encoded
+UNENCODED = ("Zm9vYmFyYmF6cXV4/K3+xQw==", "Kq3v#Zt9w-7c1e", "Kq3v?Zt9w-2b8d", "9051/8642-9abc")
+
+
+@pytest.mark.parametrize("password", UNENCODED)
+def test_a_redis_password_not_percent_encoded_is_refused_without_quoting_it(
+    tmp_path: Path, password: str
+) -> None:
+    """redis-py would read a host or a port out of it (and print that part in its error):
+    check-config refuses the URL, says what to do, and quotes no part of it."""
+    path = config(tmp_path, 'cache: {redis: "redis://:${REDIS_PASSWORD}@cache:6379/0"}\n')
+    done = check_config(path, {"REDIS_PASSWORD": password})
+    output = (done.stdout + done.stderr).replace(str(path), "")
+    assert done.returncode != 0, output
+    (line,) = [line for line in output.splitlines() if "cache.redis:" in line]
+    assert "percent-encode the password" in line and "cache.redis_password" in line, line
+    for part in {password, *password.replace("#", "/").replace("?", "/").split("/")}:
+        assert part not in output, (part, output)
+    # percent-encoded, the same password is read back as written
+    from urllib.parse import quote
+
+    settings = read(path, {"REDIS_PASSWORD": quote(password, safe="")})
+    assert urlsplit(settings.cache.redis).password == quote(password, safe="")  # type: ignore[attr-defined]
+
+
+def test_a_url_that_cannot_be_read_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    path = config(tmp_path, 'cache: {redis: "redis://:hunter2pass@[cache/0"}\n')
+    done = check_config(path, {})
+    assert "Traceback" not in done.stderr and "cache.redis: is not a valid URL" in done.stderr
+    assert "hunter2pass" not in done.stdout + done.stderr
+
+
+def test_the_redis_password_apart_from_the_url(tmp_path: Path) -> None:
+    """cache.redis_password (or its _file) holds any characters, with no encoding; the URL
+    without a password is then no secret, and its log form shows host and port; a password
+    in both places, or one without a Redis, is a problem."""
+    password = "Zm9v/YmFy#YmF6?cXV4@K3+x%Qw=="
+    (tmp_path / "redis_password").write_text(password + "\n")
+    path = config(
+        tmp_path,
+        "cache: {redis: 'redis://cache:6379/0', redis_password_file: redis_password}\n",
+    )
+    cache = read(path).cache  # type: ignore[attr-defined]
+    assert cache.redis_password == password
+    for form in (password, quote(password, safe=""), json.dumps(password)[1:-1]):
+        assert redaction.redact(f"<{form}>") == "<***>"
+    shown = redaction.display_url(cache.redis)
+    assert shown == "redis://cache:6379/0" and redaction.redact(shown) == shown
+    assert redaction.display_url("redis://:pw-1234@cache/0") == "redis://cache/0"
+    both = config(
+        tmp_path,
+        "cache: {redis: 'redis://:other-pw-1234@cache:6379/0', redis_password: abcd-1234}\n",
+        "both.yaml",
+    )
+    assert problems_of(both) == [
+        (
+            "cache.redis_password",
+            "cache.redis holds a password too: give it in one place, redis_password (then the "
+            "URL holds none)",
+        )
+    ]
+    alone = config(tmp_path, "cache: {redis_password: abcd-1234}\n", "alone.yaml")
+    assert problems_of(alone) == [
+        ("cache.redis_password", "needs cache.redis (the Redis it is for)")
+    ]
+
+
+def test_the_redis_tier_sends_the_password_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool is made from the URL and the password as given (redis-py's own keyword)."""
+    import redis.asyncio as aioredis
+
+    from iiif_shim.cache.redis import RedisTier
+    from iiif_shim.cache.settings import CacheSettings
+
+    made: dict[str, object] = {}
+
+    def from_url(url: str, **kwargs: object) -> object:
+        made.update(kwargs, url=url)
+        raise RuntimeError("made")
+
+    monkeypatch.setattr(aioredis.BlockingConnectionPool, "from_url", from_url)
+    tier = RedisTier(CacheSettings(redis="redis://cache:6379/0", redis_password="p/w#?@x"))
+    with pytest.raises(RuntimeError):
+        asyncio.run(tier.start())
+    assert made["url"] == "redis://cache:6379/0" and made["password"] == "p/w#?@x"
+
+
+# --- what is remembered ------------------------------------------------------------------------
+
+
+def test_the_printed_forms_of_a_secret_are_redacted_too(tmp_path: Path) -> None:
+    """A password as a URL carries it (percent-encoded), as JSON, repr() and a Prometheus
+    label escape it, and the Basic header an upstream client sends."""
+    from iiif_shim.upstream.client import Upstream
+    from iiif_shim.upstream.urltemplate import UrlTemplate
+
+    password = 'p@ss word\\"x'
+    path = config(
+        tmp_path,
+        "",
+        backends="  legacy: {type: http, url: 'http://l.example.org/{id}', username: u, "
+        "password: '${PW}'}\n",
+    )
+    settings = read(path, {"PW": password}).backends["legacy"]  # type: ignore[attr-defined]
+    Upstream("legacy", settings, [UrlTemplate.parse(settings.url)])
+    header = base64.b64encode(f"u:{password}".encode()).decode()
+    label = password.replace("\\", "\\\\").replace('"', '\\"')
+    for form in (quote(password, safe=""), json.dumps(password), repr(password), label, header):
+        assert password not in redaction.redact(form)
+        assert redaction.redact(f"<{form}>").count("***") >= 1, form
+
+
+def test_a_short_url_password_is_not_looked_for_and_the_reader_says_so(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        "",
+        backends="  legacy: {type: http, url: 'http://u:abc@l.example.org/{id}'}\n",
+    )
+    warnings = dict(read(path).warnings)  # type: ignore[attr-defined]
+    assert "shorter than 4 characters" in warnings["backends.legacy.url"]
+
+
+def test_a_secret_file_may_start_with_a_bom(tmp_path: Path) -> None:
+    (tmp_path / "token").write_bytes(b"\xef\xbb\xbf" + TOKEN.encode() + b"\r\n")
+    path = config(tmp_path, "cache: {purge_token_file: token}\n")
+    assert read(path).cache.purge_token == TOKEN  # type: ignore[attr-defined]
+
+
+def test_stdout_and_stderr_are_redacted_whatever_writes_them(tmp_path: Path) -> None:
+    """print, a warning, an uncaught exception in a thread and in the main thread, as the
+    command installs the redaction first (a worker's "could not start" line is such a print)."""
+    script = textwrap.dedent(
+        f"""
+        import sys, threading, warnings
+        from iiif_shim.base import redaction
+        redaction.install()
+        redaction.remember({TOKEN!r})
+        print("printed {TOKEN}")
+        print("to stderr {TOKEN}", file=sys.stderr)
+        warnings.warn("warned {TOKEN}")
+        def fail():
+            raise KeyError({TOKEN!r})
+        thread = threading.Thread(target=fail)
+        thread.start()
+        thread.join()
+        raise ValueError("uncaught {TOKEN}")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    output = done.stdout + done.stderr
+    assert TOKEN not in output, output
+    for seen in ("printed ***", "to stderr ***", "warned ***", "KeyError: '***'", "uncaught ***"):
+        assert seen in output, output
+
+
+# --- ${NAME}: every node once ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_aliases_of_aliases_are_walked_once() -> None:
+    """A file of 8 levels of 10 aliases spells out 10^9 values: each node is walked once,
+    and the copy shares its nodes as the document did."""
+    doc = "a: &a ['${X}', x, x, x, x, x, x, x, x, x]\n"
+    for i in range(1, 9):
+        doc += f"l{i}: &l{i} [" + ", ".join([f"*{'a' if i == 1 else f'l{i - 1}'}"] * 10) + "]\n"
+    out, problems = interpolate(yaml.safe_load(doc), {"X": "v"})
+    assert problems == []
+    assert out["l8"][9][9][9][9][9][9][9][9][0] == "v"
+    assert out["l8"][0] is out["l8"][9]  # shared, as the aliases were
+
+
+def test_too_deep_or_holding_itself_is_a_problem() -> None:
+    deep = yaml.safe_load("k: " + "[" * 70 + "'${X}'" + "]" * 70)
+    _, problems = interpolate(deep, {"X": "v"})
+    ((key, message),) = problems
+    assert key.startswith("k[0]") and "nested more than 64 levels" in message
+    _, problems = interpolate(yaml.safe_load("a: &a [1, *a]"), {})
+    assert problems == [("a[1]", "holds itself (a YAML alias inside its own anchor)")]
+
+
+# --- upstream credentials: one origin rule, nothing ignored ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "template,url",
+    [
+        ("https://img.example.org:443/iiif/{id}", "https://img.example.org/iiif/a"),
+        ("http://img.example.org:80/iiif/{id}", "http://img.example.org/iiif/a"),
+        ("https://IMG.example.org/iiif/{id}", "https://img.example.org:443/iiif/a"),
+        ("http://Bücher.example/iiif/{id}", "http://xn--bcher-kva.example/iiif/a"),
+    ],
+)
+def test_one_origin_rule_for_credentials_and_redirects(
+    tmp_path: Path, template: str, url: str
+) -> None:
+    """A default port written or not, the host's case and its IDNA form are one origin, for
+    the credentials and for a redirect (yarl drops default ports and encodes hosts)."""
+    from yarl import URL
+
+    from iiif_shim.upstream.client import Upstream
+    from iiif_shim.upstream.urltemplate import UrlTemplate
+
+    path = config(
+        tmp_path,
+        "",
+        backends=f"  c: {{type: http, url: '{template}', username: u, password: {PASSWORD}}}\n",
+    )
+    settings = read(path).backends["c"]  # type: ignore[attr-defined]
+    scope = UrlTemplate.parse(settings.url)
+    upstream = Upstream("c", settings, [scope])
+    expanded = URL(scope.expand({"id": "a"}), encoded=True)
+    assert "Authorization" in upstream._credited(expanded, {}), str(expanded)
+    assert "Authorization" in upstream._credited(URL(url), {}), url
+    assert scope.within(url)
+    assert upstream._redirect(expanded, url.replace("/a", "/b")) is not None
+    other = URL(url.replace("img.example.org", "elsewhere.example.org").replace("bcher", "x"))
+    assert "Authorization" not in upstream._credited(other, {})
+
+
+def test_credentials_in_a_url_and_as_keys_are_a_problem(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        "",
+        backends="  b: {type: http, url: 'http://olduser:oldpassword1@l.example.org/{id}', "
+        "username: newuser, password: newpassword1}\n",
+    )
+    ((key, message),) = problems_of(path)
+    assert key == "backends.b.url" and "give the credentials in one place" in message
+    assert "oldpassword1" not in message
+
+
+def test_a_url_password_not_percent_encoded_is_a_problem(tmp_path: Path) -> None:
+    """'http://u:ab/cd@h/{id}' would send requests to the host 'u'."""
+    path = config(
+        tmp_path,
+        "",
+        backends="  b: {type: http, url: 'http://u:${PW}@l.example.org/{id}'}\n",
+    )
+    ((key, message),) = problems_of(path, {"PW": "ab/cd-efgh"})
+    assert key == "backends.b.url" and "percent-encode the password" in message
+
+
+def test_credentials_of_a_csv_file_are_a_problem(tmp_path: Path) -> None:
+    """A CSV read from a file sends nothing over HTTP: its upstream keys would be ignored."""
+    (tmp_path / "objects.csv").write_text("obj,img\nbook,p1\n")
+    body = """
+        presentation:
+          sources:
+            cat:
+              type: csv
+              path: objects.csv
+              columns: {object: obj, image: img}
+              username: someone
+              password: a-long-password-here
+              timeout: 5
+        """
+    found = problems_of(config(tmp_path, body))
+    assert sorted(key for key, _ in found) == [
+        f"presentation.sources.cat.{key}" for key in ("password", "timeout", "username")
+    ]
+    assert all("for a CSV read over HTTP" in message for _, message in found)
+    assert "a-long-password-here" not in str(found)
+    # the same keys with a URL are used, and accepted
+    remote = body.replace("path: objects.csv", "path: https://cat.example.org/objects.csv")
+    read(config(tmp_path, remote, "remote.yaml"))

@@ -1,7 +1,9 @@
 """What ``presentation.sources`` entries may say, one settings class per ``type:``
 (:data:`SOURCE_SETTINGS`; each source module holds the behaviour), and what their checks may
 look at across the configuration. Read by ``config/`` without loading any source: nothing here
-talks to a catalogue.
+talks to a catalogue. Nothing configured is ignored: an upstream key a type does not use, any
+upstream key (credentials included) of a CSV read from a file, and credentials given both in a
+URL and as ``username``/``password`` are problems.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from iiif_shim.core.routing import Router
 from iiif_shim.presentation.labels import Label, label_check
 from iiif_shim.presentation.records import OBJECT_FIELDS, check_name
 from iiif_shim.upstream.jsonpath import path_check
-from iiif_shim.upstream.settings import UpstreamSettings
+from iiif_shim.upstream.settings import UpstreamSettings, credential_findings
 from iiif_shim.upstream.urltemplate import UrlTemplate, fixed_url, url_template
 
 _UPSTREAM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(UpstreamSettings)}
@@ -31,12 +33,14 @@ _UPSTREAM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(UpstreamSett
 
 def unused(settings: HttpSourceSettings) -> list[Finding]:
     """The upstream keys its type does not use (``unused_keys``), when set: refused, never
-    silently ignored."""
-    return [
+    silently ignored; and its credentials checked against its URLs
+    (``upstream/settings.py``)."""
+    found = [
         problem(name, "not used by this type of object source")
         for name in sorted(settings.unused_keys)
         if getattr(settings, name) != _UPSTREAM_DEFAULTS[name]
     ]
+    return found + credential_findings(settings)
 
 
 @dataclass(frozen=True)
@@ -214,10 +218,18 @@ class CsvSourceSettings(HttpSourceSettings):
         return None
 
     def findings(self) -> list[Finding]:
-        found = unused(self)
         url = self.url
-        if url is not None and (why := fixed_url(url)):
+        if url is None:  # a file: what is for reading over HTTP is refused, never ignored
+            return [
+                problem(name, "is for a CSV read over HTTP; path names a file here")
+                for name in _UPSTREAM_DEFAULTS
+                if name != "max_bytes" and getattr(self, name) != _UPSTREAM_DEFAULTS[name]
+            ]
+        found = unused(self)
+        if why := fixed_url(url):
             found.append(problem("path", why))
+        else:
+            found += credential_findings(self, [("path", url)])
         return found
 
 
