@@ -33,7 +33,7 @@ from tests.support import ROOT, Process, Response, free_port, need_tool, nginx_c
 
 UNITS = ROOT / "deploy" / "systemd"
 # the secrets the recipe's credentials hold here (its units' LoadCredential=)
-REDIS_PASSWORD = "stack-redis-password-5e8c1a"
+REDIS_PASSWORD = "stack-redis/pass+word=5e8c1a"  # as openssl rand -base64 makes them
 PURGE_TOKEN = "stack-purge-token-93d0b7f4"
 SITE = ROOT / "deploy" / "nginx-proxy.conf"
 PROCESSES = 2
@@ -112,7 +112,7 @@ class Host:
         """The files the recipe asks for in /etc/iiif-shim/credentials/ (moved)."""
         folder = Path(self.moved("/etc/iiif-shim/credentials"))
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "redis").write_text(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{self.redis_port}/0\n")
+        (folder / "redis_password").write_text(f"{REDIS_PASSWORD}\n")
         (folder / "redis.conf").write_text(f"requirepass {REDIS_PASSWORD}\n")
         (folder / "purge_token").write_text(PURGE_TOKEN + "\n")
 
@@ -299,6 +299,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             (UNITS / "shim.yaml").read_text(),
             {
                 "port: 8182": f"port: {host.shim_port}",
+                "redis://127.0.0.1:6379/": f"redis://127.0.0.1:{host.redis_port}/",
                 "http://127.0.0.1:8080/masters/": f"http://127.0.0.1:{backend_port}/masters/",
             },
         )
@@ -410,17 +411,17 @@ def test_the_units_keep_their_secrets_in_credentials(tmp_path: Path) -> None:
     redis = read_unit(UNITS / "iiif-shim-redis.service")
     shipped = (UNITS / "shim.yaml").read_text()
     assert "purge_token_file: ${CREDENTIALS_DIRECTORY}/purge_token" in shipped
-    assert "redis_file: ${CREDENTIALS_DIRECTORY}/redis" in shipped
+    assert "redis_password_file: ${CREDENTIALS_DIRECTORY}/redis_password" in shipped
     assert {line.split(":")[0] for line in shim["Service"]["LoadCredential"]} == {
-        "redis",
+        "redis_password",
         "purge_token",
     }
     assert [line.split(":")[0] for line in redis["Service"]["LoadCredential"]] == ["redis.conf"]
     assert "--include ${CREDENTIALS_DIRECTORY}/redis.conf" in one(redis, "ExecStart")
     settings = shipped_settings(tmp_path)
     assert settings.cache.purge_token == PURGE_TOKEN
-    assert settings.cache.redis is not None
-    assert f"redis://:{REDIS_PASSWORD}@127.0.0.1:" in settings.cache.redis
+    assert settings.cache.redis == "redis://127.0.0.1:6379/0"
+    assert settings.cache.redis_password == REDIS_PASSWORD
 
 
 def test_the_units_run_what_they_promise(tmp_path: Path) -> None:
@@ -534,7 +535,10 @@ def test_the_optional_proxy_cache_keys_answers_by_public_host(stack: Stack, tmp_
     another public host gets its own ids, never the first host's."""
     site = SITE.read_text()
     enabled = re.sub(
-        r"^(\s*)# ((proxy_cache\w*|proxy_no_cache|proxy_hide_header|add_header) .*)$", r"\1\2", site, flags=re.M
+        r"^(\s*)# ((proxy_cache\w*|proxy_no_cache|proxy_hide_header|add_header) .*)$",
+        r"\1\2",
+        site,
+        flags=re.M,
     )
     assert enabled.count("proxy_cache ") >= 1 and "\n# proxy_cache_path" not in enabled
     assert re.search(r"^\s*proxy_no_cache \$iiif_not_cached;", enabled, re.M)

@@ -4,7 +4,9 @@ the validator knows, the ConfigMap's YAML passes ``iiif-shim check-config``, and
 that must agree do (ports, probes, grace period against shutdown_timeout, processes from the
 CPU limit, memory limit against what the processes may hold, the Redis URL against its
 Service), the Secret reaches the shim (``${REDIS_PASSWORD}``, ``purge_token_file``) and Redis,
-and the Ingress serves HTTPS with a certificate from cert-manager."""
+each pod can read the Secret files it mounts, no secret is on a command line (Redis's own
+start is run here with a real redis-server), and the Ingress serves HTTPS with a certificate
+from cert-manager."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from kubernetes_validate.utils import ValidationError, all_versions
 
 from iiif_shim.config.settings import Settings, parse_settings
 from iiif_shim.process.supervisor import KILL_GRACE
-from tests.support import ROOT
+from tests.support import ROOT, free_port, need_tool, wait_until
 
 FOLDER = ROOT / "deploy" / "kubernetes"
 MiB = 1024 * 1024
@@ -196,14 +198,15 @@ def test_the_configmap_yaml_passes_check_config(pod_view: tuple[Path, dict[str, 
 def test_the_secrets_reach_the_shim_and_redis(
     container: dict[str, Any], settings: Settings
 ) -> None:
-    """The Redis password goes to the shim's cache.redis through ${REDIS_PASSWORD} and to
-    Redis (--requirepass, and its probe's redis-cli), the purge token through a file; none
-    of them is written in the ConfigMap."""
+    """The Redis password goes to the shim's cache.redis_password through ${REDIS_PASSWORD}
+    and to Redis (and its probe's redis-cli), the purge token through a file; none of them is
+    written in the ConfigMap."""
     secret = find("Secret", "iiif-shim-secrets")["stringData"]
     env = secret_env(container)
     assert env == {"REDIS_PASSWORD": secret["redis-password"]}
     assert settings.cache.redis is not None
-    assert urlsplit(settings.cache.redis).password == secret["redis-password"]
+    assert urlsplit(settings.cache.redis).password is None  # apart, as it is: no encoding
+    assert settings.cache.redis_password == secret["redis-password"]
     assert settings.cache.purge_token == secret["purge-token"]
     shim_yaml = find("ConfigMap", "iiif-shim-config")["data"]["shim.yaml"]
     assert "${REDIS_PASSWORD}" in shim_yaml and "purge_token_file:" in shim_yaml
@@ -213,7 +216,6 @@ def test_the_secrets_reach_the_shim_and_redis(
     assert mount["readOnly"] is True
     redis = find("Deployment", "iiif-shim-redis")["spec"]["template"]["spec"]
     (server,) = redis["containers"]
-    assert option(server["args"], "--requirepass") == "$(REDIS_PASSWORD)"
     assert secret_env(server) == {
         "REDIS_PASSWORD": secret["redis-password"],
         "REDISCLI_AUTH": secret["redis-password"],
@@ -327,7 +329,7 @@ def test_the_redis_url_reaches_the_redis_service(settings: Settings) -> None:
     (server,) = redis["spec"]["template"]["spec"]["containers"]
     assert port["targetPort"] in {p["name"] for p in server["ports"]}
     # a cache: nothing saved, LRU eviction, and maxmemory well inside the container's limit
-    args = server["args"]
+    args = server["args"][1:]  # after the script that starts it (sh -c SCRIPT $0 ARGS...)
     assert option(args, "--save") == "" and option(args, "--appendonly") == "no"
     assert option(args, "--maxmemory-policy") == "allkeys-lru"
     limit = memory(server["resources"]["limits"]["memory"])
@@ -339,3 +341,94 @@ def test_the_redis_url_reaches_the_redis_service(settings: Settings) -> None:
     shim_labels = find("Deployment", "iiif-shim")["spec"]["template"]["metadata"]["labels"]
     (source,) = rule["from"]
     assert source["podSelector"]["matchLabels"].items() <= shim_labels.items()
+
+
+def pods() -> Iterator[tuple[str, dict[str, Any]]]:
+    for _, doc in documents():
+        if doc["kind"] == "Deployment":
+            yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
+
+
+def test_each_pod_can_read_the_secret_files_it_mounts() -> None:
+    """A Secret's files belong to root, and to the pod's fsGroup when it has one (the kubelet
+    makes them readable by that group); a pod that runs as another user needs the group bit
+    and fsGroup, or the read bit for all (kubernetes/kubernetes#57923)."""
+    mounted = 0
+    for name, pod in pods():
+        context = pod.get("securityContext", {})
+        uid, fs_group = context.get("runAsUser", 0), context.get("fsGroup")
+        for volume in pod.get("volumes", []):
+            source = volume.get("secret")
+            if source is None:
+                continue
+            default = source.get("defaultMode", 0o644)
+            for item in source.get("items") or [{"path": "(every key)"}]:
+                mode = item.get("mode", default)
+                readable = uid == 0 or mode & 0o004 or (fs_group is not None and mode & 0o040)
+                assert readable, f"{name}: uid {uid} cannot read {item['path']} (mode {mode:o})"
+                assert not mode & 0o007, f"{name}: {item['path']} is readable by others"
+                mounted += 1
+    assert mounted  # the shim's purge token at least
+
+
+def expanded(container: dict[str, Any]) -> str:
+    """The container's command and arguments as the kubelet hands them over: each $(VAR)
+    replaced by its value (a Secret's too)."""
+    values = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+    values.update(secret_env(container))
+    words = [*container.get("command", []), *container.get("args", [])]
+    return re.sub(r"\$\((\w+)\)", lambda m: values.get(m.group(1), m.group(0)), " ".join(words))
+
+
+def test_no_secret_is_on_a_command_line() -> None:
+    secrets = find("Secret", "iiif-shim-secrets")["stringData"].values()
+    for name, pod in pods():
+        for container in pod["containers"]:
+            line = expanded(container)
+            assert not [s for s in secrets if s in line], f"{name}: a secret in its command line"
+
+
+def test_redis_starts_with_the_password_from_its_environment(tmp_path: Path) -> None:
+    """The Redis container's own command, run here (its folder and address moved): Redis then
+    requires the password, and no process's command line holds it."""
+    redis = find("Deployment", "iiif-shim-redis")["spec"]["template"]["spec"]
+    (server,) = redis["containers"]
+    assert server["command"] == ["sh", "-c"]
+    script, *args = server["args"]
+    mounts = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}
+    assert "/run/redis-auth/redis.conf" in script and mounts["auth"] == "/run/redis-auth"
+    binary = need_tool("redis-server", "/usr/bin/redis-server")
+    cli = need_tool("redis-cli", "/usr/bin/redis-cli")
+    script = script.replace("/run/redis-auth", str(tmp_path)).replace("redis-server ", f"{binary} ")
+    port = free_port()
+    password = secret_env(server)["REDIS_PASSWORD"]
+    moved = ["--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp_path)]
+    env = {"PATH": os.environ["PATH"], "REDIS_PASSWORD": password}
+    proc = subprocess.Popen(
+        ["sh", "-c", script, *args, *moved],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def ping(auth: str | None) -> str:
+            extra = {"REDISCLI_AUTH": auth} if auth else {}
+            done = subprocess.run(
+                [cli, "-p", str(port), "ping"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                env={**os.environ, **extra},
+            )
+            return done.stdout + done.stderr
+
+        wait_until(lambda: "PONG" in ping(password), "redis answers with the password")
+        assert "NOAUTH" in ping(None)
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert "redis-server" in cmdline or binary in cmdline, cmdline
+        assert password not in cmdline
+        assert (tmp_path / "redis.conf").stat().st_mode & 0o077 == 0  # umask 077
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
