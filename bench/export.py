@@ -149,7 +149,7 @@ def measure(run: Run, out: Path, log: Path) -> Measured:
     timing = out.parent / f"{out.name}.time"
     command = [part.replace("{out}", str(out)) for part in run.command]
     out.mkdir(parents=True)
-    with log.open("ab") as sink:
+    with log.open("wb") as sink:
         done = subprocess.run(
             [TIME, "-v", "-o", str(timing), *command],
             stdout=sink,
@@ -160,7 +160,9 @@ def measure(run: Run, out: Path, log: Path) -> Measured:
             check=False,
         )
     if done.returncode != 0:
-        raise SystemExit(f"{run.name} failed ({done.returncode}): see {log}")
+        said = [line for line in log.read_text().splitlines() if not line.startswith("export: ")]
+        tail = "\n".join(said[-20:])
+        raise SystemExit(f"{run.name} failed ({done.returncode}):\n{tail}")
     text = timing.read_text()
     wall = 0.0
     for part in _time_field(text, "Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":"):
@@ -253,7 +255,7 @@ def main() -> None:
         for r in range(args.rounds):
             for i, run in enumerate(all_runs):
                 out = tmp / f"out-{r}-{i}"
-                found = measure(run, out, tmp / "runs.log")
+                found = measure(run, out, tmp / f"out-{r}-{i}.log")
                 results[run.name].append(found)
                 print(f"round {r}: {run.name}: {found}", flush=True)
                 shutil.rmtree(out)
