@@ -208,6 +208,13 @@ def section(rows: list[str], args: argparse.Namespace, load: str) -> str:
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "log", "-1", "--format=%h"], capture_output=True, text=True
     ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "iiif_shim"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if dirty:
+        commit += " with uncommitted changes to iiif_shim"
     command = shlex.join([".venv/bin/python", "bench/export.py", *sys.argv[1:]])
     return "\n".join(
         [
