@@ -6,20 +6,26 @@ one that is not PEM or holds the wrong kind of PEM (a private key given as the c
 certificate given as the key), an encrypted key without its password (or with a wrong one), a
 certificate of the chain that has expired or is not yet valid (saying when), a key that is not
 the leaf certificate's, a chain out of order (each certificate must be issued by the next), and
-anything OpenSSL itself will not load; it warns when the leaf expires within
-:data:`EXPIRY_WARNING`. ``check-config`` and ``serve`` refuse through it, and the process
-checks a renewal through it before serving it (``process/tls.py``), so every path to a
-certificate applies the same rules. :func:`describe` says which certificate is in a file.
+anything OpenSSL itself will not load, a file holding only a leaf whose issuer is neither in
+it nor among the system's trusted roots (certbot's ``cert.pem`` given for ``fullchain.pem``),
+and an ``acme_dir`` that is not a folder; it warns when the leaf expires within
+:data:`EXPIRY_WARNING` and when the key file may be read by other users. ``check-config`` and
+``serve`` refuse through it, and the process checks a renewal through it before serving it
+(``process/tls.py``, which keeps the dates apart: :func:`inspect`), so every path to a
+certificate applies the same rules. :func:`server_context` is the one place a server
+``SSLContext`` is made, for the check and for serving alike.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 import os
 import ssl
 import stat
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -66,64 +72,147 @@ class TLSSettings:
         "one is logged and the certificate in use kept (0: only on SIGHUP)",
         check=lambda v: None if v == 0 or v >= 1 else "must be 0 (off) or at least 1",
     )
+    acme_dir: Path | None = option(
+        None,
+        doc="with `server.http_redirect_port`: the folder given to `certbot certonly --webroot "
+        "-w` (its `.well-known/acme-challenge/` files are answered on the redirect port, "
+        "everything else is still a 308), so that HTTP-01 renewals work while the shim holds "
+        "ports 80 and 443 (null: every request there is a 308)",
+    )
 
     def findings(self) -> list[Finding]:
         return examine(self)
 
 
+def server_context(tls: TLSSettings) -> ssl.SSLContext:
+    """A server context serving ``tls``'s certificate chain and key (raises ``ssl.SSLError``,
+    ``OSError`` or ``ValueError``): the ssl module's secure defaults for a server, TLS 1.2 at
+    least, no renegotiation, no session tickets (their key would live as long as the process:
+    TLS 1.3 resumes without one), ALPN ``http/1.1`` (aiohttp speaks HTTP/1.1 only). A password is
+    always given, so an encrypted key never makes OpenSSL prompt."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION
+    context.set_alpn_protocols(["http/1.1"])
+    context.load_cert_chain(tls.cert, tls.key, password=tls.password or "")
+    return context
+
+
+@dataclass(frozen=True)
+class Examined:
+    """What :func:`inspect` found: ``findings`` (problems and warnings) apart from ``dates``
+    (problems of validity dates, which a running process serves with an error line rather
+    than stop serving), and, when both files could be read, their bytes and the leaf."""
+
+    findings: list[Finding]
+    dates: list[Finding] = field(default_factory=list)
+    leaf: x509.Certificate | None = None
+    cert_data: bytes = b""
+    key_data: bytes = b""
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.error]
+
+    def described(self) -> str:
+        """Which certificate (serial, subject, expiry), for a log line."""
+        leaf = self.leaf
+        if leaf is None:
+            return "(none)"
+        return f"serial {leaf.serial_number:x}, {_name(leaf)}, until {_when(_not_after(leaf))}"
+
+
 def examine(tls: TLSSettings, now: datetime.datetime | None = None) -> list[Finding]:
     """What is wrong with ``tls``'s files (problems), or worth knowing (a near expiry)."""
-    now = now or datetime.datetime.now(datetime.UTC)
+    found = inspect(tls, now)
+    return found.dates + found.findings
+
+
+def inspect(tls: TLSSettings, now: datetime.datetime | None = None) -> Examined:
+    """:func:`examine`'s findings with the dates kept apart, and what was read. Never raises:
+    anything unexpected is a problem line."""
+    try:
+        return _inspect(tls, now or datetime.datetime.now(datetime.UTC))
+    except Exception as exc:  # a kind of file or key no rule above foresaw: one line all the same
+        return Examined(
+            [problem("cert", f"{tls.cert} cannot be used: {exc or type(exc).__name__}")]
+        )
+
+
+def _inspect(tls: TLSSettings, now: datetime.datetime) -> Examined:
     cert_data, trouble = _read(tls.cert)
     if trouble:
-        return [problem("cert", trouble)]
+        return Examined([problem("cert", trouble)])
     key_data, trouble = _read(tls.key)
     if trouble:
-        return [problem("key", trouble)]
+        return Examined([problem("key", trouble)])
     chain, trouble = _certificates(cert_data)
     if trouble:
-        return [problem("cert", f"{tls.cert} {trouble}")]
+        return Examined([problem("cert", f"{tls.cert} {trouble}")])
     key, trouble = _private_key(key_data, tls.password)
     if trouble:
-        return [problem("key", f"{tls.key} {trouble}")]
-    found = [problem("cert", f"{tls.cert} {t}") for t in _dates(chain, now) + _order(chain)]
-    if not found and not _same_key(chain[0], key):
+        return Examined([problem("key", f"{tls.key} {trouble}")])
+    leaf = chain[0]
+    done = functools.partial(Examined, leaf=leaf, cert_data=cert_data, key_data=key_data)
+    dates = [problem("cert", f"{tls.cert} {t}") for t in _dates(chain, now)]
+    found = [problem("cert", f"{tls.cert} {t}") for t in _order(chain) + _alone(chain)]
+    if not found and not _same_key(leaf, key):
         matching = next((i for i, c in enumerate(chain) if _same_key(c, key)), None)
         why = (
-            f"is not the key of the certificate in {tls.cert} ({_name(chain[0])})"
+            f"is not the key of the certificate in {tls.cert} ({_name(leaf)})"
             if matching is None
             else f"belongs to certificate {matching + 1} of {tls.cert}, not the first: the "
             "leaf must come first"
         )
         found.append(problem("key", f"{tls.key} {why}"))
+    if tls.acme_dir is not None and not tls.acme_dir.is_dir():
+        found.append(problem("acme_dir", f"{tls.acme_dir} is not a folder"))
     if found:
-        return found
-    try:  # what OpenSSL itself makes of them (a password is always given: it never prompts)
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
-            tls.cert, tls.key, password=tls.password or ""
-        )
-    except (ssl.SSLError, OSError) as exc:
-        return [problem("cert", f"OpenSSL does not load {tls.cert} with {tls.key}: {exc}")]
-    left = chain[0].not_valid_after_utc - now
-    if left < EXPIRY_WARNING:
-        return [
+        return done(found, dates)
+    try:  # what OpenSSL itself makes of them, as served
+        server_context(tls)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        trouble = f"OpenSSL does not load {tls.cert} with {tls.key}: {exc}"
+        return done([problem("cert", trouble)], dates)
+    notes = _readable_key(tls.key)
+    left = _not_after(leaf) - now
+    if not dates and left < EXPIRY_WARNING:
+        notes.append(
             warning(
                 "cert",
-                f"{tls.cert} expires on {_when(chain[0].not_valid_after_utc)} (in "
-                f"{_span(left)}): renew it",
+                f"{tls.cert} expires on {_when(_not_after(leaf))} (in {_span(left)}): renew it",
             )
-        ]
-    return []
+        )
+    return done(notes, dates)
 
 
-def describe(path: Path) -> str:
-    """Which certificate ``path`` holds first, for a log line: serial, subject, expiry."""
-    data, trouble = _read(path)
-    chain, trouble = _certificates(data) if not trouble else ([], trouble)
-    if trouble or not chain:
-        return f"{path}: {trouble}"
-    leaf = chain[0]
-    return f"serial {leaf.serial_number:x}, {_name(leaf)}, until {_when(leaf.not_valid_after_utc)}"
+def not_after(leaf: x509.Certificate) -> datetime.datetime:
+    """When ``leaf`` expires (UTC)."""
+    return _not_after(leaf)
+
+
+def _not_after(cert: x509.Certificate) -> datetime.datetime:
+    return cert.not_valid_after_utc
+
+
+def _readable_key(key: Path) -> list[Finding]:
+    """A warning when others than the file's owner may read the key (not for Kubernetes' secret
+    volumes, whose files are links into a ``..data`` folder and 0644 unless told otherwise)."""
+    try:
+        if key.is_symlink() and (key.parent / "..data").is_dir():
+            return []
+        mode = stat.S_IMODE(os.stat(key).st_mode)
+    except (OSError, ValueError):
+        return []
+    if not mode & 0o044:
+        return []
+    return [
+        warning(
+            "key",
+            f"{key} may be read by other users (mode {mode:o}): make it readable by the shim's "
+            "user only (chmod 600)",
+        )
+    ]
 
 
 def _read(path: Path) -> tuple[bytes, str | None]:
@@ -134,6 +223,8 @@ def _read(path: Path) -> tuple[bytes, str | None]:
             data = file.read(MAX_PEM_BYTES + 1)
     except OSError as exc:
         return b"", f"cannot read {path}: {exc.strerror or exc}"
+    except ValueError as exc:  # a NUL byte in the path
+        return b"", f"cannot read {str(path)!r}: {exc}"
     if len(data) > MAX_PEM_BYTES:
         return b"", f"{path} is larger than {MAX_PEM_BYTES >> 20} MiB: not a PEM file"
     return data, None
@@ -204,11 +295,49 @@ def _order(chain: list[x509.Certificate]) -> list[str]:
             cert.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature):
             return [
-                f"is out of order: certificate {i + 2} ({_name(issuer)}) did not issue "
-                f"certificate {i + 1} ({_name(cert)}); the file must hold the leaf first, then "
-                "each issuer"
+                f"is out of order or holds a wrong intermediate: certificate {i + 2} "
+                f"({_name(issuer)}) did not issue certificate {i + 1} ({_name(cert)}); the file "
+                "must hold the leaf first, then each issuer"
             ]
     return []
+
+
+def _alone(chain: list[x509.Certificate]) -> list[str]:
+    """A file holding only a leaf whose issuer is neither itself nor a trusted root of this
+    system: clients that do not fetch intermediates (curl, Python, Java, validators) refuse it."""
+    leaf = chain[0]
+    if len(chain) > 1 or leaf.issuer == leaf.subject:
+        return []
+    for root in _trusted_roots().get(leaf.issuer.public_bytes(), ()):
+        try:
+            leaf.verify_directly_issued_by(root)
+            return []
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    return [
+        f"holds only the server certificate ({_name(leaf)}), not the intermediate that issued "
+        f"it ({leaf.issuer.rfc4514_string()}): give the full chain (certbot: fullchain.pem)"
+    ]
+
+
+@functools.cache
+def _trusted_roots() -> dict[bytes, tuple[x509.Certificate, ...]]:
+    """The system's trusted certificates (the ssl module's default verify paths), by subject."""
+    paths = ssl.get_default_verify_paths()
+    files = [Path(paths.cafile)] if paths.cafile else []
+    if paths.capath and os.path.isdir(paths.capath):
+        files += sorted(p for p in Path(paths.capath).iterdir() if p.suffix in (".pem", ".crt"))
+    found: dict[bytes, list[x509.Certificate]] = {}
+    for path in files:
+        try:
+            with path.open("rb") as file, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # (old roots cryptography frowns upon)
+                certs = x509.load_pem_x509_certificates(file.read(16 * MAX_PEM_BYTES))
+        except (OSError, ValueError):
+            continue
+        for cert in certs:
+            found.setdefault(cert.subject.public_bytes(), []).append(cert)
+    return {subject: tuple(certs) for subject, certs in found.items()}
 
 
 def _same_key(cert: x509.Certificate, key: PrivateKeyTypes | None) -> bool:

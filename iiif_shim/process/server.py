@@ -5,9 +5,11 @@ a name that does not resolve is one line on stderr and exit status 1, and nothin
 server is up until it is), raises the open-file limit to its hard maximum, and puts the
 connection guard (``web/connections.py``) in front of aiohttp with limits below that file limit.
 With ``server.tls`` the port serves HTTPS with the certificates of ``tls.py`` (loaded before it
-listens, watched for renewals while it serves; each handshake within ``server.header_timeout``),
-and ``server.http_redirect_port`` is a second socket whose every answer is ``tls.Redirect``'s
-308, behind a guard of its own (a share of the connection cap: :func:`redirect_cap`).
+listens, watched for renewals while it serves), the connection guard doing each handshake
+(within ``server.header_timeout``, counted against the connection cap from accept: one path for
+one process and for workers), and ``server.http_redirect_port`` is a second socket answered by
+``tls.Redirect`` (308s, and ACME challenges from ``server.tls.acme_dir``), behind a guard of its
+own (a share of the connection cap: :func:`redirect_cap`).
 Signals (handled from the start, before the app is set up):
 
 - SIGTERM / SIGINT: stop accepting, close idle connections, let requests in flight finish within
@@ -30,13 +32,14 @@ line), on stdout.
 As a worker of a supervisor (``supervisor.py``, ``server.processes`` above 1) it binds nothing
 and reads no configuration file: it serves the configuration the supervisor hands it, on the
 inherited listening sockets (the redirect port's too), with certificates it reads and watches
-itself, says ``ready`` on its channel once it accepts, drains and exits on
-SIGTERM or when the channel closes (the supervisor is gone), ignores SIGHUP (the supervisor
-reloads, by replacing it), and refreshes its gauges for the metrics shared by every worker. It
-accepts with its own loop (:class:`Listener`; asyncio's and uvloop's take every connection
-waiting, so connections opened together went to whichever worker woke first): one connection
-each time the socket wakes it, and none while another worker holds fewer connections (the
-connection board, ``board.py``, where it posts its own count, :class:`Holdings`). It starts
+itself (or, when the files went bad since the supervisor checked them, the last good pair the
+supervisor kept in its run directory), says ``ready`` on its channel once it accepts, drains
+and exits on SIGTERM or when the channel closes (the supervisor is gone), ignores SIGHUP (the
+supervisor reloads, by replacing it), and refreshes its gauges for the metrics shared by every
+worker. It accepts with its own loop (:class:`Listener`; asyncio's and uvloop's take every
+connection waiting, so connections opened together went to whichever worker woke first): one
+connection each time the socket wakes it, and none while another worker holds fewer connections
+(the connection board, ``board.py``, where it posts its own count, :class:`Holdings`). It starts
 with SIGTERM, SIGINT and SIGHUP blocked by the supervisor and unblocks them once its handlers
 are in place.
 Draining, it takes the connections already queued on the socket, as many as its connection guard
@@ -59,7 +62,6 @@ import re
 import resource
 import signal
 import socket
-import ssl
 import sys
 import threading
 import time
@@ -71,6 +73,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from iiif_shim import __version__
+from iiif_shim.cache.journal import RUN_DIR_ENV
 from iiif_shim.config.settings import Settings
 from iiif_shim.imaging.budget import unmap_large_blocks
 from iiif_shim.process import board, eventloop
@@ -79,13 +82,15 @@ from iiif_shim.process.supervisor import (
     HELD_SIGNALS,
     KILL_GRACE,
     WorkerRole,
+    bind,
     listen_problem,
     resolve_processes,
 )
-from iiif_shim.process.tls import CertificateError, Certificates, Redirect, handshake_failed
+from iiif_shim.process.tls import CertificateError, Certificates, Redirect, handshake_failed, kept
 from iiif_shim.telemetry.metrics import Metrics
 from iiif_shim.web.app import Loader, create_app, reload
-from iiif_shim.web.connections import ClientLimits, ConnectionGuard, handler_factory
+from iiif_shim.web.connections import ClientLimits, ConnectionGuard, TLSGate, handler_factory
+from iiif_shim.web.ops import TLS_STATUS
 from iiif_shim.web.state import LIVE, METRICS, REQUEST_ID, ProcessInfo
 
 log = logging.getLogger("iiif_shim")
@@ -297,8 +302,7 @@ class Listener:
     seconds; each is handed to the loop as asyncio's own accept would
     (``connect_accepted_socket``, on asyncio and uvloop alike). The socket stays readable while
     connections wait, so the loop comes back for the next one after its other work. With
-    ``tls``, each connection is handed over once its handshake is done, within
-    ``handshake_timeout`` seconds."""
+    ``server.tls``, the guard does the handshake (and counts the connection from here)."""
 
     def __init__(
         self,
@@ -306,16 +310,11 @@ class Listener:
         sock: socket.socket,
         guard: ConnectionGuard,
         holdings: Holdings | None,
-        tls: ssl.SSLContext | None = None,
-        handshake_timeout: float = 60.0,
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.guard = guard
         self.holdings = holdings
-        self.tls: dict[str, Any] = (
-            {} if tls is None else {"ssl": tls, "ssl_handshake_timeout": handshake_timeout}
-        )
         self.connecting: set[asyncio.Task[None]] = set()
         self.paused: asyncio.Handle | None = None  # (uvloop's timers are Handles)
         self.since: float | None = None  # when it began leaving waiting connections to others
@@ -398,12 +397,12 @@ class Listener:
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
-            await self.loop.connect_accepted_socket(self.guard, sock=conn, **self.tls)
-        except OSError as exc:  # a handshake failed or timed out (SSLError too); a client left
-            if self.tls:
-                handshake_failed(_peer(conn), exc)
+            if self.guard.tls is not None:  # counted from now, handshake included
+                await self.guard.accept_tls(conn)
             else:
-                log.debug("a connection accepted could not be set up: %s", exc)
+                await self.loop.connect_accepted_socket(self.guard, sock=conn)
+        except OSError as exc:  # a client that left
+            log.debug("a connection accepted could not be set up: %s", exc)
             conn.close()
         except Exception:  # worse
             log.debug("a connection accepted could not be set up", exc_info=True)
@@ -427,17 +426,10 @@ class Listener:
             self._accept(min(BACKLOG, room - len(self.connecting)))
             self.sock.close()
 
-    async def settled(self) -> None:
-        """Every connection accepted has been handed to the loop."""
+    async def settled(self, timeout: float = SETTLE) -> None:
+        """Every connection accepted has been handed to the loop (its TLS handshake done)."""
         if self.connecting:
-            await asyncio.wait(list(self.connecting), timeout=SETTLE)
-
-
-def _peer(conn: socket.socket) -> object:
-    try:
-        return conn.getpeername()
-    except OSError:
-        return "a client that left"
+            await asyncio.wait(list(self.connecting), timeout=timeout)
 
 
 async def _serve(
@@ -513,6 +505,7 @@ async def _run(
     """Set up, listen (then ``serving``), serve until ``stopping``, drain. With ``server.tls``,
     the certificates it serves go in ``served``."""
     server = settings.server
+    app[TLS_STATUS] = lambda: served[0].status() if served else None
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=server.shutdown_timeout)
     try:
         await runner.setup()
@@ -523,21 +516,24 @@ async def _run(
     if stopping.is_set():  # stopped while it started: it accepted nothing, so nothing to drain
         await runner.cleanup()
         return 0
+    metrics = app[METRICS]
     certificates: Certificates | None = None
     if server.tls is not None:
+        run_dir = os.environ.get(RUN_DIR_ENV) if role is not None else None
+        fallback = kept(server.tls, Path(run_dir)) if run_dir else None
         try:
-            certificates = await asyncio.to_thread(Certificates.open, server.tls)
+            certificates = await asyncio.to_thread(
+                Certificates.open,
+                server.tls,
+                fallback,
+                lambda end: metrics.tls_certificate(end.timestamp()),
+            )
         except CertificateError as exc:
             log.error("cannot serve HTTPS: %s", exc)
             print(f"iiif-shim: cannot serve HTTPS: {exc}", file=sys.stderr)
             await runner.cleanup()
             return 1
         served.append(certificates)
-    tls: dict[str, Any] = (
-        {}
-        if certificates is None
-        else {"ssl": certificates.context, "ssl_handshake_timeout": server.header_timeout}
-    )
     limits = client_limits(settings, file_limit)
     handler_kwargs: dict[str, Any] = {
         "keepalive_timeout": server.keepalive_timeout,
@@ -553,35 +549,46 @@ async def _run(
         }
     else:
         handler_kwargs["access_log"] = None
-    metrics = app[METRICS]
     assert runner.server is not None  # made by setup()
     seated = role is not None and role.seat >= 0
     holdings = Holdings(Seat(Board(Path(role.board_file)), role.seat)) if role and seated else None
+    gate: TLSGate | None = None
+    if certificates is not None:
+
+        def hsts() -> int:
+            tls = app[LIVE].current.settings.server.tls
+            return tls.hsts if tls is not None else 0
+
+        def failed(peer: object, exc: BaseException) -> None:
+            handshake_failed(peer, exc)
+            metrics.tls_handshake_failed()
+
+        gate = TLSGate(certificates.context, server.header_timeout, hsts, failed)
     guard = ConnectionGuard(
         limits,
         handler_factory(runner.server, **handler_kwargs),
         on_event=metrics.client_refused,
         on_count=holdings.opened if holdings else None,
+        tls=gate,
     )
     loop = asyncio.get_running_loop()
-    listeners: list[Listener] = []  # a worker's
-    single: asyncio.Server | None = None  # one process's own
+    listeners: list[Listener] = []  # a worker's; one process's with TLS
+    single: asyncio.Server | None = None  # one process's own, plain HTTP
     redirecting: web.Server | None = None  # the server of the redirect port's answers
     redirect: asyncio.Server | None = None  # one process's own redirect port
-    context = certificates.context if certificates is not None else None
     if role is not None:  # the supervisor bound them; listen() again keeps its backlog
         listeners = [
-            Listener(
-                loop, socket.socket(fileno=fd), guard, holdings, context, server.header_timeout
-            )
-            for fd in role.listen_fds
+            Listener(loop, socket.socket(fileno=fd), guard, holdings) for fd in role.listen_fds
         ]
         port = listeners[0].sock.getsockname()[1] if listeners else server.port
     else:
         try:
-            single = await loop.create_server(
-                guard, server.host, server.port, reuse_address=True, backlog=BACKLOG, **tls
-            )
+            if gate is not None:  # accepted by its own loop, so counted before the handshake
+                listeners = [Listener(loop, s, guard, None) for s in bind(server.host, server.port)]
+            else:
+                single = await loop.create_server(
+                    guard, server.host, server.port, reuse_address=True, backlog=BACKLOG
+                )
         except OSError as exc:
             print(
                 f"iiif-shim: cannot listen on {server.host}:{server.port}: {listen_problem(exc)}",
@@ -589,11 +596,17 @@ async def _run(
             )
             await runner.cleanup()
             return 1
-        port = single.sockets[0].getsockname()[1] if single.sockets else server.port
+        sockets = single.sockets if single is not None else [x.sock for x in listeners]
+        port = sockets[0].getsockname()[1] if sockets else server.port
     # (a worker serves the redirect port its supervisor bound at start, whatever a reload says)
     if bool(role.redirect_fds) if role else server.http_redirect_port is not None:
+
+        def acme_dir() -> Path | None:
+            tls = app[LIVE].current.settings.server.tls
+            return tls.acme_dir if tls is not None else None
+
         redirecting = web.Server(
-            Redirect(port, lambda: app[LIVE].current.settings.server.public_url)
+            Redirect(port, lambda: app[LIVE].current.settings.server.public_url, acme_dir)
         )
         redirect_guard = ConnectionGuard(
             replace(limits, max_connections=redirect_cap(limits.max_connections)),
@@ -615,8 +628,10 @@ async def _run(
                     backlog=BACKLOG,
                 )
             except OSError as exc:
-                assert single is not None
-                single.close()
+                if single is not None:
+                    single.close()
+                for listener in listeners:
+                    listener.sock.close()
                 print(
                     f"iiif-shim: cannot listen on {server.host}:{server.http_redirect_port} "
                     f"(server.http_redirect_port): {listen_problem(exc)}",
@@ -632,7 +647,7 @@ async def _run(
     watcher = loop.create_task(certificates.watch()) if certificates is not None else None
     lifeline: asyncio.Task[None] | None = None
 
-    if single is not None:
+    if role is None:
         log.info(
             "iiif-shim %s with %s: %s://%s:%d/ (IIIF at %s/3/ and %s/2/; up to %d connections%s)",
             __version__,
@@ -645,7 +660,7 @@ async def _run(
             limits.max_connections,
             f"; port {server.http_redirect_port} redirects to HTTPS" if redirect else "",
         )
-    elif role is not None:
+    else:
         channel = socket.socket(fileno=role.channel_fd)
         channel.setblocking(False)
         if not stopping.is_set():  # (stopping, the supervisor is told by this one's exit)
@@ -679,9 +694,11 @@ async def _run(
         holdings.leave()
     for listener in listeners:
         listener.close()
-    if role is not None:  # the others go on: let connections just accepted send their request
+    if role is not None or gate is not None:  # let connections just accepted be set up: their
+        handshakes = min(server.header_timeout, server.shutdown_timeout)  # TLS handshakes too
         for listener in listeners:
-            await listener.settled()
+            await listener.settled(SETTLE if gate is None else handshakes)
+    if role is not None:  # the others go on: let connections just accepted send their request
         await asyncio.sleep(min(SETTLE, server.shutdown_timeout))  # (cleanup closes idle ones)
     await asyncio.gather(*reloads, return_exceptions=True)
     for task in (refresher, lifeline, watcher):

@@ -42,7 +42,11 @@ started), so the exit status it reports is always the real one, and it signals o
 has not reaped, never a pid the system may have given to another process.
 
 Each worker gets a private run directory (:data:`RUN_DIR_ENV`, removed at exit) whose
-``metrics`` folder is ``PROMETHEUS_MULTIPROC_DIR``, so ``/metrics`` sums over every worker. The
+``metrics`` folder is ``PROMETHEUS_MULTIPROC_DIR``, so ``/metrics`` sums over every worker.
+Serving TLS, the supervisor keeps there (mode 0600) a copy of the last certificate and key
+that passed every check (at start, on each reload, and when ``server.tls.watch`` sees the
+files change: ``tls.keep``): a worker that starts while the files are bad serves that pair
+instead of dying (``tls.py``). The
 channel, one end of a socket pair per worker, carries ``ready``; its end-of-file tells the
 worker that the supervisor is gone (the worker then drains and exits), and tells the supervisor
 that the worker is.
@@ -76,7 +80,9 @@ from iiif_shim.base.errors import ConfigError
 from iiif_shim.base.machine import cpus
 from iiif_shim.cache.journal import RUN_DIR_ENV
 from iiif_shim.config.settings import Settings
+from iiif_shim.config.tls import TLSSettings
 from iiif_shim.process import board
+from iiif_shim.process.tls import CHECK_LIMIT, IDLE, Signature, keep, signature
 
 log = logging.getLogger("iiif_shim")
 
@@ -320,6 +326,37 @@ class Supervisor:
         self.generation = 0
         self.settings = settings
         self.settings_file = self._install(settings)
+        self.kept: tuple[Signature, str] | None = None  # the certificate files kept, and which
+
+    # --- the last good certificate ----------------------------------------------------------
+
+    async def _keep_certificate(self, tls: TLSSettings | None, changed: bool = False) -> None:
+        """Copy ``tls``'s files for workers that start later if they pass every check (only if
+        they ``changed`` since the last copy, when told so); a failure is logged, never raised."""
+        if tls is None:
+            return
+        try:
+            async with asyncio.timeout(CHECK_LIMIT):
+                now = await asyncio.to_thread(signature, tls)
+                if changed and self.kept is not None and self.kept[0] == now:
+                    return
+                described = await asyncio.to_thread(keep, tls, self.run_dir)
+        except Exception as exc:
+            log.warning("server.tls: no copy of the certificate kept for workers: %s", exc)
+            return
+        if described is not None:
+            if self.kept is None or self.kept[1] != described:
+                log.info("server.tls: kept the certificate %s for workers that start", described)
+            self.kept = (now, described)
+
+    async def _watch_certificate(self) -> None:
+        """Every ``server.tls.watch`` seconds, keep the files again if they changed."""
+        while not self.stopping.is_set():
+            tls = self.settings.server.tls
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), (tls.watch if tls else 0) or IDLE)
+            if tls is not None and tls.watch and not self.stopping.is_set():
+                await self._keep_certificate(self.settings.server.tls, changed=True)
 
     # --- the running configuration ----------------------------------------------------------
 
@@ -578,6 +615,7 @@ class Supervisor:
             if getattr(before, key) != getattr(after, key):
                 log.warning("server.%s changed; it takes effect at the next restart", key)
         processes = resolve_processes(settings)
+        await self._keep_certificate(settings.server.tls)
         async with self.lock:
             if self.stopping.is_set():
                 return
@@ -636,6 +674,8 @@ class Supervisor:
         for signum, action in handlers:
             loop.add_signal_handler(signum, action)
         try:
+            await self._keep_certificate(self.settings.server.tls)
+            self._background(self._watch_certificate())
             starting = loop.create_task(self._start(resolve_processes(self.settings)))
             stop = loop.create_task(self.stopping.wait())
             await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)

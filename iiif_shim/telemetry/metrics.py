@@ -7,7 +7,8 @@ Redis calls; Pillow work by step; backend calls by outcome (``ok`` or the failur
 ``refused``, ``timeout``, ``not_image``, ...) and their latency; each backend's circuit state,
 connections in use and requests waiting for one; PDF pages written and PDF builds by outcome;
 the image job queue, decoded bytes reserved and waiters for memory; client connections and why
-some were refused; how many processes serve; each object source's state from its last
+some were refused; TLS handshakes that failed and when the certificate served expires (with
+``server.tls`` only); how many processes serve; each object source's state from its last
 background read (up or not, objects, what was left out by kind). ``GET /metrics`` serves
 :meth:`Metrics.render`.
 
@@ -119,6 +120,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self._handshake_failures = Counter(
+            "iiif_shim_tls_handshake_failures",
+            "TLS handshakes that failed or timed out (clients that do not trust the certificate, "
+            "scanners, clients that connect and say nothing)",
+            registry=r,
+        )
+        self._expiry: Gauge | None = None  # made when a certificate is served (0 would alarm)
         self._redis_errors = Counter(
             "iiif_shim_redis_errors",
             "failed Redis calls of the shared cache tier, by operation (Redis is then skipped "
@@ -217,6 +225,21 @@ class Metrics:
 
     def client_refused(self, reason: str) -> None:
         self._refused.labels(reason).inc()
+
+    def tls_handshake_failed(self) -> None:
+        self._handshake_failures.inc()
+
+    def tls_certificate(self, not_after: float) -> None:
+        """The certificate served expires at ``not_after`` (Unix time; several processes: the
+        soonest of the live ones)."""
+        if self._expiry is None:
+            self._expiry = Gauge(
+                "iiif_shim_tls_certificate_expiry_timestamp_seconds",
+                "when the certificate served to new connections expires (Unix time)",
+                registry=self.registry,
+                multiprocess_mode="livemin",
+            )
+        self._expiry.set(not_after)
 
     def watch_backend(
         self,

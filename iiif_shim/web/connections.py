@@ -6,6 +6,13 @@
   with CORS headers like every other response. aiohttp caps nothing, times no body, and times
   a late head only with its keep-alive timeout (the idle timeout, an hour by default), closing
   without an answer.
+- With a :class:`TLSGate`, the guard serves sockets its caller accepted
+  (:meth:`ConnectionGuard.accept_tls`) and does their TLS handshake, within
+  ``handshake_timeout``: a connection counts against the cap from accept, handshake included,
+  until it closes (a failed or timed-out handshake frees its place at once), so clients that
+  connect and never say hello hold at most the cap; past it a connection is closed at once,
+  before any handshake work (a 503 cannot be said before TLS). Its own answers then carry
+  ``Strict-Transport-Security`` when ``hsts()`` says so.
 - :class:`CorsRequestHandler` and :func:`handler_factory`: aiohttp's own answers to requests its
   parser refuses, with ``Access-Control-Allow-Origin: *`` and without the parser's message,
   logged as one line (the client's mistake) instead of a traceback.
@@ -22,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
+import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -43,6 +52,18 @@ class ClientLimits:
     max_request_line: int  # bytes, line end excluded; past it: 414
     max_header_bytes: int  # bytes of the whole head; past it: 431
     max_headers: int  # header lines; past it: 431
+
+
+@dataclass(frozen=True)
+class TLSGate:
+    """HTTPS on the guarded socket: the context (its SNI callback may swap it per handshake),
+    the time a handshake may take, the seconds of HSTS for the guard's own answers (0: none),
+    and who hears of a failed handshake (the peer, the error)."""
+
+    context: ssl.SSLContext
+    handshake_timeout: float
+    hsts: Callable[[], int] = lambda: 0
+    on_failure: Callable[[object, BaseException], None] = lambda peer, exc: None
 
 
 @dataclass(frozen=True)
@@ -70,9 +91,11 @@ _LINGER = 1.0  # seconds a refused connection is drained before it is closed
 _MAX_LINGERING = 256  # past this many draining at once, refused connections close at once
 
 
-def _answer(status: HTTPStatus, reason: str) -> bytes:
+def _answer(status: HTTPStatus, reason: str, hsts: int = 0) -> bytes:
     body = f"{reason}\n".encode()
     retry = "Retry-After: 1\r\n" if status is HTTPStatus.SERVICE_UNAVAILABLE else ""
+    if hsts > 0:
+        retry += f"Strict-Transport-Security: max-age={hsts}\r\n"
     head = (
         f"HTTP/1.1 {status.value} {status.phrase}\r\n"
         f"Date: {formatdate(usegmt=True)}\r\n"
@@ -111,11 +134,13 @@ class ConnectionGuard:
         factory: Callable[[], asyncio.Protocol],
         on_event: Callable[[str], None] | None = None,
         on_count: Callable[[int], None] | None = None,
+        tls: TLSGate | None = None,
     ) -> None:
         self.limits = limits
         self._factory = factory
         self._on_event = on_event
         self._on_count = on_count
+        self.tls = tls
         self._open = 0
         self.lingering = 0  # refused connections being drained before their close
 
@@ -124,15 +149,43 @@ class ConnectionGuard:
 
     @property
     def open_connections(self) -> int:
+        """Connections counted against the cap (TLS ones from accept, handshake included)."""
         return self._open
 
-    def _admit(self) -> asyncio.Protocol | None:
+    async def accept_tls(self, sock: socket.socket) -> None:
+        """Serve ``sock``, just accepted, over TLS (needs :attr:`tls`): counted from now, closed
+        at once past the cap (no handshake work), its handshake within the gate's timeout (a
+        failure is told to the gate's ``on_failure`` and frees its place), then guarded as
+        any connection. Runs until the handshake is done."""
+        tls = self.tls
+        assert tls is not None
+        if not self._take():
+            self._event(_CONNECTION_CAP.event)
+            sock.close()
+            return
+        connection = _GuardedConnection(self, counted=True)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: connection,
+                sock=sock,
+                ssl=tls.context,
+                ssl_handshake_timeout=tls.handshake_timeout,
+            )
+        except BaseException as exc:  # refused, timed out, the client left; or cancelled
+            connection._free()  # (the TLS layer never hands a failed handshake's loss on)
+            if isinstance(exc, Exception):
+                tls.on_failure(_peer(sock), exc)
+            sock.close()
+            if not isinstance(exc, Exception):
+                raise
+
+    def _take(self) -> bool:
         if self._open >= self.limits.max_connections:
-            return None
+            return False
         self._open += 1
         if self._on_count is not None:
             self._on_count(self._open)
-        return self._factory()
+        return True
 
     def _release(self) -> None:
         self._open -= 1
@@ -150,9 +203,10 @@ class _GuardedConnection(asyncio.Protocol):
     _transport: asyncio.Transport
     _loop: asyncio.AbstractEventLoop
 
-    def __init__(self, guard: ConnectionGuard) -> None:
+    def __init__(self, guard: ConnectionGuard, counted: bool = False) -> None:
         self._guard = guard
         self._limits = guard.limits
+        self._counted = counted  # holds a place under the cap
         self._inner: asyncio.Protocol | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._held: tuple[float, _Refusal] | None = None  # a timer that expired while paused
@@ -171,12 +225,19 @@ class _GuardedConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._loop = asyncio.get_running_loop()
-        self._inner = self._guard._admit()
-        if self._inner is None:
-            self._refuse(_CONNECTION_CAP)
-            return
+        if not self._counted:  # (a TLS one was counted at accept: ConnectionGuard.accept_tls)
+            self._counted = self._guard._take()
+            if not self._counted:
+                self._refuse(_CONNECTION_CAP)
+                return
+        self._inner = self._guard._factory()
         self._arm(self._limits.header_timeout, _HEADER_TIMEOUT)
         self._inner.connection_made(transport)
+
+    def _free(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._guard._release()
 
     def data_received(self, data: bytes) -> None:
         if self._inner is None or self._phase is _Phase.CLOSED:
@@ -200,8 +261,8 @@ class _GuardedConnection(asyncio.Protocol):
         self._cancel_timer()
         if self._lingering:
             self._guard.lingering -= 1
+        self._free()
         if self._inner is not None:
-            self._guard._release()
             self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -224,7 +285,8 @@ class _GuardedConnection(asyncio.Protocol):
         # Answer, then half-close and keep reading (and dropping) what the client still sends
         # for a moment: closing with unread bytes would reset the connection before the client
         # has read the answer.
-        self._transport.write(_answer(refusal.status, refusal.reason))
+        tls = self._guard.tls
+        self._transport.write(_answer(refusal.status, refusal.reason, tls.hsts() if tls else 0))
         if self._guard.lingering >= _MAX_LINGERING or not self._transport.can_write_eof():
             self._transport.close()  # a flood of refusals may not hold descriptors for long
             return
@@ -358,6 +420,13 @@ class _GuardedConnection(asyncio.Protocol):
         line = (bytes(self._line) + piece).removesuffix(b"\n").removesuffix(b"\r")
         self._line.clear()
         return line
+
+
+def _peer(sock: socket.socket) -> object:
+    try:
+        return sock.getpeername()
+    except OSError:
+        return "a client that left"
 
 
 class CorsRequestHandler(web.RequestHandler):

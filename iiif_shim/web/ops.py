@@ -3,7 +3,9 @@ purge endpoint.
 
 ``GET /health`` answers as long as the process serves (no backend is asked); ``GET
 /health/ready`` reports each backend's state from the background checks (503 only when every one
-is down); ``GET /metrics`` is Prometheus' exposition of every worker's metrics.
+is down) and, serving HTTPS, when the certificate ends (``tls``: ``not_after``, ``days_left``;
+it never changes the status); ``GET /metrics`` is Prometheus' exposition of every worker's
+metrics.
 
 ``DELETE /admin/cache/{identifier}`` and ``DELETE /admin/cache`` are off (404, as if they
 did not exist) unless ``cache.purge_token`` is set; then they need ``Authorization: Bearer
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -35,6 +38,8 @@ from iiif_shim.web.protocol import decode_segment
 from iiif_shim.web.state import METRICS, PROCESS, observed, runtime_of
 
 PATH = "/admin/cache"
+#: the served certificate's end for ``/health/ready`` (set by ``process/server.py``; None: no TLS)
+TLS_STATUS = web.AppKey[Callable[[], dict[str, object] | None]]("tls_status")
 
 
 async def purge(request: web.Request) -> web.Response:
@@ -116,6 +121,9 @@ async def ready(request: web.Request) -> web.Response:
     runtime = runtime_of(request)
     overall, body = runtime.presentation.watch.merged(*runtime.health.report())
     status = 503 if overall == "down" else 200
+    tls = request.app.get(TLS_STATUS)
+    if tls is not None and (served := tls()) is not None:
+        body["tls"] = served
     return web.json_response(
         redaction.scrub(body), status=status, headers={"Cache-Control": "no-store"}
     )

@@ -1,11 +1,15 @@
 """HTTPS served by the shim itself (``server.tls``), over real sockets with clients that trust
-the test CA (``tests/tls.py``): info.json with ``https://`` ids, ALPN ``http/1.1``, TLS 1.1
-refused, HSTS on HTTPS answers only, the redirect port's 308 (path and query kept), a bad
-certificate refused by ``check-config`` and ``serve`` with its line; a renewal picked up
-without a restart (files replaced by rename or by a symlink swap, or SIGHUP), by every worker
-of ``--processes 2``, while a connection already open keeps answering; a bad or half-written
-renewal keeps the certificate in use; a client that never handshakes is closed after
-``server.header_timeout``, and bad clients cost no traceback."""
+the test CA (``tests/tls.py``): info.json with ``https://`` ids, ALPN ``http/1.1``, TLS 1.2
+and 1.3 served (the floor itself is a unit test of the context), HSTS on HTTPS answers only
+(the guard's own refusals included), the redirect port's 308 (path and query kept) and its
+ACME challenges from ``acme_dir``, a bad certificate refused by ``check-config`` and ``serve``
+with its line; a renewal picked up without a restart (files replaced by rename or by a
+symlink swap, or SIGHUP), by every worker of ``--processes 2``, while a connection already open
+keeps answering; a bad or half-written renewal keeps the certificate in use; a worker started
+after the files went bad serves the last good pair; the certificate's end in /health/ready, the
+metrics and the log; clients that connect and never handshake hold at most the connection cap
+(descriptors bounded), each is closed after ``server.header_timeout`` and counted as a failed
+handshake, and bad clients cost no traceback."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -58,6 +63,7 @@ def _install(issued: Issued, folder: Path) -> tuple[Path, Path]:
     for source, target in zip((issued.cert, issued.key), served, strict=True):
         scratch = target.with_suffix(".new")
         scratch.write_bytes(source.read_bytes())
+        scratch.chmod(0o600)
         os.replace(scratch, target)
     return served
 
@@ -153,24 +159,16 @@ def test_https_serves_info_json_with_https_ids(shim: Process, ca: CA) -> None:
     assert tile.status == 200 and tile.body.startswith(b"\x89PNG")
 
 
-@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
-def test_tls_1_1_is_refused(shim: Process, ca: CA) -> None:
-    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    old.load_verify_locations(cafile=str(ca.root))
-    old.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that this client offers TLS 1.1 at all
-    old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
-    with (
-        socket.create_connection(("127.0.0.1", shim.port), timeout=10) as raw,
-        pytest.raises(ssl.SSLError, match=r"(?i)protocol|version"),
-    ):
-        old.wrap_socket(raw, server_hostname="localhost")
-    modern = _client(ca)
-    modern.maximum_version = ssl.TLSVersion.TLSv1_2  # the floor itself is served
-    with (
-        socket.create_connection(("127.0.0.1", shim.port), timeout=10) as raw,
-        modern.wrap_socket(raw, server_hostname="localhost") as tls,
-    ):
-        assert tls.version() == "TLSv1.2"
+def test_tls_1_2_and_1_3_are_served(shim: Process, ca: CA) -> None:
+    """A smoke test: what is refused below TLS 1.2 is the context's unit test."""
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        client = _client(ca)
+        client.minimum_version = client.maximum_version = version
+        with (
+            socket.create_connection(("127.0.0.1", shim.port), timeout=10) as raw,
+            client.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            assert tls.version() == version.name.replace("_", ".")
 
 
 def test_hsts_on_https_answers_only(shim: Process, ca: CA) -> None:
@@ -179,6 +177,19 @@ def test_hsts_on_https_answers_only(shim: Process, ca: CA) -> None:
         assert answer.headers["Strict-Transport-Security"] == "max-age=600", path
     plain = request(shim.redirect, "/iiif/3/quad/info.json")  # type: ignore[attr-defined]
     assert plain.status == 308 and plain.header("Strict-Transport-Security") is None
+
+
+def test_hsts_on_the_guards_own_refusals_over_https(shim: Process, ca: CA) -> None:
+    """The connection guard's 414 (and 408, 431, 503) carry HSTS over TLS, as aiohttp's do."""
+    with (
+        socket.create_connection(("127.0.0.1", shim.port), timeout=20) as raw,
+        _client(ca).wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        answer = http.client.HTTPResponse(tls)  # type: ignore[arg-type]
+        answer.begin()
+        assert answer.status == 414
+        assert answer.headers["Strict-Transport-Security"] == "max-age=600"
 
 
 def test_the_redirect_port_answers_308_to_https_keeping_path_and_query(
@@ -221,6 +232,83 @@ def test_bad_clients_cost_no_traceback(shim: Process, ca: CA) -> None:
     log_lines(shim.log, "GET /health")  # the log is written up to here
     text = shim.log.read_text()
     assert "Traceback" not in text and "ERROR" not in text, text[-3000:]
+    assert _handshake_failures(shim.port, ca) >= 3  # the plain request, the record, the distrust
+
+
+def _handshake_failures(port: int, ca: CA) -> float:
+    metrics = _ask(port, ca, "/metrics").body.decode()
+    found = re.search(r"^iiif_shim_tls_handshake_failures_total (\S+)$", metrics, re.M)
+    assert found, metrics[-2000:]
+    return float(found[1])
+
+
+def _fds(pid: int) -> int:
+    """Open descriptors of ``pid`` and of its children (a supervisor's workers)."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    pids.append(int(entry.name))
+    return sum(len(os.listdir(f"/proc/{p}/fd")) for p in pids)
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock``, a non-blocking one (it sends nothing before a
+    ClientHello)."""
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_clients_that_never_handshake_hold_at_most_the_connection_cap(
+    ca: CA, images: Path, tmp_path: Path, processes: int
+) -> None:
+    """A connection counts against server.max_client_connections from accept, handshake
+    included: a flood of idle TCP connects holds the cap (per process) and no more descriptors,
+    the rest closed at once; once they go, a real HTTPS request is answered and their failed
+    handshakes are counted."""
+    proc = _https(
+        ca,
+        tmp_path,
+        images,
+        "--processes",
+        str(processes),
+        server="  max_client_connections: 8\n  header_timeout: 30",
+    )
+    flood: list[socket.socket] = []
+    try:
+        wait_until(lambda: len(_serials(proc.port, ca, 4 * processes)) == processes, "all up")
+        before = _fds(proc.proc.pid)
+        for _ in range(200):
+            flood.append(socket.create_connection(("127.0.0.1", proc.port), timeout=10))
+            flood[-1].setblocking(False)  # (so that _closed never waits)
+        held = 8 * processes
+        wait_until(
+            lambda: sum(_closed(s) for s in flood) >= len(flood) - held,
+            "connections past the cap closed at once",
+            limit=20,  # (header_timeout is 30: none is closed for its slowness meanwhile)
+        )
+        assert _fds(proc.proc.pid) <= before + held + 4
+        for sock in flood:
+            sock.close()
+        wait_until(lambda: _answered(proc.port, ca), "a real request answered after the flood")
+        wait_until(lambda: _handshake_failures(proc.port, ca) >= held, "failures counted")
+    finally:
+        for sock in flood:
+            sock.close()
+        proc.stop()
+
+
+def _answered(port: int, ca: CA) -> bool:
+    try:
+        return _ask(port, ca, "/iiif/3/quad/full/64,/0/default.png").status == 200
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("processes", [1, 2])
@@ -379,8 +467,13 @@ def test_a_bad_renewal_keeps_the_certificate_in_use(ca: CA, images: Path, tmp_pa
         os.replace(scratch, cert)
         log_lines(proc.log, "is not PEM")
         assert _ask(proc.port, ca).serial == first.serial
+        # once for each state of the files: a tick between the two renames of _install may see
+        # one more (the expired certificate with the old key), never one state twice
         text = proc.log.read_text()
-        assert text.count("still serving the certificate") == 3, text
+        kept = [line for line in text.splitlines() if "still serving the certificate" in line]
+        assert sum("expired on" in line for line in kept) == 1, kept
+        assert sum("is not PEM" in line for line in kept) == 1, kept
+        assert 1 <= sum("is not the key of the certificate" in line for line in kept) <= 2, kept
         fixed = ca.issue("good2")
         _install(fixed, tmp_path / "served")
         wait_until(lambda: _ask(proc.port, ca).serial == fixed.serial, "the good renewal served")
@@ -404,5 +497,109 @@ def test_the_redirect_port_of_every_worker_goes_to_public_url(
             )
         info = _ask(proc.port, ca, "/iiif/3/quad/info.json").json()
         assert info["id"] == "https://images.example.org/iiif/3/quad"
+    finally:
+        proc.stop()
+
+
+def test_the_redirect_port_answers_acme_challenges_from_acme_dir(
+    ca: CA, images: Path, tmp_path: Path
+) -> None:
+    """certbot certonly --webroot -w ACME_DIR with the shim on 443 and 80: the challenge file is
+    answered, nothing else under the folder, and every other request is still a 308."""
+    webroot = tmp_path / "acme"
+    challenges = webroot / ".well-known" / "acme-challenge"
+    challenges.mkdir(parents=True)
+    (challenges / "tok_EN-1").write_text("tok_EN-1.thumbprint")
+    (challenges / "big").write_bytes(b"x" * 5000)
+    (challenges / "linked").symlink_to(tmp_path / "shim.yaml")
+    (challenges / "folder").mkdir()
+    (tmp_path / "secret").write_text("not for the web")
+    redirect = free_port()
+    proc = _https(
+        ca,
+        tmp_path,
+        images,
+        tls=f', acme_dir: "{webroot}"',
+        server=f"  http_redirect_port: {redirect}",
+    )
+    try:
+        wait_until(lambda: _answered(proc.port, ca), "serving")
+        found = _plain(redirect, "/.well-known/acme-challenge/tok_EN-1", "example.org")
+        assert found.status == 200 and found.body == b"tok_EN-1.thumbprint"
+        head = _plain(redirect, "/.well-known/acme-challenge/tok_EN-1", "example.org", "HEAD")
+        assert head.status == 200
+        for token in ("missing", "big", "linked", "folder"):
+            answer = _plain(redirect, f"/.well-known/acme-challenge/{token}", "example.org")
+            assert answer.status == 404 and b"thumbprint" not in answer.body, token
+        for path in (
+            "/.well-known/acme-challenge/..%2F..%2F..%2Fsecret",
+            "/.well-known/acme-challenge/../../../secret",
+            "/.well-known/acme-challenge/tok_EN-1?x=1",
+            "/.well-known/acme-challenge/",
+            "/.well-known/other",
+        ):
+            answer = _plain(redirect, path, "example.org")
+            assert answer.status == 308 and b"not for the web" not in answer.body, path
+        post = _plain(redirect, "/.well-known/acme-challenge/tok_EN-1", "example.org", "POST")
+        assert post.status == 308
+    finally:
+        proc.stop()
+
+
+def test_the_certificates_end_in_health_metrics_and_log(
+    ca: CA, images: Path, tmp_path: Path
+) -> None:
+    """A certificate with 5 days left: /health/ready's tls field (the status unchanged), the
+    expiry gauge, and a warning from the watch while it runs (not only at start)."""
+    issued = ca.issue("ending", valid_for=6 * DAY)
+    cert, key = _install(issued, tmp_path / "served")
+    proc = start_shim(_config(tmp_path, images, cert, key, ", watch: 1"), tmp_path)
+    try:
+        ready = _ask(proc.port, ca, "/health/ready")
+        assert ready.status == 200
+        tls = ready.json()["tls"]
+        assert tls["not_after"] == issued.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[index]
+        assert 4.9 < tls["days_left"] <= 5.0  # type: ignore[index,operator]
+        metrics = _ask(proc.port, ca, "/metrics").body.decode()
+        gauge = re.search(
+            r"^iiif_shim_tls_certificate_expiry_timestamp_seconds (\S+)$", metrics, re.M
+        )
+        assert gauge and float(gauge[1]) == int(issued.not_after.timestamp()), metrics[-2000:]
+        log_lines(proc.log, "expires in 5.0 days: renew it")
+    finally:
+        proc.stop()
+
+
+def _replaced(port: int, ca: CA, victim: int, serial: int) -> bool:
+    """Two workers answer, neither of them ``victim``, both with ``serial``."""
+    try:
+        seen = _serials(port, ca, 8)
+    except OSError:  # (the killed worker's connection)
+        return False
+    return victim not in seen and len(seen) == 2 and set(seen.values()) == {serial}
+
+
+def test_a_worker_started_after_the_files_went_bad_serves_the_last_good_pair(
+    ca: CA, images: Path, tmp_path: Path
+) -> None:
+    """Two processes, watch: 0; the files replaced by an expired pair, then by garbage, a worker
+    killed each time: its replacement serves the pair the supervisor kept (capacity comes
+    back), and says so."""
+    first = ca.issue("lastgood")
+    cert, key = _install(first, tmp_path / "served")
+    proc = start_shim(_config(tmp_path, images, cert, key, ", watch: 0"), tmp_path, *TWO)
+    try:
+        wait_until(lambda: _renewed(proc.port, ca, first.serial, 2), "both workers up")
+        expired = ca.issue("expired", valid_from=-20 * DAY, valid_for=10 * DAY)
+        for bad in (expired, None):
+            if bad is not None:
+                _install(bad, tmp_path / "served")
+            else:
+                cert.write_bytes(b"not a certificate\n")
+            victim = next(iter(_serials(proc.port, ca, 4)))
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda v=victim: _replaced(proc.port, ca, v, first.serial), "replaced")
+        log_lines(proc.log, "serving the last good certificate the supervisor kept", count=2)
+        assert "could not start" not in proc.log.read_text()
     finally:
         proc.stop()

@@ -4,12 +4,17 @@ then the guard stops it, answering with CORS headers; nothing is left open or sc
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from iiif_shim.web.connections import ClientLimits, ConnectionGuard, handler_factory
+from tests.tls import make_ca
 
 LIMITS = ClientLimits(
     max_connections=3,
@@ -433,3 +438,94 @@ def test_connections_lost_in_any_phase_leave_nothing_behind() -> None:
         assert s.events == ["header_timeout"], "a timer outlived its connection"
 
     serve(main)
+
+
+def _tls_server_context(folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate of a test CA, and a client context trusting it."""
+    ca = make_ca(folder)
+    issued = ca.issue("guard")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(issued.cert, issued.key)
+    return server, ssl.create_default_context(cafile=str(ca.root))
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_tls_handshakes_count_against_the_cap_from_accept(tmp_path: Path, loop_kind: str) -> None:
+    """Clients that connect and never send a ClientHello hold at most the cap; past it a
+    connection is closed at once (nothing can be said before TLS); a failed or abandoned
+    handshake frees its place; a real client then gets its answer, and the guard's own answers
+    carry HSTS over TLS."""
+    from iiif_shim.web.connections import TLSGate  # (new with it)
+
+    server_context, client_context = _tls_server_context(tmp_path / "ca")
+    failures: list[object] = []
+    limits = replace(LIMITS, header_timeout=30.0)  # the idle ones are not timed out meanwhile
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_get("/", ok)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        assert runner.server is not None
+        events: list[str] = []
+        gate = TLSGate(server_context, 30.0, lambda: 600, lambda peer, exc: failures.append(exc))
+        factory = handler_factory(runner.server, keepalive_timeout=30, access_log=None)
+        guard = ConnectionGuard(limits, factory, events.append, tls=gate)
+        loop = asyncio.get_running_loop()
+        listening = socket.create_server(("127.0.0.1", 0))
+        listening.setblocking(False)
+        port = listening.getsockname()[1]
+        handshakes: set[asyncio.Task[None]] = set()
+
+        async def accept() -> None:  # as the server's Listener does
+            while True:
+                conn, _ = await loop.sock_accept(listening)
+                conn.setblocking(False)
+                task = loop.create_task(guard.accept_tls(conn))
+                handshakes.add(task)
+                task.add_done_callback(handshakes.discard)
+
+        accepting = loop.create_task(accept())
+        try:
+            idle = [await connect(port) for _ in range(20)]
+            closed = await asyncio.gather(*(c.closed_within(5) for c in idle[3:]))
+            assert all(closed) and guard.open_connections == 3
+            assert events.count("connection_cap") == 17
+            assert not any(await asyncio.gather(*(c.closed_within(0.2) for c in idle[:3])))
+            for client in idle:
+                client.close()
+            for _ in range(100):
+                if guard.open_connections == 0 and len(failures) == 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert guard.open_connections == 0 and len(failures) == 3, failures
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_context, server_hostname="localhost"
+            )
+            writer.write(GET)
+            reply = await Client(reader, writer).reply()
+            assert reply.status == 200 and reply.body == b"ok"
+            writer.close()
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_context, server_hostname="localhost"
+            )
+            writer.write(b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+            refused = await Client(reader, writer).reply()
+            assert refused.status == 414
+            assert refused.headers["strict-transport-security"] == "max-age=600"
+            writer.close()
+            for _ in range(100):
+                if guard.open_connections == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert guard.open_connections == 0
+        finally:
+            accepting.cancel()
+            listening.close()
+            await runner.cleanup()
+
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(run())
+    else:
+        asyncio.run(run())

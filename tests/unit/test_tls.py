@@ -7,7 +7,11 @@ expire is a warning, and the redirect port needs TLS and a port of its own. The 
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import logging
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,10 @@ from cryptography.hazmat.primitives import serialization
 
 from iiif_shim.base.errors import ConfigError
 from iiif_shim.config.settings import Settings, load_settings
+from iiif_shim.config.tls import TLSSettings
 from tests.tls import CA, DAY, Issued, make_ca
+
+HOUR = datetime.timedelta(hours=1)
 
 
 @pytest.fixture(scope="module")
@@ -126,19 +133,87 @@ def test_a_chain_out_of_order(tmp_path: Path, ca: CA) -> None:
     key, message = _problems(tmp_path, _tls(reordered, issued.key))[0]
     assert key == "server.tls.cert"
     assert message == (
-        f"{reordered} is out of order: certificate 2 (CN=localhost) did not issue certificate 1 "
+        f"{reordered} is out of order or holds a wrong intermediate: certificate 2 (CN=localhost) "
+        "did not issue certificate 1 "
         "(CN=iiif-shim test CA intermediate); the file must hold the leaf first, then each issuer"
     )
     other = ca.issue("other")  # a leaf followed by another leaf: not its issuer either
     mixed = tmp_path / "mixed.pem"
     mixed.write_text(_blocks(issued)[0] + _blocks(other)[0])
     key, message = _one(tmp_path, _tls(mixed, issued.key))
-    assert key == "server.tls.cert" and "is out of order: certificate 2" in message
+    assert key == "server.tls.cert" and "is out of order or holds a wrong intermediate" in message
 
 
-def test_the_leaf_alone_is_a_chain_in_order(tmp_path: Path, ca: CA) -> None:
+def test_the_leaf_without_its_intermediate_is_a_problem(tmp_path: Path, ca: CA) -> None:
+    """certbot's cert.pem given for fullchain.pem: curl, Python, Java and validators refuse it
+    (the issuer is neither in the file nor a root this system trusts)."""
     issued = ca.issue("alone", chain=False)
-    assert _load(tmp_path, _tls(issued.cert, issued.key)).server.tls is not None
+    assert _one(tmp_path, _tls(issued.cert, issued.key)) == (
+        "server.tls.cert",
+        f"{issued.cert} holds only the server certificate (CN=localhost), not the intermediate "
+        "that issued it (CN=iiif-shim test CA intermediate): give the full chain (certbot: "
+        "fullchain.pem)",
+    )
+
+
+def test_the_context_served_refuses_old_protocols_renegotiation_and_tickets(
+    tmp_path: Path, ca: CA
+) -> None:
+    """What the shim serves with, as built for check-config and serve alike (a regression
+    check: the ssl module's defaults are not relied on)."""
+    import ssl
+
+    from iiif_shim.config.tls import server_context  # (one place for both since it exists)
+
+    issued = ca.issue("context")
+    tls = _load(tmp_path, _tls(issued.cert, issued.key)).server.tls
+    assert tls is not None
+    context = server_context(tls)
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    for option in (ssl.OP_NO_RENEGOTIATION, ssl.OP_NO_TICKET, ssl.OP_NO_COMPRESSION):
+        assert context.options & option == option, option
+    assert context.verify_mode == ssl.CERT_NONE  # no client certificates asked for
+
+
+def test_a_path_with_a_nul_byte_is_one_problem(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("nul")
+    key, message = _one(tmp_path, f'{{cert: "a\\0b.pem", key: "{issued.key}"}}')
+    assert key == "server.tls.cert" and message.startswith("cannot read ") and "null" in message
+
+
+def test_a_key_others_may_read_is_a_warning(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("readable")
+    issued.key.chmod(0o644)
+    settings = _load(tmp_path, _tls(issued.cert, issued.key))
+    assert settings.warnings == (
+        (
+            "server.tls.key",
+            f"{issued.key} may be read by other users (mode 644): make it readable by the "
+            "shim's user only (chmod 600)",
+        ),
+    )
+    # Kubernetes' secret volumes: links into a ..data folder, 0644 unless told otherwise
+    data = tmp_path / "secret" / "..2024_01_01"
+    data.mkdir(parents=True)
+    (data / "tls.key").write_bytes(issued.key.read_bytes())
+    (data / "tls.key").chmod(0o644)
+    (tmp_path / "secret" / "..data").symlink_to(data.name)
+    (tmp_path / "secret" / "tls.key").symlink_to("..data/tls.key")
+    mounted = _load(tmp_path, _tls(issued.cert, tmp_path / "secret" / "tls.key"))
+    assert mounted.warnings == ()
+
+
+def test_acme_dir_must_be_a_folder(tmp_path: Path, ca: CA) -> None:
+    issued = ca.issue("acme")
+    missing = tmp_path / "no-webroot"
+    assert _one(tmp_path, _tls(issued.cert, issued.key, f", acme_dir: '{missing}'")) == (
+        "server.tls.acme_dir",
+        f"{missing} is not a folder",
+    )
+    (tmp_path / "webroot").mkdir()
+    settings = _load(tmp_path, _tls(issued.cert, issued.key, ", acme_dir: webroot"))
+    assert settings.server.tls is not None
+    assert settings.server.tls.acme_dir == tmp_path / "webroot"
 
 
 def test_a_certificate_about_to_expire_is_a_warning(tmp_path: Path, ca: CA) -> None:
@@ -211,3 +286,95 @@ def test_the_redirect_port_needs_tls_and_a_port_of_its_own(tmp_path: Path, ca: C
     assert _one(tmp_path, _tls(issued.cert, issued.key), plain)[0] == "server.http_redirect_port"
     settings = _load(tmp_path, _tls(issued.cert, issued.key), "  http_redirect_port: 8080")
     assert settings.server.http_redirect_port == 8080
+
+
+def _settings(issued: Issued, **more: object) -> TLSSettings:
+    return TLSSettings(cert=issued.cert, key=issued.key, **more)  # type: ignore[arg-type]
+
+
+def test_a_running_process_says_when_its_certificate_nears_its_end_and_passes_it(
+    ca: CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checked at each tick with no I/O: a warning a day within 14 days of the end, an error a
+    day once it has passed (still served); /health/ready's numbers."""
+    from iiif_shim.process.tls import Certificates
+
+    issued = ca.issue("ending", valid_for=6 * DAY)  # from yesterday: 5 days left
+    certificates = Certificates.open(_settings(issued))
+    end = issued.not_after.replace(microsecond=0)
+    assert certificates.status(end - 2 * DAY) == {
+        "not_after": end.isoformat().replace("+00:00", "Z"),
+        "days_left": 2.0,
+    }
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "iiif_shim"):
+        for hours in range(0, 48, 6):  # two days of ticks: one warning each day
+            certificates.check_expiry(end - 5 * DAY + hours * HOUR)
+        certificates.check_expiry(end + HOUR)
+        certificates.check_expiry(end + 2 * HOUR)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in said] == [logging.WARNING, logging.WARNING, logging.ERROR], said
+    assert "expires in 5.0 days: renew it" in said[0][1]
+    assert "serving an expired certificate" in said[2][1]
+    assert f"{issued.serial:x}" in said[2][1]
+
+
+def test_the_watch_survives_an_unexpected_error(
+    ca: CA, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception no rule foresaw is logged once (the same one again at debug level) and the
+    next look tries again; the certificate in use stays."""
+    from iiif_shim.process import tls as process_tls
+
+    first, second = ca.issue("w1"), ca.issue("w2")
+    tls = _settings(first)
+    certificates = process_tls.Certificates.open(tls)
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise UnicodeEncodeError("utf-8", "x", 0, 1, "odd bytes")
+
+    async def run() -> list[bool]:
+        done = []
+        with monkeypatch.context() as patch:
+            patch.setattr(process_tls, "load", broken)
+            done.append(await certificates.reload())
+            done.append(await certificates.reload())
+        done.append(await certificates.reload(_settings(second)))
+        return done
+
+    with caplog.at_level(logging.DEBUG, "iiif_shim"):
+        assert asyncio.run(run()) == [False, False, True]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "odd bytes" in errors[0].getMessage(), errors
+    assert f"{second.serial:x}" in certificates.described
+
+
+def test_a_process_starting_on_bad_files_serves_the_kept_pair_or_the_expired_one(
+    ca: CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker started after the files went bad serves the last good pair its supervisor
+    kept; with none, an expired certificate is served with an error line, not refused."""
+    from iiif_shim.process.tls import Certificates, keep, kept
+
+    good = ca.issue("kept")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    assert keep(_settings(good), run_dir) is not None
+    saved = kept(_settings(good), run_dir)
+    assert saved is not None and oct(saved.key.stat().st_mode & 0o777) == "0o600"
+    expired = ca.issue("gone", valid_from=-20 * DAY, valid_for=10 * DAY)
+    assert keep(_settings(expired), run_dir) is None  # never kept: only a pair with no problem
+    with caplog.at_level(logging.INFO, "iiif_shim"):
+        served = Certificates.open(_settings(expired), saved)
+        assert f"{good.serial:x}" in served.described
+        assert "serving the last good certificate the supervisor kept" in caplog.text
+        caplog.clear()
+        alone = Certificates.open(_settings(expired))
+    assert f"{expired.serial:x}" in alone.described
+    assert any(
+        r.levelno == logging.ERROR and "expired on" in r.getMessage() for r in caplog.records
+    )
+    half = tmp_path / "half.pem"
+    half.write_bytes(b"not a certificate\n")
+    again = Certificates.open(replace(_settings(good), cert=half), saved)
+    assert f"{good.serial:x}" in again.described
