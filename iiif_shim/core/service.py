@@ -398,7 +398,8 @@ class ImageService:
         accept: Callable[[Rendered], bool] | None = None,
     ) -> Made:
         """The image from the first cache tier that has it (memory, disk, Redis), else
-        rendered and kept in each, with what it was made from; ``cached=False`` always asks the
+        rendered and kept in each, with what it was made from (neither looked for nor kept with
+        ``ServiceSettings.keep_rendered`` off); ``cached=False`` always asks the
         backend and questions no facts (for ``probe``); ``accept``: what a cached image must
         pass, else it is made again (``Caches.image``). Facts the image contradicts are asked
         again (see the module's text)."""
@@ -427,7 +428,7 @@ class ImageService:
     async def _cached(
         self, prepared: Prepared, cached: bool, accept: Callable[[Rendered], bool] | None
     ) -> Rendered:
-        key = prepared.plan.key if cached else None
+        key = prepared.plan.key if cached and self.settings.keep_rendered else None
         if key is None:
             return await self._render(prepared)
         return await self.caches.image(

@@ -87,3 +87,7 @@ class ServiceSettings:
     request_timeout: float  # seconds a job may take
     memory_budget: int  # bytes of decoded pixels, for the process
     memory_wait: float  # seconds a request waits for them
+    # rendered images kept in the image cache tiers (memory, disk, Redis); False: neither read
+    # nor stored there (``iiif-shim export``: its files would push a live server's working set
+    # out of caches it shares); facts are cached either way
+    keep_rendered: bool = True
