@@ -7,7 +7,8 @@ public base (``--base-url``) as its URLs, never by rewriting another host's; wha
   versions exported are named;
 - what the export does not hold is left out: the PDF (``rendering``), the object page
   (``homepage``, 2.1 ``related``), the original image (a canvas's ``rendering``);
-- a collection lists the objects this export writes, so every ``partOf``/``within`` resolves.
+- a collection lists the objects the folder holds (``run.py``: its record), so every
+  ``partOf``/``within`` resolves.
 
 Every image URL a document names (canvases' images, thumbnails) is found by
 :func:`image_urls`, so the image plans can hold them (``plan.py``: ``extras``).

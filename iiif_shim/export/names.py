@@ -8,20 +8,42 @@ segment, a NUL character, a segment longer than the filesystem's names, a path l
 paths. So is a name whose segment falls where another exported name keeps its own files
 (``x/full`` or ``x/info.json`` next to ``x``; an object ``y/manifest`` next to ``y``): the
 longer one is refused, the other written. Object names starting ``collection`` are refused:
-``presentation/{3|2}/collection`` holds the collections.
+``presentation/{3|2}/collection`` holds the collections (a source's is named after it: the
+configuration lets a source's name hold letters, digits, ``_`` and ``-`` alone).
+
+Names are claimed one by one, as a run meets them (:class:`Claims`, seeded with what the
+folder holds already): a name is refused when it falls where a name claimed before keeps its
+files, or the other way round (``x/full`` after ``x``; ``x`` after ``x/full``), and when it
+differs from one claimed before only by case or Unicode normalisation (``Page`` and ``page``,
+NFC and NFD ``é``): on a case-insensitive or normalising target (macOS, Windows, exFAT, SMB,
+some buckets' tools) both would be one file. The later one is refused, with the earlier named.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable, Iterable
+import unicodedata
+from collections.abc import Callable
 
 # What an image's folder holds at its top: its info.json and the regions of its files.
 _IMAGE_ENTRY = re.compile(r"info\.json|full|square|pct:.*|\d+,\d+,\d+,\d+")
 # The longest name of a file written below a name's folder (an image's, for its paths' depth).
 _DEEPEST = len("/0,0,100000,100000/100000,100000/0/default.jpg") + len(".export-123456789.part")
-NAME_MAX = 255  # bytes of one file name (Linux, most filesystems)
-PATH_MAX = 4096  # bytes of a path
+NAME_MAX = 255  # bytes of one file name (Linux, most filesystems), unless the folder says
+PATH_MAX = 4096  # bytes of a path, unless the folder says
+
+
+def limits(folder: str) -> tuple[int, int]:
+    """(bytes of a file name, bytes of a path) on the filesystem of ``folder`` (an existing
+    folder or one of its parents): what it says (eCryptfs names hold 143), else the usual."""
+    path = folder
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        return os.pathconf(path, "PC_NAME_MAX"), os.pathconf(path, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return NAME_MAX, PATH_MAX
 
 
 def image_entry(segment: str) -> bool:
@@ -34,7 +56,7 @@ def object_entry(segment: str) -> bool:
     return segment == "manifest"
 
 
-def unfit(name: str, root: str) -> str | None:
+def unfit(name: str, root: str, name_max: int = NAME_MAX, path_max: int = PATH_MAX) -> str | None:
     """Why ``name`` cannot be a folder below ``root`` (a path on disk) that a web server finds
     by its decoded URL, or ``None``."""
     if "\x00" in name:
@@ -44,32 +66,60 @@ def unfit(name: str, root: str) -> str | None:
         return "has an empty segment (a leading, trailing or doubled '/'), which web servers merge"
     if any(s in (".", "..") for s in segments):
         return "has a '.' or '..' segment, which web servers resolve away"
-    long = next((s for s in segments if len(s.encode()) > NAME_MAX), None)
+    long = next((s for s in segments if len(s.encode()) > name_max), None)
     if long is not None:
         size = len(long.encode())
-        return f"has a segment of {size} bytes, more than a file name holds ({NAME_MAX})"
+        return f"has a segment of {size} bytes, more than a file name holds ({name_max})"
     size = len(root.encode()) + 1 + len(name.encode()) + _DEEPEST
-    if size > PATH_MAX:
-        return f"makes paths of {size} bytes, more than the filesystem takes ({PATH_MAX})"
+    if size > path_max:
+        return f"makes paths of {size} bytes, more than the filesystem takes ({path_max})"
     return None
 
 
-def collisions(names: Iterable[str], entry: Callable[[str], bool]) -> dict[str, str]:
-    """The names (of one kind) whose folder would fall inside another's files: name -> why.
-    ``entry``: whether a segment is one a name's folder holds itself."""
-    chosen = set(names)
-    found: dict[str, str] = {}
-    for name in chosen:
-        segments = name.split("/")
+def folded(name: str) -> str:
+    """``name`` as a case-insensitive, normalising filesystem sees it (NFC, case folded)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+class Claims:
+    """The names of one kind (images, or objects) a folder holds or a run writes; see the
+    module's text. ``entry``: whether a segment is one a name's folder holds itself."""
+
+    def __init__(self, entry: Callable[[str], bool]) -> None:
+        self.entry = entry
+        self.names: dict[str, str] = {}  # folded name -> the name
+        self.below: dict[str, str] = {}  # folded prefix -> a name with an entry segment after it
+
+    def claim(self, name: str) -> str | None:
+        """``name`` claimed (again: nothing), or why it collides with one claimed before."""
+        key = folded(name)
+        there = self.names.get(key)
+        if there == name:
+            return None
+        if there is not None:
+            return (
+                f"differs from {there!r} (exported too, or already in the folder) only by case "
+                "or Unicode normalisation: one file on case-insensitive targets"
+            )
+        segments = key.split("/")
+        originals = name.split("/")
         for k in range(1, len(segments)):
             prefix = "/".join(segments[:k])
-            if prefix in chosen and entry(segments[k]):
-                found[name] = (
-                    f"its segment {segments[k]!r} is where the files of {prefix!r} are "
-                    "(exported too)"
+            if prefix in self.names and self.entry(segments[k]):
+                return (
+                    f"its segment {originals[k]!r} is where the files of "
+                    f"{self.names[prefix]!r} are (exported too, or already in the folder)"
                 )
-                break
-    return found
+        if key in self.below:
+            return (
+                f"its files would be where {self.below[key]!r} is (exported too, or already in "
+                "the folder)"
+            )
+        self.names[key] = name
+        for k in range(1, len(segments)):
+            if self.entry(segments[k]):
+                self.below.setdefault("/".join(segments[:k]), name)
+        return None
 
 
 def object_unfit(name: str, root: str) -> str | None:

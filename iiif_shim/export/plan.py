@@ -6,10 +6,16 @@ qualities or features; 2.1 the level-0 profile URI (with the size limits, when t
 Its image files are every request a level-0 client makes from that document, at the URL path it
 makes it:
 
-- the tiles at every scale factor in their canonical form (region ``x,y,w,h``, or ``full`` for
-  a tile that is the whole image; size 3.0 ``w,h`` or ``max``, 2.1 ``w,`` or ``full``);
+- the tiles at every scale factor in the forms level-0 clients build from ``tiles`` (region
+  ``x,y,w,h``, or ``full`` for a tile that is the whole image; size 3.0 ``w,h`` or ``max``,
+  2.1 ``w,`` or ``full``): not the spec's canonical forms where they differ (a full-size tile
+  that is not the whole image is not also written at ``x,y,w,h/max``), which no viewer asks;
 - the tiles as OpenSeadragon 6 asks for them (``IIIFTileSource.getTileUrl``: sizes taken from
   ``sizes`` when they match its levels, ``full`` as region and size where it uses them);
+- the tiles as the OpenSeadragon bundled in Mirador 4.0.0 asks for them: the same URLs, but it
+  takes its level sizes from ``sizes`` whenever there are as many as its levels (adding the
+  full size) or one more, whether or not they match its scale factors, which long thin images
+  and images larger than ``maxWidth`` make them not do;
 - the tiles as Leaflet-IIIF 3 asks for them (square tiles of ``tiles[0].width``, and the whole
   image at up to 5 zoom levels below its smallest tile, for maps smaller than that);
 - each ``sizes`` entry as ``full/{w},{h}`` (3.0) and ``full/{w},`` (2.1); ``full/max`` (3.0),
@@ -109,7 +115,7 @@ def _grid(doc: dict[str, Any]) -> tuple[int, int, tuple[int, ...]] | None:
 
 
 def canonical_tiles(doc: dict[str, Any], version: Version) -> Iterator[tuple[str, str]]:
-    """(region, size) of every tile at every scale factor, canonical forms and aliases."""
+    """(region, size) of every tile at every scale factor, in the forms clients build."""
     grid = _grid(doc)
     if grid is None:
         return
@@ -138,14 +144,21 @@ def _js_round(value: float) -> int:
 
 
 def _osd_level_sizes(
-    doc: dict[str, Any], factors: tuple[int, ...], max_level: int
+    doc: dict[str, Any], factors: tuple[int, ...], max_level: int, bundled: bool = False
 ) -> list[tuple[int, int]] | None:
     """OpenSeadragon's ``levelSizes``: ``sizes`` (with the full size added) when there is one
-    for each of its levels and, if there are as many scale factors, each matches its own."""
+    for each of its levels and, if there are as many scale factors, each matches its own.
+    ``bundled``: Mirador 4.0.0's OpenSeadragon, which takes ``sizes`` (sorted by width) when
+    there are ``max_level`` of them (adding the full size) or ``max_level + 1``, unchecked."""
     sizes = doc.get("sizes") or []
     if not sizes:
         return None
     width, height = doc["width"], doc["height"]
+    if bundled:
+        if len(sizes) not in (max_level, max_level + 1):
+            return None
+        loose = sorted(((s["width"], s["height"]) for s in sizes), key=lambda s: s[0])
+        return loose + ([(width, height)] if len(sizes) == max_level else [])
     ordered = sorted(((s["width"], s["height"]) for s in sizes), key=lambda s: s[0])
     if ordered[-1][0] < width and ordered[-1][1] < height:
         ordered.append((width, height))
@@ -161,9 +174,11 @@ def _osd_level_sizes(
     return ordered
 
 
-def openseadragon_tiles(doc: dict[str, Any], version: Version) -> Iterator[tuple[str, str]]:
+def openseadragon_tiles(
+    doc: dict[str, Any], version: Version, bundled: bool = False
+) -> Iterator[tuple[str, str]]:
     """(region, size) of every tile OpenSeadragon 6.1 asks of this level-0 document
-    (``IIIFTileSource``, one ``tiles`` entry)."""
+    (``IIIFTileSource``, one ``tiles`` entry); ``bundled``: the one Mirador 4.0.0 bundles."""
     grid = _grid(doc)
     if grid is None:
         return
@@ -171,7 +186,7 @@ def openseadragon_tiles(doc: dict[str, Any], version: Version) -> Iterator[tuple
     tw, th, factors = grid
     v3 = version is Version.V3
     max_level = round(math.log2(max(factors)))
-    level_sizes = _osd_level_sizes(doc, factors, max_level)
+    level_sizes = _osd_level_sizes(doc, factors, max_level, bundled)
     for level in range(max_level + 1):
         n = 0.5 ** (max_level - level)
         if level_sizes is not None:
@@ -202,6 +217,11 @@ def openseadragon_tiles(doc: dict[str, Any], version: Version) -> Iterator[tuple
                     else:
                         size = "full" if d == width else f"{d},"
                 yield region, size
+
+
+def mirador_tiles(doc: dict[str, Any], version: Version) -> Iterator[tuple[str, str]]:
+    """(region, size) of every tile the OpenSeadragon of Mirador 4.0.0 asks of this document."""
+    return openseadragon_tiles(doc, version, bundled=True)
 
 
 def leaflet_tiles(doc: dict[str, Any], version: Version) -> Iterator[tuple[str, str]]:
@@ -245,7 +265,8 @@ def whole_images(doc: dict[str, Any], version: Version) -> Iterator[tuple[str, s
 def client_requests(doc: dict[str, Any], version: Version) -> dict[tuple[str, str], None]:
     """Every (region, size) a level-0 client asks of ``doc``, once each, in a stable order."""
     found: dict[tuple[str, str], None] = {}
-    for source in (canonical_tiles, whole_images, openseadragon_tiles, leaflet_tiles):
+    for source in (canonical_tiles, whole_images, openseadragon_tiles, mirador_tiles,
+                   leaflet_tiles):  # fmt: skip
         for pair in source(doc, version):
             found.setdefault(pair, None)
     return found

@@ -1,7 +1,8 @@
 """How an export reports its progress on stderr: files and bytes done of the estimate, the rate
 and the time left. On a terminal one line redrawn in place (a bar) at most 5 times a second;
 otherwise (a log, a pipe) a plain line every ``PLAIN_EVERY`` seconds, and the last one when
-done."""
+done. The files to do are those planned so far (the selection is streamed, planned while files
+are written: ``12/340+`` while more may come)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,18 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, stream: TextIO, files: int, estimated: int, bar: bool | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        files: int,
+        estimated: int,
+        bar: bool | None = None,
+        planning: bool = False,
+    ) -> None:
         self.stream = stream
         self.total = files
         self.estimated = estimated
+        self.planning = planning  # more files may be planned
         self.bar = stream.isatty() if bar is None else bar
         self.files = 0  # written or linked now
         self.skipped = 0  # there already
@@ -40,6 +49,15 @@ class Progress:
         self.bytes = 0  # written now (links add none)
         self.start = time.monotonic()
         self._last = 0.0
+
+    def plan(self, files: int, estimated: int) -> None:
+        """``files`` more to do, about ``estimated`` bytes."""
+        self.total += files
+        self.estimated += estimated
+
+    def planned(self) -> None:
+        """Every file to do is planned."""
+        self.planning = False
 
     def add(self, files: int = 0, written: int = 0, skipped: int = 0, failed: int = 0) -> None:
         self.files += files
@@ -59,7 +77,8 @@ class Progress:
         eta = _duration(left / rate) if rate > 0 else "?"
         share = done / self.total if self.total else 1.0
         text = (
-            f"{done}/{self.total} files ({share:.0%}), {human_bytes(self.bytes)} written, "
+            f"{done}/{self.total}{'+' if self.planning else ''} files ({share:.0%}), "
+            f"{human_bytes(self.bytes)} written, "
             f"{rate:.1f} files/s, {human_bytes(self.bytes / elapsed)}/s, ETA {eta}"
         )
         if self.skipped:

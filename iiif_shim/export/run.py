@@ -1,35 +1,55 @@
-"""One export: the services opened as serving opens them, what is exported, the estimate, and
-the files made ``jobs`` at a time.
+"""One export: the folder checked and locked, the services opened as serving opens them, the
+selection streamed through, each image's files made ``jobs`` at a time and published whole,
+and the folder's documents rewritten from all it holds.
 
 The image service and the presentation service are opened from the configuration exactly as a
 server opens them (``core/service.py``, ``presentation/service.py``): the same backends, cache
 tiers, memory budget and thread pool, in one process that holds the whole server's threads
 (``server.processes`` x ``server.workers``, from the machine when 0) and its whole memory
-budget. Each image file is asked of the image service as a request of the Image API is
-(prepare, then the answer as it is when it passes through, else produced): never pixels of its
-own.
+budget, except that the images it renders are neither looked for nor kept in the image cache
+tiers (``ServiceSettings.keep_rendered``: an export would push a live server's working set out
+of caches they share); facts are cached as usual. Each image file is asked of the image
+service as a request of the Image API is (prepare, then the answer as it is when it passes
+through, else produced): never pixels of its own.
 
-The selection (identifiers; objects by name, by source, or every source's) is read first:
-each object's record and its images' facts, its documents built, the identifiers checked
-(``names.py``); what is refused gets one line on stderr and the rest goes on (exit 1 at the
-end). Then the estimate: each image planned (``plan.py``) one at a time and counted, files and
-bytes (images at :data:`~iiif_shim.export.plan.BYTES_PER_PIXEL`, documents exactly, links at no
-bytes); ``--dry-run`` stops there. Then the same plans, again one image at a time, feed a
-queue of at most 2 x ``jobs`` files that ``jobs`` tasks take from: a file that is there is
-skipped, the first path of a file's pixels made, the others linked to it (``files.py``).
+Before any facts are read, the folder is checked: the public base, prefix and tile size it was
+made with (``.iiif-export.json``; a run with others is refused, exit 2) and its lock
+(``files.py``: one run at a time, exit 2 naming the pid holding it). Then the selection is
+streamed: identifiers, or object names (a source's, every source's) read ``jobs`` at a time,
+each object's record and its images' facts read, its manifests built; names that cannot be
+files, or collide with another of this run or of the folder (``names.py``), are refused with
+one line each (exit 1 at the end). Each image is planned (``plan.py``, in a thread) once its
+facts are read, ``jobs`` images at a time, and its files go through a queue of at most
+2 x ``jobs`` to ``jobs`` workers: a file that is there is skipped, the first path of a file's
+pixels made, the others linked to it. Nothing is held for the whole selection but the names
+met (for the collisions) and what the collections list.
 
-The folder keeps the public base and tile size it was made with (``.iiif-export.json``): a run
-with others is refused, since the files there would not match the documents written now.
+An image is published whole: its info.json (each version) and then its stamp
+(``.iiif-export/images/``: the source's version, size and modification time and the export's
+parameters, fsynced with its folder) are written only after every file of the image is there.
+An image with a stamp whose facts or parameters differ now is rebuilt (its files removed
+first); an image without one resumes (its complete files kept). An image a file of which
+fails is not published: one line (how many files were not made, the first error), the rest of
+its files not tried, its objects left out of the collections and the index (exit 1). An
+object's manifests are written once its images are published.
+
+At the end the collections and ``index.html`` are rewritten from the folder's record
+(``.iiif-export/record.json``: every object and image published into the folder, merged across
+runs), so a collection lists the objects of every run and every ``partOf`` resolves.
+``--dry-run`` plans everything the same way and counts files and bytes
+(:data:`~iiif_shim.export.plan.BYTES_PER_PIXEL`) without writing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+import os
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -49,9 +69,12 @@ from iiif_shim.presentation.service import PresentationService, open_presentatio
 
 log = logging.getLogger("iiif_shim")
 
-STAMP = ".iiif-export.json"
+STAMP = ".iiif-export.json"  # the folder's base URL, prefix and tile size
+RECORD = f"{files.STATE}/record.json"
+IMAGE_STAMPS = f"{files.STATE}/images"
 MAX_NAMES = 10_000_000  # object names read of one source
 INDEX_IMAGES = 10_000  # images listed by index.html (then a count of the rest)
+READ_LIMIT = 1 << 30  # bytes of the folder's own records read back
 
 
 @dataclass(frozen=True)
@@ -69,14 +92,35 @@ class ExportOptions:
 
 
 @dataclass
-class Selection:
-    """What is exported, read and checked before any file is planned."""
+class Tracker:
+    """One image's files in flight."""
 
-    identifiers: list[str] = field(default_factory=list)
-    extras: dict[str, list[Extra]] = field(default_factory=dict)
-    documents: list[tuple[str, bytes]] = field(default_factory=list)  # manifests, collections
-    objects: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # for index.html
-    refused: int = 0
+    pending: int
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    failed: int = 0
+    first: str | None = None  # the first error
+
+
+@dataclass
+class Record:
+    """What the folder holds, merged across runs: objects (name -> source, label, thumbnail
+    picture, versions) and images (identifier -> versions)."""
+
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    images: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: bytes | None) -> Record:
+        if not data:
+            return cls()
+        try:
+            doc = json.loads(data)
+            return cls(dict(doc["objects"]), dict(doc["images"]))
+        except (ValueError, KeyError, TypeError):
+            return cls()
+
+    def body(self) -> bytes:
+        return json.dumps({"objects": self.objects, "images": self.images}).encode()
 
 
 def total_threads(settings: Settings) -> int:
@@ -84,6 +128,23 @@ def total_threads(settings: Settings) -> int:
     server = settings.server
     processes = server.processes or cpus()
     return processes * (server.workers or max(1, cpus() // processes))
+
+
+def _picture(value: dict[str, Any] | None) -> Picture | None:
+    if value is None:
+        return None
+    return Picture(
+        value["identifier"],
+        value["width"],
+        value["height"],
+        (value["max_size"][0], value["max_size"][1]),
+        (value["thumb_size"][0], value["thumb_size"][1]),
+    )
+
+
+def _stamp_path(identifier: str) -> str:
+    digest = hashlib.sha256(identifier.encode()).hexdigest()
+    return f"{IMAGE_STAMPS}/{digest[:2]}/{digest[2:34]}.json"
 
 
 class Export:
@@ -98,150 +159,229 @@ class Export:
         self.urls = Urls(site=options.base_url, iiif=options.base_url + self.prefix)
         self.threads = total_threads(settings)
         self.jobs = options.jobs or self.threads
-        self.failed = 0
-        self.unfetched: set[str] = set()
-        self.selection = Selection()
+        self.builder = Level0Builder(
+            settings.presentation, self.urls, settings.landing.title, options.versions
+        )
+        self.versions = [v.value for v in options.versions]
+        self.folder: files.Tree | None = None  # None: a dry run
+        self.record = Record()
+        self.refused = 0
+        self.failed_images = 0
+        self.images: dict[str, asyncio.Future[bool]] = {}
+        self.image_claims = names.Claims(names.image_entry)
+        self.object_claims = names.Claims(names.object_entry)
+        self.objects_done: dict[str, dict[str, Any]] = {}
+        self.objects_failed: set[str] = set()
+        self.manifests: list[tuple[str, bytes]] = []  # a dry run's, counted
+        self.queue: asyncio.Queue[tuple[ImageFile, Tracker] | None] = asyncio.Queue(
+            maxsize=2 * self.jobs
+        )
+        self.image_gate = asyncio.Semaphore(self.jobs)
+        self.progress = Progress(err, 0, 0)
+        self.planned_bytes = 0
+        root = str(self.root.resolve())
+        self.root_text = root
+        self.name_max, self.path_max = names.limits(root)
 
     def say(self, line: str) -> None:
         self.err.write(f"export: {line}\n")
         self.err.flush()
 
+    def _refuse(self, what: str, why: str) -> None:
+        self.say(f"refused {what}: {why}")
+        self.refused += 1
+
     def _path(self, *parts: str) -> str:
         return "/".join(p for p in (self.tree, *parts) if p)
 
-    # --- the selection ---------------------------------------------------------------
+    async def _disk(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
 
-    async def _objects(self, presentation: PresentationService) -> list[ObjectRecord]:
-        """The records of the objects asked for, in order; each that cannot be read refused."""
+    # --- the folder ----------------------------------------------------------------------
+
+    def _folder_stamp(self, service_tile: int) -> tuple[dict[str, Any], str | None]:
+        tile = self.options.tile_size or f"native, else {service_tile}"
+        mine = {"base_url": self.options.base_url, "prefix": self.prefix, "tile_size": tile}
+        path = self.root / STAMP
+        if path.is_symlink():
+            return mine, f"{path} is a symbolic link: the export writes no file through one"
+        if not path.exists():
+            return mine, None
+        try:
+            there = json.loads(path.read_text())
+        except (OSError, ValueError):
+            there = None
+        if there != mine:
+            return mine, (
+                f"{self.root} holds an export made with {there} (its {STAMP}), not {mine}: "
+                "use an empty folder, or the same --base-url and --tile-size"
+            )
+        return mine, None
+
+    # --- the selection --------------------------------------------------------------------
+
+    async def _select(self, presentation: PresentationService | None, spawn: Any) -> None:
+        """Each image and object of the selection started (``spawn``), in order."""
         opts = self.options
+        for identifier in opts.identifiers:
+            if self._claim_image(identifier):
+                await spawn(self._whole_image(identifier, ()))
+        if presentation is None:
+            return
         wanted: list[tuple[str | None, str]] = [(None, name) for name in opts.objects]
+        for owner, name in wanted:
+            await spawn(self._object(presentation, owner, name))
         sources = list(presentation.sources) if opts.everything else list(opts.sources)
+        source_claims = names.Claims(lambda _: False)
         for source_name in sources:
+            why = source_claims.claim(source_name)  # collection/A and collection/a
+            if why is not None:
+                self._refuse(f"source {source_name!r}", why)
+                continue
             try:
                 source = presentation.source(source_name)
-                wanted += [(source_name, n) for n in await source.names(MAX_NAMES)]
+                found = await source.names(MAX_NAMES)
             except ShimError as exc:
                 self._refuse(f"source {source_name!r}", exc.public_text())
-        records: list[ObjectRecord] = []
-        seen: set[str] = set()
-        for owner, name in wanted:
-            if name in seen:
                 continue
-            seen.add(name)
-            try:
-                if owner is None:
-                    record = await presentation.record(name)
-                else:
-                    found = await presentation.record_in(presentation.source(owner), name)
-                    if found is None:
-                        raise ShimError(f"source {owner!r} has no object {name!r}")
-                    record = found
-            except ShimError as exc:
-                self._refuse(f"object {name!r}", exc.public_text())
-                continue
-            records.append(record)
-        return records
+            for name in found:
+                await spawn(self._object(presentation, source_name, name))
 
-    def _refuse(self, what: str, why: str) -> None:
-        self.say(f"refused {what}: {why}")
-        self.selection.refused += 1
-
-    async def select(self, presentation: PresentationService | None) -> Selection:
-        self.selection = selection = Selection()
-        root = str(self.root.resolve())
-        records = await self._objects(presentation) if presentation is not None else []
-        # object names that cannot be files, or fall where another's manifest is
-        fit: list[ObjectRecord] = []
-        for record in records:
-            why = names.object_unfit(record.name, root)
-            if why is not None:
-                self._refuse(f"object {record.name!r}", why)
-            else:
-                fit.append(record)
-        clash = names.collisions((r.name for r in fit), names.object_entry)
-        for name, why in clash.items():
-            self._refuse(f"object {name!r}", why)
-        fit = [r for r in fit if r.name not in clash]
-        # every identifier: those asked for, then each object's
-        asked = dict.fromkeys(self.options.identifiers)
-        for record in fit:
-            asked.update(dict.fromkeys(c.image for c in record.canvases))
-        bad = {i: why for i in asked if (why := names.unfit(i, root)) is not None}
-        bad.update(names.collisions((i for i in asked if i not in bad), names.image_entry))
-        for identifier, why in bad.items():
+    def _claim_image(self, identifier: str) -> bool:
+        if identifier in self.images:
+            return True
+        why = names.unfit(identifier, self.root_text, self.name_max, self.path_max)
+        why = why or self.image_claims.claim(identifier)
+        if why is not None:
             self._refuse(f"identifier {identifier!r}", why)
-        # objects: their pictures read, documents built (an object with a refused image too)
-        kept: list[tuple[ObjectRecord, list[Picture]]] = []
-        for record in fit:
-            refused = [c.image for c in record.canvases if c.image in bad]
+            return False
+        return True
+
+    async def _object(
+        self, presentation: PresentationService, owner: str | None, name: str
+    ) -> None:
+        if name in self.objects_done or name in self.objects_failed:
+            return
+        why = names.object_unfit(name, self.root_text) or self.object_claims.claim(name)
+        if why is not None:
+            self._refuse(f"object {name!r}", why)
+            return
+        try:
+            if owner is None:
+                record = await presentation.record(name)
+            else:
+                found = await presentation.record_in(presentation.source(owner), name)
+                if found is None:
+                    raise ShimError(f"source {owner!r} has no object {name!r}")
+                record = found
+            refused = [c.image for c in record.canvases if not self._claim_image(c.image)]
             if refused:
-                self._refuse(f"object {record.name!r}", f"its image {refused[0]!r} is refused")
-                continue
-            assert presentation is not None
-            try:
-                kept.append((record, await presentation.pictures(record)))
-            except ShimError as exc:
-                self._refuse(f"object {record.name!r}", exc.public_text())
-        used = dict.fromkeys(self.options.identifiers)
-        for record, _ in kept:
-            used.update(dict.fromkeys(c.image for c in record.canvases))
-        selection.identifiers = [i for i in used if i not in bad]
-        self._documents(kept)
-        return selection
+                raise ShimError(f"its image {refused[0]!r} is refused")
+            pictures = await presentation.pictures(record)
+        except ShimError as exc:
+            self._refuse(f"object {name!r}", exc.public_text())
+            self.objects_failed.add(name)
+            return
+        manifests, extras = self._manifests(record, pictures)
+        started = [
+            self._image_future(image, extras.get(image, ()))
+            for image in dict.fromkeys(c.image for c in record.canvases)
+        ]
+        results = await asyncio.gather(*started)
+        if not all(results):
+            bad = next(c.image for c, ok in zip(record.canvases, results, strict=False) if not ok)
+            self._refuse(f"object {name!r}", f"its image {bad!r} was not exported")
+            self.objects_failed.add(name)
+            if self.folder is not None:
+                for path, _ in manifests:
+                    await self._disk(self.folder.remove, path)
+            return
+        for path, body in manifests:
+            if self.folder is None:
+                self.manifests.append((path, b""))
+                self.progress.plan(1, len(body))
+            else:
+                self.progress.plan(1, len(body))
+                await self._document(path, body)
+        picture = asdict(pictures[0]) if pictures else None
+        if picture is not None:
+            picture.pop("original", None)
+        self.objects_done[name] = {
+            "source": record.source,
+            "label": record.label,
+            "picture": picture,
+            "versions": self.versions,
+        }
 
-    def _documents(self, kept: Sequence[tuple[ObjectRecord, list[Picture]]]) -> None:
-        selection, settings, versions = self.selection, self.settings, self.options.versions
-        builder = Level0Builder(settings.presentation, self.urls, settings.landing.title, versions)
-        by_source: dict[str, list[tuple[str, str, Picture | None]]] = {}
+    def _manifests(
+        self, record: ObjectRecord, pictures: list[Picture]
+    ) -> tuple[list[tuple[str, bytes]], dict[str, list[Extra]]]:
+        """An object's manifests (path, body), and the image requests they and its entry in
+        its collection name, by identifier."""
         docs: list[tuple[str, dict[str, Any]]] = []
-        for record, pictures in kept:
-            links: dict[str, str] = {}
-            for version in versions:
-                doc = builder.exported_manifest(version, record, pictures)
-                docs.append(
-                    (self._path("presentation", version.value, record.name, "manifest"), doc)
-                )
-                links[f"{version.value}.x manifest"] = self.urls.manifest(
-                    version.value, record.name
-                )
-            selection.objects.append((record.label, links))
-            by_source.setdefault(record.source, []).append((record.name, record.label, pictures[0]))
-        if by_source:
-            for version in versions:
-                top = builder.exported_top(version, list(by_source))
-                path = self._path("presentation", version.value, "collection", "index.json")
-                docs.append((path, top))
-                for source, entries in by_source.items():
-                    doc = builder.exported_collection(version, source, entries)
-                    path = self._path("presentation", version.value, "collection", source)
-                    docs.append((path, doc))
-        for path, doc in docs:
-            for identifier, extra in image_urls(doc, self.urls.iiif):
-                if extra[0] in versions:
-                    selection.extras.setdefault(identifier, []).append(extra)
-            body = json.dumps(doc, ensure_ascii=False, indent=1).encode()
-            selection.documents.append((path, body))
+        extras: dict[str, list[Extra]] = {}
+        entry = [(record.name, record.label, pictures[0] if pictures else None)]
+        for version in self.options.versions:
+            doc = self.builder.exported_manifest(version, record, pictures)
+            docs.append((self._path("presentation", version.value, record.name, "manifest"), doc))
+            listing = self.builder.exported_collection(version, record.source, entry)
+            for found in (doc, listing):
+                for identifier, extra in image_urls(found, self.urls.iiif):
+                    if extra[0] in self.options.versions:
+                        extras.setdefault(identifier, []).append(extra)
+        bodies = [(p, json.dumps(d, ensure_ascii=False, indent=1).encode()) for p, d in docs]
+        return bodies, extras
 
-    # --- the plans ---------------------------------------------------------------------
+    # --- images ----------------------------------------------------------------------------
 
-    async def plans(self, service: ImageService) -> AsyncIterator[ImagePlan]:
-        """Each image's plan, one at a time; an image whose facts cannot be read is refused
-        (once)."""
-        offer = service.offer
-        size = self.options.tile_size
-        if size is not None:
-            offer = replace(offer, tile_size=size)
-        for identifier in self.selection.identifiers:
-            if identifier in self.unfetched:
-                continue
+    def _image_future(self, identifier: str, extras: Sequence[Extra]) -> Awaitable[bool]:
+        future = self.images.get(identifier)
+        if future is None:
+            future = asyncio.ensure_future(self._image(identifier, extras))
+            self.images[identifier] = future
+        return future
+
+    async def _whole_image(self, identifier: str, extras: Sequence[Extra]) -> None:
+        await self._image_future(identifier, extras)
+
+    def _stamp_of(
+        self, service: ImageService, identifier: str, plan: ImagePlan, facts: Any
+    ) -> bytes:
+        info = hashlib.sha256(b"".join(body for _, body in plan.documents)).hexdigest()
+        stamp = {
+            "identifier": identifier,
+            "source": {
+                "version": facts.version,
+                "last_modified": facts.last_modified,
+                "width": facts.width,
+                "height": facts.height,
+                "format": facts.format,
+            },
+            "export": {
+                "info": info,
+                "jpeg_quality": service.settings.iiif.jpeg_quality,
+                "engine": service.engine.identity,
+            },
+        }
+        return json.dumps(stamp, sort_keys=True).encode()
+
+    async def _image(self, identifier: str, extras: Sequence[Extra]) -> bool:
+        """Image ``identifier`` exported and published (or counted, on a dry run); whether it
+        is."""
+        service = self.service
+        async with self.image_gate:
             try:
                 src = await service.source(identifier)
             except ShimError as exc:
-                self.unfetched.add(identifier)
                 self._refuse(f"identifier {identifier!r}", exc.public_text())
-                continue
+                return False
+            offer = service.offer
+            size = self.options.tile_size
+            if size is not None:
+                offer = replace(offer, tile_size=size)
             facts = src.info if size is None else replace(src.info, tiles=None)
-            yield plan_image(
+            plan = await asyncio.to_thread(
+                plan_image,
                 identifier,
                 facts,
                 offer,
@@ -251,182 +391,328 @@ class Export:
                 self.urls.iiif,
                 self.tree,
                 self.urls.service,
-                self.selection.extras.get(identifier, ()),
+                extras,
             )
-
-    def index(self) -> tuple[str, bytes]:
-        images = []
-        for identifier in self.selection.identifiers[:INDEX_IMAGES]:
-            if identifier in self.unfetched:
-                continue
-            links = {
-                f"{v.value}.x info.json": f"{self.urls.service(v, identifier)}/info.json"
-                for v in self.options.versions
-            }
-            images.append((identifier, links))
-        page = index_page(self.settings.landing.title, self.selection.objects, images)
-        more = len(self.selection.identifiers) - INDEX_IMAGES
-        if more > 0:
-            page = page.replace("</body>", f"<p>... and {more} more images.</p>\n</body>")
-        return "index.html", page.encode()
-
-    async def estimate(self, service: ImageService) -> tuple[int, int, int]:
-        """(files, bytes, images) this export writes."""
-        count = len(self.selection.documents) + 1  # and index.html
-        size = sum(len(b) for _, b in self.selection.documents)
-        images = 0
-        async for plan in self.plans(service):
-            images += 1
-            count += plan.file_count
-            size += plan.estimated_bytes
-            for line in plan.unservable:
-                log.debug("not exported (the service refuses it): %s", line)
-        return count, size + len(self.index()[1]), images
-
-    # --- the work ------------------------------------------------------------------------
-
-    def _stamp(self, service: ImageService) -> str | None:
-        """Why the folder cannot take this export (made with another base or tile size)."""
-        tile = self.options.tile_size or f"native, else {service.offer.tile_size}"
-        mine = {"base_url": self.options.base_url, "prefix": self.prefix, "tile_size": tile}
-        stamp = self.root / STAMP
-        if stamp.exists():
+            if plan.unservable:
+                log.info(
+                    "%s: %d requests a viewer may make are not exported, the service refuses "
+                    "them: %s", identifier, len(plan.unservable), "; ".join(plan.unservable[:3])
+                )  # fmt: skip
+            self.progress.plan(plan.file_count, plan.estimated_bytes)
+            folder = self.folder
+            if folder is None:  # a dry run: counted
+                self.record.images[identifier] = self.versions
+                return True
+            stamp = self._stamp_of(service, identifier, plan, src.info)
+            stamp_path = _stamp_path(identifier)
+            there = await self._disk(folder.read, stamp_path, READ_LIMIT)
             try:
-                there = json.loads(stamp.read_text())
-            except (OSError, ValueError):
-                there = None
-            if there != mine:
-                return (
-                    f"{self.root} holds an export made with {there} (its {STAMP}), not {mine}: "
-                    "use an empty folder, or the same --base-url and --tile-size"
-                )
-            return None
-        self.root.mkdir(parents=True, exist_ok=True)
-        files.write_bytes(stamp, json.dumps(mine).encode())
-        return None
+                if there is not None and there != stamp:
+                    await self._disk(self._unpublish, identifier, stamp_path)
+                tracker = Tracker(len(plan.files))
+                if not plan.files:
+                    tracker.done.set()
+                for image in plan.files:
+                    await self.queue.put((image, tracker))
+                await tracker.done.wait()  # each file bounded by server.request_timeout
+                if tracker.failed:
+                    self.say(
+                        f"identifier {identifier!r} not exported: {tracker.failed} of its files "
+                        f"not made; first: {tracker.first}"
+                    )
+                    self.failed_images += 1
+                    self.progress.add(failed=len(plan.documents))
+                    return False
+                for path, body in plan.documents:
+                    await self._document(path, body)
+                if there != stamp:
+                    await self._disk(self._stamped, stamp_path, stamp)
+            except (OSError, ShimError) as exc:
+                why = exc.public_text() if isinstance(exc, ShimError) else str(exc)
+                self.say(f"identifier {identifier!r} not exported: {why}")
+                self.failed_images += 1
+                return False
+            self.record.images[identifier] = sorted(
+                set(self.record.images.get(identifier, ())) | set(self.versions), reverse=True
+            )
+            return True
 
-    async def _document(self, path: str, data: bytes, progress: Progress) -> None:
-        target = self.root / path
-        if await asyncio.to_thread(target.exists):
-            progress.add(skipped=1)
-            return
-        progress.add(files=1, written=await asyncio.to_thread(files.write_bytes, target, data))
+    def _unpublish(self, identifier: str, stamp_path: str) -> None:
+        """An image made from another source or with other parameters removed (each version's
+        info.json and files, then its stamp): blocking."""
+        assert self.folder is not None
+        for version in Version:
+            where = self._path(version.value, identifier)
+            self.folder.remove_entries(where, lambda entry: not names.image_entry(entry))
+        self.folder.remove(stamp_path)
+        self.record.images.pop(identifier, None)
 
-    async def _image(self, service: ImageService, image: ImageFile, progress: Progress) -> None:
-        paths = [self.root / p for p in image.paths]
-        there = await asyncio.to_thread(lambda: [p for p in paths if p.exists()])
+    def _stamped(self, path: str, stamp: bytes) -> None:
+        assert self.folder is not None
+        self.folder.write(path, stamp)
+        self.folder.sync_folder(path.rsplit("/", 1)[0])
+
+    async def _document(self, path: str, body: bytes) -> None:
+        """A document written unless the file holds it already."""
+        assert self.folder is not None
+        written = await self._disk(self.folder.replace, path, body)
+        self.progress.add(files=1 if written else 0, written=written, skipped=0 if written else 1)
+
+    async def _worker(self) -> None:
+        while (job := await self.queue.get()) is not None:
+            image, tracker = job
+            try:
+                if tracker.first is not None:  # the image failed: the rest not tried
+                    tracker.failed += len(image.paths)
+                    self.progress.add(failed=len(image.paths))
+                else:
+                    await self._file(image)
+            except (ShimError, OSError, TimeoutError) as exc:
+                why = exc.public_text() if isinstance(exc, ShimError) else str(exc) or "timed out"
+                tracker.failed += len(image.paths)
+                tracker.first = tracker.first or f"{image.paths[0]}: {why}"
+                self.progress.add(failed=len(image.paths))
+            finally:
+                tracker.pending -= 1
+                if tracker.pending == 0:
+                    tracker.done.set()
+
+    async def _file(self, image: ImageFile) -> None:
+        folder = self.folder
+        assert folder is not None
+        paths = image.paths
+        there = await self._disk(lambda: [p for p in paths if folder.exists(p)])
         if len(there) == len(paths):
-            progress.add(skipped=len(paths))
+            self.progress.add(skipped=len(paths))
             return
         first, written = there[0] if there else paths[0], 0
         if not there:
-            written = await self._made(service, image, first)
+            written = await self._made(image, first)
         missing = [p for p in paths if p not in there and p != first]
         for path in missing:
-            await asyncio.to_thread(files.link, first, path)
-        progress.add(files=len(missing) + (0 if there else 1), written=written,
-                     skipped=len(there))  # fmt: skip
+            await self._disk(folder.link, first, path)
+        self.progress.add(files=len(missing) + (0 if there else 1), written=written,
+                          skipped=len(there))  # fmt: skip
 
-    async def _made(self, service: ImageService, image: ImageFile, path: Path) -> int:
+    async def _made(self, image: ImageFile, path: str) -> int:
         """The image service's answer to ``image.request`` at ``path``, as a server answers
         it: as it is when it passes through (a master's file, a stream), else produced."""
+        service, folder = self.service, self.folder
+        assert folder is not None
         async with asyncio.timeout(self.settings.server.request_timeout):
             prepared = await service.prepare(image.request)
             async with service.stream(prepared) as passing:
                 body = passing.body
                 if isinstance(body, OpenFile):
-                    return await asyncio.to_thread(files.copy_open, path, body.file, body.changed)
+                    return int(await self._disk(folder.copy_open, path, body.file, body.changed))
                 if body is not None:
-                    return await files.write_stream(path, body.head, body.rest, asyncio.to_thread)
+                    return await folder.write_stream(path, body.head, body.rest, asyncio.to_thread)
                 prepared = passing.prepared
             made = await service.produce(prepared)
-        return await asyncio.to_thread(files.write_bytes, path, made.rendered.body)
+        return int(await self._disk(folder.write, path, made.rendered.body))
 
-    async def _worker(
-        self, queue: asyncio.Queue[Any], service: ImageService, progress: Progress
-    ) -> None:
-        while (job := await queue.get()) is not None:
-            try:
-                if isinstance(job, ImageFile):
-                    await self._image(service, job, progress)
-                else:
-                    await self._document(job[0], job[1], progress)
-            except (ShimError, OSError, TimeoutError) as exc:
-                what = job.paths[0] if isinstance(job, ImageFile) else job[0]
-                why = exc.public_text() if isinstance(exc, ShimError) else str(exc) or "timed out"
-                count = len(job.paths) if isinstance(job, ImageFile) else 1
-                progress.add(failed=count)
-                self.failed += count
-                self.say(f"failed {what}: {why}")
+    # --- the folder's documents ------------------------------------------------------------
 
-    async def write(self, service: ImageService, total: int, estimated: int) -> Progress:
-        progress = Progress(self.err, total, estimated)
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * self.jobs)
+    def _merged(self) -> Record:
+        record = self.record
+        for name in self.objects_failed:
+            record.objects.pop(name, None)
+        for name, entry in self.objects_done.items():
+            before = record.objects.get(name, {}).get("versions", [])
+            entry = {
+                **entry,
+                "versions": sorted(set(before) | set(entry["versions"]), reverse=True),
+            }
+            record.objects[name] = entry
+        # an object whose image is not (or no longer) there is not listed
+        for name, entry in list(record.objects.items()):
+            picture = entry.get("picture")
+            if picture is not None and picture["identifier"] not in record.images:
+                record.objects.pop(name)
+        return record
 
-        async def produce() -> None:
-            async for plan in self.plans(service):
-                for doc in plan.documents:
-                    await queue.put(doc)
-                for image in plan.files:
-                    await queue.put(image)
-            for doc in self.selection.documents:
-                await queue.put(doc)
-            await queue.put(self.index())
-            for _ in range(self.jobs):
-                await queue.put(None)
+    def folder_documents(self, record: Record) -> list[tuple[str, bytes]]:
+        """The collections and index.html of everything ``record`` lists."""
+        docs: list[tuple[str, dict[str, Any]]] = []
+        by_version: dict[str, dict[str, list[tuple[str, str, Picture | None]]]] = {}
+        for name, entry in record.objects.items():
+            for version in entry["versions"]:
+                by_source = by_version.setdefault(version, {})
+                by_source.setdefault(entry["source"], []).append(
+                    (name, entry["label"], _picture(entry["picture"]))
+                )
+        builder = Level0Builder(
+            self.settings.presentation,
+            self.urls,
+            self.settings.landing.title,
+            tuple(Version(v) for v in ("3", "2") if v in by_version),
+        )
+        for version_text, by_source in by_version.items():
+            version = Version(version_text)
+            top = builder.exported_top(version, list(by_source))
+            docs.append((self._path("presentation", version_text, "collection", "index.json"), top))
+            for source, entries in by_source.items():
+                doc = builder.exported_collection(version, source, entries)
+                docs.append((self._path("presentation", version_text, "collection", source), doc))
+        bodies = [(p, json.dumps(d, ensure_ascii=False, indent=1).encode()) for p, d in docs]
+        return [*bodies, self.index(record)]
+
+    def index(self, record: Record) -> tuple[str, bytes]:
+        objects = [
+            (
+                entry["label"],
+                {f"{v}.x manifest": self.urls.manifest(v, name) for v in entry["versions"]},
+            )
+            for name, entry in record.objects.items()
+        ]
+        images = []
+        for identifier, versions in list(record.images.items())[:INDEX_IMAGES]:
+            links = {
+                f"{v}.x info.json": f"{self.urls.service(Version(v), identifier)}/info.json"
+                for v in versions
+            }
+            images.append((identifier, links))
+        page = index_page(self.settings.landing.title, objects, images)
+        more = len(record.images) - INDEX_IMAGES
+        if more > 0:
+            page = page.replace("</body>", f"<p>... and {more} more images.</p>\n</body>")
+        return "index.html", page.encode()
+
+    # --- the run ---------------------------------------------------------------------------
+
+    async def _work(self, presentation: PresentationService | None) -> None:
+        """The selection streamed through the image plans and the file workers."""
+        objects = asyncio.Semaphore(self.jobs)
+        running: set[asyncio.Task[None]] = set()
+
+        async def spawn(work: Awaitable[None]) -> None:
+            await objects.acquire()
+
+            async def held() -> None:
+                try:
+                    await work
+                finally:
+                    objects.release()
+
+            task = asyncio.ensure_future(held())
+            running.add(task)
+            task.add_done_callback(running.discard)
 
         async with asyncio.TaskGroup() as group:
-            group.create_task(produce())
-            for _ in range(self.jobs):
-                group.create_task(self._worker(queue, service, progress))
-        progress.finish()
-        return progress
+            workers = [group.create_task(self._worker()) for _ in range(self.jobs)]
+            try:
+                await self._select(presentation, spawn)
+                while running:
+                    await asyncio.gather(*list(running))
+                await asyncio.gather(*self.images.values())
+            except BaseException:
+                pending: list[asyncio.Future[Any]] = [*running, *self.images.values(), *workers]
+                for task in pending:
+                    task.cancel()
+                raise
+            for _ in workers:
+                await self.queue.put(None)
 
     async def run(self) -> int:
         opts, settings = self.options, self.settings
+        _, problem = self._folder_stamp(settings.iiif.tile_size)
+        if problem is not None:
+            self.say(problem)
+            return 2
+        lock = None
+        if not opts.dry_run:
+            try:
+                self.folder = files.Tree(self.root)
+                lock = self.folder.lock()
+            except files.Locked as locked:
+                self.say(
+                    f"another export (pid {locked.pid}) is writing into {self.root}: one run at "
+                    "a time in a folder; wait for it, or stop it"
+                )
+                return 2
+            except OSError as exc:
+                self.say(f"cannot write into {self.root}: {exc}")
+                return 2
+        try:
+            return await self._locked()
+        finally:
+            if self.folder is not None:
+                if lock is not None:
+                    os.close(lock)
+                self.folder.close()
+
+    async def _locked(self) -> int:
+        opts, settings = self.options, self.settings
+        folder = self.folder
+        if folder is not None:
+            mine, problem = self._folder_stamp(settings.iiif.tile_size)
+            if problem is not None:  # written meanwhile by a run that held the lock
+                self.say(problem)
+                return 2
+            await self._disk(folder.replace, STAMP, json.dumps(mine).encode())
+            if removed := await self._disk(folder.swept):
+                self.say(f"removed {removed} temporary files an interrupted run left")
+            self.record = Record.parse(await self._disk(folder.read, RECORD, READ_LIMIT))
+        else:
+            kept = self.root / RECORD
+            self.record = Record.parse(kept.read_bytes() if kept.is_file() else None)
+        for identifier in self.record.images:
+            self.image_claims.claim(identifier)
+        for name in self.record.objects:
+            self.object_claims.claim(name)
         service_settings = replace(
             settings.service(),
             threads=self.threads,
             max_pending=max(settings.server.max_pending, 2 * self.jobs),
+            keep_rendered=False,
         )
         with_objects = bool(opts.objects or opts.sources or opts.everything)
+        self.progress = Progress(self.err, 0, 0, planning=True)
         async with AsyncExitStack() as stack:
-            service = await stack.enter_async_context(open_service(service_settings))
+            self.service = await stack.enter_async_context(open_service(service_settings))
             presentation = None
             if with_objects:
                 presentation = await stack.enter_async_context(
-                    open_presentation(settings.presentation, service, watch=False)
+                    open_presentation(settings.presentation, self.service, watch=False)
                 )
-            await self.select(presentation)
-            count, size, images = await self.estimate(service)
-            docs = len(self.selection.documents) + 1
-            self.out.write(
-                f"estimate: {count} files ({images} images, {docs} documents), about {size} "
-                f"bytes ({human_bytes(size)}; JPEG at about 0.3 bytes a pixel, links to the "
-                "same pixels count no bytes)\n"
-            )
-            self.out.flush()
-            if opts.dry_run:
-                return 1 if self.selection.refused else 0
-            problem = self._stamp(service)
-            if problem is not None:
-                self.say(problem)
-                return 2
-            if removed := files.swept(self.root):
-                self.say(f"removed {removed} temporary files an interrupted run left")
-            files.mark(self.root)
+            if folder is not None:
+                await self._disk(folder.mark)
             try:
-                progress = await self.write(service, count, size)
+                await self._work(presentation)
+                record = self._merged()
+                documents = self.folder_documents(record)
+                self.progress.plan(len(documents), sum(len(b) for _, b in documents))
+                self.progress.planned()
+                if folder is not None:
+                    for path, body in documents:
+                        await self._document(path, body)
+                    await self._disk(folder.write, RECORD, record.body())
+                    await self._disk(folder.sync_folder, files.STATE)
             finally:
-                files.unmark(self.root)
+                if folder is not None:
+                    folder.unmark()
+        progress = self.progress
+        if opts.dry_run:
+            images = len(self.images)
+            docs = len(self.manifests) + len(documents)
+            size = progress.estimated
+            self.out.write(
+                f"estimate: {progress.total} files ({images} images, {docs} documents), about "
+                f"{size} bytes ({human_bytes(size)}; JPEG at about 0.3 bytes a pixel, links to "
+                "the same pixels count no bytes)\n"
+            )
+            return 1 if self.refused else 0
+        progress.finish()
         self.out.write(
             f"exported: {progress.files} files written ({progress.bytes} bytes), "
             f"{progress.skipped} there already, {progress.failed} failed, into {self.root}\n"
         )
-        return 1 if self.selection.refused or self.failed else 0
+        return 1 if self.refused or self.failed_images else 0
+
+    service: ImageService
 
 
 async def export(settings: Settings, options: ExportOptions, err: TextIO, out: TextIO) -> int:
     """Run one export; its exit status (0, 1 when anything was refused or failed, 2 when the
-    folder holds another export)."""
+    folder holds another export or another run is writing into it)."""
     return await Export(settings, options, err, out).run()

@@ -12,13 +12,14 @@ import itertools
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 from PIL import Image, ImageChops, ImageStat
@@ -35,21 +36,11 @@ from tests.support import (
     wait_until,
     write_config,
 )
+from tests.validator.test_export_level0 import documented_locations
 
 SAFE = "-._~!$&'()*+,;=:"  # what the shim leaves unencoded in an identifier (docs/image-api.md)
 LEVEL0_V2 = "http://iiif.io/api/image/2/level0.json"
 IDENTIFIERS = ("quad", "big", "dir/page 1", "ünï/çà 2")
-NGINX_EXTRA = r"""
-        location /iiif/presentation/ {
-            default_type application/json;
-            add_header Access-Control-Allow-Origin "*" always;
-            try_files $uri $uri/index.json =404;
-        }
-        location ~ /info\.json$ {
-            default_type application/json;
-            add_header Access-Control-Allow-Origin "*" always;
-        }
-"""
 
 
 def _quadrants(size: tuple[int, int]) -> Image.Image:
@@ -80,13 +71,17 @@ def _sources(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def _config(folder: Path, images: Path, backend: str | None = None) -> Path:
+def _config(
+    folder: Path, images: Path, backend: str | None = None, rows: str = "", extra: str = ""
+) -> Path:
+    """The shim's configuration: ``backend`` (else the files of ``images``), the catalogue's
+    objects (and ``rows`` more), ``extra`` top-level YAML."""
     (folder / "objects.csv").write_text(
         "object,image,title\n"
         "quads,quad,Quadrants\n"
         "quads,big,Quadrants\n"
         "pages,dir/page 1,Pages\n"
-        "pages,ünï/çà 2,Pages\n",
+        "pages,ünï/çà 2,Pages\n" + rows,
         encoding="utf-8",
     )
     backends = backend or f'local: {{type: files, root: "{images}"}}'
@@ -107,6 +102,7 @@ def _config(folder: Path, images: Path, backend: str | None = None) -> Path:
               type: csv
               path: objects.csv
               columns: {{object: object, image: image, label: title}}
+        {extra}
         """,
     )
 
@@ -121,7 +117,7 @@ def _export(config: Path, *args: str, timeout: float = 300) -> subprocess.Comple
 def _nginx(root: Path, port: int, workdir: Path) -> Process:
     binary = need_tool("nginx", "/usr/sbin/nginx")
     workdir.mkdir(parents=True, exist_ok=True)
-    conf = nginx_config(root, port, workdir, extra=NGINX_EXTRA)
+    conf = nginx_config(root, port, workdir, extra=documented_locations())
     return Process([binary, "-c", str(conf), "-p", str(workdir)], port, workdir / "out.log")
 
 
@@ -289,11 +285,12 @@ def test_hostile_identifiers_are_refused_and_the_others_exported(tmp_path: Path)
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
-    """Every file below ``folder`` (relative path) with its decoded pixels, or its bytes."""
+    """Every file below ``folder`` (relative path) with its decoded pixels, or its bytes; the
+    folder's own records (``.iiif-export/``: its lock, stamps) left out."""
     found: dict[str, bytes] = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            key = str(path.relative_to(folder))
+        key = str(path.relative_to(folder))
+        if path.is_file() and not key.startswith(".iiif-export/"):
             found[key] = (
                 Image.open(path).convert("RGB").tobytes()
                 if path.suffix == ".jpg"
@@ -359,8 +356,10 @@ def test_dry_run_writes_nothing_and_counts_what_a_run_writes(tmp_path: Path) -> 
     estimate = int(dry.stdout.split("estimate: ", 1)[1].split(" files", 1)[0])
     real = _export(config, *args)
     assert real.returncode == 0, real.stderr
-    assert f"estimate: {estimate} files" in real.stdout
-    written = [p for p in out.rglob("*") if p.is_file() and p.name != ".iiif-export.json"]
+    assert f"exported: {estimate} files written" in real.stdout
+    written = [
+        p for p in out.rglob("*") if p.is_file() and not p.relative_to(out).parts[0].startswith(".")
+    ]
     assert len(written) == estimate
     # a second run finds everything there and writes nothing
     again = _export(config, *args)
@@ -425,3 +424,341 @@ def test_the_exported_folder_holds_no_temporary_files(served: Served) -> None:
     assert [p for p in served.folder.rglob("*") if p.name.endswith(".part")] == []
     assert not (served.folder / ".export-running").exists()
     assert os.path.isfile(served.folder / ".iiif-export.json")
+
+
+def test_the_documented_nginx_server_keeps_the_exports_records_private(served: Served) -> None:
+    """nginx runs with the locations docs/export.md gives (every test of this module reads
+    through them): the folder's own records and files being written are not served."""
+    part = served.folder / "iiif" / "3" / "quad" / ".export-1.info.json.part"
+    part.write_bytes(b"{}")
+    try:
+        for path in ("/.iiif-export.json", "/.iiif-export/record.json",
+                     "/.iiif-export/lock", "/iiif/3/quad/.export-1.info.json.part"):  # fmt: skip
+            assert served.nginx.get(path).status == 404, path
+        assert served.nginx.get("/iiif/3/quad/info.json").status == 200
+    finally:
+        part.unlink()
+
+
+# --- a folder exported into again, and what must never be published -------------------------
+
+BASE = ("--base-url", "https://static.example.org")
+
+
+def _jpegs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.jpg") if p.is_file())
+
+
+def test_a_changed_source_is_exported_again_and_only_its_new_pixels_remain(
+    tmp_path: Path,
+) -> None:
+    """A master replaced by another of another size and colour between two runs: the second
+    run rebuilds the image, so its info.json says the new size and every file below it holds
+    the new pixels (none of the old paths or pixels is left)."""
+    images = tmp_path / "images"
+    _sources(images)
+    config = _config(tmp_path, images)
+    out = tmp_path / "out"
+    Image.new("RGB", (300, 200), (255, 0, 0)).save(images / "quad.png")
+    first = _export(config, "--identifier", "quad", "--to", str(out), *BASE)
+    assert first.returncode == 0, first.stderr
+    new_time = (images / "quad.png").stat().st_mtime + 10
+    Image.new("RGB", (260, 150), (0, 0, 255)).save(images / "quad.png")
+    os.utime(images / "quad.png", (new_time, new_time))
+    again = _export(config, "--identifier", "quad", "--to", str(out), *BASE)
+    assert again.returncode == 0, again.stderr
+    for version in ("3", "2"):
+        folder = out / "iiif" / version / "quad"
+        info = json.loads((folder / "info.json").read_text())
+        assert (info["width"], info["height"]) == (260, 150)
+        found = _jpegs(folder)
+        assert found
+        for path in found:
+            pixels = Image.open(path).convert("RGB")
+            assert pixels.width <= 260 and pixels.height <= 150, path
+            red, _, blue = ImageStat.Stat(pixels).mean
+            assert blue > 200 and red < 40, path
+
+
+def test_collections_and_index_list_the_objects_of_every_run(tmp_path: Path) -> None:
+    """``--object quads`` then ``--object pages`` into one folder: each version's collection
+    lists both, each manifest's ``partOf`` (2.1 ``within``) is a collection listing it, and
+    index.html links both."""
+    images = tmp_path / "images"
+    _sources(images)
+    config = _config(tmp_path, images)
+    out = tmp_path / "out"
+    for name in ("quads", "pages"):
+        done = _export(config, "--object", name, "--to", str(out), *BASE)
+        assert done.returncode == 0, done.stderr
+    presentation = out / "iiif" / "presentation"
+    v3 = json.loads((presentation / "3" / "collection" / "catalogue").read_text())
+    listed = {item["id"] for item in v3["items"]}
+    v2 = json.loads((presentation / "2" / "collection" / "catalogue").read_text())
+    listed_2 = {item["@id"] for item in v2["manifests"]}
+    for name in ("quads", "pages"):
+        manifest = json.loads((presentation / "3" / name / "manifest").read_text())
+        assert manifest["id"] in listed
+        for part in manifest["partOf"]:
+            path = part["id"].removeprefix(BASE[1] + "/")
+            collection = json.loads((out / path).read_text())
+            assert manifest["id"] in {i["id"] for i in collection["items"]}
+        manifest_2 = json.loads((presentation / "2" / name / "manifest").read_text())
+        assert manifest_2["@id"] in listed_2
+    index = (out / "index.html").read_text()
+    assert "/3/quads/manifest" in index and "/3/pages/manifest" in index
+    assert "quad</code>" in index and "dir/page 1</code>" in index
+
+
+OSD_URLS = r"""
+const fs = require('fs');
+const stub = () => new Proxy(function () {}, {
+  get: (t, k) => (k === Symbol.toPrimitive ? () => 0 : k in t ? t[k] : stub()),
+  apply: () => stub(), construct: () => stub() });
+globalThis.window = globalThis; globalThis.document = stub(); globalThis.self = globalThis;
+globalThis.navigator = {userAgent: 'node', appVersion: '5.0', platform: 'Linux'};
+globalThis.location = {href: 'http://x/', protocol: 'http:', search: '', hash: '', host: 'x',
+  hostname: 'x', pathname: '/'};
+globalThis.XMLHttpRequest = function () {}; globalThis.Image = function () {};
+globalThis.HTMLElement = function () {}; globalThis.Element = function () {};
+window.addEventListener = () => {};
+eval(fs.readFileSync(process.argv[2], 'utf8'));
+const out = {};
+for (const path of process.argv.slice(3)) {
+  const info = JSON.parse(fs.readFileSync(path, 'utf8'));
+  for (const rule of ['6.1', 'mirador']) {
+    const ts = new OpenSeadragon.IIIFTileSource(
+      OpenSeadragon.IIIFTileSource.prototype.configure(info, path));
+    if (rule === 'mirador') {  // Mirador 4.0.0's bundled rule for levelSizes, as it is there
+      delete ts.levelSizes;
+      const C = info.sizes ? info.sizes.length : 0;
+      if (info.sizes && (C === ts.maxLevel || C === ts.maxLevel + 1)) {
+        ts.levelSizes = info.sizes.slice().sort((a, b) => a.width - b.width);
+        if (C === ts.maxLevel) ts.levelSizes.push({width: info.width, height: info.height});
+      }
+    }
+    for (let level = ts.minLevel; level <= ts.maxLevel; level++) {
+      const n = ts.getNumTiles(level);
+      for (let x = 0; x < n.x; x++) for (let y = 0; y < n.y; y++)
+        (out[rule] = out[rule] || []).push(ts.getTileUrl(level, x, y));
+    }
+  }
+}
+console.log(JSON.stringify(out));
+"""
+MIRADOR_RULE = (
+    "(C===u.maxLevel||C===u.maxLevel+1)&&(this.levelSizes=this.sizes.slice().sort("
+    "(O,D)=>O.width-D.width),C===u.maxLevel&&this.levelSizes.push("
+)
+
+
+def test_openseadragon_and_miradors_tile_urls_of_long_thin_and_wide_images_exist(
+    tmp_path: Path,
+) -> None:
+    """OpenSeadragon 6.1.1's own ``IIIFTileSource`` run in node on each exported info.json, and
+    again with the ``levelSizes`` rule of the OpenSeadragon bundled in Mirador 4.0.0 (checked
+    to be the one in that bundle): every URL either builds is a file of the export, for images
+    long and thin each way and one wider than ``iiif.max_width``."""
+    node = need_tool("node")
+    viewers = ROOT / ".viewers"
+    osd = viewers / "openseadragon@6.1.1" / "build" / "openseadragon" / "openseadragon.min.js"
+    mirador = (viewers / "mirador@4.0.0" / "dist" / "mirador.min.js").read_text()
+    assert MIRADOR_RULE in mirador
+    images = tmp_path / "images"
+    images.mkdir()
+    shapes = {"wide": (10000, 150), "tall": (150, 10000), "over": (13000, 300)}
+    for name, size in shapes.items():
+        Image.new("RGB", size, (40, 90, 160)).save(images / f"{name}.png")
+    config = _config(tmp_path, images)  # iiif.max_width: 12000, its default
+    out = tmp_path / "out"
+    done = _export(config, "--identifier", *shapes, "--to", str(out), *BASE)
+    assert done.returncode == 0, done.stderr
+    infos = sorted(str(p) for p in (out / "iiif").glob("[23]/*/info.json"))
+    assert len(infos) == 6
+    script = tmp_path / "urls.js"
+    script.write_text(OSD_URLS)
+    found = subprocess.run(
+        [node, str(script), str(osd), *infos], capture_output=True, text=True, check=False
+    )
+    assert found.returncode == 0, found.stderr
+    urls = json.loads(found.stdout)
+    missing = []
+    for rule in ("6.1", "mirador"):
+        assert len(urls[rule]) > 50, rule
+        for url in urls[rule]:
+            path = out / unquote(url.removeprefix(BASE[1] + "/"))
+            if not path.is_file():
+                missing.append((rule, url))
+    assert missing == []
+
+
+def test_an_image_whose_pixels_fail_is_not_published(tmp_path: Path) -> None:
+    """A master cut short (its header read, its pixels not): one line for the image (how many
+    files were not made, the first error), exit 1; no info.json of it in either version, and
+    neither index.html nor the collection lists it or its object; the other image and object
+    are exported."""
+    images = tmp_path / "images"
+    _sources(images)
+    whole = (images / "big.png").read_bytes()
+    (images / "cut.png").write_bytes(whole[: len(whole) // 3])
+    config = _config(tmp_path, images, rows="broken,cut,Broken\n")
+    out = tmp_path / "out"
+    done = _export(config, "--object", "quads", "broken", "--to", str(out), *BASE)
+    assert done.returncode == 1, done.stderr
+    about = [line for line in done.stderr.splitlines() if "identifier 'cut'" in line]
+    assert len(about) == 1 and "not exported" in about[0], done.stderr
+    assert "files not made" in about[0] and "decoded" in about[0], about
+    assert "refused object 'broken': its image 'cut' was not exported" in done.stderr
+    for version in ("3", "2"):
+        assert not (out / "iiif" / version / "cut" / "info.json").exists()
+        assert (out / "iiif" / version / "quad" / "info.json").is_file()
+        assert not (out / "iiif" / "presentation" / version / "broken").exists()
+    index = (out / "index.html").read_text()
+    assert "cut" not in index and "quad</code>" in index
+    collection = (out / "iiif" / "presentation" / "3" / "collection" / "catalogue").read_text()
+    assert "/broken/" not in collection and "/quads/" in collection
+
+
+def _hold_lock(folder: Path) -> subprocess.Popen[str]:
+    """Another process holding the folder's export lock, as a run does, until stopped."""
+    holder = (
+        "import fcntl, os, sys, time\n"
+        f"os.makedirs({str(folder / '.iiif-export')!r}, exist_ok=True)\n"
+        f"f = open({str(folder / '.iiif-export' / 'lock')!r}, 'w')\n"
+        "fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "f.write(str(os.getpid()) + '\\n'); f.flush()\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
+def test_one_run_at_a_time_and_no_sweeping_of_a_live_runs_files(tmp_path: Path) -> None:
+    """While another run holds the folder's lock, a run says which pid holds it and exits 2,
+    and the temporary files of the live run are left alone, its mark notwithstanding."""
+    images = tmp_path / "images"
+    _sources(images)
+    config = _config(tmp_path, images)
+    out = tmp_path / "out"
+    first = _export(config, "--identifier", "quad", "--to", str(out), *BASE)
+    assert first.returncode == 0, first.stderr
+    live = out / "iiif" / "3" / "quad" / ".export-999999.info.json.part"
+    live.write_bytes(b"being written")
+    (out / ".export-running").write_text("999999\n")
+    holder = _hold_lock(out)
+    try:
+        second = _export(config, "--identifier", "quad", "--to", str(out), *BASE)
+        assert second.returncode == 2, second.stderr
+        assert f"pid {holder.pid}" in second.stderr, second.stderr
+        assert live.read_bytes() == b"being written"
+    finally:
+        holder.kill()
+        holder.wait()
+    third = _export(config, "--identifier", "quad", "--to", str(out), *BASE)
+    assert third.returncode == 0, third.stderr
+    assert not live.exists()  # the dead run's, swept under the lock
+
+
+def test_a_folder_of_another_base_is_refused_before_any_facts_are_read(tmp_path: Path) -> None:
+    """The folder's base URL is checked first: with the upstream gone, the run with another
+    ``--base-url`` is refused (exit 2) for the folder alone, no image asked for."""
+    images = tmp_path / "images"
+    _sources(images)
+    config = _config(tmp_path, images)
+    out = tmp_path / "out"
+    done = _export(config, "--identifier", "quad", "--to", str(out), *BASE)
+    assert done.returncode == 0, done.stderr
+    dead = f'gone: {{type: http, url: "http://127.0.0.1:{free_port()}/{{id}}.png"}}'
+    config = _config(tmp_path, images, dead)
+    other = _export(config, "--all", "--to", str(out), "--base-url", "https://other.example")
+    assert other.returncode == 2, other.stderr
+    assert ".iiif-export.json" in other.stderr
+    assert "refused" not in other.stderr, other.stderr
+
+
+def test_rendered_images_are_not_kept_in_the_shared_cache(tmp_path: Path) -> None:
+    """An export configured with the disk tier a server would share: the folder gains the
+    sources' facts (cached as usual) and no rendered image."""
+    images = tmp_path / "images"
+    _sources(images)
+    cache = tmp_path / "cache"
+    config = _config(tmp_path, images, extra=f'cache: {{disk: "{cache}"}}')
+    done = _export(config, "--identifier", "quad", "big", "--to", str(tmp_path / "out"), *BASE)
+    assert done.returncode == 0, done.stderr
+    entries = [p for p in cache.rglob("*") if p.is_file() and p.parent != cache]
+    assert sorted({p.name for p in entries}) == ["facts"], entries
+
+
+def test_a_symbolic_link_inside_the_folder_is_never_written_through(tmp_path: Path) -> None:
+    """An image's folder that is a link to elsewhere: that image fails with a line naming the
+    link, nothing is written where it points; the folder itself may be a link."""
+    images = tmp_path / "images"
+    _sources(images)
+    config = _config(tmp_path, images)
+    real, outside = tmp_path / "real", tmp_path / "outside"
+    (real / "iiif" / "3").mkdir(parents=True)
+    outside.mkdir()
+    (real / "iiif" / "3" / "quad").symlink_to(outside)
+    (tmp_path / "out").symlink_to(real)
+    done = _export(config, "--identifier", "quad", "big", "--to", str(tmp_path / "out"), *BASE)
+    assert done.returncode == 1, done.stderr
+    assert "iiif/3/quad is a symbolic link" in done.stderr, done.stderr
+    assert list(outside.iterdir()) == []
+    assert (real / "iiif" / "3" / "big" / "info.json").is_file()
+
+
+def test_names_one_on_case_insensitive_targets_are_refused(tmp_path: Path) -> None:
+    """``Quad`` after ``quad`` (in one run, or already in the folder), and the NFD spelling of
+    an NFC name: refused with a line naming the other."""
+    images = tmp_path / "images"
+    _sources(images)
+    Image.new("RGB", (40, 30), (9, 9, 9)).save(images / "Quad.png")
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    for name in (nfc, nfd):
+        Image.new("RGB", (40, 30), (9, 9, 9)).save(images / f"{name}.png")
+    config = _config(tmp_path, images)
+    out = tmp_path / "out"
+    done = _export(config, "--identifier", "quad", "Quad", nfc, nfd, "--to", str(out), *BASE)
+    assert done.returncode == 1, done.stderr
+    refused = [line for line in done.stderr.splitlines() if "refused identifier" in line]
+    assert len(refused) == 2, done.stderr
+    assert "'Quad'" in refused[0] and "'quad'" in refused[0]
+    assert repr(nfd) in refused[1] and repr(nfc) in refused[1]
+    assert not (out / "iiif" / "3" / "Quad").exists()
+    later = _export(config, "--identifier", "Quad", "--to", str(out), *BASE)
+    assert later.returncode == 1 and "'quad'" in later.stderr, later.stderr
+
+
+def test_each_file_is_on_the_disk_before_its_name(tmp_path: Path) -> None:
+    """The system calls of a run (strace): every rename of a temporary file into place follows
+    an fsync of it in the same thread, and a stamp's rename is followed by an fsync (its
+    folder's), so a power cut leaves no file with a name and without its bytes."""
+    strace = need_tool("strace")
+    images = tmp_path / "images"
+    _sources(images)
+    config = _config(tmp_path, images)
+    trace = tmp_path / "trace.log"
+    command = [strace, "-f", "-qq", "-e", "trace=fsync,rename,renameat,renameat2", "-o",
+               str(trace), sys.executable, "-m", "iiif_shim", "export", "--config", str(config),
+               "--identifier", "quad", "--to", str(tmp_path / "out"), *BASE]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    synced: dict[str, bool] = {}
+    renames = stamps = 0
+    stamp_unsynced = False
+    for line in trace.read_text().splitlines():
+        thread, _, call = line.partition(" ")
+        if call.startswith("fsync("):
+            synced[thread] = True
+            stamp_unsynced = False
+        elif call.startswith("rename") and ".part" in call:
+            assert synced.get(thread), line
+            synced[thread] = False
+            renames += 1
+            if re.search(r'"[0-9a-f]{32}\.json"', call):
+                stamps += 1
+                stamp_unsynced = True
+    assert renames > 10 and stamps == 1
+    assert not stamp_unsynced
