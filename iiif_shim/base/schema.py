@@ -85,9 +85,11 @@ def option(
     if isinstance(default, Mapping):  # read-only mappings are not hashable defaults
         frozen = dict(default)
         return dataclasses.field(
-            default_factory=lambda: types.MappingProxyType(frozen), metadata=metadata
+            default_factory=lambda: types.MappingProxyType(frozen),
+            metadata=metadata,
+            repr=not secret,
         )
-    return dataclasses.field(default=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata, repr=not secret)  # never shown
 
 
 @dataclass(frozen=True)

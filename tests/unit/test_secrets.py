@@ -180,6 +180,17 @@ def test_a_secret_from_a_file_its_trailing_newline_stripped(tmp_path: Path) -> N
     assert settings.cache.purge_token == TOKEN  # type: ignore[attr-defined]
 
 
+def test_the_settings_repr_never_holds_a_secret(tmp_path: Path) -> None:
+    """A secret field is left out of its settings' repr (a debugger, a traceback's locals, an
+    f-string of the settings): the value is not there to be redacted later."""
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "token").write_text(TOKEN + "\n")
+    path = config(tmp_path, "cache: {purge_token_file: secrets/token}\n")
+    settings = read(path)
+    assert settings.cache.purge_token == TOKEN  # type: ignore[attr-defined]
+    assert TOKEN not in repr(settings) and TOKEN not in repr(settings.cache)  # type: ignore[attr-defined]
+
+
 def test_both_given_is_a_problem(tmp_path: Path) -> None:
     (tmp_path / "token").write_text(TOKEN)
     path = config(tmp_path, f"cache: {{purge_token: {TOKEN}, purge_token_file: token}}\n")
