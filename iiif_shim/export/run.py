@@ -12,6 +12,15 @@ of caches they share); facts are cached as usual. Each image file is asked of th
 service as a request of the Image API is (prepare, then the answer as it is when it passes
 through, else produced): never pixels of its own.
 
+The decoded-source cache is sized for the run (:func:`decoded_cache`): a quarter of
+``server.memory_budget``, never less than ``cache.decoded_bytes``, so that a large master,
+decoded once, serves all its tiles (the cache keeps no entry over half of itself; serving's
+default would decode a 10000 x 8000 JPEG again for each tile). One line says the size and why;
+an image whose master decoded is more than half of it gets a line saying each of its tiles
+decodes it again and what ``cache.decoded_bytes`` would keep it. Images go through the workers
+one after another (each image's files queued together), so the jobs work on one master at a
+time, and an image's decoded levels are dropped once its files are made.
+
 Before any facts are read, the folder is checked: the public base, prefix and tile size it was
 made with (``.iiif-export.json``; a run with others is refused, exit 2) and its lock
 (``files.py``: one run at a time, exit 2 naming the pid holding it). Then the selection is
@@ -56,6 +65,7 @@ from typing import Any, TextIO
 from iiif_shim.backends.base import OpenFile
 from iiif_shim.base.errors import ShimError
 from iiif_shim.base.machine import cpus
+from iiif_shim.cache.entry import source_key
 from iiif_shim.config.settings import Settings
 from iiif_shim.core.service import ImageService, open_service
 from iiif_shim.export import files, names
@@ -75,6 +85,7 @@ IMAGE_STAMPS = f"{files.STATE}/images"
 MAX_NAMES = 10_000_000  # object names read of one source
 INDEX_IMAGES = 10_000  # images listed by index.html (then a count of the rest)
 READ_LIMIT = 1 << 30  # bytes of the folder's own records read back
+DECODED_SHARE = 4  # the run's decoded-source cache: this fraction of server.memory_budget
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,21 @@ def total_threads(settings: Settings) -> int:
     return processes * (server.workers or max(1, cpus() // processes))
 
 
+def decoded_cache(settings: Settings) -> tuple[int, str]:
+    """The bytes of the run's decoded-source cache, and why: a quarter of the memory budget
+    (the cache comes on top of it), or ``cache.decoded_bytes`` when that is more."""
+    configured = settings.cache.decoded_bytes
+    budget = settings.server.memory_budget
+    share = budget // DECODED_SHARE
+    if configured >= share:
+        why = f"cache.decoded_bytes ({configured}), a quarter of server.memory_budget or more"
+        return configured, why
+    return share, (
+        f"a quarter of server.memory_budget ({human_bytes(budget)}), as cache.decoded_bytes "
+        f"({configured}) keeps no master over {human_bytes(configured // 2)} decoded"
+    )
+
+
 def _picture(value: dict[str, Any] | None) -> Picture | None:
     if value is None:
         return None
@@ -177,6 +203,8 @@ class Export:
             maxsize=2 * self.jobs
         )
         self.image_gate = asyncio.Semaphore(self.jobs)
+        self.feeding = asyncio.Lock()  # one image's files queued at a time
+        self.decoded_bytes, self.decoded_why = decoded_cache(settings)
         self.progress = Progress(err, 0, 0)
         self.planned_bytes = 0
         root = str(self.root.resolve())
@@ -412,9 +440,12 @@ class Export:
                 tracker = Tracker(len(plan.files))
                 if not plan.files:
                     tracker.done.set()
-                for image in plan.files:
-                    await self.queue.put((image, tracker))
+                await self._decoded_room(identifier, plan)
+                async with self.feeding:  # its files together: one decoding serves them all
+                    for image in plan.files:
+                        await self.queue.put((image, tracker))
                 await tracker.done.wait()  # each file bounded by server.request_timeout
+                service.decoded.drop(source_key(src.target.backend, src.target.native_id))
                 if tracker.failed:
                     self.say(
                         f"identifier {identifier!r} not exported: {tracker.failed} of its files "
@@ -436,6 +467,30 @@ class Export:
                 set(self.record.images.get(identifier, ())) | set(self.versions), reverse=True
             )
             return True
+
+    async def _decoded_room(self, identifier: str, plan: ImagePlan) -> None:
+        """One line when the master of ``identifier``, decoded whole for its first file (a
+        tile at full resolution when it has tiles), is more than the run's decoded-source cache
+        keeps: then each of its files that needs it at full size decodes it again."""
+        if not plan.files:
+            return
+        service = self.service
+        try:
+            prepared = await service.prepare(plan.files[0].request)
+        except ShimError:
+            return  # the file fails with its own line
+        info = prepared.source.info
+        if not prepared.plan.native.whole_source(info.width, info.height):
+            return  # decoded by windows or tiles: nothing is kept whole
+        kept = service.engine.cost(prepared.plan, info).kept
+        if 2 * kept > self.decoded_bytes:
+            self.say(
+                f"identifier {identifier!r}: its master takes {human_bytes(kept)} decoded, more "
+                f"than half of this run's decoded-source cache ({human_bytes(self.decoded_bytes)})"
+                ": each of its files that needs it at full size decodes it again; for a faster "
+                f"export set cache.decoded_bytes: {2 * kept} (or more) in the configuration it "
+                "reads"
+            )
 
     def _unpublish(self, identifier: str, stamp_path: str) -> None:
         """An image made from another source or with other parameters removed (each version's
@@ -665,7 +720,14 @@ class Export:
             threads=self.threads,
             max_pending=max(settings.server.max_pending, 2 * self.jobs),
             keep_rendered=False,
+            cache=replace(settings.cache, decoded_bytes=self.decoded_bytes),
         )
+        if folder is not None:
+            self.say(
+                f"decoded-source cache for this run: {human_bytes(self.decoded_bytes)}, "
+                f"{self.decoded_why}: a master up to {human_bytes(self.decoded_bytes // 2)} "
+                "decoded is decoded once for all its tiles"
+            )
         with_objects = bool(opts.objects or opts.sources or opts.everything)
         self.progress = Progress(self.err, 0, 0, planning=True)
         async with AsyncExitStack() as stack:

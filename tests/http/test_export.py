@@ -72,10 +72,16 @@ def _sources(folder: Path) -> dict[str, Path]:
 
 
 def _config(
-    folder: Path, images: Path, backend: str | None = None, rows: str = "", extra: str = ""
+    folder: Path,
+    images: Path,
+    backend: str | None = None,
+    rows: str = "",
+    extra: str = "",
+    server: str = "",
 ) -> Path:
     """The shim's configuration: ``backend`` (else the files of ``images``), the catalogue's
-    objects (and ``rows`` more), ``extra`` top-level YAML."""
+    objects (and ``rows`` more), ``extra`` top-level YAML, ``server`` more keys of
+    ``server:``."""
     (folder / "objects.csv").write_text(
         "object,image,title\n"
         "quads,quad,Quadrants\n"
@@ -88,7 +94,7 @@ def _config(
     return write_config(
         folder / "shim.yaml",
         f"""
-        server: {{processes: 1, workers: 2}}
+        server: {{processes: 1, workers: 2{server}}}
         iiif:
           prefix: /iiif
           tile_size: 256
@@ -689,6 +695,72 @@ def test_rendered_images_are_not_kept_in_the_shared_cache(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     entries = [p for p in cache.rglob("*") if p.is_file() and p.parent != cache]
     assert sorted({p.name for p in entries}) == ["facts"], entries
+
+
+def _master_fetches(
+    tmp_path: Path, cache: int, server: str = ""
+) -> tuple[int, int, subprocess.CompletedProcess[str]]:
+    """``big`` (1100 x 700 PNG: 3.1 MB decoded, at Pillow's 4 bytes a pixel, for every scale
+    factor: a PNG has no reduced decoding) exported through an upstream that counts the
+    requests for each path, with ``cache.decoded_bytes: cache``: the requests for the master
+    of a dry run (its facts alone) and of a real run, and the real run."""
+    images = tmp_path / "images"
+    _sources(images)
+    upstream = start_faulty(images, tmp_path)
+    try:
+        url = f"http://127.0.0.1:{upstream.port}/ok/{{id}}.png"
+        backend = f'counted: {{type: http, url: "{url}"}}'
+        extra = f"cache: {{decoded_bytes: {cache}}}"
+        config = _config(tmp_path, images, backend, extra=extra, server=server)
+
+        def fetches(*args: str) -> tuple[int, subprocess.CompletedProcess[str]]:
+            assert upstream.get("/_reset").status == 200
+            done = _export(config, "--identifier", "big", *args, *BASE)
+            assert done.returncode == 0, done.stderr
+            stats = json.loads(upstream.get("/_stats").body)
+            return int(stats["paths"].get("/ok/big.png", 0)), done
+
+        facts, _ = fetches("--to", str(tmp_path / "dry"), "--dry-run")
+        made, done = fetches("--to", str(tmp_path / "out"))
+    finally:
+        upstream.stop()
+    assert len(_jpegs(tmp_path / "out")) > 20  # tiles at 4 scale factors, sizes, aliases
+    return facts, made, done
+
+
+def test_a_master_over_half_the_decoded_cache_is_decoded_once_per_run(tmp_path: Path) -> None:
+    """``cache.decoded_bytes`` of 4 MiB keeps nothing over 2 MiB, so a server decodes this
+    3.1 MB master again for each tile; the export sizes the cache for its own run (a quarter
+    of ``server.memory_budget``, one line says so) and reads the master once to decode it for
+    all its files, besides what reading its facts takes (as a dry run reads them)."""
+    facts, made, done = _master_fetches(tmp_path, 4 << 20)
+    assert facts >= 1
+    assert made == facts + 1, (facts, made, done.stderr)
+    said = [line for line in done.stderr.splitlines() if "decoded-source cache" in line]
+    assert len(said) == 1, done.stderr
+    assert "a quarter of server.memory_budget" in said[0], said
+    assert "cache.decoded_bytes (4194304)" in said[0], said
+
+
+def test_a_master_over_the_exports_decoded_cache_is_named_with_the_way_out(
+    tmp_path: Path,
+) -> None:
+    """With ``server.memory_budget`` at its least (16 MiB: the export's decoded cache is 4 MiB
+    at most), the 3.1 MB master is still more than half of it: one line names the image,
+    says each of its tiles decodes the master again (the upstream sees that) and what
+    ``cache.decoded_bytes`` keeps it, which it then does."""
+    facts, made, done = _master_fetches(tmp_path, 1 << 20, ", memory_budget: 16777216")
+    assert made > facts + 4, (facts, made)
+    said = [line for line in done.stderr.splitlines() if "'big'" in line]
+    assert len(said) == 1, done.stderr
+    assert "decodes it again" in said[0], said
+    way_out = re.search(r"set cache\.decoded_bytes: (\d+)", said[0])
+    assert way_out is not None, said
+    assert int(way_out[1]) >= 2 * 4 * 1100 * 700  # keeps it: twice Pillow's RGB decoded
+    again = tmp_path / "again"
+    facts, made, done = _master_fetches(again, int(way_out[1]), ", memory_budget: 16777216")
+    assert made == facts + 1, (facts, made, done.stderr)
+    assert "'big'" not in done.stderr, done.stderr
 
 
 def test_a_symbolic_link_inside_the_folder_is_never_written_through(tmp_path: Path) -> None:
