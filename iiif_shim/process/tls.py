@@ -23,7 +23,8 @@ pair a supervisor keeps for its workers, and the plain-HTTP port that sends clie
   start refuse an expired certificate through the configuration's checks.
 - :class:`Redirect`: the handler of ``server.http_redirect_port``: every request gets a 308 to
   the same path and query over HTTPS, except ``GET /.well-known/acme-challenge/<token>``, which
-  is answered from ``server.tls.acme_dir`` (certbot's ``--webroot`` folder) when it is set.
+  is answered from ``server.tls.acme_dir`` (certbot's ``--webroot`` folder) when it is set,
+  walking down from that folder without following any link.
 
 The TLS handshake itself is done by the connection guard (``web/connections.py``), which counts
 a connection from accept, handshake included, and bounds the handshake by
@@ -363,24 +364,35 @@ def handshake_failed(peer: object, exc: BaseException) -> None:
 
 
 def read_challenge(folder: Path, token: str) -> bytes | None:
-    """The file ``folder/.well-known/acme-challenge/<token>`` (certbot's ``--webroot`` layout):
-    a regular file, not a link, at most :data:`MAX_CHALLENGE` bytes; None otherwise. Does I/O."""
+    """The file ``folder/.well-known/acme-challenge/<token>`` (certbot's ``--webroot`` layout),
+    opened one step at a time from ``folder`` (each folder ``O_DIRECTORY|O_NOFOLLOW`` relative
+    to the one before, the file ``O_NOFOLLOW``): a link anywhere on the way (``acme-challenge``
+    a link to ``/proc/self`` or ``/etc``) gives None, as does a file that is not regular, not on
+    ``folder``'s device or more than :data:`MAX_CHALLENGE` bytes. Does I/O."""
     if not _TOKEN.fullmatch(token):
         return None
-    path = folder / ".well-known" / "acme-challenge" / token
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    opened: list[int] = []
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        opened.append(os.open(folder, flags | os.O_DIRECTORY))
+        device = os.fstat(opened[0]).st_dev
+        for part in (".well-known", "acme-challenge"):
+            step = flags | os.O_DIRECTORY | os.O_NOFOLLOW
+            opened.append(os.open(part, step, dir_fd=opened[-1]))
+        opened.append(os.open(token, flags | os.O_NOFOLLOW, dir_fd=opened[-1]))
+        facts = os.fstat(opened[-1])
+        if (
+            not stat.S_ISREG(facts.st_mode)
+            or facts.st_dev != device
+            or facts.st_size > MAX_CHALLENGE
+        ):
+            return None
+        data = os.read(opened[-1], MAX_CHALLENGE + 1)
     except (OSError, ValueError):
         return None
-    try:
-        facts = os.fstat(fd)
-        if not stat.S_ISREG(facts.st_mode) or facts.st_size > MAX_CHALLENGE:
-            return None
-        data = os.read(fd, MAX_CHALLENGE + 1)
-    except OSError:
-        return None
     finally:
-        os.close(fd)
+        for fd in reversed(opened):
+            os.close(fd)
     return data if len(data) <= MAX_CHALLENGE else None
 
 

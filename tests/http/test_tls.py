@@ -132,10 +132,16 @@ def _plain(port: int, path: str, host: str | None, method: str = "GET") -> Respo
 
 
 def _https(
-    ca: CA, tmp: Path, images: Path, *extra: str, tls: str = "", server: str = ""
+    ca: CA,
+    tmp: Path,
+    images: Path,
+    *extra: str,
+    tls: str = "",
+    server: str = "",
+    env: dict[str, str] | None = None,
 ) -> Process:
     cert, key = _install(ca.issue("first"), tmp / "served")
-    return start_shim(_config(tmp, images, cert, key, tls, server), tmp, *extra)
+    return start_shim(_config(tmp, images, cert, key, tls, server), tmp, *extra, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -542,6 +548,50 @@ def test_the_redirect_port_answers_acme_challenges_from_acme_dir(
             assert answer.status == 308 and b"not for the web" not in answer.body, path
         post = _plain(redirect, "/.well-known/acme-challenge/tok_EN-1", "example.org", "POST")
         assert post.status == 308
+    finally:
+        proc.stop()
+
+
+def test_a_link_on_the_way_to_an_acme_challenge_is_a_404(
+    ca: CA, images: Path, tmp_path: Path
+) -> None:
+    """Whoever may write into the webroot must not read the shim's environment or any file its
+    user can: a link at any folder between ``acme_dir`` and the token (``acme-challenge`` a link
+    to /proc/self, to /etc, to a folder of tokens; ``.well-known`` a link) is a 404; the real
+    layout is still answered."""
+    marker = "AcmeLeakMarker4711"
+    webroot = tmp_path / "acme"
+    known = webroot / ".well-known"
+    real = tmp_path / "real" / ".well-known"
+    (real / "acme-challenge").mkdir(parents=True)
+    (real / "acme-challenge" / "tok").write_text("tok.thumbprint")
+    webroot.mkdir()
+    redirect = free_port()
+    proc = _https(
+        ca,
+        tmp_path,
+        images,
+        tls=f', acme_dir: "{webroot}"',
+        server=f"  http_redirect_port: {redirect}",
+        env={"ACME_LEAK": marker},
+    )
+    try:
+        wait_until(lambda: _answered(proc.port, ca), "serving")
+        hostname = Path("/etc/hostname").read_bytes()
+        for link, target, token, leak in (
+            (known, real, "tok", b"thumbprint"),
+            (known / "acme-challenge", Path("/proc/self"), "environ", marker.encode()),
+            (known / "acme-challenge", Path("/etc"), "hostname", hostname),
+            (known / "acme-challenge", real / "acme-challenge", "tok", b"thumbprint"),
+        ):
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
+            answer = _plain(redirect, f"/.well-known/acme-challenge/{token}", "example.org")
+            assert answer.status == 404 and leak not in answer.body, (link, target)
+            link.unlink()
+        real.rename(known)  # (over the folder now empty)
+        found = _plain(redirect, "/.well-known/acme-challenge/tok", "example.org")
+        assert found.status == 200 and found.body == b"tok.thumbprint"
     finally:
         proc.stop()
 
