@@ -7,7 +7,10 @@ shim's default, 85) and no overlap, each into a fresh folder:
 - ``iiif-shim export --identifier big --api 3`` (default ``--jobs``; then ``--jobs 1``), ``--api
   2`` and ``--api both``, through a ``files`` backend with every other setting at its default;
 - ``vips dzsave --layout iiif3`` (and ``--layout iiif`` for Image API 2), with libvips's own
-  threads (and, beside ``--jobs 1``, with ``VIPS_CONCURRENCY=1``).
+  threads (and, beside ``--jobs 1``, with ``VIPS_CONCURRENCY=1``);
+- the same image as a tiled pyramidal TIFF (``vips tiffsave --tile --pyramid``, JPEG Q90 in
+  tiles of 512), which the shim reads by window, exported with ``--api 3`` and by ``vips
+  dzsave --layout iiif3``.
 
 Each run is timed by ``/usr/bin/time -v``: wall time, CPU time (user + system) and peak
 resident memory (its maximum RSS). Counted in the folder afterwards: files (paths, hard links
@@ -51,7 +54,6 @@ from tests.support import BUNDLED, need_tool, write_config  # noqa: E402
 START, END = "<!-- bench/export.py -->", "<!-- /bench/export.py -->"
 TIME = "/usr/bin/time"
 QUALITY = 85  # iiif.jpeg_quality's default
-ROOMY_CACHE_MB = 1024  # room for a 10000 x 8000 master decoded (229 MiB) twice over and more
 
 
 @dataclass(frozen=True)
@@ -86,26 +88,38 @@ def make_master(folder: Path, width: int, height: int) -> Path:
     return master
 
 
-def runs(config: Path, roomy: Path, tile: int) -> list[Run]:
-    """The runs of a round; ``roomy`` is ``config`` with a decoded-source cache that keeps
-    the master."""
-    common = (
-        "--identifier", "big", "--to", "{out}", "--base-url", "http://127.0.0.1:8182",
-        "--tile-size", str(tile),
-    )  # fmt: skip
-    shim = (sys.executable, "-m", "iiif_shim", "export", "--config", str(config), *common)
-    shim_roomy = (sys.executable, "-m", "iiif_shim", "export", "--config", str(roomy), *common)
+def make_pyramid(master: Path, tile: int) -> Path:
+    """``master`` as a tiled pyramidal TIFF beside it (JPEG Q90 in tiles of ``tile``)."""
+    pyramid = master.with_name("bigtiff.tif")
     vips = need_tool("vips")
-    dzsave = (
-        vips, "dzsave", str(config.parent / "images" / "big.jpg"), "{out}/big",
-        "--tile-size", str(tile), "--overlap", "0", "--suffix", f".jpg[Q={QUALITY}]",
-        "--id", "http://127.0.0.1:8182/iiif/3",
+    args = [vips, "tiffsave", str(master), str(pyramid), "--tile", "--pyramid"]
+    size = ["--tile-width", str(tile), "--tile-height", str(tile)]
+    subprocess.run([*args, *size, "--compression", "jpeg", "--Q", "90"], check=True, timeout=600)
+    return pyramid
+
+
+def runs(config: Path, tile: int) -> list[Run]:
+    """The runs of a round."""
+    common = (
+        "--to", "{out}", "--base-url", "http://127.0.0.1:8182", "--tile-size", str(tile),
     )  # fmt: skip
+    export = (sys.executable, "-m", "iiif_shim", "export", "--config", str(config), *common)
+    shim = (*export, "--identifier", "big")
+    vips = need_tool("vips")
+
+    def dzsave(name: str) -> tuple[str, ...]:
+        return (
+            vips, "dzsave", str(config.parent / "images" / name), "{out}/big",
+            "--tile-size", str(tile), "--overlap", "0", "--suffix", f".jpg[Q={QUALITY}]",
+            "--id", "http://127.0.0.1:8182/iiif/3",
+        )  # fmt: skip
+
+    jpeg, tiff = dzsave("big.jpg"), dzsave("bigtiff.tif")
     one = (("VIPS_CONCURRENCY", "1"),)
     return [
-        Run("vips dzsave --layout iiif3", (*dzsave, "--layout", "iiif3")),
-        Run("vips dzsave --layout iiif3, 1 thread", (*dzsave, "--layout", "iiif3"), one),
-        Run("vips dzsave --layout iiif (2)", (*dzsave, "--layout", "iiif")),
+        Run("vips dzsave --layout iiif3", (*jpeg, "--layout", "iiif3")),
+        Run("vips dzsave --layout iiif3, 1 thread", (*jpeg, "--layout", "iiif3"), one),
+        Run("vips dzsave --layout iiif (2)", (*jpeg, "--layout", "iiif")),
         Run("export --api 3", (*shim, "--api", "3"), compare="vips dzsave --layout iiif3"),
         Run(
             "export --api 3 --jobs 1",
@@ -114,10 +128,11 @@ def runs(config: Path, roomy: Path, tile: int) -> list[Run]:
         ),
         Run("export --api 2", (*shim, "--api", "2"), compare="vips dzsave --layout iiif (2)"),
         Run("export --api both", (*shim, "--api", "both")),
+        Run("tiled TIFF: vips dzsave --layout iiif3", (*tiff, "--layout", "iiif3")),
         Run(
-            f"export --api 3, `cache.decoded_bytes: {ROOMY_CACHE_MB} MiB`",
-            (*shim_roomy, "--api", "3"),
-            compare="vips dzsave --layout iiif3",
+            "tiled TIFF: export --api 3",
+            (*export, "--identifier", "bigtiff", "--api", "3"),
+            compare="tiled TIFF: vips dzsave --layout iiif3",
         ),
     ]
 
@@ -221,8 +236,9 @@ def section(rows: list[str], args: argparse.Namespace, load: str) -> str:
             START,
             f"Written by `{command}` on {time.strftime('%Y-%m-%d')} (commit {commit};",
             f"{machine}, {vips}; load average {load} at the start). One image,",
-            f"{args.width} x {args.height} JPEG, tiles of {args.tile_size}, JPEG quality"
-            f" {QUALITY}; medians of {args.rounds} rounds (each round's wall time in brackets).",
+            f"{args.width} x {args.height} JPEG (and that JPEG as a tiled pyramidal TIFF), tiles"
+            f" of {args.tile_size}, JPEG quality {QUALITY}; every setting of the shim at its"
+            f" default; medians of {args.rounds} rounds (each round's wall time in brackets).",
             "*images*: distinct JPEG files (the shim hard-links paths with the same pixels);",
             "*MB*: bytes on disk, each file once; *wall / vips*: against the vips run on the",
             "same layout (for `--jobs 1`, against vips with one thread).",
@@ -245,7 +261,7 @@ def main() -> None:
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="bench-export-") as name:
         tmp = Path(name)
-        make_master(tmp / "images", args.width, args.height)
+        make_pyramid(make_master(tmp / "images", args.width, args.height), args.tile_size)
         backend = textwrap.dedent(
             f"""
             backends:
@@ -255,9 +271,7 @@ def main() -> None:
             """
         )
         config = write_config(tmp / "shim.yaml", backend)
-        cache = f"cache: {{decoded_bytes: {ROOMY_CACHE_MB * 1024 * 1024}}}\n"
-        roomy = write_config(tmp / "roomy.yaml", cache + backend)
-        all_runs = runs(config, roomy, args.tile_size)
+        all_runs = runs(config, args.tile_size)
         results: dict[str, list[Measured]] = {run.name: [] for run in all_runs}
         for r in range(args.rounds):
             for i, run in enumerate(all_runs):
