@@ -314,7 +314,7 @@ def check_config(file: str, sources: bool = False, as_json: bool = False) -> int
 
 def _worker_command(args: argparse.Namespace) -> list[str]:
     """How a supervisor starts a worker: this command again. It reads no configuration file:
-    the supervisor hands it the configuration it runs (``WorkerRole.settings_file``)."""
+    the supervisor hands it the configuration it runs (``WorkerRole.settings_fd``)."""
     return [sys.executable, "-m", "iiif_shim", "serve", "--log-level", args.log_level]
 
 

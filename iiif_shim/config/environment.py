@@ -14,6 +14,9 @@ to it (a file of aliases of aliases costs what its size costs); a document neste
 A value in which something was substituted is text (:class:`~iiif_shim.base.schema.
 FromEnvironment`), as if it had been quoted in the file; where the key wants a whole number, a
 number or true/false, ``base/schema.py`` reads that text as one (``port: ${PORT}``).
+
+:func:`referenced` tells which variables the configurations read so far named, so that a
+supervisor can leave them out of its workers' environment (they get the settings resolved).
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ from iiif_shim.base.schema import UNRESOLVED, FromEnvironment
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_DEPTH = 64  # nesting of the document walked; a configuration nests a few levels
+_REFERENCED: set[str] = set()  # every NAME whose ${NAME} this process substituted
+
+
+def referenced() -> frozenset[str]:
+    """The names of the environment variables substituted for ``${NAME}`` in every
+    configuration this process read."""
+    return frozenset(_REFERENCED)
 
 
 def interpolate(
@@ -124,6 +134,7 @@ def substitute(
             failed = True
         else:
             out.append(env[name])
+            _REFERENCED.add(name)
         substituted = True
         i = end + 1
     if failed:

@@ -33,7 +33,7 @@ As a worker of a supervisor (``supervisor.py``, ``server.processes`` above 1) it
 and reads no configuration file: it serves the configuration the supervisor hands it, on the
 inherited listening sockets (the redirect port's too), with certificates it reads and watches
 itself (or, when the files went bad since the supervisor checked them, the last good pair the
-supervisor kept in its run directory), says ``ready`` on its channel once it accepts, drains
+supervisor handed it in memory), says ``ready`` on its channel once it accepts, drains
 and exits on SIGTERM or when the channel closes (the supervisor is gone), ignores SIGHUP (the
 supervisor reloads, by replacing it), and refreshes its gauges for the metrics shared by every
 worker. It accepts with its own loop (:class:`Listener`; asyncio's and uvloop's take every
@@ -73,10 +73,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from iiif_shim import __version__
-from iiif_shim.cache.journal import RUN_DIR_ENV
 from iiif_shim.config.settings import Settings
 from iiif_shim.imaging.budget import unmap_large_blocks
-from iiif_shim.process import board, eventloop
+from iiif_shim.process import board, eventloop, handover
 from iiif_shim.process.board import Board, Seat
 from iiif_shim.process.supervisor import (
     HELD_SIGNALS,
@@ -519,8 +518,7 @@ async def _run(
     metrics = app[METRICS]
     certificates: Certificates | None = None
     if server.tls is not None:
-        run_dir = os.environ.get(RUN_DIR_ENV) if role is not None else None
-        fallback = kept(server.tls, Path(run_dir)) if run_dir else None
+        fallback = kept(server.tls, role.kept_fds) if role is not None else None
         try:
             certificates = await asyncio.to_thread(
                 Certificates.open,
@@ -533,6 +531,9 @@ async def _run(
             print(f"iiif-shim: cannot serve HTTPS: {exc}", file=sys.stderr)
             await runner.cleanup()
             return 1
+        finally:
+            if role is not None:
+                handover.close(role.kept_fds)  # read (or not needed): closed
         served.append(certificates)
     limits = client_limits(settings, file_limit)
     handler_kwargs: dict[str, Any] = {

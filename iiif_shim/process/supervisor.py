@@ -13,9 +13,13 @@ that holds fewer, as the connection board in the run directory says (``board.py`
 supervisor makes it and gives each worker a seat on it).
 
 The supervisor owns the configuration. It reads and checks the file (at start and on SIGHUP,
-never otherwise) and hands every worker the :class:`Settings` it validated, pickled into a file
-of its private run directory that the :class:`WorkerRole` names; a worker never reads the YAML,
-so every worker runs the one configuration, whatever the file on disk says meanwhile.
+never otherwise) and hands every worker the :class:`Settings` it validated, pickled into a
+sealed anonymous in-memory file whose descriptor the :class:`WorkerRole` names
+(``handover.py``: no file on disk holds the resolved secrets, whatever ends the supervisor); a
+worker never reads the YAML, so every worker runs the one configuration, whatever the file on
+disk says meanwhile. Nor does it need the environment variables the configuration named with
+``${NAME}`` (resolved already): they are left out of its environment, so a worker holds no
+secret there.
 
 The supervisor owns the lifecycle:
 
@@ -42,11 +46,12 @@ started), so the exit status it reports is always the real one, and it signals o
 has not reaped, never a pid the system may have given to another process.
 
 Each worker gets a private run directory (:data:`RUN_DIR_ENV`, removed at exit) whose
-``metrics`` folder is ``PROMETHEUS_MULTIPROC_DIR``, so ``/metrics`` sums over every worker.
-Serving TLS, the supervisor keeps there (mode 0600) a copy of the last certificate and key
+``metrics`` folder is ``PROMETHEUS_MULTIPROC_DIR``, so ``/metrics`` sums over every worker; it
+holds no secret. Serving TLS, the supervisor keeps in its memory the last certificate and key
 that passed every check (at start, on each reload, and when ``server.tls.watch`` sees the
-files change: ``tls.keep``): a worker that starts while the files are bad serves that pair
-instead of dying (``tls.py``). The
+files change: ``tls.good_pair``) and hands them to each worker it starts as two sealed
+in-memory files: a worker that starts while the files are bad serves that pair instead of
+dying (``tls.py``). The
 channel, one end of a socket pair per worker, carries ``ready``; its end-of-file tells the
 worker that the supervisor is gone (the worker then drains and exits), and tells the supervisor
 that the worker is.
@@ -58,6 +63,7 @@ import asyncio
 import contextlib
 import copyreg
 import errno
+import io
 import json
 import logging
 import os
@@ -79,10 +85,11 @@ from iiif_shim import __version__
 from iiif_shim.base.errors import ConfigError
 from iiif_shim.base.machine import cpus
 from iiif_shim.cache.journal import RUN_DIR_ENV
+from iiif_shim.config import environment
 from iiif_shim.config.settings import Settings
 from iiif_shim.config.tls import TLSSettings
-from iiif_shim.process import board
-from iiif_shim.process.tls import CHECK_LIMIT, IDLE, Signature, keep, signature
+from iiif_shim.process import board, handover
+from iiif_shim.process.tls import CHECK_LIMIT, IDLE, Pair, Signature, good_pair, signature
 
 log = logging.getLogger("iiif_shim")
 
@@ -109,59 +116,39 @@ class _SettingsPickler(pickle.Pickler):
     dispatch_table[MappingProxyType] = lambda proxy: (_mapping_proxy, (dict(proxy),))
 
 
-def save_settings(settings: Settings, path: Path) -> None:
-    """Write ``settings`` for workers to read (readable by this user only): whole or not at
-    all, under a scratch name renamed to ``path`` once written, so a failure (a value that
-    cannot be pickled) leaves no file behind."""
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    try:
-        with os.fdopen(os.open(scratch, flags, 0o600), "wb") as file:
-            _SettingsPickler(file, protocol=pickle.HIGHEST_PROTOCOL).dump(settings)
-        os.rename(scratch, path)
-    except BaseException:
-        scratch.unlink(missing_ok=True)
-        raise
+def pickled(settings: Settings) -> bytes:
+    """``settings`` as the workers are handed them (raises if a value cannot be pickled)."""
+    out = io.BytesIO()
+    _SettingsPickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(settings)
+    return out.getvalue()
 
 
-def read_settings(path: str | Path) -> Settings:
-    """The settings :func:`save_settings` wrote (in the supervisor's private run directory).
-    Unpickling runs code, so a file that this user does not own, or that others may read or
-    write, is refused before it is read."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as file:
-        facts = os.fstat(fd)
-        if facts.st_uid != os.getuid():
-            raise PermissionError(
-                f"{path} is owned by uid {facts.st_uid}, not by this user (uid {os.getuid()}):"
-                " not read"
-            )
-        if facts.st_mode & 0o077:
-            raise PermissionError(
-                f"{path} may be read or written by others (mode {facts.st_mode & 0o777:o},"
-                " 600 expected): not read"
-            )
-        settings = pickle.load(file)
+def read_settings(fd: int) -> Settings:
+    """The settings handed over in ``fd`` (``handover.py``). Unpickling runs code, so a
+    descriptor that is not a sealed in-memory file is refused before it is read."""
+    settings = pickle.loads(handover.read(fd))
     if not isinstance(settings, Settings):
-        raise TypeError(f"{path} holds no settings")
+        raise TypeError(f"descriptor {fd} holds no settings")
     return settings
 
 
 @dataclass(frozen=True)
 class WorkerRole:
     """What a worker process is told: its slot, how many serve, its inherited descriptors (the
-    listening sockets of ``server.port``, and of ``server.http_redirect_port`` if any), the
-    file holding the configuration the supervisor runs, and its seat on the connection board
-    (``board.py``; -1: none)."""
+    listening sockets of ``server.port``, and of ``server.http_redirect_port`` if any; the
+    in-memory file holding the configuration the supervisor runs; those of the last good
+    certificate and key, if any), and its seat on the connection board (``board.py``; -1:
+    none)."""
 
     index: int
     processes: int
     listen_fds: tuple[int, ...]
     channel_fd: int
-    settings_file: str
+    settings_fd: int
     board_file: str
     seat: int
     redirect_fds: tuple[int, ...] = ()
+    kept_fds: tuple[int, ...] = ()  # the certificate's and the key's, or none
 
     def encode(self) -> str:
         return json.dumps(
@@ -170,10 +157,11 @@ class WorkerRole:
                 self.processes,
                 list(self.listen_fds),
                 self.channel_fd,
-                self.settings_file,
+                self.settings_fd,
                 self.board_file,
                 self.seat,
                 list(self.redirect_fds),
+                list(self.kept_fds),
             ],
             separators=(",", ":"),
         )
@@ -183,21 +171,27 @@ class WorkerRole:
         raw = os.environ.get(WORKER_ENV)
         if not raw:
             return None
-        index, processes, fds, channel, settings_file, board_file, seat, redirects = json.loads(raw)
+        fields = json.loads(raw)
+        index, processes, fds, channel, settings_fd, board_file, seat, redirects, kept = fields
         return cls(
             int(index),
             int(processes),
             tuple(int(fd) for fd in fds),
             int(channel),
-            str(settings_file),
+            int(settings_fd),
             str(board_file),
             int(seat),
             tuple(int(fd) for fd in redirects),
+            tuple(int(fd) for fd in kept),
         )
 
     def settings(self) -> Settings:
-        """This worker's share of the configuration the supervisor validated."""
-        return share(read_settings(self.settings_file), self.processes)
+        """This worker's share of the configuration the supervisor validated (read once: the
+        descriptor is closed)."""
+        try:
+            return share(read_settings(self.settings_fd), self.processes)
+        finally:
+            handover.close((self.settings_fd,))
 
 
 def resolve_processes(settings: Settings) -> int:
@@ -325,29 +319,34 @@ class Supervisor:
         self.free_seats = set(range(board.SEATS))
         self.generation = 0
         self.settings = settings
-        self.settings_file = self._install(settings)
-        self.kept: tuple[Signature, str] | None = None  # the certificate files kept, and which
+        self.handed = b""  # the running configuration as workers are handed it
+        self._install(settings)
+        self.pair: Pair | None = None  # the last good certificate and key, for workers
+        self.kept: Signature | None = None  # the certificate files as they were when kept
 
     # --- the last good certificate ----------------------------------------------------------
 
     async def _keep_certificate(self, tls: TLSSettings | None, changed: bool = False) -> None:
-        """Copy ``tls``'s files for workers that start later if they pass every check (only if
-        they ``changed`` since the last copy, when told so); a failure is logged, never raised."""
+        """Keep ``tls``'s files in memory for workers that start later if they pass every check
+        (only if they ``changed`` since kept, when told so); a failure is logged, never
+        raised."""
         if tls is None:
             return
         try:
             async with asyncio.timeout(CHECK_LIMIT):
                 now = await asyncio.to_thread(signature, tls)
-                if changed and self.kept is not None and self.kept[0] == now:
+                if changed and self.kept == now:
                     return
-                described = await asyncio.to_thread(keep, tls, self.run_dir)
+                pair = await asyncio.to_thread(good_pair, tls)
         except Exception as exc:
             log.warning("server.tls: no copy of the certificate kept for workers: %s", exc)
             return
-        if described is not None:
-            if self.kept is None or self.kept[1] != described:
-                log.info("server.tls: kept the certificate %s for workers that start", described)
-            self.kept = (now, described)
+        if pair is not None:
+            if self.pair is None or self.pair.described != pair.described:
+                log.info(
+                    "server.tls: kept the certificate %s for workers that start", pair.described
+                )
+            self.pair, self.kept = pair, now
 
     async def _watch_certificate(self) -> None:
         """Every ``server.tls.watch`` seconds, keep the files again if they changed."""
@@ -360,22 +359,12 @@ class Supervisor:
 
     # --- the running configuration ----------------------------------------------------------
 
-    def _install(self, settings: Settings) -> Path:
-        """Make ``settings`` the running configuration: a new generation, written for the
-        workers to read. Nothing changes unless the file is written whole."""
-        generation = self.generation + 1
-        path = self.run_dir / f"settings-{generation}.pickle"
-        save_settings(settings, path)
-        self.generation = generation
-        self.settings, self.settings_file = settings, path
-        return path
-
-    def _forget_other_settings(self) -> None:
-        """Remove the files of other generations: no worker starting will read them (every
-        start happens under the lock, and a worker reads its file before it reports ready)."""
-        for path in self.run_dir.glob("settings-*.pickle"):
-            if path != self.settings_file:
-                path.unlink(missing_ok=True)
+    def _install(self, settings: Settings) -> None:
+        """Make ``settings`` the running configuration: a new generation, pickled for the
+        workers. Nothing changes unless it can be pickled."""
+        handed = pickled(settings)
+        self.generation += 1
+        self.settings, self.handed = settings, handed
 
     # --- workers ------------------------------------------------------------------------
 
@@ -388,29 +377,38 @@ class Supervisor:
         redirect_fds = tuple(s.fileno() for s in self.redirects)
         seat = min(self.free_seats, default=-1)
         self.free_seats.discard(seat)
-        role = WorkerRole(
-            index,
-            processes,
-            fds,
-            theirs.fileno(),
-            str(self.settings_file),
-            str(self.board_file),
-            seat,
-            redirect_fds,
-        )
-        env = {
-            **os.environ,
-            WORKER_ENV: role.encode(),
-            RUN_DIR_ENV: str(self.run_dir),
-            METRICS_DIR_ENV: str(self.metrics_dir),
-        }
+        handed: tuple[int, ...] = ()
         held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)  # the child inherits it
         try:
+            handed = (handover.write("settings", self.handed),)
+            if self.pair is not None:
+                handed += (
+                    handover.write("tls-cert", self.pair.cert),
+                    handover.write("tls-key", self.pair.key),
+                )
+            role = WorkerRole(
+                index,
+                processes,
+                fds,
+                theirs.fileno(),
+                handed[0],
+                str(self.board_file),
+                seat,
+                redirect_fds,
+                handed[1:],
+            )
+            named = environment.referenced()  # resolved already: secrets a worker needs not
+            env = {
+                **{k: v for k, v in os.environ.items() if k not in named},
+                WORKER_ENV: role.encode(),
+                RUN_DIR_ENV: str(self.run_dir),
+                METRICS_DIR_ENV: str(self.metrics_dir),
+            }
             proc = subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
                 env=env,
-                pass_fds=(*fds, *redirect_fds, theirs.fileno()),
+                pass_fds=(*fds, *redirect_fds, theirs.fileno(), *handed),
             )
         except BaseException:
             ours.close()
@@ -419,6 +417,7 @@ class Supervisor:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
             theirs.close()
+            handover.close(handed)
         ours.setblocking(False)
         worker = Worker(
             index,
@@ -624,42 +623,39 @@ class Supervisor:
                 processes,
                 settings.origin,
             )
-            previous = (self.settings, self.settings_file, self.generation)
+            previous = (self.settings, self.handed, self.generation)
             try:
-                try:
-                    self._install(settings)
-                except Exception:  # e.g. a value that cannot be pickled: nothing changed
-                    log.exception("reload failed, still serving the previous configuration")
+                self._install(settings)
+            except Exception:  # e.g. a value that cannot be pickled: nothing changed
+                log.exception("reload failed, still serving the previous configuration")
+                return
+            for index in range(processes):
+                if await self._fill(index, processes):
+                    self.failures[index] = 0
+                    continue
+                if self.stopping.is_set():
                     return
-                for index in range(processes):
-                    if await self._fill(index, processes):
-                        self.failures[index] = 0
-                        continue
-                    if self.stopping.is_set():
-                        return
-                    if index == 0:  # nothing changed yet: the previous configuration stays
-                        self.settings, self.settings_file, self.generation = previous
-                        log.error(
-                            "reload refused: a worker did not start with the configuration "
-                            "from %s; still serving the previous configuration",
-                            settings.origin,
-                        )
-                        return
+                if index == 0:  # nothing changed yet: the previous configuration stays
+                    self.settings, self.handed, self.generation = previous
                     log.error(
-                        "worker %d did not start with the new configuration; its old worker "
-                        "serves until another attempt succeeds",
-                        index,
+                        "reload refused: a worker did not start with the configuration "
+                        "from %s; still serving the previous configuration",
+                        settings.origin,
                     )
-                    for later in range(index, processes):
-                        why = "did not start with the new configuration"
-                        self._background(self._replace(later, why))
-                    break
-                for index in sorted(self.slots):
-                    if index >= processes:
-                        self.retire(self.slots.pop(index))
-                log.info("reloaded the configuration from %s", settings.origin)
-            finally:
-                self._forget_other_settings()
+                    return
+                log.error(
+                    "worker %d did not start with the new configuration; its old worker "
+                    "serves until another attempt succeeds",
+                    index,
+                )
+                for later in range(index, processes):
+                    why = "did not start with the new configuration"
+                    self._background(self._replace(later, why))
+                break
+            for index in sorted(self.slots):
+                if index >= processes:
+                    self.retire(self.slots.pop(index))
+            log.info("reloaded the configuration from %s", settings.origin)
 
     # --- the whole ------------------------------------------------------------------------
 

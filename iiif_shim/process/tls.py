@@ -17,8 +17,9 @@ pair a supervisor keeps for its workers, and the plain-HTTP port that sends clie
   an unexpected exception is logged once for each distinct error and the next tick tries again.
 - At start a process serves the configured files when they pass every check; otherwise (files
   that went bad after the supervisor checked them: mid-renewal, a permission change, expiry)
-  the last good pair the supervisor kept (:func:`keep`, in its private run directory, 0600),
-  and else the configured files if only their dates are wrong (an error line): a worker that
+  the last good pair the supervisor kept (:func:`good_pair`, in its memory, handed to the
+  worker as sealed in-memory files: ``handover.py``, :func:`kept`), and else the configured
+  files if only their dates are wrong (an error line): a worker that
   replaces a dead one never dies of its certificate files. ``check-config`` and the first
   start refuse an expired certificate through the configuration's checks.
 - :class:`Redirect`: the handler of ``server.http_redirect_port``: every request gets a 308 to
@@ -42,13 +43,14 @@ import re
 import ssl
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from iiif_shim.config.tls import EXPIRY_WARNING, TLSSettings, inspect, server_context
+from iiif_shim.process import handover
 from iiif_shim.web.baseurl import valid_host
 
 log = logging.getLogger("iiif_shim")
@@ -56,7 +58,6 @@ log = logging.getLogger("iiif_shim")
 CHECK_LIMIT = 30.0  # seconds one look at the certificate files may take (a stuck network mount)
 IDLE = 60.0  # seconds between ticks when server.tls.watch is 0 (the dates are still looked at)
 DAY = datetime.timedelta(days=1)
-KEPT = ("tls-cert.pem", "tls-key.pem")  # the last good pair, in a supervisor's run directory
 ACME_PREFIX = "/.well-known/acme-challenge/"
 MAX_CHALLENGE = 4096  # bytes: a key authorization is about 90
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,255}")
@@ -129,29 +130,33 @@ def load(tls: TLSSettings, dates: bool = True) -> Loaded:
     )
 
 
-def keep(tls: TLSSettings, folder: Path) -> str | None:
-    """A supervisor's: copy ``tls``'s files into ``folder`` (its private run directory, mode
-    0600) when they pass every check, dates included, for workers that start later; which
-    certificate was kept, or None (nothing changed). Reads files: call it off the event loop."""
+@dataclass(frozen=True)
+class Pair:
+    """A certificate chain and its key, as their files held them when they passed every check:
+    what a supervisor keeps in memory for workers that start later."""
+
+    cert: bytes = field(repr=False)
+    key: bytes = field(repr=False)
+    described: str  # which certificate (serial, subject, expiry)
+
+
+def good_pair(tls: TLSSettings) -> Pair | None:
+    """A supervisor's: ``tls``'s files when they pass every check, dates included (None
+    otherwise). Reads files: call it off the event loop."""
     before = signature(tls)
     found = inspect(tls)
     if found.problems or found.dates or found.leaf is None or signature(tls) != before:
         return None
-    for data, name in zip((found.cert_data, found.key_data), KEPT, strict=True):
-        target = folder / name
-        scratch = folder / f".{name}.tmp"
-        scratch.unlink(missing_ok=True)
-        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(scratch, target)
-    return found.described()
+    return Pair(found.cert_data, found.key_data, found.described())
 
 
-def kept(tls: TLSSettings, folder: Path) -> TLSSettings | None:
-    """``tls`` with the pair :func:`keep` wrote in ``folder``, if it did."""
-    cert, key = (folder / name for name in KEPT)
-    return replace(tls, cert=cert, key=key) if cert.is_file() and key.is_file() else None
+def kept(tls: TLSSettings, fds: tuple[int, ...]) -> TLSSettings | None:
+    """``tls`` reading the pair its supervisor handed over (the descriptors of the certificate
+    and of the key: ``handover.py``), if it did."""
+    if len(fds) != 2:
+        return None
+    cert, key = (handover.path(fd) for fd in fds)
+    return replace(tls, cert=cert, key=key)
 
 
 def _open(tls: TLSSettings, fallback: TLSSettings | None) -> Loaded:

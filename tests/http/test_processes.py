@@ -18,6 +18,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -28,11 +29,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from iiif_shim.config.settings import default_config_path, load_settings
+from iiif_shim.process import handover
 from iiif_shim.process import supervisor as supervisor_module
 from iiif_shim.process.server import Listener
-from iiif_shim.process.supervisor import Supervisor, WorkerRole, bind, save_settings, share
+from iiif_shim.process.supervisor import Supervisor, WorkerRole, bind, pickled, share
 from iiif_shim.web.connections import ClientLimits, ConnectionGuard
 from tests.support import (
     ROOT,
@@ -45,6 +48,7 @@ from tests.support import (
     wait_until,
     write_config,
 )
+from tests.tls import make_ca
 
 SERVE = [sys.executable, "-m", "iiif_shim", "serve"]
 TWO = ("--processes", "2")
@@ -657,11 +661,12 @@ def test_a_worker_is_handed_the_configuration_the_supervisor_validated(
     tmp_path: Path, path: Path
 ) -> None:
     settings = load_settings(path)
-    saved = tmp_path / "settings.pickle"
-    save_settings(settings, saved)
-    assert saved.stat().st_mode & 0o777 == 0o600
-    role = WorkerRole(1, 3, (), -1, str(saved), "", -1)
+    fd = handover.write("settings", pickled(settings))
+    assert os.fstat(fd).st_mode & 0o777 == 0o600
+    role = WorkerRole(1, 3, (), -1, fd, "", -1)
     assert role.settings() == share(settings, 3) != settings
+    with pytest.raises(OSError):
+        os.fstat(fd)  # read once, then closed
 
 
 def _health_on(sock: socket.socket) -> int:
@@ -875,10 +880,10 @@ def test_a_draining_worker_ignores_sigterm_sent_to_it(tmp_path: Path, images: Pa
 def test_a_reload_whose_configuration_cannot_be_handed_over_changes_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Settings that cannot be written for the workers (here a value pickle refuses): the reload
-    fails with a log line, the generation and the running file stay, and no partial file is
-    left (the generation used to move on first, the exception left the reload unlogged and a
-    partial file nobody removed)."""
+    """Settings that cannot be handed to the workers (here a value pickle refuses): the reload
+    fails with a log line, the generation and what workers are handed stay, and no file is
+    left in the run directory (the generation used to move on first, the exception left the
+    reload unlogged and a partial file nobody removed)."""
     loaded = load_settings(default_config_path())
     unpicklable = replace(loaded, origin=lambda: "nowhere")  # type: ignore[arg-type]
     run_dir = tmp_path / "run"
@@ -887,31 +892,30 @@ def test_a_reload_whose_configuration_cannot_be_handed_over_changes_nothing(
     asyncio.run(supervisor.restart())
     assert "reload failed, still serving the previous configuration" in caplog.text
     assert supervisor.generation == 1 and supervisor.settings is loaded
-    assert supervisor.settings_file == run_dir / "settings-1.pickle"
-    assert sorted(p.name for p in run_dir.iterdir()) == [
-        "connections",
-        "metrics",
-        "settings-1.pickle",
-    ]
+    assert supervisor.handed == pickled(loaded)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["connections", "metrics"]
 
 
-def test_a_worker_reads_only_a_settings_file_of_its_user_that_others_cannot_touch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Unpickling runs code: a settings file others may read or write, or that another user
-    owns, is refused with a clear error before it is read."""
-    saved = tmp_path / "settings.pickle"
+def test_a_worker_unpickles_only_a_sealed_in_memory_file(tmp_path: Path) -> None:
+    """Unpickling runs code: what a worker is handed must be a file nobody could change after
+    the supervisor wrote it (sealed); a descriptor of an ordinary file, or of an in-memory
+    file left unsealed, is refused with a clear error before it is read."""
     settings = load_settings(default_config_path())
-    save_settings(settings, saved)
-    assert supervisor_module.read_settings(saved) == settings
-    saved.chmod(0o620)
-    with pytest.raises(PermissionError, match=r"mode 620, 600 expected\): not read"):
-        supervisor_module.read_settings(saved)
-    saved.chmod(0o600)
-    mine = os.getuid()
-    monkeypatch.setattr(supervisor_module.os, "getuid", lambda: mine + 1)  # as if another's
-    with pytest.raises(PermissionError, match=rf"owned by uid {mine}, not by this user"):
-        supervisor_module.read_settings(saved)
+    data = pickled(settings)
+    sealed = handover.write("settings", data)
+    with (tmp_path / "settings.pickle").open("w+b") as plain:
+        plain.write(data)
+        plain.flush()
+        with pytest.raises(PermissionError, match=r"not a sealed in-memory file: not read"):
+            supervisor_module.read_settings(plain.fileno())
+    unsealed = os.memfd_create("unsealed")
+    try:
+        os.write(unsealed, data)
+        assert supervisor_module.read_settings(sealed) == settings
+        with pytest.raises(PermissionError, match=r"not a sealed in-memory file: not read"):
+            supervisor_module.read_settings(unsealed)
+    finally:
+        handover.close((sealed, unsealed))
 
 
 def test_a_draining_worker_takes_no_more_queued_connections_than_it_has_room_for() -> None:
@@ -944,3 +948,114 @@ def test_a_draining_worker_takes_no_more_queued_connections_than_it_has_room_for
     finally:
         for sock in held:
             sock.close()
+
+
+def _https_health(port: int, context: ssl.SSLContext) -> dict[str, int]:
+    conn = http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+    try:
+        conn.request("GET", "/health")
+        answer = conn.getresponse()
+        assert answer.status == 200
+        process: dict[str, int] = json.loads(answer.read())["process"]
+        return process
+    finally:
+        conn.close()
+
+
+def _https_workers(port: int, context: ssl.SSLContext) -> set[int]:
+    """The pids of the workers answering over HTTPS, as seen over 30 fresh connections."""
+    seen = set()
+    for _ in range(30):
+        with contextlib.suppress(OSError):  # (a worker just killed)
+            seen.add(_https_health(port, context)["pid"])
+    return seen
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie (its parent gone too, nobody may reap it here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except OSError:
+        return True
+
+
+def _holding(folder: Path, secrets: dict[str, bytes]) -> list[str]:
+    """``file: secret`` for each file under ``folder`` holding one of ``secrets``' values."""
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            found += [f"{path}: {name}" for name, value in secrets.items() if value in data]
+    return found
+
+
+def test_no_secret_rests_in_files_or_in_the_workers_environment(
+    tmp_path: Path, images: Path
+) -> None:
+    """Two processes, a purge token and a TLS key passphrase from ``${...}``, an encrypted key:
+    nothing under TMPDIR (the supervisor's run directory with it) holds a secret or the key,
+    while serving, after a worker replaced on broken files served the last good pair, and after
+    the supervisor was killed with SIGKILL (nothing cleans up then); the workers' environment
+    holds none of the variables the configuration named. (The supervisor wrote the settings and
+    the kept pair into its run directory, and workers inherited every variable.)"""
+    ca = make_ca(tmp_path / "ca")
+    issued = ca.issue("rest")
+    password = f"KeyPass-{os.urandom(8).hex()}"
+    token = f"PurgeTok-{os.urandom(8).hex()}"
+    key = serialization.load_pem_private_key(issued.key.read_bytes(), None)
+    locked = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password.encode()),
+    )
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "cert.pem").write_bytes(issued.cert.read_bytes())
+    (served / "key.pem").write_bytes(locked)
+    (served / "key.pem").chmod(0o600)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    secrets = {
+        "purge token": token.encode(),
+        "key passphrase": password.encode(),
+        "key": locked.splitlines()[1],  # a line of the encrypted key's body
+        "plain key": issued.key.read_bytes().splitlines()[1],
+    }
+    config = _config(
+        tmp_path,
+        images,
+        server=f"""\
+  tls: {{cert: "{served}/cert.pem", key: "{served}/key.pem", password: "${{TLS_PASSPHRASE}}",
+         watch: 0}}
+cache: {{purge_token: "${{PURGE_TOKEN}}"}}""",
+    )
+    env = {"TMPDIR": str(scratch), "TLS_PASSPHRASE": password, "PURGE_TOKEN": token}
+    proc = start_shim(config, tmp_path, *TWO, env=env)
+    context = ssl.create_default_context(cafile=str(ca.root))
+    try:
+        wait_until(lambda: len(_https_workers(proc.port, context)) == 2, "both workers")
+        run_dirs = list(scratch.glob("iiif-shim-*"))
+        assert len(run_dirs) == 1, run_dirs  # (TMPDIR is where the run directory went)
+        assert _holding(scratch, secrets) == []
+        workers = _https_workers(proc.port, context)
+        for pid in workers:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            assert b"TLS_PASSPHRASE" not in environ and b"PURGE_TOKEN" not in environ, pid
+            assert token.encode() not in environ and password.encode() not in environ, pid
+        assert _proc_env(proc.proc.pid, "PURGE_TOKEN") == token  # (the supervisor keeps them)
+        (served / "cert.pem").write_bytes(b"not a certificate\n")
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: len(_https_workers(proc.port, context) - {victim}) == 2, "worker replaced"
+        )
+        log_lines(proc.log, "serving the last good certificate the supervisor kept")
+        assert _holding(scratch, secrets) == []
+        left = _children(proc.proc.pid)
+        os.kill(proc.proc.pid, signal.SIGKILL)
+        proc.proc.wait(10)
+        wait_until(lambda: all(map(_ended, left)), "the workers gone with their supervisor")
+        assert run_dirs[0].is_dir()  # left behind, as a SIGKILL leaves it
+        assert _holding(scratch, secrets) == []
+    finally:
+        proc.stop()

@@ -354,16 +354,18 @@ def test_a_process_starting_on_bad_files_serves_the_kept_pair_or_the_expired_one
 ) -> None:
     """A worker started after the files went bad serves the last good pair its supervisor
     kept; with none, an expired certificate is served with an error line, not refused."""
-    from iiif_shim.process.tls import Certificates, keep, kept
+    from iiif_shim.process import handover
+    from iiif_shim.process.tls import Certificates, good_pair, kept
 
     good = ca.issue("kept")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir(mode=0o700)
-    assert keep(_settings(good), run_dir) is not None
-    saved = kept(_settings(good), run_dir)
+    pair = good_pair(_settings(good))
+    assert pair is not None and pair.key == good.key.read_bytes()
+    assert "BEGIN" not in repr(pair)
+    fds = (handover.write("tls-cert", pair.cert), handover.write("tls-key", pair.key))
+    saved = kept(_settings(good), fds)
     assert saved is not None and oct(saved.key.stat().st_mode & 0o777) == "0o600"
     expired = ca.issue("gone", valid_from=-20 * DAY, valid_for=10 * DAY)
-    assert keep(_settings(expired), run_dir) is None  # never kept: only a pair with no problem
+    assert good_pair(_settings(expired)) is None  # never kept: only a pair with no problem
     with caplog.at_level(logging.INFO, "iiif_shim"):
         served = Certificates.open(_settings(expired), saved)
         assert f"{good.serial:x}" in served.described
@@ -378,3 +380,4 @@ def test_a_process_starting_on_bad_files_serves_the_kept_pair_or_the_expired_one
     half.write_bytes(b"not a certificate\n")
     again = Certificates.open(replace(_settings(good), cert=half), saved)
     assert f"{good.serial:x}" in again.described
+    handover.close(fds)
