@@ -177,9 +177,8 @@ class Tab:
     console: list[str]
 
 
-@pytest.fixture
-def tab(browser: Any) -> Iterator[Tab]:
-    context = browser.new_context(viewport=VIEWPORT)
+def open_tab(context: Any) -> Tab:
+    """A page of ``context`` whose failed requests and console messages are recorded."""
     page = context.new_page()
     page.set_default_timeout(30_000)
     page.set_default_navigation_timeout(30_000)
@@ -188,7 +187,13 @@ def tab(browser: Any) -> Iterator[Tab]:
     console: list[str] = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: console.append(f"page error: {e}"))
-    yield Tab(page, failures, console)
+    return Tab(page, failures, console)
+
+
+@pytest.fixture
+def tab(browser: Any) -> Iterator[Tab]:
+    context = browser.new_context(viewport=VIEWPORT)
+    yield open_tab(context)
     context.close()
 
 

@@ -34,9 +34,9 @@ from tests.browser.conftest import (
     BOOK_REGION,
     CHROMIUM_ARGS,
     VIEWPORT,
-    Failures,
     SampleObject,
     Tab,
+    open_tab,
     wait_for_colours,
 )
 from tests.http.test_deploy import PUBLIC_HOST, Nginx, nginx_with, shipped_site
@@ -234,15 +234,8 @@ def session_of() -> Iterator[Any]:
     def open_session(browser: Any) -> Session:
         context = browser.new_context(viewport=VIEWPORT)
         contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.set_default_navigation_timeout(30_000)
-        failures = Failures()
-        failures.attach(page)
-        console: list[str] = []
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: console.append(f"page error: {e}"))
-        session = Session(Tab(page, failures, console))
+        session = Session(open_tab(context))
+        page = session.tab.page
         page.on("request", lambda r: session.requests.append(r.url))
         cdp = context.new_cdp_session(page)
         cdp.on("Network.responseReceived", lambda e: session.responses.append(e["response"]))
