@@ -1,6 +1,7 @@
 """The ``cache:`` section: how much each process keeps in memory, the disk tier's folder and
 budget, the Redis tier's URL, password, timing and key prefix, and the purge endpoint's token
-(the URL when it holds a password, the password and the token are secrets:
+(one line of visible ASCII, as an ``Authorization`` header carries it; the URL when it holds a
+password, the password and the token are secrets:
 ``base/redaction.py``, which also reads the URL: one that does not read back as written, such as
 a password holding ``/`` not percent-encoded, is refused)."""
 
@@ -92,10 +93,11 @@ class CacheSettings:
     )
     purge_token: str | None = option(
         None,
-        doc="bearer token of `DELETE /admin/cache` (at least 16 characters; `null`: the "
-        "endpoint is off). A secret: never printed; `purge_token_file` names a file holding "
-        "it instead (a Kubernetes Secret, a systemd credential)",
-        check=lambda v: None if v is None or len(v) >= 16 else "must be at least 16 characters",
+        doc="bearer token of `DELETE /admin/cache` (`null`: the endpoint is off): one line of "
+        "at least 16 letters, digits and punctuation, no space, as an `Authorization` header "
+        "carries it (`openssl rand -hex 32`). A secret: never printed; `purge_token_file` "
+        "names a file holding it instead (a Kubernetes Secret, a systemd credential)",
+        check=lambda v: None if v is None else _purge_token(v),
         secret=True,
     )
 
@@ -115,6 +117,19 @@ class CacheSettings:
                     )
                 )
         return found
+
+
+def _purge_token(token: str) -> str | None:
+    """What is wrong with a purge token (never quoting it): it is sent as ``Authorization:
+    Bearer <token>``, so one line of visible ASCII, at least 16 characters."""
+    if "\n" in token or "\r" in token:
+        return "holds a line break: one line expected"
+    if not all("!" <= c <= "~" for c in token):
+        return (
+            "must be letters, digits and punctuation only (no space, tab, control character or "
+            "character outside ASCII): it is sent in an Authorization header"
+        )
+    return None if len(token) >= 16 else "must be at least 16 characters"
 
 
 def _redis_url(value: str) -> str | None:

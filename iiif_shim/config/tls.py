@@ -9,7 +9,8 @@ the leaf certificate's, a chain out of order (each certificate must be issued by
 anything OpenSSL itself will not load, a file holding only a leaf whose issuer is neither in
 it nor among the system's trusted roots (certbot's ``cert.pem`` given for ``fullchain.pem``),
 and an ``acme_dir`` that is not a folder; it warns when the leaf expires within
-:data:`EXPIRY_WARNING` and when the key file may be read by other users. ``check-config`` and
+:data:`EXPIRY_WARNING`, when the key file may be read by other users, and when a ``password`` is
+given for a key that is not encrypted (unused). ``check-config`` and
 ``serve`` refuse through it, and the process checks a renewal through it before serving it
 (``process/tls.py``, which keeps the dates apart: :func:`inspect`), so every path to a
 certificate applies the same rules. :func:`server_context` is the one place a server
@@ -149,7 +150,7 @@ def _inspect(tls: TLSSettings, now: datetime.datetime) -> Examined:
     chain, trouble = _certificates(cert_data)
     if trouble:
         return Examined([problem("cert", f"{tls.cert} {trouble}")])
-    key, trouble = _private_key(key_data, tls.password)
+    key, trouble, unused = _private_key(key_data, tls.password)
     if trouble:
         return Examined([problem("key", f"{tls.key} {trouble}")])
     leaf = chain[0]
@@ -175,6 +176,13 @@ def _inspect(tls: TLSSettings, now: datetime.datetime) -> Examined:
         trouble = f"OpenSSL does not load {tls.cert} with {tls.key}: {exc}"
         return done([problem("cert", trouble)], dates)
     notes = _readable_key(tls.key)
+    if unused:
+        notes.append(
+            warning(
+                "password",
+                f"is set, but {tls.key} is not encrypted: the password is not used",
+            )
+        )
     left = _not_after(leaf) - now
     if not dates and left < EXPIRY_WARNING:
         notes.append(
@@ -254,28 +262,32 @@ def _certificates(data: bytes) -> tuple[list[x509.Certificate], str | None]:
         return [], f"holds a certificate that cannot be read: {exc}"
 
 
-def _private_key(data: bytes, password: str | None) -> tuple[PrivateKeyTypes | None, str | None]:
+def _private_key(
+    data: bytes, password: str | None
+) -> tuple[PrivateKeyTypes | None, str | None, bool]:
+    """The key, or why it cannot be read; and whether ``password`` was given for a key that is
+    not encrypted (unused)."""
     kinds = _kinds(data)
     if not kinds:
-        return None, "is not PEM (no -----BEGIN line): give the PEM file, not DER or PKCS#12"
+        return None, "is not PEM (no -----BEGIN line): give the PEM file, not DER or PKCS#12", False
     if not any(kind.endswith("PRIVATE KEY") for kind in kinds):
         if "CERTIFICATE" in kinds:
-            return None, f"holds a certificate, not a private key: {_SWAPPED}"
-        return None, f"holds no private key (only {', '.join(sorted(kinds))})"
+            return None, f"holds a certificate, not a private key: {_SWAPPED}", False
+        return None, f"holds no private key (only {', '.join(sorted(kinds))})", False
     secret = password.encode() if password else None
     try:
         try:
-            return serialization.load_pem_private_key(data, secret), None
+            return serialization.load_pem_private_key(data, secret), None, False
         except TypeError:  # not encrypted, yet a password was given; or the other way round
             if secret is None:
-                return None, "is encrypted: set server.tls.password"
-            return serialization.load_pem_private_key(data, None), None
+                return None, "is encrypted: set server.tls.password", False
+            return serialization.load_pem_private_key(data, None), None, True
     except ValueError:
         if secret is not None:
-            return None, "cannot be read with server.tls.password (a wrong password?)"
-        return None, "holds a private key that cannot be read"
+            return None, "cannot be read with server.tls.password (a wrong password?)", False
+        return None, "holds a private key that cannot be read", False
     except UnsupportedAlgorithm as exc:
-        return None, f"holds a key of a kind that is not supported: {exc}"
+        return None, f"holds a key of a kind that is not supported: {exc}", False
 
 
 def _dates(chain: list[x509.Certificate], now: datetime.datetime) -> list[str]:

@@ -734,3 +734,52 @@ def test_credentials_of_a_csv_file_are_a_problem(tmp_path: Path) -> None:
     # the same keys with a URL are used, and accepted
     remote = body.replace("path: objects.csv", "path: https://cat.example.org/objects.csv")
     read(config(tmp_path, remote, "remote.yaml"))
+
+
+def test_a_purge_token_an_authorization_header_cannot_carry_is_a_problem(
+    tmp_path: Path,
+) -> None:
+    """A token of several lines (a file with two), or holding a space, a tab, a control
+    character or a character outside ASCII, could never be sent in ``Authorization: Bearer``:
+    purge would never succeed. One clear line, never quoting the token; a generated token
+    (hex, base64) is accepted."""
+    lines = "first-line-of-token-41\nsecond-line-of-token-42"
+    (tmp_path / "token").write_text(lines + "\n")
+    path = config(tmp_path, "cache: {purge_token_file: token}\n")
+    broken = [("cache.purge_token", "holds a line break: one line expected")]
+    assert problems_of(path) == broken
+    path = config(tmp_path, 'cache: {purge_token: "first-line-of-token-41\\r\\nsecond"}\n')
+    assert problems_of(path) == broken
+    header = (
+        "cache.purge_token",
+        "must be letters, digits and punctuation only (no space, tab, control character or "
+        "character outside ASCII): it is sent in an Authorization header",
+    )
+    unsendable = (
+        "token with spaces inside",
+        "token\twith-a-tab-inside",
+        "token-\x7f-with-del",
+        "token-mit-\u00fcmlaut-inside",
+        " leading-space-token",
+        "trailing-space-token ",
+    )
+    for token in unsendable:
+        (tmp_path / "token").write_text(token)
+        path = config(tmp_path, "cache: {purge_token_file: token}\n")
+        found = problems_of(path)
+        assert found == [header], token
+        assert not any(token.strip() in message for _, message in found)
+    generated = "q+8/Zx-_.~!=aB0123456789abcdef"
+    (tmp_path / "token").write_text(generated + "\n")
+    settings = read(config(tmp_path, "cache: {purge_token_file: token}\n"))
+    assert settings.cache.purge_token == generated  # type: ignore[attr-defined]
+
+
+def test_the_variables_substituted_are_told_for_the_workers_environment() -> None:
+    """What a supervisor leaves out of its workers' environment: every variable substituted."""
+    from iiif_shim.config.environment import referenced
+
+    interpolate({"a": "x${ONE_SUBSTITUTED}y", "b": ["${TWO_SUBSTITUTED}"], "c": "$${NOT_ONE}"},
+                {"ONE_SUBSTITUTED": "1", "TWO_SUBSTITUTED": "2", "NOT_ONE": "3"})  # fmt: skip
+    assert {"ONE_SUBSTITUTED", "TWO_SUBSTITUTED"} <= referenced()
+    assert "NOT_ONE" not in referenced()

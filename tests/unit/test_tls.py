@@ -271,6 +271,19 @@ def test_an_encrypted_key_needs_its_password(tmp_path: Path, ca: CA) -> None:
     assert settings.server.tls is not None and settings.server.tls.password == "open sesame"
 
 
+def test_a_password_for_a_key_that_is_not_encrypted_is_a_warning(tmp_path: Path, ca: CA) -> None:
+    """A renewal that wrote the key unencrypted, the password left in the file: said, not
+    ignored in silence (and the password itself never in the line)."""
+    issued = ca.issue("plainkey")
+    settings = _load(tmp_path, _tls(issued.cert, issued.key, ", password: 'forgotten pw'"))
+    assert settings.warnings == (
+        (
+            "server.tls.password",
+            f"is set, but {issued.key} is not encrypted: the password is not used",
+        ),
+    )
+
+
 def test_the_redirect_port_needs_tls_and_a_port_of_its_own(tmp_path: Path, ca: CA) -> None:
     issued = ca.issue("redirect")
     assert _one(tmp_path, "null", "  http_redirect_port: 8080") == (
