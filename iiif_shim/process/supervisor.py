@@ -17,9 +17,9 @@ never otherwise) and hands every worker the :class:`Settings` it validated, pick
 sealed anonymous in-memory file whose descriptor the :class:`WorkerRole` names
 (``handover.py``: no file on disk holds the resolved secrets, whatever ends the supervisor); a
 worker never reads the YAML, so every worker runs the one configuration, whatever the file on
-disk says meanwhile. Nor does it need the environment variables the configuration named with
-``${NAME}`` (resolved already): they are left out of its environment, so a worker holds no
-secret there.
+disk says meanwhile. Nor does it need the environment variables holding secrets that the
+configuration named with ``${NAME}`` (resolved already): they are left out of its environment,
+so a worker holds no secret there (other variables it named, such as ``${TMPDIR}``, stay).
 
 The supervisor owns the lifecycle:
 
@@ -82,6 +82,7 @@ from types import MappingProxyType
 from typing import Any
 
 from iiif_shim import __version__
+from iiif_shim.base import redaction
 from iiif_shim.base.errors import ConfigError
 from iiif_shim.base.machine import cpus
 from iiif_shim.cache.journal import RUN_DIR_ENV
@@ -130,6 +131,13 @@ def read_settings(fd: int) -> Settings:
     if not isinstance(settings, Settings):
         raise TypeError(f"descriptor {fd} holds no settings")
     return settings
+
+
+def _resolved_secret(name: str, value: str) -> bool:
+    """Whether the variable ``name`` was substituted into the configuration (``${NAME}``,
+    resolved already) and holds a secret: a worker's environment leaves it out. Other variables
+    the configuration named (``${TMPDIR}`` in a path, say) stay: a worker may need them too."""
+    return name in environment.referenced() and redaction.redact(value) != value
 
 
 @dataclass(frozen=True)
@@ -397,9 +405,8 @@ class Supervisor:
                 redirect_fds,
                 handed[1:],
             )
-            named = environment.referenced()  # resolved already: secrets a worker needs not
             env = {
-                **{k: v for k, v in os.environ.items() if k not in named},
+                **{k: v for k, v in os.environ.items() if not _resolved_secret(k, v)},
                 WORKER_ENV: role.encode(),
                 RUN_DIR_ENV: str(self.run_dir),
                 METRICS_DIR_ENV: str(self.metrics_dir),

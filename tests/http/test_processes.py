@@ -1027,9 +1027,15 @@ def test_no_secret_rests_in_files_or_in_the_workers_environment(
         server=f"""\
   tls: {{cert: "{served}/cert.pem", key: "{served}/key.pem", password: "${{TLS_PASSPHRASE}}",
          watch: 0}}
-cache: {{purge_token: "${{PURGE_TOKEN}}"}}""",
+cache: {{purge_token: "${{PURGE_TOKEN}}"}}
+landing: {{title: "${{SITE_TITLE}}"}}""",
     )
-    env = {"TMPDIR": str(scratch), "TLS_PASSPHRASE": password, "PURGE_TOKEN": token}
+    env = {
+        "TMPDIR": str(scratch),
+        "TLS_PASSPHRASE": password,
+        "PURGE_TOKEN": token,
+        "SITE_TITLE": "Reading room",  # named too, but no secret: workers keep it
+    }
     proc = start_shim(config, tmp_path, *TWO, env=env)
     context = ssl.create_default_context(cafile=str(ca.root))
     try:
@@ -1042,6 +1048,7 @@ cache: {{purge_token: "${{PURGE_TOKEN}}"}}""",
             environ = Path(f"/proc/{pid}/environ").read_bytes()
             assert b"TLS_PASSPHRASE" not in environ and b"PURGE_TOKEN" not in environ, pid
             assert token.encode() not in environ and password.encode() not in environ, pid
+            assert b"SITE_TITLE=Reading room\0" in environ, pid
         assert _proc_env(proc.proc.pid, "PURGE_TOKEN") == token  # (the supervisor keeps them)
         (served / "cert.pem").write_bytes(b"not a certificate\n")
         victim = min(workers)
