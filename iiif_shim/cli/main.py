@@ -468,5 +468,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "purge":
         return purge(args)
     if args.command == "export":
+        _logging(args.log_level, many=False)
         return export_command.main(args)
     return serve(args)

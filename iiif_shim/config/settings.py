@@ -49,11 +49,26 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 T = TypeVar("T")
 
 
-def _public_url(value: str) -> str | None:
+_NOT_IN_URLS = frozenset(" \"'<>\\`")  # with whitespace and control characters
+
+
+def public_url_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as the public URL every ``id`` is built on
+    (``server.public_url``, ``export --base-url``), or ``None``: an http(s) URL with a host,
+    without ``user:password@`` (it would be written into every id), a query or a fragment,
+    spaces, quotes or control characters (ids must be URIs as written)."""
+    if any(c in _NOT_IN_URLS or not c.isprintable() for c in value):
+        return "must not hold spaces, quotes, '<', '>', '\\' or control characters"
     split = urlsplit(value)
+    try:
+        _ = split.port  # a port that is not a number raises
+    except ValueError:
+        return "must be an http:// or https:// URL (its port is not a number from 0 to 65535)"
     if split.scheme not in ("http", "https") or not split.hostname:
-        return "must be an http:// or https:// URL"
-    if split.query or split.fragment:
+        return "must be an http:// or https:// URL with a host"
+    if "@" in split.netloc:
+        return "must not hold user:password@ (it would be written into every id)"
+    if "?" in value or "#" in value:
         return "must not have a query or fragment"
     return None
 
@@ -82,7 +97,7 @@ class ServerSettings:
         None,
         doc="scheme+host(+path) put in front of the prefix in every `id`, e.g. "
         "`https://images.example.org` gives `https://images.example.org/iiif/3/{id}`",
-        check=lambda v: None if v is None else _public_url(v),
+        check=lambda v: None if v is None else public_url_problem(v),
     )
     trust_forwarded: bool = option(
         False,

@@ -1,5 +1,9 @@
 """The ``iiif-shim export`` command line: its arguments, their checks, and SIGINT.
 
+``--base-url`` is checked by the rule of ``server.public_url`` (``config/settings.py``,
+:func:`~iiif_shim.config.settings.public_url_problem`) before anything is read: a bad one is
+exit 2 with one line. Log lines go through the CLI's one logging setup (``cli/main.py``).
+
 The first SIGINT (Ctrl-C) stops the export promptly: files being made are finished or removed
 (only complete files exist under their names, ``files.py``), nothing more is started, and the
 command exits 130; the same command run again resumes. A second SIGINT ends it at once.
@@ -10,16 +14,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
+import re
 import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from iiif_shim.base.errors import ConfigError
-from iiif_shim.config.settings import CONFIG_ENV, settings_from_environment
+from iiif_shim.config.settings import (
+    CONFIG_ENV,
+    public_url_problem,
+    settings_from_environment,
+)
 from iiif_shim.iiif.profile import Version
 
 INTERRUPTED = 130
@@ -72,25 +79,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
 
 
-def _base_url(text: str) -> str | None:
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return None
-    if parts.query or parts.fragment:
-        return None
-    return text.rstrip("/")
-
-
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    base = _base_url(args.base_url)
-    if base is None:
+    """The export ``args`` ask for; its exit status. The CLI has set up logging."""
+    problem = public_url_problem(args.base_url)
+    if problem is not None:
+        shown = re.sub(r"(?<=//)[^/@]*@", "***@", args.base_url)  # a password never echoed
         print(
-            f"iiif-shim export: --base-url {args.base_url!r} must be an http:// or https:// URL "
-            "with a host and no query",
+            f"iiif-shim export: --base-url {shown!r} {problem} (the rule of server.public_url)",
             file=sys.stderr,
         )
         return 2
+    base = args.base_url.rstrip("/")
     if args.tile_size is not None and not 16 <= args.tile_size <= 8192:
         print("iiif-shim export: --tile-size must be 16 to 8192", file=sys.stderr)
         return 2

@@ -7,7 +7,9 @@ missing), so a symbolic link anywhere below the folder is :class:`LinkFound` (an
 file being written, never a write elsewhere). A file is written to a temporary name in its own
 folder (``.export-{pid}.{name}.part``, created with ``O_EXCL|O_NOFOLLOW``), flushed to the disk
 (``fsync``) and renamed into place, so what exists under its real name is complete, after a
-power cut too; a write that fails or is interrupted removes its temporary file. Paths that hold
+power cut too; a write that fails or is interrupted removes its temporary file. Every call
+here blocks: the export makes them in threads (a streamed body's too, chunk by chunk:
+:meth:`Tree.write_stream`), never on the event loop. Paths that hold
 the same pixels are hard links to the first (a copy where the filesystem has no links).
 
 One run at a time: a run holds an exclusive ``flock`` on ``.iiif-export/lock`` (holding its
@@ -18,12 +20,14 @@ a power cut) removes the temporary files it left, under the lock, so never a liv
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
 import os
 import shutil
 import stat
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -62,6 +66,46 @@ def temporary_name(name: str) -> str:
 def _split(rel: str) -> tuple[list[str], str]:
     parts = rel.split("/")
     return parts[:-1], parts[-1]
+
+
+class Temp:
+    """A temporary file being written in its folder (held open by ``fd``): written, then placed
+    under its name (flushed to the disk first) or discarded. Blocking; one call at a time, and
+    ``discard`` waits for a write still running in another thread."""
+
+    def __init__(self, fd: int, temp: str, name: str, out: BinaryIO) -> None:
+        self.fd = fd
+        self.temp = temp
+        self.name = name
+        self.out = out
+        self._lock = threading.Lock()
+        self._open = True
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self.out.write(data)
+
+    def place(self) -> None:
+        with self._lock:
+            self.out.flush()
+            os.fsync(self.out.fileno())
+            self.out.close()
+            os.rename(self.temp, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            self._closed()
+
+    def discard(self) -> None:
+        """The temporary file closed and removed (nothing, once placed)."""
+        with self._lock:
+            if not self._open:
+                return
+            self.out.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.temp, dir_fd=self.fd)
+            self._closed()
+
+    def _closed(self) -> None:
+        self._open = False
+        os.close(self.fd)
 
 
 class Tree:
@@ -145,30 +189,32 @@ class Tree:
             with os.fdopen(handle, "rb") as source:
                 return source.read(limit)
 
-    @contextlib.contextmanager
-    def _new(self, rel: str) -> Iterator[tuple[BinaryIO, Callable[[], None]]]:
-        """A temporary file in ``rel``'s folder and the call that puts it in place (flushed to
-        the disk first); removed when the block fails."""
+    def open_temp(self, rel: str) -> Temp:
+        """A new temporary file in ``rel``'s folder (made when missing), to be placed at
+        ``rel`` or discarded (blocking)."""
         segments, name = _split(rel)
         with self.folder(segments) as fd:
             assert fd is not None
             self._kind(fd, name, rel)  # a link at the name itself refused
             temp = temporary_name(name)
-            out = os.fdopen(os.open(temp, _NEW_FLAGS, 0o644, dir_fd=fd), "wb")
+            held = os.dup(fd)
+        try:
+            out = os.fdopen(os.open(temp, _NEW_FLAGS, 0o644, dir_fd=held), "wb")
+        except BaseException:
+            os.close(held)
+            raise
+        return Temp(held, temp, name, out)
 
-            def place() -> None:
-                out.flush()
-                os.fsync(out.fileno())
-                out.close()
-                os.rename(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
-
-            try:
-                yield out, place
-            except BaseException:
-                out.close()
-                with contextlib.suppress(OSError):
-                    os.unlink(temp, dir_fd=fd)
-                raise
+    @contextlib.contextmanager
+    def _new(self, rel: str) -> Iterator[tuple[BinaryIO, Callable[[], None]]]:
+        """A temporary file in ``rel``'s folder and the call that puts it in place (flushed to
+        the disk first); removed when the block fails (blocking)."""
+        temp = self.open_temp(rel)
+        try:
+            yield temp.out, temp.place
+        except BaseException:
+            temp.discard()
+            raise
 
     def write(self, rel: str, data: bytes) -> int:
         """``data`` at ``rel``, atomically (blocking: run in a thread); bytes written."""
@@ -199,24 +245,22 @@ class Tree:
             place()
         return written
 
-    async def write_stream(
-        self,
-        rel: str,
-        head: bytes,
-        rest: AsyncIterator[bytes],
-        in_thread: Callable[..., object],
-    ) -> int:
+    async def write_stream(self, rel: str, head: bytes, rest: AsyncIterator[bytes]) -> int:
         """A body arriving in chunks at ``rel``, atomically: its temporary file removed if the
-        body fails or the task is cancelled. ``in_thread(fn, *args)``: awaits ``fn`` off the
-        loop."""
+        body fails or the task is cancelled. Every file-system call is made in a thread, never
+        on the event loop (a slow or network disk stalls no other file)."""
+        temp = await asyncio.to_thread(self.open_temp, rel)
         written = 0
-        with self._new(rel) as (out, place):
-            await in_thread(out.write, head)  # type: ignore[misc]
+        try:
+            await asyncio.to_thread(temp.write, head)
             written += len(head)
             async for chunk in rest:
-                await in_thread(out.write, chunk)  # type: ignore[misc]
+                await asyncio.to_thread(temp.write, chunk)
                 written += len(chunk)
-            await in_thread(place)  # type: ignore[misc]
+            await asyncio.to_thread(temp.place)
+        except BaseException:
+            await asyncio.to_thread(temp.discard)  # after a write still running in its thread
+            raise
         return written
 
     def link(self, existing: str, rel: str) -> None:

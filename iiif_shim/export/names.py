@@ -7,16 +7,20 @@ itself is refused: an empty segment (leading, trailing or doubled ``/``), a ``.`
 segment, a NUL character, a segment longer than the filesystem's names, a path longer than its
 paths. So is a name whose segment falls where another exported name keeps its own files
 (``x/full`` or ``x/info.json`` next to ``x``; an object ``y/manifest`` next to ``y``): the
-longer one is refused, the other written. Object names starting ``collection`` are refused:
-``presentation/{3|2}/collection`` holds the collections (a source's is named after it: the
-configuration lets a source's name hold letters, digits, ``_`` and ``-`` alone).
+longer one is refused, the other written. The object names ``collection`` and
+``collection/...`` are refused: ``presentation/{3|2}/collection`` holds the collections (a
+source's is named after it: the configuration lets a source's name hold letters, digits, ``_``
+and ``-`` alone).
 
 Names are claimed one by one, as a run meets them (:class:`Claims`, seeded with what the
 folder holds already): a name is refused when it falls where a name claimed before keeps its
 files, or the other way round (``x/full`` after ``x``; ``x`` after ``x/full``), and when it
 differs from one claimed before only by case or Unicode normalisation (``Page`` and ``page``,
 NFC and NFD ``é``): on a case-insensitive or normalising target (macOS, Windows, exFAT, SMB,
-some buckets' tools) both would be one file. The later one is refused, with the earlier named.
+some buckets' tools) both would be one file. The later one is refused, with the earlier
+named (both escaped, ``'cafe\\u0301'``, when they differ only by normalisation and would look
+the same). A name refused after all (an object whose image is refused, an image whose facts
+cannot be read) releases its claims: it reserves no name it never wrote.
 """
 
 from __future__ import annotations
@@ -81,25 +85,42 @@ def folded(name: str) -> str:
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
 
 
+def shown(name: str, other: str) -> tuple[str, str]:
+    """``name`` and ``other`` quoted for a line: escaped (``'cafe\\u0301'``) when they would
+    look the same as written (NFC and NFD spellings), so the difference shows."""
+    if repr(name) == repr(other) or (
+        name != other and unicodedata.normalize("NFC", name) == unicodedata.normalize("NFC", other)
+    ):
+        return ascii(name), ascii(other)
+    return repr(name), repr(other)
+
+
 class Claims:
     """The names of one kind (images, or objects) a folder holds or a run writes; see the
-    module's text. ``entry``: whether a segment is one a name's folder holds itself."""
+    module's text. ``entry``: whether a segment is one a name's folder holds itself. A name is
+    held by each claim of it until that claim is released (a name refused after all: its
+    holders release it, and it reserves nothing)."""
 
     def __init__(self, entry: Callable[[str], bool]) -> None:
         self.entry = entry
         self.names: dict[str, str] = {}  # folded name -> the name
-        self.below: dict[str, str] = {}  # folded prefix -> a name with an entry segment after it
+        self.holders: dict[str, int] = {}  # folded name -> the claims holding it
+        # folded prefix -> the names with an entry segment after it (in the order claimed)
+        self.below: dict[str, dict[str, None]] = {}
 
     def claim(self, name: str) -> str | None:
-        """``name`` claimed (again: nothing), or why it collides with one claimed before."""
+        """``name`` claimed (once more, when claimed already), or why it collides with one
+        claimed before (then nothing is claimed)."""
         key = folded(name)
         there = self.names.get(key)
         if there == name:
+            self.holders[key] += 1
             return None
         if there is not None:
+            mine, theirs = shown(name, there)
             return (
-                f"differs from {there!r} (exported too, or already in the folder) only by case "
-                "or Unicode normalisation: one file on case-insensitive targets"
+                f"differs from {theirs} (exported too, or already in the folder) only by case "
+                f"or Unicode normalisation ({mine} here): one file on case-insensitive targets"
             )
         segments = key.split("/")
         originals = name.split("/")
@@ -110,16 +131,35 @@ class Claims:
                     f"its segment {originals[k]!r} is where the files of "
                     f"{self.names[prefix]!r} are (exported too, or already in the folder)"
                 )
-        if key in self.below:
+        if self.below.get(key):
             return (
-                f"its files would be where {self.below[key]!r} is (exported too, or already in "
-                "the folder)"
+                f"its files would be where {next(iter(self.below[key]))!r} is (exported too, or "
+                "already in the folder)"
             )
         self.names[key] = name
+        self.holders[key] = 1
         for k in range(1, len(segments)):
             if self.entry(segments[k]):
-                self.below.setdefault("/".join(segments[:k]), name)
+                self.below.setdefault("/".join(segments[:k]), {})[name] = None
         return None
+
+    def release(self, name: str) -> None:
+        """One claim of ``name`` given back; the name is free once none holds it."""
+        key = folded(name)
+        if self.names.get(key) != name:
+            return
+        self.holders[key] -= 1
+        if self.holders[key] > 0:
+            return
+        del self.names[key], self.holders[key]
+        segments = key.split("/")
+        for k in range(1, len(segments)):
+            prefix = "/".join(segments[:k])
+            held = self.below.get(prefix)
+            if held is not None:
+                held.pop(name, None)
+                if not held:
+                    del self.below[prefix]
 
 
 def object_unfit(name: str, root: str) -> str | None:

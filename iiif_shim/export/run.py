@@ -27,11 +27,16 @@ made with (``.iiif-export.json``; a run with others is refused, exit 2) and its 
 streamed: identifiers, or object names (a source's, every source's) read ``jobs`` at a time,
 each object's record and its images' facts read, its manifests built; names that cannot be
 files, or collide with another of this run or of the folder (``names.py``), are refused with
-one line each (exit 1 at the end). Each image is planned (``plan.py``, in a thread) once its
-facts are read, ``jobs`` images at a time, and its files go through a queue of at most
-2 x ``jobs`` to ``jobs`` workers: a file that is there is skipped, the first path of a file's
-pixels made, the others linked to it. Nothing is held for the whole selection but the names
-met (for the collisions) and what the collections list.
+one line each (exit 1 at the end). An object claims its images' names, then its own; one
+refused (for an image, its name, or facts not read) gives back what it claimed, and so does an
+image refused for its facts: a name refused reserves nothing. Each read of facts or records is
+bounded by ``server.request_timeout`` (a source's list of names by that or
+``SURVEY_TIMEOUT``, whichever is more): one not read in time refuses its image, object or
+source with a line saying so, never a hang. Each image is planned (``plan.py``, in a
+thread) once its facts are read, ``jobs`` images at a time, and its files go through a queue
+of at most 2 x ``jobs`` to ``jobs`` workers: a file that is there is skipped, the first path
+of a file's pixels made, the others linked to it. Nothing is held for the whole selection
+but the names met (for the collisions) and what the collections list.
 
 An image is published whole: its info.json (each version) and then its stamp
 (``.iiif-export/images/``: the source's version, size and modification time and the export's
@@ -41,6 +46,9 @@ first); an image without one resumes (its complete files kept). An image a file 
 fails is not published: one line (how many files were not made, the first error), the rest of
 its files not tried, its objects left out of the collections and the index (exit 1). An
 object's manifests are written once its images are published.
+
+The last line counts the files written, found there and failed, and the names refused; the
+exit status is 1 exactly when one of the last two is not 0.
 
 At the end the collections and ``index.html`` are rewritten from the folder's record
 (``.iiif-export/record.json``: every object and image published into the folder, merged across
@@ -75,7 +83,11 @@ from iiif_shim.export.progress import Progress, human_bytes
 from iiif_shim.iiif.profile import Version
 from iiif_shim.presentation.documents import Picture, Urls
 from iiif_shim.presentation.records import ObjectRecord
-from iiif_shim.presentation.service import PresentationService, open_presentation
+from iiif_shim.presentation.service import (
+    SURVEY_TIMEOUT,
+    PresentationService,
+    open_presentation,
+)
 
 log = logging.getLogger("iiif_shim")
 
@@ -191,8 +203,12 @@ class Export:
         self.versions = [v.value for v in options.versions]
         self.folder: files.Tree | None = None  # None: a dry run
         self.record = Record()
-        self.refused = 0
+        self.refused = 0  # names refused (identifiers, objects, sources)
+        self.refused_images: set[str] = set()  # refused for their facts: nothing written
         self.failed_images = 0
+        # facts and records are read within a request's time, a source's list within its read's
+        self.read_timeout = settings.server.request_timeout
+        self.list_timeout = max(settings.server.request_timeout, SURVEY_TIMEOUT)
         self.images: dict[str, asyncio.Future[bool]] = {}
         self.image_claims = names.Claims(names.image_entry)
         self.object_claims = names.Claims(names.object_entry)
@@ -218,6 +234,15 @@ class Export:
     def _refuse(self, what: str, why: str) -> None:
         self.say(f"refused {what}: {why}")
         self.refused += 1
+
+    def _late(self, limit: float) -> str:
+        setting = "server.request_timeout" if limit == self.read_timeout else "a source's read"
+        return f"not read within {setting} ({limit:g}s)"
+
+    def _why(self, exc: ShimError | TimeoutError, what: str) -> str:
+        if isinstance(exc, ShimError):
+            return exc.public_text()
+        return f"{what} {self._late(self.read_timeout)}"
 
     def _path(self, *parts: str) -> str:
         return "/".join(p for p in (self.tree, *parts) if p)
@@ -253,7 +278,7 @@ class Export:
         opts = self.options
         for identifier in opts.identifiers:
             if self._claim_image(identifier):
-                await spawn(self._whole_image(identifier, ()))
+                await spawn(self._whole_image(identifier))
         if presentation is None:
             return
         wanted: list[tuple[str | None, str]] = [(None, name) for name in opts.objects]
@@ -268,16 +293,20 @@ class Export:
                 continue
             try:
                 source = presentation.source(source_name)
-                found = await source.names(MAX_NAMES)
+                async with asyncio.timeout(self.list_timeout):
+                    found = await source.names(MAX_NAMES)
             except ShimError as exc:
                 self._refuse(f"source {source_name!r}", exc.public_text())
+                continue
+            except TimeoutError:
+                self._refuse(f"source {source_name!r}", f"its list {self._late(self.list_timeout)}")
                 continue
             for name in found:
                 await spawn(self._object(presentation, source_name, name))
 
     def _claim_image(self, identifier: str) -> bool:
-        if identifier in self.images:
-            return True
+        """``identifier`` claimed (each caller releases its claim if the image is refused), or
+        refused with a line."""
         why = names.unfit(identifier, self.root_text, self.name_max, self.path_max)
         why = why or self.image_claims.claim(identifier)
         if why is not None:
@@ -290,35 +319,57 @@ class Export:
     ) -> None:
         if name in self.objects_done or name in self.objects_failed:
             return
-        why = names.object_unfit(name, self.root_text) or self.object_claims.claim(name)
+        why = names.object_unfit(name, self.root_text)
         if why is not None:
             self._refuse(f"object {name!r}", why)
             return
         try:
-            if owner is None:
-                record = await presentation.record(name)
-            else:
-                found = await presentation.record_in(presentation.source(owner), name)
-                if found is None:
-                    raise ShimError(f"source {owner!r} has no object {name!r}")
-                record = found
-            refused = [c.image for c in record.canvases if not self._claim_image(c.image)]
-            if refused:
-                raise ShimError(f"its image {refused[0]!r} is refused")
-            pictures = await presentation.pictures(record)
-        except ShimError as exc:
-            self._refuse(f"object {name!r}", exc.public_text())
+            async with asyncio.timeout(self.read_timeout):
+                if owner is None:
+                    record = await presentation.record(name)
+                else:
+                    found = await presentation.record_in(presentation.source(owner), name)
+                    if found is None:
+                        raise ShimError(f"source {owner!r} has no object {name!r}")
+                    record = found
+        except (ShimError, TimeoutError) as exc:
+            self._refuse(f"object {name!r}", self._why(exc, "its record"))
+            self.objects_failed.add(name)
+            return
+        # its images claimed first, then its own name; a refused object holds none of them
+        images = list(dict.fromkeys(c.image for c in record.canvases))
+        taken: list[str] = []
+        for image in images:
+            if not self._claim_image(image):
+                why = f"its image {image!r} is refused"
+                break
+            taken.append(image)
+        else:
+            why = self.object_claims.claim(name)
+        if why is None:
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    pictures = await presentation.pictures(record)
+            except (ShimError, TimeoutError) as exc:
+                self.object_claims.release(name)
+                why = self._why(exc, "its images' facts")
+        if why is not None:
+            for image in taken:
+                self.image_claims.release(image)
+            self._refuse(f"object {name!r}", why)
             self.objects_failed.add(name)
             return
         manifests, extras = self._manifests(record, pictures)
-        started = [
-            self._image_future(image, extras.get(image, ()))
-            for image in dict.fromkeys(c.image for c in record.canvases)
-        ]
+        started = [self._image_future(image, extras.get(image, ())) for image in images]
         results = await asyncio.gather(*started)
         if not all(results):
-            bad = next(c.image for c, ok in zip(record.canvases, results, strict=False) if not ok)
-            self._refuse(f"object {name!r}", f"its image {bad!r} was not exported")
+            bad = next(i for i, ok in zip(images, results, strict=True) if not ok)
+            for image in taken:  # a refused image is written nowhere: its name is free
+                if image in self.refused_images:
+                    self.image_claims.release(image)
+            self.object_claims.release(name)
+            what = "is refused" if bad in self.refused_images else "was not exported"
+            self._refuse(f"object {name!r}", f"its image {bad!r} {what}")
             self.objects_failed.add(name)
             if self.folder is not None:
                 for path, _ in manifests:
@@ -369,8 +420,10 @@ class Export:
             self.images[identifier] = future
         return future
 
-    async def _whole_image(self, identifier: str, extras: Sequence[Extra]) -> None:
-        await self._image_future(identifier, extras)
+    async def _whole_image(self, identifier: str) -> None:
+        await self._image_future(identifier, ())
+        if identifier in self.refused_images:
+            self.image_claims.release(identifier)
 
     def _stamp_of(
         self, service: ImageService, identifier: str, plan: ImagePlan, facts: Any
@@ -399,9 +452,11 @@ class Export:
         service = self.service
         async with self.image_gate:
             try:
-                src = await service.source(identifier)
-            except ShimError as exc:
-                self._refuse(f"identifier {identifier!r}", exc.public_text())
+                async with asyncio.timeout(self.read_timeout):
+                    src = await service.source(identifier)
+            except (ShimError, TimeoutError) as exc:
+                self._refuse(f"identifier {identifier!r}", self._why(exc, "its facts"))
+                self.refused_images.add(identifier)
                 return False
             offer = service.offer
             size = self.options.tile_size
@@ -433,8 +488,8 @@ class Export:
                 return True
             stamp = self._stamp_of(service, identifier, plan, src.info)
             stamp_path = _stamp_path(identifier)
-            there = await self._disk(folder.read, stamp_path, READ_LIMIT)
             try:
+                there = await self._disk(folder.read, stamp_path, READ_LIMIT)
                 if there is not None and there != stamp:
                     await self._disk(self._unpublish, identifier, stamp_path)
                 tracker = Tracker(len(plan.files))
@@ -462,6 +517,7 @@ class Export:
                 why = exc.public_text() if isinstance(exc, ShimError) else str(exc)
                 self.say(f"identifier {identifier!r} not exported: {why}")
                 self.failed_images += 1
+                self.progress.add(failed=1)  # the file it failed on at least
                 return False
             self.record.images[identifier] = sorted(
                 set(self.record.images.get(identifier, ())) | set(self.versions), reverse=True
@@ -476,8 +532,9 @@ class Export:
             return
         service = self.service
         try:
-            prepared = await service.prepare(plan.files[0].request)
-        except ShimError:
+            async with asyncio.timeout(self.read_timeout):
+                prepared = await service.prepare(plan.files[0].request)
+        except (ShimError, TimeoutError):
             return  # the file fails with its own line
         info = prepared.source.info
         if not prepared.plan.native.whole_source(info.width, info.height):
@@ -561,7 +618,7 @@ class Export:
                 if isinstance(body, OpenFile):
                     return int(await self._disk(folder.copy_open, path, body.file, body.changed))
                 if body is not None:
-                    return await folder.write_stream(path, body.head, body.rest, asyncio.to_thread)
+                    return await folder.write_stream(path, body.head, body.rest)
                 prepared = passing.prepared
             made = await service.produce(prepared)
         return int(await self._disk(folder.write, path, made.rendered.body))
@@ -677,17 +734,23 @@ class Export:
         lock = None
         if not opts.dry_run:
             try:
-                self.folder = files.Tree(self.root)
-                lock = self.folder.lock()
-            except files.Locked as locked:
-                self.say(
-                    f"another export (pid {locked.pid}) is writing into {self.root}: one run at "
-                    "a time in a folder; wait for it, or stop it"
-                )
-                return 2
+                folder = await self._disk(files.Tree, self.root)
             except OSError as exc:
                 self.say(f"cannot write into {self.root}: {exc}")
                 return 2
+            try:
+                lock = await self._disk(folder.lock)
+            except (files.Locked, OSError) as exc:
+                folder.close()
+                if isinstance(exc, OSError):
+                    self.say(f"cannot write into {self.root}: {exc}")
+                    return 2
+                self.say(
+                    f"another export (pid {exc.pid}) is writing into {self.root}: one run at "
+                    "a time in a folder; wait for it, or stop it"
+                )
+                return 2
+            self.folder = folder
         try:
             return await self._locked()
         finally:
@@ -761,13 +824,14 @@ class Export:
             self.out.write(
                 f"estimate: {progress.total} files ({images} images, {docs} documents), about "
                 f"{size} bytes ({human_bytes(size)}; JPEG at about 0.3 bytes a pixel, links to "
-                "the same pixels count no bytes)\n"
+                f"the same pixels count no bytes), {self.refused} refused\n"
             )
             return 1 if self.refused else 0
         progress.finish()
         self.out.write(
             f"exported: {progress.files} files written ({progress.bytes} bytes), "
-            f"{progress.skipped} there already, {progress.failed} failed, into {self.root}\n"
+            f"{progress.skipped} there already, {progress.failed} failed, {self.refused} "
+            f"refused, into {self.root}\n"
         )
         return 1 if self.refused or self.failed_images else 0
 

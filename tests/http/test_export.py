@@ -601,13 +601,15 @@ def test_openseadragon_and_miradors_tile_urls_of_long_thin_and_wide_images_exist
 def test_an_image_whose_pixels_fail_is_not_published(tmp_path: Path) -> None:
     """A master cut short (its header read, its pixels not): one line for the image (how many
     files were not made, the first error), exit 1; no info.json of it in either version, and
-    neither index.html nor the collection lists it or its object; the other image and object
-    are exported."""
+    neither index.html nor the collection lists it or its object, whose line names that image
+    (not the image of its first canvases, shown twice); the other image and object are
+    exported."""
     images = tmp_path / "images"
     _sources(images)
     whole = (images / "big.png").read_bytes()
     (images / "cut.png").write_bytes(whole[: len(whole) // 3])
-    config = _config(tmp_path, images, rows="broken,cut,Broken\n")
+    rows = "broken,quad,Broken\nbroken,quad,Broken\nbroken,cut,Broken\n"
+    config = _config(tmp_path, images, rows=rows)
     out = tmp_path / "out"
     done = _export(config, "--object", "quads", "broken", "--to", str(out), *BASE)
     assert done.returncode == 1, done.stderr
@@ -797,7 +799,8 @@ def test_names_one_on_case_insensitive_targets_are_refused(tmp_path: Path) -> No
     refused = [line for line in done.stderr.splitlines() if "refused identifier" in line]
     assert len(refused) == 2, done.stderr
     assert "'Quad'" in refused[0] and "'quad'" in refused[0]
-    assert repr(nfd) in refused[1] and repr(nfc) in refused[1]
+    # the two spellings look the same as written: both are shown escaped
+    assert ascii(nfd) in refused[1] and ascii(nfc) in refused[1], refused
     assert not (out / "iiif" / "3" / "Quad").exists()
     later = _export(config, "--identifier", "Quad", "--to", str(out), *BASE)
     assert later.returncode == 1 and "'quad'" in later.stderr, later.stderr
@@ -834,3 +837,131 @@ def test_each_file_is_on_the_disk_before_its_name(tmp_path: Path) -> None:
                 stamp_unsynced = True
     assert renames > 10 and stamps == 1
     assert not stamp_unsynced
+
+
+@pytest.mark.parametrize(
+    ("base_url", "problem"),
+    [
+        ("https://u:secretpw@static.example.org", "must not hold user:password@"),
+        ("http://:8080", "with a host"),
+        ("http://user@/", "with a host"),
+        ("https://static.example.org/a b", "must not hold spaces, quotes"),
+        ('https://static.example.org/"><script>', "must not hold spaces, quotes"),
+        ("https://static.example.org/?", "must not have a query or fragment"),
+        ("https://static.example.org:port", "its port is not a number"),
+    ],
+)
+def test_a_bad_base_url_is_refused_before_anything_is_read(
+    tmp_path: Path, base_url: str, problem: str
+) -> None:
+    """``--base-url`` is checked by the rule of ``server.public_url``: exit 2, one line, the
+    folder not made, the configuration not even read, a password not echoed."""
+    out = tmp_path / "out"
+    done = _export(tmp_path / "missing.yaml", "--all", "--to", str(out), "--base-url", base_url)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and problem in lines[0], done.stderr
+    assert "server.public_url" in lines[0] and "secretpw" not in lines[0], lines
+    assert not out.exists()
+    config = tmp_path / "settings.yaml"
+    config.write_text(f"server: {{public_url: '{base_url}'}}\n")
+    check = subprocess.run(
+        [sys.executable, "-m", "iiif_shim", "check-config", str(config)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+    assert check.returncode == 1 and "server.public_url" in check.stderr, check.stderr
+
+
+def test_the_exports_log_lines_are_those_of_the_one_logging_setup(tmp_path: Path) -> None:
+    """At ``--log-level debug`` the export's log lines have the shape serve's have (time,
+    level, logger), from the CLI's one logging setup."""
+    images = tmp_path / "images"
+    _sources(images)
+    config = _config(tmp_path, images)
+    done = _export(config, "--identifier", "quad", "--to", str(tmp_path / "out"), *BASE,
+                   "--log-level", "debug")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    logged = [line for line in done.stderr.splitlines() if " DEBUG " in line]
+    assert logged, done.stderr
+    shape = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} DEBUG [\w.]+: ")
+    assert all(shape.match(line) for line in logged), logged[:5]
+
+
+def test_a_streamed_original_is_written_off_the_event_loop(tmp_path: Path) -> None:
+    """A JPEG master of more than 2 megapixels from an http backend passes through as a
+    stream (its 3.0 ``full/max``): every folder made and every temporary file opened for it is
+    made in a worker thread, never in the thread of the event loop (strace)."""
+    strace = need_tool("strace")
+    images = tmp_path / "images"
+    _sources(images)
+    _quadrants((2048, 1100)).save(images / "large.jpg", quality=90)
+    upstream = start_faulty(images, tmp_path)
+    try:
+        url = f"http://127.0.0.1:{upstream.port}/ok/{{id}}.jpg"
+        config = _config(tmp_path, images, f'web: {{type: http, url: "{url}"}}')
+        trace = tmp_path / "trace.log"
+        out = tmp_path / "out"
+        command = [strace, "-f", "-qq", "-e", "trace=mkdir,mkdirat,openat", "-o", str(trace),
+                   sys.executable, "-m", "iiif_shim", "export", "--config", str(config),
+                   "--identifier", "large", "--api", "3", "--to", str(out), *BASE]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    finally:
+        upstream.stop()
+    assert done.returncode == 0, done.stderr
+    original = out / "iiif" / "3" / "large" / "full" / "max" / "0" / "default.jpg"
+    assert original.read_bytes() == (images / "large.jpg").read_bytes()  # passed through
+    lines = trace.read_text().splitlines()
+    loop = lines[0].split(None, 1)[0]  # the first thread: the one that runs the event loop
+    made = [line for line in lines if "mkdir" in line or ('.part"' in line and "O_EXCL" in line)]
+    assert any('"max"' in line for line in made), made  # the original's folder made
+    on_loop = [line for line in made if line.split(None, 1)[0] == loop]
+    assert on_loop == [], "\n".join(on_loop)
+
+
+def test_a_refused_name_reserves_nothing_and_the_last_line_counts_it(tmp_path: Path) -> None:
+    """After ``--identifier Quad``, object ``Obj`` (image ``quad``: one file with ``Quad`` on
+    case-insensitive targets) is refused with its image; object ``obj`` (image ``big``) is
+    exported: the refused ``Obj`` holds no name. The last line counts the 2 refused names and
+    the exit status is 1."""
+    images = tmp_path / "images"
+    _sources(images)
+    Image.new("RGB", (40, 30), (9, 9, 9)).save(images / "Quad.png")
+    config = _config(tmp_path, images, rows="Obj,quad,Upper\nobj,big,Lower\n")
+    out = tmp_path / "out"
+    first = _export(config, "--identifier", "Quad", "--to", str(out), *BASE)
+    assert first.returncode == 0, first.stderr
+    done = _export(config, "--object", "Obj", "obj", "--jobs", "1", "--to", str(out), *BASE)
+    assert (out / "iiif" / "presentation" / "3" / "obj" / "manifest").is_file(), done.stderr
+    assert not (out / "iiif" / "presentation" / "3" / "Obj").exists()
+    assert done.returncode == 1, done.stderr
+    refused = [line for line in done.stderr.splitlines() if "refused " in line]
+    assert len(refused) == 2, done.stderr
+    assert refused[0].startswith("export: refused identifier 'quad': differs from 'Quad'")
+    assert refused[1] == "export: refused object 'Obj': its image 'quad' is refused", refused
+    assert ", 0 failed, 2 refused, into " in done.stdout, done.stdout
+
+
+def test_a_stuck_facts_read_is_reported_for_its_image_never_a_hang(tmp_path: Path) -> None:
+    """An upstream that never answers, with a backend timeout longer than any run: the image's
+    facts and the object's are given ``server.request_timeout`` (2 s here), each is refused
+    with a line saying so, and the run ends (exit 1)."""
+    images = tmp_path / "images"
+    _sources(images)
+    upstream = start_faulty(images, tmp_path)
+    try:
+        url = f"http://127.0.0.1:{upstream.port}/stall/{{id}}.png"
+        backend = f'stuck: {{type: http, url: "{url}", timeout: 3600}}'
+        config = _config(tmp_path, images, backend, server=", request_timeout: 2")
+        runs = [
+            _export(config, *selection, "--to", str(tmp_path / "out"), *BASE, timeout=120)
+            for selection in (("--identifier", "quad"), ("--object", "pages"))
+        ]
+    finally:
+        upstream.stop()
+    late = "not read within server.request_timeout (2s)"
+    expected = [f"refused identifier 'quad': its facts {late}",
+                f"refused object 'pages': its images' facts {late}"]  # fmt: skip
+    for done, line in zip(runs, expected, strict=True):
+        assert done.returncode == 1, done.stderr
+        assert line in done.stderr, done.stderr
+        assert ", 1 refused, into " in done.stdout, done.stdout
