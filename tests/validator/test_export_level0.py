@@ -4,9 +4,10 @@ checks.
 The validator's test image and the sample object ``book`` of the embedded default config are
 exported with the real command, as a user runs it (``iiif-shim export``, two runs into one
 folder: ``--identifier`` and ``--object`` are one or the other), once for the module. nginx
-serves the folder with the locations that ``docs/export.md`` gives for it (read from that page,
-so the documented configuration is the one tested), at the base URL the export was made for.
-Then:
+runs the whole ``server`` block that ``docs/export.md`` gives for it (read from that page, so
+the documented text is the one tested), only its port, its certificate's two paths (a test CA's
+certificate, ``tests/tls.py``) and its root changed, over HTTPS and HTTP/2, at the base URL the
+export was made for; the clients trust the test CA. Then:
 
 - iiif-validator 1.0.5 at ``--level 0``, Image API 3.0 and 2.1 (``--version=2.0``): every test
   it runs passes, and the number it runs is the one its level 0 has (5 for 3.0, 4 for 2.x);
@@ -18,9 +19,13 @@ Then:
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
+import shutil
+import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -41,22 +46,33 @@ from tests.support import (
     nginx_config,
     request,
 )
+from tests.tls import make_ca
 from tests.validator.test_validator import RESULT_RE, validator
 from tests.validator.test_validator_ng import SUMMARY_RE, VENV
 
 EXPORT_DOC = ROOT / "docs" / "export.md"
 # directives of the documented server block that belong to the public site, not the locations
-SITE_ONLY = re.compile(r"\s*(listen|http2|server_name|root)\b")
+SITE_ONLY = re.compile(r"\s*(listen|http2|server_name|root|ssl_certificate|ssl_certificate_key)\b")
+# the lines of the documented block a test changes (each there once), and nothing else
+DOC_LISTEN = "listen 443 ssl http2;"
+DOC_CERTS = "/etc/letsencrypt/live/static.example.org/"
+DOC_ROOT = "root /srv/static;"
 LEVEL0_2 = "http://iiif.io/api/image/2/level0.json"
 
 
-def documented_locations() -> str:
-    """The location blocks of the nginx server that docs/export.md gives for an export."""
+def documented_server() -> str:
+    """The nginx server block that docs/export.md gives for an export, as written."""
     text = EXPORT_DOC.read_text(encoding="utf-8")
     _, found, after = text.partition("## Serving it with nginx")
     assert found, f"{EXPORT_DOC} has no 'Serving it with nginx' section"
     block = after.split("```nginx", 1)[1].split("```", 1)[0].strip()
     assert block.startswith("server {") and block.endswith("}"), block
+    return block + "\n"
+
+
+def documented_locations() -> str:
+    """The location blocks of that server (its site's own lines left out)."""
+    block = documented_server().strip()
     body = block.removeprefix("server {").removesuffix("}")
     lines = [line for line in body.splitlines() if not SITE_ONLY.match(line)]
     assert any("location" in line for line in lines), block
@@ -84,11 +100,68 @@ def export(folder: Path, base_url: str, *selection: str) -> str:
 
 
 def serve_with_nginx(folder: Path, port: int, workdir: Path) -> Process:
-    """Plain nginx serving ``folder`` with the documented locations."""
+    """Plain nginx serving ``folder`` with the documented locations, in plain HTTP."""
     binary = need_tool("nginx", "/usr/sbin/nginx")
     workdir.mkdir(parents=True, exist_ok=True)
     conf = nginx_config(folder, port, workdir, extra=documented_locations())
     return Process([binary, "-c", str(conf), "-p", str(workdir)], port, workdir / "out.log")
+
+
+def serve_documented_server(folder: Path, port: int, workdir: Path) -> tuple[Process, Path]:
+    """nginx running the documented server block whole: its port, its certificate's paths (a
+    test CA's certificate for 127.0.0.1) and its root changed, nothing else; with the CA's
+    certificate, which a client must trust."""
+    binary = need_tool("nginx", "/usr/sbin/nginx")
+    workdir.mkdir(parents=True, exist_ok=True)
+    ca = make_ca(workdir / "ca")
+    issued = ca.issue("export-site", names=("127.0.0.1", "localhost"))
+    live = workdir / "live"
+    live.mkdir(exist_ok=True)
+    shutil.copy(issued.cert, live / "fullchain.pem")
+    shutil.copy(issued.key, live / "privkey.pem")
+    site = documented_server()
+    for line in (DOC_LISTEN, DOC_ROOT):
+        assert site.count(line) == 1, (line, site)
+    assert site.count(DOC_CERTS) == 2, site
+    site = site.replace(DOC_LISTEN, f"listen 127.0.0.1:{port} ssl http2;")
+    site = site.replace(DOC_CERTS, f"{live}/").replace(DOC_ROOT, f"root {folder};")
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"""{user}worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log {workdir}/nginx-access.log;
+    client_body_temp_path {workdir}/tmp-body;
+    proxy_temp_path {workdir}/tmp-proxy;
+    fastcgi_temp_path {workdir}/tmp-fastcgi;
+    uwsgi_temp_path {workdir}/tmp-uwsgi;
+    scgi_temp_path {workdir}/tmp-scgi;
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+{site}}}
+"""
+    )
+    args = [binary, "-c", str(conf), "-p", str(workdir)]
+    checked = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    return Process(args, port, workdir / "out.log"), ca.root
+
+
+def get_https(port: int, path: str, cafile: Path) -> tuple[int, dict[str, str], bytes]:
+    """GET ``path`` as given over HTTPS from 127.0.0.1, trusting ``cafile``."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=context)
+    try:
+        conn.putrequest("GET", path, skip_accept_encoding=True)
+        conn.endheaders()
+        answer = conn.getresponse()
+        return answer.status, dict(answer.headers), answer.read()
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)
@@ -96,33 +169,66 @@ class Exported:
     folder: Path
     nginx: Process
     base: str
+    cafile: Path | None = None  # over HTTPS, trusting this CA; else plain HTTP
+
+    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        if self.cafile is not None:
+            return get_https(self.nginx.port, path, self.cafile)
+        answer = request(self.nginx.port, path)
+        return answer.status, dict(answer.headers), answer.body
 
     def json(self, url: str) -> Any:
         assert url.startswith(self.base + "/"), url
-        answer = request(self.nginx.port, url.removeprefix(self.base))
-        assert answer.status == 200, (url, answer.status)
-        assert answer.header("Access-Control-Allow-Origin") == "*", url
-        assert "json" in (answer.header("Content-Type") or ""), url
-        return json.loads(answer.body)
+        status, headers, body = self.get(url.removeprefix(self.base))
+        assert status == 200, (url, status)
+        assert headers.get("Access-Control-Allow-Origin") == "*", url
+        assert "json" in (headers.get("Content-Type") or ""), url
+        return json.loads(body)
+
+    def env(self) -> dict[str, str]:
+        """The environment of a client that trusts the CA (Python's ssl and urllib)."""
+        return {**os.environ, **({"SSL_CERT_FILE": str(self.cafile)} if self.cafile else {})}
 
 
-def export_sample(tmp: Path) -> Iterator[Exported]:
-    """The validator's image and the object ``book`` exported and served by nginx."""
+def export_sample(tmp: Path, whole_server: bool = False) -> Iterator[Exported]:
+    """The validator's image and the object ``book`` exported and served by nginx: with the
+    documented locations in plain HTTP, or (``whole_server``) the documented server block
+    whole, over HTTPS."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if whole_server else 'http'}://127.0.0.1:{port}"
     folder = tmp / "export"
     export(folder, base, "--identifier", VALIDATOR_ID)
     export(folder, base, "--object", "book")
-    nginx = serve_with_nginx(folder, port, tmp / "nginx")
+    cafile = None
+    if whole_server:
+        nginx, cafile = serve_documented_server(folder, port, tmp / "nginx")
+    else:
+        nginx = serve_with_nginx(folder, port, tmp / "nginx")
     try:
-        yield Exported(folder, nginx, base)
+        yield Exported(folder, nginx, base, cafile)
     finally:
         nginx.stop()
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
-    yield from export_sample(tmp_path_factory.mktemp("export-level0"))
+    yield from export_sample(tmp_path_factory.mktemp("export-level0"), whole_server=True)
+
+
+def test_the_documented_server_answers_over_https_and_http2(exported: Exported) -> None:
+    """The documented block as nginx 1.22 runs it: TLS with the certificate it names, HTTP/2
+    chosen by ALPN, the export's own records kept private."""
+    assert exported.cafile is not None
+    context = ssl.create_default_context(cafile=str(exported.cafile))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with (
+        socket.create_connection(("127.0.0.1", exported.nginx.port), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.selected_alpn_protocol() == "h2"
+    assert exported.get(f"/iiif/3/{VALIDATOR_ID}/info.json")[0] == 200
+    for private in ("/.iiif-export.json", "/.iiif-export/record.json", "/.iiif-export/lock"):
+        assert exported.get(private)[0] == 404, private
 
 
 @pytest.mark.parametrize(
@@ -136,12 +242,15 @@ def test_official_validator_level0(exported: Exported, version: str, expected: l
     args = [
         *validator(),
         "-s", f"127.0.0.1:{exported.nginx.port}",
+        "--scheme", exported.base.split(":", 1)[0],
         "-p", f"iiif/{version[0]}",
         "-i", VALIDATOR_ID,
         f"--version={version}",
         "--level", "0",
     ]  # fmt: skip
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=300, env=exported.env(), check=False
+    )
     results = {name: verdict for _, name, verdict in RESULT_RE.findall(done.stderr)}
     failed = [name for name, verdict in results.items() if verdict == "FAIL"]
     assert not failed, f"validator failures {failed}:\n{done.stderr}"
@@ -159,7 +268,7 @@ def test_validator_ng_detects_level0_and_passes(
     args = [str(binary), f"{exported.base}/iiif/{version}", "--validation-id", VALIDATOR_ID]
     if version == "2":
         args.append("--v2")
-    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
+    env = {**exported.env(), "COLUMNS": "200", "TERM": "dumb"}
     done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env, check=False)
     out = done.stdout + done.stderr
     assert "Detected compliance level: LEVEL_0" in out, out
