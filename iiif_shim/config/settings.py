@@ -96,7 +96,9 @@ class ServerSettings:
     public_url: str | None = option(
         None,
         doc="scheme+host(+path) put in front of the prefix in every `id`, e.g. "
-        "`https://images.example.org` gives `https://images.example.org/iiif/3/{id}`",
+        "`https://images.example.org` gives `https://images.example.org/iiif/3/{id}`; no "
+        "`user:password@`, query, fragment, spaces or quotes (the same rule as "
+        "`iiif-shim export --base-url`)",
         check=lambda v: None if v is None else public_url_problem(v),
     )
     trust_forwarded: bool = option(
