@@ -259,25 +259,13 @@ def nginx_config(
     aliases: dict[str, Path] | None = None,
     extra: str = "",
 ) -> Path:
-    user = "user root;\n" if os.geteuid() == 0 else ""
     more = extra
     extra = "".join(
         f"        location {url} {{ alias {path}/; }}\n" for url, path in (aliases or {}).items()
     )
-    conf = workdir / "nginx.conf"
-    conf.write_text(
-        f"""{user}worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log {workdir}/nginx-access.log;
-    client_body_temp_path {workdir}/tmp-body;
-    proxy_temp_path {workdir}/tmp-proxy;
-    fastcgi_temp_path {workdir}/tmp-fastcgi;
-    uwsgi_temp_path {workdir}/tmp-uwsgi;
-    scgi_temp_path {workdir}/tmp-scgi;
+    return nginx_main(
+        workdir,
+        f"""    access_log {workdir}/nginx-access.log;
     types {{ image/jpeg jpg; image/png png; image/tiff tif; image/jp2 jp2; }}
     default_type application/octet-stream;
     server {{
@@ -285,7 +273,31 @@ http {{
         root {root};
         location /broken/ {{ return 500; }}
 {extra}{more}    }}
-}}
+""",
+    )
+
+
+def nginx_main(
+    workdir: Path, http: str, *, connections: int = 256, error_log: str = "nginx-error.log"
+) -> Path:
+    """``workdir/nginx.conf``: nginx in the foreground with its pid, error log and temporary
+    folders in ``workdir`` (as root, its workers root too), and ``http`` (its access log,
+    types, servers) as the body of the http block."""
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"""{user}worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/{error_log} warn;
+events {{ worker_connections {connections}; }}
+http {{
+    client_body_temp_path {workdir}/tmp-body;
+    proxy_temp_path {workdir}/tmp-proxy;
+    fastcgi_temp_path {workdir}/tmp-fastcgi;
+    uwsgi_temp_path {workdir}/tmp-uwsgi;
+    scgi_temp_path {workdir}/tmp-scgi;
+{http}}}
 """
     )
     return conf

@@ -28,6 +28,7 @@ from tests.support import (
     free_port,
     need_tool,
     nginx_config,
+    nginx_main,
     start_shim,
     write_config,
 )
@@ -115,25 +116,13 @@ def nginx_with(site: str, workdir: Path, tls: bool = False, ca: CA | None = None
     webroot = workdir / "webroot"
     webroot.mkdir(exist_ok=True)
     site = site.replace(WEBROOT, str(webroot))
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    conf = workdir / "nginx.conf"
-    conf.write_text(
-        f"""{user}worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    {ACCESS_FORMAT}
+    conf = nginx_main(
+        workdir,
+        f"""    {ACCESS_FORMAT}
     access_log {workdir}/access.log iiif_test;
-    client_body_temp_path {workdir}/tmp-body;
-    proxy_temp_path {workdir}/tmp-proxy;
-    fastcgi_temp_path {workdir}/tmp-fastcgi;
-    uwsgi_temp_path {workdir}/tmp-uwsgi;
-    scgi_temp_path {workdir}/tmp-scgi;
 {site}
-}}
-"""
+""",
+        error_log="error.log",
     )
     return Nginx(
         [binary, "-c", str(conf), "-p", str(workdir)],

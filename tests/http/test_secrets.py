@@ -28,6 +28,7 @@ from tests.support import (
     free_port,
     log_lines,
     need_tool,
+    nginx_main,
     request,
     start_shim,
     wait_until,
@@ -81,22 +82,11 @@ def start_upstream(images: Path, workdir: Path) -> tuple[Process, int]:
     (workdir / "catalogue").mkdir()
     (workdir / "catalogue" / "objects.csv").write_text("obj,img\nquad,new/quad.png\n")
     port, other = free_port(), free_port()
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    conf = workdir / "nginx.conf"
-    conf.write_text(
-        f"""{user}worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    log_format seen '$server_port $request $status user=[$remote_user] auth=[$http_authorization]';
+    conf = nginx_main(
+        workdir,
+        f"""    log_format seen '$server_port $request $status '
+                    'user=[$remote_user] auth=[$http_authorization]';
     access_log {workdir}/access.log seen;
-    client_body_temp_path {workdir}/tmp-body;
-    proxy_temp_path {workdir}/tmp-proxy;
-    fastcgi_temp_path {workdir}/tmp-fastcgi;
-    uwsgi_temp_path {workdir}/tmp-uwsgi;
-    scgi_temp_path {workdir}/tmp-scgi;
     types {{ image/png png; image/jpeg jpg; }}
     server {{
         listen 127.0.0.1:{port};
@@ -118,8 +108,8 @@ http {{
         listen 127.0.0.1:{other};
         location / {{ return 200 "elsewhere"; }}
     }}
-}}
-"""
+""",
+        connections=64,
     )
     process = Process([nginx, "-c", str(conf), "-p", str(workdir)], port, workdir / "out.log")
     return process, other

@@ -44,6 +44,7 @@ from tests.support import (
     free_port,
     need_tool,
     nginx_config,
+    nginx_main,
     request,
 )
 from tests.tls import make_ca
@@ -125,25 +126,12 @@ def serve_documented_server(folder: Path, port: int, workdir: Path) -> tuple[Pro
     assert site.count(DOC_CERTS) == 2, site
     site = site.replace(DOC_LISTEN, f"listen 127.0.0.1:{port} ssl http2;")
     site = site.replace(DOC_CERTS, f"{live}/").replace(DOC_ROOT, f"root {folder};")
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    conf = workdir / "nginx.conf"
-    conf.write_text(
-        f"""{user}worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log {workdir}/nginx-access.log;
-    client_body_temp_path {workdir}/tmp-body;
-    proxy_temp_path {workdir}/tmp-proxy;
-    fastcgi_temp_path {workdir}/tmp-fastcgi;
-    uwsgi_temp_path {workdir}/tmp-uwsgi;
-    scgi_temp_path {workdir}/tmp-scgi;
+    conf = nginx_main(
+        workdir,
+        f"""    access_log {workdir}/nginx-access.log;
     include /etc/nginx/mime.types;
     default_type application/octet-stream;
-{site}}}
-"""
+{site}""",
     )
     args = [binary, "-c", str(conf), "-p", str(workdir)]
     checked = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=60)
