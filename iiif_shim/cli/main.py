@@ -320,13 +320,16 @@ def _worker_command(args: argparse.Namespace) -> list[str]:
 
 def _logging(level: str, many: bool) -> None:
     """Log lines to stderr, every one (any logger's, debug included) with the configuration's
-    secrets replaced by ``***`` (``base/redaction.py``)."""
+    secrets replaced by ``***`` (``base/redaction.py``). Pillow's own debug lines (a line for
+    each tag and chunk of every file it opens) are left out at ``debug``: they drown the
+    shim's."""
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s"
         + ("[%(process)d]" if many else "")
         + ": %(message)s",
     )
+    logging.getLogger("PIL").setLevel(max(logging.INFO, logging.getLogger().level))
     redaction.install()
 
 
