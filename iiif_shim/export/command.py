@@ -43,10 +43,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--config", help=f"YAML config (default: ${CONFIG_ENV}, else the embedded default)"
     )
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument(
-        "--identifier", nargs="+", metavar="ID", help="images by identifier, decoded: a/b"
+    what.add_argument(  # repeated, they add up (--identifier a --identifier b: both)
+        "--identifier",
+        action="extend",
+        nargs="+",
+        metavar="ID",
+        help="images by identifier, decoded: a/b",
     )
-    what.add_argument("--object", nargs="+", metavar="NAME", help="objects by name")
+    what.add_argument(
+        "--object", action="extend", nargs="+", metavar="NAME", help="objects by name"
+    )
     what.add_argument("--source", action="append", metavar="NAME", help="every object of a source")
     what.add_argument("--all", action="store_true", help="every object of every source")
     parser.add_argument("--to", required=True, metavar="DIR", help="the folder to write")

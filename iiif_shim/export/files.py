@@ -15,7 +15,9 @@ the same pixels are hard links to the first (a copy where the filesystem has no 
 One run at a time: a run holds an exclusive ``flock`` on ``.iiif-export/lock`` (holding its
 pid) for as long as it works; a second run is told which pid holds it. While it works the
 folder carries ``.export-running``; a run that finds it (one died without cleaning up: SIGKILL,
-a power cut) removes the temporary files it left, under the lock, so never a live run's.
+a power cut) removes the temporary files it left, under the lock, so never a live run's. Every
+run sweeps the temporary files it finds under the lock, whatever the marks say (an interrupted
+run removes its mark, and a file it could not remove must not stay for good).
 """
 
 from __future__ import annotations
@@ -106,6 +108,25 @@ class Temp:
     def _closed(self) -> None:
         self._open = False
         os.close(self.fd)
+
+
+async def _made(opening: asyncio.Future[Temp]) -> Temp:
+    """The temporary file ``opening`` creates in a thread. If the awaiting task is cancelled
+    meanwhile, the thread still creates it: it is awaited (through further cancellations too)
+    and discarded before the cancellation goes on, so neither the file nor its descriptor is
+    lost."""
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        while not opening.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({opening})
+        if not opening.cancelled() and opening.exception() is None:
+            closing = asyncio.ensure_future(asyncio.to_thread(opening.result().discard))
+            while not closing.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({closing})
+        raise
 
 
 class Tree:
@@ -247,9 +268,10 @@ class Tree:
 
     async def write_stream(self, rel: str, head: bytes, rest: AsyncIterator[bytes]) -> int:
         """A body arriving in chunks at ``rel``, atomically: its temporary file removed if the
-        body fails or the task is cancelled. Every file-system call is made in a thread, never
-        on the event loop (a slow or network disk stalls no other file)."""
-        temp = await asyncio.to_thread(self.open_temp, rel)
+        body fails or the task is cancelled, while it is being created too (:func:`_made`).
+        Every file-system call is made in a thread, never on the event loop (a slow or network
+        disk stalls no other file)."""
+        temp = await _made(asyncio.ensure_future(asyncio.to_thread(self.open_temp, rel)))
         written = 0
         try:
             await asyncio.to_thread(temp.write, head)
@@ -338,10 +360,8 @@ class Tree:
         return handle
 
     def swept(self) -> int:
-        """Temporary files a run that died left removed (when its mark is there: call with
-        the lock held); how many."""
-        if not self.exists(RUNNING):
-            return 0
+        """Temporary files earlier runs left removed, whatever their marks say (call with the
+        lock held: no other run is writing); how many."""
         count = 0
         for folder, _, names in os.walk(self.root):
             for name in names:

@@ -8,6 +8,7 @@ are worked out here from the spec.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import math
@@ -16,7 +17,8 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -24,7 +26,7 @@ from urllib.parse import quote, unquote
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from iiif_shim.export import names
+from iiif_shim.export import files, names
 from tests.inprocess import InProcessShim
 from tests.support import (
     ROOT,
@@ -965,3 +967,86 @@ def test_a_stuck_facts_read_is_reported_for_its_image_never_a_hang(tmp_path: Pat
         assert done.returncode == 1, done.stderr
         assert line in done.stderr, done.stderr
         assert ", 1 refused, into " in done.stdout, done.stdout
+
+
+def test_a_stream_cancelled_while_its_temporary_file_is_made_leaves_no_file_or_descriptor(
+    tmp_path: Path,
+) -> None:
+    """SIGINT or ``server.request_timeout`` may cancel a streamed write while its temporary
+    file is being created in a thread (a slow disk): the thread still creates it, and the
+    write, once cancelled, has closed and removed it (no ``.part`` file, no descriptor)."""
+    tree = files.Tree(tmp_path / "out")
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+    real = tree.open_temp
+
+    def slow(rel: str) -> files.Temp:  # a disk slow to create the file
+        entered.set()
+        assert release.wait(30)
+        try:
+            return real(rel)
+        finally:
+            finished.set()
+
+    tree.open_temp = slow  # type: ignore[method-assign]
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"rest"
+
+    async def main() -> None:
+        for i in range(5):
+            for event in (entered, release, finished):
+                event.clear()
+            task = asyncio.ensure_future(tree.write_stream(f"a/b/f{i}.jpg", b"head", body()))
+            assert await asyncio.to_thread(entered.wait, 30)
+            task.cancel()
+            await asyncio.sleep(0)  # the cancellation delivered while the thread still works
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await asyncio.to_thread(finished.wait, 30)  # the thread's file is made
+
+    descriptors = len(os.listdir("/proc/self/fd"))
+    try:
+        asyncio.run(main())
+        parts = [p.name for p in (tmp_path / "out").rglob("*.part")]
+        assert parts == []
+        assert len(os.listdir("/proc/self/fd")) == descriptors
+    finally:
+        tree.close()
+
+
+def test_temporary_files_are_swept_by_the_next_run_without_a_mark(tmp_path: Path) -> None:
+    """A run interrupted by SIGINT removes its mark (``.export-running``); a temporary file it
+    left anyway is removed by the next run, which holds the lock."""
+    images = tmp_path / "images"
+    _sources(images)
+    config = _config(tmp_path, images)
+    out = tmp_path / "out"
+    first = _export(config, "--identifier", "quad", "--to", str(out), *BASE)
+    assert first.returncode == 0, first.stderr
+    left = out / "iiif" / "3" / "quad" / "full" / ".export-999999.default.jpg.part"
+    left.write_bytes(b"half a file")
+    assert not (out / ".export-running").exists()
+    second = _export(config, "--identifier", "quad", "--to", str(out), *BASE)
+    assert second.returncode == 0, second.stderr
+    assert not left.exists()
+    assert "removed 1 temporary files" in second.stderr, second.stderr
+
+
+def test_repeated_identifier_and_object_options_add_up(tmp_path: Path) -> None:
+    """``--identifier a --identifier b`` exports both, as ``--identifier a b`` does (and the
+    same for ``--object``)."""
+    images = tmp_path / "images"
+    _sources(images)
+    config = _config(tmp_path, images)
+    out = str(tmp_path / "out")
+    for option, values, images_expected in (
+        ("--identifier", ("quad", "big"), 2),
+        ("--object", ("quads", "pages"), 4),
+    ):
+        together = _export(config, option, *values, "--to", out, *BASE, "--dry-run")
+        apart = _export(config, option, values[0], option, values[1], "--to", out, *BASE,
+                        "--dry-run")  # fmt: skip
+        assert together.returncode == 0 and apart.returncode == 0, apart.stderr
+        assert f"({images_expected} images" in together.stdout, together.stdout
+        assert apart.stdout == together.stdout
