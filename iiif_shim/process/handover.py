@@ -8,11 +8,19 @@ left on disk whatever ends the supervisor (SIGKILL, the OOM killer), and they ar
 last process holding them closes them. The worker reads one (:func:`read`, at most
 :data:`MAX_BYTES`, refused when not sealed) or opens it by :func:`path`, then closes it.
 Where ``memfd_create`` is missing (not Linux), an unlinked temporary file stands in.
+
+The files are made with ``MFD_NOEXEC_SEAL`` (never executable; what a kernel with
+``vm.memfd_noexec=2`` demands, and without which kernels 6.3 to 6.6 log a warning), and without
+it on a kernel older than 6.3 that does not know the flag. Where ``memfd_create`` is refused
+(``vm.memfd_noexec`` set above what the flags allow, a seccomp profile), :class:`Refused` says
+so in one line: workers are not started with settings and keys they cannot check were not
+changed (``serve`` with ``server.processes`` above 1 stops; one process needs no handover).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import tempfile
@@ -22,6 +30,31 @@ MAX_BYTES = 64 << 20  # what one handed file may hold: settings are kilobytes, a
 #: Once sealed, the file can neither be written, grown, shrunk nor unsealed.
 _SEALS = sum(getattr(fcntl, f"F_SEAL_{name}", 0) for name in ("WRITE", "GROW", "SHRINK", "SEAL"))
 _SEALING = hasattr(os, "memfd_create") and hasattr(fcntl, "F_ADD_SEALS")
+#: Linux 6.3's flag (Python 3.11 has no name for it): never executable, sealed so.
+MFD_NOEXEC_SEAL = getattr(os, "MFD_NOEXEC_SEAL", 0x0008)
+
+
+class Refused(OSError):
+    """No sealed in-memory file can be made here; the message says why, in one line."""
+
+
+def _memfd(name: str) -> int:
+    """A new sealable in-memory file, never executable where the kernel knows that flag."""
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        try:
+            return os.memfd_create(f"iiif-shim-{name}", flags | MFD_NOEXEC_SEAL)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: a kernel before 6.3, without the flag
+                raise
+            return os.memfd_create(f"iiif-shim-{name}", flags)
+    except OSError as exc:
+        raise Refused(
+            exc.errno,
+            f"cannot hand the settings to worker processes: memfd_create is refused "
+            f"({os.strerror(exc.errno) if exc.errno else exc}; the sysctl vm.memfd_noexec or a "
+            "seccomp profile): allow it, or run with server.processes: 1",
+        ) from None
 
 
 def write(name: str, data: bytes) -> int:
@@ -30,7 +63,7 @@ def write(name: str, data: bytes) -> int:
     if len(data) > MAX_BYTES:
         raise ValueError(f"{name}: {len(data)} bytes to hand over, more than {MAX_BYTES}")
     if _SEALING:
-        fd = os.memfd_create(f"iiif-shim-{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        fd = _memfd(name)
     else:  # pragma: no cover - systems without memfd_create
         fd, scratch = tempfile.mkstemp(prefix="iiif-shim-")
         os.unlink(scratch)

@@ -506,35 +506,36 @@ async def _run(
     server = settings.server
     app[TLS_STATUS] = lambda: served[0].status() if served else None
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=server.shutdown_timeout)
+    handed = role.kept_fds if role is not None else ()  # the certificate's and key's, if any
     try:
-        await runner.setup()
-    except Exception as exc:
-        log.exception("iiif-shim could not start")
-        print(f"iiif-shim: could not start: {exc}", file=sys.stderr)
-        return 1
-    if stopping.is_set():  # stopped while it started: it accepted nothing, so nothing to drain
-        await runner.cleanup()
-        return 0
-    metrics = app[METRICS]
-    certificates: Certificates | None = None
-    if server.tls is not None:
-        fallback = kept(server.tls, role.kept_fds) if role is not None else None
         try:
-            certificates = await asyncio.to_thread(
-                Certificates.open,
-                server.tls,
-                fallback,
-                lambda end: metrics.tls_certificate(end.timestamp()),
-            )
-        except CertificateError as exc:
-            log.error("cannot serve HTTPS: %s", exc)
-            print(f"iiif-shim: cannot serve HTTPS: {exc}", file=sys.stderr)
-            await runner.cleanup()
+            await runner.setup()
+        except Exception as exc:
+            log.exception("iiif-shim could not start")
+            print(f"iiif-shim: could not start: {exc}", file=sys.stderr)
             return 1
-        finally:
-            if role is not None:
-                handover.close(role.kept_fds)  # read (or not needed): closed
-        served.append(certificates)
+        if stopping.is_set():  # stopped while it started: it accepted nothing, so nothing to drain
+            await runner.cleanup()
+            return 0
+        metrics = app[METRICS]
+        certificates: Certificates | None = None
+        if server.tls is not None:
+            fallback = kept(server.tls, role.kept_fds) if role is not None else None
+            try:
+                certificates = await asyncio.to_thread(
+                    Certificates.open,
+                    server.tls,
+                    fallback,
+                    lambda end: metrics.tls_certificate(end.timestamp()),
+                )
+            except CertificateError as exc:
+                log.error("cannot serve HTTPS: %s", exc)
+                print(f"iiif-shim: cannot serve HTTPS: {exc}", file=sys.stderr)
+                await runner.cleanup()
+                return 1
+            served.append(certificates)
+    finally:
+        handover.close(handed)  # read, or not needed (no server.tls, an early return): closed
     limits = client_limits(settings, file_limit)
     handler_kwargs: dict[str, Any] = {
         "keepalive_timeout": server.keepalive_timeout,

@@ -51,7 +51,9 @@ holds no secret. Serving TLS, the supervisor keeps in its memory the last certif
 that passed every check (at start, on each reload, and when ``server.tls.watch`` sees the
 files change: ``tls.good_pair``) and hands them to each worker it starts as two sealed
 in-memory files: a worker that starts while the files are bad serves that pair instead of
-dying (``tls.py``). The
+dying (``tls.py``). A configuration without ``server.tls`` forgets the pair, so no worker of it
+holds a key. Where those in-memory files cannot be made (``memfd_create`` refused),
+``serve`` says so in one line and exits 1 before starting any worker. The
 channel, one end of a socket pair per worker, carries ``ready``; its end-of-file tells the
 worker that the supervisor is gone (the worker then drains and exits), and tells the supervisor
 that the worker is.
@@ -328,9 +330,9 @@ class Supervisor:
         self.generation = 0
         self.settings = settings
         self.handed = b""  # the running configuration as workers are handed it
-        self._install(settings)
         self.pair: Pair | None = None  # the last good certificate and key, for workers
         self.kept: Signature | None = None  # the certificate files as they were when kept
+        self._install(settings)
 
     # --- the last good certificate ----------------------------------------------------------
 
@@ -373,6 +375,8 @@ class Supervisor:
         handed = pickled(settings)
         self.generation += 1
         self.settings, self.handed = settings, handed
+        if settings.server.tls is None:  # no certificate or key handed to workers without TLS
+            self.pair = self.kept = None
 
     # --- workers ------------------------------------------------------------------------
 
@@ -389,11 +393,9 @@ class Supervisor:
         held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)  # the child inherits it
         try:
             handed = (handover.write("settings", self.handed),)
-            if self.pair is not None:
-                handed += (
-                    handover.write("tls-cert", self.pair.cert),
-                    handover.write("tls-key", self.pair.key),
-                )
+            if self.pair is not None:  # one at a time: each closed below if the next fails
+                handed += (handover.write("tls-cert", self.pair.cert),)
+                handed += (handover.write("tls-key", self.pair.key),)
             role = WorkerRole(
                 index,
                 processes,
@@ -630,7 +632,7 @@ class Supervisor:
                 processes,
                 settings.origin,
             )
-            previous = (self.settings, self.handed, self.generation)
+            previous = (self.settings, self.handed, self.generation, self.pair, self.kept)
             try:
                 self._install(settings)
             except Exception:  # e.g. a value that cannot be pickled: nothing changed
@@ -643,7 +645,7 @@ class Supervisor:
                 if self.stopping.is_set():
                     return
                 if index == 0:  # nothing changed yet: the previous configuration stays
-                    self.settings, self.handed, self.generation = previous
+                    self.settings, self.handed, self.generation, self.pair, self.kept = previous
                     log.error(
                         "reload refused: a worker did not start with the configuration "
                         "from %s; still serving the previous configuration",
@@ -788,6 +790,13 @@ def supervise(settings: Settings, load: Loader, command: Sequence[str]) -> int:
             for sock in sockets:
                 sock.close()
             return 1
+    try:  # workers are handed their settings in sealed in-memory files: can they be made?
+        handover.close((handover.write("settings", b""),))
+    except handover.Refused as exc:
+        print(f"iiif-shim: {exc.strerror}", file=sys.stderr)
+        for sock in (*sockets, *redirects):
+            sock.close()
+        return 1
     run_dir = Path(tempfile.mkdtemp(prefix="iiif-shim-"))  # mode 0700
     try:
         (run_dir / "metrics").mkdir()

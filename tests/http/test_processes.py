@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import http.client
 import http.server
 import json
@@ -36,6 +37,7 @@ from iiif_shim.process import handover
 from iiif_shim.process import supervisor as supervisor_module
 from iiif_shim.process.server import Listener
 from iiif_shim.process.supervisor import Supervisor, WorkerRole, bind, pickled, share
+from iiif_shim.process.tls import Pair
 from iiif_shim.web.connections import ClientLimits, ConnectionGuard
 from tests.support import (
     ROOT,
@@ -1066,3 +1068,125 @@ landing: {{title: "${{SITE_TITLE}}"}}""",
         assert _holding(scratch, secrets) == []
     finally:
         proc.stop()
+
+
+def _handed_memfds(pid: int) -> list[str]:
+    """The handed in-memory files (``iiif-shim-*``) that process ``pid`` holds open."""
+    held = []
+    for entry in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # (closed meanwhile)
+            target = os.readlink(entry)
+            if target.startswith("/memfd:iiif-shim-"):
+                held.append(target)
+    return held
+
+
+def test_after_a_reload_that_drops_tls_no_worker_holds_the_certificate_or_key(
+    tmp_path: Path, images: Path
+) -> None:
+    """From ``server.tls`` to plain HTTP (nginx in front) by SIGHUP: the new workers hold no
+    in-memory copy of the certificate or the key (the supervisor kept handing its last pair,
+    and workers closed it only when serving TLS). Workers serving TLS hold none once started
+    either."""
+    ca = make_ca(tmp_path / "ca")
+    issued = ca.issue("reload")
+    tls = f'  tls: {{cert: "{issued.cert}", key: "{issued.key}", watch: 0}}'
+    config = _config(tmp_path, images, server=tls)
+    proc = start_shim(config, tmp_path, *TWO)
+    context = ssl.create_default_context(cafile=str(ca.root))
+    try:
+        wait_until(lambda: len(_https_workers(proc.port, context)) == 2, "both workers")
+        first = _children(proc.proc.pid)
+        assert {pid: _handed_memfds(pid) for pid in first} == {pid: [] for pid in first}
+        _config(tmp_path, images)  # the same file, without tls
+        proc.proc.send_signal(signal.SIGHUP)
+        log_lines(proc.log, "reloaded the configuration from")
+        wait_until(lambda: len(set(_workers(proc.port).values()) - first) == 2, "new workers")
+        new = set(_workers(proc.port).values())
+        assert {pid: _handed_memfds(pid) for pid in new} == {pid: [] for pid in new}
+    finally:
+        proc.stop()
+
+
+def test_serve_with_memfd_create_refused_is_one_line(tmp_path: Path, images: Path) -> None:
+    """Where ``memfd_create`` is refused (``vm.memfd_noexec=2``, a seccomp profile; here
+    patched to raise), ``serve`` with two processes exits 1 with one line naming the cause,
+    before any worker starts, never a traceback."""
+    wrapper = (
+        "import errno, os, sys\n"
+        "def refuse(*a, **k): raise OSError(errno.EACCES, 'Permission denied')\n"
+        "os.memfd_create = refuse\n"
+        "from iiif_shim.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    config = _config(tmp_path, images)
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, "serve", "--config", str(config), "--port", "0", *TWO],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "memfd_create is refused" in lines[0], done.stderr
+    assert "vm.memfd_noexec" in lines[0] and "server.processes: 1" in lines[0]
+
+
+def test_handed_files_are_never_executable_and_old_kernels_still_get_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handed files ask for ``MFD_NOEXEC_SEAL`` (what ``vm.memfd_noexec=2`` demands); a
+    kernel before 6.3 refuses the unknown flag with EINVAL, and then they are made without
+    it, sealed all the same."""
+    real = os.memfd_create
+    asked: list[int] = []
+
+    def old_kernel(name: str, flags: int = os.MFD_CLOEXEC) -> int:
+        asked.append(flags)
+        if flags & handover.MFD_NOEXEC_SEAL:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(name, flags)
+
+    fd = handover.write("settings", b"data")
+    try:
+        assert handover.read(fd) == b"data"
+        assert os.stat(f"/proc/self/fd/{fd}").st_mode & 0o111 == 0
+    finally:
+        handover.close((fd,))
+    monkeypatch.setattr(os, "memfd_create", old_kernel)
+    fd = handover.write("settings", b"data")
+    try:
+        assert handover.read(fd) == b"data"  # sealed: read() refuses an unsealed file
+    finally:
+        handover.close((fd,))
+    assert [bool(f & handover.MFD_NOEXEC_SEAL) for f in asked] == [True, False]
+
+
+def test_spawn_closes_every_handed_file_when_one_cannot_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing the key's file fails (ENOMEM, EMFILE, a refused memfd): the settings' and the
+    certificate's files already made are closed too, none left open in the supervisor."""
+    loaded = load_settings(default_config_path())
+    run_dir = tmp_path / "run"
+    (run_dir / "metrics").mkdir(parents=True)
+    supervisor = Supervisor(loaded, lambda: loaded, [sys.executable], [], run_dir)
+    supervisor.pair = Pair(b"cert", b"key", "a test pair")
+    real = handover.write
+
+    def failing(name: str, data: bytes) -> int:
+        if name == "tls-key":
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(name, data)
+
+    monkeypatch.setattr(handover, "write", failing)
+
+    async def spawn() -> None:
+        with pytest.raises(OSError, match="Too many open files"):
+            await supervisor.spawn(0, 2)
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGCHLD)
+
+    asyncio.run(spawn())
+    assert _handed_memfds(os.getpid()) == []
