@@ -6,7 +6,9 @@ gain is measured in docs/performance.md, not here."""
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 from typing import Any
 
 import pytest
@@ -47,3 +49,33 @@ def test_each_format_is_encoded_into_a_file_with_a_descriptor(
             assert all(abs(a - b) <= 24 for a, b in zip(pixel, (200, 30, 30), strict=True))
     else:
         assert data.startswith(b"%PDF")
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.ENOSYS, errno.EPERM])
+def test_encoding_works_where_memfd_create_is_refused(
+    refusal: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vm.memfd_noexec=2`` (EACCES), a seccomp profile (ENOSYS, EPERM): each encode falls
+    back to a temporary file, still a file with a descriptor, and the bytes are the same."""
+    im = Image.new("RGB", (96, 64), (30, 200, 30))
+    expected = pillow.encode(im, Format.JPG, 85)
+    asked: list[str] = []
+
+    def refuse(name: str, flags: int = 0) -> int:
+        asked.append(name)
+        raise OSError(refusal, os.strerror(refusal))
+
+    targets: list[Any] = []
+    save = Image.Image.save
+
+    def watched(self: Image.Image, fp: Any, *args: Any, **kwargs: Any) -> None:
+        targets.append(fp)
+        assert isinstance(fp.fileno(), int)
+        save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    monkeypatch.setattr(Image.Image, "save", watched)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    assert pillow.encode(im, Format.JPG, 85) == expected
+    assert asked and len(targets) == 1 and targets[0].closed
+    assert len(os.listdir("/proc/self/fd")) == descriptors
