@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import struct
 import tempfile
 import time
@@ -41,6 +40,7 @@ from iiif_shim.base.errors import (
     NotAnImage,
     SourceTooLarge,
 )
+from iiif_shim.base.files import memory_file
 from iiif_shim.iiif.profile import Colour, Format, Quality
 from iiif_shim.iiif.resolve import rotated_size
 from iiif_shim.imaging import cost, j2k
@@ -597,7 +597,7 @@ def _scratch() -> IO[bytes]:
     one at a time, whatever the cores (two threads encoding JPEG tiles: 1.0x one thread; to a
     file: 1.8x). A temporary file stands in where memfd_create is missing."""
     try:
-        fd = os.memfd_create("iiif-shim-encode", os.MFD_CLOEXEC)
+        fd = memory_file("encode")
     except (AttributeError, OSError):
         return tempfile.TemporaryFile()
     return open(fd, "w+b")  # closed by the caller's with

@@ -20,18 +20,17 @@ changed (``serve`` with ``server.processes`` above 1 stops; one process needs no
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import tempfile
 from pathlib import Path
 
+from iiif_shim.base.files import memory_file
+
 MAX_BYTES = 64 << 20  # what one handed file may hold: settings are kilobytes, a PEM chain a few
 #: Once sealed, the file can neither be written, grown, shrunk nor unsealed.
 _SEALS = sum(getattr(fcntl, f"F_SEAL_{name}", 0) for name in ("WRITE", "GROW", "SHRINK", "SEAL"))
 _SEALING = hasattr(os, "memfd_create") and hasattr(fcntl, "F_ADD_SEALS")
-#: Linux 6.3's flag (Python 3.11 has no name for it): never executable, sealed so.
-MFD_NOEXEC_SEAL = getattr(os, "MFD_NOEXEC_SEAL", 0x0008)
 
 
 class Refused(OSError):
@@ -40,14 +39,8 @@ class Refused(OSError):
 
 def _memfd(name: str) -> int:
     """A new sealable in-memory file, never executable where the kernel knows that flag."""
-    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
     try:
-        try:
-            return os.memfd_create(f"iiif-shim-{name}", flags | MFD_NOEXEC_SEAL)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:  # EINVAL: a kernel before 6.3, without the flag
-                raise
-            return os.memfd_create(f"iiif-shim-{name}", flags)
+        return memory_file(name, sealing=True)
     except OSError as exc:
         raise Refused(
             exc.errno,

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from iiif_shim.base import files
 from iiif_shim.config.settings import default_config_path, load_settings
 from iiif_shim.process import handover
 from iiif_shim.process import supervisor as supervisor_module
@@ -1145,7 +1146,7 @@ def test_handed_files_are_never_executable_and_old_kernels_still_get_them(
 
     def old_kernel(name: str, flags: int = os.MFD_CLOEXEC) -> int:
         asked.append(flags)
-        if flags & handover.MFD_NOEXEC_SEAL:
+        if flags & files.MFD_NOEXEC_SEAL:
             raise OSError(errno.EINVAL, "Invalid argument")
         return real(name, flags)
 
@@ -1161,7 +1162,7 @@ def test_handed_files_are_never_executable_and_old_kernels_still_get_them(
         assert handover.read(fd) == b"data"  # sealed: read() refuses an unsealed file
     finally:
         handover.close((fd,))
-    assert [bool(f & handover.MFD_NOEXEC_SEAL) for f in asked] == [True, False]
+    assert [bool(f & files.MFD_NOEXEC_SEAL) for f in asked] == [True, False]
 
 
 def test_spawn_closes_every_handed_file_when_one_cannot_be_made(
