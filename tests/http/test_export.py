@@ -308,16 +308,18 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 
 def test_sigint_then_resume_gives_the_tree_of_an_uninterrupted_run(tmp_path: Path) -> None:
-    """Each master read through an upstream that answers after 0.2 s, so the run is under way
-    when SIGINT comes: it stops with 130, leaves no partial file, and a second run completes
-    the same tree, file for file and pixel for pixel, as a run never interrupted."""
+    """Each master read through an upstream that answers after 0.2 s, with a decoded-source
+    cache too small to keep it (each file reads it again), so the run is under way when SIGINT
+    comes: it stops with 130, leaves no partial file, and a second run completes the same tree,
+    file for file and pixel for pixel, as a run never interrupted."""
     images = tmp_path / "images"
     _sources(images)
     upstream = start_faulty(images, tmp_path)
     try:
         url = f"http://127.0.0.1:{upstream.port}/delay/0.2/{{id}}.png"
         backend = f'slow: {{type: http, url: "{url}"}}'
-        config = _config(tmp_path, images, backend)
+        small = "cache: {decoded_bytes: 1048576}"  # the export's: 4 MiB, big is 3.1 MB decoded
+        config = _config(tmp_path, images, backend, extra=small, server=", memory_budget: 16777216")
         base = ("--base-url", "https://static.example.org/")
         whole, cut = tmp_path / "whole", tmp_path / "cut"
         done = _export(config, "--identifier", "big", "--to", str(whole), "--jobs", "8", *base)
