@@ -58,6 +58,7 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 
 from iiif_shim.base.errors import ConfigError
+from iiif_shim.base.files import FOLDER, NEW, READ
 from iiif_shim.cache.entry import (
     DAMAGED,
     ENTRY_SLACK,
@@ -74,10 +75,7 @@ from iiif_shim.cache.entry import (
     valid_source,
 )
 from iiif_shim.cache.folder import (
-    FOLDER,
     LOW_WATER,
-    NEW,
-    READ,
     STALE_TMP,
     TMP,
     TOUCH_AFTER,

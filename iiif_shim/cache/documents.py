@@ -54,11 +54,10 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import Any, TypeVar
 
+from iiif_shim.base.files import FOLDER, READ
 from iiif_shim.cache.entry import valid_source
 from iiif_shim.cache.folder import (
-    FOLDER,
     LOW_WATER,
-    READ,
     STALE_TMP,
     TMP,
     TOUCH_AFTER,

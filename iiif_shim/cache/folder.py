@@ -1,5 +1,6 @@
 """Files inside a cache folder on disk, handled so that nothing is followed out of it: the open
-flags (never through a link, never blocking on a pipe, never inherited by a child), the names
+flags (``base/files.py``'s: never through a link, never blocking on a pipe, never inherited by
+a child), the names
 of scratch files, a file written whole or not at all, and blocking folder work run off the event
 loop with a failing disk logged once a minute. Used by the disk tier (``disk.py``) and the kept
 PDFs (``documents.py``), which share the disk tier's folder.
@@ -17,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from iiif_shim.base.files import FOLDER, NEW
+
 log = logging.getLogger("iiif_shim")
 
 TMP = ".tmp-"  # the prefix of a scratch file: renamed into place by its writer, or left over
@@ -25,10 +28,6 @@ LOW_WATER = 0.9  # eviction stops at this share of the budget
 # seconds since a file was last touched before a hit touches it again (LRU order is coarse by
 # this much; a hot file costs no metadata write per hit)
 TOUCH_AFTER = 60.0
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC  # a folder, never a link
-READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC  # a file, never a link or a wait
-NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC  # a file made here
 _LOG_EVERY = 60.0  # seconds between two warnings of one failing folder
 
 

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 
+from iiif_shim.base.files import READ
 from iiif_shim.cache.entry import valid_source
-from iiif_shim.cache.folder import READ
 from iiif_shim.cache.settings import CacheSettings
 
 RUN_DIR_ENV = "IIIF_SHIM_RUN_DIR"

@@ -34,15 +34,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from iiif_shim.base.files import FOLDER, NEW, READ
+
 RUNNING = ".export-running"
 STATE = ".iiif-export"  # the folder's own records: the lock, the image stamps, the record
 LOCK = f"{STATE}/lock"
 _PART = ".part"
 _TEMP_HEAD = ".export-"
 _COPY_CHUNK = 1024 * 1024
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class LinkFound(OSError):
@@ -156,7 +155,7 @@ class Tree:
         try:
             for k, seg in enumerate(segments):
                 try:
-                    nxt = os.open(seg, _DIR_FLAGS, dir_fd=cur)
+                    nxt = os.open(seg, FOLDER, dir_fd=cur)
                 except FileNotFoundError:
                     if not create:
                         yield None
@@ -164,7 +163,7 @@ class Tree:
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(seg, 0o755, dir_fd=cur)
                     try:
-                        nxt = os.open(seg, _DIR_FLAGS, dir_fd=cur)
+                        nxt = os.open(seg, FOLDER, dir_fd=cur)
                     except OSError as exc:
                         raise self._checked(exc, segments, k, cur) from None
                 except OSError as exc:
@@ -206,7 +205,7 @@ class Tree:
         with self.folder(segments, create=False) as fd:
             if fd is None or self._kind(fd, name, rel) is None:
                 return None
-            handle = os.open(name, _READ_FLAGS, dir_fd=fd)
+            handle = os.open(name, READ, dir_fd=fd)
             with os.fdopen(handle, "rb") as source:
                 return source.read(limit)
 
@@ -220,7 +219,7 @@ class Tree:
             temp = temporary_name(name)
             held = os.dup(fd)
         try:
-            out = os.fdopen(os.open(temp, _NEW_FLAGS, 0o644, dir_fd=held), "wb")
+            out = os.fdopen(os.open(temp, NEW, 0o644, dir_fd=held), "wb")
         except BaseException:
             os.close(held)
             raise
@@ -301,7 +300,7 @@ class Tree:
                 return
             except OSError:  # no hard links here (another filesystem, a limit of links)
                 pass
-            handle = os.open(src_name, _READ_FLAGS, dir_fd=src_fd)
+            handle = os.open(src_name, READ, dir_fd=src_fd)
         with os.fdopen(handle, "rb") as source:
             self.copy_open(rel, source)
 

@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from iiif_shim.base.files import FOLDER, READ
 from iiif_shim.config.tls import EXPIRY_WARNING, TLSSettings, inspect, server_context
 from iiif_shim.process import handover
 from iiif_shim.web.baseurl import valid_host
@@ -382,9 +383,8 @@ def read_challenge(folder: Path, token: str) -> bytes | None:
         opened.append(os.open(folder, flags | os.O_DIRECTORY))
         device = os.fstat(opened[0]).st_dev
         for part in (".well-known", "acme-challenge"):
-            step = flags | os.O_DIRECTORY | os.O_NOFOLLOW
-            opened.append(os.open(part, step, dir_fd=opened[-1]))
-        opened.append(os.open(token, flags | os.O_NOFOLLOW, dir_fd=opened[-1]))
+            opened.append(os.open(part, FOLDER, dir_fd=opened[-1]))
+        opened.append(os.open(token, READ, dir_fd=opened[-1]))
         facts = os.fstat(opened[-1])
         if (
             not stat.S_ISREG(facts.st_mode)
