@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from iiif_shim.auth.settings import AuthSettings
 from iiif_shim.backends.settings import BACKEND_SETTINGS, BackendSettings, NetworkSettings
 from iiif_shim.base.errors import ConfigError, ShimError
 from iiif_shim.base.schema import Finding, Reader, at_least, between, option, problem
@@ -257,6 +258,7 @@ class Settings:
     presentation: PresentationSettings = field(default_factory=PresentationSettings)
     viewers: ViewerSettings = field(default_factory=ViewerSettings)
     imaging: ImagingSettings = field(default_factory=ImagingSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     origin: str = "embedded default"  # the file it was read from
     warnings: tuple[tuple[str, str], ...] = field(default=())
 
@@ -297,6 +299,7 @@ SECTIONS: tuple[tuple[str, str, type | None], ...] = (
     ("landing", "the page at `/`", LandingSettings),
     ("presentation", "manifests, collections, object pages and PDFs", PresentationSettings),
     ("viewers", "the viewers on object pages", ViewerSettings),
+    ("auth", "access policies: who may see which images (IIIF Auth 1.0 and 2.0)", AuthSettings),
 )
 _SECTIONS = tuple(key for key, _, _ in SECTIONS)
 
@@ -331,11 +334,14 @@ def parse_settings(
     presentation = _read_presentation(r, top.get("presentation"), backends, routes)
     viewers = r.read(ViewerSettings, top.get("viewers"), "viewers")
     imaging = r.read(ImagingSettings, top.get("imaging"), "imaging")
+    auth = r.read(AuthSettings, top.get("auth"), "auth")
+    if auth:
+        _check_access(r, auth, routes)
     if cache and backends:
         _check_spills(r, cache.disk, backends)
     if r.problems:
         raise ConfigError(r.problems, origin)
-    assert server and iiif and cache and landing and presentation and viewers and imaging
+    assert server and iiif and cache and landing and presentation and viewers and imaging and auth
     assert backends is not None
     return Settings(
         server=server,
@@ -347,9 +353,20 @@ def parse_settings(
         presentation=presentation,
         viewers=viewers,
         imaging=imaging,
+        auth=auth,
         origin=origin,
         warnings=tuple(r.warnings),
     )
+
+
+def _check_access(r: Reader, auth: AuthSettings, routes: list[RouteSettings]) -> None:
+    """Each route's ``access`` names a policy of ``auth.policies``."""
+    for i, route in enumerate(routes):
+        if route.access is not None and route.access not in auth.policies:
+            known = ", ".join(sorted(auth.policies)) or "none is defined"
+            r.problem(
+                f"routes[{i}].access", f"no policy {route.access!r} under auth.policies ({known})"
+            )
 
 
 def _check_spills(

@@ -53,6 +53,11 @@ class RouteSettings:
         "or RightsStatements.org URI in its `http://` form",
         check=lambda v: None if v is None else _rights(v),
     )
+    access: str | None = option(
+        None,
+        doc="the access policy (a name under `auth.policies`) of every image of this route "
+        "(absent: public)",
+    )
 
 
 class Router:
@@ -75,6 +80,7 @@ class Router:
                 native_id=native,
                 params=tuple(sorted(groups.items())),
                 rights=route.rights,
+                access=route.access,
             )
         raise NotFound("no route of this server takes this identifier")
 

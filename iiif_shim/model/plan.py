@@ -26,6 +26,7 @@ class Target:
     native_id: str
     params: tuple[tuple[str, str], ...] = ()  # named groups of the route's match, for templates
     rights: str | None = None
+    access: str | None = None  # the route's access policy (``auth.policies``), None: public
 
     def template_values(self) -> dict[str, str]:
         return {**dict(self.params), "id": self.native_id}
