@@ -15,6 +15,7 @@ import difflib
 import importlib.util
 import os
 import re
+import secrets
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ import yaml
 
 from iiif_shim.auth.settings import AuthSettings
 from iiif_shim.backends.settings import BACKEND_SETTINGS, BackendSettings, NetworkSettings
+from iiif_shim.base import redaction
 from iiif_shim.base.errors import ConfigError, ShimError
 from iiif_shim.base.schema import Finding, Reader, at_least, between, option, problem
 from iiif_shim.cache.settings import CacheSettings
@@ -337,6 +339,7 @@ def parse_settings(
     auth = r.read(AuthSettings, top.get("auth"), "auth")
     if auth:
         _check_access(r, auth, routes)
+        auth = _keyed(auth)
     if cache and backends:
         _check_spills(r, cache.disk, backends)
     if r.problems:
@@ -367,6 +370,17 @@ def _check_access(r: Reader, auth: AuthSettings, routes: list[RouteSettings]) ->
             r.problem(
                 f"routes[{i}].access", f"no policy {route.access!r} under auth.policies ({known})"
             )
+
+
+def _keyed(auth: AuthSettings) -> AuthSettings:
+    """``auth`` with a random signing key when policies need one and neither ``auth.secret``
+    nor the environment gives it (``check-config`` warns). It is made here, once per reading of
+    the file: the workers of one supervisor are handed these settings, so they share it."""
+    if not auth.policies or auth.keys():
+        return auth
+    key = secrets.token_urlsafe(48)
+    redaction.remember(key)
+    return replace(auth, secret=key)
 
 
 def _check_spills(
