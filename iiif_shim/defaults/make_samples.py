@@ -10,6 +10,9 @@
 - ``book/p1.jpg`` to ``book/p3.jpg``: 1200x1600 pages of the sample object ``book`` (crimson, teal,
   goldenrod, each with its page number), listed by the ``folder`` source; ``book/object.yaml``
   (hand-written) describes the object.
+- ``restricted/letter.jpg``: 3000x2000 letter in small handwriting-like strokes, shown to the
+  embedded default's ``staff`` policy only (log in as demo/demo); everyone else gets its
+  degraded tier, where the small print is a blur.
 - ``67352ccc-d1b0-11e1-89ae-279075081939.png``: the official IIIF validator test image, copied
   unchanged from the validator's fixtures (not generated here).
 """
@@ -105,6 +108,20 @@ def book_page(number: int, width: int = 1200, height: int = 1600) -> Image.Image
     return im
 
 
+def letter(width: int = 3000, height: int = 2000) -> Image.Image:
+    paper, ink = (236, 222, 190), (60, 45, 110)
+    im = Image.new("RGB", (width, height), paper)
+    draw = ImageDraw.Draw(im)
+    draw.rectangle([60, 60, width - 60, height - 60], outline=(150, 110, 60), width=12)
+    head = ImageFont.load_default(size=120)
+    draw.text((width // 2, 220), "Restricted letter", font=head, fill=ink, anchor="mm")
+    small = ImageFont.load_default(size=22)
+    line = "the small print of this letter is legible only at full resolution; " * 3
+    for n, y in enumerate(range(420, height - 160, 44)):
+        draw.text((180, y), f"{n + 1:02d}  {line}"[:235], font=small, fill=ink)
+    return im
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
     chart().save(HERE / "chart.jpg", quality=80, optimize=True, progressive=False)
@@ -113,6 +130,8 @@ def main() -> None:
     (HERE / "book").mkdir(exist_ok=True)
     for n in (1, 2, 3):
         book_page(n).save(HERE / "book" / f"p{n}.jpg", quality=85, optimize=True)
+    (HERE / "restricted").mkdir(exist_ok=True)
+    letter().save(HERE / "restricted" / "letter.jpg", quality=85, optimize=True)
 
 
 if __name__ == "__main__":
