@@ -308,11 +308,23 @@ class Export:
         """``identifier`` claimed (each caller releases its claim if the image is refused), or
         refused with a line."""
         why = names.unfit(identifier, self.root_text, self.name_max, self.path_max)
+        why = why or self._restricted(identifier)
         why = why or self.image_claims.claim(identifier)
         if why is not None:
             self._refuse(f"identifier {identifier!r}", why)
             return False
         return True
+
+    def _restricted(self, identifier: str) -> str | None:
+        """Why ``identifier`` may not be copied: its route has an access policy, which a static
+        copy cannot enforce (neither its full nor its degraded tier is written)."""
+        try:
+            policy = self.service.router.route(identifier).access
+        except ShimError:
+            return None  # no route: refused for its facts, with the router's own reason
+        if policy is None:
+            return None
+        return f"restricted by the access policy {policy!r}: a static copy cannot enforce it"
 
     async def _object(
         self, presentation: PresentationService, owner: str | None, name: str

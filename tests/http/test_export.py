@@ -1052,3 +1052,38 @@ def test_repeated_identifier_and_object_options_add_up(tmp_path: Path) -> None:
         assert together.returncode == 0 and apart.returncode == 0, apart.stderr
         assert f"({images_expected} images" in together.stdout, together.stdout
         assert apart.stdout == together.stdout
+
+
+def test_images_of_a_restricted_route_are_never_copied(tmp_path: Path) -> None:
+    """A static copy cannot check a login: an image whose route has an access policy is
+    refused (neither tier is written), and so is every object showing it. Without the policy
+    the same run copies it: the refusal is what keeps it out."""
+    images = tmp_path / "images"
+    _sources(images)
+    auth = """
+        auth:
+          secret: "0123456789abcdef0123456789abcdef-export-test"
+          policies:
+            staff:
+              kind: login
+              label: Staff
+              users: {htpasswd: users.htpasswd}
+              degraded: {max_size: 100}
+        """
+    (tmp_path / "users.htpasswd").write_text("demo:$2y$10$" + "a" * 53 + "\n")
+    config = _config(tmp_path, images, extra=auth)
+    open_copy = tmp_path / "open"
+    done = _export(config, "--all", "--to", str(open_copy), "--base-url", "http://x.org")
+    assert done.returncode == 0, done.stderr
+    assert any("page 1" in str(p) for p in open_copy.rglob("info.json"))
+    restricted = config.read_text().replace(
+        "routes:\n", 'routes:\n  - {match: "^dir/", backend: local, access: staff}\n', 1
+    )
+    config.write_text(restricted)
+    out = tmp_path / "out"
+    done = _export(config, "--all", "--to", str(out), "--base-url", "http://x.org")
+    assert done.returncode == 1, done.stderr
+    assert "refused identifier 'dir/page 1': restricted by the access policy 'staff'" in done.stderr
+    assert "refused object 'pages'" in done.stderr
+    assert not [p for p in out.rglob("*") if "page 1" in str(p) or "pages" in p.name]
+    assert (out / "iiif" / "3" / "quad" / "info.json").is_file()  # the others are copied
