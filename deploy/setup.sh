@@ -65,6 +65,24 @@ fi
 bash deploy/viewers.sh
 
 if [ "$mode" = test ]; then
+  # the OpenID Connect provider the login tests sign in against (tests/oidc/provider.mjs): npm
+  # `oidc-provider` and its dependencies at the versions and sha512 of tests/oidc/package-lock.json,
+  # in ./.oidc-provider (`npm ci`, no install scripts); again only when that lock file changed
+  node_major=$(node -p 'process.versions.node.split(".").map(Number).join(" ")' 2>/dev/null || true)
+  read -r major minor _ <<<"${node_major:-0 0 0}"
+  if [ "$major" -lt 20 ] || { [ "$major" -eq 20 ] && [ "$minor" -lt 19 ]; } || [ "$major" -eq 21 ]; then
+    echo "setup: oidc-provider 9 needs Node.js 20.19 or newer (22 LTS); found ${node_major:-none}" >&2
+    exit 1
+  fi
+  oidc_lock=$(sha256sum tests/oidc/package-lock.json | cut -d' ' -f1)
+  if [ "$(cat .oidc-provider/.installed 2>/dev/null)" != "$oidc_lock" ]; then
+    echo "setup: oidc-provider (tests/oidc/package-lock.json) in .oidc-provider"
+    mkdir -p .oidc-provider
+    cp tests/oidc/package.json tests/oidc/package-lock.json .oidc-provider/
+    (cd .oidc-provider && npm ci --silent --ignore-scripts --no-audit --no-fund)
+    echo "$oidc_lock" > .oidc-provider/.installed
+  fi
+
   # the core dependencies at their declared floors, for the unit suite (deploy/test.sh)
   [ -x .venv-floors/bin/python ] || "$python" -m venv .venv-floors
   if [ "$(cat .venv-floors/.iiif-shim-setup 2>/dev/null)" != "$wanted" ]; then
