@@ -20,6 +20,11 @@ For the size, the cheapest native call wins, in this order:
 Outputs with a side under ``min_size`` are never asked of the backend's scaler (tiles or the
 unscaled region instead): some legacy servers crash on them.
 
+A tier that caps the scale (``max_scale``: the degraded tier of a restricted image) never asks
+a backend that scales for more than that scale of its region: a pyramid level or an unscaled
+region past it gives way to the output size itself when the backend scales, else to a smaller
+level. Only what cannot scale at all (a file the shim reads itself) is read as it is.
+
 Pure: no I/O, no Pillow.
 """
 
@@ -70,9 +75,14 @@ def plan(
     jpeg_quality: int = 85,
     source: SourceRef | None = None,
     engine: str = "pillow",
+    *,
+    tier: str | None = None,
+    max_scale: float | None = None,
 ) -> Plan:
     """Split ``resolved`` between the backend (``caps``) and Pillow. ``source`` names the source
-    in the plan (and so in its cache key); without it the plan is never cached."""
+    in the plan (and so in its cache key); without it the plan is never cached. ``tier`` (the
+    degraded tier's name) is part of the key; ``max_scale``: the most the backend is asked
+    for, as a scale of the region (see the module's text)."""
     full = Box(0, 0, resolved.image_width, resolved.image_height)
     region = resolved.region
     out = (resolved.width, resolved.height)
@@ -107,6 +117,8 @@ def plan(
         elif caps.size_keeps_aspect and not enlarges:  # distorted: the covering undistorted size
             scale = max(out[0] / region.w, out[1] / region.h)
             size = (math.ceil(region.w * scale), math.ceil(region.h * scale))
+    if native_crops and max_scale is not None:
+        size, pyramid, tile = _capped(resolved, caps, grid, size, pyramid, tile, max_scale)
     if pyramid:
         delivered = (math.ceil(region.w / pyramid), math.ceil(region.h / pyramid))
     else:
@@ -151,7 +163,46 @@ def plan(
         engine=engine,
     )
     source = source or SourceRef("", "", None)
-    return Plan(source=source, resolved=resolved, native=native, steps=steps)
+    return Plan(source=source, resolved=resolved, native=native, steps=steps, tier=tier)
+
+
+def _capped(
+    resolved: ResolvedRequest,
+    caps: Capabilities,
+    grid: TileGrid | None,
+    size: tuple[int, int] | None,
+    pyramid: int,
+    tile: bool,
+    max_scale: float,
+) -> tuple[tuple[int, int] | None, int, bool]:
+    """The native size, reduction and tile, kept within ``max_scale`` of the region where the
+    backend can scale: the output size itself, else a smaller pyramid level."""
+    region, out = resolved.region, (resolved.width, resolved.height)
+
+    def allowed(w: int, h: int) -> bool:
+        return w <= math.ceil(region.w * max_scale - 1e-9) and h <= math.ceil(
+            region.h * max_scale - 1e-9
+        )
+
+    if pyramid:
+        delivered = (math.ceil(region.w / pyramid), math.ceil(region.h / pyramid))
+    else:
+        delivered = size or (region.w, region.h)
+    if allowed(*delivered):
+        return size, pyramid, tile
+    scales = caps.size or (caps.size_keeps_aspect and _keeps_aspect(region, out))
+    fits = (caps.max_size is None or max(out) <= caps.max_size) and min(out) >= caps.min_size
+    if scales and fits:
+        return out, 0, False
+    if caps.reductions:
+        deepest = max(grid.scale_factors) if grid is not None else 1 << 16
+        factor = max(pyramid, 1)
+        while factor < deepest and not allowed(
+            math.ceil(region.w / factor), math.ceil(region.h / factor)
+        ):
+            factor *= 2
+        return None, factor, False
+    return size, pyramid, tile
 
 
 def _keeps_aspect(region: Box, out: tuple[int, int]) -> bool:

@@ -77,6 +77,9 @@ class Prepared:
     trusted: bool = False
     # the master's own bytes are the answer if they prove to be (``passthrough.original``)
     original: bool = False
+    # the degraded tier's longest side, when planned for it (``Limits.degraded``); None: the
+    # image itself
+    max_size: int | None = None
 
     @property
     def canonical(self) -> str:
@@ -274,14 +277,31 @@ class ImageService:
             return None
         if info is None:
             return None
-        return self._planned(prepared.plan.resolved.request, Source(target, src.backend, info))
+        request = prepared.plan.resolved.request
+        return self._planned(request, Source(target, src.backend, info), prepared.max_size)
+
+    def limits_for(self, src: Source, max_size: int | None) -> Limits:
+        """The limits of a request for ``src``: the server's, or its degraded tier's."""
+        if max_size is None:
+            return self.limits
+        return self.limits.degraded(max_size, src.info.width, src.info.height)
 
     async def info(
-        self, version: Version, identifier: str, base_id: str
+        self,
+        version: Version,
+        identifier: str,
+        base_id: str,
+        *,
+        max_size: int | None = None,
+        src: Source | None = None,
     ) -> tuple[dict[str, Any], Source]:
-        """The info.json document, rebuilt from cached facts on every request."""
-        src = await self.source(identifier)
-        doc = image_info(version, base_id, src.info, self.offer, rights=src.target.rights)
+        """The info.json document, rebuilt from cached facts on every request; ``max_size``:
+        its degraded tier's (what it offers confined to that tier's limits)."""
+        src = src or await self.source(identifier)
+        offer = self.offer
+        if max_size is not None:
+            offer = dataclasses.replace(offer, limits=self.limits_for(src, max_size))
+        doc = image_info(version, base_id, src.info, offer, rights=src.target.rights)
         return doc, src
 
     def original_format(self, identifier: str, src: Source) -> Format | None:
@@ -295,12 +315,17 @@ class ImageService:
         whole = parse_image_request(Version.V3, identifier, "full", "max", "0", f"default.{fmt}")
         return fmt if self._planned(whole, src).original else None
 
-    async def prepare(self, request: ImageRequest) -> Prepared:
-        return self._planned(request, await self.source(request.identifier))
+    async def prepare(
+        self, request: ImageRequest, *, max_size: int | None = None, src: Source | None = None
+    ) -> Prepared:
+        """``request`` planned (``max_size``: for the degraded tier, whose tier is part of the
+        plan and so of its cache key and ETag)."""
+        return self._planned(request, src or await self.source(request.identifier), max_size)
 
-    def _planned(self, request: ImageRequest, src: Source) -> Prepared:
+    def _planned(self, request: ImageRequest, src: Source, max_size: int | None = None) -> Prepared:
         info = src.info
-        resolved = resolve(request, info.width, info.height, self.limits)
+        limits = self.limits_for(src, max_size)
+        resolved = resolve(request, info.width, info.height, limits)
         the_plan = plan(
             resolved,
             src.backend.capabilities(info.native),
@@ -308,10 +333,12 @@ class ImageService:
             self.settings.iiif.jpeg_quality,
             SourceRef(src.target.backend, src.target.native_id, info.version),
             self.engine.identity,
+            tier=None if max_size is None else f"degraded:{max_size}",
+            max_scale=limits.max_scale,
         )
         iiif = self.settings.iiif
         original = iiif.originals and passthrough.original(the_plan, info, iiif.max_source_pixels)
-        return Prepared(src, the_plan, original=original)
+        return Prepared(src, the_plan, original=original, max_size=max_size)
 
     @asynccontextmanager
     async def stream(self, prepared: Prepared) -> AsyncIterator[Passing]:

@@ -2,7 +2,8 @@
 
 Everything advertised is derived from what the server can really do for this image: the formats
 the imaging layer can write, the qualities that make sense for the source's colours, upscaling
-only when size limits bound it, and tiles and sizes that are all servable within the limits.
+only when size limits bound it, and tiles and sizes that are all servable within the limits
+(the degraded tier's too: ``Limits.degraded``).
 """
 
 from __future__ import annotations
@@ -73,13 +74,27 @@ def scale_factors(width: int, height: int, tile: int) -> tuple[int, ...]:
 
 
 def tile_grid(source: ImageFacts, offer: Offer) -> TileGrid | None:
-    """The backend's native grid when it has one that fits the limits, else the configured one."""
+    """The backend's native grid when it has one that fits the limits, else the configured one;
+    under a ``max_scale`` (the degraded tier) only the scale factors within it, and more powers
+    of two until the whole image is one tile."""
     grid = source.tiles
     if grid is None or not offer.limits.fits(grid.width, grid.height):
         size = offer.tile_size
         if not offer.limits.fits(size, size):
             return None
         grid = TileGrid(size, size, scale_factors(source.width, source.height, size))
+    max_scale = offer.limits.max_scale
+    if max_scale is not None:
+        least = 1
+        while 1 / least > max_scale + 1e-12 and least < _MAX_SCALE_FACTOR:
+            least *= 2
+        factors = [f for f in grid.scale_factors if f >= least] or [least]
+        while (
+            math.ceil(source.width / factors[-1]) > grid.width
+            or math.ceil(source.height / factors[-1]) > grid.height
+        ) and factors[-1] < _MAX_SCALE_FACTOR:
+            factors.append(factors[-1] * 2)
+        grid = TileGrid(grid.width, grid.height, tuple(factors))
     return grid
 
 
@@ -92,8 +107,17 @@ def full_sizes(source: ImageFacts, grid: TileGrid | None, offer: Offer) -> list[
     for factor in sorted(factors, reverse=True):
         w = math.ceil(source.width / factor)
         h = height_for_width(w, source.width, source.height)
-        if offer.limits.fits(w, h) and (w, h) not in sizes:
+        allowed = offer.limits.scale_allows(source.width, source.height, w, h)
+        if offer.limits.fits(w, h) and allowed and (w, h) not in sizes:
             sizes.append((w, h))
+    if offer.limits.max_scale is not None:  # the degraded tier's whole image, as `max` gives it
+        scale = offer.limits.max_scale
+        largest = (
+            max(1, math.floor(source.width * scale + 1e-9)),
+            max(1, math.floor(source.height * scale + 1e-9)),
+        )
+        if offer.limits.fits(*largest) and largest not in sizes:
+            sizes.append(largest)
     return sizes
 
 

@@ -4,6 +4,12 @@ Given the image's width and height and the server's size limits, turn an :class:
 into exact pixel values (region box, output size, rotation) and its canonical URI path. Every
 rule about what is an error (region outside the image, upscaling without ``^`` in 3.0, sizes past
 the limits) lives here.
+
+The degraded tier of a restricted image (``Limits.degraded``) is the image as if its long side
+were ``max_size``: ``maxWidth`` = ``maxHeight`` = ``max_size``, and no output larger than that
+scale of its region (``max_scale``), so its regions never give the full image's pixels piece by
+piece. What goes past it follows the limits' own rules: ``max`` and ``!w,h`` are confined to it,
+an explicit larger size is a 400.
 """
 
 from __future__ import annotations
@@ -29,6 +35,31 @@ class Limits:
     upscale_max_to_limits: bool = False
     # 3.0 "!w,h" whose box is larger than the region: 400 (validator, default) or the region.
     clamp_confined: bool = False
+    # The largest output/region scale (the degraded tier: max_size / the image's long side).
+    max_scale: float | None = None
+
+    def degraded(self, max_size: int, width: int, height: int) -> Limits:
+        """These limits for the degraded tier of a ``width`` x ``height`` image: no side past
+        ``max_size``, and no region scaled past what the whole image at ``max_size`` has."""
+        mh = self.effective_max_height
+        longest = max(width, height)
+        return Limits(
+            max_width=max_size if self.max_width is None else min(self.max_width, max_size),
+            max_height=max_size if mh is None else min(mh, max_size),
+            max_area=self.max_area,
+            upscale_max_to_limits=self.upscale_max_to_limits,
+            clamp_confined=self.clamp_confined,
+            max_scale=max_size / longest if longest > max_size else None,
+        )
+
+    def scale_allows(self, region_w: int, region_h: int, w: int, h: int) -> bool:
+        """Whether a ``w`` x ``h`` output of a ``region_w`` x ``region_h`` region is within
+        ``max_scale`` (a pixel of rounding up allowed, as tiles at the edges round up)."""
+        if self.max_scale is None:
+            return True
+        return w <= math.ceil(region_w * self.max_scale - 1e-9) and h <= math.ceil(
+            region_h * self.max_scale - 1e-9
+        )
 
     @property
     def effective_max_height(self) -> int | None:
@@ -145,7 +176,7 @@ def confine(rw: int, rh: int, scale: float, limits: Limits) -> tuple[int, int]:
 
 
 def _limit_scale(rw: int, rh: int, limits: Limits) -> float:
-    scale = math.inf
+    scale = math.inf if limits.max_scale is None else limits.max_scale
     if limits.max_area is not None:
         scale = min(scale, math.sqrt(limits.max_area / (rw * rh)))
     if limits.max_width is not None:
@@ -199,7 +230,7 @@ def resolve_size(req: ImageRequest, region: Box, limits: Limits) -> tuple[int, i
         clamp = limits.clamp_confined if v3 else not limits.allows_upscaling
         if (w > rw or h > rh) and not s.upscale and clamp:
             w, h = rw, rh
-        if not limits.fits(w, h):
+        if not limits.fits(w, h) or not limits.scale_allows(rw, rh, w, h):
             w, h = confine(rw, rh, min(w / rw, h / rh), limits)
         confined_to_limits = True
 
@@ -218,6 +249,12 @@ def resolve_size(req: ImageRequest, region: Box, limits: Limits) -> tuple[int, i
         raise BadRequest(f"{s.text!r} is larger than the {rw}x{rh} region", parameter="size")
     if not confined_to_limits and not limits.fits(w, h):
         raise BadRequest(f"{w}x{h} is larger than this server's limits", parameter="size")
+    if not confined_to_limits and not limits.scale_allows(rw, rh, w, h):
+        raise BadRequest(
+            f"{w}x{h} of a {rw}x{rh} region is larger than this tier allows (its whole image "
+            "is at most maxWidth x maxHeight)",
+            parameter="size",
+        )
     return w, h
 
 

@@ -158,16 +158,20 @@ class Plan:
     resolved: ResolvedRequest
     native: NativeOp
     steps: Steps
+    tier: str | None = None  # the degraded tier of a restricted image; None: the image itself
 
     @cached_property
     def key(self) -> str | None:
         """The derivative cache key: a hash of everything that changes the output bytes (the
         source and its version, what the backend is asked for, every step left to the engine
         with its settings and the engine with its library versions, the renderer's version),
-        nothing else. ``None`` for unversioned sources."""
+        and the tier (a degraded tier's entries are never the image's own, nor the other way
+        round), nothing else. ``None`` for unversioned sources."""
         if self.source.version is None:
             return None
-        parts = (RENDER_VERSION, self.source, self.native, self.steps)
+        parts: tuple[object, ...] = (RENDER_VERSION, self.source, self.native, self.steps)
+        if self.tier is not None:
+            parts += (self.tier,)
         return hashlib.sha256(repr(parts).encode()).hexdigest()
 
     @property
