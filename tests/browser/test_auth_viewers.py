@@ -1,0 +1,393 @@
+"""Authorization in a real browser: Mirador 4 and UV 4.4 (Auth 1.0) and a client of the Auth 2.0
+flow, against restricted images of the shim (``tests/browser/authsite.py``).
+
+The viewer pages are the shim's own ``/view/mirador`` and ``/view/uv`` opened on
+``https://viewer.example.test``; the manifests, images and auth services are on
+``https://images.example.test``: two origins of one site, as docs/authorization.md tells
+operators to deploy. Each browser context blocks third-party cookies (Chrome's incognito default,
+Safari's and Firefox's too): the same-site flow must not need them.
+
+For each viewer: a ``login`` image (the prompt shows; its button opens the access service in a
+popup; username and password are filled in and sent; the popup closes itself; full-resolution
+tiles are drawn, checked by colour and by every tile request's status), a ``clickthrough`` image
+(the same with the terms accepted) and an image with a degraded tier (the degraded tier is drawn
+before login and no full-tier image is even asked for; full-tier tiles after login). The Auth 2.0
+client page (``auth_pages/auth2-client.html``: probe, access window, token iframe with a
+messageId, probe again with the token) gets ``status: 401`` and the substitute before login,
+``status: 200`` after.
+
+Cross-site (the viewer on ``viewer.other.test``): the login in the popup is first-party and sets
+the cookie, but the token service in the viewer's iframe is third-party, gets no cookie and
+answers ``missingCredentials``; Mirador then shows the policy's failure heading and note with a
+Retry button, and draws nothing restricted. That is the failure docs/authorization.md describes.
+
+``IIIF_SHIM_SCREENSHOTS=1`` writes docs/images/auth-mirador-login.png and auth-degraded.png
+(a folder instead of ``1`` writes them there); without it nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+from iiif_shim.presentation.viewers import ViewerSettings
+from tests.browser import authsite
+from tests.browser.authsite import (
+    DEGRADED_SIZE,
+    LETTER,
+    MAP,
+    OTHER_HOST,
+    PASSWORD,
+    PLAN,
+    USER,
+    VIEWER_HOST,
+    Restricted,
+    Site,
+    Visit,
+)
+from tests.browser.conftest import wait_for_colours
+from tests.support import wait_until
+from tests.tls import CA, make_ca
+
+CANVAS = "#viewer .openseadragon-canvas"
+CLIENT_PAGE = Path(__file__).parent / "auth_pages" / "auth2-client.html"
+COOKIE_PREFIX = "iiif-shim-auth-"
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CA:
+    return make_ca(tmp_path_factory.mktemp("auth-ca"))
+
+
+@pytest.fixture(scope="module")
+def site(
+    viewer_settings: ViewerSettings, ca: CA, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    started = authsite.start_site(tmp_path_factory.mktemp("auth-site"), ca)
+    yield started
+    started.process.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium(
+    browser: Any, chromium_path: str, ca: CA, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    home = authsite.trusting_home(tmp_path_factory.mktemp("auth-home"), ca)
+    launched = authsite.launch(browser, chromium_path, home)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture
+def visit(chromium: Any, site: Site) -> Iterator[Visit]:
+    """A fresh browser context (no cookie yet) blocking third-party cookies, its first tab."""
+    with authsite.visit(chromium) as opened:
+        cdp = opened.context.new_cdp_session(opened.page)
+        cdp.send(
+            "Network.setCookieControls",
+            {
+                "enableThirdPartyCookieRestriction": True,
+                "disableThirdPartyCookieMetadata": True,
+                "disableThirdPartyCookieHeuristics": True,
+            },
+        )
+        yield opened
+
+
+# --- steps ----------------------------------------------------------------------------------------
+
+
+def watched(visit: Visit, step: Callable[[], None]) -> None:
+    """Run ``step``; if it fails, say what the browser saw meanwhile."""
+    try:
+        step()
+    except Exception as exc:
+        raise AssertionError(f"{exc}\n{visit.report()}") from exc
+
+
+def expect_text(page: Any, text: str, timeout: float = 30_000) -> None:
+    page.get_by_text(text, exact=False).first.wait_for(state="visible", timeout=timeout)
+
+
+def in_popup(visit: Visit, open_it: Callable[[], None]) -> Any:
+    """The window (tab or popup) that ``open_it`` opens, once its access page has loaded."""
+    with visit.context.expect_page(timeout=30_000) as opened:
+        open_it()
+    popup = opened.value
+    popup.set_default_timeout(30_000)
+    popup.on("console", lambda m: visit.tab.console.append(f"popup {m.type}: {m.text}"))
+    return popup
+
+
+def log_in(popup: Any) -> None:
+    """Fill the access service's login form in and send it; the page then closes itself."""
+    popup.locator("input[name=username]").wait_for(state="visible")
+    popup.locator("input[name=username]").fill(USER)
+    popup.locator("input[name=password]").fill(PASSWORD)
+    with popup.expect_event("close", timeout=30_000):
+        popup.locator("form [type=submit]").first.click()
+
+
+def agree(popup: Any, label: str) -> None:
+    """Accept the clickthrough terms; the page then closes itself."""
+    button = popup.get_by_role("button", name=label)
+    button.wait_for(state="visible")
+    with popup.expect_event("close", timeout=30_000):
+        button.click()
+
+
+def cookie_of(visit: Visit, site: Site, policy: str) -> str | None:
+    for cookie in visit.context.cookies(site.origin()):
+        if cookie["name"] == COOKIE_PREFIX + policy:
+            return str(cookie["value"])
+    return None
+
+
+def full_tiles(visit: Visit, site: Site, item: Restricted, mark: int = 0) -> list[authsite.Seen]:
+    return visit.traffic.images(site.full_base(item), mark)
+
+
+def degraded_tiles(
+    visit: Visit, site: Site, item: Restricted, mark: int = 0
+) -> list[authsite.Seen]:
+    return visit.traffic.images(site.degraded_base(item), mark)
+
+
+def drawn_in_full(visit: Visit, site: Site, item: Restricted, mark: int) -> None:
+    """After login: full-tier tiles answered 200 and drawn, none refused."""
+    wait_until(
+        lambda: any(s.status == 200 for s in full_tiles(visit, site, item, mark)),
+        f"a full-tier tile of {item.identifier} answered 200",
+    )
+    wait_for_colours(visit.page, CANVAS, {item.colour: 0.2})
+    tiles = full_tiles(visit, site, item, mark)
+    assert tiles and all(s.status == 200 for s in tiles), tiles
+
+
+def nothing_restricted_drawn(visit: Visit, site: Site, item: Restricted) -> None:
+    """Before login, no full-tier image of ``item`` came with 200, and its colour is not shown."""
+    assert all(s.status == 401 for s in full_tiles(visit, site, item)), full_tiles(
+        visit, site, item
+    )
+    wait_for_colours(visit.page, CANVAS, {}, {item.colour: 0.01})
+
+
+def screenshot(visit: Visit, name: str) -> None:
+    folder = authsite.screenshots_wanted()
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        visit.page.screenshot(path=str(folder / name))
+
+
+# Mirador 4: the bar at the top of the window shows the cookie service's label; with a header
+# or description it first shows "Continue", which opens header, description and the confirm
+# button (confirmLabel).
+
+
+def mirador_prompt(visit: Visit, site: Site, item: Restricted, host: str = VIEWER_HOST) -> None:
+    policy = authsite.POLICIES[item.policy]
+    visit.page.goto(site.viewer("mirador", item, host), wait_until="load")
+    expect_text(visit.page, item.title)
+    expect_text(visit.page, policy["label"])
+    visit.page.get_by_role("button", name=policy["label"]).first.click()
+    expect_text(visit.page, policy["heading"])
+    expect_text(visit.page, policy["note"])
+
+
+def mirador_confirm(visit: Visit, item: Restricted) -> Any:
+    label = authsite.POLICIES[item.policy]["confirm_label"]
+    button = visit.page.get_by_role("button", name=label, exact=True).first
+    return in_popup(visit, button.click)
+
+
+# UV 4.4: a dialogue (header, description, confirm button) for a 401; for a degraded image an
+# information bar with the cookie service's label and a button with its confirmLabel.
+
+
+def uv_open(visit: Visit, site: Site, item: Restricted) -> None:
+    visit.page.goto(site.viewer("uv", item), wait_until="load")
+
+
+def uv_dialogue_confirm(visit: Visit, item: Restricted) -> Any:
+    policy = authsite.POLICIES[item.policy]
+    expect_text(visit.page, policy["heading"])
+    expect_text(visit.page, policy["note"])
+    button = visit.page.locator(".overlay .confirm").filter(has_text=policy["confirm_label"])
+    return in_popup(visit, button.first.click)
+
+
+# --- Mirador --------------------------------------------------------------------------------------
+
+
+def test_mirador_logs_in_and_draws_the_full_image(visit: Visit, site: Site) -> None:
+    def run() -> None:
+        mirador_prompt(visit, site, LETTER)
+        screenshot(visit, "auth-mirador-login.png")
+        nothing_restricted_drawn(visit, site, LETTER)
+        mark = visit.traffic.mark()
+        log_in(mirador_confirm(visit, LETTER))
+        assert cookie_of(visit, site, "staff")
+        drawn_in_full(visit, site, LETTER, mark)
+
+    watched(visit, run)
+
+
+def test_mirador_clickthrough(visit: Visit, site: Site) -> None:
+    def run() -> None:
+        mirador_prompt(visit, site, MAP)
+        nothing_restricted_drawn(visit, site, MAP)
+        mark = visit.traffic.mark()
+        agree(mirador_confirm(visit, MAP), authsite.POLICIES["terms"]["confirm_label"])
+        drawn_in_full(visit, site, MAP, mark)
+
+    watched(visit, run)
+
+
+def test_mirador_draws_the_degraded_tier_then_the_full_image(visit: Visit, site: Site) -> None:
+    def run() -> None:
+        mirador_prompt(visit, site, PLAN)
+        wait_for_colours(visit.page, CANVAS, {PLAN.colour: 0.2})
+        degraded = degraded_tiles(visit, site, PLAN)
+        assert degraded and all(s.status == 200 for s in degraded), degraded
+        assert full_tiles(visit, site, PLAN) == []  # not even asked for
+        screenshot(visit, "auth-degraded.png")
+        mark = visit.traffic.mark()
+        log_in(mirador_confirm(visit, PLAN))
+        drawn_in_full(visit, site, PLAN, mark)
+
+    watched(visit, run)
+
+
+def test_mirador_cross_site_fails_clearly_without_third_party_cookies(
+    visit: Visit, site: Site
+) -> None:
+    """The viewer on another site: the login itself works (first-party popup), the token
+    iframe is third-party and gets no cookie; Mirador shows the policy's failure text."""
+
+    def run() -> None:
+        mirador_prompt(visit, site, LETTER, host=OTHER_HOST)
+        mark = visit.traffic.mark()
+        log_in(mirador_confirm(visit, LETTER))
+        assert cookie_of(visit, site, "staff"), "the first-party login set no cookie"
+        policy = authsite.POLICIES["staff"]
+        expect_text(visit.page, policy["failure_heading"])
+        expect_text(visit.page, policy["failure_note"])
+        visit.page.get_by_role("button", name="Retry").first.wait_for(state="visible")
+        tokens = [s for s in visit.traffic.since(mark) if "/auth/staff/token" in s.url]
+        assert tokens and all(s.status == 200 for s in tokens), tokens
+        assert all(s.status == 401 for s in full_tiles(visit, site, LETTER)), full_tiles(
+            visit, site, LETTER
+        )
+        wait_for_colours(visit.page, CANVAS, {}, {LETTER.colour: 0.01})
+
+    watched(visit, run)
+
+
+# --- UV -------------------------------------------------------------------------------------------
+
+
+def test_uv_logs_in_and_draws_the_full_image(visit: Visit, site: Site) -> None:
+    def run() -> None:
+        uv_open(visit, site, LETTER)
+        mark = visit.traffic.mark()
+        popup = uv_dialogue_confirm(visit, LETTER)
+        nothing_restricted_drawn(visit, site, LETTER)
+        log_in(popup)
+        assert cookie_of(visit, site, "staff")
+        drawn_in_full(visit, site, LETTER, mark)
+
+    watched(visit, run)
+
+
+def test_uv_clickthrough(visit: Visit, site: Site) -> None:
+    def run() -> None:
+        uv_open(visit, site, MAP)
+        popup = uv_dialogue_confirm(visit, MAP)
+        mark = visit.traffic.mark()
+        agree(popup, authsite.POLICIES["terms"]["confirm_label"])
+        drawn_in_full(visit, site, MAP, mark)
+
+    watched(visit, run)
+
+
+def test_uv_draws_the_degraded_tier_then_the_full_image(visit: Visit, site: Site) -> None:
+    def run() -> None:
+        uv_open(visit, site, PLAN)
+        policy = authsite.POLICIES["preview"]
+        wait_for_colours(visit.page, CANVAS, {PLAN.colour: 0.2})
+        degraded = degraded_tiles(visit, site, PLAN)
+        assert degraded and all(s.status == 200 for s in degraded), degraded
+        assert full_tiles(visit, site, PLAN) == []
+        expect_text(visit.page, policy["label"])
+        mark = visit.traffic.mark()
+        button = visit.page.get_by_text(policy["confirm_label"], exact=True).first
+        log_in(in_popup(visit, button.click))
+        drawn_in_full(visit, site, PLAN, mark)
+
+    watched(visit, run)
+
+
+# --- the Auth 2.0 client flow ---------------------------------------------------------------------
+
+
+def test_auth2_client_flow_gets_the_substitute_then_status_200(visit: Visit, site: Site) -> None:
+    """The spec's client workflow, run by auth_pages/auth2-client.html on the viewer origin (the
+    browser is handed the file for that URL; everything it asks the shim is real)."""
+    page_url = f"{site.origin(VIEWER_HOST)}/auth2-client.html"
+    visit.context.route(
+        page_url + "?*",
+        lambda route: route.fulfill(
+            status=200, content_type="text/html; charset=utf-8", body=CLIENT_PAGE.read_text()
+        ),
+    )
+    page = visit.page
+
+    def run() -> None:
+        page.goto(f"{page_url}?resource={quote(site.manifest(PLAN), safe='')}")
+        page.wait_for_function("() => window.clientState !== 'start'")
+        first = page.evaluate("() => window.probeResults[0]")
+        assert first["httpStatus"] == 200 and not first["withToken"], first
+        result = first["result"]
+        assert result["type"] == "AuthProbeResult2" and result["status"] == 401, result
+        (substitute,) = result["substitute"]
+        assert site.degraded_base(PLAN) in urlsplit(substitute["id"]).path, substitute
+        expect_text(page, authsite.POLICIES["preview"]["heading"])
+        # the substitute is what the page shows meanwhile: the degraded tier, at most its size
+        page.wait_for_function(
+            "() => { const i = document.querySelector('#substitute img');"
+            " return i && i.complete && i.naturalWidth > 0; }"
+        )
+        size = page.evaluate(
+            "() => { const i = document.querySelector('#substitute img');"
+            " return [i.naturalWidth, i.naturalHeight]; }"
+        )
+        assert max(size) <= DEGRADED_SIZE, size
+        button = page.get_by_role("button", name=authsite.POLICIES["preview"]["confirm_label"])
+        log_in(in_popup(visit, button.click))
+        page.wait_for_function("() => ['done', 'failed'].includes(window.clientState)")
+        messages = page.evaluate("() => window.tokenMessages")
+        (message,) = messages
+        assert message["origin"] == site.origin(), message
+        assert message["data"]["type"] == "AuthAccessToken2", message
+        last = page.evaluate("() => window.probeResults[window.probeResults.length - 1]")
+        assert last["withToken"] and last["httpStatus"] == 200, last
+        assert last["result"]["status"] == 200 and "substitute" not in last["result"], last
+        assert page.evaluate("() => window.clientState") == "done"
+        # the token is not the cookie, and the cookie never reached the page's script
+        token = message["data"]["accessToken"]
+        assert token and token != cookie_of(visit, site, "preview")
+        assert "iiif-shim-auth" not in page.evaluate("() => document.cookie")
+
+    try:
+        run()
+    except Exception as exc:
+        results = page.evaluate("() => [window.probeResults, window.tokenMessages]")
+        raise AssertionError(f"{exc}\n{json.dumps(results, indent=1)}\n{visit.report()}") from exc
