@@ -1,0 +1,409 @@
+"""The gate: the one place that decides who sees which tier of a restricted resource, and that
+starts and ends logins and gives out access tokens. Everything else asks it (``web/`` builds a
+:class:`Caller` from the request and speaks HTTP; ``auth/`` never does).
+
+**Decision** (:meth:`Gate.decide`, sync, no I/O but a ``stat``, on every tile): for a
+policy, the caller is ``full`` when (1) a ``kiosk``/``external`` policy's ``networks`` hold
+its address, or (2) it sends that policy's cookie (``iiif-shim-auth-<policy>``), validly
+signed for the session purpose, not expired, its sid not revoked, or (3) ``bearer_ok`` and
+it sends an ``Authorization: Bearer`` token of that policy, validly signed for the token
+purpose, not expired, its session not revoked (a token bound to an address: only from that
+address). Else ``degraded`` when the policy has a ``degraded`` tier, else ``none``. A policy
+name the gate does not know is ``none`` (fail closed).
+
+**Values** (``signing.py``): a session cookie holds ``{p: policy, u: user, i: sid, e: exp}``;
+the user is there for the audit lines of later events (logout, token): the cookie is
+``HttpOnly`` and names only its own holder. A token holds ``{p: policy, s: sid}`` (or
+``{p, a: keyed hash of the address}`` for kiosk/external) plus its own jti and exp
+(``auth.token_ttl``, never beyond the session's end): it is seen by viewer scripts, so it
+names no user. A CSRF value holds ``{p: policy, b: binding}``. Each verifies only for its
+purpose and policy.
+
+**Audit**: the gate writes the lines of what it does itself: ``login`` (:meth:`start_session`),
+``logout`` (:meth:`end_session`), ``login_failed`` (:meth:`count_failure`), ``rate_limited``
+(:meth:`allow_attempt` refusing), ``token`` and ``token_refused`` (:meth:`issue_token`).
+``refused`` (a resource denied) is written by the caller that refuses, through
+``gate.audit.event(...)``.
+
+**Keys**: ``AuthSettings.keys()``; with none, a random 48-byte key of this process
+(the configuration makes one at parse time so all workers of one server share it).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+
+from iiif_shim.auth.audit import Audit
+from iiif_shim.auth.documents import (
+    EXPIRED_ASPECT,
+    INVALID_ASPECT,
+    MISSING_ASPECT,
+)
+from iiif_shim.auth.settings import AuthSettings, PolicySettings
+from iiif_shim.auth.signing import Purpose, Signer
+from iiif_shim.auth.store import Store
+from iiif_shim.auth.users import CheckBusy, Htpasswd, trusted_peer
+from iiif_shim.cache.settings import CacheSettings
+
+log = logging.getLogger("iiif_shim")
+
+COOKIE_PREFIX = "iiif-shim-auth-"
+CSRF_TTL = 3600  # seconds a login form's CSRF value stays good
+MAX_USER = 256  # characters of a user name kept in a session
+RANDOM_KEY_BYTES = 48
+
+
+def cookie_name(policy: str) -> str:
+    """The name of the cookie that carries a login of ``policy``."""
+    return COOKIE_PREFIX + policy
+
+
+class Tier(StrEnum):
+    FULL = "full"
+    DEGRADED = "degraded"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, as ``web/`` read it from the request."""
+
+    address: str  # the client address (X-Forwarded-For only from auth.forwarded_by)
+    cookies: Mapping[str, str]
+    bearer: str | None  # the Authorization: Bearer value, or None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the gate says for one policy and one caller."""
+
+    policy: str | None  # None: public
+    tier: Tier
+    max_size: int | None  # the degraded tier's max_size when tier is DEGRADED
+    user: str | None  # who, for the audit log
+
+    @property
+    def full(self) -> bool:
+        return self.tier is Tier.FULL
+
+
+PUBLIC = Verdict(None, Tier.FULL, None, None)
+
+
+@dataclass(frozen=True)
+class Session:
+    """A login: the policy, who, its sid and when it ends (Unix seconds)."""
+
+    policy: str
+    user: str
+    sid: str
+    exp: int
+
+
+@dataclass(frozen=True)
+class Token:
+    """An access token given out, with its claims."""
+
+    value: str
+    policy: str
+    jti: str
+    exp: int
+    expires_in: int  # seconds from when it was made
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class _Policy:
+    """A policy as the hot path wants it: its settings, networks parsed, verdicts made."""
+
+    def __init__(self, name: str, settings: PolicySettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.cookie = cookie_name(name)
+        self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in settings.networks)
+        max_size = settings.degraded.max_size if settings.degraded is not None else None
+        self.other = (
+            Verdict(name, Tier.DEGRADED, max_size, None)
+            if max_size is not None
+            else Verdict(name, Tier.NONE, None, None)
+        )
+        self.inside = Verdict(name, Tier.FULL, None, None)
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019  (one per policy, for the gate's life)
+    def holds(self, address: str) -> bool:
+        found = _address(address)
+        return found is not None and any(found in n for n in self.networks)
+
+
+class Gate:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        store: Store,
+        *,
+        keys: tuple[bytes, ...] | None = None,
+        audit: Audit | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        keys = keys or settings.keys()
+        if not keys:
+            log.warning(
+                "auth: no signing key (auth.secret, $IIIF_SHIM_AUTH_SECRET): this process "
+                "made a random one; its logins are not accepted by other processes"
+            )
+            keys = (secrets.token_bytes(RANDOM_KEY_BYTES),)
+        self.signer = Signer(keys)
+        self.audit = audit or Audit(settings.audit_log)
+        self._policies = MappingProxyType(
+            {name: _Policy(name, p) for name, p in settings.policies.items()}
+        )
+        self._htpasswd: dict[Path, Htpasswd] = {}
+        self._origins = frozenset(o.rstrip("/").lower() for o in settings.allowed_origins)
+
+    @classmethod
+    async def open(
+        cls, settings: AuthSettings, cache: CacheSettings | None, run_dir: Path | None = None
+    ) -> Gate:
+        """The gate of ``settings``, its store in ``auth.state_dir`` (else the run folder)
+        and, with ``cache.redis``, Redis."""
+        store = await Store.open(
+            settings.state_dir, cache, run_dir, window=settings.max_failures.window
+        )
+        return cls(settings, store)
+
+    async def close(self) -> None:
+        await self.store.close()
+        self.audit.close()
+
+    # --- policies ------------------------------------------------------------------------
+
+    @property
+    def policies(self) -> Mapping[str, PolicySettings]:
+        return self.settings.policies
+
+    def policy(self, name: str) -> PolicySettings:
+        """The settings of policy ``name`` (KeyError when there is none: callers check the
+        name against :attr:`policies` first, or answer 404)."""
+        return self._policies[name].settings
+
+    # --- the decision --------------------------------------------------------------------
+
+    def decide(self, policy: str | None, caller: Caller, *, bearer_ok: bool = False) -> Verdict:
+        """The tier ``caller`` gets of a resource of ``policy`` (see the module docstring)."""
+        if policy is None:
+            return PUBLIC
+        found = self._policies.get(policy)
+        if found is None:
+            return Verdict(policy, Tier.NONE, None, None)
+        if found.networks and found.holds(caller.address):
+            return found.inside
+        cookie = caller.cookies.get(found.cookie)
+        if cookie:
+            session = self._session(found.name, cookie)
+            if session is not None:
+                return Verdict(policy, Tier.FULL, None, session.user)
+        if bearer_ok and caller.bearer and self._token_ok(found.name, caller):
+            return found.inside
+        return found.other
+
+    def _session(self, policy: str, value: str) -> Session | None:
+        claims = self.signer.verify(Purpose.SESSION, value)
+        if claims is None or claims.get("p") != policy or self.store.revoked(claims["i"]):
+            return None
+        user = claims.get("u")
+        return Session(policy, user if isinstance(user, str) else "", claims["i"], claims["e"])
+
+    def _token_ok(self, policy: str, caller: Caller) -> bool:
+        claims = self.signer.verify(Purpose.TOKEN, caller.bearer)
+        if claims is None or claims.get("p") != policy:
+            return False
+        if "a" in claims:
+            return bool(claims["a"] == self._address_digest(caller.address))
+        sid = claims.get("s")
+        return (
+            isinstance(sid, str)
+            and not self.store.revoked(sid)
+            and not self.store.revoked(claims["i"])
+        )
+
+    # --- sessions ------------------------------------------------------------------------
+
+    def start_session(
+        self, policy: str, user: str, *, address: str | None = None
+    ) -> tuple[str, Session]:
+        """A new login of ``user`` to ``policy``: the cookie's value and the session. Writes
+        the ``login`` audit line (``address``: the client's, for that line)."""
+        self.policy(policy)
+        user = user[:MAX_USER]
+        value, claims = self.signer.sign(
+            Purpose.SESSION, {"p": policy, "u": user}, self.settings.session_ttl
+        )
+        session = Session(policy, user, claims["i"], claims["e"])
+        self.audit.event("login", policy=policy, user=user, address=address)
+        return value, session
+
+    def session(self, policy: str, caller: Caller) -> Session | None:
+        """The valid, unrevoked login of ``policy`` the caller's cookie carries."""
+        found = self._policies.get(policy)
+        cookie = caller.cookies.get(cookie_name(policy))
+        return self._session(policy, cookie) if found is not None and cookie else None
+
+    async def end_session(self, policy: str, caller: Caller) -> None:
+        """Log out: the caller's session of ``policy`` (and every token made from it) is
+        revoked in every process (and machine, with Redis). Writes the ``logout`` line."""
+        session = self.session(policy, caller)
+        if session is not None:
+            await self.store.revoke(session.sid, session.exp)
+        token = self.signer.verify(Purpose.TOKEN, caller.bearer) if caller.bearer else None
+        if token is not None and token.get("p") == policy:
+            await self.store.revoke(token["i"], token["e"])
+        self.audit.event(
+            "logout",
+            policy=policy,
+            user=session.user if session else None,
+            address=caller.address,
+            reason=None if session else "no session",
+        )
+
+    # --- tokens --------------------------------------------------------------------------
+
+    def issue_token(self, policy: str, caller: Caller) -> Token | str:
+        """An access token for the caller's access to ``policy``; or the Auth 2.0 error
+        profile saying why not (``missingAspect``, ``invalidAspect``, ``expiredAspect``).
+        Writes the ``token`` or ``token_refused`` line. The origin is checked by the caller
+        (:meth:`origin_allowed`)."""
+        found = self._policies.get(policy)
+        if found is None:
+            self.audit.event("token_refused", policy=policy, address=caller.address)
+            return INVALID_ASPECT
+        ttl = self.settings.token_ttl
+        now = time.time()
+        cookie = caller.cookies.get(found.cookie)
+        claims, why = self.signer.examine(Purpose.SESSION, cookie, now=now)
+        if claims is not None and (claims.get("p") != policy or self.store.revoked(claims["i"])):
+            claims, why = None, "invalid"
+        if claims is not None:
+            exp = min(int(now + ttl), claims["e"])
+            bound: dict[str, str] = {"p": policy, "s": claims["i"]}
+            user = claims.get("u") if isinstance(claims.get("u"), str) else None
+        elif found.networks and found.holds(caller.address):
+            exp, user = int(now + ttl), None
+            bound = {"p": policy, "a": self._address_digest(caller.address)}
+        else:
+            profile = {"missing": MISSING_ASPECT, "expired": EXPIRED_ASPECT}.get(
+                why, INVALID_ASPECT
+            )
+            self.audit.event("token_refused", policy=policy, address=caller.address, reason=profile)
+            return profile
+        value, signed = self.signer.sign(Purpose.TOKEN, bound, ttl, now=now, expires=exp)
+        self.audit.event("token", policy=policy, user=user, address=caller.address)
+        return Token(value, policy, signed["i"], exp, max(1, exp - int(now)))
+
+    def _address_digest(self, address: str) -> str:
+        return self.signer.digest("token-address", address)
+
+    # --- logins --------------------------------------------------------------------------
+
+    async def check_password(self, policy: str, user: str, password: str) -> bool:
+        """Whether ``password`` is ``user``'s in the policy's htpasswd file (bcrypt in a
+        thread; an unknown user takes as long). False for a policy without htpasswd, and
+        when too many checks wait already."""
+        found = self._policies.get(policy)
+        users = found.settings.users if found is not None else None
+        if users is None or users.htpasswd is None:
+            return False
+        checker = self._htpasswd.get(users.htpasswd)
+        if checker is None:
+            checker = self._htpasswd[users.htpasswd] = Htpasswd(users.htpasswd)
+        try:
+            return await checker.check(user, password)
+        except CheckBusy:
+            log.warning("auth: too many password checks waiting; a login was refused")
+            return False
+
+    def header_user(self, policy: str, peer: str | None, value: str | None) -> str | None:
+        """The user the policy's ``users.header`` names, believed only when the socket peer
+        ``peer`` is one of its ``trusted_proxies``; else ``None``."""
+        found = self._policies.get(policy)
+        users = found.settings.users if found is not None else None
+        if users is None or users.header is None or not value:
+            return None
+        if not trusted_peer(peer, users.trusted_proxies):
+            return None
+        user = value.strip()
+        return user[:MAX_USER] if user and user.isprintable() else None
+
+    def _failure_keys(self, policy: str, user: str, address: str) -> list[tuple[str, int]]:
+        limits = self.settings.max_failures
+        return [
+            ("u." + self.signer.digest("user", f"{policy}\0{user}"), limits.per_user),
+            ("a." + self.signer.digest("address", address), limits.per_address),
+        ]
+
+    async def allow_attempt(self, policy: str, user: str, address: str) -> float | None:
+        """``None`` when a login of ``user`` from ``address`` may be tried; else the seconds
+        to wait (``Retry-After``), and a ``rate_limited`` line."""
+        keys = self._failure_keys(policy, user, address)
+        wait = await self.store.retry_after(keys, self.settings.max_failures.window)
+        if wait is not None:
+            self.audit.event(
+                "rate_limited",
+                policy=policy,
+                user=user,
+                address=address,
+                reason=f"retry after {wait:g}s",
+            )
+        return wait
+
+    async def count_failure(self, policy: str, user: str, address: str) -> None:
+        """One failed login: counted for the user and the address; a ``login_failed`` line."""
+        keys = [k for k, _ in self._failure_keys(policy, user, address)]
+        await self.store.count_failure(keys, self.settings.max_failures.window)
+        self.audit.event("login_failed", policy=policy, user=user, address=address)
+
+    # --- forms and origins ---------------------------------------------------------------
+
+    def csrf(self, policy: str, binding: str = "") -> str:
+        """A CSRF value for a form of ``policy``, good for :data:`CSRF_TTL` seconds;
+        ``binding`` (e.g. a random value of a cookie set with the form) ties it to one
+        browser."""
+        value, _ = self.signer.sign(Purpose.CSRF, {"p": policy, "b": binding}, CSRF_TTL)
+        return value
+
+    def csrf_ok(self, policy: str, value: str | None, binding: str = "") -> bool:
+        claims = self.signer.verify(Purpose.CSRF, value)
+        return claims is not None and claims.get("p") == policy and claims.get("b") == binding
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Whether a token may be posted to ``origin``: any origin when
+        ``auth.allowed_origins`` is empty, else one of them (case of the scheme and host
+        ignored, a trailing ``/`` too)."""
+        if not origin:
+            return False
+        scheme, sep, rest = origin.partition("://")
+        if scheme.lower() not in ("http", "https") or not sep or not rest or "/" in rest:
+            return False
+        if any(c in origin for c in "\"'<>\\ \t\r\n") or not origin.isprintable():
+            return False
+        return not self._origins or origin.rstrip("/").lower() in self._origins

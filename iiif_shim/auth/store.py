@@ -1,0 +1,502 @@
+"""What the gate remembers beyond one request: revoked sessions and tokens (logouts) and failed
+logins, shared by every process of one server and, with ``cache.redis``, by every machine.
+
+**Files** (always): two append-only journals in one folder: ``auth.state_dir``, else
+``$IIIF_SHIM_RUN_DIR/auth`` (the supervisor's run folder, shared by its workers, removed at
+exit), else a private temporary folder (one process alone, removed at close). ``revoked``
+holds lines ``<exp> <id>`` (an id is a session's sid or a token's jti, never a cookie or a
+token), ``failures`` lines ``<time> <key>`` (a key is a keyed hash of a user name or an
+address, never the name). A line is one ``write`` to a file opened ``O_APPEND`` under a shared
+``flock``, so lines of several processes never interleave. Each process keeps what it read in
+memory and, on each look, ``stat``s the journal and reads only the bytes added since (a new
+inode: the journal was compacted, read from its start). Once a journal passes
+:data:`MAX_JOURNAL` bytes, the writer rewrites it under an exclusive ``flock`` with only the
+lines still alive (revocations until their ``exp``, failures for ``max_failures.window``) and
+renames it over the old one.
+
+The hot path (:meth:`Store.revoked`, on every request that carries a valid cookie or token)
+is a ``stat`` and a look in a dict; reading new lines happens there only after a logout.
+
+**Redis** (with ``cache.redis``): a revocation is also a key ``<prefix>auth:revoked:<id>``
+(expiring with the session) and a message on ``<prefix>auth:revoked``, which every process
+subscribes to and adds to the same dict; a process that starts later (or reconnects) reads the
+keys. Failures are also sorted sets ``<prefix>auth:fail:<key>`` (expiring after the window),
+counted there while Redis answers (every machine's failures), else in the journal. Redis is
+optional: when it fails, the files still work; the failure is logged once (the URL as
+``display_url`` shows it), Redis is skipped for ``cache.redis_retry`` seconds, and the next
+success is logged too, as the cache's Redis tier does.
+
+Bounds: at most :data:`MAX_REVOKED` revocations and :data:`MAX_KEYS` failure keys in memory
+(the ones expiring first go first), at most :data:`MAX_READ` bytes read per look, every Redis
+call within ``cache.redis_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import math
+import os
+import secrets
+import shutil
+import stat
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from iiif_shim.base.redaction import display_url
+from iiif_shim.cache.journal import RUN_DIR_ENV
+from iiif_shim.cache.settings import CacheSettings
+
+log = logging.getLogger("iiif_shim")
+
+REVOKED = "revoked"
+FAILURES = "failures"
+LOCK = "lock"
+MAX_JOURNAL = 1024 * 1024  # bytes of a journal before it is compacted
+MAX_READ = 4 * 1024 * 1024  # bytes read from a journal per look
+MAX_REVOKED = 200_000  # revocations kept in memory
+MAX_KEYS = 100_000  # user names and addresses whose failures are counted in memory
+MAX_PER_KEY = 1000  # failures kept per key (no limit is higher in practice)
+MAX_ID = 64  # characters of a revoked id
+SCAN_MAX = MAX_REVOKED  # revocation keys read from Redis at (re)connection
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+
+
+def _valid_id(ident: str) -> bool:
+    return 0 < len(ident) <= MAX_ID and _ID_CHARS.issuperset(ident)
+
+
+def state_folder(configured: Path | None, run_dir: Path | None) -> tuple[Path, bool]:
+    """The folder of the journals and whether it is a private temporary one (see the module
+    docstring for the order)."""
+    if configured is not None:
+        return configured, False
+    run = run_dir or (Path(os.environ[RUN_DIR_ENV]) if os.environ.get(RUN_DIR_ENV) else None)
+    if run is not None:
+        return run / "auth", False
+    return Path(tempfile.mkdtemp(prefix="iiif-shim-auth-")), True
+
+
+class Journal:
+    """One append-only journal of lines, read incrementally, compacted when large."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.path = folder / name
+        self._lock_path = folder / LOCK
+        self._ino = -1
+        self._offset = 0
+
+    @contextlib.contextmanager
+    def _locked(self, how: int) -> Iterator[None]:
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, how)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def poll(self) -> list[str]:
+        """The complete lines added since the last look (all of them after a compaction)."""
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        if info.st_ino != self._ino:
+            self._ino, self._offset = info.st_ino, 0
+        elif info.st_size < self._offset:  # shortened by hand: read it all again
+            self._offset = 0
+        if info.st_size <= self._offset or not stat.S_ISREG(info.st_mode):
+            return []
+        try:
+            fd = os.open(self.path, _READ)
+        except OSError:
+            return []
+        try:
+            if os.fstat(fd).st_ino != self._ino:  # replaced between stat and open
+                return []
+            data = os.pread(fd, min(info.st_size - self._offset, MAX_READ), self._offset)
+        finally:
+            os.close(fd)
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        return data[:end].decode("ascii", "replace").splitlines()
+
+    def append(self, line: str, alive: Callable[[str], bool]) -> None:
+        """Add ``line`` (blocking: call it in a thread); compact once the journal is large,
+        keeping the lines ``alive`` says to keep."""
+        data = (line + "\n").encode("ascii")
+        with self._locked(fcntl.LOCK_SH):
+            fd = os.open(self.path, _APPEND, 0o600)
+            try:
+                os.write(fd, data)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+        if size > MAX_JOURNAL:
+            self.compact(alive)
+
+    def compact(self, alive: Callable[[str], bool]) -> None:
+        with self._locked(fcntl.LOCK_EX):
+            try:
+                fd = os.open(self.path, _READ)
+            except FileNotFoundError:
+                return
+            try:
+                if os.fstat(fd).st_size <= MAX_JOURNAL:
+                    return  # another process compacted it already
+                chunks = []
+                while chunk := os.read(fd, 1024 * 1024):
+                    chunks.append(chunk)
+            finally:
+                os.close(fd)
+            lines = b"".join(chunks).decode("ascii", "replace").splitlines()
+            kept = [line for line in lines if alive(line)]
+            if sum(len(x) + 1 for x in kept) > MAX_JOURNAL // 2:  # keep room: the newest half
+                kept = kept[len(kept) // 2 :]
+            temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
+            out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o600)
+            try:
+                os.write(out, "".join(x + "\n" for x in kept).encode("ascii"))
+            finally:
+                os.close(out)
+            os.replace(temporary, self.path)
+
+
+class _Redis:
+    """The Redis side of the store: keys, the revocation channel, failure sets."""
+
+    def __init__(self, cache: CacheSettings, on_revoked: Callable[[str, int], None]) -> None:
+        assert cache.redis is not None
+        self.cache = cache
+        self.url = cache.redis
+        self.prefix = f"{cache.redis_prefix}auth:"
+        self.channel = f"{self.prefix}revoked"
+        self._on_revoked = on_revoked
+        self._client: Any = None
+        self._listener: asyncio.Task[None] | None = None
+        self._skip_until = 0.0
+        self._down = False
+        self.subscribed = asyncio.Event()
+
+    async def start(self) -> bool:
+        try:
+            import redis.asyncio as aioredis  # an optional extra
+        except ImportError:
+            log.warning(
+                "auth: cache.redis is set but the redis package is not installed; logouts and "
+                "failed logins are shared by this machine's processes only"
+            )
+            return False
+        timeout = self.cache.redis_timeout
+        self._client = aioredis.Redis.from_url(
+            self.url,
+            password=self.cache.redis_password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            max_connections=16,
+        )
+        self._listener = asyncio.create_task(self._listen(aioredis), name="auth-revocations")
+        return True
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        self._skip_until = time.monotonic() + self.cache.redis_retry
+        if not self._down:
+            self._down = True
+            log.warning(
+                "auth: Redis at %s failed (%s: %s); logouts and failed logins go without it "
+                "(this machine's processes still share them), trying again every %gs",
+                display_url(self.url),
+                operation,
+                type(exc).__name__,
+                self.cache.redis_retry,
+            )
+
+    def _answered(self) -> None:
+        if self._down:
+            self._down = False
+            log.warning("auth: Redis at %s answers again", display_url(self.url))
+
+    async def _call(self, operation: str, call: Callable[[], Any]) -> Any:
+        """The result of ``call``; ``None`` while Redis is skipped or when it fails."""
+        import redis
+
+        if self._client is None or time.monotonic() < self._skip_until:
+            return None
+        try:
+            async with asyncio.timeout(self.cache.redis_timeout * 2):
+                result = await call()
+        except (OSError, TimeoutError, redis.RedisError) as exc:
+            self._failed(operation, exc)
+            return None
+        self._answered()
+        return result
+
+    async def revoke(self, ident: str, exp: int) -> None:
+        ttl = max(1, math.ceil(exp - time.time()))
+
+        async def call() -> Any:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(f"{self.prefix}revoked:{ident}", str(exp), ex=ttl)
+                pipe.publish(self.channel, f"{exp} {ident}")
+                return await pipe.execute()
+
+        await self._call("revoke", call)
+
+    async def fail(self, keys: Sequence[str], when: float, window: float) -> None:
+        async def call() -> Any:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    name = f"{self.prefix}fail:{key}"
+                    pipe.zadd(name, {f"{when:.6f}:{secrets.token_hex(4)}": when})
+                    pipe.zremrangebyscore(name, "-inf", when - window)
+                    pipe.zremrangebyrank(name, 0, -MAX_PER_KEY - 1)
+                    pipe.expire(name, math.ceil(window) + 1)
+                return await pipe.execute()
+
+        await self._call("count_failure", call)
+
+    async def failures(
+        self, keys: Sequence[tuple[str, int]], now: float, window: float
+    ) -> list[list[float]] | None:
+        """For each key, the times of its failures within the window that decide its limit
+        (at most ``limit`` of the newest); ``None`` when Redis did not answer."""
+
+        async def call() -> Any:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, limit in keys:
+                    name = f"{self.prefix}fail:{key}"
+                    pipe.zremrangebyscore(name, "-inf", now - window)
+                    pipe.zrange(name, -limit, -1, withscores=True)
+                return await pipe.execute()
+
+        found = await self._call("failures", call)
+        if found is None:
+            return None
+        return [[float(score) for _, score in found[i]] for i in range(1, len(found), 2)]
+
+    async def _listen(self, aioredis: Any) -> None:
+        """Follow the revocation channel; at each (re)connection, read the keys too."""
+        while True:
+            try:
+                client = aioredis.Redis.from_url(
+                    self.url,
+                    password=self.cache.redis_password,
+                    socket_connect_timeout=self.cache.redis_timeout,
+                )
+                try:
+                    pubsub = client.pubsub(ignore_subscribe_messages=True)
+                    async with asyncio.timeout(self.cache.redis_timeout * 2):
+                        await pubsub.subscribe(self.channel)
+                    await self._load_keys()
+                    self.subscribed.set()
+                    while True:
+                        message = await pubsub.get_message(timeout=5.0)
+                        if message is not None and message.get("type") == "message":
+                            self._take(message.get("data"))
+                finally:
+                    self.subscribed.clear()
+                    await client.aclose()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failed("subscribe", exc)
+                await asyncio.sleep(self.cache.redis_retry)
+
+    def _take(self, data: Any) -> None:
+        text = data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
+        exp, _, ident = text.partition(" ")
+        if exp.isdigit() and _valid_id(ident):
+            self._on_revoked(ident, int(exp))
+
+    async def _load_keys(self) -> None:
+        assert self._client is not None
+        seen = 0
+        async with asyncio.timeout(max(10.0, self.cache.redis_timeout * 10)):
+            async for name in self._client.scan_iter(f"{self.prefix}revoked:*", count=1000):
+                value = await self._client.get(name)
+                ident = (name.decode() if isinstance(name, bytes) else name).rpartition(":")[2]
+                if value is not None:
+                    self._take(f"{int(value)} {ident}".encode())
+                seen += 1
+                if seen >= SCAN_MAX:
+                    break
+
+
+class Store:
+    """Revocations and failure counts (see the module docstring)."""
+
+    def __init__(self, folder: Path, *, temporary: bool = False) -> None:
+        self.folder = folder
+        self._temporary = temporary
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._revocations = Journal(folder, REVOKED)
+        self._failure_journal = Journal(folder, FAILURES)
+        self._revoked: dict[str, int] = {}
+        self._failures: dict[str, deque[float]] = {}
+        self._window = 600.0
+        self._redis: _Redis | None = None
+        self._next_sweep = 0.0
+
+    @classmethod
+    async def open(
+        cls,
+        state_dir: Path | None,
+        cache: CacheSettings | None,
+        run_dir: Path | None = None,
+        *,
+        window: float = 600.0,
+    ) -> Store:
+        folder, temporary = state_folder(state_dir, run_dir)
+        store = await asyncio.to_thread(cls, folder, temporary=temporary)
+        store._window = window
+        await asyncio.to_thread(store._poll_revoked)
+        await asyncio.to_thread(store._poll_failures)
+        if cache is not None and cache.redis is not None:
+            shared = _Redis(cache, store._add_revoked)
+            if await shared.start():
+                store._redis = shared
+        return store
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.close()
+            self._redis = None
+        if self._temporary:
+            await asyncio.to_thread(shutil.rmtree, self.folder, True)
+
+    @property
+    def redis(self) -> _Redis | None:
+        return self._redis
+
+    # --- revocations ---------------------------------------------------------------------
+
+    def _add_revoked(self, ident: str, exp: int) -> None:
+        if exp > self._revoked.get(ident, 0):
+            self._revoked[ident] = exp
+        if len(self._revoked) > MAX_REVOKED:
+            self._sweep(time.time(), force=True)
+
+    def _sweep(self, now: float, *, force: bool = False) -> None:
+        if not force and now < self._next_sweep:
+            return
+        self._next_sweep = now + 60
+        self._revoked = {k: e for k, e in self._revoked.items() if e > now}
+        if len(self._revoked) > MAX_REVOKED:  # the ones expiring first go first
+            kept = sorted(self._revoked.items(), key=lambda kv: kv[1])[-MAX_REVOKED:]
+            self._revoked = dict(kept)
+
+    def _poll_revoked(self) -> None:
+        for line in self._revocations.poll():
+            exp, _, ident = line.partition(" ")
+            if exp.isdigit() and _valid_id(ident):
+                self._add_revoked(ident, int(exp))
+
+    def revoked(self, ident: str) -> bool:
+        """Whether ``ident`` (a sid or jti) was revoked by any process (sync, the hot path:
+        a ``stat`` of the journal and a dict lookup)."""
+        self._poll_revoked()
+        now = time.time()
+        self._sweep(now)
+        return self._revoked.get(ident, 0) > now
+
+    async def revoke(self, ident: str, exp: int) -> None:
+        """Revoke ``ident`` until ``exp`` (Unix seconds) in every process (and machine)."""
+        if not _valid_id(ident):
+            raise ValueError("not an id")
+        self._add_revoked(ident, exp)
+        now = time.time()
+
+        def alive(line: str) -> bool:
+            e = line.partition(" ")[0]
+            return e.isdigit() and int(e) > now
+
+        await asyncio.to_thread(self._revocations.append, f"{exp} {ident}", alive)
+        if self._redis is not None:
+            await self._redis.revoke(ident, exp)
+
+    # --- failed logins -------------------------------------------------------------------
+
+    def _poll_failures(self) -> None:
+        for line in self._failure_journal.poll():
+            when, _, key = line.partition(" ")
+            try:
+                t = float(when)
+            except ValueError:
+                continue
+            if key:
+                self._add_failure(key, t)
+
+    def _add_failure(self, key: str, when: float) -> None:
+        times = self._failures.get(key)
+        if times is None:
+            if len(self._failures) >= MAX_KEYS:
+                self._forget_failures(time.time())
+            times = self._failures[key] = deque(maxlen=MAX_PER_KEY)
+        times.append(when)
+
+    def _forget_failures(self, now: float) -> None:
+        edge = now - self._window
+        self._failures = {k: t for k, t in self._failures.items() if t and t[-1] > edge}
+        while len(self._failures) >= MAX_KEYS:  # the key failed least recently goes first
+            oldest = min(self._failures, key=lambda k: self._failures[k][-1])
+            del self._failures[oldest]
+
+    async def count_failure(self, keys: Sequence[str], window: float) -> None:
+        """One failed login, counted under each of ``keys`` (user, address)."""
+        now = time.time()
+        self._window = window
+        lines = [f"{now:.3f} {key}" for key in keys]
+
+        def alive(line: str) -> bool:
+            try:
+                return float(line.partition(" ")[0]) > time.time() - window
+            except ValueError:
+                return False
+
+        def write() -> None:
+            self._poll_failures()
+            for line in lines:
+                self._failure_journal.append(line, alive)
+
+        await asyncio.to_thread(write)
+        if self._redis is not None:
+            await self._redis.fail(keys, now, window)
+
+    async def retry_after(self, keys: Sequence[tuple[str, int]], window: float) -> float | None:
+        """``None`` when every key has had fewer failures than its limit within ``window``;
+        else the seconds until enough of them leave the window for one more attempt."""
+        now = time.time()
+        self._window = window
+        found = None
+        if self._redis is not None:
+            found = await self._redis.failures(keys, now, window)
+        if found is None:
+            await asyncio.to_thread(self._poll_failures)
+            found = []
+            for key, limit in keys:
+                times = sorted(t for t in self._failures.get(key, ()) if t > now - window)
+                found.append(times[-limit:])
+        wait = 0.0
+        for (_, limit), times in zip(keys, found, strict=True):
+            if len(times) >= limit:  # the oldest of the newest `limit` has to leave
+                wait = max(wait, min(times) + window - now)
+        return None if wait <= 0 else max(1.0, math.ceil(wait))
