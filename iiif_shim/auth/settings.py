@@ -3,7 +3,7 @@ gets), the keys that sign cookies and tokens, their lifetimes, and the login lim
 
 A route's ``access:`` (``core/routing.py``) and an object's ``access`` field name a policy of
 ``auth.policies``; ``config/settings.py`` checks that each name exists. Everything here is read
-once and frozen; ``auth/`` builds its gate from it (``auth/access.py``).
+once and frozen; ``auth/`` builds its gate from it (``auth/gate.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from iiif_shim.auth.users import htpasswd_findings
 from iiif_shim.base.schema import Finding, at_least, option, problem, warning
 
 KINDS = ("login", "clickthrough", "kiosk", "external")
@@ -128,6 +129,8 @@ class UsersSettings:
             return [problem("trusted_proxies", "is needed with `header` (whom to believe)")]
         if self.header is None and self.trusted_proxies:
             return [problem("trusted_proxies", "is only read with `header`")]
+        if self.htpasswd is not None:
+            return htpasswd_findings(self.htpasswd, "htpasswd")
         return []
 
 

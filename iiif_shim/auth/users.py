@@ -26,8 +26,6 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-import bcrypt
-
 from iiif_shim.base.files import READ
 from iiif_shim.base.schema import Finding, problem, warning
 
@@ -139,12 +137,16 @@ class Htpasswd:
             log.warning("htpasswd file %s line %d %s: it is ignored", self.path, number, why)
 
     def _dummy_for(self, cost: int) -> bytes:
+        import bcrypt  # here: the configuration reads this module's parser without it
+
         if self._dummy is None or self._dummy_cost != cost:
             self._dummy = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(cost))
             self._dummy_cost = cost
         return self._dummy
 
     def _check(self, user: str, password: bytes) -> bool:
+        import bcrypt
+
         self._load()
         hashed = self._hashes.get(user)
         if hashed is None:
