@@ -9,12 +9,16 @@ exception becomes an HTTP response; and the CORS headers of every response.
   into its status with a short plain-text reason (``Retry-After`` on 503s), and anything
   unexpected into a logged, bare 500, never a traceback; counts the request in the metrics.
 - :func:`add_cors_headers`: ``Access-Control-Allow-Origin: *`` on every response the app makes,
-  including redirects, errors and 304s, so browser viewers can read statuses and bodies.
+  including redirects, errors and 304s, so browser viewers can read statuses and bodies; never
+  ``Access-Control-Allow-Credentials`` (a restricted answer read with the browser's cookies
+  would otherwise be readable by any page): access goes by cookie to images and by
+  ``Authorization: Bearer`` (which needs no credentials mode) to info.json and probes.
   (Requests aiohttp's parser refuses are answered with CORS by ``connections.py``.) And, on a
   connection the shim itself serves over TLS, ``Strict-Transport-Security`` when
   ``server.tls.hsts`` is set (never on plain HTTP, which a proxy in front may be terminating).
 - :func:`preflight_middleware`: the answer to CORS preflight ``OPTIONS`` on any path, allowing the
-  ``Authorization`` header (sent by auth-aware viewers) and whatever else the browser asks for.
+  ``Authorization`` header (sent by auth-aware viewers; named literally, since ``*`` does not
+  cover it) and whatever else the browser asks for.
 
 aiohttp-cors is not used: it only answers requests that carry ``Origin`` and echoes the origin
 instead of ``*``, where IIIF clients and the official validator expect ``*`` on everything.
@@ -124,6 +128,7 @@ async def _serve(request: web.Request, handler: Handler, rid: str) -> web.Stream
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers.popall("Access-Control-Allow-Credentials", None)
     if request.method != "OPTIONS":
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
     if request.secure and (runtime := request.get(RUNTIME)) is not None:

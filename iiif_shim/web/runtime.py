@@ -1,7 +1,9 @@
 """The configuration being served, built into a running service, and swapped whole on reload.
 
 A :class:`Runtime` is one configuration made live: its settings, the public base URL, the image
-service (backends, thread pool, caches) and the health monitor. :class:`Live` holds the current
+service (backends, thread pool, caches), the health monitor and the access gate (``auth/gate.py``:
+its signing keys, logouts and login limits, opened and closed with the runtime, so a reload
+brings new policies and keys at once). :class:`Live` holds the current
 one. Each request uses the runtime that was current when it arrived, to its end
 (:meth:`Live.use`); a reload (:meth:`Live.reload`, on SIGHUP) builds a new runtime from a file
 that passed every check, makes it current, stops the old one's background reads of object
@@ -17,9 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
+from iiif_shim.auth.gate import Gate
+from iiif_shim.cache.journal import RUN_DIR_ENV
 from iiif_shim.config.settings import Settings
 from iiif_shim.core.health import HealthMonitor
 from iiif_shim.core.service import ImageService, open_service
@@ -52,8 +58,10 @@ class Runtime:
         service: ImageService,
         health: HealthMonitor,
         presentation: PresentationService,
+        gate: Gate,
     ) -> None:
         self.settings = settings
+        self.gate = gate
         self.presentation = presentation
         self.public = PublicBase(
             settings.server.public_url, settings.iiif.prefix, settings.server.trust_forwarded
@@ -103,13 +111,18 @@ class Live:
             presentation = await stack.enter_async_context(
                 open_presentation(settings.presentation, service, self.metrics.cache_lookup)
             )
+            run_dir = os.environ.get(RUN_DIR_ENV)
+            gate = await Gate.open(
+                settings.auth, settings.cache, Path(run_dir) if run_dir else None
+            )
+            stack.push_async_callback(gate.close)
             health = HealthMonitor(service, settings.server.health_interval)
             health.start()
             stack.push_async_callback(health.stop)
         except BaseException:
             await stack.aclose()
             raise
-        runtime = Runtime(settings, service, health, presentation)
+        runtime = Runtime(settings, service, health, presentation, gate)
         self._open[id(runtime)] = (runtime, stack)
         self.budget.resize(settings.server.memory_budget, settings.server.memory_wait)
         for name, backend in service.backends.items():
