@@ -78,9 +78,12 @@ def tile_grid(source: ImageFacts, offer: Offer) -> TileGrid | None:
     under a ``max_scale`` (the degraded tier) only the scale factors within it, and more powers
     of two until the whole image is one tile."""
     grid = source.tiles
-    if grid is None or not offer.limits.fits(grid.width, grid.height):
+    limits = offer.limits
+    if grid is None or not limits.fits(grid.width, grid.height):
         size = offer.tile_size
-        if not offer.limits.fits(size, size):
+        if limits.max_scale is not None:  # the degraded tier: tiles no larger than its limits
+            size = min(size, limits.max_width or size, limits.effective_max_height or size)
+        if not limits.fits(size, size):
             return None
         grid = TileGrid(size, size, scale_factors(source.width, source.height, size))
     max_scale = offer.limits.max_scale

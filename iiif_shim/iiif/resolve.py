@@ -49,7 +49,7 @@ class Limits:
             max_area=self.max_area,
             upscale_max_to_limits=self.upscale_max_to_limits,
             clamp_confined=self.clamp_confined,
-            max_scale=max_size / longest if longest > max_size else None,
+            max_scale=min(1.0, max_size / longest),
         )
 
     def scale_allows(self, region_w: int, region_h: int, w: int, h: int) -> bool:
@@ -68,7 +68,10 @@ class Limits:
 
     @property
     def allows_upscaling(self) -> bool:
-        """Upscaling is offered only when it is bounded (3.0: sizeUpscaling needs maxWidth/Area)."""
+        """Upscaling is offered only when it is bounded (3.0: sizeUpscaling needs maxWidth/Area),
+        and never in the degraded tier (``max_scale``)."""
+        if self.max_scale is not None and self.max_scale <= 1:
+            return False
         return self.max_width is not None or self.max_area is not None
 
     def fits(self, w: int, h: int) -> bool:

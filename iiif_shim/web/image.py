@@ -16,6 +16,13 @@ Bodies sent as they are (a master's file, a stream passed through) are bounded b
 once the headers went out (each slice within ``WRITE_STALL``), not by the request's deadline; the
 access log gets their real status and the body bytes that went out (:class:`_Counted`). A client
 that left before the headers is logged and counted as 499, as nginx does.
+
+An image whose route has an ``access`` policy is asked the gate's verdict (``web/access.py``)
+before anything else is done for it: no cache tier is read, no backend asked, no master passed
+through without one. Its info.json answers 200 with its auth services to those with access,
+302 to its degraded tier (``{prefix}/degraded/{version}/{identifier}``, served to everyone,
+within that tier's limits and under cache keys of its own) or 401 with the whole document to
+the others; its images answer 401 to them, never a redirect.
 """
 
 from __future__ import annotations
@@ -29,10 +36,12 @@ import os
 import re
 import socket
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from iiif_shim.auth.gate import Tier
 from iiif_shim.backends.base import OpenFile
 from iiif_shim.base.errors import BadRequest, NotFound, ShimError
 from iiif_shim.core.service import Prepared
@@ -41,6 +50,7 @@ from iiif_shim.iiif.profile import Format, Version, json_media_type
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.telemetry import tracing
 from iiif_shim.upstream.client import Body
+from iiif_shim.web import access
 from iiif_shim.web.middleware import headers_sent
 from iiif_shim.web.presentation import CLIENT_GONE
 from iiif_shim.web.protocol import cache_headers, decode_segment, negotiated, not_modified
@@ -58,6 +68,7 @@ SEND_SLICE = 1024 * 1024
 # is case-insensitive (RFC 9110, 14.1).
 _RANGE_RE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})", re.IGNORECASE)
 _VERSIONS = {v.value: v for v in Version}
+DEGRADED = "degraded"  # {prefix}/degraded/{version}/...: the degraded tier of restricted images
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: a close resets the connection
 
 
@@ -67,13 +78,17 @@ def info_media_type(version: Version, accept: str | None) -> str:
 
 
 async def iiif_request(request: web.Request) -> web.StreamResponse:
-    """Everything under ``{prefix}/``: base URI, info.json and image requests of both versions."""
+    """Everything under ``{prefix}/``: base URI, info.json and image requests of both versions,
+    and of the degraded tier of restricted images (``{prefix}/degraded/{version}/...``)."""
     runtime = runtime_of(request)
     settings = runtime.settings
     seen = observed(request)
     raw = request.raw_path.split("?", 1)[0]
     head = settings.iiif.prefix + "/"
     version_text, _, rest = raw[len(head) :].partition("/")
+    degraded = version_text == DEGRADED
+    if degraded:
+        version_text, _, rest = rest.partition("/")
     version = _VERSIONS.get(version_text)
     if version is None:
         raise NotFound(f"no Image API version {version_text[:20]!r} here; use 3 or 2")
@@ -85,17 +100,19 @@ async def iiif_request(request: web.Request) -> web.StreamResponse:
         raise BadRequest(f"identifier longer than {MAX_IDENTIFIER_LENGTH} characters")
     identifier = decode_segment(segments[0], "identifier")
     base = runtime.public.base(request.scheme, request.host, request.headers)
-    base_id = f"{base}/{version.value}/{encode_identifier(identifier)}"
+    tier = f"/{DEGRADED}" if degraded else ""
+    base_id = f"{base}{tier}/{version.value}/{encode_identifier(identifier)}"
+    access = _Access.of(request, runtime, identifier, base, degraded)
 
     if len(segments) == 1 or segments[1:] == [""]:
         seen.endpoint = "base"
         raise web.HTTPSeeOther(location=f"{base_id}/info.json")
     if segments[1:] == ["info.json"]:
         seen.endpoint = "info"
-        return await _info(request, runtime, version, identifier, base_id)
+        return await _info(request, runtime, version, identifier, base_id, access)
     if len(segments) == 5:
         seen.endpoint = "image"
-        return await _image(request, runtime, version, identifier, base_id, segments[1:])
+        return await _image(request, runtime, version, identifier, base_id, segments[1:], access)
     raise NotFound(
         "not a IIIF URL: expected {identifier}/info.json or "
         "{identifier}/{region}/{size}/{rotation}/{quality}.{format}, with any '/' inside the "
@@ -103,22 +120,80 @@ async def iiif_request(request: web.Request) -> web.StreamResponse:
     )
 
 
+@dataclass(frozen=True)
+class _Access:
+    """What a request may get of a restricted image (``web/access.py``): its route's policy
+    (``None``: public, served as ever), and the degraded tier's ``max_size`` when the request
+    is for that tier."""
+
+    policy: str | None
+    max_size: int | None
+    base: str  # the public base of the Image API ({site}{prefix})
+
+    @classmethod
+    def of(
+        cls, request: web.Request, runtime: Runtime, identifier: str, base: str, degraded: bool
+    ) -> _Access:
+        try:
+            policy = runtime.service.router.route(identifier).access
+        except NotFound:
+            if degraded:
+                raise
+            policy = None  # (the usual 404 comes where the image is looked for)
+        max_size = access.degraded_size(runtime, policy)
+        if degraded and max_size is None:
+            raise NotFound("this image has no degraded tier")
+        return cls(policy, max_size if degraded else None, base)
+
+    @property
+    def restricted(self) -> bool:
+        """Whether this request is for the image itself of a restricted image (the degraded
+        tier serves everyone)."""
+        return self.policy is not None and self.max_size is None
+
+    def site(self, runtime: Runtime) -> str:
+        return self.base.removesuffix(runtime.settings.iiif.prefix)
+
+
 async def _info(
-    request: web.Request, runtime: Runtime, version: Version, identifier: str, base_id: str
+    request: web.Request,
+    runtime: Runtime,
+    version: Version,
+    identifier: str,
+    base_id: str,
+    tier: _Access,
 ) -> web.Response:
     settings = runtime.settings
     observed(request).backend = runtime.service.router.route(identifier).backend
-    doc, src = await runtime.service.info(version, identifier, base_id)
+    status = 200
+    if tier.restricted:
+        assert tier.policy is not None
+        verdict = access.decide(request, runtime, tier.policy, bearer_ok=True)
+        if verdict.tier is Tier.DEGRADED:
+            location = f"{tier.base}/{DEGRADED}/{version.value}/{encode_identifier(identifier)}"
+            return web.Response(
+                status=302,
+                headers=access.private({"Location": f"{location}/info.json"}, refused=True),
+            )
+        if verdict.tier is not Tier.FULL:
+            status = 401  # Auth 1.0: the whole document, with its services
+    doc, src = await runtime.service.info(version, identifier, base_id, max_size=tier.max_size)
+    if tier.policy is not None:
+        site = tier.site(runtime)
+        probe = access.image_probe_url(site, identifier)
+        doc = access.declared(doc, runtime, tier.policy, site, probe, version)
     source = src.info
     media_type = info_media_type(version, request.headers.get("Accept"))
     body = json.dumps(doc, indent=2).encode()
     etag = '"' + hashlib.sha256(body + media_type.encode()).hexdigest()[:32] + '"'
     headers = cache_headers(settings, etag, source.last_modified)
     headers["Vary"] = "Accept"
-    if not_modified(request, etag, source.last_modified):
+    if tier.restricted:
+        access.private(headers, refused=status != 200)
+    if status == 200 and not_modified(request, etag, source.last_modified):
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = media_type
-    return web.Response(body=body, headers=headers)
+    return web.Response(status=status, body=body, headers=headers)
 
 
 async def _image(
@@ -128,6 +203,7 @@ async def _image(
     identifier: str,
     base_id: str,
     params: list[str],
+    tier: _Access,
 ) -> web.StreamResponse:
     settings = runtime.settings
     service = runtime.service
@@ -135,6 +211,13 @@ async def _image(
     decoded = [decode_segment(text, name) for text, name in zip(params, names, strict=True)]
     image_request = parse_image_request(version, identifier, *decoded)
     observed(request).backend = service.router.route(identifier).backend
+    if tier.restricted:
+        assert tier.policy is not None
+        verdict = access.decide(request, runtime, tier.policy, bearer_ok=False)
+        if verdict.tier is not Tier.FULL:
+            return access.refusal(
+                "this image is restricted: log in (see the services of its info.json)"
+            )
 
     def headers_of(prepared: Prepared, etag: str | None) -> dict[str, Any]:
         """The headers of what ``prepared`` plans, with ``etag`` (an original's own, or the
@@ -145,9 +228,11 @@ async def _image(
             f'<{base_id}/{prepared.canonical}>;rel="canonical",<{version.level2_uri}>;rel="profile"'
         )
         headers["X-Content-Type-Options"] = "nosniff"
+        if tier.restricted:
+            access.private(headers)
         return headers
 
-    prepared = await service.prepare(image_request)
+    prepared = await service.prepare(image_request, max_size=tier.max_size)
     if not_modified(request, prepared.etag, prepared.source.info.last_modified):
         return web.Response(status=304, headers=headers_of(prepared, prepared.etag))
     async with service.stream(prepared) as passing:

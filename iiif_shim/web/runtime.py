@@ -109,7 +109,12 @@ class Live:
                 open_service(settings.service(), self.budget, self.metrics)
             )
             presentation = await stack.enter_async_context(
-                open_presentation(settings.presentation, service, self.metrics.cache_lookup)
+                open_presentation(
+                    settings.presentation,
+                    service,
+                    self.metrics.cache_lookup,
+                    policies=settings.auth.policies,
+                )
             )
             run_dir = os.environ.get(RUN_DIR_ENV)
             gate = await Gate.open(
