@@ -9,17 +9,28 @@ would take for HTML (first character ``<``, last ``>``) is escaped and wrapped s
 written. A canvas whose image service sends its master as it is (the whole of it at its own
 size in its own format: ``core/passthrough.py``) offers that URL as a ``rendering``, the
 "download original".
+
+Restricted images (their route's ``access``: :attr:`Picture.access`) are declared as the
+Authorization Flow API asks, and the documents stay the same for everyone (no answer depends on
+who asks, so the caches of records and documents stay right): each of their image services
+carries the policy's Auth 2.0 probe and Auth 1.0 cookie service, a 3.0 document puts the auth/2
+context first, their thumbnails come from the degraded tier (or are left out when the policy has
+none), and they offer no original. A restricted PDF (``PresentationService.pdf_policies``)
+carries its own probe.
 """
 
 from __future__ import annotations
 
 import html
 import mimetypes
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from iiif_shim.auth.documents import probe_2, services_1, with_auth2_context
+from iiif_shim.auth.settings import PolicySettings
 from iiif_shim.iiif.identifier import encode_identifier
 from iiif_shim.iiif.profile import Format, Version
 from iiif_shim.presentation.labels import Texts
@@ -57,6 +68,16 @@ class Urls:
     def pdf(self, name: str) -> str:
         return f"{self.iiif}/presentation/{encode_identifier(name)}/pdf"
 
+    def degraded(self, version: Version, identifier: str) -> str:
+        """The image service of the degraded tier of a restricted image."""
+        return f"{self.iiif}/degraded/{version.value}/{encode_identifier(identifier)}"
+
+    def image_probe(self, identifier: str) -> str:
+        return f"{self.site}/auth/probe/image/{encode_identifier(identifier)}"
+
+    def pdf_probe(self, name: str) -> str:
+        return f"{self.site}/auth/probe/pdf/{encode_identifier(name)}"
+
 
 @dataclass(frozen=True)
 class Picture:
@@ -70,6 +91,7 @@ class Picture:
     max_size: tuple[int, int]
     thumb_size: tuple[int, int]
     original: Format | None = None
+    access: str | None = None  # the policy of its route (``auth.policies``); None: public
 
     @property
     def original_text(self) -> str:
@@ -112,13 +134,66 @@ def _texts_2(
     return [{**entry, "@value": shown(entry["@value"])} for entry in value]
 
 
+_NO_POLICIES: Mapping[str, PolicySettings] = MappingProxyType({})
+
+
 class Builder:
     """Builds the documents of one request (one public base) from the settings."""
 
-    def __init__(self, settings: PresentationSettings, urls: Urls, title: str) -> None:
+    def __init__(
+        self,
+        settings: PresentationSettings,
+        urls: Urls,
+        title: str,
+        policies: Mapping[str, PolicySettings] = _NO_POLICIES,
+    ) -> None:
         self.settings = settings
         self.urls = urls
         self.title = title  # the label of the top collection
+        self.policies = policies  # ``auth.policies``, for restricted images and PDFs
+
+    # --- restricted images and PDFs ----------------------------------------------------
+
+    def auth_services(self, policy: str, probe: str, *, v3: bool) -> list[dict[str, Any]]:
+        """The Auth 2.0 probe at ``probe`` and the Auth 1.0 cookie service of ``policy``."""
+        settings, site = self.policies[policy], self.urls.site
+        return [
+            probe_2(settings, policy, site, probe, v3=v3),
+            services_1(settings, policy, site, v3=v3),
+        ]
+
+    def _guarded(
+        self, services: list[dict[str, Any]], picture: Picture, v3: bool
+    ) -> list[dict[str, Any]]:
+        """``services`` (of ``picture``'s image), each with its auth services when restricted."""
+        if picture.access is None:
+            return services
+        auth = self.auth_services(picture.access, self.urls.image_probe(picture.identifier), v3=v3)
+        return [{**service, "service": auth} for service in services]
+
+    def degraded_size(self, picture: Picture) -> int | None:
+        """The longest side of the degraded tier of a restricted ``picture`` (None: public, or
+        a policy without one)."""
+        if picture.access is None:
+            return None
+        degraded = self.policies[picture.access].degraded
+        return None if degraded is None else degraded.max_size
+
+    def thumb(self, picture: Picture, version: Version) -> tuple[str, tuple[int, int]] | None:
+        """The thumbnail's image service (the degraded tier's for a restricted picture) and
+        size; ``None`` for a restricted picture with no degraded tier (left out)."""
+        if picture.access is None:
+            return self.urls.service(version, picture.identifier), picture.thumb_size
+        max_size = self.degraded_size(picture)
+        if max_size is None:
+            return None
+        box = min(self.settings.thumbnail_size, max_size)
+        return self.urls.degraded(version, picture.identifier), thumb_size(
+            picture.width, picture.height, box
+        )
+
+    def restricted(self, pictures: Sequence[Picture]) -> bool:
+        return any(picture.access is not None for picture in pictures)
 
     def lang(self, *values: str) -> dict[str, list[str]]:
         return {self.settings.language: list(values)}
@@ -177,15 +252,30 @@ class Builder:
             }
         return {"@id": url, "label": label, "format": fmt.media_type}
 
-    def thumbnail(self, picture: Picture) -> dict[str, Any]:
-        w, h = picture.thumb_size
+    def thumbnail(self, picture: Picture) -> dict[str, Any] | None:
+        """The picture's thumbnail (its degraded tier's when restricted; ``None`` when it
+        is restricted with no degraded tier)."""
+        found = self.thumb(picture, Version.V3)
+        if found is None:
+            return None
+        service, (w, h) = found
+        services = self._services(picture.identifier)
+        if picture.access is not None:  # the degraded tier's services
+            services = [
+                {"id": service, "type": "ImageService3", "profile": "level2"},
+                {
+                    "@id": self.urls.degraded(Version.V2, picture.identifier),
+                    "@type": "ImageService2",
+                    "profile": LEVEL2_V2,
+                },
+            ]
         return {
-            "id": f"{self.urls.service(Version.V3, picture.identifier)}/full/{w},{h}/0/default.jpg",
+            "id": f"{service}/full/{w},{h}/0/default.jpg",
             "type": "Image",
             "format": "image/jpeg",
             "width": w,
             "height": h,
-            "service": self._services(picture.identifier),
+            "service": services,
         }
 
     def _canvas(self, base: str, index: int, label: str | None, pic: Picture) -> dict[str, Any]:
@@ -197,7 +287,7 @@ class Builder:
             "format": "image/jpeg",
             "width": mw,
             "height": mh,
-            "service": self._services(pic.identifier),
+            "service": self._guarded(self._services(pic.identifier), pic, True),
         }
         canvas: dict[str, Any] = {
             "id": canvas_id,
@@ -205,9 +295,10 @@ class Builder:
             "label": self.lang(_label(label or str(index + 1))),
             "width": pic.width,
             "height": pic.height,
-            "thumbnail": [self.thumbnail(pic)],
         }
-        if original := self.original(Version.V3, pic):
+        if (thumbnail := self.thumbnail(pic)) is not None:
+            canvas["thumbnail"] = [thumbnail]
+        if pic.access is None and (original := self.original(Version.V3, pic)):
             canvas["rendering"] = [original]
         canvas["items"] = [
             {
@@ -252,7 +343,13 @@ class Builder:
             agent["logo"] = [logo]
         return [agent]
 
-    def manifest(self, record: ObjectRecord, pictures: Sequence[Picture]) -> dict[str, Any]:
+    def manifest(
+        self,
+        record: ObjectRecord,
+        pictures: Sequence[Picture],
+        pdf_policies: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """The 3.0 manifest; ``pdf_policies``: those whose access the PDF needs."""
         urls = self.urls
         manifest_id = urls.manifest("3", record.name)
         base = manifest_id.removesuffix("/manifest")
@@ -285,14 +382,17 @@ class Builder:
                 "format": "text/html",
             }
         ]
-        doc["rendering"] = [
-            {
-                "id": urls.pdf(record.name),
-                "type": "Text",
-                "label": self.lang("PDF"),
-                "format": "application/pdf",
-            }
-        ]
+        pdf: dict[str, Any] = {
+            "id": urls.pdf(record.name),
+            "type": "Text",
+            "label": self.lang("PDF"),
+            "format": "application/pdf",
+        }
+        if pdf_policies:
+            pdf["service"] = self.auth_services(
+                pdf_policies[0], urls.pdf_probe(record.name), v3=True
+            )[:1]
+        doc["rendering"] = [pdf]
         doc["partOf"] = [
             {
                 "id": urls.collection("3", record.source),
@@ -302,7 +402,8 @@ class Builder:
         ]
         if record.see_also:
             doc["seeAlso"] = [{"id": url, "type": "Dataset"} for url in record.see_also]
-        doc["thumbnail"] = [self.thumbnail(pictures[0])]
+        if (thumbnail := self._first_thumbnail(pictures)) is not None:
+            doc["thumbnail"] = [thumbnail]
         if record.behavior:
             doc["behavior"] = list(record.behavior)
         if record.viewing_direction:
@@ -324,7 +425,13 @@ class Builder:
                 }
                 for k, part in enumerate(record.ranges)
             ]
+        if self.restricted(pictures) or pdf_policies:
+            return with_auth2_context(doc)
         return doc
+
+    def _first_thumbnail(self, pictures: Sequence[Picture]) -> dict[str, Any] | None:
+        """The object's thumbnail: the first canvas's, else the first that has one."""
+        return next((t for p in pictures if (t := self.thumbnail(p)) is not None), None)
 
     def top_collection(self, sources: Sequence[str]) -> dict[str, Any]:
         return {
@@ -353,8 +460,8 @@ class Builder:
                 "type": "Manifest",
                 "label": self.lang(_label(label)),
             }
-            if picture is not None:
-                item["thumbnail"] = [self.thumbnail(picture)]
+            if picture is not None and (thumbnail := self.thumbnail(picture)) is not None:
+                item["thumbnail"] = [thumbnail]
             items.append(item)
         return {
             "@context": CONTEXT_3,
@@ -380,19 +487,37 @@ class Builder:
             "profile": LEVEL2_V2,
         }
 
-    def _thumbnail_2(self, picture: Picture) -> dict[str, Any]:
-        w, h = picture.thumb_size
-        service = self.urls.service(Version.V2, picture.identifier)
+    def _thumbnail_2(self, picture: Picture) -> dict[str, Any] | None:
+        found = self.thumb(picture, Version.V2)
+        if found is None:
+            return None
+        service, (w, h) = found
+        image_service = self._service_2(picture.identifier)
+        if picture.access is not None:
+            image_service = {"@context": IMAGE_CONTEXT_2, "@id": service, "profile": LEVEL2_V2}
         return {
             "@id": f"{service}/full/{w},{h}/0/default.jpg",
             "@type": "dctypes:Image",
             "format": "image/jpeg",
             "width": w,
             "height": h,
-            "service": self._service_2(picture.identifier),
+            "service": image_service,
         }
 
-    def manifest_2(self, record: ObjectRecord, pictures: Sequence[Picture]) -> dict[str, Any]:
+    def _guarded_2(self, picture: Picture) -> dict[str, Any]:
+        service = self._service_2(picture.identifier)
+        if picture.access is None:
+            return service
+        probe = self.urls.image_probe(picture.identifier)
+        return {**service, "service": self.auth_services(picture.access, probe, v3=False)}
+
+    def manifest_2(
+        self,
+        record: ObjectRecord,
+        pictures: Sequence[Picture],
+        pdf_policies: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """The 2.1 manifest; ``pdf_policies``: those whose access the PDF needs."""
         urls = self.urls
         manifest_id = urls.manifest("2", record.name)
         base = manifest_id.removesuffix("/manifest")
@@ -421,10 +546,16 @@ class Builder:
             "label": "PDF",
             "format": "application/pdf",
         }
+        if pdf_policies:
+            doc["rendering"]["service"] = self.auth_services(
+                pdf_policies[0], urls.pdf_probe(record.name), v3=False
+            )[0]
         doc["within"] = urls.collection("2", record.source)
         if record.see_also:
             doc["seeAlso"] = list(record.see_also)
-        doc["thumbnail"] = self._thumbnail_2(pictures[0])
+        first = next((t for p in pictures if (t := self._thumbnail_2(p)) is not None), None)
+        if first is not None:
+            doc["thumbnail"] = first
         hints = [b for b in record.behavior if b in _VIEWING_HINTS_2]
         if hints:
             doc["viewingHint"] = hints[0]
@@ -435,7 +566,8 @@ class Builder:
             canvas_id = f"{base}/canvas/{i + 1}"
             mw, mh = pic.max_size
             size = "full" if (mw, mh) == (pic.width, pic.height) else f"{mw},{mh}"
-            original = self.original(Version.V2, pic)
+            original = None if pic.access else self.original(Version.V2, pic)
+            thumbnail = self._thumbnail_2(pic)
             canvases.append(
                 {
                     "@id": canvas_id,
@@ -443,7 +575,7 @@ class Builder:
                     "label": _label(canvas.label or str(i + 1)),
                     "width": pic.width,
                     "height": pic.height,
-                    "thumbnail": self._thumbnail_2(pic),
+                    **({"thumbnail": thumbnail} if thumbnail else {}),
                     **({"rendering": original} if original else {}),
                     "images": [
                         {
@@ -458,7 +590,7 @@ class Builder:
                                 "format": "image/jpeg",
                                 "width": mw,
                                 "height": mh,
-                                "service": self._service_2(pic.identifier),
+                                "service": self._guarded_2(pic),
                             },
                         }
                     ],
@@ -503,8 +635,8 @@ class Builder:
                 "@type": "sc:Manifest",
                 "label": _label(label),
             }
-            if picture is not None:
-                item["thumbnail"] = self._thumbnail_2(picture)
+            if picture is not None and (thumbnail := self._thumbnail_2(picture)) is not None:
+                item["thumbnail"] = thumbnail
             manifests.append(item)
         return {
             "@context": CONTEXT_2,

@@ -7,6 +7,11 @@ the manifest URL with the IIIF drag-and-drop link; "open in" links to every buil
 configured external viewer; the PDF; under each canvas whose master is sent as it is (the
 manifest's "download original" ``rendering``) a "Download original" link. Every value is
 escaped; the page needs nothing but the shim.
+
+A restricted image (its route's ``access``) shows its degraded tier's thumbnail, or a note when
+its policy has none, and never a download; the page then has, for each policy of its images or
+its PDF, a link to log in (``/auth/{policy}/access``, in a new tab, as the viewers open it) and
+one to log out. The page is the same for everyone.
 """
 
 from __future__ import annotations
@@ -68,12 +73,29 @@ def _shown(texts: Texts, language: str) -> str:
     return f'<span lang="{escape(tag)}">{escape(text)}</span>'
 
 
+def _access(builder: Builder, policies: Sequence[str]) -> str:
+    """The login and logout links of each policy the object's images or PDF need."""
+    lines = []
+    for name in dict.fromkeys(policies):
+        policy = builder.policies[name]
+        at = f"{builder.urls.site}/auth/{quote(name, safe='')}"
+        lines.append(
+            f"<p class=access><strong>{escape(policy.label)}</strong>: some of this is "
+            "restricted. "
+            f'<a href="{escape(at)}/access" target="_blank">Log in</a> '
+            f"(in a new tab), then reload this page; "
+            f'<a href="{escape(at)}/logout" target="_blank">Log out</a></p>\n'
+        )
+    return "".join(lines)
+
+
 def object_page(
     record: ObjectRecord,
     pictures: Sequence[Picture],
     builder: Builder,
     viewers: ViewerSettings,
     settings_title: str,
+    pdf_policies: Sequence[str] = (),
 ) -> str:
     urls = builder.urls
     manifest = urls.manifest("3", record.name)
@@ -97,19 +119,23 @@ def object_page(
     for i, (canvas, picture) in enumerate(zip(record.canvases, pictures, strict=True)):
         thumb = builder.thumbnail(picture)
         state = content_state(manifest, f"{base}/canvas/{i + 1}")
-        original = builder.original(Version.V3, picture)
+        original = None if picture.access else builder.original(Version.V3, picture)
         download = (
             f'<small><a href="{escape(original["id"])}" download>Download original</a> '
             f"({escape(picture.original_text)})</small>"
             if original
             else ""
         )
+        image = (
+            f'<img src="{escape(thumb["id"])}" width="{thumb["width"]}" '
+            f'height="{thumb["height"]}" alt="{escape(canvas.label or str(i + 1))}" loading="lazy">'
+            if thumb is not None
+            else '<small class="restricted">Restricted: log in to see it</small>'
+        )
         canvases.append(
             "<li>"
             f'<a href="{escape(urls.site + viewer_url(viewers.default, state))}">'
-            f'<img src="{escape(thumb["id"])}" width="{thumb["width"]}" '
-            f'height="{thumb["height"]}" alt="{escape(canvas.label or str(i + 1))}" loading="lazy">'
-            f"{escape(canvas.label or str(i + 1))}</a>{download}"
+            f"{image}{escape(canvas.label or str(i + 1))}</a>{download}"
             "</li>"
         )
     open_in = [
@@ -122,6 +148,7 @@ def object_page(
         for label, template in viewers.external.items()
     ]
     drag = f"{urls.object_page(record.name)}?manifest={quote(manifest, safe=':/')}"
+    access = _access(builder, [p.access for p in pictures if p.access] + list(pdf_policies))
     summary = f"<p>{escape(record.summary)}</p>" if record.summary else ""
     return (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
@@ -131,7 +158,7 @@ def object_page(
         f"<style>{STYLE}</style></head><body>\n"
         f'<p><a href="{escape(urls.site)}/">{escape(settings_title)}</a></p>'
         f"<h1>{escape(record.label)}</h1>{summary}"
-        f"<table>{table}</table>\n"
+        f"<table>{table}</table>\n{access}"
         f'<iframe src="{escape(urls.site + viewer_url(viewers.default, manifest))}" '
         f'title="{escape(BUILTIN_VIEWERS.get(viewers.default, viewers.default))}" '
         "allowfullscreen></iframe>\n"

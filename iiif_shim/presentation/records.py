@@ -9,7 +9,8 @@ like any other), so every text is bounded in length and count, and every URI is 
 Strict or lenient is decided here, once for every source type: strict (``presentation.strict``),
 the first field that cannot be used raises; lenient (the default), an optional value that
 cannot be used (a date that is not one, rights that are not a URI, a bad URL, behavior, text
-that is too long) is left out and noted in :attr:`ObjectRecord.skipped`, a canvas without its
+that is too long; never ``access``, which fails the object instead) is left out and noted in
+:attr:`ObjectRecord.skipped`, a canvas without its
 image is left out the same way, and only an object with no usable canvas at all raises
 (:class:`NoCanvas`). A rights text that is not a URI is shown as metadata ``Rights`` instead.
 A date that is not a date (``19th century``) is not a bad value in either mode: it is shown as
@@ -48,6 +49,7 @@ OBJECT_FIELDS = (
     "behavior",
     "viewing_direction",
     "see_also",
+    "access",
 )
 CANVAS_FIELDS = ("image", "canvas_label", "range")
 
@@ -128,6 +130,9 @@ class ObjectRecord:
     viewing_direction: str | None = None
     see_also: tuple[str, ...] = ()
     skipped: tuple[Skipped, ...] = ()  # what lenient mode left out, for warnings and reports
+    # the object's own access policy (``auth.policies``; else its source's: the presentation
+    # service decides, ``PresentationService.object_policy``)
+    access: str | None = None
 
 
 @dataclass(frozen=True)
@@ -371,6 +376,9 @@ def build_record(
         ),
         see_also=tuple(see_also),
         skipped=tuple(skipped),
+        # never left out, even when lenient: an object whose policy cannot be read is not
+        # shown, rather than shown to everyone
+        access=text(fields.get("access"), "access"),
     )
 
 

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -78,10 +78,12 @@ async def open_presentation(
     observe: Observe | None = None,
     watch: bool = True,
     survey_threads: int = 1,
+    policies: Collection[str] = (),
 ) -> AsyncIterator[PresentationService]:
     """The presentation service with its sources started (and, with ``watch``, read in the
     background for health; ``survey_threads``: threads for surveys' long jobs); all closed on
-    exit."""
+    exit. ``policies``: the names under ``auth.policies`` (an object naming another is not
+    served)."""
     threads = SurveyThread(survey_threads)
     context = SourceContext(
         images.workers.run,
@@ -98,7 +100,7 @@ async def open_presentation(
         for source in sources.values():
             await source.start(context)
             started.append(source)
-        service = PresentationService(settings, images, sources, observe)
+        service = PresentationService(settings, images, sources, observe, policies)
         if watch and sources:
             service.watch.start()
         yield service
@@ -236,8 +238,10 @@ class PresentationService:
         images: ImageService,
         sources: Mapping[str, ObjectSource[Any]],
         observe: Observe | None = None,
+        policies: Collection[str] = (),
     ) -> None:
         self.settings = settings
+        self.policies = frozenset(policies)
         self.images = images
         self.sources = sources
         # by (source, object name); None (the source has no such object) is kept too, so a
@@ -291,6 +295,31 @@ class PresentationService:
 
         return await self.records.get((source.name, name), load)
 
+    def object_policy(self, record: ObjectRecord) -> str | None:
+        """The access policy of ``record`` as a whole: its own ``access``, else its source's
+        (its images have their routes'); an object naming a policy this server does not have
+        is not served (never shown to everyone)."""
+        source = self.sources.get(record.source)
+        given: str | None = getattr(source.settings, "access", None) if source else None
+        policy = record.access or given
+        if policy is not None and policy not in self.policies:
+            raise UnusableObject(
+                f"object {record.name[:100]!r} names access policy {policy[:64]!r}, which is "
+                "not under auth.policies"
+            )
+        return policy
+
+    def pdf_policies(self, record: ObjectRecord) -> tuple[str, ...]:
+        """The policies whose access ``record``'s PDF needs: the object's, then those of the
+        routes of its images (in order, each once); empty for a public PDF."""
+        found = [self.object_policy(record)]
+        for canvas in record.canvases:
+            try:
+                found.append(self.images.router.route(canvas.image).access)
+            except NotFound:
+                continue  # (the PDF fails on it anyway)
+        return tuple(dict.fromkeys(p for p in found if p is not None))
+
     def source(self, name: str) -> ObjectSource[Any]:
         found = self.sources.get(name)
         if found is None:
@@ -316,6 +345,7 @@ class PresentationService:
             largest,
             thumb_size(*largest, self.settings.thumbnail_size),
             self.images.original_format(identifier, src),
+            src.target.access,
         )
 
     async def pictures(self, record: ObjectRecord) -> list[Picture]:
@@ -335,10 +365,11 @@ class PresentationService:
 
     async def manifest(self, version: Version, name: str, builder: Builder) -> dict[str, Any]:
         record = await self.record(name)
+        pdf = self.pdf_policies(record)
         pictures = await self.pictures(record)
         if version is Version.V3:
-            return builder.manifest(record, pictures)
-        return builder.manifest_2(record, pictures)
+            return builder.manifest(record, pictures, pdf)
+        return builder.manifest_2(record, pictures, pdf)
 
     async def entries(
         self, source: ObjectSource[Any], limit: int

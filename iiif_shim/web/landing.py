@@ -117,9 +117,10 @@ async def landing(request: web.Request) -> web.Response:
         except TimeoutError:
             broken.append((source.name, f"no answer within {LANDING_SOURCE_WAIT:g}s"))
             return []
+        thumbnails = [builder.thumbnail(p) if p else None for _, _, p in entries]
         return [
-            (name, label, builder.thumbnail(picture)["id"] if picture else None)
-            for name, label, picture in entries
+            (name, label, thumbnail["id"] if thumbnail else None)  # restricted: the degraded one
+            for (name, label, _), thumbnail in zip(entries, thumbnails, strict=True)
         ]
 
     sources = runtime.presentation.sources.values()

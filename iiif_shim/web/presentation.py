@@ -11,7 +11,8 @@ handler watches its client: once the connection is gone it stops waiting (a 499 
 the metrics), and the build stops when no one else waits for it. Each answer sends a link of
 its own to the PDF, removed once sent: a kept one with ranges and validators (its file's, the
 same from one request to the next), one that is not kept whole, without ranges (a range of it
-would make the whole PDF again).
+would make the whole PDF again). A restricted PDF (``web/access.py``) answers 401 unless the
+caller has access under each policy it needs, before any kept copy is looked at.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from iiif_shim.presentation.documents import Builder, Urls
 from iiif_shim.presentation.pages import object_page
 from iiif_shim.presentation.pdfs import PdfFile
 from iiif_shim.telemetry import tracing
+from iiif_shim.web import access
 from iiif_shim.web.protocol import (
     accepts_gzip,
     cache_headers,
@@ -66,7 +68,12 @@ def urls_of(request: web.Request, runtime: Runtime) -> Urls:
 
 def builder_of(request: web.Request, runtime: Runtime) -> Builder:
     settings = runtime.settings
-    return Builder(settings.presentation, urls_of(request, runtime), settings.landing.title)
+    return Builder(
+        settings.presentation,
+        urls_of(request, runtime),
+        settings.landing.title,
+        settings.auth.policies,
+    )
 
 
 def media_type(version: Version, accept: str | None) -> str:
@@ -154,6 +161,9 @@ async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamRe
             f"object {name[:100]!r} has {len(record.canvases)} pages, more than this server puts "
             f"in one PDF ({settings.pdf_max_pages}: presentation.pdf_max_pages)"
         )
+    policies = presentation.pdf_policies(record)
+    if policies and not access.allowed(request, runtime, policies):  # before any kept copy
+        return access.refusal("this PDF is restricted: log in (see the manifest's services)")
     ascii_name = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in name)
     filename = ascii_name[:80] or "object"
     ttl = int(settings.record_ttl)
@@ -163,6 +173,8 @@ async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamRe
         f"filename*=UTF-8''{quote(name[:200], safe='')}.pdf",
         "Cache-Control": f"public, max-age={ttl}" if ttl else "no-store",
     }
+    if policies:
+        access.private(headers)
     if request.method == "HEAD":  # sent here, before the middleware could add the request id
         response = web.StreamResponse(headers={**headers, tracing.HEADER: request[REQUEST_ID]})
         size = await presentation.pdfs.known_size(record)
@@ -266,10 +278,16 @@ async def _object_page(request: web.Request, rest: str) -> web.Response:
         raise NotFound("no such object")
     name = _name(rest, "object")
     record = await runtime.presentation.record(name)
+    pdf_policies = runtime.presentation.pdf_policies(record)
     pictures = await runtime.presentation.pictures(record)
     settings = runtime.settings
     page = object_page(
-        record, pictures, builder_of(request, runtime), settings.viewers, settings.landing.title
+        record,
+        pictures,
+        builder_of(request, runtime),
+        settings.viewers,
+        settings.landing.title,
+        pdf_policies,
     )
     response = web.Response(
         text=page,

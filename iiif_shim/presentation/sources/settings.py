@@ -70,12 +70,25 @@ class HttpSourceSettings(UpstreamSettings, SourceSettings):
 
     unused_keys: ClassVar[frozenset[str]] = frozenset()
 
+    access: str | None = option(
+        None,
+        doc="the access policy (a name under `auth.policies`) of every object of this source "
+        "without an `access` of its own: its PDF needs it (its images need their routes' "
+        "policies); absent: none",
+    )
+
 
 @dataclass(frozen=True)
 class FolderSourceSettings(SourceSettings):
     type_name = "folder"
     type: str = option(doc="`folder`")
     backend: str = option(doc="a `files` backend; each of its sub-folders is an object")
+    access: str | None = option(
+        None,
+        doc="the access policy (a name under `auth.policies`) of every object of this source "
+        "without an `access` of its own: its PDF needs it (its images need their routes' "
+        "policies); absent: none",
+    )
 
     def findings_in(self, config: ConfigView) -> list[Finding]:
         backend = config.backends.get(self.backend)
@@ -154,6 +167,10 @@ class CsvColumns:
     behavior: str | None = option(None, doc="manifest behaviors, e.g. `paged`")
     viewing_direction: str | None = option(None, doc="e.g. `right-to-left`")
     see_also: str | None = option(None, doc="http(s) URIs of other descriptions")
+    access: str | None = option(
+        None,
+        doc="the object's access policy (a name under `auth.policies`; else the source's `access`)",
+    )
     metadata: tuple[str | MetadataColumn, ...] = option(
         (),
         doc="columns shown as metadata, in this order: a column's name (its label too), or "
@@ -275,6 +292,11 @@ class JsonFields:
     behavior: str | None = option(None, doc="manifest behaviors, e.g. `paged`", check=path_check)
     viewing_direction: str | None = option(None, doc="e.g. `right-to-left`", check=path_check)
     see_also: str | None = option(None, doc="http(s) URIs of other descriptions", check=path_check)
+    access: str | None = option(
+        None,
+        doc="the object's access policy (a name under `auth.policies`; else the source's `access`)",
+        check=path_check,
+    )
     metadata: Mapping[str, str | MetadataPath] = option(
         MappingProxyType({}),
         doc="label -> path (or `{path: ..., label: ...}`), shown in this order; several "
@@ -419,6 +441,11 @@ class ContentdmFields:
     behavior: str | None = option(None, doc="manifest behaviors", check=_nick)
     viewing_direction: str | None = option(None, doc="e.g. `right-to-left`", check=_nick)
     see_also: str | None = option(None, doc="http(s) URIs of other descriptions", check=_nick)
+    access: str | None = option(
+        None,
+        doc="the object's access policy (a name under `auth.policies`; else the source's `access`)",
+        check=_nick,
+    )
     metadata: Mapping[str, str | MetadataNick] = option(
         MappingProxyType(DEFAULT_METADATA),
         doc="label -> field nickname (or `{field: ..., label: ...}`), in this order (default: "

@@ -1,0 +1,515 @@
+"""Access control wherever the bytes go, through real shims over sockets: info.json and images of
+restricted routes, their degraded tier, the Auth 2.0 probes, every cache tier (memory, disk, a
+real Redis), originals passed through, manifests, collections, object pages and PDFs.
+
+Each defence is first shown to be needed: the same image on a public route (its plain
+identifier: the catch-all route serves the same file) gives its bytes; behind ``access`` and
+without a login, none come. The policies are those of ``tests/http/auth_support.py``
+(``staff``: a login with a degraded tier of :data:`DEGRADED` pixels; ``vault``: a login with
+nothing for the others).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.http.auth_support import (
+    DEGRADED,
+    ORIGIN,
+    auth_config,
+    cookie,
+    login,
+    send,
+    token,
+)
+from tests.support import (
+    Process,
+    Response,
+    make_images,
+    start_redis,
+    start_shim,
+    wait_until,
+)
+
+AUTH2 = "http://iiif.io/api/auth/2/context.json"
+AUTH1 = "http://iiif.io/api/auth/1/context.json"
+BIG = (1200, 800)  # big.jpg: large enough that the degraded tier is a real reduction
+
+
+def enc(identifier: str) -> str:
+    return quote(identifier, safe="")
+
+
+@dataclass
+class Site:
+    shim: Process
+    upstream: Process
+    redis: Process
+    config: Path
+    tmp: Path
+    staff: str  # a staff login's cookie value
+    vault: str
+
+    def get(
+        self,
+        path: str,
+        *,
+        login: str | None = None,
+        policy: str = "staff",
+        headers: dict[str, str] | None = None,
+        shim: Process | None = None,
+    ) -> Response:
+        cookies = cookie(policy, login) if login else None
+        return send((shim or self.shim).port, path, cookies=cookies, headers=headers)
+
+
+def _config(tmp: Path, images: Path, upstream: int, redis: int) -> Path:
+    path = auth_config(
+        tmp / "conf",
+        images,
+        cache={
+            "disk": str(tmp / "disk"),
+            "redis": f"redis://127.0.0.1:{redis}/0",
+            "redis_prefix": "enforce:",
+        },
+    )
+    body: dict[str, Any] = yaml.safe_load(path.read_text())
+    body["backends"]["up"] = {"type": "iiif", "url": f"http://127.0.0.1:{upstream}/iiif/3/{{id}}"}
+    body["routes"].insert(
+        0, {"match": "^up/(?P<rest>.+)$", "backend": "up", "id": "{rest}", "access": "staff"}
+    )
+    (tmp / "conf" / "objects.csv").write_text(
+        "obj,img,acc\n"
+        "open,quad.png,\n"
+        "letters,staff/quad.png,\n"
+        "letters,staff/big.jpg,\n"
+        "sealed,vault/quad.png,\n"
+        "mixed,quad.png,vault\n"
+    )
+    body["presentation"] = {
+        "sources": {
+            "cat": {
+                "type": "csv",
+                "path": "objects.csv",
+                "columns": {"object": "obj", "image": "img", "access": "acc"},
+            }
+        }
+    }
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    tmp = tmp_path_factory.mktemp("enforce")
+    images = make_images(tmp / "images")
+    Image.effect_noise(BIG, 60).convert("RGB").save(images / "big.jpg", quality=90)
+    up_config = tmp / "up.yaml"
+    up_config.write_text(
+        yaml.safe_dump(
+            {
+                "iiif": {"prefix": "/iiif"},
+                "backends": {"local": {"type": "files", "root": str(images)}},
+                "routes": [{"backend": "local"}],
+            }
+        )
+    )
+    upstream = start_shim(up_config, tmp)
+    redis = start_redis(tmp / "redis")
+    config = _config(tmp, images, upstream.port, redis.port)
+    shim = start_shim(config, tmp)
+    try:
+        yield Site(shim, upstream, redis, config, tmp, login(shim.port), login(shim.port, "vault"))
+    finally:
+        shim.stop()
+        redis.stop()
+        upstream.stop()
+
+
+def _no_image(resp: Response) -> None:
+    """An answer that holds nothing of an image."""
+    assert not (resp.header("Content-Type") or "").startswith("image/")
+    assert b"\x89PNG" not in resp.body and b"\xff\xd8\xff" not in resp.body
+
+
+def path_of(url: str) -> str:
+    return urlsplit(url).path
+
+
+def _private(resp: Response) -> None:
+    assert "private" in (resp.header("Cache-Control") or "") or "no-store" in (
+        resp.header("Cache-Control") or ""
+    ), resp.headers
+    assert "Cookie" in (resp.header("Vary") or "") and "Authorization" in (
+        resp.header("Vary") or ""
+    )
+
+
+def _metric(shim: Process, start: str) -> float:
+    for line in shim.get("/metrics").text.splitlines():
+        if line.startswith(start + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _lookups(shim: Process, tier: str, result: str) -> float:
+    return _metric(shim, f'iiif_shim_cache_lookups_total{{result="{result}",tier="{tier}"}}')
+
+
+# --- info.json --------------------------------------------------------------------------------
+
+
+def test_info_json_of_a_restricted_image_answers_by_the_verdict(site: Site) -> None:
+    public = site.get("/iiif/3/quad.png/info.json")
+    assert public.status == 200
+    assert "Cookie" not in (public.header("Vary") or "")  # public routes: as before
+    assert "service" not in json.loads(public.body)
+
+    staff = f"/iiif/3/{enc('staff/quad.png')}/info.json"
+    redirected = site.get(staff)
+    assert redirected.status == 302
+    assert (redirected.header("Location") or "").endswith(
+        f"/iiif/degraded/3/{enc('staff/quad.png')}/info.json"
+    )
+    _private(redirected)
+
+    vault = site.get(f"/iiif/3/{enc('vault/quad.png')}/info.json")
+    assert vault.status == 401
+    _private(vault)
+    doc = json.loads(vault.body)
+    assert (doc["width"], doc["height"]) == (300, 200)  # the whole document, with its services
+    assert doc["@context"][0] == AUTH2
+    probe, cookie1 = doc["service"]
+    assert probe["type"] == "AuthProbeService2"
+    assert probe["id"].endswith(f"/auth/probe/image/{enc('vault/quad.png')}")
+    assert "@context" not in probe
+    assert cookie1["@type"] == "AuthCookieService1"
+    assert cookie1["profile"] == "http://iiif.io/api/auth/1/login"
+    assert cookie1["@id"].endswith("/auth/vault/access")
+
+    allowed = site.get(staff, login=site.staff)
+    assert allowed.status == 200
+    _private(allowed)
+    assert json.loads(allowed.body)["id"].endswith(f"/iiif/3/{enc('staff/quad.png')}")
+    again = site.get(
+        staff, login=site.staff, headers={"If-None-Match": allowed.header("ETag") or ""}
+    )
+    assert again.status == 304
+    refused = site.get(staff, headers={"If-None-Match": allowed.header("ETag") or ""})
+    assert refused.status == 302  # no 304 before the verdict
+
+
+def test_info_json_2_1_declares_services_with_their_own_contexts(site: Site) -> None:
+    resp = site.get(f"/iiif/2/{enc('vault/quad.png')}/info.json")
+    assert resp.status == 401
+    doc = json.loads(resp.body)
+    assert doc["@context"] == "http://iiif.io/api/image/2/context.json"
+    probe, cookie1 = doc["service"]
+    assert probe["@context"] == AUTH2 and probe["type"] == "AuthProbeService2"
+    assert cookie1["@context"] == AUTH1 and "@id" in cookie1 and "@type" not in cookie1
+    token_service = cookie1["service"][0]
+    assert token_service["profile"] == "http://iiif.io/api/auth/1/token"
+
+
+def test_a_bearer_token_opens_info_json_but_not_images(site: Site) -> None:
+    access = token(site.shim.port, "staff", site.staff)
+    bearer = {"Authorization": f"Bearer {access}"}
+    info = site.get(f"/iiif/3/{enc('staff/quad.png')}/info.json", headers=bearer)
+    assert info.status == 200
+    tile = site.get(f"/iiif/3/{enc('staff/quad.png')}/full/max/0/default.jpg", headers=bearer)
+    assert tile.status == 401
+    _no_image(tile)
+    # a token of another policy opens nothing of this one
+    vault = site.get(f"/iiif/3/{enc('vault/quad.png')}/info.json", headers=bearer)
+    assert vault.status == 401
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tail", ["full/max/0/default.jpg", "0,0,150,100/150,/0/default.png", "full/60,/0/gray.jpg"]
+)
+def test_images_of_restricted_routes_need_a_login(site: Site, tail: str) -> None:
+    public = site.get(f"/iiif/3/quad.png/{tail}")
+    assert public.status == 200 and public.image().width > 0  # the bytes, when public
+    for policy, login_value in (("staff", site.staff), ("vault", site.vault)):
+        path = f"/iiif/3/{enc(policy + '/quad.png')}/{tail}"
+        refused = site.get(path)
+        assert refused.status == 401, refused.text  # never a redirect for an image
+        _no_image(refused)
+        _private(refused)
+        other = site.get(path, login=site.vault if policy == "staff" else site.staff,
+                         policy="vault" if policy == "staff" else "staff")  # fmt: skip
+        assert other.status == 401  # another policy's login opens nothing here
+        allowed = site.get(path, login=login_value, policy=policy)
+        assert allowed.status == 200
+        assert allowed.image().size == public.image().size
+        _private(allowed)
+
+
+def test_an_original_is_not_passed_through_without_a_login(site: Site) -> None:
+    public = site.get("/iiif/3/quad.png/full/max/0/default.png")
+    assert public.status == 200 and public.header("Accept-Ranges") == "bytes"  # the master's
+    path = f"/iiif/3/{enc('staff/quad.png')}/full/max/0/default.png"
+    refused = site.get(path, headers={"Range": "bytes=0-99"})
+    assert refused.status == 401
+    _no_image(refused)
+    allowed = site.get(path, login=site.staff)
+    assert allowed.status == 200 and allowed.header("Accept-Ranges") == "bytes"
+    assert allowed.body == public.body
+    _private(allowed)
+
+
+# --- the degraded tier ------------------------------------------------------------------------
+
+
+def test_the_degraded_tier_info_json(site: Site) -> None:
+    for version in ("3", "2"):
+        resp = site.get(f"/iiif/degraded/{version}/{enc('staff/big.jpg')}/info.json")
+        assert resp.status == 200
+        doc = json.loads(resp.body)
+        ident = doc.get("id") or doc["@id"]
+        assert ident.endswith(f"/iiif/degraded/{version}/{enc('staff/big.jpg')}")
+        assert (doc["width"], doc["height"]) == BIG  # canvas coordinates hold
+        limits = doc if version == "3" else doc["profile"][1]
+        assert limits["maxWidth"] == DEGRADED and limits["maxHeight"] == DEGRADED
+        assert max(max(s["width"], s["height"]) for s in doc["sizes"]) == DEGRADED
+        services = doc["service"]  # the same login, so viewers offer it
+        assert {s.get("type") or s.get("@type") for s in services} >= {"AuthProbeService2"}
+        for factor in doc["tiles"][0]["scaleFactors"]:  # every tile it offers is served
+            tile = doc["tiles"][0]["width"]
+            span = tile * factor
+            w = min(span, BIG[0]) // factor
+            got = site.get(
+                f"/iiif/degraded/{version}/{enc('staff/big.jpg')}/0,0,{min(span, BIG[0])},"
+                f"{min(span, BIG[1])}/{w},/0/default.jpg"
+            )
+            assert got.status == 200, (factor, got.text)
+    assert site.get(f"/iiif/degraded/3/{enc('vault/quad.png')}/info.json").status == 404
+    assert site.get("/iiif/degraded/3/quad.png/info.json").status == 404
+
+
+def test_the_degraded_tier_never_serves_more_than_max_size(site: Site) -> None:
+    base = f"/iiif/degraded/3/{enc('staff/big.jpg')}"
+    whole = site.get(f"{base}/full/max/0/default.jpg")
+    assert whole.status == 200
+    assert max(whole.image().size) == DEGRADED
+    confined = site.get(f"{base}/full/!5000,5000/0/default.png")
+    assert max(confined.image().size) == DEGRADED
+    # a region at full resolution is served at the tier's scale at most, or refused
+    region = site.get(f"{base}/0,0,300,300/max/0/default.png")
+    assert region.status == 200 and max(region.image().size) <= 300 * DEGRADED // BIG[0] + 1
+    assert site.get(f"{base}/0,0,300,300/300,/0/default.png").status == 400
+    assert site.get(f"{base}/full/1200,/0/default.png").status == 400
+    assert site.get(f"/iiif/3/{enc('staff/big.jpg')}/full/max/0/default.jpg").status == 401
+    assert site.get("/iiif/3/big.jpg/full/max/0/default.jpg").image().size == BIG
+
+
+def test_the_backend_is_never_asked_for_more_than_the_degraded_tier(site: Site) -> None:
+    """``up/...`` is served by an upstream IIIF server (another shim) that scales: its own
+    access log shows what it was asked for."""
+    base = f"/iiif/degraded/3/{enc('up/big.jpg')}"
+    asks = [
+        "full/max/0/default.jpg",
+        "0,0,600,600/max/0/default.jpg",
+        "600,0,600,600/50,/0/default.png",
+        "full/!90,90/0/default.jpg",
+    ]
+    for tail in asks:
+        got = site.get(f"{base}/{tail}")
+        assert got.status == 200, (tail, got.text)
+        assert max(got.image().size) <= DEGRADED
+    lines: list[str] = []
+
+    def asked() -> bool:
+        lines[:] = [
+            line
+            for line in site.upstream.log.read_text().splitlines()
+            if "/iiif/3/big.jpg/" in line and "/info.json" not in line
+        ]
+        return len(lines) >= len(asks)
+
+    wait_until(asked, "the upstream's log lines of the degraded requests", 10)
+    sizes = []
+    for line in lines:
+        found = re.search(r"/iiif/3/big\.jpg/([^/ ]+)/([^/ ]+)/", line)
+        assert found is not None, line
+        region, size = found.groups()
+        if size in ("max", "full"):
+            w, h = BIG if region == "full" else map(int, region.split(",")[2:])
+        else:
+            w_text, _, h_text = size.lstrip("!^").partition(",")
+            w = int(w_text) if w_text else 0
+            h = int(h_text) if h_text else 0
+        sizes.append((line, w, h))
+    assert sizes
+    for line, w, h in sizes:
+        assert max(w, h) <= DEGRADED, line
+    # the image itself, logged in, asks for its full size
+    full = site.get(f"/iiif/3/{enc('up/big.jpg')}/full/max/0/default.jpg", login=site.staff)
+    assert full.status == 200 and full.image().size == BIG
+
+
+# --- the cache tiers --------------------------------------------------------------------------
+
+
+def test_no_cache_tier_answers_without_a_login(site: Site) -> None:
+    """Warm every tier with a logged-in request, then ask without: refused before any lookup
+    (the lookups do not move). A second shim on the same disk folder and Redis finds the
+    entries there for a login, and refuses the others just the same."""
+    path = f"/iiif/3/{enc('staff/big.jpg')}/0,0,512,512/256,/0/default.jpg"
+    first = site.get(path, login=site.staff)
+    assert first.status == 200
+    hits = _lookups(site.shim, "image", "hit")
+    warm = site.get(path, login=site.staff)
+    assert warm.status == 200 and warm.body == first.body
+    assert _lookups(site.shim, "image", "hit") == hits + 1
+    looked = sum(_lookups(site.shim, t, r) for t in ("image", "disk", "redis")
+                 for r in ("hit", "miss"))  # fmt: skip
+    refused = site.get(path)
+    assert refused.status == 401
+    _no_image(refused)
+    after = sum(_lookups(site.shim, t, r) for t in ("image", "disk", "redis")
+                for r in ("hit", "miss"))  # fmt: skip
+    assert after == looked  # the verdict came first: no tier was even looked at
+
+    (site.tmp / "second").mkdir(exist_ok=True)
+    second = start_shim(site.config, site.tmp / "second")
+    try:
+        assert send(second.port, path).status == 401
+        assert _lookups(second, "disk", "hit") + _lookups(second, "redis", "hit") == 0
+        got = send(second.port, path, cookies=cookie("staff", site.staff))
+        assert got.status == 200 and got.body == first.body
+        assert _lookups(second, "disk", "hit") + _lookups(second, "redis", "hit") == 1
+    finally:
+        second.stop()
+
+
+def test_the_degraded_tier_never_gets_a_full_tier_entry(site: Site) -> None:
+    """The same request of both tiers, the full one first: the degraded one is a miss of its
+    own, with another ETag."""
+    tail = "full/90,/0/default.jpg"  # within both tiers
+    full = site.get(f"/iiif/3/{enc('staff/big.jpg')}/{tail}", login=site.staff)
+    assert full.status == 200
+    misses = _lookups(site.shim, "image", "miss")
+    degraded = site.get(f"/iiif/degraded/3/{enc('staff/big.jpg')}/{tail}")
+    assert degraded.status == 200
+    assert _lookups(site.shim, "image", "miss") == misses + 1
+    assert degraded.header("ETag") != full.header("ETag")
+    assert degraded.image().size == full.image().size
+
+
+# --- probes -----------------------------------------------------------------------------------
+
+
+def test_the_image_probe(site: Site) -> None:
+    path = f"/auth/probe/image/{enc('staff/quad.png')}"
+    denied = site.get(path, headers={"Origin": ORIGIN})
+    assert denied.status == 200
+    assert denied.header("Access-Control-Allow-Origin") == "*"
+    assert denied.header("Access-Control-Allow-Credentials") is None
+    doc = json.loads(denied.body)
+    assert doc["@context"] == AUTH2 and doc["type"] == "AuthProbeResult2"
+    assert doc["status"] == 401
+    assert doc["substitute"][0]["id"].endswith(f"/iiif/degraded/3/{enc('staff/quad.png')}")
+    assert doc["substitute"][0]["type"] == "ImageService3"
+    assert "heading" in doc
+    access = token(site.shim.port, "staff", site.staff)
+    granted = json.loads(site.get(path, headers={"Authorization": f"Bearer {access}"}).body)
+    assert granted == {"@context": AUTH2, "type": "AuthProbeResult2", "status": 200}
+    assert json.loads(site.get(path, login=site.staff).body)["status"] == 200
+    vault = json.loads(site.get(f"/auth/probe/image/{enc('vault/quad.png')}").body)
+    assert vault["status"] == 401 and "substitute" not in vault
+    assert site.get("/auth/probe/image/quad.png").status == 404  # public: no probe
+    preflight = send(
+        site.shim.port,
+        path,
+        method="OPTIONS",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert "Authorization" in (preflight.header("Access-Control-Allow-Headers") or "")
+
+
+# --- presentation -----------------------------------------------------------------------------
+
+
+def test_manifests_declare_restricted_images_and_thumbnails_come_from_the_degraded_tier(
+    site: Site,
+) -> None:
+    doc = json.loads(site.get("/iiif/presentation/3/letters/manifest").body)
+    assert doc["@context"][0] == AUTH2
+    for canvas in doc["items"]:
+        body = canvas["items"][0]["items"][0]["body"]
+        service = body["service"][0]
+        probe, cookie1 = service["service"]
+        assert probe["type"] == "AuthProbeService2" and "@context" not in probe
+        assert cookie1["@type"] == "AuthCookieService1"
+        assert "/iiif/degraded/3/" in canvas["thumbnail"][0]["id"]
+        assert "rendering" not in canvas  # no original of a restricted image
+    thumb = site.get(path_of(doc["thumbnail"][0]["id"]))
+    assert thumb.status == 200 and max(thumb.image().size) <= DEGRADED
+    sealed = json.loads(site.get("/iiif/presentation/3/sealed/manifest").body)
+    assert "thumbnail" not in sealed and "thumbnail" not in sealed["items"][0]
+    assert sealed["rendering"][0]["service"][0]["type"] == "AuthProbeService2"
+    public = json.loads(site.get("/iiif/presentation/3/open/manifest").body)
+    assert public["@context"] == "http://iiif.io/api/presentation/3/context.json"
+    assert "/iiif/3/quad.png/" in public["thumbnail"][0]["id"]
+
+    two = json.loads(site.get("/iiif/presentation/2/letters/manifest").body)
+    canvas = two["sequences"][0]["canvases"][0]
+    service = canvas["images"][0]["resource"]["service"]
+    probe, cookie1 = service["service"]
+    assert probe["@context"] == AUTH2 and cookie1["@context"] == AUTH1
+    assert "/iiif/degraded/2/" in canvas["thumbnail"]["@id"]
+
+    collection = json.loads(site.get("/iiif/presentation/3/collection/cat").body)
+    thumbs = {item["id"].split("/")[-2]: item.get("thumbnail") for item in collection["items"]}
+    assert thumbs["sealed"] is None
+    assert "/iiif/degraded/3/" in thumbs["letters"][0]["id"]
+
+
+def test_the_object_page_of_a_restricted_object(site: Site) -> None:
+    page = site.get("/objects/letters").text
+    assert "/iiif/degraded/3/" in page
+    assert f"/iiif/3/{enc('staff/quad.png')}/full/" not in page
+    assert '/auth/staff/access" target="_blank"' in page and "/auth/staff/logout" in page
+    sealed = site.get("/objects/sealed").text
+    assert f"{enc('vault/quad.png')}/full/" not in sealed and "/auth/vault/access" in sealed
+    assert "/auth/" not in site.get("/objects/open").text
+
+
+def test_a_restricted_pdf_needs_a_login(site: Site) -> None:
+    public = site.get("/iiif/presentation/open/pdf")
+    assert public.status == 200 and public.body.startswith(b"%PDF")
+    for name, policy, value in (
+        ("letters", "staff", site.staff),
+        ("sealed", "vault", site.vault),
+        ("mixed", "vault", site.vault),  # public images, the object's own access
+    ):
+        refused = site.get(f"/iiif/presentation/{name}/pdf")
+        assert refused.status == 401, name
+        assert not refused.body.startswith(b"%PDF")
+        allowed = site.get(f"/iiif/presentation/{name}/pdf", login=value, policy=policy)
+        assert allowed.status == 200 and allowed.body.startswith(b"%PDF"), name
+        # kept now: still refused without the login
+        assert site.get(f"/iiif/presentation/{name}/pdf").status == 401
+        probe = json.loads(site.get(f"/auth/probe/pdf/{name}").body)
+        assert probe["status"] == 401
+        assert json.loads(site.get(f"/auth/probe/pdf/{name}", login=value, policy=policy)
+                          .body)["status"] == 200  # fmt: skip
+    assert site.get("/auth/probe/pdf/open").status == 404
