@@ -264,7 +264,7 @@ async def _get_json(fetch: Fetch, url: str, timeout: float, what: str) -> dict[s
         raise broken(f"{what}: HTTP {answer.status}")
     try:
         found = json.loads(answer.body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser
         raise broken(f"{what}: not JSON") from None
     if not isinstance(found, dict):
         raise broken(f"{what}: not a JSON object")
@@ -459,7 +459,7 @@ class OIDCClient:
         )  # fmt: skip
         try:
             body = json.loads(answer.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         if answer.status != 200:
             error = body.get("error") if isinstance(body, dict) else None
@@ -561,7 +561,7 @@ def check_id_token(
         raise invalid(f"{what} {named.group(1) if named else 'claim'}") from None
     except JoseError as exc:  # a bad signature, an algorithm not allowed, a malformed token
         raise invalid(exc.error or type(exc).__name__) from None
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:  # claims nested too deep
         raise invalid(f"unreadable ({type(exc).__name__})") from None
     found = dict(claims)
     aud = found.get("aud")

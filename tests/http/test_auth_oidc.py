@@ -363,6 +363,8 @@ async def _hostile_sign_in(site: Site, mode: str) -> tuple[int, str, str]:
         ("other-key", 401, "oidc: ID token: unknown key"),
         ("no-id-token", 502, "oidc: token endpoint: no id_token"),
         ("token-500", 502, "oidc: token endpoint: HTTP 500 -"),
+        ("deep-json", 502, "oidc: token endpoint: no id_token"),
+        ("deep-claims", 401, "oidc: ID token: unreadable (RecursionError)"),
     ],
 )
 def test_bad_id_tokens_are_refused(

@@ -14,7 +14,9 @@ of the authorization request) except for the mistake of the moment, set by
   ``no-nonce``: no nonce; ``expired``: ``exp`` an hour ago; ``wrong-iss``: another issuer;
   ``alg-none``: unsigned (``alg: none``); ``hs256``: HMAC-signed with the client id as key;
   ``other-key``: signed by a key not in the JWKS (its key id unknown); ``no-id-token``: a
-  token answer without one; ``token-500``: the token endpoint answers 500.
+  token answer without one; ``token-500``: the token endpoint answers 500; ``deep-json``: a
+  token answer of 100 000 nested arrays (200 KB); ``deep-claims``: an ID token, well signed,
+  whose claims are 50 000 nested arrays.
 
 It is a test double, not a provider: no login, no client authentication.
 """
@@ -34,11 +36,11 @@ from aiohttp import web
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    from authlib.jose import JsonWebKey, JsonWebToken
+    from authlib.jose import JsonWebKey, JsonWebSignature, JsonWebToken
 
 MODES = (
     "good", "wrong-aud", "wrong-nonce", "no-nonce", "expired", "wrong-iss", "alg-none",
-    "hs256", "other-key", "no-id-token", "token-500",
+    "hs256", "other-key", "no-id-token", "token-500", "deep-json", "deep-claims",
 )  # fmt: skip
 
 
@@ -83,6 +85,16 @@ def main() -> None:
         mode = state["mode"]
         if mode == "token-500":
             return web.Response(status=500, text="internal error")
+        if mode == "deep-json":
+            deep = "[" * 100_000 + "]" * 100_000
+            return web.Response(text=deep, content_type="application/json")
+        if mode == "deep-claims":
+            payload = ('{"a":' + "[" * 50_000 + "]" * 50_000 + "}").encode()
+            jws = JsonWebSignature(["RS256"])
+            signed = jws.serialize_compact({"alg": "RS256", "kid": "k1"}, payload, key).decode()
+            return web.json_response(
+                {"access_token": "x", "token_type": "Bearer", "id_token": signed}
+            )
         if mode == "no-id-token":
             return web.json_response({"access_token": "x", "token_type": "Bearer"})
         now = int(time.time())
