@@ -338,7 +338,7 @@ def parse_settings(
     imaging = r.read(ImagingSettings, top.get("imaging"), "imaging")
     auth = r.read(AuthSettings, top.get("auth"), "auth")
     if auth:
-        _check_access(r, auth, routes)
+        _check_access(r, auth, routes, presentation)
         auth = _keyed(auth)
     if cache and backends:
         _check_spills(r, cache.disk, backends)
@@ -362,14 +362,24 @@ def parse_settings(
     )
 
 
-def _check_access(r: Reader, auth: AuthSettings, routes: list[RouteSettings]) -> None:
-    """Each route's ``access`` names a policy of ``auth.policies``."""
-    for i, route in enumerate(routes):
-        if route.access is not None and route.access not in auth.policies:
-            known = ", ".join(sorted(auth.policies)) or "none is defined"
-            r.problem(
-                f"routes[{i}].access", f"no policy {route.access!r} under auth.policies ({known})"
-            )
+def _check_access(
+    r: Reader,
+    auth: AuthSettings,
+    routes: list[RouteSettings],
+    presentation: PresentationSettings | None,
+) -> None:
+    """Each route's ``access``, and each object source's, names a policy of ``auth.policies``
+    (an object's own ``access`` is checked when it is read: ``PresentationService``)."""
+    known = ", ".join(sorted(auth.policies)) or "none is defined"
+    named = [(f"routes[{i}].access", route.access) for i, route in enumerate(routes)]
+    if presentation is not None:
+        named += [
+            (f"presentation.sources.{name}.access", getattr(source, "access", None))
+            for name, source in presentation.sources.items()
+        ]
+    for key, policy in named:
+        if policy is not None and policy not in auth.policies:
+            r.problem(key, f"no policy {policy!r} under auth.policies ({known})")
 
 
 def _keyed(auth: AuthSettings) -> AuthSettings:

@@ -13,9 +13,9 @@ the handlers), and the facts they ask of a backend hold at most half of what its
 may (``upstream/client.py``). PDFs are made by ``pdfs.py`` (:meth:`PresentationService.pdf_plan`
 says what one is made of).
 
-A collection leaves out the objects its source cannot show (no usable canvas: a 404 of their
-own). :class:`SourceWatch` reads every source in the background every
-``presentation.check_interval`` seconds (a local CSV through, its objects built again only
+A collection leaves out the objects its source cannot show (no usable canvas, or an ``access``
+naming no policy of this server: a 404 of their own). :class:`SourceWatch` reads every source
+in the background every ``presentation.check_interval`` seconds (a local CSV through, its objects built again only
 when the file changed; a folder through; a remote one, JSON, CONTENTdm or a CSV URL, its list
 and a rotating sample of SAMPLED objects), for ``/health/ready`` and the
 ``iiif_shim_source_*`` gauges: ``ok``, ``degraded`` (values, rows or objects left out, with
@@ -386,6 +386,7 @@ class PresentationService:
                     record = await self.record_in(source, name)  # the source's: not in the gate
                     if record is None:
                         return name, name, None
+                    self.object_policy(record)  # one naming no policy here is left out
                     async with self.lookups.held():
                         picture = await self.picture(record.canvases[0].image, name)
                     return name, record.label, picture

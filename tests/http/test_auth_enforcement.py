@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +97,7 @@ def _config(tmp: Path, images: Path, upstream: int, redis: int) -> Path:
         "letters,staff/big.jpg,\n"
         "sealed,vault/quad.png,\n"
         "mixed,quad.png,vault\n"
+        "unknown,quad.png,nope\n"
     )
     body["presentation"] = {
         "sources": {
@@ -513,3 +516,41 @@ def test_a_restricted_pdf_needs_a_login(site: Site) -> None:
         assert json.loads(site.get(f"/auth/probe/pdf/{name}", login=value, policy=policy)
                           .body)["status"] == 200  # fmt: skip
     assert site.get("/auth/probe/pdf/open").status == 404
+
+
+def test_an_object_naming_an_unknown_policy_is_never_shown(site: Site) -> None:
+    """Its image is public, but the object says it is not: fail closed (404 naming why),
+    whatever the source's strictness, and left out of its collection."""
+    for path in (
+        "/iiif/presentation/3/unknown/manifest",
+        "/iiif/presentation/unknown/pdf",
+        "/objects/unknown",
+    ):
+        resp = site.get(path)
+        assert resp.status == 404, path
+        assert "nope" in resp.text and not resp.body.startswith(b"%PDF")
+    collection = json.loads(site.get("/iiif/presentation/3/collection/cat").body)
+    assert not any(item["id"].endswith("/unknown/manifest") for item in collection["items"])
+
+
+def test_check_config_names_an_unknown_policy_of_a_source(site: Site, tmp_path: Path) -> None:
+    body: dict[str, Any] = yaml.safe_load(site.config.read_text())
+    body["presentation"]["sources"]["cat"]["access"] = "nobody"
+    body["presentation"]["sources"]["cat"]["path"] = str(site.config.parent / "objects.csv")
+    body["auth"]["policies"]["staff"]["users"]["htpasswd"] = str(
+        site.config.parent / "users.htpasswd"
+    )
+    body["auth"]["policies"]["vault"]["users"]["htpasswd"] = str(
+        site.config.parent / "users.htpasswd"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(body, sort_keys=False))
+    checked = subprocess.run(
+        [sys.executable, "-m", "iiif_shim", "check-config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode != 0
+    assert "presentation.sources.cat.access" in checked.stdout + checked.stderr
+    assert "'nobody'" in checked.stdout + checked.stderr
