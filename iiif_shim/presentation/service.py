@@ -15,16 +15,15 @@ says what one is made of).
 
 A collection leaves out the objects its source cannot show (no usable canvas, or an ``access``
 naming no policy of this server: a 404 of their own). :class:`SourceWatch` reads every source
-in the background every ``presentation.check_interval`` seconds (a local CSV through, its objects built again only
-when the file changed; a folder through; a remote one, JSON, CONTENTdm or a CSV URL, its list
-and a rotating sample of SAMPLED objects), for ``/health/ready`` and the
+in the background every ``presentation.check_interval`` seconds (a local CSV through, its
+objects built again only when the file changed; a folder through; a remote one, JSON, CONTENTdm
+or a CSV URL, its list and a rotating sample of SAMPLED objects), for ``/health/ready`` and the
 ``iiif_shim_source_*`` gauges: ``ok``, ``degraded`` (values, rows or objects left out, with
 their counts; or a stale copy) or ``down`` (with the error). Each read is bounded by
 SURVEY_TIMEOUT, runs in the ``documents`` lane of the thread pool and, for its long part, on
 one survey thread of its own (``SurveyThread``), never in the lane or the threads that serve
 images; a source still being read when its next read is due is not read again meanwhile. The
-reads stop when the service closes (a reload, shutdown).
-"""
+reads stop when the service closes (a reload, shutdown). """
 
 from __future__ import annotations
 
