@@ -23,7 +23,8 @@ their counts; or a stale copy) or ``down`` (with the error). Each read is bounde
 SURVEY_TIMEOUT, runs in the ``documents`` lane of the thread pool and, for its long part, on
 one survey thread of its own (``SurveyThread``), never in the lane or the threads that serve
 images; a source still being read when its next read is due is not read again meanwhile. The
-reads stop when the service closes (a reload, shutdown). """
+reads stop when the service closes (a reload, shutdown).
+"""
 
 from __future__ import annotations
 
