@@ -27,6 +27,7 @@ from tests.support import (
     free_port,
     need_tool,
     request,
+    start_faulty,
     start_shim,
     wait_until,
     write_config,
@@ -389,3 +390,50 @@ def test_the_hostile_provider_signs_in_when_it_makes_no_mistake(hostile: Site) -
     assert tile.status == 200
     assert audited(hostile.tmp, event="login")["user"] == "mallory"
     assert request(hostile.shim.port, PUBLIC_TILE).status == 200
+
+
+def test_a_provider_that_answers_nonsense(images: Path, tmp_path: Path) -> None:
+    """Discovery from a server that is no provider (``tests/faulty.py``): each policy's access
+    page is a 502 with the failure heading, never a 500."""
+    faulty = start_faulty(images, tmp_path)
+    policies = {  # name: (issuer's path, why)
+        "missing": ("status/404/x", "discovery: HTTP 404"),
+        "huge": ("jsonbomb/x", "answer longer than 262144 bytes"),
+        "html": ("html200/x", "discovery: not JSON"),
+        "hangup": ("refuse/x", "provider unreachable: ServerDisconnectedError"),
+    }
+    try:
+        found = {
+            name: {
+                "kind": "login",
+                "label": name,
+                "failure_heading": FAILURE_HEADING,
+                "users": {
+                    "oidc": {"issuer": f"http://127.0.0.1:{faulty.port}/{path}", "client_id": "c"}
+                },
+            }
+            for name, (path, _) in policies.items()
+        }
+        config = write_config(
+            tmp_path / "shim.yaml",
+            f"""
+            iiif: {{prefix: /iiif}}
+            backends: {{local: {{type: files, root: "{images}"}}}}
+            auth:
+              secret: "{SECRET}"
+              audit_log: "{tmp_path / "audit.log"}"
+              policies: {json.dumps(found)}
+            routes: [{{backend: local}}]
+            """,
+        )
+        shim = start_shim(config, tmp_path)
+        try:
+            for name, (_, why) in policies.items():
+                got = request(shim.port, f"/auth/{name}/access")
+                assert got.status == 502, (name, got.text)
+                assert FAILURE_HEADING in got.text
+                audited(tmp_path, event="refused", policy=name, reason=f"oidc: {why}")
+        finally:
+            shim.stop()
+    finally:
+        faulty.stop()
