@@ -4,8 +4,10 @@ What lives as long as the app: the metrics and the process-wide memory budget. E
 from one configuration (backends, thread pool, caches, health checks) lives in a
 ``runtime.Runtime``, made when the app starts and replaced whole by :func:`reload` (SIGHUP);
 nothing lives in a module global but the favicon's bytes. Routes are fixed (``/health``,
-``/health/ready``, ``/metrics``, ``/favicon.ico``, ``DELETE /admin/cache``); everything else
-is dispatched by the current runtime's ``iiif.prefix``, so a reload may change it.
+``/health/ready``, ``/metrics``, ``/favicon.ico``, ``DELETE /admin/cache``, ``POST /auth/...``
+for the login and clickthrough forms); everything else is dispatched by the current runtime's
+``iiif.prefix``, so a reload may change it, except ``/auth/``: the access flow
+(``web/auth.py``) and the Auth 2.0 probes (``web/access.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from iiif_shim.config.settings import Settings
 from iiif_shim.imaging.budget import MemoryBudget
 from iiif_shim.telemetry.metrics import Metrics
 from iiif_shim.web import ops, viewers
+from iiif_shim.web.access import probe_request
+from iiif_shim.web.auth import auth_request
 from iiif_shim.web.image import iiif_request
 from iiif_shim.web.landing import landing
 from iiif_shim.web.middleware import add_cors_headers, preflight_middleware, request_middleware
@@ -66,6 +70,7 @@ def create_app(settings: Settings, process: ProcessInfo | None = None) -> web.Ap
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_delete(ops.PATH, ops.purge)  # off unless cache.purge_token is set
     app.router.add_delete(ops.PATH + r"/{tail:[\s\S]*}", ops.purge)
+    app.router.add_post(r"/auth/{tail:[\s\S]*}", dispatch)  # login and clickthrough forms
     app.router.add_get(r"/{tail:[\s\S]*}", dispatch)  # any path, newlines included
     return app
 
@@ -109,10 +114,17 @@ async def favicon(request: web.Request) -> web.Response:
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Everything else, by the current configuration's prefix: the Presentation API, IIIF
-    images, object and viewer pages, viewer assets, else the landing page."""
+    images, object and viewer pages, viewer assets, the access flow and probes, else the
+    landing page."""
     settings = runtime_of(request).settings
     prefix = settings.iiif.prefix
     raw = request.raw_path.split("?", 1)[0]
+    if raw.startswith("/auth/probe/") and request.method != "POST":
+        return await probe_request(request, raw[len("/auth/probe/") :])
+    if raw.startswith("/auth/"):
+        return await auth_request(request, raw[len("/auth/") :])
+    if request.method == "POST":
+        raise web.HTTPMethodNotAllowed("POST", ["GET", "HEAD"])
     if raw == "/":
         return await landing(request)
     if raw.startswith(prefix + "/presentation/"):

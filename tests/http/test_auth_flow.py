@@ -1,0 +1,713 @@
+"""The access flow over real sockets (``web/auth.py``): the answers of Auth 1.0 and 2.0 in the
+shapes of the specs' examples, and the attacks on them, each first shown to work where the
+defence is what stops it.
+
+Servers, started once for the module (``tests/http/auth_support.py`` has the policies):
+
+- ``main``: two processes (``server.processes: 2``), Redis, ``auth.allowed_origins`` set;
+- ``peer``: another machine: one process, the same key and the same Redis;
+- ``other``: another key, logins and tokens of 3 seconds, ``server.public_url`` in ``https``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+
+from iiif_shim.auth.signing import Purpose, Signer
+from tests.http.auth_support import (
+    ORIGIN,
+    OTHER_PASSWORD,
+    OTHER_SECRET,
+    OTHER_USER,
+    PASSWORD,
+    SECRET,
+    USER,
+    auth_config,
+    cookie,
+    form_fields,
+    login,
+    login_response,
+    open_form,
+    posted,
+    send,
+    set_cookies,
+    token,
+)
+from tests.support import Process, Response, start_redis, start_shim, wait_until
+
+SHORT_TTL = 3  # seconds a login and a token live on the `other` server
+AUTH1 = "http://iiif.io/api/auth/1/context.json"
+AUTH2 = "http://iiif.io/api/auth/2/context.json"
+ERRORS_1 = {
+    "invalidRequest",
+    "missingCredentials",
+    "invalidCredentials",
+    "invalidOrigin",
+    "unavailable",
+}
+PROFILES_2 = {
+    "invalidRequest",
+    "invalidOrigin",
+    "missingAspect",
+    "invalidAspect",
+    "expiredAspect",
+    "unavailable",
+}
+SSO = {
+    "kind": "login",
+    "label": "Example single sign-on",
+    "users": {"header": "X-Remote-User", "trusted_proxies": ["127.0.0.1/32"]},
+}
+SSO_ELSEWHERE = {**SSO, "users": {"header": "X-Remote-User", "trusted_proxies": ["10.9.9.9"]}}
+# every credential the module sees, for the last test: none may appear in a log or a metric
+SEEN: set[str] = {PASSWORD, OTHER_PASSWORD, SECRET, OTHER_SECRET}
+
+
+class Servers:
+    def __init__(self, folder: Path, main: Process, peer: Process, other: Process) -> None:
+        self.folder = folder
+        self.main = main
+        self.peer = peer
+        self.other = other
+
+
+@pytest.fixture(scope="module")
+def servers(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    tmp = tmp_path_factory.mktemp("auth-flow")
+    redis = start_redis(tmp / "redis")
+    started: list[Process] = [redis]
+    try:
+        cache = {"redis": f"redis://127.0.0.1:{redis.port}/0", "redis_prefix": "flow:"}
+        shared = {
+            "allowed_origins": [ORIGIN],
+            "policies": {"sso": SSO, "sso-elsewhere": SSO_ELSEWHERE},
+        }
+        main = start_shim(
+            auth_config(tmp / "main", images, auth=shared, cache=cache), tmp, "--processes", "2"
+        )
+        started.append(main)
+        peer = start_shim(auth_config(tmp / "peer", images, auth=shared, cache=cache), tmp)
+        started.append(peer)
+        other = start_shim(
+            auth_config(
+                tmp / "other",
+                images,
+                auth={"secret": OTHER_SECRET, "session_ttl": SHORT_TTL, "token_ttl": SHORT_TTL},
+                server={"public_url": "https://images.example.test"},
+            ),
+            tmp,
+        )
+        started.append(other)
+        wait_until(lambda: len(_workers(main.port)) == 2, "both workers of main answering")
+        yield Servers(tmp, main, peer, other)
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+def _workers(port: int) -> set[int]:
+    pids = set()
+    for _ in range(20):
+        answer = send(port, "/health")
+        pids.add(json.loads(answer.body)["process"]["pid"])
+    return pids
+
+
+def _seen(*values: str) -> None:
+    SEEN.update(v for v in values if v)
+
+
+def _token_json(port: int, policy: str, value: str | None = None, **more: str) -> Response:
+    """``/auth/{policy}/token`` (Auth 1.0, JSON) with the cookie ``value`` (and ``more``
+    cookies by policy)."""
+    jar = {**(cookie(policy, value) if value else {})}
+    for name, other in more.items():
+        jar.update(cookie(name, other))
+    return send(port, f"/auth/{policy}/token", cookies=jar)
+
+
+def _works(port: int, policy: str, value: str) -> bool:
+    """Whether the login cookie ``value`` opens ``policy`` (its token service gives a token);
+    a refusal never echoes what was sent."""
+    answer = _token_json(port, policy, value)
+    if answer.status != 200:
+        assert answer.status == 401 and (not value or value not in answer.text), answer.text
+    return answer.status == 200
+
+
+def _token_page(
+    port: int,
+    policy: str,
+    *,
+    version: int = 2,
+    message_id: str | None = "m1",
+    origin: str | None = ORIGIN,
+    cookies: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    query = {k: v for k, v in (("messageId", message_id), ("origin", origin)) if v is not None}
+    path = f"/auth/{policy}/{'token2' if version == 2 else 'token'}?{urlencode(query)}"
+    return send(port, path, cookies=cookies, headers=headers)
+
+
+def _probe(port: int, identifier: str, bearer: str | None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    answer = send(port, f"/auth/probe/image/{quote(identifier, safe='')}", headers=headers)
+    assert answer.status == 200, answer.text
+    found: dict[str, Any] = json.loads(answer.body)
+    return found
+
+
+def _forge(secret: str, purpose: Purpose, claims: dict[str, Any], ttl: float, **kw: Any) -> str:
+    value, _ = Signer([secret.encode()]).sign(purpose, claims, ttl, **kw)
+    return value
+
+
+def _pages_headers(answer: Response) -> None:
+    assert answer.header("Cache-Control") == "no-store"
+    assert answer.header("Access-Control-Allow-Credentials") is None
+
+
+# --- shapes: the access service ------------------------------------------------------------------
+
+
+def test_the_login_page_is_a_form_of_username_and_password_with_csrf_and_origin(
+    servers: Servers,
+) -> None:
+    answer = send(servers.main.port, "/auth/staff/access?" + urlencode({"origin": ORIGIN}))
+    assert answer.status == 200
+    assert answer.header("Content-Type") == "text/html; charset=utf-8"
+    _pages_headers(answer)
+    assert answer.header("X-Frame-Options") == "DENY"
+    assert "frame-ancestors 'none'" in (answer.header("Content-Security-Policy") or "")
+    page = answer.text
+    for name in ("username", "password"):
+        assert f'name="{name}"' in page
+    assert 'method="post"' in page and "Staff login" in page
+    assert "Log in with your library account." in page  # the policy's note
+    fields = form_fields(page)
+    assert fields["origin"] == ORIGIN and fields["csrf"]
+    binding = set_cookies(answer)["iiif-shim-csrf"]
+    assert binding["httponly"] and binding["samesite"] == "Strict"
+    assert not binding["path"]  # this folder only: /auth/staff/
+
+
+def test_a_login_sets_an_httponly_cookie_and_the_page_closes_itself(servers: Servers) -> None:
+    answer = login_response(servers.main.port, "staff", origin=ORIGIN)
+    assert answer.status == 200
+    _pages_headers(answer)
+    assert "window.close()" in answer.text
+    assert "You may close this window" in answer.text
+    jar = set_cookies(answer)
+    made = jar["iiif-shim-auth-staff"]
+    _seen(made.value)
+    assert made["httponly"] and made["path"] == "/"
+    # plain HTTP on 127.0.0.1: Lax, not Secure, and the flow works
+    assert made["samesite"] == "Lax" and not made["secure"]
+    assert int(made["max-age"]) == 28800
+    assert _works(servers.main.port, "staff", made.value)
+
+
+def test_over_https_the_cookie_is_secure_and_samesite_none(servers: Servers) -> None:
+    answer = login_response(servers.other.port, "staff")
+    made = set_cookies(answer)["iiif-shim-auth-staff"]
+    _seen(made.value)
+    assert made["secure"] and made["samesite"] == "None" and made["httponly"]
+
+
+def test_a_failed_login_shows_the_form_again_with_the_failure_heading(servers: Servers) -> None:
+    answer = login_response(servers.main.port, "staff", USER, "not the password")
+    assert answer.status == 200  # a page for a person: see web/auth.py
+    assert "Login failed" in answer.text and "Ask the front desk" in answer.text
+    assert 'name="password"' in answer.text and "iiif-shim-auth-staff" not in set_cookies(answer)
+    assert "not the password" not in answer.text
+
+
+def test_clickthrough_shows_the_terms_and_a_button_and_a_post_grants(servers: Servers) -> None:
+    page = send(servers.main.port, "/auth/terms/access")
+    assert page.status == 200
+    assert "You agree to use these images for research only." in page.text
+    assert "I agree" in page.text and 'name="password"' not in page.text
+    assert "iiif-shim-auth-terms" not in set_cookies(page)  # the page load grants nothing
+    value = login(servers.main.port, "terms")
+    _seen(value)
+    assert _works(servers.main.port, "terms", value)
+
+
+def test_kiosk_and_external_grant_by_address_alone(servers: Servers) -> None:
+    port = servers.main.port
+    kiosk = send(port, "/auth/kiosk/access")  # 127.0.0.1 is in the kiosk's networks
+    assert kiosk.status == 200 and "window.close()" in kiosk.text
+    assert "iiif-shim-auth-kiosk" in set_cookies(kiosk)
+    room = send(port, "/auth/room/access")  # 127.0.0.1 is not in the reading room
+    assert room.status == 403
+    assert "Reading room only" in room.text and "iiif-shim-auth-room" not in set_cookies(room)
+    # behind a proxy of auth.forwarded_by (127.0.0.1), the forwarded client is in the room
+    inside = send(port, "/auth/room/access", headers={"X-Forwarded-For": "10.20.4.5"})
+    assert inside.status == 200 and "iiif-shim-auth-room" in set_cookies(inside)
+    # the last untrusted hop counts: a client cannot prepend an address of the room
+    spoofed = send(port, "/auth/room/access", headers={"X-Forwarded-For": "10.20.4.5, 192.0.2.7"})
+    assert spoofed.status == 403
+
+
+def test_kiosk_and_external_token_services_give_tokens_at_once_by_address(
+    servers: Servers,
+) -> None:
+    port = servers.main.port
+    assert _token_json(port, "kiosk").status == 200
+    assert _token_json(port, "room").status == 401
+    inside = send(port, "/auth/room/token", headers={"X-Forwarded-For": "10.20.4.5"})
+    assert inside.status == 200 and json.loads(inside.body)["accessToken"]
+    _seen(json.loads(inside.body)["accessToken"])
+
+
+def test_a_sign_on_header_is_believed_from_a_trusted_proxy_only(servers: Servers) -> None:
+    port = servers.main.port
+    trusted = send(port, "/auth/sso/access", headers={"X-Remote-User": "carol"})
+    assert trusted.status == 200 and "iiif-shim-auth-sso" in set_cookies(trusted)
+    _seen(set_cookies(trusted)["iiif-shim-auth-sso"].value)
+    untrusted = send(port, "/auth/sso-elsewhere/access", headers={"X-Remote-User": "carol"})
+    assert untrusted.status == 403 and not set_cookies(untrusted)
+    missing = send(port, "/auth/sso/access")
+    assert missing.status == 403 and not set_cookies(missing)
+
+
+def test_unknown_policies_and_actions_are_404_and_acting_methods_are_refused(
+    servers: Servers,
+) -> None:
+    port = servers.main.port
+    assert send(port, "/auth/nope/access").status == 404
+    assert send(port, "/auth/staff/nothing").status == 404
+    assert send(port, "/auth/staff/token", method="POST", form={}).status == 405
+    assert send(port, "/auth/staff/logout", method="HEAD").status == 405
+    assert send(port, "/iiif/3/quad.png/info.json", method="POST", form={}).status == 405
+
+
+# --- shapes: token services ----------------------------------------------------------------------
+
+
+def test_auth1_token_json_shapes(servers: Servers) -> None:
+    port = servers.main.port
+    value = login(port)
+    _seen(value)
+    given = _token_json(port, "staff", value)
+    assert given.status == 200 and given.header("Content-Type") == "application/json; charset=utf-8"
+    _pages_headers(given)
+    doc = json.loads(given.body)
+    assert set(doc) == {"accessToken", "expiresIn"}
+    assert isinstance(doc["accessToken"], str) and doc["accessToken"] != value
+    assert isinstance(doc["expiresIn"], int) and 0 < doc["expiresIn"] <= 3600
+    _seen(doc["accessToken"])
+    missing = _token_json(port, "staff")
+    assert missing.status == 401
+    error = json.loads(missing.body)
+    assert error["error"] == "missingCredentials" and set(error) == {"error", "description"}
+    spoofed = send(
+        port, "/auth/staff/token?origin=https%3A%2F%2Fevil.example", cookies=cookie("staff", value)
+    )
+    assert spoofed.status == 403 and json.loads(spoofed.body)["error"] == "invalidOrigin"
+    assert "accessToken" not in spoofed.text
+
+
+def test_auth1_token_page_posts_the_token_with_message_id_to_the_origin(servers: Servers) -> None:
+    port = servers.main.port
+    value = login(port)
+    _seen(value)
+    page = _token_page(port, "staff", version=1, cookies=cookie("staff", value))
+    assert page.status == 200 and page.header("Content-Type") == "text/html; charset=utf-8"
+    found = posted(page)
+    assert found is not None
+    message, target = found
+    assert target == ORIGIN
+    assert (
+        set(message) == {"accessToken", "expiresIn", "messageId"} and message["messageId"] == "m1"
+    )
+    _seen(message["accessToken"])
+    refused = _token_page(port, "staff", version=1)
+    assert refused.status == 200  # always, on the page
+    message, target = posted(refused) or ({}, "")
+    assert message["error"] == "missingCredentials" and message["messageId"] == "m1"
+    assert message["error"] in ERRORS_1
+
+
+def test_auth2_token_page_shapes(servers: Servers) -> None:
+    port = servers.main.port
+    value = login(port)
+    _seen(value)
+    page = _token_page(port, "staff", cookies=cookie("staff", value))
+    assert page.status == 200 and page.header("Content-Type") == "text/html; charset=utf-8"
+    _pages_headers(page)
+    # frameable by the viewer's origin only
+    assert page.header("X-Frame-Options") is None
+    csp = page.header("Content-Security-Policy") or ""
+    assert f"frame-ancestors {ORIGIN}" in csp and "script-src 'nonce-" in csp
+    nonce = re.search(r"'nonce-([^']+)'", csp).group(1)  # type: ignore[union-attr]
+    assert f'<script nonce="{nonce}">' in page.text
+    message, target = posted(page) or ({}, "")
+    assert target == ORIGIN
+    assert message == {
+        "@context": AUTH2,
+        "type": "AuthAccessToken2",
+        "accessToken": message["accessToken"],
+        "expiresIn": message["expiresIn"],
+        "messageId": "m1",
+    }
+    assert message["accessToken"] != value and isinstance(message["expiresIn"], int)
+    _seen(message["accessToken"])
+
+
+@pytest.mark.parametrize(
+    ("case", "profile"),
+    [
+        ("no cookie", "missingAspect"),
+        ("origin not allowed", "invalidOrigin"),
+        ("no messageId", "invalidRequest"),
+        ("forged cookie", "invalidAspect"),
+    ],
+)
+def test_auth2_token_errors(servers: Servers, case: str, profile: str) -> None:
+    port = servers.main.port
+    kwargs: dict[str, Any] = {}
+    origin = ORIGIN
+    if case == "origin not allowed":
+        value = login(port)
+        _seen(value)
+        origin = "https://evil.example"
+        kwargs = {"origin": origin, "cookies": cookie("staff", value)}
+    elif case == "no messageId":
+        kwargs = {"message_id": None}
+    elif case == "forged cookie":
+        kwargs = {"cookies": cookie("staff", "eyJwIjoic3RhZmYifQ." + "A" * 43)}
+    page = _token_page(port, "staff", **kwargs)
+    assert page.status == 200
+    message, target = posted(page) or ({}, "")
+    assert target == origin
+    assert message["@context"] == AUTH2 and message["type"] == "AuthAccessTokenError2"
+    assert message["profile"] == profile and profile in PROFILES_2
+    assert "accessToken" not in message
+    assert message["messageId"] == ("" if case == "no messageId" else "m1")
+    for key in ("heading", "note"):
+        if key in message:
+            assert isinstance(message[key], dict)  # a language map
+    assert f"frame-ancestors {origin}" in (page.header("Content-Security-Policy") or "")
+
+
+def test_auth2_token_page_without_origin_posts_nothing(servers: Servers) -> None:
+    page = _token_page(servers.main.port, "staff", origin=None)
+    assert page.status == 200 and posted(page) is None
+    assert "invalidRequest" in page.text
+    assert "frame-ancestors 'none'" in (page.header("Content-Security-Policy") or "")
+    bad = _token_page(servers.main.port, "staff", origin="javascript:alert(1)")
+    assert bad.status == 200 and posted(bad) is None
+
+
+def test_a_message_id_cannot_break_out_of_the_script(servers: Servers) -> None:
+    hostile = "</script><script>alert(1)</script><!-- \u2028\u2029 '\""
+    for version in (1, 2):
+        page = _token_page(servers.main.port, "staff", version=version, message_id=hostile)
+        assert page.status == 200
+        assert page.text.count("</script>") == 1  # the page's own, once
+        assert "<script>" not in page.text and "<!--" not in page.text
+        message, _ = posted(page) or ({}, "")
+        assert message["messageId"] == hostile  # echoed exactly, once decoded
+
+
+def test_token_expiry_follows_the_login(servers: Servers) -> None:
+    """expiredAspect for an expired cookie: the other server's logins last SHORT_TTL s."""
+    port = servers.other.port
+    value = login(port)
+    _seen(value)
+    message, _ = posted(_token_page(port, "staff", cookies=cookie("staff", value))) or ({}, "")
+    assert message["type"] == "AuthAccessToken2" and message["expiresIn"] <= SHORT_TTL
+    wait_until(lambda: not _works(port, "staff", value), "the login expired", 15)
+    page = _token_page(port, "staff", cookies=cookie("staff", value))
+    assert (posted(page) or ({}, ""))[0]["profile"] == "expiredAspect"
+    assert json.loads(_token_json(port, "staff", value).body)["error"] == "invalidCredentials"
+
+
+# --- logout --------------------------------------------------------------------------------------
+
+
+def test_logout_clears_the_cookie_on_a_visible_page(servers: Servers) -> None:
+    port = servers.main.port
+    value = login(port)
+    _seen(value)
+    answer = send(port, "/auth/staff/logout", cookies=cookie("staff", value))
+    assert answer.status == 200 and "logged out" in answer.text
+    _pages_headers(answer)
+    assert "window.close" not in answer.text  # it stays open: the user reads it
+    cleared = set_cookies(answer)["iiif-shim-auth-staff"]
+    assert cleared.value == "" and cleared["max-age"] == "0" and cleared["path"] == "/"
+
+
+def _served_by(port: int, path: str, cookies: dict[str, str]) -> tuple[int, int]:
+    """(the pid of the worker, the status) of ``path``: ``/health`` then ``path`` on one
+    fresh keep-alive connection, so the same worker answers both."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/health")
+        pid = json.loads(conn.getresponse().read())["process"]["pid"]
+        conn.request(
+            "GET", path, headers={"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+        )
+        answer = conn.getresponse()
+        answer.read()
+        return pid, answer.status
+    finally:
+        conn.close()
+
+
+def _by_worker(port: int, path: str, cookies: dict[str, str]) -> dict[int, int]:
+    """The status each worker gives ``path``, over fresh connections until both answered."""
+    found: dict[int, int] = {}
+    deadline = time.monotonic() + 30
+    while len(found) < 2 and time.monotonic() < deadline:
+        pid, status = _served_by(port, path, cookies)
+        found.setdefault(pid, status)
+    assert len(found) == 2, found
+    return found
+
+
+def test_a_cookie_replayed_after_logout_is_refused_by_every_process(servers: Servers) -> None:
+    port = servers.main.port
+    value = login(port)
+    _seen(value)
+    jar = cookie("staff", value)
+    assert set(_by_worker(port, "/auth/staff/token", jar).values()) == {200}  # it works
+    assert send(port, "/auth/staff/logout", cookies=jar).status == 200
+    assert set(_by_worker(port, "/auth/staff/token", jar).values()) == {401}
+
+
+def test_a_logout_on_one_machine_is_refused_on_another_sharing_redis(servers: Servers) -> None:
+    value = login(servers.main.port)
+    _seen(value)
+    assert _works(servers.peer.port, "staff", value)  # the same key: valid on both machines
+    assert (
+        send(servers.main.port, "/auth/staff/logout", cookies=cookie("staff", value)).status == 200
+    )
+    wait_until(lambda: not _works(servers.peer.port, "staff", value), "the peer refusing", 10)
+
+
+def test_a_token_given_before_logout_is_refused_after_it(servers: Servers) -> None:
+    port = servers.main.port
+    value = login(port, "vault")
+    access = token(port, "vault", value)
+    _seen(value, access)
+    assert _probe(port, "vault/quad.png", access)["status"] == 200
+    assert send(port, "/auth/vault/logout", cookies=cookie("vault", value)).status == 200
+    assert _probe(port, "vault/quad.png", access)["status"] == 401
+
+
+# --- attacks -------------------------------------------------------------------------------------
+
+
+def test_a_forged_cookie_is_refused(servers: Servers) -> None:
+    port = servers.main.port
+    # what the defence stops: a cookie signed with the server's key opens the policy ...
+    genuine = _forge(SECRET, Purpose.SESSION, {"p": "vault", "u": "mallory"}, 600)
+    assert _works(port, "vault", genuine)
+    # ... and one made without it does not: another user in the payload, the old signature
+    payload, _, mac = genuine.partition(".")
+    tampered = _forge("x" * 40, Purpose.SESSION, {"p": "vault", "u": "root"}, 600)
+    for forged in (
+        tampered,
+        tampered.partition(".")[0] + "." + mac,
+        payload + "." + mac[::-1],
+        payload,
+        "",
+        "A" * 5000,
+    ):
+        assert not _works(port, "vault", forged), forged[:40]
+    _seen(genuine)
+
+
+def test_a_cookie_signed_with_another_secret_is_refused(servers: Servers) -> None:
+    value = login(servers.other.port, "vault")
+    _seen(value)
+    assert _works(servers.other.port, "vault", value)
+    assert not _works(servers.main.port, "vault", value)
+
+
+def test_a_cookie_or_token_of_another_policy_opens_nothing_here(servers: Servers) -> None:
+    port = servers.main.port
+    terms = login(port, "terms")
+    terms_token = token(port, "terms", terms)
+    _seen(terms, terms_token)
+    assert _works(port, "terms", terms)
+    assert _probe(port, "terms/quad.png", terms_token)["status"] == 200
+    # the terms cookie under the vault's name, and the terms token sent to the vault's probe
+    assert not _works(port, "vault", terms)
+    assert _probe(port, "vault/quad.png", terms_token)["status"] == 401
+
+
+def test_a_token_sent_as_a_cookie_and_a_cookie_sent_as_a_token_are_refused(
+    servers: Servers,
+) -> None:
+    port = servers.main.port
+    value = login(port, "vault")
+    access = token(port, "vault", value)
+    _seen(value, access)
+    assert _works(port, "vault", value) and _probe(port, "vault/quad.png", access)["status"] == 200
+    assert not _works(port, "vault", access)
+    assert _probe(port, "vault/quad.png", value)["status"] == 401
+
+
+def test_origin_spoofing_gets_no_token_and_no_login_page(servers: Servers) -> None:
+    port = servers.main.port
+    value = login(port)
+    _seen(value)
+    for spoof in (
+        "https://evil.example",
+        "http://viewer.example.test:8001",
+        "http://viewer.example.test.evil.example:8000",
+    ):
+        page = _token_page(port, "staff", origin=spoof, cookies=cookie("staff", value))
+        message, target = posted(page) or ({}, "")
+        assert message["profile"] == "invalidOrigin" and "accessToken" not in page.text
+        access = send(port, "/auth/staff/access?" + urlencode({"origin": spoof}))
+        assert access.status == 403 and 'name="password"' not in access.text
+    # the allowed origin, written with a trailing slash (the 1.0 spec's example), is the same
+    page = _token_page(port, "staff", origin=ORIGIN + "/", cookies=cookie("staff", value))
+    message, target = posted(page) or ({}, "")
+    assert message["type"] == "AuthAccessToken2" and target == ORIGIN
+    _seen(message["accessToken"])
+
+
+def _post_form(port: int, policy: str, csrf: str | None, binding: str | None) -> Response:
+    form = {"username": USER, "password": PASSWORD, "origin": ""}
+    if csrf is not None:
+        form["csrf"] = csrf
+    return send(
+        port,
+        f"/auth/{policy}/access",
+        method="POST",
+        form=form,
+        cookies={"iiif-shim-csrf": binding} if binding else None,
+    )
+
+
+def test_csrf_refused_without_with_another_policy_s_and_expired(servers: Servers) -> None:
+    port = servers.main.port
+    fields, binding = open_form(port, "staff")
+    other_fields, other_binding = open_form(port, "vault")
+    expired = _forge(
+        SECRET, Purpose.CSRF, {"p": "staff", "b": binding}, 3600, now=time.time() - 7200
+    )
+    attempts = {
+        "no csrf": (None, binding),
+        "no binding cookie": (fields["csrf"], None),
+        "another browser's cookie": (fields["csrf"], other_binding),
+        "another policy's csrf": (other_fields["csrf"], other_binding),
+        "expired csrf": (expired, binding),
+    }
+    for case, (csrf, bound) in attempts.items():
+        answer = _post_form(port, "staff", csrf, bound)
+        assert answer.status == 403, case
+        assert "iiif-shim-auth-staff" not in set_cookies(answer), case
+    # the same post with this browser's valid value logs in
+    answer = _post_form(port, "staff", fields["csrf"], binding)
+    assert answer.status == 200 and "iiif-shim-auth-staff" in set_cookies(answer)
+    _seen(set_cookies(answer)["iiif-shim-auth-staff"].value)
+    # the clickthrough is a POST with CSRF too: a bare POST accepts nothing
+    bare = _post_form(port, "terms", None, None)
+    assert bare.status == 403 and not any(k.startswith("iiif-shim-auth") for k in set_cookies(bare))
+
+
+def test_brute_force_is_limited_after_ten_failures_with_retry_after(servers: Servers) -> None:
+    port = servers.main.port
+    for attempt in range(10):
+        answer = login_response(port, "staff", OTHER_USER, f"guess {attempt}")
+        assert answer.status == 200 and "Login failed" in answer.text, attempt
+    limited = login_response(port, "staff", OTHER_USER, "guess 11")
+    assert limited.status == 429
+    assert int(limited.header("Retry-After") or "0") > 0
+    # the limit holds for the right password too, and on the other machine (Redis)
+    assert login_response(port, "staff", OTHER_USER, OTHER_PASSWORD).status == 429
+    assert login_response(servers.peer.port, "staff", OTHER_USER, OTHER_PASSWORD).status == 429
+    # another user from the same address is not locked out
+    assert login_response(port, "vault", USER, PASSWORD).status == 200
+
+
+# --- CORS ----------------------------------------------------------------------------------------
+
+
+def test_preflight_names_authorization_and_nothing_allows_credentials(servers: Servers) -> None:
+    port = servers.main.port
+    preflight = send(
+        port,
+        "/iiif/3/staff%2Fquad.png/info.json",
+        method="OPTIONS",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status == 204
+    allowed = [
+        h.strip() for h in (preflight.header("Access-Control-Allow-Headers") or "").split(",")
+    ]
+    assert "Authorization" in allowed
+    value = login(port)
+    _seen(value)
+    for path in (
+        "/iiif/3/staff%2Fquad.png/info.json",
+        "/iiif/3/vault%2Fquad.png/full/max/0/default.jpg",
+        "/auth/probe/image/staff%2Fquad.png",
+        "/auth/staff/token",
+        "/auth/staff/token2?messageId=1&origin=" + quote(ORIGIN),
+    ):
+        for jar in (None, cookie("staff", value)):
+            answer = send(port, path, cookies=jar, headers={"Origin": ORIGIN})
+            assert answer.header("Access-Control-Allow-Credentials") is None, path
+            assert answer.header("Access-Control-Allow-Origin") in (None, "*"), path
+
+
+# --- what is written -----------------------------------------------------------------------------
+
+
+def test_the_audit_log_names_every_event(servers: Servers) -> None:
+    lines = [
+        json.loads(line)
+        for line in (servers.folder / "main" / "audit.log").read_text().splitlines()
+    ]
+    events = {line["event"] for line in lines}
+    assert {
+        "login",
+        "login_failed",
+        "logout",
+        "refused",
+        "rate_limited",
+        "token",
+        "token_refused",
+    } <= events
+    reasons = {line.get("reason") for line in lines if line["event"] == "refused"}
+    assert {"csrf", "origin", "address"} <= reasons
+    assert all({"time", "event"} <= set(line) for line in lines)
+
+
+def test_no_password_cookie_token_or_key_in_logs_audit_or_metrics(servers: Servers) -> None:
+    """Last: every credential the module used, against everything the servers wrote."""
+    assert len(SEEN) > 10
+    written = {
+        "main log": servers.main.log.read_text(),
+        "peer log": servers.peer.log.read_text(),
+        "other log": servers.other.log.read_text(),
+        "main metrics": send(servers.main.port, "/metrics").text,
+        "peer metrics": send(servers.peer.port, "/metrics").text,
+    }
+    for name in ("main", "peer", "other"):
+        audit = servers.folder / name / "audit.log"
+        written[f"{name} audit"] = audit.read_text() if audit.exists() else ""
+    for where, text in written.items():
+        for secret in SEEN:
+            assert secret not in text, f"a credential in the {where}"
