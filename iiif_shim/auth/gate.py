@@ -51,14 +51,13 @@ from iiif_shim.auth.documents import (
 from iiif_shim.auth.settings import AuthSettings, PolicySettings
 from iiif_shim.auth.signing import Purpose, Signer
 from iiif_shim.auth.store import Store
-from iiif_shim.auth.users import CheckBusy, Htpasswd, trusted_peer
+from iiif_shim.auth.users import MAX_USER, CheckBusy, Htpasswd, trusted_peer
 from iiif_shim.cache.settings import CacheSettings
 
 log = logging.getLogger("iiif_shim")
 
 COOKIE_PREFIX = "iiif-shim-auth-"
 CSRF_TTL = 3600  # seconds a login form's CSRF value stays good
-MAX_USER = 256  # characters of a user name kept in a session
 RANDOM_KEY_BYTES = 48
 
 
@@ -179,7 +178,7 @@ class Gate:
             {name: _Policy(name, p) for name, p in settings.policies.items()}
         )
         self._htpasswd: dict[Path, Htpasswd] = {}
-        self._origins = frozenset(o.rstrip("/").lower() for o in settings.allowed_origins)
+        self._origins = frozenset(o.lower() for o in settings.allowed_origins)
 
     @classmethod
     async def open(
@@ -236,16 +235,12 @@ class Gate:
 
     def _token_ok(self, policy: str, caller: Caller) -> bool:
         claims = self.signer.verify(Purpose.TOKEN, caller.bearer)
-        if claims is None or claims.get("p") != policy:
+        if claims is None or claims.get("p") != policy or self.store.revoked(claims["i"]):
             return False
         if "a" in claims:
             return bool(claims["a"] == self._address_digest(caller.address))
         sid = claims.get("s")
-        return (
-            isinstance(sid, str)
-            and not self.store.revoked(sid)
-            and not self.store.revoked(claims["i"])
-        )
+        return isinstance(sid, str) and not self.store.revoked(sid)
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -255,7 +250,7 @@ class Gate:
         """A new login of ``user`` to ``policy``: the cookie's value and the session. Writes
         the ``login`` audit line (``address``: the client's, for that line)."""
         self.policy(policy)
-        user = user[:MAX_USER]
+        user = user[:MAX_USER].encode("utf-8", "replace").decode("utf-8")  # no lone surrogate
         value, claims = self.signer.sign(
             Purpose.SESSION, {"p": policy, "u": user}, self.settings.session_ttl
         )
@@ -397,8 +392,8 @@ class Gate:
 
     def origin_allowed(self, origin: str | None) -> bool:
         """Whether a token may be posted to ``origin``: any origin when
-        ``auth.allowed_origins`` is empty, else one of them (case of the scheme and host
-        ignored, a trailing ``/`` too)."""
+        ``auth.allowed_origins`` is empty, else one of them (the case of the scheme and
+        host ignored). Never one that is not ``scheme://host[:port]`` (no path, no quote)."""
         if not origin:
             return False
         scheme, sep, rest = origin.partition("://")
@@ -406,4 +401,4 @@ class Gate:
             return False
         if any(c in origin for c in "\"'<>\\ \t\r\n") or not origin.isprintable():
             return False
-        return not self._origins or origin.rstrip("/").lower() in self._origins
+        return not self._origins or origin.lower() in self._origins

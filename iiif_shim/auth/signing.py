@@ -91,7 +91,8 @@ class Signer:
         now = time.time() if now is None else now
         exp = int(expires) if expires is not None else int(now + ttl)
         full = {**claims, "i": claims.get("i") or new_id(), "e": exp}
-        payload = _b64(json.dumps(full, separators=(",", ":"), ensure_ascii=True).encode())
+        text = json.dumps(full, separators=(",", ":"), ensure_ascii=False)
+        payload = _b64(text.encode("utf-8"))
         value = f"{payload}.{self._mac(self._keys[0], purpose, payload)}"
         if len(value) > MAX_VALUE:
             raise ValueError(f"a signed value of {len(value)} characters (at most {MAX_VALUE})")

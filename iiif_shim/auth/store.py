@@ -9,10 +9,11 @@ token), ``failures`` lines ``<time> <key>`` (a key is a keyed hash of a user nam
 address, never the name). A line is one ``write`` to a file opened ``O_APPEND`` under a shared
 ``flock``, so lines of several processes never interleave. Each process keeps what it read in
 memory and, on each look, ``stat``s the journal and reads only the bytes added since (a new
-inode: the journal was compacted, read from its start). Once a journal passes
+inode: the journal was compacted, read from its start). Each time a journal grows by
 :data:`MAX_JOURNAL` bytes, the writer rewrites it under an exclusive ``flock`` with only the
-lines still alive (revocations until their ``exp``, failures for ``max_failures.window``) and
-renames it over the old one.
+lines still alive (revocations until their ``exp``, failures for ``max_failures.window``; at
+most the newest :data:`MAX_REVOKED` or :data:`MAX_KEYS` lines) and renames it over the old
+one. A journal is so at most those live lines plus :data:`MAX_JOURNAL` bytes.
 
 The hot path (:meth:`Store.revoked`, on every request that carries a valid cookie or token)
 is a ``stat`` and a look in a dict; reading new lines happens there only after a logout.
@@ -89,8 +90,9 @@ def state_folder(configured: Path | None, run_dir: Path | None) -> tuple[Path, b
 class Journal:
     """One append-only journal of lines, read incrementally, compacted when large."""
 
-    def __init__(self, folder: Path, name: str) -> None:
+    def __init__(self, folder: Path, name: str, max_lines: int) -> None:
         self.path = folder / name
+        self.max_lines = max_lines
         self._lock_path = folder / LOCK
         self._ino = -1
         self._offset = 0
@@ -141,7 +143,7 @@ class Journal:
                 size = os.fstat(fd).st_size
             finally:
                 os.close(fd)
-        if size > MAX_JOURNAL:
+        if size // MAX_JOURNAL != (size - len(data)) // MAX_JOURNAL:  # each MAX_JOURNAL bytes
             self.compact(alive)
 
     def compact(self, alive: Callable[[str], bool]) -> None:
@@ -151,17 +153,13 @@ class Journal:
             except FileNotFoundError:
                 return
             try:
-                if os.fstat(fd).st_size <= MAX_JOURNAL:
-                    return  # another process compacted it already
                 chunks = []
                 while chunk := os.read(fd, 1024 * 1024):
                     chunks.append(chunk)
             finally:
                 os.close(fd)
             lines = b"".join(chunks).decode("ascii", "replace").splitlines()
-            kept = [line for line in lines if alive(line)]
-            if sum(len(x) + 1 for x in kept) > MAX_JOURNAL // 2:  # keep room: the newest half
-                kept = kept[len(kept) // 2 :]
+            kept = [line for line in lines if alive(line)][-self.max_lines :]
             temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
             out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o600)
             try:
@@ -308,6 +306,7 @@ class _Redis:
                         await pubsub.subscribe(self.channel)
                     await self._load_keys()
                     self.subscribed.set()
+                    self._answered()
                     while True:
                         message = await pubsub.get_message(timeout=5.0)
                         if message is not None and message.get("type") == "message":
@@ -348,8 +347,8 @@ class Store:
         self.folder = folder
         self._temporary = temporary
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._revocations = Journal(folder, REVOKED)
-        self._failure_journal = Journal(folder, FAILURES)
+        self._revocations = Journal(folder, REVOKED, MAX_REVOKED)
+        self._failure_journal = Journal(folder, FAILURES, MAX_KEYS)
         self._revoked: dict[str, int] = {}
         self._failures: dict[str, deque[float]] = {}
         self._window = 600.0

@@ -32,7 +32,7 @@ from iiif_shim.base.schema import Finding, problem, warning
 MAX_FILE = 4 * 1024 * 1024  # bytes of an htpasswd file
 MAX_PASSWORD = 72  # bytes of a password bcrypt reads (bcrypt 5 refuses longer ones; the rest is
 # cut, as htpasswd -B and every bcrypt before 5 did)
-MAX_USER = 256  # characters of a user name
+MAX_USER = 128  # characters of a user name (a session's cookie carries it)
 CONCURRENT_CHECKS = max(1, min(4, os.cpu_count() or 1))  # bcrypt checks at once, per process
 CHECK_WAIT = 10.0  # seconds a check waits for its turn before it fails
 _BCRYPT_RE = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")

@@ -1,0 +1,337 @@
+"""The gate (auth/gate.py): who gets which tier, tokens and cookies never taken for each
+other, bound to their policy and key, refused once expired or revoked (in another process
+too), tokens for kiosk and external addresses, login limits, CSRF, origins, header users, and
+audit lines that never hold a secret."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from iiif_shim.auth.gate import Caller, Gate, Tier, cookie_name
+from iiif_shim.auth.settings import (
+    AuthSettings,
+    DegradedSettings,
+    FailureLimits,
+    PolicySettings,
+    UsersSettings,
+)
+from iiif_shim.auth.signing import Purpose, Signer
+from iiif_shim.auth.store import Store
+from iiif_shim.base import redaction
+
+SECRET = "s" * 20 + "-gate-test-secret-" + "t" * 10
+OTHER_SECRET = "o" * 40
+ADDRESS = "192.0.2.7"
+
+
+def _settings(tmp_path: Path, secret: str = SECRET, **more: object) -> AuthSettings:
+    users = tmp_path / "users.htpasswd"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    if not users.exists():
+        hashed = bcrypt.hashpw(b"right-password", bcrypt.gensalt(4)).decode()
+        users.write_text(f"bob:{hashed}\n")
+    policies = {
+        "staff": PolicySettings(
+            kind="login",
+            label="Staff",
+            users=UsersSettings(htpasswd=users),
+            degraded=DegradedSettings(max_size=400),
+        ),
+        "terms": PolicySettings(kind="clickthrough", label="Terms"),
+        "room": PolicySettings(kind="external", label="Room", networks=("10.20.0.0/16",)),
+        "kiosk": PolicySettings(kind="kiosk", label="Kiosk", networks=("2001:db8::/32",)),
+        "sso": PolicySettings(
+            kind="login",
+            label="SSO",
+            users=UsersSettings(header="X-Remote-User", trusted_proxies=("127.0.0.1",)),
+        ),
+    }
+    values: dict[str, object] = {
+        "secret": secret,
+        "state_dir": tmp_path / "state",
+        "audit_log": tmp_path / "audit.log",
+        "policies": policies,
+        "max_failures": FailureLimits(per_user=3, per_address=5, window=60),
+        **more,
+    }
+    return AuthSettings(**values)  # type: ignore[arg-type]
+
+
+def _open(settings: AuthSettings) -> Gate:
+    return asyncio.run(Gate.open(settings, None, None))
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Gate]:
+    found = _open(_settings(tmp_path))
+    yield found
+    asyncio.run(found.close())
+
+
+def caller(
+    cookies: dict[str, str] | None = None, bearer: str | None = None, address: str = ADDRESS
+) -> Caller:
+    return Caller(address, cookies or {}, bearer)
+
+
+def test_tiers_without_and_with_a_login(gate: Gate) -> None:
+    assert gate.decide(None, caller()).full  # public
+    nobody = gate.decide("staff", caller())
+    assert (nobody.tier, nobody.max_size) == (Tier.DEGRADED, 400)
+    assert gate.decide("terms", caller()).tier is Tier.NONE
+    assert gate.decide("no-such-policy", caller()).tier is Tier.NONE  # fail closed
+    cookie, session = gate.start_session("staff", "bob")
+    verdict = gate.decide("staff", caller({cookie_name("staff"): cookie}))
+    assert verdict.full and verdict.user == "bob"
+    assert gate.session("staff", caller({cookie_name("staff"): cookie})) == session
+
+
+def test_any_user_name_fits_a_cookie(gate: Gate) -> None:
+    """An SSO or OIDC name may be long and of any script: it is cut, never refused."""
+    for name in ("\U0001f600" * 1000, "é" * 1000, "a\ud800b", "x" * 10_000):
+        cookie, session = gate.start_session("terms", name)
+        assert len(cookie) < 2048 and len(session.user) <= 128
+        verdict = gate.decide("terms", caller({cookie_name("terms"): cookie}))
+        assert verdict.full and verdict.user == session.user
+
+
+def test_a_cookie_of_one_policy_opens_nothing_of_another(gate: Gate) -> None:
+    terms, _ = gate.start_session("terms", "anyone")
+    assert gate.decide("terms", caller({cookie_name("terms"): terms})).full
+    # the terms cookie under the staff cookie's name
+    assert not gate.decide("staff", caller({cookie_name("staff"): terms})).full
+    token = gate.issue_token("terms", caller({cookie_name("terms"): terms}))
+    assert not isinstance(token, str)
+    assert gate.decide("terms", caller(bearer=token.value), bearer_ok=True).full
+    assert not gate.decide("staff", caller(bearer=token.value), bearer_ok=True).full
+
+
+def test_a_token_as_a_cookie_and_a_cookie_as_a_token_are_refused(gate: Gate) -> None:
+    cookie, _ = gate.start_session("staff", "bob")
+    token = gate.issue_token("staff", caller({cookie_name("staff"): cookie}))
+    assert not isinstance(token, str)
+    assert token.value != cookie
+    assert not gate.decide("staff", caller({cookie_name("staff"): token.value})).full
+    assert not gate.decide("staff", caller(bearer=cookie), bearer_ok=True).full
+    csrf = gate.csrf("staff")
+    assert not gate.decide("staff", caller({cookie_name("staff"): csrf})).full
+    assert not gate.decide("staff", caller(bearer=csrf), bearer_ok=True).full
+    # a token opens info.json (bearer_ok), never an image
+    assert gate.decide("staff", caller(bearer=token.value), bearer_ok=True).full
+    assert not gate.decide("staff", caller(bearer=token.value)).full
+
+
+def test_forged_other_secret_and_expired_values_are_refused(tmp_path: Path, gate: Gate) -> None:
+    other = _open(_settings(tmp_path / "other", secret=OTHER_SECRET))
+    try:
+        foreign, _ = other.start_session("staff", "bob")
+        assert not gate.decide("staff", caller({cookie_name("staff"): foreign})).full
+        foreign_token = other.issue_token("staff", caller({cookie_name("staff"): foreign}))
+        assert not isinstance(foreign_token, str)
+        assert not gate.decide("staff", caller(bearer=foreign_token.value), bearer_ok=True).full
+    finally:
+        asyncio.run(other.close())
+    signer = Signer([SECRET.encode()])
+    old, _ = signer.sign(Purpose.SESSION, {"p": "staff", "u": "bob"}, 10, now=time.time() - 20)
+    assert not gate.decide("staff", caller({cookie_name("staff"): old})).full
+    assert gate.issue_token("staff", caller({cookie_name("staff"): old})) == "expiredAspect"
+    cookie, _ = gate.start_session("staff", "bob")
+    forged = cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")
+    assert not gate.decide("staff", caller({cookie_name("staff"): forged})).full
+    assert gate.issue_token("staff", caller({cookie_name("staff"): forged})) == "invalidAspect"
+    assert gate.issue_token("staff", caller()) == "missingAspect"
+    huge = "A" * 10240
+    assert not gate.decide("staff", caller({cookie_name("staff"): huge}, huge), bearer_ok=True).full
+
+
+def test_a_rotated_key_still_accepts_old_logins(tmp_path: Path) -> None:
+    old = _open(_settings(tmp_path / "a", secret=OTHER_SECRET))
+    new = _open(_settings(tmp_path / "b", secret=SECRET + "\n" + OTHER_SECRET))
+    try:
+        cookie, _ = old.start_session("staff", "bob")
+        assert new.decide("staff", caller({cookie_name("staff"): cookie})).full
+    finally:
+        asyncio.run(old.close())
+        asyncio.run(new.close())
+
+
+def test_logout_revokes_the_cookie_and_its_tokens_in_every_process(
+    tmp_path: Path, gate: Gate
+) -> None:
+    """Another gate on the same state folder (another worker) refuses the replayed cookie
+    and the tokens made from it."""
+    settings = _settings(tmp_path)
+    other = _open(settings)
+    try:
+        cookie, _ = gate.start_session("staff", "bob")
+        jar = {cookie_name("staff"): cookie}
+        token = gate.issue_token("staff", caller(jar))
+        assert not isinstance(token, str)
+        assert other.decide("staff", caller(jar)).full
+        assert other.decide("staff", caller(bearer=token.value), bearer_ok=True).full
+        asyncio.run(gate.end_session("staff", caller(jar)))
+        for g in (gate, other):
+            assert not g.decide("staff", caller(jar)).full  # replayed after logout
+            assert not g.decide("staff", caller(bearer=token.value), bearer_ok=True).full
+            assert g.issue_token("staff", caller(jar)) == "invalidAspect"
+        again, _ = other.start_session("staff", "bob")  # a new login works
+        assert gate.decide("staff", caller({cookie_name("staff"): again})).full
+    finally:
+        asyncio.run(other.close())
+
+
+def test_a_token_never_outlives_its_session(tmp_path: Path) -> None:
+    gate = _open(_settings(tmp_path, token_ttl=3600, session_ttl=100))
+    try:
+        cookie, session = gate.start_session("terms", "x")
+        token = gate.issue_token("terms", caller({cookie_name("terms"): cookie}))
+        assert not isinstance(token, str)
+        assert token.exp <= session.exp and token.expires_in <= 100
+    finally:
+        asyncio.run(gate.close())
+
+
+def test_addresses_inside_networks_are_full_and_get_tokens(gate: Gate) -> None:
+    inside, outside = "10.20.3.4", "10.21.0.1"
+    assert gate.decide("room", caller(address=inside)).full
+    assert gate.decide("room", caller(address="::ffff:10.20.3.4")).full
+    assert not gate.decide("room", caller(address=outside)).full
+    assert gate.decide("kiosk", caller(address="2001:db8::5")).full
+    assert not gate.decide("kiosk", caller(address="garbage")).full
+    token = gate.issue_token("room", caller(address=inside))
+    assert not isinstance(token, str)
+    assert inside not in token.value  # the token names no address
+    assert gate.decide("room", caller(bearer=token.value, address=inside), bearer_ok=True).full
+    # from another address the token is worth nothing
+    moved = caller(bearer=token.value, address=outside)
+    assert not gate.decide("room", moved, bearer_ok=True).full
+    assert gate.issue_token("room", caller(address=outside)) == "missingAspect"
+    # logging out with the token revokes it
+    asyncio.run(gate.end_session("room", caller(bearer=token.value, address=inside)))
+    again = caller(bearer=token.value, address=inside)
+    assert gate.decide("room", again).full  # the address still is inside
+    assert not gate._token_ok("room", again)  # the token itself is dead
+
+
+def test_header_users_are_believed_from_trusted_proxies_only(gate: Gate) -> None:
+    assert gate.header_user("sso", "127.0.0.1", "alice") == "alice"
+    assert gate.header_user("sso", "192.0.2.1", "alice") is None
+    assert gate.header_user("sso", "127.0.0.1", "") is None
+    assert gate.header_user("sso", "127.0.0.1", "a\nb") is None
+    assert gate.header_user("staff", "127.0.0.1", "alice") is None  # htpasswd, no header
+
+
+def test_passwords_and_failure_limits(gate: Gate) -> None:
+    async def main() -> None:
+        assert await gate.check_password("staff", "bob", "right-password")
+        assert not await gate.check_password("staff", "bob", "wrong")
+        assert not await gate.check_password("terms", "bob", "right-password")
+        assert not await gate.check_password("nope", "bob", "right-password")
+        for _ in range(3):
+            assert await gate.allow_attempt("staff", "bob", ADDRESS) is None
+            await gate.count_failure("staff", "bob", ADDRESS)
+        wait = await gate.allow_attempt("staff", "bob", ADDRESS)
+        assert wait is not None and 1 <= wait <= 60
+        assert await gate.allow_attempt("staff", "carl", ADDRESS) is None  # another user
+        assert await gate.allow_attempt("terms", "bob", ADDRESS) is None  # another policy
+        for user in ("carl", "dan"):
+            await gate.count_failure("staff", user, ADDRESS)
+        assert await gate.allow_attempt("staff", "eve", ADDRESS) is not None  # the address
+        assert await gate.allow_attempt("staff", "eve", "192.0.2.8") is None
+
+    asyncio.run(main())
+
+
+def test_csrf_values(gate: Gate) -> None:
+    value = gate.csrf("staff", "browser-1")
+    assert gate.csrf_ok("staff", value, "browser-1")
+    assert not gate.csrf_ok("staff", value, "browser-2")
+    assert not gate.csrf_ok("terms", value, "browser-1")
+    assert not gate.csrf_ok("staff", None, "browser-1")
+    assert not gate.csrf_ok("staff", gate.start_session("staff", "x")[0], "")
+    assert gate.csrf("staff") != gate.csrf("staff")
+
+
+def test_origins(tmp_path: Path, gate: Gate) -> None:
+    assert gate.origin_allowed("https://viewer.example.org")
+    for bad in (None, "", "null", "javascript:alert(1)", "https://a/b", "https://a'><", "ftp://a"):
+        assert not gate.origin_allowed(bad), bad
+    strict = _open(_settings(tmp_path / "s", allowed_origins=("https://viewer.example.org",)))
+    try:
+        assert strict.origin_allowed("https://viewer.example.org")
+        assert strict.origin_allowed("https://Viewer.example.org")
+        assert not strict.origin_allowed("https://viewer.example.org/")  # an origin has no /
+        assert not strict.origin_allowed("https://viewer.example.org.evil.test")
+        assert not strict.origin_allowed("http://viewer.example.org")
+    finally:
+        asyncio.run(strict.close())
+
+
+def test_audit_lines_name_events_and_hold_no_secret(tmp_path: Path) -> None:
+    redaction.remember(SECRET)  # as the configuration reader does for auth.secret
+    gate = _open(_settings(tmp_path))
+    try:
+        cookie, _ = gate.start_session("staff", "bob", address=ADDRESS)
+        jar = {cookie_name("staff"): cookie}
+        token = gate.issue_token("staff", caller(jar))
+        assert not isinstance(token, str)
+        assert gate.issue_token("staff", caller()) == "missingAspect"
+
+        async def main() -> None:
+            assert not await gate.check_password("staff", "bob", "hunter2-password")
+            await gate.count_failure("staff", "bob", ADDRESS)
+            await gate.end_session("staff", caller(jar, token.value))
+
+        asyncio.run(main())
+        gate.audit.event("refused", policy="staff", address=ADDRESS, identifier="x" * 5000)
+    finally:
+        asyncio.run(gate.close())
+    text = (tmp_path / "audit.log").read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [line["event"] for line in lines] == [
+        "login",
+        "token",
+        "token_refused",
+        "login_failed",
+        "logout",
+        "refused",
+    ]
+    assert all(line["time"].endswith("Z") and "T" in line["time"] for line in lines)
+    assert lines[0]["user"] == "bob" and lines[0]["address"] == ADDRESS
+    assert lines[2]["reason"] == "missingAspect"
+    assert len(lines[-1]["identifier"]) <= 256
+    for secret in (cookie, token.value, SECRET, "hunter2-password", "right-password"):
+        assert secret not in text
+    for part in (cookie.split(".")[1], token.value.split(".")[1]):
+        assert part not in text
+
+
+def test_audit_without_a_file_goes_to_the_logger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = _open(_settings(tmp_path, audit_log=None))
+    try:
+        with caplog.at_level("INFO", logger="iiif_shim.audit"):
+            gate.start_session("terms", "someone", address=ADDRESS)
+    finally:
+        asyncio.run(gate.close())
+    records = [r for r in caplog.records if r.name == "iiif_shim.audit"]
+    assert len(records) == 1 and json.loads(records[0].getMessage())["event"] == "login"
+
+
+def test_a_gate_without_keys_makes_a_random_one(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    bare = AuthSettings(policies=settings.policies, state_dir=tmp_path / "state")
+    store = asyncio.run(Store.open(tmp_path / "state", None))
+    one, two = Gate(bare, store, keys=()), Gate(bare, store, keys=())
+    cookie, _ = one.start_session("terms", "x")
+    assert one.decide("terms", caller({cookie_name("terms"): cookie})).full
+    assert not two.decide("terms", caller({cookie_name("terms"): cookie})).full
+    asyncio.run(store.close())

@@ -1,0 +1,295 @@
+"""Revocations and failed logins (auth/store.py): shared by real processes through the
+journals in one folder, and by "machines" (stores in separate folders) through a real Redis;
+bounded journals; failure limits with Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iiif_shim.auth import store as store_module
+from iiif_shim.auth.store import Store, state_folder
+from iiif_shim.cache.journal import RUN_DIR_ENV
+from iiif_shim.cache.settings import CacheSettings
+from tests.support import Process, start_redis, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from pathlib import Path
+    from iiif_shim.auth import store as module
+    from iiif_shim.auth.store import Store
+    module.MAX_JOURNAL = int(sys.argv[2])
+
+    async def main():
+        store = await Store.open(Path(sys.argv[1]), None)
+        print("ready", flush=True)
+        for line in sys.stdin:
+            verb, _, arg = line.strip().partition(" ")
+            if verb == "wait":  # until revoked, within 20 s
+                deadline = time.monotonic() + 20
+                while not store.revoked(arg) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                print("revoked" if store.revoked(arg) else "not revoked", arg, flush=True)
+            elif verb == "check":
+                print("revoked" if store.revoked(arg) else "not revoked", arg, flush=True)
+            elif verb == "revoke":
+                await store.revoke(arg, int(time.time()) + 3600)
+                print("done", arg, flush=True)
+        await store.close()
+
+    asyncio.run(main())
+    """
+)
+
+
+class Child:
+    """Another real process with a store on the same folder, driven line by line."""
+
+    def __init__(self, folder: Path, max_journal: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(folder), str(max_journal)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.ask(None) == "ready"
+
+    def ask(self, line: str | None) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if line is not None:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(20)
+
+
+@pytest.fixture
+def child(tmp_path: Path) -> Iterator[Child]:
+    found = Child(tmp_path / "state", store_module.MAX_JOURNAL)
+    yield found
+    found.close()
+
+
+def test_a_revocation_made_in_one_process_is_seen_by_another(tmp_path: Path, child: Child) -> None:
+    async def main() -> None:
+        store = await Store.open(tmp_path / "state", None)
+        try:
+            assert child.ask("check sid-one") == "not revoked sid-one"
+            await store.revoke("sid-one", int(time.time()) + 3600)
+            assert child.ask("check sid-one") == "revoked sid-one"  # no wait: a stat away
+            assert child.ask("revoke sid-two") == "done sid-two"
+            assert store.revoked("sid-two")
+            assert not store.revoked("sid-three")
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_journals_are_compacted_and_processes_follow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a small bound, many revocations (half of them already over) keep the journal
+    small, and another process still sees every live one, across the compactions."""
+    monkeypatch.setattr(store_module, "MAX_JOURNAL", 4096)
+    other = Child(tmp_path / "state", 4096)
+
+    async def main() -> None:
+        store = await Store.open(tmp_path / "state", None)
+        try:
+            now = int(time.time())
+            for i in range(600):
+                await store.revoke(f"s{i}", now + (3600 if i % 2 else -1))
+            lines = (tmp_path / "state" / "revoked").read_text().splitlines()
+            assert len(lines) < 500, len(lines)  # compacted: the expired ones left
+            for i in (1, 301, 599):
+                assert other.ask(f"check s{i}") == f"revoked s{i}"
+            assert other.ask("check s598") == "not revoked s598"  # expired
+            assert other.ask("revoke late") == "done late"
+            assert store.revoked("late")
+        finally:
+            await store.close()
+            other.close()
+
+    asyncio.run(main())
+
+
+def test_revocations_expire_and_bad_ids_are_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await Store.open(tmp_path, None)
+        try:
+            await store.revoke("gone", int(time.time()) - 1)
+            assert not store.revoked("gone")
+            for bad in ("", "a b", "x\n1 y", "é", "a" * 65):
+                with pytest.raises(ValueError):
+                    await store.revoke(bad, int(time.time()) + 60)
+            (tmp_path / "revoked").open("a").write("garbage\n12 \n\n1 a b\n")
+            assert not store.revoked("a")  # a damaged journal is skipped line by line
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_state_folder_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert state_folder(tmp_path / "given", tmp_path / "run") == (tmp_path / "given", False)
+    assert state_folder(None, tmp_path / "run") == (tmp_path / "run" / "auth", False)
+    monkeypatch.setenv(RUN_DIR_ENV, str(tmp_path / "env"))
+    assert state_folder(None, None) == (tmp_path / "env" / "auth", False)
+    monkeypatch.delenv(RUN_DIR_ENV)
+    folder, temporary = state_folder(None, None)
+    assert temporary and folder.is_dir()
+
+    async def main() -> None:
+        store = await Store.open(None, None)
+        assert store.folder.is_dir()
+        await store.close()
+        assert not store.folder.exists()  # a private folder goes with its process
+
+    asyncio.run(main())
+    folder.rmdir()
+
+
+# --- failed logins -----------------------------------------------------------------------
+
+
+def test_failures_are_limited_per_key_with_retry_after(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await Store.open(tmp_path, None)
+        other = await Store.open(tmp_path, None)  # another process's view
+        try:
+            keys = [("u.bob", 3), ("a.addr", 5)]
+            for _ in range(2):
+                assert await store.retry_after(keys, 60) is None
+                await store.count_failure(["u.bob", "a.addr"], 60)
+            assert await store.retry_after(keys, 60) is None
+            await store.count_failure(["u.bob", "a.addr"], 60)
+            wait = await other.retry_after(keys, 60)  # seen through the journal
+            assert wait is not None and 1 <= wait <= 60
+            assert await other.retry_after([("u.eve", 3), ("a.addr", 5)], 60) is None
+            await store.count_failure(["u.eve", "a.addr"], 60)
+            await store.count_failure(["u.max", "a.addr"], 60)
+            assert await other.retry_after([("u.zed", 3), ("a.addr", 5)], 60) is not None
+            assert await other.retry_after([("u.zed", 3), ("a.other", 5)], 60) is None
+            # the window: failures older than it no longer count; Retry-After is when
+            # enough of them leave it
+            now = time.time()
+            with (tmp_path / "failures").open("a") as journal:
+                for age in (100, 90, 80, 50, 40):
+                    journal.write(f"{now - age:.3f} u.old\n")
+            assert await other.retry_after([("u.old", 3)], 30) is None
+            wait = await other.retry_after([("u.old", 2)], 60)  # 50 and 40 s old: 10 s left
+            assert wait is not None and 9 <= wait <= 11
+            wait = await other.retry_after([("u.old", 1)], 60)  # the newest: 20 s left
+            assert wait is not None and 19 <= wait <= 21
+        finally:
+            await store.close()
+            await other.close()
+
+    asyncio.run(main())
+
+
+# --- Redis -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+def _cache(port: int, prefix: str) -> CacheSettings:
+    return CacheSettings(
+        redis=f"redis://127.0.0.1:{port}/0",
+        redis_retry=0.5,
+        redis_prefix=prefix,
+    )
+
+
+async def _until(check: object, what: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"not {what} after {seconds}s")
+        await asyncio.sleep(0.01)
+
+
+def test_redis_shares_revocations_and_failures_between_machines(
+    tmp_path: Path, redis_server: Process
+) -> None:
+    """Two stores with folders of their own (two machines) and one Redis."""
+    cache = _cache(redis_server.port, f"t{os.getpid()}-{time.monotonic_ns()}:")
+
+    async def main() -> None:
+        one = await Store.open(tmp_path / "one", cache)
+        two = await Store.open(tmp_path / "two", cache)
+        try:
+            assert one.redis is not None and two.redis is not None
+            await _until(lambda: two.redis.subscribed.is_set(), "subscribed")  # type: ignore[union-attr]
+            await one.revoke("machine-sid", int(time.time()) + 3600)
+            await _until(lambda: two.revoked("machine-sid"), "seen on the other machine")
+            assert not (tmp_path / "two" / "revoked").exists()  # not through the files
+            late = await Store.open(tmp_path / "late", cache)  # starts after the logout
+            try:
+                await _until(lambda: late.revoked("machine-sid"), "seen by a late starter")
+            finally:
+                await late.close()
+            keys = [("u.bob", 2), ("a.x", 10)]
+            await one.count_failure(["u.bob", "a.x"], 60)
+            await two.count_failure(["u.bob", "a.y"], 60)
+            wait = await two.retry_after(keys, 60)  # one failure here, one on the other
+            assert wait is not None and 1 <= wait <= 60
+            assert await two.retry_after([("u.bob", 3), ("a.x", 10)], 60) is None
+        finally:
+            await one.close()
+            await two.close()
+
+    asyncio.run(main())
+
+
+def test_redis_down_the_files_still_work_and_it_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_redis(tmp_path / "redis")
+    cache = _cache(server.port, "down:")
+
+    async def main() -> None:
+        store = await Store.open(tmp_path / "state", cache)
+        other = await Store.open(tmp_path / "state", None)  # a process of the same server
+        try:
+            assert store.redis is not None
+            await _until(lambda: store.redis.subscribed.is_set(), "subscribed")  # type: ignore[union-attr]
+            server.stop()
+            with caplog.at_level(logging.WARNING, logger="iiif_shim"):
+                for i in range(3):
+                    await store.revoke(f"down-{i}", int(time.time()) + 60)
+                    await store.count_failure(["u.a"], 60)
+                    assert await store.retry_after([("u.a", 10)], 60) is None
+            assert all(other.revoked(f"down-{i}") for i in range(3))
+            assert await other.retry_after([("u.a", 3)], 60) is not None
+            failed = [r for r in caplog.records if "Redis at" in r.getMessage()]
+            assert len([r for r in failed if "failed" in r.getMessage()]) == 1, failed
+        finally:
+            await store.close()
+            await other.close()
+
+    asyncio.run(main())
+    wait_until(lambda: server.proc.poll() is not None, "redis stopped")
