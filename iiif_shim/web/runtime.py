@@ -2,8 +2,10 @@
 
 A :class:`Runtime` is one configuration made live: its settings, the public base URL, the image
 service (backends, thread pool, caches), the health monitor and the access gate (``auth/gate.py``:
-its signing keys, logouts and login limits, opened and closed with the runtime, so a reload
-brings new policies and keys at once). :class:`Live` holds the current
+its policies and signing keys, opened and closed with the runtime, so a reload brings new ones
+at once; what it remembers, logouts and failed logins, is in files that outlive runtimes: the
+supervisor's run folder, else one folder :class:`Live` makes for the process and removes at
+its end, unless ``auth.state_dir`` names one). :class:`Live` holds the current
 one. Each request uses the runtime that was current when it arrived, to its end
 (:meth:`Live.use`); a reload (:meth:`Live.reload`, on SIGHUP) builds a new runtime from a file
 that passed every check, makes it current, stops the old one's background reads of object
@@ -20,6 +22,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -92,6 +96,8 @@ class Live:
         self._open: dict[int, tuple[Runtime, AsyncExitStack]] = {}  # by id(runtime)
         self._closing: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self._run_dir: Path | None = None  # the gates' folder (see the module's text)
+        self._own_run_dir = False
 
     @property
     def current(self) -> Runtime:
@@ -100,6 +106,12 @@ class Live:
         return self._current
 
     async def start(self, settings: Settings) -> None:
+        run_dir = os.environ.get(RUN_DIR_ENV)
+        if run_dir:
+            self._run_dir = Path(run_dir)
+        else:  # one process alone: a folder for its life, so a reload forgets no logout
+            self._run_dir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="iiif-shim-"))
+            self._own_run_dir = True
         self._current = await self._build(settings)
 
     async def _build(self, settings: Settings) -> Runtime:
@@ -116,10 +128,7 @@ class Live:
                     policies=settings.auth.policies,
                 )
             )
-            run_dir = os.environ.get(RUN_DIR_ENV)
-            gate = await Gate.open(
-                settings.auth, settings.cache, Path(run_dir) if run_dir else None
-            )
+            gate = await Gate.open(settings.auth, settings.cache, self._run_dir)
             stack.push_async_callback(gate.close)
             health = HealthMonitor(service, settings.server.health_interval)
             health.start()
@@ -196,3 +205,5 @@ class Live:
         for task in list(self._closing):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._own_run_dir and self._run_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self._run_dir, True)

@@ -6,7 +6,8 @@ Servers, started once for the module (``tests/http/auth_support.py`` has the pol
 
 - ``main``: two processes (``server.processes: 2``), Redis, ``auth.allowed_origins`` set;
 - ``peer``: another machine: one process, the same key and the same Redis;
-- ``other``: another key, logins and tokens of 3 seconds, ``server.public_url`` in ``https``.
+- ``other``: another key, logins and tokens of 3 seconds, ``server.public_url`` in ``https``;
+- ``single``: one process, no Redis (what a reload must not forget lives in its files).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,11 +75,10 @@ SEEN: set[str] = {PASSWORD, OTHER_PASSWORD, SECRET, OTHER_SECRET}
 
 
 class Servers:
-    def __init__(self, folder: Path, main: Process, peer: Process, other: Process) -> None:
+    def __init__(self, folder: Path, images: Path, *procs: Process) -> None:
         self.folder = folder
-        self.main = main
-        self.peer = peer
-        self.other = other
+        self.images = images
+        self.main, self.peer, self.other, self.single = procs
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +108,10 @@ def servers(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             tmp,
         )
         started.append(other)
+        single = start_shim(auth_config(tmp / "single", images), tmp)
+        started.append(single)
         wait_until(lambda: len(_workers(main.port)) == 2, "both workers of main answering")
-        yield Servers(tmp, main, peer, other)
+        yield Servers(tmp, images, main, peer, other, single)
     finally:
         for proc in reversed(started):
             proc.stop()
@@ -505,6 +508,28 @@ def test_a_token_given_before_logout_is_refused_after_it(servers: Servers) -> No
     assert _probe(port, "vault/quad.png", access)["status"] == 200
     assert send(port, "/auth/vault/logout", cookies=cookie("vault", value)).status == 200
     assert _probe(port, "vault/quad.png", access)["status"] == 401
+
+
+def test_a_reload_brings_new_policies_and_forgets_no_logout_nor_failure(
+    servers: Servers,
+) -> None:
+    proc = servers.single
+    port = proc.port
+    value = login(port, "vault")
+    _seen(value)
+    assert _works(port, "vault", value)
+    assert send(port, "/auth/vault/logout", cookies=cookie("vault", value)).status == 200
+    assert not _works(port, "vault", value)
+    for attempt in range(10):
+        assert login_response(port, "staff", OTHER_USER, f"guess {attempt}").status == 200
+    assert login_response(port, "staff", OTHER_USER, OTHER_PASSWORD).status == 429
+    assert send(port, "/auth/late/access").status == 404
+    late = {"kind": "clickthrough", "label": "Added by a reload"}
+    auth_config(servers.folder / "single", servers.images, auth={"policies": {"late": late}})
+    proc.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: send(port, "/auth/late/access").status == 200, "the new policy", 10)
+    assert not _works(port, "vault", value)  # the logout still holds
+    assert login_response(port, "staff", OTHER_USER, OTHER_PASSWORD).status == 429
 
 
 # --- attacks -------------------------------------------------------------------------------------
