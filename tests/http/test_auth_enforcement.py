@@ -359,9 +359,22 @@ def test_the_backend_is_never_asked_for_more_than_the_degraded_tier(site: Site) 
     assert sizes
     for line, w, h in sizes:
         assert max(w, h) <= DEGRADED, line
-    # the image itself, logged in, asks for its full size
-    full = site.get(f"/iiif/3/{enc('up/big.jpg')}/full/max/0/default.jpg", login=site.staff)
+    # without a login the image itself is refused before the upstream is asked anything
+    before = len(site.upstream.log.read_text().splitlines())
+    whole = f"/iiif/3/{enc('up/big.jpg')}/full/max/0/default.jpg"
+    refused = site.get(whole)
+    assert refused.status == 401
+    _no_image(refused)
+    # logged in, it asks for the full size (streamed through as the upstream sends it)
+    full = site.get(whole, login=site.staff)
     assert full.status == 200 and full.image().size == BIG
+    wait_until(
+        lambda: "/iiif/3/big.jpg/full/" in site.upstream.log.read_text(),
+        "the full-size request in the upstream's log",
+        10,
+    )
+    asked = site.upstream.log.read_text().splitlines()[before:]
+    assert len([line for line in asked if "/iiif/3/big.jpg/full/" in line]) == 1
 
 
 # --- the cache tiers --------------------------------------------------------------------------
