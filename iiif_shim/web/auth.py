@@ -49,6 +49,7 @@ from iiif_shim.auth import documents
 from iiif_shim.auth.gate import COOKIE_PREFIX, CSRF_TTL, Caller, Gate, Token, cookie_name
 from iiif_shim.auth.settings import PolicySettings
 from iiif_shim.auth.users import trusted_peer
+from iiif_shim.base.errors import ShimError
 from iiif_shim.web import authpages
 from iiif_shim.web.baseurl import valid_host
 from iiif_shim.web.runtime import Runtime
@@ -123,7 +124,7 @@ def is_https(request: web.Request, runtime: Runtime) -> bool:
         return True
     try:
         base = runtime.public.base(request.scheme, request.host, request.headers)
-    except Exception:  # a bad Host: the connection's own scheme decides
+    except ShimError:  # a Host that is not a host: the connection's own scheme decides
         return False
     return base.startswith("https://")
 
@@ -157,7 +158,7 @@ def clear_session_cookie(response: web.StreamResponse, policy: str, https: bool)
 
 def origin_of(value: str | None) -> str | None:
     """``value`` as an origin (``scheme://host[:port]``, scheme and host in lower case, a
-    trailing ``/`` dropped), or ``None`` when it is not one."""
+    default port and a trailing ``/`` dropped), or ``None`` when it is not one."""
     if not value or len(value) > 300:
         return None
     try:
@@ -176,7 +177,10 @@ def origin_of(value: str | None) -> str | None:
         or (port is not None and port == 0)
     ):
         return None
-    return f"{parts.scheme.lower()}://{host}"
+    scheme = parts.scheme.lower()
+    if port == {"http": 80, "https": 443}[scheme]:  # as browsers write it: no default port
+        host = host.rsplit(":", 1)[0]
+    return f"{scheme}://{host}"
 
 
 # --- answers -------------------------------------------------------------------------------
@@ -416,9 +420,9 @@ async def _access_post(
     users = policy.users
     if policy.kind not in ("login", "clickthrough") or (users and users.htpasswd is None):
         return _text(405, "use GET", {"Allow": "GET"})
-    try:
+    try:  # a body past client_max_size is aiohttp's 413
         form = await request.post()
-    except (ValueError, web.HTTPException):
+    except ValueError:  # not UTF-8, a broken multipart body
         return _text(400, "the form could not be read")
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     given = fields.get("origin") or None
