@@ -9,7 +9,9 @@ never pass a password, a cookie, a token or a key: there is no field for one.
 
 Lines go to ``auth.audit_log`` when set (opened ``O_APPEND``; one ``write`` per line, so lines
 of several processes never interleave), else to the logger ``iiif_shim.audit`` (the server's
-log). A write that fails is logged once, then the logger takes the lines until a write works.
+log). A file renamed or removed (rotated by ``logrotate`` without ``copytruncate``) is noticed
+at the next line (one ``stat``), which goes to a new file under the configured name. A write
+that fails is logged once, then the logger takes the lines until a write works.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ class Audit:
         data = (text + "\n").encode()
         with self._lock:
             try:
+                if self._fd is not None and self._moved():
+                    self._close()
                 if self._fd is None:
                     self._fd = os.open(self.path or "", _APPEND, 0o640)
                 os.write(self._fd, data)
@@ -116,6 +120,14 @@ class Audit:
             if self._failed:
                 self._failed = False
                 _log.warning("the audit log %s is written again", self.path)
+            return True
+
+    def _moved(self) -> bool:
+        """Whether the file was renamed or removed (rotated) since it was opened."""
+        assert self._fd is not None
+        try:
+            return os.stat(self.path or "").st_ino != os.fstat(self._fd).st_ino
+        except FileNotFoundError:
             return True
 
     def _close(self) -> None:

@@ -44,6 +44,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -327,17 +328,29 @@ class _Redis:
             self._on_revoked(ident, int(exp))
 
     async def _load_keys(self) -> None:
+        """Read the revocation keys (a late starter, a reconnection), in batches."""
         assert self._client is not None
+        batch: list[Any] = []
         seen = 0
-        async with asyncio.timeout(max(10.0, self.cache.redis_timeout * 10)):
+
+        async def take() -> None:
+            values = await self._client.mget(batch)
+            for name, value in zip(batch, values, strict=True):
+                key = name.decode() if isinstance(name, bytes) else str(name)
+                if value is not None and value.isdigit():
+                    self._take(value + b" " + key.rpartition(":")[2].encode())
+            batch.clear()
+
+        async with asyncio.timeout(max(60.0, self.cache.redis_timeout * 10)):
             async for name in self._client.scan_iter(f"{self.prefix}revoked:*", count=1000):
-                value = await self._client.get(name)
-                ident = (name.decode() if isinstance(name, bytes) else name).rpartition(":")[2]
-                if value is not None:
-                    self._take(f"{int(value)} {ident}".encode())
+                batch.append(name)
                 seen += 1
+                if len(batch) >= 500:
+                    await take()
                 if seen >= SCAN_MAX:
                     break
+            if batch:
+                await take()
 
 
 class Store:
@@ -351,6 +364,7 @@ class Store:
         self._failure_journal = Journal(folder, FAILURES, MAX_KEYS)
         self._revoked: dict[str, int] = {}
         self._failures: dict[str, deque[float]] = {}
+        self._failures_lock = threading.Lock()  # failures are read and counted in threads
         self._window = 600.0
         self._redis: _Redis | None = None
         self._next_sweep = 0.0
@@ -435,6 +449,10 @@ class Store:
     # --- failed logins -------------------------------------------------------------------
 
     def _poll_failures(self) -> None:
+        with self._failures_lock:
+            self._read_failures()
+
+    def _read_failures(self) -> None:
         for line in self._failure_journal.poll():
             when, _, key = line.partition(" ")
             try:
@@ -480,6 +498,16 @@ class Store:
         if self._redis is not None:
             await self._redis.fail(keys, now, window)
 
+    def _recent(self, keys: Sequence[tuple[str, int]], since: float) -> list[list[float]]:
+        """For each key, its newest ``limit`` failures after ``since`` (from the journal)."""
+        with self._failures_lock:
+            self._read_failures()
+            found = []
+            for key, limit in keys:
+                times = sorted(t for t in self._failures.get(key, ()) if t > since)
+                found.append(times[-limit:])
+            return found
+
     async def retry_after(self, keys: Sequence[tuple[str, int]], window: float) -> float | None:
         """``None`` when every key has had fewer failures than its limit within ``window``;
         else the seconds until enough of them leave the window for one more attempt."""
@@ -489,11 +517,7 @@ class Store:
         if self._redis is not None:
             found = await self._redis.failures(keys, now, window)
         if found is None:
-            await asyncio.to_thread(self._poll_failures)
-            found = []
-            for key, limit in keys:
-                times = sorted(t for t in self._failures.get(key, ()) if t > now - window)
-                found.append(times[-limit:])
+            found = await asyncio.to_thread(self._recent, keys, now - window)
         wait = 0.0
         for (_, limit), times in zip(keys, found, strict=True):
             if len(times) >= limit:  # the oldest of the newest `limit` has to leave

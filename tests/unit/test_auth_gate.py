@@ -14,6 +14,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from iiif_shim.auth.audit import Audit
 from iiif_shim.auth.gate import Caller, Gate, Tier, cookie_name
 from iiif_shim.auth.settings import (
     AuthSettings,
@@ -335,3 +336,35 @@ def test_a_gate_without_keys_makes_a_random_one(tmp_path: Path) -> None:
     assert one.decide("terms", caller({cookie_name("terms"): cookie})).full
     assert not two.decide("terms", caller({cookie_name("terms"): cookie})).full
     asyncio.run(store.close())
+
+
+def test_the_audit_log_follows_a_rotation(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Renamed away (logrotate's default), the next line goes to a new file of that name;
+    a file that cannot be written sends the lines to the logger, and back when it can."""
+    audit = Audit(tmp_path / "audit.log")
+    audit.event("login", user="one")
+    (tmp_path / "audit.log").rename(tmp_path / "audit.log.1")
+    audit.event("login", user="two")
+    (tmp_path / "audit.log").unlink()
+    audit.event("login", user="three")
+    audit.close()
+    assert '"one"' in (tmp_path / "audit.log.1").read_text()
+    assert '"two"' not in (tmp_path / "audit.log.1").read_text()
+    assert '"three"' in (tmp_path / "audit.log").read_text()
+    assert '"two"' not in (tmp_path / "audit.log").read_text()  # removed with its file
+    with pytest.raises(ValueError):
+        audit.event("not-an-event")
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()  # a folder where the file should be: cannot be written
+    audit = Audit(blocked)
+    with caplog.at_level("INFO"):
+        audit.event("logout", user="four")
+        audit.event("logout", user="five")
+        blocked.rmdir()
+        audit.event("logout", user="six")
+    audit.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len([m for m in lines if "cannot write the audit log" in m]) == 1
+    assert any('"four"' in m for m in lines) and any('"five"' in m for m in lines)
+    assert any("written again" in m for m in lines)
+    assert '"six"' in blocked.read_text()

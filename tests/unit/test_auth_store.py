@@ -247,9 +247,16 @@ def test_redis_shares_revocations_and_failures_between_machines(
             await one.revoke("machine-sid", int(time.time()) + 3600)
             await _until(lambda: two.revoked("machine-sid"), "seen on the other machine")
             assert not (tmp_path / "two" / "revoked").exists()  # not through the files
-            late = await Store.open(tmp_path / "late", cache)  # starts after the logout
+            for i in range(1200):  # more than one batch of keys to read
+                await one.revoke(f"many-{i}", int(time.time()) + 3600)
+            late = await Store.open(tmp_path / "late", cache)  # starts after the logouts
             try:
                 await _until(lambda: late.revoked("machine-sid"), "seen by a late starter")
+                await _until(
+                    lambda: all(late.revoked(f"many-{i}") for i in range(1200)),
+                    "every key read by a late starter",
+                )
+                assert not (tmp_path / "late" / "revoked").exists()
             finally:
                 await late.close()
             keys = [("u.bob", 2), ("a.x", 10)]
