@@ -467,7 +467,11 @@ def test_the_image_probe(site: Site) -> None:
 def test_manifests_declare_restricted_images_and_thumbnails_come_from_the_degraded_tier(
     site: Site,
 ) -> None:
-    doc = json.loads(site.get("/iiif/presentation/3/letters/manifest").body)
+    anonymous = site.get("/iiif/presentation/3/letters/manifest")
+    logged_in = site.get("/iiif/presentation/3/letters/manifest", login=site.staff)
+    assert anonymous.body == logged_in.body  # the same for everyone: its caches stay right
+    assert "public" in (anonymous.header("Cache-Control") or "")
+    doc = json.loads(anonymous.body)
     assert doc["@context"][0] == AUTH2
     for canvas in doc["items"]:
         body = canvas["items"][0]["items"][0]["body"]
@@ -519,6 +523,9 @@ def test_a_restricted_pdf_needs_a_login(site: Site) -> None:
     ):
         refused = site.get(f"/iiif/presentation/{name}/pdf")
         assert refused.status == 401, name
+        _private(refused)
+        head = send(site.shim.port, f"/iiif/presentation/{name}/pdf", method="HEAD")
+        assert head.status == 401
         assert not refused.body.startswith(b"%PDF")
         allowed = site.get(f"/iiif/presentation/{name}/pdf", login=value, policy=policy)
         assert allowed.status == 200 and allowed.body.startswith(b"%PDF"), name
