@@ -307,4 +307,23 @@ class AuthSettings:
                 )
         if self.token_ttl > self.session_ttl:
             found.append(warning("token_ttl", "is longer than `session_ttl`"))
+        if self.state_dir is not None and (p := _folder_problem(self.state_dir)) is not None:
+            found.append(problem("state_dir", p))
+        if self.audit_log is not None and (p := _folder_problem(self.audit_log.parent)):
+            found.append(
+                warning("audit_log", f"{p}: its lines will go to the server's log instead")
+            )
         return found
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why the shim could not write in the folder ``path`` (made at start when missing, so
+    then its nearest existing parent is asked)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    return None

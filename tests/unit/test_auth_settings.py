@@ -1,0 +1,19 @@
+"""What check-config says about the auth section's files: the state folder and the audit
+log's folder must be folders the shim can write in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iiif_shim.auth.settings import AuthSettings
+
+
+def test_state_dir_and_audit_log_folders(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert AuthSettings(state_dir=tmp_path / "new" / "state").findings() == []
+    assert AuthSettings(audit_log=tmp_path / "new" / "audit.log").findings() == []
+    [bad] = AuthSettings(state_dir=a_file / "state").findings()
+    assert bad.error and bad.key == "state_dir" and "is not a folder" in bad.message
+    [warned] = AuthSettings(audit_log=a_file / "audit.log").findings()
+    assert not warned.error and "server's log" in warned.message
