@@ -102,17 +102,17 @@ async def iiif_request(request: web.Request) -> web.StreamResponse:
     base = runtime.public.base(request.scheme, request.host, request.headers)
     tier = f"/{DEGRADED}" if degraded else ""
     base_id = f"{base}{tier}/{version.value}/{encode_identifier(identifier)}"
-    access = _Access.of(request, runtime, identifier, base, degraded)
+    wanted = _Access.of(runtime, identifier, base, degraded)
 
     if len(segments) == 1 or segments[1:] == [""]:
         seen.endpoint = "base"
         raise web.HTTPSeeOther(location=f"{base_id}/info.json")
     if segments[1:] == ["info.json"]:
         seen.endpoint = "info"
-        return await _info(request, runtime, version, identifier, base_id, access)
+        return await _info(request, runtime, version, identifier, base_id, wanted)
     if len(segments) == 5:
         seen.endpoint = "image"
-        return await _image(request, runtime, version, identifier, base_id, segments[1:], access)
+        return await _image(request, runtime, version, identifier, base_id, segments[1:], wanted)
     raise NotFound(
         "not a IIIF URL: expected {identifier}/info.json or "
         "{identifier}/{region}/{size}/{rotation}/{quality}.{format}, with any '/' inside the "
@@ -131,9 +131,7 @@ class _Access:
     base: str  # the public base of the Image API ({site}{prefix})
 
     @classmethod
-    def of(
-        cls, request: web.Request, runtime: Runtime, identifier: str, base: str, degraded: bool
-    ) -> _Access:
+    def of(cls, runtime: Runtime, identifier: str, base: str, degraded: bool) -> _Access:
         try:
             policy = runtime.service.router.route(identifier).access
         except NotFound:
