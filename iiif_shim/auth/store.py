@@ -67,6 +67,7 @@ MAX_KEYS = 100_000  # user names and addresses whose failures are counted in mem
 MAX_PER_KEY = 1000  # failures kept per key (no limit is higher in practice)
 MAX_ID = 64  # characters of a revoked id
 SCAN_MAX = MAX_REVOKED  # revocation keys read from Redis at (re)connection
+POOL_SIZE = 16  # connections of one process's store to Redis (logins and logouts only)
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC
@@ -196,13 +197,15 @@ class _Redis:
             )
             return False
         timeout = self.cache.redis_timeout
-        self._client = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(  # as cache/redis.py connects
             self.url,
+            max_connections=POOL_SIZE,
+            timeout=timeout,
             password=self.cache.redis_password,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            max_connections=16,
         )
+        self._client = aioredis.Redis(connection_pool=pool)
         self._listener = asyncio.create_task(self._listen(aioredis), name="auth-revocations")
         return True
 
@@ -214,6 +217,7 @@ class _Redis:
             self._listener = None
         if self._client is not None:
             await self._client.aclose()
+            await self._client.connection_pool.disconnect()  # a pool given is not closed
             self._client = None
 
     def _failed(self, operation: str, exc: BaseException) -> None:
