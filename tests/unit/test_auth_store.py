@@ -75,9 +75,10 @@ class Child:
         return self.proc.stdout.readline().strip()
 
     def close(self) -> None:
-        assert self.proc.stdin is not None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.close()
         self.proc.wait(20)
+        self.proc.stdout.close()
 
 
 @pytest.fixture
@@ -140,7 +141,8 @@ def test_revocations_expire_and_bad_ids_are_refused(tmp_path: Path) -> None:
             for bad in ("", "a b", "x\n1 y", "é", "a" * 65):
                 with pytest.raises(ValueError):
                     await store.revoke(bad, int(time.time()) + 60)
-            (tmp_path / "revoked").open("a").write("garbage\n12 \n\n1 a b\n")
+            with (tmp_path / "revoked").open("a") as journal:
+                journal.write("garbage\n12 \n\n1 a b\n")
             assert not store.revoked("a")  # a damaged journal is skipped line by line
         finally:
             await store.close()
