@@ -33,6 +33,7 @@ written there never holds a password, cookie, token or key. The probes
 
 from __future__ import annotations
 
+import functools
 import importlib
 import ipaddress
 import json
@@ -66,8 +67,10 @@ MAX_FORWARDED_HOPS = 32  # X-Forwarded-For entries read, from the right
 # --- who is asking -------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> str | None:
-    """``text`` as an address (an IPv4 address mapped into IPv6 as itself), or ``None``."""
+    """``text`` as an address (an IPv4 address mapped into IPv6 as itself), or ``None``.
+    Kept: the same few addresses come on every tile."""
     try:
         found = ipaddress.ip_address(text.strip().strip("[]").split("%", 1)[0])
     except ValueError:
@@ -75,6 +78,11 @@ def _address(text: str) -> str | None:
     if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
         return str(found.ipv4_mapped)
     return str(found)
+
+
+@functools.lru_cache(maxsize=4096)
+def _trusted(address: str, networks: tuple[str, ...]) -> bool:
+    return trusted_peer(address, networks)
 
 
 def client_address(request: web.Request, forwarded_by: tuple[str, ...]) -> str:
@@ -86,7 +94,7 @@ def client_address(request: web.Request, forwarded_by: tuple[str, ...]) -> str:
     found = _address(peer)
     if found is None:
         return peer
-    if not forwarded_by or not trusted_peer(found, forwarded_by):
+    if not forwarded_by or not _trusted(found, forwarded_by):
         return found
     hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
     for entry in reversed(hops[-MAX_FORWARDED_HOPS:]):
@@ -94,7 +102,7 @@ def client_address(request: web.Request, forwarded_by: tuple[str, ...]) -> str:
         if hop is None:
             break
         found = hop
-        if not trusted_peer(hop, forwarded_by):
+        if not _trusted(hop, forwarded_by):
             break
     return found
 
