@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from iiif_shim.auth.users import htpasswd_findings
 from iiif_shim.base.schema import Finding, at_least, option, problem, warning
 
 KINDS = ("login", "clickthrough", "kiosk", "external")
+_POLICY_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RESERVED_NAMES = frozenset({"probe"})  # path segments under /auth/ that are not policies
 SECRET_ENV = "IIIF_SHIM_AUTH_SECRET"  # the keys when `auth.secret` is not given
 MIN_KEY_LENGTH = 32  # characters of one signing key
 MAX_KEYS = 16  # keys in the secret (the first signs, every one verifies)
@@ -297,12 +300,20 @@ class AuthSettings:
             elif (p := _keys_text(env)) is not None:
                 found.append(problem("secret", f"${SECRET_ENV} {p}"))
         for name in self.policies:
-            if not name or not all(c.isalnum() or c in "-_" for c in name) or len(name) > 64:
+            if not _POLICY_NAME.fullmatch(name):
                 found.append(
                     problem(
                         f"policies.{name}",
-                        "a policy name is 1 to 64 letters, digits, '-' or '_' (it is part of "
-                        "URLs and cookie names)",
+                        "a policy name is 1 to 64 ASCII letters, digits, '-' or '_' (it is "
+                        "part of URLs and cookie names)",
+                    )
+                )
+            elif name in RESERVED_NAMES:
+                found.append(
+                    problem(
+                        f"policies.{name}",
+                        f"{name!r} is taken by the server's own URLs (/auth/{name}/...); "
+                        "choose another name",
                     )
                 )
         if self.token_ttl > self.session_ttl:
