@@ -6,7 +6,8 @@ The protocol is ``auth/oidc.py``'s; this module speaks HTTP to the browser and t
 - :func:`start` redirects (302) to the provider's authorization endpoint, with
   ``redirect_uri`` = the public base (``web/baseurl.py``) + ``/auth/{policy}/oidc/callback``,
   and sets the state's binding in the cookie ``iiif-shim-oidc-{policy}`` (``HttpOnly``, path
-  of the callback, :data:`auth.oidc.STATE_TTL` seconds, ``SameSite=Lax`` so the provider's
+  of the callback as the browser addresses it, a proxy's prefix included,
+  :data:`auth.oidc.STATE_TTL` seconds, ``SameSite=Lax`` so the provider's
   redirect back brings it; ``Secure`` over HTTPS).
 - :func:`callback` finishes the sign-in: on success a login starts (``gate.start_session``),
   the audit log names the user (the claim ``user_claim``), and the same closing page as the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -109,19 +111,28 @@ def _failed(
     response = auth._refuse(
         gate, name, policy, caller, exc.status, title, exc.message, f"oidc: {exc.reason}"
     )
-    _clear_state(response, name, auth.is_https(request, runtime))
+    _clear_state(request, runtime, response, name)
     return response
 
 
-def _clear_state(response: web.StreamResponse, name: str, https: bool) -> None:
+def _state_path(request: web.Request, runtime: Runtime, name: str) -> str:
+    """The state cookie's ``Path``: the callback's folder as the browser addresses it (behind a
+    proxy that serves the shim under a prefix, ``/images/auth/{name}/oidc/``)."""
+    site = runtime.public.site(request.scheme, request.host, request.headers)
+    return f"{urlsplit(site).path.rstrip('/')}/auth/{name}/oidc/"
+
+
+def _clear_state(
+    request: web.Request, runtime: Runtime, response: web.StreamResponse, name: str
+) -> None:
     response.set_cookie(
         STATE_COOKIE + name,
         "",
-        path=f"/auth/{name}/oidc/",
+        path=_state_path(request, runtime, name),
         max_age=0,
         expires="Thu, 01 Jan 1970 00:00:00 GMT",
         httponly=True,
-        secure=https,
+        secure=auth.is_https(request, runtime),
         samesite="Lax",
     )
 
@@ -157,7 +168,7 @@ async def start(request: web.Request, name: str) -> web.StreamResponse:
     response.set_cookie(
         STATE_COOKIE + name,
         begun.binding,
-        path=f"/auth/{name}/oidc/",
+        path=_state_path(request, runtime, name),
         max_age=STATE_TTL,
         httponly=True,
         secure=auth.is_https(request, runtime),
@@ -182,5 +193,5 @@ async def callback(request: web.Request, name: str) -> web.StreamResponse:
         return _failed(request, runtime, name, policy, exc)
     caller = auth.caller_of(request, gate)
     response = auth._granted(request, runtime, name, policy, caller, identity.user)
-    _clear_state(response, name, auth.is_https(request, runtime))
+    _clear_state(request, runtime, response, name)
     return response

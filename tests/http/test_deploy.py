@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -591,3 +592,119 @@ def test_setup_runs_pip_only_when_what_it_installs_from_changed(tmp_path: Path) 
     done, pip = setup()
     assert done.returncode == 0 and len(pip) == 3
     assert (tmp_path / "viewer-calls").read_text().count("called") == 4  # runs past pip
+
+
+def _https(
+    front: Nginx, method: str, path: str, headers: dict[str, str], body: bytes | None = None
+) -> Response:
+    conn = http.client.HTTPSConnection("127.0.0.1", front.port, timeout=30, context=front.context)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", f"{PUBLIC_HOST}:{front.port}")
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        return Response(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+def test_a_cache_in_front_keeps_a_cookie_gated_answer_marked_public(tmp_path: Path) -> None:
+    """Why restricted answers must say so: an upstream that lets only a cookie holder in but
+    marks its 200 public has the shipped proxy_cache hand it to the next client, cookie or
+    not (the shim marks every restricted answer private: the test below)."""
+    root = tmp_path / "upstream-root"
+    (root / "iiif" / "3").mkdir(parents=True)
+    (root / "iiif" / "3" / "secret").write_text("restricted pixels\n")
+    gate = (
+        '        add_header Cache-Control "public, max-age=600" always;\n'
+        '        location /iiif/3/ { if ($cookie_pass = "") { return 401; } }\n'
+    )
+    upstream_dir = tmp_path / "upstream"
+    upstream_dir.mkdir()
+    port = free_port()
+    conf = nginx_config(root, port, upstream_dir, extra=gate)
+    upstream = Process(
+        [need_tool("nginx", "/usr/sbin/nginx"), "-c", str(conf), "-p", str(upstream_dir)],
+        port,
+        upstream_dir / "out.log",
+    )
+    try:
+        front = nginx_with(shipped_site(port, cache=tmp_path / "cache"), tmp_path / "f", tls=True)
+        try:
+            assert front.ask("/images/3/secret").status == 401
+            holder = front.ask("/images/3/secret", headers={"Cookie": "pass=1"})
+            assert holder.status == 200 and holder.header("X-Cache-Status") == "MISS"
+            stranger = front.ask("/images/3/secret")
+            assert stranger.status == 200 and stranger.header("X-Cache-Status") == "HIT"
+        finally:
+            front.stop()
+    finally:
+        upstream.stop()
+
+
+def test_logins_work_through_the_shipped_proxy_and_its_cache_keeps_nothing_restricted(
+    images: Path, tmp_path: Path
+) -> None:
+    """The shipped nginx (TLS, HTTP/2, proxy_cache on) in front of a shim with a login policy:
+    the access page and its form are reached at the public URLs the services name
+    (/images/auth/...), the login's cookie is Secure and SameSite=None over HTTPS, it opens the
+    restricted tile, and nginx's cache hands that tile to no one else: a client without the
+    cookie gets 401 (and the degraded tier, public, is cached as any tile)."""
+    from tests.http.auth_support import PASSWORD, USER, auth_config, form_fields
+
+    config = auth_config(tmp_path / "shim", images, server={"trust_forwarded": True})
+    shim = start_shim(config, tmp_path / "shim")
+    try:
+        front = nginx_with(shipped_site(shim.port, cache=tmp_path / "cache"), tmp_path, tls=True)
+        try:
+            host = f"{PUBLIC_HOST}:{front.port}"
+            site = f"https://{host}"
+            info = front.ask("/images/3/staff%2Fquad/info.json", host)
+            assert info.status == 302, info.text
+            assert front.ask("/images/2/staff%2Fquad/info.json", host).status == 302
+            location = info.header("Location") or ""
+            assert location.startswith(site + "/images/degraded/3/"), location
+            degraded = front.ask(location[len(site) :], host)
+            assert degraded.status == 200, degraded.text
+            services = json.dumps(json.loads(degraded.body))
+            access = f"{site}/images/auth/staff/access"
+            assert access in services, services
+            form = _https(front, "GET", "/images/auth/staff/access", {})
+            assert form.status == 200, form.text
+            binding = form.header("Set-Cookie") or ""
+            csrf_cookie = binding.split(";", 1)[0]
+            body = urlencode({**form_fields(form.text), "username": USER, "password": PASSWORD})
+            done = _https(
+                front,
+                "POST",
+                "/images/auth/staff/access",
+                {
+                    "Cookie": csrf_cookie,
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Content-Length": str(len(body)),
+                },
+                body.encode(),
+            )
+            assert done.status == 200, done.text
+            [login] = [c for c in done.headers.get_all("Set-Cookie") or [] if "auth-staff=" in c]
+            assert "Secure" in login and "SameSite=None" in login and "HttpOnly" in login, login
+            cookie = {"Cookie": login.split(";", 1)[0]}
+            tile = "/images/3/staff%2Fquad/0,0,150,100/150,/0/default.jpg"
+            for _ in range(2):
+                seen = front.ask(tile, host, cookie)
+                assert seen.status == 200 and seen.body[:2] == b"\xff\xd8", seen.text
+                assert seen.header("X-Cache-Status") == "MISS", seen.headers
+                assert "private" in (seen.header("Cache-Control") or "")
+            stranger = front.ask(tile, host)
+            assert stranger.status == 401 and stranger.header("X-Cache-Status") == "MISS"
+            small = "/images/degraded/3/staff%2Fquad/full/max/0/default.jpg"
+            assert [front.ask(small, host).header("X-Cache-Status") for _ in range(2)] == [
+                "MISS",
+                "HIT",
+            ]
+        finally:
+            front.stop()
+    finally:
+        shim.stop()
