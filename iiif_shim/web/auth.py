@@ -11,23 +11,26 @@ What is decided here, once:
   ``HttpOnly``; over HTTPS (the connection is TLS, or the public base URL is ``https``:
   ``web/baseurl.py``) ``Secure; SameSite=None`` so a viewer on another site can use it, over
   plain HTTP ``SameSite=Lax`` without ``Secure`` (development on 127.0.0.1).
-- **Forms** (login, clickthrough) carry a CSRF value signed for the policy and short-lived
-  (``gate.csrf``), sent twice: in the form and in a ``SameSite=Strict`` cookie of that path.
-  A POST is taken only when both are there, equal and valid, so a page elsewhere can neither
-  post a value it fetched itself (its browser's cookie is not the victim's) nor make the
-  victim's browser send the cookie (Strict). A failed login shows the form again with the
+- **Forms** (login, clickthrough) carry a CSRF value signed for the policy, short-lived and
+  bound (``gate.csrf``) to a random value the form's page puts in a ``SameSite=Strict``
+  cookie of its own folder (:data:`CSRF_COOKIE`). A POST is taken only with both, matching,
+  so a page elsewhere can neither post a value it fetched itself (bound to its own browser's
+  cookie, not the victim's) nor make the victim's browser send the cookie (Strict); a refused
+  POST is 403 with a fresh form. A failed login shows the form again with the
   policy's failure heading (HTTP 200: the page is for a person, viewers only wait for the
   window to close, and 401 would need a ``WWW-Authenticate`` challenge a form has not);
   too many failures answer 429 with ``Retry-After`` (``gate.allow_attempt``).
-- **Origins** (:func:`origin_of`): ``scheme://host[:port]`` (a trailing ``/`` is dropped), and
-  one of ``auth.allowed_origins`` when that is set. Nothing here redirects to a URL taken from
-  the request.
+- **Origins** (:func:`origin_of`): ``scheme://host[:port]`` (a default port and a trailing
+  ``/`` dropped), and one of ``auth.allowed_origins`` when that is set (``gate.origin_allowed``),
+  for the access page (403 otherwise) and the token services (``invalidOrigin``). Nothing here
+  redirects to a URL taken from the request.
 - **Token pages** post to exactly the request's ``origin`` and may be framed by that origin
   only (``frame-ancestors``); every other page of the flow may not be framed at all. Every
   answer is ``Cache-Control: no-store``.
 
-Every login, failure, logout, refusal and limit goes to the audit log (``gate.audit``); what is
-written there never holds a password, cookie, token or key. The probes
+Every login, failure, logout, refusal, limit and token goes to the audit log: the gate writes
+what it does itself (logins, logouts, failures, limits, tokens), this module the refusals it
+makes (``gate.audit``); no line holds a password, cookie, token or key. The probes
 (``/auth/probe/...``) are ``web/access.py``'s; OpenID Connect logins ``web/oidc.py``'s.
 """
 
