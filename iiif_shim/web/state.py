@@ -34,7 +34,7 @@ PROCESS = web.AppKey("process", ProcessInfo)
 class Observed:
     """What a request turned out to be, filled in as the handler learns it (for metrics)."""
 
-    endpoint: str = "other"  # info, image, base, landing, health, metrics, other
+    endpoint: str = "other"  # info, image, base, landing, health, metrics, auth, probe, other
     version: str = "-"
     backend: str = "-"
 
