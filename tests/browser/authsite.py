@@ -18,11 +18,15 @@ they were answered.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,6 +197,33 @@ def start_site(folder: Path, ca: CA) -> Site:
     return Site(Process(args, port, folder / f"shim-{port}.log"), port)
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def static_pages(folder: Path, ca: CA) -> Iterator[int]:
+    """The files of ``folder`` over HTTPS on 127.0.0.1 (a port of its own, yielded), as a web
+    site of the viewer's host would serve a page; a page the browser was handed by the test
+    would not be on the loopback and could not call the shim (Chromium's local network access
+    rule)."""
+    issued = ca.issue("auth-pages", names=(VIEWER_HOST, OTHER_HOST))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(issued.cert, issued.key)
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, name="auth-pages", daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
 def trusting_home(folder: Path, ca: CA) -> Path:
     """A HOME whose NSS database trusts the test CA (how a user's Linux machine is set up)."""
     nssdb = folder / ".pki" / "nssdb"
@@ -277,15 +308,38 @@ class Visit:
     context: Any
     tab: Tab
     traffic: Traffic
+    log: Path | None = None  # the shim's log: its own lines go into the report
 
     @property
     def page(self) -> Any:
         return self.tab.page
 
+    def until(self, ok: Callable[[], bool], what: str, limit: float = 30) -> None:
+        """Wait until ``ok()``, letting the browser's events in meanwhile (Playwright's sync API
+        delivers them only while one of its calls runs, never during ``time.sleep``)."""
+        deadline = time.monotonic() + limit
+        while not ok():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not {what} after {limit:g} s")
+            self.page.wait_for_timeout(50)
+
     def report(self) -> str:
         lines = [f"{s.status} {s.method} {s.url}" for s in self.traffic.since()]
+        shim: list[str] = []
+        if self.log is not None and self.log.exists():
+            text = self.log.read_text(errors="replace").splitlines()
+            shim = [line for line in text if not line.startswith("127.0.0.1 - ")][-60:]
         return "\n".join(
-            ["answers:", *lines, "failed:", *self.traffic.failed, "console:", *self.tab.console]
+            [
+                "answers:",
+                *lines,
+                "failed:",
+                *self.traffic.failed,
+                "console:",
+                *self.tab.console,
+                "shim:",
+                *shim,
+            ]
         )
 
 
