@@ -708,3 +708,32 @@ def test_logins_work_through_the_shipped_proxy_and_its_cache_keeps_nothing_restr
             front.stop()
     finally:
         shim.stop()
+
+
+def test_a_client_cannot_claim_a_reading_room_address_through_the_shipped_proxy(
+    images: Path, tmp_path: Path
+) -> None:
+    """The shim believes X-Forwarded-For from `auth.forwarded_by` (nginx's address): sent
+    straight from such a peer, a forged one opens a reading-room image (the header is all that
+    decides), so the shipped nginx must replace whatever the client sent with the address it
+    saw (here 127.0.0.1, outside the room's 10.20.0.0/16)."""
+    from tests.http.auth_support import auth_config
+
+    config = auth_config(tmp_path / "shim", images, server={"trust_forwarded": True})
+    shim = start_shim(config, tmp_path / "shim")
+    try:
+        tile = "/iiif/3/room%2Fquad/full/max/0/default.jpg"
+        forged = {"X-Forwarded-For": "10.20.1.1"}
+        assert ask(shim.port, tile).status == 401
+        assert ask(shim.port, tile, headers=forged).status == 200  # believed from a trusted peer
+        front = nginx_with(shipped_site(shim.port), tmp_path, tls=True)
+        try:
+            public = "/images/3/room%2Fquad/full/max/0/default.jpg"
+            assert front.ask(public).status == 401
+            assert front.ask(public, headers=forged).status == 401
+            many = {"X-Forwarded-For": "10.20.1.1, 10.20.1.2"}
+            assert front.ask(public, headers=many).status == 401
+        finally:
+            front.stop()
+    finally:
+        shim.stop()
