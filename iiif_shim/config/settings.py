@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import ipaddress
 import os
 import re
 import secrets
@@ -339,6 +340,7 @@ def parse_settings(
     auth = r.read(AuthSettings, top.get("auth"), "auth")
     if auth:
         _check_access(r, auth, routes, presentation)
+        _warn_openings(r, server, auth, routes)
         auth = _keyed(auth)
     if cache and backends:
         _check_spills(r, cache.disk, backends)
@@ -380,6 +382,72 @@ def _check_access(
     for key, policy in named:
         if policy is not None and policy not in auth.policies:
             r.problem(key, f"no policy {policy!r} under auth.policies ({known})")
+
+
+def _warn_openings(
+    r: Reader, server: ServerSettings | None, auth: AuthSettings, routes: list[RouteSettings]
+) -> None:
+    """Warnings for settings that quietly open restricted images to anyone: a trusted proxy or
+    network that is everyone (or, for a proxy, a public address), logins over a public plain
+    http URL, and a public route on a backend whose restricted route rewrites identifiers (the
+    native ids it reaches may then be reachable by their own name)."""
+    if not auth.policies:
+        return
+
+    def everyone(value: str) -> bool:
+        return ipaddress.ip_network(value, strict=False).prefixlen == 0
+
+    def public(value: str) -> bool:
+        network = ipaddress.ip_network(value, strict=False)
+        return not (network.is_private or network.is_loopback)
+
+    for value in auth.forwarded_by:
+        if everyone(value) or public(value):
+            r.warn(
+                "auth.forwarded_by",
+                f"{value} holds public addresses: any client among them can claim any address "
+                "(reading rooms, login limits); list only your proxy's address",
+            )
+    for name, policy in auth.policies.items():
+        users = policy.users
+        for value in users.trusted_proxies if users is not None else ():
+            if everyone(value) or public(value):
+                r.warn(
+                    f"auth.policies.{name}.users.trusted_proxies",
+                    f"{value} holds public addresses: any client among them can log in as "
+                    "anyone by sending the header; list only the sign-on proxy's address",
+                )
+        for value in policy.networks:
+            if everyone(value):
+                r.warn(
+                    f"auth.policies.{name}.networks",
+                    f"{value} is every address: the images of this policy are public",
+                )
+    url = server.public_url if server is not None else None
+    if url is not None and url.startswith("http://"):
+        host = (urlsplit(url).hostname or "").lower()
+        if host not in ("localhost", "127.0.0.1", "::1"):
+            r.warn(
+                "server.public_url",
+                "is plain http: passwords and login cookies cross the network unencrypted, and "
+                "viewers on another host cannot log in (cookies are SameSite=None only over "
+                "https)",
+            )
+    restricted = {(route.backend, route.id) for route in routes if route.access is not None}
+    for i, route in enumerate(routes):
+        if route.access is not None:
+            continue
+        for backend, template in restricted:
+            if backend == route.backend and template != route.id:
+                r.warn(
+                    f"routes[{i}]",
+                    f"is public on backend {backend!r}, which a restricted route reaches with "
+                    f"id {template!r}: if this route can name the same native images (e.g. "
+                    "its {id} is a restricted route's stripped identifier), they are public "
+                    "here; keep the restricted route's prefix in its id, or use a backend of "
+                    "its own",
+                )
+                break
 
 
 def _keyed(auth: AuthSettings) -> AuthSettings:
