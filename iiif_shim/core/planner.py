@@ -20,10 +20,12 @@ For the size, the cheapest native call wins, in this order:
 Outputs with a side under ``min_size`` are never asked of the backend's scaler (tiles or the
 unscaled region instead): some legacy servers crash on them.
 
-A tier that caps the scale (``max_scale``: the degraded tier of a restricted image) never asks
-a backend that scales for more than that scale of its region: a pyramid level or an unscaled
-region past it gives way to the output size itself when the backend scales, else to a smaller
-level. Only what cannot scale at all (a file the shim reads itself) is read as it is.
+A tier that caps the scale (``tier_scale``: the degraded tier of a restricted image) never asks
+a backend that scales for more of its region than the tier has (``TierScale.most``, the same
+rule the output obeys): a pyramid level or an unscaled region past it gives way to the output
+size itself when the backend scales, else to a smaller level. Only what cannot scale at all (a
+file the shim reads itself), or a pyramid whose deepest level is still past the tier, is read as
+it is; Pillow brings it down to the output, so the answer never has more than the tier.
 
 Pure: no I/O, no Pillow.
 """
@@ -34,7 +36,7 @@ import math
 
 from iiif_shim.iiif.info import TileGrid
 from iiif_shim.iiif.profile import Quality
-from iiif_shim.iiif.resolve import Box, ResolvedRequest, height_for_width
+from iiif_shim.iiif.resolve import Box, ResolvedRequest, TierScale, height_for_width
 from iiif_shim.model.plan import Capabilities, NativeOp, Plan, SourceRef, Steps
 
 
@@ -77,12 +79,12 @@ def plan(
     engine: str = "pillow",
     *,
     tier: str | None = None,
-    max_scale: float | None = None,
+    tier_scale: TierScale | None = None,
 ) -> Plan:
     """Split ``resolved`` between the backend (``caps``) and Pillow. ``source`` names the source
     in the plan (and so in its cache key); without it the plan is never cached. ``tier`` (the
-    degraded tier's name) is part of the key; ``max_scale``: the most the backend is asked
-    for, as a scale of the region (see the module's text)."""
+    degraded tier's name) is part of the key; ``tier_scale``: the most the backend is asked
+    for (see the module's text)."""
     full = Box(0, 0, resolved.image_width, resolved.image_height)
     region = resolved.region
     out = (resolved.width, resolved.height)
@@ -117,8 +119,8 @@ def plan(
         elif caps.size_keeps_aspect and not enlarges:  # distorted: the covering undistorted size
             scale = max(out[0] / region.w, out[1] / region.h)
             size = (math.ceil(region.w * scale), math.ceil(region.h * scale))
-    if native_crops and max_scale is not None:
-        size, pyramid, tile = _capped(resolved, caps, grid, size, pyramid, tile, max_scale)
+    if native_crops and tier_scale is not None:
+        size, pyramid, tile = _capped(resolved, caps, grid, size, pyramid, tile, tier_scale)
     if pyramid:
         delivered = (math.ceil(region.w / pyramid), math.ceil(region.h / pyramid))
     else:
@@ -173,16 +175,15 @@ def _capped(
     size: tuple[int, int] | None,
     pyramid: int,
     tile: bool,
-    max_scale: float,
+    tier_scale: TierScale,
 ) -> tuple[tuple[int, int] | None, int, bool]:
-    """The native size, reduction and tile, kept within ``max_scale`` of the region where the
+    """The native size, reduction and tile, kept within ``tier_scale`` of the region where the
     backend can scale: the output size itself, else a smaller pyramid level."""
     region, out = resolved.region, (resolved.width, resolved.height)
+    most_w, most_h = tier_scale.most_of(region, resolved.image_width, resolved.image_height)
 
     def allowed(w: int, h: int) -> bool:
-        return w <= math.ceil(region.w * max_scale - 1e-9) and h <= math.ceil(
-            region.h * max_scale - 1e-9
-        )
+        return w <= most_w and h <= most_h
 
     if pyramid:
         delivered = (math.ceil(region.w / pyramid), math.ceil(region.h / pyramid))

@@ -334,7 +334,7 @@ class ImageService:
             SourceRef(src.target.backend, src.target.native_id, info.version),
             self.engine.identity,
             tier=None if max_size is None else f"degraded:{max_size}",
-            max_scale=limits.max_scale,
+            tier_scale=limits.tier_scale,
         )
         iiif = self.settings.iiif
         original = iiif.originals and passthrough.original(the_plan, info, iiif.max_source_pixels)

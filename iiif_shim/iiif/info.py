@@ -24,7 +24,7 @@ from iiif_shim.iiif.profile import (
     Quality,
     Version,
 )
-from iiif_shim.iiif.resolve import Limits, height_for_width
+from iiif_shim.iiif.resolve import Box, Limits, height_for_width
 
 _MAX_SCALE_FACTOR = 2**16
 
@@ -86,11 +86,9 @@ def tile_grid(source: ImageFacts, offer: Offer) -> TileGrid | None:
         if not limits.fits(size, size):
             return None
         grid = TileGrid(size, size, scale_factors(source.width, source.height, size))
-    max_scale = offer.limits.max_scale
-    if max_scale is not None:
-        least = 1
-        while 1 / least > max_scale + 1e-12 and least < _MAX_SCALE_FACTOR:
-            least *= 2
+    tier_scale = offer.limits.tier_scale
+    if tier_scale is not None:
+        least = min(tier_scale.least_factor(), _MAX_SCALE_FACTOR)
         factors = [f for f in grid.scale_factors if f >= least] or [least]
         while (
             math.ceil(source.width / factors[-1]) > grid.width
@@ -110,7 +108,8 @@ def full_sizes(source: ImageFacts, grid: TileGrid | None, offer: Offer) -> list[
     for factor in sorted(factors, reverse=True):
         w = math.ceil(source.width / factor)
         h = height_for_width(w, source.width, source.height)
-        allowed = offer.limits.scale_allows(source.width, source.height, w, h)
+        whole = Box(0, 0, source.width, source.height)
+        allowed = offer.limits.scale_allows(whole, w, h, source.width, source.height)
         if offer.limits.fits(w, h) and allowed and (w, h) not in sizes:
             sizes.append((w, h))
     if offer.limits.max_scale is not None:  # the degraded tier's whole image, as `max` gives it

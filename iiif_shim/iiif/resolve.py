@@ -5,11 +5,15 @@ into exact pixel values (region box, output size, rotation) and its canonical UR
 rule about what is an error (region outside the image, upscaling without ``^`` in 3.0, sizes past
 the limits) lives here.
 
-The degraded tier of a restricted image (``Limits.degraded``) is the image as if its long side
-were ``max_size``: ``maxWidth`` = ``maxHeight`` = ``max_size``, and no output larger than that
-scale of its region (``max_scale``), so its regions never give the full image's pixels piece by
-piece. What goes past it follows the limits' own rules: ``max`` and ``!w,h`` are confined to it,
-an explicit larger size is a 400.
+The degraded tier of a restricted image (``Limits.degraded``) is a virtual image of
+``ceil(W*s)`` x ``ceil(H*s)`` pixels, ``s`` = ``max_size`` / the longest side (:class:`TierScale`,
+the one place of that rule): every output pixel covers at least ``1/s`` x ``1/s`` pixels of the
+image (an output at most ``floor(region * s)`` per side), save at the right and bottom edges,
+where the tier's last column and row cover what is left and the viewers' edge tiles (on the
+grid of the tier's finest tiles) round up by one pixel (``TierScale.most``). A region too small
+for one pixel is a 400, so its regions never give the full image's pixels piece by piece.
+``maxWidth`` = ``maxHeight`` = ``max_size``; what goes past the tier follows the limits' own
+rules: ``max`` and ``!w,h`` are confined to it, an explicit larger size is a 400.
 """
 
 from __future__ import annotations
@@ -24,6 +28,53 @@ from iiif_shim.iiif.request import ImageRequest, RegionKind, RotationSpec, SizeK
 
 
 @dataclass(frozen=True)
+class TierScale:
+    """The degraded tier's scale ``size / longest``, exactly (integers, no float rounding)."""
+
+    size: int  # the tier's longest side (max_size)
+    longest: int  # the image's longest side
+
+    @property
+    def value(self) -> float:
+        return self.size / self.longest
+
+    def _ceil(self, pixels: int) -> int:
+        return -(-pixels * self.size // self.longest)
+
+    def least_factor(self) -> int:
+        """The smallest power of two whose scale factor is within the tier (the finest level
+        of its tiles: no finer than ``1/s``)."""
+        factor = 1
+        while factor * self.size < self.longest:
+            factor *= 2
+        return factor
+
+    def most(self, start: int, length: int, full: int) -> int:
+        """The most output pixels along one axis for a region of ``length`` pixels from
+        ``start`` of an axis of ``full``: ``floor(length * s)``, each at least ``1/s`` of the
+        image. A region reaching the end has the tier's pixels that start inside it
+        (``ceil(full*s) - ceil(start*s)``: its last one covers what is left of the image), or,
+        when it starts on the grid of the tier's finest tiles (:meth:`least_factor`), the
+        pixels of that level (``ceil(length / factor)``: the viewers' edge tiles)."""
+        if start + length < full:
+            return length * self.size // self.longest
+        cells = self._ceil(full) - self._ceil(start)
+        factor = self.least_factor()
+        return max(cells, -(-length // factor)) if start % factor == 0 else cells
+
+    def most_of(self, region: Box, width: int, height: int) -> tuple[int, int]:
+        """:meth:`most` for both sides of ``region`` of a ``width`` x ``height`` image."""
+        return (
+            self.most(region.x, region.w, width),
+            self.most(region.y, region.h, height),
+        )
+
+    def smallest_region(self) -> int:
+        """The fewest image pixels per side that give one output pixel (away from the edges)."""
+        return -(-self.longest // self.size)
+
+
+@dataclass(frozen=True)
 class Limits:
     """Server-imposed output limits (``None`` = no limit), and how the two readings the spec and
     the official validator disagree on are settled (see docs/image-api.md, "Spec gaps")."""
@@ -35,12 +86,12 @@ class Limits:
     upscale_max_to_limits: bool = False
     # 3.0 "!w,h" whose box is larger than the region: 400 (validator, default) or the region.
     clamp_confined: bool = False
-    # The largest output/region scale (the degraded tier: max_size / the image's long side).
-    max_scale: float | None = None
+    # The degraded tier's scale (max_size / the image's long side); None: no such cap.
+    tier_scale: TierScale | None = None
 
     def degraded(self, max_size: int, width: int, height: int) -> Limits:
         """These limits for the degraded tier of a ``width`` x ``height`` image: no side past
-        ``max_size``, and no region scaled past what the whole image at ``max_size`` has."""
+        ``max_size``, and no region given more pixels than the tier has of it."""
         mh = self.effective_max_height
         longest = max(width, height)
         return Limits(
@@ -49,17 +100,21 @@ class Limits:
             max_area=self.max_area,
             upscale_max_to_limits=self.upscale_max_to_limits,
             clamp_confined=self.clamp_confined,
-            max_scale=min(1.0, max_size / longest),
+            tier_scale=TierScale(min(max_size, longest), longest),
         )
 
-    def scale_allows(self, region_w: int, region_h: int, w: int, h: int) -> bool:
-        """Whether a ``w`` x ``h`` output of a ``region_w`` x ``region_h`` region is within
-        ``max_scale`` (a pixel of rounding up allowed, as tiles at the edges round up)."""
-        if self.max_scale is None:
+    @property
+    def max_scale(self) -> float | None:
+        """The largest output/region scale (the degraded tier's), as a number."""
+        return None if self.tier_scale is None else self.tier_scale.value
+
+    def scale_allows(self, region: Box, w: int, h: int, width: int, height: int) -> bool:
+        """Whether a ``w`` x ``h`` output of ``region`` of a ``width`` x ``height`` image is
+        within the tier's scale (:meth:`TierScale.most`)."""
+        if self.tier_scale is None:
             return True
-        return w <= math.ceil(region_w * self.max_scale - 1e-9) and h <= math.ceil(
-            region_h * self.max_scale - 1e-9
-        )
+        most_w, most_h = self.tier_scale.most_of(region, width, height)
+        return w <= most_w and h <= most_h
 
     @property
     def effective_max_height(self) -> int | None:
@@ -190,10 +245,23 @@ def _limit_scale(rw: int, rh: int, limits: Limits) -> float:
     return scale
 
 
-def resolve_size(req: ImageRequest, region: Box, limits: Limits) -> tuple[int, int]:
-    """Output width and height for the request's size over ``region``."""
+def resolve_size(
+    req: ImageRequest, region: Box, limits: Limits, width: int, height: int
+) -> tuple[int, int]:
+    """Output width and height for the request's size over ``region`` of a ``width`` x
+    ``height`` image."""
     s = req.size
     rw, rh = region.w, region.h
+    most: tuple[int, int] | None = None
+    if limits.tier_scale is not None:
+        most = limits.tier_scale.most_of(region, width, height)
+        if min(most) < 1:
+            side = limits.tier_scale.smallest_region()
+            raise BadRequest(
+                f"the {rw}x{rh} region is smaller than one pixel of this tier (each of its "
+                f"pixels covers {side}x{side} pixels of the image)",
+                parameter="region",
+            )
     v3 = req.version is Version.V3
     may_enlarge = s.upscale if v3 else True  # 2.1: sizeAboveFull, bounded by the limits
     confined_to_limits = False
@@ -202,6 +270,8 @@ def resolve_size(req: ImageRequest, region: Box, limits: Limits) -> tuple[int, i
         # ^max with no limits declared equals max (confine returns the region size).
         enlarge = s.upscale and limits.upscale_max_to_limits
         w, h = confine(rw, rh, math.inf if enlarge else 1.0, limits)
+        if most is not None:
+            w, h = min(w, most[0]), min(h, most[1])
         confined_to_limits = True
     elif s.kind is SizeKind.FULL:
         w, h = rw, rh
@@ -233,8 +303,10 @@ def resolve_size(req: ImageRequest, region: Box, limits: Limits) -> tuple[int, i
         clamp = limits.clamp_confined if v3 else not limits.allows_upscaling
         if (w > rw or h > rh) and not s.upscale and clamp:
             w, h = rw, rh
-        if not limits.fits(w, h) or not limits.scale_allows(rw, rh, w, h):
+        if not limits.fits(w, h) or not limits.scale_allows(region, w, h, width, height):
             w, h = confine(rw, rh, min(w / rw, h / rh), limits)
+            if most is not None:
+                w, h = min(w, most[0]), min(h, most[1])
         confined_to_limits = True
 
     enlarges = w > rw or h > rh
@@ -252,7 +324,7 @@ def resolve_size(req: ImageRequest, region: Box, limits: Limits) -> tuple[int, i
         raise BadRequest(f"{s.text!r} is larger than the {rw}x{rh} region", parameter="size")
     if not confined_to_limits and not limits.fits(w, h):
         raise BadRequest(f"{w}x{h} is larger than this server's limits", parameter="size")
-    if not confined_to_limits and not limits.scale_allows(rw, rh, w, h):
+    if not confined_to_limits and not limits.scale_allows(region, w, h, width, height):
         raise BadRequest(
             f"{w}x{h} of a {rw}x{rh} region is larger than this tier allows (its whole image "
             "is at most maxWidth x maxHeight)",
@@ -280,7 +352,7 @@ def canonical_size(version: Version, region: Box, w: int, h: int, limits: Limits
 def resolve(req: ImageRequest, width: int, height: int, limits: Limits) -> ResolvedRequest:
     """Resolve ``req`` against a ``width`` x ``height`` image."""
     region = resolve_region(req, width, height)
-    w, h = resolve_size(req, region, limits)
+    w, h = resolve_size(req, region, limits, width, height)
     full = region == Box(0, 0, width, height)
     region_text = "full" if full else f"{region.x},{region.y},{region.w},{region.h}"
     rotation = req.rotation

@@ -23,8 +23,9 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 import yaml
-from PIL import Image
+from PIL import Image, ImageStat
 
+from iiif_shim.iiif.profile import Version
 from tests.http.auth_support import (
     DEGRADED,
     ORIGIN,
@@ -317,6 +318,59 @@ def test_the_degraded_tier_never_serves_more_than_max_size(site: Site) -> None:
     assert site.get(f"{base}/full/1200,/0/default.png").status == 400
     assert site.get(f"/iiif/3/{enc('staff/big.jpg')}/full/max/0/default.jpg").status == 401
     assert site.get("/iiif/3/big.jpg/full/max/0/default.jpg").image().size == BIG
+
+
+def test_the_degraded_tier_gives_no_pixel_finer_than_its_scale(site: Site) -> None:
+    """The attacks of a review: regions smaller than one pixel of the tier (100 px of 1200: 12x12
+    of the image each) gave the master's own pixels. The public route shows what they were."""
+    base3 = f"/iiif/degraded/3/{enc('staff/big.jpg')}"
+    base2 = f"/iiif/degraded/2/{enc('staff/big.jpg')}"
+    master = site.get("/iiif/3/big.jpg/600,400,1,1/max/0/default.png").image().getpixel((0, 0))
+    for path in (
+        f"{base3}/600,400,1,1/1,1/0/default.png",
+        f"{base3}/600,400,1,1/max/0/default.png",
+        f"{base2}/600,400,1,1/1,/0/default.png",
+        f"{base2}/600,400,1,1/full/0/default.png",
+        f"{base3}/pct:50,50,0.01,0.01/max/0/default.png",
+        f"{base3}/600,400,11,11/max/0/default.png",
+        f"{base3}/600,400,13,13/2,2/0/default.png",  # twice the tier's scale
+        f"{base3}/1199,799,1,1/max/0/default.png",  # the corner
+    ):
+        resp = site.get(path)
+        assert resp.status == 400, (path, resp.status)
+        _no_image(resp)
+    assert (
+        "smaller than one pixel of this tier"
+        in site.get(f"{base3}/600,400,1,1/max/0/default.png").text
+    )
+    # a region of one tier pixel: one output pixel, of all of them, not the master's one
+    whole = site.get("/iiif/3/big.jpg/600,400,12,12/max/0/default.png").image().convert("RGB")
+    mean = ImageStat.Stat(whole).mean
+    one = site.get(f"{base3}/600,400,12,12/max/0/default.png")
+    assert one.status == 200 and one.image().size == (1, 1)
+    got = one.image().convert("RGB").getpixel((0, 0))
+    assert isinstance(got, tuple) and got != master
+    assert max(abs(g - m) for g, m in zip(got, mean, strict=True)) < 20, (got, mean, master)
+
+
+def test_every_tile_viewers_build_from_the_degraded_info_json_answers(site: Site) -> None:
+    """OpenSeadragon, Mirador, Leaflet and the canonical tiles of the degraded info.json (the
+    levels it offers and its sizes), both versions: all 200, within the tier's scale."""
+    from tests.unit.test_degraded_tier import tier_tiles
+
+    for version in (Version.V3, Version.V2):
+        base = f"/iiif/degraded/{version.value}/{enc('staff/big.jpg')}"
+        doc = json.loads(site.get(f"{base}/info.json").body)
+        least = min(doc["tiles"][0]["scaleFactors"])
+        assert least == 16  # 1200 / 100 = 12
+        within, finer = tier_tiles(doc, version, least)
+        assert len(within) > 3 and finer  # one tile at 16, and the sizes
+        for region, size in within:
+            got = site.get(f"{base}/{region}/{size}/0/default.jpg")
+            assert got.status == 200, (version, region, size, got.text)
+            w, h = got.image().size
+            rw, rh = BIG if region == "full" else tuple(map(int, region.split(",")[2:]))
+            assert w <= -(-rw * DEGRADED // BIG[0]) and h <= -(-rh * DEGRADED // BIG[0])
 
 
 def test_the_backend_is_never_asked_for_more_than_the_degraded_tier(site: Site) -> None:
