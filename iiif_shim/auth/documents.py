@@ -186,6 +186,9 @@ def access_2(policy: PolicySettings, name: str, base: str) -> dict[str, Any]:
     return access
 
 
+PROBE_PROFILE = "AuthProbeService2"  # see probe_2: for Mirador 4.0.0, not from the spec
+
+
 def probe_2(
     policy: PolicySettings, name: str, base: str, probe_url: str, *, v3: bool = True
 ) -> dict[str, Any]:
@@ -194,6 +197,11 @@ def probe_2(
     probe: dict[str, Any] = {} if v3 else {"@context": AUTH2_CONTEXT}
     probe["id"] = probe_url
     probe["type"] = "AuthProbeService2"
+    # Auth 2.0 gives a probe no profile, but Mirador 4.0.0 reads every service beside its Auth
+    # 1.0 cookie service with ``getProfile().match(...)`` and stops on one without: a profile
+    # that names the type and matches no Auth 1.0 profile keeps it going (clients of 2.0 go by
+    # ``type`` and ignore it)
+    probe["profile"] = PROBE_PROFILE
     probe["service"] = [access_2(policy, name, base)]
     if policy.failure_heading is not None:
         probe["errorHeading"] = lang(policy.failure_heading)
@@ -215,10 +223,15 @@ def probe_result(
         return doc
     if substitute:
         doc["substitute"] = substitute
-    heading = policy.failure_heading if policy is not None else None
+    # what the user is shown before any attempt: the policy's prompt (its heading and note),
+    # else its failure texts
+    heading = note = None
+    if policy is not None:
+        heading = policy.heading or policy.failure_heading
+        note = policy.note if policy.heading else policy.failure_note
     doc["heading"] = lang(heading or DEFAULT_FAILURE_HEADING)
-    if policy is not None and policy.failure_note is not None:
-        doc["note"] = lang(policy.failure_note)
+    if note is not None:
+        doc["note"] = lang(note)
     return doc
 
 

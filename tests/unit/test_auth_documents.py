@@ -4,6 +4,7 @@ the same keys, the same types, the same fixed values."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from iiif_shim.auth.documents import (
     AUTH1_CONTEXT,
     AUTH2_CONTEXT,
     ERRORS_2,
+    PROBE_PROFILE,
     probe_2,
     probe_result,
     services_1,
@@ -222,6 +224,10 @@ def test_token_messages_1() -> None:
 
 def test_probe_service_2_is_the_spec_example() -> None:
     probe = probe_2(LOGIN, "staff", BASE, f"{BASE}/auth/probe/image/x")
+    # the one key beyond the spec's example: a profile Mirador 4.0.0 needs on every service
+    # beside a cookie service (it calls getProfile().match on each), matching no Auth 1.0 one
+    assert probe.pop("profile") == PROBE_PROFILE
+    assert not re.match(r"http://iiif.io/api/auth/", PROBE_PROFILE)
     same_shape(probe, SPEC_PROBE_2)
     access = probe["service"][0]
     assert access["id"] == f"{BASE}/auth/staff/access"
@@ -258,7 +264,9 @@ def test_probe_results() -> None:
         denied,
         {**SPEC_PROBE_RESULT_DENIED, "substitute": [{"id": "u", "type": "ImageService3"}]},
     )
-    assert denied["heading"] == {"none": ["Authentication Failed"]}
+    # before any attempt the user is shown the policy's prompt, not its failure texts
+    assert denied["heading"] == {"none": ["Please Log In"]}
+    assert denied["note"] == {"none": [LOGIN.note]}
     assert "substitute" not in probe_result(200, substitute=substitute, policy=LOGIN)
     bare = probe_result(401, policy=TERMS)
     assert "substitute" not in bare and "note" not in bare and "heading" in bare
