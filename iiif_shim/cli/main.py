@@ -206,6 +206,10 @@ def _source_warnings(surveys: Mapping[str, Survey]) -> list[str]:
             out.append(f"presentation.sources.{name}: has no objects")
         if survey.stale is not None:
             out.append(f"presentation.sources.{name}: an old copy is in use ({survey.stale})")
+        if survey.open_images:  # (--sources lists them)
+            out.append(f"presentation.sources.{name}: {_n(survey.open_images, 'object')} with "
+                       "an access that guards only the PDF: their images are on public routes, "
+                       "so they are public; give their route `access` too")  # fmt: skip
     return out
 
 
@@ -251,7 +255,7 @@ def _problem_lines(survey: Survey) -> list[str]:
     return lines
 
 
-_KINDS = {"object": "object not served", "note": "note"}
+_KINDS = {"object": "object not served", "note": "note", "access": "its images are public"}
 
 
 def _quiet() -> None:

@@ -341,6 +341,7 @@ def parse_settings(
     if auth:
         _check_access(r, auth, routes, presentation)
         _warn_openings(r, server, auth, routes)
+        _warn_object_access(r, routes, presentation)
         auth = _keyed(auth)
     if cache and backends:
         _check_spills(r, cache.disk, backends)
@@ -382,6 +383,26 @@ def _check_access(
     for key, policy in named:
         if policy is not None and policy not in auth.policies:
             r.problem(key, f"no policy {policy!r} under auth.policies ({known})")
+
+
+def _warn_object_access(
+    r: Reader, routes: list[RouteSettings], presentation: PresentationSettings | None
+) -> None:
+    """A warning for a source whose ``access`` names a policy while every route is public:
+    that policy then guards only its objects' PDFs, as their images follow their routes (an
+    image may be in several objects). With some routes restricted, ``check-config`` says it of
+    each object it reads whose images are public (``ObjectSource.open_images``)."""
+    if presentation is None or any(route.access is not None for route in routes):
+        return
+    for name, source in presentation.sources.items():
+        policy = getattr(source, "access", None)
+        if policy is not None:
+            r.warn(
+                f"presentation.sources.{name}.access",
+                f"{policy!r} guards only the PDFs of its objects: their images follow their "
+                "routes, and every route is public, so its images are public; give their "
+                "route `access` too",
+            )
 
 
 def _warn_openings(

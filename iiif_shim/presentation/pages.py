@@ -11,7 +11,9 @@ escaped; the page needs nothing but the shim.
 A restricted image (its route's ``access``) shows its degraded tier's thumbnail, or a note when
 its policy has none, and never a download; the page then has, for each policy of its images or
 its PDF, a link to log in (``/auth/{policy}/access``, in a new tab, as the viewers open it) and
-one to log out. The page is the same for everyone.
+one to log out: "log in to get the PDF" for a policy only its PDF needs (the object's own
+``access``, its images being public). A page with nothing restricted has no such link. The
+page is the same for everyone.
 """
 
 from __future__ import annotations
@@ -73,16 +75,21 @@ def _shown(texts: Texts, language: str) -> str:
     return f'<span lang="{escape(tag)}">{escape(text)}</span>'
 
 
-def _access(builder: Builder, policies: Sequence[str]) -> str:
-    """The login and logout links of each policy the object's images or PDF need."""
+def _access(builder: Builder, images: Sequence[str], pdf: Sequence[str]) -> str:
+    """The login and logout links of each policy the object's images or PDF need: one its
+    images need says some of this is restricted; one only its PDF needs (the object's own
+    ``access``, its images being public) says to log in to get the PDF."""
     lines = []
-    for name in dict.fromkeys(policies):
+    for name in dict.fromkeys([*images, *pdf]):
         policy = builder.policies[name]
         at = f"{builder.urls.site}/auth/{quote(name, safe='')}"
+        if name in images:
+            what, login = "some of this is restricted", "Log in"
+        else:
+            what, login = "the PDF is restricted", "Log in to get the PDF"
         lines.append(
-            f"<p class=access><strong>{escape(policy.label)}</strong>: some of this is "
-            "restricted. "
-            f'<a href="{escape(at)}/access" target="_blank">Log in</a> '
+            f"<p class=access><strong>{escape(policy.label)}</strong>: {what}. "
+            f'<a href="{escape(at)}/access" target="_blank">{login}</a> '
             f"(in a new tab), then reload this page; "
             f'<a href="{escape(at)}/logout" target="_blank">Log out</a></p>\n'
         )
@@ -148,7 +155,7 @@ def object_page(
         for label, template in viewers.external.items()
     ]
     drag = f"{urls.object_page(record.name)}?manifest={quote(manifest, safe=':/')}"
-    access = _access(builder, [p.access for p in pictures if p.access] + list(pdf_policies))
+    access = _access(builder, [p.access for p in pictures if p.access], pdf_policies)
     summary = f"<p>{escape(record.summary)}</p>" if record.summary else ""
     return (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"

@@ -628,3 +628,72 @@ def test_check_config_names_an_unknown_policy_of_a_source(site: Site, tmp_path: 
     assert checked.returncode != 0
     assert "presentation.sources.cat.access" in checked.stdout + checked.stderr
     assert "'nobody'" in checked.stdout + checked.stderr
+
+
+# --- an object's own access: its PDF only, said where it can be missed -------------------------
+
+
+def test_the_object_page_of_an_object_whose_access_guards_only_its_pdf(site: Site) -> None:
+    """``mixed`` names ``vault`` but its image is on a public route: the page says the login is
+    for the PDF, not that its images are restricted."""
+    page = site.get("/objects/mixed").text
+    assert f"/iiif/3/{enc('quad.png')}/full/" in page  # the image is public, as its route
+    assert "Log in to get the PDF" in page and "/auth/vault/access" in page
+    assert "some of this is restricted" not in page
+    letters = site.get("/objects/letters").text
+    assert "some of this is restricted" in letters and "to get the PDF" not in letters
+    # the shim's log says it once (the record loader), naming the object and the fix
+    wait_until(
+        lambda: (
+            "object 'mixed'" in site.shim.log.read_text()
+            and "give its route `access` too" in site.shim.log.read_text()
+        ),
+        "the warning about mixed's public image in the log",
+        10,
+    )
+    site.get("/iiif/presentation/3/mixed/manifest")
+    assert site.shim.log.read_text().count("which guards only its PDF: its image 'quad.png'") == 1
+
+
+def _check(site: Site, tmp_path: Path, body: dict[str, Any], *args: str) -> str:
+    for name in ("staff", "vault"):
+        body["auth"]["policies"][name]["users"]["htpasswd"] = str(
+            site.config.parent / "users.htpasswd"
+        )
+    body["presentation"]["sources"]["cat"]["path"] = str(site.config.parent / "objects.csv")
+    path = tmp_path / "checked.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    checked = subprocess.run(
+        [sys.executable, "-m", "iiif_shim", "check-config", str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    return checked.stdout + checked.stderr
+
+
+def test_check_config_says_which_objects_access_leaves_their_images_public(
+    site: Site, tmp_path: Path
+) -> None:
+    body: dict[str, Any] = yaml.safe_load(site.config.read_text())
+    out = _check(site, tmp_path, body)
+    assert "presentation.sources.cat: 2 objects with an access that guards only the PDF" in out
+    listed = _check(site, tmp_path, body, "--sources")
+    line = next(line for line in listed.splitlines() if "object 'mixed'" in line)
+    assert "'vault'" in line and "'quad.png'" in line and "public" in line, line
+    assert not any("object 'letters'" in line for line in listed.splitlines())
+
+
+def test_check_config_warns_of_a_source_access_when_every_route_is_public(
+    site: Site, tmp_path: Path
+) -> None:
+    body: dict[str, Any] = yaml.safe_load(site.config.read_text())
+    for route in body["routes"]:
+        route.pop("access", None)
+    body["presentation"]["sources"]["cat"]["access"] = "staff"
+    out = _check(site, tmp_path, body)
+    assert "presentation.sources.cat.access" in out
+    assert "'staff' guards only the PDFs of its objects" in out
+    body["routes"][0]["access"] = "staff"  # a restricted route: each object is checked instead
+    assert "presentation.sources.cat.access" not in _check(site, tmp_path, body)

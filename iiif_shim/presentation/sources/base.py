@@ -17,7 +17,10 @@ the network, its list and up to ``limit`` objects) into a :class:`Survey`: what
 ``check-config`` reports and what ``/health/ready`` and the metrics show. A survey's long,
 blocking part (every object of a whole table built) runs on :class:`SurveyThread`, threads of
 its own (never the thread pool that serves images), and stops at its next object once the
-survey is given up (a timeout, a reload, shutdown). A remote source whose list cannot be read,
+survey is given up (a timeout, a reload, shutdown). An object whose ``access`` (its own or its
+source's) guards only its PDF, because its images are on public routes, is said too
+(:meth:`ObjectSource.open_images`: logged once, listed by a survey): an image is as public as
+its route, whatever objects it is in. A remote source whose list cannot be read,
 or whose every object read failed (unreachable, 5xx, no answer), is down; one serving a stale
 copy (its refetch failed) is degraded, with that error.
 """
@@ -102,7 +105,8 @@ class Problem:
     column: str | None
     object: str | None
     reason: str
-    kind: str  # cell, row or column (left out), object (not served), note (shown otherwise)
+    kind: str  # cell, row or column (left out), object (not served), note (shown otherwise),
+    # access (its access guards its PDF only: its images are on public routes)
 
     def as_json(self) -> dict[str, Any]:
         return {"where": self.where, "column": self.column, "object": self.object,
@@ -131,6 +135,7 @@ class Survey:
     rows: int = 0  # rows (canvases) left out
     columns: int = 0  # optional columns the file lacks (left out)
     notes: int = 0  # values shown in another way (a date that is not a date): not problems
+    open_images: int = 0  # objects naming an access whose images are public (their routes')
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -144,6 +149,7 @@ class Survey:
     def hidden(self) -> int:
         """Problems counted but not listed (past MAX_PROBLEMS)."""
         listed = self.cells + self.rows + self.columns + self.unusable + self.notes
+        listed += self.open_images
         return max(0, listed - len(self.problems))
 
     def add(self, problem: Problem) -> None:
@@ -155,6 +161,8 @@ class Survey:
             self.columns += 1
         elif problem.kind == "note":
             self.notes += 1
+        elif problem.kind == "access":
+            self.open_images += 1
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(problem)
 
@@ -175,6 +183,7 @@ class Survey:
                 "failed": self.failed,
                 "skipped": skipped,
                 "notes": self.notes,
+                "open_images": self.open_images,
             }
             if self.stale is not None:
                 out["stale"] = self.stale
@@ -266,9 +275,53 @@ class ObjectSource(ABC, Generic[S]):
         """What lenient mode left out of ``record`` (and what it shows otherwise), placed."""
         return [self.problem(record, skipped) for skipped in record.skipped]
 
+    def open_images(self, record: ObjectRecord) -> Problem | None:
+        """Whether ``record`` names an access policy (its own, else its source's) while images
+        of it are on public routes: that policy then guards its PDF only, and those images are
+        served to anyone at full size (the Image API decides per image, by its route)."""
+        policy = record.access or getattr(self.settings, "access", None)
+        if policy is None or self._context is None:
+            return None
+        public = []
+        for canvas in record.canvases:
+            try:
+                if self._context.router.route(canvas.image).access is None:
+                    public.append(canvas.image)
+            except NotFound:
+                continue  # (a canvas no route serves fails on its own)
+        if not public:
+            return None
+        shown = ", ".join(repr(image[:100]) for image in public[:3])
+        more = f" and {len(public) - 3} more" if len(public) > 3 else ""
+        whose = "its own" if record.access else "its source's"
+        return Problem(
+            f"object {record.name!r}",
+            "access",
+            record.name,
+            f"names access {policy[:64]!r} ({whose}), which guards only its PDF: "
+            + (
+                f"its image {shown} is on a public route, so it is public; give its route "
+                if len(public) == 1
+                else f"its images {shown}{more} are on public routes, so they are public; "
+                "give their route "
+            )
+            + "`access` too",
+            "access",
+        )
+
     def noted(self, record: ObjectRecord) -> ObjectRecord:
         """``record``, after one warning per value it left out (per source and value, not per
-        request: each is logged once in the life of the source; notes are not warned)."""
+        request: each is logged once in the life of the source; notes are not warned), and
+        one when its access guards only its PDF (:meth:`open_images`; for the source's
+        access, once per source)."""
+        opened = self.open_images(record)
+        # once per object for its own access, once per source for the source's
+        flag: tuple[str, str, str | None] = ("" if record.access is None else record.name,
+                                             "access", None)  # fmt: skip
+        if opened is not None and flag not in self._noted and len(self._noted) < MAX_NOTED:
+            self._noted.add(flag)
+            more = "" if record.access else " (and maybe others of this source)"
+            log.warning("%s: object %r%s %s", self.who, record.name, more, opened.reason)
         for skipped in record.skipped:
             if skipped.note:
                 continue
@@ -343,11 +396,13 @@ class ObjectSource(ABC, Generic[S]):
             survey.unusable += 1
             survey.failed += _failed(found)
             survey.add(Problem(f"object {name!r}", None, name, found.public_text(), "object"))
-        elif found is not None and found.skipped:
+        elif found is not None:
             if any(not skipped.note for skipped in found.skipped):
                 survey.affected += 1
             for problem in self.problems(found):
                 survey.add(problem)
+            if (opened := self.open_images(found)) is not None:
+                survey.add(opened)
 
 
 def _failed(exc: ShimError) -> bool:

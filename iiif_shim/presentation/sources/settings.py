@@ -73,8 +73,8 @@ class HttpSourceSettings(UpstreamSettings, SourceSettings):
     access: str | None = option(
         None,
         doc="the access policy (a name under `auth.policies`) of every object of this source "
-        "without an `access` of its own: its PDF needs it (its images need their routes' "
-        "policies); absent: none",
+        "without an `access` of its own: only its PDF needs it, its images stay as public as "
+        "their routes (give those `access`; check-config warns); absent: none",
     )
 
 
@@ -86,8 +86,8 @@ class FolderSourceSettings(SourceSettings):
     access: str | None = option(
         None,
         doc="the access policy (a name under `auth.policies`) of every object of this source "
-        "without an `access` of its own: its PDF needs it (its images need their routes' "
-        "policies); absent: none",
+        "without an `access` of its own: only its PDF needs it, its images stay as public as "
+        "their routes (give those `access`; check-config warns); absent: none",
     )
 
     def findings_in(self, config: ConfigView) -> list[Finding]:
