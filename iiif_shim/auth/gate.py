@@ -2,14 +2,16 @@
 starts and ends logins and gives out access tokens. Everything else asks it (``web/`` builds a
 :class:`Caller` from the request and speaks HTTP; ``auth/`` never does).
 
-**Decision** (:meth:`Gate.decide`, sync, no I/O but a ``stat``, on every tile): for a
-policy, the caller is ``full`` when (1) a ``kiosk``/``external`` policy's ``networks`` hold
-its address, or (2) it sends that policy's cookie (``iiif-shim-auth-<policy>``), validly
-signed for the session purpose, not expired, its sid not revoked, or (3) ``bearer_ok`` and
-it sends an ``Authorization: Bearer`` token of that policy, validly signed for the token
-purpose, not expired, its session not revoked (a token bound to an address: only from that
-address). Else ``degraded`` when the policy has a ``degraded`` tier, else ``none``. A policy
-name the gate does not know is ``none`` (fail closed).
+**Decision** (:meth:`Gate.decide`, sync, no I/O but a ``stat``, on every tile): a
+``kiosk``/``external`` policy is decided by the address alone: ``full`` when its ``networks``
+hold the caller's address, or (``bearer_ok``) for a token of that policy bound to that very
+address; no cookie is ever made or accepted for it (one taken home would open the room from
+outside). For the other kinds the caller is ``full`` when it sends that policy's cookie
+(``iiif-shim-auth-<policy>``), validly signed for the session purpose, not expired, its sid
+not revoked, or ``bearer_ok`` and it sends an ``Authorization: Bearer`` token of that policy,
+validly signed for the token purpose, not expired, its session not revoked. Else
+``degraded`` when the policy has a ``degraded`` tier, else ``none``. A policy name the gate
+does not know is ``none`` (fail closed).
 
 **Values** (``signing.py``): a session cookie holds ``{p: policy, u: user, i: sid, e: exp}``;
 the user is there for the audit lines of later events (logout, token): the cookie is
@@ -138,6 +140,7 @@ class _Policy:
         self.settings = settings
         self.cookie = cookie_name(name)
         self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in settings.networks)
+        self.by_address = settings.kind in ("kiosk", "external")  # no cookie: the address
         max_size = settings.degraded.max_size if settings.degraded is not None else None
         self.other = (
             Verdict(name, Tier.DEGRADED, max_size, None)
@@ -217,12 +220,12 @@ class Gate:
             return Verdict(policy, Tier.NONE, None, None)
         if found.networks and found.holds(caller.address):
             return found.inside
-        cookie = caller.cookies.get(found.cookie)
+        cookie = None if found.by_address else caller.cookies.get(found.cookie)
         if cookie:
             session = self._session(found.name, cookie)
             if session is not None:
                 return Verdict(policy, Tier.FULL, None, session.user)
-        if bearer_ok and caller.bearer and self._token_ok(found.name, caller):
+        if bearer_ok and caller.bearer and self._token_ok(found, caller):
             return found.inside
         return found.other
 
@@ -233,12 +236,12 @@ class Gate:
         user = claims.get("u")
         return Session(policy, user if isinstance(user, str) else "", claims["i"], claims["e"])
 
-    def _token_ok(self, policy: str, caller: Caller) -> bool:
+    def _token_ok(self, found: _Policy, caller: Caller) -> bool:
         claims = self.signer.verify(Purpose.TOKEN, caller.bearer)
-        if claims is None or claims.get("p") != policy or self.store.revoked(claims["i"]):
+        if claims is None or claims.get("p") != found.name or self.store.revoked(claims["i"]):
             return False
-        if "a" in claims:
-            return bool(claims["a"] == self._address_digest(caller.address))
+        if "a" in claims or found.by_address:  # bound to the address it was given to
+            return bool(claims.get("a") == self._address_digest(caller.address))
         sid = claims.get("s")
         return isinstance(sid, str) and not self.store.revoked(sid)
 
@@ -262,7 +265,9 @@ class Gate:
         """The valid, unrevoked login of ``policy`` the caller's cookie carries."""
         found = self._policies.get(policy)
         cookie = caller.cookies.get(cookie_name(policy))
-        return self._session(policy, cookie) if found is not None and cookie else None
+        if found is None or found.by_address or not cookie:
+            return None
+        return self._session(policy, cookie)
 
     async def end_session(self, policy: str, caller: Caller) -> None:
         """Log out: the caller's session of ``policy`` (and every token made from it) is
@@ -294,7 +299,7 @@ class Gate:
             return INVALID_ASPECT
         ttl = self.settings.token_ttl
         now = time.time()
-        cookie = caller.cookies.get(found.cookie)
+        cookie = None if found.by_address else caller.cookies.get(found.cookie)
         claims, why = self.signer.examine(Purpose.SESSION, cookie, now=now)
         if claims is not None and (claims.get("p") != policy or self.store.revoked(claims["i"])):
             claims, why = None, "invalid"

@@ -66,6 +66,7 @@ MAX_USER = 256  # characters of a user name given in a form
 MAX_PASSWORD = 1024  # characters of a password (bcrypt reads the first 72 bytes)
 MAX_MESSAGE_ID = 1024  # characters of a messageId
 MAX_FORWARDED_HOPS = 32  # X-Forwarded-For entries read, from the right
+CLOSE_AFTER = 4.0  # seconds a refusal shown to a viewer's window stays before it closes
 
 # --- who is asking -------------------------------------------------------------------------
 
@@ -235,7 +236,7 @@ def _json(doc: Mapping[str, Any], status: int = 200) -> web.Response:
     )
 
 
-def _text(status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
+def plain_text(status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status,
         text=text.rstrip("\n") + "\n",
@@ -271,9 +272,9 @@ async def auth_request(request: web.Request, tail: str) -> web.StreamResponse:
     gate = runtime.gate
     policy = _policy(gate, name)
     if policy is None:
-        return _text(404, "no such access policy")
+        return plain_text(404, "no such access policy")
     if request.method == "HEAD":  # the flow's GETs act (set or revoke a login): never on HEAD
-        return _text(405, "use GET", {"Allow": "GET"})
+        return plain_text(405, "use GET", {"Allow": "GET"})
     post = request.method == "POST"
     if action == "access":
         if policy.users is not None and policy.users.oidc is not None:
@@ -283,19 +284,19 @@ async def auth_request(request: web.Request, tail: str) -> web.StreamResponse:
         return await (_access_post if post else _access_get)(request, runtime, name, policy)
     if action == "oidc/callback" and not post:
         if policy.users is None or policy.users.oidc is None:
-            return _text(404, "this policy does not sign in through OpenID Connect")
+            return plain_text(404, "this policy does not sign in through OpenID Connect")
         oidc = importlib.import_module("iiif_shim.web.oidc")
         callback: Callable[[web.Request, str], Awaitable[web.StreamResponse]] = oidc.callback
         return await callback(request, name)
     if post:
-        return _text(405, "use GET", {"Allow": "GET"})
+        return plain_text(405, "use GET", {"Allow": "GET"})
     if action == "token":
         return await _token_1(request, gate, name, policy)
     if action == "token2":
         return await _token_2(request, gate, name, policy)
     if action == "logout":
         return await _logout(request, runtime, name, policy)
-    return _text(404, "not an address of the access flow: access, token, token2 or logout")
+    return plain_text(404, "not an address of the access flow: access, token, token2 or logout")
 
 
 def _policy(gate: Gate, name: str) -> PolicySettings | None:
@@ -307,7 +308,7 @@ def _policy(gate: Gate, name: str) -> PolicySettings | None:
 # --- access --------------------------------------------------------------------------------
 
 
-def _granted(
+def granted(
     request: web.Request,
     runtime: Runtime,
     name: str,
@@ -327,7 +328,7 @@ def _granted(
     return response
 
 
-def _refuse(
+def refuse(
     gate: Gate,
     name: str,
     policy: PolicySettings,
@@ -336,14 +337,20 @@ def _refuse(
     title: str,
     text: str,
     reason: str,
+    *,
+    close_after: float | None = None,
 ) -> web.Response:
     """A page refusing access (the policy's failure heading and note under ``text``), and
-    its ``refused`` audit line."""
+    its ``refused`` audit line; ``close_after``: seconds after which the page closes itself
+    (:func:`authpages.message`)."""
     gate.audit.event("refused", policy=name, address=caller.address, reason=reason)
-    return _html(lambda nonce: authpages.message(title, text, nonce, policy), status)
+    return _html(
+        lambda nonce: authpages.message(title, text, nonce, policy, close_after=close_after),
+        status,
+    )
 
 
-def _origin_refused(gate: Gate, given: str | None) -> bool:
+def origin_refused(gate: Gate, given: str | None) -> bool:
     """A viewer origin was given and it is not one that may use this server."""
     if not given:
         return False
@@ -396,28 +403,29 @@ async def _access_get(
     gate = runtime.gate
     caller = caller_of(request, gate)
     given = request.query.get("origin")
-    if _origin_refused(gate, given):
-        return _refuse(
+    if origin_refused(gate, given):
+        return refuse(
             gate, name, policy, caller, 403, "Not available to this viewer",
             "The viewer that opened this page may not use this service.", "origin",
         )  # fmt: skip
-    if policy.kind in ("kiosk", "external"):
-        if gate.decide(name, Caller(caller.address, {}, None)).full:  # by address alone
-            return _granted(request, runtime, name, policy, caller, caller.address)
-        return _refuse(
+    if policy.kind in ("kiosk", "external"):  # the address alone decides, on every request
+        if gate.decide(name, Caller(caller.address, {}, None)).full:
+            gate.audit.event("login", policy=name, address=caller.address, reason="address")
+            return _html(lambda nonce: authpages.closing(policy, nonce))  # no cookie
+        return refuse(
             gate, name, policy, caller, 403, "Not available here",
             "Access is given only on the institution's own network, not from where you are.",
-            "address",
+            "address", close_after=CLOSE_AFTER,
         )  # fmt: skip
     users = policy.users
     if users is not None and users.header is not None:
         user = gate.header_user(name, request.remote, request.headers.get(users.header))
         if user is None:
-            return _refuse(
+            return refuse(
                 gate, name, policy, caller, 403, "Not available here",
                 "This login works only through the institution's sign-on.", "no trusted header",
             )  # fmt: skip
-        return _granted(request, runtime, name, policy, caller, user)
+        return granted(request, runtime, name, policy, caller, user)
     return _form_page(request, runtime, name, policy, origin_of(given))
 
 
@@ -430,15 +438,15 @@ async def _access_post(
     caller = caller_of(request, gate)
     users = policy.users
     if policy.kind not in ("login", "clickthrough") or (users and users.htpasswd is None):
-        return _text(405, "use GET", {"Allow": "GET"})
+        return plain_text(405, "use GET", {"Allow": "GET"})
     try:  # a body past client_max_size is aiohttp's 413
         form = await request.post()
     except ValueError:  # not UTF-8, a broken multipart body
-        return _text(400, "the form could not be read")
+        return plain_text(400, "the form could not be read")
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     given = fields.get("origin") or None
-    if _origin_refused(gate, given):
-        return _refuse(
+    if origin_refused(gate, given):
+        return refuse(
             gate, name, policy, caller, 403, "Not available to this viewer",
             "The viewer that opened this page may not use this service.", "origin",
         )  # fmt: skip
@@ -448,7 +456,7 @@ async def _access_post(
         gate.audit.event("refused", policy=name, address=caller.address, reason="csrf")
         return _form_page(request, runtime, name, policy, origin, 403)
     if policy.kind == "clickthrough":
-        return _granted(request, runtime, name, policy, caller, "clickthrough")
+        return granted(request, runtime, name, policy, caller, "clickthrough")
     user = fields.get("username", "")
     password = fields.get("password", "")
     if not user or not password or len(user) > MAX_USER or len(password) > MAX_PASSWORD:
@@ -467,7 +475,7 @@ async def _access_post(
     if not await gate.check_password(name, user, password):
         await gate.count_failure(name, user, caller.address)  # audits the failure
         return _form_page(request, runtime, name, policy, origin, failed=True, username=user)
-    return _granted(request, runtime, name, policy, caller, user)
+    return granted(request, runtime, name, policy, caller, user)
 
 
 # --- tokens --------------------------------------------------------------------------------

@@ -124,13 +124,26 @@ def closing(policy: PolicySettings, nonce: str) -> str:
     return _page("Access granted", body, nonce, "window.close();")
 
 
-def message(title: str, text: str, nonce: str, policy: PolicySettings | None = None) -> str:
+def message(
+    title: str,
+    text: str,
+    nonce: str,
+    policy: PolicySettings | None = None,
+    *,
+    close_after: float | None = None,
+) -> str:
     """A page for a person that says one thing (a refusal, a limit, an error); with
-    ``policy``, its failure heading and note too."""
+    ``policy``, its failure heading and note too. With ``close_after`` (seconds) the page
+    closes its own window after that long, so a viewer waiting for it goes on (to its token
+    service, which then tells it the failure)."""
     body = f"<h1>{escape(title)}</h1><p>{escape(text)}</p>"
     if policy is not None and policy.failure_heading:
         body += _failure(policy, policy.failure_heading)
-    return _page(title, body, nonce)
+    script = ""
+    if close_after is not None:
+        body += "<p>This window closes by itself in a moment.</p>"
+        script = f"setTimeout(function(){{window.close();}},{round(close_after * 1000)});"
+    return _page(title, body, nonce, script)
 
 
 def logged_out(policy: PolicySettings, nonce: str) -> str:

@@ -108,7 +108,7 @@ def _failed(
     gate = runtime.gate
     caller = auth.caller_of(request, gate)
     title = "Sign-in failed" if exc.status in (400, 401) else "Sign-in unavailable"
-    response = auth._refuse(
+    response = auth.refuse(
         gate, name, policy, caller, exc.status, title, exc.message, f"oidc: {exc.reason}"
     )
     _clear_state(request, runtime, response, name)
@@ -144,9 +144,9 @@ async def start(request: web.Request, name: str) -> web.StreamResponse:
     policy = gate.policy(name)
     settings = _settings(policy)
     if request.method != "GET":
-        return auth._text(405, "use GET", {"Allow": "GET"})
-    if auth._origin_refused(gate, request.query.get("origin")):
-        return auth._refuse(
+        return auth.plain_text(405, "use GET", {"Allow": "GET"})
+    if auth.origin_refused(gate, request.query.get("origin")):
+        return auth.refuse(
             gate, name, policy, auth.caller_of(request, gate), 403,
             "Not available to this viewer",
             "The viewer that opened this page may not use this service.", "origin",
@@ -192,6 +192,6 @@ async def callback(request: web.Request, name: str) -> web.StreamResponse:
     except SignInFailed as exc:
         return _failed(request, runtime, name, policy, exc)
     caller = auth.caller_of(request, gate)
-    response = auth._granted(request, runtime, name, policy, caller, identity.user)
+    response = auth.granted(request, runtime, name, policy, caller, identity.user)
     _clear_state(request, runtime, response, name)
     return response

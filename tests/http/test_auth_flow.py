@@ -250,13 +250,16 @@ def test_kiosk_and_external_grant_by_address_alone(servers: Servers) -> None:
     port = servers.main.port
     kiosk = send(port, "/auth/kiosk/access")  # 127.0.0.1 is in the kiosk's networks
     assert kiosk.status == 200 and "window.close()" in kiosk.text
-    assert "iiif-shim-auth-kiosk" in set_cookies(kiosk)
+    assert not set_cookies(kiosk)  # the address decides each time: nothing to take home
     room = send(port, "/auth/room/access")  # 127.0.0.1 is not in the reading room
     assert room.status == 403
     assert "Reading room only" in room.text and "iiif-shim-auth-room" not in set_cookies(room)
+    # the refusal closes itself too, so the viewer goes on to its token service
+    assert "window.close()" in room.text and "closes by itself" in room.text
     # behind a proxy of auth.forwarded_by (127.0.0.1), the forwarded client is in the room
     inside = send(port, "/auth/room/access", headers={"X-Forwarded-For": "10.20.4.5"})
-    assert inside.status == 200 and "iiif-shim-auth-room" in set_cookies(inside)
+    assert inside.status == 200 and "window.close()" in inside.text
+    assert not set_cookies(inside)
     # the last untrusted hop counts: a client cannot prepend an address of the room
     spoofed = send(port, "/auth/room/access", headers={"X-Forwarded-For": "10.20.4.5, 192.0.2.7"})
     assert spoofed.status == 403
@@ -271,6 +274,46 @@ def test_kiosk_and_external_token_services_give_tokens_at_once_by_address(
     inside = send(port, "/auth/room/token", headers={"X-Forwarded-For": "10.20.4.5"})
     assert inside.status == 200 and json.loads(inside.body)["accessToken"]
     _seen(json.loads(inside.body)["accessToken"])
+
+
+def test_kiosk_and_external_cookies_and_tokens_open_nothing_outside_the_network(
+    servers: Servers,
+) -> None:
+    """A reader in the room (10.20.4.5) who takes a cookie or a token home (203.0.113.9)."""
+    port = servers.main.port
+    inside, outside = {"X-Forwarded-For": "10.20.4.5"}, {"X-Forwarded-For": "203.0.113.9"}
+    # a session cookie of the room, as the access page gave one (or as one was forged with
+    # the key: the same value)
+    made = set_cookies(send(port, "/auth/room/access", headers=inside)).get("iiif-shim-auth-room")
+    value = (
+        made.value
+        if made is not None
+        else _forge(SECRET, Purpose.SESSION, {"p": "room", "u": "10.20.4.5"}, 3600)
+    )
+    _seen(value)
+    image = "/iiif/3/room%2Fquad.png/full/max/0/default.png"
+    assert send(port, image, headers=inside).status == 200
+    assert send(port, image, headers=outside, cookies=cookie("room", value)).status == 401
+    info = "/iiif/3/room%2Fquad.png/info.json"
+    assert send(port, info, headers=outside, cookies=cookie("room", value)).status == 401
+    # the cookie mints no token outside
+    minted = send(port, "/auth/room/token", headers=outside, cookies=cookie("room", value))
+    assert minted.status == 401, minted.text
+    # a token minted inside opens nothing outside (it is bound to the address)
+    given = send(port, "/auth/room/token", headers=inside)
+    room_token = json.loads(given.body)["accessToken"]
+    _seen(room_token)
+    for headers, status in ((inside, 200), (outside, 401)):
+        bearer = {**headers, "Authorization": f"Bearer {room_token}"}
+        assert send(port, info, headers=bearer).status == status
+        assert _probe_from(port, "room/quad.png", bearer)["status"] == status
+
+
+def _probe_from(port: int, identifier: str, headers: dict[str, str]) -> dict[str, Any]:
+    answer = send(port, f"/auth/probe/image/{quote(identifier, safe='')}", headers=headers)
+    assert answer.status == 200, answer.text
+    found: dict[str, Any] = json.loads(answer.body)
+    return found
 
 
 def test_a_sign_on_header_is_believed_from_a_trusted_proxy_only(servers: Servers) -> None:

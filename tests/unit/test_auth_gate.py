@@ -218,7 +218,17 @@ def test_addresses_inside_networks_are_full_and_get_tokens(gate: Gate) -> None:
     asyncio.run(gate.end_session("room", caller(bearer=token.value, address=inside)))
     again = caller(bearer=token.value, address=inside)
     assert gate.decide("room", again).full  # the address still is inside
-    assert not gate._token_ok("room", again)  # the token itself is dead
+    assert not gate._token_ok(gate._policies["room"], again)  # the token itself is dead
+
+
+def test_kiosk_and_external_take_no_cookie_the_address_decides(gate: Gate) -> None:
+    """A room cookie (made with the key, as an old access page gave one) opens nothing
+    outside the room and mints no token there."""
+    value, _ = gate.signer.sign(Purpose.SESSION, {"p": "room", "u": "10.20.3.4"}, 3600)
+    outside = caller({cookie_name("room"): value}, address="10.21.0.1")
+    assert not gate.decide("room", outside, bearer_ok=True).full
+    assert gate.session("room", outside) is None
+    assert isinstance(gate.issue_token("room", outside), str)
 
 
 def test_header_users_are_believed_from_trusted_proxies_only(gate: Gate) -> None:
