@@ -2,7 +2,10 @@
 (given or refused), so an operator can tell who got access to what, from where, and when.
 
 A line holds ``time`` (ISO-8601, UTC, milliseconds), ``event`` (one of :data:`EVENTS`) and,
-when known, ``policy``, ``user``, ``address``, ``identifier`` and ``reason``. Each field is
+when known, ``policy``, ``user``, ``address``, ``identifier`` and ``reason``; a user name
+typed into a form that names no user of the file is not written (it may be a password typed
+in the wrong field): the line says ``"user": null`` and ``user_hash``, a keyed hash of what was
+typed (the same text, the same hash, so repeated guesses can be told apart). Each field is
 cut at :data:`MAX_FIELD` characters (control characters escaped by JSON), and the whole line
 goes through ``base/redaction.py``, so no secret the configuration declared appears. Callers
 never pass a password, a cookie, a token or a key: there is no field for one.
@@ -58,13 +61,19 @@ class Audit:
         address: str | None = None,
         identifier: str | None = None,
         reason: str | None = None,
+        user_hash: str | None = None,
         now: datetime | None = None,
     ) -> str:
-        """The JSON line (without its newline) of one event."""
+        """The JSON line (without its newline) of one event (``user_hash``: see the module
+        docstring; with it, ``user`` is written as ``null``)."""
         if event not in EVENTS:
             raise ValueError(f"no audit event {event!r}")
         when = (now or datetime.now(UTC)).isoformat(timespec="milliseconds")
-        record: dict[str, str] = {"time": when.replace("+00:00", "Z"), "event": event}
+        record: dict[str, str | None] = {"time": when.replace("+00:00", "Z"), "event": event}
+        if user_hash is not None:
+            user = None
+            record["user"] = None
+            record["user_hash"] = _cut(user_hash)
         for key, value in (
             ("policy", policy),
             ("user", user),
@@ -85,6 +94,7 @@ class Audit:
         address: str | None = None,
         identifier: str | None = None,
         reason: str | None = None,
+        user_hash: str | None = None,
     ) -> None:
         """Write one line (a few hundred bytes, to a local file: no thread needed)."""
         text = self.line(
@@ -94,6 +104,7 @@ class Audit:
             address=address,
             identifier=identifier,
             reason=reason,
+            user_hash=user_hash,
         )
         if self.path is None or not self._write(text):
             log.info("%s", text)

@@ -22,8 +22,8 @@ names no user. A CSRF value holds ``{p: policy, b: binding}``. Each verifies onl
 purpose and policy.
 
 **Audit**: the gate writes the lines of what it does itself: ``login`` (:meth:`start_session`),
-``logout`` (:meth:`end_session`), ``login_failed`` (:meth:`count_failure`), ``rate_limited``
-(:meth:`allow_attempt` refusing), ``token`` and ``token_refused`` (:meth:`issue_token`).
+``logout`` (:meth:`end_session`), ``login_failed`` and ``rate_limited`` (:meth:`try_login`),
+``token`` and ``token_refused`` (:meth:`issue_token`).
 ``refused`` (a resource denied) is written by the caller that refuses, through
 ``gate.audit.event(...)``.
 
@@ -53,7 +53,7 @@ from iiif_shim.auth.documents import (
 from iiif_shim.auth.settings import AuthSettings, PolicySettings
 from iiif_shim.auth.signing import Purpose, Signer
 from iiif_shim.auth.store import Store
-from iiif_shim.auth.users import MAX_USER, CheckBusy, Htpasswd, trusted_peer
+from iiif_shim.auth.users import CHECK_WAIT, MAX_USER, CheckBusy, Htpasswd, trusted_peer
 from iiif_shim.cache.settings import CacheSettings
 
 log = logging.getLogger("iiif_shim")
@@ -98,6 +98,21 @@ class Verdict:
 
 
 PUBLIC = Verdict(None, Tier.FULL, None, None)
+
+
+class Outcome(StrEnum):
+    OK = "ok"  # the password is right
+    FAILED = "failed"  # wrong (or no such user): counted
+    LIMITED = "limited"  # too many failures: not tried
+    BUSY = "busy"  # the password checker is full: not tried, not counted
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What became of a login attempt (:meth:`Gate.try_login`)."""
+
+    outcome: Outcome
+    retry_after: float | None = None  # seconds, for LIMITED and BUSY
 
 
 @dataclass(frozen=True)
@@ -325,22 +340,56 @@ class Gate:
 
     # --- logins --------------------------------------------------------------------------
 
-    async def check_password(self, policy: str, user: str, password: str) -> bool:
-        """Whether ``password`` is ``user``'s in the policy's htpasswd file (bcrypt in a
-        thread; an unknown user takes as long). False for a policy without htpasswd, and
-        when too many checks wait already."""
+    async def try_login(self, policy: str, user: str, password: str, address: str) -> Attempt:
+        """Check ``password`` for ``user`` of the policy's htpasswd file, within the limits of
+        ``auth.max_failures``. The attempt is counted (for the user and the address)
+        **before** bcrypt runs, in one step with the check of the limits (``Store.reserve``),
+        so a burst of parallel guesses gets at most the limit checked, not as many as bcrypt
+        can do meanwhile. A right password takes its count back (the limits are of
+        failures: a reading room's logins from one address never lock it out); so does a
+        checker too busy to run (``busy``: nothing was tried, nothing is counted, the user is
+        asked to come back). Audited: ``rate_limited``, ``login_failed`` (the user's name only
+        when the file has that user, else its keyed hash: a password typed into the user
+        field is never written); a success is audited by :meth:`start_session`."""
         found = self._policies.get(policy)
         users = found.settings.users if found is not None else None
         if users is None or users.htpasswd is None:
-            return False
+            return Attempt(Outcome.FAILED)
         checker = self._htpasswd.get(users.htpasswd)
         if checker is None:
             checker = self._htpasswd[users.htpasswd] = Htpasswd(users.htpasswd)
+        window = self.settings.max_failures.window
+        keys = self._failure_keys(policy, user, address)
+        wait, ticket = await self.store.reserve(keys, window)
+        if ticket is None:
+            self.audit.event(
+                "rate_limited",
+                policy=policy,
+                address=address,
+                reason=f"retry after {wait:g}s",
+                **self._user_fields(checker, user),
+            )
+            return Attempt(Outcome.LIMITED, wait)
         try:
-            return await checker.check(user, password)
+            ok = await checker.check(user, password)
         except CheckBusy:
-            log.warning("auth: too many password checks waiting; a login was refused")
-            return False
+            await self.store.release(ticket, window)
+            log.warning("auth: too many password checks waiting; a login was asked to wait")
+            return Attempt(Outcome.BUSY, CHECK_WAIT)
+        if ok:
+            await self.store.release(ticket, window)
+            return Attempt(Outcome.OK)
+        self.audit.event(
+            "login_failed", policy=policy, address=address, **self._user_fields(checker, user)
+        )
+        return Attempt(Outcome.FAILED)
+
+    def _user_fields(self, checker: Htpasswd, user: str) -> dict[str, str | None]:
+        """How an audit line names a user typed into a form: as typed when the htpasswd file
+        has that user, else ``user: null`` and a keyed hash (the same for the same text)."""
+        if checker.known(user):
+            return {"user": user}
+        return {"user": None, "user_hash": self.signer.digest("audit-user", user)}
 
     def header_user(self, policy: str, peer: str | None, value: str | None) -> str | None:
         """The user the policy's ``users.header`` names, believed only when the socket peer
@@ -360,27 +409,6 @@ class Gate:
             ("u." + self.signer.digest("user", f"{policy}\0{user}"), limits.per_user),
             ("a." + self.signer.digest("address", address), limits.per_address),
         ]
-
-    async def allow_attempt(self, policy: str, user: str, address: str) -> float | None:
-        """``None`` when a login of ``user`` from ``address`` may be tried; else the seconds
-        to wait (``Retry-After``), and a ``rate_limited`` line."""
-        keys = self._failure_keys(policy, user, address)
-        wait = await self.store.retry_after(keys, self.settings.max_failures.window)
-        if wait is not None:
-            self.audit.event(
-                "rate_limited",
-                policy=policy,
-                user=user,
-                address=address,
-                reason=f"retry after {wait:g}s",
-            )
-        return wait
-
-    async def count_failure(self, policy: str, user: str, address: str) -> None:
-        """One failed login: counted for the user and the address; a ``login_failed`` line."""
-        keys = [k for k, _ in self._failure_keys(policy, user, address)]
-        await self.store.count_failure(keys, self.settings.max_failures.window)
-        self.audit.event("login_failed", policy=policy, user=user, address=address)
 
     # --- forms and origins ---------------------------------------------------------------
 

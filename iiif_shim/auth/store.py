@@ -48,6 +48,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,26 @@ class Journal:
                 os.close(fd)
         if size // MAX_JOURNAL != (size - len(data)) // MAX_JOURNAL:  # each MAX_JOURNAL bytes
             self.compact(alive)
+
+    def append_checked(
+        self, check: Callable[[], float | None], lines: Sequence[str], alive: Callable[[str], bool]
+    ) -> float | None:
+        """Under the exclusive lock (no other process appends meanwhile): ``check()``, and
+        when it says ``None``, add ``lines``; what ``check`` said (blocking: in a thread)."""
+        data = "".join(line + "\n" for line in lines).encode("ascii")
+        with self._locked(fcntl.LOCK_EX):
+            found = check()
+            if found is not None:
+                return found
+            fd = os.open(self.path, _APPEND, 0o600)
+            try:
+                os.write(fd, data)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+        if size // MAX_JOURNAL != (size - len(data)) // MAX_JOURNAL:
+            self.compact(alive)
+        return None
 
     def compact(self, alive: Callable[[str], bool]) -> None:
         with self._locked(fcntl.LOCK_EX):
@@ -276,6 +297,50 @@ class _Redis:
                 return await pipe.execute()
 
         await self._call("count_failure", call)
+
+    async def reserve(
+        self, keys: Sequence[tuple[str, int]], when: float, member: str, window: float
+    ) -> list[list[float]] | None:
+        """Count one attempt (``member``, at ``when``) under each key in one transaction
+        (atomic on the server: two machines never both see room for the last one); when a key
+        is then over its limit, take it back. ``[]`` when it was counted; else, for each key,
+        the times of its other attempts within the window (the newest ``limit``); ``None``
+        when Redis did not answer."""
+        step = 6
+
+        async def call() -> Any:
+            async with self._client.pipeline(transaction=True) as pipe:
+                for key, limit in keys:
+                    name = f"{self.prefix}fail:{key}"
+                    pipe.zremrangebyscore(name, "-inf", when - window)
+                    pipe.zadd(name, {member: when})
+                    pipe.zremrangebyrank(name, 0, -MAX_PER_KEY - 1)
+                    pipe.expire(name, math.ceil(window) + 1)
+                    pipe.zrange(name, -(limit + 1), -1, withscores=True)
+                    pipe.zcard(name)
+                return await pipe.execute()
+
+        found = await self._call("reserve", call)
+        if found is None:
+            return None
+        if all(found[i * step + 5] <= limit for i, (_, limit) in enumerate(keys)):
+            return []
+        await self.release(keys, member)
+        mine = member.encode()
+        out = []
+        for i, (_, limit) in enumerate(keys):
+            entries = found[i * step + 4]
+            out.append([float(score) for m, score in entries if m not in (mine, member)][-limit:])
+        return out
+
+    async def release(self, keys: Sequence[tuple[str, int]], member: str) -> None:
+        async def call() -> Any:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, _ in keys:
+                    pipe.zrem(f"{self.prefix}fail:{key}", member)
+                return await pipe.execute()
+
+        await self._call("release", call)
 
     async def failures(
         self, keys: Sequence[tuple[str, int]], now: float, window: float
@@ -463,7 +528,11 @@ class Store:
                 t = float(when)
             except ValueError:
                 continue
-            if key:
+            if key.startswith("-"):  # an attempt taken back (a success, a busy checker)
+                times = self._failures.get(key[1:])
+                if times is not None and t in times:
+                    times.remove(t)
+            elif key:
                 self._add_failure(key, t)
 
     def _add_failure(self, key: str, when: float) -> None:
@@ -505,12 +574,15 @@ class Store:
     def _recent(self, keys: Sequence[tuple[str, int]], since: float) -> list[list[float]]:
         """For each key, its newest ``limit`` failures after ``since`` (from the journal)."""
         with self._failures_lock:
-            self._read_failures()
-            found = []
-            for key, limit in keys:
-                times = sorted(t for t in self._failures.get(key, ()) if t > since)
-                found.append(times[-limit:])
-            return found
+            return self._recent_locked(keys, since)
+
+    def _recent_locked(self, keys: Sequence[tuple[str, int]], since: float) -> list[list[float]]:
+        self._read_failures()
+        found = []
+        for key, limit in keys:
+            times = sorted(t for t in self._failures.get(key, ()) if t > since)
+            found.append(times[-limit:])
+        return found
 
     async def retry_after(self, keys: Sequence[tuple[str, int]], window: float) -> float | None:
         """``None`` when every key has had fewer failures than its limit within ``window``;
@@ -522,8 +594,80 @@ class Store:
             found = await self._redis.failures(keys, now, window)
         if found is None:
             found = await asyncio.to_thread(self._recent, keys, now - window)
-        wait = 0.0
-        for (_, limit), times in zip(keys, found, strict=True):
-            if len(times) >= limit:  # the oldest of the newest `limit` has to leave
-                wait = max(wait, min(times) + window - now)
-        return None if wait <= 0 else max(1.0, math.ceil(wait))
+        return _wait(keys, found, now, window)
+
+    async def reserve(
+        self, keys: Sequence[tuple[str, int]], window: float
+    ) -> tuple[float | None, Ticket | None]:
+        """Count one attempt under each of ``keys`` (key, limit) **before** it is made, unless
+        one of them has reached its limit within ``window``: the check and the count are one
+        step (under a lock in memory, the journal's exclusive ``flock`` across processes, a
+        Redis transaction across machines), so a burst of parallel attempts gets no more than
+        the limit. ``(None, ticket)`` when counted (:meth:`release` takes it back);
+        ``(seconds to wait, None)`` when refused."""
+        now = time.time()
+        self._window = window
+        stamp = f"{now:.6f}"
+        ticket = Ticket(tuple(keys), stamp, f"{stamp}:{secrets.token_hex(4)}")
+        lines = [f"{stamp} {key}" for key, _ in keys]
+        if self._redis is not None:
+            found = await self._redis.reserve(keys, float(stamp), ticket.member, window)
+            if found:
+                return _wait(keys, found, now, window) or 1.0, None
+            if found is not None:  # counted there: the journal keeps it for when Redis fails
+                await asyncio.to_thread(self._append_failures, lines, window)
+                return None, ticket
+
+        def check() -> float | None:
+            return _wait(keys, self._recent_locked(keys, now - window), now, window)
+
+        def write() -> float | None:
+            with self._failures_lock:
+                return self._failure_journal.append_checked(check, lines, _alive_within(window))
+
+        wait = await asyncio.to_thread(write)
+        return (wait, None) if wait is not None else (None, ticket)
+
+    async def release(self, ticket: Ticket, window: float) -> None:
+        """Take back an attempt :meth:`reserve` counted."""
+        lines = [f"{ticket.stamp} -{key}" for key, _ in ticket.keys]
+        await asyncio.to_thread(self._append_failures, lines, window)
+        if self._redis is not None:
+            await self._redis.release(ticket.keys, ticket.member)
+
+    def _append_failures(self, lines: Sequence[str], window: float) -> None:
+        alive = _alive_within(window)
+        with self._failures_lock:
+            for line in lines:
+                self._failure_journal.append(line, alive)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """An attempt counted by :meth:`Store.reserve`: its keys and when."""
+
+    keys: tuple[tuple[str, int], ...]
+    stamp: str  # the time, as written in the journal
+    member: str  # its entry in Redis's sorted sets
+
+
+def _alive_within(window: float) -> Callable[[str], bool]:
+    def alive(line: str) -> bool:
+        try:
+            return float(line.partition(" ")[0]) > time.time() - window
+        except ValueError:
+            return False
+
+    return alive
+
+
+def _wait(
+    keys: Sequence[tuple[str, int]], found: Sequence[Sequence[float]], now: float, window: float
+) -> float | None:
+    """``None`` when each key has fewer than its limit of times ``found``; else the seconds
+    until enough of them leave the window."""
+    wait = 0.0
+    for (_, limit), times in zip(keys, found, strict=True):
+        if len(times) >= limit:  # the oldest of the newest `limit` has to leave
+            wait = max(wait, min(times) + window - now)
+    return None if wait <= 0 else max(1.0, math.ceil(wait))

@@ -154,6 +154,10 @@ class Htpasswd:
             return False
         return bool(bcrypt.checkpw(password, hashed))
 
+    def known(self, user: str) -> bool:
+        """Whether the file (as last read) has ``user``."""
+        return user in self._hashes
+
     async def check(self, user: str, password: str) -> bool:
         """Whether ``password`` is ``user``'s; bcrypt in a thread. Raises :class:`CheckBusy`
         when no turn came within :data:`CHECK_WAIT` seconds."""

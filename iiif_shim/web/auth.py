@@ -19,7 +19,9 @@ What is decided here, once:
   POST is 403 with a fresh form. A failed login shows the form again with the
   policy's failure heading (HTTP 200: the page is for a person, viewers only wait for the
   window to close, and 401 would need a ``WWW-Authenticate`` challenge a form has not);
-  too many failures answer 429 with ``Retry-After`` (``gate.allow_attempt``).
+  too many failures answer 429 with ``Retry-After``, a password checker too busy to take
+  the attempt 503 with ``Retry-After`` (``gate.try_login``, which counts each attempt before
+  it is checked).
 - **Origins** (:func:`origin_of`): ``scheme://host[:port]`` (a default port and a trailing
   ``/`` dropped), and one of ``auth.allowed_origins`` when that is set (``gate.origin_allowed``),
   for the access page (403 otherwise) and the token services (``invalidOrigin``). Nothing here
@@ -50,7 +52,15 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from iiif_shim.auth import documents
-from iiif_shim.auth.gate import COOKIE_PREFIX, CSRF_TTL, Caller, Gate, Token, cookie_name
+from iiif_shim.auth.gate import (
+    COOKIE_PREFIX,
+    CSRF_TTL,
+    Caller,
+    Gate,
+    Outcome,
+    Token,
+    cookie_name,
+)
 from iiif_shim.auth.settings import PolicySettings
 from iiif_shim.auth.users import trusted_peer
 from iiif_shim.base.errors import ShimError
@@ -461,21 +471,23 @@ async def _access_post(
     password = fields.get("password", "")
     if not user or not password or len(user) > MAX_USER or len(password) > MAX_PASSWORD:
         return _form_page(request, runtime, name, policy, origin, failed=True)
-    wait = await gate.allow_attempt(name, user, caller.address)  # audits a refusal
-    if wait is not None:
-        seconds = max(1, math.ceil(wait))
-        return _html(
-            lambda nonce: authpages.message(
-                "Too many attempts", f"Too many failed logins: try again in {seconds} seconds.",
-                nonce,
-            ),
-            429,
-            headers={"Retry-After": str(seconds)},
-        )  # fmt: skip
-    if not await gate.check_password(name, user, password):
-        await gate.count_failure(name, user, caller.address)  # audits the failure
+    attempt = await gate.try_login(name, user, password, caller.address)  # audits itself
+    if attempt.outcome is Outcome.OK:
+        return granted(request, runtime, name, policy, caller, user)
+    if attempt.outcome is Outcome.FAILED:
         return _form_page(request, runtime, name, policy, origin, failed=True, username=user)
-    return granted(request, runtime, name, policy, caller, user)
+    seconds = max(1, math.ceil(attempt.retry_after or 1))
+    if attempt.outcome is Outcome.LIMITED:
+        title, status = "Too many attempts", 429
+        text = f"Too many failed logins: try again in {seconds} seconds."
+    else:  # BUSY: nothing was tried, nothing counted
+        title, status = "Busy", 503
+        text = f"Too many logins at once: try again in {seconds} seconds."
+    return _html(
+        lambda nonce: authpages.message(title, text, nonce),
+        status,
+        headers={"Retry-After": str(seconds)},
+    )
 
 
 # --- tokens --------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import json
 import re
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -703,6 +704,64 @@ def test_brute_force_is_limited_after_ten_failures_with_retry_after(servers: Ser
     assert login_response(servers.peer.port, "staff", OTHER_USER, OTHER_PASSWORD).status == 429
     # another user from the same address is not locked out
     assert login_response(port, "vault", USER, PASSWORD).status == 200
+
+
+def test_a_failed_login_names_no_user_the_file_has_not(servers: Servers) -> None:
+    """A password typed into the user field goes into no audit line: the line has
+    `user: null` and a keyed hash of what was typed; a known user is named."""
+    typed = "my password typed in the wrong field"
+    _seen(typed)
+    headers = {"X-Forwarded-For": "192.0.2.60"}
+    for user in (typed, USER):
+        answer = login_response(servers.single.port, "vault", user, "wrong", headers=headers)
+        assert answer.status == 200
+    text = (servers.folder / "single" / "audit.log").read_text()
+    assert typed not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    failed = [x for x in lines if x["event"] == "login_failed" and x["address"] == "192.0.2.60"]
+    assert failed[0]["user"] is None and failed[0]["user_hash"]
+    assert failed[1]["user"] == USER and "user_hash" not in failed[1]
+
+
+@pytest.mark.parametrize("which", ["main", "single"])
+def test_a_burst_of_parallel_guesses_gets_no_more_checks_than_the_limit(
+    servers: Servers, which: str
+) -> None:
+    """30 wrong passwords posted at once (forms fetched first, as an attacker would): at most
+    `per_user` (10) are checked, the rest are 429; then the right password is 429 too. On
+    `main` the count is Redis's (two processes), on `single` the journal's."""
+    server = servers.main if which == "main" else servers.single
+    port = server.port
+    address = {"main": "192.0.2.50", "single": "192.0.2.51"}[which]
+    headers = {"X-Forwarded-For": address}
+    forms = [open_form(port, "vault") for _ in range(30)]
+
+    def post(i: int) -> int:
+        fields, binding = forms[i]
+        return send(
+            port,
+            "/auth/vault/access",
+            method="POST",
+            cookies={"iiif-shim-csrf": binding},
+            form={**fields, "username": OTHER_USER, "password": f"burst {i}"},
+            headers=headers,
+        ).status
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        statuses = list(pool.map(post, range(30)))
+    audit = servers.folder / which / "audit.log"
+
+    def failed() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in audit.read_text().splitlines()]
+        return [x for x in lines if x["event"] == "login_failed" and x.get("address") == address]
+
+    checked = failed()
+    assert len(checked) <= 10, (len(checked), statuses)
+    assert statuses.count(200) == len(checked) and statuses.count(429) == 30 - len(checked)
+    assert all(x["user"] == OTHER_USER and x["policy"] == "vault" for x in checked)
+    right = login_response(port, "vault", OTHER_USER, OTHER_PASSWORD, headers=headers)
+    assert right.status == 429 and int(right.header("Retry-After") or "0") > 0
+    assert len(failed()) == len(checked)  # nothing more was checked
 
 
 # --- CORS ----------------------------------------------------------------------------------------

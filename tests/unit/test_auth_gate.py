@@ -14,8 +14,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from iiif_shim.auth import users as users_module
 from iiif_shim.auth.audit import Audit
-from iiif_shim.auth.gate import Caller, Gate, Tier, cookie_name
+from iiif_shim.auth.gate import Caller, Gate, Outcome, Tier, cookie_name
 from iiif_shim.auth.settings import (
     AuthSettings,
     DegradedSettings,
@@ -241,23 +242,68 @@ def test_header_users_are_believed_from_trusted_proxies_only(gate: Gate) -> None
 
 def test_passwords_and_failure_limits(gate: Gate) -> None:
     async def main() -> None:
-        assert await gate.check_password("staff", "bob", "right-password")
-        assert not await gate.check_password("staff", "bob", "wrong")
-        assert not await gate.check_password("terms", "bob", "right-password")
-        assert not await gate.check_password("nope", "bob", "right-password")
+        attempt = await gate.try_login("staff", "bob", "right-password", ADDRESS)
+        assert attempt.outcome is Outcome.OK
+        assert (await gate.try_login("terms", "bob", "right-password", ADDRESS)).outcome is (
+            Outcome.FAILED
+        )
         for _ in range(3):
-            assert await gate.allow_attempt("staff", "bob", ADDRESS) is None
-            await gate.count_failure("staff", "bob", ADDRESS)
-        wait = await gate.allow_attempt("staff", "bob", ADDRESS)
-        assert wait is not None and 1 <= wait <= 60
-        assert await gate.allow_attempt("staff", "carl", ADDRESS) is None  # another user
-        assert await gate.allow_attempt("terms", "bob", ADDRESS) is None  # another policy
+            attempt = await gate.try_login("staff", "bob", "wrong", ADDRESS)
+            assert attempt.outcome is Outcome.FAILED
+        limited = await gate.try_login("staff", "bob", "right-password", ADDRESS)
+        assert limited.outcome is Outcome.LIMITED
+        assert limited.retry_after is not None and 1 <= limited.retry_after <= 60
+        # other users from the address: 5 failures of the address are allowed (the success
+        # took its count back, the refused attempt was never counted)
         for user in ("carl", "dan"):
-            await gate.count_failure("staff", user, ADDRESS)
-        assert await gate.allow_attempt("staff", "eve", ADDRESS) is not None  # the address
-        assert await gate.allow_attempt("staff", "eve", "192.0.2.8") is None
+            assert (await gate.try_login("staff", user, "x", ADDRESS)).outcome is Outcome.FAILED
+        assert (await gate.try_login("staff", "eve", "x", ADDRESS)).outcome is Outcome.LIMITED
+        other = await gate.try_login("staff", "eve", "x", "192.0.2.8")
+        assert other.outcome is Outcome.FAILED
 
     asyncio.run(main())
+
+
+def test_a_busy_checker_counts_nothing_and_says_when_to_come_back(
+    gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(users_module, "CHECK_WAIT", 0.05)
+    path = gate.policy("staff").users.htpasswd  # type: ignore[union-attr]
+    assert path is not None
+
+    async def main() -> None:
+        gate._htpasswd[path] = users_module.Htpasswd(path, asyncio.Semaphore(0))  # no turn
+        for _ in range(5):  # more than per_user (3)
+            busy = await gate.try_login("staff", "bob", "right-password", ADDRESS)
+            assert busy.outcome is Outcome.BUSY and busy.retry_after
+        gate._htpasswd[path] = users_module.Htpasswd(path)
+        assert (await gate.try_login("staff", "bob", "right-password", ADDRESS)).outcome is (
+            Outcome.OK
+        )
+
+    asyncio.run(main())
+    audit = gate.settings.audit_log
+    assert audit is not None
+    assert not audit.exists() or "login_failed" not in audit.read_text()
+
+
+def test_a_failed_login_names_only_users_the_file_has(gate: Gate) -> None:
+    """A password typed into the user field is never written: an unknown name is a hash."""
+
+    async def main() -> None:
+        await gate.try_login("staff", "bob", "wrong", ADDRESS)
+        await gate.try_login("staff", "my-secret-password", "wrong", ADDRESS)
+        await gate.try_login("staff", "my-secret-password", "again", ADDRESS)
+
+    asyncio.run(main())
+    path = gate.settings.audit_log
+    assert path is not None
+    text = path.read_text()
+    lines = [json.loads(x) for x in text.splitlines() if "login_failed" in x]
+    assert lines[0]["user"] == "bob" and "user_hash" not in lines[0]
+    assert lines[1]["user"] is None and lines[1]["user_hash"]
+    assert lines[1]["user_hash"] == lines[2]["user_hash"]  # the same text, the same hash
+    assert "my-secret-password" not in text
 
 
 def test_csrf_values(gate: Gate) -> None:
@@ -296,8 +342,8 @@ def test_audit_lines_name_events_and_hold_no_secret(tmp_path: Path) -> None:
         assert gate.issue_token("staff", caller()) == "missingAspect"
 
         async def main() -> None:
-            assert not await gate.check_password("staff", "bob", "hunter2-password")
-            await gate.count_failure("staff", "bob", ADDRESS)
+            attempt = await gate.try_login("staff", "bob", "hunter2-password", ADDRESS)
+            assert attempt.outcome is Outcome.FAILED
             await gate.end_session("staff", caller(jar, token.value))
 
         asyncio.run(main())
