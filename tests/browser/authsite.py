@@ -176,12 +176,15 @@ class Site:
     def info(self, item: Restricted) -> str:
         return f"{self.iiif}/3/{quote(item.identifier, safe='')}/info.json"
 
-    def full_base(self, item: Restricted) -> str:
-        """The path every full-tier image request of ``item`` starts with."""
-        return f"/iiif/3/{quote(item.identifier, safe='')}/"
+    def full_bases(self, item: Restricted) -> tuple[str, ...]:
+        """The paths every full-tier image request of ``item`` starts with (Image API 3.0 and
+        2.1: Mirador takes the first image service of the manifest, UV the 2.1 one)."""
+        ident = quote(item.identifier, safe="")
+        return (f"/iiif/3/{ident}/", f"/iiif/2/{ident}/")
 
-    def degraded_base(self, item: Restricted) -> str:
-        return f"/iiif/degraded/3/{quote(item.identifier, safe='')}/"
+    def degraded_bases(self, item: Restricted) -> tuple[str, ...]:
+        ident = quote(item.identifier, safe="")
+        return (f"/iiif/degraded/3/{ident}/", f"/iiif/degraded/2/{ident}/")
 
     def viewer(self, viewer: str, item: Restricted, host: str = VIEWER_HOST) -> str:
         return f"{self.origin(host)}/view/{viewer}?manifest={quote(self.manifest(item), safe='')}"
@@ -292,12 +295,12 @@ class Traffic:
         with self._lock:
             return list(self.answers[mark:])
 
-    def images(self, base: str, mark: int = 0) -> list[Seen]:
-        """Image requests (not info.json) under the path ``base``, after ``mark``."""
+    def images(self, bases: tuple[str, ...], mark: int = 0) -> list[Seen]:
+        """Image requests (not info.json) under one of the paths ``bases``, after ``mark``."""
         return [
             s
             for s in self.since(mark)
-            if s.path.startswith(base) and not s.path.endswith("/info.json") and s.method == "GET"
+            if s.path.startswith(bases) and not s.path.endswith("/info.json") and s.method == "GET"
         ]
 
 
