@@ -16,12 +16,12 @@ ID token. No HTTP library here: ``web/oidc.py`` speaks HTTP to the browser and h
   policy, this browser), an ``error`` from the provider is a refusal, an ``iss`` parameter
   (RFC 9207) must be the issuer, the code is exchanged at the token endpoint (with
   ``client_secret``, by ``client_secret_basic`` or ``client_secret_post`` as the discovery
-  document allows; without it, a public client), and the ID token is checked: a JWS signed
-  with an algorithm in both :data:`ALGORITHMS` and the provider's list (never ``none``, never
-  a shared-secret HMAC), by a key of the provider's JWKS, and claims ``iss`` (the issuer),
-  ``aud`` (holding the client id; ``azp`` the client id when there are others), ``exp``,
-  ``iat`` (with :data:`LEEWAY`), and ``nonce`` (this sign-in's). The user is the claim
-  ``user_claim``.
+  document allows; without it, a public client), and the ID token is checked (joserfc does
+  the JOSE work, on the terms set here): a JWS signed with an algorithm in both
+  :data:`ALGORITHMS` and the provider's list (never ``none``, never a shared-secret HMAC), by
+  a key of the provider's JWKS, and claims ``iss`` (the issuer), ``aud`` (holding the client
+  id; ``azp`` the client id when there are others), ``exp``, ``iat`` (with :data:`LEEWAY`),
+  ``sub``, and ``nonce`` (this sign-in's). The user is the claim ``user_claim``.
 - **Cache**: the discovery document and the JWKS of each issuer are kept for
   :data:`DISCOVERY_TTL` / :data:`JWKS_TTL` seconds (:class:`ProviderCache`, at most
   :data:`MAX_PROVIDERS` issuers); an ID token signed by a key id the cached JWKS lacks reads
@@ -44,25 +44,23 @@ import json
 import re
 import time
 import urllib.parse
-import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from joserfc import jwt
+from joserfc.errors import (
+    ClaimError,
+    ExpiredTokenError,
+    JoseError,
+    MissingClaimError,
+)
+from joserfc.jwk import GuestProtocol, Key, KeySet
+from joserfc.jws import JWSRegistry
+
 from iiif_shim.auth.settings import OIDCSettings
 from iiif_shim.auth.signing import Purpose, Signer
-
-with warnings.catch_warnings():  # Authlib 1.6+ names authlib.jose deprecated until its 2.0
-    warnings.simplefilter("ignore")
-    from authlib.jose import JsonWebKey, JsonWebToken, KeySet
-    from authlib.jose.errors import (
-        ExpiredTokenError,
-        InvalidClaimError,
-        InvalidTokenError,
-        JoseError,
-        MissingClaimError,
-    )
 
 STATE_TTL = 600  # seconds from the start of a sign-in to its callback
 LEEWAY = 60  # seconds of clock difference allowed on exp and iat
@@ -86,6 +84,7 @@ ALGORITHMS = (  # public-key signatures only: a shared-secret HMAC or `none` nev
     "EdDSA",
 )
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_CLAIM = re.compile(r"[A-Za-z0-9_]{1,32}")
 _REFUSALS = frozenset(
     {
         "access_denied",
@@ -247,8 +246,11 @@ class ProviderCache:
 
     async def _read_keys(self, provider: Provider, settings: OIDCSettings, fetch: Fetch) -> KeySet:
         body = await _get_json(fetch, provider.jwks_uri, settings.timeout, "JWKS")
-        try:
-            keys = JsonWebKey.import_key_set(body)
+        listed = body.get("keys")
+        if not isinstance(listed, list) or not all(isinstance(k, dict) for k in listed):
+            raise broken("JWKS unreadable: no list of keys")
+        try:  # no keys at all: every ID token's key is unknown (the provider is rotating?)
+            keys = KeySet.import_key_set({"keys": listed}) if listed else KeySet([])
         except (JoseError, ValueError, TypeError, KeyError) as exc:
             raise broken(f"JWKS unreadable: {type(exc).__name__}") from None
         self._keep(self._keys, provider.issuer, _Keys(keys, time.monotonic()))
@@ -507,6 +509,38 @@ class _UnknownKey(Exception):
     pass
 
 
+class _NotYetValid(Exception):
+    pass
+
+
+class _Signatures(JWSRegistry):
+    """joserfc's JWS checks with this module's one size cap (:data:`MAX_DOCUMENT`, over the
+    whole token) in place of its own smaller ones (a 512-byte header, 1 KiB signature)."""
+
+    max_header_length = MAX_DOCUMENT
+    max_payload_length = MAX_DOCUMENT
+    max_signature_length = MAX_DOCUMENT
+
+
+class _Claims(jwt.JWTClaimsRegistry):
+    """joserfc's claim checks, telling a token issued in the future or not valid before a
+    later time apart from a wrong ``iat`` or ``nbf``."""
+
+    def _not_before(self, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return  # joserfc names it a wrong claim
+        if value > self.now + self.leeway:
+            raise _NotYetValid
+
+    def validate_iat(self, value: object) -> None:
+        self._not_before(value)
+        super().validate_iat(value)
+
+    def validate_nbf(self, value: object) -> None:
+        self._not_before(value)
+        super().validate_nbf(value)
+
+
 def check_id_token(
     id_token: str,
     keys: KeySet,
@@ -517,9 +551,9 @@ def check_id_token(
     now: float | None = None,
 ) -> dict[str, Any]:
     """The claims of ``id_token`` once its signature (an algorithm of ``provider.algorithms``,
-    a key of ``keys``) and its claims ``iss``, ``aud``, ``azp``, ``exp``, ``iat`` and
-    ``nonce`` hold; else :class:`SignInFailed` (401) naming the check that failed. CPU work:
-    called in a thread."""
+    a key of ``keys``) and its claims ``iss``, ``aud``, ``azp``, ``exp``, ``iat``, ``sub``
+    and ``nonce`` hold; else :class:`SignInFailed` (401) naming the check that failed. CPU
+    work: called in a thread."""
 
     def invalid(what: str) -> SignInFailed:
         return refused(f"ID token: {what}", "The sign-in service's answer was not valid.")
@@ -527,43 +561,48 @@ def check_id_token(
     if id_token.count(".") != 2 or len(id_token) > MAX_DOCUMENT:
         raise invalid("not a signed JWT")  # an encrypted (JWE) or malformed token
 
-    def load_key(header: Mapping[str, Any], payload: object) -> Any:
+    def load_key(token: GuestProtocol) -> Key:
+        header = token.headers()
+        if "b64" in header:  # RFC 7797's unencoded payload: never a JWT
+            raise invalid("not a signed JWT")
         kid = header.get("kid")
         matching = [k for k in keys.keys if kid is None or k.kid == kid]
-        usable = [k for k in matching if k.tokens.get("use") in (None, "sig")]
+        usable = [k for k in matching if k.get("use") in (None, "sig")]
         if kid is None and len(usable) != 1:
             raise invalid("no key id, and not one key")
         if not usable:
             raise _UnknownKey
         return usable[0]
 
-    jwt = JsonWebToken(list(provider.algorithms))
-    options = {
-        "iss": {"essential": True, "value": provider.issuer},
-        "aud": {"essential": True, "value": client_id},
-        "exp": {"essential": True},
-        "iat": {"essential": True},
-        "sub": {"essential": True},
-        "nonce": {"essential": True, "value": nonce},
-    }
+    registry = _Claims(
+        now=int(time.time() if now is None else now),
+        leeway=LEEWAY,
+        iss={"essential": True, "value": provider.issuer},
+        aud={"essential": True, "value": client_id},
+        exp={"essential": True},
+        iat={"essential": True},
+        sub={"essential": True},
+        nonce={"essential": True, "value": nonce},
+    )
+    signatures = _Signatures(algorithms=provider.algorithms, strict_check_header=False)
     try:
-        claims = jwt.decode(id_token, load_key, claims_options=options)
-        claims.validate(now=int(time.time() if now is None else now), leeway=LEEWAY)
+        token = jwt.decode(id_token, load_key, registry=signatures)
+        registry.validate(token.claims)
     except (_UnknownKey, SignInFailed):
         raise
     except ExpiredTokenError:
         raise invalid("expired") from None
-    except InvalidTokenError:  # iat or nbf in the future
+    except _NotYetValid:  # iat or nbf in the future
         raise invalid("not yet valid") from None
-    except (MissingClaimError, InvalidClaimError) as exc:  # "Missing 'nonce' claim" ...
-        named = re.search(r"'([A-Za-z0-9_]{1,32})'", str(exc.description))
+    except ClaimError as exc:  # a missing or wrong iss, aud, sub, nonce ...
+        named = exc.claim.split(",")[0]  # the missing ones, comma-separated
         what = "no" if isinstance(exc, MissingClaimError) else "wrong"
-        raise invalid(f"{what} {named.group(1) if named else 'claim'}") from None
+        raise invalid(f"{what} {named if _CLAIM.fullmatch(named) else 'claim'}") from None
     except JoseError as exc:  # a bad signature, an algorithm not allowed, a malformed token
         raise invalid(exc.error or type(exc).__name__) from None
     except (ValueError, TypeError, KeyError, RecursionError) as exc:  # claims nested too deep
         raise invalid(f"unreadable ({type(exc).__name__})") from None
-    found = dict(claims)
+    found = dict(token.claims)
     aud = found.get("aud")
     if isinstance(aud, list) and len(aud) > 1 and found.get("azp") != client_id:
         raise invalid("wrong azp")
