@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import math
 import secrets
 import time
 from collections.abc import Mapping
@@ -60,6 +61,10 @@ log = logging.getLogger("iiif_shim")
 
 COOKIE_PREFIX = "iiif-shim-auth-"
 CSRF_TTL = 3600  # seconds a login form's CSRF value stays good
+# logins (of any kind) from one address per max_failures.window (600 s by default): one a
+# person's every 10 s, far above a reading room's logins, far below what fills the
+# revocations (MAX_REVOKED: 200,000 a day would need 1,400 addresses)
+SESSIONS_PER_ADDRESS = 60
 RANDOM_KEY_BYTES = 48
 
 
@@ -117,12 +122,20 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Session:
-    """A login: the policy, who, its sid and when it ends (Unix seconds)."""
+    """A login: the policy, who, its sid, when it ends (Unix seconds) and when it began (Unix
+    milliseconds)."""
 
     policy: str
     user: str
     sid: str
     exp: int
+    issued: int = 0
+
+
+def _issued(claims: Mapping[str, object]) -> int:
+    """When a value (a token: its login) was issued; 0 for one made before values said so."""
+    issued = claims.get("t")
+    return issued if type(issued) is int else 0
 
 
 @dataclass(frozen=True)
@@ -207,6 +220,7 @@ class Gate:
         store = await Store.open(
             settings.state_dir, cache, run_dir, window=settings.max_failures.window
         )
+        store.horizon = math.ceil(max(settings.session_ttl, settings.token_ttl))
         return cls(settings, store)
 
     async def close(self) -> None:
@@ -246,19 +260,25 @@ class Gate:
 
     def _session(self, policy: str, value: str) -> Session | None:
         claims = self.signer.verify(Purpose.SESSION, value)
-        if claims is None or claims.get("p") != policy or self.store.revoked(claims["i"]):
+        if claims is None or claims.get("p") != policy:
+            return None
+        if self.store.revoked(claims["i"], _issued(claims)):
             return None
         user = claims.get("u")
-        return Session(policy, user if isinstance(user, str) else "", claims["i"], claims["e"])
+        return Session(
+            policy, user if isinstance(user, str) else "", claims["i"], claims["e"], _issued(claims)
+        )
 
     def _token_ok(self, found: _Policy, caller: Caller) -> bool:
         claims = self.signer.verify(Purpose.TOKEN, caller.bearer)
-        if claims is None or claims.get("p") != found.name or self.store.revoked(claims["i"]):
+        if claims is None or claims.get("p") != found.name:
+            return False
+        if self.store.revoked(claims["i"], _issued(claims)):
             return False
         if "a" in claims or found.by_address:  # bound to the address it was given to
             return bool(claims.get("a") == self._address_digest(caller.address))
         sid = claims.get("s")
-        return isinstance(sid, str) and not self.store.revoked(sid)
+        return isinstance(sid, str) and not self.store.revoked(sid, _issued(claims))
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -272,7 +292,7 @@ class Gate:
         value, claims = self.signer.sign(
             Purpose.SESSION, {"p": policy, "u": user}, self.settings.session_ttl
         )
-        session = Session(policy, user, claims["i"], claims["e"])
+        session = Session(policy, user, claims["i"], claims["e"], claims["t"])
         self.audit.event("login", policy=policy, user=user, address=address)
         return value, session
 
@@ -287,12 +307,16 @@ class Gate:
     async def end_session(self, policy: str, caller: Caller) -> None:
         """Log out: the caller's session of ``policy`` (and every token made from it) is
         revoked in every process (and machine, with Redis). Writes the ``logout`` line."""
-        session = self.session(policy, caller)
+        session = self.session(policy, caller)  # None: no login, or one already refused
         if session is not None:
-            await self.store.revoke(session.sid, session.exp)
+            await self.store.revoke(session.sid, session.exp, session.issued)
         token = self.signer.verify(Purpose.TOKEN, caller.bearer) if caller.bearer else None
-        if token is not None and token.get("p") == policy:
-            await self.store.revoke(token["i"], token["e"])
+        if (
+            token is not None
+            and token.get("p") == policy
+            and token.get("s") in (None, session.sid if session else None)
+        ):  # a token of this login (its sid covers it too) or of an address
+            await self.store.revoke(token["i"], token["e"], _issued(token))
         self.audit.event(
             "logout",
             policy=policy,
@@ -316,11 +340,13 @@ class Gate:
         now = time.time()
         cookie = None if found.by_address else caller.cookies.get(found.cookie)
         claims, why = self.signer.examine(Purpose.SESSION, cookie, now=now)
-        if claims is not None and (claims.get("p") != policy or self.store.revoked(claims["i"])):
+        if claims is not None and (
+            claims.get("p") != policy or self.store.revoked(claims["i"], _issued(claims))
+        ):
             claims, why = None, "invalid"
         if claims is not None:
             exp = min(int(now + ttl), claims["e"])
-            bound: dict[str, str] = {"p": policy, "s": claims["i"]}
+            bound: dict[str, str | int] = {"p": policy, "s": claims["i"], "t": _issued(claims)}
             user = claims.get("u") if isinstance(claims.get("u"), str) else None
         elif found.networks and found.holds(caller.address):
             exp, user = int(now + ttl), None
@@ -383,6 +409,21 @@ class Gate:
             "login_failed", policy=policy, address=address, **self._user_fields(checker, user)
         )
         return Attempt(Outcome.FAILED)
+
+    async def allow_session(self, policy: str, address: str) -> float | None:
+        """``None`` when one more login may start from ``address`` (counted now); else the
+        seconds to wait and a ``rate_limited`` line. At most :data:`SESSIONS_PER_ADDRESS`
+        logins of any kind per ``max_failures.window`` from one address: each login may end
+        in a logout, which the revocations keep until the login would have expired, so
+        logins are what bounds them (a clickthrough costs nothing else)."""
+        key = "s." + self.signer.digest("address", address)
+        window = self.settings.max_failures.window
+        wait, _ = await self.store.reserve([(key, SESSIONS_PER_ADDRESS)], window)
+        if wait is not None:
+            self.audit.event(
+                "rate_limited", policy=policy, address=address, reason=f"logins: {wait:g}s"
+            )
+        return wait
 
     def _user_fields(self, checker: Htpasswd, user: str) -> dict[str, str | None]:
         """How an audit line names a user typed into a form: as typed when the htpasswd file

@@ -11,8 +11,10 @@ base64url. Both parts use only ``A-Z a-z 0-9 - _``, so a value fits a cookie, a 
   as either: refused.
 - **Keys**: the first key signs, every key verifies (rotation: add a new first line).
 - **Claims**: every value carries ``i`` (a random id of 96 bits: the session's sid, the token's
-  jti; two values made in the same second are never equal) and ``e`` (when it expires, Unix
-  seconds), checked on every verify. The rest is up to the caller. The payload is signed, not
+  jti; two values made in the same second are never equal), ``e`` (when it expires, Unix
+  seconds), checked on every verify, and ``t`` (when it was issued, Unix milliseconds, or the
+  caller's own ``t``: a token carries its login's, for the revocations' not-before). The rest is up to
+  the caller. The payload is signed, not
   encrypted: nothing secret goes in it.
 - **Bounds**: a value longer than :data:`MAX_VALUE` characters is refused before anything is
   decoded; the mac is compared in constant time (``hmac.compare_digest``).
@@ -86,11 +88,17 @@ class Signer:
         now: float | None = None,
         expires: int | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """A value for ``purpose`` holding ``claims`` plus a new id ``i`` and an expiry ``e``
-        (``expires``, or ``now + ttl``); the value and the claims as signed."""
+        """A value for ``purpose`` holding ``claims`` plus a new id ``i``, an expiry ``e``
+        (``expires``, or ``now + ttl``) and an issue time ``t`` (unless ``claims`` has one);
+        the value and the claims as signed."""
         now = time.time() if now is None else now
         exp = int(expires) if expires is not None else int(now + ttl)
-        full = {**claims, "i": claims.get("i") or new_id(), "e": exp}
+        full = {
+            **claims,
+            "i": claims.get("i") or new_id(),
+            "e": exp,
+            "t": claims.get("t", int(now * 1000)),
+        }
         text = json.dumps(full, separators=(",", ":"), ensure_ascii=False)
         payload = _b64(text.encode("utf-8"))
         value = f"{payload}.{self._mac(self._keys[0], purpose, payload)}"

@@ -27,9 +27,15 @@ optional: when it fails, the files still work; the failure is logged once (the U
 ``display_url`` shows it), Redis is skipped for ``cache.redis_retry`` seconds, and the next
 success is logged too, as the cache's Redis tier does.
 
-Bounds: at most :data:`MAX_REVOKED` revocations and :data:`MAX_KEYS` failure keys in memory
-(the ones expiring first go first), at most :data:`MAX_READ` bytes read per look, every Redis
-call within ``cache.redis_timeout``.
+Bounds: at most :data:`MAX_REVOKED` revocations and :data:`MAX_KEYS` failure keys in memory,
+at most :data:`MAX_READ` bytes read per look, every Redis call within ``cache.redis_timeout``.
+A live revocation is never dropped to keep the bound: when there are more, the store **fails
+closed**: it records a *not-before* time (a line ``<until> nb.<time>`` in the journal and in
+Redis, shared like a revocation; a journal compacted with too many live lines gets one in
+their place): every session and token made before it is refused until ``until`` (when the
+last revoked one would have expired), everyone logs in again, and the revocations it covers
+are forgotten. It is logged once per not-before. Failure keys beyond the bound: the key that
+failed least recently goes first.
 """
 
 from __future__ import annotations
@@ -67,12 +73,26 @@ MAX_REVOKED = 200_000  # revocations kept in memory
 MAX_KEYS = 100_000  # user names and addresses whose failures are counted in memory
 MAX_PER_KEY = 1000  # failures kept per key (no limit is higher in practice)
 MAX_ID = 64  # characters of a revoked id
+NOT_BEFORE = "nb."  # a revoked "id" that is a not-before time: nb.<Unix milliseconds>
 SCAN_MAX = MAX_REVOKED  # revocation keys read from Redis at (re)connection
 POOL_SIZE = 16  # connections of one process's store to Redis (logins and logouts only)
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+
+
+def _squash(lines: list[str]) -> list[str]:
+    """A compaction of more than :data:`MAX_REVOKED` live revocations: one not-before line in
+    their place (values made before now are refused until the last of them would have
+    expired), never a live revocation dropped."""
+    exps = [int(e) for e, _, _ in (line.partition(" ") for line in lines) if e.isdigit()]
+    return [f"{max(exps, default=0)} {NOT_BEFORE}{_now_ms()}"]
+
+
+def _now_ms() -> int:
+    """A not-before made now: after every value issued so far (``t`` is in milliseconds)."""
+    return int(time.time() * 1000) + 1
 
 
 def _valid_id(ident: str) -> bool:
@@ -93,9 +113,17 @@ def state_folder(configured: Path | None, run_dir: Path | None) -> tuple[Path, b
 class Journal:
     """One append-only journal of lines, read incrementally, compacted when large."""
 
-    def __init__(self, folder: Path, name: str, max_lines: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        name: str,
+        max_lines: int,
+        overflow: Callable[[list[str]], list[str]] | None = None,
+    ) -> None:
         self.path = folder / name
         self.max_lines = max_lines
+        # what a compaction keeps of more than max_lines live lines (default: the newest)
+        self.overflow = overflow or (lambda lines: lines[-max_lines:])
         self._lock_path = folder / LOCK
         self._ino = -1
         self._offset = 0
@@ -182,7 +210,9 @@ class Journal:
             finally:
                 os.close(fd)
             lines = b"".join(chunks).decode("ascii", "replace").splitlines()
-            kept = [line for line in lines if alive(line)][-self.max_lines :]
+            kept = [line for line in lines if alive(line)]
+            if len(kept) > self.max_lines:
+                kept = self.overflow(kept)
             temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
             out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o600)
             try:
@@ -195,8 +225,14 @@ class Journal:
 class _Redis:
     """The Redis side of the store: keys, the revocation channel, failure sets."""
 
-    def __init__(self, cache: CacheSettings, on_revoked: Callable[[str, int], None]) -> None:
+    def __init__(
+        self,
+        cache: CacheSettings,
+        on_revoked: Callable[[str, int], None],
+        on_overflow: Callable[[], None],
+    ) -> None:
         assert cache.redis is not None
+        self._on_overflow = on_overflow
         self.cache = cache
         self.url = cache.redis
         self.prefix = f"{cache.redis_prefix}auth:"
@@ -416,7 +452,8 @@ class _Redis:
                 seen += 1
                 if len(batch) >= 500:
                     await take()
-                if seen >= SCAN_MAX:
+                if seen >= SCAN_MAX:  # more than can be kept: fail closed
+                    self._on_overflow()
                     break
             if batch:
                 await take()
@@ -429,9 +466,13 @@ class Store:
         self.folder = folder
         self._temporary = temporary
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._revocations = Journal(folder, REVOKED, MAX_REVOKED)
+        self._revocations = Journal(folder, REVOKED, MAX_REVOKED, _squash)
         self._failure_journal = Journal(folder, FAILURES, MAX_KEYS)
         self._revoked: dict[str, int] = {}
+        self.not_before = 0  # values issued before it are refused (a full revocation set)...
+        self._not_before_until = 0  # ...until then (when the last of them had expired)
+        self._closed_here: tuple[int, int] | None = None  # a not-before to share (revoke)
+        self.horizon = 30 * 86400  # seconds a value lives at most (the gate sets it)
         self._failures: dict[str, deque[float]] = {}
         self._failures_lock = threading.Lock()  # failures are read and counted in threads
         self._window = 600.0
@@ -453,7 +494,7 @@ class Store:
         await asyncio.to_thread(store._poll_revoked)
         await asyncio.to_thread(store._poll_failures)
         if cache is not None and cache.redis is not None:
-            shared = _Redis(cache, store._add_revoked)
+            shared = _Redis(cache, store._add_revoked, store._overflowed)
             if await shared.start():
                 store._redis = shared
         return store
@@ -472,19 +513,50 @@ class Store:
     # --- revocations ---------------------------------------------------------------------
 
     def _add_revoked(self, ident: str, exp: int) -> None:
+        if ident.startswith(NOT_BEFORE):
+            issued = ident[len(NOT_BEFORE) :]
+            if issued.isdigit():
+                self._close(int(issued), exp, clear=False)
+            return
         if exp > self._revoked.get(ident, 0):
             self._revoked[ident] = exp
         if len(self._revoked) > MAX_REVOKED:
             self._sweep(time.time(), force=True)
+
+    def _close(self, issued: int, until: int, *, clear: bool) -> None:
+        """Refuse every value issued before ``issued`` (Unix milliseconds) until ``until``
+        (seconds). With ``clear``, the
+        revocations in memory are dropped: each was of a value issued before ``issued``
+        (only when ``issued`` is now: never for a not-before read from elsewhere, since
+        revocations of later values may have been read before it)."""
+        if until <= time.time():
+            return
+        if issued > self.not_before:
+            log.warning(
+                "auth: more than %d logouts are remembered at once: every login and token "
+                "made before %s is refused from now on, and everyone logs in again",
+                MAX_REVOKED,
+                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(issued / 1000)),
+            )
+        self.not_before = max(self.not_before, issued)
+        self._not_before_until = max(self._not_before_until, until)
+        if clear:
+            self._revoked = {}
+
+    def _overflowed(self) -> None:
+        """More revocations in Redis than are kept: refuse every value made before now."""
+        self._close(_now_ms(), math.ceil(time.time()) + self.horizon, clear=True)
 
     def _sweep(self, now: float, *, force: bool = False) -> None:
         if not force and now < self._next_sweep:
             return
         self._next_sweep = now + 60
         self._revoked = {k: e for k, e in self._revoked.items() if e > now}
-        if len(self._revoked) > MAX_REVOKED:  # the ones expiring first go first
-            kept = sorted(self._revoked.items(), key=lambda kv: kv[1])[-MAX_REVOKED:]
-            self._revoked = dict(kept)
+        if len(self._revoked) > MAX_REVOKED:  # fail closed: never forget a live revocation
+            issued = _now_ms()
+            until = max(self._revoked.values())
+            self._close(issued, until, clear=True)
+            self._closed_here = (issued, until)
 
     def _poll_revoked(self) -> None:
         for line in self._revocations.poll():
@@ -492,19 +564,30 @@ class Store:
             if exp.isdigit() and _valid_id(ident):
                 self._add_revoked(ident, int(exp))
 
-    def revoked(self, ident: str) -> bool:
-        """Whether ``ident`` (a sid or jti) was revoked by any process (sync, the hot path:
-        a ``stat`` of the journal and a dict lookup)."""
+    def revoked(self, ident: str, issued: int = 0) -> bool:
+        """Whether ``ident`` (a sid or jti of a value made at ``issued``, Unix ms) was
+        revoked by any process (sync, the hot path: a ``stat`` of the journal and a dict
+        lookup); also every value made before a not-before (a full set of revocations)."""
         self._poll_revoked()
         now = time.time()
         self._sweep(now)
+        if issued < self.not_before and now < self._not_before_until:
+            return True
         return self._revoked.get(ident, 0) > now
 
-    async def revoke(self, ident: str, exp: int) -> None:
-        """Revoke ``ident`` until ``exp`` (Unix seconds) in every process (and machine)."""
-        if not _valid_id(ident):
+    async def revoke(self, ident: str, exp: int, issued: int = 0) -> None:
+        """Revoke ``ident`` (made at ``issued``) until ``exp`` (Unix seconds) in every
+        process (and machine). Nothing is written for one already refused (revoked, expired,
+        or made before a not-before). When the set is full, a not-before is shared instead
+        (see :meth:`_sweep`)."""
+        if not _valid_id(ident) or ident.startswith(NOT_BEFORE):
             raise ValueError("not an id")
+        if exp <= time.time() or self.revoked(ident, issued):
+            return
         self._add_revoked(ident, exp)
+        if self._closed_here is not None:  # this one made the set overflow: share the rule
+            closed, self._closed_here = self._closed_here, None
+            ident, exp = f"{NOT_BEFORE}{closed[0]}", closed[1]
         now = time.time()
 
         def alive(line: str) -> bool:

@@ -318,7 +318,7 @@ def _policy(gate: Gate, name: str) -> PolicySettings | None:
 # --- access --------------------------------------------------------------------------------
 
 
-def granted(
+async def granted(
     request: web.Request,
     runtime: Runtime,
     name: str,
@@ -327,8 +327,21 @@ def granted(
     user: str,
 ) -> web.Response:
     """Access is granted to ``user``: a new login (audited by the gate), its cookie, and the
-    page that closes itself."""
+    page that closes itself; 429 with ``Retry-After`` when the address has started too many
+    logins lately (``gate.allow_session``)."""
     gate = runtime.gate
+    wait = await gate.allow_session(name, caller.address)
+    if wait is not None:
+        seconds = max(1, math.ceil(wait))
+        return _html(
+            lambda nonce: authpages.message(
+                "Too many logins",
+                f"Too many logins from this address: try again in {seconds} seconds.",
+                nonce,
+            ),
+            429,
+            headers={"Retry-After": str(seconds)},
+        )
     value, _session = gate.start_session(name, user, address=caller.address)
     response = _html(lambda nonce: authpages.closing(policy, nonce))
     https = is_https(request, runtime)
@@ -435,7 +448,7 @@ async def _access_get(
                 gate, name, policy, caller, 403, "Not available here",
                 "This login works only through the institution's sign-on.", "no trusted header",
             )  # fmt: skip
-        return granted(request, runtime, name, policy, caller, user)
+        return await granted(request, runtime, name, policy, caller, user)
     return _form_page(request, runtime, name, policy, origin_of(given))
 
 
@@ -466,14 +479,14 @@ async def _access_post(
         gate.audit.event("refused", policy=name, address=caller.address, reason="csrf")
         return _form_page(request, runtime, name, policy, origin, 403)
     if policy.kind == "clickthrough":
-        return granted(request, runtime, name, policy, caller, "clickthrough")
+        return await granted(request, runtime, name, policy, caller, "clickthrough")
     user = fields.get("username", "")
     password = fields.get("password", "")
     if not user or not password or len(user) > MAX_USER or len(password) > MAX_PASSWORD:
         return _form_page(request, runtime, name, policy, origin, failed=True)
     attempt = await gate.try_login(name, user, password, caller.address)  # audits itself
     if attempt.outcome is Outcome.OK:
-        return granted(request, runtime, name, policy, caller, user)
+        return await granted(request, runtime, name, policy, caller, user)
     if attempt.outcome is Outcome.FAILED:
         return _form_page(request, runtime, name, policy, origin, failed=True, username=user)
     seconds = max(1, math.ceil(attempt.retry_after or 1))

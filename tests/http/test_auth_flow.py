@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import re
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
 
+from iiif_shim.auth import store as store_module
 from iiif_shim.auth.signing import Purpose, Signer
 from tests.http.auth_support import (
     ORIGIN,
@@ -45,6 +47,7 @@ from tests.http.auth_support import (
     set_cookies,
     token,
 )
+from tests.inprocess import InProcessShim
 from tests.support import Process, Response, start_redis, start_shim, wait_until
 
 SHORT_TTL = 3  # seconds a login and a token live on the `other` server
@@ -577,6 +580,51 @@ def test_a_reload_brings_new_policies_and_forgets_no_logout_nor_failure(
 
 
 # --- attacks -------------------------------------------------------------------------------------
+
+
+def test_a_full_revocation_set_fails_closed_and_never_forgets_a_logout(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reviewer's flush: free clickthrough logins and logouts fill the revocations until a
+    real logout is dropped and its cookie works again. With the bound lowered to 5 (in this
+    process), a full set refuses every login made before it instead: the victim's old
+    cookie stays refused, a new login works, and the rule is logged once."""
+    monkeypatch.setattr(store_module, "MAX_REVOKED", 5)
+    shim = InProcessShim(auth_config(tmp_path / "cfg", images))
+    try:
+        port = shim.port
+        victim = login(port, "staff")
+        assert _works(port, "staff", victim)
+        send(port, "/auth/staff/logout", cookies=cookie("staff", victim))
+        assert not _works(port, "staff", victim)
+        with caplog.at_level(logging.WARNING, logger="iiif_shim"):
+            for i in range(6):  # each from an address of its own
+                headers = {"X-Forwarded-For": f"192.0.2.{100 + i}"}
+                answer = login_response(port, "terms", headers=headers)
+                value = set_cookies(answer)["iiif-shim-auth-terms"].value
+                assert _works(port, "terms", value)
+                send(port, "/auth/terms/logout", cookies=cookie("terms", value), headers=headers)
+                assert not _works(port, "terms", value)
+        assert not _works(port, "staff", victim)  # never flushed out
+        assert _works(port, "staff", login(port, "staff"))  # logging in again works
+        said = [r for r in caplog.records if "logouts are remembered at once" in r.getMessage()]
+        assert len(said) == 1, said
+    finally:
+        shim.stop()
+
+
+def test_logins_from_one_address_are_bounded(servers: Servers) -> None:
+    """A clickthrough costs nothing, so logins (which each may add a revocation) are bounded
+    per address: 60 per window, then 429 with Retry-After; another address is not held."""
+    port = servers.single.port
+    headers = {"X-Forwarded-For": "192.0.2.70"}
+    statuses = [login_response(port, "terms", headers=headers).status for _ in range(61)]
+    assert statuses[:60] == [200] * 60 and statuses[60] == 429, statuses
+    limited = login_response(port, "terms", headers=headers)
+    assert limited.status == 429 and int(limited.header("Retry-After") or "0") > 0
+    assert not set_cookies(limited).get("iiif-shim-auth-terms")
+    other = login_response(port, "terms", headers={"X-Forwarded-For": "192.0.2.71"})
+    assert other.status == 200
 
 
 def test_a_forged_cookie_is_refused(servers: Servers) -> None:

@@ -302,3 +302,36 @@ def test_redis_down_the_files_still_work_and_it_is_logged_once(
 
     asyncio.run(main())
     wait_until(lambda: server.proc.poll() is not None, "redis stopped")
+
+
+def test_a_full_set_of_revocations_fails_closed_in_every_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More live revocations than kept: no live one is dropped; a not-before takes their place
+    (in memory, in the journal when it is compacted, for a process started afterwards), and
+    values made after it are not refused by it."""
+    monkeypatch.setattr(store_module, "MAX_REVOKED", 3)
+    monkeypatch.setattr(store_module, "MAX_JOURNAL", 64)  # compact at every few lines
+
+    async def main() -> None:
+        store = await Store.open(tmp_path, None)
+        try:
+            before = int(time.time() * 1000)
+            for i in range(6):
+                await store.revoke(f"sid-{i}", int(time.time()) + 3600, before)
+            assert all(store.revoked(f"sid-{i}", before) for i in range(6))
+            late = await Store.open(tmp_path, None)  # reads the compacted journal
+            try:
+                assert all(late.revoked(f"sid-{i}", before) for i in range(6))
+                assert late.revoked("never-revoked", before)  # made before: refused too
+                after = int(time.time() * 1000) + 5
+                assert not late.revoked("new-login", after)
+                lines = (tmp_path / "revoked").read_text().splitlines()
+                assert any(" nb." in line for line in lines)
+                assert len(lines) <= 3 + 1
+            finally:
+                await late.close()
+        finally:
+            await store.close()
+
+    asyncio.run(main())
