@@ -81,7 +81,9 @@ ALGORITHMS = (  # public-key signatures only: a shared-secret HMAC or `none` nev
     "ES256",
     "ES384",
     "ES512",
-    "EdDSA",
+    "EdDSA",  # the name before RFC 9864 (providers still use it)
+    "Ed25519",  # RFC 9864's names for EdDSA's two curves
+    "Ed448",
 )
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _CLAIM = re.compile(r"[A-Za-z0-9_]{1,32}")
