@@ -579,9 +579,16 @@ async def _logout(
     request: web.Request, runtime: Runtime, name: str, policy: PolicySettings
 ) -> web.Response:
     """Ends the browser's login of this policy everywhere (every process, and every machine
-    sharing Redis: audited by the gate) and clears its cookie; a visible page says so."""
+    sharing Redis: audited by the gate) and clears its cookie; a visible page says so. Over
+    HTTPS (where browsers honour it) ``Clear-Site-Data: "cache"`` drops the restricted tiles
+    the browser kept (``private``, with a max-age), so the next person at a shared machine
+    does not see them."""
     gate = runtime.gate
     await gate.end_session(name, caller_of(request, gate))
-    response = _html(lambda nonce: authpages.logged_out(policy, nonce))
-    clear_session_cookie(response, name, is_https(request, runtime))
+    https = is_https(request, runtime)
+    response = _html(
+        lambda nonce: authpages.logged_out(policy, nonce),
+        headers={"Clear-Site-Data": '"cache"'} if https else None,
+    )
+    clear_session_cookie(response, name, https)
     return response

@@ -192,6 +192,6 @@ async def callback(request: web.Request, name: str) -> web.StreamResponse:
     except SignInFailed as exc:
         return _failed(request, runtime, name, policy, exc)
     caller = auth.caller_of(request, gate)
-    response = auth.granted(request, runtime, name, policy, caller, identity.user)
+    response = await auth.granted(request, runtime, name, policy, caller, identity.user)
     _clear_state(request, runtime, response, name)
     return response

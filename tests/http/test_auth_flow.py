@@ -497,6 +497,18 @@ def test_logout_clears_the_cookie_on_a_visible_page(servers: Servers) -> None:
     assert "window.close" not in answer.text  # it stays open: the user reads it
     cleared = set_cookies(answer)["iiif-shim-auth-staff"]
     assert cleared.value == "" and cleared["max-age"] == "0" and cleared["path"] == "/"
+    assert answer.header("Clear-Site-Data") is None  # plain HTTP: browsers ignore it there
+
+
+def test_logout_over_https_clears_the_browser_cache(servers: Servers) -> None:
+    """Restricted tiles are `private` with a max-age: on a shared machine the next person
+    would see them from the cache; the logout page drops it (HTTPS only, as browsers do)."""
+    port = servers.other.port  # server.public_url is https
+    value = set_cookies(login_response(port, "staff"))["iiif-shim-auth-staff"].value
+    _seen(value)
+    answer = send(port, "/auth/staff/logout", cookies=cookie("staff", value))
+    assert answer.status == 200
+    assert answer.header("Clear-Site-Data") == '"cache"'
 
 
 def _served_by(port: int, path: str, cookies: dict[str, str]) -> tuple[int, int]:
