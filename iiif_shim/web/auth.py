@@ -11,17 +11,18 @@ What is decided here, once:
   ``HttpOnly``; over HTTPS (the connection is TLS, or the public base URL is ``https``:
   ``web/baseurl.py``) ``Secure; SameSite=None`` so a viewer on another site can use it, over
   plain HTTP ``SameSite=Lax`` without ``Secure`` (development on 127.0.0.1).
-- **Forms** (login, clickthrough) carry a CSRF value signed for the policy, short-lived and
-  bound (``gate.csrf``) to a random value the form's page puts in a ``SameSite=Strict``
-  cookie of its own folder (:data:`CSRF_COOKIE`). A POST is taken only with both, matching,
-  so a page elsewhere can neither post a value it fetched itself (bound to its own browser's
-  cookie, not the victim's) nor make the victim's browser send the cookie (Strict); a refused
-  POST is 403 with a fresh form. A failed login shows the form again with the
-  policy's failure heading (HTTP 200: the page is for a person, viewers only wait for the
-  window to close, and 401 would need a ``WWW-Authenticate`` challenge a form has not);
-  too many failures answer 429 with ``Retry-After``, a password checker too busy to take
-  the attempt 503 with ``Retry-After`` (``gate.try_login``, which counts each attempt before
-  it is checked).
+- **Forms** (login, and clickthrough when opened without ``origin``) carry a CSRF value
+  signed for the policy, short-lived and bound (``gate.csrf``) to a random value the form's
+  page puts in a ``SameSite=Strict`` cookie of its own folder (:data:`CSRF_COOKIE`). A POST
+  is taken only with both, matching, so a page elsewhere can neither post a value it fetched
+  itself (bound to its own browser's cookie, not the victim's) nor make the victim's browser
+  send the cookie (Strict); a refused POST is 403 with a fresh form. A failed login shows
+  the form again with the policy's failure heading (HTTP 200: the page is for a person,
+  viewers only wait for the window to close, and 401 would need a ``WWW-Authenticate``
+  challenge a form has not); too many failures answer 429 with ``Retry-After``, a password
+  checker too busy to take the attempt 503 with ``Retry-After`` (``gate.try_login``, which
+  counts each attempt before it is checked). A clickthrough opened by a viewer (with an
+  allowed ``origin``) grants at once (Auth 1.0: the viewer showed the terms already).
 - **Origins** (:func:`origin_of`): ``scheme://host[:port]`` (a default port and a trailing
   ``/`` dropped), and one of ``auth.allowed_origins`` when that is set (``gate.origin_allowed``),
   for the access page (403 otherwise) and the token services (``invalidOrigin``). Nothing here
@@ -421,8 +422,9 @@ def _form_page(
 async def _access_get(
     request: web.Request, runtime: Runtime, name: str, policy: PolicySettings
 ) -> web.Response:
-    """``GET /auth/{p}/access``: the form (login, clickthrough); for kiosk and external the
-    address decides at once; for a sign-on proxy its header does."""
+    """``GET /auth/{p}/access``: the login form; for kiosk and external the address decides
+    at once; for a sign-on proxy its header does; a clickthrough opened by a viewer
+    (``?origin=``, an allowed one) grants at once, without it shows the confirm form."""
     gate = runtime.gate
     caller = caller_of(request, gate)
     given = request.query.get("origin")
@@ -449,6 +451,10 @@ async def _access_get(
                 "This login works only through the institution's sign-on.", "no trusted header",
             )  # fmt: skip
         return await granted(request, runtime, name, policy, caller, user)
+    if policy.kind == "clickthrough" and given:
+        # a viewer opened it (Auth 1.0: after showing the terms and the confirm button): set
+        # the cookie and close at once; a person following a link gets the confirm form
+        return await granted(request, runtime, name, policy, caller, "clickthrough")
     return _form_page(request, runtime, name, policy, origin_of(given))
 
 

@@ -250,6 +250,21 @@ def test_clickthrough_shows_the_terms_and_a_button_and_a_post_grants(servers: Se
     assert _works(servers.main.port, "terms", value)
 
 
+def test_clickthrough_opened_by_a_viewer_grants_at_once_and_closes(servers: Servers) -> None:
+    """Auth 1.0: the viewer shows the terms and the confirm button, then opens the access
+    service with `origin`, which sets the cookie and closes without another click."""
+    port = servers.main.port
+    answer = send(port, "/auth/terms/access?" + urlencode({"origin": ORIGIN}))
+    assert answer.status == 200 and "window.close()" in answer.text
+    assert 'method="post"' not in answer.text
+    made = set_cookies(answer)["iiif-shim-auth-terms"]
+    _seen(made.value)
+    assert made["httponly"] and _works(port, "terms", made.value)
+    # an origin that may not use the server gets nothing
+    refused = send(port, "/auth/terms/access?origin=https%3A%2F%2Fevil.example")
+    assert refused.status == 403 and not set_cookies(refused)
+
+
 def test_kiosk_and_external_grant_by_address_alone(servers: Servers) -> None:
     port = servers.main.port
     kiosk = send(port, "/auth/kiosk/access")  # 127.0.0.1 is in the kiosk's networks
