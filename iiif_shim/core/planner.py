@@ -20,12 +20,13 @@ For the size, the cheapest native call wins, in this order:
 Outputs with a side under ``min_size`` are never asked of the backend's scaler (tiles or the
 unscaled region instead): some legacy servers crash on them.
 
-A tier that caps the scale (``tier_scale``: the degraded tier of a restricted image) never asks
-a backend that scales for more of its region than the tier has (``TierScale.most``, the same
-rule the output obeys): a pyramid level or an unscaled region past it gives way to the output
-size itself when the backend scales, else to a smaller level. Only what cannot scale at all (a
-file the shim reads itself), or a pyramid whose deepest level is still past the tier, is read as
-it is; Pillow brings it down to the output, so the answer never has more than the tier.
+The degraded tier of a restricted image (``tier_scale``) is its virtual image
+(``TierScale``): the backend is asked for the whole blocks of it that cover the region
+(``TierScale.virtual``, whole pixels of both images) at the tier's scale, exactly its virtual
+pixels when it scales (else a pyramid level no finer, else the region as it is); the engine
+brings what it gets to those virtual pixels first (``Steps.virtual``; the crop is in the image
+pixels of the block, ``Steps.frame``), then crops and scales to the output, up or down. So
+any region at any output size is served, and never from finer pixels than the tier's.
 
 Pure: no I/O, no Pillow.
 """
@@ -83,8 +84,87 @@ def plan(
 ) -> Plan:
     """Split ``resolved`` between the backend (``caps``) and Pillow. ``source`` names the source
     in the plan (and so in its cache key); without it the plan is never cached. ``tier`` (the
-    degraded tier's name) is part of the key; ``tier_scale``: the most the backend is asked
-    for (see the module's text)."""
+    degraded tier's name) is part of the key; ``tier_scale``: its virtual image, the only
+    pixels the answer is made of (see the module's text)."""
+    full = Box(0, 0, resolved.image_width, resolved.image_height)
+    region = resolved.region
+    out = (resolved.width, resolved.height)
+    virtual: tuple[int, int] | None = None
+    frame: tuple[int, int] | None = None
+    if tier_scale is not None:
+        native_region, cells = tier_scale.virtual(
+            region, resolved.image_width, resolved.image_height, caps.min_size
+        )
+        if not caps.region:
+            native_region = full
+            cells = (tier_scale.pixels(full.w), tier_scale.pixels(full.h))
+        size, pyramid = _tier_fetch(native_region, cells, caps, grid)
+        tile = False
+        crop: Box | None = None
+        if region != native_region:
+            crop = Box(region.x - native_region.x, region.y - native_region.y, region.w, region.h)
+        if pyramid:
+            delivered = (math.ceil(native_region.w / pyramid), math.ceil(native_region.h / pyramid))
+        else:
+            delivered = size or (native_region.w, native_region.h)
+        virtual, frame = cells, (native_region.w, native_region.h)
+        exact_geometry = crop is None and delivered == cells == out
+    else:
+        native_region, crop, size, pyramid, tile = _native(resolved, caps, grid)
+        if pyramid:
+            delivered = (math.ceil(region.w / pyramid), math.ceil(region.h / pyramid))
+        else:
+            delivered = size or (region.w, region.h)
+        exact_geometry = crop is None and delivered == out
+    # 3. mirror and rotation (mirror first, so both or neither when mirroring)
+    degrees = resolved.degrees
+    mirror = resolved.rotation.mirror
+    native_turns = (
+        exact_geometry
+        and degrees % 90 == 0
+        and (degrees == 0 or caps.rotation90)
+        and (not mirror or caps.mirror)
+    )
+    # 4. quality (default needs no work)
+    wanted = resolved.quality
+    native_quality = native_turns and (wanted is Quality.DEFAULT or wanted in caps.qualities)
+    # 5. format: asked for natively only when nothing else is left for Pillow
+    native_format = native_quality and resolved.format in caps.formats
+
+    native = NativeOp(
+        region=native_region,
+        size=size,
+        reduction=pyramid,
+        tile=tile,
+        rotation=int(degrees) if native_turns else 0,
+        mirror=mirror if native_turns else False,
+        quality=wanted if native_quality and wanted is not Quality.DEFAULT else None,
+        format=resolved.format if native_format else None,
+    )
+    if native_turns and degrees in (90, 270):
+        out = (out[1], out[0])  # the backend delivers it turned already
+    steps = Steps(
+        crop=crop,
+        scale=out,
+        mirror=False if native_turns else mirror,
+        degrees=0.0 if native_turns else degrees,
+        quality=Quality.DEFAULT if native_quality else wanted,
+        format=resolved.format,
+        encoded=native_format,
+        jpeg_quality=jpeg_quality,
+        engine=engine,
+        virtual=virtual,
+        frame=frame,
+    )
+    source = source or SourceRef("", "", None)
+    return Plan(source=source, resolved=resolved, native=native, steps=steps, tier=tier)
+
+
+def _native(
+    resolved: ResolvedRequest, caps: Capabilities, grid: TileGrid | None
+) -> tuple[Box, Box | None, tuple[int, int] | None, int, bool]:
+    """What the backend is asked for (region, size, reduction, tile) and the crop left to the
+    engine, for the image itself (see the module's text)."""
     full = Box(0, 0, resolved.image_width, resolved.image_height)
     region = resolved.region
     out = (resolved.width, resolved.height)
@@ -93,7 +173,6 @@ def plan(
     within = (caps.max_size is None or max(out) <= caps.max_size) and (
         unscaled or min(out) >= caps.min_size
     )
-
     # 1. region
     native_crops = caps.region or region == full
     # 2. size, once the region is native: the cheapest call that gives it (see the docstring)
@@ -119,91 +198,37 @@ def plan(
         elif caps.size_keeps_aspect and not enlarges:  # distorted: the covering undistorted size
             scale = max(out[0] / region.w, out[1] / region.h)
             size = (math.ceil(region.w * scale), math.ceil(region.h * scale))
-    if native_crops and tier_scale is not None:
-        size, pyramid, tile = _capped(resolved, caps, grid, size, pyramid, tile, tier_scale)
-    if pyramid:
-        delivered = (math.ceil(region.w / pyramid), math.ceil(region.h / pyramid))
-    else:
-        delivered = size or (region.w, region.h)
-    exact_geometry = native_crops and delivered == out
-    # 3. mirror and rotation (mirror first, so both or neither when mirroring)
-    degrees = resolved.degrees
-    mirror = resolved.rotation.mirror
-    native_turns = (
-        exact_geometry
-        and degrees % 90 == 0
-        and (degrees == 0 or caps.rotation90)
-        and (not mirror or caps.mirror)
-    )
-    # 4. quality (default needs no work)
-    wanted = resolved.quality
-    native_quality = native_turns and (wanted is Quality.DEFAULT or wanted in caps.qualities)
-    # 5. format: asked for natively only when nothing else is left for Pillow
-    native_format = native_quality and resolved.format in caps.formats
-
-    native = NativeOp(
-        region=region if native_crops else full,
-        size=size,
-        reduction=pyramid,
-        tile=tile,
-        rotation=int(degrees) if native_turns else 0,
-        mirror=mirror if native_turns else False,
-        quality=wanted if native_quality and wanted is not Quality.DEFAULT else None,
-        format=resolved.format if native_format else None,
-    )
-    if native_turns and degrees in (90, 270):
-        out = (out[1], out[0])  # the backend delivers it turned already
-    steps = Steps(
-        crop=None if native_crops else region,
-        scale=out,
-        mirror=False if native_turns else mirror,
-        degrees=0.0 if native_turns else degrees,
-        quality=Quality.DEFAULT if native_quality else wanted,
-        format=resolved.format,
-        encoded=native_format,
-        jpeg_quality=jpeg_quality,
-        engine=engine,
-    )
-    source = source or SourceRef("", "", None)
-    return Plan(source=source, resolved=resolved, native=native, steps=steps, tier=tier)
+    if not native_crops:
+        return full, region, size, pyramid, tile
+    return region, None, size, pyramid, tile
 
 
-def _capped(
-    resolved: ResolvedRequest,
-    caps: Capabilities,
-    grid: TileGrid | None,
-    size: tuple[int, int] | None,
-    pyramid: int,
-    tile: bool,
-    tier_scale: TierScale,
-) -> tuple[tuple[int, int] | None, int, bool]:
-    """The native size, reduction and tile, kept within ``tier_scale`` of the region where the
-    backend can scale: the output size itself, else a smaller pyramid level."""
-    region, out = resolved.region, (resolved.width, resolved.height)
-    most_w, most_h = tier_scale.most_of(region, resolved.image_width, resolved.image_height)
-
-    def allowed(w: int, h: int) -> bool:
-        return w <= most_w and h <= most_h
-
-    if pyramid:
-        delivered = (math.ceil(region.w / pyramid), math.ceil(region.h / pyramid))
-    else:
-        delivered = size or (region.w, region.h)
-    if allowed(*delivered):
-        return size, pyramid, tile
-    scales = caps.size or (caps.size_keeps_aspect and _keeps_aspect(region, out))
-    fits = (caps.max_size is None or max(out) <= caps.max_size) and min(out) >= caps.min_size
-    if scales and fits:
-        return out, 0, False
+def _tier_fetch(
+    block: Box, cells: tuple[int, int], caps: Capabilities, grid: TileGrid | None
+) -> tuple[tuple[int, int] | None, int]:
+    """The native size or reduction for ``block`` of the image whose virtual pixels are
+    ``cells``: those pixels exactly when the backend scales to them, else as many as it scales
+    to (``max_size``), else the first pyramid level no finer, else the block as it is (what
+    cannot scale at all: the engine brings it down to ``cells``)."""
+    if (block.w, block.h) == cells:  # the tier is the image itself here
+        return None, 0
+    scales = caps.size or (caps.size_keeps_aspect and _keeps_aspect(block, cells))
+    if scales and min(cells) >= caps.min_size:
+        if caps.max_size is None or max(cells) <= caps.max_size:
+            return cells, 0
+        smaller = _confine(cells, caps.max_size)
+        if min(smaller) >= caps.min_size:
+            return smaller, 0
     if caps.reductions:
         deepest = max(grid.scale_factors) if grid is not None else 1 << 16
-        factor = max(pyramid, 1)
-        while factor < deepest and not allowed(
-            math.ceil(region.w / factor), math.ceil(region.h / factor)
+        factor = 2
+        while factor < deepest and (
+            math.ceil(block.w / factor) > cells[0] or math.ceil(block.h / factor) > cells[1]
         ):
             factor *= 2
-        return None, factor, False
-    return size, pyramid, tile
+        if factor <= deepest:
+            return None, factor
+    return None, 0
 
 
 def _keeps_aspect(region: Box, out: tuple[int, int]) -> bool:

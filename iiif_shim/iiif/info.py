@@ -24,7 +24,7 @@ from iiif_shim.iiif.profile import (
     Quality,
     Version,
 )
-from iiif_shim.iiif.resolve import Box, Limits, height_for_width
+from iiif_shim.iiif.resolve import Limits, confine, height_for_width
 
 _MAX_SCALE_FACTOR = 2**16
 
@@ -75,14 +75,16 @@ def scale_factors(width: int, height: int, tile: int) -> tuple[int, ...]:
 
 def tile_grid(source: ImageFacts, offer: Offer) -> TileGrid | None:
     """The backend's native grid when it has one that fits the limits, else the configured one;
-    under a ``max_scale`` (the degraded tier) only the scale factors within it, and more powers
-    of two until the whole image is one tile."""
+    under a ``tier_scale`` (the degraded tier) only the scale factors of its virtual image, and
+    more powers of two until the whole image is one tile."""
     grid = source.tiles
     limits = offer.limits
     if grid is None or not limits.fits(grid.width, grid.height):
         size = offer.tile_size
-        if limits.max_scale is not None:  # the degraded tier: tiles no larger than its limits
-            size = min(size, limits.max_width or size, limits.effective_max_height or size)
+        if limits.tier_scale is not None:  # the degraded tier: tiles of half its limits at
+            # most, so a 2.1 ``w,`` whose height the aspect ratio rounds up still fits
+            side = min(limits.max_width or size, limits.effective_max_height or size)
+            size = min(size, max(1, side // 2))
         if not limits.fits(size, size):
             return None
         grid = TileGrid(size, size, scale_factors(source.width, source.height, size))
@@ -108,16 +110,10 @@ def full_sizes(source: ImageFacts, grid: TileGrid | None, offer: Offer) -> list[
     for factor in sorted(factors, reverse=True):
         w = math.ceil(source.width / factor)
         h = height_for_width(w, source.width, source.height)
-        whole = Box(0, 0, source.width, source.height)
-        allowed = offer.limits.scale_allows(whole, w, h, source.width, source.height)
-        if offer.limits.fits(w, h) and allowed and (w, h) not in sizes:
+        if offer.limits.fits(w, h) and (w, h) not in sizes:
             sizes.append((w, h))
-    if offer.limits.max_scale is not None:  # the degraded tier's whole image, as `max` gives it
-        scale = offer.limits.max_scale
-        largest = (
-            max(1, math.floor(source.width * scale + 1e-9)),
-            max(1, math.floor(source.height * scale + 1e-9)),
-        )
+    if offer.limits.tier_scale is not None:  # the degraded tier's whole image, as `max` gives it
+        largest = confine(source.width, source.height, 1.0, offer.limits)
         if offer.limits.fits(*largest) and largest not in sizes:
             sizes.append(largest)
     return sizes

@@ -6,14 +6,15 @@ rule about what is an error (region outside the image, upscaling without ``^`` i
 the limits) lives here.
 
 The degraded tier of a restricted image (``Limits.degraded``) is a virtual image of
-``ceil(W*s)`` x ``ceil(H*s)`` pixels, ``s`` = ``max_size`` / the longest side (:class:`TierScale`,
-the one place of that rule): every output pixel covers at least ``1/s`` x ``1/s`` pixels of the
-image (an output at most ``floor(region * s)`` per side), save at the right and bottom edges,
-where the tier's last column and row cover what is left and the viewers' edge tiles (on the
-grid of the tier's finest tiles) round up by one pixel (``TierScale.most``). A region too small
-for one pixel is a 400, so its regions never give the full image's pixels piece by piece.
-``maxWidth`` = ``maxHeight`` = ``max_size``; what goes past the tier follows the limits' own
-rules: ``max`` and ``!w,h`` are confined to it, an explicit larger size is a 400.
+``ceil(W*s)`` x ``ceil(H*s)`` pixels, ``s`` = ``max_size`` / the longest side, presented at the
+image's own width and height (:class:`TierScale`, the one place of that rule). Requests are
+resolved as on the image itself (a region in the image's pixels, any output size within
+``maxWidth`` = ``maxHeight`` = ``max_size``: ``max`` and ``!w,h`` are confined to them, an
+explicit larger size is a 400); what caps the information is where the pixels come from:
+:meth:`TierScale.virtual` gives the block of the virtual image that covers a region, which the
+planner asks of the backend at scale ``s`` and crops and resamples to the output. So viewers may
+ask any zoom level, and a 1x1 region is the colour of the virtual pixel under it, never the
+image's own pixel.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from iiif_shim.iiif.request import ImageRequest, RegionKind, RotationSpec, SizeK
 
 @dataclass(frozen=True)
 class TierScale:
-    """The degraded tier's scale ``size / longest``, exactly (integers, no float rounding)."""
+    """The degraded tier's scale ``size / longest``, exactly (integers, no float rounding), and
+    its virtual image: ``ceil(W*s)`` x ``ceil(H*s)`` pixels, pixel ``i`` covering the image's
+    ``[i/s, (i+1)/s)``. The virtual image is cut into blocks whose edges fall on whole pixels of
+    both (``block`` image pixels = ``cells`` virtual pixels): a region is always taken as whole
+    blocks, so the backend is always asked the same pixels for the same part of the virtual image
+    (never a grid shifted by a pixel, whose difference with another would give the image's
+    pixels back)."""
 
     size: int  # the tier's longest side (max_size)
     longest: int  # the image's longest side
@@ -38,8 +45,19 @@ class TierScale:
     def value(self) -> float:
         return self.size / self.longest
 
-    def _ceil(self, pixels: int) -> int:
-        return -(-pixels * self.size // self.longest)
+    @property
+    def block(self) -> int:
+        """Image pixels a block covers (``longest / gcd``)."""
+        return self.longest // math.gcd(self.size, self.longest)
+
+    @property
+    def cells(self) -> int:
+        """Virtual pixels in a block (``size / gcd``)."""
+        return self.size // math.gcd(self.size, self.longest)
+
+    def pixels(self, full: int) -> int:
+        """The virtual image's pixels along an axis of ``full`` image pixels: ``ceil(full*s)``."""
+        return -(-full * self.size // self.longest)
 
     def least_factor(self) -> int:
         """The smallest power of two whose scale factor is within the tier (the finest level
@@ -49,29 +67,36 @@ class TierScale:
             factor *= 2
         return factor
 
-    def most(self, start: int, length: int, full: int) -> int:
-        """The most output pixels along one axis for a region of ``length`` pixels from
-        ``start`` of an axis of ``full``: ``floor(length * s)``, each at least ``1/s`` of the
-        image. A region reaching the end has the tier's pixels that start inside it
-        (``ceil(full*s) - ceil(start*s)``: its last one covers what is left of the image), or,
-        when it starts on the grid of the tier's finest tiles (:meth:`least_factor`), the
-        pixels of that level (``ceil(length / factor)``: the viewers' edge tiles)."""
-        if start + length < full:
-            return length * self.size // self.longest
-        cells = self._ceil(full) - self._ceil(start)
-        factor = self.least_factor()
-        return max(cells, -(-length // factor)) if start % factor == 0 else cells
+    def span(self, start: int, length: int, full: int, least: int = 1) -> tuple[int, int, int]:
+        """Along one axis of ``full`` pixels, the whole blocks that cover ``length`` pixels from
+        ``start``, widened by whole blocks (after, then before) until they have ``least``
+        virtual pixels or the axis ends: (first image pixel, image pixels, virtual pixels)."""
+        first = start // self.block
+        last = -(-(start + length) // self.block)
+        ends = -(-full // self.block)
+        while self._cells(first, last, full) < least and (first > 0 or last < ends):
+            if last < ends:
+                last += 1
+            else:
+                first -= 1
+        lo, hi = first * self.block, min(full, last * self.block)
+        return lo, hi - lo, self._cells(first, last, full)
 
-    def most_of(self, region: Box, width: int, height: int) -> tuple[int, int]:
-        """:meth:`most` for both sides of ``region`` of a ``width`` x ``height`` image."""
-        return (
-            self.most(region.x, region.w, width),
-            self.most(region.y, region.h, height),
-        )
+    def _cells(self, first: int, last: int, full: int) -> int:
+        """Virtual pixels of the blocks ``first`` to ``last`` (excluded) of an axis of ``full``."""
+        if last * self.block >= full:
+            return self.pixels(full) - first * self.cells
+        return (last - first) * self.cells
 
-    def smallest_region(self) -> int:
-        """The fewest image pixels per side that give one output pixel (away from the edges)."""
-        return -(-self.longest // self.size)
+    def virtual(
+        self, region: Box, width: int, height: int, least: int = 1
+    ) -> tuple[Box, tuple[int, int]]:
+        """The part of a ``width`` x ``height`` image the virtual image's blocks over ``region``
+        cover (whole image pixels; at least ``least`` virtual pixels a side where the image has
+        them: a backend that will not scale to fewer), and its size in virtual pixels."""
+        x, w, vw = self.span(region.x, region.w, width, least)
+        y, h, vh = self.span(region.y, region.h, height, least)
+        return Box(x, y, w, h), (vw, vh)
 
 
 @dataclass(frozen=True)
@@ -86,12 +111,12 @@ class Limits:
     upscale_max_to_limits: bool = False
     # 3.0 "!w,h" whose box is larger than the region: 400 (validator, default) or the region.
     clamp_confined: bool = False
-    # The degraded tier's scale (max_size / the image's long side); None: no such cap.
+    # The degraded tier's virtual image (max_size / the image's long side); None: the image.
     tier_scale: TierScale | None = None
 
     def degraded(self, max_size: int, width: int, height: int) -> Limits:
         """These limits for the degraded tier of a ``width`` x ``height`` image: no side past
-        ``max_size``, and no region given more pixels than the tier has of it."""
+        ``max_size``, its pixels those of the virtual image (:class:`TierScale`)."""
         mh = self.effective_max_height
         longest = max(width, height)
         return Limits(
@@ -104,19 +129,6 @@ class Limits:
         )
 
     @property
-    def max_scale(self) -> float | None:
-        """The largest output/region scale (the degraded tier's), as a number."""
-        return None if self.tier_scale is None else self.tier_scale.value
-
-    def scale_allows(self, region: Box, w: int, h: int, width: int, height: int) -> bool:
-        """Whether a ``w`` x ``h`` output of ``region`` of a ``width`` x ``height`` image is
-        within the tier's scale (:meth:`TierScale.most`)."""
-        if self.tier_scale is None:
-            return True
-        most_w, most_h = self.tier_scale.most_of(region, width, height)
-        return w <= most_w and h <= most_h
-
-    @property
     def effective_max_height(self) -> int | None:
         # Spec: a missing maxHeight defaults to maxWidth.
         return self.max_height if self.max_height is not None else self.max_width
@@ -124,8 +136,8 @@ class Limits:
     @property
     def allows_upscaling(self) -> bool:
         """Upscaling is offered only when it is bounded (3.0: sizeUpscaling needs maxWidth/Area),
-        and never in the degraded tier (``max_scale``)."""
-        if self.max_scale is not None and self.max_scale <= 1:
+        and never in the degraded tier (whose every pixel is already a virtual one)."""
+        if self.tier_scale is not None:
             return False
         return self.max_width is not None or self.max_area is not None
 
@@ -234,7 +246,7 @@ def confine(rw: int, rh: int, scale: float, limits: Limits) -> tuple[int, int]:
 
 
 def _limit_scale(rw: int, rh: int, limits: Limits) -> float:
-    scale = math.inf if limits.max_scale is None else limits.max_scale
+    scale = math.inf
     if limits.max_area is not None:
         scale = min(scale, math.sqrt(limits.max_area / (rw * rh)))
     if limits.max_width is not None:
@@ -245,23 +257,10 @@ def _limit_scale(rw: int, rh: int, limits: Limits) -> float:
     return scale
 
 
-def resolve_size(
-    req: ImageRequest, region: Box, limits: Limits, width: int, height: int
-) -> tuple[int, int]:
-    """Output width and height for the request's size over ``region`` of a ``width`` x
-    ``height`` image."""
+def resolve_size(req: ImageRequest, region: Box, limits: Limits) -> tuple[int, int]:
+    """Output width and height for the request's size over ``region``."""
     s = req.size
     rw, rh = region.w, region.h
-    most: tuple[int, int] | None = None
-    if limits.tier_scale is not None:
-        most = limits.tier_scale.most_of(region, width, height)
-        if min(most) < 1:
-            side = limits.tier_scale.smallest_region()
-            raise BadRequest(
-                f"the {rw}x{rh} region is smaller than one pixel of this tier (each of its "
-                f"pixels covers {side}x{side} pixels of the image)",
-                parameter="region",
-            )
     v3 = req.version is Version.V3
     may_enlarge = s.upscale if v3 else True  # 2.1: sizeAboveFull, bounded by the limits
     confined_to_limits = False
@@ -270,8 +269,6 @@ def resolve_size(
         # ^max with no limits declared equals max (confine returns the region size).
         enlarge = s.upscale and limits.upscale_max_to_limits
         w, h = confine(rw, rh, math.inf if enlarge else 1.0, limits)
-        if most is not None:
-            w, h = min(w, most[0]), min(h, most[1])
         confined_to_limits = True
     elif s.kind is SizeKind.FULL:
         w, h = rw, rh
@@ -303,10 +300,8 @@ def resolve_size(
         clamp = limits.clamp_confined if v3 else not limits.allows_upscaling
         if (w > rw or h > rh) and not s.upscale and clamp:
             w, h = rw, rh
-        if not limits.fits(w, h) or not limits.scale_allows(region, w, h, width, height):
+        if not limits.fits(w, h):
             w, h = confine(rw, rh, min(w / rw, h / rh), limits)
-            if most is not None:
-                w, h = min(w, most[0]), min(h, most[1])
         confined_to_limits = True
 
     enlarges = w > rw or h > rh
@@ -324,12 +319,6 @@ def resolve_size(
         raise BadRequest(f"{s.text!r} is larger than the {rw}x{rh} region", parameter="size")
     if not confined_to_limits and not limits.fits(w, h):
         raise BadRequest(f"{w}x{h} is larger than this server's limits", parameter="size")
-    if not confined_to_limits and not limits.scale_allows(region, w, h, width, height):
-        raise BadRequest(
-            f"{w}x{h} of a {rw}x{rh} region is larger than this tier allows (its whole image "
-            "is at most maxWidth x maxHeight)",
-            parameter="size",
-        )
     return w, h
 
 
@@ -352,7 +341,7 @@ def canonical_size(version: Version, region: Box, w: int, h: int, limits: Limits
 def resolve(req: ImageRequest, width: int, height: int, limits: Limits) -> ResolvedRequest:
     """Resolve ``req`` against a ``width`` x ``height`` image."""
     region = resolve_region(req, width, height)
-    w, h = resolve_size(req, region, limits, width, height)
+    w, h = resolve_size(req, region, limits)
     full = region == Box(0, 0, width, height)
     region_text = "full" if full else f"{region.x},{region.y},{region.w},{region.h}"
     rotation = req.rotation

@@ -528,9 +528,12 @@ def _reduced_first(width: int, height: int, out_w: int, out_h: int) -> int:
 
 def reduction(source_format: str | None, width: int, height: int, steps: Steps) -> int:
     """The power-of-two factor to decode at: the smallest decode that still yields the output,
-    where the source format can decode small (JPEG DCT scaling up to 8, JPEG 2000 levels)."""
+    where the source format can decode small (JPEG DCT scaling up to 8, JPEG 2000 levels); for
+    a degraded tier's virtual image (``steps.virtual``), the decode that still yields it."""
     cw, ch = (steps.crop.w, steps.crop.h) if steps.crop else (width, height)
     shrink = min(cw / steps.scale[0], ch / steps.scale[1])
+    if steps.virtual is not None:
+        shrink = min(width / steps.virtual[0], height / steps.virtual[1])
     if shrink < 2 or source_format not in ("JPEG", "JPEG2000"):
         return 1
     levels = min(int(math.log2(shrink)), 3 if source_format == "JPEG" else 5)

@@ -487,9 +487,16 @@ def shared(im: Image.Image) -> Image.Image:
 
 
 def crop_and_scale(decoded: Decoded, steps: Steps) -> Image.Image:
+    """The crop of ``decoded`` (in delivered pixels, or in ``steps.frame``'s) scaled to
+    ``steps.scale``; from the tier's virtual image (``steps.virtual``: the delivered image
+    averaged down to it first) when set."""
     im = decoded.image
+    if steps.virtual is not None and im.size != steps.virtual:
+        reduces = im.width >= steps.virtual[0] and im.height >= steps.virtual[1]
+        filter_ = Image.Resampling.BOX if reduces else Image.Resampling.LANCZOS
+        im = im.resize(steps.virtual, filter_)
     crop = steps.crop
-    width, height = decoded.source_width, decoded.source_height
+    width, height = steps.frame or (decoded.source_width, decoded.source_height)
     x0, y0, cw, ch = (crop.x, crop.y, crop.w, crop.h) if crop else (0, 0, width, height)
     tw, th = steps.scale
     sx, sy = width / im.width, height / im.height

@@ -28,6 +28,7 @@ Everything here is synchronous and CPU-bound; ``core/service.py`` runs it in the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -559,6 +560,14 @@ def _finish(
     already in memory, it is the encoder's (501)."""
     try:
         im: Any
+        if steps.virtual is not None and not isinstance(source, pillow.Decoded):
+            # the degraded tier: the delivered image down to its virtual pixels, then Pillow
+            # crops and scales from them (the virtual image is small: at most max_size a side)
+            whole = dataclasses.replace(
+                steps, crop=None, scale=steps.virtual, virtual=None, frame=None
+            )
+            tier = _to_pil(_crop_and_scale(source, whole))
+            source = pillow.Decoded(tier, source.source_width, source.source_height)
         if isinstance(source, pillow.Decoded):
             im = pillow.crop_and_scale(source, steps)
             if im is source.image:

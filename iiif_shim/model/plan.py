@@ -113,7 +113,11 @@ class Steps:
 
     ``crop`` is in the delivered image's full-resolution pixel space (for a whole source: the
     full image), ``scale`` the exact size wanted after cropping; imaging may decode at a reduced
-    resolution (JPEG draft, JPEG 2000 reduce) as long as the result is this size.
+    resolution (JPEG draft, JPEG 2000 reduce) as long as the result is this size. The degraded
+    tier sets ``virtual``: the size the whole delivered image is brought to first (nothing to do
+    when the backend delivered it so), its pixels those of the tier's virtual image, the crop
+    and scale then made from those pixels alone, never from finer ones; and ``frame``: the
+    image pixels the delivered image covers (the native region), the space of ``crop``.
     """
 
     crop: Box | None
@@ -125,12 +129,15 @@ class Steps:
     encoded: bool = False  # the backend already encodes in ``format``: bytes may pass through
     jpeg_quality: int = 85
     engine: str = "pillow"  # the image engine doing these steps (``Engine.identity``)
+    virtual: tuple[int, int] | None = None
+    frame: tuple[int, int] | None = None
 
     @property
     def no_pixel_work(self) -> bool:
         """Whether the steps leave the pixels as delivered (size and format apart)."""
         return (
             self.crop is None
+            and self.virtual in (None, self.scale)
             and not self.mirror
             and self.degrees == 0
             and self.quality is Quality.DEFAULT

@@ -23,7 +23,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 import yaml
-from PIL import Image, ImageStat
+from PIL import Image, ImageChops, ImageStat
 
 from iiif_shim.iiif.profile import Version
 from tests.http.auth_support import (
@@ -311,66 +311,126 @@ def test_the_degraded_tier_never_serves_more_than_max_size(site: Site) -> None:
     assert max(whole.image().size) == DEGRADED
     confined = site.get(f"{base}/full/!5000,5000/0/default.png")
     assert max(confined.image().size) == DEGRADED
-    # a region at full resolution is served at the tier's scale at most, or refused
+    # the output is confined to maxWidth/maxHeight like any server's (its pixels are the
+    # tier's: see the tests below); past them, an explicit size is a 400
     region = site.get(f"{base}/0,0,300,300/max/0/default.png")
-    assert region.status == 200 and max(region.image().size) <= 300 * DEGRADED // BIG[0] + 1
+    assert region.status == 200 and region.image().size == (DEGRADED, DEGRADED)
     assert site.get(f"{base}/0,0,300,300/300,/0/default.png").status == 400
     assert site.get(f"{base}/full/1200,/0/default.png").status == 400
     assert site.get(f"/iiif/3/{enc('staff/big.jpg')}/full/max/0/default.jpg").status == 401
     assert site.get("/iiif/3/big.jpg/full/max/0/default.jpg").image().size == BIG
 
 
+def _tier_reference(site: Site) -> Image.Image:
+    """big.jpg as the degraded tier's virtual image should be: the master (from the public
+    route) averaged down to ``ceil(W*s)`` x ``ceil(H*s)``."""
+    master = site.get("/iiif/3/big.jpg/full/max/0/default.png").image().convert("RGB")
+    return master.resize(
+        (-(-BIG[0] * DEGRADED // BIG[0]), -(-BIG[1] * DEGRADED // BIG[0])), Image.Resampling.BOX
+    )
+
+
+def _expected(reference: Image.Image, region: str, size: tuple[int, int]) -> Image.Image:
+    """What a tile of the tier shows: its region of the virtual image, resampled to ``size``."""
+    x, y, w, h = (0, 0, *BIG) if region == "full" else map(int, region.split(","))
+    s = DEGRADED / BIG[0]
+    box = (x * s, y * s, (x + w) * s, (y + h) * s)
+    return reference.resize(size, Image.Resampling.LANCZOS, box=box)
+
+
+def _mean_error(a: Image.Image, b: Image.Image) -> float:
+    diff = ImageChops.difference(a.convert("RGB"), b.convert("RGB"))
+    return sum(ImageStat.Stat(diff).mean) / 3
+
+
 def test_the_degraded_tier_gives_no_pixel_finer_than_its_scale(site: Site) -> None:
     """The attacks of a review: regions smaller than one pixel of the tier (100 px of 1200: 12x12
-    of the image each) gave the master's own pixels. The public route shows what they were."""
+    of the image each) gave the master's own pixels (the public route shows what they were).
+    Now each answers from the tier's virtual pixels: the colour around that tier pixel, an
+    average of its 12x12 pixels of the image, never the master's pixel, and a region of noise
+    scaled up comes back smooth."""
     base3 = f"/iiif/degraded/3/{enc('staff/big.jpg')}"
     base2 = f"/iiif/degraded/2/{enc('staff/big.jpg')}"
-    master = site.get("/iiif/3/big.jpg/600,400,1,1/max/0/default.png").image().getpixel((0, 0))
-    for path in (
-        f"{base3}/600,400,1,1/1,1/0/default.png",
-        f"{base3}/600,400,1,1/max/0/default.png",
-        f"{base2}/600,400,1,1/1,/0/default.png",
-        f"{base2}/600,400,1,1/full/0/default.png",
-        f"{base3}/pct:50,50,0.01,0.01/max/0/default.png",
-        f"{base3}/600,400,11,11/max/0/default.png",
-        f"{base3}/600,400,13,13/2,2/0/default.png",  # twice the tier's scale
-        f"{base3}/1199,799,1,1/max/0/default.png",  # the corner
-    ):
-        resp = site.get(path)
-        assert resp.status == 400, (path, resp.status)
-        _no_image(resp)
-    assert (
-        "smaller than one pixel of this tier"
-        in site.get(f"{base3}/600,400,1,1/max/0/default.png").text
-    )
-    # a region of one tier pixel: one output pixel, of all of them, not the master's one
-    whole = site.get("/iiif/3/big.jpg/600,400,12,12/max/0/default.png").image().convert("RGB")
-    mean = ImageStat.Stat(whole).mean
-    one = site.get(f"{base3}/600,400,12,12/max/0/default.png")
-    assert one.status == 200 and one.image().size == (1, 1)
-    got = one.image().convert("RGB").getpixel((0, 0))
-    assert isinstance(got, tuple) and got != master
-    assert max(abs(g - m) for g, m in zip(got, mean, strict=True)) < 20, (got, mean, master)
+    reference = _tier_reference(site)
+    master = site.get("/iiif/3/big.jpg/full/max/0/default.png").image().convert("RGB")
+    for x, y in ((600, 400), (1199, 799), (7, 13), (611, 397)):
+        want = _expected(reference, f"{x},{y},1,1", (1, 1)).getpixel((0, 0))
+        for path in (
+            f"{base3}/{x},{y},1,1/1,1/0/default.png",
+            f"{base3}/{x},{y},1,1/max/0/default.png",
+            f"{base2}/{x},{y},1,1/1,/0/default.png",
+            f"{base2}/{x},{y},1,1/full/0/default.png",
+        ):
+            resp = site.get(path)
+            assert resp.status == 200, (path, resp.status, resp.text)
+            got = resp.image().convert("RGB").getpixel((0, 0))
+            assert isinstance(got, tuple) and isinstance(want, tuple)
+            assert max(abs(g - w) for g, w in zip(got, want, strict=True)) < 16, (got, want)
+    # noise of sigma 60 (about 5 once averaged over a tier pixel): the master's own pixel is
+    # mostly far from the tier's colour, which is what comes back
+    far = 0
+    for n in range(30):
+        x, y = 37 * n + 5, 26 * n + 3
+        own = master.getpixel((x, y))
+        got = site.get(f"{base3}/{x},{y},1,1/1,1/0/default.png").image().convert("RGB")
+        pixel = got.getpixel((0, 0))
+        assert isinstance(own, tuple) and isinstance(pixel, tuple)
+        far += max(abs(g - o) for g, o in zip(pixel, own, strict=True)) > 30
+    assert far >= 10, far
+    assert site.get(f"{base3}/pct:50,50,0.1,0.1/max/0/default.png").status == 200
+    # a 48x48 region at 48x48 (4x4 tier pixels scaled up) is smooth, the master's is noise
+    tile = site.get(f"{base3}/600,396,48,48/48,48/0/default.png").image().convert("L")
+    noise = master.convert("L").crop((600, 396, 648, 444))
+    assert ImageStat.Stat(tile).stddev[0] < ImageStat.Stat(noise).stddev[0] / 3
+    assert _mean_error(tile, _expected(reference, "600,396,48,48", (48, 48)).convert("L")) < 8
+
+
+def _osd_between(width: int, height: int, tile: int) -> list[tuple[str, str]]:
+    """The tiles OpenSeadragon asks at every power-of-two level down to the full resolution,
+    built by hand from ``width``/``height`` and the tile size alone (what it does for a level
+    the info.json does not list): squares of ``tile * 2^k`` at ``tile`` (edges rounded up)."""
+    found = []
+    k = 0
+    while True:
+        span = tile << k
+        for y in range(0, height, span):
+            for x in range(0, width, span):
+                w, h = min(span, width - x), min(span, height - y)
+                found.append((f"{x},{y},{w},{h}", f"{-(-w // (1 << k))},{-(-h // (1 << k))}"))
+        if span >= max(width, height):
+            return found
+        k += 1
 
 
 def test_every_tile_viewers_build_from_the_degraded_info_json_answers(site: Site) -> None:
-    """OpenSeadragon, Mirador, Leaflet and the canonical tiles of the degraded info.json (the
-    levels it offers and its sizes), both versions: all 200, within the tier's scale."""
+    """OpenSeadragon, Mirador, Leaflet and the canonical tiles of the degraded info.json, the
+    finer levels OpenSeadragon asks from ``width``/``height`` at a closer zoom, and those
+    between built by hand, both versions: all 200, each the right part of the tier's virtual
+    image (the master averaged down, then scaled to the tile: a small mean error)."""
     from tests.unit.test_degraded_tier import tier_tiles
 
+    reference = _tier_reference(site)
+    checked = finer_checked = 0
     for version in (Version.V3, Version.V2):
         base = f"/iiif/degraded/{version.value}/{enc('staff/big.jpg')}"
         doc = json.loads(site.get(f"{base}/info.json").body)
         least = min(doc["tiles"][0]["scaleFactors"])
         assert least == 16  # 1200 / 100 = 12
         within, finer = tier_tiles(doc, version, least)
-        assert len(within) > 3 and finer  # one tile at 16, and the sizes
-        for region, size in within:
-            got = site.get(f"{base}/{region}/{size}/0/default.jpg")
+        assert len(within) > 3 and finer  # one tile at 16, and the sizes; finer levels too
+        tile = doc["tiles"][0]["width"]
+        by_hand = _osd_between(*BIG, tile)
+        for region, size in dict.fromkeys(within + finer + by_hand):
+            got = site.get(f"{base}/{region}/{size}/0/default.png")
             assert got.status == 200, (version, region, size, got.text)
-            w, h = got.image().size
-            rw, rh = BIG if region == "full" else tuple(map(int, region.split(",")[2:]))
-            assert w <= -(-rw * DEGRADED // BIG[0]) and h <= -(-rh * DEGRADED // BIG[0])
+            image = got.image()
+            assert _mean_error(image, _expected(reference, region, image.size)) < 8, (
+                region,
+                size,
+            )
+            checked += 1
+            finer_checked += (region, size) in finer
+    assert checked > 100 and finer_checked > 20
 
 
 def test_the_backend_is_never_asked_for_more_than_the_degraded_tier(site: Site) -> None:
@@ -382,6 +442,10 @@ def test_the_backend_is_never_asked_for_more_than_the_degraded_tier(site: Site) 
         "0,0,600,600/max/0/default.jpg",
         "600,0,600,600/50,/0/default.png",
         "full/!90,90/0/default.jpg",
+        # finer than the tier: OpenSeadragon's closer levels, and a single pixel
+        "0,0,100,100/100,100/0/default.jpg",
+        "300,200,50,50/50,50/0/default.jpg",
+        "601,401,1,1/1,1/0/default.png",
     ]
     for tail in asks:
         got = site.get(f"{base}/{tail}")
@@ -413,6 +477,13 @@ def test_the_backend_is_never_asked_for_more_than_the_degraded_tier(site: Site) 
     assert sizes
     for line, w, h in sizes:
         assert max(w, h) <= DEGRADED, line
+        # and never more than the tier's pixels of the region it asks for (12 image pixels
+        # a tier pixel; the last column/row of the image is shorter)
+        found = re.search(r"/iiif/3/big\.jpg/([^/ ]+)/", line)
+        assert found is not None
+        region = found.group(1)
+        rw, rh = BIG if region == "full" else map(int, region.split(",")[2:])
+        assert w <= -(-rw * DEGRADED // BIG[0]) and h <= -(-rh * DEGRADED // BIG[0]), line
     # without a login the image itself is refused before the upstream is asked anything
     before = len(site.upstream.log.read_text().splitlines())
     whole = f"/iiif/3/{enc('up/big.jpg')}/full/max/0/default.jpg"
