@@ -70,13 +70,43 @@ class Urls:
 
     def degraded(self, version: Version, identifier: str) -> str:
         """The image service of the degraded tier of a restricted image."""
-        return f"{self.iiif}/degraded/{version.value}/{encode_identifier(identifier)}"
+        return degraded_url(self.iiif, version, identifier)
 
     def image_probe(self, identifier: str) -> str:
-        return f"{self.site}/auth/probe/image/{encode_identifier(identifier)}"
+        return image_probe_url(self.site, identifier)
 
     def pdf_probe(self, name: str) -> str:
-        return f"{self.site}/auth/probe/pdf/{encode_identifier(name)}"
+        return pdf_probe_url(self.site, name)
+
+
+# The one place of these URLs (the HTTP side builds its own from them, and routes by them).
+DEGRADED = "degraded"  # {prefix}/degraded/{version}/{identifier}: a restricted image's tier
+PROBES = "/auth/probe"  # {site}/auth/probe/image/{identifier}, .../pdf/{object}
+
+
+def degraded_url(iiif: str, version: Version, identifier: str) -> str:
+    """The degraded tier's image service of ``identifier`` (``iiif``: site + IIIF prefix)."""
+    return f"{iiif}/{DEGRADED}/{version.value}/{encode_identifier(identifier)}"
+
+
+def image_probe_url(site: str, identifier: str) -> str:
+    """The Auth 2.0 probe of a restricted image's service."""
+    return f"{site}{PROBES}/image/{encode_identifier(identifier)}"
+
+
+def pdf_probe_url(site: str, name: str) -> str:
+    """The Auth 2.0 probe of a restricted object's PDF."""
+    return f"{site}{PROBES}/pdf/{encode_identifier(name)}"
+
+
+def image_services(v3: str, v2: str) -> list[dict[str, Any]]:
+    """References to an image's two services (``v3``, ``v2``: their ids) as Presentation 3.0
+    and a probe's ``substitute`` give them: 3.0 by ``id``/``type``, 2.1 by ``@id``/``@type``
+    with its full profile URI."""
+    return [
+        {"id": v3, "type": "ImageService3", "profile": "level2"},
+        {"@id": v2, "@type": "ImageService2", "profile": LEVEL2_V2},
+    ]
 
 
 @dataclass(frozen=True)
@@ -218,18 +248,10 @@ class Builder:
     # --- Presentation 3.0 --------------------------------------------------------------
 
     def _services(self, identifier: str) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": self.urls.service(Version.V3, identifier),
-                "type": "ImageService3",
-                "profile": "level2",
-            },
-            {
-                "@id": self.urls.service(Version.V2, identifier),
-                "@type": "ImageService2",
-                "profile": LEVEL2_V2,
-            },
-        ]
+        urls = self.urls
+        return image_services(
+            urls.service(Version.V3, identifier), urls.service(Version.V2, identifier)
+        )
 
     def original(self, version: Version, picture: Picture) -> dict[str, Any] | None:
         """The picture's master as it is (``full/max``, in 2.1 ``full/full``, in the master's
@@ -261,14 +283,7 @@ class Builder:
         service, (w, h) = found
         services = self._services(picture.identifier)
         if picture.access is not None:  # the degraded tier's services
-            services = [
-                {"id": service, "type": "ImageService3", "profile": "level2"},
-                {
-                    "@id": self.urls.degraded(Version.V2, picture.identifier),
-                    "@type": "ImageService2",
-                    "profile": LEVEL2_V2,
-                },
-            ]
+            services = image_services(service, self.urls.degraded(Version.V2, picture.identifier))
         return {
             "id": f"{service}/full/{w},{h}/0/default.jpg",
             "type": "Image",

@@ -29,8 +29,8 @@ from iiif_shim.auth.documents import probe_2, probe_result, services_1, with_aut
 from iiif_shim.auth.gate import Tier, Verdict
 from iiif_shim.auth.settings import PolicySettings
 from iiif_shim.base.errors import NotFound
-from iiif_shim.iiif.identifier import encode_identifier
 from iiif_shim.iiif.profile import Version
+from iiif_shim.presentation.documents import degraded_url, image_services
 from iiif_shim.web.auth import caller_of, probe_answer
 from iiif_shim.web.protocol import decode_segment
 from iiif_shim.web.runtime import Runtime
@@ -91,53 +91,43 @@ def refusal(text: str) -> web.Response:
     return web.Response(status=401, text=text + "\n", headers=private({}, refused=True))
 
 
-def image_probe_url(site: str, identifier: str) -> str:
-    return f"{site}/auth/probe/image/{encode_identifier(identifier)}"
-
-
-def pdf_probe_url(site: str, name: str) -> str:
-    return f"{site}/auth/probe/pdf/{encode_identifier(name)}"
-
-
 def services(
-    runtime: Runtime, policy: str, site: str, probe_url: str, *, v3: bool
+    runtime: Runtime, policy: str, site: str, probe_url: str | None, *, v3: bool
 ) -> list[dict[str, Any]]:
-    """What a restricted resource declares: the Auth 2.0 probe, then the Auth 1.0 cookie
-    service (with its token and logout services). In a 2.x document each carries its own
-    ``@context``; in 3.0 the auth/2 context is the document's (``with_auth2_context``)."""
+    """What a restricted resource declares: the Auth 2.0 probe (``probe_url``; ``None`` for
+    the degraded tier, which everyone may see: a substitute with no probe is accessible, and
+    it must not share the full image's), then the Auth 1.0 cookie service (with its token and
+    logout services: 1.0 viewers offer the login from it). In a 2.x document each carries its
+    own ``@context``; in 3.0 the auth/2 context is the document's (``with_auth2_context``)."""
     settings = policy_of(runtime, policy)
-    return [
-        probe_2(settings, policy, site, probe_url, v3=v3),
-        services_1(settings, policy, site, v3=v3),
-    ]
+    found = [services_1(settings, policy, site, v3=v3)]
+    if probe_url is not None:
+        found.insert(0, probe_2(settings, policy, site, probe_url, v3=v3))
+    return found
 
 
 def declared(
-    doc: dict[str, Any], runtime: Runtime, policy: str, site: str, probe_url: str, version: Version
+    doc: dict[str, Any],
+    runtime: Runtime,
+    policy: str,
+    site: str,
+    probe_url: str | None,
+    version: Version,
 ) -> dict[str, Any]:
     """``doc`` (an info.json) with the services of ``policy`` added to its ``service``."""
     v3 = version is Version.V3
     found = services(runtime, policy, site, probe_url, v3=v3)
     doc = dict(doc)
     doc["service"] = [*doc.get("service", []), *found]
-    return with_auth2_context(doc) if v3 else doc
+    return with_auth2_context(doc) if v3 and probe_url is not None else doc
 
 
 def degraded_services(base: str, identifier: str) -> list[dict[str, Any]]:
-    """The degraded tier's image services (3.0 and 2.1), as a probe's ``substitute``."""
-    encoded = encode_identifier(identifier)
-    return [
-        {
-            "id": f"{base}/degraded/3/{encoded}",
-            "type": "ImageService3",
-            "profile": "level2",
-        },
-        {
-            "id": f"{base}/degraded/2/{encoded}",
-            "type": "ImageService2",
-            "profile": "level2",
-        },
-    ]
+    """The degraded tier's image services (3.0 and 2.1), as a probe's ``substitute``, in the
+    form the manifests use (``base``: site + IIIF prefix)."""
+    return image_services(
+        degraded_url(base, Version.V3, identifier), degraded_url(base, Version.V2, identifier)
+    )
 
 
 async def probe_request(request: web.Request, rest: str) -> web.Response:

@@ -48,6 +48,7 @@ from iiif_shim.core.service import Prepared
 from iiif_shim.iiif.identifier import encode_identifier
 from iiif_shim.iiif.profile import Format, Version, json_media_type
 from iiif_shim.iiif.request import parse_image_request
+from iiif_shim.presentation.documents import DEGRADED, degraded_url, image_probe_url
 from iiif_shim.telemetry import tracing
 from iiif_shim.upstream.client import Body
 from iiif_shim.web import access
@@ -68,7 +69,6 @@ SEND_SLICE = 1024 * 1024
 # is case-insensitive (RFC 9110, 14.1).
 _RANGE_RE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})", re.IGNORECASE)
 _VERSIONS = {v.value: v for v in Version}
-DEGRADED = "degraded"  # {prefix}/degraded/{version}/...: the degraded tier of restricted images
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: a close resets the connection
 
 
@@ -100,8 +100,10 @@ async def iiif_request(request: web.Request) -> web.StreamResponse:
         raise BadRequest(f"identifier longer than {MAX_IDENTIFIER_LENGTH} characters")
     identifier = decode_segment(segments[0], "identifier")
     base = runtime.public.base(request.scheme, request.host, request.headers)
-    tier = f"/{DEGRADED}" if degraded else ""
-    base_id = f"{base}{tier}/{version.value}/{encode_identifier(identifier)}"
+    if degraded:
+        base_id = degraded_url(base, version, identifier)
+    else:
+        base_id = f"{base}/{version.value}/{encode_identifier(identifier)}"
     wanted = _Access.of(runtime, identifier, base, degraded)
 
     if len(segments) == 1 or segments[1:] == [""]:
@@ -168,7 +170,7 @@ async def _info(
         assert tier.policy is not None
         verdict = access.decide(request, runtime, tier.policy, bearer_ok=True)
         if verdict.tier is Tier.DEGRADED:
-            location = f"{tier.base}/{DEGRADED}/{version.value}/{encode_identifier(identifier)}"
+            location = degraded_url(tier.base, version, identifier)
             return web.Response(
                 status=302,
                 headers=access.private({"Location": f"{location}/info.json"}, refused=True),
@@ -178,7 +180,9 @@ async def _info(
     doc, src = await runtime.service.info(version, identifier, base_id, max_size=tier.max_size)
     if tier.policy is not None:
         site = tier.site(runtime)
-        probe = access.image_probe_url(site, identifier)
+        # the degraded tier is everyone's: no probe (Auth 2.0: a substitute's must differ, and
+        # one without auth services is accessible), the Auth 1.0 login kept for 1.0 viewers
+        probe = None if tier.max_size is not None else image_probe_url(site, identifier)
         doc = access.declared(doc, runtime, tier.policy, site, probe, version)
     source = src.info
     media_type = info_media_type(version, request.headers.get("Accept"))

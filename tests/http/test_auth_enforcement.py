@@ -289,8 +289,13 @@ def test_the_degraded_tier_info_json(site: Site) -> None:
         limits = doc if version == "3" else doc["profile"][1]
         assert limits["maxWidth"] == DEGRADED and limits["maxHeight"] == DEGRADED
         assert max(max(s["width"], s["height"]) for s in doc["sizes"]) == DEGRADED
-        services = doc["service"]  # the same login, so viewers offer it
-        assert {s.get("type") or s.get("@type") for s in services} >= {"AuthProbeService2"}
+        # the same Auth 1.0 login, so 1.0 viewers (UV) offer it; no Auth 2.0 probe: the tier is
+        # everyone's, and a substitute must not have the full image's probe (Auth 2.0, 7.1)
+        services = doc["service"]
+        kinds = {s.get("type") or s.get("@type") or s.get("profile") for s in services}
+        assert "AuthProbeService2" not in kinds and AUTH2 not in json.dumps(doc)
+        cookie_service = [s for s in services if "auth/1/login" in str(s.get("profile"))]
+        assert len(cookie_service) == 1, services
         for factor in doc["tiles"][0]["scaleFactors"]:  # every tile it offers is served
             tile = doc["tiles"][0]["width"]
             span = tile * factor
@@ -565,6 +570,19 @@ def test_the_image_probe(site: Site) -> None:
     assert doc["status"] == 401
     assert doc["substitute"][0]["id"].endswith(f"/iiif/degraded/3/{enc('staff/quad.png')}")
     assert doc["substitute"][0]["type"] == "ImageService3"
+    assert doc["substitute"][0]["profile"] == "level2"
+    # the 2.1 service as Presentation 3.0 names one (and the manifests do)
+    assert doc["substitute"][1] == {
+        "@id": doc["substitute"][0]["id"].replace("/degraded/3/", "/degraded/2/"),
+        "@type": "ImageService2",
+        "profile": "http://iiif.io/api/image/2/level2.json",
+    }
+    manifest = json.loads(site.get("/iiif/presentation/3/letters/manifest").body)
+    assert any(
+        doc["substitute"][1] in item.get("service", [])
+        for canvas in manifest["items"]
+        for item in canvas.get("thumbnail", [])
+    )
     assert "heading" in doc
     access = token(site.shim.port, "staff", site.staff)
     granted = json.loads(site.get(path, headers={"Authorization": f"Bearer {access}"}).body)
