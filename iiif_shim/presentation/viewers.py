@@ -262,6 +262,21 @@ const mirador = Mirador.viewer({
   workspaceControlPanel: { enabled: false },
 });
 window.iiifViewer = mirador;
+// Mirador 4.0.0 keeps the tiled image it drew before a login (its tile source does not follow a
+// new info.json of the same image): once an image's info response turns from degraded (401, or
+// a lower tier) to full, ask for it again, which replaces the old tiled image with the full one.
+const degradedInfo = new Set();
+mirador.store.subscribe(() => {
+  const state = mirador.store.getState();
+  const infos = (state.mirador || state).infoResponses || {};
+  for (const [id, info] of Object.entries(infos)) {
+    if (info.degraded) degradedInfo.add(id);
+    else if (!info.isFetching && info.json && degradedInfo.has(id)) {
+      degradedInfo.delete(id);
+      mirador.store.dispatch(Mirador.fetchInfoResponse({ imageId: id }));
+    }
+  }
+});
 if (target.region) {
   // A canvas change resets the viewport, the starting one included: put the region back
   // until OpenSeadragon has opened at it (its first viewport report then carries a zoom).
@@ -291,6 +306,20 @@ Object.defineProperty(HTMLImageElement.prototype, "src", {
     imageSrc.set.call(this, at >= 0 ? text.slice(at + "/images/".length) : value);
   },
 });
+// UV 4.4 has OpenSeadragon load tiles as CORS images (crossOrigin "anonymous", not configurable),
+// which leaves a login's cookie off every tile from another origin: load them as plain images,
+// and keep OpenSeadragon to its canvas drawer (its WebGL drawer cannot draw such images).
+const crossOrigin = Object.getOwnPropertyDescriptor(HTMLImageElement.prototype, "crossOrigin");
+Object.defineProperty(HTMLImageElement.prototype, "crossOrigin", {
+  ...crossOrigin,
+  set(value) {
+    if (String(value).toLowerCase() !== "anonymous") crossOrigin.set.call(this, value);
+  },
+});
+const getContext = HTMLCanvasElement.prototype.getContext;
+HTMLCanvasElement.prototype.getContext = function (kind, ...rest) {
+  return /webgl/i.test(String(kind)) ? null : getContext.call(this, kind, ...rest);
+};
 const element = document.getElementById("viewer");
 element.classList.add("uv");
 const data = { iiifManifestId: target.manifest, embedded: true };
