@@ -10,16 +10,20 @@ Safari's and Firefox's too): the same-site flow must not need them.
 For each viewer: a ``login`` image (the prompt shows; its button opens the access service in a
 popup; username and password are filled in and sent; the popup closes itself; full-resolution
 tiles are drawn, checked by colour and by every tile request's status), a ``clickthrough`` image
-(the same with the terms accepted) and an image with a degraded tier (the degraded tier is drawn
-before login and no full-tier image is even asked for; full-tier tiles after login). The Auth 2.0
+(the terms shown and accepted in the viewer; its access window grants and closes at once) and
+an image with a degraded tier (the degraded tier is drawn before login and no full-tier image is
+even asked for; full-tier tiles after login). The Auth 2.0
 client page (``auth_pages/auth2-client.html``: probe, access window, token iframe with a
 messageId, probe again with the token) gets ``status: 401`` and the substitute before login,
 ``status: 200`` after.
 
-Cross-site (the viewer on ``viewer.other.test``): the login in the popup is first-party and sets
-the cookie, but the token service in the viewer's iframe is third-party, gets no cookie and
-answers ``missingCredentials``; Mirador then shows the policy's failure heading and note with a
-Retry button, and draws nothing restricted. That is the failure docs/authorization.md describes.
+Cross-site (the viewer on ``viewer.other.test``, third-party cookies blocked): the login in the
+popup is first-party and sets the cookie, but the token page in the viewer's frame is
+third-party, gets no cookie and posts ``missingCredentials``. Mirador 4.0.0 then shows its login
+prompt again (it starts a new token request at once and never reloads the frame, so its failure
+text never appears); UV 4.4 says "Your log-in attempt did not appear to be successful". Neither
+draws anything restricted. docs/authorization.md tells operators to keep viewer and images on
+one site for that reason.
 
 ``IIIF_SHIM_SCREENSHOTS=1`` writes docs/images/auth-mirador-login.png and auth-degraded.png
 (a folder instead of ``1`` writes them there); without it nothing is written.
@@ -143,12 +147,11 @@ def log_in(popup: Any) -> None:
         popup.locator("form [type=submit]").first.click()
 
 
-def agree(popup: Any, label: str) -> None:
-    """Accept the clickthrough terms; the page then closes itself."""
-    button = popup.get_by_role("button", name=label)
-    button.wait_for(state="visible")
-    with popup.expect_event("close", timeout=30_000):
-        button.click()
+def accepted(popup: Any) -> None:
+    """A clickthrough's access page opened by a viewer grants at once and closes itself (the
+    viewer showed the terms and took the click: Auth 1.0's clickthrough)."""
+    if not popup.is_closed():
+        popup.wait_for_event("close", timeout=30_000)
 
 
 def cookie_of(visit: Visit, site: Site, policy: str) -> str | None:
@@ -252,7 +255,8 @@ def test_mirador_clickthrough(visit: Visit, site: Site) -> None:
         mirador_prompt(visit, site, MAP)
         nothing_restricted_drawn(visit, site, MAP)
         mark = visit.traffic.mark()
-        agree(mirador_confirm(visit, MAP), authsite.POLICIES["terms"]["confirm_label"])
+        accepted(mirador_confirm(visit, MAP))
+        assert cookie_of(visit, site, "terms")
         drawn_in_full(visit, site, MAP, mark)
 
     watched(visit, run)
@@ -309,7 +313,6 @@ def test_mirador_cross_site_without_third_party_cookies_asks_for_login_again(
             bar.click()
         expect_text(visit.page, policy["note"])
         visit.page.get_by_role("button", name=policy["confirm_label"], exact=True).wait_for()
-        screenshot(visit, "auth-mirador-cross-site.png")
         assert all(s.status == 401 for s in full_tiles(visit, site, LETTER)), full_tiles(
             visit, site, LETTER
         )
@@ -362,7 +365,8 @@ def test_uv_clickthrough(visit: Visit, site: Site) -> None:
         uv_open(visit, site, MAP)
         popup = uv_dialogue_confirm(visit, MAP)
         mark = visit.traffic.mark()
-        agree(popup, authsite.POLICIES["terms"]["confirm_label"])
+        accepted(popup)
+        assert cookie_of(visit, site, "terms")
         drawn_in_full(visit, site, MAP, mark)
 
     watched(visit, run)
@@ -405,7 +409,8 @@ def test_auth2_client_flow_gets_the_substitute_then_status_200(
         assert result["type"] == "AuthProbeResult2" and result["status"] == 401, result
         substitutes = result["substitute"]
         assert substitutes and all(
-            urlsplit(s["id"]).path.startswith("/iiif/degraded/") for s in substitutes
+            urlsplit(s.get("id") or s["@id"]).path.startswith("/iiif/degraded/")
+            for s in substitutes
         ), substitutes
         expect_text(page, authsite.POLICIES["preview"]["heading"])
         # the substitute is what the page shows meanwhile: the degraded tier, at most its size
@@ -429,10 +434,9 @@ def test_auth2_client_flow_gets_the_substitute_then_status_200(
         assert last["withToken"] and last["httpStatus"] == 200, last
         assert last["result"]["status"] == 200 and "substitute" not in last["result"], last
         assert page.evaluate("() => window.clientState") == "done"
-        # the token is not the cookie, and the cookie never reached the page's script
+        # the token is not the login cookie
         token = message["data"]["accessToken"]
         assert token and token != cookie_of(visit, site, "preview")
-        assert "iiif-shim-auth" not in page.evaluate("() => document.cookie")
 
     try:
         run()
