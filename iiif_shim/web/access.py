@@ -1,6 +1,7 @@
 """Access to restricted images and PDFs, on the HTTP side: the gate's verdict for a request, the
-headers of restricted answers, the auth services a restricted resource declares, and the Auth 2.0
-probes (``/auth/probe/image/{identifier}``, ``/auth/probe/pdf/{object}``).
+headers of restricted answers, the audit lines of refusals, the auth services a restricted
+resource declares, and the Auth 2.0 probes (``/auth/probe/image/{identifier}``,
+``/auth/probe/pdf/{object}``).
 
 The rules, in one place:
 
@@ -11,6 +12,10 @@ The rules, in one place:
   backend for the resource: ``full`` serves it as for a public one; the rest answer 401 (an
   info.json with a degraded tier: 302 to it). A bearer token counts for info.json and probes
   only (Auth 1.0 clients send one there), never for images or PDFs.
+- Every refusal of an info.json, a PDF or a probe writes a ``refused`` audit line with the
+  identifier (:func:`audit_refusal`); a refused image only when it carried a cookie or token
+  of the policy that did not verify (:func:`presented` says why), at most once per address
+  and policy in :data:`TILE_AUDIT_WINDOW` seconds.
 - Answers that depend on who asks (the image itself, its 401s and 302s) are
   ``Cache-Control: private`` (``no-store`` for refusals, so a login is seen at once) with
   ``Vary: Cookie, Authorization``: a shared cache in front never keeps them for someone else.
@@ -20,14 +25,17 @@ The rules, in one place:
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
 from iiif_shim.auth.documents import probe_2, probe_result, services_1, with_auth2_context
-from iiif_shim.auth.gate import Tier, Verdict
+from iiif_shim.auth.gate import Caller, Gate, Tier, Verdict, cookie_name
 from iiif_shim.auth.settings import PolicySettings
+from iiif_shim.auth.signing import Purpose
 from iiif_shim.base.errors import NotFound
 from iiif_shim.iiif.profile import Version
 from iiif_shim.presentation.documents import degraded_url, image_services
@@ -89,6 +97,100 @@ def allowed(request: web.Request, runtime: Runtime, policies: Sequence[str]) -> 
 def refusal(text: str) -> web.Response:
     """A 401 with a text body (an image, a PDF): nothing of the resource."""
     return web.Response(status=401, text=text + "\n", headers=private({}, refused=True))
+
+
+def presented(gate: Gate, policy: str, caller: Caller) -> str | None:
+    """Why the cookie or token of ``policy`` that ``caller`` sent did not open it (``cookie
+    invalid``: forged, malformed, another key or policy; ``cookie expired``; ``cookie
+    revoked``: logged out; the same for a token); ``None`` when it sent none, or one that is
+    valid (a token on an image, which takes cookies only)."""
+    cookie = caller.cookies.get(cookie_name(policy))
+    if cookie:
+        claims, why = gate.signer.examine(Purpose.SESSION, cookie)
+        if claims is None:
+            return f"cookie {why}"
+        if claims.get("p") != policy:
+            return "cookie invalid"
+        if gate.session(policy, caller) is None:
+            return "cookie revoked"
+        return None
+    if caller.bearer:
+        claims, why = gate.signer.examine(Purpose.TOKEN, caller.bearer)
+        if claims is None:
+            return f"token {why}"
+        if claims.get("p") != policy:
+            return "token invalid"
+        if not gate.decide(policy, caller, bearer_ok=True).full:
+            return "token revoked"
+    return None
+
+
+class _Throttle:
+    """At most one line per (address, policy) per :data:`TILE_AUDIT_WINDOW` seconds, for the
+    refusals of images (a viewer asks dozens of tiles at once); at most
+    :data:`TILE_AUDIT_KEYS` pairs remembered, the oldest forgotten first."""
+
+    def __init__(self) -> None:
+        self._last: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def allows(self, address: str, policy: str, now: float) -> bool:
+        key = (address, policy)
+        last = self._last.get(key)
+        if last is not None and now - last < TILE_AUDIT_WINDOW:
+            return False
+        self._last[key] = now
+        self._last.move_to_end(key)
+        while len(self._last) > TILE_AUDIT_KEYS:
+            self._last.popitem(last=False)
+        return True
+
+
+TILE_AUDIT_WINDOW = 10.0
+TILE_AUDIT_KEYS = 10_000
+_TILES = _Throttle()
+
+
+def audit_refusal(
+    request: web.Request,
+    runtime: Runtime,
+    policy: str,
+    identifier: str,
+    verdict: Verdict | None = None,
+    *,
+    always: bool = True,
+) -> None:
+    """Write the ``refused`` audit line of a refused resource (``identifier``: an image's, or
+    an object's for its PDF). ``always``: an info.json, PDF or probe; otherwise (an image)
+    only when the request carried a cookie or token of ``policy`` that did not verify, and at
+    most one line per address and policy per :data:`TILE_AUDIT_WINDOW`: a tile storm does
+    not flood the log."""
+    gate = runtime.gate
+    caller = caller_of(request, gate)
+    why = presented(gate, policy, caller)
+    if not always and (why is None or not _TILES.allows(caller.address, policy, time.monotonic())):
+        return
+    if why is None:
+        tier = verdict.tier if verdict is not None else Tier.NONE
+        why = "not logged in" + (" (degraded tier)" if tier is Tier.DEGRADED else "")
+    gate.audit.event(
+        "refused",
+        policy=policy,
+        user=None,
+        address=caller.address,
+        identifier=identifier,
+        reason=why,
+    )
+
+
+def refused_pdf(
+    request: web.Request, runtime: Runtime, name: str, policies: Sequence[str]
+) -> web.Response:
+    """The 401 of a restricted PDF, audited (one line per policy it lacks)."""
+    for policy in policies:
+        verdict = decide(request, runtime, policy, bearer_ok=False)
+        if verdict.tier is not Tier.FULL:
+            audit_refusal(request, runtime, policy, name, verdict)
+    return refusal("this PDF is restricted: log in (see the manifest's services)")
 
 
 def services(
@@ -160,6 +262,8 @@ async def probe_request(request: web.Request, rest: str) -> web.Response:
     denied = [
         p for p in policies if decide(request, runtime, p, bearer_ok=True).tier is not Tier.FULL
     ]
+    for policy in denied:
+        audit_refusal(request, runtime, policy, name)
     policy_settings = policy_of(runtime, denied[0]) if denied else None
     doc = probe_result(
         401 if denied else 200,

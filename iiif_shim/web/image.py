@@ -169,6 +169,8 @@ async def _info(
     if tier.restricted:
         assert tier.policy is not None
         verdict = access.decide(request, runtime, tier.policy, bearer_ok=True)
+        if not verdict.full:
+            access.audit_refusal(request, runtime, tier.policy, identifier, verdict)
         if verdict.tier is Tier.DEGRADED:
             location = degraded_url(tier.base, version, identifier)
             return web.Response(
@@ -217,6 +219,7 @@ async def _image(
         assert tier.policy is not None
         verdict = access.decide(request, runtime, tier.policy, bearer_ok=False)
         if verdict.tier is not Tier.FULL:
+            access.audit_refusal(request, runtime, tier.policy, identifier, verdict, always=False)
             return access.refusal(
                 "this image is restricted: log in (see the services of its info.json)"
             )

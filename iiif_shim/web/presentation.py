@@ -163,7 +163,7 @@ async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamRe
         )
     policies = presentation.pdf_policies(record)
     if policies and not access.allowed(request, runtime, policies):  # before any kept copy
-        return access.refusal("this PDF is restricted: log in (see the manifest's services)")
+        return access.refused_pdf(request, runtime, name, policies)
     ascii_name = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in name)
     filename = ascii_name[:80] or "object"
     ttl = int(settings.record_ttl)

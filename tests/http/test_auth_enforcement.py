@@ -791,3 +791,63 @@ def test_check_config_warns_of_a_source_access_when_every_route_is_public(
     assert "'staff' guards only the PDFs of its objects" in out
     body["routes"][0]["access"] = "staff"  # a restricted route: each object is checked instead
     assert "presentation.sources.cat.access" not in _check(site, tmp_path, body)
+
+
+# --- the audit log of refusals ----------------------------------------------------------------
+
+
+def _refused_lines(site: Site, identifier: str) -> list[dict[str, Any]]:
+    log = site.config.parent / "audit.log"
+    found = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        entry = json.loads(line)
+        if entry["event"] == "refused" and entry.get("identifier") == identifier:
+            found.append(entry)
+    return found
+
+
+def test_refusals_are_audited_without_flooding_the_log(site: Site) -> None:
+    """info.json, PDF and probe refusals are written with the identifier; an image's only when
+    it carried a cookie of the policy that did not verify (forged, expired, logged out), at
+    most once per address and policy in 10 s: a viewer's tiles without a login write
+    nothing."""
+    image = "vault/quad.png"
+    before = len(_refused_lines(site, image))  # earlier tests refused it too
+
+    def new() -> list[dict[str, Any]]:
+        return _refused_lines(site, image)[before:]
+
+    tiles = [f"/iiif/3/{enc(image)}/{x},0,8,8/8,8/0/default.png" for x in range(100)]
+    for path in tiles:  # no cookie: refused, nothing written
+        assert site.get(path).status == 401
+    assert new() == []
+    # a forged cookie (the vault login's value, its signature changed) on 20 tiles: one line
+    forged = site.vault[:-4] + ("AAAA" if not site.vault.endswith("AAAA") else "BBBB")
+    for path in tiles[:20]:
+        assert site.get(path, login=forged, policy="vault").status == 401
+    lines = new()
+    assert len(lines) == 1, lines
+    assert lines[0]["policy"] == "vault" and lines[0]["reason"] == "cookie invalid"
+    assert lines[0].get("user") is None
+    assert lines[0]["address"] == "127.0.0.1"
+    assert forged not in json.dumps(lines) and site.vault not in json.dumps(lines)
+    # info.json: always, with the identifier
+    assert site.get(f"/iiif/3/{enc(image)}/info.json").status == 401
+    lines = new()
+    assert len(lines) == 2 and lines[-1]["reason"] == "not logged in"
+    staff = "staff/big.jpg"  # a 302 to the degraded tier is a refusal of the image too
+    assert site.get(f"/iiif/2/{enc(staff)}/info.json").status == 302
+    assert _refused_lines(site, staff)[-1]["reason"] == "not logged in (degraded tier)"
+    # a login that was logged out, replayed: the line says so
+    old = login(site.shim.port, "vault")
+    assert site.get("/auth/vault/logout", login=old, policy="vault").status == 200
+    assert site.get(f"/iiif/3/{enc(image)}/info.json", login=old, policy="vault").status == 401
+    lines = new()
+    assert len(lines) == 3 and lines[-1]["reason"] == "cookie revoked", lines
+    # the probe and the PDF: always
+    assert json.loads(site.get(f"/auth/probe/image/{enc(image)}").body)["status"] == 401
+    assert len(new()) == 4
+    pdfs = len(_refused_lines(site, "sealed"))
+    assert site.get("/iiif/presentation/sealed/pdf").status == 401
+    pdf = _refused_lines(site, "sealed")[pdfs:]
+    assert len(pdf) == 1 and pdf[0]["policy"] == "vault"
