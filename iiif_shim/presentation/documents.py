@@ -16,7 +16,9 @@ who asks, so the caches of records and documents stay right): each of their imag
 carries the policy's Auth 2.0 probe and Auth 1.0 cookie service, a 3.0 document puts the auth/2
 context first, their thumbnails come from the degraded tier (or are left out when the policy has
 none), and they offer no original. A restricted PDF (``PresentationService.pdf_policies``)
-carries its own probe.
+carries its own probe; a PDF that needs more than one policy (an object whose images, or whose
+own ``access``, name several) is left out of the manifests (:func:`pdf_offered`): an Auth 2.0
+client holds one token per policy and a probe sees one, so it could never get it.
 """
 
 from __future__ import annotations
@@ -97,6 +99,11 @@ def image_probe_url(site: str, identifier: str) -> str:
 def pdf_probe_url(site: str, name: str) -> str:
     """The Auth 2.0 probe of a restricted object's PDF."""
     return f"{site}{PROBES}/pdf/{encode_identifier(name)}"
+
+
+def pdf_offered(pdf_policies: Sequence[str]) -> bool:
+    """Whether a manifest offers the object's PDF: public, or one policy covers all of it."""
+    return len(pdf_policies) <= 1
 
 
 def image_services(v3: str, v2: str) -> list[dict[str, Any]]:
@@ -407,7 +414,8 @@ class Builder:
             pdf["service"] = self.auth_services(
                 pdf_policies[0], urls.pdf_probe(record.name), v3=True
             )[:1]
-        doc["rendering"] = [pdf]
+        if pdf_offered(pdf_policies):
+            doc["rendering"] = [pdf]
         doc["partOf"] = [
             {
                 "id": urls.collection("3", record.source),
@@ -556,15 +564,16 @@ class Builder:
         if provider is not None and provider.logo:
             doc["logo"] = provider.logo
         doc["related"] = {"@id": urls.object_page(record.name), "format": "text/html"}
-        doc["rendering"] = {
-            "@id": urls.pdf(record.name),
-            "label": "PDF",
-            "format": "application/pdf",
-        }
-        if pdf_policies:
-            doc["rendering"]["service"] = self.auth_services(
-                pdf_policies[0], urls.pdf_probe(record.name), v3=False
-            )[0]
+        if pdf_offered(pdf_policies):
+            doc["rendering"] = {
+                "@id": urls.pdf(record.name),
+                "label": "PDF",
+                "format": "application/pdf",
+            }
+            if pdf_policies:
+                doc["rendering"]["service"] = self.auth_services(
+                    pdf_policies[0], urls.pdf_probe(record.name), v3=False
+                )[0]
         doc["within"] = urls.collection("2", record.source)
         if record.see_also:
             doc["seeAlso"] = list(record.see_also)

@@ -98,6 +98,7 @@ def _config(tmp: Path, images: Path, upstream: int, redis: int) -> Path:
         "letters,staff/big.jpg,\n"
         "sealed,vault/quad.png,\n"
         "mixed,quad.png,vault\n"
+        "duo,staff/quad.png,vault\n"
         "unknown,quad.png,nope\n"
     )
     body["presentation"] = {
@@ -851,3 +852,25 @@ def test_refusals_are_audited_without_flooding_the_log(site: Site) -> None:
     assert site.get("/iiif/presentation/sealed/pdf").status == 401
     pdf = _refused_lines(site, "sealed")[pdfs:]
     assert len(pdf) == 1 and pdf[0]["policy"] == "vault"
+
+
+def test_a_pdf_that_needs_two_policies_is_left_out_of_the_manifests(site: Site) -> None:
+    """``duo`` (its own ``access: vault``, its image on a ``staff`` route): an Auth 2.0 client
+    holds one token per policy and the PDF's probe can name one, so it could never get the
+    PDF: the manifests leave it out; the object page's link still works for someone logged in
+    to both (the browser sends both cookies)."""
+    v3 = json.loads(site.get("/iiif/presentation/3/duo/manifest").body)
+    assert all("/pdf" not in r["id"] for r in v3.get("rendering", []))
+    v2 = json.loads(site.get("/iiif/presentation/2/duo/manifest").body)
+    assert "rendering" not in v2 or "/pdf" not in json.dumps(v2["rendering"])
+    # one policy: still offered, with its probe
+    sealed = json.loads(site.get("/iiif/presentation/3/sealed/manifest").body)
+    assert any(r["id"].endswith("/sealed/pdf") and r.get("service") for r in sealed["rendering"])
+    pdf = "/iiif/presentation/duo/pdf"
+    assert site.get(pdf, login=site.vault, policy="vault").status == 401
+    assert site.get(pdf, login=site.staff).status == 401
+    both = {**cookie("staff", site.staff), **cookie("vault", site.vault)}
+    got = send(site.shim.port, pdf, cookies=both)
+    assert got.status == 200 and got.body.startswith(b"%PDF")
+    page = site.get("/objects/duo").text
+    assert "/iiif/presentation/duo/pdf" in page and "/auth/vault/access" in page
