@@ -182,11 +182,19 @@ def drawn_in_full(visit: Visit, site: Site, item: Restricted, mark: int) -> None
     assert tiles and all(s.status == 200 for s in tiles), tiles
 
 
-def nothing_restricted_drawn(visit: Visit, site: Site, item: Restricted) -> None:
-    """Before login, no full-tier image of ``item`` came with 200, and its colour is not shown."""
-    assert all(s.status == 401 for s in full_tiles(visit, site, item)), full_tiles(
-        visit, site, item
-    )
+def nothing_restricted_drawn(
+    visit: Visit, site: Site, item: Restricted, *, asked: bool = False
+) -> None:
+    """Before login, no full-tier image of ``item`` came with 200, and its colour is not shown.
+    ``asked``: the viewer draws the 401 info.json (Mirador does), so wait until it has asked
+    for a full-tier tile and been refused."""
+    if asked:
+        visit.until(
+            lambda: any(s.status == 401 for s in full_tiles(visit, site, item)),
+            f"a full-tier tile of {item.identifier} refused",
+        )
+    tiles = full_tiles(visit, site, item)
+    assert all(s.status == 401 for s in tiles), tiles
     wait_for_colours(visit.page, CANVAS, {}, {item.colour: 0.01})
 
 
@@ -241,7 +249,7 @@ def test_mirador_logs_in_and_draws_the_full_image(visit: Visit, site: Site) -> N
     def run() -> None:
         mirador_prompt(visit, site, LETTER)
         screenshot(visit, "auth-mirador-login.png")
-        nothing_restricted_drawn(visit, site, LETTER)
+        nothing_restricted_drawn(visit, site, LETTER, asked=True)
         mark = visit.traffic.mark()
         log_in(mirador_confirm(visit, LETTER))
         assert cookie_of(visit, site, "staff")
@@ -253,7 +261,7 @@ def test_mirador_logs_in_and_draws_the_full_image(visit: Visit, site: Site) -> N
 def test_mirador_clickthrough(visit: Visit, site: Site) -> None:
     def run() -> None:
         mirador_prompt(visit, site, MAP)
-        nothing_restricted_drawn(visit, site, MAP)
+        nothing_restricted_drawn(visit, site, MAP, asked=True)
         mark = visit.traffic.mark()
         accepted(mirador_confirm(visit, MAP))
         assert cookie_of(visit, site, "terms")
