@@ -13,7 +13,9 @@ the same site: where the viewer pages are opened) and as ``viewer.other.test`` (
 third-party cookies). The browser trusts the test CA through an NSS database in its own HOME,
 as in ``test_https.py``. Every request and response of a browser context, popups and frames
 included, is recorded (:class:`Traffic`) so a test can say which tiles were asked for and how
-they were answered.
+they were answered; :meth:`Visit.until` waits on such a record while letting the browser's
+events in. :func:`static_pages` serves a folder of test pages over HTTPS on the viewer's host
+(the Auth 2.0 client page). ``IIIF_SHIM_SCREENSHOTS`` says where screenshots go, if anywhere.
 """
 
 from __future__ import annotations
