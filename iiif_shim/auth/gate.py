@@ -7,13 +7,16 @@ starts and ends logins and gives out access tokens. Everything else asks it (``w
 hold the caller's address, or (``bearer_ok``) for a token of that policy bound to that very
 address; no cookie is ever made or accepted for it (one taken home would open the room from
 outside). For the other kinds the caller is ``full`` when it sends that policy's cookie
-(``iiif-shim-auth-<policy>``), validly signed for the session purpose, not expired, its sid
-not revoked, or ``bearer_ok`` and it sends an ``Authorization: Bearer`` token of that policy,
-validly signed for the token purpose, not expired, its session not revoked. Else
-``degraded`` when the policy has a ``degraded`` tier, else ``none``. A policy name the gate
-does not know is ``none`` (fail closed).
+(``iiif-shim-auth-<policy>``), validly signed for the session purpose (verified once per
+cookie value: the claims are kept for the next tile, :data:`CLAIMS_KEPT` of them), not
+expired, its sid not revoked (checked on every call), or ``bearer_ok`` and it sends an
+``Authorization: Bearer`` token of that policy, validly signed for the token purpose, not
+expired, its session not revoked. Else ``degraded`` when the policy has a ``degraded`` tier,
+else ``none``. A policy name the gate does not know is ``none`` (fail closed).
 
-**Values** (``signing.py``): a session cookie holds ``{p: policy, u: user, i: sid, e: exp}``;
+**Values** (``signing.py``; each also carries ``t``, when it was issued, for a full
+revocation set's not-before: ``store.py``): a session cookie holds
+``{p: policy, u: user, i: sid, e: exp}``;
 the user is there for the audit lines of later events (logout, token): the cookie is
 ``HttpOnly`` and names only its own holder. A token holds ``{p: policy, s: sid}`` (or
 ``{p, a: keyed hash of the address}`` for kiosk/external) plus its own jti and exp
@@ -44,6 +47,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from iiif_shim.auth.audit import Audit
 from iiif_shim.auth.documents import (
@@ -52,7 +56,7 @@ from iiif_shim.auth.documents import (
     MISSING_ASPECT,
 )
 from iiif_shim.auth.settings import AuthSettings, PolicySettings
-from iiif_shim.auth.signing import Purpose, Signer
+from iiif_shim.auth.signing import MAX_VALUE, Purpose, Signer
 from iiif_shim.auth.store import Store
 from iiif_shim.auth.users import CHECK_WAIT, MAX_USER, CheckBusy, Htpasswd, trusted_peer
 from iiif_shim.cache.settings import CacheSettings
@@ -66,6 +70,16 @@ CSRF_TTL = 3600  # seconds a login form's CSRF value stays good
 # revocations (MAX_REVOKED: 200,000 a day would need 1,400 addresses)
 SESSIONS_PER_ADDRESS = 60
 RANDOM_KEY_BYTES = 48
+CLAIMS_KEPT = 4096  # verified cookie values kept (a few hundred bytes each), least used out
+
+
+def _origin_key(origin: str) -> str:
+    """An origin as compared: lower case, without its scheme's default port."""
+    key = origin.lower()
+    for scheme, port in (("https://", ":443"), ("http://", ":80")):
+        if key.startswith(scheme) and key.endswith(port):
+            return key[: -len(port)]
+    return key
 
 
 def cookie_name(policy: str) -> str:
@@ -209,7 +223,10 @@ class Gate:
             {name: _Policy(name, p) for name, p in settings.policies.items()}
         )
         self._htpasswd: dict[Path, Htpasswd] = {}
-        self._origins = frozenset(o.lower() for o in settings.allowed_origins)
+        self._origins = frozenset(_origin_key(o) for o in settings.allowed_origins)
+        # verified cookie claims by cookie value (or None: not valid); expiry and revocation
+        # are still checked on every call (:meth:`_session`)
+        self._session_claims = functools.lru_cache(maxsize=CLAIMS_KEPT)(self._verify_session)
 
     @classmethod
     async def open(
@@ -258,9 +275,13 @@ class Gate:
             return found.inside
         return found.other
 
-    def _session(self, policy: str, value: str) -> Session | None:
+    def _verify_session(self, value: str) -> Mapping[str, Any] | None:
         claims = self.signer.verify(Purpose.SESSION, value)
-        if claims is None or claims.get("p") != policy:
+        return MappingProxyType(claims) if claims is not None else None
+
+    def _session(self, policy: str, value: str) -> Session | None:
+        claims = self._session_claims(value) if len(value) <= MAX_VALUE else None
+        if claims is None or claims.get("p") != policy or claims["e"] <= time.time():
             return None
         if self.store.revoked(claims["i"], _issued(claims)):
             return None
@@ -466,8 +487,9 @@ class Gate:
 
     def origin_allowed(self, origin: str | None) -> bool:
         """Whether a token may be posted to ``origin``: any origin when
-        ``auth.allowed_origins`` is empty, else one of them (the case of the scheme and
-        host ignored). Never one that is not ``scheme://host[:port]`` (no path, no quote)."""
+        ``auth.allowed_origins`` is empty, else one of them (the case of the scheme and host
+        ignored, a default port written or not: ``https://x:443`` is ``https://x``). Never one
+        that is not ``scheme://host[:port]`` (no path, no quote)."""
         if not origin:
             return False
         scheme, sep, rest = origin.partition("://")
@@ -475,4 +497,4 @@ class Gate:
             return False
         if any(c in origin for c in "\"'<>\\ \t\r\n") or not origin.isprintable():
             return False
-        return not self._origins or origin.lower() in self._origins
+        return not self._origins or _origin_key(origin) in self._origins

@@ -32,8 +32,9 @@ at most :data:`MAX_READ` bytes read per look, every Redis call within ``cache.re
 A live revocation is never dropped to keep the bound: when there are more, the store **fails
 closed**: it records a *not-before* time (a line ``<until> nb.<time>`` in the journal and in
 Redis, shared like a revocation; a journal compacted with too many live lines gets one in
-their place): every session and token made before it is refused until ``until`` (when the
-last revoked one would have expired), everyone logs in again, and the revocations it covers
+their place): every session and token made before it is refused until ``until`` (when every
+value made before it has expired: ``horizon``, the gate's longest lifetime), everyone logs
+in again, and the revocations it covers
 are forgotten. It is logged once per not-before. Failure keys beyond the bound: the key that
 failed least recently goes first.
 """
@@ -80,14 +81,6 @@ _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
-
-
-def _squash(lines: list[str]) -> list[str]:
-    """A compaction of more than :data:`MAX_REVOKED` live revocations: one not-before line in
-    their place (values made before now are refused until the last of them would have
-    expired), never a live revocation dropped."""
-    exps = [int(e) for e, _, _ in (line.partition(" ") for line in lines) if e.isdigit()]
-    return [f"{max(exps, default=0)} {NOT_BEFORE}{_now_ms()}"]
 
 
 def _now_ms() -> int:
@@ -466,13 +459,13 @@ class Store:
         self.folder = folder
         self._temporary = temporary
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._revocations = Journal(folder, REVOKED, MAX_REVOKED, _squash)
+        self._revocations = Journal(folder, REVOKED, MAX_REVOKED, self._squash)
         self._failure_journal = Journal(folder, FAILURES, MAX_KEYS)
         self._revoked: dict[str, int] = {}
         self.not_before = 0  # values issued before it are refused (a full revocation set)...
         self._not_before_until = 0  # ...until then (when the last of them had expired)
         self._closed_here: tuple[int, int] | None = None  # a not-before to share (revoke)
-        self.horizon = 30 * 86400  # seconds a value lives at most (the gate sets it)
+        self.horizon = 30 * 86400  # seconds a login or token lives at most (the gate sets it)
         self._failures: dict[str, deque[float]] = {}
         self._failures_lock = threading.Lock()  # failures are read and counted in threads
         self._window = 600.0
@@ -543,6 +536,14 @@ class Store:
         if clear:
             self._revoked = {}
 
+    def _squash(self, lines: list[str]) -> list[str]:
+        """A compaction of more than :data:`MAX_REVOKED` live revocations (a thread, under
+        the journal's lock): one not-before line in their place, never a live revocation
+        dropped. It lasts until every value made before it has expired."""
+        exps = [int(e) for e, _, _ in (line.partition(" ") for line in lines) if e.isdigit()]
+        until = max(max(exps, default=0), math.ceil(time.time()) + self.horizon)
+        return [f"{until} {NOT_BEFORE}{_now_ms()}"]
+
     def _overflowed(self) -> None:
         """More revocations in Redis than are kept: refuse every value made before now."""
         self._close(_now_ms(), math.ceil(time.time()) + self.horizon, clear=True)
@@ -554,7 +555,7 @@ class Store:
         self._revoked = {k: e for k, e in self._revoked.items() if e > now}
         if len(self._revoked) > MAX_REVOKED:  # fail closed: never forget a live revocation
             issued = _now_ms()
-            until = max(self._revoked.values())
+            until = max(max(self._revoked.values()), math.ceil(now) + self.horizon)
             self._close(issued, until, clear=True)
             self._closed_here = (issued, until)
 
@@ -571,32 +572,37 @@ class Store:
         self._poll_revoked()
         now = time.time()
         self._sweep(now)
-        if issued < self.not_before and now < self._not_before_until:
-            return True
-        return self._revoked.get(ident, 0) > now
+        return self._before_not_before(issued) or self._revoked.get(ident, 0) > now
+
+    def _before_not_before(self, issued: int) -> bool:
+        return issued < self.not_before and time.time() < self._not_before_until
 
     async def revoke(self, ident: str, exp: int, issued: int = 0) -> None:
         """Revoke ``ident`` (made at ``issued``) until ``exp`` (Unix seconds) in every
         process (and machine). Nothing is written for one already refused (revoked, expired,
-        or made before a not-before). When the set is full, a not-before is shared instead
+        or made before a not-before). When the set is full, a not-before is shared too
         (see :meth:`_sweep`)."""
         if not _valid_id(ident) or ident.startswith(NOT_BEFORE):
             raise ValueError("not an id")
         if exp <= time.time() or self.revoked(ident, issued):
             return
         self._add_revoked(ident, exp)
-        if self._closed_here is not None:  # this one made the set overflow: share the rule
+        shared: list[tuple[str, int]] = []
+        if self._closed_here is not None:  # the set overflowed here: share the not-before
             closed, self._closed_here = self._closed_here, None
-            ident, exp = f"{NOT_BEFORE}{closed[0]}", closed[1]
+            shared.append((f"{NOT_BEFORE}{closed[0]}", closed[1]))
+        if not self._before_not_before(issued):
+            shared.append((ident, exp))  # not covered by a not-before
         now = time.time()
 
         def alive(line: str) -> bool:
             e = line.partition(" ")[0]
             return e.isdigit() and int(e) > now
 
-        await asyncio.to_thread(self._revocations.append, f"{exp} {ident}", alive)
-        if self._redis is not None:
-            await self._redis.revoke(ident, exp)
+        for name, until in shared:
+            await asyncio.to_thread(self._revocations.append, f"{until} {name}", alive)
+            if self._redis is not None:
+                await self._redis.revoke(name, until)
 
     # --- failed logins -------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ never ``X-Forwarded-For``) is inside ``users.trusted_proxies``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -175,6 +176,14 @@ class Htpasswd:
             self._checks.release()
 
 
+@functools.lru_cache(maxsize=64)
+def _networks(
+    proxies: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``proxies`` parsed, once per configuration's tuple."""
+    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
 def trusted_peer(peer: str | None, proxies: tuple[str, ...]) -> bool:
     """Whether the socket peer ``peer`` is inside one of ``proxies`` (addresses or CIDR)."""
     if not peer:
@@ -185,4 +194,4 @@ def trusted_peer(peer: str | None, proxies: tuple[str, ...]) -> bool:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return any(address in ipaddress.ip_network(p, strict=False) for p in proxies)
+    return any(address in network for network in _networks(proxies))

@@ -327,6 +327,20 @@ def test_origins(tmp_path: Path, gate: Gate) -> None:
         assert not strict.origin_allowed("https://viewer.example.org/")  # an origin has no /
         assert not strict.origin_allowed("https://viewer.example.org.evil.test")
         assert not strict.origin_allowed("http://viewer.example.org")
+        assert strict.origin_allowed("https://viewer.example.org:443")  # its default port
+        assert not strict.origin_allowed("https://viewer.example.org:8443")
+    finally:
+        asyncio.run(strict.close())
+    ported = _open(
+        _settings(
+            tmp_path / "p",
+            allowed_origins=("https://viewer.example.org:443", "http://local.test:80"),
+        )
+    )
+    try:
+        assert ported.origin_allowed("https://viewer.example.org")
+        assert ported.origin_allowed("http://local.test")
+        assert not ported.origin_allowed("http://viewer.example.org")
     finally:
         asyncio.run(strict.close())
 
@@ -424,3 +438,21 @@ def test_the_audit_log_follows_a_rotation(tmp_path: Path, caplog: pytest.LogCapt
     assert any('"four"' in m for m in lines) and any('"five"' in m for m in lines)
     assert any("written again" in m for m in lines)
     assert '"six"' in blocked.read_text()
+
+
+def test_kept_cookie_claims_are_still_checked_for_revocation_and_expiry(gate: Gate) -> None:
+    """The claims of a cookie are verified once and kept; a logout and the cookie's end
+    still count on the very next tile."""
+    value, _ = gate.start_session("staff", "bob")
+    jar = caller({cookie_name("staff"): value})
+    assert gate.decide("staff", jar).full
+    assert gate.decide("staff", jar).full  # from the kept claims
+    asyncio.run(gate.end_session("staff", jar))
+    assert not gate.decide("staff", jar).full
+    short, _ = gate.signer.sign(Purpose.SESSION, {"p": "staff", "u": "bob"}, 1)
+    brief = caller({cookie_name("staff"): short})
+    assert gate.decide("staff", brief).full
+    deadline = time.time() + 3
+    while gate.decide("staff", brief).full and time.time() < deadline:
+        time.sleep(0.05)
+    assert not gate.decide("staff", brief).full
