@@ -491,14 +491,12 @@ def crop_and_scale(decoded: Decoded, steps: Steps) -> Image.Image:
     ``steps.scale``; from the tier's virtual image (``steps.virtual``: the delivered image
     averaged down to it first) when set."""
     im = decoded.image
-    if steps.virtual is not None and im.size != steps.virtual:
-        reduces = im.width >= steps.virtual[0] and im.height >= steps.virtual[1]
-        filter_ = Image.Resampling.BOX if reduces else Image.Resampling.LANCZOS
-        im = im.resize(steps.virtual, filter_)
     crop = steps.crop
     width, height = steps.frame or (decoded.source_width, decoded.source_height)
     x0, y0, cw, ch = (crop.x, crop.y, crop.w, crop.h) if crop else (0, 0, width, height)
     tw, th = steps.scale
+    if steps.virtual is not None and im.size != steps.virtual:
+        return _from_virtual(im, steps.virtual, (x0, y0, cw, ch), (width, height), (tw, th))
     sx, sy = width / im.width, height / im.height
     box = (x0 / sx, y0 / sy, (x0 + cw) / sx, (y0 + ch) / sy)
     if all(float(v).is_integer() for v in box) and (box[2] - box[0], box[3] - box[1]) == (tw, th):
@@ -507,6 +505,37 @@ def crop_and_scale(decoded: Decoded, steps: Steps) -> Image.Image:
     shrink = min((box[2] - box[0]) / tw, (box[3] - box[1]) / th)
     gap = 3.0 if shrink >= 3 else None
     return im.resize((tw, th), Image.Resampling.LANCZOS, box=box, reducing_gap=gap)
+
+
+def _from_virtual(
+    im: Image.Image,
+    virtual: tuple[int, int],
+    crop: tuple[int, int, int, int],
+    frame: tuple[int, int],
+    out: tuple[int, int],
+) -> Image.Image:
+    """The crop (in ``frame``'s pixels) of ``im`` scaled to ``out``, from the virtual image
+    ``im`` makes at ``virtual`` pixels (the degraded tier): only the virtual pixels the crop
+    and the scaling filter's reach need are made (the box filter gives each exactly the value
+    it has in the whole virtual image), then scaled from them alone."""
+    vw, vh = virtual
+    x0, y0, cw, ch = crop
+    bx0, by0 = x0 * vw / frame[0], y0 * vh / frame[1]
+    bx1, by1 = (x0 + cw) * vw / frame[0], (y0 + ch) * vh / frame[1]
+    reach_x = 3 * max(1.0, (bx1 - bx0) / out[0]) + 1  # Lanczos 3, wider when it reduces
+    reach_y = 3 * max(1.0, (by1 - by0) / out[1]) + 1
+    vx0, vy0 = max(0, math.floor(bx0 - reach_x)), max(0, math.floor(by0 - reach_y))
+    vx1, vy1 = min(vw, math.ceil(bx1 + reach_x)), min(vh, math.ceil(by1 + reach_y))
+    fx, fy = im.width / vw, im.height / vh
+    filter_ = Image.Resampling.BOX if fx >= 1 and fy >= 1 else Image.Resampling.LANCZOS
+    part = im.resize((vx1 - vx0, vy1 - vy0), filter_, box=(vx0 * fx, vy0 * fy, vx1 * fx, vy1 * fy))
+    box = (bx0 - vx0, by0 - vy0, bx1 - vx0, by1 - vy0)
+    same = box[2] - box[0] == out[0] and box[3] - box[1] == out[1]
+    if same and all(float(v).is_integer() for v in box):
+        return part.crop((int(box[0]), int(box[1]), int(box[2]), int(box[3])))
+    shrink = min((box[2] - box[0]) / out[0], (box[3] - box[1]) / out[1])
+    gap = 3.0 if shrink >= 3 else None
+    return part.resize(out, Image.Resampling.LANCZOS, box=box, reducing_gap=gap)
 
 
 def normalise_mode(im: Image.Image) -> Image.Image:

@@ -7,11 +7,13 @@ more, never a grid shifted by a pixel), and the engine makes the answer from tho
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from PIL import Image, ImageStat
 
 from iiif_shim.base.errors import BadRequest
 from iiif_shim.core.planner import plan
@@ -22,11 +24,15 @@ from iiif_shim.export.plan import (
     openseadragon_tiles,
 )
 from iiif_shim.iiif.info import Offer, TileGrid, image_info
-from iiif_shim.iiif.profile import Format, Version
+from iiif_shim.iiif.profile import Format, Quality, Version
 from iiif_shim.iiif.request import parse_image_request
 from iiif_shim.iiif.resolve import Box, Limits, height_for_width, resolve
+from iiif_shim.imaging import pillow
+from iiif_shim.imaging.cost import Allowance
+from iiif_shim.imaging.fetched import Fetched
+from iiif_shim.imaging.registry import engine_named
 from iiif_shim.model.facts import SourceInfo
-from iiif_shim.model.plan import Capabilities, SourceRef
+from iiif_shim.model.plan import Capabilities, SourceRef, Steps
 
 SERVER = Limits(max_width=12000, max_height=12000, max_area=100_000_000)
 TIER = SERVER.degraded(1000, 6000, 4000)
@@ -337,17 +343,6 @@ def test_the_engine_answers_from_the_virtual_pixels_alone(engine: str) -> None:
     brings the master to the tier's virtual pixels first (``Steps.virtual``), so the answer is
     the colour around that tier pixel, an average of 60x60 of the master, not its own pixel.
     Both engines, from bytes (libvips decodes them itself) and from a decoded image."""
-    import io
-
-    from PIL import Image, ImageStat
-
-    from iiif_shim.iiif.profile import Quality
-    from iiif_shim.imaging import pillow
-    from iiif_shim.imaging.cost import Allowance
-    from iiif_shim.imaging.fetched import Fetched
-    from iiif_shim.imaging.registry import engine_named
-    from iiif_shim.model.plan import Steps
-
     master = Image.effect_noise((600, 400), 80).convert("RGB")
     data = io.BytesIO()
     master.save(data, "PNG")
