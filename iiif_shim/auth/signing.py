@@ -13,9 +13,8 @@ base64url. Both parts use only ``A-Z a-z 0-9 - _``, so a value fits a cookie, a 
 - **Claims**: every value carries ``i`` (a random id of 96 bits: the session's sid, the token's
   jti; two values made in the same second are never equal), ``e`` (when it expires, Unix
   seconds), checked on every verify, and ``t`` (when it was issued, Unix milliseconds, or the
-  caller's own ``t``: a token carries its login's, for the revocations' not-before). The rest is up to
-  the caller. The payload is signed, not
-  encrypted: nothing secret goes in it.
+  caller's own ``t``: a token carries its login's, for the revocations' not-before). The
+  rest is up to the caller. The payload is signed, not encrypted: nothing secret goes in it.
 - **Bounds**: a value longer than :data:`MAX_VALUE` characters is refused before anything is
   decoded; the mac is compared in constant time (``hmac.compare_digest``).
 
