@@ -410,7 +410,8 @@ def _finish_bytes(
     """The most Pillow's finishing (``pillow.finish``) holds at once besides the decoded
     source: every step makes a new image while the one before it is still held. ``as_is``:
     the decoded source is the output's size and finishing starts from it (no copy); ``factor``:
-    the reduction it was decoded at (the crop is in full-size pixels)."""
+    the reduction it was decoded at (the crop is in full-size pixels); a degraded tier's
+    virtual pixels (``steps.virtual``) are counted whole, the crop then taken from them."""
     bpp = 1 if grey and not alpha else RGBA_BYTES  # Pillow: L in a byte, LA, RGB, RGBA in four
     out_w, out_h = steps.scale
     out = out_w * out_h
@@ -420,6 +421,10 @@ def _finish_bytes(
         cw, ch = delivered
     scaled = 0 if as_is else bpp * out  # the crop or the scaled image (as is: the source)
     work = scaled
+    if steps.virtual is not None:  # the degraded tier: the crop is made from virtual pixels
+        vw, vh = steps.virtual  # (at most all of them, made first)
+        work += bpp * vw * vh
+        cw, ch = min(cw, vw), min(ch, vh)
     if (cw, ch) != (out_w, out_h):  # a resize: one pass across, then one down
         first = _reduced_first(cw, ch, out_w, out_h)
         rows = ch if not first else math.ceil(math.sqrt(first * ch / cw))

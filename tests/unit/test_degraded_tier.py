@@ -395,3 +395,17 @@ def test_a_backend_that_will_not_scale_small_gets_more_whole_blocks() -> None:
         crop = the_plan.steps.crop
         assert crop is not None
         assert (native.region.x + crop.x, native.region.y + crop.y) == (region.x, region.y)
+
+
+def test_the_memory_estimate_counts_the_virtual_pixels_not_the_crop() -> None:
+    """A backend that scales delivers the tier's 683 pixels of a 4096-pixel region: finishing
+    holds those (and the output), not the region's 4096x4096 at full resolution."""
+    from iiif_shim.imaging.cost import cost
+
+    the_plan = tier_plan("0,0,4096,4096/500,500/0/default.jpg", SCALER)
+    assert the_plan.native.size == (683, 667)
+    source = SourceInfo(width=6000, height=4000)
+    assert cost(the_plan, source).finish < 4 * 4096 * 4096 // 8
+    tile = tier_plan("100,100,1000,1000/500,500/0/default.jpg", SCALER)
+    assert tile.steps.crop is not None
+    assert cost(tile, source).finish < 4 * 1000 * 1000
