@@ -23,6 +23,7 @@ from html import escape
 from urllib.parse import quote
 
 from iiif_shim import __version__
+from iiif_shim.auth.documents import access_url, logout_url
 from iiif_shim.iiif.contentstate import encode
 from iiif_shim.iiif.profile import Version
 from iiif_shim.presentation.documents import Builder, Picture
@@ -82,16 +83,16 @@ def _access(builder: Builder, images: Sequence[str], pdf: Sequence[str]) -> str:
     lines = []
     for name in dict.fromkeys([*images, *pdf]):
         policy = builder.policies[name]
-        at = f"{builder.urls.site}/auth/{quote(name, safe='')}"
+        site = builder.urls.site
         if name in images:
             what, login = "some of this is restricted", "Log in"
         else:
             what, login = "the PDF is restricted", "Log in to get the PDF"
         lines.append(
             f"<p class=access><strong>{escape(policy.label)}</strong>: {what}. "
-            f'<a href="{escape(at)}/access" target="_blank">{login}</a> '
+            f'<a href="{escape(access_url(site, name))}" target="_blank">{login}</a> '
             f"(in a new tab), then reload this page; "
-            f'<a href="{escape(at)}/logout" target="_blank">Log out</a></p>\n'
+            f'<a href="{escape(logout_url(site, name))}" target="_blank">Log out</a></p>\n'
         )
     return "".join(lines)
 
