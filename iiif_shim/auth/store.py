@@ -161,14 +161,8 @@ class Journal:
         keeping the lines ``alive`` says to keep."""
         data = (line + "\n").encode("ascii")
         with self._locked(fcntl.LOCK_SH):
-            fd = os.open(self.path, _APPEND, 0o600)
-            try:
-                os.write(fd, data)
-                size = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
-        if size // MAX_JOURNAL != (size - len(data)) // MAX_JOURNAL:  # each MAX_JOURNAL bytes
-            self.compact(alive)
+            size = self._write(data)
+        self._compact_past(size, len(data), alive)
 
     def append_checked(
         self, check: Callable[[], float | None], lines: Sequence[str], alive: Callable[[str], bool]
@@ -180,15 +174,24 @@ class Journal:
             found = check()
             if found is not None:
                 return found
-            fd = os.open(self.path, _APPEND, 0o600)
-            try:
-                os.write(fd, data)
-                size = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
-        if size // MAX_JOURNAL != (size - len(data)) // MAX_JOURNAL:
-            self.compact(alive)
+            size = self._write(data)
+        self._compact_past(size, len(data), alive)
         return None
+
+    def _write(self, data: bytes) -> int:
+        """Append ``data`` in one write (the caller holds the lock); the journal's size."""
+        fd = os.open(self.path, _APPEND, 0o600)
+        try:
+            os.write(fd, data)
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+    def _compact_past(self, size: int, added: int, alive: Callable[[str], bool]) -> None:
+        """Compact when the last ``added`` bytes took the journal past a multiple of
+        :data:`MAX_JOURNAL` bytes."""
+        if size // MAX_JOURNAL != (size - added) // MAX_JOURNAL:
+            self.compact(alive)
 
     def compact(self, alive: Callable[[str], bool]) -> None:
         with self._locked(fcntl.LOCK_EX):
