@@ -120,7 +120,7 @@ def watched(visit: Visit, step: Callable[[], None]) -> None:
     """Run ``step``; if it fails, say what the browser saw meanwhile."""
     try:
         step()
-    except Exception as exc:
+    except (Exception, pytest.fail.Exception) as exc:  # wait_until fails with pytest.fail
         raise AssertionError(f"{exc}\n{visit.report()}") from exc
 
 
