@@ -233,9 +233,11 @@ class Gate:
         cls, settings: AuthSettings, cache: CacheSettings | None, run_dir: Path | None = None
     ) -> Gate:
         """The gate of ``settings``, its store in ``auth.state_dir`` (else the run folder)
-        and, with ``cache.redis``, Redis."""
+        and, with ``cache.redis`` and policies to keep logins of, Redis (a configuration
+        without policies never talks to Redis for them)."""
+        shared = cache if settings.policies else None
         store = await Store.open(
-            settings.state_dir, cache, run_dir, window=settings.max_failures.window
+            settings.state_dir, shared, run_dir, window=settings.max_failures.window
         )
         store.horizon = math.ceil(max(settings.session_ttl, settings.token_ttl))
         return cls(settings, store)

@@ -58,11 +58,12 @@ TILE_RE = re.compile(r"/\d+,\d+,\d+,\d+/[^/]+/0/default\.jpg$")
 
 
 def samples_config(path: Path, trust_forwarded: bool = False, tls: Issued | None = None) -> Path:
-    """The embedded default config (its sample objects ``book`` and ``colour-chart``) with its
-    paths made absolute; behind a proxy, or with the shim's own TLS."""
+    """The embedded default config (its sample objects) with its paths made absolute; behind
+    a proxy, or with the shim's own TLS."""
     config = yaml.safe_load((DEFAULTS / "config.yaml").read_text())
     config["backends"]["samples"]["root"] = str(DEFAULTS / "images")
     config["presentation"]["sources"]["catalogue"]["path"] = str(DEFAULTS / "objects.csv")
+    config["auth"]["policies"]["staff"]["users"]["htpasswd"] = str(DEFAULTS / "users.htpasswd")
     config["server"]["trust_forwarded"] = trust_forwarded
     if tls is not None:
         config["server"]["tls"] = {"cert": str(tls.cert), "key": str(tls.key)}
