@@ -737,3 +737,37 @@ def test_a_client_cannot_claim_a_reading_room_address_through_the_shipped_proxy(
             front.stop()
     finally:
         shim.stop()
+
+
+def test_a_client_cannot_send_its_own_sign_on_header_through_the_shipped_proxy(
+    images: Path, tmp_path: Path
+) -> None:
+    """A header-user policy that trusts the proxy's address: sent straight from that address,
+    `X-Remote-User` logs anyone in as anyone (the header is all that decides); the shipped
+    nginx clears a client's own, so through it the access page refuses."""
+    from tests.http.auth_support import auth_config
+
+    sso = {
+        "kind": "login",
+        "label": "Single sign-on",
+        "users": {"header": "X-Remote-User", "trusted_proxies": ["127.0.0.1/32"]},
+    }
+    config = auth_config(
+        tmp_path / "shim", images, server={"trust_forwarded": True}, auth={"policies": {"sso": sso}}
+    )
+    shim = start_shim(config, tmp_path / "shim")
+    try:
+        forged = {"X-Remote-User": "director"}
+        straight = ask(shim.port, "/auth/sso/access", headers=forged)
+        assert straight.status == 200 and "iiif-shim-auth-sso=" in (
+            straight.header("Set-Cookie") or ""
+        ), straight.text
+        front = nginx_with(shipped_site(shim.port), tmp_path, tls=True)
+        try:
+            through = front.ask("/images/auth/sso/access", headers=forged)
+            assert through.status == 403, through.text
+            assert "iiif-shim-auth-sso=" not in (through.header("Set-Cookie") or "")
+        finally:
+            front.stop()
+    finally:
+        shim.stop()
