@@ -25,8 +25,9 @@ names no user. A CSRF value holds ``{p: policy, b: binding}``. Each verifies onl
 purpose and policy.
 
 **Audit**: the gate writes the lines of what it does itself: ``login`` (:meth:`start_session`),
-``logout`` (:meth:`end_session`), ``login_failed`` and ``rate_limited`` (:meth:`try_login`),
-``token`` and ``token_refused`` (:meth:`issue_token`).
+``logout`` (:meth:`end_session`), ``login_failed`` and ``rate_limited`` (:meth:`try_login`;
+``rate_limited`` also :meth:`allow_session`), ``token`` and ``token_refused``
+(:meth:`issue_token`).
 ``refused`` (a resource denied) is written by the caller that refuses, through
 ``gate.audit.event(...)``.
 
@@ -65,10 +66,7 @@ log = logging.getLogger("iiif_shim")
 
 COOKIE_PREFIX = "iiif-shim-auth-"
 CSRF_TTL = 3600  # seconds a login form's CSRF value stays good
-# logins (of any kind) from one address per max_failures.window (600 s by default): one a
-# person's every 10 s, far above a reading room's logins, far below what fills the
-# revocations (MAX_REVOKED: 200,000 a day would need 1,400 addresses)
-SESSIONS_PER_ADDRESS = 60
+IPV6_GROUP = 64  # an IPv6 client counts as its /64 for the per-address limits (one host's)
 RANDOM_KEY_BYTES = 48
 CLAIMS_KEPT = 4096  # verified cookie values kept (a few hundred bytes each), least used out
 
@@ -174,6 +172,16 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+def limit_key(text: str) -> str:
+    """The address a per-address limit counts ``text`` under: an IPv4 address itself, an
+    IPv6 address its /:data:`IPV6_GROUP` (a single host or home is given a whole /64, so a
+    /128 key would be no limit at all), anything else as it is."""
+    found = _address(text)
+    if isinstance(found, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((found, IPV6_GROUP), strict=False))
+    return str(found) if found is not None else text
+
+
 class _Policy:
     """A policy as the hot path wants it: its settings, networks parsed, verdicts made."""
 
@@ -190,11 +198,20 @@ class _Policy:
             else Verdict(name, Tier.NONE, None, None)
         )
         self.inside = Verdict(name, Tier.FULL, None, None)
+        self._holds: dict[str, bool] = {}
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019  (one per policy, for the gate's life)
     def holds(self, address: str) -> bool:
-        found = _address(address)
-        return found is not None and any(found in n for n in self.networks)
+        """Whether ``address`` is inside the policy's networks (kept per address: at most
+        :data:`CLAIMS_KEPT`, then forgotten all at once; the table lives with this policy)."""
+        known = self._holds.get(address)
+        if known is None:
+            if len(self._holds) >= CLAIMS_KEPT:
+                self._holds.clear()
+            found = _address(address)
+            known = self._holds[address] = found is not None and any(
+                found in n for n in self.networks
+            )
+        return known
 
 
 class Gate:
@@ -328,24 +345,27 @@ class Gate:
         return self._session(policy, cookie)
 
     async def end_session(self, policy: str, caller: Caller) -> None:
-        """Log out: the caller's session of ``policy`` (and every token made from it) is
-        revoked in every process (and machine, with Redis). Writes the ``logout`` line."""
+        """Log out: the session of ``policy`` that the caller's **cookie** carries (and so
+        every token made from it: a token is refused once its sid is) is revoked in every
+        process (and machine, with Redis), when it is a login of a ``login`` policy. Nothing
+        else is ever revoked, so only logins with credentials (counted per address:
+        :meth:`allow_session`) fill the revocations: not a bearer token alone, not a
+        kiosk/external token (short-lived, bound to an address that is checked anyway), not
+        a clickthrough session (its cookie is cleared in that browser; accepting terms is no
+        credential worth a revocation every machine keeps). Writes the ``logout`` line."""
+        found = self._policies.get(policy)
         session = self.session(policy, caller)  # None: no login, or one already refused
-        if session is not None:
+        reason = None if session is not None else "no session"
+        if session is not None and found is not None and found.settings.kind == "login":
             await self.store.revoke(session.sid, session.exp, session.issued)
-        token = self.signer.verify(Purpose.TOKEN, caller.bearer) if caller.bearer else None
-        if (
-            token is not None
-            and token.get("p") == policy
-            and token.get("s") in (None, session.sid if session else None)
-        ):  # a token of this login (its sid covers it too) or of an address
-            await self.store.revoke(token["i"], token["e"], _issued(token))
+        elif session is not None:
+            reason = "cookie cleared, nothing revoked"
         self.audit.event(
             "logout",
             policy=policy,
             user=session.user if session else None,
             address=caller.address,
-            reason=None if session else "no session",
+            reason=reason,
         )
 
     # --- tokens --------------------------------------------------------------------------
@@ -435,13 +455,18 @@ class Gate:
 
     async def allow_session(self, policy: str, address: str) -> float | None:
         """``None`` when one more login may start from ``address`` (counted now); else the
-        seconds to wait and a ``rate_limited`` line. At most :data:`SESSIONS_PER_ADDRESS`
-        logins of any kind per ``max_failures.window`` from one address: each login may end
-        in a logout, which the revocations keep until the login would have expired, so
-        logins are what bounds them (a clickthrough costs nothing else)."""
-        key = "s." + self.signer.digest("address", address)
-        window = self.settings.max_failures.window
-        wait, _ = await self.store.reserve([(key, SESSIONS_PER_ADDRESS)], window)
+        seconds to wait and a ``rate_limited`` line. At most
+        ``max_failures.logins_per_address`` logins of ``login`` policies per
+        ``max_failures.window`` from one address (:func:`limit_key`): each may end in a
+        logout, which the revocations keep until the login would have expired, so these
+        logins are what bounds them. Other kinds are not counted: their logouts revoke
+        nothing (:meth:`end_session`)."""
+        found = self._policies.get(policy)
+        if found is None or found.settings.kind != "login":
+            return None
+        limits = self.settings.max_failures
+        key = "s." + self.signer.digest("address", limit_key(address))
+        wait, _ = await self.store.reserve([(key, limits.logins_per_address)], limits.window)
         if wait is not None:
             self.audit.event(
                 "rate_limited", policy=policy, address=address, reason=f"logins: {wait:g}s"
@@ -471,7 +496,7 @@ class Gate:
         limits = self.settings.max_failures
         return [
             ("u." + self.signer.digest("user", f"{policy}\0{user}"), limits.per_user),
-            ("a." + self.signer.digest("address", address), limits.per_address),
+            ("a." + self.signer.digest("address", limit_key(address)), limits.per_address),
         ]
 
     # --- forms and origins ---------------------------------------------------------------

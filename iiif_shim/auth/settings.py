@@ -201,13 +201,22 @@ class PolicySettings:
 
 @dataclass(frozen=True)
 class FailureLimits:
-    """How many failed logins are allowed before 429."""
+    """How many failed logins (and logins) are allowed before 429."""
 
     per_user: int = option(10, doc="failed logins of one user name in `window`", check=at_least(1))
     per_address: int = option(
         30, doc="failed logins from one client address in `window`", check=at_least(1)
     )
     window: float = option(600.0, doc="seconds over which failures are counted", check=at_least(1))
+    logins_per_address: int = option(
+        60,
+        doc="logins of `login` policies (passwords, sign-on proxy, OpenID Connect) started "
+        "from one client address in `window`, successful ones included, then 429: each may "
+        "end in a logout the server remembers until the login would have expired, so this "
+        "bounds them; one every 10 s by default, far above a reading room's logins. An IPv6 "
+        "address counts as its /64 here and for `per_address`",
+        check=at_least(1),
+    )
 
 
 def _keys_text(value: str | None) -> str | None:

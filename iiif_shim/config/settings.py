@@ -409,7 +409,8 @@ def _warn_openings(
     r: Reader, server: ServerSettings | None, auth: AuthSettings, routes: list[RouteSettings]
 ) -> None:
     """Warnings for settings that quietly open restricted images to anyone: a trusted proxy or
-    network that is everyone (or, for a proxy, a public address), logins over a public plain
+    network that is everyone (or, for a proxy, a public address), a proxy in front without
+    `auth.forwarded_by` (the per-address limits then hold everyone), logins over a public plain
     http URL, and a public route on a backend whose restricted route rewrites identifiers (the
     native ids it reaches may then be reachable by their own name)."""
     if not auth.policies:
@@ -444,6 +445,14 @@ def _warn_openings(
                     f"auth.policies.{name}.networks",
                     f"{value} is every address: the images of this policy are public",
                 )
+    header = any(p.users is not None and p.users.header for p in auth.policies.values())
+    if not auth.forwarded_by and (header or (server is not None and server.trust_forwarded)):
+        r.warn(
+            "auth.forwarded_by",
+            "is empty behind a proxy (a header login, or server.trust_forwarded): every client "
+            "seems to come from the proxy: the per-address limits apply to everyone together; "
+            "list the proxy's address",
+        )
     url = server.public_url if server is not None else None
     if url is not None and url.startswith("http://"):
         host = (urlsplit(url).hostname or "").lower()

@@ -612,10 +612,10 @@ def test_a_reload_brings_new_policies_and_forgets_no_logout_nor_failure(
 def test_a_full_revocation_set_fails_closed_and_never_forgets_a_logout(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The reviewer's flush: free clickthrough logins and logouts fill the revocations until a
-    real logout is dropped and its cookie works again. With the bound lowered to 5 (in this
-    process), a full set refuses every login made before it instead: the victim's old
-    cookie stays refused, a new login works, and the rule is logged once."""
+    """The reviewer's flush: logins and logouts fill the revocations until a real logout is
+    dropped and its cookie works again. With the bound lowered to 5 (in this process), a
+    full set refuses every login made before it instead: the victim's old cookie stays
+    refused, a new login works, and the rule is logged once."""
     monkeypatch.setattr(store_module, "MAX_REVOKED", 5)
     shim = InProcessShim(auth_config(tmp_path / "cfg", images))
     try:
@@ -627,11 +627,11 @@ def test_a_full_revocation_set_fails_closed_and_never_forgets_a_logout(
         with caplog.at_level(logging.WARNING, logger="iiif_shim"):
             for i in range(6):  # each from an address of its own
                 headers = {"X-Forwarded-For": f"192.0.2.{100 + i}"}
-                answer = login_response(port, "terms", headers=headers)
-                value = set_cookies(answer)["iiif-shim-auth-terms"].value
-                assert _works(port, "terms", value)
-                send(port, "/auth/terms/logout", cookies=cookie("terms", value), headers=headers)
-                assert not _works(port, "terms", value)
+                answer = login_response(port, "vault", headers=headers)
+                value = set_cookies(answer)["iiif-shim-auth-vault"].value
+                assert _works(port, "vault", value)
+                send(port, "/auth/vault/logout", cookies=cookie("vault", value), headers=headers)
+                assert not _works(port, "vault", value)
         assert not _works(port, "staff", victim)  # never flushed out
         assert _works(port, "staff", login(port, "staff"))  # logging in again works
         said = [r for r in caplog.records if "logouts are remembered at once" in r.getMessage()]
@@ -641,17 +641,78 @@ def test_a_full_revocation_set_fails_closed_and_never_forgets_a_logout(
 
 
 def test_logins_from_one_address_are_bounded(servers: Servers) -> None:
-    """A clickthrough costs nothing, so logins (which each may add a revocation) are bounded
-    per address: 60 per window, then 429 with Retry-After; another address is not held."""
+    """Logins of `login` policies (each may add a revocation) are bounded per address: 60 per
+    window (`max_failures.logins_per_address`), then 429 with Retry-After, for a right
+    password too; another address is not held."""
     port = servers.single.port
     headers = {"X-Forwarded-For": "192.0.2.70"}
-    statuses = [login_response(port, "terms", headers=headers).status for _ in range(61)]
+    statuses = [login_response(port, "staff", headers=headers).status for _ in range(61)]
     assert statuses[:60] == [200] * 60 and statuses[60] == 429, statuses
-    limited = login_response(port, "terms", headers=headers)
+    limited = login_response(port, "vault", headers=headers)
     assert limited.status == 429 and int(limited.header("Retry-After") or "0") > 0
-    assert not set_cookies(limited).get("iiif-shim-auth-terms")
-    other = login_response(port, "terms", headers={"X-Forwarded-For": "192.0.2.71"})
+    assert not set_cookies(limited).get("iiif-shim-auth-vault")
+    other = login_response(port, "staff", headers={"X-Forwarded-For": "192.0.2.71"})
     assert other.status == 200
+
+
+def test_clickthroughs_lock_no_login_out(servers: Servers) -> None:
+    """The reviewer's lock-out: 60 free clickthroughs from a shared address used to refuse
+    every login from it for 10 minutes. A clickthrough is not counted (its logout revokes
+    nothing), so a login from that address still works."""
+    port = servers.single.port
+    headers = {"X-Forwarded-For": "192.0.2.72"}
+    statuses = [login_response(port, "terms", headers=headers).status for _ in range(61)]
+    assert statuses == [200] * 61, statuses
+    answer = login_response(port, "staff", headers=headers)
+    assert answer.status == 200 and "iiif-shim-auth-staff" in set_cookies(answer)
+
+
+def test_failures_from_one_address_are_limited_across_user_names(servers: Servers) -> None:
+    """`max_failures.per_address` (30): guesses spread over many user names from one address
+    (an IPv6 /64 counts as one address) are refused after 30, for a right password too;
+    another address is not held."""
+    port = servers.single.port
+
+    def address(i: int) -> dict[str, str]:
+        return {"X-Forwarded-For": f"2001:db8:77:1::{i + 1:x}"}  # one /64, many /128s
+
+    for i in range(30):
+        answer = login_response(port, "vault", f"guess{i}", "wrong", headers=address(i))
+        assert answer.status == 200 and "Login failed" in answer.text, i
+    limited = login_response(port, "vault", USER, PASSWORD, headers=address(99))
+    assert limited.status == 429 and int(limited.header("Retry-After") or "0") > 0
+    elsewhere = {"X-Forwarded-For": "2001:db8:77:2::1"}
+    assert login_response(port, "vault", USER, PASSWORD, headers=elsewhere).status == 200
+
+
+def test_address_tokens_and_clickthroughs_cannot_log_everyone_out(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reviewer's flood: from inside a kiosk network, token then logout with it, over and
+    over (and clickthrough logins, their tokens and logouts) filled the revocations until the
+    not-before logged every user out. Those logouts revoke nothing now: with the bound
+    lowered to 5, a staff login made before the flood still works after it."""
+    monkeypatch.setattr(store_module, "MAX_REVOKED", 5)
+    shim = InProcessShim(auth_config(tmp_path / "cfg", images))
+    try:
+        port = shim.port
+        victim = login(port, "staff")
+        assert _works(port, "staff", victim)
+        for _ in range(20):  # the kiosk is 127.0.0.0/8: the tests' own address
+            page = send(port, "/auth/kiosk/token")
+            assert page.status == 200, page.text
+            bearer = {"Authorization": "Bearer " + json.loads(page.text)["accessToken"]}
+            assert send(port, "/auth/kiosk/logout", headers=bearer).status == 200
+        for i in range(20):
+            headers = {"X-Forwarded-For": f"192.0.2.{150 + i}"}
+            value = login(port, "terms") if i % 2 else ""
+            if value:
+                access = token(port, "terms", value)
+                headers["Authorization"] = "Bearer " + access
+            send(port, "/auth/terms/logout", cookies=cookie("terms", value), headers=headers)
+        assert _works(port, "staff", victim)
+    finally:
+        shim.stop()
 
 
 def test_a_forged_cookie_is_refused(servers: Servers) -> None:
@@ -831,7 +892,7 @@ def test_a_burst_of_parallel_guesses_gets_no_more_checks_than_the_limit(
         return [x for x in lines if x["event"] == "login_failed" and x.get("address") == address]
 
     checked = failed()
-    assert len(checked) <= 10, (len(checked), statuses)
+    assert 1 <= len(checked) <= 10, (len(checked), statuses)
     assert statuses.count(200) == len(checked) and statuses.count(429) == 30 - len(checked)
     assert all(x["user"] == OTHER_USER and x["policy"] == "vault" for x in checked)
     right = login_response(port, "vault", OTHER_USER, OTHER_PASSWORD, headers=headers)

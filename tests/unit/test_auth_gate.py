@@ -215,11 +215,11 @@ def test_addresses_inside_networks_are_full_and_get_tokens(gate: Gate) -> None:
     moved = caller(bearer=token.value, address=outside)
     assert not gate.decide("room", moved, bearer_ok=True).full
     assert gate.issue_token("room", caller(address=outside)) == "missingAspect"
-    # logging out with the token revokes it
+    # a logout with it revokes nothing: the token is short-lived and bound to the address
     asyncio.run(gate.end_session("room", caller(bearer=token.value, address=inside)))
     again = caller(bearer=token.value, address=inside)
     assert gate.decide("room", again).full  # the address still is inside
-    assert not gate._token_ok(gate._policies["room"], again)  # the token itself is dead
+    assert gate._token_ok(gate._policies["room"], again)
 
 
 def test_kiosk_and_external_take_no_cookie_the_address_decides(gate: Gate) -> None:
@@ -456,3 +456,70 @@ def test_kept_cookie_claims_are_still_checked_for_revocation_and_expiry(gate: Ga
     while gate.decide("staff", brief).full and time.time() < deadline:
         time.sleep(0.05)
     assert not gate.decide("staff", brief).full
+
+
+def _revocations(gate: Gate) -> list[str]:
+    path = gate.store.folder / "revoked"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_only_a_login_with_credentials_is_revoked_at_logout(gate: Gate) -> None:
+    """What fills the revocations (and so, when full, logs everyone out): only logouts of a
+    `login` policy's session given by its cookie; never a kiosk/external token, a
+    clickthrough session, or a bearer token alone, which cost nothing to make."""
+
+    async def main() -> None:
+        for _ in range(5):  # address tokens from inside a room or kiosk
+            for policy, address in (("room", "10.20.3.4"), ("kiosk", "2001:db8::5")):
+                token = gate.issue_token(policy, caller(address=address))
+                assert not isinstance(token, str)
+                await gate.end_session(policy, caller(bearer=token.value, address=address))
+        for _ in range(5):  # free clickthrough logins, their tokens and logouts
+            cookie, _ = gate.start_session("terms", "clickthrough")
+            jar = {cookie_name("terms"): cookie}
+            token = gate.issue_token("terms", caller(jar))
+            assert not isinstance(token, str)
+            await gate.end_session("terms", caller(jar, bearer=token.value))
+        cookie, _ = gate.start_session("staff", "bob")
+        jar = {cookie_name("staff"): cookie}
+        token = gate.issue_token("staff", caller(jar))
+        assert not isinstance(token, str)
+        await gate.end_session("staff", caller(bearer=token.value))  # the token alone
+        assert _revocations(gate) == []
+        assert gate.decide("staff", caller(bearer=token.value), bearer_ok=True).full
+        await gate.end_session("staff", caller(jar, bearer=token.value))
+        assert len(_revocations(gate)) == 1  # the session: its tokens with it
+        assert not gate.decide("staff", caller(bearer=token.value), bearer_ok=True).full
+        assert not gate.decide("staff", caller(jar)).full
+
+    asyncio.run(main())
+
+
+def test_logins_per_address_count_logins_only_and_ipv6_by_its_64(tmp_path: Path) -> None:
+    limits = FailureLimits(per_user=3, per_address=2, window=60, logins_per_address=3)
+    gate = _open(_settings(tmp_path, max_failures=limits))
+
+    async def main() -> None:
+        for _ in range(10):  # clickthroughs are not counted
+            assert await gate.allow_session("terms", ADDRESS) is None
+        for _ in range(3):
+            assert await gate.allow_session("staff", ADDRESS) is None
+        assert await gate.allow_session("staff", ADDRESS) is not None
+        assert await gate.allow_session("sso", ADDRESS) is not None  # every login policy
+        assert await gate.allow_session("staff", "192.0.2.8") is None
+        # IPv6: one /64 is one address
+        for i in range(3):
+            assert await gate.allow_session("staff", f"2001:db8:1:2::{i + 1:x}") is None
+        assert await gate.allow_session("staff", "2001:db8:1:2:ffff::9") is not None
+        assert await gate.allow_session("staff", "2001:db8:1:3::1") is None
+        # failures per address too
+        for i in range(2):
+            attempt = await gate.try_login("staff", f"u{i}", "x", f"2001:db8:9:9::{i + 1}")
+            assert attempt.outcome is Outcome.FAILED
+        attempt = await gate.try_login("staff", "u9", "x", "2001:db8:9:9:1::1")
+        assert attempt.outcome is Outcome.LIMITED
+
+    try:
+        asyncio.run(main())
+    finally:
+        asyncio.run(gate.close())

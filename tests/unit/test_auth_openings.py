@@ -68,3 +68,17 @@ def test_a_public_route_beside_a_stripping_restricted_route_is_a_warning(
     ]
     found = _warnings(tmp_path, routes=stripping)
     assert "are public here" in found["routes[1]"]
+
+
+def test_a_proxy_without_forwarded_by_is_a_warning(tmp_path: Path) -> None:
+    """Behind a proxy with an empty `auth.forwarded_by`, every client has the proxy's address:
+    the per-address limits of logins and failures then apply to everyone together."""
+    found = _warnings(tmp_path, server={"trust_forwarded": True})
+    assert "apply to everyone together" in found["auth.forwarded_by"]
+    header = {"header": "X-Remote-User", "trusted_proxies": ["127.0.0.1"]}
+    sso = {"sso": {"kind": "login", "label": "SSO", "users": header}}
+    found = _warnings(tmp_path, policies=sso)
+    assert "apply to everyone together" in found["auth.forwarded_by"]
+    proxied = {"forwarded_by": ["127.0.0.1"]}
+    assert _warnings(tmp_path, server={"trust_forwarded": True}, auth=proxied) == {}
+    assert _warnings(tmp_path, policies=sso, auth=proxied) == {}
