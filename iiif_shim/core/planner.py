@@ -20,13 +20,15 @@ For the size, the cheapest native call wins, in this order:
 Outputs with a side under ``min_size`` are never asked of the backend's scaler (tiles or the
 unscaled region instead): some legacy servers crash on them.
 
-The degraded tier of a restricted image (``tier_scale``) is its virtual image
-(``TierScale``): the backend is asked for the whole blocks of it that cover the region
-(``TierScale.virtual``, whole pixels of both images) at the tier's scale, exactly its virtual
-pixels when it scales (else a pyramid level no finer, else the region as it is); the engine
-brings what it gets to those virtual pixels first (``Steps.virtual``; the crop is in the image
-pixels of the block, ``Steps.frame``), then crops and scales to the output, up or down. So
-any region at any output size is served, and never from finer pixels than the tier's.
+The degraded tier of a restricted image (``tier_scale``) is its virtual image, the image
+halved ``k`` times over until it fits (``TierScale``): the backend is asked for the whole
+``k`` x ``k`` blocks that cover the region (``TierScale.virtual``, on the ``k`` grid) at scale
+``1/k``: exactly their virtual pixels when it scales, else its pyramid's level ``k`` (the finest
+coarser level when it has not that one; its coarsest when all are finer), else the region as it
+is; the engine brings what it gets to those virtual pixels first (``Steps.virtual``: each the
+mean of its block; the crop is in the image pixels of the region, ``Steps.frame``), then crops
+and scales to the output, up or down. So any region at any output size is served from the
+tier's pixels, and the backend renders only the blocks a request covers.
 
 Pure: no I/O, no Pillow.
 """
@@ -91,6 +93,7 @@ def plan(
     out = (resolved.width, resolved.height)
     virtual: tuple[int, int] | None = None
     frame: tuple[int, int] | None = None
+    block = 1
     if tier_scale is not None:
         native_region, cells = tier_scale.virtual(
             region, resolved.image_width, resolved.image_height, caps.min_size
@@ -98,7 +101,9 @@ def plan(
         if not caps.region:
             native_region = full
             cells = (tier_scale.pixels(full.w), tier_scale.pixels(full.h))
-        size, pyramid = _tier_fetch(native_region, cells, caps, grid)
+        native_region, cells, size, pyramid = _tier_fetch(
+            native_region, cells, caps, grid, tier_scale.block, full
+        )
         tile = False
         crop: Box | None = None
         if region != native_region:
@@ -107,7 +112,7 @@ def plan(
             delivered = (math.ceil(native_region.w / pyramid), math.ceil(native_region.h / pyramid))
         else:
             delivered = size or (native_region.w, native_region.h)
-        virtual, frame = cells, (native_region.w, native_region.h)
+        virtual, frame, block = cells, (native_region.w, native_region.h), tier_scale.block
         exact_geometry = crop is None and delivered == cells == out
     else:
         native_region, crop, size, pyramid, tile = _native(resolved, caps, grid)
@@ -155,6 +160,7 @@ def plan(
         engine=engine,
         virtual=virtual,
         frame=frame,
+        block=block,
     )
     source = source or SourceRef("", "", None)
     return Plan(source=source, resolved=resolved, native=native, steps=steps, tier=tier)
@@ -204,31 +210,44 @@ def _native(
 
 
 def _tier_fetch(
-    block: Box, cells: tuple[int, int], caps: Capabilities, grid: TileGrid | None
-) -> tuple[tuple[int, int] | None, int]:
-    """The native size or reduction for ``block`` of the image whose virtual pixels are
-    ``cells``: those pixels exactly when the backend scales to them, else as many as it scales
-    to (``max_size``), else the first pyramid level no finer, else the block as it is (what
-    cannot scale at all: the engine brings it down to ``cells``)."""
+    block: Box,
+    cells: tuple[int, int],
+    caps: Capabilities,
+    grid: TileGrid | None,
+    k: int,
+    full: Box,
+) -> tuple[Box, tuple[int, int], tuple[int, int] | None, int]:
+    """What the backend is asked for ``block`` of the image (whole ``k`` x ``k`` blocks, whose
+    virtual pixels are ``cells``): ``(region, its virtual pixels, size, reduction)``. Exactly
+    the virtual pixels (scale ``1/k``) when the backend scales to them (as many as it scales to
+    past its ``max_size``); else its pyramid's level ``k``, or when it has none, the finest
+    level coarser than ``k`` (the region widened to that level's grid, so its pixels are whole
+    ones of the level); else, when every level is finer than ``k``, its coarsest (the one case
+    besides a backend that cannot scale at all where it is asked for finer pixels than the
+    tier's: the engine averages them down to the virtual pixels)."""
     if (block.w, block.h) == cells:  # the tier is the image itself here
-        return None, 0
+        return block, cells, None, 0
     scales = caps.size or (caps.size_keeps_aspect and _keeps_aspect(block, cells))
     if scales and min(cells) >= caps.min_size:
         if caps.max_size is None or max(cells) <= caps.max_size:
-            return cells, 0
+            return block, cells, cells, 0
         smaller = _confine(cells, caps.max_size)
         if min(smaller) >= caps.min_size:
-            return smaller, 0
+            return block, cells, smaller, 0
     if caps.reductions:
-        deepest = max(grid.scale_factors) if grid is not None else 1 << 16
-        factor = 2
-        while factor < deepest and (
-            math.ceil(block.w / factor) > cells[0] or math.ceil(block.h / factor) > cells[1]
-        ):
-            factor *= 2
-        if factor <= deepest:
-            return None, factor
-    return None, 0
+        if grid is None or k in grid.scale_factors:  # (no grid: any power of two)
+            return block, cells, None, k
+        coarser = [f for f in grid.scale_factors if f > k]
+        if not coarser:
+            return block, cells, None, max(grid.scale_factors)
+        f = min(coarser)
+        x0, y0 = block.x // f * f, block.y // f * f
+        x1 = min(full.w, -(-(block.x + block.w) // f) * f)
+        y1 = min(full.h, -(-(block.y + block.h) // f) * f)
+        widened = Box(x0, y0, x1 - x0, y1 - y0)
+        wide_cells = (-(-x1 // k) - x0 // k, -(-y1 // k) - y0 // k)
+        return widened, wide_cells, None, f
+    return block, cells, None, 0
 
 
 def _keeps_aspect(region: Box, out: tuple[int, int]) -> bool:

@@ -5,16 +5,17 @@ into exact pixel values (region box, output size, rotation) and its canonical UR
 rule about what is an error (region outside the image, upscaling without ``^`` in 3.0, sizes past
 the limits) lives here.
 
-The degraded tier of a restricted image (``Limits.degraded``) is a virtual image of
-``ceil(W*s)`` x ``ceil(H*s)`` pixels, ``s`` = ``max_size`` / the longest side, presented at the
-image's own width and height (:class:`TierScale`, the one place of that rule). Requests are
-resolved as on the image itself (a region in the image's pixels, any output size within
-``maxWidth`` = ``maxHeight`` = ``max_size``: ``max`` and ``!w,h`` are confined to them, an
-explicit larger size is a 400); what caps the information is where the pixels come from:
-:meth:`TierScale.virtual` gives the block of the virtual image that covers a region, which the
-planner asks of the backend at scale ``s`` and crops and resamples to the output. So viewers may
-ask any zoom level, and a 1x1 region is the colour of the virtual pixel under it, never the
-image's own pixel.
+The degraded tier of a restricted image (``Limits.degraded``) is a virtual image: the image
+halved until it fits in ``max_size``, ``ceil(W/k)`` x ``ceil(H/k)`` pixels (``k`` a power of
+two), each the mean of a ``k`` x ``k`` block of the image's, presented at the image's own width
+and height (:class:`TierScale`, the one place of that rule). Requests are resolved as on the
+image itself (a region in the image's pixels, any output size within ``maxWidth`` =
+``maxHeight`` = ``max_size``: ``max`` and ``!w,h`` are confined to them, an explicit larger size
+is a 400, nothing past the region's own pixels); what caps the information is where the pixels
+come from: :meth:`TierScale.virtual` gives the blocks of the virtual image that cover a region,
+which the planner asks of the backend at scale ``1/k`` and crops and resamples to the output.
+So viewers may ask any zoom level, and a 1x1 region is the colour of the virtual pixel under
+it, never the image's own pixel.
 """
 
 from __future__ import annotations
@@ -30,63 +31,54 @@ from iiif_shim.iiif.request import ImageRequest, RegionKind, RotationSpec, SizeK
 
 @dataclass(frozen=True)
 class TierScale:
-    """The degraded tier's scale ``size / longest``, exactly (integers, no float rounding), and
-    its virtual image: ``ceil(W*s)`` x ``ceil(H*s)`` pixels, pixel ``i`` covering the image's
-    ``[i/s, (i+1)/s)``. The virtual image is cut into blocks whose edges fall on whole pixels of
-    both (``block`` image pixels = ``cells`` virtual pixels): a region is always taken as whole
-    blocks, so the backend is always asked the same pixels for the same part of the virtual image
-    (never a grid shifted by a pixel, whose difference with another would give the image's
-    pixels back)."""
+    """The degraded tier's scale ``1/k``: ``k`` the smallest power of two that brings the
+    image's longest side within ``size`` (``max_size``), so the image halved until it fits.
+    Its virtual image is ``ceil(W/k)`` x ``ceil(H/k)`` pixels (between ``size/2`` and ``size``
+    on its long side), each the mean of a ``k`` x ``k`` block of the image's pixels (clipped at
+    the right and bottom edges). A region is always taken as whole blocks (``k`` image pixels,
+    on the ``k`` grid), so the backend is always asked the same pixels for the same part of the
+    virtual image (never a grid shifted by a pixel, whose difference with another would give the
+    image's pixels back), at exactly scale ``1/k``: a power of two, which every pyramid and
+    viewer level (OpenSeadragon's) shares."""
 
-    size: int  # the tier's longest side (max_size)
+    size: int  # the tier's limit on a side (max_size)
     longest: int  # the image's longest side
 
     @property
-    def value(self) -> float:
-        return self.size / self.longest
-
-    @property
     def block(self) -> int:
-        """Image pixels a block covers (``longest / gcd``)."""
-        return self.longest // math.gcd(self.size, self.longest)
+        """``k``: image pixels a side of a virtual pixel covers (1: the tier is the image)."""
+        k = 1
+        while -(-self.longest // k) > self.size:
+            k *= 2
+        return k
 
     @property
-    def cells(self) -> int:
-        """Virtual pixels in a block (``size / gcd``)."""
-        return self.size // math.gcd(self.size, self.longest)
+    def value(self) -> float:
+        return 1 / self.block
 
     def pixels(self, full: int) -> int:
-        """The virtual image's pixels along an axis of ``full`` image pixels: ``ceil(full*s)``."""
-        return -(-full * self.size // self.longest)
+        """The virtual image's pixels along an axis of ``full`` image pixels: ``ceil(full/k)``."""
+        return -(-full // self.block)
 
     def least_factor(self) -> int:
-        """The smallest power of two whose scale factor is within the tier (the finest level
-        of its tiles: no finer than ``1/s``)."""
-        factor = 1
-        while factor * self.size < self.longest:
-            factor *= 2
-        return factor
+        """The tier's first scale factor (its finest level): ``k``."""
+        return self.block
 
     def span(self, start: int, length: int, full: int, least: int = 1) -> tuple[int, int, int]:
         """Along one axis of ``full`` pixels, the whole blocks that cover ``length`` pixels from
         ``start``, widened by whole blocks (after, then before) until they have ``least``
         virtual pixels or the axis ends: (first image pixel, image pixels, virtual pixels)."""
-        first = start // self.block
-        last = -(-(start + length) // self.block)
-        ends = -(-full // self.block)
-        while self._cells(first, last, full) < least and (first > 0 or last < ends):
+        k = self.block
+        ends = self.pixels(full)
+        first = start // k
+        last = min(ends, -(-(start + length) // k))
+        while last - first < least and (first > 0 or last < ends):
             if last < ends:
                 last += 1
             else:
                 first -= 1
-        lo, hi = first * self.block, min(full, last * self.block)
-        return lo, hi - lo, self._cells(first, last, full)
-
-    def _cells(self, first: int, last: int, full: int) -> int:
-        """Virtual pixels of the blocks ``first`` to ``last`` (excluded) of an axis of ``full``."""
-        if last * self.block >= full:
-            return self.pixels(full) - first * self.cells
-        return (last - first) * self.cells
+        lo, hi = first * k, min(full, last * k)
+        return lo, hi - lo, last - first
 
     def virtual(
         self, region: Box, width: int, height: int, least: int = 1
@@ -111,12 +103,12 @@ class Limits:
     upscale_max_to_limits: bool = False
     # 3.0 "!w,h" whose box is larger than the region: 400 (validator, default) or the region.
     clamp_confined: bool = False
-    # The degraded tier's virtual image (max_size / the image's long side); None: the image.
+    # The degraded tier's virtual image (the image halved until it fits max_size); None: none.
     tier_scale: TierScale | None = None
 
     def degraded(self, max_size: int, width: int, height: int) -> Limits:
-        """These limits for the degraded tier of a ``width`` x ``height`` image: no side past
-        ``max_size``, its pixels those of the virtual image (:class:`TierScale`)."""
+        """These limits for the degraded tier of a ``width`` x ``height`` image: no output side
+        past ``max_size``, its pixels those of the virtual image (:class:`TierScale`)."""
         mh = self.effective_max_height
         longest = max(width, height)
         return Limits(
@@ -125,7 +117,7 @@ class Limits:
             max_area=self.max_area,
             upscale_max_to_limits=self.upscale_max_to_limits,
             clamp_confined=self.clamp_confined,
-            tier_scale=TierScale(min(max_size, longest), longest),
+            tier_scale=TierScale(max_size, longest),
         )
 
     @property
@@ -313,7 +305,10 @@ def resolve_size(req: ImageRequest, region: Box, limits: Limits) -> tuple[int, i
     if enlarges and not limits.allows_upscaling:
         if v3:
             raise NotImplementedFeature(
-                "upscaling is not offered (no max_width or max_area is configured)",
+                f"{s.text!r} is larger than the {rw}x{rh} region: the degraded tier does not "
+                "upscale"
+                if limits.tier_scale is not None
+                else "upscaling is not offered (no max_width or max_area is configured)",
                 parameter="size",
             )
         raise BadRequest(f"{s.text!r} is larger than the {rw}x{rh} region", parameter="size")

@@ -537,8 +537,11 @@ def reduction(source_format: str | None, width: int, height: int, steps: Steps) 
     a degraded tier's virtual image (``steps.virtual``), the decode that still yields it."""
     cw, ch = (steps.crop.w, steps.crop.h) if steps.crop else (width, height)
     shrink = min(cw / steps.scale[0], ch / steps.scale[1])
-    if steps.virtual is not None:
-        shrink = min(width / steps.virtual[0], height / steps.virtual[1])
+    if steps.virtual is not None:  # the largest power of two still at least the virtual pixels
+        vw, vh = steps.virtual
+        shrink = 1
+        while -(-width // (2 * shrink)) >= vw and -(-height // (2 * shrink)) >= vh:
+            shrink *= 2
     if shrink < 2 or source_format not in ("JPEG", "JPEG2000"):
         return 1
     levels = min(int(math.log2(shrink)), 3 if source_format == "JPEG" else 5)

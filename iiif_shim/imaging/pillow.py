@@ -495,8 +495,8 @@ def crop_and_scale(decoded: Decoded, steps: Steps) -> Image.Image:
     width, height = steps.frame or (decoded.source_width, decoded.source_height)
     x0, y0, cw, ch = (crop.x, crop.y, crop.w, crop.h) if crop else (0, 0, width, height)
     tw, th = steps.scale
-    if steps.virtual is not None and im.size != steps.virtual:
-        return _from_virtual(im, steps.virtual, (x0, y0, cw, ch), (width, height), (tw, th))
+    if steps.virtual is not None:
+        return _from_virtual(im, steps, (x0, y0, cw, ch), (width, height))
     sx, sy = width / im.width, height / im.height
     box = (x0 / sx, y0 / sy, (x0 + cw) / sx, (y0 + ch) / sy)
     if all(float(v).is_integer() for v in box) and (box[2] - box[0], box[3] - box[1]) == (tw, th):
@@ -507,32 +507,67 @@ def crop_and_scale(decoded: Decoded, steps: Steps) -> Image.Image:
     return im.resize((tw, th), Image.Resampling.LANCZOS, box=box, reducing_gap=gap)
 
 
-def _from_virtual(
-    im: Image.Image,
-    virtual: tuple[int, int],
-    crop: tuple[int, int, int, int],
-    frame: tuple[int, int],
-    out: tuple[int, int],
+def delivered_factor(frame: tuple[int, int], size: tuple[int, int]) -> int | None:
+    """The power of two ``d`` at which an image of ``size`` is ``frame`` reduced
+    (``ceil(frame / d)`` a side; the finest when several are), or ``None`` when it is not."""
+    d = 1
+    while d <= 1 << 16:
+        if (-(-frame[0] // d), -(-frame[1] // d)) == size:
+            return d
+        d *= 2
+    return None
+
+
+def virtual_part(
+    im: Image.Image, frame: tuple[int, int], block: int, window: tuple[int, int, int, int]
 ) -> Image.Image:
-    """The crop (in ``frame``'s pixels) of ``im`` scaled to ``out``, from the virtual image
-    ``im`` makes at ``virtual`` pixels (the degraded tier): only the virtual pixels the crop
-    and the scaling filter's reach need are made (the box filter gives each exactly the value
-    it has in the whole virtual image), then scaled from them alone."""
-    vw, vh = virtual
+    """The virtual pixels ``window`` (x0, y0, x1, y1) of the degraded tier from ``im``, the
+    delivered image of ``frame`` image pixels: each the mean of its ``block`` x ``block``
+    square (``Image.reduce``, which averages the pixels a square has at the edges), from a
+    delivery at a finer power of two; from a coarser one (a pyramid without the tier's level),
+    the coarser pixel it lies in; from any other size, a box filter."""
+    vx0, vy0, vx1, vy1 = window
+    size = (vx1 - vx0, vy1 - vy0)
+    d = delivered_factor(frame, im.size)
+    if d is not None and d <= block:
+        r = block // d
+        part = im.crop((vx0 * r, vy0 * r, min(im.width, vx1 * r), min(im.height, vy1 * r)))
+        return part.reduce(r) if r > 1 else part
+    if d is not None:  # coarser: whole pixels of the level
+        r = d // block
+        box = (vx0 / r, vy0 / r, vx1 / r, vy1 / r)
+        return im.resize(size, Image.Resampling.NEAREST, box=box)
+    fx, fy = im.width * block / frame[0], im.height * block / frame[1]
+    box = (vx0 * fx, vy0 * fy, min(im.width, vx1 * fx), min(im.height, vy1 * fy))
+    filter_ = Image.Resampling.BOX if fx >= 1 and fy >= 1 else Image.Resampling.BICUBIC
+    return im.resize(size, filter_, box=box)
+
+
+def _from_virtual(
+    im: Image.Image, steps: Steps, crop: tuple[int, int, int, int], frame: tuple[int, int]
+) -> Image.Image:
+    """The crop (in ``frame``'s pixels) of ``im`` scaled to ``steps.scale``, from the virtual
+    image (``steps.virtual`` pixels of ``steps.block`` image pixels a side: the degraded tier):
+    only the virtual pixels the crop and the scaling filter's reach need are made, then
+    scaled from them alone. A virtual pixel cut by the image's edge counts whole."""
+    assert steps.virtual is not None
+    vw, vh = steps.virtual
+    k = steps.block
+    out = steps.scale
     x0, y0, cw, ch = crop
-    bx0, by0 = x0 * vw / frame[0], y0 * vh / frame[1]
-    bx1, by1 = (x0 + cw) * vw / frame[0], (y0 + ch) * vh / frame[1]
+    bx0, by0 = x0 / k, y0 / k
+    bx1 = vw if x0 + cw >= frame[0] else (x0 + cw) / k
+    by1 = vh if y0 + ch >= frame[1] else (y0 + ch) / k
     reach_x = 3 * max(1.0, (bx1 - bx0) / out[0]) + 1  # Lanczos 3, wider when it reduces
     reach_y = 3 * max(1.0, (by1 - by0) / out[1]) + 1
     vx0, vy0 = max(0, math.floor(bx0 - reach_x)), max(0, math.floor(by0 - reach_y))
     vx1, vy1 = min(vw, math.ceil(bx1 + reach_x)), min(vh, math.ceil(by1 + reach_y))
-    fx, fy = im.width / vw, im.height / vh
-    filter_ = Image.Resampling.BOX if fx >= 1 and fy >= 1 else Image.Resampling.LANCZOS
-    part = im.resize((vx1 - vx0, vy1 - vy0), filter_, box=(vx0 * fx, vy0 * fy, vx1 * fx, vy1 * fy))
+    part = virtual_part(im, frame, k, (vx0, vy0, vx1, vy1))
     box = (bx0 - vx0, by0 - vy0, bx1 - vx0, by1 - vy0)
     same = box[2] - box[0] == out[0] and box[3] - box[1] == out[1]
     if same and all(float(v).is_integer() for v in box):
-        return part.crop((int(box[0]), int(box[1]), int(box[2]), int(box[3])))
+        ibox = (int(box[0]), int(box[1]), int(box[2]), int(box[3]))
+        return part if ibox == (0, 0, part.width, part.height) else part.crop(ibox)
     shrink = min((box[2] - box[0]) / out[0], (box[3] - box[1]) / out[1])
     gap = 3.0 if shrink >= 3 else None
     return part.resize(out, Image.Resampling.LANCZOS, box=box, reducing_gap=gap)

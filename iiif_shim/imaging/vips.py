@@ -476,6 +476,24 @@ def _crop_and_scale(source: _View | VipsDecoded, steps: Steps) -> Any:
     return im
 
 
+def _virtual(source: _View | VipsDecoded, steps: Steps) -> Any:
+    """The degraded tier's virtual image (``steps.virtual``) of what was delivered: each pixel
+    the mean of its ``steps.block`` x ``steps.block`` square (``shrink``, a box, rounding the
+    size up: the squares cut by the edges averaged over the pixels they have), as Pillow's
+    ``reduce`` makes it; a delivery that is not the frame at a finer power of two is resized."""
+    assert steps.virtual is not None
+    im = source.image
+    frame = steps.frame or (source.source_width, source.source_height)
+    d = None if source.origin != (0, 0) else pillow.delivered_factor(frame, (im.width, im.height))
+    if d is not None and d <= steps.block:
+        r = steps.block // d
+        im = im.shrink(r, r, ceil=True) if r > 1 else im
+        if (im.width, im.height) == steps.virtual:
+            return im
+    whole = dataclasses.replace(steps, crop=None, scale=steps.virtual, virtual=None, frame=None)
+    return _crop_and_scale(source, whole)
+
+
 def _turn(im: Any, steps: Steps) -> Any:
     if steps.mirror:
         im = im.flip("horizontal")
@@ -563,10 +581,7 @@ def _finish(
         if steps.virtual is not None and not isinstance(source, pillow.Decoded):
             # the degraded tier: the delivered image down to its virtual pixels, then Pillow
             # crops and scales from them (the virtual image is small: at most max_size a side)
-            whole = dataclasses.replace(
-                steps, crop=None, scale=steps.virtual, virtual=None, frame=None
-            )
-            tier = _to_pil(_crop_and_scale(source, whole))
+            tier = _to_pil(_virtual(source, steps))
             source = pillow.Decoded(tier, source.source_width, source.source_height)
         if isinstance(source, pillow.Decoded):
             im = pillow.crop_and_scale(source, steps)

@@ -115,9 +115,11 @@ class Steps:
     full image), ``scale`` the exact size wanted after cropping; imaging may decode at a reduced
     resolution (JPEG draft, JPEG 2000 reduce) as long as the result is this size. The degraded
     tier sets ``virtual``: the size the whole delivered image is brought to first (nothing to do
-    when the backend delivered it so), its pixels those of the tier's virtual image, the crop
-    and scale then made from those pixels alone, never from finer ones; and ``frame``: the
-    image pixels the delivered image covers (the native region), the space of ``crop``.
+    when the backend delivered it so), its pixels those of the tier's virtual image (each the
+    mean of a ``block`` x ``block`` square of image pixels, clipped at the image's right and
+    bottom edges), the crop and scale then made from those pixels alone, never from finer ones;
+    and ``frame``: the image pixels the delivered image covers (the native region, on the
+    ``block`` grid), the space of ``crop``.
     """
 
     crop: Box | None
@@ -131,6 +133,7 @@ class Steps:
     engine: str = "pillow"  # the image engine doing these steps (``Engine.identity``)
     virtual: tuple[int, int] | None = None
     frame: tuple[int, int] | None = None
+    block: int = 1  # image pixels a side of a virtual pixel covers (a power of two)
 
     @property
     def no_pixel_work(self) -> bool:

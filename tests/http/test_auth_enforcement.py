@@ -47,6 +47,7 @@ from tests.support import (
 AUTH2 = "http://iiif.io/api/auth/2/context.json"
 AUTH1 = "http://iiif.io/api/auth/1/context.json"
 BIG = (1200, 800)  # big.jpg: large enough that the degraded tier is a real reduction
+K = 16  # big.jpg halved until it fits in DEGRADED: its tier pixels are 16x16 of the image's
 
 
 def enc(identifier: str) -> str:
@@ -329,18 +330,16 @@ def test_the_degraded_tier_never_serves_more_than_max_size(site: Site) -> None:
 
 def _tier_reference(site: Site) -> Image.Image:
     """big.jpg as the degraded tier's virtual image should be: the master (from the public
-    route) averaged down to ``ceil(W*s)`` x ``ceil(H*s)``."""
+    route), each tier pixel the mean of its ``K`` x ``K`` block."""
     master = site.get("/iiif/3/big.jpg/full/max/0/default.png").image().convert("RGB")
-    return master.resize(
-        (-(-BIG[0] * DEGRADED // BIG[0]), -(-BIG[1] * DEGRADED // BIG[0])), Image.Resampling.BOX
-    )
+    assert -(-max(BIG) // K) <= DEGRADED < -(-max(BIG) // (K // 2))  # K: halved until it fits
+    return master.reduce(K)
 
 
 def _expected(reference: Image.Image, region: str, size: tuple[int, int]) -> Image.Image:
     """What a tile of the tier shows: its region of the virtual image, resampled to ``size``."""
     x, y, w, h = (0, 0, *BIG) if region == "full" else map(int, region.split(","))
-    s = DEGRADED / BIG[0]
-    box = (x * s, y * s, (x + w) * s, (y + h) * s)
+    box = (x / K, y / K, (x + w) / K, (y + h) / K)
     return reference.resize(size, Image.Resampling.LANCZOS, box=box)
 
 
@@ -350,10 +349,10 @@ def _mean_error(a: Image.Image, b: Image.Image) -> float:
 
 
 def test_the_degraded_tier_gives_no_pixel_finer_than_its_scale(site: Site) -> None:
-    """The attacks of a review: regions smaller than one pixel of the tier (100 px of 1200: 12x12
+    """The attacks of a review: regions smaller than one pixel of the tier (100 px of 1200: 16x16
     of the image each) gave the master's own pixels (the public route shows what they were).
     Now each answers from the tier's virtual pixels: the colour around that tier pixel, an
-    average of its 12x12 pixels of the image, never the master's pixel, and a region of noise
+    average of its 16x16 pixels of the image, never the master's pixel, and a region of noise
     scaled up comes back smooth."""
     base3 = f"/iiif/degraded/3/{enc('staff/big.jpg')}"
     base2 = f"/iiif/degraded/2/{enc('staff/big.jpg')}"
@@ -421,7 +420,7 @@ def test_every_tile_viewers_build_from_the_degraded_info_json_answers(site: Site
         base = f"/iiif/degraded/{version.value}/{enc('staff/big.jpg')}"
         doc = json.loads(site.get(f"{base}/info.json").body)
         least = min(doc["tiles"][0]["scaleFactors"])
-        assert least == 16  # 1200 / 100 = 12
+        assert least == K  # 1200 halved 4 times fits in 100
         within, finer = tier_tiles(doc, version, least)
         assert len(within) > 3 and finer  # one tile at 16, and the sizes; finer levels too
         tile = doc["tiles"][0]["width"]
@@ -483,13 +482,13 @@ def test_the_backend_is_never_asked_for_more_than_the_degraded_tier(site: Site) 
     assert sizes
     for line, w, h in sizes:
         assert max(w, h) <= DEGRADED, line
-        # and never more than the tier's pixels of the region it asks for (12 image pixels
-        # a tier pixel; the last column/row of the image is shorter)
+        # and never more than the tier's pixels of the region it asks for (K image pixels
+        # a tier pixel)
         found = re.search(r"/iiif/3/big\.jpg/([^/ ]+)/", line)
         assert found is not None
         region = found.group(1)
         rw, rh = BIG if region == "full" else map(int, region.split(",")[2:])
-        assert w <= -(-rw * DEGRADED // BIG[0]) and h <= -(-rh * DEGRADED // BIG[0]), line
+        assert w <= -(-rw // K) and h <= -(-rh // K), line
     # without a login the image itself is refused before the upstream is asked anything
     before = len(site.upstream.log.read_text().splitlines())
     whole = f"/iiif/3/{enc('up/big.jpg')}/full/max/0/default.jpg"
@@ -506,6 +505,76 @@ def test_the_backend_is_never_asked_for_more_than_the_degraded_tier(site: Site) 
     )
     asked = site.upstream.log.read_text().splitlines()[before:]
     assert len([line for line in asked if "/iiif/3/big.jpg/full/" in line]) == 1
+
+
+def test_a_degraded_tile_of_an_odd_sized_image_asks_the_upstream_for_its_blocks_alone(
+    site: Site,
+) -> None:
+    """A 6001x4001 master (its long side shares no factor with max_size, as most scans'):
+    every degraded tile made the upstream render the whole image (30 tiles, 30 ``full/100,67``).
+    Now its tier is the image halved until it fits (6 times: 94x63 pixels of 64x64 blocks) and
+    each tile asks the upstream for the blocks it covers at exactly 1/64, nothing else; each
+    answer is the right part of the master averaged over those blocks."""
+    odd = (6001, 4001)
+    k = 64
+    master = Image.effect_noise(odd, 60).convert("RGB")
+    master.save(site.tmp / "images" / "odd.jpg", quality=90)
+    reference = Image.open(site.tmp / "images" / "odd.jpg").convert("RGB").reduce(k)
+    base = f"/iiif/degraded/3/{enc('up/odd.jpg')}"
+    doc = json.loads(site.get(f"{base}/info.json").body)
+    assert min(doc["tiles"][0]["scaleFactors"]) == k
+    tile = doc["tiles"][0]["width"]
+    # OpenSeadragon's tiles of the tier's level and the next finer, then small regions (the
+    # review's `x,y,64,64/8,`), each in blocks no other request reads
+    asks = []
+    for level in (k, k // 2):
+        span = tile * level
+        for y in range(0, odd[1], span):
+            for x in range(0, odd[0], span):
+                w, h = min(span, odd[0] - x), min(span, odd[1] - y)
+                asks.append((f"{x},{y},{w},{h}", f"{-(-w // level)},{-(-h // level)}"))
+    asks += [
+        (f"{x},{y},64,64", "8,8") for x, y in ((k * 3 * n + 5, k * 2 * n + 7) for n in range(12))
+    ]
+    for region, size in asks:
+        got = site.get(f"{base}/{region}/{size}/0/default.png")
+        assert got.status == 200, (region, size, got.text)
+        image = got.image()
+        x, y, w, h = map(int, region.split(","))
+        want = reference.resize(
+            image.size, Image.Resampling.LANCZOS, box=_tier_box(x, y, w, h, odd, k)
+        )
+        assert _mean_error(image, want) < 10, (region, size)
+    lines: list[str] = []
+
+    def asked() -> bool:
+        lines[:] = [
+            line
+            for line in site.upstream.log.read_text().splitlines()
+            if "/iiif/3/odd.jpg/" in line and "/info.json" not in line
+        ]
+        return len(lines) >= len(asks)
+
+    wait_until(asked, "the upstream's log lines of the degraded tiles", 10)
+    for line in lines:
+        found = re.search(r"/iiif/3/odd\.jpg/([^/ ]+)/([^/ ]+)/", line)
+        assert found is not None, line
+        region, size = found.groups()
+        assert region != "full", line  # never the whole image for a tile
+        x, y, w, h = map(int, region.split(","))
+        assert x % k == 0 and y % k == 0, line  # whole blocks
+        assert w * h <= (tile * k) ** 2, line  # no more than a tile of the tier's level
+        assert size == f"{-(-w // k)},{-(-h // k)}", line  # exactly 1/64
+
+
+def _tier_box(
+    x: int, y: int, w: int, h: int, full: tuple[int, int], k: int
+) -> tuple[float, float, float, float]:
+    """A region of the image in the tier's virtual pixels (a block cut by the edge counts
+    whole)."""
+    right = -(-full[0] // k) if x + w >= full[0] else (x + w) / k
+    bottom = -(-full[1] // k) if y + h >= full[1] else (y + h) / k
+    return x / k, y / k, right, bottom
 
 
 # --- the cache tiers --------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""The degraded tier of a restricted image: a virtual image of ``ceil(W*s)`` x ``ceil(H*s)``
-pixels presented at the image's size (``Limits.degraded``, ``TierScale``): any region at any
-output within its limits resolves (the zoom levels viewers build from ``width``/``height``),
-the plan takes whole blocks of the virtual image from the backend at the tier's scale (never
-more, never a grid shifted by a pixel), and the engine makes the answer from those pixels alone
-(``Steps.virtual``), under a key of its own."""
+"""The degraded tier of a restricted image: a virtual image, the image halved until it fits
+in ``max_size`` (``ceil(W/k)`` x ``ceil(H/k)`` pixels, ``k`` a power of two), presented at the
+image's size (``Limits.degraded``, ``TierScale``): any region at any output within its limits
+resolves (the zoom levels viewers build from ``width``/``height``), the plan takes whole
+``k`` x ``k`` blocks from the backend at scale ``1/k`` (never more, never a grid shifted by a
+pixel, never more blocks than the region covers), and the engine makes the answer from those
+pixels alone, each the mean of its block (``Steps.virtual``), under a key of its own."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from PIL import Image, ImageStat
+from PIL import Image, ImageChops, ImageStat
 
-from iiif_shim.base.errors import BadRequest
+from iiif_shim.base.errors import BadRequest, NotImplementedFeature
 from iiif_shim.core.planner import plan
 from iiif_shim.export.plan import (
     canonical_tiles,
@@ -40,7 +41,7 @@ SOURCE = SourceInfo(width=6000, height=4000)
 REF = SourceRef("b", "x", "v1")
 
 
-# the reviewer's tier: 100 px of a 6000x4000 master, one tier pixel is 60x60 of its pixels
+# the reviewer's tier: 100 px of a 6000x4000 master, one tier pixel is 64x64 of its pixels
 SMALL = SERVER.degraded(100, 6000, 4000)
 
 
@@ -92,7 +93,7 @@ def test_info_offers_only_what_the_tier_serves() -> None:
     assert (doc["maxWidth"], doc["maxHeight"]) == (1000, 1000)
     assert max(s["width"] for s in doc["sizes"]) == 1000
     factors = doc["tiles"][0]["scaleFactors"]
-    assert min(factors) == 8  # 6000/1000 = 6: the first power of two at least that
+    assert min(factors) == 8  # 6000 halved three times fits in 1000
     top = factors[-1]
     assert math.ceil(6000 / top) <= 512
     for sf in factors:  # every tile of every level is servable
@@ -147,11 +148,11 @@ def test_plan_never_asks_a_scaling_backend_above_the_tier() -> None:
     free = plan(resolve(free_req, 6000, 4000, TIER), PYRAMID, GRID, source=REF)
     assert max(free.native.delivered_size()) > 4096 // 6  # level 4: 1024 px
     assert max(capped.native.delivered_size()) <= 4096 // 6  # level 8: 512 px
-    # 6000 / 1000: a block is 6 image pixels and 1 virtual pixel
-    assert tier_plan("0,0,600,600/100,/0/default.jpg", SCALER).native.size == (100, 100)
-    # a tile OpenSeadragon asks at full resolution: the tier's 100 pixels, scaled up after
+    # 6000 / 1000: a block is 8 image pixels and 1 virtual pixel
+    assert tier_plan("0,0,600,600/75,/0/default.jpg", SCALER).native.size == (75, 75)
+    # a tile OpenSeadragon asks at full resolution: the tier's 75 pixels, scaled up after
     finer = tier_plan("0,0,600,600/600,/0/default.jpg", SCALER)
-    assert finer.native.size == (100, 100) and finer.steps.scale == (600, 600)
+    assert finer.native.size == (75, 75) and finer.steps.scale == (600, 600)
     for caps in (SCALER, PYRAMID, FILE):
         for path in (
             "0,0,600,600/600,/0/default.jpg",
@@ -186,8 +187,8 @@ def test_plan_never_asks_a_scaling_backend_above_the_tier() -> None:
 def test_regions_smaller_than_a_tier_pixel_come_from_whole_tier_pixels(
     path: str, version: Version
 ) -> None:
-    """The review's attacks (100 px of 6000: a tier pixel is 60x60 of the image) gave the
-    master's pixels: now the backend is asked for whole 60x60 blocks at one pixel each (or the
+    """The review's attacks (100 px of 6000: a tier pixel is 64x64 of the image) gave the
+    master's pixels: now the backend is asked for whole 64x64 blocks at one pixel each (or the
     engine averages them to that), whatever the output."""
     region, size_text, rotation, qf = path.split("/")
     req = parse_image_request(version, "x", region, size_text, rotation, qf)
@@ -198,32 +199,36 @@ def test_regions_smaller_than_a_tier_pixel_come_from_whole_tier_pixels(
         native = the_plan.native
         if native.size is not None:
             w, h = native.size
-            assert native.region.w >= 60 * w - 60 and native.region.h >= 40 * h - 40
+            assert native.region.w >= 64 * w - 64 and native.region.h >= 64 * h - 64
 
 
 def test_shifted_regions_read_the_same_virtual_pixels() -> None:
-    """Regions a pixel apart ask the backend for the same block (so their difference says
-    nothing of the pixels between), also where the tier's scale is not a whole number of
-    image pixels (1031 px to 300: every 1031 image pixels are 300 of the tier)."""
+    """Regions a pixel apart ask the backend for the same blocks (so their difference says
+    nothing of the pixels between), also where the long side shares no factor with
+    ``max_size`` (1031 px to 300: blocks of 4 pixels, the virtual image 258 x 175)."""
     a = tier_plan("3000,2000,30,30/max/0/default.png", SCALER, SMALL)
     b = tier_plan("3001,2001,30,30/max/0/default.png", SCALER, SMALL)
-    assert (
-        a.native == b.native == tier_plan("3000,1980,60,60/1,1/0/default.png", SCALER, SMALL).native
-    )
+    blocks = tier_plan("2944,1984,128,64/2,1/0/default.png", SCALER, SMALL)
+    assert a.native == b.native == blocks.native
+    assert blocks.native.region == Box(2944, 1984, 128, 64) and blocks.native.size == (2, 1)
     odd = SERVER.degraded(300, 1031, 700)
     scale = odd.tier_scale
-    assert scale is not None and (scale.block, scale.cells) == (1031, 300)
-    seen = {
-        tier_plan(f"{x},{y},5,5/max/0/default.png", SCALER, odd, (1031, 700)).native
-        for x, y in ((0, 0), (1, 1), (500, 300), (1026, 695))
-    }
-    assert seen == {tier_plan("full/max/0/default.png", SCALER, odd, (1031, 700)).native}
-    assert scale.virtual(Box(0, 0, 1031, 700), 1031, 700)[1] == (300, 204)
+    assert scale is not None and scale.block == 4
+    for pair in (((0, 0), (1, 1)), ((500, 300), (501, 301)), ((1026, 695), (1025, 694))):
+        seen = {
+            tier_plan(f"{x},{y},5,5/max/0/default.png", SCALER, odd, (1031, 700)).native
+            for x, y in pair
+        }
+        assert len(seen) == 1, seen
+        (native,) = seen
+        assert native.region.w <= 12 and native.region.h <= 12  # its blocks, not the image
+    assert scale.virtual(Box(0, 0, 1031, 700), 1031, 700)[1] == (258, 175)
 
 
-def test_the_virtual_image_is_ceil_w_s_by_ceil_h_s() -> None:
-    """Blocks partition the virtual image: disjoint block-aligned regions together never have
-    more than ``ceil(W*s)`` pixels along an axis."""
+def test_the_virtual_image_is_the_image_halved_until_it_fits() -> None:
+    """``ceil(W/k)`` x ``ceil(H/k)``, its long side between ``max_size/2`` and ``max_size``;
+    blocks partition it: disjoint block-aligned regions together never have more pixels along
+    an axis."""
     for limits, (width, height) in (
         (SMALL, (6000, 4000)),
         (TIER, (6000, 4000)),
@@ -233,10 +238,10 @@ def test_the_virtual_image_is_ceil_w_s_by_ceil_h_s() -> None:
         scale = limits.tier_scale
         assert scale is not None
         whole = scale.virtual(Box(0, 0, width, height), width, height)[1]
-        assert whole == (
-            math.ceil(width * scale.value - 1e-9),
-            math.ceil(height * scale.value - 1e-9),
-        )
+        k = scale.block
+        assert k & (k - 1) == 0
+        assert whole == (math.ceil(width / k), math.ceil(height / k))
+        assert scale.size // 2 < max(whole) <= scale.size
         for full, axis in ((width, 0), (height, 1)):
             total = 0
             for start in range(0, full, scale.block):
@@ -303,6 +308,8 @@ def _sliver(region: Box, size: str) -> bool:
         (777, 4093, 300, 256),
         (4097, 4097, 1000, 256),
         (4097, 1025, 512, 256),
+        (6001, 4001, 1000, 512),
+        (5997, 3999, 300, 256),
     ],
 )
 def test_every_tile_viewers_build_from_the_degraded_info_is_served(
@@ -341,22 +348,30 @@ def test_every_tile_viewers_build_from_the_degraded_info_is_served(
 def test_the_engine_answers_from_the_virtual_pixels_alone(engine: str) -> None:
     """A 1x1 region of a file the shim reads itself (the whole master delivered): the engine
     brings the master to the tier's virtual pixels first (``Steps.virtual``), so the answer is
-    the colour around that tier pixel, an average of 60x60 of the master, not its own pixel.
+    the colour around that tier pixel, an average of 64x64 of the master, not its own pixel.
     Both engines, from bytes (libvips decodes them itself) and from a decoded image."""
     master = Image.effect_noise((600, 400), 80).convert("RGB")
     data = io.BytesIO()
     master.save(data, "PNG")
-    virtual = (10, 7)  # 600x400 at 10/600
-    reference = master.resize(virtual, Image.Resampling.BOX)
+    virtual = (10, 7)  # 600x400 halved 6 times: blocks of 64 pixels
+    reference = master.reduce(64)
     run = engine_named(engine)
     allowance = Allowance(10**9, 2**30)
     for x, y in ((300, 200), (0, 0), (599, 399), (123, 321)):
         steps = Steps(
-            Box(x, y, 1, 1), (1, 1), False, 0, Quality.DEFAULT, Format.PNG, virtual=virtual
+            Box(x, y, 1, 1),
+            (1, 1),
+            False,
+            0,
+            Quality.DEFAULT,
+            Format.PNG,
+            virtual=virtual,
+            frame=(600, 400),
+            block=64,
         )
         own = master.getpixel((x, y))
         around = reference.resize(
-            (1, 1), Image.Resampling.LANCZOS, box=(x / 60, y / 60, (x + 1) / 60, (y + 1) / 60)
+            (1, 1), Image.Resampling.LANCZOS, box=(x / 64, y / 64, (x + 1) / 64, (y + 1) / 64)
         )
         for body in (
             run.render(Fetched(data=data.getvalue(), described="m"), steps, allowance),
@@ -369,7 +384,15 @@ def test_the_engine_answers_from_the_virtual_pixels_alone(engine: str) -> None:
             assert max(abs(g - w) for g, w in zip(got, want, strict=True)) <= 8, (got, want, own)
     # a 60x60 region scaled up to 60x60: smooth (the tier's pixels), where the master is noise
     steps = Steps(
-        Box(240, 180, 60, 60), (60, 60), False, 0, Quality.DEFAULT, Format.PNG, virtual=virtual
+        Box(240, 180, 60, 60),
+        (60, 60),
+        False,
+        0,
+        Quality.DEFAULT,
+        Format.PNG,
+        virtual=virtual,
+        frame=(600, 400),
+        block=64,
     )
     body = run.render(Fetched(data=data.getvalue(), described="m"), steps, allowance)
     tile = Image.open(io.BytesIO(body)).convert("L")
@@ -388,9 +411,10 @@ def test_a_backend_that_will_not_scale_small_gets_more_whole_blocks() -> None:
         the_plan = tier_plan(path, caps, SMALL)
         native = the_plan.native
         assert native.size is not None and min(native.size) >= 8
-        assert native.region.w == 60 * native.size[0]  # 60 image pixels a tier pixel
-        assert native.region.h <= 60 * native.size[1]
-        assert native.region.x % 60 == 0 and native.region.y % 60 == 0
+        # 64 image pixels a tier pixel (the last column and row of blocks: what the image has)
+        assert 64 * (native.size[0] - 1) < native.region.w <= 64 * native.size[0]
+        assert 64 * (native.size[1] - 1) < native.region.h <= 64 * native.size[1]
+        assert native.region.x % 64 == 0 and native.region.y % 64 == 0
         region = the_plan.resolved.region
         crop = the_plan.steps.crop
         assert crop is not None
@@ -398,14 +422,113 @@ def test_a_backend_that_will_not_scale_small_gets_more_whole_blocks() -> None:
 
 
 def test_the_memory_estimate_counts_the_virtual_pixels_not_the_crop() -> None:
-    """A backend that scales delivers the tier's 683 pixels of a 4096-pixel region: finishing
+    """A backend that scales delivers the tier's 512 pixels of a 4096-pixel region: finishing
     holds those (and the output), not the region's 4096x4096 at full resolution."""
     from iiif_shim.imaging.cost import cost
 
     the_plan = tier_plan("0,0,4096,4096/500,500/0/default.jpg", SCALER)
-    assert the_plan.native.size == (683, 667)
+    assert the_plan.native.size == (512, 500)
     source = SourceInfo(width=6000, height=4000)
     assert cost(the_plan, source).finish < 4 * 4096 * 4096 // 8
     tile = tier_plan("100,100,1000,1000/500,500/0/default.jpg", SCALER)
     assert tile.steps.crop is not None
     assert cost(tile, source).finish < 4 * 1000 * 1000
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "max_size", "k"),
+    [(6001, 4001, 1000, 8), (5997, 3999, 1000, 8), (6001, 4001, 300, 32), (5997, 3999, 300, 32)],
+)
+def test_a_tile_of_an_image_of_any_size_asks_the_backend_for_its_blocks_alone(
+    width: int, height: int, max_size: int, k: int
+) -> None:
+    """A long side that shares no factor with ``max_size`` (most real sizes) made a block the
+    whole image: every tile asked the backend for the whole image at the tier's scale. Now a
+    block is ``k`` pixels (a power of two): a tile of the tier's levels is asked as itself at
+    exactly ``1/k`` (a scaler: its own pixels; a pyramid: its level ``k``), a tile finer than
+    the tier as the few blocks around it."""
+    limits = SERVER.degraded(max_size, width, height)
+    scale = limits.tier_scale
+    assert scale is not None and scale.block == k
+    assert max(scale.pixels(width), scale.pixels(height)) <= max_size
+    size = (width, height)
+    span = 256 * k  # one tile of OpenSeadragon's level k
+    corners = {(0, 0), (span, span), (width // span * span, height // span * span)}
+    for x, y in sorted((x, y) for x, y in corners if x < width and y < height):
+        w, h = min(span, width - x), min(span, height - y)
+        out = (-(-w // k), -(-h // k))
+        path = f"{x},{y},{w},{h}/{out[0]},{out[1]}/0/default.jpg"
+        scaled = tier_plan(path, SCALER, limits, size)
+        assert scaled.native.region == Box(x, y, w, h), path
+        assert scaled.native.size == out
+        assert scaled.steps.virtual == out and scaled.steps.block == k
+        level = tier_plan(path, PYRAMID, limits, size)
+        assert level.native.region == Box(x, y, w, h) and level.native.reduction == k
+    # a tile at the full resolution (finer than the tier): the blocks it touches, scaled
+    finer = tier_plan("3001,2001,256,256/256,256/0/default.jpg", SCALER, limits, size)
+    region = finer.native.region
+    assert region.x == 3001 // k * k and region.y == 2001 // k * k
+    assert region.w <= 256 + 2 * k and region.h <= 256 + 2 * k
+    assert finer.native.size == (region.w // k, region.h // k)
+
+
+def test_a_pyramid_is_never_asked_for_a_level_finer_than_the_tier_when_it_has_one() -> None:
+    """6001 px to 1000: the tier is level 8. A pyramid with it gives it; one without gives the
+    next coarser level (the region widened to that level's grid), never a finer one; only when
+    every level is finer is the coarsest taken (the engine averages it down)."""
+    limits = SERVER.degraded(1000, 6001, 4001)
+    req = parse_image_request(Version.V3, "x", "2048,2048,2048,1024", "256,128", "0", "default.jpg")
+    r = resolve(req, 6001, 4001, limits)
+
+    def on(levels: tuple[int, ...]) -> Any:
+        grid = TileGrid(256, 256, levels)
+        return plan(r, PYRAMID, grid, source=REF, tier_scale=limits.tier_scale).native
+
+    assert on((1, 2, 4, 8, 16)).reduction == 8
+    sparse = on((1, 4, 16, 64))
+    assert sparse.reduction == 16
+    assert sparse.region.x % 16 == 0 and sparse.region.w % 16 == 0
+    assert on((1, 2)).reduction == 2  # all finer: the coarsest there is
+
+
+@pytest.mark.parametrize("engine", ["pillow", "vips"])
+def test_each_tier_pixel_is_the_mean_of_its_block(engine: str) -> None:
+    """601x401 of noise to 100: blocks of 8 (the virtual image 76 x 51, the last column and
+    row of blocks cut by the edge). A tile of the tier's own level is exactly those means,
+    edges included, with either engine, from the whole master (a file the shim reads) or from
+    a delivery at a finer power of two (a pyramid's level 2)."""
+    master = Image.effect_noise((601, 401), 80).convert("RGB")
+    data = io.BytesIO()
+    master.save(data, "PNG")
+    reference = master.reduce(8)
+    assert reference.size == (76, 51)
+    limits = SERVER.degraded(100, 601, 401)
+    run = engine_named(engine)
+    allowance = Allowance(10**9, 2**30)
+    for region, size, box in (
+        ("0,0,512,401", "64,51", (0, 0, 64, 51)),
+        ("512,0,89,401", "12,51", (64, 0, 76, 51)),
+        ("full", "76,51", (0, 0, 76, 51)),
+        ("592,392,9,9", "2,2", (74, 49, 76, 51)),  # two blocks, the second of one pixel
+    ):
+        req = parse_image_request(Version.V3, "x", region, size, "0", "default.png")
+        resolved_ = resolve(req, 601, 401, limits)
+        the_plan = plan(resolved_, FILE, None, source=REF, tier_scale=limits.tier_scale)
+        want = reference.crop(box)
+        bodies = [
+            run.render(Fetched(data=data.getvalue(), described="m"), the_plan.steps, allowance)
+        ]
+        if region == "full":
+            bodies.append(pillow.finish(pillow.Decoded(master.reduce(2), 601, 401), the_plan.steps))
+        for body in bodies:
+            got = Image.open(io.BytesIO(body)).convert("RGB")
+            assert got.size == want.size, (region, got.size)
+            worst = max(high for _, high in ImageChops.difference(got, want).getextrema())
+            assert worst <= 1, (region, worst)
+
+
+def test_an_upscale_refused_on_the_tier_says_the_tier_does_not_upscale() -> None:
+    with pytest.raises(NotImplementedFeature, match="the degraded tier does not upscale"):
+        resolved("3000,2000,1,1/^100,100/0/default.png")
+    with pytest.raises(NotImplementedFeature, match="no max_width or max_area"):
+        resolved("3000,2000,1,1/^100,100/0/default.png", Limits())
