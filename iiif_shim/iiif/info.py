@@ -75,8 +75,9 @@ def scale_factors(width: int, height: int, tile: int) -> tuple[int, ...]:
 
 def tile_grid(source: ImageFacts, offer: Offer) -> TileGrid | None:
     """The backend's native grid when it has one that fits the limits, else the configured one;
-    under a ``tier_scale`` (the degraded tier) only the scale factors of its virtual image, and
-    more powers of two until the whole image is one tile."""
+    under a ``tier_scale`` (the degraded tier) the scale factors of its virtual image: its own
+    (``k``, the image halved until it fits) first, then the grid's coarser ones, and more
+    powers of two until the whole image is one tile."""
     grid = source.tiles
     limits = offer.limits
     if grid is None or not limits.fits(grid.width, grid.height):
@@ -91,7 +92,7 @@ def tile_grid(source: ImageFacts, offer: Offer) -> TileGrid | None:
     tier_scale = offer.limits.tier_scale
     if tier_scale is not None:
         least = min(tier_scale.least_factor(), _MAX_SCALE_FACTOR)
-        factors = [f for f in grid.scale_factors if f >= least] or [least]
+        factors = [least, *(f for f in grid.scale_factors if f > least)]
         while (
             math.ceil(source.width / factors[-1]) > grid.width
             or math.ceil(source.height / factors[-1]) > grid.height

@@ -102,6 +102,11 @@ def test_info_offers_only_what_the_tier_serves() -> None:
     grid = SourceInfo(width=6000, height=4000, tiles=TileGrid(256, 256, (1, 2, 4)))
     doc = image_info(Version.V3, "http://h/degraded/3/x", grid, offer)
     assert doc["tiles"][0]["scaleFactors"] == [8, 16, 32]
+    # a native grid without the tier's level: the tier's tiles still start at it
+    grid = SourceInfo(width=6000, height=4000, tiles=TileGrid(256, 256, (1, 4, 16, 64)))
+    doc = image_info(Version.V3, "http://h/degraded/3/x", grid, offer)
+    assert doc["tiles"][0]["scaleFactors"] == [8, 16, 64]
+    assert {"type": "Size", "width": 750, "height": 500} in doc["sizes"]  # the virtual image
 
 
 SCALER = Capabilities(region=True, size=True)
