@@ -4,10 +4,12 @@ logins, shared by every process of one server and, with ``cache.redis``, by ever
 **Files** (always): two append-only journals in one folder: ``auth.state_dir``, else
 ``$IIIF_SHIM_RUN_DIR/auth`` (the supervisor's run folder, shared by its workers, removed at
 exit), else a private temporary folder (one process alone, removed at close). ``revoked``
-holds lines ``<exp> <id>`` (an id is a session's sid or a token's jti, never a cookie or a
-token), ``failures`` lines ``<time> <key>`` (a key is a keyed hash of a user name or an
-address, never the name). A line is one ``write`` to a file opened ``O_APPEND`` under a shared
-``flock``, so lines of several processes never interleave. Each process keeps what it read in
+holds lines ``<exp> <id> <issued>`` (an id is a session's sid or a token's jti, never a cookie
+or a token; ``issued``: when that value was made, Unix ms), ``failures`` lines ``<time>
+<key>`` (an attempt counted) and ``<time> -<key>`` (that attempt taken back); a key is a keyed
+hash of a user name, an address (``a.``) or an address's logins (``s.``), never the name.
+A line is one ``write`` to a file opened ``O_APPEND`` under a shared ``flock``, so lines of
+several processes never interleave. Each process keeps what it read in
 memory and, on each look, ``stat``s the journal and reads only the bytes added since (a new
 inode: the journal was compacted, read from its start). Each time a journal grows by
 :data:`MAX_JOURNAL` bytes, the writer rewrites it under an exclusive ``flock`` with only the
@@ -21,8 +23,11 @@ is a ``stat`` and a look in a dict; reading new lines happens there only after a
 **Redis** (with ``cache.redis``): a revocation is also a key ``<prefix>auth:revoked:<id>``
 (expiring with the session) and a message on ``<prefix>auth:revoked``, which every process
 subscribes to and adds to the same dict; a process that starts later (or reconnects) reads the
-keys. Failures are also sorted sets ``<prefix>auth:fail:<key>`` (expiring after the window),
-counted there while Redis answers (every machine's failures), else in the journal. Redis is
+keys. At each (re)connection a process also writes back every live revocation it knows that
+Redis lacks (``SET NX``, in batches of :data:`HEAL_BATCH`, published), so a logout made while
+Redis was unreachable, or keys lost by a Redis restart, reach the other machines once it is
+back. Attempts are also sorted sets ``<prefix>auth:fail:<key>`` (expiring after the window),
+reserved there while Redis answers (every machine's), else in the journal. Redis is
 optional: when it fails, the files still work; the failure is logged once (the URL as
 ``display_url`` shows it), Redis is skipped for ``cache.redis_retry`` seconds, and the next
 success is logged too, as the cache's Redis tier does.
@@ -34,9 +39,11 @@ closed**: it records a *not-before* time (a line ``<until> nb.<time>`` in the jo
 Redis, shared like a revocation; a journal compacted with too many live lines gets one in
 their place): every session and token made before it is refused until ``until`` (when every
 value made before it has expired: ``horizon``, the gate's longest lifetime), everyone logs
-in again, and the revocations it covers
-are forgotten. It is logged once per not-before. Failure keys beyond the bound: the key that
-failed least recently goes first.
+in again, and the revocations it covers (issued before it) are forgotten. A process that
+reads a not-before adopts that very one and drops what it covers; it makes one of its own
+only when its set is still too full once a whole read is done (never a later cutoff for
+lines another process already covered). It is logged once per not-before. Failure keys
+beyond the bound: the key that failed least recently goes first.
 """
 
 from __future__ import annotations
@@ -74,8 +81,10 @@ MAX_REVOKED = 200_000  # revocations kept in memory
 MAX_KEYS = 100_000  # user names and addresses whose failures are counted in memory
 MAX_PER_KEY = 1000  # failures kept per key (no limit is higher in practice)
 MAX_ID = 64  # characters of a revoked id
+MAX_POLLS = 16  # reads of MAX_READ bytes per look, to catch up with a journal
 NOT_BEFORE = "nb."  # a revoked "id" that is a not-before time: nb.<Unix milliseconds>
-SCAN_MAX = MAX_REVOKED  # revocation keys read from Redis at (re)connection
+SCAN_MAX = 4 * MAX_REVOKED  # revocation keys read from Redis at (re)connection
+HEAL_BATCH = 500  # revocations written back to Redis per round trip at (re)connection
 POOL_SIZE = 16  # connections of one process's store to Redis (logins and logouts only)
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -90,6 +99,20 @@ def _now_ms() -> int:
 
 def _valid_id(ident: str) -> bool:
     return 0 < len(ident) <= MAX_ID and _ID_CHARS.issuperset(ident)
+
+
+def _is_nb(ident: str) -> bool:
+    return ident.startswith(NOT_BEFORE) and ident[len(NOT_BEFORE) :].isdigit()
+
+
+def _parse_revocation(line: str) -> tuple[str, int, int] | None:
+    """``<exp> <id> [<issued>]`` (a journal line, a Redis message): (id, exp, issued); an old
+    line without ``issued`` counts as issued at 0 (covered by any not-before)."""
+    exp, _, rest = line.partition(" ")
+    ident, _, issued = rest.partition(" ")
+    if not exp.isdigit() or not _valid_id(ident) or not (issued.isdigit() or not issued):
+        return None
+    return ident, int(exp), int(issued or 0)
 
 
 def state_folder(configured: Path | None, run_dir: Path | None) -> tuple[Path, bool]:
@@ -120,6 +143,7 @@ class Journal:
         self._lock_path = folder / LOCK
         self._ino = -1
         self._offset = 0
+        self.behind = False  # the last poll left bytes unread (more than MAX_READ)
 
     @contextlib.contextmanager
     def _locked(self, how: int) -> Iterator[None]:
@@ -140,6 +164,7 @@ class Journal:
             self._ino, self._offset = info.st_ino, 0
         elif info.st_size < self._offset:  # shortened by hand: read it all again
             self._offset = 0
+        self.behind = False
         if info.st_size <= self._offset or not stat.S_ISREG(info.st_mode):
             return []
         try:
@@ -154,6 +179,7 @@ class Journal:
             os.close(fd)
         end = data.rfind(b"\n") + 1
         self._offset += end
+        self.behind = end > 0 and self._offset < info.st_size
         return data[:end].decode("ascii", "replace").splitlines()
 
     def append(self, line: str, alive: Callable[[str], bool]) -> None:
@@ -224,11 +250,15 @@ class _Redis:
     def __init__(
         self,
         cache: CacheSettings,
-        on_revoked: Callable[[str, int], None],
+        on_revoked: Callable[[str, int, int], None],
+        on_settled: Callable[[], None],
         on_overflow: Callable[[], None],
+        known: Callable[[], list[tuple[str, int, int]]],
     ) -> None:
         assert cache.redis is not None
         self._on_overflow = on_overflow
+        self._on_settled = on_settled
+        self._known = known
         self.cache = cache
         self.url = cache.redis
         self.prefix = f"{cache.redis_prefix}auth:"
@@ -264,10 +294,15 @@ class _Redis:
 
     async def close(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+            # cancelled again until it ends: redis-py may swallow a cancellation that lands
+            # inside a pipeline's execute (seen while writing revocations back)
+            listener, self._listener = self._listener, None
+            deadline = time.monotonic() + max(5.0, self.cache.redis_timeout * 4)
+            while not listener.done() and time.monotonic() < deadline:
+                listener.cancel()
+                await asyncio.wait({listener}, timeout=0.5)
+            if listener.done() and not listener.cancelled():
+                listener.exception()  # retrieved: an error there was logged already
         if self._client is not None:
             await self._client.aclose()
             await self._client.connection_pool.disconnect()  # a pool given is not closed
@@ -306,16 +341,37 @@ class _Redis:
         self._answered()
         return result
 
-    async def revoke(self, ident: str, exp: int) -> None:
+    async def revoke(self, ident: str, exp: int, issued: int) -> None:
         ttl = max(1, math.ceil(exp - time.time()))
 
         async def call() -> Any:
             async with self._client.pipeline(transaction=False) as pipe:
-                pipe.set(f"{self.prefix}revoked:{ident}", str(exp), ex=ttl)
-                pipe.publish(self.channel, f"{exp} {ident}")
+                pipe.set(f"{self.prefix}revoked:{ident}", f"{exp} {issued}", ex=ttl)
+                pipe.publish(self.channel, f"{exp} {ident} {issued}")
                 return await pipe.execute()
 
         await self._call("revoke", call)
+
+    async def _heal(self) -> None:
+        """Write what this process knows (its live revocations and not-before) to Redis, in
+        batches: the keys that were missing (a logout made while Redis was unreachable, keys
+        lost by a Redis restart) are set and published; those there already are left."""
+        entries = self._known()
+        for start in range(0, len(entries), HEAL_BATCH):
+            batch = entries[start : start + HEAL_BATCH]
+            now = time.time()
+            async with self._client.pipeline(transaction=False) as pipe:
+                for ident, exp, issued in batch:
+                    ttl = max(1, math.ceil(exp - now))
+                    pipe.set(f"{self.prefix}revoked:{ident}", f"{exp} {issued}", ex=ttl, nx=True)
+                written = await pipe.execute()
+            missing = [entry for entry, done in zip(batch, written, strict=True) if done]
+            if missing:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for ident, exp, issued in missing:
+                        pipe.publish(self.channel, f"{exp} {ident} {issued}")
+                    await pipe.execute()
+                log.info("auth: %d logouts written to Redis again", len(missing))
 
     async def fail(self, keys: Sequence[str], when: float, window: float) -> None:
         async def call() -> Any:
@@ -407,6 +463,9 @@ class _Redis:
                     async with asyncio.timeout(self.cache.redis_timeout * 2):
                         await pubsub.subscribe(self.channel)
                     await self._load_keys()
+                    self._skip_until = 0.0
+                    async with asyncio.timeout(max(60.0, self.cache.redis_timeout * 10)):
+                        await self._heal()
                     self.subscribed.set()
                     self._answered()
                     while True:
@@ -422,11 +481,14 @@ class _Redis:
                 self._failed("subscribe", exc)
                 await asyncio.sleep(self.cache.redis_retry)
 
-    def _take(self, data: Any) -> None:
+    def _take(self, data: Any, *, settle: bool = True) -> None:
+        """A revocation as Redis gives it: ``<exp> <id> [<issued>]``."""
         text = data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
-        exp, _, ident = text.partition(" ")
-        if exp.isdigit() and _valid_id(ident):
-            self._on_revoked(ident, int(exp))
+        found = _parse_revocation(text)
+        if found is not None:
+            self._on_revoked(*found)
+            if settle:
+                self._on_settled()
 
     async def _load_keys(self) -> None:
         """Read the revocation keys (a late starter, a reconnection), in batches."""
@@ -438,8 +500,10 @@ class _Redis:
             values = await self._client.mget(batch)
             for name, value in zip(batch, values, strict=True):
                 key = name.decode() if isinstance(name, bytes) else str(name)
-                if value is not None and value.isdigit():
-                    self._take(value + b" " + key.rpartition(":")[2].encode())
+                if isinstance(value, bytes):
+                    exp, _, issued = value.decode("ascii", "replace").partition(" ")
+                    ident = key.rpartition(":")[2]
+                    self._take(f"{exp} {ident} {issued or 0}", settle=False)
             batch.clear()
 
         async with asyncio.timeout(max(60.0, self.cache.redis_timeout * 10)):
@@ -448,11 +512,12 @@ class _Redis:
                 seen += 1
                 if len(batch) >= 500:
                     await take()
-                if seen >= SCAN_MAX:  # more than can be kept: fail closed
+                if seen >= SCAN_MAX:  # more than can be read: fail closed
                     self._on_overflow()
                     break
             if batch:
                 await take()
+        self._on_settled()  # a not-before read drops what it covers before the count
 
 
 class Store:
@@ -464,7 +529,7 @@ class Store:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._revocations = Journal(folder, REVOKED, MAX_REVOKED, self._squash)
         self._failure_journal = Journal(folder, FAILURES, MAX_KEYS)
-        self._revoked: dict[str, int] = {}
+        self._revoked: dict[str, tuple[int, int]] = {}  # id: (exp, issued)
         self.not_before = 0  # values issued before it are refused (a full revocation set)...
         self._not_before_until = 0  # ...until then (when the last of them had expired)
         self._closed_here: tuple[int, int] | None = None  # a not-before to share (revoke)
@@ -490,7 +555,9 @@ class Store:
         await asyncio.to_thread(store._poll_revoked)
         await asyncio.to_thread(store._poll_failures)
         if cache is not None and cache.redis is not None:
-            shared = _Redis(cache, store._add_revoked, store._overflowed)
+            shared = _Redis(
+                cache, store._add_revoked, store._settle, store._overflowed, store._known
+            )
             if await shared.start():
                 store._redis = shared
         return store
@@ -508,23 +575,25 @@ class Store:
 
     # --- revocations ---------------------------------------------------------------------
 
-    def _add_revoked(self, ident: str, exp: int) -> None:
+    def _add_revoked(self, ident: str, exp: int, issued: int = 0) -> None:
+        """Remember a revocation (or adopt a not-before) read or made; a revocation already
+        covered by a not-before is not kept. The bound is checked by :meth:`_settle`, once a
+        whole batch is read (a not-before later in it may cover the lines before it)."""
         if ident.startswith(NOT_BEFORE):
-            issued = ident[len(NOT_BEFORE) :]
-            if issued.isdigit():
-                self._close(int(issued), exp, clear=False)
+            when = ident[len(NOT_BEFORE) :]
+            if when.isdigit():
+                self._close(int(when), exp)
             return
-        if exp > self._revoked.get(ident, 0):
-            self._revoked[ident] = exp
-        if len(self._revoked) > MAX_REVOKED:
-            self._sweep(time.time(), force=True)
+        if self._before_not_before(issued):
+            return
+        if exp > self._revoked.get(ident, (0, 0))[0]:
+            self._revoked[ident] = (exp, issued)
 
-    def _close(self, issued: int, until: int, *, clear: bool) -> None:
+    def _close(self, issued: int, until: int) -> None:
         """Refuse every value issued before ``issued`` (Unix milliseconds) until ``until``
-        (seconds). With ``clear``, the
-        revocations in memory are dropped: each was of a value issued before ``issued``
-        (only when ``issued`` is now: never for a not-before read from elsewhere, since
-        revocations of later values may have been read before it)."""
+        (seconds), this process's not-before or one read from another: the same one
+        everywhere, never a later one made while reading it. The revocations it covers
+        (their value was issued before it) are dropped."""
         if until <= time.time():
             return
         if issued > self.not_before:
@@ -536,37 +605,72 @@ class Store:
             )
         self.not_before = max(self.not_before, issued)
         self._not_before_until = max(self._not_before_until, until)
-        if clear:
-            self._revoked = {}
+        edge = self.not_before
+        self._revoked = {k: v for k, v in self._revoked.items() if v[1] >= edge}
 
     def _squash(self, lines: list[str]) -> list[str]:
         """A compaction of more than :data:`MAX_REVOKED` live revocations (a thread, under
-        the journal's lock): one not-before line in their place, never a live revocation
+        the journal's lock): the lines a not-before among them covers are dropped; when
+        still too many, one new not-before line takes their place, never a live revocation
         dropped. It lasts until every value made before it has expired."""
-        exps = [int(e) for e, _, _ in (line.partition(" ") for line in lines) if e.isdigit()]
+        parsed = [(line, _parse_revocation(line)) for line in lines]
+        nbs = [(int(f[0][len(NOT_BEFORE) :]), f[1]) for _, f in parsed if f and _is_nb(f[0])]
+        edge = max((when for when, _ in nbs), default=0)
+        kept = [line for line, f in parsed if f is not None and not _is_nb(f[0]) and f[2] >= edge]
+        if nbs:
+            last = max(until for when, until in nbs if when == edge)
+            kept.insert(0, f"{last} {NOT_BEFORE}{edge}")
+        if len(kept) <= MAX_REVOKED:
+            return kept
+        exps = [f[1] for _, f in parsed if f is not None]
         until = max(max(exps, default=0), math.ceil(time.time()) + self.horizon)
         return [f"{until} {NOT_BEFORE}{_now_ms()}"]
 
     def _overflowed(self) -> None:
-        """More revocations in Redis than are kept: refuse every value made before now."""
-        self._close(_now_ms(), math.ceil(time.time()) + self.horizon, clear=True)
+        """More revocation keys in Redis than are read: refuse every value made before
+        now."""
+        self._close(_now_ms(), math.ceil(time.time()) + self.horizon)
 
-    def _sweep(self, now: float, *, force: bool = False) -> None:
-        if not force and now < self._next_sweep:
+    def _settle(self) -> None:
+        """After a batch is read (or one revocation made): when more live revocations are
+        kept than :data:`MAX_REVOKED` (every not-before read so far adopted), fail closed:
+        a not-before of this process, shared by its next :meth:`revoke`."""
+        if len(self._revoked) <= MAX_REVOKED:
             return
-        self._next_sweep = now + 60
-        self._revoked = {k: e for k, e in self._revoked.items() if e > now}
+        now = time.time()
+        self._revoked = {k: v for k, v in self._revoked.items() if v[0] > now}
         if len(self._revoked) > MAX_REVOKED:  # fail closed: never forget a live revocation
             issued = _now_ms()
-            until = max(max(self._revoked.values()), math.ceil(now) + self.horizon)
-            self._close(issued, until, clear=True)
+            until = max(max(v[0] for v in self._revoked.values()), math.ceil(now) + self.horizon)
+            self._close(issued, until)
             self._closed_here = (issued, until)
 
+    def _sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 60
+        self._revoked = {k: v for k, v in self._revoked.items() if v[0] > now}
+
+    def _known(self) -> list[tuple[str, int, int]]:
+        """The live revocations (and not-before) this process knows, newest last."""
+        now = time.time()
+        found = [(k, v[0], v[1]) for k, v in self._revoked.items() if v[0] > now]
+        if self._not_before_until > now:
+            found.insert(0, (f"{NOT_BEFORE}{self.not_before}", self._not_before_until, 0))
+        return found
+
     def _poll_revoked(self) -> None:
-        for line in self._revocations.poll():
-            exp, _, ident = line.partition(" ")
-            if exp.isdigit() and _valid_id(ident):
-                self._add_revoked(ident, int(exp))
+        read = False
+        for _ in range(MAX_POLLS):
+            for line in self._revocations.poll():
+                found = _parse_revocation(line)
+                if found is not None:
+                    self._add_revoked(*found)
+                    read = True
+            if not self._revocations.behind:
+                break
+        if read:
+            self._settle()
 
     def revoked(self, ident: str, issued: int = 0) -> bool:
         """Whether ``ident`` (a sid or jti of a value made at ``issued``, Unix ms) was
@@ -575,7 +679,7 @@ class Store:
         self._poll_revoked()
         now = time.time()
         self._sweep(now)
-        return self._before_not_before(issued) or self._revoked.get(ident, 0) > now
+        return self._before_not_before(issued) or self._revoked.get(ident, (0, 0))[0] > now
 
     def _before_not_before(self, issued: int) -> bool:
         return issued < self.not_before and time.time() < self._not_before_until
@@ -589,23 +693,25 @@ class Store:
             raise ValueError("not an id")
         if exp <= time.time() or self.revoked(ident, issued):
             return
-        self._add_revoked(ident, exp)
-        shared: list[tuple[str, int]] = []
+        self._add_revoked(ident, exp, issued)
+        self._settle()
+        shared: list[tuple[str, int, int]] = []
         if self._closed_here is not None:  # the set overflowed here: share the not-before
             closed, self._closed_here = self._closed_here, None
-            shared.append((f"{NOT_BEFORE}{closed[0]}", closed[1]))
+            shared.append((f"{NOT_BEFORE}{closed[0]}", closed[1], 0))
         if not self._before_not_before(issued):
-            shared.append((ident, exp))  # not covered by a not-before
+            shared.append((ident, exp, issued))  # not covered by a not-before
         now = time.time()
 
         def alive(line: str) -> bool:
             e = line.partition(" ")[0]
             return e.isdigit() and int(e) > now
 
-        for name, until in shared:
-            await asyncio.to_thread(self._revocations.append, f"{until} {name}", alive)
+        for name, until, made in shared:
+            line = f"{until} {name} {made}"
+            await asyncio.to_thread(self._revocations.append, line, alive)
             if self._redis is not None:
-                await self._redis.revoke(name, until)
+                await self._redis.revoke(name, until, made)
 
     # --- failed logins -------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ CHILD = textwrap.dedent(
     from iiif_shim.auth import store as module
     from iiif_shim.auth.store import Store
     module.MAX_JOURNAL = int(sys.argv[2])
+    module.MAX_REVOKED = int(sys.argv[3])
 
     async def main():
         store = await Store.open(Path(sys.argv[1]), None)
@@ -42,11 +43,14 @@ CHILD = textwrap.dedent(
                 while not store.revoked(arg) and time.monotonic() < deadline:
                     await asyncio.sleep(0.01)
                 print("revoked" if store.revoked(arg) else "not revoked", arg, flush=True)
-            elif verb == "check":
-                print("revoked" if store.revoked(arg) else "not revoked", arg, flush=True)
-            elif verb == "revoke":
-                await store.revoke(arg, int(time.time()) + 3600)
-                print("done", arg, flush=True)
+            elif verb == "check":  # check <id> [<issued>]
+                ident, _, issued = arg.partition(" ")
+                found = store.revoked(ident, int(issued or 0))
+                print("revoked" if found else "not revoked", ident, flush=True)
+            elif verb == "revoke":  # revoke <id> [<issued>]
+                ident, _, issued = arg.partition(" ")
+                await store.revoke(ident, int(time.time()) + 3600, int(issued or 0))
+                print("done", ident, flush=True)
         await store.close()
 
     asyncio.run(main())
@@ -57,9 +61,10 @@ CHILD = textwrap.dedent(
 class Child:
     """Another real process with a store on the same folder, driven line by line."""
 
-    def __init__(self, folder: Path, max_journal: int) -> None:
+    def __init__(self, folder: Path, max_journal: int, max_revoked: int | None = None) -> None:
+        revoked = max_revoked or store_module.MAX_REVOKED
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(folder), str(max_journal)],
+            [sys.executable, "-c", CHILD, str(folder), str(max_journal), str(revoked)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -335,3 +340,86 @@ def test_a_full_set_of_revocations_fails_closed_in_every_process(
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_not_before_read_from_another_process_does_not_cascade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reviewer's cascade, with two real processes on one folder and the bound lowered to
+    5: the child's set overflows (a not-before); a user logs in after it; this process reads
+    the journal (the revocations and the not-before), then a few ordinary logouts happen
+    here. It used to keep the covered revocations, overflow again and set a later
+    not-before of its own, logging the new user out. It adopts the child's instead and
+    drops what that covers."""
+    monkeypatch.setattr(store_module, "MAX_REVOKED", 5)
+    other = Child(tmp_path / "state", store_module.MAX_JOURNAL, 5)
+
+    async def main() -> None:
+        store = await Store.open(tmp_path / "state", None)
+        try:
+            before = int(time.time() * 1000)
+            for i in range(6):  # one more than the bound: a not-before, there
+                assert other.ask(f"revoke flood-{i} {before}") == f"done flood-{i}"
+            lines = (tmp_path / "state" / "revoked").read_text()
+            nb = max(int(x.split(" nb.")[1].split()[0]) for x in lines.splitlines() if " nb." in x)
+            while int(time.time() * 1000) < nb:  # the victim logs in after it (a ms at most)
+                pass
+            victim = int(time.time() * 1000)
+            assert not store.revoked("victim", victim)  # reads the journal here
+            assert store.revoked("flood-0", before)  # covered by the not-before
+            for i in range(3):  # ordinary logouts of later logins
+                await store.revoke(f"later-{i}", int(time.time()) + 3600, victim)
+            assert not store.revoked("victim", victim)
+            assert other.ask(f"check victim {victim}") == "not revoked victim"
+            assert other.ask(f"check later-1 {victim}") == "revoked later-1"
+            assert (tmp_path / "state" / "revoked").read_text().count(" nb.") == 1
+        finally:
+            await store.close()
+            other.close()
+
+    asyncio.run(main())
+
+
+def test_a_logout_made_while_redis_is_down_reaches_other_machines_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """Two machines (folders of their own) and a real redis-server, stopped and started
+    again on the same port, empty (no persistence, as the cache's Redis usually runs): a
+    logout made on `one` while it was down, and one made before (its key lost with the
+    restart), reach `two` and a machine started afterwards once Redis is back."""
+    server = start_redis(tmp_path / "redis")
+    port = server.port
+    cache = _cache(port, "heal:")
+
+    async def main() -> None:
+        nonlocal server
+        one = await Store.open(tmp_path / "one", cache)
+        two = await Store.open(tmp_path / "two", cache)
+        try:
+            assert one.redis is not None and two.redis is not None
+            await _until(lambda: two.redis.subscribed.is_set(), "subscribed")  # type: ignore[union-attr]
+            await one.revoke("before-outage", int(time.time()) + 3600)
+            await _until(lambda: two.revoked("before-outage"), "seen before the outage")
+            server.stop()
+            await _until(lambda: server.proc.poll() is not None, "redis stopped")
+            await one.revoke("during-outage", int(time.time()) + 3600)
+            assert one.revoked("during-outage") and not two.revoked("during-outage")
+            server = start_redis(tmp_path / "redis", port)  # back, with no key
+            await _until(lambda: two.revoked("during-outage"), "seen once Redis is back", 30)
+            late = await Store.open(tmp_path / "late", cache)
+            try:
+                await _until(
+                    lambda: late.revoked("during-outage") and late.revoked("before-outage"),
+                    "both seen by a machine started after the restart",
+                    30,
+                )
+            finally:
+                await late.close()
+        finally:
+            await one.close()
+            await two.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()
