@@ -245,7 +245,7 @@ class Journal:
 
 
 class _Redis:
-    """The Redis side of the store: keys, the revocation channel, failure sets."""
+    """The Redis side of the store: keys, the revocation channel, attempt sets."""
 
     def __init__(
         self,
@@ -373,19 +373,6 @@ class _Redis:
                     await pipe.execute()
                 log.info("auth: %d logouts written to Redis again", len(missing))
 
-    async def fail(self, keys: Sequence[str], when: float, window: float) -> None:
-        async def call() -> Any:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    name = f"{self.prefix}fail:{key}"
-                    pipe.zadd(name, {f"{when:.6f}:{secrets.token_hex(4)}": when})
-                    pipe.zremrangebyscore(name, "-inf", when - window)
-                    pipe.zremrangebyrank(name, 0, -MAX_PER_KEY - 1)
-                    pipe.expire(name, math.ceil(window) + 1)
-                return await pipe.execute()
-
-        await self._call("count_failure", call)
-
     async def reserve(
         self, keys: Sequence[tuple[str, int]], when: float, member: str, window: float
     ) -> list[list[float]] | None:
@@ -429,25 +416,6 @@ class _Redis:
                 return await pipe.execute()
 
         await self._call("release", call)
-
-    async def failures(
-        self, keys: Sequence[tuple[str, int]], now: float, window: float
-    ) -> list[list[float]] | None:
-        """For each key, the times of its failures within the window that decide its limit
-        (at most ``limit`` of the newest); ``None`` when Redis did not answer."""
-
-        async def call() -> Any:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key, limit in keys:
-                    name = f"{self.prefix}fail:{key}"
-                    pipe.zremrangebyscore(name, "-inf", now - window)
-                    pipe.zrange(name, -limit, -1, withscores=True)
-                return await pipe.execute()
-
-        found = await self._call("failures", call)
-        if found is None:
-            return None
-        return [[float(score) for _, score in found[i]] for i in range(1, len(found), 2)]
 
     async def _listen(self, aioredis: Any) -> None:
         """Follow the revocation channel; at each (re)connection, read the keys too."""
@@ -748,32 +716,6 @@ class Store:
             oldest = min(self._failures, key=lambda k: self._failures[k][-1])
             del self._failures[oldest]
 
-    async def count_failure(self, keys: Sequence[str], window: float) -> None:
-        """One failed login, counted under each of ``keys`` (user, address)."""
-        now = time.time()
-        self._window = window
-        lines = [f"{now:.3f} {key}" for key in keys]
-
-        def alive(line: str) -> bool:
-            try:
-                return float(line.partition(" ")[0]) > time.time() - window
-            except ValueError:
-                return False
-
-        def write() -> None:
-            self._poll_failures()
-            for line in lines:
-                self._failure_journal.append(line, alive)
-
-        await asyncio.to_thread(write)
-        if self._redis is not None:
-            await self._redis.fail(keys, now, window)
-
-    def _recent(self, keys: Sequence[tuple[str, int]], since: float) -> list[list[float]]:
-        """For each key, its newest ``limit`` failures after ``since`` (from the journal)."""
-        with self._failures_lock:
-            return self._recent_locked(keys, since)
-
     def _recent_locked(self, keys: Sequence[tuple[str, int]], since: float) -> list[list[float]]:
         self._read_failures()
         found = []
@@ -781,18 +723,6 @@ class Store:
             times = sorted(t for t in self._failures.get(key, ()) if t > since)
             found.append(times[-limit:])
         return found
-
-    async def retry_after(self, keys: Sequence[tuple[str, int]], window: float) -> float | None:
-        """``None`` when every key has had fewer failures than its limit within ``window``;
-        else the seconds until enough of them leave the window for one more attempt."""
-        now = time.time()
-        self._window = window
-        found = None
-        if self._redis is not None:
-            found = await self._redis.failures(keys, now, window)
-        if found is None:
-            found = await asyncio.to_thread(self._recent, keys, now - window)
-        return _wait(keys, found, now, window)
 
     async def reserve(
         self, keys: Sequence[tuple[str, int]], window: float
