@@ -183,29 +183,32 @@ def test_failures_are_limited_per_key_with_retry_after(tmp_path: Path) -> None:
         other = await Store.open(tmp_path, None)  # another process's view
         try:
             keys = [("u.bob", 3), ("a.addr", 5)]
-            for _ in range(2):
-                assert await store.retry_after(keys, 60) is None
-                await store.count_failure(["u.bob", "a.addr"], 60)
-            assert await store.retry_after(keys, 60) is None
-            await store.count_failure(["u.bob", "a.addr"], 60)
-            wait = await other.retry_after(keys, 60)  # seen through the journal
-            assert wait is not None and 1 <= wait <= 60
-            assert await other.retry_after([("u.eve", 3), ("a.addr", 5)], 60) is None
-            await store.count_failure(["u.eve", "a.addr"], 60)
-            await store.count_failure(["u.max", "a.addr"], 60)
-            assert await other.retry_after([("u.zed", 3), ("a.addr", 5)], 60) is not None
-            assert await other.retry_after([("u.zed", 3), ("a.other", 5)], 60) is None
-            # the window: failures older than it no longer count; Retry-After is when
+            for _ in range(3):
+                wait, ticket = await store.reserve(keys, 60)
+                assert wait is None and ticket is not None
+            wait, ticket = await other.reserve(keys, 60)  # seen through the journal
+            assert ticket is None and wait is not None and 1 <= wait <= 60
+            assert (await other.reserve([("u.eve", 3), ("a.addr", 5)], 60))[0] is None
+            assert (await store.reserve([("u.max", 3), ("a.addr", 5)], 60))[0] is None
+            assert (await other.reserve([("u.zed", 3), ("a.addr", 5)], 60))[0] is not None
+            assert (await other.reserve([("u.zed", 3), ("a.other", 5)], 60))[0] is None
+            # a released attempt (a right password) no longer counts, in the other process
+            _, taken = await store.reserve([("u.kim", 1)], 60)
+            assert taken is not None
+            assert (await other.reserve([("u.kim", 1)], 60))[0] is not None
+            await store.release(taken, 60)
+            assert (await other.reserve([("u.kim", 1)], 60))[0] is None
+            # the window: attempts older than it no longer count; Retry-After is when
             # enough of them leave it
             now = time.time()
             with (tmp_path / "failures").open("a") as journal:
                 for age in (100, 90, 80, 50, 40):
                     journal.write(f"{now - age:.3f} u.old\n")
-            assert await other.retry_after([("u.old", 3)], 30) is None
-            wait = await other.retry_after([("u.old", 2)], 60)  # 50 and 40 s old: 10 s left
+            wait, _ = await other.reserve([("u.old", 2)], 60)  # 50 and 40 s old: 10 s left
             assert wait is not None and 9 <= wait <= 11
-            wait = await other.retry_after([("u.old", 1)], 60)  # the newest: 20 s left
+            wait, _ = await other.reserve([("u.new", 3), ("u.old", 1)], 60)  # the newest: 20 s
             assert wait is not None and 19 <= wait <= 21
+            assert (await other.reserve([("u.old", 3)], 30))[0] is None  # none within 30 s
         finally:
             await store.close()
             await other.close()
@@ -266,12 +269,12 @@ def test_redis_shares_revocations_and_failures_between_machines(
                 assert not (tmp_path / "late" / "revoked").exists()
             finally:
                 await late.close()
-            keys = [("u.bob", 2), ("a.x", 10)]
-            await one.count_failure(["u.bob", "a.x"], 60)
-            await two.count_failure(["u.bob", "a.y"], 60)
-            wait = await two.retry_after(keys, 60)  # one failure here, one on the other
-            assert wait is not None and 1 <= wait <= 60
-            assert await two.retry_after([("u.bob", 3), ("a.x", 10)], 60) is None
+            assert (await one.reserve([("u.bob", 2), ("a.x", 10)], 60))[0] is None
+            assert (await two.reserve([("u.bob", 2), ("a.y", 10)], 60))[0] is None
+            # one attempt here, one on the other machine: the third is refused
+            wait, ticket = await two.reserve([("u.bob", 2), ("a.z", 10)], 60)
+            assert ticket is None and wait is not None and 1 <= wait <= 60
+            assert (await two.reserve([("u.bob", 3), ("a.x", 10)], 60))[0] is None
         finally:
             await one.close()
             await two.close()
@@ -295,10 +298,9 @@ def test_redis_down_the_files_still_work_and_it_is_logged_once(
             with caplog.at_level(logging.WARNING, logger="iiif_shim"):
                 for i in range(3):
                     await store.revoke(f"down-{i}", int(time.time()) + 60)
-                    await store.count_failure(["u.a"], 60)
-                    assert await store.retry_after([("u.a", 10)], 60) is None
+                    assert (await store.reserve([("u.a", 10)], 60))[0] is None
             assert all(other.revoked(f"down-{i}") for i in range(3))
-            assert await other.retry_after([("u.a", 3)], 60) is not None
+            assert (await other.reserve([("u.a", 3)], 60))[0] is not None
             failed = [r for r in caplog.records if "Redis at" in r.getMessage()]
             assert len([r for r in failed if "failed" in r.getMessage()]) == 1, failed
         finally:
