@@ -15,6 +15,14 @@ of several processes never interleave), else to the logger ``iiif_shim.audit`` (
 log). A file renamed or removed (rotated by ``logrotate`` without ``copytruncate``) is noticed
 at the next line (one ``stat``), which goes to a new file under the configured name. A write
 that fails is logged once, then the logger takes the lines until a write works.
+
+**Repeated refusals** (the one throttle of the log): lines of the events in :data:`THROTTLED`
+(``refused``, ``token_refused``) with the same event, policy, address and reason within
+:data:`REPEAT_WINDOW` seconds of the last one written are counted, not written; the next one
+written for them says how many were left out (``"repeated": N``). At most :data:`REPEAT_KEYS`
+of them are remembered (the oldest forgotten first, with its count). A flood of anonymous
+probes, token requests or tiles so writes a line per 10 s, while every login, failure,
+logout and token given is written.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import json
 import logging
 import os
 import threading
+import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +43,9 @@ EVENTS = frozenset(
 )
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 MAX_FIELD = 256  # characters of one field of a line
+THROTTLED = frozenset({"refused", "token_refused"})
+REPEAT_WINDOW = 10.0  # seconds in which the same refusal is written once
+REPEAT_KEYS = 10_000  # (event, policy, address, reason) remembered, the oldest first out
 log = logging.getLogger("iiif_shim.audit")
 _log = logging.getLogger("iiif_shim")
 
@@ -51,6 +64,8 @@ class Audit:
         self._fd: int | None = None
         self._failed = False
         self._lock = threading.Lock()
+        # (event, policy, address, reason): (when last written, lines left out since)
+        self._repeats: OrderedDict[tuple[str | None, ...], tuple[float, int]] = OrderedDict()
 
     def line(
         self,
@@ -63,13 +78,18 @@ class Audit:
         reason: str | None = None,
         user_hash: str | None = None,
         now: datetime | None = None,
+        repeated: int = 0,
     ) -> str:
         """The JSON line (without its newline) of one event (``user_hash``: see the module
-        docstring; with it, ``user`` is written as ``null``)."""
+        docstring; with it, ``user`` is written as ``null``; ``repeated``: lines of the same
+        refusal left out before this one)."""
         if event not in EVENTS:
             raise ValueError(f"no audit event {event!r}")
         when = (now or datetime.now(UTC)).isoformat(timespec="milliseconds")
-        record: dict[str, str | None] = {"time": when.replace("+00:00", "Z"), "event": event}
+        record: dict[str, str | int | None] = {
+            "time": when.replace("+00:00", "Z"),
+            "event": event,
+        }
         if user_hash is not None:
             user = None
             record["user"] = None
@@ -83,6 +103,8 @@ class Audit:
         ):
             if (cut := _cut(value)) is not None:
                 record[key] = cut
+        if repeated:
+            record["repeated"] = repeated
         return redact(json.dumps(record, ensure_ascii=True))
 
     def event(
@@ -96,7 +118,14 @@ class Audit:
         reason: str | None = None,
         user_hash: str | None = None,
     ) -> None:
-        """Write one line (a few hundred bytes, to a local file: no thread needed)."""
+        """Write one line (a few hundred bytes, to a local file: no thread needed), unless it
+        repeats a refusal written less than :data:`REPEAT_WINDOW` seconds ago."""
+        repeated = 0
+        if event in THROTTLED:
+            left_out = self._repeat((event, policy, address, reason), time.monotonic())
+            if left_out is None:
+                return
+            repeated = left_out
         text = self.line(
             event,
             policy=policy,
@@ -105,9 +134,24 @@ class Audit:
             identifier=identifier,
             reason=reason,
             user_hash=user_hash,
+            repeated=repeated,
         )
         if self.path is None or not self._write(text):
             log.info("%s", text)
+
+    def _repeat(self, key: tuple[str | None, ...], now: float) -> int | None:
+        """``None`` when the refusal ``key`` was written within the window (counted); else
+        how many were left out before this one, which is written."""
+        with self._lock:
+            last = self._repeats.get(key)
+            if last is not None and now - last[0] < REPEAT_WINDOW:
+                self._repeats[key] = (last[0], last[1] + 1)
+                return None
+            self._repeats[key] = (now, 0)
+            self._repeats.move_to_end(key)
+            while len(self._repeats) > REPEAT_KEYS:
+                self._repeats.popitem(last=False)
+            return last[1] if last is not None else 0
 
     def _write(self, text: str) -> bool:
         data = (text + "\n").encode()

@@ -14,8 +14,8 @@ The rules, in one place:
   only (Auth 1.0 clients send one there), never for images or PDFs.
 - Every refusal of an info.json, a PDF or a probe writes a ``refused`` audit line with the
   identifier (:func:`audit_refusal`); a refused image only when it carried a cookie or token
-  of the policy that did not verify (:func:`presented` says why), at most once per address
-  and policy in :data:`TILE_AUDIT_WINDOW` seconds.
+  of the policy that did not verify (:func:`presented` says why). Repeats are throttled by
+  the audit log itself (``auth/audit.py``: one line per refusal, address and reason per 10 s).
 - Answers that depend on who asks (the image itself, its 401s and 302s) are
   ``Cache-Control: private`` (``no-store`` for refusals, so a login is seen at once) with
   ``Vary: Cookie, Authorization``: a shared cache in front never keeps them for someone else.
@@ -25,8 +25,6 @@ The rules, in one place:
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -125,31 +123,6 @@ def presented(gate: Gate, policy: str, caller: Caller) -> str | None:
     return None
 
 
-class _Throttle:
-    """At most one line per (address, policy) per :data:`TILE_AUDIT_WINDOW` seconds, for the
-    refusals of images (a viewer asks dozens of tiles at once); at most
-    :data:`TILE_AUDIT_KEYS` pairs remembered, the oldest forgotten first."""
-
-    def __init__(self) -> None:
-        self._last: OrderedDict[tuple[str, str], float] = OrderedDict()
-
-    def allows(self, address: str, policy: str, now: float) -> bool:
-        key = (address, policy)
-        last = self._last.get(key)
-        if last is not None and now - last < TILE_AUDIT_WINDOW:
-            return False
-        self._last[key] = now
-        self._last.move_to_end(key)
-        while len(self._last) > TILE_AUDIT_KEYS:
-            self._last.popitem(last=False)
-        return True
-
-
-TILE_AUDIT_WINDOW = 10.0
-TILE_AUDIT_KEYS = 10_000
-_TILES = _Throttle()
-
-
 def audit_refusal(
     request: web.Request,
     runtime: Runtime,
@@ -161,13 +134,12 @@ def audit_refusal(
 ) -> None:
     """Write the ``refused`` audit line of a refused resource (``identifier``: an image's, or
     an object's for its PDF). ``always``: an info.json, PDF or probe; otherwise (an image)
-    only when the request carried a cookie or token of ``policy`` that did not verify, and at
-    most one line per address and policy per :data:`TILE_AUDIT_WINDOW`: a tile storm does
-    not flood the log."""
+    only when the request carried a cookie or token of ``policy`` that did not verify. The
+    audit log leaves out repeats (``auth/audit.py``): a tile storm does not flood it."""
     gate = runtime.gate
     caller = caller_of(request, gate)
     why = presented(gate, policy, caller)
-    if not always and (why is None or not _TILES.allows(caller.address, policy, time.monotonic())):
+    if not always and why is None:
         return
     if why is None:
         tier = verdict.tier if verdict is not None else Tier.NONE

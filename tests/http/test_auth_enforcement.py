@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -914,13 +915,38 @@ def test_refusals_are_audited_without_flooding_the_log(site: Site) -> None:
     assert site.get(f"/iiif/3/{enc(image)}/info.json", login=old, policy="vault").status == 401
     lines = new()
     assert len(lines) == 3 and lines[-1]["reason"] == "cookie revoked", lines
-    # the probe and the PDF: always
-    assert json.loads(site.get(f"/auth/probe/image/{enc(image)}").body)["status"] == 401
+    # the probe and the PDF: always (each from an address of its own: the same refusal from
+    # the same address within 10 s is counted, not written)
+    probe = f"/auth/probe/image/{enc(image)}"
+    assert json.loads(site.get(probe, headers=_FROM_91).body)["status"] == 401
     assert len(new()) == 4
     pdfs = len(_refused_lines(site, "sealed"))
-    assert site.get("/iiif/presentation/sealed/pdf").status == 401
+    assert site.get("/iiif/presentation/sealed/pdf", headers=_FROM_92).status == 401
     pdf = _refused_lines(site, "sealed")[pdfs:]
     assert len(pdf) == 1 and pdf[0]["policy"] == "vault"
+
+
+_FROM_91 = {"X-Forwarded-For": "192.0.2.91"}
+_FROM_92 = {"X-Forwarded-For": "192.0.2.92"}
+
+
+def test_a_flood_of_refused_probes_and_tokens_writes_a_few_lines(site: Site) -> None:
+    """The reviewer's flood: 1000 anonymous probes and 1000 token requests from one address
+    wrote 2000 lines. The same refusal from the same address is written once per 10 s."""
+    image = "vault/quad.png"
+    address = "192.0.2.93"
+    headers = {"X-Forwarded-For": address}
+    audit = site.config.parent / "audit.log"
+    start = time.monotonic()
+    for _ in range(1000):
+        assert site.get(f"/auth/probe/image/{enc(image)}", headers=headers).status == 200
+        assert site.get("/auth/vault/token", headers=headers).status == 401
+    windows = 1 + int((time.monotonic() - start) // 10)  # a line per 10 s may be written
+    lines = [json.loads(x) for x in audit.read_text().splitlines()]
+    mine = [x for x in lines if x.get("address") == address]
+    refused = [x for x in mine if x["event"] == "refused"]
+    tokens = [x for x in mine if x["event"] == "token_refused"]
+    assert 1 <= len(refused) <= windows + 1 and 1 <= len(tokens) <= windows + 1, mine
 
 
 def test_a_pdf_that_needs_two_policies_is_left_out_of_the_manifests(site: Site) -> None:

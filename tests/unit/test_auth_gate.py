@@ -523,3 +523,36 @@ def test_logins_per_address_count_logins_only_and_ipv6_by_its_64(tmp_path: Path)
         asyncio.run(main())
     finally:
         asyncio.run(gate.close())
+
+
+def test_repeated_refusals_are_counted_and_the_next_line_says_how_many(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit log's one throttle: the same refusal (event, policy, address, reason) within
+    10 s is counted, not written; the next line written for it says how many were left out.
+    Other events are all written."""
+    from iiif_shim.auth import audit as audit_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(audit_module.time, "monotonic", lambda: clock[0])
+    path = tmp_path / "audit.log"
+    audit = Audit(path)
+    try:
+        for _ in range(1000):
+            audit.event("refused", policy="vault", address=ADDRESS, reason="not logged in")
+            audit.event("token_refused", policy="vault", address=ADDRESS, reason="missingAspect")
+            audit.event("login_failed", policy="vault", address=ADDRESS)
+        audit.event("refused", policy="vault", address="192.0.2.8", reason="not logged in")
+        clock[0] += 10.5
+        audit.event("refused", policy="vault", address=ADDRESS, reason="not logged in")
+        lines = [json.loads(x) for x in path.read_text().splitlines()]
+    finally:
+        audit.close()
+    assert [x["event"] for x in lines].count("login_failed") == 1000
+    refused = [x for x in lines if x["event"] != "login_failed"]
+    assert [(x["event"], x["address"], x.get("repeated")) for x in refused] == [
+        ("refused", ADDRESS, None),
+        ("token_refused", ADDRESS, None),
+        ("refused", "192.0.2.8", None),
+        ("refused", ADDRESS, 999),
+    ]
