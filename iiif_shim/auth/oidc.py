@@ -21,7 +21,10 @@ ID token. No HTTP library here: ``web/oidc.py`` speaks HTTP to the browser and h
   :data:`ALGORITHMS` and the provider's list (never ``none``, never a shared-secret HMAC), by
   a key of the provider's JWKS, and claims ``iss`` (the issuer), ``aud`` (holding the client
   id; ``azp`` the client id when there are others), ``exp``, ``iat`` (with :data:`LEEWAY`),
-  ``sub``, and ``nonce`` (this sign-in's). The user is the claim ``user_claim``.
+  ``sub``, and ``nonce`` (this sign-in's). The user is the claim ``user_claim``. With
+  ``require``, each of its claims must be in the ID token, equal to its value (or, a list,
+  holding it), else the sign-in is refused (403): without it every account the provider
+  signs in is admitted.
 - **Cache**: the discovery document and the JWKS of each issuer are kept for
   :data:`DISCOVERY_TTL` / :data:`JWKS_TTL` seconds (:class:`ProviderCache`, at most
   :data:`MAX_PROVIDERS` issuers); an ID token signed by a key id the cached JWKS lacks reads
@@ -115,6 +118,10 @@ def bad_request(reason: str, message: str) -> SignInFailed:
 
 def refused(reason: str, message: str) -> SignInFailed:
     return SignInFailed(401, reason, message)
+
+
+def forbidden(reason: str, message: str) -> SignInFailed:
+    return SignInFailed(403, reason, message)
 
 
 def unreachable(reason: str = "provider unreachable") -> SignInFailed:
@@ -433,7 +440,14 @@ class OIDCClient:
             raise bad_request("no code", "The sign-in service sent no authorization code.")
         id_token = await self._exchange(provider, code, redirect_uri, binding, fetch)
         found = await self._check(provider, id_token, _nonce(self.signer, binding), fetch)
-        return Identity(_user(found, self.settings.user_claim), provider.issuer)
+        user = _user(found, self.settings.user_claim)
+        for claim, value in self.settings.require.items():
+            if not _holds(found.get(claim), value):
+                raise forbidden(
+                    f"ID token: {claim} not as required",
+                    "This account may not see these images. Ask the library for access.",
+                )
+        return Identity(user, provider.issuer)
 
     async def _exchange(
         self, provider: Provider, code: str, redirect_uri: str, binding: str, fetch: Fetch
@@ -609,6 +623,16 @@ def check_id_token(
     if isinstance(aud, list) and len(aud) > 1 and found.get("azp") != client_id:
         raise invalid("wrong azp")
     return found
+
+
+def _holds(found: object, value: str) -> bool:
+    """Whether a claim's value ``found`` is ``value`` (a number or boolean as JSON writes it),
+    or a list holding it."""
+    if isinstance(found, list):
+        return any(_holds(item, value) for item in found if not isinstance(item, list))
+    if isinstance(found, bool):
+        return value == ("true" if found else "false")
+    return isinstance(found, str | int | float) and str(found) == value
 
 
 def _user(claims: Mapping[str, Any], claim: str) -> str:

@@ -72,6 +72,14 @@ class OIDCSettings:
     )
     scopes: tuple[str, ...] = option(("openid",), doc="scopes asked for; `openid` is needed")
     user_claim: str = option("sub", doc="the ID token's claim that names the user in the audit log")
+    require: Mapping[str, str] = option(
+        MappingProxyType({}),
+        doc="claims the ID token must have for the sign-in to be admitted: each claim equal "
+        "to its value, or, when the claim is a list (e.g. `groups`), holding it; otherwise 403 "
+        "and a `refused` audit line (e.g. `{groups: library-staff}`). Absent: every account "
+        "the provider signs in for this client is admitted (students, guests, social "
+        "accounts: restrict them here or at the provider)",
+    )
     timeout: float = option(
         10.0, doc="seconds for one request to the provider", check=at_least(0.1)
     )

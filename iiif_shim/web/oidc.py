@@ -107,7 +107,7 @@ def _failed(
 ) -> web.Response:
     gate = runtime.gate
     caller = auth.caller_of(request, gate)
-    title = "Sign-in failed" if exc.status in (400, 401) else "Sign-in unavailable"
+    title = "Sign-in failed" if exc.status in (400, 401, 403) else "Sign-in unavailable"
     response = auth.refuse(
         gate, name, policy, caller, exc.status, title, exc.message, f"oidc: {exc.reason}"
     )

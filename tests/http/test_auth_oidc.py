@@ -41,8 +41,17 @@ PUBLIC_TILE = "/iiif/3/quad.png/full/max/0/default.png"
 FAILURE_HEADING = "Signing in through Example ID did not work"
 
 
-def _config(tmp: Path, images: Path, issuer: str, *, client_secret: str | None) -> Path:
+def _config(
+    tmp: Path,
+    images: Path,
+    issuer: str,
+    *,
+    client_secret: str | None,
+    require: dict[str, str] | None = None,
+) -> Path:
     secret = f", client_secret: {client_secret}" if client_secret else ""
+    if require:
+        secret += ", require: " + json.dumps(require)
     return write_config(
         tmp / "shim.yaml",
         f"""
@@ -390,6 +399,45 @@ def test_the_hostile_provider_signs_in_when_it_makes_no_mistake(hostile: Site) -
     assert tile.status == 200
     assert audited(hostile.tmp, event="login")["user"] == "mallory"
     assert request(hostile.shim.port, PUBLIC_TILE).status == 200
+
+
+@pytest.mark.parametrize(
+    ("require", "admitted"),
+    [
+        ({"groups": "readers", "department": "library"}, True),  # a list holding it, equal
+        ({"groups": "staff"}, False),  # the list lacks it
+        ({"department": "finance"}, False),  # another value
+        ({"office": "3"}, False),  # a claim the token has not
+    ],
+)
+def test_require_admits_only_the_accounts_with_those_claims(
+    hostile: Site, tmp_path: Path, images: Path, require: dict[str, str], admitted: bool
+) -> None:
+    """Without `require` every account the provider signs in is admitted (the test above,
+    `mallory` with no group asked); with it, only ID tokens that have each claim."""
+    config = _config(tmp_path, images, hostile.issuer, client_secret=None, require=require)
+    shim = start_shim(config, tmp_path)
+    try:
+        site = Site(tmp_path, shim, hostile.provider, hostile.issuer)
+        got, body, cookies = asyncio.run(_hostile_sign_in(site, "good"))
+        tile = request(shim.port, TILE, headers={"Cookie": _cookie_header(cookies)})
+        if admitted:
+            assert got == 200 and tile.status == 200, body
+            assert audited(tmp_path, event="login")["user"] == "mallory"
+        else:
+            assert got == 403 and FAILURE_HEADING in body, body
+            assert "iiif-shim-auth-sso=" not in cookies and tile.status == 401
+            claim = next(iter(require))
+            audited(tmp_path, event="refused", reason=f"oidc: ID token: {claim} not as required")
+            assert not any(e.get("event") == "login" for e in audit(tmp_path))
+    finally:
+        shim.stop()
+
+
+def _cookie_header(cookies: str) -> str:
+    """The Cookie header a browser sends after the callback's ``Set-Cookie`` lines."""
+    found = [x for x in cookies.splitlines() if x.startswith("iiif-shim-auth-sso=")]
+    return found[0].split(";", 1)[0] if found else "none=1"
 
 
 def test_a_provider_that_answers_nonsense(images: Path, tmp_path: Path) -> None:

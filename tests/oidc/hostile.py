@@ -7,7 +7,8 @@ Its issuer is ``http://127.0.0.1:P``: discovery, JWKS (one RSA key, made at star
 authorization endpoint that redirects back at once with a code and the request's state, and a
 token endpoint that answers an ID token signed with that key, its claims right (``iss``,
 ``aud`` = the client id, ``sub`` = ``mallory``, ``iat``, ``exp`` in five minutes, the nonce
-of the authorization request) except for the mistake of the moment, set by
+of the authorization request, ``groups`` = ``["readers", "alumni"]``, ``department`` =
+``library``) except for the mistake of the moment, set by
 ``GET /_mode/<mode>``:
 
 - ``good``: no mistake; ``wrong-aud``: ``aud`` another client; ``wrong-nonce``: another nonce;
@@ -106,6 +107,8 @@ def main() -> None:
             "nonce": "not-the-nonce"
             if mode == "wrong-nonce"
             else state["nonces"].pop(str(form.get("code")), None),
+            "groups": ["readers", "alumni"],
+            "department": "library",
         }
         if mode == "no-nonce":
             del claims["nonce"]
