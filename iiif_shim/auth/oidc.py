@@ -50,7 +50,7 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from joserfc import jwt
 from joserfc.errors import (
@@ -548,13 +548,15 @@ class _Claims(jwt.JWTClaimsRegistry):
         if value > self.now + self.leeway:
             raise _NotYetValid
 
+    # joserfc checks the value's type itself (annotated ``int`` in its older releases,
+    # wider in newer ones): handed on as it came
     def validate_iat(self, value: object) -> None:
         self._not_before(value)
-        super().validate_iat(value)
+        super().validate_iat(cast(Any, value))
 
     def validate_nbf(self, value: object) -> None:
         self._not_before(value)
-        super().validate_nbf(value)
+        super().validate_nbf(cast(Any, value))
 
 
 def check_id_token(
@@ -600,7 +602,7 @@ def check_id_token(
         sub={"essential": True},
         nonce={"essential": True, "value": nonce},
     )
-    signatures = _Signatures(algorithms=provider.algorithms, strict_check_header=False)
+    signatures = _Signatures(algorithms=list(provider.algorithms), strict_check_header=False)
     try:
         token = jwt.decode(id_token, load_key, registry=signatures)
         registry.validate(token.claims)
