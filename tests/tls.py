@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.support import need_tool
 
 Key = ec.EllipticCurvePrivateKey
 DAY = datetime.timedelta(days=1)
@@ -162,3 +165,18 @@ def make_ca(folder: Path, name: str = "iiif-shim test CA") -> CA:
     root_file = folder / "ca.crt"
     root_file.write_bytes(_pem(root))
     return CA(folder, root_file, root, inter, inter_key)
+
+
+def trusting_home(folder: Path, ca: CA) -> Path:
+    """A HOME whose NSS database trusts the test CA (how a user's Linux machine is set up)."""
+    nssdb = folder / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    certutil = need_tool("certutil", "/usr/bin/certutil")
+    for args in (
+        ["-N", "--empty-password"],
+        ["-A", "-t", "C,,", "-n", "iiif-shim test CA", "-i", str(ca.root)],
+    ):
+        subprocess.run(
+            [certutil, "-d", f"sql:{nssdb}", *args], check=True, capture_output=True, timeout=60
+        )
+    return folder

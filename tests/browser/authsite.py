@@ -24,7 +24,6 @@ import functools
 import http.server
 import os
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -40,7 +39,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from tests.browser.conftest import CHROMIUM_ARGS, VIEWPORT, Colour, Tab, open_tab
-from tests.support import Process, free_port, need_tool
+from tests.support import Process, free_port
 from tests.tls import CA
 
 IMAGES_HOST = "images.example.test"
@@ -227,21 +226,6 @@ def static_pages(folder: Path, ca: CA) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(10)
-
-
-def trusting_home(folder: Path, ca: CA) -> Path:
-    """A HOME whose NSS database trusts the test CA (how a user's Linux machine is set up)."""
-    nssdb = folder / ".pki" / "nssdb"
-    nssdb.mkdir(parents=True)
-    certutil = need_tool("certutil", "/usr/bin/certutil")
-    for args in (
-        ["-N", "--empty-password"],
-        ["-A", "-t", "C,,", "-n", "iiif-shim test CA", "-i", str(ca.root)],
-    ):
-        subprocess.run(
-            [certutil, "-d", f"sql:{nssdb}", *args], check=True, capture_output=True, timeout=60
-        )
-    return folder
 
 
 def launch(browser: Any, chromium_path: str, home: Path) -> Any:

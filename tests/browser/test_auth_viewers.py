@@ -55,7 +55,7 @@ from tests.browser.authsite import (
     Visit,
 )
 from tests.browser.conftest import wait_for_colours
-from tests.tls import CA, make_ca
+from tests.tls import CA, make_ca, trusting_home
 
 CANVAS = "#viewer .openseadragon-canvas"
 CLIENT_PAGE = Path(__file__).parent / "auth_pages" / "auth2-client.html"
@@ -83,7 +83,7 @@ def site(
 def chromium(
     browser: Any, chromium_path: str, ca: CA, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
-    home = authsite.trusting_home(tmp_path_factory.mktemp("auth-home"), ca)
+    home = trusting_home(tmp_path_factory.mktemp("auth-home"), ca)
     launched = authsite.launch(browser, chromium_path, home)
     yield launched
     launched.close()

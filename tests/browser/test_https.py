@@ -17,7 +17,6 @@ docs/deployment.md.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,8 +39,8 @@ from tests.browser.conftest import (
     wait_for_colours,
 )
 from tests.http.test_deploy import PUBLIC_HOST, Nginx, nginx_with, shipped_site
-from tests.support import ROOT, Process, need_tool, start_shim, write_config
-from tests.tls import CA, Issued, make_ca
+from tests.support import ROOT, Process, start_shim, write_config
+from tests.tls import CA, Issued, make_ca, trusting_home
 
 MIRADOR_CANVAS = "#viewer .openseadragon-canvas"
 DEFAULTS = ROOT / "iiif_shim" / "defaults"
@@ -92,17 +91,7 @@ def trusting(
 ) -> Iterator[Any]:
     """A Chromium whose HOME holds an NSS database trusting the test CA, made as a user's
     trust is set up on Linux (`certutil -d sql:$HOME/.pki/nssdb -A -t C,, -i ca.crt`)."""
-    home = tmp_path_factory.mktemp("https-home")
-    nssdb = home / ".pki" / "nssdb"
-    nssdb.mkdir(parents=True)
-    certutil = need_tool("certutil", "/usr/bin/certutil")
-    for args in (
-        ["-N", "--empty-password"],
-        ["-A", "-t", "C,,", "-n", "iiif-shim test CA", "-i", str(ca.root)],
-    ):
-        subprocess.run(
-            [certutil, "-d", f"sql:{nssdb}", *args], check=True, capture_output=True, timeout=60
-        )
+    home = trusting_home(tmp_path_factory.mktemp("https-home"), ca)
     launched = launch(browser, chromium_path, home)
     yield launched
     launched.close()
