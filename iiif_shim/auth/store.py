@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from iiif_shim.base.redaction import display_url
+from iiif_shim.cache import redis as redis_tier
 from iiif_shim.cache.journal import RUN_DIR_ENV
 from iiif_shim.cache.settings import CacheSettings
 
@@ -272,24 +273,14 @@ class _Redis:
 
     async def start(self) -> bool:
         try:
-            import redis.asyncio as aioredis  # an optional extra
-        except ImportError:
+            self._client = redis_tier.connect(self.cache, POOL_SIZE)
+        except ImportError:  # an optional extra
             log.warning(
                 "auth: cache.redis is set but the redis package is not installed; logouts and "
                 "failed logins are shared by this machine's processes only"
             )
             return False
-        timeout = self.cache.redis_timeout
-        pool = aioredis.BlockingConnectionPool.from_url(  # as cache/redis.py connects
-            self.url,
-            max_connections=POOL_SIZE,
-            timeout=timeout,
-            password=self.cache.redis_password,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
-        self._listener = asyncio.create_task(self._listen(aioredis), name="auth-revocations")
+        self._listener = asyncio.create_task(self._listen(), name="auth-revocations")
         return True
 
     async def close(self) -> None:
@@ -417,15 +408,11 @@ class _Redis:
 
         await self._call("release", call)
 
-    async def _listen(self, aioredis: Any) -> None:
+    async def _listen(self) -> None:
         """Follow the revocation channel; at each (re)connection, read the keys too."""
         while True:
             try:
-                client = aioredis.Redis.from_url(
-                    self.url,
-                    password=self.cache.redis_password,
-                    socket_connect_timeout=self.cache.redis_timeout,
-                )
+                client = redis_tier.subscriber(self.cache)
                 try:
                     pubsub = client.pubsub(ignore_subscribe_messages=True)
                     async with asyncio.timeout(self.cache.redis_timeout * 2):

@@ -9,7 +9,9 @@ Keys (``cache.redis_prefix``, ``iiif-shim:`` by default, then the slot's source 
     <prefix><source>:lock:<name>       a render lock (SET NX PX cache.redis_lock, a random token)
     <prefix>purge                      the pub/sub channel of purges (a source key, or ``*``)
 
-The password is ``cache.redis_password`` when given (else the URL's). Every call has
+Clients are made in one place, :func:`connect` and :func:`subscriber`, for this tier and
+for the logins' store (``auth/store.py``). The password is ``cache.redis_password`` when
+given (else the URL's). Every call has
 ``cache.redis_timeout``. Redis is a cache, never a dependency: a call that fails
 (refused, reset, timed out, an error answer) counts in ``iiif_shim_redis_errors_total``, is
 logged once (the URL as ``base/redaction.py``'s ``display_url`` shows it: never a password),
@@ -87,6 +89,43 @@ class RedisUnavailable(Exception):
     """Redis failed a call that must not fail quietly (a purge)."""
 
 
+def _url(settings: CacheSettings) -> str:
+    if settings.redis is None:  # a caller's mistake: each one connects only with it set
+        raise ValueError("cache.redis is not set")
+    return settings.redis
+
+
+def connect(settings: CacheSettings, max_connections: int) -> Any:
+    """A client of ``cache.redis`` over a pool of at most ``max_connections`` connections, each
+    call within ``cache.redis_timeout`` (connections open on first use: a Redis that is down
+    at start is met like one that goes down later). Raises ImportError without the optional
+    ``redis`` package (check-config names it)."""
+    import redis.asyncio as aioredis
+
+    timeout = settings.redis_timeout
+    pool = aioredis.BlockingConnectionPool.from_url(
+        _url(settings),
+        max_connections=max_connections,
+        timeout=timeout,
+        password=settings.redis_password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+def subscriber(settings: CacheSettings) -> Any:
+    """A client of ``cache.redis`` of its own, for pub/sub: it blocks on reads, so only its
+    connecting is bounded by ``cache.redis_timeout``."""
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(
+        _url(settings),
+        password=settings.redis_password,
+        socket_connect_timeout=settings.redis_timeout,
+    )
+
+
 class RedisTier:
     """Redis as a tier of the facade (and its lock, and the purge channel)."""
 
@@ -108,18 +147,7 @@ class RedisTier:
     async def start(self) -> None:
         """Make the connection pool (connections open on first use: a Redis that is down at
         start is skipped like one that goes down later)."""
-        import redis.asyncio as aioredis  # an optional extra; check-config names it
-
-        timeout = self.settings.redis_timeout
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.url,
-            max_connections=POOL_SIZE,
-            timeout=timeout,
-            password=self.settings.redis_password,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client = connect(self.settings, POOL_SIZE)
         self._release = self._client.register_script(_RELEASE)
         self._drop = self._client.register_script(_DROP)
 
@@ -129,14 +157,8 @@ class RedisTier:
             self._client = None
 
     def subscriber(self) -> Any:
-        """A client of its own for pub/sub (it blocks on reads, so no socket timeout)."""
-        import redis.asyncio as aioredis
-
-        return aioredis.Redis.from_url(
-            self.url,
-            password=self.settings.redis_password,
-            socket_connect_timeout=self.settings.redis_timeout,
-        )
+        """A client of its own for pub/sub (:func:`subscriber`)."""
+        return subscriber(self.settings)
 
     # --- availability ----------------------------------------------------------------------
 
