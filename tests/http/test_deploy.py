@@ -497,6 +497,19 @@ def test_the_optional_proxy_cache_keeps_tiles_and_info_never_errors(
         proc.stop()
 
 
+def _upstream(root: Path, workdir: Path, extra: str) -> Process:
+    """A plain nginx serving ``root`` with ``extra`` lines in its server block (an upstream
+    for the shipped site to front)."""
+    workdir.mkdir()
+    port = free_port()
+    conf = nginx_config(root, port, workdir, extra=extra)
+    return Process(
+        [need_tool("nginx", "/usr/sbin/nginx"), "-c", str(conf), "-p", str(workdir)],
+        port,
+        workdir / "out.log",
+    )
+
+
 def test_the_optional_proxy_cache_never_keeps_errors_whatever_their_headers(
     tmp_path: Path,
 ) -> None:
@@ -507,15 +520,8 @@ def test_the_optional_proxy_cache_never_keeps_errors_whatever_their_headers(
     (root / "iiif" / "3" / "here").write_text("kept\n")
     lying = 'add_header Cache-Control "public, max-age=600" always;\n'
     extra = f"        {lying}        location = /iiif/3/broken {{ return 500; }}\n"
-    upstream_dir = tmp_path / "upstream"
-    upstream_dir.mkdir()
-    port = free_port()
-    conf = nginx_config(root, port, upstream_dir, extra=extra)
-    upstream = Process(
-        [need_tool("nginx", "/usr/sbin/nginx"), "-c", str(conf), "-p", str(upstream_dir)],
-        port,
-        upstream_dir / "out.log",
-    )
+    upstream = _upstream(root, tmp_path / "upstream", extra)
+    port = upstream.port
     try:
         site = shipped_site(port, cache=tmp_path / "cache")
         proc = nginx_with(site, tmp_path / "front", tls=True)
@@ -621,15 +627,8 @@ def test_a_cache_in_front_keeps_a_cookie_gated_answer_marked_public(tmp_path: Pa
         '        add_header Cache-Control "public, max-age=600" always;\n'
         '        location /iiif/3/ { if ($cookie_pass = "") { return 401; } }\n'
     )
-    upstream_dir = tmp_path / "upstream"
-    upstream_dir.mkdir()
-    port = free_port()
-    conf = nginx_config(root, port, upstream_dir, extra=gate)
-    upstream = Process(
-        [need_tool("nginx", "/usr/sbin/nginx"), "-c", str(conf), "-p", str(upstream_dir)],
-        port,
-        upstream_dir / "out.log",
-    )
+    upstream = _upstream(root, tmp_path / "upstream", gate)
+    port = upstream.port
     try:
         front = nginx_with(shipped_site(port, cache=tmp_path / "cache"), tmp_path / "f", tls=True)
         try:
