@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iiif_shim.base import files
 from iiif_shim.base.redaction import display_url
 from iiif_shim.cache import redis as redis_tier
 from iiif_shim.cache.journal import RUN_DIR_ENV
@@ -88,9 +89,6 @@ SCAN_MAX = 4 * MAX_REVOKED  # revocation keys read from Redis at (re)connection
 HEAL_BATCH = 500  # revocations written back to Redis per round trip at (re)connection
 POOL_SIZE = 16  # connections of one process's store to Redis (logins and logouts only)
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
 
 
 def _now_ms() -> int:
@@ -148,7 +146,7 @@ class Journal:
 
     @contextlib.contextmanager
     def _locked(self, how: int) -> Iterator[None]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC, 0o600)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, how)
             yield
@@ -169,7 +167,7 @@ class Journal:
         if info.st_size <= self._offset or not stat.S_ISREG(info.st_mode):
             return []
         try:
-            fd = os.open(self.path, _READ)
+            fd = os.open(self.path, files.READ)
         except OSError:
             return []
         try:
@@ -207,7 +205,7 @@ class Journal:
 
     def _write(self, data: bytes) -> int:
         """Append ``data`` in one write (the caller holds the lock); the journal's size."""
-        fd = os.open(self.path, _APPEND, 0o600)
+        fd = os.open(self.path, files.APPEND, 0o600)
         try:
             os.write(fd, data)
             return os.fstat(fd).st_size
@@ -223,7 +221,7 @@ class Journal:
     def compact(self, alive: Callable[[str], bool]) -> None:
         with self._locked(fcntl.LOCK_EX):
             try:
-                fd = os.open(self.path, _READ)
+                fd = os.open(self.path, files.READ)
             except FileNotFoundError:
                 return
             try:
@@ -237,7 +235,7 @@ class Journal:
             if len(kept) > self.max_lines:
                 kept = self.overflow(kept)
             temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
-            out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o600)
+            out = os.open(temporary, files.NEW, 0o600)
             try:
                 os.write(out, "".join(x + "\n" for x in kept).encode("ascii"))
             finally:

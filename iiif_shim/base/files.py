@@ -1,10 +1,10 @@
 """Local files: the open flags of files and folders the shim reads or writes below a folder of
-its own (:data:`FOLDER`, :data:`READ`, :data:`NEW`: never through a link, never waiting on a
-pipe, never inherited by a child), reading one the configuration or a folder names without ever
-waiting on it (a pipe, a socket or a device under the name is refused, ``NotARegularFile``,
-instead of blocking the thread that reads it, as a pipe nobody writes would forever), and
-making an anonymous file in memory (:func:`memory_file`, the one place that knows
-``memfd_create``'s flags)."""
+its own (:data:`FOLDER`, :data:`READ`, :data:`NEW`, :data:`APPEND`: never through a link,
+never waiting on a pipe, never inherited by a child), reading one the configuration or a
+folder names without ever waiting on it (a pipe, a socket or a device under the name is
+refused, ``NotARegularFile``, instead of blocking the thread that reads it, as a pipe nobody
+writes would forever), and making an anonymous file in memory (:func:`memory_file`, the one
+place that knows ``memfd_create``'s flags)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC  # a folder, never a link
 READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC  # a file, never a link or a wait
 NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC  # a file made here
+APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC  # a journal
 
 
 class NotARegularFile(OSError):
