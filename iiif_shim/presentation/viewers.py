@@ -20,15 +20,14 @@ Without the assets the viewer pages answer 503 naming the command that installs 
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 from iiif_shim.base.schema import option
+from iiif_shim.base.text import script_json
 from iiif_shim.iiif import contentstate
 from iiif_shim.iiif.contentstate import Target
 
@@ -438,18 +437,6 @@ html, body { margin: 0; height: 100%; overflow: hidden; font-family: system-ui, 
 # --- pages ------------------------------------------------------------------------------------
 
 
-def _json_for_script(data: Any) -> str:
-    """JSON that cannot end its <script> element nor open a comment in it."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return (
-        text.replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-    )
-
-
 def viewer_page(viewer: str, target: Target, assets: str) -> str:
     """The HTML page of a built-in viewer opening ``target``; ``assets`` is the URL (absolute
     or relative to the page) under which the packages' ``NAME@VERSION/`` folders are."""
@@ -483,7 +470,7 @@ def viewer_page(viewer: str, target: Target, assets: str) -> str:
         '<p id="problem" role="alert" hidden></p>\n'
         '<div id="viewer"></div>\n'
         '<script type="application/json" id="iiif-target">'
-        f"{_json_for_script(data)}</script>\n"
+        f"{script_json(data)}</script>\n"
         f"{scripts}<script>\n{_PRELUDE}{spec.boot}</script>\n</body>\n</html>\n"
     )
 

@@ -11,11 +11,11 @@ markup. Scripts run only with the page's nonce (``script-src 'nonce-…'``).
 
 from __future__ import annotations
 
-import json
 from html import escape
 from typing import Any
 
 from iiif_shim.auth.settings import PolicySettings
+from iiif_shim.base.text import script_json
 
 _STYLE = (
     "body{font:16px/1.45 system-ui,sans-serif;margin:3rem auto;max-width:32rem;padding:0 1rem;"
@@ -25,17 +25,6 @@ _STYLE = (
     ".failure{border-left:4px solid #b00;padding:.2rem .8rem;background:#fff4f4}"
     ".note{white-space:pre-line}"
 )
-_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
-
-
-def script_json(value: Any) -> str:
-    """``value`` as JSON safe to put inside ``<script>``: ASCII only (so U+2028 and U+2029 are
-    escaped), and ``<``, ``>``, ``&`` as ``\\u003c``-style escapes, which JSON and JavaScript
-    read back as the same characters but HTML never sees."""
-    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
-    for char, escaped in _SCRIPT_ESCAPES.items():
-        text = text.replace(char, escaped)
-    return text
 
 
 def _page(title: str, body: str, nonce: str, script: str = "") -> str:
