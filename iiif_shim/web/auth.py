@@ -67,6 +67,7 @@ from iiif_shim.auth.users import trusted_peer
 from iiif_shim.base.errors import ShimError
 from iiif_shim.web import authpages
 from iiif_shim.web.baseurl import valid_host
+from iiif_shim.web.middleware import text_response
 from iiif_shim.web.runtime import Runtime
 from iiif_shim.web.state import observed, runtime_of
 
@@ -248,12 +249,8 @@ def _json(doc: Mapping[str, Any], status: int = 200) -> web.Response:
 
 
 def plain_text(status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        text=text.rstrip("\n") + "\n",
-        content_type="text/plain",
-        headers={"Cache-Control": "no-store", **(headers or {})},
-    )
+    """A plain-text answer of the access flow: never stored."""
+    return text_response(status, text, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 def probe_answer(doc: Mapping[str, Any]) -> web.Response:

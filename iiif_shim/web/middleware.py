@@ -30,6 +30,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -61,12 +62,19 @@ def headers_sent(request: web.Request) -> None:
         deadline.reschedule(None)
 
 
-def text_response(status: int, text: str, retry_after: int | None = None) -> web.Response:
-    headers = {"Cache-Control": "no-store"} if status >= 500 else {}
+def text_response(
+    status: int,
+    text: str,
+    retry_after: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """A plain-text answer (one final newline); a 5xx is never stored; ``headers`` added."""
+    sent = {"Cache-Control": "no-store"} if status >= 500 else {}
     if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
+        sent["Retry-After"] = str(retry_after)
+    sent.update(headers or {})
     return web.Response(
-        status=status, text=text.rstrip("\n") + "\n", content_type="text/plain", headers=headers
+        status=status, text=text.rstrip("\n") + "\n", content_type="text/plain", headers=sent
     )
 
 
