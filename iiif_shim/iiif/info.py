@@ -91,7 +91,7 @@ def tile_grid(source: ImageFacts, offer: Offer) -> TileGrid | None:
         grid = TileGrid(size, size, scale_factors(source.width, source.height, size))
     tier_scale = offer.limits.tier_scale
     if tier_scale is not None:
-        least = min(tier_scale.least_factor(), _MAX_SCALE_FACTOR)
+        least = min(tier_scale.block, _MAX_SCALE_FACTOR)
         factors = [least, *(f for f in grid.scale_factors if f > least)]
         while (
             math.ceil(source.width / factors[-1]) > grid.width

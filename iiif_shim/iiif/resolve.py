@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 
 from iiif_shim.base.errors import BadRequest, NotImplementedFeature
 from iiif_shim.iiif.profile import Format, Quality, Version
@@ -44,25 +45,18 @@ class TierScale:
     size: int  # the tier's limit on a side (max_size)
     longest: int  # the image's longest side
 
-    @property
+    @cached_property
     def block(self) -> int:
-        """``k``: image pixels a side of a virtual pixel covers (1: the tier is the image)."""
+        """``k``: image pixels a side of a virtual pixel covers (1: the tier is the image); its
+        first scale factor (its finest level)."""
         k = 1
         while -(-self.longest // k) > self.size:
             k *= 2
         return k
 
-    @property
-    def value(self) -> float:
-        return 1 / self.block
-
     def pixels(self, full: int) -> int:
         """The virtual image's pixels along an axis of ``full`` image pixels: ``ceil(full/k)``."""
         return -(-full // self.block)
-
-    def least_factor(self) -> int:
-        """The tier's first scale factor (its finest level): ``k``."""
-        return self.block
 
     def span(self, start: int, length: int, full: int, least: int = 1) -> tuple[int, int, int]:
         """Along one axis of ``full`` pixels, the whole blocks that cover ``length`` pixels from

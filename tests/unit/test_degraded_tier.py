@@ -327,7 +327,7 @@ def test_every_tile_viewers_build_from_the_degraded_info_is_served(
     limits = SERVER.degraded(max_size, width, height)
     scale = limits.tier_scale
     assert scale is not None
-    least = scale.least_factor()
+    least = scale.block
     source = SourceInfo(width=width, height=height)
     served = finer_served = 0
     for version in (Version.V3, Version.V2):
