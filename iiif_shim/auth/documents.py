@@ -210,6 +210,18 @@ def probe_2(
     return probe
 
 
+def services(
+    policy: PolicySettings, name: str, base: str, probe_url: str | None, *, v3: bool
+) -> list[dict[str, Any]]:
+    """What a restricted resource declares: the Auth 2.0 probe at ``probe_url`` (``None``: no
+    probe, as on the degraded tier, which everyone may see), then the Auth 1.0 cookie service
+    with its token and logout services (1.0 viewers offer the login from it)."""
+    found = [services_1(policy, name, base, v3=v3)]
+    if probe_url is not None:
+        found.insert(0, probe_2(policy, name, base, probe_url, v3=v3))
+    return found
+
+
 def probe_result(
     status: int,
     *,

@@ -31,7 +31,8 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from iiif_shim.auth.documents import probe_2, services_1, with_auth2_context
+from iiif_shim.auth.documents import services as auth_services
+from iiif_shim.auth.documents import with_auth2_context
 from iiif_shim.auth.settings import PolicySettings
 from iiif_shim.iiif.identifier import encode_identifier
 from iiif_shim.iiif.profile import Format, Version
@@ -193,11 +194,7 @@ class Builder:
 
     def auth_services(self, policy: str, probe: str, *, v3: bool) -> list[dict[str, Any]]:
         """The Auth 2.0 probe at ``probe`` and the Auth 1.0 cookie service of ``policy``."""
-        settings, site = self.policies[policy], self.urls.site
-        return [
-            probe_2(settings, policy, site, probe, v3=v3),
-            services_1(settings, policy, site, v3=v3),
-        ]
+        return auth_services(self.policies[policy], policy, self.urls.site, probe, v3=v3)
 
     def _guarded(
         self, services: list[dict[str, Any]], picture: Picture, v3: bool

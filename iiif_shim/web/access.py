@@ -30,7 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
-from iiif_shim.auth.documents import probe_2, probe_result, services_1, with_auth2_context
+from iiif_shim.auth.documents import probe_result, with_auth2_context
+from iiif_shim.auth.documents import services as auth_services
 from iiif_shim.auth.gate import Caller, Gate, Tier, Verdict, cookie_name
 from iiif_shim.auth.settings import PolicySettings
 from iiif_shim.auth.signing import Purpose
@@ -173,11 +174,7 @@ def services(
     it must not share the full image's), then the Auth 1.0 cookie service (with its token and
     logout services: 1.0 viewers offer the login from it). In a 2.x document each carries its
     own ``@context``; in 3.0 the auth/2 context is the document's (``with_auth2_context``)."""
-    settings = policy_of(runtime, policy)
-    found = [services_1(settings, policy, site, v3=v3)]
-    if probe_url is not None:
-        found.insert(0, probe_2(settings, policy, site, probe_url, v3=v3))
-    return found
+    return auth_services(policy_of(runtime, policy), policy, site, probe_url, v3=v3)
 
 
 def declared(
