@@ -59,7 +59,14 @@ from iiif_shim.auth.documents import (
 from iiif_shim.auth.settings import AuthSettings, PolicySettings
 from iiif_shim.auth.signing import MAX_VALUE, Purpose, Signer
 from iiif_shim.auth.store import Store
-from iiif_shim.auth.users import CHECK_WAIT, MAX_USER, CheckBusy, Htpasswd, trusted_peer
+from iiif_shim.auth.users import (
+    CHECK_WAIT,
+    MAX_USER,
+    CheckBusy,
+    Htpasswd,
+    parse_address,
+    trusted_peer,
+)
 from iiif_shim.cache.settings import CacheSettings
 
 log = logging.getLogger("iiif_shim")
@@ -162,21 +169,11 @@ class Token:
 
 
 @functools.lru_cache(maxsize=4096)
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
 def limit_key(text: str) -> str:
     """The address a per-address limit counts ``text`` under: an IPv4 address itself, an
     IPv6 address its /:data:`IPV6_GROUP` (a single host or home is given a whole /64, so a
     /128 key would be no limit at all), anything else as it is."""
-    found = _address(text)
+    found = parse_address(text)
     if isinstance(found, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((found, IPV6_GROUP), strict=False))
     return str(found) if found is not None else text
@@ -207,7 +204,7 @@ class _Policy:
         if known is None:
             if len(self._holds) >= CLAIMS_KEPT:
                 self._holds.clear()
-            found = _address(address)
+            found = parse_address(address)
             known = self._holds[address] = found is not None and any(
                 found in n for n in self.networks
             )

@@ -184,14 +184,20 @@ def _networks(
     return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
 
 
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``text`` (a socket peer, an ``X-Forwarded-For`` entry; brackets and an IPv6 zone
+    dropped) as an address, an IPv4 address mapped into IPv6 as itself; ``None`` when it is
+    not one. The one reading of a client address for every check of ``auth/``."""
+    try:
+        found = ipaddress.ip_address(text.strip().strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
+        return found.ipv4_mapped
+    return found
+
+
 def trusted_peer(peer: str | None, proxies: tuple[str, ...]) -> bool:
     """Whether the socket peer ``peer`` is inside one of ``proxies`` (addresses or CIDR)."""
-    if not peer:
-        return False
-    try:
-        address = ipaddress.ip_address(peer.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in _networks(proxies))
+    address = parse_address(peer) if peer else None
+    return address is not None and any(address in network for network in _networks(proxies))

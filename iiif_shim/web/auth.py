@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import ipaddress
 import json
 import logging
 import math
@@ -63,7 +62,7 @@ from iiif_shim.auth.gate import (
     cookie_name,
 )
 from iiif_shim.auth.settings import PolicySettings
-from iiif_shim.auth.users import trusted_peer
+from iiif_shim.auth.users import parse_address, trusted_peer
 from iiif_shim.base.errors import ShimError
 from iiif_shim.web import authpages
 from iiif_shim.web.baseurl import valid_host
@@ -85,15 +84,10 @@ CLOSE_AFTER = 4.0  # seconds a refusal shown to a viewer's window stays before i
 
 @functools.lru_cache(maxsize=4096)
 def _address(text: str) -> str | None:
-    """``text`` as an address (an IPv4 address mapped into IPv6 as itself), or ``None``.
-    Kept: the same few addresses come on every tile."""
-    try:
-        found = ipaddress.ip_address(text.strip().strip("[]").split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
-        return str(found.ipv4_mapped)
-    return str(found)
+    """``text`` as an address (``auth/users.parse_address``) written out, or ``None``. Kept:
+    the same few addresses come on every tile."""
+    found = parse_address(text)
+    return None if found is None else str(found)
 
 
 @functools.lru_cache(maxsize=4096)
