@@ -23,11 +23,10 @@ import ipaddress
 import logging
 import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from iiif_shim.base.files import READ
+from iiif_shim.base.files import read_head
 from iiif_shim.base.schema import Finding, problem, warning
 
 MAX_FILE = 4 * 1024 * 1024  # bytes of an htpasswd file
@@ -79,16 +78,11 @@ def parse_htpasswd(text: str) -> Parsed:
 
 
 def _read(path: Path) -> str:
-    fd = os.open(path, READ)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path} is not a regular file")
-        if info.st_size > MAX_FILE:
-            raise OSError(f"{path} is larger than {MAX_FILE} bytes")
-        data = os.read(fd, MAX_FILE + 1)
-    finally:
-        os.close(fd)
+    """The htpasswd file's text, read as every file the configuration names is (a link
+    followed, as Kubernetes mounts its Secrets; never a pipe), at most :data:`MAX_FILE`."""
+    data = read_head(path, MAX_FILE + 1)
+    if len(data) > MAX_FILE:
+        raise OSError(f"{path} is larger than {MAX_FILE} bytes")
     return data.decode("utf-8", "replace")
 
 

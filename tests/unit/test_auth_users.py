@@ -6,6 +6,7 @@ only from their proxies."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from pathlib import Path
 
@@ -84,6 +85,21 @@ def test_missing_and_empty_files_are_findings(tmp_path: Path) -> None:
     assert len(empty) == 1 and not empty[0].error
     (tmp_path / "folder").mkdir()
     assert htpasswd_findings(tmp_path / "folder", "htpasswd")[0].error
+
+
+def test_a_file_mounted_through_links_is_read_and_a_pipe_is_refused(tmp_path: Path) -> None:
+    """Kubernetes mounts a Secret's keys as links into a ``..data`` folder: read as the
+    configuration's other files are; a pipe under the name is refused, never waited on."""
+    real = tmp_path / "..data" / "users"
+    real.parent.mkdir()
+    real.write_text(f"ann:{_hash('a-pass')}\n")
+    link = tmp_path / "users.htpasswd"
+    link.symlink_to(real)
+    assert htpasswd_findings(link, "htpasswd") == []
+    assert asyncio.run(Htpasswd(link).check("ann", "a-pass"))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert htpasswd_findings(fifo, "htpasswd")[0].error
 
 
 def test_the_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
