@@ -338,8 +338,8 @@ def parse_settings(
     viewers = r.read(ViewerSettings, top.get("viewers"), "viewers")
     imaging = r.read(ImagingSettings, top.get("imaging"), "imaging")
     auth = r.read(AuthSettings, top.get("auth"), "auth")
+    _check_access(r, _policy_names(top.get("auth"), auth), routes, presentation)
     if auth:
-        _check_access(r, auth, routes, presentation)
         _warn_openings(r, server, auth, routes)
         _warn_object_access(r, routes, presentation)
         auth = _keyed(auth)
@@ -365,15 +365,24 @@ def parse_settings(
     )
 
 
+def _policy_names(data: Any, auth: AuthSettings | None) -> frozenset[str]:
+    """The names of ``auth.policies``: those read, else (the section has problems of its own,
+    reported already) those written, so a route naming none of them is reported at once."""
+    if auth is not None:
+        return frozenset(auth.policies)
+    policies = data.get("policies") if isinstance(data, Mapping) else None
+    return frozenset(str(n) for n in policies) if isinstance(policies, Mapping) else frozenset()
+
+
 def _check_access(
     r: Reader,
-    auth: AuthSettings,
+    policies: frozenset[str],
     routes: list[RouteSettings],
     presentation: PresentationSettings | None,
 ) -> None:
     """Each route's ``access``, and each object source's, names a policy of ``auth.policies``
     (an object's own ``access`` is checked when it is read: ``PresentationService``)."""
-    known = ", ".join(sorted(auth.policies)) or "none is defined"
+    known = ", ".join(sorted(policies)) or "none is defined"
     named = [(f"routes[{i}].access", route.access) for i, route in enumerate(routes)]
     if presentation is not None:
         named += [
@@ -381,7 +390,7 @@ def _check_access(
             for name, source in presentation.sources.items()
         ]
     for key, policy in named:
-        if policy is not None and policy not in auth.policies:
+        if policy is not None and policy not in policies:
             r.problem(key, f"no policy {policy!r} under auth.policies ({known})")
 
 

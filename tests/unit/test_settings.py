@@ -230,3 +230,26 @@ def test_a_budget_split_too_thin_between_processes_is_a_warning(tmp_path: Path) 
     enough = tmp_path / "enough.yaml"
     enough.write_text("server: {processes: 2, memory_budget: 536870912}\n" + body)
     assert not [w for w in load_settings(enough).warnings if w[0] == "server.memory_budget"]
+
+
+def test_a_route_naming_no_policy_is_reported_beside_the_auth_sections_own_problems(
+    tmp_path: Path,
+) -> None:
+    """A problem inside ``auth`` (here an htpasswd file that is not there) does not hide a
+    route whose ``access`` names no policy: both come in one report."""
+    found = problems(
+        tmp_path,
+        """
+backends: {a: {type: files, root: ./images}}
+routes:
+  - {match: "^x/", backend: a, access: staf}
+  - backend: a
+auth:
+  secret: "0123456789abcdef0123456789abcdef-settings"
+  policies:
+    staff: {kind: login, label: Staff, users: {htpasswd: missing.htpasswd}}
+""",
+    )
+    keys = [key for key, _ in found]
+    assert "auth.policies.staff.users.htpasswd" in keys
+    assert ("routes[0].access", "no policy 'staf' under auth.policies (staff)") in found
