@@ -44,6 +44,7 @@ from iiif_shim.imaging.settings import (
 from iiif_shim.presentation.settings import PresentationSettings
 from iiif_shim.presentation.sources.settings import SOURCE_SETTINGS, ConfigView, SourceSettings
 from iiif_shim.presentation.viewers import ViewerSettings
+from iiif_shim.search.settings import SearchSettings
 
 CONFIG_ENV = "IIIF_SHIM_CONFIG"
 _SMALL_SHARE = 128 * 1024 * 1024  # bytes of decoded pixels per process, below which we warn
@@ -262,6 +263,7 @@ class Settings:
     viewers: ViewerSettings = field(default_factory=ViewerSettings)
     imaging: ImagingSettings = field(default_factory=ImagingSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
     origin: str = "embedded default"  # the file it was read from
     warnings: tuple[tuple[str, str], ...] = field(default=())
 
@@ -303,6 +305,7 @@ SECTIONS: tuple[tuple[str, str, type | None], ...] = (
     ("presentation", "manifests, collections, object pages and PDFs", PresentationSettings),
     ("viewers", "the viewers on object pages", ViewerSettings),
     ("auth", "access policies: who may see which images (IIIF Auth 1.0 and 2.0)", AuthSettings),
+    ("search", "the index of objects' text (IIIF Content Search 2.0 and 1.0)", SearchSettings),
 )
 _SECTIONS = tuple(key for key, _, _ in SECTIONS)
 
@@ -338,6 +341,7 @@ def parse_settings(
     viewers = r.read(ViewerSettings, top.get("viewers"), "viewers")
     imaging = r.read(ImagingSettings, top.get("imaging"), "imaging")
     auth = r.read(AuthSettings, top.get("auth"), "auth")
+    search = r.read(SearchSettings, top.get("search"), "search")
     _check_access(r, _policy_names(top.get("auth"), auth), routes, presentation)
     if auth:
         _warn_openings(r, server, auth, routes)
@@ -348,6 +352,7 @@ def parse_settings(
     if r.problems:
         raise ConfigError(r.problems, origin)
     assert server and iiif and cache and landing and presentation and viewers and imaging and auth
+    assert search
     assert backends is not None
     return Settings(
         server=server,
@@ -360,6 +365,7 @@ def parse_settings(
         viewers=viewers,
         imaging=imaging,
         auth=auth,
+        search=search,
         origin=origin,
         warnings=tuple(r.warnings),
     )

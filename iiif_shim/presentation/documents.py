@@ -71,6 +71,30 @@ class Urls:
     def pdf(self, name: str) -> str:
         return f"{self.iiif}/presentation/{encode_identifier(name)}/pdf"
 
+    def search(self, api: str, name: str) -> str:
+        """Search service ``api`` (``"2"`` or ``"1"``) of object ``name``."""
+        return f"{self.iiif}/search/{api}/{encode_identifier(name)}"
+
+    def autocomplete(self, api: str, name: str) -> str:
+        return f"{self.search(api, name)}/autocomplete"
+
+    def plain_text(self, name: str) -> str:
+        """The whole text of object ``name``, page after page (its ``rendering``)."""
+        return f"{self.iiif}/text/{encode_identifier(name)}/plain"
+
+    def ocr(self, name: str, canvas: int) -> str:
+        """The OCR file of canvas ``canvas`` (0-based) as the institution made it."""
+        return f"{self.iiif}/text/{encode_identifier(name)}/{canvas + 1}/ocr"
+
+    def canvas_text(self, version: str, name: str, canvas: int) -> str:
+        """The line annotations (``supplementing``) of canvas ``canvas`` (0-based): a 3.0
+        AnnotationPage (``version`` ``"3"``) or a 2.1 ``sc:AnnotationList`` (``"2"``)."""
+        return f"{self.iiif}/text/{encode_identifier(name)}/{canvas + 1}/{version}"
+
+    def canvas(self, version: str, name: str, canvas: int) -> str:
+        """Canvas ``canvas`` (0-based) of object ``name``'s manifest ``version``."""
+        return f"{self.manifest(version, name).removesuffix('/manifest')}/canvas/{canvas + 1}"
+
     def degraded(self, version: Version, identifier: str) -> str:
         """The image service of the degraded tier of a restricted image."""
         return degraded_url(self.iiif, version, identifier)

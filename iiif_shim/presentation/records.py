@@ -51,7 +51,7 @@ OBJECT_FIELDS = (
     "see_also",
     "access",
 )
-CANVAS_FIELDS = ("image", "canvas_label", "range")
+CANVAS_FIELDS = ("image", "canvas_label", "range", "text")
 
 MANIFEST_BEHAVIORS = frozenset(
     ("auto-advance", "no-auto-advance", "repeat", "no-repeat", "unordered", "individuals",
@@ -100,9 +100,21 @@ class Skipped:
 
 
 @dataclass(frozen=True)
+class TextRef:
+    """Where a canvas's text (OCR or plain) is, as its source understands it: a path or URL
+    (``where``), or a page of a catalogue; only that source reads it
+    (``ObjectSource.read_text``). ``format``: ``alto``, ``hocr`` or ``plain`` when known from
+    the name (else told from the bytes)."""
+
+    where: str
+    format: str | None = None
+
+
+@dataclass(frozen=True)
 class CanvasRecord:
     image: str  # a IIIF identifier of this shim
     label: str | None = None
+    text: TextRef | None = None  # the canvas's text, when its source gives one
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,11 @@ class ObjectRecord:
     # the object's own access policy (``auth.policies``; else its source's: the presentation
     # service decides, ``PresentationService.object_policy``)
     access: str | None = None
+
+    @property
+    def has_text(self) -> bool:
+        """Whether any canvas has text: then the object is searchable (``search/``)."""
+        return any(canvas.text is not None for canvas in self.canvases)
 
 
 @dataclass(frozen=True)

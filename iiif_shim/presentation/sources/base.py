@@ -39,7 +39,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 from iiif_shim.backends.base import Backend, Health
 from iiif_shim.base.errors import BackendError, BadRecord, NotFound, ShimError
 from iiif_shim.core.routing import Router
-from iiif_shim.presentation.records import NoCanvas, ObjectRecord, RecordError, Skipped
+from iiif_shim.model.text import TextFile
+from iiif_shim.presentation.records import NoCanvas, ObjectRecord, RecordError, Skipped, TextRef
 from iiif_shim.presentation.sources.settings import SourceSettings
 from iiif_shim.telemetry.metrics import Metrics
 
@@ -245,6 +246,19 @@ class ObjectSource(ABC, Generic[S]):
     @abstractmethod
     async def record(self, name: str) -> ObjectRecord | None:
         """Object ``name``, or None when this source does not have it."""
+
+    async def text_stamp(self, ref: TextRef) -> str | None:
+        """What identifies the current version of the text file ``ref`` names (size and time,
+        or an ETag) without reading it, None when it is gone. A source whose text is not in
+        files answers with what it has (e.g. the text's hash): then the index reads the file
+        to know."""
+        raise NotFound(f"{self.who} has no text files")
+
+    async def read_text(self, ref: TextRef, limit: int) -> TextFile | None:
+        """The text file ``ref`` names (a canvas's ``text``), None when it is gone; larger than
+        ``limit`` bytes, or somewhere this source may not read (outside its folder, another
+        server than its own): :class:`~iiif_shim.base.errors.BadRecord` naming it."""
+        raise NotFound(f"{self.who} has no text files")
 
     @property
     def remote(self) -> bool:
