@@ -71,12 +71,15 @@ class Urls:
     def pdf(self, name: str) -> str:
         return f"{self.iiif}/presentation/{encode_identifier(name)}/pdf"
 
-    def search(self, api: str, name: str) -> str:
-        """Search service ``api`` (``"2"`` or ``"1"``) of object ``name``."""
-        return f"{self.iiif}/search/{api}/{encode_identifier(name)}"
+    def search(self, api: str, name: str, manifest: str = "3") -> str:
+        """Search service ``api`` (``"2"`` or ``"1"``) of object ``name``, its hits on the
+        canvases of manifest ``manifest`` (``"3"`` or ``"2"``: their ids differ, and a viewer
+        finds a hit's canvas by its id in the manifest it opened)."""
+        base = f"{self.iiif}/search/{api}/{encode_identifier(name)}"
+        return base if manifest == "3" else f"{base}/manifest{manifest}"
 
-    def autocomplete(self, api: str, name: str) -> str:
-        return f"{self.search(api, name)}/autocomplete"
+    def autocomplete(self, api: str, name: str, manifest: str = "3") -> str:
+        return f"{self.search(api, name, manifest)}/autocomplete"
 
     def plain_text(self, name: str) -> str:
         """The whole text of object ``name``, page after page (its ``rendering``)."""
