@@ -65,7 +65,9 @@ Box = tuple[int, int, int, int]  # x, y, w, h
 @dataclass(frozen=True)
 class Word:
     """A word as the OCR gives it (its text as written, NFC) and its box; ``box`` None for
-    plain text."""
+    plain text. The empty ``text``: the second part of a word hyphenated over a line break
+    (ALTO ``HypPart2``), whose whole text is the word before it (the last of the line
+    before): it has no terms of its own, only its box."""
 
     text: str
     box: tuple[float, float, float, float] | None = None  # x, y, w, h in the page's units
@@ -77,7 +79,7 @@ class Line:
 
     @property
     def text(self) -> str:
-        return " ".join(word.text for word in self.words)
+        return " ".join(word.text for word in self.words if word.text)
 
 
 @dataclass(frozen=True)
