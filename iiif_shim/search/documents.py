@@ -198,14 +198,13 @@ class _Writer:
         page = pages.get(hit.canvas)
         found = []
         for span in hit.spans:
-            if len(hit.spans) == 1:
-                text = hit.match
-            elif page is not None and span.line < len(page.lines):
-                text = " ".join(
-                    w.text for w in page.lines[span.line].words[span.first : span.last + 1]
-                )
-            else:  # (the page is gone since the hits were found: the whole match on each)
-                text = hit.match
+            text = ""
+            if len(hit.spans) > 1 and page is not None and span.line < len(page.lines):
+                chosen = page.lines[span.line].words[span.first : span.last + 1]
+                text = " ".join(w.text for w in chosen if w.text)
+            # one line; or the second part of a hyphenated word alone (no text of its own);
+            # or the page gone since the hits were found: the whole match
+            text = text or hit.match
             found.append(
                 _Words(
                     f"{self.line_id(hit.canvas, span.line)}/words/{span.first + 1}-{span.last + 1}",
@@ -424,7 +423,7 @@ def canvas_page(
     whole canvas). ``page`` None (a text file that could not be read): no annotations."""
     writer = _Writer(urls, name, version)
     canvas_id = writer.canvas(canvas)
-    lines = [] if page is None else [(i, ln) for i, ln in enumerate(page.lines) if ln.words]
+    lines = [] if page is None else [(i, ln) for i, ln in enumerate(page.lines) if ln.text]
     page_id = urls.canvas_text(version, name, canvas)
     if version == "3":
         return {

@@ -162,6 +162,24 @@ def test_a_hit_over_two_lines_is_two_items_and_one_contextualizing_annotation() 
     assert listed["within"]["total"] == 1  # hits
 
 
+def test_the_second_part_of_a_hyphenated_word_is_named_by_the_whole_word() -> None:
+    page = PageText(
+        (
+            Line((Word("in", (0, 0, 10, 10)), Word("Zürich", (12, 0, 20, 10)))),
+            Line((Word("", (0, 20, 14, 10)), Word("lake", (16, 20, 20, 10)))),
+        ),
+        TextFormat.ALTO,
+    )
+    found = Hit(0, (Span(0, 1, 1, (12, 0, 20, 10)), Span(1, 0, 0, (0, 20, 14, 10))), "in ",
+                "Zürich", " lake")  # fmt: skip
+    doc = documents.annotation_page(URLS, OBJ, "3", Asked(q="zurich"), [found], 50, {0: page})
+    assert [i["body"]["value"] for i in doc["items"]] == ["Zürich", "Zürich"]
+    assert doc["items"][1]["target"] == f"{CANVAS_3}/1#xywh=0,20,14,10"
+    lines = documents.canvas_page(URLS, OBJ, "3", 0, page)["items"]
+    assert [i["body"]["value"] for i in lines] == ["in Zürich", "lake"]
+    assert lines[1]["target"] == f"{CANVAS_3}/1#xywh=0,20,36,10"  # the part's box counts
+
+
 def test_plain_text_hits_target_the_whole_canvas() -> None:
     found = Hit(0, (Span(3, 2, 2, None),), "the ", "Zürich", " lake")
     doc = documents.annotation_page(URLS, OBJ, "3", Asked(q="zurich"), [found], 50, {})
