@@ -1,0 +1,103 @@
+"""What every index engine keeps and answers: the :class:`Index` protocol, the values it
+takes and gives (:class:`StoredPage`, :class:`IndexedObject`) and its one error
+(:class:`IndexUnavailable`). The engines (``sqlite.py``, ``postgres.py``) implement it and
+``index.py`` chooses one; this module is below both so that neither imports the chooser.
+
+An engine keeps, per object (by its name), each canvas's page of words already scaled to the
+canvas (:class:`StoredPage`), the ``stamp`` of the file it was read from (to skip unchanged
+files), and the object's ``signature`` (its text references and canvas sizes: a change means
+the object is indexed again). It answers which canvases of an object may match a query (every
+word, phrase and prefix of it, diacritics and case folded the way ``words.fold`` folds them),
+the stored pages themselves (``match.py`` finds the hits on them) and the terms beginning with
+a prefix, with their counts. Every method is blocking: the search service calls them off the
+event loop, from threads of its own; an engine is safe to use from several threads at once.
+Engine failures are raised as :class:`IndexUnavailable` (a 503 to the client), never as a
+driver's own exception."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from iiif_shim.base.errors import ShimError
+from iiif_shim.model.text import PageText, Query
+
+
+class IndexUnavailable(ShimError):
+    """The index cannot be read or written now (a locked or broken file, a database that does
+    not answer)."""
+
+    status = 503
+    kind = "index_unavailable"
+
+
+@dataclass(frozen=True)
+class StoredPage:
+    """One canvas's text as kept: ``canvas`` 0-based, ``page`` in the canvas's pixels, and the
+    ``stamp`` of the file it came from."""
+
+    canvas: int
+    stamp: str
+    page: PageText
+
+
+@dataclass(frozen=True)
+class IndexedObject:
+    """What the index holds of one object: its ``signature``, when it was last looked at
+    (epoch seconds), and the stamp of each canvas's file (canvas -> stamp)."""
+
+    signature: str
+    checked: float
+    stamps: Mapping[int, str]
+
+
+class Index(Protocol):
+    def state(self, obj: str) -> IndexedObject | None:
+        """What is kept of object ``obj``, None when it was never indexed."""
+        ...
+
+    def store(
+        self,
+        obj: str,
+        signature: str,
+        pages: Sequence[StoredPage],
+        removed: Sequence[int] = (),
+        checked: float | None = None,
+    ) -> None:
+        """In one transaction: ``pages`` replace those of the same canvases, the canvases
+        ``removed`` are dropped, and the object's signature and time (``checked``, else now)
+        are set (an object with no pages is kept, with none)."""
+        ...
+
+    def touch(self, obj: str, checked: float | None = None) -> None:
+        """The object was looked at and nothing changed."""
+        ...
+
+    def drop(self, obj: str) -> None:
+        """Forget object ``obj``."""
+        ...
+
+    def matching(self, obj: str, query: Query) -> list[int]:
+        """The canvases of ``obj`` whose text has every word, phrase and prefix of ``query``,
+        in canvas order (every canvas with text for an empty query)."""
+        ...
+
+    def pages(self, obj: str, canvases: Sequence[int]) -> list[StoredPage]:
+        """The stored pages of ``canvases`` (those that have one), in canvas order."""
+        ...
+
+    def terms(self, obj: str, prefix: str, least: int, limit: int) -> list[tuple[str, int]]:
+        """Up to ``limit`` folded terms of ``obj`` beginning with ``prefix`` (folded) that
+        occur at least ``least`` times, in alphabetical order, with their counts."""
+        ...
+
+    def objects(self) -> list[str]:
+        """Every object kept."""
+        ...
+
+    def size(self) -> int:
+        """Bytes the index takes (the file, or the database's tables and indexes)."""
+        ...
+
+    def close(self) -> None: ...
