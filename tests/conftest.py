@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import Postgres
 from tests.servers import (
     IipServer,
     build_pyramids,
@@ -86,3 +87,13 @@ def backend_shims(
     servers = servers_of(images, nginx, iip, thumbor, standins)
     with running_shims(servers, tmp_path_factory, "shim") as started:
         yield started
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A real PostgreSQL for the session (tests/postgres.py; skipped where it is not installed,
+    a failure in CI): the URL of its ``postgres`` database, with a password it never checks.
+    A test makes a database of its own with ``tests.postgres.new_database(postgres_dsn)``."""
+    server = Postgres()
+    yield server.dsn()
+    server.remove()
