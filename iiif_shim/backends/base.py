@@ -21,7 +21,8 @@ declared length, its bytes as they arrive, what is written to a spill folder in 
 :class:`OpenFile` is a master a backend opened to be sent as it is (:meth:`Backend.open_master`;
 only a backend that keeps masters as local files has one).
 :class:`Listable` is what a backend that keeps its images
-in folders offers besides (the ``folder`` object source lists through it).
+in folders offers besides (the ``folder`` object source lists through it, and finds each
+image's sidecar files there: its OCR, by the same name with another extension).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, BinaryIO, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from yarl import URL
@@ -221,10 +223,15 @@ class Backend(ABC, Generic[S]):
 @dataclass(frozen=True)
 class Listing:
     """What one folder of a backend holds: its sub-folders and the images in it (by their name
-    without extension), each in natural order (``p2`` before ``p10``), hidden ones left out."""
+    without extension), each in natural order (``p2`` before ``p10``), hidden ones left out;
+    and each image's ``sidecars``: the other files of the folder with the same name and
+    another extension (full names, sorted; ``p1`` -> ``("p1.txt", "p1.xml")``), for images
+    that have any. What a sidecar is for is its reader's business (the ``folder`` source takes
+    OCR from them)."""
 
     folders: tuple[str, ...]
     images: tuple[str, ...]
+    sidecars: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @runtime_checkable
@@ -239,6 +246,11 @@ class Listable(Protocol):
     async def read(self, path: str, limit: int) -> bytes | None:
         """The first ``limit + 1`` bytes of the file ``path`` (relative to the root), ``None``
         when there is no such file."""
+        ...
+
+    async def stamp(self, path: str) -> str | None:
+        """What changes whenever the file ``path`` (relative to the root) is written (its size
+        and modification time), without reading it; ``None`` when there is no such file."""
         ...
 
 

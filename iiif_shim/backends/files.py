@@ -2,7 +2,10 @@
 
 Identifier ``name`` maps to ``root/name``, then ``root/name.tif`` and so on through the configured
 extensions. A ``/`` inside the identifier is a subfolder. Nothing outside ``root`` is ever opened:
-``..`` segments are refused and symlinks are resolved and checked.
+``..`` segments are refused and symlinks are resolved and checked. A folder's listing (for the
+``folder`` object source) names its sub-folders, its images and each image's sidecar files
+(the same name with another extension: OCR), which are read and stamped (size and
+modification time) under the same rules.
 
 A tiled TIFF is read by window: its pages that form a halving pyramid (as ``vips tiffsave
 --tile --pyramid`` writes them, or with ``--subifd`` as SubIFDs of the first page) are its native
@@ -25,6 +28,7 @@ import os
 import struct
 from pathlib import Path
 from stat import S_ISREG
+from types import MappingProxyType
 
 from iiif_shim.backends.base import Backend, Health, Listing, OpenFile
 from iiif_shim.backends.settings import FilesSettings
@@ -96,6 +100,7 @@ class FilesBackend(Backend[FilesSettings]):
             return None
         exts = tuple(e.lower() for e in self.settings.extensions)
         folders, images = set(), set()
+        others: dict[str, list[str]] = {}  # stem -> files that are not images
         for entry in os.scandir(real):
             if entry.name.startswith("."):
                 continue
@@ -105,8 +110,13 @@ class FilesBackend(Backend[FilesSettings]):
                 stem, ext = os.path.splitext(entry.name)
                 if ext.lower() in exts:
                     images.add(stem)
+                elif ext:
+                    others.setdefault(stem, []).append(entry.name)
+        sidecars = {stem: tuple(sorted(others[stem])) for stem in images if stem in others}
         return Listing(
-            tuple(sorted(folders, key=natural_key)), tuple(sorted(images, key=natural_key))
+            tuple(sorted(folders, key=natural_key)),
+            tuple(sorted(images, key=natural_key)),
+            MappingProxyType(sidecars),
         )
 
     async def listing(self, folder: str) -> Listing | None:
@@ -127,6 +137,22 @@ class FilesBackend(Backend[FilesSettings]):
         """The first ``limit + 1`` bytes of file ``path`` (under root), None when there is no
         such regular file (a pipe or a device is none); OSError when it cannot be read."""
         found: bytes | None = await self.context.run_blocking(self._read, path, limit)
+        return found
+
+    def _stamp(self, path: str) -> str | None:
+        real = self._inside(path)
+        if real is None:
+            return None
+        try:
+            stat = os.stat(real)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return _version(stat) if S_ISREG(stat.st_mode) else None
+
+    async def stamp(self, path: str) -> str | None:
+        """The version of file ``path`` (under root: its size and modification time), None
+        when there is no such regular file; OSError when it cannot be looked at."""
+        found: str | None = await self.context.run_blocking(self._stamp, path)
         return found
 
     def _facts(self, native_id: str) -> SourceInfo:
