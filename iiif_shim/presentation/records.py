@@ -16,7 +16,10 @@ image is left out the same way, and only an object with no usable canvas at all 
 A date that is not a date (``19th century``) is not a bad value in either mode: it is shown as
 the catalogue wrote it, as metadata ``Date``, with no ``navDate`` (a note, not a warning).
 Values a source could not even read as text (a JSON object where text belongs, an unknown key
-of a folder's ``object.yaml``) come in as ``refused`` and take the same decision.
+of a folder's ``object.yaml``, a text file it may not read: outside its folder, on another
+server) come in as ``refused`` and take the same decision. A canvas's text (:class:`TextRef`:
+where its OCR is, as its source resolved it) is copied as the source made it, once checked as
+a value (:func:`text_ref`); an object with any is searchable (:attr:`ObjectRecord.has_text`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from iiif_shim.iiif.profile import RIGHTS_RE
+from iiif_shim.model.text import TextFormat
 from iiif_shim.presentation.dates import CatalogueDate, NotADate, read_date
 from iiif_shim.presentation.labels import Label, Texts, texts
 
@@ -197,6 +201,34 @@ def http_uri(value: str, field: str) -> str:
     return value
 
 
+TEXT_FORMATS = frozenset(f.value for f in TextFormat)
+_PLACE_BAD = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def text_ref(value: Any) -> TextRef | None:
+    """A canvas's text reference as its source made it (where it is: a path or URL the
+    source resolved, or a page of its catalogue): bounded, without control characters, its
+    format one of TEXT_FORMATS or unknown (None). The source decides whether it may read it
+    (``ObjectSource.read_text``); this only keeps a value no message or log can be hurt by."""
+    if value is None:
+        return None
+    if not isinstance(value, TextRef) or not isinstance(value.where, str):
+        raise RecordError("text", "must be the place of a text file")
+    if not value.where.strip():
+        return None
+    if len(value.where) > MAX_TEXT or _PLACE_BAD.search(value.where):
+        raise RecordError(
+            "text",
+            f"{value.where[:80]!r} is longer than {MAX_TEXT} characters or holds "
+            "control characters",
+        )
+    if value.format is not None and value.format not in TEXT_FORMATS:
+        raise RecordError(
+            "text", f"format {value.format[:20]!r} is not one of {', '.join(sorted(TEXT_FORMATS))}"
+        )
+    return value
+
+
 def rights(value: str | None) -> str | None:
     if value is None:
         return None
@@ -333,7 +365,9 @@ def build_record(
         at = len(items)
         items.append(
             CanvasRecord(
-                image, kept(partial(text, canvas.get("canvas_label"), "canvas_label"), None, i)
+                image,
+                kept(partial(text, canvas.get("canvas_label"), "canvas_label"), None, i),
+                kept(partial(text_ref, canvas.get("text")), None, i),
             )
         )
         part = kept(partial(text, canvas.get("range"), "range"), None, i)

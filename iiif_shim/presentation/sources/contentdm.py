@@ -29,22 +29,30 @@ every source: a ``rights`` value that is not a Creative Commons or RightsStateme
 shown as metadata ("Rights") instead (strict: refused), a date that is not one is shown as
 written, as metadata "Date", without ``navDate``. A CONTENTdm source is remote: checks read its
 list and only its first (``check-config``) or a few (``/health/ready``) objects.
+
+With ``fields.text`` (a full-text field, e.g. ``full``), every page has text: that field of the
+page's own item (``dmGetItemInfo/{alias}/{pageptr}/json``; the item itself for a single item),
+plain text, entities decoded; an empty field is a page without words. Its stamp is the text's
+hash (the catalogue gives no other), so the search index asks for it whenever it looks again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from iiif_shim.base.errors import UnreadableMetadata
+from iiif_shim.base.errors import BadRecord, OversizeAnswer, UnreadableMetadata
+from iiif_shim.model.text import TextFile, TextFormat
 from iiif_shim.presentation.records import (
     MAX_CANVASES,
     OBJECT_FIELDS,
     NoCanvas,
     ObjectRecord,
     RecordError,
+    TextRef,
     build_record,
     text,
 )
@@ -71,6 +79,10 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, list):
         return [item for item in value if isinstance(item, Mapping)]
     return [value] if isinstance(value, Mapping) else []
+
+
+def _hashed(data: bytes) -> str:
+    return "sha256 " + hashlib.sha256(data).hexdigest()
 
 
 def _refusal(doc: Any) -> str | None:
@@ -162,7 +174,7 @@ class ContentdmSource(HttpJsonSource[ContentdmSourceSettings]):
             find = str(_texts(info.get("find")) or "")
             if find and find.rsplit(".", 1)[-1].lower() not in IMAGE_FILES:
                 raise NoCanvas("image", f"its file ({find[:40]!r}) is not an image")
-            return [{"image": self._image(name)}]
+            return [{"image": self._image(name), "text": self._text_ref(name)}]
         if refusal is not None or not isinstance(cpd, Mapping):
             raise self.bad(name, "dmGetCompoundObjectInfo answered neither pages nor a refusal")
         pages: list[tuple[Mapping[str, Any], str | None]] = []
@@ -177,7 +189,7 @@ class ContentdmSource(HttpJsonSource[ContentdmSourceSettings]):
                 continue
             canvases.append(
                 {"image": self._image(pointer), "canvas_label": _texts(page.get("pagetitle")),
-                 "range": section}
+                 "range": section, "text": self._text_ref(pointer)}
             )  # fmt: skip
             if len(canvases) > MAX_CANVASES:
                 break  # build_record says so
@@ -201,6 +213,51 @@ class ContentdmSource(HttpJsonSource[ContentdmSourceSettings]):
         for child in _as_list(node.get("node")):
             title = text(_texts(child.get("nodetitle")), "nodetitle") if depth > 0 else None
             self._walk(child, title or section, out, depth + 1)
+
+    def _text_ref(self, pointer: str) -> TextRef | None:
+        """Page ``pointer``'s text, when a full-text field is configured: that field of the
+        page's own item (plain text)."""
+        if self.settings.fields.text is None:
+            return None
+        return TextRef(pointer, TextFormat.PLAIN.value)
+
+    async def _page_text(self, ref: TextRef) -> str | None:
+        """The full text of page ``ref.where`` (its field ``fields.text``), "" when empty,
+        None when the page is gone."""
+        nick, pointer = self.settings.fields.text, ref.where
+        if nick is None or not _POINTER_RE.fullmatch(pointer):
+            raise BadRecord(f"{self.who}: {pointer[:40]!r} is not a page with text")
+        what = f"the text of page {pointer!r}"
+        try:
+            info = await self._json(self._ask(self._item, pointer=pointer), what, pointer)
+        except OversizeAnswer:
+            raise BadRecord(
+                f"{self.who}: {what} is larger than max_metadata_bytes "
+                f"({self.settings.max_metadata_bytes})"
+            ) from None
+        if info is None or _refusal(info) is not None:
+            return None
+        value = _texts(info.get(nick)) if isinstance(info, Mapping) else None
+        if value is None:
+            return ""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise BadRecord(f"{self.who}: {what}: field {nick!r} is not text")
+        return str(value)
+
+    async def text_stamp(self, ref: TextRef) -> str | None:
+        """The hash of the page's text: it is in the catalogue, which has no other stamp."""
+        found = await self._page_text(ref)
+        return None if found is None else _hashed(found.encode("utf-8"))
+
+    async def read_text(self, ref: TextRef, limit: int) -> TextFile | None:
+        found = await self._page_text(ref)
+        if found is None:
+            return None
+        data = found.encode("utf-8")
+        name = f"page {ref.where} ({self.settings.fields.text})"
+        if len(data) > limit:
+            raise BadRecord(f"{self.who}: the text of {name} is larger than {limit} bytes")
+        return TextFile(data, _hashed(data), name, TextFormat.PLAIN)
 
     def _image(self, pointer: str) -> str:
         return self.settings.image_id.format_map({"alias": self.settings.alias, "pointer": pointer})

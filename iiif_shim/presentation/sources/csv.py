@@ -5,7 +5,13 @@ Each row names its object and its image (a IIIF identifier of this shim); the ro
 are its canvases, in file order, or sorted by the ``order`` column when one is configured
 (numerically when every value is a number, else naturally: ``p2`` before ``p10``; rows without
 a value last). The object's own fields (label, summary, rights, ...) and its metadata come from
-its first row in the file. A ``range`` column groups consecutive canvases into ranges.
+its first row in the file. A ``range`` column groups consecutive canvases into ranges. A
+``text`` column names each canvas's text (its OCR: ALTO, hOCR or plain): a path relative to
+the CSV file's folder, which it never leaves (a ``..`` or an absolute path elsewhere, or a link
+leading out, is refused), or an http(s) URL on the CSV's own server or under one of its
+``text_origins`` (a CSV read from a file: only those); for a CSV read from a URL a path is
+relative to that URL. A text it may not read is left out like any bad value (``texts.py``
+reads and stamps them for the search index).
 
 The whole file is read and parsed in the thread pool, bounded in bytes (``max_bytes``) and rows
 (``max_rows``), and kept parsed: a file is read again when its size or modification time
@@ -40,6 +46,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 
 from iiif_shim.base.errors import (
     BackendError,
@@ -53,11 +60,13 @@ from iiif_shim.base.errors import (
 from iiif_shim.base.files import read_head
 from iiif_shim.base.text import natural_key
 from iiif_shim.cache.memory import SingleFlight
+from iiif_shim.model.text import TextFile
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
     ObjectRecord,
     RecordError,
     Skipped,
+    TextRef,
     build_record,
     check_name,
 )
@@ -72,6 +81,15 @@ from iiif_shim.presentation.sources.base import (
 from iiif_shim.presentation.sources.settings import (
     ROW_FIELDS,
     CsvSourceSettings,
+)
+from iiif_shim.presentation.sources.texts import (
+    TextUrls,
+    format_of,
+    inside,
+    is_url,
+    read_file,
+    shown,
+    stamp_file,
 )
 from iiif_shim.upstream.client import Upstream
 from iiif_shim.upstream.urltemplate import UrlTemplate
@@ -201,6 +219,7 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         super().__init__(name, settings)
         self._url = self.settings.url
         self._upstream: Upstream | None = None
+        self._texts: TextUrls | None = None  # its text URLs (made when it starts)
         self._flight: SingleFlight[str, Table] = SingleFlight()
         self._table: Table | None = None
         self._stamp: tuple[int, int, int] | None = None  # a file's (mtime, size, inode)
@@ -222,8 +241,14 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
                 self.name, self.settings, [scope], context.metrics, role="source"
             )
             await self._upstream.start()
+        self._texts = TextUrls(
+            self.who, self.name, self.settings, self._upstream, self.settings.text_origins
+        )
+        await self._texts.start(context.metrics)
 
     async def close(self) -> None:
+        if self._texts is not None:
+            await self._texts.close()
         if self._upstream is not None:
             await self._upstream.close()
 
@@ -274,15 +299,19 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         columns = self.settings.columns
         at = {key: i for i, key in enumerate(ROW_FIELDS)}
         first = rows[0]
-        canvases = []
+        canvases: list[dict[str, Any]] = []
+        refused: list[Skipped] = []
         ordered = self._ordered(rows)
         for row in ordered:
             image = row.values[at["image"]]
             if self.strict and not image.strip():
                 raise self.bad(name, f"line {row.line}: no image (column {columns.image!r})")
+            text, why = self._text_ref(row.values[at["text"]])
+            if why is not None:
+                refused.append(Skipped("text", why, canvas=len(canvases)))
             canvases.append(
                 {"image": image, "canvas_label": row.values[at["canvas_label"]],
-                 "range": row.values[at["range"]]}
+                 "range": row.values[at["range"]], "text": text}
             )  # fmt: skip
         fields = {key: first.values[at[key]] for key in OBJECT_FIELDS}
         metadata = [
@@ -290,7 +319,9 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
             for i, (label, _) in enumerate(columns.labelled())
         ]
         try:
-            record = build_record(name, self.name, fields, canvases, metadata, strict=self.strict)
+            record = build_record(
+                name, self.name, fields, canvases, metadata, strict=self.strict, refused=refused
+            )
         except RecordError as exc:
             raise self.unusable(name, exc) from None
         if not record.skipped:
@@ -298,6 +329,41 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         placed = tuple(self._placed(s, ordered[s.canvas] if s.canvas is not None else first)
                        for s in record.skipped)  # fmt: skip
         return dataclasses.replace(record, skipped=placed)
+
+    def _text_ref(self, value: str) -> tuple[TextRef | None, str | None]:
+        """A ``text`` cell as the canvas's text (a URL, or a path under the CSV file's folder;
+        a CSV read from a URL: a path is relative to it), or why it cannot be read."""
+        place = value.strip()
+        if not place:
+            return None, None
+        if self._url is not None and not is_url(place):
+            place = urljoin(self._url, place)
+        if is_url(place):
+            assert self._texts is not None  # (made when it starts)
+            why = self._texts.refusal(place)
+        elif self._url is None and not inside(self.settings.path.parent, place):
+            why = f"text file {shown(place)} is outside the CSV file's folder"
+        else:
+            why = None
+        return (None, why) if why is not None else (TextRef(place, format_of(place)), None)
+
+    async def text_stamp(self, ref: TextRef) -> str | None:
+        if is_url(ref.where):
+            assert self._texts is not None
+            return await self._texts.stamp(ref.where)
+        found: str | None = await self.context.run_blocking(
+            stamp_file, self.settings.path.parent, ref.where, self.who
+        )
+        return found
+
+    async def read_text(self, ref: TextRef, limit: int) -> TextFile | None:
+        if is_url(ref.where):
+            assert self._texts is not None
+            return await self._texts.read(ref.where, limit, ref.format)
+        found: TextFile | None = await self.context.run_blocking(
+            read_file, self.settings.path.parent, ref.where, limit, self.who, ref.format
+        )
+        return found
 
     def _placed(self, skipped: Skipped, row: Row) -> Skipped:
         """``skipped`` with the file's line and the column of its value."""

@@ -1,6 +1,10 @@
 """``type: folder``: each sub-folder of a ``files`` backend is an object, its images the canvases
 in natural order (``p2`` before ``p10``); an optional ``object.yaml`` inside gives the object's
-fields (the same names as the CSV columns) and per-image canvas labels and ranges.
+fields (the same names as the CSV columns) and per-image canvas labels and ranges. An image's
+text (its OCR) is a sidecar file next to it: the same name with ``.xml`` or ``.alto`` (ALTO),
+``.hocr`` or ``.html`` (hOCR) or ``.txt`` (plain text), the first of these found; a folder
+without them has no text. Sidecars are read and stamped (size and modification time) through
+the backend, inside its root like its images.
 
 An ``object.yaml`` that cannot be read (not UTF-8 YAML, not a mapping, too large) is a 502 for
 that object; a key it does not know, or one of the wrong shape (``metadata`` or ``canvases``
@@ -9,23 +13,27 @@ like every value ``records.build_record`` cannot use."""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
 
 from iiif_shim.backends.base import Listable
-from iiif_shim.base.errors import UnreadableSource
+from iiif_shim.base.errors import BadRecord, UnreadableSource
+from iiif_shim.model.text import TextFile, TextFormat
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
     ObjectRecord,
     RecordError,
     Skipped,
+    TextRef,
     build_record,
     check_name,
 )
 from iiif_shim.presentation.sources.base import ObjectSource
 from iiif_shim.presentation.sources.settings import FolderSourceSettings
+from iiif_shim.presentation.sources.texts import SIDECARS, format_of
 
 OBJECT_FILE = "object.yaml"
 MAX_OBJECT_FILE = 256 * 1024
@@ -75,10 +83,38 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
             raw = await self._files.read(f"{name}/{OBJECT_FILE}", MAX_OBJECT_FILE)
         except OSError:
             raise self.bad(name, f"{OBJECT_FILE} cannot be read") from None
+        texts = {stem: _sidecar(inside.sidecars.get(stem, ())) for stem in inside.images}
         found: ObjectRecord = await self.context.run_blocking(
-            self._record, name, inside.images, raw
+            self._record, name, inside.images, raw, texts
         )
         return self.noted(found)
+
+    async def text_stamp(self, ref: TextRef) -> str | None:
+        try:
+            return await self._files.stamp(ref.where)
+        except OSError as exc:
+            raise self._unreadable(ref, exc) from None
+
+    async def read_text(self, ref: TextRef, limit: int) -> TextFile | None:
+        files = self._files
+        try:
+            stamp = await files.stamp(ref.where)  # before reading: a change is seen next time
+            data = await files.read(ref.where, limit) if stamp is not None else None
+        except OSError as exc:
+            raise self._unreadable(ref, exc) from None
+        if stamp is None or data is None:
+            return None
+        if len(data) > limit:
+            raise BadRecord(
+                f"{self.who}: text file {ref.where[:200]!r} is larger than {limit} bytes"
+            )
+        fmt = None if ref.format is None else TextFormat(ref.format)
+        return TextFile(data, stamp, ref.where, fmt)
+
+    def _unreadable(self, ref: TextRef, exc: OSError) -> BadRecord:
+        return BadRecord(
+            f"{self.who}: text file {ref.where[:200]!r} cannot be read", detail=exc.strerror
+        )
 
     def place(self, record: ObjectRecord, skipped: Skipped) -> tuple[str, str | None]:
         """The object's file and the key of a value left out."""
@@ -89,8 +125,15 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
             return where, f"metadata[{skipped.entry}]"
         return where, skipped.field
 
-    def _record(self, name: str, images: Sequence[str], raw: bytes | None) -> ObjectRecord:
-        """The record of folder ``name`` (blocking: its object file is parsed here)."""
+    def _record(
+        self,
+        name: str,
+        images: Sequence[str],
+        raw: bytes | None,
+        texts: Mapping[str, str | None],
+    ) -> ObjectRecord:
+        """The record of folder ``name`` (blocking: its object file is parsed here); ``texts``:
+        each image's text sidecar, if it has one."""
         spec = self._object_file(raw, name)
         refused = [
             Skipped(str(key)[:40], "not a key of object.yaml", where=self._file(name))
@@ -111,9 +154,11 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
         canvases = []
         for stem in images:
             extra = shaped(canvases_spec.get(stem), f"canvases.{stem}", "a mapping (label, range)")
+            sidecar = texts.get(stem)
+            text = None if sidecar is None else TextRef(f"{name}/{sidecar}", format_of(sidecar))
             canvases.append(
                 {"image": f"{name}/{stem}", "canvas_label": extra.get("label"),
-                 "range": extra.get("range")}
+                 "range": extra.get("range"), "text": text}
             )  # fmt: skip
         metadata = shaped(spec.get("metadata"), "metadata", "a mapping of label to value")
         fields = {key: spec.get(key) for key in OBJECT_FIELDS}
@@ -146,3 +191,10 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
 
 
 _KNOWN = frozenset({*OBJECT_FIELDS, "metadata", "canvases"})
+
+
+def _sidecar(names: Sequence[str]) -> str | None:
+    """An image's text sidecar among its sidecar files: the first of SIDECARS (by extension,
+    in any case) it has."""
+    by_extension = {posixpath.splitext(n)[1].lower(): n for n in sorted(names, reverse=True)}
+    return next((by_extension[ext] for ext in SIDECARS if ext in by_extension), None)

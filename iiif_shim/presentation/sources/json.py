@@ -7,7 +7,10 @@ one of its objects. The object's fields are JSON paths into the answer (``upstre
 ``images`` selects the image identifiers (IIIF identifiers of this server), one canvas each,
 in order; ``canvas_labels`` one label per image; ``metadata`` maps labels to paths, several
 matches joined with ``"; "``; label, summary and the other object fields take their path's
-matches (the first for rights, nav_date and viewing_direction; all for behavior and see_also).
+matches (the first for rights, nav_date and viewing_direction; all for behavior and see_also);
+``text`` one text (OCR) URL per image, absolute or relative to the object's own URL, fetched
+only from the catalogue's own server or one of its ``text_origins`` (else left out as a value
+it cannot use).
 
 Which objects there are: ``objects`` (a fixed list) or ``list`` (a URL answering JSON, the names
 found by ``list_path`` and, for entries that are objects, ``name_path``; fetched again after
@@ -37,6 +40,7 @@ from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urljoin
 
 from iiif_shim.backends.base import PARSE_ERRORS
 from iiif_shim.base.errors import (
@@ -46,17 +50,20 @@ from iiif_shim.base.errors import (
     UpstreamClientError,
 )
 from iiif_shim.cache.memory import SingleFlight
+from iiif_shim.model.text import TextFile
 from iiif_shim.presentation.records import (
     OBJECT_FIELDS,
     NoCanvas,
     ObjectRecord,
     RecordError,
     Skipped,
+    TextRef,
     build_record,
     check_name,
 )
 from iiif_shim.presentation.sources.base import ObjectSource, SourceContext
 from iiif_shim.presentation.sources.settings import HttpSourceSettings, JsonSourceSettings
+from iiif_shim.presentation.sources.texts import TextUrls, format_of
 from iiif_shim.upstream.client import Answer, Upstream
 from iiif_shim.upstream.jsonpath import JsonPath, compile_path
 from iiif_shim.upstream.parse import parse_json
@@ -168,9 +175,10 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
         )
         self._paths = {
             key: compile_path(path)
-            for key in ("images", "canvas_labels", *OBJECT_FIELDS)
+            for key in ("images", "canvas_labels", "text", *OBJECT_FIELDS)
             if (path := getattr(s.fields, key)) is not None
         }
+        self._texts: TextUrls | None = None  # its text URLs (made when it starts)
         self._metadata = [(label, compile_path(p)) for label, p in s.fields.labelled()]
         self._listing: Listing | None = None
         self._listed_at = -math.inf
@@ -179,6 +187,26 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
 
     def templates(self) -> list[UrlTemplate]:
         return [self._url] + ([self._list_url] if self._list_url is not None else [])
+
+    async def start(self, context: SourceContext) -> None:
+        await super().start(context)
+        self._texts = TextUrls(
+            self.who, self.name, self.settings, self.upstream, self.settings.text_origins
+        )
+        await self._texts.start(context.metrics)
+
+    async def close(self) -> None:
+        if self._texts is not None:
+            await self._texts.close()
+        await super().close()
+
+    async def text_stamp(self, ref: TextRef) -> str | None:
+        assert self._texts is not None
+        return await self._texts.stamp(ref.where)
+
+    async def read_text(self, ref: TextRef, limit: int) -> TextFile | None:
+        assert self._texts is not None
+        return await self._texts.read(ref.where, limit, ref.format)
 
     async def names(self, limit: int) -> list[str]:
         listing = await self._listed()
@@ -196,26 +224,27 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
         answer = await self.fetch(url, what=f"object {name!r}", name=name)
         if answer is None:
             return None
-        found: ObjectRecord = await self.context.run_blocking(self._read, name, answer)
+        found: ObjectRecord = await self.context.run_blocking(self._read, name, answer, url)
         return self.noted(found)
 
     @property
     def stale(self) -> str | None:
         return self._stale
 
-    def _read(self, name: str, answer: Answer) -> ObjectRecord:
-        """The record from an object's answer. Blocking (parsing, paths)."""
+    def _read(self, name: str, answer: Answer, url: str) -> ObjectRecord:
+        """The record from an object's answer (from ``url``). Blocking (parsing, paths)."""
         doc = self.parse(answer, f"object {name!r}")
         try:
-            return self._build(name, doc)
+            return self._build(name, doc, url)
         except RecordError as exc:
             raise self.unusable(name, exc) from None
         except ValueError as exc:  # a path matching too many values
             raise self.bad(name, str(exc)) from None
 
-    def _build(self, name: str, doc: Any) -> ObjectRecord:
-        """The record of ``doc``; an optional value that is not text goes to ``build_record``
-        as refused (lenient: left out; strict: the object refused)."""
+    def _build(self, name: str, doc: Any, url: str) -> ObjectRecord:
+        """The record of ``doc`` (the answer at ``url``); an optional value that is not text,
+        or a text URL it may not fetch, goes to ``build_record`` as refused (lenient: left out;
+        strict: the object refused)."""
         images_path = self._paths["images"]
         try:
             images = scalars(images_path.select(doc), "images")
@@ -234,10 +263,13 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
 
         labels_path = self._paths.get("canvas_labels")
         labels = (read(labels_path, "canvas_label") if labels_path else None) or []
+        text_path = self._paths.get("text")
+        texts = (read(text_path, "text") if text_path else None) or []
         canvases = [
-            {"image": image, "canvas_label": labels[i] if i < len(labels) else None}
+            {"image": image, "canvas_label": labels[i] if i < len(labels) else None,
+             "text": self._text_ref(texts[i], url, i, refused) if i < len(texts) else None}
             for i, image in enumerate(images)
-        ]
+        ]  # fmt: skip
         fields: dict[str, Any] = {}
         for key in OBJECT_FIELDS:
             path = self._paths.get(key)
@@ -256,6 +288,20 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
         return build_record(
             name, self.name, fields, canvases, metadata, strict=self.strict, refused=refused
         )
+
+    def _text_ref(
+        self, value: str, url: str, canvas: int, refused: list[Skipped]
+    ) -> TextRef | None:
+        """A text URL (absolute, or relative to the object's ``url``) as canvas ``canvas``'s
+        text, or None (with why in ``refused``) when this source may not fetch it."""
+        if not value.strip():
+            return None
+        place = urljoin(url, value.strip())
+        assert self._texts is not None  # (made when it starts)
+        if (why := self._texts.refusal(place)) is not None:
+            refused.append(Skipped("text", why, canvas=canvas))
+            return None
+        return TextRef(place, format_of(place))
 
     # --- the list of objects -----------------------------------------------------------------
 

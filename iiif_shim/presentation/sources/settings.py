@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 from iiif_shim.backends.settings import BackendSettings
 from iiif_shim.base.schema import Finding, at_least, option, problem
@@ -116,8 +117,30 @@ class FolderSourceSettings(SourceSettings):
 _SCHEME_RE = re.compile(r"https?:", re.IGNORECASE)
 
 
+def origins_check(value: tuple[str, ...]) -> str | None:
+    """A settings check of ``text_origins``: http(s) URLs (an origin, or an origin and a
+    folder), without a query or credentials."""
+    for origin in value:
+        if why := fixed_url(origin):
+            return f"{origin[:80]!r} {why}"
+        split = urlsplit(origin)
+        if "@" in split.netloc:
+            return f"{origin[:80]!r} holds credentials: none are sent to text_origins"
+        if split.query or split.fragment:
+            return f"{origin[:80]!r} has a query or a fragment: give an origin or a folder"
+    return None
+
+
+TEXT_ORIGINS_DOC = (
+    "http(s) servers (`https://ocr.example.org`) or folders on them "
+    "(`https://ocr.example.org/alto/`) its text URLs may name besides its own origin; a text "
+    "URL elsewhere is refused (left out, and listed by check-config). The source's own "
+    "client settings (timeout, retries, ...) apply, its credentials are not sent there"
+)
+
+
 # the columns a row may have, besides the metadata columns, in the order rows keep them
-ROW_FIELDS = ("image", "canvas_label", "range", "order", *OBJECT_FIELDS)
+ROW_FIELDS = ("image", "canvas_label", "range", "order", "text", *OBJECT_FIELDS)
 
 
 def _delimiter(value: str) -> str | None:
@@ -164,6 +187,13 @@ class CsvColumns:
     nav_date: str | None = option(None, doc="a year, date or date-time (ISO 8601)")
     order: str | None = option(None, doc="sorts the rows of an object (numbers, else natural)")
     range: str | None = option(None, doc="consecutive canvases with the same value form a range")
+    text: str | None = option(
+        None,
+        doc="the canvas's text (OCR): a file's path relative to the CSV file's folder (never "
+        "outside it), or an http(s) URL (a CSV read from a URL: a path is relative to that "
+        "URL); ALTO (`.xml`, `.alto`), hOCR (`.hocr`, `.html`) or plain text (`.txt`; another "
+        "name: told from its content)",
+    )
     behavior: str | None = option(None, doc="manifest behaviors, e.g. `paged`")
     viewing_direction: str | None = option(None, doc="e.g. `right-to-left`")
     see_also: str | None = option(None, doc="http(s) URIs of other descriptions")
@@ -223,6 +253,11 @@ class CsvSourceSettings(HttpSourceSettings):
         doc="a URL: seconds a fetched copy is used before it is fetched again",
         check=at_least(0),
     )
+    text_origins: tuple[str, ...] = option(
+        (),
+        doc=f"{TEXT_ORIGINS_DOC}. A CSV read from a file fetches text URLs only from these",
+        check=origins_check,
+    )
 
     @property
     def url(self) -> str | None:
@@ -276,6 +311,13 @@ class JsonFields:
     canvas_labels: str | None = option(
         None,
         doc="one label per image, in the same order, e.g. `$.files[*].title`",
+        check=path_check,
+    )
+    text: str | None = option(
+        None,
+        doc="one text (OCR) URL per image, in the same order, e.g. `$.files[*].alto`: "
+        "absolute, or relative to the object's JSON URL; ALTO, hOCR or plain text (told by "
+        "the name's extension, else by the content)",
         check=path_check,
     )
     label: str | None = option(None, doc="the object's label (else its name)", check=path_check)
@@ -349,6 +391,7 @@ class JsonSourceSettings(HttpSourceSettings):
         doc="seconds a fetched `list` is used before it is fetched again",
         check=at_least(0),
     )
+    text_origins: tuple[str, ...] = option((), doc=TEXT_ORIGINS_DOC, check=origins_check)
 
     def findings(self) -> builtins.list[Finding]:  # `list` is a setting here
         found: builtins.list[Finding] = unused(self)
@@ -444,6 +487,12 @@ class ContentdmFields:
     access: str | None = option(
         None,
         doc="the object's access policy (a name under `auth.policies`; else the source's `access`)",
+        check=_nick,
+    )
+    text: str | None = option(
+        None,
+        doc="the field holding each page's full text (CONTENTdm's full-text field, e.g. "
+        "`full`), read per page with dmGetItemInfo as plain text; absent: no text",
         check=_nick,
     )
     metadata: Mapping[str, str | MetadataNick] = option(
