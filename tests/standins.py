@@ -17,17 +17,18 @@ products, and the presets and the source say so.
   ``DMSCALE`` (percent), ``DMX``/``DMY`` (offset in scaled pixels) and ``DMWIDTH``/``DMHEIGHT``
   (viewport in scaled pixels, clipped at the image edge); it answers JPEG. Images are
   ``{alias}/{ptr}.{ext}`` in the folder.
-- CONTENTdm web services for objects, from ``{alias}/items.json`` in the folder (pointer ->
-  the item's fields by nickname, with an optional ``cpd``: its compound structure as
+- CONTENTdm web services for objects, from ``{alias}/items.json`` in the folder (pointer -> the
+  item's fields by nickname, with an optional ``cpd``: its compound structure as
   ``dmGetCompoundObjectInfo`` answers it), in the shapes OCLC documents and sites are seen to
   send: ``dmGetItemInfo/{alias}/{ptr}/json`` (the fields, an empty one as ``{}``, plus ``find``
-  and ``dmrecord``; an unknown pointer ``{"code": "-2", "message": "Requested item not
-  found"}``), ``dmGetCompoundObjectInfo/{alias}/{ptr}/json`` (the ``cpd``, or ``{"code": "-2",
-  "message": "Requested item is not compound"}``) and ``dmQuery/{alias}/0/{fields}/{sortby}/
-  {maxrecs}/{start}/{suppress}/...`` (browse: ``{"pager": ..., "records": [{pointer,
-  parentobject, collection, filetype, find, <fields>}]}``, pages of compound objects only with
-  suppress 0). Any function on an alias without a folder answers 200 with the HTML text
-  ``Error looking up collection /{alias}<br>``, as the product does.
+  and ``dmrecord``, and ``cdmhasocr`` 1 when the item's full-text field ``full`` has text: a
+  page's full text is that field of the page's own item; an unknown pointer ``{"code": "-2",
+  "message": "Requested item not found"}``), ``dmGetCompoundObjectInfo/{alias}/{ptr}/json`` (the
+  ``cpd``, or ``{"code": "-2", "message": "Requested item is not compound"}``) and
+  ``dmQuery/{alias}/0/{fields}/{sortby}/{maxrecs}/{start}/{suppress}/...`` (browse: ``{"pager":
+  ..., "records": [{pointer, parentobject, collection, filetype, find, <fields>}]}``, pages of
+  compound objects only with suppress 0). Any function on an alias without a folder answers 200
+  with the HTML text ``Error looking up collection /{alias}<br>``, as the product does.
 
 Both count requests and bytes sent, at ``/_stats``.
 """
@@ -155,7 +156,7 @@ def _cdm_item(items: dict[str, Any], pointer: str) -> dict[str, Any]:
         "dmrecord": pointer,
         "restrictionCode": "0",
         "cdmfilesize": "1000",
-        "cdmhasocr": "0",
+        "cdmhasocr": "1" if items[pointer].get("full") else "0",
     }
 
 
