@@ -13,7 +13,8 @@ selectors beyond their ``type``, annotation collections).
 
 ``check_v2`` owns Presentation 2.1: it runs iiif-prezi's ``ManifestReader`` (what the official
 validator runs for 2.x), with the JSON-LD contexts that reader's expansion step dereferences
-served from local data; any other context URL is an error, never a network fetch.
+served from local data (with the Search 1.0 context a 2.1 manifest's search service names);
+any other context URL is an error, never a network fetch.
 
 Both return a list of problems; an empty list means the document is valid.
 """
@@ -739,6 +740,24 @@ _IMAGE_2_CONTEXT: Node = {
     }
 }
 
+# The Search 1.0 context (IIIF/api source/search/1/context.json), which the search service of
+# a 2.1 manifest names, as the Search 1.0 specification writes that service.
+SEARCH_CONTEXT_1 = "http://iiif.io/api/search/1/context.json"
+_SEARCH_1_CONTEXT: Node = {
+    "@context": {
+        "search": "http://iiif.io/api/search/1#",
+        "ignored": {"@id": "search:ignored", "@container": "@set"},
+        "match": {"@id": "search:match"},
+        "before": {"@id": "search:before"},
+        "after": {"@id": "search:after"},
+        "count": {"@id": "search:count"},
+        "hits": {"@id": "search:hasHitList", "@container": "@list", "@type": "@id"},
+        "terms": {"@id": "search:hasTermList", "@container": "@list", "@type": "@id"},
+        "annotations": {"@id": "search:refines", "@container": "@set", "@type": "@id"},
+        "selectors": {"@id": "search:hasSelector", "@container": "@set", "@type": "@id"},
+    }
+}
+
 # Reader warnings that are not problems of the document:
 _NOT_PROBLEMS = (
     # SHOULD-level advice (description, format, @id on annotations...)
@@ -759,10 +778,11 @@ def _context_21() -> Node:
 
 
 def _offline_loader(url: str, options: Any = None) -> Node:
-    """A PyLD document loader with the two contexts 2.1 documents name, and nothing else."""
+    """A PyLD document loader with the contexts 2.1 documents name, and nothing else."""
     documents: dict[str, Callable[[], Node]] = {
         CONTEXT_2: _context_21,
         IMAGE_CONTEXT_2: lambda: _IMAGE_2_CONTEXT,
+        SEARCH_CONTEXT_1: lambda: _SEARCH_1_CONTEXT,
     }
     if url not in documents:
         raise ValueError(f"no local context document for {url} (tests fetch nothing)")

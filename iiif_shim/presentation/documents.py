@@ -36,14 +36,19 @@ from iiif_shim.auth.documents import with_auth2_context
 from iiif_shim.auth.settings import PolicySettings
 from iiif_shim.iiif.identifier import encode_identifier
 from iiif_shim.iiif.profile import Format, Version
+from iiif_shim.model.text import TextFormat
 from iiif_shim.presentation.labels import Texts
-from iiif_shim.presentation.records import ObjectRecord
+from iiif_shim.presentation.records import CanvasRecord, ObjectRecord
 from iiif_shim.presentation.settings import PresentationSettings
 
 CONTEXT_3 = "http://iiif.io/api/presentation/3/context.json"
 CONTEXT_2 = "http://iiif.io/api/presentation/2/context.json"
 IMAGE_CONTEXT_2 = "http://iiif.io/api/image/2/context.json"
 LEVEL2_V2 = "http://iiif.io/api/image/2/level2.json"
+SEARCH_CONTEXT_2 = "http://iiif.io/api/search/2/context.json"
+SEARCH_CONTEXT_1 = "http://iiif.io/api/search/1/context.json"
+SEARCH_PROFILE_1 = "http://iiif.io/api/search/1/search"
+AUTOCOMPLETE_PROFILE_1 = "http://iiif.io/api/search/1/autocomplete"
 _VIEWING_HINTS_2 = ("paged", "continuous", "individuals")
 _FORMAT_NAMES = {Format.JPG: "JPEG", Format.PNG: "PNG", Format.TIF: "TIFF", Format.WEBP: "WebP"}
 
@@ -276,6 +281,78 @@ class Builder:
             "value": _texts_2(value.v2(language), _text),
         }
 
+    # --- text and search ---------------------------------------------------------------
+
+    def search_services(self, name: str) -> list[dict[str, Any]]:
+        """A 3.0 resource's search services: Search 2.0 (matched by type, as Clover does) and
+        Search 1.0 (matched by profile, as Mirador and UV do), each with its autocomplete."""
+        urls = self.urls
+        return [
+            {
+                "id": urls.search("2", name),
+                "type": "SearchService2",
+                "service": [{"id": urls.autocomplete("2", name), "type": "AutoCompleteService2"}],
+            },
+            {
+                "@id": urls.search("1", name),
+                "@type": "SearchService1",
+                "profile": SEARCH_PROFILE_1,
+                "service": [
+                    {
+                        "@id": urls.autocomplete("1", name),
+                        "@type": "AutoCompleteService1",
+                        "profile": AUTOCOMPLETE_PROFILE_1,
+                    }
+                ],
+            },
+        ]
+
+    def search_service_2(self, name: str) -> dict[str, Any]:
+        """A 2.1 manifest's search service: Search 1.0 as its specification writes it."""
+        urls = self.urls
+        return {
+            "@context": SEARCH_CONTEXT_1,
+            "@id": urls.search("1", name),
+            "profile": SEARCH_PROFILE_1,
+            "service": {"@id": urls.autocomplete("1", name), "profile": AUTOCOMPLETE_PROFILE_1},
+        }
+
+    def plain_text(self, record: ObjectRecord, pdf_policies: Sequence[str], v3: bool) -> Any:
+        """The object's whole text as a ``rendering`` (it needs what its PDF needs: offered
+        with the PDF's probe when restricted, left out when the PDF is), or None."""
+        if not record.has_text or not pdf_offered(pdf_policies):
+            return None
+        url = self.urls.plain_text(record.name)
+        if v3:
+            text: dict[str, Any] = {
+                "id": url,
+                "type": "Text",
+                "label": self.lang("Text"),
+                "format": "text/plain",
+            }
+        else:
+            text = {"@id": url, "label": "Text", "format": "text/plain"}
+        if pdf_policies:
+            probe = self.urls.pdf_probe(record.name)
+            services = self.auth_services(pdf_policies[0], probe, v3=v3)
+            text["service"] = services[:1] if v3 else services[0]
+        return text
+
+    def ocr(self, name: str, index: int, canvas: CanvasRecord, v3: bool) -> dict[str, Any]:
+        """A canvas's OCR file as its ``seeAlso``: its format and profile when known."""
+        assert canvas.text is not None
+        link: dict[str, Any] = (
+            {"id": self.urls.ocr(name, index), "type": "Dataset"}
+            if v3
+            else {"@id": self.urls.ocr(name, index)}
+        )
+        if canvas.text.format is not None:
+            kind = TextFormat(canvas.text.format)
+            link["format"] = kind.media_type.split(";", 1)[0]
+            if kind.profile is not None:
+                link["profile"] = kind.profile
+        return link
+
     # --- Presentation 3.0 --------------------------------------------------------------
 
     def _services(self, identifier: str) -> list[dict[str, Any]]:
@@ -324,8 +401,9 @@ class Builder:
             "service": services,
         }
 
-    def _canvas(self, base: str, index: int, label: str | None, pic: Picture) -> dict[str, Any]:
-        canvas_id = f"{base}/canvas/{index + 1}"
+    def _canvas(self, name: str, index: int, record: CanvasRecord, pic: Picture) -> dict[str, Any]:
+        canvas_id = self.urls.canvas("3", name, index)
+        label = record.label
         mw, mh = pic.max_size
         body = {
             "id": f"{self.urls.service(Version.V3, pic.identifier)}/full/max/0/default.jpg",
@@ -346,6 +424,8 @@ class Builder:
             canvas["thumbnail"] = [thumbnail]
         if pic.access is None and (original := self.original(Version.V3, pic)):
             canvas["rendering"] = [original]
+        if record.text is not None:
+            canvas["seeAlso"] = [self.ocr(name, index, record, True)]
         canvas["items"] = [
             {
                 "id": f"{canvas_id}/page",
@@ -361,6 +441,10 @@ class Builder:
                 ],
             }
         ]
+        if record.text is not None:  # its lines, as supplementing annotations
+            canvas["annotations"] = [
+                {"id": self.urls.canvas_text("3", name, index), "type": "AnnotationPage"}
+            ]
         return canvas
 
     def _provider(self) -> list[dict[str, Any]]:
@@ -400,7 +484,7 @@ class Builder:
         manifest_id = urls.manifest("3", record.name)
         base = manifest_id.removesuffix("/manifest")
         doc: dict[str, Any] = {
-            "@context": CONTEXT_3,
+            "@context": [SEARCH_CONTEXT_2, CONTEXT_3] if record.has_text else CONTEXT_3,
             "id": manifest_id,
             "type": "Manifest",
             "label": self.lang(_label(record.label)),
@@ -440,6 +524,8 @@ class Builder:
             )[:1]
         if pdf_offered(pdf_policies):
             doc["rendering"] = [pdf]
+        if (text := self.plain_text(record, pdf_policies, True)) is not None:
+            doc["rendering"].append(text)
         doc["partOf"] = [
             {
                 "id": urls.collection("3", record.source),
@@ -455,8 +541,10 @@ class Builder:
             doc["behavior"] = list(record.behavior)
         if record.viewing_direction:
             doc["viewingDirection"] = record.viewing_direction
+        if record.has_text:
+            doc["service"] = self.search_services(record.name)
         doc["items"] = [
-            self._canvas(base, i, canvas.label, pic)
+            self._canvas(record.name, i, canvas, pic)
             for i, (canvas, pic) in enumerate(zip(record.canvases, pictures, strict=True))
         ]
         if record.ranges:
@@ -466,7 +554,7 @@ class Builder:
                     "type": "Range",
                     "label": self.lang(_label(part.label)),
                     "items": [
-                        {"id": f"{base}/canvas/{i + 1}", "type": "Canvas"}
+                        {"id": urls.canvas("3", record.name, i), "type": "Canvas"}
                         for i in range(part.first, part.last + 1)
                     ],
                 }
@@ -598,6 +686,10 @@ class Builder:
                 doc["rendering"]["service"] = self.auth_services(
                     pdf_policies[0], urls.pdf_probe(record.name), v3=False
                 )[0]
+        if (text := self.plain_text(record, pdf_policies, False)) is not None:
+            doc["rendering"] = [doc["rendering"], text]
+        if record.has_text:
+            doc["service"] = [self.search_service_2(record.name)]
         doc["within"] = urls.collection("2", record.source)
         if record.see_also:
             doc["seeAlso"] = list(record.see_also)
@@ -611,7 +703,7 @@ class Builder:
             doc["viewingDirection"] = record.viewing_direction
         canvases = []
         for i, (canvas, pic) in enumerate(zip(record.canvases, pictures, strict=True)):
-            canvas_id = f"{base}/canvas/{i + 1}"
+            canvas_id = urls.canvas("2", record.name, i)
             mw, mh = pic.max_size
             size = "full" if (mw, mh) == (pic.width, pic.height) else f"{mw},{mh}"
             original = None if pic.access else self.original(Version.V2, pic)
@@ -642,6 +734,7 @@ class Builder:
                             },
                         }
                     ],
+                    **(self._text_2(record.name, i, canvas) if canvas.text else {}),
                 }
             )
         doc["sequences"] = [
@@ -654,12 +747,21 @@ class Builder:
                     "@type": "sc:Range",
                     "label": _label(part.label),
                     "canvases": [
-                        f"{base}/canvas/{i + 1}" for i in range(part.first, part.last + 1)
+                        urls.canvas("2", record.name, i) for i in range(part.first, part.last + 1)
                     ],
                 }
                 for k, part in enumerate(record.ranges)
             ]
         return doc
+
+    def _text_2(self, name: str, index: int, canvas: CanvasRecord) -> dict[str, Any]:
+        """A 2.1 canvas's text: its OCR (``seeAlso``) and its lines (``otherContent``)."""
+        return {
+            "seeAlso": self.ocr(name, index, canvas, False),
+            "otherContent": [
+                {"@id": self.urls.canvas_text("2", name, index), "@type": "sc:AnnotationList"}
+            ],
+        }
 
     def top_collection_2(self, sources: Sequence[str]) -> dict[str, Any]:
         return {
