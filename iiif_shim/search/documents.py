@@ -43,9 +43,10 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from iiif_shim.base.errors import NotFound
-from iiif_shim.model.text import Box, Hit, Line, PageText
+from iiif_shim.model.text import Box, Hit, PageText
 from iiif_shim.presentation.documents import Urls
 from iiif_shim.search.index import StoredPage
+from iiif_shim.search.match import line_box
 
 SEARCH_2 = "http://iiif.io/api/search/2/context.json"
 SEARCH_1 = "http://iiif.io/api/search/1/context.json"
@@ -142,18 +143,6 @@ def target(canvas: str, box: Box | tuple[float, float, float, float] | None) -> 
         return canvas
     x, y, w, h = (int(v) for v in box)
     return f"{canvas}#xywh={x},{y},{w},{h}"
-
-
-def line_box(line: Line) -> Box | None:
-    """The union of the boxes of ``line``'s words (None when none has one)."""
-    boxes = [w.box for w in line.words if w.box is not None]
-    if not boxes:
-        return None
-    x0 = min(b[0] for b in boxes)
-    y0 = min(b[1] for b in boxes)
-    x1 = max(b[0] + b[2] for b in boxes)
-    y1 = max(b[1] + b[3] for b in boxes)
-    return (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
 
 
 @dataclass(frozen=True)
