@@ -4,7 +4,8 @@ Title, summary and a metadata table (each label and value in ``presentation.lang
 given in it; the date at the precision the catalogue gave); the default viewer embedded; a
 thumbnail of every canvas with a link that opens the viewer at that canvas (a Content State);
 the manifest URL with the IIIF drag-and-drop link; "open in" links to every built-in and
-configured external viewer; the PDF; under each canvas whose master is sent as it is (the
+configured external viewer; the PDF; for an object with text, its whole text and a line saying
+its words can be searched in the viewer; under each canvas whose master is sent as it is (the
 manifest's "download original" ``rendering``) a "Download original" link. Every value is
 escaped; the page needs nothing but the shim.
 
@@ -107,7 +108,6 @@ def object_page(
 ) -> str:
     urls = builder.urls
     manifest = urls.manifest("3", record.name)
-    base = manifest.removesuffix("/manifest")
     language = builder.settings.language
     rows = [(_shown(label, language), _shown(value, language)) for label, value in record.metadata]
     if record.required_statement:
@@ -126,7 +126,7 @@ def object_page(
     canvases = []
     for i, (canvas, picture) in enumerate(zip(record.canvases, pictures, strict=True)):
         thumb = builder.thumbnail(picture)
-        state = content_state(manifest, f"{base}/canvas/{i + 1}")
+        state = content_state(manifest, urls.canvas("3", record.name, i))
         original = None if picture.access else builder.original(Version.V3, picture)
         download = (
             f'<small><a href="{escape(original["id"])}" download>Download original</a> '
@@ -158,6 +158,13 @@ def object_page(
     drag = f"{urls.object_page(record.name)}?manifest={quote(manifest, safe=':/')}"
     access = _access(builder, [p.access for p in pictures if p.access], pdf_policies)
     summary = f"<p>{escape(record.summary)}</p>" if record.summary else ""
+    text = (
+        f' · <a href="{escape(urls.plain_text(record.name))}">Text</a></p>\n'
+        "<p class=search>Search inside: the viewer's search finds this object's words and "
+        "shows them on the page"
+        if record.has_text
+        else ""
+    )
     return (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -174,7 +181,7 @@ def object_page(
         f'<p><a class="iiif" href="{escape(drag)}" title="Drag and drop into a IIIF viewer">'
         f'IIIF</a> Manifest: <a href="{escape(manifest)}"><code>{escape(manifest)}</code></a> '
         f'(<a href="{escape(urls.manifest("2", record.name))}">Presentation 2.1</a>) · '
-        f'<a href="{escape(urls.pdf(record.name))}">PDF</a></p>\n'
+        f'<a href="{escape(urls.pdf(record.name))}">PDF</a>{text}</p>\n'
         f"<h2>{len(record.canvases)} image{'s' if len(record.canvases) != 1 else ''}</h2>"
         f'<ul class="canvases">{"".join(canvases)}</ul>\n'
         f"<footer><small>iiif-shim {escape(__version__)}</small></footer>"

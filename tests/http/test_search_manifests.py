@@ -201,3 +201,13 @@ def test_a_restricted_object_offers_its_text_as_its_pdf(shim: InProcessShim) -> 
     ]
     doc2 = _doc(shim, "/iiif/presentation/2/letter/manifest")
     assert doc2["rendering"][1]["service"] == doc2["rendering"][0]["service"]
+
+
+def test_the_object_page_says_the_text_can_be_searched(shim: InProcessShim) -> None:
+    page = shim.get("/objects/book")
+    assert page.status == 200
+    assert f'href="http://127.0.0.1:{shim.port}/iiif/text/book/plain">Text</a>' in page.text
+    assert "<p class=search>Search inside:" in page.text
+    plain = shim.get("/objects/plain")
+    assert plain.status == 200
+    assert "/text/plain" not in plain.text and "Search inside" not in plain.text
