@@ -10,6 +10,16 @@ written. A canvas whose image service sends its master as it is (the whole of it
 size in its own format: ``core/passthrough.py``) offers that URL as a ``rendering``, the
 "download original".
 
+An object with text (:attr:`~.records.ObjectRecord.has_text`: its source gave a canvas its OCR)
+declares Content Search: a 3.0 manifest a ``SearchService2`` (which Clover finds by type) and a
+``SearchService1`` with the 1.0 profile (which Mirador and UV find by profile), each with its
+autocomplete, and the search/2 context before the Presentation one; a 2.1 manifest the Search
+1.0 service as that specification writes it (Search 2.0 is declared on 3.0 resources). Each
+canvas with text names its OCR file (``seeAlso``: format and profile when its name told them)
+and the page of its line annotations (3.0 ``annotations``, 2.1 ``otherContent``); the object's
+whole text is a ``rendering``, offered as its PDF is (it needs the same access). The search
+and text URLs are ``Urls``'s; what answers them is ``search/`` and ``web/search.py``.
+
 Restricted images (their route's ``access``: :attr:`Picture.access`) are declared as the
 Authorization Flow API asks, and the documents stay the same for everyone (no answer depends on
 who asks, so the caches of records and documents stay right): each of their image services
