@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 
 from iiif_shim.model.text import Box, Hit, Line, PageText, Query, Span
 from iiif_shim.search.index import StoredPage
-from iiif_shim.search.words import terms
+from iiif_shim.search.words import word_terms
 
 CONTEXT = 60  # characters of text before and after a hit, at most
 
@@ -72,12 +72,9 @@ def _page_hits(canvas: int, page: PageText, query: Query, context: int) -> list[
                 covered.add((first, first + len(line.words) - 1))
             first += len(line.words)
         return [_hit(canvas, page, places, texts, c, context) for c in sorted(covered)]
-    found: list[str] = []  # the page's terms in order
-    owner: list[int] = []  # the word each term belongs to
-    for n, text in enumerate(texts):
-        for term in terms(text):
-            found.append(term)
-            owner.append(n)
+    pairs = word_terms(texts)
+    found = [term for _, term in pairs]  # the page's terms in order
+    owner = [n for n, _ in pairs]  # the word each term belongs to
     present = set(found)
     if not all(word in present for word in query.words):
         return []
@@ -123,8 +120,8 @@ def _hit(
         for li, ws in lines.items()
     )
     match = " ".join(text for text in texts[start : end + 1] if text)
-    before = _context(reversed(texts[:start]), context)
-    after = _context(texts[end + 1 :], context)
+    before = _context(texts, range(start - 1, -1, -1), context)
+    after = _context(texts, range(end + 1, len(texts)), context)
     return Hit(
         canvas,
         spans,
@@ -134,12 +131,13 @@ def _hit(
     )
 
 
-def _context(texts: Iterable[str], limit: int) -> list[str]:
-    """Whole words from ``texts`` (nearest first) while they fit in ``limit`` characters,
-    counting a space before each."""
+def _context(texts: list[str], order: range, limit: int) -> list[str]:
+    """Whole words of ``texts`` in ``order`` (nearest first) while they fit in ``limit``
+    characters, counting a space before each."""
     taken: list[str] = []
     used = 0
-    for text in texts:
+    for n in order:
+        text = texts[n]
         if not text:
             continue
         used += len(text) + 1

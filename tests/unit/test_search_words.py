@@ -9,7 +9,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iiif_shim.model.text import Query
-from iiif_shim.search.words import MAX_QUERY, MAX_TERMS, BadQuery, fold, parse_query, terms
+from iiif_shim.search.words import (
+    MAX_QUERY,
+    MAX_TERMS,
+    BadQuery,
+    fold,
+    parse_query,
+    terms,
+    word_terms,
+)
 
 QUICK = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -69,6 +77,12 @@ def test_folding_is_done_once(text: str) -> None:
     assert terms(fold(text)) == terms(text)
     for term in terms(text):
         assert terms(term) == [term]
+
+
+@QUICK
+@given(st.lists(any_text, max_size=8))
+def test_terms_of_words_in_one_pass_are_those_of_each_word(texts: list[str]) -> None:
+    assert word_terms(texts) == [(n, term) for n, text in enumerate(texts) for term in terms(text)]
 
 
 @QUICK
