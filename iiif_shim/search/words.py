@@ -6,7 +6,7 @@ are one term, ``Straße`` is ``strasse`` and ``ﬁnd`` is ``find``. :func:`terms
 into terms: runs of letters and digits (``[^\\W_]``), with the marks of scripts whose marks are
 part of the letters (Devanagari vowel signs and the like, which ``fold`` keeps) inside the term
 rather than cutting it. A word as the OCR gives it (``self-made``, ``l'eau``) may hold several
-terms; each belongs to that word.
+terms; each belongs to that word (:func:`word_terms`: the terms of a page's words in one pass).
 
 :func:`parse_query` turns ``q`` into a :class:`~iiif_shim.model.text.Query` of folded terms:
 ``"quoted words"`` are a phrase (an unbalanced quote: the rest of ``q`` is the phrase),

@@ -164,6 +164,13 @@ def test_sniff() -> None:
     assert sniff(b'<?xml version="1.0"?><TEI><text/></TEI>') is None
 
 
+def test_utf16_files() -> None:
+    alto = ocr_files.alto(LINES).decode().replace('encoding="UTF-8"', 'encoding="UTF-16"')
+    assert parse(alto.encode("utf-16"), None, "p.xml", 10).text == "Zürich 1848\nStraße & <Bern>"
+    hocr = ocr_files.hocr(LINES).decode().encode("utf-16")
+    assert parse(hocr, None, "p.hocr", 10).text == "Zürich 1848\nStraße & <Bern>"
+
+
 def test_format_said_by_the_source_or_told_from_the_bytes() -> None:
     hocr = ocr_files.hocr(LINES)
     assert parse(hocr, TextFormat.ALTO, "p.xml", 10).format is TextFormat.HOCR  # an .xml hOCR
