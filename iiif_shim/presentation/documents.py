@@ -318,13 +318,17 @@ class Builder:
         ]
 
     def search_service_2(self, name: str) -> dict[str, Any]:
-        """A 2.1 manifest's search service: Search 1.0 as its specification writes it."""
+        """A 2.1 manifest's search service: Search 1.0 as its specification writes it, its
+        hits on this manifest's canvases (``Urls.search``: their ids are not the 3.0 ones)."""
         urls = self.urls
         return {
             "@context": SEARCH_CONTEXT_1,
-            "@id": urls.search("1", name),
+            "@id": urls.search("1", name, "2"),
             "profile": SEARCH_PROFILE_1,
-            "service": {"@id": urls.autocomplete("1", name), "profile": AUTOCOMPLETE_PROFILE_1},
+            "service": {
+                "@id": urls.autocomplete("1", name, "2"),
+                "profile": AUTOCOMPLETE_PROFILE_1,
+            },
         }
 
     def plain_text(self, record: ObjectRecord, pdf_policies: Sequence[str], v3: bool) -> Any:

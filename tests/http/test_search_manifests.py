@@ -142,10 +142,10 @@ def test_a_2_manifest_with_text_declares_search_1_and_each_canvas_text(
     assert doc["service"] == [
         {
             "@context": SEARCH_1,
-            "@id": f"{base}/search/1/book",
+            "@id": f"{base}/search/1/book/manifest2",
             "profile": "http://iiif.io/api/search/1/search",
             "service": {
-                "@id": f"{base}/search/1/book/autocomplete",
+                "@id": f"{base}/search/1/book/manifest2/autocomplete",
                 "profile": "http://iiif.io/api/search/1/autocomplete",
             },
         }
