@@ -520,3 +520,65 @@ def test_contentdm_full_text_per_page(cdm: Process, tmp_path: Path) -> None:
                 await src.read_text(TextRef("../21", "plain"), 1 << 20)
 
     run(check())
+
+
+def test_a_text_value_that_is_neither_a_path_nor_an_http_url_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text("not for you")
+
+    async def check() -> None:
+        async with Files() as cat:
+            secret = f"file://{tmp_path / 'secret.txt'}"
+            cat.files["/objects.csv"] = (f"obj,img,ocr\nx,x/1,{secret}\n".encode(), {})
+            columns = {"object": "obj", "image": "img", "text": "ocr"}
+            data = {"path": f"{cat.base}/objects.csv", "columns": columns}
+            async with opened("csv", data, tmp_path) as src:
+                record = await src.record("x")
+                assert texts(record) == [None]
+                assert record is not None and "not an http(s) URL" in record.skipped[0].message
+                with pytest.raises(BadRecord, match="not an http"):
+                    await src.read_text(TextRef(secret), 1 << 20)
+                with pytest.raises(BadRecord, match="not an http"):
+                    await src.read_text(TextRef("secret.txt"), 1 << 20)
+        data = _csv(tmp_path, "y,y/1,ftp://h/p1.xml\ny,y/2,secret.txt\n")
+        async with opened("csv", data, tmp_path) as src:
+            record = await src.record("y")
+            assert texts(record) == [None, TextRef("secret.txt", "plain")]
+            assert record is not None and "not an http(s) URL" in record.skipped[0].message
+
+    run(check())
+
+
+def test_json_text_urls_stay_with_their_images(tmp_path: Path) -> None:
+    async def check() -> None:
+        async with Files() as cat:
+            files = [{"id": "b/1", "alto": "1.xml"}, {"id": "b/2", "alto": None},
+                     {"id": "b/3", "alto": "3.txt"}]  # fmt: skip
+            cat.files["/api/items/nulls"] = (json.dumps({"files": files}).encode(), {})
+            files = [{"id": "b/1", "alto": "1.xml"}, {"id": "b/2"}, {"id": "b/3", "alto": "3.txt"}]
+            cat.files["/api/items/missing"] = (json.dumps({"files": files}).encode(), {})
+            files = [{"id": "b/1", "alto": {"url": "1.xml"}}]
+            cat.files["/api/items/object"] = (json.dumps({"files": files}).encode(), {})
+            data = {
+                "url": f"{cat.base}/api/items/{{object}}",
+                "fields": {"images": "$.files[*].id", "text": "$.files[*].alto"},
+            }
+            async with opened("json", data, tmp_path) as src:
+                assert texts(await src.record("nulls")) == [
+                    TextRef(f"{cat.base}/api/items/1.xml", "alto"),
+                    None,
+                    TextRef(f"{cat.base}/api/items/3.txt", "plain"),
+                ]
+                missing = await src.record("missing")  # 2 for 3 images: which is whose?
+                assert texts(missing) == [None, None, None]
+                assert missing is not None
+                assert [s.message for s in missing.skipped] == [
+                    '2 values at $.files[*].alto for 3 images: give each image one (null or "" '
+                    "for none)"
+                ]
+                wrong = await src.record("object")
+                assert texts(wrong) == [None] and wrong is not None
+                assert (
+                    wrong.skipped[0].message == "matches an object, not a URL, at $.files[*].alto"
+                )
+
+    run(check())

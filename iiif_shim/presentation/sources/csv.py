@@ -51,6 +51,7 @@ from urllib.parse import urljoin
 from iiif_shim.base.errors import (
     BackendError,
     BadCsv,
+    BadRecord,
     NotFound,
     OversizeAnswer,
     ShimError,
@@ -84,6 +85,7 @@ from iiif_shim.presentation.sources.settings import (
 )
 from iiif_shim.presentation.sources.texts import (
     TextUrls,
+    foreign,
     format_of,
     inside,
     is_url,
@@ -336,21 +338,30 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         place = value.strip()
         if not place:
             return None, None
-        if self._url is not None and not is_url(place):
+        if self._url is not None and not is_url(place) and foreign(place) is None:
             place = urljoin(self._url, place)
         if is_url(place):
             assert self._texts is not None  # (made when it starts)
             why = self._texts.refusal(place)
-        elif self._url is None and not inside(self.settings.path.parent, place):
+        elif (why := self._not_a_file(place)) is None and not inside(
+            self.settings.path.parent, place
+        ):
             why = f"text file {shown(place)} is outside the CSV file's folder"
-        else:
-            why = None
         return (None, why) if why is not None else (TextRef(place, format_of(place)), None)
+
+    def _not_a_file(self, place: str) -> str | None:
+        """Why ``place`` (not an http(s) URL) cannot name a file of this CSV: another scheme,
+        or a CSV read from a URL (whose text is at URLs only)."""
+        if self._url is not None:
+            return f"text {shown(place)} is not an http(s) URL"
+        return foreign(place)
 
     async def text_stamp(self, ref: TextRef) -> str | None:
         if is_url(ref.where):
             assert self._texts is not None
             return await self._texts.stamp(ref.where)
+        if (why := self._not_a_file(ref.where)) is not None:
+            raise BadRecord(f"{self.who}: {why}")
         found: str | None = await self.context.run_blocking(
             stamp_file, self.settings.path.parent, ref.where, self.who
         )
@@ -360,6 +371,8 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         if is_url(ref.where):
             assert self._texts is not None
             return await self._texts.read(ref.where, limit, ref.format)
+        if (why := self._not_a_file(ref.where)) is not None:
+            raise BadRecord(f"{self.who}: {why}")
         found: TextFile | None = await self.context.run_blocking(
             read_file, self.settings.path.parent, ref.where, limit, self.who, ref.format
         )

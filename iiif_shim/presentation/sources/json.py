@@ -102,6 +102,23 @@ def _number_text(value: int | float) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
+def _text_values(path: JsonPath, doc: Any, images: int, refused: list[Skipped]) -> list[str | None]:
+    """One text URL (or None: ``null`` or ``""``) per image, in order; none at all (with why
+    in ``refused``) when the path's matches are not one per image (a page without the key
+    would give every later page the text of the next) or one is not text."""
+    values: list[str | None] = []
+    for value in path.select(doc):
+        if value is not None and not isinstance(value, str):
+            refused.append(Skipped("text", f"matches {_kind(value)}, not a URL, at {path.text}"))
+            return []
+        values.append(value or None)
+    if len(values) != images:
+        refused.append(Skipped("text", f"{len(values)} values at {path.text} for {images} "
+                               'images: give each image one (null or "" for none)'))  # fmt: skip
+        return []
+    return values
+
+
 class HttpJsonSource(ObjectSource[H]):
     """What the sources that read JSON over HTTP share: their upstream client, scoped to their
     URL templates, and fetching and parsing answers."""
@@ -264,7 +281,7 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
         labels_path = self._paths.get("canvas_labels")
         labels = (read(labels_path, "canvas_label") if labels_path else None) or []
         text_path = self._paths.get("text")
-        texts = (read(text_path, "text") if text_path else None) or []
+        texts = _text_values(text_path, doc, len(images), refused) if text_path else []
         canvases = [
             {"image": image, "canvas_label": labels[i] if i < len(labels) else None,
              "text": self._text_ref(texts[i], url, i, refused) if i < len(texts) else None}
@@ -290,11 +307,11 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
         )
 
     def _text_ref(
-        self, value: str, url: str, canvas: int, refused: list[Skipped]
+        self, value: str | None, url: str, canvas: int, refused: list[Skipped]
     ) -> TextRef | None:
         """A text URL (absolute, or relative to the object's ``url``) as canvas ``canvas``'s
         text, or None (with why in ``refused``) when this source may not fetch it."""
-        if not value.strip():
+        if value is None or not value.strip():
             return None
         place = urljoin(url, value.strip())
         assert self._texts is not None  # (made when it starts)

@@ -69,6 +69,15 @@ def is_url(value: str) -> bool:
     return urlsplit(value.strip()).scheme.lower() in ("http", "https")
 
 
+def foreign(place: str) -> str | None:
+    """Why ``place`` is neither a path nor an http(s) URL (it names another scheme: ``file:``,
+    ``ftp:``), or None."""
+    scheme = urlsplit(place).scheme
+    if scheme and scheme.lower() not in ("http", "https"):
+        return f"text {shown(place)} is not an http(s) URL or a path"
+    return None
+
+
 def place_name(place: str) -> str:
     """``place`` as messages name it: a URL without its query or credentials, cut short."""
     if is_url(place):
