@@ -1,0 +1,381 @@
+"""The SQLite engine of the search index (the default): one file, shared by every thread and
+process of a machine given the same configuration (the server's workers, ``iiif-shim index``).
+
+Tables (schema :data:`SCHEMA`, kept in the file's ``user_version``; a file of another version
+is emptied and made again, logged, and every object is indexed again)::
+
+    objects(id, name, signature, checked)
+    pages(id, object, canvas, stamp, lines, body)      body: engine.pack's compressed JSON
+    page_terms  FTS5(owner, terms)                      rowid = pages.id; owner = objects.id
+    terms(object, term, count)                          for autocomplete
+
+``page_terms`` holds each page's folded terms (``engine.page_terms``) in reading order, with
+the ``ascii`` tokenizer: every character that is not ASCII is part of a token and ASCII ones
+other than letters and digits part none, so each folded term is exactly one token and nothing
+is folded a second, different way (``unicode61`` would: Unicode 6.1 tables, its own case
+folding); ``prefix='2 3'`` keeps prefix queries of two and three characters fast. A query is
+an FTS5 expression of quoted terms (``"a" AND "b" + "c" AND "pre" *``, every ``"`` doubled)
+restricted to the object's ``owner`` token; the user's syntax never reaches it.
+
+Concurrency: the file is in WAL mode (readers never wait for the writer, nor it for them) and
+each connection has a busy timeout of ``timeout`` seconds (30: a write waits that long for
+another's, such as a whole book stored at once by ``iiif-shim index``, then
+:class:`~iiif_shim.search.stored.IndexUnavailable`). A write takes the lock first (``BEGIN
+IMMEDIATE``: two writers never deadlock upgrading their read locks). Connections are pooled
+(``engine.Pool``): each call uses one connection alone, as the ``sqlite3`` module wants, and
+threads that call at once each get one of their own, made on demand; a pool rather than one per
+thread, so the connections of finished threads do not pile up. ``synchronous=NORMAL``: a
+power cut may lose the last writes, never break the file (the index can be made again)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TypeVar
+
+from iiif_shim.model.text import Query
+from iiif_shim.search import engine
+from iiif_shim.search.stored import IndexedObject, IndexUnavailable, StoredPage
+
+log = logging.getLogger("iiif_shim")
+
+SCHEMA = 1
+CHUNK = 500  # values in one IN (...)
+T = TypeVar("T")
+
+_TABLES = """
+CREATE TABLE objects (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    signature TEXT NOT NULL,
+    checked REAL NOT NULL
+);
+CREATE TABLE pages (
+    id INTEGER PRIMARY KEY,
+    object INTEGER NOT NULL,
+    canvas INTEGER NOT NULL,
+    stamp TEXT NOT NULL,
+    lines INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    UNIQUE (object, canvas)
+);
+CREATE VIRTUAL TABLE page_terms USING fts5(
+    owner, terms, tokenize = 'ascii', prefix = '2 3', detail = full, columnsize = 0
+);
+CREATE TABLE terms (
+    object INTEGER NOT NULL,
+    term TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (object, term)
+) WITHOUT ROWID;
+"""
+
+
+def _quoted(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def match_expression(owner: int, query: engine.Prepared) -> str:
+    """The FTS5 expression of ``query`` over the pages of object ``owner``."""
+    parts = [_quoted(t) for t in query.words]
+    parts += [" + ".join(_quoted(t) for t in phrase) for phrase in query.phrases]
+    parts += [_quoted(p) + " *" for p in query.prefixes]
+    return f'owner : "{owner}" AND terms : ({" AND ".join(parts)})'
+
+
+class SqliteIndex:
+    """The index in the SQLite file ``path`` (its folder must exist); see the module's
+    docstring. Opened lazily: the first call makes the tables."""
+
+    def __init__(self, path: Path, timeout: float = engine.TIMEOUT) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._ready = False
+        self._pool: engine.Pool[sqlite3.Connection] = engine.Pool(self._connect, _close)
+
+    # --- connections -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if not self._ready:
+                self._setup(conn)
+                self._ready = True
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            log.warning(
+                "search index %s: WAL mode refused (%s): writes block reads", self.path, mode
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA:
+                conn.execute("COMMIT")
+                return
+            tables = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "ORDER BY sql LIKE 'CREATE VIRTUAL%' DESC"
+                )
+            ]
+            if version or tables:
+                log.warning(
+                    "search index %s: schema version %d, this version of iiif-shim keeps %d: "
+                    "emptied and made again (every object is indexed again)",
+                    self.path,
+                    version,
+                    SCHEMA,
+                )
+            for table in tables:  # virtual tables first: they drop their own shadow tables
+                exists = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [table]
+                ).fetchone()
+                if exists:
+                    conn.execute(f"DROP TABLE {_quoted(table)}")
+            for statement in _TABLES.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            with self._pool.connection() as (conn, _):
+                return work(conn)
+        except sqlite3.Error as exc:
+            raise IndexUnavailable(
+                "the search index (SQLite) cannot be used now",
+                detail=f"SQLite {self.path}: {exc}",
+            ) from exc
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection, write: bool) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- the Index protocol --------------------------------------------------------------
+
+    def state(self, obj: str) -> IndexedObject | None:
+        if not engine.storable(obj):
+            return None
+
+        def work(conn: sqlite3.Connection) -> IndexedObject | None:
+            rows = conn.execute(
+                "SELECT o.signature, o.checked, p.canvas, p.stamp FROM objects o "
+                "LEFT JOIN pages p ON p.object = o.id WHERE o.name = ?",
+                [obj],
+            ).fetchall()
+            if not rows:
+                return None
+            stamps = {row[2]: row[3] for row in rows if row[2] is not None}
+            return IndexedObject(rows[0][0], rows[0][1], stamps)
+
+        return self._call(work)
+
+    def store(
+        self,
+        obj: str,
+        signature: str,
+        pages: Sequence[StoredPage],
+        removed: Sequence[int] = (),
+        checked: float | None = None,
+    ) -> None:
+        engine.check_name(obj)
+        when = time.time() if checked is None else checked
+        new = {page.canvas: page for page in pages}  # the last of a canvas given twice
+        rows = [
+            (
+                page.canvas,
+                page.stamp,
+                len(page.page.lines),
+                engine.pack(page.page),
+                " ".join(engine.page_terms(page.page)),
+            )
+            for page in new.values()
+        ]
+        gone = sorted(set(removed) | set(new))
+
+        def work(conn: sqlite3.Connection) -> None:
+            with self._transaction(conn, write=True):
+                conn.execute(
+                    "INSERT INTO objects (name, signature, checked) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET signature = excluded.signature, "
+                    "checked = excluded.checked",
+                    [obj, signature, when],
+                )
+                owner = conn.execute("SELECT id FROM objects WHERE name = ?", [obj]).fetchone()[0]
+                old: list[str] = []
+                for chunk in _chunks(gone):
+                    marks = ",".join("?" * len(chunk))
+                    kept = conn.execute(
+                        f"SELECT p.id, t.terms FROM pages p JOIN page_terms t ON t.rowid = p.id "
+                        f"WHERE p.object = ? AND p.canvas IN ({marks})",
+                        [owner, *chunk],
+                    ).fetchall()
+                    for _, terms in kept:
+                        old.extend(terms.split())
+                    ids = [(row[0],) for row in kept]
+                    conn.executemany("DELETE FROM page_terms WHERE rowid = ?", ids)
+                    conn.executemany("DELETE FROM pages WHERE id = ?", ids)
+                for canvas, stamp, lines, body, terms in rows:
+                    cursor = conn.execute(
+                        "INSERT INTO pages (object, canvas, stamp, lines, body) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        [owner, canvas, stamp, lines, body],
+                    )
+                    conn.execute(
+                        "INSERT INTO page_terms (rowid, owner, terms) VALUES (?, ?, ?)",
+                        [cursor.lastrowid, str(owner), terms],
+                    )
+                changes = engine.count_changes(old, (t for row in rows for t in row[4].split()))
+                conn.executemany(
+                    "INSERT INTO terms (object, term, count) VALUES (?, ?, ?) "
+                    "ON CONFLICT (object, term) DO UPDATE SET count = count + excluded.count",
+                    [(owner, term, n) for term, n in changes.items()],
+                )
+                conn.executemany(
+                    "DELETE FROM terms WHERE object = ? AND term = ? AND count <= 0",
+                    [(owner, term) for term, n in changes.items() if n < 0],
+                )
+
+        self._call(work)
+
+    def touch(self, obj: str, checked: float | None = None) -> None:
+        engine.check_name(obj)
+        when = time.time() if checked is None else checked
+        self._call(
+            lambda conn: conn.execute("UPDATE objects SET checked = ? WHERE name = ?", [when, obj])
+        )
+
+    def drop(self, obj: str) -> None:
+        engine.check_name(obj)
+
+        def work(conn: sqlite3.Connection) -> None:
+            with self._transaction(conn, write=True):
+                row = conn.execute("SELECT id FROM objects WHERE name = ?", [obj]).fetchone()
+                if row is None:
+                    return
+                owner = row[0]
+                conn.execute(
+                    "DELETE FROM page_terms WHERE rowid IN (SELECT id FROM pages WHERE object = ?)",
+                    [owner],
+                )
+                for table in ("pages", "terms"):
+                    conn.execute(f"DELETE FROM {table} WHERE object = ?", [owner])
+                conn.execute("DELETE FROM objects WHERE id = ?", [owner])
+
+        self._call(work)
+
+    def matching(self, obj: str, query: Query) -> list[int]:
+        prepared = engine.prepare(query)
+        if prepared is None or not engine.storable(obj):
+            return []
+
+        def work(conn: sqlite3.Connection) -> list[int]:
+            row = conn.execute("SELECT id FROM objects WHERE name = ?", [obj]).fetchone()
+            if row is None:
+                return []
+            if prepared.empty:
+                found = conn.execute(
+                    "SELECT canvas FROM pages WHERE object = ? AND lines > 0 ORDER BY canvas",
+                    [row[0]],
+                )
+            else:
+                found = conn.execute(
+                    "SELECT p.canvas FROM page_terms JOIN pages p ON p.id = page_terms.rowid "
+                    "WHERE page_terms MATCH ? ORDER BY p.canvas",
+                    [match_expression(row[0], prepared)],
+                )
+            return [canvas for (canvas,) in found]
+
+        return self._call(work)
+
+    def pages(self, obj: str, canvases: Sequence[int]) -> list[StoredPage]:
+        wanted = sorted(set(canvases))
+        if not wanted or not engine.storable(obj):
+            return []
+
+        def work(conn: sqlite3.Connection) -> list[tuple[int, str, bytes]]:
+            rows: list[tuple[int, str, bytes]] = []
+            with self._transaction(conn, write=False):
+                for chunk in _chunks(wanted):
+                    marks = ",".join("?" * len(chunk))
+                    rows += conn.execute(
+                        f"SELECT p.canvas, p.stamp, p.body FROM pages p "
+                        f"JOIN objects o ON o.id = p.object "
+                        f"WHERE o.name = ? AND p.canvas IN ({marks}) ORDER BY p.canvas",
+                        [obj, *chunk],
+                    ).fetchall()
+            return rows
+
+        return [
+            StoredPage(canvas, stamp, engine.unpack(body))
+            for canvas, stamp, body in self._call(work)
+        ]
+
+    def terms(self, obj: str, prefix: str, least: int, limit: int) -> list[tuple[str, int]]:
+        if (prefix and not engine.is_term(prefix)) or not engine.storable(obj):
+            return []
+        low, high = engine.prefix_bounds(engine.index_term(prefix))
+        sql = (
+            "SELECT t.term, t.count FROM terms t JOIN objects o ON o.id = t.object "
+            "WHERE o.name = ? AND t.term >= ? AND t.count >= ?"
+        )
+        args: list[object] = [obj, low, least]
+        if high is not None:
+            sql += " AND t.term < ?"
+            args.append(high)
+        sql += " ORDER BY t.term LIMIT ?"
+        args.append(max(limit, 0))
+        return self._call(lambda conn: [(t, n) for t, n in conn.execute(sql, args)])
+
+    def objects(self) -> list[str]:
+        return self._call(
+            lambda conn: [n for (n,) in conn.execute("SELECT name FROM objects ORDER BY name")]
+        )
+
+    def size(self) -> int:
+        self._call(lambda conn: None)  # made, if it was not
+        total = 0
+        for suffix in ("", "-wal"):
+            with suppress(FileNotFoundError):
+                total += Path(f"{self.path}{suffix}").stat().st_size
+        return total
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error as exc:
+        log.debug("search index: closing a connection: %s", exc)
+
+
+def _chunks(values: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
