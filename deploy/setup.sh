@@ -3,7 +3,7 @@
 #   bash deploy/setup.sh          what serving needs
 #   bash deploy/setup.sh test     plus what the tests need: the legacy servers they run against
 #                                 (apt-get: nginx, iipsrv, lighttpd, vips, chromium, poppler,
-#                                 redis-server, curl, certutil, htpasswd; Thumbor in
+#                                 redis-server, curl, certutil, htpasswd, postgresql; Thumbor in
 #                                 ./.venv-thumbor), libmagic, the test tools (pip), the
 #                                 official IIIF validator in ./.venv-validator, patched for
 #                                 Python 3 (see tests/validator/test_validator.py), and
@@ -37,6 +37,8 @@ if [ "$mode" = test ]; then
   command -v curl >/dev/null 2>&1 || apt_packages+=(curl)  # HTTP/2 to nginx (tests/http/test_deploy.py)
   command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)  # the Redis cache tier
   command -v htpasswd >/dev/null 2>&1 || apt_packages+=(apache2-utils)  # bcrypt htpasswd files (auth)
+  # the search index's PostgreSQL engine, tested against a real server (tests/postgres.py)
+  compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || apt_packages+=(postgresql)
   # `systemd-analyze verify` checks deploy/systemd's units; it needs no running systemd
   command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
 fi

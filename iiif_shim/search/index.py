@@ -49,7 +49,9 @@ def open_index(settings: SearchSettings, origin: str) -> Index:
     :class:`IndexUnavailable` when the SQLite folder cannot be made, ImportError when
     ``search.postgres`` is given without the ``postgres`` extra (psycopg)."""
     if settings.postgres is not None:
-        raise IndexUnavailable("the search index's PostgreSQL engine is not written yet")
+        from iiif_shim.search.postgres import PostgresIndex  # psycopg: an optional extra
+
+        return PostgresIndex(settings.postgres)
     try:
         path = sqlite_path(settings, origin)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,16 +29,22 @@ from iiif_shim.search.index import (
     open_index,
     sqlite_path,
 )
+from iiif_shim.search.postgres import PostgresIndex
 from iiif_shim.search.settings import SearchSettings
 from iiif_shim.search.sqlite import SCHEMA, SqliteIndex
+from tests.postgres import Postgres, new_database
 from tests.support import ROOT
 
-ENGINES = ["sqlite"]
+ENGINES = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=ENGINES)
 def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Index]:
-    made: Index = SqliteIndex(tmp_path / "index.sqlite")
+    made: Index
+    if request.param == "sqlite":
+        made = SqliteIndex(tmp_path / "index.sqlite")
+    else:
+        made = PostgresIndex(new_database(request.getfixturevalue("postgres_dsn")))
     yield made
     made.close()
 
@@ -501,6 +507,38 @@ def test_a_second_process_writes_the_same_sqlite_file(tmp_path: Path) -> None:
 # --- failures --------------------------------------------------------------------------------
 
 
+def test_a_stopped_postgres_is_unavailable_then_back() -> None:
+    server = Postgres()
+    index = PostgresIndex(server.dsn())
+    try:
+        index.store("book", "sig", BOOK)
+        server.stop()
+        for call in (lambda: index.matching("book", q("river")), lambda: index.state("book")):
+            with pytest.raises(IndexUnavailable) as failed:
+                call()
+            said = f"{failed.value.public_text()} {failed.value.detail} {failed.value!r}"
+            assert server.password not in said
+            assert "PostgreSQL" in failed.value.public_text()
+            assert f"127.0.0.1:{server.port}" in (failed.value.detail or "")
+            assert failed.value.status == 503
+        server.start()
+        assert index.matching("book", q("river")) == [0, 1]
+        assert index.state("book") is not None
+    finally:
+        index.close()
+        server.remove()
+
+
+def test_a_postgres_that_never_answered(tmp_path: Path) -> None:
+    from tests.support import free_port
+
+    index = PostgresIndex(f"postgresql://shim:sekrit-pw@127.0.0.1:{free_port()}/x", timeout=2)
+    with pytest.raises(IndexUnavailable) as failed:
+        index.objects()
+    assert "sekrit-pw" not in f"{failed.value.public_text()} {failed.value.detail}"
+    index.close()
+
+
 def test_a_file_that_is_no_database(tmp_path: Path) -> None:
     path = tmp_path / "index.sqlite"
     path.write_bytes(b"this is not an SQLite file at all" * 100)
@@ -555,6 +593,26 @@ def test_an_sqlite_file_of_another_schema_is_made_again(
     again.close()
 
 
+def test_a_postgres_database_of_another_schema_is_made_again(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import psycopg
+
+    dsn = new_database(postgres_dsn)
+    index = PostgresIndex(dsn)
+    index.store("book", "sig", BOOK)
+    index.close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE iiif_search_schema SET version = version + 1")
+    with caplog.at_level(logging.WARNING, "iiif_shim"):
+        again = PostgresIndex(dsn)
+        assert again.objects() == []
+    assert any("made again" in r.getMessage() for r in caplog.records)
+    again.store("book", "sig", BOOK)
+    assert again.matching("book", q("river")) == [0, 1]
+    again.close()
+
+
 # --- open_index ------------------------------------------------------------------------------
 
 
@@ -589,3 +647,12 @@ def test_open_index_where_no_folder_can_be_made(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(IndexUnavailable):
         open_index(SearchSettings(folder=tmp_path / "file" / "below"), "x")
+
+
+def test_open_index_on_postgres(postgres_dsn: str) -> None:
+    dsn = new_database(postgres_dsn)
+    index = open_index(SearchSettings(postgres=dsn), "x")
+    assert isinstance(index, PostgresIndex)
+    index.store("book", "sig", BOOK)
+    assert index.matching("book", q("zurich")) == [0, 3]
+    index.close()
