@@ -32,8 +32,9 @@ class SearchSettings:
     postgres: str | None = option(
         None,
         doc="a PostgreSQL URL (`postgresql://user:password@host/db`): the index is kept there "
-        "instead of SQLite, shared by every machine given the same URL (needs the `unaccent` "
-        "extension, made if missing, and the `postgres` extra)",
+        "instead of SQLite, shared by every machine given the same URL (its tables, prefixed "
+        "`iiif_search_`, are made on first use: the role needs to be allowed to create tables "
+        "there; and the `postgres` extra)",
         check=_dsn,
         secret=True,
     )
