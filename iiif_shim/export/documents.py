@@ -6,7 +6,8 @@ public base (``--base-url``) as its URLs, never by rewriting another host's; wha
 - image services declare level 0 (3.0 ``level0``, 2.1 the level-0 profile URI), and only the
   versions exported are named;
 - what the export does not hold is left out: the PDF (``rendering``), the object page
-  (``homepage``, 2.1 ``related``), the original image (a canvas's ``rendering``);
+  (``homepage``, 2.1 ``related``), the original image (a canvas's ``rendering``), an object's
+  text and search (its services, its canvases' OCR and lines: no text files, no index);
 - a collection lists the objects the folder holds (``run.py``: its record), so every
   ``partOf``/``within`` resolves.
 
@@ -33,6 +34,8 @@ _IMAGE_CONTEXT_2 = "http://iiif.io/api/image/2/context.json"
 class Level0Builder(Builder):
     """The shim's documents with level-0 services of the exported versions, and without what
     an export does not hold."""
+
+    texts = False  # no text files, no search index
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ import mimetypes
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from iiif_shim.auth.documents import services as auth_services
@@ -220,6 +220,10 @@ _NO_POLICIES: Mapping[str, PolicySettings] = MappingProxyType({})
 class Builder:
     """Builds the documents of one request (one public base) from the settings."""
 
+    # whether documents declare objects' text and search (an export, which holds neither
+    # text files nor an index, does not)
+    texts: ClassVar[bool] = True
+
     def __init__(
         self,
         settings: PresentationSettings,
@@ -293,6 +297,10 @@ class Builder:
 
     # --- text and search ---------------------------------------------------------------
 
+    def searchable(self, record: ObjectRecord) -> bool:
+        """Whether ``record``'s documents declare its text and search."""
+        return self.texts and record.has_text
+
     def search_services(self, name: str) -> list[dict[str, Any]]:
         """A 3.0 resource's search services: Search 2.0 (matched by type, as Clover does) and
         Search 1.0 (matched by profile, as Mirador and UV do), each with its autocomplete."""
@@ -334,7 +342,7 @@ class Builder:
     def plain_text(self, record: ObjectRecord, pdf_policies: Sequence[str], v3: bool) -> Any:
         """The object's whole text as a ``rendering`` (it needs what its PDF needs: offered
         with the PDF's probe when restricted, left out when the PDF is), or None."""
-        if not record.has_text or not pdf_offered(pdf_policies):
+        if not self.searchable(record) or not pdf_offered(pdf_policies):
             return None
         url = self.urls.plain_text(record.name)
         if v3:
@@ -438,7 +446,7 @@ class Builder:
             canvas["thumbnail"] = [thumbnail]
         if pic.access is None and (original := self.original(Version.V3, pic)):
             canvas["rendering"] = [original]
-        if record.text is not None:
+        if self.texts and record.text is not None:
             canvas["seeAlso"] = [self.ocr(name, index, record, True)]
         canvas["items"] = [
             {
@@ -455,7 +463,7 @@ class Builder:
                 ],
             }
         ]
-        if record.text is not None:  # its lines, as supplementing annotations
+        if self.texts and record.text is not None:  # its lines, as supplementing annotations
             canvas["annotations"] = [
                 {"id": self.urls.canvas_text("3", name, index), "type": "AnnotationPage"}
             ]
@@ -498,7 +506,7 @@ class Builder:
         manifest_id = urls.manifest("3", record.name)
         base = manifest_id.removesuffix("/manifest")
         doc: dict[str, Any] = {
-            "@context": [SEARCH_CONTEXT_2, CONTEXT_3] if record.has_text else CONTEXT_3,
+            "@context": [SEARCH_CONTEXT_2, CONTEXT_3] if self.searchable(record) else CONTEXT_3,
             "id": manifest_id,
             "type": "Manifest",
             "label": self.lang(_label(record.label)),
@@ -555,7 +563,7 @@ class Builder:
             doc["behavior"] = list(record.behavior)
         if record.viewing_direction:
             doc["viewingDirection"] = record.viewing_direction
-        if record.has_text:
+        if self.searchable(record):
             doc["service"] = self.search_services(record.name)
         doc["items"] = [
             self._canvas(record.name, i, canvas, pic)
@@ -702,7 +710,7 @@ class Builder:
                 )[0]
         if (text := self.plain_text(record, pdf_policies, False)) is not None:
             doc["rendering"] = [doc["rendering"], text]
-        if record.has_text:
+        if self.searchable(record):
             doc["service"] = [self.search_service_2(record.name)]
         doc["within"] = urls.collection("2", record.source)
         if record.see_also:
@@ -748,7 +756,7 @@ class Builder:
                             },
                         }
                     ],
-                    **(self._text_2(record.name, i, canvas) if canvas.text else {}),
+                    **(self._text_2(record.name, i, canvas) if self.texts and canvas.text else {}),
                 }
             )
         doc["sequences"] = [

@@ -211,3 +211,28 @@ def test_the_object_page_says_the_text_can_be_searched(shim: InProcessShim) -> N
     plain = shim.get("/objects/plain")
     assert plain.status == 200
     assert "/text/plain" not in plain.text and "Search inside" not in plain.text
+
+
+def test_an_export_declares_no_search_nor_text_it_does_not_hold() -> None:
+    from iiif_shim.export.documents import Level0Builder
+    from iiif_shim.iiif.profile import Version
+    from iiif_shim.presentation.documents import Picture, Urls
+    from iiif_shim.presentation.records import TextRef, build_record
+    from iiif_shim.presentation.settings import PresentationSettings
+
+    record = build_record(
+        "book", "scans", {}, [{"image": "book/p1", "text": TextRef("book/p1.xml", "alto")}]
+    )
+    pictures = [Picture("book/p1", 1200, 1600, (1200, 1600), (150, 200))]
+    builder = Level0Builder(
+        PresentationSettings(), Urls("https://x.org", "https://x.org/iiif"), "All",
+        (Version.V3, Version.V2),
+    )  # fmt: skip
+    doc = builder.exported_manifest(Version.V3, record, pictures)
+    assert check_v3(doc) == []
+    assert doc["@context"] == CONTEXT_3 and "service" not in doc
+    assert not {"seeAlso", "annotations"} & set(doc["items"][0])
+    doc2 = builder.exported_manifest(Version.V2, record, pictures)
+    assert check_v2(doc2) == []
+    assert "service" not in doc2
+    assert not {"seeAlso", "otherContent"} & set(doc2["sequences"][0]["canvases"][0])
