@@ -5,6 +5,8 @@
   ``.hocr`` and ``.html`` hOCR, ``.txt`` plain text; any other name: told from its bytes
   later (``search/ocr.py``). :data:`SIDECARS` is the order in which a folder's sidecar files
   of one image are taken (the first found).
+- a value with another scheme (``file:``, ``ftp:``) is neither a path nor a URL
+  (:func:`foreign`): refused, never read as a file.
 - a file named relative to a folder (a CSV file's own folder): :func:`inside` says whether a
   place stays in it as written (a ``..`` or an absolute path elsewhere does not), and
   :func:`read_file` and :func:`stamp_file` (blocking) follow it, links included, and refuse
