@@ -1,0 +1,743 @@
+"""The search service: an object's text indexed when it is needed and kept fresh, and the
+answers the web handlers, ``iiif-shim index`` and the benchmarks ask of it (hits, terms, stored
+pages, a canvas's OCR file), with no aiohttp types in it.
+
+What it keeps per object (in the index, ``index.py``): each canvas's page of words scaled to
+the canvas, under a *stamp* that is the canvas's key (its text reference, format and canvas
+size) and the file's stamp as its source gave it when it was read (size and time, or an ETag;
+from a server that sends neither, the bytes' hash: such a file is read again at each look,
+and parsed again only when it changed), and the object's *signature* (every canvas's text
+reference, format and size together).
+
+- On demand (:meth:`SearchService.ensure`): an object never indexed, or whose signature
+  changed, is indexed before it is searched: one build per object per process
+  (single-flight: every search of it waits for that build), at most ``build_concurrency``
+  builds per process (the others wait in line, at most BUILD_LINE_PER_SLOT per slot), each
+  bounded by BUILD_TIMEOUT. A search waits up to ``build_wait`` seconds for it, then gets 503
+  with ``Retry-After`` (the time the build expects to need, at least 1 s); the build goes on.
+  An object indexed longer than ``recheck`` seconds ago is looked at again in the background
+  (its files' stamps, only changed pages read again) while the index answers as it is.
+- A build (also what ``iiif-shim index`` runs, :meth:`SearchService.index_object`) reads the
+  canvases in order, STAMP_WINDOW at a time (stamps asked, changed files read by their source
+  and parsed); an unchanged page (same stamp) is not read. Pages are stored in batches of at
+  most BATCH_PAGES pages or BATCH_WORDS words, so a 2,000-page object is never in memory
+  whole. While the signature is a new one the object is stored under a provisional signature
+  (an interrupted build is taken up again, its stored pages kept); canvases that lost their
+  text, or are gone, are dropped at the end with the new signature.
+- A refused file (``ocr.TextRefused``: hostile, broken, too many words; ``BadRecord`` from its
+  source: too large, somewhere it may not read; gone) leaves its page without text: it is
+  logged once per file and stamp, named by :class:`IndexReport`, and remembered in the index
+  (an empty page whose stamp carries the reason) so it is not read again until it changes.
+  A file that could not be read for a passing reason (a timeout, an upstream error) is not
+  remembered: it is tried again at the next look.
+- Threads: the service's own, never the image pool's. Index reads and the hit finder run on
+  SEARCH_THREADS threads; parsing and index writes on ``build_concurrency`` threads (one per
+  build that may run), so a build never takes the threads searches need. Every wait is
+  bounded: index calls and file reads by ``server.request_timeout`` (writes by
+  STORE_TIMEOUT), a parse by PARSE_TIMEOUT.
+- Hits: every hit of a query in canvas order, at most MAX_HITS (the first ones), found
+  HIT_CHUNK pages at a time; kept in a small LRU (HIT_ENTRIES answers, HIT_BUDGET hits in
+  all) by object, signature, time of the last look and query, so paging through them costs
+  one search.
+
+The index itself is opened on first use (a server that searches nothing opens no file and
+no connection); one that cannot be opened is a 503 (``IndexUnavailable``) and is tried again
+at the next use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+from iiif_shim.base.errors import BadRecord, NotFound, Overloaded, ShimError
+from iiif_shim.imaging.pool import Gate
+from iiif_shim.model.text import Hit, PageText, Query, TextFile, TextFormat
+from iiif_shim.presentation.records import ObjectRecord, TextRef
+from iiif_shim.presentation.service import PresentationService
+from iiif_shim.presentation.sources.base import ObjectSource
+from iiif_shim.search import match, ocr, words
+from iiif_shim.search.index import Index, IndexedObject, IndexUnavailable, StoredPage, open_index
+from iiif_shim.search.settings import SearchSettings
+
+log = logging.getLogger("iiif_shim")
+refusals = logging.getLogger("iiif_shim.search.refused")  # each refused file, once
+T = TypeVar("T")
+
+# Measured on a 2-CPU machine, a 2,000-page object of 300-word ALTO pages: parsing is bound by
+# the interpreter lock (283 pages/s on 1 thread, 236 on 2 or 4), so one thread per build; a
+# batch of 64 pages is written at 498 pages/s (318 at 16, 470 at 256); a whole build about 220
+# pages/s. Searches: throughput is the same on 1 to 8 threads (about 11/s for one-word queries
+# of a 2,000-page object, 16 at once), but with 1 or 2 threads a short query waits behind long
+# ones (prefixes over every page: p90 3.6 s and 4.4 s), with 4 it does not (p90 0.24 s).
+SEARCH_THREADS = 4  # threads for index reads and the hit finder
+STAMP_WINDOW = 8  # canvases of one build looked at (stamp, read, parse) at once
+BATCH_PAGES = 64  # pages stored in one transaction ...
+BATCH_WORDS = 100_000  # ... or this many words, whichever comes first
+BUILD_LINE_PER_SLOT = 32  # objects that may wait for each build slot
+BUILD_TIMEOUT = 1800.0  # seconds one build on demand or in the background may take
+PARSE_TIMEOUT = 120.0  # seconds one file's parse may take (32 MB of ALTO: about 4 s)
+STORE_TIMEOUT = 120.0  # seconds one batch's write may take
+CLOSE_TIMEOUT = 30.0  # seconds closing waits for the threads' last jobs
+MAX_HITS = 10_000  # hits of one query listed (the first, in canvas order): about 7 MB
+HIT_CHUNK = 64  # pages read from the index at once while finding hits
+HIT_ENTRIES = 64  # answers kept ...
+HIT_BUDGET = 30_000  # ... and hits kept in all (about 690 bytes each: some 20 MB)
+SHAPES = 1024  # objects whose signature is kept (recomputed when their record changes)
+LOGGED = 10_000  # refused files remembered as logged (then forgotten, and logged again)
+_REFUSED = "\nrefused: "  # in a stored stamp: the page's file was refused, and why
+_GONE = "(gone)"  # the file stamp of a file that is not there
+_PARTIAL = "partial:"  # an object's signature while a build of a new one is under way
+_ROUNDS = 3  # builds one search waits for (each may have been of an older record)
+
+
+class IndexBuilding(Overloaded):
+    """The object is being indexed and was not done within ``build_wait`` (503, with
+    ``Retry-After``: the time the build expects to need)."""
+
+    kind = "index_building"
+
+
+class _BuildFailed(IndexUnavailable):
+    """A build that failed for a fault of the shim's own (logged with its traceback)."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A canvas's text file that is not indexed, and why (one line)."""
+
+    canvas: int  # 0-based
+    name: str  # where it is, as its source names it (a path or a URL)
+    reason: str
+    remembered: bool = True  # refused for what it is (until it changes), not a passing failure
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """One object indexed: ``pages`` read and stored now, ``skipped`` unchanged (not read),
+    ``refused`` files (refused now, or before and unchanged since), ``removed`` canvases
+    dropped (their text gone), in ``seconds``."""
+
+    object: str
+    pages: int
+    skipped: int
+    refused: tuple[Refusal, ...]
+    removed: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """An object's canvases as indexing sees them: the signature, each canvas's size, and the
+    key of each canvas with text (what its stored stamp begins with)."""
+
+    signature: str
+    sizes: tuple[tuple[int, int], ...]
+    keys: dict[int, str]
+
+
+@dataclass
+class _Flight:
+    """One build of one object under way: how far it is (for ``Retry-After``), and whether
+    anybody waits for it (a background look does not)."""
+
+    total: int
+    background: bool
+    task: asyncio.Task[IndexReport] | None = None
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def eta(self) -> int:
+        """Seconds it expects to need still (at least 1)."""
+        elapsed = time.monotonic() - self.started
+        if self.done <= 0 or elapsed <= 0:
+            return max(1, min(60, math.ceil(self.total / 100)))
+        left = (self.total - self.done) * elapsed / self.done
+        return max(1, min(600, math.ceil(left)))
+
+
+@dataclass(frozen=True)
+class _Result:
+    """One canvas looked at by a build: the page to store (None: nothing to write), the
+    file's refusal (now, or before and unchanged), and whether its file was read now."""
+
+    page: StoredPage | None = None
+    refusal: Refusal | None = None
+    read: bool = False
+
+
+def signature_of(record: ObjectRecord, sizes: Sequence[tuple[int, int]]) -> _Shape:
+    """The object's signature and each canvas's key (sha256 of its text reference, format
+    and size; the signature covers every canvas in order, those without text too)."""
+    whole = hashlib.sha256()
+    keys: dict[int, str] = {}
+    for i, (canvas, (width, height)) in enumerate(zip(record.canvases, sizes, strict=True)):
+        ref = canvas.text
+        if ref is None:
+            whole.update(b"-\n")
+            continue
+        part = json.dumps([ref.where, ref.format, width, height]).encode()
+        keys[i] = hashlib.sha256(part).hexdigest()[:16]
+        whole.update(part + b"\n")
+    return _Shape(whole.hexdigest(), tuple(sizes), keys)
+
+
+def _stored_key(stamp: str) -> str:
+    return stamp.partition(_REFUSED)[0]
+
+
+def _stored_refusal(stamp: str) -> str | None:
+    _, found, reason = stamp.partition(_REFUSED)
+    return reason if found else None
+
+
+def _kept(stored: str | None, key: str, canvas: int, where: str) -> _Result | None:
+    """Nothing to do for a canvas whose stored page has ``key`` (its stored refusal, if its
+    file was refused); None when it must be read."""
+    if stored is None or _stored_key(stored) != key:
+        return None
+    reason = _stored_refusal(stored)
+    return _Result(refusal=None if reason is None else Refusal(canvas, where, reason))
+
+
+def _format(file: TextFile | None, ref: TextRef) -> TextFormat | None:
+    if file is not None and file.format is not None:
+        return file.format
+    try:
+        return TextFormat(ref.format) if ref.format else None
+    except ValueError:
+        return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:500]
+
+
+@asynccontextmanager
+async def open_search(
+    settings: SearchSettings, presentation: PresentationService, origin: str
+) -> AsyncIterator[SearchService]:
+    """The search service of ``presentation``'s objects (its index opened on first use, from
+    ``settings`` and the configuration's ``origin``); its builds stopped, its threads ended and
+    its index closed on exit."""
+    service = SearchService(settings, presentation, origin)
+    try:
+        yield service
+    finally:
+        await service.close()
+
+
+class SearchService:
+    def __init__(
+        self,
+        settings: SearchSettings,
+        presentation: PresentationService,
+        origin: str,
+        opener: Callable[[SearchSettings, str], Index] = open_index,
+    ) -> None:
+        self.settings = settings
+        self.presentation = presentation
+        self.origin = origin
+        self.timeout = presentation.images.settings.request_timeout
+        self._opener = opener
+        self._index: Index | None = None
+        self._opening = asyncio.Lock()
+        self._reads = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="iiif-shim-search")
+        self._writes = ThreadPoolExecutor(
+            settings.build_concurrency, thread_name_prefix="iiif-shim-index"
+        )
+        self.gate = Gate(
+            settings.build_concurrency,
+            BUILD_TIMEOUT,
+            settings.build_concurrency * BUILD_LINE_PER_SLOT,
+            "objects being indexed",
+        )
+        self._flights: dict[str, _Flight] = {}
+        self._shapes: OrderedDict[str, tuple[ObjectRecord, float, _Shape]] = OrderedDict()
+        self._hits: OrderedDict[tuple[str, str, float, Query], list[Hit]] = OrderedDict()
+        self._kept_hits = 0
+        self._logged: set[tuple[str, str]] = set()
+        self._closed = False
+
+    # --- what the handlers ask ----------------------------------------------------------
+
+    async def record(self, name: str) -> ObjectRecord:
+        """Object ``name`` (``presentation.record``); 404 when it has no text."""
+        record = await self.presentation.record(name)
+        if not record.has_text:
+            raise NotFound(f"object {name[:100]!r} has no text")
+        return record
+
+    async def ensure(self, record: ObjectRecord) -> IndexedObject:
+        """What the index holds of ``record``, indexed first if it never was or its signature
+        changed (waiting up to ``build_wait``, then :class:`IndexBuilding`); an index older
+        than ``recheck`` seconds is looked at again in the background."""
+        shape = await self._shape(record)
+        deadline = time.monotonic() + self.settings.build_wait
+        for _ in range(_ROUNDS):
+            state = await self._state(record.name)
+            if state is not None and state.signature == shape.signature:
+                if time.time() - state.checked >= self.settings.recheck:
+                    self._start(record, shape, background=True)
+                return state
+            flight = self._start(record, shape, background=False)
+            assert flight is not None and flight.task is not None
+            try:
+                left = max(deadline - time.monotonic(), 0)
+                await asyncio.wait_for(asyncio.shield(flight.task), left)
+            except TimeoutError:
+                raise IndexBuilding(
+                    f"object {record.name[:100]!r} is being indexed ({flight.done} of "
+                    f"{flight.total} pages done); retry in a while",
+                    retry_after=flight.eta(),
+                ) from None
+            # that build may have been of an older record: its state is looked at again
+        raise IndexUnavailable(
+            f"object {record.name[:100]!r} was indexed {_ROUNDS} times and is still not "
+            "current (is its source changing all the time?)"
+        )
+
+    async def hits(self, record: ObjectRecord, query: Query) -> list[Hit]:
+        """Every hit of ``query`` in ``record`` (at most MAX_HITS), in canvas then reading
+        order."""
+        state = await self.ensure(record)
+        key = (record.name, state.signature, state.checked, query)
+        found = self._hits.get(key)
+        if found is not None:
+            self._hits.move_to_end(key)
+            return found
+        found = await self._read(partial(self._find, name=record.name, query=query))
+        self._keep(key, found)
+        return found
+
+    async def terms(
+        self, record: ObjectRecord, prefix: str, least: int = 1
+    ) -> list[tuple[str, int]]:
+        """The folded terms of ``record`` beginning with ``prefix`` (folded), each occurring
+        at least ``least`` times, with their counts; at most ``search.terms``."""
+        folded = words.fold(prefix).strip()
+        await self.ensure(record)
+        if not folded:
+            return []
+        limit = self.settings.terms
+        return await self._read(lambda index: index.terms(record.name, folded, least, limit))
+
+    async def pages(
+        self, record: ObjectRecord, canvases: Sequence[int] | None = None
+    ) -> list[StoredPage]:
+        """The stored pages of ``canvases`` (0-based; all by default) that have text, in
+        canvas order."""
+        await self.ensure(record)
+        wanted = range(len(record.canvases)) if canvases is None else canvases
+        chosen = sorted({i for i in wanted if 0 <= i < len(record.canvases)})
+        chosen = [i for i in chosen if record.canvases[i].text is not None]
+        if not chosen:
+            return []
+        return await self._read(lambda index: index.pages(record.name, chosen))
+
+    async def ocr(self, record: ObjectRecord, canvas: int) -> TextFile:
+        """Canvas ``canvas``'s (0-based) text file as its source reads it now; 404 when it has
+        none or it is gone."""
+        if not 0 <= canvas < len(record.canvases) or record.canvases[canvas].text is None:
+            raise NotFound(f"canvas {canvas + 1} of object {record.name[:100]!r} has no text")
+        ref = record.canvases[canvas].text
+        assert ref is not None
+        source = self.presentation.source(record.source)
+        async with asyncio.timeout(self.timeout):
+            found = await source.read_text(ref, self.settings.max_text_bytes)
+        if found is None:
+            raise NotFound(f"the text of canvas {canvas + 1} of object {record.name[:100]!r} "
+                           "is not there")  # fmt: skip
+        return found
+
+    async def index_object(
+        self,
+        record: ObjectRecord,
+        *,
+        force: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> IndexReport:
+        """``record`` indexed now (what ``iiif-shim index`` runs): only changed files read,
+        every file with ``force``; a build of it under way is waited for first. ``progress``
+        is told of each page done (read, unchanged or refused). Not bounded as a whole (each
+        file's stamp, read, parse and each write are)."""
+        shape = await self._shape(record)
+        running = self._flights.get(record.name)
+        if running is not None and running.task is not None:
+            with contextlib.suppress(ShimError):
+                await asyncio.shield(running.task)
+        flight = self._start(
+            record, shape, background=False, force=force, progress=progress, limit=None
+        )
+        assert flight is not None and flight.task is not None
+        return await asyncio.shield(flight.task)
+
+    async def drop(self, name: str) -> None:
+        """Forget object ``name`` (its source no longer has it, or it has no text now)."""
+        await self._write(lambda index: index.drop(name))
+
+    async def indexed(self) -> list[str]:
+        """Every object the index holds."""
+        return await self._read(lambda index: index.objects())
+
+    async def size(self) -> int:
+        """Bytes the index takes."""
+        return await self._read(lambda index: index.size())
+
+    async def close(self) -> None:
+        """Stop the builds under way, end the threads (waiting at most CLOSE_TIMEOUT for the
+        jobs they run) and close the index."""
+        self._closed = True
+        tasks = [f.task for f in self._flights.values() if f.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        ended = True
+        for executor in (self._reads, self._writes):
+            try:
+                await asyncio.wait_for(
+                    asyncio.to_thread(executor.shutdown, True, cancel_futures=True),
+                    CLOSE_TIMEOUT,
+                )
+            except TimeoutError:
+                log.warning("search: a job of the index was still running after %gs; the "
+                            "index is left open", CLOSE_TIMEOUT)  # fmt: skip
+                ended = False
+        if self._index is not None and ended:
+            index, self._index = self._index, None
+            await asyncio.to_thread(index.close)
+
+    def stop_background(self) -> None:
+        """Stop the background looks under way (a reload: they are the old configuration's);
+        builds somebody waits for go on."""
+        for flight in list(self._flights.values()):
+            if flight.background and flight.task is not None:
+                flight.task.cancel()
+
+    # --- the index, in threads ---------------------------------------------------------
+
+    async def _opened(self) -> Index:
+        if self._index is not None:
+            return self._index
+        if self._closed:
+            raise IndexUnavailable("the search index is closed (the server is stopping)")
+        async with self._opening:
+            if self._index is None:
+                loop = asyncio.get_running_loop()
+                job = loop.run_in_executor(self._writes, self._opener, self.settings, self.origin)
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        self._index = await job
+                except TimeoutError:
+                    raise IndexUnavailable(
+                        f"the search index was not opened within {self.timeout:g}s"
+                    ) from None
+            return self._index
+
+    async def _run(
+        self, executor: ThreadPoolExecutor, timeout: float, fn: Callable[[Index], T]
+    ) -> T:
+        """``fn(index)`` on one of ``executor``'s threads, within ``timeout`` seconds."""
+        index = await self._opened()
+        job = asyncio.get_running_loop().run_in_executor(executor, fn, index)
+        try:
+            async with asyncio.timeout(timeout):
+                return await job
+        except TimeoutError:
+            raise IndexUnavailable(f"the search index did not answer within {timeout:g}s") from None
+
+    async def _read(self, fn: Callable[[Index], T]) -> T:
+        return await self._run(self._reads, self.timeout, fn)
+
+    async def _write(self, fn: Callable[[Index], T]) -> T:
+        return await self._run(self._writes, STORE_TIMEOUT, fn)
+
+    def _state(self, name: str) -> Awaitable[IndexedObject | None]:
+        return self._read(lambda index: index.state(name))
+
+    @staticmethod
+    def _find(index: Index, name: str, query: Query) -> list[Hit]:
+        """The hits, HIT_CHUNK pages read at a time (never the whole object in memory)."""
+        canvases = index.matching(name, query)
+        found: list[Hit] = []
+        for start in range(0, len(canvases), HIT_CHUNK):
+            pages = index.pages(name, canvases[start : start + HIT_CHUNK])
+            found.extend(match.find_hits(pages, query))
+            if len(found) >= MAX_HITS:
+                return found[:MAX_HITS]
+        return found
+
+    def _keep(self, key: tuple[str, str, float, Query], found: list[Hit]) -> None:
+        self._hits[key] = found
+        self._kept_hits += len(found)
+        while len(self._hits) > HIT_ENTRIES or self._kept_hits > HIT_BUDGET:
+            _, old = self._hits.popitem(last=False)
+            self._kept_hits -= len(old)
+
+    # --- what is indexed -----------------------------------------------------------------
+
+    async def _shape(self, record: ObjectRecord) -> _Shape:
+        """``record``'s signature and canvas keys; kept while the record is the same one
+        (records are cached by the presentation service) and younger than ``recheck``."""
+        kept = self._shapes.get(record.name)
+        now = time.monotonic()
+        if kept is not None and kept[0] is record and now - kept[1] < self.settings.recheck:
+            self._shapes.move_to_end(record.name)
+            return kept[2]
+        async with asyncio.timeout(self.timeout):
+            pictures = await self.presentation.pictures(record)
+        shape = signature_of(record, [(p.width, p.height) for p in pictures])
+        self._shapes[record.name] = (record, now, shape)
+        self._shapes.move_to_end(record.name)
+        while len(self._shapes) > SHAPES:
+            self._shapes.popitem(last=False)
+        return shape
+
+    def _start(
+        self,
+        record: ObjectRecord,
+        shape: _Shape,
+        *,
+        background: bool,
+        force: bool = False,
+        progress: Callable[[int], None] | None = None,
+        limit: float | None = BUILD_TIMEOUT,
+    ) -> _Flight | None:
+        """The build of ``record`` under way, else one started (taking at most ``limit``
+        seconds once it has a build slot); a background look is not started when a build is
+        under way or the line for build slots is full (None)."""
+        running = self._flights.get(record.name)
+        if running is not None and not force:
+            return None if background else running
+        if self._closed:
+            raise IndexUnavailable("the search index is closed (the server is stopping)")
+        if background and self.gate.full:
+            return None  # a background look waits for a quieter moment
+        flight = _Flight(len(shape.keys), background)
+
+        async def run() -> IndexReport:
+            try:
+                async with self.gate.held(), asyncio.timeout(limit):
+                    return await self._build(record, shape, force, flight, progress)
+            except TimeoutError:
+                raise IndexUnavailable(
+                    f"indexing object {record.name[:100]!r} took more than {limit:g}s"
+                ) from None
+            except (ShimError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # never a 500 for whoever waits: a 503, logged below
+                raise _BuildFailed(
+                    f"indexing object {record.name[:100]!r} failed (the server's log says why)"
+                ) from exc
+
+        task = asyncio.get_running_loop().create_task(run())
+        flight.task = task
+        self._flights[record.name] = flight
+
+        def done(task: asyncio.Task[IndexReport]) -> None:
+            if self._flights.get(record.name) is flight:
+                del self._flights[record.name]
+            if task.cancelled():
+                return
+            exc = task.exception()  # retrieved, and said once (its waiters may have gone)
+            if exc is None:
+                return
+            if isinstance(exc, _BuildFailed):  # a fault of the shim's own: its traceback
+                log.error("search: indexing object %r failed", record.name, exc_info=exc.__cause__)
+            else:
+                text = exc.public_text() if isinstance(exc, ShimError) else repr(exc)
+                log.warning("search: indexing object %r failed: %s", record.name, text)
+
+        task.add_done_callback(done)
+        return flight
+
+    async def _build(
+        self,
+        record: ObjectRecord,
+        shape: _Shape,
+        force: bool,
+        flight: _Flight,
+        progress: Callable[[int], None] | None,
+    ) -> IndexReport:
+        started = time.monotonic()
+        name = record.name
+        source = self.presentation.source(record.source)
+        state = await self._state(name)
+        stored = dict(state.stamps) if state is not None else {}
+        fresh = state is not None and state.signature == shape.signature
+        # while a new signature is being built, the object is under a provisional one: a
+        # build cut short is taken up again (its stored pages kept), never taken as done
+        writing = shape.signature if fresh else f"{_PARTIAL}{shape.signature}"
+        checked = state.checked if state is not None and fresh else 0.0
+        batch: list[StoredPage] = []
+        batch_words = 0
+        read = skipped = 0
+        changed = False  # a page written
+        refused: list[Refusal] = []
+
+        def look(i: int) -> asyncio.Task[_Result]:
+            return loop.create_task(self._page(source, record, i, shape, stored.get(i), force))
+
+        # in canvas order, STAMP_WINDOW canvases looked at ahead of the one being taken
+        loop = asyncio.get_running_loop()
+        ahead = iter(sorted(shape.keys))
+        window = deque(look(i) for i in itertools.islice(ahead, STAMP_WINDOW))
+        try:
+            while window:
+                result = await window.popleft()
+                if (following := next(ahead, None)) is not None:
+                    window.append(look(following))
+                flight.done += 1
+                if progress is not None:
+                    progress(1)
+                if result.refusal is not None:
+                    refused.append(result.refusal)
+                elif result.read:
+                    read += 1
+                else:
+                    skipped += 1
+                if result.page is None:
+                    continue
+                changed = True
+                batch.append(result.page)
+                batch_words += sum(len(line.words) for line in result.page.page.lines)
+                if len(batch) >= BATCH_PAGES or batch_words >= BATCH_WORDS:
+                    await self._store(name, writing, batch, (), checked)
+                    batch, batch_words = [], 0
+        finally:
+            for task in window:
+                task.cancel()
+        removed = sorted(i for i in stored if i not in shape.keys)
+        if fresh and not changed and not removed:
+            await self._write(lambda index: index.touch(name))
+        else:
+            await self._store(name, shape.signature, batch, removed, None)
+        report = IndexReport(
+            name, read, skipped, tuple(refused), len(removed), time.monotonic() - started
+        )
+        if changed or removed:
+            log.info("search: object %r indexed: %d pages read, %d unchanged, %d refused, "
+                     "%d removed, in %.1fs", name, report.pages, report.skipped,
+                     len(report.refused), report.removed, report.seconds)  # fmt: skip
+        return report
+
+    async def _page(
+        self,
+        source: ObjectSource[Any],
+        record: ObjectRecord,
+        canvas: int,
+        shape: _Shape,
+        stored: str | None,
+        force: bool,
+    ) -> _Result:
+        """Canvas ``canvas`` looked at: nothing to do when its stored page is current (its
+        stored refusal, if it was refused), else its file read and parsed into its new page
+        (an empty one for a file refused now); a file not read for a passing reason leaves
+        the stored page as it is."""
+        ref = record.canvases[canvas].text
+        assert ref is not None
+        where = ref.where
+        try:
+            async with asyncio.timeout(self.timeout):
+                stamp = await source.text_stamp(ref)
+        except (ShimError, TimeoutError) as exc:
+            return self._passing(record, canvas, where, exc)
+        key = f"{shape.keys[canvas]} {stamp if stamp is not None else _GONE}"
+        if not force and (kept := _kept(stored, key, canvas, where)) is not None:
+            return kept
+        if stamp is None:
+            return self._refused(record, canvas, where, key, "it is not there", ref)
+        try:
+            async with asyncio.timeout(self.timeout):
+                file = await source.read_text(ref, self.settings.max_text_bytes)
+        except BadRecord as exc:
+            return self._refused(record, canvas, where, key, exc.public_text(), ref)
+        except (ShimError, TimeoutError) as exc:
+            return self._passing(record, canvas, where, exc)
+        if file is None:  # gone since its stamp was read
+            return self._passing(record, canvas, where, NotFound("it is not there"))
+        # the read's own stamp is kept (a server that gives no validator: the bytes' hash,
+        # so a file read again to know is not parsed again when it is the same)
+        key = f"{shape.keys[canvas]} {file.stamp}"
+        if not force and (kept := _kept(stored, key, canvas, where)) is not None:
+            return kept
+        width, height = shape.sizes[canvas]
+        fmt = _format(file, ref)
+        parse = partial(_parse, file.data, fmt, file.name, self.settings.max_words, width, height)
+        del file  # its bytes are the parse's alone now
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(PARSE_TIMEOUT):
+                page = await loop.run_in_executor(self._writes, parse)
+        except ocr.TextRefused as exc:
+            return self._refused(record, canvas, where, key, str(exc), ref)
+        except TimeoutError:
+            why = f"not parsed within {PARSE_TIMEOUT:g}s"
+            return self._refused(record, canvas, where, key, why, ref)
+        return _Result(StoredPage(canvas, key, page), read=True)
+
+    def _refused(
+        self, record: ObjectRecord, canvas: int, where: str, key: str, why: str, ref: TextRef
+    ) -> _Result:
+        """A file refused now: an empty page kept for it, its stamp carrying why."""
+        reason = _one_line(why)
+        self._log_once(record, canvas, where, key, reason)
+        empty = PageText((), _format(None, ref) or TextFormat.PLAIN)
+        page = StoredPage(canvas, f"{key}{_REFUSED}{reason}", empty)
+        return _Result(page, Refusal(canvas, where, reason), read=True)
+
+    def _passing(
+        self, record: ObjectRecord, canvas: int, where: str, exc: ShimError | TimeoutError
+    ) -> _Result:
+        """A file not read for a passing reason: not remembered, tried again next time."""
+        why = exc.public_text() if isinstance(exc, ShimError) else (
+            f"not read within server.request_timeout ({self.timeout:g}s)"
+        )  # fmt: skip
+        reason = _one_line(f"not read now: {why}")
+        self._log_once(record, canvas, where, "", reason)
+        return _Result(refusal=Refusal(canvas, where, reason, remembered=False), read=True)
+
+    def _log_once(
+        self, record: ObjectRecord, canvas: int, where: str, key: str, reason: str
+    ) -> None:
+        seen = (where, f"{key} {reason}")
+        if seen in self._logged:
+            return
+        if len(self._logged) >= LOGGED:
+            self._logged.clear()
+        self._logged.add(seen)
+        refusals.warning("search: object %r, canvas %d: text file %s refused: %s", record.name,
+                    canvas + 1, where, reason)  # fmt: skip
+
+    def _store(
+        self,
+        name: str,
+        signature: str,
+        pages: Sequence[StoredPage],
+        removed: Sequence[int],
+        checked: float | None,
+    ) -> Awaitable[None]:
+        pages = list(pages)
+        return self._write(lambda index: index.store(name, signature, pages, removed, checked))
+
+
+def _parse(
+    data: bytes, fmt: TextFormat | None, name: str, max_words: int, width: int, height: int
+) -> PageText:
+    """One file's page, scaled to its canvas (in a thread: blocking)."""
+    return ocr.parse(data, fmt, name, max_words).scaled(width, height)
