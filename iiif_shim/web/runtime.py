@@ -1,7 +1,9 @@
 """The configuration being served, built into a running service, and swapped whole on reload.
 
 A :class:`Runtime` is one configuration made live: its settings, the public base URL, the image
-service (backends, thread pool, caches), the health monitor and the access gate (``auth/gate.py``:
+service (backends, thread pool, caches), the presentation service, the search service (its
+index opened on first use, closed before the presentation service it reads objects from), the
+health monitor and the access gate (``auth/gate.py``:
 its policies and signing keys, opened and closed with the runtime, so a reload brings new ones
 at once; what it remembers, logouts and failed logins, is in files that outlive runtimes: the
 supervisor's run folder, else one folder :class:`Live` makes for the process and removes at
@@ -9,7 +11,8 @@ its end, unless ``auth.state_dir`` names one). :class:`Live` holds the current
 one. Each request uses the runtime that was current when it arrived, to its end
 (:meth:`Live.use`); a reload (:meth:`Live.reload`, on SIGHUP) builds a new runtime from a file
 that passed every check, makes it current, stops the old one's background reads of object
-sources at once (what they found is the old configuration's), and closes it once its last
+sources and background looks at indexed objects at once (what they found is the old
+configuration's; builds a search waits for go on), and closes it once its last
 request is done (or its drain deadline passes). Nothing is dropped, and a file with problems
 changes nothing. What outlives a runtime: the metrics, the process-wide memory budget, and the
 listening socket (so ``server.host``, ``server.port`` and the client connection limits need a
@@ -35,6 +38,7 @@ from iiif_shim.core.health import HealthMonitor
 from iiif_shim.core.service import ImageService, open_service
 from iiif_shim.imaging.budget import MemoryBudget
 from iiif_shim.presentation.service import PresentationService, open_presentation
+from iiif_shim.search.service import SearchService, open_search
 from iiif_shim.telemetry.metrics import Metrics
 from iiif_shim.upstream.client import Upstream
 from iiif_shim.web.baseurl import PublicBase
@@ -63,10 +67,12 @@ class Runtime:
         health: HealthMonitor,
         presentation: PresentationService,
         gate: Gate,
+        search: SearchService,
     ) -> None:
         self.settings = settings
         self.gate = gate
         self.presentation = presentation
+        self.search = search
         self.public = PublicBase(
             settings.server.public_url, settings.iiif.prefix, settings.server.trust_forwarded
         )
@@ -128,6 +134,9 @@ class Live:
                     policies=settings.auth.policies,
                 )
             )
+            search = await stack.enter_async_context(
+                open_search(settings.search, presentation, settings.origin)
+            )
             gate = await Gate.open(settings.auth, settings.cache, self._run_dir)
             stack.push_async_callback(gate.close)
             health = HealthMonitor(service, settings.server.health_interval)
@@ -136,7 +145,7 @@ class Live:
         except BaseException:
             await stack.aclose()
             raise
-        runtime = Runtime(settings, service, health, presentation, gate)
+        runtime = Runtime(settings, service, health, presentation, gate, search)
         self._open[id(runtime)] = (runtime, stack)
         self.budget.resize(settings.server.memory_budget, settings.server.memory_wait)
         for name, backend in service.backends.items():
@@ -165,6 +174,7 @@ class Live:
             # the old configuration's background reads stop now, not when it closes: a read
             # ending later would publish its sources' state over the new configuration's
             await old.presentation.watch.stop()
+            old.search.stop_background()
             for name in set(old.service.backends) - set(new.service.backends):
                 self.metrics.forget_backend(name)
             for name in set(old.presentation.sources) - set(new.presentation.sources):
