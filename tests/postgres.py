@@ -9,7 +9,8 @@ outside pytest's (which only root may enter). Where PostgreSQL is missing a test
 is skipped, except in CI (``CI=true``), where that is a failure.
 
 Durability is off (``fsync``, ``synchronous_commit``, ``full_page_writes``): a test server
-loses nothing it needs to keep if the machine stops, and it is faster so."""
+loses nothing it needs to keep if the machine stops, and it is faster so; ``durable=True``
+keeps PostgreSQL's defaults (for measurements)."""
 
 from __future__ import annotations
 
@@ -55,8 +56,9 @@ class Postgres:
     server trusts every local connection and never checks it): what a test looks for in
     messages, which must never show it."""
 
-    def __init__(self, port: int | None = None, user: str = "shim") -> None:
+    def __init__(self, port: int | None = None, user: str = "shim", durable: bool = False) -> None:
         self.bin = need_postgres()
+        self.durable = durable
         self.port = port or free_port()
         self.user = user
         self.password = "pw-" + secrets.token_hex(8)
@@ -83,9 +85,9 @@ class Postgres:
             raise RuntimeError(f"{args[0]} failed: {done.stdout}{done.stderr}\n{log}")
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 " + " ".join(
-            _FAST
-        )
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            options += " " + " ".join(_FAST)
         data, log = str(self.data), str(self.log)
         self._run(["pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start"])
 

@@ -1,10 +1,11 @@
 """What the two index engines (``sqlite.py``, ``postgres.py``) share, so that they keep and
 answer exactly the same: the terms of a page as an engine indexes them (:func:`page_terms`),
 the terms of a query as an engine looks them up (:func:`prepare`: a query term that cannot be
-a term of any page matches no page, whatever it holds), a page packed into bytes and back
-(:func:`pack`, :func:`unpack`), the term counts a change makes (:func:`count_changes`), the
-range of terms beginning with a prefix (:func:`prefix_bounds`), and the connections an engine
-keeps for its callers' threads (:class:`Pool`).
+a term of any page matches no page, whatever it holds), a page packed into bytes with its
+terms and back (:func:`pack`, :func:`unpack`, :func:`packed_terms`), the term counts a change
+makes (:func:`count_changes`), the range of terms beginning with a prefix
+(:func:`prefix_bounds`), and the connections an engine keeps for its callers' threads
+(:class:`Pool`).
 
 Terms are those of ``words.terms`` (folded, the one normalisation), each cut to
 :data:`MAX_TERM` characters (PostgreSQL refuses longer lexemes; the query's terms are cut the
@@ -16,7 +17,7 @@ import json
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -140,14 +141,17 @@ def count_changes(old: Iterable[str], new: Iterable[str]) -> dict[str, int]:
     return {term: n for term, n in change.items() if n}
 
 
-def pack(page: PageText) -> bytes:
-    """``page`` as an engine keeps it: compact JSON (a word ``[text, x, y, w, h]``, or
-    ``[text]`` without a box) compressed; :func:`unpack` gives it back exactly."""
+def pack(page: PageText, terms: Sequence[str]) -> bytes:
+    """``page`` as an engine keeps it, with its ``terms`` as indexed (what it takes out of
+    the index and the counts when the page is replaced, whatever ``words.terms`` says by
+    then): compact JSON (a word ``[text, x, y, w, h]``, or ``[text]`` without a box, the terms
+    one text) compressed together (the terms are mostly the words again: they take little
+    more). :func:`unpack` gives the page back exactly, :func:`packed_terms` the terms."""
     lines = [
         [[w.text] if w.box is None else [w.text, *w.box] for w in line.words] for line in page.lines
     ]
     data = json.dumps(
-        [page.format.value, page.width, page.height, lines],
+        [page.format.value, page.width, page.height, lines, " ".join(terms)],
         ensure_ascii=False,
         separators=(",", ":"),
         allow_nan=False,
@@ -155,24 +159,48 @@ def pack(page: PageText) -> bytes:
     return zlib.compress(data.encode("utf-8", "surrogatepass"))
 
 
+def _unpacked(data: bytes) -> Any:
+    try:
+        kept = json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
+        if not isinstance(kept, list) or len(kept) != 5:
+            raise ValueError("not a packed page")
+        return kept
+    except (ValueError, zlib.error) as exc:
+        raise IndexUnavailable("the search index holds a damaged page", detail=str(exc)) from exc
+
+
 def unpack(data: bytes) -> PageText:
     """The page :func:`pack` packed; a damaged one raises :class:`IndexUnavailable`."""
+    kind, width, height, lines, _ = _unpacked(data)
     try:
-        kept: Any = json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
-        kind, width, height, lines = kept
         return PageText(
             tuple(
-                Line(
-                    tuple(Word(w[0], None if len(w) == 1 else (w[1], w[2], w[3], w[4])) for w in ws)
-                )
-                for ws in lines
+                [
+                    Line(
+                        tuple(
+                            [
+                                Word(w[0]) if len(w) == 1 else Word(w[0], (w[1], w[2], w[3], w[4]))
+                                for w in ws
+                            ]
+                        )
+                    )
+                    for ws in lines
+                ]
             ),
             TextFormat(kind),
             width,
             height,
         )
-    except (ValueError, TypeError, IndexError, zlib.error) as exc:
+    except (ValueError, TypeError, IndexError) as exc:
         raise IndexUnavailable("the search index holds a damaged page", detail=str(exc)) from exc
+
+
+def packed_terms(data: bytes) -> list[str]:
+    """The terms :func:`pack` packed with the page."""
+    terms = _unpacked(data)[4]
+    if not isinstance(terms, str):
+        raise IndexUnavailable("the search index holds a damaged page", detail="terms")
+    return terms.split()
 
 
 class Pool(Generic[C]):

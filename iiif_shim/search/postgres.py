@@ -6,7 +6,8 @@ database of another version has them dropped and made again, logged, under an ad
 that processes starting together make them once)::
 
     iiif_search_objects(name, signature, checked)
-    iiif_search_pages(object, canvas, stamp, lines, body, terms, exact, tsv)   GIN on tsv
+    iiif_search_pages(object, canvas, stamp, lines, body, exact, tsv)   GIN on tsv; body:
+        engine.pack (the page and its terms, whose counts go when it is replaced)
     iiif_search_terms(object, term, count)                                    for autocomplete
 
 Text columns are ``COLLATE "C"``: code point order, as SQLite's, for autocomplete's order and
@@ -52,7 +53,7 @@ from iiif_shim.search.stored import IndexedObject, IndexUnavailable, StoredPage
 
 log = logging.getLogger("iiif_shim")
 
-SCHEMA = 1
+SCHEMA = 2
 T = TypeVar("T")
 MAX_POSITIONS = 256  # positions of one term a tsvector keeps
 MAX_POSITION = 16383  # the last position a tsvector keeps
@@ -72,7 +73,6 @@ CREATE TABLE iiif_search_pages (
     stamp text NOT NULL,
     lines integer NOT NULL,
     body bytea NOT NULL,
-    terms text NOT NULL,
     exact boolean NOT NULL,
     tsv tsvector,
     PRIMARY KEY (object, canvas)
@@ -249,9 +249,9 @@ class PostgresIndex:
             terms = engine.page_terms(page.page)
             added += terms
             vector, exact = tsvector(terms)
-            body = engine.pack(page.page)
+            body = engine.pack(page.page, terms)
             lines = len(page.page.lines)
-            rows.append((obj, page.canvas, page.stamp, lines, body, " ".join(terms), exact, vector))
+            rows.append((obj, page.canvas, page.stamp, lines, body, exact, vector))
         gone = sorted(set(removed) | set(new))
 
         def work(conn: psycopg.Connection[Any]) -> None:
@@ -264,18 +264,18 @@ class PostgresIndex:
                 )
                 old: list[str] = []
                 if gone:
-                    for (terms,) in conn.execute(
+                    for (body,) in conn.execute(
                         "DELETE FROM iiif_search_pages WHERE object = %s AND canvas = ANY(%s) "
-                        "RETURNING terms",
+                        "RETURNING body",
                         [obj, gone],
                     ):
-                        old += terms.split()
+                        old += engine.packed_terms(body)
                 if rows:
                     with conn.cursor() as cursor:
                         cursor.executemany(
                             "INSERT INTO iiif_search_pages "
-                            "(object, canvas, stamp, lines, body, terms, exact, tsv) "
-                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::tsvector)",
+                            "(object, canvas, stamp, lines, body, exact, tsv) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s::tsvector)",
                             rows,
                         )
                 changes = engine.count_changes(old, added)

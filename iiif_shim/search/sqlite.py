@@ -5,17 +5,19 @@ Tables (schema :data:`SCHEMA`, kept in the file's ``user_version``; a file of an
 is emptied and made again, logged, and every object is indexed again)::
 
     objects(id, name, signature, checked)
-    pages(id, object, canvas, stamp, lines, body)      body: engine.pack's compressed JSON
-    page_terms  FTS5(owner, terms)                      rowid = pages.id; owner = objects.id
-    terms(object, term, count)                          for autocomplete
+    pages(id, object, canvas, stamp, lines, body)   body: engine.pack (the page and its terms)
+    page_terms  FTS5(owner, terms), contentless      rowid = pages.id; owner = objects.id
+    terms(object, term, count)                       for autocomplete
 
-``page_terms`` holds each page's folded terms (``engine.page_terms``) in reading order, with
+``page_terms`` indexes each page's folded terms (``engine.page_terms``) in reading order (it
+keeps no copy of them: a page's are taken out of it with those packed in its body), with
 the ``ascii`` tokenizer: every character that is not ASCII is part of a token and ASCII ones
 other than letters and digits part none, so each folded term is exactly one token and nothing
 is folded a second, different way (``unicode61`` would: Unicode 6.1 tables, its own case
-folding); ``prefix='2 3'`` keeps prefix queries of two and three characters fast. A query is
-an FTS5 expression of quoted terms (``"a" AND "b" + "c" AND "pre" *``, every ``"`` doubled)
-restricted to the object's ``owner`` token; the user's syntax never reaches it.
+folding); ``prefix='2 3'`` keeps prefix queries of two and three characters fast. A new file
+has pages of 16 KB (a row of ``pages``, some 3 KB, would leave a quarter of a 4 KB one empty).
+A query is an FTS5 expression of quoted terms (``"a" AND "b" + "c" AND "pre" *``, every ``"``
+doubled) restricted to the object's ``owner`` token; the user's syntax never reaches it.
 
 Concurrency: the file is in WAL mode (readers never wait for the writer, nor it for them) and
 each connection has a busy timeout of ``timeout`` seconds (30: a write waits that long for
@@ -25,7 +27,8 @@ IMMEDIATE``: two writers never deadlock upgrading their read locks). Connections
 (``engine.Pool``): each call uses one connection alone, as the ``sqlite3`` module wants, and
 threads that call at once each get one of their own, made on demand; a pool rather than one per
 thread, so the connections of finished threads do not pile up. ``synchronous=NORMAL``: a
-power cut may lose the last writes, never break the file (the index can be made again)."""
+power cut may lose the last writes, never break the file (the index can be made again). The
+WAL is written back into the file every 4 MB or so and kept to 8 MB."""
 
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ from iiif_shim.search.stored import IndexedObject, IndexUnavailable, StoredPage
 
 log = logging.getLogger("iiif_shim")
 
-SCHEMA = 1
+SCHEMA = 2
+PAGE_SIZE = 16384  # bytes of a database page of a new file
 CHUNK = 500  # values in one IN (...)
 T = TypeVar("T")
 
@@ -64,7 +68,8 @@ CREATE TABLE pages (
     UNIQUE (object, canvas)
 );
 CREATE VIRTUAL TABLE page_terms USING fts5(
-    owner, terms, tokenize = 'ascii', prefix = '2 3', detail = full, columnsize = 0
+    owner, terms, content = '', tokenize = 'ascii', prefix = '2 3', detail = full,
+    columnsize = 0
 );
 CREATE TABLE terms (
     object INTEGER NOT NULL,
@@ -105,6 +110,10 @@ class SqliteIndex:
         )
         try:
             conn.execute("PRAGMA synchronous = NORMAL")
+            # the WAL is written back every ~4 MB and cut back to 8 MB after (with 16 KB pages,
+            # SQLite's 1000-page default lets it grow to 16 MB and stay that large)
+            conn.execute("PRAGMA wal_autocheckpoint = 256")
+            conn.execute(f"PRAGMA journal_size_limit = {8 * 1024 * 1024}")
             if not self._ready:
                 self._setup(conn)
                 self._ready = True
@@ -114,6 +123,7 @@ class SqliteIndex:
         return conn
 
     def _setup(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file's; an existing one keeps its
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             log.warning(
@@ -140,7 +150,7 @@ class SqliteIndex:
                     version,
                     SCHEMA,
                 )
-            for table in tables:  # virtual tables first: they drop their own shadow tables
+            for table in tables:  # virtual tables first: they drop their shadow tables
                 exists = conn.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [table]
                 ).fetchone()
@@ -176,6 +186,24 @@ class SqliteIndex:
             raise
         conn.execute("COMMIT")
 
+    @staticmethod
+    def _take_out(
+        conn: sqlite3.Connection, owner: int, select: str, args: Sequence[object]
+    ) -> list[str]:
+        """Delete the pages ``select`` (their id and body) finds, from ``pages`` and from the
+        full-text index (a contentless one is told the values it indexed); their terms."""
+        terms: list[str] = []
+        for page, body in conn.execute(select, args).fetchall():
+            kept = engine.packed_terms(body)
+            terms += kept
+            conn.execute(
+                "INSERT INTO page_terms (page_terms, rowid, owner, terms) "
+                "VALUES ('delete', ?, ?, ?)",
+                [page, str(owner), " ".join(kept)],
+            )
+            conn.execute("DELETE FROM pages WHERE id = ?", [page])
+        return terms
+
     # --- the Index protocol --------------------------------------------------------------
 
     def state(self, obj: str) -> IndexedObject | None:
@@ -206,16 +234,13 @@ class SqliteIndex:
         engine.check_name(obj)
         when = time.time() if checked is None else checked
         new = {page.canvas: page for page in pages}  # the last of a canvas given twice
-        rows = [
-            (
-                page.canvas,
-                page.stamp,
-                len(page.page.lines),
-                engine.pack(page.page),
-                " ".join(engine.page_terms(page.page)),
-            )
-            for page in new.values()
-        ]
+        rows = []
+        added: list[str] = []
+        for page in new.values():
+            terms = engine.page_terms(page.page)
+            added += terms
+            body = engine.pack(page.page, terms)
+            rows.append((page.canvas, page.stamp, len(page.page.lines), body, " ".join(terms)))
         gone = sorted(set(removed) | set(new))
 
         def work(conn: sqlite3.Connection) -> None:
@@ -230,16 +255,12 @@ class SqliteIndex:
                 old: list[str] = []
                 for chunk in _chunks(gone):
                     marks = ",".join("?" * len(chunk))
-                    kept = conn.execute(
-                        f"SELECT p.id, t.terms FROM pages p JOIN page_terms t ON t.rowid = p.id "
-                        f"WHERE p.object = ? AND p.canvas IN ({marks})",
+                    old += self._take_out(
+                        conn,
+                        owner,
+                        f"SELECT id, body FROM pages WHERE object = ? AND canvas IN ({marks})",
                         [owner, *chunk],
-                    ).fetchall()
-                    for _, terms in kept:
-                        old.extend(terms.split())
-                    ids = [(row[0],) for row in kept]
-                    conn.executemany("DELETE FROM page_terms WHERE rowid = ?", ids)
-                    conn.executemany("DELETE FROM pages WHERE id = ?", ids)
+                    )
                 for canvas, stamp, lines, body, terms in rows:
                     cursor = conn.execute(
                         "INSERT INTO pages (object, canvas, stamp, lines, body) "
@@ -250,7 +271,7 @@ class SqliteIndex:
                         "INSERT INTO page_terms (rowid, owner, terms) VALUES (?, ?, ?)",
                         [cursor.lastrowid, str(owner), terms],
                     )
-                changes = engine.count_changes(old, (t for row in rows for t in row[4].split()))
+                changes = engine.count_changes(old, added)
                 conn.executemany(
                     "INSERT INTO terms (object, term, count) VALUES (?, ?, ?) "
                     "ON CONFLICT (object, term) DO UPDATE SET count = count + excluded.count",
@@ -279,12 +300,8 @@ class SqliteIndex:
                 if row is None:
                     return
                 owner = row[0]
-                conn.execute(
-                    "DELETE FROM page_terms WHERE rowid IN (SELECT id FROM pages WHERE object = ?)",
-                    [owner],
-                )
-                for table in ("pages", "terms"):
-                    conn.execute(f"DELETE FROM {table} WHERE object = ?", [owner])
+                self._take_out(conn, owner, "SELECT id, body FROM pages WHERE object = ?", [owner])
+                conn.execute("DELETE FROM terms WHERE object = ?", [owner])
                 conn.execute("DELETE FROM objects WHERE id = ?", [owner])
 
         self._call(work)

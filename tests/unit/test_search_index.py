@@ -504,6 +504,32 @@ def test_a_second_process_writes_the_same_sqlite_file(tmp_path: Path) -> None:
     index.close()
 
 
+def test_the_sqlite_full_text_index_holds_only_the_kept_pages(tmp_path: Path) -> None:
+    """The full-text table keeps no copy of the terms: a page replaced or dropped is taken
+    out with the terms it was indexed with, else its terms would stay in the index for ever
+    (found by no query, as no page has that row any more, but taking room)."""
+    path = tmp_path / "index.sqlite"
+    index = SqliteIndex(path)
+    index.store("book", "sig", BOOK)
+    index.store("other", "sig", [stored(0, "pilot of the other"), stored(1, "gone soon")])
+    index.store("book", "sig", [stored(1, "A new map", stamp="s2")], removed=[2])
+    index.store("other", "sig", [], removed=[1])
+    index.store("dropped", "sig", [stored(0, "never seen again")])
+    index.drop("dropped")
+    kept = [*index.pages("book", range(10)), *index.pages("other", range(10))]
+    expected: dict[str, int] = {}
+    for each in kept:
+        for term in set(engine.page_terms(each.page)):
+            expected[term] = expected.get(term, 0) + 1
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE VIRTUAL TABLE temp.v USING fts5vocab(main, page_terms, col)")
+        found = dict(conn.execute("SELECT term, doc FROM temp.v WHERE col = 'terms'").fetchall())
+        conn.execute("INSERT INTO page_terms (page_terms) VALUES ('integrity-check')")
+    conn.close()
+    assert found == expected
+    index.close()
+
+
 # --- failures --------------------------------------------------------------------------------
 
 
