@@ -1,5 +1,6 @@
-"""The ``iiif-shim`` command: ``serve``, ``check-config``, ``probe``, ``purge`` and ``export``
-(a level-0 static copy: ``export/command.py``).
+"""The ``iiif-shim`` command: ``serve``, ``check-config``, ``probe``, ``purge``, ``export``
+(a level-0 static copy: ``export/command.py``) and ``index`` (the objects' text indexed for
+search ahead of time: ``cli/index.py``).
 
 ``check-config`` reads the settings and then every object source through (a local CSV file
 and a folder whole; a CSV URL, a JSON or a CONTENTdm catalogue its list, as far as
@@ -37,6 +38,7 @@ from iiif_shim import __version__
 from iiif_shim.backends.registry import backend_for
 from iiif_shim.base import redaction
 from iiif_shim.base.errors import ConfigError
+from iiif_shim.cli import index as index_command
 from iiif_shim.config.settings import CONFIG_ENV, Settings, load_settings, settings_from_environment
 from iiif_shim.export import command as export_command
 from iiif_shim.presentation.sources.base import Survey
@@ -100,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--all", action="store_true", help="every image")
     export_command.add_parser(sub)
+    index_command.add_parser(sub)
     return parser
 
 
@@ -477,4 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "export":
         _logging(args.log_level, many=False)
         return export_command.main(args)
+    if args.command == "index":
+        _logging(args.log_level, many=False)
+        return index_command.main(args)
     return serve(args)
