@@ -49,8 +49,12 @@ def open_index(settings: SearchSettings, origin: str) -> Index:
     :class:`IndexUnavailable` when the SQLite folder cannot be made, ImportError when
     ``search.postgres`` is given without the ``postgres`` extra (psycopg)."""
     if settings.postgres is not None:
-        from iiif_shim.search.postgres import PostgresIndex  # psycopg: an optional extra
-
+        try:
+            from iiif_shim.search.postgres import PostgresIndex  # psycopg: an optional extra
+        except ImportError as exc:
+            raise ImportError(
+                "search.postgres needs the psycopg package: pip install 'iiif-shim[postgres]'"
+            ) from exc
         return PostgresIndex(settings.postgres)
     try:
         path = sqlite_path(settings, origin)

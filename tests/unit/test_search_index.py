@@ -550,6 +550,10 @@ def test_a_stopped_postgres_is_unavailable_then_back() -> None:
         server.start()
         assert index.matching("book", q("river")) == [0, 1]
         assert index.state("book") is not None
+        # a restart while the connections are idle: the first call after it is answered too
+        server.stop()
+        server.start()
+        assert index.matching("book", q("river")) == [0, 1]
     finally:
         index.close()
         server.remove()
@@ -682,3 +686,25 @@ def test_open_index_on_postgres(postgres_dsn: str) -> None:
     index.store("book", "sig", BOOK)
     assert index.matching("book", q("zurich")) == [0, 3]
     index.close()
+
+
+def test_open_index_on_postgres_without_psycopg() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['psycopg'] = None  # as if the postgres extra were not installed\n"
+        "from iiif_shim.search.index import open_index\n"
+        "from iiif_shim.search.settings import SearchSettings\n"
+        "try:\n"
+        "    open_index(SearchSettings(postgres='postgresql://u:p@db/x'), 'x')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    assert "pip install 'iiif-shim[postgres]'" in done.stdout
