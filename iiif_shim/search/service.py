@@ -586,7 +586,7 @@ class SearchService:
         checked = state.checked if state is not None and fresh else 0.0
         batch: list[StoredPage] = []
         batch_words = 0
-        read = skipped = 0
+        read = skipped = refused_now = 0
         changed = False  # a page written
         refused: list[Refusal] = []
 
@@ -607,6 +607,7 @@ class SearchService:
                     progress(1)
                 if result.refusal is not None:
                     refused.append(result.refusal)
+                    refused_now += result.read and result.refusal.remembered  # (now)
                 elif result.read:
                     read += 1
                 else:
@@ -631,6 +632,8 @@ class SearchService:
             name, read, skipped, tuple(refused), len(removed), time.monotonic() - started
         )
         if changed or removed:
+            if (metrics := self.presentation.images.metrics) is not None:
+                metrics.search_indexed(read, refused_now)
             log.info("search: object %r indexed: %d pages read, %d unchanged, %d refused, "
                      "%d removed, in %.1fs", name, report.pages, report.skipped,
                      len(report.refused), report.removed, report.seconds)  # fmt: skip

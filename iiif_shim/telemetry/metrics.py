@@ -6,6 +6,7 @@ entries rejected (by tier and reason: damaged, misplaced, not a file, contradict
 Redis calls; Pillow work by step; backend calls by outcome (``ok`` or the failure kind:
 ``refused``, ``timeout``, ``not_image``, ...) and their latency; each backend's circuit state,
 connections in use and requests waiting for one; PDF pages written and PDF builds by outcome;
+objects indexed for search, their pages read and their text files refused;
 the image job queue, decoded bytes reserved and waiters for memory; client connections and why
 some were refused; TLS handshakes that failed and when the certificate served expires (with
 ``server.tls`` only); how many processes serve; each object source's state from its last
@@ -114,6 +115,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self._search_indexed = Counter(
+            "iiif_shim_search_indexed",
+            "search indexing: objects built or looked at again with a change, pages read and "
+            "stored, text files refused",
+            ["what"],
+            registry=r,
+        )
         self._refused = Counter(
             "iiif_shim_client_connections_refused",
             "client connections closed by the server's limits",
@@ -205,6 +213,12 @@ class Metrics:
 
     def pdf_build(self, outcome: str) -> None:
         self._pdf_builds.labels(outcome).inc()
+
+    def search_indexed(self, pages: int, refused: int) -> None:
+        """An object indexed (built, or looked at again and changed)."""
+        self._search_indexed.labels("objects").inc()
+        self._search_indexed.labels("pages").inc(pages)
+        self._search_indexed.labels("refused").inc(refused)
 
     def source_state(self, source: str, up: bool, objects: int, skipped: Mapping[str, int]) -> None:
         """An object source's state after a background read (``skipped``: by SOURCE_SKIPPED)."""

@@ -23,6 +23,7 @@ from iiif_shim.model.text import Query
 from iiif_shim.presentation.service import PresentationService, open_presentation
 from iiif_shim.search import words
 from iiif_shim.search.service import IndexBuilding, SearchService, open_search
+from iiif_shim.telemetry.metrics import Metrics
 from tests import ocr_files
 
 T = TypeVar("T")
@@ -85,10 +86,10 @@ def settings_of(folder: Path, **search: Any) -> Settings:
 
 @asynccontextmanager
 async def services(
-    settings: Settings,
+    settings: Settings, metrics: Metrics | None = None
 ) -> AsyncIterator[tuple[PresentationService, SearchService]]:
     async with (
-        open_service(settings.service()) as images,
+        open_service(settings.service(), metrics=metrics) as images,
         open_presentation(settings.presentation, images, watch=False) as presentation,
         open_search(settings.search, presentation, settings.origin) as search,
     ):
@@ -225,9 +226,10 @@ def test_a_refused_file_leaves_its_page_without_text_and_is_not_read_again(
 ) -> None:
     pages = dict(PAGES, **{"p2.hocr": ocr_files.billion_laughs("hocr")})
     folder = catalogue(tmp_path, pages)
+    metrics = Metrics()
 
     async def check() -> None:
-        async with services(settings_of(folder)) as (presentation, search):
+        async with services(settings_of(folder), metrics) as (presentation, search):
             record = await search.record("book")
             report = await search.index_object(record)
             (refusal,) = report.refused
@@ -248,6 +250,10 @@ def test_a_refused_file_leaves_its_page_without_text_and_is_not_read_again(
         run(check())
     logged = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(logged) == 1 and "ocr/p2.hocr" in logged[0]  # once per file and stamp
+    # the builds that changed something (not the second), the pages read, the refusal
+    counted = metrics.render()[0].decode()
+    for what, count in (("objects", 2), ("pages", 3), ("refused", 1)):
+        assert f'iiif_shim_search_indexed_total{{what="{what}"}} {count}.0' in counted
 
 
 def test_a_missing_file_is_refused_by_name(tmp_path: Path) -> None:
