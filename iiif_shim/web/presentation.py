@@ -13,6 +13,11 @@ its own to the PDF, removed once sent: a kept one with ranges and validators (it
 same from one request to the next), one that is not kept whole, without ranges (a range of it
 would make the whole PDF again). A restricted PDF (``web/access.py``) answers 401 unless the
 caller has access under each policy it needs, before any kept copy is looked at.
+
+Every document is sent the one way (:func:`document_answer`, also for the search answers and
+texts of ``web/search.py``): an ETag of its bytes and type, made in the pool with the JSON
+(:func:`json_answer`), 304, gzip, ``Vary``, the records' freshness, ``private`` when it is a
+restricted object's.
 """
 
 from __future__ import annotations
@@ -125,28 +130,67 @@ async def json_document(
     request: web.Request, runtime: Runtime, version: Version, doc: dict[str, Any]
 ) -> web.Response:
     media = media_type(version, request.headers.get("Accept"))
-    body: bytes = await runtime.service.workers.run(_serialised, doc)  # large for big objects
+    return await json_answer(request, runtime, doc, media)
+
+
+async def json_answer(
+    request: web.Request,
+    runtime: Runtime,
+    doc: dict[str, Any],
+    media: str,
+    *,
+    restricted: bool = False,
+) -> web.Response:
+    """``doc`` as JSON, as :func:`document_answer` sends it (made and digested in the pool:
+    large for big objects)."""
+    body, digest = await runtime.service.workers.run(_serialised, doc, media)
+    return document_answer(request, runtime, body, media, digest, restricted=restricted)
+
+
+def document_digest(body: bytes, media: str) -> str:
+    """What a document's ETag is made of: its bytes and its type (blocking for large ones)."""
+    found = hashlib.sha256(body)
+    found.update(media.encode())
+    return found.hexdigest()[:32]
+
+
+def document_answer(
+    request: web.Request,
+    runtime: Runtime,
+    body: bytes,
+    media: str,
+    digest: str,
+    *,
+    restricted: bool = False,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """A document (a manifest, search results, a text) as every document is sent: its ETag
+    (``digest``: :func:`document_digest`; 304 when it matches), fresh for
+    ``presentation.record_ttl`` when the server sends ``Cache-Control``, gzip when accepted,
+    ``Vary: Accept, Accept-Encoding``; ``restricted``: for this caller alone
+    (``access.private``); ``headers`` added."""
     gzip = accepts_gzip(request)
     # one ETag per representation: the gzipped bytes are not the plain ones
-    digest = hashlib.sha256(body + media.encode()).hexdigest()[:32]
     etag = f'"{digest}-gzip"' if gzip else f'"{digest}"'
-    headers = cache_headers(runtime.settings, etag, None)
-    if "Cache-Control" in headers:  # records are fresh for record_ttl, not the image lifetime
-        headers["Cache-Control"] = (
-            f"public, max-age={int(runtime.settings.presentation.record_ttl)}"
-        )
-    headers["Vary"] = "Accept, Accept-Encoding"
+    sent = cache_headers(runtime.settings, etag, None)
+    if "Cache-Control" in sent:  # records are fresh for record_ttl, not the image lifetime
+        sent["Cache-Control"] = f"public, max-age={int(runtime.settings.presentation.record_ttl)}"
+    sent["Vary"] = "Accept, Accept-Encoding"
+    if restricted:
+        access.private(sent)
+    sent.update(headers or {})
     if not_modified(request, etag, None):
-        return web.Response(status=304, headers=headers)
-    headers["Content-Type"] = media
-    response = web.Response(body=body, headers=headers)
+        return web.Response(status=304, headers=sent)
+    sent["Content-Type"] = media
+    response = web.Response(body=body, headers=sent)
     if gzip:
         response.enable_compression()
     return response
 
 
-def _serialised(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, indent=1).encode()
+def _serialised(doc: dict[str, Any], media: str) -> tuple[bytes, str]:
+    body = json.dumps(doc, ensure_ascii=False, indent=1).encode()
+    return body, document_digest(body, media)
 
 
 async def pdf(request: web.Request, runtime: Runtime, name: str) -> web.StreamResponse:
