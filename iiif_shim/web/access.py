@@ -1,6 +1,6 @@
-"""Access to restricted images and PDFs, on the HTTP side: the gate's verdict for a request, the
-headers of restricted answers, the audit lines of refusals, the auth services a restricted
-resource declares, and the Auth 2.0 probes (``/auth/probe/image/{identifier}``,
+"""Access to restricted images, PDFs and texts, on the HTTP side: the gate's verdict for a
+request, the headers of restricted answers, the audit lines of refusals, the auth services a
+restricted resource declares, and the Auth 2.0 probes (``/auth/probe/image/{identifier}``,
 ``/auth/probe/pdf/{object}``).
 
 The rules, in one place:
@@ -12,11 +12,15 @@ The rules, in one place:
   backend for the resource: ``full`` serves it as for a public one; the rest answer 401 (an
   info.json with a degraded tier: 302 to it). A bearer token counts for info.json and probes
   only (Auth 1.0 clients send one there), never for images or PDFs.
-- Every refusal of an info.json, a PDF or a probe writes a ``refused`` audit line with the
-  identifier (:func:`audit_refusal`); a refused image only when it carried a cookie or token
-  of the policy that did not verify (:func:`presented` says why). Repeats are throttled by
-  the audit log itself (``auth/audit.py``: one line per refusal, address and reason per 10 s).
-- Answers that depend on who asks (the image itself, its 401s and 302s) are
+- An object's text and its search (``web/search.py``) need what its PDF needs: the same
+  policies, the same cookies.
+- Every refusal of an info.json, a PDF, an object's text or a probe writes a ``refused``
+  audit line with the identifier (:func:`audit_refusal`); a refused image only when it
+  carried a cookie or token of the policy that did not verify (:func:`presented` says why).
+  Repeats are throttled by the audit log itself (``auth/audit.py``: one line per refusal,
+  address and reason per 10 s).
+- Answers that depend on who asks (the image itself, its 401s and 302s, a restricted
+  object's text and search results) are
   ``Cache-Control: private`` (``no-store`` for refusals, so a login is seen at once) with
   ``Vary: Cookie, Authorization``: a shared cache in front never keeps them for someone else.
   The degraded tier and the documents (manifests, object pages) are the same for everyone and
@@ -155,15 +159,32 @@ def audit_refusal(
     )
 
 
-def refused_pdf(
-    request: web.Request, runtime: Runtime, name: str, policies: Sequence[str]
+def _refused_object(
+    request: web.Request, runtime: Runtime, name: str, policies: Sequence[str], text: str
 ) -> web.Response:
-    """The 401 of a restricted PDF, audited (one line per policy it lacks)."""
+    """The 401 of a restricted object's PDF or text, audited (one line per policy it lacks)."""
     for policy in policies:
         verdict = decide(request, runtime, policy, bearer_ok=False)
         if verdict.tier is not Tier.FULL:
             audit_refusal(request, runtime, policy, name, verdict)
-    return refusal("this PDF is restricted: log in (see the manifest's services)")
+    return refusal(text)
+
+
+def refused_pdf(
+    request: web.Request, runtime: Runtime, name: str, policies: Sequence[str]
+) -> web.Response:
+    """The 401 of a restricted PDF."""
+    text = "this PDF is restricted: log in (see the manifest's services)"
+    return _refused_object(request, runtime, name, policies, text)
+
+
+def refused_text(
+    request: web.Request, runtime: Runtime, name: str, policies: Sequence[str]
+) -> web.Response:
+    """The 401 of a restricted object's text or search (it needs what the object's PDF
+    needs)."""
+    text = "the text of this object is restricted: log in (see the manifest's services)"
+    return _refused_object(request, runtime, name, policies, text)
 
 
 def services(

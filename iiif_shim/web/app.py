@@ -34,6 +34,7 @@ from iiif_shim.web.middleware import add_cors_headers, preflight_middleware, req
 from iiif_shim.web.presentation import object_request, presentation_request
 from iiif_shim.web.protocol import decode_segment
 from iiif_shim.web.runtime import Live
+from iiif_shim.web.search import search_request, text_request
 from iiif_shim.web.state import LIVE, METRICS, PROCESS, ProcessInfo, observed, runtime_of
 
 log = logging.getLogger("iiif_shim")
@@ -113,9 +114,9 @@ async def favicon(request: web.Request) -> web.Response:
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    """Everything else, by the current configuration's prefix: the Presentation API, IIIF
-    images, object and viewer pages, viewer assets, the access flow and probes, else the
-    landing page."""
+    """Everything else, by the current configuration's prefix: the Presentation API, Content
+    Search and the text of objects, IIIF images, object and viewer pages, viewer assets, the
+    access flow and probes, else the landing page."""
     settings = runtime_of(request).settings
     prefix = settings.iiif.prefix
     raw = request.raw_path.split("?", 1)[0]
@@ -129,6 +130,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await landing(request)
     if raw.startswith(prefix + "/presentation/"):
         return await presentation_request(request, raw[len(prefix) + len("/presentation/") :])
+    if raw.startswith(prefix + "/search/"):
+        return await search_request(request, raw[len(prefix) + len("/search/") :])
+    if raw.startswith(prefix + "/text/"):
+        return await text_request(request, raw[len(prefix) + len("/text/") :])
     if raw.startswith(prefix + "/"):
         return await iiif_request(request)
     if raw.startswith("/objects/"):
