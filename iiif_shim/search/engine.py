@@ -41,12 +41,8 @@ def index_term(term: str) -> str:
 def page_terms(page: PageText) -> list[str]:
     """The terms of ``page`` in reading order, as indexed: line after line, so that a phrase
     runs on over a line break (and never over a page's end)."""
-    return [
-        index_term(term)
-        for line in page.lines
-        for word in line.words
-        for term in words.terms(word.text)
-    ]
+    texts = [word.text for line in page.lines for word in line.words]
+    return [index_term(term) for _, term in words.word_terms(texts)]
 
 
 def storable(name: str) -> bool:
