@@ -1,22 +1,25 @@
 """``iiif-shim index``, run as the real command on a configuration of real files: its progress
 and summary, incremental runs (on SQLite and on PostgreSQL), a hostile OCR file named with its
-reason, objects dropped, its exit statuses."""
+reason, objects dropped, its exit statuses; and a server: searching what the command indexed,
+indexing an object once for searches at once (503 with ``Retry-After`` meanwhile), a reload."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 from tests import ocr_files
-from tests.support import ROOT
+from tests.support import ROOT, start_shim, wait_until
 
 CANVAS = (400, 300)
 PAGE = (800, 600)
@@ -199,3 +202,70 @@ def test_a_configuration_with_problems_is_exit_2(tmp_path: Path) -> None:
     done = index(config)
     assert done.returncode == 2
     assert "search.page_size" in done.stderr
+
+
+def test_a_server_searches_what_the_command_indexed(tmp_path: Path) -> None:
+    config = catalogue(tmp_path)
+    assert index(config).returncode == 0
+    server = start_shim(config, tmp_path)
+    try:
+        answer = server.get("/iiif/search/2/book2?q=b2p3")
+        assert answer.status == 200, answer.text
+        doc: dict[str, Any] = json.loads(answer.body)
+        assert len(doc["items"]) == 1
+        assert "indexed:" not in server.log.read_text()  # nothing indexed again
+    finally:
+        server.stop()
+
+
+def test_a_server_indexes_an_object_once_for_searches_at_once(tmp_path: Path) -> None:
+    """Two searches of an object nobody indexed yet, with ``build_wait: 0``: 503 with
+    ``Retry-After`` while it is being indexed, one build, then answers."""
+    config = catalogue(tmp_path, "folder: index\nbuild_wait: 0\n", books=1, pages=40)
+    server = start_shim(config, tmp_path)
+    try:
+        first = server.get("/iiif/search/2/book1?q=common")
+        assert first.status == 503, first.text
+        assert int(first.header("Retry-After") or 0) >= 1
+        assert "being indexed" in first.text
+        answers: list[int] = []
+
+        def answered() -> bool:
+            answers.append(server.get("/iiif/search/1/book1?q=b1p40").status)
+            return answers[-1] == 200
+
+        wait_until(answered, "answered once the object is indexed")
+        assert set(answers) <= {200, 503}
+        built = [line for line in server.log.read_text().splitlines()
+                 if "object 'book1' indexed" in line]  # fmt: skip
+        assert len(built) == 1, built
+    finally:
+        server.stop()
+
+
+def test_a_reload_keeps_searching_and_a_shutdown_is_clean(tmp_path: Path) -> None:
+    config = catalogue(tmp_path)
+    server = start_shim(config, tmp_path)
+    try:
+        path = "/iiif/search/2/book1?q=common"
+        assert len(json.loads(server.get(path).body)["items"]) == 3
+        # the new configuration's own search service: one hit a page now
+        config.write_text(
+            config.read_text().replace("folder: index", "folder: index\n  page_size: 1")
+        )
+        server.proc.send_signal(signal.SIGHUP)
+
+        def reloaded() -> bool:
+            answer = server.get(path)
+            assert answer.status == 200, answer.text
+            return len(json.loads(answer.body)["items"]) == 1
+
+        wait_until(reloaded, "searching with the reloaded configuration")
+        assert len(json.loads(server.get("/iiif/search/1/book2?q=b2p1").body)["resources"]) == 1
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+        # the old configuration's search service closed on reload, the new one at the end
+        assert "Traceback" not in server.log.read_text()
+        assert "closing the previous configuration failed" not in server.log.read_text()
+    finally:
+        server.stop()
