@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests import ocr_files
-from tests.support import ROOT, start_shim, wait_until
+from tests.support import ROOT, start_faulty, start_shim, wait_until
 
 CANVAS = (400, 300)
 PAGE = (800, 600)
@@ -269,3 +269,37 @@ def test_a_reload_keeps_searching_and_a_shutdown_is_clean(tmp_path: Path) -> Non
         assert "closing the previous configuration failed" not in server.log.read_text()
     finally:
         server.stop()
+
+
+def test_past_build_wait_a_search_of_slow_text_files_gets_503_and_the_build_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Text files on an upstream that answers each request after 1 s, ``build_wait: 0.5``:
+    the first searches get 503 with ``Retry-After``, one build reads each file once (its
+    stamp, then the file), and the same search is answered once it is done."""
+    catalogue(tmp_path, books=1, pages=4)
+    upstream = start_faulty(tmp_path / "ocr", tmp_path)
+    try:
+        origin = f"http://127.0.0.1:{upstream.port}"
+        rows = (tmp_path / "objects.csv").read_text().replace("ocr/", f"{origin}/delay/1/")
+        (tmp_path / "objects.csv").write_text(rows)
+        config = tmp_path / "shim.yaml"
+        columns = "columns: {object: object, image: image, text: text}"
+        text = config.read_text().replace(columns, f'{columns}\n      text_origins: ["{origin}/"]')
+        config.write_text(text.replace("folder: index", "folder: index\n  build_wait: 0.5"))
+        server = start_shim(config, tmp_path)
+        try:
+            path = "/iiif/search/2/book1?q=b1p4"
+            first, second = server.get(path), server.get(path)
+            for answer in (first, second):
+                assert answer.status == 503, answer.text
+                assert int(answer.header("Retry-After") or 0) >= 1
+            wait_until(lambda: server.get(path).status == 200, "answered once indexed")
+            assert len(json.loads(server.get(path).body)["items"]) == 1
+            stats = json.loads(upstream.get("/_stats").body)["paths"]
+            files = {p: n for p, n in stats.items() if p.startswith("/delay/")}
+            assert len(files) == 4 and set(files.values()) == {2}, files  # stamp, then read
+        finally:
+            server.stop()
+    finally:
+        upstream.stop()
