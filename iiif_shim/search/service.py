@@ -651,29 +651,35 @@ class SearchService:
         """Canvas ``canvas`` looked at: nothing to do when its stored page is current (its
         stored refusal, if it was refused), else its file read and parsed into its new page
         (an empty one for a file refused now); a file not read for a passing reason leaves
-        the stored page as it is."""
+        the stored page as it is. Its stamp is asked first only when a page is stored (a file
+        read anyway is not asked for twice: its read gives its stamp)."""
         ref = record.canvases[canvas].text
         assert ref is not None
         where = ref.where
-        try:
-            async with asyncio.timeout(self.timeout):
-                stamp = await source.text_stamp(ref)
-        except (ShimError, TimeoutError) as exc:
-            return self._passing(record, canvas, where, exc)
-        key = f"{shape.keys[canvas]} {stamp if stamp is not None else _GONE}"
-        if not force and (kept := _kept(stored, key, canvas, where)) is not None:
-            return kept
-        if stamp is None:
-            return self._refused(record, canvas, where, key, "it is not there", ref)
+        gone = f"{shape.keys[canvas]} {_GONE}"
+        if stored is not None and not force:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    stamp = await source.text_stamp(ref)
+            except (ShimError, TimeoutError) as exc:
+                return self._passing(record, canvas, where, exc)
+            key = f"{shape.keys[canvas]} {stamp}" if stamp is not None else gone
+            if (kept := _kept(stored, key, canvas, where)) is not None:
+                return kept
+            if stamp is None:
+                return self._refused(record, canvas, where, key, "it is not there", ref)
         try:
             async with asyncio.timeout(self.timeout):
                 file = await source.read_text(ref, self.settings.max_text_bytes)
         except BadRecord as exc:
+            key = f"{shape.keys[canvas]} {await self._stamp_of(source, ref)}"
             return self._refused(record, canvas, where, key, exc.public_text(), ref)
         except (ShimError, TimeoutError) as exc:
             return self._passing(record, canvas, where, exc)
-        if file is None:  # gone since its stamp was read
-            return self._passing(record, canvas, where, NotFound("it is not there"))
+        if file is None:
+            if not force and (kept := _kept(stored, gone, canvas, where)) is not None:
+                return kept
+            return self._refused(record, canvas, where, gone, "it is not there", ref)
         # the read's own stamp is kept (a server that gives no validator: the bytes' hash,
         # so a file read again to know is not parsed again when it is the same)
         key = f"{shape.keys[canvas]} {file.stamp}"
@@ -693,6 +699,17 @@ class SearchService:
             why = f"not parsed within {PARSE_TIMEOUT:g}s"
             return self._refused(record, canvas, where, key, why, ref)
         return _Result(StoredPage(canvas, key, page), read=True)
+
+    async def _stamp_of(self, source: ObjectSource[Any], ref: TextRef) -> str:
+        """The stamp of a file its source refused to read (too large, not a regular file...),
+        so that it is refused again without being read until it changes; "?" when even that
+        cannot be had (then it is read again at the next look)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                stamp = await source.text_stamp(ref)
+        except (ShimError, TimeoutError):
+            return "?"
+        return stamp if stamp is not None else _GONE
 
     def _refused(
         self, record: ObjectRecord, canvas: int, where: str, key: str, why: str, ref: TextRef
