@@ -20,7 +20,8 @@ OpenSeadragon), which the screenshot then confirms or refutes.
   function": samvera-labs/clover-iiif#312, the same as for content-state annotations): a
   strict expected failure, so the suite says when a Clover that shows hits is installed.
 
-No request may fail."""
+No request may fail. ``IIIF_SHIM_SCREENSHOTS=1`` writes docs/images/search-mirador.png (Mirador's
+search panel and a highlighted hit); without it nothing is written."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from PIL import Image
 
 from iiif_shim.defaults.make_samples import BOOK_COLOURS, book_layout
 from iiif_shim.presentation.viewers import viewer_url
+from tests.browser.authsite import screenshots_wanted
 from tests.browser.conftest import Colour, SampleObject, Tab
 
 VIEWER_CANVAS = "#viewer .openseadragon-canvas"
@@ -50,6 +52,14 @@ MIRADOR_STATE = """() => {
   const slice = state.mirador || state;
   const viewer = slice.viewers && slice.viewers.main;
   return { canvas: slice.windows.main.canvasId, viewer: viewer || null };
+}"""
+
+# centre the view on canvas pixel (x, y), zoomed in by a factor
+MIRADOR_ZOOM = """([x, y, factor]) => {
+  const state = window.iiifViewer.store.getState();
+  const viewer = (state.mirador || state).viewers.main;
+  window.iiifViewer.store.dispatch(
+    Mirador.updateViewport("main", { x, y, zoom: viewer.zoom * factor }));
 }"""
 
 # UV keeps its OpenSeadragon viewer here (4.4.0); the page image's identifier names its item
@@ -128,6 +138,16 @@ def wait_for_highlight(
     raise AssertionError(f"no highlight in {colour} at the word after {timeout:g} s: {seen}")
 
 
+def save_screenshot(tab: Tab, name: str) -> None:
+    """With ``IIIF_SHIM_SCREENSHOTS`` (tests/browser/authsite.py), the page as a compact PNG
+    (256 colours) for the documentation; else nothing."""
+    folder = screenshots_wanted()
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        shot = Image.open(io.BytesIO(tab.page.screenshot())).convert("RGB")
+        shot.quantize(256, method=Image.Quantize.FASTOCTREE).save(folder / name, optimize=True)
+
+
 def open_viewer(tab: Tab, pages: str, viewer: str, book: SampleObject) -> None:
     tab.page.goto(pages + viewer_url(viewer, book.manifest), wait_until="load")
     tab.page.get_by_text(book.label, exact=False).first.wait_for(state="visible")
@@ -190,8 +210,8 @@ def test_mirador_lists_the_hits_with_snippets_and_highlights_each_on_its_canvas(
     assert "Front cover" in first and "journey from Zürich by" in first and "boat" in first
     assert "Page 1" in second and "The morning" in second and "boat" in second
     # the second hit first: the first is selected already, and Mirador reports its viewport
-    # once it has moved
-    for index, page_number in ((1, 2), (0, 1)):
+    # once it has moved; then the second again, for the screenshot of the documentation
+    for index, page_number in ((1, 2), (0, 1), (1, 2)):
         hits.nth(index).click()
         canvas = page_number - 1
         where = functools.partial(
@@ -199,6 +219,10 @@ def test_mirador_lists_the_hits_with_snippets_and_highlights_each_on_its_canvas(
         )
         colour = blend(BOOK_COLOURS[page_number - 1], MIRADOR_SELECTED, MIRADOR_ALPHA)
         wait_for_highlight(tab, where, colour)
+    if screenshots_wanted() is not None:  # closer, the hit and its lines readable
+        page.evaluate(MIRADOR_ZOOM, [580, 330, 2])
+        wait_for_highlight(tab, where, colour)
+        save_screenshot(tab, "search-mirador.png")
     no_failures(tab)
 
 
