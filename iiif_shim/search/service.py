@@ -17,9 +17,10 @@ reference, format and size together).
   with ``Retry-After`` (the time the build expects to need, at least 1 s); the build goes on.
   An object indexed longer than ``recheck`` seconds ago is looked at again in the background
   (its files' stamps, only changed pages read again) while the index answers as it is.
-- A build (also what ``iiif-shim index`` runs, :meth:`SearchService.index_object`) reads the
-  canvases in order, STAMP_WINDOW at a time (stamps asked, changed files read by their source
-  and parsed); an unchanged page (same stamp) is not read. Pages are stored in batches of at
+- A build (also what ``iiif-shim index`` runs, :meth:`SearchService.index_object`) looks at
+  the canvases in order, STAMP_WINDOW at a time: a canvas with a stored page has its file's
+  stamp asked and is read again only when it changed; one without is read at once (its read
+  gives the stamp). Files are read by their source and parsed in the service's threads. Pages are stored in batches of at
   most BATCH_PAGES pages or BATCH_WORDS words, so a 2,000-page object is never in memory
   whole. While the signature is a new one the object is stored under a provisional signature
   (an interrupted build is taken up again, its stored pages kept); canvases that lost their
