@@ -20,11 +20,12 @@ reference, format and size together).
 - A build (also what ``iiif-shim index`` runs, :meth:`SearchService.index_object`) looks at
   the canvases in order, STAMP_WINDOW at a time: a canvas with a stored page has its file's
   stamp asked and is read again only when it changed; one without is read at once (its read
-  gives the stamp). Files are read by their source and parsed in the service's threads. Pages are stored in batches of at
-  most BATCH_PAGES pages or BATCH_WORDS words, so a 2,000-page object is never in memory
-  whole. While the signature is a new one the object is stored under a provisional signature
-  (an interrupted build is taken up again, its stored pages kept); canvases that lost their
-  text, or are gone, are dropped at the end with the new signature.
+  gives the stamp). Files are read by their source and parsed in the service's threads.
+  Pages are stored in batches of at most BATCH_PAGES pages or BATCH_WORDS words, so a
+  2,000-page object is never in memory whole. While the signature is a new one the object
+  is stored under a provisional signature (an interrupted build is taken up again, its
+  stored pages kept); canvases that lost their text, or are gone, are dropped at the end
+  with the new signature.
 - A refused file (``ocr.TextRefused``: hostile, broken, too many words; ``BadRecord`` from its
   source: too large, somewhere it may not read; gone) leaves its page without text: it is
   logged once per file and stamp, named by :class:`IndexReport`, and remembered in the index
