@@ -369,6 +369,18 @@ OBJECTS: dict[str, Any] = {
     "Brief an Händel": {"title": "Ein Brief", "files": [{"iiif_id": "letters/1"}]},
     "empty": {"title": "No images", "files": []},
     "bad-label": {"title": {"en": "an object"}, "files": [{"iiif_id": "x/1"}]},
+    "gaps": {
+        "title": "Labels with gaps",
+        "files": [
+            {"iiif_id": "g/1", "label": None},
+            {"iiif_id": "g/2", "label": "Second"},
+            {"iiif_id": "g/3", "label": "Third"},
+        ],
+    },
+    "holes": {
+        "title": "A label missing",
+        "files": [{"iiif_id": "h/1"}, {"iiif_id": "h/2", "label": "Second"}],
+    },
 }
 LISTING = {"items": [{"id": "book"}, {"id": "a/b"}, {"id": "Brief an Händel"}, {"x": 1}]}
 
@@ -491,6 +503,26 @@ def test_a_json_catalogue_with_a_list(tmp_path: Path) -> None:
                 assert cat.seen.count("/api/list") == 1  # kept for `refresh` seconds
             assert "/api/items/a%2Fb" in cat.seen
             assert "/api/items/Brief%20an%20H%C3%A4ndel" in cat.seen
+
+    run(check())
+
+
+def test_canvas_labels_stay_with_their_images(tmp_path: Path) -> None:
+    """A null label is a canvas without one, never the next canvas's label; labels that are
+    not one per image (a file without the key) cannot be paired up: all are left out, said."""
+
+    async def check() -> None:
+        async with (
+            Catalogue() as cat,
+            opened("json", _catalogue_source(cat.base), tmp_path) as src,
+        ):
+            gaps = await src.record("gaps")
+            assert gaps is not None
+            assert [c.label for c in gaps.canvases] == [None, "Second", "Third"]
+            holes = await src.record("holes")
+            assert holes is not None
+            assert [c.label for c in holes.canvases] == [None, None]
+            assert any(s.field == "canvas_label" for s in holes.skipped)
 
     run(check())
 

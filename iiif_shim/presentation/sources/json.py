@@ -102,18 +102,33 @@ def _number_text(value: int | float) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def _text_values(path: JsonPath, doc: Any, images: int, refused: list[Skipped]) -> list[str | None]:
-    """One text URL (or None: ``null`` or ``""``) per image, in order; none at all (with why
-    in ``refused``) when the path's matches are not one per image (a page without the key
-    would give every later page the text of the next) or one is not text."""
+def _per_image(
+    path: JsonPath, doc: Any, images: int, field: str, refused: list[Skipped]
+) -> list[str | None]:
+    """One value (or None: ``null`` or ``""``) per image, in order: canvas labels, text URLs.
+    None at all (with why in ``refused``) when the path's matches are not one per image (an
+    image without the key would give every later image the value of the next) or one is not
+    text (a label may be a number). A path matching nothing gives no labels, quietly (files
+    without labels), but is said for text (a path that finds no text is a mistake)."""
     values: list[str | None] = []
     for value in path.select(doc):
-        if value is not None and not isinstance(value, str):
-            refused.append(Skipped("text", f"matches {_kind(value)}, not a URL, at {path.text}"))
+        if value is None or value == "":
+            values.append(None)
+            continue
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not isinstance(value, str) and not (numeric and field != "text"):
+            what = "a URL" if field == "text" else "text"
+            refused.append(Skipped(field, f"matches {_kind(value)}, not {what}, at {path.text}"))
             return []
-        values.append(value or None)
+        try:
+            values.append(value if isinstance(value, str) else _number_text(value))
+        except RecordError as exc:
+            refused.append(Skipped(field, f"{exc.message} at {path.text}"))
+            return []
+    if not values and field != "text":
+        return []
     if len(values) != images:
-        refused.append(Skipped("text", f"{len(values)} values at {path.text} for {images} "
+        refused.append(Skipped(field, f"{len(values)} values at {path.text} for {images} "
                                'images: give each image one (null or "" for none)'))  # fmt: skip
         return []
     return values
@@ -279,9 +294,13 @@ class JsonSource(HttpJsonSource[JsonSourceSettings]):
                 return None
 
         labels_path = self._paths.get("canvas_labels")
-        labels = (read(labels_path, "canvas_label") if labels_path else None) or []
+        labels = (
+            _per_image(labels_path, doc, len(images), "canvas_label", refused)
+            if labels_path
+            else []
+        )
         text_path = self._paths.get("text")
-        texts = _text_values(text_path, doc, len(images), refused) if text_path else []
+        texts = _per_image(text_path, doc, len(images), "text", refused) if text_path else []
         canvases = [
             {"image": image, "canvas_label": labels[i] if i < len(labels) else None,
              "text": self._text_ref(texts[i], url, i, refused) if i < len(texts) else None}

@@ -310,7 +310,9 @@ class JsonFields:
     )
     canvas_labels: str | None = option(
         None,
-        doc="one label per image, in the same order, e.g. `$.files[*].title`",
+        doc='one label per image, in the same order, e.g. `$.files[*].title` (`null` or `""`: '
+        "none); matches that are not one per image (an image without the key) cannot be "
+        "paired: none is used, and that is said",
         check=path_check,
     )
     text: str | None = option(
