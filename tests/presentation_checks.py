@@ -13,7 +13,8 @@ selectors beyond their ``type``, annotation collections).
 
 ``check_v2`` owns Presentation 2.1: it runs iiif-prezi's ``ManifestReader`` (what the official
 validator runs for 2.x), with the JSON-LD contexts that reader's expansion step dereferences
-served from local data (with the Search 1.0 context a 2.1 manifest's search service names);
+served from local data (with the Search 1.0 context a 2.1 manifest's search service names, and
+the Auth contexts its restricted resources name);
 any other context URL is an error, never a network fetch.
 
 Both return a list of problems; an empty list means the document is valid.
@@ -742,6 +743,45 @@ _IMAGE_2_CONTEXT: Node = {
 
 # The Search 1.0 context (IIIF/api source/search/1/context.json), which the search service of
 # a 2.1 manifest names, as the Search 1.0 specification writes that service.
+AUTH_CONTEXT_1 = "http://iiif.io/api/auth/1/context.json"
+AUTH_CONTEXT_2 = "http://iiif.io/api/auth/2/context.json"
+# The Auth 1.0 context as published (IIIF/api source/api/auth/1/context.json).
+_AUTH_1_CONTEXT: Node = {
+    "@context": {
+        "iiif": "http://iiif.io/api/image/2#",
+        "sc": "http://iiif.io/api/presentation/2#",
+        "auth": "http://iiif.io/api/auth/1#",
+        "dcterms": "http://purl.org/dc/terms/",
+        "doap": "http://usefulinc.com/ns/doap#",
+        "svcs": "http://rdfs.org/sioc/services#",
+        "rdfs": "http://www.w3.org/2000/01/rdf-schema#",
+        "profile": {"@id": "doap:implements", "@type": "@id"},
+        "service": {"@type": "@id", "@id": "svcs:has_service"},
+        "label": {"@id": "rdfs:label"},
+        "description": {"@id": "dc:description"},
+        "confirmLabel": {"@id": "auth:confirmLabel"},
+        "header": {"@id": "auth:header"},
+        "failureHeader": {"@id": "auth:failureHeader"},
+        "failureDescription": {"@id": "auth:failureDescriptiom"},
+    }
+}
+# Not the published Auth 2.0 context (no copy is kept here): the terms a 2.1 document's
+# restricted PDF and text carry (its probe service), mapped so that expansion keeps them.
+_AUTH_2_CONTEXT: Node = {
+    "@context": {
+        "auth2": "http://iiif.io/api/auth/2#",
+        "id": "@id",
+        "type": "@type",
+        "service": {"@id": "auth2:service", "@type": "@id"},
+        "profile": {"@id": "auth2:profile"},
+        "label": {"@id": "auth2:label"},
+        "heading": {"@id": "auth2:heading"},
+        "note": {"@id": "auth2:note"},
+        "confirmLabel": {"@id": "auth2:confirmLabel"},
+        "errorHeading": {"@id": "auth2:errorHeading"},
+        "errorNote": {"@id": "auth2:errorNote"},
+    }
+}
 SEARCH_CONTEXT_1 = "http://iiif.io/api/search/1/context.json"
 _SEARCH_1_CONTEXT: Node = {
     "@context": {
@@ -783,6 +823,8 @@ def _offline_loader(url: str, options: Any = None) -> Node:
         CONTEXT_2: _context_21,
         IMAGE_CONTEXT_2: lambda: _IMAGE_2_CONTEXT,
         SEARCH_CONTEXT_1: lambda: _SEARCH_1_CONTEXT,
+        AUTH_CONTEXT_1: lambda: _AUTH_1_CONTEXT,
+        AUTH_CONTEXT_2: lambda: _AUTH_2_CONTEXT,
     }
     if url not in documents:
         raise ValueError(f"no local context document for {url} (tests fetch nothing)")

@@ -200,6 +200,7 @@ def test_a_restricted_object_offers_its_text_as_its_pdf(shim: InProcessShim) -> 
         "SearchService1",
     ]
     doc2 = _doc(shim, "/iiif/presentation/2/letter/manifest")
+    assert check_v2(doc2) == []
     assert doc2["rendering"][1]["service"] == doc2["rendering"][0]["service"]
 
 
