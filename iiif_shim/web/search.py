@@ -13,8 +13,9 @@ URL layout under the IIIF prefix (each object name one percent-encoded segment; 
   format's type (hOCR never as HTML), ``X-Content-Type-Options: nosniff`` and
   ``Content-Security-Policy: sandbox; default-src 'none'`` (an OCR file is not the shim's:
   a browser opening it must not run or load anything from it).
-- ``text/{object}/{n}/{3|2}``: canvas ``n``'s lines as a 3.0 AnnotationPage or a 2.1
-  AnnotationList (``supplementing``; what the canvases of the manifests reference).
+- ``text/{object}/{n}/{3|2}``: canvas ``n``'s lines as a 3.0 AnnotationPage
+  (``supplementing``) or a 2.1 AnnotationList (``sc:painting``, the only 2.1 motivation for
+  text on a canvas); what the canvases of the manifests reference.
 
 The query string is read once, strictly (percent-encoding that is not UTF-8, a ``page`` or
 ``min`` that is not a whole number: 400 naming the parameter); ``q`` goes to
