@@ -14,9 +14,15 @@ from iiif_shim.base.schema import Finding, at_least, between, option, problem
 
 
 def _dsn(value: str | None) -> str | None:
+    """Why ``value`` is not a PostgreSQL URL (never echoing it: it holds a password)."""
     if value is None:
         return None
-    if urlsplit(value).scheme not in ("postgresql", "postgres"):
+    try:
+        split = urlsplit(value)
+        split.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        return "is not a valid URL (e.g. a bracket or a port out of place)"
+    if split.scheme not in ("postgresql", "postgres"):
         return "must be a PostgreSQL URL, e.g. postgresql://user:password@db.example.org/iiif"
     return None
 

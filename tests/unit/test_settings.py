@@ -253,3 +253,22 @@ auth:
     keys = [key for key, _ in found]
     assert "auth.policies.staff.users.htpasswd" in keys
     assert ("routes[0].access", "no policy 'staf' under auth.policies (staff)") in found
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    ["postgresql://u:hunter2secret@[::1/db", "postgresql://u:hunter2secret@db:port/x"],
+)
+def test_a_malformed_postgres_url_is_a_problem_that_never_shows_it(
+    tmp_path: Path, dsn: str
+) -> None:
+    found = problems(
+        tmp_path,
+        f"""
+backends: {{a: {{type: files, root: ./images}}}}
+routes: [{{backend: a}}]
+search: {{postgres: "{dsn}"}}
+""",
+    )
+    assert [key for key, _ in found] == ["search.postgres"]
+    assert "not a valid URL" in found[0][1] and "hunter2" not in repr(found)
