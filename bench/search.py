@@ -16,8 +16,10 @@ and on PostgreSQL in the same run.
    memory of its process (``wait4``); then once more with nothing changed; and the index's
    size (``Index.size()``). Memory is also taken indexing a fifth of the corpus: indexing
    streams page by page, so it should not grow with the corpus.
-3. Per engine, a shim (``serve --processes 1``) over that index, and wrk with 16 connections
-   for ``--seconds`` per figure: Search 1.0 (what Mirador and UV ask) and 2.0 for the common
+3. Per engine, a shim (``serve`` with its default processes: one per CPU) over that index,
+   and wrk with 16 connections for ``--seconds`` per figure, each figure started once the
+   shim is idle again (a saturating load leaves answers being made after wrk stops), with the
+   shim's CPU time per answer: Search 1.0 (what Mirador and UV ask) and 2.0 for the common
    and the rare word, each word asked again and again (the service's small cache of hits
    answers after the first) and each request a different word of the same kind (common: the
    5th to 100th most common words; rare: words from the vocabulary's tail, on a page or two
@@ -55,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PIL import Image
 
-from bench.load import Run, wrk
+from bench.load import Run, cpu_seconds, wrk
 from iiif_shim.search.index import open_index
 from iiif_shim.search.settings import SearchSettings
 from tests.support import ROOT, Process, request, start_shim, write_config
@@ -66,6 +68,7 @@ COMMON = "harbour"  # the 10th most common word
 RARE = "Zürich"  # on three pages of each object
 RARE_PAGES = 3
 CONNECTIONS = 16
+PROCESSES = 0  # serve's default: one process per CPU
 MASTER = (2400, 3200)  # the OCR's page; the images are half that
 _REAL = (  # the most common words, in order (the rest are made up)
     "the of and to in a was that he harbour it his with for as had on by at which from her be "
@@ -170,6 +173,19 @@ class Figure:
     alone: float  # ms: the first answer (one path), or the median first answer of five
     hits: int  # of the first path, as its answer says (within.total), or -1
     run: Run
+    cpu_ms: float  # the shim's CPU time per answer under load
+
+
+def settle(shim: Process, limit: float = 300) -> None:
+    """Until the shim's processes use less than a tenth of a CPU (the answers a load left
+    behind, still being worked on after the client stopped, would time the next figure)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = cpu_seconds([shim.proc.pid])
+        time.sleep(0.5)
+        if cpu_seconds([shim.proc.pid]) - before < 0.05:
+            return
+    raise SystemExit(f"the shim was still busy after {limit:g} s")
 
 
 @dataclass
@@ -245,6 +261,7 @@ def load(shim: Process, paths: dict[str, list[str]], seconds: float) -> dict[str
     base = f"http://127.0.0.1:{shim.port}"
     runs = {}
     for what, listed in paths.items():
+        settle(shim)
         alone, hits = [], -1
         for path in listed[:5]:
             started = time.monotonic()
@@ -255,13 +272,18 @@ def load(shim: Process, paths: dict[str, list[str]], seconds: float) -> dict[str
             searched = "/search/" in path and "/autocomplete" not in path
             if hits < 0 and searched and (found := re.search(r'"total":\s*(\d+)', response.text)):
                 hits = int(found.group(1))
+        settle(shim)
+        cpu = cpu_seconds([shim.proc.pid])
         run = wrk(base, listed, seconds, CONNECTIONS)
         if run.errors:
             raise SystemExit(f"{what}: {run.errors} failed requests")
-        runs[what] = Figure(statistics.median(alone), hits, run)
+        settle(shim)  # the answers still being made count too
+        cpu_ms = (cpu_seconds([shim.proc.pid]) - cpu) * 1000 / max(run.requests, 1)
+        runs[what] = Figure(statistics.median(alone), hits, run, cpu_ms)
         print(
             f"  {what}: alone {runs[what].alone:.1f} ms ({hits} hits); under load p50 "
-            f"{run.latency_ms['50']:.1f} ms, p99 {run.latency_ms['99']:.1f} ms, {run.rps:.0f}/s",
+            f"{run.latency_ms['50']:.1f} ms, p99 {run.latency_ms['99']:.1f} ms, {run.rps:.0f}/s, "
+            f"{cpu_ms:.1f} ms CPU each",
             flush=True,
         )
     return runs
@@ -269,7 +291,7 @@ def load(shim: Process, paths: dict[str, list[str]], seconds: float) -> dict[str
 
 def first_search(tmp: Path, cfg_body: Path, name: str) -> tuple[int, float]:
     """A shim over an empty index: the first search of object ``name`` (status, seconds)."""
-    shim = start_shim(cfg_body, tmp)
+    shim = start_shim(cfg_body, tmp, "--processes", str(PROCESSES))
     try:
         started = time.monotonic()
         response = request(shim.port, f"/iiif/search/1/{name}?q={COMMON}", timeout=300)
@@ -370,7 +392,7 @@ def main() -> None:
                 again = index(cfg)
                 size = index_size(engine, work, dsn)
                 print(f"{engine}: again {again.seconds:.1f} s; size {mb(size)}", flush=True)
-                shim = start_shim(cfg, work)
+                shim = start_shim(cfg, work, "--processes", str(PROCESSES))
                 try:
                     runs = load(shim, paths, args.seconds)
                 finally:
@@ -434,16 +456,17 @@ def report(
         "",
         f"### Answers under load: one object of {args.pages} pages, {CONNECTIONS} connections",
         "",
-        f"Each kind of request first alone, never asked before (its first answer; the median "
-        f"of the first five for a list of words), then under wrk, {args.seconds:g} s a figure, "
-        "one shim process (`serve --processes 1`): latency in ms, p50 / p99, and answers a "
-        f"second. Hits: in the first answer (1.0: hits; 2.0: annotations, one a line of a hit). "
+        f"Each kind of request first alone on an idle server, never asked before (its first "
+        "answer; the median of the first five for a list of words), then under wrk, "
+        f"{args.seconds:g} s a figure, against `serve` with its default processes (one per "
+        f"CPU): latency in ms, p50 / p99, answers a second, and the shim's CPU time per answer "
+        "(ms). Hits: in the first answer (1.0: hits; 2.0: annotations, one a line of a hit). "
         f"Rare words: {rare} words of the vocabulary's tail that the object holds.",
         "",
         "| request | hits | "
-        + " | ".join(f"{e}: alone | {e}: p50 / p99 (answers/s)" for e in engines)
+        + " | ".join(f"{e}: alone | {e}: p50 / p99 (answers/s) | {e}: CPU" for e in engines)
         + " |",
-        "|---|---|" + "---|---|" * len(engines),
+        "|---|---|" + "---|---|---|" * len(engines),
     ]
     for what in results[engines[0]].figures:
         cells = []
@@ -456,6 +479,7 @@ def report(
             cells.append(
                 f"{run.latency_ms['50']:.1f} / {run.latency_ms['99']:.1f} ({run.rps:.0f}/s)"
             )
+            cells.append(f"{figure.cpu_ms:.1f}")
         lines.append(f"| {what} | {hits if hits >= 0 else ''} | " + " | ".join(cells) + " |")
     lines += ["", "The first search of an object never indexed (indexed on demand):", ""]
     for engine in engines:
