@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -100,6 +101,7 @@ class SqliteIndex:
         self.path = path
         self.timeout = timeout
         self._ready = False
+        self._setting_up = threading.Lock()  # one connection of this process makes the tables
         self._pool: engine.Pool[sqlite3.Connection] = engine.Pool(self._connect, _close)
 
     # --- connections -------------------------------------------------------------------
@@ -115,8 +117,10 @@ class SqliteIndex:
             conn.execute("PRAGMA wal_autocheckpoint = 256")
             conn.execute(f"PRAGMA journal_size_limit = {8 * 1024 * 1024}")
             if not self._ready:
-                self._setup(conn)
-                self._ready = True
+                with self._setting_up:  # (two at once: "database is locked" switching to WAL)
+                    if not self._ready:
+                        self._setup(conn)
+                        self._ready = True
         except BaseException:
             conn.close()
             raise
