@@ -13,8 +13,14 @@ a dot segment, a backslash, a control character, invalid or overlong UTF-8, or a
 authority (``scheme://``, ``//host``) is refused (:class:`UnsafeValue`) and the request never
 leaves the shim. Finally, for templates with a placeholder in the path, the expanded URL is
 checked to stay on the template's origin and under its fixed path (:meth:`UrlTemplate.expand`),
-as a second line; a value in a query has only the first. Origins are compared in one way
-everywhere (:func:`origin_of`: default ports, case and IDNA made alike).
+as a second line; a value in a query has only the first. That check (:meth:`UrlTemplate.within`)
+is also what every redirect and every text URL under ``text_origins`` must pass, for whole URLs
+written by others: it resolves ``.`` and ``..`` as each round of decoding leaves the path, and
+refuses outright what a server might read as a separator or a dot segment that resolution does
+not see (a backslash, ``..;``, a control character, ``%u``, trailing dots and spaces, fullwidth
+dots) and bytes that are not UTF-8; a template whose own path is not UTF-8 once decoded is
+refused when it is read. Origins are compared in one way everywhere (:func:`origin_of`: default
+ports, case and IDNA made alike).
 
 A value may still hold ``/``: behind a server that decodes ``%2F`` it then reaches sub-folders
 of the template's fixed path (never above it). ``check-config`` warns where a route lets that
@@ -176,6 +182,8 @@ class UrlTemplate:
                     raise ValueError(f"placeholder {{{name}}} takes no format spec")
             parts.append(_Part(literal, name if name is not None else None, in_query))
         template = cls(text, tuple(parts))
+        if _decoded(text.split("?", 1)[0]) is None:  # every URL it made would be refused
+            raise ValueError("its path percent-encodes bytes that are not UTF-8")
         if require_http:
             template._check_authority()
         return template
@@ -213,7 +221,11 @@ class UrlTemplate:
 
     def within(self, url: str) -> bool:
         """Whether ``url`` is on this template's origin and, as servers decoding it once or
-        several times and then normalising it would read it, under its fixed path."""
+        several times and then normalising it would read it, under its fixed path (compared
+        as the same rounds of decoding leave it). A path any round leaves holding what some
+        server reads as a separator or a dot segment that ``/``-separated resolution does not
+        see (:func:`_other_separators`), or bytes that are not UTF-8 (overlong forms of ``.``
+        and ``/`` among them), is not: its server might read it anywhere."""
         origin = self.origin_key
         if origin is None:  # a template for part of a URL: only its own fixed prefix counts
             path = url.split("?", 1)[0]
@@ -221,15 +233,45 @@ class UrlTemplate:
             if origin_of(url) != origin:
                 return False
             path = urlsplit(url).path
+        fixed = self.fixed_path
         for _ in range(_DECODE_ROUNDS):
-            resolved = _resolved(path)
-            if not resolved.startswith(self.fixed_path) or resolved.split("/", 1)[0] == "..":
+            for form in {path, unicodedata.normalize("NFKC", path)}:
+                resolved = _resolved(form)
+                if _other_separators(form) or not resolved.startswith(fixed):
+                    return False
+                if resolved.split("/", 1)[0] == "..":
+                    return False
+            decoded, folder = _decoded(path), _decoded(fixed)
+            if decoded is None or folder is None:
                 return False
-            decoded = unquote_to_bytes(path).decode("utf-8", "replace")
             if decoded == path:
                 return True
-            path = decoded
+            path, fixed = decoded, folder
         return False
+
+
+def _decoded(text: str) -> str | None:
+    """``text`` percent-decoded once, None when the bytes are not UTF-8 (strict: overlong
+    forms, which old decoders read as ``.`` or ``/``, are not)."""
+    try:
+        return unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _other_separators(path: str) -> bool:
+    """Whether ``path`` holds what some server reads as a separator or a dot segment, which
+    resolving ``/``-separated ``.`` and ``..`` does not see: a backslash (IIS, Windows), a
+    control character (a NUL ends a name for C servers), an IIS ``%u`` escape, or a segment
+    that is dots once ``;params`` are dropped (servlet containers) or trailing dots and spaces
+    trimmed (Windows), other than ``.`` and ``..`` themselves (resolved)."""
+    if "\\" in path or _CONTROL_RE.search(path) or _IIS_ESCAPE_RE.search(path):
+        return True
+    for segment in path.split("/"):
+        name = segment.split(";", 1)[0]
+        if name and not name.rstrip(". ") and segment not in (".", ".."):
+            return True
+    return False
 
 
 def _resolved(decoded: str) -> str:

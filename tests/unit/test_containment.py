@@ -121,3 +121,69 @@ def test_the_tests_model_of_nginx_and_the_templates_agree(path: str, resolved: s
     assert nginx_resolves(path) == resolved
     folder = UrlTemplate.parse("http://h/a/{id}")
     assert folder.within(f"http://h{path}") is resolved.startswith("/a/")
+
+
+# Paths a URL may have (a catalogue's text URL, a server's redirect) that stay in /alto/ as
+# posixpath resolves them, but leave it on servers that read other separators or dot forms:
+# IIS and Windows hosts take "\" for "/" and trim trailing dots and spaces, servlet containers
+# (Tomcat, Spring) drop ";params" from a segment, old IIS decodes overlong UTF-8 and %u escapes,
+# C servers end a name at a NUL; NFKC-normalising ones make fullwidth dots dots.
+OTHER_SERVERS_LEAVE = [
+    "/alto/..\\private/x.xml",
+    "/alto/..%5Cprivate/x.xml",
+    "/alto/%2e%2e%5cprivate/x.xml",
+    "/alto/..%255Cprivate/x.xml",
+    "/alto/..;/private/x.xml",
+    "/alto/..;jsessionid=1/private/x.xml",
+    "/alto/.;/../private/x.xml",
+    "/alto/%c0%ae%c0%ae/private/x.xml",
+    "/alto/%e0%80%ae%e0%80%ae/private/x.xml",
+    "/alto/..%c0%afprivate/x.xml",
+    "/alto/..%20/private/x.xml",
+    "/alto/.../private/x.xml",
+    "/alto/%u002e%u002e/private/x.xml",
+    "/alto/%EF%BC%8E%EF%BC%8E/private/x.xml",
+    "/alto/..%00/private/x.xml",
+]
+# and what they must not catch
+STAYS_IN = [
+    "/alto/x.xml",
+    "/alto/a;b/x.xml",
+    "/alto/v1.2/a..b/x.xml",
+    "/alto/caf%C3%A9.xml",
+    "/alto/x/../y.xml",
+    "/alto/./y.xml",
+    "/alto/100%25.xml",
+    "/alto/%zz.xml",
+    "/alto/.hidden/x.xml",
+]
+
+
+@pytest.mark.parametrize("path", OTHER_SERVERS_LEAVE)
+def test_within_refuses_what_other_servers_read_as_leaving_the_folder(path: str) -> None:
+    """What guards text URLs (``text_origins``) and every redirect: a path that only posixpath
+    keeps in the folder is not in it."""
+    folder = UrlTemplate.parse("https://ocr.example.org/alto/")
+    assert not folder.within(f"https://ocr.example.org{path}")
+    assert not UrlTemplate.parse("http://h/alto/{id}").within(f"http://h{path}")
+
+
+@pytest.mark.parametrize("path", STAYS_IN)
+def test_within_keeps_paths_that_stay_in_the_folder(path: str) -> None:
+    folder = UrlTemplate.parse("https://ocr.example.org/alto/")
+    assert folder.within(f"https://ocr.example.org{path}")
+
+
+def test_a_template_whose_folder_is_percent_encoded_stays_in_it() -> None:
+    """Its folder is compared as each round of decoding leaves it, as the URL is."""
+    template = UrlTemplate.parse("http://h/my%20ocr/caf%C3%A9/{id}")
+    assert template.expand({"id": "x"}) == "http://h/my%20ocr/caf%C3%A9/x"
+    assert template.within("http://h/my%20ocr/caf%C3%A9/y/z")
+    assert not template.within("http://h/my%20ocr/caf%C3%A9/../y")
+    assert not template.within("http://h/my%20ocr/y")
+
+
+def test_a_template_that_is_not_utf8_once_decoded_is_refused_naming_why() -> None:
+    """Every URL it made would be refused (a path must be UTF-8 once decoded): said at once."""
+    with pytest.raises(ValueError, match="not UTF-8"):
+        UrlTemplate.parse("http://h/caf%E9/{id}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import posixpath
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -86,18 +87,28 @@ def texts(record: ObjectRecord | None) -> list[TextRef | None]:
 
 class Files:
     """An HTTP server on 127.0.0.1 serving ``files`` (path -> body, headers), recording each
-    request's path and Authorization header."""
+    request's path and Authorization header; ``redirects`` (path -> Location) are answered 302.
+    With ``lax``, a path is read as IIS and servlet containers read it: ``\\`` a ``/``, a
+    segment's ``;params`` dropped, then dot segments resolved."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, lax: bool = False) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.files: dict[str, tuple[bytes, dict[str, str]]] = {}
+        self.redirects: dict[str, str] = {}
         self.seen: list[tuple[str, str | None]] = []
+        self.lax = lax
         self._runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.seen.append((request.path, request.headers.get("Authorization")))
-        found = self.files.get(request.path)
+        if request.path in self.redirects:
+            raise web.HTTPFound(self.redirects[request.path])
+        path = request.path
+        if self.lax:
+            segments = [s.split(";", 1)[0] for s in path.replace("\\", "/").split("/")]
+            path = posixpath.normpath("/".join(segments))
+        found = self.files.get(path)
         if found is None:
             raise web.HTTPNotFound(text="not here")
         body, headers = found
@@ -262,6 +273,40 @@ def test_a_csv_file_fetches_text_urls_only_from_its_text_origins(tmp_path: Path)
                     with pytest.raises(BadRecord, match="text_origins"):
                         await src.read_text(TextRef(refused), 1 << 20)
             assert other.seen == []  # never asked
+
+    run(check())
+
+
+# text URLs that stay under /alto/ only for servers that read "/" alone as a separator
+LEAVING = ["/alto/..\\private/x.xml", "/alto/..%5Cprivate/x.xml", "/alto/..;/private/x.xml",
+           "/alto/%c0%ae%c0%ae/private/x.xml", "/alto/..%255cprivate/x.xml"]  # fmt: skip
+
+
+def test_text_urls_and_their_redirects_never_leave_a_text_origins_folder(tmp_path: Path) -> None:
+    """Against a server that reads a backslash as a separator and drops ";params", as IIS and
+    servlet containers do: none of these is fetched, and a redirect to one is refused."""
+
+    async def check() -> None:
+        async with Files(lax=True) as ocr:
+            ocr.files["/alto/p1.xml"] = (ALTO, {})
+            ocr.files["/private/x.xml"] = (b"not for you", {})
+            ocr.redirects["/alto/moved.xml"] = "/alto/..%5Cprivate/x.xml"
+            ocr.redirects["/alto/gone.xml"] = "/alto/..;/private/x.xml"
+            rows = "".join(f"x,x/{i},{ocr.base}{path}\n" for i, path in enumerate(LEAVING))
+            rows += f"x,x/8,{ocr.base}/alto/moved.xml\nx,x/9,{ocr.base}/alto/gone.xml\n"
+            data = _csv(tmp_path, rows, text_origins=[f"{ocr.base}/alto"])
+            async with opened("csv", data, tmp_path) as src:
+                record = await src.record("x")
+                assert texts(record)[: len(LEAVING)] == [None] * len(LEAVING)
+                assert record is not None
+                assert all("text_origins" in s.message for s in record.skipped), record.skipped
+                for path in LEAVING:
+                    with pytest.raises(BadRecord, match="text_origins"):
+                        await src.read_text(TextRef(f"{ocr.base}{path}"), 1 << 20)
+                for moved in ("/alto/moved.xml", "/alto/gone.xml"):
+                    with pytest.raises(BackendError, match="redirected outside"):
+                        await src.read_text(TextRef(f"{ocr.base}{moved}"), 1 << 20)
+            assert {path for path, _ in ocr.seen} == {"/alto/moved.xml", "/alto/gone.xml"}
 
     run(check())
 
