@@ -15,10 +15,11 @@ declares Content Search: a 3.0 manifest a ``SearchService2`` (which Clover finds
 ``SearchService1`` with the 1.0 profile (which Mirador and UV find by profile), each with its
 autocomplete, and the search/2 context before the Presentation one; a 2.1 manifest the Search
 1.0 service as that specification writes it (Search 2.0 is declared on 3.0 resources). Each
-canvas with text names its OCR file (``seeAlso``: format and profile when its name told them)
-and the page of its line annotations (3.0 ``annotations``, 2.1 ``otherContent``); the object's
-whole text is a ``rendering``, offered as its PDF is (it needs the same access). The search
-and text URLs are ``Urls``'s; what answers them is ``search/`` and ``web/search.py``.
+canvas with text names its OCR file (``seeAlso``: a label naming its format, and the format
+and profile when its name told them) and the page of its line annotations (3.0
+``annotations``, 2.1 ``otherContent``); the object's whole text is a ``rendering``, offered as
+its PDF is (it needs the same access). The search and text URLs are ``Urls``'s; what answers
+them is ``search/`` and ``web/search.py``.
 
 Restricted images (their route's ``access``: :attr:`Picture.access`) are declared as the
 Authorization Flow API asks, and the documents stay the same for everyone (no answer depends on
@@ -61,6 +62,9 @@ SEARCH_PROFILE_1 = "http://iiif.io/api/search/1/search"
 AUTOCOMPLETE_PROFILE_1 = "http://iiif.io/api/search/1/autocomplete"
 _VIEWING_HINTS_2 = ("paged", "continuous", "individuals")
 _FORMAT_NAMES = {Format.JPG: "JPEG", Format.PNG: "PNG", Format.TIF: "TIFF", Format.WEBP: "WebP"}
+# the label of a canvas's OCR file (its seeAlso), by its format; OCR_LABEL when not known
+OCR_LABELS = {TextFormat.ALTO: "ALTO", TextFormat.HOCR: "hOCR", TextFormat.PLAIN: "Text"}
+OCR_LABEL = "OCR"
 
 
 @dataclass(frozen=True)
@@ -361,15 +365,17 @@ class Builder:
         return text
 
     def ocr(self, name: str, index: int, canvas: CanvasRecord, v3: bool) -> dict[str, Any]:
-        """A canvas's OCR file as its ``seeAlso``: its format and profile when known."""
+        """A canvas's OCR file as its ``seeAlso``: a label naming its format (OCR_LABELS; 3.0
+        a language map, 2.1 a string), its format and profile when known."""
         assert canvas.text is not None
+        kind = None if canvas.text.format is None else TextFormat(canvas.text.format)
+        label = OCR_LABEL if kind is None else OCR_LABELS[kind]
         link: dict[str, Any] = (
-            {"id": self.urls.ocr(name, index), "type": "Dataset"}
+            {"id": self.urls.ocr(name, index), "type": "Dataset", "label": self.lang(label)}
             if v3
-            else {"@id": self.urls.ocr(name, index)}
+            else {"@id": self.urls.ocr(name, index), "label": label}
         )
-        if canvas.text.format is not None:
-            kind = TextFormat(canvas.text.format)
+        if kind is not None:
             link["format"] = kind.media_type.split(";", 1)[0]
             if kind.profile is not None:
                 link["profile"] = kind.profile

@@ -120,11 +120,12 @@ def test_a_3_manifest_with_text_declares_both_searches_and_each_canvas_text(
         f"{base}/presentation/3/book/canvas/{n}" for n in (1, 2, 3, 4)
     ]
     assert [c.get("seeAlso") for c in canvases] == [
-        [{"id": f"{base}/text/book/1/ocr", "type": "Dataset", "format": "application/xml",
-          "profile": ALTO_PROFILE}],
-        [{"id": f"{base}/text/book/2/ocr", "type": "Dataset", "format": "text/vnd.hocr+html",
-          "profile": HOCR_PROFILE}],
-        [{"id": f"{base}/text/book/3/ocr", "type": "Dataset", "format": "text/plain"}],
+        [{"id": f"{base}/text/book/1/ocr", "type": "Dataset", "label": {"en": ["ALTO"]},
+          "format": "application/xml", "profile": ALTO_PROFILE}],
+        [{"id": f"{base}/text/book/2/ocr", "type": "Dataset", "label": {"en": ["hOCR"]},
+          "format": "text/vnd.hocr+html", "profile": HOCR_PROFILE}],
+        [{"id": f"{base}/text/book/3/ocr", "type": "Dataset", "label": {"en": ["Text"]},
+          "format": "text/plain"}],
         None,
     ]  # fmt: skip
     assert [c.get("annotations") for c in canvases] == [
@@ -162,10 +163,15 @@ def test_a_2_manifest_with_text_declares_search_1_and_each_canvas_text(
     ]
     assert canvases[0]["seeAlso"] == {
         "@id": f"{base}/text/book/1/ocr",
+        "label": "ALTO",
         "format": "application/xml",
         "profile": ALTO_PROFILE,
     }
-    assert canvases[2]["seeAlso"] == {"@id": f"{base}/text/book/3/ocr", "format": "text/plain"}
+    assert canvases[2]["seeAlso"] == {
+        "@id": f"{base}/text/book/3/ocr",
+        "label": "Text",
+        "format": "text/plain",
+    }
     assert [c.get("otherContent") for c in canvases] == [
         [{"@id": f"{base}/text/book/{n}/2", "@type": "sc:AnnotationList"}] for n in (1, 2, 3)
     ] + [None]
