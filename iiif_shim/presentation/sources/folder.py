@@ -4,7 +4,8 @@ fields (the same names as the CSV columns) and per-image canvas labels and range
 text (its OCR) is a sidecar file next to it: the same name with ``.xml`` or ``.alto`` (ALTO),
 ``.hocr`` or ``.html`` (hOCR) or ``.txt`` (plain text), the first of these found; a folder
 without them has no text. Sidecars are read and stamped (size and modification time) through
-the backend, inside its root like its images.
+the backend, inside its root like its images; one that leads out of it (a link to a file
+elsewhere) is refused as outside its folder, not taken for a file that is not there.
 
 An ``object.yaml`` that cannot be read (not UTF-8 YAML, not a mapping, too large) is a 502 for
 that object; a key it does not know, or one of the wrong shape (``metadata`` or ``canvases``
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 
 from iiif_shim.backends.base import Listable
+from iiif_shim.backends.files import FilesBackend
 from iiif_shim.base.errors import BadRecord, UnreadableSource
 from iiif_shim.model.text import TextFile, TextFormat
 from iiif_shim.presentation.records import (
@@ -33,7 +35,7 @@ from iiif_shim.presentation.records import (
 )
 from iiif_shim.presentation.sources.base import ObjectSource
 from iiif_shim.presentation.sources.settings import FolderSourceSettings
-from iiif_shim.presentation.sources.texts import SIDECARS, format_of
+from iiif_shim.presentation.sources.texts import SIDECARS, format_of, real_path
 
 OBJECT_FILE = "object.yaml"
 MAX_OBJECT_FILE = 256 * 1024
@@ -91,9 +93,12 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
 
     async def text_stamp(self, ref: TextRef) -> str | None:
         try:
-            return await self._files.stamp(ref.where)
+            stamp = await self._files.stamp(ref.where)
         except OSError as exc:
             raise self._unreadable(ref, exc) from None
+        if stamp is None:
+            await self._not_there(ref)
+        return stamp
 
     async def read_text(self, ref: TextRef, limit: int) -> TextFile | None:
         files = self._files
@@ -103,6 +108,7 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
         except OSError as exc:
             raise self._unreadable(ref, exc) from None
         if stamp is None or data is None:
+            await self._not_there(ref)
             return None
         if len(data) > limit:
             raise BadRecord(
@@ -110,6 +116,15 @@ class FolderSource(ObjectSource[FolderSourceSettings]):
             )
         fmt = None if ref.format is None else TextFormat(ref.format)
         return TextFile(data, stamp, ref.where, fmt)
+
+    async def _not_there(self, ref: TextRef) -> None:
+        """A file the backend does not give: BadRecord when it is because it leads out of the
+        backend's root (a link leading out, a ``..``), so that it is said as such; else it is
+        simply not there."""
+        backend = self.context.backends[self.settings.backend]
+        if isinstance(backend, FilesBackend):
+            root = backend.settings.root
+            await self.context.run_blocking(real_path, root, ref.where, self.who)
 
     def _unreadable(self, ref: TextRef, exc: OSError) -> BadRecord:
         return BadRecord(

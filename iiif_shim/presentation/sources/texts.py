@@ -110,8 +110,9 @@ def inside(folder: Path, place: str) -> bool:
     return os.path.commonpath((root, resolved)) == root
 
 
-def _real(folder: Path, place: str, who: str) -> str:
-    """The real path of ``place`` under ``folder``; BadRecord when it leads out of it."""
+def real_path(folder: Path, place: str, who: str) -> str:
+    """The real path of ``place`` under ``folder``; BadRecord when it leads out of it (a
+    ``..``, an absolute path elsewhere, a link). Blocking."""
     root = os.path.realpath(folder)
     real = os.path.realpath(os.path.join(root, place)) if "\x00" not in place else ""
     if not real or os.path.commonpath((root, real)) != root:
@@ -126,7 +127,7 @@ def _stamp(stat: os.stat_result) -> str:
 def stamp_file(folder: Path, place: str, who: str) -> str | None:
     """The stamp (size and modification time) of the file ``place`` under ``folder``; None
     when there is no such file. Blocking."""
-    real = _real(folder, place, who)
+    real = real_path(folder, place, who)
     try:
         return _stamp(os.stat(real))
     except (FileNotFoundError, NotADirectoryError):
@@ -140,7 +141,7 @@ def stamp_file(folder: Path, place: str, who: str) -> str | None:
 def read_file(folder: Path, place: str, limit: int, who: str, fmt: str | None) -> TextFile | None:
     """The file ``place`` under ``folder`` (at most ``limit`` bytes), None when there is no
     such file. Blocking."""
-    real = _real(folder, place, who)
+    real = real_path(folder, place, who)
     try:
         stamp = _stamp(os.stat(real))  # before reading: a change while read is seen next time
         data = read_head(real, limit + 1)
