@@ -37,6 +37,13 @@ reference, format and size together).
   build that may run), so a build never takes the threads searches need. Every wait is
   bounded: index calls and file reads by ``server.request_timeout`` (writes by
   STORE_TIMEOUT), a parse by PARSE_TIMEOUT.
+- A canvas's OCR file as it is (:meth:`SearchService.ocr`): read from its source when it is
+  asked for, at most OCR_READS at a time per process while it is read and sent
+  (:attr:`SearchService.ocr_reads`, its callers hold it; OCR_LINE more wait, then 503), and
+  named by its version (:meth:`SearchService.ocr_version`): the canvas's key and the file's
+  stamp, known without reading it from what the index stored when it last looked at the
+  object (within ``recheck``), so a client asking again with the ETag made of it gets its
+  answer without a read.
 - Hits: every hit of a query in canvas order, at most MAX_HITS (the first ones), found
   HIT_CHUNK pages at a time; kept in a small LRU (HIT_ENTRIES answers, HIT_BUDGET hits in
   all) by object, signature, time of the last look and query, so paging through them costs
@@ -71,6 +78,7 @@ from iiif_shim.model.text import Hit, PageText, Query, TextFile, TextFormat
 from iiif_shim.presentation.records import ObjectRecord, TextRef
 from iiif_shim.presentation.service import PresentationService
 from iiif_shim.presentation.sources.base import ObjectSource
+from iiif_shim.presentation.sources.texts import UNVALIDATED
 from iiif_shim.search import match, ocr, words
 from iiif_shim.search.index import Index, IndexedObject, IndexUnavailable, StoredPage, open_index
 from iiif_shim.search.settings import SearchSettings
@@ -94,6 +102,10 @@ BUILD_TIMEOUT = 1800.0  # seconds one build on demand or in the background may t
 PARSE_TIMEOUT = 120.0  # seconds one file's parse may take (32 MB of ALTO: about 4 s)
 STORE_TIMEOUT = 120.0  # seconds one batch's write may take
 CLOSE_TIMEOUT = 30.0  # seconds closing waits for the threads' last jobs
+# OCR files read and sent at once by a process (each held in memory until sent: at most
+# max_text_bytes), and how many more wait for one; a harvester or a viewer asks one at a time
+OCR_READS = 4
+OCR_LINE = 16
 MAX_HITS = 10_000  # hits of one query listed (the first, in canvas order): about 7 MB
 HIT_CHUNK = 64  # pages read from the index at once while finding hits
 HIT_ENTRIES = 64  # answers kept ...
@@ -267,6 +279,7 @@ class SearchService:
             settings.build_concurrency * BUILD_LINE_PER_SLOT,
             "objects being indexed",
         )
+        self.ocr_reads = Gate(OCR_READS, self.timeout / 2, OCR_LINE, "OCR files being sent")
         self._flights: dict[str, _Flight] = {}
         self._shapes: OrderedDict[str, tuple[ObjectRecord, float, _Shape]] = OrderedDict()
         self._hits: OrderedDict[tuple[str, str, float, Query], list[Hit]] = OrderedDict()
@@ -350,9 +363,36 @@ class SearchService:
             return []
         return await self._read(lambda index: index.pages(record.name, chosen))
 
+    async def ocr_version(
+        self, record: ObjectRecord, canvas: int, file: TextFile | None = None
+    ) -> str | None:
+        """What names canvas ``canvas``'s (0-based) OCR file as it is sent: the canvas's key
+        (its text reference, format and size) and the file's stamp, that of ``file`` when it
+        was just read, else the one the index stored when it last looked at the object, if
+        that was less than ``recheck`` seconds ago (an older look is started again in the
+        background); None when it is not known without reading the file."""
+        shape = await self._shape(record)
+        key = shape.keys.get(canvas)
+        if key is None:
+            return None
+        if file is not None:
+            return f"{key} {file.stamp}"
+        state = await self._state(record.name)
+        if state is None or state.signature != shape.signature:
+            return None
+        if time.time() - state.checked >= self.settings.recheck:
+            self._start(record, shape, background=True)
+            return None
+        stored = state.stamps.get(canvas)
+        kept = None if stored is None else _stored_key(stored)
+        if kept is None or not kept.startswith(f"{key} "):
+            return None
+        stamp = kept.removeprefix(f"{key} ")
+        return None if stamp in ("?", _GONE, UNVALIDATED) else kept
+
     async def ocr(self, record: ObjectRecord, canvas: int) -> TextFile:
         """Canvas ``canvas``'s (0-based) text file as its source reads it now; 404 when it has
-        none or it is gone."""
+        none or it is gone. Its callers hold :attr:`ocr_reads` while they read and send it."""
         if not 0 <= canvas < len(record.canvases) or record.canvases[canvas].text is None:
             raise NotFound(f"canvas {canvas + 1} of object {record.name[:100]!r} has no text")
         ref = record.canvases[canvas].text

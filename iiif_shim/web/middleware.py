@@ -5,9 +5,10 @@ exception becomes an HTTP response; and the CORS headers of every response.
   returns it; holds the current runtime for the whole request (a reload never pulls it away);
   gives the request ``server.request_timeout`` until its status and headers go out (then 503;
   a body sent as it arrives is then bounded by its progress, not by the deadline:
-  :func:`headers_sent`); turns a :class:`ShimError`
-  into its status with a short plain-text reason (``Retry-After`` on 503s), and anything
-  unexpected into a logged, bare 500, never a traceback; counts the request in the metrics.
+  :func:`headers_sent`); turns a :class:`ShimError` into its status with a short plain-text
+  reason (``Retry-After`` on 503s; ``nosniff``, as it may echo what the request named), and
+  anything unexpected into a logged, bare 500, never a traceback; counts the request in the
+  metrics.
 - :func:`add_cors_headers`: ``Access-Control-Allow-Origin: *`` on every response the app makes,
   including redirects, errors and 304s, so browser viewers can read statuses and bodies; never
   ``Access-Control-Allow-Credentials`` (a restricted answer read with the browser's cookies
@@ -68,8 +69,10 @@ def text_response(
     retry_after: int | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
-    """A plain-text answer (one final newline); a 5xx is never stored; ``headers`` added."""
+    """A plain-text answer (one final newline), never sniffed as something else (it may echo
+    what the request named); a 5xx is never stored; ``headers`` added."""
     sent = {"Cache-Control": "no-store"} if status >= 500 else {}
+    sent["X-Content-Type-Options"] = "nosniff"
     if retry_after is not None:
         sent["Retry-After"] = str(retry_after)
     sent.update(headers or {})

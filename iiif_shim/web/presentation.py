@@ -172,13 +172,7 @@ def document_answer(
     gzip = accepts_gzip(request)
     # one ETag per representation: the gzipped bytes are not the plain ones
     etag = f'"{digest}-gzip"' if gzip else f'"{digest}"'
-    sent = cache_headers(runtime.settings, etag, None)
-    if "Cache-Control" in sent:  # records are fresh for record_ttl, not the image lifetime
-        sent["Cache-Control"] = f"public, max-age={int(runtime.settings.presentation.record_ttl)}"
-    sent["Vary"] = "Accept, Accept-Encoding"
-    if restricted:
-        access.private(sent)
-    sent.update(headers or {})
+    sent = document_headers(runtime, etag, restricted=restricted, headers=headers)
     if not_modified(request, etag, None):
         return web.Response(status=304, headers=sent)
     sent["Content-Type"] = media
@@ -186,6 +180,23 @@ def document_answer(
     if gzip:
         response.enable_compression()
     return response
+
+
+def document_headers(
+    runtime: Runtime, etag: str, *, restricted: bool = False, headers: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The headers every document is sent with (:func:`document_answer`): its ``etag``, fresh
+    for ``presentation.record_ttl`` when the server sends ``Cache-Control``, ``Vary: Accept,
+    Accept-Encoding``; ``restricted``: for this caller alone (``access.private``); ``headers``
+    added."""
+    sent = cache_headers(runtime.settings, etag, None)
+    if "Cache-Control" in sent:  # records are fresh for record_ttl, not the image lifetime
+        sent["Cache-Control"] = f"public, max-age={int(runtime.settings.presentation.record_ttl)}"
+    sent["Vary"] = "Accept, Accept-Encoding"
+    if restricted:
+        access.private(sent)
+    sent.update(headers or {})
+    return sent
 
 
 def _serialised(doc: dict[str, Any], media: str) -> tuple[bytes, str]:
