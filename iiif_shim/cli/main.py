@@ -211,8 +211,9 @@ def _source_warnings(surveys: Mapping[str, Survey]) -> list[str]:
             out.append(f"presentation.sources.{name}: an old copy is in use ({survey.stale})")
         if survey.open_images:  # (--sources lists them)
             out.append(f"presentation.sources.{name}: {_n(survey.open_images, 'object')} with "
-                       "an access that guards only the PDF: their images are on public routes, "
-                       "so they are public; give their route `access` too")  # fmt: skip
+                       "an access that guards only the PDF, text and search: their images "
+                       "are on public routes, so they are public; give their route `access` "
+                       "too")  # fmt: skip
     return out
 
 

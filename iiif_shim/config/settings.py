@@ -404,9 +404,10 @@ def _warn_object_access(
     r: Reader, routes: list[RouteSettings], presentation: PresentationSettings | None
 ) -> None:
     """A warning for a source whose ``access`` names a policy while every route is public:
-    that policy then guards only its objects' PDFs, as their images follow their routes (an
-    image may be in several objects). With some routes restricted, ``check-config`` says it of
-    each object it reads whose images are public (``ObjectSource.open_images``)."""
+    that policy then guards only its objects' PDFs, text and search, as their images follow
+    their routes (an image may be in several objects). With some routes restricted,
+    ``check-config`` says it of each object it reads whose images are public
+    (``ObjectSource.open_images``)."""
     if presentation is None or any(route.access is not None for route in routes):
         return
     for name, source in presentation.sources.items():
@@ -414,9 +415,9 @@ def _warn_object_access(
         if policy is not None:
             r.warn(
                 f"presentation.sources.{name}.access",
-                f"{policy!r} guards only the PDFs of its objects: their images follow their "
-                "routes, and every route is public, so its images are public; give their "
-                "route `access` too",
+                f"{policy!r} guards only the PDFs, text and search of its objects: their images "
+                "follow their routes, and every route is public, so its images are public; give "
+                "their route `access` too",
             )
 
 

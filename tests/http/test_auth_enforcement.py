@@ -815,7 +815,8 @@ def test_the_object_page_of_an_object_whose_access_guards_only_its_pdf(site: Sit
     said = [
         line
         for line in site.shim.log.read_text().splitlines()
-        if "object 'mixed'" in line and "guards only its PDF: its image 'quad.png'" in line
+        if "object 'mixed'" in line
+        and "guards only its PDF, text and search: its image 'quad.png'" in line
     ]
     assert len(said) == 1, said
 
@@ -843,7 +844,9 @@ def test_check_config_says_which_objects_access_leaves_their_images_public(
 ) -> None:
     body: dict[str, Any] = yaml.safe_load(site.config.read_text())
     out = _check(site, tmp_path, body)
-    assert "presentation.sources.cat: 2 objects with an access that guards only the PDF" in out
+    assert (
+        "presentation.sources.cat: 2 objects with an access that guards only the PDF, text" in out
+    )
     listed = _check(site, tmp_path, body, "--sources")
     line = next(line for line in listed.splitlines() if "object 'mixed'" in line)
     assert "'vault'" in line and "'quad.png'" in line and "public" in line, line
@@ -859,7 +862,7 @@ def test_check_config_warns_of_a_source_access_when_every_route_is_public(
     body["presentation"]["sources"]["cat"]["access"] = "staff"
     out = _check(site, tmp_path, body)
     assert "presentation.sources.cat.access" in out
-    assert "'staff' guards only the PDFs of its objects" in out
+    assert "'staff' guards only the PDFs, text and search of its objects" in out
     body["routes"][0]["access"] = "staff"  # a restricted route: each object is checked instead
     assert "presentation.sources.cat.access" not in _check(site, tmp_path, body)
 

@@ -1036,3 +1036,43 @@ def test_a_folder_object_file_with_an_unknown_or_misshapen_key_is_served(tmp_pat
                 assert left == {("book/object.yaml", "date"), ("book/object.yaml", "metadata")}
 
         run(check())
+
+
+def test_a_later_rows_access_other_than_the_first_rows_is_said_and_not_used(
+    tmp_path: Path,
+) -> None:
+    """An object's access is its first row's: a later row naming another is left out and said
+    (its page would be as open as the rest: its image by its route, its text by the object's
+    access); presentation.strict refuses the object."""
+    text = ("obj,img,acc\nmixed,p1,\nmixed,p2,staff\nmixed,p3,\n"
+            "same,p1,staff\nsame,p2,staff\nsame,p3,\nother,p1,staff\nother,p2,vault\n")  # fmt: skip
+    data = _csv(tmp_path, text, access="acc")
+
+    async def check() -> None:
+        async with opened("csv", data, tmp_path, "cat") as src:
+            mixed = await src.record("mixed")
+            assert mixed is not None and mixed.access is None
+            assert [(p.where, p.column, p.reason) for p in src.problems(mixed)] == [
+                ("cat.csv line 3", "acc",
+                 "access 'staff' is not the object's (its first row's: none): an object's "
+                 "access is its first row's, which guards its PDF, text and search; this "
+                 "row's is not used"),
+            ]  # fmt: skip
+            same = await src.record("same")  # the same, or none: nothing to say
+            assert same is not None and same.access == "staff" and not same.skipped
+            other = await src.record("other")
+            assert other is not None and other.access == "staff"
+            assert ["'vault' is not the object's (its first row's: 'staff')" in p.reason
+                    for p in src.problems(other)] == [True]  # fmt: skip
+            survey = await src.survey(100)
+            assert (survey.cells, survey.affected) == (2, 2)
+        strict = source_for("cat", settings_of("csv", data, tmp_path))
+        await strict.start(replace(CONTEXT, strict=True))
+        try:
+            with pytest.raises(BackendError, match="access 'staff' is not the object's"):
+                await strict.record("mixed")
+            assert await strict.record("same") is not None
+        finally:
+            await strict.close()
+
+    run(check())

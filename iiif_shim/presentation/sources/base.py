@@ -18,9 +18,9 @@ the network, its list and up to ``limit`` objects) into a :class:`Survey`: what
 blocking part (every object of a whole table built) runs on :class:`SurveyThread`, threads of
 its own (never the thread pool that serves images), and stops at its next object once the
 survey is given up (a timeout, a reload, shutdown). An object whose ``access`` (its own or its
-source's) guards only its PDF, because its images are on public routes, is said too
-(:meth:`ObjectSource.open_images`: logged once, listed by a survey): an image is as public as
-its route, whatever objects it is in. A remote source whose list cannot be read,
+source's) guards only its PDF, text and search, because its images are on public routes, is
+said too (:meth:`ObjectSource.open_images`: logged once, listed by a survey): an image is as
+public as its route, whatever objects it is in. A remote source whose list cannot be read,
 or whose every object read failed (unreachable, 5xx, no answer), is down; one serving a stale
 copy (its refetch failed) is degraded, with that error.
 """
@@ -107,7 +107,7 @@ class Problem:
     object: str | None
     reason: str
     kind: str  # cell, row or column (left out), object (not served), note (shown otherwise),
-    # access (its access guards its PDF only: its images are on public routes)
+    # access (its access guards its PDF, text and search only: its images are on public routes)
 
     def as_json(self) -> dict[str, Any]:
         return {"where": self.where, "column": self.column, "object": self.object,
@@ -291,8 +291,9 @@ class ObjectSource(ABC, Generic[S]):
 
     def open_images(self, record: ObjectRecord) -> Problem | None:
         """Whether ``record`` names an access policy (its own, else its source's) while images
-        of it are on public routes: that policy then guards its PDF only, and those images are
-        served to anyone at full size (the Image API decides per image, by its route)."""
+        of it are on public routes: that policy then guards its PDF, text and search only, and
+        those images are served to anyone at full size (the Image API decides per image, by
+        its route)."""
         policy = record.access or getattr(self.settings, "access", None)
         if policy is None or self._context is None:
             return None
@@ -312,7 +313,8 @@ class ObjectSource(ABC, Generic[S]):
             f"object {record.name!r}",
             "access",
             record.name,
-            f"names access {policy[:64]!r} ({whose}), which guards only its PDF: "
+            f"names access {policy[:64]!r} ({whose}), which guards only its PDF, text and "
+            "search: "
             + (
                 f"its image {shown} is on a public route, so it is public; give its route "
                 if len(public) == 1
@@ -326,8 +328,8 @@ class ObjectSource(ABC, Generic[S]):
     def noted(self, record: ObjectRecord) -> ObjectRecord:
         """``record``, after one warning per value it left out (per source and value, not per
         request: each is logged once in the life of the source; notes are not warned), and
-        one when its access guards only its PDF (:meth:`open_images`; for the source's
-        access, once per source)."""
+        one when its access guards only its PDF, text and search (:meth:`open_images`; for the
+        source's access, once per source)."""
         opened = self.open_images(record)
         # once per object for its own access, once per source for the source's
         flag: tuple[str, str, str | None] = ("" if record.access is None else record.name,

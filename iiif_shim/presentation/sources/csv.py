@@ -5,8 +5,10 @@ Each row names its object and its image (a IIIF identifier of this shim); the ro
 are its canvases, in file order, or sorted by the ``order`` column when one is configured
 (numerically when every value is a number, else naturally: ``p2`` before ``p10``; rows without
 a value last). The object's own fields (label, summary, rights, ...) and its metadata come from
-its first row in the file. A ``range`` column groups consecutive canvases into ranges. A
-``text`` column names each canvas's text (its OCR: ALTO, hOCR or plain): a path relative to
+its first row in the file; a later row naming another ``access`` is said (left out like a value
+that cannot be used: its page's text is as open as the object's). A ``range`` column groups
+consecutive canvases into ranges. A ``text`` column names each canvas's text (its OCR: ALTO,
+hOCR or plain): a path relative to
 the CSV file's folder, which it never leaves (a ``..`` or an absolute path elsewhere, or a link
 leading out, is refused), or an http(s) URL on the CSV's own server or under one of its
 ``text_origins`` (a CSV read from a file: only those); for a CSV read from a URL a path is
@@ -304,6 +306,7 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         canvases: list[dict[str, Any]] = []
         refused: list[Skipped] = []
         ordered = self._ordered(rows)
+        access = first.values[at["access"]].strip()
         for row in ordered:
             image = row.values[at["image"]]
             if self.strict and not image.strip():
@@ -311,6 +314,9 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
             text, why = self._text_ref(row.values[at["text"]])
             if why is not None:
                 refused.append(Skipped("text", why, canvas=len(canvases)))
+            if (other := row.values[at["access"]].strip()) and other != access:
+                refused.append(Skipped("access", _not_its_access(other, access),
+                                       canvas=len(canvases)))  # fmt: skip
             canvases.append(
                 {"image": image, "canvas_label": row.values[at["canvas_label"]],
                  "range": row.values[at["range"]], "text": text}
@@ -544,6 +550,16 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
         self._table, self._fetched, self._validators = table, started, validators
         self._stale = None
         return table
+
+
+def _not_its_access(value: str, access: str) -> str:
+    """Why a later row's ``access`` (``value``) is not used: the object's is ``access``."""
+    its = repr(access[:64]) if access else "none"
+    return (
+        f"access {value[:64]!r} is not the object's (its first row's: {its}): an object's "
+        "access is its first row's, which guards its PDF, text and search; this row's is not "
+        "used"
+    )
 
 
 def _again(exc: BackendError) -> BackendError:

@@ -74,8 +74,9 @@ class HttpSourceSettings(UpstreamSettings, SourceSettings):
     access: str | None = option(
         None,
         doc="the access policy (a name under `auth.policies`) of every object of this source "
-        "without an `access` of its own: only its PDF needs it, its images stay as public as "
-        "their routes (give those `access`; check-config warns); absent: none",
+        "without an `access` of its own: only its PDF, text and search need it, its images "
+        "stay as public as their routes (give those `access`; check-config warns); absent: "
+        "none",
     )
 
 
@@ -87,8 +88,9 @@ class FolderSourceSettings(SourceSettings):
     access: str | None = option(
         None,
         doc="the access policy (a name under `auth.policies`) of every object of this source "
-        "without an `access` of its own: only its PDF needs it, its images stay as public as "
-        "their routes (give those `access`; check-config warns); absent: none",
+        "without an `access` of its own: only its PDF, text and search need it, its images "
+        "stay as public as their routes (give those `access`; check-config warns); absent: "
+        "none",
     )
 
     def findings_in(self, config: ConfigView) -> list[Finding]:
