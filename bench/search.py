@@ -344,7 +344,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="the Markdown file to put the section in")
     args = parser.parse_args()
     engines = args.engines.split(",")
-    command = "bench/search.py " + shlex.join(sys.argv[1:])
+    command = " ".join(["bench/search.py", *map(shlex.quote, sys.argv[1:])])
     with tempfile.TemporaryDirectory(prefix="iiif-shim-search-") as tmp_name:
         tmp = Path(tmp_name)
         root = tmp / "corpus"
