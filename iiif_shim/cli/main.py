@@ -214,6 +214,10 @@ def _source_warnings(surveys: Mapping[str, Survey]) -> list[str]:
                        "an access that guards only the PDF, text and search: their images "
                        "are on public routes, so they are public; give their route `access` "
                        "too")  # fmt: skip
+        if survey.texts:  # (--sources lists them)
+            out.append(f"presentation.sources.{name}: {_n(survey.texts, 'text file')} cannot be "
+                       "read (not there, or outside the folder): those pages have no text "
+                       "(check-config --sources lists them)")  # fmt: skip
     return out
 
 
@@ -259,7 +263,12 @@ def _problem_lines(survey: Survey) -> list[str]:
     return lines
 
 
-_KINDS = {"object": "object not served", "note": "note", "access": "its images are public"}
+_KINDS = {
+    "object": "object not served",
+    "note": "note",
+    "access": "its images are public",
+    "text": "that page has no text",
+}
 
 
 def _quiet() -> None:

@@ -11,6 +11,8 @@ import asyncio
 import json
 import os
 import posixpath
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -225,6 +227,59 @@ def test_csv_text_paths_never_leave_the_csv_files_folder(tmp_path: Path) -> None
                 await src.record("x")
 
     run(check())
+
+
+def test_a_survey_names_csv_text_files_that_cannot_be_read(tmp_path: Path) -> None:
+    """What check-config --sources lists: each text path of the CSV that is not there, leads
+    out of its folder (a link) or is not a file, by its line; the others say nothing (the
+    objects are served: only those pages have no text)."""
+    (tmp_path / "outside.txt").write_bytes(PLAIN)
+    data_dir = tmp_path / "data"
+    (data_dir / "ocr" / "dir.txt").mkdir(parents=True)
+    (data_dir / "ocr" / "p1.txt").write_bytes(PLAIN)
+    (data_dir / "ocr" / "link.txt").symlink_to(tmp_path / "outside.txt")
+    rows = ("b,b/1,ocr/p1.txt\nb,b/2,ocr/missing.xml\nb,b/3,ocr/link.txt\nb,b/4,ocr/dir.txt\n"
+            "b,b/5,\nc,c/1,ocr/p1.txt\n")  # fmt: skip
+    data = _csv(data_dir, rows)
+
+    async def check() -> None:
+        async with opened("csv", data, data_dir) as src:
+            survey = await src.survey(100)
+            found = [(p.where, p.column, p.object, p.reason, p.kind) for p in survey.problems]
+            assert found == [
+                ("objects.csv line 3", "ocr", "b", "text file 'ocr/missing.xml' is not there",
+                 "text"),
+                ("objects.csv line 4", "ocr", "b", "text file 'ocr/link.txt' is outside its "
+                 "folder", "text"),
+                ("objects.csv line 5", "ocr", "b", "text file 'ocr/dir.txt' is not a regular "
+                 "file", "text"),
+            ]  # fmt: skip
+            assert survey.texts == 3 and survey.as_json()["texts"] == 3
+            assert survey.state.value == "ok"  # served all the same
+            assert (survey.cells, survey.affected, survey.hidden) == (0, 0, 0)
+
+    run(check())
+
+
+def test_check_config_says_which_text_files_cannot_be_read(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "ocr").mkdir()
+    (tmp_path / "ocr" / "p1.txt").write_bytes(PLAIN)
+    (tmp_path / "objects.csv").write_text("obj,img,ocr\nb,b/1,ocr/p1.txt\nb,b/2,ocr/gone.txt\n")
+    config = tmp_path / "shim.yaml"
+    config.write_text(
+        "backends:\n  local: {type: files, root: images}\nroutes:\n  - {backend: local}\n"
+        "presentation:\n  sources:\n    cat:\n      type: csv\n      path: objects.csv\n"
+        "      columns: {object: obj, image: img, text: ocr}\n"
+    )
+    command = [sys.executable, "-m", "iiif_shim", "check-config", str(config)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "warning: presentation.sources.cat: 1 text file cannot be read" in done.stdout
+    listed = subprocess.run([*command, "--sources"], capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    line = next(line for line in listed.stdout.splitlines() if "gone.txt" in line)
+    assert "objects.csv line 3, column 'ocr': text file 'ocr/gone.txt' is not there" in line
 
 
 def test_a_pipe_where_a_text_file_should_be_is_refused_not_waited_on(tmp_path: Path) -> None:

@@ -107,7 +107,8 @@ class Problem:
     object: str | None
     reason: str
     kind: str  # cell, row or column (left out), object (not served), note (shown otherwise),
-    # access (its access guards its PDF, text and search only: its images are on public routes)
+    # access (its access guards its PDF, text and search only: its images are on public routes),
+    # text (a canvas's text file cannot be read now: that page has no text; the rest is served)
 
     def as_json(self) -> dict[str, Any]:
         return {"where": self.where, "column": self.column, "object": self.object,
@@ -137,6 +138,7 @@ class Survey:
     columns: int = 0  # optional columns the file lacks (left out)
     notes: int = 0  # values shown in another way (a date that is not a date): not problems
     open_images: int = 0  # objects naming an access whose images are public (their routes')
+    texts: int = 0  # text files that cannot be read now (not there, outside their folder)
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -150,7 +152,7 @@ class Survey:
     def hidden(self) -> int:
         """Problems counted but not listed (past MAX_PROBLEMS)."""
         listed = self.cells + self.rows + self.columns + self.unusable + self.notes
-        listed += self.open_images
+        listed += self.open_images + self.texts
         return max(0, listed - len(self.problems))
 
     def add(self, problem: Problem) -> None:
@@ -164,6 +166,8 @@ class Survey:
             self.notes += 1
         elif problem.kind == "access":
             self.open_images += 1
+        elif problem.kind == "text":
+            self.texts += 1
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(problem)
 
@@ -185,6 +189,7 @@ class Survey:
                 "skipped": skipped,
                 "notes": self.notes,
                 "open_images": self.open_images,
+                "texts": self.texts,
             }
             if self.stale is not None:
                 out["stale"] = self.stale

@@ -32,7 +32,8 @@ not in the file are still answered as not this source's); leniently, a missing o
 is left out; another column the header has twice is only warned about. Records are built in the
 thread pool, each value placed (line, column) as it is built, from the rows it is built from.
 The survey (``check-config``, ``/health/ready``) builds every object of the table on the
-survey thread (``SurveyThread``), once per table read.
+survey thread (``SurveyThread``), once per table read, and looks at each text file it names
+(a stat each): one that is not there, leads out of the folder or is not a file is listed.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ from iiif_shim.presentation.sources.settings import (
 )
 from iiif_shim.presentation.sources.texts import (
     TextUrls,
+    file_problem,
     foreign,
     format_of,
     inside,
@@ -443,7 +445,23 @@ class CsvSource(ObjectSource[CsvSourceSettings]):
                 survey.add(Problem(where, None, name, exc.public_text(), "object"))
                 continue
             self._count(survey, name, record)
+            self._survey_texts(survey, name, rows)
         return survey
+
+    def _survey_texts(self, survey: Survey, name: str, rows: Sequence[Row]) -> None:
+        """Each text file of a CSV read from a file that cannot be read now (not there,
+        outside the folder through a link, not a file): one problem each, at its line.
+        Blocking (a stat each)."""
+        if self._url is not None:
+            return
+        at = ROW_FIELDS.index("text")
+        for row in rows:
+            ref, _ = self._text_ref(row.values[at])
+            if ref is None or is_url(ref.where):
+                continue
+            if (why := file_problem(self.settings.path.parent, ref.where)) is not None:
+                where = f"{self._where} line {row.line}"
+                survey.add(Problem(where, self.settings.columns.text, name, why, "text"))
 
     # --- the parsed table, kept and refreshed ------------------------------------------------
 

@@ -10,7 +10,9 @@
 - a file named relative to a folder (a CSV file's own folder): :func:`inside` says whether a
   place stays in it as written (a ``..`` or an absolute path elsewhere does not), and
   :func:`read_file` and :func:`stamp_file` (blocking) follow it, links included, and refuse
-  it when it leads out (:class:`~iiif_shim.base.errors.BadRecord` naming it); the file is read
+  it when it leads out (:class:`~iiif_shim.base.errors.BadRecord` naming it; :func:`real_path`,
+  also for a folder source's sidecars); :func:`file_problem` says why one cannot be read
+  now, for ``check-config --sources``; the file is read
   with ``base/files.read_head`` like every file the shim reads (at most ``limit + 1`` bytes,
   never a pipe or a device), and stamped with its size and modification time.
 - a URL (:class:`TextUrls`): only on the source's own origins (those of the URLs it is
@@ -36,6 +38,7 @@ import os
 import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from stat import S_ISREG
 from urllib.parse import urlsplit, urlunsplit
 
 from iiif_shim.base.errors import BadRecord, NotFound, OversizeAnswer
@@ -113,11 +116,36 @@ def inside(folder: Path, place: str) -> bool:
 def real_path(folder: Path, place: str, who: str) -> str:
     """The real path of ``place`` under ``folder``; BadRecord when it leads out of it (a
     ``..``, an absolute path elsewhere, a link). Blocking."""
+    real = _inside_real(folder, place)
+    if real is None:
+        raise BadRecord(f"{who}: {_outside(place)}")
+    return real
+
+
+def _inside_real(folder: Path, place: str) -> str | None:
     root = os.path.realpath(folder)
     real = os.path.realpath(os.path.join(root, place)) if "\x00" not in place else ""
-    if not real or os.path.commonpath((root, real)) != root:
-        raise BadRecord(f"{who}: text file {shown(place)} is outside its folder")
-    return real
+    return real if real and os.path.commonpath((root, real)) == root else None
+
+
+def _outside(place: str) -> str:
+    return f"text file {shown(place)} is outside its folder"
+
+
+def file_problem(folder: Path, place: str) -> str | None:
+    """Why the file ``place`` under ``folder`` cannot be read now (it leads out of the folder,
+    is not there, is not a regular file), or None: what ``check-config --sources`` says of a
+    CSV's text paths. Blocking (a stat)."""
+    real = _inside_real(folder, place)
+    if real is None:
+        return _outside(place)
+    try:
+        mode = os.stat(real).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return f"text file {shown(place)} is not there"
+    except OSError as exc:
+        return f"text file {shown(place)} cannot be read ({exc.strerror})"
+    return None if S_ISREG(mode) else f"text file {shown(place)} is not a regular file"
 
 
 def _stamp(stat: os.stat_result) -> str:
