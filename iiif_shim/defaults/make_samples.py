@@ -10,11 +10,12 @@
 - ``book/p1.jpg`` to ``book/p3.jpg``: 1200x1600 pages of the sample object ``book`` (crimson, teal,
   goldenrod, each with its page number), listed by the ``folder`` source; ``book/object.yaml``
   (hand-written) describes the object. Each page is ruled (the cover only where it has words),
-  with a few lines of words printed on its first ruled lines (:data:`BOOK_TEXT`), and has the OCR of those words beside it, at the
-  printed places, as the folder source's text sidecars (same stem): ``p1.xml`` ALTO v4 in the
-  pixels of a 2400x3200 master (twice the image), ``p2.hocr`` hOCR as Tesseract writes it,
-  ``p3.xml`` ALTO v2 in tenths of a millimetre (200 dpi). The search tests and the screenshot
-  of search in Mirador rely on these words and places (:func:`book_layout`).
+  with a few lines of words printed on its first ruled lines (:data:`BOOK_TEXT`), and has the
+  OCR of those words beside it, at the printed places, as the folder source's text sidecars
+  (same stem): ``p1.xml`` ALTO v4 in the pixels of a 2400x3200 master (twice the image),
+  ``p2.hocr`` hOCR as Tesseract writes it, ``p3.xml`` ALTO v2 in tenths of a millimetre
+  (200 dpi). The search tests and the screenshot of search in Mirador rely on these words and
+  places (:func:`book_layout`).
 - ``restricted/letter.jpg``: 3000x2000 letter in small handwriting-like strokes, shown to the
   embedded default's ``staff`` policy only (log in as demo/demo); everyone else gets its
   degraded tier, where the small print is a blur.
