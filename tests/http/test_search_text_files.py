@@ -176,6 +176,9 @@ def test_an_ocr_file_asked_again_with_its_etag_is_not_read_again(site: Site) -> 
     # a canvas's tag is its own
     second = site.get("/iiif/text/small/2/ocr", headers={"If-None-Match": tag})
     assert second.status == 200 and second.header("ETag") not in (None, tag)
+    head = request(site.shim.port, "/iiif/text/small/1/ocr", method="HEAD")
+    assert head.status == 200 and not head.body and head.header("ETag") == tag
+    assert head.header("Content-Length") == str(len(site.text.files["/alto/s1.xml"]))
 
 
 def test_small_ocr_files_are_gzipped_large_ones_sent_as_they_are(site: Site) -> None:
