@@ -77,16 +77,19 @@ def _shown(texts: Texts, language: str) -> str:
     return f'<span lang="{escape(tag)}">{escape(text)}</span>'
 
 
-def _access(builder: Builder, images: Sequence[str], pdf: Sequence[str]) -> str:
+def _access(builder: Builder, images: Sequence[str], pdf: Sequence[str], text: bool = False) -> str:
     """The login and logout links of each policy the object's images or PDF need: one its
     images need says some of this is restricted; one only its PDF needs (the object's own
-    ``access``, its images being public) says to log in to get the PDF."""
+    ``access``, its images being public) says to log in to get the PDF (and, for an object
+    with ``text``, its text and search, which need what the PDF needs)."""
     lines = []
     for name in dict.fromkeys([*images, *pdf]):
         policy = builder.policies[name]
         site = builder.urls.site
         if name in images:
             what, login = "some of this is restricted", "Log in"
+        elif text:
+            what, login = "the PDF, the text and its search are restricted", "Log in to get them"
         else:
             what, login = "the PDF is restricted", "Log in to get the PDF"
         lines.append(
@@ -156,7 +159,9 @@ def object_page(
         for label, template in viewers.external.items()
     ]
     drag = f"{urls.object_page(record.name)}?manifest={quote(manifest, safe=':/')}"
-    access = _access(builder, [p.access for p in pictures if p.access], pdf_policies)
+    access = _access(
+        builder, [p.access for p in pictures if p.access], pdf_policies, record.has_text
+    )
     summary = f"<p>{escape(record.summary)}</p>" if record.summary else ""
     text = (
         f' · <a href="{escape(urls.plain_text(record.name))}">Text</a></p>\n'

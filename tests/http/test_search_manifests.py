@@ -210,6 +210,15 @@ def test_a_restricted_object_offers_its_text_as_its_pdf(shim: InProcessShim) -> 
     assert doc2["rendering"][1]["service"] == doc2["rendering"][0]["service"]
 
 
+def test_the_page_of_a_restricted_object_with_text_says_its_text_needs_the_login(
+    shim: InProcessShim,
+) -> None:
+    """The object's own access guards its PDF, its text and its search: its page says so."""
+    page = shim.get("/objects/letter").text
+    assert "the PDF, the text and its search are restricted" in page
+    assert "Log in to get them" in page and "to get the PDF" not in page
+
+
 def test_the_object_page_says_the_text_can_be_searched(shim: InProcessShim) -> None:
     page = shim.get("/objects/book")
     assert page.status == 200
