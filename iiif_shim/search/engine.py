@@ -2,25 +2,30 @@
 answer exactly the same: the terms of a page as an engine indexes them (:func:`page_terms`),
 the terms of a query as an engine looks them up (:func:`prepare`: a query term that cannot be
 a term of any page matches no page, whatever it holds), a page packed into bytes with its
-terms and back (:func:`pack`, :func:`unpack`, :func:`packed_terms`), the term counts a change
-makes (:func:`count_changes`), the range of terms beginning with a prefix
-(:func:`prefix_bounds`), and the connections an engine keeps for its callers' threads
+terms and back (:func:`pack`, :func:`unpack`, :func:`packed_terms`; and the parts the hit
+finder reads without making the whole page again: :func:`terms_part`, :func:`page_words`),
+the term counts a change makes (:func:`count_changes`), the range of terms beginning with a
+prefix (:func:`prefix_bounds`), and the connections an engine keeps for its callers' threads
 (:class:`Pool`).
 
 Terms are those of ``words.terms`` (folded, the one normalisation), each cut to
 :data:`MAX_TERM` characters (PostgreSQL refuses longer lexemes; the query's terms are cut the
-same way, so a cut term still finds its pages, and the hit finder sees whole words)."""
+same way, so a cut term still finds its pages; a packed page keeps its terms whole, for the
+hit finder)."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import secrets
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from iiif_shim.model.text import Line, PageText, Query, TextFormat, Word
 from iiif_shim.search import words
@@ -29,6 +34,7 @@ from iiif_shim.search.stored import IndexUnavailable
 MAX_TERM = 255  # characters of a term as indexed (PostgreSQL: a lexeme of at most 2046 bytes)
 TIMEOUT = 30.0  # seconds a call waits for a lock, a connection or a statement (see sqlite.py)
 POOL_KEEP = 16  # idle connections an engine keeps (more threads: more are made, then closed)
+_TERMS_READ = 4096  # bytes decompressed at a time while looking for a packed page's terms
 
 C = TypeVar("C")
 
@@ -43,6 +49,12 @@ def page_terms(page: PageText) -> list[str]:
     runs on over a line break (and never over a page's end)."""
     texts = [word.text for line in page.lines for word in line.words]
     return [index_term(term) for _, term in words.word_terms(texts)]
+
+
+def generation() -> int:
+    """A new generation of an object (``stored.ObjectHead``): random, so that an object
+    dropped and stored again never has one it had before."""
+    return 1 + secrets.randbits(62)
 
 
 def storable(name: str) -> bool:
@@ -137,66 +149,201 @@ def count_changes(old: Iterable[str], new: Iterable[str]) -> dict[str, int]:
     return {term: n for term, n in change.items() if n}
 
 
-def pack(page: PageText, terms: Sequence[str]) -> bytes:
-    """``page`` as an engine keeps it, with its ``terms`` as indexed (what it takes out of
-    the index and the counts when the page is replaced, whatever ``words.terms`` says by
-    then): compact JSON (a word ``[text, x, y, w, h]``, or ``[text]`` without a box, the terms
-    one text) compressed together (the terms are mostly the words again: they take little
-    more). :func:`unpack` gives the page back exactly, :func:`packed_terms` the terms."""
-    lines = [
-        [[w.text] if w.box is None else [w.text, *w.box] for w in line.words] for line in page.lines
-    ]
-    data = json.dumps(
-        [page.format.value, page.width, page.height, lines, " ".join(terms)],
+def _numbers(values: Iterable[int]) -> str:
+    return " ".join(map(str, values))
+
+
+def _sections(page: PageText) -> tuple[str, list[str]]:
+    """The terms part of ``page``'s packed form (see :func:`terms_of`) and its terms as
+    indexed."""
+    texts = [word.text for line in page.lines for word in line.words]
+    pairs = words.word_terms(texts)
+    owners = [n for n, _ in pairs]
+    breaks: list[int] = []  # (term, owner - term) where that difference changes
+    shift = 0
+    for k, n in enumerate(owners):
+        if n - k != shift:
+            shift = n - k
+            breaks += (k, shift)
+    starts: list[int] = []
+    text_lines: list[int] = []
+    hyphened: list[int] = []
+    count = spans = 0
+    for i, line in enumerate(page.lines):
+        starts.append(count)
+        if line.words and not line.words[0].text and count:
+            hyphened.append(count - 1)
+        if any(word.text for word in line.words):
+            text_lines.append(i)
+        count += len(line.words)
+    ends = {starts[i + 1] - 1 if i + 1 < len(starts) else count - 1 for i in text_lines}
+    spans = len(text_lines) + len(ends.intersection(hyphened))
+    shared = {n for n, k in Counter(owners).items() if k > 1}
+    joined = set(hyphened)
+    part = "\n".join(
+        [
+            " ".join(term for _, term in pairs),
+            _numbers(breaks),
+            _numbers(starts),
+            str(count),
+            _numbers(text_lines),
+            _numbers(hyphened),
+            _numbers(k for k, n in enumerate(owners) if n in shared),
+            _numbers(k for k, n in enumerate(owners) if n in joined),
+            str(spans),
+        ]
+    )
+    return part, [index_term(term) for _, term in pairs]
+
+
+def terms_of(page: PageText) -> str:
+    """The terms part of ``page``'s packed form (:func:`pack`), folded now: nine lines of
+    what the hit finder (``match.py``) reads of a page, so that it reads it without looking
+    at each word: the page's terms in reading order (spaces between); where the word a term
+    belongs to stops being the term's own number (pairs of the term's number and the
+    difference from then on: none when each word has one term); the first word of each line;
+    the number of words; the lines with text; the words whose next is a line's first and of
+    empty text (the first part of a word hyphenated over a line break); the terms of the
+    words of several terms; the terms of those hyphenated words; and the lines that the
+    hits of the empty query cover (one a line with text, two for one ending in such a word).
+    Numbers are 0-based, spaces between."""
+    return _sections(page)[0]
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        raise ValueError(f"a box of a page holds {value!r}")
+    return repr(float(value))
+
+
+def pack(page: PageText) -> tuple[bytes, list[str]]:
+    """``page`` as an engine keeps it, and its terms as indexed (:func:`page_terms`). The
+    packed form is compressed text of three parts, NUL between them: the page's folded terms
+    and what the hit finder reads with them (:func:`terms_of`): all it reads of most pages
+    (:func:`terms_part`, without the rest decompressed), and what the index takes out when the
+    page is replaced, whatever ``words.terms`` says by then; JSON of the format, size and
+    each line's word texts; and each word's box (``x,y,w,h``, empty for none, spaces
+    between). :func:`unpack` gives the page back exactly, :func:`page_words` its words
+    without making them :class:`~iiif_shim.model.text.Word` s, :func:`packed_terms` its terms
+    as indexed."""
+    terms_part, terms = _sections(page)
+    head = json.dumps(
+        [
+            page.format.value,
+            page.width,
+            page.height,
+            [[word.text for word in line.words] for line in page.lines],
+        ],
         ensure_ascii=False,
         separators=(",", ":"),
         allow_nan=False,
     )
-    return zlib.compress(data.encode("utf-8", "surrogatepass"))
+    boxes = " ".join(
+        "" if word.box is None else ",".join(map(_number, word.box))
+        for line in page.lines
+        for word in line.words
+    )
+    data = f"{terms_part}\x00{head}\x00{boxes}".encode("utf-8", "surrogatepass")
+    return zlib.compress(data), terms
 
 
-def _unpacked(data: bytes) -> Any:
+def words_of(page: PageText) -> PageWords:
+    """The words of ``page`` as :func:`page_words` gives those of a packed page."""
+    return PageWords(
+        page.format,
+        page.width,
+        page.height,
+        tuple([tuple([word.text for word in line.words]) for line in page.lines]),
+        tuple(
+            "" if word.box is None else ",".join(map(_number, word.box))
+            for line in page.lines
+            for word in line.words
+        ),
+    )
+
+
+def damaged(detail: str) -> IndexUnavailable:
+    return IndexUnavailable("the search index holds a damaged page", detail=detail)
+
+
+def terms_part(data: bytes) -> str:
+    """The terms part of a packed page (see :func:`pack`), decompressing no more than it."""
     try:
-        kept = json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
-        if not isinstance(kept, list) or len(kept) != 5:
+        inflate = zlib.decompressobj()
+        out = inflate.decompress(data, _TERMS_READ)
+        while b"\x00" not in out and inflate.unconsumed_tail:
+            out += inflate.decompress(inflate.unconsumed_tail, _TERMS_READ)
+        end = out.find(b"\x00")
+        if end < 0:
             raise ValueError("not a packed page")
-        return kept
+        return out[:end].decode("utf-8", "surrogatepass")
     except (ValueError, zlib.error) as exc:
-        raise IndexUnavailable("the search index holds a damaged page", detail=str(exc)) from exc
+        raise damaged(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class PageWords:
+    """A packed page's words as the hit finder reads them: each line's word texts, and each
+    word's box as packed (in reading order; :meth:`box` reads one)."""
+
+    format: TextFormat
+    width: float | None
+    height: float | None
+    texts: tuple[tuple[str, ...], ...]
+    boxes: tuple[str, ...]
+
+    def box(self, n: int) -> tuple[float, float, float, float] | None:
+        """Word ``n``'s box (reading order), None when it has none."""
+        kept = self.boxes[n]
+        if not kept:
+            return None
+        x, y, w, h = (float(v) if "." in v or "e" in v else int(v) for v in kept.split(","))
+        return (x, y, w, h)
+
+
+def page_words(data: bytes) -> PageWords:
+    """The words of a packed page (see :func:`pack`); a damaged one raises
+    :class:`IndexUnavailable`."""
+    try:
+        text = zlib.decompress(data).decode("utf-8", "surrogatepass")
+        _, head, boxes = text.split("\x00", 2)
+        kind, width, height, lines = json.loads(head)
+        if not isinstance(lines, list) or not all(isinstance(line, list) for line in lines):
+            raise ValueError("lines that are no lists")
+        "".join(itertools.chain.from_iterable(lines))  # TypeError unless every word is text
+        texts = tuple([tuple(line) for line in lines])
+        count = sum(map(len, texts))
+        found = tuple(boxes.split(" ")) if count else ()
+        if len(found) != count or (not count and boxes):
+            raise ValueError("words and boxes differ in number")
+        return PageWords(TextFormat(kind), width, height, texts, found)
+    except (ValueError, TypeError, zlib.error) as exc:
+        raise damaged(str(exc)) from exc
 
 
 def unpack(data: bytes) -> PageText:
     """The page :func:`pack` packed; a damaged one raises :class:`IndexUnavailable`."""
-    kind, width, height, lines, _ = _unpacked(data)
+    found = page_words(data)
     try:
+        n = itertools.count()
         return PageText(
             tuple(
-                [
-                    Line(
-                        tuple(
-                            [
-                                Word(w[0]) if len(w) == 1 else Word(w[0], (w[1], w[2], w[3], w[4]))
-                                for w in ws
-                            ]
-                        )
-                    )
-                    for ws in lines
-                ]
+                [Line(tuple([Word(text, found.box(next(n))) for text in line]))
+                 for line in found.texts]
             ),
-            TextFormat(kind),
-            width,
-            height,
-        )
-    except (ValueError, TypeError, IndexError) as exc:
-        raise IndexUnavailable("the search index holds a damaged page", detail=str(exc)) from exc
+            found.format,
+            found.width,
+            found.height,
+        )  # fmt: skip
+    except (ValueError, TypeError) as exc:
+        raise damaged(str(exc)) from exc
 
 
 def packed_terms(data: bytes) -> list[str]:
-    """The terms :func:`pack` packed with the page."""
-    terms = _unpacked(data)[4]
-    if not isinstance(terms, str):
-        raise IndexUnavailable("the search index holds a damaged page", detail="terms")
-    return terms.split()
+    """The terms :func:`pack` packed with the page, as indexed."""
+    return [index_term(term) for term in terms_part(data).partition("\n")[0].split()]
 
 
 class Pool(Generic[C]):

@@ -1,7 +1,8 @@
 """The index seam: the one place an engine is chosen (:func:`open_index`: SQLite FTS5 in a
 file, or PostgreSQL full-text when ``search.postgres`` is given), and the names every user of
 an index imports from here (:class:`Index`, :class:`StoredPage`, :class:`IndexedObject`,
-:class:`IndexUnavailable`, defined in ``stored.py``, below the engines)."""
+:class:`IndexUnavailable`, :class:`ObjectHead`, :class:`PackedPage`, defined in ``stored.py``,
+below the engines)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,21 @@ from pathlib import Path
 
 from iiif_shim.search.settings import SearchSettings
 from iiif_shim.search.sqlite import SqliteIndex
-from iiif_shim.search.stored import Index, IndexedObject, IndexUnavailable, StoredPage
+from iiif_shim.search.stored import (
+    Index,
+    IndexedObject,
+    IndexUnavailable,
+    ObjectHead,
+    PackedPage,
+    StoredPage,
+)
 
 __all__ = [
     "Index",
     "IndexUnavailable",
     "IndexedObject",
+    "ObjectHead",
+    "PackedPage",
     "StoredPage",
     "default_folder",
     "open_index",

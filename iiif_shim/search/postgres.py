@@ -5,7 +5,7 @@ Tables, in the database's search path (schema :data:`SCHEMA`, in ``iiif_search_s
 database of another version has them dropped and made again, logged, under an advisory lock so
 that processes starting together make them once)::
 
-    iiif_search_objects(name, signature, checked)
+    iiif_search_objects(name, signature, checked, generation)   generation: random, each store
     iiif_search_pages(object, canvas, stamp, lines, body, exact, tsv)   GIN on tsv; body:
         engine.pack (the page and its terms, whose counts go when it is replaced)
     iiif_search_terms(object, term, count)                                    for autocomplete
@@ -49,11 +49,17 @@ import psycopg
 from iiif_shim.base.redaction import display_url, url_passwords
 from iiif_shim.model.text import Query
 from iiif_shim.search import engine
-from iiif_shim.search.stored import IndexedObject, IndexUnavailable, StoredPage
+from iiif_shim.search.stored import (
+    IndexedObject,
+    IndexUnavailable,
+    ObjectHead,
+    PackedPage,
+    StoredPage,
+)
 
 log = logging.getLogger("iiif_shim")
 
-SCHEMA = 2
+SCHEMA = 3
 T = TypeVar("T")
 MAX_POSITIONS = 256  # positions of one term a tsvector keeps
 MAX_POSITION = 16383  # the last position a tsvector keeps
@@ -65,7 +71,8 @@ _CREATE = """
 CREATE TABLE iiif_search_objects (
     name text COLLATE "C" PRIMARY KEY,
     signature text NOT NULL,
-    checked double precision NOT NULL
+    checked double precision NOT NULL,
+    generation bigint NOT NULL
 );
 CREATE TABLE iiif_search_pages (
     object text COLLATE "C" NOT NULL REFERENCES iiif_search_objects (name) ON DELETE CASCADE,
@@ -246,21 +253,22 @@ class PostgresIndex:
         rows = []
         added: list[str] = []
         for page in new.values():
-            terms = engine.page_terms(page.page)
+            body, terms = engine.pack(page.page)
             added += terms
             vector, exact = tsvector(terms)
-            body = engine.pack(page.page, terms)
             lines = len(page.page.lines)
             rows.append((obj, page.canvas, page.stamp, lines, body, exact, vector))
         gone = sorted(set(removed) | set(new))
+        generation = engine.generation()
 
         def work(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction():
                 conn.execute(  # locks the object's row: its writes one after the other
-                    "INSERT INTO iiif_search_objects (name, signature, checked) "
-                    "VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
-                    "signature = excluded.signature, checked = excluded.checked",
-                    [obj, signature, when],
+                    "INSERT INTO iiif_search_objects (name, signature, checked, generation) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                    "signature = excluded.signature, checked = excluded.checked, "
+                    "generation = excluded.generation",
+                    [obj, signature, when, generation],
                 )
                 old: list[str] = []
                 if gone:
@@ -311,6 +319,40 @@ class PostgresIndex:
         self._call(  # pages and terms go with it (ON DELETE CASCADE)
             lambda conn: conn.execute("DELETE FROM iiif_search_objects WHERE name = %s", [obj])
         )
+
+    def head(self, obj: str) -> ObjectHead | None:
+        if not engine.storable(obj):
+            return None
+        row = self._call(
+            lambda conn: conn.execute(
+                "SELECT signature, checked, generation FROM iiif_search_objects WHERE name = %s",
+                [obj],
+            ).fetchone()
+        )
+        return None if row is None else ObjectHead(*row)
+
+    def packed(
+        self, obj: str, canvases: Sequence[int] | None = None
+    ) -> tuple[int, list[PackedPage]]:
+        wanted = None if canvases is None else sorted(set(canvases))
+        if wanted == [] or not engine.storable(obj):
+            return 0, []
+        sql = (
+            "SELECT o.generation, p.canvas, p.stamp, p.body FROM iiif_search_objects o "
+            "LEFT JOIN iiif_search_pages p ON p.object = o.name"
+        )
+        args: list[object] = []
+        if wanted is not None:
+            sql += " AND p.canvas = ANY(%s)"
+            args.append(wanted)
+        sql += " WHERE o.name = %s ORDER BY p.canvas"
+        args.append(obj)
+        rows = self._call(lambda conn: conn.execute(sql, args).fetchall())
+        if not rows:
+            return 0, []
+        return rows[0][0], [
+            PackedPage(canvas, stamp, body) for _, canvas, stamp, body in rows if canvas is not None
+        ]
 
     def matching(self, obj: str, query: Query) -> list[int]:
         prepared = engine.prepare(query)

@@ -4,7 +4,7 @@ process of a machine given the same configuration (the server's workers, ``iiif-
 Tables (schema :data:`SCHEMA`, kept in the file's ``user_version``; a file of another version
 is emptied and made again, logged, and every object is indexed again)::
 
-    objects(id, name, signature, checked)
+    objects(id, name, signature, checked, generation)   generation: random, at each store
     pages(id, object, canvas, stamp, lines, body)   body: engine.pack (the page and its terms)
     page_terms  FTS5(owner, terms), contentless      rowid = pages.id; owner = objects.id
     terms(object, term, count)                       for autocomplete
@@ -43,11 +43,17 @@ from typing import TypeVar
 
 from iiif_shim.model.text import Query
 from iiif_shim.search import engine
-from iiif_shim.search.stored import IndexedObject, IndexUnavailable, StoredPage
+from iiif_shim.search.stored import (
+    IndexedObject,
+    IndexUnavailable,
+    ObjectHead,
+    PackedPage,
+    StoredPage,
+)
 
 log = logging.getLogger("iiif_shim")
 
-SCHEMA = 2
+SCHEMA = 3
 PAGE_SIZE = 16384  # bytes of a database page of a new file
 CHUNK = 500  # values in one IN (...)
 T = TypeVar("T")
@@ -57,7 +63,8 @@ CREATE TABLE objects (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     signature TEXT NOT NULL,
-    checked REAL NOT NULL
+    checked REAL NOT NULL,
+    generation INTEGER NOT NULL
 );
 CREATE TABLE pages (
     id INTEGER PRIMARY KEY,
@@ -241,19 +248,20 @@ class SqliteIndex:
         rows = []
         added: list[str] = []
         for page in new.values():
-            terms = engine.page_terms(page.page)
+            body, terms = engine.pack(page.page)
             added += terms
-            body = engine.pack(page.page, terms)
             rows.append((page.canvas, page.stamp, len(page.page.lines), body, " ".join(terms)))
         gone = sorted(set(removed) | set(new))
+        generation = engine.generation()
 
         def work(conn: sqlite3.Connection) -> None:
             with self._transaction(conn, write=True):
                 conn.execute(
-                    "INSERT INTO objects (name, signature, checked) VALUES (?, ?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET signature = excluded.signature, "
-                    "checked = excluded.checked",
-                    [obj, signature, when],
+                    "INSERT INTO objects (name, signature, checked, generation) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                    "signature = excluded.signature, checked = excluded.checked, "
+                    "generation = excluded.generation",
+                    [obj, signature, when, generation],
                 )
                 owner = conn.execute("SELECT id FROM objects WHERE name = ?", [obj]).fetchone()[0]
                 old: list[str] = []
@@ -309,6 +317,44 @@ class SqliteIndex:
                 conn.execute("DELETE FROM objects WHERE id = ?", [owner])
 
         self._call(work)
+
+    def head(self, obj: str) -> ObjectHead | None:
+        if not engine.storable(obj):
+            return None
+        row = self._call(
+            lambda conn: conn.execute(
+                "SELECT signature, checked, generation FROM objects WHERE name = ?", [obj]
+            ).fetchone()
+        )
+        return None if row is None else ObjectHead(*row)
+
+    def packed(
+        self, obj: str, canvases: Sequence[int] | None = None
+    ) -> tuple[int, list[PackedPage]]:
+        wanted = None if canvases is None else sorted(set(canvases))
+        if wanted == [] or not engine.storable(obj):
+            return 0, []
+
+        def work(conn: sqlite3.Connection) -> tuple[int, list[PackedPage]]:
+            with self._transaction(conn, write=False):
+                row = conn.execute(
+                    "SELECT id, generation FROM objects WHERE name = ?", [obj]
+                ).fetchone()
+                if row is None:
+                    return 0, []
+                sql = "SELECT canvas, stamp, body FROM pages WHERE object = ?"
+                if wanted is None:
+                    found = conn.execute(sql + " ORDER BY canvas", [row[0]]).fetchall()
+                else:
+                    found = []
+                    for chunk in _chunks(wanted):
+                        marks = ",".join("?" * len(chunk))
+                        found += conn.execute(
+                            f"{sql} AND canvas IN ({marks}) ORDER BY canvas", [row[0], *chunk]
+                        ).fetchall()
+            return row[1], [PackedPage(*kept) for kept in found]
+
+        return self._call(work)
 
     def matching(self, obj: str, query: Query) -> list[int]:
         prepared = engine.prepare(query)

@@ -5,11 +5,13 @@ takes and gives (:class:`StoredPage`, :class:`IndexedObject`) and its one error
 
 An engine keeps, per object (by its name), each canvas's page of words already scaled to the
 canvas (:class:`StoredPage`), the ``stamp`` of the file it was read from (to skip unchanged
-files), and the object's ``signature`` (its text references and canvas sizes: a change means
-the object is indexed again). It answers which canvases of an object may match a query (every
-word, phrase and prefix of it, diacritics and case folded the way ``words.fold`` folds them),
-the stored pages themselves (``match.py`` finds the hits on them) and the terms beginning with
-a prefix, with their counts. Every method is blocking: the search service calls them off the
+files), the object's ``signature`` (its text references and canvas sizes: a change means
+the object is indexed again) and a ``generation`` that changes with its pages
+(:class:`ObjectHead`). It answers which canvases of an object may match a query (every word,
+phrase and prefix of it, diacritics and case folded the way ``words.fold`` folds them), the
+stored pages themselves, whole or as kept (:class:`PackedPage`: ``match.py`` reads their terms,
+and the words of those with hits it shows) and the terms beginning with a prefix, with their
+counts. Every method is blocking: the search service calls them off the
 event loop, from threads of its own; an engine is safe to use from several threads at once.
 Engine failures are raised as :class:`IndexUnavailable` (a 503 to the client), never as a
 driver's own exception."""
@@ -40,6 +42,28 @@ class StoredPage:
     canvas: int
     stamp: str
     page: PageText
+
+
+@dataclass(frozen=True)
+class PackedPage:
+    """One canvas's text as an engine keeps it (``engine.pack``'s form), for the hit finder
+    to read only what it needs of it."""
+
+    canvas: int
+    stamp: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    """What the index holds of one object, without its pages: its ``signature``, when it was
+    last looked at (epoch seconds), and its ``generation``: a number that every change of its
+    pages changes (stored, replaced or removed; never only looked at), so what was read of its
+    pages at one generation is still what it holds while the generation is the same."""
+
+    signature: str
+    checked: float
+    generation: int
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,19 @@ class Index(Protocol):
 
     def drop(self, obj: str) -> None:
         """Forget object ``obj``."""
+        ...
+
+    def head(self, obj: str) -> ObjectHead | None:
+        """What is kept of object ``obj`` without its pages, None when it was never indexed
+        (cheap: what a search asks each time)."""
+        ...
+
+    def packed(
+        self, obj: str, canvases: Sequence[int] | None = None
+    ) -> tuple[int, list[PackedPage]]:
+        """The object's generation and the stored pages of ``canvases`` (every one when None,
+        those without text too) as kept, in canvas order, read together (generation 0 and no
+        page for an object never indexed)."""
         ...
 
     def matching(self, obj: str, query: Query) -> list[int]:

@@ -25,6 +25,7 @@ from iiif_shim.search.index import (
     Index,
     IndexedObject,
     IndexUnavailable,
+    ObjectHead,
     StoredPage,
     open_index,
     sqlite_path,
@@ -129,6 +130,35 @@ def test_pages_round_trip_exactly(index: Index) -> None:
     assert [type(c) for c in back[0].page.lines[0].words[1].box or ()] == [int] * 4
     assert index.pages("book", []) == []
     assert index.pages("other", [0]) == []
+
+
+def test_head_and_packed_pages_with_a_generation_that_changes_with_them(index: Index) -> None:
+    assert index.head("book") is None
+    assert index.packed("book") == (0, [])
+    index.store("book", "sig-1", BOOK, checked=10.0)
+    head = index.head("book")
+    assert head is not None and (head.signature, head.checked) == ("sig-1", 10.0)
+    generation, pages = index.packed("book")
+    assert generation == head.generation > 0
+    assert [(p.canvas, p.stamp) for p in pages] == [(0, "s1"), (1, "s1"), (2, "s1"), (3, "s1")]
+    assert [engine.unpack(p.body) for p in pages] == [p.page for p in BOOK]
+    assert [p.canvas for p in index.packed("book", [3, 1, 9])[1]] == [1, 3]
+    assert index.packed("book", []) == (0, [])
+    index.touch("book", 20.0)  # looked at, nothing changed: the same generation
+    assert index.head("book") == ObjectHead("sig-1", 20.0, head.generation)
+    index.store("book", "sig-1", [stored(1, "changed")], checked=30.0)
+    changed = index.head("book")
+    assert changed is not None and changed.generation not in (0, head.generation)
+    assert index.packed("book", [1])[0] == changed.generation
+    index.store("book", "sig-1", [], removed=[2])
+    removed = index.head("book")
+    assert removed is not None and removed.generation not in (head.generation, changed.generation)
+    index.drop("book")
+    assert index.head("book") is None
+    index.store("book", "sig-1", BOOK)  # made again: never a generation it had
+    again = index.head("book")
+    assert again is not None
+    assert again.generation not in (head.generation, changed.generation, removed.generation)
 
 
 # --- matching --------------------------------------------------------------------------------
