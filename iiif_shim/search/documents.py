@@ -22,7 +22,9 @@ The shapes are those of the specifications' examples (IIIF Content Search 2.0 an
   annotations, one per line, or the same as a 2.1 ``sc:AnnotationList``; and the whole text of
   an object as plain text (:func:`plain_text`).
 
-Paging is by hits: page ``N`` (1-based) holds hits ``(N-1)*size`` to ``N*size - 1``. The first
+Paging is by hits: page ``N`` (1-based) holds hits ``(N-1)*size`` to ``N*size - 1``
+(:func:`hit_range`; the search service makes only those, and counts the rest: a
+``match.HitPage``; a list of every hit is cut here, :func:`shown`). The first
 page of 1.0 results is the URL without ``page`` (what Mirador and UV ask for first); 2.0 pages
 are ``page=N`` from 1 on, the URL without ``page`` being the collection they are part of, as in
 the 2.0 examples. A page past the last is :class:`NotFound`, except page 1 of no hits (an empty
@@ -46,7 +48,7 @@ from iiif_shim.base.errors import NotFound
 from iiif_shim.model.text import Box, Hit, PageText
 from iiif_shim.presentation.documents import Urls
 from iiif_shim.search.index import StoredPage
-from iiif_shim.search.match import line_box
+from iiif_shim.search.match import HitPage, line_box
 
 SEARCH_2 = "http://iiif.io/api/search/2/context.json"
 SEARCH_1 = "http://iiif.io/api/search/1/context.json"
@@ -116,15 +118,42 @@ def last_page(hits: int, size: int) -> int:
     return max(1, -(-hits // size))
 
 
-def page_of(hits: Sequence[Hit], page: int, size: int) -> Sequence[Hit]:
-    """The hits of page ``page``; :class:`NotFound` past the last page."""
-    last = last_page(len(hits), size)
+def hit_range(page: int, size: int) -> tuple[int, int]:
+    """The numbers (0-based; the second excluded) of the hits on page ``page``."""
+    return (page - 1) * size, page * size
+
+
+def check_page(total: int, page: int, size: int) -> None:
+    """:class:`NotFound` when page ``page`` is past the last page of ``total`` hits."""
+    last = last_page(total, size)
     if page > last:
         raise NotFound(
             f"page {page} is past the last page of these results ({last}: "
-            f"{len(hits)} hit{'' if len(hits) == 1 else 's'}, {size} a page)"
+            f"{total} hit{'' if total == 1 else 's'}, {size} a page)"
         )
-    return hits[(page - 1) * size : page * size]
+
+
+def page_of(hits: Sequence[Hit], page: int, size: int) -> Sequence[Hit]:
+    """The hits of page ``page``; :class:`NotFound` past the last page."""
+    check_page(len(hits), page, size)
+    start, stop = hit_range(page, size)
+    return hits[start:stop]
+
+
+def shown(hits: Sequence[Hit] | HitPage, page: int, size: int) -> HitPage:
+    """Page ``page`` of results: as the search service gave it (a :class:`HitPage`), or cut
+    from every hit; :class:`NotFound` past the last page."""
+    if isinstance(hits, HitPage):
+        check_page(hits.total, page, size)
+        return hits
+    start, _ = hit_range(page, size)
+    return HitPage(
+        tuple(page_of(hits, page, size)),
+        start,
+        len(hits),
+        sum(len(hit.spans) for hit in hits),
+        sum(len(hit.spans) for hit in hits[:start]),
+    )
 
 
 def spanning_canvases(hits: Sequence[Hit]) -> list[int]:
@@ -216,15 +245,15 @@ def annotation_page(
     name: str,
     manifest: str,
     asked: Asked,
-    hits: Sequence[Hit],
+    hits: Sequence[Hit] | HitPage,
     size: int,
     pages: Mapping[int, PageText],
 ) -> dict[str, Any]:
-    """Page ``asked.page`` of ``hits`` as a Search 2.0 AnnotationPage (see the module's text);
-    ``pages``: the pages of :func:`spanning_canvases` of the page's hits."""
-    shown = page_of(hits, asked.page, size)
-    start = (asked.page - 1) * size
-    last = last_page(len(hits), size)
+    """Page ``asked.page`` of ``hits`` (every hit, or the page of them the search service
+    gave) as a Search 2.0 AnnotationPage (see the module's text); ``pages``: the pages of
+    :func:`spanning_canvases` of the page's hits."""
+    found = shown(hits, asked.page, size)
+    last = last_page(found.total, size)
     writer = _Writer(urls, name, manifest)
 
     def url(page: int | None) -> str:
@@ -232,9 +261,9 @@ def annotation_page(
 
     items: dict[str, dict[str, Any]] = {}
     context: list[dict[str, Any]] = []
-    for hit in shown:
-        found = writer.words(hit, pages)
-        for words in found:
+    for hit in found.hits:
+        lines = writer.words(hit, pages)
+        for words in lines:
             items.setdefault(
                 words.id,
                 {
@@ -245,7 +274,7 @@ def annotation_page(
                     "target": words.target,
                 },
             )
-        selected = [_selected(words, hit, i, len(found)) for i, words in enumerate(found)]
+        selected = [_selected(words, hit, i, len(lines)) for i, words in enumerate(lines)]
         context.append(
             {
                 "id": writer.hit_id(hit),
@@ -266,7 +295,7 @@ def annotation_page(
     doc["partOf"] = {
         "id": url(None),
         "type": "AnnotationCollection",
-        "total": sum(len(hit.spans) for hit in hits),
+        "total": found.annotations,
         "first": _ref(url(1)),
         "last": _ref(url(last)),
     }
@@ -274,7 +303,7 @@ def annotation_page(
         doc["next"] = _ref(url(asked.page + 1))
     if asked.page > 1:
         doc["prev"] = _ref(url(asked.page - 1))
-    doc["startIndex"] = sum(len(hit.spans) for hit in hits[:start])
+    doc["startIndex"] = found.annotations_before
     doc["items"] = list(items.values())
     if context:
         doc["annotations"] = [{"type": "AnnotationPage", "items": context}]
@@ -317,14 +346,15 @@ def annotation_list(
     name: str,
     manifest: str,
     asked: Asked,
-    hits: Sequence[Hit],
+    hits: Sequence[Hit] | HitPage,
     size: int,
     pages: Mapping[int, PageText],
 ) -> dict[str, Any]:
-    """Page ``asked.page`` of ``hits`` as a Search 1.0 ``sc:AnnotationList`` with ``hits``
-    (see the module's text); ``pages`` as for :func:`annotation_page`."""
-    shown = page_of(hits, asked.page, size)
-    last = last_page(len(hits), size)
+    """Page ``asked.page`` of ``hits`` (as for :func:`annotation_page`) as a Search 1.0
+    ``sc:AnnotationList`` with ``hits`` (see the module's text); ``pages`` as for
+    :func:`annotation_page`."""
+    found = shown(hits, asked.page, size)
+    last = last_page(found.total, size)
     writer = _Writer(urls, name, manifest)
 
     def url(page: int) -> str:  # the first page: without page
@@ -332,9 +362,9 @@ def annotation_list(
 
     resources: dict[str, dict[str, Any]] = {}
     found_hits: list[dict[str, Any]] = []
-    for hit in shown:
-        found = writer.words(hit, pages)
-        for words in found:
+    for hit in found.hits:
+        lines = writer.words(hit, pages)
+        for words in lines:
             resources.setdefault(
                 words.id,
                 {
@@ -348,7 +378,7 @@ def annotation_list(
         found_hits.append(
             {
                 "@type": "search:Hit",
-                "annotations": [words.id for words in found],
+                "annotations": [words.id for words in lines],
                 "match": hit.match,
                 "before": hit.before,
                 "after": hit.after,
@@ -356,7 +386,7 @@ def annotation_list(
         )
     within: dict[str, Any] = {
         "@type": "sc:Layer",
-        "total": len(hits),
+        "total": found.total,
         "first": url(1),
         "last": url(last),
     }
@@ -372,7 +402,7 @@ def annotation_list(
         doc["next"] = url(asked.page + 1)
     if asked.page > 1:
         doc["prev"] = url(asked.page - 1)
-    doc["startIndex"] = (asked.page - 1) * size
+    doc["startIndex"] = found.start
     doc["resources"] = list(resources.values())
     doc["hits"] = found_hits
     return doc

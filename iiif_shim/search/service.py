@@ -44,10 +44,16 @@ reference, format and size together).
   stamp, known without reading it from what the index stored when it last looked at the
   object (within ``recheck``), so a client asking again with the ETag made of it gets its
   answer without a read.
-- Hits: every hit of a query in canvas order, at most MAX_HITS (the first ones), found
-  HIT_CHUNK pages at a time; kept in a small LRU (HIT_ENTRIES answers, HIT_BUDGET hits in
-  all) by object, signature, time of the last look and query, so paging through them costs
-  one search.
+- Hits (:meth:`SearchService.results`: a page of them and the count of all): counted on the
+  object's text (``match.ObjectText``: its pages' terms, read from the index once and kept
+  while the index holds the same, by its generation: ``stored.ObjectHead``; one read for
+  every search that wants it; objects' texts within TEXT_BUDGET bytes in all, the least
+  recently searched dropped first); an object whose text alone would take more is counted
+  on the pages the index names, HIT_CHUNK at a time (and remembered as too large until it
+  changes). The counts of a query are kept (HIT_ENTRIES queries, HIT_BUDGET pages with hits
+  in all), so paging through them counts once; only the hits of the page asked for are made,
+  from the words of their pages, the pages shown lately kept (WORDS_BUDGET bytes). The
+  access policies of an object's text (its PDF's) are kept with its record.
 
 The index itself is opened on first use (a server that searches nothing opens no file and
 no connection); one that cannot be opened is a 503 (``IndexUnavailable``) and is tried again
@@ -58,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -65,7 +72,7 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -80,7 +87,16 @@ from iiif_shim.presentation.service import PresentationService
 from iiif_shim.presentation.sources.base import ObjectSource
 from iiif_shim.presentation.sources.texts import UNVALIDATED
 from iiif_shim.search import match, ocr, words
-from iiif_shim.search.index import Index, IndexedObject, IndexUnavailable, StoredPage, open_index
+from iiif_shim.search.index import (
+    Index,
+    IndexedObject,
+    IndexUnavailable,
+    ObjectHead,
+    PackedPage,
+    StoredPage,
+    open_index,
+)
+from iiif_shim.search.match import Found, HitPage, ObjectText
 from iiif_shim.search.settings import SearchSettings
 
 log = logging.getLogger("iiif_shim")
@@ -106,10 +122,14 @@ CLOSE_TIMEOUT = 30.0  # seconds closing waits for the threads' last jobs
 # max_text_bytes), and how many more wait for one; a harvester or a viewer asks one at a time
 OCR_READS = 4
 OCR_LINE = 16
-MAX_HITS = 10_000  # hits of one query listed (the first, in canvas order): about 7 MB
-HIT_CHUNK = 64  # pages read from the index at once while finding hits
-HIT_ENTRIES = 64  # answers kept ...
-HIT_BUDGET = 30_000  # ... and hits kept in all (about 690 bytes each: some 20 MB)
+MAX_HITS = 10_000  # hits listed by hits() (the first, in canvas order): about 7 MB
+HIT_CHUNK = 64  # pages read from the index at once (counting without an object's text kept)
+TEXT_CHUNK = 256  # pages read from the index at once while reading an object's text
+TEXT_BUDGET = 64 * 1024 * 1024  # bytes of objects' text kept for the hit finder, about
+LARGE = 256  # objects remembered as too large for TEXT_BUDGET
+WORDS_BUDGET = 16 * 1024 * 1024  # bytes of the words of pages shown lately, kept (about)
+HIT_ENTRIES = 64  # queries whose hits are kept counted ...
+HIT_BUDGET = 1_000_000  # ... and pages with hits in all (12 bytes each)
 SHAPES = 1024  # objects whose signature is kept (recomputed when their record changes)
 LOGGED = 10_000  # refused files remembered as logged (then forgotten, and logged again)
 _REFUSED = "\nrefused: "  # in a stored stamp: the page's file was refused, and why
@@ -282,8 +302,14 @@ class SearchService:
         self.ocr_reads = Gate(OCR_READS, self.timeout / 2, OCR_LINE, "OCR files being sent")
         self._flights: dict[str, _Flight] = {}
         self._shapes: OrderedDict[str, tuple[ObjectRecord, float, _Shape]] = OrderedDict()
-        self._hits: OrderedDict[tuple[str, str, float, Query], list[Hit]] = OrderedDict()
-        self._kept_hits = 0
+        self._found: OrderedDict[tuple[str, int, Query], Found] = OrderedDict()
+        self._kept_found = 0
+        self._texts: OrderedDict[str, ObjectText] = OrderedDict()
+        self._kept_text = 0
+        self._reading: dict[str, tuple[int, asyncio.Task[ObjectText]]] = {}
+        self._large: OrderedDict[str, int] = OrderedDict()
+        self._words = match.WordsCache(WORDS_BUDGET)
+        self._policies: OrderedDict[str, tuple[ObjectRecord, tuple[str, ...]]] = OrderedDict()
         self._logged: set[tuple[str, str]] = set()
         self._closed = False
 
@@ -296,14 +322,30 @@ class SearchService:
             raise NotFound(f"object {name[:100]!r} has no text")
         return record
 
-    async def ensure(self, record: ObjectRecord) -> IndexedObject:
-        """What the index holds of ``record``, indexed first if it never was or its signature
-        changed (waiting up to ``build_wait``, then :class:`IndexBuilding`); an index older
-        than ``recheck`` seconds is looked at again in the background."""
+    def policies(self, record: ObjectRecord) -> tuple[str, ...]:
+        """The access policies the text of ``record`` needs: its PDF's
+        (``PresentationService.pdf_policies``: its own and its images' routes', one route
+        looked up per canvas), kept while the record is the same one."""
+        kept = self._policies.get(record.name)
+        if kept is not None and kept[0] is record:
+            self._policies.move_to_end(record.name)
+            return kept[1]
+        found = self.presentation.pdf_policies(record)
+        self._policies[record.name] = (record, found)
+        self._policies.move_to_end(record.name)
+        while len(self._policies) > SHAPES:
+            self._policies.popitem(last=False)
+        return found
+
+    async def ensure(self, record: ObjectRecord) -> ObjectHead:
+        """What the index holds of ``record`` (without its pages), indexed first if it never
+        was or its signature changed (waiting up to ``build_wait``, then
+        :class:`IndexBuilding`); an index older than ``recheck`` seconds is looked at again in
+        the background."""
         shape = await self._shape(record)
         deadline = time.monotonic() + self.settings.build_wait
         for _ in range(_ROUNDS):
-            state = await self._state(record.name)
+            state = await self._read(lambda index: index.head(record.name))
             if state is not None and state.signature == shape.signature:
                 if time.time() - state.checked >= self.settings.recheck:
                     self._start(record, shape, background=True)
@@ -327,16 +369,32 @@ class SearchService:
 
     async def hits(self, record: ObjectRecord, query: Query) -> list[Hit]:
         """Every hit of ``query`` in ``record`` (at most MAX_HITS), in canvas then reading
-        order."""
-        state = await self.ensure(record)
-        key = (record.name, state.signature, state.checked, query)
-        found = self._hits.get(key)
-        if found is not None:
-            self._hits.move_to_end(key)
-            return found
-        found = await self._read(partial(self._find, name=record.name, query=query))
-        self._keep(key, found)
-        return found
+        order (for tools and tests: a search shows a page of them, :meth:`results`)."""
+        return list((await self.results(record, query, 0, MAX_HITS)).hits)
+
+    async def results(self, record: ObjectRecord, query: Query, start: int, stop: int) -> HitPage:
+        """The hits ``start`` to ``stop`` (excluded, 0-based, canvas then reading order) of
+        ``query`` in ``record``, with the number of all of them (and of the lines they
+        cover). The hits are counted on the object's text (read once from the index and kept
+        while the index holds the same, within TEXT_BUDGET; a larger object's pages are
+        read HIT_CHUNK at a time, those the index names), and kept counted per query; only
+        the hits shown are made, from their pages' words."""
+        head = await self.ensure(record)
+        text = await self._text(record.name, len(record.canvases), head)
+        # (a text read while the object changed has generation 0: its counts are not kept)
+        key = (record.name, head.generation if text is None else text.generation, query)
+        kept = self._found.get(key) if key[1] else None
+        if kept is not None:
+            self._found.move_to_end(key)
+        found, shown = await self._read(
+            partial(
+                _hits, name=record.name, text=text, query=query, found=kept,
+                start=start, stop=stop, cache=self._words,
+            )
+        )  # fmt: skip
+        if kept is None and key[1]:
+            self._keep(key, found)
+        return shown
 
     async def terms(
         self, record: ObjectRecord, prefix: str, least: int = 1
@@ -443,6 +501,8 @@ class SearchService:
         """Stop the builds under way, end the threads (waiting at most CLOSE_TIMEOUT for the
         jobs they run) and close the index."""
         self._closed = True
+        for _, reading in self._reading.values():
+            reading.cancel()
         tasks = [f.task for f in self._flights.values() if f.task is not None]
         for task in tasks:
             task.cancel()
@@ -512,24 +572,58 @@ class SearchService:
     def _state(self, name: str) -> Awaitable[IndexedObject | None]:
         return self._read(lambda index: index.state(name))
 
-    @staticmethod
-    def _find(index: Index, name: str, query: Query) -> list[Hit]:
-        """The hits, HIT_CHUNK pages read at a time (never the whole object in memory)."""
-        canvases = index.matching(name, query)
-        found: list[Hit] = []
-        for start in range(0, len(canvases), HIT_CHUNK):
-            pages = index.pages(name, canvases[start : start + HIT_CHUNK])
-            found.extend(match.find_hits(pages, query))
-            if len(found) >= MAX_HITS:
-                return found[:MAX_HITS]
-        return found
+    def _keep(self, key: tuple[str, int, Query], found: Found) -> None:
+        self._found[key] = found
+        self._kept_found += len(found.canvases)
+        while len(self._found) > HIT_ENTRIES or self._kept_found > HIT_BUDGET:
+            _, old = self._found.popitem(last=False)
+            self._kept_found -= len(old.canvases)
 
-    def _keep(self, key: tuple[str, str, float, Query], found: list[Hit]) -> None:
-        self._hits[key] = found
-        self._kept_hits += len(found)
-        while len(self._hits) > HIT_ENTRIES or self._kept_hits > HIT_BUDGET:
-            _, old = self._hits.popitem(last=False)
-            self._kept_hits -= len(old)
+    async def _text(self, name: str, canvases: int, head: ObjectHead) -> ObjectText | None:
+        """Object ``name``'s text for the hit finder: the one kept if the index still holds
+        the same (its generation), else read now (once for every search that wants it) and
+        kept; None when it would take more than TEXT_BUDGET (remembered until it changes)."""
+        kept = self._texts.get(name)
+        if kept is not None and kept.generation == head.generation:
+            self._texts.move_to_end(name)
+            return kept
+        if self._large.get(name) == head.generation:
+            return None
+        reading = self._reading.get(name)
+        if reading is None or reading[0] != head.generation:
+            read = partial(_read_text, name=name, canvases=canvases, limit=TEXT_BUDGET)
+            task = asyncio.get_running_loop().create_task(self._read(read))
+            reading = (head.generation, task)
+            self._reading[name] = reading
+
+            def done(task: asyncio.Task[ObjectText], reading: Any = reading) -> None:
+                if self._reading.get(name) is reading:
+                    del self._reading[name]
+                if not task.cancelled():
+                    task.exception()  # retrieved: whoever waited for it was told
+
+            task.add_done_callback(done)
+        try:
+            async with asyncio.timeout(self.timeout):
+                text = await asyncio.shield(reading[1])
+        except TimeoutError:
+            raise IndexUnavailable(
+                f"the text of object {name[:100]!r} was not read within {self.timeout:g}s"
+            ) from None
+        except match.TooLarge:
+            self._large[name] = head.generation
+            self._large.move_to_end(name)
+            while len(self._large) > LARGE:
+                self._large.popitem(last=False)
+            return None
+        if (old := self._texts.pop(name, None)) is not None:
+            self._kept_text -= old.size
+        self._texts[name] = text
+        self._kept_text += text.size
+        while self._kept_text > TEXT_BUDGET and self._texts:
+            _, old = self._texts.popitem(last=False)
+            self._kept_text -= old.size
+        return text
 
     # --- what is indexed -----------------------------------------------------------------
 
@@ -803,3 +897,53 @@ def _parse(
 ) -> PageText:
     """One file's page, scaled to its canvas (in a thread: blocking)."""
     return ocr.parse(data, fmt, name, max_words).scaled(width, height)
+
+
+def _read_text(index: Index, name: str, canvases: int, limit: int) -> ObjectText:
+    """Object ``name``'s text for the hit finder (in a thread: blocking): its ``canvases``
+    canvases' pages read TEXT_CHUNK at a time; :class:`match.TooLarge` past ``limit`` bytes.
+    Its generation: the index's when every chunk was read at the same one, else 0 (none: it
+    is read again at the next search)."""
+    generations: set[int] = set()
+
+    def pages() -> Iterator[PackedPage]:
+        for start in range(0, canvases, TEXT_CHUNK):
+            generation, found = index.packed(name, range(start, min(start + TEXT_CHUNK, canvases)))
+            generations.add(generation)
+            yield from found
+
+    text = ObjectText.build(0, pages(), limit)
+    generation = generations.pop() if len(generations) == 1 else 0
+    return dataclasses.replace(text, generation=generation)
+
+
+def _count(index: Index, name: str, text: ObjectText | None, query: Query) -> Found:
+    """The hits of ``query`` counted on ``text``; without it, on the pages the index says
+    may hold it, HIT_CHUNK at a time (in a thread: blocking)."""
+    if text is not None:
+        return match.find(text, query)
+    canvases = index.matching(name, query)
+    parts = []
+    for start in range(0, len(canvases), HIT_CHUNK):
+        _, packed = index.packed(name, canvases[start : start + HIT_CHUNK])
+        parts.append(match.find(ObjectText.build(0, packed), query))
+    return Found.joined(parts)
+
+
+def _hits(
+    index: Index,
+    name: str,
+    text: ObjectText | None,
+    query: Query,
+    found: Found | None,
+    start: int,
+    stop: int,
+    cache: match.WordsCache,
+) -> tuple[Found, HitPage]:
+    """The hits of ``query`` counted (unless ``found`` already), and those ``start`` to
+    ``stop`` made from their pages' words (in a thread: blocking)."""
+    if found is None:
+        found = _count(index, name, text, query)
+    return found, match.show(
+        name, text, query, found, start, stop, lambda wanted: index.packed(name, wanted), cache
+    )

@@ -53,6 +53,7 @@ from iiif_shim.presentation.records import ObjectRecord
 from iiif_shim.search import documents
 from iiif_shim.search.documents import Asked
 from iiif_shim.search.index import StoredPage
+from iiif_shim.search.match import HitPage
 from iiif_shim.search.ocr import sniff
 from iiif_shim.search.words import MAX_QUERY, BadQuery, parse_query
 from iiif_shim.telemetry import tracing
@@ -162,7 +163,7 @@ async def _record(
     """The object's record and whether it is restricted, or the 401 of a caller without
     access to its text (decided before any index work)."""
     record = await runtime.search.record(name)
-    policies = runtime.presentation.pdf_policies(record)
+    policies = runtime.search.policies(record)
     if policies and not access.allowed(request, runtime, policies):
         return access.refused_text(request, runtime, name, policies)
     return record, bool(policies)
@@ -206,15 +207,20 @@ async def _search(request: web.Request, rest: str) -> web.StreamResponse:
         write = documents.term_page if api == "2" else documents.term_list
         doc = write(urls, name, manifest, asked, terms)
     else:
-        hits = await service.hits(record, query) if asked.text_matches else []
         size = runtime.settings.search.page_size
-        shown = documents.page_of(hits, asked.page, size)  # past the last page: 404
-        spanning = documents.spanning_canvases(shown)
+        start, stop = documents.hit_range(asked.page, size)
+        shown = (
+            await service.results(record, query, start, stop)
+            if asked.text_matches
+            else HitPage(start=start)
+        )
+        documents.check_page(shown.total, asked.page, size)  # past the last page: 404
+        spanning = documents.spanning_canvases(shown.hits)
         pages = (
             {p.canvas: p.page for p in await service.pages(record, spanning)} if spanning else {}
         )
         build = documents.annotation_page if api == "2" else documents.annotation_list
-        doc = build(urls, name, manifest, asked, hits, size, pages)
+        doc = build(urls, name, manifest, asked, shown, size, pages)
     media = search_media(api, request.headers.get("Accept"))
     return await json_answer(request, runtime, doc, media, restricted=restricted)
 

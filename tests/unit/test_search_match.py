@@ -5,12 +5,28 @@ text (no boxes), hyphenated words, and snippets cut at whole words."""
 
 from __future__ import annotations
 
+import functools
+import zlib
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iiif_shim.model.text import Hit, Line, PageText, Span, TextFormat, Word
-from iiif_shim.search.index import StoredPage
-from iiif_shim.search.match import find_hits, line_box, union
+from iiif_shim.model.text import Hit, Line, PageText, Query, Span, TextFormat, Word
+from iiif_shim.search import engine, match
+from iiif_shim.search.index import IndexUnavailable, PackedPage, StoredPage
+from iiif_shim.search.match import (
+    CONTEXT,
+    HitPage,
+    ObjectText,
+    TooLarge,
+    WordsCache,
+    find,
+    find_hits,
+    line_box,
+    show,
+    union,
+)
 from iiif_shim.search.ocr import parse
 from iiif_shim.search.words import parse_query, terms
 from tests import ocr_files
@@ -195,3 +211,249 @@ def test_a_word_is_found_once_per_word_that_holds_it(lines: list[list[str]], q: 
         assert hit.before + hit.match + hit.after in flat
         assert len(hit.before) <= 60 and len(hit.after) <= 60
         assert hit.spans[0].box == (hit.spans[0].first * 10, hit.spans[0].line * 10, 9, 9)
+
+
+# --- the finder as the service uses it: counted on an object's text, shown a page at a time ----
+
+
+def reference_hits(pages: list[StoredPage], query: Query, context: int = CONTEXT) -> list[Hit]:
+    """The rules of the module's docstring, written plainly (each page's words folded, every
+    occurrence listed, every hit made): what the finder must give."""
+    found: list[Hit] = []
+    for stored in sorted(pages, key=lambda stored: stored.canvas):
+        page = stored.page
+        places = [(li, wi) for li, line in enumerate(page.lines) for wi in range(len(line.words))]
+        texts = [page.lines[li].words[wi].text for li, wi in places]
+        covered: set[tuple[int, int]] = set()
+        if query.empty:
+            first = 0
+            for line in page.lines:
+                if line.text:
+                    covered.add((first, first + len(line.words) - 1))
+                first += len(line.words)
+        else:
+            pairs = [(n, term) for n, text in enumerate(texts) for term in terms(text)]
+            seen = [term for _, term in pairs]
+            present = set(seen)
+            if not all(word in present for word in query.words):
+                continue
+            if not all(any(t.startswith(p) for t in present) for p in query.prefixes):
+                continue
+            holds = True
+            for phrase in query.phrases:
+                starts = [i for i in range(len(seen)) if tuple(seen[i : i + len(phrase)]) == phrase]
+                holds = holds and bool(starts)
+                covered.update((pairs[i][0], pairs[i + len(phrase) - 1][0]) for i in starts)
+            if not holds:
+                continue
+            for n, term in pairs:
+                if term in query.words or term.startswith(query.prefixes):
+                    covered.add((n, n))
+        for start, end in sorted(covered):
+            if end + 1 < len(places) and places[end + 1][1] == 0 and not texts[end + 1]:
+                end += 1
+            lines: dict[int, list[int]] = {}
+            for li, wi in places[start : end + 1]:
+                lines.setdefault(li, []).append(wi)
+            spans = tuple(
+                Span(li, ws[0], ws[-1], union(page.lines[li].words[w].box for w in ws))
+                for li, ws in lines.items()
+            )
+            before: list[str] = []
+            for text in reversed([t for t in texts[:start] if t]):
+                if sum(len(t) + 1 for t in [*before, text]) > context:
+                    break
+                before.append(text)
+            after: list[str] = []
+            for text in [t for t in texts[end + 1 :] if t]:
+                if sum(len(t) + 1 for t in [*after, text]) > context:
+                    break
+                after.append(text)
+            found.append(
+                Hit(
+                    stored.canvas,
+                    spans,
+                    " ".join(reversed(before)) + " " if before else "",
+                    " ".join(t for t in texts[start : end + 1] if t),
+                    " " + " ".join(after) if after else "",
+                )
+            )
+    return found
+
+
+# words as OCR gives them: punctuation, words of several terms (one twice), words of no term,
+# diacritics; None: a line break, "(" and ")" the two parts of a word hyphenated over one
+WORDS = ["the", "The", "zürich", "Zurich", "town", "tower", "self-made", "the-the", "l'eau",
+         "eau", "made", "—", "&", "1,000", "old", "Straße", "strasse", "to"]  # fmt: skip
+QUERIES = ["the", "zurich", "to*", "t*", "tow*", "made", "self made", '"the town"',
+           '"made the"', "the zurich", '"old the" to*', "eau", "1", "strasse", "", "missing",
+           '"the the"', "s*", "tower town*"]  # fmt: skip
+
+
+@st.composite
+def ocr_pages(draw: st.DrawFn) -> list[StoredPage]:
+    """Pages of words as OCR gives them, some with boxes, some of plain text, lines without
+    words, words hyphenated over a line break."""
+    pages = []
+    for canvas in draw(st.lists(st.integers(0, 30), min_size=1, max_size=4, unique=True)):
+        boxed = draw(st.booleans())
+        lines: list[list[Word]] = [[]]
+        items = draw(st.lists(st.sampled_from([*WORDS, None, "hyphen"]), max_size=40))
+        for n, item in enumerate(items):
+            box = (float(n % 9 * 10), float(len(lines) * 12), 9.0, 10.0) if boxed else None
+            if item is None:
+                lines.append([])
+            elif item == "hyphen":  # "tow-" at a line's end, "er" (empty text) on the next
+                lines[-1].append(Word("tower", box))
+                lines.append([Word("", box)])
+            else:
+                lines[-1].append(Word(item, box))
+        fmt = TextFormat.ALTO if boxed else TextFormat.PLAIN
+        page = PageText(tuple(Line(tuple(line)) for line in lines), fmt, 100, 100)
+        pages.append(StoredPage(canvas, f"stamp {canvas}", page))
+    return pages
+
+
+def packed_of(pages: list[StoredPage]) -> list[PackedPage]:
+    return sorted(
+        (PackedPage(p.canvas, p.stamp, engine.pack(p.page)[0]) for p in pages),
+        key=lambda p: p.canvas,
+    )
+
+
+def shown(
+    text: ObjectText, pages: list[PackedPage], query: Query, start: int, stop: int
+) -> HitPage:
+    found = find(text, query)
+    by_canvas = {page.canvas: page for page in pages}
+    return show(
+        "o", text, query, found, start, stop, lambda wanted: (7, [by_canvas[c] for c in wanted])
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(ocr_pages(), st.sampled_from(QUERIES), st.integers(0, 12), st.integers(1, 12))
+def test_the_finder_follows_the_rules(
+    pages: list[StoredPage], q: str, start: int, size: int
+) -> None:
+    query = parse_query(q)
+    expected = reference_hits(pages, query)
+    assert find_hits(pages, query) == expected
+    packed = packed_of(pages)
+    text = ObjectText.build(7, packed)
+    found = find(text, query)
+    assert (found.total, found.annotations) == (
+        len(expected),
+        sum(len(hit.spans) for hit in expected),
+    )
+    per_page = [h.canvas for h in expected]
+    assert list(found.canvases) == sorted(set(per_page))
+    assert list(found.hits) == [per_page.count(c) for c in sorted(set(per_page))]
+    page = shown(text, packed, query, start, start + size)
+    assert page.hits == tuple(expected[start : start + size])
+    assert (page.start, page.total, page.annotations) == (start, found.total, found.annotations)
+    assert page.annotations_before == sum(len(hit.spans) for hit in expected[:start])
+
+
+def test_a_word_of_a_page_is_counted_the_quick_way_and_the_slow_way_alike() -> None:
+    lines = [["the", "the-the", "town"], ["—", "the", "l'the"], ["the"]]
+    page = PageText(tuple(Line(tuple(Word(w) for w in ws)) for ws in lines), TextFormat.PLAIN)
+    pages = [StoredPage(0, "s", page)]
+    text = ObjectText.build(1, packed_of(pages))
+    found = find(text, parse_query("the"))
+    assert (found.total, found.annotations) == (5, 5)  # the-the once, l'the once
+    assert [h.match for h in find_hits(pages, parse_query("the"))] == [
+        "the", "the-the", "the", "l'the", "the",
+    ]  # fmt: skip
+
+
+def test_the_pages_shown_are_read_as_they_are_now() -> None:
+    before = [StoredPage(0, "a", PageText((Line((Word("old"), Word("town"))),), TextFormat.PLAIN))]
+    now = [StoredPage(0, "b", PageText((Line((Word("town"),)),), TextFormat.PLAIN))]
+    text = ObjectText.build(1, packed_of(before))
+    query = parse_query("town")
+    found = find(text, query)
+    # the page changed since its terms were read: its hits are those it has now
+    for generation in (1, 2):  # (its stamp says; another generation says so of every page)
+        read = functools.partial(lambda g, _: (g, packed_of(now)), generation)
+        page = show("o", text, query, found, 0, 10, read)
+        assert [(h.match, h.spans[0].first) for h in page.hits] == [("town", 0)]
+        assert page.total == 1
+    # the same stamp, but another generation: the page as it is now
+    same = [StoredPage(0, "a", now[0].page)]
+    page = show("o", text, query, found, 0, 10, lambda wanted: (2, packed_of(same)))
+    assert [(h.match, h.spans[0].first) for h in page.hits] == [("town", 0)]
+    # gone since: no hit, no failure
+    assert show("o", text, query, found, 0, 10, lambda wanted: (2, [])).hits == ()
+
+
+def test_pages_shown_again_are_not_read_again() -> None:
+    pages = [StoredPage(c, f"s{c}", PageText((Line((Word("town"),)),), TextFormat.PLAIN))
+             for c in range(3)]  # fmt: skip
+    packed = packed_of(pages)
+    text = ObjectText.build(1, packed)
+    cache = WordsCache(1 << 20)
+    asked: list[list[int]] = []
+
+    def read(wanted: list[int]) -> tuple[int, list[PackedPage]]:
+        asked.append(wanted)
+        return 1, [p for p in packed if p.canvas in wanted]
+
+    query = parse_query("town")
+    found = find(text, query)
+    first = show("o", text, query, found, 0, 2, read, cache)
+    again = show("o", text, query, found, 0, 3, read, cache)
+    assert first.hits == again.hits[:2] and len(again.hits) == 3
+    assert asked == [[0, 1], [2]]
+    assert show("o", text, query, found, 0, 3, read, WordsCache(0)).hits == again.hits
+    assert asked[-1] == [0, 1, 2]  # (none kept)
+    newer = ObjectText.build(2, packed)  # the object changed since: its pages are read again
+    show("o", newer, query, find(newer, query), 0, 1, read, cache)
+    assert asked[-1] == [0]
+
+
+def test_an_object_of_more_terms_than_a_segment_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(match, "SEGMENT_TERMS", 4)
+    lines = [["a", "b", "c"], ["d", "a"], ["e", "f", "g", "h", "i"], ["a", "h"]]
+    pages = [
+        StoredPage(n, "s", PageText((Line(tuple(Word(w) for w in ws)),), TextFormat.PLAIN))
+        for n, ws in enumerate(lines)
+    ]
+    text = ObjectText.build(1, packed_of(pages))
+    # a b c | d a | e f g h (i) | a h: a page's terms go in one segment, made anew when they
+    # might not fit in the one before
+    assert len(text.segments) == 4
+    for q in ("a", "h", "d", '"d a"', "a*", "b c", "g", "i"):
+        query = parse_query(q)
+        expected = reference_hits(pages, query)
+        if q == "i":  # the page's distinct terms past the segment's 4: not found
+            expected = []
+        assert shown(text, packed_of(pages), query, 0, 50).hits == tuple(expected), q
+
+
+def test_an_object_text_larger_than_allowed_is_refused() -> None:
+    pages = [StoredPage(n, "s", PageText((Line((Word(f"w{n}"),)),), TextFormat.PLAIN))
+             for n in range(50)]  # fmt: skip
+    assert ObjectText.build(1, packed_of(pages)).pages == 50
+    with pytest.raises(TooLarge):
+        ObjectText.build(1, packed_of(pages), limit=5000)
+
+
+def test_a_damaged_page_is_an_unavailable_index() -> None:
+    with pytest.raises(IndexUnavailable):
+        ObjectText.build(1, [PackedPage(0, "s", b"not a page")])
+    with pytest.raises(IndexUnavailable):
+        ObjectText.build(1, [PackedPage(0, "s", zlib.compress(b"the town\x00[]\x00"))])
+    with pytest.raises(IndexUnavailable):
+        engine.page_words(zlib.compress(b"t\x00[1,2,3,[[4]]]\x00"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(ocr_pages())
+def test_a_packed_page_gives_back_the_page_its_terms_and_words(pages: list[StoredPage]) -> None:
+    for stored in pages:
+        body, indexed = engine.pack(stored.page)
+        assert engine.unpack(body) == stored.page
+        assert indexed == engine.page_terms(stored.page) == engine.packed_terms(body)
+        assert engine.page_words(body) == engine.words_of(stored.page)
+        assert engine.terms_part(body) == engine.terms_of(stored.page)

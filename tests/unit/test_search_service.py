@@ -19,10 +19,13 @@ from PIL import Image
 from iiif_shim.base.errors import NotFound, ShimError
 from iiif_shim.config.settings import Settings, parse_settings
 from iiif_shim.core.service import open_service
-from iiif_shim.model.text import Query
+from iiif_shim.model.text import Hit, Query
 from iiif_shim.presentation.service import PresentationService, open_presentation
-from iiif_shim.search import words
+from iiif_shim.search import ocr, words
+from iiif_shim.search import service as service_module
+from iiif_shim.search.index import StoredPage
 from iiif_shim.search.service import IndexBuilding, SearchService, open_search
+from iiif_shim.search.sqlite import SqliteIndex
 from iiif_shim.telemetry.metrics import Metrics
 from tests import ocr_files
 
@@ -351,3 +354,83 @@ def test_an_index_that_cannot_be_made_is_a_503(tmp_path: Path) -> None:
             assert failed.value.status == 503
 
     run(check())
+
+
+def test_an_objects_text_is_read_once_for_its_searches_and_again_when_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = catalogue(tmp_path)
+    reads: list[str] = []
+    real = service_module._read_text
+
+    def counted(index: Any, name: str, canvases: int, limit: int) -> Any:
+        reads.append(name)
+        return real(index, name, canvases, limit)
+
+    monkeypatch.setattr(service_module, "_read_text", counted)
+
+    async def check() -> None:
+        async with services(settings_of(folder)) as (_, search):
+            record = await search.record("book")
+            found = await asyncio.gather(
+                *(search.hits(record, q(w)) for w in ("zurich", "harbour", "page", "absent"))
+            )
+            assert [[h.canvas for h in hits] for hits in found] == [[0], [0], [1], []]
+            assert reads == ["book"]  # once, for every search at once and after
+            # another writer (iiif-shim index, another process) stores a page anew
+            other = SqliteIndex(folder / "index" / "index.sqlite")
+            try:
+                state = other.state("book")
+                assert state is not None
+                page = ocr.parse(_alto([("Geneva", (100, 100, 200, 40))]), None, "p1", 100)
+                stored = StoredPage(0, state.stamps[0], page.scaled(*CANVAS))
+                other.store("book", state.signature, [stored], checked=state.checked)
+            finally:
+                other.close()
+            assert [h.match for h in await search.hits(record, q("geneva"))] == ["Geneva"]
+            assert await search.hits(record, q("zurich")) == []
+            assert reads == ["book", "book"]
+
+    run(check())
+
+
+def test_results_are_a_page_of_the_hits_and_their_count(tmp_path: Path) -> None:
+    many = [[("tide", (10 + 40 * c, 10 + 20 * r, 30, 10)) for c in range(5)] for r in range(3)]
+    pages = dict(PAGES, **{"p2.hocr": ocr_files.hocr(many, PAGE)})
+    folder = catalogue(tmp_path, pages)
+
+    async def check() -> None:
+        async with services(settings_of(folder)) as (_, search):
+            record = await search.record("book")
+            every = await search.hits(record, q("tide"))
+            assert len(every) == 15
+            shown = await search.results(record, q("tide"), 4, 9)
+            assert (shown.start, shown.total, shown.annotations) == (4, 15, 15)
+            assert shown.hits == tuple(every[4:9]) and shown.annotations_before == 4
+            past = await search.results(record, q("tide"), 20, 30)
+            assert (past.hits, past.total, past.annotations_before) == ((), 15, 15)
+            lines = await search.results(record, Query(), 0, 50)
+            assert [h.match for h in lines.hits] == [
+                "Zürich harbour", "tide tide tide tide tide", "tide tide tide tide tide",
+                "tide tide tide tide tide", "plain words here",
+            ]  # fmt: skip
+
+    run(check())
+
+
+def test_an_object_too_large_to_keep_is_searched_in_the_index_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = catalogue(tmp_path)
+    queries = ["zurich", "page second", "pla*", '"words here"', "absent", ""]
+
+    async def answers() -> list[list[Hit]]:
+        async with services(settings_of(folder)) as (_, search):
+            record = await search.record("book")
+            return [await search.hits(record, q(text)) for text in queries]
+
+    kept = run(answers())
+    assert [len(hits) for hits in kept] == [1, 2, 1, 1, 0, 3]
+    monkeypatch.setattr(service_module, "TEXT_BUDGET", 100)  # no object's text fits
+    monkeypatch.setattr(service_module, "HIT_CHUNK", 2)
+    assert run(answers()) == kept
