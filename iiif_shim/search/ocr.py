@@ -29,7 +29,14 @@ without words gives words of its text, each with the line's box. A word ending i
 kept as printed (hOCR does not say whether the hyphen is the word's own).
 
 Plain text: one line per line, words between spaces, no boxes (hits target the whole canvas).
-Word texts are NFC, without control characters."""
+Word texts are NFC, without control characters, and at most :data:`MAX_WORD` characters: a
+longer one (a hostile "word" of megabytes, a base64 blob, text without spaces: Chinese or Thai
+written a paragraph to a line) is cut into words of at most that many, each with the box of
+the word it was cut from (:func:`_pieces`: after a space, punctuation mark or symbol when
+there is one in the second half of a piece, not before a mark), and each counts towards
+``max_words``. So a hit, which carries the words it matched, holds at most MAX_WORD characters
+a word, and nothing of the text is lost: a file of one word of 32 MB is refused as more than
+``max_words`` words."""
 
 from __future__ import annotations
 
@@ -46,6 +53,10 @@ from iiif_shim.model.text import Line, PageText, TextFormat, Word
 
 MAX_DEPTH = 100  # elements nested in an OCR file (ALTO and hOCR need about a dozen)
 MAX_PAGE_SIDE = 1e6  # a page's width or height in its units (inch1200: 833 inches)
+# characters of one word: English and German words, DOIs and most URLs are below 100; in 2.9
+# million whitespace-separated tokens of the technical text on the test machine (/usr/share/doc,
+# URL-heavy) 7 were longer than 200 (URLs, hex keys, table rules), none of them prose
+MAX_WORD = 200
 _SNIFF = 4096  # bytes looked at to tell a file's format
 
 LINE_CLASSES = frozenset({"ocr_line", "ocrx_line", "ocr_header", "ocr_caption", "ocr_textfloat"})
@@ -68,6 +79,8 @@ _ENTITY = [
     "<!ENTITY".encode("utf-16-be"),
 ]
 _CONTROLS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], " ")
+_LAST_NON_WORD = re.compile(r"(?s:.*)[\W_]")  # up to the last character not of a term
+_LOOKS = 16  # marks looked past for a place to cut a long word (more: garbage, cut anywhere)
 _BBOX = re.compile(r"(?:^|;)\s*bbox\s+(-?[\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)")
 
 
@@ -133,6 +146,46 @@ def _word(text: str | None) -> str:
     if not text:
         return ""
     return unicodedata.normalize("NFC", text.translate(_CONTROLS)).strip()
+
+
+def _pieces(text: str, most: int) -> list[str]:
+    """``text`` (a word as :func:`_word` gives it) as words of at most :data:`MAX_WORD`
+    characters, in order: itself when it is that short; else cut after the last space,
+    punctuation mark or symbol in the second half of each piece (so that a line given as one
+    word, or a long name, keeps its terms whole), else after MAX_WORD characters, moved back
+    so that no piece begins with a mark (a Devanagari vowel sign stays with its letter; past
+    _LOOKS marks, in a row or before the last break, the text is garbage and cut anywhere).
+    Past ``most`` pieces it stops, with more than ``most`` (the file is refused). About 1 µs
+    a piece (32 MB of one letter: 0.2 s)."""
+    if len(text) <= MAX_WORD:
+        return [text]
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > MAX_WORD:
+        if len(pieces) > most:
+            return pieces
+        half, end = start + MAX_WORD // 2, start + MAX_WORD
+        cut = end
+        for _ in range(_LOOKS):
+            found = _LAST_NON_WORD.match(text, half, cut)
+            if found is None:
+                break
+            cut = found.end()
+            if unicodedata.category(text[cut - 1])[0] in "ZPS":
+                break  # a space, punctuation or symbol: the piece ends with it
+            cut -= 1  # a mark, a joiner...: part of the word; look before it
+        else:
+            found = None
+        if found is None:
+            cut = end
+            while cut > end - _LOOKS and unicodedata.category(text[cut])[0] == "M":
+                cut -= 1
+        if piece := text[start:cut].strip():
+            pieces.append(piece)
+        start = cut
+    if piece := text[start:].strip():
+        pieces.append(piece)
+    return pieces
 
 
 def _number(value: str | None) -> float | None:
@@ -252,10 +305,12 @@ def _alto(data: bytes, name: str, max_words: int) -> PageText:
                     text = _word(element.get("SUBS_CONTENT")) or text
             hyphen_open = subs == "HypPart1" and bool(text)
             if text or subs == "HypPart2":
-                count += 1
+                pieces = _pieces(text, max_words - count)
+                count += len(pieces)
                 if count > max_words:
                     raise TextRefused(name, f"has more than {max_words} words on its page")
-                line.append(Word(text, _alto_box(element)))
+                box = _alto_box(element)
+                line.extend(Word(piece, box) for piece in pieces)
     if not in_page:
         raise TextRefused(name, "has no Page element")
     width, height = _page_size(name, width, height)
@@ -299,10 +354,11 @@ def _hocr(data: bytes, name: str, max_words: int) -> PageText:
 
     def add(text: str, box: Box4 | None) -> None:
         nonlocal count
-        count += 1
+        pieces = _pieces(text, max_words - count)
+        count += len(pieces)
         if count > max_words:
             raise TextRefused(name, f"has more than {max_words} words on its page")
-        words.append(Word(text, box))
+        words.extend(Word(piece, box) for piece in pieces)
 
     def flush() -> None:
         if words:
@@ -364,11 +420,14 @@ def _plain(data: bytes, name: str, max_words: int) -> PageText:
     lines: list[Line] = []
     count = 0
     for row in text.splitlines():
-        found = [word for word in (_word(part) for part in row.split()) if word]
-        if not found:
-            continue
-        count += len(found)
-        if count > max_words:
-            raise TextRefused(name, f"has more than {max_words} words on its page")
-        lines.append(Line(tuple(Word(word) for word in found)))
+        found: list[str] = []
+        for part in row.split():
+            if word := _word(part):
+                pieces = _pieces(word, max_words - count)
+                count += len(pieces)
+                if count > max_words:
+                    raise TextRefused(name, f"has more than {max_words} words on its page")
+                found.extend(pieces)
+        if found:
+            lines.append(Line(tuple(Word(word) for word in found)))
     return PageText(tuple(lines), TextFormat.PLAIN)

@@ -56,7 +56,8 @@ class SearchSettings:
     )
     max_words: int = option(
         100_000,
-        doc="most words one page's OCR may hold (more: the file is refused)",
+        doc="most words one page's OCR may hold (a word of more than 200 characters is read as "
+        "words of at most 200, each counted; more: the file is refused)",
         check=at_least(1),
     )
     build_concurrency: int = option(

@@ -242,6 +242,74 @@ def test_more_words_than_allowed_is_refused() -> None:
         assert "more than 99 words" in refused(data, max_words=99)
 
 
+LONGEST = 200  # characters of one word as read (a longer one is cut: docs/search.md)
+
+
+def texts(page: PageText) -> list[str]:
+    return [word.text for line in page.lines for word in line.words]
+
+
+@pytest.mark.parametrize("kind", ["alto", "hocr", "plain", "hocr line"])
+def test_a_word_of_a_megabyte_is_cut_into_words_of_200_characters_and_nothing_is_lost(
+    kind: str,
+) -> None:
+    """One hostile "word" (a blob of a megabyte) would be carried whole by every hit on it,
+    and by every answer kept; it is read as words of at most 200 characters, each with its
+    box, the words around it as they were."""
+    blob = "x" * 1_000_000
+    spec: list[list[ocr_files.WordSpec]] = [
+        [("before", (10, 10, 50, 20)), (blob, (70, 10, 500, 20)), ("after", (580, 10, 50, 20))]
+    ]
+    if kind == "alto":
+        data = ocr_files.alto(spec)
+    elif kind == "hocr":
+        data = ocr_files.hocr(spec)
+    elif kind == "plain":
+        data = ocr_files.plain(spec)
+    else:  # an hOCR line without word elements: its text's words
+        data = (
+            "<html><body><div class='ocr_page' title='bbox 0 0 800 600'><span class='ocr_line' "
+            f"title='bbox 10 10 630 30'>before {blob} after</span></div></body></html>"
+        ).encode()
+    page = parse(data, None, "p", 100_000)
+    found = texts(page)
+    assert max(len(text) for text in found) <= LONGEST, max(len(text) for text in found)
+    assert found[0] == "before" and found[-1] == "after"
+    assert "".join(found[1:-1]) == blob  # nothing lost
+    assert len(found) == 2 + 1_000_000 // LONGEST
+    if kind in ("alto", "hocr"):  # each piece has the box of the word it was cut from
+        assert {word.box for word in page.lines[0].words[1:-1]} == {(70, 10, 500, 20)}
+
+
+def test_a_line_given_as_one_word_is_cut_between_its_words() -> None:
+    """Text written without spaces between words, or a producer that gives a whole line as
+    one ALTO ``String``: pieces end after a space or punctuation mark when one is in reach, so
+    that each term stays whole, and never begin with a mark (Devanagari vowel signs)."""
+    sentence = "。".join(["日本語の文章" * 6] * 12)  # 36 letters, then a full stop
+    found = texts(parse(ocr_files.plain([[sentence]]), None, "p.txt", 1000))
+    assert max(len(text) for text in found) <= LONGEST
+    assert "".join(found) == sentence
+    assert all(text.endswith("。") for text in found[:-1]), found
+    assert terms(" ".join(found)) == terms(sentence)
+    line = " ".join(f"word{n}" for n in range(100))  # one String of 589 characters
+    data = ocr_files.alto([[(line, (0, 0, 900, 20))]])
+    found = texts(parse(data, None, "p.xml", 1000))
+    assert max(len(text) for text in found) <= LONGEST
+    assert " ".join(found) == line  # cut at spaces, so no term is cut
+    devanagari = "कि" * 300  # a letter and its vowel sign, no space, no punctuation
+    found = texts(parse(ocr_files.plain([[devanagari]]), None, "p.txt", 1000))
+    assert "".join(found) == devanagari
+    assert all(len(text) <= LONGEST and text.startswith("क") for text in found), found
+
+
+def test_a_file_of_one_word_of_32_megabytes_is_refused_as_too_many_words() -> None:
+    """Text without a space, as large as ``search.max_text_bytes``: its words of 200
+    characters are more than ``max_words``, so it is refused, quickly."""
+    blob = b"A" * (32 * 1024 * 1024)
+    assert "more than 100000 words" in refused(blob, TextFormat.PLAIN, max_words=100_000)
+    assert len(parse(blob[:10_000], TextFormat.PLAIN, "p", 100).lines[0].words) == 50
+
+
 ALTO = ocr_files.alto(LINES)
 
 
