@@ -2,10 +2,18 @@
 PostgreSQL database), how large answers and OCR files may be, and how indexing on demand is
 bounded. Which objects have text is said by their sources (``presentation.sources``: a
 ``text`` column, field or sidecar files); this section only says how their text is kept and
-searched. Read once and frozen; ``search/`` builds its index and service from it."""
+searched. Read once and frozen; ``search/`` builds its index and service from it.
+
+A ``folder`` given is tried when the settings are read (:func:`_folder_problem`): the folders
+missing made and a file made in it, then removed again, so that one the index could never be
+kept in (under ``/proc``, a file in the way, read-only, another user's) is a problem of
+``check-config`` and of the start, not a 503 at the first search. Only trying tells: root
+passes every permission check, and ``/proc`` says it is writable."""
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,13 +35,41 @@ def _dsn(value: str | None) -> str | None:
     return None
 
 
+def _folder_problem(folder: Path) -> str | None:
+    """Why the SQLite index could not be kept in ``folder``, found by trying: the folders
+    missing are made and a file is made in it, then all of it is removed again."""
+    missing: list[Path] = []
+    made: list[Path] = []
+    try:
+        existing = folder
+        while not existing.is_dir():
+            if existing.exists() or existing == existing.parent:
+                return f"{existing} is not a folder"
+            missing.append(existing)
+            existing = existing.parent
+        for path in reversed(missing):
+            path.mkdir()
+            made.append(path)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".iiif-shim-check-"):
+            pass
+    except OSError as exc:
+        done = "written in" if len(made) == len(missing) else "made"
+        return f"{folder} cannot be {done} ({exc.strerror or exc})"
+    finally:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    return None
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     folder: Path | None = option(
         None,
-        doc="the folder of the SQLite index file (`index.sqlite`, relative to the config file); "
-        "absent: `~/.cache/iiif-shim/search/` and a name made from the config file's path, so "
-        "the server and `iiif-shim index` with the same config share it",
+        doc="the folder of the SQLite index file (`index.sqlite`, relative to the config file; "
+        "made if missing: one that cannot be made or written in is a problem); absent: "
+        "`~/.cache/iiif-shim/search/` and a name made from the config file's path, so the "
+        "server and `iiif-shim index` with the same config share it",
     )
     postgres: str | None = option(
         None,
@@ -82,4 +118,6 @@ class SearchSettings:
     def findings(self) -> list[Finding]:
         if self.postgres is not None and self.folder is not None:
             return [problem("folder", "is for the SQLite index; `postgres` is given")]
+        if self.folder is not None and (why := _folder_problem(self.folder)) is not None:
+            return [problem("folder", why)]
         return []

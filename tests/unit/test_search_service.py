@@ -344,10 +344,11 @@ def test_terms_and_the_ocr_file(tmp_path: Path) -> None:
 
 def test_an_index_that_cannot_be_made_is_a_503(tmp_path: Path) -> None:
     folder = catalogue(tmp_path)
+    settings = settings_of(folder)  # (made a file after: the settings' check refuses it)
     (folder / "index").write_text("a file where the index's folder should be\n")
 
     async def check() -> None:
-        async with services(settings_of(folder)) as (_, search):
+        async with services(settings) as (_, search):
             record = await search.record("book")
             with pytest.raises(ShimError) as failed:
                 await search.hits(record, q("zurich"))

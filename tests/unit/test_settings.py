@@ -272,3 +272,23 @@ search: {{postgres: "{dsn}"}}
     )
     assert [key for key, _ in found] == ["search.postgres"]
     assert "not a valid URL" in found[0][1] and "hunter2" not in repr(found)
+
+
+def test_a_search_folder_the_index_cannot_be_kept_in_is_a_problem(tmp_path: Path) -> None:
+    """``search.folder`` is tried as the index would use it: one under ``/proc`` (which says
+    it is writable, and is to root) or behind a file cannot be made; a new one is fine, and
+    trying it leaves nothing behind."""
+    (tmp_path / "a-file").write_text("")
+    config = "backends: {a: {type: files, root: ./images}}\nroutes: [{backend: a}]\n"
+    for folder, said in [("/proc/nope/search", "cannot be made"),
+                         ("a-file/search", "a-file is not a folder")]:  # fmt: skip
+        found = problems(tmp_path, f"{config}search: {{folder: {folder}}}\n")
+        assert [key for key, _ in found] == ["search.folder"], found
+        assert said in found[0][1], found
+    before = sorted(tmp_path.iterdir())
+    settings = load_settings(write(tmp_path, f"{config}search: {{folder: new/search}}\n"))
+    assert settings.search.folder == tmp_path / "new" / "search"
+    assert sorted(tmp_path.iterdir()) == before  # tried, then removed
+    (tmp_path / "kept").mkdir()
+    load_settings(write(tmp_path, f"{config}search: {{folder: kept}}\n"))
+    assert list((tmp_path / "kept").iterdir()) == []
