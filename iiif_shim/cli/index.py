@@ -15,12 +15,17 @@ file). An object that has no text any more is dropped from the index, and
 so, after a run over every source whose lists were all read, is every object no source lists
 any more.
 
-On stderr: one line per refused file (its name, object, canvas and why), one per object or
-source that could not be read, and the progress: a bar redrawn in place on a terminal, else a
-line every PLAIN_EVERY seconds. On stdout, the summary: objects, pages indexed, unchanged and
-refused, pages and objects dropped, seconds and pages per second. Exit status: 0; 1 when a
-file was refused or an object, a source or the index could not be read or written; 2 for a
-configuration with problems, an unknown source or object, or no object sources at all. The
+On stderr: one line per file refused (for what it is: hostile, broken, too large, not
+there; the service remembers it and reads it again only once it changes) or not read now (a
+timeout, an error of its server: the service's ``Refusal.remembered`` is false, and it is
+read again at the next run), with its name, object, canvas and why; one per object or source
+that could not be read; the index's own trouble with its detail (``IndexUnavailable.detail``:
+the engine's error, its URL's password masked, as the server logs it); and the progress: a bar
+redrawn in place on a terminal, else a line every PLAIN_EVERY seconds. On stdout, the summary:
+objects, pages indexed, unchanged, refused and not read now, pages and objects dropped,
+objects or sources not read, seconds and pages per second. Exit status: 0; 1 when a file was
+refused or not read, or an object, a source or the index could not be read or written; 2 for
+a configuration with problems, an unknown source or object, or no object sources at all. The
 service's own log lines about refused files are not shown (the command's lines say it once).
 """
 
@@ -88,7 +93,8 @@ class Tally:
     listed: int = 0  # to look at, as far as known
     pages: int = 0  # read and stored now
     skipped: int = 0  # unchanged
-    refused: int = 0
+    refused: int = 0  # files refused for what they are
+    unread: int = 0  # files not read now (a timeout, their server's error): read next time
     removed: int = 0  # canvases dropped
     dropped: int = 0  # objects dropped
     failed: int = 0  # objects or sources not read
@@ -111,9 +117,11 @@ class Progress:
     def line(self) -> str:
         t = self.tally
         elapsed = max(time.monotonic() - t.started, 1e-6)
+        unread = f", {t.unread} not read now" if t.unread else ""
         text = (
             f"{t.objects}/{t.listed} objects, {t.done} pages ({t.pages} indexed, "
-            f"{t.skipped} unchanged, {t.refused} refused), {t.done / elapsed:.1f} pages/s"
+            f"{t.skipped} unchanged, {t.refused} refused{unread}), "
+            f"{t.done / elapsed:.1f} pages/s"
         )
         done = self.share()
         if 0 < done < t.listed:
@@ -294,7 +302,7 @@ async def index(
         try:
             indexed = set(await search.indexed())
         except IndexUnavailable as exc:
-            progress.say(f"the search index cannot be read: {exc.public_text()}")
+            progress.say(f"the search index cannot be read: {_trouble(exc)}")
             return 1
         broken: list[IndexUnavailable] = []
 
@@ -341,13 +349,15 @@ async def index(
                 return
             tally.pages += report.pages
             tally.skipped += report.skipped
-            tally.refused += len(report.refused)
             tally.removed += report.removed
             for refusal in report.refused:
-                progress.say(
-                    f"refused {refusal.name} (object {name!r}, canvas {refusal.canvas + 1}): "
-                    f"{refusal.reason}"
-                )
+                where = f"{refusal.name} (object {name!r}, canvas {refusal.canvas + 1})"
+                if refusal.remembered:
+                    tally.refused += 1
+                    progress.say(f"refused {where}: {refusal.reason}")
+                else:
+                    tally.unread += 1
+                    progress.say(f"{where}: {refusal.reason} (read at the next run)")
 
         gate = asyncio.Semaphore(jobs)
 
@@ -387,7 +397,7 @@ async def index(
             for task in running:
                 task.cancel()
             progress.finish()
-            progress.say(f"the search index cannot be written: {exc.public_text()}")
+            progress.say(f"the search index cannot be written: {_trouble(exc)}")
             return 1
         progress.finish()
     seconds = time.monotonic() - tally.started
@@ -395,9 +405,18 @@ async def index(
     out.write(
         redaction.redact(
             f"indexed: {tally.objects} objects, {tally.pages} pages indexed, {tally.skipped} "
-            f"unchanged, {tally.refused} refused, {tally.removed} pages and {tally.dropped} "
-            f"objects dropped, {tally.failed} not read, in {seconds:.1f}s ({rate:.1f} pages/s)"
+            f"unchanged, {tally.refused} refused, {tally.unread} not read now, "
+            f"{tally.removed} pages and {tally.dropped} objects dropped, {tally.failed} "
+            f"objects or sources not read, in {seconds:.1f}s ({rate:.1f} pages/s)"
         )
         + "\n"
     )
-    return 1 if tally.refused or tally.failed else 0
+    return 1 if tally.refused or tally.unread or tally.failed else 0
+
+
+def _trouble(exc: ShimError) -> str:
+    """What is wrong with the index, for its operator: the public message and the detail the
+    server logs (the engine's own error: refused connection, bad option, damaged file; a
+    password in it is masked where it is made, and again when it is printed), on one line."""
+    text = exc.public_text()
+    return f"{text} ({' '.join(exc.detail.split())})" if exc.detail else text

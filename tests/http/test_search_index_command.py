@@ -1,7 +1,9 @@
 """``iiif-shim index``, run as the real command on a configuration of real files: its progress
 and summary, incremental runs (on SQLite and on PostgreSQL), a hostile OCR file named with its
-reason, objects dropped, its exit statuses; and a server: searching what the command indexed,
-indexing an object once for searches at once (503 with ``Retry-After`` meanwhile), a reload."""
+reason, a file its server did not give counted apart from a refused one, why the index cannot
+be used (never with the password of its URL), objects dropped, its exit statuses; and a
+server: searching what the command indexed, indexing an object once for searches at once
+(503 with ``Retry-After`` meanwhile), a reload."""
 
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ CANVAS = (400, 300)
 PAGE = (800, 600)
 SUMMARY = re.compile(
     r"indexed: (?P<objects>\d+) objects, (?P<pages>\d+) pages indexed, (?P<unchanged>\d+) "
-    r"unchanged, (?P<refused>\d+) refused, (?P<removed>\d+) pages and (?P<dropped>\d+) objects "
-    r"dropped, (?P<failed>\d+) not read, in [\d.]+s \([\d.]+ pages/s\)"
+    r"unchanged, (?P<refused>\d+) refused, (?P<unread>\d+) not read now, (?P<removed>\d+) "
+    r"pages and (?P<dropped>\d+) objects dropped, (?P<failed>\d+) objects or sources not "
+    r"read, in [\d.]+s \([\d.]+ pages/s\)"
 )
 
 
@@ -89,7 +92,7 @@ def test_a_run_says_its_progress_and_its_summary(tmp_path: Path) -> None:
     done = index(config)
     assert done.returncode == 0, done.stderr
     assert summary(done) == {"objects": 3, "pages": 6, "unchanged": 0, "refused": 0,
-                             "removed": 0, "dropped": 0, "failed": 0}  # fmt: skip
+                             "unread": 0, "removed": 0, "dropped": 0, "failed": 0}  # fmt: skip
     # not a terminal: plain progress lines, the last one when done
     lines = [line for line in done.stderr.splitlines() if line.startswith("index: ")]
     assert lines and lines[-1].startswith("index: 3/3 objects, 6 pages (6 indexed"), done.stderr
@@ -111,7 +114,7 @@ def _incremental(tmp_path: Path, search: str) -> None:
     second = index(config)
     assert second.returncode == 0, second.stderr
     assert summary(second) == {"objects": 3, "pages": 0, "unchanged": 6, "refused": 0,
-                               "removed": 0, "dropped": 0, "failed": 0}  # fmt: skip
+                               "unread": 0, "removed": 0, "dropped": 0, "failed": 0}  # fmt: skip
     # a changed file is read again, and only it
     (tmp_path / "ocr" / "b2p3.xml").write_bytes(_page("changed"))
     third = index(config)
@@ -151,6 +154,71 @@ def test_a_hostile_file_is_named_with_its_reason_and_the_rest_is_indexed(tmp_pat
     (tmp_path / "ocr" / "b2p2.xml").write_bytes(_page("mended"))
     mended = index(config)
     assert mended.returncode == 0 and summary(mended)["pages"] == 1
+
+
+def test_a_file_its_server_did_not_give_is_not_read_now_apart_from_a_refused_one(
+    tmp_path: Path,
+) -> None:
+    """Of one object's pages, one on a text server that answers 503, one hostile file: the
+    first is "not read now" (tried again at the next run), the second "refused" (remembered
+    until it changes), each on its own line and in its own count of the summary."""
+    catalogue(tmp_path, books=1, pages=3)
+    (tmp_path / "ocr" / "b1p3.xml").write_bytes(ocr_files.billion_laughs())
+    upstream = start_faulty(tmp_path / "ocr", tmp_path)
+    try:
+        origin = f"http://127.0.0.1:{upstream.port}"
+        csv = tmp_path / "objects.csv"
+        csv.write_text(csv.read_text().replace("ocr/b1p2.xml", f"{origin}/status/503/b1p2.xml"))
+        config = tmp_path / "shim.yaml"
+        columns = "columns: {object: object, image: image, text: text}"
+        config.write_text(
+            config.read_text().replace(columns, f'{columns}\n      text_origins: ["{origin}/"]')
+        )
+        first = index(config)
+        assert first.returncode == 1, first.stderr
+        found = summary(first)
+        assert (found["pages"], found["refused"], found["unread"], found["failed"]) == (1, 1, 1, 0)
+        said = [line for line in first.stderr.splitlines() if "canvas " in line]
+        assert len(said) == 2, first.stderr
+        where = f"{origin}/status/503/b1p2.xml (object 'book1', canvas 2)"
+        assert said[0].startswith(f"index: {where}: not read now: "), said
+        assert said[0].endswith("(read at the next run)")
+        assert said[1].startswith("index: refused ocr/b1p3.xml (object 'book1', canvas 3): ")
+        asked = json.loads(upstream.get("/_stats").body)["paths"]["/status/503/b1p2.xml"]
+        # the next run asks its server again; the refused file is not read again
+        again = index(config)
+        assert again.returncode == 1, again.stderr
+        found = summary(again)
+        assert (found["pages"], found["unchanged"], found["refused"], found["unread"]) == (
+            0, 1, 1, 1,
+        )  # fmt: skip
+        assert json.loads(upstream.get("/_stats").body)["paths"]["/status/503/b1p2.xml"] > asked
+    finally:
+        upstream.stop()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_why_the_index_cannot_be_used_is_said_without_its_password(
+    tmp_path: Path, engine: str
+) -> None:
+    """A damaged SQLite file, a PostgreSQL URL (with a password) on a port where nothing
+    listens: the command says what its engine said (as the server logs it), and never the
+    password."""
+    if engine == "sqlite":
+        config = catalogue(tmp_path)
+        (tmp_path / "index").mkdir()
+        (tmp_path / "index" / "index.sqlite").write_bytes(b"not a database\n" * 1000)
+        told = "file is not a database"
+    else:
+        dsn = "postgresql://shim:hunter2secret@127.0.0.1:1/iiif"
+        config = catalogue(tmp_path, f"postgres: {json.dumps(dsn)}\n")
+        told = "Connection refused"
+    done = index(config)
+    assert done.returncode == 1, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if "search index" in line]
+    assert line.startswith("index: the search index cannot be read: the search index ("), line
+    assert told in line, line
+    assert "hunter2" not in done.stdout + done.stderr
 
 
 def test_objects_and_pages_no_longer_there_are_dropped(tmp_path: Path) -> None:
