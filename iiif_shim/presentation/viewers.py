@@ -429,6 +429,10 @@ _STYLE = """\
 html, body { margin: 0; height: 100%; overflow: hidden; font-family: system-ui, sans-serif; }
 #viewer { position: absolute; inset: 0; }
 #viewer > clover-viewer { display: block; height: 100%; overflow: auto; }
+/* Clover 3.3.8's Annotations tab crashes the whole viewer on any annotation item (a variable its
+   minifier shadowed), and objects with text reference their lines as annotations; its web
+   component takes no options (only id and iiif-content), so the tab is hidden. */
+clover-viewer [role=tab][id$="-trigger-manifest-annotations"] { display: none; }
 #problem { position: absolute; z-index: 10000; left: 1em; right: 1em; top: 1em; margin: 0;
   padding: .75em 1em; background: #fff3f3; color: #8a1111; border: 1px solid #d88; }
 """

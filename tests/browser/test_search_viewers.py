@@ -293,3 +293,21 @@ def test_clover_lists_the_hits(tab: Tab, pages: str, book: SampleObject) -> None
         state="visible", timeout=15_000
     )
     no_failures(tab)
+
+
+def test_clover_on_an_object_with_text_shows_it_without_breaking(
+    tab: Tab, pages: str, book: SampleObject
+) -> None:
+    """The book's canvases reference their lines as annotations. Clover 3.3.8 shows them in an
+    "Annotations" tab whose item crashes the whole viewer (the same shadowed variable as
+    above): the built-in Clover page hides that tab, so the viewer stays whole."""
+    page = tab.page
+    with page.expect_response(lambda r: "/text/book/1/3" in r.url, timeout=15_000):
+        open_viewer(tab, pages, "clover", book)
+    page.wait_for_timeout(1500)  # the tab is drawn once the lines are read
+    annotations = page.get_by_role("tab", name="Annotations")
+    if annotations.count():
+        annotations.first.click()
+        page.wait_for_timeout(1000)  # a crash takes the panel's tabs away within a frame or two
+    assert page.get_by_role("tab", name="Search").count() == 1, "the viewer broke"
+    no_failures(tab)
