@@ -1,7 +1,12 @@
-"""Session fixtures shared by every test folder: the test images and the real servers."""
+"""Session fixtures shared by every test folder: the test images and the real servers; and
+a cache folder of the session's own (``$XDG_CACHE_HOME``), so the search indexes of shims
+started without ``search.folder`` (the embedded default) never go to the user's home."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +22,20 @@ from tests.servers import (
 )
 from tests.shims import BackendShim, running_shims, servers_of
 from tests.support import Process, free_port, make_images, need_tool, nginx_config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache_home() -> Iterator[Path]:
+    """``$XDG_CACHE_HOME`` of this test session (inherited by every shim a test starts)."""
+    folder = Path(tempfile.mkdtemp(prefix="iiif-shim-tests-cache-"))
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ below the engines)."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from iiif_shim.search.settings import SearchSettings
@@ -36,8 +37,11 @@ FILE_NAME = "index.sqlite"  # in search.folder
 
 
 def default_folder() -> Path:
-    """Where SQLite indexes are kept when ``search.folder`` is not given."""
-    return Path.home() / ".cache" / "iiif-shim" / "search"
+    """Where SQLite indexes are kept when ``search.folder`` is not given: the user's cache
+    folder (``$XDG_CACHE_HOME`` when it is an absolute path, else ``~/.cache``)."""
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
+    return base / "iiif-shim" / "search"
 
 
 def sqlite_path(settings: SearchSettings, origin: str) -> Path:

@@ -68,8 +68,9 @@ class SearchSettings:
         None,
         doc="the folder of the SQLite index file (`index.sqlite`, relative to the config file; "
         "made if missing: one that cannot be made or written in is a problem); absent: "
-        "`~/.cache/iiif-shim/search/` and a name made from the config file's path, so the "
-        "server and `iiif-shim index` with the same config share it",
+        "`~/.cache/iiif-shim/search/` (`$XDG_CACHE_HOME/iiif-shim/search/` when set) and a "
+        "name made from the config file's path, so the server and `iiif-shim index` with the "
+        "same config share it",
     )
     postgres: str | None = option(
         None,

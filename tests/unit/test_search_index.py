@@ -690,6 +690,7 @@ def test_open_index_by_default_in_the_home_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     origin = "/etc/iiif-shim/config.yaml"
     name = hashlib.sha256(origin.encode()).hexdigest()[:12] + ".sqlite"
     expected = tmp_path / ".cache" / "iiif-shim" / "search" / name
@@ -701,6 +702,10 @@ def test_open_index_by_default_in_the_home_cache(
     assert isinstance(other, SqliteIndex) and other.path != expected
     index.close()
     other.close()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert sqlite_path(SearchSettings(), origin).parent == tmp_path / "xdg" / "iiif-shim" / "search"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # not absolute: ignored, as XDG says
+    assert sqlite_path(SearchSettings(), origin) == expected
 
 
 def test_open_index_where_no_folder_can_be_made(tmp_path: Path) -> None:
