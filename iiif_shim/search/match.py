@@ -53,6 +53,10 @@ PAGE_BYTES = 700  # memory a page takes besides its terms (or its words)
 WORD_BYTES = 130  # memory a word of a page shown takes (its text and box, as read)
 
 
+class Stopped(Exception):
+    """A count given up: whoever asked for it has gone (see :func:`find`)."""
+
+
 class TooLarge(Exception):
     """An object's text would take more memory than it may (:func:`ObjectText.build`)."""
 
@@ -418,10 +422,14 @@ class Found:
         return Found(canvases, hits, lines)
 
 
-def find(text: ObjectText, query: Query) -> Found:
-    """The hits of ``query`` in ``text``, counted (see the module's docstring)."""
+def find(text: ObjectText, query: Query, stopped: Callable[[], bool] = bool) -> Found:
+    """The hits of ``query`` in ``text``, counted (see the module's docstring); raises
+    :class:`Stopped` once ``stopped()`` says so (asked at each segment, and at every page of
+    a query that is more than one word)."""
     canvases, hits, lines = array("I"), array("I"), array("I")
     for segment in text.segments:
+        if stopped():
+            raise Stopped
         plan = _plan(segment, query)
         if plan is None:
             continue
@@ -439,6 +447,8 @@ def find(text: ObjectText, query: Query) -> Found:
                 lines.append(spans)
             continue
         for page in segment.pages:
+            if stopped():
+                raise Stopped
             n, spans = _counts(page, plan)
             if n:
                 canvases.append(page.canvas)

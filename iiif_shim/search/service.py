@@ -33,10 +33,17 @@ reference, format and size together).
   A file that could not be read for a passing reason (a timeout, an upstream error) is not
   remembered: it is tried again at the next look.
 - Threads: the service's own, never the image pool's. Index reads and the hit finder run on
-  SEARCH_THREADS threads; parsing and index writes on ``build_concurrency`` threads (one per
-  build that may run), so a build never takes the threads searches need. Every wait is
-  bounded: index calls and file reads by ``server.request_timeout`` (writes by
-  STORE_TIMEOUT), a parse by PARSE_TIMEOUT.
+  SEARCH_THREADS threads; what the index holds of an object (its head, its stamps: what every
+  search, autocomplete and text request asks first) on HEAD_THREADS of their own, never
+  behind a count; parsing and index writes on ``build_concurrency`` threads (one per build
+  that may run), so a build never takes the threads searches need. Every wait is bounded:
+  index calls and file reads by ``server.request_timeout`` (writes by STORE_TIMEOUT), a
+  parse by PARSE_TIMEOUT.
+- Counting is bounded (:attr:`SearchService.finders`): SEARCH_THREADS searches counted at
+  once per process, FIND_LINE_PER_SLOT per slot more waiting (each up to half of
+  ``server.request_timeout``), then 503 with ``Retry-After`` at once. A count whose caller
+  gives up (its client gone: the handler cancels it; or its time out) is stopped at the next
+  page it looks at, and its slot given back only once its thread is free.
 - A canvas's OCR file as it is (:meth:`SearchService.ocr`): read from its source when it is
   asked for, at most OCR_READS at a time per process while it is read and sent
   (:attr:`SearchService.ocr_reads`, its callers hold it; OCR_LINE more wait, then 503), and
@@ -70,6 +77,7 @@ import itertools
 import json
 import logging
 import math
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -110,6 +118,10 @@ T = TypeVar("T")
 # of a 2,000-page object, 16 at once), but with 1 or 2 threads a short query waits behind long
 # ones (prefixes over every page: p90 3.6 s and 4.4 s), with 4 it does not (p90 0.24 s).
 SEARCH_THREADS = 4  # threads for index reads and the hit finder
+HEAD_THREADS = 2  # threads for what the index holds of an object (never behind the hit finder)
+# searches counted at once by a process (each on one of SEARCH_THREADS), and how many more may
+# wait for one (each at most server.request_timeout / 2); then 503 with Retry-After at once
+FIND_LINE_PER_SLOT = 4
 STAMP_WINDOW = 8  # canvases of one build looked at (stamp, read, parse) at once
 BATCH_PAGES = 64  # pages stored in one transaction ...
 BATCH_WORDS = 100_000  # ... or this many words, whichever comes first
@@ -290,6 +302,7 @@ class SearchService:
         self._index: Index | None = None
         self._opening = asyncio.Lock()
         self._reads = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="iiif-shim-search")
+        self._heads = ThreadPoolExecutor(HEAD_THREADS, thread_name_prefix="iiif-shim-search-head")
         self._writes = ThreadPoolExecutor(
             settings.build_concurrency, thread_name_prefix="iiif-shim-index"
         )
@@ -298,6 +311,12 @@ class SearchService:
             BUILD_TIMEOUT,
             settings.build_concurrency * BUILD_LINE_PER_SLOT,
             "objects being indexed",
+        )
+        self.finders = Gate(
+            SEARCH_THREADS,
+            self.timeout / 2,
+            SEARCH_THREADS * FIND_LINE_PER_SLOT,
+            "searches being counted",
         )
         self.ocr_reads = Gate(OCR_READS, self.timeout / 2, OCR_LINE, "OCR files being sent")
         self._flights: dict[str, _Flight] = {}
@@ -345,7 +364,7 @@ class SearchService:
         shape = await self._shape(record)
         deadline = time.monotonic() + self.settings.build_wait
         for _ in range(_ROUNDS):
-            state = await self._read(lambda index: index.head(record.name))
+            state = await self._run(self._heads, self.timeout, partial(_head, name=record.name))
             if state is not None and state.signature == shape.signature:
                 if time.time() - state.checked >= self.settings.recheck:
                     self._start(record, shape, background=True)
@@ -380,18 +399,19 @@ class SearchService:
         read HIT_CHUNK at a time, those the index names), and kept counted per query; only
         the hits shown are made, from their pages' words."""
         head = await self.ensure(record)
-        text = await self._text(record.name, len(record.canvases), head)
-        # (a text read while the object changed has generation 0: its counts are not kept)
-        key = (record.name, head.generation if text is None else text.generation, query)
-        kept = self._found.get(key) if key[1] else None
-        if kept is not None:
-            self._found.move_to_end(key)
-        found, shown = await self._read(
-            partial(
-                _hits, name=record.name, text=text, query=query, found=kept,
-                start=start, stop=stop, cache=self._words,
-            )
-        )  # fmt: skip
+        async with self.finders.held():  # (full: 503 at once; the line: a bounded wait)
+            text = await self._text(record.name, len(record.canvases), head)
+            # (a text read while the object changed has generation 0: its counts are not kept)
+            key = (record.name, head.generation if text is None else text.generation, query)
+            kept = self._found.get(key) if key[1] else None
+            if kept is not None:
+                self._found.move_to_end(key)
+            found, shown = await self._find(
+                partial(
+                    _hits, name=record.name, text=text, query=query, found=kept,
+                    start=start, stop=stop, cache=self._words,
+                )
+            )  # fmt: skip
         if kept is None and key[1]:
             self._keep(key, found)
         return shown
@@ -399,8 +419,9 @@ class SearchService:
     async def terms(
         self, record: ObjectRecord, prefix: str, least: int = 1
     ) -> list[tuple[str, int]]:
-        """The folded terms of ``record`` beginning with ``prefix`` (folded), each occurring
-        at least ``least`` times, with their counts; at most ``search.terms``."""
+        """The terms of ``record`` beginning with ``prefix`` (folded), each occurring at
+        least ``least`` times, as written most often (``Zürich``), with their counts; at
+        most ``search.terms``."""
         folded = words.fold(prefix).strip()
         await self.ensure(record)
         if not folded:
@@ -510,7 +531,7 @@ class SearchService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         ended = True
-        for executor in (self._reads, self._writes):
+        for executor in (self._reads, self._heads, self._writes):
             try:
                 await asyncio.wait_for(
                     asyncio.to_thread(executor.shutdown, True, cancel_futures=True),
@@ -569,8 +590,30 @@ class SearchService:
     async def _write(self, fn: Callable[[Index], T]) -> T:
         return await self._run(self._writes, STORE_TIMEOUT, fn)
 
+    async def _find(self, fn: Callable[[Index, threading.Event], T]) -> T:
+        """``fn(index, stop)`` on one of the search threads, within ``server.request_timeout``;
+        ``stop`` is set when its caller gives up (its client gone: cancelled; or the time
+        out), and the call waits for the thread to notice (at a page), so the slot of
+        :attr:`finders` its caller holds is given back only when the thread is free."""
+        index = await self._opened()
+        stop = threading.Event()
+        job = asyncio.get_running_loop().run_in_executor(self._reads, fn, index, stop)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.shield(job)
+        except TimeoutError:
+            raise IndexUnavailable(
+                f"the search was not answered within {self.timeout:g}s"
+            ) from None
+        finally:
+            if not job.done():
+                stop.set()
+                await asyncio.wait({job}, timeout=self.timeout)
+            if job.done() and not job.cancelled():
+                job.exception()  # (retrieved: a Stopped or an error nobody waits for now)
+
     def _state(self, name: str) -> Awaitable[IndexedObject | None]:
-        return self._read(lambda index: index.state(name))
+        return self._run(self._heads, self.timeout, partial(_state, name=name))
 
     def _keep(self, key: tuple[str, int, Query], found: Found) -> None:
         self._found[key] = found
@@ -917,21 +960,35 @@ def _read_text(index: Index, name: str, canvases: int, limit: int) -> ObjectText
     return dataclasses.replace(text, generation=generation)
 
 
-def _count(index: Index, name: str, text: ObjectText | None, query: Query) -> Found:
+def _head(index: Index, name: str) -> ObjectHead | None:
+    return index.head(name)
+
+
+def _state(index: Index, name: str) -> IndexedObject | None:
+    return index.state(name)
+
+
+def _count(
+    index: Index, name: str, text: ObjectText | None, query: Query, stop: threading.Event
+) -> Found:
     """The hits of ``query`` counted on ``text``; without it, on the pages the index says
-    may hold it, HIT_CHUNK at a time (in a thread: blocking)."""
+    may hold it, HIT_CHUNK at a time (in a thread: blocking; ``match.Stopped`` once ``stop``
+    is set)."""
     if text is not None:
-        return match.find(text, query)
+        return match.find(text, query, stop.is_set)
     canvases = index.matching(name, query)
     parts = []
     for start in range(0, len(canvases), HIT_CHUNK):
+        if stop.is_set():
+            raise match.Stopped
         _, packed = index.packed(name, canvases[start : start + HIT_CHUNK])
-        parts.append(match.find(ObjectText.build(0, packed), query))
+        parts.append(match.find(ObjectText.build(0, packed), query, stop.is_set))
     return Found.joined(parts)
 
 
 def _hits(
     index: Index,
+    given_up: threading.Event,
     name: str,
     text: ObjectText | None,
     query: Query,
@@ -941,9 +998,10 @@ def _hits(
     cache: match.WordsCache,
 ) -> tuple[Found, HitPage]:
     """The hits of ``query`` counted (unless ``found`` already), and those ``start`` to
-    ``stop`` made from their pages' words (in a thread: blocking)."""
+    ``stop`` made from their pages' words (in a thread: blocking; ``match.Stopped`` once
+    ``given_up`` is set)."""
     if found is None:
-        found = _count(index, name, text, query)
+        found = _count(index, name, text, query, given_up)
     return found, match.show(
         name, text, query, found, start, stop, lambda wanted: index.packed(name, wanted), cache
     )

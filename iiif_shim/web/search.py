@@ -60,7 +60,9 @@ from iiif_shim.telemetry import tracing
 from iiif_shim.web import access
 from iiif_shim.web.middleware import headers_sent
 from iiif_shim.web.presentation import (
+    CLIENT_GONE,
     MAX_NAME_SEGMENT,
+    _unless_gone,
     document_answer,
     document_digest,
     document_headers,
@@ -209,11 +211,15 @@ async def _search(request: web.Request, rest: str) -> web.StreamResponse:
     else:
         size = runtime.settings.search.page_size
         start, stop = documents.hit_range(asked.page, size)
-        shown = (
-            await service.results(record, query, start, stop)
-            if asked.text_matches
-            else HitPage(start=start)
-        )
+        if asked.text_matches:  # (its counting stopped as soon as the client has gone)
+            counted = await _unless_gone(
+                request, service.results(record, query, start, stop), _no_discard
+            )
+            if counted is None:
+                return web.Response(status=CLIENT_GONE, text="the client left\n")
+            shown = counted
+        else:
+            shown = HitPage(start=start)
         documents.check_page(shown.total, asked.page, size)  # past the last page: 404
         spanning = documents.spanning_canvases(shown.hits)
         pages = (
@@ -308,6 +314,10 @@ async def _ocr(
             if request.transport is not None:
                 request.transport.close()
         return response
+
+
+def _no_discard(shown: HitPage) -> None:
+    """(A page of hits made for a client that has gone holds nothing to clean up.)"""
 
 
 def _ocr_tag(version: str) -> str:
