@@ -325,8 +325,8 @@ def _selected(words: _Words, hit: Hit, index: int, count: int) -> dict[str, Any]
 def term_page(
     urls: Urls, name: str, manifest: str, asked: Asked, terms: Sequence[tuple[str, int]]
 ) -> dict[str, Any]:
-    """An Autocomplete 2.0 TermPage: each term (folded, as the index keeps it: usable as
-    ``q``) with its number of occurrences."""
+    """An Autocomplete 2.0 TermPage: each term as the object's text writes it most often
+    (``Zürich``: usable as ``q``, which is folded) with its number of occurrences."""
     doc: dict[str, Any] = {
         "@context": SEARCH_2,
         "id": autocomplete_url(urls, "2", name, manifest, asked),
@@ -411,7 +411,8 @@ def annotation_list(
 def term_list(
     urls: Urls, name: str, manifest: str, asked: Asked, terms: Sequence[tuple[str, int]]
 ) -> dict[str, Any]:
-    """An Autocomplete 1.0 ``search:TermList``: each term with the URL of its search."""
+    """An Autocomplete 1.0 ``search:TermList``: each term as written most often (see
+    :func:`term_page`) with the URL of its search."""
     doc: dict[str, Any] = {
         "@context": SEARCH_1,
         "@id": autocomplete_url(urls, "1", name, manifest, asked),

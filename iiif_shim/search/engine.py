@@ -5,8 +5,9 @@ a term of any page matches no page, whatever it holds), a page packed into bytes
 terms and back (:func:`pack`, :func:`unpack`, :func:`packed_terms`; and the parts the hit
 finder reads without making the whole page again: :func:`terms_part`, :func:`page_words`),
 the term counts a change makes (:func:`count_changes`), the range of terms beginning with a
-prefix (:func:`prefix_bounds`), and the connections an engine keeps for its callers' threads
-(:class:`Pool`).
+prefix (:func:`prefix_bounds`), the written forms of terms autocomplete offers
+(:func:`written_forms`, :func:`most_written`), and the connections an engine keeps for its
+callers' threads (:class:`Pool`).
 
 Terms are those of ``words.terms`` (folded, the one normalisation), each cut to
 :data:`MAX_TERM` characters (PostgreSQL refuses longer lexemes; the query's terms are cut the
@@ -18,11 +19,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import secrets
 import threading
+import unicodedata
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -37,6 +40,7 @@ POOL_KEEP = 16  # idle connections an engine keeps (more threads: more are made,
 _TERMS_READ = 4096  # bytes decompressed at a time while looking for a packed page's terms
 
 C = TypeVar("C")
+K = TypeVar("K", bound=Hashable)
 
 
 def index_term(term: str) -> str:
@@ -141,12 +145,81 @@ def prefix_bounds(prefix: str) -> tuple[str, str | None]:
     return prefix, prefix[:-1] + chr(last)
 
 
-def count_changes(old: Iterable[str], new: Iterable[str]) -> dict[str, int]:
-    """How the count of each term changes when pages of terms ``old`` are replaced by pages of
-    terms ``new`` (terms whose count does not change are left out)."""
+def count_changes(old: Iterable[K], new: Iterable[K]) -> dict[K, int]:
+    """How the count of each term (or written form) changes when pages of terms ``old`` are
+    replaced by pages of terms ``new`` (those whose count does not change are left out)."""
     change = Counter(new)
     change.subtract(Counter(old))
     return {term: n for term, n in change.items() if n}
+
+
+_ASCII_RUN = re.compile("[A-Za-z0-9]+")
+
+
+def _runs(text: str) -> list[str]:
+    """The runs of letters, digits and marks of ``text`` (what a term is written with)."""
+    if text.isascii():
+        return _ASCII_RUN.findall(text)
+    runs: list[str] = []
+    start = None
+    for i, char in enumerate(text):
+        inside = unicodedata.category(char)[0] in "LNM"
+        if inside and start is None:
+            start = i
+        elif not inside and start is not None:
+            runs.append(text[start:i])
+            start = None
+    if start is not None:
+        runs.append(text[start:])
+    return runs
+
+
+def written_forms(texts: Sequence[str]) -> list[tuple[str, str]]:
+    """``(term, form)`` for each term of the words ``texts`` (a page's, in reading order)
+    written otherwise than the term itself (``("zurich", "Zürich")`` for ``Zürich,``): the
+    word without what surrounds its letters and digits, or for a word of several terms
+    (``L'Eau``) each run of them, when each folds to its term exactly; none for a word written
+    as its term, or whose runs are not its terms one for one (``½``), or a term cut to
+    :data:`MAX_TERM`. What autocomplete offers (:func:`most_written`): the index counts each
+    form as it counts terms."""
+    by_word: dict[int, list[str]] = {}
+    for n, term in words.word_terms(texts):
+        by_word.setdefault(n, []).append(term)
+    found: list[tuple[str, str]] = []
+    seen: dict[str, list[tuple[str, str]]] = {}  # a page repeats its words
+    for n, terms in by_word.items():
+        text = texts[n]
+        if len(terms) == 1 and text == terms[0]:
+            continue  # most words: written as their term
+        known = seen.get(text)
+        if known is None:
+            known = seen[text] = _forms(text, terms)
+        found += known
+    return found
+
+
+def _forms(text: str, terms: list[str]) -> list[tuple[str, str]]:
+    runs = _runs(text)
+    if len(runs) != len(terms):
+        return []
+    return [
+        (term, run)
+        for run, term in zip(runs, terms, strict=True)
+        if run != term
+        and len(term) <= MAX_TERM
+        and (run.lower() if run.isascii() else words.fold(run)) == term
+    ]
+
+
+def most_written(term: str, count: int, forms: Iterable[tuple[str, int]]) -> str:
+    """The form of ``term`` written most often, given its ``count`` and those of its forms
+    other than itself (:func:`written_forms`): the term itself is written the rest of the
+    times. A tie goes to the term itself, then to the first form in code point order."""
+    counted = list(forms)
+    best = (-(count - sum(n for _, n in counted)), False, term)
+    for form, n in counted:
+        best = min(best, (-n, True, form))
+    return best[2]
 
 
 def _numbers(values: Iterable[int]) -> str:

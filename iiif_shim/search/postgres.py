@@ -9,6 +9,7 @@ that processes starting together make them once)::
     iiif_search_pages(object, canvas, stamp, lines, body, exact, tsv)   GIN on tsv; body:
         engine.pack (the page and its terms, whose counts go when it is replaced)
     iiif_search_terms(object, term, count)                                    for autocomplete
+    iiif_search_forms(object, term, form, count)    its written forms (those not the term)
 
 Text columns are ``COLLATE "C"``: code point order, as SQLite's, for autocomplete's order and
 its prefix ranges. ``tsv`` is the page's folded terms (``engine.page_terms``, the one
@@ -59,13 +60,19 @@ from iiif_shim.search.stored import (
 
 log = logging.getLogger("iiif_shim")
 
-SCHEMA = 3
+SCHEMA = 4
 T = TypeVar("T")
 MAX_POSITIONS = 256  # positions of one term a tsvector keeps
 MAX_POSITION = 16383  # the last position a tsvector keeps
 MAX_LEXEMES = 1_000_000  # bytes of distinct terms in one tsvector (PostgreSQL: 1 MB)
 _LOCK = 0x11F5EA4C  # the advisory lock of making the tables (any fixed number of ours)
-_TABLES = ("iiif_search_terms", "iiif_search_pages", "iiif_search_objects", "iiif_search_schema")
+_TABLES = (
+    "iiif_search_forms",
+    "iiif_search_terms",
+    "iiif_search_pages",
+    "iiif_search_objects",
+    "iiif_search_schema",
+)
 
 _CREATE = """
 CREATE TABLE iiif_search_objects (
@@ -90,6 +97,13 @@ CREATE TABLE iiif_search_terms (
     term text COLLATE "C" NOT NULL,
     count integer NOT NULL,
     PRIMARY KEY (object, term)
+);
+CREATE TABLE iiif_search_forms (
+    object text COLLATE "C" NOT NULL REFERENCES iiif_search_objects (name) ON DELETE CASCADE,
+    term text COLLATE "C" NOT NULL,
+    form text COLLATE "C" NOT NULL,
+    count integer NOT NULL,
+    PRIMARY KEY (object, term, form)
 );
 CREATE TABLE iiif_search_schema (version integer NOT NULL);
 """
@@ -252,9 +266,13 @@ class PostgresIndex:
         new = {page.canvas: page for page in pages}  # the last of a canvas given twice
         rows = []
         added: list[str] = []
+        added_forms: list[tuple[str, str]] = []
         for page in new.values():
             body, terms = engine.pack(page.page)
             added += terms
+            added_forms += engine.written_forms(
+                [word.text for line in page.page.lines for word in line.words]
+            )
             vector, exact = tsvector(terms)
             lines = len(page.page.lines)
             rows.append((obj, page.canvas, page.stamp, lines, body, exact, vector))
@@ -271,6 +289,7 @@ class PostgresIndex:
                     [obj, signature, when, generation],
                 )
                 old: list[str] = []
+                old_forms: list[tuple[str, str]] = []
                 if gone:
                     for (body,) in conn.execute(
                         "DELETE FROM iiif_search_pages WHERE object = %s AND canvas = ANY(%s) "
@@ -278,6 +297,9 @@ class PostgresIndex:
                         [obj, gone],
                     ):
                         old += engine.packed_terms(body)
+                        old_forms += engine.written_forms(
+                            [text for line in engine.page_words(body).texts for text in line]
+                        )
                 if rows:
                     with conn.cursor() as cursor:
                         cursor.executemany(
@@ -302,6 +324,21 @@ class PostgresIndex:
                         "WHERE object = %s AND term = ANY(%s::text[]) AND count <= 0",
                         [obj, fewer],
                     )
+                forms = engine.count_changes(old_forms, added_forms)
+                if forms:
+                    conn.execute(
+                        "INSERT INTO iiif_search_forms (object, term, form, count) "
+                        "SELECT %s, t, f, n "
+                        "FROM unnest(%s::text[], %s::text[], %s::integer[]) AS c (t, f, n) "
+                        "ON CONFLICT (object, term, form) DO UPDATE "
+                        "SET count = iiif_search_forms.count + excluded.count",
+                        [obj, [t for t, _ in forms], [f for _, f in forms], list(forms.values())],
+                    )
+                    conn.execute(
+                        "DELETE FROM iiif_search_forms "
+                        "WHERE object = %s AND term = ANY(%s::text[]) AND count <= 0",
+                        [obj, sorted({t for (t, _), n in forms.items() if n < 0})],
+                    )
 
         self._call(work)
 
@@ -316,7 +353,7 @@ class PostgresIndex:
 
     def drop(self, obj: str) -> None:
         engine.check_name(obj)
-        self._call(  # pages and terms go with it (ON DELETE CASCADE)
+        self._call(  # pages, terms and forms go with it (ON DELETE CASCADE)
             lambda conn: conn.execute("DELETE FROM iiif_search_objects WHERE name = %s", [obj])
         )
 
@@ -396,7 +433,20 @@ class PostgresIndex:
             args.append(high)
         sql += " ORDER BY term LIMIT %s"
         args.append(max(limit, 0))
-        return self._call(lambda conn: [(t, n) for t, n in conn.execute(sql, args)])
+
+        def work(conn: psycopg.Connection[Any]) -> list[tuple[str, int]]:
+            with conn.transaction():
+                found: list[tuple[str, int]] = conn.execute(sql, args).fetchall()
+                forms: dict[str, list[tuple[str, int]]] = {}
+                for term, form, n in conn.execute(
+                    "SELECT term, form, count FROM iiif_search_forms "
+                    "WHERE object = %s AND term = ANY(%s::text[])",
+                    [obj, [term for term, _ in found]],
+                ):
+                    forms.setdefault(term, []).append((form, n))
+            return [(engine.most_written(t, n, forms.get(t, ())), n) for t, n in found]
+
+        return self._call(work)
 
     def objects(self) -> list[str]:
         return self._call(

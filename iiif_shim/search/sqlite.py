@@ -8,6 +8,7 @@ is emptied and made again, logged, and every object is indexed again)::
     pages(id, object, canvas, stamp, lines, body)   body: engine.pack (the page and its terms)
     page_terms  FTS5(owner, terms), contentless      rowid = pages.id; owner = objects.id
     terms(object, term, count)                       for autocomplete
+    forms(object, term, form, count)                 its written forms (those not the term)
 
 ``page_terms`` indexes each page's folded terms (``engine.page_terms``) in reading order (it
 keeps no copy of them: a page's are taken out of it with those packed in its body), with
@@ -53,7 +54,7 @@ from iiif_shim.search.stored import (
 
 log = logging.getLogger("iiif_shim")
 
-SCHEMA = 3
+SCHEMA = 4
 PAGE_SIZE = 16384  # bytes of a database page of a new file
 CHUNK = 500  # values in one IN (...)
 T = TypeVar("T")
@@ -84,6 +85,13 @@ CREATE TABLE terms (
     term TEXT NOT NULL,
     count INTEGER NOT NULL,
     PRIMARY KEY (object, term)
+) WITHOUT ROWID;
+CREATE TABLE forms (
+    object INTEGER NOT NULL,
+    term TEXT NOT NULL,
+    form TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (object, term, form)
 ) WITHOUT ROWID;
 """
 
@@ -200,20 +208,23 @@ class SqliteIndex:
     @staticmethod
     def _take_out(
         conn: sqlite3.Connection, owner: int, select: str, args: Sequence[object]
-    ) -> list[str]:
+    ) -> tuple[list[str], list[tuple[str, str]]]:
         """Delete the pages ``select`` (their id and body) finds, from ``pages`` and from the
-        full-text index (a contentless one is told the values it indexed); their terms."""
+        full-text index (a contentless one is told the values it indexed); their terms and
+        written forms."""
         terms: list[str] = []
+        forms: list[tuple[str, str]] = []
         for page, body in conn.execute(select, args).fetchall():
             kept = engine.packed_terms(body)
             terms += kept
+            forms += engine.written_forms(_texts(body))
             conn.execute(
                 "INSERT INTO page_terms (page_terms, rowid, owner, terms) "
                 "VALUES ('delete', ?, ?, ?)",
                 [page, str(owner), " ".join(kept)],
             )
             conn.execute("DELETE FROM pages WHERE id = ?", [page])
-        return terms
+        return terms, forms
 
     # --- the Index protocol --------------------------------------------------------------
 
@@ -247,9 +258,13 @@ class SqliteIndex:
         new = {page.canvas: page for page in pages}  # the last of a canvas given twice
         rows = []
         added: list[str] = []
+        added_forms: list[tuple[str, str]] = []
         for page in new.values():
             body, terms = engine.pack(page.page)
             added += terms
+            added_forms += engine.written_forms(
+                [word.text for line in page.page.lines for word in line.words]
+            )
             rows.append((page.canvas, page.stamp, len(page.page.lines), body, " ".join(terms)))
         gone = sorted(set(removed) | set(new))
         generation = engine.generation()
@@ -265,14 +280,17 @@ class SqliteIndex:
                 )
                 owner = conn.execute("SELECT id FROM objects WHERE name = ?", [obj]).fetchone()[0]
                 old: list[str] = []
+                old_forms: list[tuple[str, str]] = []
                 for chunk in _chunks(gone):
                     marks = ",".join("?" * len(chunk))
-                    old += self._take_out(
+                    taken, forms = self._take_out(
                         conn,
                         owner,
                         f"SELECT id, body FROM pages WHERE object = ? AND canvas IN ({marks})",
                         [owner, *chunk],
                     )
+                    old += taken
+                    old_forms += forms
                 for canvas, stamp, lines, body, terms in rows:
                     cursor = conn.execute(
                         "INSERT INTO pages (object, canvas, stamp, lines, body) "
@@ -292,6 +310,17 @@ class SqliteIndex:
                 conn.executemany(
                     "DELETE FROM terms WHERE object = ? AND term = ? AND count <= 0",
                     [(owner, term) for term, n in changes.items() if n < 0],
+                )
+                form_changes = engine.count_changes(old_forms, added_forms)
+                conn.executemany(
+                    "INSERT INTO forms (object, term, form, count) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (object, term, form) DO UPDATE SET "
+                    "count = count + excluded.count",
+                    [(owner, term, form, n) for (term, form), n in form_changes.items()],
+                )
+                conn.executemany(
+                    "DELETE FROM forms WHERE object = ? AND term = ? AND form = ? AND count <= 0",
+                    [(owner, term, form) for (term, form), n in form_changes.items() if n < 0],
                 )
 
         self._call(work)
@@ -314,6 +343,7 @@ class SqliteIndex:
                 owner = row[0]
                 self._take_out(conn, owner, "SELECT id, body FROM pages WHERE object = ?", [owner])
                 conn.execute("DELETE FROM terms WHERE object = ?", [owner])
+                conn.execute("DELETE FROM forms WHERE object = ?", [owner])
                 conn.execute("DELETE FROM objects WHERE id = ?", [owner])
 
         self._call(work)
@@ -417,7 +447,23 @@ class SqliteIndex:
             args.append(high)
         sql += " ORDER BY t.term LIMIT ?"
         args.append(max(limit, 0))
-        return self._call(lambda conn: [(t, n) for t, n in conn.execute(sql, args)])
+
+        def work(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            with self._transaction(conn, write=False):
+                found: list[tuple[str, int]] = conn.execute(sql, args).fetchall()
+                forms: dict[str, list[tuple[str, int]]] = {}
+                for chunk in _chunks([term for term, _ in found]):
+                    marks = ",".join("?" * len(chunk))
+                    for term, form, n in conn.execute(
+                        f"SELECT f.term, f.form, f.count FROM forms f "
+                        f"JOIN objects o ON o.id = f.object "
+                        f"WHERE o.name = ? AND f.term IN ({marks})",
+                        [obj, *chunk],
+                    ):
+                        forms.setdefault(term, []).append((form, n))
+            return [(engine.most_written(t, n, forms.get(t, ())), n) for t, n in found]
+
+        return self._call(work)
 
     def objects(self) -> list[str]:
         return self._call(
@@ -443,6 +489,10 @@ def _close(conn: sqlite3.Connection) -> None:
         log.debug("search index: closing a connection: %s", exc)
 
 
-def _chunks(values: Sequence[int]) -> Iterator[Sequence[int]]:
+def _texts(body: bytes) -> list[str]:
+    return [text for line in engine.page_words(body).texts for text in line]
+
+
+def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]

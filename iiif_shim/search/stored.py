@@ -11,10 +11,10 @@ the object is indexed again) and a ``generation`` that changes with its pages
 phrase and prefix of it, diacritics and case folded the way ``words.fold`` folds them), the
 stored pages themselves, whole or as kept (:class:`PackedPage`: ``match.py`` reads their terms,
 and the words of those with hits it shows) and the terms beginning with a prefix, with their
-counts. Every method is blocking: the search service calls them off the
-event loop, from threads of its own; an engine is safe to use from several threads at once.
-Engine failures are raised as :class:`IndexUnavailable` (a 503 to the client), never as a
-driver's own exception."""
+counts and the form each is most often written in. Every method is blocking: the search
+service calls them off the event loop, from threads of its own; an engine is safe to use from
+several threads at once. Engine failures are raised as :class:`IndexUnavailable` (a 503 to
+the client), never as a driver's own exception."""
 
 from __future__ import annotations
 
@@ -126,7 +126,9 @@ class Index(Protocol):
 
     def terms(self, obj: str, prefix: str, least: int, limit: int) -> list[tuple[str, int]]:
         """Up to ``limit`` folded terms of ``obj`` beginning with ``prefix`` (folded) that
-        occur at least ``least`` times, in alphabetical order, with their counts."""
+        occur at least ``least`` times, in alphabetical order of the terms, each as it is
+        written most often in the object (``Zürich`` for ``zurich``: ``engine.most_written``;
+        it folds to the term, so it searches the same), with the term's count."""
         ...
 
     def objects(self) -> list[str]:
