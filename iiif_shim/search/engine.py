@@ -429,9 +429,10 @@ class Pool(Generic[C]):
     def __init__(self, make: Callable[[], C], close: Callable[[C], None]) -> None:
         self._make = make
         self._close = close
-        self._idle: list[C] = []
+        self._idle: list[tuple[C, int]] = []  # each with the round it was made in
         self._lock = threading.Lock()
         self._closed = False
+        self._round = 0
 
     @contextmanager
     def connection(self) -> Iterator[tuple[C, bool]]:
@@ -440,7 +441,7 @@ class Pool(Generic[C]):
         with self._lock:
             if self._closed:
                 raise IndexUnavailable("the search index is closed")
-            conn = self._idle.pop() if self._idle else None
+            conn, made = self._idle.pop() if self._idle else (None, self._round)
         reused = conn is not None
         if conn is None:
             conn = self._make()
@@ -450,15 +451,26 @@ class Pool(Generic[C]):
             ok = True
         finally:
             with self._lock:
-                keep = ok and not self._closed and len(self._idle) < POOL_KEEP
+                keep = (
+                    ok and not self._closed and made == self._round and len(self._idle) < POOL_KEEP
+                )
                 if keep:
-                    self._idle.append(conn)
+                    self._idle.append((conn, made))
             if not keep:
                 self._close(conn)
+
+    def renew(self) -> None:
+        """Close the idle connections, and those in use when they are given back: the next
+        calls make new ones (the database they were open on was replaced)."""
+        with self._lock:
+            self._round += 1
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            self._close(conn)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             self._close(conn)

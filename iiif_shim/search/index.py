@@ -72,7 +72,7 @@ def open_index(settings: SearchSettings, origin: str) -> Index:
         return PostgresIndex(settings.postgres)
     try:
         path = sqlite_path(settings, origin)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the owner's alone (as made)
     except (OSError, RuntimeError) as exc:  # RuntimeError: no home folder to be found
         raise IndexUnavailable(
             "the search index (SQLite) cannot be made", detail=f"its folder: {exc}"

@@ -34,6 +34,7 @@ WAL is written back into the file every 4 MB or so and kept to 8 MB."""
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -117,11 +118,13 @@ class SqliteIndex:
         self.timeout = timeout
         self._ready = False
         self._setting_up = threading.Lock()  # one connection of this process makes the tables
+        self._mending = threading.Lock()  # one thread of this process sets a damaged file aside
         self._pool: engine.Pool[sqlite3.Connection] = engine.Pool(self._connect, _close)
 
     # --- connections -------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        _make_private(self.path)
         conn = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
@@ -185,14 +188,74 @@ class SqliteIndex:
             raise
 
     def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        retried = False
+        while True:
+            try:
+                with self._pool.connection() as (conn, _):
+                    return work(conn)
+            except sqlite3.Error as exc:
+                if not retried and _damaged(exc):
+                    retried = True
+                    self._mend(exc)
+                    continue
+                raise IndexUnavailable(
+                    "the search index (SQLite) cannot be used now",
+                    detail=f"SQLite {self.path}: {exc}",
+                ) from exc
+
+    def _mend(self, error: sqlite3.Error) -> None:
+        """After ``error`` said the file is damaged (or no database): the connections open on
+        it are dropped, and the file at :attr:`path` is checked anew (``PRAGMA quick_check``:
+        another process may have set it aside and made a new one already); if it is damaged,
+        it is renamed ``<name>.damaged-<time>`` with its ``-wal`` and ``-shm`` (kept for a
+        look, never read again), logged, and the next connection makes a new, empty index
+        (every object is indexed again). A file that cannot be checked now (locked) is left."""
+        with self._mending:
+            self._pool.renew()
+            try:
+                before = self.path.stat()
+            except OSError:
+                return  # gone already: the next connection makes it
+            if not self._fails_check():
+                return
+            try:
+                now = self.path.stat()
+                if (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
+                    return  # replaced meanwhile, by another process
+                aside = f"{self.path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+                for suffix in ("-wal", "-shm", ""):  # the file itself last: it is the sign
+                    with suppress(FileNotFoundError):
+                        os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
+            except OSError as exc:
+                log.error(
+                    "search index %s is damaged (%s) and cannot be set aside: %s",
+                    self.path,
+                    error,
+                    exc,
+                )
+                return
+            self._ready = False
+            log.warning(
+                "search index %s is damaged (%s): set aside as %s, a new one is made "
+                "(every object is indexed again)",
+                self.path,
+                error,
+                aside,
+            )
+
+    def _fails_check(self) -> bool:
+        """Whether the file at :attr:`path` is damaged, as a new connection finds it."""
         try:
-            with self._pool.connection() as (conn, _):
-                return work(conn)
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error:
+            return False
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+            return rows != [("ok",)]
         except sqlite3.Error as exc:
-            raise IndexUnavailable(
-                "the search index (SQLite) cannot be used now",
-                detail=f"SQLite {self.path}: {exc}",
-            ) from exc
+            return _damaged(exc)
+        finally:
+            _close(conn)
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection, write: bool) -> Iterator[None]:
@@ -487,6 +550,21 @@ def _close(conn: sqlite3.Connection) -> None:
         conn.close()
     except sqlite3.Error as exc:
         log.debug("search index: closing a connection: %s", exc)
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the file is damaged or no SQLite database at all."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _make_private(path: Path) -> None:
+    """Make the file ``path`` (empty: an SQLite database of nothing yet) readable and
+    writable by its owner alone, unless it exists: SQLite makes its ``-wal`` and ``-shm``
+    with the same permissions, and the index holds the text of restricted objects too. One
+    that cannot be made is left to SQLite to say so."""
+    with suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
 def _texts(body: bytes) -> list[str]:

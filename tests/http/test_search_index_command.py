@@ -201,14 +201,13 @@ def test_a_file_its_server_did_not_give_is_not_read_now_apart_from_a_refused_one
 def test_why_the_index_cannot_be_used_is_said_without_its_password(
     tmp_path: Path, engine: str
 ) -> None:
-    """A damaged SQLite file, a PostgreSQL URL (with a password) on a port where nothing
-    listens: the command says what its engine said (as the server logs it), and never the
-    password."""
+    """An SQLite file that cannot be opened (a folder in its place), a PostgreSQL URL (with a
+    password) on a port where nothing listens: the command says what its engine said (as the
+    server logs it), and never the password."""
     if engine == "sqlite":
         config = catalogue(tmp_path)
-        (tmp_path / "index").mkdir()
-        (tmp_path / "index" / "index.sqlite").write_bytes(b"not a database\n" * 1000)
-        told = "file is not a database"
+        (tmp_path / "index" / "index.sqlite").mkdir(parents=True)
+        told = "unable to open database file"
     else:
         dsn = "postgresql://shim:hunter2secret@127.0.0.1:1/iiif"
         config = catalogue(tmp_path, f"postgres: {json.dumps(dsn)}\n")
@@ -219,6 +218,29 @@ def test_why_the_index_cannot_be_used_is_said_without_its_password(
     assert line.startswith("index: the search index cannot be read: the search index ("), line
     assert told in line, line
     assert "hunter2" not in done.stdout + done.stderr
+
+
+def test_a_damaged_index_is_set_aside_and_made_again(tmp_path: Path) -> None:
+    """An SQLite file cut short (or of garbage): the command sets it aside, says so, and
+    indexes every object into a new one (which the next run finds unchanged)."""
+    config = catalogue(tmp_path)
+    assert index(config).returncode == 0
+    path = tmp_path / "index" / "index.sqlite"
+    with path.open("r+b") as file:
+        file.truncate(path.stat().st_size // 2)
+    with path.open("r+b") as file:
+        file.seek(100)
+        file.write(b"\xff" * 30000)  # the schema's pages too: no read of it succeeds
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    done = index(config)
+    assert done.returncode == 0, done.stderr
+    assert summary(done)["pages"] == 6, done.stdout
+    (said,) = [line for line in done.stderr.splitlines() if "set aside" in line]
+    assert str(path) in said and "damaged" in said, said
+    assert [p.name for p in path.parent.iterdir() if ".damaged-" in p.name], said
+    again = index(config)
+    assert summary(again)["unchanged"] == 6 and "set aside" not in again.stderr
 
 
 def test_objects_and_pages_no_longer_there_are_dropped(tmp_path: Path) -> None:

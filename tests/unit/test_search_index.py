@@ -632,13 +632,86 @@ def test_a_postgres_that_never_answered(tmp_path: Path) -> None:
     index.close()
 
 
-def test_a_file_that_is_no_database(tmp_path: Path) -> None:
+def _set_aside(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir() if ".damaged-" in p.name)
+
+
+def test_a_file_that_is_no_database_is_set_aside_and_made_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "index.sqlite"
-    path.write_bytes(b"this is not an SQLite file at all" * 100)
+    garbage = b"this is not an SQLite file at all" * 100
+    path.write_bytes(garbage)
+    index = SqliteIndex(path)
+    with caplog.at_level(logging.WARNING, "iiif_shim"):
+        assert index.objects() == []
+    [aside] = _set_aside(path)
+    assert (tmp_path / aside).read_bytes() == garbage
+    assert any("damaged" in r.getMessage() and aside in r.getMessage() for r in caplog.records), (
+        caplog.text
+    )
+    index.store("book", "sig", BOOK)
+    assert index.matching("book", q("river")) == [0, 1]
+    index.close()
+
+
+def test_a_damaged_sqlite_file_is_set_aside_and_made_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file cut short (a disk full, a copy interrupted): SQLite says "database disk image is
+    malformed" when it reads what is missing. The file is set aside with its WAL, logged, and
+    a new one made: the call that found it answers from the new one, as every call after it;
+    nothing is set aside again."""
+    path = tmp_path / "index.sqlite"
+    index = SqliteIndex(path)
+    many = [stored(n, f"river page {n} word{n} of the book", "more text here") for n in range(800)]
+    index.store("book", "sig", many)
+    index.store("other", "sig", BOOK)
+    index.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with path.open("r+b") as file:
+        file.truncate(path.stat().st_size // 2)
+    again = SqliteIndex(path)
+    with caplog.at_level(logging.WARNING, "iiif_shim"):
+        found = again.matching("book", q("river"))  # reads pages that are not there
+        assert found == [] or found == list(range(800))
+        for _ in range(3):
+            again.store("other", "sig", BOOK)
+            again.packed("other")
+            assert again.matching("other", q("river")) == [0, 1]
+    assert len(_set_aside(path)) == 1, _set_aside(path)
+    assert any("set aside" in r.getMessage() for r in caplog.records), caplog.text
+    again.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+    conn.close()
+
+
+def test_a_file_that_cannot_be_opened_is_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    path.mkdir()  # a folder where the file goes: "unable to open", nothing is damaged
     with pytest.raises(IndexUnavailable) as failed:
         SqliteIndex(path).objects()
     assert failed.value.status == 503
     assert str(path) in (failed.value.detail or "")
+    assert path.is_dir() and _set_aside(path) == []
+
+
+def test_the_sqlite_files_are_its_owners_alone(tmp_path: Path) -> None:
+    """The index holds the text of restricted objects too: the folder made for it, the file,
+    its WAL and shared memory are made for their owner alone, whatever the umask."""
+    folder = tmp_path / "made" / "index"
+    old = os.umask(0o022)
+    try:
+        index = open_index(SearchSettings(folder=folder), "x")
+        index.store("book", "sig", BOOK)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+        index.close()
+    finally:
+        os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert modes == {"index.sqlite": 0o600, "index.sqlite-wal": 0o600, "index.sqlite-shm": 0o600}
 
 
 def test_a_closed_index_is_unavailable(index: Index) -> None:
