@@ -13,12 +13,15 @@ passes every permission check, and ``/proc`` says it is writable."""
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from iiif_shim.base.schema import Finding, at_least, between, option, problem
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _dsn(value: str | None) -> str | None:
@@ -33,6 +36,12 @@ def _dsn(value: str | None) -> str | None:
     if split.scheme not in ("postgresql", "postgres"):
         return "must be a PostgreSQL URL, e.g. postgresql://user:password@db.example.org/iiif"
     return None
+
+
+def _namespace(value: str | None) -> str | None:
+    if value is None or _NAMESPACE.fullmatch(value):
+        return None
+    return "must be 1 to 64 letters, digits, '.', '_' or '-'"
 
 
 def _folder_problem(folder: Path) -> str | None:
@@ -80,6 +89,16 @@ class SearchSettings:
         "there; and the `postgres` extra)",
         check=_dsn,
         secret=True,
+    )
+    namespace: str | None = option(
+        None,
+        doc="the name this configuration's objects are kept under in the index (letters, "
+        "digits, `.`, `_`, `-`); absent: one made from the config file's path. One index, one "
+        "configuration: configurations given the same `folder` or `postgres` never see each "
+        "other's objects unless they name the same namespace; machines sharing a PostgreSQL "
+        "index share its objects only if their config files have the same path, or they name "
+        "the same namespace",
+        check=_namespace,
     )
     page_size: int = option(
         50, doc="hits in one page of search results (then `next`)", check=between(1, 1000)

@@ -25,6 +25,7 @@ from iiif_shim.search.index import (
     Index,
     IndexedObject,
     IndexUnavailable,
+    Namespaced,
     ObjectHead,
     StoredPage,
     open_index,
@@ -785,8 +786,8 @@ def test_a_postgres_database_of_another_schema_is_made_again(
 def test_open_index_in_the_folder_given(tmp_path: Path) -> None:
     folder = tmp_path / "made" / "here"
     index = open_index(SearchSettings(folder=folder), "/etc/iiif-shim/config.yaml")
-    assert isinstance(index, SqliteIndex)
-    assert index.path == folder / "index.sqlite"
+    assert isinstance(index, Namespaced) and isinstance(index.index, SqliteIndex)
+    assert index.index.path == folder / "index.sqlite"
     index.store("book", "sig", BOOK)
     assert (folder / "index.sqlite").is_file()
     index.close()
@@ -802,10 +803,12 @@ def test_open_index_by_default_in_the_home_cache(
     expected = tmp_path / ".cache" / "iiif-shim" / "search" / name
     assert sqlite_path(SearchSettings(), origin) == expected
     index = open_index(SearchSettings(), origin)
-    assert isinstance(index, SqliteIndex) and index.path == expected
+    assert isinstance(index, Namespaced) and isinstance(index.index, SqliteIndex)
+    assert index.index.path == expected
     assert expected.parent.is_dir()
     other = open_index(SearchSettings(), "embedded default")
-    assert isinstance(other, SqliteIndex) and other.path != expected
+    assert isinstance(other, Namespaced) and isinstance(other.index, SqliteIndex)
+    assert other.index.path != expected
     index.close()
     other.close()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -823,7 +826,7 @@ def test_open_index_where_no_folder_can_be_made(tmp_path: Path) -> None:
 def test_open_index_on_postgres(postgres_dsn: str) -> None:
     dsn = new_database(postgres_dsn)
     index = open_index(SearchSettings(postgres=dsn), "x")
-    assert isinstance(index, PostgresIndex)
+    assert isinstance(index, Namespaced) and isinstance(index.index, PostgresIndex)
     index.store("book", "sig", BOOK)
     assert index.matching("book", q("zurich")) == [0, 3]
     index.close()

@@ -23,9 +23,8 @@ from iiif_shim.model.text import Hit, Query
 from iiif_shim.presentation.service import PresentationService, open_presentation
 from iiif_shim.search import ocr, words
 from iiif_shim.search import service as service_module
-from iiif_shim.search.index import StoredPage
+from iiif_shim.search.index import StoredPage, open_index
 from iiif_shim.search.service import IndexBuilding, SearchService, open_search
-from iiif_shim.search.sqlite import SqliteIndex
 from iiif_shim.telemetry.metrics import Metrics
 from tests import ocr_files
 
@@ -371,7 +370,8 @@ def test_an_objects_text_is_read_once_for_its_searches_and_again_when_it_changes
     monkeypatch.setattr(service_module, "_read_text", counted)
 
     async def check() -> None:
-        async with services(settings_of(folder)) as (_, search):
+        settings = settings_of(folder)
+        async with services(settings) as (_, search):
             record = await search.record("book")
             found = await asyncio.gather(
                 *(search.hits(record, q(w)) for w in ("zurich", "harbour", "page", "absent"))
@@ -379,7 +379,7 @@ def test_an_objects_text_is_read_once_for_its_searches_and_again_when_it_changes
             assert [[h.canvas for h in hits] for hits in found] == [[0], [0], [1], []]
             assert reads == ["book"]  # once, for every search at once and after
             # another writer (iiif-shim index, another process) stores a page anew
-            other = SqliteIndex(folder / "index" / "index.sqlite")
+            other = open_index(settings.search, settings.origin)  # (its namespace)
             try:
                 state = other.state("book")
                 assert state is not None
