@@ -120,6 +120,19 @@ def _incremental(tmp_path: Path, search: str) -> None:
     third = index(config)
     assert third.returncode == 0, third.stderr
     assert (summary(third)["pages"], summary(third)["unchanged"]) == (1, 5)
+    # what the index now holds, as a server answers from it (without indexing anything): the
+    # changed page's new word, and its old one no more
+    server = start_shim(config, tmp_path)
+    try:
+        found = json.loads(server.get("/iiif/search/2/book2?q=changed").body)
+        assert [item["body"]["value"] for item in found["items"]] == ["changed"], found
+        assert found["items"][0]["target"].split("#")[0].endswith("/canvas/3"), found
+        assert json.loads(server.get("/iiif/search/2/book2?q=b2p3").body)["items"] == []
+        kept = json.loads(server.get("/iiif/search/2/book2?q=b2p2").body)
+        assert len(kept["items"]) == 1  # the pages not read again still found
+        assert "indexed:" not in server.log.read_text()
+    finally:
+        server.stop()
     # --force reads every file (and so finds the garbage)
     forced = index(config, "--force")
     assert forced.returncode == 1
