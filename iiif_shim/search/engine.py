@@ -32,7 +32,7 @@ from typing import Generic, TypeVar
 
 from iiif_shim.model.text import Line, PageText, Query, TextFormat, Word
 from iiif_shim.search import words
-from iiif_shim.search.stored import IndexUnavailable
+from iiif_shim.search.stored import IndexUnavailable, StoredPage
 
 MAX_TERM = 255  # characters of a term as indexed (PostgreSQL: a lexeme of at most 2046 bytes)
 TIMEOUT = 30.0  # seconds a call waits for a lock, a connection or a statement (see sqlite.py)
@@ -289,6 +289,31 @@ def _number(value: float) -> str:
     if not math.isfinite(value):
         raise ValueError(f"a box of a page holds {value!r}")
     return repr(float(value))
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A page ready to be stored: its packed ``body`` and its ``terms`` as indexed."""
+
+    page: StoredPage
+    body: bytes
+    terms: tuple[str, ...]
+
+
+def packed_pages(
+    pages: Sequence[StoredPage],
+) -> tuple[list[Packed], list[str], list[tuple[str, str]]]:
+    """What both engines store of ``pages`` (the last of a canvas given twice): each packed,
+    and all their terms and written forms, to be counted in."""
+    packed: list[Packed] = []
+    terms: list[str] = []
+    forms: list[tuple[str, str]] = []
+    for page in {page.canvas: page for page in pages}.values():
+        body, its_terms = pack(page.page)
+        packed.append(Packed(page, body, tuple(its_terms)))
+        terms += its_terms
+        forms += written_forms([word.text for line in page.page.lines for word in line.words])
+    return packed, terms, forms
 
 
 def pack(page: PageText) -> tuple[bytes, list[str]]:

@@ -263,20 +263,13 @@ class PostgresIndex:
     ) -> None:
         engine.check_name(obj)
         when = time.time() if checked is None else checked
-        new = {page.canvas: page for page in pages}  # the last of a canvas given twice
+        packed, added, added_forms = engine.packed_pages(pages)
         rows = []
-        added: list[str] = []
-        added_forms: list[tuple[str, str]] = []
-        for page in new.values():
-            body, terms = engine.pack(page.page)
-            added += terms
-            added_forms += engine.written_forms(
-                [word.text for line in page.page.lines for word in line.words]
-            )
-            vector, exact = tsvector(terms)
-            lines = len(page.page.lines)
-            rows.append((obj, page.canvas, page.stamp, lines, body, exact, vector))
-        gone = sorted(set(removed) | set(new))
+        for one in packed:
+            vector, exact = tsvector(list(one.terms))
+            lines = len(one.page.page.lines)
+            rows.append((obj, one.page.canvas, one.page.stamp, lines, one.body, exact, vector))
+        gone = sorted(set(removed) | {one.page.canvas for one in packed})
         generation = engine.generation()
 
         def work(conn: psycopg.Connection[Any]) -> None:

@@ -318,18 +318,13 @@ class SqliteIndex:
     ) -> None:
         engine.check_name(obj)
         when = time.time() if checked is None else checked
-        new = {page.canvas: page for page in pages}  # the last of a canvas given twice
-        rows = []
-        added: list[str] = []
-        added_forms: list[tuple[str, str]] = []
-        for page in new.values():
-            body, terms = engine.pack(page.page)
-            added += terms
-            added_forms += engine.written_forms(
-                [word.text for line in page.page.lines for word in line.words]
-            )
-            rows.append((page.canvas, page.stamp, len(page.page.lines), body, " ".join(terms)))
-        gone = sorted(set(removed) | set(new))
+        packed, added, added_forms = engine.packed_pages(pages)
+        rows = [
+            (one.page.canvas, one.page.stamp, len(one.page.page.lines), one.body,
+             " ".join(one.terms))
+            for one in packed
+        ]  # fmt: skip
+        gone = sorted(set(removed) | {one.page.canvas for one in packed})
         generation = engine.generation()
 
         def work(conn: sqlite3.Connection) -> None:
