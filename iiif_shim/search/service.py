@@ -12,9 +12,14 @@ reference, format and size together).
 - On demand (:meth:`SearchService.ensure`): an object never indexed, or whose signature
   changed, is indexed before it is searched: one build per object per process
   (single-flight: every search of it waits for that build), at most ``build_concurrency``
-  builds per process (the others wait in line, at most BUILD_LINE_PER_SLOT per slot), each
-  bounded by BUILD_TIMEOUT. A search waits up to ``build_wait`` seconds for it, then gets 503
-  with ``Retry-After`` (the time the build expects to need, at least 1 s); the build goes on.
+  builds per process *per place its text is read from* (a text server's origin, else its
+  source: :meth:`SearchService._gate_of`), so a slow or hung text server holds only the
+  builds of its own objects; the others wait in that place's line (at most
+  BUILD_LINE_PER_SLOT per slot), each build bounded by BUILD_TIMEOUT. A search waits up to
+  ``build_wait`` seconds for it, then gets 503 with ``Retry-After`` saying whether the object
+  is being indexed (the time the build expects to need) or waits for a slot (the time the
+  build ahead expects); the build goes on, but one still waiting for its slot when the last
+  search that wanted it has given up leaves the line (the next search starts it again).
   An object indexed longer than ``recheck`` seconds ago is looked at again in the background
   (its files' stamps, only changed pages read again) while the index answers as it is.
 - A build (also what ``iiif-shim index`` runs, :meth:`SearchService.index_object`) looks at
@@ -86,6 +91,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from iiif_shim.base.errors import BadRecord, NotFound, Overloaded, ShimError
 from iiif_shim.imaging.pool import Gate
@@ -126,6 +132,7 @@ STAMP_WINDOW = 8  # canvases of one build looked at (stamp, read, parse) at once
 BATCH_PAGES = 64  # pages stored in one transaction ...
 BATCH_WORDS = 100_000  # ... or this many words, whichever comes first
 BUILD_LINE_PER_SLOT = 32  # objects that may wait for each build slot
+PLACES = 256  # places text is read from with build slots of their own (then one for the rest)
 BUILD_TIMEOUT = 1800.0  # seconds one build on demand or in the background may take
 PARSE_TIMEOUT = 120.0  # seconds one file's parse may take (32 MB of ALTO: about 4 s)
 STORE_TIMEOUT = 120.0  # seconds one batch's write may take
@@ -197,13 +204,18 @@ class _Shape:
 
 @dataclass
 class _Flight:
-    """One build of one object under way: how far it is (for ``Retry-After``), and whether
-    anybody waits for it (a background look does not)."""
+    """One build of one object under way: how far it is (for ``Retry-After``), whether it
+    has its build slot yet (``running``), and who waits for it (a background look: nobody;
+    one started by searches is dropped from the line when the last of them has given up)."""
 
     total: int
     background: bool
+    gate: Gate
+    droppable: bool = False
     task: asyncio.Task[IndexReport] | None = None
     done: int = 0
+    running: bool = False
+    waiters: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def eta(self) -> int:
@@ -306,12 +318,7 @@ class SearchService:
         self._writes = ThreadPoolExecutor(
             settings.build_concurrency, thread_name_prefix="iiif-shim-index"
         )
-        self.gate = Gate(
-            settings.build_concurrency,
-            BUILD_TIMEOUT,
-            settings.build_concurrency * BUILD_LINE_PER_SLOT,
-            "objects being indexed",
-        )
+        self._gates: OrderedDict[str, Gate] = OrderedDict()
         self.finders = Gate(
             SEARCH_THREADS,
             self.timeout / 2,
@@ -369,22 +376,68 @@ class SearchService:
                 if time.time() - state.checked >= self.settings.recheck:
                     self._start(record, shape, background=True)
                 return state
-            flight = self._start(record, shape, background=False)
+            flight = self._start(record, shape, background=False, droppable=True)
             assert flight is not None and flight.task is not None
+            flight.waiters += 1
             try:
                 left = max(deadline - time.monotonic(), 0)
                 await asyncio.wait_for(asyncio.shield(flight.task), left)
             except TimeoutError:
-                raise IndexBuilding(
-                    f"object {record.name[:100]!r} is being indexed ({flight.done} of "
-                    f"{flight.total} pages done); retry in a while",
-                    retry_after=flight.eta(),
-                ) from None
+                raise self._building(record, flight) from None
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if not flight.task.cancelled() or me is None or me.cancelling():
+                    raise
+                continue  # its build left the line as this search came: it is started again
+            finally:
+                flight.waiters -= 1
+                if flight.droppable and not flight.running and flight.waiters == 0:
+                    flight.task.cancel()  # nobody waits for it now: it leaves the line
             # that build may have been of an older record: its state is looked at again
         raise IndexUnavailable(
             f"object {record.name[:100]!r} was indexed {_ROUNDS} times and is still not "
             "current (is its source changing all the time?)"
         )
+
+    def _building(self, record: ObjectRecord, flight: _Flight) -> IndexBuilding:
+        """The 503 of a search that waited ``build_wait`` for ``flight``: the object is being
+        indexed (how far), or waits for a build slot (how many ahead)."""
+        name = record.name[:100]
+        if flight.running:
+            return IndexBuilding(
+                f"object {name!r} is being indexed ({flight.done} of {flight.total} pages "
+                "done); retry in a while",
+                retry_after=flight.eta(),
+            )
+        gate = flight.gate
+        ahead = [f for f in self._flights.values() if f.gate is gate and f.running]
+        return IndexBuilding(
+            f"object {name!r} is waiting for an indexing slot ({gate.holders} objects from "
+            f"the same place being indexed, {gate.waiting} waiting, this one included); retry in "
+            "a while",
+            retry_after=min((f.eta() for f in ahead), default=10),
+        )
+
+    def _gate_of(self, record: ObjectRecord) -> Gate:
+        """The build slots of the place ``record``'s text is read from (a text server's
+        origin, else its source): each place has ``build_concurrency`` of its own, and its
+        own line, so a slow or hung text server holds only the builds of its objects."""
+        place = f"source {record.source}"
+        ref = next((c.text for c in record.canvases if c.text is not None), None)
+        if ref is not None:
+            with contextlib.suppress(ValueError):
+                split = urlsplit(ref.where)
+                if split.scheme in ("http", "https") and split.netloc:
+                    place = f"{split.scheme}://{split.netloc.lower()}"
+        gate = self._gates.get(place)
+        if gate is None and len(self._gates) >= PLACES:  # (never in practice: text URLs are
+            place = "(other)"  # under text_origins) the others share one
+            gate = self._gates.get(place)
+        if gate is None:
+            slots = self.settings.build_concurrency
+            gate = Gate(slots, BUILD_TIMEOUT, slots * BUILD_LINE_PER_SLOT, "objects being indexed")
+            self._gates[place] = gate
+        return gate
 
     async def hits(self, record: ObjectRecord, query: Query) -> list[Hit]:
         """Every hit of ``query`` in ``record`` (at most MAX_HITS), in canvas then reading
@@ -498,8 +551,7 @@ class SearchService:
         shape = await self._shape(record)
         running = self._flights.get(record.name)
         if running is not None and running.task is not None:
-            with contextlib.suppress(ShimError):
-                await asyncio.shield(running.task)
+            await asyncio.wait({running.task})  # (whatever its end: this one is run anew)
         flight = self._start(
             record, shape, background=False, force=force, progress=progress, limit=None
         )
@@ -696,22 +748,28 @@ class SearchService:
         force: bool = False,
         progress: Callable[[int], None] | None = None,
         limit: float | None = BUILD_TIMEOUT,
+        droppable: bool = False,
     ) -> _Flight | None:
         """The build of ``record`` under way, else one started (taking at most ``limit``
         seconds once it has a build slot); a background look is not started when a build is
         under way or the line for build slots is full (None)."""
         running = self._flights.get(record.name)
+        if running is not None and running.task is not None and running.task.done():
+            running = None  # (ended, or left the line: its callback has not run yet)
         if running is not None and not force:
             return None if background else running
         if self._closed:
             raise IndexUnavailable("the search index is closed (the server is stopping)")
-        if background and self.gate.full:
+        gate = self._gate_of(record)
+        if background and gate.full:
             return None  # a background look waits for a quieter moment
-        flight = _Flight(len(shape.keys), background)
+        flight = _Flight(len(shape.keys), background, gate, droppable)
 
         async def run() -> IndexReport:
             try:
-                async with self.gate.held(), asyncio.timeout(limit):
+                async with gate.held(), asyncio.timeout(limit):
+                    flight.running = True
+                    flight.started = time.monotonic()
                     return await self._build(record, shape, force, flight, progress)
             except TimeoutError:
                 raise IndexUnavailable(

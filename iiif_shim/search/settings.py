@@ -118,8 +118,9 @@ class SearchSettings:
     )
     build_concurrency: int = option(
         1,
-        doc="objects each process indexes at once when a search finds one not yet indexed "
-        "(the others wait in line for `build_wait` seconds)",
+        doc="objects each process indexes at once, per place their text is read from (each "
+        "text server, each source's files), when a search finds one not yet indexed (the "
+        "others wait in that place's line; their files are parsed on this many threads)",
         check=between(1, 64),
     )
     build_wait: float = option(
