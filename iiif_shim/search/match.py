@@ -14,7 +14,8 @@ part, on the next line. The empty query makes each line (with text) a hit. ``bef
 ``after`` are up to ``context`` characters of the page's text around the match, whole words
 only, with the space that separates them from it (``before + match + after`` reads as the
 text, a line break read as a space, as the Search API's examples do); ``match`` is the matched
-words as written. Hits come in canvas order, then reading order.
+words as written, at most MAX_MATCH characters (a longer one, such as a long line hit by the
+empty query, is cut and ends with an ellipsis). Hits come in canvas order, then reading order.
 
 How (so that a search of a common word in a book of 2,000 pages takes milliseconds): the
 terms of every page of an object are read once (``engine.terms_part``: no word's text or box)
@@ -45,6 +46,9 @@ from iiif_shim.search.engine import PageWords
 from iiif_shim.search.index import PackedPage, StoredPage
 
 CONTEXT = 60  # characters of text before and after a hit, at most
+# characters of a hit's own text, at most (a line hit of the empty query is its whole line, and
+# an OCR line may hold a page's 100,000 words): longer is cut, ending with an ellipsis
+MAX_MATCH = 1000
 # distinct terms of one segment of an object's text, each a character (below the ~1.1
 # million code points there are; an object with more has several segments)
 SEGMENT_TERMS = 1_000_000
@@ -635,7 +639,7 @@ def _hit(
         if first <= last:
             box = union(words.box(n) for n in range(first, last + 1))
             spans.append(Span(li, first - starts[li], last - starts[li], box))
-    match = " ".join(text for text in texts[start : end + 1] if text)
+    match = _joined(texts, start, end + 1, MAX_MATCH)
     before = _context(texts, range(start - 1, -1, -1), context)
     after = _context(texts, range(end + 1, count), context)
     return Hit(
@@ -645,6 +649,24 @@ def _hit(
         match,
         " " + " ".join(after) if after else "",
     )
+
+
+def _joined(texts: list[str], start: int, stop: int, limit: int) -> str:
+    """The words ``start`` to ``stop`` of ``texts`` joined by spaces, cut at ``limit``
+    characters (the last one then an ellipsis)."""
+    taken: list[str] = []
+    used = 0
+    cut = False
+    for n in range(start, stop):
+        if not (text := texts[n]):
+            continue
+        taken.append(text)
+        used += len(text) + 1
+        if used > limit:
+            cut = any(texts[n + 1 : stop])
+            break
+    joined = " ".join(taken)
+    return joined[: limit - 1] + "\u2026" if cut or len(joined) > limit else joined
 
 
 def _context(texts: list[str], order: range, limit: int) -> list[str]:

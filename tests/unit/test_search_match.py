@@ -457,3 +457,13 @@ def test_a_packed_page_gives_back_the_page_its_terms_and_words(pages: list[Store
         assert indexed == engine.page_terms(stored.page) == engine.packed_terms(body)
         assert engine.page_words(body) == engine.words_of(stored.page)
         assert engine.terms_part(body) == engine.terms_of(stored.page)
+
+
+def test_a_hit_of_a_whole_long_line_is_cut() -> None:
+    """The empty query's hit of a line is its whole text: a line of 900 words (6,300
+    characters; a page's 100,000 words may be one line) is cut at MAX_MATCH characters."""
+    line = [(f"w{n:05d}", (n * 2, 10, 2, 10)) for n in range(900)]
+    [hit] = find_hits([stored(0, [line])], parse_query(""))
+    assert len(hit.match) == match.MAX_MATCH
+    assert hit.match.startswith("w00000 w00001 ") and hit.match.endswith("\u2026")
+    assert [h.match for h in find_hits([stored(0, [line])], parse_query("w00899"))] == ["w00899"]
