@@ -9,9 +9,11 @@ hOCR a word ending in a hyphen). Every function returns the file's bytes."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape as html_escape
+from pathlib import Path
 from typing import Literal
 from xml.sax.saxutils import quoteattr
 
@@ -283,3 +285,19 @@ def html_not_hocr() -> bytes:
         b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>"
         b"<body><h1>Not Found</h1><p>The requested URL was not found.</p></body></html>\n"
     )
+
+
+def catalogue_config(folder: Path, search: str, *, text_origins: str | None = None) -> Path:
+    """``folder/shim.yaml``: the images of ``folder/images`` and the CSV source
+    ``folder/objects.csv`` (columns ``object``, ``image``, ``text``; text URLs allowed from
+    ``text_origins``), and ``search:`` as given (a flow mapping, or lines of a block)."""
+    origins = f'\n      text_origins: ["{text_origins}"]' if text_origins else ""
+    value = f" {search}" if search.startswith("{") else "\n" + textwrap.indent(search, "  ")
+    config = folder / "shim.yaml"
+    config.write_text(
+        "backends:\n  local: {type: files, root: images}\nroutes:\n  - {backend: local}\n"
+        "presentation:\n  sources:\n    catalogue:\n      type: csv\n      path: objects.csv\n"
+        f"      columns: {{object: object, image: image, text: text}}{origins}\n"
+        f"search:{value.rstrip()}\n"
+    )
+    return config

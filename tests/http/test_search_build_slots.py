@@ -8,7 +8,6 @@ line when nobody waits for it any more (abandoned waiters filled the line for mi
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,24 +32,8 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     rows = ["object,image,text", "local,page,ocr/lake.xml"]
     rows += [f"slow{n},page,{origin}/stall/{n}.xml" for n in range(1, 4)]
     (tmp / "objects.csv").write_text("\n".join(rows) + "\n")
-    config = tmp / "shim.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            backends:
-              local: {{type: files, root: images}}
-            routes:
-              - {{backend: local}}
-            presentation:
-              sources:
-                catalogue:
-                  type: csv
-                  path: objects.csv
-                  columns: {{object: object, image: image, text: text}}
-                  text_origins: ["{origin}/"]
-            search: {{folder: index, build_wait: 1}}
-            """
-        )
+    config = ocr_files.catalogue_config(
+        tmp, "{folder: index, build_wait: 1}", text_origins=f"{origin}/"
     )
     process = start_shim(config, tmp)
     yield process

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +51,7 @@ def catalogue(tmp: Path, extra: str = "", books: int = 2, pages: int = 3) -> Pat
             rows.append(f"book{b},page,ocr/b{b}p{p}.xml")
     rows.append("bare,page,")
     (tmp / "objects.csv").write_text("\n".join(rows) + "\n")
-    config = tmp / "shim.yaml"
-    config.write_text(
-        textwrap.dedent(
-            """
-            backends:
-              local: {type: files, root: images}
-            routes:
-              - {backend: local}
-            presentation:
-              sources:
-                catalogue:
-                  type: csv
-                  path: objects.csv
-                  columns: {object: object, image: image, text: text}
-            search:
-            """
-        )
-        + textwrap.indent(extra or "folder: index\n", "  ")
-    )
+    config = ocr_files.catalogue_config(tmp, extra or "folder: index\n")
     return config
 
 

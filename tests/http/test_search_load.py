@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,24 +48,7 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     )
     rows.append("small,page,ocr/small.xml")
     (tmp / "objects.csv").write_text("\n".join(rows) + "\n")
-    config = tmp / "shim.yaml"
-    config.write_text(
-        textwrap.dedent(
-            """
-            backends:
-              local: {type: files, root: images}
-            routes:
-              - {backend: local}
-            presentation:
-              sources:
-                catalogue:
-                  type: csv
-                  path: objects.csv
-                  columns: {object: object, image: image, text: text}
-            search: {folder: index, build_wait: 120}
-            """
-        )
-    )
+    config = ocr_files.catalogue_config(tmp, "{folder: index, build_wait: 120}")
     process = start_shim(config, tmp)
     for name in ("many", "small"):  # indexed, and their text read, before the tests
         answer = process.get(f"/iiif/search/2/{name}?q=lake", timeout=180)

@@ -7,7 +7,6 @@ namespace of ``open_index``: ``search.namespace``, else one made from the config
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,24 +26,7 @@ def _site(root: Path, word: str, folder: Path) -> Path:
     Image.new("RGB", (400, 500), (220, 220, 220)).save(root / "images" / "page.png")
     (root / "p.xml").write_bytes(ocr_files.alto([[(word, (10, 10, 50, 20))]], (400, 500)))
     (root / "objects.csv").write_text("object,image,text\nfo,page,p.xml\n")
-    config = root / "shim.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            backends:
-              local: {{type: files, root: images}}
-            routes:
-              - {{backend: local}}
-            presentation:
-              sources:
-                catalogue:
-                  type: csv
-                  path: objects.csv
-                  columns: {{object: object, image: image, text: text}}
-            search: {{folder: '{folder}'}}
-            """
-        )
-    )
+    config = ocr_files.catalogue_config(root, f"{{folder: '{folder}'}}")
     return config
 
 

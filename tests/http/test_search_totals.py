@@ -6,7 +6,6 @@ last is there, with the right ``startIndex``, and the one past it is a 404."""
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,24 +44,7 @@ def shim(
         search = f"postgres: '{new_database(request.getfixturevalue('postgres_dsn'))}'"
     else:
         search = "folder: index"
-    config = tmp / "shim.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            backends:
-              local: {{type: files, root: images}}
-            routes:
-              - {{backend: local}}
-            presentation:
-              sources:
-                catalogue:
-                  type: csv
-                  path: objects.csv
-                  columns: {{object: object, image: image, text: text}}
-            search: {{{search}, page_size: {SIZE}}}
-            """
-        )
-    )
+    config = ocr_files.catalogue_config(tmp, f"{{{search}, page_size: {SIZE}}}")
     process = start_shim(config, tmp)
     yield process
     process.stop()
