@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,7 +79,13 @@ def test_abandoned_slow_searches_are_stopped_and_another_object_is_answered(
 ) -> None:
     queries = _slow_queries()[:40]
     asyncio.run(_abandoned(shim.port, queries))
+    # the abandoned searches give their places back as each thread reaches its next page: the
+    # line may still be full for a moment (503 busy), never for the time of their counts
+    deadline = time.monotonic() + 30
     probe = shim.get("/iiif/search/2/small?q=boat", timeout=120)
+    while probe.status == 503 and "being counted" in probe.text and time.monotonic() < deadline:
+        time.sleep(0.2)
+        probe = shim.get("/iiif/search/2/small?q=boat", timeout=120)
     assert probe.status == 200, probe.text
     lines = log_lines(shim.log, "GET /iiif/search/2/many?q=w", len(queries), timeout=120)
     statuses = [_status_of(line) for line in lines]
